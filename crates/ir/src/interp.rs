@@ -1,0 +1,184 @@
+//! The reference interpreter: the oracle every generated kernel is
+//! checked against. Plain loop nests that follow the contract's
+//! definitions word for word, accumulating in f64; speed is no goal.
+
+use crate::error::DataError;
+use crate::layer::{Layer, Stage, StageKind};
+use crate::weights::{StageWeights, Weights};
+
+/// Runs `layer` on `batch` NHWC images. Stages hand each other f32
+/// tensors, as a real kernel chain does; each stage accumulates in f64.
+pub fn interpret(
+    layer: &Layer,
+    weights: &Weights,
+    input: &[f32],
+    batch: usize,
+) -> Result<Vec<f32>, DataError> {
+    weights.check(layer)?;
+    let want = batch.checked_mul(layer.input.len());
+    if want != Some(input.len()) {
+        return Err(DataError::tensor(
+            "input",
+            format!(
+                "expected {batch} x {} = {} values, found {}",
+                layer.input,
+                want.map_or("too many".into(), |n| n.to_string()),
+                input.len()
+            ),
+        ));
+    }
+    let mut cur = input.to_vec();
+    for (stage, w) in layer.stages.iter().zip(weights.stages()) {
+        cur = interpret_stage(stage, w, &cur, batch, stage.residual.then_some(input));
+    }
+    Ok(cur)
+}
+
+/// One primitive stage: convolution, `+ bias`, activation, `+ residual`.
+/// Lengths must fit `stage` (the caller checked them).
+pub fn interpret_stage(
+    stage: &Stage,
+    w: &StageWeights,
+    input: &[f32],
+    batch: usize,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let (si, so) = (stage.input, stage.output);
+    let [kh, kw] = stage.kernel;
+    let [sh, sw] = stage.stride;
+    let [dh, dw] = stage.dilation;
+    let (pt, pl) = (stage.padding.top as isize, stage.padding.left as isize);
+    let at = |n: usize, y: usize, x: usize, c: usize| ((n * si.h + y) * si.w + x) * si.c + c;
+    let mut out = vec![0f32; batch * so.len()];
+    for n in 0..batch {
+        for oy in 0..so.h {
+            for ox in 0..so.w {
+                for oc in 0..so.c {
+                    let mut acc = 0f64;
+                    for ky in 0..kh {
+                        let iy = (oy * sh + ky * dh) as isize - pt;
+                        for kx in 0..kw {
+                            let ix = (ox * sw + kx * dw) as isize - pl;
+                            // Outside the input is zero padding.
+                            if iy < 0 || ix < 0 || iy >= si.h as isize || ix >= si.w as isize {
+                                continue;
+                            }
+                            let (iy, ix) = (iy as usize, ix as usize);
+                            acc += match stage.kind {
+                                StageKind::Conv { cout } => (0..si.c)
+                                    .map(|ci| {
+                                        let wi = ((ky * kw + kx) * si.c + ci) * cout + oc;
+                                        input[at(n, iy, ix, ci)] as f64 * w.weight[wi] as f64
+                                    })
+                                    .sum::<f64>(),
+                                StageKind::Depthwise { multiplier } => {
+                                    let (c, m) = (oc / multiplier, oc % multiplier);
+                                    let wi = ((ky * kw + kx) * si.c + c) * multiplier + m;
+                                    input[at(n, iy, ix, c)] as f64 * w.weight[wi] as f64
+                                }
+                                StageKind::Pointwise { cout } => (0..si.c)
+                                    .map(|ci| {
+                                        input[at(n, iy, ix, ci)] as f64
+                                            * w.weight[ci * cout + oc] as f64
+                                    })
+                                    .sum::<f64>(),
+                            };
+                        }
+                    }
+                    if let Some(b) = &w.bias {
+                        acc += b[oc] as f64;
+                    }
+                    let mut v = stage.activation.apply(acc) as f32;
+                    let o = ((n * so.h + oy) * so.w + ox) * so.c + oc;
+                    if let Some(r) = residual {
+                        v += r[o];
+                    }
+                    out[o] = v;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile_source;
+
+    fn layer(src: &str) -> Layer {
+        compile_source(src).unwrap().remove(0)
+    }
+
+    #[test]
+    fn same_padding_3x3_box_filter_counts_neighbours() {
+        let l = layer("layer b { input 3x4x1\n d: depthwise 3x3, pad same }");
+        let w = Weights::new(
+            &l,
+            vec![StageWeights {
+                weight: vec![1.0; 9],
+                bias: None,
+            }],
+        )
+        .unwrap();
+        let out = interpret(&l, &w, &[1.0; 12], 1).unwrap();
+        // Corners see 4 pixels, edges 6, the middle 9.
+        assert_eq!(out, [4., 6., 6., 4., 6., 9., 9., 6., 4., 6., 6., 4.]);
+    }
+
+    #[test]
+    fn multiplier_orders_output_channels_c_times_m_plus_m() {
+        let l = layer("layer m { input 1x1x2\n d: depthwise 1x1, multiplier 2 }");
+        // weight [1][1][C=2][M=2]
+        let w = StageWeights {
+            weight: vec![1., 2., 3., 4.],
+            bias: None,
+        };
+        let w = Weights::new(&l, vec![w]).unwrap();
+        let out = interpret(&l, &w, &[10., 100.], 1).unwrap();
+        assert_eq!(out, [10., 20., 300., 400.]);
+    }
+
+    #[test]
+    fn bias_then_activation_then_residual() {
+        let l = layer("layer r { input 1x1x1\n p: pointwise 1, bias, relu6, residual }");
+        let w = StageWeights {
+            weight: vec![10.0],
+            bias: Some(vec![1.0]),
+        };
+        let w = Weights::new(&l, vec![w]).unwrap();
+        // 2*10 + 1 = 21 -> relu6 -> 6, + input 2 = 8 (the residual is not clamped).
+        assert_eq!(interpret(&l, &w, &[2.0], 1).unwrap(), [8.0]);
+        assert_eq!(interpret(&l, &w, &[-2.0], 1).unwrap(), [-2.0]);
+    }
+
+    #[test]
+    fn strided_dilated_conv_reads_the_right_taps() {
+        // 1 channel, 5 wide, kernel 1x2 dilation 3, stride 2: out[x] = in[2x]*a + in[2x+3]*b.
+        let l = layer("layer s { input 1x5x1\n c: conv 1x2 -> 1, stride 2, dilation 3 }");
+        let w = Weights::new(
+            &l,
+            vec![StageWeights {
+                weight: vec![1.0, 10.0],
+                bias: None,
+            }],
+        )
+        .unwrap();
+        let out = interpret(&l, &w, &[1., 2., 3., 4., 5.], 1).unwrap();
+        assert_eq!(out, [1. + 40.]);
+    }
+
+    #[test]
+    fn batch_images_are_independent_and_lengths_checked() {
+        let l = layer("layer p { input 2x2x3\n p: pointwise 2, bias }");
+        let w = Weights::random(&l, 1);
+        let a: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let b: Vec<f32> = (0..12).map(|i| -(i as f32)).collect();
+        let both = interpret(&l, &w, &[a.clone(), b.clone()].concat(), 2).unwrap();
+        let one_a = interpret(&l, &w, &a, 1).unwrap();
+        let one_b = interpret(&l, &w, &b, 1).unwrap();
+        assert_eq!(both, [one_a, one_b].concat());
+        let err = interpret(&l, &w, &a, 2).unwrap_err().to_string();
+        assert_eq!(err, "input: expected 2 x 2x2x3 = 24 values, found 12");
+    }
+}

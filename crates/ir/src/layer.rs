@@ -1,0 +1,165 @@
+//! The layer IR: primitive stages with every shape and padding resolved.
+
+use serde::Serialize;
+use std::fmt;
+
+/// Largest number accepted for any one size (spatial dims, channels,
+/// kernel, stride, dilation, padding, multiplier).
+pub const MAX_DIM: u64 = 1 << 16;
+/// Largest tensor (per image) or weight array, in elements: 1 GiB of f32.
+/// Anything bigger could never be allocated here, so it is an error up front.
+pub const MAX_TENSOR_ELEMS: u64 = 1 << 28;
+
+/// Height x width x channels of one image (NHWC without the N).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Shape {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+}
+
+impl Shape {
+    pub fn new(h: usize, w: usize, c: usize) -> Shape {
+        Shape { h, w, c }
+    }
+
+    /// Elements per image.
+    pub fn len(&self) -> usize {
+        self.h * self.w * self.c
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}x{}x{}", self.h, self.w, self.c)
+    }
+}
+
+/// Zero padding on each side, resolved from `same` / `valid` / explicit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize)]
+pub struct Padding {
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Activation {
+    pub fn apply(self, x: f64) -> f64 {
+        match self {
+            Activation::None => x,
+            Activation::Relu => x.max(0.0),
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+        }
+    }
+}
+
+/// What a primitive stage computes. Separable forms never appear here:
+/// validation expands them into these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum StageKind {
+    /// Full convolution, weights `[Kh][Kw][Ci][Co]`.
+    Conv { cout: usize },
+    /// One filter per channel (times `multiplier`), weights `[Kh][Kw][C][M]`;
+    /// output channel `c*M + m`.
+    Depthwise { multiplier: usize },
+    /// 1x1 convolution, weights `[Ci][Co]`.
+    Pointwise { cout: usize },
+}
+
+/// One primitive stage with everything resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Stage {
+    /// The source stage's name, with `.depthwise`/`.pointwise` or
+    /// `.col`/`.row` for the parts of a separable one.
+    pub name: String,
+    pub kind: StageKind,
+    pub input: Shape,
+    pub output: Shape,
+    /// `[height, width]`; `[1, 1]` for pointwise.
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub padding: Padding,
+    /// Key of the weight array in a weights archive.
+    pub weight_key: String,
+    /// Key of the bias array, if the stage adds a bias.
+    pub bias_key: Option<String>,
+    pub activation: Activation,
+    /// Adds the layer's input after the activation.
+    pub residual: bool,
+}
+
+impl Stage {
+    /// Multiply-accumulates per image.
+    pub fn macs(&self) -> u64 {
+        let out = (self.output.h * self.output.w) as u64;
+        let taps = (self.kernel[0] * self.kernel[1]) as u64;
+        match self.kind {
+            StageKind::Conv { cout } => out * taps * (self.input.c * cout) as u64,
+            StageKind::Depthwise { .. } => out * taps * self.output.c as u64,
+            StageKind::Pointwise { cout } => out * (self.input.c * cout) as u64,
+        }
+    }
+
+    /// The weight array's shape in the contract's (TensorFlow) layout.
+    pub fn weight_shape(&self) -> Vec<usize> {
+        let [kh, kw] = self.kernel;
+        match self.kind {
+            StageKind::Conv { cout } => vec![kh, kw, self.input.c, cout],
+            StageKind::Depthwise { multiplier } => vec![kh, kw, self.input.c, multiplier],
+            StageKind::Pointwise { cout } => vec![self.input.c, cout],
+        }
+    }
+
+    pub fn weight_len(&self) -> usize {
+        self.weight_shape().iter().product()
+    }
+
+    /// `conv 3x3 -> 64`, `depthwise 3x3 x2`, `pointwise 128`.
+    pub fn describe_op(&self) -> String {
+        let [kh, kw] = self.kernel;
+        match self.kind {
+            StageKind::Conv { cout } => format!("conv {kh}x{kw} -> {cout}"),
+            StageKind::Depthwise { multiplier: 1 } => format!("depthwise {kh}x{kw}"),
+            StageKind::Depthwise { multiplier } => {
+                format!("depthwise {kh}x{kw}, multiplier {multiplier}")
+            }
+            StageKind::Pointwise { cout } => format!("pointwise {cout}"),
+        }
+    }
+}
+
+/// A validated layer: the input shape and a chain of primitive stages, each
+/// reading the previous one's output.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Layer {
+    pub name: String,
+    pub input: Shape,
+    pub stages: Vec<Stage>,
+}
+
+impl Layer {
+    pub fn output(&self) -> Shape {
+        self.stages.last().map_or(self.input, |s| s.output)
+    }
+
+    /// Multiply-accumulates per image, all stages.
+    pub fn macs(&self) -> u64 {
+        self.stages.iter().map(Stage::macs).sum()
+    }
+}

@@ -1,0 +1,26 @@
+//! convjit's layer IR: the validated meaning of a `.conv` layer, and the
+//! plain reference interpreter that every generated kernel is checked against.
+//!
+//! Data flow: `convjit_lang::parse` gives a syntax tree; [`lower`] checks it
+//! and infers every shape, giving [`Layer`]s whose stages are all primitive
+//! (separable convolutions are expanded here); [`Weights`] binds arrays to
+//! stages; [`interpret`] computes the output.
+
+mod error;
+mod interp;
+mod layer;
+mod random;
+mod validate;
+mod weights;
+
+pub use error::DataError;
+pub use interp::{interpret, interpret_stage};
+pub use layer::{Activation, Layer, Padding, Shape, Stage, StageKind, MAX_DIM, MAX_TENSOR_ELEMS};
+pub use random::Rng;
+pub use validate::lower;
+pub use weights::{StageWeights, Weights};
+
+/// Parses and validates a whole `.conv` text in one step.
+pub fn compile_source(src: &str) -> Result<Vec<Layer>, Vec<convjit_lang::Diagnostic>> {
+    lower(&convjit_lang::parse(src)?)
+}

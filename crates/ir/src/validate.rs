@@ -1,0 +1,678 @@
+//! Syntax tree to layer IR: every check of meaning, shape inference, and
+//! the expansion of separable convolutions into primitive stages.
+
+use crate::layer::*;
+use convjit_lang::ast::{self, Dims, Opt, Separable, Spanned};
+use convjit_lang::{Diagnostic, Span};
+use std::collections::HashMap;
+
+/// Validates every layer of a file. All errors found are returned, sorted
+/// by position; a file without errors gives one [`Layer`] per block.
+pub fn lower(file: &ast::File) -> Result<Vec<Layer>, Vec<Diagnostic>> {
+    let mut cx = Cx::default();
+    let mut layers = Vec::new();
+    let mut names: HashMap<&str, Span> = HashMap::new();
+    if file.layers.is_empty() {
+        cx.error(Span::new(0, 0), "the file defines no layer")
+            .with_help("a layer is 'layer NAME { input HxWxC; NAME: OP, options }'");
+    }
+    for l in &file.layers {
+        if names.insert(&l.name.node, l.name.span).is_some() {
+            cx.error(
+                l.name.span,
+                format!("layer '{}' is defined twice", l.name.node),
+            )
+            .with_help("layer names must be unique within a file");
+        }
+        if let Some(layer) = lower_layer(l, &mut cx) {
+            layers.push(layer);
+        }
+    }
+    if cx.diags.is_empty() {
+        Ok(layers)
+    } else {
+        cx.diags.sort_by_key(|d| d.span.start);
+        Err(cx.diags)
+    }
+}
+
+#[derive(Default)]
+struct Cx {
+    diags: Vec<Diagnostic>,
+}
+
+impl Cx {
+    /// Records an error; the returned reference can add a hint.
+    fn error(&mut self, span: Span, message: impl Into<String>) -> HelpSlot<'_> {
+        self.diags.push(Diagnostic::new(span, message));
+        HelpSlot(self.diags.last_mut().map(|d| &mut d.help))
+    }
+
+    /// A number in `1..=MAX_DIM`, else an error naming `what`.
+    fn size(&mut self, n: &Spanned<u64>, what: &str) -> Option<usize> {
+        self.bounded(n, 1, what)
+    }
+
+    /// A number in `min..=MAX_DIM`.
+    fn bounded(&mut self, n: &Spanned<u64>, min: u64, what: &str) -> Option<usize> {
+        if n.node < min {
+            self.error(n.span, format!("{what} must be at least {min}"));
+            None
+        } else if n.node > MAX_DIM {
+            self.error(
+                n.span,
+                format!("{what} {} is too large (limit {MAX_DIM})", n.node),
+            );
+            None
+        } else {
+            Some(n.node as usize)
+        }
+    }
+
+    /// `[h, w]` from `N` or `HxW`.
+    fn pair(&mut self, d: &Dims, what: &str) -> Option<[usize; 2]> {
+        let v: Vec<Option<usize>> = d.parts.iter().map(|p| self.size(p, what)).collect();
+        match v[..] {
+            [Some(a)] => Some([a, a]),
+            [Some(a), Some(b)] => Some([a, b]),
+            _ => None,
+        }
+    }
+}
+
+struct HelpSlot<'a>(Option<&'a mut Option<String>>);
+
+impl HelpSlot<'_> {
+    fn with_help(self, help: impl Into<String>) {
+        if let Some(slot) = self.0 {
+            *slot = Some(help.into());
+        }
+    }
+}
+
+fn lower_layer(l: &ast::Layer, cx: &mut Cx) -> Option<Layer> {
+    let Some(input_dims) = l.inputs.first() else {
+        cx.error(
+            l.name.span,
+            format!("layer '{}' has no input shape", l.name.node),
+        )
+        .with_help("add 'input HxWxC' as the layer's first line");
+        return None;
+    };
+    for extra in &l.inputs[1..] {
+        cx.error(extra.span, "a second 'input' line")
+            .with_help("a layer has exactly one input");
+    }
+    if let Some(first) = l.stages.first() {
+        if input_dims.span.start > first.name.span.start {
+            cx.error(input_dims.span, "'input' must come before the stages");
+        }
+    }
+    let names = ["input height", "input width", "input channels"];
+    let dims: Vec<Option<usize>> = input_dims
+        .parts
+        .iter()
+        .zip(names)
+        .map(|(p, what)| cx.size(p, what))
+        .collect();
+    let input = match dims[..] {
+        [Some(h), Some(w), Some(c)] => Shape::new(h, w, c),
+        _ => return None,
+    };
+    check_tensor(cx, input_dims.span, input, "the input")?;
+    if l.stages.is_empty() {
+        cx.error(
+            l.name.span,
+            format!("layer '{}' has no stages", l.name.node),
+        )
+        .with_help("add a stage such as 'pw: pointwise 64'");
+        return None;
+    }
+
+    let mut stages = Vec::new();
+    let mut stage_names: HashMap<&str, Span> = HashMap::new();
+    // Once a stage fails, later shapes are unknown: their options are
+    // still checked, their shapes are not.
+    let mut shape = Some(input);
+    for s in &l.stages {
+        if stage_names.insert(&s.name.node, s.name.span).is_some() {
+            cx.error(
+                s.name.span,
+                format!("stage '{}' is defined twice", s.name.node),
+            )
+            .with_help("stage names must be unique within a layer");
+        }
+        let opts = collect_options(s, cx);
+        shape = match (shape, opts) {
+            (Some(cur), Some(opts)) => {
+                let lowered = lower_stage(s, &opts, cur, input, cx);
+                let out = lowered.as_ref().map(|v: &Vec<Stage>| v[v.len() - 1].output);
+                stages.extend(lowered.into_iter().flatten());
+                out
+            }
+            _ => None,
+        };
+    }
+    shape.map(|_| Layer {
+        name: l.name.node.clone(),
+        input,
+        stages,
+    })
+}
+
+/// A stage's options, checked one by one and against its op.
+struct Options {
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: PadSpec,
+    multiplier: usize,
+    separable: Option<Separable>,
+    bias: bool,
+    activation: Activation,
+    residual: Option<Span>,
+}
+
+#[derive(Clone, Copy)]
+enum PadSpec {
+    Same,
+    Valid,
+    Explicit(Padding),
+}
+
+fn collect_options(s: &ast::Stage, cx: &mut Cx) -> Option<Options> {
+    let mut o = Options {
+        stride: [1, 1],
+        dilation: [1, 1],
+        pad: PadSpec::Valid,
+        multiplier: 1,
+        separable: None,
+        bias: false,
+        activation: Activation::None,
+        residual: None,
+    };
+    let before = cx.diags.len();
+    let mut seen: HashMap<&str, Span> = HashMap::new();
+    let op = &s.op.node;
+    for opt in &s.options {
+        let key = opt.node.keyword();
+        if seen.insert(key, opt.span).is_some() {
+            let msg = match key {
+                "activation" => "a second activation: a stage has at most one".to_string(),
+                _ => format!("option '{key}' is given twice"),
+            };
+            cx.error(opt.span, msg);
+            continue;
+        }
+        match &opt.node {
+            Opt::Stride(d) => {
+                if let Some(v) = cx.pair(d, "stride") {
+                    o.stride = v;
+                }
+            }
+            Opt::Dilation(d) => {
+                if let Some(v) = cx.pair(d, "dilation") {
+                    o.dilation = v;
+                }
+            }
+            Opt::Pad(ast::Pad::Same) => o.pad = PadSpec::Same,
+            Opt::Pad(ast::Pad::Valid) => o.pad = PadSpec::Valid,
+            Opt::Pad(ast::Pad::Explicit(sides)) => {
+                let v: Vec<Option<usize>> =
+                    sides.iter().map(|n| cx.bounded(n, 0, "padding")).collect();
+                if let [Some(top), Some(bottom), Some(left), Some(right)] = v[..] {
+                    o.pad = PadSpec::Explicit(Padding {
+                        top,
+                        bottom,
+                        left,
+                        right,
+                    });
+                }
+            }
+            Opt::Multiplier(m) => {
+                if let Some(m) = cx.size(m, "multiplier") {
+                    o.multiplier = m;
+                }
+            }
+            Opt::Separable(kind) => o.separable = Some(*kind),
+            Opt::Bias => o.bias = true,
+            Opt::Activation(a) => {
+                o.activation = match a {
+                    ast::Activation::None => Activation::None,
+                    ast::Activation::Relu => Activation::Relu,
+                    ast::Activation::Relu6 => Activation::Relu6,
+                }
+            }
+            Opt::Residual => o.residual = Some(opt.span),
+        }
+    }
+
+    // Options that do not fit the op.
+    for opt in &s.options {
+        let misfit = match (&opt.node, op) {
+            (Opt::Stride(_) | Opt::Dilation(_), ast::Op::Pointwise { .. }) => {
+                Some("use 'conv 1x1 -> N' for a strided or dilated 1x1 convolution".to_string())
+            }
+            (Opt::Pad(ast::Pad::Explicit(_)), ast::Op::Pointwise { .. }) => {
+                Some("a pointwise stage reads no neighbours, so it takes no padding".into())
+            }
+            (Opt::Separable(_), ast::Op::Depthwise { .. } | ast::Op::Pointwise { .. }) => {
+                Some("only 'conv' stages can be separable".into())
+            }
+            (Opt::Multiplier(_), ast::Op::Pointwise { .. }) => {
+                Some("a multiplier belongs to depthwise stages".into())
+            }
+            (Opt::Multiplier(_), ast::Op::Conv { .. })
+                if o.separable != Some(Separable::Depthwise) =>
+            {
+                Some("a multiplier needs 'depthwise' or 'conv ..., separable depthwise'".into())
+            }
+            _ => None,
+        };
+        if let Some(help) = misfit {
+            cx.error(
+                opt.span,
+                format!(
+                    "option '{}' does not apply to '{}'",
+                    opt.node.keyword(),
+                    op.keyword()
+                ),
+            )
+            .with_help(help);
+        }
+    }
+    (cx.diags.len() == before).then_some(o)
+}
+
+/// The primitive stages of one source stage, with shapes inferred from
+/// `input`. `layer_input` is what `residual` adds.
+fn lower_stage(
+    s: &ast::Stage,
+    o: &Options,
+    input: Shape,
+    layer_input: Shape,
+    cx: &mut Cx,
+) -> Option<Vec<Stage>> {
+    let name = &s.name.node;
+    let op_span = s.op.span;
+    let base = |kind, kernel, stride, dilation| Proto {
+        name: name.clone(),
+        kind,
+        kernel,
+        stride,
+        dilation,
+        pad: o.pad,
+        weight_key: format!("{name}.weight"),
+        bias_key: None,
+        activation: Activation::None,
+        residual: false,
+    };
+    let mut protos = match &s.op.node {
+        ast::Op::Conv { kernel, cout } => {
+            let k = cx.pair(kernel, "kernel size");
+            let cout = cx.size(cout, "output channels");
+            let (k, cout) = (k?, cout?);
+            match o.separable {
+                None => vec![base(StageKind::Conv { cout }, k, o.stride, o.dilation)],
+                Some(Separable::Depthwise) => {
+                    let mut dw = base(
+                        StageKind::Depthwise {
+                            multiplier: o.multiplier,
+                        },
+                        k,
+                        o.stride,
+                        o.dilation,
+                    );
+                    dw.name = format!("{name}.depthwise");
+                    dw.weight_key = format!("{name}.depthwise.weight");
+                    let mut pw = base(StageKind::Pointwise { cout }, [1, 1], [1, 1], [1, 1]);
+                    pw.name = format!("{name}.pointwise");
+                    pw.weight_key = format!("{name}.pointwise.weight");
+                    pw.pad = PadSpec::Valid;
+                    vec![dw, pw]
+                }
+                Some(Separable::Spatial) => {
+                    // Vertical part takes the vertical stride, dilation and padding.
+                    let (vpad, hpad) = match o.pad {
+                        PadSpec::Explicit(p) => (
+                            PadSpec::Explicit(Padding {
+                                left: 0,
+                                right: 0,
+                                ..p
+                            }),
+                            PadSpec::Explicit(Padding {
+                                top: 0,
+                                bottom: 0,
+                                ..p
+                            }),
+                        ),
+                        other => (other, other),
+                    };
+                    let mut col = base(
+                        StageKind::Conv { cout },
+                        [k[0], 1],
+                        [o.stride[0], 1],
+                        [o.dilation[0], 1],
+                    );
+                    col.name = format!("{name}.col");
+                    col.weight_key = format!("{name}.col.weight");
+                    col.pad = vpad;
+                    let mut row = base(
+                        StageKind::Conv { cout },
+                        [1, k[1]],
+                        [1, o.stride[1]],
+                        [1, o.dilation[1]],
+                    );
+                    row.name = format!("{name}.row");
+                    row.weight_key = format!("{name}.row.weight");
+                    row.pad = hpad;
+                    vec![col, row]
+                }
+            }
+        }
+        ast::Op::Depthwise { kernel } => {
+            let k = cx.pair(kernel, "kernel size")?;
+            let kind = StageKind::Depthwise {
+                multiplier: o.multiplier,
+            };
+            vec![base(kind, k, o.stride, o.dilation)]
+        }
+        ast::Op::Pointwise { cout } => {
+            let cout = cx.size(cout, "output channels")?;
+            let mut pw = base(StageKind::Pointwise { cout }, [1, 1], [1, 1], [1, 1]);
+            pw.pad = PadSpec::Valid;
+            vec![pw]
+        }
+    };
+    // Bias, activation and residual belong to the last primitive stage.
+    let last = protos.last_mut()?;
+    last.bias_key = o.bias.then(|| format!("{name}.bias"));
+    last.activation = o.activation;
+    last.residual = o.residual.is_some();
+
+    let mut stages = Vec::with_capacity(protos.len());
+    let mut shape = input;
+    for p in protos {
+        let stage = p.infer(shape, cx, op_span)?;
+        check_tensor(cx, op_span, stage.output, "the stage's output")?;
+        let weights = stage
+            .weight_shape()
+            .iter()
+            .map(|&d| d as u64)
+            .product::<u64>();
+        if weights > MAX_TENSOR_ELEMS {
+            cx.error(
+                op_span,
+                format!("the weights would have {weights} elements (limit {MAX_TENSOR_ELEMS})"),
+            );
+            return None;
+        }
+        shape = stage.output;
+        stages.push(stage);
+    }
+    if let Some(span) = o.residual {
+        if shape != layer_input {
+            cx.error(
+                span,
+                format!(
+                    "'residual' adds the layer's input ({layer_input}), \
+                     but this stage's output is {shape}"
+                ),
+            )
+            .with_help("a residual stage must give back the layer's input shape");
+            return None;
+        }
+    }
+    Some(stages)
+}
+
+/// A primitive stage before its shapes are known.
+struct Proto {
+    name: String,
+    kind: StageKind,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: PadSpec,
+    weight_key: String,
+    bias_key: Option<String>,
+    activation: Activation,
+    residual: bool,
+}
+
+impl Proto {
+    fn infer(self, input: Shape, cx: &mut Cx, span: Span) -> Option<Stage> {
+        let explicit = |p: Padding| ([p.top, p.bottom], [p.left, p.right]);
+        let (vpad, hpad) = match self.pad {
+            PadSpec::Explicit(p) => {
+                let (v, h) = explicit(p);
+                (Some(v), Some(h))
+            }
+            _ => (None, None),
+        };
+        let same = matches!(self.pad, PadSpec::Same);
+        let rows = axis(
+            input.h,
+            self.kernel[0],
+            self.stride[0],
+            self.dilation[0],
+            same,
+            vpad,
+        );
+        let cols = axis(
+            input.w,
+            self.kernel[1],
+            self.stride[1],
+            self.dilation[1],
+            same,
+            hpad,
+        );
+        let (Some((oh, top, bottom)), Some((ow, left, right))) = (rows, cols) else {
+            let (dim, len, i) = if rows.is_none() {
+                ("height", input.h, 0)
+            } else {
+                ("width", input.w, 1)
+            };
+            let extent = (self.kernel[i] - 1) * self.dilation[i] + 1;
+            cx.error(
+                span,
+                format!(
+                    "the output would be empty: the input {dim} {len} (with padding) is \
+                     smaller than the kernel's extent {extent}"
+                ),
+            )
+            .with_help("use 'pad same', a smaller kernel or a smaller dilation");
+            return None;
+        };
+        let cout = match self.kind {
+            StageKind::Conv { cout } | StageKind::Pointwise { cout } => cout,
+            StageKind::Depthwise { multiplier } => input.c * multiplier,
+        };
+        Some(Stage {
+            name: self.name,
+            kind: self.kind,
+            input,
+            output: Shape::new(oh, ow, cout),
+            kernel: self.kernel,
+            stride: self.stride,
+            dilation: self.dilation,
+            padding: Padding {
+                top,
+                bottom,
+                left,
+                right,
+            },
+            weight_key: self.weight_key,
+            bias_key: self.bias_key,
+            activation: self.activation,
+            residual: self.residual,
+        })
+    }
+}
+
+/// Output length and padding (before, after) along one axis, by
+/// TensorFlow's rules; `None` if the output would be empty.
+fn axis(
+    len: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    same: bool,
+    explicit: Option<[usize; 2]>,
+) -> Option<(usize, usize, usize)> {
+    let extent = (k - 1) * dilation + 1;
+    if same {
+        let out = len.div_ceil(stride);
+        let total = ((out - 1) * stride + extent).saturating_sub(len);
+        return Some((out, total / 2, total - total / 2));
+    }
+    let [before, after] = explicit.unwrap_or([0, 0]);
+    let padded = len + before + after;
+    (padded >= extent).then(|| ((padded - extent) / stride + 1, before, after))
+}
+
+fn check_tensor(cx: &mut Cx, span: Span, s: Shape, what: &str) -> Option<()> {
+    let n = s.h as u64 * s.w as u64 * s.c as u64;
+    if n > MAX_TENSOR_ELEMS {
+        cx.error(
+            span,
+            format!("{what} ({s}) would have {n} elements per image (limit {MAX_TENSOR_ELEMS})"),
+        );
+        return None;
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile_source;
+
+    fn one(src: &str) -> Layer {
+        let mut v = compile_source(src).unwrap_or_else(|d| panic!("{d:?}"));
+        assert_eq!(v.len(), 1);
+        v.remove(0)
+    }
+
+    fn errors(src: &str) -> Vec<String> {
+        compile_source(src)
+            .expect_err("should fail")
+            .into_iter()
+            .map(|d| d.message)
+            .collect()
+    }
+
+    #[test]
+    fn textbook_macs() {
+        let std = one("layer t { input 12x12x3\n c: conv 5x5 -> 256 }");
+        assert_eq!(std.macs(), 1_228_800);
+        let sep = one("layer t { input 12x12x3\n c: conv 5x5 -> 256, separable depthwise }");
+        let macs: Vec<u64> = sep.stages.iter().map(Stage::macs).collect();
+        assert_eq!(macs, [4_800, 49_152]);
+        assert_eq!(sep.output(), Shape::new(8, 8, 256));
+        assert_eq!(sep.stages[0].weight_key, "c.depthwise.weight");
+        assert_eq!(sep.stages[1].bias_key, None);
+    }
+
+    #[test]
+    fn tensorflow_same_padding_puts_the_extra_pixel_after() {
+        // in 9, k 4, s 2: out 5, total pad 3 -> 1 before, 2 after.
+        assert_eq!(axis(9, 4, 2, 1, true, None), Some((5, 1, 2)));
+        // in 10, k 3, s 2: out 5, total 1 -> 0 before, 1 after.
+        assert_eq!(axis(10, 3, 2, 1, true, None), Some((5, 0, 1)));
+        // dilation 2 makes a 3-tap kernel span 5.
+        assert_eq!(axis(15, 3, 1, 2, true, None), Some((15, 2, 2)));
+        assert_eq!(axis(1, 3, 1, 1, true, None), Some((1, 1, 1)));
+        assert_eq!(axis(12, 5, 1, 1, false, None), Some((8, 0, 0)));
+        assert_eq!(axis(4, 5, 1, 1, false, None), None);
+        assert_eq!(axis(23, 7, 3, 1, false, Some([1, 3])), Some((7, 1, 3)));
+    }
+
+    #[test]
+    fn spatial_separable_splits_stride_and_padding_by_axis() {
+        let l = one("layer s { input 10x13x6\n s: conv 5x3 -> 8, separable spatial, stride 2x3, pad 1 2 3 4, bias, relu }");
+        let [col, row] = &l.stages[..] else { panic!() };
+        assert_eq!((col.kernel, col.stride), ([5, 1], [2, 1]));
+        assert_eq!((row.kernel, row.stride), ([1, 3], [1, 3]));
+        assert_eq!(
+            col.padding,
+            Padding {
+                top: 1,
+                bottom: 2,
+                left: 0,
+                right: 0
+            }
+        );
+        assert_eq!(
+            row.padding,
+            Padding {
+                top: 0,
+                bottom: 0,
+                left: 3,
+                right: 4
+            }
+        );
+        assert_eq!(col.output, Shape::new(4, 13, 8));
+        assert_eq!(row.output, Shape::new(4, 5, 8));
+        assert_eq!(row.bias_key.as_deref(), Some("s.bias"));
+        assert_eq!(
+            (col.activation, row.activation),
+            (Activation::None, Activation::Relu)
+        );
+        assert_eq!(row.weight_shape(), [1, 3, 8, 8]);
+    }
+
+    #[test]
+    fn multiplier_and_residual() {
+        let l = one("layer d { input 8x8x4\n d: depthwise 3x3, multiplier 3, pad same\n p: pointwise 4, residual }");
+        assert_eq!(l.stages[0].output, Shape::new(8, 8, 12));
+        assert_eq!(l.stages[0].weight_shape(), [3, 3, 4, 3]);
+        assert!(l.stages[1].residual);
+    }
+
+    #[test]
+    fn meaning_errors() {
+        assert_eq!(
+            errors("layer a { input 4x4x0\n p: pointwise 0 }"),
+            ["input channels must be at least 1"]
+        );
+        assert_eq!(
+            errors("layer a { input 4x4x2\n p: pointwise 8, stride 2, multiplier 2 }"),
+            [
+                "option 'stride' does not apply to 'pointwise'",
+                "option 'multiplier' does not apply to 'pointwise'"
+            ]
+        );
+        assert_eq!(
+            errors("layer a { input 4x4x2\n p: pointwise 8, residual }"),
+            ["'residual' adds the layer's input (4x4x2), but this stage's output is 4x4x8"]
+        );
+        assert_eq!(
+            errors("layer a { input 4x4x2\n d: depthwise 5x5 }"),
+            ["the output would be empty: the input height 4 (with padding) is smaller than the kernel's extent 5"]
+        );
+        assert_eq!(
+            errors("layer a { input 4x4x2\n p: pointwise 3\n p: pointwise 3 }"),
+            ["stage 'p' is defined twice"]
+        );
+        assert_eq!(
+            errors("layer a { input 4x4x2\n p: pointwise 3, relu, relu6, bias, bias }"),
+            [
+                "a second activation: a stage has at most one",
+                "option 'bias' is given twice"
+            ]
+        );
+        assert_eq!(
+            errors("layer a { input 65536x65536x65536\n p: pointwise 3 }"),
+            ["the input (65536x65536x65536) would have 281474976710656 elements per image (limit 268435456)"]
+        );
+        assert_eq!(
+            errors("layer a { input 4x4x2 }"),
+            ["layer 'a' has no stages"]
+        );
+        assert_eq!(errors(""), ["the file defines no layer"]);
+        assert_eq!(
+            errors("layer a { input 4x4x2\n p: pointwise 3 }\nlayer a { input 4x4x2\n p: pointwise 3 }"),
+            ["layer 'a' is defined twice"]
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! Argument parsing and dispatch. Exit status: 0 success, 1 the user's
+//! input is wrong, 2 a usage error (clap's own status for bad flags).
+
+mod check;
+mod plan;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "convjit",
+    version,
+    about = "A code-generating compiler for convolution kernels",
+    long_about = "convjit reads layers written in the .conv language (shapes, kernels, strides, \
+                  padding, separability, multiplier, bias, activation, residual), checks them, \
+                  and runs them."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and validate; print each layer's stages and shapes.
+    Check {
+        /// The .conv file.
+        file: PathBuf,
+    },
+    /// Print the plan: stages, shapes, fusion groups and multiply-accumulates.
+    Plan {
+        file: PathBuf,
+        /// The layer to plan (default: every layer of the file).
+        #[arg(long)]
+        layer: Option<String>,
+        /// One JSON object per layer, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a layer. Without --input or --weights, seeded random data is used.
+    Run(run::RunArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with status 0; usage errors status 2.
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    let result = match cli.command {
+        Command::Check { file } => check::check(&file),
+        Command::Plan { file, layer, json } => plan::plan(&file, layer.as_deref(), json),
+        Command::Run(args) => run::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            ExitCode::from(e.status())
+        }
+    }
+}
+
+/// A command's failure: the user's input (status 1) or its usage (status 2).
+pub enum Failure {
+    Input(convjit::Error),
+    Usage(String),
+}
+
+impl Failure {
+    fn render(&self) -> String {
+        match self {
+            // Source errors are already "FILE:LINE:COL: error: ...".
+            Failure::Input(e @ convjit::Error::Source { .. }) => e.to_string(),
+            Failure::Input(e) => format!("error: {e}"),
+            Failure::Usage(m) => format!("error: {m}"),
+        }
+    }
+
+    fn status(&self) -> u8 {
+        match self {
+            Failure::Input(_) => 1,
+            Failure::Usage(_) => 2,
+        }
+    }
+}
+
+impl From<convjit::Error> for Failure {
+    fn from(e: convjit::Error) -> Failure {
+        match e {
+            // Choosing a layer is part of the command line.
+            convjit::Error::NoSuchLayer { message } => Failure::Usage(message),
+            e => Failure::Input(e),
+        }
+    }
+}
+
+impl From<convjit::DataError> for Failure {
+    fn from(e: convjit::DataError) -> Failure {
+        Failure::Input(e.into())
+    }
+}
+
+/// `1228800` -> `1,228,800`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// The layers of `file`, all of them or the one named.
+fn layers(file: &std::path::Path, name: Option<&str>) -> Result<Vec<convjit::Layer>, Failure> {
+    let all = convjit::load_layers(file)?;
+    Ok(match name {
+        Some(_) => vec![convjit::select_layer(all, name)?],
+        None => all,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1000), "1,000");
+        assert_eq!(super::thousands(1_228_800), "1,228,800");
+    }
+}

@@ -1,0 +1,108 @@
+//! `convjit run FILE.conv [--layer NAME] [--input IN.npy] [--weights W.npz]
+//! [--output OUT.npy] [--engine jit|interp]`
+
+use super::Failure;
+use clap::{Args, ValueEnum};
+use convjit::{Layer, Rng, Weights};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct RunArgs {
+    file: PathBuf,
+    /// The layer to run (needed when the file holds several).
+    #[arg(long)]
+    layer: Option<String>,
+    /// float32 [N, H, W, C] input (default: seeded random, N = --batch).
+    #[arg(long, value_name = "IN.npy")]
+    input: Option<PathBuf>,
+    /// Weights archive, keyed STAGE.weight / STAGE.bias (default: seeded random).
+    #[arg(long, value_name = "W.npz")]
+    weights: Option<PathBuf>,
+    /// Where to write the float32 [N, Ho, Wo, Co] output (default: print a summary).
+    #[arg(long, short, value_name = "OUT.npy")]
+    output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Engine::Interp)]
+    engine: Engine,
+    /// Worker threads (the interpreter always uses one).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: u32,
+    /// Seed for random input and weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Batch size of the random input.
+    #[arg(long, default_value_t = 1, conflicts_with = "input",
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    batch: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Engine {
+    /// Code generated for this layer and this CPU.
+    Jit,
+    /// The reference interpreter (f64 accumulation; slow, and the oracle).
+    Interp,
+}
+
+pub fn run(a: &RunArgs) -> Result<(), Failure> {
+    let layer = convjit::select_layer(convjit::load_layers(&a.file)?, a.layer.as_deref())?;
+    let weights = match &a.weights {
+        Some(path) => convjit::load_weights(&layer, path)?,
+        None => {
+            eprintln!(
+                "note: no --weights: using seeded random weights (seed {})",
+                a.seed
+            );
+            Weights::random(&layer, a.seed)
+        }
+    };
+    let (input, batch) = match &a.input {
+        Some(path) => convjit::load_input(&layer, path)?,
+        None => {
+            let batch = a.batch as usize;
+            let n = layer.input.len().checked_mul(batch).ok_or_else(|| {
+                Failure::Usage(format!("--batch {batch} is too large for this layer"))
+            })?;
+            // Random input comes from a stream of its own, so it does not
+            // change when weights are loaded from a file instead.
+            (Rng::new(a.seed ^ 0x5EED_1A7E).vec(n, 1.0), batch)
+        }
+    };
+    let output = match a.engine {
+        Engine::Interp => convjit::interpret(&layer, &weights, &input, batch)?,
+        Engine::Jit => {
+            return Err(Failure::Usage(
+                "the JIT engine is not built yet: use --engine interp".into(),
+            ))
+        }
+    };
+    let o = layer.output();
+    match &a.output {
+        Some(path) => {
+            convjit::npy::write_npy(path, &[batch, o.h, o.w, o.c], &output)
+                .map_err(convjit::DataError::from)?;
+        }
+        None => print!("{}", summary(&layer, batch, &output)),
+    }
+    Ok(())
+}
+
+/// Shape and statistics of an output, for runs without `--output`.
+fn summary(layer: &Layer, batch: usize, out: &[f32]) -> String {
+    let o = layer.output();
+    let (min, max) = out
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
+    let mean = out.iter().map(|&x| x as f64).sum::<f64>() / out.len().max(1) as f64;
+    let head: Vec<String> = out.iter().take(6).map(|x| format!("{x:.6}")).collect();
+    format!(
+        "layer {}: output [{batch}, {}, {}, {}] ({} values)\n  min {min:.6}  max {max:.6}  mean {mean:.6}\n  first values: {}\n",
+        layer.name,
+        o.h,
+        o.w,
+        o.c,
+        out.len(),
+        head.join(", ")
+    )
+}

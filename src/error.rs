@@ -1,0 +1,47 @@
+use crate::{DataError, Diagnostic, SourceFile};
+use std::fmt;
+use std::path::PathBuf;
+
+/// Everything that can go wrong between a file name and a result. All of
+/// these are the user's input being wrong (exit status 1 in the CLI).
+#[derive(Debug)]
+pub enum Error {
+    /// A file could not be read as text.
+    Io { path: PathBuf, message: String },
+    /// The `.conv` text is wrong; `Display` renders every diagnostic.
+    Source {
+        file: SourceFile,
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// A data file or buffer does not fit the layer.
+    Data(DataError),
+    /// `--layer` names no layer, or is needed and missing.
+    NoSuchLayer { message: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Error::Io { path, message } => write!(f, "{}: {message}", path.display()),
+            Error::Source { file, diagnostics } => {
+                for (i, d) in diagnostics.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    write!(f, "{}", d.render(file).trim_end())?;
+                }
+                Ok(())
+            }
+            Error::Data(e) => e.fmt(f),
+            Error::NoSuchLayer { message } => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<DataError> for Error {
+    fn from(e: DataError) -> Error {
+        Error::Data(e)
+    }
+}

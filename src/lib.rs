@@ -1,0 +1,112 @@
+//! convjit: a code-generating compiler for convolution kernels.
+//!
+//! This crate is the facade embedders depend on. The pipeline, one crate
+//! per step (see ARCHITECTURE.md):
+//!
+//! ```text
+//! .conv text --convjit_lang::parse--> syntax tree --convjit_ir::lower--> Layer
+//! Layer + Weights --interpret--> output (the reference)
+//! ```
+//!
+//! ```
+//! use convjit::{Layer, Weights};
+//! let layers = convjit::parse_layers("example.conv", "
+//!     layer textbook {
+//!       input 12x12x3
+//!       sep: conv 5x5 -> 256, separable depthwise
+//!     }").unwrap();
+//! let layer: &Layer = &layers[0];
+//! assert_eq!(layer.macs(), 4_800 + 49_152);
+//! let weights = Weights::random(layer, 42);
+//! let input = vec![0.5f32; layer.input.len()];
+//! let out = convjit::interpret(layer, &weights, &input, 1).unwrap();
+//! assert_eq!(out.len(), 8 * 8 * 256);
+//! ```
+
+mod error;
+
+pub use convjit_ir::{
+    interpret, Activation, DataError, Layer, Padding, Rng, Shape, Stage, StageKind, StageWeights,
+    Weights,
+};
+pub use convjit_lang::{Diagnostic, SourceFile};
+pub use convjit_npy as npy;
+pub use error::Error;
+
+use std::path::Path;
+
+/// Parses and validates `.conv` text; `name` is the file name used in
+/// diagnostics.
+pub fn parse_layers(name: &str, text: &str) -> Result<Vec<Layer>, Error> {
+    convjit_ir::compile_source(text).map_err(|diagnostics| Error::Source {
+        file: SourceFile::new(name, text),
+        diagnostics,
+    })
+}
+
+/// Reads, parses and validates a `.conv` file.
+pub fn load_layers(path: &Path) -> Result<Vec<Layer>, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        message: format!(
+            "not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ),
+    })?;
+    parse_layers(&path.display().to_string(), &text)
+}
+
+/// The layer called `name`, or the only layer when `name` is `None`.
+pub fn select_layer(layers: Vec<Layer>, name: Option<&str>) -> Result<Layer, Error> {
+    let names = || {
+        layers
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match name {
+        Some(name) => match layers.iter().position(|l| l.name == name) {
+            Some(i) => Ok(layers.into_iter().nth(i).expect("index found above")),
+            None => Err(Error::NoSuchLayer {
+                message: format!("no layer '{name}' in the file (it has: {})", names()),
+            }),
+        },
+        None if layers.len() == 1 => Ok(layers.into_iter().next().expect("one layer")),
+        None => Err(Error::NoSuchLayer {
+            message: format!(
+                "the file holds {} layers ({}): choose one with --layer NAME",
+                layers.len(),
+                names()
+            ),
+        }),
+    }
+}
+
+/// Reads a `.npz` weights archive and binds it to `layer`.
+pub fn load_weights(layer: &Layer, path: &Path) -> Result<Weights, Error> {
+    let npz = convjit_npy::read_npz(path).map_err(DataError::from)?;
+    Ok(Weights::from_npz(layer, &npz)?)
+}
+
+/// Reads an NHWC `float32 [N, H, W, C]` input for `layer`; returns the
+/// values and N.
+pub fn load_input(layer: &Layer, path: &Path) -> Result<(Vec<f32>, usize), Error> {
+    let a = convjit_npy::read_npy(path).map_err(DataError::from)?;
+    let s = layer.input;
+    match a.shape[..] {
+        [n, h, w, c] if n >= 1 && [h, w, c] == [s.h, s.w, s.c] => Ok((a.data, n)),
+        _ => Err(DataError::tensor(
+            path.display().to_string(),
+            format!(
+                "expected float32 [N, {}, {}, {}] (NHWC, N >= 1) for layer '{}', found {:?}",
+                s.h, s.w, s.c, layer.name, a.shape
+            ),
+        )
+        .into()),
+    }
+}

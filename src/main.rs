@@ -1,0 +1,7 @@
+//! The `convjit` command line: a thin shell over the library.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
