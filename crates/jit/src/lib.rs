@@ -1,0 +1,1 @@
+//! The Cranelift code generator.
