@@ -1,0 +1,218 @@
+//! `.npz` archives: a zip whose entries are `KEY.npy`, stored or deflated.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, ZipArchive, ZipWriter};
+
+use crate::header::MAX_ELEMENTS;
+use crate::npy::{self, MAX_HEADER_LEN};
+use crate::{atomic, Array, Error};
+
+/// Largest uncompressed entry we will inflate: the biggest valid `.npy`.
+/// Checked against the size the archive declares, and enforced while
+/// reading, so a zip bomb stops here instead of exhausting memory.
+const MAX_ENTRY_BYTES: u64 = MAX_ELEMENTS as u64 * 4 + MAX_HEADER_LEN as u64 + 12;
+
+/// The arrays of one `.npz` file, by key (entry name without ".npy").
+#[derive(Clone, Debug, PartialEq)]
+pub struct Npz {
+    path: PathBuf,
+    arrays: BTreeMap<String, Array>,
+}
+
+impl Npz {
+    /// The file the arrays were read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Array> {
+        self.arrays.get(key)
+    }
+
+    /// Keys in sorted order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.arrays.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.arrays.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.arrays.is_empty()
+    }
+}
+
+/// Reads every array of a `.npz` archive; any bad entry fails the whole read.
+pub fn read_npz(path: &Path) -> Result<Npz, Error> {
+    let file = File::open(path).map_err(|e| Error::io(path, None, "cannot read", &e))?;
+    let mut archive = ZipArchive::new(BufReader::new(file)).map_err(|e| not_a_zip(path, &e))?;
+    if archive.has_duplicate_names() {
+        return Err(duplicate_error(path, archive));
+    }
+    let mut arrays = BTreeMap::new();
+    for index in 0..archive.len() {
+        let (key, array) = read_entry(path, &mut archive, index)?;
+        if arrays.insert(key.clone(), array).is_some() {
+            return Err(Error::new(
+                path,
+                Some(&key),
+                "stored twice in the archive".into(),
+            ));
+        }
+    }
+    Ok(Npz {
+        path: path.to_path_buf(),
+        arrays,
+    })
+}
+
+fn not_a_zip(path: &Path, err: &zip::result::ZipError) -> Error {
+    let hint = if starts_with_npy_magic(path) {
+        " (this looks like a single .npy array, not an .npz)"
+    } else {
+        ""
+    };
+    Error::new(
+        path,
+        None,
+        format!("not a valid .npz (zip) archive: {err}{hint}"),
+    )
+}
+
+/// Whether the file begins like an `.npy`, to explain a common mix-up.
+fn starts_with_npy_magic(path: &Path) -> bool {
+    let mut start = [0u8; 6];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut start))
+        .is_ok()
+        && &start == b"\x93NUMPY"
+}
+
+/// Decodes entry `index`, returning its key and array.
+fn read_entry<R: Read + Seek>(
+    path: &Path,
+    archive: &mut ZipArchive<R>,
+    index: usize,
+) -> Result<(String, Array), Error> {
+    let name = match archive.name_for_index(index) {
+        Some(Ok(name)) => name.into_owned(),
+        Some(Err(e)) => return Err(not_a_zip(path, &e)),
+        None => {
+            return Err(Error::new(
+                path,
+                None,
+                format!("archive entry {index} vanished"),
+            ))
+        }
+    };
+    let Some(key) = name.strip_suffix(".npy").map(str::to_string) else {
+        return Err(Error::new(
+            path,
+            None,
+            format!(
+                "entry '{}' is not a .npy array (every entry of a .npz must be named KEY.npy)",
+                name.escape_debug()
+            ),
+        ));
+    };
+    let keyed = |message: String| Error::new(path, Some(&key), message);
+    let entry = archive
+        .by_index(index)
+        .map_err(|e| keyed(format!("cannot read entry '{name}': {e}")))?;
+    let size = entry.size();
+    if size > MAX_ENTRY_BYTES {
+        return Err(keyed(format!(
+            "entry declares {size} uncompressed bytes, more than the limit of {MAX_ENTRY_BYTES} \
+             ({MAX_ELEMENTS} float32 values plus header)"
+        )));
+    }
+    // One byte past the declared size lets the decoder see an overlong entry.
+    let array =
+        npy::decode(entry.take(size + 1), None).map_err(|e| Error::decode(path, Some(&key), e))?;
+    Ok((key, array))
+}
+
+/// Names the repeated entry: the zip crate keeps only the last entry of each
+/// name, so walk the central directory ourselves (only on this error path).
+fn duplicate_error<R: Read + Seek>(path: &Path, archive: ZipArchive<R>) -> Error {
+    let start = archive.central_directory_start();
+    match repeated_name(archive.into_inner(), start) {
+        Some(name) => {
+            let key = name.strip_suffix(".npy").unwrap_or(&name);
+            Error::new(
+                path,
+                Some(key),
+                format!("entry '{name}' is stored twice in the archive"),
+            )
+        }
+        None => Error::new(
+            path,
+            None,
+            "the archive stores some entry name twice".into(),
+        ),
+    }
+}
+
+/// The first name that occurs twice in the central directory starting at `start`.
+fn repeated_name<R: Read + Seek>(mut r: R, start: u64) -> Option<String> {
+    const SIGNATURE: &[u8; 4] = b"PK\x01\x02";
+    r.seek(SeekFrom::Start(start)).ok()?;
+    let mut seen = BTreeSet::new();
+    let mut fixed = [0u8; 46];
+    loop {
+        r.read_exact(&mut fixed).ok()?;
+        if &fixed[..4] != SIGNATURE {
+            return None;
+        }
+        let u16_at = |i: usize| u16::from_le_bytes([fixed[i], fixed[i + 1]]);
+        let mut name = vec![0u8; usize::from(u16_at(28))];
+        r.read_exact(&mut name).ok()?;
+        let name = String::from_utf8_lossy(&name).into_owned();
+        if !seen.insert(name.clone()) {
+            return Some(name);
+        }
+        let skip = i64::from(u16_at(30)) + i64::from(u16_at(32));
+        r.seek(SeekFrom::Current(skip)).ok()?;
+    }
+}
+
+/// Writes an uncompressed `.npz` atomically, one `KEY.npy` entry per array,
+/// readable by `numpy.load`.
+pub fn write_npz(path: &Path, arrays: &[(&str, &Array)]) -> Result<(), Error> {
+    let mut seen = BTreeSet::new();
+    if let Some((key, _)) = arrays.iter().find(|(key, _)| !seen.insert(*key)) {
+        return Err(Error::new(
+            path,
+            Some(key),
+            "given twice; keys must be unique".into(),
+        ));
+    }
+    atomic::write(path, |file| {
+        let mut zip = ZipWriter::new(BufWriter::new(file));
+        for (key, array) in arrays {
+            write_entry(&mut zip, key, array)?;
+        }
+        zip.finish().map_err(io::Error::other)?.flush()
+    })
+}
+
+fn write_entry<W: Write + Seek>(
+    zip: &mut ZipWriter<W>,
+    key: &str,
+    array: &Array,
+) -> io::Result<()> {
+    let options = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Stored)
+        .large_file(array.data.len() as u64 * 4 + MAX_HEADER_LEN as u64 >= u64::from(u32::MAX));
+    zip.start_file(format!("{key}.npy"), options)
+        .map_err(io::Error::other)?;
+    let mut w = BufWriter::new(zip);
+    npy::encode(&mut w, &array.shape, &array.data)?;
+    w.flush()
+}
