@@ -116,10 +116,10 @@ fn lower_layer(l: &ast::Layer, cx: &mut Cx) -> Option<Layer> {
         .map(|(p, what)| cx.size(p, what))
         .collect();
     let input = match dims[..] {
-        [Some(h), Some(w), Some(c)] => Shape::new(h, w, c),
-        _ => return None,
+        [Some(h), Some(w), Some(c)] => Some(Shape::new(h, w, c))
+            .filter(|&s| check_tensor(cx, input_dims.span, s, "the input").is_some()),
+        _ => None,
     };
-    check_tensor(cx, input_dims.span, input, "the input")?;
     if l.stages.is_empty() {
         cx.error(
             l.name.span,
@@ -131,9 +131,9 @@ fn lower_layer(l: &ast::Layer, cx: &mut Cx) -> Option<Layer> {
 
     let mut stages = Vec::new();
     let mut stage_names: HashMap<&str, Span> = HashMap::new();
-    // Once a stage fails, later shapes are unknown: their options are
-    // still checked, their shapes are not.
-    let mut shape = Some(input);
+    // Once the input or a stage fails, later shapes are unknown: their
+    // options are still checked, their shapes are not.
+    let mut shape = input;
     for s in &l.stages {
         if stage_names.insert(&s.name.node, s.name.span).is_some() {
             cx.error(
@@ -143,8 +143,8 @@ fn lower_layer(l: &ast::Layer, cx: &mut Cx) -> Option<Layer> {
             .with_help("stage names must be unique within a layer");
         }
         let opts = collect_options(s, cx);
-        shape = match (shape, opts) {
-            (Some(cur), Some(opts)) => {
+        shape = match (shape, opts, input) {
+            (Some(cur), Some(opts), Some(input)) => {
                 let lowered = lower_stage(s, &opts, cur, input, cx);
                 let out = lowered.as_ref().map(|v: &Vec<Stage>| v[v.len() - 1].output);
                 stages.extend(lowered.into_iter().flatten());
@@ -153,15 +153,20 @@ fn lower_layer(l: &ast::Layer, cx: &mut Cx) -> Option<Layer> {
             _ => None,
         };
     }
-    shape.map(|_| Layer {
+    shape?;
+    Some(Layer {
         name: l.name.node.clone(),
-        input,
+        input: input?,
         stages,
     })
 }
 
-/// A stage's options, checked one by one and against its op.
+/// A stage's op sizes and options, checked one by one and against its op.
 struct Options {
+    /// `[1, 1]` for pointwise.
+    kernel: [usize; 2],
+    /// Output channels of conv and pointwise (unused by depthwise).
+    cout: usize,
     stride: [usize; 2],
     dilation: [usize; 2],
     pad: PadSpec,
@@ -180,7 +185,18 @@ enum PadSpec {
 }
 
 fn collect_options(s: &ast::Stage, cx: &mut Cx) -> Option<Options> {
+    let before = cx.diags.len();
+    let (kernel, cout) = match &s.op.node {
+        ast::Op::Conv { kernel, cout } => (
+            cx.pair(kernel, "kernel size"),
+            cx.size(cout, "output channels"),
+        ),
+        ast::Op::Depthwise { kernel } => (cx.pair(kernel, "kernel size"), Some(1)),
+        ast::Op::Pointwise { cout } => (Some([1, 1]), cx.size(cout, "output channels")),
+    };
     let mut o = Options {
+        kernel: kernel.unwrap_or([1, 1]),
+        cout: cout.unwrap_or(1),
         stride: [1, 1],
         dilation: [1, 1],
         pad: PadSpec::Valid,
@@ -190,7 +206,6 @@ fn collect_options(s: &ast::Stage, cx: &mut Cx) -> Option<Options> {
         activation: Activation::None,
         residual: None,
     };
-    let before = cx.diags.len();
     let mut seen: HashMap<&str, Span> = HashMap::new();
     let op = &s.op.node;
     for opt in &s.options {
@@ -307,10 +322,8 @@ fn lower_stage(
         residual: false,
     };
     let mut protos = match &s.op.node {
-        ast::Op::Conv { kernel, cout } => {
-            let k = cx.pair(kernel, "kernel size");
-            let cout = cx.size(cout, "output channels");
-            let (k, cout) = (k?, cout?);
+        ast::Op::Conv { .. } => {
+            let (k, cout) = (o.kernel, o.cout);
             match o.separable {
                 None => vec![base(StageKind::Conv { cout }, k, o.stride, o.dilation)],
                 Some(Separable::Depthwise) => {
@@ -369,15 +382,14 @@ fn lower_stage(
                 }
             }
         }
-        ast::Op::Depthwise { kernel } => {
-            let k = cx.pair(kernel, "kernel size")?;
+        ast::Op::Depthwise { .. } => {
             let kind = StageKind::Depthwise {
                 multiplier: o.multiplier,
             };
-            vec![base(kind, k, o.stride, o.dilation)]
+            vec![base(kind, o.kernel, o.stride, o.dilation)]
         }
-        ast::Op::Pointwise { cout } => {
-            let cout = cx.size(cout, "output channels")?;
+        ast::Op::Pointwise { .. } => {
+            let cout = o.cout;
             let mut pw = base(StageKind::Pointwise { cout }, [1, 1], [1, 1], [1, 1]);
             pw.pad = PadSpec::Valid;
             vec![pw]
@@ -611,8 +623,9 @@ mod tests {
                 right: 4
             }
         );
-        assert_eq!(col.output, Shape::new(4, 13, 8));
-        assert_eq!(row.output, Shape::new(4, 5, 8));
+        // (10 + 1 + 2 - 5) / 2 + 1 = 5 rows; (13 + 3 + 4 - 3) / 3 + 1 = 6 columns.
+        assert_eq!(col.output, Shape::new(5, 13, 8));
+        assert_eq!(row.output, Shape::new(5, 6, 8));
         assert_eq!(row.bias_key.as_deref(), Some("s.bias"));
         assert_eq!(
             (col.activation, row.activation),
@@ -633,7 +646,10 @@ mod tests {
     fn meaning_errors() {
         assert_eq!(
             errors("layer a { input 4x4x0\n p: pointwise 0 }"),
-            ["input channels must be at least 1"]
+            [
+                "input channels must be at least 1",
+                "output channels must be at least 1"
+            ]
         );
         assert_eq!(
             errors("layer a { input 4x4x2\n p: pointwise 8, stride 2, multiplier 2 }"),

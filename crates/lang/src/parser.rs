@@ -127,10 +127,14 @@ impl Parser {
                     }
                 }
                 self.diags.push(d);
-                // Skip to the next `layer` keyword.
-                self.bump();
-                while !self.is_word("layer") && self.peek().node != Tok::Eof {
-                    self.bump();
+                // Skip to the next `layer` keyword that starts a line.
+                loop {
+                    let prev = self.bump().node;
+                    if self.peek().node == Tok::Eof
+                        || (prev == Tok::Newline && self.is_word("layer"))
+                    {
+                        break;
+                    }
                 }
             }
         }
