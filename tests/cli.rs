@@ -1,0 +1,375 @@
+//! The `convjit` binary end to end: outputs, exit statuses, and that a
+//! failed run leaves no output file behind.
+
+#[path = "common/oracle.rs"]
+mod oracle;
+
+use convjit::npy::{self, Array};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn convjit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_convjit"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn plan_reproduces_the_textbook_macs() {
+    let o = convjit(&["plan", "examples/textbook.conv"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for n in ["1,228,800", "4,800", "49,152", "53,952"] {
+        assert!(text.contains(n), "{n} missing from:\n{text}");
+    }
+    let o = convjit(&["plan", "examples/textbook.conv", "--json"]);
+    let plans: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(plans.len(), 2);
+    assert_eq!(plans[0]["layer"], "textbook_standard");
+    assert_eq!(plans[0]["macs"], 1_228_800);
+    assert_eq!(plans[1]["macs"], 53_952);
+    let stage_macs: Vec<_> = plans[1]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["macs"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stage_macs, [4_800, 49_152]);
+    let o = convjit(&[
+        "plan",
+        "examples/textbook.conv",
+        "--layer",
+        "textbook_separable",
+        "--json",
+    ]);
+    let one: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(one["output"], serde_json::json!([8, 8, 256]));
+}
+
+#[test]
+fn every_example_checks() {
+    let mut n = 0;
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|e| e == "conv") {
+            let o = convjit(&["check", s(&p)]);
+            assert!(o.status.success(), "{}: {}", p.display(), stderr(&o));
+            assert!(stdout(&o).starts_with("layer "));
+            n += 1;
+        }
+    }
+    assert!(n >= 5);
+}
+
+/// Writes a case's `.conv`, input and weights into `dir`.
+fn write_case(dir: &Path, c: &oracle::Case) -> (PathBuf, PathBuf, PathBuf) {
+    let conv = dir.join("layer.conv");
+    std::fs::write(&conv, &c.text).unwrap();
+    let i = c.layer.input;
+    let input = dir.join("in.npy");
+    npy::write_npy(&input, &[c.batch, i.h, i.w, i.c], &c.input).unwrap();
+    let weights = dir.join("w.npz");
+    let arrays = c.weights.to_arrays(&c.layer);
+    let refs: Vec<(&str, &Array)> = arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
+    npy::write_npz(&weights, &refs).unwrap();
+    (conv, input, weights)
+}
+
+#[test]
+fn run_matches_the_reference_vectors_through_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for c in oracle::cases() {
+        let (conv, input, weights) = write_case(dir.path(), &c);
+        let out = dir.path().join("out.npy");
+        let o = convjit(&[
+            "run",
+            s(&conv),
+            "--input",
+            s(&input),
+            "--weights",
+            s(&weights),
+            "--output",
+            s(&out),
+            "--engine",
+            "interp",
+        ]);
+        assert!(o.status.success(), "{}: {}", c.name, stderr(&o));
+        let got = npy::read_npy(&out).unwrap();
+        let so = c.layer.output();
+        assert_eq!(got.shape, [c.batch, so.h, so.w, so.c], "{}", c.name);
+        let (diff, at) = oracle::max_abs_diff(&got.data, &c.expected);
+        assert!(diff <= c.atol, "{}: {diff} at {at} > {}", c.name, c.atol);
+    }
+}
+
+#[test]
+fn run_without_data_files_uses_seeded_random_data() {
+    let args = [
+        "run",
+        "examples/textbook.conv",
+        "--layer",
+        "textbook_separable",
+        "--engine",
+        "interp",
+    ];
+    let a = convjit(&args);
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(
+        stdout(&a).contains("output [1, 8, 8, 256]"),
+        "{}",
+        stdout(&a)
+    );
+    assert!(stderr(&a).contains("seeded random weights"));
+    // Same seed, same numbers; another seed, others.
+    assert_eq!(stdout(&a), stdout(&convjit(&args)));
+    let other = convjit(&[&args[..], &["--seed", "9", "--batch", "2"]].concat());
+    assert!(stdout(&other).contains("output [2, 8, 8, 256]"));
+    assert_ne!(stdout(&a), stdout(&other));
+}
+
+/// A small layer with files to break, one at a time.
+struct Fixture {
+    dir: tempfile::TempDir,
+    conv: PathBuf,
+    input: PathBuf,
+    weights: PathBuf,
+    out: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("l.conv");
+    std::fs::write(
+        &conv,
+        "layer l {\n  input 5x4x3\n  dw: depthwise 3x3, pad same, bias\n  pw: pointwise 2\n}\n",
+    )
+    .unwrap();
+    let input = dir.path().join("in.npy");
+    npy::write_npy(&input, &[1, 5, 4, 3], &[0.5; 60]).unwrap();
+    let weights = dir.path().join("w.npz");
+    write_weights(
+        &weights,
+        &[
+            ("dw.weight", vec![3, 3, 3, 1]),
+            ("dw.bias", vec![3]),
+            ("pw.weight", vec![3, 2]),
+        ],
+    );
+    let out = dir.path().join("out.npy");
+    Fixture {
+        conv,
+        input,
+        weights,
+        out,
+        dir,
+    }
+}
+
+fn write_weights(path: &Path, arrays: &[(&str, Vec<usize>)]) {
+    let arrays: Vec<(&str, Array)> = arrays
+        .iter()
+        .map(|(k, shape)| {
+            (
+                *k,
+                Array::new(shape.clone(), vec![0.25; shape.iter().product()]),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &Array)> = arrays.iter().map(|(k, a)| (*k, a)).collect();
+    npy::write_npz(path, &refs).unwrap();
+}
+
+impl Fixture {
+    fn run(&self, extra: &[&str]) -> Output {
+        let base = [
+            "run",
+            s(&self.conv),
+            "--input",
+            s(&self.input),
+            "--weights",
+            s(&self.weights),
+            "--output",
+            s(&self.out),
+            "--engine",
+            "interp",
+        ];
+        convjit(&[&base[..], extra].concat())
+    }
+
+    /// Runs, expects failure with `status`, a message containing every
+    /// one of `needles`, and no output file.
+    fn fails(&self, status: i32, needles: &[&str]) {
+        let o = self.run(&[]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(status), "{err}");
+        for n in needles {
+            assert!(err.contains(n), "{n:?} not in: {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!self.out.exists(), "output left behind");
+        let left: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !["l.conv", "in.npy", "w.npz"].contains(&n.as_str()))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
+#[test]
+fn the_fixture_runs() {
+    let f = fixture();
+    let o = f.run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(npy::read_npy(&f.out).unwrap().shape, [1, 5, 4, 2]);
+}
+
+#[test]
+fn bad_weights_name_the_key_and_shapes() {
+    let f = fixture();
+    write_weights(
+        &f.weights,
+        &[("dw.weight", vec![3, 3, 3, 1]), ("pw.weight", vec![3, 2])],
+    );
+    f.fails(1, &["w.npz", "'dw.bias'", "missing", "[3]"]);
+
+    write_weights(
+        &f.weights,
+        &[
+            ("dw.weight", vec![3, 3, 3, 2]),
+            ("dw.bias", vec![3]),
+            ("pw.weight", vec![3, 2]),
+        ],
+    );
+    f.fails(
+        1,
+        &[
+            "'dw.weight'",
+            "expected shape [3, 3, 3, 1]",
+            "found [3, 3, 3, 2]",
+        ],
+    );
+
+    write_weights(
+        &f.weights,
+        &[
+            ("dw.weight", vec![3, 3, 3, 1]),
+            ("dw.bias", vec![3]),
+            ("pw.weight", vec![3, 2]),
+            ("pw.bias", vec![2]),
+        ],
+    );
+    f.fails(1, &["'pw.bias'", "unexpected", "lack the 'bias' option"]);
+
+    write_weights(
+        &f.weights,
+        &[
+            ("dw.weight", vec![3, 3, 3, 1]),
+            ("dw.bias", vec![3]),
+            ("pw.weight", vec![3, 2]),
+        ],
+    );
+    // A float64 input: patch the dtype in a valid file's header.
+    let mut bytes = npy::npy_bytes(&[1, 5, 4, 3], &[0.0; 60]);
+    let at = bytes.windows(5).position(|w| w == b"'<f4'").unwrap();
+    bytes[at..at + 5].copy_from_slice(b"'<f8'");
+    std::fs::write(&f.input, &bytes).unwrap();
+    f.fails(1, &["in.npy", "float64", "'<f8'", "float32"]);
+
+    std::fs::write(&f.weights, b"not a zip").unwrap();
+    npy::write_npy(&f.input, &[1, 5, 4, 3], &[0.5; 60]).unwrap();
+    f.fails(1, &["w.npz", "not a valid .npz"]);
+}
+
+#[test]
+fn bad_inputs_name_the_file_and_shapes() {
+    let f = fixture();
+    npy::write_npy(&f.input, &[5, 4, 3], &[0.5; 60]).unwrap();
+    f.fails(
+        1,
+        &["in.npy", "expected float32 [N, 5, 4, 3]", "found [5, 4, 3]"],
+    );
+    npy::write_npy(&f.input, &[1, 5, 4, 2], &[0.5; 40]).unwrap();
+    f.fails(1, &["in.npy", "found [1, 5, 4, 2]"]);
+    let full = npy::npy_bytes(&[1, 5, 4, 3], &[0.5; 60]);
+    std::fs::write(&f.input, &full[..full.len() - 10]).unwrap();
+    f.fails(1, &["in.npy", "truncated"]);
+    std::fs::remove_file(&f.input).unwrap();
+    f.fails(1, &["in.npy", "cannot read"]);
+}
+
+#[test]
+fn an_unwritable_output_is_an_error_and_leaves_nothing() {
+    let f = fixture();
+    let o = convjit(&[
+        "run",
+        s(&f.conv),
+        "--output",
+        s(&f.dir.path().join("no/such/dir/out.npy")),
+        "--engine",
+        "interp",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("out.npy"));
+    assert!(!f.dir.path().join("no").exists());
+}
+
+#[test]
+fn bad_layer_files_and_usage() {
+    let f = fixture();
+    std::fs::write(
+        &f.conv,
+        "layer l {\n  input 5x4x3\n  dw: depthwise 3x3, pad sme\n}\n",
+    )
+    .unwrap();
+    f.fails(
+        1,
+        &[
+            "l.conv:3:26: error: unknown padding 'sme'",
+            "did you mean 'same'?",
+        ],
+    );
+    std::fs::write(&f.conv, [0xff, 0xfe, b'l']).unwrap();
+    f.fails(1, &["l.conv", "not UTF-8"]);
+    std::fs::remove_file(&f.conv).unwrap();
+    f.fails(1, &["l.conv", "cannot read"]);
+
+    let o = convjit(&["run", "examples/textbook.conv", "--engine", "interp"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("textbook_standard, textbook_separable"),
+        "{}",
+        stderr(&o)
+    );
+    let o = convjit(&["plan", "examples/textbook.conv", "--layer", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no layer 'nope'"));
+    for bad in [
+        &["plan", "examples/textbook.conv", "--bogus"][..],
+        &["frobnicate"],
+        &["run", "examples/textbook.conv", "--threads", "0"],
+        &["run", "examples/textbook.conv", "--engine", "gpu"],
+        &[],
+    ] {
+        let o = convjit(bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+    }
+    assert_eq!(convjit(&["--help"]).status.code(), Some(0));
+}
