@@ -1,1 +1,410 @@
-//! The Cranelift code generator.
+//! The Cranelift code generator: machine code specialised to one layer.
+//!
+//! [`Kernel::compile`] plans every primitive stage ([`plan::schedule`] holds
+//! the blocking decisions), packs the weights into the layout the generated
+//! loops read, and JIT-compiles one function per stage:
+//!
+//! ```text
+//! extern "C" fn(input: *const f32, weights: *const f32, output: *mut f32,
+//!               residual: *const f32, batch: usize)
+//! ```
+//!
+//! Every size is a compile-time constant except `batch`; the weights are
+//! passed by pointer, so the code depends only on the layer's shapes and
+//! is cached process-wide: compiling the same layer again (with any
+//! weights) reuses it.
+
+mod codegen;
+pub mod plan;
+
+use convjit_ir::{DataError, Layer, Stage, Weights};
+use cranelift_codegen::ir::types::I64;
+use cranelift_codegen::ir::{AbiParam, UserFuncName};
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+pub use plan::{Schedule, Strategy};
+
+/// Errors of compiling or running a kernel.
+#[derive(Debug)]
+pub enum JitError {
+    /// Weights or buffers that do not fit the layer.
+    Data(DataError),
+    /// Cranelift could not compile the generated code (a bug or an
+    /// unsupported host).
+    Codegen(String),
+}
+
+impl fmt::Display for JitError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            JitError::Data(e) => e.fmt(f),
+            JitError::Codegen(m) => write!(f, "code generation failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for JitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            JitError::Data(e) => Some(e),
+            JitError::Codegen(_) => None,
+        }
+    }
+}
+
+impl From<DataError> for JitError {
+    fn from(e: DataError) -> JitError {
+        JitError::Data(e)
+    }
+}
+
+fn codegen_err(e: impl fmt::Display) -> JitError {
+    JitError::Codegen(e.to_string())
+}
+
+/// How a [`Kernel`] came to be.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CompileStats {
+    /// Seconds spent generating and compiling code (0 on a cache hit).
+    pub seconds: f64,
+    /// The machine code was reused from an earlier compile of the same shapes.
+    pub cache_hit: bool,
+}
+
+type StageFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, usize);
+
+/// Finalized machine code of one layer: never mutated after construction.
+struct Code {
+    /// Owns the executable memory; freed on drop.
+    module: Option<JITModule>,
+    fns: Vec<StageFn>,
+    clif: String,
+}
+
+// SAFETY: the module is finalized before `Code` is built and never touched
+// again except to free it in `drop` (when no other reference exists); the
+// function pointers point at immutable executable memory, and the generated
+// functions keep no state, so calling them from several threads is fine.
+unsafe impl Send for Code {}
+// SAFETY: as above: shared access only reads immutable data.
+unsafe impl Sync for Code {}
+
+impl Drop for Code {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: `Code` is dropped only when the last `Arc` (held by
+            // kernels or the cache) goes away, so none of its functions can
+            // be running or called afterwards.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+/// 64-byte aligned storage for packed weights.
+#[derive(Clone)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+struct Packed(Vec<Line>);
+
+impl Packed {
+    fn new(v: &[f32]) -> Packed {
+        let mut lines = vec![Line([0.0; 16]); v.len().div_ceil(16).max(1)];
+        for (i, x) in v.iter().enumerate() {
+            lines[i / 16].0[i % 16] = *x;
+        }
+        Packed(lines)
+    }
+
+    fn ptr(&self) -> *const f32 {
+        self.0.as_ptr().cast()
+    }
+}
+
+/// A layer compiled for the host CPU, with its packed weights.
+/// `Send + Sync`: one kernel may run on several threads at once.
+pub struct Kernel {
+    layer: Layer,
+    code: Arc<Code>,
+    packed: Vec<Packed>,
+    stats: CompileStats,
+}
+
+/// The cache key: the stages without names or keys, the schedules, the ISA.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    stages: Vec<Stage>,
+    schedules: Vec<Schedule>,
+    isa: String,
+}
+
+/// Entries kept at most; beyond, the cache starts over (kernels keep their code).
+const CACHE_CAPACITY: usize = 256;
+
+fn cache() -> &'static Mutex<HashMap<Key, Arc<Code>>> {
+    static CACHE: OnceLock<Mutex<HashMap<Key, Arc<Code>>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The host ISA with our flags, built once.
+fn isa() -> Result<(OwnedTargetIsa, &'static str), JitError> {
+    static ISA: OnceLock<Result<(OwnedTargetIsa, String), String>> = OnceLock::new();
+    let r = ISA.get_or_init(|| {
+        let mut flags = settings::builder();
+        let set = |f: &mut settings::Builder, k: &str, v: &str| {
+            f.set(k, v).map_err(|e| format!("setting {k}={v}: {e}"))
+        };
+        // The e-graph optimiser moves arithmetic below loads in unrolled
+        // kernels and causes spills: we emit code in the order we want.
+        set(&mut flags, "opt_level", "none")?;
+        set(&mut flags, "use_colocated_libcalls", "false")?;
+        set(&mut flags, "is_pic", "false")?;
+        let verify = if cfg!(debug_assertions) {
+            "true"
+        } else {
+            "false"
+        };
+        set(&mut flags, "enable_verifier", verify)?;
+        let builder = cranelift_native::builder().map_err(|e| e.to_string())?;
+        let isa = builder
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| e.to_string())?;
+        let key = format!(
+            "{} {} {:?}",
+            isa.triple(),
+            isa.flags(),
+            isa.isa_flags()
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+        );
+        Ok((isa, key))
+    });
+    match r {
+        Ok((isa, key)) => Ok((isa.clone(), key.as_str())),
+        Err(e) => Err(JitError::Codegen(e.clone())),
+    }
+}
+
+impl Kernel {
+    /// Compile `layer` for the host CPU with packed `weights` (checked against the layer first).
+    pub fn compile(layer: &Layer, weights: &Weights) -> Result<Kernel, JitError> {
+        weights.check(layer)?;
+        let start = Instant::now();
+        let plans: Vec<plan::Plan> = layer.stages.iter().map(plan::plan).collect();
+        let packed = plans
+            .iter()
+            .zip(weights.stages())
+            .map(|(p, w)| Packed::new(&plan::pack(p, &w.weight, w.bias.as_deref())))
+            .collect();
+        let (isa, isa_key) = isa()?;
+        let key = Key {
+            stages: layer.stages.iter().map(anonymous).collect(),
+            schedules: plans.iter().map(|p| p.sched).collect(),
+            isa: isa_key.to_string(),
+        };
+        let hit = cache()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let (code, stats) = match hit {
+            Some(code) => (
+                code,
+                CompileStats {
+                    seconds: 0.0,
+                    cache_hit: true,
+                },
+            ),
+            None => {
+                let code = Arc::new(build(&plans, isa)?);
+                let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
+                if c.len() >= CACHE_CAPACITY {
+                    c.clear();
+                }
+                c.insert(key, code.clone());
+                (
+                    code,
+                    CompileStats {
+                        seconds: start.elapsed().as_secs_f64(),
+                        cache_hit: false,
+                    },
+                )
+            }
+        };
+        Ok(Kernel {
+            layer: layer.clone(),
+            code,
+            packed,
+            stats,
+        })
+    }
+
+    pub fn layer(&self) -> &Layer {
+        &self.layer
+    }
+
+    /// Runs `batch` NHWC images. Checks input.len() == batch*layer.input.len() and
+    /// output.len() == batch*layer.output().len() before entering generated code.
+    pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize) -> Result<(), JitError> {
+        let l = &self.layer;
+        check_len("input", input.len(), batch, l.input.len(), l.input)?;
+        let out_shape = l.output();
+        check_len("output", output.len(), batch, out_shape.len(), out_shape)?;
+        if batch == 0 {
+            return Ok(());
+        }
+        if l.stages.is_empty() {
+            output.copy_from_slice(input);
+            return Ok(());
+        }
+        let last = l.stages.len() - 1;
+        let mut prev: Vec<f32> = Vec::new();
+        for (i, stage) in l.stages.iter().enumerate() {
+            let mut next = if i == last {
+                Vec::new()
+            } else {
+                vec![0f32; batch * stage.output.len()]
+            };
+            let src: *const f32 = if i == 0 {
+                input.as_ptr()
+            } else {
+                prev.as_ptr()
+            };
+            let dst: *mut f32 = if i == last {
+                output.as_mut_ptr()
+            } else {
+                next.as_mut_ptr()
+            };
+            let f = self.code.fns[i];
+            // SAFETY: `f` was generated for exactly this stage's shapes: it
+            // reads `batch` images of `stage.input` from `src` (the layer input,
+            // checked above, or the previous stage's buffer of that size),
+            // the packed weights this kernel owns (laid out by the same plan),
+            // the layer input as residual (read only when the stage has
+            // `residual`, whose shape validation made equal to the output),
+            // and writes `batch` images of `stage.output` to `dst` (the
+            // checked output or a buffer of that size). No access leaves
+            // these ranges (see codegen.rs), and the buffers do not overlap.
+            unsafe { f(src, self.packed[i].ptr(), dst, input.as_ptr(), batch) };
+            prev = next;
+        }
+        Ok(())
+    }
+
+    /// Convenience: allocates the output.
+    pub fn run_alloc(&self, input: &[f32], batch: usize) -> Result<Vec<f32>, JitError> {
+        let n = batch
+            .checked_mul(self.layer.output().len())
+            .ok_or_else(|| DataError::tensor("output", "batch too large"))?;
+        let mut out = vec![0f32; n];
+        self.run(input, &mut out, batch)?;
+        Ok(out)
+    }
+
+    /// The Cranelift IR text of every generated function.
+    pub fn clif(&self) -> &str {
+        &self.code.clif
+    }
+
+    /// Seconds spent compiling (0 on a cache hit) and whether it was a cache hit.
+    pub fn compile_stats(&self) -> CompileStats {
+        self.stats
+    }
+
+    /// The blocking decisions of each stage.
+    pub fn schedules(&self) -> Vec<Schedule> {
+        self.layer.stages.iter().map(plan::schedule).collect()
+    }
+}
+
+fn check_len(
+    what: &str,
+    got: usize,
+    batch: usize,
+    per_image: usize,
+    shape: convjit_ir::Shape,
+) -> Result<(), DataError> {
+    let want = batch.checked_mul(per_image);
+    if want == Some(got) {
+        return Ok(());
+    }
+    Err(DataError::tensor(
+        what,
+        format!(
+            "expected {batch} x {shape} = {} values, found {got}",
+            want.map_or("too many".into(), |n| n.to_string())
+        ),
+    ))
+}
+
+/// A stage without its names, for the cache key.
+fn anonymous(s: &Stage) -> Stage {
+    Stage {
+        name: String::new(),
+        weight_key: String::new(),
+        bias_key: s.bias_key.as_ref().map(|_| String::new()),
+        ..s.clone()
+    }
+}
+
+fn build(plans: &[plan::Plan], isa: OwnedTargetIsa) -> Result<Code, JitError> {
+    let mut module = JITModule::new(JITBuilder::with_isa(
+        isa,
+        cranelift_module::default_libcall_names(),
+    ));
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut sig = module.make_signature();
+    for _ in 0..5 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    let mut ids = Vec::new();
+    let mut clif = String::new();
+    for (i, p) in plans.iter().enumerate() {
+        let id = module
+            .declare_function(&format!("stage{i}"), Linkage::Local, &sig)
+            .map_err(codegen_err)?;
+        ctx.func.signature = sig.clone();
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            codegen::emit(p, &mut b);
+            b.seal_all_blocks();
+            b.finalize(module.target_config());
+        }
+        // Print values rather than the SSA builder's alias chains.
+        ctx.func.dfg.resolve_all_aliases();
+        clif.push_str(&ctx.func.display().to_string());
+        clif.push('\n');
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| JitError::Codegen(format!("{e:?}")))?;
+        module.clear_context(&mut ctx);
+        ids.push(id);
+    }
+    module.finalize_definitions().map_err(codegen_err)?;
+    let fns = ids
+        .iter()
+        .map(|&id| {
+            let ptr = module.get_finalized_function(id);
+            // SAFETY: `id` was defined above with the signature
+            // (i64 x 5) -> () in the host's default calling convention,
+            // which is `extern "C"` with pointer-sized arguments.
+            unsafe { std::mem::transmute::<*const u8, StageFn>(ptr) }
+        })
+        .collect();
+    Ok(Code {
+        module: Some(module),
+        fns,
+        clif,
+    })
+}

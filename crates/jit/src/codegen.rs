@@ -1,0 +1,553 @@
+//! CLIF emission for one stage, following its [`Plan`].
+//!
+//! The generated function is
+//! `extern "C" fn(input: *const f32, weights: *const f32, output: *mut f32,
+//! residual: *const f32, batch: usize)`; `weights` points at the packed
+//! layout of [`crate::plan::pack`]. Loop structure:
+//!
+//! ```text
+//! for image in 0..batch                      (run time)
+//!   for oy in 0..Ho                          (kernel rows valid for oy: computed per row)
+//!     for each column segment                (compile time: its valid kernel columns)
+//!       for each block of px output pixels   (loop over full blocks, then the remainder)
+//!         for each channel group / run / repetition
+//!           accumulators = bias
+//!           for ky in valid rows             (run-time count)
+//!             taps of the valid columns      (unrolled for depthwise; a reduction
+//!                                             loop over kx*Ci for conv/pointwise)
+//!           activation, + residual, store
+//! ```
+//! No bounds test is executed inside the accumulation: out-of-range taps
+//! are simply not emitted (columns) or not iterated (rows).
+
+use crate::plan::{InSrc, OutDst, Plan, Run, Strategy, LANES};
+use convjit_ir::Activation;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, F32X4, I64};
+use cranelift_codegen::ir::{BlockArg, InstBuilder, MemFlagsData, Value};
+use cranelift_frontend::{FunctionBuilder, Variable};
+
+/// A loop trip count, known at compile time or not.
+#[derive(Clone, Copy)]
+enum Count {
+    Const(usize),
+    Dyn(Value),
+}
+
+struct Gen<'a, 'b> {
+    b: &'a mut FunctionBuilder<'b>,
+    p: &'a Plan,
+    mf: MemFlagsData,
+    /// Accumulators live in the loops being emitted (see [`Gen::repeat`]).
+    carried: Vec<Variable>,
+}
+
+const VB: i64 = (LANES * 4) as i64;
+
+/// Emits the body of the stage function into `b` (whose signature has the
+/// five parameters already).
+pub fn emit(plan: &Plan, b: &mut FunctionBuilder) {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let (input, weights, output, residual, batch) =
+        (params[0], params[1], params[2], params[3], params[4]);
+    let mut g = Gen {
+        b,
+        p: plan,
+        mf: MemFlagsData::new().with_notrap(),
+        carried: Vec::new(),
+    };
+    g.body(input, weights, output, residual, batch);
+    g.b.ins().return_(&[]);
+}
+
+impl Gen<'_, '_> {
+    fn var(&mut self, init: Value) -> Variable {
+        let v = self.b.declare_var(I64);
+        self.b.def_var(v, init);
+        v
+    }
+
+    fn get(&mut self, v: Variable) -> Value {
+        self.b.use_var(v)
+    }
+
+    fn add_imm(&mut self, v: Variable, imm: i64) {
+        if imm != 0 {
+            let x = self.b.use_var(v);
+            let y = self.b.ins().iadd_imm_s(x, imm);
+            self.b.def_var(v, y);
+        }
+    }
+
+    fn offset(&mut self, base: Value, imm: i64) -> Value {
+        if imm == 0 {
+            base
+        } else {
+            self.b.ins().iadd_imm_s(base, imm)
+        }
+    }
+
+    /// Runs `body` `count` times: straight-line for 0 or 1, else a loop
+    /// (guarded against a zero run-time count). State lives in variables.
+    ///
+    /// The vector variables in `self.carried` (accumulators) travel through
+    /// explicit block parameters of the loop head, a latch and the exit:
+    /// the body's final values are then used once (by the jump to the
+    /// latch). Were they used by both edges of the back branch, Cranelift
+    /// would count every value they depend on as used more than once and
+    /// fold no load into `vbroadcastss` or `vfmadd`.
+    fn repeat(&mut self, count: Count, body: &mut dyn FnMut(&mut Self)) {
+        let (ctr_init, guard) = match count {
+            Count::Const(0) => return,
+            Count::Const(1) => return body(self),
+            Count::Const(n) => (self.b.ins().iconst(I64, n as i64), None),
+            Count::Dyn(v) => (v, Some(v)),
+        };
+        let carried = self.carried.clone();
+        let ctr = self.var(ctr_init);
+        let head = self.b.create_block();
+        let latch = self.b.create_block();
+        let exit = self.b.create_block();
+        let params = |g: &mut Self, blk| -> Vec<Value> {
+            carried
+                .iter()
+                .map(|_| g.b.append_block_param(blk, F32X4))
+                .collect()
+        };
+        let (hp, lp, ep) = (params(self, head), params(self, latch), params(self, exit));
+        let args = |vals: &[Value]| -> Vec<BlockArg> {
+            vals.iter().map(|&v| BlockArg::Value(v)).collect()
+        };
+        let init: Vec<Value> = carried.iter().map(|&v| self.b.use_var(v)).collect();
+        match guard {
+            Some(v) => {
+                self.b.ins().brif(v, head, &args(&init), exit, &args(&init));
+            }
+            None => {
+                self.b.ins().jump(head, &args(&init));
+            }
+        }
+        self.b.switch_to_block(head);
+        for (&var, &v) in carried.iter().zip(&hp) {
+            self.b.def_var(var, v);
+        }
+        body(self);
+        let fin: Vec<Value> = carried.iter().map(|&v| self.b.use_var(v)).collect();
+        self.b.ins().jump(latch, &args(&fin));
+        self.b.switch_to_block(latch);
+        self.b.seal_block(latch);
+        for (&var, &v) in carried.iter().zip(&lp) {
+            self.b.def_var(var, v);
+        }
+        let c = self.get(ctr);
+        let c = self.b.ins().iadd_imm_s(c, -1);
+        self.b.def_var(ctr, c);
+        self.b.ins().brif(c, head, &args(&lp), exit, &args(&lp));
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        for (&var, &v) in carried.iter().zip(&ep) {
+            self.b.def_var(var, v);
+        }
+    }
+
+    fn body(&mut self, input: Value, weights: Value, output: Value, residual: Value, batch: Value) {
+        let p = self.p;
+        let res_delta = p.residual.then(|| self.b.ins().isub(residual, output));
+        let in_img = self.var(input);
+        let out_img = self.var(output);
+        let in_row_bytes = (p.w * p.ci * 4) as i64;
+        let out_row_bytes = (p.wo * p.co * 4) as i64;
+        self.repeat(Count::Dyn(batch), &mut |g| {
+            let oy = g.b.ins().iconst(I64, 0);
+            let oy = g.var(oy);
+            g.repeat(Count::Const(p.ho), &mut |g| {
+                let oyv = g.get(oy);
+                let img = g.get(in_img);
+                let (ky0, nky, in_row) = if p.rows_full {
+                    let off = g.b.ins().imul_imm_s(oyv, p.sh as i64 * in_row_bytes);
+                    let row = g.b.ins().iadd(img, off);
+                    (None, Count::Const(p.kh), row)
+                } else {
+                    let (ky0, nky, iy) = g.row_taps(oyv);
+                    let off = g.b.ins().imul_imm_s(iy, in_row_bytes);
+                    let row = g.b.ins().iadd(img, off);
+                    (Some(ky0), Count::Dyn(nky), row)
+                };
+                let wk0 = ky0.map(|k| g.b.ins().imul_imm_s(k, p.kw as i64));
+                let oimg = g.get(out_img);
+                let off = g.b.ins().imul_imm_s(oyv, out_row_bytes);
+                let out_row = g.b.ins().iadd(oimg, off);
+                for seg in &p.segments {
+                    let n = seg.b - seg.a;
+                    let px = p.sched.px;
+                    let blocks = [(n / px, px, seg.a), (1, n % px, seg.a + n / px * px)];
+                    for (count, npx, start) in blocks {
+                        if count == 0 || npx == 0 {
+                            continue;
+                        }
+                        let in_off = ((start * p.sw + seg.kx0 * p.dw) as i64 - p.pl as i64)
+                            * (p.ci * 4) as i64;
+                        let ip = g.offset(in_row, in_off);
+                        let ip = g.var(ip);
+                        let op = g.offset(out_row, (start * p.co * 4) as i64);
+                        let op = g.var(op);
+                        g.repeat(Count::Const(count), &mut |g| {
+                            let (i, o) = (g.get(ip), g.get(op));
+                            let k = BlockArgs {
+                                npx,
+                                nky,
+                                wk0,
+                                kx0: seg.kx0,
+                                nkx: seg.nkx,
+                                res_delta,
+                            };
+                            g.channels(&k, i, o, weights);
+                            g.add_imm(ip, (npx * p.sw * p.ci * 4) as i64);
+                            g.add_imm(op, (npx * p.co * 4) as i64);
+                        });
+                    }
+                }
+                g.add_imm(oy, 1);
+            });
+            g.add_imm(in_img, (p.h as i64) * in_row_bytes);
+            g.add_imm(out_img, (p.ho as i64) * out_row_bytes);
+        });
+    }
+
+    /// For output row `oy` (run time): first valid kernel row, number of
+    /// valid kernel rows, and the input row of the first valid one.
+    fn row_taps(&mut self, oy: Value) -> (Value, Value, Value) {
+        let p = self.p;
+        let (sh, dh, kh) = (p.sh as i64, p.dh as i64, p.kh as i64);
+        let b = &mut *self.b;
+        let zero = b.ins().iconst(I64, 0);
+        let oys = b.ins().imul_imm_s(oy, sh);
+        // Rows above the input: t = pt - oy*sh; ky0 = ceil(max(t, 0) / dh).
+        let pt = b.ins().iconst(I64, p.pt as i64);
+        let t = b.ins().isub(pt, oys);
+        let tpos = b.ins().smax(t, zero);
+        let ky0 = if dh == 1 {
+            tpos
+        } else {
+            let x = b.ins().iadd_imm_s(tpos, dh - 1);
+            b.ins().udiv_imm_s(x, dh)
+        };
+        // Rows below: u = (h - 1 + pt) - oy*sh; ky1 = min(floor(u / dh) + 1, kh), 0 if u < 0.
+        let last = b.ins().iconst(I64, p.h as i64 - 1 + p.pt as i64);
+        let u = b.ins().isub(last, oys);
+        let upos = b.ins().smax(u, zero);
+        let q = if dh == 1 {
+            upos
+        } else {
+            b.ins().udiv_imm_s(upos, dh)
+        };
+        let q = b.ins().iadd_imm_s(q, 1);
+        let khv = b.ins().iconst(I64, kh);
+        let ky1 = b.ins().umin(q, khv);
+        let neg = b.ins().icmp_imm_s(IntCC::SignedLessThan, u, 0);
+        let ky1 = b.ins().select(neg, zero, ky1);
+        let d = b.ins().isub(ky1, ky0);
+        let nky = b.ins().smax(d, zero);
+        // Input row of the first valid tap: oy*sh - pt + ky0*dh.
+        let k = b.ins().imul_imm_s(ky0, dh);
+        let iy = b.ins().isub(k, t);
+        (ky0, nky, iy)
+    }
+
+    /// All channel blocks of one pixel block.
+    fn channels(&mut self, k: &BlockArgs, in_px: Value, out_px: Value, weights: Value) {
+        let p = self.p;
+        let gin = self.var(in_px);
+        let gout = self.var(out_px);
+        let gw = self.var(weights);
+        let gb = match p.bias_off {
+            Some(off) => {
+                let v = self.offset(weights, (off * 4) as i64);
+                Some(self.var(v))
+            }
+            None => None,
+        };
+        self.repeat(Count::Const(p.groups), &mut |g| {
+            let (gi, go, gwv) = (g.get(gin), g.get(gout), g.get(gw));
+            let gbv = gb.map(|v| g.get(v));
+            for run in &p.runs {
+                let ri = g.offset(gi, (run.in_base * 4) as i64);
+                let ri = g.var(ri);
+                let ro = g.offset(go, (run.out_base * 4) as i64);
+                let ro = g.var(ro);
+                let rw = g.offset(gwv, run.w_base as i64);
+                let rw = g.var(rw);
+                let rb = gbv.map(|b| {
+                    let v = g.offset(b, run.bias_base as i64);
+                    g.var(v)
+                });
+                g.repeat(Count::Const(run.count), &mut |g| {
+                    let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
+                    let w0 = g.get(rw);
+                    let w0 = match k.wk0 {
+                        Some(wk0) => {
+                            let t = g.b.ins().iadd_imm_s(wk0, k.kx0 as i64);
+                            let t = g.b.ins().imul_imm_s(t, tap_bytes);
+                            g.b.ins().iadd(w0, t)
+                        }
+                        None => g.offset(w0, k.kx0 as i64 * tap_bytes),
+                    };
+                    let (i, o) = (g.get(ri), g.get(ro));
+                    let bias = rb.map(|v| g.get(v));
+                    g.block(run, k, i, w0, o, bias);
+                    g.add_imm(ri, (run.in_stride * 4) as i64);
+                    g.add_imm(ro, (run.out_stride * 4) as i64);
+                    g.add_imm(rw, run.w_stride as i64);
+                    if let Some(v) = rb {
+                        g.add_imm(v, run.bias_stride as i64);
+                    }
+                });
+            }
+            g.add_imm(gin, (p.g_in * 4) as i64);
+            g.add_imm(gout, (p.g_out * 4) as i64);
+            g.add_imm(gw, p.g_w as i64);
+            if let Some(v) = gb {
+                g.add_imm(v, p.g_bias as i64);
+            }
+        });
+    }
+
+    /// One register block: `k.npx` pixels x `run.units` vectors.
+    fn block(
+        &mut self,
+        run: &Run,
+        k: &BlockArgs,
+        in_ptr: Value,
+        w_ptr: Value,
+        out_ptr: Value,
+        bias: Option<Value>,
+    ) {
+        let p = self.p;
+        let nu = run.units.len();
+        let init: Vec<Value> = (0..nu)
+            .map(|u| match bias {
+                Some(b) => self.b.ins().load(F32X4, self.mf, b, (u as i64 * VB) as i32),
+                None => {
+                    let z = self.b.ins().f32const(0.0);
+                    self.b.ins().splat(F32X4, z)
+                }
+            })
+            .collect();
+        let acc: Vec<Vec<Variable>> = (0..k.npx)
+            .map(|_| {
+                init.iter()
+                    .map(|&v| {
+                        let var = self.b.declare_var(F32X4);
+                        self.b.def_var(var, v);
+                        var
+                    })
+                    .collect()
+            })
+            .collect();
+        self.carried = acc.iter().flatten().copied().collect();
+        if k.nkx > 0 {
+            let iky = self.var(in_ptr);
+            let wky = self.var(w_ptr);
+            let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
+            self.repeat(k.nky, &mut |g| {
+                let (i, w) = (g.get(iky), g.get(wky));
+                match p.strategy {
+                    Strategy::Reduce => {
+                        if p.dw == 1 || k.nkx == 1 {
+                            g.reduce(&acc, k.npx, nu, k.nkx * p.ci, i, w);
+                        } else {
+                            let it = g.var(i);
+                            let wt = g.var(w);
+                            g.repeat(Count::Const(k.nkx), &mut |g| {
+                                let (i, w) = (g.get(it), g.get(wt));
+                                g.reduce(&acc, k.npx, nu, p.ci, i, w);
+                                g.add_imm(it, (p.dw * p.ci * 4) as i64);
+                                g.add_imm(wt, tap_bytes);
+                            });
+                        }
+                    }
+                    Strategy::DwChannels | Strategy::DwMultiplier => {
+                        g.dw_taps(run, &acc, k.npx, k.nkx, i, w);
+                    }
+                }
+                g.add_imm(iky, (p.dh * p.w * p.ci * 4) as i64);
+                g.add_imm(wky, p.kw as i64 * tap_bytes);
+            });
+        }
+        self.carried.clear();
+        self.epilogue(run, &acc, k, out_ptr);
+    }
+
+    /// Conv/pointwise accumulation over `len` contiguous input scalars per
+    /// pixel (input stride 4 bytes, weights `nu` vectors per step).
+    fn reduce(
+        &mut self,
+        acc: &[Vec<Variable>],
+        npx: usize,
+        nu: usize,
+        len: usize,
+        i: Value,
+        w: Value,
+    ) {
+        let p = self.p;
+        let pstride = (p.sw * p.ci * 4) as i64;
+        let unroll = p.sched.k_unroll.max(1);
+        let step = |g: &mut Self, i: Value, w: Value, j: usize| {
+            for u in 0..nu {
+                let wv =
+                    g.b.ins()
+                        .load(F32X4, g.mf, w, ((j * nu + u) as i64 * VB) as i32);
+                for (px, row) in acc.iter().enumerate().take(npx) {
+                    let s =
+                        g.b.ins()
+                            .load(F32, g.mf, i, (px as i64 * pstride + j as i64 * 4) as i32);
+                    let x = g.b.ins().splat(F32X4, s);
+                    let a = g.b.use_var(row[u]);
+                    let r = g.b.ins().fma(x, wv, a);
+                    g.b.def_var(row[u], r);
+                }
+            }
+        };
+        let full = len / unroll;
+        let rest = len % unroll;
+        let iv = self.var(i);
+        let wv = self.var(w);
+        if full > 0 {
+            self.repeat(Count::Const(full), &mut |g| {
+                let (i, w) = (g.get(iv), g.get(wv));
+                for j in 0..unroll {
+                    step(g, i, w, j);
+                }
+                g.add_imm(iv, (unroll * 4) as i64);
+                g.add_imm(wv, (unroll * nu) as i64 * VB);
+            });
+        }
+        let (i, w) = (self.get(iv), self.get(wv));
+        for j in 0..rest {
+            step(self, i, w, j);
+        }
+    }
+
+    /// Depthwise taps of one kernel row: the valid columns unrolled.
+    fn dw_taps(
+        &mut self,
+        run: &Run,
+        acc: &[Vec<Variable>],
+        npx: usize,
+        nkx: usize,
+        i: Value,
+        w: Value,
+    ) {
+        let p = self.p;
+        let pstride = (p.sw * p.ci * 4) as i64;
+        for kx in 0..nkx {
+            let tap_in = (kx * p.dw * p.ci * 4) as i64;
+            for (u, unit) in run.units.iter().enumerate() {
+                let wv = self.b.ins().load(
+                    F32X4,
+                    self.mf,
+                    w,
+                    ((kx * run.units.len() + u) as i64 * VB) as i32,
+                );
+                for (px, row) in acc.iter().enumerate().take(npx) {
+                    let base = px as i64 * pstride + tap_in;
+                    let x = self.input(&unit.input, i, base);
+                    let a = self.b.use_var(row[u]);
+                    let r = self.b.ins().fma(x, wv, a);
+                    self.b.def_var(row[u], r);
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, src: &InSrc, ptr: Value, base: i64) -> Value {
+        let mf = self.mf;
+        let b = &mut *self.b;
+        match *src {
+            InSrc::Vector(c) => b.ins().load(F32X4, mf, ptr, (base + c as i64 * 4) as i32),
+            InSrc::Splat(c) => {
+                let s = b.ins().load(F32, mf, ptr, (base + c as i64 * 4) as i32);
+                b.ins().splat(F32X4, s)
+            }
+            InSrc::Lanes(c, n) => {
+                let s = b.ins().load(F32, mf, ptr, (base + c as i64 * 4) as i32);
+                let mut v = b.ins().scalar_to_vector(F32X4, s);
+                for l in 1..n {
+                    let s = b
+                        .ins()
+                        .load(F32, mf, ptr, (base + (c + l) as i64 * 4) as i32);
+                    v = b.ins().insertlane(v, s, l as u8);
+                }
+                v
+            }
+            InSrc::None => unreachable!("conv units have no vector input"),
+        }
+    }
+
+    fn epilogue(&mut self, run: &Run, acc: &[Vec<Variable>], k: &BlockArgs, out_ptr: Value) {
+        let p = self.p;
+        let mf = self.mf;
+        let consts = |b: &mut FunctionBuilder, x: f32| {
+            let s = b.ins().f32const(x);
+            b.ins().splat(F32X4, s)
+        };
+        let zero = (p.activation != Activation::None).then(|| consts(self.b, 0.0));
+        let six = (p.activation == Activation::Relu6).then(|| consts(self.b, 6.0));
+        let res = k.res_delta.map(|d| self.b.ins().iadd(out_ptr, d));
+        for (px, row) in acc.iter().enumerate().take(k.npx) {
+            let pix = (px * p.co * 4) as i64;
+            for (u, unit) in run.units.iter().enumerate() {
+                let b = &mut *self.b;
+                let mut v = b.use_var(row[u]);
+                if let Some(z) = zero {
+                    // bitselect(zero < v, v, zero) lowers to one maxps (0 for NaN).
+                    let m = b.ins().fcmp(FloatCC::LessThan, z, v);
+                    let m = b.ins().bitcast(F32X4, MemFlagsData::new(), m);
+                    v = b.ins().bitselect(m, v, z);
+                }
+                if let Some(six) = six {
+                    // bitselect(v < 6, v, 6) lowers to one minps.
+                    let m = b.ins().fcmp(FloatCC::LessThan, v, six);
+                    let m = b.ins().bitcast(F32X4, MemFlagsData::new(), m);
+                    v = b.ins().bitselect(m, v, six);
+                }
+                match &unit.out {
+                    OutDst::Vector(c) => {
+                        let off = (pix + *c as i64 * 4) as i32;
+                        if let Some(r) = res {
+                            let rv = b.ins().load(F32X4, mf, r, off);
+                            v = b.ins().fadd(v, rv);
+                        }
+                        b.ins().store(mf, v, out_ptr, off);
+                    }
+                    OutDst::Lanes(lanes) => {
+                        for &(l, c) in lanes {
+                            let off = (pix + c as i64 * 4) as i32;
+                            let mut s = b.ins().extractlane(v, l);
+                            if let Some(r) = res {
+                                let rs = b.ins().load(F32, mf, r, off);
+                                s = b.ins().fadd(s, rs);
+                            }
+                            b.ins().store(mf, s, out_ptr, off);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct BlockArgs {
+    npx: usize,
+    nky: Count,
+    /// `ky0 * kw` at run time when rows have borders.
+    wk0: Option<Value>,
+    kx0: usize,
+    nkx: usize,
+    res_delta: Option<Value>,
+}

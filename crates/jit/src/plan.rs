@@ -1,0 +1,481 @@
+//! Per-stage code plan: the blocking decisions ([`Schedule`]), the stage's
+//! geometry with its border classes, and the channel "units" (one
+//! accumulator vector per output pixel each) with the packed-weight layout
+//! the generated loops read. Everything here depends only on the stage's
+//! shapes, never on weight values, so the machine code can be cached.
+
+use convjit_ir::{Activation, Stage, StageKind};
+
+/// f32 lanes of one machine vector. The x64 backend of Cranelift lowers
+/// only 128-bit vectors; a wider backend would change this.
+pub const LANES: usize = 4;
+
+/// Most live accumulator vectors per register block (x64 has xmm0-15:
+/// accumulators plus a weight vector plus a broadcast temporary must fit).
+pub const MAX_ACCUMULATORS: usize = 12;
+
+/// The blocking decisions for one stage, computed by [`schedule`] alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Schedule {
+    /// f32 lanes per vector.
+    pub lanes: usize,
+    /// Output pixels (consecutive in a row) per register block.
+    pub px: usize,
+    /// Accumulator vectors per pixel per register block.
+    pub units: usize,
+    /// Unrolling of the reduction loop over input channels (conv, pointwise).
+    pub k_unroll: usize,
+}
+
+/// How a stage maps onto vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Conv and pointwise: vectors over output channels, a reduction loop
+    /// over (taps x input channels) broadcasting one input scalar per step.
+    Reduce,
+    /// Depthwise with multiplier 1..=3: vectors over input channels, one
+    /// accumulator per (channel vector, m); outputs `c*M+m` stored per lane
+    /// when M > 1.
+    DwChannels,
+    /// Depthwise with multiplier >= 4: for each input channel (a "group"),
+    /// vectors over its M contiguous outputs, the input scalar broadcast.
+    DwMultiplier,
+}
+
+/// The blocking decisions for `stage`. The one place to change them (a
+/// later planner can replace this function by a cost model).
+pub fn schedule(stage: &Stage) -> Schedule {
+    let vectors = |n: usize| positions(n).len();
+    let units = match stage.kind {
+        StageKind::Conv { cout } | StageKind::Pointwise { cout } => vectors(cout).min(3),
+        StageKind::Depthwise { multiplier: m } if m <= 3 => {
+            let per_cv = m;
+            let cvs = (3 / m).max(1).min(vectors(stage.input.c));
+            cvs * per_cv
+        }
+        StageKind::Depthwise { multiplier } => vectors(multiplier).min(3),
+    };
+    let px = (MAX_ACCUMULATORS / units).max(1);
+    Schedule {
+        lanes: LANES,
+        px,
+        units,
+        k_unroll: 2,
+    }
+}
+
+/// Vector start offsets covering `n` channels: `0, 4, 8, ...`; when `n` is
+/// not a multiple of 4 (and at least 4) the last vector overlaps the one
+/// before it and ends exactly at `n`, so no load or store leaves the
+/// channel range. `n < 4` gives one partial vector `(0, n)`.
+/// Returns `(start, valid_lanes)`.
+pub fn positions(n: usize) -> Vec<(usize, usize)> {
+    if n < LANES {
+        return vec![(0, n)];
+    }
+    let mut v: Vec<(usize, usize)> = (0..n / LANES).map(|i| (i * LANES, LANES)).collect();
+    if !n.is_multiple_of(LANES) {
+        v.push((n - LANES, LANES));
+    }
+    v
+}
+
+/// Where a unit's input vector comes from (depthwise only), as a channel
+/// offset from the block's input base.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum InSrc {
+    /// Conv/pointwise: inputs are broadcast scalars of the reduction.
+    None,
+    /// Four contiguous channels.
+    Vector(usize),
+    /// One channel broadcast to all lanes.
+    Splat(usize),
+    /// `n < 4` contiguous channels loaded one by one (a full vector could
+    /// read past the end of the buffer).
+    Lanes(usize, usize),
+}
+
+/// Where a unit's result goes, as channel offsets from the block's output base.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum OutDst {
+    /// Four contiguous channels.
+    Vector(usize),
+    /// `(lane, channel)` pairs stored one by one.
+    Lanes(Vec<(u8, usize)>),
+}
+
+/// One accumulator vector per pixel.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Unit {
+    pub input: InSrc,
+    pub out: OutDst,
+    /// Output channel of each lane (for the first repetition of the run in
+    /// group 0); `None` lanes get zero weights and bias.
+    pub lanes: [Option<usize>; LANES],
+}
+
+/// A run of identical register blocks repeated `count` times, pointers
+/// advancing by the strides each time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Run {
+    pub count: usize,
+    pub units: Vec<Unit>,
+    /// Offsets of the first repetition: input/output channels, weight and
+    /// bias bytes (relative to the group's base).
+    pub in_base: usize,
+    pub out_base: usize,
+    pub w_base: usize,
+    pub bias_base: usize,
+    /// Per-repetition advances (channels, channels, bytes, bytes).
+    pub in_stride: usize,
+    pub out_stride: usize,
+    pub w_stride: usize,
+    pub bias_stride: usize,
+    /// Output-channel shift per repetition (for packing).
+    pub o_stride: usize,
+}
+
+impl Run {
+    /// Bytes of weights per tap (all reduction channels of one tap).
+    pub fn tap_bytes(&self, ci_per_tap: usize) -> usize {
+        ci_per_tap * self.units.len() * LANES * 4
+    }
+}
+
+/// Output columns `a..b` that all read the kernel columns `kx0..kx0+nkx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Segment {
+    pub a: usize,
+    pub b: usize,
+    pub kx0: usize,
+    pub nkx: usize,
+}
+
+/// Everything code generation and packing need for one stage.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub sched: Schedule,
+    pub strategy: Strategy,
+    /// Geometry, with 1x1 stride-1 unpadded stages flattened to one row.
+    pub h: usize,
+    pub w: usize,
+    pub ci: usize,
+    pub ho: usize,
+    pub wo: usize,
+    pub co: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub pt: usize,
+    pub pl: usize,
+    /// Reduction channels per tap in the packed layout (Ci for Reduce, 1 else).
+    pub ci_per_tap: usize,
+    /// Every output row reads all `kh` kernel rows.
+    pub rows_full: bool,
+    pub segments: Vec<Segment>,
+    /// Channel groups (input channels for DwMultiplier, else 1) and their strides.
+    pub groups: usize,
+    pub g_in: usize,
+    pub g_out: usize,
+    pub g_w: usize,
+    pub g_bias: usize,
+    pub g_o: usize,
+    pub runs: Vec<Run>,
+    /// Float offset of the packed bias, if any; total packed floats.
+    pub bias_off: Option<usize>,
+    pub packed_len: usize,
+    pub activation: Activation,
+    pub residual: bool,
+}
+
+/// Valid kernel positions `k` (`0 <= o*s + k*d - p < n`) as `(k0, count)`.
+pub fn tap_range(o: usize, s: usize, d: usize, p: usize, k: usize, n: usize) -> (usize, usize) {
+    let base = (o * s) as i64 - p as i64;
+    let valid: Vec<usize> = (0..k)
+        .filter(|&t| {
+            let i = base + (t * d) as i64;
+            i >= 0 && i < n as i64
+        })
+        .collect();
+    match (valid.first(), valid.last()) {
+        (Some(&a), Some(&b)) => (a, b - a + 1),
+        _ => (0, 0),
+    }
+}
+
+pub fn plan(stage: &Stage) -> Plan {
+    let sched = schedule(stage);
+    let (si, so) = (stage.input, stage.output);
+    let [mut kh, mut kw] = stage.kernel;
+    let [mut sh, mut sw] = stage.stride;
+    let [mut dh, mut dw] = stage.dilation;
+    let p = stage.padding;
+    let (mut h, mut w, mut ho, mut wo) = (si.h, si.w, so.h, so.w);
+    let unpadded = p.top == 0 && p.bottom == 0 && p.left == 0 && p.right == 0;
+    if stage.kernel == [1, 1] && stage.stride == [1, 1] && unpadded {
+        // A 1x1 stride-1 stage is one long row of pixels.
+        (h, w, ho, wo) = (1, si.h * si.w, 1, so.h * so.w);
+        (kh, kw, sh, sw, dh, dw) = (1, 1, 1, 1, 1, 1);
+    }
+    let (pt, pl) = (p.top, p.left);
+    let rows_full = (0..ho).all(|oy| tap_range(oy, sh, dh, pt, kh, h) == (0, kh));
+    let mut segments: Vec<Segment> = Vec::new();
+    for ox in 0..wo {
+        let (kx0, nkx) = tap_range(ox, sw, dw, pl, kw, w);
+        match segments.last_mut() {
+            Some(s) if s.kx0 == kx0 && s.nkx == nkx => s.b = ox + 1,
+            _ => segments.push(Segment {
+                a: ox,
+                b: ox + 1,
+                kx0,
+                nkx,
+            }),
+        }
+    }
+    let (ci, co) = (si.c, so.c);
+    let taps = kh * kw;
+    let u = sched.units;
+    let vb = LANES * 4; // bytes per vector
+    let (strategy, ci_per_tap, groups) = match stage.kind {
+        StageKind::Conv { .. } | StageKind::Pointwise { .. } => (Strategy::Reduce, ci, 1),
+        StageKind::Depthwise { multiplier } if multiplier <= 3 => (Strategy::DwChannels, 1, 1),
+        StageKind::Depthwise { .. } => (Strategy::DwMultiplier, 1, ci),
+    };
+    let mut runs = Vec::new();
+    // Builds runs from vector positions: full blocks of `per_block`
+    // position-groups, then a remainder; `mk` makes the units of one position.
+    let mut add_runs = |pos: &[(usize, usize)],
+                        per_block: usize,
+                        in_per_pos: usize,
+                        out_per_pos: usize,
+                        mk: &dyn Fn(usize, usize) -> Vec<Unit>| {
+        let regular = pos
+            .iter()
+            .take_while(|&&(s, v)| v == LANES && s.is_multiple_of(LANES));
+        let nreg = regular.count();
+        let full = nreg / per_block;
+        let (mut w_base, mut bias_base) = (0, 0);
+        if full > 0 {
+            let units: Vec<Unit> = pos[..per_block]
+                .iter()
+                .flat_map(|&(s, v)| mk(s, v))
+                .collect();
+            let n = units.len();
+            runs.push(Run {
+                count: full,
+                units,
+                in_base: 0,
+                out_base: 0,
+                w_base: 0,
+                bias_base: 0,
+                in_stride: per_block * in_per_pos,
+                out_stride: per_block * out_per_pos,
+                w_stride: taps * ci_per_tap * n * vb,
+                bias_stride: n * vb,
+                o_stride: per_block * out_per_pos,
+            });
+            w_base = full * taps * ci_per_tap * n * vb;
+            bias_base = full * n * vb;
+        }
+        let rest = &pos[full * per_block..];
+        if !rest.is_empty() {
+            let (in_base, out_base) = (
+                rest[0].0 / LANES * in_per_pos,
+                rest[0].0 / LANES * out_per_pos,
+            );
+            // Offsets inside the remainder are relative to its base.
+            let units: Vec<Unit> = rest
+                .iter()
+                .flat_map(|&(s, v)| mk(s, v))
+                .map(|mut un| {
+                    un.input = match un.input {
+                        InSrc::Vector(c) => InSrc::Vector(c - in_base),
+                        InSrc::Lanes(c, n) => InSrc::Lanes(c - in_base, n),
+                        other => other,
+                    };
+                    un.out = match un.out {
+                        OutDst::Vector(c) => OutDst::Vector(c - out_base),
+                        OutDst::Lanes(l) => {
+                            OutDst::Lanes(l.into_iter().map(|(k, c)| (k, c - out_base)).collect())
+                        }
+                    };
+                    un
+                })
+                .collect();
+            let n = units.len();
+            runs.push(Run {
+                count: 1,
+                units,
+                in_base,
+                out_base,
+                w_base,
+                bias_base,
+                in_stride: 0,
+                out_stride: 0,
+                w_stride: taps * ci_per_tap * n * vb,
+                bias_stride: n * vb,
+                o_stride: 0,
+            });
+        }
+    };
+    let lanes_of = |f: &dyn Fn(usize) -> usize, v: usize| {
+        let mut l = [None; LANES];
+        for (i, slot) in l.iter_mut().enumerate().take(v) {
+            *slot = Some(f(i));
+        }
+        l
+    };
+    let (g_in, g_out, g_o, units_per_group);
+    match strategy {
+        Strategy::Reduce => {
+            let pos = positions(co);
+            let mk = |s: usize, v: usize| {
+                vec![Unit {
+                    input: InSrc::None,
+                    out: if v == LANES {
+                        OutDst::Vector(s)
+                    } else {
+                        OutDst::Lanes((0..v).map(|l| (l as u8, s + l)).collect())
+                    },
+                    lanes: lanes_of(&|l| s + l, v),
+                }]
+            };
+            add_runs(&pos, u, 0, LANES, &mk);
+            (g_in, g_out, g_o, units_per_group) = (0, 0, 0, pos.len());
+        }
+        Strategy::DwChannels => {
+            let m = co / ci;
+            let pos = positions(ci);
+            let mk = |s: usize, v: usize| {
+                (0..m)
+                    .map(|mm| Unit {
+                        input: if v == LANES {
+                            InSrc::Vector(s)
+                        } else {
+                            InSrc::Lanes(s, v)
+                        },
+                        out: if m == 1 && v == LANES {
+                            OutDst::Vector(s)
+                        } else {
+                            OutDst::Lanes((0..v).map(|l| (l as u8, (s + l) * m + mm)).collect())
+                        },
+                        lanes: lanes_of(&|l| (s + l) * m + mm, v),
+                    })
+                    .collect()
+            };
+            add_runs(&pos, (u / m).max(1), LANES, LANES * m, &mk);
+            (g_in, g_out, g_o, units_per_group) = (0, 0, 0, pos.len() * m);
+        }
+        Strategy::DwMultiplier => {
+            let m = co / ci;
+            let pos = positions(m);
+            let mk = |s: usize, v: usize| {
+                vec![Unit {
+                    input: InSrc::Splat(0),
+                    out: OutDst::Vector(s),
+                    lanes: lanes_of(&|l| s + l, v),
+                }]
+            };
+            add_runs(&pos, u, 0, LANES, &mk);
+            (g_in, g_out, g_o, units_per_group) = (1, m, m, pos.len());
+        }
+    }
+    let g_w = taps * ci_per_tap * units_per_group * vb;
+    let g_bias = units_per_group * vb;
+    let w_floats = groups * g_w / 4;
+    let bias_off = stage.bias_key.as_ref().map(|_| w_floats);
+    let packed_len = w_floats + bias_off.map_or(0, |_| groups * g_bias / 4);
+    Plan {
+        sched,
+        strategy,
+        h,
+        w,
+        ci,
+        ho,
+        wo,
+        co,
+        kh,
+        kw,
+        sh,
+        sw,
+        dh,
+        dw,
+        pt,
+        pl,
+        ci_per_tap,
+        rows_full,
+        segments,
+        groups,
+        g_in,
+        g_out,
+        g_w,
+        g_bias,
+        g_o,
+        runs,
+        bias_off,
+        packed_len,
+        activation: stage.activation,
+        residual: stage.residual,
+    }
+}
+
+/// Packs one stage's TensorFlow-layout weights (and bias) into the layout
+/// the generated code reads: per group, per run repetition, a block
+/// `[ky][kx][ci_per_tap][unit][lane]`, zeros in unused lanes; then the bias
+/// as `[group][run repetition][unit][lane]`.
+pub fn pack(plan: &Plan, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let mut out = vec![0f32; plan.packed_len];
+    let taps = plan.kh * plan.kw;
+    let cpt = plan.ci_per_tap;
+    let co = plan.co;
+    for g in 0..plan.groups {
+        for run in &plan.runs {
+            let n = run.units.len();
+            for rep in 0..run.count {
+                let base = (g * plan.g_w + run.w_base + rep * run.w_stride) / 4;
+                let bbase = (g * plan.g_bias + run.bias_base + rep * run.bias_stride) / 4;
+                for (ui, unit) in run.units.iter().enumerate() {
+                    for (l, o) in unit.lanes.iter().enumerate() {
+                        let Some(o) = o else { continue };
+                        let o = o + g * plan.g_o + rep * run.o_stride;
+                        for t in 0..taps {
+                            for c in 0..cpt {
+                                let dst = base + ((t * cpt + c) * n + ui) * LANES + l;
+                                out[dst] = weight[(t * cpt + c) * co + o];
+                            }
+                        }
+                        if let (Some(off), Some(b)) = (plan.bias_off, bias) {
+                            out[off + bbase + ui * LANES + l] = b[o];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_overlap_the_tail() {
+        assert_eq!(positions(3), [(0, 3)]);
+        assert_eq!(positions(4), [(0, 4)]);
+        assert_eq!(positions(9), [(0, 4), (4, 4), (5, 4)]);
+    }
+
+    #[test]
+    fn tap_ranges_omit_padding() {
+        // 3 taps, pad 1, input 5: first output sees taps 1..3, last taps 0..2.
+        assert_eq!(tap_range(0, 1, 1, 1, 3, 5), (1, 2));
+        assert_eq!(tap_range(2, 1, 1, 1, 3, 5), (0, 3));
+        assert_eq!(tap_range(4, 1, 1, 1, 3, 5), (0, 2));
+        // All padding.
+        assert_eq!(tap_range(0, 1, 1, 9, 3, 5), (0, 0));
+    }
+}

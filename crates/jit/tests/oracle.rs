@@ -1,0 +1,27 @@
+//! The JIT against the TensorFlow-checked reference vectors in the
+//! repository's `tests/oracle/` (layers built from each case's spec as a
+//! user would write them, see `tests/common/oracle.rs`).
+
+#[path = "../../../tests/common/oracle.rs"]
+mod oracle;
+
+use convjit_jit::Kernel;
+
+#[test]
+fn jit_matches_every_reference_case() {
+    let cases = oracle::cases();
+    assert!(cases.len() >= 29, "only {} cases found", cases.len());
+    let mut failures = Vec::new();
+    for c in &cases {
+        let k = Kernel::compile(&c.layer, &c.weights).unwrap();
+        let got = k.run_alloc(&c.input, c.batch).unwrap();
+        let (diff, at) = oracle::max_abs_diff(&got, &c.expected);
+        if diff.is_nan() || diff > c.atol {
+            failures.push(format!(
+                "{}: |jit - expected| = {diff} at {at} > atol {}\n{}",
+                c.name, c.atol, c.text
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
