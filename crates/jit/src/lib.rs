@@ -19,12 +19,12 @@ pub mod plan;
 
 use convjit_ir::{DataError, Layer, Stage, Weights};
 use cranelift_codegen::ir::types::I64;
-use cranelift_codegen::ir::{AbiParam, UserFuncName};
+use cranelift_codegen::ir::{AbiParam, Signature, UserFuncName};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, Module};
+use cranelift_module::{FuncId, Linkage, Module};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -346,32 +346,24 @@ fn check_len(
     ))
 }
 
-/// A stage without its names, for the cache key.
-fn anonymous(s: &Stage) -> Stage {
-    Stage {
-        name: String::new(),
-        weight_key: String::new(),
-        bias_key: s.bias_key.as_ref().map(|_| String::new()),
-        ..s.clone()
-    }
-}
-
-fn build(plans: &[plan::Plan], isa: OwnedTargetIsa) -> Result<Code, JitError> {
-    let mut module = JITModule::new(JITBuilder::with_isa(
-        isa,
-        cranelift_module::default_libcall_names(),
-    ));
+/// Declares and defines one function per stage plan in `module` (the JIT's
+/// or an object file's), with the signature
+/// `(input, weights, output, residual: *const f32 / *mut f32, batch: usize)`.
+/// Returns the function ids and the functions' CLIF text.
+pub fn define_stages<M: Module>(
+    module: &mut M,
+    plans: &[plan::Plan],
+    name: impl Fn(usize) -> String,
+    linkage: Linkage,
+) -> Result<(Vec<FuncId>, String), JitError> {
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
-    let mut sig = module.make_signature();
-    for _ in 0..5 {
-        sig.params.push(AbiParam::new(I64));
-    }
+    let sig = stage_signature(module);
     let mut ids = Vec::new();
     let mut clif = String::new();
     for (i, p) in plans.iter().enumerate() {
         let id = module
-            .declare_function(&format!("stage{i}"), Linkage::Local, &sig)
+            .declare_function(&name(i), linkage, &sig)
             .map_err(codegen_err)?;
         ctx.func.signature = sig.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
@@ -391,6 +383,35 @@ fn build(plans: &[plan::Plan], isa: OwnedTargetIsa) -> Result<Code, JitError> {
         module.clear_context(&mut ctx);
         ids.push(id);
     }
+    Ok((ids, clif))
+}
+
+/// `(i64 x 5) -> ()` in the module's default calling convention: the
+/// stage functions' signature on 64-bit targets.
+pub fn stage_signature<M: Module>(module: &M) -> Signature {
+    let mut sig = module.make_signature();
+    for _ in 0..5 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    sig
+}
+
+/// A stage without its names, for the cache key.
+fn anonymous(s: &Stage) -> Stage {
+    Stage {
+        name: String::new(),
+        weight_key: String::new(),
+        bias_key: s.bias_key.as_ref().map(|_| String::new()),
+        ..s.clone()
+    }
+}
+
+fn build(plans: &[plan::Plan], isa: OwnedTargetIsa) -> Result<Code, JitError> {
+    let mut module = JITModule::new(JITBuilder::with_isa(
+        isa,
+        cranelift_module::default_libcall_names(),
+    ));
+    let (ids, clif) = define_stages(&mut module, plans, |i| format!("stage{i}"), Linkage::Local)?;
     module.finalize_definitions().map_err(codegen_err)?;
     let fns = ids
         .iter()
