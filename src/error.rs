@@ -15,6 +15,9 @@ pub enum Error {
     },
     /// A data file or buffer does not fit the layer.
     Data(DataError),
+    /// Code generation failed (a bug or an unsupported host, never the
+    /// user's input: its `Display` says so).
+    Jit(convjit_jit::JitError),
     /// `--layer` names no layer, or is needed and missing.
     NoSuchLayer { message: String },
 }
@@ -33,6 +36,7 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Error::Data(e) => e.fmt(f),
+            Error::Jit(e) => e.fmt(f),
             Error::NoSuchLayer { message } => f.write_str(message),
         }
     }
@@ -43,5 +47,14 @@ impl std::error::Error for Error {}
 impl From<DataError> for Error {
     fn from(e: DataError) -> Error {
         Error::Data(e)
+    }
+}
+
+impl From<convjit_jit::JitError> for Error {
+    fn from(e: convjit_jit::JitError) -> Error {
+        match e {
+            convjit_jit::JitError::Data(d) => Error::Data(d),
+            e => Error::Jit(e),
+        }
     }
 }

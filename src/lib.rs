@@ -6,6 +6,7 @@
 //! ```text
 //! .conv text --convjit_lang::parse--> syntax tree --convjit_ir::lower--> Layer
 //! Layer + Weights --interpret--> output (the reference)
+//! Layer + Weights --Kernel::compile--> Kernel --run--> output (Cranelift JIT)
 //! ```
 //!
 //! ```
@@ -19,8 +20,15 @@
 //! assert_eq!(layer.macs(), 4_800 + 49_152);
 //! let weights = Weights::random(layer, 42);
 //! let input = vec![0.5f32; layer.input.len()];
-//! let out = convjit::interpret(layer, &weights, &input, 1).unwrap();
-//! assert_eq!(out.len(), 8 * 8 * 256);
+//! let reference = convjit::interpret(layer, &weights, &input, 1).unwrap();
+//!
+//! // Machine code specialised to this layer, for this CPU:
+//! let kernel = convjit::Kernel::compile(layer, &weights).unwrap();
+//! let mut out = vec![0.0; layer.output().len()];
+//! kernel.run(&input, &mut out, 1).unwrap();
+//! assert!(out.iter().zip(&reference).all(|(a, b)| (a - b).abs() < 1e-4));
+//! // Buffer lengths are checked before generated code is entered:
+//! assert!(kernel.run(&input, &mut out, 2).is_err());
 //! ```
 
 mod error;
@@ -29,6 +37,7 @@ pub use convjit_ir::{
     interpret, Activation, DataError, Layer, Padding, Rng, Shape, Stage, StageKind, StageWeights,
     Weights,
 };
+pub use convjit_jit::{CompileStats, JitError, Kernel};
 pub use convjit_lang::{Diagnostic, SourceFile};
 pub use convjit_npy as npy;
 pub use error::Error;

@@ -95,7 +95,10 @@ fn write_case(dir: &Path, c: &oracle::Case) -> (PathBuf, PathBuf, PathBuf) {
 #[test]
 fn run_matches_the_reference_vectors_through_files() {
     let dir = tempfile::tempdir().unwrap();
-    for c in oracle::cases() {
+    for (c, engine) in oracle::cases()
+        .into_iter()
+        .flat_map(|c| [(c.clone(), "interp"), (c, "jit")])
+    {
         let (conv, input, weights) = write_case(dir.path(), &c);
         let out = dir.path().join("out.npy");
         let o = convjit(&[
@@ -108,15 +111,66 @@ fn run_matches_the_reference_vectors_through_files() {
             "--output",
             s(&out),
             "--engine",
-            "interp",
+            engine,
         ]);
-        assert!(o.status.success(), "{}: {}", c.name, stderr(&o));
+        assert!(o.status.success(), "{} ({engine}): {}", c.name, stderr(&o));
         let got = npy::read_npy(&out).unwrap();
         let so = c.layer.output();
         assert_eq!(got.shape, [c.batch, so.h, so.w, so.c], "{}", c.name);
         let (diff, at) = oracle::max_abs_diff(&got.data, &c.expected);
-        assert!(diff <= c.atol, "{}: {diff} at {at} > {}", c.name, c.atol);
+        assert!(
+            diff <= c.atol,
+            "{} ({engine}): {diff} at {at} > {}",
+            c.name,
+            c.atol
+        );
     }
+}
+
+#[test]
+fn the_jit_is_the_default_engine_and_agrees_with_the_interpreter() {
+    let args = [
+        "run",
+        "examples/mobilenet_v2.conv",
+        "--layer",
+        "mbv2_inverted_residual_s2",
+        "--batch",
+        "2",
+    ];
+    let jit = convjit(&args);
+    assert!(jit.status.success(), "{}", stderr(&jit));
+    let interp = convjit(&[&args[..], &["--engine", "interp"]].concat());
+    // The summaries print six decimals; the engines agree far closer.
+    assert_eq!(stdout(&jit), stdout(&interp));
+}
+
+#[test]
+fn bench_reports_jit_and_interpreter_as_json() {
+    let o = convjit(&[
+        "bench",
+        "examples/textbook.conv",
+        "--layer",
+        "textbook_separable",
+        "--json",
+        "--seconds",
+        "0.05",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(r["layer"], "textbook_separable");
+    assert_eq!(r["macs"], 53_952);
+    let variants: Vec<_> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["variant"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(variants, ["jit", "interp"]);
+    for v in r["results"].as_array().unwrap() {
+        assert!(v["median_us"].as_f64().unwrap() > 0.0);
+        assert!(v["gflops"].as_f64().unwrap() > 0.0);
+    }
+    assert!(r["max_abs_diff_jit_vs_interp"].as_f64().unwrap() < 1e-4);
 }
 
 #[test]

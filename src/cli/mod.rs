@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch. Exit status: 0 success, 1 the user's
 //! input is wrong, 2 a usage error (clap's own status for bad flags).
 
+mod bench;
 mod check;
 mod plan;
 mod run;
@@ -42,6 +43,8 @@ enum Command {
     },
     /// Run a layer. Without --input or --weights, seeded random data is used.
     Run(run::RunArgs),
+    /// Time the generated kernel against the interpreter (GFLOP/s, compile time).
+    Bench(bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Check { file } => check::check(&file),
         Command::Plan { file, layer, json } => plan::plan(&file, layer.as_deref(), json),
         Command::Run(args) => run::run(&args),
+        Command::Bench(args) => bench::bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +82,7 @@ impl Failure {
         match self {
             // Source errors are already "FILE:LINE:COL: error: ...".
             Failure::Input(e @ convjit::Error::Source { .. }) => e.to_string(),
+            Failure::Input(e @ convjit::Error::Jit(_)) => format!("internal error: {e}"),
             Failure::Input(e) => format!("error: {e}"),
             Failure::Usage(m) => format!("error: {m}"),
         }

@@ -21,9 +21,9 @@ pub struct RunArgs {
     /// Where to write the float32 [N, Ho, Wo, Co] output (default: print a summary).
     #[arg(long, short, value_name = "OUT.npy")]
     output: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Engine::Interp)]
+    #[arg(long, value_enum, default_value_t = Engine::Jit)]
     engine: Engine,
-    /// Worker threads (the interpreter always uses one).
+    /// Worker threads (one for now: threads come with the planner).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: u32,
     /// Seed for random input and weights.
@@ -69,11 +69,9 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
     };
     let output = match a.engine {
         Engine::Interp => convjit::interpret(&layer, &weights, &input, batch)?,
-        Engine::Jit => {
-            return Err(Failure::Usage(
-                "the JIT engine is not built yet: use --engine interp".into(),
-            ))
-        }
+        Engine::Jit => convjit::Kernel::compile(&layer, &weights)
+            .and_then(|k| k.run_alloc(&input, batch))
+            .map_err(convjit::Error::from)?,
     };
     let o = layer.output();
     match &a.output {

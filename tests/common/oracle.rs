@@ -8,6 +8,7 @@ use convjit_ir::{Layer, Padding, StageWeights, Weights};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+#[derive(Clone)]
 pub struct Case {
     pub name: String,
     /// The layer as a user would write it.
