@@ -165,7 +165,9 @@ fn bench_reports_jit_and_interpreter_as_json() {
         .iter()
         .map(|v| v["variant"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(variants, ["jit", "interp"]);
+    assert_eq!(variants[0], "jit");
+    assert!(variants.contains(&"interp".to_string()), "{variants:?}");
+    assert!(variants.contains(&"naive".to_string()), "{variants:?}");
     for v in r["results"].as_array().unwrap() {
         assert!(v["median_us"].as_f64().unwrap() > 0.0);
         assert!(v["gflops"].as_f64().unwrap() > 0.0);

@@ -1,9 +1,12 @@
 //! `convjit bench FILE.conv [--layer NAME] [--json]`: times the generated
-//! kernel against the reference interpreter, per layer, with seeded data.
+//! kernel against the reference interpreter and the hand-written baselines
+//! (`convjit-baselines`: naive loops, 128-bit SSE/FMA, the `gemm` crate), per
+//! layer, with seeded data, all in one run so their ratios are comparable.
 
 use super::{thousands, Failure};
 use clap::Args;
 use convjit::{Kernel, Layer, Rng, Weights};
+use convjit_baselines::{Baseline, Family};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,6 +34,9 @@ pub struct BenchArgs {
     /// Skip the (slow) interpreter.
     #[arg(long)]
     no_interp: bool,
+    /// Skip the hand-written baselines.
+    #[arg(long)]
+    no_baselines: bool,
 }
 
 pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
@@ -57,10 +63,13 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
 
     let kernel = Kernel::compile(layer, &weights).map_err(convjit::Error::from)?;
     let stats = kernel.compile_stats();
-    // The same layer again (other weights, same code): a cache hit.
+    // The same layer again (other weights, same code): a cache hit, whose
+    // cost is packing the weights plus a lookup.
+    let other = Weights::random(layer, 3);
     let t = Instant::now();
-    let again = Kernel::compile(layer, &Weights::random(layer, 3)).map_err(convjit::Error::from)?;
+    let again = Kernel::compile(layer, &other).map_err(convjit::Error::from)?;
     let hit_us = t.elapsed().as_secs_f64() * 1e6;
+    debug_assert!(again.compile_stats().cache_hit);
     drop(again);
 
     let flops = 2.0 * layer.macs() as f64 * batch as f64;
@@ -81,6 +90,15 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
             .expect("lengths checked above");
     });
     add("jit", jit_time);
+    if !a.no_baselines {
+        for family in Family::ALL {
+            if let Some(mut baseline) = Baseline::prepare(family, layer, &weights) {
+                let mut out = vec![0f32; output.len()];
+                let t = median_per_call(budget, || baseline.run(&input, &mut out, batch));
+                add(baseline.name(), t);
+            }
+        }
+    }
     let mut max_diff = None;
     if !a.no_interp {
         let mut reference = Vec::new();
