@@ -92,67 +92,65 @@ impl Gen<'_, '_> {
     }
 
     /// Runs `body` `count` times: straight-line for 0 or 1, else a loop
-    /// (guarded against a zero run-time count). State lives in variables.
+    /// tested at the top (so a zero run-time count runs nothing):
     ///
-    /// The vector variables in `self.carried` (accumulators) travel through
-    /// explicit block parameters of the loop head, a latch and the exit:
-    /// the body's final values are then used once (by the jump to the
-    /// latch). Were they used by both edges of the back branch, Cranelift
-    /// would count every value they depend on as used more than once and
-    /// fold no load into `vbroadcastss` or `vfmadd`.
+    /// ```text
+    ///     jump head(acc_init..)
+    /// head(acc..):  brif ctr, body, exit      ; exit reads head's params
+    /// body:         ...; jump head(acc_new..)
+    /// ```
+    ///
+    /// The vector variables in `self.carried` (accumulators) travel as
+    /// explicit parameters of `head`. This shape matters for instruction
+    /// selection: Cranelift folds a load into its user (`vbroadcastss mem`,
+    /// `vfmadd132ps mem`) only if the loaded value is used once, and it
+    /// counts a value as used more than once whenever anything computed from
+    /// it is (transitively, up to block parameters). A bottom-tested loop
+    /// passes the body's final accumulators to both the back edge and the
+    /// exit (Cranelift removes any single-predecessor "latch" block that
+    /// would hide this), which marks every load of the body as used twice.
+    /// Here the body's values reach only the back edge.
     fn repeat(&mut self, count: Count, body: &mut dyn FnMut(&mut Self)) {
-        let (ctr_init, guard) = match count {
+        let n = match count {
             Count::Const(0) => return,
             Count::Const(1) => return body(self),
-            Count::Const(n) => (self.b.ins().iconst(I64, n as i64), None),
-            Count::Dyn(v) => (v, Some(v)),
+            Count::Const(n) => self.b.ins().iconst(I64, n as i64),
+            Count::Dyn(v) => v,
         };
         let carried = self.carried.clone();
-        let ctr = self.var(ctr_init);
+        let ctr = self.var(n);
         let head = self.b.create_block();
-        let latch = self.b.create_block();
+        let blk = self.b.create_block();
         let exit = self.b.create_block();
-        let params = |g: &mut Self, blk| -> Vec<Value> {
+        let hp: Vec<Value> = carried
+            .iter()
+            .map(|_| self.b.append_block_param(head, F32X4))
+            .collect();
+        let args = |g: &mut Self| -> Vec<BlockArg> {
             carried
                 .iter()
-                .map(|_| g.b.append_block_param(blk, F32X4))
+                .map(|&v| BlockArg::Value(g.b.use_var(v)))
                 .collect()
         };
-        let (hp, lp, ep) = (params(self, head), params(self, latch), params(self, exit));
-        let args = |vals: &[Value]| -> Vec<BlockArg> {
-            vals.iter().map(|&v| BlockArg::Value(v)).collect()
-        };
-        let init: Vec<Value> = carried.iter().map(|&v| self.b.use_var(v)).collect();
-        match guard {
-            Some(v) => {
-                self.b.ins().brif(v, head, &args(&init), exit, &args(&init));
-            }
-            None => {
-                self.b.ins().jump(head, &args(&init));
-            }
-        }
+        let init = args(self);
+        self.b.ins().jump(head, &init);
         self.b.switch_to_block(head);
         for (&var, &v) in carried.iter().zip(&hp) {
             self.b.def_var(var, v);
         }
+        let c = self.get(ctr);
+        self.b.ins().brif(c, blk, &[], exit, &[]);
+        self.b.switch_to_block(blk);
+        self.b.seal_block(blk);
         body(self);
-        let fin: Vec<Value> = carried.iter().map(|&v| self.b.use_var(v)).collect();
-        self.b.ins().jump(latch, &args(&fin));
-        self.b.switch_to_block(latch);
-        self.b.seal_block(latch);
-        for (&var, &v) in carried.iter().zip(&lp) {
-            self.b.def_var(var, v);
-        }
         let c = self.get(ctr);
         let c = self.b.ins().iadd_imm_s(c, -1);
         self.b.def_var(ctr, c);
-        self.b.ins().brif(c, head, &args(&lp), exit, &args(&lp));
+        let fin = args(self);
+        self.b.ins().jump(head, &fin);
         self.b.seal_block(head);
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
-        for (&var, &v) in carried.iter().zip(&ep) {
-            self.b.def_var(var, v);
-        }
     }
 
     fn body(&mut self, input: Value, weights: Value, output: Value, residual: Value, batch: Value) {
@@ -385,6 +383,11 @@ impl Gen<'_, '_> {
 
     /// Conv/pointwise accumulation over `len` contiguous input scalars per
     /// pixel (input stride 4 bytes, weights `nu` vectors per step).
+    ///
+    /// Each FMA gets its own scalar load + splat: used once, the load folds
+    /// into `vbroadcastss mem`, and the broadcast register (which `fma`
+    /// overwrites with its result) is dead anyway, so no register copy is
+    /// needed. A shared broadcast would cost a `movaps` per FMA.
     fn reduce(
         &mut self,
         acc: &[Vec<Variable>],

@@ -14,6 +14,15 @@ pub const LANES: usize = 4;
 /// accumulators plus a weight vector plus a broadcast temporary must fit).
 pub const MAX_ACCUMULATORS: usize = 12;
 
+/// Accumulator vectors of a conv/pointwise register block (4 pixels x 2
+/// vectors). Cranelift's `fma` ties its result to a multiplicand (the
+/// broadcast input, loaded fresh for each FMA), never to the accumulator,
+/// so every FMA moves its accumulator to another register. With 8
+/// accumulators, 2 weight vectors and a broadcast, the register allocator
+/// keeps this rotation spill- and move-free across the unrolled loop; with
+/// 12 (4x3 or 6x2) it spills accumulators to the stack every step.
+pub const REDUCE_ACCUMULATORS: usize = 8;
+
 /// The blocking decisions for one stage, computed by [`schedule`] alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Schedule {
@@ -47,7 +56,7 @@ pub enum Strategy {
 pub fn schedule(stage: &Stage) -> Schedule {
     let vectors = |n: usize| positions(n).len();
     let units = match stage.kind {
-        StageKind::Conv { cout } | StageKind::Pointwise { cout } => vectors(cout).min(3),
+        StageKind::Conv { cout } | StageKind::Pointwise { cout } => vectors(cout).min(2),
         StageKind::Depthwise { multiplier: m } if m <= 3 => {
             let per_cv = m;
             let cvs = (3 / m).max(1).min(vectors(stage.input.c));
@@ -55,12 +64,20 @@ pub fn schedule(stage: &Stage) -> Schedule {
         }
         StageKind::Depthwise { multiplier } => vectors(multiplier).min(3),
     };
-    let px = (MAX_ACCUMULATORS / units).max(1);
+    let reduce = matches!(
+        stage.kind,
+        StageKind::Conv { .. } | StageKind::Pointwise { .. }
+    );
+    let (max_acc, k_unroll) = if reduce {
+        (REDUCE_ACCUMULATORS, 4)
+    } else {
+        (MAX_ACCUMULATORS, 2)
+    };
     Schedule {
         lanes: LANES,
-        px,
+        px: (max_acc / units).max(1),
         units,
-        k_unroll: 2,
+        k_unroll,
     }
 }
 
