@@ -2,6 +2,7 @@
 //! input is wrong, 2 a usage error (clap's own status for bad flags).
 
 mod bench;
+mod build;
 mod check;
 mod plan;
 mod run;
@@ -43,6 +44,8 @@ enum Command {
     },
     /// Run a layer. Without --input or --weights, seeded random data is used.
     Run(run::RunArgs),
+    /// Emit the compiled kernel: an ELF object and a C header beside it.
+    Build(build::BuildArgs),
     /// Time the generated kernel against the interpreter (GFLOP/s, compile time).
     Bench(bench::BenchArgs),
 }
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Check { file } => check::check(&file),
         Command::Plan { file, layer, json } => plan::plan(&file, layer.as_deref(), json),
         Command::Run(args) => run::run(&args),
+        Command::Build(args) => build::build(&args),
         Command::Bench(args) => bench::bench(&args),
     };
     match result {

@@ -23,6 +23,13 @@ use std::path::{Path, PathBuf};
 pub use header::MAX_ELEMENTS;
 pub use npz::{read_npz, write_npz, Npz};
 
+/// Writes `bytes` to `path` atomically: into a temporary file beside it,
+/// then renamed over it, so a failure leaves nothing behind. (For the other
+/// files convjit writes, e.g. object files and headers.)
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    atomic::write(path, |f| f.write_all(bytes))
+}
+
 /// A dense row-major f32 array.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Array {

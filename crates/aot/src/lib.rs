@@ -1,0 +1,475 @@
+//! Ahead-of-time compilation: one layer as an ELF object file plus a C
+//! header (`convjit build`).
+//!
+//! The object holds the stage functions of [`convjit_jit::define_stages`]
+//! (local symbols, one per stage, the same code the JIT runs) and an
+//! exported entry point written here in Cranelift IR:
+//!
+//! - with weights ([`BuildOptions::weights`]): the packed weights are baked
+//!   into `.rodata` (64-byte aligned) and the object exports
+//!   `int convjit_LAYER(const float *input, float *output, size_t batch);`
+//! - without: the object exports
+//!   `int convjit_LAYER_pack(const float *const arrays[], float *packed);`,
+//!   which gathers the TensorFlow-layout arrays into the packed layout
+//!   through a permutation table baked into `.rodata`, and
+//!   `int convjit_LAYER(const float *packed, const float *input, float *output, size_t batch);`.
+//!
+//! The entry point processes the batch image by image: stage `i` reads the
+//! previous stage's output and writes the next; intermediates live in one
+//! `malloc`ed block of two buffers (stages alternate between them), sized
+//! for one image, freed before returning. No global mutable state: the
+//! functions are reentrant. Return codes: 0 success, 1 `malloc` failed,
+//! 2 a NULL pointer. The generated header documents all of this for C.
+
+mod header;
+mod record;
+mod wrapper;
+
+use convjit_ir::{DataError, Layer, Weights};
+use convjit_jit::plan;
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_module::{DataDescription, Linkage, Module};
+use cranelift_object::{ObjectBuilder, ObjectModule};
+use std::fmt;
+use std::str::FromStr;
+use target_lexicon::{Architecture, BinaryFormat, OperatingSystem, PointerWidth, Triple};
+
+/// The target triples [`build`] accepts (besides `None`, the host).
+pub const SUPPORTED_TARGETS: &[&str] = &["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"];
+
+/// What to build.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// A target triple (see [`SUPPORTED_TARGETS`]); `None` (or `"host"`)
+    /// is the host, with the host CPU's features (like `-march=native`).
+    /// An explicit `x86_64` triple targets x86-64-v3 (AVX2 + FMA); an
+    /// explicit `aarch64` triple the base ARMv8-A (NEON). Other Linux ELF
+    /// triples of these two architectures (e.g. `-linux-musl`) work too.
+    pub target: Option<String>,
+    /// Weights to bake into the object; `None` builds the variant that
+    /// takes packed weights at run time.
+    pub weights: Option<Weights>,
+}
+
+/// What [`build`] returns in [`Artifact::object`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// An ELF relocatable object.
+    Object,
+    /// The Cranelift IR of every function, as text.
+    Clif,
+    /// The machine code of every function as Cranelift's VCode listing
+    /// (after register allocation), as text.
+    Asm,
+}
+
+/// The result of [`build`].
+#[derive(Clone, Debug)]
+pub struct Artifact {
+    /// The object file, or the CLIF / assembly text (UTF-8).
+    pub object: Vec<u8>,
+    /// The C header declaring the exported function(s).
+    pub header: String,
+    /// The exported kernel function: `convjit_LAYER`.
+    pub symbol: String,
+}
+
+/// Why [`build`] failed.
+#[derive(Debug)]
+pub enum AotError {
+    /// The target triple is unknown or unsupported.
+    Target(String),
+    /// The layer cannot be built (no stages, too large for the tables).
+    Layer(String),
+    /// The weights do not fit the layer.
+    Data(DataError),
+    /// Cranelift failed (a bug, or an operation the target does not lower).
+    Codegen(String),
+}
+
+impl fmt::Display for AotError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            AotError::Target(m) => write!(f, "{m}"),
+            AotError::Layer(m) => write!(f, "{m}"),
+            AotError::Data(e) => e.fmt(f),
+            AotError::Codegen(m) => write!(f, "code generation failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for AotError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AotError::Data(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<DataError> for AotError {
+    fn from(e: DataError) -> AotError {
+        AotError::Data(e)
+    }
+}
+
+impl From<convjit_jit::JitError> for AotError {
+    fn from(e: convjit_jit::JitError) -> AotError {
+        match e {
+            convjit_jit::JitError::Data(d) => AotError::Data(d),
+            convjit_jit::JitError::Codegen(m) => AotError::Codegen(m),
+        }
+    }
+}
+
+pub(crate) fn cg_err(e: impl fmt::Debug) -> AotError {
+    AotError::Codegen(format!("{e:?}"))
+}
+
+/// Alignment (bytes) of the baked weights and of each stage's part of the
+/// packed buffer. The generated code does not need it (its loads carry no
+/// alignment flag); it keeps vectors within cache lines, as the JIT does.
+pub const PACK_ALIGN: usize = 64;
+const PACK_ALIGN_FLOATS: usize = PACK_ALIGN / 4;
+
+/// The packed weights of all stages, one after the other, each stage at a
+/// multiple of [`PACK_ALIGN`] bytes.
+pub(crate) struct PackLayout {
+    /// Float offset and packed length of each stage.
+    pub stages: Vec<(usize, usize)>,
+    /// Total floats, a multiple of 16.
+    pub total: usize,
+}
+
+impl PackLayout {
+    fn new(lens: impl Iterator<Item = usize>) -> PackLayout {
+        let mut stages = Vec::new();
+        let mut off = 0;
+        for len in lens {
+            stages.push((off, len));
+            off += len.div_ceil(PACK_ALIGN_FLOATS) * PACK_ALIGN_FLOATS;
+        }
+        PackLayout { stages, total: off }
+    }
+}
+
+/// A valid C identifier from a layer name (the language's names already
+/// are; anything else is replaced by `_`).
+pub fn c_identifier(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// The target: its ISA (with our flags) and a description for the header.
+pub(crate) struct Target {
+    pub isa: OwnedTargetIsa,
+    pub triple: Triple,
+    /// The enabled ISA features, e.g. `has_avx has_fma`.
+    pub features: String,
+    /// Vector `fma` lowers to calls of `fmaf` (x86-64 without FMA).
+    pub fma_libcall: bool,
+}
+
+fn supported_list() -> String {
+    format!(
+        "supported targets: {} (default: the host)",
+        SUPPORTED_TARGETS.join(", ")
+    )
+}
+
+fn check_triple(triple: &Triple, what: &str) -> Result<(), AotError> {
+    let bad = |why: String| Err(AotError::Target(format!("{why}; {}", supported_list())));
+    if triple.pointer_width() != Ok(PointerWidth::U64) {
+        return bad(format!(
+            "{what} '{triple}' is not a 64-bit target: the generated code passes \
+             pointers and sizes as 64-bit integers"
+        ));
+    }
+    let arch_ok = matches!(
+        triple.architecture,
+        Architecture::X86_64 | Architecture::Aarch64(target_lexicon::Aarch64Architecture::Aarch64)
+    );
+    if !arch_ok {
+        return bad(format!(
+            "{what} '{triple}': architecture '{}' is not supported",
+            triple.architecture
+        ));
+    }
+    if triple.binary_format != BinaryFormat::Elf
+        || triple.operating_system != OperatingSystem::Linux
+    {
+        return bad(format!(
+            "{what} '{triple}': only Linux ELF objects are supported"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses and checks `target` and builds its ISA.
+pub(crate) fn target(target: Option<&str>) -> Result<Target, AotError> {
+    let target = target.filter(|t| !matches!(*t, "host" | "native"));
+    let builder = match target {
+        None => {
+            let triple = Triple::host();
+            check_triple(&triple, "the host")?;
+            cranelift_native::builder().map_err(|e| {
+                AotError::Target(format!("the host is not supported by Cranelift: {e}"))
+            })?
+        }
+        Some(t) => {
+            let triple = Triple::from_str(t).map_err(|e| {
+                AotError::Target(format!("unknown target '{t}' ({e}); {}", supported_list()))
+            })?;
+            check_triple(&triple, "target")?;
+            let mut b = cranelift_codegen::isa::lookup(triple.clone()).map_err(|e| {
+                AotError::Target(format!("target '{t}': {e}; {}", supported_list()))
+            })?;
+            if triple.architecture == Architecture::X86_64 {
+                b.enable("x86-64-v3").map_err(cg_err)?;
+                // AVX itself is no part of the preset's list but of v3.
+                b.enable("has_avx").map_err(cg_err)?;
+            }
+            b
+        }
+    };
+    let mut flags = settings::builder();
+    for (k, v) in [
+        // As the JIT: the code generator emits instructions in the order it wants.
+        ("opt_level", "none"),
+        ("is_pic", "true"),
+        ("use_colocated_libcalls", "false"),
+        ("enable_verifier", "true"),
+    ] {
+        flags
+            .set(k, v)
+            .map_err(|e| AotError::Codegen(format!("setting {k}={v}: {e}")))?;
+    }
+    let isa = builder
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| AotError::Codegen(e.to_string()))?;
+    let on: Vec<String> = isa
+        .isa_flags()
+        .iter()
+        .filter(|v| v.as_bool() == Some(true))
+        .map(|v| v.name.to_string())
+        .collect();
+    let fma_libcall =
+        isa.triple().architecture == Architecture::X86_64 && !on.iter().any(|f| f == "has_fma");
+    Ok(Target {
+        triple: isa.triple().clone(),
+        features: match (on.is_empty(), isa.triple().architecture) {
+            (false, _) => on.join(" "),
+            (true, Architecture::X86_64) => "baseline x86-64".into(),
+            (true, _) => "baseline ARMv8-A with NEON".into(),
+        },
+        fma_libcall,
+        isa,
+    })
+}
+
+/// Compiles `layer` for `opts.target` and returns the object (or its text
+/// forms, see [`Emit`]) and its C header.
+pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact, AotError> {
+    if layer.stages.is_empty() {
+        return Err(AotError::Layer(format!(
+            "layer '{}' has no stages",
+            layer.name
+        )));
+    }
+    if let Some(w) = &opts.weights {
+        w.check(layer)?;
+    }
+    let target = target(opts.target.as_deref())?;
+    let ident = c_identifier(&layer.name);
+    let symbol = format!("convjit_{ident}");
+    let plans: Vec<plan::Plan> = layer.stages.iter().map(plan::plan).collect();
+
+    // No `.eh_frame` (`unwind_info`): cranelift-object 0.135 writes it with
+    // absolute relocations, which make PIE executables need text relocations.
+    let builder = ObjectBuilder::new(
+        target.isa.clone(),
+        format!("{symbol}.o"),
+        cranelift_module::default_libcall_names(),
+    )
+    .map_err(cg_err)?;
+    let mut module = record::Recording::new(ObjectModule::new(builder), emit == Emit::Asm);
+    let (stage_ids, stage_clif) = convjit_jit::define_stages(
+        &mut module,
+        &plans,
+        |i| format!("{symbol}_stage{i}"),
+        Linkage::Local,
+    )?;
+    let mut clif = stage_clif;
+
+    let (layout, weights_source) = match &opts.weights {
+        Some(w) => {
+            let packed: Vec<Vec<f32>> = plans
+                .iter()
+                .zip(w.stages())
+                .map(|(p, s)| plan::pack(p, &s.weight, s.bias.as_deref()))
+                .collect();
+            let layout = PackLayout::new(packed.iter().map(Vec::len));
+            let mut bytes = vec![0u8; layout.total * 4];
+            for (p, &(off, _)) in packed.iter().zip(&layout.stages) {
+                for (i, x) in p.iter().enumerate() {
+                    bytes[(off + i) * 4..(off + i + 1) * 4].copy_from_slice(&x.to_le_bytes());
+                }
+            }
+            let id = define_rodata(&mut module, &format!("{symbol}_weights"), bytes)?;
+            (layout, wrapper::WeightsSource::Baked(id))
+        }
+        None => {
+            let table = wrapper::PackTable::new(layer, &plans)?;
+            let layout = PackLayout::new(table.lens.iter().copied());
+            let mut bytes = Vec::with_capacity(layout.total * 4);
+            for (seg, &(off, _)) in table.stages.iter().zip(&layout.stages) {
+                bytes.resize(off * 4, 0);
+                for e in seg {
+                    bytes.extend_from_slice(&e.to_le_bytes());
+                }
+            }
+            bytes.resize(layout.total * 4, 0);
+            let id = define_rodata(&mut module, &format!("{symbol}_pack_table"), bytes)?;
+            clif.push_str(&wrapper::define_pack(
+                &mut module,
+                &format!("{symbol}_pack"),
+                &layout,
+                &table,
+                id,
+            )?);
+            (layout, wrapper::WeightsSource::Runtime)
+        }
+    };
+    let entry = wrapper::define_entry(
+        &mut module,
+        &symbol,
+        layer,
+        &stage_ids,
+        &layout,
+        &weights_source,
+    )?;
+    clif.push_str(&entry.clif);
+
+    let header = header::header(
+        layer,
+        &ident,
+        &target,
+        &layout,
+        opts.weights.is_some(),
+        entry.scratch_bytes,
+    );
+    let clif = name_functions(&module, &clif);
+    let (module, asm) = module.into_parts();
+    let object = match emit {
+        Emit::Clif => clif.into_bytes(),
+        Emit::Asm => asm.unwrap_or_default().into_bytes(),
+        Emit::Object => {
+            // cranelift-object marks the stack non-executable (.note.GNU-stack).
+            let product = module.finish();
+            product.emit().map_err(cg_err)?
+        }
+    };
+    Ok(Artifact {
+        object,
+        header,
+        symbol,
+    })
+}
+
+/// Puts a comment with the symbol name before each `function u0:N`.
+fn name_functions<M: Module>(module: &M, clif: &str) -> String {
+    let mut out = String::with_capacity(clif.len() + 256);
+    for line in clif.lines() {
+        let id = line
+            .strip_prefix("function u0:")
+            .and_then(|r| r.split('(').next())
+            .and_then(|n| n.parse::<u32>().ok());
+        if let Some(id) = id {
+            let decls = module.declarations();
+            let name = decls
+                .get_functions()
+                .find(|(f, _)| f.as_u32() == id)
+                .and_then(|(_, d)| d.name.clone());
+            if let Some(name) = name {
+                out.push_str(&format!("; {name}\n"));
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn define_rodata<M: Module>(
+    module: &mut M,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<cranelift_module::DataId, AotError> {
+    let id = module
+        .declare_data(name, Linkage::Local, false, false)
+        .map_err(cg_err)?;
+    let mut d = DataDescription::new();
+    d.define(bytes.into_boxed_slice());
+    d.set_align(PACK_ALIGN as u64);
+    module.define_data(id, &d).map_err(cg_err)?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_c_identifiers() {
+        assert_eq!(c_identifier("mbv2_block"), "mbv2_block");
+        assert_eq!(c_identifier("9lives"), "_9lives");
+        assert_eq!(c_identifier("a.b-c"), "a_b_c");
+        assert_eq!(c_identifier(""), "_");
+    }
+
+    #[test]
+    fn layout_aligns_each_stage() {
+        let l = PackLayout::new([5, 16, 17].into_iter());
+        assert_eq!(l.stages, [(0, 5), (16, 16), (32, 17)]);
+        assert_eq!(l.total, 64);
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        let err = |t: &str| target(Some(t)).err().expect(t).to_string();
+        let e = err("sparc-sun-solaris");
+        assert!(e.contains("not a 64-bit target"), "{e}");
+        assert!(e.contains("aarch64-unknown-linux-gnu"), "{e}");
+        let e = err("i686-unknown-linux-gnu");
+        assert!(e.contains("not a 64-bit target"), "{e}");
+        let e = err("no-such-thing");
+        assert!(e.contains("unknown target 'no-such-thing'"), "{e}");
+        assert!(e.contains("x86_64-unknown-linux-gnu"), "{e}");
+        let e = err("riscv64gc-unknown-linux-gnu");
+        assert!(
+            e.contains("architecture 'riscv64gc' is not supported"),
+            "{e}"
+        );
+        let e = err("aarch64-apple-darwin");
+        assert!(e.contains("only Linux ELF"), "{e}");
+        for t in SUPPORTED_TARGETS {
+            target(Some(t)).unwrap_or_else(|e| panic!("{t}: {e}"));
+        }
+        let x = target(Some("x86_64-unknown-linux-gnu")).ok().unwrap();
+        assert!(x.features.contains("has_fma"), "{}", x.features);
+        assert!(!x.fma_libcall);
+    }
+}

@@ -1,0 +1,107 @@
+//! Shared helpers: layers, data, the magnitude-scaled comparison with the
+//! reference interpreter, and running external tools.
+#![allow(dead_code)]
+
+use convjit_ir::{compile_source, interpret, Activation, Layer, Rng, StageWeights, Weights};
+use std::path::Path;
+use std::process::Command;
+
+pub fn layer(src: &str) -> Layer {
+    compile_source(src)
+        .unwrap_or_else(|d| panic!("{src}: {d:?}"))
+        .remove(0)
+}
+
+pub fn input(layer: &Layer, batch: usize, seed: u64) -> Vec<f32> {
+    Rng::new(seed).vec(batch * layer.input.len(), 1.0)
+}
+
+/// The interpreter on |input| and |weights| without activations: a bound
+/// on every accumulated magnitude (see crates/jit/tests/common).
+pub fn magnitude(layer: &Layer, weights: &Weights, input: &[f32], batch: usize) -> Vec<f32> {
+    let mut l = layer.clone();
+    for s in &mut l.stages {
+        s.activation = Activation::None;
+    }
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+    let w = weights
+        .stages()
+        .iter()
+        .map(|s| StageWeights {
+            weight: abs(&s.weight),
+            bias: s.bias.as_deref().map(abs),
+        })
+        .collect();
+    let w = Weights::new(&l, w).unwrap();
+    interpret(&l, &w, &abs(input), batch).unwrap()
+}
+
+pub const REL_TOL: f32 = 1e-5;
+
+/// Compares `got` with the interpreter's output for the same data.
+pub fn compare(
+    what: &str,
+    layer: &Layer,
+    weights: &Weights,
+    x: &[f32],
+    batch: usize,
+    got: &[f32],
+) -> Result<(), String> {
+    let want = interpret(layer, weights, x, batch).unwrap();
+    let mag = magnitude(layer, weights, x, batch);
+    if got.len() != want.len() {
+        return Err(format!(
+            "{what}: {} output floats, expected {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    for (i, ((g, w), m)) in got.iter().zip(&want).zip(&mag).enumerate() {
+        let tol = REL_TOL * (1.0 + m);
+        // Written so that a NaN on either side fails.
+        if (g - w).abs().is_nan() || (g - w).abs() > tol {
+            return Err(format!(
+                "{what}: output {i}: got {g}, interpreter {w} (tol {tol})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn write_f32(path: &Path, v: &[f32]) {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Whether `tool` can be started at all.
+pub fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `cmd`; panics with its output unless it succeeds.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}

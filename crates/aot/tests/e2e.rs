@@ -1,0 +1,336 @@
+//! End to end: objects for every stage kind, linked with a C harness by
+//! the system C compiler (host) and by `aarch64-linux-gnu-gcc -static`
+//! (run under `qemu-aarch64`), outputs compared with the interpreter.
+//! Both variants are checked: weights baked in, and weights packed at run
+//! time by the generated `_pack` function.
+
+mod common;
+
+use common::{compare, have, input, layer, read_f32, run, write_f32};
+use convjit_aot::{build, BuildOptions, Emit};
+use convjit_ir::{Layer, Weights};
+use std::path::Path;
+use std::process::Command;
+
+/// (name, body, batch). Small shapes, odd sizes: channel tails, borders.
+const CASES: &[(&str, &str, usize)] = &[
+    (
+        "conv_s2",
+        "input 9x11x5\n c: conv 3x3 -> 7, stride 2, pad same, bias, relu",
+        3,
+    ),
+    (
+        "conv_dil",
+        "input 10x9x6\n c: conv 3x2 -> 9, dilation 2, pad 1 2 2 1, relu6",
+        2,
+    ),
+    (
+        "dw_m2",
+        "input 8x7x6\n d: depthwise 3x3, multiplier 2, stride 2, pad same, bias",
+        3,
+    ),
+    (
+        "dw_m5",
+        "input 7x7x3\n d: depthwise 3x3, multiplier 5, pad valid, bias, relu",
+        2,
+    ),
+    ("pw", "input 5x6x13\n p: pointwise 11, bias", 4),
+    // 5760 weights: indices above 4096 in the permutation table.
+    (
+        "big_conv",
+        "input 6x5x16\n c: conv 3x3 -> 40, pad same, bias",
+        2,
+    ),
+    (
+        "dw_pw",
+        "input 9x9x8\n dw: depthwise 3x3, pad same, bias, relu6\n pw: pointwise 12, bias, relu6",
+        3,
+    ),
+    (
+        "inv_res",
+        "input 8x8x6\n expand: pointwise 18, bias, relu6\n \
+         dw: depthwise 3x3, pad same, bias, relu6\n project: pointwise 6, bias, residual",
+        3,
+    ),
+    (
+        "separable",
+        "input 9x8x4\n s: conv 3x3 -> 10, pad valid, separable depthwise, multiplier 2, bias, relu",
+        2,
+    ),
+    (
+        "four",
+        "input 10x10x3\n a: conv 3x3 -> 8, stride 2, pad same, relu\n \
+         b: depthwise 3x3, pad same\n c: pointwise 5, bias\n d: pointwise 9, relu6",
+        2,
+    ),
+];
+
+struct Built {
+    layer: Layer,
+    weights: Weights,
+    x: Vec<f32>,
+    batch: usize,
+}
+
+/// Builds both variants of every case for `target` into `dir` and writes
+/// the harness and the data files. Returns the cases.
+fn prepare(dir: &Path, target: Option<&str>) -> Vec<(String, Built)> {
+    let mut built = Vec::new();
+    let mut includes = String::new();
+    let mut table = String::new();
+    for (seed, &(name, body, batch)) in CASES.iter().enumerate() {
+        let l = layer(&format!("layer {name} {{\n {body}\n}}"));
+        let w = Weights::random(&l, seed as u64 + 10);
+        let x = input(&l, batch, seed as u64 + 100);
+        let cdir = dir.join(name);
+        std::fs::create_dir_all(&cdir).unwrap();
+        write_f32(&cdir.join("input.bin"), &x);
+        let mut k = 0;
+        for s in w.stages() {
+            write_f32(&cdir.join(format!("a{k}.bin")), &s.weight);
+            k += 1;
+            if let Some(b) = &s.bias {
+                write_f32(&cdir.join(format!("a{k}.bin")), b);
+                k += 1;
+            }
+        }
+        let baked = BuildOptions {
+            target: target.map(String::from),
+            weights: Some(w.clone()),
+        };
+        let mut rt_layer = l.clone();
+        rt_layer.name = format!("{name}_rt");
+        let runtime = BuildOptions {
+            target: target.map(String::from),
+            weights: None,
+        };
+        for (lay, opts) in [(&l, &baked), (&rt_layer, &runtime)] {
+            let a = build(lay, opts, Emit::Object).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(a.symbol, format!("convjit_{}", lay.name));
+            std::fs::write(dir.join(format!("{}.o", lay.name)), &a.object).unwrap();
+            std::fs::write(dir.join(format!("{}.h", lay.name)), &a.header).unwrap();
+            includes.push_str(&format!("#include \"{}.h\"\n", lay.name));
+        }
+        let m = format!("CONVJIT_{name}");
+        table.push_str(&format!(
+            "  {{\"{name}\", convjit_{name}, 0, 0, {m}_INPUT_FLOATS, {m}_OUTPUT_FLOATS, 0, 0, {m}_SCRATCH_BYTES}},\n\
+             \x20 {{\"{name}_rt\", 0, convjit_{name}_rt_pack, convjit_{name}_rt, {m}_rt_INPUT_FLOATS,\n\
+             \x20  {m}_rt_OUTPUT_FLOATS, {m}_rt_PACKED_FLOATS, {m}_rt_NUM_ARRAYS, {m}_rt_SCRATCH_BYTES}},\n"
+        ));
+        built.push((
+            name.to_string(),
+            Built {
+                layer: l,
+                weights: w,
+                x,
+                batch,
+            },
+        ));
+    }
+    let harness = include_str!("harness.c")
+        .replace("/* INCLUDES */", &includes)
+        .replace("/* KERNELS */", &table);
+    std::fs::write(dir.join("harness.c"), harness).unwrap();
+    // The headers are C++ too.
+    std::fs::write(
+        dir.join("cxx.cpp"),
+        format!("{includes}\nint main() {{ return 0; }}\n"),
+    )
+    .unwrap();
+    built
+}
+
+fn objects(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            (p.extension()? == "o").then(|| p.to_string_lossy().into_owned())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs every case (both variants) with `prog` (`runner` e.g. qemu).
+fn check_all(dir: &Path, built: &[(String, Built)], runner: &[&str], prog: &Path) {
+    let mut failures = Vec::new();
+    for (name, b) in built {
+        for variant in [name.clone(), format!("{name}_rt")] {
+            let out = dir.join(name).join("output.bin");
+            let _ = std::fs::remove_file(&out);
+            let mut cmd = Command::new(runner.first().map_or(prog.as_os_str(), |r| r.as_ref()));
+            if !runner.is_empty() {
+                cmd.args(&runner[1..]).arg(prog);
+            }
+            cmd.arg(&variant).arg(dir.join(name));
+            let res = cmd.output().expect("run the harness");
+            if !res.status.success() {
+                failures.push(format!(
+                    "{variant}: harness failed ({}): {}{}",
+                    res.status,
+                    String::from_utf8_lossy(&res.stdout),
+                    String::from_utf8_lossy(&res.stderr)
+                ));
+                continue;
+            }
+            let got = read_f32(&out);
+            if let Err(e) = compare(&variant, &b.layer, &b.weights, &b.x, b.batch, &got) {
+                failures.push(e);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Builds for `target`, links with the host's `cc`, runs, compares.
+fn host(target: Option<&str>) {
+    for tool in ["cc", "c++"] {
+        assert!(
+            have(tool),
+            "`{tool}` is needed to link the generated objects"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let built = prepare(dir, target);
+    // The headers are valid C99 (the harness) and C++, every warning an error.
+    run(Command::new("c++")
+        .args([
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-fsyntax-only",
+            "-I",
+        ])
+        .arg(dir)
+        .arg(dir.join("cxx.cpp")));
+    let prog = dir.join("harness");
+    // A PIE (the default here): --fatal-warnings also rejects text relocations.
+    run(Command::new("cc")
+        .args([
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-O1",
+        ])
+        .arg("-I")
+        .arg(dir)
+        .arg(dir.join("harness.c"))
+        .args(objects(dir))
+        .arg("-Wl,--wrap=malloc,--fatal-warnings")
+        .arg("-o")
+        .arg(&prog));
+    check_all(dir, &built, &[], &prog);
+}
+
+#[test]
+fn host_objects_match_the_interpreter() {
+    host(None);
+}
+
+/// The explicit triple means x86-64-v3 (AVX2, FMA): run it if this CPU can.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn x86_64_v3_objects_match_the_interpreter() {
+    if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
+    {
+        eprintln!("skipping: this CPU lacks AVX2/FMA, which x86_64-unknown-linux-gnu objects use");
+        return;
+    }
+    host(Some("x86_64-unknown-linux-gnu"));
+}
+
+/// `CONVJIT_SKIP_CROSS=1` skips this test when the cross tools are missing.
+#[test]
+fn aarch64_objects_match_the_interpreter_under_qemu() {
+    let (gcc, qemu) = ("aarch64-linux-gnu-gcc", "qemu-aarch64");
+    let missing: Vec<&str> = [gcc, qemu].into_iter().filter(|t| !have(t)).collect();
+    if !missing.is_empty() {
+        if std::env::var("CONVJIT_SKIP_CROSS").is_ok_and(|v| v == "1") {
+            eprintln!(
+                "skipping the aarch64 test: {} not found",
+                missing.join(", ")
+            );
+            return;
+        }
+        panic!(
+            "{} not found: install them (Debian/Ubuntu: apt-get install gcc-aarch64-linux-gnu \
+             qemu-user) or set CONVJIT_SKIP_CROSS=1 to skip this test",
+            missing.join(" and ")
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let built = prepare(dir, Some("aarch64-unknown-linux-gnu"));
+    let prog = dir.join("harness");
+    run(Command::new(gcc)
+        .args([
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-O1",
+            "-static",
+        ])
+        .arg("-I")
+        .arg(dir)
+        .arg(dir.join("harness.c"))
+        .args(objects(dir))
+        .arg("-Wl,--wrap=malloc,--fatal-warnings")
+        .arg("-o")
+        .arg(&prog));
+    check_all(dir, &built, &[qemu], &prog);
+}
+
+/// examples/c/main.c with both kinds of kernel, as its README builds it.
+#[test]
+fn c_example_runs() {
+    assert!(have("cc"), "`cc` is needed to link the generated objects");
+    let src = include_str!("../../../examples/mobilenet_v2.conv");
+    let l = convjit_ir::compile_source(src)
+        .unwrap()
+        .into_iter()
+        .find(|l| l.name == "mbv2_inverted_residual")
+        .unwrap();
+    let main_c = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/c/main.c");
+    for (weights, want) in [
+        (None, "from the C reference: "),
+        (Some(Weights::random(&l, 7)), "no reference check"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let baked = weights.is_some();
+        let opts = BuildOptions {
+            target: None,
+            weights,
+        };
+        let a = build(&l, &opts, Emit::Object).unwrap();
+        std::fs::write(dir.join("k.o"), &a.object).unwrap();
+        std::fs::write(dir.join("k.h"), &a.header).unwrap();
+        run(Command::new("cc")
+            .args([
+                "-O2",
+                "-std=c99",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pedantic",
+                "-I",
+            ])
+            .arg(dir)
+            .arg(&main_c)
+            .arg(dir.join("k.o"))
+            .arg("-o")
+            .arg(dir.join("demo")));
+        let out = run(&mut Command::new(dir.join("demo")));
+        assert!(out.contains(want), "baked={baked}:\n{out}");
+        if !baked {
+            assert!(out.contains(": ok"), "{out}");
+        }
+    }
+}
