@@ -429,3 +429,67 @@ fn bad_layer_files_and_usage() {
     }
     assert_eq!(convjit(&["--help"]).status.code(), Some(0));
 }
+
+#[test]
+fn build_writes_an_object_and_its_header_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let obj = dir.path().join("k.o");
+    let o = convjit(&[
+        "build",
+        "examples/textbook.conv",
+        "--layer",
+        "textbook_separable",
+        "-o",
+        s(&obj),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let header = std::fs::read_to_string(dir.path().join("k.h")).unwrap();
+    assert!(header.contains("convjit_textbook_separable"), "{header}");
+    assert_eq!(&std::fs::read(&obj).unwrap()[..4], b"\x7fELF");
+
+    let clif = dir.path().join("k.clif");
+    let o = convjit(&[
+        "build",
+        "examples/textbook.conv",
+        "--layer",
+        "textbook_separable",
+        "-o",
+        s(&clif),
+        "--emit",
+        "clif",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&clif).unwrap().contains("function"));
+
+    // Bad arguments: clear errors, nothing written.
+    let out = dir.path().join("bad.o");
+    for (args, status, needle) in [
+        (
+            vec!["--target", "riscv64gc-unknown-linux-gnu"],
+            2,
+            "not supported",
+        ),
+        (vec!["--target", "nonsense"], 2, "unknown target"),
+        (vec!["--layer", "nope"], 2, "no layer 'nope'"),
+    ] {
+        let mut all = vec!["build", "examples/textbook.conv", "-o", s(&out)];
+        if !args.contains(&"--layer") {
+            all.extend(["--layer", "textbook_separable"]);
+        }
+        all.extend(args);
+        let o = convjit(&all);
+        assert_eq!(o.status.code(), Some(status), "{all:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{}", stderr(&o));
+        assert!(!out.exists() && !dir.path().join("bad.h").exists());
+    }
+    let o = convjit(&[
+        "build",
+        "examples/textbook.conv",
+        "--layer",
+        "textbook_separable",
+        "-o",
+        s(&dir.path().join("no/dir/k.o")),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot write"));
+}
