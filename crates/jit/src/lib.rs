@@ -1,8 +1,11 @@
 //! The Cranelift code generator: machine code specialised to one layer.
 //!
-//! [`Kernel::compile`] plans every primitive stage ([`plan::schedule`] holds
-//! the blocking decisions), packs the weights into the layout the generated
-//! loops read, and JIT-compiles one function per stage:
+//! [`Kernel::compile`] plans the layer ([`layer_plan`]: which stages run
+//! fused, in row bands of what height, on how many threads) and every stage
+//! ([`plan::schedule`]: register blocking), packs the weights into the layout
+//! the generated loops read, and JIT-compiles one function per stage or row
+//! band of a stage ([`rows`]; [`program`] lists them and the steps that run
+//! them):
 //!
 //! ```text
 //! extern "C" fn(input: *const f32, weights: *const f32, output: *mut f32,
@@ -15,7 +18,11 @@
 //! weights) reuses it.
 
 mod codegen;
+mod exec;
+pub mod layer_plan;
 pub mod plan;
+pub mod program;
+pub mod rows;
 
 use convjit_ir::{DataError, Layer, Stage, Weights};
 use cranelift_codegen::ir::types::I64;
@@ -30,6 +37,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+pub use layer_plan::{Fusion, Group, Host, LayerPlan, Options};
 pub use plan::{Schedule, Strategy};
 
 /// Errors of compiling or running a kernel.
@@ -133,8 +141,13 @@ impl Packed {
 /// `Send + Sync`: one kernel may run on several threads at once.
 pub struct Kernel {
     layer: Layer,
+    plan: LayerPlan,
+    program: program::Program,
     code: Arc<Code>,
+    /// Packed weights, shared by the functions of one stage when equal.
     packed: Vec<Packed>,
+    /// For each function of `program`, its packed weights in `packed`.
+    packed_of: Vec<usize>,
     stats: CompileStats,
 }
 
@@ -152,6 +165,12 @@ const CACHE_CAPACITY: usize = 256;
 fn cache() -> &'static Mutex<HashMap<Key, Arc<Code>>> {
     static CACHE: OnceLock<Mutex<HashMap<Key, Arc<Code>>>> = OnceLock::new();
     CACHE.get_or_init(Default::default)
+}
+
+/// The host's parameters for the cost model, read once.
+fn host() -> Host {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    *HOST.get_or_init(Host::detect)
 }
 
 /// The host ISA with our flags, built once.
@@ -195,19 +214,49 @@ fn isa() -> Result<(OwnedTargetIsa, &'static str), JitError> {
 }
 
 impl Kernel {
-    /// Compile `layer` for the host CPU with packed `weights` (checked against the layer first).
+    /// Compile `layer` for the host CPU with packed `weights` (checked
+    /// against the layer first), planned by the cost model.
     pub fn compile(layer: &Layer, weights: &Weights) -> Result<Kernel, JitError> {
+        Kernel::compile_with(layer, weights, &Options::default())
+    }
+
+    /// Compile with planner overrides (no fusion, threads, band height).
+    pub fn compile_with(
+        layer: &Layer,
+        weights: &Weights,
+        options: &Options,
+    ) -> Result<Kernel, JitError> {
         weights.check(layer)?;
         let start = Instant::now();
-        let plans: Vec<plan::Plan> = layer.stages.iter().map(plan::plan).collect();
-        let packed = plans
+        let layer_plan = layer_plan::plan_layer(layer, options, &host());
+        let program = program::program(layer, &layer_plan);
+        let plans: Vec<plan::Plan> = program
+            .functions
             .iter()
-            .zip(weights.stages())
-            .map(|(p, w)| Packed::new(&plan::pack(p, &w.weight, w.bias.as_deref())))
+            .map(|(_, s)| plan::plan(s))
             .collect();
+        let mut packed: Vec<(usize, Vec<f32>)> = Vec::new();
+        let mut packed_of = Vec::new();
+        for ((k, _), p) in program.functions.iter().zip(&plans) {
+            let w = &weights.stages()[*k];
+            let v = plan::pack(p, &w.weight, w.bias.as_deref());
+            let i = match packed.iter().position(|(j, u)| j == k && *u == v) {
+                Some(i) => i,
+                None => {
+                    packed.push((*k, v));
+                    packed.len() - 1
+                }
+            };
+            packed_of.push(i);
+        }
+        let packed = packed.iter().map(|(_, v)| Packed::new(v)).collect();
         let (isa, isa_key) = isa()?;
         let key = Key {
-            stages: layer.stages.iter().map(anonymous).collect(),
+            stages: program
+                .functions
+                .iter()
+                .map(|(_, s)| anonymous(s))
+                .collect(),
             schedules: plans.iter().map(|p| p.sched).collect(),
             isa: isa_key.to_string(),
         };
@@ -242,62 +291,17 @@ impl Kernel {
         };
         Ok(Kernel {
             layer: layer.clone(),
+            plan: layer_plan,
+            program,
             code,
             packed,
+            packed_of,
             stats,
         })
     }
 
     pub fn layer(&self) -> &Layer {
         &self.layer
-    }
-
-    /// Runs `batch` NHWC images. Checks input.len() == batch*layer.input.len() and
-    /// output.len() == batch*layer.output().len() before entering generated code.
-    pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize) -> Result<(), JitError> {
-        let l = &self.layer;
-        check_len("input", input.len(), batch, l.input.len(), l.input)?;
-        let out_shape = l.output();
-        check_len("output", output.len(), batch, out_shape.len(), out_shape)?;
-        if batch == 0 {
-            return Ok(());
-        }
-        if l.stages.is_empty() {
-            output.copy_from_slice(input);
-            return Ok(());
-        }
-        let last = l.stages.len() - 1;
-        let mut prev: Vec<f32> = Vec::new();
-        for (i, stage) in l.stages.iter().enumerate() {
-            let mut next = if i == last {
-                Vec::new()
-            } else {
-                vec![0f32; batch * stage.output.len()]
-            };
-            let src: *const f32 = if i == 0 {
-                input.as_ptr()
-            } else {
-                prev.as_ptr()
-            };
-            let dst: *mut f32 = if i == last {
-                output.as_mut_ptr()
-            } else {
-                next.as_mut_ptr()
-            };
-            let f = self.code.fns[i];
-            // SAFETY: `f` was generated for exactly this stage's shapes: it
-            // reads `batch` images of `stage.input` from `src` (the layer input,
-            // checked above, or the previous stage's buffer of that size),
-            // the packed weights this kernel owns (laid out by the same plan),
-            // the layer input as residual (read only when the stage has
-            // `residual`, whose shape validation made equal to the output),
-            // and writes `batch` images of `stage.output` to `dst` (the
-            // checked output or a buffer of that size). No access leaves
-            // these ranges (see codegen.rs), and the buffers do not overlap.
-            unsafe { f(src, self.packed[i].ptr(), dst, input.as_ptr(), batch) };
-            prev = next;
-        }
-        Ok(())
     }
 
     /// Convenience: allocates the output.
@@ -320,13 +324,18 @@ impl Kernel {
         self.stats
     }
 
+    /// The layer plan: fusion groups, bands, threads, and why.
+    pub fn plan(&self) -> &LayerPlan {
+        &self.plan
+    }
+
     /// The blocking decisions of each stage.
     pub fn schedules(&self) -> Vec<Schedule> {
         self.layer.stages.iter().map(plan::schedule).collect()
     }
 }
 
-fn check_len(
+pub(crate) fn check_len(
     what: &str,
     got: usize,
     batch: usize,

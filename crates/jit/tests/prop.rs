@@ -4,6 +4,7 @@
 mod common;
 
 use convjit_ir::{compile_source, Weights};
+use convjit_jit::{Fusion, Options};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -88,6 +89,21 @@ struct Case {
     seed: u64,
     /// Input scale: large values make relu6 clamp and relu cut.
     scale: f32,
+    /// Planner overrides: fusion, threads and band heights vary too.
+    options: Options,
+}
+
+fn options() -> impl Strategy<Value = Options> {
+    (
+        prop::sample::select(vec![Fusion::Auto, Fusion::Always, Fusion::Never]),
+        1usize..4,
+        prop::option::of(1usize..6),
+    )
+        .prop_map(|(fuse, threads, band_rows)| Options {
+            fuse,
+            threads,
+            band_rows,
+        })
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -100,33 +116,37 @@ fn case() -> impl Strategy<Value = Case> {
             any::<u64>(),
             prop::sample::select(vec![0.5f32, 4.0, 20.0]),
         ),
+        options(),
     )
-        .prop_map(|((h, w, c), stages, (res, rk), (batch, seed, scale))| {
-            let mut lines: Vec<String> = stages
-                .iter()
-                .enumerate()
-                .map(|(i, s)| stage_text(i, s))
-                .collect();
-            // A final stage that restores the input shape, with a residual.
-            let n = lines.len();
-            match res {
-                1 => lines.push(format!("r{n}: pointwise {c}, bias, residual")),
-                2 => lines.push(format!(
-                    "r{n}: depthwise {rk}x{rk}, pad same, relu, residual"
-                )),
-                _ => {}
-            }
-            let src = format!(
-                "layer t {{\n  input {h}x{w}x{c}\n  {}\n}}\n",
-                lines.join("\n  ")
-            );
-            Case {
-                src,
-                batch,
-                seed,
-                scale,
-            }
-        })
+        .prop_map(
+            |((h, w, c), stages, (res, rk), (batch, seed, scale), options)| {
+                let mut lines: Vec<String> = stages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| stage_text(i, s))
+                    .collect();
+                // A final stage that restores the input shape, with a residual.
+                let n = lines.len();
+                match res {
+                    1 => lines.push(format!("r{n}: pointwise {c}, bias, residual")),
+                    2 => lines.push(format!(
+                        "r{n}: depthwise {rk}x{rk}, pad same, relu, residual"
+                    )),
+                    _ => {}
+                }
+                let src = format!(
+                    "layer t {{\n  input {h}x{w}x{c}\n  {}\n}}\n",
+                    lines.join("\n  ")
+                );
+                Case {
+                    src,
+                    batch,
+                    seed,
+                    scale,
+                    options,
+                }
+            },
+        )
 }
 
 /// Keeps the interpreter (the slow part) affordable.
@@ -150,7 +170,14 @@ proptest! {
             .iter()
             .map(|v| v * c.scale)
             .collect();
-        let r = common::check(&l, &w, &x, c.batch);
-        prop_assert!(r.is_ok(), "{}\nbatch {}: {}", c.src, c.batch, r.unwrap_err());
+        let r = common::check_with(&l, &w, &x, c.batch, &c.options);
+        prop_assert!(
+            r.is_ok(),
+            "{}\nbatch {}, {:?}: {}",
+            c.src,
+            c.batch,
+            c.options,
+            r.unwrap_err()
+        );
     }
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use convjit_ir::{compile_source, interpret, Activation, Layer, Rng, StageWeights, Weights};
-use convjit_jit::Kernel;
+use convjit_jit::{Kernel, Options};
 
 pub fn layer(src: &str) -> Layer {
     compile_source(src)
@@ -46,7 +46,18 @@ pub const REL_TOL: f32 = 1e-5;
 
 /// Runs the JIT and the interpreter and compares every output.
 pub fn check(layer: &Layer, weights: &Weights, x: &[f32], batch: usize) -> Result<(), String> {
-    let k = Kernel::compile(layer, weights).map_err(|e| e.to_string())?;
+    check_with(layer, weights, x, batch, &Options::default())
+}
+
+/// `check` with planner overrides (fusion, threads, bands).
+pub fn check_with(
+    layer: &Layer,
+    weights: &Weights,
+    x: &[f32],
+    batch: usize,
+    options: &Options,
+) -> Result<(), String> {
+    let k = Kernel::compile_with(layer, weights, options).map_err(|e| e.to_string())?;
     let got = k.run_alloc(x, batch).map_err(|e| e.to_string())?;
     let want = interpret(layer, weights, x, batch).unwrap();
     let mag = magnitude(layer, weights, x, batch);

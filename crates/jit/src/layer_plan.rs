@@ -1,0 +1,356 @@
+//! The layer plan: which stages run fused, in bands of how many rows, on how
+//! many threads, and why. Halide's "schedule", kept apart from the layer (the
+//! "algorithm"): a plain value that can be printed, compared and overridden.
+//! Per-stage blocking is [`crate::plan::schedule`]; this decides the rest,
+//! from the host's real parameters ([`Host`]).
+
+use crate::rows;
+use convjit_ir::{Layer, Stage};
+
+/// What the cost model knows of the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Host {
+    /// f32 lanes of the vectors the code generator emits.
+    pub lanes: usize,
+    /// Vector registers the register allocator may use.
+    pub vector_registers: usize,
+    /// Per-core data cache sizes, in bytes.
+    pub l1d_bytes: usize,
+    pub l2_bytes: usize,
+    /// Hardware threads available.
+    pub cores: usize,
+}
+
+impl Host {
+    /// This machine: cache sizes from Linux's sysfs (32 KiB / 1 MiB if unknown).
+    pub fn detect() -> Host {
+        let cache = |level: &str| -> Option<usize> {
+            (0..8).find_map(|i| {
+                let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+                let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
+                let kind = read("type")?;
+                if read("level")?.trim() != level || kind.trim() == "Instruction" {
+                    return None;
+                }
+                parse_size(read("size")?.trim())
+            })
+        };
+        Host {
+            lanes: crate::plan::LANES,
+            vector_registers: if cfg!(target_arch = "aarch64") {
+                32
+            } else {
+                16
+            },
+            l1d_bytes: cache("1").unwrap_or(32 << 10),
+            l2_bytes: cache("2").unwrap_or(1 << 20),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// `"32K"`, `"2048K"`, `"1M"` in bytes.
+fn parse_size(s: &str) -> Option<usize> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: usize = num.parse().ok()?;
+    Some(match unit {
+        "" => n,
+        "K" => n << 10,
+        "M" => n << 20,
+        _ => return None,
+    })
+}
+
+/// Whether consecutive stages may run fused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fusion {
+    /// Where the cost model expects a gain.
+    Auto,
+    /// Every stage of the layer in one group (for experiments and tests).
+    Always,
+    Never,
+}
+
+/// Overrides for experiments; the defaults let the cost model decide.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Options {
+    pub fuse: Fusion,
+    /// Threads sharing each image's rows (1: the calling thread only).
+    pub threads: usize,
+    /// Force the band height (output rows of a group's last stage).
+    pub band_rows: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            fuse: Fusion::Auto,
+            threads: 1,
+            band_rows: None,
+        }
+    }
+}
+
+/// Consecutive stages `first..=last` run band by band: each band computes
+/// `band_rows` output rows of `last`, keeping the intermediate rows it needs
+/// in small buffers instead of whole tensors.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Group {
+    pub first: usize,
+    pub last: usize,
+    /// Output rows of stage `last` per band; its whole height means one band.
+    pub band_rows: usize,
+    /// Threads sharing the group's rows.
+    pub threads: usize,
+    /// Why the planner chose this.
+    pub why: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LayerPlan {
+    pub host: Host,
+    pub options: Options,
+    pub groups: Vec<Group>,
+}
+
+/// Bytes of one output row of a stage.
+fn row_bytes(s: &Stage) -> usize {
+    s.output.w * s.output.c * 4
+}
+
+/// Decides fusion groups and band heights for `layer` on `host`.
+pub fn plan_layer(layer: &Layer, options: &Options, host: &Host) -> LayerPlan {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    for (i, s) in layer.stages.iter().enumerate() {
+        let fuse = i > 0 && options.fuse != Fusion::Never && {
+            let prev = &layer.stages[i - 1];
+            let bytes = prev.output.len() * 4;
+            let why = format!(
+                "{} -> {}: the intermediate {} is {} KiB per image",
+                prev.name,
+                s.name,
+                prev.output,
+                bytes >> 10
+            );
+            // A tensor that stays in L2 between stages costs little;
+            // beyond, every byte makes a round trip to L3 or memory.
+            if options.fuse == Fusion::Always {
+                reasons.push(format!("{why}: fused (forced)"));
+                true
+            } else if bytes > host.l2_bytes / 2 {
+                reasons.push(format!(
+                    "{why}, more than half of L2 ({} KiB): fused",
+                    host.l2_bytes >> 10
+                ));
+                true
+            } else {
+                reasons.push(format!("{why}, fits in half of L2: not fused"));
+                false
+            }
+        };
+        match groups.last_mut() {
+            Some(g) if fuse => g.last = i,
+            _ => groups.push(Group {
+                first: i,
+                last: i,
+                band_rows: s.output.h,
+                threads: 1,
+                why: String::new(),
+            }),
+        }
+    }
+    let threads = options.threads.max(1);
+    let groups = groups
+        .into_iter()
+        .flat_map(|g| finish(layer, g, options, host, &reasons, threads))
+        .collect();
+    LayerPlan {
+        host: *host,
+        options: options.clone(),
+        groups,
+    }
+}
+
+/// Chooses a group's band height and threads, with the reasons; a fused
+/// group whose bands would read nothing but padding runs unfused instead.
+fn finish(
+    layer: &Layer,
+    mut g: Group,
+    options: &Options,
+    host: &Host,
+    reasons: &[String],
+    threads: usize,
+) -> Vec<Group> {
+    let out_h = layer.stages[g.last].output.h;
+    let fused = g.last > g.first;
+    let mut why: Vec<String> = reasons
+        .iter()
+        .filter(|r| {
+            layer.stages[g.first + 1..=g.last]
+                .iter()
+                .any(|s| r.contains(&format!("-> {}:", s.name)))
+        })
+        .cloned()
+        .collect();
+    g.band_rows = match options.band_rows {
+        Some(b) => {
+            why.push(format!("band of {b} rows: forced"));
+            b.clamp(1, out_h)
+        }
+        None if fused => {
+            // The largest band whose intermediate rows fit in a quarter of
+            // L2 (the buffers hold two bands' worth, to shift rows rarely).
+            let budget = host.l2_bytes / 4;
+            let b = (1..=out_h)
+                .rev()
+                .find(|&b| scratch_rows(layer, &g, b) <= budget)
+                .unwrap_or(1);
+            why.push(format!(
+                "band of {b} rows: its intermediate rows take {} KiB, within L2/4",
+                scratch_rows(layer, &g, b) >> 10
+            ));
+            b
+        }
+        None => out_h,
+    };
+    g.threads = threads.min(out_h);
+    if g.threads > 1 {
+        why.push(format!("{} threads share the rows", g.threads));
+    }
+    if !bands_ok(layer, &g) {
+        if fused {
+            return (g.first..=g.last)
+                .flat_map(|i| {
+                    let single = Group {
+                        first: i,
+                        last: i,
+                        band_rows: layer.stages[i].output.h,
+                        threads,
+                        why: "a band would read only padding: unfused".into(),
+                    };
+                    finish(
+                        layer,
+                        single,
+                        &Options {
+                            band_rows: None,
+                            ..options.clone()
+                        },
+                        host,
+                        &[],
+                        threads,
+                    )
+                })
+                .collect();
+        }
+        why.push("a band would read only padding: whole stage, one thread".into());
+        g.band_rows = out_h;
+        g.threads = 1;
+    }
+    if !g.why.is_empty() {
+        why.insert(0, std::mem::take(&mut g.why));
+    }
+    g.why = why.join("; ");
+    vec![g]
+}
+
+/// Bytes of intermediate rows one band of `b` rows needs.
+fn scratch_rows(layer: &Layer, g: &Group, b: usize) -> usize {
+    let mut rows = (0, b.min(layer.stages[g.last].output.h));
+    let mut bytes = 0;
+    for k in (g.first + 1..=g.last).rev() {
+        let s = &layer.stages[k];
+        let (lo, hi, _, _) = rows::input_rows(s, rows.0, rows.1);
+        let prev = &layer.stages[k - 1];
+        bytes += (hi - lo).max(1) * row_bytes(prev);
+        rows = (lo, hi.max(lo + 1));
+    }
+    bytes
+}
+
+/// Output row ranges of a group's last stage, thread by thread: each
+/// thread's contiguous share, cut into bands.
+pub fn chunks(out_h: usize, band_rows: usize, threads: usize) -> Vec<Vec<(usize, usize)>> {
+    (0..threads)
+        .map(|t| {
+            let (c0, c1) = (out_h * t / threads, out_h * (t + 1) / threads);
+            (c0..c1)
+                .step_by(band_rows.max(1))
+                .map(|a| (a, (a + band_rows).min(c1)))
+                .collect()
+        })
+        .collect()
+}
+
+/// Every band of every stage of the group reads at least one input row.
+fn bands_ok(layer: &Layer, g: &Group) -> bool {
+    let out_h = layer.stages[g.last].output.h;
+    chunks(out_h, g.band_rows, g.threads)
+        .iter()
+        .flatten()
+        .all(|&(a, b)| {
+            let mut rows = (a, b);
+            (g.first..=g.last).rev().all(|k| {
+                let (lo, hi, _, _) = rows::input_rows(&layer.stages[k], rows.0, rows.1);
+                rows = (lo, hi);
+                hi > lo
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Host {
+        Host {
+            lanes: 4,
+            vector_registers: 16,
+            l1d_bytes: 32 << 10,
+            l2_bytes: 1 << 20,
+            cores: 2,
+        }
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("32K"), Some(32 << 10));
+        assert_eq!(parse_size("2M"), Some(2 << 20));
+        assert_eq!(parse_size("x"), None);
+    }
+
+    #[test]
+    fn fuses_big_intermediates_only() {
+        let src = "layer l { input 112x112x32\n dw: depthwise 3x3, pad same\n pw: pointwise 64 }\n\
+                   layer s { input 14x14x64\n dw: depthwise 3x3, pad same\n pw: pointwise 64 }";
+        let layers = convjit_ir::compile_source(src).unwrap();
+        let p = plan_layer(&layers[0], &Options::default(), &host());
+        assert_eq!(p.groups.len(), 1, "{p:?}");
+        let g = &p.groups[0];
+        assert!(g.band_rows >= 1 && g.band_rows < 112, "{g:?}");
+        assert!(
+            g.why.contains("fused") && g.why.contains("band of"),
+            "{}",
+            g.why
+        );
+        let p = plan_layer(&layers[1], &Options::default(), &host());
+        assert_eq!(p.groups.len(), 2, "{p:?}");
+        let unfused = Options {
+            fuse: Fusion::Never,
+            ..Options::default()
+        };
+        assert_eq!(plan_layer(&layers[0], &unfused, &host()).groups.len(), 2);
+    }
+
+    #[test]
+    fn chunks_cover_every_row_once() {
+        for (h, b, t) in [(10, 3, 1), (10, 3, 2), (1, 4, 2), (7, 7, 3)] {
+            let rows: Vec<usize> = chunks(h, b, t)
+                .into_iter()
+                .flatten()
+                .flat_map(|(a, b)| a..b)
+                .collect();
+            assert_eq!(rows, (0..h).collect::<Vec<_>>());
+        }
+    }
+}

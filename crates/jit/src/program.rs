@@ -1,0 +1,198 @@
+//! A layer plan turned into what `Kernel::run` replays for every image:
+//! the stage functions to compile (whole stages and row bands of them) and,
+//! per group and thread, a list of steps. Everything is decided here, at
+//! compile time; running is a loop over steps.
+
+use crate::layer_plan::{chunks, Group, LayerPlan};
+use crate::rows;
+use convjit_ir::{Layer, Stage};
+use std::collections::HashMap;
+
+/// Where a step reads or writes, as an offset in f32s from the start of
+/// the group's input image, output image, or a band buffer of its thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loc {
+    GroupIn(usize),
+    GroupOut(usize),
+    Buf(usize, usize),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Run function `f` (a whole stage or a band of one).
+    Call {
+        f: usize,
+        src: Loc,
+        dst: Loc,
+        /// Offset in the layer's input image of what `residual` adds.
+        residual: usize,
+    },
+    /// Move `len` f32s of buffer `buf` from `from` to its start, keeping
+    /// rows the next band needs again.
+    Shift { buf: usize, from: usize, len: usize },
+}
+
+/// The steps of one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupProgram {
+    /// Stage index of the group's last stage (its output is the group's).
+    pub last: usize,
+    /// One list of steps per thread.
+    pub threads: Vec<Vec<Step>>,
+    /// f32s of each band buffer (the same for every thread).
+    pub buffers: Vec<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Program {
+    /// The functions to compile, and the layer stage each computes (its
+    /// packed weights).
+    pub functions: Vec<(usize, Stage)>,
+    pub groups: Vec<GroupProgram>,
+}
+
+pub fn program(layer: &Layer, plan: &LayerPlan) -> Program {
+    let mut functions: Vec<(usize, Stage)> = Vec::new();
+    let mut index: HashMap<(usize, Stage), usize> = HashMap::new();
+    let mut function = |k: usize, s: Stage| {
+        *index.entry((k, s.clone())).or_insert_with(|| {
+            functions.push((k, s));
+            functions.len() - 1
+        })
+    };
+    let groups = plan
+        .groups
+        .iter()
+        .map(|g| group(layer, g, &mut function))
+        .collect();
+    Program { functions, groups }
+}
+
+/// Rows `[lo, hi)` of a buffered stage output, held from buffer row `base`.
+#[derive(Clone, Copy)]
+struct Held {
+    lo: usize,
+    hi: usize,
+    base: usize,
+}
+
+fn group(
+    layer: &Layer,
+    g: &Group,
+    function: &mut impl FnMut(usize, Stage) -> usize,
+) -> GroupProgram {
+    let stages = &layer.stages;
+    let last = &stages[g.last];
+    let whole = g.first == g.last && g.threads == 1 && g.band_rows >= last.output.h;
+    if whole {
+        let f = function(g.last, last.clone());
+        let call = Step::Call {
+            f,
+            src: Loc::GroupIn(0),
+            dst: Loc::GroupOut(0),
+            residual: 0,
+        };
+        return GroupProgram {
+            last: g.last,
+            threads: vec![vec![call]],
+            buffers: vec![],
+        };
+    }
+    let row = |k: usize| stages[k].output.w * stages[k].output.c;
+    let in_row = |k: usize| stages[k].input.w * stages[k].input.c;
+    let bands = chunks(last.output.h, g.band_rows, g.threads);
+    // Buffers of intermediate stages hold two of their largest bands, so
+    // rows kept for the next band are shifted only when the end is reached.
+    let needs = |(a, b): (usize, usize)| {
+        let mut need = vec![(0, 0); g.last - g.first + 1];
+        need[g.last - g.first] = (a, b);
+        for k in (g.first + 1..=g.last).rev() {
+            let (a, b) = need[k - g.first];
+            let (lo, hi, _, _) = rows::input_rows(&stages[k], a, b);
+            need[k - 1 - g.first] = (lo, hi);
+        }
+        need
+    };
+    let mut cap = vec![0usize; g.last - g.first];
+    for &band in bands.iter().flatten() {
+        for (k, &(a, b)) in needs(band).iter().enumerate().take(cap.len()) {
+            cap[k] = cap[k].max(2 * (b - a));
+        }
+    }
+    let mut threads = Vec::new();
+    for chunk in &bands {
+        let mut steps = Vec::new();
+        let mut held: Vec<Option<Held>> = vec![None; cap.len()];
+        for &band in chunk {
+            let need = needs(band);
+            for k in g.first..=g.last {
+                let j = k - g.first;
+                let (a, b) = need[j];
+                // Rows of stage k to compute now, and where they go.
+                let (from, dst_row) = if k == g.last {
+                    (a, Loc::GroupOut(a * row(k)))
+                } else {
+                    let keep = match held[j] {
+                        Some(h) if a >= h.lo && a < h.hi => Some(h),
+                        _ => None,
+                    };
+                    let (base, from) = match keep {
+                        Some(h) => {
+                            let base = h.base + (a - h.lo);
+                            if base + (b - a) <= cap[j] {
+                                (base, h.hi.min(b))
+                            } else {
+                                let len = (h.hi.min(b) - a) * row(k);
+                                steps.push(Step::Shift {
+                                    buf: j,
+                                    from: base * row(k),
+                                    len,
+                                });
+                                (0, h.hi.min(b))
+                            }
+                        }
+                        None => (0, a),
+                    };
+                    held[j] = Some(Held { lo: a, hi: b, base });
+                    // New rows that would read nothing but padding (the
+                    // planner only checked whole bands) are recomputed with
+                    // the held ones: the same values, rewritten in place.
+                    let from = if from < b && rows::band(&stages[k], from, b).is_none() {
+                        a
+                    } else {
+                        from
+                    };
+                    (from, Loc::Buf(j, (base + from - a) * row(k)))
+                };
+                if from >= b {
+                    continue;
+                }
+                let stage = rows::band(&stages[k], from, b).expect("planner checked bands");
+                let (lo, _, _, _) = rows::input_rows(&stages[k], from, b);
+                let src = if k == g.first {
+                    Loc::GroupIn(lo * in_row(k))
+                } else {
+                    let h = held[j - 1].expect("the previous stage's rows are held");
+                    Loc::Buf(j - 1, (h.base + lo - h.lo) * in_row(k))
+                };
+                let f = function(k, stage);
+                steps.push(Step::Call {
+                    f,
+                    src,
+                    dst: dst_row,
+                    residual: from * row(k),
+                });
+            }
+        }
+        threads.push(steps);
+    }
+    GroupProgram {
+        last: g.last,
+        threads,
+        buffers: cap
+            .iter()
+            .enumerate()
+            .map(|(j, &rows)| rows * row(g.first + j))
+            .collect(),
+    }
+}
