@@ -76,6 +76,9 @@ struct Held {
     base: usize,
 }
 
+// `k` indexes the layer's stages and, offset by `g.first`, the group's
+// needs, held rows and buffers: a range loop says that best.
+#[allow(clippy::needless_range_loop)]
 fn group(
     layer: &Layer,
     g: &Group,
