@@ -37,7 +37,17 @@ pub use convjit_ir::{
     interpret, Activation, DataError, Layer, Padding, Rng, Shape, Stage, StageKind, StageWeights,
     Weights,
 };
-pub use convjit_jit::{CompileStats, JitError, Kernel};
+pub use convjit_jit::{CompileStats, Fusion, Group, Host, JitError, Kernel, LayerPlan, Options};
+
+/// The plan the JIT would follow for `layer` on this machine.
+pub fn plan_layer(layer: &Layer, options: &Options) -> LayerPlan {
+    convjit_jit::layer_plan::plan_layer(layer, options, &Host::detect())
+}
+
+/// The register blocking of one stage, as the code generator will emit it.
+pub fn stage_schedule(stage: &Stage) -> convjit_jit::Schedule {
+    convjit_jit::plan::schedule(stage)
+}
 pub use convjit_lang::{Diagnostic, SourceFile};
 pub use convjit_npy as npy;
 pub use error::Error;

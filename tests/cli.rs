@@ -493,3 +493,45 @@ fn build_writes_an_object_and_its_header_or_nothing() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot write"));
 }
+
+#[test]
+fn plan_shows_fusion_and_threads_and_run_honours_them() {
+    let args = [
+        "plan",
+        "examples/mobilenet_v2.conv",
+        "--layer",
+        "mbv2_inverted_residual",
+        "--json",
+    ];
+    let p: serde_json::Value = serde_json::from_str(stdout(&convjit(&args)).trim()).unwrap();
+    let groups = p["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{p}");
+    assert_eq!(
+        groups[0]["stages"],
+        serde_json::json!(["expand", "dw", "project"])
+    );
+    assert!(groups[0]["why"].as_str().unwrap().contains("fused"));
+    let unfused: serde_json::Value =
+        serde_json::from_str(stdout(&convjit(&[&args[..], &["--no-fuse"]].concat())).trim())
+            .unwrap();
+    assert_eq!(unfused["groups"].as_array().unwrap().len(), 3);
+
+    let run = [
+        "run",
+        "examples/mobilenet_v2.conv",
+        "--layer",
+        "mbv2_inverted_residual",
+        "--batch",
+        "2",
+    ];
+    let reference = stdout(&convjit(&[&run[..], &["--engine", "interp"]].concat()));
+    for extra in [
+        &["--threads", "2"][..],
+        &["--no-fuse", "--threads", "3"],
+        &["--fuse-all", "--band-rows", "5"],
+    ] {
+        let o = convjit(&[&run[..], extra].concat());
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        assert_eq!(stdout(&o), reference, "{extra:?}");
+    }
+}

@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Skip the hand-written baselines.
     #[arg(long)]
     no_baselines: bool,
+    /// Planner overrides for the "jit" variant (the others are fixed).
+    #[command(flatten)]
+    planner: super::PlannerArgs,
 }
 
 pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
@@ -61,13 +64,14 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
     let input = Rng::new(2).vec(layer.input.len() * batch, 1.0);
     let mut output = vec![0f32; layer.output().len() * batch];
 
-    let kernel = Kernel::compile(layer, &weights).map_err(convjit::Error::from)?;
+    let options = a.planner.options();
+    let kernel = Kernel::compile_with(layer, &weights, &options).map_err(convjit::Error::from)?;
     let stats = kernel.compile_stats();
     // The same layer again (other weights, same code): a cache hit, whose
     // cost is packing the weights plus a lookup.
     let other = Weights::random(layer, 3);
     let t = Instant::now();
-    let again = Kernel::compile(layer, &other).map_err(convjit::Error::from)?;
+    let again = Kernel::compile_with(layer, &other, &options).map_err(convjit::Error::from)?;
     let hit_us = t.elapsed().as_secs_f64() * 1e6;
     debug_assert!(again.compile_stats().cache_hit);
     drop(again);
@@ -90,6 +94,34 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
             .expect("lengths checked above");
     });
     add("jit", jit_time);
+    // The same code generator without fusion, and on every core: what the
+    // planner's fusion and threads are worth, measured in the same run.
+    let fused = kernel.plan().groups.iter().any(|g| g.last > g.first);
+    let cores = convjit::Host::detect().cores;
+    let mut others = Vec::new();
+    if fused {
+        let o = convjit::Options {
+            fuse: convjit::Fusion::Never,
+            ..options.clone()
+        };
+        others.push(("jit-unfused".to_string(), o));
+    }
+    if options.threads == 1 && cores > 1 {
+        let o = convjit::Options {
+            threads: cores,
+            ..options.clone()
+        };
+        others.push((format!("jit-{cores}threads"), o));
+    }
+    for (name, o) in others {
+        let k = Kernel::compile_with(layer, &weights, &o).map_err(convjit::Error::from)?;
+        let mut out = vec![0f32; output.len()];
+        let t = median_per_call(budget, || {
+            k.run(&input, &mut out, batch)
+                .expect("lengths checked above");
+        });
+        add(&name, t);
+    }
     if !a.no_baselines {
         for family in Family::ALL {
             if let Some(mut baseline) = Baseline::prepare(family, layer, &weights) {
@@ -119,6 +151,11 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
         "macs": layer.macs() * batch as u64,
         "batch": batch,
         "compile_ms": round(stats.seconds * 1e3, 3),
+        "groups": kernel.plan().groups.iter().map(|g| json!({
+            "stages": layer.stages[g.first..=g.last].iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            "band_rows": g.band_rows,
+            "threads": g.threads,
+        })).collect::<Vec<_>>(),
         "compile_cache_hit_us": round(hit_us, 2),
         "peak_128_gflops": PEAK_128_GFLOPS,
         "max_abs_diff_jit_vs_interp": max_diff,
@@ -162,12 +199,12 @@ fn text(r: &serde_json::Value) -> String {
         r["compile_cache_hit_us"],
     );
     out += &format!(
-        "  {:<8} {:>12} {:>9} {:>16}\n",
+        "  {:<13} {:>12} {:>9} {:>16}\n",
         "variant", "median us", "GFLOP/s", "% 128-bit peak"
     );
     for v in r["results"].as_array().into_iter().flatten() {
         out += &format!(
-            "  {:<8} {:>12.2} {:>9.2} {:>15.1}%\n",
+            "  {:<13} {:>12.2} {:>9.2} {:>15.1}%\n",
             v["variant"].as_str().unwrap_or(""),
             v["median_us"].as_f64().unwrap_or(0.0),
             v["gflops"].as_f64().unwrap_or(0.0),

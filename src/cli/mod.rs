@@ -32,7 +32,8 @@ enum Command {
         /// The .conv file.
         file: PathBuf,
     },
-    /// Print the plan: stages, shapes, fusion groups and multiply-accumulates.
+    /// Print the plan: stages, shapes, fusion groups, bands, threads, register
+    /// blocking, and multiply-accumulates, with the planner's reasons.
     Plan {
         file: PathBuf,
         /// The layer to plan (default: every layer of the file).
@@ -41,6 +42,8 @@ enum Command {
         /// One JSON object per layer, one per line.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        planner: PlannerArgs,
     },
     /// Run a layer. Without --input or --weights, seeded random data is used.
     Run(run::RunArgs),
@@ -61,7 +64,12 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check { file } => check::check(&file),
-        Command::Plan { file, layer, json } => plan::plan(&file, layer.as_deref(), json),
+        Command::Plan {
+            file,
+            layer,
+            json,
+            planner,
+        } => plan::plan(&file, layer.as_deref(), json, &planner.options()),
         Command::Run(args) => run::run(&args),
         Command::Build(args) => build::build(&args),
         Command::Bench(args) => bench::bench(&args),
@@ -71,6 +79,39 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("{}", e.render());
             ExitCode::from(e.status())
+        }
+    }
+}
+
+/// Overrides of the planner's choices, for experiments.
+#[derive(clap::Args, Clone)]
+pub struct PlannerArgs {
+    /// Run every stage on its own (no fusion).
+    #[arg(long, conflicts_with = "fuse_all")]
+    no_fuse: bool,
+    /// Fuse all stages of the layer into one group.
+    #[arg(long)]
+    fuse_all: bool,
+    /// Threads sharing each image's rows.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: u32,
+    /// Force the height of row bands (output rows of a fused group's last stage).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    band_rows: Option<u32>,
+}
+
+impl PlannerArgs {
+    pub fn options(&self) -> convjit::Options {
+        convjit::Options {
+            fuse: if self.no_fuse {
+                convjit::Fusion::Never
+            } else if self.fuse_all {
+                convjit::Fusion::Always
+            } else {
+                convjit::Fusion::Auto
+            },
+            threads: self.threads as usize,
+            band_rows: self.band_rows.map(|b| b as usize),
         }
     }
 }

@@ -1,19 +1,25 @@
-//! `convjit plan FILE.conv [--layer NAME] [--json]`
+//! `convjit plan FILE.conv [--layer NAME] [--json] [--no-fuse] [--threads N]`
 
 use super::{thousands, Failure};
-use convjit::{Activation, Layer, Stage};
+use convjit::{Activation, Layer, LayerPlan, Options, Stage};
 use serde_json::json;
 use std::path::Path;
 
-pub fn plan(file: &Path, layer: Option<&str>, as_json: bool) -> Result<(), Failure> {
+pub fn plan(
+    file: &Path,
+    layer: Option<&str>,
+    as_json: bool,
+    options: &Options,
+) -> Result<(), Failure> {
     for (i, l) in super::layers(file, layer)?.iter().enumerate() {
+        let p = convjit::plan_layer(l, options);
         if as_json {
-            println!("{}", to_json(l));
+            println!("{}", to_json(l, &p));
         } else {
             if i > 0 {
                 println!();
             }
-            print!("{}", to_text(l));
+            print!("{}", to_text(l, &p));
         }
     }
     Ok(())
@@ -46,7 +52,7 @@ pub fn describe(s: &Stage) -> String {
     parts.join(", ")
 }
 
-fn to_text(l: &Layer) -> String {
+fn to_text(l: &Layer, p: &LayerPlan) -> String {
     let mut out = format!(
         "layer {}: input {} -> output {}\n",
         l.name,
@@ -96,28 +102,59 @@ fn to_text(l: &Layer) -> String {
             w4 = w[4]
         );
     }
+    let h = p.host;
     out += &format!(
-        "  fusion groups: {} (unfused: each stage reads and writes a full tensor)\n",
-        groups(l)
-            .iter()
-            .map(|g| format!("[{}]", g.join(", ")))
-            .collect::<Vec<_>>()
-            .join(" ")
+        "  host: {} f32 lanes ({}-bit vectors), {} vector registers, L1d {} KiB, L2 {} KiB, {} cores\n",
+        h.lanes,
+        h.lanes * 32,
+        h.vector_registers,
+        h.l1d_bytes >> 10,
+        h.l2_bytes >> 10,
+        h.cores
     );
-    out += "  engine: reference interpreter (plain loop nest, no tiling)\n";
+    for (i, g) in p.groups.iter().enumerate() {
+        let names = group_names(l, g);
+        let out_h = l.stages[g.last].output.h;
+        let bands = if g.band_rows >= out_h {
+            "whole tensors".to_string()
+        } else {
+            format!("bands of {} rows", g.band_rows)
+        };
+        let threads = match g.threads {
+            1 => "1 thread".to_string(),
+            n => format!("{n} threads"),
+        };
+        out += &format!(
+            "  group {}: [{}], {bands}, {threads}\n",
+            i + 1,
+            names.join(", ")
+        );
+        if !g.why.is_empty() {
+            out += &format!("    why: {}\n", g.why);
+        }
+    }
+    for s in &l.stages {
+        let k = convjit::stage_schedule(s);
+        out += &format!(
+            "  blocking {}: {} pixels x {} vectors of {} lanes per step, reduction unrolled x{}\n",
+            s.name, k.px, k.units, k.lanes, k.k_unroll
+        );
+    }
     out
 }
 
-/// One group per stage until the planner fuses stages.
-fn groups(l: &Layer) -> Vec<Vec<&str>> {
-    l.stages.iter().map(|s| vec![s.name.as_str()]).collect()
+fn group_names<'a>(l: &'a Layer, g: &convjit::Group) -> Vec<&'a str> {
+    l.stages[g.first..=g.last]
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect()
 }
 
 fn shape(s: convjit::Shape) -> serde_json::Value {
     json!([s.h, s.w, s.c])
 }
 
-pub fn to_json(l: &Layer) -> serde_json::Value {
+pub fn to_json(l: &Layer, p: &LayerPlan) -> serde_json::Value {
     let stages: Vec<_> = l
         .stages
         .iter()
@@ -136,6 +173,12 @@ pub fn to_json(l: &Layer) -> serde_json::Value {
                 "activation": s.activation,
                 "residual": s.residual,
                 "macs": s.macs(),
+                "blocking": {
+                    "pixels": convjit::stage_schedule(s).px,
+                    "vectors": convjit::stage_schedule(s).units,
+                    "lanes": convjit::stage_schedule(s).lanes,
+                    "unroll": convjit::stage_schedule(s).k_unroll,
+                },
             })
         })
         .collect();
@@ -145,7 +188,18 @@ pub fn to_json(l: &Layer) -> serde_json::Value {
         "output": shape(l.output()),
         "macs": l.macs(),
         "stages": stages,
-        "groups": groups(l),
-        "engine": "interpreter",
+        "groups": p.groups.iter().map(|g| json!({
+            "stages": group_names(l, g),
+            "band_rows": g.band_rows,
+            "threads": g.threads,
+            "why": g.why,
+        })).collect::<Vec<_>>(),
+        "host": {
+            "lanes": p.host.lanes,
+            "vector_registers": p.host.vector_registers,
+            "l1d_bytes": p.host.l1d_bytes,
+            "l2_bytes": p.host.l2_bytes,
+            "cores": p.host.cores,
+        },
     })
 }

@@ -23,9 +23,8 @@ pub struct RunArgs {
     output: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Engine::Jit)]
     engine: Engine,
-    /// Worker threads (one for now: threads come with the planner).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    threads: u32,
+    #[command(flatten)]
+    planner: super::PlannerArgs,
     /// Seed for random input and weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -69,7 +68,7 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
     };
     let output = match a.engine {
         Engine::Interp => convjit::interpret(&layer, &weights, &input, batch)?,
-        Engine::Jit => convjit::Kernel::compile(&layer, &weights)
+        Engine::Jit => convjit::Kernel::compile_with(&layer, &weights, &a.planner.options())
             .and_then(|k| k.run_alloc(&input, batch))
             .map_err(convjit::Error::from)?,
     };
