@@ -19,6 +19,10 @@ const LAYERS: &[(&str, &str)] = &[
         "input 56x56x144\n d: depthwise 3x3, pad same, bias, relu6",
     ),
     (
+        "dw 3x3 112x112x32",
+        "input 112x112x32\n d: depthwise 3x3, pad same, bias, relu6",
+    ),
+    (
         "dw 3x3 s2 112x112x64",
         "input 112x112x64\n d: depthwise 3x3, stride 2, pad same, bias, relu6",
     ),
@@ -29,6 +33,18 @@ const LAYERS: &[(&str, &str)] = &[
     (
         "dw 3x3 m4 56x56x32",
         "input 56x56x32\n d: depthwise 3x3, pad same, multiplier 4",
+    ),
+    (
+        "dw 3x3 m3 28x28x24",
+        "input 28x28x24\n d: depthwise 3x3, pad same, multiplier 3, bias",
+    ),
+    (
+        "dw 5x5 28x28x96",
+        "input 28x28x96\n d: depthwise 5x5, pad same, bias, relu6",
+    ),
+    (
+        "textbook sep 12x12x3 k5 256",
+        "input 12x12x3\n sep: conv 5x5 -> 256, separable depthwise, pad valid",
     ),
     (
         "conv 3x3 56x56x64->64",
@@ -50,8 +66,16 @@ const LAYERS: &[(&str, &str)] = &[
 
 fn main() {
     let filter = std::env::args().nth(1).unwrap_or_default();
-    for (name, body) in LAYERS {
-        if !name.contains(&filter) {
+    // An argument that is a layer body (`"input 8x8x16\\n d: depthwise 3x3"`)
+    // is measured instead of the built-in list.
+    let custom = filter.replace("\\n", "\n");
+    let layers: Vec<(&str, &str)> = if filter.starts_with("input ") {
+        vec![("custom", custom.as_str())]
+    } else {
+        LAYERS.to_vec()
+    };
+    for (name, body) in layers {
+        if !name.contains(&filter) && name != "custom" {
             continue;
         }
         let l = compile_source(&format!("layer l {{ {body} }}"))
@@ -83,8 +107,9 @@ fn main() {
         samples.sort_by(f64::total_cmp);
         let s = samples[7];
         let gflops = 2.0 * l.macs() as f64 / s / 1e9;
+        let best = 2.0 * l.macs() as f64 / samples[0] / 1e9;
         println!(
-            "{name:28} {:9.1} us {gflops:6.1} GFLOP/s  compile {compile_ms:6.2} ms  {:?}",
+            "{name:28} {:9.1} us {gflops:6.1} GFLOP/s (best {best:5.1})  compile {compile_ms:6.2} ms  {:?}",
             s * 1e6,
             k.schedules()
                 .iter()

@@ -20,7 +20,7 @@
 //! No bounds test is executed inside the accumulation: out-of-range taps
 //! are simply not emitted (columns) or not iterated (rows).
 
-use crate::plan::{InSrc, OutDst, Plan, Run, Strategy, LANES};
+use crate::plan::{ColBlock, InSrc, OutDst, Plan, Run, Strategy, LANES};
 use convjit_ir::Activation;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
@@ -155,6 +155,9 @@ impl Gen<'_, '_> {
 
     fn body(&mut self, input: Value, weights: Value, output: Value, residual: Value, batch: Value) {
         let p = self.p;
+        if p.strategy != Strategy::Reduce {
+            return self.dw_body(input, weights, output, residual, batch);
+        }
         let res_delta = p.residual.then(|| self.b.ins().isub(residual, output));
         let in_img = self.var(input);
         let out_img = self.var(output);
@@ -198,6 +201,7 @@ impl Gen<'_, '_> {
                             let (i, o) = (g.get(ip), g.get(op));
                             let k = BlockArgs {
                                 npx,
+                                cols: None,
                                 nky,
                                 wk0,
                                 kx0: seg.kx0,
@@ -215,6 +219,135 @@ impl Gen<'_, '_> {
             g.add_imm(in_img, (p.h as i64) * in_row_bytes);
             g.add_imm(out_img, (p.ho as i64) * out_row_bytes);
         });
+    }
+
+    /// Depthwise stages: rows in runs of full rows (all kernel rows
+    /// unrolled) and border rows (a run-time loop over the valid kernel
+    /// rows); each row in [`Plan::col_blocks`], whose pixels carry their own
+    /// valid kernel columns.
+    fn dw_body(
+        &mut self,
+        input: Value,
+        weights: Value,
+        output: Value,
+        residual: Value,
+        batch: Value,
+    ) {
+        let p = self.p;
+        let res_delta = p.residual.then(|| self.b.ins().isub(residual, output));
+        let in_img = self.var(input);
+        let out_img = self.var(output);
+        let in_row_bytes = (p.w * p.ci * 4) as i64;
+        let out_row_bytes = (p.wo * p.co * 4) as i64;
+        let rows = p.rows();
+        let (f0, f1) = rows.full;
+        let cols = p.col_blocks();
+        self.repeat(Count::Dyn(batch), &mut |g| {
+            // Border rows (top, then bottom) share one loop: the i-th is
+            // row i, or i + (f1 - f0) once past the top ones.
+            let i = g.b.ins().iconst(I64, 0);
+            let i = g.var(i);
+            g.repeat(Count::Const(p.ho - (f1 - f0)), &mut |g| {
+                let iv = g.get(i);
+                let oy = if f1 > f0 {
+                    let below =
+                        g.b.ins()
+                            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, iv, f0 as i64);
+                    let skip = g.b.ins().iadd_imm_s(iv, (f1 - f0) as i64);
+                    g.b.ins().select(below, skip, iv)
+                } else {
+                    iv
+                };
+                let img = g.get(in_img);
+                let (ky0, nky, iy) = g.row_taps(oy);
+                let off = g.b.ins().imul_imm_s(iy, in_row_bytes);
+                let in_row = g.b.ins().iadd(img, off);
+                let wk0 = g.b.ins().imul_imm_s(ky0, p.kw as i64);
+                let oimg = g.get(out_img);
+                let off = g.b.ins().imul_imm_s(oy, out_row_bytes);
+                let out_row = g.b.ins().iadd(oimg, off);
+                g.dw_row(
+                    &cols,
+                    in_row,
+                    out_row,
+                    Some(wk0),
+                    Count::Dyn(nky),
+                    weights,
+                    res_delta,
+                );
+                g.add_imm(i, 1);
+            });
+            // Full rows: input row oy*sh - pt.
+            let img = g.get(in_img);
+            let ir = g.offset(
+                img,
+                (f0 * p.sh) as i64 * in_row_bytes - p.pt as i64 * in_row_bytes,
+            );
+            let ir = g.var(ir);
+            let oimg = g.get(out_img);
+            let or = g.offset(oimg, f0 as i64 * out_row_bytes);
+            let or = g.var(or);
+            g.repeat(Count::Const(f1 - f0), &mut |g| {
+                let (in_row, out_row) = (g.get(ir), g.get(or));
+                g.dw_row(
+                    &cols,
+                    in_row,
+                    out_row,
+                    None,
+                    Count::Const(p.kh),
+                    weights,
+                    res_delta,
+                );
+                g.add_imm(ir, p.sh as i64 * in_row_bytes);
+                g.add_imm(or, out_row_bytes);
+            });
+            g.add_imm(in_img, (p.h as i64) * in_row_bytes);
+            g.add_imm(out_img, (p.ho as i64) * out_row_bytes);
+        });
+    }
+
+    /// One depthwise output row: its column blocks, all channels each.
+    /// `in_row` points at the input row of the first valid kernel row,
+    /// `wk0` is that kernel row times `kw` (`None`: kernel row 0).
+    #[allow(clippy::too_many_arguments)]
+    fn dw_row(
+        &mut self,
+        cols: &[ColBlock],
+        in_row: Value,
+        out_row: Value,
+        wk0: Option<Value>,
+        nky: Count,
+        weights: Value,
+        res_delta: Option<Value>,
+    ) {
+        let p = self.p;
+        let px_in = (p.sw * p.ci * 4) as i64;
+        let px_out = (p.co * 4) as i64;
+        for c in cols {
+            // Pointers to input column start*sw - pl and output column
+            // start: every load offset in the block is then >= 0.
+            let in_off = (c.start * p.sw) as i64 * (p.ci * 4) as i64 - (p.pl * p.ci * 4) as i64;
+            let ip = self.offset(in_row, in_off);
+            let ip = self.var(ip);
+            let op = self.offset(out_row, c.start as i64 * px_out);
+            let op = self.var(op);
+            let npx = c.cols.len();
+            self.repeat(Count::Const(c.count), &mut |g| {
+                let (i, o) = (g.get(ip), g.get(op));
+                let k = BlockArgs {
+                    npx,
+                    cols: Some(c.cols.clone()),
+                    nky,
+                    wk0,
+                    kx0: 0,
+                    nkx: 0,
+                    res_delta,
+                };
+                g.channels(&k, i, o, weights);
+                g.add_imm(ip, npx as i64 * px_in);
+                g.add_imm(op, npx as i64 * px_out);
+            });
+        }
     }
 
     /// For output row `oy` (run time): first valid kernel row, number of
@@ -348,34 +481,53 @@ impl Gen<'_, '_> {
             })
             .collect();
         self.carried = acc.iter().flatten().copied().collect();
-        if k.nkx > 0 {
-            let iky = self.var(in_ptr);
-            let wky = self.var(w_ptr);
-            let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
-            self.repeat(k.nky, &mut |g| {
-                let (i, w) = (g.get(iky), g.get(wky));
-                match p.strategy {
-                    Strategy::Reduce => {
-                        if p.dw == 1 || k.nkx == 1 {
-                            g.reduce(&acc, k.npx, nu, k.nkx * p.ci, i, w);
-                        } else {
-                            let it = g.var(i);
-                            let wt = g.var(w);
-                            g.repeat(Count::Const(k.nkx), &mut |g| {
-                                let (i, w) = (g.get(it), g.get(wt));
-                                g.reduce(&acc, k.npx, nu, p.ci, i, w);
-                                g.add_imm(it, (p.dw * p.ci * 4) as i64);
-                                g.add_imm(wt, tap_bytes);
-                            });
-                        }
-                    }
-                    Strategy::DwChannels | Strategy::DwMultiplier => {
-                        g.dw_taps(run, &acc, k.npx, k.nkx, i, w);
-                    }
+        let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
+        let in_ky = (p.dh * p.w * p.ci * 4) as i64;
+        let w_ky = p.kw as i64 * tap_bytes;
+        match (&k.cols, k.nky) {
+            // Depthwise, every kernel row valid: all taps straight-line with
+            // immediate offsets from the block's pointers. (Advancing
+            // pointers between kernel rows made the register allocator
+            // spill accumulators at each row boundary.)
+            (Some(cols), Count::Const(n)) => {
+                for ky in 0..n {
+                    let (io, wo) = (ky as i64 * in_ky, ky as i64 * w_ky);
+                    self.dw_taps(run, &acc, cols, in_ptr, w_ptr, io, wo);
                 }
-                g.add_imm(iky, (p.dh * p.w * p.ci * 4) as i64);
-                g.add_imm(wky, p.kw as i64 * tap_bytes);
-            });
+            }
+            // Depthwise border rows: a loop over the valid kernel rows.
+            (Some(cols), nky) => {
+                let iky = self.var(in_ptr);
+                let wky = self.var(w_ptr);
+                self.repeat(nky, &mut |g| {
+                    let (i, w) = (g.get(iky), g.get(wky));
+                    g.dw_taps(run, &acc, cols, i, w, 0, 0);
+                    g.add_imm(iky, in_ky);
+                    g.add_imm(wky, w_ky);
+                });
+            }
+            (None, nky) if k.nkx > 0 => {
+                let iky = self.var(in_ptr);
+                let wky = self.var(w_ptr);
+                self.repeat(nky, &mut |g| {
+                    let (i, w) = (g.get(iky), g.get(wky));
+                    if p.dw == 1 || k.nkx == 1 {
+                        g.reduce(&acc, k.npx, nu, k.nkx * p.ci, i, w);
+                    } else {
+                        let it = g.var(i);
+                        let wt = g.var(w);
+                        g.repeat(Count::Const(k.nkx), &mut |g| {
+                            let (i, w) = (g.get(it), g.get(wt));
+                            g.reduce(&acc, k.npx, nu, p.ci, i, w);
+                            g.add_imm(it, (p.dw * p.ci * 4) as i64);
+                            g.add_imm(wt, tap_bytes);
+                        });
+                    }
+                    g.add_imm(iky, in_ky);
+                    g.add_imm(wky, w_ky);
+                });
+            }
+            (None, _) => {}
         }
         self.carried.clear();
         self.epilogue(run, &acc, k, out_ptr);
@@ -436,33 +588,44 @@ impl Gen<'_, '_> {
         }
     }
 
-    /// Depthwise taps of one kernel row: the valid columns unrolled.
+    /// Depthwise taps of one kernel row, unrolled: for each kernel column
+    /// and unit, one weight vector, then one FMA per pixel of the block for
+    /// which that column is valid (`cols[px] = (kx0, nkx)`). `io` and `wo`
+    /// are byte offsets of the kernel row from `i` and `w`.
+    ///
+    /// The weight vector is used by every pixel, so `fma` (which ties its
+    /// result to a multiplicand) copies it before each use but the last;
+    /// the input is used once and folds into the FMA as its memory operand.
+    #[allow(clippy::too_many_arguments)]
     fn dw_taps(
         &mut self,
         run: &Run,
         acc: &[Vec<Variable>],
-        npx: usize,
-        nkx: usize,
+        cols: &[(usize, usize)],
         i: Value,
         w: Value,
+        io: i64,
+        wo: i64,
     ) {
         let p = self.p;
         let pstride = (p.sw * p.ci * 4) as i64;
-        for kx in 0..nkx {
-            let tap_in = (kx * p.dw * p.ci * 4) as i64;
+        let nu = run.units.len();
+        for kx in 0..p.kw {
+            let pxs: Vec<usize> = (0..cols.len())
+                .filter(|&px| (cols[px].0..cols[px].0 + cols[px].1).contains(&kx))
+                .collect();
+            if pxs.is_empty() {
+                continue;
+            }
+            let tap_in = io + (kx * p.dw * p.ci * 4) as i64;
             for (u, unit) in run.units.iter().enumerate() {
-                let wv = self.b.ins().load(
-                    F32X4,
-                    self.mf,
-                    w,
-                    ((kx * run.units.len() + u) as i64 * VB) as i32,
-                );
-                for (px, row) in acc.iter().enumerate().take(npx) {
-                    let base = px as i64 * pstride + tap_in;
-                    let x = self.input(&unit.input, i, base);
-                    let a = self.b.use_var(row[u]);
+                let off = wo + (kx * nu + u) as i64 * VB;
+                let wv = self.b.ins().load(F32X4, self.mf, w, off as i32);
+                for &px in &pxs {
+                    let x = self.input(&unit.input, i, px as i64 * pstride + tap_in);
+                    let a = self.b.use_var(acc[px][u]);
                     let r = self.b.ins().fma(x, wv, a);
-                    self.b.def_var(row[u], r);
+                    self.b.def_var(acc[px][u], r);
                 }
             }
         }
@@ -547,6 +710,9 @@ impl Gen<'_, '_> {
 
 struct BlockArgs {
     npx: usize,
+    /// Depthwise: each pixel's valid kernel columns `(kx0, nkx)` (then
+    /// `kx0` below is 0 and `nkx` unused).
+    cols: Option<Vec<(usize, usize)>>,
     nky: Count,
     /// `ky0 * kw` at run time when rows have borders.
     wk0: Option<Value>,

@@ -23,6 +23,13 @@ pub const MAX_ACCUMULATORS: usize = 12;
 /// 12 (4x3 or 6x2) it spills accumulators to the stack every step.
 pub const REDUCE_ACCUMULATORS: usize = 8;
 
+/// Accumulator vectors of a depthwise (multiplier 1) register block: 8
+/// pixels of one channel vector. Its taps are unrolled with immediate
+/// offsets, so 12 accumulators do not spill either, but they ran no
+/// faster (each FMA needs a copy of the shared weight vector, so FMA
+/// latency is not the limit) and took longer to compile.
+pub const DW_ACCUMULATORS: usize = 8;
+
 /// The blocking decisions for one stage, computed by [`schedule`] alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Schedule {
@@ -57,21 +64,19 @@ pub fn schedule(stage: &Stage) -> Schedule {
     let vectors = |n: usize| positions(n).len();
     let units = match stage.kind {
         StageKind::Conv { cout } | StageKind::Pointwise { cout } => vectors(cout).min(2),
-        StageKind::Depthwise { multiplier: m } if m <= 3 => {
-            let per_cv = m;
-            let cvs = (3 / m).max(1).min(vectors(stage.input.c));
-            cvs * per_cv
-        }
+        // One channel vector (m accumulators) per block: blocks of more
+        // pixels ran as fast as blocks of more channel vectors.
+        StageKind::Depthwise { multiplier: m } if m <= 3 => m,
         StageKind::Depthwise { multiplier } => vectors(multiplier).min(3),
     };
     let reduce = matches!(
         stage.kind,
         StageKind::Conv { .. } | StageKind::Pointwise { .. }
     );
-    let (max_acc, k_unroll) = if reduce {
-        (REDUCE_ACCUMULATORS, 4)
-    } else {
-        (MAX_ACCUMULATORS, 2)
+    let (max_acc, k_unroll) = match stage.kind {
+        _ if reduce => (REDUCE_ACCUMULATORS, 4),
+        StageKind::Depthwise { multiplier: 1 } => (DW_ACCUMULATORS, 2),
+        _ => (MAX_ACCUMULATORS, 2),
     };
     Schedule {
         lanes: LANES,
@@ -436,6 +441,69 @@ pub fn plan(stage: &Stage) -> Plan {
         packed_len,
         activation: stage.activation,
         residual: stage.residual,
+    }
+}
+
+/// Depthwise output rows: the `full` ones (every kernel row valid; the
+/// loop over kernel rows unrolled) are `full.0..full.1`; the others are
+/// border rows whose valid kernel rows are computed at run time:
+/// `0..full.0` and `full.1..ho`, or all rows when none is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rows {
+    pub full: (usize, usize),
+}
+
+/// `count` consecutive register blocks of output columns starting at
+/// `start`, each of `cols.len()` pixels with the valid kernel columns
+/// `cols[px] = (kx0, nkx)` (the same for every repetition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColBlock {
+    pub start: usize,
+    pub count: usize,
+    pub cols: Vec<(usize, usize)>,
+}
+
+impl Plan {
+    /// Depthwise: which output rows read every kernel row. They are
+    /// contiguous (a row is full iff `pt <= oy*sh <= h - 1 + pt - (kh-1)*dh`).
+    pub fn rows(&self) -> Rows {
+        let full: Vec<usize> = (0..self.ho)
+            .filter(|&oy| tap_range(oy, self.sh, self.dh, self.pt, self.kh, self.h) == (0, self.kh))
+            .collect();
+        match (full.first(), full.last()) {
+            (Some(&a), Some(&b)) => Rows { full: (a, b + 1) },
+            _ => Rows { full: (0, 0) },
+        }
+    }
+
+    /// Depthwise: an output row cut into register blocks of at most
+    /// `sched.px` pixels, each pixel with its own valid kernel
+    /// columns, so border pixels share a block with interior ones instead
+    /// of forming short, latency-bound blocks of their own. Consecutive
+    /// blocks with equal columns become one repeated block.
+    pub fn col_blocks(&self) -> Vec<ColBlock> {
+        // Blocks of near-equal size: fewer accumulators than the schedule
+        // allows in every block rather than a short last one.
+        let n = self.wo.div_ceil(self.sched.px.max(1));
+        let px = self.wo.div_ceil(n);
+        let mut blocks: Vec<ColBlock> = Vec::new();
+        let mut start = 0;
+        while start < self.wo {
+            let end = (start + px).min(self.wo);
+            let cols: Vec<(usize, usize)> = (start..end)
+                .map(|ox| tap_range(ox, self.sw, self.dw, self.pl, self.kw, self.w))
+                .collect();
+            match blocks.last_mut() {
+                Some(b) if b.cols == cols => b.count += 1,
+                _ => blocks.push(ColBlock {
+                    start,
+                    count: 1,
+                    cols,
+                }),
+            }
+            start = end;
+        }
+        blocks
     }
 }
 
