@@ -24,20 +24,7 @@ pub struct Weights {
 impl Weights {
     /// Checks each stage's arrays against `layer`.
     pub fn new(layer: &Layer, stages: Vec<StageWeights>) -> Result<Weights, DataError> {
-        if stages.len() != layer.stages.len() {
-            return Err(DataError::tensor(
-                "weights",
-                format!(
-                    "layer '{}' has {} primitive stages, {} were given",
-                    layer.name,
-                    layer.stages.len(),
-                    stages.len()
-                ),
-            ));
-        }
-        for (s, w) in layer.stages.iter().zip(&stages) {
-            check_len(s, w)?;
-        }
+        check_all(layer, &stages)?;
         Ok(Weights { stages })
     }
 
@@ -47,7 +34,7 @@ impl Weights {
 
     /// Checks that these weights fit `layer` (they may have been made for another).
     pub fn check(&self, layer: &Layer) -> Result<(), DataError> {
-        Weights::new(layer, self.stages.clone()).map(|_| ())
+        check_all(layer, &self.stages)
     }
 
     /// Seeded random weights, scaled by 1/sqrt(fan-in) so that outputs keep
@@ -121,6 +108,25 @@ impl Weights {
         }
         out
     }
+}
+
+/// Every stage's arrays have the lengths `layer` needs.
+fn check_all(layer: &Layer, stages: &[StageWeights]) -> Result<(), DataError> {
+    if stages.len() != layer.stages.len() {
+        return Err(DataError::tensor(
+            "weights",
+            format!(
+                "layer '{}' has {} primitive stages, {} were given",
+                layer.name,
+                layer.stages.len(),
+                stages.len()
+            ),
+        ));
+    }
+    for (s, w) in layer.stages.iter().zip(stages) {
+        check_len(s, w)?;
+    }
+    Ok(())
 }
 
 fn expected_keys(layer: &Layer) -> Vec<String> {

@@ -124,11 +124,16 @@ struct Line([f32; 16]);
 struct Packed(Vec<Line>);
 
 impl Packed {
-    fn new(v: &[f32]) -> Packed {
-        let mut lines = vec![Line([0.0; 16]); v.len().div_ceil(16).max(1)];
-        for (i, x) in v.iter().enumerate() {
-            lines[i / 16].0[i % 16] = *x;
-        }
+    /// A stage's weights packed by `p`, written straight into aligned storage.
+    fn new(p: &plan::Plan, w: &convjit_ir::StageWeights) -> Packed {
+        let mut lines = vec![Line([0.0; 16]); p.packed_len.div_ceil(16).max(1)];
+        // SAFETY: `Line` is `repr(C)` around `[f32; 16]` (64 bytes, the
+        // same as its alignment, so no padding): the lines are exactly
+        // `16 * len` initialised f32s, borrowed mutably once.
+        let flat = unsafe {
+            std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<f32>(), lines.len() * 16)
+        };
+        plan::pack_into(p, &w.weight, w.bias.as_deref(), &mut flat[..p.packed_len]);
         Packed(lines)
     }
 
@@ -235,21 +240,23 @@ impl Kernel {
             .iter()
             .map(|(_, s)| plan::plan(s))
             .collect();
-        let mut packed: Vec<(usize, Vec<f32>)> = Vec::new();
+        // Row bands of one stage usually share a packing: pack it once.
+        let mut packed: Vec<(usize, &plan::Plan, Packed)> = Vec::new();
         let mut packed_of = Vec::new();
         for ((k, _), p) in program.functions.iter().zip(&plans) {
-            let w = &weights.stages()[*k];
-            let v = plan::pack(p, &w.weight, w.bias.as_deref());
-            let i = match packed.iter().position(|(j, u)| j == k && *u == v) {
+            let same = |(j, q, _): &(usize, &plan::Plan, Packed)| {
+                j == k && plan::pack_key(q) == plan::pack_key(p)
+            };
+            let i = match packed.iter().position(same) {
                 Some(i) => i,
                 None => {
-                    packed.push((*k, v));
+                    packed.push((*k, p, Packed::new(p, &weights.stages()[*k])));
                     packed.len() - 1
                 }
             };
             packed_of.push(i);
         }
-        let packed = packed.iter().map(|(_, v)| Packed::new(v)).collect();
+        let packed = packed.into_iter().map(|(_, _, v)| v).collect();
         let (isa, isa_key) = isa()?;
         let key = Key {
             stages: program

@@ -511,36 +511,64 @@ impl Plan {
 /// the generated code reads: per group, per run repetition, a block
 /// `[ky][kx][ci_per_tap][unit][lane]`, zeros in unused lanes; then the bias
 /// as `[group][run repetition][unit][lane]`.
+/// Everything [`pack`] reads of a plan: two plans with equal keys pack the
+/// same weights identically (row bands of one stage usually do).
+pub fn pack_key(plan: &Plan) -> impl Eq + '_ {
+    (
+        (plan.packed_len, plan.kh, plan.kw, plan.ci_per_tap, plan.co),
+        (plan.groups, plan.g_w, plan.g_bias, plan.g_o, plan.bias_off),
+        &plan.runs,
+    )
+}
+
 pub fn pack(plan: &Plan, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let mut out = vec![0f32; plan.packed_len];
-    let taps = plan.kh * plan.kw;
+    pack_into(plan, weight, bias, &mut out);
+    out
+}
+
+/// [`pack`] into `out` (`plan.packed_len` zeroed f32s), e.g. aligned storage.
+pub fn pack_into(plan: &Plan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let cpt = plan.ci_per_tap;
-    let co = plan.co;
+    // Every register block: where its weights start, the f32s per
+    // (tap, channel) step, and its lanes as (lane offset, output channel).
+    let mut blocks: Vec<(usize, usize, Vec<(usize, usize)>)> = Vec::new();
     for g in 0..plan.groups {
         for run in &plan.runs {
             let n = run.units.len();
             for rep in 0..run.count {
                 let base = (g * plan.g_w + run.w_base + rep * run.w_stride) / 4;
                 let bbase = (g * plan.g_bias + run.bias_base + rep * run.bias_stride) / 4;
-                for (ui, unit) in run.units.iter().enumerate() {
-                    for (l, o) in unit.lanes.iter().enumerate() {
-                        let Some(o) = o else { continue };
-                        let o = o + g * plan.g_o + rep * run.o_stride;
-                        for t in 0..taps {
-                            for c in 0..cpt {
-                                let dst = base + ((t * cpt + c) * n + ui) * LANES + l;
-                                out[dst] = weight[(t * cpt + c) * co + o];
-                            }
-                        }
-                        if let (Some(off), Some(b)) = (plan.bias_off, bias) {
-                            out[off + bbase + ui * LANES + l] = b[o];
-                        }
+                let lanes: Vec<(usize, usize)> = run
+                    .units
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(ui, unit)| {
+                        unit.lanes.iter().enumerate().filter_map(move |(l, o)| {
+                            o.map(|o| (ui * LANES + l, o + g * plan.g_o + rep * run.o_stride))
+                        })
+                    })
+                    .collect();
+                if let (Some(off), Some(b)) = (plan.bias_off, bias) {
+                    for &(lane, o) in &lanes {
+                        out[off + bbase + lane] = b[o];
                     }
                 }
+                blocks.push((base, n * LANES, lanes));
             }
         }
     }
-    out
+    // (Tap, channel) outermost: its weights are one contiguous row over
+    // output channels, read once while every block takes its lanes.
+    for tc in 0..plan.kh * plan.kw * cpt {
+        let row = &weight[tc * plan.co..];
+        for (base, step, lanes) in &blocks {
+            let dst = base + tc * step;
+            for &(lane, o) in lanes {
+                out[dst + lane] = row[o];
+            }
+        }
+    }
 }
 
 #[cfg(test)]
