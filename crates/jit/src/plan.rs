@@ -532,7 +532,12 @@ pub fn pack_into(plan: &Plan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f
     let cpt = plan.ci_per_tap;
     // Every register block: where its weights start, the f32s per
     // (tap, channel) step, and its lanes as (lane offset, output channel).
-    let mut blocks: Vec<(usize, usize, Vec<(usize, usize)>)> = Vec::new();
+    struct Block {
+        base: usize,
+        step: usize,
+        lanes: Vec<(usize, usize)>,
+    }
+    let mut blocks: Vec<Block> = Vec::new();
     for g in 0..plan.groups {
         for run in &plan.runs {
             let n = run.units.len();
@@ -554,7 +559,11 @@ pub fn pack_into(plan: &Plan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f
                         out[off + bbase + lane] = b[o];
                     }
                 }
-                blocks.push((base, n * LANES, lanes));
+                blocks.push(Block {
+                    base,
+                    step: n * LANES,
+                    lanes,
+                });
             }
         }
     }
@@ -562,9 +571,9 @@ pub fn pack_into(plan: &Plan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f
     // output channels, read once while every block takes its lanes.
     for tc in 0..plan.kh * plan.kw * cpt {
         let row = &weight[tc * plan.co..];
-        for (base, step, lanes) in &blocks {
-            let dst = base + tc * step;
-            for &(lane, o) in lanes {
+        for b in &blocks {
+            let dst = b.base + tc * b.step;
+            for &(lane, o) in &b.lanes {
                 out[dst + lane] = row[o];
             }
         }
