@@ -3,7 +3,7 @@
 //! definitions word for word, accumulating in f64; speed is no goal.
 
 use crate::error::DataError;
-use crate::layer::{Layer, Stage, StageKind};
+use crate::layer::{Activation, Layer, Stage, StageKind};
 use crate::weights::{StageWeights, Weights};
 
 /// Runs `layer` on `batch` NHWC images. Stages hand each other f32
@@ -32,6 +32,35 @@ pub fn interpret(
         cur = interpret_stage(stage, w, &cur, batch, stage.residual.then_some(input));
     }
     Ok(cur)
+}
+
+/// Per output, a bound on the magnitude of everything accumulated into it:
+/// the interpreter on |input|, |weights| and |bias| with activations
+/// removed. Every product a real computation adds (including those a later
+/// stage makes of an earlier stage's rounding error) is bounded by it, and
+/// relu/relu6 never increase an error, so an f32 implementation's error is
+/// a small multiple of f32 epsilon times this bound: the scale for
+/// comparing generated kernels with the interpreter.
+pub fn magnitude(
+    layer: &Layer,
+    weights: &Weights,
+    input: &[f32],
+    batch: usize,
+) -> Result<Vec<f32>, DataError> {
+    let mut l = layer.clone();
+    for s in &mut l.stages {
+        s.activation = Activation::None;
+    }
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+    let w = weights
+        .stages()
+        .iter()
+        .map(|s| StageWeights {
+            weight: abs(&s.weight),
+            bias: s.bias.as_deref().map(abs),
+        })
+        .collect();
+    interpret(&l, &Weights::new(&l, w)?, &abs(input), batch)
 }
 
 /// One primitive stage: convolution, `+ bias`, activation, `+ residual`.

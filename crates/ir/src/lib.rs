@@ -14,7 +14,7 @@ mod validate;
 mod weights;
 
 pub use error::DataError;
-pub use interp::{interpret, interpret_stage};
+pub use interp::{interpret, interpret_stage, magnitude};
 pub use layer::{Activation, Layer, Padding, Shape, Stage, StageKind, MAX_DIM, MAX_TENSOR_ELEMS};
 pub use random::Rng;
 pub use validate::lower;

@@ -2,7 +2,7 @@
 //! reference interpreter, and running external tools.
 #![allow(dead_code)]
 
-use convjit_ir::{compile_source, interpret, Activation, Layer, Rng, StageWeights, Weights};
+use convjit_ir::{compile_source, interpret, Layer, Rng, Weights};
 use std::path::Path;
 use std::process::Command;
 
@@ -16,24 +16,9 @@ pub fn input(layer: &Layer, batch: usize, seed: u64) -> Vec<f32> {
     Rng::new(seed).vec(batch * layer.input.len(), 1.0)
 }
 
-/// The interpreter on |input| and |weights| without activations: a bound
-/// on every accumulated magnitude (see crates/jit/tests/common).
+/// See [`convjit_ir::magnitude`].
 pub fn magnitude(layer: &Layer, weights: &Weights, input: &[f32], batch: usize) -> Vec<f32> {
-    let mut l = layer.clone();
-    for s in &mut l.stages {
-        s.activation = Activation::None;
-    }
-    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
-    let w = weights
-        .stages()
-        .iter()
-        .map(|s| StageWeights {
-            weight: abs(&s.weight),
-            bias: s.bias.as_deref().map(abs),
-        })
-        .collect();
-    let w = Weights::new(&l, w).unwrap();
-    interpret(&l, &w, &abs(input), batch).unwrap()
+    convjit_ir::magnitude(layer, weights, input, batch).unwrap()
 }
 
 pub const REL_TOL: f32 = 1e-5;

@@ -2,7 +2,7 @@
 //! comparison against the reference interpreter.
 #![allow(dead_code)]
 
-use convjit_ir::{compile_source, interpret, Activation, Layer, Rng, StageWeights, Weights};
+use convjit_ir::{compile_source, interpret, Layer, Rng, Weights};
 use convjit_jit::{Kernel, Options};
 
 pub fn layer(src: &str) -> Layer {
@@ -15,28 +15,9 @@ pub fn input(layer: &Layer, batch: usize, seed: u64) -> Vec<f32> {
     Rng::new(seed).vec(batch * layer.input.len(), 1.0)
 }
 
-/// Per-output bound on the accumulated magnitude: the interpreter run on
-/// |input| and |weights| (and |bias|) with activations removed. Every
-/// product the real computation adds (including those a later stage makes
-/// of an earlier stage's rounding error) is bounded by it, and relu/relu6
-/// never increase an error (they are 1-Lipschitz), so f32 rounding error
-/// is at most a small multiple of f32 epsilon times this bound.
+/// See [`convjit_ir::magnitude`].
 pub fn magnitude(layer: &Layer, weights: &Weights, input: &[f32], batch: usize) -> Vec<f32> {
-    let mut l = layer.clone();
-    for s in &mut l.stages {
-        s.activation = Activation::None;
-    }
-    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
-    let w = weights
-        .stages()
-        .iter()
-        .map(|s| StageWeights {
-            weight: abs(&s.weight),
-            bias: s.bias.as_deref().map(abs),
-        })
-        .collect();
-    let w = Weights::new(&l, w).unwrap();
-    interpret(&l, &w, &abs(input), batch).unwrap()
+    convjit_ir::magnitude(layer, weights, input, batch).unwrap()
 }
 
 /// Relative tolerance against the magnitude bound: accumulations here are
