@@ -112,6 +112,7 @@ impl PlannerArgs {
             },
             threads: self.threads as usize,
             band_rows: self.band_rows.map(|b| b as usize),
+            ..convjit::Options::default()
         }
     }
 }

@@ -71,6 +71,10 @@ pub enum Fusion {
     Never,
 }
 
+/// Multiply-accumulates each thread of a group needs at the least (about
+/// 50 us of work here, against thread start-up of tens of microseconds).
+pub const MIN_MACS_PER_THREAD: u64 = 1 << 21;
+
 /// Overrides for experiments; the defaults let the cost model decide.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Options {
@@ -79,6 +83,9 @@ pub struct Options {
     pub threads: usize,
     /// Force the band height (output rows of a group's last stage).
     pub band_rows: Option<usize>,
+    /// Fewer threads than requested when a group has less work than this
+    /// per thread ([`MIN_MACS_PER_THREAD`]; 0 always uses them all).
+    pub min_thread_macs: u64,
 }
 
 impl Default for Options {
@@ -87,6 +94,7 @@ impl Default for Options {
             fuse: Fusion::Auto,
             threads: 1,
             band_rows: None,
+            min_thread_macs: MIN_MACS_PER_THREAD,
         }
     }
 }
@@ -214,9 +222,22 @@ fn finish(
         }
         None => out_h,
     };
-    g.threads = threads.min(out_h);
+    // Threads are started per run (tens of microseconds): each must get
+    // enough work to be worth it.
+    let macs: u64 = layer.stages[g.first..=g.last].iter().map(Stage::macs).sum();
+    let worth = macs
+        .checked_div(options.min_thread_macs)
+        .map_or(usize::MAX, |n| n.max(1) as usize);
+    g.threads = threads.min(out_h).min(worth);
     if g.threads > 1 {
         why.push(format!("{} threads share the rows", g.threads));
+    }
+    if g.threads < threads.min(out_h) {
+        why.push(format!(
+            "{} thread{} rather than {threads}: {macs} MACs per image is too little work to share",
+            g.threads,
+            if g.threads == 1 { "" } else { "s" }
+        ));
     }
     if !bands_ok(layer, &g) {
         if fused {

@@ -103,6 +103,8 @@ fn options() -> impl Strategy<Value = Options> {
             fuse,
             threads,
             band_rows,
+            // Small layers too: the threaded paths must be tested.
+            min_thread_macs: 0,
         })
 }
 
