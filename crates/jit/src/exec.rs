@@ -40,7 +40,7 @@ impl Kernel {
             output.copy_from_slice(input);
             return Ok(());
         }
-        let groups = &self.program.groups;
+        let groups = &self.compiled.program.groups;
         // Whole tensors between groups, for one image at a time.
         let mut inter: Vec<Vec<f32>> = groups[..groups.len() - 1]
             .iter()
@@ -128,10 +128,12 @@ impl Kernel {
                     residual: r,
                 } => {
                     let (src, dst) = (at(bufs, src), at(bufs, dst));
-                    let weights = self.packed[self.packed_of[f]].ptr();
+                    let weights = self.packed[self.compiled.slot_of[f]].ptr();
                     // SAFETY: the caller's contract; `residual` is read only
                     // by stages with `residual`, whose rows match the input's.
-                    unsafe { (self.code.fns[f])(src, weights, dst, residual.wrapping_add(r), 1) };
+                    unsafe {
+                        (self.compiled.code.fns[f])(src, weights, dst, residual.wrapping_add(r), 1)
+                    };
                 }
                 Step::Shift { buf, from, len } => bufs[buf].copy_within(from..from + len, 0),
             }

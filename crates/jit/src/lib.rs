@@ -147,28 +147,74 @@ impl Packed {
 pub struct Kernel {
     layer: Layer,
     plan: LayerPlan,
-    program: program::Program,
-    code: Arc<Code>,
-    /// Packed weights, shared by the functions of one stage when equal.
+    compiled: Arc<Compiled>,
+    /// This kernel's weights, one per slot of `compiled.slots`.
     packed: Vec<Packed>,
-    /// For each function of `program`, its packed weights in `packed`.
-    packed_of: Vec<usize>,
     stats: CompileStats,
 }
 
-/// The cache key: the stages without names or keys, the schedules, the ISA.
+/// What compiling a layer's shapes with some options gives: independent of
+/// names and weight values, so shared by every kernel of those shapes.
+struct Compiled {
+    program: program::Program,
+    /// Packed-weight slots: the stage and the plan that packs it (row
+    /// bands of one stage usually share one).
+    slots: Vec<(usize, plan::Plan)>,
+    /// For each function of `program`, its slot.
+    slot_of: Vec<usize>,
+    code: Code,
+}
+
+impl Compiled {
+    fn new(
+        layer: &Layer,
+        layer_plan: &LayerPlan,
+        isa: OwnedTargetIsa,
+    ) -> Result<Compiled, JitError> {
+        let program = program::program(layer, layer_plan);
+        let plans: Vec<plan::Plan> = program
+            .functions
+            .iter()
+            .map(|(_, s)| plan::plan(s))
+            .collect();
+        let mut slots: Vec<(usize, plan::Plan)> = Vec::new();
+        let mut slot_of = Vec::new();
+        for ((k, _), p) in program.functions.iter().zip(&plans) {
+            let same =
+                |(j, q): &(usize, plan::Plan)| j == k && plan::pack_key(q) == plan::pack_key(p);
+            let i = match slots.iter().position(same) {
+                Some(i) => i,
+                None => {
+                    slots.push((*k, p.clone()));
+                    slots.len() - 1
+                }
+            };
+            slot_of.push(i);
+        }
+        let code = build(&plans, isa)?;
+        Ok(Compiled {
+            program,
+            slots,
+            slot_of,
+            code,
+        })
+    }
+}
+
+/// The cache key: the stages without names or keys, the planner's
+/// options (the host is fixed per process), the ISA.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
     stages: Vec<Stage>,
-    schedules: Vec<Schedule>,
+    options: Options,
     isa: String,
 }
 
 /// Entries kept at most; beyond, the cache starts over (kernels keep their code).
 const CACHE_CAPACITY: usize = 256;
 
-fn cache() -> &'static Mutex<HashMap<Key, Arc<Code>>> {
-    static CACHE: OnceLock<Mutex<HashMap<Key, Arc<Code>>>> = OnceLock::new();
+fn cache() -> &'static Mutex<HashMap<Key, Arc<Compiled>>> {
+    static CACHE: OnceLock<Mutex<HashMap<Key, Arc<Compiled>>>> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
@@ -233,38 +279,12 @@ impl Kernel {
     ) -> Result<Kernel, JitError> {
         weights.check(layer)?;
         let start = Instant::now();
+        // Planned every time: cheap, and its reasons name this layer's stages.
         let layer_plan = layer_plan::plan_layer(layer, options, &host());
-        let program = program::program(layer, &layer_plan);
-        let plans: Vec<plan::Plan> = program
-            .functions
-            .iter()
-            .map(|(_, s)| plan::plan(s))
-            .collect();
-        // Row bands of one stage usually share a packing: pack it once.
-        let mut packed: Vec<(usize, &plan::Plan, Packed)> = Vec::new();
-        let mut packed_of = Vec::new();
-        for ((k, _), p) in program.functions.iter().zip(&plans) {
-            let same = |(j, q, _): &(usize, &plan::Plan, Packed)| {
-                j == k && plan::pack_key(q) == plan::pack_key(p)
-            };
-            let i = match packed.iter().position(same) {
-                Some(i) => i,
-                None => {
-                    packed.push((*k, p, Packed::new(p, &weights.stages()[*k])));
-                    packed.len() - 1
-                }
-            };
-            packed_of.push(i);
-        }
-        let packed = packed.into_iter().map(|(_, _, v)| v).collect();
         let (isa, isa_key) = isa()?;
         let key = Key {
-            stages: program
-                .functions
-                .iter()
-                .map(|(_, s)| anonymous(s))
-                .collect(),
-            schedules: plans.iter().map(|p| p.sched).collect(),
+            stages: layer.stages.iter().map(anonymous).collect(),
+            options: options.clone(),
             isa: isa_key.to_string(),
         };
         let hit = cache()
@@ -272,38 +292,37 @@ impl Kernel {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
             .cloned();
-        let (code, stats) = match hit {
-            Some(code) => (
-                code,
-                CompileStats {
-                    seconds: 0.0,
-                    cache_hit: true,
-                },
-            ),
+        let cache_hit = hit.is_some();
+        let compiled = match hit {
+            Some(c) => c,
             None => {
-                let code = Arc::new(build(&plans, isa)?);
-                let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
-                if c.len() >= CACHE_CAPACITY {
-                    c.clear();
+                let c = Arc::new(Compiled::new(layer, &layer_plan, isa)?);
+                let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() >= CACHE_CAPACITY {
+                    cache.clear();
                 }
-                c.insert(key, code.clone());
-                (
-                    code,
-                    CompileStats {
-                        seconds: start.elapsed().as_secs_f64(),
-                        cache_hit: false,
-                    },
-                )
+                cache.insert(key, c.clone());
+                c
             }
         };
+        let packed = compiled
+            .slots
+            .iter()
+            .map(|(k, p)| Packed::new(p, &weights.stages()[*k]))
+            .collect();
         Ok(Kernel {
             layer: layer.clone(),
             plan: layer_plan,
-            program,
-            code,
+            compiled,
             packed,
-            packed_of,
-            stats,
+            stats: CompileStats {
+                seconds: if cache_hit {
+                    0.0
+                } else {
+                    start.elapsed().as_secs_f64()
+                },
+                cache_hit,
+            },
         })
     }
 
@@ -323,7 +342,7 @@ impl Kernel {
 
     /// The Cranelift IR text of every generated function.
     pub fn clif(&self) -> &str {
-        &self.code.clif
+        &self.compiled.code.clif
     }
 
     /// Seconds spent compiling (0 on a cache hit) and whether it was a cache hit.
