@@ -75,6 +75,11 @@ fn main() {
                     unsafe { std::mem::transmute::<*const u8, StageFn>(p) }
                 })
                 .collect();
+            // ASM=FILE: the first stage's machine code (and what follows it
+            // in the code region) for `objdump -D -b binary -mi386:x86-64`.
+            if let Ok(path) = std::env::var("ASM") {
+                dump_code(fns_ptr(&module, ids[0]), &path);
+            }
             let packed = plans
                 .iter()
                 .zip(w.stages())
@@ -175,4 +180,25 @@ fn main() {
             v.compile_ms
         );
     }
+}
+
+fn fns_ptr(module: &JITModule, id: cranelift_module::FuncId) -> *const u8 {
+    module.get_finalized_function(id)
+}
+
+/// Copies up to 64 KiB of code from `p` to `path` through `/proc/self/mem`
+/// (which stops at the end of the mapping instead of faulting).
+fn dump_code(p: *const u8, path: &str) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open("/proc/self/mem").unwrap();
+    f.seek(SeekFrom::Start(p as u64)).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    std::fs::write(path, &buf[..n]).unwrap();
 }

@@ -7,6 +7,8 @@
 //!
 //! ```text
 //! for image in 0..batch                      (run time)
+//!   [for each channel block]                 (here instead, for weights beyond
+//!                                             L2: Plan::channels_outer)
 //!   for oy in 0..Ho                          (kernel rows valid for oy: computed per row)
 //!     for each column segment                (compile time: its valid kernel columns)
 //!       for each block of px output pixels   (loop over full blocks, then the remainder)
@@ -164,61 +166,136 @@ impl Gen<'_, '_> {
         let in_row_bytes = (p.w * p.ci * 4) as i64;
         let out_row_bytes = (p.wo * p.co * 4) as i64;
         self.repeat(Count::Dyn(batch), &mut |g| {
-            let oy = g.b.ins().iconst(I64, 0);
-            let oy = g.var(oy);
-            g.repeat(Count::Const(p.ho), &mut |g| {
-                let oyv = g.get(oy);
-                let img = g.get(in_img);
-                let (ky0, nky, in_row) = if p.rows_full {
-                    let off = g.b.ins().imul_imm_s(oyv, p.sh as i64 * in_row_bytes);
-                    let row = g.b.ins().iadd(img, off);
-                    (None, Count::Const(p.kh), row)
-                } else {
-                    let (ky0, nky, iy) = g.row_taps(oyv);
-                    let off = g.b.ins().imul_imm_s(iy, in_row_bytes);
-                    let row = g.b.ins().iadd(img, off);
-                    (Some(ky0), Count::Dyn(nky), row)
-                };
-                let wk0 = ky0.map(|k| g.b.ins().imul_imm_s(k, p.kw as i64));
-                let oimg = g.get(out_img);
-                let off = g.b.ins().imul_imm_s(oyv, out_row_bytes);
-                let out_row = g.b.ins().iadd(oimg, off);
-                for seg in &p.segments {
-                    let n = seg.b - seg.a;
-                    let px = p.sched.px;
-                    let blocks = [(n / px, px, seg.a), (1, n % px, seg.a + n / px * px)];
-                    for (count, npx, start) in blocks {
-                        if count == 0 || npx == 0 {
-                            continue;
-                        }
-                        let in_off = ((start * p.sw + seg.kx0 * p.dw) as i64 - p.pl as i64)
-                            * (p.ci * 4) as i64;
-                        let ip = g.offset(in_row, in_off);
-                        let ip = g.var(ip);
-                        let op = g.offset(out_row, (start * p.co * 4) as i64);
-                        let op = g.var(op);
-                        g.repeat(Count::Const(count), &mut |g| {
-                            let (i, o) = (g.get(ip), g.get(op));
-                            let k = BlockArgs {
-                                npx,
-                                cols: None,
-                                nky,
-                                wk0,
-                                kx0: seg.kx0,
-                                nkx: seg.nkx,
-                                res_delta,
-                            };
-                            g.channels(&k, i, o, weights);
-                            g.add_imm(ip, (npx * p.sw * p.ci * 4) as i64);
-                            g.add_imm(op, (npx * p.co * 4) as i64);
-                        });
-                    }
-                }
-                g.add_imm(oy, 1);
-            });
+            let (img, oimg) = (g.get(in_img), g.get(out_img));
+            if p.channels_outer() {
+                // Each channel block's weights stay in cache while every
+                // pixel of the image streams past them.
+                g.channel_blocks(weights, &mut |g, run, w, bias, choff| {
+                    g.pixel_blocks(img, oimg, res_delta, &mut |g, k, i, o| {
+                        let o = g.b.ins().iadd(o, choff);
+                        let w0 = g.tap_weights(run, k, w);
+                        g.block(run, k, i, w0, o, bias);
+                    });
+                });
+            } else {
+                g.pixel_blocks(img, oimg, res_delta, &mut |g, k, i, o| {
+                    g.channels(k, i, o, weights);
+                });
+            }
             g.add_imm(in_img, (p.h as i64) * in_row_bytes);
             g.add_imm(out_img, (p.ho as i64) * out_row_bytes);
         });
+    }
+
+    /// Conv/pointwise: every register block of pixels of one image
+    /// (rows, column segments, blocks of `px` pixels), calling `inner` with
+    /// the block's arguments and its input and output pixel pointers.
+    #[allow(clippy::type_complexity)]
+    fn pixel_blocks(
+        &mut self,
+        img: Value,
+        oimg: Value,
+        res_delta: Option<Value>,
+        inner: &mut dyn FnMut(&mut Self, &BlockArgs, Value, Value),
+    ) {
+        let p = self.p;
+        let in_row_bytes = (p.w * p.ci * 4) as i64;
+        let out_row_bytes = (p.wo * p.co * 4) as i64;
+        let oy = self.b.ins().iconst(I64, 0);
+        let oy = self.var(oy);
+        self.repeat(Count::Const(p.ho), &mut |g| {
+            let oyv = g.get(oy);
+            let (ky0, nky, in_row) = if p.rows_full {
+                let off = g.b.ins().imul_imm_s(oyv, p.sh as i64 * in_row_bytes);
+                let row = g.b.ins().iadd(img, off);
+                (None, Count::Const(p.kh), row)
+            } else {
+                let (ky0, nky, iy) = g.row_taps(oyv);
+                let off = g.b.ins().imul_imm_s(iy, in_row_bytes);
+                let row = g.b.ins().iadd(img, off);
+                (Some(ky0), Count::Dyn(nky), row)
+            };
+            let wk0 = ky0.map(|k| g.b.ins().imul_imm_s(k, p.kw as i64));
+            let off = g.b.ins().imul_imm_s(oyv, out_row_bytes);
+            let out_row = g.b.ins().iadd(oimg, off);
+            for seg in &p.segments {
+                let n = seg.b - seg.a;
+                let px = p.sched.px;
+                let blocks = [(n / px, px, seg.a), (1, n % px, seg.a + n / px * px)];
+                for (count, npx, start) in blocks {
+                    if count == 0 || npx == 0 {
+                        continue;
+                    }
+                    let in_off =
+                        ((start * p.sw + seg.kx0 * p.dw) as i64 - p.pl as i64) * (p.ci * 4) as i64;
+                    let ip = g.offset(in_row, in_off);
+                    let ip = g.var(ip);
+                    let op = g.offset(out_row, (start * p.co * 4) as i64);
+                    let op = g.var(op);
+                    g.repeat(Count::Const(count), &mut |g| {
+                        let (i, o) = (g.get(ip), g.get(op));
+                        let k = BlockArgs {
+                            npx,
+                            cols: None,
+                            nky,
+                            wk0,
+                            kx0: seg.kx0,
+                            nkx: seg.nkx,
+                            res_delta,
+                        };
+                        inner(g, &k, i, o);
+                        g.add_imm(ip, (npx * p.sw * p.ci * 4) as i64);
+                        g.add_imm(op, (npx * p.co * 4) as i64);
+                    });
+                }
+            }
+            g.add_imm(oy, 1);
+        });
+    }
+
+    /// Conv/pointwise: every channel block (run repetition), calling
+    /// `inner` with its run, weights, bias and output channel byte offset.
+    #[allow(clippy::type_complexity)]
+    fn channel_blocks(
+        &mut self,
+        weights: Value,
+        inner: &mut dyn FnMut(&mut Self, &Run, Value, Option<Value>, Value),
+    ) {
+        let p = self.p;
+        for run in &p.runs {
+            let rw = self.offset(weights, run.w_base as i64);
+            let rw = self.var(rw);
+            let rb = p.bias_off.map(|off| {
+                let v = self.offset(weights, (off * 4 + run.bias_base) as i64);
+                self.var(v)
+            });
+            let ro = self.b.ins().iconst(I64, (run.out_base * 4) as i64);
+            let ro = self.var(ro);
+            self.repeat(Count::Const(run.count), &mut |g| {
+                let (w, o) = (g.get(rw), g.get(ro));
+                let bias = rb.map(|v| g.get(v));
+                inner(g, run, w, bias, o);
+                g.add_imm(ro, (run.out_stride * 4) as i64);
+                g.add_imm(rw, run.w_stride as i64);
+                if let Some(v) = rb {
+                    g.add_imm(v, run.bias_stride as i64);
+                }
+            });
+        }
+    }
+
+    /// A conv/pointwise block's weights: its run repetition's weights `w`
+    /// advanced to the first valid tap.
+    fn tap_weights(&mut self, run: &Run, k: &BlockArgs, w: Value) -> Value {
+        let tap_bytes = run.tap_bytes(self.p.ci_per_tap) as i64;
+        match k.wk0 {
+            Some(wk0) => {
+                let t = self.b.ins().iadd_imm_s(wk0, k.kx0 as i64);
+                let t = self.b.ins().imul_imm_s(t, tap_bytes);
+                self.b.ins().iadd(w, t)
+            }
+            None => self.offset(w, k.kx0 as i64 * tap_bytes),
+        }
     }
 
     /// Depthwise stages: rows in runs of full rows (all kernel rows
@@ -418,16 +495,8 @@ impl Gen<'_, '_> {
                     g.var(v)
                 });
                 g.repeat(Count::Const(run.count), &mut |g| {
-                    let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
                     let w0 = g.get(rw);
-                    let w0 = match k.wk0 {
-                        Some(wk0) => {
-                            let t = g.b.ins().iadd_imm_s(wk0, k.kx0 as i64);
-                            let t = g.b.ins().imul_imm_s(t, tap_bytes);
-                            g.b.ins().iadd(w0, t)
-                        }
-                        None => g.offset(w0, k.kx0 as i64 * tap_bytes),
-                    };
+                    let w0 = g.tap_weights(run, k, w0);
                     let (i, o) = (g.get(ri), g.get(ro));
                     let bias = rb.map(|v| g.get(v));
                     g.block(run, k, i, w0, o, bias);
@@ -719,4 +788,38 @@ struct BlockArgs {
     kx0: usize,
     nkx: usize,
     res_delta: Option<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{plan, Kernel};
+    use convjit_ir::{compile_source, interpret, Rng, Weights};
+
+    /// Stages whose weights exceed `CHANNELS_OUTER_BYTES` take the
+    /// channel-outer loop order (the property tests' layers are too small):
+    /// borders, strides, a residual, channel tails, two images.
+    #[test]
+    fn channels_outer_matches_the_interpreter() {
+        for body in [
+            "input 5x6x126\n c: conv 3x3 -> 126, pad same, bias, relu6, residual",
+            "input 7x6x130\n c: conv 3x3 -> 127, stride 2, pad same, bias",
+            "input 3x5x370\n p: pointwise 370, bias, relu",
+        ] {
+            let l = compile_source(&format!("layer l {{ {body} }}"))
+                .unwrap()
+                .remove(0);
+            assert!(plan::plan(&l.stages[0]).channels_outer(), "{body}");
+            let w = Weights::random(&l, 1);
+            let x = Rng::new(2).vec(2 * l.input.len(), 1.0);
+            let want = interpret(&l, &w, &x, 2).unwrap();
+            let got = Kernel::compile(&l, &w).unwrap().run_alloc(&x, 2).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{body}: {a} vs {b}"
+                );
+            }
+        }
+    }
 }
