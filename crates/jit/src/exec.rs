@@ -25,6 +25,38 @@ impl Shared {
     }
 }
 
+/// The buffers of one run, kept for the next: whole tensors between
+/// groups (one image) and, per thread and group, the band buffers. Every
+/// step writes rows before any step reads them, so reuse needs no clearing.
+pub(crate) struct Scratch {
+    inter: Vec<Vec<f32>>,
+    bufs: Vec<Vec<Vec<Vec<f32>>>>,
+}
+
+impl Scratch {
+    fn new(
+        layer: &convjit_ir::Layer,
+        program: &crate::program::Program,
+        threads: usize,
+    ) -> Scratch {
+        let groups = &program.groups;
+        Scratch {
+            inter: groups[..groups.len() - 1]
+                .iter()
+                .map(|g| vec![0f32; layer.stages[g.last].output.len()])
+                .collect(),
+            bufs: (0..threads)
+                .map(|_| {
+                    groups
+                        .iter()
+                        .map(|g| g.buffers.iter().map(|&n| vec![0f32; n]).collect())
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Kernel {
     /// Runs `batch` NHWC images. Checks input.len() == batch*layer.input.len() and
     /// output.len() == batch*layer.output().len() before entering generated code.
@@ -41,24 +73,24 @@ impl Kernel {
             return Ok(());
         }
         let groups = &self.compiled.program.groups;
-        // Whole tensors between groups, for one image at a time.
-        let mut inter: Vec<Vec<f32>> = groups[..groups.len() - 1]
-            .iter()
-            .map(|g| vec![0f32; l.stages[g.last].output.len()])
-            .collect();
-        let inter: Vec<Shared> = inter.iter_mut().map(|v| Shared(v.as_mut_ptr())).collect();
         let threads = groups.iter().map(|g| g.threads.len()).max().unwrap_or(1);
+        // Buffers from an earlier run (fresh ones cost page faults).
+        let pool = || self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut scratch = pool()
+            .pop()
+            .unwrap_or_else(|| Scratch::new(l, &self.compiled.program, threads));
+        let inter: Vec<Shared> = scratch
+            .inter
+            .iter_mut()
+            .map(|v| Shared(v.as_mut_ptr()))
+            .collect();
         let (input_ptr, output_ptr) = (
             Shared(input.as_ptr().cast_mut()),
             Shared(output.as_mut_ptr()),
         );
         let barrier = Barrier::new(threads);
-        let worker = |t: usize| {
-            // This thread's band buffers, group by group.
-            let mut bufs: Vec<Vec<Vec<f32>>> = groups
-                .iter()
-                .map(|g| g.buffers.iter().map(|&n| vec![0f32; n]).collect())
-                .collect();
+        // `bufs`: this thread's band buffers, group by group.
+        let worker = |t: usize, bufs: &mut Vec<Vec<Vec<f32>>>| {
             for n in 0..batch {
                 // SAFETY (offsets): `n < batch`, and both buffers hold
                 // `batch` images (checked above).
@@ -83,17 +115,22 @@ impl Kernel {
                 }
             }
         };
-        if threads == 1 {
-            worker(0);
+        let (first, rest) = scratch
+            .bufs
+            .split_first_mut()
+            .expect("a scratch set per thread");
+        if rest.is_empty() {
+            worker(0, first);
         } else {
             std::thread::scope(|s| {
-                for t in 1..threads {
+                for (t, bufs) in rest.iter_mut().enumerate() {
                     let worker = &worker;
-                    s.spawn(move || worker(t));
+                    s.spawn(move || worker(t + 1, bufs));
                 }
-                worker(0);
+                worker(0, first);
             });
         }
+        pool().push(scratch);
         Ok(())
     }
 

@@ -150,6 +150,8 @@ pub struct Kernel {
     compiled: Arc<Compiled>,
     /// This kernel's weights, one per slot of `compiled.slots`.
     packed: Vec<Packed>,
+    /// Buffers of finished runs, for the next ones (one set per concurrent run).
+    scratch: Mutex<Vec<exec::Scratch>>,
     stats: CompileStats,
 }
 
@@ -315,6 +317,7 @@ impl Kernel {
             plan: layer_plan,
             compiled,
             packed,
+            scratch: Mutex::new(Vec::new()),
             stats: CompileStats {
                 seconds: if cache_hit {
                     0.0
