@@ -88,47 +88,56 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
             "pct_peak_128": round(100.0 * gflops / PEAK_128_GFLOPS, 1),
         }));
     };
-    let jit_time = median_per_call(budget, || {
-        kernel
-            .run(&input, &mut output, batch)
-            .expect("lengths checked above");
-    });
-    add("jit", jit_time);
     // The same code generator without fusion, and on every core: what the
-    // planner's fusion and threads are worth, measured in the same run.
+    // planner's fusion and threads are worth.
     let fused = kernel.plan().groups.iter().any(|g| g.last > g.first);
     let cores = convjit::Host::detect().cores;
-    let mut others = Vec::new();
+    let mut other_options = Vec::new();
     if fused {
         let o = convjit::Options {
             fuse: convjit::Fusion::Never,
             ..options.clone()
         };
-        others.push(("jit-unfused".to_string(), o));
+        other_options.push(("jit-unfused".to_string(), o));
     }
     if options.threads == 1 && cores > 1 {
         let o = convjit::Options {
             threads: cores,
             ..options.clone()
         };
-        others.push((format!("jit-{cores}threads"), o));
+        other_options.push((format!("jit-{cores}threads"), o));
     }
-    for (name, o) in others {
+    let mut others = Vec::new();
+    for (name, o) in other_options {
         let k = Kernel::compile_with(layer, &weights, &o).map_err(convjit::Error::from)?;
-        let mut out = vec![0f32; output.len()];
-        let t = median_per_call(budget, || {
-            k.run(&input, &mut out, batch)
-                .expect("lengths checked above");
-        });
-        add(&name, t);
+        others.push((name, k, vec![0f32; output.len()]));
     }
+    let mut baselines = Vec::new();
     if !a.no_baselines {
         for family in Family::ALL {
-            if let Some(mut baseline) = Baseline::prepare(family, layer, &weights) {
-                let mut out = vec![0f32; output.len()];
-                let t = median_per_call(budget, || baseline.run(&input, &mut out, batch));
-                add(baseline.name(), t);
+            if let Some(b) = Baseline::prepare(family, layer, &weights) {
+                baselines.push((b, vec![0f32; output.len()]));
             }
+        }
+    }
+    {
+        let mut variants: Vec<Timed> = Vec::new();
+        let (kernel, input, output) = (&kernel, &input, &mut output);
+        variants.push((
+            "jit".into(),
+            Box::new(move || kernel.run(input, output, batch).expect("lengths checked")),
+        ));
+        for (name, k, out) in &mut others {
+            let run = move || k.run(input, out, batch).expect("lengths checked");
+            variants.push((name.clone(), Box::new(run)));
+        }
+        for (b, out) in &mut baselines {
+            let name = b.name().to_string();
+            variants.push((name, Box::new(move || b.run(input, out, batch))));
+        }
+        let times = interleaved_medians(budget, &mut variants);
+        for ((name, _), t) in variants.iter().zip(times) {
+            add(name, t);
         }
     }
     let mut max_diff = None;
@@ -168,9 +177,9 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * p).round() / p
 }
 
-/// Median time of one call of `f`. Calls are grouped into samples of at
-/// least 1 ms (so the clock's resolution does not matter) until `budget`
-/// is spent, with at least 3 samples after one warm-up call.
+/// Median time of one call of `f` (for the slow interpreter). Calls are
+/// grouped into samples of at least 1 ms until `budget` is spent, with at
+/// least 3 samples after one warm-up call.
 fn median_per_call(budget: Duration, mut f: impl FnMut()) -> Duration {
     let t = Instant::now();
     f();
@@ -187,6 +196,44 @@ fn median_per_call(budget: Duration, mut f: impl FnMut()) -> Duration {
     }
     samples.sort();
     samples[samples.len() / 2]
+}
+
+/// A named thing to time.
+type Timed<'a> = (String, Box<dyn FnMut() + 'a>);
+
+/// Median time of one call of each variant, sampled in interleaved rounds
+/// (one sample of each per round) so that load on this shared machine
+/// falls on all of them alike and their ratios hold. Each gets about
+/// `budget`; samples group calls into at least 1 ms.
+fn interleaved_medians(budget: Duration, variants: &mut [Timed<'_>]) -> Vec<Duration> {
+    let reps: Vec<u32> = variants
+        .iter_mut()
+        .map(|(_, f)| {
+            let t = Instant::now();
+            f();
+            let once = t.elapsed().max(Duration::from_nanos(1));
+            (Duration::from_millis(1).as_nanos() / once.as_nanos()).clamp(1, 100_000) as u32
+        })
+        .collect();
+    let mut samples = vec![Vec::new(); variants.len()];
+    let start = Instant::now();
+    let total = budget * variants.len() as u32;
+    while samples[0].len() < 5 || (start.elapsed() < total && samples[0].len() < 1000) {
+        for ((_, f), (s, &r)) in variants.iter_mut().zip(samples.iter_mut().zip(&reps)) {
+            let t = Instant::now();
+            for _ in 0..r {
+                f();
+            }
+            s.push(t.elapsed() / r);
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort();
+            s[s.len() / 2]
+        })
+        .collect()
 }
 
 fn text(r: &serde_json::Value) -> String {
