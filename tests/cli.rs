@@ -535,3 +535,23 @@ fn plan_shows_fusion_and_threads_and_run_honours_them() {
         assert_eq!(stdout(&o), reference, "{extra:?}");
     }
 }
+
+#[test]
+fn a_layer_too_wide_to_compile_is_a_clear_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("wide.conv");
+    std::fs::write(
+        &conv,
+        "layer wide {\n  input 1x16384x1\n  c: conv 1x16384 -> 1, pad same\n}\n",
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    let o = convjit(&["run", s(&conv)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("too wide to compile"), "{}", stderr(&o));
+    assert!(t.elapsed().as_secs() < 30);
+    // The interpreter still runs it.
+    assert!(convjit(&["run", s(&conv), "--engine", "interp"])
+        .status
+        .success());
+}

@@ -128,6 +128,9 @@ impl Failure {
         match self {
             // Source errors are already "FILE:LINE:COL: error: ...".
             Failure::Input(e @ convjit::Error::Source { .. }) => e.to_string(),
+            Failure::Input(e @ convjit::Error::Jit(convjit::JitError::TooLarge(_))) => {
+                format!("error: {e}")
+            }
             Failure::Input(e @ convjit::Error::Jit(_)) => format!("internal error: {e}"),
             Failure::Input(e) => format!("error: {e}"),
             Failure::Usage(m) => format!("error: {m}"),

@@ -119,6 +119,7 @@ impl From<convjit_jit::JitError> for AotError {
         match e {
             convjit_jit::JitError::Data(d) => AotError::Data(d),
             convjit_jit::JitError::Codegen(m) => AotError::Codegen(m),
+            convjit_jit::JitError::TooLarge(m) => AotError::Layer(m),
         }
     }
 }

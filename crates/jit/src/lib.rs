@@ -48,6 +48,9 @@ pub enum JitError {
     /// Cranelift could not compile the generated code (a bug or an
     /// unsupported host).
     Codegen(String),
+    /// The specialised code would be too large to compile in reasonable
+    /// time (very wide kernels, where every output column differs).
+    TooLarge(String),
 }
 
 impl fmt::Display for JitError {
@@ -55,6 +58,7 @@ impl fmt::Display for JitError {
         match self {
             JitError::Data(e) => e.fmt(f),
             JitError::Codegen(m) => write!(f, "code generation failed: {m}"),
+            JitError::TooLarge(m) => f.write_str(m),
         }
     }
 }
@@ -63,7 +67,7 @@ impl std::error::Error for JitError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             JitError::Data(e) => Some(e),
-            JitError::Codegen(_) => None,
+            JitError::Codegen(_) | JitError::TooLarge(_) => None,
         }
     }
 }
@@ -211,6 +215,10 @@ struct Key {
     options: Options,
     isa: String,
 }
+
+/// Estimated instructions (see [`plan::code_size`]) beyond which a layer
+/// is refused: about a second of compile time.
+const MAX_CODE_SIZE: usize = 400_000;
 
 /// Entries kept at most; beyond, the cache starts over (kernels keep their code).
 const CACHE_CAPACITY: usize = 256;
@@ -394,6 +402,16 @@ pub fn define_stages<M: Module>(
     name: impl Fn(usize) -> String,
     linkage: Linkage,
 ) -> Result<(Vec<FuncId>, String), JitError> {
+    // Refused before emitting: a very wide kernel would otherwise take
+    // minutes (and gigabytes) to generate and compile.
+    let size: usize = plans.iter().map(plan::code_size).sum();
+    if size > MAX_CODE_SIZE {
+        return Err(JitError::TooLarge(format!(
+            "the layer would need about {size} instructions of specialised code \
+             (limit {MAX_CODE_SIZE}): its kernels are too wide to compile; \
+             the interpreter (--engine interp) runs it"
+        )));
+    }
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     let sig = stage_signature(module);

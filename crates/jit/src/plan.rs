@@ -529,6 +529,24 @@ impl Plan {
 /// the generated code reads: per group, per run repetition, a block
 /// `[ky][kx][ci_per_tap][unit][lane]`, zeros in unused lanes; then the bias
 /// as `[group][run repetition][unit][lane]`.
+/// A rough count of the instructions code generation will emit for `plan`:
+/// every column segment (conv, pointwise) or column block with its
+/// per-pixel taps unrolled (depthwise) costs code, for full and border rows.
+pub fn code_size(plan: &Plan) -> usize {
+    let acc = plan.sched.units * plan.sched.px;
+    match plan.strategy {
+        Strategy::Reduce => plan.segments.len() * 2 * (4 * acc + 64),
+        Strategy::DwChannels | Strategy::DwMultiplier => {
+            let taps: usize = plan
+                .col_blocks()
+                .iter()
+                .map(|b| b.cols.iter().map(|&(_, n)| n).sum::<usize>())
+                .sum();
+            2 * (taps * plan.kh * plan.sched.units + plan.segments.len() * 64)
+        }
+    }
+}
+
 /// Everything [`pack`] reads of a plan: two plans with equal keys pack the
 /// same weights identically (row bands of one stage usually do).
 pub fn pack_key(plan: &Plan) -> impl Eq + '_ {
