@@ -307,13 +307,14 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     )
     .map_err(cg_err)?;
     let mut module = record::Recording::new(ObjectModule::new(builder), emit == Emit::Asm);
-    let (stage_ids, stage_clif) = convjit_jit::define_stages(
+    let mut clif = String::new();
+    let stage_ids = convjit_jit::define_stages(
         &mut module,
         &plans,
         |i| format!("{symbol}_stage{i}"),
         Linkage::Local,
+        (emit == Emit::Clif).then_some(&mut clif),
     )?;
-    let mut clif = stage_clif;
 
     let (layout, weights_source) = match &opts.weights {
         Some(w) => {

@@ -63,8 +63,14 @@ fn main() {
                 isa,
                 cranelift_module::default_libcall_names(),
             ));
-            let (ids, _) =
-                define_stages(&mut module, &plans, |i| format!("s{i}"), Linkage::Local).unwrap();
+            let ids = define_stages(
+                &mut module,
+                &plans,
+                |i| format!("s{i}"),
+                Linkage::Local,
+                None,
+            )
+            .unwrap();
             module.finalize_definitions().unwrap();
             let compile_ms = t.elapsed().as_secs_f64() * 1e3;
             let fns = ids

@@ -298,9 +298,11 @@ impl Gen<'_, '_> {
         }
     }
 
-    /// Depthwise stages: rows in runs of full rows (all kernel rows
-    /// unrolled) and border rows (a run-time loop over the valid kernel
-    /// rows); each row in [`Plan::col_blocks`], whose pixels carry their own
+    /// Depthwise stages: every output row alike, with a run-time loop over
+    /// its valid kernel rows, so one body serves border and interior rows.
+    /// (A second body for interior rows with all kernel rows unrolled ran
+    /// no faster and doubled the code, and with it the compile time.)
+    /// Each row walks [`Plan::col_blocks`], whose pixels carry their own
     /// valid kernel columns.
     fn dw_body(
         &mut self,
@@ -316,67 +318,22 @@ impl Gen<'_, '_> {
         let out_img = self.var(output);
         let in_row_bytes = (p.w * p.ci * 4) as i64;
         let out_row_bytes = (p.wo * p.co * 4) as i64;
-        let rows = p.rows();
-        let (f0, f1) = rows.full;
         let cols = p.col_blocks();
         self.repeat(Count::Dyn(batch), &mut |g| {
-            // Border rows (top, then bottom) share one loop: the i-th is
-            // row i, or i + (f1 - f0) once past the top ones.
-            let i = g.b.ins().iconst(I64, 0);
-            let i = g.var(i);
-            g.repeat(Count::Const(p.ho - (f1 - f0)), &mut |g| {
-                let iv = g.get(i);
-                let oy = if f1 > f0 {
-                    let below =
-                        g.b.ins()
-                            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, iv, f0 as i64);
-                    let skip = g.b.ins().iadd_imm_s(iv, (f1 - f0) as i64);
-                    g.b.ins().select(below, skip, iv)
-                } else {
-                    iv
-                };
+            let oy = g.b.ins().iconst(I64, 0);
+            let oy = g.var(oy);
+            g.repeat(Count::Const(p.ho), &mut |g| {
+                let oyv = g.get(oy);
                 let img = g.get(in_img);
-                let (ky0, nky, iy) = g.row_taps(oy);
+                let (ky0, nky, iy) = g.row_taps(oyv);
                 let off = g.b.ins().imul_imm_s(iy, in_row_bytes);
                 let in_row = g.b.ins().iadd(img, off);
                 let wk0 = g.b.ins().imul_imm_s(ky0, p.kw as i64);
                 let oimg = g.get(out_img);
-                let off = g.b.ins().imul_imm_s(oy, out_row_bytes);
+                let off = g.b.ins().imul_imm_s(oyv, out_row_bytes);
                 let out_row = g.b.ins().iadd(oimg, off);
-                g.dw_row(
-                    &cols,
-                    in_row,
-                    out_row,
-                    Some(wk0),
-                    Count::Dyn(nky),
-                    weights,
-                    res_delta,
-                );
-                g.add_imm(i, 1);
-            });
-            // Full rows: input row oy*sh - pt.
-            let img = g.get(in_img);
-            let ir = g.offset(
-                img,
-                (f0 * p.sh) as i64 * in_row_bytes - p.pt as i64 * in_row_bytes,
-            );
-            let ir = g.var(ir);
-            let oimg = g.get(out_img);
-            let or = g.offset(oimg, f0 as i64 * out_row_bytes);
-            let or = g.var(or);
-            g.repeat(Count::Const(f1 - f0), &mut |g| {
-                let (in_row, out_row) = (g.get(ir), g.get(or));
-                g.dw_row(
-                    &cols,
-                    in_row,
-                    out_row,
-                    None,
-                    Count::Const(p.kh),
-                    weights,
-                    res_delta,
-                );
-                g.add_imm(ir, p.sh as i64 * in_row_bytes);
-                g.add_imm(or, out_row_bytes);
+                g.dw_row(&cols, in_row, out_row, wk0, nky, weights, res_delta);
+                g.add_imm(oy, 1);
             });
             g.add_imm(in_img, (p.h as i64) * in_row_bytes);
             g.add_imm(out_img, (p.ho as i64) * out_row_bytes);
@@ -385,15 +342,15 @@ impl Gen<'_, '_> {
 
     /// One depthwise output row: its column blocks, all channels each.
     /// `in_row` points at the input row of the first valid kernel row,
-    /// `wk0` is that kernel row times `kw` (`None`: kernel row 0).
+    /// `wk0` is that kernel row times `kw`, `nky` the valid kernel rows.
     #[allow(clippy::too_many_arguments)]
     fn dw_row(
         &mut self,
         cols: &[ColBlock],
         in_row: Value,
         out_row: Value,
-        wk0: Option<Value>,
-        nky: Count,
+        wk0: Value,
+        nky: Value,
         weights: Value,
         res_delta: Option<Value>,
     ) {
@@ -414,8 +371,8 @@ impl Gen<'_, '_> {
                 let k = BlockArgs {
                     npx,
                     cols: Some(c.cols.clone()),
-                    nky,
-                    wk0,
+                    nky: Count::Dyn(nky),
+                    wk0: Some(wk0),
                     kx0: 0,
                     nkx: 0,
                     res_delta,
@@ -554,23 +511,13 @@ impl Gen<'_, '_> {
         let in_ky = (p.dh * p.w * p.ci * 4) as i64;
         let w_ky = p.kw as i64 * tap_bytes;
         match (&k.cols, k.nky) {
-            // Depthwise, every kernel row valid: all taps straight-line with
-            // immediate offsets from the block's pointers. (Advancing
-            // pointers between kernel rows made the register allocator
-            // spill accumulators at each row boundary.)
-            (Some(cols), Count::Const(n)) => {
-                for ky in 0..n {
-                    let (io, wo) = (ky as i64 * in_ky, ky as i64 * w_ky);
-                    self.dw_taps(run, &acc, cols, in_ptr, w_ptr, io, wo);
-                }
-            }
-            // Depthwise border rows: a loop over the valid kernel rows.
+            // Depthwise: a loop over the valid kernel rows.
             (Some(cols), nky) => {
                 let iky = self.var(in_ptr);
                 let wky = self.var(w_ptr);
                 self.repeat(nky, &mut |g| {
                     let (i, w) = (g.get(iky), g.get(wky));
-                    g.dw_taps(run, &acc, cols, i, w, 0, 0);
+                    g.dw_taps(run, &acc, cols, i, w);
                     g.add_imm(iky, in_ky);
                     g.add_imm(wky, w_ky);
                 });
@@ -657,15 +604,14 @@ impl Gen<'_, '_> {
         }
     }
 
-    /// Depthwise taps of one kernel row, unrolled: for each kernel column
-    /// and unit, one weight vector, then one FMA per pixel of the block for
-    /// which that column is valid (`cols[px] = (kx0, nkx)`). `io` and `wo`
-    /// are byte offsets of the kernel row from `i` and `w`.
+    /// Depthwise taps of one kernel row (`i`, `w` point at its input and
+    /// weights), unrolled: for each kernel column and unit, one weight
+    /// vector, then one FMA per pixel of the block for which that column is
+    /// valid (`cols[px] = (kx0, nkx)`).
     ///
-    /// The weight vector is used by every pixel, so `fma` (which ties its
-    /// result to a multiplicand) copies it before each use but the last;
-    /// the input is used once and folds into the FMA as its memory operand.
-    #[allow(clippy::too_many_arguments)]
+    /// Each input vector is loaded into a fresh register that `fma` (which
+    /// ties its result to a multiplicand) overwrites with the new
+    /// accumulator, so the shared weight vector needs no copies.
     fn dw_taps(
         &mut self,
         run: &Run,
@@ -673,8 +619,6 @@ impl Gen<'_, '_> {
         cols: &[(usize, usize)],
         i: Value,
         w: Value,
-        io: i64,
-        wo: i64,
     ) {
         let p = self.p;
         let pstride = (p.sw * p.ci * 4) as i64;
@@ -686,9 +630,9 @@ impl Gen<'_, '_> {
             if pxs.is_empty() {
                 continue;
             }
-            let tap_in = io + (kx * p.dw * p.ci * 4) as i64;
+            let tap_in = (kx * p.dw * p.ci * 4) as i64;
             for (u, unit) in run.units.iter().enumerate() {
-                let off = wo + (kx * nu + u) as i64 * VB;
+                let off = (kx * nu + u) as i64 * VB;
                 let wv = self.b.ins().load(F32X4, self.mf, w, off as i32);
                 for &px in &pxs {
                     let x = self.input(&unit.input, i, px as i64 * pstride + tap_in);

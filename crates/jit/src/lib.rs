@@ -85,10 +85,14 @@ fn codegen_err(e: impl fmt::Display) -> JitError {
 /// How a [`Kernel`] came to be.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CompileStats {
-    /// Seconds spent generating and compiling code (0 on a cache hit).
+    /// Seconds to get the machine code: planning, generating and compiling
+    /// it, or on a cache hit the lookup.
     pub seconds: f64,
     /// The machine code was reused from an earlier compile of the same shapes.
     pub cache_hit: bool,
+    /// Seconds spent packing this kernel's weights (every compile, hit or
+    /// not: the code is shared, the weights are the kernel's own).
+    pub pack_seconds: f64,
 }
 
 type StageFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, usize);
@@ -98,7 +102,6 @@ struct Code {
     /// Owns the executable memory; freed on drop.
     module: Option<JITModule>,
     fns: Vec<StageFn>,
-    clif: String,
 }
 
 // SAFETY: the module is finalized before `Code` is built and never touched
@@ -150,7 +153,10 @@ impl Packed {
 /// `Send + Sync`: one kernel may run on several threads at once.
 pub struct Kernel {
     layer: Layer,
-    plan: LayerPlan,
+    options: Options,
+    /// Made on first request: a cache hit needs no plan (it is a function
+    /// of the stages and options, which the cache key holds).
+    plan: OnceLock<LayerPlan>,
     compiled: Arc<Compiled>,
     /// This kernel's weights, one per slot of `compiled.slots`.
     packed: Vec<Packed>,
@@ -163,6 +169,8 @@ pub struct Kernel {
 /// names and weight values, so shared by every kernel of those shapes.
 struct Compiled {
     program: program::Program,
+    /// One per function of `program`: kept to print the CLIF on request.
+    plans: Vec<plan::Plan>,
     /// Packed-weight slots: the stage and the plan that packs it (row
     /// bands of one stage usually share one).
     slots: Vec<(usize, plan::Plan)>,
@@ -200,6 +208,7 @@ impl Compiled {
         let code = build(&plans, isa)?;
         Ok(Compiled {
             program,
+            plans,
             slots,
             slot_of,
             code,
@@ -207,13 +216,52 @@ impl Compiled {
     }
 }
 
-/// The cache key: the stages without names or keys, the planner's
-/// options (the host is fixed per process), the ISA.
+/// The cache key: what the machine code depends on, which is the stages
+/// without names and the planner's options (the host and the ISA are
+/// fixed per process).
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
-    stages: Vec<Stage>,
+    stages: Vec<StageShape>,
     options: Options,
-    isa: String,
+}
+
+/// [`stage_signature`] for the JIT's host ISA.
+fn host_signature(isa: &OwnedTargetIsa) -> Signature {
+    let mut sig = Signature::new(isa.default_call_conv());
+    sig.params = vec![AbiParam::new(I64); 5];
+    sig
+}
+
+/// A stage without its names.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct StageShape {
+    kind: convjit_ir::StageKind,
+    input: convjit_ir::Shape,
+    output: convjit_ir::Shape,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    padding: convjit_ir::Padding,
+    bias: bool,
+    activation: convjit_ir::Activation,
+    residual: bool,
+}
+
+impl StageShape {
+    fn of(s: &Stage) -> StageShape {
+        StageShape {
+            kind: s.kind,
+            input: s.input,
+            output: s.output,
+            kernel: s.kernel,
+            stride: s.stride,
+            dilation: s.dilation,
+            padding: s.padding,
+            bias: s.bias_key.is_some(),
+            activation: s.activation,
+            residual: s.residual,
+        }
+    }
 }
 
 /// Estimated instructions (see [`plan::code_size`]) beyond which a layer
@@ -235,8 +283,8 @@ fn host() -> Host {
 }
 
 /// The host ISA with our flags, built once.
-fn isa() -> Result<(OwnedTargetIsa, &'static str), JitError> {
-    static ISA: OnceLock<Result<(OwnedTargetIsa, String), String>> = OnceLock::new();
+fn isa() -> Result<OwnedTargetIsa, JitError> {
+    static ISA: OnceLock<Result<OwnedTargetIsa, String>> = OnceLock::new();
     let r = ISA.get_or_init(|| {
         let mut flags = settings::builder();
         let set = |f: &mut settings::Builder, k: &str, v: &str| {
@@ -254,24 +302,11 @@ fn isa() -> Result<(OwnedTargetIsa, &'static str), JitError> {
         };
         set(&mut flags, "enable_verifier", verify)?;
         let builder = cranelift_native::builder().map_err(|e| e.to_string())?;
-        let isa = builder
+        builder
             .finish(settings::Flags::new(flags))
-            .map_err(|e| e.to_string())?;
-        let key = format!(
-            "{} {} {:?}",
-            isa.triple(),
-            isa.flags(),
-            isa.isa_flags()
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-        );
-        Ok((isa, key))
+            .map_err(|e| e.to_string())
     });
-    match r {
-        Ok((isa, key)) => Ok((isa.clone(), key.as_str())),
-        Err(e) => Err(JitError::Codegen(e.clone())),
-    }
+    r.clone().map_err(JitError::Codegen)
 }
 
 impl Kernel {
@@ -289,13 +324,9 @@ impl Kernel {
     ) -> Result<Kernel, JitError> {
         weights.check(layer)?;
         let start = Instant::now();
-        // Planned every time: cheap, and its reasons name this layer's stages.
-        let layer_plan = layer_plan::plan_layer(layer, options, &host());
-        let (isa, isa_key) = isa()?;
         let key = Key {
-            stages: layer.stages.iter().map(anonymous).collect(),
+            stages: layer.stages.iter().map(StageShape::of).collect(),
             options: options.clone(),
-            isa: isa_key.to_string(),
         };
         let hit = cache()
             .lock()
@@ -303,10 +334,13 @@ impl Kernel {
             .get(&key)
             .cloned();
         let cache_hit = hit.is_some();
+        let plan = OnceLock::new();
         let compiled = match hit {
             Some(c) => c,
             None => {
-                let c = Arc::new(Compiled::new(layer, &layer_plan, isa)?);
+                let layer_plan = layer_plan::plan_layer(layer, options, &host());
+                let c = Arc::new(Compiled::new(layer, &layer_plan, isa()?)?);
+                let _ = plan.set(layer_plan);
                 let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
                 if cache.len() >= CACHE_CAPACITY {
                     cache.clear();
@@ -315,6 +349,8 @@ impl Kernel {
                 c
             }
         };
+        let seconds = start.elapsed().as_secs_f64();
+        let start = Instant::now();
         let packed = compiled
             .slots
             .iter()
@@ -322,17 +358,15 @@ impl Kernel {
             .collect();
         Ok(Kernel {
             layer: layer.clone(),
-            plan: layer_plan,
+            options: options.clone(),
+            plan,
             compiled,
             packed,
             scratch: Mutex::new(Vec::new()),
             stats: CompileStats {
-                seconds: if cache_hit {
-                    0.0
-                } else {
-                    start.elapsed().as_secs_f64()
-                },
+                seconds,
                 cache_hit,
+                pack_seconds: start.elapsed().as_secs_f64(),
             },
         })
     }
@@ -351,19 +385,22 @@ impl Kernel {
         Ok(out)
     }
 
-    /// The Cranelift IR text of every generated function.
-    pub fn clif(&self) -> &str {
-        &self.compiled.code.clif
+    /// The Cranelift IR text of every generated function (generated again
+    /// on request: compiling does not print it).
+    pub fn clif(&self) -> String {
+        clif_text(&self.compiled.plans)
     }
 
-    /// Seconds spent compiling (0 on a cache hit) and whether it was a cache hit.
+    /// Time to get the code and to pack the weights, and whether the code
+    /// came from the cache.
     pub fn compile_stats(&self) -> CompileStats {
         self.stats
     }
 
     /// The layer plan: fusion groups, bands, threads, and why.
     pub fn plan(&self) -> &LayerPlan {
-        &self.plan
+        self.plan
+            .get_or_init(|| layer_plan::plan_layer(&self.layer, &self.options, &host()))
     }
 
     /// The blocking decisions of each stage.
@@ -395,15 +432,43 @@ pub(crate) fn check_len(
 /// Declares and defines one function per stage plan in `module` (the JIT's
 /// or an object file's), with the signature
 /// `(input, weights, output, residual: *const f32 / *mut f32, batch: usize)`.
-/// Returns the function ids and the functions' CLIF text.
+/// Returns the function ids; appends the functions' CLIF text to `clif` if
+/// given (printing costs a fifth of the compile time, so the JIT does not).
 pub fn define_stages<M: Module>(
     module: &mut M,
     plans: &[plan::Plan],
     name: impl Fn(usize) -> String,
     linkage: Linkage,
-) -> Result<(Vec<FuncId>, String), JitError> {
-    // Refused before emitting: a very wide kernel would otherwise take
-    // minutes (and gigabytes) to generate and compile.
+    mut clif: Option<&mut String>,
+) -> Result<Vec<FuncId>, JitError> {
+    check_code_size(plans)?;
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    let sig = stage_signature(module);
+    let mut ids = Vec::new();
+    for (i, p) in plans.iter().enumerate() {
+        let id = module
+            .declare_function(&name(i), linkage, &sig)
+            .map_err(codegen_err)?;
+        ctx.func.signature = sig.clone();
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        emit_function(&mut ctx.func, &mut fctx, p, module.target_config());
+        if let Some(text) = clif.as_deref_mut() {
+            text.push_str(&ctx.func.display().to_string());
+            text.push('\n');
+        }
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| JitError::Codegen(format!("{e:?}")))?;
+        module.clear_context(&mut ctx);
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Refuses layers before emitting anything when a very wide kernel would
+/// take minutes (and gigabytes) to generate and compile.
+fn check_code_size(plans: &[plan::Plan]) -> Result<(), JitError> {
     let size: usize = plans.iter().map(plan::code_size).sum();
     if size > MAX_CODE_SIZE {
         return Err(JitError::TooLarge(format!(
@@ -412,34 +477,43 @@ pub fn define_stages<M: Module>(
              the interpreter (--engine interp) runs it"
         )));
     }
-    let mut ctx = module.make_context();
+    Ok(())
+}
+
+/// Builds the body of one stage function into `func` (signature set).
+fn emit_function(
+    func: &mut cranelift_codegen::ir::Function,
+    fctx: &mut FunctionBuilderContext,
+    p: &plan::Plan,
+    config: cranelift_codegen::isa::TargetFrontendConfig,
+) {
+    let mut b = FunctionBuilder::new(func, fctx);
+    codegen::emit(p, &mut b);
+    b.seal_all_blocks();
+    b.finalize(config);
+    // Print values rather than the SSA builder's alias chains.
+    func.dfg.resolve_all_aliases();
+}
+
+/// The CLIF text of the stage functions of `plans`, as the JIT compiles
+/// them (functions `u0:0`, `u0:1`, ... in order).
+fn clif_text(plans: &[plan::Plan]) -> String {
+    let Ok(isa) = isa() else {
+        return String::new();
+    };
+    let sig = host_signature(&isa);
     let mut fctx = FunctionBuilderContext::new();
-    let sig = stage_signature(module);
-    let mut ids = Vec::new();
-    let mut clif = String::new();
+    let mut text = String::new();
     for (i, p) in plans.iter().enumerate() {
-        let id = module
-            .declare_function(&name(i), linkage, &sig)
-            .map_err(codegen_err)?;
-        ctx.func.signature = sig.clone();
-        ctx.func.name = UserFuncName::user(0, id.as_u32());
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            codegen::emit(p, &mut b);
-            b.seal_all_blocks();
-            b.finalize(module.target_config());
-        }
-        // Print values rather than the SSA builder's alias chains.
-        ctx.func.dfg.resolve_all_aliases();
-        clif.push_str(&ctx.func.display().to_string());
-        clif.push('\n');
-        module
-            .define_function(id, &mut ctx)
-            .map_err(|e| JitError::Codegen(format!("{e:?}")))?;
-        module.clear_context(&mut ctx);
-        ids.push(id);
+        let mut func = cranelift_codegen::ir::Function::with_name_signature(
+            UserFuncName::user(0, i as u32),
+            sig.clone(),
+        );
+        emit_function(&mut func, &mut fctx, p, isa.frontend_config());
+        text.push_str(&func.display().to_string());
+        text.push('\n');
     }
-    Ok((ids, clif))
+    text
 }
 
 /// `(i64 x 5) -> ()` in the module's default calling convention: the
@@ -452,22 +526,98 @@ pub fn stage_signature<M: Module>(module: &M) -> Signature {
     sig
 }
 
-/// A stage without its names, for the cache key.
-fn anonymous(s: &Stage) -> Stage {
-    Stage {
-        name: String::new(),
-        weight_key: String::new(),
-        bias_key: s.bias_key.as_ref().map(|_| String::new()),
-        ..s.clone()
+/// Estimated instructions below which a layer's functions are compiled on
+/// the calling thread alone: a thread costs tens of microseconds, and
+/// Cranelift about 2-3 us per instruction here.
+const PARALLEL_CODE_SIZE: usize = 500;
+
+/// Machine code of one stage function and its alignment.
+type Machine = (Vec<u8>, u64);
+
+/// Compiles the stage functions of `plans` to machine code, on up to as
+/// many threads as the host has cores (the functions of a fused layer,
+/// e.g. its row bands, are independent), largest first.
+fn compile_all(plans: &[plan::Plan], isa: &OwnedTargetIsa) -> Result<Vec<Machine>, JitError> {
+    check_code_size(plans)?;
+    let sizes: Vec<usize> = plans.iter().map(plan::code_size).collect();
+    let mut order: Vec<usize> = (0..plans.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    let threads = if sizes.iter().sum::<usize>() < PARALLEL_CODE_SIZE {
+        1
+    } else {
+        host().cores.clamp(1, plans.len().max(1))
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = Mutex::new(vec![None; plans.len()]);
+    let work = || -> Result<(), JitError> {
+        let mut ctx = cranelift_codegen::Context::new();
+        let mut fctx = FunctionBuilderContext::new();
+        loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&i) = order.get(k) else {
+                return Ok(());
+            };
+            let m = compile_one(&mut ctx, &mut fctx, &plans[i], isa)?;
+            done.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(m);
+        }
+    };
+    if threads == 1 {
+        work()?;
+    } else {
+        std::thread::scope(|s| {
+            let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let mut r = work();
+            for h in helpers {
+                let hr = h
+                    .join()
+                    .unwrap_or_else(|_| Err(codegen_err("compiler thread panicked")));
+                r = r.and(hr);
+            }
+            r
+        })?;
     }
+    let done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    Ok(done.into_iter().flatten().collect())
+}
+
+/// One stage function's machine code. Our functions reference nothing
+/// outside themselves (constants live in the function's own pool), so the
+/// bytes need no relocation.
+fn compile_one(
+    ctx: &mut cranelift_codegen::Context,
+    fctx: &mut FunctionBuilderContext,
+    p: &plan::Plan,
+    isa: &OwnedTargetIsa,
+) -> Result<Machine, JitError> {
+    ctx.clear();
+    ctx.func.signature = host_signature(isa);
+    emit_function(&mut ctx.func, fctx, p, isa.frontend_config());
+    let code = ctx
+        .compile(&**isa, &mut Default::default())
+        .map_err(|e| JitError::Codegen(format!("{:?}", e.inner)))?;
+    if !code.buffer.relocs().is_empty() {
+        return Err(codegen_err("a stage function needs relocations"));
+    }
+    Ok((code.code_buffer().to_vec(), code.buffer.alignment as u64))
 }
 
 fn build(plans: &[plan::Plan], isa: OwnedTargetIsa) -> Result<Code, JitError> {
+    let machine = compile_all(plans, &isa)?;
     let mut module = JITModule::new(JITBuilder::with_isa(
         isa,
         cranelift_module::default_libcall_names(),
     ));
-    let (ids, clif) = define_stages(&mut module, plans, |i| format!("stage{i}"), Linkage::Local)?;
+    let sig = stage_signature(&module);
+    let mut ids = Vec::new();
+    for (i, (bytes, align)) in machine.iter().enumerate() {
+        let id = module
+            .declare_function(&format!("stage{i}"), Linkage::Local, &sig)
+            .map_err(codegen_err)?;
+        module
+            .define_function_bytes(id, *align, bytes, &[])
+            .map_err(codegen_err)?;
+        ids.push(id);
+    }
     module.finalize_definitions().map_err(codegen_err)?;
     let fns = ids
         .iter()
@@ -482,6 +632,5 @@ fn build(plans: &[plan::Plan], isa: OwnedTargetIsa) -> Result<Code, JitError> {
     Ok(Code {
         module: Some(module),
         fns,
-        clif,
     })
 }

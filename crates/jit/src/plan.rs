@@ -449,15 +449,6 @@ pub fn plan(stage: &Stage) -> Plan {
     }
 }
 
-/// Depthwise output rows: the `full` ones (every kernel row valid; the
-/// loop over kernel rows unrolled) are `full.0..full.1`; the others are
-/// border rows whose valid kernel rows are computed at run time:
-/// `0..full.0` and `full.1..ho`, or all rows when none is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rows {
-    pub full: (usize, usize),
-}
-
 /// `count` consecutive register blocks of output columns starting at
 /// `start`, each of `cols.len()` pixels with the valid kernel columns
 /// `cols[px] = (kx0, nkx)` (the same for every repetition).
@@ -480,18 +471,6 @@ impl Plan {
     pub fn channels_outer(&self) -> bool {
         self.strategy == Strategy::Reduce
             && self.kh * self.kw * self.ci * self.co * 4 > CHANNELS_OUTER_BYTES
-    }
-
-    /// Depthwise: which output rows read every kernel row. They are
-    /// contiguous (a row is full iff `pt <= oy*sh <= h - 1 + pt - (kh-1)*dh`).
-    pub fn rows(&self) -> Rows {
-        let full: Vec<usize> = (0..self.ho)
-            .filter(|&oy| tap_range(oy, self.sh, self.dh, self.pt, self.kh, self.h) == (0, self.kh))
-            .collect();
-        match (full.first(), full.last()) {
-            (Some(&a), Some(&b)) => Rows { full: (a, b + 1) },
-            _ => Rows { full: (0, 0) },
-        }
     }
 
     /// Depthwise: an output row cut into register blocks of at most
@@ -525,24 +504,27 @@ impl Plan {
     }
 }
 
-/// Packs one stage's TensorFlow-layout weights (and bias) into the layout
-/// the generated code reads: per group, per run repetition, a block
-/// `[ky][kx][ci_per_tap][unit][lane]`, zeros in unused lanes; then the bias
-/// as `[group][run repetition][unit][lane]`.
 /// A rough count of the instructions code generation will emit for `plan`:
-/// every column segment (conv, pointwise) or column block with its
-/// per-pixel taps unrolled (depthwise) costs code, for full and border rows.
+/// every column segment (conv, pointwise; for full and border rows) or
+/// column block with its per-pixel taps of one kernel row unrolled
+/// (depthwise) costs code.
 pub fn code_size(plan: &Plan) -> usize {
     let acc = plan.sched.units * plan.sched.px;
     match plan.strategy {
         Strategy::Reduce => plan.segments.len() * 2 * (4 * acc + 64),
+        // A load and an FMA per tap and unit; per pixel and unit the
+        // initial value, activation and store; loop control.
         Strategy::DwChannels | Strategy::DwMultiplier => {
-            let taps: usize = plan
+            let units = plan.sched.units;
+            let blocks: usize = plan
                 .col_blocks()
                 .iter()
-                .map(|b| b.cols.iter().map(|&(_, n)| n).sum::<usize>())
+                .map(|b| {
+                    let taps: usize = b.cols.iter().map(|&(_, n)| n).sum();
+                    2 * taps * units + 6 * b.cols.len() * units + 30
+                })
                 .sum();
-            2 * (taps * plan.kh * plan.sched.units + plan.segments.len() * 64)
+            blocks + 100
         }
     }
 }
@@ -557,6 +539,10 @@ pub fn pack_key(plan: &Plan) -> impl Eq + '_ {
     )
 }
 
+/// Packs one stage's TensorFlow-layout weights (and bias) into the layout
+/// the generated code reads: per group, per run repetition, a block
+/// `[ky][kx][ci_per_tap][unit][lane]`, zeros in unused lanes; then the bias
+/// as `[group][run repetition][unit][lane]`.
 pub fn pack(plan: &Plan, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let mut out = vec![0f32; plan.packed_len];
     pack_into(plan, weight, bias, &mut out);
