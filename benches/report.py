@@ -14,6 +14,33 @@ import sys
 PEERS = {"ort": "ONNX Runtime", "tflite": "TFLite+XNNPACK"}
 
 
+def summary(ours, w):
+    """The ratios the planner issue targets, computed from the same rows."""
+    res = {r["layer"]: {v["variant"]: v for v in r["results"]} for r in ours}
+    compile_ms = sorted(r["compile_ms"] for r in ours)
+    hits = sorted(r["compile_cache_hit_us"] for r in ours)
+    w("Summary of this run:")
+    w("")
+    w(f"- compile: median {compile_ms[len(compile_ms) // 2]:.2f} ms per layer "
+      f"(max {compile_ms[-1]:.2f}); cache hit median {hits[len(hits) // 2]:.2f} us")
+    fused = [(l, v["jit-unfused"]["median_us"] / v["jit"]["median_us"])
+             for l, v in res.items() if "jit-unfused" in v]
+    if fused:
+        w("- fused vs unfused (time ratio, > 1 = fusion wins): "
+          + ", ".join(f"{l} {x:.2f}x" for l, x in fused))
+    sse = [(l, v["sse128"]["median_us"] / v["jit"]["median_us"]) for l, v in res.items() if "sse128" in v]
+    if sse:
+        low = [f"{l} {x:.2f}x" for l, x in sse if x < 1.0]
+        w(f"- jit vs the sse128 baseline: {sum(x >= 1.0 for _, x in sse)} of {len(sse)} layers "
+          f"at >= 1.0x" + (f"; below: {', '.join(low)}" if low else ""))
+    two = [(r["layer"], v) for r in ours if r["macs"] >= 10_000_000
+           for k, v in {x["variant"]: x for x in r["results"]}.items() if k.endswith("threads")]
+    if two:
+        w("- two threads vs one on layers of >= 10M MACs: " + ", ".join(
+            f"{l} {res[l]['jit']['median_us'] / v['median_us']:.2f}x" for l, v in two))
+    w("")
+
+
 def main(convjit_path, peers_path, session):
     ours = [json.loads(line) for line in open(convjit_path) if line.strip()]
     peers = {l["name"]: l for l in json.load(open(peers_path))["layers"]}
@@ -25,8 +52,11 @@ def main(convjit_path, peers_path, session):
     w("Zen 4 VM, shared and noisy): single thread unless a column says otherwise, batch 1,")
     w("seeded data, median time per call. GFLOP/s = 2 x MACs / time (MACs counted")
     w("nominally, padding taps included). **Cranelift's x64 backend emits 128-bit vectors")
-    w("only**, so '% peak' is against the 128-bit FMA peak (58.7 GFLOP/s); ONNX Runtime,")
-    w("XNNPACK and the `gemm` crate use 256-bit vectors (peak 117.4).")
+    w("only**, so '% peak' is against the 128-bit FMA peak (58.7 GFLOP/s nominal); ONNX Runtime,")
+    w("XNNPACK and the `gemm` crate use 256-bit vectors (peak 117.4). `convjit bench` also")
+    w("times a loop of independent 128-bit FMAs in the same rounds ('fma128-peak'): the")
+    w("machine's 128-bit ceiling at that moment, which on this shared VM is often below")
+    w("the nominal peak; '% meas.' is against it.")
     w("")
     w("Regenerate: see `benches/report.py` (the commands are in its docstring).")
     w("")
@@ -38,8 +68,8 @@ def main(convjit_path, peers_path, session):
     w("SSE/FMA kernels; **gemm** = the `gemm` crate (im2col for conv; depthwise stages")
     w("of a mixed layer run sse128); **naive** = plain Rust loops.")
     w("")
-    w("| layer | MACs | jit GF/s | % 128b peak | jit-unfused | jit-2t | sse128 | gemm | naive | best peer | jit / best peer | compile ms |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w("| layer | MACs | jit GF/s | % 128b peak (meas.) | jit-unfused | jit-2t | sse128 | gemm | naive | best peer | jit / best peer | compile ms | cache hit us |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in ours:
         res = {v["variant"]: v for v in r["results"]}
         jit = res["jit"]
@@ -61,11 +91,23 @@ def main(convjit_path, peers_path, session):
             ratio = f"{best[1] / jit['median_us']:.2f}x"
         else:
             peer, ratio = "-", "-"
+        meas = jit.get("pct_measured_peak_128")
+        meas = f" ({meas:.0f}%)" if meas is not None else ""
         w(f"| {r['layer']} | {r['macs']:,} | {jit['gflops']:.1f} ({jit['median_us']:.1f} us) | "
-          f"{jit['pct_peak_128']:.0f}% | {gf('jit-unfused')} | {gf('jit-2t')} | {gf('sse128')} | "
-          f"{gf('gemm')} | {gf('naive')} | {peer} | {ratio} | {r['compile_ms']:.1f} |")
+          f"{jit['pct_peak_128']:.0f}%{meas} | {gf('jit-unfused')} | {gf('jit-2t')} | {gf('sse128')} | "
+          f"{gf('gemm')} | {gf('naive')} | {peer} | {ratio} | {r['compile_ms']:.1f} | "
+          f"{r['compile_cache_hit_us']:.1f} |")
     w("")
-    w("'jit / best peer' > 1 means convjit is faster. Fusion groups the planner chose:")
+    peaks = [r["measured_peak_128_gflops"] for r in ours if r.get("measured_peak_128_gflops")]
+    if peaks:
+        peaks.sort()
+        w(f"Measured 128-bit FMA peak during this run: median {peaks[len(peaks) // 2]:.1f} GFLOP/s "
+          f"(range {peaks[0]:.1f}-{peaks[-1]:.1f}) against 58.7 nominal.")
+        w("")
+    summary(ours, w)
+    w("'jit / best peer' > 1 means convjit is faster. 'cache hit' is the code lookup of a")
+    w("second compile of the same shapes; packing that kernel's weights comes on top")
+    w("(`pack_weights_us` in the JSON). Fusion groups the planner chose:")
     w("")
     for r in ours:
         fused = [g for g in r["groups"] if len(g["stages"]) > 1]

@@ -6,7 +6,7 @@
 use super::{thousands, Failure};
 use clap::Args;
 use convjit::{Kernel, Layer, Rng, Weights};
-use convjit_baselines::{Baseline, Family};
+use convjit_baselines::{Baseline, Family, FmaPeak};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// `vfmadd*ps xmm`: 58.7 GFLOP/s); Cranelift's x64 backend emits 128-bit
 /// vectors only, so this is the generated code's ceiling.
 const PEAK_128_GFLOPS: f64 = 58.7;
+
+/// The row of the measured 128-bit FMA loop ([`FmaPeak`]).
+const PEAK_VARIANT: &str = "fma128-peak";
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -67,18 +70,17 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
     let options = a.planner.options();
     let kernel = Kernel::compile_with(layer, &weights, &options).map_err(convjit::Error::from)?;
     let stats = kernel.compile_stats();
-    // The same layer again (other weights, same code): a cache hit, whose
-    // cost is packing the weights plus a lookup.
+    // The same layer again (other weights, same code): a cache hit, which
+    // looks the code up and packs the new weights.
     let other = Weights::random(layer, 3);
-    let t = Instant::now();
     let again = Kernel::compile_with(layer, &other, &options).map_err(convjit::Error::from)?;
-    let hit_us = t.elapsed().as_secs_f64() * 1e6;
-    debug_assert!(again.compile_stats().cache_hit);
+    let hit = again.compile_stats();
+    debug_assert!(hit.cache_hit);
     drop(again);
 
     let flops = 2.0 * layer.macs() as f64 * batch as f64;
     let mut results = Vec::new();
-    let mut add = |variant: &str, per_call: Duration| {
+    let mut add = |variant: &str, per_call: Duration, flops: f64| {
         let us = per_call.as_secs_f64() * 1e6;
         let gflops = flops / per_call.as_secs_f64() / 1e9;
         results.push(json!({
@@ -87,6 +89,7 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
             "gflops": round(gflops, 2),
             "pct_peak_128": round(100.0 * gflops / PEAK_128_GFLOPS, 1),
         }));
+        gflops
     };
     // The same code generator without fusion, and on every core: what the
     // planner's fusion and threads are worth.
@@ -120,6 +123,10 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
             }
         }
     }
+    // The machine's 128-bit FMA throughput in the same rounds: what the
+    // kernels' numbers are a fraction of at this moment.
+    let mut peak = FmaPeak::new();
+    let peak_flops = peak.as_ref().map_or(0.0, FmaPeak::flops);
     {
         let mut variants: Vec<Timed> = Vec::new();
         let (kernel, input, output) = (&kernel, &input, &mut output);
@@ -135,18 +142,27 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
             let name = b.name().to_string();
             variants.push((name, Box::new(move || b.run(input, out, batch))));
         }
+        if let Some(p) = &mut peak {
+            variants.push((PEAK_VARIANT.into(), Box::new(move || p.run())));
+        }
         let times = interleaved_medians(budget, &mut variants);
         for ((name, _), t) in variants.iter().zip(times) {
-            add(name, t);
+            let f = if name == PEAK_VARIANT {
+                peak_flops
+            } else {
+                flops
+            };
+            add(name, t, f);
         }
     }
+
     let mut max_diff = None;
     if !a.no_interp {
         let mut reference = Vec::new();
         let t = median_per_call(budget, || {
             reference = convjit::interpret(layer, &weights, &input, batch).expect("checked");
         });
-        add("interp", t);
+        add("interp", t, flops);
         max_diff = Some(
             output
                 .iter()
@@ -154,6 +170,16 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
                 .map(|(x, y)| (x - y).abs())
                 .fold(0f32, f32::max),
         );
+    }
+    let measured_peak = results
+        .iter()
+        .find(|r| r["variant"] == PEAK_VARIANT)
+        .and_then(|r| r["gflops"].as_f64());
+    if let Some(peak) = measured_peak {
+        for r in &mut results {
+            let g = r["gflops"].as_f64().unwrap_or(0.0);
+            r["pct_measured_peak_128"] = json!(round(100.0 * g / peak, 1));
+        }
     }
     Ok(json!({
         "layer": layer.name,
@@ -165,8 +191,10 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
             "band_rows": g.band_rows,
             "threads": g.threads,
         })).collect::<Vec<_>>(),
-        "compile_cache_hit_us": round(hit_us, 2),
+        "compile_cache_hit_us": round(hit.seconds * 1e6, 2),
+        "pack_weights_us": round(hit.pack_seconds * 1e6, 2),
         "peak_128_gflops": PEAK_128_GFLOPS,
+        "measured_peak_128_gflops": measured_peak,
         "max_abs_diff_jit_vs_interp": max_diff,
         "results": results,
     }))
@@ -204,7 +232,8 @@ type Timed<'a> = (String, Box<dyn FnMut() + 'a>);
 /// Median time of one call of each variant, sampled in interleaved rounds
 /// (one sample of each per round) so that load on this shared machine
 /// falls on all of them alike and their ratios hold. Each gets about
-/// `budget`; samples group calls into at least 1 ms.
+/// `budget`; samples group calls into at least 10 ms (closer to the
+/// steady state of back-to-back calls), after a warm-up call.
 fn interleaved_medians(budget: Duration, variants: &mut [Timed<'_>]) -> Vec<Duration> {
     let reps: Vec<u32> = variants
         .iter_mut()
@@ -212,7 +241,7 @@ fn interleaved_medians(budget: Duration, variants: &mut [Timed<'_>]) -> Vec<Dura
             let t = Instant::now();
             f();
             let once = t.elapsed().max(Duration::from_nanos(1));
-            (Duration::from_millis(1).as_nanos() / once.as_nanos()).clamp(1, 100_000) as u32
+            (Duration::from_millis(10).as_nanos() / once.as_nanos()).clamp(1, 100_000) as u32
         })
         .collect();
     let mut samples = vec![Vec::new(); variants.len()];
@@ -220,6 +249,10 @@ fn interleaved_medians(budget: Duration, variants: &mut [Timed<'_>]) -> Vec<Dura
     let total = budget * variants.len() as u32;
     while samples[0].len() < 5 || (start.elapsed() < total && samples[0].len() < 1000) {
         for ((_, f), (s, &r)) in variants.iter_mut().zip(samples.iter_mut().zip(&reps)) {
+            // One untimed call first: the variant before this one evicted
+            // this one's data from the caches, and back-to-back calls (how
+            // the peers are timed) find it there.
+            f();
             let t = Instant::now();
             for _ in 0..r {
                 f();
@@ -238,24 +271,29 @@ fn interleaved_medians(budget: Duration, variants: &mut [Timed<'_>]) -> Vec<Dura
 
 fn text(r: &serde_json::Value) -> String {
     let mut out = format!(
-        "layer {}: {} MACs (batch {}), compile {} ms, cache hit {} us\n",
+        "layer {}: {} MACs (batch {}), compile {} ms, cache hit {} us (+ {} us packing weights)\n",
         r["layer"].as_str().unwrap_or(""),
         thousands(r["macs"].as_u64().unwrap_or(0)),
         r["batch"],
         r["compile_ms"],
         r["compile_cache_hit_us"],
+        r["pack_weights_us"],
     );
     out += &format!(
-        "  {:<13} {:>12} {:>9} {:>16}\n",
-        "variant", "median us", "GFLOP/s", "% 128-bit peak"
+        "  {:<13} {:>12} {:>9} {:>16} {:>18}\n",
+        "variant", "median us", "GFLOP/s", "% 128-bit peak", "% measured peak"
     );
     for v in r["results"].as_array().into_iter().flatten() {
+        let measured = v["pct_measured_peak_128"]
+            .as_f64()
+            .map_or("-".into(), |p| format!("{p:.1}%"));
         out += &format!(
-            "  {:<13} {:>12.2} {:>9.2} {:>15.1}%\n",
+            "  {:<13} {:>12.2} {:>9.2} {:>15.1}% {:>18}\n",
             v["variant"].as_str().unwrap_or(""),
             v["median_us"].as_f64().unwrap_or(0.0),
             v["gflops"].as_f64().unwrap_or(0.0),
             v["pct_peak_128"].as_f64().unwrap_or(0.0),
+            measured,
         );
     }
     if let Some(d) = r["max_abs_diff_jit_vs_interp"].as_f64() {

@@ -39,8 +39,11 @@
 
 mod gemm_kernels;
 mod naive;
+mod peak;
 #[cfg(target_arch = "x86_64")]
 mod sse;
+
+pub use peak::FmaPeak;
 
 use convjit_ir::{Activation, Layer, Stage, StageKind, StageWeights, Weights};
 
