@@ -25,8 +25,8 @@
 use crate::plan::{ColBlock, InSrc, OutDst, Plan, Run, Strategy, LANES};
 use convjit_ir::Activation;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, I64};
-use cranelift_codegen::ir::{BlockArg, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::types::{F32, F32X4, I64, I8X16};
+use cranelift_codegen::ir::{BlockArg, ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 /// A loop trip count, known at compile time or not.
@@ -680,30 +680,40 @@ impl Gen<'_, '_> {
         let res = k.res_delta.map(|d| self.b.ins().iadd(out_ptr, d));
         for (px, row) in acc.iter().enumerate().take(k.npx) {
             let pix = (px * p.co * 4) as i64;
-            for (u, unit) in run.units.iter().enumerate() {
-                let b = &mut *self.b;
-                let mut v = b.use_var(row[u]);
-                if let Some(z) = zero {
-                    // bitselect(zero < v, v, zero) lowers to one maxps (0 for NaN).
-                    let m = b.ins().fcmp(FloatCC::LessThan, z, v);
-                    let m = b.ins().bitcast(F32X4, MemFlagsData::new(), m);
-                    v = b.ins().bitselect(m, v, z);
-                }
-                if let Some(six) = six {
-                    // bitselect(v < 6, v, 6) lowers to one minps.
-                    let m = b.ins().fcmp(FloatCC::LessThan, v, six);
-                    let m = b.ins().bitcast(F32X4, MemFlagsData::new(), m);
-                    v = b.ins().bitselect(m, v, six);
-                }
-                match &unit.out {
-                    OutDst::Vector(c) => {
-                        let off = (pix + *c as i64 * 4) as i32;
-                        if let Some(r) = res {
-                            let rv = b.ins().load(F32X4, mf, r, off);
-                            v = b.ins().fadd(v, rv);
-                        }
-                        b.ins().store(mf, v, out_ptr, off);
+            let b = &mut *self.b;
+            let vals: Vec<Value> = row
+                .iter()
+                .take(run.units.len())
+                .map(|&var| {
+                    let mut v = b.use_var(var);
+                    if let Some(z) = zero {
+                        // bitselect(zero < v, v, zero) lowers to one maxps (0 for NaN).
+                        let m = b.ins().fcmp(FloatCC::LessThan, z, v);
+                        let m = b.ins().bitcast(F32X4, MemFlagsData::new(), m);
+                        v = b.ins().bitselect(m, v, z);
                     }
+                    if let Some(six) = six {
+                        // bitselect(v < 6, v, 6) lowers to one minps.
+                        let m = b.ins().fcmp(FloatCC::LessThan, v, six);
+                        let m = b.ins().bitcast(F32X4, MemFlagsData::new(), m);
+                        v = b.ins().bitselect(m, v, six);
+                    }
+                    v
+                })
+                .collect();
+            // Stores a whole vector at output channel `c`, plus the residual.
+            let store = |b: &mut FunctionBuilder, mut v: Value, c: usize| {
+                let off = (pix + c as i64 * 4) as i32;
+                if let Some(r) = res {
+                    let rv = b.ins().load(F32X4, mf, r, off);
+                    v = b.ins().fadd(v, rv);
+                }
+                b.ins().store(mf, v, out_ptr, off);
+            };
+            for (u, unit) in run.units.iter().enumerate() {
+                let v = vals[u];
+                match &unit.out {
+                    OutDst::Vector(c) => store(b, v, *c),
                     OutDst::Lanes(lanes) => {
                         for &(l, c) in lanes {
                             let off = (pix + c as i64 * 4) as i32;
@@ -715,10 +725,40 @@ impl Gen<'_, '_> {
                             b.ins().store(mf, s, out_ptr, off);
                         }
                     }
+                    OutDst::Pair(c) => {
+                        let (lo, hi) = interleave(b, v, vals[u + 1]);
+                        store(b, lo, *c);
+                        store(b, hi, c + LANES);
+                    }
+                    OutDst::Paired => {}
                 }
             }
         }
     }
+}
+
+/// `([a0 b0 a1 b1], [a2 b2 a3 b3])`: two shuffles (`unpcklps`/`unpckhps`
+/// patterns, which x64 lowers to `punpck{l,h}dq`).
+fn interleave(b: &mut FunctionBuilder, a: Value, c: Value) -> (Value, Value) {
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let bytes = |v: Value, b: &mut FunctionBuilder| b.ins().bitcast(I8X16, le, v);
+    let (x, y) = (bytes(a, b), bytes(c, b));
+    // Byte masks: lane i of `a` is bytes 4i..4i+4, lane i of `c` 16+4i...
+    let mask = |lanes: [u8; 4], b: &mut FunctionBuilder| {
+        let m: Vec<u8> = lanes
+            .iter()
+            .flat_map(|&l| (0..4).map(move |k| l * 4 + k))
+            .collect();
+        b.func.dfg.immediates.push(ConstantData::from(m))
+    };
+    let lo = mask([0, 4, 1, 5], b);
+    let hi = mask([2, 6, 3, 7], b);
+    let lo = b.ins().shuffle(x, y, lo);
+    let hi = b.ins().shuffle(x, y, hi);
+    (
+        b.ins().bitcast(F32X4, le, lo),
+        b.ins().bitcast(F32X4, le, hi),
+    )
 }
 
 struct BlockArgs {
@@ -742,6 +782,33 @@ mod tests {
     /// Stages whose weights exceed `CHANNELS_OUTER_BYTES` take the
     /// channel-outer loop order (the property tests' layers are too small):
     /// borders, strides, a residual, channel tails, two images.
+    /// Multiplier 2 stores its two accumulators interleaved by shuffles,
+    /// including where the last channel vector overlaps the one before.
+    #[test]
+    fn multiplier_2_interleaves_its_outputs() {
+        for body in [
+            "input 5x7x4\n d: depthwise 3x3, multiplier 2, pad same, bias, relu6",
+            "input 6x5x6\n d: depthwise 3x2, multiplier 2, stride 2, pad same",
+            "input 4x9x9\n d: depthwise 2x3, multiplier 2, dilation 2, pad valid, bias",
+        ] {
+            let l = compile_source(&format!("layer l {{ {body} }}"))
+                .unwrap()
+                .remove(0);
+            let w = Weights::random(&l, 1);
+            let x = Rng::new(2).vec(2 * l.input.len(), 1.0);
+            let want = interpret(&l, &w, &x, 2).unwrap();
+            let k = Kernel::compile(&l, &w).unwrap();
+            assert!(k.clif().contains("shuffle"), "{body}");
+            let got = k.run_alloc(&x, 2).unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{body}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn channels_outer_matches_the_interpreter() {
         for body in [

@@ -129,6 +129,12 @@ pub enum OutDst {
     Vector(usize),
     /// `(lane, channel)` pairs stored one by one.
     Lanes(Vec<(u8, usize)>),
+    /// Depthwise with multiplier 2: this unit (`m = 0` of four channels)
+    /// and the next (`m = 1`) interleave into eight contiguous channels
+    /// from this one: two shuffles and two stores instead of eight lanes.
+    Pair(usize),
+    /// The second unit of a [`OutDst::Pair`], stored by the first.
+    Paired,
 }
 
 /// One accumulator vector per pixel.
@@ -328,6 +334,8 @@ pub fn plan(stage: &Stage) -> Plan {
                         OutDst::Lanes(l) => {
                             OutDst::Lanes(l.into_iter().map(|(k, c)| (k, c - out_base)).collect())
                         }
+                        OutDst::Pair(c) => OutDst::Pair(c - out_base),
+                        OutDst::Paired => OutDst::Paired,
                     };
                     un
                 })
@@ -386,6 +394,8 @@ pub fn plan(stage: &Stage) -> Plan {
                         },
                         out: if m == 1 && v == LANES {
                             OutDst::Vector(s)
+                        } else if m == 2 && v == LANES {
+                            [OutDst::Pair(s * 2), OutDst::Paired][mm].clone()
                         } else {
                             OutDst::Lanes((0..v).map(|l| (l as u8, (s + l) * m + mm)).collect())
                         },
