@@ -2,9 +2,10 @@
 //! group by group, on the planned threads. Every length is checked before
 //! the first generated function is entered.
 
+use crate::pool::Pool;
 use crate::program::{Loc, Step};
 use crate::{check_len, JitError, Kernel};
-use std::sync::Barrier;
+use std::sync::{Barrier, Mutex};
 
 /// A pointer shared by the threads of one run.
 #[derive(Clone, Copy)]
@@ -28,9 +29,12 @@ impl Shared {
 /// The buffers of one run, kept for the next: whole tensors between
 /// groups (one image) and, per thread and group, the band buffers. Every
 /// step writes rows before any step reads them, so reuse needs no clearing.
+/// With several threads, also the worker threads (`None` if the system
+/// refused them: the run then spawns its own).
 pub(crate) struct Scratch {
     inter: Vec<Vec<f32>>,
     bufs: Vec<Vec<Vec<Vec<f32>>>>,
+    workers: Option<Pool>,
 }
 
 impl Scratch {
@@ -53,6 +57,11 @@ impl Scratch {
                         .collect()
                 })
                 .collect(),
+            workers: if threads > 1 {
+                Pool::new(threads - 1)
+            } else {
+                None
+            },
         }
     }
 }
@@ -115,20 +124,26 @@ impl Kernel {
                 }
             }
         };
-        let (first, rest) = scratch
-            .bufs
-            .split_first_mut()
-            .expect("a scratch set per thread");
-        if rest.is_empty() {
-            worker(0, first);
+        if threads == 1 {
+            worker(0, &mut scratch.bufs[0]);
         } else {
-            std::thread::scope(|s| {
-                for (t, bufs) in rest.iter_mut().enumerate() {
-                    let worker = &worker;
-                    s.spawn(move || worker(t + 1, bufs));
-                }
-                worker(0, first);
-            });
+            // Each thread locks its own buffers once (never contended).
+            let bufs: Vec<Mutex<&mut Vec<Vec<Vec<f32>>>>> =
+                scratch.bufs.iter_mut().map(Mutex::new).collect();
+            let work = |t: usize| {
+                let mut b = bufs[t].lock().unwrap_or_else(|e| e.into_inner());
+                worker(t, &mut b);
+            };
+            match &scratch.workers {
+                Some(workers) => workers.run(&work),
+                None => std::thread::scope(|s| {
+                    for t in 1..threads {
+                        let work = &work;
+                        s.spawn(move || work(t));
+                    }
+                    work(0);
+                }),
+            }
         }
         pool().push(scratch);
         Ok(())

@@ -21,6 +21,7 @@ mod codegen;
 mod exec;
 pub mod layer_plan;
 pub mod plan;
+mod pool;
 pub mod program;
 pub mod rows;
 

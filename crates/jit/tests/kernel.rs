@@ -87,36 +87,49 @@ fn guards_around_input_and_output_stay_untouched() {
     }
 }
 
+/// Four threads share one kernel, itself single-threaded or running each
+/// call on three threads (its parked workers, one set per concurrent call).
 #[test]
 fn one_kernel_on_four_threads_matches_one_thread_bitwise() {
     for (i, src) in LAYERS.iter().enumerate() {
         let l = layer(src);
         let w = Weights::random(&l, 100 + i as u64);
-        let k = Kernel::compile(&l, &w).unwrap();
+        let one = Kernel::compile(&l, &w).unwrap();
         let inputs: Vec<Vec<f32>> = (0..4).map(|t| input(&l, 2, t)).collect();
-        let single: Vec<Vec<f32>> = inputs.iter().map(|x| k.run_alloc(x, 2).unwrap()).collect();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4)
-                .map(|t| {
-                    let (k, x) = (&k, &inputs[t]);
-                    s.spawn(move || {
-                        (0..20)
-                            .map(|_| k.run_alloc(x, 2).unwrap())
-                            .collect::<Vec<_>>()
+        let single: Vec<Vec<f32>> = inputs
+            .iter()
+            .map(|x| one.run_alloc(x, 2).unwrap())
+            .collect();
+        let options = convjit_jit::Options {
+            threads: 3,
+            min_thread_macs: 0,
+            ..Default::default()
+        };
+        let three = Kernel::compile_with(&l, &w, &options).unwrap();
+        for k in [&one, &three] {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4)
+                    .map(|t| {
+                        let (k, x) = (&k, &inputs[t]);
+                        s.spawn(move || {
+                            (0..20)
+                                .map(|_| k.run_alloc(x, 2).unwrap())
+                                .collect::<Vec<_>>()
+                        })
                     })
-                })
-                .collect();
-            for (t, h) in handles.into_iter().enumerate() {
-                for got in h.join().unwrap() {
-                    assert!(
-                        got.iter()
-                            .zip(&single[t])
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{src}: thread {t} differs"
-                    );
+                    .collect();
+                for (t, h) in handles.into_iter().enumerate() {
+                    for got in h.join().unwrap() {
+                        assert!(
+                            got.iter()
+                                .zip(&single[t])
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{src}: thread {t} differs"
+                        );
+                    }
                 }
-            }
-        });
+            });
+        }
     }
 }
 
