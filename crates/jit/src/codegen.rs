@@ -611,7 +611,8 @@ impl Gen<'_, '_> {
     ///
     /// Each input vector is loaded into a fresh register that `fma` (which
     /// ties its result to a multiplicand) overwrites with the new
-    /// accumulator, so the shared weight vector needs no copies.
+    /// accumulator, so the weight vectors, shared by the block's pixels,
+    /// need no copies; an input shared by several units is copied instead.
     fn dw_taps(
         &mut self,
         run: &Run,
@@ -631,13 +632,32 @@ impl Gen<'_, '_> {
                 continue;
             }
             let tap_in = (kx * p.dw * p.ci * 4) as i64;
-            for (u, unit) in run.units.iter().enumerate() {
-                let off = (kx * nu + u) as i64 * VB;
-                let wv = self.b.ins().load(F32X4, self.mf, w, off as i32);
-                for &px in &pxs {
-                    let x = self.input(&unit.input, i, px as i64 * pstride + tap_in);
+            let wv: Vec<Value> = (0..nu)
+                .map(|u| {
+                    let off = (kx * nu + u) as i64 * VB;
+                    self.b.ins().load(F32X4, self.mf, w, off as i32)
+                })
+                .collect();
+            for &px in &pxs {
+                // Units reading the same channels (multiplier 2, 3) share
+                // one load. Broadcasts are not shared: a shared splat
+                // cannot fold its load (`vbroadcastss mem`) and costs a
+                // shuffle instead.
+                let mut loaded: Vec<(&InSrc, Value)> = Vec::new();
+                for (u, unit) in run.units.iter().enumerate() {
+                    let shared = loaded.iter().find(|(src, _)| *src == &unit.input);
+                    let x = match shared {
+                        Some(&(_, x)) => x,
+                        None => {
+                            let x = self.input(&unit.input, i, px as i64 * pstride + tap_in);
+                            if !matches!(unit.input, InSrc::Splat(_)) {
+                                loaded.push((&unit.input, x));
+                            }
+                            x
+                        }
+                    };
                     let a = self.b.use_var(acc[px][u]);
-                    let r = self.b.ins().fma(x, wv, a);
+                    let r = self.b.ins().fma(x, wv[u], a);
                     self.b.def_var(acc[px][u], r);
                 }
             }

@@ -30,6 +30,13 @@ pub const REDUCE_ACCUMULATORS: usize = 8;
 /// latency is not the limit) and took longer to compile.
 pub const DW_ACCUMULATORS: usize = 8;
 
+/// Accumulator vectors of a depthwise register block with multiplier 2 or
+/// 3 (4 pixels x 2, 3 pixels x 3): its units share each input load, so
+/// the block holds the weight vectors of every unit, the accumulators and
+/// an input with its copy. 12 (6 pixels x 2) ran 13% slower (dw 3x3 m2
+/// 56x56x32, `examples/cmp.rs`).
+pub const DW_SHARED_ACCUMULATORS: usize = 9;
+
 /// Conv/pointwise weights (bytes) above which channel blocks are walked
 /// outside the pixels ([`Plan::channels_outer`]): a typical L2 (Zen 3:
 /// 512 KiB per core).
@@ -81,6 +88,7 @@ pub fn schedule(stage: &Stage) -> Schedule {
     let (max_acc, k_unroll) = match stage.kind {
         _ if reduce => (REDUCE_ACCUMULATORS, 4),
         StageKind::Depthwise { multiplier: 1 } => (DW_ACCUMULATORS, 2),
+        StageKind::Depthwise { multiplier: 2..=3 } => (DW_SHARED_ACCUMULATORS, 2),
         _ => (MAX_ACCUMULATORS, 2),
     };
     Schedule {
