@@ -48,6 +48,11 @@ pub fn plan_layer(layer: &Layer, options: &Options) -> LayerPlan {
 pub fn stage_schedule(stage: &Stage) -> convjit_jit::Schedule {
     convjit_jit::plan::schedule(stage)
 }
+
+/// Why [`stage_schedule`] chose that blocking.
+pub fn stage_schedule_reason(stage: &Stage) -> String {
+    convjit_jit::plan::schedule_reason(stage)
+}
 pub use convjit_lang::{Diagnostic, SourceFile};
 pub use convjit_npy as npy;
 pub use error::Error;

@@ -139,6 +139,7 @@ fn to_text(l: &Layer, p: &LayerPlan) -> String {
             "  blocking {}: {} pixels x {} vectors of {} lanes per step, reduction unrolled x{}\n",
             s.name, k.px, k.units, k.lanes, k.k_unroll
         );
+        out += &format!("    why: {}\n", convjit::stage_schedule_reason(s));
     }
     out
 }
@@ -178,6 +179,7 @@ pub fn to_json(l: &Layer, p: &LayerPlan) -> serde_json::Value {
                     "vectors": convjit::stage_schedule(s).units,
                     "lanes": convjit::stage_schedule(s).lanes,
                     "unroll": convjit::stage_schedule(s).k_unroll,
+                    "why": convjit::stage_schedule_reason(s),
                 },
             })
         })

@@ -15,19 +15,26 @@ pub const LANES: usize = 4;
 pub const MAX_ACCUMULATORS: usize = 12;
 
 /// Accumulator vectors of a conv/pointwise register block (4 pixels x 2
-/// vectors). Cranelift's `fma` ties its result to a multiplicand (the
-/// broadcast input, loaded fresh for each FMA), never to the accumulator,
-/// so every FMA moves its accumulator to another register. With 8
-/// accumulators, 2 weight vectors and a broadcast, the register allocator
-/// keeps this rotation spill- and move-free across the unrolled loop; with
-/// 12 (4x3 or 6x2) it spills accumulators to the stack every step.
+/// vectors or 8 pixels x 1). Cranelift's `fma` ties its result to a
+/// multiplicand (the broadcast input, loaded fresh for each FMA), never to
+/// the accumulator, so every FMA moves its accumulator to another register.
+/// With 8 accumulators, the weight vectors and a broadcast, the register
+/// allocator keeps this rotation spill- and move-free across the unrolled
+/// loop; with 12 (4x3, 6x2 or 12x1) it spills accumulators every step.
 pub const REDUCE_ACCUMULATORS: usize = 8;
 
+/// The core's vector throughput, for the conv/pointwise cost model
+/// ([`reduce_units`]): FMA pipes, FMA latency in cycles, vector loads per
+/// cycle (AMD Zen 3/4; recent Intel cores alike).
+const FMA_PIPES: f64 = 2.0;
+const FMA_LATENCY: f64 = 4.0;
+const VECTOR_LOADS: f64 = 2.0;
+
 /// Accumulator vectors of a depthwise (multiplier 1) register block: 8
-/// pixels of one channel vector. Its taps are unrolled with immediate
-/// offsets, so 12 accumulators do not spill either, but they ran no
-/// faster (each FMA needs a copy of the shared weight vector, so FMA
-/// latency is not the limit) and took longer to compile.
+/// pixels of one channel vector. Its taps of one kernel row are unrolled;
+/// 12 accumulators do not spill either, but ran no faster (each FMA needs
+/// a copy of the shared weight vector, so FMA latency is not the limit)
+/// and took longer to compile; 4 and 6 ran 10-20% slower.
 pub const DW_ACCUMULATORS: usize = 8;
 
 /// Accumulator vectors of a depthwise register block with multiplier 2 or
@@ -75,7 +82,7 @@ pub enum Strategy {
 pub fn schedule(stage: &Stage) -> Schedule {
     let vectors = |n: usize| positions(n).len();
     let units = match stage.kind {
-        StageKind::Conv { cout } | StageKind::Pointwise { cout } => vectors(cout).min(2),
+        StageKind::Conv { cout } | StageKind::Pointwise { cout } => reduce_units(stage, cout).0,
         // One channel vector (m accumulators) per block: blocks of more
         // pixels ran as fast as blocks of more channel vectors.
         StageKind::Depthwise { multiplier: m } if m <= 3 => m,
@@ -96,6 +103,97 @@ pub fn schedule(stage: &Stage) -> Schedule {
         px: (max_acc / units).max(1),
         units,
         k_unroll,
+    }
+}
+
+/// Output vectors per conv/pointwise register block (of
+/// [`REDUCE_ACCUMULATORS`] accumulators): 2 (4 pixels) or 1 (8 pixels),
+/// whichever the cost model prefers.
+///
+/// The model counts cycles per reduction step of each register block of a
+/// row (`n` pixels of a column segment, `units` vectors, `nkx` taps),
+/// over all passes through the output channels: the most of its loads
+/// (`n * units` fresh broadcasts, `units` weight vectors) at
+/// [`VECTOR_LOADS`] per cycle, its `n * units` FMAs at [`FMA_PIPES`] per
+/// cycle, and the FMA latency that a block with few accumulator chains
+/// waits on. It predicts what `examples/cmp.rs` measured: 8x1 (one load
+/// fewer per 8 FMAs) 4-9% faster on pointwise 28x28x256 to 112x112x32 and
+/// on 3x3 / 5x5 convolutions, 4x2 far faster where narrow border blocks
+/// dominate (7x7 on 17x17: 8x1 33% slower). Above 256 output channels 8x1
+/// is not tried: it doubles the passes over the input, and ran 8% slower
+/// on 7x7x1024 (though 4% faster on 14x14x512).
+fn reduce_units(stage: &Stage, cout: usize) -> (usize, String) {
+    let vectors = positions(cout).len();
+    if vectors == 1 {
+        return (1, "one output vector".into());
+    }
+    if cout > 256 {
+        return (
+            2,
+            "more than 256 output channels: 4x2 (fewer passes over the input)".into(),
+        );
+    }
+    let (wo, w) = (stage.output.w, stage.input.w);
+    let cols: Vec<(usize, usize)> = (0..wo)
+        .map(|ox| {
+            tap_range(
+                ox,
+                stage.stride[1],
+                stage.dilation[1],
+                stage.padding.left,
+                stage.kernel[1],
+                w,
+            )
+        })
+        .collect();
+    let cost = |units: usize| -> f64 {
+        let px = REDUCE_ACCUMULATORS / units;
+        let block = |n: usize, nkx: usize| {
+            let fmas = (n * units) as f64;
+            let step = ((fmas + units as f64) / VECTOR_LOADS)
+                .max(fmas / FMA_PIPES)
+                .max(FMA_LATENCY);
+            nkx as f64 * step
+        };
+        let mut row = 0.0;
+        let mut a = 0;
+        while a < wo {
+            let mut b = a;
+            while b < wo && cols[b] == cols[a] {
+                b += 1;
+            }
+            let (n, nkx) = (b - a, cols[a].1);
+            row += (n / px) as f64 * block(px, nkx);
+            if n % px > 0 {
+                row += block(n % px, nkx);
+            }
+            a = b;
+        }
+        vectors.div_ceil(units) as f64 * row
+    };
+    let (c1, c2) = (cost(1), cost(2));
+    let units = if c1 <= c2 { 1 } else { 2 };
+    let why = format!(
+        "cost model: 8x1 {:.0} vs 4x2 {:.0} estimated cycles per output row",
+        c1 * stage.kernel[0] as f64 * stage.input.c as f64,
+        c2 * stage.kernel[0] as f64 * stage.input.c as f64,
+    );
+    (units, why)
+}
+
+/// Why [`schedule`] blocks `stage` as it does, for the plan dump.
+pub fn schedule_reason(stage: &Stage) -> String {
+    match stage.kind {
+        StageKind::Conv { cout } | StageKind::Pointwise { cout } => reduce_units(stage, cout).1,
+        StageKind::Depthwise { multiplier: 1 } => {
+            "depthwise: 8 pixels of one channel vector (4 and 6 ran slower)".into()
+        }
+        StageKind::Depthwise { multiplier: 2..=3 } => {
+            "depthwise multiplier 2-3: one accumulator per multiplier, the units share each input load".into()
+        }
+        StageKind::Depthwise { .. } => {
+            "depthwise multiplier >= 4: vectors over the multiplier, the input broadcast".into()
+        }
     }
 }
 
