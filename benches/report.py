@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Renders BENCHMARKS.md from one session's measurements:
 
-    target/release/convjit bench benches/suite.conv --json > /tmp/convjit.json
+    target/release/convjit bench benches/suite.conv --json --rounds 3 --no-interp > /tmp/convjit.json
     python3 ../shared/peers/bench_peers.py --fw ort,tflite --no-stages --rounds 2 \
         --out-json /tmp/peers.json --out-md /tmp/peers.md     # in the peers' venv
     python3 benches/report.py /tmp/convjit.json /tmp/peers.json > BENCHMARKS.md
@@ -50,7 +50,8 @@ def main(convjit_path, peers_path, session):
     w("")
     w(f"Measured in one session ({session}) on this project's machine kind (2-core AMD")
     w("Zen 4 VM, shared and noisy): single thread unless a column says otherwise, batch 1,")
-    w("seeded data, median time per call. GFLOP/s = 2 x MACs / time (MACs counted")
+    w("seeded data, median time per call (the lowest of 3 rounds' medians, as the peers'")
+    w("script reports its best round). GFLOP/s = 2 x MACs / time (MACs counted")
     w("nominally, padding taps included). **Cranelift's x64 backend emits 128-bit vectors")
     w("only**, so '% peak' is against the 128-bit FMA peak (58.7 GFLOP/s nominal); ONNX Runtime,")
     w("XNNPACK and the `gemm` crate use 256-bit vectors (peak 117.4). `convjit bench` also")
