@@ -532,6 +532,14 @@ pub fn stage_signature<M: Module>(module: &M) -> Signature {
 /// Cranelift about 2-3 us per instruction here.
 const PARALLEL_CODE_SIZE: usize = 500;
 
+thread_local! {
+    /// Cranelift's contexts, kept between compiles on this thread: they
+    /// own the compiler's (register allocator's) working memory, which a
+    /// fresh context allocates again.
+    static COMPILER: std::cell::RefCell<(cranelift_codegen::Context, FunctionBuilderContext)> =
+        std::cell::RefCell::new((cranelift_codegen::Context::new(), FunctionBuilderContext::new()));
+}
+
 /// Machine code of one stage function and its alignment.
 type Machine = (Vec<u8>, u64);
 
@@ -551,16 +559,17 @@ fn compile_all(plans: &[plan::Plan], isa: &OwnedTargetIsa) -> Result<Vec<Machine
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done = Mutex::new(vec![None; plans.len()]);
     let work = || -> Result<(), JitError> {
-        let mut ctx = cranelift_codegen::Context::new();
-        let mut fctx = FunctionBuilderContext::new();
-        loop {
-            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(&i) = order.get(k) else {
-                return Ok(());
-            };
-            let m = compile_one(&mut ctx, &mut fctx, &plans[i], isa)?;
-            done.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(m);
-        }
+        COMPILER.with(|c| {
+            let (ctx, fctx) = &mut *c.borrow_mut();
+            loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&i) = order.get(k) else {
+                    return Ok(());
+                };
+                let m = compile_one(ctx, fctx, &plans[i], isa)?;
+                done.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(m);
+            }
+        })
     };
     if threads == 1 {
         work()?;
