@@ -186,7 +186,7 @@ pub fn define_entry<M: Module>(
         (None, Some(p)) => p,
         (None, None) => unreachable!("weights come from somewhere"),
     };
-    let one = b.ins().iconst(I64, 1);
+    let zero = b.ins().iconst(I64, 0);
 
     // The loop over images: (input, output, images left), images left > 0.
     let head = b.create_block();
@@ -207,8 +207,11 @@ pub fn define_entry<M: Module>(
             bufs.expect("scratch for more than one stage")[i % 2]
         };
         let w = b.ins().iadd_imm_s(wbase, (layout.stages[i].0 * 4) as i64);
-        // (input, weights, output, residual = this image's layer input, batch = 1)
-        b.ins().call(f, &[src, w, dst, in_p, one]);
+        // (input, weights, output, residual = this image's layer input,
+        // all output rows: row0 = 0, rows)
+        let whole = convjit_jit::plan::whole_stage(&layer.stages[i]);
+        let rows = b.ins().iconst(I64, whole.output.h as i64);
+        b.ins().call(f, &[src, w, dst, in_p, zero, rows]);
         src = dst;
     }
     let in_next = b.ins().iadd_imm_s(in_p, (layer.input.len() * 4) as i64);

@@ -15,7 +15,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::Linkage;
 use std::time::Instant;
 
-type StageFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, usize);
+type StageFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, usize, usize);
 
 struct Variant {
     name: String,
@@ -128,14 +128,15 @@ fn main() {
                 done[i - 1][shift..].as_ptr()
             };
             // SAFETY: the function was generated for this stage's shapes and
-            // the buffers have exactly those sizes (batch 1).
+            // the buffers have exactly those sizes (one image, all rows).
             unsafe {
                 f(
                     src,
                     v.packed[i].as_ptr(),
                     rest[0][shift..].as_mut_ptr(),
                     x.as_ptr(),
-                    1,
+                    0,
+                    l.stages[i].output.h,
                 )
             };
         }

@@ -2,14 +2,18 @@
 //!
 //! The generated function is
 //! `extern "C" fn(input: *const f32, weights: *const f32, output: *mut f32,
-//! residual: *const f32, batch: usize)`; `weights` points at the packed
-//! layout of [`crate::plan::pack`]. Loop structure:
+//! residual: *const f32, row0: usize, rows: usize)`: it computes output
+//! rows `row0..row0 + rows` of one image, `input` pointing at the image's
+//! input row 0 (for a band held in a buffer, where row 0 would be: only
+//! the rows those outputs read are touched), `output` and `residual` at
+//! output row `row0`; `weights` points at the packed layout of
+//! [`crate::plan::pack`]. One function thus serves whole stages and every
+//! row band of them (fusion, threads). Loop structure:
 //!
 //! ```text
-//! for image in 0..batch                      (run time)
-//!   [for each channel block]                 (here instead, for weights beyond
+//! [for each channel block]                   (here instead, for weights beyond
 //!                                             L2: Plan::channels_outer)
-//!   for oy in 0..Ho                          (kernel rows valid for oy: computed per row)
+//!   for oy in row0..row0+rows                (kernel rows valid for oy: computed per row)
 //!     for each column segment                (compile time: its valid kernel columns)
 //!       for each block of px output pixels   (loop over full blocks, then the remainder)
 //!         for each channel group / run / repetition
@@ -52,22 +56,33 @@ const VB: i64 = (LANES * 4) as i64;
 const MAX_ROW_WEIGHTS: usize = 5;
 
 /// Emits the body of the stage function into `b` (whose signature has the
-/// five parameters already).
+/// six parameters already).
 pub fn emit(plan: &Plan, b: &mut FunctionBuilder) {
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     b.seal_block(entry);
     let params = b.block_params(entry).to_vec();
-    let (input, weights, output, residual, batch) =
-        (params[0], params[1], params[2], params[3], params[4]);
+    let (input, weights, output, residual, row0, rows) = (
+        params[0], params[1], params[2], params[3], params[4], params[5],
+    );
     let mut g = Gen {
         b,
         p: plan,
         mf: MemFlagsData::new().with_notrap(),
         carried: Vec::new(),
     };
-    g.body(input, weights, output, residual, batch);
+    // Output rows are addressed from where row 0 would be.
+    let out_row_bytes = (plan.wo * plan.co * 4) as i64;
+    let skip = g.b.ins().imul_imm_s(row0, out_row_bytes);
+    let out_base = g.b.ins().isub(output, skip);
+    let res_delta = plan.residual.then(|| g.b.ins().isub(residual, output));
+    let rows = Rows { row0, count: rows };
+    if plan.strategy == Strategy::Reduce {
+        g.body(input, weights, out_base, res_delta, rows);
+    } else {
+        g.dw_body(input, weights, out_base, res_delta, rows);
+    }
     g.b.ins().return_(&[]);
 }
 
@@ -160,55 +175,49 @@ impl Gen<'_, '_> {
         self.b.seal_block(exit);
     }
 
-    fn body(&mut self, input: Value, weights: Value, output: Value, residual: Value, batch: Value) {
-        let p = self.p;
-        if p.strategy != Strategy::Reduce {
-            return self.dw_body(input, weights, output, residual, batch);
+    /// Conv/pointwise. `out_base` is where output row 0 would be.
+    fn body(
+        &mut self,
+        input: Value,
+        weights: Value,
+        out_base: Value,
+        res_delta: Option<Value>,
+        rows: Rows,
+    ) {
+        if self.p.channels_outer() {
+            // Each channel block's weights stay in cache while every
+            // pixel of the rows streams past them.
+            self.channel_blocks(weights, &mut |g, run, w, bias, choff| {
+                g.pixel_blocks(input, out_base, res_delta, rows, &mut |g, k, i, o| {
+                    let o = g.b.ins().iadd(o, choff);
+                    let w0 = g.tap_weights(run, k, w);
+                    g.block(run, k, i, w0, o, bias);
+                });
+            });
+        } else {
+            self.pixel_blocks(input, out_base, res_delta, rows, &mut |g, k, i, o| {
+                g.channels(k, i, o, weights);
+            });
         }
-        let res_delta = p.residual.then(|| self.b.ins().isub(residual, output));
-        let in_img = self.var(input);
-        let out_img = self.var(output);
-        let in_row_bytes = (p.w * p.ci * 4) as i64;
-        let out_row_bytes = (p.wo * p.co * 4) as i64;
-        self.repeat(Count::Dyn(batch), &mut |g| {
-            let (img, oimg) = (g.get(in_img), g.get(out_img));
-            if p.channels_outer() {
-                // Each channel block's weights stay in cache while every
-                // pixel of the image streams past them.
-                g.channel_blocks(weights, &mut |g, run, w, bias, choff| {
-                    g.pixel_blocks(img, oimg, res_delta, &mut |g, k, i, o| {
-                        let o = g.b.ins().iadd(o, choff);
-                        let w0 = g.tap_weights(run, k, w);
-                        g.block(run, k, i, w0, o, bias);
-                    });
-                });
-            } else {
-                g.pixel_blocks(img, oimg, res_delta, &mut |g, k, i, o| {
-                    g.channels(k, i, o, weights);
-                });
-            }
-            g.add_imm(in_img, (p.h as i64) * in_row_bytes);
-            g.add_imm(out_img, (p.ho as i64) * out_row_bytes);
-        });
     }
 
-    /// Conv/pointwise: every register block of pixels of one image
-    /// (rows, column segments, blocks of `px` pixels), calling `inner` with
-    /// the block's arguments and its input and output pixel pointers.
+    /// Conv/pointwise: every register block of pixels of the rows (rows,
+    /// column segments, blocks of `px` pixels), calling `inner` with the
+    /// block's arguments and its input and output pixel pointers.
     #[allow(clippy::type_complexity)]
     fn pixel_blocks(
         &mut self,
         img: Value,
         oimg: Value,
         res_delta: Option<Value>,
+        rows: Rows,
         inner: &mut dyn FnMut(&mut Self, &BlockArgs, Value, Value),
     ) {
         let p = self.p;
         let in_row_bytes = (p.w * p.ci * 4) as i64;
         let out_row_bytes = (p.wo * p.co * 4) as i64;
-        let oy = self.b.ins().iconst(I64, 0);
-        let oy = self.var(oy);
-        self.repeat(Count::Const(p.ho), &mut |g| {
+        let oy = self.var(rows.row0);
+        self.repeat(Count::Dyn(rows.count), &mut |g| {
             let oyv = g.get(oy);
             let (ky0, nky, in_row) = if p.rows_full {
                 let off = g.b.ins().imul_imm_s(oyv, p.sh as i64 * in_row_bytes);
@@ -308,40 +317,30 @@ impl Gen<'_, '_> {
     /// (A second body for interior rows with all kernel rows unrolled ran
     /// no faster and doubled the code, and with it the compile time.)
     /// Each row walks [`Plan::col_blocks`], whose pixels carry their own
-    /// valid kernel columns.
+    /// valid kernel columns. `out_base` is where output row 0 would be.
     fn dw_body(
         &mut self,
         input: Value,
         weights: Value,
-        output: Value,
-        residual: Value,
-        batch: Value,
+        out_base: Value,
+        res_delta: Option<Value>,
+        rows: Rows,
     ) {
         let p = self.p;
-        let res_delta = p.residual.then(|| self.b.ins().isub(residual, output));
-        let in_img = self.var(input);
-        let out_img = self.var(output);
         let in_row_bytes = (p.w * p.ci * 4) as i64;
         let out_row_bytes = (p.wo * p.co * 4) as i64;
         let cols = p.col_blocks();
-        self.repeat(Count::Dyn(batch), &mut |g| {
-            let oy = g.b.ins().iconst(I64, 0);
-            let oy = g.var(oy);
-            g.repeat(Count::Const(p.ho), &mut |g| {
-                let oyv = g.get(oy);
-                let img = g.get(in_img);
-                let (ky0, nky, iy) = g.row_taps(oyv);
-                let off = g.b.ins().imul_imm_s(iy, in_row_bytes);
-                let in_row = g.b.ins().iadd(img, off);
-                let wk0 = g.b.ins().imul_imm_s(ky0, p.kw as i64);
-                let oimg = g.get(out_img);
-                let off = g.b.ins().imul_imm_s(oyv, out_row_bytes);
-                let out_row = g.b.ins().iadd(oimg, off);
-                g.dw_row(&cols, in_row, out_row, wk0, nky, weights, res_delta);
-                g.add_imm(oy, 1);
-            });
-            g.add_imm(in_img, (p.h as i64) * in_row_bytes);
-            g.add_imm(out_img, (p.ho as i64) * out_row_bytes);
+        let oy = self.var(rows.row0);
+        self.repeat(Count::Dyn(rows.count), &mut |g| {
+            let oyv = g.get(oy);
+            let (ky0, nky, iy) = g.row_taps(oyv);
+            let off = g.b.ins().imul_imm_s(iy, in_row_bytes);
+            let in_row = g.b.ins().iadd(input, off);
+            let wk0 = g.b.ins().imul_imm_s(ky0, p.kw as i64);
+            let off = g.b.ins().imul_imm_s(oyv, out_row_bytes);
+            let out_row = g.b.ins().iadd(out_base, off);
+            g.dw_row(&cols, in_row, out_row, wk0, nky, weights, res_delta);
+            g.add_imm(oy, 1);
         });
     }
 
@@ -835,6 +834,13 @@ fn interleave(b: &mut FunctionBuilder, a: Value, c: Value) -> (Value, Value) {
         b.ins().bitcast(F32X4, le, lo),
         b.ins().bitcast(F32X4, le, hi),
     )
+}
+
+/// The output rows a function call computes (run-time values).
+#[derive(Clone, Copy)]
+struct Rows {
+    row0: Value,
+    count: Value,
 }
 
 struct BlockArgs {

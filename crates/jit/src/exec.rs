@@ -156,8 +156,10 @@ impl Kernel {
     /// input and last stage's output, `residual` at the layer's input image,
     /// and `bufs` has the program's buffer sizes. The program (built by
     /// `program::program` from the same layer) keeps every step's rows
-    /// inside these, and the functions were generated for exactly the
-    /// shapes those steps give them.
+    /// inside these: a call's input pointer may lie before its buffer
+    /// (where the stage's input row 0 would be, computed with wrapping
+    /// arithmetic), but the function dereferences only the input rows its
+    /// output rows read, which the program holds in that buffer.
     unsafe fn exec(
         &self,
         steps: &[Step],
@@ -167,9 +169,9 @@ impl Kernel {
         residual: *mut f32,
     ) {
         let at = |bufs: &mut [Vec<f32>], loc: Loc| match loc {
-            Loc::GroupIn(o) => gin.wrapping_add(o),
-            Loc::GroupOut(o) => gout.wrapping_add(o),
-            Loc::Buf(b, o) => bufs[b].as_mut_ptr().wrapping_add(o),
+            Loc::GroupIn(o) => gin.wrapping_offset(o),
+            Loc::GroupOut(o) => gout.wrapping_offset(o),
+            Loc::Buf(b, o) => bufs[b].as_mut_ptr().wrapping_offset(o),
         };
         for step in steps {
             match *step {
@@ -178,14 +180,15 @@ impl Kernel {
                     src,
                     dst,
                     residual: r,
+                    row0,
+                    rows,
                 } => {
                     let (src, dst) = (at(bufs, src), at(bufs, dst));
-                    let weights = self.packed[self.compiled.slot_of[f]].ptr();
+                    let weights = self.packed[f].ptr();
+                    let residual = residual.wrapping_add(r);
                     // SAFETY: the caller's contract; `residual` is read only
                     // by stages with `residual`, whose rows match the input's.
-                    unsafe {
-                        (self.compiled.code.fns[f])(src, weights, dst, residual.wrapping_add(r), 1)
-                    };
+                    unsafe { (self.compiled.code.fns[f])(src, weights, dst, residual, row0, rows) };
                 }
                 Step::Shift { buf, from, len } => bufs[buf].copy_within(from..from + len, 0),
             }

@@ -3,19 +3,20 @@
 //! [`Kernel::compile`] plans the layer ([`layer_plan`]: which stages run
 //! fused, in row bands of what height, on how many threads) and every stage
 //! ([`plan::schedule`]: register blocking), packs the weights into the layout
-//! the generated loops read, and JIT-compiles one function per stage or row
-//! band of a stage ([`rows`]; [`program`] lists them and the steps that run
-//! them):
+//! the generated loops read, and JIT-compiles one function per stage
+//! ([`program`] lists them and the steps that run them: whole stages or
+//! row bands of them, [`rows`]):
 //!
 //! ```text
 //! extern "C" fn(input: *const f32, weights: *const f32, output: *mut f32,
-//!               residual: *const f32, batch: usize)
+//!               residual: *const f32, row0: usize, rows: usize)
 //! ```
 //!
-//! Every size is a compile-time constant except `batch`; the weights are
-//! passed by pointer, so the code depends only on the layer's shapes and
-//! is cached process-wide: compiling the same layer again (with any
-//! weights) reuses it.
+//! computing output rows `row0..row0 + rows` of one image (see
+//! `codegen.rs`). Every size is a compile-time constant except the row
+//! range; the weights are passed by pointer, so the code depends only on
+//! the layer's shapes and is cached process-wide: compiling the same layer
+//! again (with any weights) reuses it.
 
 mod codegen;
 mod exec;
@@ -96,7 +97,10 @@ pub struct CompileStats {
     pub pack_seconds: f64,
 }
 
-type StageFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, usize);
+type StageFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, usize, usize);
+
+/// Integer parameters of a stage function (see `codegen.rs`).
+const STAGE_PARAMS: usize = 6;
 
 /// Finalized machine code of one layer: never mutated after construction.
 struct Code {
@@ -159,7 +163,7 @@ pub struct Kernel {
     /// of the stages and options, which the cache key holds).
     plan: OnceLock<LayerPlan>,
     compiled: Arc<Compiled>,
-    /// This kernel's weights, one per slot of `compiled.slots`.
+    /// This kernel's weights, packed for each function of the program.
     packed: Vec<Packed>,
     /// Buffers of finished runs, for the next ones (one set per concurrent run).
     scratch: Mutex<Vec<exec::Scratch>>,
@@ -170,13 +174,9 @@ pub struct Kernel {
 /// names and weight values, so shared by every kernel of those shapes.
 struct Compiled {
     program: program::Program,
-    /// One per function of `program`: kept to print the CLIF on request.
+    /// One per function of `program` (one per stage): how it packs its
+    /// stage's weights, and its CLIF on request.
     plans: Vec<plan::Plan>,
-    /// Packed-weight slots: the stage and the plan that packs it (row
-    /// bands of one stage usually share one).
-    slots: Vec<(usize, plan::Plan)>,
-    /// For each function of `program`, its slot.
-    slot_of: Vec<usize>,
     code: Code,
 }
 
@@ -192,26 +192,10 @@ impl Compiled {
             .iter()
             .map(|(_, s)| plan::plan(s))
             .collect();
-        let mut slots: Vec<(usize, plan::Plan)> = Vec::new();
-        let mut slot_of = Vec::new();
-        for ((k, _), p) in program.functions.iter().zip(&plans) {
-            let same =
-                |(j, q): &(usize, plan::Plan)| j == k && plan::pack_key(q) == plan::pack_key(p);
-            let i = match slots.iter().position(same) {
-                Some(i) => i,
-                None => {
-                    slots.push((*k, p.clone()));
-                    slots.len() - 1
-                }
-            };
-            slot_of.push(i);
-        }
         let code = build(&plans, isa)?;
         Ok(Compiled {
             program,
             plans,
-            slots,
-            slot_of,
             code,
         })
     }
@@ -229,7 +213,7 @@ struct Key {
 /// [`stage_signature`] for the JIT's host ISA.
 fn host_signature(isa: &OwnedTargetIsa) -> Signature {
     let mut sig = Signature::new(isa.default_call_conv());
-    sig.params = vec![AbiParam::new(I64); 5];
+    sig.params = vec![AbiParam::new(I64); STAGE_PARAMS];
     sig
 }
 
@@ -353,9 +337,11 @@ impl Kernel {
         let seconds = start.elapsed().as_secs_f64();
         let start = Instant::now();
         let packed = compiled
-            .slots
+            .program
+            .functions
             .iter()
-            .map(|(k, p)| Packed::new(p, &weights.stages()[*k]))
+            .zip(&compiled.plans)
+            .map(|((k, _), p)| Packed::new(p, &weights.stages()[*k]))
             .collect();
         Ok(Kernel {
             layer: layer.clone(),
@@ -432,7 +418,7 @@ pub(crate) fn check_len(
 
 /// Declares and defines one function per stage plan in `module` (the JIT's
 /// or an object file's), with the signature
-/// `(input, weights, output, residual: *const f32 / *mut f32, batch: usize)`.
+/// `(input, weights, output, residual: *const f32 / *mut f32, row0, rows: usize)`.
 /// Returns the function ids; appends the functions' CLIF text to `clif` if
 /// given (printing costs a fifth of the compile time, so the JIT does not).
 pub fn define_stages<M: Module>(
@@ -517,13 +503,11 @@ fn clif_text(plans: &[plan::Plan]) -> String {
     text
 }
 
-/// `(i64 x 5) -> ()` in the module's default calling convention: the
+/// `(i64 x 6) -> ()` in the module's default calling convention: the
 /// stage functions' signature on 64-bit targets.
 pub fn stage_signature<M: Module>(module: &M) -> Signature {
     let mut sig = module.make_signature();
-    for _ in 0..5 {
-        sig.params.push(AbiParam::new(I64));
-    }
+    sig.params = vec![AbiParam::new(I64); STAGE_PARAMS];
     sig
 }
 
@@ -634,7 +618,7 @@ fn build(plans: &[plan::Plan], isa: OwnedTargetIsa) -> Result<Code, JitError> {
         .map(|&id| {
             let ptr = module.get_finalized_function(id);
             // SAFETY: `id` was defined above with the signature
-            // (i64 x 5) -> () in the host's default calling convention,
+            // (i64 x 6) -> () in the host's default calling convention,
             // which is `extern "C"` with pointer-sized arguments.
             unsafe { std::mem::transmute::<*const u8, StageFn>(ptr) }
         })

@@ -295,7 +295,7 @@ pub struct Segment {
 pub struct Plan {
     pub sched: Schedule,
     pub strategy: Strategy,
-    /// Geometry, with 1x1 stride-1 unpadded stages flattened to one row.
+    /// Geometry (see [`whole_stage`] for 1x1 stages run whole).
     pub h: usize,
     pub w: usize,
     pub ci: usize,
@@ -345,20 +345,38 @@ pub fn tap_range(o: usize, s: usize, d: usize, p: usize, k: usize, n: usize) -> 
     }
 }
 
+/// How a stage is compiled when it is run for all its rows at once: a 1x1
+/// stride-1 unpadded stage becomes one long row of `H*W` pixels, so its
+/// register blocks span the image's rows (14x14: 49 blocks of 4 pixels
+/// instead of 4+4+4+2 per row). Called by rows (fusion, threads), a stage
+/// keeps its rows.
+pub fn whole_stage(stage: &Stage) -> Stage {
+    let p = stage.padding;
+    let unpadded = p.top == 0 && p.bottom == 0 && p.left == 0 && p.right == 0;
+    if stage.kernel != [1, 1] || stage.stride != [1, 1] || !unpadded {
+        return stage.clone();
+    }
+    let row = |s: convjit_ir::Shape| convjit_ir::Shape {
+        h: 1,
+        w: s.h * s.w,
+        ..s
+    };
+    Stage {
+        input: row(stage.input),
+        output: row(stage.output),
+        dilation: [1, 1],
+        ..stage.clone()
+    }
+}
+
 pub fn plan(stage: &Stage) -> Plan {
     let sched = schedule(stage);
     let (si, so) = (stage.input, stage.output);
-    let [mut kh, mut kw] = stage.kernel;
-    let [mut sh, mut sw] = stage.stride;
-    let [mut dh, mut dw] = stage.dilation;
+    let [kh, kw] = stage.kernel;
+    let [sh, sw] = stage.stride;
+    let [dh, dw] = stage.dilation;
     let p = stage.padding;
-    let (mut h, mut w, mut ho, mut wo) = (si.h, si.w, so.h, so.w);
-    let unpadded = p.top == 0 && p.bottom == 0 && p.left == 0 && p.right == 0;
-    if stage.kernel == [1, 1] && stage.stride == [1, 1] && unpadded {
-        // A 1x1 stride-1 stage is one long row of pixels.
-        (h, w, ho, wo) = (1, si.h * si.w, 1, so.h * so.w);
-        (kh, kw, sh, sw, dh, dw) = (1, 1, 1, 1, 1, 1);
-    }
+    let (h, w, ho, wo) = (si.h, si.w, so.h, so.w);
     let (pt, pl) = (p.top, p.left);
     let rows_full = (0..ho).all(|oy| tap_range(oy, sh, dh, pt, kh, h) == (0, kh));
     let mut segments: Vec<Segment> = Vec::new();
@@ -643,16 +661,6 @@ pub fn code_size(plan: &Plan) -> usize {
             blocks + 100
         }
     }
-}
-
-/// Everything [`pack`] reads of a plan: two plans with equal keys pack the
-/// same weights identically (row bands of one stage usually do).
-pub fn pack_key(plan: &Plan) -> impl Eq + '_ {
-    (
-        (plan.packed_len, plan.kh, plan.kw, plan.ci_per_tap, plan.co),
-        (plan.groups, plan.g_w, plan.g_bias, plan.g_o, plan.bias_off),
-        &plan.runs,
-    )
 }
 
 /// Packs one stage's TensorFlow-layout weights (and bias) into the layout

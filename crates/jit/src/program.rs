@@ -1,31 +1,38 @@
 //! A layer plan turned into what `Kernel::run` replays for every image:
-//! the stage functions to compile (whole stages and row bands of them) and,
-//! per group and thread, a list of steps. Everything is decided here, at
-//! compile time; running is a loop over steps.
+//! the stage functions to compile (one per stage: each computes any range
+//! of its output rows) and, per group and thread, a list of steps: which
+//! rows of which stage, from where to where. Everything is decided here,
+//! at compile time; running is a loop over steps.
 
 use crate::layer_plan::{chunks, Group, LayerPlan};
-use crate::rows;
+use crate::{plan, rows};
 use convjit_ir::{Layer, Stage};
 use std::collections::HashMap;
 
 /// Where a step reads or writes, as an offset in f32s from the start of
 /// the group's input image, output image, or a band buffer of its thread.
+/// A call's input is where its stage's input row 0 is or would be: for a
+/// band of rows held in a buffer that can lie before the buffer (a
+/// negative offset); the function reads only the rows it needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loc {
-    GroupIn(usize),
-    GroupOut(usize),
-    Buf(usize, usize),
+    GroupIn(isize),
+    GroupOut(isize),
+    Buf(usize, isize),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Run function `f` (a whole stage or a band of one).
+    /// Run function `f` on output rows `row0..row0 + rows` of its stage;
+    /// `dst` is where row `row0` goes.
     Call {
         f: usize,
         src: Loc,
         dst: Loc,
         /// Offset in the layer's input image of what `residual` adds.
         residual: usize,
+        row0: usize,
+        rows: usize,
     },
     /// Move `len` f32s of buffer `buf` from `from` to its start, keeping
     /// rows the next band needs again.
@@ -45,17 +52,24 @@ pub struct GroupProgram {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Program {
-    /// The functions to compile, and the layer stage each computes (its
-    /// packed weights).
+    /// The functions to compile: the layer stage each computes (index, for
+    /// its packed weights, and the stage).
     pub functions: Vec<(usize, Stage)>,
     pub groups: Vec<GroupProgram>,
 }
 
 pub fn program(layer: &Layer, plan: &LayerPlan) -> Program {
     let mut functions: Vec<(usize, Stage)> = Vec::new();
-    let mut index: HashMap<(usize, Stage), usize> = HashMap::new();
-    let mut function = |k: usize, s: Stage| {
-        *index.entry((k, s.clone())).or_insert_with(|| {
+    let mut index: HashMap<(usize, bool), usize> = HashMap::new();
+    // A stage run whole may be compiled reshaped (`plan::whole_stage`).
+    let mut function = |k: usize, whole: bool| {
+        *index.entry((k, whole)).or_insert_with(|| {
+            let s = &layer.stages[k];
+            let s = if whole {
+                plan::whole_stage(s)
+            } else {
+                s.clone()
+            };
             functions.push((k, s));
             functions.len() - 1
         })
@@ -82,18 +96,19 @@ struct Held {
 fn group(
     layer: &Layer,
     g: &Group,
-    function: &mut impl FnMut(usize, Stage) -> usize,
+    function: &mut impl FnMut(usize, bool) -> usize,
 ) -> GroupProgram {
     let stages = &layer.stages;
     let last = &stages[g.last];
     let whole = g.first == g.last && g.threads == 1 && g.band_rows >= last.output.h;
     if whole {
-        let f = function(g.last, last.clone());
         let call = Step::Call {
-            f,
+            f: function(g.last, true),
             src: Loc::GroupIn(0),
             dst: Loc::GroupOut(0),
             residual: 0,
+            row0: 0,
+            rows: plan::whole_stage(last).output.h,
         };
         return GroupProgram {
             last: g.last,
@@ -101,8 +116,8 @@ fn group(
             buffers: vec![],
         };
     }
-    let row = |k: usize| stages[k].output.w * stages[k].output.c;
-    let in_row = |k: usize| stages[k].input.w * stages[k].input.c;
+    let row = |k: usize| (stages[k].output.w * stages[k].output.c) as isize;
+    let in_row = |k: usize| (stages[k].input.w * stages[k].input.c) as isize;
     let bands = chunks(last.output.h, g.band_rows, g.threads);
     // Buffers of intermediate stages hold two of their largest bands, so
     // rows kept for the next band are shifted only when the end is reached.
@@ -133,7 +148,7 @@ fn group(
                 let (a, b) = need[j];
                 // Rows of stage k to compute now, and where they go.
                 let (from, dst_row) = if k == g.last {
-                    (a, Loc::GroupOut(a * row(k)))
+                    (a, Loc::GroupOut(a as isize * row(k)))
                 } else {
                     let keep = match held[j] {
                         Some(h) if a >= h.lo && a < h.hi => Some(h),
@@ -145,10 +160,10 @@ fn group(
                             if base + (b - a) <= cap[j] {
                                 (base, h.hi.min(b))
                             } else {
-                                let len = (h.hi.min(b) - a) * row(k);
+                                let len = (h.hi.min(b) - a) * row(k) as usize;
                                 steps.push(Step::Shift {
                                     buf: j,
-                                    from: base * row(k),
+                                    from: base * row(k) as usize,
                                     len,
                                 });
                                 (0, h.hi.min(b))
@@ -157,33 +172,26 @@ fn group(
                         None => (0, a),
                     };
                     held[j] = Some(Held { lo: a, hi: b, base });
-                    // New rows that would read nothing but padding (the
-                    // planner only checked whole bands) are recomputed with
-                    // the held ones: the same values, rewritten in place.
-                    let from = if from < b && rows::band(&stages[k], from, b).is_none() {
-                        a
-                    } else {
-                        from
-                    };
-                    (from, Loc::Buf(j, (base + from - a) * row(k)))
+                    (from, Loc::Buf(j, (base + from - a) as isize * row(k)))
                 };
                 if from >= b {
                     continue;
                 }
-                let stage = rows::band(&stages[k], from, b).expect("planner checked bands");
-                let (lo, _, _, _) = rows::input_rows(&stages[k], from, b);
+                // Where input row 0 is, or would be in the buffer that
+                // holds rows lo.. of it.
                 let src = if k == g.first {
-                    Loc::GroupIn(lo * in_row(k))
+                    Loc::GroupIn(0)
                 } else {
                     let h = held[j - 1].expect("the previous stage's rows are held");
-                    Loc::Buf(j - 1, (h.base + lo - h.lo) * in_row(k))
+                    Loc::Buf(j - 1, (h.base as isize - h.lo as isize) * in_row(k))
                 };
-                let f = function(k, stage);
                 steps.push(Step::Call {
-                    f,
+                    f: function(k, false),
                     src,
                     dst: dst_row,
-                    residual: from * row(k),
+                    residual: from * row(k) as usize,
+                    row0: from,
+                    rows: b - from,
                 });
             }
         }
@@ -195,7 +203,7 @@ fn group(
         buffers: cap
             .iter()
             .enumerate()
-            .map(|(j, &rows)| rows * row(g.first + j))
+            .map(|(j, &rows)| rows * row(g.first + j) as usize)
             .collect(),
     }
 }

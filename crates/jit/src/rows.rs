@@ -1,9 +1,10 @@
-//! Row bands: a stage restricted to a range of its output rows is itself a
-//! smaller stage (fewer input rows, explicit vertical padding). Fusion and
-//! threads are built on this, so they reuse the ordinary code generator and
-//! every band is as specialised as a whole stage.
+//! Row ranges: a range of a stage's output rows reads a range of its input
+//! rows (and maybe zero-padding rows above or below). Fusion and threads
+//! run stages by ranges of output rows (each stage's one function takes
+//! the range at run time); this says which input rows a range needs, so
+//! the program can keep exactly those in its buffers.
 
-use convjit_ir::{Padding, Shape, Stage};
+use convjit_ir::Stage;
 
 /// The input rows `[lo, hi)` that output rows `[a, b)` of `stage` read,
 /// and the zero-padding rows `(above, below)` they also read.
@@ -22,67 +23,57 @@ pub fn input_rows(stage: &Stage, a: usize, b: usize) -> (usize, usize, usize, us
     )
 }
 
-/// `stage` restricted to output rows `[a, b)`, reading input rows
-/// `input_rows(stage, a, b)`; `None` if those are empty (the band would
-/// read nothing but padding: a whole-stage run handles that).
-pub fn band(stage: &Stage, a: usize, b: usize) -> Option<Stage> {
-    let (lo, hi, above, below) = input_rows(stage, a, b);
-    (hi > lo).then(|| Stage {
-        input: Shape {
-            h: hi - lo,
-            ..stage.input
-        },
-        output: Shape {
-            h: b - a,
-            ..stage.output
-        },
-        padding: Padding {
-            top: above,
-            bottom: below,
-            ..stage.padding
-        },
-        ..stage.clone()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use convjit_ir::{compile_source, interpret_stage, Rng, Weights};
+    use convjit_ir::compile_source;
 
-    /// Every band of every stage computes exactly the rows of the whole.
+    /// Against the taps themselves: the rows read span (clamped to the
+    /// input) from the first tap row of the range to the last, so every
+    /// input row a tap touches is inside; the padding rows are those of
+    /// that span outside the input.
     #[test]
-    fn bands_compute_the_rows_of_the_whole_stage() {
+    fn input_rows_are_the_rows_the_taps_touch() {
         let src = "layer l { input 11x6x3\n \
             a: conv 3x2 -> 4, stride 2x1, pad same, bias, relu\n \
             b: depthwise 3x3, dilation 2, pad 3 1 1 1, multiplier 2\n \
             c: conv 4x1 -> 2, pad 0 2 0 0\n p: pointwise 5 }";
         let layer = compile_source(src).unwrap().remove(0);
-        let weights = Weights::random(&layer, 3);
-        let mut x = Rng::new(4).vec(layer.input.len(), 1.0);
-        for (stage, w) in layer.stages.iter().zip(weights.stages()) {
-            let whole = interpret_stage(stage, w, &x, 1, None);
-            let row = stage.output.w * stage.output.c;
-            let in_row = stage.input.w * stage.input.c;
-            for a in 0..stage.output.h {
-                for b in a + 1..=stage.output.h {
-                    let Some(sub) = band(stage, a, b) else {
-                        continue;
-                    };
-                    let (lo, hi, _, _) = input_rows(stage, a, b);
-                    let got = interpret_stage(&sub, w, &x[lo * in_row..hi * in_row], 1, None);
-                    assert_eq!(got, whole[a * row..b * row], "{} rows {a}..{b}", stage.name);
+        for st in &layer.stages {
+            let (s, d, k) = (st.stride[0], st.dilation[0], st.kernel[0]);
+            let h = st.input.h as isize;
+            for a in 0..st.output.h {
+                for b in a + 1..=st.output.h {
+                    let touched: Vec<isize> = (a..b)
+                        .flat_map(|oy| {
+                            (0..k).map(move |t| (oy * s + t * d) as isize - st.padding.top as isize)
+                        })
+                        .collect();
+                    let inside: Vec<isize> = touched
+                        .iter()
+                        .copied()
+                        .filter(|r| (0..h).contains(r))
+                        .collect();
+                    let (lo, hi, above, below) = input_rows(st, a, b);
+                    let first = *touched.iter().min().unwrap();
+                    let last = *touched.iter().max().unwrap();
+                    let span = (first.clamp(0, h), (last + 1).clamp(0, h));
+                    assert_eq!((lo as isize, hi as isize), span, "{} {a}..{b}", st.name);
+                    assert!(inside.iter().all(|r| (span.0..span.1).contains(r)));
+                    assert_eq!(
+                        above as isize,
+                        first.clamp(0, h) - first,
+                        "{} {a}..{b}",
+                        st.name
+                    );
+                    assert_eq!(
+                        below as isize,
+                        last + 1 - (last + 1).clamp(0, h),
+                        "{} {a}..{b}",
+                        st.name
+                    );
                 }
             }
-            x = whole;
         }
-    }
-
-    #[test]
-    fn a_band_of_only_padding_is_refused() {
-        let src = "layer l { input 4x4x1\n c: conv 3x3 -> 1, pad 5 0 0 0 }";
-        let layer = compile_source(src).unwrap().remove(0);
-        assert!(band(&layer.stages[0], 0, 1).is_none());
-        assert!(band(&layer.stages[0], 0, 4).is_some());
     }
 }
