@@ -296,12 +296,7 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     let target = target(opts.target.as_deref())?;
     let ident = c_identifier(&layer.name);
     let symbol = format!("convjit_{ident}");
-    // Every stage runs whole (image by image).
-    let plans: Vec<plan::Plan> = layer
-        .stages
-        .iter()
-        .map(|s| plan::plan(&plan::whole_stage(s)))
-        .collect();
+    let plans: Vec<plan::Plan> = layer.stages.iter().map(plan::plan).collect();
 
     // No `.eh_frame` (`unwind_info`): cranelift-object 0.135 writes it with
     // absolute relocations, which make PIE executables need text relocations.

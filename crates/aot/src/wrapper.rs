@@ -208,9 +208,10 @@ pub fn define_entry<M: Module>(
         };
         let w = b.ins().iadd_imm_s(wbase, (layout.stages[i].0 * 4) as i64);
         // (input, weights, output, residual = this image's layer input,
-        // all output rows: row0 = 0, rows)
-        let whole = convjit_jit::plan::whole_stage(&layer.stages[i]);
-        let rows = b.ins().iconst(I64, whole.output.h as i64);
+        // all output rows (pixels for a flat stage): row0 = 0, rows)
+        let s = &layer.stages[i];
+        let (_, n) = convjit_jit::plan::call_range(s, 0, s.output.h);
+        let rows = b.ins().iconst(I64, n as i64);
         b.ins().call(f, &[src, w, dst, in_p, zero, rows]);
         src = dst;
     }

@@ -127,6 +127,8 @@ fn main() {
             } else {
                 done[i - 1][shift..].as_ptr()
             };
+            let s = &l.stages[i];
+            let (row0, rows) = plan::call_range(s, 0, s.output.h);
             // SAFETY: the function was generated for this stage's shapes and
             // the buffers have exactly those sizes (one image, all rows).
             unsafe {
@@ -135,8 +137,8 @@ fn main() {
                     v.packed[i].as_ptr(),
                     rest[0][shift..].as_mut_ptr(),
                     x.as_ptr(),
-                    0,
-                    l.stages[i].output.h,
+                    row0,
+                    rows,
                 )
             };
         }

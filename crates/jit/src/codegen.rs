@@ -3,10 +3,11 @@
 //! The generated function is
 //! `extern "C" fn(input: *const f32, weights: *const f32, output: *mut f32,
 //! residual: *const f32, row0: usize, rows: usize)`: it computes output
-//! rows `row0..row0 + rows` of one image, `input` pointing at the image's
-//! input row 0 (for a band held in a buffer, where row 0 would be: only
-//! the rows those outputs read are touched), `output` and `residual` at
-//! output row `row0`; `weights` points at the packed layout of
+//! rows `row0..row0 + rows` of one image (pixels, for a flat 1x1 stage:
+//! [`crate::plan::is_flat`]), `input` pointing at the image's input row 0
+//! (for a band held in a buffer, where row 0 would be: only the rows those
+//! outputs read are touched), `output` and `residual` at the first output
+//! computed; `weights` points at the packed layout of
 //! [`crate::plan::pack`]. One function thus serves whole stages and every
 //! row band of them (fusion, threads). Loop structure:
 //!
@@ -72,9 +73,9 @@ pub fn emit(plan: &Plan, b: &mut FunctionBuilder) {
         mf: MemFlagsData::new().with_notrap(),
         carried: Vec::new(),
     };
-    // Output rows are addressed from where row 0 would be.
-    let out_row_bytes = (plan.wo * plan.co * 4) as i64;
-    let skip = g.b.ins().imul_imm_s(row0, out_row_bytes);
+    // Output rows (pixels, flat) are addressed from where row 0 would be.
+    let unit = if plan.flat { 1 } else { plan.wo };
+    let skip = g.b.ins().imul_imm_s(row0, (unit * plan.co * 4) as i64);
     let out_base = g.b.ins().isub(output, skip);
     let res_delta = plan.residual.then(|| g.b.ins().isub(residual, output));
     let rows = Rows { row0, count: rows };
@@ -214,6 +215,9 @@ impl Gen<'_, '_> {
         inner: &mut dyn FnMut(&mut Self, &BlockArgs, Value, Value),
     ) {
         let p = self.p;
+        if p.flat {
+            return self.flat_blocks(img, oimg, res_delta, rows, inner);
+        }
         let in_row_bytes = (p.w * p.ci * 4) as i64;
         let out_row_bytes = (p.wo * p.co * 4) as i64;
         let oy = self.var(rows.row0);
@@ -265,6 +269,60 @@ impl Gen<'_, '_> {
             }
             g.add_imm(oy, 1);
         });
+    }
+
+    /// A flat stage (1x1, see [`crate::plan::is_flat`]): the pixels
+    /// `rows.row0..+rows.count` (a run-time range, across rows) in blocks
+    /// of `px`. The last block is moved back to end at the last pixel,
+    /// recomputing a few pixels with the same result, so every block is
+    /// full; a range shorter than a block runs pixel by pixel.
+    #[allow(clippy::type_complexity)]
+    fn flat_blocks(
+        &mut self,
+        img: Value,
+        out_base: Value,
+        res_delta: Option<Value>,
+        rows: Rows,
+        inner: &mut dyn FnMut(&mut Self, &BlockArgs, Value, Value),
+    ) {
+        let p = self.p;
+        let px = p.sched.px as i64;
+        let (in_px, out_px) = ((p.ci * 4) as i64, (p.co * 4) as i64);
+        let n = rows.count;
+        let end = self.b.ins().iadd(rows.row0, n);
+        let last = self.b.ins().iadd_imm_s(end, -px);
+        let long = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, n, px);
+        let zero = self.b.ins().iconst(I64, 0);
+        let blocks = self.b.ins().iadd_imm_s(n, px - 1);
+        let blocks = self.b.ins().udiv_imm_s(blocks, px);
+        let blocks = self.b.ins().select(long, blocks, zero);
+        let singles = self.b.ins().select(long, zero, n);
+        let args = |npx: usize| BlockArgs {
+            npx,
+            cols: None,
+            nky: Count::Const(1),
+            wk0: None,
+            kx0: 0,
+            nkx: 1,
+            res_delta,
+        };
+        for (count, npx) in [(blocks, p.sched.px), (singles, 1)] {
+            let at = self.var(rows.row0);
+            self.repeat(Count::Dyn(count), &mut |g| {
+                let a = g.get(at);
+                // Full blocks only: the last starts at end - px at most.
+                let a = if npx > 1 { g.b.ins().smin(a, last) } else { a };
+                let i = g.b.ins().imul_imm_s(a, in_px);
+                let i = g.b.ins().iadd(img, i);
+                let o = g.b.ins().imul_imm_s(a, out_px);
+                let o = g.b.ins().iadd(out_base, o);
+                inner(g, &args(npx), i, o);
+                g.add_imm(at, npx as i64);
+            });
+        }
     }
 
     /// Conv/pointwise: every channel block (run repetition), calling

@@ -137,7 +137,13 @@ fn reduce_units(stage: &Stage, cout: usize) -> (usize, String) {
             "more than 256 output channels: 4x2 (fewer passes over the input)".into(),
         );
     }
-    let (wo, w) = (stage.output.w, stage.input.w);
+    // A flat stage's calls are mostly long runs of pixels across rows.
+    let (wo, w) = if is_flat(stage) {
+        let n = stage.output.h * stage.output.w;
+        (n, n)
+    } else {
+        (stage.output.w, stage.input.w)
+    };
     let cols: Vec<(usize, usize)> = (0..wo)
         .map(|ox| {
             tap_range(
@@ -299,7 +305,7 @@ pub struct Segment {
 pub struct Plan {
     pub sched: Schedule,
     pub strategy: Strategy,
-    /// Geometry (see [`whole_stage`] for 1x1 stages run whole).
+    /// Geometry.
     pub h: usize,
     pub w: usize,
     pub ci: usize,
@@ -318,6 +324,8 @@ pub struct Plan {
     pub ci_per_tap: usize,
     /// Every output row reads all `kh` kernel rows.
     pub rows_full: bool,
+    /// The function takes a range of pixels ([`is_flat`]).
+    pub flat: bool,
     pub segments: Vec<Segment>,
     /// Channel groups (input channels for DwMultiplier, else 1) and their strides.
     pub groups: usize,
@@ -349,27 +357,28 @@ pub fn tap_range(o: usize, s: usize, d: usize, p: usize, k: usize, n: usize) -> 
     }
 }
 
-/// How a stage is compiled when it is run for all its rows at once: a 1x1
-/// stride-1 unpadded stage becomes one long row of `H*W` pixels, so its
-/// register blocks span the image's rows (14x14: 49 blocks of 4 pixels
-/// instead of 4+4+4+2 per row). Called by rows (fusion, threads), a stage
-/// keeps its rows.
-pub fn whole_stage(stage: &Stage) -> Stage {
+/// A 1x1 stride-1 unpadded conv or pointwise stage is *flat*: its pixels
+/// are independent, so its function takes a range of pixels (in row-major
+/// order) rather than of rows, and its register blocks run on across rows
+/// (14x14: 49 blocks of 4 pixels rather than 4+4+4+2 per row).
+pub fn is_flat(stage: &Stage) -> bool {
     let p = stage.padding;
     let unpadded = p.top == 0 && p.bottom == 0 && p.left == 0 && p.right == 0;
-    if stage.kernel != [1, 1] || stage.stride != [1, 1] || !unpadded {
-        return stage.clone();
-    }
-    let row = |s: convjit_ir::Shape| convjit_ir::Shape {
-        h: 1,
-        w: s.h * s.w,
-        ..s
-    };
-    Stage {
-        input: row(stage.input),
-        output: row(stage.output),
-        dilation: [1, 1],
-        ..stage.clone()
+    let reduce = matches!(
+        stage.kind,
+        StageKind::Conv { .. } | StageKind::Pointwise { .. }
+    );
+    reduce && stage.kernel == [1, 1] && stage.stride == [1, 1] && unpadded
+}
+
+/// The `(row0, rows)` arguments that make `stage`'s function compute its
+/// output rows `a..b`: pixels for a flat stage ([`is_flat`]), else rows.
+pub fn call_range(stage: &Stage, a: usize, b: usize) -> (usize, usize) {
+    if is_flat(stage) {
+        let w = stage.output.w;
+        (a * w, (b - a) * w)
+    } else {
+        (a, b - a)
     }
 }
 
@@ -572,6 +581,7 @@ pub fn plan(stage: &Stage) -> Plan {
         pl,
         ci_per_tap,
         rows_full,
+        flat: is_flat(stage),
         segments,
         groups,
         g_in,

@@ -23,8 +23,9 @@ pub enum Loc {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Run function `f` on output rows `row0..row0 + rows` of its stage;
-    /// `dst` is where row `row0` goes.
+    /// Run function `f` on output rows `row0..row0 + rows` of its stage
+    /// (pixels for a flat stage: `plan::call_range`); `dst` is where the
+    /// first goes.
     Call {
         f: usize,
         src: Loc,
@@ -60,17 +61,10 @@ pub struct Program {
 
 pub fn program(layer: &Layer, plan: &LayerPlan) -> Program {
     let mut functions: Vec<(usize, Stage)> = Vec::new();
-    let mut index: HashMap<(usize, bool), usize> = HashMap::new();
-    // A stage run whole may be compiled reshaped (`plan::whole_stage`).
-    let mut function = |k: usize, whole: bool| {
-        *index.entry((k, whole)).or_insert_with(|| {
-            let s = &layer.stages[k];
-            let s = if whole {
-                plan::whole_stage(s)
-            } else {
-                s.clone()
-            };
-            functions.push((k, s));
+    let mut index: HashMap<usize, usize> = HashMap::new();
+    let mut function = |k: usize| {
+        *index.entry(k).or_insert_with(|| {
+            functions.push((k, layer.stages[k].clone()));
             functions.len() - 1
         })
     };
@@ -93,22 +87,19 @@ struct Held {
 // `k` indexes the layer's stages and, offset by `g.first`, the group's
 // needs, held rows and buffers: a range loop says that best.
 #[allow(clippy::needless_range_loop)]
-fn group(
-    layer: &Layer,
-    g: &Group,
-    function: &mut impl FnMut(usize, bool) -> usize,
-) -> GroupProgram {
+fn group(layer: &Layer, g: &Group, function: &mut impl FnMut(usize) -> usize) -> GroupProgram {
     let stages = &layer.stages;
     let last = &stages[g.last];
     let whole = g.first == g.last && g.threads == 1 && g.band_rows >= last.output.h;
     if whole {
+        let (row0, rows) = plan::call_range(last, 0, last.output.h);
         let call = Step::Call {
-            f: function(g.last, true),
+            f: function(g.last),
             src: Loc::GroupIn(0),
             dst: Loc::GroupOut(0),
             residual: 0,
-            row0: 0,
-            rows: plan::whole_stage(last).output.h,
+            row0,
+            rows,
         };
         return GroupProgram {
             last: g.last,
@@ -185,13 +176,14 @@ fn group(
                     let h = held[j - 1].expect("the previous stage's rows are held");
                     Loc::Buf(j - 1, (h.base as isize - h.lo as isize) * in_row(k))
                 };
+                let (row0, rows) = plan::call_range(&stages[k], from, b);
                 steps.push(Step::Call {
-                    f: function(k, false),
+                    f: function(k),
                     src,
                     dst: dst_row,
                     residual: from * row(k) as usize,
-                    row0: from,
-                    rows: b - from,
+                    row0,
+                    rows,
                 });
             }
         }
