@@ -210,13 +210,6 @@ struct Key {
     options: Options,
 }
 
-/// [`stage_signature`] for the JIT's host ISA.
-fn host_signature(isa: &OwnedTargetIsa) -> Signature {
-    let mut sig = Signature::new(isa.default_call_conv());
-    sig.params = vec![AbiParam::new(I64); STAGE_PARAMS];
-    sig
-}
-
 /// A stage without its names.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct StageShape {
@@ -507,6 +500,13 @@ fn clif_text(plans: &[plan::Plan]) -> String {
 /// stage functions' signature on 64-bit targets.
 pub fn stage_signature<M: Module>(module: &M) -> Signature {
     let mut sig = module.make_signature();
+    sig.params = vec![AbiParam::new(I64); STAGE_PARAMS];
+    sig
+}
+
+/// [`stage_signature`] for the JIT's host ISA.
+fn host_signature(isa: &OwnedTargetIsa) -> Signature {
+    let mut sig = Signature::new(isa.default_call_conv());
     sig.params = vec![AbiParam::new(I64); STAGE_PARAMS];
     sig
 }
