@@ -123,18 +123,18 @@ pub fn schedule(stage: &Stage) -> Schedule {
 /// waits on. It predicts what `examples/cmp.rs` measured: 8x1 (one load
 /// fewer per 8 FMAs) 4-9% faster on pointwise 28x28x256 to 112x112x32 and
 /// on 3x3 / 5x5 convolutions, 4x2 far faster where narrow border blocks
-/// dominate (7x7 on 17x17: 8x1 33% slower). Above 256 output channels 8x1
-/// is not tried: it doubles the passes over the input, and ran 8% slower
-/// on 7x7x1024 (though 4% faster on 14x14x512).
+/// dominate (7x7 on 17x17: 8x1 33% slower). Above 512 output channels 8x1
+/// is not tried: it doubles the passes over the input, and ran 6-8% slower
+/// on 7x7x1024 (though 7% faster on 14x14x512).
 fn reduce_units(stage: &Stage, cout: usize) -> (usize, String) {
     let vectors = positions(cout).len();
     if vectors == 1 {
         return (1, "one output vector".into());
     }
-    if cout > 256 {
+    if cout > 512 {
         return (
             2,
-            "more than 256 output channels: 4x2 (fewer passes over the input)".into(),
+            "more than 512 output channels: 4x2 (fewer passes over the input)".into(),
         );
     }
     // A flat stage's calls are mostly long runs of pixels across rows.
@@ -183,8 +183,13 @@ fn reduce_units(stage: &Stage, cout: usize) -> (usize, String) {
     };
     let (c1, c2) = (cost(1), cost(2));
     let units = if c1 <= c2 { 1 } else { 2 };
+    let per = if is_flat(stage) {
+        "image"
+    } else {
+        "output row"
+    };
     let why = format!(
-        "cost model: 8x1 {:.0} vs 4x2 {:.0} estimated cycles per output row",
+        "cost model: 8x1 {:.0} vs 4x2 {:.0} estimated cycles per {per}",
         c1 * stage.kernel[0] as f64 * stage.input.c as f64,
         c2 * stage.kernel[0] as f64 * stage.input.c as f64,
     );
