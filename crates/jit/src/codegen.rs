@@ -14,7 +14,8 @@
 //! ```text
 //! [for each channel block]                   (here instead, for weights beyond
 //!                                             L2: Plan::channels_outer)
-//!   for oy in row0..row0+rows                (kernel rows valid for oy: computed per row)
+//!   for oy in row0..row0+rows                (kernel rows valid for oy: computed per row;
+//!                                             flat stages: blocks of the pixel range)
 //!     for each column segment                (compile time: its valid kernel columns)
 //!       for each block of px output pixels   (loop over full blocks, then the remainder)
 //!         for each channel group / run / repetition
