@@ -135,9 +135,13 @@ fn to_text(l: &Layer, p: &LayerPlan) -> String {
     }
     for s in &l.stages {
         let k = convjit::stage_schedule(s);
+        let unroll = match s.kind {
+            convjit::StageKind::Depthwise { .. } => "kernel-row taps unrolled".to_string(),
+            _ => format!("reduction unrolled x{}", k.k_unroll),
+        };
         out += &format!(
-            "  blocking {}: {} pixels x {} vectors of {} lanes per step, reduction unrolled x{}\n",
-            s.name, k.px, k.units, k.lanes, k.k_unroll
+            "  blocking {}: {} pixels x {} vectors of {} lanes per step, {unroll}\n",
+            s.name, k.px, k.units, k.lanes
         );
         out += &format!("    why: {}\n", convjit::stage_schedule_reason(s));
     }

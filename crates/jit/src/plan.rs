@@ -58,7 +58,8 @@ pub struct Schedule {
     pub px: usize,
     /// Accumulator vectors per pixel per register block.
     pub units: usize,
-    /// Unrolling of the reduction loop over input channels (conv, pointwise).
+    /// Unrolling of the reduction loop over input channels (conv,
+    /// pointwise; 1 for depthwise, whose kernel-row taps are all unrolled).
     pub k_unroll: usize,
 }
 
@@ -98,9 +99,9 @@ pub fn schedule(stage: &Stage) -> Schedule {
         // 64->64 (examples/cmp.rs); short ones would only get a longer tail.
         _ if reduce && stage.input.c >= 64 => (REDUCE_ACCUMULATORS, 8),
         _ if reduce => (REDUCE_ACCUMULATORS, 4),
-        StageKind::Depthwise { multiplier: 1 } => (DW_ACCUMULATORS, 2),
-        StageKind::Depthwise { multiplier: 2..=3 } => (DW_SHARED_ACCUMULATORS, 2),
-        _ => (MAX_ACCUMULATORS, 2),
+        StageKind::Depthwise { multiplier: 1 } => (DW_ACCUMULATORS, 1),
+        StageKind::Depthwise { multiplier: 2..=3 } => (DW_SHARED_ACCUMULATORS, 1),
+        _ => (MAX_ACCUMULATORS, 1),
     };
     Schedule {
         lanes: LANES,
@@ -125,7 +126,7 @@ pub fn schedule(stage: &Stage) -> Schedule {
 /// on 3x3 / 5x5 convolutions, 4x2 far faster where narrow border blocks
 /// dominate (7x7 on 17x17: 8x1 33% slower). Above 512 output channels 8x1
 /// is not tried: it doubles the passes over the input, and ran 6-8% slower
-/// on 7x7x1024 (though 7% faster on 14x14x512).
+/// on 7x7x1024 (at 512, 14x14x512, it still ran 7% faster).
 fn reduce_units(stage: &Stage, cout: usize) -> (usize, String) {
     let vectors = positions(cout).len();
     if vectors == 1 {
