@@ -37,7 +37,9 @@ pub use convjit_ir::{
     interpret, Activation, DataError, Layer, Padding, Rng, Shape, Stage, StageKind, StageWeights,
     Weights,
 };
-pub use convjit_jit::{CompileStats, Fusion, Group, Host, JitError, Kernel, LayerPlan, Options};
+pub use convjit_jit::{
+    Backend, CompileStats, Fusion, Group, Host, JitError, Kernel, LayerPlan, Options,
+};
 
 /// The plan the JIT would follow for `layer` on this machine.
 pub fn plan_layer(layer: &Layer, options: &Options) -> LayerPlan {

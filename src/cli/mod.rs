@@ -98,6 +98,14 @@ pub struct PlannerArgs {
     /// Force the height of row bands (output rows of a fused group's last stage).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     band_rows: Option<u32>,
+    /// The code generator: auto (the widest the CPU runs), cranelift, avx2, avx512.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: convjit::Backend,
+}
+
+fn parse_backend(s: &str) -> Result<convjit::Backend, String> {
+    convjit::Backend::parse(s)
+        .ok_or_else(|| format!("'{s}' is not a code generator (auto, cranelift, avx2, avx512)"))
 }
 
 impl PlannerArgs {
@@ -112,6 +120,7 @@ impl PlannerArgs {
             },
             threads: self.threads as usize,
             band_rows: self.band_rows.map(|b| b as usize),
+            backend: self.backend,
             ..convjit::Options::default()
         }
     }
@@ -128,9 +137,11 @@ impl Failure {
         match self {
             // Source errors are already "FILE:LINE:COL: error: ...".
             Failure::Input(e @ convjit::Error::Source { .. }) => e.to_string(),
-            Failure::Input(e @ convjit::Error::Jit(convjit::JitError::TooLarge(_))) => {
-                format!("error: {e}")
-            }
+            Failure::Input(
+                e @ convjit::Error::Jit(
+                    convjit::JitError::TooLarge(_) | convjit::JitError::Unsupported(_),
+                ),
+            ) => format!("error: {e}"),
             Failure::Input(e @ convjit::Error::Jit(_)) => format!("internal error: {e}"),
             Failure::Input(e) => format!("error: {e}"),
             Failure::Usage(m) => format!("error: {m}"),

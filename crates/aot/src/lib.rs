@@ -119,7 +119,9 @@ impl From<convjit_jit::JitError> for AotError {
         match e {
             convjit_jit::JitError::Data(d) => AotError::Data(d),
             convjit_jit::JitError::Codegen(m) => AotError::Codegen(m),
-            convjit_jit::JitError::TooLarge(m) => AotError::Layer(m),
+            convjit_jit::JitError::TooLarge(m) | convjit_jit::JitError::Unsupported(m) => {
+                AotError::Layer(m)
+            }
         }
     }
 }

@@ -20,11 +20,9 @@
 
 mod codegen;
 mod exec;
-pub mod layer_plan;
-pub mod plan;
 mod pool;
-pub mod program;
-pub mod rows;
+
+pub use convjit_plan::{backend, layer_plan, plan, program, rows};
 
 use convjit_ir::{DataError, Layer, Stage, Weights};
 use cranelift_codegen::ir::types::I64;
@@ -39,6 +37,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+pub use backend::Backend;
 pub use layer_plan::{Fusion, Group, Host, LayerPlan, Options};
 pub use plan::{Schedule, Strategy};
 
@@ -53,6 +52,8 @@ pub enum JitError {
     /// The specialised code would be too large to compile in reasonable
     /// time (very wide kernels, where every output column differs).
     TooLarge(String),
+    /// The host cannot run the code generator asked for.
+    Unsupported(String),
 }
 
 impl fmt::Display for JitError {
@@ -60,7 +61,7 @@ impl fmt::Display for JitError {
         match self {
             JitError::Data(e) => e.fmt(f),
             JitError::Codegen(m) => write!(f, "code generation failed: {m}"),
-            JitError::TooLarge(m) => f.write_str(m),
+            JitError::TooLarge(m) | JitError::Unsupported(m) => f.write_str(m),
         }
     }
 }
@@ -69,7 +70,7 @@ impl std::error::Error for JitError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             JitError::Data(e) => Some(e),
-            JitError::Codegen(_) | JitError::TooLarge(_) => None,
+            JitError::Codegen(_) | JitError::TooLarge(_) | JitError::Unsupported(_) => None,
         }
     }
 }
@@ -302,6 +303,11 @@ impl Kernel {
     ) -> Result<Kernel, JitError> {
         weights.check(layer)?;
         let start = Instant::now();
+        // `Auto` and the generator it stands for share cache entries.
+        let options = &Options {
+            backend: options.backend.resolve().map_err(JitError::Unsupported)?,
+            ..options.clone()
+        };
         let key = Key {
             stages: layer.stages.iter().map(StageShape::of).collect(),
             options: options.clone(),

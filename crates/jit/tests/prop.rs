@@ -105,6 +105,7 @@ fn options() -> impl Strategy<Value = Options> {
             band_rows,
             // Small layers too: the threaded paths must be tested.
             min_thread_macs: 0,
+            ..Options::default()
         })
 }
 

@@ -4,6 +4,7 @@
 //! Per-stage blocking is [`crate::plan::schedule`]; this decides the rest,
 //! from the host's real parameters ([`Host`]).
 
+use crate::backend::Backend;
 use crate::rows;
 use convjit_ir::{Layer, Stage};
 
@@ -86,6 +87,8 @@ pub struct Options {
     /// Fewer threads than requested when a group has less work than this
     /// per thread ([`MIN_MACS_PER_THREAD`]; 0 always uses them all).
     pub min_thread_macs: u64,
+    /// The code generator (`Auto`: the widest the host runs).
+    pub backend: Backend,
 }
 
 impl Default for Options {
@@ -95,6 +98,7 @@ impl Default for Options {
             threads: 1,
             band_rows: None,
             min_thread_macs: MIN_MACS_PER_THREAD,
+            backend: Backend::Auto,
         }
     }
 }

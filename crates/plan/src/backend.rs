@@ -1,0 +1,102 @@
+//! Which code generator writes a layer's stage functions. The plans are
+//! the same for all of them; a generator only decides the instructions
+//! (and, through its vector width and register count, the blocking).
+
+use std::fmt;
+
+/// A code generator, or `Auto`: the best one the host can run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// AVX-512F if the host has it, else AVX2+FMA, else Cranelift.
+    #[default]
+    Auto,
+    /// Cranelift: portable (x86-64, AArch64), 128-bit vectors.
+    Cranelift,
+    /// Direct x86-64 machine code, 256-bit ymm vectors (x86-64-v3).
+    Avx2,
+    /// Direct x86-64 machine code, 512-bit zmm vectors (x86-64-v4).
+    Avx512,
+}
+
+impl Backend {
+    /// Every concrete generator, narrowest first.
+    pub const ALL: [Backend; 3] = [Backend::Cranelift, Backend::Avx2, Backend::Avx512];
+
+    /// The command line's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Cranelift => "cranelift",
+            Backend::Avx2 => "avx2",
+            Backend::Avx512 => "avx512",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Backend> {
+        [Backend::Auto]
+            .into_iter()
+            .chain(Backend::ALL)
+            .find(|b| b.name() == s)
+    }
+
+    /// Whether this process's CPU runs the code of this generator.
+    pub fn host_has(self) -> bool {
+        match self {
+            Backend::Auto | Backend::Cranelift => true,
+            Backend::Avx2 => X86_READY && has_avx2(),
+            Backend::Avx512 => X86_READY && has_avx512(),
+        }
+    }
+
+    /// The concrete generators the host runs, narrowest first (what the
+    /// tests iterate over).
+    pub fn available() -> Vec<Backend> {
+        Backend::ALL.into_iter().filter(|b| b.host_has()).collect()
+    }
+
+    /// `Auto` made concrete; an explicit choice the host cannot run is an
+    /// error that says why.
+    pub fn resolve(self) -> Result<Backend, String> {
+        match self {
+            Backend::Auto => Ok(*Backend::available().last().unwrap_or(&Backend::Cranelift)),
+            b if b.host_has() => Ok(b),
+            b => Err(format!(
+                "the {b} code generator needs {}, which this CPU does not have",
+                match b {
+                    Backend::Avx2 => "AVX2 and FMA",
+                    _ => "AVX-512F",
+                }
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The direct x86-64 generator is being written: until it lands, only
+/// Cranelift is offered.
+const X86_READY: bool = false;
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    has_avx2() && std::arch::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx2() -> bool {
+    false
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512() -> bool {
+    false
+}

@@ -1,0 +1,17 @@
+//! How a layer is computed, apart from what it computes and from the code
+//! generator that writes the instructions: the layer plan ([`layer_plan`]:
+//! fusion groups, row bands, threads), each stage's blocking and packed
+//! weight layout ([`plan`]), the input rows a range of output rows reads
+//! ([`rows`]), the functions to compile and the steps that run them
+//! ([`program`]), and the choice of generator ([`backend`]). Plain values
+//! with their reasons, printed by `convjit plan`.
+
+pub mod backend;
+pub mod layer_plan;
+pub mod plan;
+pub mod program;
+pub mod rows;
+
+pub use backend::Backend;
+pub use layer_plan::{Fusion, Group, Host, LayerPlan, Options};
+pub use plan::{Schedule, Strategy};
