@@ -360,7 +360,7 @@ impl Gen<'_, '_> {
     /// A conv/pointwise block's weights: its run repetition's weights `w`
     /// advanced to the first valid tap.
     fn tap_weights(&mut self, run: &Run, k: &BlockArgs, w: Value) -> Value {
-        let tap_bytes = run.tap_bytes(self.p.ci_per_tap) as i64;
+        let tap_bytes = run.tap_bytes(self.p.ci_per_tap, LANES) as i64;
         match k.wk0 {
             Some(wk0) => {
                 let t = self.b.ins().iadd_imm_s(wk0, k.kx0 as i64);
@@ -570,7 +570,7 @@ impl Gen<'_, '_> {
             })
             .collect();
         self.carried = acc.iter().flatten().copied().collect();
-        let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
+        let tap_bytes = run.tap_bytes(p.ci_per_tap, LANES) as i64;
         let in_ky = (p.dh * p.w * p.ci * 4) as i64;
         let w_ky = p.kw as i64 * tap_bytes;
         match (&k.cols, k.nky) {
@@ -917,8 +917,15 @@ struct BlockArgs {
 
 #[cfg(test)]
 mod tests {
-    use crate::{plan, Kernel};
+    use crate::{plan, Backend, Kernel, Options};
     use convjit_ir::{compile_source, interpret, Rng, Weights};
+
+    fn cranelift() -> Options {
+        Options {
+            backend: Backend::Cranelift,
+            ..Options::default()
+        }
+    }
 
     /// Stages whose weights exceed `CHANNELS_OUTER_BYTES` take the
     /// channel-outer loop order (the property tests' layers are too small):
@@ -938,7 +945,7 @@ mod tests {
             let w = Weights::random(&l, 1);
             let x = Rng::new(2).vec(2 * l.input.len(), 1.0);
             let want = interpret(&l, &w, &x, 2).unwrap();
-            let k = Kernel::compile(&l, &w).unwrap();
+            let k = Kernel::compile_with(&l, &w, &cranelift()).unwrap();
             assert!(k.clif().contains("shuffle"), "{body}");
             let got = k.run_alloc(&x, 2).unwrap();
             for (a, b) in got.iter().zip(&want) {
@@ -964,13 +971,22 @@ mod tests {
             let w = Weights::random(&l, 1);
             let x = Rng::new(2).vec(2 * l.input.len(), 1.0);
             let want = interpret(&l, &w, &x, 2).unwrap();
-            let got = Kernel::compile(&l, &w).unwrap().run_alloc(&x, 2).unwrap();
-            assert_eq!(got.len(), want.len());
-            for (a, b) in got.iter().zip(&want) {
-                assert!(
-                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                    "{body}: {a} vs {b}"
-                );
+            for backend in Backend::available() {
+                let o = Options {
+                    backend,
+                    ..Options::default()
+                };
+                let got = Kernel::compile_with(&l, &w, &o)
+                    .unwrap()
+                    .run_alloc(&x, 2)
+                    .unwrap();
+                assert_eq!(got.len(), want.len());
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{backend}: {body}: {a} vs {b}"
+                    );
+                }
             }
         }
     }

@@ -182,18 +182,15 @@ struct Compiled {
 }
 
 impl Compiled {
-    fn new(
-        layer: &Layer,
-        layer_plan: &LayerPlan,
-        isa: OwnedTargetIsa,
-    ) -> Result<Compiled, JitError> {
+    fn new(layer: &Layer, layer_plan: &LayerPlan, backend: Backend) -> Result<Compiled, JitError> {
         let program = program::program(layer, layer_plan);
+        let target = plan::Target::of(backend);
         let plans: Vec<plan::Plan> = program
             .functions
             .iter()
-            .map(|(_, s)| plan::plan(s))
+            .map(|(_, s)| plan::plan_for(s, &target))
             .collect();
-        let code = build(&plans, isa)?;
+        let code = build(&plans, backend)?;
         Ok(Compiled {
             program,
             plans,
@@ -323,7 +320,7 @@ impl Kernel {
             Some(c) => c,
             None => {
                 let layer_plan = layer_plan::plan_layer(layer, options, &host());
-                let c = Arc::new(Compiled::new(layer, &layer_plan, isa()?)?);
+                let c = Arc::new(Compiled::new(layer, &layer_plan, options.backend)?);
                 let _ = plan.set(layer_plan);
                 let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
                 if cache.len() >= CACHE_CAPACITY {
@@ -372,9 +369,35 @@ impl Kernel {
     }
 
     /// The Cranelift IR text of every generated function (generated again
-    /// on request: compiling does not print it).
+    /// on request: compiling does not print it); empty for the other
+    /// generators (see [`Kernel::asm`]).
     pub fn clif(&self) -> String {
+        if self.options.backend != Backend::Cranelift {
+            return String::new();
+        }
         clif_text(&self.compiled.plans)
+    }
+
+    /// The code generator that wrote this kernel's code.
+    pub fn backend(&self) -> Backend {
+        self.options.backend
+    }
+
+    /// The disassembly of every generated function (x86 generators:
+    /// emitted again on request), one `function N:` section each.
+    pub fn asm(&self) -> String {
+        let Some(isa) = convjit_x86::Isa::of(self.options.backend) else {
+            return String::new();
+        };
+        let mut text = String::new();
+        for (i, p) in self.compiled.plans.iter().enumerate() {
+            text.push_str(&format!("function {i}:\n"));
+            match convjit_x86::emit(p, isa) {
+                Ok(code) => text.push_str(&convjit_x86::disassemble(&code)),
+                Err(e) => text.push_str(&format!("  ({e})\n")),
+            }
+        }
+        text
     }
 
     /// Time to get the code and to pack the weights, and whether the code
@@ -391,7 +414,12 @@ impl Kernel {
 
     /// The blocking decisions of each stage.
     pub fn schedules(&self) -> Vec<Schedule> {
-        self.layer.stages.iter().map(plan::schedule).collect()
+        let target = plan::Target::of(self.options.backend);
+        self.layer
+            .stages
+            .iter()
+            .map(|s| plan::schedule_for(s, &target))
+            .collect()
     }
 }
 
@@ -601,8 +629,27 @@ fn compile_one(
     Ok((code.code_buffer().to_vec(), code.buffer.alignment as u64))
 }
 
-fn build(plans: &[plan::Plan], isa: OwnedTargetIsa) -> Result<Code, JitError> {
-    let machine = compile_all(plans, &isa)?;
+/// The machine code of every stage function of `plans`, from the x86
+/// generator or Cranelift.
+fn machine_code(plans: &[plan::Plan], backend: Backend) -> Result<Vec<Machine>, JitError> {
+    match convjit_x86::Isa::of(backend) {
+        Some(x86) => {
+            check_code_size(plans)?;
+            plans
+                .iter()
+                .map(|p| {
+                    let code = convjit_x86::emit(p, x86).map_err(codegen_err)?;
+                    Ok((code, 64))
+                })
+                .collect()
+        }
+        None => compile_all(plans, &isa()?),
+    }
+}
+
+fn build(plans: &[plan::Plan], backend: Backend) -> Result<Code, JitError> {
+    let machine = machine_code(plans, backend)?;
+    let isa = isa()?;
     let mut module = JITModule::new(JITBuilder::with_isa(
         isa,
         cranelift_module::default_libcall_names(),

@@ -79,7 +79,7 @@ impl fmt::Display for Backend {
 
 /// The direct x86-64 generator is being written: until it lands, only
 /// Cranelift is offered.
-const X86_READY: bool = false;
+const X86_READY: bool = true;
 
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {

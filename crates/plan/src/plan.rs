@@ -4,11 +4,67 @@
 //! the generated loops read. Everything here depends only on the stage's
 //! shapes, never on weight values, so the machine code can be cached.
 
+use crate::backend::Backend;
 use convjit_ir::{Activation, Stage, StageKind};
 
-/// f32 lanes of one machine vector. The x64 backend of Cranelift lowers
-/// only 128-bit vectors; a wider backend would change this.
+/// f32 lanes of the Cranelift generator's vectors: its x64 backend lowers
+/// only 128-bit vectors (and NEON has no wider ones).
 pub const LANES: usize = 4;
+
+/// The most f32 lanes of any target (AVX-512: 16).
+pub const MAX_LANES: usize = 16;
+
+/// What a code generator offers the plan: vector width and registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// A concrete generator (never `Auto`).
+    pub backend: Backend,
+    /// f32 lanes per vector.
+    pub lanes: usize,
+    /// Vector registers the generator may use.
+    pub vector_registers: usize,
+}
+
+impl Target {
+    /// Cranelift: 128-bit vectors, 16 registers on x64 (32 on AArch64,
+    /// which its register allocator uses on its own).
+    pub const CRANELIFT: Target = Target {
+        backend: Backend::Cranelift,
+        lanes: LANES,
+        vector_registers: 16,
+    };
+    pub const AVX2: Target = Target {
+        backend: Backend::Avx2,
+        lanes: 8,
+        vector_registers: 16,
+    };
+    pub const AVX512: Target = Target {
+        backend: Backend::Avx512,
+        lanes: 16,
+        vector_registers: 32,
+    };
+
+    /// The target of a concrete generator (`Auto` is Cranelift's).
+    pub fn of(backend: Backend) -> Target {
+        match backend {
+            Backend::Avx2 => Target::AVX2,
+            Backend::Avx512 => Target::AVX512,
+            Backend::Auto | Backend::Cranelift => Target::CRANELIFT,
+        }
+    }
+
+    /// The generator writes its own machine code (and allocates its own
+    /// registers): `vfmadd231ps` accumulates in place, a broadcast is
+    /// shared by a row of accumulators.
+    fn direct(&self) -> bool {
+        self.backend != Backend::Cranelift
+    }
+
+    /// Bytes per vector.
+    pub fn vector_bytes(&self) -> usize {
+        self.lanes * 4
+    }
+}
 
 /// Most live accumulator vectors per register block (x64 has xmm0-15:
 /// accumulators plus a weight vector plus a broadcast temporary must fit).
@@ -78,10 +134,18 @@ pub enum Strategy {
     DwMultiplier,
 }
 
-/// The blocking decisions for `stage`. The one place to change them (a
-/// later planner can replace this function by a cost model).
+/// The blocking decisions for `stage` with Cranelift's vectors.
 pub fn schedule(stage: &Stage) -> Schedule {
-    let vectors = |n: usize| positions(n).len();
+    schedule_for(stage, &Target::CRANELIFT)
+}
+
+/// The blocking decisions for `stage` on `target`. The one place to
+/// change them.
+pub fn schedule_for(stage: &Stage, target: &Target) -> Schedule {
+    if target.direct() {
+        return direct_schedule(stage, target);
+    }
+    let vectors = |n: usize| positions(n, LANES).len();
     let units = match stage.kind {
         StageKind::Conv { cout } | StageKind::Pointwise { cout } => reduce_units(stage, cout).0,
         // One channel vector (m accumulators) per block: blocks of more
@@ -128,7 +192,7 @@ pub fn schedule(stage: &Stage) -> Schedule {
 /// is not tried: it doubles the passes over the input, and ran 6-8% slower
 /// on 7x7x1024 (at 512, 14x14x512, it still ran 7% faster).
 fn reduce_units(stage: &Stage, cout: usize) -> (usize, String) {
-    let vectors = positions(cout).len();
+    let vectors = positions(cout, LANES).len();
     if vectors == 1 {
         return (1, "one output vector".into());
     }
@@ -138,6 +202,34 @@ fn reduce_units(stage: &Stage, cout: usize) -> (usize, String) {
             "more than 512 output channels: 4x2 (fewer passes over the input)".into(),
         );
     }
+    let cost = |units: usize| block_cost(stage, vectors, REDUCE_ACCUMULATORS / units, units, false);
+    let (c1, c2) = (cost(1), cost(2));
+    let units = if c1 <= c2 { 1 } else { 2 };
+    let per = if is_flat(stage) {
+        "image"
+    } else {
+        "output row"
+    };
+    let why = format!(
+        "cost model: 8x1 {:.0} vs 4x2 {:.0} estimated cycles per {per}",
+        c1 * stage.kernel[0] as f64 * stage.input.c as f64,
+        c2 * stage.kernel[0] as f64 * stage.input.c as f64,
+    );
+    (units, why)
+}
+
+/// Estimated cycles per reduction step over a row (an image, for a flat
+/// stage) of register blocks of `px` pixels x `units` of the stage's
+/// `vectors` output vectors (see [`reduce_units`]). With a
+/// `shared_broadcast` a block loads each pixel's input once per step (a
+/// direct generator); without, once per FMA (Cranelift).
+fn block_cost(
+    stage: &Stage,
+    vectors: usize,
+    px: usize,
+    units: usize,
+    shared_broadcast: bool,
+) -> f64 {
     // A flat stage's calls are mostly long runs of pixels across rows.
     let (wo, w) = if is_flat(stage) {
         let n = stage.output.h * stage.output.w;
@@ -157,44 +249,138 @@ fn reduce_units(stage: &Stage, cout: usize) -> (usize, String) {
             )
         })
         .collect();
-    let cost = |units: usize| -> f64 {
-        let px = REDUCE_ACCUMULATORS / units;
-        let block = |n: usize, nkx: usize| {
-            let fmas = (n * units) as f64;
-            let step = ((fmas + units as f64) / VECTOR_LOADS)
-                .max(fmas / FMA_PIPES)
-                .max(FMA_LATENCY);
-            nkx as f64 * step
-        };
-        let mut row = 0.0;
-        let mut a = 0;
-        while a < wo {
-            let mut b = a;
-            while b < wo && cols[b] == cols[a] {
-                b += 1;
-            }
-            let (n, nkx) = (b - a, cols[a].1);
-            row += (n / px) as f64 * block(px, nkx);
-            if n % px > 0 {
-                row += block(n % px, nkx);
-            }
-            a = b;
-        }
-        vectors.div_ceil(units) as f64 * row
+    let block = |n: usize, nkx: usize| {
+        let fmas = (n * units) as f64;
+        let loads = if shared_broadcast { n as f64 } else { fmas };
+        let step = ((loads + units as f64) / VECTOR_LOADS)
+            .max(fmas / FMA_PIPES)
+            .max(FMA_LATENCY);
+        nkx as f64 * step
     };
-    let (c1, c2) = (cost(1), cost(2));
-    let units = if c1 <= c2 { 1 } else { 2 };
+    let mut row = 0.0;
+    let mut a = 0;
+    while a < wo {
+        let mut b = a;
+        while b < wo && cols[b] == cols[a] {
+            b += 1;
+        }
+        let (n, nkx) = (b - a, cols[a].1);
+        row += (n / px) as f64 * block(px, nkx);
+        if n % px > 0 {
+            row += block(n % px, nkx);
+        }
+        a = b;
+    }
+    vectors.div_ceil(units) as f64 * row
+}
+
+/// Most pixels of a register block of a direct generator: a longer block
+/// only lengthens the remainder blocks of a row.
+const DIRECT_MAX_PX: usize = 16;
+
+/// Blocking of a direct generator, which allocates its own registers:
+/// accumulators, the weight vectors of one step and one broadcast (or
+/// input) register fill the register file, with no spills.
+fn direct_schedule(stage: &Stage, t: &Target) -> Schedule {
+    let regs = t.vector_registers;
+    let (px, units) = match stage.kind {
+        StageKind::Conv { cout } | StageKind::Pointwise { cout } => {
+            let (px, units, _) = direct_reduce_block(stage, cout, t);
+            (px, units)
+        }
+        // Pixels of one channel vector; the row's weights in registers
+        // beside them where they fit (see the generators).
+        StageKind::Depthwise { multiplier: 1 } => ((regs / 2).min(DIRECT_MAX_PX), 1),
+        // One accumulator per multiplier; the units share the input and
+        // hold one kernel column's weights.
+        StageKind::Depthwise { multiplier: m } if m <= 3 => {
+            (((regs - m - 2) / m).min(DIRECT_MAX_PX), m)
+        }
+        StageKind::Depthwise { multiplier } => {
+            let units = positions(multiplier, t.lanes).len().min(4);
+            let px = ((regs - units - 1) / units).min((regs - 4) / units);
+            (px.min(DIRECT_MAX_PX), units)
+        }
+    };
+    let reduce = matches!(
+        stage.kind,
+        StageKind::Conv { .. } | StageKind::Pointwise { .. }
+    );
+    Schedule {
+        lanes: t.lanes,
+        px: px.max(1),
+        units,
+        k_unroll: match () {
+            _ if reduce && stage.input.c >= 64 => 8,
+            _ if reduce => 4,
+            _ => 1,
+        },
+    }
+}
+
+/// A direct generator's conv/pointwise block: for 1 to 4 output vectors
+/// per block, the most pixels whose accumulators fit beside the weight
+/// vectors and a broadcast register, chosen by [`block_cost`]. Returns
+/// `(pixels, vectors, why)`.
+fn direct_reduce_block(stage: &Stage, cout: usize, t: &Target) -> (usize, usize, String) {
+    let vectors = positions(cout, t.lanes).len();
+    let mut costs: Vec<(f64, usize, usize)> = (1..=vectors.min(4))
+        .map(|units| {
+            // The epilogue needs four registers beside the accumulators.
+            let regs = t.vector_registers;
+            let px = ((regs - units - 1) / units).min((regs - 4) / units);
+            (block_cost(stage, vectors, px, units, true), px, units)
+        })
+        .collect();
+    let listed: Vec<String> = costs
+        .iter()
+        .map(|&(c, px, u)| {
+            format!(
+                "{px}x{u} {:.0}",
+                c * stage.kernel[0] as f64 * stage.input.c as f64
+            )
+        })
+        .collect();
+    // Ties go to more vectors per block: fewer passes over the input.
+    costs.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.2.cmp(&a.2)));
+    let (_, px, units) = costs[0];
     let per = if is_flat(stage) {
         "image"
     } else {
         "output row"
     };
     let why = format!(
-        "cost model: 8x1 {:.0} vs 4x2 {:.0} estimated cycles per {per}",
-        c1 * stage.kernel[0] as f64 * stage.input.c as f64,
-        c2 * stage.kernel[0] as f64 * stage.input.c as f64,
+        "cost model ({}-bit, {} registers): {} estimated cycles per {per}",
+        t.lanes * 32,
+        t.vector_registers,
+        listed.join(", ")
     );
-    (units, why)
+    (px, units, why)
+}
+
+/// Why [`schedule_for`] blocks `stage` as it does on `target`, for the plan dump.
+pub fn schedule_reason_for(stage: &Stage, target: &Target) -> String {
+    if !target.direct() {
+        return schedule_reason(stage);
+    }
+    let s = direct_schedule(stage, target);
+    match stage.kind {
+        StageKind::Conv { cout } | StageKind::Pointwise { cout } => {
+            direct_reduce_block(stage, cout, target).2
+        }
+        StageKind::Depthwise { multiplier: 1 } => format!(
+            "depthwise: {} pixels of one channel vector, a kernel row's weights in registers",
+            s.px
+        ),
+        StageKind::Depthwise { multiplier: 2..=3 } => format!(
+            "depthwise multiplier 2-3: {} pixels x one accumulator per multiplier, the units share each input load",
+            s.px
+        ),
+        StageKind::Depthwise { .. } => format!(
+            "depthwise multiplier >= 4: {} pixels x {} vectors over the multiplier, the input broadcast once per pixel",
+            s.px, s.units
+        ),
+    }
 }
 
 /// Why [`schedule`] blocks `stage` as it does, for the plan dump.
@@ -213,18 +399,18 @@ pub fn schedule_reason(stage: &Stage) -> String {
     }
 }
 
-/// Vector start offsets covering `n` channels: `0, 4, 8, ...`; when `n` is
-/// not a multiple of 4 (and at least 4) the last vector overlaps the one
-/// before it and ends exactly at `n`, so no load or store leaves the
-/// channel range. `n < 4` gives one partial vector `(0, n)`.
-/// Returns `(start, valid_lanes)`.
-pub fn positions(n: usize) -> Vec<(usize, usize)> {
-    if n < LANES {
+/// Vector start offsets covering `n` channels with vectors of `lanes`:
+/// `0, lanes, 2*lanes, ...`; when `n` is not a multiple of `lanes` (and at
+/// least `lanes`) the last vector overlaps the one before it and ends
+/// exactly at `n`, so no load or store leaves the channel range. `n <
+/// lanes` gives one partial vector `(0, n)`. Returns `(start, valid_lanes)`.
+pub fn positions(n: usize, lanes: usize) -> Vec<(usize, usize)> {
+    if n < lanes {
         return vec![(0, n)];
     }
-    let mut v: Vec<(usize, usize)> = (0..n / LANES).map(|i| (i * LANES, LANES)).collect();
-    if !n.is_multiple_of(LANES) {
-        v.push((n - LANES, LANES));
+    let mut v: Vec<(usize, usize)> = (0..n / lanes).map(|i| (i * lanes, lanes)).collect();
+    if !n.is_multiple_of(lanes) {
+        v.push((n - lanes, lanes));
     }
     v
 }
@@ -235,25 +421,27 @@ pub fn positions(n: usize) -> Vec<(usize, usize)> {
 pub enum InSrc {
     /// Conv/pointwise: inputs are broadcast scalars of the reduction.
     None,
-    /// Four contiguous channels.
+    /// A vector of contiguous channels.
     Vector(usize),
     /// One channel broadcast to all lanes.
     Splat(usize),
-    /// `n < 4` contiguous channels loaded one by one (a full vector could
-    /// read past the end of the buffer).
+    /// `n < lanes` contiguous channels (a full vector could read past the
+    /// end of the buffer): loaded one by one, or by a masked load.
     Lanes(usize, usize),
 }
 
 /// Where a unit's result goes, as channel offsets from the block's output base.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum OutDst {
-    /// Four contiguous channels.
+    /// A vector of contiguous channels.
     Vector(usize),
-    /// `(lane, channel)` pairs stored one by one.
+    /// `(lane, channel)` pairs stored one by one (or by a masked store
+    /// where they are lanes `0..n` to channels `c..c+n`).
     Lanes(Vec<(u8, usize)>),
-    /// Depthwise with multiplier 2: this unit (`m = 0` of four channels)
-    /// and the next (`m = 1`) interleave into eight contiguous channels
-    /// from this one: two shuffles and two stores instead of eight lanes.
+    /// Depthwise with multiplier 2: this unit (`m = 0` of `lanes`
+    /// channels) and the next (`m = 1`) interleave into `2 * lanes`
+    /// contiguous channels from this one: shuffles and two stores instead
+    /// of one store per lane.
     Pair(usize),
     /// The second unit of a [`OutDst::Pair`], stored by the first.
     Paired,
@@ -266,7 +454,7 @@ pub struct Unit {
     pub out: OutDst,
     /// Output channel of each lane (for the first repetition of the run in
     /// group 0); `None` lanes get zero weights and bias.
-    pub lanes: [Option<usize>; LANES],
+    pub lanes: [Option<usize>; MAX_LANES],
 }
 
 /// A run of identical register blocks repeated `count` times, pointers
@@ -291,9 +479,10 @@ pub struct Run {
 }
 
 impl Run {
-    /// Bytes of weights per tap (all reduction channels of one tap).
-    pub fn tap_bytes(&self, ci_per_tap: usize) -> usize {
-        ci_per_tap * self.units.len() * LANES * 4
+    /// Bytes of weights per tap (all reduction channels of one tap) with
+    /// vectors of `lanes`.
+    pub fn tap_bytes(&self, ci_per_tap: usize, lanes: usize) -> usize {
+        ci_per_tap * self.units.len() * lanes * 4
     }
 }
 
@@ -388,8 +577,15 @@ pub fn call_range(stage: &Stage, a: usize, b: usize) -> (usize, usize) {
     }
 }
 
+/// The plan of `stage` for Cranelift's vectors.
 pub fn plan(stage: &Stage) -> Plan {
-    let sched = schedule(stage);
+    plan_for(stage, &Target::CRANELIFT)
+}
+
+/// The plan of `stage` for the vectors and registers of `target`.
+pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
+    let sched = schedule_for(stage, target);
+    let lanes = target.lanes;
     let (si, so) = (stage.input, stage.output);
     let [kh, kw] = stage.kernel;
     let [sh, sw] = stage.stride;
@@ -414,7 +610,7 @@ pub fn plan(stage: &Stage) -> Plan {
     let (ci, co) = (si.c, so.c);
     let taps = kh * kw;
     let u = sched.units;
-    let vb = LANES * 4; // bytes per vector
+    let vb = lanes * 4; // bytes per vector
     let (strategy, ci_per_tap, groups) = match stage.kind {
         StageKind::Conv { .. } | StageKind::Pointwise { .. } => (Strategy::Reduce, ci, 1),
         StageKind::Depthwise { multiplier } if multiplier <= 3 => (Strategy::DwChannels, 1, 1),
@@ -430,7 +626,7 @@ pub fn plan(stage: &Stage) -> Plan {
                         mk: &dyn Fn(usize, usize) -> Vec<Unit>| {
         let regular = pos
             .iter()
-            .take_while(|&&(s, v)| v == LANES && s.is_multiple_of(LANES));
+            .take_while(|&&(s, v)| v == lanes && s.is_multiple_of(lanes));
         let nreg = regular.count();
         let full = nreg / per_block;
         let (mut w_base, mut bias_base) = (0, 0);
@@ -459,8 +655,8 @@ pub fn plan(stage: &Stage) -> Plan {
         let rest = &pos[full * per_block..];
         if !rest.is_empty() {
             let (in_base, out_base) = (
-                rest[0].0 / LANES * in_per_pos,
-                rest[0].0 / LANES * out_per_pos,
+                rest[0].0 / lanes * in_per_pos,
+                rest[0].0 / lanes * out_per_pos,
             );
             // Offsets inside the remainder are relative to its base.
             let units: Vec<Unit> = rest
@@ -500,7 +696,7 @@ pub fn plan(stage: &Stage) -> Plan {
         }
     };
     let lanes_of = |f: &dyn Fn(usize) -> usize, v: usize| {
-        let mut l = [None; LANES];
+        let mut l = [None; MAX_LANES];
         for (i, slot) in l.iter_mut().enumerate().take(v) {
             *slot = Some(f(i));
         }
@@ -509,11 +705,11 @@ pub fn plan(stage: &Stage) -> Plan {
     let (g_in, g_out, g_o, units_per_group);
     match strategy {
         Strategy::Reduce => {
-            let pos = positions(co);
+            let pos = positions(co, lanes);
             let mk = |s: usize, v: usize| {
                 vec![Unit {
                     input: InSrc::None,
-                    out: if v == LANES {
+                    out: if v == lanes {
                         OutDst::Vector(s)
                     } else {
                         OutDst::Lanes((0..v).map(|l| (l as u8, s + l)).collect())
@@ -521,23 +717,23 @@ pub fn plan(stage: &Stage) -> Plan {
                     lanes: lanes_of(&|l| s + l, v),
                 }]
             };
-            add_runs(&pos, u, 0, LANES, &mk);
+            add_runs(&pos, u, 0, lanes, &mk);
             (g_in, g_out, g_o, units_per_group) = (0, 0, 0, pos.len());
         }
         Strategy::DwChannels => {
             let m = co / ci;
-            let pos = positions(ci);
+            let pos = positions(ci, lanes);
             let mk = |s: usize, v: usize| {
                 (0..m)
                     .map(|mm| Unit {
-                        input: if v == LANES {
+                        input: if v == lanes {
                             InSrc::Vector(s)
                         } else {
                             InSrc::Lanes(s, v)
                         },
-                        out: if m == 1 && v == LANES {
+                        out: if m == 1 && v == lanes {
                             OutDst::Vector(s)
-                        } else if m == 2 && v == LANES {
+                        } else if m == 2 && v == lanes {
                             [OutDst::Pair(s * 2), OutDst::Paired][mm].clone()
                         } else {
                             OutDst::Lanes((0..v).map(|l| (l as u8, (s + l) * m + mm)).collect())
@@ -546,20 +742,26 @@ pub fn plan(stage: &Stage) -> Plan {
                     })
                     .collect()
             };
-            add_runs(&pos, (u / m).max(1), LANES, LANES * m, &mk);
+            add_runs(&pos, (u / m).max(1), lanes, lanes * m, &mk);
             (g_in, g_out, g_o, units_per_group) = (0, 0, 0, pos.len() * m);
         }
         Strategy::DwMultiplier => {
             let m = co / ci;
-            let pos = positions(m);
+            let pos = positions(m, lanes);
             let mk = |s: usize, v: usize| {
                 vec![Unit {
                     input: InSrc::Splat(0),
-                    out: OutDst::Vector(s),
+                    // Fewer outputs than lanes (wide vectors only): a
+                    // whole vector would write the next group's.
+                    out: if v == lanes {
+                        OutDst::Vector(s)
+                    } else {
+                        OutDst::Lanes((0..v).map(|l| (l as u8, s + l)).collect())
+                    },
                     lanes: lanes_of(&|l| s + l, v),
                 }]
             };
-            add_runs(&pos, u, 0, LANES, &mk);
+            add_runs(&pos, u, 0, lanes, &mk);
             (g_in, g_out, g_o, units_per_group) = (1, m, m, pos.len());
         }
     }
@@ -696,6 +898,7 @@ pub fn pack(plan: &Plan, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
 /// [`pack`] into `out` (`plan.packed_len` zeroed f32s), e.g. aligned storage.
 pub fn pack_into(plan: &Plan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let cpt = plan.ci_per_tap;
+    let lanes = plan.sched.lanes;
     // Every register block: where its weights start, the f32s per
     // (tap, channel) step, and its lanes as (lane offset, output channel).
     struct Block {
@@ -712,23 +915,23 @@ pub fn pack_into(plan: &Plan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f
             for rep in 0..run.count {
                 let base = (g * plan.g_w + run.w_base + rep * run.w_stride) / 4;
                 let bbase = (g * plan.g_bias + run.bias_base + rep * run.bias_stride) / 4;
-                let lanes: Vec<(usize, usize)> = run
+                let slots: Vec<(usize, usize)> = run
                     .units
                     .iter()
                     .enumerate()
                     .flat_map(|(ui, unit)| {
                         unit.lanes.iter().enumerate().filter_map(move |(l, o)| {
-                            o.map(|o| (ui * LANES + l, o + g * plan.g_o + rep * run.o_stride))
+                            o.map(|o| (ui * lanes + l, o + g * plan.g_o + rep * run.o_stride))
                         })
                     })
                     .collect();
                 if let (Some(off), Some(b)) = (plan.bias_off, bias) {
-                    for &(lane, o) in &lanes {
+                    for &(lane, o) in &slots {
                         out[off + bbase + lane] = b[o];
                     }
                 }
                 let mut runs: Vec<(usize, usize, usize)> = Vec::new();
-                for &(lane, o) in &lanes {
+                for &(lane, o) in &slots {
                     match runs.last_mut() {
                         Some((l0, o0, len)) if *l0 + *len == lane && *o0 + *len == o => *len += 1,
                         _ => runs.push((lane, o, 1)),
@@ -736,7 +939,7 @@ pub fn pack_into(plan: &Plan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f
                 }
                 blocks.push(Block {
                     base,
-                    step: n * LANES,
+                    step: n * lanes,
                     runs,
                 });
             }
@@ -761,9 +964,10 @@ mod tests {
 
     #[test]
     fn positions_overlap_the_tail() {
-        assert_eq!(positions(3), [(0, 3)]);
-        assert_eq!(positions(4), [(0, 4)]);
-        assert_eq!(positions(9), [(0, 4), (4, 4), (5, 4)]);
+        assert_eq!(positions(3, 4), [(0, 3)]);
+        assert_eq!(positions(4, 4), [(0, 4)]);
+        assert_eq!(positions(9, 4), [(0, 4), (4, 4), (5, 4)]);
+        assert_eq!(positions(24, 16), [(0, 16), (8, 16)]);
     }
 
     #[test]

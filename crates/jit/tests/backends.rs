@@ -1,0 +1,68 @@
+//! Every code generator the host runs against the interpreter, layer by
+//! layer over the stage kinds and their options (the property tests
+//! cover random layers; these name the cases each generator must get
+//! right: every tail and border class of 4, 8 and 16 lanes).
+
+mod common;
+
+use common::{check_with, input, layer};
+use convjit_ir::Weights;
+use convjit_jit::{Backend, Options};
+
+const LAYERS: &[&str] = &[
+    "layer a { input 4x4x16\n p: pointwise 16 }",
+    "layer a { input 5x7x7\n p: pointwise 5, bias, relu }",
+    "layer a { input 5x7x3\n p: pointwise 3, relu, residual }",
+    "layer a { input 6x5x1\n p: pointwise 1, bias }",
+    "layer a { input 7x9x24\n p: pointwise 40, bias, relu6 }",
+    "layer a { input 3x31x70\n p: pointwise 70, bias, residual }",
+    "layer a { input 14x14x64\n p: pointwise 100, relu }",
+    "layer a { input 6x7x3\n c: conv 3x3 -> 4, pad same, bias }",
+    "layer a { input 9x10x6\n c: conv 4x3 -> 9, stride 2x1, dilation 1x2, pad same, relu }",
+    "layer a { input 12x12x3\n c: conv 5x5 -> 256 }",
+    "layer a { input 17x13x9\n c: conv 3x3 -> 33, stride 2, pad same, bias, relu6 }",
+    "layer a { input 8x8x6\n c: conv 5x5 -> 7, separable spatial, pad same, bias, relu }",
+    "layer a { input 9x8x5\n d: depthwise 3x3, stride 2, pad same, bias, relu6 }",
+    "layer a { input 9x11x16\n d: depthwise 3x3, pad same, bias, relu6 }",
+    "layer a { input 9x37x40\n d: depthwise 3x3, pad same, bias }",
+    "layer a { input 11x19x33\n d: depthwise 5x5, stride 2, pad same, relu }",
+    "layer a { input 7x6x3\n d: depthwise 5x3, pad same, multiplier 2 }",
+    "layer a { input 7x9x16\n d: depthwise 3x3, pad same, multiplier 2, bias }",
+    "layer a { input 7x9x20\n d: depthwise 3x3, pad same, multiplier 2\n p: pointwise 20, residual }",
+    "layer a { input 7x6x2\n d: depthwise 3x3, pad 2 0 1 3, multiplier 3 }",
+    "layer a { input 7x6x5\n d: depthwise 3x3, dilation 2, pad same, multiplier 6 }",
+    "layer a { input 5x6x3\n d: depthwise 3x3, pad same, multiplier 37, bias }",
+    "layer a { input 8x8x6\n e: pointwise 13, bias, relu6\n d: depthwise 3x3, pad same, bias, relu6\n p: pointwise 6, bias, residual }",
+    "layer a { input 8x9x5\n s: conv 3x3 -> 10, separable depthwise, multiplier 2, stride 2, pad same, bias, relu6 }",
+    "layer a { input 13x13x17\n d: depthwise 9x9, pad same, bias }",
+];
+
+#[test]
+fn every_generator_matches_the_interpreter() {
+    let backends = Backend::available();
+    for b in Backend::ALL {
+        if !backends.contains(&b) {
+            println!("note: this CPU does not run the {b} generator: skipped");
+        }
+    }
+    for (i, src) in LAYERS.iter().enumerate() {
+        let l = layer(src);
+        let w = Weights::random(&l, i as u64);
+        for &backend in &backends {
+            for threads in [1, 2] {
+                let o = Options {
+                    backend,
+                    threads,
+                    min_thread_macs: 0,
+                    ..Options::default()
+                };
+                for batch in [1, 2] {
+                    let x = input(&l, batch, 3 + i as u64);
+                    if let Err(e) = check_with(&l, &w, &x, batch, &o) {
+                        panic!("{backend}, {threads} threads, batch {batch}: {src}: {e}");
+                    }
+                }
+            }
+        }
+    }
+}

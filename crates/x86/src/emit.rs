@@ -1,0 +1,1280 @@
+//! One stage function in x86-64 machine code, following its [`Plan`]: the
+//! same loops as the Cranelift generator (see `convjit-jit`'s codegen.rs),
+//! with our own registers.
+//!
+//! Signature (System V): `fn(input rdi, weights rsi, output rdx, residual
+//! rcx, row0 r8, rows r9)`. Registers:
+//!
+//! | register | holds |
+//! | --- | --- |
+//! | rdi, rsi | the image's input (row 0), the packed weights: never change |
+//! | r8, r9 | the output row (pixel, flat) being computed, rows left |
+//! | r13, r15, r12, r14 | a register block's input, weights, output, bias |
+//! | rax, rbx | the block's input and weight pointers, advanced by its loops |
+//! | rcx, rdx, rbp | the block's loop counters (kernel rows, columns, reduction) |
+//! | r10, r11 | scratch: addresses and immediates too wide for 32 bits |
+//!
+//! Everything of the outer loops (rows' pointers, column blocks, channel
+//! groups and runs) lives in stack slots: those loops run once per
+//! register block, which does hundreds of FMAs. Vector registers:
+//! accumulators from 0, then the weight vectors of one step and the
+//! broadcast (input) registers; the schedule leaves at least four free
+//! for the epilogue (zero, six, two temporaries).
+//!
+//! Every displacement and immediate goes through [`Gen::at`] or
+//! [`Gen::add_imm`]: one that does not fit 32 bits is added in a 64-bit
+//! register instead, so no offset wraps.
+
+use crate::asm::{bcst, mem, Asm};
+use crate::Isa;
+use convjit_ir::Activation;
+use convjit_plan::plan::{InSrc, OutDst, Plan, Run, Strategy};
+use iced_x86::{Code, Instruction as I, MemoryOperand, Register as R};
+
+const IMG: R = R::RDI;
+const WTS: R = R::RSI;
+const OY: R = R::R8;
+const LEFT: R = R::R9;
+const RUN_I: R = R::R13;
+const RUN_W: R = R::R15;
+const RUN_O: R = R::R12;
+const RUN_B: R = R::R14;
+const IP: R = R::RAX;
+const WP: R = R::RBX;
+const CKY: R = R::RCX;
+const CKX: R = R::RDX;
+const CRED: R = R::RBP;
+/// The residual pointer in the epilogue (the column counter is done then).
+const RES: R = R::RDX;
+const ADDR: R = R::R10;
+const IMM: R = R::R11;
+
+const SAVED: [R; 6] = [R::RBX, R::RBP, R::R12, R::R13, R::R14, R::R15];
+
+/// 64-bit stack slots of the outer loops' state.
+#[derive(Clone, Copy)]
+enum Slot {
+    OutBase,
+    ResDelta,
+    Row0,
+    Rows,
+    InRow,
+    OutRow,
+    Wk0,
+    Nky,
+    SegI,
+    SegO,
+    SegC,
+    GrpI,
+    GrpO,
+    GrpW,
+    GrpB,
+    GrpC,
+    RunC,
+    ChW,
+    ChB,
+    ChO,
+    ChC,
+    At,
+    End,
+    Last,
+}
+
+const SLOTS: i32 = 24;
+/// AVX2 lane masks (32 bytes each) after the slots, one per tail length.
+const MASKS: i32 = SLOTS * 8;
+/// Stack frame: slots, up to 8 masks, and 8 bytes that (with the six
+/// saved registers and the return address) keep rsp 16-byte aligned.
+const FRAME: i32 = MASKS + 8 * 32 + 8;
+
+fn slot(s: Slot) -> MemoryOperand {
+    mem(R::RSP, s as i32 * 8)
+}
+
+/// A loop trip count: known now, or in a slot at run time.
+#[derive(Clone, Copy)]
+enum Count {
+    Const(usize),
+    Slot(Slot),
+}
+
+/// Where a loop keeps its counter.
+#[derive(Clone, Copy)]
+enum Ctr {
+    Reg(R),
+    Slot(Slot),
+}
+
+/// A vector instruction's last source: a register or memory.
+#[derive(Clone, Copy)]
+enum Src {
+    R(R),
+    M(MemoryOperand),
+}
+
+/// What a register block computes (see the Cranelift generator's `BlockArgs`).
+struct BlockArgs {
+    npx: usize,
+    /// Depthwise: each pixel's valid kernel columns `(kx0, nkx)`.
+    cols: Option<Vec<(usize, usize)>>,
+    nky: Count,
+    /// Kernel rows have borders: the weights start at `[Wk0] + kx0` taps.
+    wk0: bool,
+    kx0: usize,
+    nkx: usize,
+}
+
+pub struct Gen<'a> {
+    pub a: Asm,
+    p: &'a Plan,
+    isa: Isa,
+    /// Bytes per vector.
+    vb: i64,
+    regs: usize,
+    /// Tail lengths with masks: AVX-512 `k1..`, AVX2 stack masks.
+    masks: Vec<usize>,
+}
+
+impl<'a> Gen<'a> {
+    pub fn new(p: &'a Plan, isa: Isa) -> Gen<'a> {
+        Gen {
+            a: Asm::new(),
+            p,
+            isa,
+            vb: (p.sched.lanes * 4) as i64,
+            regs: match isa {
+                Isa::Avx2 => 16,
+                Isa::Avx512 => 32,
+            },
+            masks: Vec::new(),
+        }
+    }
+
+    // ---- general-purpose instructions ----
+
+    fn mov_rr(&mut self, d: R, s: R) {
+        self.a.emit(I::with2(Code::Mov_r64_rm64, d, s));
+    }
+
+    fn mov_imm(&mut self, d: R, v: i64) {
+        if let Ok(v) = i32::try_from(v) {
+            // mov r64, imm32 sign-extends.
+            self.a.emit(I::with2(Code::Mov_rm64_imm32, d, v));
+        } else {
+            self.a.emit(I::with2(Code::Mov_r64_imm64, d, v));
+        }
+    }
+
+    fn load(&mut self, d: R, s: Slot) {
+        self.a.emit(I::with2(Code::Mov_r64_rm64, d, slot(s)));
+    }
+
+    fn store(&mut self, s: Slot, r: R) {
+        self.a.emit(I::with2(Code::Mov_rm64_r64, slot(s), r));
+    }
+
+    fn add_rr(&mut self, d: R, s: R) {
+        self.a.emit(I::with2(Code::Add_r64_rm64, d, s));
+    }
+
+    fn add_slot(&mut self, d: R, s: Slot) {
+        self.a.emit(I::with2(Code::Add_r64_rm64, d, slot(s)));
+    }
+
+    /// `d += v`, through `r11` when `v` does not fit 32 bits.
+    fn add_imm(&mut self, d: Ctr, v: i64) {
+        if v == 0 {
+            return;
+        }
+        match (d, i32::try_from(v)) {
+            (Ctr::Reg(r), Ok(v)) => self.a.emit(I::with2(Code::Add_rm64_imm32, r, v)),
+            (Ctr::Slot(s), Ok(v)) => self.a.emit(I::with2(Code::Add_rm64_imm32, slot(s), v)),
+            (d, Err(_)) => {
+                self.mov_imm(IMM, v);
+                match d {
+                    Ctr::Reg(r) => self.add_rr(r, IMM),
+                    Ctr::Slot(s) => self.a.emit(I::with2(Code::Add_rm64_r64, slot(s), IMM)),
+                }
+            }
+        }
+    }
+
+    fn add_reg_imm(&mut self, r: R, v: i64) {
+        self.add_imm(Ctr::Reg(r), v);
+    }
+
+    /// `r *= v`, through `r11` when `v` does not fit 32 bits.
+    fn mul_imm(&mut self, r: R, v: i64) {
+        match i32::try_from(v) {
+            Ok(1) => {}
+            Ok(v) => self.a.emit(I::with3(Code::Imul_r64_rm64_imm32, r, r, v)),
+            Err(_) => {
+                self.mov_imm(IMM, v);
+                self.a.emit(I::with2(Code::Imul_r64_rm64, r, IMM));
+            }
+        }
+    }
+
+    /// `[base + disp]`; beyond 32 bits the address is formed in `r10`
+    /// (so use the operand before the next call).
+    fn at(&mut self, base: R, disp: i64) -> MemoryOperand {
+        match i32::try_from(disp) {
+            Ok(d) => mem(base, d),
+            Err(_) => {
+                self.mov_imm(ADDR, disp);
+                self.add_rr(ADDR, base);
+                mem(ADDR, 0)
+            }
+        }
+    }
+
+    /// [`Gen::at`] with an embedded broadcast of one f32 (AVX-512).
+    fn at_bcst(&mut self, base: R, disp: i64) -> MemoryOperand {
+        match i32::try_from(disp) {
+            Ok(d) => bcst(base, d),
+            Err(_) => {
+                self.mov_imm(ADDR, disp);
+                self.add_rr(ADDR, base);
+                bcst(ADDR, 0)
+            }
+        }
+    }
+
+    // ---- vector instructions ----
+
+    fn v(&self, i: usize) -> R {
+        assert!(i < self.regs, "vector register {i} of {}", self.regs);
+        let base = match self.isa {
+            Isa::Avx2 => R::YMM0,
+            Isa::Avx512 => R::ZMM0,
+        };
+        nth_register(base, i)
+    }
+
+    fn x(&self, i: usize) -> R {
+        nth_register(R::XMM0, i)
+    }
+
+    fn evex(&self) -> bool {
+        self.isa == Isa::Avx512
+    }
+
+    fn vload(&mut self, d: R, m: MemoryOperand) {
+        let c = if self.evex() {
+            Code::EVEX_Vmovups_zmm_k1z_zmmm512
+        } else {
+            Code::VEX_Vmovups_ymm_ymmm256
+        };
+        self.a.emit(I::with2(c, d, m));
+    }
+
+    fn vstore(&mut self, m: MemoryOperand, s: R) {
+        let c = if self.evex() {
+            Code::EVEX_Vmovups_zmmm512_k1z_zmm
+        } else {
+            Code::VEX_Vmovups_ymmm256_ymm
+        };
+        self.a.emit(I::with2(c, m, s));
+    }
+
+    fn vcopy(&mut self, d: R, s: R) {
+        let c = if self.evex() {
+            Code::EVEX_Vmovaps_zmm_k1z_zmmm512
+        } else {
+            Code::VEX_Vmovaps_ymm_ymmm256
+        };
+        self.a.emit(I::with2(c, d, s));
+    }
+
+    fn vzero(&mut self, d: R) {
+        let c = if self.evex() {
+            Code::EVEX_Vpxord_zmm_k1z_zmm_zmmm512b32
+        } else {
+            Code::VEX_Vxorps_ymm_ymm_ymmm256
+        };
+        self.a.emit(I::with3(c, d, d, d));
+    }
+
+    fn vbroadcast(&mut self, d: R, m: MemoryOperand) {
+        let c = if self.evex() {
+            Code::EVEX_Vbroadcastss_zmm_k1z_xmmm32
+        } else {
+            Code::VEX_Vbroadcastss_ymm_m32
+        };
+        self.a.emit(I::with2(c, d, m));
+    }
+
+    /// `acc += a * b`.
+    fn fma(&mut self, acc: R, a: R, b: Src) {
+        let c = if self.evex() {
+            Code::EVEX_Vfmadd231ps_zmm_k1z_zmm_zmmm512b32_er
+        } else {
+            Code::VEX_Vfmadd231ps_ymm_ymm_ymmm256
+        };
+        self.op3(c, acc, a, b);
+    }
+
+    fn op3(&mut self, c: Code, d: R, a: R, b: Src) {
+        match b {
+            Src::R(r) => self.a.emit(I::with3(c, d, a, r)),
+            Src::M(m) => self.a.emit(I::with3(c, d, a, m)),
+        }
+    }
+
+    fn vmax(&mut self, d: R, b: R) {
+        let c = if self.evex() {
+            Code::EVEX_Vmaxps_zmm_k1z_zmm_zmmm512b32_sae
+        } else {
+            Code::VEX_Vmaxps_ymm_ymm_ymmm256
+        };
+        self.op3(c, d, d, Src::R(b));
+    }
+
+    fn vmin(&mut self, d: R, b: R) {
+        let c = if self.evex() {
+            Code::EVEX_Vminps_zmm_k1z_zmm_zmmm512b32_sae
+        } else {
+            Code::VEX_Vminps_ymm_ymm_ymmm256
+        };
+        self.op3(c, d, d, Src::R(b));
+    }
+
+    fn vadd(&mut self, d: R, b: Src) {
+        let c = if self.evex() {
+            Code::EVEX_Vaddps_zmm_k1z_zmm_zmmm512b32_er
+        } else {
+            Code::VEX_Vaddps_ymm_ymm_ymmm256
+        };
+        self.op3(c, d, d, b);
+    }
+
+    /// All lanes of `d` = `x`.
+    fn vconst(&mut self, d: R, x: f32) {
+        let xd = self.x(self.index(d));
+        self.a
+            .emit(I::with2(Code::Mov_r32_imm32, R::R11D, x.to_bits()));
+        if self.evex() {
+            self.a
+                .emit(I::with2(Code::EVEX_Vmovd_xmm_rm32, xd, R::R11D));
+            self.a
+                .emit(I::with2(Code::EVEX_Vbroadcastss_zmm_k1z_xmmm32, d, xd));
+        } else {
+            self.a.emit(I::with2(Code::VEX_Vmovd_xmm_rm32, xd, R::R11D));
+            self.a.emit(I::with2(Code::VEX_Vbroadcastss_ymm_xmm, d, xd));
+        }
+    }
+
+    /// The number of vector register `r` (`ymm3`, `zmm3`: 3).
+    fn index(&self, r: R) -> usize {
+        let base = match self.isa {
+            Isa::Avx2 => R::YMM0,
+            Isa::Avx512 => R::ZMM0,
+        };
+        r as usize - base as usize
+    }
+
+    /// The mask of the first `n` lanes: AVX-512 a k register, AVX2 the
+    /// offset of a 32-byte mask on the stack.
+    fn mask(&self, n: usize) -> usize {
+        self.masks
+            .iter()
+            .position(|&m| m == n)
+            .expect("masks are set up for every tail length")
+    }
+
+    /// `d` = the first `n` lanes at `m`, zeros beyond: never touches the
+    /// memory of the other lanes. `tmp` is free (AVX2's mask register:
+    /// may be `d`).
+    fn vload_masked(&mut self, d: R, m: MemoryOperand, n: usize, tmp: R) {
+        let k = self.mask(n);
+        if self.evex() {
+            let kr = k_register(k);
+            self.a
+                .emit_with(I::with2(Code::EVEX_Vmovups_zmm_k1z_zmmm512, d, m), |i| {
+                    i.set_op_mask(kr);
+                    i.set_zeroing_masking(true);
+                });
+        } else {
+            self.vload(tmp, mem(R::RSP, MASKS + 32 * k as i32));
+            self.a
+                .emit(I::with3(Code::VEX_Vmaskmovps_ymm_ymm_m256, d, tmp, m));
+        }
+    }
+
+    /// The first `n` lanes of `s` to `m`. `tmp` is free (AVX2's mask).
+    fn vstore_masked(&mut self, m: MemoryOperand, s: R, n: usize, tmp: R) {
+        let k = self.mask(n);
+        if self.evex() {
+            let kr = k_register(k);
+            self.a
+                .emit_with(I::with2(Code::EVEX_Vmovups_zmmm512_k1z_zmm, m, s), |i| {
+                    i.set_op_mask(kr)
+                });
+        } else {
+            self.vload(tmp, mem(R::RSP, MASKS + 32 * k as i32));
+            self.a
+                .emit(I::with3(Code::VEX_Vmaskmovps_m256_ymm_ymm, m, tmp, s));
+        }
+    }
+
+    // ---- loops ----
+
+    /// Runs `body` `count` times, counting in `ctr`: straight-line for a
+    /// count of 0 or 1, else a loop tested at the bottom, and at the top
+    /// too for a run-time count (which may be 0).
+    fn repeat(&mut self, count: Count, ctr: Ctr, body: &mut dyn FnMut(&mut Self)) {
+        let exit = self.a.label();
+        match count {
+            Count::Const(0) => return,
+            Count::Const(1) => return body(self),
+            Count::Const(n) => match ctr {
+                Ctr::Reg(r) => self.mov_imm(r, n as i64),
+                Ctr::Slot(s) => self
+                    .a
+                    .emit(I::with2(Code::Mov_rm64_imm32, slot(s), n as i32)),
+            },
+            Count::Slot(src) => {
+                self.load(IMM, src);
+                match ctr {
+                    Ctr::Reg(r) => self.mov_rr(r, IMM),
+                    Ctr::Slot(s) => self.store(s, IMM),
+                }
+                self.a.emit(I::with2(Code::Test_rm64_r64, IMM, IMM));
+                self.a.branch(Code::Je_rel8_64, Code::Je_rel32_64, exit);
+            }
+        }
+        let top = self.a.label();
+        self.a.bind(top);
+        body(self);
+        match ctr {
+            Ctr::Reg(r) => self.a.emit(I::with1(Code::Dec_rm64, r)),
+            Ctr::Slot(s) => self.a.emit(I::with1(Code::Dec_rm64, slot(s))),
+        }
+        self.a.branch(Code::Jne_rel8_64, Code::Jne_rel32_64, top);
+        self.a.bind(exit);
+    }
+
+    // ---- the function ----
+
+    pub fn function(&mut self) {
+        let p = self.p;
+        for r in SAVED {
+            self.a.emit(I::with1(Code::Push_r64, r));
+        }
+        self.a.emit(I::with2(Code::Sub_rm64_imm32, R::RSP, FRAME));
+        // Output rows (pixels, flat) are addressed from where row 0 would be.
+        let unit = if p.flat { 1 } else { p.wo };
+        self.mov_rr(R::RAX, R::R8);
+        self.mul_imm(R::RAX, (unit * p.co * 4) as i64);
+        self.mov_rr(ADDR, R::RDX);
+        self.a.emit(I::with2(Code::Sub_r64_rm64, ADDR, R::RAX));
+        self.store(Slot::OutBase, ADDR);
+        if p.residual {
+            self.mov_rr(ADDR, R::RCX);
+            self.a.emit(I::with2(Code::Sub_r64_rm64, ADDR, R::RDX));
+            self.store(Slot::ResDelta, ADDR);
+        }
+        self.store(Slot::Row0, R::R8);
+        self.store(Slot::Rows, R::R9);
+        self.setup_masks();
+        if p.strategy == Strategy::Reduce {
+            self.reduce_body();
+        } else {
+            self.dw_body();
+        }
+        self.a.emit(I::with2(Code::Add_rm64_imm32, R::RSP, FRAME));
+        for r in SAVED.iter().rev() {
+            self.a.emit(I::with1(Code::Pop_r64, *r));
+        }
+        // The caller's SSE code must not pay for dirty upper halves.
+        self.a.emit(Ok(I::with(Code::VEX_Vzeroupper)));
+        self.a.emit(Ok(I::with(Code::Retnq)));
+    }
+
+    /// Masks of every tail length the plan's units need.
+    fn setup_masks(&mut self) {
+        let lanes = self.p.sched.lanes;
+        let mut ns: Vec<usize> = Vec::new();
+        for run in &self.p.runs {
+            for u in &run.units {
+                if let InSrc::Lanes(_, n) = u.input {
+                    ns.push(n);
+                }
+                if let OutDst::Lanes(l) = &u.out {
+                    ns.push(l.len());
+                }
+            }
+        }
+        ns.sort();
+        ns.dedup();
+        ns.retain(|&n| n > 0 && n < lanes);
+        assert!(ns.len() <= 7, "at most 7 tail lengths");
+        for (k, &n) in ns.iter().enumerate() {
+            if self.evex() {
+                self.a
+                    .emit(I::with2(Code::Mov_r32_imm32, R::R11D, (1u32 << n) - 1));
+                self.a
+                    .emit(I::with2(Code::VEX_Kmovw_kr_r32, k_register(k), R::R11D));
+            } else {
+                for l in 0..8 {
+                    let v: i32 = if l < n { -1 } else { 0 };
+                    let m = mem(R::RSP, MASKS + 32 * k as i32 + 4 * l as i32);
+                    self.a.emit(I::with2(Code::Mov_rm32_imm32, m, v));
+                }
+            }
+        }
+        self.masks = ns;
+    }
+
+    /// Rows `row0..row0 + rows` one by one: `row` emits one row's work
+    /// (it may use every register but rdi, rsi, r8, r9).
+    fn rows(&mut self, row: &mut dyn FnMut(&mut Self)) {
+        self.load(OY, Slot::Row0);
+        self.load(LEFT, Slot::Rows);
+        let top = self.a.label();
+        let exit = self.a.label();
+        self.a.bind(top);
+        self.a.emit(I::with2(Code::Test_rm64_r64, LEFT, LEFT));
+        self.a.branch(Code::Je_rel8_64, Code::Je_rel32_64, exit);
+        row(self);
+        self.a.emit(I::with2(Code::Add_rm64_imm32, OY, 1));
+        self.a.emit(I::with1(Code::Dec_rm64, LEFT));
+        self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, top);
+        self.a.bind(exit);
+    }
+
+    /// For output row `OY`: `[Nky]` valid kernel rows from `[Wk0]/kw`
+    /// (stored times `kw`), and `[InRow]` the input row of the first.
+    fn row_taps(&mut self) {
+        let p = self.p;
+        let (sh, dh, kh) = (p.sh as i64, p.dh as i64, p.kh as i64);
+        let zero = R::RCX;
+        self.a.emit(I::with2(Code::Xor_r32_rm32, R::ECX, R::ECX));
+        // r15 = oy*sh; rbx = t = pt - oy*sh (rows above the input).
+        self.mov_rr(R::R15, OY);
+        self.mul_imm(R::R15, sh);
+        self.mov_imm(R::RAX, p.pt as i64);
+        self.a.emit(I::with2(Code::Sub_r64_rm64, R::RAX, R::R15));
+        self.mov_rr(R::RBX, R::RAX);
+        // ky0 = ceil(max(t, 0) / dh) in r12.
+        self.a.emit(I::with2(Code::Test_rm64_r64, R::RAX, R::RAX));
+        self.a.emit(I::with2(Code::Cmovl_r64_rm64, R::RAX, zero));
+        if dh > 1 {
+            self.add_reg_imm(R::RAX, dh - 1);
+            self.divide(dh);
+        }
+        self.mov_rr(R::R12, R::RAX);
+        // u = (h - 1 + pt) - oy*sh in r13 (rows below);
+        // ky1 = min(floor(max(u, 0) / dh) + 1, kh), 0 if u < 0.
+        self.mov_imm(R::RAX, p.h as i64 - 1 + p.pt as i64);
+        self.a.emit(I::with2(Code::Sub_r64_rm64, R::RAX, R::R15));
+        self.mov_rr(R::R13, R::RAX);
+        self.a.emit(I::with2(Code::Test_rm64_r64, R::RAX, R::RAX));
+        self.a.emit(I::with2(Code::Cmovl_r64_rm64, R::RAX, zero));
+        if dh > 1 {
+            self.divide(dh);
+        }
+        self.add_reg_imm(R::RAX, 1);
+        self.mov_imm(IMM, kh);
+        self.a.emit(I::with2(Code::Cmp_r64_rm64, R::RAX, IMM));
+        self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RAX, IMM));
+        self.a.emit(I::with2(Code::Test_rm64_r64, R::R13, R::R13));
+        self.a.emit(I::with2(Code::Cmovl_r64_rm64, R::RAX, zero));
+        // nky = max(ky1 - ky0, 0).
+        self.a.emit(I::with2(Code::Sub_r64_rm64, R::RAX, R::R12));
+        self.a.emit(I::with2(Code::Test_rm64_r64, R::RAX, R::RAX));
+        self.a.emit(I::with2(Code::Cmovl_r64_rm64, R::RAX, zero));
+        self.store(Slot::Nky, R::RAX);
+        // Input row of the first valid tap: ky0*dh - t.
+        self.mov_rr(R::RAX, R::R12);
+        self.mul_imm(R::RAX, dh);
+        self.a.emit(I::with2(Code::Sub_r64_rm64, R::RAX, R::RBX));
+        self.mul_imm(R::RAX, (p.w * p.ci * 4) as i64);
+        self.add_rr(R::RAX, IMG);
+        self.store(Slot::InRow, R::RAX);
+        self.mov_rr(R::RAX, R::R12);
+        self.mul_imm(R::RAX, p.kw as i64);
+        self.store(Slot::Wk0, R::RAX);
+    }
+
+    /// `rax /= d` (unsigned; rax >= 0 here), clobbering rdx and r11.
+    fn divide(&mut self, d: i64) {
+        self.a.emit(I::with2(Code::Xor_r32_rm32, R::EDX, R::EDX));
+        self.mov_imm(IMM, d);
+        self.a.emit(I::with1(Code::Div_rm64, IMM));
+    }
+
+    /// `[OutRow]` = where output row `OY` starts.
+    fn out_row(&mut self) {
+        let p = self.p;
+        self.mov_rr(R::RAX, OY);
+        self.mul_imm(R::RAX, (p.wo * p.co * 4) as i64);
+        self.add_slot(R::RAX, Slot::OutBase);
+        self.store(Slot::OutRow, R::RAX);
+    }
+
+    /// `[s] = [from] + v`.
+    fn slot_plus(&mut self, s: Slot, from: Slot, v: i64) {
+        self.load(R::RAX, from);
+        self.add_reg_imm(R::RAX, v);
+        self.store(s, R::RAX);
+    }
+
+    // ---- conv / pointwise ----
+
+    fn reduce_body(&mut self) {
+        if self.p.channels_outer() {
+            // Each channel block's weights stay in cache while every
+            // pixel of the rows streams past them.
+            self.channel_blocks(&mut |g, run| {
+                g.pixel_blocks(&mut |g, k| {
+                    g.load(RUN_I, Slot::SegI);
+                    g.load(RUN_O, Slot::SegO);
+                    g.add_slot(RUN_O, Slot::ChO);
+                    g.load(RUN_W, Slot::ChW);
+                    if g.p.bias_off.is_some() {
+                        g.load(RUN_B, Slot::ChB);
+                    }
+                    g.block(run, k);
+                });
+            });
+        } else {
+            self.pixel_blocks(&mut |g, k| g.channels(k));
+        }
+    }
+
+    /// Every register block of pixels of the rows, with `[SegI]`/`[SegO]`
+    /// pointing at its input and output pixels.
+    fn pixel_blocks(&mut self, inner: &mut dyn FnMut(&mut Self, &BlockArgs)) {
+        let p = self.p;
+        if p.flat {
+            return self.flat_blocks(inner);
+        }
+        let in_row_bytes = (p.w * p.ci * 4) as i64;
+        self.rows(&mut |g| {
+            let rows_full = p.rows_full;
+            if rows_full {
+                g.mov_rr(R::RAX, OY);
+                g.mul_imm(R::RAX, p.sh as i64 * in_row_bytes);
+                g.add_rr(R::RAX, IMG);
+                g.store(Slot::InRow, R::RAX);
+            } else {
+                g.row_taps();
+            }
+            g.out_row();
+            for seg in &p.segments {
+                let n = seg.b - seg.a;
+                let px = p.sched.px;
+                let blocks = [(n / px, px, seg.a), (1, n % px, seg.a + n / px * px)];
+                for (count, npx, start) in blocks {
+                    if count == 0 || npx == 0 {
+                        continue;
+                    }
+                    let in_off =
+                        ((start * p.sw + seg.kx0 * p.dw) as i64 - p.pl as i64) * (p.ci * 4) as i64;
+                    g.slot_plus(Slot::SegI, Slot::InRow, in_off);
+                    g.slot_plus(Slot::SegO, Slot::OutRow, (start * p.co * 4) as i64);
+                    let k = BlockArgs {
+                        npx,
+                        cols: None,
+                        nky: if rows_full {
+                            Count::Const(p.kh)
+                        } else {
+                            Count::Slot(Slot::Nky)
+                        },
+                        wk0: !rows_full,
+                        kx0: seg.kx0,
+                        nkx: seg.nkx,
+                    };
+                    g.repeat(Count::Const(count), Ctr::Slot(Slot::SegC), &mut |g| {
+                        inner(g, &k);
+                        g.add_imm(Ctr::Slot(Slot::SegI), (npx * p.sw * p.ci * 4) as i64);
+                        g.add_imm(Ctr::Slot(Slot::SegO), (npx * p.co * 4) as i64);
+                    });
+                }
+            }
+        });
+    }
+
+    /// A flat stage: the pixels `row0..row0 + rows` in blocks of `px`, the
+    /// last moved back to end at the last pixel (recomputing a few with
+    /// the same result) so every block is full; a range shorter than a
+    /// block runs pixel by pixel.
+    fn flat_blocks(&mut self, inner: &mut dyn FnMut(&mut Self, &BlockArgs)) {
+        let p = self.p;
+        let px = p.sched.px;
+        let (in_px, out_px) = ((p.ci * 4) as i64, (p.co * 4) as i64);
+        self.load(R::RAX, Slot::Row0);
+        self.store(Slot::At, R::RAX);
+        self.add_slot(R::RAX, Slot::Rows);
+        self.store(Slot::End, R::RAX);
+        self.add_reg_imm(R::RAX, -(px as i64));
+        self.store(Slot::Last, R::RAX);
+        let singles = self.a.label();
+        let done = self.a.label();
+        let args = |npx: usize| BlockArgs {
+            npx,
+            cols: None,
+            nky: Count::Const(1),
+            wk0: false,
+            kx0: 0,
+            nkx: 1,
+        };
+        for npx in [px, 1] {
+            if npx == 1 {
+                self.a.bind(singles);
+            } else if px > 1 {
+                self.a
+                    .emit(I::with2(Code::Cmp_rm64_imm32, slot(Slot::Rows), px as i32));
+                self.a.branch(Code::Jl_rel8_64, Code::Jl_rel32_64, singles);
+            } else {
+                continue;
+            }
+            let top = self.a.label();
+            self.a.bind(top);
+            self.load(R::RAX, Slot::At);
+            self.a
+                .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::End)));
+            self.a.branch(Code::Jge_rel8_64, Code::Jge_rel32_64, done);
+            if npx > 1 {
+                // Full blocks only: the last starts at end - px at most.
+                self.a
+                    .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Last)));
+                self.a
+                    .emit(I::with2(Code::Cmovg_r64_rm64, R::RAX, slot(Slot::Last)));
+            }
+            self.mov_rr(R::RCX, R::RAX);
+            self.mul_imm(R::RAX, in_px);
+            self.add_rr(R::RAX, IMG);
+            self.store(Slot::SegI, R::RAX);
+            self.mul_imm(R::RCX, out_px);
+            self.add_slot(R::RCX, Slot::OutBase);
+            self.store(Slot::SegO, R::RCX);
+            inner(self, &args(npx));
+            self.add_imm(Ctr::Slot(Slot::At), npx as i64);
+            self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, top);
+        }
+        self.a.bind(done);
+    }
+
+    /// Conv/pointwise with channel blocks outermost: every run
+    /// repetition, with `[ChW]`, `[ChB]` its weights and bias and `[ChO]`
+    /// its output channel byte offset.
+    fn channel_blocks(&mut self, inner: &mut dyn FnMut(&mut Self, &Run)) {
+        let p = self.p;
+        for run in &p.runs {
+            self.mov_rr(R::RAX, WTS);
+            self.add_reg_imm(R::RAX, run.w_base as i64);
+            self.store(Slot::ChW, R::RAX);
+            if let Some(off) = p.bias_off {
+                self.mov_rr(R::RAX, WTS);
+                self.add_reg_imm(R::RAX, (off * 4 + run.bias_base) as i64);
+                self.store(Slot::ChB, R::RAX);
+            }
+            self.mov_imm(R::RAX, (run.out_base * 4) as i64);
+            self.store(Slot::ChO, R::RAX);
+            self.repeat(Count::Const(run.count), Ctr::Slot(Slot::ChC), &mut |g| {
+                inner(g, run);
+                g.add_imm(Ctr::Slot(Slot::ChO), (run.out_stride * 4) as i64);
+                g.add_imm(Ctr::Slot(Slot::ChW), run.w_stride as i64);
+                if p.bias_off.is_some() {
+                    g.add_imm(Ctr::Slot(Slot::ChB), run.bias_stride as i64);
+                }
+            });
+        }
+    }
+
+    /// All channel blocks (groups, runs, repetitions) of the pixel block
+    /// at `[SegI]`, `[SegO]`.
+    fn channels(&mut self, k: &BlockArgs) {
+        let p = self.p;
+        let groups = p.groups > 1;
+        if groups {
+            self.load(R::RAX, Slot::SegI);
+            self.store(Slot::GrpI, R::RAX);
+            self.load(R::RAX, Slot::SegO);
+            self.store(Slot::GrpO, R::RAX);
+            self.store(Slot::GrpW, WTS);
+            if let Some(off) = p.bias_off {
+                self.mov_rr(R::RAX, WTS);
+                self.add_reg_imm(R::RAX, (off * 4) as i64);
+                self.store(Slot::GrpB, R::RAX);
+            }
+        }
+        self.repeat(Count::Const(p.groups), Ctr::Slot(Slot::GrpC), &mut |g| {
+            for run in &p.runs {
+                if groups {
+                    g.load(RUN_I, Slot::GrpI);
+                    g.load(RUN_O, Slot::GrpO);
+                    g.load(RUN_W, Slot::GrpW);
+                } else {
+                    g.load(RUN_I, Slot::SegI);
+                    g.load(RUN_O, Slot::SegO);
+                    g.mov_rr(RUN_W, WTS);
+                }
+                g.add_reg_imm(RUN_I, (run.in_base * 4) as i64);
+                g.add_reg_imm(RUN_O, (run.out_base * 4) as i64);
+                g.add_reg_imm(RUN_W, run.w_base as i64);
+                if let Some(off) = p.bias_off {
+                    if groups {
+                        g.load(RUN_B, Slot::GrpB);
+                        g.add_reg_imm(RUN_B, run.bias_base as i64);
+                    } else {
+                        g.mov_rr(RUN_B, WTS);
+                        g.add_reg_imm(RUN_B, (off * 4 + run.bias_base) as i64);
+                    }
+                }
+                g.repeat(Count::Const(run.count), Ctr::Slot(Slot::RunC), &mut |g| {
+                    g.block(run, k);
+                    g.add_reg_imm(RUN_I, (run.in_stride * 4) as i64);
+                    g.add_reg_imm(RUN_O, (run.out_stride * 4) as i64);
+                    g.add_reg_imm(RUN_W, run.w_stride as i64);
+                    if p.bias_off.is_some() {
+                        g.add_reg_imm(RUN_B, run.bias_stride as i64);
+                    }
+                });
+            }
+            if groups {
+                g.add_imm(Ctr::Slot(Slot::GrpI), (p.g_in * 4) as i64);
+                g.add_imm(Ctr::Slot(Slot::GrpO), (p.g_out * 4) as i64);
+                g.add_imm(Ctr::Slot(Slot::GrpW), p.g_w as i64);
+                if p.bias_off.is_some() {
+                    g.add_imm(Ctr::Slot(Slot::GrpB), p.g_bias as i64);
+                }
+            }
+        });
+    }
+
+    /// One register block: `k.npx` pixels x the run's units, from the
+    /// input at `r13`, weights at `r15` (its run repetition's), output at
+    /// `r12`, bias at `r14`. Leaves r12-r15 as they were.
+    fn block(&mut self, run: &Run, k: &BlockArgs) {
+        let p = self.p;
+        let nu = run.units.len();
+        let npx = k.npx;
+        let acc: Vec<Vec<R>> = (0..npx)
+            .map(|px| (0..nu).map(|u| self.v(px * nu + u)).collect())
+            .collect();
+        for u in 0..nu {
+            if p.bias_off.is_some() {
+                let m = mem(RUN_B, (u as i64 * self.vb) as i32);
+                self.vload(acc[0][u], m);
+            } else {
+                self.vzero(acc[0][u]);
+            }
+            for row in &acc[1..] {
+                self.vcopy(row[u], acc[0][u]);
+            }
+        }
+        let tap_bytes = run.tap_bytes(p.ci_per_tap, p.sched.lanes) as i64;
+        self.mov_rr(IP, RUN_I);
+        self.mov_rr(WP, RUN_W);
+        if k.wk0 {
+            self.load(CKY, Slot::Wk0);
+            self.add_reg_imm(CKY, k.kx0 as i64);
+            self.mul_imm(CKY, tap_bytes);
+            self.add_rr(WP, CKY);
+        } else {
+            self.add_reg_imm(WP, k.kx0 as i64 * tap_bytes);
+        }
+        let in_ky = (p.dh * p.w * p.ci * 4) as i64;
+        let w_ky = p.kw as i64 * tap_bytes;
+        let last_row = matches!(k.nky, Count::Const(1));
+        if let Some(cols) = &k.cols {
+            self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
+                g.dw_taps(run, &acc, cols);
+                if !last_row {
+                    g.add_reg_imm(IP, in_ky);
+                    g.add_reg_imm(WP, w_ky);
+                }
+            });
+        } else if k.nkx > 0 {
+            self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
+                let moved = if p.dw == 1 || k.nkx == 1 {
+                    g.reduce(&acc, nu, k.nkx * p.ci);
+                    (k.nkx * p.ci * 4) as i64
+                } else {
+                    g.repeat(Count::Const(k.nkx), Ctr::Reg(CKX), &mut |g| {
+                        g.reduce(&acc, nu, p.ci);
+                        g.add_reg_imm(IP, ((p.dw - 1) * p.ci * 4) as i64);
+                    });
+                    (k.nkx * p.dw * p.ci * 4) as i64
+                };
+                if !last_row {
+                    g.add_reg_imm(IP, in_ky - moved);
+                    g.add_reg_imm(WP, w_ky - k.nkx as i64 * tap_bytes);
+                }
+            });
+        }
+        self.epilogue(run, &acc);
+    }
+
+    /// Conv/pointwise accumulation over `len` contiguous input scalars per
+    /// pixel: per step, the units' weight vectors into registers, then per
+    /// pixel one broadcast shared by the units' FMAs. Advances `rax` by
+    /// `len` floats and `rbx` by `len` steps of weights.
+    fn reduce(&mut self, acc: &[Vec<R>], nu: usize, len: usize) {
+        let p = self.p;
+        let npx = acc.len();
+        let pstride = (p.sw * p.ci * 4) as i64;
+        let unroll = p.sched.k_unroll.max(1);
+        let free = npx * nu;
+        let w: Vec<R> = (0..nu).map(|u| self.v(free + u)).collect();
+        let nb = (self.regs - free - nu).min(2);
+        let b: Vec<R> = (0..nb).map(|i| self.v(free + nu + i)).collect();
+        let vb = self.vb;
+        let step = |g: &mut Self, j: usize| {
+            for (u, &wr) in w.iter().enumerate() {
+                let m = g.at(WP, (j * nu + u) as i64 * vb);
+                g.vload(wr, m);
+            }
+            for (px, row) in acc.iter().enumerate() {
+                let br = b[px % nb];
+                let m = g.at(IP, px as i64 * pstride + j as i64 * 4);
+                g.vbroadcast(br, m);
+                for (u, &a) in row.iter().enumerate() {
+                    g.fma(a, br, Src::R(w[u]));
+                }
+            }
+        };
+        let full = len / unroll;
+        let rest = len % unroll;
+        self.repeat(Count::Const(full), Ctr::Reg(CRED), &mut |g| {
+            for j in 0..unroll {
+                step(g, j);
+            }
+            g.add_reg_imm(IP, (unroll * 4) as i64);
+            g.add_reg_imm(WP, (unroll * nu) as i64 * vb);
+        });
+        for j in 0..rest {
+            step(self, j);
+        }
+        self.add_reg_imm(IP, (rest * 4) as i64);
+        self.add_reg_imm(WP, (rest * nu) as i64 * vb);
+    }
+
+    // ---- depthwise ----
+
+    /// Depthwise: every output row alike, a run-time loop over its valid
+    /// kernel rows; each row walks the plan's column blocks.
+    fn dw_body(&mut self) {
+        let p = self.p;
+        let cols = p.col_blocks();
+        let px_in = (p.sw * p.ci * 4) as i64;
+        let px_out = (p.co * 4) as i64;
+        self.rows(&mut |g| {
+            g.row_taps();
+            g.out_row();
+            for c in &cols {
+                // Input column start*sw - pl: every tap offset is >= 0.
+                let in_off = (c.start * p.sw) as i64 * (p.ci * 4) as i64 - (p.pl * p.ci * 4) as i64;
+                g.slot_plus(Slot::SegI, Slot::InRow, in_off);
+                g.slot_plus(Slot::SegO, Slot::OutRow, c.start as i64 * px_out);
+                let npx = c.cols.len();
+                let k = BlockArgs {
+                    npx,
+                    cols: Some(c.cols.clone()),
+                    nky: Count::Slot(Slot::Nky),
+                    wk0: true,
+                    kx0: 0,
+                    nkx: 0,
+                };
+                g.repeat(Count::Const(c.count), Ctr::Slot(Slot::SegC), &mut |g| {
+                    g.channels(&k);
+                    g.add_imm(Ctr::Slot(Slot::SegI), npx as i64 * px_in);
+                    g.add_imm(Ctr::Slot(Slot::SegO), npx as i64 * px_out);
+                });
+            }
+        });
+    }
+
+    /// The taps of one kernel row (`rax`, `rbx` at its input and weights).
+    fn dw_taps(&mut self, run: &Run, acc: &[Vec<R>], cols: &[(usize, usize)]) {
+        let p = self.p;
+        let nu = run.units.len();
+        let free = acc.len() * nu;
+        let vector_input = matches!(run.units[0].input, InSrc::Vector(_) | InSrc::Lanes(..));
+        if nu == 1 && vector_input && free + p.kw < self.regs {
+            return self.dw_taps_by_column(run, acc, cols);
+        }
+        let pstride = (p.sw * p.ci * 4) as i64;
+        let w: Vec<R> = (0..nu).map(|u| self.v(free + u)).collect();
+        let x = self.v(free + nu);
+        for kx in 0..p.kw {
+            let pxs: Vec<usize> = (0..cols.len())
+                .filter(|&px| (cols[px].0..cols[px].0 + cols[px].1).contains(&kx))
+                .collect();
+            if pxs.is_empty() {
+                continue;
+            }
+            let tap_in = (kx * p.dw * p.ci * 4) as i64;
+            for (u, &wr) in w.iter().enumerate() {
+                let m = self.at(WP, (kx * nu + u) as i64 * self.vb);
+                self.vload(wr, m);
+            }
+            for &px in &pxs {
+                let base = px as i64 * pstride + tap_in;
+                // Units reading the same input share one load.
+                let mut done = vec![false; nu];
+                for u in 0..nu {
+                    if done[u] {
+                        continue;
+                    }
+                    let src = run.units[u].input.clone();
+                    let b = match src {
+                        InSrc::Splat(c) if self.evex() => {
+                            Src::M(self.at_bcst(IP, base + c as i64 * 4))
+                        }
+                        _ => {
+                            self.input(&src, x, base);
+                            Src::R(x)
+                        }
+                    };
+                    for v in u..nu {
+                        if run.units[v].input == src {
+                            done[v] = true;
+                            let b = match b {
+                                // Recompute: `at` may have used r10 for another operand since.
+                                Src::M(_) => match src {
+                                    InSrc::Splat(c) => {
+                                        Src::M(self.at_bcst(IP, base + c as i64 * 4))
+                                    }
+                                    _ => b,
+                                },
+                                r => r,
+                            };
+                            self.fma(acc[px][v], w[v], b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Gen::dw_taps`] for one unit, input column by input column: each
+    /// input vector is loaded once and feeds every (pixel, kernel column)
+    /// that reads it, the row's weight vectors in registers.
+    fn dw_taps_by_column(&mut self, run: &Run, acc: &[Vec<R>], cols: &[(usize, usize)]) {
+        let p = self.p;
+        let unit = &run.units[0];
+        let free = acc.len();
+        let w: Vec<R> = (0..p.kw).map(|kx| self.v(free + kx)).collect();
+        let nx = (self.regs - free - p.kw).min(2);
+        let xs: Vec<R> = (0..nx).map(|i| self.v(free + p.kw + i)).collect();
+        let mut used = vec![false; p.kw];
+        for &(kx0, nkx) in cols {
+            for u in used.iter_mut().skip(kx0).take(nkx) {
+                *u = true;
+            }
+        }
+        for (kx, &wr) in w.iter().enumerate() {
+            if used[kx] {
+                let m = self.at(WP, kx as i64 * self.vb);
+                self.vload(wr, m);
+            }
+        }
+        let mut uses: Vec<(usize, usize, usize)> = Vec::new();
+        for (px, &(kx0, nkx)) in cols.iter().enumerate() {
+            for kx in kx0..kx0 + nkx {
+                uses.push((px * p.sw + kx * p.dw, px, kx));
+            }
+        }
+        uses.sort();
+        let mut k = 0;
+        let mut n = 0;
+        while k < uses.len() {
+            let c = uses[k].0;
+            let x = xs[n % nx];
+            n += 1;
+            self.input(&unit.input, x, (c * p.ci * 4) as i64);
+            while k < uses.len() && uses[k].0 == c {
+                let (_, px, kx) = uses[k];
+                self.fma(acc[px][0], x, Src::R(w[kx]));
+                k += 1;
+            }
+        }
+    }
+
+    /// Loads a unit's input at `rax + base` into `x`.
+    fn input(&mut self, src: &InSrc, x: R, base: i64) {
+        match *src {
+            InSrc::Vector(c) => {
+                let m = self.at(IP, base + c as i64 * 4);
+                self.vload(x, m);
+            }
+            InSrc::Splat(c) => {
+                let m = self.at(IP, base + c as i64 * 4);
+                self.vbroadcast(x, m);
+            }
+            InSrc::Lanes(c, n) => {
+                let m = self.at(IP, base + c as i64 * 4);
+                self.vload_masked(x, m, n, x);
+            }
+            InSrc::None => unreachable!("conv units have no vector input"),
+        }
+    }
+
+    // ---- results ----
+
+    /// Activation, residual and stores of a block's accumulators, to the
+    /// output at `r12`.
+    fn epilogue(&mut self, run: &Run, acc: &[Vec<R>]) {
+        let p = self.p;
+        let lanes = p.sched.lanes;
+        let free = acc.len() * run.units.len();
+        let (zero, six, t0, t1) = (
+            self.v(free),
+            self.v(free + 1),
+            self.v(free + 2),
+            self.v(free + 3),
+        );
+        if p.activation != Activation::None {
+            self.vzero(zero);
+        }
+        if p.activation == Activation::Relu6 {
+            self.vconst(six, 6.0);
+        }
+        if p.residual {
+            self.load(RES, Slot::ResDelta);
+            self.add_rr(RES, RUN_O);
+        }
+        for (px, row) in acc.iter().enumerate() {
+            let pix = (px * p.co * 4) as i64;
+            for &v in row {
+                if p.activation != Activation::None {
+                    // maxps returns its second operand (0) for NaN, as the
+                    // Cranelift generator's does.
+                    self.vmax(v, zero);
+                }
+                if p.activation == Activation::Relu6 {
+                    self.vmin(v, six);
+                }
+            }
+            for (u, unit) in run.units.iter().enumerate() {
+                let v = row[u];
+                match &unit.out {
+                    OutDst::Vector(c) => self.store_vector(v, pix + *c as i64 * 4),
+                    OutDst::Lanes(l) => {
+                        let contiguous = l
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &(lane, c))| lane as usize == i && c == l[0].1 + i);
+                        if contiguous {
+                            let off = pix + l[0].1 as i64 * 4;
+                            if p.residual {
+                                let m = self.at(RES, off);
+                                self.vload_masked(t0, m, l.len(), t1);
+                                self.vadd(v, Src::R(t0));
+                            }
+                            let m = self.at(RUN_O, off);
+                            self.vstore_masked(m, v, l.len(), t1);
+                        } else {
+                            for &(lane, c) in l {
+                                self.store_lane(v, lane as usize, pix + c as i64 * 4, t0);
+                            }
+                        }
+                    }
+                    OutDst::Pair(c) => {
+                        let w = row[u + 1];
+                        self.interleave(v, w, t0);
+                        self.store_vector(v, pix + *c as i64 * 4);
+                        self.store_vector(w, pix + (c + lanes) as i64 * 4);
+                    }
+                    OutDst::Paired => {}
+                }
+            }
+        }
+    }
+
+    /// `v` (+ the residual) to the output at byte offset `off`.
+    fn store_vector(&mut self, v: R, off: i64) {
+        if self.p.residual {
+            let m = self.at(RES, off);
+            self.vadd(v, Src::M(m));
+        }
+        let m = self.at(RUN_O, off);
+        self.vstore(m, v);
+    }
+
+    /// Lane `lane` of `v` (+ the residual) to the output at byte offset `off`.
+    fn store_lane(&mut self, v: R, lane: usize, off: i64, tmp: R) {
+        let (chunk, sub) = (lane / 4, (lane % 4) as u32);
+        let t = self.x(self.index(tmp));
+        let src = if chunk == 0 {
+            self.x(self.index(v))
+        } else {
+            if self.evex() {
+                self.a.emit(I::with3(
+                    Code::EVEX_Vextractf32x4_xmmm128_k1z_zmm_imm8,
+                    t,
+                    v,
+                    chunk as u32,
+                ));
+            } else {
+                self.a.emit(I::with3(
+                    Code::VEX_Vextractf128_xmmm128_ymm_imm8,
+                    t,
+                    v,
+                    chunk as u32,
+                ));
+            }
+            t
+        };
+        let (perm, add, movss) = if self.evex() {
+            (
+                Code::EVEX_Vpermilps_xmm_k1z_xmmm128b32_imm8,
+                Code::EVEX_Vaddss_xmm_k1z_xmm_xmmm32_er,
+                Code::EVEX_Vmovss_m32_k1_xmm,
+            )
+        } else {
+            (
+                Code::VEX_Vpermilps_xmm_xmmm128_imm8,
+                Code::VEX_Vaddss_xmm_xmm_xmmm32,
+                Code::VEX_Vmovss_m32_xmm,
+            )
+        };
+        self.a.emit(I::with3(perm, t, src, sub * 0x55));
+        if self.p.residual {
+            let m = self.at(RES, off);
+            self.a.emit(I::with3(add, t, t, m));
+        }
+        let m = self.at(RUN_O, off);
+        self.a.emit(I::with2(movss, m, t));
+    }
+
+    /// `(a, b)` := the lanes of `a` and `b` interleaved: `a` the first
+    /// half `[a0 b0 a1 b1 ..]`, `b` the second. Uses `t`.
+    fn interleave(&mut self, a: R, b: R, t: R) {
+        if self.evex() {
+            let unpck = |g: &mut Self, c: Code, d: R| g.a.emit(I::with3(c, d, a, b));
+            unpck(self, Code::EVEX_Vunpcklps_zmm_k1z_zmm_zmmm512b32, t);
+            unpck(self, Code::EVEX_Vunpckhps_zmm_k1z_zmm_zmmm512b32, b);
+            // t = [T0 T1 T2 T3], b = [B0 B1 B2 B3] (128-bit chunks); the
+            // halves are [T0 B0 T1 B1] and [T2 B2 T3 B3].
+            let shuf = Code::EVEX_Vshuff32x4_zmm_k1z_zmm_zmmm512b32_imm8;
+            self.a.emit(I::with4(shuf, a, t, b, 0x44u32));
+            self.a.emit(I::with4(shuf, a, a, a, 0xD8u32));
+            self.a.emit(I::with4(shuf, b, t, b, 0xEEu32));
+            self.a.emit(I::with4(shuf, b, b, b, 0xD8u32));
+        } else {
+            self.a
+                .emit(I::with3(Code::VEX_Vunpcklps_ymm_ymm_ymmm256, t, a, b));
+            self.a
+                .emit(I::with3(Code::VEX_Vunpckhps_ymm_ymm_ymmm256, b, a, b));
+            let perm = Code::VEX_Vperm2f128_ymm_ymm_ymmm256_imm8;
+            self.a.emit(I::with4(perm, a, t, b, 0x20u32));
+            self.a.emit(I::with4(perm, b, t, b, 0x31u32));
+        }
+    }
+}
+
+/// `k1`, `k2`, ... for mask index 0, 1, ...
+fn k_register(i: usize) -> R {
+    [R::K1, R::K2, R::K3, R::K4, R::K5, R::K6, R::K7][i]
+}
+
+/// The register `i` places after `base` in iced's numbering (registers of
+/// one kind are consecutive there).
+fn nth_register(base: R, i: usize) -> R {
+    base + i as u32
+}
