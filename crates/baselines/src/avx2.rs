@@ -4,21 +4,26 @@
 //! function here is reached only through [`Conv`] / [`Depthwise`], which
 //! are built only when [`available`] says the CPU has the features.
 //!
-//! The structure is the sse128 family's (`sse.rs`): each stage splits into
-//! an *interior* (output pixels whose every tap lies inside the input:
-//! blocks of 6 pixels along a row, no bounds checks) and a *border* (one
-//! pixel at a time over its in-bounds taps, which skips padding zeros).
+//! The structure is the sse128 family's (`sse.rs`), with borders handled
+//! better: along each output row, the columns whose taps are all inside the
+//! input horizontally run in blocks of 6 pixels without bounds checks, over
+//! the row's tap list (on the top and bottom rows only the kernel rows
+//! inside the input, so padding zeros are skipped and those rows stay
+//! blocked); the few left and right border pixels run one at a time over
+//! their in-bounds taps.
 //! Channel tails never touch memory outside the buffers: partial vectors are
 //! read with `_mm256_maskload_ps` and written with `_mm256_maskstore_ps`
 //! (masked-off lanes are neither read nor written), and packed weights and
 //! biases are zero-padded to whole vectors.
 
-use crate::geometry::{border_taps, interior, interior_taps};
+use crate::geometry::{border_taps, interior};
 use convjit_ir::{Activation, Stage, StageKind, StageWeights};
 use std::arch::x86_64::*;
 
 /// Lanes of one `__m256`.
 const L: usize = 8;
+/// Floats per 64-byte cache line.
+const LINE: usize = 16;
 /// Output channels per register block of the conv / pointwise kernel: two
 /// vectors.
 const NR: usize = 2 * L;
@@ -78,17 +83,35 @@ unsafe fn store(a: __m256, n: usize, out: *mut f32, res: Option<*const f32>) {
     }
 }
 
-/// Runs `block::<P>` for a run of `n` (1..=6) pixels: the remainder of a row
-/// (or of a flat stage) after its whole 6-pixel blocks.
+/// Evaluates `$body` with a constant `$p` equal to `$n` (1..=6): a run of
+/// pixels shorter than a whole block gets its own register block.
 macro_rules! dispatch {
-    ($n:expr, $f:ident($($arg:expr),*)) => {
+    ($n:expr, $p:ident => $body:expr) => {
         match $n {
-            1 => $f::<1>($($arg),*),
-            2 => $f::<2>($($arg),*),
-            3 => $f::<3>($($arg),*),
-            4 => $f::<4>($($arg),*),
-            5 => $f::<5>($($arg),*),
-            6 => $f::<6>($($arg),*),
+            1 => {
+                const $p: usize = 1;
+                $body
+            }
+            2 => {
+                const $p: usize = 2;
+                $body
+            }
+            3 => {
+                const $p: usize = 3;
+                $body
+            }
+            4 => {
+                const $p: usize = 4;
+                $body
+            }
+            5 => {
+                const $p: usize = 5;
+                $body
+            }
+            6 => {
+                const $p: usize = 6;
+                $body
+            }
             n => unreachable!("{n} pixels in a block"),
         }
     };
@@ -102,68 +125,110 @@ struct Run<const P: usize> {
     at: [usize; P],
 }
 
-/// The pixels `x0..x0 + P` of interior output row `oy` of image `img`.
+/// Pixels along one output row that share one tap list: pixel `j` reads
+/// from `first + j * step` (plus each tap's offset) and writes the output
+/// elements from `at + j * co`.
+#[derive(Clone, Copy)]
+struct Span {
+    first: *const f32,
+    step: usize,
+    at: usize,
+}
+
+impl Span {
+    /// The span from its pixel `j` on.
+    ///
+    /// # Safety
+    /// Pixel `j` must be one of the span's.
+    #[inline]
+    unsafe fn skip(self, j: usize, co: usize) -> Span {
+        Span {
+            first: self.first.add(j * self.step),
+            step: self.step,
+            at: self.at + j * co,
+        }
+    }
+}
+
+/// The first `P` pixels of `span` (`co` output channels per pixel).
 ///
 /// # Safety
-/// The pixels must be interior (every tap inside the image).
+/// The `P` pixels must lie inside the input (and, with taps, every tap of
+/// them).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn interior_run<const P: usize>(
-    s: &Stage,
-    c: usize,
-    img: *const f32,
-    oy: usize,
-    x0: usize,
-    obase: usize,
-    co: usize,
-) -> Run<P> {
-    let [sh, sw] = s.stride;
-    let iy = oy * sh - s.padding.top;
+unsafe fn run_of<const P: usize>(span: Span, co: usize) -> Run<P> {
     let mut run = Run {
-        px: [img; P],
+        px: [span.first; P],
         at: [0; P],
     };
     for j in 0..P {
-        let ix = (x0 + j) * sw - s.padding.left;
-        run.px[j] = img.add((iy * s.input.w + ix) * c);
-        run.at[j] = (obase + x0 + j) * co;
+        run.px[j] = span.first.add(j * span.step);
+        run.at[j] = span.at + j * co;
     }
     run
 }
 
-/// Row by row over `batch` images: interior pixels in blocks of 6 (then one
-/// block of the remainder), border pixels one at a time. `block(n, img, oy,
-/// x0, obase)` runs `n` interior pixels; `border(img, oy, x, obase)` one
-/// border pixel.
+/// Row by row over `batch` images (`c` input channels and `co` output
+/// channels per pixel). The columns whose taps are all inside the input
+/// horizontally are one span with the row's tap list: all taps on interior
+/// rows, the kernel rows inside the input on the top and bottom rows (so the
+/// padding is skipped without leaving the blocked path). `block(n, span,
+/// taps)` runs the `n` pixels of such a span (each kernel chooses its loop
+/// order over pixels and channels); `border(img, oy, x, obase)` one pixel of
+/// the left or right border.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows(
     s: &Stage,
+    c: usize,
+    co: usize,
     batch: usize,
-    image: impl Fn(usize) -> *const f32,
-    mut block: impl FnMut(usize, *const f32, usize, usize, usize),
+    mut image: impl FnMut(usize) -> *const f32,
+    mut block: impl FnMut(usize, Span, &[(usize, isize)]),
     mut border: impl FnMut(*const f32, usize, usize, usize),
 ) {
+    let [kh, kw] = s.kernel;
     let [sh, sw] = s.stride;
+    let [dh, dw] = s.dilation;
     let (si, so) = (s.input, s.output);
-    let (y_lo, y_hi) = interior(si.h, so.h, s.kernel[0], sh, s.dilation[0], s.padding.top);
-    let (x_lo, x_hi) = interior(si.w, so.w, s.kernel[1], sw, s.dilation[1], s.padding.left);
+    let (x_lo, x_hi) = interior(si.w, so.w, kw, sw, dw, s.padding.left);
+    let mut taps = Vec::with_capacity(kh * kw);
     for n in 0..batch {
         let img = image(n);
         for oy in 0..so.h {
-            let (lo, hi) = if (y_lo..y_hi).contains(&oy) {
-                (x_lo, x_hi)
-            } else {
-                (0, 0)
-            };
+            // The kernel rows inside the input (contiguous), offsets from
+            // the first one's tap (ky0, 0).
+            let iy0 = (oy * sh) as isize - s.padding.top as isize;
+            let inside = |ky: usize| (0..si.h as isize).contains(&(iy0 + (ky * dh) as isize));
+            taps.clear();
+            let first_row = (0..kh).find(|&ky| inside(ky)).map(|ky0| {
+                for ky in (ky0..kh).take_while(|&ky| inside(ky)) {
+                    for kx in 0..kw {
+                        let off = ((ky - ky0) * dh * si.w + kx * dw) * c;
+                        taps.push((ky * kw + kx, off as isize));
+                    }
+                }
+                (iy0 + (ky0 * dh) as isize) as usize
+            });
             let obase = (n * so.h + oy) * so.w;
-            let mut ox = lo;
-            while ox < hi {
-                let k = (hi - ox).min(PX);
-                block(k, img, oy, ox, obase);
-                ox += k;
+            if x_lo < x_hi {
+                let span = match first_row {
+                    Some(iy) => Span {
+                        first: img.add((iy * si.w + x_lo * sw - s.padding.left) * c),
+                        step: sw * c,
+                        at: (obase + x_lo) * co,
+                    },
+                    // A row wholly in the padding: no taps read the input.
+                    None => Span {
+                        first: img,
+                        step: 0,
+                        at: (obase + x_lo) * co,
+                    },
+                };
+                block(x_hi - x_lo, span, &taps);
             }
-            for x in (0..lo).chain(hi.max(lo)..so.w) {
+            for x in (0..x_lo).chain(x_hi.max(x_lo)..so.w) {
                 border(img, oy, x, obase);
             }
         }
@@ -183,8 +248,6 @@ pub struct Conv {
     taps: usize,
     packed: Vec<f32>,
     bias: Vec<f32>,
-    /// All taps, offsets from the tap-(0, 0) pixel.
-    interior: Vec<(usize, isize)>,
     /// The in-bounds taps of one border pixel (capacity reserved up front).
     border: Vec<(usize, isize)>,
     /// 1x1, stride 1, unpadded: all pixels of all images are one row.
@@ -230,7 +293,6 @@ impl Conv {
             taps,
             packed,
             bias,
-            interior: interior_taps(s, ci),
             border: Vec::with_capacity(taps),
             flat,
         }
@@ -263,40 +325,56 @@ impl Conv {
         let res = res.map(<[f32]>::as_ptr);
         if self.flat {
             let pixels = batch * self.stage.input.h * self.stage.input.w;
-            let all = [(0, 0)];
-            let mut p = 0;
-            while p < pixels {
-                let k = (pixels - p).min(PX);
-                dispatch!(k, flat_block(self, inp, p, &all, out, res));
-                p += k;
-            }
+            let span = Span {
+                first: inp,
+                step: ci,
+                at: 0,
+            };
+            self.span(pixels, span, &[(0, 0)], out, res);
             return;
         }
-        let interior = std::mem::take(&mut self.interior);
         let mut border = std::mem::take(&mut self.border);
         let s = self.stage.clone();
         let this = &*self;
         rows(
             &s,
+            ci,
+            co,
             batch,
             |n| inp.add(n * s.input.len()),
-            |k, img, oy, x0, obase| {
-                dispatch!(
-                    k,
-                    interior_block(this, &s, img, oy, x0, obase, &interior, out, res)
-                )
-            },
+            |n, span, taps| this.span(n, span, taps, out, res),
             |img, oy, x, obase| {
                 border_taps(&s, ci, oy, x, &mut border);
-                let run = Run {
-                    px: [img],
-                    at: [(obase + x) * co],
+                let span = Span {
+                    first: img,
+                    step: 0,
+                    at: (obase + x) * co,
                 };
-                this.pixels(run, &border, out, res);
+                this.span(1, span, &border, out, res);
             },
         );
-        self.interior = interior;
         self.border = border;
+    }
+
+    /// All output channels of the `n` pixels of `span`, in blocks of 6
+    /// pixels (weights stream from cache once per block).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn span(
+        &self,
+        n: usize,
+        span: Span,
+        taps: &[(usize, isize)],
+        out: *mut f32,
+        res: Option<*const f32>,
+    ) {
+        let mut j = 0;
+        while j < n {
+            let k = (n - j).min(PX);
+            let sp = span.skip(j, self.co);
+            dispatch!(k, P => self.pixels(run_of::<P>(sp, self.co), taps, out, res));
+            j += k;
+        }
     }
 
     /// All output channels of the pixels of `run`: 16 channels at a time,
@@ -324,47 +402,6 @@ impl Conv {
             }
         }
     }
-}
-
-/// Pixels `p..p + P` of a flat stage.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn flat_block<const P: usize>(
-    conv: &Conv,
-    inp: *const f32,
-    p: usize,
-    all: &[(usize, isize)],
-    out: *mut f32,
-    res: Option<*const f32>,
-) {
-    let mut run = Run {
-        px: [inp; P],
-        at: [0; P],
-    };
-    for j in 0..P {
-        run.px[j] = inp.add((p + j) * conv.ci);
-        run.at[j] = (p + j) * conv.co;
-    }
-    conv.pixels(run, all, out, res);
-}
-
-/// Interior pixels `x0..x0 + P` of row `oy` of a conv stage.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn interior_block<const P: usize>(
-    conv: &Conv,
-    s: &Stage,
-    img: *const f32,
-    oy: usize,
-    x0: usize,
-    obase: usize,
-    taps: &[(usize, isize)],
-    out: *mut f32,
-    res: Option<*const f32>,
-) {
-    let run = interior_run::<P>(s, conv.ci, img, oy, x0, obase, conv.co);
-    conv.pixels(run, taps, out, res);
 }
 
 /// `P` pixels x `G` vectors of output channels (`G * P` accumulators): per
@@ -437,8 +474,11 @@ pub struct Depthwise {
     m: usize,
     weight: Vec<f32>,
     bias: Vec<f32>,
+    /// Scratch for the expanded image (multiplier > 1), `expanded_at`
+    /// floats in so that it starts on a 64-byte line: the vectors read from
+    /// it then never straddle two cache lines.
     expanded: Vec<f32>,
-    interior: Vec<(usize, isize)>,
+    expanded_at: usize,
     border: Vec<(usize, isize)>,
 }
 
@@ -451,18 +491,17 @@ impl Depthwise {
         let c = s.output.c;
         assert_eq!(c, s.input.c * m);
         let taps = s.kernel[0] * s.kernel[1];
+        let len = if m > 1 { s.input.h * s.input.w * c } else { 0 };
+        let expanded = vec![0f32; len + LINE - 1];
+        let expanded_at = expanded.as_ptr().align_offset(LINE * 4).min(LINE - 1);
         Depthwise {
             stage: s.clone(),
             c,
             m,
             weight: w.weight.clone(),
             bias: w.bias.clone().unwrap_or_else(|| vec![0.0; c]),
-            expanded: if m > 1 {
-                vec![0.0; s.input.h * s.input.w * c]
-            } else {
-                Vec::new()
-            },
-            interior: interior_taps(s, c),
+            expanded,
+            expanded_at,
             border: Vec::with_capacity(taps),
         }
     }
@@ -490,91 +529,98 @@ impl Depthwise {
         let c = self.c;
         let out = output.as_mut_ptr();
         let res = res.map(<[f32]>::as_ptr);
-        let interior = std::mem::take(&mut self.interior);
         let mut border = std::mem::take(&mut self.border);
         let mut expanded = std::mem::take(&mut self.expanded);
         let this = &*self;
-        // Expand image `n` (multiplier > 1) when `rows` asks for its pointer.
-        let exp = std::cell::RefCell::new(&mut expanded);
         rows(
             &s,
+            c,
+            c,
             batch,
+            // Image `n`, expanded to `C*M` channels first with a multiplier.
             |n| {
                 let image = &input[n * s.input.len()..][..s.input.len()];
                 if this.m == 1 {
                     image.as_ptr()
                 } else {
-                    let mut e = exp.borrow_mut();
-                    expand(image, this.m, &mut e[..]);
+                    let e = &mut expanded[this.expanded_at..][..image.len() * this.m];
+                    expand(image, this.m, e);
                     e.as_ptr()
                 }
             },
-            |k, img, oy, x0, obase| {
-                dispatch!(
-                    k,
-                    dw_block(this, &s, img, oy, x0, obase, &interior, out, res)
-                )
-            },
+            |n, span, taps| this.span(n, span, taps, out, res),
             |img, oy, x, obase| {
                 border_taps(&s, c, oy, x, &mut border);
-                let run = Run {
-                    px: [img],
-                    at: [(obase + x) * c],
+                let span = Span {
+                    first: img,
+                    step: 0,
+                    at: (obase + x) * c,
                 };
-                this.pixels(run, &border, out, res);
+                this.span(1, span, &border, out, res);
             },
         );
-        self.interior = interior;
         self.border = border;
         self.expanded = expanded;
     }
 
-    /// All channels of the pixels of `run`: 16 channels at a time (2 vectors
-    /// x `P` accumulators), then 8, then one masked vector for the tail.
+    /// All channels of the `n` pixels of `span`: 16 channels at a time (2
+    /// vectors x 6 pixels), then 8, then one masked vector for the tail.
+    /// Channels are the outer loop: a 16-channel slice of the rows the span
+    /// reads stays in L1 while its pixels run (all channels of a pixel
+    /// block, 3 rows x 8 pixels x 512 channels, would fill it).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn pixels<const P: usize>(
+    unsafe fn span(
         &self,
-        run: Run<P>,
+        n: usize,
+        span: Span,
         taps: &[(usize, isize)],
         out: *mut f32,
         res: Option<*const f32>,
     ) {
         let c = self.c;
-        let act = self.stage.activation;
-        let (w, bias) = (self.weight.as_ptr(), self.bias.as_ptr());
         let mut ch = 0;
         while ch + 2 * L <= c {
-            dw_tile::<P, 2>(run, taps, c, ch, L, w, bias, out, res, act);
+            self.channels::<2>(n, span, taps, ch, L, out, res);
             ch += 2 * L;
         }
         if ch + L <= c {
-            dw_tile::<P, 1>(run, taps, c, ch, L, w, bias, out, res, act);
+            self.channels::<1>(n, span, taps, ch, L, out, res);
             ch += L;
         }
         if ch < c {
-            dw_tile::<P, 1>(run, taps, c, ch, c - ch, w, bias, out, res, act);
+            self.channels::<1>(n, span, taps, ch, c - ch, out, res);
         }
     }
-}
 
-/// Interior pixels `x0..x0 + P` of row `oy` of a depthwise stage.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dw_block<const P: usize>(
-    dw: &Depthwise,
-    s: &Stage,
-    img: *const f32,
-    oy: usize,
-    x0: usize,
-    obase: usize,
-    taps: &[(usize, isize)],
-    out: *mut f32,
-    res: Option<*const f32>,
-) {
-    let run = interior_run::<P>(s, dw.c, img, oy, x0, obase, dw.c);
-    dw.pixels(run, taps, out, res);
+    /// `G` vectors of channels from `ch` (the last `lanes` wide) of the `n`
+    /// pixels of `span`, 6 pixels at a time.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn channels<const G: usize>(
+        &self,
+        n: usize,
+        span: Span,
+        taps: &[(usize, isize)],
+        ch: usize,
+        lanes: usize,
+        out: *mut f32,
+        res: Option<*const f32>,
+    ) {
+        let (c, act) = (self.c, self.stage.activation);
+        let (w, bias) = (self.weight.as_ptr(), self.bias.as_ptr());
+        let mut j = 0;
+        while j < n {
+            let k = (n - j).min(PX);
+            let sp = span.skip(j, c);
+            dispatch!(
+                k,
+                P => dw_tile::<P, G>(run_of::<P>(sp, c), taps, c, ch, lanes, w, bias, out, res, act)
+            );
+            j += k;
+        }
+    }
 }
 
 /// `dst[i*m + j] = src[i]`: each channel repeated `m` times.
