@@ -18,6 +18,10 @@ import json
 import sys
 
 PEERS = {"ort": "ONNX Runtime", "tflite": "TFLite+XNNPACK"}
+# The other code generators' rows (`jit` is the chosen one).
+GENERATORS = ("jit-cranelift", "jit-avx2", "jit-avx512")
+# The FMA loops `convjit bench` may time (older JSON has only the 128-bit one).
+PEAK_BITS = (128, 256, 512)
 
 
 def summary(ours, w):
@@ -34,6 +38,17 @@ def summary(ours, w):
     if fused:
         w("- fused vs unfused (time ratio, > 1 = fusion wins): "
           + ", ".join(f"{l} {x:.2f}x" for l, x in fused))
+    wide = [(l, v["sse128"]["median_us"] / v["avx256"]["median_us"]) for l, v in res.items()
+            if "sse128" in v and "avx256" in v]
+    if wide:
+        xs = sorted(x for _, x in wide)
+        w(f"- avx256 vs sse128 baseline (time ratio, > 1 = 256 bits win): median {xs[len(xs) // 2]:.2f}x "
+          f"(range {xs[0]:.2f}-{xs[-1]:.2f})")
+    gens = sorted({k for v in res.values() for k in v if k in GENERATORS})
+    for g in gens:
+        xs = [(l, v[g]["median_us"] / v["jit"]["median_us"]) for l, v in res.items() if g in v]
+        w(f"- jit vs {g} (time ratio, > 1 = jit faster): "
+          + ", ".join(f"{l} {x:.2f}x" for l, x in xs))
     sse = [(l, v["sse128"]["median_us"] / v["jit"]["median_us"]) for l, v in res.items() if "sse128" in v]
     if sse:
         low = [f"{l} {x:.2f}x" for l, x in sse if x < 1.0]
@@ -59,18 +74,25 @@ def merge(runs):
         m["runs"] += 1
         for key in ("compile_ms", "compile_cache_hit_us"):
             m[key] = min(m[key], r[key])
-        if r.get("measured_peak_128_gflops"):
-            m["measured_peak_128_gflops"] = max(m.get("measured_peak_128_gflops") or 0,
-                                                r["measured_peak_128_gflops"])
+        for bits in PEAK_BITS:
+            key = f"measured_peak_{bits}_gflops"
+            if r.get(key):
+                m[key] = max(m.get(key) or 0, r[key])
+        if (r.get("widest_measured_peak_bits") or 0) > (m.get("widest_measured_peak_bits") or 0):
+            m["widest_measured_peak_bits"] = r["widest_measured_peak_bits"]
         best = {v["variant"]: v for v in m["results"]}
         for v in r["results"]:
             if v["variant"] in best and v["median_us"] < best[v["variant"]]["median_us"]:
                 best[v["variant"]].update(v)
     for m in by_layer.values():
         peak = m.get("measured_peak_128_gflops")
+        widest = m.get("widest_measured_peak_bits")
+        wpeak = m.get(f"measured_peak_{widest}_gflops") if widest else None
         for v in m["results"]:
             if peak:
                 v["pct_measured_peak_128"] = round(100 * v["gflops"] / peak, 1)
+            if wpeak:
+                v["pct_widest_measured_peak"] = round(100 * v["gflops"] / wpeak, 1)
     return list(by_layer.values())
 
 
@@ -104,11 +126,12 @@ def main(convjit_path, peers_path, session):
     w("**jit-2t** = the planned kernel with two threads requested (the planner keeps")
     w("one thread for groups under 2M MACs per thread, e.g. both textbook layers);")
     w("**sse128** = hand-written 128-bit")
-    w("SSE/FMA kernels; **gemm** = the `gemm` crate (im2col for conv; depthwise stages")
+    w("SSE/FMA kernels; **avx256** = the same hand-written at 256 bits (AVX2/FMA, 6x16")
+    w("register blocks); **gemm** = the `gemm` crate (im2col for conv; depthwise stages")
     w("of a mixed layer run sse128); **naive** = plain Rust loops.")
     w("")
-    w("| layer | MACs | jit GF/s | % 128b peak (meas.) | jit-unfused | jit-2t | sse128 | gemm | naive | best peer | jit / best peer | compile ms | cache hit us |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w("| layer | MACs | jit GF/s | % 128b peak (meas.) | jit-unfused | jit-2t | sse128 | avx256 | gemm | naive | best peer | jit / best peer | compile ms | cache hit us |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in ours:
         res = {v["variant"]: v for v in r["results"]}
         jit = res["jit"]
@@ -134,7 +157,7 @@ def main(convjit_path, peers_path, session):
         meas = f" ({meas:.0f}%)" if meas is not None else ""
         w(f"| {r['layer']} | {r['macs']:,} | {jit['gflops']:.1f} ({jit['median_us']:.1f} us) | "
           f"{jit['pct_peak_128']:.0f}%{meas} | {gf('jit-unfused')} | {gf('jit-2t')} | {gf('sse128')} | "
-          f"{gf('gemm')} | {gf('naive')} | {peer} | {ratio} | {r['compile_ms']:.1f} | "
+          f"{gf('avx256')} | {gf('gemm')} | {gf('naive')} | {peer} | {ratio} | {r['compile_ms']:.1f} | "
           f"{r['compile_cache_hit_us']:.1f} |")
     w("")
     peaks = [r["measured_peak_128_gflops"] for r in ours if r.get("measured_peak_128_gflops")]
@@ -143,6 +166,13 @@ def main(convjit_path, peers_path, session):
         w(f"Measured 128-bit FMA peak during these runs: median {peaks[len(peaks) // 2]:.1f} GFLOP/s "
           f"(range {peaks[0]:.1f}-{peaks[-1]:.1f}) against 58.7 nominal.")
         w("")
+    for bits in PEAK_BITS[1:]:
+        wide = sorted(r[f"measured_peak_{bits}_gflops"] for r in ours
+                      if r.get(f"measured_peak_{bits}_gflops"))
+        if wide:
+            w(f"Measured {bits}-bit FMA peak: median {wide[len(wide) // 2]:.1f} GFLOP/s "
+              f"(range {wide[0]:.1f}-{wide[-1]:.1f}).")
+            w("")
     summary(ours, w)
     w("'jit / best peer' > 1 means convjit is faster. 'cache hit' is the code lookup of a")
     w("second compile of the same shapes; packing that kernel's weights comes on top")

@@ -173,6 +173,56 @@ fn bench_reports_jit_and_interpreter_as_json() {
         assert!(v["gflops"].as_f64().unwrap() > 0.0);
     }
     assert!(r["max_abs_diff_jit_vs_interp"].as_f64().unwrap() < 1e-4);
+    // Every code generator the host runs appears, the chosen one as "jit",
+    // the others as "jit-NAME", each checked against the interpreter.
+    let chosen = r["backend"].as_str().unwrap();
+    let available = r["backends_available"].as_array().unwrap();
+    assert!(available.iter().any(|b| b == chosen), "{available:?}");
+    for b in available.iter().map(|b| b.as_str().unwrap()) {
+        let name = format!("jit-{b}");
+        assert_eq!(
+            variants.contains(&name),
+            b != chosen,
+            "{name}: {variants:?}"
+        );
+    }
+    // A FMA loop per vector width the host has; every row is a share of
+    // the widest one measured (which is itself 100%).
+    let notes: Vec<&str> = r["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let mut widest = None;
+    for bits in [128, 256, 512] {
+        let row = format!("fma{bits}-peak");
+        let measured = r[format!("measured_peak_{bits}_gflops")].as_f64();
+        assert_eq!(variants.contains(&row), measured.is_some(), "{row}");
+        let noted = notes.iter().any(|n| n.starts_with(&row));
+        assert_eq!(noted, measured.is_none(), "{row}: {notes:?}");
+        if measured.is_some() {
+            widest = Some(bits);
+        }
+    }
+    assert_eq!(r["widest_measured_peak_bits"].as_u64(), widest);
+    for v in r["results"].as_array().unwrap() {
+        let name = v["variant"].as_str().unwrap();
+        if let Some(bits) = widest {
+            let pct = v["pct_widest_measured_peak"].as_f64().unwrap();
+            if name == format!("fma{bits}-peak") {
+                assert_eq!(pct, 100.0);
+            }
+        }
+        if name.starts_with("jit") || ["naive", "sse128", "avx256", "gemm"].contains(&name) {
+            let d = v["max_abs_diff_vs_interp"].as_f64().unwrap();
+            assert!(d < 1e-4, "{name}: {d}");
+        }
+    }
+    // The 256-bit baseline runs where the CPU has AVX2 and FMA, and a note
+    // says why where it does not.
+    let avx256 = variants.contains(&"avx256".to_string());
+    assert_ne!(avx256, notes.iter().any(|n| n.starts_with("avx256")));
 }
 
 #[test]

@@ -1,7 +1,11 @@
 //! `convjit bench FILE.conv [--layer NAME] [--json]`: times the generated
 //! kernel against the reference interpreter and the hand-written baselines
-//! (`convjit-baselines`: naive loops, 128-bit SSE/FMA, the `gemm` crate), per
-//! layer, with seeded data, all in one run so their ratios are comparable.
+//! (`convjit-baselines`: naive loops, 128-bit SSE/FMA, 256-bit AVX2/FMA, the
+//! `gemm` crate), per layer, with seeded data, all in one run so their
+//! ratios are comparable. In the same interleaved rounds: the kernel from
+//! every other code generator the host runs (`jit-cranelift`, `jit-avx2`,
+//! `jit-avx512`), and FMA loops at each vector width the host has (the
+//! machine's ceilings at that moment).
 
 use super::{thousands, Failure};
 use clap::Args;
@@ -15,9 +19,6 @@ use std::time::{Duration, Instant};
 /// `vfmadd*ps xmm`: 58.7 GFLOP/s); Cranelift's x64 backend emits 128-bit
 /// vectors only, so this is the generated code's ceiling.
 const PEAK_128_GFLOPS: f64 = 58.7;
-
-/// The row of the measured 128-bit FMA loop ([`FmaPeak`]).
-const PEAK_VARIANT: &str = "fma128-peak";
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -115,23 +116,52 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
         };
         other_options.push((format!("jit-{cores}threads"), o));
     }
+    // Every other code generator the host runs, with the same planner
+    // overrides: what the choice of generator is worth.
+    let chosen = options.backend.resolve().ok();
+    for b in convjit::Backend::available() {
+        if Some(b) != chosen {
+            let o = convjit::Options {
+                backend: b,
+                ..options.clone()
+            };
+            other_options.push((format!("jit-{}", b.name()), o));
+        }
+    }
     let mut others = Vec::new();
     for (name, o) in other_options {
         let k = Kernel::compile_with(layer, &weights, &o).map_err(convjit::Error::from)?;
         others.push((name, k, vec![0f32; output.len()]));
     }
+    let mut notes = Vec::new();
     let mut baselines = Vec::new();
     if !a.no_baselines {
         for family in Family::ALL {
-            if let Some(b) = Baseline::prepare(family, layer, &weights) {
+            if !family.available() {
+                notes.push(format!(
+                    "{}: not run, this CPU lacks what it needs ({})",
+                    family.name(),
+                    family.needs()
+                ));
+            } else if let Some(b) = Baseline::prepare(family, layer, &weights) {
                 baselines.push((b, vec![0f32; output.len()]));
             }
         }
     }
-    // The machine's 128-bit FMA throughput in the same rounds: what the
-    // kernels' numbers are a fraction of at this moment.
-    let mut peak = FmaPeak::new();
-    let peak_flops = peak.as_ref().map_or(0.0, FmaPeak::flops);
+    // The machine's FMA throughput at each vector width it has, in the same
+    // rounds: what the kernels' numbers are a fraction of at this moment.
+    let mut peaks = FmaPeak::available();
+    let peak_flops: Vec<(&'static str, u32, f64)> = peaks
+        .iter()
+        .map(|p| (p.name(), p.bits(), p.flops()))
+        .collect();
+    for bits in FmaPeak::WIDTHS {
+        if !peak_flops.iter().any(|&(_, b, _)| b == bits) {
+            notes.push(format!(
+                "fma{bits}-peak: not measured, this CPU lacks {bits}-bit FMA"
+            ));
+        }
+    }
     {
         let mut variants: Vec<Timed> = Vec::new();
         let (kernel, input, output) = (&kernel, &input, &mut output);
@@ -147,8 +177,8 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
             let name = b.name().to_string();
             variants.push((name, Box::new(move || b.run(input, out, batch))));
         }
-        if let Some(p) = &mut peak {
-            variants.push((PEAK_VARIANT.into(), Box::new(move || p.run())));
+        for p in &mut peaks {
+            variants.push((p.name().into(), Box::new(move || p.run())));
         }
         let rounds = a.rounds as u32;
         let mut times = interleaved_medians(budget / rounds, &mut variants);
@@ -159,11 +189,10 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
             }
         }
         for ((name, _), t) in variants.iter().zip(times) {
-            let f = if name == PEAK_VARIANT {
-                peak_flops
-            } else {
-                flops
-            };
+            let f = peak_flops
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map_or(flops, |&(_, _, f)| f);
             add(name, t, f);
         }
     }
@@ -175,22 +204,42 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
             reference = convjit::interpret(layer, &weights, &input, batch).expect("checked");
         });
         add("interp", t, flops);
-        max_diff = Some(
-            output
-                .iter()
+        let diff = |out: &[f32]| {
+            out.iter()
                 .zip(&reference)
                 .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max),
-        );
+                .fold(0f32, f32::max)
+        };
+        max_diff = Some(diff(&output));
+        // Every variant that computed the layer, against the interpreter.
+        let outputs = std::iter::once(("jit", &output))
+            .chain(others.iter().map(|(n, _, o)| (n.as_str(), o)))
+            .chain(baselines.iter().map(|(b, o)| (b.name(), o)));
+        for (name, out) in outputs {
+            if let Some(r) = results.iter_mut().find(|r| r["variant"] == name) {
+                r["max_abs_diff_vs_interp"] = json!(diff(out));
+            }
+        }
     }
-    let measured_peak = results
-        .iter()
-        .find(|r| r["variant"] == PEAK_VARIANT)
-        .and_then(|r| r["gflops"].as_f64());
-    if let Some(peak) = measured_peak {
-        for r in &mut results {
-            let g = r["gflops"].as_f64().unwrap_or(0.0);
+    let measured = |bits: u32| {
+        results
+            .iter()
+            .find(|r| r["variant"] == format!("fma{bits}-peak"))
+            .and_then(|r| r["gflops"].as_f64())
+    };
+    let measured_peak = measured(128);
+    let widest = FmaPeak::WIDTHS
+        .into_iter()
+        .rev()
+        .find_map(|bits| Some((bits, measured(bits)?)));
+    let measured_peaks = FmaPeak::WIDTHS.map(measured);
+    for r in &mut results {
+        let g = r["gflops"].as_f64().unwrap_or(0.0);
+        if let Some(peak) = measured_peak {
             r["pct_measured_peak_128"] = json!(round(100.0 * g / peak, 1));
+        }
+        if let Some((_, peak)) = widest {
+            r["pct_widest_measured_peak"] = json!(round(100.0 * g / peak, 1));
         }
     }
     Ok(json!({
@@ -208,6 +257,12 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
         "pack_weights_us": round(hit.pack_seconds * 1e6, 2),
         "peak_128_gflops": PEAK_128_GFLOPS,
         "measured_peak_128_gflops": measured_peak,
+        "measured_peak_256_gflops": measured_peaks[1],
+        "measured_peak_512_gflops": measured_peaks[2],
+        "widest_measured_peak_bits": widest.map(|(bits, _)| bits),
+        "backend": chosen.map(convjit::Backend::name),
+        "backends_available": convjit::Backend::available().iter().map(|b| b.name()).collect::<Vec<_>>(),
+        "notes": notes,
         "max_abs_diff_jit_vs_interp": max_diff,
         "results": results,
     }))
@@ -292,25 +347,33 @@ fn text(r: &serde_json::Value) -> String {
         r["compile_cache_hit_us"],
         r["pack_weights_us"],
     );
+    let widest = r["widest_measured_peak_bits"]
+        .as_u64()
+        .map_or("-".into(), |b| format!("% meas. {b}-bit"));
     out += &format!(
-        "  {:<13} {:>12} {:>9} {:>16} {:>18}\n",
-        "variant", "median us", "GFLOP/s", "% 128-bit peak", "% measured peak"
+        "  {:<14} {:>12} {:>9} {:>16} {:>16} {:>16}\n",
+        "variant", "median us", "GFLOP/s", "% 128-bit peak", "% meas. 128-bit", widest
     );
+    let pct = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |p| format!("{p:.1}%"));
     for v in r["results"].as_array().into_iter().flatten() {
-        let measured = v["pct_measured_peak_128"]
-            .as_f64()
-            .map_or("-".into(), |p| format!("{p:.1}%"));
         out += &format!(
-            "  {:<13} {:>12.2} {:>9.2} {:>15.1}% {:>18}\n",
+            "  {:<14} {:>12.2} {:>9.2} {:>15.1}% {:>16} {:>16}\n",
             v["variant"].as_str().unwrap_or(""),
             v["median_us"].as_f64().unwrap_or(0.0),
             v["gflops"].as_f64().unwrap_or(0.0),
             v["pct_peak_128"].as_f64().unwrap_or(0.0),
-            measured,
+            pct(&v["pct_measured_peak_128"]),
+            pct(&v["pct_widest_measured_peak"]),
         );
     }
     if let Some(d) = r["max_abs_diff_jit_vs_interp"].as_f64() {
         out += &format!("  max |jit - interp| = {d:.3e}\n");
+    }
+    if let Some(b) = r["backend"].as_str() {
+        out += &format!("  jit's code generator: {b}\n");
+    }
+    for n in r["notes"].as_array().into_iter().flatten() {
+        out += &format!("  note: {}\n", n.as_str().unwrap_or(""));
     }
     out
 }

@@ -1,5 +1,5 @@
 //! Hand-written convolution kernels that convjit's generated code is
-//! benchmarked against. Three families run a whole [`Layer`] stage by stage
+//! benchmarked against. Four families run a whole [`Layer`] stage by stage
 //! with the contract's semantics (NHWC f32, TensorFlow weight layouts,
 //! convolution, `+ bias`, activation, then `+ residual` = the layer's input):
 //!
@@ -7,6 +7,7 @@
 //! | --- | --- | --- | --- |
 //! | [`Family::Naive`] (`"naive"`) | loops | loops | loops |
 //! | [`Family::Sse`] (`"sse128"`) | SSE direct conv | SSE | SSE |
+//! | [`Family::Avx2`] (`"avx256"`) | AVX2 direct conv | AVX2 | AVX2 |
 //! | [`Family::Gemm`] (`"gemm"`) | im2col + `gemm` | SSE (naive off x86_64) | `gemm` |
 //!
 //! - **naive**: the plain loop nest a Rust programmer would write: f32
@@ -22,6 +23,16 @@
 //!   bounds checks; border pixels one at a time over their in-bounds taps;
 //!   channel tails (`C % 4`, `Co % 12`) are exact. Needs x86_64 with FMA:
 //!   elsewhere [`Baseline::prepare`] returns `None`.
+//! - **avx256**: the same kernels written for 256-bit `__m256` with AVX2 and
+//!   FMA, as a library would hand-write them for x86-64-v3: conv and
+//!   pointwise block 6 pixels x 16 output channels (12 accumulators, each
+//!   broadcast input shared by two weight vectors, as XNNPACK's 6x16
+//!   microkernel) over weights repacked to `[Co/16][Kh*Kw][Ci][16]`, the
+//!   last block 8 wide when `Co % 16 <= 8`; depthwise blocks 6 pixels x 16
+//!   channels, then 8. Channel tails are masked loads and stores
+//!   (`_mm256_maskload_ps` / `_mm256_maskstore_ps`), never touching memory
+//!   past the buffers. Needs x86_64 with AVX2 and FMA (detected at run
+//!   time): elsewhere [`Baseline::prepare`] returns `None`.
 //! - **gemm**: the `gemm` crate's tuned microkernels (AVX2/FMA 256-bit, or
 //!   AVX-512 where that crate enables it; wider than the JIT's 128 bits),
 //!   single-threaded (`Parallelism::None`). Pointwise is one GEMM
@@ -37,7 +48,11 @@
 //! [`Baseline::prepare`]; [`Baseline::run`] only computes (the first run
 //! with a larger batch than before grows the inter-stage buffers once).
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod gemm_kernels;
+#[cfg(target_arch = "x86_64")]
+mod geometry;
 mod naive;
 mod peak;
 #[cfg(target_arch = "x86_64")]
@@ -53,17 +68,38 @@ pub enum Family {
     Naive,
     Sse,
     Gemm,
+    Avx2,
 }
 
 impl Family {
-    pub const ALL: [Family; 3] = [Family::Naive, Family::Sse, Family::Gemm];
+    pub const ALL: [Family; 4] = [Family::Naive, Family::Sse, Family::Gemm, Family::Avx2];
 
-    /// `"naive"`, `"sse128"`, `"gemm"`.
+    /// `"naive"`, `"sse128"`, `"gemm"`, `"avx256"`.
     pub fn name(self) -> &'static str {
         match self {
             Family::Naive => "naive",
             Family::Sse => "sse128",
             Family::Gemm => "gemm",
+            Family::Avx2 => "avx256",
+        }
+    }
+
+    /// Whether this machine runs the family's kernels (naive and gemm run
+    /// everywhere; sse128 needs x86_64 with FMA, avx256 AVX2 and FMA).
+    pub fn available(self) -> bool {
+        match self {
+            Family::Naive | Family::Gemm => true,
+            Family::Sse => sse_available(),
+            Family::Avx2 => avx2_available(),
+        }
+    }
+
+    /// What the family needs of the CPU, for messages when it is absent.
+    pub fn needs(self) -> &'static str {
+        match self {
+            Family::Naive | Family::Gemm => "nothing",
+            Family::Sse => "x86-64 with FMA",
+            Family::Avx2 => "x86-64 with AVX2 and FMA",
         }
     }
 }
@@ -75,6 +111,10 @@ enum Kernel {
     SseConv(sse::Conv),
     #[cfg(target_arch = "x86_64")]
     SseDepthwise(sse::Depthwise),
+    #[cfg(target_arch = "x86_64")]
+    Avx2Conv(avx2::Conv),
+    #[cfg(target_arch = "x86_64")]
+    Avx2Depthwise(avx2::Depthwise),
     Gemm(gemm_kernels::Gemm),
 }
 
@@ -86,6 +126,8 @@ impl Kernel {
             Kernel::SseConv(_) => "sse128",
             #[cfg(target_arch = "x86_64")]
             Kernel::SseDepthwise(_) => "sse128",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Conv(_) | Kernel::Avx2Depthwise(_) => "avx256",
             Kernel::Gemm(_) => "gemm",
         }
     }
@@ -118,11 +160,23 @@ pub fn sse_available() -> bool {
     }
 }
 
+/// Whether the avx256 kernels can run on this machine.
+pub fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 impl Baseline {
     /// Prepares `layer` for `family`, packing weights and allocating scratch.
     ///
     /// `None` when the family cannot run this layer: `Sse` off x86_64 or
-    /// without FMA; `Gemm` for a layer made only of depthwise stages (a
+    /// without FMA; `Avx2` off x86_64 or without AVX2 and FMA; `Gemm` for a layer made only of depthwise stages (a
     /// mixed layer runs its depthwise stages with the sse128 kernel). Panics
     /// if `weights` were not made for `layer`.
     pub fn prepare(family: Family, layer: &Layer, weights: &Weights) -> Option<Baseline> {
@@ -184,7 +238,7 @@ impl Baseline {
         Baseline::prepare(family, &one, &w)
     }
 
-    /// `"naive"`, `"sse128"`, `"gemm"`.
+    /// `"naive"`, `"sse128"`, `"gemm"`, `"avx256"`.
     pub fn name(&self) -> &'static str {
         self.family.name()
     }
@@ -197,8 +251,9 @@ impl Baseline {
         &self.layer
     }
 
-    /// The kernel that runs each stage, in order: `"naive"`, `"sse128"` or
-    /// `"gemm"` (the gemm family's depthwise stages say `"sse128"`).
+    /// The kernel that runs each stage, in order: `"naive"`, `"sse128"`,
+    /// `"avx256"` or `"gemm"` (the gemm family's depthwise stages say
+    /// `"sse128"`).
     pub fn stage_kernels(&self) -> Vec<&'static str> {
         self.stages.iter().map(|p| p.kernel.name()).collect()
     }
@@ -263,6 +318,7 @@ fn prepare_stage(family: Family, s: &Stage, w: &StageWeights) -> Option<Kernel> 
     Some(match family {
         Family::Naive => Kernel::Naive,
         Family::Sse => sse_kernel(s, w)?,
+        Family::Avx2 => avx2_kernel(s, w)?,
         Family::Gemm if depthwise => sse_kernel(s, w).unwrap_or(Kernel::Naive),
         Family::Gemm => Kernel::Gemm(gemm_kernels::Gemm::new(s, w)),
     })
@@ -286,6 +342,24 @@ fn sse_kernel(_: &Stage, _: &StageWeights) -> Option<Kernel> {
     None // sse128 kernels exist only on x86_64
 }
 
+#[cfg(target_arch = "x86_64")]
+fn avx2_kernel(s: &Stage, w: &StageWeights) -> Option<Kernel> {
+    if !avx2::available() {
+        return None;
+    }
+    Some(match s.kind {
+        StageKind::Depthwise { .. } => Kernel::Avx2Depthwise(avx2::Depthwise::new(s, w)),
+        StageKind::Conv { .. } | StageKind::Pointwise { .. } => {
+            Kernel::Avx2Conv(avx2::Conv::new(s, w))
+        }
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2_kernel(_: &Stage, _: &StageWeights) -> Option<Kernel> {
+    None // avx256 kernels exist only on x86_64
+}
+
 fn run_stage(
     p: &mut Prepared,
     input: &[f32],
@@ -299,6 +373,10 @@ fn run_stage(
         Kernel::SseConv(k) => k.run(input, output, batch, residual),
         #[cfg(target_arch = "x86_64")]
         Kernel::SseDepthwise(k) => k.run(input, output, batch, residual),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2Conv(k) => k.run(input, output, batch, residual),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2Depthwise(k) => k.run(input, output, batch, residual),
         Kernel::Gemm(k) => k.run(input, output, batch, residual),
     }
 }

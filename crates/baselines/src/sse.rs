@@ -8,6 +8,7 @@
 //! bounds checks) and a *border* (one pixel at a time over the list of its
 //! in-bounds taps, which is also how padding zeros are skipped).
 
+use crate::geometry::{activate1, border_taps, interior, interior_taps};
 use convjit_ir::{Activation, Stage, StageKind, StageWeights};
 use std::arch::x86_64::*;
 
@@ -22,62 +23,6 @@ pub fn available() -> bool {
         && is_x86_feature_detected!("sse4.1")
 }
 
-/// `[lo, hi)`: the outputs along one axis whose taps all fall inside the
-/// input (`input` long, kernel `k`, stride `s`, dilation `d`, `pad` before).
-fn interior(
-    input: usize,
-    output: usize,
-    k: usize,
-    s: usize,
-    d: usize,
-    pad: usize,
-) -> (usize, usize) {
-    let lo = pad.div_ceil(s).min(output);
-    let span = (k - 1) * d;
-    let hi = if input + pad > span {
-        ((input - 1 + pad - span) / s + 1).min(output)
-    } else {
-        0
-    };
-    (lo, hi.max(lo))
-}
-
-/// Taps of output pixel (`oy`, `ox`) that fall inside the input, as
-/// (tap index, input offset in elements from the image start).
-fn border_taps(s: &Stage, c: usize, oy: usize, ox: usize, taps: &mut Vec<(usize, isize)>) {
-    let [kh, kw] = s.kernel;
-    let [sh, sw] = s.stride;
-    let [dh, dw] = s.dilation;
-    taps.clear();
-    for ky in 0..kh {
-        let iy = (oy * sh + ky * dh) as isize - s.padding.top as isize;
-        if iy < 0 || iy >= s.input.h as isize {
-            continue;
-        }
-        for kx in 0..kw {
-            let ix = (ox * sw + kx * dw) as isize - s.padding.left as isize;
-            if ix < 0 || ix >= s.input.w as isize {
-                continue;
-            }
-            taps.push((ky * kw + kx, (iy * s.input.w as isize + ix) * c as isize));
-        }
-    }
-}
-
-/// Offsets of every tap from the pixel under tap (0, 0), interior pixels.
-fn interior_taps(s: &Stage, c: usize) -> Vec<(usize, isize)> {
-    let [kh, kw] = s.kernel;
-    let [dh, dw] = s.dilation;
-    let mut taps = Vec::with_capacity(kh * kw);
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let off = (ky * dh * s.input.w + kx * dw) * c;
-            taps.push((ky * kw + kx, off as isize));
-        }
-    }
-    taps
-}
-
 /// `act(acc + bias)`.
 #[inline]
 #[target_feature(enable = "fma,sse4.1")]
@@ -87,14 +32,6 @@ fn activate(acc: __m128, bias: __m128, act: Activation) -> __m128 {
         Activation::None => a,
         Activation::Relu => _mm_max_ps(a, _mm_setzero_ps()),
         Activation::Relu6 => _mm_min_ps(_mm_max_ps(a, _mm_setzero_ps()), _mm_set1_ps(6.0)),
-    }
-}
-
-fn activate1(a: f32, act: Activation) -> f32 {
-    match act {
-        Activation::None => a,
-        Activation::Relu => a.max(0.0),
-        Activation::Relu6 => a.clamp(0.0, 6.0),
     }
 }
 

@@ -2,7 +2,7 @@
 //! layers (as `.conv` text), plus fixed larger layers that reach the SIMD
 //! kernels' interior blocks, register-block tails and multiplier paths.
 
-use convjit_baselines::{sse_available, Baseline, Family};
+use convjit_baselines::{avx2_available, sse_available, Baseline, Family};
 use convjit_ir::{compile_source, interpret, Layer, Rng, StageKind, Weights};
 
 fn layer(src: &str) -> Layer {
@@ -64,6 +64,7 @@ fn run(family: Family, l: &Layer, w: &Weights, input: &[f32], batch: usize) -> O
         match family {
             Family::Naive => panic!("naive must run every layer"),
             Family::Sse => assert!(!sse_available(), "sse128 declined {}", l.name),
+            Family::Avx2 => assert!(!avx2_available(), "avx256 declined {}", l.name),
             Family::Gemm => assert!(
                 l.stages
                     .iter()
@@ -83,6 +84,12 @@ fn run(family: Family, l: &Layer, w: &Weights, input: &[f32], batch: usize) -> O
     b.run(input, &mut again, batch);
     assert_eq!(out, again, "{}: second run differs", family.name());
     Some(out)
+}
+
+/// Families sure to run every layer here: naive, and the SIMD ones the host
+/// has.
+fn simd_families() -> usize {
+    1 + usize::from(sse_available()) + usize::from(avx2_available())
 }
 
 fn check(src: &str, seed: u64, batch: usize) -> usize {
@@ -165,8 +172,9 @@ fn random_cases(seed: u64, cases: usize) {
         ran += check(&src, tried as u64, batch);
         done += 1;
     }
-    // Naive and (where available) sse128 on every case, gemm on most.
-    let sure = 1 + usize::from(sse_available());
+    // Naive and (where available) sse128 and avx256 on every case, gemm on
+    // most.
+    let sure = simd_families();
     assert!(ran > cases * sure, "only {ran} runs in {cases} cases");
 }
 
@@ -224,8 +232,7 @@ fn larger_layers_reach_interior_blocks_and_tails() {
     ];
     for (i, src) in cases.iter().enumerate() {
         for batch in [1, 3] {
-            let sure = 1 + usize::from(sse_available());
-            assert!(check(src, i as u64, batch) >= sure, "{src}");
+            assert!(check(src, i as u64, batch) >= simd_families(), "{src}");
         }
     }
 }
@@ -255,7 +262,7 @@ fn batch_can_grow_after_prepare_and_stages_run_alone() {
     let w = Weights::random(&l, 4);
     for family in Family::ALL {
         let Some(mut b) = Baseline::prepare(family, &l, &w) else {
-            assert!(family == Family::Sse && !sse_available());
+            assert!(!family.available(), "{} declined", family.name());
             continue;
         };
         for batch in [1, 4, 2] {
@@ -288,4 +295,52 @@ fn wrong_lengths_panic() {
     let w = Weights::random(&l, 1);
     let mut b = Baseline::prepare(Family::Naive, &l, &w).unwrap();
     b.run(&[0.0; 7], &mut [0.0; 12], 1);
+}
+
+#[test]
+fn odd_channel_counts_hit_every_tail_and_border() {
+    // Channel counts around the vector widths (4, 8) and register blocks
+    // (12, 16), in and out, for every kind of stage; padded borders on all
+    // sides, strides and dilation so border pixels take partial tap lists.
+    let counts = [1, 3, 7, 8, 9, 15, 17, 33];
+    let mut cases = 0;
+    for (k, &c) in counts.iter().enumerate() {
+        let co = counts[(k + 3) % counts.len()];
+        let srcs = [
+            format!("layer a {{ input 5x13x{c}\n p: pointwise {co}, bias, relu6 }}"),
+            format!("layer a {{ input 1x1x{c}\n p: pointwise {c}, residual }}"),
+            format!("layer a {{ input 9x11x{c}\n c: conv 3x3 -> {co}, pad same, bias, relu }}"),
+            format!(
+                "layer a {{ input 10x15x{c}\n c: conv 2x3 -> {co}, stride 2, dilation 2x1, pad 1 2 2 0 }}"
+            ),
+            format!("layer a {{ input 8x17x{c}\n d: depthwise 3x3, pad same, bias, relu6, residual }}"),
+            format!("layer a {{ input 9x14x{c}\n d: depthwise 3x5, stride 2x1, dilation 2, pad same, bias }}"),
+            format!("layer a {{ input 7x10x{c}\n d: depthwise 3x3, multiplier 2, pad 2 0 1 1, relu }}"),
+            format!("layer a {{ input 6x9x{c}\n d: depthwise 2x2, multiplier 3, stride 2, pad same, bias }}"),
+        ];
+        for (i, src) in srcs.iter().enumerate() {
+            for batch in [1, 2] {
+                let ran = check(src, (k * 16 + i * 2 + batch) as u64, batch);
+                assert!(ran >= simd_families(), "{src}");
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, counts.len() * 8 * 2);
+}
+
+#[test]
+fn avx256_is_offered_exactly_when_the_cpu_has_avx2_and_fma() {
+    let l = layer("layer a { input 4x4x3\n p: pointwise 5\n d: depthwise 3x3, pad same }");
+    let w = Weights::random(&l, 1);
+    assert_eq!(Family::Avx2.available(), avx2_available());
+    match Baseline::prepare(Family::Avx2, &l, &w) {
+        Some(b) => assert_eq!(b.stage_kernels(), ["avx256", "avx256"]),
+        None => assert!(!avx2_available()),
+    }
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        avx2_available(),
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    );
 }
