@@ -46,14 +46,17 @@ pub fn plan_layer(layer: &Layer, options: &Options) -> LayerPlan {
     convjit_jit::layer_plan::plan_layer(layer, options, &Host::detect())
 }
 
-/// The register blocking of one stage, as the code generator will emit it.
-pub fn stage_schedule(stage: &Stage) -> convjit_jit::Schedule {
-    convjit_jit::plan::schedule(stage)
+/// The register blocking of one stage, as the code generator of `plan`
+/// will emit it.
+pub fn stage_schedule(stage: &Stage, plan: &LayerPlan) -> convjit_jit::Schedule {
+    let target = convjit_jit::plan::Target::of(plan.options.backend);
+    convjit_jit::plan::schedule_for(stage, &target)
 }
 
 /// Why [`stage_schedule`] chose that blocking.
-pub fn stage_schedule_reason(stage: &Stage) -> String {
-    convjit_jit::plan::schedule_reason(stage)
+pub fn stage_schedule_reason(stage: &Stage, plan: &LayerPlan) -> String {
+    let target = convjit_jit::plan::Target::of(plan.options.backend);
+    convjit_jit::plan::schedule_reason_for(stage, &target)
 }
 pub use convjit_lang::{Diagnostic, SourceFile};
 pub use convjit_npy as npy;

@@ -11,6 +11,11 @@ pub fn plan(
     as_json: bool,
     options: &Options,
 ) -> Result<(), Failure> {
+    // A code generator the CPU cannot run is the user's error.
+    options
+        .backend
+        .resolve()
+        .map_err(|m| Failure::Input(convjit::JitError::Unsupported(m).into()))?;
     for (i, l) in super::layers(file, layer)?.iter().enumerate() {
         let p = convjit::plan_layer(l, options);
         if as_json {
@@ -104,7 +109,8 @@ fn to_text(l: &Layer, p: &LayerPlan) -> String {
     }
     let h = p.host;
     out += &format!(
-        "  host: {} f32 lanes ({}-bit vectors), {} vector registers, L1d {} KiB, L2 {} KiB, {} cores\n",
+        "  host: {} generator, {} f32 lanes ({}-bit vectors), {} vector registers, L1d {} KiB, L2 {} KiB, {} cores\n",
+        p.options.backend,
         h.lanes,
         h.lanes * 32,
         h.vector_registers,
@@ -134,7 +140,7 @@ fn to_text(l: &Layer, p: &LayerPlan) -> String {
         }
     }
     for s in &l.stages {
-        let k = convjit::stage_schedule(s);
+        let k = convjit::stage_schedule(s, p);
         let unroll = match s.kind {
             convjit::StageKind::Depthwise { .. } => "kernel-row taps unrolled".to_string(),
             _ => format!("reduction unrolled x{}", k.k_unroll),
@@ -143,7 +149,7 @@ fn to_text(l: &Layer, p: &LayerPlan) -> String {
             "  blocking {}: {} pixels x {} vectors of {} lanes per step, {unroll}\n",
             s.name, k.px, k.units, k.lanes
         );
-        out += &format!("    why: {}\n", convjit::stage_schedule_reason(s));
+        out += &format!("    why: {}\n", convjit::stage_schedule_reason(s, p));
     }
     out
 }
@@ -179,11 +185,11 @@ pub fn to_json(l: &Layer, p: &LayerPlan) -> serde_json::Value {
                 "residual": s.residual,
                 "macs": s.macs(),
                 "blocking": {
-                    "pixels": convjit::stage_schedule(s).px,
-                    "vectors": convjit::stage_schedule(s).units,
-                    "lanes": convjit::stage_schedule(s).lanes,
-                    "unroll": convjit::stage_schedule(s).k_unroll,
-                    "why": convjit::stage_schedule_reason(s),
+                    "pixels": convjit::stage_schedule(s, p).px,
+                    "vectors": convjit::stage_schedule(s, p).units,
+                    "lanes": convjit::stage_schedule(s, p).lanes,
+                    "unroll": convjit::stage_schedule(s, p).k_unroll,
+                    "why": convjit::stage_schedule_reason(s, p),
                 },
             })
         })
@@ -200,6 +206,7 @@ pub fn to_json(l: &Layer, p: &LayerPlan) -> serde_json::Value {
             "threads": g.threads,
             "why": g.why,
         })).collect::<Vec<_>>(),
+        "backend": p.options.backend.name(),
         "host": {
             "lanes": p.host.lanes,
             "vector_registers": p.host.vector_registers,

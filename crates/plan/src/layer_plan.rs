@@ -5,6 +5,7 @@
 //! from the host's real parameters ([`Host`]).
 
 use crate::backend::Backend;
+use crate::plan::Target;
 use crate::rows;
 use convjit_ir::{Layer, Stage};
 
@@ -130,8 +131,22 @@ fn row_bytes(s: &Stage) -> usize {
     s.output.w * s.output.c * 4
 }
 
-/// Decides fusion groups and band heights for `layer` on `host`.
+/// Decides fusion groups and band heights for `layer` on `host`, with
+/// the vectors of the code generator `options` name (`Auto` made
+/// concrete; one the host cannot run falls back to Cranelift: compiling
+/// refuses it with the reason).
 pub fn plan_layer(layer: &Layer, options: &Options, host: &Host) -> LayerPlan {
+    let backend = options.backend.resolve().unwrap_or(Backend::Cranelift);
+    let target = Target::of(backend);
+    let host = &Host {
+        lanes: target.lanes,
+        vector_registers: target.vector_registers,
+        ..*host
+    };
+    let options = &Options {
+        backend,
+        ..options.clone()
+    };
     let mut groups: Vec<Group> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
     for (i, s) in layer.stages.iter().enumerate() {

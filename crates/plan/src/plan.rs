@@ -56,7 +56,7 @@ impl Target {
     /// The generator writes its own machine code (and allocates its own
     /// registers): `vfmadd231ps` accumulates in place, a broadcast is
     /// shared by a row of accumulators.
-    fn direct(&self) -> bool {
+    pub fn direct(&self) -> bool {
         self.backend != Backend::Cranelift
     }
 
@@ -498,6 +498,8 @@ pub struct Segment {
 /// Everything code generation and packing need for one stage.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// The generator and vectors this plan is made for.
+    pub target: Target,
     pub sched: Schedule,
     pub strategy: Strategy,
     /// Geometry.
@@ -771,6 +773,7 @@ pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
     let bias_off = stage.bias_key.as_ref().map(|_| w_floats);
     let packed_len = w_floats + bias_off.map_or(0, |_| groups * g_bias / 4);
     Plan {
+        target: *target,
         sched,
         strategy,
         h,
@@ -867,6 +870,20 @@ impl Plan {
 pub fn code_size(plan: &Plan) -> usize {
     let acc = plan.sched.units * plan.sched.px;
     match plan.strategy {
+        // A direct generator's blocks mix border and interior pixels: a
+        // reduction loop per kernel column where their columns differ.
+        Strategy::Reduce if plan.target.direct() && !plan.flat => {
+            let blocks: usize = plan
+                .col_blocks()
+                .iter()
+                .map(|b| {
+                    let uniform = b.cols.iter().all(|&c| c == b.cols[0]);
+                    let loops = if uniform { 1 } else { plan.kw };
+                    loops * (4 * acc + 40) + 4 * acc + 40
+                })
+                .sum();
+            blocks + 100
+        }
         Strategy::Reduce => plan.segments.len() * 2 * (4 * acc + 64),
         // A load and an FMA per tap and unit; per pixel and unit the
         // initial value, activation and store; loop control.

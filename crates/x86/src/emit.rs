@@ -651,6 +651,7 @@ impl<'a> Gen<'a> {
             return self.flat_blocks(inner);
         }
         let in_row_bytes = (p.w * p.ci * 4) as i64;
+        let cols = p.col_blocks();
         self.rows(&mut |g| {
             let rows_full = p.rows_full;
             if rows_full {
@@ -662,36 +663,36 @@ impl<'a> Gen<'a> {
                 g.row_taps();
             }
             g.out_row();
-            for seg in &p.segments {
-                let n = seg.b - seg.a;
-                let px = p.sched.px;
-                let blocks = [(n / px, px, seg.a), (1, n % px, seg.a + n / px * px)];
-                for (count, npx, start) in blocks {
-                    if count == 0 || npx == 0 {
-                        continue;
-                    }
-                    let in_off =
-                        ((start * p.sw + seg.kx0 * p.dw) as i64 - p.pl as i64) * (p.ci * 4) as i64;
-                    g.slot_plus(Slot::SegI, Slot::InRow, in_off);
-                    g.slot_plus(Slot::SegO, Slot::OutRow, (start * p.co * 4) as i64);
-                    let k = BlockArgs {
-                        npx,
-                        cols: None,
-                        nky: if rows_full {
-                            Count::Const(p.kh)
-                        } else {
-                            Count::Slot(Slot::Nky)
-                        },
-                        wk0: !rows_full,
-                        kx0: seg.kx0,
-                        nkx: seg.nkx,
-                    };
-                    g.repeat(Count::Const(count), Ctr::Slot(Slot::SegC), &mut |g| {
-                        inner(g, &k);
-                        g.add_imm(Ctr::Slot(Slot::SegI), (npx * p.sw * p.ci * 4) as i64);
-                        g.add_imm(Ctr::Slot(Slot::SegO), (npx * p.co * 4) as i64);
-                    });
-                }
+            // Blocks of near-equal width with border pixels among interior
+            // ones (each pixel with its own kernel columns), rather than
+            // short blocks per border column: full blocks keep the FMA
+            // pipes busy (7x7 on 17x17: 7 column classes).
+            for c in &cols {
+                let npx = c.cols.len();
+                let (kx0, nkx) = c.cols[0];
+                let uniform = c.cols.iter().all(|&cc| cc == (kx0, nkx));
+                let (kx0, nkx) = if uniform { (kx0, nkx) } else { (0, 0) };
+                let in_off =
+                    ((c.start * p.sw + kx0 * p.dw) as i64 - p.pl as i64) * (p.ci * 4) as i64;
+                g.slot_plus(Slot::SegI, Slot::InRow, in_off);
+                g.slot_plus(Slot::SegO, Slot::OutRow, (c.start * p.co * 4) as i64);
+                let k = BlockArgs {
+                    npx,
+                    cols: (!uniform).then(|| c.cols.clone()),
+                    nky: if rows_full {
+                        Count::Const(p.kh)
+                    } else {
+                        Count::Slot(Slot::Nky)
+                    },
+                    wk0: !rows_full,
+                    kx0,
+                    nkx,
+                };
+                g.repeat(Count::Const(c.count), Ctr::Slot(Slot::SegC), &mut |g| {
+                    inner(g, &k);
+                    g.add_imm(Ctr::Slot(Slot::SegI), (npx * p.sw * p.ci * 4) as i64);
+                    g.add_imm(Ctr::Slot(Slot::SegO), (npx * p.co * 4) as i64);
+                });
             }
         });
     }
@@ -880,7 +881,29 @@ impl<'a> Gen<'a> {
         let in_ky = (p.dh * p.w * p.ci * 4) as i64;
         let w_ky = p.kw as i64 * tap_bytes;
         let last_row = matches!(k.nky, Count::Const(1));
-        if let Some(cols) = &k.cols {
+        if let (Some(cols), Strategy::Reduce) = (&k.cols, p.strategy) {
+            self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
+                for kx in 0..p.kw {
+                    let rows: Vec<&[R]> = (0..npx)
+                        .filter(|&px| (cols[px].0..cols[px].0 + cols[px].1).contains(&kx))
+                        .map(|px| &acc[px][..])
+                        .collect();
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let in_off = (kx * p.dw * p.ci * 4) as i64;
+                    g.add_reg_imm(IP, in_off);
+                    g.add_reg_imm(WP, kx as i64 * tap_bytes);
+                    g.reduce(&rows, &pxs_of(cols, kx), nu, p.ci, npx * nu);
+                    g.add_reg_imm(IP, -in_off - (p.ci * 4) as i64);
+                    g.add_reg_imm(WP, -(kx as i64 + 1) * tap_bytes);
+                }
+                if !last_row {
+                    g.add_reg_imm(IP, in_ky);
+                    g.add_reg_imm(WP, w_ky);
+                }
+            });
+        } else if let Some(cols) = &k.cols {
             self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
                 g.dw_taps(run, &acc, cols);
                 if !last_row {
@@ -889,13 +912,15 @@ impl<'a> Gen<'a> {
                 }
             });
         } else if k.nkx > 0 {
+            let rows: Vec<&[R]> = acc.iter().map(|r| &r[..]).collect();
+            let pxs: Vec<usize> = (0..npx).collect();
             self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
                 let moved = if p.dw == 1 || k.nkx == 1 {
-                    g.reduce(&acc, nu, k.nkx * p.ci);
+                    g.reduce(&rows, &pxs, nu, k.nkx * p.ci, npx * nu);
                     (k.nkx * p.ci * 4) as i64
                 } else {
                     g.repeat(Count::Const(k.nkx), Ctr::Reg(CKX), &mut |g| {
-                        g.reduce(&acc, nu, p.ci);
+                        g.reduce(&rows, &pxs, nu, p.ci, npx * nu);
                         g.add_reg_imm(IP, ((p.dw - 1) * p.ci * 4) as i64);
                     });
                     (k.nkx * p.dw * p.ci * 4) as i64
@@ -913,12 +938,12 @@ impl<'a> Gen<'a> {
     /// pixel: per step, the units' weight vectors into registers, then per
     /// pixel one broadcast shared by the units' FMAs. Advances `rax` by
     /// `len` floats and `rbx` by `len` steps of weights.
-    fn reduce(&mut self, acc: &[Vec<R>], nu: usize, len: usize) {
+    /// `acc` are the rows of the pixels `pxs` of a block whose
+    /// accumulators take registers `0..free`.
+    fn reduce(&mut self, acc: &[&[R]], pxs: &[usize], nu: usize, len: usize, free: usize) {
         let p = self.p;
-        let npx = acc.len();
         let pstride = (p.sw * p.ci * 4) as i64;
         let unroll = p.sched.k_unroll.max(1);
-        let free = npx * nu;
         let w: Vec<R> = (0..nu).map(|u| self.v(free + u)).collect();
         let nb = (self.regs - free - nu).min(2);
         let b: Vec<R> = (0..nb).map(|i| self.v(free + nu + i)).collect();
@@ -928,8 +953,8 @@ impl<'a> Gen<'a> {
                 let m = g.at(WP, (j * nu + u) as i64 * vb);
                 g.vload(wr, m);
             }
-            for (px, row) in acc.iter().enumerate() {
-                let br = b[px % nb];
+            for (i, (row, &px)) in acc.iter().zip(pxs).enumerate() {
+                let br = b[i % nb];
                 let m = g.at(IP, px as i64 * pstride + j as i64 * 4);
                 g.vbroadcast(br, m);
                 for (u, &a) in row.iter().enumerate() {
@@ -1266,6 +1291,13 @@ impl<'a> Gen<'a> {
             self.a.emit(I::with4(perm, b, t, b, 0x31u32));
         }
     }
+}
+
+/// The pixels of a block whose kernel columns include `kx`.
+fn pxs_of(cols: &[(usize, usize)], kx: usize) -> Vec<usize> {
+    (0..cols.len())
+        .filter(|&px| (cols[px].0..cols[px].0 + cols[px].1).contains(&kx))
+        .collect()
 }
 
 /// `k1`, `k2`, ... for mask index 0, 1, ...
