@@ -438,7 +438,9 @@ pub fn define_stages<M: Module>(
             .map_err(codegen_err)?;
         ctx.func.signature = sig.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
-        emit_function(&mut ctx.func, &mut fctx, p, module.target_config());
+        // Always `fma`: an object for x86 without FMA calls `fmaf` (its
+        // header says to link libm), keeping results fused.
+        emit_function(&mut ctx.func, &mut fctx, p, module.target_config(), true);
         if let Some(text) = clif.as_deref_mut() {
             text.push_str(&ctx.func.display().to_string());
             text.push('\n');
@@ -472,13 +474,27 @@ fn emit_function(
     fctx: &mut FunctionBuilderContext,
     p: &plan::Plan,
     config: cranelift_codegen::isa::TargetFrontendConfig,
+    fused: bool,
 ) {
     let mut b = FunctionBuilder::new(func, fctx);
-    codegen::emit(p, &mut b);
+    codegen::emit(p, &mut b, fused);
     b.seal_all_blocks();
     b.finalize(config);
     // Print values rather than the SSA builder's alias chains.
     func.dfg.resolve_all_aliases();
+}
+
+/// Whether `isa` lowers a vector `fma` to one instruction. Cranelift's x64
+/// backend needs the FMA extension for that and otherwise calls `fmaf`,
+/// which JIT code cannot link (nor would it be fast): there the generator
+/// emits a multiply and an add (rounded twice, within the tests'
+/// tolerance). Other targets (aarch64) always have a fused multiply-add.
+fn fused_fma(isa: &dyn cranelift_codegen::isa::TargetIsa) -> bool {
+    isa.name() != "x64"
+        || isa
+            .isa_flags()
+            .iter()
+            .any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
 }
 
 /// The CLIF text of the stage functions of `plans`, as the JIT compiles
@@ -495,7 +511,13 @@ fn clif_text(plans: &[plan::Plan]) -> String {
             UserFuncName::user(0, i as u32),
             sig.clone(),
         );
-        emit_function(&mut func, &mut fctx, p, isa.frontend_config());
+        emit_function(
+            &mut func,
+            &mut fctx,
+            p,
+            isa.frontend_config(),
+            fused_fma(&*isa),
+        );
         text.push_str(&func.display().to_string());
         text.push('\n');
     }
@@ -591,7 +613,13 @@ fn compile_one(
 ) -> Result<Machine, JitError> {
     ctx.clear();
     ctx.func.signature = host_signature(isa);
-    emit_function(&mut ctx.func, fctx, p, isa.frontend_config());
+    emit_function(
+        &mut ctx.func,
+        fctx,
+        p,
+        isa.frontend_config(),
+        fused_fma(&**isa),
+    );
     let code = ctx
         .compile(&**isa, &mut Default::default())
         .map_err(|e| JitError::Codegen(format!("{:?}", e.inner)))?;
