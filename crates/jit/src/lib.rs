@@ -662,3 +662,74 @@ fn build(plans: &[plan::Plan], isa: OwnedTargetIsa) -> Result<Code, JitError> {
         fns,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convjit_ir::{compile_source, interpret, Rng};
+
+    /// The host ISA with FMA switched off, as on x86 CPUs without it.
+    fn isa_without_fma() -> OwnedTargetIsa {
+        let mut flags = settings::builder();
+        flags.set("opt_level", "none").unwrap();
+        flags.set("is_pic", "false").unwrap();
+        let mut builder = cranelift_native::builder().unwrap();
+        if builder.triple().architecture.to_string() == "x86_64" {
+            builder.set("has_fma", "false").unwrap();
+        }
+        builder.finish(settings::Flags::new(flags)).unwrap()
+    }
+
+    /// Without FMA, vector `fma` would become calls of `fmaf` (and the
+    /// compile would fail: "a stage function needs relocations"); the
+    /// generator emits a multiply and an add, which compile and run right.
+    #[test]
+    fn compiles_and_runs_without_fma() {
+        let isa = isa_without_fma();
+        if isa.name() == "x64" {
+            assert!(!fused_fma(&*isa));
+        }
+        for body in [
+            "input 6x7x5\n d: depthwise 3x3, pad same, bias, relu6",
+            "input 5x6x9\n d: depthwise 3x3, multiplier 2, stride 2, pad same",
+            "input 5x6x7\n c: conv 3x3 -> 9, pad same, bias\n p: pointwise 5, relu",
+        ] {
+            let l = compile_source(&format!("layer l {{ {body} }}"))
+                .unwrap()
+                .remove(0);
+            let options = Options::default();
+            let lp = layer_plan::plan_layer(&l, &options, &host());
+            let compiled = Arc::new(Compiled::new(&l, &lp, isa.clone()).unwrap());
+            let w = Weights::random(&l, 3);
+            let packed = compiled
+                .program
+                .functions
+                .iter()
+                .zip(&compiled.plans)
+                .map(|((k, _), p)| Packed::new(p, &w.stages()[*k]))
+                .collect();
+            let k = Kernel {
+                layer: l.clone(),
+                options,
+                plan: OnceLock::new(),
+                compiled,
+                packed,
+                scratch: Mutex::new(Vec::new()),
+                stats: CompileStats {
+                    seconds: 0.0,
+                    cache_hit: false,
+                    pack_seconds: 0.0,
+                },
+            };
+            let x = Rng::new(4).vec(2 * l.input.len(), 1.0);
+            let got = k.run_alloc(&x, 2).unwrap();
+            let want = interpret(&l, &w, &x, 2).unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{body}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
