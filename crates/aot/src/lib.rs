@@ -292,6 +292,8 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
             layer.name
         )));
     }
+    // A hand-built layer must be consistent before code is made for it.
+    convjit_ir::check_layer(layer)?;
     if let Some(w) = &opts.weights {
         w.check(layer)?;
     }

@@ -301,6 +301,9 @@ impl Kernel {
         weights: &Weights,
         options: &Options,
     ) -> Result<Kernel, JitError> {
+        // A hand-built layer (public fields) must be one `lower` could
+        // give: generated code trusts its shapes. O(stages).
+        convjit_ir::check_layer(layer)?;
         weights.check(layer)?;
         let start = Instant::now();
         // `Auto` and the generator it stands for share cache entries.

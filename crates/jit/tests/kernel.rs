@@ -233,3 +233,42 @@ fn layer_without_stages_copies() {
     let x = input(&l, 2, 1);
     assert_eq!(k.run_alloc(&x, 2).unwrap(), x);
 }
+
+/// `Layer`'s fields are public: a hand-built layer whose shapes do not
+/// chain, or whose output is not what its stage computes, is an error
+/// before any code is generated (on every generator), never a kernel that
+/// reads or writes with the wrong sizes.
+#[test]
+fn inconsistent_hand_built_layers_are_errors() {
+    let good = layer("layer a { input 6x6x4\n d: depthwise 3x3, pad same\n p: pointwise 8 }");
+    let w = Weights::random(&good, 1);
+    type Breakage<'a> = (&'a str, &'a dyn Fn(&mut convjit_ir::Layer));
+    let breakages: [Breakage; 4] = [
+        ("does not match", &|l| l.stages[1].input.h = 7),
+        ("is not the", &|l| {
+            // Both stages agree with each other but not with stride 1.
+            l.stages[0].output.h = 12;
+            l.stages[1].input.h = 12;
+            l.stages[1].output.h = 12;
+        }),
+        ("pointwise", &|l| l.stages[1].stride = [2, 2]),
+        ("padding", &|l| l.stages[0].padding.left = 1 << 40),
+    ];
+    for backend in convjit_jit::Backend::available() {
+        let options = convjit_jit::Options {
+            backend,
+            ..Default::default()
+        };
+        for (want, breakage) in &breakages {
+            let mut l = good.clone();
+            breakage(&mut l);
+            match Kernel::compile_with(&l, &w, &options) {
+                Err(JitError::Data(e)) => {
+                    assert!(e.to_string().contains(want), "{want}: {e}")
+                }
+                Err(e) => panic!("{want}: {e}"),
+                Ok(_) => panic!("{want}: an inconsistent layer compiled"),
+            }
+        }
+    }
+}
