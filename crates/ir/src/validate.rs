@@ -555,9 +555,10 @@ fn check_tensor(cx: &mut Cx, span: Span, s: Shape, what: &str) -> Option<()> {
 }
 
 /// Checks a [`Layer`] built by hand (its fields are public) against
-/// everything [`lower`] guarantees, so code generators can trust it: every
-/// number in `1..=MAX_DIM` (padding: up to the kernel's extent, which
-/// `same` may need), shapes chain from the layer's input, each output
+/// everything [`lower`] guarantees, so code generators can trust it: the
+/// input's sizes and every kernel, stride, dilation and multiplier in
+/// `1..=MAX_DIM` (padding: up to the kernel's extent, which `same` may
+/// need; outputs bounded by their element count), shapes chain from the layer's input, each output
 /// shape is the one its input, kernel, stride, dilation, padding and
 /// multiplier (or output channels) imply, pointwise stages are 1x1 with
 /// stride and dilation 1 and no padding, tensors and weight arrays within
@@ -574,10 +575,19 @@ pub fn check_layer(layer: &Layer) -> Result<(), crate::DataError> {
         Err(crate::DataError::tensor(what, m))
     };
     let dim = |n: usize| (1..=MAX_DIM).contains(&(n as u64));
+    // Stage outputs may exceed MAX_DIM along an axis (padding adds up to
+    // twice the limit); their element count bounds them.
     let shape_ok = |s: Shape| {
-        dim(s.h) && dim(s.w) && dim(s.c) && s.h as u64 * s.w as u64 * s.c as u64 <= MAX_TENSOR_ELEMS
+        s.h >= 1
+            && s.w >= 1
+            && s.c >= 1
+            && (s.h as u64)
+                .saturating_mul(s.w as u64)
+                .saturating_mul(s.c as u64)
+                <= MAX_TENSOR_ELEMS
     };
-    if !shape_ok(layer.input) {
+    let i = layer.input;
+    if !(dim(i.h) && dim(i.w) && dim(i.c) && shape_ok(i)) {
         return err(None, format!("input shape {} is out of range", layer.input));
     }
     let mut shape = layer.input;
@@ -601,6 +611,11 @@ pub fn check_layer(layer: &Layer) -> Result<(), crate::DataError> {
                     s.kernel, s.stride, s.dilation
                 ),
             );
+        }
+        if let StageKind::Conv { cout } | StageKind::Pointwise { cout } = s.kind {
+            if !dim(cout) {
+                return err(st, format!("{cout} output channels is out of range"));
+            }
         }
         let cout = match s.kind {
             StageKind::Conv { cout } => cout,
@@ -663,7 +678,10 @@ pub fn check_layer(layer: &Layer) -> Result<(), crate::DataError> {
         if !shape_ok(s.output) {
             return err(st, format!("output shape {} is out of range", s.output));
         }
-        let weights = s.weight_shape().iter().map(|&d| d as u64).product::<u64>();
+        let weights = s
+            .weight_shape()
+            .iter()
+            .fold(1u64, |n, &d| n.saturating_mul(d as u64));
         if weights > MAX_TENSOR_ELEMS {
             return err(st, format!("{weights} weights exceed {MAX_TENSOR_ELEMS}"));
         }
@@ -738,6 +756,11 @@ mod tests {
         );
         assert!(bad(&|l| l.stages[0].padding.top = usize::MAX).contains("padding"));
         assert!(bad(&|l| l.input.h = 0).contains("input shape"));
+        let e = bad(&|l| {
+            l.stages[1].kind = StageKind::Pointwise { cout: usize::MAX };
+            l.stages[1].output.c = usize::MAX;
+        });
+        assert!(e.contains("out of range"), "{e}");
         // A residual whose output is not the input's shape.
         let e = bad(&|l| {
             l.stages[1].kind = StageKind::Pointwise { cout: 6 };

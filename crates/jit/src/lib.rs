@@ -21,6 +21,9 @@
 mod codegen;
 mod exec;
 mod pool;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 
 pub use convjit_plan::{backend, layer_plan, plan, program, rows};
 
@@ -54,6 +57,10 @@ pub enum JitError {
     TooLarge(String),
     /// The host cannot run the code generator asked for.
     Unsupported(String),
+    /// A thread of a run panicked (a bug): the run's other threads stopped
+    /// instead of waiting for it, the output is incomplete, and the kernel
+    /// can run again.
+    Panicked(String),
 }
 
 impl fmt::Display for JitError {
@@ -62,6 +69,7 @@ impl fmt::Display for JitError {
             JitError::Data(e) => e.fmt(f),
             JitError::Codegen(m) => write!(f, "code generation failed: {m}"),
             JitError::TooLarge(m) | JitError::Unsupported(m) => f.write_str(m),
+            JitError::Panicked(m) => write!(f, "a kernel thread panicked: {m}"),
         }
     }
 }
@@ -70,7 +78,10 @@ impl std::error::Error for JitError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             JitError::Data(e) => Some(e),
-            JitError::Codegen(_) | JitError::TooLarge(_) | JitError::Unsupported(_) => None,
+            JitError::Codegen(_)
+            | JitError::TooLarge(_)
+            | JitError::Unsupported(_)
+            | JitError::Panicked(_) => None,
         }
     }
 }
@@ -130,12 +141,33 @@ impl Drop for Code {
 }
 
 /// 64-byte aligned storage for packed weights.
+#[cfg(not(feature = "testing"))]
 #[derive(Clone)]
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
+#[cfg(not(feature = "testing"))]
 struct Packed(Vec<Line>);
 
+/// With the `testing` feature: exactly `packed_len` floats ending at a
+/// guard page (see `testing.rs`).
+#[cfg(feature = "testing")]
+struct Packed(testing::Guarded);
+
+#[cfg(feature = "testing")]
+impl Packed {
+    fn new(p: &plan::Plan, w: &convjit_ir::StageWeights) -> Packed {
+        let mut g = testing::Guarded::zeroed(p.packed_len, true);
+        plan::pack_into(p, &w.weight, w.bias.as_deref(), &mut g);
+        Packed(g)
+    }
+
+    fn ptr(&self) -> *const f32 {
+        self.0.as_ptr()
+    }
+}
+
+#[cfg(not(feature = "testing"))]
 impl Packed {
     /// A stage's weights packed by `p`, written straight into aligned storage.
     fn new(p: &plan::Plan, w: &convjit_ir::StageWeights) -> Packed {
@@ -169,6 +201,8 @@ pub struct Kernel {
     /// Buffers of finished runs, for the next ones (one set per concurrent run).
     scratch: Mutex<Vec<exec::Scratch>>,
     stats: CompileStats,
+    #[cfg(feature = "testing")]
+    testing: testing::Hooks,
 }
 
 /// What compiling a layer's shapes with some options gives: independent of
@@ -357,6 +391,8 @@ impl Kernel {
                 cache_hit,
                 pack_seconds: start.elapsed().as_secs_f64(),
             },
+            #[cfg(feature = "testing")]
+            testing: Default::default(),
         })
     }
 
@@ -723,6 +759,8 @@ mod tests {
                     cache_hit: false,
                     pack_seconds: 0.0,
                 },
+                #[cfg(feature = "testing")]
+                testing: Default::default(),
             };
             let x = Rng::new(4).vec(2 * l.input.len(), 1.0);
             let got = k.run_alloc(&x, 2).unwrap();
