@@ -248,6 +248,13 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
         "batch": batch,
         "rounds": a.rounds,
         "compile_ms": round(stats.seconds * 1e3, 3),
+        // What the planner saw (cache sizes choose the band heights).
+        "host": {
+            "l1d_bytes": kernel.plan().host.l1d_bytes,
+            "l2_bytes": kernel.plan().host.l2_bytes,
+            "cores": kernel.plan().host.cores,
+            "lanes": kernel.plan().host.lanes,
+        },
         "groups": kernel.plan().groups.iter().map(|g| json!({
             "stages": layer.stages[g.first..=g.last].iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
             "band_rows": g.band_rows,

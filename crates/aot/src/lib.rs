@@ -118,7 +118,9 @@ impl From<convjit_jit::JitError> for AotError {
     fn from(e: convjit_jit::JitError) -> AotError {
         match e {
             convjit_jit::JitError::Data(d) => AotError::Data(d),
-            convjit_jit::JitError::Codegen(m) => AotError::Codegen(m),
+            convjit_jit::JitError::Codegen(m) | convjit_jit::JitError::Panicked(m) => {
+                AotError::Codegen(m)
+            }
             convjit_jit::JitError::TooLarge(m) | convjit_jit::JitError::Unsupported(m) => {
                 AotError::Layer(m)
             }
@@ -292,6 +294,8 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
             layer.name
         )));
     }
+    // A hand-built layer must be consistent before code is made for it.
+    convjit_ir::check_layer(layer)?;
     if let Some(w) = &opts.weights {
         w.check(layer)?;
     }

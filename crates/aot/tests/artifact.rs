@@ -221,4 +221,10 @@ fn errors_are_clear() {
     empty.stages.clear();
     let e = err(&opts(None, None), &empty);
     assert!(e.contains("has no stages"), "{e}");
+    // A hand-built layer whose shapes do not chain.
+    let mut broken = l.clone();
+    broken.stages[1].input.c += 1;
+    let r = build(&broken, &opts(None, None), Emit::Object);
+    assert!(matches!(r, Err(AotError::Data(_))), "{r:?}");
+    assert!(err(&opts(None, None), &broken).contains("does not match the previous output"));
 }

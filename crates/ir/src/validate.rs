@@ -554,6 +554,151 @@ fn check_tensor(cx: &mut Cx, span: Span, s: Shape, what: &str) -> Option<()> {
     Some(())
 }
 
+/// Checks a [`Layer`] built by hand (its fields are public) against
+/// everything [`lower`] guarantees, so code generators can trust it: the
+/// input's sizes and every kernel, stride, dilation and multiplier in
+/// `1..=MAX_DIM` (padding: up to the kernel's extent, which `same` may
+/// need; outputs bounded by their element count), shapes chain from the layer's input, each output
+/// shape is the one its input, kernel, stride, dilation, padding and
+/// multiplier (or output channels) imply, pointwise stages are 1x1 with
+/// stride and dilation 1 and no padding, tensors and weight arrays within
+/// `MAX_TENSOR_ELEMS`, residual stages give back the input shape.
+///
+/// O(stages), no allocation on success: cheap enough to run before every
+/// cache lookup (`Kernel::compile`, the AOT builder).
+pub fn check_layer(layer: &Layer) -> Result<(), crate::DataError> {
+    let err = |stage: Option<&Stage>, m: String| {
+        let what = match stage {
+            Some(s) => format!("layer '{}', stage '{}'", layer.name, s.name),
+            None => format!("layer '{}'", layer.name),
+        };
+        Err(crate::DataError::tensor(what, m))
+    };
+    let dim = |n: usize| (1..=MAX_DIM).contains(&(n as u64));
+    // Stage outputs may exceed MAX_DIM along an axis (padding adds up to
+    // twice the limit); their element count bounds them.
+    let shape_ok = |s: Shape| {
+        s.h >= 1
+            && s.w >= 1
+            && s.c >= 1
+            && (s.h as u64)
+                .saturating_mul(s.w as u64)
+                .saturating_mul(s.c as u64)
+                <= MAX_TENSOR_ELEMS
+    };
+    let i = layer.input;
+    if !(dim(i.h) && dim(i.w) && dim(i.c) && shape_ok(i)) {
+        return err(None, format!("input shape {} is out of range", layer.input));
+    }
+    let mut shape = layer.input;
+    for s in &layer.stages {
+        let st = Some(s);
+        if s.input != shape {
+            return err(
+                st,
+                format!(
+                    "input shape {} does not match the previous output {shape}",
+                    s.input
+                ),
+            );
+        }
+        let sizes = s.kernel.iter().chain(&s.stride).chain(&s.dilation);
+        if !sizes.copied().all(dim) {
+            return err(
+                st,
+                format!(
+                    "kernel {:?}, stride {:?} and dilation {:?} must be in 1..={MAX_DIM}",
+                    s.kernel, s.stride, s.dilation
+                ),
+            );
+        }
+        if let StageKind::Conv { cout } | StageKind::Pointwise { cout } = s.kind {
+            if !dim(cout) {
+                return err(st, format!("{cout} output channels is out of range"));
+            }
+        }
+        let cout = match s.kind {
+            StageKind::Conv { cout } => cout,
+            StageKind::Pointwise { cout } => {
+                let p = s.padding;
+                if s.kernel != [1, 1]
+                    || s.stride != [1, 1]
+                    || s.dilation != [1, 1]
+                    || p != Padding::default()
+                {
+                    return err(
+                        st,
+                        "a pointwise stage is 1x1, stride 1, dilation 1, unpadded".into(),
+                    );
+                }
+                cout
+            }
+            StageKind::Depthwise { multiplier } => {
+                if !dim(multiplier) {
+                    return err(st, format!("multiplier {multiplier} is out of range"));
+                }
+                s.input.c * multiplier
+            }
+        };
+        let p = s.padding;
+        let mut want = [0usize; 2];
+        for (i, (len, [before, after])) in [
+            (s.input.h, [p.top, p.bottom]),
+            (s.input.w, [p.left, p.right]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // All operands below 2^33 here: no overflow in u64.
+            let extent = (s.kernel[i] as u64 - 1) * s.dilation[i] as u64 + 1;
+            let max_pad = extent.max(MAX_DIM);
+            if before as u64 > max_pad || after as u64 > max_pad {
+                return err(
+                    st,
+                    format!("padding {p:?} exceeds the kernel's extent {extent}"),
+                );
+            }
+            let padded = len as u64 + before as u64 + after as u64;
+            if padded < extent {
+                return err(st, "the output would be empty".into());
+            }
+            want[i] = ((padded - extent) / s.stride[i] as u64 + 1) as usize;
+        }
+        let want = Shape::new(want[0], want[1], cout);
+        if s.output != want {
+            return err(
+                st,
+                format!(
+                    "output shape {} is not the {want} its input, kernel, stride, \
+                     dilation, padding and channels give",
+                    s.output
+                ),
+            );
+        }
+        if !shape_ok(s.output) {
+            return err(st, format!("output shape {} is out of range", s.output));
+        }
+        let weights = s
+            .weight_shape()
+            .iter()
+            .fold(1u64, |n, &d| n.saturating_mul(d as u64));
+        if weights > MAX_TENSOR_ELEMS {
+            return err(st, format!("{weights} weights exceed {MAX_TENSOR_ELEMS}"));
+        }
+        if s.residual && s.output != layer.input {
+            return err(
+                st,
+                format!(
+                    "residual: output {} differs from the layer's input {}",
+                    s.output, layer.input
+                ),
+            );
+        }
+        shape = s.output;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,6 +716,57 @@ mod tests {
             .into_iter()
             .map(|d| d.message)
             .collect()
+    }
+
+    #[test]
+    fn lowered_layers_pass_check_layer_and_hand_built_ones_may_not() {
+        for src in [
+            "layer t { input 12x12x3\n c: conv 5x5 -> 256, separable depthwise, bias }",
+            "layer t { input 9x8x6\n c: conv 4x3 -> 7, separable spatial, stride 2, pad same }",
+            "layer t { input 1x1x8192\n d: depthwise 3x3, dilation 65536, pad same }",
+            "layer t { input 8x8x4\n e: pointwise 8\n d: depthwise 3x3, multiplier 2, pad 1 1 2 0\n p: pointwise 4, residual }",
+        ] {
+            check_layer(&one(src)).unwrap();
+        }
+        let good =
+            one("layer t { input 8x8x4\n d: depthwise 3x3, pad same\n p: pointwise 4, residual }");
+        let bad = |f: &dyn Fn(&mut Layer)| {
+            let mut l = good.clone();
+            f(&mut l);
+            check_layer(&l)
+                .expect_err("inconsistent layer accepted")
+                .to_string()
+        };
+        // Shapes that do not chain.
+        let e = bad(&|l| l.stages[1].input.c = 5);
+        assert!(e.contains("does not match the previous output"), "{e}");
+        // An output the stage cannot produce.
+        let e = bad(&|l| l.stages[0].output.w = 9);
+        assert!(e.contains("is not the 8x8x4"), "{e}");
+        assert!(e.starts_with("layer 't', stage 'd'"), "{e}");
+        let e = bad(&|l| l.stages[0].padding.left = 0);
+        assert!(e.contains("is not the"), "{e}");
+        // Kinds and sizes.
+        assert!(bad(&|l| l.stages[1].kernel = [3, 3]).contains("pointwise"));
+        assert!(bad(&|l| l.stages[0].stride = [0, 1]).contains("must be in"));
+        assert!(bad(&|l| l.stages[0].dilation = [1, usize::MAX]).contains("must be in"));
+        assert!(
+            bad(&|l| l.stages[0].kind = StageKind::Depthwise { multiplier: 0 })
+                .contains("multiplier")
+        );
+        assert!(bad(&|l| l.stages[0].padding.top = usize::MAX).contains("padding"));
+        assert!(bad(&|l| l.input.h = 0).contains("input shape"));
+        let e = bad(&|l| {
+            l.stages[1].kind = StageKind::Pointwise { cout: usize::MAX };
+            l.stages[1].output.c = usize::MAX;
+        });
+        assert!(e.contains("out of range"), "{e}");
+        // A residual whose output is not the input's shape.
+        let e = bad(&|l| {
+            l.stages[1].kind = StageKind::Pointwise { cout: 6 };
+            l.stages[1].output.c = 6;
+        });
+        assert!(e.contains("residual"), "{e}");
     }
 
     #[test]

@@ -70,6 +70,10 @@ fn exercise(text: &str) {
                     assert_eq!(pair[0].output, pair[1].input);
                 }
                 assert!(!l.output().is_empty());
+                // What `lower` gives, the code generators' check accepts.
+                if let Err(e) = convjit_ir::check_layer(l) {
+                    panic!("{text}: {e}");
+                }
                 let _ = l.macs();
                 // Small layers: the interpreter runs without panicking.
                 if l.macs() < 200_000 && l.input.len() < 100_000 {

@@ -2,7 +2,10 @@
 //! `cargo run --release -p convjit-jit --example cmp -- BODY [VARIANT...]`,
 //! where BODY is a layer body (`"input 16x16x32\n d: depthwise 3x3"`) and
 //! each VARIANT is `NAME=VALUE,...`: environment variables set while that
-//! variant is compiled (for experimental switches; none: one variant).
+//! variant is compiled (none: one variant). The generator reads no
+//! environment variable: variants differ only while an experiment adds a
+//! temporary switch to `crates/jit/src` (the comparisons cited in the
+//! code were made that way, with switches since removed).
 //!
 //! Every variant is compiled into its own JIT module (no code cache),
 //! checked against the interpreter, then all are timed in interleaved

@@ -32,7 +32,9 @@ use crate::plan::{ColBlock, InSrc, OutDst, Plan, Run, Strategy, LANES};
 use convjit_ir::Activation;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I64, I8X16};
-use cranelift_codegen::ir::{BlockArg, ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{
+    BlockArg, ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value,
+};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 /// A loop trip count, known at compile time or not.
@@ -48,6 +50,10 @@ struct Gen<'a, 'b> {
     mf: MemFlagsData,
     /// Accumulators live in the loops being emitted (see [`Gen::repeat`]).
     carried: Vec<Variable>,
+    /// The target has a fused multiply-add instruction; without one (x86
+    /// without FMA) Cranelift would lower `fma` to calls of `fmaf`, so the
+    /// generator emits a multiply and an add instead.
+    fused: bool,
 }
 
 const VB: i64 = (LANES * 4) as i64;
@@ -58,8 +64,9 @@ const VB: i64 = (LANES * 4) as i64;
 const MAX_ROW_WEIGHTS: usize = 5;
 
 /// Emits the body of the stage function into `b` (whose signature has the
-/// six parameters already).
-pub fn emit(plan: &Plan, b: &mut FunctionBuilder) {
+/// six parameters already). `fused`: emit `fma` (else `fmul` + `fadd`, for
+/// targets without a fused multiply-add instruction).
+pub fn emit(plan: &Plan, b: &mut FunctionBuilder, fused: bool) {
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
@@ -73,6 +80,7 @@ pub fn emit(plan: &Plan, b: &mut FunctionBuilder) {
         p: plan,
         mf: MemFlagsData::new().with_notrap(),
         carried: Vec::new(),
+        fused,
     };
     // Output rows (pixels, flat) are addressed from where row 0 would be.
     let unit = if plan.flat { 1 } else { plan.wo };
@@ -113,6 +121,21 @@ impl Gen<'_, '_> {
         } else {
             self.b.ins().iadd_imm_s(base, imm)
         }
+    }
+
+    /// `x * y + a`, fused where the target can.
+    fn fma(&mut self, x: Value, y: Value, a: Value) -> Value {
+        if self.fused {
+            self.b.ins().fma(x, y, a)
+        } else {
+            let m = self.b.ins().fmul(x, y);
+            self.b.ins().fadd(m, a)
+        }
+    }
+
+    /// Loads `ty` at `ptr + off` bytes (see [`mem`]).
+    fn load(&mut self, ty: Type, ptr: Value, off: i64) -> Value {
+        load(self.b, self.mf, ty, ptr, off)
     }
 
     /// Runs `body` `count` times: straight-line for 0 or 1, else a loop
@@ -551,7 +574,7 @@ impl Gen<'_, '_> {
         let nu = run.units.len();
         let init: Vec<Value> = (0..nu)
             .map(|u| match bias {
-                Some(b) => self.b.ins().load(F32X4, self.mf, b, (u as i64 * VB) as i32),
+                Some(b) => self.load(F32X4, b, u as i64 * VB),
                 None => {
                     let z = self.b.ins().f32const(0.0);
                     self.b.ins().splat(F32X4, z)
@@ -633,16 +656,12 @@ impl Gen<'_, '_> {
         let unroll = p.sched.k_unroll.max(1);
         let step = |g: &mut Self, i: Value, w: Value, j: usize| {
             for u in 0..nu {
-                let wv =
-                    g.b.ins()
-                        .load(F32X4, g.mf, w, ((j * nu + u) as i64 * VB) as i32);
+                let wv = g.load(F32X4, w, (j * nu + u) as i64 * VB);
                 for (px, row) in acc.iter().enumerate().take(npx) {
-                    let s =
-                        g.b.ins()
-                            .load(F32, g.mf, i, (px as i64 * pstride + j as i64 * 4) as i32);
+                    let s = g.load(F32, i, px as i64 * pstride + j as i64 * 4);
                     let x = g.b.ins().splat(F32X4, s);
                     let a = g.b.use_var(row[u]);
-                    let r = g.b.ins().fma(x, wv, a);
+                    let r = g.fma(x, wv, a);
                     g.b.def_var(row[u], r);
                 }
             }
@@ -702,10 +721,7 @@ impl Gen<'_, '_> {
             }
             let tap_in = (kx * p.dw * p.ci * 4) as i64;
             let wv: Vec<Value> = (0..nu)
-                .map(|u| {
-                    let off = (kx * nu + u) as i64 * VB;
-                    self.b.ins().load(F32X4, self.mf, w, off as i32)
-                })
+                .map(|u| self.load(F32X4, w, (kx * nu + u) as i64 * VB))
                 .collect();
             for &px in &pxs {
                 // Units reading the same channels (multiplier 2, 3) share
@@ -726,7 +742,7 @@ impl Gen<'_, '_> {
                         }
                     };
                     let a = self.b.use_var(acc[px][u]);
-                    let r = self.b.ins().fma(x, wv[u], a);
+                    let r = self.fma(x, wv[u], a);
                     self.b.def_var(acc[px][u], r);
                 }
             }
@@ -750,11 +766,7 @@ impl Gen<'_, '_> {
         let p = self.p;
         let unit = &run.units[0];
         let wv: Vec<Value> = (0..p.kw)
-            .map(|kx| {
-                self.b
-                    .ins()
-                    .load(F32X4, self.mf, w, (kx as i64 * VB) as i32)
-            })
+            .map(|kx| self.load(F32X4, w, kx as i64 * VB))
             .collect();
         // Input column (in pixels of stride 1) of each valid (pixel, kx).
         let mut uses: Vec<(usize, usize, usize)> = Vec::new();
@@ -771,7 +783,7 @@ impl Gen<'_, '_> {
             while k < uses.len() && uses[k].0 == c {
                 let (_, px, kx) = uses[k];
                 let a = self.b.use_var(acc[px][0]);
-                let r = self.b.ins().fma(x, wv[kx], a);
+                let r = self.fma(x, wv[kx], a);
                 self.b.def_var(acc[px][0], r);
                 k += 1;
             }
@@ -782,18 +794,16 @@ impl Gen<'_, '_> {
         let mf = self.mf;
         let b = &mut *self.b;
         match *src {
-            InSrc::Vector(c) => b.ins().load(F32X4, mf, ptr, (base + c as i64 * 4) as i32),
+            InSrc::Vector(c) => load(b, mf, F32X4, ptr, base + c as i64 * 4),
             InSrc::Splat(c) => {
-                let s = b.ins().load(F32, mf, ptr, (base + c as i64 * 4) as i32);
+                let s = load(b, mf, F32, ptr, base + c as i64 * 4);
                 b.ins().splat(F32X4, s)
             }
             InSrc::Lanes(c, n) => {
-                let s = b.ins().load(F32, mf, ptr, (base + c as i64 * 4) as i32);
+                let s = load(b, mf, F32, ptr, base + c as i64 * 4);
                 let mut v = b.ins().scalar_to_vector(F32X4, s);
                 for l in 1..n {
-                    let s = b
-                        .ins()
-                        .load(F32, mf, ptr, (base + (c + l) as i64 * 4) as i32);
+                    let s = load(b, mf, F32, ptr, base + (c + l) as i64 * 4);
                     v = b.ins().insertlane(v, s, l as u8);
                 }
                 v
@@ -836,39 +846,71 @@ impl Gen<'_, '_> {
                 })
                 .collect();
             // Stores a whole vector at output channel `c`, plus the residual.
-            let store = |b: &mut FunctionBuilder, mut v: Value, c: usize| {
-                let off = (pix + c as i64 * 4) as i32;
+            let put = |b: &mut FunctionBuilder, mut v: Value, c: usize| {
+                let off = pix + c as i64 * 4;
                 if let Some(r) = res {
-                    let rv = b.ins().load(F32X4, mf, r, off);
+                    let rv = load(b, mf, F32X4, r, off);
                     v = b.ins().fadd(v, rv);
                 }
-                b.ins().store(mf, v, out_ptr, off);
+                store(b, mf, v, out_ptr, off);
             };
             for (u, unit) in run.units.iter().enumerate() {
                 let v = vals[u];
                 match &unit.out {
-                    OutDst::Vector(c) => store(b, v, *c),
+                    OutDst::Vector(c) => put(b, v, *c),
                     OutDst::Lanes(lanes) => {
                         for &(l, c) in lanes {
-                            let off = (pix + c as i64 * 4) as i32;
+                            let off = pix + c as i64 * 4;
                             let mut s = b.ins().extractlane(v, l);
                             if let Some(r) = res {
-                                let rs = b.ins().load(F32, mf, r, off);
+                                let rs = load(b, mf, F32, r, off);
                                 s = b.ins().fadd(s, rs);
                             }
-                            b.ins().store(mf, s, out_ptr, off);
+                            store(b, mf, s, out_ptr, off);
                         }
                     }
                     OutDst::Pair(c) => {
                         let (lo, hi) = interleave(b, v, vals[u + 1]);
-                        store(b, lo, *c);
-                        store(b, hi, c + LANES);
+                        put(b, lo, *c);
+                        put(b, hi, c + LANES);
                     }
                     OutDst::Paired => {}
                 }
             }
         }
     }
+}
+
+/// The address `ptr + off` as a base and a 32-bit immediate, the only
+/// form a load or store encodes. Every load and store of the generated
+/// code goes through here: an offset that fits i32 becomes the immediate,
+/// any other is first added to the base in a 64-bit register (never cast:
+/// `as i32` on 2^31 bytes wrapped to an access 4 GiB below the buffer).
+///
+/// Why the i64 arithmetic itself cannot overflow (here and in every
+/// `imul_imm`/`iadd_imm` of this file): a validated layer
+/// ([`convjit_ir::check_layer`]) has every size, stride, dilation and
+/// multiplier at most 2^16, padding at most a kernel's extent (< 2^32),
+/// and at most 2^28 elements (2^30 bytes) per tensor or weight array. An
+/// offset is a sum of a few terms, each a position (a row or column with
+/// padding, a kernel tap times a dilation: < 2^33) times a byte stride
+/// (at most a row, 2^30 bytes, or a pixel, 2^18), or a weight offset
+/// (< 2^34 bytes even with lane padding): below 2^63 with a wide margin.
+fn mem(b: &mut FunctionBuilder, ptr: Value, off: i64) -> (Value, i32) {
+    match i32::try_from(off) {
+        Ok(imm) => (ptr, imm),
+        Err(_) => (b.ins().iadd_imm_s(ptr, off), 0),
+    }
+}
+
+fn load(b: &mut FunctionBuilder, mf: MemFlagsData, ty: Type, ptr: Value, off: i64) -> Value {
+    let (p, imm) = mem(b, ptr, off);
+    b.ins().load(ty, mf, p, imm)
+}
+
+fn store(b: &mut FunctionBuilder, mf: MemFlagsData, v: Value, ptr: Value, off: i64) {
+    let (p, imm) = mem(b, ptr, off);
+    b.ins().store(mf, v, p, imm);
 }
 
 /// `([a0 b0 a1 b1], [a2 b2 a3 b3])`: two shuffles (`unpcklps`/`unpckhps`

@@ -5,7 +5,8 @@
 use crate::pool::Pool;
 use crate::program::{Loc, Step};
 use crate::{check_len, JitError, Kernel};
-use std::sync::{Barrier, Mutex};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// A pointer shared by the threads of one run.
 #[derive(Clone, Copy)]
@@ -32,9 +33,23 @@ impl Shared {
 /// With several threads, also the worker threads (`None` if the system
 /// refused them: the run then spawns its own).
 pub(crate) struct Scratch {
-    inter: Vec<Vec<f32>>,
-    bufs: Vec<Vec<Vec<Vec<f32>>>>,
+    inter: Vec<Buf>,
+    bufs: Vec<Vec<Vec<Buf>>>,
     workers: Option<Pool>,
+}
+
+/// A run buffer: a `Vec`, or with the `testing` feature a buffer between
+/// guard pages, its data ending at the trailing one (`testing.rs`).
+#[cfg(not(feature = "testing"))]
+type Buf = Vec<f32>;
+#[cfg(feature = "testing")]
+type Buf = crate::testing::Guarded;
+
+fn zeroed(n: usize) -> Buf {
+    #[cfg(not(feature = "testing"))]
+    return vec![0f32; n];
+    #[cfg(feature = "testing")]
+    return crate::testing::Guarded::zeroed(n, true);
 }
 
 impl Scratch {
@@ -47,13 +62,13 @@ impl Scratch {
         Scratch {
             inter: groups[..groups.len() - 1]
                 .iter()
-                .map(|g| vec![0f32; layer.stages[g.last].output.len()])
+                .map(|g| zeroed(layer.stages[g.last].output.len()))
                 .collect(),
             bufs: (0..threads)
                 .map(|_| {
                     groups
                         .iter()
-                        .map(|g| g.buffers.iter().map(|&n| vec![0f32; n]).collect())
+                        .map(|g| g.buffers.iter().map(|&n| zeroed(n)).collect())
                         .collect()
                 })
                 .collect(),
@@ -66,9 +81,85 @@ impl Scratch {
     }
 }
 
+/// A barrier that a failing thread breaks: every thread waiting at it,
+/// and any that arrives later, gets `Err` instead of waiting forever for
+/// a thread that will never come (`std::sync::Barrier` cannot be broken).
+struct Gate {
+    n: usize,
+    state: Mutex<GateState>,
+    cv: Condvar,
+}
+
+struct GateState {
+    arrived: usize,
+    generation: u64,
+    broken: bool,
+}
+
+/// Another thread of the run failed.
+struct Broken;
+
+impl Gate {
+    fn new(n: usize) -> Gate {
+        Gate {
+            n,
+            state: Mutex::new(GateState {
+                arrived: 0,
+                generation: 0,
+                broken: false,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait(&self) -> Result<(), Broken> {
+        let mut s = self.lock();
+        if s.broken {
+            return Err(Broken);
+        }
+        s.arrived += 1;
+        if s.arrived == self.n {
+            s.arrived = 0;
+            s.generation += 1;
+            self.cv.notify_all();
+            return Ok(());
+        }
+        let generation = s.generation;
+        while s.generation == generation && !s.broken {
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        if s.generation == generation {
+            Err(Broken)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn break_all(&self) {
+        self.lock().broken = true;
+        self.cv.notify_all();
+    }
+}
+
+/// The message of a panic payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
 impl Kernel {
     /// Runs `batch` NHWC images. Checks input.len() == batch*layer.input.len() and
     /// output.len() == batch*layer.output().len() before entering generated code.
+    ///
+    /// A panic in any thread of the run (a bug) stops the others at their
+    /// next barrier and returns [`JitError::Panicked`]; the run's buffers
+    /// are dropped and the kernel stays usable.
     pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize) -> Result<(), JitError> {
         let l = &self.layer;
         check_len("input", input.len(), batch, l.input.len(), l.input)?;
@@ -97,9 +188,10 @@ impl Kernel {
             Shared(input.as_ptr().cast_mut()),
             Shared(output.as_mut_ptr()),
         );
-        let barrier = Barrier::new(threads);
+        let gate = Gate::new(threads);
+        let failure: Mutex<Option<String>> = Mutex::new(None);
         // `bufs`: this thread's band buffers, group by group.
-        let worker = |t: usize, bufs: &mut Vec<Vec<Vec<f32>>>| {
+        let worker = |t: usize, bufs: &mut Vec<Vec<Buf>>| -> Result<(), Broken> {
             for n in 0..batch {
                 // SAFETY (offsets): `n < batch`, and both buffers hold
                 // `batch` images (checked above).
@@ -113,22 +205,35 @@ impl Kernel {
                         inter[g].get()
                     };
                     if let Some(steps) = group.threads.get(t) {
+                        #[cfg(feature = "testing")]
+                        self.testing.before_group(t);
                         // SAFETY: see `exec`: the program's offsets stay
                         // inside these tensors and buffers, which are live.
                         unsafe { self.exec(steps, gin, gout, &mut bufs[g], image_in) };
                     }
                     if threads > 1 {
                         // The next group reads rows other threads wrote.
-                        barrier.wait();
+                        gate.wait()?;
                     }
                 }
+            }
+            Ok(())
+        };
+        // A thread that panics breaks the gate, so the others stop at
+        // their next barrier instead of waiting for it forever.
+        let worker = |t: usize, bufs: &mut Vec<Vec<Buf>>| {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| worker(t, bufs))) {
+                let mut f = failure.lock().unwrap_or_else(|e| e.into_inner());
+                f.get_or_insert_with(|| format!("thread {t}: {}", panic_message(&*p)));
+                drop(f);
+                gate.break_all();
             }
         };
         if threads == 1 {
             worker(0, &mut scratch.bufs[0]);
         } else {
             // Each thread locks its own buffers once (never contended).
-            let bufs: Vec<Mutex<&mut Vec<Vec<Vec<f32>>>>> =
+            let bufs: Vec<Mutex<&mut Vec<Vec<Buf>>>> =
                 scratch.bufs.iter_mut().map(Mutex::new).collect();
             let work = |t: usize| {
                 let mut b = bufs[t].lock().unwrap_or_else(|e| e.into_inner());
@@ -144,6 +249,12 @@ impl Kernel {
                     work(0);
                 }),
             }
+        }
+        if let Some(m) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            // The buffers may be mid-step: drop them (and the workers,
+            // which have all reported back).
+            drop(scratch);
+            return Err(JitError::Panicked(m));
         }
         pool().push(scratch);
         Ok(())
@@ -165,10 +276,10 @@ impl Kernel {
         steps: &[Step],
         gin: *mut f32,
         gout: *mut f32,
-        bufs: &mut [Vec<f32>],
+        bufs: &mut [Buf],
         residual: *mut f32,
     ) {
-        let at = |bufs: &mut [Vec<f32>], loc: Loc| match loc {
+        let at = |bufs: &mut [Buf], loc: Loc| match loc {
             Loc::GroupIn(o) => gin.wrapping_offset(o),
             Loc::GroupOut(o) => gout.wrapping_offset(o),
             Loc::Buf(b, o) => bufs[b].as_mut_ptr().wrapping_offset(o),

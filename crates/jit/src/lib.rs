@@ -21,6 +21,9 @@
 mod codegen;
 mod exec;
 mod pool;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 
 pub use convjit_plan::{backend, layer_plan, plan, program, rows};
 
@@ -54,6 +57,10 @@ pub enum JitError {
     TooLarge(String),
     /// The host cannot run the code generator asked for.
     Unsupported(String),
+    /// A thread of a run panicked (a bug): the run's other threads stopped
+    /// instead of waiting for it, the output is incomplete, and the kernel
+    /// can run again.
+    Panicked(String),
 }
 
 impl fmt::Display for JitError {
@@ -62,6 +69,7 @@ impl fmt::Display for JitError {
             JitError::Data(e) => e.fmt(f),
             JitError::Codegen(m) => write!(f, "code generation failed: {m}"),
             JitError::TooLarge(m) | JitError::Unsupported(m) => f.write_str(m),
+            JitError::Panicked(m) => write!(f, "a kernel thread panicked: {m}"),
         }
     }
 }
@@ -70,7 +78,10 @@ impl std::error::Error for JitError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             JitError::Data(e) => Some(e),
-            JitError::Codegen(_) | JitError::TooLarge(_) | JitError::Unsupported(_) => None,
+            JitError::Codegen(_)
+            | JitError::TooLarge(_)
+            | JitError::Unsupported(_)
+            | JitError::Panicked(_) => None,
         }
     }
 }
@@ -130,12 +141,33 @@ impl Drop for Code {
 }
 
 /// 64-byte aligned storage for packed weights.
+#[cfg(not(feature = "testing"))]
 #[derive(Clone)]
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
+#[cfg(not(feature = "testing"))]
 struct Packed(Vec<Line>);
 
+/// With the `testing` feature: exactly `packed_len` floats ending at a
+/// guard page (see `testing.rs`).
+#[cfg(feature = "testing")]
+struct Packed(testing::Guarded);
+
+#[cfg(feature = "testing")]
+impl Packed {
+    fn new(p: &plan::Plan, w: &convjit_ir::StageWeights) -> Packed {
+        let mut g = testing::Guarded::zeroed(p.packed_len, true);
+        plan::pack_into(p, &w.weight, w.bias.as_deref(), &mut g);
+        Packed(g)
+    }
+
+    fn ptr(&self) -> *const f32 {
+        self.0.as_ptr()
+    }
+}
+
+#[cfg(not(feature = "testing"))]
 impl Packed {
     /// A stage's weights packed by `p`, written straight into aligned storage.
     fn new(p: &plan::Plan, w: &convjit_ir::StageWeights) -> Packed {
@@ -169,6 +201,8 @@ pub struct Kernel {
     /// Buffers of finished runs, for the next ones (one set per concurrent run).
     scratch: Mutex<Vec<exec::Scratch>>,
     stats: CompileStats,
+    #[cfg(feature = "testing")]
+    testing: testing::Hooks,
 }
 
 /// What compiling a layer's shapes with some options gives: independent of
@@ -298,6 +332,9 @@ impl Kernel {
         weights: &Weights,
         options: &Options,
     ) -> Result<Kernel, JitError> {
+        // A hand-built layer (public fields) must be one `lower` could
+        // give: generated code trusts its shapes. O(stages).
+        convjit_ir::check_layer(layer)?;
         weights.check(layer)?;
         let start = Instant::now();
         // `Auto` and the generator it stands for share cache entries.
@@ -351,6 +388,8 @@ impl Kernel {
                 cache_hit,
                 pack_seconds: start.elapsed().as_secs_f64(),
             },
+            #[cfg(feature = "testing")]
+            testing: Default::default(),
         })
     }
 
@@ -466,7 +505,9 @@ pub fn define_stages<M: Module>(
             .map_err(codegen_err)?;
         ctx.func.signature = sig.clone();
         ctx.func.name = UserFuncName::user(0, id.as_u32());
-        emit_function(&mut ctx.func, &mut fctx, p, module.target_config());
+        // Always `fma`: an object for x86 without FMA calls `fmaf` (its
+        // header says to link libm), keeping results fused.
+        emit_function(&mut ctx.func, &mut fctx, p, module.target_config(), true);
         if let Some(text) = clif.as_deref_mut() {
             text.push_str(&ctx.func.display().to_string());
             text.push('\n');
@@ -500,13 +541,27 @@ fn emit_function(
     fctx: &mut FunctionBuilderContext,
     p: &plan::Plan,
     config: cranelift_codegen::isa::TargetFrontendConfig,
+    fused: bool,
 ) {
     let mut b = FunctionBuilder::new(func, fctx);
-    codegen::emit(p, &mut b);
+    codegen::emit(p, &mut b, fused);
     b.seal_all_blocks();
     b.finalize(config);
     // Print values rather than the SSA builder's alias chains.
     func.dfg.resolve_all_aliases();
+}
+
+/// Whether `isa` lowers a vector `fma` to one instruction. Cranelift's x64
+/// backend needs the FMA extension for that and otherwise calls `fmaf`,
+/// which JIT code cannot link (nor would it be fast): there the generator
+/// emits a multiply and an add (rounded twice, within the tests'
+/// tolerance). Other targets (aarch64) always have a fused multiply-add.
+fn fused_fma(isa: &dyn cranelift_codegen::isa::TargetIsa) -> bool {
+    isa.name() != "x64"
+        || isa
+            .isa_flags()
+            .iter()
+            .any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
 }
 
 /// The CLIF text of the stage functions of `plans`, as the JIT compiles
@@ -523,7 +578,13 @@ fn clif_text(plans: &[plan::Plan]) -> String {
             UserFuncName::user(0, i as u32),
             sig.clone(),
         );
-        emit_function(&mut func, &mut fctx, p, isa.frontend_config());
+        emit_function(
+            &mut func,
+            &mut fctx,
+            p,
+            isa.frontend_config(),
+            fused_fma(&*isa),
+        );
         text.push_str(&func.display().to_string());
         text.push('\n');
     }
@@ -619,7 +680,13 @@ fn compile_one(
 ) -> Result<Machine, JitError> {
     ctx.clear();
     ctx.func.signature = host_signature(isa);
-    emit_function(&mut ctx.func, fctx, p, isa.frontend_config());
+    emit_function(
+        &mut ctx.func,
+        fctx,
+        p,
+        isa.frontend_config(),
+        fused_fma(&**isa),
+    );
     let code = ctx
         .compile(&**isa, &mut Default::default())
         .map_err(|e| JitError::Codegen(format!("{:?}", e.inner)))?;
@@ -680,4 +747,77 @@ fn build(plans: &[plan::Plan], backend: Backend) -> Result<Code, JitError> {
         module: Some(module),
         fns,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convjit_ir::{compile_source, interpret, Rng};
+
+    /// The host ISA with FMA switched off, as on x86 CPUs without it.
+    fn isa_without_fma() -> OwnedTargetIsa {
+        let mut flags = settings::builder();
+        flags.set("opt_level", "none").unwrap();
+        flags.set("is_pic", "false").unwrap();
+        let mut builder = cranelift_native::builder().unwrap();
+        if builder.triple().architecture.to_string() == "x86_64" {
+            builder.set("has_fma", "false").unwrap();
+        }
+        builder.finish(settings::Flags::new(flags)).unwrap()
+    }
+
+    /// Without FMA, vector `fma` would become calls of `fmaf` (and the
+    /// compile would fail: "a stage function needs relocations"); the
+    /// generator emits a multiply and an add, which compile and run right.
+    #[test]
+    fn compiles_and_runs_without_fma() {
+        let isa = isa_without_fma();
+        if isa.name() == "x64" {
+            assert!(!fused_fma(&*isa));
+        }
+        for body in [
+            "input 6x7x5\n d: depthwise 3x3, pad same, bias, relu6",
+            "input 5x6x9\n d: depthwise 3x3, multiplier 2, stride 2, pad same",
+            "input 5x6x7\n c: conv 3x3 -> 9, pad same, bias\n p: pointwise 5, relu",
+        ] {
+            let l = compile_source(&format!("layer l {{ {body} }}"))
+                .unwrap()
+                .remove(0);
+            let options = Options::default();
+            let lp = layer_plan::plan_layer(&l, &options, &host());
+            let compiled = Arc::new(Compiled::new(&l, &lp, isa.clone()).unwrap());
+            let w = Weights::random(&l, 3);
+            let packed = compiled
+                .program
+                .functions
+                .iter()
+                .zip(&compiled.plans)
+                .map(|((k, _), p)| Packed::new(p, &w.stages()[*k]))
+                .collect();
+            let k = Kernel {
+                layer: l.clone(),
+                options,
+                plan: OnceLock::new(),
+                compiled,
+                packed,
+                scratch: Mutex::new(Vec::new()),
+                stats: CompileStats {
+                    seconds: 0.0,
+                    cache_hit: false,
+                    pack_seconds: 0.0,
+                },
+                #[cfg(feature = "testing")]
+                testing: Default::default(),
+            };
+            let x = Rng::new(4).vec(2 * l.input.len(), 1.0);
+            let got = k.run_alloc(&x, 2).unwrap();
+            let want = interpret(&l, &w, &x, 2).unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{body}: {a} vs {b}"
+                );
+            }
+        }
+    }
 }

@@ -234,3 +234,131 @@ fn layer_without_stages_copies() {
     let x = input(&l, 2, 1);
     assert_eq!(k.run_alloc(&x, 2).unwrap(), x);
 }
+
+/// `Layer`'s fields are public: a hand-built layer whose shapes do not
+/// chain, or whose output is not what its stage computes, is an error
+/// before any code is generated (on every generator), never a kernel that
+/// reads or writes with the wrong sizes.
+#[test]
+fn inconsistent_hand_built_layers_are_errors() {
+    let good = layer("layer a { input 6x6x4\n d: depthwise 3x3, pad same\n p: pointwise 8 }");
+    let w = Weights::random(&good, 1);
+    type Breakage<'a> = (&'a str, &'a dyn Fn(&mut convjit_ir::Layer));
+    let breakages: [Breakage; 4] = [
+        ("does not match", &|l| l.stages[1].input.h = 7),
+        ("is not the", &|l| {
+            // Both stages agree with each other but not with stride 1.
+            l.stages[0].output.h = 12;
+            l.stages[1].input.h = 12;
+            l.stages[1].output.h = 12;
+        }),
+        ("pointwise", &|l| l.stages[1].stride = [2, 2]),
+        ("padding", &|l| l.stages[0].padding.left = 1 << 40),
+    ];
+    for backend in convjit_jit::Backend::available() {
+        let options = convjit_jit::Options {
+            backend,
+            ..Default::default()
+        };
+        for (want, breakage) in &breakages {
+            let mut l = good.clone();
+            breakage(&mut l);
+            match Kernel::compile_with(&l, &w, &options) {
+                Err(JitError::Data(e)) => {
+                    assert!(e.to_string().contains(want), "{want}: {e}")
+                }
+                Err(e) => panic!("{want}: {e}"),
+                Ok(_) => panic!("{want}: an inconsistent layer compiled"),
+            }
+        }
+    }
+}
+
+/// A panic in one thread's share of a multi-threaded run stops the other
+/// threads (which would otherwise wait at the group barrier forever) and
+/// comes back as an error; the kernel then runs normally again.
+#[test]
+fn a_panicking_thread_is_an_error_not_a_hang() {
+    let src = "layer a { input 12x8x8\n e: pointwise 16, relu\n d: depthwise 3x3, pad same\n p: pointwise 8 }";
+    let l = layer(src);
+    let w = Weights::random(&l, 5);
+    let x = input(&l, 2, 6);
+    for backend in convjit_jit::Backend::available() {
+        for fuse in [convjit_jit::Fusion::Never, convjit_jit::Fusion::Always] {
+            let options = convjit_jit::Options {
+                backend,
+                fuse,
+                threads: 3,
+                min_thread_macs: 0,
+                ..Default::default()
+            };
+            let k = std::sync::Arc::new(Kernel::compile_with(&l, &w, &options).unwrap());
+            let want = k.run_alloc(&x, 2).unwrap();
+            for t in 0..3 {
+                k.inject_panic(Some(t));
+                // On another thread, so that a hang fails the test instead
+                // of stalling it.
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (k2, x2) = (k.clone(), x.clone());
+                std::thread::spawn(move || {
+                    let _ = tx.send(k2.run_alloc(&x2, 2));
+                });
+                let r = rx
+                    .recv_timeout(std::time::Duration::from_secs(60))
+                    .expect("the run hung after a thread panicked");
+                match r {
+                    Err(JitError::Panicked(m)) => {
+                        assert!(m.contains(&format!("thread {t}")), "{m}")
+                    }
+                    other => panic!("thread {t}: {:?}", other.map(|_| ())),
+                }
+                k.inject_panic(None);
+                let got = k.run_alloc(&x, 2).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{backend}: the kernel is not usable after a failed run"
+                );
+            }
+        }
+    }
+}
+
+/// The guard-page harness works: a read one element past a `Guarded`
+/// buffer (data at the end) or one before it (data at the start) kills the
+/// process with SIGSEGV. Run in a child process (this test binary again).
+#[test]
+fn guard_pages_fault_on_stray_accesses() {
+    use convjit_jit::testing::Guarded;
+    if let Ok(mode) = std::env::var("CONVJIT_GUARD_PROBE") {
+        let at_end = mode == "end";
+        let g = Guarded::zeroed(5, at_end);
+        let p = g.as_ptr();
+        let stray = if at_end {
+            p.wrapping_add(5)
+        } else {
+            p.wrapping_sub(1)
+        };
+        // SAFETY: none, deliberately: this child process reads a guard
+        // page to show that the harness turns such a read into a fault.
+        let v = unsafe { std::ptr::read_volatile(stray) };
+        println!("read {v} without a fault");
+        std::process::exit(0);
+    }
+    for mode in ["end", "start"] {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "guard_pages_fault_on_stray_accesses",
+                "--test-threads=1",
+            ])
+            .env("CONVJIT_GUARD_PROBE", mode)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(11), "{mode}: {status:?}");
+    }
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use convjit_ir::{compile_source, interpret, Layer, Rng, Weights};
+use convjit_jit::testing::Guarded;
 use convjit_jit::{Kernel, Options};
 
 pub fn layer(src: &str) -> Layer {
@@ -39,7 +40,7 @@ pub fn check_with(
     options: &Options,
 ) -> Result<(), String> {
     let k = Kernel::compile_with(layer, weights, options).map_err(|e| e.to_string())?;
-    let got = k.run_alloc(x, batch).map_err(|e| e.to_string())?;
+    let got = run_guarded(&k, x, batch)?;
     let want = interpret(layer, weights, x, batch).unwrap();
     let mag = magnitude(layer, weights, x, batch);
     assert_eq!(got.len(), want.len());
@@ -67,4 +68,27 @@ pub fn check_src(src: &str, batch: usize, seed: u64) {
     if let Err(e) = check(&l, &w, &x, batch) {
         panic!("{src}\n{e}");
     }
+}
+
+/// Runs `k` with its input and output between guard pages (the kernel's
+/// own buffers are, with the `testing` feature these tests enable), twice:
+/// data ending at the trailing guard (any overflow faults) and starting at
+/// the leading one (any underflow faults). Both runs must agree bitwise.
+pub fn run_guarded(k: &Kernel, x: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+    let n = batch * k.layer().output().len();
+    let mut outs = Vec::new();
+    for at_end in [true, false] {
+        let xin = Guarded::from_slice(x, at_end);
+        let mut out = Guarded::zeroed(n, at_end);
+        k.run(&xin, &mut out, batch).map_err(|e| e.to_string())?;
+        outs.push(out.to_vec());
+    }
+    if outs[0]
+        .iter()
+        .zip(&outs[1])
+        .any(|(a, b)| a.to_bits() != b.to_bits())
+    {
+        return Err("the output depends on where the buffers are".into());
+    }
+    Ok(outs.remove(0))
 }
