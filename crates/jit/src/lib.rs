@@ -217,6 +217,17 @@ struct Compiled {
 
 impl Compiled {
     fn new(layer: &Layer, layer_plan: &LayerPlan, backend: Backend) -> Result<Compiled, JitError> {
+        Compiled::with_isa(layer, layer_plan, backend, isa()?)
+    }
+
+    /// [`Compiled::new`] with Cranelift's target ISA given (it also
+    /// owns the executable memory of the x86 generators' code).
+    fn with_isa(
+        layer: &Layer,
+        layer_plan: &LayerPlan,
+        backend: Backend,
+        isa: OwnedTargetIsa,
+    ) -> Result<Compiled, JitError> {
         let program = program::program(layer, layer_plan);
         let target = plan::Target::of(backend);
         let plans: Vec<plan::Plan> = program
@@ -224,7 +235,7 @@ impl Compiled {
             .iter()
             .map(|(_, s)| plan::plan_for(s, &target))
             .collect();
-        let code = build(&plans, backend)?;
+        let code = build(&plans, backend, isa)?;
         Ok(Compiled {
             program,
             plans,
@@ -698,7 +709,11 @@ fn compile_one(
 
 /// The machine code of every stage function of `plans`, from the x86
 /// generator or Cranelift.
-fn machine_code(plans: &[plan::Plan], backend: Backend) -> Result<Vec<Machine>, JitError> {
+fn machine_code(
+    plans: &[plan::Plan],
+    backend: Backend,
+    isa: &OwnedTargetIsa,
+) -> Result<Vec<Machine>, JitError> {
     match convjit_x86::Isa::of(backend) {
         Some(x86) => {
             check_code_size(plans)?;
@@ -710,13 +725,12 @@ fn machine_code(plans: &[plan::Plan], backend: Backend) -> Result<Vec<Machine>, 
                 })
                 .collect()
         }
-        None => compile_all(plans, &isa()?),
+        None => compile_all(plans, isa),
     }
 }
 
-fn build(plans: &[plan::Plan], backend: Backend) -> Result<Code, JitError> {
-    let machine = machine_code(plans, backend)?;
-    let isa = isa()?;
+fn build(plans: &[plan::Plan], backend: Backend, isa: OwnedTargetIsa) -> Result<Code, JitError> {
+    let machine = machine_code(plans, backend, &isa)?;
     let mut module = JITModule::new(JITBuilder::with_isa(
         isa,
         cranelift_module::default_libcall_names(),
@@ -783,9 +797,13 @@ mod tests {
             let l = compile_source(&format!("layer l {{ {body} }}"))
                 .unwrap()
                 .remove(0);
-            let options = Options::default();
+            let options = Options {
+                backend: Backend::Cranelift,
+                ..Options::default()
+            };
             let lp = layer_plan::plan_layer(&l, &options, &host());
-            let compiled = Arc::new(Compiled::new(&l, &lp, isa.clone()).unwrap());
+            let compiled =
+                Arc::new(Compiled::with_isa(&l, &lp, Backend::Cranelift, isa.clone()).unwrap());
             let w = Weights::random(&l, 3);
             let packed = compiled
                 .program
