@@ -319,43 +319,115 @@ fn direct_schedule(stage: &Stage, t: &Target) -> Schedule {
 }
 
 /// A direct generator's conv/pointwise block: for 1 to 4 output vectors
-/// per block, the most pixels whose accumulators fit beside the weight
-/// vectors and a broadcast register, chosen by [`block_cost`]. Returns
-/// `(pixels, vectors, why)`.
+/// per block, the most pixels whose accumulators leave four registers for
+/// the epilogue, and the weight vectors of a step and a broadcast
+/// register beside them (AVX-512 can do without the broadcast register:
+/// `{1to16}` operands), and a few narrower blocks that may divide a row
+/// better; the cheapest by [`direct_cost`]. Returns `(pixels, vectors, why)`.
 fn direct_reduce_block(stage: &Stage, cout: usize, t: &Target) -> (usize, usize, String) {
     let vectors = positions(cout, t.lanes).len();
-    let mut costs: Vec<(f64, usize, usize)> = (1..=vectors.min(4))
-        .map(|units| {
-            // The epilogue needs four registers beside the accumulators.
-            let regs = t.vector_registers;
-            let px = ((regs - units - 1) / units).min((regs - 4) / units);
-            (block_cost(stage, vectors, px, units, true), px, units)
-        })
-        .collect();
-    let listed: Vec<String> = costs
-        .iter()
-        .map(|&(c, px, u)| {
-            format!(
-                "{px}x{u} {:.0}",
-                c * stage.kernel[0] as f64 * stage.input.c as f64
-            )
-        })
-        .collect();
-    // Ties go to more vectors per block: fewer passes over the input.
-    costs.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.2.cmp(&a.2)));
+    let regs = t.vector_registers;
+    let mut costs: Vec<(f64, usize, usize)> = Vec::new();
+    for units in 1..=vectors.min(4) {
+        let most = (regs - 4) / units;
+        let fits = |px: usize| {
+            let embedded = px * units + units + 1 > regs;
+            !embedded || (t.lanes == 16 && px * units + units <= regs)
+        };
+        let Some(top) = (1..=most).rev().find(|&px| fits(px)) else {
+            continue;
+        };
+        for px in (top * 2 / 3).max(1)..=top {
+            let embedded = px * units + units + 1 > regs;
+            costs.push((direct_cost(stage, vectors, px, units, embedded), px, units));
+        }
+    }
+    // Ties go to more pixels per block: each weight vector loaded serves
+    // more FMAs (4x4 ran 10-20% slower than 14x2 on pointwise 512->512,
+    // which the model rates equal).
+    costs.sort_by(|a, b| a.0.total_cmp(&b.0).then((b.1 * b.2).cmp(&(a.1 * a.2))).then(b.1.cmp(&a.1)));
     let (_, px, units) = costs[0];
+    let scale = stage.kernel[0] as f64 * stage.input.c as f64;
+    let mut best_per_units: Vec<String> = Vec::new();
+    for u in 1..=4 {
+        if let Some(&(c, px, _)) = costs.iter().find(|c| c.2 == u) {
+            best_per_units.push(format!("{px}x{u} {:.0}", c * scale));
+        }
+    }
     let per = if is_flat(stage) {
         "image"
     } else {
         "output row"
     };
     let why = format!(
-        "cost model ({}-bit, {} registers): {} estimated cycles per {per}",
+        "cost model ({}-bit, {} registers): {} estimated cycles per {per} (best pixels per vector count)",
         t.lanes * 32,
         t.vector_registers,
-        listed.join(", ")
+        best_per_units.join(", ")
     );
     (px, units, why)
+}
+
+/// Estimated cycles per input channel and kernel row for a direct
+/// generator's conv/pointwise blocks of `px` pixels x `units` of the
+/// stage's `vectors` output vectors, over a row (an image, for a flat
+/// stage), as the generator runs them: a flat stage's pixels in blocks of
+/// exactly `px` (the last moved back over its predecessor), a row's in
+/// [`Plan::col_blocks`]-like blocks of near-equal width whose pixels each
+/// take only their valid kernel columns. A step of `n` pixels costs its
+/// loads (a broadcast per pixel, or per FMA with `embedded` broadcasts,
+/// and the weight vectors) at [`VECTOR_LOADS`] per cycle, its FMAs at
+/// [`FMA_PIPES`], and at least the FMA latency.
+fn direct_cost(stage: &Stage, vectors: usize, px: usize, units: usize, embedded: bool) -> f64 {
+    let step = |n: usize, u: usize| -> f64 {
+        if n == 0 || u == 0 {
+            return 0.0;
+        }
+        let fmas = (n * u) as f64;
+        let loads = if embedded { fmas } else { n as f64 } + u as f64;
+        (loads / VECTOR_LOADS).max(fmas / FMA_PIPES).max(FMA_LATENCY)
+    };
+    // Per block: the valid pixels of each kernel column.
+    let blocks: Vec<Vec<usize>> = if is_flat(stage) {
+        let n = stage.output.h * stage.output.w;
+        let full = if n >= px { n.div_ceil(px) } else { 0 };
+        let mut b = vec![vec![px]; full];
+        if n < px {
+            b.extend(vec![vec![1]; n]);
+        }
+        b
+    } else {
+        let wo = stage.output.w;
+        let nb = wo.div_ceil(px);
+        let width = wo.div_ceil(nb);
+        (0..wo)
+            .step_by(width)
+            .map(|a| {
+                let cols: Vec<(usize, usize)> = (a..(a + width).min(wo))
+                    .map(|ox| {
+                        tap_range(
+                            ox,
+                            stage.stride[1],
+                            stage.dilation[1],
+                            stage.padding.left,
+                            stage.kernel[1],
+                            stage.input.w,
+                        )
+                    })
+                    .collect();
+                (0..stage.kernel[1])
+                    .map(|kx| cols.iter().filter(|&&(k0, n)| (k0..k0 + n).contains(&kx)).count())
+                    .collect()
+            })
+            .collect()
+    };
+    let row = |u: usize| -> f64 {
+        blocks
+            .iter()
+            .map(|b| b.iter().map(|&n| step(n, u)).sum::<f64>())
+            .sum()
+    };
+    (vectors / units) as f64 * row(units) + row(vectors % units)
 }
 
 /// Why [`schedule_for`] blocks `stage` as it does on `target`, for the plan dump.

@@ -945,7 +945,10 @@ impl<'a> Gen<'a> {
         let pstride = (p.sw * p.ci * 4) as i64;
         let unroll = p.sched.k_unroll.max(1);
         let w: Vec<R> = (0..nu).map(|u| self.v(free + u)).collect();
+        // Broadcast registers: two where they fit, else (AVX-512 blocks
+        // that fill the register file) `{1to16}` operands of every FMA.
         let nb = (self.regs - free - nu).min(2);
+        assert!(nb > 0 || self.evex(), "no broadcast register");
         let b: Vec<R> = (0..nb).map(|i| self.v(free + nu + i)).collect();
         let vb = self.vb;
         let step = |g: &mut Self, j: usize| {
@@ -954,8 +957,16 @@ impl<'a> Gen<'a> {
                 g.vload(wr, m);
             }
             for (i, (row, &px)) in acc.iter().zip(pxs).enumerate() {
+                let off = px as i64 * pstride + j as i64 * 4;
+                if nb == 0 {
+                    for (u, &a) in row.iter().enumerate() {
+                        let m = g.at_bcst(IP, off);
+                        g.fma(a, w[u], Src::M(m));
+                    }
+                    continue;
+                }
                 let br = b[i % nb];
-                let m = g.at(IP, px as i64 * pstride + j as i64 * 4);
+                let m = g.at(IP, off);
                 g.vbroadcast(br, m);
                 for (u, &a) in row.iter().enumerate() {
                     g.fma(a, br, Src::R(w[u]));
