@@ -327,6 +327,18 @@ fn direct_schedule(stage: &Stage, t: &Target) -> Schedule {
 fn direct_reduce_block(stage: &Stage, cout: usize, t: &Target) -> (usize, usize, String) {
     let vectors = positions(cout, t.lanes).len();
     let regs = t.vector_registers;
+    let cols: Vec<(usize, usize)> = (0..stage.output.w)
+        .map(|ox| {
+            tap_range(
+                ox,
+                stage.stride[1],
+                stage.dilation[1],
+                stage.padding.left,
+                stage.kernel[1],
+                stage.input.w,
+            )
+        })
+        .collect();
     let mut costs: Vec<(f64, usize, usize)> = Vec::new();
     for units in 1..=vectors.min(4) {
         let most = (regs - 4) / units;
@@ -339,13 +351,18 @@ fn direct_reduce_block(stage: &Stage, cout: usize, t: &Target) -> (usize, usize,
         };
         for px in (top * 2 / 3).max(1)..=top {
             let embedded = px * units + units + 1 > regs;
-            costs.push((direct_cost(stage, vectors, px, units, embedded), px, units));
+            let c = direct_cost(stage, &cols, vectors, px, units, embedded);
+            costs.push((c, px, units));
         }
     }
     // Ties go to more pixels per block: each weight vector loaded serves
     // more FMAs (4x4 ran 10-20% slower than 14x2 on pointwise 512->512,
     // which the model rates equal).
-    costs.sort_by(|a, b| a.0.total_cmp(&b.0).then((b.1 * b.2).cmp(&(a.1 * a.2))).then(b.1.cmp(&a.1)));
+    costs.sort_by(|a, b| {
+        a.0.total_cmp(&b.0)
+            .then((b.1 * b.2).cmp(&(a.1 * a.2)))
+            .then(b.1.cmp(&a.1))
+    });
     let (_, px, units) = costs[0];
     let scale = stage.kernel[0] as f64 * stage.input.c as f64;
     let mut best_per_units: Vec<String> = Vec::new();
@@ -370,7 +387,8 @@ fn direct_reduce_block(stage: &Stage, cout: usize, t: &Target) -> (usize, usize,
 
 /// Estimated cycles per input channel and kernel row for a direct
 /// generator's conv/pointwise blocks of `px` pixels x `units` of the
-/// stage's `vectors` output vectors, over a row (an image, for a flat
+/// stage's `vectors` output vectors (`cols`: each output column's valid
+/// kernel columns), over a row (an image, for a flat
 /// stage), as the generator runs them: a flat stage's pixels in blocks of
 /// exactly `px` (the last moved back over its predecessor), a row's in
 /// [`Plan::col_blocks`]-like blocks of near-equal width whose pixels each
@@ -378,53 +396,45 @@ fn direct_reduce_block(stage: &Stage, cout: usize, t: &Target) -> (usize, usize,
 /// loads (a broadcast per pixel, or per FMA with `embedded` broadcasts,
 /// and the weight vectors) at [`VECTOR_LOADS`] per cycle, its FMAs at
 /// [`FMA_PIPES`], and at least the FMA latency.
-fn direct_cost(stage: &Stage, vectors: usize, px: usize, units: usize, embedded: bool) -> f64 {
+fn direct_cost(
+    stage: &Stage,
+    cols: &[(usize, usize)],
+    vectors: usize,
+    px: usize,
+    units: usize,
+    embedded: bool,
+) -> f64 {
     let step = |n: usize, u: usize| -> f64 {
         if n == 0 || u == 0 {
             return 0.0;
         }
         let fmas = (n * u) as f64;
         let loads = if embedded { fmas } else { n as f64 } + u as f64;
-        (loads / VECTOR_LOADS).max(fmas / FMA_PIPES).max(FMA_LATENCY)
-    };
-    // Per block: the valid pixels of each kernel column.
-    let blocks: Vec<Vec<usize>> = if is_flat(stage) {
-        let n = stage.output.h * stage.output.w;
-        let full = if n >= px { n.div_ceil(px) } else { 0 };
-        let mut b = vec![vec![px]; full];
-        if n < px {
-            b.extend(vec![vec![1]; n]);
-        }
-        b
-    } else {
-        let wo = stage.output.w;
-        let nb = wo.div_ceil(px);
-        let width = wo.div_ceil(nb);
-        (0..wo)
-            .step_by(width)
-            .map(|a| {
-                let cols: Vec<(usize, usize)> = (a..(a + width).min(wo))
-                    .map(|ox| {
-                        tap_range(
-                            ox,
-                            stage.stride[1],
-                            stage.dilation[1],
-                            stage.padding.left,
-                            stage.kernel[1],
-                            stage.input.w,
-                        )
-                    })
-                    .collect();
-                (0..stage.kernel[1])
-                    .map(|kx| cols.iter().filter(|&&(k0, n)| (k0..k0 + n).contains(&kx)).count())
-                    .collect()
-            })
-            .collect()
+        (loads / VECTOR_LOADS)
+            .max(fmas / FMA_PIPES)
+            .max(FMA_LATENCY)
     };
     let row = |u: usize| -> f64 {
-        blocks
-            .iter()
-            .map(|b| b.iter().map(|&n| step(n, u)).sum::<f64>())
+        if is_flat(stage) {
+            let n = stage.output.h * stage.output.w;
+            return if n >= px {
+                n.div_ceil(px) as f64 * step(px, u)
+            } else {
+                n as f64 * step(1, u)
+            };
+        }
+        // Per block, per kernel column: its valid pixels.
+        let wo = cols.len();
+        let width = wo.div_ceil(wo.div_ceil(px));
+        cols.chunks(width)
+            .map(|b| {
+                (0..stage.kernel[1])
+                    .map(|kx| {
+                        let n = b.iter().filter(|&&(k0, n)| (k0..k0 + n).contains(&kx));
+                        step(n.count(), u)
+                    })
+                    .sum::<f64>()
+            })
             .sum()
     };
     (vectors / units) as f64 * row(units) + row(vectors % units)
@@ -614,14 +624,12 @@ pub struct Plan {
 /// Valid kernel positions `k` (`0 <= o*s + k*d - p < n`) as `(k0, count)`.
 pub fn tap_range(o: usize, s: usize, d: usize, p: usize, k: usize, n: usize) -> (usize, usize) {
     let base = (o * s) as i64 - p as i64;
-    let valid: Vec<usize> = (0..k)
-        .filter(|&t| {
-            let i = base + (t * d) as i64;
-            i >= 0 && i < n as i64
-        })
-        .collect();
-    match (valid.first(), valid.last()) {
-        (Some(&a), Some(&b)) => (a, b - a + 1),
+    let valid = |t: usize| {
+        let i = base + (t * d) as i64;
+        i >= 0 && i < n as i64
+    };
+    match ((0..k).find(|&t| valid(t)), (0..k).rev().find(|&t| valid(t))) {
+        (Some(a), Some(b)) => (a, b - a + 1),
         _ => (0, 0),
     }
 }
