@@ -378,36 +378,12 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     let stage_name = |i: usize| format!("{symbol}_stage{i}");
     let stage_ids = match x86 {
         Some(isa) => {
-            let code = convjit_jit::x86_stage_code(&plans, isa)?;
-            let sig = convjit_jit::stage_signature(&module);
-            let mut ids = Vec::with_capacity(code.len());
-            for (i, bytes) in code.iter().enumerate() {
-                let name = stage_name(i);
-                let id = module
-                    .declare_function(&name, Linkage::Local, &sig)
-                    .map_err(cg_err)?;
-                // Position-independent, calls nothing, reads no data of
-                // the object: no relocations.
-                module
-                    .define_function_bytes(id, convjit_jit::X86_CODE_ALIGN, bytes, &[])
-                    .map_err(cg_err)?;
-                let note = format!(
-                    "; written by convjit's {generator} generator: x86-64 machine code, \
-                     not Cranelift\n"
-                );
-                match emit {
-                    Emit::Clif => {
-                        clif.push_str(&format!("; {name}\n{note}; (no CLIF: see --emit asm)\n\n"))
-                    }
-                    Emit::Asm => x86_asm.push_str(&format!(
-                        "; function {name}\n{note}{}\n",
-                        convjit_x86::disassemble(bytes)
-                    )),
-                    Emit::Object => {}
-                }
-                ids.push(id);
-            }
-            ids
+            let listing = match emit {
+                Emit::Clif => Listing::Clif(&mut clif),
+                Emit::Asm => Listing::Asm(&mut x86_asm),
+                Emit::Object => Listing::None,
+            };
+            define_x86_stages(&mut module, &plans, isa, &stage_name, listing)?
         }
         None => convjit_jit::define_stages(
             &mut module,
@@ -493,6 +469,59 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
         generator,
         cpu: target.choice.cpu,
     })
+}
+
+/// Where [`define_x86_stages`] describes the functions it defines.
+enum Listing<'a> {
+    None,
+    /// A note in place of each function's CLIF (it has none).
+    Clif(&'a mut String),
+    /// Each function's disassembly.
+    Asm(&'a mut String),
+}
+
+/// Defines one local function per stage plan from the x86 generator's
+/// bytes (64-byte aligned, no relocations) and returns their ids.
+fn define_x86_stages<M: Module>(
+    module: &mut M,
+    plans: &[plan::Plan],
+    isa: convjit_x86::Isa,
+    name: &dyn Fn(usize) -> String,
+    mut listing: Listing,
+) -> Result<Vec<cranelift_module::FuncId>, AotError> {
+    let code = convjit_jit::x86_stage_code(plans, isa)?;
+    let sig = convjit_jit::stage_signature(module);
+    let generator = match isa {
+        convjit_x86::Isa::Avx2 => Backend::Avx2,
+        convjit_x86::Isa::Avx512 => Backend::Avx512,
+    };
+    let note = format!(
+        "; written by convjit's {generator} generator: x86-64 machine code, not Cranelift\n"
+    );
+    let mut ids = Vec::with_capacity(code.len());
+    for (i, bytes) in code.iter().enumerate() {
+        let name = name(i);
+        let id = module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(cg_err)?;
+        // Position-independent, calls nothing, reads no data of the
+        // object: no relocations.
+        module
+            .define_function_bytes(id, convjit_jit::X86_CODE_ALIGN, bytes, &[])
+            .map_err(cg_err)?;
+        match &mut listing {
+            Listing::None => {}
+            Listing::Clif(text) => {
+                text.push_str(&format!("; {name}\n{note}; (no CLIF: see --emit asm)\n\n"))
+            }
+            Listing::Asm(text) => text.push_str(&format!(
+                "; function {name}\n{note}{}\n",
+                convjit_x86::disassemble(bytes)
+            )),
+        }
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// Puts a comment with the symbol name before each `function u0:N`.
