@@ -1,10 +1,12 @@
 //! `convjit build FILE.conv [--layer NAME] -o OUT.o [--weights W.npz]
-//! [--emit obj|clif|asm] [--target TRIPLE]`: a kernel as an ELF object and
-//! a C header beside it (`k.o` -> `k.h`), or its IR / assembly as text.
+//! [--emit obj|clif|asm] [--target TRIPLE] [--cpu LEVEL] [--backend B]`: a
+//! kernel as an ELF object and a C header beside it (`k.o` -> `k.h`), or
+//! its IR / assembly as text. How `--cpu` and `--backend` combine:
+//! `convjit_aot::choice`.
 
 use super::Failure;
 use clap::{Args, ValueEnum};
-use convjit_aot::{AotError, BuildOptions, Emit};
+use convjit_aot::{AotError, BuildOptions, Cpu, Emit};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -26,6 +28,19 @@ pub struct BuildArgs {
     /// Supported: x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu.
     #[arg(long, value_name = "TRIPLE")]
     target: Option<String>,
+    /// x86_64 only: the CPU level the object needs: x86-64-v3 (AVX2, FMA),
+    /// x86-64-v4 (AVX-512F) or native (this machine's). Default: native for
+    /// a build for this machine, else x86-64-v3 (x86-64-v4 with --backend avx512).
+    #[arg(long, value_name = "LEVEL", value_parser = parse_cpu)]
+    cpu: Option<Cpu>,
+    /// The stage functions' code generator: auto (the widest the CPU level
+    /// has), cranelift, avx2, avx512 (x86_64 only).
+    #[arg(long, default_value = "auto", value_parser = super::parse_backend)]
+    backend: convjit::Backend,
+}
+
+fn parse_cpu(s: &str) -> Result<Cpu, String> {
+    Cpu::parse(s).ok_or_else(|| format!("'{s}' is not a CPU level (x86-64-v3, x86-64-v4, native)"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -49,9 +64,12 @@ pub fn build(a: &BuildArgs) -> Result<(), Failure> {
     let opts = BuildOptions {
         target: a.target.clone(),
         weights,
+        cpu: a.cpu,
+        backend: a.backend,
     };
     let artifact = convjit_aot::build(&layer, &opts, emit).map_err(|e| match e {
-        AotError::Target(m) => Failure::Usage(m),
+        AotError::Target(m) | AotError::Usage(m) => Failure::Usage(m),
+        AotError::Host(m) => Failure::Input(convjit::JitError::Unsupported(m).into()),
         AotError::Data(d) => d.into(),
         e => Failure::Input(convjit::Error::Io {
             path: a.file.clone(),
@@ -74,10 +92,12 @@ pub fn build(a: &BuildArgs) -> Result<(), Failure> {
         let _ = std::fs::remove_file(&header);
     })?;
     eprintln!(
-        "wrote {} and {} ({})",
+        "wrote {} and {} ({}; stage functions: {}{})",
         a.output.display(),
         header.display(),
-        artifact.symbol
+        artifact.symbol,
+        artifact.generator,
+        artifact.cpu.map_or(String::new(), |c| format!(", for {c}")),
     );
     Ok(())
 }

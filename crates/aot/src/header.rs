@@ -1,7 +1,7 @@
 //! The C header that goes beside the object: the signature(s), every
 //! shape and layout, return codes. Valid C99 and C++.
 
-use crate::{PackLayout, Target, PACK_ALIGN};
+use crate::{Backend, Cpu, PackLayout, Target, PACK_ALIGN};
 use convjit_ir::{Activation, Layer, Shape, Stage};
 use std::fmt::Write;
 
@@ -83,6 +83,38 @@ fn para(w: &mut String, text: &str) {
     para_with(w, " *", " *", text);
 }
 
+/// Who wrote the code and what CPU it needs.
+fn generator_text(target: &Target) -> String {
+    let who = match target.choice.generator {
+        Backend::Avx2 => {
+            "Stage functions: convjit's x86-64 AVX2 generator (256-bit ymm vectors); \
+             entry point and packing: Cranelift."
+        }
+        Backend::Avx512 => {
+            "Stage functions: convjit's x86-64 AVX-512 generator (512-bit zmm vectors); \
+             entry point and packing: Cranelift."
+        }
+        _ => "All functions: Cranelift (128-bit vectors).",
+    };
+    let generator_needs = match target.choice.generator {
+        Backend::Avx2 => Some("AVX2 and FMA"),
+        Backend::Avx512 => Some("AVX-512F"),
+        _ => None,
+    };
+    let needs = match (target.choice.cpu, generator_needs) {
+        (Some(Cpu::X86_64V3), _) => "a CPU with AVX2 and FMA (x86-64-v3)".to_string(),
+        (Some(Cpu::X86_64V4), _) => "a CPU with AVX-512F (x86-64-v4)".to_string(),
+        (Some(Cpu::Native), Some(g)) => {
+            format!("a CPU with {g} and every feature listed above (built for the host: native)")
+        }
+        (Some(Cpu::Native), None) => {
+            "a CPU with every feature listed above (built for the host: native)".to_string()
+        }
+        (None, _) => "an ARMv8-A CPU with NEON and the features listed above".to_string(),
+    };
+    format!("{who} It requires {needs}.")
+}
+
 pub fn header(
     layer: &Layer,
     ident: &str,
@@ -110,6 +142,7 @@ pub fn header(
             safe(&target.features)
         ),
     );
+    para(w, &generator_text(target));
     let _ = write!(
         w,
         " *\n\

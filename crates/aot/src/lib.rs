@@ -1,9 +1,14 @@
 //! Ahead-of-time compilation: one layer as an ELF object file plus a C
 //! header (`convjit build`).
 //!
-//! The object holds the stage functions of [`convjit_jit::define_stages`]
-//! (local symbols, one per stage, the same code the JIT runs) and an
-//! exported entry point written here in Cranelift IR:
+//! The object holds one stage function per stage (local symbols, the same
+//! code the JIT runs): on x86_64 the machine code of convjit's AVX2 or
+//! AVX-512 generator ([`convjit_jit::x86_stage_code`], defined with
+//! `define_function_bytes`), or Cranelift's ([`convjit_jit::define_stages`];
+//! always on aarch64). [`choice`] says which, from the target, the CPU level
+//! ([`Cpu`]) and the [`Backend`] asked for; the stage plans, and so the
+//! packed weights, are made for that generator. The exported functions are
+//! written here in Cranelift IR (they are not hot):
 //!
 //! - with weights ([`BuildOptions::weights`]): the packed weights are baked
 //!   into `.rodata` (64-byte aligned) and the object exports
@@ -21,9 +26,13 @@
 //! functions are reentrant. Return codes: 0 success, 1 `malloc` failed,
 //! 2 a NULL pointer. The generated header documents all of this for C.
 
+pub mod choice;
 mod header;
 mod record;
 mod wrapper;
+
+pub use choice::Cpu;
+pub use convjit_jit::Backend;
 
 use convjit_ir::{DataError, Layer, Weights};
 use convjit_jit::plan;
@@ -43,13 +52,21 @@ pub const SUPPORTED_TARGETS: &[&str] = &["x86_64-unknown-linux-gnu", "aarch64-un
 pub struct BuildOptions {
     /// A target triple (see [`SUPPORTED_TARGETS`]); `None` (or `"host"`)
     /// is the host, with the host CPU's features (like `-march=native`).
-    /// An explicit `x86_64` triple targets x86-64-v3 (AVX2 + FMA); an
-    /// explicit `aarch64` triple the base ARMv8-A (NEON). Other Linux ELF
-    /// triples of these two architectures (e.g. `-linux-musl`) work too.
+    /// An explicit `x86_64` triple targets x86-64-v3 (AVX2 + FMA) unless
+    /// [`BuildOptions::cpu`] says otherwise; an explicit `aarch64` triple the
+    /// base ARMv8-A (NEON). Other Linux ELF triples of these two
+    /// architectures (e.g. `-linux-musl`) work too.
     pub target: Option<String>,
     /// Weights to bake into the object; `None` builds the variant that
     /// takes packed weights at run time.
     pub weights: Option<Weights>,
+    /// The x86-64 level (x86_64 targets only; see [`choice`]); `None`: the
+    /// host's CPU for a host build, else the level `backend` implies
+    /// (x86-64-v3 unless it is `Avx512`).
+    pub cpu: Option<Cpu>,
+    /// The stage functions' code generator; `Auto`: the widest the level
+    /// has (Cranelift on aarch64).
+    pub backend: Backend,
 }
 
 /// What [`build`] returns in [`Artifact::object`].
@@ -57,10 +74,12 @@ pub struct BuildOptions {
 pub enum Emit {
     /// An ELF relocatable object.
     Object,
-    /// The Cranelift IR of every function, as text.
+    /// The Cranelift IR of every function Cranelift compiles, as text
+    /// (the x86 generators' stage functions are named, with a note).
     Clif,
-    /// The machine code of every function as Cranelift's VCode listing
-    /// (after register allocation), as text.
+    /// The machine code of every function as text: the x86 generators'
+    /// disassembly (Intel syntax), Cranelift's VCode listing (after
+    /// register allocation) for the functions Cranelift compiles.
     Asm,
 }
 
@@ -73,6 +92,10 @@ pub struct Artifact {
     pub header: String,
     /// The exported kernel function: `convjit_LAYER`.
     pub symbol: String,
+    /// The generator of the stage functions: `Cranelift`, `Avx2` or `Avx512`.
+    pub generator: Backend,
+    /// The x86-64 level the object was built for (`None`: aarch64).
+    pub cpu: Option<Cpu>,
 }
 
 /// Why [`build`] failed.
@@ -80,6 +103,11 @@ pub struct Artifact {
 pub enum AotError {
     /// The target triple is unknown or unsupported.
     Target(String),
+    /// Options that contradict each other or the target (e.g. `--cpu` for
+    /// aarch64, AVX-512 at x86-64-v3).
+    Usage(String),
+    /// The host cannot run the code generator named for it (`native`).
+    Host(String),
     /// The layer cannot be built (no stages, too large for the tables).
     Layer(String),
     /// The weights do not fit the layer.
@@ -91,7 +119,7 @@ pub enum AotError {
 impl fmt::Display for AotError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            AotError::Target(m) => write!(f, "{m}"),
+            AotError::Target(m) | AotError::Usage(m) | AotError::Host(m) => write!(f, "{m}"),
             AotError::Layer(m) => write!(f, "{m}"),
             AotError::Data(e) => e.fmt(f),
             AotError::Codegen(m) => write!(f, "code generation failed: {m}"),
@@ -178,7 +206,8 @@ pub fn c_identifier(name: &str) -> String {
     s
 }
 
-/// The target: its ISA (with our flags) and a description for the header.
+/// The target: its ISA (with our flags), the generator of its stage
+/// functions, and a description for the header.
 pub(crate) struct Target {
     pub isa: OwnedTargetIsa,
     pub triple: Triple,
@@ -186,6 +215,8 @@ pub(crate) struct Target {
     pub features: String,
     /// Vector `fma` lowers to calls of `fmaf` (x86-64 without FMA).
     pub fma_libcall: bool,
+    /// Who writes the stage functions, and the x86-64 level.
+    pub choice: choice::Choice,
 }
 
 fn supported_list() -> String {
@@ -223,33 +254,52 @@ fn check_triple(triple: &Triple, what: &str) -> Result<(), AotError> {
     Ok(())
 }
 
-/// Parses and checks `target` and builds its ISA.
-pub(crate) fn target(target: Option<&str>) -> Result<Target, AotError> {
+/// Parses and checks `target`, chooses the generator and level
+/// ([`choice::choose`]) and builds the ISA for that level.
+pub(crate) fn target(
+    target: Option<&str>,
+    cpu: Option<Cpu>,
+    backend: Backend,
+) -> Result<Target, AotError> {
     let target = target.filter(|t| !matches!(*t, "host" | "native"));
-    let builder = match target {
+    let triple = match target {
         None => {
             let triple = Triple::host();
             check_triple(&triple, "the host")?;
-            cranelift_native::builder().map_err(|e| {
-                AotError::Target(format!("the host is not supported by Cranelift: {e}"))
-            })?
+            triple
         }
         Some(t) => {
             let triple = Triple::from_str(t).map_err(|e| {
                 AotError::Target(format!("unknown target '{t}' ({e}); {}", supported_list()))
             })?;
             check_triple(&triple, "target")?;
-            let mut b = cranelift_codegen::isa::lookup(triple.clone()).map_err(|e| {
-                AotError::Target(format!("target '{t}': {e}; {}", supported_list()))
-            })?;
-            if triple.architecture == Architecture::X86_64 {
-                b.enable("x86-64-v3").map_err(cg_err)?;
-                // AVX itself is no part of the preset's list but of v3.
-                b.enable("has_avx").map_err(cg_err)?;
-            }
-            b
+            triple
         }
     };
+    let x86_64 = triple.architecture == Architecture::X86_64;
+    let choice = choice::choose(x86_64, target.is_none(), cpu, backend)?;
+    let mut builder = cranelift_codegen::isa::lookup(triple.clone())
+        .map_err(|e| AotError::Target(format!("target '{triple}': {e}; {}", supported_list())))?;
+    let native = || AotError::Target("the host is not supported by Cranelift".into());
+    match choice.cpu {
+        // A host build for aarch64: the host's features, as before levels.
+        None if target.is_none() => {
+            cranelift_native::infer_native_flags(&mut builder).map_err(|_| native())?
+        }
+        None => {}
+        Some(Cpu::Native) => {
+            cranelift_native::infer_native_flags(&mut builder).map_err(|_| native())?
+        }
+        Some(level) => {
+            builder.enable(level.name()).map_err(cg_err)?;
+            // AVX itself is no part of Cranelift's presets but of v3; nor
+            // AVX-512F (the presets' v4 names only DQ and VL).
+            builder.enable("has_avx").map_err(cg_err)?;
+            if level == Cpu::X86_64V4 {
+                builder.enable("has_avx512f").map_err(cg_err)?;
+            }
+        }
+    }
     let mut flags = settings::builder();
     for (k, v) in [
         // As the JIT: the code generator emits instructions in the order it wants.
@@ -282,6 +332,7 @@ pub(crate) fn target(target: Option<&str>) -> Result<Target, AotError> {
         },
         fma_libcall,
         isa,
+        choice,
     })
 }
 
@@ -299,10 +350,19 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     if let Some(w) = &opts.weights {
         w.check(layer)?;
     }
-    let target = target(opts.target.as_deref())?;
+    let target = target(opts.target.as_deref(), opts.cpu, opts.backend)?;
     let ident = c_identifier(&layer.name);
     let symbol = format!("convjit_{ident}");
-    let plans: Vec<plan::Plan> = layer.stages.iter().map(plan::plan).collect();
+    let generator = target.choice.generator;
+    let x86 = convjit_x86::Isa::of(generator);
+    // The plans of the generator that writes the stage functions: its
+    // vector width decides the blocking and the packed-weight layout.
+    let plan_target = x86.map_or(plan::Target::CRANELIFT, |i| i.target());
+    let plans: Vec<plan::Plan> = layer
+        .stages
+        .iter()
+        .map(|s| plan::plan_for(s, &plan_target))
+        .collect();
 
     // No `.eh_frame` (`unwind_info`): cranelift-object 0.135 writes it with
     // absolute relocations, which make PIE executables need text relocations.
@@ -314,13 +374,25 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     .map_err(cg_err)?;
     let mut module = record::Recording::new(ObjectModule::new(builder), emit == Emit::Asm);
     let mut clif = String::new();
-    let stage_ids = convjit_jit::define_stages(
-        &mut module,
-        &plans,
-        |i| format!("{symbol}_stage{i}"),
-        Linkage::Local,
-        (emit == Emit::Clif).then_some(&mut clif),
-    )?;
+    let mut x86_asm = String::new();
+    let stage_name = |i: usize| format!("{symbol}_stage{i}");
+    let stage_ids = match x86 {
+        Some(isa) => {
+            let listing = match emit {
+                Emit::Clif => Listing::Clif(&mut clif),
+                Emit::Asm => Listing::Asm(&mut x86_asm),
+                Emit::Object => Listing::None,
+            };
+            define_x86_stages(&mut module, &plans, isa, &stage_name, listing)?
+        }
+        None => convjit_jit::define_stages(
+            &mut module,
+            &plans,
+            stage_name,
+            Linkage::Local,
+            (emit == Emit::Clif).then_some(&mut clif),
+        )?,
+    };
 
     let (layout, weights_source) = match &opts.weights {
         Some(w) => {
@@ -383,7 +455,7 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     let (module, asm) = module.into_parts();
     let object = match emit {
         Emit::Clif => clif.into_bytes(),
-        Emit::Asm => asm.unwrap_or_default().into_bytes(),
+        Emit::Asm => (x86_asm + &asm.unwrap_or_default()).into_bytes(),
         Emit::Object => {
             // cranelift-object marks the stack non-executable (.note.GNU-stack).
             let product = module.finish();
@@ -394,7 +466,62 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
         object,
         header,
         symbol,
+        generator,
+        cpu: target.choice.cpu,
     })
+}
+
+/// Where [`define_x86_stages`] describes the functions it defines.
+enum Listing<'a> {
+    None,
+    /// A note in place of each function's CLIF (it has none).
+    Clif(&'a mut String),
+    /// Each function's disassembly.
+    Asm(&'a mut String),
+}
+
+/// Defines one local function per stage plan from the x86 generator's
+/// bytes (64-byte aligned, no relocations) and returns their ids.
+fn define_x86_stages<M: Module>(
+    module: &mut M,
+    plans: &[plan::Plan],
+    isa: convjit_x86::Isa,
+    name: &dyn Fn(usize) -> String,
+    mut listing: Listing,
+) -> Result<Vec<cranelift_module::FuncId>, AotError> {
+    let code = convjit_jit::x86_stage_code(plans, isa)?;
+    let sig = convjit_jit::stage_signature(module);
+    let generator = match isa {
+        convjit_x86::Isa::Avx2 => Backend::Avx2,
+        convjit_x86::Isa::Avx512 => Backend::Avx512,
+    };
+    let note = format!(
+        "; written by convjit's {generator} generator: x86-64 machine code, not Cranelift\n"
+    );
+    let mut ids = Vec::with_capacity(code.len());
+    for (i, bytes) in code.iter().enumerate() {
+        let name = name(i);
+        let id = module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(cg_err)?;
+        // Position-independent, calls nothing, reads no data of the
+        // object: no relocations.
+        module
+            .define_function_bytes(id, convjit_jit::X86_CODE_ALIGN, bytes, &[])
+            .map_err(cg_err)?;
+        match &mut listing {
+            Listing::None => {}
+            Listing::Clif(text) => {
+                text.push_str(&format!("; {name}\n{note}; (no CLIF: see --emit asm)\n\n"))
+            }
+            Listing::Asm(text) => text.push_str(&format!(
+                "; function {name}\n{note}{}\n",
+                convjit_x86::disassemble(bytes)
+            )),
+        }
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 /// Puts a comment with the symbol name before each `function u0:N`.
@@ -457,7 +584,12 @@ mod tests {
 
     #[test]
     fn targets_are_checked() {
-        let err = |t: &str| target(Some(t)).err().expect(t).to_string();
+        let err = |t: &str| {
+            target(Some(t), None, Backend::Auto)
+                .err()
+                .expect(t)
+                .to_string()
+        };
         let e = err("sparc-sun-solaris");
         assert!(e.contains("not a 64-bit target"), "{e}");
         assert!(e.contains("aarch64-unknown-linux-gnu"), "{e}");
@@ -474,10 +606,23 @@ mod tests {
         let e = err("aarch64-apple-darwin");
         assert!(e.contains("only Linux ELF"), "{e}");
         for t in SUPPORTED_TARGETS {
-            target(Some(t)).unwrap_or_else(|e| panic!("{t}: {e}"));
+            target(Some(t), None, Backend::Auto).unwrap_or_else(|e| panic!("{t}: {e}"));
         }
-        let x = target(Some("x86_64-unknown-linux-gnu")).ok().unwrap();
+        let x = target(Some("x86_64-unknown-linux-gnu"), None, Backend::Auto)
+            .ok()
+            .unwrap();
         assert!(x.features.contains("has_fma"), "{}", x.features);
+        assert!(!x.features.contains("has_avx512f"), "{}", x.features);
         assert!(!x.fma_libcall);
+        assert_eq!(x.choice.generator, Backend::Avx2);
+        let x = target(
+            Some("x86_64-unknown-linux-gnu"),
+            Some(Cpu::X86_64V4),
+            Backend::Auto,
+        )
+        .ok()
+        .unwrap();
+        assert!(x.features.contains("has_avx512f"), "{}", x.features);
+        assert_eq!(x.choice.generator, Backend::Avx512);
     }
 }

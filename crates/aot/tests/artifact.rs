@@ -4,7 +4,7 @@
 mod common;
 
 use common::layer;
-use convjit_aot::{build, AotError, BuildOptions, Emit, SUPPORTED_TARGETS};
+use convjit_aot::{build, AotError, Backend, BuildOptions, Cpu, Emit, SUPPORTED_TARGETS};
 use convjit_ir::{Layer, Weights};
 use cranelift_object::object::{
     self, Architecture, Object, ObjectSection, ObjectSymbol, SectionKind,
@@ -20,10 +20,25 @@ fn mbv2() -> Layer {
     ls.remove(i)
 }
 
+/// The options for an explicit x86_64 target at `cpu` with `backend`.
+fn x86(cpu: Option<Cpu>, backend: Backend, weights: Option<Weights>) -> BuildOptions {
+    BuildOptions {
+        cpu,
+        backend,
+        ..opts(Some("x86_64-unknown-linux-gnu"), weights)
+    }
+}
+
+/// A header's comment with its lines joined (the text is word-wrapped).
+fn unwrapped(header: &str) -> String {
+    header.replace("\n * ", " ")
+}
+
 fn opts(target: Option<&str>, weights: Option<Weights>) -> BuildOptions {
     BuildOptions {
         target: target.map(String::from),
         weights,
+        ..BuildOptions::default()
     }
 }
 
@@ -54,14 +69,33 @@ fn symbols(bytes: &[u8]) -> (Vec<String>, Vec<String>, Vec<String>) {
 fn objects_export_the_kernel_and_import_only_malloc_and_free() {
     let l = mbv2();
     let w = Weights::random(&l, 1);
-    for (target, arch) in [
-        (None, Architecture::X86_64),
-        (Some("x86_64-unknown-linux-gnu"), Architecture::X86_64),
-        (Some("aarch64-unknown-linux-gnu"), Architecture::Aarch64),
-    ] {
+    let builds = [
+        (opts(None, None), Architecture::X86_64),
+        (
+            opts(Some("x86_64-unknown-linux-gnu"), None),
+            Architecture::X86_64,
+        ),
+        (
+            x86(Some(Cpu::X86_64V4), Backend::Auto, None),
+            Architecture::X86_64,
+        ),
+        (x86(None, Backend::Cranelift, None), Architecture::X86_64),
+        (
+            x86(Some(Cpu::X86_64V4), Backend::Avx2, None),
+            Architecture::X86_64,
+        ),
+        (
+            opts(Some("aarch64-unknown-linux-gnu"), None),
+            Architecture::Aarch64,
+        ),
+    ];
+    for (base, arch) in builds {
         for baked in [true, false] {
-            let what = format!("{target:?} baked={baked}");
-            let o = opts(target, baked.then(|| w.clone()));
+            let o = BuildOptions {
+                weights: baked.then(|| w.clone()),
+                ..base.clone()
+            };
+            let what = format!("{:?} {:?} {} baked={baked}", o.target, o.cpu, o.backend);
             let a = build(&l, &o, Emit::Object).unwrap();
             assert_eq!(a.symbol, "convjit_mbv2_inverted_residual");
             let f = object::File::parse(&*a.object).unwrap();
@@ -94,6 +128,10 @@ fn objects_export_the_kernel_and_import_only_malloc_and_free() {
                     ),
                     "{what}: writable section {name}"
                 );
+                // The x86 generators' functions start on cache lines.
+                if name == ".text" && a.generator != Backend::Cranelift {
+                    assert!(s.align() >= 64, "{what}: .text aligned {}", s.align());
+                }
                 if name == ".rodata" {
                     assert_eq!(s.align(), 64, "{what}");
                     // Baked: the packed weights; else the u32 permutation table.
@@ -162,8 +200,13 @@ fn header_documents_shapes_layouts_and_signatures() {
 #[test]
 fn clif_and_asm_list_every_function() {
     let l = mbv2();
-    for target in [None, Some("aarch64-unknown-linux-gnu")] {
-        let clif = build(&l, &opts(target, None), Emit::Clif).unwrap();
+    let cranelift = BuildOptions {
+        backend: Backend::Cranelift,
+        ..opts(None, None)
+    };
+    for o in [cranelift, opts(Some("aarch64-unknown-linux-gnu"), None)] {
+        let target = o.target.as_deref();
+        let clif = build(&l, &o, Emit::Clif).unwrap();
         let clif = String::from_utf8(clif.object).unwrap();
         // Three stages, the pack function, the entry point.
         assert_eq!(clif.matches("\nfunction u0:").count(), 5, "{clif}");
@@ -177,7 +220,7 @@ fn clif_and_asm_list_every_function() {
             "{clif}"
         );
         assert!(clif.contains("call fn"), "{clif}");
-        let asm = build(&l, &opts(target, None), Emit::Asm).unwrap();
+        let asm = build(&l, &o, Emit::Asm).unwrap();
         let asm = String::from_utf8(asm.object).unwrap();
         for f in ["_stage0", "_stage1", "_stage2", "_pack", ""] {
             let line = format!("; function convjit_mbv2_inverted_residual{f}\n");
@@ -186,6 +229,107 @@ fn clif_and_asm_list_every_function() {
         let fma = if target.is_some() { "fmla" } else { "vfmadd" };
         assert!(asm.contains(fma), "{target:?}: no {fma} in\n{asm}");
     }
+}
+
+/// x86 stage functions: their disassembly in `--emit asm`, a note where
+/// CLIF would be; the wrapper and pack functions stay Cranelift's.
+#[test]
+fn x86_stage_functions_are_listed_as_x86() {
+    let l = mbv2();
+    for (cpu, generator, register) in [
+        (Cpu::X86_64V3, "avx2", "ymm"),
+        (Cpu::X86_64V4, "avx512", "zmm"),
+    ] {
+        let o = x86(Some(cpu), Backend::Auto, None);
+        let note = format!("; written by convjit's {generator} generator: x86-64 machine code");
+        let clif = build(&l, &o, Emit::Clif).unwrap();
+        let clif = String::from_utf8(clif.object).unwrap();
+        // The pack function and the entry point only.
+        assert_eq!(clif.matches("\nfunction u0:").count(), 2, "{clif}");
+        for i in 0..3 {
+            let want = format!("; convjit_mbv2_inverted_residual_stage{i}\n{note}");
+            assert!(clif.contains(&want), "{cpu}: no {want:?} in\n{clif}");
+        }
+        assert!(clif.contains("; convjit_mbv2_inverted_residual_pack\nfunction u0:"));
+        assert!(!clif.contains(" fma"), "{clif}");
+
+        let asm = build(&l, &o, Emit::Asm).unwrap();
+        let asm = String::from_utf8(asm.object).unwrap();
+        for i in 0..3 {
+            let want = format!("; function convjit_mbv2_inverted_residual_stage{i}\n{note}");
+            assert!(asm.contains(&want), "{cpu}: no {want:?}");
+        }
+        // Cranelift's listing of the rest follows.
+        for f in ["_pack", ""] {
+            let line = format!("; function convjit_mbv2_inverted_residual{f}\n");
+            assert!(asm.contains(&line), "{cpu}: no {line:?}");
+        }
+        let fma = format!("vfmadd231ps {register}");
+        assert!(asm.contains(&fma), "{cpu}: no {fma} in\n{asm}");
+    }
+}
+
+#[test]
+fn headers_say_which_generator_and_cpu() {
+    let l = mbv2();
+    for (o, generator, needs) in [
+        (
+            x86(None, Backend::Auto, None),
+            Backend::Avx2,
+            "It requires a CPU with AVX2 and FMA (x86-64-v3).",
+        ),
+        (
+            x86(None, Backend::Avx512, None),
+            Backend::Avx512,
+            "It requires a CPU with AVX-512F (x86-64-v4).",
+        ),
+        (
+            x86(Some(Cpu::X86_64V4), Backend::Cranelift, None),
+            Backend::Cranelift,
+            "It requires a CPU with AVX-512F (x86-64-v4).",
+        ),
+        (
+            opts(Some("aarch64-unknown-linux-gnu"), None),
+            Backend::Cranelift,
+            "It requires an ARMv8-A CPU with NEON",
+        ),
+    ] {
+        let a = build(&l, &o, Emit::Object).unwrap();
+        assert_eq!(a.generator, generator);
+        let h = unwrapped(&a.header);
+        assert!(h.contains(needs), "{needs:?} not in\n{h}");
+        let who = match generator {
+            Backend::Avx2 => "Stage functions: convjit's x86-64 AVX2 generator",
+            Backend::Avx512 => "Stage functions: convjit's x86-64 AVX-512 generator",
+            _ => "All functions: Cranelift",
+        };
+        assert!(h.contains(who), "{who:?} not in\n{h}");
+    }
+    // For this machine: its best generator, and it says so.
+    let a = build(&l, &opts(None, None), Emit::Object).unwrap();
+    assert_eq!(a.generator, Backend::Auto.resolve().unwrap());
+    assert_eq!(a.cpu, Some(Cpu::Native));
+    assert!(unwrapped(&a.header).contains("(built for the host: native)"));
+}
+
+/// The packed weights follow the plans of the generator that reads them:
+/// the AVX-512 and Cranelift objects of one layer pack differently.
+#[test]
+fn packing_follows_the_generator() {
+    let l = layer("layer p { input 5x6x13\n p: pointwise 11, bias }");
+    let packed = |b: Backend| {
+        let a = build(&l, &x86(None, b, None), Emit::Object).unwrap();
+        let h = a.header;
+        let key = "#define CONVJIT_p_PACKED_FLOATS ((size_t)";
+        let at = h.find(key).unwrap() + key.len();
+        h[at..].split(')').next().unwrap().parse::<usize>().unwrap()
+    };
+    let ns: Vec<usize> = [Backend::Cranelift, Backend::Avx2, Backend::Avx512]
+        .into_iter()
+        .map(packed)
+        .collect();
+    // 11 output channels: vectors of 4, 8 and 16 lanes pad them differently.
+    assert!(ns[0] != ns[2], "{ns:?}");
 }
 
 #[test]
@@ -212,6 +356,20 @@ fn errors_are_clear() {
     assert!(e.contains("not a 64-bit target"), "{e}");
     let e = err(&opts(Some("what-is-this"), None), &l);
     assert!(e.starts_with("unknown target 'what-is-this'"), "{e}");
+    // Options that contradict each other or the target.
+    let arm = |cpu, backend| BuildOptions {
+        cpu,
+        backend,
+        ..opts(Some("aarch64-unknown-linux-gnu"), None)
+    };
+    for o in [
+        x86(Some(Cpu::X86_64V3), Backend::Avx512, None),
+        arm(Some(Cpu::X86_64V4), Backend::Auto),
+        arm(None, Backend::Avx2),
+    ] {
+        let r = build(&l, &o, Emit::Object);
+        assert!(matches!(r, Err(AotError::Usage(_))), "{o:?}: {r:?}");
+    }
     // Weights made for another layer.
     let other = layer("layer o { input 4x4x4\n p: pointwise 4 }");
     let w = Weights::random(&other, 1);

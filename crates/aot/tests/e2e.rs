@@ -2,12 +2,14 @@
 //! the system C compiler (host) and by `aarch64-linux-gnu-gcc -static`
 //! (run under `qemu-aarch64`), outputs compared with the interpreter.
 //! Both variants are checked: weights baked in, and weights packed at run
-//! time by the generated `_pack` function.
+//! time by the generated `_pack` function. On x86_64 every generator is
+//! checked: the AVX2 (x86-64-v3) and AVX-512 (x86-64-v4) ones and
+//! Cranelift; a level this CPU lacks is skipped with a note.
 
 mod common;
 
 use common::{compare, have, input, layer, read_f32, run, write_f32};
-use convjit_aot::{build, BuildOptions, Emit};
+use convjit_aot::{build, Backend, BuildOptions, Cpu, Emit};
 use convjit_ir::{Layer, Weights};
 use std::path::Path;
 use std::process::Command;
@@ -72,9 +74,10 @@ struct Built {
     batch: usize,
 }
 
-/// Builds both variants of every case for `target` into `dir` and writes
-/// the harness and the data files. Returns the cases.
-fn prepare(dir: &Path, target: Option<&str>) -> Vec<(String, Built)> {
+/// Builds both variants of every case with `opts` (its weights are
+/// replaced) into `dir` and writes the harness and the data files; every
+/// object's stage functions must come from `generator`. Returns the cases.
+fn prepare(dir: &Path, opts: &BuildOptions, generator: Backend) -> Vec<(String, Built)> {
     let mut built = Vec::new();
     let mut includes = String::new();
     let mut table = String::new();
@@ -95,18 +98,19 @@ fn prepare(dir: &Path, target: Option<&str>) -> Vec<(String, Built)> {
             }
         }
         let baked = BuildOptions {
-            target: target.map(String::from),
             weights: Some(w.clone()),
+            ..opts.clone()
         };
         let mut rt_layer = l.clone();
         rt_layer.name = format!("{name}_rt");
         let runtime = BuildOptions {
-            target: target.map(String::from),
             weights: None,
+            ..opts.clone()
         };
         for (lay, opts) in [(&l, &baked), (&rt_layer, &runtime)] {
             let a = build(lay, opts, Emit::Object).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(a.symbol, format!("convjit_{}", lay.name));
+            assert_eq!(a.generator, generator, "{name}");
             std::fs::write(dir.join(format!("{}.o", lay.name)), &a.object).unwrap();
             std::fs::write(dir.join(format!("{}.h", lay.name)), &a.header).unwrap();
             includes.push_str(&format!("#include \"{}.h\"\n", lay.name));
@@ -183,8 +187,8 @@ fn check_all(dir: &Path, built: &[(String, Built)], runner: &[&str], prog: &Path
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Builds for `target`, links with the host's `cc`, runs, compares.
-fn host(target: Option<&str>) {
+/// Builds with `opts`, links with the host's `cc`, runs, compares.
+fn host(opts: &BuildOptions, generator: Backend) {
     for tool in ["cc", "c++"] {
         assert!(
             have(tool),
@@ -193,7 +197,7 @@ fn host(target: Option<&str>) {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let built = prepare(dir, target);
+    let built = prepare(dir, opts, generator);
     // The headers are valid C99 (the harness) and C++, every warning an error.
     run(Command::new("c++")
         .args([
@@ -227,21 +231,59 @@ fn host(target: Option<&str>) {
     check_all(dir, &built, &[], &prog);
 }
 
+/// A build for this machine: its best generator (`--backend auto`).
 #[test]
 fn host_objects_match_the_interpreter() {
-    host(None);
+    host(&BuildOptions::default(), Backend::Auto.resolve().unwrap());
 }
 
-/// The explicit triple means x86-64-v3 (AVX2, FMA): run it if this CPU can.
+/// Whether this CPU runs code built for `cpu` (every feature of the level
+/// Cranelift or the generators may use).
+#[cfg(target_arch = "x86_64")]
+fn runs(cpu: Cpu) -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    let v3 = has!("avx2") && has!("fma") && has!("bmi1") && has!("bmi2") && has!("lzcnt");
+    match cpu {
+        Cpu::X86_64V3 => v3,
+        Cpu::X86_64V4 => v3 && has!("avx512f") && has!("avx512dq") && has!("avx512vl"),
+        Cpu::Native => true,
+    }
+}
+
+/// An explicit x86_64 triple at `cpu` with `backend`, run if this CPU can.
+#[cfg(target_arch = "x86_64")]
+fn x86_level(cpu: Cpu, backend: Backend, generator: Backend) {
+    if !runs(cpu) {
+        eprintln!("skipping the {cpu} {generator} objects: this CPU lacks {cpu}'s features");
+        return;
+    }
+    let opts = BuildOptions {
+        target: Some("x86_64-unknown-linux-gnu".into()),
+        cpu: Some(cpu),
+        backend,
+        ..BuildOptions::default()
+    };
+    host(&opts, generator);
+}
+
+/// `--target x86_64-unknown-linux-gnu` alone is x86-64-v3: the AVX2 generator.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn x86_64_v3_objects_match_the_interpreter() {
-    if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
-    {
-        eprintln!("skipping: this CPU lacks AVX2/FMA, which x86_64-unknown-linux-gnu objects use");
-        return;
-    }
-    host(Some("x86_64-unknown-linux-gnu"));
+    x86_level(Cpu::X86_64V3, Backend::Auto, Backend::Avx2);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn x86_64_v4_objects_match_the_interpreter() {
+    x86_level(Cpu::X86_64V4, Backend::Auto, Backend::Avx512);
+}
+
+/// `--backend cranelift` keeps Cranelift's stage functions on x86_64.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn cranelift_x86_64_objects_match_the_interpreter() {
+    x86_level(Cpu::X86_64V3, Backend::Cranelift, Backend::Cranelift);
 }
 
 /// `CONVJIT_SKIP_CROSS=1` skips this test when the cross tools are missing.
@@ -265,7 +307,11 @@ fn aarch64_objects_match_the_interpreter_under_qemu() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let built = prepare(dir, Some("aarch64-unknown-linux-gnu"));
+    let opts = BuildOptions {
+        target: Some("aarch64-unknown-linux-gnu".into()),
+        ..BuildOptions::default()
+    };
+    let built = prepare(dir, &opts, Backend::Cranelift);
     let prog = dir.join("harness");
     run(Command::new(gcc)
         .args([
@@ -306,8 +352,8 @@ fn c_example_runs() {
         let dir = tmp.path();
         let baked = weights.is_some();
         let opts = BuildOptions {
-            target: None,
             weights,
+            ..BuildOptions::default()
         };
         let a = build(&l, &opts, Emit::Object).unwrap();
         std::fs::write(dir.join("k.o"), &a.object).unwrap();

@@ -715,18 +715,31 @@ fn machine_code(
     isa: &OwnedTargetIsa,
 ) -> Result<Vec<Machine>, JitError> {
     match convjit_x86::Isa::of(backend) {
-        Some(x86) => {
-            check_code_size(plans)?;
-            plans
-                .iter()
-                .map(|p| {
-                    let code = convjit_x86::emit(p, x86).map_err(codegen_err)?;
-                    Ok((code, 64))
-                })
-                .collect()
-        }
+        Some(x86) => Ok(x86_stage_code(plans, x86)?
+            .into_iter()
+            .map(|code| (code, X86_CODE_ALIGN))
+            .collect()),
         None => compile_all(plans, isa),
     }
+}
+
+/// Alignment (bytes) of the x86 generators' stage functions: a cache line.
+pub const X86_CODE_ALIGN: u64 = 64;
+
+/// The x86 generator's machine code of every stage function of `plans`
+/// (made with `plan::plan_for(stage, &isa.target())`), refused beyond the
+/// same code-size limit as Cranelift's. The bytes are position-independent
+/// and need no relocations; the JIT and the AOT builder install them with
+/// `define_function_bytes` (alignment [`X86_CODE_ALIGN`]).
+pub fn x86_stage_code(
+    plans: &[plan::Plan],
+    isa: convjit_x86::Isa,
+) -> Result<Vec<Vec<u8>>, JitError> {
+    check_code_size(plans)?;
+    plans
+        .iter()
+        .map(|p| convjit_x86::emit(p, isa).map_err(codegen_err))
+        .collect()
 }
 
 fn build(plans: &[plan::Plan], backend: Backend, isa: OwnedTargetIsa) -> Result<Code, JitError> {
