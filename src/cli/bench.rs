@@ -70,8 +70,8 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
     let batch = a.batch as usize;
     let budget = Duration::from_secs_f64(a.seconds);
     let weights = Weights::random(layer, 1);
-    let input = Rng::new(2).vec(layer.input.len() * batch, 1.0);
-    let mut output = vec![0f32; layer.output().len() * batch];
+    let input = Aligned::from(&Rng::new(2).vec(layer.input.len() * batch, 1.0));
+    let mut output = Aligned::zeros(layer.output().len() * batch);
 
     let options = a.planner.options();
     let kernel = Kernel::compile_with(layer, &weights, &options).map_err(convjit::Error::from)?;
@@ -131,7 +131,7 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
     let mut others = Vec::new();
     for (name, o) in other_options {
         let k = Kernel::compile_with(layer, &weights, &o).map_err(convjit::Error::from)?;
-        others.push((name, k, vec![0f32; output.len()]));
+        others.push((name, k, Aligned::zeros(output.len())));
     }
     let mut notes = Vec::new();
     let mut baselines = Vec::new();
@@ -144,7 +144,7 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
                     family.needs()
                 ));
             } else if let Some(b) = Baseline::prepare(family, layer, &weights) {
-                baselines.push((b, vec![0f32; output.len()]));
+                baselines.push((b, Aligned::zeros(output.len())));
             }
         }
     }
@@ -164,7 +164,7 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
     }
     {
         let mut variants: Vec<Timed> = Vec::new();
-        let (kernel, input, output) = (&kernel, &input, &mut output);
+        let (kernel, input, output) = (&kernel, &input[..], &mut output[..]);
         variants.push((
             "jit".into(),
             Box::new(move || kernel.run(input, output, batch).expect("lengths checked")),
@@ -201,7 +201,7 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
     if !a.no_interp {
         let mut reference = Vec::new();
         let t = median_per_call(budget, || {
-            reference = convjit::interpret(layer, &weights, &input, batch).expect("checked");
+            reference = convjit::interpret(layer, &weights, &input[..], batch).expect("checked");
         });
         add("interp", t, flops);
         let diff = |out: &[f32]| {
@@ -210,7 +210,7 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
                 .map(|(x, y)| (x - y).abs())
                 .fold(0f32, f32::max)
         };
-        max_diff = Some(diff(&output));
+        max_diff = Some(diff(&output[..]));
         // Every variant that computed the layer, against the interpreter.
         let outputs = std::iter::once(("jit", &output))
             .chain(others.iter().map(|(n, _, o)| (n.as_str(), o)))
@@ -383,4 +383,40 @@ fn text(r: &serde_json::Value) -> String {
         out += &format!("  note: {}\n", n.as_str().unwrap_or(""));
     }
     out
+}
+
+/// f32s starting at a 64-byte boundary, as the peers' tensors do (TFLite's
+/// and ONNX Runtime's arenas align to 64 bytes): with a `Vec<f32>`'s 16,
+/// every 512-bit access would straddle two cache lines, for every variant.
+struct Aligned {
+    buf: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn zeros(len: usize) -> Aligned {
+        let buf = vec![0f32; len + 16];
+        let start = buf.as_ptr().align_offset(64).min(15);
+        Aligned { buf, start, len }
+    }
+
+    fn from(v: &[f32]) -> Aligned {
+        let mut a = Aligned::zeros(v.len());
+        a.copy_from_slice(v);
+        a
+    }
+}
+
+impl std::ops::Deref for Aligned {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Aligned {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
 }
