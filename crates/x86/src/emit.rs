@@ -881,6 +881,9 @@ impl<'a> Gen<'a> {
         let in_ky = (p.dh * p.w * p.ci * 4) as i64;
         let w_ky = p.kw as i64 * tap_bytes;
         let last_row = matches!(k.nky, Count::Const(1));
+        // Channel blocks outermost: their weights come from L3 or memory,
+        // each block's while the previous one computes.
+        let ahead = p.channels_outer().then_some(run.w_stride as i64);
         if let (Some(cols), Strategy::Reduce) = (&k.cols, p.strategy) {
             self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
                 for kx in 0..p.kw {
@@ -894,7 +897,7 @@ impl<'a> Gen<'a> {
                     let in_off = (kx * p.dw * p.ci * 4) as i64;
                     g.add_reg_imm(IP, in_off);
                     g.add_reg_imm(WP, kx as i64 * tap_bytes);
-                    g.reduce(&rows, &pxs_of(cols, kx), nu, p.ci, npx * nu);
+                    g.reduce(&rows, &pxs_of(cols, kx), nu, p.ci, npx * nu, ahead);
                     g.add_reg_imm(IP, -in_off - (p.ci * 4) as i64);
                     g.add_reg_imm(WP, -(kx as i64 + 1) * tap_bytes);
                 }
@@ -916,11 +919,11 @@ impl<'a> Gen<'a> {
             let pxs: Vec<usize> = (0..npx).collect();
             self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
                 let moved = if p.dw == 1 || k.nkx == 1 {
-                    g.reduce(&rows, &pxs, nu, k.nkx * p.ci, npx * nu);
+                    g.reduce(&rows, &pxs, nu, k.nkx * p.ci, npx * nu, ahead);
                     (k.nkx * p.ci * 4) as i64
                 } else {
                     g.repeat(Count::Const(k.nkx), Ctr::Reg(CKX), &mut |g| {
-                        g.reduce(&rows, &pxs, nu, p.ci, npx * nu);
+                        g.reduce(&rows, &pxs, nu, p.ci, npx * nu, ahead);
                         g.add_reg_imm(IP, ((p.dw - 1) * p.ci * 4) as i64);
                     });
                     (k.nkx * p.dw * p.ci * 4) as i64
@@ -940,7 +943,19 @@ impl<'a> Gen<'a> {
     /// `len` floats and `rbx` by `len` steps of weights.
     /// `acc` are the rows of the pixels `pxs` of a block whose
     /// accumulators take registers `0..free`.
-    fn reduce(&mut self, acc: &[&[R]], pxs: &[usize], nu: usize, len: usize, free: usize) {
+    ///
+    /// `ahead`: bytes from these weights to those of the next channel
+    /// block, to prefetch into L2 while this one computes.
+    #[allow(clippy::too_many_arguments)]
+    fn reduce(
+        &mut self,
+        acc: &[&[R]],
+        pxs: &[usize],
+        nu: usize,
+        len: usize,
+        free: usize,
+        ahead: Option<i64>,
+    ) {
         let p = self.p;
         let pstride = (p.sw * p.ci * 4) as i64;
         let unroll = p.sched.k_unroll.max(1);
@@ -955,6 +970,10 @@ impl<'a> Gen<'a> {
             for (u, &wr) in w.iter().enumerate() {
                 let m = g.at(WP, (j * nu + u) as i64 * vb);
                 g.vload(wr, m);
+                if let Some(d) = ahead {
+                    let m = g.at(WP, d + (j * nu + u) as i64 * vb);
+                    g.a.emit(I::with1(Code::Prefetcht1_m8, m));
+                }
             }
             for (i, (row, &px)) in acc.iter().zip(pxs).enumerate() {
                 let off = px as i64 * pstride + j as i64 * 4;
