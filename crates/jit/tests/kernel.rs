@@ -5,7 +5,7 @@ mod common;
 
 use common::{input, layer};
 use convjit_ir::{interpret, StageWeights, Weights};
-use convjit_jit::{JitError, Kernel};
+use convjit_jit::{Backend, JitError, Kernel, Options};
 
 /// Layers with channel tails (C % 4 != 0, C < 4), multipliers, borders,
 /// strides, residuals and several stages.
@@ -42,47 +42,53 @@ fn guards_around_input_and_output_stay_untouched() {
     for (i, src) in LAYERS.iter().enumerate() {
         let l = layer(src);
         let w = Weights::random(&l, i as u64);
-        let k = Kernel::compile(&l, &w).unwrap();
-        for batch in 1..=3 {
-            let x = input(&l, batch, 7 + i as u64);
-            let mut xin = vec![input_guard(); x.len() + 2 * GUARD];
-            xin[GUARD..GUARD + x.len()].copy_from_slice(&x);
-            let n = batch * l.output().len();
-            let mut out = vec![guard_value(); n + 2 * GUARD];
-            let mut first: Option<Vec<f32>> = None;
-            for _ in 0..2 {
-                k.run(
-                    &xin[GUARD..GUARD + x.len()],
-                    &mut out[GUARD..GUARD + n],
-                    batch,
-                )
-                .unwrap();
-                let guards = out[..GUARD].iter().chain(&out[GUARD + n..]);
+        for backend in Backend::available() {
+            let o = Options {
+                backend,
+                ..Options::default()
+            };
+            let k = Kernel::compile_with(&l, &w, &o).unwrap();
+            for batch in 1..=3 {
+                let x = input(&l, batch, 7 + i as u64);
+                let mut xin = vec![input_guard(); x.len() + 2 * GUARD];
+                xin[GUARD..GUARD + x.len()].copy_from_slice(&x);
+                let n = batch * l.output().len();
+                let mut out = vec![guard_value(); n + 2 * GUARD];
+                let mut first: Option<Vec<f32>> = None;
+                for _ in 0..2 {
+                    k.run(
+                        &xin[GUARD..GUARD + x.len()],
+                        &mut out[GUARD..GUARD + n],
+                        batch,
+                    )
+                    .unwrap();
+                    let guards = out[..GUARD].iter().chain(&out[GUARD + n..]);
+                    assert!(
+                        guards
+                            .into_iter()
+                            .all(|v| v.to_bits() == guard_value().to_bits()),
+                        "{src}: a guard was overwritten"
+                    );
+                    let body = &out[GUARD..GUARD + n];
+                    assert!(body.iter().all(|v| !v.is_nan()), "{src}: NaN in output");
+                    let first = first.get_or_insert_with(|| body.to_vec());
+                    assert!(
+                        body.iter()
+                            .zip(first.iter())
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{src}: runs differ"
+                    );
+                }
+                // Same bits as a run on buffers of exactly the right size.
+                let plain = k.run_alloc(&x, batch).unwrap();
                 assert!(
-                    guards
-                        .into_iter()
-                        .all(|v| v.to_bits() == guard_value().to_bits()),
-                    "{src}: a guard was overwritten"
-                );
-                let body = &out[GUARD..GUARD + n];
-                assert!(body.iter().all(|v| !v.is_nan()), "{src}: NaN in output");
-                let first = first.get_or_insert_with(|| body.to_vec());
-                assert!(
-                    body.iter()
-                        .zip(first.iter())
+                    plain
+                        .iter()
+                        .zip(&out[GUARD..GUARD + n])
                         .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{src}: runs differ"
+                    "{src}: output depends on the buffers' position"
                 );
             }
-            // Same bits as a run on buffers of exactly the right size.
-            let plain = k.run_alloc(&x, batch).unwrap();
-            assert!(
-                plain
-                    .iter()
-                    .zip(&out[GUARD..GUARD + n])
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{src}: output depends on the buffers' position"
-            );
         }
     }
 }
@@ -94,41 +100,52 @@ fn one_kernel_on_four_threads_matches_one_thread_bitwise() {
     for (i, src) in LAYERS.iter().enumerate() {
         let l = layer(src);
         let w = Weights::random(&l, 100 + i as u64);
-        let one = Kernel::compile(&l, &w).unwrap();
-        let inputs: Vec<Vec<f32>> = (0..4).map(|t| input(&l, 2, t)).collect();
-        let single: Vec<Vec<f32>> = inputs
-            .iter()
-            .map(|x| one.run_alloc(x, 2).unwrap())
-            .collect();
-        let options = convjit_jit::Options {
-            threads: 3,
-            min_thread_macs: 0,
-            ..Default::default()
-        };
-        let three = Kernel::compile_with(&l, &w, &options).unwrap();
-        for k in [&one, &three] {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..4)
-                    .map(|t| {
-                        let (k, x) = (&k, &inputs[t]);
-                        s.spawn(move || {
-                            (0..20)
-                                .map(|_| k.run_alloc(x, 2).unwrap())
-                                .collect::<Vec<_>>()
+        for backend in Backend::available() {
+            let one = Kernel::compile_with(
+                &l,
+                &w,
+                &Options {
+                    backend,
+                    ..Options::default()
+                },
+            )
+            .unwrap();
+            let inputs: Vec<Vec<f32>> = (0..4).map(|t| input(&l, 2, t)).collect();
+            let single: Vec<Vec<f32>> = inputs
+                .iter()
+                .map(|x| one.run_alloc(x, 2).unwrap())
+                .collect();
+            let options = convjit_jit::Options {
+                threads: 3,
+                min_thread_macs: 0,
+                backend,
+                ..Default::default()
+            };
+            let three = Kernel::compile_with(&l, &w, &options).unwrap();
+            for k in [&one, &three] {
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = (0..4)
+                        .map(|t| {
+                            let (k, x) = (&k, &inputs[t]);
+                            s.spawn(move || {
+                                (0..20)
+                                    .map(|_| k.run_alloc(x, 2).unwrap())
+                                    .collect::<Vec<_>>()
+                            })
                         })
-                    })
-                    .collect();
-                for (t, h) in handles.into_iter().enumerate() {
-                    for got in h.join().unwrap() {
-                        assert!(
-                            got.iter()
-                                .zip(&single[t])
-                                .all(|(a, b)| a.to_bits() == b.to_bits()),
-                            "{src}: thread {t} differs"
-                        );
+                        .collect();
+                    for (t, h) in handles.into_iter().enumerate() {
+                        for got in h.join().unwrap() {
+                            assert!(
+                                got.iter()
+                                    .zip(&single[t])
+                                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{src}: thread {t} differs"
+                            );
+                        }
                     }
-                }
-            });
+                });
+            }
         }
     }
 }

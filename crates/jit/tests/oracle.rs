@@ -5,7 +5,7 @@
 #[path = "../../../tests/common/oracle.rs"]
 mod oracle;
 
-use convjit_jit::Kernel;
+use convjit_jit::{Backend, Kernel, Options};
 
 #[test]
 fn jit_matches_every_reference_case() {
@@ -13,14 +13,20 @@ fn jit_matches_every_reference_case() {
     assert!(cases.len() >= 29, "only {} cases found", cases.len());
     let mut failures = Vec::new();
     for c in &cases {
-        let k = Kernel::compile(&c.layer, &c.weights).unwrap();
-        let got = k.run_alloc(&c.input, c.batch).unwrap();
-        let (diff, at) = oracle::max_abs_diff(&got, &c.expected);
-        if diff.is_nan() || diff > c.atol {
-            failures.push(format!(
-                "{}: |jit - expected| = {diff} at {at} > atol {}\n{}",
-                c.name, c.atol, c.text
-            ));
+        for backend in Backend::available() {
+            let o = Options {
+                backend,
+                ..Options::default()
+            };
+            let k = Kernel::compile_with(&c.layer, &c.weights, &o).unwrap();
+            let got = k.run_alloc(&c.input, c.batch).unwrap();
+            let (diff, at) = oracle::max_abs_diff(&got, &c.expected);
+            if diff.is_nan() || diff > c.atol {
+                failures.push(format!(
+                    "{}, {backend}: |jit - expected| = {diff} at {at} > atol {}\n{}",
+                    c.name, c.atol, c.text
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
