@@ -78,11 +78,19 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
     let stats = kernel.compile_stats();
     // The same layer again (other weights, same code): a cache hit, which
     // looks the code up and packs the new weights.
+    // The fastest of five: a single lookup is a microsecond, as long as
+    // one cache miss or page fault.
     let other = Weights::random(layer, 3);
-    let again = Kernel::compile_with(layer, &other, &options).map_err(convjit::Error::from)?;
-    let hit = again.compile_stats();
-    debug_assert!(hit.cache_hit);
-    drop(again);
+    let mut hit: Option<convjit::CompileStats> = None;
+    for _ in 0..5 {
+        let again = Kernel::compile_with(layer, &other, &options).map_err(convjit::Error::from)?;
+        let s = again.compile_stats();
+        debug_assert!(s.cache_hit);
+        if hit.is_none_or(|h| s.seconds < h.seconds) {
+            hit = Some(s);
+        }
+    }
+    let hit = hit.expect("five compiles");
 
     let flops = 2.0 * layer.macs() as f64 * batch as f64;
     let mut results = Vec::new();

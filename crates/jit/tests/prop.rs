@@ -23,7 +23,7 @@ struct StageSpec {
 
 fn stage_spec() -> impl Strategy<Value = StageSpec> {
     (
-        (0u8..5, 1usize..8, 1usize..8, 1usize..41),
+        (0u8..5, 1usize..8, 1usize..8, 1usize..71),
         (1usize..4, 1usize..4, 1usize..4, 1usize..4),
         (0u8..3, (0usize..4, 0usize..4, 0usize..4, 0usize..4)),
         (1usize..5, any::<bool>(), 0u8..3, any::<bool>()),
@@ -111,7 +111,7 @@ fn options() -> impl Strategy<Value = Options> {
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        (1usize..25, 1usize..25, 1usize..41),
+        (1usize..25, 1usize..41, 1usize..71),
         prop::collection::vec(stage_spec(), 1..4),
         (0u8..3, 1usize..6),
         (

@@ -58,7 +58,10 @@ impl Backend {
     /// error that says why.
     pub fn resolve(self) -> Result<Backend, String> {
         match self {
-            Backend::Auto => Ok(*Backend::available().last().unwrap_or(&Backend::Cranelift)),
+            Backend::Auto => Ok([Backend::Avx512, Backend::Avx2]
+                .into_iter()
+                .find(|b| b.host_has())
+                .unwrap_or(Backend::Cranelift)),
             b if b.host_has() => Ok(b),
             b => Err(format!(
                 "the {b} code generator needs {}, which this CPU does not have",
