@@ -4,8 +4,8 @@
     for i in 1 2 3; do target/release/convjit bench benches/suite.conv --json --rounds 3 \
         --no-interp; target/release/convjit bench examples/mobilenet_v2.conv --json \
         --rounds 3 --no-interp --layer mbv2_inverted_residual; done > /tmp/convjit.json
-    python3 ../shared/peers/bench_peers.py --fw ort,tflite --no-stages --rounds 2 \
-        --out-json /tmp/peers.json --out-md /tmp/peers.md     # in the peers' venv
+    python3 ../shared/peers/bench_peers.py --fw ort,openvino,tflite,litert --no-stages \
+        --rounds 2 --out-json /tmp/peers.json --out-md /tmp/peers.md   # in the peers' venv
     python3 benches/report.py /tmp/convjit.json /tmp/peers.json > BENCHMARKS.md
 
 Several runs of a layer in the first file are merged as the peers' script
@@ -17,7 +17,8 @@ JSON files."""
 import json
 import sys
 
-PEERS = {"ort": "ONNX Runtime", "tflite": "TFLite+XNNPACK"}
+PEERS = {"ort": "ONNX Runtime", "openvino": "OpenVINO", "tflite": "TFLite+XNNPACK",
+         "litert": "LiteRT+XNNPACK"}
 # The other code generators' rows (`jit` is the chosen one).
 GENERATORS = ("jit-cranelift", "jit-avx2", "jit-avx512")
 # The FMA loops `convjit bench` may time (older JSON has only the 128-bit one).
@@ -111,31 +112,31 @@ def main(convjit_path, peers_path, session):
     w("seeded data, median time per call: the lowest of the rounds' medians over")
     w(f"{max(r['runs'] for r in ours)} runs of the suite, as the peers' script reports its best round")
     w("(compile and cache-hit times: the lowest of the runs).")
-    w("GFLOP/s = 2 x MACs / time (MACs counted")
-    w("nominally, padding taps included). **Cranelift's x64 backend emits 128-bit vectors")
-    w("only**, so '% peak' is against the 128-bit FMA peak (58.7 GFLOP/s nominal); ONNX Runtime,")
-    w("XNNPACK and the `gemm` crate use 256-bit vectors (peak 117.4). `convjit bench` also")
-    w("times a loop of independent 128-bit FMAs in the same rounds ('fma128-peak'): the")
-    w("machine's 128-bit ceiling at that moment, which on this shared VM is often below")
-    w("the nominal peak; '% meas.' is against it.")
+    w("GFLOP/s = 2 x MACs / time (MACs counted nominally, padding taps included).")
+    w("'% peak' is against the FMA peak of the widest vectors the CPU has, measured by")
+    w("`convjit bench` in the same rounds (a loop of independent FMAs: the machine's")
+    w("ceiling at that moment; on this VM often above or below the nominal figure).")
     w("")
-    w("Peers: ONNX Runtime and TFLite+XNNPACK timed by `shared/peers/bench_peers.py --fw ort,tflite")
-    w("--no-stages --rounds 2` in the same session (best round, as above). Regenerate: see")
-    w("`benches/report.py` (the commands are in its docstring). A layer run alone in a process")
+    w("Peers: ONNX Runtime, OpenVINO, TFLite+XNNPACK and LiteRT+XNNPACK timed by")
+    w("`shared/peers/bench_peers.py --no-stages --rounds 2` in the same session (best round,")
+    w("as above); 'best peer' is the fastest of them. Regenerate: see `benches/report.py`")
+    w("(the commands are in its docstring). A layer run alone in a process")
     w("(mbv2_inverted_residual) pays the JIT's one-time setup in its compile time.")
     w("")
-    w("Variants: **jit** = what `convjit run` uses (planned: fused where the planner")
-    w("chose, one thread); **jit-unfused** = the same kernels stage by stage;")
+    w("Variants: **jit** = what `convjit run` uses (the widest code generator the CPU")
+    w("runs, planned: fused where the planner chose, one thread); **avx2** / **cranelift**")
+    w("= the same plan from the AVX2 generator and from Cranelift (128-bit vectors, the")
+    w("portable generator); **jit-unfused** = the same kernels stage by stage;")
     w("**jit-2t** = `convjit bench`'s `jit-{cores}threads` variant, the planned kernel on")
     w("all the host's cores (2 here; the planner keeps one thread for groups under 2M MACs")
     w("per thread, e.g. both textbook layers);")
     w("**sse128** = hand-written 128-bit")
     w("SSE/FMA kernels; **avx256** = the same hand-written at 256 bits (AVX2/FMA, 6x16")
     w("register blocks); **gemm** = the `gemm` crate (im2col for conv; depthwise stages")
-    w("of a mixed layer run sse128); **naive** = plain Rust loops.")
+    w("of a mixed layer run sse128). GFLOP/s in the variant columns.")
     w("")
-    w("| layer | MACs | jit GF/s | % 128b peak (meas.) | jit-unfused | jit-2t | sse128 | avx256 | gemm | naive | best peer | jit / best peer | compile ms | cache hit us |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w("| layer | MACs | jit GF/s (time) | generator | % peak | avx2 | cranelift | jit-unfused | jit-2t | sse128 | avx256 | gemm | best peer us (GF/s) | jit / best peer | compile ms | cache hit us |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in ours:
         res = {v["variant"]: v for v in r["results"]}
         jit = res["jit"]
@@ -157,12 +158,13 @@ def main(convjit_path, peers_path, session):
             ratio = f"{best[1] / jit['median_us']:.2f}x"
         else:
             peer, ratio = "-", "-"
-        meas = jit.get("pct_measured_peak_128")
-        meas = f" ({meas:.0f}%)" if meas is not None else ""
+        wide = jit.get("pct_widest_measured_peak")
+        wide = f"{wide:.0f}%" if wide is not None else "-"
         w(f"| {r['layer']} | {r['macs']:,} | {jit['gflops']:.1f} ({jit['median_us']:.1f} us) | "
-          f"{jit['pct_peak_128']:.0f}%{meas} | {gf('jit-unfused')} | {gf('jit-2t')} | {gf('sse128')} | "
-          f"{gf('avx256')} | {gf('gemm')} | {gf('naive')} | {peer} | {ratio} | {r['compile_ms']:.1f} | "
-          f"{r['compile_cache_hit_us']:.1f} |")
+          f"{r.get('backend', '-')} | {wide} | {gf('jit-avx2')} | {gf('jit-cranelift')} | "
+          f"{gf('jit-unfused')} | {gf('jit-2t')} | {gf('sse128')} | "
+          f"{gf('avx256')} | {gf('gemm')} | {peer} | {ratio} | {r['compile_ms']:.2f} | "
+          f"{r['compile_cache_hit_us']:.2f} |")
     w("")
     peaks = [r["measured_peak_128_gflops"] for r in ours if r.get("measured_peak_128_gflops")]
     if peaks:
