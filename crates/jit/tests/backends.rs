@@ -35,6 +35,15 @@ const LAYERS: &[&str] = &[
     "layer a { input 8x8x6\n e: pointwise 13, bias, relu6\n d: depthwise 3x3, pad same, bias, relu6\n p: pointwise 6, bias, residual }",
     "layer a { input 8x9x5\n s: conv 3x3 -> 10, separable depthwise, multiplier 2, stride 2, pad same, bias, relu6 }",
     "layer a { input 13x13x17\n d: depthwise 9x9, pad same, bias }",
+    // One channel: vectors along the row (interior columns), per-pixel borders.
+    "layer a { input 9x40x1\n d: depthwise 3x3, pad same, bias, relu6 }",
+    "layer a { input 7x150x1\n d: depthwise 5x5, pad same }",
+    "layer a { input 6x37x1\n d: depthwise 3x5, dilation 2, pad 1 2 3 0, bias, relu }",
+    "layer a { input 5x19x1\n d: depthwise 1x3, pad valid }",
+    "layer a { input 5x33x1\n d: depthwise 3x3, pad same, residual }",
+    "layer a { input 9x33x1\n d: depthwise 3x3, stride 2x1, pad same, bias }",
+    "layer a { input 8x300x1\n d: depthwise 7x7, pad same, bias }",
+    "layer a { input 5x24x1\n d: depthwise 3x21, pad same, bias }",
 ];
 
 #[test]

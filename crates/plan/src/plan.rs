@@ -918,14 +918,45 @@ impl Plan {
     /// of forming short, latency-bound blocks of their own. Consecutive
     /// blocks with equal columns become one repeated block.
     pub fn col_blocks(&self) -> Vec<ColBlock> {
+        self.col_blocks_in(0, self.wo)
+    }
+
+    /// A one-channel depthwise stage (a grey image's filter) on a direct
+    /// generator: the output columns `a..b` whose kernel columns are all
+    /// valid, to be computed with vectors along the row (16 pixels a
+    /// vector, each tap's weight broadcast) rather than one lane of a
+    /// channel vector per pixel; the border columns keep the per-pixel
+    /// code. `None` where the row has fewer such columns than lanes, or
+    /// for strided columns.
+    pub fn row_vectors(&self) -> Option<(usize, usize)> {
+        let one = self.strategy == Strategy::DwChannels && self.ci == 1 && self.co == 1;
+        if !(one && self.target.direct() && self.sw == 1) {
+            return None;
+        }
+        // Weights of a kernel row in registers beside at least 2 accumulators.
+        if self.kw + 6 > self.target.vector_registers {
+            return None;
+        }
+        let full =
+            |ox: usize| tap_range(ox, self.sw, self.dw, self.pl, self.kw, self.w) == (0, self.kw);
+        let a = (0..self.wo).find(|&ox| full(ox))?;
+        let b = (a..self.wo).find(|&ox| !full(ox)).unwrap_or(self.wo);
+        (b - a >= self.sched.lanes).then_some((a, b))
+    }
+
+    /// [`Plan::col_blocks`] of the output columns `a..b`.
+    pub fn col_blocks_in(&self, a: usize, b: usize) -> Vec<ColBlock> {
+        if b <= a {
+            return Vec::new();
+        }
         // Blocks of near-equal size: fewer accumulators than the schedule
         // allows in every block rather than a short last one.
-        let n = self.wo.div_ceil(self.sched.px.max(1));
-        let px = self.wo.div_ceil(n);
+        let n = (b - a).div_ceil(self.sched.px.max(1));
+        let px = (b - a).div_ceil(n);
         let mut blocks: Vec<ColBlock> = Vec::new();
-        let mut start = 0;
-        while start < self.wo {
-            let end = (start + px).min(self.wo);
+        let mut start = a;
+        while start < b {
+            let end = (start + px).min(b);
             let cols: Vec<(usize, usize)> = (start..end)
                 .map(|ox| tap_range(ox, self.sw, self.dw, self.pl, self.kw, self.w))
                 .collect();

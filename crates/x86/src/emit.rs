@@ -1029,12 +1029,19 @@ impl<'a> Gen<'a> {
     /// kernel rows; each row walks the plan's column blocks.
     fn dw_body(&mut self) {
         let p = self.p;
-        let cols = p.col_blocks();
+        let vectors = p.row_vectors();
+        let cols = match vectors {
+            Some((a, b)) => [p.col_blocks_in(0, a), p.col_blocks_in(b, p.wo)].concat(),
+            None => p.col_blocks(),
+        };
         let px_in = (p.sw * p.ci * 4) as i64;
         let px_out = (p.co * 4) as i64;
         self.rows(&mut |g| {
             g.row_taps();
             g.out_row();
+            if let Some((a, b)) = vectors {
+                g.row_vector_blocks(a, b);
+            }
             for c in &cols {
                 // Input column start*sw - pl: every tap offset is >= 0.
                 let in_off = (c.start * p.sw) as i64 * (p.ci * 4) as i64 - (p.pl * p.ci * 4) as i64;
@@ -1056,6 +1063,111 @@ impl<'a> Gen<'a> {
                 });
             }
         });
+    }
+
+    /// A one-channel depthwise row's interior columns `a..b` (see
+    /// [`Plan::row_vectors`]) in blocks of up to 8 vectors of consecutive
+    /// output pixels: per kernel row, its weights broadcast into
+    /// registers, then per tap and vector one load and one FMA. The last
+    /// block is moved back to end at `b` (recomputing a few pixels, with
+    /// the same result).
+    fn row_vector_blocks(&mut self, a: usize, b: usize) {
+        let p = self.p;
+        let lanes = p.sched.lanes;
+        let vl = (lanes * 4) as i64;
+        let nv_most = (self.regs - p.kw - 2).min(8);
+        let n = b - a;
+        let per_block = nv_most * lanes;
+        // Full blocks, a block of the whole vectors left, and the last
+        // vector moved back to end at `b` (n >= lanes: it starts at `a`
+        // or later, so it reads no border column).
+        let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
+        if n / per_block > 0 {
+            pieces.push((a, n / per_block, nv_most));
+        }
+        let rest = n % per_block;
+        if rest / lanes > 0 {
+            pieces.push((a + n / per_block * per_block, 1, rest / lanes));
+        }
+        if !rest.is_multiple_of(lanes) {
+            pieces.push((b - lanes, 1, 1));
+        }
+        for (start, count, nv) in pieces {
+            let in_off = (start as i64 - p.pl as i64) * 4;
+            self.slot_plus(Slot::SegI, Slot::InRow, in_off);
+            self.slot_plus(Slot::SegO, Slot::OutRow, start as i64 * 4);
+            self.repeat(Count::Const(count), Ctr::Slot(Slot::SegC), &mut |g| {
+                g.row_vector_block(nv);
+                g.add_imm(Ctr::Slot(Slot::SegI), nv as i64 * vl);
+                g.add_imm(Ctr::Slot(Slot::SegO), nv as i64 * vl);
+            });
+        }
+    }
+
+    /// One block of [`Gen::row_vector_blocks`]: `nv` vectors of output
+    /// pixels at `[SegO]`, their first kernel row's input at `[SegI]`.
+    fn row_vector_block(&mut self, nv: usize) {
+        let p = self.p;
+        let acc: Vec<R> = (0..nv).map(|v| self.v(v)).collect();
+        let w: Vec<R> = (0..p.kw).map(|kx| self.v(nv + kx)).collect();
+        let xs = [self.v(nv + p.kw), self.v(nv + p.kw + 1)];
+        let vl = self.vb;
+        // One channel: each tap's weight is lane 0 of its packed vector.
+        if let Some(off) = p.bias_off {
+            let m = self.at(WTS, (off * 4) as i64);
+            self.vbroadcast(acc[0], m);
+        } else {
+            self.vzero(acc[0]);
+        }
+        for &r in &acc[1..] {
+            self.vcopy(r, acc[0]);
+        }
+        self.load(IP, Slot::SegI);
+        self.load(WP, Slot::Wk0);
+        self.mul_imm(WP, vl);
+        self.add_rr(WP, WTS);
+        let in_ky = (p.dh * p.w * 4) as i64;
+        self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
+            for (kx, &wr) in w.iter().enumerate() {
+                let m = g.at(WP, kx as i64 * vl);
+                g.vbroadcast(wr, m);
+            }
+            let mut n = 0;
+            for (kx, &wr) in w.iter().enumerate() {
+                for (v, &a) in acc.iter().enumerate() {
+                    let x = xs[n % 2];
+                    n += 1;
+                    let m = g.at(IP, v as i64 * vl + (kx * p.dw * 4) as i64);
+                    g.vload(x, m);
+                    g.fma(a, x, Src::R(wr));
+                }
+            }
+            g.add_reg_imm(IP, in_ky);
+            g.add_reg_imm(WP, p.kw as i64 * vl);
+        });
+        // The epilogue's registers follow the accumulators (the weights
+        // are dead by now).
+        let (zero, six) = (self.v(nv), self.v(nv + 1));
+        if p.activation != Activation::None {
+            self.vzero(zero);
+        }
+        if p.activation == Activation::Relu6 {
+            self.vconst(six, 6.0);
+        }
+        self.load(RUN_O, Slot::SegO);
+        if p.residual {
+            self.load(RES, Slot::ResDelta);
+            self.add_rr(RES, RUN_O);
+        }
+        for (v, &a) in acc.iter().enumerate() {
+            if p.activation != Activation::None {
+                self.vmax(a, zero);
+            }
+            if p.activation == Activation::Relu6 {
+                self.vmin(a, six);
+            }
+            self.store_vector(a, v as i64 * vl);
+        }
     }
 
     /// The taps of one kernel row (`rax`, `rbx` at its input and weights).
