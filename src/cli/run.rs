@@ -68,7 +68,7 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
     };
     let output = match a.engine {
         Engine::Interp => convjit::interpret(&layer, &weights, &input, batch)?,
-        Engine::Jit => convjit::Kernel::compile_with(&layer, &weights, &a.planner.options())
+        Engine::Jit => convjit::Kernel::compile_with(&layer, &weights, &a.planner.options()?)
             .and_then(|k| k.run_alloc(&input, batch))
             .map_err(convjit::Error::from)?,
     };
