@@ -338,6 +338,9 @@ impl Kernel {
     }
 
     /// Compile with planner overrides (no fusion, threads, band height).
+    /// Unless `options.separate` is off, stages whose kernels `weights`
+    /// shows to have rank 1 are first split in two (`convjit_ir::separate`):
+    /// [`Kernel::layer`] is then the rewritten layer.
     pub fn compile_with(
         layer: &Layer,
         weights: &Weights,

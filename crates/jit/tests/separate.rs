@@ -194,3 +194,41 @@ fn sobel_bank_compiles_to_a_conv_then_a_depthwise() {
     let x = input(&l, 1, 4);
     check_with(&l, &w, &x, 1, &Options::default()).unwrap();
 }
+
+#[test]
+fn a_separated_stage_inside_a_chain_keeps_bias_activation_and_residual() {
+    let l = layer(
+        "layer m { input 9x8x4\n e: pointwise 6, bias, relu\n d: depthwise 5x5, pad same, bias, relu6\n p: pointwise 4, bias, residual }",
+    );
+    let random = Weights::random(&l, 9);
+    let mut stages = random.stages().to_vec();
+    // Every channel of `d` a different outer product.
+    let mut rng = Rng::new(10);
+    let (cols, rows) = (rng.vec(5 * 6, 1.0), rng.vec(5 * 6, 1.0));
+    for i in 0..5 {
+        for j in 0..5 {
+            for c in 0..6 {
+                stages[1].weight[(i * 5 + j) * 6 + c] = cols[i * 6 + c] * rows[j * 6 + c];
+            }
+        }
+    }
+    let w = Weights::new(&l, stages).unwrap();
+    let k = Kernel::compile(&l, &w).unwrap();
+    let names: Vec<_> = k.layer().stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["e", "d.col", "d.row", "p"]);
+    let row = &k.layer().stages[2];
+    assert_eq!(row.bias_key.as_deref(), Some("d.bias"));
+    assert_eq!(row.activation, convjit_ir::Activation::Relu6);
+    assert_eq!(k.layer().stages[1].bias_key, None);
+    for o in options() {
+        let x = input(&l, 2, 11);
+        check_with(&l, &w, &x, 2, &o).unwrap();
+    }
+    // A residual on the separated stage itself.
+    let l = layer("layer r { input 7x9x3\n d: depthwise 3x5, pad same, bias, relu, residual }");
+    let w = rank1_weights(&l, 12, 0.0);
+    assert_eq!(Kernel::compile(&l, &w).unwrap().layer().stages.len(), 2);
+    for o in options() {
+        check_with(&l, &w, &input(&l, 1, 13), 1, &o).unwrap();
+    }
+}
