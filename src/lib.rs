@@ -33,9 +33,10 @@
 
 mod error;
 
+pub use convjit_ir::separate::{Note as SeparationNote, Separated};
 pub use convjit_ir::{
-    interpret, Activation, DataError, Layer, Padding, Rng, Shape, Stage, StageKind, StageWeights,
-    Weights,
+    interpret, separate, Activation, DataError, Layer, Padding, Rng, Shape, Stage, StageKind,
+    StageWeights, Weights,
 };
 pub use convjit_jit::{
     Backend, CompileStats, Fusion, Group, Host, JitError, Kernel, LayerPlan, Options,

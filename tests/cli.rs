@@ -727,3 +727,110 @@ fn a_layer_too_wide_to_compile_is_a_clear_error_not_a_hang() {
         .status
         .success());
 }
+
+/// A Sobel dx/dy bank on a grey image, with its weights, in a fresh directory.
+fn sobel() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("s.conv");
+    std::fs::write(
+        &conv,
+        "layer sobel {\n  input 12x10x1\n  f: conv 3x3 -> 2, pad same, bias\n}\n",
+    )
+    .unwrap();
+    let (sm, d) = ([1f32, 2.0, 1.0], [-1f32, 0.0, 1.0]);
+    let mut w = Vec::new();
+    for i in 0..3 {
+        for j in 0..3 {
+            w.extend([sm[i] * d[j], d[i] * sm[j]]);
+        }
+    }
+    let weights = dir.path().join("w.npz");
+    let (wa, ba) = (
+        Array::new(vec![3, 3, 1, 2], w),
+        Array::new(vec![2], vec![0.5, -0.5]),
+    );
+    npy::write_npz(&weights, &[("f.weight", &wa), ("f.bias", &ba)]).unwrap();
+    (dir, conv, weights)
+}
+
+#[test]
+fn rank1_weights_are_planned_run_benched_and_built_separated() {
+    let (dir, conv, w) = sobel();
+    let plan = |extra: &[&str]| convjit(&[&["plan", s(&conv), "--weights", s(&w)], extra].concat());
+    let o = plan(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line =
+        "f: every output's 3x3 kernel has rank 1: run as 3x1 then 1x3 (9 -> 6 MACs per output)";
+    assert!(stdout(&o).contains(line), "{}", stdout(&o));
+    assert!(stdout(&o).contains("f.col  conv 3x1 -> 2, pad 1 1 0 0"));
+    assert!(stdout(&o).contains("f.row  depthwise 1x3, pad 0 0 1 1, bias"));
+    let o = plan(&["--no-separate"]);
+    assert!(o.status.success() && !stdout(&o).contains("rank 1") && !stdout(&o).contains("f.col"));
+    let o = plan(&["--json"]);
+    let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(j["separation"][0]["separated"], true);
+    assert_eq!(j["stages"].as_array().unwrap().len(), 2);
+    // Rank-R approximation cannot be planned: a usage error that says why.
+    let o = plan(&["--separate-rank", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("parallel"), "{}", stderr(&o));
+
+    // The separated JIT agrees with the interpreter on the original weights.
+    let input = dir.path().join("in.npy");
+    let x: Vec<f32> = (0..240)
+        .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
+        .collect();
+    npy::write_npy(&input, &[2, 12, 10, 1], &x).unwrap();
+    let mut outs = Vec::new();
+    for engine in ["jit", "interp"] {
+        let out = dir.path().join(format!("{engine}.npy"));
+        let o = convjit(&[
+            "run",
+            s(&conv),
+            "--input",
+            s(&input),
+            "--weights",
+            s(&w),
+            "--output",
+            s(&out),
+            "--engine",
+            engine,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        outs.push(npy::read_npy(&out).unwrap().data);
+    }
+    for (a, b) in outs[0].iter().zip(&outs[1]) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+
+    let o = convjit(&[
+        "bench",
+        s(&conv),
+        "--weights",
+        s(&w),
+        "--json",
+        "--seconds",
+        "0.02",
+        "--no-baselines",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let variants: Vec<&str> = j["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["variant"].as_str().unwrap())
+        .collect();
+    assert!(
+        variants.contains(&"jit") && variants.contains(&"jit-unseparated"),
+        "{variants:?}"
+    );
+    assert_eq!(j["separation"][0]["separated"], true);
+    assert!(j["results"][0]["max_abs_diff_vs_interp"].as_f64().unwrap() < 1e-4);
+
+    let obj = dir.path().join("k.o");
+    let o = convjit(&["build", s(&conv), "--weights", s(&w), "-o", s(&obj)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(line), "{}", stderr(&o));
+    assert!(obj.exists() && dir.path().join("k.h").exists());
+}

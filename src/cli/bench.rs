@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// does: load from other tenants of the machine only slows rounds down.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     rounds: u64,
+    /// The layer's weights (default: seeded random). Plans that depend on
+    /// them (rank-1 kernels separated) are what is timed; needs one layer.
+    #[arg(long, value_name = "W.npz")]
+    weights: Option<std::path::PathBuf>,
     /// Skip the (slow) interpreter.
     #[arg(long)]
     no_interp: bool,
@@ -55,8 +59,20 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
     if !(a.seconds > 0.0 && a.seconds <= 600.0) {
         return Err(Failure::Usage("--seconds must be in (0, 600]".into()));
     }
-    for layer in super::layers(&a.file, a.layer.as_deref())? {
-        let report = bench_layer(&layer, a)?;
+    let options = a.planner.options()?;
+    let layers = match &a.weights {
+        Some(_) => vec![convjit::select_layer(
+            convjit::load_layers(&a.file)?,
+            a.layer.as_deref(),
+        )?],
+        None => super::layers(&a.file, a.layer.as_deref())?,
+    };
+    for layer in layers {
+        let weights = match &a.weights {
+            Some(path) => Some(convjit::load_weights(&layer, path)?),
+            None => None,
+        };
+        let report = bench_layer(&layer, weights, &options, a)?;
         if a.json {
             println!("{report}");
         } else {
@@ -66,21 +82,32 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failure> {
+fn bench_layer(
+    layer: &Layer,
+    given: Option<Weights>,
+    options: &convjit::Options,
+    a: &BenchArgs,
+) -> Result<serde_json::Value, Failure> {
     let batch = a.batch as usize;
     let budget = Duration::from_secs_f64(a.seconds);
-    let weights = Weights::random(layer, 1);
+    let weights = given.clone().unwrap_or_else(|| Weights::random(layer, 1));
     let input = Aligned::from(&Rng::new(2).vec(layer.input.len() * batch, 1.0));
     let mut output = Aligned::zeros(layer.output().len() * batch);
 
-    let options = a.planner.options();
+    let options = options.clone();
     let kernel = Kernel::compile_with(layer, &weights, &options).map_err(convjit::Error::from)?;
+    let separation = if options.separate {
+        convjit::separate(layer, &weights).notes
+    } else {
+        Vec::new()
+    };
     let stats = kernel.compile_stats();
     // The same layer again (other weights, same code): a cache hit, which
     // looks the code up and packs the new weights.
     // The fastest of five: a single lookup is a microsecond, as long as
-    // one cache miss or page fault.
-    let other = Weights::random(layer, 3);
+    // one cache miss or page fault. (Given weights again: others might
+    // not separate as these do.)
+    let other = given.unwrap_or_else(|| Weights::random(layer, 3));
     let mut hit: Option<convjit::CompileStats> = None;
     for _ in 0..5 {
         let again = Kernel::compile_with(layer, &other, &options).map_err(convjit::Error::from)?;
@@ -110,6 +137,14 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
     let fused = kernel.plan().groups.iter().any(|g| g.last > g.first);
     let cores = convjit::Host::detect().cores;
     let mut other_options = Vec::new();
+    if kernel.layer() != layer {
+        // What separating the rank-1 stages is worth.
+        let o = convjit::Options {
+            separate: false,
+            ..options.clone()
+        };
+        other_options.push(("jit-unseparated".to_string(), o));
+    }
     if fused {
         let o = convjit::Options {
             fuse: convjit::Fusion::Never,
@@ -264,7 +299,7 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
             "lanes": kernel.plan().host.lanes,
         },
         "groups": kernel.plan().groups.iter().map(|g| json!({
-            "stages": layer.stages[g.first..=g.last].iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            "stages": kernel.layer().stages[g.first..=g.last].iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
             "band_rows": g.band_rows,
             "threads": g.threads,
         })).collect::<Vec<_>>(),
@@ -278,6 +313,11 @@ fn bench_layer(layer: &Layer, a: &BenchArgs) -> Result<serde_json::Value, Failur
         "backend": chosen.map(convjit::Backend::name),
         "backends_available": convjit::Backend::available().iter().map(|b| b.name()).collect::<Vec<_>>(),
         "notes": notes,
+        "separation": separation.iter().map(|n| json!({
+            "stage": n.stage,
+            "separated": n.separated,
+            "why": n.text,
+        })).collect::<Vec<_>>(),
         "max_abs_diff_jit_vs_interp": max_diff,
         "results": results,
     }))
@@ -366,13 +406,13 @@ fn text(r: &serde_json::Value) -> String {
         .as_u64()
         .map_or("-".into(), |b| format!("% meas. {b}-bit"));
     out += &format!(
-        "  {:<14} {:>12} {:>9} {:>16} {:>16} {:>16}\n",
+        "  {:<16} {:>12} {:>9} {:>16} {:>16} {:>16}\n",
         "variant", "median us", "GFLOP/s", "% 128-bit peak", "% meas. 128-bit", widest
     );
     let pct = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |p| format!("{p:.1}%"));
     for v in r["results"].as_array().into_iter().flatten() {
         out += &format!(
-            "  {:<14} {:>12.2} {:>9.2} {:>15.1}% {:>16} {:>16}\n",
+            "  {:<16} {:>12.2} {:>9.2} {:>15.1}% {:>16} {:>16}\n",
             v["variant"].as_str().unwrap_or(""),
             v["median_us"].as_f64().unwrap_or(0.0),
             v["gflops"].as_f64().unwrap_or(0.0),
@@ -383,6 +423,13 @@ fn text(r: &serde_json::Value) -> String {
     }
     if let Some(d) = r["max_abs_diff_jit_vs_interp"].as_f64() {
         out += &format!("  max |jit - interp| = {d:.3e}\n");
+    }
+    for n in r["separation"].as_array().into_iter().flatten() {
+        out += &format!(
+            "  {}: {}\n",
+            n["stage"].as_str().unwrap_or(""),
+            n["why"].as_str().unwrap_or("")
+        );
     }
     if let Some(b) = r["backend"].as_str() {
         out += &format!("  jit's code generator: {b}\n");

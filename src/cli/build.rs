@@ -37,6 +37,10 @@ pub struct BuildArgs {
     /// has), cranelift, avx2, avx512 (x86_64 only).
     #[arg(long, default_value = "auto", value_parser = super::parse_backend)]
     backend: convjit::Backend,
+    /// With --weights: whether stages whose kernels have rank 1 are built
+    /// as Khx1 then 1xKw.
+    #[command(flatten)]
+    separate: super::SeparateArgs,
 }
 
 fn parse_cpu(s: &str) -> Result<Cpu, String> {
@@ -52,9 +56,19 @@ enum EmitKind {
 
 pub fn build(a: &BuildArgs) -> Result<(), Failure> {
     let layer = convjit::select_layer(convjit::load_layers(&a.file)?, a.layer.as_deref())?;
-    let weights = match &a.weights {
-        Some(path) => Some(convjit::load_weights(&layer, path)?),
-        None => None,
+    a.separate.separate()?;
+    // Baked weights are known now: rank-1 stages are built separated.
+    let (layer, weights) = match &a.weights {
+        Some(path) => {
+            let s = a
+                .separate
+                .apply(&layer, &convjit::load_weights(&layer, path)?)?;
+            for n in s.notes.iter().filter(|n| n.separated) {
+                eprintln!("note: {}: {}", n.stage, n.text);
+            }
+            (s.layer, Some(s.weights))
+        }
+        None => (layer, None),
     };
     let emit = match a.emit {
         EmitKind::Obj => Emit::Object,

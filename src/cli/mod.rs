@@ -42,6 +42,10 @@ enum Command {
         /// One JSON object per layer, one per line.
         #[arg(long)]
         json: bool,
+        /// The layer's weights: a stage whose kernels they show to have
+        /// rank 1 is planned as two 1-D stages (needs one layer: --layer).
+        #[arg(long, value_name = "W.npz")]
+        weights: Option<PathBuf>,
         #[command(flatten)]
         planner: PlannerArgs,
     },
@@ -68,8 +72,11 @@ pub fn main() -> ExitCode {
             file,
             layer,
             json,
+            weights,
             planner,
-        } => plan::plan(&file, layer.as_deref(), json, &planner.options()),
+        } => planner
+            .options()
+            .and_then(|o| plan::plan(&file, layer.as_deref(), weights.as_deref(), json, &o)),
         Command::Run(args) => run::run(&args),
         Command::Build(args) => build::build(&args),
         Command::Bench(args) => bench::bench(&args),
@@ -101,6 +108,52 @@ pub struct PlannerArgs {
     /// The code generator: auto (the widest the CPU runs), cranelift, avx2, avx512.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: convjit::Backend,
+    #[command(flatten)]
+    separate: SeparateArgs,
+}
+
+/// Whether kernels of rank 1 found in the weights run as two 1-D stages.
+#[derive(clap::Args, Clone)]
+pub struct SeparateArgs {
+    /// Run every stage whole, even where its kernels have rank 1 (by
+    /// default, with weights given, such a stage runs as Khx1 then 1xKw).
+    #[arg(long)]
+    no_separate: bool,
+    /// Approximate every kernel by its best rank-R sum: not supported (see
+    /// the README): the plan is a chain of stages, without parallel branches.
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
+    separate_rank: Option<u32>,
+}
+
+impl SeparateArgs {
+    /// Whether to separate; `--separate-rank` is refused (status 2).
+    pub fn separate(&self) -> Result<bool, Failure> {
+        if let Some(r) = self.separate_rank {
+            return Err(Failure::Usage(format!(
+                "--separate-rank {r}: rank-R approximation needs R parallel Kx1 -> 1xK branches, \
+                 which a plan (a chain of stages) cannot express; exact rank-1 separation is \
+                 on by default (--no-separate turns it off)"
+            )));
+        }
+        Ok(!self.no_separate)
+    }
+
+    /// `layer` and `weights` with rank-1 stages separated, when asked.
+    pub fn apply(
+        &self,
+        layer: &convjit::Layer,
+        weights: &convjit::Weights,
+    ) -> Result<convjit::Separated, Failure> {
+        Ok(if self.separate()? {
+            convjit::separate(layer, weights)
+        } else {
+            convjit::Separated {
+                layer: layer.clone(),
+                weights: weights.clone(),
+                notes: Vec::new(),
+            }
+        })
+    }
 }
 
 fn parse_backend(s: &str) -> Result<convjit::Backend, String> {
@@ -109,8 +162,8 @@ fn parse_backend(s: &str) -> Result<convjit::Backend, String> {
 }
 
 impl PlannerArgs {
-    pub fn options(&self) -> convjit::Options {
-        convjit::Options {
+    pub fn options(&self) -> Result<convjit::Options, Failure> {
+        Ok(convjit::Options {
             fuse: if self.no_fuse {
                 convjit::Fusion::Never
             } else if self.fuse_all {
@@ -121,8 +174,9 @@ impl PlannerArgs {
             threads: self.threads as usize,
             band_rows: self.band_rows.map(|b| b as usize),
             backend: self.backend,
+            separate: self.separate.separate()?,
             ..convjit::Options::default()
-        }
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::Path;
 pub fn plan(
     file: &Path,
     layer: Option<&str>,
+    weights: Option<&Path>,
     as_json: bool,
     options: &Options,
 ) -> Result<(), Failure> {
@@ -16,15 +17,43 @@ pub fn plan(
         .backend
         .resolve()
         .map_err(|m| Failure::Input(convjit::JitError::Unsupported(m).into()))?;
-    for (i, l) in super::layers(file, layer)?.iter().enumerate() {
-        let p = convjit::plan_layer(l, options);
+    let layers = match weights {
+        // Weights belong to one layer: it must be named, or be the only one.
+        Some(_) => vec![convjit::select_layer(convjit::load_layers(file)?, layer)?],
+        None => super::layers(file, layer)?,
+    };
+    for (i, l) in layers.iter().enumerate() {
+        // With weights, what the JIT compiles: the layer with its rank-1
+        // stages separated (unless --no-separate).
+        let (l, notes) = match weights {
+            Some(path) => {
+                let w = convjit::load_weights(l, path)?;
+                let s = if options.separate {
+                    convjit::separate(l, &w)
+                } else {
+                    convjit::Separated {
+                        layer: l.clone(),
+                        weights: w,
+                        notes: Vec::new(),
+                    }
+                };
+                (s.layer, s.notes)
+            }
+            None => (l.clone(), Vec::new()),
+        };
+        let p = convjit::plan_layer(&l, options);
         if as_json {
-            println!("{}", to_json(l, &p));
+            let mut j = to_json(&l, &p);
+            j["separation"] = notes
+                .iter()
+                .map(|n| json!({"stage": n.stage, "separated": n.separated, "why": n.text}))
+                .collect();
+            println!("{j}");
         } else {
             if i > 0 {
                 println!();
             }
-            print!("{}", to_text(l, &p));
+            print!("{}", to_text(&l, &p, &notes));
         }
     }
     Ok(())
@@ -57,13 +86,16 @@ pub fn describe(s: &Stage) -> String {
     parts.join(", ")
 }
 
-fn to_text(l: &Layer, p: &LayerPlan) -> String {
+fn to_text(l: &Layer, p: &LayerPlan, notes: &[convjit::SeparationNote]) -> String {
     let mut out = format!(
         "layer {}: input {} -> output {}\n",
         l.name,
         l.input,
         l.output()
     );
+    for n in notes {
+        out += &format!("  {}: {}\n", n.stage, n.text);
+    }
     let rows: Vec<[String; 5]> = l
         .stages
         .iter()

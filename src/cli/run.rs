@@ -44,6 +44,8 @@ enum Engine {
 
 pub fn run(a: &RunArgs) -> Result<(), Failure> {
     let layer = convjit::select_layer(convjit::load_layers(&a.file)?, a.layer.as_deref())?;
+    // Usage errors (--separate-rank) whatever the engine.
+    let options = a.planner.options()?;
     let weights = match &a.weights {
         Some(path) => convjit::load_weights(&layer, path)?,
         None => {
@@ -68,7 +70,7 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
     };
     let output = match a.engine {
         Engine::Interp => convjit::interpret(&layer, &weights, &input, batch)?,
-        Engine::Jit => convjit::Kernel::compile_with(&layer, &weights, &a.planner.options())
+        Engine::Jit => convjit::Kernel::compile_with(&layer, &weights, &options)
             .and_then(|k| k.run_alloc(&input, batch))
             .map_err(convjit::Error::from)?,
     };

@@ -10,6 +10,7 @@ mod error;
 mod interp;
 mod layer;
 mod random;
+pub mod separate;
 mod validate;
 mod weights;
 
@@ -17,6 +18,7 @@ pub use error::DataError;
 pub use interp::{interpret, interpret_stage, magnitude};
 pub use layer::{Activation, Layer, Padding, Shape, Stage, StageKind, MAX_DIM, MAX_TENSOR_ELEMS};
 pub use random::Rng;
+pub use separate::{separate, Separated};
 pub use validate::{check_layer, lower};
 pub use weights::{StageWeights, Weights};
 

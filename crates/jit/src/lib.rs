@@ -338,6 +338,9 @@ impl Kernel {
     }
 
     /// Compile with planner overrides (no fusion, threads, band height).
+    /// Unless `options.separate` is off, stages whose kernels `weights`
+    /// shows to have rank 1 are first split in two (`convjit_ir::separate`):
+    /// [`Kernel::layer`] is then the rewritten layer.
     pub fn compile_with(
         layer: &Layer,
         weights: &Weights,
@@ -348,14 +351,28 @@ impl Kernel {
         convjit_ir::check_layer(layer)?;
         weights.check(layer)?;
         let start = Instant::now();
-        // `Auto` and the generator it stands for share cache entries.
+        // Kernels of rank 1 run as two 1-D stages: the code is that of the
+        // rewritten layer, cached by its stages.
+        let separated = options
+            .separate
+            .then(|| convjit_ir::separate(layer, weights));
+        let (layer, weights) = match &separated {
+            Some(s) if s.changed() => (&s.layer, &s.weights),
+            _ => (layer, weights),
+        };
+        // `Auto` and the generator it stands for share cache entries, and
+        // so do layers compiled with and without `separate` (the stages
+        // say which ran).
         let options = &Options {
             backend: options.backend.resolve().map_err(JitError::Unsupported)?,
             ..options.clone()
         };
         let key = Key {
             stages: layer.stages.iter().map(StageShape::of).collect(),
-            options: options.clone(),
+            options: Options {
+                separate: true,
+                ..options.clone()
+            },
         };
         let hit = cache()
             .lock()
@@ -404,6 +421,8 @@ impl Kernel {
         })
     }
 
+    /// The layer this kernel runs: the one compiled, or its rewrite with
+    /// rank-1 stages separated (`Options::separate`); same input and output.
     pub fn layer(&self) -> &Layer {
         &self.layer
     }

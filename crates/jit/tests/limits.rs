@@ -27,6 +27,7 @@ fn check_everywhere(src: &str) {
                 threads: 2,
                 band_rows: Some(1),
                 min_thread_macs: 0,
+                ..Options::default()
             },
         ] {
             if let Err(e) = common::check_with(&l, &w, &x, 2, &options) {

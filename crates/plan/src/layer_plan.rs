@@ -90,6 +90,10 @@ pub struct Options {
     pub min_thread_macs: u64,
     /// The code generator (`Auto`: the widest the host runs).
     pub backend: Backend,
+    /// With weights known at compile time, run a stage whose kernels all
+    /// have rank 1 as a `Khx1` then a `1xKw` stage
+    /// (`convjit_ir::separate`; a rewrite of the layer before planning).
+    pub separate: bool,
 }
 
 impl Default for Options {
@@ -100,6 +104,7 @@ impl Default for Options {
             band_rows: None,
             min_thread_macs: MIN_MACS_PER_THREAD,
             backend: Backend::Auto,
+            separate: true,
         }
     }
 }

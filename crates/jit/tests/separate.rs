@@ -1,0 +1,234 @@
+//! Spatial separability found in the weights (`Options::separate`): random
+//! rank-1 kernels are run as two 1-D stages and match the interpreter on
+//! the original weights, through every generator; near-rank-1 kernels are
+//! run whole.
+
+mod common;
+
+use common::{check_with, input, layer};
+use convjit_ir::{Layer, Rng, StageKind, StageWeights, Weights};
+use convjit_jit::{Backend, Kernel, Options};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+struct Case {
+    src: String,
+    seed: u64,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        (any::<bool>(), 1usize..5, 1usize..4, 1usize..6),
+        (
+            2usize..8,
+            2usize..8,
+            1usize..3,
+            1usize..3,
+            1usize..3,
+            1usize..3,
+        ),
+        (0u8..3, (0usize..3, 0usize..3, 0usize..3, 0usize..3)),
+        (any::<bool>(), 0u8..3, any::<u64>(), 3usize..20, 3usize..20),
+    )
+        .prop_map(
+            |((dw, c, m, cout), (kh, kw, sh, sw, dh, dwl), (pad, p), (bias, act, seed, h, w))| {
+                let op = if dw {
+                    format!("depthwise {kh}x{kw}, multiplier {m}")
+                } else {
+                    format!("conv {kh}x{kw} -> {cout}")
+                };
+                let c = if dw { c } else { 1 };
+                let pad = match pad {
+                    0 => "pad same".to_string(),
+                    1 => "pad valid".to_string(),
+                    _ => format!("pad {} {} {} {}", p.0, p.1, p.2, p.3),
+                };
+                let mut opts = vec![
+                    op,
+                    format!("stride {sh}x{sw}"),
+                    format!("dilation {dh}x{dwl}"),
+                    pad,
+                ];
+                if bias {
+                    opts.push("bias".into());
+                }
+                match act {
+                    1 => opts.push("relu".into()),
+                    2 => opts.push("relu6".into()),
+                    _ => {}
+                }
+                Case {
+                    src: format!("layer r {{ input {h}x{w}x{c}\n f: {} }}", opts.join(", ")),
+                    seed,
+                }
+            },
+        )
+}
+
+/// Weights whose every kernel is an outer product of random factors
+/// (`noise` > 0: one tap of each kernel then off by that much of its largest).
+fn rank1_weights(l: &Layer, seed: u64, noise: f32) -> Weights {
+    let s = &l.stages[0];
+    let [kh, kw] = s.kernel;
+    let n = s.output.c;
+    let mut rng = Rng::new(seed);
+    let (cols, rows) = (rng.vec(kh * n, 1.0), rng.vec(kw * n, 1.0));
+    let mut w = vec![0f32; kh * kw * n];
+    for i in 0..kh {
+        for j in 0..kw {
+            for o in 0..n {
+                w[(i * kw + j) * n + o] = cols[i * n + o] * rows[j * n + o];
+            }
+        }
+    }
+    if noise > 0.0 {
+        for o in 0..n {
+            let max = (0..kh * kw)
+                .map(|t| w[t * n + o].abs())
+                .fold(0f32, f32::max);
+            let t = (o * 7) % (kh * kw);
+            w[t * n + o] += noise * max.max(1e-3);
+        }
+    }
+    let bias = s.bias_key.as_ref().map(|_| rng.vec(n, 0.5));
+    Weights::new(l, vec![StageWeights { weight: w, bias }]).unwrap()
+}
+
+/// Each generator the host runs, one and two threads.
+fn options() -> Vec<Options> {
+    Backend::available()
+        .into_iter()
+        .flat_map(|backend| {
+            [1, 2].map(|threads| Options {
+                backend,
+                threads,
+                min_thread_macs: 0,
+                ..Options::default()
+            })
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, max_global_rejects: 10_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn rank1_kernels_run_separated_and_match(c in case()) {
+        let parsed = convjit_ir::compile_source(&c.src);
+        prop_assume!(parsed.is_ok());
+        let l = parsed.unwrap().remove(0);
+        let w = rank1_weights(&l, c.seed, 0.0);
+        let s = &l.stages[0];
+        // Kh taps on every input column of the output rows, then Kw per output.
+        let (o, n) = (s.output, s.output.c as u64);
+        let split = (o.h * l.input.w) as u64 * n * s.kernel[0] as u64
+            + (o.h * o.w) as u64 * n * s.kernel[1] as u64;
+        let saves = split < s.macs();
+        let x = input(&l, 2, c.seed ^ 1);
+        for o in options() {
+            let k = Kernel::compile_with(&l, &w, &o).unwrap();
+            if saves {
+                let [a, b] = &k.layer().stages[..] else {
+                    panic!("{}: not separated", c.src)
+                };
+                prop_assert_eq!((a.kernel, b.kernel), ([s.kernel[0], 1], [1, s.kernel[1]]));
+                prop_assert_eq!(b.kind, StageKind::Depthwise { multiplier: 1 });
+            }
+            if let Err(e) = check_with(&l, &w, &x, 2, &o) {
+                panic!("{}\n{e}", c.src);
+            }
+        }
+        // Turned off, the layer runs whole.
+        let off = Options { separate: false, ..Options::default() };
+        let whole = Kernel::compile_with(&l, &w, &off).unwrap();
+        prop_assert_eq!(whole.layer(), &l);
+    }
+
+    #[test]
+    fn near_rank1_kernels_run_whole(c in case(), noise in prop_oneof![Just(1e-3f32), Just(1e-5)]) {
+        let parsed = convjit_ir::compile_source(&c.src);
+        prop_assume!(parsed.is_ok());
+        let l = parsed.unwrap().remove(0);
+        let w = rank1_weights(&l, c.seed, noise);
+        let k = Kernel::compile(&l, &w).unwrap();
+        prop_assert_eq!(k.layer(), &l, "{} separated at noise {}", c.src, noise);
+        let x = input(&l, 1, c.seed ^ 2);
+        if let Err(e) = check_with(&l, &w, &x, 1, &Options::default()) {
+            panic!("{}\n{e}", c.src);
+        }
+    }
+}
+
+#[test]
+fn sobel_bank_compiles_to_a_conv_then_a_depthwise() {
+    let l = layer("layer s { input 9x11x1\n f: conv 3x3 -> 2, pad same, bias }");
+    let (sm, d) = ([1f32, 2.0, 1.0], [-1f32, 0.0, 1.0]);
+    let mut w = Vec::new();
+    for i in 0..3 {
+        for j in 0..3 {
+            w.extend([sm[i] * d[j], d[i] * sm[j]]);
+        }
+    }
+    let w = Weights::new(
+        &l,
+        vec![StageWeights {
+            weight: w,
+            bias: Some(vec![0.5, -0.5]),
+        }],
+    )
+    .unwrap();
+    let k = Kernel::compile(&l, &w).unwrap();
+    let kinds: Vec<_> = k
+        .layer()
+        .stages
+        .iter()
+        .map(|s| (s.kind, s.kernel))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (StageKind::Conv { cout: 2 }, [3, 1]),
+            (StageKind::Depthwise { multiplier: 1 }, [1, 3])
+        ]
+    );
+    let x = input(&l, 1, 4);
+    check_with(&l, &w, &x, 1, &Options::default()).unwrap();
+}
+
+#[test]
+fn a_separated_stage_inside_a_chain_keeps_bias_activation_and_residual() {
+    let l = layer(
+        "layer m { input 9x8x4\n e: pointwise 6, bias, relu\n d: depthwise 5x5, pad same, bias, relu6\n p: pointwise 4, bias, residual }",
+    );
+    let random = Weights::random(&l, 9);
+    let mut stages = random.stages().to_vec();
+    // Every channel of `d` a different outer product.
+    let mut rng = Rng::new(10);
+    let (cols, rows) = (rng.vec(5 * 6, 1.0), rng.vec(5 * 6, 1.0));
+    for i in 0..5 {
+        for j in 0..5 {
+            for c in 0..6 {
+                stages[1].weight[(i * 5 + j) * 6 + c] = cols[i * 6 + c] * rows[j * 6 + c];
+            }
+        }
+    }
+    let w = Weights::new(&l, stages).unwrap();
+    let k = Kernel::compile(&l, &w).unwrap();
+    let names: Vec<_> = k.layer().stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["e", "d.col", "d.row", "p"]);
+    let row = &k.layer().stages[2];
+    assert_eq!(row.bias_key.as_deref(), Some("d.bias"));
+    assert_eq!(row.activation, convjit_ir::Activation::Relu6);
+    assert_eq!(k.layer().stages[1].bias_key, None);
+    for o in options() {
+        let x = input(&l, 2, 11);
+        check_with(&l, &w, &x, 2, &o).unwrap();
+    }
+    // A residual on the separated stage itself.
+    let l = layer("layer r { input 7x9x3\n d: depthwise 3x5, pad same, bias, relu, residual }");
+    let w = rank1_weights(&l, 12, 0.0);
+    assert_eq!(Kernel::compile(&l, &w).unwrap().layer().stages.len(), 2);
+    for o in options() {
+        check_with(&l, &w, &input(&l, 1, 13), 1, &o).unwrap();
+    }
+}
