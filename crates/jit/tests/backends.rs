@@ -44,6 +44,15 @@ const LAYERS: &[&str] = &[
     "layer a { input 9x33x1\n d: depthwise 3x3, stride 2x1, pad same, bias }",
     "layer a { input 8x300x1\n d: depthwise 7x7, pad same, bias }",
     "layer a { input 5x24x1\n d: depthwise 3x21, pad same, bias }",
+    // A few channels: vectors along the row with per-phase weights.
+    "layer a { input 9x40x3\n d: depthwise 3x3, pad same, bias, relu6 }",
+    "layer a { input 6x101x3\n d: depthwise 5x5, pad same, residual }",
+    "layer a { input 7x64x2\n d: depthwise 3x7, dilation 1x2, pad 1 1 6 3, bias }",
+    "layer a { input 5x37x5\n d: depthwise 3x3, pad same, relu }",
+    "layer a { input 5x29x7\n d: depthwise 1x3, pad valid, bias }",
+    "layer a { input 6x50x6\n d: depthwise 3x3, pad same, bias }",
+    "layer a { input 4x70x12\n d: depthwise 2x2, pad same }",
+    "layer a { input 5x20x3\n d: depthwise 3x9, pad same, bias }",
 ];
 
 #[test]

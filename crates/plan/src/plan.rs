@@ -616,6 +616,11 @@ pub struct Plan {
     pub runs: Vec<Run>,
     /// Float offset of the packed bias, if any; total packed floats.
     pub bias_off: Option<usize>,
+    /// Few-channel depthwise rows as vectors along the row (see
+    /// [`Plan::row_vectors`]), 2 or more channels: float offset of their
+    /// weights `[tap][phase][lane]` (lane `l` of phase `r` holds channel
+    /// `(r + l) % C`), then of their bias `[phase][lane]`.
+    pub row_weights_off: Option<usize>,
     pub packed_len: usize,
     pub activation: Activation,
     pub residual: bool,
@@ -851,7 +856,18 @@ pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
     let g_bias = units_per_group * vb;
     let w_floats = groups * g_w / 4;
     let bias_off = stage.bias_key.as_ref().map(|_| w_floats);
-    let packed_len = w_floats + bias_off.map_or(0, |_| groups * g_bias / 4);
+    let mut packed_len = w_floats + bias_off.map_or(0, |_| groups * g_bias / 4);
+    let row_weights_off = (strategy == Strategy::DwChannels
+        && target.direct()
+        && sw == 1
+        && co == ci
+        && (2..lanes).contains(&ci)
+        && row_block_vectors(ci, target) > 0)
+        .then(|| {
+            let off = packed_len;
+            packed_len += (taps + usize::from(bias_off.is_some())) * ci * lanes;
+            off
+        });
     Plan {
         target: *target,
         sched,
@@ -882,10 +898,28 @@ pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
         g_o,
         runs,
         bias_off,
+        row_weights_off,
         packed_len,
         activation: stage.activation,
         residual: stage.residual,
     }
+}
+
+/// Vectors per block of a few-channel depthwise row (`c` channels, see
+/// [`Plan::row_vectors`]): a multiple of the vectors after which the
+/// channel pattern repeats (`c / gcd(c, lanes)`), so every repetition of
+/// a block reads the same phases of the weights; 0 where that many
+/// accumulators do not fit.
+pub fn row_block_vectors(c: usize, t: &Target) -> usize {
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let period = c / gcd(c, t.lanes);
+    let most = (t.vector_registers - 4).min(12);
+    most / period * period
 }
 
 /// `count` consecutive register blocks of output columns starting at
@@ -930,18 +964,20 @@ impl Plan {
     /// for strided columns.
     pub fn row_vectors(&self) -> Option<(usize, usize)> {
         let one = self.strategy == Strategy::DwChannels && self.ci == 1 && self.co == 1;
-        if !(one && self.target.direct() && self.sw == 1) {
-            return None;
-        }
-        // Weights of a kernel row in registers beside at least 2 accumulators.
-        if self.kw + 6 > self.target.vector_registers {
+        // One channel: a kernel row's weights in registers beside at least
+        // 2 accumulators; more: their own packed weights.
+        let one = one
+            && self.target.direct()
+            && self.sw == 1
+            && self.kw + 6 <= self.target.vector_registers;
+        if !one && self.row_weights_off.is_none() {
             return None;
         }
         let full =
             |ox: usize| tap_range(ox, self.sw, self.dw, self.pl, self.kw, self.w) == (0, self.kw);
         let a = (0..self.wo).find(|&ox| full(ox))?;
         let b = (a..self.wo).find(|&ox| !full(ox)).unwrap_or(self.wo);
-        (b - a >= self.sched.lanes).then_some((a, b))
+        ((b - a) * self.ci >= self.sched.lanes).then_some((a, b))
     }
 
     /// [`Plan::col_blocks`] of the output columns `a..b`.
@@ -1027,6 +1063,23 @@ pub fn pack(plan: &Plan, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
 pub fn pack_into(plan: &Plan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let cpt = plan.ci_per_tap;
     let lanes = plan.sched.lanes;
+    if let Some(off) = plan.row_weights_off {
+        let (c, taps) = (plan.ci, plan.kh * plan.kw);
+        for t in 0..taps {
+            for r in 0..c {
+                for l in 0..lanes {
+                    out[off + (t * c + r) * lanes + l] = weight[t * c + (r + l) % c];
+                }
+            }
+        }
+        if let Some(b) = bias {
+            for r in 0..c {
+                for l in 0..lanes {
+                    out[off + (taps * c + r) * lanes + l] = b[(r + l) % c];
+                }
+            }
+        }
+    }
     // Every register block: where its weights start, the f32s per
     // (tap, channel) step, and its lanes as (lane offset, output channel).
     struct Block {

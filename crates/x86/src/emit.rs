@@ -1075,7 +1075,13 @@ impl<'a> Gen<'a> {
         let p = self.p;
         let lanes = p.sched.lanes;
         let vl = (lanes * 4) as i64;
-        let nv_most = (self.regs - p.kw - 2).min(8);
+        // The row as floats (pixels x channels, interleaved).
+        let (a, b) = (a * p.ci, b * p.ci);
+        let nv_most = if p.ci == 1 {
+            (self.regs - p.kw - 2).min(8)
+        } else {
+            convjit_plan::plan::row_block_vectors(p.ci, &p.target)
+        };
         let n = b - a;
         let per_block = nv_most * lanes;
         // Full blocks, a block of the whole vectors left, and the last
@@ -1093,11 +1099,18 @@ impl<'a> Gen<'a> {
             pieces.push((b - lanes, 1, 1));
         }
         for (start, count, nv) in pieces {
-            let in_off = (start as i64 - p.pl as i64) * 4;
+            let in_off = (start as i64 - (p.pl * p.ci) as i64) * 4;
             self.slot_plus(Slot::SegI, Slot::InRow, in_off);
             self.slot_plus(Slot::SegO, Slot::OutRow, start as i64 * 4);
+            // Channel of lane 0 of each vector: the same in every
+            // repetition (a block is a whole number of channel periods).
+            let phases: Vec<usize> = (0..nv).map(|v| (start + v * lanes) % p.ci).collect();
             self.repeat(Count::Const(count), Ctr::Slot(Slot::SegC), &mut |g| {
-                g.row_vector_block(nv);
+                if p.ci == 1 {
+                    g.row_vector_block(nv);
+                } else {
+                    g.row_channels_block(&phases);
+                }
                 g.add_imm(Ctr::Slot(Slot::SegI), nv as i64 * vl);
                 g.add_imm(Ctr::Slot(Slot::SegO), nv as i64 * vl);
             });
@@ -1148,6 +1161,69 @@ impl<'a> Gen<'a> {
         // The epilogue's registers follow the accumulators (the weights
         // are dead by now).
         let (zero, six) = (self.v(nv), self.v(nv + 1));
+        if p.activation != Activation::None {
+            self.vzero(zero);
+        }
+        if p.activation == Activation::Relu6 {
+            self.vconst(six, 6.0);
+        }
+        self.load(RUN_O, Slot::SegO);
+        if p.residual {
+            self.load(RES, Slot::ResDelta);
+            self.add_rr(RES, RUN_O);
+        }
+        for (v, &a) in acc.iter().enumerate() {
+            if p.activation != Activation::None {
+                self.vmax(a, zero);
+            }
+            if p.activation == Activation::Relu6 {
+                self.vmin(a, six);
+            }
+            self.store_vector(a, v as i64 * vl);
+        }
+    }
+
+    /// [`Gen::row_vector_block`] for 2 or more channels: vector `v`'s lane
+    /// 0 holds channel `phases[v]`, and its weights and bias are the
+    /// plan's row weights of that phase, read as memory operands.
+    fn row_channels_block(&mut self, phases: &[usize]) {
+        let p = self.p;
+        let (c, lanes) = (p.ci, p.sched.lanes);
+        let off = p.row_weights_off.expect("few-channel row weights") as i64 * 4;
+        let vl = self.vb;
+        let taps = (p.kh * p.kw) as i64;
+        let acc: Vec<R> = (0..phases.len()).map(|v| self.v(v)).collect();
+        let xs = [self.v(acc.len()), self.v(acc.len() + 1)];
+        for (&a, &r) in acc.iter().zip(phases) {
+            if p.bias_off.is_some() {
+                let m = self.at(WTS, off + (taps * c as i64 + r as i64) * vl);
+                self.vload(a, m);
+            } else {
+                self.vzero(a);
+            }
+        }
+        self.load(IP, Slot::SegI);
+        self.load(WP, Slot::Wk0);
+        self.mul_imm(WP, c as i64 * vl);
+        self.add_rr(WP, WTS);
+        self.add_reg_imm(WP, off);
+        let in_ky = (p.dh * p.w * c * 4) as i64;
+        self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
+            let mut n = 0;
+            for kx in 0..p.kw {
+                for (v, (&a, &r)) in acc.iter().zip(phases).enumerate() {
+                    let x = xs[n % 2];
+                    n += 1;
+                    let m = g.at(IP, (v * lanes + kx * p.dw * c) as i64 * 4);
+                    g.vload(x, m);
+                    let m = g.at(WP, (kx * c + r) as i64 * vl);
+                    g.fma(a, x, Src::M(m));
+                }
+            }
+            g.add_reg_imm(IP, in_ky);
+            g.add_reg_imm(WP, (p.kw * c) as i64 * vl);
+        });
+        let (zero, six) = (self.v(acc.len()), self.v(acc.len() + 1));
         if p.activation != Activation::None {
             self.vzero(zero);
         }
