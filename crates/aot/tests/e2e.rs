@@ -59,6 +59,18 @@ const CASES: &[(&str, &str, usize)] = &[
         "input 9x8x4\n s: conv 3x3 -> 10, pad valid, separable depthwise, multiplier 2, bias, relu",
         2,
     ),
+    // Few channels, wide rows: the x86 generators run the interior
+    // columns as vectors along the row, with weights packed per phase.
+    (
+        "dw_rgb_row",
+        "input 5x40x3\n d: depthwise 3x5, pad same, bias, relu6",
+        2,
+    ),
+    (
+        "dw_grey_row",
+        "input 6x37x1\n d: depthwise 3x3, pad same, bias",
+        2,
+    ),
     (
         "four",
         "input 10x10x3\n a: conv 3x3 -> 8, stride 2, pad same, relu\n \
