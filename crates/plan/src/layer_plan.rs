@@ -51,6 +51,13 @@ impl Host {
     }
 }
 
+/// This machine's L2 per core ([`Host::detect`]'s), read once: what the
+/// stage schedules' working sets are measured against.
+pub fn host_l2_bytes() -> usize {
+    static L2: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *L2.get_or_init(|| Host::detect().l2_bytes)
+}
+
 /// `"32K"`, `"2048K"`, `"1M"` in bytes.
 fn parse_size(s: &str) -> Option<usize> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
