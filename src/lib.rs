@@ -32,10 +32,11 @@
 //! ```
 
 mod error;
+pub mod verify;
 
 pub use convjit_ir::{
-    interpret, Activation, DataError, Layer, Padding, Rng, Shape, Stage, StageKind, StageWeights,
-    Weights,
+    compare, interpret, Activation, Comparison, DataError, Layer, Padding, Rng, Shape, Stage,
+    StageKind, StageWeights, Weights,
 };
 pub use convjit_jit::{
     Backend, CompileStats, Fusion, Group, Host, JitError, Kernel, LayerPlan, Options,

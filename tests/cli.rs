@@ -727,3 +727,63 @@ fn a_layer_too_wide_to_compile_is_a_clear_error_not_a_hang() {
         .status
         .success());
 }
+
+#[test]
+fn verify_checks_every_generator_of_every_layer() {
+    let o = convjit(&["verify", "examples/textbook.conv"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let backends = convjit::Backend::available();
+    for layer in ["textbook_standard", "textbook_separable"] {
+        assert!(text.contains(&format!("layer {layer}:")), "{text}");
+    }
+    for b in &backends {
+        let lines = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with(&format!("{} ", b.name())))
+            .collect::<Vec<_>>();
+        assert_eq!(lines.len(), 2, "{b}: {text}");
+        assert!(lines.iter().all(|l| l.contains(" PASS ")), "{text}");
+        assert!(lines.iter().all(|l| l.contains("tolerance")), "{text}");
+    }
+    let last = text.lines().last().unwrap();
+    assert_eq!(
+        last,
+        format!(
+            "{} kernels checked, 0 failed (2 layers)",
+            2 * backends.len()
+        )
+    );
+
+    // One generator, one layer, given weights.
+    let f = fixture();
+    let o = convjit(&[
+        "verify",
+        s(&f.conv),
+        "--weights",
+        s(&f.weights),
+        "--backend",
+        "cranelift",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("  cranelift  PASS"), "{}", stdout(&o));
+    assert!(stdout(&o).ends_with("1 kernels checked, 0 failed (1 layers)\n"));
+
+    // Weights that do not fit, an unknown generator, one the host lacks.
+    let o = convjit(&[
+        "verify",
+        "examples/textbook.conv",
+        "--layer",
+        "textbook_standard",
+        "--weights",
+        s(&f.weights),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = convjit(&["verify", "examples/textbook.conv", "--backend", "neon"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    if !convjit::Backend::Avx512.host_has() {
+        let o = convjit(&["verify", "examples/textbook.conv", "--backend", "avx512"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("AVX-512"), "{}", stderr(&o));
+    }
+}

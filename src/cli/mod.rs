@@ -6,6 +6,7 @@ mod build;
 mod check;
 mod plan;
 mod run;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ enum Command {
     Build(build::BuildArgs),
     /// Time the generated kernel against the interpreter (GFLOP/s, compile time).
     Bench(bench::BenchArgs),
+    /// Check every generated kernel against the interpreter on seeded
+    /// random data: worst error, tolerance, PASS/FAIL per generator.
+    Verify(verify::VerifyArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -73,9 +77,11 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Build(args) => build::build(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Verify(args) => verify::verify(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Quiet(status)) => ExitCode::from(status),
         Err(e) => {
             eprintln!("{}", e.render());
             ExitCode::from(e.status())
@@ -130,6 +136,8 @@ impl PlannerArgs {
 pub enum Failure {
     Input(convjit::Error),
     Usage(String),
+    /// Already reported on stdout (a check that failed): only the status.
+    Quiet(u8),
 }
 
 impl Failure {
@@ -145,6 +153,7 @@ impl Failure {
             Failure::Input(e @ convjit::Error::Jit(_)) => format!("internal error: {e}"),
             Failure::Input(e) => format!("error: {e}"),
             Failure::Usage(m) => format!("error: {m}"),
+            Failure::Quiet(_) => String::new(),
         }
     }
 
@@ -152,6 +161,7 @@ impl Failure {
         match self {
             Failure::Input(_) => 1,
             Failure::Usage(_) => 2,
+            Failure::Quiet(status) => *status,
         }
     }
 }
