@@ -787,3 +787,21 @@ fn verify_checks_every_generator_of_every_layer() {
         assert!(stderr(&o).contains("AVX-512"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn fuzz_checks_random_layers_and_ends_with_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("failures");
+    let o = convjit(&["fuzz", "--cases", "40", "--seed", "3", "--out", s(&out)]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert_eq!(
+        text.lines().last(),
+        Some("40 layers, 0 mismatches"),
+        "{text}"
+    );
+    assert!(text.contains("layers/s"), "{text}");
+    assert!(!out.exists(), "no failures, no reproducers");
+    let o = convjit(&["fuzz", "--cases", "5", "--seconds", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

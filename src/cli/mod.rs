@@ -4,6 +4,7 @@
 mod bench;
 mod build;
 mod check;
+mod fuzz;
 mod plan;
 mod run;
 mod verify;
@@ -55,6 +56,9 @@ enum Command {
     /// Check every generated kernel against the interpreter on seeded
     /// random data: worst error, tolerance, PASS/FAIL per generator.
     Verify(verify::VerifyArgs),
+    /// Random small layers through every code generator against the
+    /// interpreter; shrunk reproducers of mismatches in fuzz-failures/.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -78,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Build(args) => build::build(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Verify(args) => verify::verify(&args),
+        Command::Fuzz(args) => fuzz::fuzz(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,8 +45,8 @@ impl Limits {
     /// second, large enough for channel tails of 16-lane vectors and
     /// every border class of a 3x3 kernel.
     pub const SMALL: Limits = Limits {
-        size: 10,
-        channels: 20,
+        size: 7,
+        channels: 18,
         kernel: 4,
         step: 3,
         pad: 3,
