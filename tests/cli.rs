@@ -453,7 +453,7 @@ fn bad_layer_files_and_usage() {
         ],
     );
     std::fs::write(&f.conv, [0xff, 0xfe, b'l']).unwrap();
-    f.fails(1, &["l.conv", "not UTF-8"]);
+    f.fails(1, &["l.conv:1:1: error: invalid UTF-8 byte 0xff"]);
     std::fs::remove_file(&f.conv).unwrap();
     f.fails(1, &["l.conv", "cannot read"]);
 
