@@ -805,3 +805,65 @@ fn fuzz_checks_random_layers_and_ends_with_the_count() {
     let o = convjit(&["fuzz", "--cases", "5", "--seconds", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn bench_plots_a_roofline_with_peer_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("roof.svg");
+    let peers = dir.path().join("peers.json");
+    // The peers' format (bench_peers.py --out-json), matched by MAC count.
+    std::fs::write(
+        &peers,
+        r#"{"layers": [{"name": "tb_sep", "macs": 53952,
+             "results": {"ort": {"full": {"gflops": 12.5}}}}]}"#,
+    )
+    .unwrap();
+    let args = [
+        "bench",
+        "examples/textbook.conv",
+        "--layer",
+        "textbook_separable",
+        "--seconds",
+        "0.02",
+        "--no-interp",
+        "--no-baselines",
+        "--json",
+        "--plot",
+        s(&svg),
+        "--peers",
+        s(&peers),
+    ];
+    let o = convjit(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(report["memcpy_gbs"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        report["min_traffic_bytes"],
+        4 * (12 * 12 * 3 + 8 * 8 * 256 + 5 * 5 * 3 + 3 * 256)
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let variants: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["variant"].as_str().unwrap())
+        .filter(|v| !v.ends_with("-peak"))
+        .collect();
+    // One point per variant and one for the peer.
+    assert_eq!(
+        text.matches("<circle").count(),
+        variants.len() + 1,
+        "{text}"
+    );
+    for v in variants {
+        assert!(text.contains(&format!("\ntextbook_separable {v}\n")), "{v}");
+    }
+    assert!(text.contains("\ntb_sep ort\n"));
+    // A peers file that is not the peers' format: exit 1, no plot.
+    std::fs::remove_file(&svg).unwrap();
+    std::fs::write(&peers, "{}").unwrap();
+    let o = convjit(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("layers"), "{}", stderr(&o));
+    assert!(!svg.exists());
+}
