@@ -68,15 +68,23 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
         None => None,
     };
     let mut reports = Vec::new();
-    for layer in super::layers(&a.file, a.layer.as_deref())? {
-        let report = bench_layer(&layer, a)?;
-        if a.json {
-            println!("{report}");
-        } else {
-            print!("{}", text(&report));
-        }
+    let layers = super::layers(&a.file, a.layer.as_deref())?;
+    let bar = super::progress::bar(layers.len() as u64, "bench");
+    for layer in &layers {
+        bar.set_message(layer.name.clone());
+        let report = bench_layer(layer, a)?;
+        // Printed with the bar out of the way (it is on stderr, the report on stdout).
+        bar.suspend(|| {
+            if a.json {
+                println!("{report}");
+            } else {
+                print!("{}", text(&report));
+            }
+        });
+        bar.inc(1);
         reports.push(report);
     }
+    bar.finish_and_clear();
     if let Some(path) = &a.plot {
         let svg = plot(&a.file, &reports, peers.as_ref())?;
         convjit::npy::write_atomic(path, svg.as_bytes()).map_err(convjit::DataError::from)?;

@@ -15,6 +15,7 @@ use clap::Args;
 use convjit::verify::{check_generated, Outcome, Reference};
 use convjit::{Backend, Fusion, Options, Rng, Weights};
 use convjit_ir::random_layer::{layer_case, LayerCase, Limits};
+use indicatif::ProgressBar;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use std::io::Write;
@@ -89,6 +90,11 @@ pub fn fuzz(a: &FuzzArgs) -> Result<(), Failure> {
         ..Totals::default()
     });
     let start = Instant::now();
+    // Steps: layers with --cases, seconds with --seconds.
+    let bar = match a.seconds {
+        Some(s) => super::progress::bar(s.ceil() as u64, "fuzz (seconds)"),
+        None => super::progress::bar(cases, "fuzz"),
+    };
     std::thread::scope(|scope| {
         for _ in 0..a.threads {
             scope.spawn(|| loop {
@@ -96,7 +102,7 @@ pub fn fuzz(a: &FuzzArgs) -> Result<(), Failure> {
                 if i >= cases || deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
-                let r = run_case(a, i, &backends);
+                let r = run_case(a, i, &backends, &bar);
                 let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
                 t.layers += 1;
                 t.mismatches += u64::from(r.failed);
@@ -104,9 +110,20 @@ pub fn fuzz(a: &FuzzArgs) -> Result<(), Failure> {
                     *sum += *d;
                 }
                 t.interpreter += r.interpreter;
+                let done = t.layers;
+                let mismatches = t.mismatches;
+                drop(t);
+                match a.seconds {
+                    Some(_) => bar.set_position(start.elapsed().as_secs()),
+                    None => bar.inc(1),
+                }
+                if done.is_multiple_of(64) || mismatches > 0 {
+                    bar.set_message(format!("{done} layers, {mismatches} mismatches"));
+                }
             });
         }
     });
+    bar.finish_and_clear();
     let _ = std::panic::take_hook();
     let elapsed = start.elapsed().as_secs_f64();
     let t = totals.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -164,7 +181,7 @@ fn options(case: &LayerCase, backend: Backend) -> Options {
     }
 }
 
-fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend]) -> CaseResult {
+fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> CaseResult {
     let mut runner = runner(a.seed, i);
     let strategy = layer_case(Limits::SMALL);
     // Draw until the text validates (an output can come out empty).
@@ -178,7 +195,7 @@ fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend]) -> CaseResult {
     };
     let case = tree.current();
     if a.verbose {
-        eprintln!("case {i}: {}", case.src.replace('\n', " "));
+        bar.suspend(|| eprintln!("case {i}: {}", case.src.replace('\n', " ")));
     }
     let mut result = CaseResult {
         failed: false,
@@ -196,11 +213,13 @@ fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend]) -> CaseResult {
             result.failed = true;
             let (small, message) = shrink(&mut tree, message, |c| fails(c, backend));
             let path = write_reproducer(&a.out, a.seed, i, backend, &small, &message);
-            eprintln!(
-                "MISMATCH case {i}, {backend}: {message}\n  reproducer: {}",
-                path.as_deref()
-                    .map_or("(could not write)".into(), |p| p.display().to_string())
-            );
+            bar.suspend(|| {
+                eprintln!(
+                    "MISMATCH case {i}, {backend}: {message}\n  reproducer: {}",
+                    path.as_deref()
+                        .map_or("(could not write)".into(), |p| p.display().to_string())
+                )
+            });
         }
     }
     result

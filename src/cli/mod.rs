@@ -6,6 +6,7 @@ mod build;
 mod check;
 mod fuzz;
 mod plan;
+mod progress;
 mod roofline;
 mod run;
 mod verify;
