@@ -867,3 +867,97 @@ fn bench_plots_a_roofline_with_peer_points() {
     assert!(stderr(&o).contains("layers"), "{}", stderr(&o));
     assert!(!svg.exists());
 }
+
+#[test]
+fn verify_checks_a_built_object() {
+    let have_cc = Command::new("cc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_cc {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "*** SKIPPED verify --object: cc not found (apt-get install gcc) ***"
+        );
+        assert_ne!(
+            std::env::var("CONVJIT_REQUIRE_TOOLS").as_deref(),
+            Ok("1"),
+            "cc is missing and CONVJIT_REQUIRE_TOOLS=1"
+        );
+        return;
+    }
+    let f = fixture();
+    let obj = f.dir.path().join("k.o");
+    let o = convjit(&[
+        "build",
+        s(&f.conv),
+        "--weights",
+        s(&f.weights),
+        "-o",
+        s(&obj),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = convjit(&[
+        "verify",
+        s(&f.conv),
+        "--weights",
+        s(&f.weights),
+        "--object",
+        s(&obj),
+        "--batch",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("  object     PASS  worst error"),
+        "{}",
+        stdout(&o)
+    );
+    // Other weights than those baked in: the object disagrees.
+    let other = f.dir.path().join("other.npz");
+    write_weights(
+        &other,
+        &[
+            ("dw.weight", vec![3, 3, 3, 1]),
+            ("dw.bias", vec![3]),
+            ("pw.weight", vec![3, 2]),
+        ],
+    );
+    let npz = convjit::npy::read_npz(&other).unwrap();
+    let mut doubled: Vec<(&str, Array)> = Vec::new();
+    for k in ["dw.weight", "dw.bias", "pw.weight"] {
+        let a = npz.get(k).unwrap();
+        doubled.push((
+            k,
+            Array::new(a.shape.clone(), a.data.iter().map(|v| v * 2.0).collect()),
+        ));
+    }
+    let refs: Vec<(&str, &Array)> = doubled.iter().map(|(k, a)| (*k, a)).collect();
+    npy::write_npz(&other, &refs).unwrap();
+    let o = convjit(&[
+        "verify",
+        s(&f.conv),
+        "--weights",
+        s(&other),
+        "--object",
+        s(&obj),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("  object     FAIL"), "{}", stdout(&o));
+    // Not an object: exit 1 with the linker's message.
+    let o = convjit(&[
+        "verify",
+        s(&f.conv),
+        "--weights",
+        s(&f.weights),
+        "--object",
+        s(&f.conv),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("linking with cc failed"),
+        "{}",
+        stderr(&o)
+    );
+}
