@@ -32,11 +32,12 @@
 //! ```
 
 mod error;
+pub mod verify;
 
 pub use convjit_ir::separate::{Note as SeparationNote, Separated};
 pub use convjit_ir::{
-    interpret, separate, Activation, DataError, Layer, Padding, Rng, Shape, Stage, StageKind,
-    StageWeights, Weights,
+    compare, interpret, separate, Activation, Comparison, DataError, Layer, Padding, Rng, Shape,
+    Stage, StageKind, StageWeights, Weights,
 };
 pub use convjit_jit::{
     Backend, CompileStats, Fusion, Group, Host, JitError, Kernel, LayerPlan, Options,
@@ -80,14 +81,30 @@ pub fn load_layers(path: &Path) -> Result<Vec<Layer>, Error> {
         path: path.to_path_buf(),
         message: format!("cannot read: {e}"),
     })?;
-    let text = String::from_utf8(bytes).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        message: format!(
-            "not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        ),
-    })?;
+    let name = path.display().to_string();
+    let text = source_text(&name, bytes)?;
     parse_layers(&path.display().to_string(), &text)
+}
+
+/// `.conv` bytes as text; invalid UTF-8 is a diagnostic at the first bad
+/// byte (`FILE:LINE:COL: error: invalid UTF-8 byte 0xff`), the line shown
+/// with that byte as U+FFFD.
+fn source_text(name: &str, bytes: Vec<u8>) -> Result<String, Error> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bad = e.as_bytes()[at];
+        // The lossy text keeps the valid prefix byte for byte, so `at` is
+        // where the (3-byte) replacement character starts.
+        let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+        Error::Source {
+            file: SourceFile::new(name, text),
+            diagnostics: vec![Diagnostic::new(
+                convjit_lang::Span::new(at, at + '\u{FFFD}'.len_utf8()),
+                format!("invalid UTF-8 byte 0x{bad:02x}"),
+            )
+            .with_help(".conv files are UTF-8 text")],
+        }
+    })
 }
 
 /// The layer called `name`, or the only layer when `name` is `None`.

@@ -50,6 +50,14 @@ pub struct BenchArgs {
     /// Skip the hand-written baselines.
     #[arg(long)]
     no_baselines: bool,
+    /// Draw a log-log roofline of every layer and variant (SVG), its roofs
+    /// the FMA peaks and a memcpy bandwidth measured in the same rounds.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Peer points for the plot, from `peers/bench_peers.py --out-json`
+    /// (matched to this run's layers by MAC count).
+    #[arg(long, value_name = "results.json", requires = "plot")]
+    peers: Option<PathBuf>,
     /// Planner overrides for the "jit" variant (the others are fixed).
     #[command(flatten)]
     planner: super::PlannerArgs,
@@ -60,6 +68,11 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
         return Err(Failure::Usage("--seconds must be in (0, 600]".into()));
     }
     let options = a.planner.options()?;
+    let peers = match &a.peers {
+        Some(path) => Some(read_peers(path)?),
+        None => None,
+    };
+    let mut reports = Vec::new();
     let layers = match &a.weights {
         Some(_) => vec![convjit::select_layer(
             convjit::load_layers(&a.file)?,
@@ -67,20 +80,125 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
         )?],
         None => super::layers(&a.file, a.layer.as_deref())?,
     };
-    for layer in layers {
+    let bar = super::progress::bar(layers.len() as u64, "bench");
+    for layer in &layers {
+        bar.set_message(layer.name.clone());
         let weights = match &a.weights {
-            Some(path) => Some(convjit::load_weights(&layer, path)?),
+            Some(path) => Some(convjit::load_weights(layer, path)?),
             None => None,
         };
-        let report = bench_layer(&layer, weights, &options, a)?;
-        if a.json {
-            println!("{report}");
-        } else {
-            print!("{}", text(&report));
+        let report = bench_layer(layer, weights, &options, a)?;
+        // Printed with the bar out of the way (it is on stderr, the report on stdout).
+        bar.suspend(|| {
+            if a.json {
+                println!("{report}");
+            } else {
+                print!("{}", text(&report));
+            }
+        });
+        bar.inc(1);
+        reports.push(report);
+    }
+    bar.finish_and_clear();
+    if let Some(path) = &a.plot {
+        let svg = plot(&a.file, &reports, peers.as_ref())?;
+        convjit::npy::write_atomic(path, svg.as_bytes()).map_err(convjit::DataError::from)?;
+        if !a.json {
+            println!("roofline written to {}", path.display());
         }
     }
     Ok(())
 }
+
+fn read_peers(path: &std::path::Path) -> Result<serde_json::Value, Failure> {
+    let io = |message: String| {
+        Failure::Input(convjit::Error::Io {
+            path: path.to_path_buf(),
+            message,
+        })
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| io(format!("cannot read: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| io(format!("not JSON ({e})")))?;
+    if !json["layers"].is_array() {
+        return Err(io(
+            "no \"layers\" array: expected the output of bench_peers.py --out-json".into(),
+        ));
+    }
+    Ok(json)
+}
+
+/// The roofline of every report's variants (FMA peaks left out: they are
+/// the roofs), with peer points.
+fn plot(
+    file: &std::path::Path,
+    reports: &[serde_json::Value],
+    peers: Option<&serde_json::Value>,
+) -> Result<String, Failure> {
+    use super::roofline::{peer_points, svg, Point, Roofs};
+    let best = |key: &str| {
+        reports
+            .iter()
+            .filter_map(|r| r[key].as_f64())
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+    };
+    let peaks = [128, 256, 512]
+        .into_iter()
+        .filter_map(|bits| {
+            Some((
+                format!("fma{bits}-peak"),
+                best(&format!("measured_peak_{bits}_gflops"))?,
+            ))
+        })
+        .collect();
+    let bandwidth = best("memcpy_gbs").unwrap_or(1.0);
+    let roofs = Roofs {
+        peaks,
+        bandwidth,
+        bandwidth_label: format!("memcpy {MEMCPY_MIB} MiB {bandwidth:.1} GB/s"),
+    };
+    let mut points = Vec::new();
+    let mut ours = Vec::new();
+    for r in reports {
+        let flops = 2.0 * r["macs"].as_f64().unwrap_or(0.0);
+        let intensity = flops / r["min_traffic_bytes"].as_f64().unwrap_or(f64::NAN);
+        let layer = r["layer"].as_str().unwrap_or("?");
+        if r["batch"] == 1 {
+            ours.push((r["macs"].as_u64().unwrap_or(0), intensity));
+        }
+        for v in r["results"].as_array().into_iter().flatten() {
+            let name = v["variant"].as_str().unwrap_or("?");
+            if name.ends_with("-peak") {
+                continue;
+            }
+            points.push(Point {
+                label: format!("{layer} {name}"),
+                intensity,
+                gflops: v["gflops"].as_f64().unwrap_or(0.0),
+                peer: false,
+            });
+        }
+    }
+    if let Some(p) = peers {
+        points.extend(peer_points(p, &ours));
+    }
+    svg(
+        &format!("convjit roofline: {}", file.display()),
+        &points,
+        &roofs,
+    )
+    .map_err(|e| {
+        Failure::Input(convjit::Error::Io {
+            path: file.to_path_buf(),
+            message: format!("cannot draw the roofline: {e}"),
+        })
+    })
+}
+
+/// Bytes copied per memcpy sample (`--plot`'s bandwidth roof): beyond the
+/// L2 of the machines measured here, though within some L3s (then the
+/// roof is a cache's bandwidth, higher than DRAM's).
+const MEMCPY_MIB: usize = 64;
 
 fn bench_layer(
     layer: &Layer,
@@ -205,6 +323,12 @@ fn bench_layer(
             ));
         }
     }
+    let mut memcpy_gbs = None;
+    // The memory roof: a large copy in the same rounds (only for --plot).
+    let mut copy = a
+        .plot
+        .is_some()
+        .then(|| (vec![1u8; MEMCPY_MIB << 20], vec![0u8; MEMCPY_MIB << 20]));
     {
         let mut variants: Vec<Timed> = Vec::new();
         let (kernel, input, output) = (&kernel, &input[..], &mut output[..]);
@@ -223,6 +347,15 @@ fn bench_layer(
         for p in &mut peaks {
             variants.push((p.name().into(), Box::new(move || p.run())));
         }
+        if let Some((src, dst)) = &mut copy {
+            variants.push((
+                "memcpy".into(),
+                Box::new(move || {
+                    dst.copy_from_slice(src);
+                    std::hint::black_box(&mut *dst);
+                }),
+            ));
+        }
         let rounds = a.rounds as u32;
         let mut times = interleaved_medians(budget / rounds, &mut variants);
         for _ in 1..rounds {
@@ -232,6 +365,14 @@ fn bench_layer(
             }
         }
         for ((name, _), t) in variants.iter().zip(times) {
+            if name == "memcpy" {
+                // Read and written: twice the size per copy.
+                memcpy_gbs = Some(round(
+                    2.0 * (MEMCPY_MIB << 20) as f64 / t.as_secs_f64() / 1e9,
+                    2,
+                ));
+                continue;
+            }
             let f = peak_flops
                 .iter()
                 .find(|(n, _, _)| n == name)
@@ -289,6 +430,9 @@ fn bench_layer(
         "layer": layer.name,
         "macs": layer.macs() * batch as u64,
         "batch": batch,
+        // Input, weights and output, each moved once: the roofline's bytes.
+        "min_traffic_bytes": min_traffic_bytes(layer, batch),
+        "memcpy_gbs": memcpy_gbs,
         "rounds": a.rounds,
         "compile_ms": round(stats.seconds * 1e3, 3),
         // What the planner saw (cache sizes choose the band heights).
@@ -321,6 +465,17 @@ fn bench_layer(
         "max_abs_diff_jit_vs_interp": max_diff,
         "results": results,
     }))
+}
+
+/// Bytes a layer must move at least: its input and output (per image) and
+/// its weights and biases (once), as f32.
+fn min_traffic_bytes(layer: &Layer, batch: usize) -> u64 {
+    let weights: usize = layer
+        .stages
+        .iter()
+        .map(|s| s.weight_len() + if s.bias_key.is_some() { s.output.c } else { 0 })
+        .sum();
+    4 * ((layer.input.len() + layer.output().len()) * batch + weights) as u64
 }
 
 fn round(x: f64, digits: i32) -> f64 {

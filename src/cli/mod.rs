@@ -4,8 +4,12 @@
 mod bench;
 mod build;
 mod check;
+mod fuzz;
 mod plan;
+mod progress;
+mod roofline;
 mod run;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -55,6 +59,12 @@ enum Command {
     Build(build::BuildArgs),
     /// Time the generated kernel against the interpreter (GFLOP/s, compile time).
     Bench(bench::BenchArgs),
+    /// Check every generated kernel against the interpreter on seeded
+    /// random data: worst error, tolerance, PASS/FAIL per generator.
+    Verify(verify::VerifyArgs),
+    /// Random small layers through every code generator against the
+    /// interpreter; shrunk reproducers of mismatches in fuzz-failures/.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -80,9 +90,12 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Build(args) => build::build(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Verify(args) => verify::verify(&args),
+        Command::Fuzz(args) => fuzz::fuzz(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Quiet(status)) => ExitCode::from(status),
         Err(e) => {
             eprintln!("{}", e.render());
             ExitCode::from(e.status())
@@ -184,6 +197,8 @@ impl PlannerArgs {
 pub enum Failure {
     Input(convjit::Error),
     Usage(String),
+    /// Already reported on stdout (a check that failed): only the status.
+    Quiet(u8),
 }
 
 impl Failure {
@@ -199,6 +214,7 @@ impl Failure {
             Failure::Input(e @ convjit::Error::Jit(_)) => format!("internal error: {e}"),
             Failure::Input(e) => format!("error: {e}"),
             Failure::Usage(m) => format!("error: {m}"),
+            Failure::Quiet(_) => String::new(),
         }
     }
 
@@ -206,6 +222,7 @@ impl Failure {
         match self {
             Failure::Input(_) => 1,
             Failure::Usage(_) => 2,
+            Failure::Quiet(status) => *status,
         }
     }
 }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{compare, have, input, layer, read_f32, run, write_f32};
+use common::{compare, input, layer, read_f32, run, tools, write_f32};
 use convjit_aot::{build, Backend, BuildOptions, Cpu, Emit};
 use convjit_ir::{Layer, Weights};
 use std::path::Path;
@@ -199,13 +199,17 @@ fn check_all(dir: &Path, built: &[(String, Built)], runner: &[&str], prog: &Path
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// How to get the host's C and C++ compilers.
+const HOST_TOOLS: &str = "Debian/Ubuntu: apt-get install gcc g++";
+
 /// Builds with `opts`, links with the host's `cc`, runs, compares.
 fn host(opts: &BuildOptions, generator: Backend) {
-    for tool in ["cc", "c++"] {
-        assert!(
-            have(tool),
-            "`{tool}` is needed to link the generated objects"
-        );
+    if !tools(
+        &format!("the {generator} objects' link test"),
+        &["cc", "c++"],
+        HOST_TOOLS,
+    ) {
+        return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -298,24 +302,16 @@ fn cranelift_x86_64_objects_match_the_interpreter() {
     x86_level(Cpu::X86_64V3, Backend::Cranelift, Backend::Cranelift);
 }
 
-/// `CONVJIT_SKIP_CROSS=1` skips this test when the cross tools are missing.
+/// Skipped, loudly, without the cross tools (see `common::tools`).
 #[test]
 fn aarch64_objects_match_the_interpreter_under_qemu() {
     let (gcc, qemu) = ("aarch64-linux-gnu-gcc", "qemu-aarch64");
-    let missing: Vec<&str> = [gcc, qemu].into_iter().filter(|t| !have(t)).collect();
-    if !missing.is_empty() {
-        if std::env::var("CONVJIT_SKIP_CROSS").is_ok_and(|v| v == "1") {
-            eprintln!(
-                "skipping the aarch64 test: {} not found",
-                missing.join(", ")
-            );
-            return;
-        }
-        panic!(
-            "{} not found: install them (Debian/Ubuntu: apt-get install gcc-aarch64-linux-gnu \
-             qemu-user) or set CONVJIT_SKIP_CROSS=1 to skip this test",
-            missing.join(" and ")
-        );
+    if !tools(
+        "the aarch64 test",
+        &[gcc, qemu],
+        "Debian/Ubuntu: apt-get install gcc-aarch64-linux-gnu qemu-user",
+    ) {
+        return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -348,7 +344,9 @@ fn aarch64_objects_match_the_interpreter_under_qemu() {
 /// examples/c/main.c with both kinds of kernel, as its README builds it.
 #[test]
 fn c_example_runs() {
-    assert!(have("cc"), "`cc` is needed to link the generated objects");
+    if !tools("the C example", &["cc"], HOST_TOOLS) {
+        return;
+    }
     let src = include_str!("../../../examples/mobilenet_v2.conv");
     let l = convjit_ir::compile_source(src)
         .unwrap()

@@ -6,14 +6,18 @@
 //! (separable convolutions are expanded here); [`Weights`] binds arrays to
 //! stages; [`interpret`] computes the output.
 
+mod compare;
 mod error;
 mod interp;
 mod layer;
 mod random;
+#[cfg(feature = "proptest")]
+pub mod random_layer;
 pub mod separate;
 mod validate;
 mod weights;
 
+pub use compare::{compare, tolerance, Comparison, REL_TOL};
 pub use error::DataError;
 pub use interp::{interpret, interpret_stage, magnitude};
 pub use layer::{Activation, Layer, Padding, Shape, Stage, StageKind, MAX_DIM, MAX_TENSOR_ELEMS};

@@ -224,7 +224,7 @@ fn same_shapes_hit_the_cache_and_use_the_new_weights() {
     let got = k2.run_alloc(&x, 2).unwrap();
     let mag = common::magnitude(&l2, &w2, &x, 2);
     for ((g, w), m) in got.iter().zip(&want).zip(&mag) {
-        assert!((g - w).abs() <= common::REL_TOL * (1.0 + m), "{g} vs {w}");
+        assert!((g - w).abs() <= convjit_ir::tolerance(*m), "{g} vs {w}");
     }
     // A different shape is a miss.
     let l3 = layer(&src.replace("11x3x9", "11x3x10"));

@@ -73,6 +73,31 @@ pub fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether every one of `tools` is installed, for the test `what`. When
+/// one is missing the test is skipped, loudly (straight to stderr, past the
+/// test harness's capture), unless `CONVJIT_REQUIRE_TOOLS=1` (set by
+/// `.ci/run`, which installs them): then a missing tool fails the test, so
+/// CI still proves the cross path. `install` says how to get them.
+pub fn tools(what: &str, tools: &[&str], install: &str) -> bool {
+    use std::io::Write;
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "{what}: {} not found (install: {install})",
+        missing.join(" and ")
+    );
+    if std::env::var("CONVJIT_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
+        panic!("{message}; CONVJIT_REQUIRE_TOOLS=1 makes this a failure");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED {message}; CONVJIT_REQUIRE_TOOLS=1 makes this a failure ***\n"
+    );
+    false
+}
+
 /// Runs `cmd`; panics with its output unless it succeeds.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd

@@ -21,11 +21,6 @@ pub fn magnitude(layer: &Layer, weights: &Weights, input: &[f32], batch: usize) 
     convjit_ir::magnitude(layer, weights, input, batch).unwrap()
 }
 
-/// Relative tolerance against the magnitude bound: accumulations here are
-/// at most a few thousand terms long, and f32 sums of n terms stay well
-/// under 1e-5 of the magnitude in practice (worst case n * 6e-8).
-pub const REL_TOL: f32 = 1e-5;
-
 /// Runs the JIT and the interpreter and compares every output.
 pub fn check(layer: &Layer, weights: &Weights, x: &[f32], batch: usize) -> Result<(), String> {
     check_with(layer, weights, x, batch, &Options::default())
@@ -44,19 +39,18 @@ pub fn check_with(
     let want = interpret(layer, weights, x, batch).unwrap();
     let mag = magnitude(layer, weights, x, batch);
     assert_eq!(got.len(), want.len());
-    for (i, ((g, w), m)) in got.iter().zip(&want).zip(&mag).enumerate() {
-        let tol = REL_TOL * (1.0 + m);
-        // Written so that a NaN on either side fails.
-        if (g - w).abs().is_nan() || (g - w).abs() > tol {
-            let o = layer.output();
-            let c = i % o.c;
-            let x = i / o.c % o.w;
-            let y = i / o.c / o.w % o.h;
-            let n = i / o.len();
-            return Err(format!(
-                "output {i} (n={n} y={y} x={x} c={c}): jit {g} vs interp {w} (tol {tol})"
-            ));
-        }
+    let c = convjit_ir::compare(&got, &want, &mag);
+    if !c.pass() {
+        let (i, (g, w)) = (c.worst, c.values);
+        let o = layer.output();
+        let ch = i % o.c;
+        let x = i / o.c % o.w;
+        let y = i / o.c / o.w % o.h;
+        let n = i / o.len();
+        return Err(format!(
+            "output {i} (n={n} y={y} x={x} c={ch}): jit {g} vs interp {w} (tol {})",
+            c.tolerance
+        ));
     }
     Ok(())
 }

@@ -1,0 +1,212 @@
+//! Random layers as `.conv` text (proptest strategies): the one generator
+//! that the JIT's property tests (`crates/jit/tests/prop.rs`) and
+//! `convjit fuzz` share. Each draws a [`LayerCase`] from [`layer_case`]; the
+//! property tests shrink failures with proptest's runner, `convjit fuzz`
+//! with the same value trees. Built with this crate's `proptest` feature.
+
+use proptest::prelude::*;
+
+/// The ranges a random layer's numbers are drawn from (upper bounds
+/// exclusive, lower bounds 1 or 0 as the language needs).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Input height below this.
+    pub size: usize,
+    /// Input width below this.
+    pub width: usize,
+    /// Input channels and conv / pointwise outputs below this.
+    pub channels: usize,
+    /// Kernel height and width below this.
+    pub kernel: usize,
+    /// Strides and dilations below this.
+    pub step: usize,
+    /// Explicit padding below this.
+    pub pad: usize,
+    /// Depth multipliers below this.
+    pub multiplier: usize,
+    /// Stages (before the optional residual one) below this.
+    pub stages: usize,
+    /// Batch below this.
+    pub batch: usize,
+}
+
+impl Limits {
+    /// The property tests': up to 24x40x70 (every tail and border class
+    /// of 4, 8 and 16 lanes), 7x7 kernels, three stages.
+    pub const PROPTEST: Limits = Limits {
+        size: 25,
+        width: 41,
+        channels: 71,
+        kernel: 8,
+        step: 4,
+        pad: 4,
+        multiplier: 5,
+        stages: 4,
+        batch: 4,
+    };
+
+    /// `convjit fuzz`'s: small enough to compile and check thousands a
+    /// second, large enough for channel tails of 16-lane vectors and
+    /// every border class of a 3x3 kernel.
+    pub const SMALL: Limits = Limits {
+        size: 7,
+        width: 7,
+        channels: 18,
+        kernel: 4,
+        step: 3,
+        pad: 3,
+        multiplier: 3,
+        stages: 3,
+        batch: 3,
+    };
+}
+
+#[derive(Debug, Clone)]
+struct StageSpec {
+    op: u8, // 0 conv, 1 depthwise, 2 pointwise, 3 separable depthwise, 4 separable spatial
+    k: (usize, usize),
+    cout: usize,
+    stride: (usize, usize),
+    dilation: (usize, usize),
+    pad: u8, // 0 same, 1 valid, 2 explicit
+    explicit: (usize, usize, usize, usize),
+    multiplier: usize,
+    bias: bool,
+    act: u8,
+}
+
+fn stage_spec(l: Limits) -> impl Strategy<Value = StageSpec> {
+    (
+        (0u8..5, 1..l.kernel, 1..l.kernel, 1..l.channels),
+        (1..l.step, 1..l.step, 1..l.step, 1..l.step),
+        (0u8..3, (0..l.pad, 0..l.pad, 0..l.pad, 0..l.pad)),
+        (1..l.multiplier, any::<bool>(), 0u8..3, any::<bool>()),
+    )
+        .prop_map(
+            |((op, kh, kw, cout), (sh, sw, dh, dw), (pad, explicit), (m, bias, act, square))| {
+                StageSpec {
+                    op,
+                    k: if square { (kh, kh) } else { (kh, kw) },
+                    cout,
+                    stride: if square { (sh, sh) } else { (sh, sw) },
+                    dilation: if square { (dh, dh) } else { (dh, dw) },
+                    pad,
+                    explicit,
+                    multiplier: m,
+                    bias,
+                    act,
+                }
+            },
+        )
+}
+
+fn stage_text(i: usize, s: &StageSpec) -> String {
+    let (kh, kw) = s.k;
+    let mut t = match s.op {
+        0 | 3 | 4 => format!("s{i}: conv {kh}x{kw} -> {}", s.cout),
+        1 => format!("s{i}: depthwise {kh}x{kw}"),
+        _ => format!("s{i}: pointwise {}", s.cout),
+    };
+    if s.op != 2 {
+        t += &format!(", stride {}x{}", s.stride.0, s.stride.1);
+        t += &format!(", dilation {}x{}", s.dilation.0, s.dilation.1);
+        t += match s.pad {
+            0 => ", pad same".to_string(),
+            1 => ", pad valid".to_string(),
+            _ => {
+                let (a, b, c, d) = s.explicit;
+                format!(", pad {a} {b} {c} {d}")
+            }
+        }
+        .as_str();
+    }
+    if (s.op == 1 || s.op == 3) && s.multiplier > 1 {
+        t += &format!(", multiplier {}", s.multiplier);
+    }
+    if s.op == 3 {
+        t += ", separable depthwise";
+    }
+    if s.op == 4 {
+        t += ", separable spatial";
+    }
+    if s.bias {
+        t += ", bias";
+    }
+    t += ["", ", relu", ", relu6"][s.act as usize];
+    t
+}
+
+/// A random layer (`.conv` text with one layer, `t`) and the data to run
+/// it on. The text may not validate (an output can come out empty): users
+/// skip those.
+#[derive(Debug, Clone)]
+pub struct LayerCase {
+    pub src: String,
+    pub batch: usize,
+    /// Seed of the weights (`Weights::random`) and, xor `0x5555`, of the input.
+    pub seed: u64,
+    /// Input scale: large values make relu6 clamp and relu cut.
+    pub scale: f32,
+}
+
+/// Random layers within `limits`: one to `limits.stages - 1` random stages,
+/// sometimes followed by a stage that restores the input shape and adds
+/// the residual.
+pub fn layer_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
+    (
+        (1..limits.size, 1..limits.width, 1..limits.channels),
+        prop::collection::vec(stage_spec(limits), 1..limits.stages),
+        (0u8..3, 1..limits.kernel.min(6)),
+        (
+            1..limits.batch,
+            any::<u64>(),
+            prop::sample::select(vec![0.5f32, 4.0, 20.0]),
+        ),
+    )
+        .prop_map(|((h, w, c), stages, (res, rk), (batch, seed, scale))| {
+            let mut lines: Vec<String> = stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| stage_text(i, s))
+                .collect();
+            // A final stage that restores the input shape, with a residual.
+            let n = lines.len();
+            match res {
+                1 => lines.push(format!("r{n}: pointwise {c}, bias, residual")),
+                2 => lines.push(format!(
+                    "r{n}: depthwise {rk}x{rk}, pad same, relu, residual"
+                )),
+                _ => {}
+            }
+            let src = format!(
+                "layer t {{\n  input {h}x{w}x{c}\n  {}\n}}\n",
+                lines.join("\n  ")
+            );
+            LayerCase {
+                src,
+                batch,
+                seed,
+                scale,
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    #[test]
+    fn most_small_cases_validate() {
+        let mut runner = TestRunner::deterministic();
+        let strategy = layer_case(Limits::SMALL);
+        let valid = (0..200)
+            .filter(|_| {
+                let case = strategy.new_tree(&mut runner).unwrap().current();
+                crate::compile_source(&case.src).is_ok()
+            })
+            .count();
+        assert!(valid > 50, "only {valid} of 200 random layers validate");
+    }
+}

@@ -1,0 +1,432 @@
+//! `convjit fuzz [--cases N | --seconds S] [--seed S] [--threads T]`: random
+//! small layers (the generator the JIT's property tests use,
+//! `convjit_ir::random_layer`) through every code generator the host runs,
+//! each against the interpreter. A mismatch, a failure or a panic is shrunk
+//! with proptest's value tree and written to `fuzz-failures/` as a `.conv`
+//! file whose comments give the seed, the data and the generator. The last
+//! line is `N layers, M mismatches`; exit 1 when M > 0.
+//!
+//! A panic is caught (`catch_unwind`); a fault in generated code is a
+//! signal that kills the process, which this in-process loop cannot catch:
+//! the case being run is then the one printed by `--verbose`.
+
+use super::Failure;
+use clap::Args;
+use convjit::verify::{check_generated, Outcome, Reference};
+use convjit::{Backend, Fusion, Options, Rng, Weights};
+use convjit_ir::random_layer::{layer_case, LayerCase, Limits};
+use indicatif::ProgressBar;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct FuzzArgs {
+    /// Layers to check (default 1000 unless --seconds is given).
+    #[arg(long, conflicts_with = "seconds", value_parser = clap::value_parser!(u64).range(1..))]
+    cases: Option<u64>,
+    /// Check layers for this long instead of a fixed number.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Seed of the whole run: case i of seed S is the same on every machine.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads checking cases in parallel.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: u32,
+    /// Where reproducers are written.
+    #[arg(long, default_value = "fuzz-failures", value_name = "DIR")]
+    out: PathBuf,
+    /// Print each case's layer text (on stderr) before checking it.
+    #[arg(long)]
+    verbose: bool,
+}
+
+/// Shrinking stops after this many simplification steps.
+const MAX_SHRINK_STEPS: usize = 2000;
+
+/// What the workers add up.
+#[derive(Default)]
+struct Totals {
+    layers: u64,
+    mismatches: u64,
+    /// Time in each generator (compile + run + compare), and in the interpreter.
+    per_backend: Vec<Duration>,
+    interpreter: Duration,
+}
+
+pub fn fuzz(a: &FuzzArgs) -> Result<(), Failure> {
+    let deadline = match a.seconds {
+        Some(s) if s > 0.0 && s <= 86_400.0 => Some(Instant::now() + Duration::from_secs_f64(s)),
+        Some(_) => return Err(Failure::Usage("--seconds must be in (0, 86400]".into())),
+        None => None,
+    };
+    let cases = if deadline.is_some() {
+        u64::MAX
+    } else {
+        a.cases.unwrap_or(1000)
+    };
+    let backends = Backend::available();
+    let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+    eprintln!(
+        "fuzz: seed {}, {} thread(s), generators {}, layers up to {s}x{s}x{c}, {k}x{k} kernels",
+        a.seed,
+        a.threads,
+        names.join(", "),
+        s = Limits::SMALL.size - 1,
+        c = Limits::SMALL.channels - 1,
+        k = Limits::SMALL.kernel - 1,
+    );
+    // Panics are caught and reported per case: keep the default hook's
+    // message from interleaving with the report.
+    std::panic::set_hook(Box::new(|_| {}));
+    let next = AtomicU64::new(0);
+    let totals = Mutex::new(Totals {
+        per_backend: vec![Duration::ZERO; backends.len()],
+        ..Totals::default()
+    });
+    let start = Instant::now();
+    // Steps: layers with --cases, seconds with --seconds.
+    let bar = match a.seconds {
+        Some(s) => super::progress::bar(s.ceil() as u64, "fuzz (seconds)"),
+        None => super::progress::bar(cases, "fuzz"),
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..a.threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= cases || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let r = run_case(a, i, &backends, &bar);
+                let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
+                t.layers += 1;
+                t.mismatches += u64::from(r.failed);
+                for (sum, d) in t.per_backend.iter_mut().zip(&r.per_backend) {
+                    *sum += *d;
+                }
+                t.interpreter += r.interpreter;
+                let done = t.layers;
+                let mismatches = t.mismatches;
+                drop(t);
+                match a.seconds {
+                    Some(_) => bar.set_position(start.elapsed().as_secs()),
+                    None => bar.inc(1),
+                }
+                if done.is_multiple_of(64) || mismatches > 0 {
+                    bar.set_message(format!("{done} layers, {mismatches} mismatches"));
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let _ = std::panic::take_hook();
+    let elapsed = start.elapsed().as_secs_f64();
+    let t = totals.into_inner().unwrap_or_else(|e| e.into_inner());
+    println!(
+        "{:.0} layers/s ({} layers in {elapsed:.1} s, {} thread(s), each layer through {} generator(s) and the interpreter)",
+        t.layers as f64 / elapsed,
+        t.layers,
+        a.threads,
+        backends.len()
+    );
+    // What one core spends per layer in each generator plus the interpreter.
+    let per: Vec<String> = backends
+        .iter()
+        .zip(&t.per_backend)
+        .map(|(b, d)| {
+            let secs = (*d + t.interpreter).as_secs_f64();
+            format!("{} {:.0}", b.name(), t.layers as f64 / secs.max(1e-9))
+        })
+        .collect();
+    println!(
+        "layers/s per generator on one core, interpreter included: {}",
+        per.join(", ")
+    );
+    println!("{} layers, {} mismatches", t.layers, t.mismatches);
+    if t.mismatches > 0 {
+        return Err(Failure::Quiet(1));
+    }
+    Ok(())
+}
+
+struct CaseResult {
+    failed: bool,
+    per_backend: Vec<Duration>,
+    interpreter: Duration,
+}
+
+/// Case `i` of seed `seed`: its own proptest RNG, so a case does not depend
+/// on which thread ran it or what ran before.
+fn runner(seed: u64, i: u64) -> TestRunner {
+    let mut rng = Rng::new(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let bytes: Vec<u8> = (0..4).flat_map(|_| rng.next_u64().to_le_bytes()).collect();
+    TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    )
+}
+
+fn options(case: &LayerCase, backend: Backend) -> Options {
+    Options {
+        backend,
+        // Fusion varies with the case (threads stay 1: a thread pool per
+        // layer would cost more than the layer).
+        fuse: [Fusion::Auto, Fusion::Always, Fusion::Never][(case.seed % 3) as usize],
+        ..Options::default()
+    }
+}
+
+fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> CaseResult {
+    let mut runner = runner(a.seed, i);
+    let strategy = layer_case(Limits::SMALL);
+    // Draw until the text validates (an output can come out empty).
+    let (mut tree, layer) = loop {
+        let tree = strategy
+            .new_tree(&mut runner)
+            .expect("layer_case has no filters");
+        if let Ok(mut l) = convjit_ir::compile_source(&tree.current().src) {
+            break (tree, l.remove(0));
+        }
+    };
+    let case = tree.current();
+    if a.verbose {
+        bar.suspend(|| eprintln!("case {i}: {}", case.src.replace('\n', " ")));
+    }
+    let mut result = CaseResult {
+        failed: false,
+        per_backend: vec![Duration::ZERO; backends.len()],
+        interpreter: Duration::ZERO,
+    };
+    let t = Instant::now();
+    let data = Data::new(&layer, &case);
+    result.interpreter = t.elapsed();
+    for (k, &backend) in backends.iter().enumerate() {
+        let t = Instant::now();
+        let outcome = data.check(&layer, &case, backend);
+        result.per_backend[k] = t.elapsed();
+        if let Some(message) = failure(&outcome) {
+            result.failed = true;
+            let (small, message) = shrink(&mut tree, message, |c| fails(c, backend));
+            let path = write_reproducer(&a.out, a.seed, i, backend, &small, &message);
+            bar.suspend(|| {
+                eprintln!(
+                    "MISMATCH case {i}, {backend}: {message}\n  reproducer: {}",
+                    path.as_deref()
+                        .map_or("(could not write)".into(), |p| p.display().to_string())
+                )
+            });
+        }
+    }
+    result
+}
+
+/// A case's weights, input and interpreter output.
+struct Data {
+    weights: Weights,
+    input: Vec<f32>,
+    reference: Result<Reference, String>,
+}
+
+impl Data {
+    fn new(layer: &convjit::Layer, case: &LayerCase) -> Data {
+        let weights = Weights::random(layer, case.seed);
+        let input: Vec<f32> = Rng::new(case.seed ^ 0x5555)
+            .vec(case.batch * layer.input.len(), 1.0)
+            .iter()
+            .map(|v| v * case.scale)
+            .collect();
+        let reference = std::panic::catch_unwind(|| {
+            Reference::new(layer, &weights, &input, case.batch).map_err(|e| e.to_string())
+        })
+        .unwrap_or_else(|_| Err("the interpreter panicked".into()));
+        Data {
+            weights,
+            input,
+            reference,
+        }
+    }
+
+    fn check(&self, layer: &convjit::Layer, case: &LayerCase, backend: Backend) -> Outcome {
+        match &self.reference {
+            Err(e) => Outcome::Failed(format!("interpreter: {e}")),
+            Ok(r) => check_generated(
+                layer,
+                &self.weights,
+                &self.input,
+                case.batch,
+                &options(case, backend),
+                r,
+            ),
+        }
+    }
+}
+
+fn failure(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Compared(c) if !c.pass() => Some(format!(
+            "output {}: generated {} vs interpreter {} (error {:.3e}, tolerance {:.3e})",
+            c.worst, c.values.0, c.values.1, c.error, c.tolerance
+        )),
+        Outcome::Failed(m) => Some(m.clone()),
+        _ => None,
+    }
+}
+
+/// The failure of `backend` on `case`, if it still fails (and validates).
+fn fails(case: &LayerCase, backend: Backend) -> Option<String> {
+    let mut layers = convjit_ir::compile_source(&case.src).ok()?;
+    let layer = layers.remove(0);
+    failure(&Data::new(&layer, case).check(&layer, case, backend))
+}
+
+/// proptest's shrinking: simplify while the case fails, step back
+/// (complicate) when a simplification passes. Returns the smallest failing
+/// case found and its failure.
+fn shrink<T: ValueTree<Value = LayerCase>>(
+    tree: &mut T,
+    message: String,
+    mut fails: impl FnMut(&LayerCase) -> Option<String>,
+) -> (LayerCase, String) {
+    let mut best = (tree.current(), message);
+    let mut steps = 0;
+    if !tree.simplify() {
+        return best;
+    }
+    while steps < MAX_SHRINK_STEPS {
+        steps += 1;
+        let current = tree.current();
+        match fails(&current) {
+            Some(m) => {
+                best = (current, m);
+                if !tree.simplify() {
+                    break;
+                }
+            }
+            None => {
+                if !tree.complicate() {
+                    break;
+                }
+            }
+        }
+    }
+    best
+}
+
+/// `DIR/seedS-caseI-BACKEND.conv`: the layer, with how to reproduce it in
+/// comments (the file itself is valid `.conv`).
+fn write_reproducer(
+    dir: &Path,
+    seed: u64,
+    i: u64,
+    backend: Backend,
+    case: &LayerCase,
+    message: &str,
+) -> Option<PathBuf> {
+    std::fs::create_dir_all(dir).ok()?;
+    let path = dir.join(format!("seed{seed}-case{i}-{backend}.conv"));
+    let mut f = std::fs::File::create(&path).ok()?;
+    let text = format!(
+        "# convjit fuzz --seed {seed}: case {i}, shrunk; the {backend} generator disagrees with the interpreter\n\
+         # {}\n\
+         # data: batch {}, Weights::random(seed {}), input Rng::new({} ^ 0x5555) * {}, fusion {:?}\n\
+         # check: convjit verify FILE --backend {backend} (its own seeded data)\n\
+         {}",
+        message.replace('\n', " "),
+        case.batch,
+        case.seed,
+        case.seed,
+        case.scale,
+        options(case, backend).fuse,
+        case.src
+    );
+    f.write_all(text.as_bytes()).ok()?;
+    Some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input_channels(case: &LayerCase) -> usize {
+        let line = case
+            .src
+            .lines()
+            .find(|l| l.trim().starts_with("input"))
+            .unwrap();
+        line.rsplit('x').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn shrinking_finds_the_smallest_failing_case() {
+        // A "bug" that shows with 5 or more input channels: shrinking ends
+        // at exactly 5, with one stage and the smallest batch.
+        let strategy = layer_case(Limits::SMALL);
+        let mut r = runner(1, 0);
+        let mut tree = loop {
+            let t = strategy.new_tree(&mut r).unwrap();
+            if input_channels(&t.current()) >= 9 {
+                break t;
+            }
+        };
+        let (small, message) = shrink(&mut tree, "first".into(), |c| {
+            (input_channels(c) >= 5).then(|| format!("{} channels", input_channels(c)))
+        });
+        assert_eq!(input_channels(&small), 5, "{}", small.src);
+        assert_eq!(message, "5 channels");
+        assert_eq!(small.batch, 1);
+        assert_eq!(
+            small.src.lines().filter(|l| l.contains(':')).count(),
+            1,
+            "{}",
+            small.src
+        );
+    }
+
+    #[test]
+    fn a_reproducer_is_a_valid_conv_file_that_says_how_to_reproduce() {
+        let dir = tempfile::tempdir().unwrap();
+        let case = layer_case(Limits::SMALL)
+            .new_tree(&mut runner(0, 3))
+            .unwrap()
+            .current();
+        let path = write_reproducer(
+            dir.path(),
+            7,
+            3,
+            Backend::Cranelift,
+            &case,
+            "output 0: x\ny",
+        )
+        .unwrap();
+        assert!(path.ends_with("seed7-case3-cranelift.conv"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("# convjit fuzz --seed 7: case 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("Weights::random(seed {})", case.seed)),
+            "{text}"
+        );
+        assert!(text.ends_with(&case.src));
+        // Comments and all, it is the same layer text.
+        let parsed = convjit_lang::parse(&text).map(|_| ());
+        let original = convjit_lang::parse(&case.src).map(|_| ());
+        assert_eq!(parsed.is_ok(), original.is_ok());
+    }
+
+    #[test]
+    fn cases_do_not_depend_on_order() {
+        let strategy = layer_case(Limits::SMALL);
+        let a = strategy.new_tree(&mut runner(9, 4)).unwrap().current();
+        let _ = strategy.new_tree(&mut runner(9, 3)).unwrap().current();
+        let b = strategy.new_tree(&mut runner(9, 4)).unwrap().current();
+        assert_eq!(a.src, b.src);
+        assert_eq!(a.seed, b.seed);
+    }
+}
