@@ -71,6 +71,17 @@ impl Separated {
     }
 }
 
+/// Whether [`separate`] would split any stage of `layer`: what a compile
+/// asks first, so that a layer with nothing to split costs no copy of its
+/// weights (megabytes for large pointwise stages).
+pub fn splits_any(layer: &Layer, weights: &Weights) -> bool {
+    layer
+        .stages
+        .iter()
+        .zip(weights.stages())
+        .any(|(s, w)| is_candidate(s) && matches!(split(s, w), Split::Done(..)))
+}
+
 /// Splits every stage of `layer` whose kernels `weights` shows to have rank 1
 /// (see the module's documentation), where that saves multiply-accumulates.
 /// The result computes what `layer` does, up to f32 rounding; its stages

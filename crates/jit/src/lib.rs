@@ -104,8 +104,9 @@ pub struct CompileStats {
     pub seconds: f64,
     /// The machine code was reused from an earlier compile of the same shapes.
     pub cache_hit: bool,
-    /// Seconds spent packing this kernel's weights (every compile, hit or
-    /// not: the code is shared, the weights are the kernel's own).
+    /// Seconds spent on this kernel's weights: finding rank-1 kernels
+    /// (`Options::separate`) and packing them (every compile, hit or not:
+    /// the code is shared, the weights are the kernel's own).
     pub pack_seconds: f64,
 }
 
@@ -350,16 +351,18 @@ impl Kernel {
         // give: generated code trusts its shapes. O(stages).
         convjit_ir::check_layer(layer)?;
         weights.check(layer)?;
-        let start = Instant::now();
         // Kernels of rank 1 run as two 1-D stages: the code is that of the
-        // rewritten layer, cached by its stages.
-        let separated = options
-            .separate
+        // rewritten layer, cached by its stages. Looking at the weights is
+        // work of this kernel's, timed with packing them.
+        let seen = Instant::now();
+        let separated = (options.separate && convjit_ir::separate::splits_any(layer, weights))
             .then(|| convjit_ir::separate(layer, weights));
         let (layer, weights) = match &separated {
             Some(s) if s.changed() => (&s.layer, &s.weights),
             _ => (layer, weights),
         };
+        let seen = seen.elapsed().as_secs_f64();
+        let start = Instant::now();
         // `Auto` and the generator it stands for share cache entries, and
         // so do layers compiled with and without `separate` (the stages
         // say which ran).
@@ -414,7 +417,7 @@ impl Kernel {
             stats: CompileStats {
                 seconds,
                 cache_hit,
-                pack_seconds: start.elapsed().as_secs_f64(),
+                pack_seconds: seen + start.elapsed().as_secs_f64(),
             },
             #[cfg(feature = "testing")]
             testing: Default::default(),
