@@ -956,16 +956,17 @@ fn bench_plots_a_roofline_with_peer_points() {
         .map(|r| r["variant"].as_str().unwrap())
         .filter(|v| !v.ends_with("-peak"))
         .collect();
-    // One point per variant and one for the peer.
+    // One point per variant, one for the peer (matched to this layer by
+    // its MACs), and a legend marker for each of the four kinds of point.
     assert_eq!(
         text.matches("<circle").count(),
-        variants.len() + 1,
+        variants.len() + 1 + 4,
         "{text}"
     );
-    for v in variants {
-        assert!(text.contains(&format!("\ntextbook_separable {v}\n")), "{v}");
-    }
-    assert!(text.contains("\ntb_sep ort\n"));
+    // The layer, numbered at its point and in the key.
+    assert!(text.contains("\n 1  textbook_separable\n"), "{text}");
+    assert!(text.contains("\n1\n"));
+    assert!(text.contains("\npeers\n"));
     // A peers file that is not the peers' format: exit 1, no plot.
     std::fs::remove_file(&svg).unwrap();
     std::fs::write(&peers, "{}").unwrap();

@@ -164,7 +164,11 @@ fn plot(
         let intensity = flops / r["min_traffic_bytes"].as_f64().unwrap_or(f64::NAN);
         let layer = r["layer"].as_str().unwrap_or("?");
         if r["batch"] == 1 {
-            ours.push((r["macs"].as_u64().unwrap_or(0), intensity));
+            ours.push((
+                r["macs"].as_u64().unwrap_or(0),
+                intensity,
+                layer.to_string(),
+            ));
         }
         for v in r["results"].as_array().into_iter().flatten() {
             let name = v["variant"].as_str().unwrap_or("?");
@@ -172,7 +176,8 @@ fn plot(
                 continue;
             }
             points.push(Point {
-                label: format!("{layer} {name}"),
+                layer: layer.to_string(),
+                variant: name.to_string(),
                 intensity,
                 gflops: v["gflops"].as_f64().unwrap_or(0.0),
                 peer: false,

@@ -9,12 +9,48 @@ use plotters::prelude::*;
 /// One measured kernel.
 #[derive(Clone, Debug)]
 pub struct Point {
-    pub label: String,
+    pub layer: String,
+    pub variant: String,
     /// FLOPs per byte of minimum traffic (input + weights + output).
     pub intensity: f64,
     pub gflops: f64,
     /// A peer framework's measurement (drawn in another colour).
     pub peer: bool,
+}
+
+/// How a point is drawn: the chosen kernel, convjit's other variants,
+/// the hand-written baselines, the peers.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Jit,
+    Variant,
+    Baseline,
+    Peer,
+}
+
+impl Kind {
+    fn of(p: &Point) -> Kind {
+        match p.variant.as_str() {
+            _ if p.peer => Kind::Peer,
+            "jit" => Kind::Jit,
+            v if v.starts_with("jit-") => Kind::Variant,
+            _ => Kind::Baseline,
+        }
+    }
+
+    const ALL: [Kind; 4] = [Kind::Jit, Kind::Variant, Kind::Baseline, Kind::Peer];
+
+    fn style(self) -> (RGBColor, &'static str) {
+        match self {
+            Kind::Jit => (RGBColor(20, 60, 200), "convjit (jit: the chosen generator)"),
+            Kind::Variant => (
+                RGBColor(120, 170, 235),
+                "convjit variants (other generators, unfused, threads)",
+            ),
+            Kind::Baseline => (RGBColor(150, 150, 150), "hand-written baselines"),
+            Kind::Peer => (RGBColor(210, 40, 40), "peers"),
+        }
+    }
 }
 
 /// The ceilings.
@@ -26,23 +62,83 @@ pub struct Roofs {
     pub bandwidth_label: String,
 }
 
-/// The plot as SVG text: one `<circle>` per point, each labelled.
+/// A pixel position, and a label's (width, height) in pixels.
+type Px = (i32, i32);
+
+/// Pixel size of a label of `chars` characters in the 12-pixel font.
+fn label_size(chars: usize) -> (i32, i32) {
+    (7 * chars as i32 + 2, 13)
+}
+
+/// Positions (top-left corners) for labels of the given sizes next to
+/// their points, none overlapping another label or any point: each takes
+/// the first free spot of a ring of candidates around its point, at
+/// growing distance (with a leader line drawn when it is not adjacent).
+pub fn place_labels(points: &[Px], anchors: &[(Px, Px)]) -> Vec<Px> {
+    let overlaps = |a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)| {
+        a.0 < b.0 + b.2 && b.0 < a.0 + a.2 && a.1 < b.1 + b.3 && b.1 < a.1 + a.3
+    };
+    let mut taken: Vec<(i32, i32, i32, i32)> =
+        points.iter().map(|&(x, y)| (x - 4, y - 4, 9, 9)).collect();
+    let mut placed = Vec::new();
+    for &((x, y), (w, h)) in anchors {
+        let mut spot = (x + 6, y - h - 2);
+        'search: for r in 1..40 {
+            let d = 6 * r;
+            for (dx, dy) in [
+                (d, -h - 2),
+                (d, 2),
+                (-d - w, -h - 2),
+                (-d - w, 2),
+                (-w / 2, -d - h),
+                (-w / 2, d),
+                (d, -h / 2),
+                (-d - w, -h / 2),
+            ] {
+                let b = (x + dx, y + dy, w, h);
+                if !taken.iter().any(|&t| overlaps(b, t)) {
+                    spot = (b.0, b.1);
+                    break 'search;
+                }
+            }
+        }
+        taken.push((spot.0, spot.1, w, h));
+        placed.push(spot);
+    }
+    placed
+}
+
+/// The plot as SVG text: one `<circle>` per point; each layer numbered at
+/// its `jit` point (labels placed so none overlaps another or a point),
+/// with a key of the numbers, and a legend of the point kinds and roofs.
 pub fn svg(title: &str, points: &[Point], roofs: &Roofs) -> Result<String, String> {
     let top_peak = roofs.peaks.iter().map(|p| p.1).fold(1.0, f64::max);
     let finite = |v: f64| v.is_finite() && v > 0.0;
-    let xs = points.iter().map(|p| p.intensity).filter(|&v| finite(v));
-    let ys = points.iter().map(|p| p.gflops).filter(|&v| finite(v));
+    let points: Vec<&Point> = points
+        .iter()
+        .filter(|p| finite(p.intensity) && finite(p.gflops))
+        .collect();
+    let xs = points.iter().map(|p| p.intensity);
+    let ys = points.iter().map(|p| p.gflops);
     // Wide enough for every point and the ridges of every roof.
     let ridge_max = top_peak / roofs.bandwidth.max(1e-9);
     let x_lo = xs.clone().fold(ridge_max / 10.0, f64::min).min(0.1) / 2.0;
     let x_hi = xs.fold(ridge_max * 10.0, f64::max) * 2.0;
     let y_lo = ys.clone().fold(top_peak, f64::min).min(0.1) / 2.0;
     let y_hi = ys.fold(top_peak, f64::max) * 2.0;
+    // Layers in first-seen order, numbered from 1.
+    let mut layers: Vec<&str> = Vec::new();
+    for p in &points {
+        if !layers.contains(&p.layer.as_str()) {
+            layers.push(&p.layer);
+        }
+    }
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (1200, 800)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (1400, 900)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
+        let (plot_area, key_area) = root.split_horizontally(1100);
+        let mut chart = ChartBuilder::on(&plot_area)
             .caption(title, ("sans-serif", 20))
             .margin(15)
             .x_label_area_size(45)
@@ -60,7 +156,7 @@ pub fn svg(title: &str, points: &[Point], roofs: &Roofs) -> Result<String, Strin
             .map(|i| x_lo * (x_hi / x_lo).powf(i as f64 / 200.0))
             .collect();
         for (i, (name, peak)) in roofs.peaks.iter().enumerate() {
-            let colour = Palette99::pick(i).to_rgba();
+            let colour = Palette99::pick(i + 3).to_rgba();
             let line = samples.iter().map(|&x| (x, peak.min(roofs.bandwidth * x)));
             chart
                 .draw_series(LineSeries::new(line, colour.stroke_width(2)))
@@ -71,17 +167,51 @@ pub fn svg(title: &str, points: &[Point], roofs: &Roofs) -> Result<String, Strin
                 ))
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour));
         }
-        for p in points
-            .iter()
-            .filter(|p| finite(p.intensity) && finite(p.gflops))
-        {
-            let colour = if p.peer { RED } else { BLUE };
+        // Points, the chosen kernels last (on top).
+        for kind in [Kind::Baseline, Kind::Variant, Kind::Peer, Kind::Jit] {
+            let (colour, _) = kind.style();
+            let these = points.iter().filter(|p| Kind::of(p) == kind);
             chart
-                .draw_series(std::iter::once(
-                    EmptyElement::at((p.intensity, p.gflops))
-                        + Circle::new((0, 0), 4, colour.filled())
-                        + Text::new(p.label.clone(), (6, -10), ("sans-serif", 11)),
-                ))
+                .draw_series(
+                    these.map(|p| Circle::new((p.intensity, p.gflops), 4, colour.filled())),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        for kind in Kind::ALL {
+            let (colour, name) = kind.style();
+            chart
+                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+                .map_err(|e| e.to_string())?
+                .label(name)
+                .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
+        }
+        // Layer numbers at their jit points, placed clear of every point
+        // and each other.
+        let px: Vec<(i32, i32)> = points
+            .iter()
+            .map(|p| chart.backend_coord(&(p.intensity, p.gflops)))
+            .collect();
+        let anchors: Vec<(Px, Px)> = layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let at = points
+                    .iter()
+                    .position(|p| p.layer == *l && Kind::of(p) == Kind::Jit)
+                    .or_else(|| points.iter().position(|p| p.layer == *l))?;
+                Some((px[at], label_size((i + 1).to_string().len())))
+            })
+            .collect();
+        let spots = place_labels(&px, &anchors);
+        let font = ("sans-serif", 12).into_font().color(&BLACK);
+        for (i, (&((x, y), (w, h)), &(sx, sy))) in anchors.iter().zip(&spots).enumerate() {
+            // A leader line where the label sits away from its point.
+            let (cx, cy) = (sx + w / 2, sy + h / 2);
+            if (cx - x).abs() > w + 8 || (cy - y).abs() > h + 8 {
+                root.draw(&PathElement::new([(x, y), (cx, cy)], BLACK.mix(0.4)))
+                    .map_err(|e| e.to_string())?;
+            }
+            root.draw(&Text::new((i + 1).to_string(), (sx + 1, sy), font.clone()))
                 .map_err(|e| e.to_string())?;
         }
         chart
@@ -91,6 +221,20 @@ pub fn svg(title: &str, points: &[Point], roofs: &Roofs) -> Result<String, Strin
             .border_style(BLACK)
             .draw()
             .map_err(|e| e.to_string())?;
+        // The key: layer numbers and names.
+        let key_font = ("sans-serif", 12).into_font().color(&BLACK);
+        key_area
+            .draw(&Text::new("layers", (10, 40), key_font.clone()))
+            .map_err(|e| e.to_string())?;
+        for (i, l) in layers.iter().enumerate() {
+            key_area
+                .draw(&Text::new(
+                    format!("{:>2}  {l}", i + 1),
+                    (10, 60 + 16 * i as i32),
+                    key_font.clone(),
+                ))
+                .map_err(|e| e.to_string())?;
+        }
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(out)
@@ -98,21 +242,22 @@ pub fn svg(title: &str, points: &[Point], roofs: &Roofs) -> Result<String, Strin
 
 /// Peer points from `bench_peers.py --out-json`: per peer layer and
 /// framework, its GFLOP/s, placed at the intensity of the layer of this run
-/// with the same MAC count (`ours`: (macs, intensity)); peer layers with no
-/// such layer are left out.
-pub fn peer_points(json: &serde_json::Value, ours: &[(u64, f64)]) -> Vec<Point> {
+/// with the same MAC count (`ours`: (macs, intensity, name)), under that
+/// layer's name; peer layers with no such layer are left out.
+pub fn peer_points(json: &serde_json::Value, ours: &[(u64, f64, String)]) -> Vec<Point> {
     let mut points = Vec::new();
     for l in json["layers"].as_array().into_iter().flatten() {
-        let Some(&(_, intensity)) = ours.iter().find(|(m, _)| Some(*m) == l["macs"].as_u64())
+        let Some((_, intensity, layer)) =
+            ours.iter().find(|(m, _, _)| Some(*m) == l["macs"].as_u64())
         else {
             continue;
         };
-        let name = l["name"].as_str().unwrap_or("?");
         for (fw, r) in l["results"].as_object().into_iter().flatten() {
             if let Some(g) = r["full"]["gflops"].as_f64() {
                 points.push(Point {
-                    label: format!("{name} {fw}"),
-                    intensity,
+                    layer: layer.clone(),
+                    variant: fw.clone(),
+                    intensity: *intensity,
                     gflops: g,
                     peer: true,
                 });
@@ -126,27 +271,24 @@ pub fn peer_points(json: &serde_json::Value, ours: &[(u64, f64)]) -> Vec<Point> 
 mod tests {
     use super::*;
 
+    fn point(layer: &str, variant: &str, intensity: f64, gflops: f64, peer: bool) -> Point {
+        Point {
+            layer: layer.into(),
+            variant: variant.into(),
+            intensity,
+            gflops,
+            peer,
+        }
+    }
+
     #[test]
-    fn the_svg_holds_every_point_and_roof() {
+    fn the_svg_holds_every_point_roof_and_layer() {
         let points = vec![
-            Point {
-                label: "dw jit".into(),
-                intensity: 0.4,
-                gflops: 12.0,
-                peer: false,
-            },
-            Point {
-                label: "pw jit-avx2".into(),
-                intensity: 30.0,
-                gflops: 95.0,
-                peer: false,
-            },
-            Point {
-                label: "pw ort".into(),
-                intensity: 30.0,
-                gflops: 110.0,
-                peer: true,
-            },
+            point("dw", "jit", 0.4, 12.0, false),
+            point("pw", "jit", 30.0, 180.0, false),
+            point("pw", "jit-avx2", 30.0, 95.0, false),
+            point("pw", "sse128", 30.0, 40.0, false),
+            point("pw", "ort", 30.0, 110.0, true),
         ];
         let roofs = Roofs {
             peaks: vec![("fma128-peak".into(), 60.0), ("fma512-peak".into(), 240.0)],
@@ -155,17 +297,47 @@ mod tests {
         };
         let svg = svg("test", &points, &roofs).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..100]);
-        assert_eq!(svg.matches("<circle").count(), points.len(), "{svg}");
-        for p in &points {
-            // plotters writes each text element on a line of its own.
-            assert!(
-                svg.contains(&format!("\n{}\n", p.label)),
-                "{} missing",
-                p.label
-            );
+        // Every point, plus one legend marker per kind.
+        assert_eq!(svg.matches("<circle").count(), points.len() + 4, "{svg}");
+        // plotters writes each text element on a line of its own.
+        for label in [" 1  dw", " 2  pw", "1", "2", "peers"] {
+            assert!(svg.contains(&format!("\n{label}\n")), "{label} missing");
         }
         assert!(svg.contains("fma512-peak 240.0 GFLOP/s"));
         assert!(svg.contains("<polyline"), "roof lines");
+    }
+
+    #[test]
+    fn labels_overlap_neither_each_other_nor_points() {
+        // Twenty points in a tight cluster, as a suite's pointwise layers are.
+        let pts: Vec<(i32, i32)> = (0..20)
+            .map(|i| (500 + 3 * (i % 5), 300 + 4 * (i / 5)))
+            .collect();
+        let anchors: Vec<(Px, Px)> = pts
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (p, label_size((i + 1).to_string().len())))
+            .collect();
+        let spots = place_labels(&pts, &anchors);
+        let boxes: Vec<(i32, i32, i32, i32)> = spots
+            .iter()
+            .zip(&anchors)
+            .map(|(&(x, y), &(_, (w, h)))| (x, y, w, h))
+            .collect();
+        let overlaps = |a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)| {
+            a.0 < b.0 + b.2 && b.0 < a.0 + a.2 && a.1 < b.1 + b.3 && b.1 < a.1 + a.3
+        };
+        for (i, &a) in boxes.iter().enumerate() {
+            for &b in &boxes[i + 1..] {
+                assert!(!overlaps(a, b), "{a:?} {b:?}");
+            }
+            for &(x, y) in &pts {
+                assert!(
+                    !overlaps(a, (x - 4, y - 4, 9, 9)),
+                    "{a:?} covers ({x}, {y})"
+                );
+            }
+        }
     }
 
     #[test]
@@ -176,9 +348,12 @@ mod tests {
                 "litert": {"full": {"error": "missing"}}}},
             {"name": "b", "macs": 7, "results": {"ort": {"full": {"gflops": 1.0}}}}
         ]});
-        let p = peer_points(&json, &[(100, 2.5)]);
+        let p = peer_points(&json, &[(100, 2.5, "ours".into())]);
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].label, "a ort");
+        assert_eq!(
+            (p[0].layer.as_str(), p[0].variant.as_str()),
+            ("ours", "ort")
+        );
         assert_eq!(p[0].intensity, 2.5);
         assert!(p[0].peer);
     }
