@@ -436,9 +436,10 @@ impl<'a> Gen<'a> {
             Count::Const(1) => return body(self),
             Count::Const(n) => match ctr {
                 Ctr::Reg(r) => self.mov_imm(r, n as i64),
-                Ctr::Slot(s) => self
-                    .a
-                    .emit(I::with2(Code::Mov_rm64_imm32, slot(s), n as i32)),
+                Ctr::Slot(s) => {
+                    self.mov_imm(IMM, n as i64);
+                    self.store(s, IMM);
+                }
             },
             Count::Slot(src) => {
                 self.load(IMM, src);
@@ -865,7 +866,7 @@ impl<'a> Gen<'a> {
             .collect();
         for u in 0..nu {
             if p.bias_off.is_some() {
-                let m = mem(RUN_B, (u as i64 * self.vb) as i32);
+                let m = self.at(RUN_B, u as i64 * self.vb);
                 self.vload(acc[0][u], m);
             } else {
                 self.vzero(acc[0][u]);
