@@ -895,17 +895,15 @@ impl<'a> Gen<'a> {
         if let (Some(cols), Strategy::Reduce) = (&k.cols, p.strategy) {
             self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
                 for kx in 0..p.kw {
-                    let rows: Vec<&[R]> = (0..npx)
-                        .filter(|&px| (cols[px].0..cols[px].0 + cols[px].1).contains(&kx))
-                        .map(|px| &acc[px][..])
-                        .collect();
-                    if rows.is_empty() {
+                    let pxs = pxs_of(cols, kx);
+                    if pxs.is_empty() {
                         continue;
                     }
+                    let rows: Vec<&[R]> = pxs.iter().map(|&px| &acc[px][..]).collect();
                     let in_off = (kx * p.dw * p.ci * 4) as i64;
                     g.add_reg_imm(IP, in_off);
                     g.add_reg_imm(WP, kx as i64 * tap_bytes);
-                    g.reduce(&rows, &pxs_of(cols, kx), nu, p.ci, npx * nu, ahead);
+                    g.reduce(&rows, &pxs, nu, p.ci, npx * nu, ahead);
                     g.add_reg_imm(IP, -in_off - (p.ci * 4) as i64);
                     g.add_reg_imm(WP, -(kx as i64 + 1) * tap_bytes);
                 }
@@ -1159,29 +1157,7 @@ impl<'a> Gen<'a> {
             g.add_reg_imm(IP, in_ky);
             g.add_reg_imm(WP, p.kw as i64 * vl);
         });
-        // The epilogue's registers follow the accumulators (the weights
-        // are dead by now).
-        let (zero, six) = (self.v(nv), self.v(nv + 1));
-        if p.activation != Activation::None {
-            self.vzero(zero);
-        }
-        if p.activation == Activation::Relu6 {
-            self.vconst(six, 6.0);
-        }
-        self.load(RUN_O, Slot::SegO);
-        if p.residual {
-            self.load(RES, Slot::ResDelta);
-            self.add_rr(RES, RUN_O);
-        }
-        for (v, &a) in acc.iter().enumerate() {
-            if p.activation != Activation::None {
-                self.vmax(a, zero);
-            }
-            if p.activation == Activation::Relu6 {
-                self.vmin(a, six);
-            }
-            self.store_vector(a, v as i64 * vl);
-        }
+        self.row_epilogue(&acc);
     }
 
     /// [`Gen::row_vector_block`] for 2 or more channels: vector `v`'s lane
@@ -1224,6 +1200,14 @@ impl<'a> Gen<'a> {
             g.add_reg_imm(IP, in_ky);
             g.add_reg_imm(WP, (p.kw * c) as i64 * vl);
         });
+        self.row_epilogue(&acc);
+    }
+
+    /// Activation, residual and stores of a row-vector block's
+    /// accumulators (consecutive vectors from `[SegO]`); its zero and six
+    /// registers follow the accumulators (the weights are dead by now).
+    fn row_epilogue(&mut self, acc: &[R]) {
+        let p = self.p;
         let (zero, six) = (self.v(acc.len()), self.v(acc.len() + 1));
         if p.activation != Activation::None {
             self.vzero(zero);
@@ -1243,7 +1227,7 @@ impl<'a> Gen<'a> {
             if p.activation == Activation::Relu6 {
                 self.vmin(a, six);
             }
-            self.store_vector(a, v as i64 * vl);
+            self.store_vector(a, v as i64 * self.vb);
         }
     }
 
@@ -1260,9 +1244,7 @@ impl<'a> Gen<'a> {
         let w: Vec<R> = (0..nu).map(|u| self.v(free + u)).collect();
         let x = self.v(free + nu);
         for kx in 0..p.kw {
-            let pxs: Vec<usize> = (0..cols.len())
-                .filter(|&px| (cols[px].0..cols[px].0 + cols[px].1).contains(&kx))
-                .collect();
+            let pxs = pxs_of(cols, kx);
             if pxs.is_empty() {
                 continue;
             }
