@@ -202,7 +202,7 @@ fn reduce_units(stage: &Stage, cout: usize) -> (usize, String) {
             "more than 512 output channels: 4x2 (fewer passes over the input)".into(),
         );
     }
-    let cost = |units: usize| block_cost(stage, vectors, REDUCE_ACCUMULATORS / units, units, false);
+    let cost = |units: usize| block_cost(stage, vectors, REDUCE_ACCUMULATORS / units, units);
     let (c1, c2) = (cost(1), cost(2));
     let units = if c1 <= c2 { 1 } else { 2 };
     let per = if is_flat(stage) {
@@ -220,16 +220,9 @@ fn reduce_units(stage: &Stage, cout: usize) -> (usize, String) {
 
 /// Estimated cycles per reduction step over a row (an image, for a flat
 /// stage) of register blocks of `px` pixels x `units` of the stage's
-/// `vectors` output vectors (see [`reduce_units`]). With a
-/// `shared_broadcast` a block loads each pixel's input once per step (a
-/// direct generator); without, once per FMA (Cranelift).
-fn block_cost(
-    stage: &Stage,
-    vectors: usize,
-    px: usize,
-    units: usize,
-    shared_broadcast: bool,
-) -> f64 {
+/// `vectors` output vectors (see [`reduce_units`]): Cranelift's blocks load
+/// a pixel's input once per FMA (see [`REDUCE_ACCUMULATORS`]).
+fn block_cost(stage: &Stage, vectors: usize, px: usize, units: usize) -> f64 {
     // A flat stage's calls are mostly long runs of pixels across rows.
     let (wo, w) = if is_flat(stage) {
         let n = stage.output.h * stage.output.w;
@@ -251,8 +244,7 @@ fn block_cost(
         .collect();
     let block = |n: usize, nkx: usize| {
         let fmas = (n * units) as f64;
-        let loads = if shared_broadcast { n as f64 } else { fmas };
-        let step = ((loads + units as f64) / VECTOR_LOADS)
+        let step = ((fmas + units as f64) / VECTOR_LOADS)
             .max(fmas / FMA_PIPES)
             .max(FMA_LATENCY);
         nkx as f64 * step
@@ -274,8 +266,9 @@ fn block_cost(
     vectors.div_ceil(units) as f64 * row
 }
 
-/// Most pixels of a register block of a direct generator: a longer block
-/// only lengthens the remainder blocks of a row.
+/// Most pixels of a depthwise register block of a direct generator: more
+/// only lengthen the remainder blocks of a row (16 x 1 ran best of 16x1,
+/// 12x2, 8x3, 6x4 on depthwise 56x56x144 and 28x28x144).
 const DIRECT_MAX_PX: usize = 16;
 
 /// Blocking of a direct generator, which allocates its own registers:
