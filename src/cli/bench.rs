@@ -73,13 +73,7 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
         None => None,
     };
     let mut reports = Vec::new();
-    let layers = match &a.weights {
-        Some(_) => vec![convjit::select_layer(
-            convjit::load_layers(&a.file)?,
-            a.layer.as_deref(),
-        )?],
-        None => super::layers(&a.file, a.layer.as_deref())?,
-    };
+    let layers = super::layers_for(&a.file, a.layer.as_deref(), a.weights.is_some())?;
     let bar = super::progress::bar(layers.len() as u64, "bench");
     for layer in &layers {
         bar.set_message(layer.name.clone());

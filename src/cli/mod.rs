@@ -258,10 +258,21 @@ pub fn thousands(n: u64) -> String {
 
 /// The layers of `file`, all of them or the one named.
 fn layers(file: &std::path::Path, name: Option<&str>) -> Result<Vec<convjit::Layer>, Failure> {
+    layers_for(file, name, false)
+}
+
+/// [`layers`], but exactly one when `weighted` (weights belong to one
+/// layer: the one named, or the file's only one).
+fn layers_for(
+    file: &std::path::Path,
+    name: Option<&str>,
+    weighted: bool,
+) -> Result<Vec<convjit::Layer>, Failure> {
     let all = convjit::load_layers(file)?;
-    Ok(match name {
-        Some(_) => vec![convjit::select_layer(all, name)?],
-        None => all,
+    Ok(if weighted || name.is_some() {
+        vec![convjit::select_layer(all, name)?]
+    } else {
+        all
     })
 }
 

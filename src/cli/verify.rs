@@ -71,13 +71,7 @@ pub fn verify(a: &VerifyArgs) -> Result<(), Failure> {
             vec![concrete]
         }
     };
-    let layers = match &a.weights {
-        Some(_) => vec![convjit::select_layer(
-            convjit::load_layers(&a.file)?,
-            a.layer.as_deref(),
-        )?],
-        None => super::layers(&a.file, a.layer.as_deref())?,
-    };
+    let layers = super::layers_for(&a.file, a.layer.as_deref(), a.weights.is_some())?;
     let mut failures = 0;
     let mut checks = 0;
     for layer in &layers {

@@ -300,7 +300,13 @@ impl PackTable {
                         )))
                     }
                 };
-                entries.push(e as u32);
+                // At most 1 + 2^28 weights + 2^16 biases (the IR's limits).
+                entries.push(u32::try_from(e).map_err(|_| {
+                    AotError::Codegen(format!(
+                        "stage '{}': gather index {e} beyond 32 bits",
+                        s.name
+                    ))
+                })?);
             }
             // `pack` must be a gather (with zeros) for the table to express it.
             let mut rng = Rng::new(0x5eed ^ nw as u64);
@@ -369,6 +375,7 @@ pub fn define_pack<M: Module>(
         .map(|(_, b)| 1 + b.is_some() as usize)
         .sum::<usize>();
     let ptrs: Vec<Value> = (0..nptr)
+        // k < 2 x stages: a layer of 2^27 stages is not a file anyone can parse.
         .map(|k| b.ins().load(I64, mf, arrays, (k * 8) as i32))
         .collect();
     null_check(&mut b, &ptrs, ret_inval);

@@ -791,21 +791,24 @@ pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
         }
         l
     };
+    // One unit whose lanes are the output channels `s..s + v`: a vector
+    // store, or a masked (or lane by lane) one when `v` is short.
+    let contiguous = |input: InSrc, s: usize, v: usize| {
+        vec![Unit {
+            input,
+            out: if v == lanes {
+                OutDst::Vector(s)
+            } else {
+                OutDst::Lanes((0..v).map(|l| (l as u8, s + l)).collect())
+            },
+            lanes: lanes_of(&|l| s + l, v),
+        }]
+    };
     let (g_in, g_out, g_o, units_per_group);
     match strategy {
         Strategy::Reduce => {
             let pos = positions(co, lanes);
-            let mk = |s: usize, v: usize| {
-                vec![Unit {
-                    input: InSrc::None,
-                    out: if v == lanes {
-                        OutDst::Vector(s)
-                    } else {
-                        OutDst::Lanes((0..v).map(|l| (l as u8, s + l)).collect())
-                    },
-                    lanes: lanes_of(&|l| s + l, v),
-                }]
-            };
+            let mk = |s: usize, v: usize| contiguous(InSrc::None, s, v);
             add_runs(&pos, u, 0, lanes, &mk);
             (g_in, g_out, g_o, units_per_group) = (0, 0, 0, pos.len());
         }
@@ -837,19 +840,9 @@ pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
         Strategy::DwMultiplier => {
             let m = co / ci;
             let pos = positions(m, lanes);
-            let mk = |s: usize, v: usize| {
-                vec![Unit {
-                    input: InSrc::Splat(0),
-                    // Fewer outputs than lanes (wide vectors only): a
-                    // whole vector would write the next group's.
-                    out: if v == lanes {
-                        OutDst::Vector(s)
-                    } else {
-                        OutDst::Lanes((0..v).map(|l| (l as u8, s + l)).collect())
-                    },
-                    lanes: lanes_of(&|l| s + l, v),
-                }]
-            };
+            // Fewer outputs than lanes (wide vectors only): a whole vector
+            // would write the next group's.
+            let mk = |s: usize, v: usize| contiguous(InSrc::Splat(0), s, v);
             add_runs(&pos, u, 0, lanes, &mk);
             (g_in, g_out, g_o, units_per_group) = (1, m, m, pos.len());
         }

@@ -53,9 +53,9 @@ const SAVED: [R; 6] = [R::RBX, R::RBP, R::R12, R::R13, R::R14, R::R15];
 
 /// Reduction steps emitted without a loop (see [`Gen::reduce`]): 3x3x3
 /// and 5x5x3 tap rows (conv1 224x224x3 151 -> 131 us). Not more: 32 steps
-/// of a 14x2 block (1,400 instructions of 6-7 bytes) ran 25% slower on
-/// pointwise 32 -> 64, decoded again each time instead of replayed from
-/// the micro-op cache.
+/// (about 1,400 instructions of 6-7 bytes a block) made MobileNet v1's
+/// 112x112x32 -> 64 layer run 486 -> 622 us, likely decoded again each
+/// time instead of replayed from the micro-op cache.
 const MAX_STRAIGHT_STEPS: usize = 16;
 
 /// 64-bit stack slots of the outer loops' state.
@@ -94,6 +94,11 @@ const MASKS: i32 = SLOTS * 8;
 /// saved registers and the return address) keep rsp 16-byte aligned.
 const FRAME: i32 = MASKS + 8 * 32 + 8;
 
+/// Every `as i32`/`as u32` in this file narrows a value bounded by the
+/// generator itself, never by the layer: a slot number (< 24), a mask
+/// index (< 7) and lane (< 16), a block's pixels (<= 28), a vector lane's
+/// 128-bit chunk (< 4), a register number (< 32). Layer-sized offsets go
+/// through [`Gen::at`] and [`Gen::add_imm`].
 fn slot(s: Slot) -> MemoryOperand {
     mem(R::RSP, s as i32 * 8)
 }
@@ -266,58 +271,61 @@ impl<'a> Gen<'a> {
         self.isa == Isa::Avx512
     }
 
-    fn vload(&mut self, d: R, m: MemoryOperand) {
-        let c = if self.evex() {
-            Code::EVEX_Vmovups_zmm_k1z_zmmm512
+    /// The AVX-512 (EVEX, zmm) or AVX2 (VEX, ymm) form of an instruction.
+    fn pick(&self, evex: Code, vex: Code) -> Code {
+        if self.evex() {
+            evex
         } else {
-            Code::VEX_Vmovups_ymm_ymmm256
-        };
+            vex
+        }
+    }
+
+    fn vload(&mut self, d: R, m: MemoryOperand) {
+        let c = self.pick(
+            Code::EVEX_Vmovups_zmm_k1z_zmmm512,
+            Code::VEX_Vmovups_ymm_ymmm256,
+        );
         self.a.emit(I::with2(c, d, m));
     }
 
     fn vstore(&mut self, m: MemoryOperand, s: R) {
-        let c = if self.evex() {
-            Code::EVEX_Vmovups_zmmm512_k1z_zmm
-        } else {
-            Code::VEX_Vmovups_ymmm256_ymm
-        };
+        let c = self.pick(
+            Code::EVEX_Vmovups_zmmm512_k1z_zmm,
+            Code::VEX_Vmovups_ymmm256_ymm,
+        );
         self.a.emit(I::with2(c, m, s));
     }
 
     fn vcopy(&mut self, d: R, s: R) {
-        let c = if self.evex() {
-            Code::EVEX_Vmovaps_zmm_k1z_zmmm512
-        } else {
-            Code::VEX_Vmovaps_ymm_ymmm256
-        };
+        let c = self.pick(
+            Code::EVEX_Vmovaps_zmm_k1z_zmmm512,
+            Code::VEX_Vmovaps_ymm_ymmm256,
+        );
         self.a.emit(I::with2(c, d, s));
     }
 
     fn vzero(&mut self, d: R) {
-        let c = if self.evex() {
-            Code::EVEX_Vpxord_zmm_k1z_zmm_zmmm512b32
-        } else {
-            Code::VEX_Vxorps_ymm_ymm_ymmm256
-        };
+        let c = self.pick(
+            Code::EVEX_Vpxord_zmm_k1z_zmm_zmmm512b32,
+            Code::VEX_Vxorps_ymm_ymm_ymmm256,
+        );
         self.a.emit(I::with3(c, d, d, d));
     }
 
     fn vbroadcast(&mut self, d: R, m: MemoryOperand) {
-        let c = if self.evex() {
-            Code::EVEX_Vbroadcastss_zmm_k1z_xmmm32
-        } else {
-            Code::VEX_Vbroadcastss_ymm_m32
-        };
+        let c = self.pick(
+            Code::EVEX_Vbroadcastss_zmm_k1z_xmmm32,
+            Code::VEX_Vbroadcastss_ymm_m32,
+        );
         self.a.emit(I::with2(c, d, m));
     }
 
     /// `acc += a * b`.
     fn fma(&mut self, acc: R, a: R, b: Src) {
-        let c = if self.evex() {
-            Code::EVEX_Vfmadd231ps_zmm_k1z_zmm_zmmm512b32_er
-        } else {
-            Code::VEX_Vfmadd231ps_ymm_ymm_ymmm256
-        };
+        let c = self.pick(
+            Code::EVEX_Vfmadd231ps_zmm_k1z_zmm_zmmm512b32_er,
+            Code::VEX_Vfmadd231ps_ymm_ymm_ymmm256,
+        );
         self.op3(c, acc, a, b);
     }
 
@@ -329,29 +337,26 @@ impl<'a> Gen<'a> {
     }
 
     fn vmax(&mut self, d: R, b: R) {
-        let c = if self.evex() {
-            Code::EVEX_Vmaxps_zmm_k1z_zmm_zmmm512b32_sae
-        } else {
-            Code::VEX_Vmaxps_ymm_ymm_ymmm256
-        };
+        let c = self.pick(
+            Code::EVEX_Vmaxps_zmm_k1z_zmm_zmmm512b32_sae,
+            Code::VEX_Vmaxps_ymm_ymm_ymmm256,
+        );
         self.op3(c, d, d, Src::R(b));
     }
 
     fn vmin(&mut self, d: R, b: R) {
-        let c = if self.evex() {
-            Code::EVEX_Vminps_zmm_k1z_zmm_zmmm512b32_sae
-        } else {
-            Code::VEX_Vminps_ymm_ymm_ymmm256
-        };
+        let c = self.pick(
+            Code::EVEX_Vminps_zmm_k1z_zmm_zmmm512b32_sae,
+            Code::VEX_Vminps_ymm_ymm_ymmm256,
+        );
         self.op3(c, d, d, Src::R(b));
     }
 
     fn vadd(&mut self, d: R, b: Src) {
-        let c = if self.evex() {
-            Code::EVEX_Vaddps_zmm_k1z_zmm_zmmm512b32_er
-        } else {
-            Code::VEX_Vaddps_ymm_ymm_ymmm256
-        };
+        let c = self.pick(
+            Code::EVEX_Vaddps_zmm_k1z_zmm_zmmm512b32_er,
+            Code::VEX_Vaddps_ymm_ymm_ymmm256,
+        );
         self.op3(c, d, d, b);
     }
 
