@@ -1,0 +1,3 @@
+//! convjit's ONNX importer (work in progress).
+
+pub mod proto;
