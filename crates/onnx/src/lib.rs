@@ -1,3 +1,210 @@
-//! convjit's ONNX importer (work in progress).
+//! convjit's ONNX importer: the convolution chains of a model as `.conv`
+//! layers, with their weights in the contract's layouts.
+//!
+//! ```text
+//! bytes --prost--> ModelProto --shapes--> tensor dims --chains--> Conv runs
+//!   --emit--> .conv text (checked by convjit-ir) + weights per layer
+//! ```
+//!
+//! - `model.rs`: decoding (types generated from the official `onnx.proto`,
+//!   see `proto/README.md`), constants, who consumes what.
+//! - `shapes.rs`: tensor shapes from inputs, `value_info` and the ops
+//!   around convolutions.
+//! - `conv.rs`: one Conv node as a stage (op, geometry, weights).
+//! - `chains.rs`: runs of convs with their BatchNormalization, Relu/Clip
+//!   and residual Add; everything else is skipped.
+//! - `emit.rs`: the text and the transposed, folded weights.
+//!
+//! Errors are for models that are not valid ONNX (or not ONNX); valid
+//! models with parts convjit cannot express import the rest and say why
+//! ([`Import::notes`]).
 
+mod attrs;
+mod chains;
+mod conv;
+mod emit;
+mod geometry;
+mod model;
+mod names;
 pub mod proto;
+mod shapes;
+
+use bytes::Bytes;
+use convjit_npy::Array;
+use std::fmt;
+
+/// What went wrong, as one sentence naming the node or tensor at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    message: String,
+}
+
+impl Error {
+    pub(crate) fn new(message: impl Into<String>) -> Error {
+        Error {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `[H, W, C]` of the model's 4-D (NCHW) input where its dims are
+    /// symbolic (the batch stays free: layers are per image).
+    pub input_shape: Option<[usize; 3]>,
+}
+
+/// One imported layer.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    /// The validated layer (as `convjit check` would read the text).
+    pub layer: convjit_ir::Layer,
+    /// Its `.conv` text, with comments naming the ONNX nodes.
+    pub text: String,
+    /// The ONNX tensor the layer reads (NCHW in the model, NHWC here).
+    pub input: String,
+    /// The ONNX tensor the layer computes.
+    pub output: String,
+    /// ONNX nodes computed by the layer.
+    pub nodes: usize,
+}
+
+/// A model's convolution chains.
+pub struct Import {
+    /// The decoded model: weights are read from it (sharing the file's
+    /// buffer) only when asked for, one layer at a time.
+    model: proto::ModelProto,
+    chains: Vec<chains::Chain>,
+    pub layers: Vec<Layer>,
+    /// Conv nodes in the model (default domain).
+    pub conv_nodes: usize,
+    /// Nodes not taken into any layer, counted per op type in order of
+    /// first appearance (`Constant` nodes, which hold data, not counted).
+    pub skipped: Vec<(String, usize)>,
+    /// Why each Conv node that was not imported was not.
+    pub notes: Vec<String>,
+}
+
+/// Reads a model (the whole file) and finds its convolution chains.
+pub fn import(bytes: Bytes, options: &Options) -> Result<Import, Error> {
+    let model = model::decode(bytes)?;
+    let Some(graph) = model.graph.as_ref() else {
+        return Err(Error::new("not an ONNX model: it has no graph"));
+    };
+    let g = model::Graph::new(graph)?;
+    let input_shape = options
+        .input_shape
+        .map(|[h, w, c]| [h as u64, w as u64, c as u64]);
+    let shapes = shapes::infer(&g, input_shape)?;
+    let found = chains::find(&g, &shapes)?;
+
+    let mut layers = Vec::with_capacity(found.chains.len());
+    for chain in &found.chains {
+        let text = emit::layer_text(chain);
+        // The text is what users get: check it as they would.
+        let layer = convjit_ir::compile_source(&text)
+            .map_err(|d| {
+                let first = d.first().map_or(String::new(), |d| d.message.clone());
+                Error::new(format!(
+                    "internal error: the layer made for '{}' does not validate ({first}):\n{text}",
+                    chain.output
+                ))
+            })?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::new("internal error: a layer's text holds no layer"))?;
+        layers.push(Layer {
+            layer,
+            text,
+            input: chain.input.clone(),
+            output: chain.output.clone(),
+            nodes: chain.stages.iter().map(|s| s.nodes.len()).sum(),
+        });
+    }
+    let mut skipped: Vec<(String, usize)> = Vec::new();
+    for (i, node) in g.nodes.iter().enumerate() {
+        if found.taken.contains(&i)
+            || (node.op_type() == "Constant" && model::is_default_domain(node))
+        {
+            continue;
+        }
+        let op = match node.domain() {
+            "" | "ai.onnx" => node.op_type().to_string(),
+            d => format!("{d}.{}", node.op_type()),
+        };
+        match skipped.iter_mut().find(|(o, _)| *o == op) {
+            Some((_, n)) => *n += 1,
+            None => skipped.push((op, 1)),
+        }
+    }
+    let (chains, conv_nodes, notes) = (found.chains, found.conv_nodes, found.notes);
+    Ok(Import {
+        model,
+        chains,
+        layers,
+        conv_nodes,
+        skipped,
+        notes,
+    })
+}
+
+impl Import {
+    /// The weights of layer `i` in the contract's layouts, keyed
+    /// `STAGE.weight` / `STAGE.bias`, ready for `convjit_npy::write_npz`.
+    pub fn weights(&self, i: usize) -> Result<Vec<(String, Array)>, Error> {
+        let graph = self
+            .model
+            .graph
+            .as_ref()
+            .ok_or_else(|| Error::new("no graph"))?;
+        let chain = self
+            .chains
+            .get(i)
+            .ok_or_else(|| Error::new(format!("no layer {i}")))?;
+        emit::weights(&model::Graph::new(graph)?, chain)
+    }
+
+    /// The weights of layer `i` bound to its layer (checked like a `.npz`).
+    pub fn layer_weights(&self, i: usize) -> Result<convjit_ir::Weights, Error> {
+        let layer = &self
+            .layers
+            .get(i)
+            .ok_or_else(|| Error::new(format!("no layer {i}")))?
+            .layer;
+        let mut arrays: std::collections::HashMap<String, Array> =
+            self.weights(i)?.into_iter().collect();
+        let mut take = |key: &str| arrays.remove(key).map(|a| a.data);
+        let stages = layer
+            .stages
+            .iter()
+            .map(|s| convjit_ir::StageWeights {
+                weight: take(&s.weight_key).unwrap_or_default(),
+                bias: s.bias_key.as_deref().and_then(&mut take),
+            })
+            .collect();
+        convjit_ir::Weights::new(layer, stages)
+            .map_err(|e| Error::new(format!("internal error: {e}")))
+    }
+
+    /// `skipped: MaxPool x3, Concat x8, Gemm x1`, or `None` when every
+    /// node was taken.
+    pub fn skipped_line(&self) -> Option<String> {
+        if self.skipped.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self
+            .skipped
+            .iter()
+            .map(|(op, n)| format!("{op} x{n}"))
+            .collect();
+        Some(format!("skipped: {}", parts.join(", ")))
+    }
+}

@@ -1,0 +1,278 @@
+//! Chains of convolutions: runs of single-consumer Conv nodes, each with
+//! the BatchNormalization, activation and residual Add that follow it,
+//! become one layer; every node not taken into a chain is skipped.
+//!
+//! A stage computes convolution, bias, activation, then residual (the
+//! language's order), so a chain takes, after each Conv and in this order:
+//! a `BatchNormalization` (folded into weights and bias), a `Relu` or a
+//! `Clip(0, 6)`, an `Add` of the chain's input; then the next Conv. Each
+//! step needs the tensor before it to have that one consumer and not be a
+//! graph output (nothing else may need it). ResNet's `Relu` after its Add
+//! therefore ends the chain: the language has no activation after residual.
+
+use crate::attrs::Attrs;
+use crate::conv::{self, ConvStage, Verdict};
+use crate::model::{describe, is_default_domain, Graph};
+use crate::names::{identifier, Unique};
+use crate::proto::NodeProto;
+use crate::shapes::Shapes;
+use crate::Error;
+use convjit_ir::Activation;
+use std::collections::HashSet;
+
+/// A folded BatchNormalization: `y = x * scale + shift`, per channel.
+#[derive(Clone, Debug)]
+pub struct Fold {
+    pub scale: Vec<f64>,
+    pub shift: Vec<f64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub name: String,
+    pub conv: ConvStage,
+    pub fold: Option<Fold>,
+    pub activation: Activation,
+    pub residual: bool,
+    /// The nodes this stage computes, as `Conv 'name'` for comments.
+    pub nodes: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Chain {
+    pub name: String,
+    /// The tensor the layer reads and the one it computes.
+    pub input: String,
+    pub output: String,
+    pub stages: Vec<Stage>,
+}
+
+pub struct Found {
+    pub chains: Vec<Chain>,
+    /// Indices of the nodes taken into chains.
+    pub taken: HashSet<usize>,
+    /// Why each Conv not taken was not.
+    pub notes: Vec<String>,
+    pub conv_nodes: usize,
+}
+
+pub fn find(g: &Graph, shapes: &Shapes) -> Result<Found, Error> {
+    let mut verdicts = vec![None; g.nodes.len()];
+    let mut notes = Vec::new();
+    let mut conv_nodes = 0;
+    for (i, node) in g.nodes.iter().enumerate() {
+        if node.op_type() == "Conv" && is_default_domain(node) {
+            conv_nodes += 1;
+            match conv::analyse(g, i, shapes)? {
+                Verdict::Take(s) => verdicts[i] = Some(s),
+                Verdict::Skip(why) => notes.push(format!("{} not imported: {why}", describe(node))),
+            }
+        }
+    }
+    let mut taken = HashSet::new();
+    let mut layer_names = Unique::default();
+    let mut chains = Vec::new();
+    for start in 0..g.nodes.len() {
+        if verdicts[start].is_none() || taken.contains(&start) {
+            continue;
+        }
+        let chain = follow(g, start, &verdicts, &mut taken)?;
+        let mut chain = chain;
+        chain.name = layer_names.claim(&chain.stages[0].name);
+        chains.push(chain);
+    }
+    Ok(Found {
+        chains,
+        taken,
+        notes,
+        conv_nodes,
+    })
+}
+
+/// The chain starting at Conv node `start`.
+fn follow(
+    g: &Graph,
+    start: usize,
+    verdicts: &[Option<ConvStage>],
+    taken: &mut HashSet<usize>,
+) -> Result<Chain, Error> {
+    let input = g.nodes[start].input[0].clone();
+    let mut stage_names = Unique::default();
+    let mut stages = Vec::new();
+    let mut at = start;
+    while let Some(conv) = verdicts[at].clone() {
+        let node = &g.nodes[at];
+        taken.insert(at);
+        let base = match identifier(node.name(), "Conv") {
+            id if id.is_empty() => format!("conv{at}"),
+            id => id,
+        };
+        let mut stage = Stage {
+            name: stage_names.claim(&base),
+            fold: None,
+            activation: Activation::None,
+            residual: false,
+            nodes: vec![label(node)],
+            conv,
+        };
+        let mut tensor = first_output(node);
+
+        if let Some((i, bn)) = sole_consumer(g, tensor, "BatchNormalization") {
+            if let Some(fold) = batch_norm(g, bn, stage.conv.cout())? {
+                stage.fold = Some(fold);
+                stage.nodes.push(label(bn));
+                taken.insert(i);
+                tensor = first_output(bn);
+            }
+        }
+        if let Some((i, act)) =
+            sole_consumer(g, tensor, "Relu").or_else(|| sole_consumer(g, tensor, "Clip"))
+        {
+            if let Some(a) = activation(g, act)? {
+                stage.activation = a;
+                stage.nodes.push(label(act));
+                taken.insert(i);
+                tensor = first_output(act);
+            }
+        }
+        if let Some((i, add)) = sole_consumer(g, tensor, "Add") {
+            let others: Vec<&str> = add
+                .input
+                .iter()
+                .map(String::as_str)
+                .filter(|&s| s != tensor)
+                .collect();
+            let first = &verdicts[start].as_ref().map(|c| c.input);
+            if add.input.len() == 2
+                && others == [input.as_str()]
+                && *first == Some(stage.conv.output)
+            {
+                stage.residual = true;
+                stage.nodes.push(label(add));
+                taken.insert(i);
+                tensor = first_output(add);
+            }
+        }
+        let tensor = tensor.to_string();
+        stages.push(stage);
+        match sole_consumer(g, &tensor, "Conv") {
+            Some((i, next))
+                if verdicts[i].is_some()
+                    && !taken.contains(&i)
+                    && next.input.first() == Some(&tensor) =>
+            {
+                at = i
+            }
+            _ => {
+                return Ok(Chain {
+                    name: String::new(),
+                    input,
+                    output: tensor,
+                    stages,
+                })
+            }
+        }
+    }
+    Err(Error::new(format!(
+        "internal error: {} was to start a chain but cannot be imported",
+        describe(&g.nodes[start])
+    )))
+}
+
+/// `Conv 'name'` (or the op alone for an unnamed node).
+fn label(node: &NodeProto) -> String {
+    match node.name() {
+        "" => node.op_type().to_string(),
+        name => format!("{} '{name}'", node.op_type()),
+    }
+}
+
+fn first_output(node: &NodeProto) -> &str {
+    node.output.first().map_or("", String::as_str)
+}
+
+/// The one node consuming `tensor`, if it has exactly one use, is of type
+/// `op` (default domain) and reads it as its first input, and `tensor` is
+/// not also a graph output.
+fn sole_consumer<'g>(g: &'g Graph, tensor: &str, op: &str) -> Option<(usize, &'g NodeProto)> {
+    let [i] = g.consumers(tensor) else {
+        return None;
+    };
+    let node = &g.nodes[*i];
+    let reads_first = node.input.first().is_some_and(|x| x == tensor);
+    // Add reads the chain's tensor as either input.
+    let ok = node.op_type() == op && is_default_domain(node) && (reads_first || op == "Add");
+    (ok && !g.is_output(tensor) && !tensor.is_empty()).then_some((*i, node))
+}
+
+/// The fold of an inference-mode BatchNormalization over `channels`, or
+/// `None` when it cannot be folded (parameters computed in the graph,
+/// training mode, extra outputs in use).
+fn batch_norm(g: &Graph, bn: &NodeProto, channels: usize) -> Result<Option<Fold>, Error> {
+    let attrs = Attrs::new(bn);
+    if attrs.int("training_mode")?.unwrap_or(0) != 0 {
+        return Ok(None);
+    }
+    let extra_in_use = bn
+        .output
+        .iter()
+        .skip(1)
+        .any(|o| !o.is_empty() && (!g.consumers(o).is_empty() || g.is_output(o)));
+    if extra_in_use || bn.input.len() != 5 {
+        return Ok(None);
+    }
+    let mut params = Vec::with_capacity(4);
+    for name in &bn.input[1..] {
+        let Some(c) = g.constant(name) else {
+            return Ok(None);
+        };
+        let v = c.f32s()?;
+        if v.len() != channels {
+            return Err(Error::new(format!(
+                "{}: '{name}' has {} values for {channels} channels",
+                describe(bn),
+                v.len()
+            )));
+        }
+        params.push(v);
+    }
+    let epsilon = attrs.float("epsilon")?.unwrap_or(1e-5) as f64;
+    let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
+    let scale: Vec<f64> = (0..channels)
+        .map(|c| gamma[c] as f64 / (var[c] as f64 + epsilon).sqrt())
+        .collect();
+    let shift = (0..channels)
+        .map(|c| beta[c] as f64 - mean[c] as f64 * scale[c])
+        .collect();
+    Ok(Some(Fold { scale, shift }))
+}
+
+/// `Relu`, or a `Clip` to [0, 6] (relu6) or [0, inf) (relu); `None` for
+/// other bounds, or bounds computed in the graph.
+fn activation(g: &Graph, node: &NodeProto) -> Result<Option<Activation>, Error> {
+    if node.op_type() == "Relu" {
+        return Ok(Some(Activation::Relu));
+    }
+    let attrs = Attrs::new(node);
+    // Opset 11 moved the bounds from attributes to optional inputs.
+    let bound = |i: usize, attr: &str| -> Result<Option<Option<f32>>, Error> {
+        if let Some(name) = node.input.get(i).filter(|s| !s.is_empty()) {
+            let Some(c) = g.constant(name) else {
+                return Ok(None);
+            };
+            let v = c.f32s()?;
+            return Ok((v.len() == 1).then_some(Some(v[0])));
+        }
+        Ok(Some(attrs.float(attr)?))
+    };
+    let (Some(min), Some(max)) = (bound(1, "min")?, bound(2, "max")?) else {
+        return Ok(None);
+    };
+    // The attributes' defaults are -FLT_MAX and FLT_MAX: no bound.
+    let max = max.filter(|&m| m < f32::MAX);
+    Ok(match (min, max) {
+        (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => Some(Activation::Relu6),
+        (Some(lo), None) if lo == 0.0 => Some(Activation::Relu),
+        _ => None,
+    })
+}

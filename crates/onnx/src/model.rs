@@ -1,0 +1,324 @@
+//! The decoded model: its graph's nodes, who consumes each tensor, and
+//! constant tensors (initializers and `Constant` nodes) read as numbers.
+
+use crate::proto::{tensor_proto, GraphProto, ModelProto, NodeProto, TensorProto};
+use crate::{attrs::Attrs, Error};
+use bytes::Bytes;
+use prost::Message;
+use std::collections::{HashMap, HashSet};
+
+/// Decodes a model. `bytes` should be the whole file: byte fields
+/// (initializers' `raw_data`) then share its buffer instead of copying it.
+pub fn decode(bytes: Bytes) -> Result<ModelProto, Error> {
+    let model = ModelProto::decode(bytes).map_err(|e| {
+        Error::new(format!(
+            "not a valid ONNX model (truncated, or not ONNX at all): {e}"
+        ))
+    })?;
+    // Protobuf decodes many byte strings without complaint (unknown fields
+    // are skipped): what every ONNX model has tells the rest apart.
+    let missing = [
+        (model.ir_version.is_none(), "ir_version"),
+        (model.graph.is_none(), "graph"),
+        (model.opset_import.is_empty(), "opset_import"),
+    ];
+    if let Some((_, what)) = missing.iter().find(|(absent, _)| *absent) {
+        return Err(Error::new(format!(
+            "not an ONNX model: it has no {what} (truncated, or not ONNX at all)"
+        )));
+    }
+    Ok(model)
+}
+
+/// The graph with its tensors indexed by name.
+pub struct Graph<'m> {
+    pub proto: &'m GraphProto,
+    pub nodes: &'m [NodeProto],
+    initializers: HashMap<&'m str, &'m TensorProto>,
+    /// Outputs of `Constant` nodes.
+    constants: HashMap<&'m str, Constant<'m>>,
+    /// For each tensor, the node of each use (a node using a tensor twice
+    /// appears twice).
+    consumers: HashMap<&'m str, Vec<usize>>,
+    outputs: HashSet<&'m str>,
+}
+
+/// A constant tensor: its dims and where its values are.
+#[derive(Clone, Copy)]
+pub struct Constant<'m> {
+    pub name: &'m str,
+    source: Source<'m>,
+}
+
+#[derive(Clone, Copy)]
+enum Source<'m> {
+    Proto(&'m TensorProto),
+    /// A `Constant` node's `value_float(s)`: a scalar when `scalar`.
+    Floats(&'m [f32], bool),
+    Ints(&'m [i64], bool),
+    Float(f32),
+    Int(i64),
+    /// A `Constant` node holding strings or a sparse tensor.
+    Other,
+}
+
+impl<'m> Graph<'m> {
+    pub fn new(proto: &'m GraphProto) -> Result<Graph<'m>, Error> {
+        let mut g = Graph {
+            proto,
+            nodes: &proto.node,
+            initializers: HashMap::new(),
+            constants: HashMap::new(),
+            consumers: HashMap::new(),
+            outputs: proto.output.iter().map(|v| v.name()).collect(),
+        };
+        for t in &proto.initializer {
+            g.initializers.insert(t.name(), t);
+        }
+        for (i, node) in proto.node.iter().enumerate() {
+            for input in node.input.iter().filter(|s| !s.is_empty()) {
+                g.consumers.entry(input).or_default().push(i);
+            }
+            if node.op_type() == "Constant" && is_default_domain(node) {
+                if let Some(out) = node.output.first() {
+                    g.constants.insert(out, constant_of(node, out)?);
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    /// The initializer or `Constant` output called `name`.
+    pub fn constant(&self, name: &str) -> Option<Constant<'m>> {
+        if let Some(c) = self.constants.get(name) {
+            return Some(*c);
+        }
+        self.initializers.get(name).map(|t| Constant {
+            name: t.name(),
+            source: Source::Proto(t),
+        })
+    }
+
+    pub fn is_initializer(&self, name: &str) -> bool {
+        self.initializers.contains_key(name)
+    }
+
+    /// Nodes using `tensor`, once per use.
+    pub fn consumers(&self, tensor: &str) -> &[usize] {
+        self.consumers.get(tensor).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn is_output(&self, tensor: &str) -> bool {
+        self.outputs.contains(tensor)
+    }
+}
+
+pub fn is_default_domain(node: &NodeProto) -> bool {
+    matches!(node.domain(), "" | "ai.onnx")
+}
+
+/// `node 'conv1' (Conv)`, or for an unnamed node its first output.
+pub fn describe(node: &NodeProto) -> String {
+    match (node.name(), node.output.first()) {
+        ("", Some(out)) => format!("the {} node making '{out}'", node.op_type()),
+        ("", None) => format!("a {} node", node.op_type()),
+        (name, _) => format!("node '{name}' ({})", node.op_type()),
+    }
+}
+
+fn constant_of<'m>(node: &'m NodeProto, out: &'m str) -> Result<Constant<'m>, Error> {
+    let attrs = Attrs::new(node);
+    let source = if let Some(t) = attrs.tensor("value")? {
+        Source::Proto(t)
+    } else if let Some(f) = attrs.float("value_float")? {
+        Source::Float(f)
+    } else if let Some(i) = attrs.int("value_int")? {
+        Source::Int(i)
+    } else if let Some(v) = attrs.floats("value_floats")? {
+        Source::Floats(v, false)
+    } else if let Some(v) = attrs.ints("value_ints")? {
+        Source::Ints(v, false)
+    } else {
+        Source::Other
+    };
+    Ok(Constant { name: out, source })
+}
+
+const FLOAT: i32 = tensor_proto::DataType::Float as i32;
+const DOUBLE: i32 = tensor_proto::DataType::Double as i32;
+const INT32: i32 = tensor_proto::DataType::Int32 as i32;
+const INT64: i32 = tensor_proto::DataType::Int64 as i32;
+
+/// The name of an ONNX data type, for messages.
+pub fn type_name(t: i32) -> &'static str {
+    tensor_proto::DataType::try_from(t).map_or("an unknown type", |t| t.as_str_name())
+}
+
+impl<'m> Constant<'m> {
+    /// Dims of the tensor (empty for a scalar).
+    pub fn dims(&self) -> Result<Vec<usize>, Error> {
+        match self.source {
+            Source::Proto(t) => t
+                .dims
+                .iter()
+                .map(|&d| {
+                    usize::try_from(d).map_err(|_| self.error(format!("has a negative dim {d}")))
+                })
+                .collect(),
+            Source::Floats(v, scalar) => Ok(if scalar { vec![] } else { vec![v.len()] }),
+            Source::Ints(v, scalar) => Ok(if scalar { vec![] } else { vec![v.len()] }),
+            Source::Float(_) | Source::Int(_) | Source::Other => Ok(vec![]),
+        }
+    }
+
+    /// Elements: the product of the dims.
+    pub fn len(&self) -> Result<usize, Error> {
+        self.dims()?
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| self.error("has more elements than memory can hold".into()))
+    }
+
+    pub fn data_type(&self) -> i32 {
+        match self.source {
+            Source::Proto(t) => t.data_type(),
+            Source::Floats(..) | Source::Float(_) => FLOAT,
+            Source::Ints(..) | Source::Int(_) => INT64,
+            Source::Other => 0,
+        }
+    }
+
+    fn error(&self, message: String) -> Error {
+        Error::new(format!("tensor '{}' {message}", self.name))
+    }
+
+    /// Refuses data kept in another file: `convjit import` reads one file.
+    fn inline_proto(&self, t: &TensorProto) -> Result<(), Error> {
+        if t.data_location() == tensor_proto::DataLocation::External {
+            let location = t
+                .external_data
+                .iter()
+                .find(|e| e.key() == "location")
+                .map_or("", |e| e.value());
+            return Err(self.error(format!(
+                "keeps its data in an external file ('{location}'); convjit import reads \
+                 self-contained models only: save the model with \
+                 onnx.save_model(model, path, save_as_external_data=False)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that [`Constant::f32s`] will succeed, without copying data.
+    pub fn check_f32s(&self) -> Result<(), Error> {
+        match self.source {
+            Source::Proto(t) => {
+                self.inline_proto(t)?;
+                let n = self.len()?;
+                let width = match t.data_type() {
+                    FLOAT => 4,
+                    DOUBLE => 8,
+                    other => {
+                        return Err(self.error(format!(
+                            "is {}; convjit computes in float32",
+                            type_name(other)
+                        )))
+                    }
+                };
+                let found = match (&t.raw_data, t.data_type()) {
+                    (Some(raw), _) => raw.len() / width,
+                    (None, FLOAT) => t.float_data.len(),
+                    (None, _) => t.double_data.len(),
+                };
+                let bytes_ok = t.raw_data.as_ref().is_none_or(|r| r.len() % width == 0);
+                if found != n || !bytes_ok {
+                    return Err(self.error(format!(
+                        "holds {} values where its dims {:?} need {n}",
+                        found,
+                        self.dims()?
+                    )));
+                }
+                Ok(())
+            }
+            Source::Floats(..) | Source::Float(_) => Ok(()),
+            Source::Ints(..) | Source::Int(_) | Source::Other => Err(self.not_floats()),
+        }
+    }
+
+    fn not_floats(&self) -> Error {
+        self.error("holds no float values".into())
+    }
+
+    /// The values as f32, row-major (FLOAT, or DOUBLE rounded).
+    pub fn f32s(&self) -> Result<Vec<f32>, Error> {
+        self.check_f32s()?;
+        Ok(match self.source {
+            Source::Proto(t) => match (&t.raw_data, t.data_type()) {
+                (Some(raw), FLOAT) => raw
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                (Some(raw), _) => raw
+                    .chunks_exact(8)
+                    .map(|b| {
+                        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+                    })
+                    .collect(),
+                (None, FLOAT) => t.float_data.clone(),
+                (None, _) => t.double_data.iter().map(|&d| d as f32).collect(),
+            },
+            Source::Floats(v, _) => v.to_vec(),
+            Source::Float(f) => vec![f],
+            Source::Ints(..) | Source::Int(_) | Source::Other => return Err(self.not_floats()),
+        })
+    }
+
+    /// The values as i64 (INT64 or INT32), e.g. a `Reshape`'s shape.
+    pub fn i64s(&self) -> Result<Vec<i64>, Error> {
+        match self.source {
+            Source::Proto(t) => {
+                self.inline_proto(t)?;
+                let n = self.len()?;
+                let v: Vec<i64> = match (&t.raw_data, t.data_type()) {
+                    (Some(raw), INT64) if raw.len() == n * 8 => raw
+                        .chunks_exact(8)
+                        .map(|b| {
+                            i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+                        })
+                        .collect(),
+                    (Some(raw), INT32) if raw.len() == n * 4 => raw
+                        .chunks_exact(4)
+                        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+                        .collect(),
+                    (None, INT64) => t.int64_data.clone(),
+                    (None, INT32) => t.int32_data.iter().map(|&i| i as i64).collect(),
+                    (_, INT64 | INT32) => {
+                        return Err(self.error(format!(
+                            "holds the wrong number of values for its dims {:?}",
+                            self.dims()?
+                        )))
+                    }
+                    (_, other) => {
+                        return Err(self.error(format!(
+                            "is {} where integers were expected",
+                            type_name(other)
+                        )))
+                    }
+                };
+                if v.len() != n {
+                    return Err(self.error(format!(
+                        "holds {} values where its dims {:?} need {n}",
+                        v.len(),
+                        self.dims()?
+                    )));
+                }
+                Ok(v)
+            }
+            Source::Ints(v, _) => Ok(v.to_vec()),
+            Source::Int(i) => Ok(vec![i]),
+            Source::Floats(..) | Source::Float(_) | Source::Other => {
+                Err(self.error("holds no integer values".into()))
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! ONNX node names as `.conv` identifiers (`[A-Za-z_][A-Za-z0-9_]*`),
+//! made unique.
+
+use std::collections::HashSet;
+
+/// `/layer1/layer1.0/conv1/Conv` -> `layer1_layer1_0_conv1`: runs of other
+/// characters become one `_`, a last part that only repeats the op type
+/// (PyTorch's exporter adds it) is dropped, and a leading digit gets an
+/// `n` before it. Empty when nothing usable is left.
+pub fn identifier(raw: &str, op_type: &str) -> String {
+    let mut parts: Vec<&str> = raw
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map(|p| p.trim_matches('_'))
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.len() > 1
+        && parts
+            .last()
+            .is_some_and(|p| p.eq_ignore_ascii_case(op_type))
+    {
+        parts.pop();
+    }
+    let mut id = parts.join("_");
+    if id.starts_with(|c: char| c.is_ascii_digit()) {
+        id.insert(0, 'n');
+    }
+    id
+}
+
+/// Hands out names not given before: `a`, then `a_2`, `a_3`, ...
+#[derive(Default)]
+pub struct Unique {
+    used: HashSet<String>,
+}
+
+impl Unique {
+    pub fn claim(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut n = 1;
+        while !self.used.insert(name.clone()) {
+            n += 1;
+            name = format!("{base}_{n}");
+        }
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_identifiers() {
+        assert_eq!(
+            identifier("/layer1/layer1.0/conv1/Conv", "Conv"),
+            "layer1_layer1_0_conv1"
+        );
+        assert_eq!(identifier("Conv", "Conv"), "Conv");
+        assert_eq!(identifier("123", "Conv"), "n123");
+        assert_eq!(identifier("conv-1 (3x3)", "Conv"), "conv_1_3x3");
+        assert_eq!(identifier("::", "Conv"), "");
+        assert_eq!(identifier("é_a", "Conv"), "a");
+    }
+
+    #[test]
+    fn claims_are_unique() {
+        let mut u = Unique::default();
+        assert_eq!(u.claim("a"), "a");
+        assert_eq!(u.claim("a"), "a_2");
+        assert_eq!(u.claim("a_2"), "a_2_2");
+        assert_eq!(u.claim("a"), "a_3");
+    }
+}
