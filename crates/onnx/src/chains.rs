@@ -104,7 +104,14 @@ fn follow(
         let node = &g.nodes[at];
         taken.insert(at);
         let base = match identifier(node.name(), "Conv") {
-            id if id.is_empty() => format!("conv{at}"),
+            // Unnamed: the how-many-th Conv of the graph it is.
+            id if id.is_empty() => {
+                let n = g.nodes[..=at]
+                    .iter()
+                    .filter(|n| n.op_type() == "Conv")
+                    .count();
+                format!("conv{n}")
+            }
             id => id,
         };
         let mut stage = Stage {

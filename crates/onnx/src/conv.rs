@@ -157,7 +157,10 @@ pub fn analyse(g: &Graph, index: usize, shapes: &Shapes) -> Result<Verdict, Erro
     let (Some(c), Some(h), Some(wi)) = (c, h, wi) else {
         return skip(unknown_input(g, shapes, x));
     };
-    if c % groups != 0 || (m as u64) % groups != 0 || cg as u64 * groups != c {
+    if m == 0 {
+        return bad("its weights have no output channel".into());
+    }
+    if c % groups != 0 || (m as u64) % groups != 0 || (cg as u64).checked_mul(groups) != Some(c) {
         return bad(format!(
             "group {groups} does not fit {c} input channels, {m} outputs and weights of {cg} \
              input channels"
@@ -191,10 +194,18 @@ pub fn analyse(g: &Graph, index: usize, shapes: &Shapes) -> Result<Verdict, Erro
             "its {name} {v} exceeds convjit's limit of {MAX_DIM}"
         ));
     }
+    if [c, h, wi, ah.out, aw.out].contains(&0) {
+        return skip(format!(
+            "its input ({c}x{h}x{wi}, CxHxW) or output is empty"
+        ));
+    }
+    // Each factor is at most MAX_DIM = 2^16 (cg <= c): no product of
+    // three overflows; the weights' four are taken in u128.
+    let weights = m as u128 * cg as u128 * kh as u128 * kw as u128;
     let elems = [
         ("input", c * h * wi),
         ("output", m as u64 * ah.out * aw.out),
-        ("weights", (m * cg * kh * kw) as u64),
+        ("weights", weights.min(u64::MAX as u128) as u64),
     ];
     if let Some((name, v)) = elems.iter().find(|(_, v)| *v > MAX_TENSOR_ELEMS) {
         return skip(format!(

@@ -112,11 +112,7 @@ impl Window {
         };
         let padded = len.checked_add(before)?.checked_add(after)?;
         let span = padded.checked_sub(extent)?;
-        let mut out = if ceil {
-            span.div_ceil(s) + 1
-        } else {
-            span / s + 1
-        };
+        let mut out = if ceil { span.div_ceil(s) } else { span / s }.checked_add(1)?;
         // With ceil_mode, a last window that would start in the end padding
         // is dropped (PyTorch's rule, which ONNX adopted in opset 19).
         if ceil && (out - 1).saturating_mul(s) >= len + before {

@@ -93,9 +93,10 @@ pub struct Import {
     pub notes: Vec<String>,
 }
 
-/// Reads a model (the whole file) and finds its convolution chains.
-pub fn import(bytes: Bytes, options: &Options) -> Result<Import, Error> {
-    let model = model::decode(bytes)?;
+/// Reads a model (the whole file: a `Vec<u8>` or `Bytes`, which the
+/// weights then share rather than copy) and finds its convolution chains.
+pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Error> {
+    let model = model::decode(bytes.into())?;
     let Some(graph) = model.graph.as_ref() else {
         return Err(Error::new("not an ONNX model: it has no graph"));
     };

@@ -368,7 +368,7 @@ fn rule(g: &Graph, node: &NodeProto, known: &HashMap<&str, Dims>) -> Result<Outs
                 }
                 for (j, (o, x)) in out.iter_mut().zip(d).enumerate() {
                     *o = if j == axis {
-                        o.zip(*x).map(|(a, b)| a + b)
+                        o.zip(*x).and_then(|(a, b)| a.checked_add(b))
                     } else {
                         o.or(*x)
                     };
@@ -426,7 +426,7 @@ fn rule(g: &Graph, node: &NodeProto, known: &HashMap<&str, Dims>) -> Result<Outs
                 (None, None) => (0..n)
                     .map(|i| {
                         let part = x[axis]?.div_ceil(n.max(1));
-                        Some(part.min(x[axis]?.saturating_sub(i * part)))
+                        Some(part.min(x[axis]?.saturating_sub(i.saturating_mul(part))))
                     })
                     .collect(),
             };
@@ -449,7 +449,7 @@ fn rule(g: &Graph, node: &NodeProto, known: &HashMap<&str, Dims>) -> Result<Outs
                 let rank = x.len() as i64;
                 let axes: Option<Vec<usize>> = axes.map(|a| {
                     a.iter()
-                        .map(|&v| (if v < 0 { v + rank } else { v }) as usize)
+                        .map(|&v| (if v < 0 { v.saturating_add(rank) } else { v }) as usize)
                         .collect()
                 });
                 one(match axes {
@@ -474,7 +474,7 @@ fn rule(g: &Graph, node: &NodeProto, known: &HashMap<&str, Dims>) -> Result<Outs
                 let rank = (x.len() + axes.len()) as i64;
                 let mut at: Vec<i64> = axes
                     .iter()
-                    .map(|&v| if v < 0 { v + rank } else { v })
+                    .map(|&v| if v < 0 { v.saturating_add(rank) } else { v })
                     .collect();
                 at.sort_unstable();
                 let mut rest = x.iter();
@@ -517,7 +517,10 @@ fn rule(g: &Graph, node: &NodeProto, known: &HashMap<&str, Dims>) -> Result<Outs
                 .iter()
                 .enumerate()
                 .map(|(i, d)| {
-                    let n = (*d)? as i64 + pads[i] + pads[r + i];
+                    let n = i64::try_from((*d)?)
+                        .ok()?
+                        .checked_add(pads[i])?
+                        .checked_add(pads[r + i])?;
                     u64::try_from(n).ok()
                 })
                 .collect())
