@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod check;
 mod fuzz;
+mod import;
 mod plan;
 mod progress;
 mod roofline;
@@ -65,6 +66,9 @@ enum Command {
     /// Random small layers through every code generator against the
     /// interpreter; shrunk reproducers of mismatches in fuzz-failures/.
     Fuzz(fuzz::FuzzArgs),
+    /// Write an ONNX model's convolution chains as a .conv file (one layer
+    /// per chain) and their weights; print what was and was not taken.
+    Import(import::ImportArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -92,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(&args),
         Command::Verify(args) => verify::verify(&args),
         Command::Fuzz(args) => fuzz::fuzz(&args),
+        Command::Import(args) => import::import(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

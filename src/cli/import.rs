@@ -1,0 +1,248 @@
+//! `convjit import MODEL.onnx [-o OUT.conv] [--weights OUT.npz]
+//! [--input-shape HxWxC]`: a model's convolution chains as a `.conv` file
+//! (one layer per chain) and their weights (`convjit_onnx`).
+//!
+//! Weights: one `.npz` per layer, since a layer's archive holds exactly its
+//! own keys (`Weights::from_npz` refuses others): `OUT.npz` for a model
+//! with one layer, `OUT.LAYER.npz` beside it for each layer otherwise.
+//! Nothing is written unless everything is: every file is made in a
+//! temporary directory beside its target, then all are renamed into place.
+
+use super::Failure;
+use clap::Args;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The ONNX model (a self-contained .onnx file).
+    model: PathBuf,
+    /// The .conv file to write (default: MODEL with the extension .conv).
+    #[arg(short = 'o', long, value_name = "OUT.conv")]
+    output: Option<PathBuf>,
+    /// The weights archive (default: MODEL with the extension .npz); for a
+    /// model of several layers, one archive per layer: OUT.LAYER.npz.
+    #[arg(long, value_name = "OUT.npz")]
+    weights: Option<PathBuf>,
+    /// Height x width x channels of the model's (NCHW) input, where the
+    /// model leaves them symbolic; the batch stays free.
+    #[arg(long, value_name = "HxWxC", value_parser = parse_hwc)]
+    input_shape: Option<[usize; 3]>,
+}
+
+fn parse_hwc(s: &str) -> Result<[usize; 3], String> {
+    let dims: Vec<usize> = s
+        .split('x')
+        .map(|p| p.parse().ok().filter(|&d| d >= 1))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("'{s}' is not HxWxC (three sizes of at least 1, e.g. 224x224x3)"))?;
+    <[usize; 3]>::try_from(dims).map_err(|_| format!("'{s}' is not HxWxC (e.g. 224x224x3)"))
+}
+
+/// Prints `FILE: error: MESSAGE`; the status is 1 (the user's input).
+fn fail(file: &Path, message: impl std::fmt::Display) -> Failure {
+    eprintln!("{}: error: {message}", file.display());
+    Failure::Quiet(1)
+}
+
+pub fn import(a: &ImportArgs) -> Result<(), Failure> {
+    let model = &a.model;
+    let conv_path = a
+        .output
+        .clone()
+        .unwrap_or_else(|| model.with_extension("conv"));
+    let npz_path = a
+        .weights
+        .clone()
+        .unwrap_or_else(|| model.with_extension("npz"));
+    for (flag, p) in [("-o", &conv_path), ("--weights", &npz_path)] {
+        if same_file(p, model) {
+            return Err(Failure::Usage(format!(
+                "{flag} {} would overwrite the model",
+                p.display()
+            )));
+        }
+    }
+    if same_file(&conv_path, &npz_path) {
+        return Err(Failure::Usage(format!(
+            "-o and --weights name the same file: {}",
+            conv_path.display()
+        )));
+    }
+
+    // The whole file in one buffer, which initializers' raw_data then
+    // share (no copy of the weights while decoding).
+    let bytes = std::fs::read(model).map_err(|e| fail(model, format!("cannot read: {e}")))?;
+    let options = convjit_onnx::Options {
+        input_shape: a.input_shape,
+    };
+    let imported = convjit_onnx::import(bytes, &options).map_err(|e| fail(model, e))?;
+    if imported.layers.is_empty() {
+        for n in &imported.notes {
+            eprintln!("note: {n}");
+        }
+        return Err(fail(
+            model,
+            format!(
+                "no convolution could be imported ({} Conv node{}); nothing written",
+                imported.conv_nodes,
+                if imported.conv_nodes == 1 { "" } else { "s" }
+            ),
+        ));
+    }
+
+    let npz_paths: Vec<PathBuf> = if imported.layers.len() == 1 {
+        vec![npz_path.clone()]
+    } else {
+        let stem = npz_path.file_stem().unwrap_or_default().to_string_lossy();
+        imported
+            .layers
+            .iter()
+            .map(|l| npz_path.with_file_name(format!("{stem}.{}.npz", l.layer.name)))
+            .collect()
+    };
+
+    let mut text = format!(
+        "# Imported from {} by convjit import: one layer per chain of convolutions.\n",
+        file_name(model)
+    );
+    for (l, npz) in imported.layers.iter().zip(&npz_paths) {
+        let _ = write!(text, "\n# weights: {}\n{}", file_name(npz), l.text);
+    }
+
+    let mut staging = Staging::default();
+    let stage = |s: &mut Staging, p: &Path| {
+        s.stage(p)
+            .map_err(|e| fail(p, format!("cannot write: {e}")))
+    };
+    let tmp = stage(&mut staging, &conv_path)?;
+    convjit::npy::write_atomic(&tmp, text.as_bytes()).map_err(|e| fail(&conv_path, e))?;
+    for (i, npz) in npz_paths.iter().enumerate() {
+        // One layer's arrays at a time: memory stays near the model's size.
+        let arrays = imported.weights(i).map_err(|e| fail(model, e))?;
+        let pairs: Vec<(&str, &convjit::npy::Array)> =
+            arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
+        let tmp = stage(&mut staging, npz)?;
+        convjit::npy::write_npz(&tmp, &pairs).map_err(|e| fail(npz, e))?;
+    }
+    staging
+        .commit()
+        .map_err(|(p, e)| fail(&p, format!("cannot write: {e}")))?;
+
+    print!("{}", summary(model, &imported, &npz_paths, &conv_path));
+    Ok(())
+}
+
+/// What was imported, what was not and why, and the files written.
+fn summary(
+    model: &Path,
+    imported: &convjit_onnx::Import,
+    npz_paths: &[PathBuf],
+    conv_path: &Path,
+) -> String {
+    let taken: usize = imported.layers.iter().map(|l| l.layer.stages.len()).sum();
+    let mut out = format!(
+        "{}: {} layer{}, {taken} of {} Conv nodes\n",
+        model.display(),
+        imported.layers.len(),
+        if imported.layers.len() == 1 { "" } else { "s" },
+        imported.conv_nodes
+    );
+    let width = imported
+        .layers
+        .iter()
+        .map(|l| l.layer.name.len())
+        .max()
+        .unwrap_or(0);
+    for (l, npz) in imported.layers.iter().zip(npz_paths) {
+        let _ = writeln!(
+            out,
+            "  {:width$}  {} -> {}, {} stage{} ('{}' -> '{}')  {}",
+            l.layer.name,
+            l.layer.input,
+            l.layer.output(),
+            l.layer.stages.len(),
+            if l.layer.stages.len() == 1 { "" } else { "s" },
+            l.input,
+            l.output,
+            npz.display()
+        );
+    }
+    if let Some(line) = imported.skipped_line() {
+        out += &line;
+        out.push('\n');
+    }
+    for n in &imported.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    let _ = writeln!(out, "wrote {}", conv_path.display());
+    out
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .unwrap_or(p.as_os_str())
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Whether two paths name the same file (the second may not exist yet).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let resolve = |p: &Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
+    matches!((resolve(a), resolve(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Files written into temporary directories beside their targets, renamed
+/// into place only once all are complete; dropped, it removes them all.
+#[derive(Default)]
+struct Staging {
+    dirs: HashMap<PathBuf, tempfile::TempDir>,
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Staging {
+    /// A path to write `target`'s content to.
+    fn stage(&mut self, target: &Path) -> std::io::Result<PathBuf> {
+        // What would make a rename fail, found before any is done.
+        if target.is_dir() {
+            return Err(std::io::Error::other("it is a directory"));
+        }
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = match self.dirs.entry(parent) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let dir = tempfile::Builder::new()
+                    .prefix(".convjit-import-")
+                    .tempdir_in(e.key())?;
+                e.insert(dir)
+            }
+        };
+        let tmp = dir.path().join(format!("{}", self.files.len()));
+        self.files.push((tmp.clone(), target.to_path_buf()));
+        Ok(tmp)
+    }
+
+    /// Renames every file into place (on the same file system, into a
+    /// directory just written to, over no directory: `stage` checked).
+    fn commit(self) -> Result<(), (PathBuf, std::io::Error)> {
+        for (tmp, target) in &self.files {
+            std::fs::rename(tmp, target).map_err(|e| (target.clone(), e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn input_shapes_parse() {
+        assert_eq!(super::parse_hwc("224x224x3"), Ok([224, 224, 3]));
+        for bad in ["224x224", "0x1x1", "axbxc", "1x2x3x4", ""] {
+            assert!(super::parse_hwc(bad).is_err(), "{bad}");
+        }
+    }
+}
