@@ -2,10 +2,11 @@
 //! group by group, on the planned threads. Every length is checked before
 //! the first generated function is entered.
 
-use crate::pool::Pool;
+use crate::pool::{spin_until, Pool, SPIN};
 use crate::program::{Loc, Step};
 use crate::{check_len, JitError, Kernel};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// A pointer shared by the threads of one run.
@@ -84,10 +85,14 @@ impl Scratch {
 /// A barrier that a failing thread breaks: every thread waiting at it,
 /// and any that arrives later, gets `Err` instead of waiting forever for
 /// a thread that will never come (`std::sync::Barrier` cannot be broken).
+/// A waiter spins on `passed` (the generation, or `u64::MAX` once broken)
+/// for [`SPIN`] before it sleeps on the condition variable: waking a
+/// sleeping thread costs tens of microseconds on a virtual machine.
 struct Gate {
     n: usize,
     state: Mutex<GateState>,
     cv: Condvar,
+    passed: AtomicU64,
 }
 
 struct GateState {
@@ -109,6 +114,7 @@ impl Gate {
                 broken: false,
             }),
             cv: Condvar::new(),
+            passed: AtomicU64::new(0),
         }
     }
 
@@ -125,10 +131,22 @@ impl Gate {
         if s.arrived == self.n {
             s.arrived = 0;
             s.generation += 1;
+            // Release: the rows written before arriving are visible to
+            // the waiters that see the new generation.
+            self.passed.store(s.generation, Ordering::Release);
             self.cv.notify_all();
             return Ok(());
         }
         let generation = s.generation;
+        drop(s);
+        let moved = || self.passed.load(Ordering::Acquire) != generation;
+        if spin_until(SPIN, moved) {
+            return match self.passed.load(Ordering::Acquire) {
+                u64::MAX => Err(Broken),
+                _ => Ok(()),
+            };
+        }
+        let mut s = self.lock();
         while s.generation == generation && !s.broken {
             s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
         }
@@ -141,6 +159,7 @@ impl Gate {
 
     fn break_all(&self) {
         self.lock().broken = true;
+        self.passed.store(u64::MAX, Ordering::Release);
         self.cv.notify_all();
     }
 }
@@ -211,8 +230,12 @@ impl Kernel {
                         // inside these tensors and buffers, which are live.
                         unsafe { self.exec(steps, gin, gout, &mut bufs[g], image_in) };
                     }
-                    if threads > 1 {
-                        // The next group reads rows other threads wrote.
+                    // The next group reads rows other threads wrote (and
+                    // the next image's first group overwrites the rows the
+                    // last group read); after the last group of the last
+                    // image, the pool's return is the barrier.
+                    let last = n + 1 == batch && g + 1 == groups.len();
+                    if threads > 1 && !last {
                         gate.wait()?;
                     }
                 }
