@@ -78,6 +78,87 @@ fn every_example_checks() {
     assert!(n >= 5);
 }
 
+#[test]
+fn the_mobilenet_v2_example_is_the_whole_body_as_a_chain() {
+    use convjit::{Activation, Shape};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mobilenet_v2.conv");
+    let layers = convjit::load_layers(&path).unwrap();
+    // The stem, the 17 inverted-residual blocks, the last 1x1.
+    assert_eq!(layers.len(), 19);
+    assert_eq!(layers[0].input, Shape::new(224, 224, 3));
+    for pair in layers.windows(2) {
+        assert_eq!(
+            pair[1].input,
+            pair[0].output(),
+            "{} does not take {}'s output",
+            pair[1].name,
+            pair[0].name
+        );
+    }
+    assert_eq!(layers[18].output(), Shape::new(7, 7, 1280));
+    // Blocks 2 and 3 under the names tests and docs use.
+    assert_eq!(layers[3].name, "mbv2_inverted_residual");
+    assert_eq!(layers[4].name, "mbv2_inverted_residual_s2");
+    // Stride 1 with as many channels out as in: the skip connection, on
+    // the projection (block b is layer b + 1).
+    let residual: Vec<usize> = (0..layers.len())
+        .filter(|&i| layers[i].stages.iter().any(|s| s.residual))
+        .collect();
+    assert_eq!(residual, [3, 5, 6, 8, 9, 10, 12, 13, 15, 16]);
+    for (li, l) in layers.iter().enumerate() {
+        let last = l.stages.len() - 1;
+        for (i, s) in l.stages.iter().enumerate() {
+            assert!(
+                s.bias_key.is_some(),
+                "{}.{}: BatchNorm folds into a bias",
+                l.name,
+                s.name
+            );
+            // ReLU6 everywhere but the linear projections.
+            let linear = s.name == "project";
+            let want = if linear {
+                Activation::None
+            } else {
+                Activation::Relu6
+            };
+            assert_eq!(s.activation, want, "{}.{}", l.name, s.name);
+            assert_eq!(
+                s.residual,
+                i == last && residual.contains(&li),
+                "{}.{}",
+                l.name,
+                s.name
+            );
+        }
+    }
+    // 3x3 at stride 2 padded as Keras does (ZeroPadding2D ((0,1),(0,1)), valid).
+    let strided: Vec<(&str, [usize; 4])> = layers
+        .iter()
+        .flat_map(|l| l.stages.iter().map(move |s| (l, s)))
+        .filter(|(_, s)| s.stride == [2, 2])
+        .map(|(l, s)| {
+            let p = s.padding;
+            (l.name.as_str(), [p.top, p.bottom, p.left, p.right])
+        })
+        .collect();
+    assert_eq!(
+        strided.len(),
+        5,
+        "the stem and blocks 1, 3, 6, 13: {strided:?}"
+    );
+    assert!(
+        strided.iter().all(|(_, p)| *p == [0, 1, 0, 1]),
+        "{strided:?}"
+    );
+    // Multiply-accumulates: the stem 10,838,016, the blocks 268,585,856,
+    // the last 1x1 20,070,400 (the paper's 300M adds the classifier's 1.28M).
+    let macs: Vec<u64> = layers.iter().map(|l| l.macs()).collect();
+    assert_eq!(macs[0], 10_838_016);
+    assert_eq!(macs[3], 25_740_288);
+    assert_eq!(macs[18], 20_070_400);
+    assert_eq!(macs.iter().sum::<u64>(), 299_494_272);
+}
+
 /// Writes a case's `.conv`, input and weights into `dir`.
 fn write_case(dir: &Path, c: &oracle::Case) -> (PathBuf, PathBuf, PathBuf) {
     let conv = dir.join("layer.conv");
