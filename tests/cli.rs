@@ -159,6 +159,111 @@ fn the_mobilenet_v2_example_is_the_whole_body_as_a_chain() {
     assert_eq!(macs.iter().sum::<u64>(), 299_494_272);
 }
 
+#[test]
+fn bench_sums_the_layers_of_a_file() {
+    // Two layers: the table ends with their sum; --json adds it only when
+    // asked (--total), as a line without a "layer" key.
+    let args = [
+        "bench",
+        "examples/textbook.conv",
+        "--seconds",
+        "0.02",
+        "--no-interp",
+        "--no-baselines",
+    ];
+    let o = convjit(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let total = text.split("total over 2 layers: 1,282,752 MACs").nth(1);
+    assert!(total.is_some_and(|t| t.contains("\n  jit ")), "{text}");
+    let lines = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let o = convjit(&[&args[..], &["--json"], extra].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let plain = lines(&[]);
+    assert_eq!(plain.len(), 2);
+    assert!(plain.iter().all(|r| r["layer"].is_string()));
+    let with = lines(&["--total"]);
+    assert_eq!(with.len(), 3);
+    let (layers, sum) = (&with[..2], &with[2]);
+    assert_eq!(sum["total"], true);
+    assert!(sum.get("layer").is_none(), "{sum}");
+    assert_eq!(sum["macs"], 1_282_752);
+    assert_eq!(
+        sum["layers"],
+        serde_json::json!(["textbook_standard", "textbook_separable"])
+    );
+    let median = |r: &serde_json::Value, name: &str| {
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["variant"] == name)
+            .map(|v| v["median_us"].as_f64().unwrap())
+    };
+    // Every variant that ran on both layers, summed (FMA loops are not
+    // layers' times); the jit's first.
+    let names: Vec<&str> = sum["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["variant"].as_str().unwrap())
+        .collect();
+    assert_eq!(names[0], "jit");
+    assert!(names.iter().all(|n| !n.ends_with("-peak")), "{names:?}");
+    for name in names {
+        // jit-unfused is timed where the planner fuses; elsewhere the
+        // planned kernel is the unfused one.
+        let want: f64 = layers
+            .iter()
+            .map(|r| {
+                median(r, name)
+                    .or_else(|| (name == "jit-unfused").then(|| median(r, "jit")).flatten())
+                    .unwrap()
+            })
+            .sum();
+        let got = median(sum, name).unwrap();
+        assert!((got - want).abs() < 0.02, "{name}: {got} vs {want}");
+    }
+    // These two layers do not chain (the second does not take the
+    // first's output): no network to run one after another.
+    assert!(sum.get("chained").is_none(), "{sum}");
+    // --total without --json is a usage error.
+    let o = convjit(&[&args[..], &["--total"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // Layers that chain are also timed one after another, as a network.
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("net.conv");
+    std::fs::write(
+        &net,
+        "layer a { input 8x8x4; c: pointwise 8, relu }\n\
+         layer b { input 8x8x8; d: depthwise 3x3, stride 2, pad same }\n",
+    )
+    .unwrap();
+    let o = convjit(&[
+        "bench",
+        s(&net),
+        "--seconds",
+        "0.02",
+        "--no-interp",
+        "--no-baselines",
+        "--json",
+        "--total",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sum: serde_json::Value = serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap();
+    let chained = sum["chained"].as_array().unwrap();
+    assert_eq!(chained[0]["variant"], "jit", "{sum}");
+    assert!(chained
+        .iter()
+        .all(|v| v["median_us"].as_f64().unwrap() > 0.0));
+}
+
 /// Writes a case's `.conv`, input and weights into `dir`.
 fn write_case(dir: &Path, c: &oracle::Case) -> (PathBuf, PathBuf, PathBuf) {
     let conv = dir.join("layer.conv");
