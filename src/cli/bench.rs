@@ -9,8 +9,9 @@
 //!
 //! Over more than one layer (a whole network, one layer per block), it
 //! also reports the sum over the layers: per variant that ran on every
-//! layer, the sum of its per-layer medians (a "total" block after the
-//! layers' tables; with `--json --total`, a last JSON line).
+//! layer, the sum of its per-layer medians, and, where the layers chain,
+//! the layers timed one after another (a "total" block after the layers'
+//! tables; with `--json --total`, a last JSON line).
 
 use super::{thousands, Failure};
 use clap::Args;
@@ -642,10 +643,10 @@ fn total(reports: &[serde_json::Value]) -> serde_json::Value {
 /// A network's layers (each takes the previous one's output) timed as a
 /// network runs them: one after another, each on the previous one's
 /// output, the planned kernel and (with one thread planned, on a host of
-/// several cores) the same on every core, in interleaved rounds. Unlike a
-/// layer timed alone, back to back, a layer here finds its weights no
-/// longer in the caches the layers between evict (what the peers see when
-/// they time a whole network); the layers' sum leaves that out.
+/// several cores) the same on every core, in interleaved rounds. Timed
+/// alone, back to back, a layer finds its weights and buffers in the
+/// caches; here the other layers have evicted them, as when the peers time
+/// a whole network. The layers' sum leaves that out.
 fn time_chain(
     layers: &[Layer],
     options: &convjit::Options,
