@@ -298,8 +298,7 @@ def mnv2_section(path):
         worst = max(max(l["peers_max_err_vs_convjit"].values()) / l["tolerance"] for l in rows)
         w(f"- Every peer's one-layer output agrees with convjit's: the worst difference is "
           f"{100 * worst:.2g}% of its tolerance (1e-3 x max(1, max |value|)).")
-        w("")
-    return "\n".join(out)
+    return "\n".join(out).rstrip("\n")
 
 
 if __name__ == "__main__":
