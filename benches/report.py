@@ -8,6 +8,16 @@
         --rounds 2 --out-json /tmp/peers.json --out-md /tmp/peers.md   # in the peers' venv
     python3 benches/report.py /tmp/convjit.json /tmp/peers.json > BENCHMARKS.md
 
+The MobileNet v2 body (the whole network, one and two threads, beside the peers) comes from
+benches/mobilenet_v2_peers.py's JSON; `--mnv2 FILE` appends its section to the report above,
+or, alone, prints only that section (to replace the "## MobileNet v2 body" section of
+BENCHMARKS.md without re-measuring the suite):
+
+    cargo build --release
+    /tmp/peersenv/bin/python benches/mobilenet_v2_peers.py --convjit target/release/convjit \
+        --rounds 3 --json /tmp/mnv2_peers.json
+    python3 benches/report.py --mnv2 /tmp/mnv2_peers.json > /tmp/mnv2.md
+
 Several runs of a layer in the first file are merged as the peers' script
 merges its runs: per variant the lowest median time (load from other tenants
 of the machine only slows a run down), per layer the lowest compile and
@@ -98,7 +108,9 @@ def merge(runs):
 
 
 def main(convjit_path, peers_path, session):
-    ours = merge([json.loads(line) for line in open(convjit_path) if line.strip()])
+    # Layer records only (`convjit bench --json --total` adds a line of sums, "total": true).
+    ours = merge([r for r in (json.loads(line) for line in open(convjit_path) if line.strip())
+                  if "layer" in r])
     peers = {l["name"]: l for l in json.load(open(peers_path))["layers"]}
     out = []
     w = out.append
@@ -195,5 +207,110 @@ def main(convjit_path, peers_path, session):
     print("\n".join(out))
 
 
+def mnv2_section(path):
+    """The "MobileNet v2 body" section from benches/mobilenet_v2_peers.py's JSON."""
+    r = json.load(open(path))
+    s = r["session"]
+    out = []
+    w = out.append
+    w("## MobileNet v2 body")
+    w("")
+    w(f"Keras' own `MobileNetV2(include_top=False)` (224x224x3 -> 7x7x1280, seeded random weights and "
+      f"BatchNorm statistics, BatchNorm folded) as `{r['conv']}`: the stem, 17 inverted-residual "
+      f"blocks, the last 1x1, one layer per block ({sum(l['macs'] for l in r['per_layer']):,} MACs). "
+      f"Measured {s['start']} - {s['end']}, {s['cpu']}, {s['cores']} cores, load average "
+      f"{s['load_before'][0]:.1f} before and {s['load_after'][0]:.1f} after, by "
+      f"`benches/mobilenet_v2_peers.py --rounds {r['rounds']} --seconds {r['seconds']}` (the command "
+      f"is in `benches/report.py`): every round times every framework in turn, each figure is its "
+      f"best round. convjit's generator: {r['convjit']['backend']}.")
+    w("")
+    w("The peers run the whole body in one call: TFLite and LiteRT with XNNPACK on the flatbuffer "
+      "converted from the Keras model, ONNX Runtime and OpenVINO (f32) on the ONNX graph of the "
+      "folded layers. For convjit, **sum** is the sum over the layers of `convjit bench`'s medians "
+      "(each layer alone, back to back: its weights and buffers stay in the caches), **chained** the "
+      "layers run one after another on the previous one's output as a network runs them (`convjit "
+      "bench`'s total, `chained`): the like-for-like figure. Ratios are the best peer's time over "
+      "convjit's: > 1 means convjit is faster.")
+    w("")
+    peers = list(next(iter(r["body"].values()))["peers_us"])
+    w("| threads | " + " | ".join(f"{p} us" for p in peers)
+      + " | convjit sum us | convjit chained us | best peer / sum | best peer / chained |")
+    w("|---" * (len(peers) + 5) + "|")
+    for t, b in r["body"].items():
+        fw, us = min(b["peers_us"].items(), key=lambda kv: kv[1])
+        w(f"| {t} | " + " | ".join(f"{b['peers_us'][p]:.0f}" for p in peers)
+          + f" | {b['convjit_sum_us']:.0f} | {b['convjit_chained_us']:.0f} | "
+          f"{us / b['convjit_sum_us']:.2f}x ({fw}) | {us / b['convjit_chained_us']:.2f}x ({fw}) |")
+    w("")
+    target = []
+    for t, b in r["body"].items():
+        cells = [f"{p} / convjit {b['peers_us'][p] / b['convjit_sum_us']:.2f}x "
+                 f"(chained {b['peers_us'][p] / b['convjit_chained_us']:.2f}x)"
+                 for p in ("TFLite+XNNPACK", "ONNX Runtime") if p in b["peers_us"]]
+        target.append(f"{t} thread{'s' if t != '1' else ''}: " + ", ".join(cells))
+    w("Issue 10's target, the sum over the layers faster than TFLite+XNNPACK and ONNX Runtime on "
+      "one thread and on two: " + "; ".join(target) + ".")
+    w("")
+    busy = max(s["load_before"][0], s["load_after"][0])
+    if busy > 0.5 * s["cores"]:
+        w(f"**The machine was busy** (load average up to {busy:.1f} on {s['cores']} cores: other "
+          "tenants at work): every figure is an upper bound, the two-thread ones most of all (a "
+          "second thread waits for a core the other tenants hold). Re-measure on a quiet machine "
+          "before drawing conclusions from the ratios.")
+        w("")
+    errs = next(iter(r["body"].values()))["peers_max_err"]
+    w(f"Max |error| against Keras' output (max |value| {r['keras']['max_abs_out']:.3g}, tolerance "
+      f"{r['keras']['tolerance']:.3g}): convjit {r['convjit']['max_err_vs_keras']:.2g} (`convjit run` layer "
+      "by layer with the Keras weights), " + ", ".join(f"{p} {e:.2g}" for p, e in errs.items()) + ".")
+    w("")
+    spread = []
+    for t, b in r["body"].items():
+        sums = [c["sum_us"] for c in b["convjit_rounds"]]
+        chained = [c["chained_us"] for c in b["convjit_rounds"]]
+        peer = "; ".join(f"{p} {min(v):.0f}-{max(v):.0f}" for p, v in b["peers_rounds_us"].items())
+        spread.append(f"{t} thread{'s' if t != '1' else ''}: convjit sum {min(sums):.0f}-{max(sums):.0f}, chained "
+                      f"{min(chained):.0f}-{max(chained):.0f}; {peer}")
+    w("Spread over the rounds (us): " + ". ".join(spread) + ".")
+    w("")
+    rows = [l for l in r["per_layer"] if "peers_us" in l]
+    if rows:
+        w("Each layer alone (convjit: `convjit bench`, one thread and 2; the peers: a one-layer "
+          "Keras model converted to TFLite, a one-layer ONNX graph, fed convjit's input to that "
+          "layer and checked against convjit's output for it). Best peer / convjit, > 1 means "
+          "convjit is faster:")
+        w("")
+        w("| layer | Keras block | MACs | convjit 1t us | best peer 1t us | 1t ratio | convjit 2t us "
+          "| best peer 2t us | 2t ratio |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        behind = {"1": [], "2": []}
+        for l in rows:
+            cells = []
+            for t in ("1", "2"):
+                fw, us = min(l["peers_us"][t].items(), key=lambda kv: kv[1])
+                ours = l["convjit_us"][t]
+                cells += [f"{ours:.1f}", f"{fw} {us:.1f}", f"{us / ours:.2f}x"]
+                if us < ours:
+                    behind[t].append(f"{l['layer']} {us / ours:.2f}x ({fw})")
+            w(f"| {l['layer']} | {l['keras_block']} | {l['macs']:,} | " + " | ".join(cells) + " |")
+        w("")
+        for t, label in (("1", "one thread"), ("2", "two threads")):
+            w(f"- Behind the best peer on {label}: " + (", ".join(behind[t]) if behind[t] else "none") + ".")
+        worst = max(max(l["peers_max_err_vs_convjit"].values()) / l["tolerance"] for l in rows)
+        w(f"- Every peer's one-layer output agrees with convjit's: the worst difference is "
+          f"{100 * worst:.2g}% of its tolerance (1e-3 x max(1, max |value|)).")
+    return "\n".join(out).rstrip("\n")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "see git log")
+    args = sys.argv[1:]
+    mnv2 = None
+    if "--mnv2" in args:
+        i = args.index("--mnv2")
+        mnv2 = args[i + 1]
+        del args[i:i + 2]
+    if args:
+        main(args[0], args[1], args[2] if len(args) > 2 else "see git log")
+    if mnv2:
+        if args:
+            print()
+        print(mnv2_section(mnv2))

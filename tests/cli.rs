@@ -78,6 +78,192 @@ fn every_example_checks() {
     assert!(n >= 5);
 }
 
+#[test]
+fn the_mobilenet_v2_example_is_the_whole_body_as_a_chain() {
+    use convjit::{Activation, Shape};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mobilenet_v2.conv");
+    let layers = convjit::load_layers(&path).unwrap();
+    // The stem, the 17 inverted-residual blocks, the last 1x1.
+    assert_eq!(layers.len(), 19);
+    assert_eq!(layers[0].input, Shape::new(224, 224, 3));
+    for pair in layers.windows(2) {
+        assert_eq!(
+            pair[1].input,
+            pair[0].output(),
+            "{} does not take {}'s output",
+            pair[1].name,
+            pair[0].name
+        );
+    }
+    assert_eq!(layers[18].output(), Shape::new(7, 7, 1280));
+    // Blocks 2 and 3 under the names tests and docs use.
+    assert_eq!(layers[3].name, "mbv2_inverted_residual");
+    assert_eq!(layers[4].name, "mbv2_inverted_residual_s2");
+    // Stride 1 with as many channels out as in: the skip connection, on
+    // the projection (block b is layer b + 1).
+    let residual: Vec<usize> = (0..layers.len())
+        .filter(|&i| layers[i].stages.iter().any(|s| s.residual))
+        .collect();
+    assert_eq!(residual, [3, 5, 6, 8, 9, 10, 12, 13, 15, 16]);
+    for (li, l) in layers.iter().enumerate() {
+        let last = l.stages.len() - 1;
+        for (i, s) in l.stages.iter().enumerate() {
+            assert!(
+                s.bias_key.is_some(),
+                "{}.{}: BatchNorm folds into a bias",
+                l.name,
+                s.name
+            );
+            // ReLU6 everywhere but the linear projections.
+            let linear = s.name == "project";
+            let want = if linear {
+                Activation::None
+            } else {
+                Activation::Relu6
+            };
+            assert_eq!(s.activation, want, "{}.{}", l.name, s.name);
+            assert_eq!(
+                s.residual,
+                i == last && residual.contains(&li),
+                "{}.{}",
+                l.name,
+                s.name
+            );
+        }
+    }
+    // 3x3 at stride 2 padded as Keras does (ZeroPadding2D ((0,1),(0,1)), valid).
+    let strided: Vec<(&str, [usize; 4])> = layers
+        .iter()
+        .flat_map(|l| l.stages.iter().map(move |s| (l, s)))
+        .filter(|(_, s)| s.stride == [2, 2])
+        .map(|(l, s)| {
+            let p = s.padding;
+            (l.name.as_str(), [p.top, p.bottom, p.left, p.right])
+        })
+        .collect();
+    assert_eq!(
+        strided.len(),
+        5,
+        "the stem and blocks 1, 3, 6, 13: {strided:?}"
+    );
+    assert!(
+        strided.iter().all(|(_, p)| *p == [0, 1, 0, 1]),
+        "{strided:?}"
+    );
+    // Multiply-accumulates: the stem 10,838,016, the blocks 268,585,856,
+    // the last 1x1 20,070,400 (the paper's 300M adds the classifier's 1.28M).
+    let macs: Vec<u64> = layers.iter().map(|l| l.macs()).collect();
+    assert_eq!(macs[0], 10_838_016);
+    assert_eq!(macs[3], 25_740_288);
+    assert_eq!(macs[18], 20_070_400);
+    assert_eq!(macs.iter().sum::<u64>(), 299_494_272);
+}
+
+#[test]
+fn bench_sums_the_layers_of_a_file() {
+    // Two layers: the table ends with their sum; --json adds it only when
+    // asked (--total), as a line without a "layer" key.
+    let args = [
+        "bench",
+        "examples/textbook.conv",
+        "--seconds",
+        "0.02",
+        "--no-interp",
+        "--no-baselines",
+    ];
+    let o = convjit(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let total = text.split("total over 2 layers: 1,282,752 MACs").nth(1);
+    assert!(total.is_some_and(|t| t.contains("\n  jit ")), "{text}");
+    let lines = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let o = convjit(&[&args[..], &["--json"], extra].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let plain = lines(&[]);
+    assert_eq!(plain.len(), 2);
+    assert!(plain.iter().all(|r| r["layer"].is_string()));
+    let with = lines(&["--total"]);
+    assert_eq!(with.len(), 3);
+    let (layers, sum) = (&with[..2], &with[2]);
+    assert_eq!(sum["total"], true);
+    assert!(sum.get("layer").is_none(), "{sum}");
+    assert_eq!(sum["macs"], 1_282_752);
+    assert_eq!(
+        sum["layers"],
+        serde_json::json!(["textbook_standard", "textbook_separable"])
+    );
+    let median = |r: &serde_json::Value, name: &str| {
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["variant"] == name)
+            .map(|v| v["median_us"].as_f64().unwrap())
+    };
+    // Every variant that ran on both layers, summed (FMA loops are not
+    // layers' times); the jit's first.
+    let names: Vec<&str> = sum["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["variant"].as_str().unwrap())
+        .collect();
+    assert_eq!(names[0], "jit");
+    assert!(names.iter().all(|n| !n.ends_with("-peak")), "{names:?}");
+    for name in names {
+        // jit-unfused is timed where the planner fuses; elsewhere the
+        // planned kernel is the unfused one.
+        let want: f64 = layers
+            .iter()
+            .map(|r| {
+                median(r, name)
+                    .or_else(|| (name == "jit-unfused").then(|| median(r, "jit")).flatten())
+                    .unwrap()
+            })
+            .sum();
+        let got = median(sum, name).unwrap();
+        assert!((got - want).abs() < 0.02, "{name}: {got} vs {want}");
+    }
+    // These two layers do not chain (the second does not take the
+    // first's output): no network to run one after another.
+    assert!(sum.get("chained").is_none(), "{sum}");
+    // --total without --json is a usage error.
+    let o = convjit(&[&args[..], &["--total"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // Layers that chain are also timed one after another, as a network.
+    let dir = tempfile::tempdir().unwrap();
+    let net = dir.path().join("net.conv");
+    std::fs::write(
+        &net,
+        "layer a { input 8x8x4; c: pointwise 8, relu }\n\
+         layer b { input 8x8x8; d: depthwise 3x3, stride 2, pad same }\n",
+    )
+    .unwrap();
+    let o = convjit(&[
+        "bench",
+        s(&net),
+        "--seconds",
+        "0.02",
+        "--no-interp",
+        "--no-baselines",
+        "--json",
+        "--total",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sum: serde_json::Value = serde_json::from_str(stdout(&o).lines().last().unwrap()).unwrap();
+    let chained = sum["chained"].as_array().unwrap();
+    assert_eq!(chained[0]["variant"], "jit", "{sum}");
+    assert!(chained
+        .iter()
+        .all(|v| v["median_us"].as_f64().unwrap() > 0.0));
+}
+
 /// Writes a case's `.conv`, input and weights into `dir`.
 fn write_case(dir: &Path, c: &oracle::Case) -> (PathBuf, PathBuf, PathBuf) {
     let conv = dir.join("layer.conv");

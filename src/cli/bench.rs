@@ -6,6 +6,12 @@
 //! every other code generator the host runs (`jit-cranelift`, `jit-avx2`,
 //! `jit-avx512`), and FMA loops at each vector width the host has (the
 //! machine's ceilings at that moment).
+//!
+//! Over more than one layer (a whole network, one layer per block), it
+//! also reports the sum over the layers: per variant that ran on every
+//! layer, the sum of its per-layer medians, and, where the layers chain,
+//! the layers timed one after another (a "total" block after the layers'
+//! tables; with `--json --total`, a last JSON line).
 
 use super::{thousands, Failure};
 use clap::Args;
@@ -29,6 +35,13 @@ pub struct BenchArgs {
     /// One JSON object per layer, one per line.
     #[arg(long)]
     json: bool,
+    /// With --json over more than one layer: also print the sum over the
+    /// layers, a last line `{"total": true, ...}` (no "layer" key). Off by
+    /// default: scripts that add up every line's "jit" median (e.g.
+    /// shared/peers/mobilenet_v2_body.py) would count it twice. The text
+    /// output always ends with the total.
+    #[arg(long, requires = "json")]
+    total: bool,
     /// Images per call.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     batch: u64,
@@ -94,6 +107,17 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
         reports.push(report);
     }
     bar.finish_and_clear();
+    if reports.len() > 1 {
+        let mut sum = total(&reports);
+        if layers.windows(2).all(|p| p[1].input == p[0].output()) {
+            sum["chained"] = json!(time_chain(&layers, &options, a)?);
+        }
+        if !a.json {
+            print!("{}", total_text(&sum));
+        } else if a.total {
+            println!("{sum}");
+        }
+    }
     if let Some(path) = &a.plot {
         let svg = plot(&a.file, &reports, peers.as_ref())?;
         convjit::npy::write_atomic(path, svg.as_bytes()).map_err(convjit::DataError::from)?;
@@ -544,6 +568,183 @@ fn interleaved_medians(budget: Duration, variants: &mut [Timed<'_>]) -> Vec<Dura
             s[s.len() / 2]
         })
         .collect()
+}
+
+/// The variant that stands in for `jit-unfused` on a layer the planner
+/// did not fuse: there the planned kernel already runs stage by stage.
+const UNFUSED_FALLBACK: (&str, &str) = ("jit-unfused", "jit");
+
+/// The sum over `reports` (one per layer): for each variant that ran on
+/// every layer (FMA loops left out), the sum of its medians and the
+/// GFLOP/s of all the layers' MACs in that time. `jit-unfused`, timed only
+/// on layers that fuse, counts `jit` on the others (the same kernel).
+fn total(reports: &[serde_json::Value]) -> serde_json::Value {
+    let results = |r: &serde_json::Value| r["results"].as_array().cloned().unwrap_or_default();
+    let median = |r: &serde_json::Value, name: &str| {
+        results(r)
+            .iter()
+            .find(|v| v["variant"] == name)
+            .and_then(|v| v["median_us"].as_f64())
+    };
+    let mut names: Vec<String> = Vec::new();
+    for r in reports {
+        for v in results(r) {
+            let name = v["variant"].as_str().unwrap_or("").to_string();
+            if !name.is_empty() && !name.ends_with("-peak") && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    let macs: u64 = reports.iter().filter_map(|r| r["macs"].as_u64()).sum();
+    let mut sums = Vec::new();
+    for name in names {
+        let mut us = 0.0;
+        let mut stand_ins = Vec::new();
+        let mut complete = true;
+        for r in reports {
+            if let Some(t) = median(r, &name) {
+                us += t;
+            } else if let Some(t) = (name == UNFUSED_FALLBACK.0)
+                .then(|| median(r, UNFUSED_FALLBACK.1))
+                .flatten()
+            {
+                us += t;
+                stand_ins.push(r["layer"].clone());
+            } else {
+                complete = false;
+                break;
+            }
+        }
+        if !complete || us <= 0.0 {
+            continue;
+        }
+        let mut v = json!({
+            "variant": name,
+            "median_us": round(us, 2),
+            "gflops": round(2.0 * macs as f64 / us / 1e3, 2),
+        });
+        if !stand_ins.is_empty() {
+            v["jit_on_layers"] = json!(stand_ins);
+        }
+        sums.push(v);
+    }
+    json!({
+        "total": true,
+        "layers": reports.iter().map(|r| r["layer"].clone()).collect::<Vec<_>>(),
+        "macs": macs,
+        "batch": reports[0]["batch"],
+        "rounds": reports[0]["rounds"],
+        "backend": reports[0]["backend"],
+        "what": "per variant that ran on every layer, the sum of its per-layer medians",
+        "results": sums,
+    })
+}
+
+/// A network's layers (each takes the previous one's output) timed as a
+/// network runs them: one after another, each on the previous one's
+/// output, the planned kernel and (with one thread planned, on a host of
+/// several cores) the same on every core, in interleaved rounds. Timed
+/// alone, back to back, a layer finds its weights and buffers in the
+/// caches; here the other layers have evicted them, as when the peers time
+/// a whole network. The layers' sum leaves that out.
+fn time_chain(
+    layers: &[Layer],
+    options: &convjit::Options,
+    a: &BenchArgs,
+) -> Result<Vec<serde_json::Value>, Failure> {
+    let batch = a.batch as usize;
+    let cores = convjit::Host::detect().cores;
+    let mut configs = vec![("jit".to_string(), options.clone())];
+    if options.threads == 1 && cores > 1 {
+        let o = convjit::Options {
+            threads: cores,
+            ..options.clone()
+        };
+        configs.push((format!("jit-{cores}threads"), o));
+    }
+    let mut chains = Vec::new();
+    for (name, o) in configs {
+        // The weights bench_layer timed (same seed); the code is a cache hit.
+        let kernels = layers
+            .iter()
+            .map(|l| Kernel::compile_with(l, &Weights::random(l, 1), &o))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(convjit::Error::from)?;
+        let input = Rng::new(2).vec(layers[0].input.len() * batch, 1.0);
+        let mut tensors = vec![Aligned::from(&input)];
+        tensors.extend(
+            layers
+                .iter()
+                .map(|l| Aligned::zeros(l.output().len() * batch)),
+        );
+        chains.push((name, kernels, tensors));
+    }
+    let mut variants: Vec<Timed> = Vec::new();
+    for (name, kernels, tensors) in &mut chains {
+        let run = move || {
+            for (i, k) in kernels.iter().enumerate() {
+                let (done, rest) = tensors.split_at_mut(i + 1);
+                k.run(&done[i], &mut rest[0], batch)
+                    .expect("lengths checked");
+            }
+        };
+        variants.push((name.clone(), Box::new(run)));
+    }
+    let budget = Duration::from_secs_f64(a.seconds);
+    let rounds = a.rounds as u32;
+    let mut times = interleaved_medians(budget / rounds, &mut variants);
+    for _ in 1..rounds {
+        let again = interleaved_medians(budget / rounds, &mut variants);
+        for (t, u) in times.iter_mut().zip(again) {
+            *t = (*t).min(u);
+        }
+    }
+    let flops = 2.0 * batch as f64 * layers.iter().map(Layer::macs).sum::<u64>() as f64;
+    Ok(variants
+        .iter()
+        .zip(times)
+        .map(|((name, _), t)| {
+            json!({
+                "variant": name,
+                "median_us": round(t.as_secs_f64() * 1e6, 2),
+                "gflops": round(flops / t.as_secs_f64() / 1e9, 2),
+            })
+        })
+        .collect())
+}
+
+fn total_text(t: &serde_json::Value) -> String {
+    let layers = t["layers"].as_array().map_or(0, Vec::len);
+    let mut out = format!(
+        "total over {layers} layers: {} MACs (batch {}), each variant's per-layer medians summed\n",
+        thousands(t["macs"].as_u64().unwrap_or(0)),
+        t["batch"],
+    );
+    out += &format!("  {:<16} {:>12} {:>9}\n", "variant", "sum us", "GFLOP/s");
+    for v in t["results"].as_array().into_iter().flatten() {
+        out += &format!(
+            "  {:<16} {:>12.2} {:>9.2}",
+            v["variant"].as_str().unwrap_or(""),
+            v["median_us"].as_f64().unwrap_or(0.0),
+            v["gflops"].as_f64().unwrap_or(0.0),
+        );
+        if let Some(l) = v["jit_on_layers"].as_array() {
+            out += &format!("  (jit's time on the {} layers not fused)", l.len());
+        }
+        out += "\n";
+    }
+    if let Some(chained) = t["chained"].as_array() {
+        out += "  chained: the layers one after another, each on the previous one's output\n";
+        for v in chained {
+            out += &format!(
+                "  {:<16} {:>12.2} {:>9.2}\n",
+                v["variant"].as_str().unwrap_or(""),
+                v["median_us"].as_f64().unwrap_or(0.0),
+                v["gflops"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
+    out
 }
 
 fn text(r: &serde_json::Value) -> String {

@@ -37,6 +37,13 @@ const CASES: &[(&str, &str, usize)] = &[
         2,
     ),
     ("pw", "input 5x6x13\n p: pointwise 11, bias", 4),
+    // Groups: of 16 outputs (the widest vectors), and of 4 (AVX-512 hands
+    // them to the AVX2 code).
+    (
+        "grouped",
+        "input 7x6x32\n c: conv 3x3 -> 32, groups 2, pad same, bias\n p: pointwise 8, groups 2, relu",
+        2,
+    ),
     // 5760 weights: indices above 4096 in the permutation table.
     (
         "big_conv",

@@ -259,7 +259,8 @@ impl Conv {
         assert!(available());
         let (ci, co) = (s.input.c, s.output.c);
         let cout = match s.kind {
-            StageKind::Conv { cout } | StageKind::Pointwise { cout } => cout,
+            StageKind::Conv { cout, groups: 1 } | StageKind::Pointwise { cout, groups: 1 } => cout,
+            StageKind::Conv { .. } | StageKind::Pointwise { .. } => panic!("grouped stage"),
             StageKind::Depthwise { .. } => panic!("not a conv stage"),
         };
         assert_eq!(cout, co);

@@ -177,7 +177,8 @@ impl Baseline {
     ///
     /// `None` when the family cannot run this layer: `Sse` off x86_64 or
     /// without FMA; `Avx2` off x86_64 or without AVX2 and FMA; `Gemm` for a layer made only of depthwise stages (a
-    /// mixed layer runs its depthwise stages with the sse128 kernel). Panics
+    /// mixed layer runs its depthwise stages with the sse128 kernel); all
+    /// but `Naive` for a layer with a grouped stage. Panics
     /// if `weights` were not made for `layer`.
     pub fn prepare(family: Family, layer: &Layer, weights: &Weights) -> Option<Baseline> {
         weights
@@ -315,6 +316,11 @@ impl Baseline {
 
 fn prepare_stage(family: Family, s: &Stage, w: &StageWeights) -> Option<Kernel> {
     let depthwise = matches!(s.kind, StageKind::Depthwise { .. });
+    // The hand-written kernels and the gemm crate's calls are dense: a
+    // grouped stage runs only in the naive one.
+    if s.groups() > 1 && family != Family::Naive {
+        return None;
+    }
     Some(match family {
         Family::Naive => Kernel::Naive,
         Family::Sse => sse_kernel(s, w)?,

@@ -31,15 +31,19 @@ pub fn stage(
                             }
                             let pixel = ((n * si.h + iy as usize) * si.w + ix as usize) * si.c;
                             match s.kind {
-                                StageKind::Conv { cout } => {
-                                    for ci in 0..si.c {
-                                        let wi = ((ky * kw + kx) * si.c + ci) * cout + oc;
-                                        acc += input[pixel + ci] * w.weight[wi];
+                                StageKind::Conv { cout, groups } => {
+                                    let cg = si.c / groups;
+                                    let c0 = oc / (cout / groups) * cg;
+                                    for j in 0..cg {
+                                        let wi = ((ky * kw + kx) * cg + j) * cout + oc;
+                                        acc += input[pixel + c0 + j] * w.weight[wi];
                                     }
                                 }
-                                StageKind::Pointwise { cout } => {
-                                    for ci in 0..si.c {
-                                        acc += input[pixel + ci] * w.weight[ci * cout + oc];
+                                StageKind::Pointwise { cout, groups } => {
+                                    let cg = si.c / groups;
+                                    let c0 = oc / (cout / groups) * cg;
+                                    for j in 0..cg {
+                                        acc += input[pixel + c0 + j] * w.weight[j * cout + oc];
                                     }
                                 }
                                 StageKind::Depthwise { multiplier } => {

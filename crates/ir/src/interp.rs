@@ -94,23 +94,33 @@ pub fn interpret_stage(
                             }
                             let (iy, ix) = (iy as usize, ix as usize);
                             acc += match stage.kind {
-                                StageKind::Conv { cout } => (0..si.c)
-                                    .map(|ci| {
-                                        let wi = ((ky * kw + kx) * si.c + ci) * cout + oc;
-                                        input[at(n, iy, ix, ci)] as f64 * w.weight[wi] as f64
-                                    })
-                                    .sum::<f64>(),
+                                StageKind::Conv { cout, groups } => {
+                                    // The input channels of `oc`'s group.
+                                    let cg = si.c / groups;
+                                    let c0 = oc / (cout / groups) * cg;
+                                    (0..cg)
+                                        .map(|j| {
+                                            let wi = ((ky * kw + kx) * cg + j) * cout + oc;
+                                            input[at(n, iy, ix, c0 + j)] as f64
+                                                * w.weight[wi] as f64
+                                        })
+                                        .sum::<f64>()
+                                }
                                 StageKind::Depthwise { multiplier } => {
                                     let (c, m) = (oc / multiplier, oc % multiplier);
                                     let wi = ((ky * kw + kx) * si.c + c) * multiplier + m;
                                     input[at(n, iy, ix, c)] as f64 * w.weight[wi] as f64
                                 }
-                                StageKind::Pointwise { cout } => (0..si.c)
-                                    .map(|ci| {
-                                        input[at(n, iy, ix, ci)] as f64
-                                            * w.weight[ci * cout + oc] as f64
-                                    })
-                                    .sum::<f64>(),
+                                StageKind::Pointwise { cout, groups } => {
+                                    let cg = si.c / groups;
+                                    let c0 = oc / (cout / groups) * cg;
+                                    (0..cg)
+                                        .map(|j| {
+                                            input[at(n, iy, ix, c0 + j)] as f64
+                                                * w.weight[j * cout + oc] as f64
+                                        })
+                                        .sum::<f64>()
+                                }
                             };
                         }
                     }
@@ -166,6 +176,23 @@ mod tests {
         let w = Weights::new(&l, vec![w]).unwrap();
         let out = interpret(&l, &w, &[10., 100.], 1).unwrap();
         assert_eq!(out, [10., 20., 300., 400.]);
+    }
+
+    #[test]
+    fn groups_read_only_their_input_channels() {
+        // 4 inputs, 2 groups of 2 -> 2 outputs each: [Ci/G = 2][Co = 4].
+        let l = layer("layer g { input 1x1x4\n p: pointwise 4, groups 2 }");
+        let w = StageWeights {
+            weight: vec![1., 2., 3., 4., 10., 20., 30., 40.],
+            bias: None,
+        };
+        let w = Weights::new(&l, vec![w]).unwrap();
+        let out = interpret(&l, &w, &[1., 2., 100., 1000.], 1).unwrap();
+        // Outputs 0, 1 read inputs 0, 1; outputs 2, 3 read inputs 2, 3.
+        assert_eq!(out, [1. + 20., 2. + 40., 300. + 30000., 400. + 40000.]);
+        let c = layer("layer c { input 1x1x4\n c: conv 1x1 -> 4, groups 2 }");
+        let cw = Weights::new(&c, vec![w.stages()[0].clone()]).unwrap();
+        assert_eq!(interpret(&c, &cw, &[1., 2., 100., 1000.], 1).unwrap(), out);
     }
 
     #[test]

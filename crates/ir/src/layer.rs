@@ -72,13 +72,15 @@ impl Activation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum StageKind {
-    /// Full convolution, weights `[Kh][Kw][Ci][Co]`.
-    Conv { cout: usize },
+    /// Full convolution, weights `[Kh][Kw][Ci/G][Co]`: with `groups` G > 1
+    /// output channel `co` reads only the input channels of its group
+    /// `co / (Co/G)`, `g*Ci/G .. (g+1)*Ci/G`.
+    Conv { cout: usize, groups: usize },
     /// One filter per channel (times `multiplier`), weights `[Kh][Kw][C][M]`;
     /// output channel `c*M + m`.
     Depthwise { multiplier: usize },
-    /// 1x1 convolution, weights `[Ci][Co]`.
-    Pointwise { cout: usize },
+    /// 1x1 convolution, weights `[Ci/G][Co]` (groups as for `Conv`).
+    Pointwise { cout: usize, groups: usize },
 }
 
 /// One primitive stage with everything resolved.
@@ -110,9 +112,9 @@ impl Stage {
         let out = (self.output.h * self.output.w) as u64;
         let taps = (self.kernel[0] * self.kernel[1]) as u64;
         match self.kind {
-            StageKind::Conv { cout } => out * taps * (self.input.c * cout) as u64,
+            StageKind::Conv { cout, groups } => out * taps * (self.input.c / groups * cout) as u64,
             StageKind::Depthwise { .. } => out * taps * self.output.c as u64,
-            StageKind::Pointwise { cout } => out * (self.input.c * cout) as u64,
+            StageKind::Pointwise { cout, groups } => out * (self.input.c / groups * cout) as u64,
         }
     }
 
@@ -120,9 +122,9 @@ impl Stage {
     pub fn weight_shape(&self) -> Vec<usize> {
         let [kh, kw] = self.kernel;
         match self.kind {
-            StageKind::Conv { cout } => vec![kh, kw, self.input.c, cout],
+            StageKind::Conv { cout, groups } => vec![kh, kw, self.input.c / groups, cout],
             StageKind::Depthwise { multiplier } => vec![kh, kw, self.input.c, multiplier],
-            StageKind::Pointwise { cout } => vec![self.input.c, cout],
+            StageKind::Pointwise { cout, groups } => vec![self.input.c / groups, cout],
         }
     }
 
@@ -131,15 +133,27 @@ impl Stage {
     }
 
     /// `conv 3x3 -> 64`, `depthwise 3x3 x2`, `pointwise 128`.
+    /// Channel groups of a conv or pointwise stage (1 for depthwise).
+    pub fn groups(&self) -> usize {
+        match self.kind {
+            StageKind::Conv { groups, .. } | StageKind::Pointwise { groups, .. } => groups,
+            StageKind::Depthwise { .. } => 1,
+        }
+    }
+
     pub fn describe_op(&self) -> String {
         let [kh, kw] = self.kernel;
         match self.kind {
-            StageKind::Conv { cout } => format!("conv {kh}x{kw} -> {cout}"),
+            StageKind::Conv { cout, groups: 1 } => format!("conv {kh}x{kw} -> {cout}"),
+            StageKind::Conv { cout, groups } => {
+                format!("conv {kh}x{kw} -> {cout}, groups {groups}")
+            }
             StageKind::Depthwise { multiplier: 1 } => format!("depthwise {kh}x{kw}"),
             StageKind::Depthwise { multiplier } => {
                 format!("depthwise {kh}x{kw}, multiplier {multiplier}")
             }
-            StageKind::Pointwise { cout } => format!("pointwise {cout}"),
+            StageKind::Pointwise { cout, groups: 1 } => format!("pointwise {cout}"),
+            StageKind::Pointwise { cout, groups } => format!("pointwise {cout}, groups {groups}"),
         }
     }
 }

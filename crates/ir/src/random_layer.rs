@@ -71,6 +71,9 @@ struct StageSpec {
     pad: u8, // 0 same, 1 valid, 2 explicit
     explicit: (usize, usize, usize, usize),
     multiplier: usize,
+    /// A conv or pointwise stage is grouped when this is below 3 (one in
+    /// three); it then picks among the divisors of its input channels.
+    groups: (u8, usize),
     bias: bool,
     act: u8,
 }
@@ -81,9 +84,16 @@ fn stage_spec(l: Limits) -> impl Strategy<Value = StageSpec> {
         (1..l.step, 1..l.step, 1..l.step, 1..l.step),
         (0u8..3, (0..l.pad, 0..l.pad, 0..l.pad, 0..l.pad)),
         (1..l.multiplier, any::<bool>(), 0u8..3, any::<bool>()),
+        (0u8..9, 0..64usize),
     )
         .prop_map(
-            |((op, kh, kw, cout), (sh, sw, dh, dw), (pad, explicit), (m, bias, act, square))| {
+            |(
+                (op, kh, kw, cout),
+                (sh, sw, dh, dw),
+                (pad, explicit),
+                (m, bias, act, square),
+                groups,
+            )| {
                 StageSpec {
                     op,
                     k: if square { (kh, kh) } else { (kh, kw) },
@@ -93,6 +103,7 @@ fn stage_spec(l: Limits) -> impl Strategy<Value = StageSpec> {
                     pad,
                     explicit,
                     multiplier: m,
+                    groups,
                     bias,
                     act,
                 }
@@ -100,13 +111,27 @@ fn stage_spec(l: Limits) -> impl Strategy<Value = StageSpec> {
         )
 }
 
-fn stage_text(i: usize, s: &StageSpec) -> String {
+/// The text of stage `i` reading `ci` channels, and its output channels.
+fn stage_text(i: usize, s: &StageSpec, ci: usize) -> (String, usize) {
     let (kh, kw) = s.k;
+    // Grouped conv / pointwise: G a divisor of `ci` (more than one where
+    // `ci` has any), the outputs rounded up to a multiple of G.
+    let (mut groups, mut cout) = (1, s.cout);
+    if matches!(s.op, 0 | 2) && s.groups.0 < 3 {
+        let divisors: Vec<usize> = (2..=ci).filter(|g| ci.is_multiple_of(*g)).collect();
+        if !divisors.is_empty() {
+            groups = divisors[s.groups.1 % divisors.len()];
+            cout = cout.div_ceil(groups) * groups;
+        }
+    }
     let mut t = match s.op {
-        0 | 3 | 4 => format!("s{i}: conv {kh}x{kw} -> {}", s.cout),
+        0 | 3 | 4 => format!("s{i}: conv {kh}x{kw} -> {cout}"),
         1 => format!("s{i}: depthwise {kh}x{kw}"),
-        _ => format!("s{i}: pointwise {}", s.cout),
+        _ => format!("s{i}: pointwise {cout}"),
     };
+    if groups > 1 {
+        t += &format!(", groups {groups}");
+    }
     if s.op != 2 {
         t += &format!(", stride {}x{}", s.stride.0, s.stride.1);
         t += &format!(", dilation {}x{}", s.dilation.0, s.dilation.1);
@@ -133,7 +158,11 @@ fn stage_text(i: usize, s: &StageSpec) -> String {
         t += ", bias";
     }
     t += ["", ", relu", ", relu6"][s.act as usize];
-    t
+    let out = match s.op {
+        1 => ci * if s.multiplier > 1 { s.multiplier } else { 1 },
+        _ => cout,
+    };
+    (t, out)
 }
 
 /// A random layer (`.conv` text with one layer, `t`) and the data to run
@@ -164,10 +193,15 @@ pub fn layer_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
         ),
     )
         .prop_map(|((h, w, c), stages, (res, rk), (batch, seed, scale))| {
+            let mut ci = c;
             let mut lines: Vec<String> = stages
                 .iter()
                 .enumerate()
-                .map(|(i, s)| stage_text(i, s))
+                .map(|(i, s)| {
+                    let (t, out) = stage_text(i, s, ci);
+                    ci = out;
+                    t
+                })
                 .collect();
             // A final stage that restores the input shape, with a residual.
             let n = lines.len();
@@ -198,15 +232,21 @@ mod tests {
     use proptest::test_runner::TestRunner;
 
     #[test]
-    fn most_small_cases_validate() {
+    fn most_small_cases_validate_and_some_are_grouped() {
         let mut runner = TestRunner::deterministic();
         let strategy = layer_case(Limits::SMALL);
-        let valid = (0..200)
-            .filter(|_| {
-                let case = strategy.new_tree(&mut runner).unwrap().current();
-                crate::compile_source(&case.src).is_ok()
-            })
-            .count();
+        let (mut valid, mut grouped) = (0, 0);
+        for _ in 0..200 {
+            let case = strategy.new_tree(&mut runner).unwrap().current();
+            if crate::compile_source(&case.src).is_ok() {
+                valid += 1;
+                grouped += usize::from(case.src.contains("groups"));
+            }
+        }
         assert!(valid > 50, "only {valid} of 200 random layers validate");
+        assert!(
+            grouped > 10,
+            "only {grouped} valid layers have a grouped stage"
+        );
     }
 }

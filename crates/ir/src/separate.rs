@@ -165,7 +165,10 @@ fn split(s: &Stage, w: &StageWeights) -> Split {
             StageKind::Depthwise { multiplier },
             "channel",
         ),
-        StageKind::Conv { cout } if s.input.c == 1 => (cout, StageKind::Conv { cout }, "output"),
+        // One input channel: one group.
+        StageKind::Conv { cout, .. } if s.input.c == 1 => {
+            (cout, StageKind::Conv { cout, groups: 1 }, "output")
+        }
         _ => return Split::NotCandidate,
     };
     if !is_candidate(s) {
@@ -385,7 +388,10 @@ mod tests {
             s.notes[0].text,
             "every output's 3x3 kernel has rank 1: run as 3x1 then 1x3 (9 -> 6 MACs per output)"
         );
-        assert_eq!(s.layer.stages[0].kind, StageKind::Conv { cout: 2 });
+        assert_eq!(
+            s.layer.stages[0].kind,
+            StageKind::Conv { cout: 2, groups: 1 }
+        );
         let x = Rng::new(1).vec(42, 1.0);
         let want = interpret(&l, &weights, &x, 1).unwrap();
         let got = interpret(&s.layer, &s.weights, &x, 1).unwrap();

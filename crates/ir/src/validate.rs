@@ -171,6 +171,8 @@ struct Options {
     dilation: [usize; 2],
     pad: PadSpec,
     multiplier: usize,
+    /// `groups G` and where it was written (conv and pointwise).
+    groups: Option<Spanned<usize>>,
     separable: Option<Separable>,
     bias: bool,
     activation: Activation,
@@ -201,6 +203,7 @@ fn collect_options(s: &ast::Stage, cx: &mut Cx) -> Option<Options> {
         dilation: [1, 1],
         pad: PadSpec::Valid,
         multiplier: 1,
+        groups: None,
         separable: None,
         bias: false,
         activation: Activation::None,
@@ -248,6 +251,11 @@ fn collect_options(s: &ast::Stage, cx: &mut Cx) -> Option<Options> {
                     o.multiplier = m;
                 }
             }
+            Opt::Groups(g) => {
+                if let Some(n) = cx.size(g, "groups") {
+                    o.groups = Some(Spanned::new(n, opt.span));
+                }
+            }
             Opt::Separable(kind) => o.separable = Some(*kind),
             Opt::Bias => o.bias = true,
             Opt::Activation(a) => {
@@ -272,6 +280,14 @@ fn collect_options(s: &ast::Stage, cx: &mut Cx) -> Option<Options> {
             }
             (Opt::Separable(_), ast::Op::Depthwise { .. } | ast::Op::Pointwise { .. }) => {
                 Some("only 'conv' stages can be separable".into())
+            }
+            (Opt::Groups(_), ast::Op::Depthwise { .. }) => Some(
+                "a depthwise stage already has one group per channel; \
+                 use 'conv KhxKw -> Co, groups G' for a grouped convolution"
+                    .into(),
+            ),
+            (Opt::Groups(_), ast::Op::Conv { .. }) if o.separable.is_some() => {
+                Some("a separable stage cannot also be grouped".into())
             }
             (Opt::Multiplier(_), ast::Op::Pointwise { .. }) => {
                 Some("a multiplier belongs to depthwise stages".into())
@@ -323,9 +339,13 @@ fn lower_stage(
     };
     let mut protos = match &s.op.node {
         ast::Op::Conv { .. } => {
-            let (k, cout) = (o.kernel, o.cout);
+            let (k, cout, groups) = (o.kernel, o.cout, 1);
             match o.separable {
-                None => vec![base(StageKind::Conv { cout }, k, o.stride, o.dilation)],
+                None => {
+                    let groups = o.groups.as_ref().map_or(1, |g| g.node);
+                    let kind = StageKind::Conv { cout, groups };
+                    vec![base(kind, k, o.stride, o.dilation)]
+                }
                 Some(Separable::Depthwise) => {
                     let mut dw = base(
                         StageKind::Depthwise {
@@ -337,7 +357,8 @@ fn lower_stage(
                     );
                     dw.name = format!("{name}.depthwise");
                     dw.weight_key = format!("{name}.depthwise.weight");
-                    let mut pw = base(StageKind::Pointwise { cout }, [1, 1], [1, 1], [1, 1]);
+                    let kind = StageKind::Pointwise { cout, groups };
+                    let mut pw = base(kind, [1, 1], [1, 1], [1, 1]);
                     pw.name = format!("{name}.pointwise");
                     pw.weight_key = format!("{name}.pointwise.weight");
                     pw.pad = PadSpec::Valid;
@@ -361,7 +382,7 @@ fn lower_stage(
                         other => (other, other),
                     };
                     let mut col = base(
-                        StageKind::Conv { cout },
+                        StageKind::Conv { cout, groups },
                         [k[0], 1],
                         [o.stride[0], 1],
                         [o.dilation[0], 1],
@@ -370,7 +391,7 @@ fn lower_stage(
                     col.weight_key = format!("{name}.col.weight");
                     col.pad = vpad;
                     let mut row = base(
-                        StageKind::Conv { cout },
+                        StageKind::Conv { cout, groups },
                         [1, k[1]],
                         [1, o.stride[1]],
                         [1, o.dilation[1]],
@@ -390,7 +411,13 @@ fn lower_stage(
         }
         ast::Op::Pointwise { .. } => {
             let cout = o.cout;
-            let mut pw = base(StageKind::Pointwise { cout }, [1, 1], [1, 1], [1, 1]);
+            let groups = o.groups.as_ref().map_or(1, |g| g.node);
+            let mut pw = base(
+                StageKind::Pointwise { cout, groups },
+                [1, 1],
+                [1, 1],
+                [1, 1],
+            );
             pw.pad = PadSpec::Valid;
             vec![pw]
         }
@@ -401,6 +428,20 @@ fn lower_stage(
     last.activation = o.activation;
     last.residual = o.residual.is_some();
 
+    if let Some(g) = &o.groups {
+        let cout = protos[0].kind_cout();
+        if !input.c.is_multiple_of(g.node) || !cout.is_multiple_of(g.node) {
+            cx.error(
+                g.span,
+                format!(
+                    "{} groups must divide both the {} input channels and the {cout} output channels",
+                    g.node, input.c
+                ),
+            )
+            .with_help("each group reads Ci/G input channels and writes Co/G outputs");
+            return None;
+        }
+    }
     let mut stages = Vec::with_capacity(protos.len());
     let mut shape = input;
     for p in protos {
@@ -452,6 +493,14 @@ struct Proto {
 }
 
 impl Proto {
+    /// Output channels of a conv or pointwise proto.
+    fn kind_cout(&self) -> usize {
+        match self.kind {
+            StageKind::Conv { cout, .. } | StageKind::Pointwise { cout, .. } => cout,
+            StageKind::Depthwise { .. } => 0,
+        }
+    }
+
     fn infer(self, input: Shape, cx: &mut Cx, span: Span) -> Option<Stage> {
         let explicit = |p: Padding| ([p.top, p.bottom], [p.left, p.right]);
         let (vpad, hpad) = match self.pad {
@@ -496,7 +545,7 @@ impl Proto {
             return None;
         };
         let cout = match self.kind {
-            StageKind::Conv { cout } | StageKind::Pointwise { cout } => cout,
+            StageKind::Conv { cout, .. } | StageKind::Pointwise { cout, .. } => cout,
             StageKind::Depthwise { multiplier } => input.c * multiplier,
         };
         Some(Stage {
@@ -612,14 +661,23 @@ pub fn check_layer(layer: &Layer) -> Result<(), crate::DataError> {
                 ),
             );
         }
-        if let StageKind::Conv { cout } | StageKind::Pointwise { cout } = s.kind {
+        if let StageKind::Conv { cout, groups } | StageKind::Pointwise { cout, groups } = s.kind {
             if !dim(cout) {
                 return err(st, format!("{cout} output channels is out of range"));
             }
+            if groups == 0 || !s.input.c.is_multiple_of(groups) || !cout.is_multiple_of(groups) {
+                return err(
+                    st,
+                    format!(
+                        "{groups} groups must divide the {} input and {cout} output channels",
+                        s.input.c
+                    ),
+                );
+            }
         }
         let cout = match s.kind {
-            StageKind::Conv { cout } => cout,
-            StageKind::Pointwise { cout } => {
+            StageKind::Conv { cout, .. } => cout,
+            StageKind::Pointwise { cout, .. } => {
                 let p = s.padding;
                 if s.kernel != [1, 1]
                     || s.stride != [1, 1]
@@ -757,13 +815,16 @@ mod tests {
         assert!(bad(&|l| l.stages[0].padding.top = usize::MAX).contains("padding"));
         assert!(bad(&|l| l.input.h = 0).contains("input shape"));
         let e = bad(&|l| {
-            l.stages[1].kind = StageKind::Pointwise { cout: usize::MAX };
+            l.stages[1].kind = StageKind::Pointwise {
+                cout: usize::MAX,
+                groups: 1,
+            };
             l.stages[1].output.c = usize::MAX;
         });
         assert!(e.contains("out of range"), "{e}");
         // A residual whose output is not the input's shape.
         let e = bad(&|l| {
-            l.stages[1].kind = StageKind::Pointwise { cout: 6 };
+            l.stages[1].kind = StageKind::Pointwise { cout: 6, groups: 1 };
             l.stages[1].output.c = 6;
         });
         assert!(e.contains("residual"), "{e}");
@@ -793,6 +854,36 @@ mod tests {
         assert_eq!(axis(12, 5, 1, 1, false, None), Some((8, 0, 0)));
         assert_eq!(axis(4, 5, 1, 1, false, None), None);
         assert_eq!(axis(23, 7, 3, 1, false, Some([1, 3])), Some((7, 1, 3)));
+    }
+
+    #[test]
+    fn groups_split_channels_and_must_divide_them() {
+        let l = one("layer g { input 8x8x6\n c: conv 3x3 -> 9, groups 3, pad same\n p: pointwise 6, groups 3 }");
+        assert_eq!(l.stages[0].kind, StageKind::Conv { cout: 9, groups: 3 });
+        assert_eq!(l.stages[0].weight_shape(), [3, 3, 2, 9]);
+        assert_eq!(l.stages[1].weight_shape(), [3, 6]);
+        assert_eq!(l.stages[0].macs(), 64 * 9 * 2 * 9);
+        assert_eq!(l.stages[0].describe_op(), "conv 3x3 -> 9, groups 3");
+        check_layer(&l).unwrap();
+        assert_eq!(
+            errors("layer g { input 4x4x6\n c: conv 3x3 -> 8, groups 3 }"),
+            ["3 groups must divide both the 6 input channels and the 8 output channels"]
+        );
+        assert_eq!(
+            errors("layer g { input 4x4x6\n d: depthwise 3x3, groups 2 }"),
+            ["option 'groups' does not apply to 'depthwise'"]
+        );
+        assert_eq!(
+            errors("layer g { input 4x4x6\n c: conv 3x3 -> 6, groups 2, separable spatial }"),
+            ["option 'groups' does not apply to 'conv'"]
+        );
+        assert_eq!(
+            errors("layer g { input 4x4x6\n c: conv 3x3 -> 6, groups 0 }").len(),
+            1
+        );
+        let mut bad = l.clone();
+        bad.stages[1].kind = StageKind::Pointwise { cout: 6, groups: 4 };
+        assert!(check_layer(&bad).is_err());
     }
 
     #[test]

@@ -613,14 +613,17 @@ impl Gen<'_, '_> {
                 let wky = self.var(w_ptr);
                 self.repeat(nky, &mut |g| {
                     let (i, w) = (g.get(iky), g.get(wky));
-                    if p.dw == 1 || k.nkx == 1 {
-                        g.reduce(&acc, k.npx, nu, k.nkx * p.ci, i, w);
+                    // One run of input scalars where the taps are adjacent
+                    // and each reads all the channels (no dilation, no groups).
+                    let cpt = p.ci_per_tap;
+                    if (p.dw == 1 && cpt == p.ci) || k.nkx == 1 {
+                        g.reduce(&acc, k.npx, nu, k.nkx * cpt, i, w);
                     } else {
                         let it = g.var(i);
                         let wt = g.var(w);
                         g.repeat(Count::Const(k.nkx), &mut |g| {
                             let (i, w) = (g.get(it), g.get(wt));
-                            g.reduce(&acc, k.npx, nu, p.ci, i, w);
+                            g.reduce(&acc, k.npx, nu, cpt, i, w);
                             g.add_imm(it, (p.dw * p.ci * 4) as i64);
                             g.add_imm(wt, tap_bytes);
                         });

@@ -2,10 +2,11 @@
 //! group by group, on the planned threads. Every length is checked before
 //! the first generated function is entered.
 
-use crate::pool::Pool;
+use crate::pool::{spin_until, Pool, SPIN};
 use crate::program::{Loc, Step};
 use crate::{check_len, JitError, Kernel};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// A pointer shared by the threads of one run.
@@ -27,13 +28,15 @@ impl Shared {
     }
 }
 
-/// The buffers of one run, kept for the next: whole tensors between
-/// groups (one image) and, per thread and group, the band buffers. Every
-/// step writes rows before any step reads them, so reuse needs no clearing.
-/// With several threads, also the worker threads (`None` if the system
-/// refused them: the run then spawns its own).
+/// The buffers of one run, kept for the next: per thread, whole tensors
+/// between groups (one image: thread 0's are shared when threads split an
+/// image's rows, the others' are made for the first run whose threads
+/// take whole images) and per group the band buffers. Every step writes
+/// rows before any step reads them, so reuse needs no clearing. With
+/// several threads, also the worker threads (`None` if the system refused
+/// them: the run then spawns its own).
 pub(crate) struct Scratch {
-    inter: Vec<Buf>,
+    inter: Vec<Vec<Buf>>,
     bufs: Vec<Vec<Vec<Buf>>>,
     workers: Option<Pool>,
 }
@@ -58,15 +61,12 @@ impl Scratch {
         program: &crate::program::Program,
         threads: usize,
     ) -> Scratch {
-        let groups = &program.groups;
         Scratch {
-            inter: groups[..groups.len() - 1]
-                .iter()
-                .map(|g| zeroed(layer.stages[g.last].output.len()))
-                .collect(),
+            inter: vec![Scratch::inter(layer, program)],
             bufs: (0..threads)
                 .map(|_| {
-                    groups
+                    program
+                        .groups
                         .iter()
                         .map(|g| g.buffers.iter().map(|&n| zeroed(n)).collect())
                         .collect()
@@ -79,15 +79,28 @@ impl Scratch {
             },
         }
     }
+
+    /// One image's tensors between groups.
+    fn inter(layer: &convjit_ir::Layer, program: &crate::program::Program) -> Vec<Buf> {
+        let groups = &program.groups;
+        groups[..groups.len() - 1]
+            .iter()
+            .map(|g| zeroed(layer.stages[g.last].output.len()))
+            .collect()
+    }
 }
 
 /// A barrier that a failing thread breaks: every thread waiting at it,
 /// and any that arrives later, gets `Err` instead of waiting forever for
 /// a thread that will never come (`std::sync::Barrier` cannot be broken).
+/// A waiter spins on `passed` (the generation, or `u64::MAX` once broken)
+/// for [`SPIN`] before it sleeps on the condition variable: waking a
+/// sleeping thread costs tens of microseconds on a virtual machine.
 struct Gate {
     n: usize,
     state: Mutex<GateState>,
     cv: Condvar,
+    passed: AtomicU64,
 }
 
 struct GateState {
@@ -109,6 +122,7 @@ impl Gate {
                 broken: false,
             }),
             cv: Condvar::new(),
+            passed: AtomicU64::new(0),
         }
     }
 
@@ -125,10 +139,22 @@ impl Gate {
         if s.arrived == self.n {
             s.arrived = 0;
             s.generation += 1;
+            // Release: the rows written before arriving are visible to
+            // the waiters that see the new generation.
+            self.passed.store(s.generation, Ordering::Release);
             self.cv.notify_all();
             return Ok(());
         }
         let generation = s.generation;
+        drop(s);
+        let moved = || self.passed.load(Ordering::Acquire) != generation;
+        if spin_until(SPIN, moved) {
+            return match self.passed.load(Ordering::Acquire) {
+                u64::MAX => Err(Broken),
+                _ => Ok(()),
+            };
+        }
+        let mut s = self.lock();
         while s.generation == generation && !s.broken {
             s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
         }
@@ -141,6 +167,7 @@ impl Gate {
 
     fn break_all(&self) {
         self.lock().broken = true;
+        self.passed.store(u64::MAX, Ordering::Release);
         self.cv.notify_all();
     }
 }
@@ -179,10 +206,24 @@ impl Kernel {
         let mut scratch = pool()
             .pop()
             .unwrap_or_else(|| Scratch::new(l, &self.compiled.program, threads));
-        let inter: Vec<Shared> = scratch
+        // Whole images per thread while there are enough for all (no
+        // barriers, each thread with its own tensors between groups); the
+        // rest, and a batch of one, split each image's rows.
+        let whole = if threads > 1 {
+            batch / threads * threads
+        } else {
+            0
+        };
+        if whole > 0 {
+            while scratch.inter.len() < threads {
+                let more = Scratch::inter(l, &self.compiled.program);
+                scratch.inter.push(more);
+            }
+        }
+        let inter: Vec<Vec<Shared>> = scratch
             .inter
             .iter_mut()
-            .map(|v| Shared(v.as_mut_ptr()))
+            .map(|t| t.iter_mut().map(|v| Shared(v.as_mut_ptr())).collect())
             .collect();
         let (input_ptr, output_ptr) = (
             Shared(input.as_ptr().cast_mut()),
@@ -190,29 +231,62 @@ impl Kernel {
         );
         let gate = Gate::new(threads);
         let failure: Mutex<Option<String>> = Mutex::new(None);
+        // Image `n`'s group `g` on thread `t`, with `inter`'s tensors
+        // between groups: the steps of thread `share` only, or with
+        // `share = None` every thread's steps one after another (each
+        // share reads the group's input and writes its own rows of the
+        // output, using the band buffers afresh).
+        // (`_t`, the thread, is for the `testing` feature's hooks.)
+        let image_group = |_t: usize,
+                           n: usize,
+                           g: usize,
+                           share: Option<usize>,
+                           inter: &[Shared],
+                           bufs: &mut Vec<Vec<Buf>>| {
+            // SAFETY (offsets): `n < batch`, and both buffers hold
+            // `batch` images (checked above).
+            let image_in = input_ptr.get().wrapping_add(n * l.input.len());
+            let image_out = output_ptr.get().wrapping_add(n * out_shape.len());
+            let gin = if g == 0 { image_in } else { inter[g - 1].get() };
+            let gout = if g + 1 == groups.len() {
+                image_out
+            } else {
+                inter[g].get()
+            };
+            let shares = &groups[g].threads;
+            let steps = match share {
+                Some(s) => shares.get(s..=s).unwrap_or(&[]),
+                None => &shares[..],
+            };
+            for steps in steps {
+                #[cfg(feature = "testing")]
+                self.testing.before_group(_t);
+                // SAFETY: see `exec`: the program's offsets stay inside
+                // these tensors and buffers, which are live; every
+                // thread's buffers have the same sizes.
+                unsafe { self.exec(steps, gin, gout, &mut bufs[g], image_in) };
+            }
+        };
         // `bufs`: this thread's band buffers, group by group.
         let worker = |t: usize, bufs: &mut Vec<Vec<Buf>>| -> Result<(), Broken> {
-            for n in 0..batch {
-                // SAFETY (offsets): `n < batch`, and both buffers hold
-                // `batch` images (checked above).
-                let image_in = input_ptr.get().wrapping_add(n * l.input.len());
-                let image_out = output_ptr.get().wrapping_add(n * out_shape.len());
-                for (g, group) in groups.iter().enumerate() {
-                    let gin = if g == 0 { image_in } else { inter[g - 1].get() };
-                    let gout = if g + 1 == groups.len() {
-                        image_out
-                    } else {
-                        inter[g].get()
-                    };
-                    if let Some(steps) = group.threads.get(t) {
-                        #[cfg(feature = "testing")]
-                        self.testing.before_group(t);
-                        // SAFETY: see `exec`: the program's offsets stay
-                        // inside these tensors and buffers, which are live.
-                        unsafe { self.exec(steps, gin, gout, &mut bufs[g], image_in) };
-                    }
-                    if threads > 1 {
-                        // The next group reads rows other threads wrote.
+            for n in (t..whole).step_by(threads.max(1)) {
+                for g in 0..groups.len() {
+                    image_group(t, n, g, None, &inter[t], bufs);
+                }
+            }
+            if whole > 0 && whole < batch {
+                // The rows phase shares thread 0's tensors between groups.
+                gate.wait()?;
+            }
+            for n in whole..batch {
+                for g in 0..groups.len() {
+                    image_group(t, n, g, Some(t), &inter[0], bufs);
+                    // The next group reads rows other threads wrote (and
+                    // the next image's first group overwrites the rows the
+                    // last group read); after the last group of the last
+                    // image, the pool's return is the barrier.
+                    let last = n + 1 == batch && g + 1 == groups.len();
+                    if threads > 1 && !last {
                         gate.wait()?;
                     }
                 }

@@ -464,6 +464,8 @@ impl Kernel {
         let mut text = String::new();
         for (i, p) in self.compiled.plans.iter().enumerate() {
             text.push_str(&format!("function {i}:\n"));
+            // A stage's plan may be for a narrower generator (`plan::stage_target`).
+            let isa = convjit_x86::Isa::of(p.target.backend).unwrap_or(isa);
             match convjit_x86::emit(p, isa) {
                 Ok(code) => text.push_str(&convjit_x86::disassemble(&code)),
                 Err(e) => text.push_str(&format!("  ({e})\n")),
@@ -758,9 +760,14 @@ pub fn x86_stage_code(
     isa: convjit_x86::Isa,
 ) -> Result<Vec<Vec<u8>>, JitError> {
     check_code_size(plans)?;
+    // A stage may be planned for a narrower generator than the layer's
+    // (`plan::stage_target`): its plan says which.
     plans
         .iter()
-        .map(|p| convjit_x86::emit(p, isa).map_err(codegen_err))
+        .map(|p| {
+            let isa = convjit_x86::Isa::of(p.target.backend).unwrap_or(isa);
+            convjit_x86::emit(p, isa).map_err(codegen_err)
+        })
         .collect()
 }
 

@@ -1,11 +1,58 @@
 //! Worker threads kept between a kernel's runs. Spawning and joining a
 //! thread per run cost about 70 us on the development machine, as much as
-//! a 10M-MAC layer's second thread saves in a sixth of its run; a parked
-//! worker wakes in a few microseconds.
+//! a 10M-MAC layer's second thread saves in a sixth of its run. A worker
+//! blocked in the kernel takes tens of microseconds more to wake on a
+//! virtual machine (the idle vCPU halts and needs an interrupt), so both
+//! sides spin a while ([`spin_until`]) before they block: back-to-back
+//! runs then hand work over through memory alone.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a waiting thread spins before it blocks: longer than the gap
+/// between back-to-back runs and than the usual imbalance of two threads'
+/// shares, short enough that an idle kernel's workers soon sleep.
+pub(crate) const SPIN: Duration = Duration::from_micros(300);
+
+/// Spins until `ready()` or `limit` has passed; whether it became ready.
+pub(crate) fn spin_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+    }
+}
+
+/// A message from `rx`: spinning on it for [`SPIN`] first, then blocking.
+/// `None` when the sender is gone.
+fn receive<T>(rx: &Receiver<T>) -> Option<T> {
+    let mut got = None;
+    let mut gone = false;
+    spin_until(SPIN, || match rx.try_recv() {
+        Ok(v) => {
+            got = Some(v);
+            true
+        }
+        Err(TryRecvError::Empty) => false,
+        Err(TryRecvError::Disconnected) => {
+            gone = true;
+            true
+        }
+    });
+    if gone {
+        return None;
+    }
+    got.or_else(|| rx.recv().ok())
+}
 
 /// `n` parked threads that run a borrowed closure together with the
 /// calling thread ([`Pool::run`]).
@@ -40,7 +87,7 @@ impl Pool {
             let handle = std::thread::Builder::new()
                 .name(format!("convjit-{}", i + 1))
                 .spawn(move || {
-                    while let Ok(job) = rx.recv() {
+                    while let Some(job) = receive(&rx) {
                         // SAFETY: `run` does not return (so the closure
                         // stays alive) before this worker's report.
                         let f = unsafe { &*job.f };
@@ -88,7 +135,7 @@ impl Pool {
         let mut all_ok = sent.iter().all(|&s| s);
         for (w, &s) in self.workers.iter().zip(&sent) {
             if s {
-                all_ok &= w.done.recv().unwrap_or(false);
+                all_ok &= receive(&w.done).unwrap_or(false);
             }
         }
         if let Err(p) = mine {

@@ -53,6 +53,15 @@ const LAYERS: &[&str] = &[
     "layer a { input 6x50x6\n d: depthwise 3x3, pad same, bias }",
     "layer a { input 4x70x12\n d: depthwise 2x2, pad same }",
     "layer a { input 5x20x3\n d: depthwise 3x9, pad same, bias }",
+    // Groups: full vectors per group, tails, dilated taps, partial vectors
+    // of a few outputs, a grouped 1x1 in a fused chain.
+    "layer a { input 6x7x64\n p: pointwise 96, groups 2, bias, relu }",
+    "layer a { input 5x9x12\n p: pointwise 60, groups 3 }",
+    "layer a { input 9x10x12\n c: conv 3x3 -> 12, groups 4, pad same, bias }",
+    "layer a { input 9x10x64\n c: conv 3x3 -> 64, groups 16, stride 2, pad same, relu6 }",
+    "layer a { input 11x9x20\n c: conv 5x5 -> 50, groups 5, dilation 2, pad same }",
+    "layer a { input 7x7x6\n c: conv 1x3 -> 6, groups 6, pad valid, bias }",
+    "layer a { input 8x8x24\n e: pointwise 48, groups 3, bias, relu\n d: depthwise 3x3, stride 2, pad same\n p: pointwise 24, groups 3, bias }",
 ];
 
 #[test]

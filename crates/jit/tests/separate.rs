@@ -187,7 +187,7 @@ fn sobel_bank_compiles_to_a_conv_then_a_depthwise() {
     assert_eq!(
         kinds,
         [
-            (StageKind::Conv { cout: 2 }, [3, 1]),
+            (StageKind::Conv { cout: 2, groups: 1 }, [3, 1]),
             (StageKind::Depthwise { multiplier: 1 }, [1, 3])
         ]
     );

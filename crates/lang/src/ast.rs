@@ -78,6 +78,8 @@ pub enum Opt {
     Dilation(Dims),
     Pad(Pad),
     Multiplier(Spanned<u64>),
+    /// `groups G`: grouped convolution (conv and pointwise).
+    Groups(Spanned<u64>),
     Separable(Separable),
     Bias,
     Activation(Activation),
@@ -91,6 +93,7 @@ impl Opt {
             Opt::Dilation(_) => "dilation",
             Opt::Pad(_) => "pad",
             Opt::Multiplier(_) => "multiplier",
+            Opt::Groups(_) => "groups",
             Opt::Separable(_) => "separable",
             Opt::Bias => "bias",
             Opt::Activation(_) => "activation",

@@ -164,27 +164,23 @@ pub fn plan_layer(layer: &Layer, options: &Options, host: &Host) -> LayerPlan {
     for (i, s) in layer.stages.iter().enumerate() {
         let fuse = i > 0 && options.fuse != Fusion::Never && {
             let prev = &layer.stages[i - 1];
-            let bytes = prev.output.len() * 4;
             let why = format!(
                 "{} -> {}: the intermediate {} is {} KiB per image",
                 prev.name,
                 s.name,
                 prev.output,
-                bytes >> 10
+                (prev.output.len() * 4) >> 10
             );
-            // A tensor that stays in L2 between stages costs little;
-            // beyond, every byte makes a round trip to L3 or memory.
+            let first = groups.last().map_or(0, |g| g.first);
+            let cost = fusion_cost(layer, first, i, host, &target);
             if options.fuse == Fusion::Always {
-                reasons.push(format!("{why}: fused (forced)"));
+                reasons.push(format!("{why}: fused (forced); {cost}"));
                 true
-            } else if bytes > host.l2_bytes / 2 {
-                reasons.push(format!(
-                    "{why}, more than half of L2 ({} KiB): fused",
-                    host.l2_bytes >> 10
-                ));
+            } else if cost.pays() {
+                reasons.push(format!("{why}; {cost}: fused"));
                 true
             } else {
-                reasons.push(format!("{why}, fits in half of L2: not fused"));
+                reasons.push(format!("{why}; {cost}: not fused"));
                 false
             }
         };
@@ -223,10 +219,12 @@ fn finish(
 ) -> Vec<Group> {
     let out_h = layer.stages[g.last].output.h;
     let fused = g.last > g.first;
+    // The decisions that joined the group's stages, and the one that
+    // started it.
     let mut why: Vec<String> = reasons
         .iter()
         .filter(|r| {
-            layer.stages[g.first + 1..=g.last]
+            layer.stages[g.first..=g.last]
                 .iter()
                 .any(|s| r.contains(&format!("-> {}:", s.name)))
         })
@@ -238,16 +236,10 @@ fn finish(
             b.clamp(1, out_h)
         }
         None if fused => {
-            // The largest band whose intermediate rows fit in a quarter of
-            // L2 (the buffers hold two bands' worth, to shift rows rarely).
-            let budget = host.l2_bytes / 4;
-            let b = (1..=out_h)
-                .rev()
-                .find(|&b| scratch_rows(layer, &g, b) <= budget)
-                .unwrap_or(1);
+            let b = band_rows(layer, g.first, g.last, host);
             why.push(format!(
                 "band of {b} rows: its intermediate rows take {} KiB, within L2/4",
-                scratch_rows(layer, &g, b) >> 10
+                scratch_rows(layer, g.first, g.last, b) >> 10
             ));
             b
         }
@@ -306,11 +298,128 @@ fn finish(
     vec![g]
 }
 
-/// Bytes of intermediate rows one band of `b` rows needs.
-fn scratch_rows(layer: &Layer, g: &Group, b: usize) -> usize {
-    let mut rows = (0, b.min(layer.stages[g.last].output.h));
+/// The band height of stages `first..=last` fused: the largest band whose
+/// intermediate rows fit in a quarter of L2 (the buffers hold two bands'
+/// worth, to shift rows rarely).
+fn band_rows(layer: &Layer, first: usize, last: usize, host: &Host) -> usize {
+    let budget = host.l2_bytes / 4;
+    let out_h = layer.stages[last].output.h;
+    (1..=out_h)
+        .rev()
+        .find(|&b| scratch_rows(layer, first, last, b) <= budget)
+        .unwrap_or(1)
+}
+
+/// The cost model's estimates (cycles per image) for adding a stage to the
+/// fusion group before it: the group and the stage run apart, or fused.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FusionCost {
+    pub apart: f64,
+    pub fused: f64,
+}
+
+impl FusionCost {
+    /// Fusing must win by more than the model's noise: a fused group runs
+    /// bands of short calls, so a tie goes to whole stages.
+    pub fn pays(&self) -> bool {
+        self.fused < self.apart * 0.97
+    }
+}
+
+impl std::fmt::Display for FusionCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "estimated {:.0}k cycles apart, {:.0}k fused",
+            self.apart / 1e3,
+            self.fused / 1e3
+        )
+    }
+}
+
+/// Bytes per cycle one core streams from its L2, and from L3 or memory
+/// (a tensor beyond half of L2 is evicted before the next stage reads
+/// it): Sapphire Rapids at ~3.7 GHz copies ~27 GB/s from beyond L2, and
+/// depthwise 56x56x144 (3.6 MB in and out) ran at that rate.
+const L2_BYTES_PER_CYCLE: f64 = 32.0;
+const FAR_BYTES_PER_CYCLE: f64 = 7.0;
+/// The share of streaming time the FMAs do not hide: pointwise
+/// 56x56x144 -> 24 ran 142 us, its FMAs alone ~106 us at the measured
+/// efficiency and its 1.8 MB input ~69 us at the rate above.
+const STALL: f64 = 0.5;
+/// Fraction of the FMA peak a stage's loops reach: conv and pointwise
+/// blocks measured 80-90% of it, depthwise (a load per FMA) about half.
+const REDUCE_EFFICIENCY: f64 = 0.85;
+const DEPTHWISE_EFFICIENCY: f64 = 0.55;
+/// A stage call of a band: the function's setup and its row loops' state.
+const CALL_CYCLES: f64 = 400.0;
+
+/// Cycles lost to streaming `bytes` of one tensor between stages: from
+/// L2 where it fits in half, else from L3 or memory.
+fn stall_cycles(bytes: usize, host: &Host) -> f64 {
+    let rate = if bytes <= host.l2_bytes / 2 {
+        L2_BYTES_PER_CYCLE
+    } else {
+        FAR_BYTES_PER_CYCLE
+    };
+    STALL * bytes as f64 / rate
+}
+
+/// Estimated cycles per image of stages `first..=last` as one group: their
+/// FMAs, the stalls of streaming the group's input and output, and when
+/// fused, per band a call of each stage and the copy of the rows the next
+/// band reads again (the price of never recomputing them).
+fn group_cycles(layer: &Layer, first: usize, last: usize, host: &Host, target: &Target) -> f64 {
+    let stages = &layer.stages[first..=last];
+    let compute: f64 = stages
+        .iter()
+        .map(|s| {
+            let eff = match s.kind {
+                convjit_ir::StageKind::Depthwise { .. } => DEPTHWISE_EFFICIENCY,
+                _ => REDUCE_EFFICIENCY,
+            };
+            s.macs() as f64 / (target.lanes as f64 * 2.0 * eff)
+        })
+        .sum();
+    let bytes = |shape: convjit_ir::Shape| shape.len() * 4;
+    let stalls = stall_cycles(bytes(stages[0].input), host)
+        + stall_cycles(bytes(stages[stages.len() - 1].output), host);
+    let bands = if last > first {
+        let b = band_rows(layer, first, last, host);
+        let bands = layer.stages[last].output.h.div_ceil(b);
+        let kept: usize = stages[1..]
+            .iter()
+            .map(|s| (s.kernel[0] - 1) * s.dilation[0] * s.input.w * s.input.c * 4)
+            .sum();
+        bands as f64 * (stages.len() as f64 * CALL_CYCLES + kept as f64 / L2_BYTES_PER_CYCLE)
+    } else {
+        0.0
+    };
+    compute + stalls + bands
+}
+
+/// The cost of fusing stage `i` into the group `first..i` against
+/// running it apart.
+pub fn fusion_cost(
+    layer: &Layer,
+    first: usize,
+    i: usize,
+    host: &Host,
+    target: &Target,
+) -> FusionCost {
+    FusionCost {
+        apart: group_cycles(layer, first, i - 1, host, target)
+            + group_cycles(layer, i, i, host, target),
+        fused: group_cycles(layer, first, i, host, target),
+    }
+}
+
+/// Bytes of intermediate rows one band of `b` rows of stages
+/// `first..=last` needs.
+fn scratch_rows(layer: &Layer, first: usize, last: usize, b: usize) -> usize {
+    let mut rows = (0, b.min(layer.stages[last].output.h));
     let mut bytes = 0;
-    for k in (g.first + 1..=g.last).rev() {
+    for k in (first + 1..=last).rev() {
         let s = &layer.stages[k];
         let (lo, hi, _, _) = rows::input_rows(s, rows.0, rows.1);
         let prev = &layer.stages[k - 1];
@@ -372,7 +481,7 @@ mod tests {
     }
 
     #[test]
-    fn fuses_big_intermediates_only() {
+    fn fuses_where_the_cost_model_expects_a_gain() {
         let src = "layer l { input 112x112x32\n dw: depthwise 3x3, pad same\n pw: pointwise 64 }\n\
                    layer s { input 14x14x64\n dw: depthwise 3x3, pad same\n pw: pointwise 64 }";
         let layers = convjit_ir::compile_source(src).unwrap();
@@ -385,8 +494,15 @@ mod tests {
             "{}",
             g.why
         );
+        assert!(g.why.contains("cycles apart"), "{}", g.why);
+        // 49 KiB of intermediate through L2 saves less than the bands cost.
         let p = plan_layer(&layers[1], &Options::default(), &host());
         assert_eq!(p.groups.len(), 2, "{p:?}");
+        assert!(p.groups[1].why.contains("not fused"), "{}", p.groups[1].why);
+        let t = Target::CRANELIFT;
+        let big = fusion_cost(&layers[0], 0, 1, &host(), &t);
+        let small = fusion_cost(&layers[1], 0, 1, &host(), &t);
+        assert!(big.pays() && !small.pays(), "{big:?} {small:?}");
         let unfused = Options {
             fuse: Fusion::Never,
             ..Options::default()

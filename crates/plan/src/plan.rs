@@ -139,15 +139,39 @@ pub fn schedule(stage: &Stage) -> Schedule {
     schedule_for(stage, &Target::CRANELIFT)
 }
 
+/// Input channels each output channel of a conv/pointwise stage reduces
+/// over per tap: `Ci / G`. A grouped stage is planned as G independent
+/// convolutions of `Ci/G -> Co/G` channels (see [`plan_for`]).
+fn reduction(stage: &Stage) -> usize {
+    stage.input.c / stage.groups()
+}
+
+/// The generator that writes `stage` when `target` is the layer's: the
+/// AVX-512 one hands grouped stages of at most 8 outputs per group to the
+/// AVX2 one (its code runs on any AVX-512 host). Such a group fills a
+/// 256-bit vector but only half a 512-bit one, and its padded weights
+/// twice the cache: 3x3 56x56x128 with 16 groups ran 643 us on AVX2 and
+/// 1466 on AVX-512, pointwise 28x28x256 with 32 groups 41 and 57 us (with
+/// 8 groups of 32 outputs AVX-512 won, 806 against 1370 us).
+pub fn stage_target(stage: &Stage, target: &Target) -> Target {
+    let narrow = stage.groups() > 1 && stage.output.c / stage.groups() <= Target::AVX2.lanes;
+    if target.backend == Backend::Avx512 && narrow {
+        Target::AVX2
+    } else {
+        *target
+    }
+}
+
 /// The blocking decisions for `stage` on `target`. The one place to
 /// change them.
 pub fn schedule_for(stage: &Stage, target: &Target) -> Schedule {
+    let target = &stage_target(stage, target);
     if target.direct() {
         return direct_schedule(stage, target);
     }
     let vectors = |n: usize| positions(n, LANES).len();
     let units = match stage.kind {
-        StageKind::Conv { cout } | StageKind::Pointwise { cout } => reduce_units(stage, cout).0,
+        StageKind::Conv { .. } | StageKind::Pointwise { .. } => reduce_units(stage).0,
         // One channel vector (m accumulators) per block: blocks of more
         // pixels ran as fast as blocks of more channel vectors.
         StageKind::Depthwise { multiplier: m } if m <= 3 => m,
@@ -161,7 +185,7 @@ pub fn schedule_for(stage: &Stage, target: &Target) -> Schedule {
         // Long reductions amortise the loop's counter and pointer updates
         // over 8 steps: 4-7% faster than 4 on pointwise 512/1024 and 3x3
         // 64->64 (examples/cmp.rs); short ones would only get a longer tail.
-        _ if reduce && stage.input.c >= 64 => (REDUCE_ACCUMULATORS, 8),
+        _ if reduce && reduction(stage) >= 64 => (REDUCE_ACCUMULATORS, 8),
         _ if reduce => (REDUCE_ACCUMULATORS, 4),
         StageKind::Depthwise { multiplier: 1 } => (DW_ACCUMULATORS, 1),
         StageKind::Depthwise { multiplier: 2..=3 } => (DW_SHARED_ACCUMULATORS, 1),
@@ -191,7 +215,8 @@ pub fn schedule_for(stage: &Stage, target: &Target) -> Schedule {
 /// dominate (7x7 on 17x17: 8x1 33% slower). Above 512 output channels 8x1
 /// is not tried: it doubles the passes over the input, and ran 6-8% slower
 /// on 7x7x1024 (at 512, 14x14x512, it still ran 7% faster).
-fn reduce_units(stage: &Stage, cout: usize) -> (usize, String) {
+fn reduce_units(stage: &Stage) -> (usize, String) {
+    let cout = stage.output.c / stage.groups();
     let vectors = positions(cout, LANES).len();
     if vectors == 1 {
         return (1, "one output vector".into());
@@ -212,8 +237,8 @@ fn reduce_units(stage: &Stage, cout: usize) -> (usize, String) {
     };
     let why = format!(
         "cost model: 8x1 {:.0} vs 4x2 {:.0} estimated cycles per {per}",
-        c1 * stage.kernel[0] as f64 * stage.input.c as f64,
-        c2 * stage.kernel[0] as f64 * stage.input.c as f64,
+        c1 * stage.kernel[0] as f64 * reduction(stage) as f64,
+        c2 * stage.kernel[0] as f64 * reduction(stage) as f64,
     );
     (units, why)
 }
@@ -277,8 +302,8 @@ const DIRECT_MAX_PX: usize = 16;
 fn direct_schedule(stage: &Stage, t: &Target) -> Schedule {
     let regs = t.vector_registers;
     let (px, units) = match stage.kind {
-        StageKind::Conv { cout } | StageKind::Pointwise { cout } => {
-            let (px, units, _) = direct_reduce_block(stage, cout, t);
+        StageKind::Conv { .. } | StageKind::Pointwise { .. } => {
+            let (px, units, _) = direct_reduce_block(stage, t);
             (px, units)
         }
         // Pixels of one channel vector; the row's weights in registers
@@ -304,7 +329,7 @@ fn direct_schedule(stage: &Stage, t: &Target) -> Schedule {
         px: px.max(1),
         units,
         k_unroll: match () {
-            _ if reduce && stage.input.c >= 64 => 8,
+            _ if reduce && reduction(stage) >= 64 => 8,
             _ if reduce => 4,
             _ => 1,
         },
@@ -317,7 +342,8 @@ fn direct_schedule(stage: &Stage, t: &Target) -> Schedule {
 /// register beside them (AVX-512 can do without the broadcast register:
 /// `{1to16}` operands), and a few narrower blocks that may divide a row
 /// better; the cheapest by [`direct_cost`]. Returns `(pixels, vectors, why)`.
-fn direct_reduce_block(stage: &Stage, cout: usize, t: &Target) -> (usize, usize, String) {
+fn direct_reduce_block(stage: &Stage, t: &Target) -> (usize, usize, String) {
+    let cout = stage.output.c / stage.groups();
     let vectors = positions(cout, t.lanes).len();
     let regs = t.vector_registers;
     let cols: Vec<(usize, usize)> = (0..stage.output.w)
@@ -337,7 +363,7 @@ fn direct_reduce_block(stage: &Stage, cout: usize, t: &Target) -> (usize, usize,
     // are read again by every pixel block: beyond half of L2 they come
     // from L3 each time (7x7 128->128: 4 vectors a block, 1.6 MB, ran
     // 2.5x slower than 2 vectors, 0.8 MB, on a 2 MB L2).
-    let taps_ci = stage.kernel[0] * stage.kernel[1] * stage.input.c;
+    let taps_ci = stage.kernel[0] * stage.kernel[1] * reduction(stage);
     let l2 = crate::layer_plan::host_l2_bytes();
     for units in 1..=vectors.min(4) {
         if units > 1 && taps_ci * units * t.lanes * 4 > l2 / 2 {
@@ -366,7 +392,7 @@ fn direct_reduce_block(stage: &Stage, cout: usize, t: &Target) -> (usize, usize,
             .then(b.1.cmp(&a.1))
     });
     let (_, px, units) = costs[0];
-    let scale = stage.kernel[0] as f64 * stage.input.c as f64;
+    let scale = stage.kernel[0] as f64 * reduction(stage) as f64 * stage.groups() as f64;
     let mut best_per_units: Vec<String> = Vec::new();
     for u in 1..=4 {
         if let Some(&(c, px, _)) = costs.iter().find(|c| c.2 == u) {
@@ -447,10 +473,20 @@ pub fn schedule_reason_for(stage: &Stage, target: &Target) -> String {
     if !target.direct() {
         return schedule_reason(stage);
     }
+    let narrowed = stage_target(stage, target);
+    if narrowed != *target {
+        let why = schedule_reason_for(stage, &narrowed);
+        return format!(
+            "groups of {} outputs fill a {}-bit vector: {}-bit code; {why}",
+            stage.output.c / stage.groups(),
+            narrowed.lanes * 32,
+            narrowed.lanes * 32
+        );
+    }
     let s = direct_schedule(stage, target);
     match stage.kind {
-        StageKind::Conv { cout } | StageKind::Pointwise { cout } => {
-            direct_reduce_block(stage, cout, target).2
+        StageKind::Conv { .. } | StageKind::Pointwise { .. } => {
+            direct_reduce_block(stage, target).2
         }
         StageKind::Depthwise { multiplier: 1 } => format!(
             "depthwise: {} pixels of one channel vector, a kernel row's weights in registers",
@@ -470,7 +506,7 @@ pub fn schedule_reason_for(stage: &Stage, target: &Target) -> String {
 /// Why [`schedule`] blocks `stage` as it does, for the plan dump.
 pub fn schedule_reason(stage: &Stage) -> String {
     match stage.kind {
-        StageKind::Conv { cout } | StageKind::Pointwise { cout } => reduce_units(stage, cout).1,
+        StageKind::Conv { .. } | StageKind::Pointwise { .. } => reduce_units(stage).1,
         StageKind::Depthwise { multiplier: 1 } => {
             "depthwise: 8 pixels of one channel vector (4 and 6 ran slower)".into()
         }
@@ -608,7 +644,8 @@ pub struct Plan {
     /// The function takes a range of pixels ([`is_flat`]).
     pub flat: bool,
     pub segments: Vec<Segment>,
-    /// Channel groups (input channels for DwMultiplier, else 1) and their strides.
+    /// Channel groups and their strides: a grouped conv/pointwise stage's
+    /// groups, DwMultiplier's input channels, else 1.
     pub groups: usize,
     pub g_in: usize,
     pub g_out: usize,
@@ -673,6 +710,7 @@ pub fn plan(stage: &Stage) -> Plan {
 
 /// The plan of `stage` for the vectors and registers of `target`.
 pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
+    let target = &stage_target(stage, target);
     let sched = schedule_for(stage, target);
     let lanes = target.lanes;
     let (si, so) = (stage.input, stage.output);
@@ -701,7 +739,9 @@ pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
     let u = sched.units;
     let vb = lanes * 4; // bytes per vector
     let (strategy, ci_per_tap, groups) = match stage.kind {
-        StageKind::Conv { .. } | StageKind::Pointwise { .. } => (Strategy::Reduce, ci, 1),
+        StageKind::Conv { groups, .. } | StageKind::Pointwise { groups, .. } => {
+            (Strategy::Reduce, ci / groups, groups)
+        }
         StageKind::Depthwise { multiplier } if multiplier <= 3 => (Strategy::DwChannels, 1, 1),
         StageKind::Depthwise { .. } => (Strategy::DwMultiplier, 1, ci),
     };
@@ -806,11 +846,18 @@ pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
     };
     let (g_in, g_out, g_o, units_per_group);
     match strategy {
+        // Per group: vectors over its `Co/G` outputs, reducing over its
+        // `Ci/G` inputs (one group, the whole stage, without `groups`).
         Strategy::Reduce => {
-            let pos = positions(co, lanes);
+            let pos = positions(co / groups, lanes);
             let mk = |s: usize, v: usize| contiguous(InSrc::None, s, v);
             add_runs(&pos, u, 0, lanes, &mk);
-            (g_in, g_out, g_o, units_per_group) = (0, 0, 0, pos.len());
+            // Strides between groups: none with one.
+            let (gi, go) = match groups {
+                1 => (0, 0),
+                _ => (ci / groups, co / groups),
+            };
+            (g_in, g_out, g_o, units_per_group) = (gi, go, go, pos.len());
         }
         Strategy::DwChannels => {
             let m = co / ci;
@@ -936,8 +983,11 @@ impl Plan {
     /// set then comes from L3 or memory per pixel block (3x3 512->512 on
     /// 14x14: +8-20%); below it both orders ran equally fast (pointwise
     /// 24<->144, 3x3 64->64 and 256->256).
+    /// Grouped stages keep channel blocks inside: a group's weights are a
+    /// G-th of the stage's.
     pub fn channels_outer(&self) -> bool {
         self.strategy == Strategy::Reduce
+            && self.groups == 1
             && self.kh * self.kw * self.ci * self.co * 4 > CHANNELS_OUTER_BYTES
     }
 

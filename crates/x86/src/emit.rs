@@ -908,8 +908,8 @@ impl<'a> Gen<'a> {
                     let in_off = (kx * p.dw * p.ci * 4) as i64;
                     g.add_reg_imm(IP, in_off);
                     g.add_reg_imm(WP, kx as i64 * tap_bytes);
-                    g.reduce(&rows, &pxs, nu, p.ci, npx * nu, ahead);
-                    g.add_reg_imm(IP, -in_off - (p.ci * 4) as i64);
+                    g.reduce(&rows, &pxs, nu, p.ci_per_tap, npx * nu, ahead);
+                    g.add_reg_imm(IP, -in_off - (p.ci_per_tap * 4) as i64);
                     g.add_reg_imm(WP, -(kx as i64 + 1) * tap_bytes);
                 }
                 if !last_row {
@@ -929,13 +929,17 @@ impl<'a> Gen<'a> {
             let rows: Vec<&[R]> = acc.iter().map(|r| &r[..]).collect();
             let pxs: Vec<usize> = (0..npx).collect();
             self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
-                let moved = if p.dw == 1 || k.nkx == 1 {
-                    g.reduce(&rows, &pxs, nu, k.nkx * p.ci, npx * nu, ahead);
-                    (k.nkx * p.ci * 4) as i64
+                // The taps of a kernel row are one run of input scalars
+                // when they are adjacent and each reads all the channels
+                // (no dilation, no groups).
+                let cpt = p.ci_per_tap;
+                let moved = if (p.dw == 1 && cpt == p.ci) || k.nkx == 1 {
+                    g.reduce(&rows, &pxs, nu, k.nkx * cpt, npx * nu, ahead);
+                    (k.nkx * cpt * 4) as i64
                 } else {
                     g.repeat(Count::Const(k.nkx), Ctr::Reg(CKX), &mut |g| {
-                        g.reduce(&rows, &pxs, nu, p.ci, npx * nu, ahead);
-                        g.add_reg_imm(IP, ((p.dw - 1) * p.ci * 4) as i64);
+                        g.reduce(&rows, &pxs, nu, cpt, npx * nu, ahead);
+                        g.add_reg_imm(IP, ((p.dw * p.ci - cpt) * 4) as i64);
                     });
                     (k.nkx * p.dw * p.ci * 4) as i64
                 };
