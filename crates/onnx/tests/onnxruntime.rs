@@ -74,7 +74,7 @@ fn every_layer_matches_onnxruntime() {
             let d: Vec<usize> = v.iter().map(|x| x.as_u64().unwrap() as usize).collect();
             [d[0], d[1], d[2]]
         });
-        let imported = import(bytes.into(), &Options { input_shape })
+        let imported = import(bytes, &Options { input_shape })
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let found: Vec<(String, String, usize)> = imported
             .layers
@@ -135,7 +135,7 @@ fn refused_models_say_why() {
     let manifest = manifest();
     for (name, message) in manifest["refused"].as_object().unwrap() {
         let bytes = std::fs::read(fixtures().join(format!("{name}.onnx"))).unwrap();
-        let e = import(bytes.into(), &Options::default())
+        let e = import(bytes, &Options::default())
             .err()
             .unwrap_or_else(|| panic!("{name} imported"));
         let want = message.as_str().unwrap();
