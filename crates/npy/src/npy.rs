@@ -208,12 +208,36 @@ pub(crate) fn encode<W: Write>(w: &mut W, shape: &[usize], data: &[f32]) -> io::
         "npy: shape {shape:?} does not match {} data values",
         data.len()
     );
+    encode_with(w, shape, &|start, out| {
+        out.copy_from_slice(&data[start..start + out.len()])
+    })
+}
+
+/// [`encode`] with the values made chunk by chunk: `fill(start, out)` puts
+/// the values at row-major positions `start..start + out.len()` in `out`.
+///
+/// # Panics
+/// If the shape's element count overflows `usize`.
+pub(crate) fn encode_with<W: Write>(
+    w: &mut W,
+    shape: &[usize],
+    fill: &dyn Fn(usize, &mut [f32]),
+) -> io::Result<()> {
+    let count = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .expect("npy: the shape's element count overflows");
     w.write_all(&preamble(shape))?;
+    let mut values = vec![0f32; (CHUNK / 4).min(count)];
     let mut buf = Vec::with_capacity(CHUNK);
-    for chunk in data.chunks(CHUNK / 4) {
+    let mut start = 0;
+    while start < count {
+        let n = (count - start).min(values.len());
+        fill(start, &mut values[..n]);
         buf.clear();
-        buf.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+        buf.extend(values[..n].iter().flat_map(|v| v.to_le_bytes()));
         w.write_all(&buf)?;
+        start += n;
     }
     Ok(())
 }

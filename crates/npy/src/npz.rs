@@ -184,35 +184,76 @@ fn repeated_name<R: Read + Seek>(mut r: R, start: u64) -> Option<String> {
 
 /// Writes an uncompressed `.npz` atomically, one `KEY.npy` entry per array,
 /// readable by `numpy.load`.
+///
+/// # Panics
+/// If an array's `data.len()` is not the product of its `shape`.
 pub fn write_npz(path: &Path, arrays: &[(&str, &Array)]) -> Result<(), Error> {
+    for (key, a) in arrays {
+        let count = a.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        assert_eq!(
+            count,
+            Some(a.data.len()),
+            "npz: '{key}': shape {:?} does not match {} data values",
+            a.shape,
+            a.data.len()
+        );
+    }
+    let lazy: Vec<LazyArray> = arrays
+        .iter()
+        .map(|(key, a)| LazyArray {
+            key: key.to_string(),
+            shape: a.shape.clone(),
+            fill: Box::new(|start, out: &mut [f32]| {
+                out.copy_from_slice(&a.data[start..start + out.len()])
+            }),
+        })
+        .collect();
+    write_npz_lazy(path, &lazy)
+}
+
+/// An array for [`write_npz_lazy`], made while it is written:
+/// `fill(start, out)` puts the values at row-major positions
+/// `start..start + out.len()` in `out` (a chunk of at most 16384).
+pub struct LazyArray<'a> {
+    pub key: String,
+    pub shape: Vec<usize>,
+    pub fill: Box<dyn Fn(usize, &mut [f32]) + 'a>,
+}
+
+/// [`write_npz`] for arrays that need not all be in memory: each is made
+/// chunk by chunk as it is written (e.g. transposed from another buffer).
+///
+/// # Panics
+/// If a shape's element count overflows `usize`.
+pub fn write_npz_lazy(path: &Path, arrays: &[LazyArray]) -> Result<(), Error> {
     let mut seen = BTreeSet::new();
-    if let Some((key, _)) = arrays.iter().find(|(key, _)| !seen.insert(*key)) {
+    if let Some(a) = arrays.iter().find(|a| !seen.insert(a.key.as_str())) {
         return Err(Error::new(
             path,
-            Some(key),
+            Some(&a.key),
             "given twice; keys must be unique".into(),
         ));
     }
     atomic::write(path, |file| {
         let mut zip = ZipWriter::new(BufWriter::new(file));
-        for (key, array) in arrays {
-            write_entry(&mut zip, key, array)?;
+        for a in arrays {
+            write_entry(&mut zip, a)?;
         }
         zip.finish().map_err(io::Error::other)?.flush()
     })
 }
 
-fn write_entry<W: Write + Seek>(
-    zip: &mut ZipWriter<W>,
-    key: &str,
-    array: &Array,
-) -> io::Result<()> {
+fn write_entry<W: Write + Seek>(zip: &mut ZipWriter<W>, a: &LazyArray) -> io::Result<()> {
+    let count = a
+        .shape
+        .iter()
+        .fold(1u64, |n, &d| n.saturating_mul(d as u64));
     let options = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Stored)
-        .large_file(array.data.len() as u64 * 4 + MAX_HEADER_LEN as u64 >= u64::from(u32::MAX));
-    zip.start_file(format!("{key}.npy"), options)
+        .large_file(count.saturating_mul(4) + MAX_HEADER_LEN as u64 >= u64::from(u32::MAX));
+    zip.start_file(format!("{}.npy", a.key), options)
         .map_err(io::Error::other)?;
     let mut w = BufWriter::new(zip);
-    npy::encode(&mut w, &array.shape, &array.data)?;
+    npy::encode_with(&mut w, &a.shape, &*a.fill)?;
     w.flush()
 }

@@ -129,3 +129,39 @@ fn mismatched_shape_is_a_caller_bug() {
 fn array_new_checks_the_shape() {
     Array::new(vec![2, 2], vec![0.0; 3]);
 }
+
+#[test]
+fn lazy_arrays_are_made_chunk_by_chunk_as_written() {
+    use convjit_npy::{read_npz, write_npz_lazy, LazyArray};
+    use std::cell::Cell;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.npz");
+    // Three chunks and a bit; a value is its position, negated.
+    let n = 3 * 16384 + 5;
+    let calls = Cell::new(0);
+    let arrays = [
+        LazyArray {
+            key: "big".into(),
+            shape: vec![n],
+            fill: Box::new(|start, out: &mut [f32]| {
+                calls.set(calls.get() + 1);
+                for (i, v) in out.iter_mut().enumerate() {
+                    *v = -((start + i) as f32);
+                }
+            }),
+        },
+        LazyArray {
+            key: "empty".into(),
+            shape: vec![2, 0],
+            fill: Box::new(|_, _: &mut [f32]| panic!("nothing to make")),
+        },
+    ];
+    write_npz_lazy(&path, &arrays).unwrap();
+    assert_eq!(calls.get(), 4);
+    let npz = read_npz(&path).unwrap();
+    let big = npz.get("big").unwrap();
+    assert_eq!(big.shape, [n]);
+    assert!(big.data.iter().enumerate().all(|(i, &v)| v == -(i as f32)));
+    assert_eq!(npz.get("empty").unwrap().shape, [2, 0]);
+    assert_eq!(listing(dir.path()), ["w.npz"]);
+}
