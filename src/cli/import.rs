@@ -117,14 +117,13 @@ pub fn import(a: &ImportArgs) -> Result<(), Failure> {
             .map_err(|e| fail(p, format!("cannot write: {e}")))
     };
     let tmp = stage(&mut staging, &conv_path)?;
-    convjit::npy::write_atomic(&tmp, text.as_bytes()).map_err(|e| fail(&conv_path, e))?;
+    convjit::npy::write_atomic(&tmp, text.as_bytes()).map_err(|e| fail(&conv_path, unstaged(e)))?;
     for (i, npz) in npz_paths.iter().enumerate() {
-        // One layer's arrays at a time: memory stays near the model's size.
+        // Each array is transposed from the model's buffer as it is written:
+        // memory stays near the model's size.
         let arrays = imported.weights(i).map_err(|e| fail(model, e))?;
-        let pairs: Vec<(&str, &convjit::npy::Array)> =
-            arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
         let tmp = stage(&mut staging, npz)?;
-        convjit::npy::write_npz(&tmp, &pairs).map_err(|e| fail(npz, e))?;
+        convjit::npy::write_npz_lazy(&tmp, &arrays).map_err(|e| fail(npz, unstaged(e)))?;
     }
     staging
         .commit()
@@ -178,6 +177,14 @@ fn summary(
     }
     let _ = writeln!(out, "wrote {}", conv_path.display());
     out
+}
+
+/// A write error without the temporary path it names (the user knows the
+/// target, printed before it).
+fn unstaged(e: convjit::npy::Error) -> String {
+    let text = e.to_string();
+    let prefix = format!("{}: ", e.path().display());
+    text.strip_prefix(&prefix).unwrap_or(&text).to_string()
 }
 
 fn file_name(p: &Path) -> String {

@@ -5,7 +5,7 @@ use crate::conv::Op;
 use crate::model::Graph;
 use crate::Error;
 use convjit_ir::Activation;
-use convjit_npy::Array;
+use convjit_npy::LazyArray;
 
 /// The `layer NAME { ... }` block, with a comment saying where it came
 /// from and, per stage, which nodes it computes.
@@ -14,8 +14,8 @@ pub fn layer_text(chain: &Chain) -> String {
     let last = &chain.stages[chain.stages.len() - 1].conv;
     let mut out = format!(
         "# ONNX '{}' -> '{}' (NCHW [N, {}, {}, {}] -> [N, {}, {}, {}])\n",
-        chain.input,
-        chain.output,
+        printable(&chain.input),
+        printable(&chain.output),
         first.input.c,
         first.input.h,
         first.input.w,
@@ -27,9 +27,16 @@ pub fn layer_text(chain: &Chain) -> String {
     let lines: Vec<String> = chain.stages.iter().map(stage_text).collect();
     let width = lines.iter().map(String::len).max().unwrap_or(0);
     for (line, s) in lines.iter().zip(&chain.stages) {
-        out += &format!("  {line:width$}  # {}\n", s.nodes.join(" + "));
+        out += &format!("  {line:width$}  # {}\n", printable(&s.nodes.join(" + ")));
     }
     out + "}\n"
+}
+
+/// ONNX names in comments: a line break in one would end the comment.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// `name: op, options`.
@@ -88,11 +95,12 @@ fn stage_text(s: &Stage) -> String {
     parts.join(", ")
 }
 
-/// `(key, array)` pairs for every stage of `chain`: ONNX's `[Co][Ci/G][Kh][Kw]`
-/// weights as `[Kh][Kw][Ci/G][Co]` (for depthwise, with `Ci/G` = 1 and
-/// `Co` = `C*M` ordered `c*M + m`, that is `[Kh][Kw][C][M]`; pointwise
-/// drops the 1x1), scaled by a folded BatchNormalization, and the bias.
-pub fn weights(g: &Graph, chain: &Chain) -> Result<Vec<(String, Array)>, Error> {
+/// Every stage's arrays, made while they are written (a layer's weights
+/// are never all in memory at once): ONNX's `[Co][Ci/G][Kh][Kw]` weights as
+/// `[Kh][Kw][Ci/G][Co]` (for depthwise, with `Ci/G` = 1 and `Co` = `C*M`
+/// ordered `c*M + m`, that is `[Kh][Kw][C][M]`; pointwise drops the 1x1),
+/// scaled by a folded BatchNormalization; and the bias.
+pub fn weights<'m>(g: &Graph<'m>, chain: &Chain) -> Result<Vec<LazyArray<'m>>, Error> {
     let mut out = Vec::with_capacity(2 * chain.stages.len());
     for s in &chain.stages {
         let c = &s.conv;
@@ -100,33 +108,31 @@ pub fn weights(g: &Graph, chain: &Chain) -> Result<Vec<(String, Array)>, Error> 
             g.constant(name)
                 .ok_or_else(|| Error::new(format!("internal error: tensor '{name}' vanished")))
         };
-        let w = constant(&c.weight)?.f32s()?;
+        let w = constant(&c.weight)?.f32_view()?;
         let (co, ci, [kh, kw]) = (c.cout(), c.input.c / c.groups, c.kernel);
-        let scale = s.fold.as_ref().map(|f| f.scale.as_slice());
-        let mut t = vec![0f32; w.len()];
-        for o in 0..co {
-            for i in 0..ci {
-                for y in 0..kh {
-                    for x in 0..kw {
-                        let v = w[((o * ci + i) * kh + y) * kw + x];
-                        t[((y * kw + x) * ci + i) * co + o] = match scale {
-                            Some(sc) => (v as f64 * sc[o]) as f32,
-                            None => v,
-                        };
-                    }
+        let scale = s.fold.as_ref().map(|f| f.scale.clone());
+        out.push(LazyArray {
+            key: format!("{}.weight", s.name),
+            shape: c.weight_shape(),
+            fill: Box::new(move |start, values: &mut [f32]| {
+                for (j, v) in (start..).zip(values.iter_mut()) {
+                    // Position j of [Kh][Kw][Ci/G][Co] reads [Co][Ci/G][Kh][Kw].
+                    let (o, rest) = (j % co, j / co);
+                    let (i, rest) = (rest % ci, rest / ci);
+                    let (x, y) = (rest % kw, rest / kw);
+                    let w = w.get(((o * ci + i) * kh + y) * kw + x);
+                    *v = match &scale {
+                        Some(sc) => (w as f64 * sc[o]) as f32,
+                        None => w,
+                    };
                 }
-            }
-        }
-        drop(w);
-        out.push((
-            format!("{}.weight", s.name),
-            Array::new(c.weight_shape(), t),
-        ));
+            }),
+        });
         let bias = match &c.bias {
             Some(b) => Some(constant(b)?.f32s()?),
             None => None,
         };
-        let bias = match (&s.fold, bias) {
+        let bias: Option<Vec<f32>> = match (&s.fold, bias) {
             (Some(f), b) => Some(
                 (0..co)
                     .map(|o| {
@@ -138,7 +144,13 @@ pub fn weights(g: &Graph, chain: &Chain) -> Result<Vec<(String, Array)>, Error> 
             (None, b) => b,
         };
         if let Some(b) = bias {
-            out.push((format!("{}.bias", s.name), Array::new(vec![co], b)));
+            out.push(LazyArray {
+                key: format!("{}.bias", s.name),
+                shape: vec![co],
+                fill: Box::new(move |start, values: &mut [f32]| {
+                    values.copy_from_slice(&b[start..start + values.len()])
+                }),
+            });
         }
     }
     Ok(out)

@@ -30,7 +30,7 @@ pub mod proto;
 mod shapes;
 
 use bytes::Bytes;
-use convjit_npy::Array;
+use convjit_npy::{Array, LazyArray};
 use std::fmt;
 
 /// What went wrong, as one sentence naming the node or tensor at fault.
@@ -159,8 +159,9 @@ pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Erro
 
 impl Import {
     /// The weights of layer `i` in the contract's layouts, keyed
-    /// `STAGE.weight` / `STAGE.bias`, ready for `convjit_npy::write_npz`.
-    pub fn weights(&self, i: usize) -> Result<Vec<(String, Array)>, Error> {
+    /// `STAGE.weight` / `STAGE.bias`, for `convjit_npy::write_npz_lazy`:
+    /// each array is made from the model's buffer as it is written.
+    pub fn weights(&self, i: usize) -> Result<Vec<LazyArray<'_>>, Error> {
         let graph = self
             .model
             .graph
@@ -173,6 +174,20 @@ impl Import {
         emit::weights(&model::Graph::new(graph)?, chain)
     }
 
+    /// [`Import::weights`] made whole: `(key, array)` pairs.
+    pub fn arrays(&self, i: usize) -> Result<Vec<(String, Array)>, Error> {
+        Ok(self
+            .weights(i)?
+            .into_iter()
+            .map(|a| {
+                let n = a.shape.iter().product();
+                let mut data = vec![0.0; n];
+                (a.fill)(0, &mut data);
+                (a.key, Array::new(a.shape, data))
+            })
+            .collect())
+    }
+
     /// The weights of layer `i` bound to its layer (checked like a `.npz`).
     pub fn layer_weights(&self, i: usize) -> Result<convjit_ir::Weights, Error> {
         let layer = &self
@@ -181,7 +196,7 @@ impl Import {
             .ok_or_else(|| Error::new(format!("no layer {i}")))?
             .layer;
         let mut arrays: std::collections::HashMap<String, Array> =
-            self.weights(i)?.into_iter().collect();
+            self.arrays(i)?.into_iter().collect();
         let mut take = |key: &str| arrays.remove(key).map(|a| a.data);
         let stages = layer
             .stages

@@ -144,6 +144,47 @@ fn constant_of<'m>(node: &'m NodeProto, out: &'m str) -> Result<Constant<'m>, Er
     Ok(Constant { name: out, source })
 }
 
+/// Float values as a tensor stores them (checked: `len` values).
+pub enum F32s<'m> {
+    /// `raw_data` of FLOAT: little-endian f32.
+    Le32(&'m [u8]),
+    /// `raw_data` of DOUBLE.
+    Le64(&'m [u8]),
+    F32(&'m [f32]),
+    F64(&'m [f64]),
+    One(f32),
+}
+
+impl F32s<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            F32s::Le32(b) => b.len() / 4,
+            F32s::Le64(b) => b.len() / 8,
+            F32s::F32(v) => v.len(),
+            F32s::F64(v) => v.len(),
+            F32s::One(_) => 1,
+        }
+    }
+
+    /// Value `i` (`i < len()`).
+    #[inline]
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            F32s::Le32(b) => {
+                let b = &b[4 * i..4 * i + 4];
+                f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+            }
+            F32s::Le64(b) => {
+                let b = &b[8 * i..8 * i + 8];
+                f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+            }
+            F32s::F32(v) => v[i],
+            F32s::F64(v) => v[i] as f32,
+            F32s::One(f) => *f,
+        }
+    }
+}
+
 const FLOAT: i32 = tensor_proto::DataType::Float as i32;
 const DOUBLE: i32 = tensor_proto::DataType::Double as i32;
 const INT32: i32 = tensor_proto::DataType::Int32 as i32;
@@ -251,24 +292,23 @@ impl<'m> Constant<'m> {
 
     /// The values as f32, row-major (FLOAT, or DOUBLE rounded).
     pub fn f32s(&self) -> Result<Vec<f32>, Error> {
+        let v = self.f32_view()?;
+        Ok((0..v.len()).map(|i| v.get(i)).collect())
+    }
+
+    /// The values where they lie, read one by one: a model's weights are
+    /// transposed straight from the file's buffer, never copied whole.
+    pub fn f32_view(&self) -> Result<F32s<'m>, Error> {
         self.check_f32s()?;
         Ok(match self.source {
             Source::Proto(t) => match (&t.raw_data, t.data_type()) {
-                (Some(raw), FLOAT) => raw
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-                (Some(raw), _) => raw
-                    .chunks_exact(8)
-                    .map(|b| {
-                        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
-                    })
-                    .collect(),
-                (None, FLOAT) => t.float_data.clone(),
-                (None, _) => t.double_data.iter().map(|&d| d as f32).collect(),
+                (Some(raw), FLOAT) => F32s::Le32(raw),
+                (Some(raw), _) => F32s::Le64(raw),
+                (None, FLOAT) => F32s::F32(&t.float_data),
+                (None, _) => F32s::F64(&t.double_data),
             },
-            Source::Floats(v, _) => v.to_vec(),
-            Source::Float(f) => vec![f],
+            Source::Floats(v, _) => F32s::F32(v),
+            Source::Float(f) => F32s::One(f),
             Source::Ints(..) | Source::Int(_) | Source::Other => return Err(self.not_floats()),
         })
     }

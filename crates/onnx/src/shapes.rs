@@ -68,7 +68,7 @@ pub fn infer<'m>(g: &Graph<'m>, input_shape: Option<[u64; 3]>) -> Result<Shapes<
                 .and_then(|c| c.dims().ok())
                 .map(|d| d.iter().map(|&x| Some(x as u64)).collect())]
         } else {
-            match rule(g, node, &s.known) {
+            match rule(g, node, &s.known, &s.notes) {
                 Ok(outs) => outs,
                 Err(why) => {
                     for o in &node.output {
@@ -271,8 +271,14 @@ const BROADCAST: &[&str] = &[
 
 type Outs = Vec<Option<Dims>>;
 
-/// Output shapes of one node, or why they cannot be known.
-fn rule(g: &Graph, node: &NodeProto, known: &HashMap<&str, Dims>) -> Result<Outs, String> {
+/// Output shapes of one node, or why they cannot be known (for an input
+/// of unknown shape, why that is: `notes` hold the first cause).
+fn rule(
+    g: &Graph,
+    node: &NodeProto,
+    known: &HashMap<&str, Dims>,
+    notes: &HashMap<&str, String>,
+) -> Result<Outs, String> {
     let op = node.op_type();
     if !is_default_domain(node) {
         return Err(format!(
@@ -283,11 +289,12 @@ fn rule(g: &Graph, node: &NodeProto, known: &HashMap<&str, Dims>) -> Result<Outs
     }
     let input = |i: usize| -> Result<&Dims, String> {
         let name = node.input.get(i).map_or("", String::as_str);
-        known.get(name).ok_or_else(|| {
-            format!(
+        known.get(name).ok_or_else(|| match notes.get(name) {
+            Some(cause) => cause.clone(),
+            None => format!(
                 "the shape of '{name}' (input {i} of {}) is unknown",
                 describe(node)
-            )
+            ),
         })
     };
     let ints_input = |i: usize| -> Result<Option<Vec<i64>>, String> {

@@ -27,7 +27,7 @@ impl Rng {
 fn exercise(bytes: Vec<u8>, options: &Options) {
     if let Ok(imported) = import(bytes, options) {
         for i in 0..imported.layers.len() {
-            let _ = imported.weights(i);
+            let _ = imported.arrays(i);
         }
     }
 }
