@@ -21,7 +21,7 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 pub use header::MAX_ELEMENTS;
-pub use npz::{read_npz, write_npz, write_npz_lazy, LazyArray, Npz};
+pub use npz::{read_npz, write_npz, write_npz_lazy, Fill, LazyArray, Npz};
 
 /// Writes `bytes` to `path` atomically: into a temporary file beside it,
 /// then renamed over it, so a failure leaves nothing behind. (For the other

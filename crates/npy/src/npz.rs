@@ -211,13 +211,17 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &Array)]) -> Result<(), Error> {
     write_npz_lazy(path, &lazy)
 }
 
+/// Puts the values at row-major positions `start..start + out.len()` of an
+/// array in `out`: `fill(start, out)`.
+pub type Fill<'a> = Box<dyn Fn(usize, &mut [f32]) + 'a>;
+
 /// An array for [`write_npz_lazy`], made while it is written:
 /// `fill(start, out)` puts the values at row-major positions
 /// `start..start + out.len()` in `out` (a chunk of at most 16384).
 pub struct LazyArray<'a> {
     pub key: String,
     pub shape: Vec<usize>,
-    pub fill: Box<dyn Fn(usize, &mut [f32]) + 'a>,
+    pub fill: Fill<'a>,
 }
 
 /// [`write_npz`] for arrays that need not all be in memory: each is made

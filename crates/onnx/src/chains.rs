@@ -278,8 +278,8 @@ fn activation(g: &Graph, node: &NodeProto) -> Result<Option<Activation>, Error> 
     // The attributes' defaults are -FLT_MAX and FLT_MAX: no bound.
     let max = max.filter(|&m| m < f32::MAX);
     Ok(match (min, max) {
-        (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => Some(Activation::Relu6),
-        (Some(lo), None) if lo == 0.0 => Some(Activation::Relu),
+        (Some(0.0), Some(6.0)) => Some(Activation::Relu6),
+        (Some(0.0), None) => Some(Activation::Relu),
         _ => None,
     })
 }

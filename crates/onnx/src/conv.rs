@@ -160,7 +160,10 @@ pub fn analyse(g: &Graph, index: usize, shapes: &Shapes) -> Result<Verdict, Erro
     if m == 0 {
         return bad("its weights have no output channel".into());
     }
-    if c % groups != 0 || (m as u64) % groups != 0 || (cg as u64).checked_mul(groups) != Some(c) {
+    if !c.is_multiple_of(groups)
+        || !(m as u64).is_multiple_of(groups)
+        || (cg as u64).checked_mul(groups) != Some(c)
+    {
         return bad(format!(
             "group {groups} does not fit {c} input channels, {m} outputs and weights of {cg} \
              input channels"

@@ -74,8 +74,8 @@ fn every_layer_matches_onnxruntime() {
             let d: Vec<usize> = v.iter().map(|x| x.as_u64().unwrap() as usize).collect();
             [d[0], d[1], d[2]]
         });
-        let imported = import(bytes, &Options { input_shape })
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let imported =
+            import(bytes, &Options { input_shape }).unwrap_or_else(|e| panic!("{name}: {e}"));
         let found: Vec<(String, String, usize)> = imported
             .layers
             .iter()

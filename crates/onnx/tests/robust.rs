@@ -126,7 +126,7 @@ fn mutate(m: &mut ModelProto, rng: &mut Rng) {
                     v.r#type.as_mut().and_then(|t| t.value.as_mut())
                 {
                     if let Some(shape) = t.shape.as_mut() {
-                        if let Some(d) = shape.dim.iter_mut().nth(rng.below(5)) {
+                        if let Some(d) = shape.dim.get_mut(rng.below(5)) {
                             d.value = Some(Value::DimValue(edge(rng)));
                         }
                     }
@@ -139,7 +139,7 @@ fn mutate(m: &mut ModelProto, rng: &mut Rng) {
             g.node.swap(n, other);
         }
         _ => {
-            if let Some(t) = g.initializer.iter_mut().nth(rng.below(4)) {
+            if let Some(t) = g.initializer.get_mut(rng.below(4)) {
                 t.data_type = Some(rng.below(20) as i32);
             }
         }
