@@ -121,3 +121,82 @@ impl Window {
         Some(Axis { out, before, after })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(k: u64, s: u64, d: u64, auto_pad: AutoPad, pads: [u64; 2]) -> Window {
+        Window {
+            kernel: vec![k],
+            strides: vec![s],
+            dilations: vec![d],
+            auto_pad,
+            pads: pads.to_vec(),
+        }
+    }
+
+    fn axis(w: &Window, len: u64, ceil: bool) -> (u64, u64, u64) {
+        let a = w.axis(0, len, ceil).unwrap();
+        (a.out, a.before, a.after)
+    }
+
+    #[test]
+    fn same_padding_puts_the_odd_pixel_where_asked() {
+        // in 9, k 4, s 2: out 5, 3 pixels of padding.
+        assert_eq!(
+            axis(&window(4, 2, 1, AutoPad::SameUpper, [0, 0]), 9, false),
+            (5, 1, 2)
+        );
+        assert_eq!(
+            axis(&window(4, 2, 1, AutoPad::SameLower, [0, 0]), 9, false),
+            (5, 2, 1)
+        );
+        // The spec's output ceil(in / s) holds with dilations too (ONNX
+        // Runtime refuses that combination; the spec defines it).
+        assert_eq!(
+            axis(&window(3, 1, 2, AutoPad::SameUpper, [0, 0]), 10, false),
+            (10, 2, 2)
+        );
+        // A 1x1 stride 2 on an even length needs no padding, not -1.
+        assert_eq!(
+            axis(&window(1, 2, 1, AutoPad::SameUpper, [0, 0]), 10, false),
+            (5, 0, 0)
+        );
+        assert_eq!(
+            axis(&window(3, 2, 1, AutoPad::Valid, [5, 5]), 10, false),
+            (4, 0, 0)
+        );
+        assert_eq!(
+            axis(&window(3, 2, 1, AutoPad::NotSet, [0, 2]), 10, false),
+            (5, 0, 2)
+        );
+    }
+
+    #[test]
+    fn ceil_mode_drops_a_window_starting_in_the_end_padding() {
+        assert_eq!(
+            axis(&window(3, 2, 1, AutoPad::NotSet, [0, 0]), 10, true),
+            (5, 0, 0)
+        );
+        assert_eq!(
+            axis(&window(3, 2, 1, AutoPad::NotSet, [0, 0]), 10, false),
+            (4, 0, 0)
+        );
+        // in 3 padded 1 + 1, k 2, s 2: a third window would start at the
+        // end padding.
+        assert_eq!(
+            axis(&window(2, 2, 1, AutoPad::NotSet, [1, 1]), 3, true),
+            (2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn empty_outputs_and_overflow_are_none() {
+        assert!(window(5, 1, 1, AutoPad::NotSet, [0, 0])
+            .axis(0, 4, false)
+            .is_none());
+        let huge = window(u64::MAX / 2, 1, 3, AutoPad::NotSet, [0, 0]);
+        assert!(huge.axis(0, 4, false).is_none());
+    }
+}
