@@ -37,6 +37,12 @@ const CASES: &[(&str, &str, usize)] = &[
         2,
     ),
     ("pw", "input 5x6x13\n p: pointwise 11, bias", 4),
+    // A filter bank on one channel: row vectors with a permutation.
+    (
+        "sobel",
+        "input 9x40x1\n f: conv 3x3 -> 2, pad same, bias, relu",
+        2,
+    ),
     // Groups: of 16 outputs (the widest vectors), and of 4 (AVX-512 hands
     // them to the AVX2 code).
     (

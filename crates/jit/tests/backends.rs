@@ -53,6 +53,15 @@ const LAYERS: &[&str] = &[
     "layer a { input 6x50x6\n d: depthwise 3x3, pad same, bias }",
     "layer a { input 4x70x12\n d: depthwise 2x2, pad same }",
     "layer a { input 5x20x3\n d: depthwise 3x9, pad same, bias }",
+    // One channel, 2 or 4 outputs (a conv is planned as a depthwise
+    // multiplier): row vectors with a permutation spreading each pixel.
+    "layer a { input 9x40x1\n f: conv 3x3 -> 2, pad same, bias, relu }",
+    "layer a { input 7x70x1\n f: conv 3x5 -> 4, pad same }",
+    "layer a { input 9x37x1\n f: conv 3x1 -> 2, pad same, bias }",
+    "layer a { input 8x33x1\n f: depthwise 5x5, multiplier 2, dilation 2, pad same, relu6 }",
+    "layer a { input 6x45x1\n f: depthwise 3x3, multiplier 4, pad 1 0 2 3, bias }",
+    "layer a { input 5x8x1\n f: depthwise 3x3, multiplier 2, pad same }",
+    "layer a { input 5x17x1\n f: depthwise 1x1, multiplier 4, bias }",
     // Groups: full vectors per group, tails, dilated taps, partial vectors
     // of a few outputs, a grouped 1x1 in a fused chain.
     "layer a { input 6x7x64\n p: pointwise 96, groups 2, bias, relu }",

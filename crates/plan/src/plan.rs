@@ -162,10 +162,39 @@ pub fn stage_target(stage: &Stage, target: &Target) -> Target {
     }
 }
 
+/// Outputs of a one-channel stage that a direct generator runs as
+/// vectors along the row ([`Plan::row_multiplier`]): each input pixel
+/// feeds that many consecutive lanes, from a load of at least 4 pixels.
+fn row_multiplier_ok(m: usize, t: &Target) -> bool {
+    t.direct() && matches!(m, 2 | 4) && t.lanes / m >= 4
+}
+
+/// `stage` as the generator for `target` plans it: a conv on one input
+/// channel with 2 or 4 outputs (a filter bank on a grey image: Sobel's
+/// dx and dy) is a depthwise stage with that multiplier, the same
+/// weights `[Kh][Kw][1][M]`, so a direct generator runs its interior
+/// columns as vectors along the row instead of 2 or 4 lanes of a vector
+/// over its outputs.
+pub fn planned_stage<'a>(stage: &'a Stage, target: &Target) -> std::borrow::Cow<'a, Stage> {
+    match stage.kind {
+        StageKind::Conv { cout, groups: 1 }
+            if stage.input.c == 1
+                && stage.stride[1] == 1
+                && row_multiplier_ok(cout, &stage_target(stage, target)) =>
+        {
+            let mut s = stage.clone();
+            s.kind = StageKind::Depthwise { multiplier: cout };
+            std::borrow::Cow::Owned(s)
+        }
+        _ => std::borrow::Cow::Borrowed(stage),
+    }
+}
+
 /// The blocking decisions for `stage` on `target`. The one place to
 /// change them.
 pub fn schedule_for(stage: &Stage, target: &Target) -> Schedule {
     let target = &stage_target(stage, target);
+    let stage = &*planned_stage(stage, target);
     if target.direct() {
         return direct_schedule(stage, target);
     }
@@ -473,6 +502,15 @@ pub fn schedule_reason_for(stage: &Stage, target: &Target) -> String {
     if !target.direct() {
         return schedule_reason(stage);
     }
+    let planned = planned_stage(stage, target);
+    if planned.kind != stage.kind {
+        return format!(
+            "one input channel, {} outputs: planned as {}; {}",
+            stage.output.c,
+            planned.describe_op(),
+            schedule_reason_for(&planned, target)
+        );
+    }
     let narrowed = stage_target(stage, target);
     if narrowed != *target {
         let why = schedule_reason_for(stage, &narrowed);
@@ -660,6 +698,13 @@ pub struct Plan {
     /// weights `[tap][phase][lane]` (lane `l` of phase `r` holds channel
     /// `(r + l) % C`), then of their bias `[phase][lane]`.
     pub row_weights_off: Option<usize>,
+    /// Outputs per input pixel of the row vectors: 1, or M for a
+    /// one-channel depthwise stage with multiplier M (2 or 4, see
+    /// [`planned_stage`]): lane `l` then reads pixel `l / M` of a load of
+    /// `lanes / M` pixels, permuted to lane `l` from pixel `l / M`; its
+    /// weights are packed `[tap][lane]` (lane `l`: output `l % M`), then
+    /// the bias.
+    pub row_multiplier: usize,
     pub packed_len: usize,
     pub activation: Activation,
     pub residual: bool,
@@ -711,6 +756,7 @@ pub fn plan(stage: &Stage) -> Plan {
 /// The plan of `stage` for the vectors and registers of `target`.
 pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
     let target = &stage_target(stage, target);
+    let stage = &*planned_stage(stage, target);
     let sched = schedule_for(stage, target);
     let lanes = target.lanes;
     let (si, so) = (stage.input, stage.output);
@@ -899,17 +945,30 @@ pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
     let w_floats = groups * g_w / 4;
     let bias_off = stage.bias_key.as_ref().map(|_| w_floats);
     let mut packed_len = w_floats + bias_off.map_or(0, |_| groups * g_bias / 4);
-    let row_weights_off = (strategy == Strategy::DwChannels
+    let few_channels = strategy == Strategy::DwChannels
         && target.direct()
         && sw == 1
         && co == ci
         && (2..lanes).contains(&ci)
-        && row_block_vectors(ci, target) > 0)
-        .then(|| {
-            let off = packed_len;
-            packed_len += (taps + usize::from(bias_off.is_some())) * ci * lanes;
-            off
-        });
+        && row_block_vectors(ci, target) > 0;
+    let row_multiplier = match stage.kind {
+        StageKind::Depthwise { multiplier: m }
+            if ci == 1 && sw == 1 && row_multiplier_ok(m, target) =>
+        {
+            m
+        }
+        _ => 1,
+    };
+    let row_weights_off = (few_channels || row_multiplier > 1).then(|| {
+        let off = packed_len;
+        packed_len += if row_multiplier > 1 {
+            // [tap][lane], then the bias [lane].
+            (taps + usize::from(bias_off.is_some())) * lanes
+        } else {
+            (taps + usize::from(bias_off.is_some())) * ci * lanes
+        };
+        off
+    });
     Plan {
         target: *target,
         sched,
@@ -941,6 +1000,7 @@ pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
         runs,
         bias_off,
         row_weights_off,
+        row_multiplier,
         packed_len,
         activation: stage.activation,
         residual: stage.residual,
@@ -1018,11 +1078,12 @@ impl Plan {
         if !one && self.row_weights_off.is_none() {
             return None;
         }
+        let m = self.row_multiplier;
         let full =
             |ox: usize| tap_range(ox, self.sw, self.dw, self.pl, self.kw, self.w) == (0, self.kw);
         let a = (0..self.wo).find(|&ox| full(ox))?;
         let b = (a..self.wo).find(|&ox| !full(ox)).unwrap_or(self.wo);
-        ((b - a) * self.ci >= self.sched.lanes).then_some((a, b))
+        ((b - a) * self.ci * m >= self.sched.lanes).then_some((a, b))
     }
 
     /// [`Plan::col_blocks`] of the output columns `a..b`.
@@ -1108,7 +1169,19 @@ pub fn pack(plan: &Plan, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
 pub fn pack_into(plan: &Plan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let cpt = plan.ci_per_tap;
     let lanes = plan.sched.lanes;
-    if let Some(off) = plan.row_weights_off {
+    if let (Some(off), m @ 2..) = (plan.row_weights_off, plan.row_multiplier) {
+        let taps = plan.kh * plan.kw;
+        for t in 0..taps {
+            for l in 0..lanes {
+                out[off + t * lanes + l] = weight[t * m + l % m];
+            }
+        }
+        if let Some(b) = bias {
+            for l in 0..lanes {
+                out[off + taps * lanes + l] = b[l % m];
+            }
+        }
+    } else if let Some(off) = plan.row_weights_off {
         let (c, taps) = (plan.ci, plan.kh * plan.kw);
         for t in 0..taps {
             for r in 0..c {

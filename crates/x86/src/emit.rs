@@ -1083,9 +1083,13 @@ impl<'a> Gen<'a> {
         let p = self.p;
         let lanes = p.sched.lanes;
         let vl = (lanes * 4) as i64;
-        // The row as floats (pixels x channels, interleaved).
-        let (a, b) = (a * p.ci, b * p.ci);
-        let nv_most = if p.ci == 1 {
+        // The output row as floats (pixels x channels, interleaved); the
+        // input row has `m` times fewer with a multiplier.
+        let m = p.row_multiplier;
+        let (a, b) = (a * p.co, b * p.co);
+        let nv_most = if m > 1 {
+            (self.regs - 4).min(8)
+        } else if p.ci == 1 {
             (self.regs - p.kw - 2).min(8)
         } else {
             convjit_plan::plan::row_block_vectors(p.ci, &p.target)
@@ -1107,19 +1111,21 @@ impl<'a> Gen<'a> {
             pieces.push((b - lanes, 1, 1));
         }
         for (start, count, nv) in pieces {
-            let in_off = (start as i64 - (p.pl * p.ci) as i64) * 4;
+            let in_off = ((start / m) as i64 - (p.pl * p.ci) as i64) * 4;
             self.slot_plus(Slot::SegI, Slot::InRow, in_off);
             self.slot_plus(Slot::SegO, Slot::OutRow, start as i64 * 4);
             // Channel of lane 0 of each vector: the same in every
             // repetition (a block is a whole number of channel periods).
             let phases: Vec<usize> = (0..nv).map(|v| (start + v * lanes) % p.ci).collect();
             self.repeat(Count::Const(count), Ctr::Slot(Slot::SegC), &mut |g| {
-                if p.ci == 1 {
+                if m > 1 {
+                    g.row_multiplier_block(nv);
+                } else if p.ci == 1 {
                     g.row_vector_block(nv);
                 } else {
                     g.row_channels_block(&phases);
                 }
-                g.add_imm(Ctr::Slot(Slot::SegI), nv as i64 * vl);
+                g.add_imm(Ctr::Slot(Slot::SegI), nv as i64 * vl / m as i64);
                 g.add_imm(Ctr::Slot(Slot::SegO), nv as i64 * vl);
             });
         }
@@ -1167,6 +1173,111 @@ impl<'a> Gen<'a> {
             g.add_reg_imm(WP, p.kw as i64 * vl);
         });
         self.row_epilogue(&acc);
+    }
+
+    /// [`Gen::row_vector_block`] for one channel and multiplier `M` (2 or
+    /// 4): vector `v` holds outputs of `lanes / M` pixels, lane `l` output
+    /// `l % M` of pixel `l / M`. Per tap and vector, a load of those
+    /// pixels (a half or quarter vector: never past the row's last
+    /// input), a permutation spreading each to its `M` lanes (the index
+    /// vector packed after the weights), and an FMA with the tap's
+    /// weights `[tap][lane]` as a memory operand.
+    ///
+    /// The indices `l / M` are made in registers (bytes from immediates,
+    /// zero-extended to dwords), not packed: the packed weights stay a
+    /// gather of the layer's weights, which the AOT builder relies on.
+    fn row_multiplier_block(&mut self, nv: usize) {
+        let p = self.p;
+        let (m, lanes) = (p.row_multiplier, p.sched.lanes);
+        let off = p.row_weights_off.expect("row multiplier weights") as i64 * 4;
+        let vl = self.vb;
+        let taps = (p.kh * p.kw) as i64;
+        let acc: Vec<R> = (0..nv).map(|v| self.v(v)).collect();
+        let idx = self.v(nv);
+        let x = self.v(nv + 1);
+        let bias = p.bias_off.is_some();
+        for &a in &acc {
+            if bias {
+                let mem = self.at(WTS, off + taps * vl);
+                self.vload(a, mem);
+            } else {
+                self.vzero(a);
+            }
+        }
+        self.spread_indices(idx, m);
+        self.load(IP, Slot::SegI);
+        // `[Wk0]`: the first valid kernel row's first tap.
+        self.load(WP, Slot::Wk0);
+        self.mul_imm(WP, vl);
+        self.add_rr(WP, WTS);
+        self.add_reg_imm(WP, off);
+        let in_ky = (p.dh * p.w * 4) as i64;
+        let (narrow, perm) = match (self.isa, lanes / m) {
+            (Isa::Avx512, 8) => (
+                Code::EVEX_Vmovups_ymm_k1z_ymmm256,
+                Code::EVEX_Vpermps_zmm_k1z_zmm_zmmm512b32,
+            ),
+            (Isa::Avx512, 4) => (
+                Code::EVEX_Vmovups_xmm_k1z_xmmm128,
+                Code::EVEX_Vpermps_zmm_k1z_zmm_zmmm512b32,
+            ),
+            (Isa::Avx2, 4) => (
+                Code::VEX_Vmovups_xmm_xmmm128,
+                Code::VEX_Vpermps_ymm_ymm_ymmm256,
+            ),
+            other => panic!("no row multiplier load for {other:?}"),
+        };
+        let part = match lanes / m {
+            8 => nth_register(R::YMM0, self.index(x)),
+            _ => self.x(self.index(x)),
+        };
+        self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
+            for kx in 0..p.kw {
+                for (v, &a) in acc.iter().enumerate() {
+                    let mem = g.at(IP, ((v * lanes / m + kx * p.dw) * 4) as i64);
+                    g.a.emit(I::with2(narrow, part, mem));
+                    g.a.emit(I::with3(perm, x, idx, x));
+                    let w = g.at(WP, kx as i64 * vl);
+                    g.fma(a, x, Src::M(w));
+                }
+            }
+            g.add_reg_imm(IP, in_ky);
+            g.add_reg_imm(WP, p.kw as i64 * vl);
+        });
+        self.row_epilogue(&acc);
+    }
+
+    /// `d`'s dword lanes to `l / m`: the lane's byte from two 64-bit
+    /// immediates (one with 8 lanes), zero-extended.
+    fn spread_indices(&mut self, d: R, m: usize) {
+        let lanes = self.p.sched.lanes;
+        let bytes: Vec<u8> = (0..lanes).map(|l| (l / m) as u8).collect();
+        let qword = |q: &[u8]| i64::from_le_bytes(q.try_into().expect("8 bytes"));
+        let x = self.x(self.index(d));
+        let e = self.evex();
+        self.a
+            .emit(I::with2(Code::Mov_r64_imm64, IMM, qword(&bytes[..8])));
+        let movq = if e {
+            Code::EVEX_Vmovq_xmm_rm64
+        } else {
+            Code::VEX_Vmovq_xmm_rm64
+        };
+        self.a.emit(I::with2(movq, x, IMM));
+        if lanes == 16 {
+            self.a
+                .emit(I::with2(Code::Mov_r64_imm64, IMM, qword(&bytes[8..])));
+            self.a.emit(I::with4(
+                Code::EVEX_Vpinsrq_xmm_xmm_rm64_imm8,
+                x,
+                x,
+                IMM,
+                1u32,
+            ));
+            self.a
+                .emit(I::with2(Code::EVEX_Vpmovzxbd_zmm_k1z_xmmm128, d, x));
+        } else {
+            self.a.emit(I::with2(Code::VEX_Vpmovzxbd_ymm_xmmm64, d, x));
+        }
     }
 
     /// [`Gen::row_vector_block`] for 2 or more channels: vector `v`'s lane
