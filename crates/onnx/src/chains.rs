@@ -76,8 +76,7 @@ pub fn find(g: &Graph, shapes: &Shapes) -> Result<Found, Error> {
         if verdicts[start].is_none() || taken.contains(&start) {
             continue;
         }
-        let chain = follow(g, start, &verdicts, &mut taken)?;
-        let mut chain = chain;
+        let mut chain = follow(g, start, &verdicts, &mut taken)?;
         chain.name = layer_names.claim(&chain.stages[0].name);
         chains.push(chain);
     }
@@ -149,10 +148,11 @@ fn follow(
                 .map(String::as_str)
                 .filter(|&s| s != tensor)
                 .collect();
-            let first = &verdicts[start].as_ref().map(|c| c.input);
+            // `residual` adds the layer's input: same shape, no broadcast.
+            let layer_input = verdicts[start].as_ref().map(|c| c.input);
             if add.input.len() == 2
                 && others == [input.as_str()]
-                && *first == Some(stage.conv.output)
+                && layer_input == Some(stage.conv.output)
             {
                 stage.residual = true;
                 stage.nodes.push(label(add));
