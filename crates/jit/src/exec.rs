@@ -41,16 +41,17 @@ pub(crate) struct Scratch {
     workers: Option<Pool>,
 }
 
-/// A run buffer: a `Vec`, or with the `testing` feature a buffer between
-/// guard pages, its data ending at the trailing one (`testing.rs`).
+/// A run buffer: aligned to a cache line, or with the `testing` feature a
+/// buffer between guard pages, its data ending at the trailing one
+/// (`testing.rs`).
 #[cfg(not(feature = "testing"))]
-type Buf = Vec<f32>;
+type Buf = crate::Aligned;
 #[cfg(feature = "testing")]
 type Buf = crate::testing::Guarded;
 
 fn zeroed(n: usize) -> Buf {
     #[cfg(not(feature = "testing"))]
-    return vec![0f32; n];
+    return crate::Aligned::zeroed(n);
     #[cfg(feature = "testing")]
     return crate::testing::Guarded::zeroed(n, true);
 }

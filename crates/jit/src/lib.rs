@@ -141,14 +141,54 @@ impl Drop for Code {
     }
 }
 
-/// 64-byte aligned storage for packed weights.
+/// One cache line of f32s.
 #[cfg(not(feature = "testing"))]
 #[derive(Clone)]
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
+/// `len` zeroed f32s starting on a cache line: the packed weights and the
+/// run buffers. A 512-bit vector at a multiple of 16 floats then never
+/// straddles two lines; a `Vec<f32>` of a megabyte starts 16 bytes past
+/// one (malloc's mmap header), which split every vector access of a fused
+/// RGB filter's band buffers.
 #[cfg(not(feature = "testing"))]
-struct Packed(Vec<Line>);
+pub(crate) struct Aligned {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+#[cfg(not(feature = "testing"))]
+impl Aligned {
+    pub(crate) fn zeroed(len: usize) -> Aligned {
+        Aligned {
+            lines: vec![Line([0.0; 16]); len.div_ceil(16).max(1)],
+            len,
+        }
+    }
+}
+
+#[cfg(not(feature = "testing"))]
+impl std::ops::Deref for Aligned {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        // SAFETY: `Line` is `repr(C)` around `[f32; 16]` (64 bytes, the
+        // same as its alignment, so no padding): the lines are at least
+        // `len` initialised f32s.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.len) }
+    }
+}
+
+#[cfg(not(feature = "testing"))]
+impl std::ops::DerefMut for Aligned {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        // SAFETY: as in `deref`, borrowed mutably through `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>(), self.len) }
+    }
+}
+
+#[cfg(not(feature = "testing"))]
+struct Packed(Aligned);
 
 /// With the `testing` feature: exactly `packed_len` floats ending at a
 /// guard page (see `testing.rs`).
@@ -172,19 +212,13 @@ impl Packed {
 impl Packed {
     /// A stage's weights packed by `p`, written straight into aligned storage.
     fn new(p: &plan::Plan, w: &convjit_ir::StageWeights) -> Packed {
-        let mut lines = vec![Line([0.0; 16]); p.packed_len.div_ceil(16).max(1)];
-        // SAFETY: `Line` is `repr(C)` around `[f32; 16]` (64 bytes, the
-        // same as its alignment, so no padding): the lines are exactly
-        // `16 * len` initialised f32s, borrowed mutably once.
-        let flat = unsafe {
-            std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<f32>(), lines.len() * 16)
-        };
-        plan::pack_into(p, &w.weight, w.bias.as_deref(), &mut flat[..p.packed_len]);
-        Packed(lines)
+        let mut a = Aligned::zeroed(p.packed_len);
+        plan::pack_into(p, &w.weight, w.bias.as_deref(), &mut a);
+        Packed(a)
     }
 
     fn ptr(&self) -> *const f32 {
-        self.0.as_ptr().cast()
+        self.0.as_ptr()
     }
 }
 
