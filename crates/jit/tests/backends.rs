@@ -44,6 +44,11 @@ const LAYERS: &[&str] = &[
     "layer a { input 9x33x1\n d: depthwise 3x3, stride 2x1, pad same, bias }",
     "layer a { input 8x300x1\n d: depthwise 7x7, pad same, bias }",
     "layer a { input 5x24x1\n d: depthwise 3x21, pad same, bias }",
+    // Pairs of rows (every kernel row valid, stride 1): odd and even
+    // counts of such rows, residual and relu6 in the second row's stores.
+    "layer a { input 12x40x1\n d: depthwise 5x5, pad same, bias, relu6, residual }",
+    "layer a { input 11x33x1\n d: depthwise 3x7, pad 1 2 3 3, relu }",
+    "layer a { input 8x64x1\n d: depthwise 4x4, pad valid, bias }",
     // A few channels: vectors along the row with per-phase weights.
     "layer a { input 9x40x3\n d: depthwise 3x3, pad same, bias, relu6 }",
     "layer a { input 6x101x3\n d: depthwise 5x5, pad same, residual }",
