@@ -1241,6 +1241,8 @@ impl<'a> Gen<'a> {
     /// loaded once per tap and vector and feeds both rows, kernel row `j`
     /// of the first and `j - 1` of the second: 15 loads per output vector
     /// of a 5x5 instead of 25. Fully unrolled (every kernel row valid).
+    // `kx` indexes both rows' weights, chosen per input row.
+    #[allow(clippy::needless_range_loop)]
     fn row_pair_block(&mut self, nv: usize) {
         let p = self.p;
         let (kh, kw) = (p.kh, p.kw);
