@@ -49,6 +49,7 @@ const LAYERS: &[&str] = &[
     "layer a { input 12x40x1\n d: depthwise 5x5, pad same, bias, relu6, residual }",
     "layer a { input 11x33x1\n d: depthwise 3x7, pad 1 2 3 3, relu }",
     "layer a { input 8x64x1\n d: depthwise 4x4, pad valid, bias }",
+    "layer a { input 7x45x1\n d: depthwise 3x3, dilation 1x2, pad same, bias }",
     // A few channels: vectors along the row with per-phase weights.
     "layer a { input 9x40x3\n d: depthwise 3x3, pad same, bias, relu6 }",
     "layer a { input 6x101x3\n d: depthwise 5x5, pad same, residual }",

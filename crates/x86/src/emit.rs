@@ -1284,7 +1284,7 @@ impl<'a> Gen<'a> {
                 for v in 0..nv {
                     let x = xs[n % 2];
                     n += 1;
-                    let m = self.at(IP, j as i64 * row + v as i64 * vl + (kx * 4) as i64);
+                    let m = self.at(IP, j as i64 * row + v as i64 * vl + (kx * p.dw * 4) as i64);
                     self.vload(x, m);
                     for &(r, _) in &rows {
                         self.fma(acc[r][v], x, Src::R(w[r][kx]));
