@@ -33,7 +33,8 @@ impl Shared {
 /// image's rows, the others' are made for the first run whose threads
 /// take whole images) and per group the band buffers. Every step writes
 /// rows before any step reads them, so reuse needs no clearing. With
-/// several threads, also the worker threads (`None` if the system refused
+/// several threads, also this kernel's own worker threads, made only when
+/// the process's shared ones are busy (`None` if the system refused
 /// them: the run then spawns its own).
 pub(crate) struct Scratch {
     inter: Vec<Vec<Buf>>,
@@ -73,11 +74,8 @@ impl Scratch {
                         .collect()
                 })
                 .collect(),
-            workers: if threads > 1 {
-                Pool::new(threads - 1)
-            } else {
-                None
-            },
+            // Made by the first run that cannot have the shared workers.
+            workers: None,
         }
     }
 
@@ -304,6 +302,13 @@ impl Kernel {
                 gate.break_all();
             }
         };
+        // The process's workers if free, else this kernel's own.
+        let shared = (threads > 1)
+            .then(|| crate::pool::shared(threads - 1))
+            .flatten();
+        if threads > 1 && shared.is_none() && scratch.workers.is_none() {
+            scratch.workers = Pool::new(threads - 1);
+        }
         if threads == 1 {
             worker(0, &mut scratch.bufs[0]);
         } else {
@@ -314,8 +319,8 @@ impl Kernel {
                 let mut b = bufs[t].lock().unwrap_or_else(|e| e.into_inner());
                 worker(t, &mut b);
             };
-            match &scratch.workers {
-                Some(workers) => workers.run(&work),
+            match shared.as_deref().or(scratch.workers.as_ref()) {
+                Some(workers) => workers.run_n(threads - 1, &work),
                 None => std::thread::scope(|s| {
                     for t in 1..threads {
                         let work = &work;

@@ -55,7 +55,7 @@ fn receive<T>(rx: &Receiver<T>) -> Option<T> {
 }
 
 /// `n` parked threads that run a borrowed closure together with the
-/// calling thread ([`Pool::run`]).
+/// calling thread ([`Pool::run_n`]).
 pub(crate) struct Pool {
     workers: Vec<Worker>,
 }
@@ -67,14 +67,14 @@ struct Worker {
 }
 
 /// One call of the run's closure: its thread index and the closure, with
-/// its lifetime erased (see [`Pool::run`] for why that holds).
+/// its lifetime erased (see [`Pool::run_n`] for why that holds).
 struct Job {
     t: usize,
     f: *const (dyn Fn(usize) + Sync + 'static),
 }
 
 // SAFETY: the closure behind `f` is `Sync`, so calling it from the worker
-// thread is fine; `Pool::run` keeps it alive until the worker reports back.
+// thread is fine; `Pool::run_n` keeps it alive until the worker reports back.
 unsafe impl Send for Job {}
 
 impl Pool {
@@ -107,11 +107,17 @@ impl Pool {
         Some(Pool { workers })
     }
 
-    /// Calls `f(0)` on this thread and `f(1)`..`f(n)` on the workers, all
-    /// at once (so `f` may wait on a barrier of `n + 1`), and returns when
-    /// every call has returned. A panic in any call is raised here, after
-    /// all have finished.
-    pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+    /// Workers in the pool.
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Calls `f(0)` on this thread and `f(1)`..`f(n)` on the first `n`
+    /// workers, all at once (so `f` may wait on a barrier of `n + 1`), and
+    /// returns when every call has returned. A panic in any call is
+    /// raised here, after all have finished.
+    pub fn run_n(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        let workers = &self.workers[..n.min(self.workers.len())];
         let erased: *const (dyn Fn(usize) + Sync + '_) = f;
         // SAFETY: only the lifetime changes. Every worker that receives the
         // job sends its report after its call returns, and this function
@@ -119,8 +125,8 @@ impl Pool {
         // the borrow of `f`.
         let erased: *const (dyn Fn(usize) + Sync + 'static) =
             unsafe { std::mem::transmute(erased) };
-        let mut sent = Vec::with_capacity(self.workers.len());
-        for (i, w) in self.workers.iter().enumerate() {
+        let mut sent = Vec::with_capacity(workers.len());
+        for (i, w) in workers.iter().enumerate() {
             let job = Job {
                 t: i + 1,
                 f: erased,
@@ -133,7 +139,7 @@ impl Pool {
         // always reports (it catches panics), or has exited and no longer
         // runs anything.
         let mut all_ok = sent.iter().all(|&s| s);
-        for (w, &s) in self.workers.iter().zip(&sent) {
+        for (w, &s) in workers.iter().zip(&sent) {
             if s {
                 all_ok &= receive(&w.done).unwrap_or(false);
             }
@@ -143,6 +149,23 @@ impl Pool {
         }
         assert!(all_ok, "a kernel worker thread failed");
     }
+}
+
+/// The process's shared workers, one fewer than its cores: the kernels
+/// run one after another (a network's layers) hand their work to the
+/// same spinning threads. With a pool per kernel, each layer's workers
+/// spun on after its run while the next layer's woke, and 19 layers of
+/// MobileNet v2 on two threads ran slower than on one. `None` while
+/// another run holds them, or for more threads than they have: the run
+/// then uses workers of its own.
+pub(crate) fn shared(n: usize) -> Option<std::sync::MutexGuard<'static, Pool>> {
+    static SHARED: std::sync::OnceLock<Option<std::sync::Mutex<Pool>>> = std::sync::OnceLock::new();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let pool = SHARED
+        .get_or_init(|| Pool::new(cores.saturating_sub(1).max(1)).map(std::sync::Mutex::new))
+        .as_ref()?;
+    let guard = pool.try_lock().ok()?;
+    (guard.len() >= n).then_some(guard)
 }
 
 impl Drop for Pool {
@@ -169,7 +192,7 @@ mod tests {
         let barrier = Barrier::new(4);
         for _ in 0..50 {
             let hits: Vec<AtomicUsize> = (0..4).map(|_| AtomicUsize::new(0)).collect();
-            pool.run(&|t| {
+            pool.run_n(pool.len(), &|t| {
                 hits[t].fetch_add(1, Ordering::Relaxed);
                 // All four must be running at once to get past this.
                 barrier.wait();
@@ -183,7 +206,7 @@ mod tests {
         let pool = Pool::new(2).unwrap();
         let finished = AtomicUsize::new(0);
         let r = catch_unwind(AssertUnwindSafe(|| {
-            pool.run(&|t| {
+            pool.run_n(pool.len(), &|t| {
                 if t == 2 {
                     panic!("worker {t}");
                 }
@@ -194,7 +217,7 @@ mod tests {
         assert_eq!(finished.load(Ordering::Relaxed), 2);
         // The pool still works afterwards.
         let n = AtomicUsize::new(0);
-        pool.run(&|_| {
+        pool.run_n(pool.len(), &|_| {
             n.fetch_add(1, Ordering::Relaxed);
         });
         assert_eq!(n.load(Ordering::Relaxed), 3);
