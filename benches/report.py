@@ -18,6 +18,22 @@ BENCHMARKS.md without re-measuring the suite):
         --rounds 3 --json /tmp/mnv2_peers.json
     python3 benches/report.py --mnv2 /tmp/mnv2_peers.json > /tmp/mnv2.md
 
+The image filters beside OpenCV and the grouped convolutions beside ONNX Runtime come from
+their own runs (W: the filters' weights, `python3 examples/filters_weights.py W`):
+
+    for f in gauss5x5_c1 gauss7x7_c1 box9x9_c1 gauss5x5_c3 gauss7x7_c3 box9x9_c3 \
+        sobel_dxdy_c1 laplace3x3_c1; do target/release/convjit bench examples/filters.conv \
+        --layer $f --weights W/$f.npz --json --rounds 2 --no-interp --no-baselines; done > F.json
+    target/release/convjit bench examples/filters.conv --layer gauss5x5_c1 --json --rounds 3 \
+        --no-interp --no-baselines > R.json          # random weights: the unseparated 5x5
+    python ../shared/peers/bench_filters.py --rounds 2 --out-json CV.json
+    python ../shared/peers/machine_peak.py > PEAK.txt
+    target/release/convjit bench benches/grouped.conv --json --rounds 3 --no-interp > G.json
+    python benches/grouped_peers.py --rounds 3 --json GP.json
+    python3 benches/report.py ... --filters F.json CV.json R.json PEAK.txt --grouped G.json GP.json
+
+(/tmp/measure_all.sh of the session that made BENCHMARKS.md ran all of these in turn.)
+
 Several runs of a layer in the first file are merged as the peers' script
 merges its runs: per variant the lowest median time (load from other tenants
 of the machine only slows a run down), per layer the lowest compile and
@@ -301,16 +317,123 @@ def mnv2_section(path):
     return "\n".join(out).rstrip("\n")
 
 
+def records(path):
+    """`convjit bench --json` layer records of a file, merged per layer."""
+    return merge([r for r in (json.loads(line) for line in open(path) if line.strip().startswith("{"))
+                  if "layer" in r])
+
+
+def variants(r):
+    return {v["variant"]: v["median_us"] for v in r["results"]}
+
+
+def filters_section(convjit_path, opencv_path, random_path=None, peak_path=None):
+    """The image filters beside OpenCV (issue 12), from `convjit bench --json` per filter
+    (with its weights) and shared/peers/bench_filters.py's JSON; with the random-weights
+    5x5 run and machine_peak.py's output, the 5x5 depthwise against the copy bandwidth."""
+    ours = {r["layer"]: r for r in records(convjit_path)}
+    cv = json.load(open(opencv_path))["filters"]
+    out = []
+    w = out.append
+    w("## Image filters (issue 12's workload)")
+    w("")
+    w("`examples/filters.conv` with the weights of `examples/filters_weights.py` (the same layers and")
+    w("weights as `shared/peers/bench_filters.py --write-conv/--write-weights`), 1920x1080 f32 images,")
+    w("single thread, in the same session as the tables above: `convjit bench examples/filters.conv")
+    w("--layer L --weights W/L.npz --json --rounds 2 --no-interp --no-baselines` per layer, and OpenCV")
+    w("(`bench_filters.py --rounds 2`: the fastest of `filter2D`, `sepFilter2D` and the dedicated call")
+    w("for the same result). 'convjit' separates rank-1 kernels (`S.col` then `S.row`); 'unseparated'")
+    w("is `--no-separate`'s kernel in the same rounds.")
+    w("")
+    w("| filter | convjit us | unseparated us | separated / unseparated | jit-avx2 us | 2 threads us "
+      "| OpenCV fastest call us | convjit / OpenCV (> 1: convjit faster) |")
+    w("|---|---|---|---|---|---|---|---|")
+    for name, r in ours.items():
+        v = variants(r)
+        jit = v["jit"]
+        c = cv.get(name)
+        best = min(c["calls_us"].items(), key=lambda kv: kv[1]) if c else None
+        unsep = v.get("jit-unseparated")
+        w(f"| {name} | {jit:.0f} | {f'{unsep:.0f}' if unsep else '-'} | "
+          f"{f'{unsep / jit:.2f}x' if unsep else '-'} | "
+          f"{v.get('jit-avx2', 0):.0f} | {v.get('jit-2threads', 0):.0f} | "
+          f"{f'{best[0]} {best[1]:.0f}' if best else '-'} | "
+          f"{f'{best[1] / jit:.2f}x' if best else '-'} |")
+    if random_path and peak_path:
+        r = records(random_path)[0]
+        us = variants(r)["jit"]
+        bytes_ = r["min_traffic_bytes"]
+        import re
+        text = open(peak_path).read()
+        memcpy = float(re.search(r"memcpy ([0-9.]+) GB/s", text).group(1))
+        npcopy = re.search(r"numpy copy .*?: ([0-9.]+) GB/s", text)
+        gbs = bytes_ / us / 1e3
+        w("")
+        w(f"The 5x5 depthwise on 1920x1080x1 with random (not separable) weights "
+          f"(`convjit bench examples/filters.conv --layer gauss5x5_c1 --rounds 3`): {us:.0f} us for "
+          f"{bytes_ / 1e6:.1f} MB in and out, {gbs:.1f} GB/s, {100 * gbs / memcpy:.0f}% "
+          f"of the {memcpy:.1f} GB/s memcpy `shared/peers/machine_peak.py` measured "
+          f"in the same session"
+          + (f" ({100 * gbs / float(npcopy.group(1)):.0f}% of its numpy copy, {npcopy.group(1)} GB/s)."
+             if npcopy else "."))
+    return "\n".join(out)
+
+
+def grouped_section(convjit_path, peers_path):
+    """Grouped convolutions against ONNX Runtime and OpenVINO (issue 11): `convjit bench
+    benches/grouped.conv --json --rounds 3 --no-interp` and benches/grouped_peers.py's JSON."""
+    ours = {r["layer"]: r for r in records(convjit_path)}
+    peers = json.load(open(peers_path))
+    out = []
+    w = out.append
+    w("## Grouped convolutions")
+    w("")
+    w("`benches/grouped.conv` (ShuffleNet's grouped 1x1, ResNeXt's grouped 3x3), single thread, in")
+    w("this session: `convjit bench benches/grouped.conv --json --rounds 3 --no-interp` and")
+    w("`benches/grouped_peers.py --rounds 3` (each layer a one-node ONNX model, checked against a")
+    w("float64 reference). AVX-512 hands groups of at most 8 outputs to the AVX2 code")
+    w("(`plan::stage_target`).")
+    w("")
+    w("| layer | MACs | convjit us (GFLOP/s) | jit-avx2 us | cranelift us | ONNX Runtime us | OpenVINO us "
+      "| ONNX Runtime / convjit |")
+    w("|---|---|---|---|---|---|---|---|")
+    for name, r in ours.items():
+        v = variants(r)
+        jit = v["jit"]
+        p = peers.get(name, {})
+        ort = p.get("ort")
+        w(f"| {name} | {r['macs']:,} | {jit:.0f} ({2 * r['macs'] / jit / 1e3:.0f}) | "
+          f"{v.get('jit-avx2', 0):.0f} | {v.get('jit-cranelift', 0):.0f} | {ort or '-'} | "
+          f"{p.get('openvino', '-')} | {f'{ort / jit:.2f}x' if ort else '-'} |")
+    return "\n".join(out)
+
+
+def take(args, flag, n):
+    """Removes `flag` and its `n` values from `args`; the values, or None."""
+    if flag not in args:
+        return None
+    i = args.index(flag)
+    vals = args[i + 1:i + 1 + n]
+    del args[i:i + 1 + n]
+    return vals
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
-    mnv2 = None
-    if "--mnv2" in args:
-        i = args.index("--mnv2")
-        mnv2 = args[i + 1]
-        del args[i:i + 2]
+    mnv2 = take(args, "--mnv2", 1)
+    filters = take(args, "--filters", 4)
+    grouped = take(args, "--grouped", 2)
+    sections = []
     if args:
+        sections.append(None)
         main(args[0], args[1], args[2] if len(args) > 2 else "see git log")
+    if filters:
+        sections.append(filters_section(*filters))
+    if grouped:
+        sections.append(grouped_section(*grouped))
     if mnv2:
-        if args:
+        sections.append(mnv2_section(mnv2[0]))
+    for i, text in enumerate(t for t in sections if t):
+        if i or args:
             print()
-        print(mnv2_section(mnv2))
+        print(text)
