@@ -160,9 +160,12 @@ impl Pool {
 /// then uses workers of its own.
 pub(crate) fn shared(n: usize) -> Option<std::sync::MutexGuard<'static, Pool>> {
     static SHARED: std::sync::OnceLock<Option<std::sync::Mutex<Pool>>> = std::sync::OnceLock::new();
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    // (`available_parallelism` reads cgroup files: once, not per run.)
     let pool = SHARED
-        .get_or_init(|| Pool::new(cores.saturating_sub(1).max(1)).map(std::sync::Mutex::new))
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            Pool::new(cores.saturating_sub(1).max(1)).map(std::sync::Mutex::new)
+        })
         .as_ref()?;
     let guard = pool.try_lock().ok()?;
     (guard.len() >= n).then_some(guard)
