@@ -68,6 +68,10 @@ const LAYERS: &[&str] = &[
     "layer a { input 6x45x1\n f: depthwise 3x3, multiplier 4, pad 1 0 2 3, bias }",
     "layer a { input 5x8x1\n f: depthwise 3x3, multiplier 2, pad same }",
     "layer a { input 5x17x1\n f: depthwise 1x1, multiplier 4, bias }",
+    // A flat 1x1 conv on one channel stays a conv (pixel ranges).
+    "layer a { input 6x6x1\n f: conv 1x1 -> 4, relu }",
+    "layer a { input 5x40x1\n f: conv 1x1 -> 2, bias }",
+    "layer a { input 6x6x1\n f: conv 1x1 -> 4, pad 1 0 0 1 }",
     // Groups: full vectors per group, tails, dilated taps, partial vectors
     // of a few outputs, a grouped 1x1 in a fused chain.
     "layer a { input 6x7x64\n p: pointwise 96, groups 2, bias, relu }",

@@ -185,8 +185,11 @@ fn row_multiplier_ok(m: usize, t: &Target) -> bool {
 /// over its outputs.
 pub fn planned_stage<'a>(stage: &'a Stage, target: &Target) -> std::borrow::Cow<'a, Stage> {
     match stage.kind {
+        // Not a flat 1x1: its function takes pixel ranges (`call_range`,
+        // decided on the layer's stage), a depthwise one takes rows.
         StageKind::Conv { cout, groups: 1 }
             if stage.input.c == 1
+                && !is_flat(stage)
                 && stage.stride[1] == 1
                 && row_multiplier_ok(cout, &stage_target(stage, target)) =>
         {
