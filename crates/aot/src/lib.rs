@@ -363,6 +363,16 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
         .iter()
         .map(|s| plan::plan_for(s, &plan_target))
         .collect();
+    // The wrapper calls a flat stage with pixel ranges and any other with
+    // rows, deciding on the layer's stage (see convjit-jit's compile).
+    for (p, s) in plans.iter().zip(&layer.stages) {
+        if p.flat != plan::is_flat(s) {
+            return Err(AotError::Codegen(format!(
+                "stage '{}': its plan and the wrapper disagree on pixel ranges",
+                s.name
+            )));
+        }
+    }
 
     // No `.eh_frame` (`unwind_info`): cranelift-object 0.135 writes it with
     // absolute relocations, which make PIE executables need text relocations.

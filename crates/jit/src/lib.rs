@@ -270,6 +270,17 @@ impl Compiled {
             .iter()
             .map(|(_, s)| plan::plan_for(s, &target))
             .collect();
+        // The program calls a flat stage's function with pixel ranges and
+        // any other with rows, deciding on the layer's stage; a plan that
+        // disagreed would compute rows past its output.
+        for (p, (_, s)) in plans.iter().zip(&program.functions) {
+            if p.flat != plan::is_flat(s) {
+                return Err(codegen_err(format!(
+                    "stage '{}': its plan and the program disagree on pixel ranges",
+                    s.name
+                )));
+            }
+        }
         let code = build(&plans, backend, isa)?;
         Ok(Compiled {
             program,
