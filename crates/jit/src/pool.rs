@@ -88,7 +88,7 @@ impl Pool {
                 .name(format!("convjit-{}", i + 1))
                 .spawn(move || {
                     while let Some(job) = receive(&rx) {
-                        // SAFETY: `run` does not return (so the closure
+                        // SAFETY: `run_n` does not return (so the closure
                         // stays alive) before this worker's report.
                         let f = unsafe { &*job.f };
                         let ok = catch_unwind(AssertUnwindSafe(|| f(job.t))).is_ok();
