@@ -1,7 +1,7 @@
 //! `convjit plan FILE.conv [--layer NAME] [--json] [--no-fuse] [--threads N]`
 
 use super::{thousands, Failure};
-use convjit::{Activation, Layer, LayerPlan, Options, Stage};
+use convjit::{Layer, LayerPlan, Options, Stage};
 use serde_json::json;
 use std::path::Path;
 
@@ -75,11 +75,7 @@ pub fn describe(s: &Stage) -> String {
     if s.bias_key.is_some() {
         parts.push("bias".into());
     }
-    match s.activation {
-        Activation::None => {}
-        Activation::Relu => parts.push("relu".into()),
-        Activation::Relu6 => parts.push("relu6".into()),
-    }
+    parts.extend(s.activation.keyword().map(String::from));
     if s.residual {
         parts.push("residual".into());
     }

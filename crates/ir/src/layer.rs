@@ -65,6 +65,15 @@ impl Activation {
             Activation::Relu6 => x.clamp(0.0, 6.0),
         }
     }
+
+    /// The option that spells it in a `.conv` file (`None`: no option).
+    pub fn keyword(self) -> Option<&'static str> {
+        match self {
+            Activation::None => None,
+            Activation::Relu => Some("relu"),
+            Activation::Relu6 => Some("relu6"),
+        }
+    }
 }
 
 /// What a primitive stage computes. Separable forms never appear here:

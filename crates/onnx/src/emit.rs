@@ -4,7 +4,6 @@ use crate::chains::{Chain, Stage};
 use crate::conv::Op;
 use crate::model::Graph;
 use crate::Error;
-use convjit_ir::Activation;
 use convjit_npy::LazyArray;
 
 /// The `layer NAME { ... }` block, with a comment saying where it came
@@ -84,11 +83,7 @@ fn stage_text(s: &Stage) -> String {
     if c.bias.is_some() || s.fold.is_some() {
         parts.push("bias".into());
     }
-    match s.activation {
-        Activation::None => {}
-        Activation::Relu => parts.push("relu".into()),
-        Activation::Relu6 => parts.push("relu6".into()),
-    }
+    parts.extend(s.activation.keyword().map(String::from));
     if s.residual {
         parts.push("residual".into());
     }

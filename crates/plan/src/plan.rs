@@ -1059,6 +1059,7 @@ impl Plan {
     /// set then comes from L3 or memory per pixel block (3x3 512->512 on
     /// 14x14: +8-20%); below it both orders ran equally fast (pointwise
     /// 24<->144, 3x3 64->64 and 256->256).
+    ///
     /// Grouped stages keep channel blocks inside: a group's weights are a
     /// G-th of the stage's.
     pub fn channels_outer(&self) -> bool {
