@@ -654,6 +654,7 @@ fn clif_text(plans: &[plan::Plan]) -> String {
     let mut fctx = FunctionBuilderContext::new();
     let mut text = String::new();
     for (i, p) in plans.iter().enumerate() {
+        // A name, not an offset: i < the layer's stages, far below 2^32.
         let mut func = cranelift_codegen::ir::Function::with_name_signature(
             UserFuncName::user(0, i as u32),
             sig.clone(),
