@@ -940,6 +940,70 @@ fn sobel() -> (tempfile::TempDir, PathBuf, PathBuf) {
 }
 
 #[test]
+fn separate_rank_approximates_says_how_far_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("d.conv");
+    std::fs::write(
+        &conv,
+        "layer d {\n  input 16x15x3\n  f: depthwise 7x7, pad same, bias\n}\n",
+    )
+    .unwrap();
+    let w = dir.path().join("w.npz");
+    let mut rng = convjit::Rng::new(8);
+    let (wa, ba) = (
+        Array::new(vec![7, 7, 3, 1], rng.vec(147, 1.0)),
+        Array::new(vec![3], rng.vec(3, 1.0)),
+    );
+    npy::write_npz(&w, &[("f.weight", &wa), ("f.bias", &ba)]).unwrap();
+    let o = convjit(&["plan", s(&conv), "--weights", s(&w), "--separate-rank", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("f: every channel's 7x7 kernel approximated at rank 2: run as 2 7x1 then 2 1x7 summed (49 -> 28 MACs per output; relative error "),
+        "{text}"
+    );
+    assert!(
+        text.contains("f.row  conv 1x7 -> 3, groups 3, pad 0 0 3 3, bias"),
+        "{text}"
+    );
+    // Rank 4 would not save work: run whole, and the note says why.
+    let o = convjit(&["plan", s(&conv), "--weights", s(&w), "--separate-rank", "4"]);
+    assert!(
+        stdout(&o).contains("would not save work (49 -> 56 MACs"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The kernel runs the approximation; the interpreter the layer as written.
+    let mut outs = Vec::new();
+    for engine in ["jit", "interp"] {
+        let out = dir.path().join(format!("{engine}.npy"));
+        let o = convjit(&[
+            "run",
+            s(&conv),
+            "--weights",
+            s(&w),
+            "--output",
+            s(&out),
+            "--engine",
+            engine,
+            "--separate-rank",
+            "2",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        outs.push(npy::read_npy(&out).unwrap().data);
+    }
+    let (jit, interp) = (&outs[0], &outs[1]);
+    let diff = jit
+        .iter()
+        .zip(interp)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let scale = interp.iter().map(|x| x.abs()).fold(0f32, f32::max);
+    assert!(diff > 1e-3 * scale && diff < scale, "{diff} of {scale}");
+}
+
+#[test]
 fn rank1_weights_are_planned_run_benched_and_built_separated() {
     let (dir, conv, w) = sobel();
     let plan = |extra: &[&str]| convjit(&[&["plan", s(&conv), "--weights", s(&w)], extra].concat());
@@ -956,10 +1020,11 @@ fn rank1_weights_are_planned_run_benched_and_built_separated() {
     let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(j["separation"][0]["separated"], true);
     assert_eq!(j["stages"].as_array().unwrap().len(), 2);
-    // Rank-R approximation cannot be planned: a usage error that says why.
+    // Kernels of rank 1 take rank 1 (exactly) whatever rank is allowed.
     let o = plan(&["--separate-rank", "2"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("parallel"), "{}", stderr(&o));
+    assert!(stdout(&o).contains(line), "{}", stdout(&o));
+    let o = plan(&["--separate-rank", "2", "--no-separate"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
     // The separated JIT agrees with the interpreter on the original weights.
     let input = dir.path().join("in.npy");

@@ -237,11 +237,7 @@ fn bench_layer(
 
     let options = options.clone();
     let kernel = Kernel::compile_with(layer, &weights, &options).map_err(convjit::Error::from)?;
-    let separation = if options.separate {
-        convjit::separate(layer, &weights).notes
-    } else {
-        Vec::new()
-    };
+    let separation = convjit::separate(layer, &weights, options.separate).notes;
     let stats = kernel.compile_stats();
     // The same layer again (other weights, same code): a cache hit, which
     // looks the code up and packs the new weights.
@@ -281,7 +277,7 @@ fn bench_layer(
     if kernel.layer() != layer {
         // What separating the rank-1 stages is worth.
         let o = convjit::Options {
-            separate: false,
+            separate: convjit::Separation::Off,
             ..options.clone()
         };
         other_options.push(("jit-unseparated".to_string(), o));

@@ -56,13 +56,12 @@ enum EmitKind {
 
 pub fn build(a: &BuildArgs) -> Result<(), Failure> {
     let layer = convjit::select_layer(convjit::load_layers(&a.file)?, a.layer.as_deref())?;
-    a.separate.separate()?;
     // Baked weights are known now: rank-1 stages are built separated.
     let (layer, weights) = match &a.weights {
         Some(path) => {
             let s = a
                 .separate
-                .apply(&layer, &convjit::load_weights(&layer, path)?)?;
+                .apply(&layer, &convjit::load_weights(&layer, path)?);
             for n in s.notes.iter().filter(|n| n.separated) {
                 eprintln!("note: {}: {}", n.stage, n.text);
             }

@@ -135,42 +135,28 @@ pub struct PlannerArgs {
 pub struct SeparateArgs {
     /// Run every stage whole, even where its kernels have rank 1 (by
     /// default, with weights given, such a stage runs as Khx1 then 1xKw).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "separate_rank")]
     no_separate: bool,
-    /// Approximate every kernel by its best rank-R sum: not supported (see
-    /// the README): the plan is a chain of stages, without parallel branches.
-    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Approximate every depthwise kernel (and every kernel of a conv on
+    /// one channel) by its best rank-R sum (SVD), run as R Khx1 filters then
+    /// a 1xKw conv summing them, where that saves work: an approximation,
+    /// whose relative error on the weights `plan` prints.
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..=64))]
     separate_rank: Option<u32>,
 }
 
 impl SeparateArgs {
-    /// Whether to separate; `--separate-rank` is refused (status 2).
-    pub fn separate(&self) -> Result<bool, Failure> {
-        if let Some(r) = self.separate_rank {
-            return Err(Failure::Usage(format!(
-                "--separate-rank {r}: rank-R approximation needs R parallel Kx1 -> 1xK branches, \
-                 which a plan (a chain of stages) cannot express; exact rank-1 separation is \
-                 on by default (--no-separate turns it off)"
-            )));
+    pub fn separation(&self) -> convjit::Separation {
+        match (self.no_separate, self.separate_rank) {
+            (true, _) => convjit::Separation::Off,
+            (false, Some(r)) => convjit::Separation::Rank(r as usize),
+            (false, None) => convjit::Separation::Exact,
         }
-        Ok(!self.no_separate)
     }
 
-    /// `layer` and `weights` with rank-1 stages separated, when asked.
-    pub fn apply(
-        &self,
-        layer: &convjit::Layer,
-        weights: &convjit::Weights,
-    ) -> Result<convjit::Separated, Failure> {
-        Ok(if self.separate()? {
-            convjit::separate(layer, weights)
-        } else {
-            convjit::Separated {
-                layer: layer.clone(),
-                weights: weights.clone(),
-                notes: Vec::new(),
-            }
-        })
+    /// `layer` and `weights` with stages separated as asked.
+    pub fn apply(&self, layer: &convjit::Layer, weights: &convjit::Weights) -> convjit::Separated {
+        convjit::separate(layer, weights, self.separation())
     }
 }
 
@@ -192,7 +178,7 @@ impl PlannerArgs {
             threads: self.threads as usize,
             band_rows: self.band_rows.map(|b| b as usize),
             backend: self.backend,
-            separate: self.separate.separate()?,
+            separate: self.separate.separation(),
             ..convjit::Options::default()
         })
     }

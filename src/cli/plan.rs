@@ -28,15 +28,7 @@ pub fn plan(
         let (l, notes) = match weights {
             Some(path) => {
                 let w = convjit::load_weights(l, path)?;
-                let s = if options.separate {
-                    convjit::separate(l, &w)
-                } else {
-                    convjit::Separated {
-                        layer: l.clone(),
-                        weights: w,
-                        notes: Vec::new(),
-                    }
-                };
+                let s = convjit::separate(l, &w, options.separate);
                 (s.layer, s.notes)
             }
             None => (l.clone(), Vec::new()),

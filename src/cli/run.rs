@@ -44,7 +44,9 @@ enum Engine {
 
 pub fn run(a: &RunArgs) -> Result<(), Failure> {
     let layer = convjit::select_layer(convjit::load_layers(&a.file)?, a.layer.as_deref())?;
-    // Usage errors (--separate-rank) whatever the engine.
+    // Usage errors whatever the engine. The interpreter runs the layer as
+    // written: against a --separate-rank kernel's output it shows what the
+    // approximation costs on this input.
     let options = a.planner.options()?;
     let weights = match &a.weights {
         Some(path) => convjit::load_weights(&layer, path)?,

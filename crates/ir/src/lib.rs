@@ -22,7 +22,7 @@ pub use error::DataError;
 pub use interp::{interpret, interpret_stage, magnitude};
 pub use layer::{Activation, Layer, Padding, Shape, Stage, StageKind, MAX_DIM, MAX_TENSOR_ELEMS};
 pub use random::Rng;
-pub use separate::{separate, Separated};
+pub use separate::{separate, Separated, Separation};
 pub use validate::{check_layer, lower};
 pub use weights::{StageWeights, Weights};
 

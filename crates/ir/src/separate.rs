@@ -4,6 +4,11 @@
 //! rewritten as a `Khx1` stage then a `1xKw` depthwise stage, with exact
 //! factors. A rewrite of the layer and its weights before planning: the
 //! code generators see two ordinary stages.
+//!
+//! On request ([`Separation::Rank`]) every such kernel is replaced by its
+//! best rank-R approximation (SVD): R `Khx1` filters per kernel (the first
+//! stage's outputs grow R-fold), then a grouped `1xKw` conv whose groups
+//! each sum one kernel's R rows. The R parallel branches are one chain.
 
 use crate::layer::{Activation, Layer, Padding, Stage, StageKind};
 use crate::weights::{StageWeights, Weights};
@@ -46,6 +51,68 @@ pub fn rank1_factors(k: &[f32], kh: usize, kw: usize) -> Option<(Vec<f32>, Vec<f
     exact.then_some((col, row))
 }
 
+/// How [`separate`] rewrites stages whose kernels factor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Separation {
+    /// Every stage runs whole.
+    Off,
+    /// Kernels of rank 1 (to f32 rounding) run as `Khx1` then `1xKw`.
+    #[default]
+    Exact,
+    /// Every candidate kernel is replaced by its best approximation of at
+    /// most this rank (fewer where the kernels have lower rank): not the
+    /// same function, the note says how far from it.
+    Rank(usize),
+}
+
+/// Singular pairs of the row-major `kh x kw` matrix `a`, largest first:
+/// `(a v, v)` for each right singular vector `v`, so that `a` is the sum of
+/// the outer products and the first R of them are its best rank-R
+/// approximation. One-sided Jacobi (Hestenes) in f64: kernels are small,
+/// and it is accurate for the small singular values too.
+pub fn singular_pairs(a: &[f32], kh: usize, kw: usize) -> Vec<(Vec<f64>, Vec<f64>)> {
+    assert_eq!(a.len(), kh * kw, "kernel of {kh}x{kw}");
+    let mut cols: Vec<Vec<f64>> = (0..kw)
+        .map(|j| (0..kh).map(|i| a[i * kw + j] as f64).collect())
+        .collect();
+    let mut v: Vec<Vec<f64>> = (0..kw)
+        .map(|j| (0..kw).map(|i| f64::from(u8::from(i == j))).collect())
+        .collect();
+    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>();
+    // Each sweep rotates every pair of columns orthogonal; a few sweeps
+    // converge quadratically (the bound only stops a pathological input).
+    for _ in 0..64 {
+        let mut rotated = false;
+        for p in 0..kw {
+            for q in p + 1..kw {
+                let (alpha, beta) = (dot(&cols[p], &cols[p]), dot(&cols[q], &cols[q]));
+                let gamma = dot(&cols[p], &cols[q]);
+                if gamma == 0.0 || gamma.abs() <= 1e-15 * (alpha * beta).sqrt() {
+                    continue;
+                }
+                rotated = true;
+                let zeta = (beta - alpha) / (2.0 * gamma);
+                let t = zeta.signum() / (zeta.abs() + (1.0 + zeta * zeta).sqrt());
+                let c = 1.0 / (1.0 + t * t).sqrt();
+                let s = c * t;
+                for m in [&mut cols, &mut v] {
+                    let (lo, hi) = m.split_at_mut(q);
+                    for (x, y) in lo[p].iter_mut().zip(hi[0].iter_mut()) {
+                        (*x, *y) = (c * *x - s * *y, s * *x + c * *y);
+                    }
+                }
+            }
+        }
+        if !rotated {
+            break;
+        }
+    }
+    let mut pairs: Vec<(Vec<f64>, Vec<f64>)> = cols.into_iter().zip(v).collect();
+    let norm = |c: &[f64]| dot(c, c);
+    pairs.sort_by(|a, b| norm(&b.0).total_cmp(&norm(&a.0)));
+    pairs
+}
+
 /// What [`separate`] did to one stage that could have been separated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
@@ -74,20 +141,22 @@ impl Separated {
 /// Whether [`separate`] would split any stage of `layer`: what a compile
 /// asks first, so that a layer with nothing to split costs no copy of its
 /// weights (megabytes for large pointwise stages).
-pub fn splits_any(layer: &Layer, weights: &Weights) -> bool {
-    layer
-        .stages
-        .iter()
-        .zip(weights.stages())
-        .any(|(s, w)| is_candidate(s) && matches!(split(s, w), Split::Done(..)))
+pub fn splits_any(layer: &Layer, weights: &Weights, how: Separation) -> bool {
+    how != Separation::Off
+        && layer
+            .stages
+            .iter()
+            .zip(weights.stages())
+            .any(|(s, w)| is_candidate(s) && matches!(split(s, w, how), Split::Done(..)))
 }
 
 /// Splits every stage of `layer` whose kernels `weights` shows to have rank 1
-/// (see the module's documentation), where that saves multiply-accumulates.
-/// The result computes what `layer` does, up to f32 rounding; its stages
-/// are named `S.col` and `S.row` as those of `separable spatial` are.
-pub fn separate(layer: &Layer, weights: &Weights) -> Separated {
-    if !layer.stages.iter().any(is_candidate) {
+/// (see the module's documentation), or, with [`Separation::Rank`], every
+/// candidate stage, where that saves multiply-accumulates. With exact
+/// factors the result computes what `layer` does, up to f32 rounding; its
+/// stages are named `S.col` and `S.row` as those of `separable spatial` are.
+pub fn separate(layer: &Layer, weights: &Weights, how: Separation) -> Separated {
+    if how == Separation::Off || !layer.stages.iter().any(is_candidate) {
         return Separated {
             layer: layer.clone(),
             weights: weights.clone(),
@@ -98,7 +167,7 @@ pub fn separate(layer: &Layer, weights: &Weights) -> Separated {
     let mut arrays = Vec::with_capacity(layer.stages.len());
     let mut notes = Vec::new();
     for (s, w) in layer.stages.iter().zip(weights.stages()) {
-        match split(s, w) {
+        match split(s, w, how) {
             Split::NotCandidate => {
                 stages.push(s.clone());
                 arrays.push(w.clone());
@@ -157,45 +226,64 @@ enum Split {
     Done(Box<[(Stage, StageWeights); 2]>, String),
 }
 
-fn split(s: &Stage, w: &StageWeights) -> Split {
+fn split(s: &Stage, w: &StageWeights, how: Separation) -> Split {
     let [kh, kw] = s.kernel;
-    let (kernels, first_kind, what) = match s.kind {
-        StageKind::Depthwise { multiplier } => (
-            s.input.c * multiplier,
-            StageKind::Depthwise { multiplier },
-            "channel",
-        ),
-        // One input channel: one group.
-        StageKind::Conv { cout, .. } if s.input.c == 1 => {
-            (cout, StageKind::Conv { cout, groups: 1 }, "output")
-        }
+    // One kernel per output channel (of one input channel each): n of them.
+    let (n, what) = match s.kind {
+        StageKind::Depthwise { multiplier } => (s.input.c * multiplier, "channel"),
+        StageKind::Conv { cout, .. } if s.input.c == 1 => (cout, "output"),
         _ => return Split::NotCandidate,
     };
     if !is_candidate(s) {
         return Split::NotCandidate;
     }
     // Both layouts are [Kh][Kw][n] with n = C*M (output c*M + m) or Co.
-    let n = kernels;
-    let mut cols = vec![0f32; kh * n];
-    let mut rows = vec![0f32; kw * n];
-    let mut kernel = vec![0f32; kh * kw];
-    for o in 0..n {
-        for (t, v) in kernel.iter_mut().enumerate() {
-            *v = w.weight[t * n + o];
+    let kernel = |o: usize| -> Vec<f32> { (0..kh * kw).map(|t| w.weight[t * n + o]).collect() };
+    let exact: Option<Vec<_>> = (0..n).map(|o| rank1_factors(&kernel(o), kh, kw)).collect();
+    // factors[o][r]: kernel o's r-th column and row factors.
+    let (factors, error) = match (exact, how) {
+        (Some(f), _) => (f.into_iter().map(|cr| vec![cr]).collect::<Vec<_>>(), None),
+        (None, Separation::Rank(rank)) => {
+            let (f, e) = best_rank(&kernel, n, kh, kw, rank.max(1));
+            (f, Some(e))
         }
-        let Some((col, row)) = rank1_factors(&kernel, kh, kw) else {
+        (None, _) => {
+            let o = (0..n)
+                .find(|&o| rank1_factors(&kernel(o), kh, kw).is_none())
+                .unwrap_or(0);
             return Split::Kept(format!(
                 "{what} {o}'s {kh}x{kw} kernel has rank above 1: run whole"
             ));
-        };
-        for i in 0..kh {
-            cols[i * n + o] = col[i];
         }
-        for j in 0..kw {
-            rows[j * n + o] = row[j];
+    };
+    let r = factors.iter().map(Vec::len).max().unwrap_or(1);
+    // The first stage's output channel o*r + k is kernel o's k-th column
+    // filter (for r = 1, o itself): a multiplier r times the stage's, or r
+    // times its outputs.
+    let first_kind = match s.kind {
+        StageKind::Depthwise { multiplier } => StageKind::Depthwise {
+            multiplier: multiplier * r,
+        },
+        _ => StageKind::Conv {
+            cout: n * r,
+            groups: 1,
+        },
+    };
+    let mut cols = vec![0f32; kh * n * r];
+    let mut rows = vec![0f32; kw * r * n];
+    for (o, f) in factors.iter().enumerate() {
+        for (k, (col, row)) in f.iter().enumerate() {
+            for i in 0..kh {
+                cols[i * n * r + o * r + k] = col[i];
+            }
+            // Depthwise [1][Kw][n] (r = 1), or grouped [1][Kw][r][n]:
+            // group o reads channels o*r..o*r + r.
+            for j in 0..kw {
+                rows[(j * r + k) * n + o] = row[j];
+            }
         }
     }
-    let mid = crate::layer::Shape::new(s.output.h, s.input.w, n);
+    let mid = crate::layer::Shape::new(s.output.h, s.input.w, n * r);
     let p = s.padding;
     let first = Stage {
         name: format!("{}.col", s.name),
@@ -217,7 +305,11 @@ fn split(s: &Stage, w: &StageWeights) -> Split {
     };
     let second = Stage {
         name: format!("{}.row", s.name),
-        kind: StageKind::Depthwise { multiplier: 1 },
+        kind: if r == 1 {
+            StageKind::Depthwise { multiplier: 1 }
+        } else {
+            StageKind::Conv { cout: n, groups: n }
+        },
         input: mid,
         output: s.output,
         kernel: [1, kw],
@@ -232,18 +324,33 @@ fn split(s: &Stage, w: &StageWeights) -> Split {
         ..s.clone()
     };
     let (before, after) = (s.macs(), first.macs() + second.macs());
-    let per_out = |m: u64| m as f64 / (s.output.len() as f64);
+    let per_out = |m: u64| fmt_per(m as f64 / (s.output.len() as f64));
+    let (from, to) = (per_out(before), per_out(after));
+    let (has, run) = match &error {
+        None => ("has rank 1".to_string(), format!("{kh}x1 then 1x{kw}")),
+        Some(e) => (
+            if e.exact {
+                format!("has rank at most {r}")
+            } else {
+                format!("approximated at rank {r}")
+            },
+            if r == 1 {
+                format!("{kh}x1 then 1x{kw}")
+            } else {
+                format!("{r} {kh}x1 then {r} 1x{kw} summed")
+            },
+        ),
+    };
     if after >= before {
         return Split::Kept(format!(
-            "every {what}'s {kh}x{kw} kernel has rank 1, but {kh}x1 then 1x{kw} would not save work ({} -> {} MACs per output): run whole",
-            fmt_per(per_out(before)),
-            fmt_per(per_out(after)),
+            "every {what}'s {kh}x{kw} kernel {has}, but {run} would not save work ({from} -> {to} MACs per output): run whole"
         ));
     }
+    let err = error.map_or(String::new(), |e| {
+        format!("; relative error {:.1e} on the weights", e.relative)
+    });
     let text = format!(
-        "every {what}'s {kh}x{kw} kernel has rank 1: run as {kh}x1 then 1x{kw} ({} -> {} MACs per output)",
-        fmt_per(per_out(before)),
-        fmt_per(per_out(after)),
+        "every {what}'s {kh}x{kw} kernel {has}: run as {run} ({from} -> {to} MACs per output{err})"
     );
     let parts = [
         (
@@ -262,6 +369,74 @@ fn split(s: &Stage, w: &StageWeights) -> Split {
         ),
     ];
     Split::Done(Box::new(parts), text)
+}
+
+/// How far a rank-R approximation is from the weights.
+struct ApproxError {
+    /// Frobenius norm of the difference over all kernels, relative to theirs.
+    relative: f64,
+    /// Every kernel has rank at most R (to f32 rounding): the difference is
+    /// rounding only.
+    exact: bool,
+}
+
+/// Each of the `n` kernels' best approximation of rank at most `rank`, all
+/// of the same rank (the highest any kernel needs, up to `rank`): per kernel,
+/// `r` pairs of column (`kh`) and row (`kw`) factors.
+#[allow(clippy::type_complexity)]
+fn best_rank(
+    kernel: &dyn Fn(usize) -> Vec<f32>,
+    n: usize,
+    kh: usize,
+    kw: usize,
+    rank: usize,
+) -> (Vec<Vec<(Vec<f32>, Vec<f32>)>>, ApproxError) {
+    let pairs: Vec<_> = (0..n).map(|o| singular_pairs(&kernel(o), kh, kw)).collect();
+    // A kernel read from f32 has singular values of its rounding, about
+    // eps of its norm: those beyond it are its rank.
+    let sigma = |c: &[f64]| c.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let needed = |p: &[(Vec<f64>, Vec<f64>)]| {
+        let norm = p.iter().map(|(c, _)| sigma(c).powi(2)).sum::<f64>().sqrt();
+        let tol = ULPS as f64 * f32::EPSILON as f64 * norm;
+        p.iter().filter(|(c, _)| sigma(c) > tol).count()
+    };
+    let full = pairs.iter().map(|p| needed(p)).max().unwrap_or(0);
+    let r = rank.min(full).max(1);
+    let (mut diff, mut total) = (0f64, 0f64);
+    let factors = pairs
+        .iter()
+        .enumerate()
+        .map(|(o, p)| {
+            let f: Vec<(Vec<f32>, Vec<f32>)> = p[..r]
+                .iter()
+                .map(|(c, v)| {
+                    let c = c.iter().map(|&x| x as f32).collect();
+                    let v = v.iter().map(|&x| x as f32).collect();
+                    (c, v)
+                })
+                .collect();
+            // Measured on the f32 factors the kernel will run with.
+            for (t, &x) in kernel(o).iter().enumerate() {
+                let (i, j) = (t / kw, t % kw);
+                let y: f64 = f.iter().map(|(c, v)| c[i] as f64 * v[j] as f64).sum();
+                diff += (y - x as f64).powi(2);
+                total += (x as f64).powi(2);
+            }
+            f
+        })
+        .collect();
+    let relative = if total > 0.0 {
+        (diff / total).sqrt()
+    } else {
+        0.0
+    };
+    (
+        factors,
+        ApproxError {
+            relative,
+            exact: r >= full,
+        },
+    )
 }
 
 /// `10`, or `7.5` when not whole.
@@ -341,7 +516,7 @@ mod tests {
             }],
         )
         .unwrap();
-        let s = separate(&l, &weights);
+        let s = separate(&l, &weights, Separation::Exact);
         assert!(s.changed());
         crate::check_layer(&s.layer).unwrap();
         let [a, b] = &s.layer.stages[..] else {
@@ -383,7 +558,7 @@ mod tests {
             }],
         )
         .unwrap();
-        let s = separate(&l, &weights);
+        let s = separate(&l, &weights, Separation::Exact);
         assert_eq!(
             s.notes[0].text,
             "every output's 3x3 kernel has rank 1: run as 3x1 then 1x3 (9 -> 6 MACs per output)"
@@ -409,7 +584,7 @@ mod tests {
             }],
         )
         .unwrap();
-        let s = separate(&l, &weights);
+        let s = separate(&l, &weights, Separation::Exact);
         assert!(!s.changed());
         assert_eq!(s.layer, l);
         assert_eq!(
@@ -430,11 +605,186 @@ mod tests {
             }],
         )
         .unwrap();
-        let s = separate(&l, &weights);
+        let s = separate(&l, &weights, Separation::Exact);
         assert!(!s.changed() && s.notes[0].text.contains("would not save work"));
         let l =
             layer("layer s { input 9x9x2\n c: conv 3x3 -> 2\n p: pointwise 3\n k: conv 1x5 -> 1 }");
-        let s = separate(&l, &Weights::random(&l, 1));
+        let s = separate(&l, &Weights::random(&l, 1), Separation::Exact);
+        assert!(s.notes.is_empty() && s.layer == l);
+    }
+
+    /// `sum_k c_k (x) r_k`, a kernel of rank (at most) the number of pairs.
+    fn sum_outer(pairs: &[(Vec<f32>, Vec<f32>)]) -> Vec<f32> {
+        let mut k = outer(&pairs[0].0, &pairs[0].1);
+        for (c, r) in &pairs[1..] {
+            for (a, b) in k.iter_mut().zip(outer(c, r)) {
+                *a += b;
+            }
+        }
+        k
+    }
+
+    #[test]
+    fn singular_pairs_rebuild_the_kernel_largest_first() {
+        let mut rng = Rng::new(3);
+        for (kh, kw) in [(3, 3), (5, 2), (2, 7), (9, 9)] {
+            let k = rng.vec(kh * kw, 1.0);
+            let p = singular_pairs(&k, kh, kw);
+            let sigma: Vec<f64> = p
+                .iter()
+                .map(|(c, _)| c.iter().map(|x| x * x).sum::<f64>().sqrt())
+                .collect();
+            assert!(sigma.windows(2).all(|w| w[0] >= w[1]), "{sigma:?}");
+            for (t, &x) in k.iter().enumerate() {
+                let y: f64 = p.iter().map(|(c, v)| c[t / kw] * v[t % kw]).sum();
+                assert!((y - x as f64).abs() < 1e-12, "{kh}x{kw}: {y} vs {x}");
+            }
+            // The right singular vectors are orthonormal.
+            for (a, (_, u)) in p.iter().enumerate() {
+                for (_, v) in &p[a..] {
+                    let d: f64 = u.iter().zip(v).map(|(x, y)| x * y).sum();
+                    assert!((d - f64::from(u8::from(std::ptr::eq(u, v)))).abs() < 1e-12);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rank_r_runs_r_column_filters_then_a_grouped_row_conv() {
+        let l = layer(
+            "layer d { input 12x11x3\n dw: depthwise 7x5, multiplier 2, stride 2x1, pad same, bias, relu6 }",
+        );
+        let mut rng = Rng::new(9);
+        // Every kernel of rank 2 exactly.
+        let n = 6;
+        let mut w = vec![0f32; 7 * 5 * n];
+        for o in 0..n {
+            let pairs = [
+                (rng.vec(7, 1.0), rng.vec(5, 1.0)),
+                (rng.vec(7, 1.0), rng.vec(5, 1.0)),
+            ];
+            for (t, x) in sum_outer(&pairs).into_iter().enumerate() {
+                w[t * n + o] = x;
+            }
+        }
+        let weights = Weights::new(
+            &l,
+            vec![StageWeights {
+                weight: w,
+                bias: Some(rng.vec(n, 1.0)),
+            }],
+        )
+        .unwrap();
+        assert!(!separate(&l, &weights, Separation::Exact).changed());
+        let x = rng.vec(l.input.len(), 1.0);
+        let want = interpret(&l, &weights, &x, 1).unwrap();
+        for rank in [2, 3] {
+            let s = separate(&l, &weights, Separation::Rank(rank));
+            crate::check_layer(&s.layer).unwrap();
+            let [a, b] = &s.layer.stages[..] else {
+                panic!("two stages")
+            };
+            assert_eq!(a.kind, StageKind::Depthwise { multiplier: 4 });
+            assert_eq!(b.kind, StageKind::Conv { cout: 6, groups: 6 });
+            assert!(
+                s.notes[0].text.starts_with(
+                    "every channel's 7x5 kernel has rank at most 2: run as 2 7x1 then 2 1x5 summed (35 -> "
+                ),
+                "{}",
+                s.notes[0].text
+            );
+            let got = interpret(&s.layer, &s.weights, &x, 1).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
+            }
+        }
+        // Rank 1 of a rank-2 kernel: an approximation, and says how far.
+        let s = separate(&l, &weights, Separation::Rank(1));
+        assert_eq!(
+            s.layer.stages[1].kind,
+            StageKind::Depthwise { multiplier: 1 }
+        );
+        let text = &s.notes[0].text;
+        assert!(
+            text.contains("approximated at rank 1: run as 7x1 then 1x5"),
+            "{text}"
+        );
+        let e: f64 = text
+            .rsplit("relative error ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(e > 1e-2 && e < 1.0, "{text}");
+    }
+
+    #[test]
+    fn rank_r_of_a_filter_bank_matches_its_truncated_svd() {
+        // Sobel and the Laplacian on one channel: rank 1 and rank 2.
+        let l = layer("layer s { input 9x8x1\n f: conv 3x3 -> 2, pad same }");
+        let kx = outer(&[1.0, 2.0, 1.0], &[-1.0, 0.0, 1.0]);
+        let lap = [0.0, 1.0, 0.0, 1.0, -4.0, 1.0, 0.0, 1.0, 0.0];
+        let w: Vec<f32> = (0..9).flat_map(|t| [kx[t], lap[t]]).collect();
+        let weights = Weights::new(
+            &l,
+            vec![StageWeights {
+                weight: w,
+                bias: None,
+            }],
+        )
+        .unwrap();
+        // Rank 2 of a 3x3: 12 MACs for 9, no gain.
+        let s = separate(&l, &weights, Separation::Rank(2));
+        assert!(!s.changed());
+        assert!(
+            s.notes[0]
+                .text
+                .contains("would not save work (9 -> 12 MACs"),
+            "{}",
+            s.notes[0].text
+        );
+        // A 9x9 Laplacian of Gaussian-like bank: rank 2 saves, and is exact.
+        let l = layer("layer s { input 20x19x1\n f: conv 9x9 -> 2, pad same, bias }");
+        let g: Vec<f32> = (0..9)
+            .map(|i| (-((i as f32 - 4.0).powi(2)) / 8.0).exp())
+            .collect();
+        let d: Vec<f32> = (0..9).map(|i| (i as f32 - 4.0) * g[i]).collect();
+        let k0 = sum_outer(&[(g.clone(), d.clone()), (d.clone(), g.clone())]);
+        let k1 = sum_outer(&[(d.clone(), g.clone())]);
+        let w: Vec<f32> = (0..81).flat_map(|t| [k0[t], k1[t]]).collect();
+        let weights = Weights::new(
+            &l,
+            vec![StageWeights {
+                weight: w,
+                bias: Some(vec![0.5, -0.25]),
+            }],
+        )
+        .unwrap();
+        let s = separate(&l, &weights, Separation::Rank(4));
+        assert_eq!(
+            s.layer.stages[0].kind,
+            StageKind::Conv { cout: 4, groups: 1 }
+        );
+        assert_eq!(
+            s.layer.stages[1].kind,
+            StageKind::Conv { cout: 2, groups: 2 }
+        );
+        assert!(
+            s.notes[0].text.contains("has rank at most 2"),
+            "{}",
+            s.notes[0].text
+        );
+        let x = Rng::new(4).vec(l.input.len(), 1.0);
+        let want = interpret(&l, &weights, &x, 1).unwrap();
+        let got = interpret(&s.layer, &s.weights, &x, 1).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+        }
+        // Off: nothing looked at.
+        let s = separate(&l, &weights, Separation::Off);
         assert!(s.notes.is_empty() && s.layer == l);
     }
 }

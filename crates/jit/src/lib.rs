@@ -27,7 +27,7 @@ pub mod testing;
 
 pub use convjit_plan::{backend, layer_plan, plan, program, rows};
 
-use convjit_ir::{DataError, Layer, Stage, Weights};
+use convjit_ir::{DataError, Layer, Separation, Stage, Weights};
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{AbiParam, Signature, UserFuncName};
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -385,7 +385,8 @@ impl Kernel {
 
     /// Compile with planner overrides (no fusion, threads, band height).
     /// Unless `options.separate` is off, stages whose kernels `weights`
-    /// shows to have rank 1 are first split in two (`convjit_ir::separate`):
+    /// shows to have rank 1 (or, with `Separation::Rank`, every candidate
+    /// stage) are first split in two (`convjit_ir::separate`):
     /// [`Kernel::layer`] is then the rewritten layer.
     pub fn compile_with(
         layer: &Layer,
@@ -400,8 +401,8 @@ impl Kernel {
         // rewritten layer, cached by its stages. Looking at the weights is
         // work of this kernel's, timed with packing them.
         let seen = Instant::now();
-        let separated = (options.separate && convjit_ir::separate::splits_any(layer, weights))
-            .then(|| convjit_ir::separate(layer, weights));
+        let separated = convjit_ir::separate::splits_any(layer, weights, options.separate)
+            .then(|| convjit_ir::separate(layer, weights, options.separate));
         let (layer, weights) = match &separated {
             Some(s) if s.changed() => (&s.layer, &s.weights),
             _ => (layer, weights),
@@ -418,7 +419,7 @@ impl Kernel {
         let key = Key {
             stages: layer.stages.iter().map(StageShape::of).collect(),
             options: Options {
-                separate: true,
+                separate: Separation::Exact,
                 ..options.clone()
             },
         };

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{check_with, input, layer};
-use convjit_ir::{Layer, Rng, StageKind, StageWeights, Weights};
+use convjit_ir::{Layer, Rng, Separation, StageKind, StageWeights, Weights};
 use convjit_jit::{Backend, Kernel, Options};
 use proptest::prelude::*;
 
@@ -68,16 +68,23 @@ fn case() -> impl Strategy<Value = Case> {
 /// Weights whose every kernel is an outer product of random factors
 /// (`noise` > 0: one tap of each kernel then off by that much of its largest).
 fn rank1_weights(l: &Layer, seed: u64, noise: f32) -> Weights {
+    rank_weights(l, seed, noise, 1)
+}
+
+/// Weights whose every kernel is a sum of `rank` outer products.
+fn rank_weights(l: &Layer, seed: u64, noise: f32, rank: usize) -> Weights {
     let s = &l.stages[0];
     let [kh, kw] = s.kernel;
     let n = s.output.c;
     let mut rng = Rng::new(seed);
-    let (cols, rows) = (rng.vec(kh * n, 1.0), rng.vec(kw * n, 1.0));
     let mut w = vec![0f32; kh * kw * n];
-    for i in 0..kh {
-        for j in 0..kw {
-            for o in 0..n {
-                w[(i * kw + j) * n + o] = cols[i * n + o] * rows[j * n + o];
+    for _ in 0..rank {
+        let (cols, rows) = (rng.vec(kh * n, 1.0), rng.vec(kw * n, 1.0));
+        for i in 0..kh {
+            for j in 0..kw {
+                for o in 0..n {
+                    w[(i * kw + j) * n + o] += cols[i * n + o] * rows[j * n + o];
+                }
             }
         }
     }
@@ -139,9 +146,30 @@ proptest! {
             }
         }
         // Turned off, the layer runs whole.
-        let off = Options { separate: false, ..Options::default() };
+        let off = Options { separate: Separation::Off, ..Options::default() };
         let whole = Kernel::compile_with(&l, &w, &off).unwrap();
         prop_assert_eq!(whole.layer(), &l);
+    }
+
+    #[test]
+    fn rank_r_kernels_run_as_r_branches_and_match(c in case(), rank in 2usize..4) {
+        let parsed = convjit_ir::compile_source(&c.src);
+        prop_assume!(parsed.is_ok());
+        let l = parsed.unwrap().remove(0);
+        let w = rank_weights(&l, c.seed, 0.0, rank);
+        let x = input(&l, 2, c.seed ^ 3);
+        for o in options() {
+            let o = Options { separate: Separation::Rank(rank), ..o };
+            let k = Kernel::compile_with(&l, &w, &o).unwrap();
+            if let [_, b] = &k.layer().stages[..] {
+                // Kernels of rank r < R (small kernels) take r; rank 1 a depthwise.
+                prop_assert!(matches!(b.kind, StageKind::Conv { groups, .. } if groups == l.stages[0].output.c)
+                    || b.kind == StageKind::Depthwise { multiplier: 1 }, "{:?}", b.kind);
+            }
+            if let Err(e) = check_with(&l, &w, &x, 2, &o) {
+                panic!("{} at rank {rank}\n{e}", c.src);
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use crate::backend::Backend;
 use crate::plan::Target;
 use crate::rows;
-use convjit_ir::{Layer, Stage};
+use convjit_ir::{Layer, Separation, Stage};
 
 /// What the cost model knows of the machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -98,9 +98,10 @@ pub struct Options {
     /// The code generator (`Auto`: the widest the host runs).
     pub backend: Backend,
     /// With weights known at compile time, run a stage whose kernels all
-    /// have rank 1 as a `Khx1` then a `1xKw` stage
-    /// (`convjit_ir::separate`; a rewrite of the layer before planning).
-    pub separate: bool,
+    /// have rank 1 (or, asked for, their best rank-R approximations) as a
+    /// `Khx1` then a `1xKw` stage (`convjit_ir::separate`; a rewrite of the
+    /// layer before planning).
+    pub separate: Separation,
 }
 
 impl Default for Options {
@@ -111,7 +112,7 @@ impl Default for Options {
             band_rows: None,
             min_thread_macs: MIN_MACS_PER_THREAD,
             backend: Backend::Auto,
-            separate: true,
+            separate: Separation::Exact,
         }
     }
 }
