@@ -1320,3 +1320,30 @@ fn verify_checks_a_built_object() {
         stderr(&o)
     );
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // The reader is gone before convjit writes (`plan ... | head -0`):
+    // killed by SIGPIPE or, if the pipe took it all first, success; never
+    // a panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_convjit"))
+        .args(["plan", "examples/mobilenet_v2.conv"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            // 13: SIGPIPE on every Unix.
+            o.status.success() || o.status.signal() == Some(13),
+            "{:?}",
+            o.status
+        );
+    }
+}
