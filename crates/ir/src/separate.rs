@@ -65,26 +65,38 @@ pub enum Separation {
     Rank(usize),
 }
 
-/// Singular pairs of the row-major `kh x kw` matrix `a`, largest first:
-/// `(a v, v)` for each right singular vector `v`, so that `a` is the sum of
-/// the outer products and the first R of them are its best rank-R
-/// approximation. One-sided Jacobi (Hestenes) in f64: kernels are small,
-/// and it is accurate for the small singular values too.
+/// The singular value decomposition of the row-major `kh x kw` matrix `a`
+/// as outer products, largest first: `(col, row)` pairs (`kh` and `kw`
+/// long) whose products sum to `a`, the first R of them its best rank-R
+/// approximation. One-sided Jacobi (Hestenes) in f64 over the shorter
+/// side: kernels are small, and it is accurate for small singular values
+/// too. Work: about `10 * min^2 * max` multiply-adds per sweep
+/// ([`SVD_BUDGET`] bounds what `separate` asks for).
 pub fn singular_pairs(a: &[f32], kh: usize, kw: usize) -> Vec<(Vec<f64>, Vec<f64>)> {
     assert_eq!(a.len(), kh * kw, "kernel of {kh}x{kw}");
-    let mut cols: Vec<Vec<f64>> = (0..kw)
-        .map(|j| (0..kh).map(|i| a[i * kw + j] as f64).collect())
+    // Orthogonalize the columns of `m` (`long` x `short`, as columns):
+    // m v = u sigma, so m = sum of (m v_j) (x) v_j.
+    let (short, long) = (kh.min(kw), kh.max(kw));
+    let at = |i: usize, j: usize| {
+        if kw <= kh {
+            a[i * kw + j]
+        } else {
+            a[j * kw + i]
+        }
+    };
+    let mut cols: Vec<Vec<f64>> = (0..short)
+        .map(|j| (0..long).map(|i| at(i, j) as f64).collect())
         .collect();
-    let mut v: Vec<Vec<f64>> = (0..kw)
-        .map(|j| (0..kw).map(|i| f64::from(u8::from(i == j))).collect())
+    let mut v: Vec<Vec<f64>> = (0..short)
+        .map(|j| (0..short).map(|i| f64::from(u8::from(i == j))).collect())
         .collect();
     let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>();
     // Each sweep rotates every pair of columns orthogonal; a few sweeps
     // converge quadratically (the bound only stops a pathological input).
-    for _ in 0..64 {
+    for _ in 0..SWEEPS {
         let mut rotated = false;
-        for p in 0..kw {
-            for q in p + 1..kw {
+        for p in 0..short {
+            for q in p + 1..short {
                 let (alpha, beta) = (dot(&cols[p], &cols[p]), dot(&cols[q], &cols[q]));
                 let gamma = dot(&cols[p], &cols[q]);
                 if gamma == 0.0 || gamma.abs() <= 1e-15 * (alpha * beta).sqrt() {
@@ -107,13 +119,25 @@ pub fn singular_pairs(a: &[f32], kh: usize, kw: usize) -> Vec<(Vec<f64>, Vec<f64
             break;
         }
     }
-    let mut pairs: Vec<(Vec<f64>, Vec<f64>)> = cols.into_iter().zip(v).collect();
-    let norm = |c: &[f64]| dot(c, c);
-    pairs.sort_by(|a, b| norm(&b.0).total_cmp(&norm(&a.0)));
+    let mut pairs: Vec<(Vec<f64>, Vec<f64>)> = cols
+        .into_iter()
+        .zip(v)
+        .map(|(mv, v)| if kw <= kh { (mv, v) } else { (v, mv) })
+        .collect();
+    let size = |p: &(Vec<f64>, Vec<f64>)| dot(&p.0, &p.0) * dot(&p.1, &p.1);
+    pairs.sort_by(|a, b| size(b).total_cmp(&size(a)));
     pairs
 }
 
-/// What [`separate`] did to one stage that could have been separated.
+/// Jacobi sweeps at the most (a handful is usual).
+const SWEEPS: usize = 30;
+
+/// Multiply-adds the SVDs of one stage may take (about a second): beyond
+/// it (kernels of hundreds of taps a side, times many channels) the stage
+/// runs whole rather than hold up the compile.
+pub const SVD_BUDGET: f64 = 2e9;
+
+/// What [`separate`] did to one stage/// What [`separate`] did to one stage that could have been separated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
     /// The stage's name in the original layer.
@@ -244,6 +268,13 @@ fn split(s: &Stage, w: &StageWeights, how: Separation) -> Split {
     let (factors, error) = match (exact, how) {
         (Some(f), _) => (f.into_iter().map(|cr| vec![cr]).collect::<Vec<_>>(), None),
         (None, Separation::Rank(rank)) => {
+            let (short, long) = (kh.min(kw) as f64, kh.max(kw) as f64);
+            let work = n as f64 * 10.0 * short * short * long * 8.0;
+            if work > SVD_BUDGET {
+                return Split::Kept(format!(
+                    "{n} {kh}x{kw} kernels are too large to approximate at compile time: run whole"
+                ));
+            }
             let (f, e) = best_rank(&kernel, n, kh, kw, rank.max(1));
             (f, Some(e))
         }
@@ -394,11 +425,12 @@ fn best_rank(
     let pairs: Vec<_> = (0..n).map(|o| singular_pairs(&kernel(o), kh, kw)).collect();
     // A kernel read from f32 has singular values of its rounding, about
     // eps of its norm: those beyond it are its rank.
-    let sigma = |c: &[f64]| c.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let norm = |c: &[f64]| c.iter().map(|x| x * x).sum::<f64>().sqrt();
     let needed = |p: &[(Vec<f64>, Vec<f64>)]| {
-        let norm = p.iter().map(|(c, _)| sigma(c).powi(2)).sum::<f64>().sqrt();
-        let tol = ULPS as f64 * f32::EPSILON as f64 * norm;
-        p.iter().filter(|(c, _)| sigma(c) > tol).count()
+        let size: Vec<f64> = p.iter().map(|(c, r)| norm(c) * norm(r)).collect();
+        let tol =
+            ULPS as f64 * f32::EPSILON as f64 * size.iter().map(|s| s * s).sum::<f64>().sqrt();
+        size.iter().filter(|&&s| s > tol).count()
     };
     let full = pairs.iter().map(|p| needed(p)).max().unwrap_or(0);
     let r = rank.min(full).max(1);
@@ -627,26 +659,38 @@ mod tests {
     #[test]
     fn singular_pairs_rebuild_the_kernel_largest_first() {
         let mut rng = Rng::new(3);
-        for (kh, kw) in [(3, 3), (5, 2), (2, 7), (9, 9)] {
+        let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>();
+        for (kh, kw) in [(3, 3), (5, 2), (2, 7), (9, 9), (1, 4)] {
             let k = rng.vec(kh * kw, 1.0);
             let p = singular_pairs(&k, kh, kw);
+            assert_eq!(p.len(), kh.min(kw));
             let sigma: Vec<f64> = p
                 .iter()
-                .map(|(c, _)| c.iter().map(|x| x * x).sum::<f64>().sqrt())
+                .map(|(c, r)| (dot(c, c) * dot(r, r)).sqrt())
                 .collect();
             assert!(sigma.windows(2).all(|w| w[0] >= w[1]), "{sigma:?}");
             for (t, &x) in k.iter().enumerate() {
                 let y: f64 = p.iter().map(|(c, v)| c[t / kw] * v[t % kw]).sum();
                 assert!((y - x as f64).abs() < 1e-12, "{kh}x{kw}: {y} vs {x}");
             }
-            // The right singular vectors are orthonormal.
-            for (a, (_, u)) in p.iter().enumerate() {
-                for (_, v) in &p[a..] {
-                    let d: f64 = u.iter().zip(v).map(|(x, y)| x * y).sum();
-                    assert!((d - f64::from(u8::from(std::ptr::eq(u, v)))).abs() < 1e-12);
+            // Both sides' factors are orthogonal.
+            for (a, (ca, ra)) in p.iter().enumerate() {
+                for (cb, rb) in &p[a + 1..] {
+                    assert!(dot(ca, cb).abs() < 1e-12 && dot(ra, rb).abs() < 1e-12);
                 }
             }
         }
+    }
+
+    #[test]
+    fn kernels_too_large_to_decompose_run_whole() {
+        let l = layer("layer d { input 130x130x16\n dw: depthwise 128x128, pad same }");
+        let s = separate(&l, &Weights::random(&l, 1), Separation::Rank(2));
+        assert!(!s.changed());
+        assert_eq!(
+            s.notes[0].text,
+            "16 128x128 kernels are too large to approximate at compile time: run whole"
+        );
     }
 
     #[test]
