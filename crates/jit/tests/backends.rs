@@ -99,7 +99,7 @@ fn every_generator_matches_the_interpreter() {
                 let o = Options {
                     backend,
                     threads,
-                    min_thread_macs: 0,
+                    min_thread_cycles: 0,
                     ..Options::default()
                 };
                 for batch in [1, 2] {

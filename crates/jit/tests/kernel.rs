@@ -117,7 +117,7 @@ fn one_kernel_on_four_threads_matches_one_thread_bitwise() {
                 .collect();
             let options = convjit_jit::Options {
                 threads: 3,
-                min_thread_macs: 0,
+                min_thread_cycles: 0,
                 backend,
                 ..Default::default()
             };
@@ -306,7 +306,7 @@ fn a_panicking_thread_is_an_error_not_a_hang() {
                 backend,
                 fuse,
                 threads: 3,
-                min_thread_macs: 0,
+                min_thread_cycles: 0,
                 ..Default::default()
             };
             let k = std::sync::Arc::new(Kernel::compile_with(&l, &w, &options).unwrap());

@@ -26,7 +26,7 @@ fn check_everywhere(src: &str) {
                 fuse: Fusion::Always,
                 threads: 2,
                 band_rows: Some(1),
-                min_thread_macs: 0,
+                min_thread_cycles: 0,
                 ..Options::default()
             },
         ] {

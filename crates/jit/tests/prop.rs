@@ -19,7 +19,7 @@ fn options() -> impl Strategy<Value = Options> {
             threads,
             band_rows,
             // Small layers too: the threaded paths must be tested.
-            min_thread_macs: 0,
+            min_thread_cycles: 0,
             ..Options::default()
         })
 }
@@ -171,7 +171,7 @@ proptest! {
             let options = Options {
                 backend,
                 threads,
-                min_thread_macs: 0,
+                min_thread_cycles: 0,
                 ..Options::default()
             };
             match Kernel::compile_with(&l, &wt, &options) {

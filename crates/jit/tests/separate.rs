@@ -109,7 +109,7 @@ fn options() -> Vec<Options> {
             [1, 2].map(|threads| Options {
                 backend,
                 threads,
-                min_thread_macs: 0,
+                min_thread_cycles: 0,
                 ..Options::default()
             })
         })

@@ -80,9 +80,10 @@ pub enum Fusion {
     Never,
 }
 
-/// Multiply-accumulates each thread of a group needs at the least (about
-/// 50 us of work here, against thread start-up of tens of microseconds).
-pub const MIN_MACS_PER_THREAD: u64 = 1 << 21;
+/// Estimated cycles of work each thread of a group needs at the least
+/// (a few microseconds): the shared workers spin between runs (waking in
+/// well under a microsecond) and a barrier costs about one.
+pub const MIN_CYCLES_PER_THREAD: u64 = 10_000;
 
 /// Overrides for experiments; the defaults let the cost model decide.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -92,9 +93,10 @@ pub struct Options {
     pub threads: usize,
     /// Force the band height (output rows of a group's last stage).
     pub band_rows: Option<usize>,
-    /// Fewer threads than requested when a group has less work than this
-    /// per thread ([`MIN_MACS_PER_THREAD`]; 0 always uses them all).
-    pub min_thread_macs: u64,
+    /// Fewer threads than requested when a group has fewer estimated
+    /// cycles than this per thread ([`MIN_CYCLES_PER_THREAD`]; 0 always
+    /// uses them all).
+    pub min_thread_cycles: u64,
     /// The code generator (`Auto`: the widest the host runs).
     pub backend: Backend,
     /// With weights known at compile time, run a stage whose kernels all
@@ -110,7 +112,7 @@ impl Default for Options {
             fuse: Fusion::Auto,
             threads: 1,
             band_rows: None,
-            min_thread_macs: MIN_MACS_PER_THREAD,
+            min_thread_cycles: MIN_CYCLES_PER_THREAD,
             backend: Backend::Auto,
             separate: Separation::Exact,
         }
@@ -246,11 +248,13 @@ fn finish(
         }
         None => out_h,
     };
-    // Threads are started per run (tens of microseconds): each must get
-    // enough work to be worth it.
-    let macs: u64 = layer.stages[g.first..=g.last].iter().map(Stage::macs).sum();
-    let worth = macs
-        .checked_div(options.min_thread_macs)
+    // Each thread must get enough work to be worth its barrier: counted in
+    // the cost model's cycles, memory stalls included (a depthwise stage
+    // of few MACs may stream megabytes).
+    let target = Target::of(options.backend);
+    let cycles = group_cycles(layer, g.first, g.last, host, &target);
+    let worth = (cycles as u64)
+        .checked_div(options.min_thread_cycles)
         .map_or(usize::MAX, |n| n.max(1) as usize);
     g.threads = threads.min(out_h).min(worth);
     if g.threads > 1 {
@@ -258,9 +262,10 @@ fn finish(
     }
     if g.threads < threads.min(out_h) {
         why.push(format!(
-            "{} thread{} rather than {threads}: {macs} MACs per image is too little work to share",
+            "{} thread{} rather than {threads}: {:.0} estimated cycles per image is too little work to share",
             g.threads,
-            if g.threads == 1 { "" } else { "s" }
+            if g.threads == 1 { "" } else { "s" },
+            cycles
         ));
     }
     if !bands_ok(layer, &g) {

@@ -107,6 +107,9 @@ fn group(layer: &Layer, g: &Group, function: &mut impl FnMut(usize) -> usize) ->
             buffers: vec![],
         };
     }
+    if g.first == g.last && g.band_rows >= last.output.h && plan::is_flat(last) {
+        return flat_shares(last, g, function(g.last));
+    }
     let row = |k: usize| (stages[k].output.w * stages[k].output.c) as isize;
     let in_row = |k: usize| (stages[k].input.w * stages[k].input.c) as isize;
     let bands = chunks(last.output.h, g.band_rows, g.threads);
@@ -197,5 +200,75 @@ fn group(layer: &Layer, g: &Group, function: &mut impl FnMut(usize) -> usize) ->
             .enumerate()
             .map(|(j, &rows)| rows * row(g.first + j) as usize)
             .collect(),
+    }
+}
+
+/// A flat stage (`plan::is_flat`) alone on whole tensors: its threads
+/// share the pixels evenly, not whole rows (7 rows on 2 threads would be
+/// 4 against 3, and MobileNet's last pointwise stages are 7x7).
+fn flat_shares(stage: &Stage, g: &Group, f: usize) -> GroupProgram {
+    let (pixels, c) = (stage.output.h * stage.output.w, stage.output.c);
+    let threads = (0..g.threads)
+        .map(|t| {
+            let (p0, p1) = (pixels * t / g.threads, pixels * (t + 1) / g.threads);
+            vec![Step::Call {
+                f,
+                src: Loc::GroupIn(0),
+                dst: Loc::GroupOut((p0 * c) as isize),
+                residual: p0 * c,
+                row0: p0,
+                rows: p1 - p0,
+            }]
+        })
+        .collect();
+    GroupProgram {
+        last: g.last,
+        threads,
+        buffers: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer_plan::{plan_layer, Host, Options};
+
+    #[test]
+    fn a_flat_stage_shares_pixels_and_others_rows() {
+        let host = Host {
+            lanes: 4,
+            vector_registers: 16,
+            l1d_bytes: 32 << 10,
+            l2_bytes: 1 << 20,
+            cores: 2,
+        };
+        let options = Options {
+            threads: 2,
+            min_thread_cycles: 0,
+            ..Options::default()
+        };
+        let calls = |src: &str| {
+            let l = convjit_ir::compile_source(src).unwrap().remove(0);
+            let p = program(&l, &plan_layer(&l, &options, &host));
+            p.groups[0]
+                .threads
+                .iter()
+                .map(|steps| match steps[..] {
+                    [Step::Call {
+                        dst, row0, rows, ..
+                    }] => (dst, row0, rows),
+                    _ => panic!("one call per thread: {steps:?}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        // 49 pixels: 24 and 25, not rows 3 and 4.
+        assert_eq!(
+            calls("layer p { input 7x7x4\n p: pointwise 4, residual }"),
+            [(Loc::GroupOut(0), 0, 24), (Loc::GroupOut(24 * 4), 24, 25)]
+        );
+        assert_eq!(
+            calls("layer d { input 7x7x4\n d: depthwise 3x3, pad same }"),
+            [(Loc::GroupOut(0), 0, 3), (Loc::GroupOut(3 * 7 * 4), 3, 4)]
+        );
     }
 }
