@@ -156,11 +156,16 @@ fn reduction(stage: &Stage) -> usize {
 /// rows of 2 to 7 channels (an RGB image's filter, vectors along the
 /// row) go to AVX2 too: their taps shifted by C floats make a 512-bit
 /// load straddle two cache lines nearly always (1920x1080x3 5x5,
-/// separated: 5075 us AVX2 against 7535).
+/// separated: 5075 us AVX2 against 7535). Not a `Kx1` stage (a separated
+/// filter's column half): its taps are whole rows apart, each load as
+/// aligned as the row, and 512-bit code ran it faster (1920x1080x3,
+/// whole filter, tenth percentile of five runs each: 5x5 3.45 against
+/// 3.90 ms, 7x7 4.80 against 5.30, box 9x9 5.83 against 6.23).
 pub fn stage_target(stage: &Stage, target: &Target) -> Target {
     let grouped = stage.groups() > 1 && stage.output.c / stage.groups() <= Target::AVX2.lanes;
     let few_channels = matches!(stage.kind, StageKind::Depthwise { multiplier: 1 })
         && stage.stride[1] == 1
+        && stage.kernel[1] > 1
         && (2..Target::AVX2.lanes).contains(&stage.input.c);
     let narrow = grouped || few_channels;
     if target.backend == Backend::Avx512 && narrow {
