@@ -238,11 +238,15 @@ fn bench_layer(
 
     let options = options.clone();
     let kernel = Kernel::compile_with(layer, &weights, &options).map_err(convjit::Error::from)?;
-    let separation = if options.separate {
-        convjit::separate(layer, &weights).notes
-    } else {
-        Vec::new()
+    // What separating the rank-1 stages would give, and whether the cost
+    // model takes it (the planned kernel then runs the rewritten layer).
+    let weighed = convjit::separation(layer, &weights, &options);
+    let separation = match &weighed {
+        Some((s, _)) => s.notes.clone(),
+        None if options.separate => convjit::separate(layer, &weights).notes,
+        None => Vec::new(),
     };
+    let separation_cost = weighed.as_ref().map(|(_, c)| *c);
     let stats = kernel.compile_stats();
     // The same layer again (other weights, same code): a cache hit, which
     // looks the code up and packs the new weights.
@@ -317,6 +321,18 @@ fn bench_layer(
     for (name, o) in other_options {
         let k = Kernel::compile_with(layer, &weights, &o).map_err(convjit::Error::from)?;
         others.push((name, k, Aligned::zeros(output.len())));
+    }
+    if let Some((s, cost)) = &weighed {
+        if !cost.pays() {
+            // Where the cost model keeps the layer whole: what separating
+            // it anyway gives (its rewrite compiled as a layer of its own).
+            let o = convjit::Options {
+                separate: false,
+                ..options.clone()
+            };
+            let k = Kernel::compile_with(&s.layer, &s.weights, &o).map_err(convjit::Error::from)?;
+            others.push(("jit-separated".into(), k, Aligned::zeros(output.len())));
+        }
     }
     let mut notes = Vec::new();
     let mut baselines = Vec::new();
@@ -531,6 +547,11 @@ fn bench_layer(
             "separated": n.separated,
             "why": n.text,
         })).collect::<Vec<_>>(),
+        "separation_cost": separation_cost.map(|c| json!({
+            "whole_cycles": c.whole.round(),
+            "separated_cycles": c.separated.round(),
+            "separated": c.pays(),
+        })),
         "max_abs_diff_jit_vs_interp": max_diff,
         "results": results,
     }))
@@ -831,6 +852,18 @@ fn text(r: &serde_json::Value) -> String {
             n["stage"].as_str().unwrap_or(""),
             n["why"].as_str().unwrap_or("")
         );
+    }
+    if let Some(c) = r["separation_cost"].as_object() {
+        let get = |key: &str| c.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let cost = convjit::SeparationCost {
+            whole: get("whole_cycles"),
+            separated: get("separated_cycles"),
+        };
+        let runs = match cost.pays() {
+            true => "separated",
+            false => "whole (jit-separated: separated anyway)",
+        };
+        out += &format!("  separation: {cost}: runs {runs}\n");
     }
     if let Some(b) = r["backend"].as_str() {
         out += &format!("  jit's code generator: {b}\n");

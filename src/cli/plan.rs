@@ -24,23 +24,24 @@ pub fn plan(
     };
     for (i, l) in layers.iter().enumerate() {
         // With weights, what the JIT compiles: the layer with its rank-1
-        // stages separated (unless --no-separate).
-        let (l, notes) = match weights {
+        // stages separated where the cost model expects a gain (unless
+        // --no-separate), and why.
+        let (l, notes, cost) = match weights {
             Some(path) => {
                 let w = convjit::load_weights(l, path)?;
-                let s = if options.separate {
-                    convjit::separate(l, &w)
-                } else {
-                    convjit::Separated {
-                        layer: l.clone(),
-                        weights: w,
-                        notes: Vec::new(),
-                    }
-                };
-                (s.layer, s.notes)
+                match convjit::separation(l, &w, options) {
+                    Some((s, cost)) if cost.pays() => (s.layer, s.notes, Some(cost)),
+                    Some((s, cost)) => (l.clone(), s.notes, Some(cost)),
+                    None if options.separate => (l.clone(), convjit::separate(l, &w).notes, None),
+                    None => (l.clone(), Vec::new(), None),
+                }
             }
-            None => (l.clone(), Vec::new()),
+            None => (l.clone(), Vec::new(), None),
         };
+        let decision = cost.map(|c| {
+            let runs = if c.pays() { "separated" } else { "whole" };
+            format!("{c}: runs {runs}")
+        });
         let p = convjit::plan_layer(&l, options);
         if as_json {
             let mut j = to_json(&l, &p);
@@ -48,12 +49,17 @@ pub fn plan(
                 .iter()
                 .map(|n| json!({"stage": n.stage, "separated": n.separated, "why": n.text}))
                 .collect();
+            j["separation_cost"] = json!(cost.map(|c| json!({
+                "whole_cycles": c.whole.round(),
+                "separated_cycles": c.separated.round(),
+                "separated": c.pays(),
+            })));
             println!("{j}");
         } else {
             if i > 0 {
                 println!();
             }
-            print!("{}", to_text(&l, &p, &notes));
+            print!("{}", to_text(&l, &p, &notes, decision.as_deref()));
         }
     }
     Ok(())
@@ -82,7 +88,12 @@ pub fn describe(s: &Stage) -> String {
     parts.join(", ")
 }
 
-fn to_text(l: &Layer, p: &LayerPlan, notes: &[convjit::SeparationNote]) -> String {
+fn to_text(
+    l: &Layer,
+    p: &LayerPlan,
+    notes: &[convjit::SeparationNote],
+    decision: Option<&str>,
+) -> String {
     let mut out = format!(
         "layer {}: input {} -> output {}\n",
         l.name,
@@ -91,6 +102,9 @@ fn to_text(l: &Layer, p: &LayerPlan, notes: &[convjit::SeparationNote]) -> Strin
     );
     for n in notes {
         out += &format!("  {}: {}\n", n.stage, n.text);
+    }
+    if let Some(d) = decision {
+        out += &format!("  separation: {d}\n");
     }
     let rows: Vec<[String; 5]> = l
         .stages
