@@ -381,10 +381,10 @@ fn isa() -> Result<OwnedTargetIsa, JitError> {
 /// the cost model's estimates for it and for `layer` whole; the kernel
 /// runs it where [`layer_plan::SeparationCost::pays`]. `None` when no
 /// stage splits. (Sobel's dx and dy, `conv 3x3 -> 2` on a grey image,
-/// saves a third of its MACs separated, but its 1x3 half on 2 channels
-/// is 256-bit code: on 1920x1080, AVX-512, whole ran 1.27-1.33 ms against
-/// 1.40-1.42 separated; AVX2 separated 1.44-1.49 against 1.60-1.69 whole,
-/// as estimated.)
+/// saves only a third of its MACs separated, and adds a stage: on
+/// 1920x1080, AVX2, separated ran 1.44-1.49 ms against 1.60-1.69 whole, as
+/// estimated; on AVX-512 the two are within 5%, whole ahead, where the
+/// estimate has separated 6% ahead.)
 pub fn separation(
     layer: &Layer,
     weights: &Weights,
