@@ -39,8 +39,9 @@ pub use convjit_ir::{
     compare, interpret, separate, Activation, Comparison, DataError, Layer, Padding, Rng, Shape,
     Stage, StageKind, StageWeights, Weights,
 };
+pub use convjit_jit::layer_plan::SeparationCost;
 pub use convjit_jit::{
-    Backend, CompileStats, Fusion, Group, Host, JitError, Kernel, LayerPlan, Options,
+    separation, Backend, CompileStats, Fusion, Group, Host, JitError, Kernel, LayerPlan, Options,
 };
 
 /// The plan the JIT would follow for `layer` on this machine.

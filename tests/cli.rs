@@ -1006,7 +1006,12 @@ fn separate_rank_approximates_says_how_far_and_runs() {
 #[test]
 fn rank1_weights_are_planned_run_benched_and_built_separated() {
     let (dir, conv, w) = sobel();
-    let plan = |extra: &[&str]| convjit(&[&["plan", s(&conv), "--weights", s(&w)], extra].concat());
+    // Whether separating pays is the cost model's call, per code generator:
+    // Cranelift's (on every host) takes it for this layer.
+    let cl = ["--backend", "cranelift"];
+    let plan = |extra: &[&str]| {
+        convjit(&[&["plan", s(&conv), "--weights", s(&w)], &cl[..], extra].concat())
+    };
     let o = plan(&[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let line =
@@ -1014,11 +1019,26 @@ fn rank1_weights_are_planned_run_benched_and_built_separated() {
     assert!(stdout(&o).contains(line), "{}", stdout(&o));
     assert!(stdout(&o).contains("f.col  conv 3x1 -> 2, pad 1 1 0 0"));
     assert!(stdout(&o).contains("f.row  depthwise 1x3, pad 0 0 1 1, bias"));
+    let text = stdout(&o);
+    let decision = text.lines().find(|l| l.contains("separation: estimated"));
+    assert!(
+        decision.is_some_and(|d| d.contains("cycles whole") && d.ends_with(": runs separated")),
+        "{text}"
+    );
+    // Every generator's plan says what it decided, and plans that.
+    for b in convjit::Backend::available() {
+        let o = convjit(&["plan", s(&conv), "--weights", s(&w), "--backend", b.name()]);
+        let text = stdout(&o);
+        let separated = text.contains(": runs separated");
+        assert!(separated || text.contains(": runs whole"), "{text}");
+        assert_eq!(text.contains("f.col"), separated, "{text}");
+    }
     let o = plan(&["--no-separate"]);
     assert!(o.status.success() && !stdout(&o).contains("rank 1") && !stdout(&o).contains("f.col"));
     let o = plan(&["--json"]);
     let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(j["separation"][0]["separated"], true);
+    assert_eq!(j["separation_cost"]["separated"], true);
     assert_eq!(j["stages"].as_array().unwrap().len(), 2);
     // Kernels of rank 1 take rank 1 (exactly) whatever rank is allowed.
     let o = plan(&["--separate-rank", "2"]);
@@ -1063,6 +1083,8 @@ fn rank1_weights_are_planned_run_benched_and_built_separated() {
         "--seconds",
         "0.02",
         "--no-baselines",
+        "--backend",
+        "cranelift",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();

@@ -4,8 +4,9 @@
 //! `gemm` crate), per layer, with seeded data, all in one run so their
 //! ratios are comparable. In the same interleaved rounds: the kernel from
 //! every other code generator the host runs (`jit-cranelift`, `jit-avx2`,
-//! `jit-avx512`), and FMA loops at each vector width the host has (the
-//! machine's ceilings at that moment).
+//! `jit-avx512`); in each round after them, FMA loops at each vector width
+//! the host has (the machine's ceilings at that moment). The variants
+//! write one output while timed, as back-to-back calls do.
 //!
 //! Over more than one layer (a whole network, one layer per block), it
 //! also reports the sum over the layers: per variant that ran on every
@@ -237,7 +238,14 @@ fn bench_layer(
 
     let options = options.clone();
     let kernel = Kernel::compile_with(layer, &weights, &options).map_err(convjit::Error::from)?;
-    let separation = convjit::separate(layer, &weights, options.separate).notes;
+    // What separating the rank-1 stages would give, and whether the cost
+    // model takes it (the planned kernel then runs the rewritten layer).
+    let weighed = convjit::separation(layer, &weights, &options);
+    let separation = match &weighed {
+        Some((s, _)) => s.notes.clone(),
+        None => convjit::separate(layer, &weights, options.separate).notes,
+    };
+    let separation_cost = weighed.as_ref().map(|(_, c)| *c);
     let stats = kernel.compile_stats();
     // The same layer again (other weights, same code): a cache hit, which
     // looks the code up and packs the new weights.
@@ -313,6 +321,18 @@ fn bench_layer(
         let k = Kernel::compile_with(layer, &weights, &o).map_err(convjit::Error::from)?;
         others.push((name, k, Aligned::zeros(output.len())));
     }
+    if let Some((s, cost)) = &weighed {
+        if !cost.runs_separated() {
+            // Where the cost model keeps the layer whole: what separating
+            // it anyway gives (its rewrite compiled as a layer of its own).
+            let o = convjit::Options {
+                separate: convjit::Separation::Off,
+                ..options.clone()
+            };
+            let k = Kernel::compile_with(&s.layer, &s.weights, &o).map_err(convjit::Error::from)?;
+            others.push(("jit-separated".into(), k, Aligned::zeros(output.len())));
+        }
+    }
     let mut notes = Vec::new();
     let mut baselines = Vec::new();
     if !a.no_baselines {
@@ -349,22 +369,47 @@ fn bench_layer(
         .is_some()
         .then(|| (vec![1u8; MEMCPY_MIB << 20], vec![0u8; MEMCPY_MIB << 20]));
     {
+        let timed = std::cell::RefCell::new(&mut output);
+        let timed = &timed;
         let mut variants: Vec<Timed> = Vec::new();
-        let (kernel, input, output) = (&kernel, &input[..], &mut output[..]);
+        // Every variant writes the same output while timed, as the peers'
+        // back-to-back calls do: with an output each, on images (tens of
+        // MB) the variants evicted each other's from L3 (1920x1080x3
+        // Gaussian 5x5, three kernels alike in turn: 7.3 ms a call with
+        // an output each, 4.0-4.6 ms sharing one). Each output is computed
+        // once afterwards for the comparison with the interpreter.
+        let (kernel, input) = (&kernel, &input[..]);
         variants.push((
             "jit".into(),
-            Box::new(move || kernel.run(input, output, batch).expect("lengths checked")),
+            Box::new(move || {
+                let mut out = timed.borrow_mut();
+                kernel
+                    .run(input, &mut out[..], batch)
+                    .expect("lengths checked")
+            }),
         ));
-        for (name, k, out) in &mut others {
-            let run = move || k.run(input, out, batch).expect("lengths checked");
+        for (name, k, _) in &others {
+            let run = move || {
+                let mut out = timed.borrow_mut();
+                k.run(input, &mut out[..], batch).expect("lengths checked")
+            };
             variants.push((name.clone(), Box::new(run)));
         }
-        for (b, out) in &mut baselines {
+        for (b, _) in &mut baselines {
             let name = b.name().to_string();
-            variants.push((name, Box::new(move || b.run(input, out, batch))));
+            variants.push((
+                name,
+                Box::new(move || b.run(input, &mut timed.borrow_mut()[..], batch)),
+            ));
         }
+        // The FMA loops in a pass of their own after the kernels': timed
+        // between them, the 512-bit loop slowed the variant timed after
+        // it, "jit", through its untimed call (Sapphire Rapids, Gaussian
+        // 5x5 on 1920x1080x3: 7.2-7.3 ms, 4.6-5.0 ms without the loops,
+        // while jit-avx2, the same code, ran 5.1-5.7 ms either way).
+        let mut loops: Vec<Timed> = Vec::new();
         for p in &mut peaks {
-            variants.push((p.name().into(), Box::new(move || p.run())));
+            loops.push((p.name().into(), Box::new(move || p.run())));
         }
         if let Some((src, dst)) = &mut copy {
             variants.push((
@@ -376,14 +421,26 @@ fn bench_layer(
             ));
         }
         let rounds = a.rounds as u32;
-        let mut times = interleaved_medians(budget / rounds, &mut variants);
+        let mut one_round = || {
+            let mut times = interleaved_medians(budget / rounds, &mut variants);
+            // (None on a CPU without FMA.)
+            if !loops.is_empty() {
+                times.extend(interleaved_medians(budget / rounds, &mut loops));
+            }
+            times
+        };
+        let mut times = one_round();
         for _ in 1..rounds {
-            let again = interleaved_medians(budget / rounds, &mut variants);
-            for (t, u) in times.iter_mut().zip(again) {
+            for (t, u) in times.iter_mut().zip(one_round()) {
                 *t = (*t).min(u);
             }
         }
-        for ((name, _), t) in variants.iter().zip(times) {
+        let names: Vec<String> = variants
+            .iter()
+            .chain(&loops)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for (name, t) in names.iter().zip(times) {
             if name == "memcpy" {
                 // Read and written: twice the size per copy.
                 memcpy_gbs = Some(round(
@@ -402,6 +459,17 @@ fn bench_layer(
 
     let mut max_diff = None;
     if !a.no_interp {
+        // The outputs compared below, each variant's own (the timed runs
+        // shared one buffer).
+        kernel
+            .run(&input, &mut output, batch)
+            .expect("lengths checked");
+        for (_, k, out) in &mut others {
+            k.run(&input, out, batch).expect("lengths checked");
+        }
+        for (b, out) in &mut baselines {
+            b.run(&input, out, batch);
+        }
         let mut reference = Vec::new();
         let t = median_per_call(budget, || {
             reference = convjit::interpret(layer, &weights, &input[..], batch).expect("checked");
@@ -481,6 +549,12 @@ fn bench_layer(
             "separated": n.separated,
             "why": n.text,
         })).collect::<Vec<_>>(),
+        "separation_cost": separation_cost.map(|c| json!({
+            "whole_cycles": c.whole.round(),
+            "separated_cycles": c.separated.round(),
+            "separated": c.runs_separated(),
+            "asked": c.asked,
+        })),
         "max_abs_diff_jit_vs_interp": max_diff,
         "results": results,
     }))
@@ -781,6 +855,19 @@ fn text(r: &serde_json::Value) -> String {
             n["stage"].as_str().unwrap_or(""),
             n["why"].as_str().unwrap_or("")
         );
+    }
+    if let Some(c) = r["separation_cost"].as_object() {
+        let get = |key: &str| c.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let cost = convjit::SeparationCost {
+            whole: get("whole_cycles"),
+            separated: get("separated_cycles"),
+            asked: c.get("asked").and_then(|v| v.as_bool()).unwrap_or(false),
+        };
+        let runs = match cost.runs_separated() {
+            true => cost.decision(),
+            false => "whole (jit-separated: separated anyway)",
+        };
+        out += &format!("  separation: {cost}: runs {runs}\n");
     }
     if let Some(b) = r["backend"].as_str() {
         out += &format!("  jit's code generator: {b}\n");

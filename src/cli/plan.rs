@@ -24,15 +24,24 @@ pub fn plan(
     };
     for (i, l) in layers.iter().enumerate() {
         // With weights, what the JIT compiles: the layer with its rank-1
-        // stages separated (unless --no-separate).
-        let (l, notes) = match weights {
+        // stages separated where the cost model expects a gain (unless
+        // --no-separate), and why.
+        let (l, notes, cost) = match weights {
             Some(path) => {
                 let w = convjit::load_weights(l, path)?;
-                let s = convjit::separate(l, &w, options.separate);
-                (s.layer, s.notes)
+                match convjit::separation(l, &w, options) {
+                    Some((s, cost)) if cost.runs_separated() => (s.layer, s.notes, Some(cost)),
+                    Some((s, cost)) => (l.clone(), s.notes, Some(cost)),
+                    None => (
+                        l.clone(),
+                        convjit::separate(l, &w, options.separate).notes,
+                        None,
+                    ),
+                }
             }
-            None => (l.clone(), Vec::new()),
+            None => (l.clone(), Vec::new(), None),
         };
+        let decision = cost.map(|c| format!("{c}: runs {}", c.decision()));
         let p = convjit::plan_layer(&l, options);
         if as_json {
             let mut j = to_json(&l, &p);
@@ -40,12 +49,17 @@ pub fn plan(
                 .iter()
                 .map(|n| json!({"stage": n.stage, "separated": n.separated, "why": n.text}))
                 .collect();
+            j["separation_cost"] = json!(cost.map(|c| json!({
+                "whole_cycles": c.whole.round(),
+                "separated_cycles": c.separated.round(),
+                "separated": c.runs_separated(),
+            })));
             println!("{j}");
         } else {
             if i > 0 {
                 println!();
             }
-            print!("{}", to_text(&l, &p, &notes));
+            print!("{}", to_text(&l, &p, &notes, decision.as_deref()));
         }
     }
     Ok(())
@@ -74,7 +88,12 @@ pub fn describe(s: &Stage) -> String {
     parts.join(", ")
 }
 
-fn to_text(l: &Layer, p: &LayerPlan, notes: &[convjit::SeparationNote]) -> String {
+fn to_text(
+    l: &Layer,
+    p: &LayerPlan,
+    notes: &[convjit::SeparationNote],
+    decision: Option<&str>,
+) -> String {
     let mut out = format!(
         "layer {}: input {} -> output {}\n",
         l.name,
@@ -83,6 +102,9 @@ fn to_text(l: &Layer, p: &LayerPlan, notes: &[convjit::SeparationNote]) -> Strin
     );
     for n in notes {
         out += &format!("  {}: {}\n", n.stage, n.text);
+    }
+    if let Some(d) = decision {
+        out += &format!("  separation: {d}\n");
     }
     let rows: Vec<[String; 5]> = l
         .stages

@@ -1,11 +1,12 @@
 //! Spatial separability found in the weights (`Options::separate`): random
-//! rank-1 kernels are run as two 1-D stages and match the interpreter on
-//! the original weights, through every generator; near-rank-1 kernels are
-//! run whole.
+//! rank-1 kernels are run as two 1-D stages where the cost model expects a
+//! gain (`convjit_jit::separation`), and either way, the two stages match
+//! the interpreter on the original weights, through every generator;
+//! near-rank-1 kernels are run whole.
 
 mod common;
 
-use common::{check_with, input, layer};
+use common::{check_with, input, layer, magnitude, run_guarded};
 use convjit_ir::{Layer, Rng, Separation, StageKind, StageWeights, Weights};
 use convjit_jit::{Backend, Kernel, Options};
 use proptest::prelude::*;
@@ -116,6 +117,34 @@ fn options() -> Vec<Options> {
         .collect()
 }
 
+/// `sep`, the rewrite of `l`, compiled as a layer of its own, against the
+/// interpreter run on `l` and its original weights `w`.
+fn check_rewrite(
+    l: &Layer,
+    w: &Weights,
+    sep: &convjit_ir::Separated,
+    x: &[f32],
+    batch: usize,
+    o: &Options,
+) -> Result<(), String> {
+    let o = Options {
+        separate: Separation::Off,
+        ..o.clone()
+    };
+    let k = Kernel::compile_with(&sep.layer, &sep.weights, &o).map_err(|e| e.to_string())?;
+    let got = run_guarded(&k, x, batch)?;
+    let want = convjit_ir::interpret(l, w, x, batch).unwrap();
+    let c = convjit_ir::compare(&got, &want, &magnitude(l, w, x, batch));
+    if c.pass() {
+        Ok(())
+    } else {
+        Err(format!(
+            "output {}: jit {} vs interp {} (tol {})",
+            c.worst, c.values.0, c.values.1, c.tolerance
+        ))
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, max_global_rejects: 10_000, ..ProptestConfig::default() })]
 
@@ -134,12 +163,20 @@ proptest! {
         let x = input(&l, 2, c.seed ^ 1);
         for o in options() {
             let k = Kernel::compile_with(&l, &w, &o).unwrap();
-            if saves {
-                let [a, b] = &k.layer().stages[..] else {
+            let weighed = convjit_jit::separation(&l, &w, &o);
+            prop_assert_eq!(weighed.is_some(), saves, "{}", c.src);
+            if let Some((sep, cost)) = weighed {
+                let [a, b] = &sep.layer.stages[..] else {
                     panic!("{}: not separated", c.src)
                 };
                 prop_assert_eq!((a.kernel, b.kernel), ([s.kernel[0], 1], [1, s.kernel[1]]));
                 prop_assert_eq!(b.kind, StageKind::Depthwise { multiplier: 1 });
+                let runs = if cost.runs_separated() { &sep.layer } else { &l };
+                prop_assert_eq!(k.layer(), runs, "{}: {}", c.src, cost);
+                // The two stages, whether the cost model took them or not.
+                if let Err(e) = check_rewrite(&l, &w, &sep, &x, 2, &o) {
+                    panic!("{} separated\n{e}", c.src);
+                }
             }
             if let Err(e) = check_with(&l, &w, &x, 2, &o) {
                 panic!("{}\n{e}", c.src);
@@ -205,22 +242,34 @@ fn sobel_bank_compiles_to_a_conv_then_a_depthwise() {
         }],
     )
     .unwrap();
-    let k = Kernel::compile(&l, &w).unwrap();
-    let kinds: Vec<_> = k
-        .layer()
-        .stages
-        .iter()
-        .map(|s| (s.kind, s.kernel))
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            (StageKind::Conv { cout: 2, groups: 1 }, [3, 1]),
-            (StageKind::Depthwise { multiplier: 1 }, [1, 3])
-        ]
-    );
     let x = input(&l, 1, 4);
-    check_with(&l, &w, &x, 1, &Options::default()).unwrap();
+    for o in options() {
+        let (sep, cost) = convjit_jit::separation(&l, &w, &o).expect("rank 1, fewer MACs");
+        let kinds: Vec<_> = sep
+            .layer
+            .stages
+            .iter()
+            .map(|s| (s.kind, s.kernel))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (StageKind::Conv { cout: 2, groups: 1 }, [3, 1]),
+                (StageKind::Depthwise { multiplier: 1 }, [1, 3])
+            ]
+        );
+        let k = Kernel::compile_with(&l, &w, &o).unwrap();
+        assert_eq!(
+            k.layer(),
+            if cost.runs_separated() {
+                &sep.layer
+            } else {
+                &l
+            }
+        );
+        check_rewrite(&l, &w, &sep, &x, 1, &o).unwrap();
+        check_with(&l, &w, &x, 1, &o).unwrap();
+    }
 }
 
 #[test]
@@ -241,22 +290,26 @@ fn a_separated_stage_inside_a_chain_keeps_bias_activation_and_residual() {
         }
     }
     let w = Weights::new(&l, stages).unwrap();
-    let k = Kernel::compile(&l, &w).unwrap();
-    let names: Vec<_> = k.layer().stages.iter().map(|s| s.name.as_str()).collect();
+    let (sep, _) = convjit_jit::separation(&l, &w, &Options::default()).unwrap();
+    let names: Vec<_> = sep.layer.stages.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["e", "d.col", "d.row", "p"]);
-    let row = &k.layer().stages[2];
+    let row = &sep.layer.stages[2];
     assert_eq!(row.bias_key.as_deref(), Some("d.bias"));
     assert_eq!(row.activation, convjit_ir::Activation::Relu6);
-    assert_eq!(k.layer().stages[1].bias_key, None);
+    assert_eq!(sep.layer.stages[1].bias_key, None);
     for o in options() {
         let x = input(&l, 2, 11);
+        check_rewrite(&l, &w, &sep, &x, 2, &o).unwrap();
         check_with(&l, &w, &x, 2, &o).unwrap();
     }
     // A residual on the separated stage itself.
     let l = layer("layer r { input 7x9x3\n d: depthwise 3x5, pad same, bias, relu, residual }");
     let w = rank1_weights(&l, 12, 0.0);
-    assert_eq!(Kernel::compile(&l, &w).unwrap().layer().stages.len(), 2);
+    let (sep, _) = convjit_jit::separation(&l, &w, &Options::default()).unwrap();
+    assert_eq!(sep.layer.stages.len(), 2);
     for o in options() {
-        check_with(&l, &w, &input(&l, 1, 13), 1, &o).unwrap();
+        let x = input(&l, 1, 13);
+        check_rewrite(&l, &w, &sep, &x, 1, &o).unwrap();
+        check_with(&l, &w, &x, 1, &o).unwrap();
     }
 }

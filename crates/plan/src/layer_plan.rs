@@ -402,11 +402,28 @@ fn group_cycles(layer: &Layer, first: usize, last: usize, host: &Host, target: &
     let compute: f64 = stages
         .iter()
         .map(|s| {
-            let eff = match s.kind {
-                convjit_ir::StageKind::Depthwise { .. } => DEPTHWISE_EFFICIENCY,
-                _ => REDUCE_EFFICIENCY,
+            // At the lanes of the code that runs it (an AVX-512 layer
+            // hands some stages to the AVX2 code), as the stage it runs as.
+            let t = crate::plan::stage_target(s, target);
+            let (eff, lanes) = match crate::plan::planned_stage(s, &t).kind {
+                convjit_ir::StageKind::Depthwise { .. } => (DEPTHWISE_EFFICIENCY, t.lanes),
+                // Vectors over a group's outputs: 1 of 16 lanes in use for
+                // one output per group (a rank-R separation's row stage).
+                convjit_ir::StageKind::Conv { cout, groups }
+                | convjit_ir::StageKind::Pointwise { cout, groups } => {
+                    let per_group = cout / groups.max(1);
+                    let used = per_group as f64 / per_group.div_ceil(t.lanes).max(1) as f64;
+                    (
+                        REDUCE_EFFICIENCY,
+                        if per_group < t.lanes {
+                            used as usize
+                        } else {
+                            t.lanes
+                        },
+                    )
+                }
             };
-            s.macs() as f64 / (target.lanes as f64 * 2.0 * eff)
+            s.macs() as f64 / (lanes as f64 * 2.0 * eff)
         })
         .sum();
     let bytes = |shape: convjit_ir::Shape| shape.len() * 4;
@@ -439,6 +456,80 @@ pub fn fusion_cost(
         apart: group_cycles(layer, first, i - 1, host, target)
             + group_cycles(layer, i, i, host, target),
         fused: group_cycles(layer, first, i, host, target),
+    }
+}
+
+/// The cost model's estimates (cycles per image) for a layer run whole
+/// and with its rank-1 stages separated (`convjit_ir::separate`), each as
+/// planned: separating saves MACs, but adds a stage whose code may be
+/// narrower (an AVX-512 layer's 1xK stage on 2-7 channels is AVX2 code).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SeparationCost {
+    pub whole: f64,
+    pub separated: f64,
+    /// An approximation the user asked for (`Separation::Rank`): it runs
+    /// whatever the estimate (accuracy traded for MACs knowingly).
+    pub asked: bool,
+}
+
+impl SeparationCost {
+    pub fn pays(&self) -> bool {
+        self.separated < self.whole
+    }
+
+    /// Whether the kernel runs the rewrite.
+    pub fn runs_separated(&self) -> bool {
+        self.asked || self.pays()
+    }
+
+    /// What runs, for `plan` and `bench`: `separated`, `whole`, or an
+    /// approximation asked for against the estimate.
+    pub fn decision(&self) -> &'static str {
+        match (self.pays(), self.asked) {
+            (true, _) => "separated",
+            (false, true) => "separated (asked for; whole is estimated faster)",
+            (false, false) => "whole",
+        }
+    }
+}
+
+impl std::fmt::Display for SeparationCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        // Thousands, but small layers in cycles (not "0k against 0k").
+        let n = |c: f64| match c >= 1e5 {
+            true => format!("{:.0}k", c / 1e3),
+            false => format!("{c:.0}"),
+        };
+        write!(
+            f,
+            "estimated {} cycles whole, {} separated",
+            n(self.whole),
+            n(self.separated)
+        )
+    }
+}
+
+/// Estimated cycles per image of `layer` as `plan_layer` plans it.
+fn layer_cycles(layer: &Layer, options: &Options, host: &Host) -> f64 {
+    let p = plan_layer(layer, options, host);
+    let target = Target::of(p.options.backend);
+    p.groups
+        .iter()
+        .map(|g| group_cycles(layer, g.first, g.last, &p.host, &target))
+        .sum()
+}
+
+/// `whole` against `separated`, its rewrite with rank-1 stages split.
+pub fn separation_cost(
+    whole: &Layer,
+    separated: &Layer,
+    options: &Options,
+    host: &Host,
+) -> SeparationCost {
+    SeparationCost {
+        whole: layer_cycles(whole, options, host),
+        separated: layer_cycles(separated, options, host),
+        asked: matches!(options.separate, Separation::Rank(_)),
     }
 }
 

@@ -153,17 +153,17 @@ fn reduction(stage: &Stage) -> usize {
 /// twice the cache: 3x3 56x56x128 with 16 groups ran 643 us on AVX2 and
 /// 1466 on AVX-512, pointwise 28x28x256 with 32 groups 41 and 57 us (with
 /// 8 groups of 32 outputs AVX-512 won, 806 against 1370 us). Depthwise
-/// rows of 2 to 7 channels (an RGB image's filter, vectors along the
-/// row) go to AVX2 too: their taps shifted by C floats make a 512-bit
-/// load straddle two cache lines nearly always (1920x1080x3 5x5,
-/// separated: 5075 us AVX2 against 7535).
+/// rows of 2 to 7 channels (an RGB image's filter) stay 512-bit, though
+/// their taps shifted by C floats make most loads straddle cache lines:
+/// an earlier hand-off to AVX2 rested on a `bench` that timed "jit" right
+/// after its 512-bit FMA loop (slowed by it); called back to back,
+/// 1920x1080x3, tenth percentiles of two or three runs each, 512-bit
+/// against 256-bit: 5x5 separated 3.53-3.66 ms against 3.82-4.01, 7x7
+/// 4.21-4.67 against 4.53-4.97, box 9x9 5.26-5.38 against 6.36-6.44, 5x5
+/// whole 6.04-6.21 against 7.61-7.71.
 pub fn stage_target(stage: &Stage, target: &Target) -> Target {
     let grouped = stage.groups() > 1 && stage.output.c / stage.groups() <= Target::AVX2.lanes;
-    let few_channels = matches!(stage.kind, StageKind::Depthwise { multiplier: 1 })
-        && stage.stride[1] == 1
-        && (2..Target::AVX2.lanes).contains(&stage.input.c);
-    let narrow = grouped || few_channels;
-    if target.backend == Backend::Avx512 && narrow {
+    if target.backend == Backend::Avx512 && grouped {
         Target::AVX2
     } else {
         *target
@@ -526,16 +526,11 @@ pub fn schedule_reason_for(stage: &Stage, target: &Target) -> String {
     if narrowed != *target {
         let why = schedule_reason_for(stage, &narrowed);
         let bits = narrowed.lanes * 32;
-        return match stage.groups() {
-            1 => format!(
-                "{} channels along the row: {bits}-bit code (fewer loads straddle cache lines); {why}",
-                stage.input.c
-            ),
-            g => format!(
-                "groups of {} outputs fill a {bits}-bit vector: {bits}-bit code; {why}",
-                stage.output.c / g
-            ),
-        };
+        // (Only grouped stages are narrowed.)
+        return format!(
+            "groups of {} outputs fill a {bits}-bit vector: {bits}-bit code; {why}",
+            stage.output.c / stage.groups()
+        );
     }
     let s = direct_schedule(stage, target);
     match stage.kind {
