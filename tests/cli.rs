@@ -939,6 +939,27 @@ fn sobel() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, conv, weights)
 }
 
+/// `convjit run` of `conv` with weights `w` and `extra` arguments, on the
+/// JIT and on the interpreter: their outputs.
+fn jit_and_interp(dir: &Path, conv: &Path, w: &Path, extra: &[&str]) -> [Vec<f32>; 2] {
+    ["jit", "interp"].map(|engine| {
+        let out = dir.join(format!("{engine}.npy"));
+        let args = [
+            "run",
+            s(conv),
+            "--weights",
+            s(w),
+            "--output",
+            s(&out),
+            "--engine",
+            engine,
+        ];
+        let o = convjit(&[&args[..], extra].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        npy::read_npy(&out).unwrap().data
+    })
+}
+
 #[test]
 fn separate_rank_approximates_says_how_far_and_runs() {
     let dir = tempfile::tempdir().unwrap();
@@ -975,25 +996,7 @@ fn separate_rank_approximates_says_how_far_and_runs() {
     );
 
     // The kernel runs the approximation; the interpreter the layer as written.
-    let mut outs = Vec::new();
-    for engine in ["jit", "interp"] {
-        let out = dir.path().join(format!("{engine}.npy"));
-        let o = convjit(&[
-            "run",
-            s(&conv),
-            "--weights",
-            s(&w),
-            "--output",
-            s(&out),
-            "--engine",
-            engine,
-            "--separate-rank",
-            "2",
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        outs.push(npy::read_npy(&out).unwrap().data);
-    }
-    let (jit, interp) = (&outs[0], &outs[1]);
+    let [jit, interp] = &jit_and_interp(dir.path(), &conv, &w, &["--separate-rank", "2"]);
     let diff = jit
         .iter()
         .zip(interp)
@@ -1052,24 +1055,7 @@ fn rank1_weights_are_planned_run_benched_and_built_separated() {
         .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
         .collect();
     npy::write_npy(&input, &[2, 12, 10, 1], &x).unwrap();
-    let mut outs = Vec::new();
-    for engine in ["jit", "interp"] {
-        let out = dir.path().join(format!("{engine}.npy"));
-        let o = convjit(&[
-            "run",
-            s(&conv),
-            "--input",
-            s(&input),
-            "--weights",
-            s(&w),
-            "--output",
-            s(&out),
-            "--engine",
-            engine,
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        outs.push(npy::read_npy(&out).unwrap().data);
-    }
+    let outs = jit_and_interp(dir.path(), &conv, &w, &["--input", s(&input)]);
     for (a, b) in outs[0].iter().zip(&outs[1]) {
         assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
     }

@@ -519,6 +519,11 @@ mod tests {
         assert_eq!(rank1_factors(&[f32::NAN; 4], 2, 2), None);
     }
 
+    /// Weights of a one-stage layer.
+    fn one_stage(l: &Layer, weight: Vec<f32>, bias: Option<Vec<f32>>) -> Weights {
+        Weights::new(l, vec![StageWeights { weight, bias }]).unwrap()
+    }
+
     fn layer(text: &str) -> Layer {
         compile_source(text).unwrap().remove(0)
     }
@@ -540,14 +545,7 @@ mod tests {
             }
         }
         let bias = Some(rng.vec(4, 1.0));
-        let weights = Weights::new(
-            &l,
-            vec![StageWeights {
-                weight: w,
-                bias: bias.clone(),
-            }],
-        )
-        .unwrap();
+        let weights = one_stage(&l, w, bias.clone());
         let s = separate(&l, &weights, Separation::Exact);
         assert!(s.changed());
         crate::check_layer(&s.layer).unwrap();
@@ -582,14 +580,7 @@ mod tests {
         let kx = outer(&[1.0, 2.0, 1.0], &[-1.0, 0.0, 1.0]);
         let ky = outer(&[-1.0, 0.0, 1.0], &[1.0, 2.0, 1.0]);
         let w: Vec<f32> = (0..9).flat_map(|t| [kx[t], ky[t]]).collect();
-        let weights = Weights::new(
-            &l,
-            vec![StageWeights {
-                weight: w,
-                bias: None,
-            }],
-        )
-        .unwrap();
+        let weights = one_stage(&l, w, None);
         let s = separate(&l, &weights, Separation::Exact);
         assert_eq!(
             s.notes[0].text,
@@ -608,14 +599,7 @@ mod tests {
 
         let l = layer("layer s { input 6x7x1\n f: depthwise 3x3, pad same }");
         let lap = vec![0.0, 1.0, 0.0, 1.0, -4.0, 1.0, 0.0, 1.0, 0.0];
-        let weights = Weights::new(
-            &l,
-            vec![StageWeights {
-                weight: lap,
-                bias: None,
-            }],
-        )
-        .unwrap();
+        let weights = one_stage(&l, lap, None);
         let s = separate(&l, &weights, Separation::Exact);
         assert!(!s.changed());
         assert_eq!(s.layer, l);
@@ -711,14 +695,7 @@ mod tests {
                 w[t * n + o] = x;
             }
         }
-        let weights = Weights::new(
-            &l,
-            vec![StageWeights {
-                weight: w,
-                bias: Some(rng.vec(n, 1.0)),
-            }],
-        )
-        .unwrap();
+        let weights = one_stage(&l, w, Some(rng.vec(n, 1.0)));
         assert!(!separate(&l, &weights, Separation::Exact).changed());
         let x = rng.vec(l.input.len(), 1.0);
         let want = interpret(&l, &weights, &x, 1).unwrap();
@@ -772,14 +749,7 @@ mod tests {
         let kx = outer(&[1.0, 2.0, 1.0], &[-1.0, 0.0, 1.0]);
         let lap = [0.0, 1.0, 0.0, 1.0, -4.0, 1.0, 0.0, 1.0, 0.0];
         let w: Vec<f32> = (0..9).flat_map(|t| [kx[t], lap[t]]).collect();
-        let weights = Weights::new(
-            &l,
-            vec![StageWeights {
-                weight: w,
-                bias: None,
-            }],
-        )
-        .unwrap();
+        let weights = one_stage(&l, w, None);
         // Rank 2 of a 3x3: 12 MACs for 9, no gain.
         let s = separate(&l, &weights, Separation::Rank(2));
         assert!(!s.changed());
@@ -799,14 +769,7 @@ mod tests {
         let k0 = sum_outer(&[(g.clone(), d.clone()), (d.clone(), g.clone())]);
         let k1 = sum_outer(&[(d.clone(), g.clone())]);
         let w: Vec<f32> = (0..81).flat_map(|t| [k0[t], k1[t]]).collect();
-        let weights = Weights::new(
-            &l,
-            vec![StageWeights {
-                weight: w,
-                bias: Some(vec![0.5, -0.25]),
-            }],
-        )
-        .unwrap();
+        let weights = one_stage(&l, w, Some(vec![0.5, -0.25]));
         let s = separate(&l, &weights, Separation::Rank(4));
         assert_eq!(
             s.layer.stages[0].kind,
