@@ -407,20 +407,12 @@ fn group_cycles(layer: &Layer, first: usize, last: usize, host: &Host, target: &
             let t = crate::plan::stage_target(s, target);
             let (eff, lanes) = match crate::plan::planned_stage(s, &t).kind {
                 convjit_ir::StageKind::Depthwise { .. } => (DEPTHWISE_EFFICIENCY, t.lanes),
-                // Vectors over a group's outputs: 1 of 16 lanes in use for
-                // one output per group (a rank-R separation's row stage).
+                // Vectors over a group's outputs: fewer outputs than lanes
+                // leave lanes idle (one output per group, a rank-R
+                // separation's row stage, uses 1 of 16).
                 convjit_ir::StageKind::Conv { cout, groups }
                 | convjit_ir::StageKind::Pointwise { cout, groups } => {
-                    let per_group = cout / groups.max(1);
-                    let used = per_group as f64 / per_group.div_ceil(t.lanes).max(1) as f64;
-                    (
-                        REDUCE_EFFICIENCY,
-                        if per_group < t.lanes {
-                            used as usize
-                        } else {
-                            t.lanes
-                        },
-                    )
+                    (REDUCE_EFFICIENCY, (cout / groups.max(1)).clamp(1, t.lanes))
                 }
             };
             s.macs() as f64 / (lanes as f64 * 2.0 * eff)
