@@ -542,6 +542,9 @@ fn scratch_rows_from(layer: &Layer, first: usize, last: usize, a: usize, b: usiz
         let (lo, hi, _, _) = rows::input_rows(s, rows.0, rows.1);
         let prev = &layer.stages[k - 1];
         bytes += (hi - lo).max(1) * row_bytes(prev);
+        // A band that reads only padding (a middle one, with strides and
+        // padding at the limits) still gets a row, inside the stage.
+        let lo = lo.min(prev.output.h - 1);
         rows = (lo, hi.max(lo + 1));
     }
     bytes
@@ -653,5 +656,27 @@ mod tests {
         );
         let b = band_rows(&l, 0, 2, &host());
         assert!(b > 1 && scratch_rows(&l, 0, 2, b) <= (1 << 20) / 4, "{b}");
+    }
+
+    #[test]
+    fn a_middle_band_reading_only_padding_is_planned() {
+        // From the limits property test: the middle band of s1 reads only
+        // s0's bottom padding rows.
+        let l = convjit_ir::compile_source(
+            "layer t { input 46x38x37\n s0: conv 1x1 -> 21, stride 3x341, dilation 27x408, pad 3 12 1023 7, multiplier 6, separable depthwise, bias, relu\n s1: conv 3x1 -> 45, stride 16x2, dilation 1x5666, pad 31 64 8 8, separable spatial, bias, relu }",
+        )
+        .unwrap()
+        .remove(0);
+        let host = Host {
+            l1d_bytes: 48 << 10,
+            ..host()
+        };
+        for last in 1..l.stages.len() {
+            for first in 0..last {
+                let b = band_rows(&l, first, last, &host);
+                assert!(b >= 1 && b <= l.stages[last].output.h);
+            }
+        }
+        plan_layer(&l, &Options::default(), &host);
     }
 }
