@@ -380,7 +380,8 @@ fn isa() -> Result<OwnedTargetIsa, JitError> {
 /// not off): `layer` with its rank-1 stages split, or with
 /// `Separation::Rank` its kernels approximated (`convjit_ir::separate`), and
 /// the cost model's estimates for it and for `layer` whole; the kernel
-/// runs it where [`layer_plan::SeparationCost::pays`]. `None` when no
+/// runs it where [`layer_plan::SeparationCost::runs_separated`] (the
+/// estimate wins, or an approximation was asked for). `None` when no
 /// stage splits. (Sobel's dx and dy, `conv 3x3 -> 2` on a grey image,
 /// saves only a third of its MACs separated, and adds a stage: on
 /// 1920x1080, AVX2, separated ran 1.44-1.49 ms against 1.60-1.69 whole, as
