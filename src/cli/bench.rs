@@ -242,10 +242,10 @@ fn bench_layer(
     // model takes it (the planned kernel then runs the rewritten layer).
     let weighed = convjit::separation(layer, &weights, &options);
     let separation = match &weighed {
-        Some((s, _)) => s.notes.clone(),
-        None => convjit::separate(layer, &weights, options.separate).notes,
+        Ok((s, _)) => s.notes.clone(),
+        Err(notes) => notes.clone(),
     };
-    let separation_cost = weighed.as_ref().map(|(_, c)| *c);
+    let separation_cost = weighed.as_ref().ok().map(|(_, c)| *c);
     let stats = kernel.compile_stats();
     // The same layer again (other weights, same code): a cache hit, which
     // looks the code up and packs the new weights.
@@ -321,7 +321,7 @@ fn bench_layer(
         let k = Kernel::compile_with(layer, &weights, &o).map_err(convjit::Error::from)?;
         others.push((name, k, Aligned::zeros(output.len())));
     }
-    if let Some((s, cost)) = &weighed {
+    if let Ok((s, cost)) = &weighed {
         if !cost.runs_separated() {
             // Where the cost model keeps the layer whole: what separating
             // it anyway gives (its rewrite compiled as a layer of its own).

@@ -30,13 +30,9 @@ pub fn plan(
             Some(path) => {
                 let w = convjit::load_weights(l, path)?;
                 match convjit::separation(l, &w, options) {
-                    Some((s, cost)) if cost.runs_separated() => (s.layer, s.notes, Some(cost)),
-                    Some((s, cost)) => (l.clone(), s.notes, Some(cost)),
-                    None => (
-                        l.clone(),
-                        convjit::separate(l, &w, options.separate).notes,
-                        None,
-                    ),
+                    Ok((s, cost)) if cost.runs_separated() => (s.layer, s.notes, Some(cost)),
+                    Ok((s, cost)) => (l.clone(), s.notes, Some(cost)),
+                    Err(notes) => (l.clone(), notes, None),
                 }
             }
             None => (l.clone(), Vec::new(), None),

@@ -162,55 +162,69 @@ impl Separated {
     }
 }
 
-/// Whether [`separate`] would split any stage of `layer`: what a compile
-/// asks first, so that a layer with nothing to split costs no copy of its
-/// weights (megabytes for large pointwise stages).
-pub fn splits_any(layer: &Layer, weights: &Weights, how: Separation) -> bool {
-    how != Separation::Off
-        && layer
-            .stages
-            .iter()
-            .zip(weights.stages())
-            .any(|(s, w)| is_candidate(s) && matches!(split(s, w, how), Split::Done(..)))
-}
-
 /// Splits every stage of `layer` whose kernels `weights` shows to have rank 1
 /// (see the module's documentation), or, with [`Separation::Rank`], every
 /// candidate stage, where that saves multiply-accumulates. With exact
 /// factors the result computes what `layer` does, up to f32 rounding; its
 /// stages are named `S.col` and `S.row` as those of `separable spatial` are.
 pub fn separate(layer: &Layer, weights: &Weights, how: Separation) -> Separated {
-    if how == Separation::Off || !layer.stages.iter().any(is_candidate) {
-        return Separated {
-            layer: layer.clone(),
-            weights: weights.clone(),
-            notes: Vec::new(),
-        };
+    try_separate(layer, weights, how).unwrap_or_else(|notes| Separated {
+        layer: layer.clone(),
+        weights: weights.clone(),
+        notes,
+    })
+}
+
+/// [`separate`], but where no stage splits, only the notes on the stages
+/// looked at (`Err`): what a compile asks, so that a layer with nothing to
+/// split costs no copy of its weights (megabytes for large pointwise
+/// stages). Each stage is looked at once (its SVDs, for a rank).
+pub fn try_separate(
+    layer: &Layer,
+    weights: &Weights,
+    how: Separation,
+) -> Result<Separated, Vec<Note>> {
+    let splits: Vec<Split> = match how {
+        Separation::Off => Vec::new(),
+        _ => layer
+            .stages
+            .iter()
+            .zip(weights.stages())
+            .map(|(s, w)| split(s, w, how))
+            .collect(),
+    };
+    let note = |s: &Stage, separated: bool, text: &str| Note {
+        stage: s.name.clone(),
+        separated,
+        text: text.to_string(),
+    };
+    if !splits.iter().any(|x| matches!(x, Split::Done(..))) {
+        return Err(layer
+            .stages
+            .iter()
+            .zip(&splits)
+            .filter_map(|(s, x)| match x {
+                Split::Kept(text) => Some(note(s, false, text)),
+                _ => None,
+            })
+            .collect());
     }
-    let mut stages = Vec::with_capacity(layer.stages.len());
-    let mut arrays = Vec::with_capacity(layer.stages.len());
+    let mut stages = Vec::with_capacity(layer.stages.len() + 1);
+    let mut arrays = Vec::with_capacity(layer.stages.len() + 1);
     let mut notes = Vec::new();
-    for (s, w) in layer.stages.iter().zip(weights.stages()) {
-        match split(s, w, how) {
+    for ((s, w), x) in layer.stages.iter().zip(weights.stages()).zip(splits) {
+        match x {
             Split::NotCandidate => {
                 stages.push(s.clone());
                 arrays.push(w.clone());
             }
             Split::Kept(text) => {
-                notes.push(Note {
-                    stage: s.name.clone(),
-                    separated: false,
-                    text,
-                });
+                notes.push(note(s, false, &text));
                 stages.push(s.clone());
                 arrays.push(w.clone());
             }
             Split::Done(parts, text) => {
-                notes.push(Note {
-                    stage: s.name.clone(),
-                    separated: true,
-                    text,
-                });
+                notes.push(note(s, true, &text));
                 for (stage, w) in *parts {
                     stages.push(stage);
                     arrays.push(w);
@@ -224,11 +238,11 @@ pub fn separate(layer: &Layer, weights: &Weights, how: Separation) -> Separated 
         stages,
     };
     let weights = Weights::new(&layer, arrays).expect("the split stages' arrays fit them");
-    Separated {
+    Ok(Separated {
         layer,
         weights,
         notes,
-    }
+    })
 }
 
 /// A stage [`separate`] looks at: a depthwise stage, or a conv stage on one
@@ -262,12 +276,22 @@ fn split(s: &Stage, w: &StageWeights, how: Separation) -> Split {
         return Split::NotCandidate;
     }
     // Both layouts are [Kh][Kw][n] with n = C*M (output c*M + m) or Co.
-    let kernel = |o: usize| -> Vec<f32> { (0..kh * kw).map(|t| w.weight[t * n + o]).collect() };
-    let exact: Option<Vec<_>> = (0..n).map(|o| rank1_factors(&kernel(o), kh, kw)).collect();
+    let kernels: Vec<Vec<f32>> = (0..n)
+        .map(|o| (0..kh * kw).map(|t| w.weight[t * n + o]).collect())
+        .collect();
+    // Exact rank-1 factors, up to the first kernel that has none.
+    let mut exact = Vec::with_capacity(n);
+    let refused = kernels.iter().position(|k| match rank1_factors(k, kh, kw) {
+        Some(f) => {
+            exact.push(vec![f]);
+            false
+        }
+        None => true,
+    });
     // factors[o][r]: kernel o's r-th column and row factors.
-    let (factors, error) = match (exact, how) {
-        (Some(f), _) => (f.into_iter().map(|cr| vec![cr]).collect::<Vec<_>>(), None),
-        (None, Separation::Rank(rank)) => {
+    let (factors, error) = match (refused, how) {
+        (None, _) => (exact, None),
+        (Some(_), Separation::Rank(rank)) => {
             let (short, long) = (kh.min(kw) as f64, kh.max(kw) as f64);
             let work = n as f64 * 10.0 * short * short * long * 8.0;
             if work > SVD_BUDGET {
@@ -275,13 +299,10 @@ fn split(s: &Stage, w: &StageWeights, how: Separation) -> Split {
                     "{n} {kh}x{kw} kernels are too large to approximate at compile time: run whole"
                 ));
             }
-            let (f, e) = best_rank(&kernel, n, kh, kw, rank.max(1));
+            let (f, e) = best_rank(&kernels, kh, kw, rank.max(1));
             (f, Some(e))
         }
-        (None, _) => {
-            let o = (0..n)
-                .find(|&o| rank1_factors(&kernel(o), kh, kw).is_none())
-                .unwrap_or(0);
+        (Some(o), _) => {
             return Split::Kept(format!(
                 "{what} {o}'s {kh}x{kw} kernel has rank above 1: run whole"
             ));
@@ -411,18 +432,17 @@ struct ApproxError {
     exact: bool,
 }
 
-/// Each of the `n` kernels' best approximation of rank at most `rank`, all
+/// Each of `kernels`' best approximation of rank at most `rank`, all
 /// of the same rank (the highest any kernel needs, up to `rank`): per kernel,
 /// `r` pairs of column (`kh`) and row (`kw`) factors.
 #[allow(clippy::type_complexity)]
 fn best_rank(
-    kernel: &dyn Fn(usize) -> Vec<f32>,
-    n: usize,
+    kernels: &[Vec<f32>],
     kh: usize,
     kw: usize,
     rank: usize,
 ) -> (Vec<Vec<(Vec<f32>, Vec<f32>)>>, ApproxError) {
-    let pairs: Vec<_> = (0..n).map(|o| singular_pairs(&kernel(o), kh, kw)).collect();
+    let pairs: Vec<_> = kernels.iter().map(|k| singular_pairs(k, kh, kw)).collect();
     // A kernel read from f32 has singular values of its rounding, about
     // eps of its norm: those beyond it are its rank.
     let norm = |c: &[f64]| c.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -448,7 +468,7 @@ fn best_rank(
                 })
                 .collect();
             // Measured on the f32 factors the kernel will run with.
-            for (t, &x) in kernel(o).iter().enumerate() {
+            for (t, &x) in kernels[o].iter().enumerate() {
                 let (i, j) = (t / kw, t % kw);
                 let y: f64 = f.iter().map(|(c, v)| c[i] as f64 * v[j] as f64).sum();
                 diff += (y - x as f64).powi(2);

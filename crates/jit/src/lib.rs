@@ -27,6 +27,7 @@ pub mod testing;
 
 pub use convjit_plan::{backend, layer_plan, plan, program, rows};
 
+use convjit_ir::separate::Note as SeparationNote;
 use convjit_ir::{DataError, Layer, Separation, Stage, Weights};
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{AbiParam, Signature, UserFuncName};
@@ -381,8 +382,8 @@ fn isa() -> Result<OwnedTargetIsa, JitError> {
 /// `Separation::Rank` its kernels approximated (`convjit_ir::separate`), and
 /// the cost model's estimates for it and for `layer` whole; the kernel
 /// runs it where [`layer_plan::SeparationCost::runs_separated`] (the
-/// estimate wins, or an approximation was asked for). `None` when no
-/// stage splits. (Sobel's dx and dy, `conv 3x3 -> 2` on a grey image,
+/// estimate wins, or an approximation was asked for). Where no stage
+/// splits, the notes on the stages looked at (`Err`). (Sobel's dx and dy, `conv 3x3 -> 2` on a grey image,
 /// saves only a third of its MACs separated, and adds a stage: on
 /// 1920x1080, AVX2, separated ran 1.44-1.49 ms against 1.60-1.69 whole, as
 /// estimated; on AVX-512 the two are within 5%, whole ahead, where the
@@ -391,16 +392,10 @@ pub fn separation(
     layer: &Layer,
     weights: &Weights,
     options: &Options,
-) -> Option<(convjit_ir::Separated, layer_plan::SeparationCost)> {
-    if !convjit_ir::separate::splits_any(layer, weights, options.separate) {
-        return None;
-    }
-    let s = convjit_ir::separate(layer, weights, options.separate);
-    if !s.changed() {
-        return None;
-    }
+) -> Result<(convjit_ir::Separated, layer_plan::SeparationCost), Vec<SeparationNote>> {
+    let s = convjit_ir::separate::try_separate(layer, weights, options.separate)?;
     let cost = layer_plan::separation_cost(layer, &s.layer, options, &host());
-    Some((s, cost))
+    Ok((s, cost))
 }
 
 impl Kernel {
@@ -431,7 +426,7 @@ impl Kernel {
         let seen = Instant::now();
         let separated = separation(layer, weights, options);
         let (layer, weights) = match &separated {
-            Some((s, cost)) if cost.runs_separated() => (&s.layer, &s.weights),
+            Ok((s, cost)) if cost.runs_separated() => (&s.layer, &s.weights),
             _ => (layer, weights),
         };
         let seen = seen.elapsed().as_secs_f64();
