@@ -313,9 +313,9 @@ fn finish(
 /// intermediate rows fit in L1d, where there is one and its calls cost
 /// less than streaming the intermediate tensors through L2 would; else the
 /// largest whose rows fit in a quarter of L2 (the buffers hold two bands'
-/// worth, to shift rows rarely). In L1 the next stage's loads hit: a dw ->
-/// 1x1 pair ran 5-10% faster in bands of 1-3 rows than of 16-36, and so
-/// did grey and RGB filters in bands of 2-6 rows.
+/// worth, to shift rows rarely). In L1 the next stage's loads hit: dw ->
+/// 1x1 pairs ran 3-13% faster in bands of 1-3 rows than of 16-36; the
+/// separated filters, in bands of 2-6 rows, within noise of 22-68.
 fn band_rows(layer: &Layer, first: usize, last: usize, host: &Host) -> usize {
     let out_h = layer.stages[last].output.h;
     // The L1 test takes a band from the middle: the top one reads fewer
