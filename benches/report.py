@@ -81,6 +81,12 @@ def summary(ours, w):
         low = [f"{l} {x:.2f}x" for l, x in sse if x < 1.0]
         w(f"- jit vs the sse128 baseline: {sum(x >= 1.0 for _, x in sse)} of {len(sse)} layers "
           f"at >= 1.0x" + (f"; below: {', '.join(low)}" if low else ""))
+    copies = [(r["layer"], res[r["layer"]]["jit"]["median_us"] / r["copy_io_us"])
+              for r in ours if r.get("copy_io_us")]
+    if copies:
+        w("- jit vs a copy of the layer's input to its output, timed in the same rounds "
+          "(layers whose input and output are the same size; time ratio, 1 = as fast as "
+          "copying): " + ", ".join(f"{l} {x:.2f}x" for l, x in copies))
     two = [(r["layer"], v) for r in ours if r["macs"] >= 10_000_000
            for k, v in {x["variant"]: x for x in r["results"]}.items() if k.endswith("threads")]
     if two:
@@ -99,8 +105,9 @@ def merge(runs):
             continue
         m = by_layer[r["layer"]]
         m["runs"] += 1
-        for key in ("compile_ms", "compile_cache_hit_us"):
-            m[key] = min(m[key], r[key])
+        for key in ("compile_ms", "compile_cache_hit_us", "copy_io_us"):
+            if r.get(key) is not None:
+                m[key] = min(m.get(key) or r[key], r[key])
         for bits in PEAK_BITS:
             key = f"measured_peak_{bits}_gflops"
             if r.get(key):

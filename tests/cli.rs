@@ -160,6 +160,44 @@ fn the_mobilenet_v2_example_is_the_whole_body_as_a_chain() {
 }
 
 #[test]
+fn bench_times_a_copy_of_the_input_where_the_output_is_as_large() {
+    // The memory roof at the layer's own sizes: a depthwise layer's input
+    // and output are the same size; the textbook layers' are not.
+    let dir = tempfile::tempdir().unwrap();
+    let dw = dir.path().join("dw.conv");
+    std::fs::write(
+        &dw,
+        "layer d { input 16x16x32; d: depthwise 3x3, pad same }\n",
+    )
+    .unwrap();
+    let report = |file: &str, extra: &[&str]| {
+        let args = [
+            "bench",
+            file,
+            "--seconds",
+            "0.02",
+            "--no-interp",
+            "--no-baselines",
+        ];
+        let o = convjit(&[&args[..], extra].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let json: serde_json::Value = serde_json::from_str(report(s(&dw), &["--json"]).trim()).unwrap();
+    assert!(json["copy_io_us"].as_f64().unwrap() > 0.0, "{json}");
+    let variants = json["results"].as_array().unwrap();
+    assert!(variants.iter().all(|r| r["variant"] != "copy-io"), "{json}");
+    let text = report(s(&dw), &[]);
+    assert!(text.contains("copy of the input to the output: "), "{text}");
+    let json = report(
+        "examples/textbook.conv",
+        &["--json", "--layer", "textbook_separable"],
+    );
+    let json: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert!(json["copy_io_us"].is_null(), "{json}");
+}
+
+#[test]
 fn bench_sums_the_layers_of_a_file() {
     // Two layers: the table ends with their sum; --json adds it only when
     // asked (--total), as a line without a "layer" key.

@@ -224,6 +224,9 @@ fn plot(
 /// roof is a cache's bandwidth, higher than DRAM's).
 const MEMCPY_MIB: usize = 64;
 
+/// The variant that copies the layer's input to its output.
+const COPY_IO: &str = "copy-io";
+
 fn bench_layer(
     layer: &Layer,
     given: Option<Weights>,
@@ -363,6 +366,7 @@ fn bench_layer(
         }
     }
     let mut memcpy_gbs = None;
+    let mut copy_io_us = None;
     // The memory roof: a large copy in the same rounds (only for --plot).
     let mut copy = a
         .plot
@@ -411,6 +415,15 @@ fn bench_layer(
         for p in &mut peaks {
             loops.push((p.name().into(), Box::new(move || p.run())));
         }
+        // The memory roof at this layer's own sizes: its input copied to
+        // its output, from and to the buffers the kernels use (where both
+        // are the same size, e.g. a depthwise or a residual 1x1 stage).
+        if input.len() == timed.borrow().len() {
+            variants.push((
+                COPY_IO.into(),
+                Box::new(move || timed.borrow_mut().copy_from_slice(input)),
+            ));
+        }
         if let Some((src, dst)) = &mut copy {
             variants.push((
                 "memcpy".into(),
@@ -441,6 +454,10 @@ fn bench_layer(
             .map(|(n, _)| n.clone())
             .collect();
         for (name, t) in names.iter().zip(times) {
+            if name == COPY_IO {
+                copy_io_us = Some(round(t.as_secs_f64() * 1e6, 2));
+                continue;
+            }
             if name == "memcpy" {
                 // Read and written: twice the size per copy.
                 memcpy_gbs = Some(round(
@@ -520,6 +537,9 @@ fn bench_layer(
         // Input, weights and output, each moved once: the roofline's bytes.
         "min_traffic_bytes": min_traffic_bytes(layer, batch),
         "memcpy_gbs": memcpy_gbs,
+        // The input copied to the output, timed with the variants: what a
+        // memory-bound kernel of this layer can at best approach.
+        "copy_io_us": copy_io_us,
         "rounds": a.rounds,
         "compile_ms": round(stats.seconds * 1e3, 3),
         // What the planner saw (cache sizes choose the band heights).
@@ -845,6 +865,19 @@ fn text(r: &serde_json::Value) -> String {
             pct(&v["pct_measured_peak_128"]),
             pct(&v["pct_widest_measured_peak"]),
         );
+    }
+    if let Some(c) = r["copy_io_us"].as_f64() {
+        let jit = r["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["variant"] == "jit")
+            .and_then(|v| v["median_us"].as_f64());
+        out += &format!("  copy of the input to the output: {c:.2} us");
+        if let Some(j) = jit {
+            out += &format!(" (jit takes {:.2}x as long)", j / c);
+        }
+        out += "\n";
     }
     if let Some(d) = r["max_abs_diff_jit_vs_interp"].as_f64() {
         out += &format!("  max |jit - interp| = {d:.3e}\n");
