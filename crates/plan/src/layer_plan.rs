@@ -362,6 +362,7 @@ fn finish(
         why.push("a band would read only padding: whole stage, one thread".into());
         g.band_rows = out_h;
         g.threads = 1;
+        g.split = Split::Rows;
     }
     if !g.why.is_empty() {
         why.insert(0, std::mem::take(&mut g.why));
@@ -770,6 +771,29 @@ mod tests {
         );
         let b = band_rows(&l, 0, 2, &host());
         assert!(b > 1 && scratch_rows(&l, 0, 2, b) <= (1 << 20) / 4, "{b}");
+    }
+
+    #[test]
+    fn a_stage_reading_only_padding_runs_on_one_thread_whatever_its_channels() {
+        // From the limits property test: the column stage's rows read only
+        // padding, so it runs whole on one thread, though its 150 output
+        // channels would split.
+        let l = convjit_ir::compile_source(
+            "layer t { input 1x1x1\n s0: conv 3x1 -> 150, stride 3x1, dilation 2x1, pad 12 0 0 0, separable spatial\n s1: pointwise 1 }",
+        )
+        .unwrap()
+        .remove(0);
+        for backend in [Backend::Cranelift, Backend::Avx2, Backend::Avx512] {
+            let options = Options {
+                threads: 2,
+                min_thread_cycles: 0,
+                backend,
+                ..Options::default()
+            };
+            let p = plan_layer(&l, &options, &host());
+            assert_eq!((p.groups[0].split, p.groups[0].threads), (Split::Rows, 1));
+            crate::program::program(&l, &p);
+        }
     }
 
     #[test]
