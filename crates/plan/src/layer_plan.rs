@@ -308,17 +308,17 @@ fn finish(
             // channels must win by more than the model's noise (every
             // thread then reads the whole input; rows read only theirs).
             let split_channels = 100 * busiest * rows.total < 97 * rows.busiest * vectors;
-            let vecs = format!("{} vectors", counts(&vecs));
+            let vecs = format!("{} of {vectors} vectors", counts(&vecs));
             if split_channels {
                 g.threads = n;
                 g.split = Split::Channels;
                 why.push(format!(
-                    "{n} threads share the output channels: {vecs} (rows: {})",
+                    "{n} threads share the output channels: {vecs} ({})",
                     rows.text
                 ));
             } else if g.threads > 1 {
                 why.push(format!(
-                    "{} threads share the rows: {} (output channels: {vecs})",
+                    "{} threads share the {} (output channels: {vecs})",
                     g.threads, rows.text
                 ));
             }
@@ -384,9 +384,10 @@ struct RowBalance {
 fn row_balance(stage: &Stage, threads: usize, alone: bool, target: &Target) -> RowBalance {
     let threads = threads.max(1);
     let share = |n: usize, t: usize| n * (t + 1) / threads - n * t / threads;
-    let text = |n: &[usize], what: &str| match n {
-        [n] => format!("all {n} {what} on one thread"),
-        _ => format!("{} {what}", counts(n)),
+    // "rows: 8 and 9 of 17 rows", "pixels: 4 and 4 of 7 blocks of 7 pixels".
+    let text = |n: &[usize], of: usize, what: &str| match n {
+        [_] => format!("all {of} {what} on one thread"),
+        _ => format!("{} of {of} {what}", counts(n)),
     };
     if alone && crate::plan::is_flat(stage) {
         let pixels = stage.output.h * stage.output.w;
@@ -397,7 +398,14 @@ fn row_balance(stage: &Stage, threads: usize, alone: bool, target: &Target) -> R
         RowBalance {
             busiest: blocks.iter().max().copied().unwrap_or(0),
             total: pixels.div_ceil(px),
-            text: text(&blocks, &format!("blocks of {px} pixels")),
+            text: format!(
+                "pixels: {}",
+                text(
+                    &blocks,
+                    pixels.div_ceil(px),
+                    &format!("blocks of {px} pixels")
+                )
+            ),
         }
     } else {
         let h = stage.output.h;
@@ -405,7 +413,7 @@ fn row_balance(stage: &Stage, threads: usize, alone: bool, target: &Target) -> R
         RowBalance {
             busiest: rows.iter().max().copied().unwrap_or(0),
             total: h,
-            text: text(&rows, "rows"),
+            text: format!("rows: {}", text(&rows, h, "rows")),
         }
     }
 }

@@ -383,7 +383,7 @@ mod tests {
                 2,
             );
             assert_eq!((s, t), (Split::Channels, 2), "{backend}: {why}");
-            assert!(why.contains("(rows: 8 and 9 rows)"), "{why}");
+            assert!(why.contains("(rows: 8 and 9 of 17 rows)"), "{why}");
             let rows: Vec<_> = p.groups[0].threads.iter().map(|s| s[0].clone()).collect();
             assert!(
                 rows.iter().all(|c| matches!(
@@ -409,7 +409,10 @@ mod tests {
                 2,
             );
             assert_eq!((s, t), (Split::Rows, 2), "{backend}: {why}");
-            assert!(why.contains("share the rows: 28 and 28 rows"), "{why}");
+            assert!(
+                why.contains("share the rows: 28 and 28 of 56 rows"),
+                "{why}"
+            );
             assert_eq!(p.functions.len(), 1);
             let (s, _, why, _) =
                 split("layer d { input 7x7x1024\n d: depthwise 3x3, pad same }", 2);
