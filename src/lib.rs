@@ -42,6 +42,7 @@ pub use convjit_ir::{
 pub use convjit_jit::layer_plan::SeparationCost;
 pub use convjit_jit::{
     separation, Backend, CompileStats, Fusion, Group, Host, JitError, Kernel, LayerPlan, Options,
+    Split,
 };
 
 /// The plan the JIT would follow for `layer` on this machine.

@@ -553,6 +553,7 @@ fn bench_layer(
             "stages": kernel.layer().stages[g.first..=g.last].iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
             "band_rows": g.band_rows,
             "threads": g.threads,
+            "split": super::plan::split_name(g.split),
         })).collect::<Vec<_>>(),
         "compile_cache_hit_us": round(hit.seconds * 1e6, 2),
         "pack_weights_us": round(hit.pack_seconds * 1e6, 2),

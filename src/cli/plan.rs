@@ -164,9 +164,10 @@ fn to_text(
         } else {
             format!("bands of {} rows", g.band_rows)
         };
-        let threads = match g.threads {
-            1 => "1 thread".to_string(),
-            n => format!("{n} threads"),
+        let threads = match (g.threads, g.split) {
+            (1, _) => "1 thread".to_string(),
+            (n, convjit::Split::Rows) => format!("{n} threads"),
+            (n, convjit::Split::Channels) => format!("{n} threads on output channels"),
         };
         out += &format!(
             "  group {}: [{}], {bands}, {threads}\n",
@@ -190,6 +191,14 @@ fn to_text(
         out += &format!("    why: {}\n", convjit::stage_schedule_reason(s, p));
     }
     out
+}
+
+/// How a group's threads share its work, in the JSON.
+pub fn split_name(s: convjit::Split) -> &'static str {
+    match s {
+        convjit::Split::Rows => "rows",
+        convjit::Split::Channels => "channels",
+    }
 }
 
 fn group_names<'a>(l: &'a Layer, g: &convjit::Group) -> Vec<&'a str> {
@@ -242,6 +251,7 @@ pub fn to_json(l: &Layer, p: &LayerPlan) -> serde_json::Value {
             "stages": group_names(l, g),
             "band_rows": g.band_rows,
             "threads": g.threads,
+            "split": split_name(g.split),
             "why": g.why,
         })).collect::<Vec<_>>(),
         "backend": p.options.backend.name(),

@@ -13,8 +13,10 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 #[derive(Clone, Copy)]
 struct Shared(*mut f32);
 
-// SAFETY: the threads of one run write disjoint rows through these pointers
-// (each its own chunk of each group's output) and read only data that a
+// SAFETY: the threads of one run write disjoint parts of each group's
+// output through these pointers (each its own chunk of the rows or
+// pixels, or its own range of the output channels of every pixel: a
+// share's function stores only its channels) and read only data that a
 // barrier has ordered before the read; see `Kernel::run`.
 unsafe impl Send for Shared {}
 // SAFETY: as above.
@@ -30,7 +32,7 @@ impl Shared {
 
 /// The buffers of one run, kept for the next: per thread, whole tensors
 /// between groups (one image: thread 0's are shared when threads split an
-/// image's rows, the others' are made for the first run whose threads
+/// image's rows or channels, the others' are made for the first run whose threads
 /// take whole images) and per group the band buffers. Every step writes
 /// rows before any step reads them, so reuse needs no clearing. With
 /// several threads, also this kernel's own worker threads, made only when
@@ -207,7 +209,8 @@ impl Kernel {
             .unwrap_or_else(|| Scratch::new(l, &self.compiled.program, threads));
         // Whole images per thread while there are enough for all (no
         // barriers, each thread with its own tensors between groups); the
-        // rest, and a batch of one, split each image's rows.
+        // rest, and a batch of one, split each image's rows (or a lone
+        // stage's output channels).
         let whole = if threads > 1 {
             batch / threads * threads
         } else {
@@ -233,8 +236,8 @@ impl Kernel {
         // Image `n`'s group `g` on thread `t`, with `inter`'s tensors
         // between groups: the steps of thread `share` only, or with
         // `share = None` every thread's steps one after another (each
-        // share reads the group's input and writes its own rows of the
-        // output, using the band buffers afresh).
+        // share reads the group's input and writes its own rows, or
+        // channels, of the output, using the band buffers afresh).
         // (`_t`, the thread, is for the `testing` feature's hooks.)
         let image_group = |_t: usize,
                            n: usize,
@@ -350,7 +353,9 @@ impl Kernel {
     /// inside these: a call's input pointer may lie before its buffer
     /// (where the stage's input row 0 would be, computed with wrapping
     /// arithmetic), but the function dereferences only the input rows its
-    /// output rows read, which the program holds in that buffer.
+    /// output rows read, which the program holds in that buffer. A
+    /// function for a share of the output channels writes only those
+    /// channels of every pixel of its rows.
     unsafe fn exec(
         &self,
         steps: &[Step],

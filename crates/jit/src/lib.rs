@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 pub use backend::Backend;
-pub use layer_plan::{Fusion, Group, Host, LayerPlan, Options};
+pub use layer_plan::{Fusion, Group, Host, LayerPlan, Options, Split};
 pub use plan::{Schedule, Strategy};
 
 /// Errors of compiling or running a kernel.
@@ -245,8 +245,8 @@ pub struct Kernel {
 /// names and weight values, so shared by every kernel of those shapes.
 struct Compiled {
     program: program::Program,
-    /// One per function of `program` (one per stage): how it packs its
-    /// stage's weights, and its CLIF on request.
+    /// One per function of `program` (a stage, or a thread's share of its
+    /// channels): how it packs its stage's weights, and its CLIF on request.
     plans: Vec<plan::Plan>,
     code: Code,
 }
@@ -266,19 +266,17 @@ impl Compiled {
     ) -> Result<Compiled, JitError> {
         let program = program::program(layer, layer_plan);
         let target = plan::Target::of(backend);
-        let plans: Vec<plan::Plan> = program
-            .functions
-            .iter()
-            .map(|(_, s)| plan::plan_for(s, &target))
-            .collect();
+        // One plan per function: a stage, or a thread's share of its
+        // output channels (packing only those channels' weights).
+        let plans: Vec<plan::Plan> = program.functions.iter().map(|f| f.plan(&target)).collect();
         // The program calls a flat stage's function with pixel ranges and
         // any other with rows, deciding on the layer's stage; a plan that
         // disagreed would compute rows past its output.
-        for (p, (_, s)) in plans.iter().zip(&program.functions) {
-            if p.flat != plan::is_flat(s) {
+        for (p, f) in plans.iter().zip(&program.functions) {
+            if p.flat != plan::is_flat(&f.stage) {
                 return Err(codegen_err(format!(
                     "stage '{}': its plan and the program disagree on pixel ranges",
-                    s.name
+                    f.stage.name
                 )));
             }
         }
@@ -473,7 +471,7 @@ impl Kernel {
             .functions
             .iter()
             .zip(&compiled.plans)
-            .map(|((k, _), p)| Packed::new(p, &weights.stages()[*k]))
+            .map(|(f, p)| Packed::new(p, &weights.stages()[f.index]))
             .collect();
         Ok(Kernel {
             layer: layer.clone(),
@@ -921,7 +919,7 @@ mod tests {
                 .functions
                 .iter()
                 .zip(&compiled.plans)
-                .map(|((k, _), p)| Packed::new(p, &w.stages()[*k]))
+                .map(|(f, p)| Packed::new(p, &w.stages()[f.index]))
                 .collect();
             let k = Kernel {
                 layer: l.clone(),

@@ -7,7 +7,7 @@ mod common;
 
 use common::{check_with, input, layer};
 use convjit_ir::Weights;
-use convjit_jit::{Backend, Options};
+use convjit_jit::{Backend, Options, Split};
 
 const LAYERS: &[&str] = &[
     "layer a { input 4x4x16\n p: pointwise 16 }",
@@ -111,4 +111,87 @@ fn every_generator_matches_the_interpreter() {
             }
         }
     }
+}
+
+/// Threads sharing a stage's output channels (`Split::Channels`: rows
+/// divide worse) on every generator: odd channel counts (a share's tail
+/// vector, or fewer channels than lanes), bias, relu6, residual, stride
+/// 2, and batches of 1 (threads share the image) and 3 (whole images per
+/// thread, every share in turn, then a shared one on 2 threads).
+#[test]
+fn threads_sharing_channels_match_the_interpreter() {
+    // (layer, threads that must split its channels on every generator)
+    let cases: &[(&str, &[usize])] = &[
+        (
+            "layer a { input 3x5x16\n c: conv 3x3 -> 100, pad same, bias, relu6 }",
+            &[2],
+        ),
+        (
+            "layer a { input 2x5x16\n c: conv 3x3 -> 100, pad same, bias }",
+            &[3],
+        ),
+        (
+            "layer a { input 5x9x16\n c: conv 3x3 -> 100, stride 2, pad same, bias, relu6 }",
+            &[2],
+        ),
+        (
+            "layer a { input 1x9x8\n c: conv 1x3 -> 37, bias, relu }",
+            &[2, 3],
+        ),
+        (
+            "layer a { input 1x6x37\n c: conv 1x3 -> 37, pad same, bias, residual }",
+            &[2, 3],
+        ),
+        (
+            "layer a { input 1x5x24\n p: pointwise 37, bias, relu6 }",
+            &[2, 3],
+        ),
+        (
+            "layer a { input 1x7x100\n p: pointwise 100, bias, relu6, residual }",
+            &[2, 3],
+        ),
+        (
+            "layer a { input 2x3x100\n p: pointwise 100, residual }",
+            &[2, 3],
+        ),
+        // MobileNet's and Inception's stages of the benchmark suite.
+        (
+            "layer a { input 17x17x128\n c: conv 7x1 -> 128, pad same, bias, relu }",
+            &[2],
+        ),
+        (
+            "layer a { input 7x7x1024\n p: pointwise 1024, bias, relu6 }",
+            &[],
+        ),
+    ];
+    let mut unsplit = Vec::new();
+    for (i, &(src, must)) in cases.iter().enumerate() {
+        let l = layer(src);
+        let w = Weights::random(&l, 50 + i as u64);
+        for &backend in &Backend::available() {
+            for threads in [2, 3] {
+                let o = Options {
+                    backend,
+                    threads,
+                    min_thread_cycles: 0,
+                    ..Options::default()
+                };
+                let k = convjit_jit::Kernel::compile_with(&l, &w, &o).unwrap();
+                let g = &k.plan().groups[0];
+                if must.contains(&threads) && (g.split, g.threads) != (Split::Channels, threads) {
+                    unsplit.push(format!("{backend}, {threads} threads: {src}: {}", g.why));
+                }
+                for batch in [1, 3] {
+                    let x = input(&l, batch, 7 + i as u64);
+                    if let Err(e) = check_with(&l, &w, &x, batch, &o) {
+                        panic!(
+                            "{backend}, {threads} threads ({:?}), batch {batch}: {src}: {e}",
+                            g.split
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(unsplit.is_empty(), "rows chosen:\n{}", unsplit.join("\n"));
 }

@@ -119,6 +119,23 @@ impl Default for Options {
     }
 }
 
+/// How the threads of a group divide its work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// Contiguous shares of the output rows (of the pixels, for a flat
+    /// stage alone: `program::flat_shares`): each thread reads only the
+    /// input rows its share needs.
+    Rows,
+    /// Contiguous shares of the output channels, in whole vectors
+    /// (`plan::channel_shares`): each thread computes every pixel of its
+    /// channels, with only their weights (a function per share,
+    /// `plan::plan_channels`). Only for a conv or pointwise stage (one
+    /// group) alone on whole tensors, where the rows divide worse: 49
+    /// pixels of MobileNet's 7x7x1024 in blocks of 7 are 4 blocks and 4
+    /// on 2 threads, its 64 vectors 32 and 32.
+    Channels,
+}
+
 /// Consecutive stages `first..=last` run band by band: each band computes
 /// `band_rows` output rows of `last`, keeping the intermediate rows it needs
 /// in small buffers instead of whole tensors.
@@ -128,8 +145,10 @@ pub struct Group {
     pub last: usize,
     /// Output rows of stage `last` per band; its whole height means one band.
     pub band_rows: usize,
-    /// Threads sharing the group's rows.
+    /// Threads sharing the group's work.
     pub threads: usize,
+    /// How they share it.
+    pub split: Split,
     /// Why the planner chose this.
     pub why: String,
 }
@@ -194,6 +213,7 @@ pub fn plan_layer(layer: &Layer, options: &Options, host: &Host) -> LayerPlan {
                 last: i,
                 band_rows: s.output.h,
                 threads: 1,
+                split: Split::Rows,
                 why: String::new(),
             }),
         }
@@ -261,15 +281,55 @@ fn finish(
     let worth = (cycles as u64)
         .checked_div(options.min_thread_cycles)
         .map_or(usize::MAX, |n| n.max(1) as usize);
-    g.threads = threads.min(out_h).min(worth);
-    if g.threads > 1 {
-        why.push(format!("{} threads share the rows", g.threads));
+    // Rows, or a lone conv/pointwise stage's output channels: as many
+    // threads as either has shares.
+    let stage = &layer.stages[g.last];
+    let alone = !fused && g.band_rows >= out_h;
+    let vectors = match alone && crate::plan::channel_shares(stage, &target, 2).is_some() {
+        true => stage.output.c.div_ceil(target.lanes),
+        false => 0,
+    };
+    let most = threads.min(out_h.max(vectors));
+    let n = most.min(worth);
+    g.threads = n.min(out_h);
+    g.split = Split::Rows;
+    let channels = alone
+        .then(|| crate::plan::channel_shares(stage, &target, n))
+        .flatten();
+    match channels {
+        Some(shares) => {
+            let rows = row_balance(stage, g.threads, alone, &target);
+            let vecs: Vec<usize> = shares
+                .iter()
+                .map(|&(a, b)| (b - a).div_ceil(target.lanes))
+                .collect();
+            let busiest = vecs.iter().max().copied().unwrap_or(0);
+            // The busiest thread's part of the work, rows against channels:
+            // channels must win by more than the model's noise (every
+            // thread then reads the whole input; rows read only theirs).
+            let split_channels = 100 * busiest * rows.total < 97 * rows.busiest * vectors;
+            let vecs = format!("{} of {vectors} vectors", counts(&vecs));
+            if split_channels {
+                g.threads = n;
+                g.split = Split::Channels;
+                why.push(format!(
+                    "{n} threads share the output channels: {vecs} ({})",
+                    rows.text
+                ));
+            } else if g.threads > 1 {
+                why.push(format!(
+                    "{} threads share the {} (output channels: {vecs})",
+                    g.threads, rows.text
+                ));
+            }
+        }
+        None if g.threads > 1 => why.push(format!("{} threads share the rows", g.threads)),
+        None => {}
     }
-    if g.threads < threads.min(out_h) {
+    if n < most {
         why.push(format!(
-            "{} thread{} rather than {threads}: {:.0} estimated cycles per image is too little work to share",
-            g.threads,
-            if g.threads == 1 { "" } else { "s" },
+            "{n} thread{} rather than {threads}: {:.0} estimated cycles per image is too little work to share",
+            if n == 1 { "" } else { "s" },
             cycles
         ));
     }
@@ -282,6 +342,7 @@ fn finish(
                         last: i,
                         band_rows: layer.stages[i].output.h,
                         threads,
+                        split: Split::Rows,
                         why: "a band would read only padding: unfused".into(),
                     };
                     finish(
@@ -301,12 +362,69 @@ fn finish(
         why.push("a band would read only padding: whole stage, one thread".into());
         g.band_rows = out_h;
         g.threads = 1;
+        g.split = Split::Rows;
     }
     if !g.why.is_empty() {
         why.insert(0, std::mem::take(&mut g.why));
     }
     g.why = why.join("; ");
     vec![g]
+}
+
+/// How evenly `threads` threads share a stage's rows: the busiest
+/// thread's rows of all of them, or for a flat stage alone (whose threads
+/// share pixels) its register blocks of the schedule's pixels against
+/// those of the whole image; and the shares as text.
+struct RowBalance {
+    busiest: usize,
+    total: usize,
+    text: String,
+}
+
+fn row_balance(stage: &Stage, threads: usize, alone: bool, target: &Target) -> RowBalance {
+    let threads = threads.max(1);
+    let share = |n: usize, t: usize| n * (t + 1) / threads - n * t / threads;
+    // "rows: 8 and 9 of 17 rows", "pixels: 4 and 4 of 7 blocks of 7 pixels".
+    let text = |n: &[usize], of: usize, what: &str| match n {
+        [_] => format!("all {of} {what} on one thread"),
+        _ => format!("{} of {of} {what}", counts(n)),
+    };
+    if alone && crate::plan::is_flat(stage) {
+        let pixels = stage.output.h * stage.output.w;
+        let px = crate::plan::schedule_for(stage, target).px.max(1);
+        let blocks: Vec<usize> = (0..threads)
+            .map(|t| share(pixels, t).div_ceil(px))
+            .collect();
+        RowBalance {
+            busiest: blocks.iter().max().copied().unwrap_or(0),
+            total: pixels.div_ceil(px),
+            text: format!(
+                "pixels: {}",
+                text(
+                    &blocks,
+                    pixels.div_ceil(px),
+                    &format!("blocks of {px} pixels")
+                )
+            ),
+        }
+    } else {
+        let h = stage.output.h;
+        let rows: Vec<usize> = (0..threads).map(|t| share(h, t)).collect();
+        RowBalance {
+            busiest: rows.iter().max().copied().unwrap_or(0),
+            total: h,
+            text: format!("rows: {}", text(&rows, h, "rows")),
+        }
+    }
+}
+
+/// `4 and 3`, `3, 3 and 2`.
+fn counts(n: &[usize]) -> String {
+    let s: Vec<String> = n.iter().map(|n| n.to_string()).collect();
+    match s.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => s.join(""),
+    }
 }
 
 /// The band height of stages `first..=last` fused: the largest band whose
@@ -567,7 +685,12 @@ pub fn chunks(out_h: usize, band_rows: usize, threads: usize) -> Vec<Vec<(usize,
 /// Every band of every stage of the group reads at least one input row.
 fn bands_ok(layer: &Layer, g: &Group) -> bool {
     let out_h = layer.stages[g.last].output.h;
-    chunks(out_h, g.band_rows, g.threads)
+    // Threads sharing channels each compute every row.
+    let threads = match g.split {
+        Split::Rows => g.threads,
+        Split::Channels => 1,
+    };
+    chunks(out_h, g.band_rows, threads)
         .iter()
         .flatten()
         .all(|&(a, b)| {
@@ -656,6 +779,29 @@ mod tests {
         );
         let b = band_rows(&l, 0, 2, &host());
         assert!(b > 1 && scratch_rows(&l, 0, 2, b) <= (1 << 20) / 4, "{b}");
+    }
+
+    #[test]
+    fn a_stage_reading_only_padding_runs_on_one_thread_whatever_its_channels() {
+        // From the limits property test: the column stage's rows read only
+        // padding, so it runs whole on one thread, though its 150 output
+        // channels would split.
+        let l = convjit_ir::compile_source(
+            "layer t { input 1x1x1\n s0: conv 3x1 -> 150, stride 3x1, dilation 2x1, pad 12 0 0 0, separable spatial\n s1: pointwise 1 }",
+        )
+        .unwrap()
+        .remove(0);
+        for backend in [Backend::Cranelift, Backend::Avx2, Backend::Avx512] {
+            let options = Options {
+                threads: 2,
+                min_thread_cycles: 0,
+                backend,
+                ..Options::default()
+            };
+            let p = plan_layer(&l, &options, &host());
+            assert_eq!((p.groups[0].split, p.groups[0].threads), (Split::Rows, 1));
+            crate::program::program(&l, &p);
+        }
     }
 
     #[test]

@@ -13,5 +13,5 @@ pub mod program;
 pub mod rows;
 
 pub use backend::Backend;
-pub use layer_plan::{Fusion, Group, Host, LayerPlan, Options};
+pub use layer_plan::{Fusion, Group, Host, LayerPlan, Options, Split};
 pub use plan::{Schedule, Strategy};

@@ -719,6 +719,10 @@ pub struct Plan {
     pub packed_len: usize,
     pub activation: Activation,
     pub residual: bool,
+    /// The output channels `c0..c1` the function computes: all, `(0,
+    /// co)`, but for a thread's share of a conv/pointwise stage
+    /// ([`plan_channels`]), whose packed weights hold only those.
+    pub channels: (usize, usize),
 }
 
 /// Valid kernel positions `k` (`0 <= o*s + k*d - p < n`) as `(k0, count)`.
@@ -1015,7 +1019,110 @@ pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
         packed_len,
         activation: stage.activation,
         residual: stage.residual,
+        channels: (0, co),
     }
+}
+
+/// `stage` (conv or pointwise, one group) computing only its output
+/// channels `c0..c1`: the stage [`plan_channels`] plans and
+/// [`channel_shares`] checks.
+fn channel_stage(stage: &Stage, c0: usize, c1: usize) -> Stage {
+    let mut s = stage.clone();
+    s.output.c = c1 - c0;
+    s.kind = match s.kind {
+        StageKind::Conv { groups, .. } => StageKind::Conv {
+            cout: c1 - c0,
+            groups,
+        },
+        StageKind::Pointwise { groups, .. } => StageKind::Pointwise {
+            cout: c1 - c0,
+            groups,
+        },
+        k => k,
+    };
+    s
+}
+
+/// The output channels of a conv/pointwise stage (one group) that each of
+/// `threads` threads computes when they split them
+/// ([`crate::layer_plan::Split::Channels`]): contiguous ranges of whole
+/// vectors of `target`'s lanes, as even as they go (`V = ceil(Co /
+/// lanes)` vectors, thread `t` from vector `V*t/T` to `V*(t+1)/T`, the
+/// last ending at Co). Each share is planned as a stage of its own
+/// channels ([`plan_channels`]), so no two threads write the same float
+/// (a tail vector overlaps only its own share's). `None` where the stage
+/// cannot split so: depthwise or grouped, fewer vectors than threads, or
+/// a share that would be planned as another kind of stage (2 or 4
+/// channels of a one-channel input: [`planned_stage`]).
+pub fn channel_shares(
+    stage: &Stage,
+    target: &Target,
+    threads: usize,
+) -> Option<Vec<(usize, usize)>> {
+    let one_group = matches!(
+        stage.kind,
+        StageKind::Conv { groups: 1, .. } | StageKind::Pointwise { groups: 1, .. }
+    );
+    let t = stage_target(stage, target);
+    if !one_group || threads < 2 || planned_stage(stage, &t).kind != stage.kind {
+        return None;
+    }
+    let (co, lanes) = (stage.output.c, t.lanes);
+    let v = co.div_ceil(lanes);
+    if v < threads {
+        return None;
+    }
+    let shares: Vec<(usize, usize)> = (0..threads)
+        .map(|i| {
+            (
+                v * i / threads * lanes,
+                (v * (i + 1) / threads * lanes).min(co),
+            )
+        })
+        .collect();
+    let kept = shares.iter().all(|&(a, b)| {
+        let s = channel_stage(stage, a, b);
+        planned_stage(&s, &t).kind == s.kind
+    });
+    kept.then_some(shares)
+}
+
+/// The plan of `stage` (conv or pointwise, one group; see
+/// [`channel_shares`]) for its output channels `c0..c1` only: planned as
+/// the stage with `c1 - c0` outputs (its blocking, runs and packed
+/// weights are that stage's), then placed among all the channels: `co`
+/// is the stage's (the output pixel stride), every run's output channels
+/// and every unit's lanes start at `c0` (packing picks those channels'
+/// weights and bias).
+pub fn plan_channels(stage: &Stage, target: &Target, c0: usize, c1: usize) -> Plan {
+    let one_group = matches!(
+        stage.kind,
+        StageKind::Conv { groups: 1, .. } | StageKind::Pointwise { groups: 1, .. }
+    );
+    assert!(
+        one_group && c0 < c1 && c1 <= stage.output.c,
+        "stage '{}': channels {c0}..{c1} of a {:?}",
+        stage.name,
+        stage.kind
+    );
+    let mut p = plan_for(&channel_stage(stage, c0, c1), target);
+    assert_eq!(
+        p.strategy,
+        Strategy::Reduce,
+        "stage '{}': channels {c0}..{c1} planned as another kind of stage",
+        stage.name
+    );
+    p.co = stage.output.c;
+    for run in &mut p.runs {
+        run.out_base += c0;
+        for unit in &mut run.units {
+            for o in unit.lanes.iter_mut().flatten() {
+                *o += c0;
+            }
+        }
+    }
+    p.channels = (c0, c1);
+    p
 }
 
 /// Vectors per block of a few-channel depthwise row (`c` channels, see
@@ -1053,14 +1160,16 @@ impl Plan {
     /// when the weights exceed [`CHANNELS_OUTER_BYTES`]: the whole weight
     /// set then comes from L3 or memory per pixel block (3x3 512->512 on
     /// 14x14: +8-20%); below it both orders ran equally fast (pointwise
-    /// 24<->144, 3x3 64->64 and 256->256).
+    /// 24<->144, 3x3 64->64 and 256->256). A thread's share of the
+    /// channels ([`plan_channels`]) counts its own weights only.
     ///
     /// Grouped stages keep channel blocks inside: a group's weights are a
     /// G-th of the stage's.
     pub fn channels_outer(&self) -> bool {
         self.strategy == Strategy::Reduce
             && self.groups == 1
-            && self.kh * self.kw * self.ci * self.co * 4 > CHANNELS_OUTER_BYTES
+            && self.kh * self.kw * self.ci * (self.channels.1 - self.channels.0) * 4
+                > CHANNELS_OUTER_BYTES
     }
 
     /// Depthwise: an output row cut into register blocks of at most
@@ -1279,6 +1388,121 @@ mod tests {
         assert_eq!(positions(4, 4), [(0, 4)]);
         assert_eq!(positions(9, 4), [(0, 4), (4, 4), (5, 4)]);
         assert_eq!(positions(24, 16), [(0, 16), (8, 16)]);
+    }
+
+    /// Every packed weight and bias of a plan (one group) by (tap x input
+    /// channel, output channel), read back through its runs and units.
+    fn unpack(p: &Plan, packed: &[f32]) -> std::collections::BTreeMap<(usize, usize), f32> {
+        let lanes = p.sched.lanes;
+        let mut m = std::collections::BTreeMap::new();
+        for run in &p.runs {
+            let n = run.units.len();
+            for rep in 0..run.count {
+                let base = (run.w_base + rep * run.w_stride) / 4;
+                let bias = (run.bias_base + rep * run.bias_stride) / 4;
+                for (ui, unit) in run.units.iter().enumerate() {
+                    for (l, o) in unit.lanes.iter().enumerate() {
+                        let Some(o) = o else { continue };
+                        let o = o + rep * run.o_stride;
+                        for tc in 0..p.kh * p.kw * p.ci_per_tap {
+                            let v = packed[base + tc * n * lanes + ui * lanes + l];
+                            assert_eq!(m.insert((tc, o), v).unwrap_or(v), v);
+                        }
+                        if let Some(off) = p.bias_off {
+                            let tc = usize::MAX;
+                            let v = packed[off + bias + ui * lanes + l];
+                            assert_eq!(m.insert((tc, o), v).unwrap_or(v), v);
+                        }
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn a_share_of_the_channels_packs_their_weights() {
+        for (src, threads) in [
+            ("layer p { input 7x7x20\n p: pointwise 37, bias }", 2),
+            ("layer p { input 7x7x20\n p: pointwise 37, bias }", 3),
+            (
+                "layer c { input 9x8x5\n c: conv 3x3 -> 100, pad same, bias }",
+                3,
+            ),
+            (
+                "layer c { input 9x8x3\n c: conv 3x3 -> 64, stride 2, pad same }",
+                2,
+            ),
+        ] {
+            let stage = convjit_ir::compile_source(src).unwrap().remove(0).stages[0].clone();
+            let taps = stage.kernel[0] * stage.kernel[1] * stage.input.c;
+            let (co, n) = (stage.output.c, taps * stage.output.c);
+            let weight: Vec<f32> = (0..n).map(|i| i as f32 + 1.0).collect();
+            let bias: Vec<f32> = (0..co).map(|i| -(i as f32) - 1.0).collect();
+            let bias = stage.bias_key.as_ref().map(|_| &bias[..]);
+            for target in [Target::CRANELIFT, Target::AVX2, Target::AVX512] {
+                let whole = plan_for(&stage, &target);
+                let all = unpack(&whole, &pack(&whole, &weight, bias));
+                let shares = channel_shares(&stage, &target, threads).unwrap();
+                let mut covered = 0;
+                for &(c0, c1) in &shares {
+                    assert!(
+                        c0.is_multiple_of(target.lanes) && c0 == covered,
+                        "{shares:?}"
+                    );
+                    covered = c1;
+                    let p = plan_channels(&stage, &target, c0, c1);
+                    assert_eq!((p.co, p.channels), (co, (c0, c1)));
+                    // Its stores stay among its channels.
+                    for run in &p.runs {
+                        for rep in 0..run.count {
+                            let base = run.out_base + rep * run.out_stride;
+                            for unit in &run.units {
+                                let stored: Vec<usize> = match &unit.out {
+                                    OutDst::Vector(c) => (0..target.lanes).map(|l| c + l).collect(),
+                                    OutDst::Lanes(l) => l.iter().map(|&(_, c)| c).collect(),
+                                    other => panic!("{other:?}"),
+                                };
+                                assert!(
+                                    stored.iter().all(|c| (c0..c1).contains(&(base + c))),
+                                    "{src}, {target:?}, channels {c0}..{c1}: {stored:?} from {base}"
+                                );
+                            }
+                        }
+                    }
+                    let got = unpack(&p, &pack(&p, &weight, bias));
+                    let want: std::collections::BTreeMap<_, _> = all
+                        .iter()
+                        .filter(|((_, o), _)| (c0..c1).contains(o))
+                        .map(|(k, v)| (*k, *v))
+                        .collect();
+                    assert_eq!(got, want, "{src}, {target:?}, channels {c0}..{c1}");
+                }
+                assert_eq!(covered, co);
+            }
+        }
+    }
+
+    #[test]
+    fn channels_split_only_where_every_share_stays_a_conv() {
+        let stage =
+            |src: &str| convjit_ir::compile_source(src).unwrap().remove(0).stages[0].clone();
+        let t = Target::AVX512;
+        let dw = stage("layer d { input 7x7x64\n d: depthwise 3x3 }");
+        assert_eq!(channel_shares(&dw, &t, 2), None);
+        let grouped = stage("layer g { input 7x7x64\n p: pointwise 64, groups 2 }");
+        assert_eq!(channel_shares(&grouped, &t, 2), None);
+        let narrow = stage("layer n { input 7x7x64\n p: pointwise 16 }");
+        assert_eq!(channel_shares(&narrow, &t, 2), None);
+        // 16 + 4 channels of a grey image: the share of 4 would be a
+        // depthwise stage with multiplier 4.
+        let grey = stage("layer f { input 9x40x1\n f: conv 3x3 -> 20, pad same }");
+        assert_eq!(channel_shares(&grey, &t, 2), None);
+        let pw = stage("layer p { input 7x7x1024\n p: pointwise 1000 }");
+        assert_eq!(
+            channel_shares(&pw, &t, 3),
+            Some(vec![(0, 336), (336, 672), (672, 1000)])
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! A layer plan turned into what `Kernel::run` replays for every image:
-//! the stage functions to compile (one per stage: each computes any range
-//! of its output rows) and, per group and thread, a list of steps: which
-//! rows of which stage, from where to where. Everything is decided here,
-//! at compile time; running is a loop over steps.
+//! the stage functions to compile (one per stage, each computing any
+//! range of its output rows; one per thread's share of the output
+//! channels where threads split those) and, per group and thread, a list
+//! of steps: which rows of which stage, from where to where. Everything
+//! is decided here, at compile time; running is a loop over steps.
 
-use crate::layer_plan::{chunks, Group, LayerPlan};
+use crate::layer_plan::{chunks, Group, LayerPlan, Split};
+use crate::plan::{Plan, Target};
 use crate::{plan, rows};
 use convjit_ir::{Layer, Stage};
 use std::collections::HashMap;
@@ -51,27 +53,55 @@ pub struct GroupProgram {
     pub buffers: Vec<usize>,
 }
 
+/// A function to compile: a layer stage, or a thread's share of its
+/// output channels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Function {
+    /// The stage's index in the layer (whose weights it packs).
+    pub index: usize,
+    pub stage: Stage,
+    /// The output channels it computes: `(0, Co)`, or a share
+    /// ([`Split::Channels`]).
+    pub channels: (usize, usize),
+}
+
+impl Function {
+    /// Its plan for `target`'s generator ([`plan::plan_channels`] for a
+    /// share of the channels).
+    pub fn plan(&self, target: &Target) -> Plan {
+        match self.channels {
+            (0, c) if c == self.stage.output.c => plan::plan_for(&self.stage, target),
+            (c0, c1) => plan::plan_channels(&self.stage, target, c0, c1),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Program {
-    /// The functions to compile: the layer stage each computes (index, for
-    /// its packed weights, and the stage).
-    pub functions: Vec<(usize, Stage)>,
+    /// The functions to compile, each once; steps name them by index.
+    pub functions: Vec<Function>,
     pub groups: Vec<GroupProgram>,
 }
 
 pub fn program(layer: &Layer, plan: &LayerPlan) -> Program {
-    let mut functions: Vec<(usize, Stage)> = Vec::new();
-    let mut index: HashMap<usize, usize> = HashMap::new();
-    let mut function = |k: usize| {
-        *index.entry(k).or_insert_with(|| {
-            functions.push((k, layer.stages[k].clone()));
+    let mut functions: Vec<Function> = Vec::new();
+    let mut index: HashMap<(usize, (usize, usize)), usize> = HashMap::new();
+    let mut function = |k: usize, channels: (usize, usize)| {
+        *index.entry((k, channels)).or_insert_with(|| {
+            functions.push(Function {
+                index: k,
+                stage: layer.stages[k].clone(),
+                channels,
+            });
             functions.len() - 1
         })
     };
+    // The plans' target: where threads split channels, their shares.
+    let target = Target::of(plan.options.backend);
     let groups = plan
         .groups
         .iter()
-        .map(|g| group(layer, g, &mut function))
+        .map(|g| group(layer, g, &target, &mut function))
         .collect();
     Program { functions, groups }
 }
@@ -87,28 +117,50 @@ struct Held {
 // `k` indexes the layer's stages and, offset by `g.first`, the group's
 // needs, held rows and buffers: a range loop says that best.
 #[allow(clippy::needless_range_loop)]
-fn group(layer: &Layer, g: &Group, function: &mut impl FnMut(usize) -> usize) -> GroupProgram {
+fn group(
+    layer: &Layer,
+    g: &Group,
+    target: &Target,
+    function: &mut impl FnMut(usize, (usize, usize)) -> usize,
+) -> GroupProgram {
     let stages = &layer.stages;
     let last = &stages[g.last];
-    let whole = g.first == g.last && g.threads == 1 && g.band_rows >= last.output.h;
-    if whole {
+    let all = (0, last.output.c);
+    let alone = g.first == g.last && g.band_rows >= last.output.h;
+    // One call over every row per thread: the whole stage on one thread,
+    // or each thread's share of the output channels.
+    let shares = match g.split {
+        Split::Channels => {
+            assert!(alone, "threads split the channels of a stage alone");
+            plan::channel_shares(last, target, g.threads)
+                .expect("the layer plan split channels that split")
+        }
+        Split::Rows if alone && g.threads == 1 => vec![all],
+        Split::Rows => vec![],
+    };
+    if !shares.is_empty() {
         let (row0, rows) = plan::call_range(last, 0, last.output.h);
-        let call = Step::Call {
-            f: function(g.last),
-            src: Loc::GroupIn(0),
-            dst: Loc::GroupOut(0),
-            residual: 0,
-            row0,
-            rows,
-        };
+        let threads = shares
+            .into_iter()
+            .map(|channels| {
+                vec![Step::Call {
+                    f: function(g.last, channels),
+                    src: Loc::GroupIn(0),
+                    dst: Loc::GroupOut(0),
+                    residual: 0,
+                    row0,
+                    rows,
+                }]
+            })
+            .collect();
         return GroupProgram {
             last: g.last,
-            threads: vec![vec![call]],
+            threads,
             buffers: vec![],
         };
     }
-    if g.first == g.last && g.band_rows >= last.output.h && plan::is_flat(last) {
-        return flat_shares(last, g, function(g.last));
+    if alone && plan::is_flat(last) {
+        return flat_shares(last, g, function(g.last, all));
     }
     let row = |k: usize| (stages[k].output.w * stages[k].output.c) as isize;
     let in_row = |k: usize| (stages[k].input.w * stages[k].input.c) as isize;
@@ -181,7 +233,7 @@ fn group(layer: &Layer, g: &Group, function: &mut impl FnMut(usize) -> usize) ->
                 };
                 let (row0, rows) = plan::call_range(&stages[k], from, b);
                 steps.push(Step::Call {
-                    f: function(k),
+                    f: function(k, (0, stages[k].output.c)),
                     src,
                     dst: dst_row,
                     residual: from * row(k) as usize,
@@ -232,6 +284,7 @@ fn flat_shares(stage: &Stage, g: &Group, f: usize) -> GroupProgram {
 mod tests {
     use super::*;
     use crate::layer_plan::{plan_layer, Host, Options};
+    use crate::Backend;
 
     #[test]
     fn a_flat_stage_shares_pixels_and_others_rows() {
@@ -270,5 +323,105 @@ mod tests {
             calls("layer d { input 7x7x4\n d: depthwise 3x3, pad same }"),
             [(Loc::GroupOut(0), 0, 3), (Loc::GroupOut(3 * 7 * 4), 3, 4)]
         );
+    }
+
+    /// Threads split the output channels of MobileNet's 7x7x1024
+    /// pointwise stage and of Inception's 17x17 7x1 conv (rows divide
+    /// badly), not of a 56x56 one (they divide evenly), nor of a 7x7
+    /// depthwise stage (only rows split).
+    #[test]
+    fn threads_split_channels_where_rows_divide_badly() {
+        let host = Host {
+            lanes: 16,
+            vector_registers: 32,
+            l1d_bytes: 48 << 10,
+            l2_bytes: 2 << 20,
+            cores: 2,
+        };
+        for backend in [Backend::Cranelift, Backend::Avx2, Backend::Avx512] {
+            let split = |src: &str, threads: usize| {
+                let l = convjit_ir::compile_source(src).unwrap().remove(0);
+                let options = Options {
+                    threads,
+                    min_thread_cycles: 0,
+                    backend,
+                    ..Options::default()
+                };
+                let lp = plan_layer(&l, &options, &host);
+                let p = program(&l, &lp);
+                let g = &lp.groups[0];
+                (g.split, g.threads, g.why.clone(), p)
+            };
+            // AVX2's blocks of 5 pixels divide 24 and 25 pixels as well as
+            // 49: 5 and 5 blocks of 10.
+            let (s, t, why, p) = split("layer p { input 7x7x1024\n p: pointwise 1024 }", 2);
+            if backend.resolve() == Ok(Backend::Avx2) {
+                assert_eq!((s, t), (Split::Rows, 2), "{backend}: {why}");
+            } else {
+                assert_eq!((s, t), (Split::Channels, 2), "{backend}: {why}");
+                assert!(why.contains("2 threads share the output channels"), "{why}");
+                assert_eq!(
+                    p.functions.iter().map(|f| f.channels).collect::<Vec<_>>(),
+                    [(0, 512), (512, 1024)]
+                );
+                for (i, steps) in p.groups[0].threads.iter().enumerate() {
+                    assert_eq!(
+                        steps[..],
+                        [Step::Call {
+                            f: i,
+                            src: Loc::GroupIn(0),
+                            dst: Loc::GroupOut(0),
+                            residual: 0,
+                            row0: 0,
+                            rows: 49,
+                        }]
+                    );
+                }
+            }
+            let (s, t, why, p) = split(
+                "layer c { input 17x17x128\n c: conv 7x1 -> 128, pad same, bias, relu }",
+                2,
+            );
+            assert_eq!((s, t), (Split::Channels, 2), "{backend}: {why}");
+            assert!(why.contains("(rows: 8 and 9 of 17 rows)"), "{why}");
+            let rows: Vec<_> = p.groups[0].threads.iter().map(|s| s[0].clone()).collect();
+            assert!(
+                rows.iter().all(|c| matches!(
+                    c,
+                    Step::Call {
+                        row0: 0,
+                        rows: 17,
+                        ..
+                    }
+                )),
+                "{rows:?}"
+            );
+            // 3 threads: rows 5, 6 and 6 of 17 do as well as vectors 2, 3
+            // and 3 of 8 (16 lanes), 5, 5 and 6 of 16, 10, 11 and 11 of 32.
+            let (s, _, why, _) = split(
+                "layer c { input 17x17x128\n c: conv 7x1 -> 128, pad same, bias, relu }",
+                3,
+            );
+            assert_eq!(s, Split::Rows, "{backend}: {why}");
+            // Even rows: a tie, rows (each thread reads only its own).
+            let (s, t, why, p) = split(
+                "layer p { input 56x56x64\n p: conv 3x3 -> 64, pad same }",
+                2,
+            );
+            assert_eq!((s, t), (Split::Rows, 2), "{backend}: {why}");
+            assert!(
+                why.contains("share the rows: 28 and 28 of 56 rows"),
+                "{why}"
+            );
+            assert_eq!(p.functions.len(), 1);
+            let (s, _, why, _) =
+                split("layer d { input 7x7x1024\n d: depthwise 3x3, pad same }", 2);
+            assert_eq!(s, Split::Rows, "{backend}: {why}");
+            // One row: only channels can be shared.
+            let (s, t, why, _) = split("layer p { input 1x1x256\n p: pointwise 256 }", 4);
+            assert_eq!((s, t), (Split::Channels, 4), "{backend}: {why}");
+            let (s, t, why, _) = split("layer p { input 1x3x256\n p: conv 1x3 -> 4 }", 4);
+            assert_eq!((s, t), (Split::Rows, 1), "{backend}: {why}");
+        }
     }
 }
