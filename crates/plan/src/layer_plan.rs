@@ -85,6 +85,11 @@ pub enum Fusion {
 /// well under a microsecond) and a barrier costs about one.
 pub const MIN_CYCLES_PER_THREAD: u64 = 10_000;
 
+/// By how much an estimate must beat the default to be taken (fusion
+/// against stages apart, channel shares against row shares): more than
+/// the model's noise, so a tie keeps the simpler schedule.
+const MARGIN: f64 = 0.97;
+
 /// Overrides for experiments; the defaults let the cost model decide.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Options {
@@ -307,7 +312,8 @@ fn finish(
             // The busiest thread's part of the work, rows against channels:
             // channels must win by more than the model's noise (every
             // thread then reads the whole input; rows read only theirs).
-            let split_channels = 100 * busiest * rows.total < 97 * rows.busiest * vectors;
+            let split_channels =
+                ((busiest * rows.total) as f64) < MARGIN * (rows.busiest * vectors) as f64;
             let vecs = format!("{} of {vectors} vectors", counts(&vecs));
             if split_channels {
                 g.threads = n;
@@ -468,7 +474,7 @@ impl FusionCost {
     /// Fusing must win by more than the model's noise: a fused group runs
     /// bands of short calls, so a tie goes to whole stages.
     pub fn pays(&self) -> bool {
-        self.fused < self.apart * 0.97
+        self.fused < self.apart * MARGIN
     }
 }
 
