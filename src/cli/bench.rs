@@ -538,9 +538,9 @@ fn bench_layer(
         "min_traffic_bytes": min_traffic_bytes(layer, batch),
         "memcpy_gbs": memcpy_gbs,
         // The input copied to the output, timed with the variants: what a
-        // memory-bound kernel of this layer can at best approach (memcpy's
-        // `rep movsb` skips the read for ownership a kernel's stores pay:
-        // `crates/jit/examples/copy_roof.rs`).
+        // memory-bound kernel of this layer can at best approach (a plain
+        // vector load/store loop may be slower than memcpy:
+        // `crates/jit/examples/copy_roof.rs` times both).
         "copy_io_us": copy_io_us,
         "rounds": a.rounds,
         "compile_ms": round(stats.seconds * 1e3, 3),
