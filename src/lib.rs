@@ -57,6 +57,28 @@ pub fn stage_schedule(stage: &Stage, plan: &LayerPlan) -> convjit_jit::Schedule 
     convjit_jit::plan::schedule_for(stage, &target)
 }
 
+/// Where the threads of `stage`'s group share its output channels
+/// ([`Split::Channels`]), each share's channels and blocking (a share is
+/// planned for its own channel count); empty otherwise.
+pub fn share_schedules(
+    layer: &Layer,
+    stage: usize,
+    plan: &LayerPlan,
+) -> Vec<((usize, usize), convjit_jit::Schedule)> {
+    let target = convjit_jit::plan::Target::of(plan.options.backend);
+    let s = &layer.stages[stage];
+    plan.groups
+        .iter()
+        .filter(|g| g.split == Split::Channels && (g.first..=g.last).contains(&stage))
+        .filter_map(|g| convjit_jit::plan::channel_shares(s, &target, g.threads))
+        .flatten()
+        .map(|(c0, c1)| {
+            let p = convjit_jit::plan::plan_channels(s, &target, c0, c1);
+            ((c0, c1), p.sched)
+        })
+        .collect()
+}
+
 /// Why [`stage_schedule`] chose that blocking.
 pub fn stage_schedule_reason(stage: &Stage, plan: &LayerPlan) -> String {
     let target = convjit_jit::plan::Target::of(plan.options.backend);

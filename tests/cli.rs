@@ -933,6 +933,26 @@ fn plan_shows_fusion_and_threads_and_run_honours_them() {
 }
 
 #[test]
+fn plan_shows_each_threads_channels_where_threads_split_them() {
+    // 17 rows split 9 and 8; the output channels split evenly on any
+    // generator's vectors (4, 8 or 16 lanes).
+    let layer = ["benches/suite.conv", "--layer", "incep_sp_sep_17x17x128_7"];
+    let o = convjit(&[&["plan"][..], &layer, &["--threads", "2"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("2 threads on output channels"), "{text}");
+    assert!(text.contains("thread 0: output channels 0..64"), "{text}");
+    assert!(text.contains("thread 1: output channels 64..128"), "{text}");
+    let run = |extra: &[&str]| {
+        let o = convjit(&[&["run"][..], &layer, extra].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    // Each output is reduced in the same order on one thread or two.
+    assert_eq!(run(&["--threads", "2"]), run(&[]));
+}
+
+#[test]
 fn a_layer_too_wide_to_compile_is_a_clear_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let conv = dir.path().join("wide.conv");

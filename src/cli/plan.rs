@@ -178,7 +178,7 @@ fn to_text(
             out += &format!("    why: {}\n", g.why);
         }
     }
-    for s in &l.stages {
+    for (i, s) in l.stages.iter().enumerate() {
         let k = convjit::stage_schedule(s, p);
         let unroll = match s.kind {
             convjit::StageKind::Depthwise { .. } => "kernel-row taps unrolled".to_string(),
@@ -189,6 +189,12 @@ fn to_text(
             s.name, k.px, k.units, k.lanes
         );
         out += &format!("    why: {}\n", convjit::stage_schedule_reason(s, p));
+        for (t, ((c0, c1), k)) in convjit::share_schedules(l, i, p).iter().enumerate() {
+            out += &format!(
+                "    thread {t}: output channels {c0}..{c1}, {} pixels x {} vectors per step\n",
+                k.px, k.units
+            );
+        }
     }
     out
 }

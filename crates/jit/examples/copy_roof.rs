@@ -3,7 +3,7 @@
 //! depthwise input and output, 1.8 MB each, L3-resident on repeated calls):
 //! `cargo run --release -p convjit-jit --example copy_roof [-- FLOATS]`.
 //!
-//! - `memcpy`: `copy_from_slice` (glibc: `rep movsb` at this size);
+//! - `memcpy`: `copy_from_slice` (the C library's memcpy);
 //! - `avx512 load/store`: a plain vector loop, the stores a kernel makes
 //!   (each written line is first read: a read for ownership);
 //! - `avx512 stream`: non-temporal stores, which skip that read but send
