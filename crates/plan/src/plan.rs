@@ -1023,6 +1023,15 @@ pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
     }
 }
 
+/// A conv or pointwise stage of one group: the stages whose output
+/// channels threads may share ([`channel_shares`], [`plan_channels`]).
+fn one_group_reduce(stage: &Stage) -> bool {
+    matches!(
+        stage.kind,
+        StageKind::Conv { groups: 1, .. } | StageKind::Pointwise { groups: 1, .. }
+    )
+}
+
 /// `stage` (conv or pointwise, one group) computing only its output
 /// channels `c0..c1`: the stage [`plan_channels`] plans and
 /// [`channel_shares`] checks.
@@ -1059,12 +1068,8 @@ pub fn channel_shares(
     target: &Target,
     threads: usize,
 ) -> Option<Vec<(usize, usize)>> {
-    let one_group = matches!(
-        stage.kind,
-        StageKind::Conv { groups: 1, .. } | StageKind::Pointwise { groups: 1, .. }
-    );
     let t = stage_target(stage, target);
-    if !one_group || threads < 2 || planned_stage(stage, &t).kind != stage.kind {
+    if !one_group_reduce(stage) || threads < 2 || planned_stage(stage, &t).kind != stage.kind {
         return None;
     }
     let (co, lanes) = (stage.output.c, t.lanes);
@@ -1095,12 +1100,8 @@ pub fn channel_shares(
 /// and every unit's lanes start at `c0` (packing picks those channels'
 /// weights and bias).
 pub fn plan_channels(stage: &Stage, target: &Target, c0: usize, c1: usize) -> Plan {
-    let one_group = matches!(
-        stage.kind,
-        StageKind::Conv { groups: 1, .. } | StageKind::Pointwise { groups: 1, .. }
-    );
     assert!(
-        one_group && c0 < c1 && c1 <= stage.output.c,
+        one_group_reduce(stage) && c0 < c1 && c1 <= stage.output.c,
         "stage '{}': channels {c0}..{c1} of a {:?}",
         stage.name,
         stage.kind
