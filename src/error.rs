@@ -1,4 +1,4 @@
-use crate::{DataError, Diagnostic, SourceFile};
+use crate::{DataError, Diagnostics, SourceFile};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -8,10 +8,11 @@ use std::path::PathBuf;
 pub enum Error {
     /// A file could not be read as text.
     Io { path: PathBuf, message: String },
-    /// The `.conv` text is wrong; `Display` renders every diagnostic.
+    /// The `.conv` text is wrong; `Display` renders the diagnostics (the
+    /// earliest [`convjit_lang::MAX_DIAGNOSTICS`], and how many more).
     Source {
         file: SourceFile,
-        diagnostics: Vec<Diagnostic>,
+        diagnostics: Diagnostics,
     },
     /// A data file or buffer does not fit the layer.
     Data(DataError),
@@ -26,15 +27,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             Error::Io { path, message } => write!(f, "{}: {message}", path.display()),
-            Error::Source { file, diagnostics } => {
-                for (i, d) in diagnostics.iter().enumerate() {
-                    if i > 0 {
-                        writeln!(f)?;
-                    }
-                    write!(f, "{}", d.render(file).trim_end())?;
-                }
-                Ok(())
-            }
+            Error::Source { file, diagnostics } => f.write_str(diagnostics.render(file).trim_end()),
             Error::Data(e) => e.fmt(f),
             Error::Jit(e) => e.fmt(f),
             Error::NoSuchLayer { message } => f.write_str(message),

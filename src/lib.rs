@@ -84,7 +84,7 @@ pub fn stage_schedule_reason(stage: &Stage, plan: &LayerPlan) -> String {
     let target = convjit_jit::plan::Target::of(plan.options.backend);
     convjit_jit::plan::schedule_reason_for(stage, &target)
 }
-pub use convjit_lang::{Diagnostic, SourceFile};
+pub use convjit_lang::{Diagnostic, Diagnostics, SourceFile};
 pub use convjit_npy as npy;
 pub use error::Error;
 
@@ -99,12 +99,16 @@ pub fn parse_layers(name: &str, text: &str) -> Result<Vec<Layer>, Error> {
     })
 }
 
-/// Reads, parses and validates a `.conv` file.
-pub fn load_layers(path: &Path) -> Result<Vec<Layer>, Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        message: format!("cannot read: {e}"),
-    })?;
+/// The largest `.conv` file read: 16 MiB (a layer of 20,000 stages is
+/// about 1 MB). Larger files, and endless ones (`/dev/zero`), are refused
+/// before they fill memory.
+pub const MAX_SOURCE_BYTES: u64 = 16 << 20;
+
+/// Reads, parses and validates a `.conv` file (at most [`MAX_SOURCE_BYTES`]).
+pub fn load_layers(path: impl AsRef<Path>) -> Result<Vec<Layer>, Error> {
+    let path = path.as_ref();
+    let bytes =
+        convjit_npy::read_limited(path, MAX_SOURCE_BYTES, |_| Ok(())).map_err(DataError::from)?;
     let name = path.display().to_string();
     let text = source_text(&name, bytes)?;
     parse_layers(&path.display().to_string(), &text)
@@ -126,7 +130,8 @@ fn source_text(name: &str, bytes: Vec<u8>) -> Result<String, Error> {
                 convjit_lang::Span::new(at, at + '\u{FFFD}'.len_utf8()),
                 format!("invalid UTF-8 byte 0x{bad:02x}"),
             )
-            .with_help(".conv files are UTF-8 text")],
+            .with_help(".conv files are UTF-8 text")]
+            .into(),
         }
     })
 }
@@ -158,15 +163,17 @@ pub fn select_layer(layers: Vec<Layer>, name: Option<&str>) -> Result<Layer, Err
     }
 }
 
-/// Reads a `.npz` weights archive and binds it to `layer`.
-pub fn load_weights(layer: &Layer, path: &Path) -> Result<Weights, Error> {
-    let npz = convjit_npy::read_npz(path).map_err(DataError::from)?;
-    Ok(Weights::from_npz(layer, &npz)?)
+/// Reads a `.npz` weights archive and binds it to `layer` (names and
+/// shapes checked before any array is inflated).
+pub fn load_weights(layer: &Layer, path: impl AsRef<Path>) -> Result<Weights, Error> {
+    let mut npz = convjit_npy::NpzArchive::open(path.as_ref()).map_err(DataError::from)?;
+    Ok(Weights::from_npz(layer, &mut npz)?)
 }
 
 /// Reads an NHWC `float32 [N, H, W, C]` input for `layer`; returns the
 /// values and N.
-pub fn load_input(layer: &Layer, path: &Path) -> Result<(Vec<f32>, usize), Error> {
+pub fn load_input(layer: &Layer, path: impl AsRef<Path>) -> Result<(Vec<f32>, usize), Error> {
+    let path = path.as_ref();
     let a = convjit_npy::read_npy(path).map_err(DataError::from)?;
     let s = layer.input;
     match a.shape[..] {

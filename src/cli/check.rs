@@ -1,6 +1,6 @@
 //! `convjit check FILE.conv`
 
-use super::{thousands, Failure};
+use super::{pad, thousands, Align, Failure};
 use convjit::Layer;
 use std::path::Path;
 
@@ -23,11 +23,16 @@ pub fn summary(l: &Layer) -> String {
         if l.stages.len() == 1 { "" } else { "s" },
         thousands(l.macs())
     );
-    let width = l.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let width = l
+        .stages
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0);
     for s in &l.stages {
         out += &format!(
-            "  {:width$}  {:>12} -> {:<12} {}\n",
-            s.name,
+            "  {}  {:>12} -> {:<12} {}\n",
+            pad(&s.name, width, Align::Left),
             s.input.to_string(),
             s.output.to_string(),
             super::plan::describe(s)

@@ -73,7 +73,7 @@ pub fn import(a: &ImportArgs) -> Result<(), Failure> {
 
     // The whole file in one buffer, which initializers' raw_data then
     // share (no copy of the weights while decoding).
-    let bytes = std::fs::read(model).map_err(|e| fail(model, format!("cannot read: {e}")))?;
+    let bytes = convjit_onnx::read_model(model).map_err(|e| fail(model, unstaged(e)))?;
     let options = convjit_onnx::Options {
         input_shape: a.input_shape,
     };
@@ -151,14 +151,14 @@ fn summary(
     let width = imported
         .layers
         .iter()
-        .map(|l| l.layer.name.len())
+        .map(|l| l.layer.name.chars().count())
         .max()
         .unwrap_or(0);
     for (l, npz) in imported.layers.iter().zip(npz_paths) {
         let _ = writeln!(
             out,
-            "  {:width$}  {} -> {}, {} stage{} ('{}' -> '{}')  {}",
-            l.layer.name,
+            "  {}  {} -> {}, {} stage{} ('{}' -> '{}')  {}",
+            super::pad(&l.layer.name, width, super::Align::Left),
             l.layer.input,
             l.layer.output(),
             l.layer.stages.len(),

@@ -1,6 +1,6 @@
 //! `convjit plan FILE.conv [--layer NAME] [--json] [--no-fuse] [--threads N]`
 
-use super::{thousands, Failure};
+use super::{pad, thousands, Align, Failure};
 use convjit::{Layer, LayerPlan, Options, Stage};
 use serde_json::json;
 use std::path::Path;
@@ -128,21 +128,16 @@ fn to_text(
         .chain(std::iter::once(&total))
         .collect();
     let w: Vec<usize> = (0..5)
-        .map(|i| all.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .map(|i| all.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     for r in all {
         out += &format!(
-            "  {:w0$}  {:w1$}  {:>w2$}  {:>w3$}  {:>w4$}\n",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3],
-            w4 = w[4]
+            "  {}  {}  {}  {}  {}\n",
+            pad(&r[0], w[0], Align::Left),
+            pad(&r[1], w[1], Align::Left),
+            pad(&r[2], w[2], Align::Right),
+            pad(&r[3], w[3], Align::Right),
+            pad(&r[4], w[4], Align::Right),
         );
     }
     let h = p.host;

@@ -27,6 +27,6 @@ pub use validate::{check_layer, lower};
 pub use weights::{StageWeights, Weights};
 
 /// Parses and validates a whole `.conv` text in one step.
-pub fn compile_source(src: &str) -> Result<Vec<Layer>, Vec<convjit_lang::Diagnostic>> {
+pub fn compile_source(src: &str) -> Result<Vec<Layer>, convjit_lang::Diagnostics> {
     lower(&convjit_lang::parse(src)?)
 }

@@ -3,12 +3,12 @@
 
 use crate::layer::*;
 use convjit_lang::ast::{self, Dims, Opt, Separable, Spanned};
-use convjit_lang::{Diagnostic, Span};
+use convjit_lang::{quoted, Diagnostic, Diagnostics, Span};
 use std::collections::HashMap;
 
 /// Validates every layer of a file. All errors found are returned, sorted
 /// by position; a file without errors gives one [`Layer`] per block.
-pub fn lower(file: &ast::File) -> Result<Vec<Layer>, Vec<Diagnostic>> {
+pub fn lower(file: &ast::File) -> Result<Vec<Layer>, Diagnostics> {
     let mut cx = Cx::default();
     let mut layers = Vec::new();
     let mut names: HashMap<&str, Span> = HashMap::new();
@@ -20,7 +20,7 @@ pub fn lower(file: &ast::File) -> Result<Vec<Layer>, Vec<Diagnostic>> {
         if names.insert(&l.name.node, l.name.span).is_some() {
             cx.error(
                 l.name.span,
-                format!("layer '{}' is defined twice", l.name.node),
+                format!("layer {} is defined twice", quoted(&l.name.node)),
             )
             .with_help("layer names must be unique within a file");
         }
@@ -31,14 +31,13 @@ pub fn lower(file: &ast::File) -> Result<Vec<Layer>, Vec<Diagnostic>> {
     if cx.diags.is_empty() {
         Ok(layers)
     } else {
-        cx.diags.sort_by_key(|d| d.span.start);
-        Err(cx.diags)
+        Err(cx.diags.finish())
     }
 }
 
 #[derive(Default)]
 struct Cx {
-    diags: Vec<Diagnostic>,
+    diags: Diagnostics,
 }
 
 impl Cx {
@@ -94,7 +93,7 @@ fn lower_layer(l: &ast::Layer, cx: &mut Cx) -> Option<Layer> {
     let Some(input_dims) = l.inputs.first() else {
         cx.error(
             l.name.span,
-            format!("layer '{}' has no input shape", l.name.node),
+            format!("layer {} has no input shape", quoted(&l.name.node)),
         )
         .with_help("add 'input HxWxC' as the layer's first line");
         return None;
@@ -123,7 +122,7 @@ fn lower_layer(l: &ast::Layer, cx: &mut Cx) -> Option<Layer> {
     if l.stages.is_empty() {
         cx.error(
             l.name.span,
-            format!("layer '{}' has no stages", l.name.node),
+            format!("layer {} has no stages", quoted(&l.name.node)),
         )
         .with_help("add a stage such as 'pw: pointwise 64'");
         return None;
@@ -138,7 +137,7 @@ fn lower_layer(l: &ast::Layer, cx: &mut Cx) -> Option<Layer> {
         if stage_names.insert(&s.name.node, s.name.span).is_some() {
             cx.error(
                 s.name.span,
-                format!("stage '{}' is defined twice", s.name.node),
+                format!("stage {} is defined twice", quoted(&s.name.node)),
             )
             .with_help("stage names must be unique within a layer");
         }
@@ -187,7 +186,7 @@ enum PadSpec {
 }
 
 fn collect_options(s: &ast::Stage, cx: &mut Cx) -> Option<Options> {
-    let before = cx.diags.len();
+    let before = cx.diags.total();
     let (kernel, cout) = match &s.op.node {
         ast::Op::Conv { kernel, cout } => (
             cx.pair(kernel, "kernel size"),
@@ -311,7 +310,7 @@ fn collect_options(s: &ast::Stage, cx: &mut Cx) -> Option<Options> {
             .with_help(help);
         }
     }
-    (cx.diags.len() == before).then_some(o)
+    (cx.diags.total() == before).then_some(o)
 }
 
 /// The primitive stages of one source stage, with shapes inferred from

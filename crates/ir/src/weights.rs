@@ -4,7 +4,7 @@
 use crate::error::{shape_str, DataError};
 use crate::layer::{Layer, Stage, StageKind};
 use crate::random::Rng;
-use convjit_npy::{Array, Npz};
+use convjit_npy::{Array, NpzArchive};
 use std::collections::BTreeSet;
 
 /// One stage's arrays, in the contract's layout (see [`Stage::weight_shape`]).
@@ -63,23 +63,36 @@ impl Weights {
 
     /// Binds the arrays of a `.npz` archive to the layer's stages by key.
     /// Every missing, unexpected or mis-shaped array is an error naming
-    /// the key, the expected shape and the shape found.
-    pub fn from_npz(layer: &Layer, npz: &Npz) -> Result<Weights, DataError> {
-        let path = npz.path();
-        let mut used = BTreeSet::new();
-        let mut stages = Vec::with_capacity(layer.stages.len());
+    /// the key, the expected shape and the shape found, found from the
+    /// archive's directory and the arrays' headers before any array is
+    /// inflated: memory is what the layer's weights need, whatever else
+    /// the archive holds.
+    pub fn from_npz(layer: &Layer, npz: &mut NpzArchive) -> Result<Weights, DataError> {
+        let path = npz.path().to_path_buf();
+        // (stage, key, shape wanted) of every array the layer reads.
+        let mut wanted = Vec::with_capacity(2 * layer.stages.len());
         for s in &layer.stages {
-            let weight = take(npz, s, &s.weight_key, &s.weight_shape(), layer)?;
-            used.insert(s.weight_key.as_str());
-            let bias = match &s.bias_key {
-                Some(key) => {
-                    used.insert(key.as_str());
-                    Some(take(npz, s, key, &[s.output.c], layer)?)
-                }
-                None => None,
-            };
-            stages.push(StageWeights { weight, bias });
+            wanted.push((s, s.weight_key.as_str(), s.weight_shape()));
+            if let Some(key) = &s.bias_key {
+                wanted.push((s, key.as_str(), vec![s.output.c]));
+            }
         }
+        for &(s, key, ref want) in &wanted {
+            if !npz.contains(key) {
+                return Err(DataError::weights(
+                    &path,
+                    key,
+                    format!(
+                        "missing: {} needs float32 {}; layer '{}' uses {}",
+                        what(s),
+                        shape_str(want),
+                        layer.name,
+                        expected_keys(layer).join(", ")
+                    ),
+                ));
+            }
+        }
+        let used: BTreeSet<&str> = wanted.iter().map(|w| w.1).collect();
         if let Some(extra) = npz.keys().find(|k| !used.contains(k)) {
             let mut message = format!(
                 "unexpected array: layer '{}' uses only {}",
@@ -89,9 +102,35 @@ impl Weights {
             if let Some(stage) = extra.strip_suffix(".bias") {
                 message += &format!(" (does stage '{stage}' lack the 'bias' option?)");
             }
-            return Err(DataError::weights(path, extra, message));
+            return Err(DataError::weights(&path, extra, message));
         }
-        Ok(Weights { stages })
+        for &(s, key, ref want) in &wanted {
+            let found = npz.shape(key)?.unwrap_or_default();
+            if !shape_fits(s, &found, want) {
+                return Err(DataError::weights(
+                    &path,
+                    key,
+                    format!(
+                        "expected shape {} for {}, found {}",
+                        shape_str(want),
+                        what(s),
+                        shape_str(&found)
+                    ),
+                ));
+            }
+        }
+        let mut stages: Vec<StageWeights> = Vec::with_capacity(layer.stages.len());
+        for (s, key, _) in wanted {
+            let data = npz.read(key)?.data;
+            match stages.last_mut() {
+                Some(last) if s.bias_key.as_deref() == Some(key) => last.bias = Some(data),
+                _ => stages.push(StageWeights {
+                    weight: data,
+                    bias: None,
+                }),
+            }
+        }
+        Weights::new(layer, stages)
     }
 
     /// `(key, array)` pairs in the contract's layout, ready for `write_npz`.
@@ -138,44 +177,19 @@ fn expected_keys(layer: &Layer) -> Vec<String> {
         .collect()
 }
 
-/// The array under `key`, which must have shape `want` (a pointwise
-/// weight may also come as `[1, 1, Ci, Co]`, as Keras saves it).
-fn take(
-    npz: &Npz,
-    stage: &Stage,
-    key: &str,
-    want: &[usize],
-    layer: &Layer,
-) -> Result<Vec<f32>, DataError> {
-    let what = format!("stage '{}' ({})", stage.name, stage.describe_op());
-    let Some(a) = npz.get(key) else {
-        return Err(DataError::weights(
-            npz.path(),
-            key,
-            format!(
-                "missing: {what} needs float32 {}; layer '{}' uses {}",
-                shape_str(want),
-                layer.name,
-                expected_keys(layer).join(", ")
-            ),
-        ));
-    };
+/// `stage 'NAME' (op)`, as messages name a stage.
+fn what(stage: &Stage) -> String {
+    format!("stage '{}' ({})", stage.name, stage.describe_op())
+}
+
+/// Whether an array of shape `found` is the `want` a stage reads (a
+/// pointwise weight may also come as `[1, 1, Ci, Co]`, as Keras saves it).
+fn shape_fits(stage: &Stage, found: &[usize], want: &[usize]) -> bool {
     let keras_1x1 = matches!(stage.kind, StageKind::Pointwise { .. })
-        && a.shape.len() == 4
-        && a.shape[..2] == [1, 1]
-        && a.shape[2..] == *want;
-    if a.shape != want && !keras_1x1 {
-        return Err(DataError::weights(
-            npz.path(),
-            key,
-            format!(
-                "expected shape {} for {what}, found {}",
-                shape_str(want),
-                shape_str(&a.shape)
-            ),
-        ));
-    }
-    Ok(a.data.clone())
+        && found.len() == 4
+        && found[..2] == [1, 1]
+        && found[2..] == *want;
+    found == want || keras_1x1
 }
 
 fn check_len(s: &Stage, w: &StageWeights) -> Result<(), DataError> {
@@ -200,4 +214,102 @@ fn check_len(s: &Stage, w: &StageWeights) -> Result<(), DataError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A `.npy` header declaring float32 `shape`, followed by `body`.
+    fn npy(shape: &str, body: &[u8]) -> Vec<u8> {
+        let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + dict.len() + 1) % 64 != 0 {
+            dict.push(' ');
+        }
+        dict.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        out.extend_from_slice(dict.as_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// An archive of `members` (name, bytes), deflated.
+    fn archive(members: &[(&str, Vec<u8>)]) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut zip = zip::ZipWriter::new(f.reopen().unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, bytes) in members {
+            zip.start_file(*name, opts).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap();
+        f
+    }
+
+    fn layer() -> Layer {
+        crate::compile_source("layer l { input 4x4x2\n d: depthwise 3x3, pad same, bias }")
+            .unwrap()
+            .remove(0)
+    }
+
+    fn load(f: &tempfile::NamedTempFile) -> Result<Weights, DataError> {
+        Weights::from_npz(&layer(), &mut NpzArchive::open(f.path()).unwrap())
+    }
+
+    fn floats(n: usize) -> Vec<u8> {
+        (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn binds_arrays_by_key() {
+        let f = archive(&[
+            ("d.weight.npy", npy("(3, 3, 2, 1)", &floats(18))),
+            ("d.bias.npy", npy("(2,)", &floats(2))),
+        ]);
+        let w = load(&f).unwrap();
+        assert_eq!(w.stages()[0].weight[17], 17.0);
+        assert_eq!(w.stages()[0].bias.as_deref(), Some(&[0.0, 1.0][..]));
+    }
+
+    /// Members that a read would fail on (bodies cut short of a shape of
+    /// 2^28 floats) give the error about their name or shape: nothing
+    /// was inflated past a header.
+    #[test]
+    fn names_and_shapes_are_checked_before_any_member_is_inflated() {
+        let huge = || npy("(268435456,)", &[0; 100]);
+        let good = || npy("(3, 3, 2, 1)", &floats(18));
+        let bias = || npy("(2,)", &floats(2));
+        let f = archive(&[
+            ("d.weight.npy", good()),
+            ("d.bias.npy", bias()),
+            ("unused.npy", huge()),
+        ]);
+        let e = load(&f).unwrap_err().to_string();
+        assert!(e.contains("key 'unused': unexpected array"), "{e}");
+        let f = archive(&[("d.weight.npy", huge()), ("d.bias.npy", bias())]);
+        let e = load(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("key 'd.weight': expected shape [3, 3, 2, 1]"),
+            "{e}"
+        );
+        assert!(e.contains("found [268435456]"), "{e}");
+        let f = archive(&[("d.weight.npy", good())]);
+        let e = load(&f).unwrap_err().to_string();
+        assert!(e.contains("key 'd.bias': missing"), "{e}");
+    }
+
+    #[test]
+    fn a_member_longer_than_its_shape_is_refused_without_inflating_the_rest() {
+        let mut body = floats(18);
+        body.extend(vec![0u8; 8 << 20]);
+        let f = archive(&[
+            ("d.weight.npy", npy("(3, 3, 2, 1)", &body)),
+            ("d.bias.npy", npy("(2,)", &floats(2))),
+        ]);
+        let e = load(&f).unwrap_err().to_string();
+        assert!(e.contains("too long"), "{e}");
+    }
 }

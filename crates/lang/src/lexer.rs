@@ -1,7 +1,7 @@
 //! Text to tokens. Newlines are tokens: a stage is one line.
 
 use crate::ast::Spanned;
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::span::Span;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +24,7 @@ impl Tok {
     /// How the token is named in "expected X, found Y" messages.
     pub fn describe(&self) -> String {
         match self {
-            Tok::Ident(w) => format!("'{w}'"),
+            Tok::Ident(w) => crate::diagnostic::quoted(w),
             Tok::Dims(_) => "a number".into(),
             Tok::Arrow => "'->'".into(),
             Tok::Colon => "':'".into(),
@@ -41,7 +41,7 @@ pub type Token = Spanned<Tok>;
 
 /// Splits `src` into tokens, ending with `Eof`. Bad characters and
 /// numbers that overflow are reported and skipped, so parsing goes on.
-pub fn lex(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Token> {
+pub fn lex(src: &str, diags: &mut Diagnostics) -> Vec<Token> {
     let bytes = src.as_bytes();
     let mut toks = Vec::new();
     let mut i = 0;
@@ -106,7 +106,7 @@ pub fn lex(src: &str, diags: &mut Vec<Diagnostic>) -> Vec<Token> {
 }
 
 /// `D ('x' D)*` where each `x` must be followed by a digit.
-fn lex_dims(src: &str, i: &mut usize, diags: &mut Vec<Diagnostic>) -> Vec<Spanned<u64>> {
+fn lex_dims(src: &str, i: &mut usize, diags: &mut Diagnostics) -> Vec<Spanned<u64>> {
     let bytes = src.as_bytes();
     let mut parts = Vec::new();
     loop {
@@ -134,7 +134,7 @@ mod tests {
     use super::*;
 
     fn kinds(src: &str) -> Vec<Tok> {
-        let mut d = Vec::new();
+        let mut d = Diagnostics::new();
         let t = lex(src, &mut d);
         assert!(d.is_empty(), "{d:?}");
         t.into_iter().map(|t| t.node).collect()
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn bad_characters_and_huge_numbers_are_reported() {
-        let mut d = Vec::new();
+        let mut d = Diagnostics::new();
         lex("a @ 99999999999999999999999 -1", &mut d);
         let msgs: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(

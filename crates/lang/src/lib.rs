@@ -11,6 +11,8 @@ mod lexer;
 mod parser;
 mod span;
 
-pub use diagnostic::{suggest, Diagnostic};
+pub use diagnostic::{
+    quoted, suggest, Diagnostic, Diagnostics, MAX_DIAGNOSTICS, MAX_LINE_SHOWN, MAX_QUOTED,
+};
 pub use parser::parse;
 pub use span::{SourceFile, Span};

@@ -3,7 +3,7 @@
 //! errors of every line.
 
 use crate::ast::*;
-use crate::diagnostic::{suggest, Diagnostic};
+use crate::diagnostic::{quoted, suggest, Diagnostic, Diagnostics};
 use crate::lexer::{lex, Tok, Token};
 use crate::span::Span;
 
@@ -22,9 +22,9 @@ const OPTIONS: &[&str] = &[
 ];
 
 /// Parses a whole `.conv` text. Any error (lexical or syntactic) makes the
-/// result `Err`, with every error found, in source order.
-pub fn parse(src: &str) -> Result<File, Vec<Diagnostic>> {
-    let mut diags = Vec::new();
+/// result `Err`, with the errors found (the earliest kept), in source order.
+pub fn parse(src: &str) -> Result<File, Diagnostics> {
+    let mut diags = Diagnostics::new();
     let toks = lex(src, &mut diags);
     let mut p = Parser {
         toks,
@@ -35,8 +35,7 @@ pub fn parse(src: &str) -> Result<File, Vec<Diagnostic>> {
     if p.diags.is_empty() {
         Ok(file)
     } else {
-        p.diags.sort_by_key(|d| d.span.start);
-        Err(p.diags)
+        Err(p.diags.finish())
     }
 }
 
@@ -47,7 +46,7 @@ type PResult<T> = Result<T, Reported>;
 struct Parser {
     toks: Vec<Token>,
     pos: usize,
-    diags: Vec<Diagnostic>,
+    diags: Diagnostics,
 }
 
 impl Parser {
@@ -338,7 +337,7 @@ impl Parser {
     }
 
     fn unknown<T>(&mut self, span: Span, what: &str, word: &str, valid: &[&str]) -> PResult<T> {
-        let mut d = Diagnostic::new(span, format!("unknown {what} '{word}'"));
+        let mut d = Diagnostic::new(span, format!("unknown {what} {}", quoted(word)));
         d = match suggest(word, valid) {
             Some(s) => d.with_help(format!("did you mean '{s}'?")),
             None => d.with_help(format!("expected one of: {}", valid.join(", "))),

@@ -12,6 +12,7 @@
 
 mod atomic;
 mod header;
+mod input;
 mod npy;
 mod npz;
 
@@ -21,7 +22,8 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 pub use header::MAX_ELEMENTS;
-pub use npz::{read_npz, write_npz, write_npz_lazy, Fill, LazyArray, Npz};
+pub use input::read_limited;
+pub use npz::{read_npz, write_npz, write_npz_lazy, Fill, LazyArray, Npz, NpzArchive};
 
 /// Writes `bytes` to `path` atomically: into a temporary file beside it,
 /// then renamed over it, so a failure leaves nothing behind. (For the other

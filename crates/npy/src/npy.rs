@@ -18,6 +18,8 @@ const ARRAY_ALIGN: usize = 64;
 /// unless told otherwise; a 1 MiB cap keeps a corrupt v2/v3 length field
 /// from costing more than that.
 pub(crate) const MAX_HEADER_LEN: usize = 1 << 20;
+/// Trailing bytes past the data that decoding counts for its message.
+const MAX_TRAILING: u64 = 1 << 20;
 /// Bytes read and converted per step when streaming the data.
 const CHUNK: usize = 64 * 1024;
 
@@ -56,12 +58,19 @@ pub(crate) fn decode<R: Read>(mut r: R, total_len: Option<u64>) -> Result<Array,
         }
         None => read_data(&mut r, &header, header.count.min(CHUNK / 4))?,
     };
-    let extra = io::copy(&mut r, &mut io::sink())?;
+    // What follows the data is counted only so far: an entry that
+    // inflates to gigabytes past its shape is refused without inflating them.
+    let extra = io::copy(&mut r.take(MAX_TRAILING), &mut io::sink())?;
     check_data_len(&header, header.data_bytes() + extra)?;
     Ok(Array {
         shape: header.shape,
         data,
     })
+}
+
+/// The shape an `.npy` image declares, reading only its header.
+pub(crate) fn decode_shape<R: Read>(mut r: R) -> Result<Vec<usize>, DecodeError> {
+    Ok(read_header(&mut r)?.0.shape)
 }
 
 /// Reads and parses everything before the data; returns the header and its total byte length.

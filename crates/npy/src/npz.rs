@@ -50,26 +50,148 @@ impl Npz {
 
 /// Reads every array of a `.npz` archive; any bad entry fails the whole read.
 pub fn read_npz(path: &Path) -> Result<Npz, Error> {
-    let file = File::open(path).map_err(|e| Error::io(path, None, "cannot read", &e))?;
-    let mut archive = ZipArchive::new(BufReader::new(file)).map_err(|e| not_a_zip(path, &e))?;
-    if archive.has_duplicate_names() {
-        return Err(duplicate_error(path, archive));
-    }
+    let mut archive = NpzArchive::open(path)?;
+    let keys: Vec<String> = archive.keys().map(str::to_string).collect();
     let mut arrays = BTreeMap::new();
-    for index in 0..archive.len() {
-        let (key, array) = read_entry(path, &mut archive, index)?;
-        if arrays.insert(key.clone(), array).is_some() {
-            return Err(Error::new(
-                path,
-                Some(&key),
-                "stored twice in the archive".into(),
-            ));
-        }
+    for key in keys {
+        let array = archive.read(&key)?;
+        arrays.insert(key, array);
     }
     Ok(Npz {
         path: path.to_path_buf(),
         arrays,
     })
+}
+
+/// An opened `.npz` archive whose arrays are inflated only when asked
+/// for: its keys come from the zip's directory, each array's shape from
+/// its `.npy` header alone, so a caller can check names and shapes
+/// before inflating anything (an archive of unused members that each
+/// inflate to gigabytes then costs nothing).
+pub struct NpzArchive {
+    path: PathBuf,
+    archive: ZipArchive<BufReader<File>>,
+    /// Key (entry name without ".npy") to entry index.
+    entries: BTreeMap<String, usize>,
+}
+
+impl NpzArchive {
+    /// Opens `path` and reads its directory (not its entries).
+    pub fn open(path: &Path) -> Result<NpzArchive, Error> {
+        let file = File::open(path).map_err(|e| Error::io(path, None, "cannot read", &e))?;
+        let archive = ZipArchive::new(BufReader::new(file)).map_err(|e| not_a_zip(path, &e))?;
+        if archive.has_duplicate_names() {
+            return Err(duplicate_error(path, archive));
+        }
+        let mut entries = BTreeMap::new();
+        for index in 0..archive.len() {
+            let key = entry_key(path, &archive, index)?;
+            if entries.insert(key.clone(), index).is_some() {
+                return Err(Error::new(
+                    path,
+                    Some(&key),
+                    "stored twice in the archive".into(),
+                ));
+            }
+        }
+        Ok(NpzArchive {
+            path: path.to_path_buf(),
+            archive,
+            entries,
+        })
+    }
+
+    /// The file the archive was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keys in sorted order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// The shape `key`'s header declares, inflating only the header
+    /// (`None`: no such key).
+    pub fn shape(&mut self, key: &str) -> Result<Option<Vec<usize>>, Error> {
+        let Some(&index) = self.entries.get(key) else {
+            return Ok(None);
+        };
+        let path = self.path.clone();
+        let entry = open_entry(&path, &mut self.archive, key, index)?;
+        npy::decode_shape(entry)
+            .map(Some)
+            .map_err(|e| Error::decode(&path, Some(key), e))
+    }
+
+    /// The array stored under `key`, inflated no further than its header
+    /// and the zip's directory declare.
+    pub fn read(&mut self, key: &str) -> Result<Array, Error> {
+        let Some(&index) = self.entries.get(key) else {
+            return Err(Error::new(&self.path, Some(key), "missing".into()));
+        };
+        let path = self.path.clone();
+        let entry = open_entry(&path, &mut self.archive, key, index)?;
+        npy::decode(entry, None).map_err(|e| Error::decode(&path, Some(key), e))
+    }
+}
+
+/// The key of entry `index`: its name without ".npy".
+fn entry_key<R: Read + Seek>(
+    path: &Path,
+    archive: &ZipArchive<R>,
+    index: usize,
+) -> Result<String, Error> {
+    let name = match archive.name_for_index(index) {
+        Some(Ok(name)) => name.into_owned(),
+        Some(Err(e)) => return Err(not_a_zip(path, &e)),
+        None => {
+            return Err(Error::new(
+                path,
+                None,
+                format!("archive entry {index} vanished"),
+            ))
+        }
+    };
+    match name.strip_suffix(".npy") {
+        Some(key) => Ok(key.to_string()),
+        None => Err(Error::new(
+            path,
+            None,
+            format!(
+                "entry '{}' is not a .npy array (every entry of a .npz must be named KEY.npy)",
+                name.escape_debug()
+            ),
+        )),
+    }
+}
+
+/// A reader of entry `index`'s uncompressed bytes, refusing one whose
+/// declared size no `.npy` could have, and ending one byte past the
+/// declared size (so the decoder sees an overlong entry, and a lying
+/// entry inflates no further).
+fn open_entry<'a, R: Read + Seek>(
+    path: &Path,
+    archive: &'a mut ZipArchive<R>,
+    key: &str,
+    index: usize,
+) -> Result<io::Take<zip::read::ZipFile<'a, R>>, Error> {
+    let keyed = |message: String| Error::new(path, Some(key), message);
+    let entry = archive
+        .by_index(index)
+        .map_err(|e| keyed(format!("cannot read entry '{key}.npy': {e}")))?;
+    let size = entry.size();
+    if size > MAX_ENTRY_BYTES {
+        return Err(keyed(format!(
+            "entry declares {size} uncompressed bytes, more than the limit of {MAX_ENTRY_BYTES} \
+             ({MAX_ELEMENTS} float32 values plus header)"
+        )));
+    }
+    Ok(entry.take(size + 1))
 }
 
 fn not_a_zip(path: &Path, err: &zip::result::ZipError) -> Error {
@@ -92,50 +214,6 @@ fn starts_with_npy_magic(path: &Path) -> bool {
         .and_then(|mut f| f.read_exact(&mut start))
         .is_ok()
         && &start == b"\x93NUMPY"
-}
-
-/// Decodes entry `index`, returning its key and array.
-fn read_entry<R: Read + Seek>(
-    path: &Path,
-    archive: &mut ZipArchive<R>,
-    index: usize,
-) -> Result<(String, Array), Error> {
-    let name = match archive.name_for_index(index) {
-        Some(Ok(name)) => name.into_owned(),
-        Some(Err(e)) => return Err(not_a_zip(path, &e)),
-        None => {
-            return Err(Error::new(
-                path,
-                None,
-                format!("archive entry {index} vanished"),
-            ))
-        }
-    };
-    let Some(key) = name.strip_suffix(".npy").map(str::to_string) else {
-        return Err(Error::new(
-            path,
-            None,
-            format!(
-                "entry '{}' is not a .npy array (every entry of a .npz must be named KEY.npy)",
-                name.escape_debug()
-            ),
-        ));
-    };
-    let keyed = |message: String| Error::new(path, Some(&key), message);
-    let entry = archive
-        .by_index(index)
-        .map_err(|e| keyed(format!("cannot read entry '{name}': {e}")))?;
-    let size = entry.size();
-    if size > MAX_ENTRY_BYTES {
-        return Err(keyed(format!(
-            "entry declares {size} uncompressed bytes, more than the limit of {MAX_ENTRY_BYTES} \
-             ({MAX_ELEMENTS} float32 values plus header)"
-        )));
-    }
-    // One byte past the declared size lets the decoder see an overlong entry.
-    let array =
-        npy::decode(entry.take(size + 1), None).map_err(|e| Error::decode(path, Some(&key), e))?;
-    Ok((key, array))
 }
 
 /// Names the repeated entry: the zip crate keeps only the last entry of each

@@ -24,9 +24,11 @@ pub fn layer_text(chain: &Chain) -> String {
     );
     out += &format!("layer {} {{\n  input {}\n", chain.name, first.input);
     let lines: Vec<String> = chain.stages.iter().map(stage_text).collect();
-    let width = lines.iter().map(String::len).max().unwrap_or(0);
+    let width = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     for (line, s) in lines.iter().zip(&chain.stages) {
-        out += &format!("  {line:width$}  # {}\n", printable(&s.nodes.join(" + ")));
+        // Padded by hand: `{:width$}` panics past 65535 (a long node name).
+        let fill = " ".repeat(width - line.chars().count());
+        out += &format!("  {line}{fill}  # {}\n", printable(&s.nodes.join(" + ")));
     }
     out + "}\n"
 }

@@ -93,6 +93,67 @@ pub struct Import {
     pub notes: Vec<String>,
 }
 
+/// The largest model file read: 2 GiB, protobuf's own limit (larger
+/// models keep their weights in external files, which convjit does not read).
+pub const MAX_MODEL_BYTES: u64 = 2 << 30;
+
+/// The bytes of a model file, refused before they fill memory when the
+/// file is larger than [`MAX_MODEL_BYTES`] or does not begin as a
+/// protobuf message does (`/dev/zero`, an image, text).
+pub fn read_model(path: &std::path::Path) -> Result<Vec<u8>, convjit_npy::Error> {
+    convjit_npy::read_limited(path, MAX_MODEL_BYTES, |prefix| {
+        protobuf_prefix(prefix)
+            .map_err(|why| format!("not an ONNX model (a protobuf message): {why}"))
+    })
+}
+
+/// Whether `prefix` can begin a protobuf message: each field's key names a
+/// field number of at least 1 and a wire type in use (varint, 64-bit,
+/// length-delimited, 32-bit), and its value fits the wire type, as far as
+/// `prefix` goes. Zeros (field 0) and most random bytes fail within a few
+/// fields.
+fn protobuf_prefix(prefix: &[u8]) -> Result<(), String> {
+    fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*i)?;
+            *i += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        Some(u64::MAX) // over 10 bytes: caught as a bad key or length
+    }
+    let mut i = 0;
+    while i < prefix.len() {
+        let at = i;
+        let Some(key) = varint(prefix, &mut i) else {
+            return Ok(()); // cut by the prefix's end
+        };
+        let (field, wire) = (key >> 3, key & 7);
+        if field == 0 || field > u64::from(u32::MAX >> 3) {
+            return Err(format!("byte {at} is not a field key"));
+        }
+        let skip = match wire {
+            0 => match varint(prefix, &mut i) {
+                Some(_) => 0,
+                None => return Ok(()),
+            },
+            1 => 8,
+            2 => match varint(prefix, &mut i) {
+                Some(len) if len <= MAX_MODEL_BYTES => len,
+                Some(_) => return Err(format!("field at byte {at} has an impossible length")),
+                None => return Ok(()),
+            },
+            5 => 4,
+            _ => return Err(format!("byte {at} is not a field key (wire type {wire})")),
+        };
+        i = i.saturating_add(usize::try_from(skip).unwrap_or(usize::MAX));
+    }
+    Ok(())
+}
+
 /// Reads a model (the whole file: a `Vec<u8>` or `Bytes`, which the
 /// weights then share rather than copy) and finds its convolution chains.
 pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Error> {
@@ -222,5 +283,21 @@ impl Import {
             .map(|(op, n)| format!("{op} x{n}"))
             .collect();
         Some(format!("skipped: {}", parts.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::protobuf_prefix;
+
+    #[test]
+    fn protobuf_starts_pass_and_other_bytes_fail() {
+        // ir_version 8, then a length-delimited field cut by the prefix.
+        assert!(protobuf_prefix(&[0x08, 0x08, 0x3a, 0xff, 0x01, 0x0a]).is_ok());
+        assert!(protobuf_prefix(&[0u8; 64]).is_err());
+        // An empty message is a valid one: the decoder says what it lacks.
+        assert!(protobuf_prefix(b"").is_ok());
+        assert!(protobuf_prefix(b"layer x { input 1x1x1 }").is_err());
+        assert!(protobuf_prefix(&[0x0f, 0x00]).is_err()); // wire type 7
     }
 }
