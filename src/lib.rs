@@ -34,6 +34,7 @@
 mod error;
 pub mod verify;
 
+pub use convjit_ir::budget;
 pub use convjit_ir::separate::{Note as SeparationNote, Separated, Separation};
 pub use convjit_ir::{
     compare, interpret, separate, Activation, Comparison, DataError, Layer, Padding, Rng, Shape,

@@ -257,6 +257,19 @@ fn bad_models_are_refused_and_nothing_is_written() {
 }
 
 #[test]
+fn an_output_colliding_with_a_layers_archive_is_a_usage_error() {
+    // -o names the archive of layer d1 (known only once the model is read).
+    let dir = scratch("resnet.onnx");
+    refused(
+        dir.path(),
+        &["import", "resnet.onnx", "-o", "resnet.d1.npz"],
+        2,
+        &["resnet.d1.npz", "name the same file"],
+        &["resnet.onnx"],
+    );
+}
+
+#[test]
 fn a_failed_write_leaves_earlier_files_untouched() {
     // The .conv is written, then the archives: a directory where an
     // archive should go fails the write; the .conv must not appear either.

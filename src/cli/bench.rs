@@ -19,7 +19,7 @@ use clap::Args;
 use convjit::{Kernel, Layer, Rng, Weights};
 use convjit_baselines::{Baseline, Family, FmaPeak};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// 128-bit FMA peak of the machines this project is measured on (AMD Zen 4,
@@ -82,6 +82,17 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
         return Err(Failure::Usage("--seconds must be in (0, 600]".into()));
     }
     let options = a.planner.options()?;
+    // The plot's file, checked before minutes of timing.
+    let inputs: Vec<(&str, &Path)> = [
+        ("the layer file", Some(a.file.as_path())),
+        ("the weights", a.weights.as_deref()),
+        ("the peers' results", a.peers.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(role, p)| Some((role, p?)))
+    .collect();
+    let targets: Vec<(&str, &Path)> = a.plot.iter().map(|p| ("--plot", p.as_path())).collect();
+    let (mut out, ids) = super::outputs(&targets, &inputs)?;
     let peers = match &a.peers {
         Some(path) => Some(read_peers(path)?),
         None => None,
@@ -121,7 +132,8 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
     }
     if let Some(path) = &a.plot {
         let svg = plot(&a.file, &reports, peers.as_ref())?;
-        convjit::npy::write_atomic(path, svg.as_bytes()).map_err(convjit::DataError::from)?;
+        out.write_bytes(ids[0], svg.as_bytes())?;
+        out.commit()?;
         if !a.json {
             println!("roofline written to {}", path.display());
         }
@@ -235,7 +247,12 @@ fn bench_layer(
 ) -> Result<serde_json::Value, Failure> {
     let batch = a.batch as usize;
     let budget = Duration::from_secs_f64(a.seconds);
-    let weights = given.clone().unwrap_or_else(|| Weights::random(layer, 1));
+    // The input, the shared output, the reference and a baseline's output.
+    super::check_batch(layer, batch, 4)?;
+    let weights = match &given {
+        Some(w) => w.clone(),
+        None => Weights::try_random(layer, 1)?,
+    };
     let input = Aligned::from(&Rng::new(2).vec(layer.input.len() * batch, 1.0));
     let mut output = Aligned::zeros(layer.output().len() * batch);
 

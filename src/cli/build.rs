@@ -55,6 +55,26 @@ enum EmitKind {
 }
 
 pub fn build(a: &BuildArgs) -> Result<(), Failure> {
+    // The outputs, checked against the inputs and each other before
+    // anything is read: an object and its header (`k.o` -> `k.h`), or
+    // one text file.
+    let header = a.output.with_extension("h");
+    let mut inputs: Vec<(&str, &Path)> = vec![("the layer file", &a.file)];
+    inputs.extend(a.weights.as_deref().map(|w| ("the weights", w)));
+    let object = matches!(a.emit, EmitKind::Obj);
+    if object && header == a.output {
+        return Err(Failure::Usage(format!(
+            "the object file {} would overwrite its header: name it k.o",
+            a.output.display()
+        )));
+    }
+    let targets: Vec<(&str, &Path)> = if object {
+        vec![("-o", &a.output), ("the header", &header)]
+    } else {
+        vec![("-o", &a.output)]
+    };
+    let (mut out, ids) = super::outputs(&targets, &inputs)?;
+
     let layer = convjit::select_layer(convjit::load_layers(&a.file)?, a.layer.as_deref())?;
     // Baked weights are known now: rank-1 stages are built separated.
     let (layer, weights) = match &a.weights {
@@ -89,21 +109,13 @@ pub fn build(a: &BuildArgs) -> Result<(), Failure> {
             message: format!("cannot build layer '{}': {e}", layer.name),
         }),
     })?;
-    if !matches!(a.emit, EmitKind::Obj) {
-        return write(&a.output, &artifact.object);
+    out.write_bytes(ids[0], &artifact.object)?;
+    if !object {
+        return Ok(out.commit()?);
     }
-    let header = a.output.with_extension("h");
-    if header == a.output {
-        return Err(Failure::Usage(format!(
-            "the object file {} would overwrite its header: name it k.o",
-            a.output.display()
-        )));
-    }
-    write(&header, artifact.header.as_bytes())?;
+    out.write_bytes(ids[1], artifact.header.as_bytes())?;
     // Both files or neither.
-    write(&a.output, &artifact.object).inspect_err(|_| {
-        let _ = std::fs::remove_file(&header);
-    })?;
+    out.commit()?;
     eprintln!(
         "wrote {} and {} ({}; stage functions: {}{})",
         a.output.display(),
@@ -113,9 +125,4 @@ pub fn build(a: &BuildArgs) -> Result<(), Failure> {
         artifact.cpu.map_or(String::new(), |c| format!(", for {c}")),
     );
     Ok(())
-}
-
-fn write(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    convjit::npy::write_atomic(path, bytes)
-        .map_err(|e| Failure::Input(convjit::DataError::from(e).into()))
 }

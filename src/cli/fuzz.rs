@@ -18,7 +18,6 @@ use convjit_ir::random_layer::{layer_case, LayerCase, Limits};
 use indicatif::ProgressBar;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -329,7 +328,6 @@ fn write_reproducer(
 ) -> Option<PathBuf> {
     std::fs::create_dir_all(dir).ok()?;
     let path = dir.join(format!("seed{seed}-case{i}-{backend}.conv"));
-    let mut f = std::fs::File::create(&path).ok()?;
     let text = format!(
         "# convjit fuzz --seed {seed}: case {i}, shrunk; the {backend} generator disagrees with the interpreter\n\
          # {}\n\
@@ -344,7 +342,7 @@ fn write_reproducer(
         options(case, backend).fuse,
         case.src
     );
-    f.write_all(text.as_bytes()).ok()?;
+    convjit::npy::write_atomic(&path, text.as_bytes()).ok()?;
     Some(path)
 }
 

@@ -5,12 +5,10 @@
 //! Weights: one `.npz` per layer, since a layer's archive holds exactly its
 //! own keys (`Weights::from_npz` refuses others): `OUT.npz` for a model
 //! with one layer, `OUT.LAYER.npz` beside it for each layer otherwise.
-//! Nothing is written unless everything is: every file is made in a
-//! temporary directory beside its target, then all are renamed into place.
+//! Nothing is written unless everything is (`convjit_npy::Outputs`).
 
 use super::Failure;
 use clap::Args;
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -56,24 +54,21 @@ pub fn import(a: &ImportArgs) -> Result<(), Failure> {
         .weights
         .clone()
         .unwrap_or_else(|| model.with_extension("npz"));
-    for (flag, p) in [("-o", &conv_path), ("--weights", &npz_path)] {
-        if same_file(p, model) {
-            return Err(Failure::Usage(format!(
-                "{flag} {} would overwrite the model",
-                p.display()
-            )));
-        }
-    }
-    if same_file(&conv_path, &npz_path) {
-        return Err(Failure::Usage(format!(
-            "-o and --weights name the same file: {}",
-            conv_path.display()
-        )));
-    }
+    // Usage errors before the model is read: an output that is the model,
+    // or -o and --weights in one file.
+    let inputs = [("the model", model.as_path())];
+    let planned = |targets: &[(&str, &Path)]| {
+        super::outputs(targets, &inputs).map_err(|e| match e {
+            // Import names the file first, as its other errors do.
+            Failure::Input(convjit::Error::Io { path, message }) => fail(&path, message),
+            e => e,
+        })
+    };
+    planned(&[("-o", &conv_path), ("--weights", &npz_path)])?;
 
     // The whole file in one buffer, which initializers' raw_data then
     // share (no copy of the weights while decoding).
-    let bytes = convjit_onnx::read_model(model).map_err(|e| fail(model, unstaged(e)))?;
+    let bytes = convjit_onnx::read_model(model).map_err(|e| fail(model, unstaged(&e)))?;
     let options = convjit_onnx::Options {
         input_shape: a.input_shape,
     };
@@ -111,23 +106,22 @@ pub fn import(a: &ImportArgs) -> Result<(), Failure> {
         let _ = write!(text, "\n# weights: {}\n{}", file_name(npz), l.text);
     }
 
-    let mut staging = Staging::default();
-    let stage = |s: &mut Staging, p: &Path| {
-        s.stage(p)
-            .map_err(|e| fail(p, format!("cannot write: {e}")))
-    };
-    let tmp = stage(&mut staging, &conv_path)?;
-    convjit::npy::write_atomic(&tmp, text.as_bytes()).map_err(|e| fail(&conv_path, unstaged(e)))?;
+    // Every file is made beside its target and all are put in place
+    // together: on any error, nothing of the user's changes. (A layer's
+    // archive may collide with -o: a usage error, still before writing.)
+    let mut targets: Vec<(&str, &Path)> = vec![("-o", &conv_path)];
+    targets.extend(npz_paths.iter().map(|p| ("--weights", p.as_path())));
+    let (mut out, ids) = planned(&targets)?;
+    out.write_bytes(ids[0], text.as_bytes())
+        .map_err(|e| fail(&conv_path, unstaged(&e)))?;
     for (i, npz) in npz_paths.iter().enumerate() {
         // Each array is transposed from the model's buffer as it is written:
         // memory stays near the model's size.
         let arrays = imported.weights(i).map_err(|e| fail(model, e))?;
-        let tmp = stage(&mut staging, npz)?;
-        convjit::npy::write_npz_lazy(&tmp, &arrays).map_err(|e| fail(npz, unstaged(e)))?;
+        out.write(ids[i + 1], |f| convjit::npy::write_npz_to(f, &arrays))
+            .map_err(|e| fail(npz, unstaged(&e)))?;
     }
-    staging
-        .commit()
-        .map_err(|(p, e)| fail(&p, format!("cannot write: {e}")))?;
+    out.commit().map_err(|e| fail(e.path(), unstaged(&e)))?;
 
     print!("{}", summary(model, &imported, &npz_paths, &conv_path));
     Ok(())
@@ -181,7 +175,7 @@ fn summary(
 
 /// A write error without the temporary path it names (the user knows the
 /// target, printed before it).
-fn unstaged(e: convjit::npy::Error) -> String {
+fn unstaged(e: &convjit::npy::Error) -> String {
     let text = e.to_string();
     let prefix = format!("{}: ", e.path().display());
     text.strip_prefix(&prefix).unwrap_or(&text).to_string()
@@ -192,55 +186,6 @@ fn file_name(p: &Path) -> String {
         .unwrap_or(p.as_os_str())
         .to_string_lossy()
         .into_owned()
-}
-
-/// Whether two paths name the same file (the second may not exist yet).
-fn same_file(a: &Path, b: &Path) -> bool {
-    let resolve = |p: &Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
-    matches!((resolve(a), resolve(b)), (Ok(x), Ok(y)) if x == y)
-}
-
-/// Files written into temporary directories beside their targets, renamed
-/// into place only once all are complete; dropped, it removes them all.
-#[derive(Default)]
-struct Staging {
-    dirs: HashMap<PathBuf, tempfile::TempDir>,
-    files: Vec<(PathBuf, PathBuf)>,
-}
-
-impl Staging {
-    /// A path to write `target`'s content to.
-    fn stage(&mut self, target: &Path) -> std::io::Result<PathBuf> {
-        // What would make a rename fail, found before any is done.
-        if target.is_dir() {
-            return Err(std::io::Error::other("it is a directory"));
-        }
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let dir = match self.dirs.entry(parent) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let dir = tempfile::Builder::new()
-                    .prefix(".convjit-import-")
-                    .tempdir_in(e.key())?;
-                e.insert(dir)
-            }
-        };
-        let tmp = dir.path().join(format!("{}", self.files.len()));
-        self.files.push((tmp.clone(), target.to_path_buf()));
-        Ok(tmp)
-    }
-
-    /// Renames every file into place (on the same file system, into a
-    /// directory just written to, over no directory: `stage` checked).
-    fn commit(self) -> Result<(), (PathBuf, std::io::Error)> {
-        for (tmp, target) in &self.files {
-            std::fs::rename(tmp, target).map_err(|e| (target.clone(), e))?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ mod run;
 mod verify;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -262,6 +262,53 @@ pub fn thousands(n: u64) -> String {
         out.push(ch);
     }
     out
+}
+
+/// The outputs of a command that reads `inputs`: `(flag, path)` each,
+/// checked before anything is read (an output that is an input, or two
+/// that collide, is a usage error). Returns the transaction and each
+/// output's index.
+fn outputs(
+    targets: &[(&str, &Path)],
+    inputs: &[(&str, &Path)],
+) -> Result<(convjit::npy::Outputs, Vec<usize>), Failure> {
+    let mut out = convjit::npy::Outputs::new();
+    let mut ids = Vec::with_capacity(targets.len());
+    for (flag, path) in targets {
+        ids.push(out.add(flag, path, inputs).map_err(Failure::from)?);
+    }
+    Ok((out, ids))
+}
+
+impl From<convjit::npy::OutputError> for Failure {
+    fn from(e: convjit::npy::OutputError) -> Failure {
+        match e {
+            convjit::npy::OutputError::Usage(m) => Failure::Usage(m),
+            convjit::npy::OutputError::Io { path, message } => {
+                Failure::Input(convjit::Error::Io { path, message })
+            }
+        }
+    }
+}
+
+impl From<convjit::npy::Error> for Failure {
+    fn from(e: convjit::npy::Error) -> Failure {
+        Failure::Input(convjit::DataError::from(e).into())
+    }
+}
+
+/// Refuses a `--batch` whose tensors (`copies` of the batch's input and
+/// output: a command may hold several, a reference beside a result) would
+/// not fit in memory, before any is made.
+fn check_batch(layer: &convjit::Layer, batch: usize, copies: u64) -> Result<(), Failure> {
+    let bytes = (layer.input.len() as u64 + layer.output().len() as u64)
+        .checked_mul(batch as u64)
+        .and_then(|n| n.checked_mul(4 * copies));
+    convjit::budget::check(
+        format_args!("layer '{}' with batch {batch}", layer.name),
+        bytes,
+    )?;
+    Ok(())
 }
 
 /// The layers of `file`, all of them or the one named.

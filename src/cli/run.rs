@@ -4,7 +4,7 @@
 use super::Failure;
 use clap::{Args, ValueEnum};
 use convjit::{Layer, Rng, Weights};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -43,6 +43,16 @@ enum Engine {
 }
 
 pub fn run(a: &RunArgs) -> Result<(), Failure> {
+    let inputs: Vec<(&str, &Path)> = [
+        ("the layer file", Some(a.file.as_path())),
+        ("the input", a.input.as_deref()),
+        ("the weights", a.weights.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(role, p)| Some((role, p?)))
+    .collect();
+    let targets: Vec<(&str, &Path)> = a.output.iter().map(|p| ("-o", p.as_path())).collect();
+    let (mut out, ids) = super::outputs(&targets, &inputs)?;
     let layer = convjit::select_layer(convjit::load_layers(&a.file)?, a.layer.as_deref())?;
     // Usage errors whatever the engine. The interpreter runs the layer as
     // written: against a --separate-rank kernel's output it shows what the
@@ -55,7 +65,7 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
                 "note: no --weights: using seeded random weights (seed {})",
                 a.seed
             );
-            Weights::random(&layer, a.seed)
+            Weights::try_random(&layer, a.seed)?
         }
     };
     let (input, batch) = match &a.input {
@@ -65,6 +75,8 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
             let n = layer.input.len().checked_mul(batch).ok_or_else(|| {
                 Failure::Usage(format!("--batch {batch} is too large for this layer"))
             })?;
+            // A batch that cannot fit is refused, not aborted.
+            super::check_batch(&layer, batch, 1)?;
             // Random input comes from a stream of its own, so it does not
             // change when weights are loaded from a file instead.
             (Rng::new(a.seed ^ 0x5EED_1A7E).vec(n, 1.0), batch)
@@ -78,9 +90,10 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
     };
     let o = layer.output();
     match &a.output {
-        Some(path) => {
-            convjit::npy::write_npy(path, &[batch, o.h, o.w, o.c], &output)
-                .map_err(convjit::DataError::from)?;
+        Some(_) => {
+            let shape = [batch, o.h, o.w, o.c];
+            out.write(ids[0], |f| convjit::npy::write_npy_to(f, &shape, &output))?;
+            out.commit()?;
         }
         None => print!("{}", summary(&layer, batch, &output)),
     }

@@ -77,7 +77,7 @@ pub fn verify(a: &VerifyArgs) -> Result<(), Failure> {
     for layer in &layers {
         let weights = match &a.weights {
             Some(path) => convjit::load_weights(layer, path)?,
-            None => Weights::random(layer, a.seed),
+            None => Weights::try_random(layer, a.seed)?,
         };
         failures += verify_layer(layer, &weights, a, &backends, &mut checks)?;
     }
@@ -111,6 +111,8 @@ fn verify_layer(
     checks: &mut usize,
 ) -> Result<usize, Failure> {
     let batch = a.batch as usize;
+    // The input, the reference and its magnitudes, one kernel's output.
+    super::check_batch(layer, batch, 3)?;
     let n = layer.input.len() * batch;
     let input = Rng::new(a.seed ^ 0x5EED_1A7E).vec(n, 1.0);
     let reference = Reference::new(layer, weights, &input, batch)?;

@@ -27,6 +27,20 @@ pub fn interpret(
             ),
         ));
     }
+    // At most the input, one stage's input and its output at once.
+    let peak = layer
+        .stages
+        .iter()
+        .map(|s| s.input.len() as u64 + s.output.len() as u64)
+        .max()
+        .unwrap_or(0);
+    crate::budget::check(
+        format_args!("interpreting layer '{}' on {batch} images", layer.name),
+        (layer.input.len() as u64)
+            .checked_add(peak)
+            .and_then(|n| n.checked_mul(batch as u64))
+            .and_then(|n| n.checked_mul(4)),
+    )?;
     let mut cur = input.to_vec();
     for (stage, w) in layer.stages.iter().zip(weights.stages()) {
         cur = interpret_stage(stage, w, &cur, batch, stage.residual.then_some(input));

@@ -185,4 +185,13 @@ impl Layer {
     pub fn macs(&self) -> u64 {
         self.stages.iter().map(Stage::macs).sum()
     }
+
+    /// Weight and bias values of all stages (`None`: past a u64).
+    pub fn weight_values(&self) -> Option<u64> {
+        self.stages.iter().try_fold(0u64, |n, s| {
+            let bias = if s.bias_key.is_some() { s.output.c } else { 0 };
+            n.checked_add(s.weight_len() as u64)?
+                .checked_add(bias as u64)
+        })
+    }
 }

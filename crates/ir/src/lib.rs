@@ -6,6 +6,7 @@
 //! (separable convolutions are expanded here); [`Weights`] binds arrays to
 //! stages; [`interpret`] computes the output.
 
+pub mod budget;
 mod compare;
 mod error;
 mod interp;

@@ -37,8 +37,19 @@ impl Weights {
         check_all(layer, &self.stages)
     }
 
+    /// [`Weights::random`], refused when the layer's weights would not fit
+    /// in memory ([`crate::budget`]).
+    pub fn try_random(layer: &Layer, seed: u64) -> Result<Weights, DataError> {
+        crate::budget::check(
+            format_args!("the weights of layer '{}'", layer.name),
+            layer.weight_values().and_then(|n| n.checked_mul(4)),
+        )?;
+        Ok(Weights::random(layer, seed))
+    }
+
     /// Seeded random weights, scaled by 1/sqrt(fan-in) so that outputs keep
-    /// a magnitude near that of the inputs, however deep the layer.
+    /// a magnitude near that of the inputs, however deep the layer. (For
+    /// weights whose size the caller has not bounded, [`Weights::try_random`].)
     pub fn random(layer: &Layer, seed: u64) -> Weights {
         let mut rng = Rng::new(seed);
         let stages = layer
@@ -104,6 +115,10 @@ impl Weights {
             }
             return Err(DataError::weights(&path, extra, message));
         }
+        crate::budget::check(
+            format_args!("the weights of layer '{}'", layer.name),
+            layer.weight_values().and_then(|n| n.checked_mul(4)),
+        )?;
         for &(s, key, ref want) in &wanted {
             let found = npz.shape(key)?.unwrap_or_default();
             if !shape_fits(s, &found, want) {

@@ -5,6 +5,7 @@
 use crate::pool::{spin_until, Pool, SPIN};
 use crate::program::{Loc, Step};
 use crate::{check_len, JitError, Kernel};
+use convjit_ir::DataError;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -60,12 +61,27 @@ fn zeroed(n: usize) -> Buf {
 }
 
 impl Scratch {
+    /// The buffers of a run on `threads` threads, refused when they would
+    /// not fit in memory (`convjit_ir::budget`).
     fn new(
         layer: &convjit_ir::Layer,
         program: &crate::program::Program,
         threads: usize,
-    ) -> Scratch {
-        Scratch {
+    ) -> Result<Scratch, DataError> {
+        let bands: Option<u64> = program
+            .groups
+            .iter()
+            .flat_map(|g| &g.buffers)
+            .try_fold(0u64, |n, &b| n.checked_add(b as u64));
+        let inter: Option<u64> = Scratch::inter_len(layer, program);
+        convjit_ir::budget::check(
+            format_args!("the run buffers of layer '{}'", layer.name),
+            bands
+                .and_then(|b| b.checked_mul(threads as u64))
+                .zip(inter)
+                .and_then(|(b, i)| b.checked_add(i)?.checked_mul(4)),
+        )?;
+        Ok(Scratch {
             inter: vec![Scratch::inter(layer, program)],
             bufs: (0..threads)
                 .map(|_| {
@@ -78,7 +94,15 @@ impl Scratch {
                 .collect(),
             // Made by the first run that cannot have the shared workers.
             workers: None,
-        }
+        })
+    }
+
+    /// Floats of one image's tensors between groups.
+    fn inter_len(layer: &convjit_ir::Layer, program: &crate::program::Program) -> Option<u64> {
+        let groups = &program.groups;
+        groups[..groups.len() - 1].iter().try_fold(0u64, |n, g| {
+            n.checked_add(layer.stages[g.last].output.len() as u64)
+        })
     }
 
     /// One image's tensors between groups.
@@ -204,9 +228,10 @@ impl Kernel {
         let threads = groups.iter().map(|g| g.threads.len()).max().unwrap_or(1);
         // Buffers from an earlier run (fresh ones cost page faults).
         let pool = || self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let mut scratch = pool()
-            .pop()
-            .unwrap_or_else(|| Scratch::new(l, &self.compiled.program, threads));
+        let mut scratch = match pool().pop() {
+            Some(s) => s,
+            None => Scratch::new(l, &self.compiled.program, threads)?,
+        };
         // Whole images per thread while there are enough for all (no
         // barriers, each thread with its own tensors between groups); the
         // rest, and a batch of one, split each image's rows (or a lone
@@ -216,7 +241,12 @@ impl Kernel {
         } else {
             0
         };
-        if whole > 0 {
+        if whole > 0 && scratch.inter.len() < threads {
+            convjit_ir::budget::check(
+                format_args!("the tensors of layer '{}' on {threads} threads", l.name),
+                Scratch::inter_len(l, &self.compiled.program)
+                    .and_then(|n| n.checked_mul(4 * (threads - scratch.inter.len()) as u64)),
+            )?;
             while scratch.inter.len() < threads {
                 let more = Scratch::inter(l, &self.compiled.program);
                 scratch.inter.push(more);

@@ -466,6 +466,13 @@ impl Kernel {
         };
         let seconds = start.elapsed().as_secs_f64();
         let start = Instant::now();
+        convjit_ir::budget::check(
+            format_args!("the packed weights of layer '{}'", layer.name),
+            compiled
+                .plans
+                .iter()
+                .try_fold(0u64, |n, p| n.checked_add(p.packed_len as u64 * 4)),
+        )?;
         let packed = compiled
             .program
             .functions
@@ -501,7 +508,13 @@ impl Kernel {
         let n = batch
             .checked_mul(self.layer.output().len())
             .ok_or_else(|| DataError::tensor("output", "batch too large"))?;
-        let mut out = vec![0f32; n];
+        let mut out = convjit_ir::budget::zeroed(
+            format_args!(
+                "the output of layer '{}' for {batch} images",
+                self.layer.name
+            ),
+            n,
+        )?;
         self.run(input, &mut out, batch)?;
         Ok(out)
     }

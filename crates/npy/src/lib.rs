@@ -7,14 +7,15 @@
 //! allocation: sizes are checked against the bytes really present (and
 //! against [`MAX_ELEMENTS`]) first.
 //!
-//! Writing is atomic: a temporary file beside the target is filled, synced
-//! and renamed over it, so readers never see a half-written array.
+//! Writing goes through [`Outputs`]: a temporary file beside the target is
+//! filled, synced and renamed over it (with a command's other outputs), so
+//! readers never see a half-written array and a failure changes nothing.
 
-mod atomic;
 mod header;
 mod input;
 mod npy;
 mod npz;
+mod output;
 
 use std::fmt;
 use std::fs::File;
@@ -23,13 +24,25 @@ use std::path::{Path, PathBuf};
 
 pub use header::MAX_ELEMENTS;
 pub use input::read_limited;
-pub use npz::{read_npz, write_npz, write_npz_lazy, Fill, LazyArray, Npz, NpzArchive};
+pub use npz::{
+    read_npz, write_npz, write_npz_lazy, write_npz_to, Fill, LazyArray, Npz, NpzArchive,
+};
+pub use output::{OutputError, Outputs};
 
-/// Writes `bytes` to `path` atomically: into a temporary file beside it,
-/// then renamed over it, so a failure leaves nothing behind. (For the other
-/// files convjit writes, e.g. object files and headers.)
+/// Writes `bytes` to `path` as a command's only output ([`Outputs`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    atomic::write(path, |f| f.write_all(bytes))
+    write_one(path, |f| f.write_all(bytes))
+}
+
+/// `path` as the only output of a command that reads nothing it could
+/// overwrite: made whole beside it, then put in place.
+fn write_one(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<(), Error> {
+    let mut out = Outputs::new();
+    let i = out
+        .add("output", path, &[])
+        .map_err(|e| Error::new(path, None, format!("cannot write: {e}")))?;
+    out.write(i, fill)?;
+    out.commit()
 }
 
 /// A dense row-major f32 array.
@@ -179,14 +192,20 @@ pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     out
 }
 
-/// Writes a `.npy` file atomically.
+/// Writes a `.npy` file as a command's only output ([`Outputs`]).
 ///
 /// # Panics
 /// If `data.len()` is not the product of `shape`.
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), Error> {
-    atomic::write(path, |file| {
-        let mut w = BufWriter::new(file);
-        npy::encode(&mut w, shape, data)?;
-        w.flush()
-    })
+    write_one(path, |file| write_npy_to(file, shape, data))
+}
+
+/// Writes a `.npy` image into `file` (e.g. an [`Outputs`] entry's).
+///
+/// # Panics
+/// If `data.len()` is not the product of `shape`.
+pub fn write_npy_to(file: &mut File, shape: &[usize], data: &[f32]) -> io::Result<()> {
+    let mut w = BufWriter::new(file);
+    npy::encode(&mut w, shape, data)?;
+    w.flush()
 }

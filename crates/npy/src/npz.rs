@@ -10,7 +10,7 @@ use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 use crate::header::MAX_ELEMENTS;
 use crate::npy::{self, MAX_HEADER_LEN};
-use crate::{atomic, Array, Error};
+use crate::{Array, Error};
 
 /// Largest uncompressed entry we will inflate: the biggest valid `.npy`.
 /// Checked against the size the archive declares, and enforced while
@@ -316,13 +316,17 @@ pub fn write_npz_lazy(path: &Path, arrays: &[LazyArray]) -> Result<(), Error> {
             "given twice; keys must be unique".into(),
         ));
     }
-    atomic::write(path, |file| {
-        let mut zip = ZipWriter::new(BufWriter::new(file));
-        for a in arrays {
-            write_entry(&mut zip, a)?;
-        }
-        zip.finish().map_err(io::Error::other)?.flush()
-    })
+    crate::write_one(path, |file| write_npz_to(file, arrays))
+}
+
+/// [`write_npz_lazy`] into `file` (e.g. an [`crate::Outputs`] entry's); keys
+/// must be unique.
+pub fn write_npz_to(file: &mut File, arrays: &[LazyArray]) -> io::Result<()> {
+    let mut zip = ZipWriter::new(BufWriter::new(file));
+    for a in arrays {
+        write_entry(&mut zip, a)?;
+    }
+    zip.finish().map_err(io::Error::other)?.flush()
 }
 
 fn write_entry<W: Write + Seek>(zip: &mut ZipWriter<W>, a: &LazyArray) -> io::Result<()> {

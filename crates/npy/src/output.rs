@@ -1,0 +1,444 @@
+//! The files a command writes, as one transaction: every output is made
+//! complete in a temporary file beside its target, and only when all of
+//! them are ready are they put in place, together; a failure at any point
+//! (a full disk, a name the file system refuses) leaves every one of the
+//! user's files as it was.
+//!
+//! Before anything is read or written, [`Outputs::add`] refuses an output
+//! that is one of the command's inputs (the same device and inode, however
+//! the paths are spelled) or that collides with another output, and one
+//! that names a directory. A target that is not a regular file (a device
+//! such as `/dev/null`, a FIFO) is written through, never replaced by a
+//! regular file; a symbolic link is followed: the file it names is
+//! replaced, the link stays.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use tempfile::{Builder, NamedTempFile, TempPath};
+
+use crate::Error;
+
+/// Why an output cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputError {
+    /// The command line asks for something impossible (an output that is
+    /// an input, two outputs in one file, a directory): a usage error.
+    Usage(String),
+    /// The target's directory cannot be looked at.
+    Io { path: PathBuf, message: String },
+}
+
+impl std::fmt::Display for OutputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutputError::Usage(m) => f.write_str(m),
+            OutputError::Io { path, message } => write!(f, "{}: {message}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for OutputError {}
+
+/// The outputs of one command; see the module docs.
+#[derive(Default)]
+pub struct Outputs {
+    files: Vec<Output>,
+}
+
+struct Output {
+    /// The flag or role that names it, for messages.
+    what: String,
+    /// As the user wrote it, for messages.
+    shown: PathBuf,
+    /// Where the bytes go: the target with symbolic links followed.
+    target: PathBuf,
+    /// The target as it was when added: a regular file (or nothing) is
+    /// replaced by a rename, anything else written through.
+    replace: bool,
+    /// The complete content, once written.
+    tmp: Option<NamedTempFile>,
+}
+
+/// A file's identity: device and inode on Unix, the canonical path elsewhere.
+#[derive(PartialEq, Eq)]
+enum Identity {
+    #[cfg(unix)]
+    Inode(u64, u64),
+    #[allow(dead_code)]
+    Path(PathBuf),
+}
+
+fn identity(meta: &fs::Metadata, path: &Path) -> Identity {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let _ = path;
+        Identity::Inode(meta.dev(), meta.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Identity::Path(fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
+    }
+}
+
+/// Where writing to `path` really lands: symbolic links followed (a link
+/// to nothing is followed to where its target would be), and the parent
+/// directory made absolute, so that two spellings of one new file compare
+/// equal.
+fn resolve(path: &Path) -> Result<PathBuf, OutputError> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = fs::read_link(&p).map_err(|e| OutputError::Io {
+                    path: path.to_path_buf(),
+                    message: format!("cannot follow the link: {e}"),
+                })?;
+                p = match p.parent() {
+                    Some(dir) => dir.join(to),
+                    None => to,
+                };
+            }
+            _ => {
+                let name = p.file_name().map(|n| n.to_os_string());
+                let dir = parent_dir(&p);
+                let dir = fs::canonicalize(dir).map_err(|e| OutputError::Io {
+                    path: path.to_path_buf(),
+                    message: format!("cannot write into {}: {e}", dir.display()),
+                })?;
+                return Ok(match name {
+                    Some(n) => dir.join(n),
+                    None => dir,
+                });
+            }
+        }
+    }
+    Err(OutputError::Usage(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
+}
+
+/// The directory holding `path`; a bare file name's parent is "" to `Path`, meaning ".".
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+impl Outputs {
+    pub fn new() -> Outputs {
+        Outputs::default()
+    }
+
+    /// Plans an output at `path` (`what` names it in messages, e.g. "-o")
+    /// for a command that reads `inputs` (each with its role in messages,
+    /// e.g. "the model"). Returns its index for [`Outputs::write`].
+    /// Refused: an output that is one of `inputs` or an output added
+    /// before (usage errors), or a directory.
+    pub fn add(
+        &mut self,
+        what: &str,
+        path: &Path,
+        inputs: &[(&str, &Path)],
+    ) -> Result<usize, OutputError> {
+        let target = resolve(path)?;
+        let meta = fs::metadata(&target).ok();
+        if meta.as_ref().is_some_and(|m| m.is_dir()) {
+            return Err(OutputError::Io {
+                path: path.to_path_buf(),
+                message: "cannot write: it is a directory".into(),
+            });
+        }
+        if let Some(m) = &meta {
+            let id = identity(m, &target);
+            for (role, input) in inputs {
+                if fs::metadata(input).is_ok_and(|im| identity(&im, input) == id) {
+                    return Err(OutputError::Usage(format!(
+                        "{what} {} would overwrite {role} {}",
+                        path.display(),
+                        input.display()
+                    )));
+                }
+            }
+        }
+        if let Some(other) = self.files.iter().find(|o| o.target == target) {
+            return Err(OutputError::Usage(format!(
+                "{} {} and {what} {} name the same file",
+                other.what,
+                other.shown.display(),
+                path.display(),
+            )));
+        }
+        self.files.push(Output {
+            what: what.to_string(),
+            shown: path.to_path_buf(),
+            target,
+            replace: meta.as_ref().is_none_or(|m| m.is_file()),
+            tmp: None,
+        });
+        Ok(self.files.len() - 1)
+    }
+
+    /// Makes output `i`'s content: `fill` writes it to a temporary file
+    /// (and must flush any buffering it adds). Nothing of the user's
+    /// changes until [`Outputs::commit`].
+    pub fn write(
+        &mut self,
+        i: usize,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<(), Error> {
+        let o = &mut self.files[i];
+        let cannot_write = |e: &io::Error| Error::io(&o.shown, None, "cannot write", e);
+        // Beside the target, so the rename stays on one file system; a
+        // target written through is copied from the system's temporary
+        // directory instead (a device's directory may not be writable).
+        let dir = if o.replace {
+            parent_dir(&o.target).to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let mut tmp = temp_file_in(&dir).map_err(|e| cannot_write(&e))?;
+        fill(tmp.as_file_mut())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| cannot_write(&e))?;
+        o.tmp = Some(tmp);
+        Ok(())
+    }
+
+    /// Writes `bytes` as output `i`.
+    pub fn write_bytes(&mut self, i: usize, bytes: &[u8]) -> Result<(), Error> {
+        self.write(i, |f| f.write_all(bytes))
+    }
+
+    /// Puts every output in place. Renames come first, each over the
+    /// old file (kept as a hard link until all are done, so that a
+    /// failure puts back the ones before it); then the outputs written
+    /// through. An output never written is an error.
+    pub fn commit(self) -> Result<(), Error> {
+        if let Some(o) = self.files.iter().find(|o| o.tmp.is_none()) {
+            return Err(Error::new(
+                &o.shown,
+                None,
+                "internal error: never written".into(),
+            ));
+        }
+        let (renamed, through): (Vec<Output>, Vec<Output>) =
+            self.files.into_iter().partition(|o| o.replace);
+        // (target, backup of the file it replaced, if any) of each rename done.
+        let mut done: Vec<(PathBuf, Option<TempPath>)> = Vec::new();
+        for o in &renamed {
+            let Some(tmp) = &o.tmp else { continue };
+            let moved = backup(&o.target).and_then(|old| {
+                fs::rename(tmp.path(), &o.target)?;
+                Ok(old)
+            });
+            match moved {
+                Ok(old) => done.push((o.target.clone(), old)),
+                Err(e) => {
+                    undo(done);
+                    return Err(Error::io(&o.shown, None, "cannot write", &e));
+                }
+            }
+        }
+        for o in &through {
+            let Some(tmp) = &o.tmp else { continue };
+            let copied = File::open(tmp.path()).and_then(|mut from| {
+                let mut to = fs::OpenOptions::new().write(true).open(&o.target)?;
+                io::copy(&mut from, &mut to)?;
+                to.flush()
+            });
+            if let Err(e) = copied {
+                undo(done);
+                return Err(Error::io(&o.shown, None, "cannot write", &e));
+            }
+        }
+        // Dropping `done` removes the backups; dropping the temporary
+        // files removes the copied ones (the renamed ones are gone).
+        Ok(())
+    }
+}
+
+/// A hard link to the file at `target` (if there is one) under a fresh
+/// name beside it, removed when dropped.
+fn backup(target: &Path) -> io::Result<Option<TempPath>> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.is_file() => {}
+        _ => return Ok(None),
+    }
+    let link = Builder::new()
+        .prefix(".convjit-old-")
+        .make_in(parent_dir(target), |p| fs::hard_link(target, p));
+    match link {
+        Ok(t) => Ok(Some(t.into_temp_path())),
+        // A file system without hard links: no undo for this one.
+        Err(_) => Ok(None),
+    }
+}
+
+/// Puts back what the renames in `done` replaced, last first.
+fn undo(done: Vec<(PathBuf, Option<TempPath>)>) {
+    for (target, old) in done.into_iter().rev() {
+        match old {
+            Some(old) => {
+                let _ = fs::rename(&old, &target);
+                let _ = old.keep();
+            }
+            None => {
+                let _ = fs::remove_file(&target);
+            }
+        }
+    }
+}
+
+/// A temporary file in `dir`, created with the permissions `File::create`
+/// would give: `NamedTempFile` defaults to 0600, which would make outputs
+/// private.
+fn temp_file_in(dir: &Path) -> io::Result<NamedTempFile> {
+    let mut builder = Builder::new();
+    builder.prefix(".convjit-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn outputs_appear_together_and_replace_old_files() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("k.o"), d.path().join("k.h"));
+        fs::write(&a, "old").unwrap();
+        let mut out = Outputs::new();
+        let i = out.add("-o", &a, &[]).unwrap();
+        let j = out.add("header", &b, &[]).unwrap();
+        out.write_bytes(i, b"object").unwrap();
+        out.write_bytes(j, b"header").unwrap();
+        assert_eq!(
+            fs::read(&a).unwrap(),
+            b"old",
+            "nothing changes before commit"
+        );
+        assert_eq!(files(d.path()).len(), 3); // k.o and two temporary files
+        out.commit().unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"object");
+        assert_eq!(fs::read(&b).unwrap(), b"header");
+        assert_eq!(files(d.path()), ["k.h", "k.o"]);
+    }
+
+    #[test]
+    fn dropped_outputs_leave_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("out.npy");
+        fs::write(&a, "old").unwrap();
+        let mut out = Outputs::new();
+        let i = out.add("-o", &a, &[]).unwrap();
+        out.write_bytes(i, b"new").unwrap();
+        drop(out);
+        assert_eq!(fs::read(&a).unwrap(), b"old");
+        assert_eq!(files(d.path()), ["out.npy"]);
+    }
+
+    #[test]
+    fn a_failed_rename_puts_back_the_files_renamed_before_it() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.conv");
+        let b = d.path().join("b.npz");
+        // A name no file system takes: the second rename fails.
+        let c = d.path().join("c".repeat(300));
+        fs::write(&a, "old a").unwrap();
+        let mut out = Outputs::new();
+        for (k, p) in [&a, &b, &c].into_iter().enumerate() {
+            let i = out.add("-o", p, &[]).unwrap();
+            out.write_bytes(i, format!("new {k}").as_bytes()).unwrap();
+        }
+        let e = out.commit().unwrap_err();
+        assert!(e.to_string().contains("cannot write"), "{e}");
+        assert_eq!(fs::read(&a).unwrap(), b"old a");
+        assert_eq!(files(d.path()), ["a.conv"]);
+    }
+
+    #[test]
+    fn inputs_collisions_and_directories_are_usage_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let input = d.path().join("s.conv");
+        fs::write(&input, "layer").unwrap();
+        let mut out = Outputs::new();
+        let inputs = [("the layer file", input.as_path())];
+        let e = out.add("-o", &input, &inputs).unwrap_err();
+        assert!(
+            matches!(e, OutputError::Usage(ref m) if m.contains("would overwrite the layer file")),
+            "{e}"
+        );
+        // Another name for the same file.
+        let link = d.path().join("hard.conv");
+        fs::hard_link(&input, &link).unwrap();
+        assert!(matches!(
+            out.add("-o", &link, &inputs),
+            Err(OutputError::Usage(_))
+        ));
+        let x = d.path().join("x.npz");
+        out.add("--weights", &x, &inputs).unwrap();
+        let again = d.path().join(".").join("x.npz");
+        let e = out.add("-o", &again, &inputs).unwrap_err();
+        assert!(
+            matches!(e, OutputError::Usage(ref m) if m.contains("name the same file")),
+            "{e}"
+        );
+        let e = out.add("-o", d.path(), &[]).unwrap_err();
+        assert!(matches!(e, OutputError::Io { ref message, .. } if message.contains("directory")));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symbolic_links_are_followed_and_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real.npy");
+        let link = d.path().join("link.npy");
+        fs::write(&real, "old").unwrap();
+        std::os::unix::fs::symlink("real.npy", &link).unwrap();
+        let mut out = Outputs::new();
+        let i = out.add("-o", &link, &[]).unwrap();
+        out.write_bytes(i, b"new").unwrap();
+        out.commit().unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(&real).unwrap(), b"new");
+        // A link to the input is the input.
+        let mut out = Outputs::new();
+        assert!(out
+            .add("-o", &link, &[("the input", real.as_path())])
+            .is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_are_written_through_not_replaced() {
+        let mut out = Outputs::new();
+        let i = out.add("-o", Path::new("/dev/null"), &[]).unwrap();
+        out.write_bytes(i, b"gone").unwrap();
+        out.commit().unwrap();
+        let m = fs::metadata("/dev/null").unwrap();
+        assert!(!m.is_file(), "/dev/null was replaced by a regular file");
+    }
+}

@@ -1,0 +1,278 @@
+//! Every command's outputs (`convjit_npy::Outputs`): a failing command
+//! changes none of the user's files; an output that is one of the
+//! command's inputs, or two outputs in one file, is a usage error before
+//! anything is read; a device, a FIFO or a symbolic link is written
+//! through or followed, never replaced by a regular file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn convjit(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_convjit"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+const LAYER: &str = "layer s { input 6x6x4\n d: depthwise 3x3, pad same, bias, relu6\n}\n";
+
+/// A directory with `s.conv` (one small layer) and its weights `w.npz`.
+fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.conv"), LAYER).unwrap();
+    let layer = &convjit::parse_layers("s.conv", LAYER).unwrap()[0];
+    let w = convjit::Weights::random(layer, 1);
+    let arrays = w.to_arrays(layer);
+    let refs: Vec<(&str, &convjit::npy::Array)> =
+        arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
+    convjit::npy::write_npz(&dir.path().join("w.npz"), &refs).unwrap();
+    dir
+}
+
+/// The names in `dir` with the content of each regular file (a FIFO's
+/// would wait for a writer).
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    files(dir)
+        .into_iter()
+        .map(|f| {
+            let p = dir.join(&f);
+            let regular = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file());
+            let bytes = if regular {
+                std::fs::read(p).unwrap()
+            } else {
+                Vec::new()
+            };
+            (f, bytes)
+        })
+        .collect()
+}
+
+/// Exit status `status` with `words` on stderr, and every file of `dir`
+/// as it was.
+fn refused(dir: &Path, args: &[&str], status: i32, words: &[&str]) {
+    let before = contents(dir);
+    let o = convjit(dir, args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(status), "{args:?}: {err}");
+    for w in words {
+        assert!(err.contains(w), "{args:?}: '{w}' not in: {err}");
+    }
+    let after = contents(dir);
+    assert!(
+        before == after,
+        "{args:?} changed the directory: {:?}",
+        files(dir)
+    );
+}
+
+#[test]
+fn an_output_that_is_an_input_is_a_usage_error() {
+    let d = scratch();
+    let p = d.path();
+    refused(
+        p,
+        &["build", "s.conv", "-o", "s.conv", "--emit", "clif"],
+        2,
+        &["would overwrite the layer file"],
+    );
+    refused(
+        p,
+        &["run", "s.conv", "-o", "s.conv"],
+        2,
+        &["would overwrite the layer file"],
+    );
+    refused(
+        p,
+        &["run", "s.conv", "--weights", "w.npz", "-o", "w.npz"],
+        2,
+        &["would overwrite the weights"],
+    );
+    refused(
+        p,
+        &[
+            "build",
+            "s.conv",
+            "--weights",
+            "w.npz",
+            "-o",
+            "w.npz",
+            "--emit",
+            "asm",
+        ],
+        2,
+        &["would overwrite the weights"],
+    );
+    // The header beside the object is an output too.
+    std::fs::copy(p.join("s.conv"), p.join("k.h")).unwrap();
+    refused(
+        p,
+        &["build", "k.h", "-o", "k.o"],
+        2,
+        &["the header", "would overwrite the layer file"],
+    );
+    std::fs::remove_file(p.join("k.h")).unwrap();
+    // Another name for the same file: a hard link, a path through "..".
+    std::fs::hard_link(p.join("s.conv"), p.join("same.conv")).unwrap();
+    refused(
+        p,
+        &["run", "s.conv", "-o", "same.conv"],
+        2,
+        &["would overwrite"],
+    );
+    std::fs::create_dir(p.join("sub")).unwrap();
+    refused(
+        p,
+        &["run", "s.conv", "-o", "sub/../s.conv"],
+        2,
+        &["would overwrite"],
+    );
+}
+
+#[test]
+fn a_build_that_fails_on_the_object_keeps_the_old_header() {
+    let d = scratch();
+    let p = d.path();
+    std::fs::write(p.join("k.h"), "old header").unwrap();
+    std::fs::create_dir(p.join("k.o")).unwrap();
+    refused(
+        p,
+        &["build", "s.conv", "-o", "k.o"],
+        1,
+        &["k.o", "directory"],
+    );
+    assert_eq!(std::fs::read(p.join("k.h")).unwrap(), b"old header");
+}
+
+#[test]
+fn a_failing_run_leaves_the_old_output() {
+    let d = scratch();
+    let p = d.path();
+    std::fs::write(p.join("out.npy"), "old output").unwrap();
+    // Weights for another layer: refused after the output was planned.
+    std::fs::write(p.join("t.conv"), LAYER.replace("6x6x4", "6x6x5")).unwrap();
+    refused(
+        p,
+        &["run", "t.conv", "--weights", "w.npz", "-o", "out.npy"],
+        1,
+        &["w.npz"],
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn devices_fifos_and_links_are_written_through_or_followed() {
+    use std::os::unix::fs::FileTypeExt;
+    let d = scratch();
+    let p = d.path();
+    let o = convjit(p, &["run", "s.conv", "-o", "/dev/null"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+
+    // A FIFO: the output comes out of it, and it stays a FIFO.
+    let fifo = p.join("pipe.npy");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let o = convjit(p, &["run", "s.conv", "-o", "pipe.npy"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = reader.join().unwrap();
+    assert_eq!(convjit::npy::parse_npy(&bytes).unwrap().shape, [1, 6, 6, 4]);
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+
+    // A symbolic link: the file it names is replaced, the link stays.
+    std::fs::create_dir(p.join("real")).unwrap();
+    std::fs::write(p.join("real/out.npy"), "old").unwrap();
+    std::os::unix::fs::symlink("real/out.npy", p.join("link.npy")).unwrap();
+    let o = convjit(p, &["run", "s.conv", "-o", "link.npy"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::symlink_metadata(p.join("link.npy"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let a = convjit::npy::read_npy(&p.join("real/out.npy")).unwrap();
+    assert_eq!(a.shape, [1, 6, 6, 4]);
+    // A link to an input is that input.
+    std::os::unix::fs::symlink("s.conv", p.join("s-link.conv")).unwrap();
+    refused(
+        p,
+        &["run", "s.conv", "-o", "s-link.conv"],
+        2,
+        &["would overwrite"],
+    );
+}
+
+/// A 64 KiB tmpfs, where a build's object does not fit: nothing of the
+/// user's changes and no temporary file stays. Mounting needs root (CI
+/// runs as root); elsewhere the test says so and skips.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_file_system_changes_nothing() {
+    let d = scratch();
+    let mnt = d.path().join("full");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("SKIPPED a_full_file_system_changes_nothing: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    std::fs::write(mnt.join("k.h"), "old header").unwrap();
+    std::fs::write(mnt.join("k.o"), "old object").unwrap();
+    // A layer whose object (its baked weights) is larger than the disk.
+    let big = "layer b { input 8x8x64\n p: conv 3x3 -> 64, pad same\n}\n";
+    std::fs::write(d.path().join("b.conv"), big).unwrap();
+    let layer = &convjit::parse_layers("b.conv", big).unwrap()[0];
+    let w = convjit::Weights::random(layer, 1);
+    let arrays = w.to_arrays(layer);
+    let refs: Vec<(&str, &convjit::npy::Array)> =
+        arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
+    convjit::npy::write_npz(&d.path().join("b.npz"), &refs).unwrap();
+    let k = mnt.join("k.o");
+    let o = convjit(
+        d.path(),
+        &[
+            "build",
+            "b.conv",
+            "--weights",
+            "b.npz",
+            "-o",
+            k.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot write"), "{}", stderr(&o));
+    assert_eq!(files(&mnt), ["k.h", "k.o"]);
+    assert_eq!(std::fs::read(mnt.join("k.h")).unwrap(), b"old header");
+    assert_eq!(std::fs::read(mnt.join("k.o")).unwrap(), b"old object");
+}
