@@ -19,10 +19,9 @@ impl Reference {
         input: &[f32],
         batch: usize,
     ) -> Result<Reference, Error> {
-        Ok(Reference {
-            output: convjit_ir::interpret(layer, weights, input, batch)?,
-            magnitude: convjit_ir::magnitude(layer, weights, input, batch)?,
-        })
+        let (output, magnitude) =
+            convjit_ir::interpret_with_magnitude(layer, weights, input, batch)?;
+        Ok(Reference { output, magnitude })
     }
 }
 

@@ -92,6 +92,24 @@ const CASES: &[(&str, &str, usize)] = &[
     ),
 ];
 
+/// Cases whose input also holds NaN, +inf and -inf (a few pixels): the
+/// objects propagate NaN and follow IEEE infinities as the interpreter
+/// does, through chained stages and the residual, on every generator and
+/// under qemu (where Cranelift's selects become AArch64 compares).
+const SPECIAL_INPUTS: &[&str] = &["pw", "dw_pw", "inv_res", "four", "sobel"];
+
+/// `x` with NaN, +inf and -inf at a few spread positions.
+fn with_specials(mut x: Vec<f32>) -> Vec<f32> {
+    let n = x.len();
+    for (k, v) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY]
+        .into_iter()
+        .enumerate()
+    {
+        x[(n / 7 + k * n / 3) % n] = v;
+    }
+    x
+}
+
 struct Built {
     layer: Layer,
     weights: Weights,
@@ -109,7 +127,10 @@ fn prepare(dir: &Path, opts: &BuildOptions, generator: Backend) -> Vec<(String, 
     for (seed, &(name, body, batch)) in CASES.iter().enumerate() {
         let l = layer(&format!("layer {name} {{\n {body}\n}}"));
         let w = Weights::random(&l, seed as u64 + 10);
-        let x = input(&l, batch, seed as u64 + 100);
+        let mut x = input(&l, batch, seed as u64 + 100);
+        if SPECIAL_INPUTS.contains(&name) {
+            x = with_specials(x);
+        }
         let cdir = dir.join(name);
         std::fs::create_dir_all(&cdir).unwrap();
         write_f32(&cdir.join("input.bin"), &x);

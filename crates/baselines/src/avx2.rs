@@ -52,9 +52,10 @@ fn activate(acc: __m256, bias: __m256, act: Activation) -> __m256 {
     let a = _mm256_add_ps(acc, bias);
     match act {
         Activation::None => a,
-        Activation::Relu => _mm256_max_ps(a, _mm256_setzero_ps()),
+        // `a` second: NaN propagates (see sse.rs).
+        Activation::Relu => _mm256_max_ps(_mm256_setzero_ps(), a),
         Activation::Relu6 => {
-            _mm256_min_ps(_mm256_max_ps(a, _mm256_setzero_ps()), _mm256_set1_ps(6.0))
+            _mm256_min_ps(_mm256_set1_ps(6.0), _mm256_max_ps(_mm256_setzero_ps(), a))
         }
     }
 }

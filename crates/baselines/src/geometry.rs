@@ -66,11 +66,8 @@ pub(crate) fn interior_taps(s: &Stage, c: usize) -> Vec<(usize, isize)> {
     taps
 }
 
-/// `act(a)` on one element (scalar channel tails).
+/// `act(a)` on one element (scalar channel tails): the interpreter's
+/// (NaN propagates; `f32::max` would turn it into 0). Exact in f64.
 pub(crate) fn activate1(a: f32, act: Activation) -> f32 {
-    match act {
-        Activation::None => a,
-        Activation::Relu => a.max(0.0),
-        Activation::Relu6 => a.clamp(0.0, 6.0),
-    }
+    act.apply(a as f64) as f32
 }

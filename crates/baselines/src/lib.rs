@@ -61,6 +61,7 @@ mod sse;
 pub use peak::FmaPeak;
 
 use convjit_ir::{Activation, Layer, Stage, StageKind, StageWeights, Weights};
+use geometry::activate1;
 
 /// Which hand-written implementation to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -404,8 +405,7 @@ fn epilogue(
     }
     match act {
         Activation::None => {}
-        Activation::Relu => out.iter_mut().for_each(|o| *o = o.max(0.0)),
-        Activation::Relu6 => out.iter_mut().for_each(|o| *o = o.clamp(0.0, 6.0)),
+        act => out.iter_mut().for_each(|o| *o = activate1(*o, act)),
     }
     if let Some(r) = residual {
         for (o, r) in out.iter_mut().zip(r) {

@@ -2,7 +2,8 @@
 //! bounds checks on every tap and every index. What a Rust programmer
 //! writes first, and what you get without convjit.
 
-use convjit_ir::{Activation, Stage, StageKind, StageWeights};
+use crate::geometry::activate1;
+use convjit_ir::{Stage, StageKind, StageWeights};
 
 pub fn stage(
     s: &Stage,
@@ -57,11 +58,7 @@ pub fn stage(
                     if let Some(b) = &w.bias {
                         acc += b[oc];
                     }
-                    acc = match s.activation {
-                        Activation::None => acc,
-                        Activation::Relu => acc.max(0.0),
-                        Activation::Relu6 => acc.clamp(0.0, 6.0),
-                    };
+                    acc = activate1(acc, s.activation);
                     let o = ((n * so.h + oy) * so.w + ox) * so.c + oc;
                     if let Some(r) = residual {
                         acc += r[o];

@@ -30,8 +30,10 @@ fn activate(acc: __m128, bias: __m128, act: Activation) -> __m128 {
     let a = _mm_add_ps(acc, bias);
     match act {
         Activation::None => a,
-        Activation::Relu => _mm_max_ps(a, _mm_setzero_ps()),
-        Activation::Relu6 => _mm_min_ps(_mm_max_ps(a, _mm_setzero_ps()), _mm_set1_ps(6.0)),
+        // maxps/minps return the second operand when either is NaN: `a`
+        // goes second, so NaN propagates as the interpreter's does.
+        Activation::Relu => _mm_max_ps(_mm_setzero_ps(), a),
+        Activation::Relu6 => _mm_min_ps(_mm_set1_ps(6.0), _mm_max_ps(_mm_setzero_ps(), a)),
     }
 }
 

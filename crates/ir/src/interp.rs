@@ -3,7 +3,7 @@
 //! definitions word for word, accumulating in f64; speed is no goal.
 
 use crate::error::DataError;
-use crate::layer::{Activation, Layer, Stage, StageKind};
+use crate::layer::{Layer, Stage, StageKind};
 use crate::weights::{StageWeights, Weights};
 
 /// Runs `layer` on `batch` NHWC images. Stages hand each other f32
@@ -14,6 +14,23 @@ pub fn interpret(
     input: &[f32],
     batch: usize,
 ) -> Result<Vec<f32>, DataError> {
+    check_input(layer, weights, input, batch, 1)?;
+    let mut cur = input.to_vec();
+    for (stage, w) in layer.stages.iter().zip(weights.stages()) {
+        cur = interpret_stage(stage, w, &cur, batch, stage.residual.then_some(input));
+    }
+    Ok(cur)
+}
+
+/// The weights belong to `layer`, `input` holds `batch` images, and the
+/// tensors of `copies` interpretations fit in memory ([`crate::budget`]).
+fn check_input(
+    layer: &Layer,
+    weights: &Weights,
+    input: &[f32],
+    batch: usize,
+    copies: u64,
+) -> Result<(), DataError> {
     weights.check(layer)?;
     let want = batch.checked_mul(layer.input.len());
     if want != Some(input.len()) {
@@ -27,7 +44,8 @@ pub fn interpret(
             ),
         ));
     }
-    // At most the input, one stage's input and its output at once.
+    // At most the input, one stage's input and its output at once (twice
+    // over with the magnitudes).
     let peak = layer
         .stages
         .iter()
@@ -39,13 +57,9 @@ pub fn interpret(
         (layer.input.len() as u64)
             .checked_add(peak)
             .and_then(|n| n.checked_mul(batch as u64))
-            .and_then(|n| n.checked_mul(4)),
+            .and_then(|n| n.checked_mul(4 * copies)),
     )?;
-    let mut cur = input.to_vec();
-    for (stage, w) in layer.stages.iter().zip(weights.stages()) {
-        cur = interpret_stage(stage, w, &cur, batch, stage.residual.then_some(input));
-    }
-    Ok(cur)
+    Ok(())
 }
 
 /// Per output, a bound on the magnitude of everything accumulated into it:
@@ -55,26 +69,62 @@ pub fn interpret(
 /// relu/relu6 never increase an error, so an f32 implementation's error is
 /// a small multiple of f32 epsilon times this bound: the scale for
 /// comparing generated kernels with the interpreter.
+///
+/// One exception keeps the bound finite where the output is: where an
+/// activation turns an infinite sum into a finite value (`relu(-inf) = 0`,
+/// `relu6(+inf) = 6`), that value is exact in any implementation (the
+/// same infinite product dominates its f32 sum), so its bound is the value
+/// itself, not the infinite sum of magnitudes. A finite output then has a
+/// finite bound; a NaN bound only comes with a NaN output.
 pub fn magnitude(
     layer: &Layer,
     weights: &Weights,
     input: &[f32],
     batch: usize,
 ) -> Result<Vec<f32>, DataError> {
-    let mut l = layer.clone();
-    for s in &mut l.stages {
-        s.activation = Activation::None;
-    }
+    Ok(interpret_with_magnitude(layer, weights, input, batch)?.1)
+}
+
+/// [`interpret`]'s output (the same, bit for bit) and [`magnitude`]'s
+/// bounds, with two passes over each stage instead of three.
+pub fn interpret_with_magnitude(
+    layer: &Layer,
+    weights: &Weights,
+    input: &[f32],
+    batch: usize,
+) -> Result<(Vec<f32>, Vec<f32>), DataError> {
+    check_input(layer, weights, input, batch, 2)?;
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
-    let w = weights
-        .stages()
-        .iter()
-        .map(|s| StageWeights {
-            weight: abs(&s.weight),
-            bias: s.bias.as_deref().map(abs),
-        })
-        .collect();
-    interpret(&l, &Weights::new(&l, w)?, &abs(input), batch)
+    let abs_input = abs(input);
+    let (mut cur, mut mag) = (input.to_vec(), abs_input.clone());
+    for (stage, w) in layer.stages.iter().zip(weights.stages()) {
+        let n = batch * stage.output.len();
+        let (mut out, mut bound) = (vec![0f32; n], vec![0f32; n]);
+        // The outputs whose activation made an infinite sum finite.
+        let mut exact: Vec<Option<f64>> = vec![None; n];
+        let residual = stage.residual.then_some(input);
+        for_each_sum(
+            stage,
+            &w.weight,
+            w.bias.as_deref(),
+            &cur,
+            batch,
+            |o, acc| {
+                let a = stage.activation.apply(acc);
+                if acc.is_infinite() && a.is_finite() {
+                    exact[o] = Some(a);
+                }
+                out[o] = finish(a, residual, o);
+            },
+        );
+        let (wa, ba) = (abs(&w.weight), w.bias.as_deref().map(abs));
+        let abs_residual = stage.residual.then_some(&abs_input[..]);
+        for_each_sum(stage, &wa, ba.as_deref(), &mag, batch, |o, acc| {
+            bound[o] = finish(exact[o].map_or(acc, f64::abs), abs_residual, o);
+        });
+        (cur, mag) = (out, bound);
+    }
+    Ok((cur, mag))
 }
 
 /// One primitive stage: convolution, `+ bias`, activation, `+ residual`.
@@ -86,13 +136,44 @@ pub fn interpret_stage(
     batch: usize,
     residual: Option<&[f32]>,
 ) -> Vec<f32> {
+    let mut out = vec![0f32; batch * stage.output.len()];
+    for_each_sum(
+        stage,
+        &w.weight,
+        w.bias.as_deref(),
+        input,
+        batch,
+        |o, acc| {
+            out[o] = finish(stage.activation.apply(acc), residual, o);
+        },
+    );
+    out
+}
+
+/// An output from its activated sum: rounded to f32, `+ residual` in f32.
+fn finish(activated: f64, residual: Option<&[f32]>, o: usize) -> f32 {
+    let v = activated as f32;
+    residual.map_or(v, |r| v + r[o])
+}
+
+/// Calls `f(o, sum)` for every output `o` of `stage` (NHWC index) with its
+/// convolution `+ bias`, accumulated in f64: only the taps inside the
+/// input (padding adds nothing, not even `0 * weight`). Every output is
+/// computed exactly once.
+fn for_each_sum(
+    stage: &Stage,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    input: &[f32],
+    batch: usize,
+    mut f: impl FnMut(usize, f64),
+) {
     let (si, so) = (stage.input, stage.output);
     let [kh, kw] = stage.kernel;
     let [sh, sw] = stage.stride;
     let [dh, dw] = stage.dilation;
     let (pt, pl) = (stage.padding.top as isize, stage.padding.left as isize);
     let at = |n: usize, y: usize, x: usize, c: usize| ((n * si.h + y) * si.w + x) * si.c + c;
-    let mut out = vec![0f32; batch * so.len()];
     for n in 0..batch {
         for oy in 0..so.h {
             for ox in 0..so.w {
@@ -115,15 +196,14 @@ pub fn interpret_stage(
                                     (0..cg)
                                         .map(|j| {
                                             let wi = ((ky * kw + kx) * cg + j) * cout + oc;
-                                            input[at(n, iy, ix, c0 + j)] as f64
-                                                * w.weight[wi] as f64
+                                            input[at(n, iy, ix, c0 + j)] as f64 * weight[wi] as f64
                                         })
                                         .sum::<f64>()
                                 }
                                 StageKind::Depthwise { multiplier } => {
                                     let (c, m) = (oc / multiplier, oc % multiplier);
                                     let wi = ((ky * kw + kx) * si.c + c) * multiplier + m;
-                                    input[at(n, iy, ix, c)] as f64 * w.weight[wi] as f64
+                                    input[at(n, iy, ix, c)] as f64 * weight[wi] as f64
                                 }
                                 StageKind::Pointwise { cout, groups } => {
                                     let cg = si.c / groups;
@@ -131,27 +211,21 @@ pub fn interpret_stage(
                                     (0..cg)
                                         .map(|j| {
                                             input[at(n, iy, ix, c0 + j)] as f64
-                                                * w.weight[j * cout + oc] as f64
+                                                * weight[j * cout + oc] as f64
                                         })
                                         .sum::<f64>()
                                 }
                             };
                         }
                     }
-                    if let Some(b) = &w.bias {
+                    if let Some(b) = bias {
                         acc += b[oc] as f64;
                     }
-                    let mut v = stage.activation.apply(acc) as f32;
-                    let o = ((n * so.h + oy) * so.w + ox) * so.c + oc;
-                    if let Some(r) = residual {
-                        v += r[o];
-                    }
-                    out[o] = v;
+                    f(((n * so.h + oy) * so.w + ox) * so.c + oc, acc);
                 }
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -220,6 +294,90 @@ mod tests {
         // 2*10 + 1 = 21 -> relu6 -> 6, + input 2 = 8 (the residual is not clamped).
         assert_eq!(interpret(&l, &w, &[2.0], 1).unwrap(), [8.0]);
         assert_eq!(interpret(&l, &w, &[-2.0], 1).unwrap(), [-2.0]);
+    }
+
+    #[test]
+    fn nan_propagates_and_infinities_follow_ieee() {
+        use crate::layer::Activation;
+        let (nan, inf) = (f64::NAN, f64::INFINITY);
+        for a in [Activation::None, Activation::Relu, Activation::Relu6] {
+            assert!(a.apply(nan).is_nan(), "{a:?}(NaN)");
+        }
+        assert_eq!(Activation::Relu.apply(-inf), 0.0);
+        assert_eq!(Activation::Relu.apply(inf), inf);
+        assert_eq!(Activation::Relu6.apply(inf), 6.0);
+        assert_eq!(Activation::Relu6.apply(-inf), 0.0);
+        assert_eq!(Activation::Relu6.apply(-2.0), 0.0);
+        assert_eq!(Activation::Relu6.apply(2.5), 2.5);
+        // Through a stage: relu6, then the residual (NaN + r stays NaN).
+        let l = layer("layer r { input 1x1x1\n p: pointwise 1, bias, relu6, residual }");
+        let w = Weights::new(
+            &l,
+            vec![StageWeights {
+                weight: vec![1.0],
+                bias: Some(vec![0.5]),
+            }],
+        )
+        .unwrap();
+        let run = |x: f32| interpret(&l, &w, &[x], 1).unwrap()[0];
+        assert!(run(f32::NAN).is_nan());
+        // relu6(+inf) + inf, relu6(-inf) + -inf: the residual is not clamped.
+        assert_eq!(run(f32::INFINITY), f32::INFINITY);
+        assert_eq!(run(f32::NEG_INFINITY), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn padding_taps_multiply_nothing() {
+        // An infinite weight on a tap that is padding for the corner
+        // outputs: `inf * 0` (NaN) is never formed there.
+        let l = layer("layer p { input 2x2x1\n d: depthwise 3x3, pad same }");
+        let mut k = vec![1.0; 9];
+        k[0] = f32::INFINITY; // tap (-1, -1): inside only for output (1, 1)
+        let w = Weights::new(
+            &l,
+            vec![StageWeights {
+                weight: k,
+                bias: None,
+            }],
+        )
+        .unwrap();
+        let out = interpret(&l, &w, &[1.0, 2.0, 3.0, 4.0], 1).unwrap();
+        assert_eq!(out, [10.0, 10.0, 10.0, f32::INFINITY]);
+        // A zero input under it: inf * 0 is NaN, where the tap is real.
+        let out = interpret(&l, &w, &[0.0, 2.0, 3.0, 4.0], 1).unwrap();
+        assert_eq!(out[..3], [9.0, 9.0, 9.0]);
+        assert!(out[3].is_nan());
+    }
+
+    #[test]
+    fn magnitude_is_finite_where_an_activation_clamps_an_infinity() {
+        let l = layer("layer m { input 1x2x1\n a: pointwise 2, relu6\n b: pointwise 1, relu }");
+        let w = Weights::new(
+            &l,
+            vec![
+                StageWeights {
+                    weight: vec![1.0, -1.0],
+                    bias: None,
+                },
+                StageWeights {
+                    weight: vec![2.0, 3.0],
+                    bias: None,
+                },
+            ],
+        )
+        .unwrap();
+        let x = [f32::INFINITY, 1.0];
+        let (out, mag) = interpret_with_magnitude(&l, &w, &x, 1).unwrap();
+        assert_eq!(out, interpret(&l, &w, &x, 1).unwrap());
+        // Pixel 0: a = (relu6(inf), relu6(-inf)) = (6, 0) exactly, b = 12.
+        assert_eq!(out[0], 12.0);
+        assert_eq!(mag[0], 12.0);
+        // Pixel 1: a = (1, 0), b = 2; its bound sums |products|: 2 + 3.
+        assert_eq!((out[1], mag[1]), (2.0, 5.0));
+        assert_eq!(magnitude(&l, &w, &x, 1).unwrap(), mag);
+        // A NaN input: NaN output, NaN bound.
+        let (out, mag) = interpret_with_magnitude(&l, &w, &[f32::NAN, 1.0], 1).unwrap();
+        assert!(out[0].is_nan() && mag[0].is_nan());
     }
 
     #[test]

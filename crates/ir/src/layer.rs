@@ -58,11 +58,17 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The activation of `x`. NaN propagates (`relu(NaN)` is NaN, as in
+    /// NumPy and PyTorch; `f64::max` would return 0); infinities follow
+    /// IEEE: `relu(-inf) = 0`, `relu6(+inf) = 6`.
     pub fn apply(self, x: f64) -> f64 {
+        // Comparisons with NaN are false: a NaN falls through to `x`.
         match self {
             Activation::None => x,
-            Activation::Relu => x.max(0.0),
-            Activation::Relu6 => x.clamp(0.0, 6.0),
+            Activation::Relu if x < 0.0 => 0.0,
+            Activation::Relu6 if x < 0.0 => 0.0,
+            Activation::Relu6 if x > 6.0 => 6.0,
+            Activation::Relu | Activation::Relu6 => x,
         }
     }
 

@@ -20,7 +20,7 @@ mod weights;
 
 pub use compare::{compare, tolerance, Comparison, REL_TOL};
 pub use error::DataError;
-pub use interp::{interpret, interpret_stage, magnitude};
+pub use interp::{interpret, interpret_stage, interpret_with_magnitude, magnitude};
 pub use layer::{Activation, Layer, Padding, Shape, Stage, StageKind, MAX_DIM, MAX_TENSOR_ELEMS};
 pub use random::Rng;
 pub use separate::{separate, Separated, Separation};

@@ -21,7 +21,15 @@ const ULPS: f32 = 4.0;
 /// Exact rank-1 factors of the row-major `kh x kw` kernel `k`: `col` (`kh`)
 /// and `row` (`kw`) with `col[i] * row[j] == k[i][j]` to f32 rounding, taken
 /// from the row and column of the largest magnitude. `None` when the kernel
-/// has rank above 1 (beyond that tolerance).
+/// has rank above 1 (beyond that tolerance), a weight that is not finite,
+/// or a product that is zero where the weight is not, or the reverse.
+///
+/// The zeros must match exactly because an infinite input makes them
+/// visible: the whole kernel's `0 * inf` is NaN, a tiny product times
+/// `inf` is an infinity. With the same zeros, the factored sums
+/// `row[j] * (sum_i col[i] * x[i][j])` are NaN, or infinite with a sign,
+/// exactly where the whole kernel's sums are (a zero factor makes every
+/// weight of its row or column zero).
 pub fn rank1_factors(k: &[f32], kh: usize, kw: usize) -> Option<(Vec<f32>, Vec<f32>)> {
     assert_eq!(k.len(), kh * kw, "kernel of {kh}x{kw}");
     if k.iter().any(|x| !x.is_finite()) {
@@ -46,7 +54,10 @@ pub fn rank1_factors(k: &[f32], kh: usize, kw: usize) -> Option<(Vec<f32>, Vec<f
         .collect();
     let tol = (ULPS * f32::EPSILON * max) as f64;
     let exact = (0..kh).all(|i| {
-        (0..kw).all(|j| ((col[i] as f64) * (row[j] as f64) - k[i * kw + j] as f64).abs() <= tol)
+        (0..kw).all(|j| {
+            let (c, r, w) = (col[i] as f64, row[j] as f64, k[i * kw + j] as f64);
+            (c * r - w).abs() <= tol && ((c == 0.0 || r == 0.0) == (w == 0.0))
+        })
     });
     exact.then_some((col, row))
 }
@@ -279,6 +290,16 @@ fn split(s: &Stage, w: &StageWeights, how: Separation) -> Split {
     let kernels: Vec<Vec<f32>> = (0..n)
         .map(|o| (0..kh * kw).map(|t| w.weight[t * n + o]).collect())
         .collect();
+    // NaN or an infinity has no factors, nor an approximation (its SVD is
+    // NaN): the whole kernel keeps the contract's NaN and infinities.
+    if let Some(o) = kernels
+        .iter()
+        .position(|k| k.iter().any(|x| !x.is_finite()))
+    {
+        return Split::Kept(format!(
+            "{what} {o}'s {kh}x{kw} kernel has a weight that is not finite: run whole"
+        ));
+    }
     // Exact rank-1 factors, up to the first kernel that has none.
     let mut exact = Vec::with_capacity(n);
     let refused = kernels.iter().position(|k| match rank1_factors(k, kh, kw) {
@@ -537,6 +558,36 @@ mod tests {
         k[0] *= 1.0 + 1e-5; // 40 ulps off
         assert_eq!(rank1_factors(&k, 3, 3), None);
         assert_eq!(rank1_factors(&[f32::NAN; 4], 2, 2), None);
+    }
+
+    #[test]
+    fn zeros_must_match_and_non_finite_kernels_run_whole() {
+        // Within 4 ulps of the largest, but the product 1e-8 stands for a
+        // 0 (whose `0 * inf` is NaN where `1e-8 * inf` is not).
+        let k = [1.0, 1e-8, 1.0, 0.0];
+        assert_eq!(rank1_factors(&k, 2, 2), None);
+        let k = [1.0, 1e-8, 1.0, 1e-8];
+        assert!(rank1_factors(&k, 2, 2).is_some());
+        // Sobel's zero column is a zero row factor: it factors.
+        let sobel = [-1.0, 0.0, 1.0, -2.0, 0.0, 2.0, -1.0, 0.0, 1.0];
+        assert!(rank1_factors(&sobel, 3, 3).is_some());
+        // An infinite weight: not separated, exactly or approximately.
+        let l = layer("layer d { input 9x9x2\n d: depthwise 3x3 }");
+        let mut w = outer(&[1.0, 2.0, 1.0], &[1.0, 2.0, 1.0])
+            .into_iter()
+            .flat_map(|x| [x, x])
+            .collect::<Vec<f32>>();
+        w[7] = f32::INFINITY;
+        let weights = one_stage(&l, w, None);
+        for how in [Separation::Exact, Separation::Rank(2)] {
+            let s = separate(&l, &weights, how);
+            assert!(!s.changed(), "{how:?}");
+            assert!(
+                s.notes[0].text.contains("not finite"),
+                "{}",
+                s.notes[0].text
+            );
+        }
     }
 
     /// Weights of a one-stage layer.

@@ -833,17 +833,23 @@ impl Gen<'_, '_> {
                 .take(run.units.len())
                 .map(|&var| {
                     let mut v = b.use_var(var);
+                    // NaN propagates (the contract): a comparison with NaN
+                    // is false, so each select keeps `v` then. On x64 the
+                    // two shapes lower to one `maxps zero, v` and one
+                    // `minps six, v` (x86 returns the second source for
+                    // NaN); Cranelift's `fmax`/`fmin` propagate NaN too,
+                    // but lower there to eight instructions each.
                     if let Some(z) = zero {
-                        // bitselect(zero < v, v, zero) lowers to one maxps (0 for NaN).
-                        let m = b.ins().fcmp(FloatCC::LessThan, z, v);
+                        // bitselect(v < 0, 0, v)
+                        let m = b.ins().fcmp(FloatCC::LessThan, v, z);
                         let m = b.ins().bitcast(F32X4, MemFlagsData::new(), m);
-                        v = b.ins().bitselect(m, v, z);
+                        v = b.ins().bitselect(m, z, v);
                     }
                     if let Some(six) = six {
-                        // bitselect(v < 6, v, 6) lowers to one minps.
-                        let m = b.ins().fcmp(FloatCC::LessThan, v, six);
+                        // bitselect(6 < v, 6, v)
+                        let m = b.ins().fcmp(FloatCC::LessThan, six, v);
                         let m = b.ins().bitcast(F32X4, MemFlagsData::new(), m);
-                        v = b.ins().bitselect(m, v, six);
+                        v = b.ins().bitselect(m, six, v);
                     }
                     v
                 })
@@ -1000,6 +1006,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// On x64 each activation is one `maxps` (and one `minps` for relu6)
+    /// per vector: Cranelift matches the `bitselect(fcmp)` shapes of
+    /// [`Gen::epilogue`] (in their NaN-propagating operand order) rather
+    /// than emitting compares and blends.
+    #[test]
+    fn activations_lower_to_one_max_and_one_min_on_x64() {
+        use cranelift_codegen::control::ControlPlane;
+        use cranelift_codegen::ir::{Function, UserFuncName};
+        use cranelift_codegen::Context;
+        let isa = crate::isa().unwrap();
+        if isa.name() != "x64" {
+            return println!("note: not an x64 host: lowering not checked");
+        }
+        let l = compile_source("layer l { input 3x5x8\n p: pointwise 8, bias, relu6 }")
+            .unwrap()
+            .remove(0);
+        let p = plan::plan(&l.stages[0]);
+        let mut func =
+            Function::with_name_signature(UserFuncName::user(0, 0), crate::host_signature(&isa));
+        let mut fctx = cranelift_frontend::FunctionBuilderContext::new();
+        let fused = crate::fused_fma(&*isa);
+        crate::emit_function(&mut func, &mut fctx, &p, isa.frontend_config(), fused);
+        let mut ctx = Context::for_function(func);
+        ctx.set_disasm(true);
+        let code = ctx.compile(&*isa, &mut ControlPlane::default()).unwrap();
+        let vcode = code.vcode.clone().unwrap();
+        let count = |op: &str| vcode.lines().filter(|l| l.contains(op)).count();
+        let (max, min) = (count("maxps"), count("minps"));
+        assert!(max > 0 && max == min, "{max} maxps, {min} minps:\n{vcode}");
+        assert_eq!(count("cmpps") + count("blendv"), 0, "{vcode}");
     }
 
     #[test]

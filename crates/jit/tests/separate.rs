@@ -161,6 +161,13 @@ proptest! {
             + (o.h * o.w) as u64 * n * s.kernel[1] as u64;
         let saves = split < s.macs();
         let x = input(&l, 2, c.seed ^ 1);
+        // NaN and infinities too: the factors' sums are NaN or infinite
+        // where the whole kernel's are.
+        let mut specials = x.clone();
+        for (k, v) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY].into_iter().enumerate() {
+            let n = specials.len() as u64;
+            specials[((c.seed >> (8 * k)) % n) as usize] = v;
+        }
         for o in options() {
             let k = Kernel::compile_with(&l, &w, &o).unwrap();
             let weighed = convjit_jit::separation(&l, &w, &o);
@@ -174,12 +181,16 @@ proptest! {
                 let runs = if cost.runs_separated() { &sep.layer } else { &l };
                 prop_assert_eq!(k.layer(), runs, "{}: {}", c.src, cost);
                 // The two stages, whether the cost model took them or not.
-                if let Err(e) = check_rewrite(&l, &w, &sep, &x, 2, &o) {
-                    panic!("{} separated\n{e}", c.src);
+                for x in [&x, &specials] {
+                    if let Err(e) = check_rewrite(&l, &w, &sep, x, 2, &o) {
+                        panic!("{} separated\n{e}", c.src);
+                    }
                 }
             }
-            if let Err(e) = check_with(&l, &w, &x, 2, &o) {
-                panic!("{}\n{e}", c.src);
+            for x in [&x, &specials] {
+                if let Err(e) = check_with(&l, &w, x, 2, &o) {
+                    panic!("{}\n{e}", c.src);
+                }
             }
         }
         // Turned off, the layer runs whole.

@@ -340,20 +340,25 @@ impl<'a> Gen<'a> {
         }
     }
 
+    /// `d = max(d, b)`, NaN in `d` kept: x86's max returns its second
+    /// source when either is NaN (`src1 > src2 ? src1 : src2`), so `d` goes
+    /// second: `vmaxps d, b, d`. (`relu(-0.0)` is then -0.0, as the
+    /// interpreter's.) The same instruction as the other order.
     fn vmax(&mut self, d: R, b: R) {
         let c = self.pick(
             Code::EVEX_Vmaxps_zmm_k1z_zmm_zmmm512b32_sae,
             Code::VEX_Vmaxps_ymm_ymm_ymmm256,
         );
-        self.op3(c, d, d, Src::R(b));
+        self.op3(c, d, b, Src::R(d));
     }
 
+    /// `d = min(d, b)`, NaN in `d` kept: `vminps d, b, d` (see [`Gen::vmax`]).
     fn vmin(&mut self, d: R, b: R) {
         let c = self.pick(
             Code::EVEX_Vminps_zmm_k1z_zmm_zmmm512b32_sae,
             Code::VEX_Vminps_ymm_ymm_ymmm256,
         );
-        self.op3(c, d, d, Src::R(b));
+        self.op3(c, d, b, Src::R(d));
     }
 
     fn vadd(&mut self, d: R, b: Src) {
@@ -1690,8 +1695,7 @@ impl<'a> Gen<'a> {
             let pix = (px * p.co * 4) as i64;
             for &v in row {
                 if p.activation != Activation::None {
-                    // maxps returns its second operand (0) for NaN, as the
-                    // Cranelift generator's does.
+                    // NaN stays NaN (the contract): see `vmax`.
                     self.vmax(v, zero);
                 }
                 if p.activation == Activation::Relu6 {

@@ -2,7 +2,7 @@
 //! reference interpreter, and running external tools.
 #![allow(dead_code)]
 
-use convjit_ir::{compile_source, interpret, Layer, Rng, Weights};
+use convjit_ir::{compile_source, interpret_with_magnitude, Layer, Rng, Weights};
 use std::path::Path;
 use std::process::Command;
 
@@ -16,14 +16,8 @@ pub fn input(layer: &Layer, batch: usize, seed: u64) -> Vec<f32> {
     Rng::new(seed).vec(batch * layer.input.len(), 1.0)
 }
 
-/// See [`convjit_ir::magnitude`].
-pub fn magnitude(layer: &Layer, weights: &Weights, input: &[f32], batch: usize) -> Vec<f32> {
-    convjit_ir::magnitude(layer, weights, input, batch).unwrap()
-}
-
-pub const REL_TOL: f32 = 1e-5;
-
-/// Compares `got` with the interpreter's output for the same data.
+/// Compares `got` with the interpreter's output for the same data
+/// ([`convjit_ir::compare`], the rule every check shares).
 pub fn compare(
     what: &str,
     layer: &Layer,
@@ -32,8 +26,7 @@ pub fn compare(
     batch: usize,
     got: &[f32],
 ) -> Result<(), String> {
-    let want = interpret(layer, weights, x, batch).unwrap();
-    let mag = magnitude(layer, weights, x, batch);
+    let (want, mag) = interpret_with_magnitude(layer, weights, x, batch).unwrap();
     if got.len() != want.len() {
         return Err(format!(
             "{what}: {} output floats, expected {}",
@@ -41,14 +34,13 @@ pub fn compare(
             want.len()
         ));
     }
-    for (i, ((g, w), m)) in got.iter().zip(&want).zip(&mag).enumerate() {
-        let tol = REL_TOL * (1.0 + m);
-        // Written so that a NaN on either side fails.
-        if (g - w).abs().is_nan() || (g - w).abs() > tol {
-            return Err(format!(
-                "{what}: output {i}: got {g}, interpreter {w} (tol {tol})"
-            ));
-        }
+    let c = convjit_ir::compare(got, &want, &mag);
+    if !c.pass() {
+        let (g, w) = c.values;
+        return Err(format!(
+            "{what}: output {}: got {g}, interpreter {w} (tol {})",
+            c.worst, c.tolerance
+        ));
     }
     Ok(())
 }

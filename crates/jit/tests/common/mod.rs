@@ -2,7 +2,7 @@
 //! comparison against the reference interpreter.
 #![allow(dead_code)]
 
-use convjit_ir::{compile_source, interpret, Layer, Rng, Weights};
+use convjit_ir::{compile_source, interpret_with_magnitude, Layer, Rng, Weights};
 use convjit_jit::testing::Guarded;
 use convjit_jit::{Kernel, Options};
 
@@ -21,7 +21,9 @@ pub fn magnitude(layer: &Layer, weights: &Weights, input: &[f32], batch: usize) 
     convjit_ir::magnitude(layer, weights, input, batch).unwrap()
 }
 
-/// Runs the JIT and the interpreter and compares every output.
+/// Runs the JIT and the interpreter and compares every output
+/// ([`convjit_ir::compare`]: finite outputs within the tolerance, NaN
+/// exactly where the interpreter has NaN, infinities equal).
 pub fn check(layer: &Layer, weights: &Weights, x: &[f32], batch: usize) -> Result<(), String> {
     check_with(layer, weights, x, batch, &Options::default())
 }
@@ -36,8 +38,7 @@ pub fn check_with(
 ) -> Result<(), String> {
     let k = Kernel::compile_with(layer, weights, options).map_err(|e| e.to_string())?;
     let got = run_guarded(&k, x, batch)?;
-    let want = interpret(layer, weights, x, batch).unwrap();
-    let mag = magnitude(layer, weights, x, batch);
+    let (want, mag) = interpret_with_magnitude(layer, weights, x, batch).unwrap();
     assert_eq!(got.len(), want.len());
     let c = convjit_ir::compare(&got, &want, &mag);
     if !c.pass() {
