@@ -1320,8 +1320,9 @@ impl<'a> Gen<'a> {
     /// weights `[tap][lane]` as a memory operand.
     ///
     /// The indices `l / M` are made in registers (bytes from immediates,
-    /// zero-extended to dwords), not packed: the packed weights stay a
-    /// gather of the layer's weights, which the AOT builder relies on.
+    /// zero-extended to dwords), not packed: the packed weights stay
+    /// copies of the layer's weights ([`Plan::pack_copies`]), which an AOT
+    /// object without weights runs.
     fn row_multiplier_block(&mut self, nv: usize) {
         let p = self.p;
         let (m, lanes) = (p.row_multiplier, p.sched.lanes);
