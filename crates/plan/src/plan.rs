@@ -172,8 +172,7 @@ pub fn stage_target(stage: &Stage, target: &Target) -> Target {
 
 /// Bytes that a stage's packed weights may spend on zero lanes (units
 /// of fewer channels than lanes, see [`Plan::compact`]) beyond a tenth of
-/// the floats the units use, and on the row-vector copies of
-/// [`Plan::row_weights_off`]. A whole vector per unit keeps its loads
+/// the floats the units use. A whole vector per unit keeps its loads
 /// within cache lines; ordinary layers (channels a multiple of the lanes,
 /// or overlapping tails, which use all their lanes) have no zero lanes or
 /// few, so only layers whose padding costs real memory (a one-channel
@@ -182,6 +181,13 @@ pub fn stage_target(stage: &Stage, target: &Target) -> Target {
 /// channels (a tail exists only above `lanes` of them), so at most twice.
 pub const PACK_SLACK_BYTES: usize = 256 << 10;
 
+/// Bytes of row-vector weights ([`Plan::row_weights_off`]) a stage may
+/// have: they copy every weight `lanes / C` times or more, and run
+/// few-channel filters about twice as fast as the per-pixel code (RGB
+/// 40x40 on 128x128, AVX-512: 4.6 against 9.8 ms), so they are worth
+/// more memory than zero lanes: RGB kernels up to 147x147 on 16 lanes.
+pub const PACK_ROW_BYTES: usize = 4 << 20;
+
 /// Whether `padded` floats are cheap enough against the `used` floats
 /// they hold (see [`PACK_SLACK_BYTES`]).
 fn padding_ok(padded: usize, used: usize) -> bool {
@@ -189,11 +195,10 @@ fn padding_ok(padded: usize, used: usize) -> bool {
 }
 
 /// Whether the row-vector weights `[tap][phase][lane]` of `phases` phases
-/// (and a bias, counted as one more tap) fit [`PACK_SLACK_BYTES`]: they copy
-/// every weight `lanes / C` times or more, so a large kernel runs its
-/// rows per pixel instead.
+/// (and a bias, counted as one more tap) fit [`PACK_ROW_BYTES`]; a larger
+/// kernel runs its rows per pixel.
 fn row_weights_ok(taps: usize, phases: usize, t: &Target) -> bool {
-    (taps + 1) * phases * t.lanes * 4 <= PACK_SLACK_BYTES
+    (taps + 1) * phases * t.lanes * 4 <= PACK_ROW_BYTES
 }
 
 /// Outputs of a one-channel stage that a direct generator runs as
@@ -1053,8 +1058,12 @@ fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -> Plan {
     }
     let (g_w, g_bias) = layout_runs(&mut runs, steps);
     let w_floats = groups * g_w / 4;
-    let bias_off = has_bias.then_some(w_floats);
-    let mut packed_len = w_floats + bias_off.map_or(0, |_| groups * g_bias / 4);
+    // The bias and the row vectors start on a vector (after compact
+    // weights too): the row vectors are FMA operands, and loads split
+    // across cache lines cost (RGB 72x72 on 128x128, AVX-512, four runs:
+    // 18.3-18.6 ms aligned, 19.3-20.9 not).
+    let bias_off = has_bias.then_some(w_floats.next_multiple_of(lanes));
+    let mut packed_len = bias_off.map_or(w_floats, |off| off + groups * g_bias / 4);
     let few_channels = strategy == Strategy::DwChannels
         && target.direct()
         && sw == 1
@@ -1071,13 +1080,14 @@ fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -> Plan {
         _ => 1,
     };
     let row_weights_off = (few_channels || row_multiplier > 1).then(|| {
-        let off = packed_len;
-        packed_len += if row_multiplier > 1 {
-            // [tap][lane], then the bias [lane].
-            (taps + usize::from(bias_off.is_some())) * lanes
-        } else {
-            (taps + usize::from(bias_off.is_some())) * ci * lanes
-        };
+        let off = packed_len.next_multiple_of(lanes);
+        packed_len = off
+            + if row_multiplier > 1 {
+                // [tap][lane], then the bias [lane].
+                (taps + usize::from(bias_off.is_some())) * lanes
+            } else {
+                (taps + usize::from(bias_off.is_some())) * ci * lanes
+            };
         off
     });
     if compact {
@@ -1762,6 +1772,10 @@ mod tests {
         let want = pack_reference(p, &w, b.as_deref());
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want), "{stage:?} on {:?}", p.target);
+        // Vectors read as whole vectors start on one.
+        let lanes = p.sched.lanes;
+        assert!(p.bias_off.is_none_or(|o| o % lanes == 0));
+        assert!(p.row_weights_off.is_none_or(|o| o % lanes == 0));
         let steps = p.kh * p.kw * p.ci_per_tap;
         for g in 0..p.groups {
             for run in &p.runs {
@@ -1819,7 +1833,8 @@ mod tests {
 
     /// Every kind of stage with a 2048x2048 kernel (or as many weights),
     /// one channel or one output per group: its packed floats stay within
-    /// a tenth of its weights and bias, plus [`PACK_SLACK_BYTES`] and a
+    /// a tenth of its weights and bias, plus [`PACK_SLACK_BYTES`],
+    /// [`PACK_ROW_BYTES`] and a
     /// vector, on every target; its copies are a handful.
     #[test]
     fn one_channel_kernels_pack_without_padding() {
@@ -1870,7 +1885,7 @@ mod tests {
                 } else {
                     2 * arrays
                 };
-                let bound = most + PACK_SLACK_BYTES / 2 + MAX_LANES;
+                let bound = most + (PACK_SLACK_BYTES + PACK_ROW_BYTES) / 4 + MAX_LANES;
                 assert!(
                     p.packed_len <= bound,
                     "{src} on {:?}: {} packed floats for {arrays} weights",
@@ -1884,7 +1899,7 @@ mod tests {
 
     /// A small one-channel stage keeps whole vectors per unit (and its row
     /// vectors); above [`PACK_SLACK_BYTES`] of zero lanes it is compact,
-    /// and a row-vector copy of more than that is not made.
+    /// and row vectors of more than [`PACK_ROW_BYTES`] are not made.
     #[test]
     fn only_costly_padding_is_compacted() {
         let t = Target::AVX512;
@@ -1900,8 +1915,10 @@ mod tests {
         assert!(plan_for(&dw, &t).compact);
         assert!(!plan_for(&dw, &Target::AVX2).compact);
         let rgb = one_stage("layer a { input 90x90x3\n d: depthwise 40x40, pad same }");
+        assert!(plan_for(&rgb, &t).row_weights_off.is_some());
+        let rgb = one_stage("layer a { input 190x190x3\n d: depthwise 160x160, pad same }");
         let p = plan_for(&rgb, &t);
-        assert_eq!((p.compact, p.row_weights_off), (false, None));
+        assert_eq!((p.compact, p.row_weights_off), (true, None));
     }
 
     #[test]
