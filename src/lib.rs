@@ -80,6 +80,13 @@ pub fn share_schedules(
         .collect()
 }
 
+/// How `stage`'s weights are packed for the plan's generator
+/// ([`convjit_jit::plan::Plan::packing`]).
+pub fn stage_packing(stage: &Stage, plan: &LayerPlan) -> String {
+    let target = convjit_jit::plan::Target::of(plan.options.backend);
+    convjit_jit::plan::plan_for(stage, &target).packing()
+}
+
 /// Why [`stage_schedule`] chose that blocking.
 pub fn stage_schedule_reason(stage: &Stage, plan: &LayerPlan) -> String {
     let target = convjit_jit::plan::Target::of(plan.options.backend);

@@ -184,6 +184,7 @@ fn to_text(
             s.name, k.px, k.units, k.lanes
         );
         out += &format!("    why: {}\n", convjit::stage_schedule_reason(s, p));
+        out += &format!("    packed: {}\n", convjit::stage_packing(s, p));
         for (t, ((c0, c1), k)) in convjit::share_schedules(l, i, p).iter().enumerate() {
             out += &format!(
                 "    thread {t}: output channels {c0}..{c1}, {} pixels x {} vectors per step\n",
@@ -239,6 +240,7 @@ pub fn to_json(l: &Layer, p: &LayerPlan) -> serde_json::Value {
                     "unroll": convjit::stage_schedule(s, p).k_unroll,
                     "why": convjit::stage_schedule_reason(s, p),
                 },
+                "packed": convjit::stage_packing(s, p),
             })
         })
         .collect();

@@ -15,8 +15,10 @@
 //!   `int convjit_LAYER(const float *input, float *output, size_t batch);`
 //! - without: the object exports
 //!   `int convjit_LAYER_pack(const float *const arrays[], float *packed);`,
-//!   which gathers the TensorFlow-layout arrays into the packed layout
-//!   through a permutation table baked into `.rodata`, and
+//!   which copies the TensorFlow-layout arrays into the packed layout
+//!   by loops over a short table of copies in `.rodata` (the stages'
+//!   [`plan::Plan::pack_copies`]: a few per run, whatever the kernel
+//!   size), and
 //!   `int convjit_LAYER(const float *packed, const float *input, float *output, size_t batch);`.
 //!
 //! The entry point processes the batch image by image: stage `i` reads the
@@ -422,22 +424,18 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
             (layout, wrapper::WeightsSource::Baked(id))
         }
         None => {
-            let table = wrapper::PackTable::new(layer, &plans)?;
-            let layout = PackLayout::new(table.lens.iter().copied());
-            let mut bytes = Vec::with_capacity(layout.total * 4);
-            for (seg, &(off, _)) in table.stages.iter().zip(&layout.stages) {
-                bytes.resize(off * 4, 0);
-                for e in seg {
-                    bytes.extend_from_slice(&e.to_le_bytes());
-                }
-            }
-            bytes.resize(layout.total * 4, 0);
-            let id = define_rodata(&mut module, &format!("{symbol}_pack_table"), bytes)?;
+            let layout = PackLayout::new(plans.iter().map(|p| p.packed_len));
+            let copies = wrapper::PackCopies::new(layer, &plans, &layout)?;
+            let id = define_rodata(
+                &mut module,
+                &format!("{symbol}_pack_copies"),
+                copies.bytes(),
+            )?;
             clif.push_str(&wrapper::define_pack(
                 &mut module,
                 &format!("{symbol}_pack"),
                 &layout,
-                &table,
+                &copies,
                 id,
             )?);
             (layout, wrapper::WeightsSource::Runtime)

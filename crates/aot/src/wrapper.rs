@@ -1,12 +1,12 @@
 //! The exported functions, written in Cranelift IR: the entry point that
 //! chains the stage functions image by image, and (for builds without
-//! weights) the packing function with its permutation table.
+//! weights) the packing function with its table of copies.
 
 use crate::{cg_err, AotError, PackLayout};
-use convjit_ir::{Layer, Rng};
+use convjit_ir::Layer;
 use convjit_jit::plan::{self, Plan};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{F32, I32, I64};
+use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{
     AbiParam, BlockArg, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
 };
@@ -242,113 +242,112 @@ pub fn define_entry<M: Module>(
     })
 }
 
-/// The permutation table of the packing function: for every float of each
-/// stage's packed weights, 0 (zero padding), `1 + i` (element `i` of the
-/// weight array) or `1 + nw + i` (element `i` of the bias array).
-pub struct PackTable {
-    pub stages: Vec<Vec<u32>>,
-    /// Packed floats per stage.
-    pub lens: Vec<usize>,
-    /// Weight elements per stage, bias elements (if any).
-    pub arrays: Vec<(usize, Option<usize>)>,
+/// Fields of one copy in the packing function's table: the index of its
+/// array in the caller's `arrays[]`, then [`plan::PackCopy`]'s `dst`
+/// (from the start of the whole packed buffer), `src`, `len` and its
+/// three loops as (count, dst stride, src stride), all in floats.
+const COPY_FIELDS: usize = 13;
+
+/// The packing function's table: every stage's [`Plan::pack_copies`],
+/// [`COPY_FIELDS`] little-endian u64s each. Its size depends on the
+/// stages' runs, never on their weight counts.
+pub struct PackCopies {
+    pub records: Vec<[u64; COPY_FIELDS]>,
+    /// Pointers in `arrays[]`: per stage its weight, then its bias if any.
+    pub arrays: usize,
 }
 
-impl PackTable {
-    /// Derives the table from [`plan::pack`] applied to index-valued
-    /// arrays (the index in two 12-bit halves, so every value is exact in
-    /// f32), then checks it against `pack` on random weights.
-    pub fn new(layer: &Layer, plans: &[Plan]) -> Result<PackTable, AotError> {
-        let mut t = PackTable {
-            stages: Vec::new(),
-            lens: Vec::new(),
-            arrays: Vec::new(),
-        };
-        for (s, p) in layer.stages.iter().zip(plans) {
-            let nw = s.weight_len();
+impl PackCopies {
+    /// The copies of every stage, placed at its offset of `layout`; each
+    /// checked to stay inside its stage's packed floats and its arrays.
+    pub fn new(layer: &Layer, plans: &[Plan], layout: &PackLayout) -> Result<PackCopies, AotError> {
+        let mut records = Vec::new();
+        let mut k = 0;
+        for ((s, p), &(off, len)) in layer.stages.iter().zip(plans).zip(&layout.stages) {
             let nb = s.bias_key.as_ref().map(|_| s.output.c);
-            if nw as u64 + nb.unwrap_or(0) as u64 >= u32::MAX as u64 {
-                return Err(AotError::Layer(format!(
-                    "stage '{}' has too many weights for a build without weights",
-                    s.name
-                )));
-            }
-            let lo = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i & 0xfff) + 1) as f32).collect() };
-            let hi = |n: usize| -> Vec<f32> { (0..n).map(|i| ((i >> 12) + 1) as f32).collect() };
-            let idx = |l: f32, h: f32| ((h as usize - 1) << 12) | (l as usize - 1);
-            let wl = plan::pack(p, &lo(nw), None);
-            let wh = plan::pack(p, &hi(nw), None);
-            let (bl, bh) = match nb {
-                Some(nb) => {
-                    let z = vec![0f32; nw];
-                    (
-                        plan::pack(p, &z, Some(&lo(nb))),
-                        plan::pack(p, &z, Some(&hi(nb))),
-                    )
-                }
-                None => (vec![0f32; wl.len()], vec![0f32; wl.len()]),
-            };
-            let mut entries = Vec::with_capacity(wl.len());
-            for i in 0..wl.len() {
-                let e = match (wl[i] != 0.0, bl[i] != 0.0) {
-                    (true, false) => 1 + idx(wl[i], wh[i]),
-                    (false, true) => 1 + nw + idx(bl[i], bh[i]),
-                    (false, false) => 0,
-                    (true, true) => {
-                        return Err(AotError::Codegen(format!(
-                            "stage '{}': packed float {i} mixes weight and bias",
-                            s.name
-                        )))
-                    }
+            for c in p.pack_copies() {
+                let (array, n) = match (c.source, nb) {
+                    (plan::PackSource::Weight, _) => (k, s.weight_len()),
+                    (plan::PackSource::Bias, Some(nb)) => (k + 1, nb),
+                    (plan::PackSource::Bias, None) => continue,
                 };
-                // At most 1 + 2^28 weights + 2^16 biases (the IR's limits).
-                entries.push(u32::try_from(e).map_err(|_| {
-                    AotError::Codegen(format!(
-                        "stage '{}': gather index {e} beyond 32 bits",
+                let last = |base: usize, stride: fn(&(usize, usize, usize)) -> usize| {
+                    c.loops
+                        .iter()
+                        .fold(base, |a, l| a + (l.0.max(1) - 1) * stride(l))
+                        + c.len
+                };
+                if c.loops.iter().any(|l| l.0 == 0)
+                    || c.len == 0
+                    || last(c.dst, |l| l.1) > len
+                    || last(c.src, |l| l.2) > n
+                {
+                    return Err(AotError::Codegen(format!(
+                        "stage '{}': a packing copy leaves its arrays: {c:?}",
                         s.name
-                    ))
-                })?);
+                    )));
+                }
+                let [(n0, d0, s0), (n1, d1, s1), (n2, d2, s2)] = c.loops;
+                let fields = [
+                    array,
+                    off + c.dst,
+                    c.src,
+                    c.len,
+                    n0,
+                    d0,
+                    s0,
+                    n1,
+                    d1,
+                    s1,
+                    n2,
+                    d2,
+                    s2,
+                ];
+                records.push(fields.map(|f| f as u64));
             }
-            // `pack` must be a gather (with zeros) for the table to express it.
-            let mut rng = Rng::new(0x5eed ^ nw as u64);
-            let w = rng.vec(nw, 1.0);
-            let bias = nb.map(|n| rng.vec(n, 1.0));
-            let want = plan::pack(p, &w, bias.as_deref());
-            let got: Vec<f32> = entries
-                .iter()
-                .map(|&e| match e as usize {
-                    0 => 0.0,
-                    e if e <= nw => w[e - 1],
-                    e => bias.as_ref().map_or(f32::NAN, |b| b[e - 1 - nw]),
-                })
-                .collect();
-            if got.len() != want.len()
-                || got
-                    .iter()
-                    .zip(&want)
-                    .any(|(g, w)| g.to_bits() != w.to_bits())
-            {
-                return Err(AotError::Codegen(format!(
-                    "stage '{}': weight packing is not a permutation of the arrays, \
-                     so it cannot be done by a table at run time; build with weights",
-                    s.name
-                )));
-            }
-            t.lens.push(entries.len());
-            t.stages.push(entries);
-            t.arrays.push((nw, nb));
+            k += 1 + usize::from(nb.is_some());
         }
-        Ok(t)
+        Ok(PackCopies { records, arrays: k })
+    }
+
+    /// The table as `.rodata` bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.records
+            .iter()
+            .flatten()
+            .flat_map(|f| f.to_le_bytes())
+            .collect()
     }
 }
 
+/// A loop `for i in 0..n` (`n` an I64 value) around `body(b, i)`.
+fn counted(b: &mut FunctionBuilder, n: Value, body: &mut dyn FnMut(&mut FunctionBuilder, Value)) {
+    let i = b.declare_var(I64);
+    let zero = b.ins().iconst(I64, 0);
+    b.def_var(i, zero);
+    let (head, inside, exit) = (b.create_block(), b.create_block(), b.create_block());
+    b.ins().jump(head, &[]);
+    b.switch_to_block(head);
+    let iv = b.use_var(i);
+    let more = b.ins().icmp(IntCC::UnsignedLessThan, iv, n);
+    b.ins().brif(more, inside, &[], exit, &[]);
+    b.switch_to_block(inside);
+    body(b, iv);
+    let next = b.ins().iadd_imm_s(iv, 1);
+    b.def_var(i, next);
+    b.ins().jump(head, &[]);
+    b.switch_to_block(exit);
+}
+
 /// `int convjit_LAYER_pack(const float *const arrays[], float *packed)`:
-/// fills the whole packed buffer (`layout.total` floats) from the arrays
-/// (per stage: weight, then bias if any) through the table.
+/// fills the whole packed buffer (`layout.total` floats): zeros, then
+/// every copy of the table (see [`PackCopies`]), by loops that do not
+/// depend on the layer: the object is the size of its code.
 pub fn define_pack<M: Module>(
     module: &mut M,
     name: &str,
     layout: &PackLayout,
-    table: &PackTable,
+    copies: &PackCopies,
     table_id: DataId,
 ) -> Result<String, AotError> {
     let ret = Some(AbiParam::new(I32));
@@ -367,80 +366,72 @@ pub fn define_pack<M: Module>(
     let (arrays, packed) = (b.block_params(entry)[0], b.block_params(entry)[1]);
     let ret_inval = b.create_block();
     null_check(&mut b, &[arrays, packed], ret_inval);
-    // Caller memory: loads that may trap (no flags).
+    // Caller memory: loads and stores that may trap (no flags).
     let mf = MemFlagsData::new();
-    let nptr = table
-        .arrays
-        .iter()
-        .map(|(_, b)| 1 + b.is_some() as usize)
-        .sum::<usize>();
-    let ptrs: Vec<Value> = (0..nptr)
+    let ptrs: Vec<Value> = (0..copies.arrays)
         // k < 2 x stages: a layer of 2^27 stages is not a file anyone can parse.
         .map(|k| b.ins().load(I64, mf, arrays, (k * 8) as i32))
         .collect();
     null_check(&mut b, &ptrs, ret_inval);
-    let tbl = b.ins().symbol_value(I64, gv);
-    let zero = b.ins().f32const(0.0);
-    let mut k = 0;
-    for (s, &(nw, nb)) in table.arrays.iter().enumerate() {
-        let wptr = ptrs[k];
-        let bptr = nb.map(|_| ptrs[k + 1]);
-        k += 1 + nb.is_some() as usize;
-        // This stage's floats and the alignment padding after them.
-        let start = layout.stages[s].0 * 4;
-        let end = layout.stages.get(s + 1).map_or(layout.total, |&(o, _)| o) * 4;
-        if start == end {
-            continue;
-        }
-        let head = b.create_block();
-        let pos = b.append_block_param(head, I64);
-        let nonzero = b.create_block();
-        let from_w = b.create_block();
-        let join = b.create_block();
-        let v = b.append_block_param(join, F32);
-        let next = b.create_block();
-        let start_v = b.ins().iconst(I64, start as i64);
-        b.ins().jump(head, &args(&[start_v]));
-
-        b.switch_to_block(head);
-        let ta = b.ins().iadd(tbl, pos);
-        let e = b.ins().uload32(MemFlagsData::new().with_notrap(), ta, 0);
-        b.ins().brif(e, nonzero, &[], join, &args(&[zero]));
-
-        b.switch_to_block(nonzero);
-        let off = b.ins().ishl_imm_u(e, 2);
-        match bptr {
-            Some(bp) => {
-                let from_b = b.create_block();
-                let is_w = b
-                    .ins()
-                    .icmp_imm_u(IntCC::UnsignedLessThanOrEqual, e, nw as i64);
-                b.ins().brif(is_w, from_w, &[], from_b, &[]);
-                b.switch_to_block(from_b);
-                // bias[e - 1 - nw]
-                let a = b.ins().iadd(bp, off);
-                let a = b.ins().iadd_imm_s(a, -4 * (nw as i64 + 1));
-                let x = b.ins().load(F32, mf, a, 0);
-                b.ins().jump(join, &args(&[x]));
-            }
-            None => {
-                b.ins().jump(from_w, &[]);
-            }
-        }
-        b.switch_to_block(from_w);
-        // weight[e - 1]
-        let a = b.ins().iadd(wptr, off);
-        let x = b.ins().load(F32, mf, a, -4);
-        b.ins().jump(join, &args(&[x]));
-
-        b.switch_to_block(join);
-        let pa = b.ins().iadd(packed, pos);
-        b.ins().store(mf, v, pa, 0);
-        let pos_next = b.ins().iadd_imm_s(pos, 4);
-        let more = b.ins().icmp_imm_u(IntCC::NotEqual, pos_next, end as i64);
-        b.ins().brif(more, head, &args(&[pos_next]), next, &[]);
-        b.switch_to_block(next);
-    }
+    // Zeros everywhere (unused lanes, alignment padding), as i32 stores.
+    let total = b.ins().iconst(I64, layout.total as i64);
+    counted(&mut b, total, &mut |b, i| {
+        let at = b.ins().ishl_imm_u(i, 2);
+        let at = b.ins().iadd(packed, at);
+        let z = b.ins().iconst(I32, 0);
+        b.ins().store(mf, z, at, 0);
+    });
+    // The copies: bit patterns moved as i32.
+    let table = b.ins().symbol_value(I64, gv);
+    let ro = MemFlagsData::new().with_notrap().with_readonly();
+    let nrec = b.ins().iconst(I64, copies.records.len() as i64);
+    counted(&mut b, nrec, &mut |b, r| {
+        let rec = b.ins().imul_imm_s(r, (COPY_FIELDS * 8) as i64);
+        let rec = b.ins().iadd(table, rec);
+        let f: Vec<Value> = (0..COPY_FIELDS)
+            .map(|i| b.ins().load(I64, ro, rec, (i * 8) as i32))
+            .collect();
+        let at = b.ins().ishl_imm_u(f[0], 3);
+        let at = b.ins().iadd(arrays, at);
+        let array = b.ins().load(I64, mf, at, 0);
+        let (len, loops) = (
+            f[3],
+            [
+                (f[4], f[5], f[6]),
+                (f[7], f[8], f[9]),
+                (f[10], f[11], f[12]),
+            ],
+        );
+        counted(b, loops[0].0, &mut |b, i0| {
+            let d0 = b.ins().imul(i0, loops[0].1);
+            let d0 = b.ins().iadd(f[1], d0);
+            let s0 = b.ins().imul(i0, loops[0].2);
+            let s0 = b.ins().iadd(f[2], s0);
+            counted(b, loops[1].0, &mut |b, i1| {
+                let d1 = b.ins().imul(i1, loops[1].1);
+                let d1 = b.ins().iadd(d0, d1);
+                let s1 = b.ins().imul(i1, loops[1].2);
+                let s1 = b.ins().iadd(s0, s1);
+                counted(b, loops[2].0, &mut |b, i2| {
+                    let d2 = b.ins().imul(i2, loops[2].1);
+                    let d2 = b.ins().iadd(d1, d2);
+                    let s2 = b.ins().imul(i2, loops[2].2);
+                    let s2 = b.ins().iadd(s1, s2);
+                    let dst = b.ins().ishl_imm_u(d2, 2);
+                    let dst = b.ins().iadd(packed, dst);
+                    let src = b.ins().ishl_imm_u(s2, 2);
+                    let src = b.ins().iadd(array, src);
+                    counted(b, len, &mut |b, j| {
+                        let off = b.ins().ishl_imm_u(j, 2);
+                        let from = b.ins().iadd(src, off);
+                        let x = b.ins().load(I32, mf, from, 0);
+                        let to = b.ins().iadd(dst, off);
+                        b.ins().store(mf, x, to, 0);
+                    });
+                });
+            });
+        });
+    });
     let ok = b.ins().iconst(I32, OK);
     b.ins().return_(&[ok]);
     fill_return(&mut b, ret_inval, EINVAL);

@@ -50,11 +50,23 @@ const CASES: &[(&str, &str, usize)] = &[
         "input 7x6x32\n c: conv 3x3 -> 32, groups 2, pad same, bias\n p: pointwise 8, groups 2, relu",
         2,
     ),
-    // 5760 weights: indices above 4096 in the permutation table.
     (
         "big_conv",
         "input 6x5x16\n c: conv 3x3 -> 40, pad same, bias",
         2,
+    ),
+    // One channel, a kernel of 22500 taps: whole vectors per tap would
+    // be mostly zeros on every generator, so the units are packed
+    // compact (each tap's float alone), by the `_pack` copies too.
+    (
+        "grey_big",
+        "input 152x160x1\n d: depthwise 150x150, bias, relu6",
+        2,
+    ),
+    (
+        "conv_one",
+        "input 151x157x1\n c: conv 150x150 -> 1, stride 1x2, bias, relu",
+        1,
     ),
     (
         "dw_pw",

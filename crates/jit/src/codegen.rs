@@ -56,8 +56,6 @@ struct Gen<'a, 'b> {
     fused: bool,
 }
 
-const VB: i64 = (LANES * 4) as i64;
-
 /// Kernel columns up to which [`Gen::dw_taps_by_column`] keeps a kernel
 /// row's weight vectors in registers, beside 8 accumulators, an input and
 /// its copy (16 vector registers; at 6 the allocator spilled).
@@ -383,7 +381,7 @@ impl Gen<'_, '_> {
     /// A conv/pointwise block's weights: its run repetition's weights `w`
     /// advanced to the first valid tap.
     fn tap_weights(&mut self, run: &Run, k: &BlockArgs, w: Value) -> Value {
-        let tap_bytes = run.tap_bytes(self.p.ci_per_tap, LANES) as i64;
+        let tap_bytes = run.tap_bytes(self.p.ci_per_tap) as i64;
         match k.wk0 {
             Some(wk0) => {
                 let t = self.b.ins().iadd_imm_s(wk0, k.kx0 as i64);
@@ -574,7 +572,7 @@ impl Gen<'_, '_> {
         let nu = run.units.len();
         let init: Vec<Value> = (0..nu)
             .map(|u| match bias {
-                Some(b) => self.load(F32X4, b, u as i64 * VB),
+                Some(b) => self.load(F32X4, b, run.unit_bytes(u) as i64),
                 None => {
                     let z = self.b.ins().f32const(0.0);
                     self.b.ins().splat(F32X4, z)
@@ -593,7 +591,7 @@ impl Gen<'_, '_> {
             })
             .collect();
         self.carried = acc.iter().flatten().copied().collect();
-        let tap_bytes = run.tap_bytes(p.ci_per_tap, LANES) as i64;
+        let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
         let in_ky = (p.dh * p.w * p.ci * 4) as i64;
         let w_ky = p.kw as i64 * tap_bytes;
         match (&k.cols, k.nky) {
@@ -617,13 +615,13 @@ impl Gen<'_, '_> {
                     // and each reads all the channels (no dilation, no groups).
                     let cpt = p.ci_per_tap;
                     if (p.dw == 1 && cpt == p.ci) || k.nkx == 1 {
-                        g.reduce(&acc, k.npx, nu, k.nkx * cpt, i, w);
+                        g.reduce(&acc, k.npx, run, k.nkx * cpt, i, w);
                     } else {
                         let it = g.var(i);
                         let wt = g.var(w);
                         g.repeat(Count::Const(k.nkx), &mut |g| {
                             let (i, w) = (g.get(it), g.get(wt));
-                            g.reduce(&acc, k.npx, nu, cpt, i, w);
+                            g.reduce(&acc, k.npx, run, cpt, i, w);
                             g.add_imm(it, (p.dw * p.ci * 4) as i64);
                             g.add_imm(wt, tap_bytes);
                         });
@@ -639,7 +637,7 @@ impl Gen<'_, '_> {
     }
 
     /// Conv/pointwise accumulation over `len` contiguous input scalars per
-    /// pixel (input stride 4 bytes, weights `nu` vectors per step).
+    /// pixel (input stride 4 bytes, weights a step of `run`'s units apart).
     ///
     /// Each FMA gets its own scalar load + splat: used once, the load folds
     /// into `vbroadcastss mem`, and the broadcast register (which `fma`
@@ -649,17 +647,19 @@ impl Gen<'_, '_> {
         &mut self,
         acc: &[Vec<Variable>],
         npx: usize,
-        nu: usize,
+        run: &Run,
         len: usize,
         i: Value,
         w: Value,
     ) {
         let p = self.p;
+        let nu = run.units.len();
+        let w_step = run.tap_bytes(1) as i64;
         let pstride = (p.sw * p.ci * 4) as i64;
         let unroll = p.sched.k_unroll.max(1);
         let step = |g: &mut Self, i: Value, w: Value, j: usize| {
             for u in 0..nu {
-                let wv = g.load(F32X4, w, (j * nu + u) as i64 * VB);
+                let wv = g.load(F32X4, w, j as i64 * w_step + run.unit_bytes(u) as i64);
                 for (px, row) in acc.iter().enumerate().take(npx) {
                     let s = g.load(F32, i, px as i64 * pstride + j as i64 * 4);
                     let x = g.b.ins().splat(F32X4, s);
@@ -680,7 +680,7 @@ impl Gen<'_, '_> {
                     step(g, i, w, j);
                 }
                 g.add_imm(iv, (unroll * 4) as i64);
-                g.add_imm(wv, (unroll * nu) as i64 * VB);
+                g.add_imm(wv, unroll as i64 * w_step);
             });
         }
         let (i, w) = (self.get(iv), self.get(wv));
@@ -724,7 +724,10 @@ impl Gen<'_, '_> {
             }
             let tap_in = (kx * p.dw * p.ci * 4) as i64;
             let wv: Vec<Value> = (0..nu)
-                .map(|u| self.load(F32X4, w, (kx * nu + u) as i64 * VB))
+                .map(|u| {
+                    let at = kx * run.w_step * 4 + run.unit_bytes(u);
+                    self.load(F32X4, w, at as i64)
+                })
                 .collect();
             for &px in &pxs {
                 // Units reading the same channels (multiplier 2, 3) share
@@ -769,7 +772,10 @@ impl Gen<'_, '_> {
         let p = self.p;
         let unit = &run.units[0];
         let wv: Vec<Value> = (0..p.kw)
-            .map(|kx| self.load(F32X4, w, kx as i64 * VB))
+            .map(|kx| {
+                let at = kx * run.w_step * 4 + run.unit_bytes(0);
+                self.load(F32X4, w, at as i64)
+            })
             .collect();
         // Input column (in pixels of stride 1) of each valid (pixel, kx).
         let mut uses: Vec<(usize, usize, usize)> = Vec::new();

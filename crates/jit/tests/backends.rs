@@ -195,3 +195,95 @@ fn threads_sharing_channels_match_the_interpreter() {
     }
     assert!(unsplit.is_empty(), "rows chosen:\n{}", unsplit.join("\n"));
 }
+
+/// Stages whose units would be mostly zero lanes (one channel, one
+/// output per group, a few channels or outputs; large kernels) pack only
+/// the floats they use ([`convjit_jit::plan::Plan::compact`]): every
+/// generator's whole-vector loads then read the next unit's floats into
+/// unused lanes, and the last ends inside the buffer (the packed weights
+/// end at a guard page). Bias, relu6, residual, odd channel counts,
+/// stride 2, 2 threads; each compact on AVX-512, the first ones on every
+/// generator.
+#[test]
+fn compact_packing_matches_the_interpreter() {
+    use convjit_jit::plan::{plan_for, Target};
+    let cases: &[(&str, &[Target])] = &[
+        (
+            "layer a { input 152x160x1\n d: depthwise 150x150, bias, relu6 }",
+            &[Target::CRANELIFT, Target::AVX2, Target::AVX512],
+        ),
+        (
+            "layer a { input 24x30x1\n d: depthwise 150x150, pad same, bias, residual }",
+            &[Target::CRANELIFT, Target::AVX2, Target::AVX512],
+        ),
+        (
+            "layer a { input 151x157x1\n c: conv 150x150 -> 1, stride 2, bias, relu }",
+            &[Target::CRANELIFT, Target::AVX2, Target::AVX512],
+        ),
+        (
+            "layer a { input 3x5x30000\n p: pointwise 1, bias, relu }",
+            &[Target::CRANELIFT, Target::AVX2, Target::AVX512],
+        ),
+        (
+            "layer a { input 5x5x2200\n c: conv 3x3 -> 2200, groups 2200, stride 2, pad same, bias, relu6 }",
+            &[Target::CRANELIFT, Target::AVX2, Target::AVX512],
+        ),
+        // Kernel rows narrow enough for the x86 generators' one-channel
+        // row vectors (each tap's weight broadcast from its float), in
+        // pairs of rows where every kernel row is valid.
+        (
+            "layer a { input 204x60x1\n d: depthwise 200x22, bias, relu6 }",
+            &[Target::AVX512],
+        ),
+        (
+            "layer a { input 30x61x1\n d: depthwise 200x22, pad same, residual }",
+            &[Target::AVX512],
+        ),
+        (
+            "layer a { input 74x80x1\n c: conv 72x72 -> 3, bias, relu6 }",
+            &[Target::AVX512],
+        ),
+        (
+            "layer a { input 62x72x1\n d: depthwise 60x60, multiplier 2, bias }",
+            &[Target::AVX512],
+        ),
+        (
+            "layer a { input 77x90x1\n d: depthwise 75x75, multiplier 4, stride 2, bias, relu }",
+            &[Target::AVX512],
+        ),
+        (
+            "layer a { input 74x90x3\n d: depthwise 72x72, bias, relu6 }",
+            &[Target::AVX512],
+        ),
+        (
+            "layer a { input 82x90x5\n d: depthwise 80x80, pad 1 0 2 1, relu }",
+            &[Target::AVX512],
+        ),
+    ];
+    for (i, &(src, compact)) in cases.iter().enumerate() {
+        let l = layer(src);
+        for t in compact {
+            let p = plan_for(&l.stages[0], t);
+            assert!(p.compact, "{src}: {t:?}");
+            let rows = src.contains("200x22");
+            assert!(!rows || p.row_vectors().is_some(), "{src}: no row vectors");
+        }
+        let w = Weights::random(&l, 90 + i as u64);
+        for &backend in &Backend::available() {
+            for threads in [1, 2] {
+                let o = Options {
+                    backend,
+                    threads,
+                    min_thread_cycles: 0,
+                    ..Options::default()
+                };
+                for batch in [1, 2] {
+                    let x = input(&l, batch, 9 + i as u64);
+                    if let Err(e) = check_with(&l, &w, &x, batch, &o) {
+                        panic!("{backend}, {threads} threads, batch {batch}: {src}: {e}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -880,7 +880,7 @@ impl<'a> Gen<'a> {
             .collect();
         for u in 0..nu {
             if p.bias_off.is_some() {
-                let m = self.at(RUN_B, u as i64 * self.vb);
+                let m = self.at(RUN_B, run.unit_bytes(u) as i64);
                 self.vload(acc[0][u], m);
             } else {
                 self.vzero(acc[0][u]);
@@ -889,7 +889,7 @@ impl<'a> Gen<'a> {
                 self.vcopy(row[u], acc[0][u]);
             }
         }
-        let tap_bytes = run.tap_bytes(p.ci_per_tap, p.sched.lanes) as i64;
+        let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
         self.mov_rr(IP, RUN_I);
         self.mov_rr(WP, RUN_W);
         if k.wk0 {
@@ -917,7 +917,7 @@ impl<'a> Gen<'a> {
                     let in_off = (kx * p.dw * p.ci * 4) as i64;
                     g.add_reg_imm(IP, in_off);
                     g.add_reg_imm(WP, kx as i64 * tap_bytes);
-                    g.reduce(&rows, &pxs, nu, p.ci_per_tap, npx * nu, ahead);
+                    g.reduce(&rows, &pxs, run, p.ci_per_tap, npx * nu, ahead);
                     g.add_reg_imm(IP, -in_off - (p.ci_per_tap * 4) as i64);
                     g.add_reg_imm(WP, -(kx as i64 + 1) * tap_bytes);
                 }
@@ -947,11 +947,11 @@ impl<'a> Gen<'a> {
                 // (no dilation, no groups).
                 let cpt = p.ci_per_tap;
                 let moved = if (p.dw == 1 && cpt == p.ci) || k.nkx == 1 {
-                    g.reduce(&rows, &pxs, nu, k.nkx * cpt, npx * nu, ahead);
+                    g.reduce(&rows, &pxs, run, k.nkx * cpt, npx * nu, ahead);
                     (k.nkx * cpt * 4) as i64
                 } else {
                     g.repeat(Count::Const(k.nkx), Ctr::Reg(CKX), &mut |g| {
-                        g.reduce(&rows, &pxs, nu, cpt, npx * nu, ahead);
+                        g.reduce(&rows, &pxs, run, cpt, npx * nu, ahead);
                         g.add_reg_imm(IP, ((p.dw * p.ci - cpt) * 4) as i64);
                     });
                     (k.nkx * p.dw * p.ci * 4) as i64
@@ -967,8 +967,8 @@ impl<'a> Gen<'a> {
 
     /// Conv/pointwise accumulation over `len` contiguous input scalars per
     /// pixel: per step, the units' weight vectors into registers, then per
-    /// pixel one broadcast shared by the units' FMAs. Advances `rax` by
-    /// `len` floats and `rbx` by `len` steps of weights.
+    /// pixel one broadcast shared by the units' FMAs (of `run`). Advances
+    /// `rax` by `len` floats and `rbx` by `len` steps of weights.
     /// `acc` are the rows of the pixels `pxs` of a block whose
     /// accumulators take registers `0..free`.
     ///
@@ -979,12 +979,13 @@ impl<'a> Gen<'a> {
         &mut self,
         acc: &[&[R]],
         pxs: &[usize],
-        nu: usize,
+        run: &Run,
         len: usize,
         free: usize,
         ahead: Option<i64>,
     ) {
         let p = self.p;
+        let nu = run.units.len();
         let pstride = (p.sw * p.ci * 4) as i64;
         let unroll = p.sched.k_unroll.max(1);
         let w: Vec<R> = (0..nu).map(|u| self.v(free + u)).collect();
@@ -993,13 +994,14 @@ impl<'a> Gen<'a> {
         let nb = (self.regs - free - nu).min(2);
         assert!(nb > 0 || self.evex(), "no broadcast register");
         let b: Vec<R> = (0..nb).map(|i| self.v(free + nu + i)).collect();
-        let vb = self.vb;
+        let w_step = run.tap_bytes(1) as i64;
         let step = |g: &mut Self, j: usize| {
             for (u, &wr) in w.iter().enumerate() {
-                let m = g.at(WP, (j * nu + u) as i64 * vb);
+                let at = j as i64 * w_step + run.unit_bytes(u) as i64;
+                let m = g.at(WP, at);
                 g.vload(wr, m);
                 if let Some(d) = ahead {
-                    let m = g.at(WP, d + (j * nu + u) as i64 * vb);
+                    let m = g.at(WP, d + at);
                     g.a.emit(I::with1(Code::Prefetcht1_m8, m));
                 }
             }
@@ -1035,13 +1037,13 @@ impl<'a> Gen<'a> {
                 step(g, j);
             }
             g.add_reg_imm(IP, (unroll * 4) as i64);
-            g.add_reg_imm(WP, (unroll * nu) as i64 * vb);
+            g.add_reg_imm(WP, unroll as i64 * w_step);
         });
         for j in 0..rest {
             step(self, j);
         }
         self.add_reg_imm(IP, (rest * 4) as i64);
-        self.add_reg_imm(WP, (rest * nu) as i64 * vb);
+        self.add_reg_imm(WP, rest as i64 * w_step);
     }
 
     // ---- depthwise ----
@@ -1213,7 +1215,9 @@ impl<'a> Gen<'a> {
         let w: Vec<R> = (0..p.kw).map(|kx| self.v(nv + kx)).collect();
         let xs = [self.v(nv + p.kw), self.v(nv + p.kw + 1)];
         let vl = self.vb;
-        // One channel: each tap's weight is lane 0 of its packed vector.
+        // One channel: each tap's weight is lane 0 of its packed unit (a
+        // step apart: a vector, or one float where packed compact).
+        let tap = p.runs[0].tap_bytes(1) as i64;
         if let Some(off) = p.bias_off {
             let m = self.at(WTS, (off * 4) as i64);
             self.vbroadcast(acc[0], m);
@@ -1225,12 +1229,12 @@ impl<'a> Gen<'a> {
         }
         self.load(IP, Slot::SegI);
         self.load(WP, Slot::Wk0);
-        self.mul_imm(WP, vl);
+        self.mul_imm(WP, tap);
         self.add_rr(WP, WTS);
         let in_ky = (p.dh * p.w * 4) as i64;
         self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
             for (kx, &wr) in w.iter().enumerate() {
-                let m = g.at(WP, kx as i64 * vl);
+                let m = g.at(WP, kx as i64 * tap);
                 g.vbroadcast(wr, m);
             }
             let mut n = 0;
@@ -1244,7 +1248,7 @@ impl<'a> Gen<'a> {
                 }
             }
             g.add_reg_imm(IP, in_ky);
-            g.add_reg_imm(WP, p.kw as i64 * vl);
+            g.add_reg_imm(WP, p.kw as i64 * tap);
         });
         self.row_epilogue(&acc);
     }
@@ -1260,6 +1264,7 @@ impl<'a> Gen<'a> {
         let p = self.p;
         let (kh, kw) = (p.kh, p.kw);
         let vl = self.vb;
+        let tap = p.runs[0].tap_bytes(1) as i64;
         let acc: [Vec<R>; 2] = [
             (0..nv).map(|v| self.v(v)).collect(),
             (nv..2 * nv).map(|v| self.v(v)).collect(),
@@ -1289,7 +1294,7 @@ impl<'a> Gen<'a> {
                 .collect();
             for &(r, ky) in &rows {
                 for (kx, &wr) in w[r].iter().enumerate() {
-                    let m = self.at(WTS, ((ky * kw + kx) as i64) * vl);
+                    let m = self.at(WTS, ((ky * kw + kx) as i64) * tap);
                     self.vbroadcast(wr, m);
                 }
             }
@@ -1320,8 +1325,9 @@ impl<'a> Gen<'a> {
     /// weights `[tap][lane]` as a memory operand.
     ///
     /// The indices `l / M` are made in registers (bytes from immediates,
-    /// zero-extended to dwords), not packed: the packed weights stay a
-    /// gather of the layer's weights, which the AOT builder relies on.
+    /// zero-extended to dwords), not packed: the packed weights stay
+    /// copies of the layer's weights ([`Plan::pack_copies`]), which an AOT
+    /// object without weights runs.
     fn row_multiplier_block(&mut self, nv: usize) {
         let p = self.p;
         let (m, lanes) = (p.row_multiplier, p.sched.lanes);
@@ -1512,7 +1518,8 @@ impl<'a> Gen<'a> {
             }
             let tap_in = (kx * p.dw * p.ci * 4) as i64;
             for (u, &wr) in w.iter().enumerate() {
-                let m = self.at(WP, (kx * nu + u) as i64 * self.vb);
+                let at = (kx * run.w_step * 4 + run.unit_bytes(u)) as i64;
+                let m = self.at(WP, at);
                 self.vload(wr, m);
             }
             for &px in &pxs {
@@ -1622,7 +1629,7 @@ impl<'a> Gen<'a> {
         }
         for (kx, &wr) in w.iter().enumerate() {
             if used[kx] {
-                let m = self.at(WP, kx as i64 * self.vb);
+                let m = self.at(WP, (kx * run.w_step * 4 + run.unit_bytes(0)) as i64);
                 self.vload(wr, m);
             }
         }
