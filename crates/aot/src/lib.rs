@@ -435,12 +435,14 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
             }
             bytes.resize(layout.total * 4, 0);
             let id = define_rodata(&mut module, &format!("{symbol}_pack_table"), bytes)?;
+            let stages = wrapper::pack_stages(&layout, &table);
+            let stages_id = define_rodata(&mut module, &format!("{symbol}_pack_stages"), stages)?;
             clif.push_str(&wrapper::define_pack(
                 &mut module,
                 &format!("{symbol}_pack"),
-                &layout,
                 &table,
                 id,
+                stages_id,
             )?);
             (layout, wrapper::WeightsSource::Runtime)
         }

@@ -341,15 +341,43 @@ impl PackTable {
     }
 }
 
+/// Bytes of one stage's entry in [`pack_stages`]: five little-endian u64s.
+const PACK_STAGE_BYTES: usize = 40;
+
+/// What the packing function needs of each stage, as read-only data
+/// (one entry per stage, [`PACK_STAGE_BYTES`] each): the byte range of its
+/// packed floats and alignment padding in the packed buffer and the table
+/// (`start`, `end`), its weight elements (`nw`), and the byte offsets in
+/// `arrays[]` of its weight and bias pointers (the bias offset is the
+/// weight's where there is none: entries never exceed `nw` then).
+pub fn pack_stages(layout: &PackLayout, table: &PackTable) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(table.arrays.len() * PACK_STAGE_BYTES);
+    let mut k = 0;
+    for (s, &(nw, nb)) in table.arrays.iter().enumerate() {
+        let start = layout.stages[s].0 * 4;
+        let end = layout.stages.get(s + 1).map_or(layout.total, |&(o, _)| o) * 4;
+        let bias = if nb.is_some() { k + 1 } else { k };
+        for v in [start, end, nw, k * 8, bias * 8] {
+            bytes.extend_from_slice(&(v as u64).to_le_bytes());
+        }
+        k += 1 + nb.is_some() as usize;
+    }
+    bytes
+}
+
 /// `int convjit_LAYER_pack(const float *const arrays[], float *packed)`:
 /// fills the whole packed buffer (`layout.total` floats) from the arrays
-/// (per stage: weight, then bias if any) through the table.
+/// (per stage: weight, then bias if any) through the table. The code is
+/// the same for any number of stages: a loop over `stages_id`'s entries
+/// ([`pack_stages`]) around the gather loop (code per stage put values
+/// and block parameters in every stage's blocks, and register allocation
+/// took seconds for a thousand stages).
 pub fn define_pack<M: Module>(
     module: &mut M,
     name: &str,
-    layout: &PackLayout,
     table: &PackTable,
     table_id: DataId,
+    stages_id: DataId,
 ) -> Result<String, AotError> {
     let ret = Some(AbiParam::new(I32));
     let id = module
@@ -357,7 +385,8 @@ pub fn define_pack<M: Module>(
         .map_err(cg_err)?;
     let mut func =
         Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig(module, 2, ret));
-    let gv = module.declare_data_in_func(table_id, &mut func);
+    let table_gv = module.declare_data_in_func(table_id, &mut func);
+    let stages_gv = module.declare_data_in_func(stages_id, &mut func);
     let cfg = module.target_config();
     let mut fctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut func, &mut fctx);
@@ -367,80 +396,105 @@ pub fn define_pack<M: Module>(
     let (arrays, packed) = (b.block_params(entry)[0], b.block_params(entry)[1]);
     let ret_inval = b.create_block();
     null_check(&mut b, &[arrays, packed], ret_inval);
-    // Caller memory: loads that may trap (no flags).
+    // Caller memory: loads that may trap (no flags). Our tables: notrap.
     let mf = MemFlagsData::new();
+    let ours = MemFlagsData::new().with_notrap();
     let nptr = table
         .arrays
         .iter()
         .map(|(_, b)| 1 + b.is_some() as usize)
         .sum::<usize>();
-    let ptrs: Vec<Value> = (0..nptr)
-        // k < 2 x stages: a layer of 2^27 stages is not a file anyone can parse.
-        .map(|k| b.ins().load(I64, mf, arrays, (k * 8) as i32))
-        .collect();
-    null_check(&mut b, &ptrs, ret_inval);
-    let tbl = b.ins().symbol_value(I64, gv);
+    let done = b.create_block();
+    // Every array pointer is checked before anything is written.
+    let check = b.create_block();
+    let off = b.append_block_param(check, I64);
+    let check_next = b.create_block();
+    let first_stage = b.create_block();
+    let zero_i = b.ins().iconst(I64, 0);
+    match nptr {
+        0 => b.ins().jump(done, &[]),
+        _ => b.ins().jump(check, &args(&[zero_i])),
+    };
+    b.switch_to_block(check);
+    let a = b.ins().iadd(arrays, off);
+    let p = b.ins().load(I64, mf, a, 0);
+    b.ins().brif(p, check_next, &[], ret_inval, &[]);
+    b.switch_to_block(check_next);
+    let off_next = b.ins().iadd_imm_s(off, 8);
+    let more = b
+        .ins()
+        .icmp_imm_u(IntCC::NotEqual, off_next, (nptr * 8) as i64);
+    b.ins()
+        .brif(more, check, &args(&[off_next]), first_stage, &[]);
+
+    // The loop over stages: `d` is the byte offset of the stage's entry.
+    b.switch_to_block(first_stage);
+    let tbl = b.ins().symbol_value(I64, table_gv);
+    let desc = b.ins().symbol_value(I64, stages_gv);
     let zero = b.ins().f32const(0.0);
-    let mut k = 0;
-    for (s, &(nw, nb)) in table.arrays.iter().enumerate() {
-        let wptr = ptrs[k];
-        let bptr = nb.map(|_| ptrs[k + 1]);
-        k += 1 + nb.is_some() as usize;
-        // This stage's floats and the alignment padding after them.
-        let start = layout.stages[s].0 * 4;
-        let end = layout.stages.get(s + 1).map_or(layout.total, |&(o, _)| o) * 4;
-        if start == end {
-            continue;
-        }
-        let head = b.create_block();
-        let pos = b.append_block_param(head, I64);
-        let nonzero = b.create_block();
-        let from_w = b.create_block();
-        let join = b.create_block();
-        let v = b.append_block_param(join, F32);
-        let next = b.create_block();
-        let start_v = b.ins().iconst(I64, start as i64);
-        b.ins().jump(head, &args(&[start_v]));
+    let stage = b.create_block();
+    let d = b.append_block_param(stage, I64);
+    let gather = b.create_block();
+    let pos = b.append_block_param(gather, I64);
+    let nonzero = b.create_block();
+    let from_w = b.create_block();
+    let from_b = b.create_block();
+    let join = b.create_block();
+    let v = b.append_block_param(join, F32);
+    let next_stage = b.create_block();
+    let zero_d = b.ins().iconst(I64, 0);
+    b.ins().jump(stage, &args(&[zero_d]));
 
-        b.switch_to_block(head);
-        let ta = b.ins().iadd(tbl, pos);
-        let e = b.ins().uload32(MemFlagsData::new().with_notrap(), ta, 0);
-        b.ins().brif(e, nonzero, &[], join, &args(&[zero]));
+    b.switch_to_block(stage);
+    let e_at = b.ins().iadd(desc, d);
+    let [start, end, nw, wk, bk] = [0, 8, 16, 24, 32].map(|o| b.ins().load(I64, ours, e_at, o));
+    let wa = b.ins().iadd(arrays, wk);
+    let wptr = b.ins().load(I64, mf, wa, 0);
+    let ba = b.ins().iadd(arrays, bk);
+    let bptr = b.ins().load(I64, mf, ba, 0);
+    let empty = b.ins().icmp(IntCC::Equal, start, end);
+    b.ins()
+        .brif(empty, next_stage, &[], gather, &args(&[start]));
 
-        b.switch_to_block(nonzero);
-        let off = b.ins().ishl_imm_u(e, 2);
-        match bptr {
-            Some(bp) => {
-                let from_b = b.create_block();
-                let is_w = b
-                    .ins()
-                    .icmp_imm_u(IntCC::UnsignedLessThanOrEqual, e, nw as i64);
-                b.ins().brif(is_w, from_w, &[], from_b, &[]);
-                b.switch_to_block(from_b);
-                // bias[e - 1 - nw]
-                let a = b.ins().iadd(bp, off);
-                let a = b.ins().iadd_imm_s(a, -4 * (nw as i64 + 1));
-                let x = b.ins().load(F32, mf, a, 0);
-                b.ins().jump(join, &args(&[x]));
-            }
-            None => {
-                b.ins().jump(from_w, &[]);
-            }
-        }
-        b.switch_to_block(from_w);
-        // weight[e - 1]
-        let a = b.ins().iadd(wptr, off);
-        let x = b.ins().load(F32, mf, a, -4);
-        b.ins().jump(join, &args(&[x]));
+    b.switch_to_block(gather);
+    let ta = b.ins().iadd(tbl, pos);
+    let e = b.ins().uload32(ours, ta, 0);
+    b.ins().brif(e, nonzero, &[], join, &args(&[zero]));
 
-        b.switch_to_block(join);
-        let pa = b.ins().iadd(packed, pos);
-        b.ins().store(mf, v, pa, 0);
-        let pos_next = b.ins().iadd_imm_s(pos, 4);
-        let more = b.ins().icmp_imm_u(IntCC::NotEqual, pos_next, end as i64);
-        b.ins().brif(more, head, &args(&[pos_next]), next, &[]);
-        b.switch_to_block(next);
-    }
+    b.switch_to_block(nonzero);
+    let off = b.ins().ishl_imm_u(e, 2);
+    let is_w = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, e, nw);
+    b.ins().brif(is_w, from_w, &[], from_b, &[]);
+
+    b.switch_to_block(from_b);
+    // bias[e - 1 - nw]
+    let a = b.ins().iadd(bptr, off);
+    let nw4 = b.ins().ishl_imm_u(nw, 2);
+    let a = b.ins().isub(a, nw4);
+    let x = b.ins().load(F32, mf, a, -4);
+    b.ins().jump(join, &args(&[x]));
+
+    b.switch_to_block(from_w);
+    // weight[e - 1]
+    let a = b.ins().iadd(wptr, off);
+    let x = b.ins().load(F32, mf, a, -4);
+    b.ins().jump(join, &args(&[x]));
+
+    b.switch_to_block(join);
+    let pa = b.ins().iadd(packed, pos);
+    b.ins().store(mf, v, pa, 0);
+    let pos_next = b.ins().iadd_imm_s(pos, 4);
+    let more = b.ins().icmp(IntCC::NotEqual, pos_next, end);
+    b.ins()
+        .brif(more, gather, &args(&[pos_next]), next_stage, &[]);
+
+    b.switch_to_block(next_stage);
+    let d_next = b.ins().iadd_imm_s(d, PACK_STAGE_BYTES as i64);
+    let n = (table.arrays.len() * PACK_STAGE_BYTES) as i64;
+    let more = b.ins().icmp_imm_u(IntCC::NotEqual, d_next, n);
+    b.ins().brif(more, stage, &args(&[d_next]), done, &[]);
+
+    b.switch_to_block(done);
     let ok = b.ins().iconst(I32, OK);
     b.ins().return_(&[ok]);
     fill_return(&mut b, ret_inval, EINVAL);
