@@ -48,7 +48,10 @@ pub use convjit_jit::{
 
 /// The plan the JIT would follow for `layer` on this machine.
 pub fn plan_layer(layer: &Layer, options: &Options) -> LayerPlan {
-    convjit_jit::layer_plan::plan_layer(layer, options, &Host::detect())
+    // Read once: `Host::detect` reads sysfs, and `convjit plan` plans
+    // every layer of a file.
+    static HOST: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
+    convjit_jit::layer_plan::plan_layer(layer, options, HOST.get_or_init(Host::detect))
 }
 
 /// The register blocking of one stage, as the code generator of `plan`
@@ -68,10 +71,15 @@ pub fn share_schedules(
 ) -> Vec<((usize, usize), convjit_jit::Schedule)> {
     let target = convjit_jit::plan::Target::of(plan.options.backend);
     let s = &layer.stages[stage];
+    // The groups are the layer's stages in order: the first that ends at
+    // or after `stage` holds it (a lookup, not a scan: `plan` asks for
+    // every stage).
+    let g = plan.groups.partition_point(|g| g.last < stage);
     plan.groups
-        .iter()
+        .get(g)
         .filter(|g| g.split == Split::Channels && (g.first..=g.last).contains(&stage))
-        .filter_map(|g| convjit_jit::plan::channel_shares(s, &target, g.threads))
+        .and_then(|g| convjit_jit::plan::channel_shares(s, &target, g.threads))
+        .into_iter()
         .flatten()
         .map(|(c0, c1)| {
             let p = convjit_jit::plan::plan_channels(s, &target, c0, c1);

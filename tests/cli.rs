@@ -972,6 +972,46 @@ fn a_layer_too_wide_to_compile_is_a_clear_error_not_a_hang() {
         .success());
 }
 
+/// A layer of 20,000 stages: checked and planned (fused or not) in time
+/// linear in its stages (it took minutes), and refused by `run` and
+/// `build` before any planning, with the reason.
+#[test]
+fn a_layer_of_20000_stages_is_planned_and_refused_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("long.conv");
+    let stages: String = (0..20_000)
+        .map(|i| match i % 2 {
+            0 => format!("  s{i}: depthwise 3x3, pad same\n"),
+            _ => format!("  s{i}: pointwise 8\n"),
+        })
+        .collect();
+    std::fs::write(&conv, format!("layer long {{\n  input 8x8x8\n{stages}}}\n")).unwrap();
+    let o = convjit(&["check", s(&conv)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = convjit(&["plan", s(&conv), "--fuse-all"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("  group 1: [s0, s1, "), "{}", &text[..1000]);
+    assert!(!text.contains("  group 2:"));
+    let o = convjit(&["plan", s(&conv), "--json"]);
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(plan["stages"].as_array().unwrap().len(), 20_000);
+    let out = dir.path().join("k.o");
+    for args in [
+        vec!["run", s(&conv)],
+        vec!["build", s(&conv), "-o", s(&out)],
+    ] {
+        let o = convjit(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("layer 'long' has 20000 stages: at most 4000 compile"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    assert!(!out.exists() && !out.with_extension("h").exists());
+}
+
 /// A Sobel dx/dy bank on a grey image, with its weights, in a fresh directory.
 fn sobel() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

@@ -40,17 +40,23 @@ pub fn plan(
         let decision = cost.map(|c| format!("{c}: runs {}", c.decision()));
         let p = convjit::plan_layer(&l, options);
         if as_json {
-            let mut j = to_json(&l, &p);
-            j["separation"] = notes
-                .iter()
-                .map(|n| json!({"stage": n.stage, "separated": n.separated, "why": n.text}))
-                .collect();
-            j["separation_cost"] = json!(cost.map(|c| json!({
-                "whole_cycles": c.whole.round(),
-                "separated_cycles": c.separated.round(),
-                "separated": c.runs_separated(),
-            })));
-            println!("{j}");
+            let j = PlanJson {
+                layer: &l,
+                plan: &p,
+                separation: notes
+                    .iter()
+                    .map(|n| json!({"stage": n.stage, "separated": n.separated, "why": n.text}))
+                    .collect(),
+                separation_cost: json!(cost.map(|c| json!({
+                    "whole_cycles": c.whole.round(),
+                    "separated_cycles": c.separated.round(),
+                    "separated": c.runs_separated(),
+                }))),
+            };
+            println!(
+                "{}",
+                serde_json::to_string(&j).expect("a plan serialises to JSON")
+            );
         } else {
             if i > 0 {
                 println!();
@@ -214,56 +220,96 @@ fn shape(s: convjit::Shape) -> serde_json::Value {
     json!([s.h, s.w, s.c])
 }
 
-pub fn to_json(l: &Layer, p: &LayerPlan) -> serde_json::Value {
-    let stages: Vec<_> = l
-        .stages
-        .iter()
-        .map(|s| {
-            json!({
-                "name": s.name,
-                "op": s.kind,
-                "kernel": s.kernel,
-                "stride": s.stride,
-                "dilation": s.dilation,
-                "padding": s.padding,
-                "input": shape(s.input),
-                "output": shape(s.output),
-                "weight": {"key": s.weight_key, "shape": s.weight_shape()},
-                "bias": s.bias_key,
-                "activation": s.activation,
-                "residual": s.residual,
-                "macs": s.macs(),
-                "blocking": {
-                    "pixels": convjit::stage_schedule(s, p).px,
-                    "vectors": convjit::stage_schedule(s, p).units,
-                    "lanes": convjit::stage_schedule(s, p).lanes,
-                    "unroll": convjit::stage_schedule(s, p).k_unroll,
-                    "why": convjit::stage_schedule_reason(s, p),
-                },
-                "packed": convjit::stage_packing(s, p),
-            })
-        })
-        .collect();
+/// One stage of a layer's JSON plan.
+fn stage_json(s: &Stage, p: &LayerPlan) -> serde_json::Value {
+    let k = convjit::stage_schedule(s, p);
     json!({
-        "layer": l.name,
-        "input": shape(l.input),
-        "output": shape(l.output()),
-        "macs": l.macs(),
-        "stages": stages,
-        "groups": p.groups.iter().map(|g| json!({
-            "stages": group_names(l, g),
-            "band_rows": g.band_rows,
-            "threads": g.threads,
-            "split": split_name(g.split),
-            "why": g.why,
-        })).collect::<Vec<_>>(),
-        "backend": p.options.backend.name(),
-        "host": {
-            "lanes": p.host.lanes,
-            "vector_registers": p.host.vector_registers,
-            "l1d_bytes": p.host.l1d_bytes,
-            "l2_bytes": p.host.l2_bytes,
-            "cores": p.host.cores,
+        "name": s.name,
+        "op": s.kind,
+        "kernel": s.kernel,
+        "stride": s.stride,
+        "dilation": s.dilation,
+        "padding": s.padding,
+        "input": shape(s.input),
+        "output": shape(s.output),
+        "weight": {"key": s.weight_key, "shape": s.weight_shape()},
+        "bias": s.bias_key,
+        "activation": s.activation,
+        "residual": s.residual,
+        "macs": s.macs(),
+        "blocking": {
+            "pixels": k.px,
+            "vectors": k.units,
+            "lanes": k.lanes,
+            "unroll": k.k_unroll,
+            "why": convjit::stage_schedule_reason(s, p),
         },
+        "packed": convjit::stage_packing(s, p),
     })
+}
+
+/// A layer's plan as one JSON object, its stages and groups serialised
+/// one at a time as they are made: as a `serde_json::Value` a layer of
+/// 20,000 stages took 300 MB, and its page faults most of the time.
+struct PlanJson<'a> {
+    layer: &'a Layer,
+    plan: &'a LayerPlan,
+    separation: serde_json::Value,
+    separation_cost: serde_json::Value,
+}
+
+impl serde::Serialize for PlanJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (l, p) = (self.layer, self.plan);
+        /// A sequence made as it is written.
+        struct Lazy<F>(F);
+        impl<F, I> serde::Serialize for Lazy<F>
+        where
+            F: Fn() -> I,
+            I: Iterator<Item = serde_json::Value>,
+        {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                ser.collect_seq((self.0)())
+            }
+        }
+        let mut m = ser.serialize_map(Some(10))?;
+        // The keys in the order a `serde_json::Value` (a sorted map) has them.
+        m.serialize_entry("backend", p.options.backend.name())?;
+        m.serialize_entry(
+            "groups",
+            &Lazy(|| {
+                p.groups.iter().map(|g| {
+                    json!({
+                        "stages": group_names(l, g),
+                        "band_rows": g.band_rows,
+                        "threads": g.threads,
+                        "split": split_name(g.split),
+                        "why": g.why,
+                    })
+                })
+            }),
+        )?;
+        m.serialize_entry(
+            "host",
+            &json!({
+                "lanes": p.host.lanes,
+                "vector_registers": p.host.vector_registers,
+                "l1d_bytes": p.host.l1d_bytes,
+                "l2_bytes": p.host.l2_bytes,
+                "cores": p.host.cores,
+            }),
+        )?;
+        m.serialize_entry("input", &shape(l.input))?;
+        m.serialize_entry("layer", &l.name)?;
+        m.serialize_entry("macs", &l.macs())?;
+        m.serialize_entry("output", &shape(l.output()))?;
+        m.serialize_entry("separation", &self.separation)?;
+        m.serialize_entry("separation_cost", &self.separation_cost)?;
+        m.serialize_entry(
+            "stages",
+            &Lazy(|| l.stages.iter().map(|s| stage_json(s, p))),
+        )?;
+        m.end()
+    }
 }

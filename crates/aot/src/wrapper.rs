@@ -368,11 +368,15 @@ pub fn define_pack<M: Module>(
     null_check(&mut b, &[arrays, packed], ret_inval);
     // Caller memory: loads and stores that may trap (no flags).
     let mf = MemFlagsData::new();
-    let ptrs: Vec<Value> = (0..copies.arrays)
-        // k < 2 x stages: a layer of 2^27 stages is not a file anyone can parse.
-        .map(|k| b.ins().load(I64, mf, arrays, (k * 8) as i32))
-        .collect();
-    null_check(&mut b, &ptrs, ret_inval);
+    // Every array pointer checked, in a loop: code per array made the
+    // function, and its register allocation, grow with the stages.
+    let narrays = b.ins().iconst(I64, copies.arrays as i64);
+    counted(&mut b, narrays, &mut |b, k| {
+        let at = b.ins().ishl_imm_u(k, 3);
+        let at = b.ins().iadd(arrays, at);
+        let p = b.ins().load(I64, mf, at, 0);
+        null_check(b, &[p], ret_inval);
+    });
     // Zeros everywhere (unused lanes, alignment padding), as i32 stores.
     let total = b.ins().iconst(I64, layout.total as i64);
     counted(&mut b, total, &mut |b, i| {

@@ -423,4 +423,38 @@ fn errors_are_clear() {
     let r = build(&broken, &opts(None, None), Emit::Object);
     assert!(matches!(r, Err(AotError::Data(_))), "{r:?}");
     assert!(err(&opts(None, None), &broken).contains("does not match the previous output"));
+    // More stages than any layer's code may hold: refused before planning.
+    let stages: String = (0..=convjit_jit::MAX_STAGES)
+        .map(|i| format!(" s{i}: pointwise 4\n"))
+        .collect();
+    let many = layer(&format!("layer many {{ input 4x4x4\n{stages} }}"));
+    let r = build(&many, &opts(None, None), Emit::Object);
+    assert!(matches!(r, Err(AotError::Layer(_))), "{r:?}");
+    let e = err(&opts(None, None), &many);
+    assert!(
+        e.starts_with("layer 'many' has 4001 stages: at most 4000 compile"),
+        "{e}"
+    );
+}
+
+/// The packing function is a loop over a table of stages: its code is
+/// as long for 2 stages as for 300 (written per stage, its register
+/// allocation took seconds for a thousand).
+#[test]
+fn the_packing_function_does_not_grow_with_the_stages() {
+    let pack_clif = |n: usize| {
+        let stages: String = (0..n)
+            .map(|i| format!(" s{i}: pointwise 4, bias\n"))
+            .collect();
+        let l = layer(&format!("layer chain {{ input 2x2x4\n{stages} }}"));
+        let clif = build(&l, &opts(None, None), Emit::Clif).unwrap().object;
+        let clif = String::from_utf8(clif).unwrap();
+        let start = clif
+            .find("; convjit_chain_pack\n")
+            .expect("the packing function");
+        let end = clif[start..].find("\n}\n").expect("its end") + start;
+        clif[start..end].lines().count()
+    };
+    // Lines of CLIF: only the counts in its constants differ.
+    assert_eq!(pack_clif(2), pack_clif(300));
 }

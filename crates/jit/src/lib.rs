@@ -332,7 +332,31 @@ impl StageShape {
 
 /// Estimated instructions (see [`plan::code_size`]) beyond which a layer
 /// is refused: about a second of compile time.
-const MAX_CODE_SIZE: usize = 400_000;
+pub const MAX_CODE_SIZE: usize = 400_000;
+
+/// The most stages a compiled layer has: each is a function of at least
+/// [`plan::MIN_CODE_SIZE`] instructions, so a layer of more would exceed
+/// [`MAX_CODE_SIZE`] whatever its shapes. Counted before anything is
+/// planned ([`check_stage_count`]): planning and listing the functions of
+/// a layer of 20,000 stages only to refuse its code would be wasted work.
+pub const MAX_STAGES: usize = MAX_CODE_SIZE / plan::MIN_CODE_SIZE;
+
+/// Refuses a layer of more than [`MAX_STAGES`] stages, with the reason:
+/// what `Kernel::compile` and the AOT builder do first.
+pub fn check_stage_count(layer: &Layer) -> Result<(), JitError> {
+    let n = layer.stages.len();
+    if n > MAX_STAGES {
+        return Err(JitError::TooLarge(format!(
+            "layer '{}' has {n} stages: at most {MAX_STAGES} compile (each stage is a \
+             function of at least {} instructions, and a layer's code at most \
+             {MAX_CODE_SIZE}: about a second of compile time); the interpreter \
+             (--engine interp) runs it",
+            layer.name,
+            plan::MIN_CODE_SIZE
+        )));
+    }
+    Ok(())
+}
 
 /// Entries kept at most; beyond, the cache starts over (kernels keep their code).
 const CACHE_CAPACITY: usize = 256;
@@ -417,6 +441,7 @@ impl Kernel {
         // A hand-built layer (public fields) must be one `lower` could
         // give: generated code trusts its shapes. O(stages).
         convjit_ir::check_layer(layer)?;
+        check_stage_count(layer)?;
         weights.check(layer)?;
         // Kernels of rank 1 run as two 1-D stages: the code is that of the
         // rewritten layer, cached by its stages. Looking at the weights is
@@ -889,6 +914,33 @@ fn build(plans: &[plan::Plan], backend: Backend, isa: OwnedTargetIsa) -> Result<
 mod tests {
     use super::*;
     use convjit_ir::{compile_source, interpret, Rng};
+
+    /// A layer of more than `MAX_STAGES` stages is refused with the
+    /// reason, and one of as many compiles or is refused for its code.
+    #[test]
+    fn a_layer_of_too_many_stages_is_refused_with_the_reason() {
+        let layer = |n: usize| {
+            let stages: String = (0..n).map(|i| format!(" s{i}: depthwise 1x1\n")).collect();
+            compile_source(&format!("layer many {{ input 1x1x1\n{stages} }}"))
+                .unwrap()
+                .remove(0)
+        };
+        let l = layer(MAX_STAGES + 1);
+        let Err(JitError::TooLarge(m)) = Kernel::compile(&l, &Weights::random(&l, 1)) else {
+            panic!("a layer of {} stages compiled", MAX_STAGES + 1)
+        };
+        assert!(
+            m.starts_with("layer 'many' has 4001 stages: at most 4000 compile (each stage is a function of at least 100 instructions"),
+            "{m}"
+        );
+        // At the limit the stage count passes, and the code size decides.
+        let l = layer(MAX_STAGES);
+        assert!(check_stage_count(&l).is_ok());
+        let Err(JitError::TooLarge(m)) = Kernel::compile(&l, &Weights::random(&l, 1)) else {
+            panic!("4000 depthwise stages fit in the code size")
+        };
+        assert!(m.contains("instructions of specialised code"), "{m}");
+    }
 
     /// The host ISA with FMA switched off, as on x86 CPUs without it.
     fn isa_without_fma() -> OwnedTargetIsa {

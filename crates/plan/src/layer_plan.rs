@@ -90,6 +90,21 @@ pub const MIN_CYCLES_PER_THREAD: u64 = 10_000;
 /// the model's noise, so a tie keeps the simpler schedule.
 const MARGIN: f64 = 0.97;
 
+/// The most stages the cost model prices as one group: `Fusion::Auto`
+/// starts a new group there, and a join forced beyond it
+/// (`Fusion::Always`) is not priced. Pricing a group walks a band's rows
+/// back through each of its stages, so without a bound planning grew as
+/// the square of the stages (a layer of 20,000 took a minute). Real
+/// layers' groups are far shorter: each band calls every stage of its
+/// group, and a longer group's bands hold more rows so are fewer rows
+/// tall, and the model stops within a few stages (3 in MobileNet, 36 at
+/// most in our tests of stages that compute: `3x1` depthwise on
+/// 65536x1x8). Only stages nearly free against the tensors they stream
+/// fuse on (depthwise `1x1` on 4x65536x16, 16 MiB each): they run as
+/// groups of 64, which still keep 63 of every 64 intermediate tensors
+/// out of memory.
+pub const MAX_PRICED_STAGES: usize = 64;
+
 /// Overrides for experiments; the defaults let the cost model decide.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Options {
@@ -187,27 +202,25 @@ pub fn plan_layer(layer: &Layer, options: &Options, host: &Host) -> LayerPlan {
         ..options.clone()
     };
     let mut groups: Vec<Group> = Vec::new();
-    let mut reasons: Vec<String> = Vec::new();
+    // The decision on joining stage `i` to the group before it, by `i`.
+    let mut reasons: Vec<String> = vec![String::new(); layer.stages.len()];
+    // Estimated cycles of the last group so far, the `apart` side of the
+    // next join.
+    let mut current = 0.0;
     for (i, s) in layer.stages.iter().enumerate() {
-        let fuse = i > 0 && options.fuse != Fusion::Never && {
-            let prev = &layer.stages[i - 1];
-            let why = format!(
-                "{} -> {}: the intermediate {} is {} KiB per image",
-                prev.name,
-                s.name,
-                prev.output,
-                (prev.output.len() * 4) >> 10
-            );
-            let first = groups.last().map_or(0, |g| g.first);
-            let cost = fusion_cost(layer, first, i, host, &target);
-            if options.fuse == Fusion::Always {
-                reasons.push(format!("{why}: fused (forced); {cost}"));
-                true
-            } else if cost.pays() {
-                reasons.push(format!("{why}; {cost}: fused"));
-                true
-            } else {
-                reasons.push(format!("{why}; {cost}: not fused"));
+        let fuse = match groups.last() {
+            Some(g) if options.fuse != Fusion::Never => {
+                let (fuse, why, cycles) =
+                    join(layer, g.first, i, current, options.fuse, host, &target);
+                reasons[i] = why;
+                current = cycles;
+                fuse
+            }
+            Some(_) => false,
+            None => {
+                if options.fuse != Fusion::Never {
+                    current = group_cycles(layer, i, i, host, &target);
+                }
                 false
             }
         };
@@ -226,12 +239,73 @@ pub fn plan_layer(layer: &Layer, options: &Options, host: &Host) -> LayerPlan {
     let threads = options.threads.max(1);
     let groups = groups
         .into_iter()
-        .flat_map(|g| finish(layer, g, options, host, &reasons, threads))
+        .flat_map(|g| {
+            // The decisions that joined the group's stages, and the one
+            // that started it.
+            let why = reasons[g.first..=g.last]
+                .iter()
+                .filter(|r| !r.is_empty())
+                .cloned()
+                .collect();
+            finish(layer, g, options, host, why, threads)
+        })
         .collect();
     LayerPlan {
         host: *host,
         options: options.clone(),
         groups,
+    }
+}
+
+/// Whether stage `i` joins the group `first..i` before it, of `group`
+/// estimated cycles, and why; and the estimated cycles of the group it
+/// then ends. Each join prices only the group with its new stage (the
+/// group so far was priced by the join before: the same number).
+fn join(
+    layer: &Layer,
+    first: usize,
+    i: usize,
+    group: f64,
+    fuse: Fusion,
+    host: &Host,
+    target: &Target,
+) -> (bool, String, f64) {
+    let (prev, s) = (&layer.stages[i - 1], &layer.stages[i]);
+    let why = format!(
+        "{} -> {}: the intermediate {} is {} KiB per image",
+        prev.name,
+        s.name,
+        prev.output,
+        (prev.output.len() * 4) >> 10
+    );
+    let alone = || group_cycles(layer, i, i, host, target);
+    if i - first >= MAX_PRICED_STAGES {
+        return match fuse {
+            // Not priced, nor needed: a forced group only grows.
+            Fusion::Always => (
+                true,
+                format!(
+                    "{why}: fused (forced; not priced: the cost model prices groups \
+                     of at most {MAX_PRICED_STAGES} stages)"
+                ),
+                f64::NAN,
+            ),
+            _ => (
+                false,
+                format!("{why}: not fused: a group holds at most {MAX_PRICED_STAGES} stages"),
+                alone(),
+            ),
+        };
+    }
+    let alone = alone();
+    let cost = FusionCost {
+        apart: group + alone,
+        fused: group_cycles(layer, first, i, host, target),
+    };
+    match fuse {
+        Fusion::Always => (true, format!("{why}: fused (forced); {cost}"), cost.fused),
+        _ if cost.pays() => (true, format!("{why}; {cost}: fused"), cost.fused),
+        _ => (false, format!("{why}; {cost}: not fused"), alone),
     }
 }
 
@@ -242,22 +316,11 @@ fn finish(
     mut g: Group,
     options: &Options,
     host: &Host,
-    reasons: &[String],
+    mut why: Vec<String>,
     threads: usize,
 ) -> Vec<Group> {
     let out_h = layer.stages[g.last].output.h;
     let fused = g.last > g.first;
-    // The decisions that joined the group's stages, and the one that
-    // started it.
-    let mut why: Vec<String> = reasons
-        .iter()
-        .filter(|r| {
-            layer.stages[g.first..=g.last]
-                .iter()
-                .any(|s| r.contains(&format!("-> {}:", s.name)))
-        })
-        .cloned()
-        .collect();
     g.band_rows = match options.band_rows {
         Some(b) => {
             why.push(format!("band of {b} rows: forced"));
@@ -359,7 +422,7 @@ fn finish(
                             ..options.clone()
                         },
                         host,
-                        &[],
+                        Vec::new(),
                         threads,
                     )
                 })
@@ -445,7 +508,7 @@ fn band_rows(layer: &Layer, first: usize, last: usize, host: &Host) -> usize {
     // The L1 test takes a band from the middle: the top one reads fewer
     // rows (padding), so would let through bands that overflow L1.
     let in_l1 = |b: usize| scratch_rows_from(layer, first, last, out_h / 2, b) <= host.l1d_bytes;
-    if let Some(b) = (1..=out_h).rev().find(|&b| in_l1(b)) {
+    if let Some(b) = tallest(out_h, in_l1) {
         let calls = out_h.div_ceil(b) as f64 * (last - first + 1) as f64 * CALL_CYCLES;
         let streamed: usize = layer.stages[first..last]
             .iter()
@@ -456,10 +519,25 @@ fn band_rows(layer: &Layer, first: usize, last: usize, host: &Host) -> usize {
         }
     }
     let budget = host.l2_bytes / 4;
-    (1..=out_h)
-        .rev()
-        .find(|&b| scratch_rows(layer, first, last, b) <= budget)
-        .unwrap_or(1)
+    tallest(out_h, |b| scratch_rows(layer, first, last, b) <= budget).unwrap_or(1)
+}
+
+/// The largest band height in `1..=out_h` that `fits`, by bisection: a
+/// band's intermediate rows ([`scratch_rows_from`]) never shrink as it
+/// grows (each stage's input rows widen with its output rows), so `fits`
+/// holds up to some height and not above.
+fn tallest(out_h: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
+    // `fits(lo)` holds (or `lo` is 0), `fits(hi + 1)` does not (or `hi` is out_h).
+    let (mut lo, mut hi) = (0, out_h);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    (lo > 0).then_some(lo)
 }
 
 /// The cost model's estimates (cycles per image) for adding a stage to the
@@ -658,6 +736,8 @@ fn scratch_rows(layer: &Layer, first: usize, last: usize, b: usize) -> usize {
 /// [`scratch_rows`] of the band starting at output row `a` (the top band
 /// reads fewer rows: padding).
 fn scratch_rows_from(layer: &Layer, first: usize, last: usize, a: usize, b: usize) -> usize {
+    #[cfg(test)]
+    tests::WALKED.with(|w| w.set(w.get() + last - first));
     let out_h = layer.stages[last].output.h;
     let mut rows = (a.min(out_h - 1), (a + b).min(out_h));
     let mut bytes = 0;
@@ -712,6 +792,14 @@ fn bands_ok(layer: &Layer, g: &Group) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use convjit_ir::random_layer::{layer_case, Limits};
+    use proptest::prelude::*;
+
+    thread_local! {
+        /// Stages [`scratch_rows_from`] has walked on this thread: the
+        /// planner's work, counted rather than timed.
+        pub(super) static WALKED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     fn host() -> Host {
         Host {
@@ -830,5 +918,147 @@ mod tests {
             }
         }
         plan_layer(&l, &Options::default(), &host);
+    }
+
+    /// A layer of `n` stages, alternately 3x3 depthwise and pointwise.
+    fn chain(n: usize, input: &str) -> Layer {
+        let stages: Vec<String> = (0..n)
+            .map(|i| match i % 2 {
+                0 => format!("s{i}: depthwise 3x3, pad same"),
+                _ => format!("s{i}: pointwise 8"),
+            })
+            .collect();
+        let src = format!("layer l {{ input {input}\n {} }}", stages.join("\n "));
+        convjit_ir::compile_source(&src).unwrap().remove(0)
+    }
+
+    /// Stages walked planning `layer`.
+    fn walked(layer: &Layer, fuse: Fusion) -> usize {
+        WALKED.with(|w| w.set(0));
+        let options = Options {
+            fuse,
+            threads: 2,
+            ..Options::default()
+        };
+        let p = plan_layer(layer, &options, &host());
+        assert_eq!(
+            p.groups.last().map(|g| g.last),
+            Some(layer.stages.len() - 1)
+        );
+        WALKED.with(|w| w.get())
+    }
+
+    #[test]
+    fn planning_work_grows_linearly_with_the_stages() {
+        // Ten times the stages, ten times the work (it was a hundred:
+        // each join priced the whole group, and each group's reasons were
+        // found by searching every decision).
+        for input in ["8x8x8", "60x8x8"] {
+            let (small, large) = (chain(2_000, input), chain(20_000, input));
+            for fuse in [Fusion::Auto, Fusion::Always] {
+                let (a, b) = (walked(&small, fuse), walked(&large, fuse));
+                assert!(b <= 11 * a, "{input} {fuse:?}: {a} then {b} stages walked");
+            }
+        }
+        // Forced, the layer is one group; joins beyond the cost model's
+        // bound are not priced, and say so.
+        let options = Options {
+            fuse: Fusion::Always,
+            ..Options::default()
+        };
+        let l = chain(20_000, "8x8x8");
+        let p = plan_layer(&l, &options, &host());
+        assert_eq!((p.groups.len(), p.groups[0].last), (1, 19_999));
+        let why = &p.groups[0].why;
+        assert!(
+            why.contains(
+                "s62 -> s63: the intermediate 8x8x8 is 2 KiB per image: fused (forced); estimated"
+            ),
+            "{}",
+            &why[..2000]
+        );
+        assert!(
+            why.contains(
+                "s63 -> s64: the intermediate 8x8x8 is 2 KiB per image: fused (forced; not priced"
+            ),
+            "{}",
+            &why[..2000]
+        );
+    }
+
+    #[test]
+    fn a_group_holds_at_most_the_stages_the_cost_model_prices() {
+        // Nearly free stages on 16 MiB tensors: every join pays.
+        let stages: Vec<String> = (0..150).map(|i| format!("s{i}: depthwise 1x1")).collect();
+        let src = format!("layer l {{ input 4x65536x16\n {} }}", stages.join("\n "));
+        let l = convjit_ir::compile_source(&src).unwrap().remove(0);
+        let p = plan_layer(&l, &Options::default(), &host());
+        let spans: Vec<(usize, usize)> = p.groups.iter().map(|g| (g.first, g.last)).collect();
+        assert_eq!(spans, [(0, 63), (64, 127), (128, 149)]);
+        assert!(p.groups[1].why.starts_with(
+            "s63 -> s64: the intermediate 4x65536x16 is 16384 KiB per image: not fused: a group holds at most 64 stages; s64 -> s65"
+        ), "{}", &p.groups[1].why[..300]);
+    }
+
+    #[test]
+    fn the_tallest_band_is_found_by_bisection() {
+        for h in 1..40 {
+            for limit in 0..=h + 1 {
+                let fits = |b: usize| b <= limit;
+                let scan = (1..=h).rev().find(|&b| fits(b));
+                assert_eq!(tallest(h, fits), scan, "{h} {limit}");
+            }
+        }
+    }
+
+    /// Random layers of up to 6 stages, shapes to 24x40x70.
+    fn layers() -> impl Strategy<Value = Layer> {
+        let limits = Limits {
+            stages: 7,
+            ..Limits::PROPTEST
+        };
+        layer_case(limits).prop_filter_map("the layer validates", |c| {
+            convjit_ir::compile_source(&c.src)
+                .ok()
+                .map(|mut l| l.remove(0))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Bisection needs a band's rows never to shrink as it grows: the
+        /// band heights are those a scan from the tallest down finds.
+        #[test]
+        fn band_rows_grow_with_the_band_and_bisection_finds_the_scans_height(
+            l in layers(),
+            l1d in 1usize..64,
+            l2 in 1usize..512,
+        ) {
+            let host = Host { l1d_bytes: l1d << 8, l2_bytes: l2 << 10, ..host() };
+            for last in 0..l.stages.len() {
+                let out_h = l.stages[last].output.h;
+                for first in 0..=last {
+                    for a in [0, out_h / 2] {
+                        let rows: Vec<usize> =
+                            (1..=out_h).map(|b| scratch_rows_from(&l, first, last, a, b)).collect();
+                        prop_assert!(rows.windows(2).all(|w| w[0] <= w[1]), "{first}..={last} from {a}: {rows:?}");
+                    }
+                    // The scan band_rows did before.
+                    let scan = {
+                        let in_l1 = |b: usize| scratch_rows_from(&l, first, last, out_h / 2, b) <= host.l1d_bytes;
+                        let l1 = (1..=out_h).rev().find(|&b| in_l1(b)).filter(|&b| {
+                            let calls = out_h.div_ceil(b) as f64 * (last - first + 1) as f64 * CALL_CYCLES;
+                            let streamed: usize = l.stages[first..last].iter().map(|s| 2 * s.output.len() * 4).sum();
+                            calls < streamed as f64 / L2_BYTES_PER_CYCLE
+                        });
+                        l1.unwrap_or_else(|| {
+                            (1..=out_h).rev().find(|&b| scratch_rows(&l, first, last, b) <= host.l2_bytes / 4).unwrap_or(1)
+                        })
+                    };
+                    prop_assert_eq!(band_rows(&l, first, last, &host), scan);
+                }
+            }
+        }
     }
 }

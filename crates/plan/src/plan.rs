@@ -1418,6 +1418,10 @@ impl Plan {
     }
 }
 
+/// The fewest instructions [`code_size`] counts for any plan: a stage
+/// function's setup and loop control, whatever its shape.
+pub const MIN_CODE_SIZE: usize = 100;
+
 /// A rough count of the instructions code generation will emit for `plan`:
 /// every column segment (conv, pointwise; for full and border rows) or
 /// column block with its per-pixel taps of one kernel row unrolled
@@ -2014,5 +2018,28 @@ mod tests {
         assert_eq!(tap_range(4, 1, 1, 1, 3, 5), (0, 2));
         // All padding.
         assert_eq!(tap_range(0, 1, 1, 9, 3, 5), (0, 0));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// `MIN_CODE_SIZE` bounds the stages a layer may have
+        /// (`convjit_jit::MAX_STAGES`): no stage function, whole or a
+        /// share of its channels, is counted smaller.
+        #[test]
+        fn no_function_is_smaller_than_the_least_code_size(
+            case in convjit_ir::random_layer::layer_case(convjit_ir::random_layer::Limits::PROPTEST),
+        ) {
+            let Ok(layers) = convjit_ir::compile_source(&case.src) else { return Ok(()) };
+            for s in &layers[0].stages {
+                for t in [Target::CRANELIFT, Target::AVX2, Target::AVX512] {
+                    proptest::prop_assert!(code_size(&plan_for(s, &t)) >= MIN_CODE_SIZE, "{}", s.name);
+                    for (c0, c1) in channel_shares(s, &t, 3).into_iter().flatten() {
+                        let p = plan_channels(s, &t, c0, c1);
+                        proptest::prop_assert!(code_size(&p) >= MIN_CODE_SIZE, "{} {c0}..{c1}", s.name);
+                    }
+                }
+            }
+        }
     }
 }
