@@ -349,6 +349,8 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     }
     // A hand-built layer must be consistent before code is made for it.
     convjit_ir::check_layer(layer)?;
+    // Refused before anything is planned, with the reason.
+    convjit_jit::check_stage_count(layer)?;
     if let Some(w) = &opts.weights {
         w.check(layer)?;
     }

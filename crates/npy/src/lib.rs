@@ -40,7 +40,10 @@ fn write_one(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Res
     let mut out = Outputs::new();
     let i = out
         .add("output", path, &[])
-        .map_err(|e| Error::new(path, None, format!("cannot write: {e}")))?;
+        .map_err(|e| match e {
+            OutputError::Usage(m) => Error::new(path, None, format!("cannot write: {m}")),
+            OutputError::Io { message, .. } => Error::new(path, None, message),
+        })?;
     out.write(i, fill)?;
     out.commit()
 }
@@ -154,7 +157,7 @@ impl std::error::Error for Error {}
 
 /// The OS's text for an I/O error, without `tempfile`'s "at path .tmpXYZ" suffix
 /// (the temporary name means nothing to the user; the target path is in the `Error`).
-fn io_message(err: &io::Error) -> String {
+pub(crate) fn io_message(err: &io::Error) -> String {
     let text = err.to_string();
     match text.split_once(" at path ") {
         Some((head, _)) if err.get_ref().is_some() => head.to_string(),

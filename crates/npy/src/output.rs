@@ -107,7 +107,7 @@ fn resolve(path: &Path) -> Result<PathBuf, OutputError> {
                 let dir = parent_dir(&p);
                 let dir = fs::canonicalize(dir).map_err(|e| OutputError::Io {
                     path: path.to_path_buf(),
-                    message: format!("cannot write into {}: {e}", dir.display()),
+                    message: format!("cannot write: {}", crate::io_message(&e)),
                 })?;
                 return Ok(match name {
                     Some(n) => dir.join(n),
