@@ -3,7 +3,7 @@
  * and k.h, and compares it with a plain C loop nest. See README.md here.
  *
  * Built without --weights, the kernel takes its weights at run time: this
- * program makes some, packs them with convjit_..._pack() and checks the
+ * program makes some, packs them with convjitpack_...() and checks the
  * result. Built with --weights, they are inside k.o: the program just runs
  * the kernel and prints a checksum. */
 #include <stdio.h>
@@ -90,7 +90,7 @@ int main(void) {
         arrays[i] = (float *)alloc(len[i]);
         fill(arrays[i], len[i], scale[i]);
     }
-    if (convjit_mbv2_inverted_residual_pack((const float *const *)arrays, packed) != CONVJIT_OK) {
+    if (convjitpack_mbv2_inverted_residual((const float *const *)arrays, packed) != CONVJIT_OK) {
         fprintf(stderr, "pack failed\n");
         return 1;
     }

@@ -124,7 +124,11 @@ pub fn header(
     scratch_bytes: usize,
 ) -> String {
     let sym = format!("convjit_{ident}");
+    let pack = crate::pack_symbol(ident);
     let mac = format!("CONVJIT_{ident}");
+    // A suffix no macro has: `CONVJIT_L_H` was also layer `L_INPUT`'s
+    // guard... and layer `L`'s `CONVJIT_L_INPUT_H` its macro.
+    let guard = format!("{mac}_H_INCLUDED");
     let (i, o) = (layer.input, layer.output());
     let mut h = String::new();
     let w = &mut h;
@@ -174,7 +178,7 @@ pub fn header(
         para(
             w,
             &format!(
-                "Weights are passed at run time: {sym}_pack() takes the arrays in the \
+                "Weights are passed at run time: {pack}() takes the arrays in the \
                  TensorFlow layouts, in this order (.npz keys in parentheses):"
             ),
         );
@@ -227,8 +231,8 @@ pub fn header(
     let _ = write!(
         w,
         " */\n\
-         #ifndef {mac}_H\n\
-         #define {mac}_H\n\
+         #ifndef {guard}\n\
+         #define {guard}\n\
          \n\
          #include <stddef.h>\n\
          \n\
@@ -294,19 +298,19 @@ pub fn header(
             .sum();
         let _ = write!(
             w,
-            "/* Weight arrays {sym}_pack() takes, and floats it writes. */\n\
+            "/* Weight arrays {pack}() takes, and floats it writes. */\n\
              #define {mac}_NUM_ARRAYS {narrays}\n\
              #define {mac}_PACKED_FLOATS ((size_t){packed})\n\
              \n\
              /* Packs the weight arrays (see above) into packed, which must hold\n\
              \x20  {mac}_PACKED_FLOATS floats. Returns CONVJIT_OK,\n\
              \x20  or CONVJIT_EINVAL if a pointer is NULL. */\n\
-             int {sym}_pack(const float *const arrays[], float *packed);\n",
+             int {pack}(const float *const arrays[], float *packed);\n",
             packed = layout.total,
         );
         doc_run(
             w,
-            format!("Runs the layer on batch images with weights packed by {sym}_pack():"),
+            format!("Runs the layer on batch images with weights packed by {pack}():"),
         );
         let _ = writeln!(
             w,
@@ -319,7 +323,7 @@ pub fn header(
          }}\n\
          #endif\n\
          \n\
-         #endif /* {mac}_H */\n"
+         #endif /* {guard} */\n"
     );
     h
 }

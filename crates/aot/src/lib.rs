@@ -189,8 +189,17 @@ impl PackLayout {
     }
 }
 
+/// The packing function of a build without weights: `convjitpack_LAYER`.
+/// Any name `convjit_..._pack` is also the run function of some layer
+/// (`convjit_L_pack` of layer `L_pack`), so the two families differ in
+/// their prefix.
+pub fn pack_symbol(ident: &str) -> String {
+    format!("convjitpack_{ident}")
+}
+
 /// A valid C identifier from a layer name (the language's names already
 /// are; anything else is replaced by `_`).
+
 pub fn c_identifier(name: &str) -> String {
     let mut s: String = name
         .chars()
@@ -435,7 +444,7 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
             )?;
             clif.push_str(&wrapper::define_pack(
                 &mut module,
-                &format!("{symbol}_pack"),
+                &pack_symbol(&ident),
                 &layout,
                 &copies,
                 id,

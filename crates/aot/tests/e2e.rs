@@ -176,7 +176,7 @@ fn prepare(dir: &Path, opts: &BuildOptions, generator: Backend) -> Vec<(String, 
         let m = format!("CONVJIT_{name}");
         table.push_str(&format!(
             "  {{\"{name}\", convjit_{name}, 0, 0, {m}_INPUT_FLOATS, {m}_OUTPUT_FLOATS, 0, 0, {m}_SCRATCH_BYTES}},\n\
-             \x20 {{\"{name}_rt\", 0, convjit_{name}_rt_pack, convjit_{name}_rt, {m}_rt_INPUT_FLOATS,\n\
+             \x20 {{\"{name}_rt\", 0, convjitpack_{name}_rt, convjit_{name}_rt, {m}_rt_INPUT_FLOATS,\n\
              \x20  {m}_rt_OUTPUT_FLOATS, {m}_rt_PACKED_FLOATS, {m}_rt_NUM_ARRAYS, {m}_rt_SCRATCH_BYTES}},\n"
         ));
         built.push((
@@ -435,4 +435,108 @@ fn c_example_runs() {
             assert!(out.contains(": ok"), "{out}");
         }
     }
+}
+
+/// Headers and objects of layers whose names invite collisions (C
+/// keywords, `L` beside `L_INPUT`, `L_H` and `L_pack`, names differing
+/// only in case, a long name), with and without weights, all included in
+/// one translation unit (C99 and C++, every warning an error) and linked
+/// into one program: no include guard, macro or function of one is
+/// another's.
+#[test]
+fn headers_of_any_names_work_together() {
+    if !tools("headers together", &["cc", "c++"], HOST_TOOLS) {
+        return;
+    }
+    let long = format!("x{}", "y".repeat(300));
+    let mut names: Vec<String> = [
+        "int",
+        "static",
+        "L",
+        "l",
+        "L_INPUT",
+        "L_H",
+        "L_H_INCLUDED",
+        "L_pack",
+        "pack_L",
+        "L_INPUT_H",
+        "OK",
+        "_u",
+    ]
+    .map(String::from)
+    .to_vec();
+    names.push(long);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut includes = String::new();
+    let mut uses = String::new();
+    let mut objects = Vec::new();
+    for name in &names {
+        let l = convjit_ir::compile_source(&format!(
+            "layer {name} {{ input 3x3x2\n d: depthwise 3x3, pad same, bias }}"
+        ))
+        .unwrap()
+        .remove(0);
+        for baked in [false, true] {
+            let tag = if baked { "b" } else { "r" };
+            // One layer name per program: the baked variant is renamed.
+            let mut l = l.clone();
+            if baked {
+                l.name = format!("{name}_baked");
+            }
+            let opts = BuildOptions {
+                weights: baked.then(|| Weights::random(&l, 3)),
+                ..BuildOptions::default()
+            };
+            let a = build(&l, &opts, Emit::Object).unwrap();
+            let stem = format!("{}_{tag}", objects.len());
+            std::fs::write(dir.join(format!("{stem}.h")), &a.header).unwrap();
+            std::fs::write(dir.join(format!("{stem}.o")), &a.object).unwrap();
+            objects.push(dir.join(format!("{stem}.o")));
+            // Twice: the guard must make the second include empty.
+            includes += &format!("#include \"{stem}.h\"\n#include \"{stem}.h\"\n");
+            let m = format!("CONVJIT_{}", l.name);
+            uses += &format!(
+                "  total += {m}_INPUT_FLOATS + {m}_OUTPUT_FLOATS + {m}_SCRATCH_BYTES;\n\
+                 \x20 total += (size_t)({m}_INPUT_H * {m}_INPUT_W * {m}_INPUT_C);\n\
+                 \x20 total += (size_t)({m}_OUTPUT_H * {m}_OUTPUT_W * {m}_OUTPUT_C);\n"
+            );
+            if baked {
+                uses += &format!("  fns[n++] = (void (*)(void))convjit_{};\n", l.name);
+            } else {
+                uses += &format!(
+                    "  total += {m}_NUM_ARRAYS + {m}_PACKED_FLOATS;\n\
+                     \x20 fns[n++] = (void (*)(void))convjit_{0};\n\
+                     \x20 fns[n++] = (void (*)(void))convjitpack_{0};\n",
+                    l.name
+                );
+            }
+        }
+    }
+    let main = format!(
+        "{includes}\n#include <stdio.h>\n\
+         int main(void) {{\n  size_t total = 0;\n  void (*fns[64])(void);\n  int n = 0;\n{uses}\
+         \x20 int live = 0;\n  for (int i = 0; i < n; i++) live += fns[i] != 0;\n\
+         \x20 printf(\"%d functions, %zu\\n\", live, total);\n  return 0;\n}}\n"
+    );
+    std::fs::write(dir.join("all.c"), &main).unwrap();
+    std::fs::copy(dir.join("all.c"), dir.join("all.cpp")).unwrap();
+    run(Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I"])
+        .arg(dir)
+        .arg(dir.join("all.c"))
+        .args(&objects)
+        .arg("-o")
+        .arg(dir.join("all")));
+    let out = run(&mut Command::new(dir.join("all")));
+    assert!(
+        out.starts_with(&format!("{} functions", 3 * names.len())),
+        "{out}"
+    );
+    run(Command::new("c++")
+        .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-c", "-I"])
+        .arg(dir)
+        .arg(dir.join("all.cpp"))
+        .arg("-o")
+        .arg(dir.join("all_cpp.o")));
 }

@@ -38,12 +38,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// overwrite: made whole beside it, then put in place.
 fn write_one(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<(), Error> {
     let mut out = Outputs::new();
-    let i = out
-        .add("output", path, &[])
-        .map_err(|e| match e {
-            OutputError::Usage(m) => Error::new(path, None, format!("cannot write: {m}")),
-            OutputError::Io { message, .. } => Error::new(path, None, message),
-        })?;
+    let i = out.add("output", path, &[]).map_err(|e| match e {
+        OutputError::Usage(m) => Error::new(path, None, format!("cannot write: {m}")),
+        OutputError::Io { message, .. } => Error::new(path, None, message),
+    })?;
     out.write(i, fill)?;
     out.commit()
 }
