@@ -38,12 +38,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Agrees with the interpreter, or was refused.
+    /// Ran and agrees with the interpreter. A refused layer does not pass:
+    /// nothing was verified (`convjit fuzz` skips those, `verify` fails).
     pub fn pass(&self) -> bool {
         match self {
             Outcome::Compared(c) => c.pass(),
-            Outcome::Refused(_) => true,
-            Outcome::Failed(_) => false,
+            Outcome::Refused(_) | Outcome::Failed(_) => false,
         }
     }
 }

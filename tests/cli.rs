@@ -1010,6 +1010,14 @@ fn a_layer_of_20000_stages_is_planned_and_refused_quickly() {
         );
     }
     assert!(!out.exists() && !out.with_extension("h").exists());
+    // What no generator compiles is not verified.
+    let o = convjit(&["verify", s(&conv)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("NOT VERIFIED  not compiled: layer 'long' has 20000 stages"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 /// A Sobel dx/dy bank on a grey image, with its weights, in a fresh directory.
