@@ -235,6 +235,61 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, max_global_rejects: 10_000, ..ProptestConfig::default() })]
+
+    /// Kernels whose first row is a million times the others, one small
+    /// tap then off by `noise` of itself: separated only where the factors
+    /// give back every weight to rounding, and whatever runs matches the
+    /// interpreter on the weights as given (a tap's error was once judged
+    /// against the kernel's largest weight, and ran as exact).
+    #[test]
+    fn small_taps_beside_huge_ones_stay_exact(
+        c in case(),
+        noise in prop_oneof![Just(0.2f32), Just(1e-3), Just(1e-5), Just(1e-7), Just(0.0)],
+    ) {
+        let parsed = convjit_ir::compile_source(&c.src);
+        prop_assume!(parsed.is_ok());
+        let l = parsed.unwrap().remove(0);
+        let s = &l.stages[0];
+        let [kh, kw] = s.kernel;
+        prop_assume!(kh >= 2);
+        let n = s.output.c;
+        let mut rng = Rng::new(c.seed);
+        let (cols, rows) = (rng.vec(kh * n, 1.0), rng.vec(kw * n, 1.0));
+        let mut w = vec![0f32; kh * kw * n];
+        for i in 0..kh {
+            for j in 0..kw {
+                for o in 0..n {
+                    let big = if i == 0 { 1e6 } else { 1.0 };
+                    w[(i * kw + j) * n + o] = big * cols[i * n + o] * rows[j * n + o];
+                }
+            }
+        }
+        for o in 0..n {
+            let t = (1 + o % (kh - 1)) * kw + o % kw;
+            w[t * n + o] *= 1.0 + noise;
+        }
+        let bias = s.bias_key.as_ref().map(|_| rng.vec(n, 0.5));
+        let w = Weights::new(&l, vec![StageWeights { weight: w, bias }]).unwrap();
+        let sep = convjit_ir::separate(&l, &w, Separation::Exact);
+        if noise >= 1e-5 {
+            prop_assert!(!sep.changed(), "{} separated at noise {}", c.src, noise);
+        }
+        let x = input(&l, 1, c.seed ^ 4);
+        for o in options() {
+            if sep.changed() {
+                if let Err(e) = check_rewrite(&l, &w, &sep, &x, 1, &o) {
+                    panic!("{} separated at noise {noise}\n{e}", c.src);
+                }
+            }
+            if let Err(e) = check_with(&l, &w, &x, 1, &o) {
+                panic!("{} at noise {noise}\n{e}", c.src);
+            }
+        }
+    }
+}
+
 #[test]
 fn sobel_bank_compiles_to_a_conv_then_a_depthwise() {
     let l = layer("layer s { input 9x11x1\n f: conv 3x3 -> 2, pad same, bias }");
