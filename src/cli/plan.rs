@@ -313,3 +313,49 @@ impl serde::Serialize for PlanJson<'_> {
         m.end()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convjit_ir::random_layer::{layer_case, Limits};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// `check` and `plan` print any valid layer, however long its
+        /// names and whatever the planner's flags allow (a name of 65,536
+        /// characters once panicked in a `{:width$}`).
+        #[test]
+        fn printers_take_any_layer_and_flags(
+            case in layer_case(Limits::PROPTEST),
+            long in prop_oneof![Just(1usize), Just(100), Just(70_000)],
+            threads in prop_oneof![Just(1usize), Just(2), Just(256)],
+            band_rows in prop::option::of(prop_oneof![Just(1usize), Just(u32::MAX as usize)]),
+            fuse in prop::sample::select(vec![convjit::Fusion::Auto, convjit::Fusion::Never, convjit::Fusion::Always]),
+        ) {
+            let parsed = convjit::parse_layers("r.conv", &case.src);
+            prop_assume!(parsed.is_ok());
+            let mut layers = parsed.unwrap();
+            let mut l = layers.remove(0);
+            l.name = "l".repeat(long);
+            for (i, s) in l.stages.iter_mut().enumerate() {
+                s.name = format!("{}{i}", "s".repeat(long));
+            }
+            let o = Options { threads, band_rows, fuse, ..Options::default() };
+            let p = convjit::plan_layer(&l, &o);
+            let text = to_text(&l, &p, &[], None);
+            prop_assert!(text.contains(&l.name));
+            let j = PlanJson {
+                layer: &l,
+                plan: &p,
+                separation: json!([]),
+                separation_cost: json!(null),
+            };
+            let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
+            prop_assert_eq!(v["stages"].as_array().unwrap().len(), l.stages.len());
+            let summary = super::super::check::summary(&l);
+            prop_assert!(summary.lines().count() == l.stages.len() + 1);
+        }
+    }
+}

@@ -87,11 +87,22 @@ fn exercise(text: &str) {
         Err(diags) => {
             assert!(!diags.is_empty());
             let file = SourceFile::new("f.conv", text);
-            for d in diags {
+            for d in &diags {
                 assert!(d.span.start <= d.span.end && d.span.end <= text.len());
                 let r = d.render(&file);
                 assert!(r.starts_with("f.conv:"), "{r}");
             }
+            // However much is wrong, what is printed is bounded: at most
+            // MAX_DIAGNOSTICS, each an excerpt of its line with quoted
+            // words cut.
+            let all = diags.render(&file);
+            let each = 4 * (convjit_lang::MAX_LINE_SHOWN + 4 * convjit_lang::MAX_QUOTED + 100);
+            assert!(
+                all.len() <= (convjit_lang::MAX_DIAGNOSTICS + 1) * each,
+                "{} bytes for {} diagnostics",
+                all.len(),
+                diags.total()
+            );
         }
     }
 }
@@ -119,8 +130,27 @@ fn mutated() -> impl Strategy<Value = String> {
     })
 }
 
+/// Text at the extremes: words and names of thousands of characters,
+/// lines of thousands of errors, sizes at and past the limits.
+fn extreme() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        prop::sample::select(WORDS).prop_map(str::to_string),
+        (1usize..5000).prop_map(|n| "n".repeat(n)),
+        (1usize..3000).prop_map(|n| "@ ".repeat(n)),
+        (1usize..2000).prop_map(|n| "é".repeat(n)),
+        Just("65536x65536x65536".to_string()),
+        Just("4294967296".to_string()),
+    ];
+    prop::collection::vec(piece, 0..30).prop_map(|w| w.join(" "))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn extreme_text_never_panics_and_prints_little(text in extreme()) {
+        exercise(&text);
+    }
 
     #[test]
     fn token_soup_never_panics(text in token_soup()) {

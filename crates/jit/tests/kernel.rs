@@ -232,6 +232,44 @@ fn same_shapes_hit_the_cache_and_use_the_new_weights() {
     assert!(!k3.compile_stats().cache_hit);
 }
 
+/// The planner's overrides at the ends of what the command line accepts
+/// (`--threads 256`, `--band-rows` 1 and 2^32 - 1, fusion forced either
+/// way, no thread minimum): every generator compiles and agrees with the
+/// interpreter, for one image and a batch.
+#[test]
+fn extreme_planner_options_still_match() {
+    use convjit_jit::Fusion;
+    for src in LAYERS {
+        let l = layer(src);
+        let w = Weights::random(&l, 4);
+        for backend in Backend::available() {
+            for (threads, band_rows, fuse) in [
+                (256, None, Fusion::Auto),
+                (3, Some(u32::MAX as usize), Fusion::Always),
+                (2, Some(1), Fusion::Always),
+                (256, Some(1), Fusion::Never),
+            ] {
+                let o = Options {
+                    backend,
+                    threads,
+                    band_rows,
+                    fuse,
+                    min_thread_cycles: 0,
+                    ..Options::default()
+                };
+                for batch in [1, 3] {
+                    let x = input(&l, batch, 9);
+                    if let Err(e) = common::check_with(&l, &w, &x, batch, &o) {
+                        panic!(
+                            "{src} {backend:?} threads {threads} bands {band_rows:?} {fuse:?}: {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn kernel_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
