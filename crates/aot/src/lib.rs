@@ -199,7 +199,6 @@ pub fn pack_symbol(ident: &str) -> String {
 
 /// A valid C identifier from a layer name (the language's names already
 /// are; anything else is replaced by `_`).
-
 pub fn c_identifier(name: &str) -> String {
     let mut s: String = name
         .chars()
