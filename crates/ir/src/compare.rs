@@ -18,6 +18,16 @@ pub fn tolerance(mag: f32) -> f32 {
     REL_TOL * (1.0 + mag)
 }
 
+/// The relative tolerance of a bf16 kernel (or the bf16 interpreter)
+/// against the f32 interpreter, for a layer of `stages` stages: bf16 keeps
+/// 8 significant bits, so a rounding is off by at most 2^-8 of its value
+/// and a product of two by 2^-7; a stage's output by 2^-7 of its
+/// magnitude, and each stage adds that to what its inputs bring:
+/// `stages * 2^-7`, plus the f32 sums' [`REL_TOL`].
+pub fn bf16_rel_tol(stages: usize) -> f32 {
+    stages as f32 / 128.0 + REL_TOL
+}
+
 /// How far `got` is from `want`, output by output.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Comparison {
@@ -61,7 +71,14 @@ fn error(got: f32, want: f32) -> f32 {
 /// Compares `got` with `want`, scaled by the magnitude bounds `mag`. The
 /// three slices must have the same length; an empty comparison passes.
 pub fn compare(got: &[f32], want: &[f32], mag: &[f32]) -> Comparison {
+    compare_within(got, want, mag, REL_TOL)
+}
+
+/// [`compare`] with relative tolerance `rel` instead of [`REL_TOL`]: each
+/// output's is `rel * (1 + mag)` (e.g. [`bf16_rel_tol`]).
+pub fn compare_within(got: &[f32], want: &[f32], mag: &[f32], rel: f32) -> Comparison {
     assert!(got.len() == want.len() && want.len() == mag.len());
+    let tolerance = |m: f32| rel * (1.0 + m);
     let mut c = Comparison {
         worst: 0,
         error: 0.0,

@@ -4,6 +4,7 @@
 
 use crate::error::DataError;
 use crate::layer::{Layer, Stage, StageKind};
+use crate::precision::{round_bf16, Precision};
 use crate::weights::{StageWeights, Weights};
 
 /// Runs `layer` on `batch` NHWC images. Stages hand each other f32
@@ -14,12 +15,47 @@ pub fn interpret(
     input: &[f32],
     batch: usize,
 ) -> Result<Vec<f32>, DataError> {
+    interpret_in(layer, weights, input, batch, Precision::F32)
+}
+
+/// [`interpret`] in `precision`: with [`Precision::Bf16`], every stage's
+/// weights and input values are rounded to bf16 before they are
+/// multiplied (products then exact, sums in f64); bias, activation and
+/// the residual (the layer's input as given) in f32.
+pub fn interpret_in(
+    layer: &Layer,
+    weights: &Weights,
+    input: &[f32],
+    batch: usize,
+    precision: Precision,
+) -> Result<Vec<f32>, DataError> {
     check_input(layer, weights, input, batch, 1)?;
     let mut cur = input.to_vec();
     for (stage, w) in layer.stages.iter().zip(weights.stages()) {
-        cur = interpret_stage(stage, w, &cur, batch, stage.residual.then_some(input));
+        let w = rounded(w, precision);
+        let x = rounded_values(&cur, precision);
+        cur = interpret_stage(stage, &w, &x, batch, stage.residual.then_some(input));
     }
     Ok(cur)
+}
+
+/// A stage's weights as `precision` multiplies them (the bias stays f32).
+fn rounded(w: &StageWeights, precision: Precision) -> std::borrow::Cow<'_, StageWeights> {
+    match precision {
+        Precision::F32 => std::borrow::Cow::Borrowed(w),
+        Precision::Bf16 => std::borrow::Cow::Owned(StageWeights {
+            weight: w.weight.iter().map(|&x| precision.round(x)).collect(),
+            bias: w.bias.clone(),
+        }),
+    }
+}
+
+/// Values as `precision` multiplies them.
+fn rounded_values(v: &[f32], precision: Precision) -> std::borrow::Cow<'_, [f32]> {
+    match precision {
+        Precision::F32 => std::borrow::Cow::Borrowed(v),
+        Precision::Bf16 => v.iter().map(|&x| precision.round(x)).collect(),
+    }
 }
 
 /// The weights belong to `layer`, `input` holds `batch` images, and the
@@ -93,38 +129,93 @@ pub fn interpret_with_magnitude(
     input: &[f32],
     batch: usize,
 ) -> Result<(Vec<f32>, Vec<f32>), DataError> {
+    interpret_with_magnitude_in(layer, weights, input, batch, Precision::F32)
+}
+
+/// [`interpret_in`]'s output and, per output, the scale `m` of its
+/// tolerance (`compare`'s `REL_TOL * (1 + m)`) for a kernel computing the
+/// same in `precision`.
+///
+/// In f32 that is [`magnitude`]. In bf16 a kernel's products are those of
+/// the interpreter (bf16 x bf16 is exact in f32) and only its f32 sums
+/// differ, as in f32; but a stage's input is a rounding of the previous
+/// stage's output, and two values a sum's error apart may round to
+/// neighbouring bf16 values. So each intermediate value `x` with
+/// tolerance `t` carries `d`, the most its bf16 rounding can differ over
+/// `[x - t, x + t]` (0 unless a rounding boundary lies there: rounding is
+/// monotone, so the ends tell), and the next stage's outputs add
+/// `sum |w| d` to their tolerance, as scale. Tight: almost every `d` is 0.
+pub fn interpret_with_magnitude_in(
+    layer: &Layer,
+    weights: &Weights,
+    input: &[f32],
+    batch: usize,
+    precision: Precision,
+) -> Result<(Vec<f32>, Vec<f32>), DataError> {
     check_input(layer, weights, input, batch, 2)?;
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
     let abs_input = abs(input);
+    // A bf16 rounding is at most 2^-8 larger than its value.
+    let grow = match precision {
+        Precision::F32 => 1.0,
+        Precision::Bf16 => 1.0 + 1.0 / 256.0,
+    };
+    // The current tensor, its magnitude bound and its tolerance scale
+    // (the bound plus what roundings may add, as scale).
     let (mut cur, mut mag) = (input.to_vec(), abs_input.clone());
+    let mut scale = mag.clone();
+    // The layer's input is rounded the same way by every engine.
+    let mut intermediate = false;
     for (stage, w) in layer.stages.iter().zip(weights.stages()) {
         let n = batch * stage.output.len();
         let (mut out, mut bound) = (vec![0f32; n], vec![0f32; n]);
         // The outputs whose activation made an infinite sum finite.
         let mut exact: Vec<Option<f64>> = vec![None; n];
         let residual = stage.residual.then_some(input);
-        for_each_sum(
-            stage,
-            &w.weight,
-            w.bias.as_deref(),
-            &cur,
-            batch,
-            |o, acc| {
-                let a = stage.activation.apply(acc);
-                if acc.is_infinite() && a.is_finite() {
-                    exact[o] = Some(a);
-                }
-                out[o] = finish(a, residual, o);
-            },
-        );
+        let w = rounded(w, precision);
+        let x = rounded_values(&cur, precision);
+        for_each_sum(stage, &w.weight, w.bias.as_deref(), &x, batch, |o, acc| {
+            let a = stage.activation.apply(acc);
+            if acc.is_infinite() && a.is_finite() {
+                exact[o] = Some(a);
+            }
+            out[o] = finish(a, residual, o);
+        });
         let (wa, ba) = (abs(&w.weight), w.bias.as_deref().map(abs));
         let abs_residual = stage.residual.then_some(&abs_input[..]);
-        for_each_sum(stage, &wa, ba.as_deref(), &mag, batch, |o, acc| {
+        let m_in: Vec<f32> = mag.iter().map(|&m| m * grow).collect();
+        for_each_sum(stage, &wa, ba.as_deref(), &m_in, batch, |o, acc| {
             bound[o] = finish(exact[o].map_or(acc, f64::abs), abs_residual, o);
         });
-        (cur, mag) = (out, bound);
+        let mut next_scale = bound.clone();
+        if precision == Precision::Bf16 && intermediate {
+            // What the rounding of this stage's input may add.
+            let d: Vec<f32> = cur
+                .iter()
+                .zip(&scale)
+                .map(|(&x, &m)| rounding_spread(x, crate::tolerance(m)))
+                .collect();
+            for_each_sum(stage, &wa, None, &d, batch, |o, acc| {
+                if exact[o].is_none() {
+                    next_scale[o] += (acc / crate::REL_TOL as f64) as f32;
+                }
+            });
+        }
+        (cur, mag, scale) = (out, bound, next_scale);
+        intermediate = true;
     }
-    Ok((cur, mag))
+    Ok((cur, scale))
+}
+
+/// The most two values within `t` of `x` can differ once rounded to bf16:
+/// 0 where no rounding boundary lies in `[x - t, x + t]`.
+fn rounding_spread(x: f32, t: f32) -> f32 {
+    if !x.is_finite() || !t.is_finite() {
+        return if x.is_finite() { f32::INFINITY } else { 0.0 };
+    }
+    let r = round_bf16(x);
+    let (lo, hi) = (round_bf16(x - t), round_bf16(x + t));
+    (r - lo).abs().max((hi - r).abs())
 }
 
 /// One primitive stage: convolution, `+ bias`, activation, `+ residual`.
@@ -408,5 +499,107 @@ mod tests {
         assert_eq!(both, [one_a, one_b].concat());
         let err = interpret(&l, &w, &a, 2).unwrap_err().to_string();
         assert_eq!(err, "input: expected 2 x 2x2x3 = 24 values, found 12");
+    }
+
+    #[test]
+    fn bf16_rounds_weights_and_stage_inputs_not_bias_or_residual() {
+        // One pointwise stage: x = 1 + 2^-9 rounds to 1 (bf16's step at 1 is
+        // 2^-7), w = 3 + 2^-8 to 3 (step 2^-6), bias 2^-10 and the residual
+        // (the unrounded x) stay.
+        let l = layer("layer b { input 1x1x1\n p: pointwise 1, bias, residual }");
+        let x = 1.0 + 1.0 / 512.0;
+        let w = Weights::new(
+            &l,
+            vec![StageWeights {
+                weight: vec![3.0 + 1.0 / 256.0],
+                bias: Some(vec![1.0 / 1024.0]),
+            }],
+        )
+        .unwrap();
+        let got = interpret_in(&l, &w, &[x], 1, Precision::Bf16).unwrap();
+        assert_eq!(got, [3.0 + 1.0 / 1024.0 + x]);
+        let f32 = interpret(&l, &w, &[x], 1).unwrap()[0];
+        assert_eq!(
+            f32,
+            ((x as f64 * (3.0 + 1.0 / 256.0) + 1.0 / 1024.0) as f32) + x
+        );
+        // A second stage rounds the first's output where it enters.
+        let l = layer("layer c { input 1x1x1\n a: pointwise 1\n b: pointwise 1 }");
+        let w = Weights::new(
+            &l,
+            vec![
+                StageWeights {
+                    weight: vec![1.0],
+                    bias: None,
+                },
+                StageWeights {
+                    weight: vec![1.0],
+                    bias: None,
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            interpret_in(&l, &w, &[x], 1, Precision::Bf16).unwrap(),
+            [1.0]
+        );
+    }
+
+    #[test]
+    fn bf16_tolerances_cover_roundings_of_intermediates() {
+        // The first stage's output lies within its f32 tolerance of a bf16
+        // rounding boundary (1 + 2^-8, halfway between 1 and 1 + 2^-7): a
+        // kernel may round it either way, and the scale must say so.
+        let l = layer("layer c { input 1x1x2\n a: pointwise 1\n b: pointwise 1 }");
+        let w = Weights::new(
+            &l,
+            vec![
+                StageWeights {
+                    weight: vec![1.0, 1.0],
+                    bias: None,
+                },
+                StageWeights {
+                    weight: vec![100.0],
+                    bias: None,
+                },
+            ],
+        )
+        .unwrap();
+        let x = [1.0, 1.0 / 256.0];
+        let (out, scale) = interpret_with_magnitude_in(&l, &w, &x, 1, Precision::Bf16).unwrap();
+        // 1 + 2^-8 ties to 1: 100.
+        assert_eq!(out, [100.0]);
+        // Rounded up instead: 100 * (1 + 2^-7) = 100.78, within tolerance.
+        assert!(crate::tolerance(scale[0]) >= 100.0 / 128.0, "{scale:?}");
+        // Far from a boundary, nothing is added: the f32 scale.
+        let x = [1.0, 3.0 / 1024.0];
+        let (_, far) = interpret_with_magnitude_in(&l, &w, &x, 1, Precision::Bf16).unwrap();
+        assert!(crate::tolerance(far[0]) < 0.01, "{far:?}");
+    }
+}
+
+#[cfg(test)]
+mod bf16_props {
+    use super::*;
+    use crate::random_layer::{layer_case, Limits};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// The bf16 reference stays within the bf16 bound of the f32 one.
+        #[test]
+        fn bf16_is_within_its_bound_of_f32(case in layer_case(Limits::SMALL)) {
+            let Ok(mut layers) = crate::compile_source(&case.src) else { return Ok(()) };
+            let l = layers.remove(0);
+            let w = Weights::random(&l, case.seed);
+            let x = crate::Rng::new(case.seed ^ 0x5555).vec(l.input.len() * case.batch, case.scale);
+            let (want, mag) = interpret_with_magnitude(&l, &w, &x, case.batch).unwrap();
+            let got = interpret_in(&l, &w, &x, case.batch, Precision::Bf16).unwrap();
+            let c = crate::compare_within(&got, &want, &mag, crate::bf16_rel_tol(l.stages.len()));
+            prop_assert!(c.pass(), "{}: {:?}", case.src, c);
+            // And not exactly f32's: the roundings happened.
+            prop_assert!(got.len() < 8 || got != want);
+        }
     }
 }

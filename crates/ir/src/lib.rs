@@ -11,6 +11,7 @@ mod compare;
 mod error;
 mod interp;
 mod layer;
+mod precision;
 mod random;
 #[cfg(feature = "proptest")]
 pub mod random_layer;
@@ -18,10 +19,14 @@ pub mod separate;
 mod validate;
 mod weights;
 
-pub use compare::{compare, tolerance, Comparison, REL_TOL};
+pub use compare::{bf16_rel_tol, compare, compare_within, tolerance, Comparison, REL_TOL};
 pub use error::DataError;
-pub use interp::{interpret, interpret_stage, interpret_with_magnitude, magnitude};
+pub use interp::{
+    interpret, interpret_in, interpret_stage, interpret_with_magnitude,
+    interpret_with_magnitude_in, magnitude,
+};
 pub use layer::{Activation, Layer, Padding, Shape, Stage, StageKind, MAX_DIM, MAX_TENSOR_ELEMS};
+pub use precision::{bf16_bits, round_bf16, Precision};
 pub use random::Rng;
 pub use separate::{separate, Separated, Separation};
 pub use validate::{check_layer, lower};
