@@ -363,3 +363,74 @@ impl Gen<'_> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{any_plan, emitted};
+    use super::super::{Count, Ctr, Slot};
+    use crate::Isa;
+    use iced_x86::{Code, Register as R};
+
+    /// A body `repeat` runs: one recognisable instruction.
+    fn body(g: &mut super::super::Gen) {
+        g.a.emit(iced_x86::Instruction::with2(
+            Code::Add_rm64_imm32,
+            R::RSI,
+            7,
+        ));
+    }
+
+    #[test]
+    fn a_count_of_zero_or_one_emits_no_loop() {
+        let p = any_plan(Isa::Avx2);
+        let none = emitted(&p, Isa::Avx2, |g| {
+            g.repeat(Count::Const(0), Ctr::Reg(R::RCX), &mut body)
+        });
+        assert!(none.is_empty());
+        let once = emitted(&p, Isa::Avx2, |g| {
+            g.repeat(Count::Const(1), Ctr::Reg(R::RCX), &mut body)
+        });
+        assert_eq!(once.len(), 1);
+        assert_eq!(once[0].immediate32(), 7);
+    }
+
+    /// `n` in the counter, the body, `dec`, and `jne` back to the body.
+    #[test]
+    fn a_known_count_loops_tested_at_the_bottom() {
+        let p = any_plan(Isa::Avx2);
+        let ins = emitted(&p, Isa::Avx2, |g| {
+            g.repeat(Count::Const(5), Ctr::Reg(R::RCX), &mut body)
+        });
+        let [init, add, dec, jne] = &ins[..] else {
+            panic!("{ins:?}");
+        };
+        assert_eq!((init.op0_register(), init.immediate32()), (R::RCX, 5));
+        assert_eq!(add.immediate32(), 7);
+        assert_eq!((dec.code(), dec.op0_register()), (Code::Dec_rm64, R::RCX));
+        assert_eq!(jne.code(), Code::Jne_rel8_64);
+        assert_eq!(jne.near_branch_target(), add.ip());
+    }
+
+    /// A count known only at run time may be 0: tested at the top too,
+    /// jumping past the loop; the counter in a slot.
+    #[test]
+    fn a_run_time_count_is_tested_at_the_top_too() {
+        let p = any_plan(Isa::Avx512);
+        let ins = emitted(&p, Isa::Avx512, |g| {
+            g.repeat(Count::Slot(Slot::Nky), Ctr::Slot(Slot::SegC), &mut body)
+        });
+        let [load, store, test, je, add, dec, jne] = &ins[..] else {
+            panic!("{ins:?}");
+        };
+        let at = |s: Slot| super::super::slot(s).displacement as u64;
+        assert_eq!(load.memory_displacement64(), at(Slot::Nky));
+        assert_eq!(store.memory_displacement64(), at(Slot::SegC));
+        assert_eq!(store.op1_register(), load.op0_register());
+        assert_eq!(test.code(), Code::Test_rm64_r64);
+        assert_eq!(je.code(), Code::Je_rel32_64);
+        assert_eq!(je.near_branch_target(), jne.ip() + jne.len() as u64);
+        assert_eq!(add.immediate32(), 7);
+        assert_eq!(dec.memory_displacement64(), at(Slot::SegC));
+        assert_eq!(jne.near_branch_target(), add.ip());
+    }
+}

@@ -260,3 +260,45 @@ fn pxs_of(cols: &[(usize, usize)], kx: usize) -> Vec<usize> {
         .filter(|&px| (cols[px].0..cols[px].0 + cols[px].1).contains(&kx))
         .collect()
 }
+
+/// What the unit tests of the generator's files share: a plan to make a
+/// [`Gen`] with, and the decoded code of what a test emits.
+#[cfg(test)]
+mod test_support {
+    use super::Gen;
+    use crate::Isa;
+    use convjit_plan::plan::{plan_for, Plan};
+    use iced_x86::{Decoder, DecoderOptions, Instruction};
+
+    /// The plan of the first stage of the layer `src` at `isa`.
+    pub(super) fn plan(src: &str, isa: Isa) -> Plan {
+        let layer = convjit_ir::compile_source(src)
+            .unwrap_or_else(|d| panic!("{src}: {d:?}"))
+            .remove(0);
+        plan_for(&layer.stages[0], &isa.target())
+    }
+
+    /// A plan whose shapes do not matter to what is under test.
+    pub(super) fn any_plan(isa: Isa) -> Plan {
+        plan("layer t { input 4x4x8\n p: pointwise 16 }", isa)
+    }
+
+    /// The instructions `f` emits with a generator for `plan`.
+    pub(super) fn emitted<'p>(
+        plan: &'p Plan,
+        isa: Isa,
+        f: impl FnOnce(&mut Gen<'p>),
+    ) -> Vec<Instruction> {
+        let mut g = Gen::new(plan, isa);
+        f(&mut g);
+        decode(&g.a.finish().expect("the code encodes"))
+    }
+
+    pub(super) fn decode(code: &[u8]) -> Vec<Instruction> {
+        let ins: Vec<Instruction> = Decoder::with_ip(64, code, 0, DecoderOptions::NONE)
+            .into_iter()
+            .collect();
+        assert_eq!(ins.iter().map(|i| i.len()).sum::<usize>(), code.len());
+        ins
+    }
+}

@@ -356,3 +356,34 @@ impl Gen<'_> {
         self.row_epilogue(&acc);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{any_plan, emitted};
+    use crate::Isa;
+    use iced_x86::Code;
+
+    /// The permutation indices of a depth multiplier `m`: lane `l` reads
+    /// input pixel `l / m`, one byte per lane in the 64-bit immediates.
+    #[test]
+    fn spread_indices_put_lane_l_at_pixel_l_over_m() {
+        for (isa, m) in [(Isa::Avx2, 2), (Isa::Avx512, 2), (Isa::Avx512, 4)] {
+            let p = any_plan(isa);
+            let lanes = p.sched.lanes;
+            let ins = emitted(&p, isa, |g| g.spread_indices(g.v(3), m));
+            let bytes: Vec<u8> = ins
+                .iter()
+                .filter(|i| i.code() == Code::Mov_r64_imm64)
+                .flat_map(|i| i.immediate64().to_le_bytes())
+                .collect();
+            let want: Vec<u8> = (0..lanes).map(|l| (l / m) as u8).collect();
+            assert_eq!(bytes, want, "{isa:?}, multiplier {m}");
+            let widen = ins.last().unwrap();
+            let code = match isa {
+                Isa::Avx2 => Code::VEX_Vpmovzxbd_ymm_xmmm64,
+                Isa::Avx512 => Code::EVEX_Vpmovzxbd_zmm_k1z_xmmm128,
+            };
+            assert_eq!(widen.code(), code);
+        }
+    }
+}

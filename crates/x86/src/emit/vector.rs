@@ -249,3 +249,167 @@ fn k_register(i: usize) -> R {
 pub(super) fn nth_register(base: R, i: usize) -> R {
     base + i as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{any_plan, emitted, plan};
+    use super::super::MASKS;
+    use super::k_register;
+    use crate::asm::mem;
+    use crate::Isa;
+    use iced_x86::{Code, Register as R};
+
+    /// AVX-512: `k1..` hold `n` low bits set, for every tail length of 16
+    /// lanes (at most seven masks a function).
+    #[test]
+    fn avx512_masks_have_the_first_n_lanes_set() {
+        let p = any_plan(Isa::Avx512);
+        for ns in [
+            (1..=7).collect::<Vec<usize>>(),
+            (8..=14).collect(),
+            vec![15],
+        ] {
+            let ins = emitted(&p, Isa::Avx512, |g| g.set_masks(ns.clone()));
+            assert_eq!(ins.len(), 2 * ns.len());
+            for (k, (&n, pair)) in ns.iter().zip(ins.chunks(2)).enumerate() {
+                assert_eq!(pair[0].code(), Code::Mov_r32_imm32);
+                assert_eq!(pair[0].op0_register(), R::R11D);
+                assert_eq!(pair[0].immediate32(), (1 << n) - 1, "{n} lanes");
+                assert_eq!(pair[1].code(), Code::VEX_Kmovw_kr_r32);
+                assert_eq!(pair[1].op0_register(), k_register(k));
+                assert_eq!(pair[1].op1_register(), R::R11D);
+            }
+        }
+    }
+
+    /// AVX2: the frame from `MASKS` holds, per tail length of 8 lanes, 8
+    /// dwords of which the first `n` are all ones and the rest zero.
+    #[test]
+    fn avx2_masks_have_the_first_n_lanes_set() {
+        let p = any_plan(Isa::Avx2);
+        let ns: Vec<usize> = (1..=7).collect();
+        let ins = emitted(&p, Isa::Avx2, |g| g.set_masks(ns.clone()));
+        let mut frame = vec![None; (MASKS + 7 * 32) as usize];
+        for i in &ins {
+            assert_eq!(i.code(), Code::Mov_rm32_imm32);
+            assert_eq!(i.memory_base(), R::RSP);
+            let at = i.memory_displacement64() as usize;
+            assert!(
+                at >= MASKS as usize && at.is_multiple_of(4),
+                "a store at {at}"
+            );
+            assert!(frame[at].is_none(), "{at} stored twice");
+            frame[at] = Some(i.immediate32());
+        }
+        for (k, &n) in ns.iter().enumerate() {
+            for l in 0..8 {
+                let want = if l < n { u32::MAX } else { 0 };
+                assert_eq!(
+                    frame[MASKS as usize + 32 * k + 4 * l],
+                    Some(want),
+                    "{n}, lane {l}"
+                );
+            }
+        }
+    }
+
+    /// Masked loads zero the other lanes and masked stores leave their
+    /// memory alone, each with the mask of its length.
+    #[test]
+    fn masked_loads_and_stores_use_their_lengths_mask() {
+        let p = any_plan(Isa::Avx512);
+        let ins = emitted(&p, Isa::Avx512, |g| {
+            g.set_masks(vec![3, 5]);
+            g.vload_masked(g.v(0), mem(R::RAX, 8), 5, g.v(1));
+            g.vstore_masked(mem(R::RBX, 4), g.v(0), 3, g.v(1));
+        });
+        let (load, store) = (&ins[4], &ins[5]);
+        assert_eq!(load.code(), Code::EVEX_Vmovups_zmm_k1z_zmmm512);
+        assert_eq!((load.op_mask(), load.zeroing_masking()), (R::K2, true));
+        assert_eq!(store.code(), Code::EVEX_Vmovups_zmmm512_k1z_zmm);
+        assert_eq!((store.op_mask(), store.zeroing_masking()), (R::K1, false));
+        assert_eq!(store.memory_displacement64(), 4);
+
+        let p = any_plan(Isa::Avx2);
+        let ins = emitted(&p, Isa::Avx2, |g| {
+            g.set_masks(vec![3, 5]);
+            g.vload_masked(g.v(0), mem(R::RAX, 8), 5, g.v(0));
+            g.vstore_masked(mem(R::RBX, 4), g.v(2), 3, g.v(1));
+        });
+        let [mask5, load, mask3, store] = &ins[16..] else {
+            panic!("{} instructions", ins.len());
+        };
+        assert_eq!(mask5.code(), Code::VEX_Vmovups_ymm_ymmm256);
+        assert_eq!(mask5.memory_displacement64(), MASKS as u64 + 32);
+        assert_eq!(load.code(), Code::VEX_Vmaskmovps_ymm_ymm_m256);
+        assert_eq!(load.op1_register(), mask5.op0_register());
+        assert_eq!(mask3.memory_displacement64(), MASKS as u64);
+        assert_eq!(store.code(), Code::VEX_Vmaskmovps_m256_ymm_ymm);
+        assert_eq!(
+            (store.op1_register(), store.op2_register()),
+            (R::YMM1, R::YMM2)
+        );
+    }
+
+    /// The tails a plan needs: 5 of 8 or 16 output lanes; none where
+    /// channels fill whole vectors (a tail above the lanes overlaps the
+    /// vector before instead).
+    #[test]
+    fn tails_are_those_of_the_plan() {
+        for (isa, co, tails) in [
+            (Isa::Avx2, 5, vec![5]),
+            (Isa::Avx512, 5, vec![5]),
+            (Isa::Avx2, 16, vec![]),
+            (Isa::Avx512, 16, vec![]),
+        ] {
+            let src = format!("layer t {{ input 4x4x8\n p: pointwise {co} }}");
+            let p = plan(&src, isa);
+            let g = super::super::Gen::new(&p, isa);
+            assert_eq!(g.tail_lengths(), tails, "{isa:?}, {co} channels");
+        }
+    }
+
+    /// NaN is kept: x86's max and min return their second source when
+    /// either is NaN, so the accumulator goes second.
+    #[test]
+    fn max_and_min_put_the_accumulator_second() {
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            let p = any_plan(isa);
+            let ins = emitted(&p, isa, |g| {
+                g.vmax(g.v(3), g.v(7));
+                g.vmin(g.v(3), g.v(7));
+            });
+            for i in &ins {
+                let ops = (i.op0_register(), i.op1_register(), i.op2_register());
+                let (acc, b) = match isa {
+                    Isa::Avx2 => (R::YMM3, R::YMM7),
+                    Isa::Avx512 => (R::ZMM3, R::ZMM7),
+                };
+                assert_eq!(ops, (acc, b, acc), "{:?}", i.code());
+            }
+        }
+    }
+
+    #[test]
+    fn vconst_broadcasts_the_bits_of_its_value() {
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            let p = any_plan(isa);
+            let ins = emitted(&p, isa, |g| g.vconst(g.v(5), 6.0));
+            assert_eq!(ins[0].code(), Code::Mov_r32_imm32);
+            assert_eq!(ins[0].immediate32(), 6.0f32.to_bits());
+            assert_eq!(ins[1].op0_register(), R::XMM5);
+            let last = ins.last().unwrap();
+            assert_eq!(
+                (last.op0_register(), last.op1_register()),
+                (super::super::Gen::new(&p, isa).v(5), R::XMM5)
+            );
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "vector register 16 of 16")]
+    fn avx2_has_sixteen_vector_registers() {
+        let p = any_plan(Isa::Avx2);
+        super::super::Gen::new(&p, Isa::Avx2).v(16);
+    }
+}
