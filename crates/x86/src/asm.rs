@@ -126,4 +126,93 @@ mod tests {
             [0x48, 0xff, 0xc8, 0x0f, 0x84, 0x02, 0, 0, 0, 0xeb, 0xf5, 0xc3]
         );
     }
+    fn decode(code: &[u8]) -> Vec<iced_x86::Instruction> {
+        iced_x86::Decoder::with_ip(64, code, 0, iced_x86::DecoderOptions::NONE)
+            .into_iter()
+            .collect()
+    }
+
+    fn nops(a: &mut Asm, n: usize) {
+        for _ in 0..n {
+            a.emit(Ok(Instruction::with(Code::Nopd)));
+        }
+    }
+
+    /// Every forward branch to a label is patched to it, however far,
+    /// whether bound before or after other labels.
+    #[test]
+    fn forward_branches_are_patched_to_their_labels() {
+        let mut a = Asm::new();
+        let (near, far) = (a.label(), a.label());
+        a.branch(Code::Je_rel8_64, Code::Je_rel32_64, far);
+        a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, near);
+        a.branch(Code::Jne_rel8_64, Code::Jne_rel32_64, far);
+        nops(&mut a, 3);
+        a.bind(near);
+        nops(&mut a, 300);
+        a.bind(far);
+        a.emit(Ok(Instruction::with(Code::Retnq)));
+        let ins = decode(&a.finish().unwrap());
+        let (near_at, far_at) = (6 + 5 + 6 + 3, 6 + 5 + 6 + 3 + 300);
+        let targets: Vec<u64> = ins[..3].iter().map(|i| i.near_branch_target()).collect();
+        assert_eq!(targets, [far_at, near_at, far_at]);
+        assert_eq!(ins[0].code(), Code::Je_rel32_64);
+        assert_eq!(ins[1].code(), Code::Jmp_rel32_64);
+    }
+
+    /// A backward branch takes the 2-byte form exactly where its target
+    /// is within -128 bytes of the branch's end.
+    #[test]
+    fn backward_branches_are_short_where_they_reach() {
+        for (gap, short) in [(126, true), (127, false), (1000, false)] {
+            let mut a = Asm::new();
+            let top = a.label();
+            a.bind(top);
+            nops(&mut a, gap);
+            a.branch(Code::Jne_rel8_64, Code::Jne_rel32_64, top);
+            let ins = decode(&a.finish().unwrap());
+            let jne = ins.last().unwrap();
+            assert_eq!(jne.near_branch_target(), 0, "{gap}");
+            let code = if short {
+                Code::Jne_rel8_64
+            } else {
+                Code::Jne_rel32_64
+            };
+            assert_eq!(jne.code(), code, "{gap}");
+        }
+    }
+
+    #[test]
+    fn a_label_never_bound_is_an_error() {
+        let mut a = Asm::new();
+        let l = a.label();
+        a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, l);
+        assert_eq!(a.finish().unwrap_err(), "a branch to a label never bound");
+    }
+
+    /// An instruction that does not encode (a generator bug) fails the
+    /// function with the first such error, not a later one.
+    #[test]
+    fn the_first_encoding_error_is_reported() {
+        let mut a = Asm::new();
+        a.emit(Instruction::with2(Code::Add_rm64_imm32, Register::RAX, 1));
+        a.emit(Instruction::with_branch(Code::Jmp_rel8_64, 1000));
+        a.emit(Instruction::with_branch(Code::Je_rel8_64, 2000));
+        let err = a.finish().unwrap_err();
+        // iced names the target in hex: 1000 = 0x3E8, 2000 = 0x7D0.
+        assert!(err.contains("3E8"), "{err}");
+        assert!(!err.contains("7D0"), "{err}");
+    }
+
+    #[test]
+    fn operands_address_base_plus_displacement() {
+        let m = mem(Register::R12, -8);
+        assert_eq!(
+            (m.base, m.displacement, m.is_broadcast),
+            (Register::R12, -8, false)
+        );
+        let b = bcst(Register::RAX, i32::MAX);
+        assert_eq!((b.base, b.displacement), (Register::RAX, i32::MAX as i64));
+        assert!(b.is_broadcast);
+    }
 }

@@ -1,0 +1,436 @@
+//! The loop nest above a register block: counted loops, output rows and
+//! their valid kernel rows, pixel blocks (column blocks, or a flat
+//! stage's pixel range) and channel blocks (groups, runs, repetitions).
+
+use super::{
+    slot, BlockArgs, Count, Ctr, Gen, Slot, IMG, IMM, LEFT, OY, RUN_B, RUN_I, RUN_O, RUN_W, WTS,
+};
+use convjit_plan::plan::Run;
+use iced_x86::{Code, Instruction as I, Register as R};
+
+impl Gen<'_> {
+    /// Runs `body` `count` times, counting in `ctr`: straight-line for a
+    /// count of 0 or 1, else a loop tested at the bottom, and at the top
+    /// too for a run-time count (which may be 0).
+    pub(super) fn repeat(&mut self, count: Count, ctr: Ctr, body: &mut dyn FnMut(&mut Self)) {
+        let exit = self.a.label();
+        match count {
+            Count::Const(0) => return,
+            Count::Const(1) => return body(self),
+            Count::Const(n) => match ctr {
+                Ctr::Reg(r) => self.mov_imm(r, n as i64),
+                Ctr::Slot(s) => {
+                    self.mov_imm(IMM, n as i64);
+                    self.store(s, IMM);
+                }
+            },
+            Count::Slot(src) => {
+                self.load(IMM, src);
+                match ctr {
+                    Ctr::Reg(r) => self.mov_rr(r, IMM),
+                    Ctr::Slot(s) => self.store(s, IMM),
+                }
+                self.a.emit(I::with2(Code::Test_rm64_r64, IMM, IMM));
+                self.a.branch(Code::Je_rel8_64, Code::Je_rel32_64, exit);
+            }
+        }
+        let top = self.a.label();
+        self.a.bind(top);
+        body(self);
+        match ctr {
+            Ctr::Reg(r) => self.a.emit(I::with1(Code::Dec_rm64, r)),
+            Ctr::Slot(s) => self.a.emit(I::with1(Code::Dec_rm64, slot(s))),
+        }
+        self.a.branch(Code::Jne_rel8_64, Code::Jne_rel32_64, top);
+        self.a.bind(exit);
+    }
+
+    /// Rows `row0..row0 + rows` one by one: `row` emits one row's work
+    /// (it may use every register but rdi, rsi, r8, r9).
+    pub(super) fn rows(&mut self, row: &mut dyn FnMut(&mut Self)) {
+        self.load(OY, Slot::Row0);
+        self.load(LEFT, Slot::Rows);
+        let top = self.a.label();
+        let exit = self.a.label();
+        self.a.bind(top);
+        self.a.emit(I::with2(Code::Test_rm64_r64, LEFT, LEFT));
+        self.a.branch(Code::Je_rel8_64, Code::Je_rel32_64, exit);
+        row(self);
+        self.a.emit(I::with2(Code::Add_rm64_imm32, OY, 1));
+        self.a.emit(I::with1(Code::Dec_rm64, LEFT));
+        self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, top);
+        self.a.bind(exit);
+    }
+
+    /// For output row `OY`: `[Nky]` valid kernel rows from `[Wk0]/kw`
+    /// (stored times `kw`), and `[InRow]` the input row of the first.
+    pub(super) fn row_taps(&mut self) {
+        let p = self.p;
+        let (sh, dh, kh) = (p.sh as i64, p.dh as i64, p.kh as i64);
+        let zero = R::RCX;
+        self.a.emit(I::with2(Code::Xor_r32_rm32, R::ECX, R::ECX));
+        // r15 = oy*sh; rbx = t = pt - oy*sh (rows above the input).
+        self.mov_rr(R::R15, OY);
+        self.mul_imm(R::R15, sh);
+        self.mov_imm(R::RAX, p.pt as i64);
+        self.a.emit(I::with2(Code::Sub_r64_rm64, R::RAX, R::R15));
+        self.mov_rr(R::RBX, R::RAX);
+        // ky0 = ceil(max(t, 0) / dh) in r12.
+        self.a.emit(I::with2(Code::Test_rm64_r64, R::RAX, R::RAX));
+        self.a.emit(I::with2(Code::Cmovl_r64_rm64, R::RAX, zero));
+        if dh > 1 {
+            self.add_reg_imm(R::RAX, dh - 1);
+            self.divide(dh);
+        }
+        self.mov_rr(R::R12, R::RAX);
+        // u = (h - 1 + pt) - oy*sh in r13 (rows below);
+        // ky1 = min(floor(max(u, 0) / dh) + 1, kh), 0 if u < 0.
+        self.mov_imm(R::RAX, p.h as i64 - 1 + p.pt as i64);
+        self.a.emit(I::with2(Code::Sub_r64_rm64, R::RAX, R::R15));
+        self.mov_rr(R::R13, R::RAX);
+        self.a.emit(I::with2(Code::Test_rm64_r64, R::RAX, R::RAX));
+        self.a.emit(I::with2(Code::Cmovl_r64_rm64, R::RAX, zero));
+        if dh > 1 {
+            self.divide(dh);
+        }
+        self.add_reg_imm(R::RAX, 1);
+        self.mov_imm(IMM, kh);
+        self.a.emit(I::with2(Code::Cmp_r64_rm64, R::RAX, IMM));
+        self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RAX, IMM));
+        self.a.emit(I::with2(Code::Test_rm64_r64, R::R13, R::R13));
+        self.a.emit(I::with2(Code::Cmovl_r64_rm64, R::RAX, zero));
+        // nky = max(ky1 - ky0, 0).
+        self.a.emit(I::with2(Code::Sub_r64_rm64, R::RAX, R::R12));
+        self.a.emit(I::with2(Code::Test_rm64_r64, R::RAX, R::RAX));
+        self.a.emit(I::with2(Code::Cmovl_r64_rm64, R::RAX, zero));
+        self.store(Slot::Nky, R::RAX);
+        // Input row of the first valid tap: ky0*dh - t.
+        self.mov_rr(R::RAX, R::R12);
+        self.mul_imm(R::RAX, dh);
+        self.a.emit(I::with2(Code::Sub_r64_rm64, R::RAX, R::RBX));
+        self.mul_imm(R::RAX, (p.w * p.ci * 4) as i64);
+        self.add_rr(R::RAX, IMG);
+        self.store(Slot::InRow, R::RAX);
+        self.mov_rr(R::RAX, R::R12);
+        self.mul_imm(R::RAX, p.kw as i64);
+        self.store(Slot::Wk0, R::RAX);
+    }
+
+    /// `rax /= d` (unsigned; rax >= 0 here), clobbering rdx and r11.
+    fn divide(&mut self, d: i64) {
+        self.a.emit(I::with2(Code::Xor_r32_rm32, R::EDX, R::EDX));
+        self.mov_imm(IMM, d);
+        self.a.emit(I::with1(Code::Div_rm64, IMM));
+    }
+
+    /// `[OutRow]` = where output row `OY` starts.
+    pub(super) fn out_row(&mut self) {
+        let p = self.p;
+        self.mov_rr(R::RAX, OY);
+        self.mul_imm(R::RAX, (p.wo * p.co * 4) as i64);
+        self.add_slot(R::RAX, Slot::OutBase);
+        self.store(Slot::OutRow, R::RAX);
+    }
+
+    /// `[s] = [from] + v`.
+    pub(super) fn slot_plus(&mut self, s: Slot, from: Slot, v: i64) {
+        self.load(R::RAX, from);
+        self.add_reg_imm(R::RAX, v);
+        self.store(s, R::RAX);
+    }
+
+    pub(super) fn reduce_body(&mut self) {
+        if self.p.channels_outer() {
+            // Each channel block's weights stay in cache while every
+            // pixel of the rows streams past them.
+            self.channel_blocks(&mut |g, run| {
+                g.pixel_blocks(&mut |g, k| {
+                    g.load(RUN_I, Slot::SegI);
+                    g.load(RUN_O, Slot::SegO);
+                    g.add_slot(RUN_O, Slot::ChO);
+                    g.load(RUN_W, Slot::ChW);
+                    if g.p.bias_off.is_some() {
+                        g.load(RUN_B, Slot::ChB);
+                    }
+                    g.block(run, k);
+                });
+            });
+        } else {
+            self.pixel_blocks(&mut |g, k| g.channels(k));
+        }
+    }
+
+    /// Every register block of pixels of the rows, with `[SegI]`/`[SegO]`
+    /// pointing at its input and output pixels.
+    fn pixel_blocks(&mut self, inner: &mut dyn FnMut(&mut Self, &BlockArgs)) {
+        let p = self.p;
+        if p.flat {
+            return self.flat_blocks(inner);
+        }
+        let in_row_bytes = (p.w * p.ci * 4) as i64;
+        let cols = p.col_blocks();
+        self.rows(&mut |g| {
+            let rows_full = p.rows_full;
+            if rows_full {
+                g.mov_rr(R::RAX, OY);
+                g.mul_imm(R::RAX, p.sh as i64 * in_row_bytes);
+                g.add_rr(R::RAX, IMG);
+                g.store(Slot::InRow, R::RAX);
+            } else {
+                g.row_taps();
+            }
+            g.out_row();
+            // Blocks of near-equal width with border pixels among interior
+            // ones (each pixel with its own kernel columns), rather than
+            // short blocks per border column: full blocks keep the FMA
+            // pipes busy (7x7 on 17x17: 7 column classes).
+            for c in &cols {
+                let npx = c.cols.len();
+                let (kx0, nkx) = c.cols[0];
+                let uniform = c.cols.iter().all(|&cc| cc == (kx0, nkx));
+                let (kx0, nkx) = if uniform { (kx0, nkx) } else { (0, 0) };
+                let in_off =
+                    ((c.start * p.sw + kx0 * p.dw) as i64 - p.pl as i64) * (p.ci * 4) as i64;
+                g.slot_plus(Slot::SegI, Slot::InRow, in_off);
+                g.slot_plus(Slot::SegO, Slot::OutRow, (c.start * p.co * 4) as i64);
+                let k = BlockArgs {
+                    npx,
+                    cols: (!uniform).then(|| c.cols.clone()),
+                    nky: if rows_full {
+                        Count::Const(p.kh)
+                    } else {
+                        Count::Slot(Slot::Nky)
+                    },
+                    wk0: !rows_full,
+                    kx0,
+                    nkx,
+                };
+                g.repeat(Count::Const(c.count), Ctr::Slot(Slot::SegC), &mut |g| {
+                    inner(g, &k);
+                    g.add_imm(Ctr::Slot(Slot::SegI), (npx * p.sw * p.ci * 4) as i64);
+                    g.add_imm(Ctr::Slot(Slot::SegO), (npx * p.co * 4) as i64);
+                });
+            }
+        });
+    }
+
+    /// A flat stage: the pixels `row0..row0 + rows` in blocks of `px`, the
+    /// last moved back to end at the last pixel (recomputing a few with
+    /// the same result) so every block is full; a range shorter than a
+    /// block runs pixel by pixel.
+    fn flat_blocks(&mut self, inner: &mut dyn FnMut(&mut Self, &BlockArgs)) {
+        let p = self.p;
+        let px = p.sched.px;
+        let (in_px, out_px) = ((p.ci * 4) as i64, (p.co * 4) as i64);
+        self.load(R::RAX, Slot::Row0);
+        self.store(Slot::At, R::RAX);
+        self.add_slot(R::RAX, Slot::Rows);
+        self.store(Slot::End, R::RAX);
+        self.add_reg_imm(R::RAX, -(px as i64));
+        self.store(Slot::Last, R::RAX);
+        let singles = self.a.label();
+        let done = self.a.label();
+        let args = |npx: usize| BlockArgs {
+            npx,
+            cols: None,
+            nky: Count::Const(1),
+            wk0: false,
+            kx0: 0,
+            nkx: 1,
+        };
+        for npx in [px, 1] {
+            if npx == 1 {
+                self.a.bind(singles);
+            } else if px > 1 {
+                self.a
+                    .emit(I::with2(Code::Cmp_rm64_imm32, slot(Slot::Rows), px as i32));
+                self.a.branch(Code::Jl_rel8_64, Code::Jl_rel32_64, singles);
+            } else {
+                continue;
+            }
+            let top = self.a.label();
+            self.a.bind(top);
+            self.load(R::RAX, Slot::At);
+            self.a
+                .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::End)));
+            self.a.branch(Code::Jge_rel8_64, Code::Jge_rel32_64, done);
+            if npx > 1 {
+                // Full blocks only: the last starts at end - px at most.
+                self.a
+                    .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Last)));
+                self.a
+                    .emit(I::with2(Code::Cmovg_r64_rm64, R::RAX, slot(Slot::Last)));
+            }
+            self.mov_rr(R::RCX, R::RAX);
+            self.mul_imm(R::RAX, in_px);
+            self.add_rr(R::RAX, IMG);
+            self.store(Slot::SegI, R::RAX);
+            self.mul_imm(R::RCX, out_px);
+            self.add_slot(R::RCX, Slot::OutBase);
+            self.store(Slot::SegO, R::RCX);
+            inner(self, &args(npx));
+            self.add_imm(Ctr::Slot(Slot::At), npx as i64);
+            self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, top);
+        }
+        self.a.bind(done);
+    }
+
+    /// Conv/pointwise with channel blocks outermost: every run
+    /// repetition, with `[ChW]`, `[ChB]` its weights and bias and `[ChO]`
+    /// its output channel byte offset.
+    fn channel_blocks(&mut self, inner: &mut dyn FnMut(&mut Self, &Run)) {
+        let p = self.p;
+        for run in &p.runs {
+            self.mov_rr(R::RAX, WTS);
+            self.add_reg_imm(R::RAX, run.w_base as i64);
+            self.store(Slot::ChW, R::RAX);
+            if let Some(off) = p.bias_off {
+                self.mov_rr(R::RAX, WTS);
+                self.add_reg_imm(R::RAX, (off * 4 + run.bias_base) as i64);
+                self.store(Slot::ChB, R::RAX);
+            }
+            self.mov_imm(R::RAX, (run.out_base * 4) as i64);
+            self.store(Slot::ChO, R::RAX);
+            self.repeat(Count::Const(run.count), Ctr::Slot(Slot::ChC), &mut |g| {
+                inner(g, run);
+                g.add_imm(Ctr::Slot(Slot::ChO), (run.out_stride * 4) as i64);
+                g.add_imm(Ctr::Slot(Slot::ChW), run.w_stride as i64);
+                if p.bias_off.is_some() {
+                    g.add_imm(Ctr::Slot(Slot::ChB), run.bias_stride as i64);
+                }
+            });
+        }
+    }
+
+    /// All channel blocks (groups, runs, repetitions) of the pixel block
+    /// at `[SegI]`, `[SegO]`.
+    pub(super) fn channels(&mut self, k: &BlockArgs) {
+        let p = self.p;
+        let groups = p.groups > 1;
+        if groups {
+            self.load(R::RAX, Slot::SegI);
+            self.store(Slot::GrpI, R::RAX);
+            self.load(R::RAX, Slot::SegO);
+            self.store(Slot::GrpO, R::RAX);
+            self.store(Slot::GrpW, WTS);
+            if let Some(off) = p.bias_off {
+                self.mov_rr(R::RAX, WTS);
+                self.add_reg_imm(R::RAX, (off * 4) as i64);
+                self.store(Slot::GrpB, R::RAX);
+            }
+        }
+        self.repeat(Count::Const(p.groups), Ctr::Slot(Slot::GrpC), &mut |g| {
+            for run in &p.runs {
+                if groups {
+                    g.load(RUN_I, Slot::GrpI);
+                    g.load(RUN_O, Slot::GrpO);
+                    g.load(RUN_W, Slot::GrpW);
+                } else {
+                    g.load(RUN_I, Slot::SegI);
+                    g.load(RUN_O, Slot::SegO);
+                    g.mov_rr(RUN_W, WTS);
+                }
+                g.add_reg_imm(RUN_I, (run.in_base * 4) as i64);
+                g.add_reg_imm(RUN_O, (run.out_base * 4) as i64);
+                g.add_reg_imm(RUN_W, run.w_base as i64);
+                if let Some(off) = p.bias_off {
+                    if groups {
+                        g.load(RUN_B, Slot::GrpB);
+                        g.add_reg_imm(RUN_B, run.bias_base as i64);
+                    } else {
+                        g.mov_rr(RUN_B, WTS);
+                        g.add_reg_imm(RUN_B, (off * 4 + run.bias_base) as i64);
+                    }
+                }
+                g.repeat(Count::Const(run.count), Ctr::Slot(Slot::RunC), &mut |g| {
+                    g.block(run, k);
+                    g.add_reg_imm(RUN_I, (run.in_stride * 4) as i64);
+                    g.add_reg_imm(RUN_O, (run.out_stride * 4) as i64);
+                    g.add_reg_imm(RUN_W, run.w_stride as i64);
+                    if p.bias_off.is_some() {
+                        g.add_reg_imm(RUN_B, run.bias_stride as i64);
+                    }
+                });
+            }
+            if groups {
+                g.add_imm(Ctr::Slot(Slot::GrpI), (p.g_in * 4) as i64);
+                g.add_imm(Ctr::Slot(Slot::GrpO), (p.g_out * 4) as i64);
+                g.add_imm(Ctr::Slot(Slot::GrpW), p.g_w as i64);
+                if p.bias_off.is_some() {
+                    g.add_imm(Ctr::Slot(Slot::GrpB), p.g_bias as i64);
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{any_plan, emitted};
+    use super::super::{Count, Ctr, Slot};
+    use crate::Isa;
+    use iced_x86::{Code, Register as R};
+
+    /// A body `repeat` runs: one recognisable instruction.
+    fn body(g: &mut super::super::Gen) {
+        g.a.emit(iced_x86::Instruction::with2(
+            Code::Add_rm64_imm32,
+            R::RSI,
+            7,
+        ));
+    }
+
+    #[test]
+    fn a_count_of_zero_or_one_emits_no_loop() {
+        let p = any_plan(Isa::Avx2);
+        let none = emitted(&p, Isa::Avx2, |g| {
+            g.repeat(Count::Const(0), Ctr::Reg(R::RCX), &mut body)
+        });
+        assert!(none.is_empty());
+        let once = emitted(&p, Isa::Avx2, |g| {
+            g.repeat(Count::Const(1), Ctr::Reg(R::RCX), &mut body)
+        });
+        assert_eq!(once.len(), 1);
+        assert_eq!(once[0].immediate32(), 7);
+    }
+
+    /// `n` in the counter, the body, `dec`, and `jne` back to the body.
+    #[test]
+    fn a_known_count_loops_tested_at_the_bottom() {
+        let p = any_plan(Isa::Avx2);
+        let ins = emitted(&p, Isa::Avx2, |g| {
+            g.repeat(Count::Const(5), Ctr::Reg(R::RCX), &mut body)
+        });
+        let [init, add, dec, jne] = &ins[..] else {
+            panic!("{ins:?}");
+        };
+        assert_eq!((init.op0_register(), init.immediate32()), (R::RCX, 5));
+        assert_eq!(add.immediate32(), 7);
+        assert_eq!((dec.code(), dec.op0_register()), (Code::Dec_rm64, R::RCX));
+        assert_eq!(jne.code(), Code::Jne_rel8_64);
+        assert_eq!(jne.near_branch_target(), add.ip());
+    }
+
+    /// A count known only at run time may be 0: tested at the top too,
+    /// jumping past the loop; the counter in a slot.
+    #[test]
+    fn a_run_time_count_is_tested_at_the_top_too() {
+        let p = any_plan(Isa::Avx512);
+        let ins = emitted(&p, Isa::Avx512, |g| {
+            g.repeat(Count::Slot(Slot::Nky), Ctr::Slot(Slot::SegC), &mut body)
+        });
+        let [load, store, test, je, add, dec, jne] = &ins[..] else {
+            panic!("{ins:?}");
+        };
+        let at = |s: Slot| super::super::slot(s).displacement as u64;
+        assert_eq!(load.memory_displacement64(), at(Slot::Nky));
+        assert_eq!(store.memory_displacement64(), at(Slot::SegC));
+        assert_eq!(store.op1_register(), load.op0_register());
+        assert_eq!(test.code(), Code::Test_rm64_r64);
+        assert_eq!(je.code(), Code::Je_rel32_64);
+        assert_eq!(je.near_branch_target(), jne.ip() + jne.len() as u64);
+        assert_eq!(add.immediate32(), 7);
+        assert_eq!(dec.memory_displacement64(), at(Slot::SegC));
+        assert_eq!(jne.near_branch_target(), add.ip());
+    }
+}

@@ -1,0 +1,304 @@
+//! One stage function in x86-64 machine code, following its [`Plan`].
+//!
+//! What this generator shares with the Cranelift one (`convjit-jit`'s
+//! codegen.rs) is the plan: the blocking ([`Plan::sched`]: pixels and
+//! units per register block, unrolling), the channel runs and units with
+//! their packed weights, the kernel rows valid per output row, flat
+//! stages' pixel ranges, channel blocks outermost where weights exceed L2
+//! ([`Plan::channels_outer`]), depthwise rows' column blocks, and the
+//! signature. Each generator walks that loop nest itself, in the same
+//! order: output rows, column blocks, channel groups and runs, a register
+//! block, its valid kernel rows, their taps.
+//!
+//! Only this generator (the plan asks for what touches its layout):
+//! conv rows cut into column blocks that mix border and interior pixels,
+//! each pixel with its own kernel columns ([`Plan::col_blocks`]; Cranelift
+//! walks [`Plan::segments`]); one-channel and few-channel depthwise rows
+//! run as vectors along the row ([`Plan::row_vectors`]), two rows at a
+//! time for grey images, and with a depth multiplier spread by a
+//! permutation ([`Plan::row_multiplier`]); reductions of up to
+//! `MAX_STRAIGHT_STEPS` steps emitted without a loop; prefetches (the input
+//! rows a depthwise block's next output row adds, the next channel
+//! block's weights).
+//!
+//! The files: this one (registers, stack frame, the function's entry and
+//! exit), `ops.rs` (general-purpose instructions, immediates and
+//! addresses), `vector.rs` (vector instructions and lane masks),
+//! `loops.rs` (counted loops, rows, pixel and channel blocks),
+//! `block.rs` (a register block and its reduction), `depthwise.rs`
+//! (depthwise rows: taps, prefetch), `row_vectors.rs` (rows as vectors,
+//! row pairs, the row multiplier), `epilogue.rs` (activation, residual,
+//! stores).
+//!
+//! Signature (System V): `fn(input rdi, weights rsi, output rdx, residual
+//! rcx, row0 r8, rows r9)`. Registers:
+//!
+//! | register | holds |
+//! | --- | --- |
+//! | rdi, rsi | the image's input (row 0), the packed weights: never change |
+//! | r8, r9 | the output row (pixel, flat) being computed, rows left |
+//! | r13, r15, r12, r14 | a register block's input, weights, output, bias |
+//! | rax, rbx | the block's input and weight pointers, advanced by its loops |
+//! | rcx, rdx, rbp | the block's loop counters (kernel rows, columns, reduction) |
+//! | r10, r11 | scratch: addresses and immediates too wide for 32 bits |
+//!
+//! Everything of the outer loops (rows' pointers, column blocks, channel
+//! groups and runs) lives in stack slots ([`Slot`]): those loops run once
+//! per register block, which does hundreds of FMAs. Vector registers:
+//! accumulators from 0, then the weight vectors of one step and the
+//! broadcast (input) registers; the schedule leaves at least four free
+//! for the epilogue (zero, six, two temporaries).
+//!
+//! Every displacement and immediate goes through [`Gen::at`] or
+//! [`Gen::add_imm`]: one that does not fit 32 bits is added in a 64-bit
+//! register instead, so no offset wraps.
+
+mod block;
+mod depthwise;
+mod epilogue;
+mod loops;
+mod ops;
+mod row_vectors;
+mod vector;
+
+use crate::asm::{mem, Asm};
+use crate::Isa;
+use convjit_plan::plan::{Plan, Strategy};
+use iced_x86::{Code, Instruction as I, MemoryOperand, Register as R};
+
+const IMG: R = R::RDI;
+const WTS: R = R::RSI;
+const OY: R = R::R8;
+const LEFT: R = R::R9;
+const RUN_I: R = R::R13;
+const RUN_W: R = R::R15;
+const RUN_O: R = R::R12;
+const RUN_B: R = R::R14;
+const IP: R = R::RAX;
+const WP: R = R::RBX;
+const CKY: R = R::RCX;
+const CKX: R = R::RDX;
+const CRED: R = R::RBP;
+/// The residual pointer in the epilogue (the column counter is done then).
+const RES: R = R::RDX;
+const ADDR: R = R::R10;
+const IMM: R = R::R11;
+
+const SAVED: [R; 6] = [R::RBX, R::RBP, R::R12, R::R13, R::R14, R::R15];
+
+/// 64-bit stack slots of the outer loops' state (addresses are absolute,
+/// offsets in bytes).
+#[derive(Clone, Copy)]
+enum Slot {
+    /// Where output row (flat: pixel) 0 would be: `output - row0 * row`.
+    OutBase,
+    /// `residual - output`: the residual of an output address is this
+    /// far from it.
+    ResDelta,
+    /// The first output row (flat: pixel) to compute: the `row0` argument.
+    Row0,
+    /// How many: the `rows` argument.
+    Rows,
+    /// The input row that the current output row's first valid kernel
+    /// row reads.
+    InRow,
+    /// Where the current output row starts.
+    OutRow,
+    /// The current output row's first valid kernel row times the kernel
+    /// width: the first tap of the weights its blocks read.
+    Wk0,
+    /// How many kernel rows are valid for the current output row.
+    Nky,
+    /// The current pixel block's input (at its first tap) and output.
+    SegI,
+    SegO,
+    /// Repetitions left of the current column block.
+    SegC,
+    /// A grouped stage: the current group's input, output, weights and
+    /// bias, and the groups left.
+    GrpI,
+    GrpO,
+    GrpW,
+    GrpB,
+    GrpC,
+    /// Repetitions left of the current channel run.
+    RunC,
+    /// Channel blocks outermost ([`Plan::channels_outer`]): the current
+    /// block's weights and bias, its output channels' byte offset in a
+    /// pixel, and the repetitions left.
+    ChW,
+    ChB,
+    ChO,
+    ChC,
+    /// A flat stage: the first pixel of the next block, the end of the
+    /// range, and the last pixel a full block may start at.
+    At,
+    End,
+    Last,
+}
+
+const SLOTS: i32 = 24;
+/// AVX2 lane masks (32 bytes each) after the slots, one per tail length.
+const MASKS: i32 = SLOTS * 8;
+/// Stack frame: slots, up to 8 masks, and 8 bytes that (with the six
+/// saved registers and the return address) keep rsp 16-byte aligned.
+const FRAME: i32 = MASKS + 8 * 32 + 8;
+
+/// Every `as i32`/`as u32` of this generator narrows a value bounded by the
+/// generator itself, never by the layer: a slot number (< 24), a mask
+/// index (< 7) and lane (< 16), a block's pixels (<= 28), a vector lane's
+/// 128-bit chunk (< 4), a register number (< 32). Layer-sized offsets go
+/// through [`Gen::at`] and [`Gen::add_imm`].
+fn slot(s: Slot) -> MemoryOperand {
+    mem(R::RSP, s as i32 * 8)
+}
+
+/// A loop trip count: known now, or in a slot at run time.
+#[derive(Clone, Copy)]
+enum Count {
+    Const(usize),
+    Slot(Slot),
+}
+
+/// Where a loop keeps its counter.
+#[derive(Clone, Copy)]
+enum Ctr {
+    Reg(R),
+    Slot(Slot),
+}
+
+/// A vector instruction's last source: a register or memory.
+#[derive(Clone, Copy)]
+enum Src {
+    R(R),
+    M(MemoryOperand),
+}
+
+/// What a register block computes (see the Cranelift generator's `BlockArgs`).
+struct BlockArgs {
+    /// Output pixels.
+    npx: usize,
+    /// Pixels whose valid kernel columns differ (every depthwise block, a
+    /// conv block with border pixels): each pixel's `(kx0, nkx)`.
+    cols: Option<Vec<(usize, usize)>>,
+    /// Valid kernel rows.
+    nky: Count,
+    /// Kernel rows have borders: the weights start at `[Wk0] + kx0` taps.
+    wk0: bool,
+    /// Otherwise every pixel's valid kernel columns: `kx0..kx0 + nkx`.
+    kx0: usize,
+    nkx: usize,
+}
+
+pub struct Gen<'a> {
+    pub a: Asm,
+    p: &'a Plan,
+    isa: Isa,
+    /// Bytes per vector.
+    vb: i64,
+    regs: usize,
+    /// Tail lengths with masks: AVX-512 `k1..`, AVX2 stack masks.
+    masks: Vec<usize>,
+}
+
+impl<'a> Gen<'a> {
+    pub fn new(p: &'a Plan, isa: Isa) -> Gen<'a> {
+        Gen {
+            a: Asm::new(),
+            p,
+            isa,
+            vb: (p.sched.lanes * 4) as i64,
+            regs: match isa {
+                Isa::Avx2 => 16,
+                Isa::Avx512 => 32,
+            },
+            masks: Vec::new(),
+        }
+    }
+
+    /// The whole function: saves the callee-saved registers, sets up the
+    /// frame's slots and masks, emits the stage's body and returns.
+    pub fn function(&mut self) {
+        let p = self.p;
+        for r in SAVED {
+            self.a.emit(I::with1(Code::Push_r64, r));
+        }
+        self.a.emit(I::with2(Code::Sub_rm64_imm32, R::RSP, FRAME));
+        // Output rows (pixels, flat) are addressed from where row 0 would be.
+        let unit = if p.flat { 1 } else { p.wo };
+        self.mov_rr(R::RAX, R::R8);
+        self.mul_imm(R::RAX, (unit * p.co * 4) as i64);
+        self.mov_rr(ADDR, R::RDX);
+        self.a.emit(I::with2(Code::Sub_r64_rm64, ADDR, R::RAX));
+        self.store(Slot::OutBase, ADDR);
+        if p.residual {
+            self.mov_rr(ADDR, R::RCX);
+            self.a.emit(I::with2(Code::Sub_r64_rm64, ADDR, R::RDX));
+            self.store(Slot::ResDelta, ADDR);
+        }
+        self.store(Slot::Row0, R::R8);
+        self.store(Slot::Rows, R::R9);
+        self.setup_masks();
+        if p.strategy == Strategy::Reduce {
+            self.reduce_body();
+        } else {
+            self.dw_body();
+        }
+        self.a.emit(I::with2(Code::Add_rm64_imm32, R::RSP, FRAME));
+        for r in SAVED.iter().rev() {
+            self.a.emit(I::with1(Code::Pop_r64, *r));
+        }
+        // The caller's SSE code must not pay for dirty upper halves.
+        self.a.emit(Ok(I::with(Code::VEX_Vzeroupper)));
+        self.a.emit(Ok(I::with(Code::Retnq)));
+    }
+}
+
+/// The pixels of a block whose kernel columns include `kx`.
+fn pxs_of(cols: &[(usize, usize)], kx: usize) -> Vec<usize> {
+    (0..cols.len())
+        .filter(|&px| (cols[px].0..cols[px].0 + cols[px].1).contains(&kx))
+        .collect()
+}
+
+/// What the unit tests of the generator's files share: a plan to make a
+/// [`Gen`] with, and the decoded code of what a test emits.
+#[cfg(test)]
+mod test_support {
+    use super::Gen;
+    use crate::Isa;
+    use convjit_plan::plan::{plan_for, Plan};
+    use iced_x86::{Decoder, DecoderOptions, Instruction};
+
+    /// The plan of the first stage of the layer `src` at `isa`.
+    pub(super) fn plan(src: &str, isa: Isa) -> Plan {
+        let layer = convjit_ir::compile_source(src)
+            .unwrap_or_else(|d| panic!("{src}: {d:?}"))
+            .remove(0);
+        plan_for(&layer.stages[0], &isa.target())
+    }
+
+    /// A plan whose shapes do not matter to what is under test.
+    pub(super) fn any_plan(isa: Isa) -> Plan {
+        plan("layer t { input 4x4x8\n p: pointwise 16 }", isa)
+    }
+
+    /// The instructions `f` emits with a generator for `plan`.
+    pub(super) fn emitted<'p>(
+        plan: &'p Plan,
+        isa: Isa,
+        f: impl FnOnce(&mut Gen<'p>),
+    ) -> Vec<Instruction> {
+        let mut g = Gen::new(plan, isa);
+        f(&mut g);
+        decode(&g.a.finish().expect("the code encodes"))
+    }
+
+    pub(super) fn decode(code: &[u8]) -> Vec<Instruction> {
+        let ins: Vec<Instruction> = Decoder::with_ip(64, code, 0, DecoderOptions::NONE)
+            .into_iter()
+            .collect();
+        assert_eq!(ins.iter().map(|i| i.len()).sum::<usize>(), code.len());
+        ins
+    }
+}

@@ -1,0 +1,389 @@
+//! Depthwise rows of fewer channels than lanes, run as vectors of
+//! consecutive outputs along the row (`Plan::row_vectors`): one
+//! channel, grey-image row pairs, a depth multiplier spread by a
+//! permutation (`Plan::row_multiplier`), and 2-12 channels with
+//! weights packed per channel phase (`Plan::row_weights_off`).
+
+use super::vector::nth_register;
+use super::{Count, Ctr, Gen, Slot, Src, CKY, IMM, IP, WP, WTS};
+use crate::Isa;
+use convjit_plan::plan::tap_range;
+use iced_x86::{Code, Instruction as I, Register as R};
+
+impl Gen<'_> {
+    /// Grey-image rows run in pairs ([`Gen::row_pair_block`]) between
+    /// output rows `first` and `last` (every kernel row valid): where one
+    /// channel runs along the row, rows are consecutive input rows
+    /// (stride and dilation 1), the kernel at most 16 rows tall, and two
+    /// rows' accumulators and kernel rows fit the register file beside 2
+    /// vectors each.
+    pub(super) fn row_pair_rows(&self) -> Option<(usize, usize)> {
+        let p = self.p;
+        let one = p.ci == 1 && p.co == 1 && p.row_multiplier == 1;
+        // Unrolled over kernel rows: a tall kernel would be too much code.
+        if !one || p.sh != 1 || p.dh != 1 || p.kh > 16 || self.pair_vectors() < 2 {
+            return None;
+        }
+        let full = |oy: usize| tap_range(oy, p.sh, p.dh, p.pt, p.kh, p.h) == (0, p.kh);
+        let first = (0..p.ho).find(|&oy| full(oy))?;
+        let last = (first..p.ho).take_while(|&oy| full(oy)).last()?;
+        (last > first).then_some((first, last))
+    }
+
+    /// Vectors per row of a pair block: two rows of accumulators, two
+    /// kernel rows of broadcast weights and two input registers.
+    fn pair_vectors(&self) -> usize {
+        (self.regs.saturating_sub(2 * self.p.kw + 2) / 2).min(8)
+    }
+
+    /// A one-channel depthwise row's interior columns `a..b` (see
+    /// [`Plan::row_vectors`](convjit_plan::plan::Plan::row_vectors)) in blocks of up to 8 vectors of consecutive
+    /// output pixels: per kernel row, its weights broadcast into
+    /// registers, then per tap and vector one load and one FMA. The last
+    /// block is moved back to end at `b` (recomputing a few pixels, with
+    /// the same result).
+    pub(super) fn row_vector_blocks(&mut self, a: usize, b: usize, pair: bool) {
+        let p = self.p;
+        let lanes = p.sched.lanes;
+        let vl = (lanes * 4) as i64;
+        // The output row as floats (pixels x channels, interleaved); the
+        // input row has `m` times fewer with a multiplier.
+        let m = p.row_multiplier;
+        let (a, b) = (a * p.co, b * p.co);
+        let nv_most = if pair {
+            self.pair_vectors()
+        } else if m > 1 {
+            (self.regs - 4).min(8)
+        } else if p.ci == 1 {
+            (self.regs - p.kw - 2).min(8)
+        } else {
+            convjit_plan::plan::row_block_vectors(p.ci, &p.target)
+        };
+        let n = b - a;
+        let per_block = nv_most * lanes;
+        // Full blocks, a block of the whole vectors left, and the last
+        // vector moved back to end at `b` (n >= lanes: it starts at `a`
+        // or later, so it reads no border column).
+        let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
+        if n / per_block > 0 {
+            pieces.push((a, n / per_block, nv_most));
+        }
+        let rest = n % per_block;
+        if rest / lanes > 0 {
+            pieces.push((a + n / per_block * per_block, 1, rest / lanes));
+        }
+        if !rest.is_multiple_of(lanes) {
+            pieces.push((b - lanes, 1, 1));
+        }
+        for (start, count, nv) in pieces {
+            let in_off = ((start / m) as i64 - (p.pl * p.ci) as i64) * 4;
+            self.slot_plus(Slot::SegI, Slot::InRow, in_off);
+            self.slot_plus(Slot::SegO, Slot::OutRow, start as i64 * 4);
+            // Channel of lane 0 of each vector: the same in every
+            // repetition (a block is a whole number of channel periods).
+            let phases: Vec<usize> = (0..nv).map(|v| (start + v * lanes) % p.ci).collect();
+            self.repeat(Count::Const(count), Ctr::Slot(Slot::SegC), &mut |g| {
+                if pair {
+                    g.row_pair_block(nv);
+                } else if m > 1 {
+                    g.row_multiplier_block(nv);
+                } else if p.ci == 1 {
+                    g.row_vector_block(nv);
+                } else {
+                    g.row_channels_block(&phases);
+                }
+                g.add_imm(Ctr::Slot(Slot::SegI), nv as i64 * vl / m as i64);
+                g.add_imm(Ctr::Slot(Slot::SegO), nv as i64 * vl);
+            });
+        }
+    }
+
+    /// One block of [`Gen::row_vector_blocks`]: `nv` vectors of output
+    /// pixels at `[SegO]`, their first kernel row's input at `[SegI]`.
+    fn row_vector_block(&mut self, nv: usize) {
+        let p = self.p;
+        let acc: Vec<R> = (0..nv).map(|v| self.v(v)).collect();
+        let w: Vec<R> = (0..p.kw).map(|kx| self.v(nv + kx)).collect();
+        let xs = [self.v(nv + p.kw), self.v(nv + p.kw + 1)];
+        let vl = self.vb;
+        // One channel: each tap's weight is lane 0 of its packed unit (a
+        // step apart: a vector, or one float where packed compact).
+        let tap = p.runs[0].tap_bytes(1) as i64;
+        if let Some(off) = p.bias_off {
+            let m = self.at(WTS, (off * 4) as i64);
+            self.vbroadcast(acc[0], m);
+        } else {
+            self.vzero(acc[0]);
+        }
+        for &r in &acc[1..] {
+            self.vcopy(r, acc[0]);
+        }
+        self.load(IP, Slot::SegI);
+        self.load(WP, Slot::Wk0);
+        self.mul_imm(WP, tap);
+        self.add_rr(WP, WTS);
+        let in_ky = (p.dh * p.w * 4) as i64;
+        self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
+            for (kx, &wr) in w.iter().enumerate() {
+                let m = g.at(WP, kx as i64 * tap);
+                g.vbroadcast(wr, m);
+            }
+            let mut n = 0;
+            for (kx, &wr) in w.iter().enumerate() {
+                for (v, &a) in acc.iter().enumerate() {
+                    let x = xs[n % 2];
+                    n += 1;
+                    let m = g.at(IP, v as i64 * vl + (kx * p.dw * 4) as i64);
+                    g.vload(x, m);
+                    g.fma(a, x, Src::R(wr));
+                }
+            }
+            g.add_reg_imm(IP, in_ky);
+            g.add_reg_imm(WP, p.kw as i64 * tap);
+        });
+        self.row_epilogue(&acc);
+    }
+
+    /// [`Gen::row_vector_block`] for output rows `OY` and `OY + 1` at once
+    /// (see [`Gen::row_pair_rows`]): each of the `kh + 1` input rows is
+    /// loaded once per tap and vector and feeds both rows, kernel row `j`
+    /// of the first and `j - 1` of the second: 15 loads per output vector
+    /// of a 5x5 instead of 25. Fully unrolled (every kernel row valid).
+    // `kx` indexes both rows' weights, chosen per input row.
+    #[allow(clippy::needless_range_loop)]
+    fn row_pair_block(&mut self, nv: usize) {
+        let p = self.p;
+        let (kh, kw) = (p.kh, p.kw);
+        let vl = self.vb;
+        let tap = p.runs[0].tap_bytes(1) as i64;
+        let acc: [Vec<R>; 2] = [
+            (0..nv).map(|v| self.v(v)).collect(),
+            (nv..2 * nv).map(|v| self.v(v)).collect(),
+        ];
+        let w: [Vec<R>; 2] = [
+            (0..kw).map(|kx| self.v(2 * nv + kx)).collect(),
+            (0..kw).map(|kx| self.v(2 * nv + kw + kx)).collect(),
+        ];
+        let xs = [self.v(2 * nv + 2 * kw), self.v(2 * nv + 2 * kw + 1)];
+        if let Some(off) = p.bias_off {
+            let m = self.at(WTS, (off * 4) as i64);
+            self.vbroadcast(acc[0][0], m);
+        } else {
+            self.vzero(acc[0][0]);
+        }
+        for &r in acc[0][1..].iter().chain(&acc[1]) {
+            self.vcopy(r, acc[0][0]);
+        }
+        self.load(IP, Slot::SegI);
+        let row = (p.w * 4) as i64;
+        let mut n = 0;
+        for j in 0..=kh {
+            // Input row j: kernel row j of output row 0, j - 1 of row 1.
+            let rows: Vec<(usize, usize)> = [(0, j), (1, j.wrapping_sub(1))]
+                .into_iter()
+                .filter(|&(_, ky)| ky < kh)
+                .collect();
+            for &(r, ky) in &rows {
+                for (kx, &wr) in w[r].iter().enumerate() {
+                    let m = self.at(WTS, ((ky * kw + kx) as i64) * tap);
+                    self.vbroadcast(wr, m);
+                }
+            }
+            for kx in 0..kw {
+                for v in 0..nv {
+                    let x = xs[n % 2];
+                    n += 1;
+                    let m = self.at(IP, j as i64 * row + v as i64 * vl + (kx * p.dw * 4) as i64);
+                    self.vload(x, m);
+                    for &(r, _) in &rows {
+                        self.fma(acc[r][v], x, Src::R(w[r][kx]));
+                    }
+                }
+            }
+        }
+        let (zero, six) = (w[0][0], w[0][1.min(kw - 1)]);
+        let six = if six == zero { xs[0] } else { six };
+        self.row_epilogue_at(&acc[0], zero, six, 0);
+        self.row_epilogue_at(&acc[1], zero, six, (p.wo * 4) as i64);
+    }
+
+    /// [`Gen::row_vector_block`] for one channel and multiplier `M` (2 or
+    /// 4): vector `v` holds outputs of `lanes / M` pixels, lane `l` output
+    /// `l % M` of pixel `l / M`. Per tap and vector, a load of those
+    /// pixels (a half or quarter vector: never past the row's last
+    /// input), a permutation spreading each to its `M` lanes (the index
+    /// vector packed after the weights), and an FMA with the tap's
+    /// weights `[tap][lane]` as a memory operand.
+    ///
+    /// The indices `l / M` are made in registers (bytes from immediates,
+    /// zero-extended to dwords), not packed: the packed weights stay
+    /// copies of the layer's weights ([`Plan::pack_copies`](convjit_plan::plan::Plan::pack_copies)), which an AOT
+    /// object without weights runs.
+    fn row_multiplier_block(&mut self, nv: usize) {
+        let p = self.p;
+        let (m, lanes) = (p.row_multiplier, p.sched.lanes);
+        let off = p.row_weights_off.expect("row multiplier weights") as i64 * 4;
+        let vl = self.vb;
+        let taps = (p.kh * p.kw) as i64;
+        let acc: Vec<R> = (0..nv).map(|v| self.v(v)).collect();
+        let idx = self.v(nv);
+        let x = self.v(nv + 1);
+        let bias = p.bias_off.is_some();
+        for &a in &acc {
+            if bias {
+                let mem = self.at(WTS, off + taps * vl);
+                self.vload(a, mem);
+            } else {
+                self.vzero(a);
+            }
+        }
+        self.spread_indices(idx, m);
+        self.load(IP, Slot::SegI);
+        // `[Wk0]`: the first valid kernel row's first tap.
+        self.load(WP, Slot::Wk0);
+        self.mul_imm(WP, vl);
+        self.add_rr(WP, WTS);
+        self.add_reg_imm(WP, off);
+        let in_ky = (p.dh * p.w * 4) as i64;
+        let (narrow, perm) = match (self.isa, lanes / m) {
+            (Isa::Avx512, 8) => (
+                Code::EVEX_Vmovups_ymm_k1z_ymmm256,
+                Code::EVEX_Vpermps_zmm_k1z_zmm_zmmm512b32,
+            ),
+            (Isa::Avx512, 4) => (
+                Code::EVEX_Vmovups_xmm_k1z_xmmm128,
+                Code::EVEX_Vpermps_zmm_k1z_zmm_zmmm512b32,
+            ),
+            (Isa::Avx2, 4) => (
+                Code::VEX_Vmovups_xmm_xmmm128,
+                Code::VEX_Vpermps_ymm_ymm_ymmm256,
+            ),
+            other => panic!("no row multiplier load for {other:?}"),
+        };
+        let part = match lanes / m {
+            8 => nth_register(R::YMM0, self.index(x)),
+            _ => self.x(self.index(x)),
+        };
+        self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
+            for kx in 0..p.kw {
+                for (v, &a) in acc.iter().enumerate() {
+                    let mem = g.at(IP, ((v * lanes / m + kx * p.dw) * 4) as i64);
+                    g.a.emit(I::with2(narrow, part, mem));
+                    g.a.emit(I::with3(perm, x, idx, x));
+                    let w = g.at(WP, kx as i64 * vl);
+                    g.fma(a, x, Src::M(w));
+                }
+            }
+            g.add_reg_imm(IP, in_ky);
+            g.add_reg_imm(WP, p.kw as i64 * vl);
+        });
+        self.row_epilogue(&acc);
+    }
+
+    /// `d`'s dword lanes to `l / m`: the lane's byte from two 64-bit
+    /// immediates (one with 8 lanes), zero-extended.
+    fn spread_indices(&mut self, d: R, m: usize) {
+        let lanes = self.p.sched.lanes;
+        let bytes: Vec<u8> = (0..lanes).map(|l| (l / m) as u8).collect();
+        let qword = |q: &[u8]| i64::from_le_bytes(q.try_into().expect("8 bytes"));
+        let x = self.x(self.index(d));
+        let e = self.evex();
+        self.a
+            .emit(I::with2(Code::Mov_r64_imm64, IMM, qword(&bytes[..8])));
+        let movq = if e {
+            Code::EVEX_Vmovq_xmm_rm64
+        } else {
+            Code::VEX_Vmovq_xmm_rm64
+        };
+        self.a.emit(I::with2(movq, x, IMM));
+        if lanes == 16 {
+            self.a
+                .emit(I::with2(Code::Mov_r64_imm64, IMM, qword(&bytes[8..])));
+            self.a.emit(I::with4(
+                Code::EVEX_Vpinsrq_xmm_xmm_rm64_imm8,
+                x,
+                x,
+                IMM,
+                1u32,
+            ));
+            self.a
+                .emit(I::with2(Code::EVEX_Vpmovzxbd_zmm_k1z_xmmm128, d, x));
+        } else {
+            self.a.emit(I::with2(Code::VEX_Vpmovzxbd_ymm_xmmm64, d, x));
+        }
+    }
+
+    /// [`Gen::row_vector_block`] for 2 or more channels: vector `v`'s lane
+    /// 0 holds channel `phases[v]`, and its weights and bias are the
+    /// plan's row weights of that phase, read as memory operands.
+    fn row_channels_block(&mut self, phases: &[usize]) {
+        let p = self.p;
+        let (c, lanes) = (p.ci, p.sched.lanes);
+        let off = p.row_weights_off.expect("few-channel row weights") as i64 * 4;
+        let vl = self.vb;
+        let taps = (p.kh * p.kw) as i64;
+        let acc: Vec<R> = (0..phases.len()).map(|v| self.v(v)).collect();
+        let xs = [self.v(acc.len()), self.v(acc.len() + 1)];
+        for (&a, &r) in acc.iter().zip(phases) {
+            if p.bias_off.is_some() {
+                let m = self.at(WTS, off + (taps * c as i64 + r as i64) * vl);
+                self.vload(a, m);
+            } else {
+                self.vzero(a);
+            }
+        }
+        self.load(IP, Slot::SegI);
+        self.load(WP, Slot::Wk0);
+        self.mul_imm(WP, c as i64 * vl);
+        self.add_rr(WP, WTS);
+        self.add_reg_imm(WP, off);
+        let in_ky = (p.dh * p.w * c * 4) as i64;
+        self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
+            let mut n = 0;
+            for kx in 0..p.kw {
+                for (v, (&a, &r)) in acc.iter().zip(phases).enumerate() {
+                    let x = xs[n % 2];
+                    n += 1;
+                    let m = g.at(IP, (v * lanes + kx * p.dw * c) as i64 * 4);
+                    g.vload(x, m);
+                    let m = g.at(WP, (kx * c + r) as i64 * vl);
+                    g.fma(a, x, Src::M(m));
+                }
+            }
+            g.add_reg_imm(IP, in_ky);
+            g.add_reg_imm(WP, (p.kw * c) as i64 * vl);
+        });
+        self.row_epilogue(&acc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{any_plan, emitted};
+    use crate::Isa;
+    use iced_x86::Code;
+
+    /// The permutation indices of a depth multiplier `m`: lane `l` reads
+    /// input pixel `l / m`, one byte per lane in the 64-bit immediates.
+    #[test]
+    fn spread_indices_put_lane_l_at_pixel_l_over_m() {
+        for (isa, m) in [(Isa::Avx2, 2), (Isa::Avx512, 2), (Isa::Avx512, 4)] {
+            let p = any_plan(isa);
+            let lanes = p.sched.lanes;
+            let ins = emitted(&p, isa, |g| g.spread_indices(g.v(3), m));
+            let bytes: Vec<u8> = ins
+                .iter()
+                .filter(|i| i.code() == Code::Mov_r64_imm64)
+                .flat_map(|i| i.immediate64().to_le_bytes())
+                .collect();
+            let want: Vec<u8> = (0..lanes).map(|l| (l / m) as u8).collect();
+            assert_eq!(bytes, want, "{isa:?}, multiplier {m}");
+            let widen = ins.last().unwrap();
+            let code = match isa {
+                Isa::Avx2 => Code::VEX_Vpmovzxbd_ymm_xmmm64,
+                Isa::Avx512 => Code::EVEX_Vpmovzxbd_zmm_k1z_xmmm128,
+            };
+            assert_eq!(widen.code(), code);
+        }
+    }
+}
