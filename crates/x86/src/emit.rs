@@ -62,32 +62,67 @@ const MAX_STRAIGHT_STEPS: usize = 16;
 /// of a 3-wide kernel at stride 2 read 33 lines of each of 2 new rows.
 const MAX_PREFETCHES: usize = 72;
 
-/// 64-bit stack slots of the outer loops' state.
+/// 64-bit stack slots of the outer loops' state (slot `s` at `rsp + 8*s`).
+/// Pointers are byte addresses; counters count down a loop's trips
+/// ([`Gen::repeat`]).
 #[derive(Clone, Copy)]
 enum Slot {
+    /// Where output row (pixel, for a flat stage) 0 would be: the output
+    /// argument less `row0` rows (pixels).
     OutBase,
+    /// The residual argument less the output argument: added to an output
+    /// address, the address of what the residual adds there.
     ResDelta,
+    /// The `row0` argument: the first output row (pixel) to compute.
     Row0,
+    /// The `rows` argument: how many.
     Rows,
+    /// Where the input row that the current output row's first valid
+    /// kernel row reads starts (the first kernel row but in a border row:
+    /// [`Gen::row_taps`]).
     InRow,
+    /// Where the current output row starts.
     OutRow,
+    /// The current output row's first valid kernel row, times the kernel
+    /// width: its tap offset into a unit's weights.
     Wk0,
+    /// The current output row's valid kernel rows (a border row reads
+    /// fewer than `kh`).
     Nky,
+    /// The current pixel block's input: where its first pixel's first
+    /// kernel column reads in row `InRow` (a flat stage: its first pixel).
     SegI,
+    /// The current pixel block's output: its first pixel.
     SegO,
+    /// Trips left of a row's repeated column blocks.
     SegC,
+    /// The current channel group's input (grouped stages).
     GrpI,
+    /// The current channel group's output.
     GrpO,
+    /// The current channel group's weights.
     GrpW,
+    /// The current channel group's bias.
     GrpB,
+    /// Channel groups left.
     GrpC,
+    /// Repetitions left of the current run (channel blocks inside the
+    /// pixels).
     RunC,
+    /// The current run repetition's weights (channel blocks outside the
+    /// pixels: [`Plan::channels_outer`]).
     ChW,
+    /// Its bias.
     ChB,
+    /// Its first output channel, as a byte offset from a pixel.
     ChO,
+    /// Repetitions left of the run (channel blocks outside the pixels).
     ChC,
+    /// A flat stage: the next pixel block's first pixel.
     At,
+    /// A flat stage: one past the last pixel to compute.
     End,
+    /// A flat stage: the last first pixel of a full block (`End - px`).
     Last,
 }
 
