@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+/// Data that does not fit a layer: a file that cannot be read, weights or
+/// a tensor of the wrong shape.
 #[derive(Debug)]
 pub enum DataError {
     /// A NumPy file could not be read or written.
@@ -10,12 +12,20 @@ pub enum DataError {
     /// A weights archive does not fit the layer; `key` is `None` when the
     /// problem is the archive as a whole.
     Weights {
+        /// The archive.
         path: PathBuf,
+        /// The array at fault.
         key: Option<String>,
+        /// What is wrong.
         message: String,
     },
     /// A tensor or buffer (`what`: "input", "output", ...) does not fit.
-    Tensor { what: String, message: String },
+    Tensor {
+        /// What does not fit.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl DataError {
@@ -27,6 +37,7 @@ impl DataError {
         }
     }
 
+    /// A [`DataError::Tensor`].
     pub fn tensor(what: impl Into<String>, message: impl Into<String>) -> DataError {
         DataError::Tensor {
             what: what.into(),

@@ -179,13 +179,13 @@ pub fn interpret_with_magnitude_in(
             if acc.is_infinite() && a.is_finite() {
                 exact[o] = Some(a);
             }
-            out[o] = finish(a, residual, o);
+            out[o] = output_value(a, residual, o);
         });
         let (wa, ba) = (abs(&w.weight), w.bias.as_deref().map(abs));
         let abs_residual = stage.residual.then_some(&abs_input[..]);
         let m_in: Vec<f32> = mag.iter().map(|&m| m * grow).collect();
         for_each_sum(stage, &wa, ba.as_deref(), &m_in, batch, |o, acc| {
-            bound[o] = finish(exact[o].map_or(acc, f64::abs), abs_residual, o);
+            bound[o] = output_value(exact[o].map_or(acc, f64::abs), abs_residual, o);
         });
         let mut next_scale = bound.clone();
         if precision == Precision::Bf16 && intermediate {
@@ -235,14 +235,14 @@ pub fn interpret_stage(
         input,
         batch,
         |o, acc| {
-            out[o] = finish(stage.activation.apply(acc), residual, o);
+            out[o] = output_value(stage.activation.apply(acc), residual, o);
         },
     );
     out
 }
 
 /// An output from its activated sum: rounded to f32, `+ residual` in f32.
-fn finish(activated: f64, residual: Option<&[f32]>, o: usize) -> f32 {
+fn output_value(activated: f64, residual: Option<&[f32]>, o: usize) -> f32 {
     let v = activated as f32;
     residual.map_or(v, |r| v + r[o])
 }

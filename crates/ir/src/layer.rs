@@ -13,12 +13,16 @@ pub const MAX_TENSOR_ELEMS: u64 = 1 << 28;
 /// Height x width x channels of one image (NHWC without the N).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Shape {
+    /// Height (rows).
     pub h: usize,
+    /// Width (columns).
     pub w: usize,
+    /// Channels.
     pub c: usize,
 }
 
 impl Shape {
+    /// `h x w x c`.
     pub fn new(h: usize, w: usize, c: usize) -> Shape {
         Shape { h, w, c }
     }
@@ -28,6 +32,7 @@ impl Shape {
         self.h * self.w * self.c
     }
 
+    /// No elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -42,18 +47,26 @@ impl fmt::Display for Shape {
 /// Zero padding on each side, resolved from `same` / `valid` / explicit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize)]
 pub struct Padding {
+    /// Rows above the input.
     pub top: usize,
+    /// Rows below it.
     pub bottom: usize,
+    /// Columns left of it.
     pub left: usize,
+    /// Columns right of it.
     pub right: usize,
 }
 
+/// The function applied to each output after its sum and bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
+    /// The sum itself.
     #[default]
     None,
+    /// `max(x, 0)`.
     Relu,
+    /// `min(max(x, 0), 6)`.
     Relu6,
 }
 
@@ -90,12 +103,25 @@ pub enum StageKind {
     /// Full convolution, weights `[Kh][Kw][Ci/G][Co]`: with `groups` G > 1
     /// output channel `co` reads only the input channels of its group
     /// `co / (Co/G)`, `g*Ci/G .. (g+1)*Ci/G`.
-    Conv { cout: usize, groups: usize },
+    Conv {
+        /// Output channels.
+        cout: usize,
+        /// Channel groups (1: every output reads every input).
+        groups: usize,
+    },
     /// One filter per channel (times `multiplier`), weights `[Kh][Kw][C][M]`;
     /// output channel `c*M + m`.
-    Depthwise { multiplier: usize },
+    Depthwise {
+        /// Outputs per input channel.
+        multiplier: usize,
+    },
     /// 1x1 convolution, weights `[Ci/G][Co]` (groups as for `Conv`).
-    Pointwise { cout: usize, groups: usize },
+    Pointwise {
+        /// Output channels.
+        cout: usize,
+        /// Channel groups.
+        groups: usize,
+    },
 }
 
 /// One primitive stage with everything resolved.
@@ -104,18 +130,26 @@ pub struct Stage {
     /// The source stage's name, with `.depthwise`/`.pointwise` or
     /// `.col`/`.row` for the parts of a separable one.
     pub name: String,
+    /// What it computes.
     pub kind: StageKind,
+    /// The shape it reads (the previous stage's output, or the layer's
+    /// input).
     pub input: Shape,
+    /// The shape it writes.
     pub output: Shape,
     /// `[height, width]`; `[1, 1]` for pointwise.
     pub kernel: [usize; 2],
+    /// `[vertical, horizontal]`.
     pub stride: [usize; 2],
+    /// `[vertical, horizontal]`: the distance between taps.
     pub dilation: [usize; 2],
+    /// Zero padding around the input.
     pub padding: Padding,
     /// Key of the weight array in a weights archive.
     pub weight_key: String,
     /// Key of the bias array, if the stage adds a bias.
     pub bias_key: Option<String>,
+    /// Applied after the bias.
     pub activation: Activation,
     /// Adds the layer's input after the activation.
     pub residual: bool,
@@ -143,11 +177,11 @@ impl Stage {
         }
     }
 
+    /// Elements of the weight array.
     pub fn weight_len(&self) -> usize {
         self.weight_shape().iter().product()
     }
 
-    /// `conv 3x3 -> 64`, `depthwise 3x3 x2`, `pointwise 128`.
     /// Channel groups of a conv or pointwise stage (1 for depthwise).
     pub fn groups(&self) -> usize {
         match self.kind {
@@ -156,6 +190,8 @@ impl Stage {
         }
     }
 
+    /// The op as the language spells it: `conv 3x3 -> 64`, `depthwise
+    /// 3x3, multiplier 2`, `pointwise 128, groups 4`.
     pub fn describe_op(&self) -> String {
         let [kh, kw] = self.kernel;
         match self.kind {
@@ -177,12 +213,16 @@ impl Stage {
 /// reading the previous one's output.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Layer {
+    /// The name after `layer` in the source.
     pub name: String,
+    /// The shape of one input image.
     pub input: Shape,
+    /// The stages, in order.
     pub stages: Vec<Stage>,
 }
 
 impl Layer {
+    /// The shape of one output image (the last stage's).
     pub fn output(&self) -> Shape {
         self.stages.last().map_or(self.input, |s| s.output)
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! convjit's layer IR: the validated meaning of a `.conv` layer, and the
 //! plain reference interpreter that every generated kernel is checked against.
 //!
@@ -7,18 +8,20 @@
 //! stages; [`interpret`] computes the output.
 
 pub mod budget;
+mod checking;
 mod compare;
 mod error;
 mod interp;
 mod layer;
+mod lowering;
 mod precision;
 mod random;
 #[cfg(feature = "proptest")]
 pub mod random_layer;
 pub mod separate;
-mod validate;
 mod weights;
 
+pub use checking::check_layer;
 pub use compare::{bf16_rel_tol, compare, compare_within, tolerance, Comparison, REL_TOL};
 pub use error::DataError;
 pub use interp::{
@@ -26,10 +29,10 @@ pub use interp::{
     interpret_with_magnitude_in, magnitude,
 };
 pub use layer::{Activation, Layer, Padding, Shape, Stage, StageKind, MAX_DIM, MAX_TENSOR_ELEMS};
+pub use lowering::lower;
 pub use precision::{bf16_bits, round_bf16, Precision};
 pub use random::Rng;
 pub use separate::{separate, Separated, Separation};
-pub use validate::{check_layer, lower};
 pub use weights::{StageWeights, Weights};
 
 /// Parses and validates a whole `.conv` text in one step.

@@ -27,6 +27,7 @@ impl Precision {
         }
     }
 
+    /// `f32` or `bf16`.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",

@@ -2,14 +2,17 @@
 //! the same seed gives the same numbers on every machine and version,
 //! which a general-purpose RNG crate does not promise.
 
+/// SplitMix64: the state is the seed advanced by a constant per number.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
 impl Rng {
+    /// The generator of `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -24,6 +27,7 @@ impl Rng {
         ((self.next_u64() >> 40) as f32 / (1u64 << 23) as f32) - 1.0
     }
 
+    /// `len` numbers uniform in `[-scale, scale)`.
     pub fn vec(&mut self, len: usize, scale: f32) -> Vec<f32> {
         (0..len).map(|_| self.uniform() * scale).collect()
     }

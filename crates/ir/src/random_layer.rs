@@ -170,7 +170,9 @@ fn stage_text(i: usize, s: &StageSpec, ci: usize) -> (String, usize) {
 /// skip those.
 #[derive(Debug, Clone)]
 pub struct LayerCase {
+    /// The layer's `.conv` text.
     pub src: String,
+    /// Images per run.
     pub batch: usize,
     /// Seed of the weights (`Weights::random`) and, xor `0x5555`, of the input.
     pub seed: u64,

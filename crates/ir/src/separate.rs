@@ -30,7 +30,7 @@ const RANK_ULPS: f32 = 4.0;
 
 /// Exact rank-1 factors of the row-major `kh x kw` kernel `k`: `col` (`kh`)
 /// and `row` (`kw`) with `col[i] * row[j] == k[i][j]` to f32 rounding of
-/// each weight ([`ULPS`] of it), taken
+/// each weight (`ULPS` of it), taken
 /// from the row and column of the largest magnitude. `None` when the kernel
 /// has rank above 1 (beyond that tolerance), a weight that is not finite,
 /// or a product that is zero where the weight is not, or the reverse.
@@ -159,11 +159,12 @@ const SWEEPS: usize = 30;
 /// runs whole rather than hold up the compile.
 pub const SVD_BUDGET: f64 = 2e9;
 
-/// What [`separate`] did to one stage/// What [`separate`] did to one stage that could have been separated.
+/// What [`separate`] did to one stage that could have been separated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Note {
     /// The stage's name in the original layer.
     pub stage: String,
+    /// It runs separated.
     pub separated: bool,
     /// `every channel's 5x5 kernel has rank 1: run as 5x1 then 1x5 (25 -> 10
     /// MACs per output)`, or why not.
@@ -173,12 +174,16 @@ pub struct Note {
 /// `layer` with every separable stage split (the same layer when none is),
 /// the weights to match, and a note per stage that could have been.
 pub struct Separated {
+    /// The layer that runs.
     pub layer: Layer,
+    /// Its weights.
     pub weights: Weights,
+    /// One per stage looked at.
     pub notes: Vec<Note>,
 }
 
 impl Separated {
+    /// Some stage was split.
     pub fn changed(&self) -> bool {
         self.notes.iter().any(|n| n.separated)
     }
@@ -212,7 +217,7 @@ pub fn try_separate(
             .stages
             .iter()
             .zip(weights.stages())
-            .map(|(s, w)| split(s, w, how))
+            .map(|(s, w)| split_stage(s, w, how))
             .collect(),
     };
     let note = |s: &Stage, separated: bool, text: &str| Note {
@@ -278,15 +283,25 @@ pub fn is_candidate(s: &Stage) -> bool {
     independent && s.kernel[0] >= 2 && s.kernel[1] >= 2
 }
 
+/// What [`split_stage`] made of a stage.
 enum Split {
     /// Not a 2-D kernel on independent channels: nothing to look at.
     NotCandidate,
     /// Looked at, kept whole, for this reason.
     Kept(String),
+    /// Split into a column stage and a row stage with their weights, for
+    /// this reason.
     Done(Box<[(Stage, StageWeights); 2]>, String),
 }
 
-fn split(s: &Stage, w: &StageWeights, how: Separation) -> Split {
+/// Per kernel, its column and row factors (`factors[o][r]`: kernel `o`'s
+/// `r`-th pair).
+type Factors = Vec<Vec<(Vec<f32>, Vec<f32>)>>;
+
+/// Stage `s` (weights `w`) split as `how` asks, where it is a candidate
+/// ([`is_candidate`]) whose kernels all factor ([`kernel_factors`]) and
+/// the split saves MACs, with the reason.
+fn split_stage(s: &Stage, w: &StageWeights, how: Separation) -> Split {
     let [kh, kw] = s.kernel;
     // One kernel per output channel (of one input channel each): n of them.
     let (n, what) = match s.kind {
@@ -301,13 +316,80 @@ fn split(s: &Stage, w: &StageWeights, how: Separation) -> Split {
     let kernels: Vec<Vec<f32>> = (0..n)
         .map(|o| (0..kh * kw).map(|t| w.weight[t * n + o]).collect())
         .collect();
+    let (factors, error) = match kernel_factors(&kernels, kh, kw, what, how) {
+        Ok(f) => f,
+        Err(why) => return Split::Kept(why),
+    };
+    let r = factors.iter().map(Vec::len).max().unwrap_or(1);
+    let (first, second) = factor_stages(s, n, r);
+    let (before, after) = (s.macs(), first.macs() + second.macs());
+    let per_out = |m: u64| fmt_per(m as f64 / (s.output.len() as f64));
+    let (from, to) = (per_out(before), per_out(after));
+    let (has, run) = match &error {
+        None => ("has rank 1".to_string(), format!("{kh}x1 then 1x{kw}")),
+        Some(e) => (
+            if e.exact {
+                format!("has rank at most {r}")
+            } else {
+                format!("approximated at rank {r}")
+            },
+            if r == 1 {
+                format!("{kh}x1 then 1x{kw}")
+            } else {
+                format!("{r} {kh}x1 then {r} 1x{kw} summed")
+            },
+        ),
+    };
+    if after >= before {
+        return Split::Kept(format!(
+            "every {what}'s {kh}x{kw} kernel {has}, but {run} would not save work ({from} -> {to} MACs per output): run whole"
+        ));
+    }
+    let err = error.map_or(String::new(), |e| {
+        format!("; relative error {:.1e} on the weights", e.relative)
+    });
+    let text = format!(
+        "every {what}'s {kh}x{kw} kernel {has}: run as {run} ({from} -> {to} MACs per output{err})"
+    );
+    let (cols, rows) = factor_weights(&factors, kh, kw, r);
+    let parts = [
+        (
+            first,
+            StageWeights {
+                weight: cols,
+                bias: None,
+            },
+        ),
+        (
+            second,
+            StageWeights {
+                weight: rows,
+                bias: w.bias.clone(),
+            },
+        ),
+    ];
+    Split::Done(Box::new(parts), text)
+}
+
+/// The factors of the `kh x kw` `kernels` (each one's `what`: channel or
+/// output): exact rank-1 ones, or for [`Separation::Rank`] the best
+/// approximations (with their error) where some kernel has none; or why
+/// the stage runs whole.
+fn kernel_factors(
+    kernels: &[Vec<f32>],
+    kh: usize,
+    kw: usize,
+    what: &str,
+    how: Separation,
+) -> Result<(Factors, Option<ApproxError>), String> {
+    let n = kernels.len();
     // NaN or an infinity has no factors, nor an approximation (its SVD is
     // NaN): the whole kernel keeps the contract's NaN and infinities.
     if let Some(o) = kernels
         .iter()
         .position(|k| k.iter().any(|x| !x.is_finite()))
     {
-        return Split::Kept(format!(
+        return Err(format!(
             "{what} {o}'s {kh}x{kw} kernel has a weight that is not finite: run whole"
         ));
     }
@@ -320,27 +402,33 @@ fn split(s: &Stage, w: &StageWeights, how: Separation) -> Split {
         }
         None => true,
     });
-    // factors[o][r]: kernel o's r-th column and row factors.
-    let (factors, error) = match (refused, how) {
-        (None, _) => (exact, None),
+    match (refused, how) {
+        (None, _) => Ok((exact, None)),
         (Some(_), Separation::Rank(rank)) => {
             let (short, long) = (kh.min(kw) as f64, kh.max(kw) as f64);
             let work = n as f64 * 10.0 * short * short * long * 8.0;
             if work > SVD_BUDGET {
-                return Split::Kept(format!(
+                return Err(format!(
                     "{n} {kh}x{kw} kernels are too large to approximate at compile time: run whole"
                 ));
             }
-            let (f, e) = best_rank(&kernels, kh, kw, rank.max(1));
-            (f, Some(e))
+            let (f, e) = best_rank(kernels, kh, kw, rank.max(1));
+            Ok((f, Some(e)))
         }
-        (Some(o), _) => {
-            return Split::Kept(format!(
-                "{what} {o}'s {kh}x{kw} kernel has rank above 1: run whole"
-            ));
-        }
-    };
-    let r = factors.iter().map(Vec::len).max().unwrap_or(1);
+        (Some(o), _) => Err(format!(
+            "{what} {o}'s {kh}x{kw} kernel has rank above 1: run whole"
+        )),
+    }
+}
+
+/// The two stages that replace `s` (`n` kernels, `r` factor pairs each):
+/// a `Khx1` stage with the vertical stride, dilation and padding, whose
+/// output channel `o*r + k` is kernel `o`'s `k`-th column filter, then a
+/// `1xKw` stage (depthwise for `r = 1`, else a conv of `n` groups summing
+/// each kernel's `r` filters) with the horizontal ones, the bias,
+/// activation and residual.
+fn factor_stages(s: &Stage, n: usize, r: usize) -> (Stage, Stage) {
+    let [kh, kw] = s.kernel;
     // The first stage's output channel o*r + k is kernel o's k-th column
     // filter (for r = 1, o itself): a multiplier r times the stage's, or r
     // times its outputs.
@@ -353,20 +441,6 @@ fn split(s: &Stage, w: &StageWeights, how: Separation) -> Split {
             groups: 1,
         },
     };
-    let mut cols = vec![0f32; kh * n * r];
-    let mut rows = vec![0f32; kw * r * n];
-    for (o, f) in factors.iter().enumerate() {
-        for (k, (col, row)) in f.iter().enumerate() {
-            for i in 0..kh {
-                cols[i * n * r + o * r + k] = col[i];
-            }
-            // Depthwise [1][Kw][n] (r = 1), or grouped [1][Kw][r][n]:
-            // group o reads channels o*r..o*r + r.
-            for j in 0..kw {
-                rows[(j * r + k) * n + o] = row[j];
-            }
-        }
-    }
     let mid = crate::layer::Shape::new(s.output.h, s.input.w, n * r);
     let p = s.padding;
     let first = Stage {
@@ -407,52 +481,29 @@ fn split(s: &Stage, w: &StageWeights, how: Separation) -> Split {
         weight_key: format!("{}.row.weight", s.name),
         ..s.clone()
     };
-    let (before, after) = (s.macs(), first.macs() + second.macs());
-    let per_out = |m: u64| fmt_per(m as f64 / (s.output.len() as f64));
-    let (from, to) = (per_out(before), per_out(after));
-    let (has, run) = match &error {
-        None => ("has rank 1".to_string(), format!("{kh}x1 then 1x{kw}")),
-        Some(e) => (
-            if e.exact {
-                format!("has rank at most {r}")
-            } else {
-                format!("approximated at rank {r}")
-            },
-            if r == 1 {
-                format!("{kh}x1 then 1x{kw}")
-            } else {
-                format!("{r} {kh}x1 then {r} 1x{kw} summed")
-            },
-        ),
-    };
-    if after >= before {
-        return Split::Kept(format!(
-            "every {what}'s {kh}x{kw} kernel {has}, but {run} would not save work ({from} -> {to} MACs per output): run whole"
-        ));
+    (first, second)
+}
+
+/// The weights of [`factor_stages`]' stages from the factors: the
+/// column filters `[Kh][1][n*r]`, the row filters `[1][Kw][n]` (r = 1) or
+/// `[1][Kw][r][n]` (group `o` reads channels `o*r..o*r + r`).
+fn factor_weights(factors: &Factors, kh: usize, kw: usize, r: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = factors.len();
+    let mut cols = vec![0f32; kh * n * r];
+    let mut rows = vec![0f32; kw * r * n];
+    for (o, f) in factors.iter().enumerate() {
+        for (k, (col, row)) in f.iter().enumerate() {
+            for i in 0..kh {
+                cols[i * n * r + o * r + k] = col[i];
+            }
+            // Depthwise [1][Kw][n] (r = 1), or grouped [1][Kw][r][n]:
+            // group o reads channels o*r..o*r + r.
+            for j in 0..kw {
+                rows[(j * r + k) * n + o] = row[j];
+            }
+        }
     }
-    let err = error.map_or(String::new(), |e| {
-        format!("; relative error {:.1e} on the weights", e.relative)
-    });
-    let text = format!(
-        "every {what}'s {kh}x{kw} kernel {has}: run as {run} ({from} -> {to} MACs per output{err})"
-    );
-    let parts = [
-        (
-            first,
-            StageWeights {
-                weight: cols,
-                bias: None,
-            },
-        ),
-        (
-            second,
-            StageWeights {
-                weight: rows,
-                bias: w.bias.clone(),
-            },
-        ),
-    ];
-    Split::Done(Box::new(parts), text)
+    (cols, rows)
 }
 
 /// How far a rank-R approximation is from the weights.
@@ -467,13 +518,7 @@ struct ApproxError {
 /// Each of `kernels`' best approximation of rank at most `rank`, all
 /// of the same rank (the highest any kernel needs, up to `rank`): per kernel,
 /// `r` pairs of column (`kh`) and row (`kw`) factors.
-#[allow(clippy::type_complexity)]
-fn best_rank(
-    kernels: &[Vec<f32>],
-    kh: usize,
-    kw: usize,
-    rank: usize,
-) -> (Vec<Vec<(Vec<f32>, Vec<f32>)>>, ApproxError) {
+fn best_rank(kernels: &[Vec<f32>], kh: usize, kw: usize, rank: usize) -> (Factors, ApproxError) {
     let pairs: Vec<_> = kernels.iter().map(|k| singular_pairs(k, kh, kw)).collect();
     // A kernel read from f32 has singular values of its rounding, about
     // eps of its norm: those beyond it are its rank.

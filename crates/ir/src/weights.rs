@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 /// One stage's arrays, in the contract's layout (see [`Stage::weight_shape`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StageWeights {
+    /// The weight array ([`Stage::weight_shape`]).
     pub weight: Vec<f32>,
+    /// The bias, one per output channel, if the stage has one.
     pub bias: Option<Vec<f32>>,
 }
 
@@ -28,6 +30,7 @@ impl Weights {
         Ok(Weights { stages })
     }
 
+    /// Each stage's arrays, in stage order.
     pub fn stages(&self) -> &[StageWeights] {
         &self.stages
     }

@@ -32,6 +32,7 @@ impl Backend {
         }
     }
 
+    /// The generator of a command-line spelling ([`Backend::name`]).
     pub fn parse(s: &str) -> Option<Backend> {
         [Backend::Auto]
             .into_iter()

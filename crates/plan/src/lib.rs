@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! How a layer is computed, apart from what it computes and from the code
 //! generator that writes the instructions: the layer plan ([`layer_plan`]:
 //! fusion groups, row bands, threads), each stage's blocking and packed

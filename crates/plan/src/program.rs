@@ -18,28 +18,45 @@ use std::collections::HashMap;
 /// negative offset); the function reads only the rows it needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loc {
+    /// In the group's input image (the layer's, or the previous group's
+    /// output tensor).
     GroupIn(isize),
+    /// In the group's output image.
     GroupOut(isize),
+    /// In band buffer `.0` of the thread.
     Buf(usize, isize),
 }
 
+/// One step of a thread's part of a group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Run function `f` on output rows `row0..row0 + rows` of its stage
     /// (pixels for a flat stage: `plan::call_range`); `dst` is where the
     /// first goes.
     Call {
+        /// The function ([`Program::functions`]).
         f: usize,
+        /// Where its stage's input row 0 is (or would be).
         src: Loc,
+        /// Where its first output row goes.
         dst: Loc,
         /// Offset in the layer's input image of what `residual` adds.
         residual: usize,
+        /// First output row (pixel) computed.
         row0: usize,
+        /// Output rows (pixels) computed.
         rows: usize,
     },
     /// Move `len` f32s of buffer `buf` from `from` to its start, keeping
     /// rows the next band needs again.
-    Shift { buf: usize, from: usize, len: usize },
+    Shift {
+        /// The band buffer.
+        buf: usize,
+        /// First f32 moved.
+        from: usize,
+        /// f32s moved.
+        len: usize,
+    },
 }
 
 /// The steps of one group.
@@ -59,6 +76,7 @@ pub struct GroupProgram {
 pub struct Function {
     /// The stage's index in the layer (whose weights it packs).
     pub index: usize,
+    /// The stage (all its output channels, whatever the share).
     pub stage: Stage,
     /// The output channels it computes: `(0, Co)`, or a share
     /// ([`Split::Channels`]).
@@ -76,13 +94,17 @@ impl Function {
     }
 }
 
+/// What a kernel compiles and replays for every image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Program {
     /// The functions to compile, each once; steps name them by index.
     pub functions: Vec<Function>,
+    /// The steps of each group of the layer plan, in order.
     pub groups: Vec<GroupProgram>,
 }
 
+/// The functions to compile for `layer` as `plan` runs it, and the steps
+/// of each group.
 pub fn program(layer: &Layer, plan: &LayerPlan) -> Program {
     let mut functions: Vec<Function> = Vec::new();
     let mut index: HashMap<(usize, (usize, usize)), usize> = HashMap::new();
@@ -101,7 +123,7 @@ pub fn program(layer: &Layer, plan: &LayerPlan) -> Program {
     let groups = plan
         .groups
         .iter()
-        .map(|g| group(layer, g, &target, &mut function))
+        .map(|g| group_steps(layer, g, &target, &mut function))
         .collect();
     Program { functions, groups }
 }
@@ -114,17 +136,17 @@ struct Held {
     base: usize,
 }
 
-// `k` indexes the layer's stages and, offset by `g.first`, the group's
-// needs, held rows and buffers: a range loop says that best.
-#[allow(clippy::needless_range_loop)]
-fn group(
+/// The steps of group `g`, thread by thread: one call per thread for a
+/// stage alone on whole tensors ([`whole_stage_calls`], [`flat_shares`]),
+/// else its bands ([`band_steps`]). `function` gives the index of the
+/// function of a stage and its output channels.
+fn group_steps(
     layer: &Layer,
     g: &Group,
     target: &Target,
     function: &mut impl FnMut(usize, (usize, usize)) -> usize,
 ) -> GroupProgram {
-    let stages = &layer.stages;
-    let last = &stages[g.last];
+    let last = &layer.stages[g.last];
     let all = (0, last.output.c);
     let alone = g.first == g.last && g.band_rows >= last.output.h;
     // One call over every row per thread: the whole stage on one thread,
@@ -139,111 +161,80 @@ fn group(
         Split::Rows => vec![],
     };
     if !shares.is_empty() {
-        let (row0, rows) = plan::call_range(last, 0, last.output.h);
-        let threads = shares
-            .into_iter()
-            .map(|channels| {
-                vec![Step::Call {
-                    f: function(g.last, channels),
-                    src: Loc::GroupIn(0),
-                    dst: Loc::GroupOut(0),
-                    residual: 0,
-                    row0,
-                    rows,
-                }]
-            })
-            .collect();
-        return GroupProgram {
-            last: g.last,
-            threads,
-            buffers: vec![],
-        };
+        return whole_stage_calls(last, g, shares, function);
     }
     if alone && plan::is_flat(last) {
         return flat_shares(last, g, function(g.last, all));
     }
+    band_steps(layer, g, function)
+}
+
+/// A stage alone computing every row: one call per thread, each of its
+/// output channels `shares` (all of them, on one thread).
+fn whole_stage_calls(
+    stage: &Stage,
+    g: &Group,
+    shares: Vec<(usize, usize)>,
+    function: &mut impl FnMut(usize, (usize, usize)) -> usize,
+) -> GroupProgram {
+    let (row0, rows) = plan::call_range(stage, 0, stage.output.h);
+    let threads = shares
+        .into_iter()
+        .map(|channels| {
+            vec![Step::Call {
+                f: function(g.last, channels),
+                src: Loc::GroupIn(0),
+                dst: Loc::GroupOut(0),
+                residual: 0,
+                row0,
+                rows,
+            }]
+        })
+        .collect();
+    GroupProgram {
+        last: g.last,
+        threads,
+        buffers: vec![],
+    }
+}
+
+/// The rows of each stage of group `g` that the band `(a, b)` of its last
+/// stage's output rows needs, by stage from `g.first`.
+fn band_needs(layer: &Layer, g: &Group, (a, b): (usize, usize)) -> Vec<(usize, usize)> {
+    let mut need = vec![(0, 0); g.last - g.first + 1];
+    need[g.last - g.first] = (a, b);
+    for k in (g.first + 1..=g.last).rev() {
+        let (a, b) = need[k - g.first];
+        let (lo, hi, _, _) = rows::input_rows(&layer.stages[k], a, b);
+        need[k - 1 - g.first] = (lo, hi);
+    }
+    need
+}
+
+/// Group `g` band by band, each thread its contiguous share of the bands:
+/// per band, a call of each stage on the rows it has not computed yet,
+/// intermediate rows in band buffers (holding two of their largest bands,
+/// so rows kept for the next band are shifted only when the end is
+/// reached).
+fn band_steps(
+    layer: &Layer,
+    g: &Group,
+    function: &mut impl FnMut(usize, (usize, usize)) -> usize,
+) -> GroupProgram {
+    let stages = &layer.stages;
     let row = |k: usize| (stages[k].output.w * stages[k].output.c) as isize;
-    let in_row = |k: usize| (stages[k].input.w * stages[k].input.c) as isize;
-    let bands = chunks(last.output.h, g.band_rows, g.threads);
-    // Buffers of intermediate stages hold two of their largest bands, so
-    // rows kept for the next band are shifted only when the end is reached.
-    let needs = |(a, b): (usize, usize)| {
-        let mut need = vec![(0, 0); g.last - g.first + 1];
-        need[g.last - g.first] = (a, b);
-        for k in (g.first + 1..=g.last).rev() {
-            let (a, b) = need[k - g.first];
-            let (lo, hi, _, _) = rows::input_rows(&stages[k], a, b);
-            need[k - 1 - g.first] = (lo, hi);
-        }
-        need
-    };
+    let bands = chunks(stages[g.last].output.h, g.band_rows, g.threads);
     let mut cap = vec![0usize; g.last - g.first];
     for &band in bands.iter().flatten() {
-        for (k, &(a, b)) in needs(band).iter().enumerate().take(cap.len()) {
+        let need = band_needs(layer, g, band);
+        for (k, &(a, b)) in need.iter().enumerate().take(cap.len()) {
             cap[k] = cap[k].max(2 * (b - a));
         }
     }
-    let mut threads = Vec::new();
-    for chunk in &bands {
-        let mut steps = Vec::new();
-        let mut held: Vec<Option<Held>> = vec![None; cap.len()];
-        for &band in chunk {
-            let need = needs(band);
-            for k in g.first..=g.last {
-                let j = k - g.first;
-                let (a, b) = need[j];
-                // Rows of stage k to compute now, and where they go.
-                let (from, dst_row) = if k == g.last {
-                    (a, Loc::GroupOut(a as isize * row(k)))
-                } else {
-                    let keep = match held[j] {
-                        Some(h) if a >= h.lo && a < h.hi => Some(h),
-                        _ => None,
-                    };
-                    let (base, from) = match keep {
-                        Some(h) => {
-                            let base = h.base + (a - h.lo);
-                            if base + (b - a) <= cap[j] {
-                                (base, h.hi.min(b))
-                            } else {
-                                let len = (h.hi.min(b) - a) * row(k) as usize;
-                                steps.push(Step::Shift {
-                                    buf: j,
-                                    from: base * row(k) as usize,
-                                    len,
-                                });
-                                (0, h.hi.min(b))
-                            }
-                        }
-                        None => (0, a),
-                    };
-                    held[j] = Some(Held { lo: a, hi: b, base });
-                    (from, Loc::Buf(j, (base + from - a) as isize * row(k)))
-                };
-                if from >= b {
-                    continue;
-                }
-                // Where input row 0 is, or would be in the buffer that
-                // holds rows lo.. of it.
-                let src = if k == g.first {
-                    Loc::GroupIn(0)
-                } else {
-                    let h = held[j - 1].expect("the previous stage's rows are held");
-                    Loc::Buf(j - 1, (h.base as isize - h.lo as isize) * in_row(k))
-                };
-                let (row0, rows) = plan::call_range(&stages[k], from, b);
-                steps.push(Step::Call {
-                    f: function(k, (0, stages[k].output.c)),
-                    src,
-                    dst: dst_row,
-                    residual: from * row(k) as usize,
-                    row0,
-                    rows,
-                });
-            }
-        }
-        threads.push(steps);
-    }
+    let threads = bands
+        .iter()
+        .map(|chunk| thread_band_steps(layer, g, chunk, &cap, function))
+        .collect();
     GroupProgram {
         last: g.last,
         threads,
@@ -253,6 +244,81 @@ fn group(
             .map(|(j, &rows)| rows * row(g.first + j) as usize)
             .collect(),
     }
+}
+
+/// One thread's steps for its bands `chunk` of group `g`, its band
+/// buffers of `cap` rows each.
+// `k` indexes the layer's stages and, offset by `g.first`, the group's
+// needs, held rows and buffers: a range loop says that best.
+#[allow(clippy::needless_range_loop)]
+fn thread_band_steps(
+    layer: &Layer,
+    g: &Group,
+    chunk: &[(usize, usize)],
+    cap: &[usize],
+    function: &mut impl FnMut(usize, (usize, usize)) -> usize,
+) -> Vec<Step> {
+    let stages = &layer.stages;
+    let row = |k: usize| (stages[k].output.w * stages[k].output.c) as isize;
+    let in_row = |k: usize| (stages[k].input.w * stages[k].input.c) as isize;
+    let mut steps = Vec::new();
+    let mut held: Vec<Option<Held>> = vec![None; cap.len()];
+    for &band in chunk {
+        let need = band_needs(layer, g, band);
+        for k in g.first..=g.last {
+            let j = k - g.first;
+            let (a, b) = need[j];
+            // Rows of stage k to compute now, and where they go.
+            let (from, dst_row) = if k == g.last {
+                (a, Loc::GroupOut(a as isize * row(k)))
+            } else {
+                let keep = match held[j] {
+                    Some(h) if a >= h.lo && a < h.hi => Some(h),
+                    _ => None,
+                };
+                let (base, from) = match keep {
+                    Some(h) => {
+                        let base = h.base + (a - h.lo);
+                        if base + (b - a) <= cap[j] {
+                            (base, h.hi.min(b))
+                        } else {
+                            let len = (h.hi.min(b) - a) * row(k) as usize;
+                            steps.push(Step::Shift {
+                                buf: j,
+                                from: base * row(k) as usize,
+                                len,
+                            });
+                            (0, h.hi.min(b))
+                        }
+                    }
+                    None => (0, a),
+                };
+                held[j] = Some(Held { lo: a, hi: b, base });
+                (from, Loc::Buf(j, (base + from - a) as isize * row(k)))
+            };
+            if from >= b {
+                continue;
+            }
+            // Where input row 0 is, or would be in the buffer that
+            // holds rows lo.. of it.
+            let src = if k == g.first {
+                Loc::GroupIn(0)
+            } else {
+                let h = held[j - 1].expect("the previous stage's rows are held");
+                Loc::Buf(j - 1, (h.base as isize - h.lo as isize) * in_row(k))
+            };
+            let (row0, rows) = plan::call_range(&stages[k], from, b);
+            steps.push(Step::Call {
+                f: function(k, (0, stages[k].output.c)),
+                src,
+                dst: dst_row,
+                residual: from * row(k) as usize,
+                row0,
+                rows,
+            });
+        }
+    }
+    steps
 }
 
 /// A flat stage (`plan::is_flat`) alone on whole tensors: its threads

@@ -1,5 +1,7 @@
-//! Syntax tree to layer IR: every check of meaning, shape inference, and
-//! the expansion of separable convolutions into primitive stages.
+//! Syntax tree to layer IR ([`lower`]): every check of meaning, with a
+//! diagnostic at the offending span; the options of each stage read and
+//! checked against its op; shapes inferred by TensorFlow's rules; and
+//! separable convolutions expanded into primitive stages.
 
 use crate::layer::*;
 use convjit_lang::ast::{self, Dims, Opt, Separable, Spanned};
@@ -35,6 +37,7 @@ pub fn lower(file: &ast::File) -> Result<Vec<Layer>, Diagnostics> {
     }
 }
 
+/// The diagnostics found so far.
 #[derive(Default)]
 struct Cx {
     diags: Diagnostics,
@@ -79,9 +82,11 @@ impl Cx {
     }
 }
 
+/// The help of the diagnostic just recorded ([`Cx::error`]).
 struct HelpSlot<'a>(Option<&'a mut Option<String>>);
 
 impl HelpSlot<'_> {
+    /// Adds a hint to the diagnostic.
     fn with_help(self, help: impl Into<String>) {
         if let Some(slot) = self.0 {
             *slot = Some(help.into());
@@ -89,6 +94,9 @@ impl HelpSlot<'_> {
     }
 }
 
+/// One layer block: its input shape, then its stages in order, each
+/// lowered from the shape before it; `None` if anything is wrong (every
+/// stage's options are still checked once a shape is unknown).
 fn lower_layer(l: &ast::Layer, cx: &mut Cx) -> Option<Layer> {
     let Some(input_dims) = l.inputs.first() else {
         cx.error(
@@ -166,27 +174,49 @@ struct Options {
     kernel: [usize; 2],
     /// Output channels of conv and pointwise (unused by depthwise).
     cout: usize,
+    /// `[1, 1]` unless given.
     stride: [usize; 2],
+    /// `[1, 1]` unless given.
     dilation: [usize; 2],
+    /// `valid` unless given.
     pad: PadSpec,
+    /// Outputs per input channel of a depthwise stage (1 unless given).
     multiplier: usize,
     /// `groups G` and where it was written (conv and pointwise).
     groups: Option<Spanned<usize>>,
+    /// `separable depthwise` or `separable spatial` (conv only).
     separable: Option<Separable>,
+    /// `bias`: the last primitive stage adds one.
     bias: bool,
+    /// Applied by the last primitive stage.
     activation: Activation,
+    /// `residual` and where it was written.
     residual: Option<Span>,
 }
 
+/// Padding as written: resolved per axis once the input shape is known.
 #[derive(Clone, Copy)]
 enum PadSpec {
+    /// TensorFlow's `SAME`: the output has `ceil(input / stride)` pixels.
     Same,
+    /// None.
     Valid,
+    /// `pad TOP BOTTOM LEFT RIGHT`.
     Explicit(Padding),
 }
 
+/// A stage's op sizes and options, each checked ([`read_options`]) and
+/// against its op ([`check_fit`]); `None` if any is wrong.
 fn collect_options(s: &ast::Stage, cx: &mut Cx) -> Option<Options> {
     let before = cx.diags.total();
+    let o = read_options(s, cx);
+    check_fit(s, &o, cx);
+    (cx.diags.total() == before).then_some(o)
+}
+
+/// A stage's op sizes and options as written, each checked on its own
+/// (an option given twice is an error, its second value ignored).
+fn read_options(s: &ast::Stage, cx: &mut Cx) -> Options {
     let (kernel, cout) = match &s.op.node {
         ast::Op::Conv { kernel, cout } => (
             cx.pair(kernel, "kernel size"),
@@ -209,7 +239,6 @@ fn collect_options(s: &ast::Stage, cx: &mut Cx) -> Option<Options> {
         residual: None,
     };
     let mut seen: HashMap<&str, Span> = HashMap::new();
-    let op = &s.op.node;
     for opt in &s.options {
         let key = opt.node.keyword();
         if seen.insert(key, opt.span).is_some() {
@@ -220,85 +249,66 @@ fn collect_options(s: &ast::Stage, cx: &mut Cx) -> Option<Options> {
             cx.error(opt.span, msg);
             continue;
         }
-        match &opt.node {
-            Opt::Stride(d) => {
-                if let Some(v) = cx.pair(d, "stride") {
-                    o.stride = v;
-                }
-            }
-            Opt::Dilation(d) => {
-                if let Some(v) = cx.pair(d, "dilation") {
-                    o.dilation = v;
-                }
-            }
-            Opt::Pad(ast::Pad::Same) => o.pad = PadSpec::Same,
-            Opt::Pad(ast::Pad::Valid) => o.pad = PadSpec::Valid,
-            Opt::Pad(ast::Pad::Explicit(sides)) => {
-                let v: Vec<Option<usize>> =
-                    sides.iter().map(|n| cx.bounded(n, 0, "padding")).collect();
-                if let [Some(top), Some(bottom), Some(left), Some(right)] = v[..] {
-                    o.pad = PadSpec::Explicit(Padding {
-                        top,
-                        bottom,
-                        left,
-                        right,
-                    });
-                }
-            }
-            Opt::Multiplier(m) => {
-                if let Some(m) = cx.size(m, "multiplier") {
-                    o.multiplier = m;
-                }
-            }
-            Opt::Groups(g) => {
-                if let Some(n) = cx.size(g, "groups") {
-                    o.groups = Some(Spanned::new(n, opt.span));
-                }
-            }
-            Opt::Separable(kind) => o.separable = Some(*kind),
-            Opt::Bias => o.bias = true,
-            Opt::Activation(a) => {
-                o.activation = match a {
-                    ast::Activation::None => Activation::None,
-                    ast::Activation::Relu => Activation::Relu,
-                    ast::Activation::Relu6 => Activation::Relu6,
-                }
-            }
-            Opt::Residual => o.residual = Some(opt.span),
-        }
+        read_option(&mut o, opt, cx);
     }
+    o
+}
 
-    // Options that do not fit the op.
+/// Sets the option `opt` in `o`, if its value is in range.
+fn read_option(o: &mut Options, opt: &Spanned<Opt>, cx: &mut Cx) {
+    match &opt.node {
+        Opt::Stride(d) => {
+            if let Some(v) = cx.pair(d, "stride") {
+                o.stride = v;
+            }
+        }
+        Opt::Dilation(d) => {
+            if let Some(v) = cx.pair(d, "dilation") {
+                o.dilation = v;
+            }
+        }
+        Opt::Pad(ast::Pad::Same) => o.pad = PadSpec::Same,
+        Opt::Pad(ast::Pad::Valid) => o.pad = PadSpec::Valid,
+        Opt::Pad(ast::Pad::Explicit(sides)) => {
+            let v: Vec<Option<usize>> = sides.iter().map(|n| cx.bounded(n, 0, "padding")).collect();
+            if let [Some(top), Some(bottom), Some(left), Some(right)] = v[..] {
+                o.pad = PadSpec::Explicit(Padding {
+                    top,
+                    bottom,
+                    left,
+                    right,
+                });
+            }
+        }
+        Opt::Multiplier(m) => {
+            if let Some(m) = cx.size(m, "multiplier") {
+                o.multiplier = m;
+            }
+        }
+        Opt::Groups(g) => {
+            if let Some(n) = cx.size(g, "groups") {
+                o.groups = Some(Spanned::new(n, opt.span));
+            }
+        }
+        Opt::Separable(kind) => o.separable = Some(*kind),
+        Opt::Bias => o.bias = true,
+        Opt::Activation(a) => {
+            o.activation = match a {
+                ast::Activation::None => Activation::None,
+                ast::Activation::Relu => Activation::Relu,
+                ast::Activation::Relu6 => Activation::Relu6,
+            }
+        }
+        Opt::Residual => o.residual = Some(opt.span),
+    }
+}
+
+/// An error for each option of `s` that does not fit its op (read as
+/// `o`), with a hint.
+fn check_fit(s: &ast::Stage, o: &Options, cx: &mut Cx) {
+    let op = &s.op.node;
     for opt in &s.options {
-        let misfit = match (&opt.node, op) {
-            (Opt::Stride(_) | Opt::Dilation(_), ast::Op::Pointwise { .. }) => {
-                Some("use 'conv 1x1 -> N' for a strided or dilated 1x1 convolution".to_string())
-            }
-            (Opt::Pad(ast::Pad::Explicit(_)), ast::Op::Pointwise { .. }) => {
-                Some("a pointwise stage reads no neighbours, so it takes no padding".into())
-            }
-            (Opt::Separable(_), ast::Op::Depthwise { .. } | ast::Op::Pointwise { .. }) => {
-                Some("only 'conv' stages can be separable".into())
-            }
-            (Opt::Groups(_), ast::Op::Depthwise { .. }) => Some(
-                "a depthwise stage already has one group per channel; \
-                 use 'conv KhxKw -> Co, groups G' for a grouped convolution"
-                    .into(),
-            ),
-            (Opt::Groups(_), ast::Op::Conv { .. }) if o.separable.is_some() => {
-                Some("a separable stage cannot also be grouped".into())
-            }
-            (Opt::Multiplier(_), ast::Op::Pointwise { .. }) => {
-                Some("a multiplier belongs to depthwise stages".into())
-            }
-            (Opt::Multiplier(_), ast::Op::Conv { .. })
-                if o.separable != Some(Separable::Depthwise) =>
-            {
-                Some("a multiplier needs 'depthwise' or 'conv ..., separable depthwise'".into())
-            }
-            _ => None,
-        };
-        if let Some(help) = misfit {
+        if let Some(help) = misfit(&opt.node, op, o) {
             cx.error(
                 opt.span,
                 format!(
@@ -310,7 +320,37 @@ fn collect_options(s: &ast::Stage, cx: &mut Cx) -> Option<Options> {
             .with_help(help);
         }
     }
-    (cx.diags.total() == before).then_some(o)
+}
+
+/// Why option `opt` does not apply to `op` (with the options `o`), if it
+/// does not.
+fn misfit(opt: &Opt, op: &ast::Op, o: &Options) -> Option<String> {
+    match (opt, op) {
+        (Opt::Stride(_) | Opt::Dilation(_), ast::Op::Pointwise { .. }) => {
+            Some("use 'conv 1x1 -> N' for a strided or dilated 1x1 convolution".to_string())
+        }
+        (Opt::Pad(ast::Pad::Explicit(_)), ast::Op::Pointwise { .. }) => {
+            Some("a pointwise stage reads no neighbours, so it takes no padding".into())
+        }
+        (Opt::Separable(_), ast::Op::Depthwise { .. } | ast::Op::Pointwise { .. }) => {
+            Some("only 'conv' stages can be separable".into())
+        }
+        (Opt::Groups(_), ast::Op::Depthwise { .. }) => Some(
+            "a depthwise stage already has one group per channel; \
+             use 'conv KhxKw -> Co, groups G' for a grouped convolution"
+                .into(),
+        ),
+        (Opt::Groups(_), ast::Op::Conv { .. }) if o.separable.is_some() => {
+            Some("a separable stage cannot also be grouped".into())
+        }
+        (Opt::Multiplier(_), ast::Op::Pointwise { .. }) => {
+            Some("a multiplier belongs to depthwise stages".into())
+        }
+        (Opt::Multiplier(_), ast::Op::Conv { .. }) if o.separable != Some(Separable::Depthwise) => {
+            Some("a multiplier needs 'depthwise' or 'conv ..., separable depthwise'".into())
+        }
+        _ => None,
+    }
 }
 
 /// The primitive stages of one source stage, with shapes inferred from
@@ -324,19 +364,79 @@ fn lower_stage(
 ) -> Option<Vec<Stage>> {
     let name = &s.name.node;
     let op_span = s.op.span;
-    let base = |kind, kernel, stride, dilation| Proto {
-        name: name.clone(),
-        kind,
-        kernel,
-        stride,
-        dilation,
-        pad: o.pad,
-        weight_key: format!("{name}.weight"),
-        bias_key: None,
-        activation: Activation::None,
-        residual: false,
-    };
-    let mut protos = match &s.op.node {
+    let mut protos = protos(s, o);
+    // Bias, activation and residual belong to the last primitive stage.
+    let last = protos.last_mut()?;
+    last.bias_key = o.bias.then(|| format!("{name}.bias"));
+    last.activation = o.activation;
+    last.residual = o.residual.is_some();
+
+    if let Some(g) = &o.groups {
+        let cout = protos[0].kind_cout();
+        if !input.c.is_multiple_of(g.node) || !cout.is_multiple_of(g.node) {
+            cx.error(
+                g.span,
+                format!(
+                    "{} groups must divide both the {} input channels and the {cout} output channels",
+                    g.node, input.c
+                ),
+            )
+            .with_help("each group reads Ci/G input channels and writes Co/G outputs");
+            return None;
+        }
+    }
+    let stages = infer_stages(protos, input, op_span, cx)?;
+    let shape = stages[stages.len() - 1].output;
+    if let Some(span) = o.residual {
+        if shape != layer_input {
+            cx.error(
+                span,
+                format!(
+                    "'residual' adds the layer's input ({layer_input}), \
+                     but this stage's output is {shape}"
+                ),
+            )
+            .with_help("a residual stage must give back the layer's input shape");
+            return None;
+        }
+    }
+    Some(stages)
+}
+
+/// The stages of `protos` with their shapes, each from the one before
+/// (the first from `input`): `None` where an output would be empty or a
+/// tensor or weight array too large (errors at `span`, the op's).
+fn infer_stages(protos: Vec<Proto>, input: Shape, span: Span, cx: &mut Cx) -> Option<Vec<Stage>> {
+    let mut stages = Vec::with_capacity(protos.len());
+    let mut shape = input;
+    for p in protos {
+        let stage = p.infer(shape, cx, span)?;
+        check_tensor(cx, span, stage.output, "the stage's output")?;
+        let weights = stage
+            .weight_shape()
+            .iter()
+            .map(|&d| d as u64)
+            .product::<u64>();
+        if weights > MAX_TENSOR_ELEMS {
+            cx.error(
+                span,
+                format!("the weights would have {weights} elements (limit {MAX_TENSOR_ELEMS})"),
+            );
+            return None;
+        }
+        shape = stage.output;
+        stages.push(stage);
+    }
+    Some(stages)
+}
+
+/// The primitive stages of source stage `s` (options `o`) before their
+/// shapes are known: one, or two for a separable conv.
+fn protos(s: &ast::Stage, o: &Options) -> Vec<Proto> {
+    let name = &s.name.node;
+    let base =
+        |kind, kernel, stride, dilation| Proto::base(name, o, kind, kernel, stride, dilation);
+    match &s.op.node {
         ast::Op::Conv { .. } => {
             let (k, cout, groups) = (o.kernel, o.cout, 1);
             match o.separable {
@@ -363,43 +463,7 @@ fn lower_stage(
                     pw.pad = PadSpec::Valid;
                     vec![dw, pw]
                 }
-                Some(Separable::Spatial) => {
-                    // Vertical part takes the vertical stride, dilation and padding.
-                    let (vpad, hpad) = match o.pad {
-                        PadSpec::Explicit(p) => (
-                            PadSpec::Explicit(Padding {
-                                left: 0,
-                                right: 0,
-                                ..p
-                            }),
-                            PadSpec::Explicit(Padding {
-                                top: 0,
-                                bottom: 0,
-                                ..p
-                            }),
-                        ),
-                        other => (other, other),
-                    };
-                    let mut col = base(
-                        StageKind::Conv { cout, groups },
-                        [k[0], 1],
-                        [o.stride[0], 1],
-                        [o.dilation[0], 1],
-                    );
-                    col.name = format!("{name}.col");
-                    col.weight_key = format!("{name}.col.weight");
-                    col.pad = vpad;
-                    let mut row = base(
-                        StageKind::Conv { cout, groups },
-                        [1, k[1]],
-                        [1, o.stride[1]],
-                        [1, o.dilation[1]],
-                    );
-                    row.name = format!("{name}.row");
-                    row.weight_key = format!("{name}.row.weight");
-                    row.pad = hpad;
-                    vec![col, row]
-                }
+                Some(Separable::Spatial) => spatial_protos(name, o),
             }
         }
         ast::Op::Depthwise { .. } => {
@@ -420,61 +484,52 @@ fn lower_stage(
             pw.pad = PadSpec::Valid;
             vec![pw]
         }
-    };
-    // Bias, activation and residual belong to the last primitive stage.
-    let last = protos.last_mut()?;
-    last.bias_key = o.bias.then(|| format!("{name}.bias"));
-    last.activation = o.activation;
-    last.residual = o.residual.is_some();
+    }
+}
 
-    if let Some(g) = &o.groups {
-        let cout = protos[0].kind_cout();
-        if !input.c.is_multiple_of(g.node) || !cout.is_multiple_of(g.node) {
-            cx.error(
-                g.span,
-                format!(
-                    "{} groups must divide both the {} input channels and the {cout} output channels",
-                    g.node, input.c
-                ),
-            )
-            .with_help("each group reads Ci/G input channels and writes Co/G outputs");
-            return None;
-        }
-    }
-    let mut stages = Vec::with_capacity(protos.len());
-    let mut shape = input;
-    for p in protos {
-        let stage = p.infer(shape, cx, op_span)?;
-        check_tensor(cx, op_span, stage.output, "the stage's output")?;
-        let weights = stage
-            .weight_shape()
-            .iter()
-            .map(|&d| d as u64)
-            .product::<u64>();
-        if weights > MAX_TENSOR_ELEMS {
-            cx.error(
-                op_span,
-                format!("the weights would have {weights} elements (limit {MAX_TENSOR_ELEMS})"),
-            );
-            return None;
-        }
-        shape = stage.output;
-        stages.push(stage);
-    }
-    if let Some(span) = o.residual {
-        if shape != layer_input {
-            cx.error(
-                span,
-                format!(
-                    "'residual' adds the layer's input ({layer_input}), \
-                     but this stage's output is {shape}"
-                ),
-            )
-            .with_help("a residual stage must give back the layer's input shape");
-            return None;
-        }
-    }
-    Some(stages)
+/// A spatially separable conv `name` (options `o`) as a `Khx1` column
+/// stage then a `1xKw` row stage: the column stage takes the vertical
+/// stride, dilation and padding, the row stage the horizontal ones.
+fn spatial_protos(name: &str, o: &Options) -> Vec<Proto> {
+    let (k, cout, groups) = (o.kernel, o.cout, 1);
+    let (vpad, hpad) = match o.pad {
+        PadSpec::Explicit(p) => (
+            PadSpec::Explicit(Padding {
+                left: 0,
+                right: 0,
+                ..p
+            }),
+            PadSpec::Explicit(Padding {
+                top: 0,
+                bottom: 0,
+                ..p
+            }),
+        ),
+        other => (other, other),
+    };
+    let mut col = Proto::base(
+        name,
+        o,
+        StageKind::Conv { cout, groups },
+        [k[0], 1],
+        [o.stride[0], 1],
+        [o.dilation[0], 1],
+    );
+    col.name = format!("{name}.col");
+    col.weight_key = format!("{name}.col.weight");
+    col.pad = vpad;
+    let mut row = Proto::base(
+        name,
+        o,
+        StageKind::Conv { cout, groups },
+        [1, k[1]],
+        [1, o.stride[1]],
+        [1, o.dilation[1]],
+    );
+    row.name = format!("{name}.row");
+    row.weight_key = format!("{name}.row.weight");
+    row.pad = hpad;
+    vec![col, row]
 }
 
 /// A primitive stage before its shapes are known.
@@ -492,6 +547,31 @@ struct Proto {
 }
 
 impl Proto {
+    /// The primitive stage of source stage `name` (options `o`) of `kind`,
+    /// with its padding and weights named after it, and no bias,
+    /// activation nor residual.
+    fn base(
+        name: &str,
+        o: &Options,
+        kind: StageKind,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+    ) -> Proto {
+        Proto {
+            name: name.to_string(),
+            kind,
+            kernel,
+            stride,
+            dilation,
+            pad: o.pad,
+            weight_key: format!("{name}.weight"),
+            bias_key: None,
+            activation: Activation::None,
+            residual: false,
+        }
+    }
+
     /// Output channels of a conv or pointwise proto.
     fn kind_cout(&self) -> usize {
         match self.kind {
@@ -500,6 +580,9 @@ impl Proto {
         }
     }
 
+    /// The stage reading `input`: its output shape and padding by
+    /// TensorFlow's rules ([`axis`]), or an error at `span` where the
+    /// output would be empty.
     fn infer(self, input: Shape, cx: &mut Cx, span: Span) -> Option<Stage> {
         let explicit = |p: Padding| ([p.top, p.bottom], [p.left, p.right]);
         let (vpad, hpad) = match self.pad {
@@ -590,6 +673,8 @@ fn axis(
     (padded >= extent).then(|| ((padded - extent) / stride + 1, before, after))
 }
 
+/// Whether tensor `s` (named `what` in the error at `span`) has at most
+/// [`MAX_TENSOR_ELEMS`] elements per image.
 fn check_tensor(cx: &mut Cx, span: Span, s: Shape, what: &str) -> Option<()> {
     let n = s.h as u64 * s.w as u64 * s.c as u64;
     if n > MAX_TENSOR_ELEMS {
@@ -602,231 +687,25 @@ fn check_tensor(cx: &mut Cx, span: Span, s: Shape, what: &str) -> Option<()> {
     Some(())
 }
 
-/// Checks a [`Layer`] built by hand (its fields are public) against
-/// everything [`lower`] guarantees, so code generators can trust it: the
-/// input's sizes and every kernel, stride, dilation and multiplier in
-/// `1..=MAX_DIM` (padding: up to the kernel's extent, which `same` may
-/// need; outputs bounded by their element count), shapes chain from the layer's input, each output
-/// shape is the one its input, kernel, stride, dilation, padding and
-/// multiplier (or output channels) imply, pointwise stages are 1x1 with
-/// stride and dilation 1 and no padding, tensors and weight arrays within
-/// `MAX_TENSOR_ELEMS`, residual stages give back the input shape.
-///
-/// O(stages), no allocation on success: cheap enough to run before every
-/// cache lookup (`Kernel::compile`, the AOT builder).
-pub fn check_layer(layer: &Layer) -> Result<(), crate::DataError> {
-    let err = |stage: Option<&Stage>, m: String| {
-        let what = match stage {
-            Some(s) => format!("layer '{}', stage '{}'", layer.name, s.name),
-            None => format!("layer '{}'", layer.name),
-        };
-        Err(crate::DataError::tensor(what, m))
-    };
-    let dim = |n: usize| (1..=MAX_DIM).contains(&(n as u64));
-    // Stage outputs may exceed MAX_DIM along an axis (padding adds up to
-    // twice the limit); their element count bounds them.
-    let shape_ok = |s: Shape| {
-        s.h >= 1
-            && s.w >= 1
-            && s.c >= 1
-            && (s.h as u64)
-                .saturating_mul(s.w as u64)
-                .saturating_mul(s.c as u64)
-                <= MAX_TENSOR_ELEMS
-    };
-    let i = layer.input;
-    if !(dim(i.h) && dim(i.w) && dim(i.c) && shape_ok(i)) {
-        return err(None, format!("input shape {} is out of range", layer.input));
-    }
-    let mut shape = layer.input;
-    for s in &layer.stages {
-        let st = Some(s);
-        if s.input != shape {
-            return err(
-                st,
-                format!(
-                    "input shape {} does not match the previous output {shape}",
-                    s.input
-                ),
-            );
-        }
-        let sizes = s.kernel.iter().chain(&s.stride).chain(&s.dilation);
-        if !sizes.copied().all(dim) {
-            return err(
-                st,
-                format!(
-                    "kernel {:?}, stride {:?} and dilation {:?} must be in 1..={MAX_DIM}",
-                    s.kernel, s.stride, s.dilation
-                ),
-            );
-        }
-        if let StageKind::Conv { cout, groups } | StageKind::Pointwise { cout, groups } = s.kind {
-            if !dim(cout) {
-                return err(st, format!("{cout} output channels is out of range"));
-            }
-            if groups == 0 || !s.input.c.is_multiple_of(groups) || !cout.is_multiple_of(groups) {
-                return err(
-                    st,
-                    format!(
-                        "{groups} groups must divide the {} input and {cout} output channels",
-                        s.input.c
-                    ),
-                );
-            }
-        }
-        let cout = match s.kind {
-            StageKind::Conv { cout, .. } => cout,
-            StageKind::Pointwise { cout, .. } => {
-                let p = s.padding;
-                if s.kernel != [1, 1]
-                    || s.stride != [1, 1]
-                    || s.dilation != [1, 1]
-                    || p != Padding::default()
-                {
-                    return err(
-                        st,
-                        "a pointwise stage is 1x1, stride 1, dilation 1, unpadded".into(),
-                    );
-                }
-                cout
-            }
-            StageKind::Depthwise { multiplier } => {
-                if !dim(multiplier) {
-                    return err(st, format!("multiplier {multiplier} is out of range"));
-                }
-                s.input.c * multiplier
-            }
-        };
-        let p = s.padding;
-        let mut want = [0usize; 2];
-        for (i, (len, [before, after])) in [
-            (s.input.h, [p.top, p.bottom]),
-            (s.input.w, [p.left, p.right]),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            // All operands below 2^33 here: no overflow in u64.
-            let extent = (s.kernel[i] as u64 - 1) * s.dilation[i] as u64 + 1;
-            let max_pad = extent.max(MAX_DIM);
-            if before as u64 > max_pad || after as u64 > max_pad {
-                return err(
-                    st,
-                    format!("padding {p:?} exceeds the kernel's extent {extent}"),
-                );
-            }
-            let padded = len as u64 + before as u64 + after as u64;
-            if padded < extent {
-                return err(st, "the output would be empty".into());
-            }
-            want[i] = ((padded - extent) / s.stride[i] as u64 + 1) as usize;
-        }
-        let want = Shape::new(want[0], want[1], cout);
-        if s.output != want {
-            return err(
-                st,
-                format!(
-                    "output shape {} is not the {want} its input, kernel, stride, \
-                     dilation, padding and channels give",
-                    s.output
-                ),
-            );
-        }
-        if !shape_ok(s.output) {
-            return err(st, format!("output shape {} is out of range", s.output));
-        }
-        let weights = s
-            .weight_shape()
-            .iter()
-            .fold(1u64, |n, &d| n.saturating_mul(d as u64));
-        if weights > MAX_TENSOR_ELEMS {
-            return err(st, format!("{weights} weights exceed {MAX_TENSOR_ELEMS}"));
-        }
-        if s.residual && s.output != layer.input {
-            return err(
-                st,
-                format!(
-                    "residual: output {} differs from the layer's input {}",
-                    s.output, layer.input
-                ),
-            );
-        }
-        shape = s.output;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::compile_source;
+    use crate::{check_layer, compile_source};
 
-    fn one(src: &str) -> Layer {
+    /// The one layer of `src`.
+    pub(crate) fn one(src: &str) -> Layer {
         let mut v = compile_source(src).unwrap_or_else(|d| panic!("{d:?}"));
         assert_eq!(v.len(), 1);
         v.remove(0)
     }
 
+    /// The messages of the errors of `src`, in order.
     fn errors(src: &str) -> Vec<String> {
         compile_source(src)
             .expect_err("should fail")
             .into_iter()
             .map(|d| d.message)
             .collect()
-    }
-
-    #[test]
-    fn lowered_layers_pass_check_layer_and_hand_built_ones_may_not() {
-        for src in [
-            "layer t { input 12x12x3\n c: conv 5x5 -> 256, separable depthwise, bias }",
-            "layer t { input 9x8x6\n c: conv 4x3 -> 7, separable spatial, stride 2, pad same }",
-            "layer t { input 1x1x8192\n d: depthwise 3x3, dilation 65536, pad same }",
-            "layer t { input 8x8x4\n e: pointwise 8\n d: depthwise 3x3, multiplier 2, pad 1 1 2 0\n p: pointwise 4, residual }",
-        ] {
-            check_layer(&one(src)).unwrap();
-        }
-        let good =
-            one("layer t { input 8x8x4\n d: depthwise 3x3, pad same\n p: pointwise 4, residual }");
-        let bad = |f: &dyn Fn(&mut Layer)| {
-            let mut l = good.clone();
-            f(&mut l);
-            check_layer(&l)
-                .expect_err("inconsistent layer accepted")
-                .to_string()
-        };
-        // Shapes that do not chain.
-        let e = bad(&|l| l.stages[1].input.c = 5);
-        assert!(e.contains("does not match the previous output"), "{e}");
-        // An output the stage cannot produce.
-        let e = bad(&|l| l.stages[0].output.w = 9);
-        assert!(e.contains("is not the 8x8x4"), "{e}");
-        assert!(e.starts_with("layer 't', stage 'd'"), "{e}");
-        let e = bad(&|l| l.stages[0].padding.left = 0);
-        assert!(e.contains("is not the"), "{e}");
-        // Kinds and sizes.
-        assert!(bad(&|l| l.stages[1].kernel = [3, 3]).contains("pointwise"));
-        assert!(bad(&|l| l.stages[0].stride = [0, 1]).contains("must be in"));
-        assert!(bad(&|l| l.stages[0].dilation = [1, usize::MAX]).contains("must be in"));
-        assert!(
-            bad(&|l| l.stages[0].kind = StageKind::Depthwise { multiplier: 0 })
-                .contains("multiplier")
-        );
-        assert!(bad(&|l| l.stages[0].padding.top = usize::MAX).contains("padding"));
-        assert!(bad(&|l| l.input.h = 0).contains("input shape"));
-        let e = bad(&|l| {
-            l.stages[1].kind = StageKind::Pointwise {
-                cout: usize::MAX,
-                groups: 1,
-            };
-            l.stages[1].output.c = usize::MAX;
-        });
-        assert!(e.contains("out of range"), "{e}");
-        // A residual whose output is not the input's shape.
-        let e = bad(&|l| {
-            l.stages[1].kind = StageKind::Pointwise { cout: 6, groups: 1 };
-            l.stages[1].output.c = 6;
-        });
-        assert!(e.contains("residual"), "{e}");
     }
 
     #[test]

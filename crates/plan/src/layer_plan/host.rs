@@ -1,0 +1,75 @@
+//! What the cost model knows of the machine ([`Host`]): cache sizes from
+//! Linux's sysfs, cores, and the generator's vectors.
+/// What the cost model knows of the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Host {
+    /// f32 lanes of the vectors the code generator emits.
+    pub lanes: usize,
+    /// Vector registers the register allocator may use.
+    pub vector_registers: usize,
+    /// Per-core L1 data cache, in bytes.
+    pub l1d_bytes: usize,
+    /// Per-core L2 cache, in bytes.
+    pub l2_bytes: usize,
+    /// Hardware threads available.
+    pub cores: usize,
+}
+
+impl Host {
+    /// This machine: cache sizes from Linux's sysfs (32 KiB / 1 MiB if unknown).
+    pub fn detect() -> Host {
+        let cache = |level: &str| -> Option<usize> {
+            (0..8).find_map(|i| {
+                let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+                let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
+                let kind = read("type")?;
+                if read("level")?.trim() != level || kind.trim() == "Instruction" {
+                    return None;
+                }
+                parse_size(read("size")?.trim())
+            })
+        };
+        Host {
+            lanes: crate::plan::LANES,
+            vector_registers: if cfg!(target_arch = "aarch64") {
+                32
+            } else {
+                16
+            },
+            l1d_bytes: cache("1").unwrap_or(32 << 10),
+            l2_bytes: cache("2").unwrap_or(1 << 20),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// This machine's L2 per core ([`Host::detect`]'s), read once: what the
+/// stage schedules' working sets are measured against.
+pub fn host_l2_bytes() -> usize {
+    static L2: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *L2.get_or_init(|| Host::detect().l2_bytes)
+}
+
+/// `"32K"`, `"2048K"`, `"1M"` in bytes.
+fn parse_size(s: &str) -> Option<usize> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: usize = num.parse().ok()?;
+    Some(match unit {
+        "" => n,
+        "K" => n << 10,
+        "M" => n << 20,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("32K"), Some(32 << 10));
+        assert_eq!(parse_size("2M"), Some(2 << 20));
+        assert_eq!(parse_size("x"), None);
+    }
+}

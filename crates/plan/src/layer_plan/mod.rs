@@ -1,0 +1,398 @@
+//! The layer plan: which stages run fused, in bands of how many rows, on how
+//! many threads, and why. Halide's "schedule", kept apart from the layer (the
+//! "algorithm"): a plain value that can be printed, compared and overridden.
+//! Per-stage blocking is [`crate::plan::schedule`]; this decides the rest,
+//! from the host's real parameters ([`Host`]).
+//!
+//! This file has the plan's types and the fusion decisions
+//! ([`plan_layer`]); `host.rs` the machine ([`Host`]), `cost.rs` the fusion
+//! cost model ([`fusion_cost`]), `bands.rs` the band heights and bands
+//! ([`chunks`]), `threads.rs` the threads and their split, `separation.rs`
+//! the price of running a layer separated ([`separation_cost`]).
+
+mod bands;
+mod cost;
+mod host;
+mod separation;
+mod threads;
+
+pub use bands::chunks;
+pub use cost::{fusion_cost, FusionCost};
+pub use host::{host_l2_bytes, Host};
+pub use separation::{separation_cost, SeparationCost};
+
+use crate::backend::Backend;
+use crate::plan::Target;
+use convjit_ir::{Layer, Separation};
+use cost::group_cycles;
+use threads::choose_bands_and_threads;
+
+/// Whether consecutive stages may run fused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fusion {
+    /// Where the cost model expects a gain.
+    Auto,
+    /// Every stage of the layer in one group (for experiments and tests).
+    Always,
+    /// Every stage on its own.
+    Never,
+}
+
+/// Estimated cycles of work each thread of a group needs at the least
+/// (a few microseconds): the shared workers spin between runs (waking in
+/// well under a microsecond) and a barrier costs about one.
+pub const MIN_CYCLES_PER_THREAD: u64 = 10_000;
+
+/// By how much an estimate must beat the default to be taken (fusion
+/// against stages apart, channel shares against row shares): more than
+/// the model's noise, so a tie keeps the simpler schedule.
+const MARGIN: f64 = 0.97;
+
+/// The most stages the cost model prices as one group: `Fusion::Auto`
+/// starts a new group there, and a join forced beyond it
+/// (`Fusion::Always`) is not priced. Pricing a group walks a band's rows
+/// back through each of its stages, so without a bound planning grew as
+/// the square of the stages (a layer of 20,000 took a minute). Real
+/// layers' groups are far shorter: each band calls every stage of its
+/// group, and a longer group's bands hold more rows so are fewer rows
+/// tall, and the model stops within a few stages (3 in MobileNet, 36 at
+/// most in our tests of stages that compute: `3x1` depthwise on
+/// 65536x1x8). Only stages nearly free against the tensors they stream
+/// fuse on (depthwise `1x1` on 4x65536x16, 16 MiB each): they run as
+/// groups of 64, which still keep 63 of every 64 intermediate tensors
+/// out of memory.
+pub const MAX_PRICED_STAGES: usize = 64;
+
+/// Overrides for experiments; the defaults let the cost model decide.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Options {
+    /// Whether consecutive stages may run fused.
+    pub fuse: Fusion,
+    /// Threads sharing each image's rows (1: the calling thread only).
+    pub threads: usize,
+    /// Force the band height (output rows of a group's last stage).
+    pub band_rows: Option<usize>,
+    /// Fewer threads than requested when a group has fewer estimated
+    /// cycles than this per thread ([`MIN_CYCLES_PER_THREAD`]; 0 always
+    /// uses them all).
+    pub min_thread_cycles: u64,
+    /// The code generator (`Auto`: the widest the host runs).
+    pub backend: Backend,
+    /// With weights known at compile time, run a stage whose kernels all
+    /// have rank 1 (or, asked for, their best rank-R approximations) as a
+    /// `Khx1` then a `1xKw` stage (`convjit_ir::separate`; a rewrite of the
+    /// layer before planning).
+    pub separate: Separation,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            fuse: Fusion::Auto,
+            threads: 1,
+            band_rows: None,
+            min_thread_cycles: MIN_CYCLES_PER_THREAD,
+            backend: Backend::Auto,
+            separate: Separation::Exact,
+        }
+    }
+}
+
+/// How the threads of a group divide its work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// Contiguous shares of the output rows (of the pixels, for a flat
+    /// stage alone: `program::flat_shares`): each thread reads only the
+    /// input rows its share needs.
+    Rows,
+    /// Contiguous shares of the output channels, in whole vectors
+    /// (`plan::channel_shares`): each thread computes every pixel of its
+    /// channels, with only their weights (a function per share,
+    /// `plan::plan_channels`). Only for a conv or pointwise stage (one
+    /// group) alone on whole tensors, where the rows divide worse: 49
+    /// pixels of MobileNet's 7x7x1024 in blocks of 7 are 4 blocks and 4
+    /// on 2 threads, its 64 vectors 32 and 32.
+    Channels,
+}
+
+/// Consecutive stages `first..=last` run band by band: each band computes
+/// `band_rows` output rows of `last`, keeping the intermediate rows it needs
+/// in small buffers instead of whole tensors.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Group {
+    /// The group's first stage (its index in the layer).
+    pub first: usize,
+    /// The group's last stage: its output is the group's.
+    pub last: usize,
+    /// Output rows of stage `last` per band; its whole height means one band.
+    pub band_rows: usize,
+    /// Threads sharing the group's work.
+    pub threads: usize,
+    /// How they share it.
+    pub split: Split,
+    /// Why the planner chose this.
+    pub why: String,
+}
+
+/// How a layer runs ([`plan_layer`]): its stages in fusion groups, each
+/// with its band height and threads and the planner's reasons.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LayerPlan {
+    /// The machine planned for, with the chosen generator's vectors.
+    pub host: Host,
+    /// The options planned with, the generator made concrete.
+    pub options: Options,
+    /// The groups, in stage order, covering every stage once.
+    pub groups: Vec<Group>,
+}
+
+/// Decides fusion groups and band heights for `layer` on `host`, with
+/// the vectors of the code generator `options` name (`Auto` made
+/// concrete; one the host cannot run falls back to Cranelift: compiling
+/// refuses it with the reason).
+pub fn plan_layer(layer: &Layer, options: &Options, host: &Host) -> LayerPlan {
+    let backend = options.backend.resolve().unwrap_or(Backend::Cranelift);
+    let target = Target::of(backend);
+    let host = &Host {
+        lanes: target.lanes,
+        vector_registers: target.vector_registers,
+        ..*host
+    };
+    let options = &Options {
+        backend,
+        ..options.clone()
+    };
+    let mut groups: Vec<Group> = Vec::new();
+    // The decision on joining stage `i` to the group before it, by `i`.
+    let mut reasons: Vec<String> = vec![String::new(); layer.stages.len()];
+    // Estimated cycles of the last group so far, the `apart` side of the
+    // next join.
+    let mut current = 0.0;
+    for (i, s) in layer.stages.iter().enumerate() {
+        let fuse = match groups.last() {
+            Some(g) if options.fuse != Fusion::Never => {
+                let (fuse, why, cycles) =
+                    join(layer, g.first, i, current, options.fuse, host, &target);
+                reasons[i] = why;
+                current = cycles;
+                fuse
+            }
+            Some(_) => false,
+            None => {
+                if options.fuse != Fusion::Never {
+                    current = group_cycles(layer, i, i, host, &target);
+                }
+                false
+            }
+        };
+        match groups.last_mut() {
+            Some(g) if fuse => g.last = i,
+            _ => groups.push(Group {
+                first: i,
+                last: i,
+                band_rows: s.output.h,
+                threads: 1,
+                split: Split::Rows,
+                why: String::new(),
+            }),
+        }
+    }
+    let threads = options.threads.max(1);
+    let groups = groups
+        .into_iter()
+        .flat_map(|g| {
+            // The decisions that joined the group's stages, and the one
+            // that started it.
+            let why = reasons[g.first..=g.last]
+                .iter()
+                .filter(|r| !r.is_empty())
+                .cloned()
+                .collect();
+            choose_bands_and_threads(layer, g, options, host, why, threads)
+        })
+        .collect();
+    LayerPlan {
+        host: *host,
+        options: options.clone(),
+        groups,
+    }
+}
+
+/// Whether stage `i` joins the group `first..i` before it, of `group`
+/// estimated cycles, and why; and the estimated cycles of the group it
+/// then ends. Each join prices only the group with its new stage (the
+/// group so far was priced by the join before: the same number).
+fn join(
+    layer: &Layer,
+    first: usize,
+    i: usize,
+    group: f64,
+    fuse: Fusion,
+    host: &Host,
+    target: &Target,
+) -> (bool, String, f64) {
+    let (prev, s) = (&layer.stages[i - 1], &layer.stages[i]);
+    let why = format!(
+        "{} -> {}: the intermediate {} is {} KiB per image",
+        prev.name,
+        s.name,
+        prev.output,
+        (prev.output.len() * 4) >> 10
+    );
+    let alone = || group_cycles(layer, i, i, host, target);
+    if i - first >= MAX_PRICED_STAGES {
+        return match fuse {
+            // Not priced, nor needed: a forced group only grows.
+            Fusion::Always => (
+                true,
+                format!(
+                    "{why}: fused (forced; not priced: the cost model prices groups \
+                     of at most {MAX_PRICED_STAGES} stages)"
+                ),
+                f64::NAN,
+            ),
+            _ => (
+                false,
+                format!("{why}: not fused: a group holds at most {MAX_PRICED_STAGES} stages"),
+                alone(),
+            ),
+        };
+    }
+    let alone = alone();
+    let cost = FusionCost {
+        apart: group + alone,
+        fused: group_cycles(layer, first, i, host, target),
+    };
+    match fuse {
+        Fusion::Always => (true, format!("{why}: fused (forced); {cost}"), cost.fused),
+        _ if cost.pays() => (true, format!("{why}; {cost}: fused"), cost.fused),
+        _ => (false, format!("{why}; {cost}: not fused"), alone),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer_plan::bands::tests::WALKED;
+
+    /// A host of 128-bit vectors, 32 KiB L1d, 1 MiB L2, 2 cores.
+    pub(super) fn host() -> Host {
+        Host {
+            lanes: 4,
+            vector_registers: 16,
+            l1d_bytes: 32 << 10,
+            l2_bytes: 1 << 20,
+            cores: 2,
+        }
+    }
+
+    #[test]
+    fn fuses_where_the_cost_model_expects_a_gain() {
+        let src = "layer l { input 112x112x32\n dw: depthwise 3x3, pad same\n pw: pointwise 64 }\n\
+                   layer s { input 14x14x64\n dw: depthwise 3x3, pad same\n pw: pointwise 64 }";
+        let layers = convjit_ir::compile_source(src).unwrap();
+        let p = plan_layer(&layers[0], &Options::default(), &host());
+        assert_eq!(p.groups.len(), 1, "{p:?}");
+        let g = &p.groups[0];
+        assert!(g.band_rows >= 1 && g.band_rows < 112, "{g:?}");
+        assert!(
+            g.why.contains("fused") && g.why.contains("band of"),
+            "{}",
+            g.why
+        );
+        assert!(g.why.contains("cycles apart"), "{}", g.why);
+        // 49 KiB of intermediate through L2 saves less than the bands cost.
+        let p = plan_layer(&layers[1], &Options::default(), &host());
+        assert_eq!(p.groups.len(), 2, "{p:?}");
+        assert!(p.groups[1].why.contains("not fused"), "{}", p.groups[1].why);
+        let t = Target::CRANELIFT;
+        let big = fusion_cost(&layers[0], 0, 1, &host(), &t);
+        let small = fusion_cost(&layers[1], 0, 1, &host(), &t);
+        assert!(big.pays() && !small.pays(), "{big:?} {small:?}");
+        let unfused = Options {
+            fuse: Fusion::Never,
+            ..Options::default()
+        };
+        assert_eq!(plan_layer(&layers[0], &unfused, &host()).groups.len(), 2);
+    }
+
+    /// A layer of `n` stages, alternately 3x3 depthwise and pointwise.
+    fn chain(n: usize, input: &str) -> Layer {
+        let stages: Vec<String> = (0..n)
+            .map(|i| match i % 2 {
+                0 => format!("s{i}: depthwise 3x3, pad same"),
+                _ => format!("s{i}: pointwise 8"),
+            })
+            .collect();
+        let src = format!("layer l {{ input {input}\n {} }}", stages.join("\n "));
+        convjit_ir::compile_source(&src).unwrap().remove(0)
+    }
+
+    /// Stages walked planning `layer`.
+    fn walked(layer: &Layer, fuse: Fusion) -> usize {
+        WALKED.with(|w| w.set(0));
+        let options = Options {
+            fuse,
+            threads: 2,
+            ..Options::default()
+        };
+        let p = plan_layer(layer, &options, &host());
+        assert_eq!(
+            p.groups.last().map(|g| g.last),
+            Some(layer.stages.len() - 1)
+        );
+        WALKED.with(|w| w.get())
+    }
+
+    #[test]
+    fn planning_work_grows_linearly_with_the_stages() {
+        // Ten times the stages, ten times the work (it was a hundred:
+        // each join priced the whole group, and each group's reasons were
+        // found by searching every decision).
+        for input in ["8x8x8", "60x8x8"] {
+            let (small, large) = (chain(2_000, input), chain(20_000, input));
+            for fuse in [Fusion::Auto, Fusion::Always] {
+                let (a, b) = (walked(&small, fuse), walked(&large, fuse));
+                assert!(b <= 11 * a, "{input} {fuse:?}: {a} then {b} stages walked");
+            }
+        }
+        // Forced, the layer is one group; joins beyond the cost model's
+        // bound are not priced, and say so.
+        let options = Options {
+            fuse: Fusion::Always,
+            ..Options::default()
+        };
+        let l = chain(20_000, "8x8x8");
+        let p = plan_layer(&l, &options, &host());
+        assert_eq!((p.groups.len(), p.groups[0].last), (1, 19_999));
+        let why = &p.groups[0].why;
+        assert!(
+            why.contains(
+                "s62 -> s63: the intermediate 8x8x8 is 2 KiB per image: fused (forced); estimated"
+            ),
+            "{}",
+            &why[..2000]
+        );
+        assert!(
+            why.contains(
+                "s63 -> s64: the intermediate 8x8x8 is 2 KiB per image: fused (forced; not priced"
+            ),
+            "{}",
+            &why[..2000]
+        );
+    }
+
+    #[test]
+    fn a_group_holds_at_most_the_stages_the_cost_model_prices() {
+        // Nearly free stages on 16 MiB tensors: every join pays.
+        let stages: Vec<String> = (0..150).map(|i| format!("s{i}: depthwise 1x1")).collect();
+        let src = format!("layer l {{ input 4x65536x16\n {} }}", stages.join("\n "));
+        let l = convjit_ir::compile_source(&src).unwrap().remove(0);
+        let p = plan_layer(&l, &Options::default(), &host());
+        let spans: Vec<(usize, usize)> = p.groups.iter().map(|g| (g.first, g.last)).collect();
+        assert_eq!(spans, [(0, 63), (64, 127), (128, 149)]);
+        assert!(p.groups[1].why.starts_with(
+            "s63 -> s64: the intermediate 4x65536x16 is 16384 KiB per image: not fused: a group holds at most 64 stages; s64 -> s65"
+        ), "{}", &p.groups[1].why[..300]);
+    }
+}

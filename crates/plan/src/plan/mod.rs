@@ -1,0 +1,42 @@
+//! Per-stage code plan: the blocking decisions ([`Schedule`]), the stage's
+//! geometry with its border classes, and the channel "units" (one
+//! accumulator vector per output pixel each) with the packed-weight layout
+//! the generated loops read. Everything here depends only on the stage's
+//! shapes, never on weight values, so the machine code can be cached.
+//!
+//! - `target.rs`: what a generator offers ([`Target`]: lanes, registers)
+//!   and which one writes a stage ([`stage_target`]);
+//! - `schedule.rs`: register blocking and its cost model ([`schedule_for`],
+//!   [`schedule_reason_for`]);
+//! - `stage.rs`: the stage plan ([`Plan`], [`plan_for`], [`planned_stage`]);
+//! - `runs.rs`: its register blocks ([`Unit`], [`Run`]);
+//! - `geometry.rs`: taps per column, border classes, column blocks, row
+//!   vectors, flat stages ([`tap_range`], [`Plan::col_blocks`]);
+//! - `shares.rs`: threads sharing output channels ([`channel_shares`],
+//!   [`plan_channels`]);
+//! - `packing.rs`: the packed-weight layout and the copies that fill it
+//!   ([`Plan::pack_copies`], [`pack_into`]);
+//! - `code_size.rs`: the instructions a plan will take ([`code_size`]).
+
+mod code_size;
+mod geometry;
+mod packing;
+mod runs;
+mod schedule;
+mod shares;
+mod stage;
+mod target;
+
+pub use code_size::{code_size, MIN_CODE_SIZE};
+pub use geometry::{
+    call_range, is_flat, positions, row_block_vectors, tap_range, ColBlock, Segment,
+};
+pub use packing::{pack, pack_into, PackCopy, PackSource, PACK_ROW_BYTES, PACK_SLACK_BYTES};
+pub use runs::{InSrc, OutDst, Run, Unit};
+pub use schedule::{
+    schedule, schedule_for, schedule_reason, schedule_reason_for, Schedule, DW_ACCUMULATORS,
+    DW_SHARED_ACCUMULATORS, MAX_ACCUMULATORS, REDUCE_ACCUMULATORS,
+};
+pub use shares::{channel_shares, plan_channels};
+pub use stage::{plan, plan_for, planned_stage, Plan, Strategy, CHANNELS_OUTER_BYTES};
+pub use target::{stage_target, Target, LANES, MAX_LANES};

@@ -1,0 +1,297 @@
+//! The stage plan ([`Plan`]): everything code generation and packing
+//! need for one stage on one [`Target`], made by [`plan_for`] from the
+//! stage as the generator runs it ([`planned_stage`]), its blocking
+//! ([`schedule_for`]), geometry, register blocks ([`unit_runs`]) and
+//! packed-weight layout ([`layout_weights`], [`packed_extent`]).
+
+use super::geometry::{
+    is_flat, row_block_vectors, row_multiplier_ok, segments, tap_range, Segment,
+};
+#[cfg(doc)]
+use super::packing::PACK_SLACK_BYTES;
+use super::packing::{layout_weights, packed_extent, row_weights_ok};
+use super::runs::{unit_runs, Run};
+use super::schedule::{schedule_for, Schedule};
+#[cfg(doc)]
+use super::shares::plan_channels;
+use super::target::{stage_target, Target};
+use convjit_ir::{Activation, Stage, StageKind};
+
+/// Conv/pointwise weights (bytes) above which channel blocks are walked
+/// outside the pixels ([`Plan::channels_outer`]): a typical L2 (Zen 3:
+/// 512 KiB per core).
+pub const CHANNELS_OUTER_BYTES: usize = 512 << 10;
+
+/// How a stage maps onto vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Conv and pointwise: vectors over output channels, a reduction loop
+    /// over (taps x input channels) broadcasting one input scalar per step.
+    Reduce,
+    /// Depthwise with multiplier 1..=3: vectors over input channels, one
+    /// accumulator per (channel vector, m); outputs `c*M+m` stored per lane
+    /// when M > 1.
+    DwChannels,
+    /// Depthwise with multiplier >= 4: for each input channel (a "group"),
+    /// vectors over its M contiguous outputs, the input scalar broadcast.
+    DwMultiplier,
+}
+
+/// `stage` as the generator for `target` plans it: a conv on one input
+/// channel with 2 or 4 outputs (a filter bank on a grey image: Sobel's
+/// dx and dy) is a depthwise stage with that multiplier, the same
+/// weights `[Kh][Kw][1][M]`, so a direct generator runs its interior
+/// columns as vectors along the row instead of 2 or 4 lanes of a vector
+/// over its outputs.
+pub fn planned_stage<'a>(stage: &'a Stage, target: &Target) -> std::borrow::Cow<'a, Stage> {
+    match stage.kind {
+        // Not a flat 1x1: its function takes pixel ranges (`call_range`,
+        // decided on the layer's stage), a depthwise one takes rows.
+        StageKind::Conv { cout, groups: 1 }
+            if stage.input.c == 1
+                && !is_flat(stage)
+                && stage.stride[1] == 1
+                && row_multiplier_ok(
+                    cout,
+                    stage.kernel[0] * stage.kernel[1],
+                    &stage_target(stage, target),
+                ) =>
+        {
+            let mut s = stage.clone();
+            s.kind = StageKind::Depthwise { multiplier: cout };
+            std::borrow::Cow::Owned(s)
+        }
+        _ => std::borrow::Cow::Borrowed(stage),
+    }
+}
+
+/// Everything code generation and packing need for one stage.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The generator and vectors this plan is made for.
+    pub target: Target,
+    /// The register blocking ([`schedule_for`]).
+    pub sched: Schedule,
+    /// How the stage maps onto vectors.
+    pub strategy: Strategy,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Input channels.
+    pub ci: usize,
+    /// Output height.
+    pub ho: usize,
+    /// Output width.
+    pub wo: usize,
+    /// Output channels: also the pixel stride of the output, in floats
+    /// (for a share of the channels too, see [`Plan::channels`]).
+    pub co: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Vertical stride.
+    pub sh: usize,
+    /// Horizontal stride.
+    pub sw: usize,
+    /// Vertical dilation.
+    pub dh: usize,
+    /// Horizontal dilation.
+    pub dw: usize,
+    /// Padding rows above the input.
+    pub pt: usize,
+    /// Padding columns left of the input.
+    pub pl: usize,
+    /// Reduction channels per tap in the packed layout (Ci for Reduce, 1 else).
+    pub ci_per_tap: usize,
+    /// Every output row reads all `kh` kernel rows.
+    pub rows_full: bool,
+    /// The function takes a range of pixels ([`is_flat`]).
+    pub flat: bool,
+    /// The output columns of a row in classes that read the same kernel
+    /// columns (the left border, the interior, the right border), left
+    /// to right.
+    pub segments: Vec<Segment>,
+    /// Channel groups: a grouped conv/pointwise stage's groups,
+    /// DwMultiplier's input channels, else 1.
+    pub groups: usize,
+    /// Input channels from one group to the next.
+    pub g_in: usize,
+    /// Output channels from one group to the next (where the code stores).
+    pub g_out: usize,
+    /// Weight bytes of a group.
+    pub g_w: usize,
+    /// Bias bytes of a group.
+    pub g_bias: usize,
+    /// Output-channel shift per group (for packing: which channels'
+    /// weights a group holds).
+    pub g_o: usize,
+    /// The register blocks across a group's output channels.
+    pub runs: Vec<Run>,
+    /// Float offset of the packed bias, if any.
+    pub bias_off: Option<usize>,
+    /// The units' weights are packed compact: per (tap, channel) step,
+    /// only the floats the units use (a unit of contiguous output
+    /// channels at its first channel's offset from the run's first,
+    /// overlapping units sharing their floats; others one after the
+    /// other), where whole vectors per unit would hold more zero lanes
+    /// than [`PACK_SLACK_BYTES`] and a tenth of the used ones (one output
+    /// channel, a one-channel depthwise stage: 16x on 16 lanes). A unit's
+    /// vector is still loaded whole: its unused lanes read the next
+    /// unit's or step's floats, whose products are never stored (lanes
+    /// are independent: no path combines lanes of a unit's accumulator),
+    /// and `packed_len` reaches exactly past the last such load.
+    pub compact: bool,
+    /// Few-channel depthwise rows as vectors along the row (see
+    /// [`Plan::row_vectors`]), 2 or more channels: float offset of their
+    /// weights `[tap][phase][lane]` (lane `l` of phase `r` holds channel
+    /// `(r + l) % C`), then of their bias `[phase][lane]`.
+    pub row_weights_off: Option<usize>,
+    /// Outputs per input pixel of the row vectors: 1, or M for a
+    /// one-channel depthwise stage with multiplier M (2 or 4, see
+    /// [`planned_stage`]): lane `l` then reads pixel `l / M` of a load of
+    /// `lanes / M` pixels, permuted to lane `l` from pixel `l / M`; its
+    /// weights are packed `[tap][lane]` (lane `l`: output `l % M`), then
+    /// the bias.
+    pub row_multiplier: usize,
+    /// Floats of the packed weights (the buffer the code reads).
+    pub packed_len: usize,
+    /// The stage's activation, applied before the store.
+    pub activation: Activation,
+    /// The stage adds the layer's input to its output.
+    pub residual: bool,
+    /// The output channels `c0..c1` the function computes: all, `(0,
+    /// co)`, but for a thread's share of a conv/pointwise stage
+    /// ([`plan_channels`]), whose packed weights hold only those.
+    pub channels: (usize, usize),
+}
+
+/// The plan of `stage` for Cranelift's vectors.
+pub fn plan(stage: &Stage) -> Plan {
+    plan_for(stage, &Target::CRANELIFT)
+}
+
+/// The plan of `stage` for the vectors and registers of `target`.
+pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
+    plan_with(stage, target, None)
+}
+
+/// [`plan_for`], its units packed compact or aligned as `compact` says
+/// (`None`: as [`Plan::compact`] decides), for tests of both layouts.
+pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -> Plan {
+    let target = &stage_target(stage, target);
+    let stage = &*planned_stage(stage, target);
+    let sched = schedule_for(stage, target);
+    let lanes = target.lanes;
+    let (si, so) = (stage.input, stage.output);
+    let [kh, kw] = stage.kernel;
+    let [sh, sw] = stage.stride;
+    let [dh, dw] = stage.dilation;
+    let p = stage.padding;
+    let (h, w, ho, wo) = (si.h, si.w, so.h, so.w);
+    let (pt, pl) = (p.top, p.left);
+    let rows_full = (0..ho).all(|oy| tap_range(oy, sh, dh, pt, kh, h) == (0, kh));
+    let (ci, co) = (si.c, so.c);
+    let taps = kh * kw;
+    let (strategy, ci_per_tap, groups) = strategy_of(stage);
+    let (runs, (g_in, g_out, g_o)) = unit_runs(stage, strategy, groups, lanes, sched.units);
+    let steps = taps * ci_per_tap;
+    let has_bias = stage.bias_key.is_some();
+    let weights = layout_weights(runs, groups, steps, has_bias, lanes, compact);
+    let few_channels = strategy == Strategy::DwChannels
+        && target.direct()
+        && sw == 1
+        && co == ci
+        && (2..lanes).contains(&ci)
+        && row_block_vectors(ci, target) > 0
+        && row_weights_ok(taps, ci, target);
+    let row_multiplier = match stage.kind {
+        StageKind::Depthwise { multiplier: m }
+            if ci == 1 && sw == 1 && row_multiplier_ok(m, taps, target) =>
+        {
+            m
+        }
+        _ => 1,
+    };
+    // Row-vector weights: per tap, a vector per channel phase, or one of
+    // the multiplier's outputs.
+    let row_phases = match (few_channels, row_multiplier) {
+        (true, _) => Some(ci),
+        (false, 2..) => Some(1),
+        _ => None,
+    };
+    let extent = packed_extent(&weights, groups, steps, has_bias, taps, row_phases, lanes);
+    Plan {
+        target: *target,
+        sched,
+        strategy,
+        h,
+        w,
+        ci,
+        ho,
+        wo,
+        co,
+        kh,
+        kw,
+        sh,
+        sw,
+        dh,
+        dw,
+        pt,
+        pl,
+        ci_per_tap,
+        rows_full,
+        flat: is_flat(stage),
+        segments: segments(stage),
+        groups,
+        g_in,
+        g_out,
+        g_w: weights.g_w,
+        g_bias: weights.g_bias,
+        g_o,
+        runs: weights.runs,
+        bias_off: extent.bias_off,
+        compact: weights.compact,
+        row_weights_off: extent.row_weights_off,
+        row_multiplier,
+        packed_len: extent.packed_len,
+        activation: stage.activation,
+        residual: stage.residual,
+        channels: (0, co),
+    }
+}
+
+/// How `stage` maps onto vectors, its reduction channels per tap
+/// ([`Plan::ci_per_tap`]) and its channel groups ([`Plan::groups`]).
+fn strategy_of(stage: &Stage) -> (Strategy, usize, usize) {
+    let ci = stage.input.c;
+    match stage.kind {
+        StageKind::Conv { groups, .. } | StageKind::Pointwise { groups, .. } => {
+            (Strategy::Reduce, ci / groups, groups)
+        }
+        StageKind::Depthwise { multiplier } if multiplier <= 3 => (Strategy::DwChannels, 1, 1),
+        StageKind::Depthwise { .. } => (Strategy::DwMultiplier, 1, ci),
+    }
+}
+
+impl Plan {
+    /// Conv/pointwise loop order: channel blocks outside the pixels (each
+    /// block's weights read from cache by every pixel, the input read once
+    /// per channel block) rather than all channel blocks for each block of
+    /// pixels (the input reused from L1, all the weights read again). Only
+    /// when the weights exceed [`CHANNELS_OUTER_BYTES`]: the whole weight
+    /// set then comes from L3 or memory per pixel block (3x3 512->512 on
+    /// 14x14: +8-20%); below it both orders ran equally fast (pointwise
+    /// 24<->144, 3x3 64->64 and 256->256). A thread's share of the
+    /// channels ([`plan_channels`]) counts its own weights only.
+    ///
+    /// Grouped stages keep channel blocks inside: a group's weights are a
+    /// G-th of the stage's.
+    pub fn channels_outer(&self) -> bool {
+        self.strategy == Strategy::Reduce
+            && self.groups == 1
+            && self.kh * self.kw * self.ci * (self.channels.1 - self.channels.0) * 4
+                > CHANNELS_OUTER_BYTES
+    }
+}

@@ -1,0 +1,92 @@
+//! What a code generator offers a stage plan: its vector width and
+//! registers ([`Target`]), and which generator writes a given stage
+//! ([`stage_target`]).
+
+use crate::backend::Backend;
+use convjit_ir::Stage;
+
+/// f32 lanes of the Cranelift generator's vectors: its x64 backend lowers
+/// only 128-bit vectors (and NEON has no wider ones).
+pub const LANES: usize = 4;
+
+/// The most f32 lanes of any target (AVX-512: 16).
+pub const MAX_LANES: usize = 16;
+
+/// What a code generator offers the plan: vector width and registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// A concrete generator (never `Auto`).
+    pub backend: Backend,
+    /// f32 lanes per vector.
+    pub lanes: usize,
+    /// Vector registers the generator may use.
+    pub vector_registers: usize,
+}
+
+impl Target {
+    /// Cranelift: 128-bit vectors, 16 registers on x64 (32 on AArch64,
+    /// which its register allocator uses on its own).
+    pub const CRANELIFT: Target = Target {
+        backend: Backend::Cranelift,
+        lanes: LANES,
+        vector_registers: 16,
+    };
+    /// `convjit-x86`'s AVX2 generator: 256-bit ymm vectors, 16 registers.
+    pub const AVX2: Target = Target {
+        backend: Backend::Avx2,
+        lanes: 8,
+        vector_registers: 16,
+    };
+    /// `convjit-x86`'s AVX-512 generator: 512-bit zmm vectors, 32
+    /// registers.
+    pub const AVX512: Target = Target {
+        backend: Backend::Avx512,
+        lanes: 16,
+        vector_registers: 32,
+    };
+
+    /// The target of a concrete generator (`Auto` is Cranelift's).
+    pub fn of(backend: Backend) -> Target {
+        match backend {
+            Backend::Avx2 => Target::AVX2,
+            Backend::Avx512 => Target::AVX512,
+            Backend::Auto | Backend::Cranelift => Target::CRANELIFT,
+        }
+    }
+
+    /// The generator writes its own machine code (and allocates its own
+    /// registers): `vfmadd231ps` accumulates in place, a broadcast is
+    /// shared by a row of accumulators.
+    pub fn direct(&self) -> bool {
+        self.backend != Backend::Cranelift
+    }
+
+    /// Bytes per vector.
+    pub fn vector_bytes(&self) -> usize {
+        self.lanes * 4
+    }
+}
+
+/// The generator that writes `stage` when `target` is the layer's: the
+/// AVX-512 one hands grouped stages of at most 8 outputs per group to the
+/// AVX2 one (its code runs on any AVX-512 host). Such a group fills a
+/// 256-bit vector but only half a 512-bit one, and its padded weights
+/// twice the cache: 3x3 56x56x128 with 16 groups ran 643 us on AVX2 and
+/// 1466 on AVX-512, pointwise 28x28x256 with 32 groups 41 and 57 us (with
+/// 8 groups of 32 outputs AVX-512 won, 806 against 1370 us). Depthwise
+/// rows of 2 to 7 channels (an RGB image's filter) stay 512-bit, though
+/// their taps shifted by C floats make most loads straddle cache lines:
+/// an earlier hand-off to AVX2 rested on a `bench` that timed "jit" right
+/// after its 512-bit FMA loop (slowed by it); called back to back,
+/// 1920x1080x3, tenth percentiles of two or three runs each, 512-bit
+/// against 256-bit: 5x5 separated 3.53-3.66 ms against 3.82-4.01, 7x7
+/// 4.21-4.67 against 4.53-4.97, box 9x9 5.26-5.38 against 6.36-6.44, 5x5
+/// whole 6.04-6.21 against 7.61-7.71.
+pub fn stage_target(stage: &Stage, target: &Target) -> Target {
+    let grouped = stage.groups() > 1 && stage.output.c / stage.groups() <= Target::AVX2.lanes;
+    if target.backend == Backend::Avx512 && grouped {
+        Target::AVX2
+    } else {
+        *target
+    }
+}
