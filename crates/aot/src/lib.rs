@@ -27,6 +27,7 @@
 //! for one image, freed before returning. No global mutable state: the
 //! functions are reentrant. Return codes: 0 success, 1 `malloc` failed,
 //! 2 a NULL pointer. The generated header documents all of this for C.
+#![forbid(unsafe_code)]
 
 pub mod choice;
 mod header;

@@ -10,6 +10,7 @@
 //! baselines are hand-written kernels over the IR alone, while timing
 //! the generated code needs the runtime (`convjit`'s `Kernel`); here both
 //! meet, and neither the library nor the baselines gain an arrow.
+#![forbid(unsafe_code)]
 
 pub mod harness;
 mod layer;

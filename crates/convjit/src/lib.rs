@@ -32,6 +32,7 @@
 //! // Buffer lengths are checked before generated code is entered:
 //! assert!(kernel.run(&input, &mut out, 2).is_err());
 //! ```
+#![forbid(unsafe_code)]
 
 mod error;
 pub mod plan_json;

@@ -15,6 +15,7 @@
 //! `codegen.rs`). For the JIT: [`compile_all`] (machine code, no
 //! relocations, on several threads), [`clif_text`] on request; for any
 //! other `cranelift_module::Module` (an object file): [`define_stages`].
+#![forbid(unsafe_code)]
 
 mod codegen;
 

@@ -5,6 +5,7 @@
 //! and infers every shape, giving [`Layer`]s whose stages are all primitive
 //! (separable convolutions are expanded here); [`Weights`] binds arrays to
 //! stages; [`interpret`] computes the output.
+#![forbid(unsafe_code)]
 
 pub mod budget;
 mod compare;

@@ -10,6 +10,7 @@
 //! Writing goes through [`Outputs`]: a temporary file beside the target is
 //! filled, synced and renamed over it (with a command's other outputs), so
 //! readers never see a half-written array and a failure changes nothing.
+#![forbid(unsafe_code)]
 
 mod header;
 mod input;

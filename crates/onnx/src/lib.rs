@@ -18,6 +18,7 @@
 //! Errors are for models that are not valid ONNX (or not ONNX); valid
 //! models with parts convjit cannot express import the rest and say why
 //! ([`Import::notes`]).
+#![forbid(unsafe_code)]
 
 mod attrs;
 mod chains;

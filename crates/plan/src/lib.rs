@@ -7,6 +7,7 @@
 //! a layer may need ([`limits`]). Plain values with their reasons, printed
 //! by `convjit plan`; shared by both generators, the JIT and the AOT
 //! builder.
+#![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod layer_plan;

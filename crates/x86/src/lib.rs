@@ -8,6 +8,7 @@
 //! The code is position-independent and needs no relocations: it
 //! references nothing outside itself, and its constants are built in
 //! registers.
+#![forbid(unsafe_code)]
 
 mod asm;
 mod emit;
