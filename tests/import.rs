@@ -91,7 +91,7 @@ fn a_model_imports_checks_and_runs_to_onnxruntimes_values() {
 
     // The bottleneck with its residual, on ONNX Runtime's input, through
     // `convjit run` with the imported weights.
-    let values = npy::read_npz(&fixture("resnet.npz")).unwrap();
+    let values = npy::read_npz(fixture("resnet.npz")).unwrap();
     let nchw_to_nhwc = |a: &npy::Array| {
         let [n, c, h, w] = a.shape[..] else { panic!() };
         let mut v = vec![0.0; a.data.len()];
@@ -102,7 +102,7 @@ fn a_model_imports_checks_and_runs_to_onnxruntimes_values() {
         (vec![n, h, w, c], v)
     };
     let (shape, input) = nchw_to_nhwc(values.get("x").unwrap());
-    npy::write_npy(&dir.path().join("in.npy"), &shape, &input).unwrap();
+    npy::write_npy(dir.path().join("in.npy"), &shape, &input).unwrap();
     let o = convjit(
         dir.path(),
         &[
@@ -119,7 +119,7 @@ fn a_model_imports_checks_and_runs_to_onnxruntimes_values() {
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let got = npy::read_npy(&dir.path().join("out.npy")).unwrap();
+    let got = npy::read_npy(dir.path().join("out.npy")).unwrap();
     let (shape, want) = nchw_to_nhwc(values.get("add1").unwrap());
     assert_eq!(got.shape, shape);
     let worst = got

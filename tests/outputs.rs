@@ -39,7 +39,7 @@ fn scratch() -> tempfile::TempDir {
     let arrays = w.to_arrays(layer);
     let refs: Vec<(&str, &convjit::npy::Array)> =
         arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
-    convjit::npy::write_npz(&dir.path().join("w.npz"), &refs).unwrap();
+    convjit::npy::write_npz(dir.path().join("w.npz"), &refs).unwrap();
     dir
 }
 
@@ -210,7 +210,7 @@ fn devices_fifos_and_links_are_written_through_or_followed() {
         .unwrap()
         .file_type()
         .is_symlink());
-    let a = convjit::npy::read_npy(&p.join("real/out.npy")).unwrap();
+    let a = convjit::npy::read_npy(p.join("real/out.npy")).unwrap();
     assert_eq!(a.shape, [1, 6, 6, 4]);
     // A link to an input is that input.
     std::os::unix::fs::symlink("s.conv", p.join("s-link.conv")).unwrap();
@@ -257,7 +257,7 @@ fn a_full_file_system_changes_nothing() {
     let arrays = w.to_arrays(layer);
     let refs: Vec<(&str, &convjit::npy::Array)> =
         arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
-    convjit::npy::write_npz(&d.path().join("b.npz"), &refs).unwrap();
+    convjit::npy::write_npz(d.path().join("b.npz"), &refs).unwrap();
     let k = mnt.join("k.o");
     let o = convjit(
         d.path(),

@@ -9,15 +9,19 @@
 //! A panic is caught (`catch_unwind`); a fault in generated code is a
 //! signal that kills the process, which this in-process loop cannot catch:
 //! the case being run is then the one printed by `--verbose`.
+//!
+//! Drawing and shrinking cases is `convjit_ir::random_layer`'s
+//! ([`case_runner`], [`draw_valid`], [`shrink`]), checking one the
+//! library's (`convjit::verify::Trial`); this file runs the loop on its
+//! threads and reports.
 
 use super::Failure;
 use clap::Args;
-use convjit::verify::{check_generated, Outcome, Reference};
-use convjit::{Backend, Fusion, Options, Rng, Weights};
-use convjit_ir::random_layer::{layer_case, LayerCase, Limits};
+use convjit::verify::Trial;
+use convjit::{Backend, Fusion, Options};
+use convjit_ir::random_layer::{case_runner, draw_valid, layer_case, shrink, LayerCase, Limits};
 use indicatif::ProgressBar;
-use proptest::strategy::{Strategy, ValueTree};
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use proptest::strategy::ValueTree;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -44,9 +48,6 @@ pub struct FuzzArgs {
     #[arg(long)]
     verbose: bool,
 }
-
-/// Shrinking stops after this many simplification steps.
-const MAX_SHRINK_STEPS: usize = 2000;
 
 /// What the workers add up.
 #[derive(Default)]
@@ -159,17 +160,6 @@ struct CaseResult {
     interpreter: Duration,
 }
 
-/// Case `i` of seed `seed`: its own proptest RNG, so a case does not depend
-/// on which thread ran it or what ran before.
-fn runner(seed: u64, i: u64) -> TestRunner {
-    let mut rng = Rng::new(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let bytes: Vec<u8> = (0..4).flat_map(|_| rng.next_u64().to_le_bytes()).collect();
-    TestRunner::new_with_rng(
-        Config::default(),
-        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
-    )
-}
-
 fn options(case: &LayerCase, backend: Backend) -> Options {
     Options {
         backend,
@@ -181,17 +171,7 @@ fn options(case: &LayerCase, backend: Backend) -> Options {
 }
 
 fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> CaseResult {
-    let mut runner = runner(a.seed, i);
-    let strategy = layer_case(Limits::SMALL);
-    // Draw until the text validates (an output can come out empty).
-    let (mut tree, layer) = loop {
-        let tree = strategy
-            .new_tree(&mut runner)
-            .expect("layer_case has no filters");
-        if let Ok(mut l) = convjit_ir::compile_source(&tree.current().src) {
-            break (tree, l.remove(0));
-        }
-    };
+    let (mut tree, layer) = draw_valid(&layer_case(Limits::SMALL), &mut case_runner(a.seed, i));
     let case = tree.current();
     if a.verbose {
         bar.suspend(|| eprintln!("case {i}: {}", case.src.replace('\n', " ")));
@@ -202,13 +182,13 @@ fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> Ca
         interpreter: Duration::ZERO,
     };
     let t = Instant::now();
-    let data = Data::new(&layer, &case);
+    let trial = trial(&layer, &case);
     result.interpreter = t.elapsed();
     for (k, &backend) in backends.iter().enumerate() {
         let t = Instant::now();
-        let outcome = data.check(&layer, &case, backend);
+        let outcome = trial.check(&layer, &options(&case, backend));
         result.per_backend[k] = t.elapsed();
-        if let Some(message) = failure(&outcome) {
+        if let Some(message) = outcome.mismatch() {
             result.failed = true;
             let (small, message) = shrink(&mut tree, message, |c| fails(c, backend));
             let path = write_reproducer(&a.out, a.seed, i, backend, &small, &message);
@@ -225,95 +205,17 @@ fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> Ca
 }
 
 /// A case's weights, input and interpreter output.
-struct Data {
-    weights: Weights,
-    input: Vec<f32>,
-    reference: Result<Reference, String>,
-}
-
-impl Data {
-    fn new(layer: &convjit::Layer, case: &LayerCase) -> Data {
-        let weights = Weights::random(layer, case.seed);
-        let input: Vec<f32> = Rng::new(case.seed ^ 0x5555)
-            .vec(case.batch * layer.input.len(), 1.0)
-            .iter()
-            .map(|v| v * case.scale)
-            .collect();
-        let reference = std::panic::catch_unwind(|| {
-            Reference::new(layer, &weights, &input, case.batch).map_err(|e| e.to_string())
-        })
-        .unwrap_or_else(|_| Err("the interpreter panicked".into()));
-        Data {
-            weights,
-            input,
-            reference,
-        }
-    }
-
-    fn check(&self, layer: &convjit::Layer, case: &LayerCase, backend: Backend) -> Outcome {
-        match &self.reference {
-            Err(e) => Outcome::Failed(format!("interpreter: {e}")),
-            Ok(r) => check_generated(
-                layer,
-                &self.weights,
-                &self.input,
-                case.batch,
-                &options(case, backend),
-                r,
-            ),
-        }
-    }
-}
-
-fn failure(outcome: &Outcome) -> Option<String> {
-    match outcome {
-        Outcome::Compared(c) if !c.pass() => Some(format!(
-            "output {}: generated {} vs interpreter {} (error {:.3e}, tolerance {:.3e})",
-            c.worst, c.values.0, c.values.1, c.error, c.tolerance
-        )),
-        Outcome::Failed(m) => Some(m.clone()),
-        _ => None,
-    }
+fn trial(layer: &convjit::Layer, case: &LayerCase) -> Trial {
+    Trial::new(layer, case.seed, case.batch, case.scale)
 }
 
 /// The failure of `backend` on `case`, if it still fails (and validates).
 fn fails(case: &LayerCase, backend: Backend) -> Option<String> {
     let mut layers = convjit_ir::compile_source(&case.src).ok()?;
     let layer = layers.remove(0);
-    failure(&Data::new(&layer, case).check(&layer, case, backend))
-}
-
-/// proptest's shrinking: simplify while the case fails, step back
-/// (complicate) when a simplification passes. Returns the smallest failing
-/// case found and its failure.
-fn shrink<T: ValueTree<Value = LayerCase>>(
-    tree: &mut T,
-    message: String,
-    mut fails: impl FnMut(&LayerCase) -> Option<String>,
-) -> (LayerCase, String) {
-    let mut best = (tree.current(), message);
-    let mut steps = 0;
-    if !tree.simplify() {
-        return best;
-    }
-    while steps < MAX_SHRINK_STEPS {
-        steps += 1;
-        let current = tree.current();
-        match fails(&current) {
-            Some(m) => {
-                best = (current, m);
-                if !tree.simplify() {
-                    break;
-                }
-            }
-            None => {
-                if !tree.complicate() {
-                    break;
-                }
-            }
-        }
-    }
-    best
+    trial(&layer, case)
+        .check(&layer, &options(case, backend))
+        .mismatch()
 }
 
 /// `DIR/seedS-caseI-BACKEND.conv`: the layer, with how to reproduce it in
@@ -349,47 +251,13 @@ fn write_reproducer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn input_channels(case: &LayerCase) -> usize {
-        let line = case
-            .src
-            .lines()
-            .find(|l| l.trim().starts_with("input"))
-            .unwrap();
-        line.rsplit('x').next().unwrap().parse().unwrap()
-    }
-
-    #[test]
-    fn shrinking_finds_the_smallest_failing_case() {
-        // A "bug" that shows with 5 or more input channels: shrinking ends
-        // at exactly 5, with one stage and the smallest batch.
-        let strategy = layer_case(Limits::SMALL);
-        let mut r = runner(1, 0);
-        let mut tree = loop {
-            let t = strategy.new_tree(&mut r).unwrap();
-            if input_channels(&t.current()) >= 9 {
-                break t;
-            }
-        };
-        let (small, message) = shrink(&mut tree, "first".into(), |c| {
-            (input_channels(c) >= 5).then(|| format!("{} channels", input_channels(c)))
-        });
-        assert_eq!(input_channels(&small), 5, "{}", small.src);
-        assert_eq!(message, "5 channels");
-        assert_eq!(small.batch, 1);
-        assert_eq!(
-            small.src.lines().filter(|l| l.contains(':')).count(),
-            1,
-            "{}",
-            small.src
-        );
-    }
+    use proptest::strategy::Strategy;
 
     #[test]
     fn a_reproducer_is_a_valid_conv_file_that_says_how_to_reproduce() {
         let dir = tempfile::tempdir().unwrap();
         let case = layer_case(Limits::SMALL)
-            .new_tree(&mut runner(0, 3))
+            .new_tree(&mut case_runner(0, 3))
             .unwrap()
             .current();
         let path = write_reproducer(
@@ -416,15 +284,5 @@ mod tests {
         let parsed = convjit_lang::parse(&text).map(|_| ());
         let original = convjit_lang::parse(&case.src).map(|_| ());
         assert_eq!(parsed.is_ok(), original.is_ok());
-    }
-
-    #[test]
-    fn cases_do_not_depend_on_order() {
-        let strategy = layer_case(Limits::SMALL);
-        let a = strategy.new_tree(&mut runner(9, 4)).unwrap().current();
-        let _ = strategy.new_tree(&mut runner(9, 3)).unwrap().current();
-        let b = strategy.new_tree(&mut runner(9, 4)).unwrap().current();
-        assert_eq!(a.src, b.src);
-        assert_eq!(a.seed, b.seed);
     }
 }

@@ -297,20 +297,6 @@ impl From<convjit::npy::Error> for Failure {
     }
 }
 
-/// Refuses a `--batch` whose tensors (`copies` of the batch's input and
-/// output: a command may hold several, a reference beside a result) would
-/// not fit in memory, before any is made.
-fn check_batch(layer: &convjit::Layer, batch: usize, copies: u64) -> Result<(), Failure> {
-    let bytes = (layer.input.len() as u64 + layer.output().len() as u64)
-        .checked_mul(batch as u64)
-        .and_then(|n| n.checked_mul(4 * copies));
-    convjit::budget::check(
-        format_args!("layer '{}' with batch {batch}", layer.name),
-        bytes,
-    )?;
-    Ok(())
-}
-
 /// The layers of `file`, all of them or the one named.
 fn layers(file: &std::path::Path, name: Option<&str>) -> Result<Vec<convjit::Layer>, Failure> {
     layers_for(file, name, false)

@@ -1,8 +1,9 @@
-//! `convjit plan FILE.conv [--layer NAME] [--json] [--no-fuse] [--threads N]`
+//! `convjit plan FILE.conv [--layer NAME] [--json] [--no-fuse] [--threads N]`:
+//! the plan as text, or as JSON (`convjit::plan_json`).
 
 use super::{pad, thousands, Align, Failure};
-use convjit::{Layer, LayerPlan, Options, Stage};
-use serde_json::json;
+use convjit::plan_json::{group_names, PlanJson};
+use convjit::{Layer, LayerPlan, Options, Stage, StageReport};
 use std::path::Path;
 
 pub fn plan(
@@ -43,15 +44,8 @@ pub fn plan(
             let j = PlanJson {
                 layer: &l,
                 plan: &p,
-                separation: notes
-                    .iter()
-                    .map(|n| json!({"stage": n.stage, "separated": n.separated, "why": n.text}))
-                    .collect(),
-                separation_cost: json!(cost.map(|c| json!({
-                    "whole_cycles": c.whole.round(),
-                    "separated_cycles": c.separated.round(),
-                    "separated": c.runs_separated(),
-                }))),
+                separation: &notes,
+                separation_cost: cost,
             };
             println!(
                 "{}",
@@ -180,7 +174,11 @@ fn to_text(
         }
     }
     for (i, s) in l.stages.iter().enumerate() {
-        let k = convjit::stage_schedule(s, p);
+        let StageReport {
+            schedule: k,
+            reason,
+            packing,
+        } = StageReport::new(s, p);
         let unroll = match s.kind {
             convjit::StageKind::Depthwise { .. } => "kernel-row taps unrolled".to_string(),
             _ => format!("reduction unrolled x{}", k.k_unroll),
@@ -189,8 +187,8 @@ fn to_text(
             "  blocking {}: {} pixels x {} vectors of {} lanes per step, {unroll}\n",
             s.name, k.px, k.units, k.lanes
         );
-        out += &format!("    why: {}\n", convjit::stage_schedule_reason(s, p));
-        out += &format!("    packed: {}\n", convjit::stage_packing(s, p));
+        out += &format!("    why: {reason}\n");
+        out += &format!("    packed: {packing}\n");
         for (t, ((c0, c1), k)) in convjit::share_schedules(l, i, p).iter().enumerate() {
             out += &format!(
                 "    thread {t}: output channels {c0}..{c1}, {} pixels x {} vectors per step\n",
@@ -199,119 +197,6 @@ fn to_text(
         }
     }
     out
-}
-
-/// How a group's threads share its work, in the JSON.
-pub fn split_name(s: convjit::Split) -> &'static str {
-    match s {
-        convjit::Split::Rows => "rows",
-        convjit::Split::Channels => "channels",
-    }
-}
-
-fn group_names<'a>(l: &'a Layer, g: &convjit::Group) -> Vec<&'a str> {
-    l.stages[g.first..=g.last]
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect()
-}
-
-fn shape(s: convjit::Shape) -> serde_json::Value {
-    json!([s.h, s.w, s.c])
-}
-
-/// One stage of a layer's JSON plan.
-fn stage_json(s: &Stage, p: &LayerPlan) -> serde_json::Value {
-    let k = convjit::stage_schedule(s, p);
-    json!({
-        "name": s.name,
-        "op": s.kind,
-        "kernel": s.kernel,
-        "stride": s.stride,
-        "dilation": s.dilation,
-        "padding": s.padding,
-        "input": shape(s.input),
-        "output": shape(s.output),
-        "weight": {"key": s.weight_key, "shape": s.weight_shape()},
-        "bias": s.bias_key,
-        "activation": s.activation,
-        "residual": s.residual,
-        "macs": s.macs(),
-        "blocking": {
-            "pixels": k.px,
-            "vectors": k.units,
-            "lanes": k.lanes,
-            "unroll": k.k_unroll,
-            "why": convjit::stage_schedule_reason(s, p),
-        },
-        "packed": convjit::stage_packing(s, p),
-    })
-}
-
-/// A layer's plan as one JSON object, its stages and groups serialised
-/// one at a time as they are made: as a `serde_json::Value` a layer of
-/// 20,000 stages took 300 MB, and its page faults most of the time.
-struct PlanJson<'a> {
-    layer: &'a Layer,
-    plan: &'a LayerPlan,
-    separation: serde_json::Value,
-    separation_cost: serde_json::Value,
-}
-
-impl serde::Serialize for PlanJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let (l, p) = (self.layer, self.plan);
-        /// A sequence made as it is written.
-        struct Lazy<F>(F);
-        impl<F, I> serde::Serialize for Lazy<F>
-        where
-            F: Fn() -> I,
-            I: Iterator<Item = serde_json::Value>,
-        {
-            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-                ser.collect_seq((self.0)())
-            }
-        }
-        let mut m = ser.serialize_map(Some(10))?;
-        // The keys in the order a `serde_json::Value` (a sorted map) has them.
-        m.serialize_entry("backend", p.options.backend.name())?;
-        m.serialize_entry(
-            "groups",
-            &Lazy(|| {
-                p.groups.iter().map(|g| {
-                    json!({
-                        "stages": group_names(l, g),
-                        "band_rows": g.band_rows,
-                        "threads": g.threads,
-                        "split": split_name(g.split),
-                        "why": g.why,
-                    })
-                })
-            }),
-        )?;
-        m.serialize_entry(
-            "host",
-            &json!({
-                "lanes": p.host.lanes,
-                "vector_registers": p.host.vector_registers,
-                "l1d_bytes": p.host.l1d_bytes,
-                "l2_bytes": p.host.l2_bytes,
-                "cores": p.host.cores,
-            }),
-        )?;
-        m.serialize_entry("input", &shape(l.input))?;
-        m.serialize_entry("layer", &l.name)?;
-        m.serialize_entry("macs", &l.macs())?;
-        m.serialize_entry("output", &shape(l.output()))?;
-        m.serialize_entry("separation", &self.separation)?;
-        m.serialize_entry("separation_cost", &self.separation_cost)?;
-        m.serialize_entry(
-            "stages",
-            &Lazy(|| l.stages.iter().map(|s| stage_json(s, p))),
-        )?;
-        m.end()
-    }
 }
 
 #[cfg(test)]
@@ -349,8 +234,8 @@ mod tests {
             let j = PlanJson {
                 layer: &l,
                 plan: &p,
-                separation: json!([]),
-                separation_cost: json!(null),
+                separation: &[],
+                separation_cost: None,
             };
             let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
             prop_assert_eq!(v["stages"].as_array().unwrap().len(), l.stages.len());

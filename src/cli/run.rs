@@ -76,7 +76,7 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
                 Failure::Usage(format!("--batch {batch} is too large for this layer"))
             })?;
             // A batch that cannot fit is refused, not aborted.
-            super::check_batch(&layer, batch, 1)?;
+            convjit::check_batch(&layer, batch, 1)?;
             // Random input comes from a stream of its own, so it does not
             // change when weights are loaded from a file instead.
             (Rng::new(a.seed ^ 0x5EED_1A7E).vec(n, 1.0), batch)

@@ -114,7 +114,7 @@ fn verify_layer(
 ) -> Result<usize, Failure> {
     let batch = a.batch as usize;
     // The input, the reference and its magnitudes, one kernel's output.
-    super::check_batch(layer, batch, 3)?;
+    convjit::check_batch(layer, batch, 3)?;
     let n = layer.input.len() * batch;
     let input = Rng::new(a.seed ^ 0x5EED_1A7E).vec(n, 1.0);
     let reference = Reference::new(layer, weights, &input, batch)?;
@@ -145,83 +145,33 @@ fn verify_layer(
 }
 
 /// Links `object` (baked weights) into a driver that reads the input from a
-/// file, calls `convjit_LAYER` and writes the output; runs it and compares.
+/// file, calls `convjit_LAYER` and writes the output; runs it and compares
+/// (`convjit_aot::verify`).
 fn verify_object(
     layer: &Layer,
     weights: &Weights,
     object: &std::path::Path,
     a: &VerifyArgs,
 ) -> Result<(), Failure> {
-    use std::process::Command;
-    let fail = |message: String| {
-        Failure::Input(convjit::Error::Io {
-            path: object.to_path_buf(),
-            message,
-        })
-    };
-    if !object.is_file() {
-        return Err(fail("no such object file".into()));
-    }
+    use convjit_aot::verify::{check_object, Checked, ObjectError};
     let batch = a.batch as usize;
     let input = Rng::new(a.seed ^ 0x5EED_1A7E).vec(layer.input.len() * batch, 1.0);
-    let reference = Reference::new(layer, weights, &input, batch)?;
-    let dir = tempfile::tempdir().map_err(|e| fail(format!("no temporary directory: {e}")))?;
-    let (driver, exe) = (dir.path().join("driver.c"), dir.path().join("driver"));
-    let (in_path, out_path) = (dir.path().join("in.f32"), dir.path().join("out.f32"));
-    let io = |e: std::io::Error| fail(format!("temporary files: {e}"));
-    std::fs::write(&driver, driver_source(&layer.name)).map_err(io)?;
-    let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(&in_path, bytes).map_err(io)?;
-    let link = Command::new(&a.cc)
-        .arg("-O1")
-        .arg(&driver)
-        .arg(object)
-        .args(["-lm", "-o"])
-        .arg(&exe)
-        .output()
-        .map_err(|e| fail(format!("cannot start the C compiler '{}': {e}", a.cc)))?;
-    if !link.status.success() {
-        return Err(fail(format!(
-            "linking with {} failed (an object for another CPU, or without baked weights?):\n{}",
-            a.cc,
-            String::from_utf8_lossy(&link.stderr).trim_end()
-        )));
-    }
-    let n_out = layer.output().len() * batch;
-    let run = Command::new(&exe)
-        .arg(&in_path)
-        .arg(&out_path)
-        .arg(input.len().to_string())
-        .arg(n_out.to_string())
-        .arg(batch.to_string())
-        .output()
-        .map_err(|e| fail(format!("cannot run the linked driver: {e}")))?;
+    let checked =
+        check_object(layer, weights, object, &a.cc, &input, batch).map_err(|e| match e {
+            ObjectError::Setup(message) => Failure::Input(convjit::Error::Io {
+                path: object.to_path_buf(),
+                message,
+            }),
+            ObjectError::Data(d) => d.into(),
+        })?;
     let (i, o) = (layer.input, layer.output());
     println!(
         "layer {}: {}x{}x{} -> {}x{}x{}, batch {batch}",
         layer.name, i.h, i.w, i.c, o.h, o.w, o.c
     );
-    let outcome = if !run.status.success() {
-        Outcome::Failed(format!(
-            "the object's function failed ({}): {}",
-            run.status,
-            String::from_utf8_lossy(&run.stderr).trim_end()
-        ))
-    } else {
-        let got: Vec<f32> = std::fs::read(&out_path)
-            .map_err(io)?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if got.len() != n_out {
-            Outcome::Failed(format!("{} outputs, expected {n_out}", got.len()))
-        } else {
-            Outcome::Compared(convjit::compare(
-                &got,
-                &reference.output,
-                &reference.magnitude,
-            ))
-        }
+    let outcome = match checked {
+        Checked::Compared(c) => Outcome::Compared(c),
+        Checked::Failed(m) => Outcome::Failed(m),
     };
     let pass = outcome.pass();
     println!(
@@ -238,28 +188,4 @@ fn verify_object(
         return Err(Failure::Quiet(1));
     }
     Ok(())
-}
-
-/// A C driver for `convjit_NAME`: `driver IN OUT N_IN N_OUT BATCH`.
-fn driver_source(name: &str) -> String {
-    format!(
-        r#"#include <stdio.h>
-#include <stdlib.h>
-int convjit_{name}(const float *input, float *output, size_t batch);
-int main(int argc, char **argv) {{
-  if (argc != 6) return 2;
-  size_t n_in = strtoul(argv[3], 0, 10), n_out = strtoul(argv[4], 0, 10);
-  size_t batch = strtoul(argv[5], 0, 10);
-  float *in = malloc(n_in * sizeof *in), *out = malloc(n_out * sizeof *out);
-  FILE *f = fopen(argv[1], "rb");
-  if (!in || !out || !f || fread(in, sizeof *in, n_in, f) != n_in) return 3;
-  fclose(f);
-  int rc = convjit_{name}(in, out, batch);
-  if (rc != 0) {{ fprintf(stderr, "convjit_{name} returned %d\n", rc); return 4; }}
-  f = fopen(argv[2], "wb");
-  if (!f || fwrite(out, sizeof *out, n_out, f) != n_out || fclose(f) != 0) return 5;
-  return 0;
-}}
-"#
-    )
 }

@@ -1,7 +1,8 @@
 //! The TensorFlow-checked reference vectors in `tests/oracle/` (copied from
 //! the project's shared oracle; see its README.md), turned into `.conv`
-//! text, weights and expected outputs. Shared by the interpreter's and the
-//! JIT's tests (`#[path]`-included), so it depends only on `convjit-ir`.
+//! text, weights and expected outputs. Shared by the library's, the JIT's
+//! and the command line's tests (`#[path]`-included), so it depends only
+//! on `convjit-ir`.
 #![allow(dead_code)] // each including test uses a part
 
 use convjit_ir::{Layer, Padding, StageWeights, Weights};

@@ -16,7 +16,7 @@
 //!   An explicit level need not run on the build host (a cross build).
 
 use crate::AotError;
-use convjit_jit::Backend;
+use convjit_plan::Backend;
 use std::fmt;
 
 /// The x86-64 level an object is built for (`convjit build --cpu`).

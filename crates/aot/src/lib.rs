@@ -3,8 +3,8 @@
 //!
 //! The object holds one stage function per stage (local symbols, the same
 //! code the JIT runs): on x86_64 the machine code of convjit's AVX2 or
-//! AVX-512 generator ([`convjit_jit::x86_stage_code`], defined with
-//! `define_function_bytes`), or Cranelift's ([`convjit_jit::define_stages`];
+//! AVX-512 generator ([`convjit_x86::x86_stage_code`], defined with
+//! `define_function_bytes`), or Cranelift's ([`convjit_cranelift::define_stages`];
 //! always on aarch64). [`choice`] says which, from the target, the CPU level
 //! ([`Cpu`]) and the [`Backend`] asked for; the stage plans, and so the
 //! packed weights, are made for that generator. The exported functions are
@@ -27,17 +27,19 @@
 //! for one image, freed before returning. No global mutable state: the
 //! functions are reentrant. Return codes: 0 success, 1 `malloc` failed,
 //! 2 a NULL pointer. The generated header documents all of this for C.
+#![forbid(unsafe_code)]
 
 pub mod choice;
 mod header;
 mod record;
+pub mod verify;
 mod wrapper;
 
 pub use choice::Cpu;
-pub use convjit_jit::Backend;
 
 use convjit_ir::{DataError, Layer, Weights};
-use convjit_jit::plan;
+use convjit_plan::limits::{check_stage_count, TooLarge};
+use convjit_plan::{plan, Backend};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_module::{DataDescription, Linkage, Module};
@@ -144,16 +146,26 @@ impl From<DataError> for AotError {
     }
 }
 
-impl From<convjit_jit::JitError> for AotError {
-    fn from(e: convjit_jit::JitError) -> AotError {
+impl From<TooLarge> for AotError {
+    fn from(e: TooLarge) -> AotError {
+        AotError::Layer(e.0)
+    }
+}
+
+impl From<convjit_cranelift::Error> for AotError {
+    fn from(e: convjit_cranelift::Error) -> AotError {
         match e {
-            convjit_jit::JitError::Data(d) => AotError::Data(d),
-            convjit_jit::JitError::Codegen(m) | convjit_jit::JitError::Panicked(m) => {
-                AotError::Codegen(m)
-            }
-            convjit_jit::JitError::TooLarge(m) | convjit_jit::JitError::Unsupported(m) => {
-                AotError::Layer(m)
-            }
+            convjit_cranelift::Error::TooLarge(m) => AotError::Layer(m),
+            convjit_cranelift::Error::Codegen(m) => AotError::Codegen(m),
+        }
+    }
+}
+
+impl From<convjit_x86::Error> for AotError {
+    fn from(e: convjit_x86::Error) -> AotError {
+        match e {
+            convjit_x86::Error::TooLarge(m) => AotError::Layer(m),
+            convjit_x86::Error::Encode(m) => AotError::Codegen(m),
         }
     }
 }
@@ -358,7 +370,7 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     // A hand-built layer must be consistent before code is made for it.
     convjit_ir::check_layer(layer)?;
     // Refused before anything is planned, with the reason.
-    convjit_jit::check_stage_count(layer)?;
+    check_stage_count(layer)?;
     if let Some(w) = &opts.weights {
         w.check(layer)?;
     }
@@ -376,7 +388,7 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
         .map(|s| plan::plan_for(s, &plan_target))
         .collect();
     // The wrapper calls a flat stage with pixel ranges and any other with
-    // rows, deciding on the layer's stage (see convjit-jit's compile).
+    // rows, deciding on the layer's stage (as the JIT's program does).
     for (p, s) in plans.iter().zip(&layer.stages) {
         if p.flat != plan::is_flat(s) {
             return Err(AotError::Codegen(format!(
@@ -407,7 +419,7 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
             };
             define_x86_stages(&mut module, &plans, isa, &stage_name, listing)?
         }
-        None => convjit_jit::define_stages(
+        None => convjit_cranelift::define_stages(
             &mut module,
             &plans,
             stage_name,
@@ -507,8 +519,8 @@ fn define_x86_stages<M: Module>(
     name: &dyn Fn(usize) -> String,
     mut listing: Listing,
 ) -> Result<Vec<cranelift_module::FuncId>, AotError> {
-    let code = convjit_jit::x86_stage_code(plans, isa)?;
-    let sig = convjit_jit::stage_signature(module);
+    let code = convjit_x86::x86_stage_code(plans, isa)?;
+    let sig = convjit_cranelift::stage_signature(module);
     let generator = match isa {
         convjit_x86::Isa::Avx2 => Backend::Avx2,
         convjit_x86::Isa::Avx512 => Backend::Avx512,
@@ -525,7 +537,7 @@ fn define_x86_stages<M: Module>(
         // Position-independent, calls nothing, reads no data of the
         // object: no relocations.
         module
-            .define_function_bytes(id, convjit_jit::X86_CODE_ALIGN, bytes, &[])
+            .define_function_bytes(id, convjit_x86::X86_CODE_ALIGN, bytes, &[])
             .map_err(cg_err)?;
         match &mut listing {
             Listing::None => {}

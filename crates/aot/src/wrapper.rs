@@ -4,7 +4,7 @@
 
 use crate::{cg_err, AotError, PackLayout};
 use convjit_ir::Layer;
-use convjit_jit::plan::{self, Plan};
+use convjit_plan::plan::{self, Plan};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{
@@ -210,7 +210,7 @@ pub fn define_entry<M: Module>(
         // (input, weights, output, residual = this image's layer input,
         // all output rows (pixels for a flat stage): row0 = 0, rows)
         let s = &layer.stages[i];
-        let (_, n) = convjit_jit::plan::call_range(s, 0, s.output.h);
+        let (_, n) = plan::call_range(s, 0, s.output.h);
         let rows = b.ins().iconst(I64, n as i64);
         b.ins().call(f, &[src, w, dst, in_p, zero, rows]);
         src = dst;

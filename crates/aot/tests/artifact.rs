@@ -4,8 +4,9 @@
 mod common;
 
 use common::layer;
-use convjit_aot::{build, AotError, Backend, BuildOptions, Cpu, Emit, SUPPORTED_TARGETS};
+use convjit_aot::{build, AotError, BuildOptions, Cpu, Emit, SUPPORTED_TARGETS};
 use convjit_ir::{Layer, Weights};
+use convjit_plan::Backend;
 use cranelift_object::object::{
     self, Architecture, Object, ObjectSection, ObjectSymbol, SectionKind,
 };
@@ -425,7 +426,7 @@ fn errors_are_clear() {
     assert!(matches!(r, Err(AotError::Data(_))), "{r:?}");
     assert!(err(&opts(None, None), &broken).contains("does not match the previous output"));
     // More stages than any layer's code may hold: refused before planning.
-    let stages: String = (0..=convjit_jit::MAX_STAGES)
+    let stages: String = (0..=convjit_plan::limits::MAX_STAGES)
         .map(|i| format!(" s{i}: pointwise 4\n"))
         .collect();
     let many = layer(&format!("layer many {{ input 4x4x4\n{stages} }}"));

@@ -9,8 +9,9 @@
 mod common;
 
 use common::{compare, input, layer, read_f32, run, tools, write_f32};
-use convjit_aot::{build, Backend, BuildOptions, Cpu, Emit};
+use convjit_aot::{build, BuildOptions, Cpu, Emit};
 use convjit_ir::{Layer, Weights};
+use convjit_plan::Backend;
 use std::path::Path;
 use std::process::Command;
 

@@ -68,19 +68,22 @@ fn activate(acc: __m256, bias: __m256, act: Activation) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn store(a: __m256, n: usize, out: *mut f32, res: Option<*const f32>) {
-    if n >= L {
-        let a = match res {
-            Some(r) => _mm256_add_ps(a, _mm256_loadu_ps(r)),
-            None => a,
-        };
-        _mm256_storeu_ps(out, a);
-    } else {
-        let mask = lane_mask(n);
-        let a = match res {
-            Some(r) => _mm256_add_ps(a, _mm256_maskload_ps(r, mask)),
-            None => a,
-        };
-        _mm256_maskstore_ps(out, mask, a);
+    // SAFETY: this function's contract (# Safety), which its caller keeps.
+    unsafe {
+        if n >= L {
+            let a = match res {
+                Some(r) => _mm256_add_ps(a, _mm256_loadu_ps(r)),
+                None => a,
+            };
+            _mm256_storeu_ps(out, a);
+        } else {
+            let mask = lane_mask(n);
+            let a = match res {
+                Some(r) => _mm256_add_ps(a, _mm256_maskload_ps(r, mask)),
+                None => a,
+            };
+            _mm256_maskstore_ps(out, mask, a);
+        }
     }
 }
 
@@ -143,10 +146,13 @@ impl Span {
     /// Pixel `j` must be one of the span's.
     #[inline]
     unsafe fn skip(self, j: usize, co: usize) -> Span {
-        Span {
-            first: self.first.add(j * self.step),
-            step: self.step,
-            at: self.at + j * co,
+        // SAFETY: this function's contract (# Safety), which its caller keeps.
+        unsafe {
+            Span {
+                first: self.first.add(j * self.step),
+                step: self.step,
+                at: self.at + j * co,
+            }
         }
     }
 }
@@ -159,15 +165,18 @@ impl Span {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_of<const P: usize>(span: Span, co: usize) -> Run<P> {
-    let mut run = Run {
-        px: [span.first; P],
-        at: [0; P],
-    };
-    for j in 0..P {
-        run.px[j] = span.first.add(j * span.step);
-        run.at[j] = span.at + j * co;
+    // SAFETY: this function's contract (# Safety), which its caller keeps.
+    unsafe {
+        let mut run = Run {
+            px: [span.first; P],
+            at: [0; P],
+        };
+        for j in 0..P {
+            run.px[j] = span.first.add(j * span.step);
+            run.at[j] = span.at + j * co;
+        }
+        run
     }
-    run
 }
 
 /// Row by row over `batch` images (`c` input channels and `co` output
@@ -178,6 +187,11 @@ unsafe fn run_of<const P: usize>(span: Span, co: usize) -> Run<P> {
 /// taps)` runs the `n` pixels of such a span (each kernel chooses its loop
 /// order over pixels and channels); `border(img, oy, x, obase)` one pixel of
 /// the left or right border.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `image(n)` points at image `n` of `batch` images
+/// of the stage's input shape (`c` channels), and `block` and `border` keep
+/// the accesses of the pixels they are given inside the buffers.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows(
@@ -189,48 +203,51 @@ unsafe fn rows(
     mut block: impl FnMut(usize, Span, &[(usize, isize)]),
     mut border: impl FnMut(*const f32, usize, usize, usize),
 ) {
-    let [kh, kw] = s.kernel;
-    let [sh, sw] = s.stride;
-    let [dh, dw] = s.dilation;
-    let (si, so) = (s.input, s.output);
-    let (x_lo, x_hi) = interior(si.w, so.w, kw, sw, dw, s.padding.left);
-    let mut taps = Vec::with_capacity(kh * kw);
-    for n in 0..batch {
-        let img = image(n);
-        for oy in 0..so.h {
-            // The kernel rows inside the input (contiguous), offsets from
-            // the first one's tap (ky0, 0).
-            let iy0 = (oy * sh) as isize - s.padding.top as isize;
-            let inside = |ky: usize| (0..si.h as isize).contains(&(iy0 + (ky * dh) as isize));
-            taps.clear();
-            let first_row = (0..kh).find(|&ky| inside(ky)).map(|ky0| {
-                for ky in (ky0..kh).take_while(|&ky| inside(ky)) {
-                    for kx in 0..kw {
-                        let off = ((ky - ky0) * dh * si.w + kx * dw) * c;
-                        taps.push((ky * kw + kx, off as isize));
+    // SAFETY: this function's contract (# Safety), which its caller keeps.
+    unsafe {
+        let [kh, kw] = s.kernel;
+        let [sh, sw] = s.stride;
+        let [dh, dw] = s.dilation;
+        let (si, so) = (s.input, s.output);
+        let (x_lo, x_hi) = interior(si.w, so.w, kw, sw, dw, s.padding.left);
+        let mut taps = Vec::with_capacity(kh * kw);
+        for n in 0..batch {
+            let img = image(n);
+            for oy in 0..so.h {
+                // The kernel rows inside the input (contiguous), offsets from
+                // the first one's tap (ky0, 0).
+                let iy0 = (oy * sh) as isize - s.padding.top as isize;
+                let inside = |ky: usize| (0..si.h as isize).contains(&(iy0 + (ky * dh) as isize));
+                taps.clear();
+                let first_row = (0..kh).find(|&ky| inside(ky)).map(|ky0| {
+                    for ky in (ky0..kh).take_while(|&ky| inside(ky)) {
+                        for kx in 0..kw {
+                            let off = ((ky - ky0) * dh * si.w + kx * dw) * c;
+                            taps.push((ky * kw + kx, off as isize));
+                        }
                     }
+                    (iy0 + (ky0 * dh) as isize) as usize
+                });
+                let obase = (n * so.h + oy) * so.w;
+                if x_lo < x_hi {
+                    let span = match first_row {
+                        Some(iy) => Span {
+                            first: img.add((iy * si.w + x_lo * sw - s.padding.left) * c),
+                            step: sw * c,
+                            at: (obase + x_lo) * co,
+                        },
+                        // A row wholly in the padding: no taps read the input.
+                        None => Span {
+                            first: img,
+                            step: 0,
+                            at: (obase + x_lo) * co,
+                        },
+                    };
+                    block(x_hi - x_lo, span, &taps);
                 }
-                (iy0 + (ky0 * dh) as isize) as usize
-            });
-            let obase = (n * so.h + oy) * so.w;
-            if x_lo < x_hi {
-                let span = match first_row {
-                    Some(iy) => Span {
-                        first: img.add((iy * si.w + x_lo * sw - s.padding.left) * c),
-                        step: sw * c,
-                        at: (obase + x_lo) * co,
-                    },
-                    // A row wholly in the padding: no taps read the input.
-                    None => Span {
-                        first: img,
-                        step: 0,
-                        at: (obase + x_lo) * co,
-                    },
-                };
-                block(x_hi - x_lo, span, &taps);
-            }
-            for x in (0..x_lo).chain(x_hi.max(x_lo)..so.w) {
-                border(img, oy, x, obase);
+                for x in (0..x_lo).chain(x_hi.max(x_lo)..so.w) {
+                    border(img, oy, x, obase);
+                }
             }
         }
     }
@@ -313,6 +330,9 @@ impl Conv {
         unsafe { self.run_avx2(input, output, batch, res) }
     }
 
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `input`, `output` (and `res`) hold `batch` images of
+    /// the stage's input and output shapes.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn run_avx2(
         &mut self,
@@ -321,45 +341,53 @@ impl Conv {
         batch: usize,
         res: Option<&[f32]>,
     ) {
-        let (ci, co) = (self.ci, self.co);
-        let inp = input.as_ptr();
-        let out = output.as_mut_ptr();
-        let res = res.map(<[f32]>::as_ptr);
-        if self.flat {
-            let pixels = batch * self.stage.input.h * self.stage.input.w;
-            let span = Span {
-                first: inp,
-                step: ci,
-                at: 0,
-            };
-            self.span(pixels, span, &[(0, 0)], out, res);
-            return;
-        }
-        let mut border = std::mem::take(&mut self.border);
-        let s = self.stage.clone();
-        let this = &*self;
-        rows(
-            &s,
-            ci,
-            co,
-            batch,
-            |n| inp.add(n * s.input.len()),
-            |n, span, taps| this.span(n, span, taps, out, res),
-            |img, oy, x, obase| {
-                border_taps(&s, ci, oy, x, &mut border);
+        // SAFETY: this function's contract (# Safety), which its caller keeps.
+        unsafe {
+            let (ci, co) = (self.ci, self.co);
+            let inp = input.as_ptr();
+            let out = output.as_mut_ptr();
+            let res = res.map(<[f32]>::as_ptr);
+            if self.flat {
+                let pixels = batch * self.stage.input.h * self.stage.input.w;
                 let span = Span {
-                    first: img,
-                    step: 0,
-                    at: (obase + x) * co,
+                    first: inp,
+                    step: ci,
+                    at: 0,
                 };
-                this.span(1, span, &border, out, res);
-            },
-        );
-        self.border = border;
+                self.span(pixels, span, &[(0, 0)], out, res);
+                return;
+            }
+            let mut border = std::mem::take(&mut self.border);
+            let s = self.stage.clone();
+            let this = &*self;
+            rows(
+                &s,
+                ci,
+                co,
+                batch,
+                |n| inp.add(n * s.input.len()),
+                |n, span, taps| this.span(n, span, taps, out, res),
+                |img, oy, x, obase| {
+                    border_taps(&s, ci, oy, x, &mut border);
+                    let span = Span {
+                        first: img,
+                        step: 0,
+                        at: (obase + x) * co,
+                    };
+                    this.span(1, span, &border, out, res);
+                },
+            );
+            self.border = border;
+        }
     }
 
     /// All output channels of the `n` pixels of `span`, in blocks of 6
     /// pixels (weights stream from cache once per block).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the `n` pixels of `span` and every tap of them lie
+    /// inside the input, and `out` (and `res`) hold every output channel of
+    /// those pixels.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn span(
@@ -370,17 +398,24 @@ impl Conv {
         out: *mut f32,
         res: Option<*const f32>,
     ) {
-        let mut j = 0;
-        while j < n {
-            let k = (n - j).min(PX);
-            let sp = span.skip(j, self.co);
-            dispatch!(k, P => self.pixels(run_of::<P>(sp, self.co), taps, out, res));
-            j += k;
+        // SAFETY: this function's contract (# Safety), which its caller keeps.
+        unsafe {
+            let mut j = 0;
+            while j < n {
+                let k = (n - j).min(PX);
+                let sp = span.skip(j, self.co);
+                dispatch!(k, P => self.pixels(run_of::<P>(sp, self.co), taps, out, res));
+                j += k;
+            }
         }
     }
 
     /// All output channels of the pixels of `run`: 16 channels at a time,
     /// the last block 8 wide when at most 8 channels remain.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the pixels of `run` and every tap of them lie inside
+    /// the input, and `out` (and `res`) hold every output channel of them.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn pixels<const P: usize>(
@@ -390,17 +425,20 @@ impl Conv {
         out: *mut f32,
         res: Option<*const f32>,
     ) {
-        let act = self.stage.activation;
-        for b in 0..self.blocks {
-            let lanes = (self.co - b * NR).min(NR);
-            let w = self.packed.as_ptr().add(b * self.taps * self.ci * NR);
-            let bias = self.bias.as_ptr().add(b * NR);
-            let o = run.at.map(|a| out.add(a + b * NR));
-            let r = res.map(|r| run.at.map(|a| r.add(a + b * NR)));
-            if lanes > L {
-                tile::<P, 2>(run.px, taps, self.ci, w, bias, o, r, act, lanes);
-            } else {
-                tile::<P, 1>(run.px, taps, self.ci, w, bias, o, r, act, lanes);
+        // SAFETY: this function's contract (# Safety), which its caller keeps.
+        unsafe {
+            let act = self.stage.activation;
+            for b in 0..self.blocks {
+                let lanes = (self.co - b * NR).min(NR);
+                let w = self.packed.as_ptr().add(b * self.taps * self.ci * NR);
+                let bias = self.bias.as_ptr().add(b * NR);
+                let o = run.at.map(|a| out.add(a + b * NR));
+                let r = res.map(|r| run.at.map(|a| r.add(a + b * NR)));
+                if lanes > L {
+                    tile::<P, 2>(run.px, taps, self.ci, w, bias, o, r, act, lanes);
+                } else {
+                    tile::<P, 1>(run.px, taps, self.ci, w, bias, o, r, act, lanes);
+                }
             }
         }
     }
@@ -410,6 +448,11 @@ impl Conv {
 /// input channel and tap, `G` weight vectors loaded once and one broadcast
 /// input per pixel, shared across that pixel's `G` accumulators. `lanes`
 /// (<= `8 * G`) output channels are stored, the last vector masked.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; every pixel of `px` plus each tap's offset lies
+/// inside the input, `w` and `bias` are a block of the packed weights and
+/// bias, and `out` (and `res`) hold `lanes` channels at each pixel.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -424,40 +467,43 @@ unsafe fn tile<const P: usize, const G: usize>(
     act: Activation,
     lanes: usize,
 ) {
-    let mut acc = [[_mm256_setzero_ps(); G]; P];
-    for &(t, off) in taps {
-        let wt = w.add(t * ci * NR);
-        let mut x = px;
-        for p in x.iter_mut() {
-            *p = p.offset(off);
-        }
-        for i in 0..ci {
-            let wp = wt.add(i * NR);
-            let mut wv = [_mm256_setzero_ps(); G];
-            for (g, v) in wv.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(wp.add(L * g));
+    // SAFETY: this function's contract (# Safety), which its caller keeps.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); G]; P];
+        for &(t, off) in taps {
+            let wt = w.add(t * ci * NR);
+            let mut x = px;
+            for p in x.iter_mut() {
+                *p = p.offset(off);
             }
-            for p in 0..P {
-                let v = _mm256_broadcast_ss(&*x[p].add(i));
-                for g in 0..G {
-                    acc[p][g] = _mm256_fmadd_ps(v, wv[g], acc[p][g]);
+            for i in 0..ci {
+                let wp = wt.add(i * NR);
+                let mut wv = [_mm256_setzero_ps(); G];
+                for (g, v) in wv.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(wp.add(L * g));
+                }
+                for p in 0..P {
+                    let v = _mm256_broadcast_ss(&*x[p].add(i));
+                    for g in 0..G {
+                        acc[p][g] = _mm256_fmadd_ps(v, wv[g], acc[p][g]);
+                    }
                 }
             }
         }
-    }
-    for p in 0..P {
-        for (g, &a) in acc[p].iter().enumerate() {
-            let lane = g * L;
-            if lane >= lanes {
-                break;
+        for p in 0..P {
+            for (g, &a) in acc[p].iter().enumerate() {
+                let lane = g * L;
+                if lane >= lanes {
+                    break;
+                }
+                let a = activate(a, _mm256_loadu_ps(bias.add(lane)), act);
+                store(
+                    a,
+                    lanes - lane,
+                    out[p].add(lane),
+                    res.map(|r| r[p].add(lane)),
+                );
             }
-            let a = activate(a, _mm256_loadu_ps(bias.add(lane)), act);
-            store(
-                a,
-                lanes - lane,
-                out[p].add(lane),
-                res.map(|r| r[p].add(lane)),
-            );
         }
     }
 }
@@ -519,6 +565,9 @@ impl Depthwise {
         unsafe { self.run_avx2(input, output, batch, res) }
     }
 
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `input`, `output` (and `res`) hold `batch` images of
+    /// the stage's input and output shapes.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn run_avx2(
         &mut self,
@@ -527,42 +576,45 @@ impl Depthwise {
         batch: usize,
         res: Option<&[f32]>,
     ) {
-        let s = self.stage.clone();
-        let c = self.c;
-        let out = output.as_mut_ptr();
-        let res = res.map(<[f32]>::as_ptr);
-        let mut border = std::mem::take(&mut self.border);
-        let mut expanded = std::mem::take(&mut self.expanded);
-        let this = &*self;
-        rows(
-            &s,
-            c,
-            c,
-            batch,
-            // Image `n`, expanded to `C*M` channels first with a multiplier.
-            |n| {
-                let image = &input[n * s.input.len()..][..s.input.len()];
-                if this.m == 1 {
-                    image.as_ptr()
-                } else {
-                    let e = &mut expanded[this.expanded_at..][..image.len() * this.m];
-                    expand(image, this.m, e);
-                    e.as_ptr()
-                }
-            },
-            |n, span, taps| this.span(n, span, taps, out, res),
-            |img, oy, x, obase| {
-                border_taps(&s, c, oy, x, &mut border);
-                let span = Span {
-                    first: img,
-                    step: 0,
-                    at: (obase + x) * c,
-                };
-                this.span(1, span, &border, out, res);
-            },
-        );
-        self.border = border;
-        self.expanded = expanded;
+        // SAFETY: this function's contract (# Safety), which its caller keeps.
+        unsafe {
+            let s = self.stage.clone();
+            let c = self.c;
+            let out = output.as_mut_ptr();
+            let res = res.map(<[f32]>::as_ptr);
+            let mut border = std::mem::take(&mut self.border);
+            let mut expanded = std::mem::take(&mut self.expanded);
+            let this = &*self;
+            rows(
+                &s,
+                c,
+                c,
+                batch,
+                // Image `n`, expanded to `C*M` channels first with a multiplier.
+                |n| {
+                    let image = &input[n * s.input.len()..][..s.input.len()];
+                    if this.m == 1 {
+                        image.as_ptr()
+                    } else {
+                        let e = &mut expanded[this.expanded_at..][..image.len() * this.m];
+                        expand(image, this.m, e);
+                        e.as_ptr()
+                    }
+                },
+                |n, span, taps| this.span(n, span, taps, out, res),
+                |img, oy, x, obase| {
+                    border_taps(&s, c, oy, x, &mut border);
+                    let span = Span {
+                        first: img,
+                        step: 0,
+                        at: (obase + x) * c,
+                    };
+                    this.span(1, span, &border, out, res);
+                },
+            );
+            self.border = border;
+            self.expanded = expanded;
+        }
     }
 
     /// All channels of the `n` pixels of `span`: 16 channels at a time (2
@@ -570,6 +622,11 @@ impl Depthwise {
     /// Channels are the outer loop: a 16-channel slice of the rows the span
     /// reads stays in L1 while its pixels run (all channels of a pixel
     /// block, 3 rows x 8 pixels x 512 channels, would fill it).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the `n` pixels of `span` and every tap of them lie
+    /// inside the input, and `out` (and `res`) hold every channel of those
+    /// pixels.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn span(
@@ -580,23 +637,31 @@ impl Depthwise {
         out: *mut f32,
         res: Option<*const f32>,
     ) {
-        let c = self.c;
-        let mut ch = 0;
-        while ch + 2 * L <= c {
-            self.channels::<2>(n, span, taps, ch, L, out, res);
-            ch += 2 * L;
-        }
-        if ch + L <= c {
-            self.channels::<1>(n, span, taps, ch, L, out, res);
-            ch += L;
-        }
-        if ch < c {
-            self.channels::<1>(n, span, taps, ch, c - ch, out, res);
+        // SAFETY: this function's contract (# Safety), which its caller keeps.
+        unsafe {
+            let c = self.c;
+            let mut ch = 0;
+            while ch + 2 * L <= c {
+                self.channels::<2>(n, span, taps, ch, L, out, res);
+                ch += 2 * L;
+            }
+            if ch + L <= c {
+                self.channels::<1>(n, span, taps, ch, L, out, res);
+                ch += L;
+            }
+            if ch < c {
+                self.channels::<1>(n, span, taps, ch, c - ch, out, res);
+            }
         }
     }
 
     /// `G` vectors of channels from `ch` (the last `lanes` wide) of the `n`
     /// pixels of `span`, 6 pixels at a time.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the `n` pixels of `span` and every tap of them lie
+    /// inside the input, and `out` (and `res`) hold channels `ch..ch + lanes`
+    /// of those pixels.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -610,17 +675,20 @@ impl Depthwise {
         out: *mut f32,
         res: Option<*const f32>,
     ) {
-        let (c, act) = (self.c, self.stage.activation);
-        let (w, bias) = (self.weight.as_ptr(), self.bias.as_ptr());
-        let mut j = 0;
-        while j < n {
-            let k = (n - j).min(PX);
-            let sp = span.skip(j, c);
-            dispatch!(
-                k,
-                P => dw_tile::<P, G>(run_of::<P>(sp, c), taps, c, ch, lanes, w, bias, out, res, act)
-            );
-            j += k;
+        // SAFETY: this function's contract (# Safety), which its caller keeps.
+        unsafe {
+            let (c, act) = (self.c, self.stage.activation);
+            let (w, bias) = (self.weight.as_ptr(), self.bias.as_ptr());
+            let mut j = 0;
+            while j < n {
+                let k = (n - j).min(PX);
+                let sp = span.skip(j, c);
+                dispatch!(
+                    k,
+                    P => dw_tile::<P, G>(run_of::<P>(sp, c), taps, c, ch, lanes, w, bias, out, res, act)
+                );
+                j += k;
+            }
         }
     }
 }
@@ -653,6 +721,11 @@ fn expand(src: &[f32], m: usize, dst: &mut [f32]) {
 
 /// `P` pixels x `G` vectors of channels starting at `ch`, of which `lanes`
 /// (`8 * G`, or fewer for the one-vector tail, then masked) are computed.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; the pixels of `run` and every tap of them lie inside
+/// the input, and `out` (and `res`) hold channels `ch..ch + lanes` of
+/// each.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -668,47 +741,50 @@ unsafe fn dw_tile<const P: usize, const G: usize>(
     res: Option<*const f32>,
     act: Activation,
 ) {
-    let mut acc = [[_mm256_setzero_ps(); G]; P];
-    if lanes < L {
-        // The channel tail (G == 1): masked loads read only `lanes` floats.
-        let mask = lane_mask(lanes);
+    // SAFETY: this function's contract (# Safety), which its caller keeps.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); G]; P];
+        if lanes < L {
+            // The channel tail (G == 1): masked loads read only `lanes` floats.
+            let mask = lane_mask(lanes);
+            for &(t, off) in taps {
+                let wv = _mm256_maskload_ps(w.add(t * c + ch), mask);
+                for (a, px) in acc.iter_mut().zip(run.px) {
+                    let x = _mm256_maskload_ps(px.offset(off).add(ch), mask);
+                    a[0] = _mm256_fmadd_ps(x, wv, a[0]);
+                }
+            }
+            let b = _mm256_maskload_ps(bias.add(ch), mask);
+            for (a, at) in acc.iter().zip(run.at) {
+                let o = at + ch;
+                store(
+                    activate(a[0], b, act),
+                    lanes,
+                    out.add(o),
+                    res.map(|r| r.add(o)),
+                );
+            }
+            return;
+        }
         for &(t, off) in taps {
-            let wv = _mm256_maskload_ps(w.add(t * c + ch), mask);
+            let wt = w.add(t * c + ch);
+            let mut wv = [_mm256_setzero_ps(); G];
+            for (g, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(wt.add(L * g));
+            }
             for (a, px) in acc.iter_mut().zip(run.px) {
-                let x = _mm256_maskload_ps(px.offset(off).add(ch), mask);
-                a[0] = _mm256_fmadd_ps(x, wv, a[0]);
+                let x = px.offset(off).add(ch);
+                for g in 0..G {
+                    a[g] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(L * g)), wv[g], a[g]);
+                }
             }
         }
-        let b = _mm256_maskload_ps(bias.add(ch), mask);
-        for (a, at) in acc.iter().zip(run.at) {
-            let o = at + ch;
-            store(
-                activate(a[0], b, act),
-                lanes,
-                out.add(o),
-                res.map(|r| r.add(o)),
-            );
-        }
-        return;
-    }
-    for &(t, off) in taps {
-        let wt = w.add(t * c + ch);
-        let mut wv = [_mm256_setzero_ps(); G];
-        for (g, v) in wv.iter_mut().enumerate() {
-            *v = _mm256_loadu_ps(wt.add(L * g));
-        }
-        for (a, px) in acc.iter_mut().zip(run.px) {
-            let x = px.offset(off).add(ch);
-            for g in 0..G {
-                a[g] = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(L * g)), wv[g], a[g]);
+        for (p, accs) in acc.iter().enumerate() {
+            for (g, &a) in accs.iter().enumerate() {
+                let o = run.at[p] + ch + L * g;
+                let a = activate(a, _mm256_loadu_ps(bias.add(ch + L * g)), act);
+                store(a, L, out.add(o), res.map(|r| r.add(o)));
             }
-        }
-    }
-    for (p, accs) in acc.iter().enumerate() {
-        for (g, &a) in accs.iter().enumerate() {
-            let o = run.at[p] + ch + L * g;
-            let a = activate(a, _mm256_loadu_ps(bias.add(ch + L * g)), act);
-            store(a, L, out.add(o), res.map(|r| r.add(o)));
         }
     }
 }

@@ -38,21 +38,28 @@ fn activate(acc: __m128, bias: __m128, act: Activation) -> __m128 {
 }
 
 /// Stores lanes `0..n` (1..=4) of `a` at `out`, adding `res` first if given.
+///
+/// # Safety
+/// The CPU must have FMA and SSE4.1; `out[0..n]` (and `res[0..n]`) must be valid: nothing
+/// past lane `n` is touched.
 #[inline]
 #[target_feature(enable = "fma,sse4.1")]
 unsafe fn store(a: __m128, n: usize, out: *mut f32, res: Option<*const f32>) {
-    if n >= 4 {
-        let a = match res {
-            Some(r) => _mm_add_ps(a, _mm_loadu_ps(r)),
-            None => a,
-        };
-        _mm_storeu_ps(out, a);
-    } else {
-        // Channel tail: spill the vector, store the valid lanes one by one.
-        let mut t = [0f32; 4];
-        _mm_storeu_ps(t.as_mut_ptr(), a);
-        for (j, &v) in t.iter().enumerate().take(n) {
-            *out.add(j) = v + res.map_or(0.0, |r| *r.add(j));
+    // SAFETY: this function's contract (# Safety), which its caller keeps.
+    unsafe {
+        if n >= 4 {
+            let a = match res {
+                Some(r) => _mm_add_ps(a, _mm_loadu_ps(r)),
+                None => a,
+            };
+            _mm_storeu_ps(out, a);
+        } else {
+            // Channel tail: spill the vector, store the valid lanes one by one.
+            let mut t = [0f32; 4];
+            _mm_storeu_ps(t.as_mut_ptr(), a);
+            for (j, &v) in t.iter().enumerate().take(n) {
+                *out.add(j) = v + res.map_or(0.0, |r| *r.add(j));
+            }
         }
     }
 }
@@ -136,6 +143,9 @@ impl Conv {
         unsafe { self.run_fma(input, output, batch, res) }
     }
 
+    /// # Safety
+    /// The CPU must have FMA and SSE4.1; `input`, `output` (and `res`) hold `batch` images of
+    /// the stage's input and output shapes.
     #[target_feature(enable = "fma,sse4.1")]
     unsafe fn run_fma(
         &mut self,
@@ -144,69 +154,77 @@ impl Conv {
         batch: usize,
         res: Option<&[f32]>,
     ) {
-        let s = self.stage.clone();
-        let (ci, co) = (self.ci, self.co);
-        let inp = input.as_ptr();
-        let out = output.as_mut_ptr();
-        let res = res.map(<[f32]>::as_ptr);
-        if self.flat {
-            let pixels = batch * s.input.h * s.input.w;
-            let all = [(0, 0)];
-            let mut p = 0;
-            while p + PX <= pixels {
-                let px: [usize; PX] = std::array::from_fn(|j| p + j);
-                self.pixels(
-                    px.map(|q| inp.add(q * ci)),
-                    &all,
-                    px.map(|q| q * co),
-                    out,
-                    res,
-                );
-                p += PX;
-            }
-            for q in p..pixels {
-                self.pixels([inp.add(q * ci)], &all, [q * co], out, res);
-            }
-            return;
-        }
-        let [sh, sw] = s.stride;
-        let (si, so) = (s.input, s.output);
-        let (y_lo, y_hi) = interior(si.h, so.h, s.kernel[0], sh, s.dilation[0], s.padding.top);
-        let (x_lo, x_hi) = interior(si.w, so.w, s.kernel[1], sw, s.dilation[1], s.padding.left);
-        let interior = std::mem::take(&mut self.interior);
-        let mut border = std::mem::take(&mut self.border);
-        for n in 0..batch {
-            let img = inp.add(n * si.len());
-            for oy in 0..so.h {
-                let (lo, hi) = if (y_lo..y_hi).contains(&oy) {
-                    (x_lo, x_hi)
-                } else {
-                    (0, 0)
-                };
-                let obase = (n * so.h + oy) * so.w;
-                let mut ox = lo;
-                while ox + PX <= hi {
-                    let at: [usize; PX] = std::array::from_fn(|j| ox + j);
-                    let px = at.map(|x| {
-                        let iy = oy * sh - s.padding.top;
-                        let ix = x * sw - s.padding.left;
-                        img.add((iy * si.w + ix) * ci)
-                    });
-                    self.pixels(px, &interior, at.map(|x| (obase + x) * co), out, res);
-                    ox += PX;
+        // SAFETY: this function's contract (# Safety), which its caller keeps.
+        unsafe {
+            let s = self.stage.clone();
+            let (ci, co) = (self.ci, self.co);
+            let inp = input.as_ptr();
+            let out = output.as_mut_ptr();
+            let res = res.map(<[f32]>::as_ptr);
+            if self.flat {
+                let pixels = batch * s.input.h * s.input.w;
+                let all = [(0, 0)];
+                let mut p = 0;
+                while p + PX <= pixels {
+                    let px: [usize; PX] = std::array::from_fn(|j| p + j);
+                    self.pixels(
+                        px.map(|q| inp.add(q * ci)),
+                        &all,
+                        px.map(|q| q * co),
+                        out,
+                        res,
+                    );
+                    p += PX;
                 }
-                for x in (0..lo).chain(ox..so.w) {
-                    border_taps(&s, ci, oy, x, &mut border);
-                    self.pixels([img], &border, [(obase + x) * co], out, res);
+                for q in p..pixels {
+                    self.pixels([inp.add(q * ci)], &all, [q * co], out, res);
+                }
+                return;
+            }
+            let [sh, sw] = s.stride;
+            let (si, so) = (s.input, s.output);
+            let (y_lo, y_hi) = interior(si.h, so.h, s.kernel[0], sh, s.dilation[0], s.padding.top);
+            let (x_lo, x_hi) = interior(si.w, so.w, s.kernel[1], sw, s.dilation[1], s.padding.left);
+            let interior = std::mem::take(&mut self.interior);
+            let mut border = std::mem::take(&mut self.border);
+            for n in 0..batch {
+                let img = inp.add(n * si.len());
+                for oy in 0..so.h {
+                    let (lo, hi) = if (y_lo..y_hi).contains(&oy) {
+                        (x_lo, x_hi)
+                    } else {
+                        (0, 0)
+                    };
+                    let obase = (n * so.h + oy) * so.w;
+                    let mut ox = lo;
+                    while ox + PX <= hi {
+                        let at: [usize; PX] = std::array::from_fn(|j| ox + j);
+                        let px = at.map(|x| {
+                            let iy = oy * sh - s.padding.top;
+                            let ix = x * sw - s.padding.left;
+                            img.add((iy * si.w + ix) * ci)
+                        });
+                        self.pixels(px, &interior, at.map(|x| (obase + x) * co), out, res);
+                        ox += PX;
+                    }
+                    for x in (0..lo).chain(ox..so.w) {
+                        border_taps(&s, ci, oy, x, &mut border);
+                        self.pixels([img], &border, [(obase + x) * co], out, res);
+                    }
                 }
             }
+            self.interior = interior;
+            self.border = border;
         }
-        self.interior = interior;
-        self.border = border;
     }
 
     /// All output channels of `P` pixels: input pixel pointers `px` (each
     /// tap adds its offset), output element offsets `at`.
+    ///
+    /// # Safety
+    /// The CPU must have FMA and SSE4.1; every tap of every pixel of `px` lies inside the
+    /// input, and `out` (and `res`) hold every output channel of the pixels
+    /// at `at`.
     #[inline]
     #[target_feature(enable = "fma,sse4.1")]
     unsafe fn pixels<const P: usize>(
@@ -217,28 +235,36 @@ impl Conv {
         out: *mut f32,
         res: Option<*const f32>,
     ) {
-        for b in 0..self.blocks {
-            let lanes = (self.co - b * NR).min(NR);
-            let w = self.packed.as_ptr().add(b * self.taps * self.ci * NR);
-            let o = at.map(|a| out.add(a + b * NR));
-            let r = res.map(|r| at.map(|a| r.add(a + b * NR)));
-            tile::<P>(
-                px,
-                taps,
-                self.ci,
-                w,
-                self.bias.as_ptr().add(b * NR),
-                o,
-                r,
-                self.stage.activation,
-                lanes,
-            );
+        // SAFETY: this function's contract (# Safety), which its caller keeps.
+        unsafe {
+            for b in 0..self.blocks {
+                let lanes = (self.co - b * NR).min(NR);
+                let w = self.packed.as_ptr().add(b * self.taps * self.ci * NR);
+                let o = at.map(|a| out.add(a + b * NR));
+                let r = res.map(|r| at.map(|a| r.add(a + b * NR)));
+                tile::<P>(
+                    px,
+                    taps,
+                    self.ci,
+                    w,
+                    self.bias.as_ptr().add(b * NR),
+                    o,
+                    r,
+                    self.stage.activation,
+                    lanes,
+                );
+            }
         }
     }
 }
 
 /// `P` pixels x 12 output channels: `3 * P` accumulators, one broadcast
 /// input and three weight vectors per input channel and tap.
+///
+/// # Safety
+/// The CPU must have FMA and SSE4.1; every pixel of `px` plus each tap's offset lies
+/// inside the input, `w` and `bias` are a block of the packed weights and
+/// bias, and `out` (and `res`) hold `lanes` channels at each pixel.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "fma,sse4.1")]
@@ -253,36 +279,39 @@ unsafe fn tile<const P: usize>(
     act: Activation,
     lanes: usize,
 ) {
-    let mut acc = [[_mm_setzero_ps(); 3]; P];
-    for &(t, off) in taps {
-        let wt = w.add(t * ci * NR);
-        let x = px.map(|p| p.offset(off));
-        for i in 0..ci {
-            let wp = wt.add(i * NR);
-            let w0 = _mm_loadu_ps(wp);
-            let w1 = _mm_loadu_ps(wp.add(4));
-            let w2 = _mm_loadu_ps(wp.add(8));
-            for p in 0..P {
-                let v = _mm_broadcast_ss(&*x[p].add(i));
-                acc[p][0] = _mm_fmadd_ps(v, w0, acc[p][0]);
-                acc[p][1] = _mm_fmadd_ps(v, w1, acc[p][1]);
-                acc[p][2] = _mm_fmadd_ps(v, w2, acc[p][2]);
+    // SAFETY: this function's contract (# Safety), which its caller keeps.
+    unsafe {
+        let mut acc = [[_mm_setzero_ps(); 3]; P];
+        for &(t, off) in taps {
+            let wt = w.add(t * ci * NR);
+            let x = px.map(|p| p.offset(off));
+            for i in 0..ci {
+                let wp = wt.add(i * NR);
+                let w0 = _mm_loadu_ps(wp);
+                let w1 = _mm_loadu_ps(wp.add(4));
+                let w2 = _mm_loadu_ps(wp.add(8));
+                for p in 0..P {
+                    let v = _mm_broadcast_ss(&*x[p].add(i));
+                    acc[p][0] = _mm_fmadd_ps(v, w0, acc[p][0]);
+                    acc[p][1] = _mm_fmadd_ps(v, w1, acc[p][1]);
+                    acc[p][2] = _mm_fmadd_ps(v, w2, acc[p][2]);
+                }
             }
         }
-    }
-    for p in 0..P {
-        for (v, &a) in acc[p].iter().enumerate() {
-            let lane = v * 4;
-            if lane >= lanes {
-                break;
+        for p in 0..P {
+            for (v, &a) in acc[p].iter().enumerate() {
+                let lane = v * 4;
+                if lane >= lanes {
+                    break;
+                }
+                let a = activate(a, _mm_loadu_ps(bias.add(lane)), act);
+                store(
+                    a,
+                    lanes - lane,
+                    out[p].add(lane),
+                    res.map(|r| r[p].add(lane)),
+                );
             }
-            let a = activate(a, _mm_loadu_ps(bias.add(lane)), act);
-            store(
-                a,
-                lanes - lane,
-                out[p].add(lane),
-                res.map(|r| r[p].add(lane)),
-            );
         }
     }
 }
@@ -342,6 +371,9 @@ impl Depthwise {
         unsafe { self.run_fma(input, output, batch, res) }
     }
 
+    /// # Safety
+    /// The CPU must have FMA and SSE4.1; `input`, `output` (and `res`) hold `batch` images of
+    /// the stage's input and output shapes.
     #[target_feature(enable = "fma,sse4.1")]
     unsafe fn run_fma(
         &mut self,
@@ -350,54 +382,61 @@ impl Depthwise {
         batch: usize,
         res: Option<&[f32]>,
     ) {
-        let s = self.stage.clone();
-        let (c, m) = (self.c, self.m);
-        let [sh, sw] = s.stride;
-        let (si, so) = (s.input, s.output);
-        let (y_lo, y_hi) = interior(si.h, so.h, s.kernel[0], sh, s.dilation[0], s.padding.top);
-        let (x_lo, x_hi) = interior(si.w, so.w, s.kernel[1], sw, s.dilation[1], s.padding.left);
-        let interior = std::mem::take(&mut self.interior);
-        let mut border = std::mem::take(&mut self.border);
-        let out = output.as_mut_ptr();
-        let res = res.map(<[f32]>::as_ptr);
-        for n in 0..batch {
-            let image = &input[n * si.len()..][..si.len()];
-            let img = if m == 1 {
-                image.as_ptr()
-            } else {
-                expand(image, m, &mut self.expanded);
-                self.expanded.as_ptr()
-            };
-            for oy in 0..so.h {
-                let (lo, hi) = if (y_lo..y_hi).contains(&oy) {
-                    (x_lo, x_hi)
+        // SAFETY: this function's contract (# Safety), which its caller keeps.
+        unsafe {
+            let s = self.stage.clone();
+            let (c, m) = (self.c, self.m);
+            let [sh, sw] = s.stride;
+            let (si, so) = (s.input, s.output);
+            let (y_lo, y_hi) = interior(si.h, so.h, s.kernel[0], sh, s.dilation[0], s.padding.top);
+            let (x_lo, x_hi) = interior(si.w, so.w, s.kernel[1], sw, s.dilation[1], s.padding.left);
+            let interior = std::mem::take(&mut self.interior);
+            let mut border = std::mem::take(&mut self.border);
+            let out = output.as_mut_ptr();
+            let res = res.map(<[f32]>::as_ptr);
+            for n in 0..batch {
+                let image = &input[n * si.len()..][..si.len()];
+                let img = if m == 1 {
+                    image.as_ptr()
                 } else {
-                    (0, 0)
+                    expand(image, m, &mut self.expanded);
+                    self.expanded.as_ptr()
                 };
-                let obase = (n * so.h + oy) * so.w;
-                let mut ox = lo;
-                while ox + PX <= hi {
-                    let at: [usize; PX] = std::array::from_fn(|j| ox + j);
-                    let px = at.map(|x| {
-                        let iy = oy * sh - s.padding.top;
-                        let ix = x * sw - s.padding.left;
-                        img.add((iy * si.w + ix) * c)
-                    });
-                    self.pixels(px, &interior, at.map(|x| (obase + x) * c), out, res);
-                    ox += PX;
-                }
-                for x in (0..lo).chain(ox..so.w) {
-                    border_taps(&s, c, oy, x, &mut border);
-                    self.pixels([img], &border, [(obase + x) * c], out, res);
+                for oy in 0..so.h {
+                    let (lo, hi) = if (y_lo..y_hi).contains(&oy) {
+                        (x_lo, x_hi)
+                    } else {
+                        (0, 0)
+                    };
+                    let obase = (n * so.h + oy) * so.w;
+                    let mut ox = lo;
+                    while ox + PX <= hi {
+                        let at: [usize; PX] = std::array::from_fn(|j| ox + j);
+                        let px = at.map(|x| {
+                            let iy = oy * sh - s.padding.top;
+                            let ix = x * sw - s.padding.left;
+                            img.add((iy * si.w + ix) * c)
+                        });
+                        self.pixels(px, &interior, at.map(|x| (obase + x) * c), out, res);
+                        ox += PX;
+                    }
+                    for x in (0..lo).chain(ox..so.w) {
+                        border_taps(&s, c, oy, x, &mut border);
+                        self.pixels([img], &border, [(obase + x) * c], out, res);
+                    }
                 }
             }
+            self.interior = interior;
+            self.border = border;
         }
-        self.interior = interior;
-        self.border = border;
     }
 
     /// All channels of `P` pixels: 8 channels at a time (2 vectors x `P`
     /// accumulators), then 4, then the scalar tail.
+    ///
+    /// # Safety
+    /// The CPU must have FMA and SSE4.1; every tap of every pixel of `px` lies inside the
+    /// input, and `out` (and `res`) hold every channel of the pixels at `at`.
     #[inline]
     #[target_feature(enable = "fma,sse4.1")]
     unsafe fn pixels<const P: usize>(
@@ -408,26 +447,30 @@ impl Depthwise {
         out: *mut f32,
         res: Option<*const f32>,
     ) {
-        let c = self.c;
-        let act = self.stage.activation;
-        let (w, bias) = (self.weight.as_ptr(), self.bias.as_ptr());
-        let mut ch = 0;
-        while ch + 8 <= c {
-            dw_tile::<P, 2>(px, taps, c, ch, w, bias, at, out, res, act);
-            ch += 8;
-        }
-        if ch + 4 <= c {
-            dw_tile::<P, 1>(px, taps, c, ch, w, bias, at, out, res, act);
-            ch += 4;
-        }
-        for ch in ch..c {
-            for p in 0..P {
-                let mut acc = 0f32;
-                for &(t, off) in taps {
-                    acc = (*px[p].offset(off).add(ch)).mul_add(*w.add(t * c + ch), acc);
+        // SAFETY: this function's contract (# Safety), which its caller keeps.
+        unsafe {
+            let c = self.c;
+            let act = self.stage.activation;
+            let (w, bias) = (self.weight.as_ptr(), self.bias.as_ptr());
+            let mut ch = 0;
+            while ch + 8 <= c {
+                dw_tile::<P, 2>(px, taps, c, ch, w, bias, at, out, res, act);
+                ch += 8;
+            }
+            if ch + 4 <= c {
+                dw_tile::<P, 1>(px, taps, c, ch, w, bias, at, out, res, act);
+                ch += 4;
+            }
+            for ch in ch..c {
+                for p in 0..P {
+                    let mut acc = 0f32;
+                    for &(t, off) in taps {
+                        acc = (*px[p].offset(off).add(ch)).mul_add(*w.add(t * c + ch), acc);
+                    }
+                    let o = at[p] + ch;
+                    *out.add(o) =
+                        activate1(acc + *bias.add(ch), act) + res.map_or(0.0, |r| *r.add(o));
                 }
-                let o = at[p] + ch;
-                *out.add(o) = activate1(acc + *bias.add(ch), act) + res.map_or(0.0, |r| *r.add(o));
             }
         }
     }
@@ -457,6 +500,12 @@ fn expand(src: &[f32], m: usize, dst: &mut [f32]) {
 }
 
 /// `P` pixels x `G` vectors of 4 channels starting at `ch`.
+///
+/// # Safety
+/// The CPU must have FMA and SSE4.1; every pixel of `px` plus each tap's offset, and
+/// its `4 * G` channels from `ch`, lie inside the input; `w` and `bias`
+/// hold the weights and bias of `c` channels; `out` (and `res`) hold the
+/// same channels of the pixels at `at`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "fma,sse4.1")]
@@ -472,22 +521,25 @@ unsafe fn dw_tile<const P: usize, const G: usize>(
     res: Option<*const f32>,
     act: Activation,
 ) {
-    let mut acc = [[_mm_setzero_ps(); G]; P];
-    for &(t, off) in taps {
-        let wt = w.add(t * c + ch);
-        let wv: [__m128; G] = std::array::from_fn(|g| _mm_loadu_ps(wt.add(4 * g)));
-        for p in 0..P {
-            let x = px[p].offset(off).add(ch);
-            for g in 0..G {
-                acc[p][g] = _mm_fmadd_ps(_mm_loadu_ps(x.add(4 * g)), wv[g], acc[p][g]);
+    // SAFETY: this function's contract (# Safety), which its caller keeps.
+    unsafe {
+        let mut acc = [[_mm_setzero_ps(); G]; P];
+        for &(t, off) in taps {
+            let wt = w.add(t * c + ch);
+            let wv: [__m128; G] = std::array::from_fn(|g| _mm_loadu_ps(wt.add(4 * g)));
+            for p in 0..P {
+                let x = px[p].offset(off).add(ch);
+                for g in 0..G {
+                    acc[p][g] = _mm_fmadd_ps(_mm_loadu_ps(x.add(4 * g)), wv[g], acc[p][g]);
+                }
             }
         }
-    }
-    for (p, accs) in acc.iter().enumerate() {
-        for (g, &a) in accs.iter().enumerate() {
-            let o = at[p] + ch + 4 * g;
-            let a = activate(a, _mm_loadu_ps(bias.add(ch + 4 * g)), act);
-            store(a, 4, out.add(o), res.map(|r| r.add(o)));
+        for (p, accs) in acc.iter().enumerate() {
+            for (g, &a) in accs.iter().enumerate() {
+                let o = at[p] + ch + 4 * g;
+                let a = activate(a, _mm_loadu_ps(bias.add(ch + 4 * g)), act);
+                store(a, 4, out.add(o), res.map(|r| r.add(o)));
+            }
         }
     }
 }

@@ -597,9 +597,9 @@ mod bf16_props {
             let (want, mag) = interpret_with_magnitude(&l, &w, &x, case.batch).unwrap();
             let got = interpret_in(&l, &w, &x, case.batch, Precision::Bf16).unwrap();
             let c = crate::compare_within(&got, &want, &mag, crate::bf16_rel_tol(l.stages.len()));
+            // That roundings happen at all is pinned by the unit tests above: a
+            // small layer's values may all be exact in bf16 (one tap, zeros).
             prop_assert!(c.pass(), "{}: {:?}", case.src, c);
-            // And not exactly f32's: the roundings happened.
-            prop_assert!(got.len() < 8 || got != want);
         }
     }
 }

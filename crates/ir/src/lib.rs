@@ -6,6 +6,7 @@
 //! and infers every shape, giving [`Layer`]s whose stages are all primitive
 //! (separable convolutions are expanded here); [`Weights`] binds arrays to
 //! stages; [`interpret`] computes the output.
+#![forbid(unsafe_code)]
 
 pub mod budget;
 mod checking;

@@ -2,9 +2,13 @@
 //! that the JIT's property tests (`crates/jit/tests/prop.rs`) and
 //! `convjit fuzz` share. Each draws a [`LayerCase`] from [`layer_case`]; the
 //! property tests shrink failures with proptest's runner, `convjit fuzz`
-//! with the same value trees. Built with this crate's `proptest` feature.
+//! with the same value trees ([`case_runner`], [`draw_valid`], [`shrink`]).
+//! Built with this crate's `proptest` feature.
 
+use crate::{Layer, Rng};
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 /// The ranges a random layer's numbers are drawn from (upper bounds
 /// exclusive, lower bounds 1 or 0 as the language needs).
@@ -227,11 +231,75 @@ pub fn layer_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
         })
 }
 
+/// Case `i` of seed `seed`: its own proptest runner, so a case does not
+/// depend on which thread drew it or what was drawn before (`convjit
+/// fuzz --seed S`: case i is the same on every machine).
+pub fn case_runner(seed: u64, i: u64) -> TestRunner {
+    let mut rng = Rng::new(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let bytes: Vec<u8> = (0..4).flat_map(|_| rng.next_u64().to_le_bytes()).collect();
+    TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    )
+}
+
+/// A case of `strategy` whose text validates, drawn again until one does
+/// (an output can come out empty): its value tree, to shrink, and its layer.
+pub fn draw_valid<S: Strategy<Value = LayerCase>>(
+    strategy: &S,
+    runner: &mut TestRunner,
+) -> (S::Tree, Layer) {
+    loop {
+        let tree = strategy
+            .new_tree(runner)
+            .expect("layer_case has no filters");
+        if let Ok(mut l) = crate::compile_source(&tree.current().src) {
+            return (tree, l.remove(0));
+        }
+    }
+}
+
+/// [`shrink`] stops after this many simplification steps.
+pub const MAX_SHRINK_STEPS: usize = 2000;
+
+/// proptest's shrinking, driven by hand (a fuzz loop has no test runner
+/// around it): simplify while the case fails (`fails` gives its failure),
+/// step back (complicate) when a simplification passes. Returns the
+/// smallest failing case found and its failure; `message` is the failure
+/// of the tree's current case.
+pub fn shrink<T: ValueTree<Value = LayerCase>>(
+    tree: &mut T,
+    message: String,
+    mut fails: impl FnMut(&LayerCase) -> Option<String>,
+) -> (LayerCase, String) {
+    let mut best = (tree.current(), message);
+    let mut steps = 0;
+    if !tree.simplify() {
+        return best;
+    }
+    while steps < MAX_SHRINK_STEPS {
+        steps += 1;
+        let current = tree.current();
+        match fails(&current) {
+            Some(m) => {
+                best = (current, m);
+                if !tree.simplify() {
+                    break;
+                }
+            }
+            None => {
+                if !tree.complicate() {
+                    break;
+                }
+            }
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::TestRunner;
 
     #[test]
     fn most_small_cases_validate_and_some_are_grouped() {
@@ -250,5 +318,60 @@ mod tests {
             grouped > 10,
             "only {grouped} valid layers have a grouped stage"
         );
+    }
+
+    fn input_channels(case: &LayerCase) -> usize {
+        let line = case
+            .src
+            .lines()
+            .find(|l| l.trim().starts_with("input"))
+            .unwrap();
+        line.rsplit('x').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn shrinking_finds_the_smallest_failing_case() {
+        // A "bug" that shows with 5 or more input channels: shrinking ends
+        // at exactly 5, with one stage and the smallest batch.
+        let strategy = layer_case(Limits::SMALL);
+        let mut r = case_runner(1, 0);
+        let mut tree = loop {
+            let t = strategy.new_tree(&mut r).unwrap();
+            if input_channels(&t.current()) >= 9 {
+                break t;
+            }
+        };
+        let (small, message) = shrink(&mut tree, "first".into(), |c| {
+            (input_channels(c) >= 5).then(|| format!("{} channels", input_channels(c)))
+        });
+        assert_eq!(input_channels(&small), 5, "{}", small.src);
+        assert_eq!(message, "5 channels");
+        assert_eq!(small.batch, 1);
+        assert_eq!(
+            small.src.lines().filter(|l| l.contains(':')).count(),
+            1,
+            "{}",
+            small.src
+        );
+    }
+
+    #[test]
+    fn cases_do_not_depend_on_order() {
+        let strategy = layer_case(Limits::SMALL);
+        let a = strategy.new_tree(&mut case_runner(9, 4)).unwrap().current();
+        let _ = strategy.new_tree(&mut case_runner(9, 3)).unwrap().current();
+        let b = strategy.new_tree(&mut case_runner(9, 4)).unwrap().current();
+        assert_eq!(a.src, b.src);
+        assert_eq!(a.seed, b.seed);
+    }
+
+    #[test]
+    fn drawn_cases_validate() {
+        let strategy = layer_case(Limits::SMALL);
+        for i in 0..20 {
+            let (tree, layer) = draw_valid(&strategy, &mut case_runner(3, i));
+            let again = crate::compile_source(&tree.current().src).unwrap();
+            assert_eq!(again[0], layer);
+        }
     }
 }

@@ -4,15 +4,16 @@
 //! each VARIANT is `NAME=VALUE,...`: environment variables set while that
 //! variant is compiled (none: one variant). The generator reads no
 //! environment variable: variants differ only while an experiment adds a
-//! temporary switch to `crates/jit/src` (the comparisons cited in the
+//! temporary switch to `crates/cranelift/src` (the comparisons cited in the
 //! code were made that way, with switches since removed).
 //!
 //! Every variant is compiled into its own JIT module (no code cache),
 //! checked against the interpreter, then all are timed in interleaved
 //! rounds; the median and best per variant are printed.
 
+use convjit_cranelift::define_stages;
 use convjit_ir::{compile_source, interpret, Rng, Weights};
-use convjit_jit::{define_stages, plan};
+use convjit_plan::plan;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::Linkage;

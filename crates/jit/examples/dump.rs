@@ -1,7 +1,8 @@
 //! Prints a layer's generated code (CLIF, or the x86 generators' disassembly):
 //! `cargo run --release -p convjit-jit --example dump -- "input 4x6x7\n p: pointwise 5" [avx512]`.
 use convjit_ir::{compile_source, Weights};
-use convjit_jit::{Backend, Kernel, Options};
+use convjit_jit::Kernel;
+use convjit_plan::{Backend, Options};
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -3,7 +3,7 @@
 //! iced-x86's one-time table setup):
 //! `cargo run --release -p convjit-jit --example emit_time [-- FILE.conv]`.
 use convjit_ir::compile_source;
-use convjit_jit::plan;
+use convjit_plan::plan;
 use std::time::Instant;
 
 fn main() {

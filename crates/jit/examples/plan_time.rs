@@ -10,8 +10,9 @@
 //! those shapes, not a cache hit). Layers beyond `MAX_STAGES` are refused
 //! before planning: the time to refuse is shown instead.
 use convjit_ir::{compile_source, Layer, Weights};
-use convjit_jit::layer_plan::{plan_layer, Host};
-use convjit_jit::{Fusion, JitError, Kernel, Options};
+use convjit_jit::{JitError, Kernel};
+use convjit_plan::layer_plan::{plan_layer, Host};
+use convjit_plan::{Fusion, Options};
 use std::time::Instant;
 
 fn layer(n: usize) -> Layer {

@@ -1,57 +1,60 @@
-//! The Cranelift code generator: machine code specialised to one layer.
+//! The kernel runtime: a layer compiled for the host CPU, with its
+//! packed weights, run on the host's threads.
 //!
 //! [`Kernel::compile`] plans the layer ([`layer_plan`]: which stages run
 //! fused, in row bands of what height, on how many threads) and every stage
-//! ([`plan::schedule`]: register blocking), packs the weights into the layout
-//! the generated loops read, and JIT-compiles one function per stage
-//! ([`program`] lists them and the steps that run them: whole stages or
-//! row bands of them, [`rows`]):
+//! ([`plan::plan_for`]: register blocking, packed-weight layout), packs the
+//! weights into the layout the generated loops read, has one function per
+//! stage written by a generator (`convjit-x86`'s AVX2 or AVX-512 code, or
+//! `convjit-cranelift`'s) and installs the bytes in one `JITModule`
+//! ([`program`] lists the functions and the steps that run them: whole
+//! stages or row bands of them, [`rows`]). Each function is
 //!
 //! ```text
 //! extern "C" fn(input: *const f32, weights: *const f32, output: *mut f32,
 //!               residual: *const f32, row0: usize, rows: usize)
 //! ```
 //!
-//! computing output rows `row0..row0 + rows` of one image (see
-//! `codegen.rs`). Every size is a compile-time constant except the row
-//! range; the weights are passed by pointer, so the code depends only on
-//! the layer's shapes and is cached process-wide: compiling the same layer
-//! again (with any weights) reuses it.
+//! computing output rows `row0..row0 + rows` of one image. Every size is
+//! a compile-time constant except the row range; the weights are passed
+//! by pointer, so the code depends only on the layer's shapes and is
+//! cached process-wide: compiling the same layer again (with any weights)
+//! reuses it. `exec.rs` runs a kernel's steps on its threads, `pool.rs`
+//! owns the threads.
+//!
+//! [`layer_plan`]: convjit_plan::layer_plan
+//! [`plan::plan_for`]: convjit_plan::plan::plan_for
+//! [`program`]: convjit_plan::program
+//! [`rows`]: convjit_plan::rows
 
-mod codegen;
 mod exec;
 mod pool;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
 
-pub use convjit_plan::{backend, layer_plan, plan, program, rows};
-
+use convjit_cranelift::Machine;
 use convjit_ir::separate::Note as SeparationNote;
 use convjit_ir::{DataError, Layer, Separation, Stage, Weights};
-use cranelift_codegen::ir::types::I64;
-use cranelift_codegen::ir::{AbiParam, Signature, UserFuncName};
+use convjit_plan::layer_plan::{self, Host, LayerPlan, Options};
+use convjit_plan::limits::{check_stage_count, TooLarge};
+use convjit_plan::{plan, program, Backend, Schedule};
 use cranelift_codegen::isa::OwnedTargetIsa;
-use cranelift_codegen::settings::{self, Configurable};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_module::{Linkage, Module};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
-
-pub use backend::Backend;
-pub use layer_plan::{Fusion, Group, Host, LayerPlan, Options, Split};
-pub use plan::{Schedule, Strategy};
 
 /// Errors of compiling or running a kernel.
 #[derive(Debug)]
 pub enum JitError {
     /// Weights or buffers that do not fit the layer.
     Data(DataError),
-    /// Cranelift could not compile the generated code (a bug or an
-    /// unsupported host).
+    /// A code generator (x86 or Cranelift) could not write or compile a
+    /// stage function, or the code could not be installed: a bug, or a
+    /// host the generator does not support; never the layer's fault.
     Codegen(String),
     /// The specialised code would be too large to compile in reasonable
     /// time (very wide kernels, where every output column differs).
@@ -93,6 +96,30 @@ impl From<DataError> for JitError {
     }
 }
 
+impl From<TooLarge> for JitError {
+    fn from(e: TooLarge) -> JitError {
+        JitError::TooLarge(e.0)
+    }
+}
+
+impl From<convjit_cranelift::Error> for JitError {
+    fn from(e: convjit_cranelift::Error) -> JitError {
+        match e {
+            convjit_cranelift::Error::TooLarge(m) => JitError::TooLarge(m),
+            convjit_cranelift::Error::Codegen(m) => JitError::Codegen(m),
+        }
+    }
+}
+
+impl From<convjit_x86::Error> for JitError {
+    fn from(e: convjit_x86::Error) -> JitError {
+        match e {
+            convjit_x86::Error::TooLarge(m) => JitError::TooLarge(m),
+            convjit_x86::Error::Encode(m) => JitError::Codegen(m),
+        }
+    }
+}
+
 fn codegen_err(e: impl fmt::Display) -> JitError {
     JitError::Codegen(e.to_string())
 }
@@ -112,9 +139,6 @@ pub struct CompileStats {
 }
 
 type StageFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, usize, usize);
-
-/// Integer parameters of a stage function (see `codegen.rs`).
-const STAGE_PARAMS: usize = 6;
 
 /// Finalized machine code of one layer: never mutated after construction.
 struct Code {
@@ -253,7 +277,7 @@ struct Compiled {
 
 impl Compiled {
     fn new(layer: &Layer, layer_plan: &LayerPlan, backend: Backend) -> Result<Compiled, JitError> {
-        Compiled::with_isa(layer, layer_plan, backend, isa()?)
+        Compiled::with_isa(layer, layer_plan, backend, convjit_cranelift::isa()?)
     }
 
     /// [`Compiled::new`] with Cranelift's target ISA given (it also
@@ -330,34 +354,6 @@ impl StageShape {
     }
 }
 
-/// Estimated instructions (see [`plan::code_size`]) beyond which a layer
-/// is refused: about a second of compile time.
-pub const MAX_CODE_SIZE: usize = 400_000;
-
-/// The most stages a compiled layer has: each is a function of at least
-/// [`plan::MIN_CODE_SIZE`] instructions, so a layer of more would exceed
-/// [`MAX_CODE_SIZE`] whatever its shapes. Counted before anything is
-/// planned ([`check_stage_count`]): planning and listing the functions of
-/// a layer of 20,000 stages only to refuse its code would be wasted work.
-pub const MAX_STAGES: usize = MAX_CODE_SIZE / plan::MIN_CODE_SIZE;
-
-/// Refuses a layer of more than [`MAX_STAGES`] stages, with the reason:
-/// what `Kernel::compile` and the AOT builder do first.
-pub fn check_stage_count(layer: &Layer) -> Result<(), JitError> {
-    let n = layer.stages.len();
-    if n > MAX_STAGES {
-        return Err(JitError::TooLarge(format!(
-            "layer '{}' has {n} stages: at most {MAX_STAGES} compile (each stage is a \
-             function of at least {} instructions, and a layer's code at most \
-             {MAX_CODE_SIZE}: about a second of compile time); the interpreter \
-             (--engine interp) runs it",
-            layer.name,
-            plan::MIN_CODE_SIZE
-        )));
-    }
-    Ok(())
-}
-
 /// Entries kept at most; beyond, the cache starts over (kernels keep their code).
 const CACHE_CAPACITY: usize = 256;
 
@@ -370,33 +366,6 @@ fn cache() -> &'static Mutex<HashMap<Key, Arc<Compiled>>> {
 fn host() -> Host {
     static HOST: OnceLock<Host> = OnceLock::new();
     *HOST.get_or_init(Host::detect)
-}
-
-/// The host ISA with our flags, built once.
-fn isa() -> Result<OwnedTargetIsa, JitError> {
-    static ISA: OnceLock<Result<OwnedTargetIsa, String>> = OnceLock::new();
-    let r = ISA.get_or_init(|| {
-        let mut flags = settings::builder();
-        let set = |f: &mut settings::Builder, k: &str, v: &str| {
-            f.set(k, v).map_err(|e| format!("setting {k}={v}: {e}"))
-        };
-        // The e-graph optimiser moves arithmetic below loads in unrolled
-        // kernels and causes spills: we emit code in the order we want.
-        set(&mut flags, "opt_level", "none")?;
-        set(&mut flags, "use_colocated_libcalls", "false")?;
-        set(&mut flags, "is_pic", "false")?;
-        let verify = if cfg!(debug_assertions) {
-            "true"
-        } else {
-            "false"
-        };
-        set(&mut flags, "enable_verifier", verify)?;
-        let builder = cranelift_native::builder().map_err(|e| e.to_string())?;
-        builder
-            .finish(settings::Flags::new(flags))
-            .map_err(|e| e.to_string())
-    });
-    r.clone().map_err(JitError::Codegen)
 }
 
 /// The separation `Kernel::compile_with` weighs (`Options::separate`
@@ -551,7 +520,7 @@ impl Kernel {
         if self.options.backend != Backend::Cranelift {
             return String::new();
         }
-        clif_text(&self.compiled.plans)
+        convjit_cranelift::clif_text(&self.compiled.plans)
     }
 
     /// The code generator that wrote this kernel's code.
@@ -621,221 +590,6 @@ pub(crate) fn check_len(
     ))
 }
 
-/// Declares and defines one function per stage plan in `module` (the JIT's
-/// or an object file's), with the signature
-/// `(input, weights, output, residual: *const f32 / *mut f32, row0, rows: usize)`.
-/// Returns the function ids; appends the functions' CLIF text to `clif` if
-/// given (printing costs a fifth of the compile time, so the JIT does not).
-pub fn define_stages<M: Module>(
-    module: &mut M,
-    plans: &[plan::Plan],
-    name: impl Fn(usize) -> String,
-    linkage: Linkage,
-    mut clif: Option<&mut String>,
-) -> Result<Vec<FuncId>, JitError> {
-    check_code_size(plans)?;
-    let mut ctx = module.make_context();
-    let mut fctx = FunctionBuilderContext::new();
-    let sig = stage_signature(module);
-    let mut ids = Vec::new();
-    for (i, p) in plans.iter().enumerate() {
-        let id = module
-            .declare_function(&name(i), linkage, &sig)
-            .map_err(codegen_err)?;
-        ctx.func.signature = sig.clone();
-        ctx.func.name = UserFuncName::user(0, id.as_u32());
-        // Always `fma`: an object for x86 without FMA calls `fmaf` (its
-        // header says to link libm), keeping results fused.
-        emit_function(&mut ctx.func, &mut fctx, p, module.target_config(), true);
-        if let Some(text) = clif.as_deref_mut() {
-            text.push_str(&ctx.func.display().to_string());
-            text.push('\n');
-        }
-        module
-            .define_function(id, &mut ctx)
-            .map_err(|e| JitError::Codegen(format!("{e:?}")))?;
-        module.clear_context(&mut ctx);
-        ids.push(id);
-    }
-    Ok(ids)
-}
-
-/// Refuses layers before emitting anything when a very wide kernel would
-/// take minutes (and gigabytes) to generate and compile.
-fn check_code_size(plans: &[plan::Plan]) -> Result<(), JitError> {
-    let size: usize = plans.iter().map(plan::code_size).sum();
-    if size > MAX_CODE_SIZE {
-        return Err(JitError::TooLarge(format!(
-            "the layer would need about {size} instructions of specialised code \
-             (limit {MAX_CODE_SIZE}): its kernels are too wide to compile; \
-             the interpreter (--engine interp) runs it"
-        )));
-    }
-    Ok(())
-}
-
-/// Builds the body of one stage function into `func` (signature set).
-fn emit_function(
-    func: &mut cranelift_codegen::ir::Function,
-    fctx: &mut FunctionBuilderContext,
-    p: &plan::Plan,
-    config: cranelift_codegen::isa::TargetFrontendConfig,
-    fused: bool,
-) {
-    let mut b = FunctionBuilder::new(func, fctx);
-    codegen::emit(p, &mut b, fused);
-    b.seal_all_blocks();
-    b.finalize(config);
-    // Print values rather than the SSA builder's alias chains.
-    func.dfg.resolve_all_aliases();
-}
-
-/// Whether `isa` lowers a vector `fma` to one instruction. Cranelift's x64
-/// backend needs the FMA extension for that and otherwise calls `fmaf`,
-/// which JIT code cannot link (nor would it be fast): there the generator
-/// emits a multiply and an add (rounded twice, within the tests'
-/// tolerance). Other targets (aarch64) always have a fused multiply-add.
-fn fused_fma(isa: &dyn cranelift_codegen::isa::TargetIsa) -> bool {
-    isa.name() != "x64"
-        || isa
-            .isa_flags()
-            .iter()
-            .any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
-}
-
-/// The CLIF text of the stage functions of `plans`, as the JIT compiles
-/// them (functions `u0:0`, `u0:1`, ... in order).
-fn clif_text(plans: &[plan::Plan]) -> String {
-    let Ok(isa) = isa() else {
-        return String::new();
-    };
-    let sig = host_signature(&isa);
-    let mut fctx = FunctionBuilderContext::new();
-    let mut text = String::new();
-    for (i, p) in plans.iter().enumerate() {
-        // A name, not an offset: i < the layer's stages, far below 2^32.
-        let mut func = cranelift_codegen::ir::Function::with_name_signature(
-            UserFuncName::user(0, i as u32),
-            sig.clone(),
-        );
-        emit_function(
-            &mut func,
-            &mut fctx,
-            p,
-            isa.frontend_config(),
-            fused_fma(&*isa),
-        );
-        text.push_str(&func.display().to_string());
-        text.push('\n');
-    }
-    text
-}
-
-/// `(i64 x 6) -> ()` in the module's default calling convention: the
-/// stage functions' signature on 64-bit targets.
-pub fn stage_signature<M: Module>(module: &M) -> Signature {
-    let mut sig = module.make_signature();
-    sig.params = vec![AbiParam::new(I64); STAGE_PARAMS];
-    sig
-}
-
-/// [`stage_signature`] for the JIT's host ISA.
-fn host_signature(isa: &OwnedTargetIsa) -> Signature {
-    let mut sig = Signature::new(isa.default_call_conv());
-    sig.params = vec![AbiParam::new(I64); STAGE_PARAMS];
-    sig
-}
-
-/// Estimated instructions below which a layer's functions are compiled on
-/// the calling thread alone: a thread costs tens of microseconds, and
-/// Cranelift about 2-3 us per instruction here.
-const PARALLEL_CODE_SIZE: usize = 500;
-
-thread_local! {
-    /// Cranelift's contexts, kept between compiles on this thread: they
-    /// own the compiler's (register allocator's) working memory, which a
-    /// fresh context allocates again.
-    static COMPILER: std::cell::RefCell<(cranelift_codegen::Context, FunctionBuilderContext)> =
-        std::cell::RefCell::new((cranelift_codegen::Context::new(), FunctionBuilderContext::new()));
-}
-
-/// Machine code of one stage function and its alignment.
-type Machine = (Vec<u8>, u64);
-
-/// Compiles the stage functions of `plans` to machine code, on up to as
-/// many threads as the host has cores (the functions of a fused layer,
-/// e.g. its row bands, are independent), largest first.
-fn compile_all(plans: &[plan::Plan], isa: &OwnedTargetIsa) -> Result<Vec<Machine>, JitError> {
-    check_code_size(plans)?;
-    let sizes: Vec<usize> = plans.iter().map(plan::code_size).collect();
-    let mut order: Vec<usize> = (0..plans.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
-    let threads = if sizes.iter().sum::<usize>() < PARALLEL_CODE_SIZE {
-        1
-    } else {
-        host().cores.clamp(1, plans.len().max(1))
-    };
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done = Mutex::new(vec![None; plans.len()]);
-    let work = || -> Result<(), JitError> {
-        COMPILER.with(|c| {
-            let (ctx, fctx) = &mut *c.borrow_mut();
-            loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&i) = order.get(k) else {
-                    return Ok(());
-                };
-                let m = compile_one(ctx, fctx, &plans[i], isa)?;
-                done.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(m);
-            }
-        })
-    };
-    if threads == 1 {
-        work()?;
-    } else {
-        std::thread::scope(|s| {
-            let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-            let mut r = work();
-            for h in helpers {
-                let hr = h
-                    .join()
-                    .unwrap_or_else(|_| Err(codegen_err("compiler thread panicked")));
-                r = r.and(hr);
-            }
-            r
-        })?;
-    }
-    let done = done.into_inner().unwrap_or_else(|e| e.into_inner());
-    Ok(done.into_iter().flatten().collect())
-}
-
-/// One stage function's machine code. Our functions reference nothing
-/// outside themselves (constants live in the function's own pool), so the
-/// bytes need no relocation.
-fn compile_one(
-    ctx: &mut cranelift_codegen::Context,
-    fctx: &mut FunctionBuilderContext,
-    p: &plan::Plan,
-    isa: &OwnedTargetIsa,
-) -> Result<Machine, JitError> {
-    ctx.clear();
-    ctx.func.signature = host_signature(isa);
-    emit_function(
-        &mut ctx.func,
-        fctx,
-        p,
-        isa.frontend_config(),
-        fused_fma(&**isa),
-    );
-    let code = ctx
-        .compile(&**isa, &mut Default::default())
-        .map_err(|e| JitError::Codegen(format!("{:?}", e.inner)))?;
-    if !code.buffer.relocs().is_empty() {
-        return Err(codegen_err("a stage function needs relocations"));
-    }
-    Ok((code.code_buffer().to_vec(), code.buffer.alignment as u64))
-}
-
 /// The machine code of every stage function of `plans`, from the x86
 /// generator or Cranelift.
 fn machine_code(
@@ -844,36 +598,12 @@ fn machine_code(
     isa: &OwnedTargetIsa,
 ) -> Result<Vec<Machine>, JitError> {
     match convjit_x86::Isa::of(backend) {
-        Some(x86) => Ok(x86_stage_code(plans, x86)?
+        Some(x86) => Ok(convjit_x86::x86_stage_code(plans, x86)?
             .into_iter()
-            .map(|code| (code, X86_CODE_ALIGN))
+            .map(|code| (code, convjit_x86::X86_CODE_ALIGN))
             .collect()),
-        None => compile_all(plans, isa),
+        None => Ok(convjit_cranelift::compile_all(plans, isa, host().cores)?),
     }
-}
-
-/// Alignment (bytes) of the x86 generators' stage functions: a cache line.
-pub const X86_CODE_ALIGN: u64 = 64;
-
-/// The x86 generator's machine code of every stage function of `plans`
-/// (made with `plan::plan_for(stage, &isa.target())`), refused beyond the
-/// same code-size limit as Cranelift's. The bytes are position-independent
-/// and need no relocations; the JIT and the AOT builder install them with
-/// `define_function_bytes` (alignment [`X86_CODE_ALIGN`]).
-pub fn x86_stage_code(
-    plans: &[plan::Plan],
-    isa: convjit_x86::Isa,
-) -> Result<Vec<Vec<u8>>, JitError> {
-    check_code_size(plans)?;
-    // A stage may be planned for a narrower generator than the layer's
-    // (`plan::stage_target`): its plan says which.
-    plans
-        .iter()
-        .map(|p| {
-            let isa = convjit_x86::Isa::of(p.target.backend).unwrap_or(isa);
-            convjit_x86::emit(p, isa).map_err(codegen_err)
-        })
-        .collect()
 }
 
 fn build(plans: &[plan::Plan], backend: Backend, isa: OwnedTargetIsa) -> Result<Code, JitError> {
@@ -882,7 +612,7 @@ fn build(plans: &[plan::Plan], backend: Backend, isa: OwnedTargetIsa) -> Result<
         isa,
         cranelift_module::default_libcall_names(),
     ));
-    let sig = stage_signature(&module);
+    let sig = convjit_cranelift::stage_signature(&module);
     let mut ids = Vec::new();
     for (i, (bytes, align)) in machine.iter().enumerate() {
         let id = module
@@ -914,6 +644,8 @@ fn build(plans: &[plan::Plan], backend: Backend, isa: OwnedTargetIsa) -> Result<
 mod tests {
     use super::*;
     use convjit_ir::{compile_source, interpret, Rng};
+    use convjit_plan::limits::MAX_STAGES;
+    use cranelift_codegen::settings::{self, Configurable};
 
     /// A layer of more than `MAX_STAGES` stages is refused with the
     /// reason, and one of as many compiles or is refused for its code.
@@ -961,7 +693,7 @@ mod tests {
     fn compiles_and_runs_without_fma() {
         let isa = isa_without_fma();
         if isa.name() == "x64" {
-            assert!(!fused_fma(&*isa));
+            assert!(!convjit_cranelift::fused_fma(&*isa));
         }
         for body in [
             "input 6x7x5\n d: depthwise 3x3, pad same, bias, relu6",

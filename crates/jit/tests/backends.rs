@@ -7,7 +7,7 @@ mod common;
 
 use common::{check_with, input, layer};
 use convjit_ir::Weights;
-use convjit_jit::{Backend, Options, Split};
+use convjit_plan::{Backend, Options, Split};
 
 const LAYERS: &[&str] = &[
     "layer a { input 4x4x16\n p: pointwise 16 }",
@@ -198,7 +198,7 @@ fn threads_sharing_channels_match_the_interpreter() {
 
 /// Stages whose units would be mostly zero lanes (one channel, one
 /// output per group, a few channels or outputs; large kernels) pack only
-/// the floats they use ([`convjit_jit::plan::Plan::compact`]): every
+/// the floats they use ([`convjit_plan::plan::Plan::compact`]): every
 /// generator's whole-vector loads then read the next unit's floats into
 /// unused lanes, and the last ends inside the buffer (the packed weights
 /// end at a guard page). Bias, relu6, residual, odd channel counts,
@@ -206,7 +206,7 @@ fn threads_sharing_channels_match_the_interpreter() {
 /// generator.
 #[test]
 fn compact_packing_matches_the_interpreter() {
-    use convjit_jit::plan::{plan_for, Target};
+    use convjit_plan::plan::{plan_for, Target};
     let cases: &[(&str, &[Target])] = &[
         (
             "layer a { input 152x160x1\n d: depthwise 150x150, bias, relu6 }",

@@ -5,7 +5,8 @@ mod common;
 
 use common::{input, layer};
 use convjit_ir::{interpret, StageWeights, Weights};
-use convjit_jit::{Backend, JitError, Kernel, Options};
+use convjit_jit::{JitError, Kernel};
+use convjit_plan::{Backend, Options};
 
 /// Layers with channel tails (C % 4 != 0, C < 4), multipliers, borders,
 /// strides, residuals and several stages.
@@ -115,7 +116,7 @@ fn one_kernel_on_four_threads_matches_one_thread_bitwise() {
                 .iter()
                 .map(|x| one.run_alloc(x, 2).unwrap())
                 .collect();
-            let options = convjit_jit::Options {
+            let options = convjit_plan::Options {
                 threads: 3,
                 min_thread_cycles: 0,
                 backend,
@@ -238,7 +239,7 @@ fn same_shapes_hit_the_cache_and_use_the_new_weights() {
 /// interpreter, for one image and a batch.
 #[test]
 fn extreme_planner_options_still_match() {
-    use convjit_jit::Fusion;
+    use convjit_plan::Fusion;
     for src in LAYERS {
         let l = layer(src);
         let w = Weights::random(&l, 4);
@@ -310,8 +311,8 @@ fn inconsistent_hand_built_layers_are_errors() {
         ("pointwise", &|l| l.stages[1].stride = [2, 2]),
         ("padding", &|l| l.stages[0].padding.left = 1 << 40),
     ];
-    for backend in convjit_jit::Backend::available() {
-        let options = convjit_jit::Options {
+    for backend in convjit_plan::Backend::available() {
+        let options = convjit_plan::Options {
             backend,
             ..Default::default()
         };
@@ -338,9 +339,9 @@ fn a_panicking_thread_is_an_error_not_a_hang() {
     let l = layer(src);
     let w = Weights::random(&l, 5);
     let x = input(&l, 2, 6);
-    for backend in convjit_jit::Backend::available() {
-        for fuse in [convjit_jit::Fusion::Never, convjit_jit::Fusion::Always] {
-            let options = convjit_jit::Options {
+    for backend in convjit_plan::Backend::available() {
+        for fuse in [convjit_plan::Fusion::Never, convjit_plan::Fusion::Always] {
+            let options = convjit_plan::Options {
                 backend,
                 fuse,
                 threads: 3,

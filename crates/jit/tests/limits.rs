@@ -7,7 +7,8 @@ mod common;
 
 use common::{input, layer};
 use convjit_ir::Weights;
-use convjit_jit::{Backend, Fusion, JitError, Kernel, Options};
+use convjit_jit::{JitError, Kernel};
+use convjit_plan::{Backend, Fusion, Options};
 
 /// Each layer with the planner's defaults and with fusion, bands and two
 /// threads forced, on every generator.

@@ -5,7 +5,8 @@
 #[path = "../../../tests/common/oracle.rs"]
 mod oracle;
 
-use convjit_jit::{Backend, Kernel, Options};
+use convjit_jit::Kernel;
+use convjit_plan::{Backend, Options};
 
 #[test]
 fn jit_matches_every_reference_case() {

@@ -5,7 +5,8 @@ mod common;
 
 use convjit_ir::random_layer::{layer_case, LayerCase, Limits};
 use convjit_ir::{compile_source, Weights};
-use convjit_jit::{Backend, Fusion, JitError, Kernel, Options};
+use convjit_jit::{JitError, Kernel};
+use convjit_plan::{Backend, Fusion, Options};
 use proptest::prelude::*;
 
 fn options() -> impl Strategy<Value = Options> {

@@ -8,7 +8,8 @@ mod common;
 
 use common::{check_with, input, layer, magnitude, run_guarded};
 use convjit_ir::{Layer, Rng, Separation, StageKind, StageWeights, Weights};
-use convjit_jit::{Backend, Kernel, Options};
+use convjit_jit::Kernel;
+use convjit_plan::{Backend, Options};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

@@ -7,7 +7,8 @@
 mod common;
 
 use convjit_ir::Weights;
-use convjit_jit::{Backend, Kernel, Options};
+use convjit_jit::Kernel;
+use convjit_plan::{Backend, Options};
 
 const POINTWISE: &str = "layer s { input 4x6x7\n p: pointwise 5, bias, relu }";
 const DEPTHWISE: &str =

@@ -4,6 +4,7 @@
 //! says whether a `.conv` file is well formed and, if not, where and why
 //! (see [`Diagnostic`]). Meaning (shape inference, option checks) belongs to
 //! `convjit-ir`, which reports through the same [`Diagnostic`] type.
+#![forbid(unsafe_code)]
 
 pub mod ast;
 mod diagnostic;

@@ -17,10 +17,11 @@ const PREFIX_BYTES: usize = 64 * 1024;
 /// read, and may refuse them: what cannot be the start of such a file is
 /// refused without reading on.
 pub fn read_limited(
-    path: &Path,
+    path: impl AsRef<Path>,
     limit: u64,
     first: impl FnOnce(&[u8]) -> Result<(), String>,
 ) -> Result<Vec<u8>, Error> {
+    let path = path.as_ref();
     let cannot_read = |e: &io::Error| Error::io(path, None, "cannot read", e);
     let too_large = || {
         Error::new(

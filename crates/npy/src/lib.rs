@@ -10,6 +10,7 @@
 //! Writing goes through [`Outputs`]: a temporary file beside the target is
 //! filled, synced and renamed over it (with a command's other outputs), so
 //! readers never see a half-written array and a failure changes nothing.
+#![forbid(unsafe_code)]
 
 mod header;
 mod input;
@@ -30,8 +31,8 @@ pub use npz::{
 pub use output::{OutputError, Outputs};
 
 /// Writes `bytes` to `path` as a command's only output ([`Outputs`]).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    write_one(path, |f| f.write_all(bytes))
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), Error> {
+    write_one(path.as_ref(), |f| f.write_all(bytes))
 }
 
 /// `path` as the only output of a command that reads nothing it could
@@ -173,7 +174,8 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array, FormatError> {
 }
 
 /// Reads a float32 `.npy` file.
-pub fn read_npy(path: &Path) -> Result<Array, Error> {
+pub fn read_npy(path: impl AsRef<Path>) -> Result<Array, Error> {
+    let path = path.as_ref();
     let cannot_read = |e: io::Error| Error::io(path, None, "cannot read", &e);
     let file = File::open(path).map_err(cannot_read)?;
     // Only a regular file's length is known up front (not a pipe's, say).
@@ -197,8 +199,8 @@ pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
 ///
 /// # Panics
 /// If `data.len()` is not the product of `shape`.
-pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), Error> {
-    write_one(path, |file| write_npy_to(file, shape, data))
+pub fn write_npy(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> Result<(), Error> {
+    write_one(path.as_ref(), |file| write_npy_to(file, shape, data))
 }
 
 /// Writes a `.npy` image into `file` (e.g. an [`Outputs`] entry's).

@@ -49,7 +49,8 @@ impl Npz {
 }
 
 /// Reads every array of a `.npz` archive; any bad entry fails the whole read.
-pub fn read_npz(path: &Path) -> Result<Npz, Error> {
+pub fn read_npz(path: impl AsRef<Path>) -> Result<Npz, Error> {
+    let path = path.as_ref();
     let mut archive = NpzArchive::open(path)?;
     let keys: Vec<String> = archive.keys().map(str::to_string).collect();
     let mut arrays = BTreeMap::new();
@@ -77,7 +78,8 @@ pub struct NpzArchive {
 
 impl NpzArchive {
     /// Opens `path` and reads its directory (not its entries).
-    pub fn open(path: &Path) -> Result<NpzArchive, Error> {
+    pub fn open(path: impl AsRef<Path>) -> Result<NpzArchive, Error> {
+        let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, None, "cannot read", &e))?;
         let archive = ZipArchive::new(BufReader::new(file)).map_err(|e| not_a_zip(path, &e))?;
         if archive.has_duplicate_names() {
@@ -265,7 +267,8 @@ fn repeated_name<R: Read + Seek>(mut r: R, start: u64) -> Option<String> {
 ///
 /// # Panics
 /// If an array's `data.len()` is not the product of its `shape`.
-pub fn write_npz(path: &Path, arrays: &[(&str, &Array)]) -> Result<(), Error> {
+pub fn write_npz(path: impl AsRef<Path>, arrays: &[(&str, &Array)]) -> Result<(), Error> {
+    let path = path.as_ref();
     for (key, a) in arrays {
         let count = a.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
         assert_eq!(
@@ -307,7 +310,8 @@ pub struct LazyArray<'a> {
 ///
 /// # Panics
 /// If a shape's element count overflows `usize`.
-pub fn write_npz_lazy(path: &Path, arrays: &[LazyArray]) -> Result<(), Error> {
+pub fn write_npz_lazy(path: impl AsRef<Path>, arrays: &[LazyArray]) -> Result<(), Error> {
+    let path = path.as_ref();
     let mut seen = BTreeSet::new();
     if let Some(a) = arrays.iter().find(|a| !seen.insert(a.key.as_str())) {
         return Err(Error::new(

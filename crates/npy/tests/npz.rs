@@ -63,7 +63,7 @@ fn central_directory(zip: &[u8]) -> usize {
 fn reads_savez_and_savez_compressed() {
     let (a, b) = fixture_arrays();
     for name in ["savez.npz", "savez_compressed.npz"] {
-        let npz = read_npz(&fixture(name)).unwrap();
+        let npz = read_npz(fixture(name)).unwrap();
         assert_eq!(npz.path(), fixture(name));
         assert_eq!(
             npz.keys().collect::<Vec<_>>(),

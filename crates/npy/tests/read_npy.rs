@@ -68,7 +68,7 @@ fn matches_numpy_for_0d_and_empty_arrays() {
 #[test]
 fn reads_all_numpy_format_versions() {
     for name in ["f32_v1.npy", "f32_v2.npy", "f32_v3.npy"] {
-        assert_eq!(read_npy(&fixture(name)).unwrap(), arange_2x3(), "{name}");
+        assert_eq!(read_npy(fixture(name)).unwrap(), arange_2x3(), "{name}");
     }
     let v2 = std::fs::read(fixture("f32_v2.npy")).unwrap();
     assert_eq!(&v2[6..8], &[2, 0], "the fixture really is version 2.0");
@@ -76,10 +76,10 @@ fn reads_all_numpy_format_versions() {
 
 #[test]
 fn reads_0d_and_zero_length_arrays() {
-    let scalar = read_npy(&fixture("f32_scalar.npy")).unwrap();
+    let scalar = read_npy(fixture("f32_scalar.npy")).unwrap();
     assert_eq!(scalar, Array::new(vec![], vec![2.5]));
     assert_eq!(scalar.len(), 1, "a 0-d array holds one value");
-    let empty = read_npy(&fixture("f32_empty.npy")).unwrap();
+    let empty = read_npy(fixture("f32_empty.npy")).unwrap();
     assert_eq!(empty.shape, vec![0, 3]);
     assert!(empty.is_empty());
 }
@@ -95,7 +95,7 @@ fn wrong_dtypes_are_named() {
             path.display()
         )
     );
-    let err = read_npy(&fixture("i32.npy")).unwrap_err().to_string();
+    let err = read_npy(fixture("i32.npy")).unwrap_err().to_string();
     assert!(
         err.ends_with("i32.npy: dtype is int32 ('<i4'), expected float32 ('<f4')"),
         "{err}"
@@ -112,7 +112,7 @@ fn wrong_dtypes_are_named() {
 
 #[test]
 fn fortran_order_is_refused_with_a_fix() {
-    let err = read_npy(&fixture("fortran.npy")).unwrap_err().to_string();
+    let err = read_npy(fixture("fortran.npy")).unwrap_err().to_string();
     assert!(
         err.contains("fortran.npy: array is stored in Fortran (column-major) order"),
         "{err}"

@@ -121,7 +121,7 @@ fn new_files_get_ordinary_permissions() {
 #[should_panic(expected = "does not match 5 data values")]
 fn mismatched_shape_is_a_caller_bug() {
     let dir = tempfile::tempdir().unwrap();
-    let _ = write_npy(&dir.path().join("bad.npy"), &[2, 3], &[0.0; 5]);
+    let _ = write_npy(dir.path().join("bad.npy"), &[2, 3], &[0.0; 5]);
 }
 
 #[test]

@@ -18,6 +18,7 @@
 //! Errors are for models that are not valid ONNX (or not ONNX); valid
 //! models with parts convjit cannot express import the rest and say why
 //! ([`Import::notes`]).
+#![forbid(unsafe_code)]
 
 mod attrs;
 mod chains;
@@ -100,7 +101,7 @@ pub const MAX_MODEL_BYTES: u64 = 2 << 30;
 /// The bytes of a model file, refused before they fill memory when the
 /// file is larger than [`MAX_MODEL_BYTES`] or does not begin as a
 /// protobuf message does (`/dev/zero`, an image, text).
-pub fn read_model(path: &std::path::Path) -> Result<Vec<u8>, convjit_npy::Error> {
+pub fn read_model(path: impl AsRef<std::path::Path>) -> Result<Vec<u8>, convjit_npy::Error> {
     convjit_npy::read_limited(path, MAX_MODEL_BYTES, |prefix| {
         protobuf_prefix(prefix)
             .map_err(|why| format!("not an ONNX model (a protobuf message): {why}"))

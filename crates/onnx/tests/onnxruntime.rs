@@ -4,8 +4,9 @@
 //! each layer run by the interpreter and by the JIT of every code generator
 //! this CPU runs, and compared with ONNX Runtime's output.
 
-use convjit_jit::{Backend, Kernel, Options as JitOptions};
+use convjit_jit::Kernel;
 use convjit_onnx::{import, Options};
+use convjit_plan::{Backend, Options as JitOptions};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -101,7 +102,7 @@ fn every_layer_matches_onnxruntime() {
         );
         assert!(imported.notes.is_empty(), "{name}: {:?}", imported.notes);
 
-        let values = convjit_npy::read_npz(&fixtures().join(format!("{name}.npz"))).unwrap();
+        let values = convjit_npy::read_npz(fixtures().join(format!("{name}.npz"))).unwrap();
         for (i, l) in imported.layers.iter().enumerate() {
             let what = format!(
                 "{name}: layer {} ('{}' -> '{}')",

@@ -4,11 +4,15 @@
 //! fusion groups, row bands, threads), each stage's blocking and packed
 //! weight layout ([`plan`]), the input rows a range of output rows reads
 //! ([`rows`]), the functions to compile and the steps that run them
-//! ([`program`]), and the choice of generator ([`backend`]). Plain values
-//! with their reasons, printed by `convjit plan`.
+//! ([`program`]), the choice of generator ([`backend`]), and how much code
+//! a layer may need ([`limits`]). Plain values with their reasons, printed
+//! by `convjit plan`; shared by both generators, the JIT and the AOT
+//! builder.
+#![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod layer_plan;
+pub mod limits;
 pub mod plan;
 pub mod program;
 pub mod rows;

@@ -2,7 +2,7 @@
 //! reference interpreter, and running external tools.
 #![allow(dead_code)]
 
-use convjit_ir::{compile_source, interpret_with_magnitude, Layer, Rng, Weights};
+use convjit_ir::{compile_source, Layer, Rng, Weights};
 use std::path::Path;
 use std::process::Command;
 
@@ -16,8 +16,8 @@ pub fn input(layer: &Layer, batch: usize, seed: u64) -> Vec<f32> {
     Rng::new(seed).vec(batch * layer.input.len(), 1.0)
 }
 
-/// Compares `got` with the interpreter's output for the same data
-/// ([`convjit_ir::compare`], the rule every check shares).
+/// Compares `got` with the interpreter's output for the same data, as
+/// `convjit verify --object` does ([`convjit_aot::verify`]).
 pub fn compare(
     what: &str,
     layer: &Layer,
@@ -26,15 +26,8 @@ pub fn compare(
     batch: usize,
     got: &[f32],
 ) -> Result<(), String> {
-    let (want, mag) = interpret_with_magnitude(layer, weights, x, batch).unwrap();
-    if got.len() != want.len() {
-        return Err(format!(
-            "{what}: {} output floats, expected {}",
-            got.len(),
-            want.len()
-        ));
-    }
-    let c = convjit_ir::compare(got, &want, &mag);
+    let c = convjit_aot::verify::compare_with_interpreter(layer, weights, x, batch, got)
+        .map_err(|e| format!("{what}: {e}"))?;
     if !c.pass() {
         let (g, w) = c.values;
         return Err(format!(
@@ -46,15 +39,11 @@ pub fn compare(
 }
 
 pub fn write_f32(path: &Path, v: &[f32]) {
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    convjit_aot::verify::write_f32(path, v).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 pub fn read_f32(path: &Path) -> Vec<f32> {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    convjit_aot::verify::read_f32(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Whether `tool` can be started at all.

@@ -4,7 +4,8 @@
 
 use convjit_ir::{compile_source, interpret_with_magnitude, Layer, Rng, Weights};
 use convjit_jit::testing::Guarded;
-use convjit_jit::{Kernel, Options};
+use convjit_jit::Kernel;
+use convjit_plan::Options;
 
 pub fn layer(src: &str) -> Layer {
     compile_source(src)

@@ -57,7 +57,7 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
         /// `MIN_CODE_SIZE` bounds the stages a layer may have
-        /// (`convjit_jit::MAX_STAGES`): no stage function, whole or a
+        /// (`crate::limits::MAX_STAGES`): no stage function, whole or a
         /// share of its channels, is counted smaller.
         #[test]
         fn no_function_is_smaller_than_the_least_code_size(

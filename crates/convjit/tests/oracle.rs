@@ -1,7 +1,7 @@
 //! The interpreter against TensorFlow-checked reference vectors: this pins
 //! the oracle itself to the real semantics.
 
-#[path = "common/oracle.rs"]
+#[path = "../../../tests/common/oracle.rs"]
 mod oracle;
 
 #[test]

@@ -4,11 +4,11 @@
 //! `extern "C" fn(input: *const f32, weights: *const f32, output: *mut f32,
 //! residual: *const f32, row0: usize, rows: usize)`: it computes output
 //! rows `row0..row0 + rows` of one image (pixels, for a flat 1x1 stage:
-//! [`crate::plan::is_flat`]), `input` pointing at the image's input row 0
+//! [`convjit_plan::plan::is_flat`]), `input` pointing at the image's input row 0
 //! (for a band held in a buffer, where row 0 would be: only the rows those
 //! outputs read are touched), `output` and `residual` at the first output
 //! computed; `weights` points at the packed layout of
-//! [`crate::plan::pack`]. One function thus serves whole stages and every
+//! [`convjit_plan::plan::pack`]. One function thus serves whole stages and every
 //! row band of them (fusion, threads). Loop structure:
 //!
 //! ```text
@@ -28,8 +28,8 @@
 //! No bounds test is executed inside the accumulation: out-of-range taps
 //! are simply not emitted (columns) or not iterated (rows).
 
-use crate::plan::{ColBlock, InSrc, OutDst, Plan, Run, Strategy, LANES};
 use convjit_ir::Activation;
+use convjit_plan::plan::{ColBlock, InSrc, OutDst, Plan, Run, Strategy, LANES};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I64, I8X16};
 use cranelift_codegen::ir::{
@@ -293,7 +293,7 @@ impl Gen<'_, '_> {
         });
     }
 
-    /// A flat stage (1x1, see [`crate::plan::is_flat`]): the pixels
+    /// A flat stage (1x1, see [`convjit_plan::plan::is_flat`]): the pixels
     /// `rows.row0..+rows.count` (a run-time range, across rows) in blocks
     /// of `px`. The last block is moved back to end at the last pixel,
     /// recomputing a few pixels with the same result, so every block is
@@ -974,45 +974,8 @@ struct BlockArgs {
 
 #[cfg(test)]
 mod tests {
-    use crate::{plan, Backend, Kernel, Options};
-    use convjit_ir::{compile_source, interpret, Rng, Weights};
-
-    fn cranelift() -> Options {
-        Options {
-            backend: Backend::Cranelift,
-            ..Options::default()
-        }
-    }
-
-    /// Stages whose weights exceed `CHANNELS_OUTER_BYTES` take the
-    /// channel-outer loop order (the property tests' layers are too small):
-    /// borders, strides, a residual, channel tails, two images.
-    /// Multiplier 2 stores its two accumulators interleaved by shuffles,
-    /// including where the last channel vector overlaps the one before.
-    #[test]
-    fn multiplier_2_interleaves_its_outputs() {
-        for body in [
-            "input 5x7x4\n d: depthwise 3x3, multiplier 2, pad same, bias, relu6",
-            "input 6x5x6\n d: depthwise 3x2, multiplier 2, stride 2, pad same",
-            "input 4x9x9\n d: depthwise 2x3, multiplier 2, dilation 2, pad valid, bias",
-        ] {
-            let l = compile_source(&format!("layer l {{ {body} }}"))
-                .unwrap()
-                .remove(0);
-            let w = Weights::random(&l, 1);
-            let x = Rng::new(2).vec(2 * l.input.len(), 1.0);
-            let want = interpret(&l, &w, &x, 2).unwrap();
-            let k = Kernel::compile_with(&l, &w, &cranelift()).unwrap();
-            assert!(k.clif().contains("shuffle"), "{body}");
-            let got = k.run_alloc(&x, 2).unwrap();
-            for (a, b) in got.iter().zip(&want) {
-                assert!(
-                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                    "{body}: {a} vs {b}"
-                );
-            }
-        }
-    }
+    use convjit_ir::compile_source;
+    use convjit_plan::plan;
 
     /// On x64 each activation is one `maxps` (and one `minps` for relu6)
     /// per vector: Cranelift matches the `bitselect(fcmp)` shapes of
@@ -1044,39 +1007,5 @@ mod tests {
         let (max, min) = (count("maxps"), count("minps"));
         assert!(max > 0 && max == min, "{max} maxps, {min} minps:\n{vcode}");
         assert_eq!(count("cmpps") + count("blendv"), 0, "{vcode}");
-    }
-
-    #[test]
-    fn channels_outer_matches_the_interpreter() {
-        for body in [
-            "input 5x6x126\n c: conv 3x3 -> 126, pad same, bias, relu6, residual",
-            "input 7x6x130\n c: conv 3x3 -> 127, stride 2, pad same, bias",
-            "input 3x5x370\n p: pointwise 370, bias, relu",
-        ] {
-            let l = compile_source(&format!("layer l {{ {body} }}"))
-                .unwrap()
-                .remove(0);
-            assert!(plan::plan(&l.stages[0]).channels_outer(), "{body}");
-            let w = Weights::random(&l, 1);
-            let x = Rng::new(2).vec(2 * l.input.len(), 1.0);
-            let want = interpret(&l, &w, &x, 2).unwrap();
-            for backend in Backend::available() {
-                let o = Options {
-                    backend,
-                    ..Options::default()
-                };
-                let got = Kernel::compile_with(&l, &w, &o)
-                    .unwrap()
-                    .run_alloc(&x, 2)
-                    .unwrap();
-                assert_eq!(got.len(), want.len());
-                for (a, b) in got.iter().zip(&want) {
-                    assert!(
-                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                        "{backend}: {body}: {a} vs {b}"
-                    );
-                }
-            }
-        }
     }
 }

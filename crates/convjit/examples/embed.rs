@@ -1,7 +1,7 @@
 //! Embedding convjit in a Rust program: parse a layer, compile it for this
 //! CPU with weights, run it on a batch, and check it against the reference.
 //!
-//! `cargo run --release --example embed`
+//! `cargo run --release -p convjit --example embed`
 
 use convjit::{Kernel, Rng, Weights};
 

@@ -1,12 +1,14 @@
 //! convjit: a code-generating compiler for convolution kernels.
 //!
-//! This crate is the facade embedders depend on. The pipeline, one crate
-//! per step (see ARCHITECTURE.md):
+//! This crate is the library embedders depend on (the `convjit` command
+//! line is a separate package over it). The pipeline, one crate per step
+//! (see ARCHITECTURE.md):
 //!
 //! ```text
 //! .conv text --convjit_lang::parse--> syntax tree --convjit_ir::lower--> Layer
 //! Layer + Weights --interpret--> output (the reference)
-//! Layer + Weights --Kernel::compile--> Kernel --run--> output (Cranelift JIT)
+//! Layer + Weights --Kernel::compile--> Kernel --run--> output (machine code
+//!     for this CPU: convjit-x86's AVX2 / AVX-512 code, or Cranelift's)
 //! ```
 //!
 //! ```
@@ -30,8 +32,10 @@
 //! // Buffer lengths are checked before generated code is entered:
 //! assert!(kernel.run(&input, &mut out, 2).is_err());
 //! ```
+#![forbid(unsafe_code)]
 
 mod error;
+pub mod plan_json;
 pub mod verify;
 
 pub use convjit_ir::budget;
@@ -40,25 +44,47 @@ pub use convjit_ir::{
     compare, interpret, separate, Activation, Comparison, DataError, Layer, Padding, Rng, Shape,
     Stage, StageKind, StageWeights, Weights,
 };
-pub use convjit_jit::layer_plan::SeparationCost;
-pub use convjit_jit::{
-    separation, Backend, CompileStats, Fusion, Group, Host, JitError, Kernel, LayerPlan, Options,
-    Split,
-};
+pub use convjit_jit::{separation, CompileStats, JitError, Kernel};
+pub use convjit_plan::layer_plan::SeparationCost;
+pub use convjit_plan::{Backend, Fusion, Group, Host, LayerPlan, Options, Schedule, Split};
 
 /// The plan the JIT would follow for `layer` on this machine.
 pub fn plan_layer(layer: &Layer, options: &Options) -> LayerPlan {
     // Read once: `Host::detect` reads sysfs, and `convjit plan` plans
     // every layer of a file.
     static HOST: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
-    convjit_jit::layer_plan::plan_layer(layer, options, HOST.get_or_init(Host::detect))
+    convjit_plan::layer_plan::plan_layer(layer, options, HOST.get_or_init(Host::detect))
 }
 
 /// The register blocking of one stage, as the code generator of `plan`
 /// will emit it.
-pub fn stage_schedule(stage: &Stage, plan: &LayerPlan) -> convjit_jit::Schedule {
-    let target = convjit_jit::plan::Target::of(plan.options.backend);
-    convjit_jit::plan::schedule_for(stage, &target)
+pub fn stage_schedule(stage: &Stage, plan: &LayerPlan) -> Schedule {
+    let target = convjit_plan::plan::Target::of(plan.options.backend);
+    convjit_plan::plan::schedule_for(stage, &target)
+}
+
+/// What the plan says of one stage, for printing: its register blocking,
+/// why, and its packed-weight layout, from one plan of the stage for the
+/// plan's generator ([`stage_schedule`], [`stage_schedule_reason`] and
+/// [`stage_packing`] together, without planning the stage three times).
+#[derive(Clone, Debug)]
+pub struct StageReport {
+    pub schedule: Schedule,
+    pub reason: String,
+    pub packing: String,
+}
+
+impl StageReport {
+    pub fn new(stage: &Stage, plan: &LayerPlan) -> StageReport {
+        let target = convjit_plan::plan::Target::of(plan.options.backend);
+        let p = convjit_plan::plan::plan_for(stage, &target);
+        StageReport {
+            // `plan_for` blocks the stage by `schedule_for`.
+            schedule: p.sched,
+            reason: convjit_plan::plan::schedule_reason_for(stage, &target),
+            packing: p.packing(),
+        }
+    }
 }
 
 /// Where the threads of `stage`'s group share its output channels
@@ -68,8 +94,8 @@ pub fn share_schedules(
     layer: &Layer,
     stage: usize,
     plan: &LayerPlan,
-) -> Vec<((usize, usize), convjit_jit::Schedule)> {
-    let target = convjit_jit::plan::Target::of(plan.options.backend);
+) -> Vec<((usize, usize), Schedule)> {
+    let target = convjit_plan::plan::Target::of(plan.options.backend);
     let s = &layer.stages[stage];
     // The groups are the layer's stages in order: the first that ends at
     // or after `stage` holds it (a lookup, not a scan: `plan` asks for
@@ -78,27 +104,40 @@ pub fn share_schedules(
     plan.groups
         .get(g)
         .filter(|g| g.split == Split::Channels && (g.first..=g.last).contains(&stage))
-        .and_then(|g| convjit_jit::plan::channel_shares(s, &target, g.threads))
+        .and_then(|g| convjit_plan::plan::channel_shares(s, &target, g.threads))
         .into_iter()
         .flatten()
         .map(|(c0, c1)| {
-            let p = convjit_jit::plan::plan_channels(s, &target, c0, c1);
+            let p = convjit_plan::plan::plan_channels(s, &target, c0, c1);
             ((c0, c1), p.sched)
         })
         .collect()
 }
 
 /// How `stage`'s weights are packed for the plan's generator
-/// ([`convjit_jit::plan::Plan::packing`]).
+/// ([`convjit_plan::plan::Plan::packing`]).
 pub fn stage_packing(stage: &Stage, plan: &LayerPlan) -> String {
-    let target = convjit_jit::plan::Target::of(plan.options.backend);
-    convjit_jit::plan::plan_for(stage, &target).packing()
+    let target = convjit_plan::plan::Target::of(plan.options.backend);
+    convjit_plan::plan::plan_for(stage, &target).packing()
 }
 
 /// Why [`stage_schedule`] chose that blocking.
 pub fn stage_schedule_reason(stage: &Stage, plan: &LayerPlan) -> String {
-    let target = convjit_jit::plan::Target::of(plan.options.backend);
-    convjit_jit::plan::schedule_reason_for(stage, &target)
+    let target = convjit_plan::plan::Target::of(plan.options.backend);
+    convjit_plan::plan::schedule_reason_for(stage, &target)
+}
+
+/// Refuses a batch of `layer` whose tensors (`copies` of the batch's
+/// input and output: a caller may hold several, a reference beside a
+/// result) would not fit in memory, before any is made.
+pub fn check_batch(layer: &Layer, batch: usize, copies: u64) -> Result<(), DataError> {
+    let bytes = (layer.input.len() as u64 + layer.output().len() as u64)
+        .checked_mul(batch as u64)
+        .and_then(|n| n.checked_mul(4 * copies));
+    budget::check(
+        format_args!("layer '{}' with batch {batch}", layer.name),
+        bytes,
+    )
 }
 pub use convjit_lang::{Diagnostic, Diagnostics, SourceFile};
 pub use convjit_npy as npy;
@@ -182,7 +221,7 @@ pub fn select_layer(layers: Vec<Layer>, name: Option<&str>) -> Result<Layer, Err
 /// Reads a `.npz` weights archive and binds it to `layer` (names and
 /// shapes checked before any array is inflated).
 pub fn load_weights(layer: &Layer, path: impl AsRef<Path>) -> Result<Weights, Error> {
-    let mut npz = convjit_npy::NpzArchive::open(path.as_ref()).map_err(DataError::from)?;
+    let mut npz = convjit_npy::NpzArchive::open(path).map_err(DataError::from)?;
     Ok(Weights::from_npz(layer, &mut npz)?)
 }
 

@@ -1,0 +1,512 @@
+//! One layer's benchmark (`convjit bench`, per layer): the planned kernel,
+//! its variants (unfused, on every core, every other code generator,
+//! separated or not), the hand-written baselines, the interpreter and the
+//! FMA loops, timed in interleaved rounds; the report is one JSON object.
+
+use crate::harness::{best_of_rounds, interleaved_medians, median_per_call, Aligned, Timed};
+use crate::{round, Settings, MEMCPY_MIB, PEAK_128_GFLOPS};
+use convjit::{Error, Kernel, Layer, Options, Rng, SeparationCost, SeparationNote, Weights};
+use convjit_baselines::{Baseline, Family, FmaPeak};
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::time::Duration;
+
+/// The variant that copies the layer's input to its output.
+const COPY_IO: &str = "copy-io";
+
+/// A kernel variant timed beside the planned one, with its own output
+/// (for the comparison with the interpreter).
+type Variant = (String, Kernel, Aligned);
+
+/// Times `layer` (with `given` weights, else seeded random ones) as
+/// `settings` says, the planned kernel compiled with `options`; returns
+/// the report (see `convjit bench --json`).
+pub fn bench_layer(
+    layer: &Layer,
+    given: Option<Weights>,
+    options: &Options,
+    settings: &Settings,
+) -> Result<Value, Error> {
+    let batch = settings.batch;
+    // The input, the shared output, the reference and a baseline's output.
+    convjit::check_batch(layer, batch, 4)?;
+    let weights = match &given {
+        Some(w) => w.clone(),
+        None => Weights::try_random(layer, 1)?,
+    };
+    let input = Aligned::from(&Rng::new(2).vec(layer.input.len() * batch, 1.0));
+    let mut output = Aligned::zeros(layer.output().len() * batch);
+
+    let kernel = Kernel::compile_with(layer, &weights, options)?;
+    // What separating the rank-1 stages would give, and whether the cost
+    // model takes it (the planned kernel then runs the rewritten layer).
+    let weighed = convjit::separation(layer, &weights, options);
+    let separation = match &weighed {
+        Ok((s, _)) => s.notes.clone(),
+        Err(notes) => notes.clone(),
+    };
+    let separation_cost = weighed.as_ref().ok().map(|(_, c)| *c);
+    let stats = kernel.compile_stats();
+    // (Given weights again: others might not separate as these do.)
+    let other = given.unwrap_or_else(|| Weights::random(layer, 3));
+    let hit = cache_hit(layer, &other, options)?;
+
+    let mut others = variants(layer, &weights, options, &kernel, output.len())?;
+    if let Ok((s, cost)) = &weighed {
+        if !cost.runs_separated() {
+            // Where the cost model keeps the layer whole: what separating
+            // it anyway gives (its rewrite compiled as a layer of its own).
+            let o = Options {
+                separate: convjit::Separation::Off,
+                ..options.clone()
+            };
+            let k = Kernel::compile_with(&s.layer, &s.weights, &o)?;
+            others.push(("jit-separated".into(), k, Aligned::zeros(output.len())));
+        }
+    }
+    let mut notes = Vec::new();
+    let mut baselines = Vec::new();
+    if settings.baselines {
+        baselines = prepare_baselines(layer, &weights, output.len(), &mut notes);
+    }
+    // The machine's FMA throughput at each vector width it has, in the same
+    // rounds: what the kernels' numbers are a fraction of at this moment.
+    let mut peaks = FmaPeak::available();
+    for bits in FmaPeak::WIDTHS {
+        if !peaks.iter().any(|p| p.bits() == bits) {
+            notes.push(format!(
+                "fma{bits}-peak: not measured, this CPU lacks {bits}-bit FMA"
+            ));
+        }
+    }
+    let flops = 2.0 * layer.macs() as f64 * batch as f64;
+    let mut results = Results::default();
+    let timed = Timing {
+        kernel: &kernel,
+        others: &others,
+        input: &input,
+        batch,
+    }
+    .run(
+        &mut output,
+        &mut baselines,
+        &mut peaks,
+        settings,
+        flops,
+        &mut results,
+    );
+
+    let mut max_diff = None;
+    if settings.interpreter {
+        max_diff = Some(against_interpreter(
+            layer,
+            &weights,
+            &input,
+            batch,
+            (&kernel, &mut output),
+            &mut others,
+            &mut baselines,
+            settings,
+            flops,
+            &mut results,
+        ));
+    }
+    let Results(mut results) = results;
+    let measured = |bits: u32| {
+        results
+            .iter()
+            .find(|r| r["variant"] == format!("fma{bits}-peak"))
+            .and_then(|r| r["gflops"].as_f64())
+    };
+    let measured_peak = measured(128);
+    let widest = FmaPeak::WIDTHS
+        .into_iter()
+        .rev()
+        .find_map(|bits| Some((bits, measured(bits)?)));
+    let measured_peaks = FmaPeak::WIDTHS.map(measured);
+    for r in &mut results {
+        let g = r["gflops"].as_f64().unwrap_or(0.0);
+        if let Some(peak) = measured_peak {
+            r["pct_measured_peak_128"] = json!(round(100.0 * g / peak, 1));
+        }
+        if let Some((_, peak)) = widest {
+            r["pct_widest_measured_peak"] = json!(round(100.0 * g / peak, 1));
+        }
+    }
+    let chosen = options.backend.resolve().ok();
+    let plan = kernel.plan();
+    Ok(json!({
+        "layer": layer.name,
+        "macs": layer.macs() * batch as u64,
+        "batch": batch,
+        // Input, weights and output, each moved once: the roofline's bytes.
+        "min_traffic_bytes": min_traffic_bytes(layer, batch),
+        "memcpy_gbs": timed.memcpy_gbs,
+        // The input copied to the output, timed with the variants: what a
+        // memory-bound kernel of this layer can at best approach (a plain
+        // vector load/store loop may be slower than memcpy:
+        // `crates/jit/examples/copy_roof.rs` times both).
+        "copy_io_us": timed.copy_io_us,
+        "rounds": settings.rounds,
+        "compile_ms": round(stats.seconds * 1e3, 3),
+        // What the planner saw (cache sizes choose the band heights).
+        "host": {
+            "l1d_bytes": plan.host.l1d_bytes,
+            "l2_bytes": plan.host.l2_bytes,
+            "cores": plan.host.cores,
+            "lanes": plan.host.lanes,
+        },
+        "groups": plan.groups.iter().map(|g| json!({
+            "stages": convjit::plan_json::group_names(kernel.layer(), g),
+            "band_rows": g.band_rows,
+            "threads": g.threads,
+            "split": convjit::plan_json::split_name(g.split),
+        })).collect::<Vec<_>>(),
+        "compile_cache_hit_us": round(hit.seconds * 1e6, 2),
+        "pack_weights_us": round(hit.pack_seconds * 1e6, 2),
+        "peak_128_gflops": PEAK_128_GFLOPS,
+        "measured_peak_128_gflops": measured_peak,
+        "measured_peak_256_gflops": measured_peaks[1],
+        "measured_peak_512_gflops": measured_peaks[2],
+        "widest_measured_peak_bits": widest.map(|(bits, _)| bits),
+        "backend": chosen.map(convjit::Backend::name),
+        "backends_available": convjit::Backend::available().iter().map(|b| b.name()).collect::<Vec<_>>(),
+        "notes": notes,
+        "separation": separation_json(&separation),
+        "separation_cost": separation_cost.map(cost_json),
+        "max_abs_diff_jit_vs_interp": max_diff,
+        "results": results,
+    }))
+}
+
+fn separation_json(notes: &[SeparationNote]) -> Vec<Value> {
+    notes
+        .iter()
+        .map(|n| {
+            json!({
+                "stage": n.stage,
+                "separated": n.separated,
+                "why": n.text,
+            })
+        })
+        .collect()
+}
+
+fn cost_json(c: SeparationCost) -> Value {
+    json!({
+        "whole_cycles": c.whole.round(),
+        "separated_cycles": c.separated.round(),
+        "separated": c.runs_separated(),
+        "asked": c.asked,
+    })
+}
+
+/// The same layer compiled again (other weights, same code): a cache hit,
+/// which looks the code up and packs the new weights. The fastest of
+/// five: a single lookup is a microsecond, as long as one cache miss or
+/// page fault.
+fn cache_hit(
+    layer: &Layer,
+    weights: &Weights,
+    options: &Options,
+) -> Result<convjit::CompileStats, Error> {
+    let mut hit: Option<convjit::CompileStats> = None;
+    for _ in 0..5 {
+        let again = Kernel::compile_with(layer, weights, options)?;
+        let s = again.compile_stats();
+        debug_assert!(s.cache_hit);
+        if hit.is_none_or(|h| s.seconds < h.seconds) {
+            hit = Some(s);
+        }
+    }
+    Ok(hit.expect("five compiles"))
+}
+
+/// The planned kernel's variants, compiled: separated or not, without
+/// fusion, on every core (what the planner's choices are worth), and
+/// every other code generator the host runs with the same planner
+/// overrides (what the choice of generator is worth). Each has an output
+/// of `len` floats.
+fn variants(
+    layer: &Layer,
+    weights: &Weights,
+    options: &Options,
+    kernel: &Kernel,
+    len: usize,
+) -> Result<Vec<Variant>, Error> {
+    let fused = kernel.plan().groups.iter().any(|g| g.last > g.first);
+    let cores = convjit::Host::detect().cores;
+    let mut other_options = Vec::new();
+    if kernel.layer() != layer {
+        // What separating the rank-1 stages is worth.
+        let o = Options {
+            separate: convjit::Separation::Off,
+            ..options.clone()
+        };
+        other_options.push(("jit-unseparated".to_string(), o));
+    }
+    if fused {
+        let o = Options {
+            fuse: convjit::Fusion::Never,
+            ..options.clone()
+        };
+        other_options.push(("jit-unfused".to_string(), o));
+    }
+    if options.threads == 1 && cores > 1 {
+        let o = Options {
+            threads: cores,
+            ..options.clone()
+        };
+        other_options.push((format!("jit-{cores}threads"), o));
+    }
+    let chosen = options.backend.resolve().ok();
+    for b in convjit::Backend::available() {
+        if Some(b) != chosen {
+            let o = Options {
+                backend: b,
+                ..options.clone()
+            };
+            other_options.push((format!("jit-{}", b.name()), o));
+        }
+    }
+    let mut others = Vec::new();
+    for (name, o) in other_options {
+        let k = Kernel::compile_with(layer, weights, &o)?;
+        others.push((name, k, Aligned::zeros(len)));
+    }
+    Ok(others)
+}
+
+/// Every baseline family this CPU runs, prepared for `layer`, with an
+/// output of `len` floats each; a note for each it cannot run.
+fn prepare_baselines(
+    layer: &Layer,
+    weights: &Weights,
+    len: usize,
+    notes: &mut Vec<String>,
+) -> Vec<(Baseline, Aligned)> {
+    let mut baselines = Vec::new();
+    for family in Family::ALL {
+        if !family.available() {
+            notes.push(format!(
+                "{}: not run, this CPU lacks what it needs ({})",
+                family.name(),
+                family.needs()
+            ));
+        } else if let Some(b) = Baseline::prepare(family, layer, weights) {
+            baselines.push((b, Aligned::zeros(len)));
+        }
+    }
+    baselines
+}
+
+/// The report's `results`: one object per variant.
+#[derive(Default)]
+struct Results(Vec<Value>);
+
+impl Results {
+    /// Adds a variant's median time per call of `flops`; its GFLOP/s.
+    fn add(&mut self, variant: &str, per_call: Duration, flops: f64) -> f64 {
+        let us = per_call.as_secs_f64() * 1e6;
+        let gflops = flops / per_call.as_secs_f64() / 1e9;
+        self.0.push(json!({
+            "variant": variant,
+            "median_us": round(us, 2),
+            "gflops": round(gflops, 2),
+            "pct_peak_128": round(100.0 * gflops / PEAK_128_GFLOPS, 1),
+        }));
+        gflops
+    }
+}
+
+/// What is timed: the planned kernel and its variants on one input.
+struct Timing<'a> {
+    kernel: &'a Kernel,
+    others: &'a [Variant],
+    input: &'a [f32],
+    batch: usize,
+}
+
+/// The memory roofs measured beside the kernels.
+struct Roofs {
+    memcpy_gbs: Option<f64>,
+    copy_io_us: Option<f64>,
+}
+
+impl Timing<'_> {
+    /// Times the kernels, the baselines, a copy of the input to the output
+    /// (where both are the same size) and, for the roofline
+    /// (`settings.memcpy`), a large memcpy, in interleaved rounds, then the
+    /// FMA loops in rounds of their own; adds each to `results`.
+    fn run(
+        &self,
+        output: &mut Aligned,
+        baselines: &mut [(Baseline, Aligned)],
+        peaks: &mut [FmaPeak],
+        settings: &Settings,
+        flops: f64,
+        results: &mut Results,
+    ) -> Roofs {
+        let (batch, input) = (self.batch, self.input);
+        let peak_flops: Vec<(&'static str, f64)> =
+            peaks.iter().map(|p| (p.name(), p.flops())).collect();
+        // The memory roof: a large copy in the same rounds (only for --plot).
+        let mut copy = settings
+            .memcpy
+            .then(|| (vec![1u8; MEMCPY_MIB << 20], vec![0u8; MEMCPY_MIB << 20]));
+        let timed = RefCell::new(output);
+        let timed = &timed;
+        let mut variants: Vec<Timed> = Vec::new();
+        // Every variant writes the same output while timed, as the peers'
+        // back-to-back calls do: with an output each, on images (tens of
+        // MB) the variants evicted each other's from L3 (1920x1080x3
+        // Gaussian 5x5, three kernels alike in turn: 7.3 ms a call with
+        // an output each, 4.0-4.6 ms sharing one). Each output is computed
+        // once afterwards for the comparison with the interpreter.
+        let kernel = self.kernel;
+        variants.push((
+            "jit".into(),
+            Box::new(move || {
+                let mut out = timed.borrow_mut();
+                kernel
+                    .run(input, &mut out[..], batch)
+                    .expect("lengths checked")
+            }),
+        ));
+        for (name, k, _) in self.others {
+            let run = move || {
+                let mut out = timed.borrow_mut();
+                k.run(input, &mut out[..], batch).expect("lengths checked")
+            };
+            variants.push((name.clone(), Box::new(run)));
+        }
+        for (b, _) in baselines.iter_mut() {
+            let name = b.name().to_string();
+            variants.push((
+                name,
+                Box::new(move || b.run(input, &mut timed.borrow_mut()[..], batch)),
+            ));
+        }
+        // The FMA loops in a pass of their own after the kernels': timed
+        // between them, the 512-bit loop slowed the variant timed after
+        // it, "jit", through its untimed call (Sapphire Rapids, Gaussian
+        // 5x5 on 1920x1080x3: 7.2-7.3 ms, 4.6-5.0 ms without the loops,
+        // while jit-avx2, the same code, ran 5.1-5.7 ms either way).
+        let mut loops: Vec<Timed> = Vec::new();
+        for p in peaks.iter_mut() {
+            loops.push((p.name().into(), Box::new(move || p.run())));
+        }
+        // The memory roof at this layer's own sizes: its input copied to
+        // its output, from and to the buffers the kernels use (where both
+        // are the same size, e.g. a depthwise or a residual 1x1 stage).
+        if input.len() == timed.borrow().len() {
+            variants.push((
+                COPY_IO.into(),
+                Box::new(move || timed.borrow_mut().copy_from_slice(input)),
+            ));
+        }
+        if let Some((src, dst)) = &mut copy {
+            variants.push((
+                "memcpy".into(),
+                Box::new(move || {
+                    dst.copy_from_slice(src);
+                    std::hint::black_box(&mut *dst);
+                }),
+            ));
+        }
+        let budget = Duration::from_secs_f64(settings.seconds);
+        let rounds = settings.rounds;
+        let times = best_of_rounds(rounds, || {
+            let mut times = interleaved_medians(budget / rounds, &mut variants);
+            // (None on a CPU without FMA.)
+            if !loops.is_empty() {
+                times.extend(interleaved_medians(budget / rounds, &mut loops));
+            }
+            times
+        });
+        let mut roofs = Roofs {
+            memcpy_gbs: None,
+            copy_io_us: None,
+        };
+        let names = variants.iter().chain(&loops).map(|(n, _)| n.as_str());
+        for (name, t) in names.zip(times) {
+            if name == COPY_IO {
+                roofs.copy_io_us = Some(round(t.as_secs_f64() * 1e6, 2));
+                continue;
+            }
+            if name == "memcpy" {
+                // Read and written: twice the size per copy.
+                roofs.memcpy_gbs = Some(round(
+                    2.0 * (MEMCPY_MIB << 20) as f64 / t.as_secs_f64() / 1e9,
+                    2,
+                ));
+                continue;
+            }
+            let f = peak_flops
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(flops, |&(_, f)| f);
+            results.add(name, t, f);
+        }
+        roofs
+    }
+}
+
+/// Times the interpreter and compares every variant that computed the
+/// layer with it (each on its own output: the timed runs shared one);
+/// returns the planned kernel's largest difference.
+#[allow(clippy::too_many_arguments)]
+fn against_interpreter(
+    layer: &Layer,
+    weights: &Weights,
+    input: &[f32],
+    batch: usize,
+    (kernel, output): (&Kernel, &mut Aligned),
+    others: &mut [Variant],
+    baselines: &mut [(Baseline, Aligned)],
+    settings: &Settings,
+    flops: f64,
+    results: &mut Results,
+) -> f32 {
+    kernel.run(input, output, batch).expect("lengths checked");
+    for (_, k, out) in others.iter_mut() {
+        k.run(input, out, batch).expect("lengths checked");
+    }
+    for (b, out) in baselines.iter_mut() {
+        b.run(input, out, batch);
+    }
+    let mut reference = Vec::new();
+    let budget = Duration::from_secs_f64(settings.seconds);
+    let t = median_per_call(budget, || {
+        reference = convjit::interpret(layer, weights, input, batch).expect("checked");
+    });
+    results.add("interp", t, flops);
+    let diff = |out: &[f32]| {
+        out.iter()
+            .zip(&reference)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    let max_diff = diff(&output[..]);
+    // Every variant that computed the layer, against the interpreter.
+    let outputs = std::iter::once(("jit", &**output))
+        .chain(others.iter().map(|(n, _, o)| (n.as_str(), &o[..])))
+        .chain(baselines.iter().map(|(b, o)| (b.name(), &o[..])));
+    for (name, out) in outputs {
+        if let Some(r) = results.0.iter_mut().find(|r| r["variant"] == name) {
+            r["max_abs_diff_vs_interp"] = json!(diff(out));
+        }
+    }
+    max_diff
+}
+
+/// Bytes a layer must move at least: its input and output (per image) and
+/// its weights and biases (once), as f32.
+pub fn min_traffic_bytes(layer: &Layer, batch: usize) -> u64 {
+    let weights: usize = layer
+        .stages
+        .iter()
+        .map(|s| s.weight_len() + if s.bias_key.is_some() { s.output.c } else { 0 })
+        .sum();
+    4 * ((layer.input.len() + layer.output().len()) * batch + weights) as u64
+}
