@@ -17,7 +17,7 @@
 //!   `int convjit_LAYER_pack(const float *const arrays[], float *packed);`,
 //!   which copies the TensorFlow-layout arrays into the packed layout
 //!   by loops over a short table of copies in `.rodata` (the stages'
-//!   [`plan::Plan::pack_copies`]: a few per run, whatever the kernel
+//!   [`stage_plan::StagePlan::pack_copies`]: a few per run, whatever the kernel
 //!   size), and
 //!   `int convjit_LAYER(const float *packed, const float *input, float *output, size_t batch);`.
 //!
@@ -39,7 +39,7 @@ pub use choice::Cpu;
 
 use convjit_ir::{DataError, Layer, Weights};
 use convjit_plan::limits::{check_stage_count, TooLarge};
-use convjit_plan::{plan, Backend};
+use convjit_plan::{stage_plan, Backend};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_module::{DataDescription, Linkage, Module};
@@ -381,16 +381,16 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     let x86 = convjit_x86::Isa::of(generator);
     // The plans of the generator that writes the stage functions: its
     // vector width decides the blocking and the packed-weight layout.
-    let plan_target = x86.map_or(plan::Target::CRANELIFT, |i| i.target());
-    let plans: Vec<plan::Plan> = layer
+    let plan_target = x86.map_or(stage_plan::Target::CRANELIFT, |i| i.target());
+    let plans: Vec<stage_plan::StagePlan> = layer
         .stages
         .iter()
-        .map(|s| plan::plan_for(s, &plan_target))
+        .map(|s| stage_plan::plan_for(s, &plan_target))
         .collect();
     // The wrapper calls a flat stage with pixel ranges and any other with
     // rows, deciding on the layer's stage (as the JIT's program does).
     for (p, s) in plans.iter().zip(&layer.stages) {
-        if p.flat != plan::is_flat(s) {
+        if p.flat != stage_plan::is_flat(s) {
             return Err(AotError::Codegen(format!(
                 "stage '{}': its plan and the wrapper disagree on pixel ranges",
                 s.name
@@ -433,7 +433,7 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
             let packed: Vec<Vec<f32>> = plans
                 .iter()
                 .zip(w.stages())
-                .map(|(p, s)| plan::pack(p, &s.weight, s.bias.as_deref()))
+                .map(|(p, s)| stage_plan::pack(p, &s.weight, s.bias.as_deref()))
                 .collect();
             let layout = PackLayout::new(packed.iter().map(Vec::len));
             let mut bytes = vec![0u8; layout.total * 4];
@@ -514,7 +514,7 @@ enum Listing<'a> {
 /// bytes (64-byte aligned, no relocations) and returns their ids.
 fn define_x86_stages<M: Module>(
     module: &mut M,
-    plans: &[plan::Plan],
+    plans: &[stage_plan::StagePlan],
     isa: convjit_x86::Isa,
     name: &dyn Fn(usize) -> String,
     mut listing: Listing,

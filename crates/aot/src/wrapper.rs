@@ -4,7 +4,7 @@
 
 use crate::{cg_err, AotError, PackLayout};
 use convjit_ir::Layer;
-use convjit_plan::plan::{self, Plan};
+use convjit_plan::stage_plan::{self, StagePlan};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{
@@ -210,7 +210,7 @@ pub fn define_entry<M: Module>(
         // (input, weights, output, residual = this image's layer input,
         // all output rows (pixels for a flat stage): row0 = 0, rows)
         let s = &layer.stages[i];
-        let (_, n) = plan::call_range(s, 0, s.output.h);
+        let (_, n) = stage_plan::call_range(s, 0, s.output.h);
         let rows = b.ins().iconst(I64, n as i64);
         b.ins().call(f, &[src, w, dst, in_p, zero, rows]);
         src = dst;
@@ -243,12 +243,12 @@ pub fn define_entry<M: Module>(
 }
 
 /// Fields of one copy in the packing function's table: the index of its
-/// array in the caller's `arrays[]`, then [`plan::PackCopy`]'s `dst`
+/// array in the caller's `arrays[]`, then [`stage_plan::PackCopy`]'s `dst`
 /// (from the start of the whole packed buffer), `src`, `len` and its
 /// three loops as (count, dst stride, src stride), all in floats.
 const COPY_FIELDS: usize = 13;
 
-/// The packing function's table: every stage's [`Plan::pack_copies`],
+/// The packing function's table: every stage's [`StagePlan::pack_copies`],
 /// [`COPY_FIELDS`] little-endian u64s each. Its size depends on the
 /// stages' runs, never on their weight counts.
 pub struct PackCopies {
@@ -260,16 +260,20 @@ pub struct PackCopies {
 impl PackCopies {
     /// The copies of every stage, placed at its offset of `layout`; each
     /// checked to stay inside its stage's packed floats and its arrays.
-    pub fn new(layer: &Layer, plans: &[Plan], layout: &PackLayout) -> Result<PackCopies, AotError> {
+    pub fn new(
+        layer: &Layer,
+        plans: &[StagePlan],
+        layout: &PackLayout,
+    ) -> Result<PackCopies, AotError> {
         let mut records = Vec::new();
         let mut k = 0;
         for ((s, p), &(off, len)) in layer.stages.iter().zip(plans).zip(&layout.stages) {
             let nb = s.bias_key.as_ref().map(|_| s.output.c);
             for c in p.pack_copies() {
                 let (array, n) = match (c.source, nb) {
-                    (plan::PackSource::Weight, _) => (k, s.weight_len()),
-                    (plan::PackSource::Bias, Some(nb)) => (k + 1, nb),
-                    (plan::PackSource::Bias, None) => continue,
+                    (stage_plan::PackSource::Weight, _) => (k, s.weight_len()),
+                    (stage_plan::PackSource::Bias, Some(nb)) => (k + 1, nb),
+                    (stage_plan::PackSource::Bias, None) => continue,
                 };
                 let last = |base: usize, stride: fn(&(usize, usize, usize)) -> usize| {
                     c.loops

@@ -134,7 +134,7 @@ pub fn bench_layer(
         }
     }
     let chosen = options.backend.resolve().ok();
-    let plan = kernel.plan();
+    let plan = kernel.layer_plan();
     Ok(json!({
         "layer": layer.name,
         "macs": layer.macs() * batch as u64,
@@ -234,7 +234,7 @@ fn variants(
     kernel: &Kernel,
     len: usize,
 ) -> Result<Vec<Variant>, Error> {
-    let fused = kernel.plan().groups.iter().any(|g| g.last > g.first);
+    let fused = kernel.layer_plan().groups.iter().any(|g| g.last > g.first);
     let cores = convjit::Host::detect().cores;
     let mut other_options = Vec::new();
     if kernel.layer() != layer {

@@ -59,8 +59,8 @@ pub fn plan_layer(layer: &Layer, options: &Options) -> LayerPlan {
 /// The register blocking of one stage, as the code generator of `plan`
 /// will emit it.
 pub fn stage_schedule(stage: &Stage, plan: &LayerPlan) -> Schedule {
-    let target = convjit_plan::plan::Target::of(plan.options.backend);
-    convjit_plan::plan::schedule_for(stage, &target)
+    let target = convjit_plan::stage_plan::Target::of(plan.options.backend);
+    convjit_plan::stage_plan::schedule_for(stage, &target)
 }
 
 /// What the plan says of one stage, for printing: its register blocking,
@@ -76,12 +76,12 @@ pub struct StageReport {
 
 impl StageReport {
     pub fn new(stage: &Stage, plan: &LayerPlan) -> StageReport {
-        let target = convjit_plan::plan::Target::of(plan.options.backend);
-        let p = convjit_plan::plan::plan_for(stage, &target);
+        let target = convjit_plan::stage_plan::Target::of(plan.options.backend);
+        let p = convjit_plan::stage_plan::plan_for(stage, &target);
         StageReport {
             // `plan_for` blocks the stage by `schedule_for`.
             schedule: p.sched,
-            reason: convjit_plan::plan::schedule_reason_for(stage, &target),
+            reason: convjit_plan::stage_plan::schedule_reason_for(stage, &target),
             packing: p.packing(),
         }
     }
@@ -95,7 +95,7 @@ pub fn share_schedules(
     stage: usize,
     plan: &LayerPlan,
 ) -> Vec<((usize, usize), Schedule)> {
-    let target = convjit_plan::plan::Target::of(plan.options.backend);
+    let target = convjit_plan::stage_plan::Target::of(plan.options.backend);
     let s = &layer.stages[stage];
     // The groups are the layer's stages in order: the first that ends at
     // or after `stage` holds it (a lookup, not a scan: `plan` asks for
@@ -104,27 +104,27 @@ pub fn share_schedules(
     plan.groups
         .get(g)
         .filter(|g| g.split == Split::Channels && (g.first..=g.last).contains(&stage))
-        .and_then(|g| convjit_plan::plan::channel_shares(s, &target, g.threads))
+        .and_then(|g| convjit_plan::stage_plan::channel_shares(s, &target, g.threads))
         .into_iter()
         .flatten()
         .map(|(c0, c1)| {
-            let p = convjit_plan::plan::plan_channels(s, &target, c0, c1);
+            let p = convjit_plan::stage_plan::plan_channels(s, &target, c0, c1);
             ((c0, c1), p.sched)
         })
         .collect()
 }
 
 /// How `stage`'s weights are packed for the plan's generator
-/// ([`convjit_plan::plan::Plan::packing`]).
+/// ([`convjit_plan::stage_plan::StagePlan::packing`]).
 pub fn stage_packing(stage: &Stage, plan: &LayerPlan) -> String {
-    let target = convjit_plan::plan::Target::of(plan.options.backend);
-    convjit_plan::plan::plan_for(stage, &target).packing()
+    let target = convjit_plan::stage_plan::Target::of(plan.options.backend);
+    convjit_plan::stage_plan::plan_for(stage, &target).packing()
 }
 
 /// Why [`stage_schedule`] chose that blocking.
 pub fn stage_schedule_reason(stage: &Stage, plan: &LayerPlan) -> String {
-    let target = convjit_plan::plan::Target::of(plan.options.backend);
-    convjit_plan::plan::schedule_reason_for(stage, &target)
+    let target = convjit_plan::stage_plan::Target::of(plan.options.backend);
+    convjit_plan::stage_plan::schedule_reason_for(stage, &target)
 }
 
 /// Refuses a batch of `layer` whose tensors (`copies` of the batch's

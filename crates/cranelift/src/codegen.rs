@@ -1,19 +1,19 @@
-//! CLIF emission for one stage, following its [`Plan`].
+//! CLIF emission for one stage, following its [`StagePlan`].
 //!
 //! The generated function is
 //! `extern "C" fn(input: *const f32, weights: *const f32, output: *mut f32,
 //! residual: *const f32, row0: usize, rows: usize)`: it computes output
 //! rows `row0..row0 + rows` of one image (pixels, for a flat 1x1 stage:
-//! [`convjit_plan::plan::is_flat`]), `input` pointing at the image's input row 0
+//! [`convjit_plan::stage_plan::is_flat`]), `input` pointing at the image's input row 0
 //! (for a band held in a buffer, where row 0 would be: only the rows those
 //! outputs read are touched), `output` and `residual` at the first output
 //! computed; `weights` points at the packed layout of
-//! [`convjit_plan::plan::pack`]. One function thus serves whole stages and every
+//! [`convjit_plan::stage_plan::pack`]. One function thus serves whole stages and every
 //! row band of them (fusion, threads). Loop structure:
 //!
 //! ```text
 //! [for each channel block]                   (here instead, for weights beyond
-//!                                             L2: Plan::channels_outer)
+//!                                             L2: StagePlan::channels_outer)
 //!   for oy in row0..row0+rows                (kernel rows valid for oy: computed per row;
 //!                                             flat stages: blocks of the pixel range)
 //!     for each column segment                (compile time: its valid kernel columns)
@@ -29,7 +29,7 @@
 //! are simply not emitted (columns) or not iterated (rows).
 
 use convjit_ir::Activation;
-use convjit_plan::plan::{ColBlock, InSrc, OutDst, Plan, Run, Strategy, LANES};
+use convjit_plan::stage_plan::{ColBlock, InSrc, OutDst, Run, StagePlan, Strategy, LANES};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I64, I8X16};
 use cranelift_codegen::ir::{
@@ -46,7 +46,7 @@ enum Count {
 
 struct Gen<'a, 'b> {
     b: &'a mut FunctionBuilder<'b>,
-    p: &'a Plan,
+    p: &'a StagePlan,
     mf: MemFlagsData,
     /// Accumulators live in the loops being emitted (see [`Gen::repeat`]).
     carried: Vec<Variable>,
@@ -64,7 +64,7 @@ const MAX_ROW_WEIGHTS: usize = 5;
 /// Emits the body of the stage function into `b` (whose signature has the
 /// six parameters already). `fused`: emit `fma` (else `fmul` + `fadd`, for
 /// targets without a fused multiply-add instruction).
-pub fn emit(plan: &Plan, b: &mut FunctionBuilder, fused: bool) {
+pub fn emit(plan: &StagePlan, b: &mut FunctionBuilder, fused: bool) {
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
@@ -266,8 +266,8 @@ impl Gen<'_, '_> {
                     if count == 0 || npx == 0 {
                         continue;
                     }
-                    let in_off =
-                        ((start * p.sw + seg.kx0 * p.dw) as i64 - p.pl as i64) * (p.ci * 4) as i64;
+                    let in_off = ((start * p.sw + seg.kx0 * p.dil_w) as i64 - p.pl as i64)
+                        * (p.ci * 4) as i64;
                     let ip = g.offset(in_row, in_off);
                     let ip = g.var(ip);
                     let op = g.offset(out_row, (start * p.co * 4) as i64);
@@ -293,7 +293,7 @@ impl Gen<'_, '_> {
         });
     }
 
-    /// A flat stage (1x1, see [`convjit_plan::plan::is_flat`]): the pixels
+    /// A flat stage (1x1, see [`convjit_plan::stage_plan::is_flat`]): the pixels
     /// `rows.row0..+rows.count` (a run-time range, across rows) in blocks
     /// of `px`. The last block is moved back to end at the last pixel,
     /// recomputing a few pixels with the same result, so every block is
@@ -396,7 +396,7 @@ impl Gen<'_, '_> {
     /// its valid kernel rows, so one body serves border and interior rows.
     /// (A second body for interior rows with all kernel rows unrolled ran
     /// no faster and doubled the code, and with it the compile time.)
-    /// Each row walks [`Plan::col_blocks`], whose pixels carry their own
+    /// Each row walks [`StagePlan::col_blocks`], whose pixels carry their own
     /// valid kernel columns. `out_base` is where output row 0 would be.
     fn dw_body(
         &mut self,
@@ -472,28 +472,28 @@ impl Gen<'_, '_> {
     /// valid kernel rows, and the input row of the first valid one.
     fn row_taps(&mut self, oy: Value) -> (Value, Value, Value) {
         let p = self.p;
-        let (sh, dh, kh) = (p.sh as i64, p.dh as i64, p.kh as i64);
+        let (sh, dil_h, kh) = (p.sh as i64, p.dil_h as i64, p.kh as i64);
         let b = &mut *self.b;
         let zero = b.ins().iconst(I64, 0);
         let oys = b.ins().imul_imm_s(oy, sh);
-        // Rows above the input: t = pt - oy*sh; ky0 = ceil(max(t, 0) / dh).
+        // Rows above the input: t = pt - oy*sh; ky0 = ceil(max(t, 0) / dil_h).
         let pt = b.ins().iconst(I64, p.pt as i64);
         let t = b.ins().isub(pt, oys);
         let tpos = b.ins().smax(t, zero);
-        let ky0 = if dh == 1 {
+        let ky0 = if dil_h == 1 {
             tpos
         } else {
-            let x = b.ins().iadd_imm_s(tpos, dh - 1);
-            b.ins().udiv_imm_s(x, dh)
+            let x = b.ins().iadd_imm_s(tpos, dil_h - 1);
+            b.ins().udiv_imm_s(x, dil_h)
         };
-        // Rows below: u = (h - 1 + pt) - oy*sh; ky1 = min(floor(u / dh) + 1, kh), 0 if u < 0.
+        // Rows below: u = (h - 1 + pt) - oy*sh; ky1 = min(floor(u / dil_h) + 1, kh), 0 if u < 0.
         let last = b.ins().iconst(I64, p.h as i64 - 1 + p.pt as i64);
         let u = b.ins().isub(last, oys);
         let upos = b.ins().smax(u, zero);
-        let q = if dh == 1 {
+        let q = if dil_h == 1 {
             upos
         } else {
-            b.ins().udiv_imm_s(upos, dh)
+            b.ins().udiv_imm_s(upos, dil_h)
         };
         let q = b.ins().iadd_imm_s(q, 1);
         let khv = b.ins().iconst(I64, kh);
@@ -502,8 +502,8 @@ impl Gen<'_, '_> {
         let ky1 = b.ins().select(neg, zero, ky1);
         let d = b.ins().isub(ky1, ky0);
         let nky = b.ins().smax(d, zero);
-        // Input row of the first valid tap: oy*sh - pt + ky0*dh.
-        let k = b.ins().imul_imm_s(ky0, dh);
+        // Input row of the first valid tap: oy*sh - pt + ky0*dil_h.
+        let k = b.ins().imul_imm_s(ky0, dil_h);
         let iy = b.ins().isub(k, t);
         (ky0, nky, iy)
     }
@@ -592,7 +592,7 @@ impl Gen<'_, '_> {
             .collect();
         self.carried = acc.iter().flatten().copied().collect();
         let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
-        let in_ky = (p.dh * p.w * p.ci * 4) as i64;
+        let in_ky = (p.dil_h * p.w * p.ci * 4) as i64;
         let w_ky = p.kw as i64 * tap_bytes;
         match (&k.cols, k.nky) {
             // Depthwise: a loop over the valid kernel rows.
@@ -614,7 +614,7 @@ impl Gen<'_, '_> {
                     // One run of input scalars where the taps are adjacent
                     // and each reads all the channels (no dilation, no groups).
                     let cpt = p.ci_per_tap;
-                    if (p.dw == 1 && cpt == p.ci) || k.nkx == 1 {
+                    if (p.dil_w == 1 && cpt == p.ci) || k.nkx == 1 {
                         g.reduce(&acc, k.npx, run, k.nkx * cpt, i, w);
                     } else {
                         let it = g.var(i);
@@ -622,7 +622,7 @@ impl Gen<'_, '_> {
                         g.repeat(Count::Const(k.nkx), &mut |g| {
                             let (i, w) = (g.get(it), g.get(wt));
                             g.reduce(&acc, k.npx, run, cpt, i, w);
-                            g.add_imm(it, (p.dw * p.ci * 4) as i64);
+                            g.add_imm(it, (p.dil_w * p.ci * 4) as i64);
                             g.add_imm(wt, tap_bytes);
                         });
                     }
@@ -722,7 +722,7 @@ impl Gen<'_, '_> {
             if pxs.is_empty() {
                 continue;
             }
-            let tap_in = (kx * p.dw * p.ci * 4) as i64;
+            let tap_in = (kx * p.dil_w * p.ci * 4) as i64;
             let wv: Vec<Value> = (0..nu)
                 .map(|u| {
                     let at = kx * run.w_step * 4 + run.unit_bytes(u);
@@ -781,7 +781,7 @@ impl Gen<'_, '_> {
         let mut uses: Vec<(usize, usize, usize)> = Vec::new();
         for (px, &(kx0, nkx)) in cols.iter().enumerate() {
             for kx in kx0..kx0 + nkx {
-                uses.push((px * p.sw + kx * p.dw, px, kx));
+                uses.push((px * p.sw + kx * p.dil_w, px, kx));
             }
         }
         uses.sort();
@@ -975,7 +975,7 @@ struct BlockArgs {
 #[cfg(test)]
 mod tests {
     use convjit_ir::compile_source;
-    use convjit_plan::plan;
+    use convjit_plan::stage_plan;
 
     /// On x64 each activation is one `maxps` (and one `minps` for relu6)
     /// per vector: Cranelift matches the `bitselect(fcmp)` shapes of
@@ -993,7 +993,7 @@ mod tests {
         let l = compile_source("layer l { input 3x5x8\n p: pointwise 8, bias, relu6 }")
             .unwrap()
             .remove(0);
-        let p = plan::plan(&l.stages[0]);
+        let p = stage_plan::plan_for_cranelift(&l.stages[0]);
         let mut func =
             Function::with_name_signature(UserFuncName::user(0, 0), crate::host_signature(&isa));
         let mut fctx = cranelift_frontend::FunctionBuilderContext::new();

@@ -20,7 +20,7 @@
 mod codegen;
 
 use convjit_plan::limits::{check_code_size, TooLarge};
-use convjit_plan::plan::{self, Plan};
+use convjit_plan::stage_plan::{self, StagePlan};
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{AbiParam, Signature, UserFuncName};
 use cranelift_codegen::isa::OwnedTargetIsa;
@@ -97,7 +97,7 @@ pub fn isa() -> Result<OwnedTargetIsa, Error> {
 /// given (printing costs a fifth of the compile time, so the JIT does not).
 pub fn define_stages<M: Module>(
     module: &mut M,
-    plans: &[Plan],
+    plans: &[StagePlan],
     name: impl Fn(usize) -> String,
     linkage: Linkage,
     mut clif: Option<&mut String>,
@@ -133,7 +133,7 @@ pub fn define_stages<M: Module>(
 fn emit_function(
     func: &mut cranelift_codegen::ir::Function,
     fctx: &mut FunctionBuilderContext,
-    p: &Plan,
+    p: &StagePlan,
     config: cranelift_codegen::isa::TargetFrontendConfig,
     fused: bool,
 ) {
@@ -161,7 +161,7 @@ pub fn fused_fma(isa: &dyn cranelift_codegen::isa::TargetIsa) -> bool {
 /// The CLIF text of the stage functions of `plans`, as the JIT compiles
 /// them for the host (functions `u0:0`, `u0:1`, ... in order); empty if
 /// Cranelift does not support the host.
-pub fn clif_text(plans: &[Plan]) -> String {
+pub fn clif_text(plans: &[StagePlan]) -> String {
     let Ok(isa) = isa() else {
         return String::new();
     };
@@ -223,12 +223,12 @@ pub type Machine = (Vec<u8>, u64);
 /// layer, e.g. its row bands, are independent), largest first. The bytes
 /// need no relocation: they reference nothing outside themselves.
 pub fn compile_all(
-    plans: &[Plan],
+    plans: &[StagePlan],
     isa: &OwnedTargetIsa,
     threads: usize,
 ) -> Result<Vec<Machine>, Error> {
     check_code_size(plans)?;
-    let sizes: Vec<usize> = plans.iter().map(plan::code_size).collect();
+    let sizes: Vec<usize> = plans.iter().map(stage_plan::code_size).collect();
     let mut order: Vec<usize> = (0..plans.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
     let threads = if sizes.iter().sum::<usize>() < PARALLEL_CODE_SIZE {
@@ -276,7 +276,7 @@ pub fn compile_all(
 fn compile_one(
     ctx: &mut cranelift_codegen::Context,
     fctx: &mut FunctionBuilderContext,
-    p: &Plan,
+    p: &StagePlan,
     isa: &OwnedTargetIsa,
 ) -> Result<Machine, Error> {
     ctx.clear();

@@ -13,7 +13,7 @@
 
 use convjit_cranelift::define_stages;
 use convjit_ir::{compile_source, interpret, Rng, Weights};
-use convjit_plan::plan;
+use convjit_plan::stage_plan;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::Linkage;
@@ -55,7 +55,11 @@ fn main() {
                 std::env::set_var(k, v);
             }
             let t = Instant::now();
-            let plans: Vec<plan::Plan> = l.stages.iter().map(plan::plan).collect();
+            let plans: Vec<stage_plan::StagePlan> = l
+                .stages
+                .iter()
+                .map(stage_plan::plan_for_cranelift)
+                .collect();
             let mut flags = settings::builder();
             flags.set("opt_level", "none").unwrap();
             flags.set("is_pic", "false").unwrap();
@@ -93,7 +97,7 @@ fn main() {
             let packed = plans
                 .iter()
                 .zip(w.stages())
-                .map(|(p, s)| plan::pack(p, &s.weight, s.bias.as_deref()))
+                .map(|(p, s)| stage_plan::pack(p, &s.weight, s.bias.as_deref()))
                 .collect();
             for (k, _) in &vars {
                 std::env::remove_var(k);
@@ -132,7 +136,7 @@ fn main() {
                 done[i - 1][shift..].as_ptr()
             };
             let s = &l.stages[i];
-            let (row0, rows) = plan::call_range(s, 0, s.output.h);
+            let (row0, rows) = stage_plan::call_range(s, 0, s.output.h);
             // SAFETY: the function was generated for this stage's shapes and
             // the buffers have exactly those sizes (one image, all rows).
             unsafe {

@@ -3,7 +3,7 @@
 //! iced-x86's one-time table setup):
 //! `cargo run --release -p convjit-jit --example emit_time [-- FILE.conv]`.
 use convjit_ir::compile_source;
-use convjit_plan::plan;
+use convjit_plan::stage_plan;
 use std::time::Instant;
 
 fn main() {
@@ -12,15 +12,15 @@ fn main() {
         .unwrap_or("benches/suite.conv".into());
     let src = std::fs::read_to_string(&path).expect("a .conv file");
     for (isa, target) in [
-        (convjit_x86::Isa::Avx2, plan::Target::AVX2),
-        (convjit_x86::Isa::Avx512, plan::Target::AVX512),
+        (convjit_x86::Isa::Avx2, stage_plan::Target::AVX2),
+        (convjit_x86::Isa::Avx512, stage_plan::Target::AVX512),
     ] {
         for l in &compile_source(&src).expect("valid layers") {
             let t0 = Instant::now();
             let plans: Vec<_> = l
                 .stages
                 .iter()
-                .map(|s| plan::plan_for(s, &target))
+                .map(|s| stage_plan::plan_for(s, &target))
                 .collect();
             let t1 = Instant::now();
             let bytes: usize = plans

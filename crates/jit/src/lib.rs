@@ -3,7 +3,7 @@
 //!
 //! [`Kernel::compile`] plans the layer ([`layer_plan`]: which stages run
 //! fused, in row bands of what height, on how many threads) and every stage
-//! ([`plan::plan_for`]: register blocking, packed-weight layout), packs the
+//! ([`stage_plan::plan_for`]: register blocking, packed-weight layout), packs the
 //! weights into the layout the generated loops read, has one function per
 //! stage written by a generator (`convjit-x86`'s AVX2 or AVX-512 code, or
 //! `convjit-cranelift`'s) and installs the bytes in one `JITModule`
@@ -23,7 +23,7 @@
 //! owns the threads.
 //!
 //! [`layer_plan`]: convjit_plan::layer_plan
-//! [`plan::plan_for`]: convjit_plan::plan::plan_for
+//! [`stage_plan::plan_for`]: convjit_plan::stage_plan::plan_for
 //! [`program`]: convjit_plan::program
 //! [`rows`]: convjit_plan::rows
 
@@ -38,7 +38,7 @@ use convjit_ir::separate::Note as SeparationNote;
 use convjit_ir::{DataError, Layer, Separation, Stage, Weights};
 use convjit_plan::layer_plan::{self, Host, LayerPlan, Options};
 use convjit_plan::limits::{check_stage_count, TooLarge};
-use convjit_plan::{plan, program, Backend, Schedule};
+use convjit_plan::{program, stage_plan, Backend, Schedule};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module};
@@ -222,9 +222,9 @@ struct Packed(testing::Guarded);
 
 #[cfg(feature = "testing")]
 impl Packed {
-    fn new(p: &plan::Plan, w: &convjit_ir::StageWeights) -> Packed {
+    fn new(p: &stage_plan::StagePlan, w: &convjit_ir::StageWeights) -> Packed {
         let mut g = testing::Guarded::zeroed(p.packed_len, true);
-        plan::pack_into(p, &w.weight, w.bias.as_deref(), &mut g);
+        stage_plan::pack_into(p, &w.weight, w.bias.as_deref(), &mut g);
         Packed(g)
     }
 
@@ -236,9 +236,9 @@ impl Packed {
 #[cfg(not(feature = "testing"))]
 impl Packed {
     /// A stage's weights packed by `p`, written straight into aligned storage.
-    fn new(p: &plan::Plan, w: &convjit_ir::StageWeights) -> Packed {
+    fn new(p: &stage_plan::StagePlan, w: &convjit_ir::StageWeights) -> Packed {
         let mut a = Aligned::zeroed(p.packed_len);
-        plan::pack_into(p, &w.weight, w.bias.as_deref(), &mut a);
+        stage_plan::pack_into(p, &w.weight, w.bias.as_deref(), &mut a);
         Packed(a)
     }
 
@@ -271,7 +271,7 @@ struct Compiled {
     program: program::Program,
     /// One per function of `program` (a stage, or a thread's share of its
     /// channels): how it packs its stage's weights, and its CLIF on request.
-    plans: Vec<plan::Plan>,
+    plans: Vec<stage_plan::StagePlan>,
     code: Code,
 }
 
@@ -289,15 +289,16 @@ impl Compiled {
         isa: OwnedTargetIsa,
     ) -> Result<Compiled, JitError> {
         let program = program::program(layer, layer_plan);
-        let target = plan::Target::of(backend);
+        let target = stage_plan::Target::of(backend);
         // One plan per function: a stage, or a thread's share of its
         // output channels (packing only those channels' weights).
-        let plans: Vec<plan::Plan> = program.functions.iter().map(|f| f.plan(&target)).collect();
+        let plans: Vec<stage_plan::StagePlan> =
+            program.functions.iter().map(|f| f.plan(&target)).collect();
         // The program calls a flat stage's function with pixel ranges and
         // any other with rows, deciding on the layer's stage; a plan that
         // disagreed would compute rows past its output.
         for (p, f) in plans.iter().zip(&program.functions) {
-            if p.flat != plan::is_flat(&f.stage) {
+            if p.flat != stage_plan::is_flat(&f.stage) {
                 return Err(codegen_err(format!(
                     "stage '{}': its plan and the program disagree on pixel ranges",
                     f.stage.name
@@ -537,7 +538,7 @@ impl Kernel {
         let mut text = String::new();
         for (i, p) in self.compiled.plans.iter().enumerate() {
             text.push_str(&format!("function {i}:\n"));
-            // A stage's plan may be for a narrower generator (`plan::stage_target`).
+            // A stage's plan may be for a narrower generator (`stage_plan::stage_target`).
             let isa = convjit_x86::Isa::of(p.target.backend).unwrap_or(isa);
             match convjit_x86::emit(p, isa) {
                 Ok(code) => text.push_str(&convjit_x86::disassemble(&code)),
@@ -554,18 +555,18 @@ impl Kernel {
     }
 
     /// The layer plan: fusion groups, bands, threads, and why.
-    pub fn plan(&self) -> &LayerPlan {
+    pub fn layer_plan(&self) -> &LayerPlan {
         self.plan
             .get_or_init(|| layer_plan::plan_layer(&self.layer, &self.options, &host()))
     }
 
     /// The blocking decisions of each stage.
     pub fn schedules(&self) -> Vec<Schedule> {
-        let target = plan::Target::of(self.options.backend);
+        let target = stage_plan::Target::of(self.options.backend);
         self.layer
             .stages
             .iter()
-            .map(|s| plan::schedule_for(s, &target))
+            .map(|s| stage_plan::schedule_for(s, &target))
             .collect()
     }
 }
@@ -593,7 +594,7 @@ pub(crate) fn check_len(
 /// The machine code of every stage function of `plans`, from the x86
 /// generator or Cranelift.
 fn machine_code(
-    plans: &[plan::Plan],
+    plans: &[stage_plan::StagePlan],
     backend: Backend,
     isa: &OwnedTargetIsa,
 ) -> Result<Vec<Machine>, JitError> {
@@ -606,7 +607,11 @@ fn machine_code(
     }
 }
 
-fn build(plans: &[plan::Plan], backend: Backend, isa: OwnedTargetIsa) -> Result<Code, JitError> {
+fn build(
+    plans: &[stage_plan::StagePlan],
+    backend: Backend,
+    isa: OwnedTargetIsa,
+) -> Result<Code, JitError> {
     let machine = machine_code(plans, backend, &isa)?;
     let mut module = JITModule::new(JITBuilder::with_isa(
         isa,

@@ -177,7 +177,7 @@ fn threads_sharing_channels_match_the_interpreter() {
                     ..Options::default()
                 };
                 let k = convjit_jit::Kernel::compile_with(&l, &w, &o).unwrap();
-                let g = &k.plan().groups[0];
+                let g = &k.layer_plan().groups[0];
                 if must.contains(&threads) && (g.split, g.threads) != (Split::Channels, threads) {
                     unsplit.push(format!("{backend}, {threads} threads: {src}: {}", g.why));
                 }
@@ -198,7 +198,7 @@ fn threads_sharing_channels_match_the_interpreter() {
 
 /// Stages whose units would be mostly zero lanes (one channel, one
 /// output per group, a few channels or outputs; large kernels) pack only
-/// the floats they use ([`convjit_plan::plan::Plan::compact`]): every
+/// the floats they use ([`convjit_plan::stage_plan::StagePlan::compact`]): every
 /// generator's whole-vector loads then read the next unit's floats into
 /// unused lanes, and the last ends inside the buffer (the packed weights
 /// end at a guard page). Bias, relu6, residual, odd channel counts,
@@ -206,7 +206,7 @@ fn threads_sharing_channels_match_the_interpreter() {
 /// generator.
 #[test]
 fn compact_packing_matches_the_interpreter() {
-    use convjit_plan::plan::{plan_for, Target};
+    use convjit_plan::stage_plan::{plan_for, Target};
     let cases: &[(&str, &[Target])] = &[
         (
             "layer a { input 152x160x1\n d: depthwise 150x150, bias, relu6 }",

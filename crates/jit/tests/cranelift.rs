@@ -3,7 +3,7 @@
 
 use convjit_ir::{compile_source, interpret, Rng, Weights};
 use convjit_jit::Kernel;
-use convjit_plan::{plan, Backend, Options};
+use convjit_plan::{stage_plan, Backend, Options};
 
 fn cranelift() -> Options {
     Options {
@@ -52,7 +52,10 @@ fn channels_outer_matches_the_interpreter() {
         let l = compile_source(&format!("layer l {{ {body} }}"))
             .unwrap()
             .remove(0);
-        assert!(plan::plan(&l.stages[0]).channels_outer(), "{body}");
+        assert!(
+            stage_plan::plan_for_cranelift(&l.stages[0]).channels_outer(),
+            "{body}"
+        );
         let w = Weights::random(&l, 1);
         let x = Rng::new(2).vec(2 * l.input.len(), 1.0);
         let want = interpret(&l, &w, &x, 2).unwrap();

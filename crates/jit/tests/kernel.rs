@@ -219,7 +219,7 @@ fn same_shapes_hit_the_cache_and_use_the_new_weights() {
     assert_eq!(code(&k1), code(&k2));
     assert!(code(&k2).contains("fma"));
     // The plan is made on request.
-    assert_eq!(k2.plan().groups.len(), k1.plan().groups.len());
+    assert_eq!(k2.layer_plan().groups.len(), k1.layer_plan().groups.len());
     let x = input(&l, 2, 3);
     let want = interpret(&l2, &w2, &x, 2).unwrap();
     let got = k2.run_alloc(&x, 2).unwrap();

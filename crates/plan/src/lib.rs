@@ -13,10 +13,10 @@
 pub mod backend;
 pub mod layer_plan;
 pub mod limits;
-pub mod plan;
 pub mod program;
 pub mod rows;
+pub mod stage_plan;
 
 pub use backend::Backend;
 pub use layer_plan::{Fusion, Group, Host, LayerPlan, Options, Split};
-pub use plan::{Schedule, Strategy};
+pub use stage_plan::{Schedule, Strategy};

@@ -3,20 +3,20 @@
 //! wide kernel or a layer of thousands of stages is refused with the
 //! reason instead of compiling for minutes (and gigabytes).
 
-use crate::plan::{self, Plan};
+use crate::stage_plan::{self, StagePlan};
 use convjit_ir::Layer;
 use std::fmt;
 
-/// Estimated instructions (see [`plan::code_size`]) beyond which a layer
+/// Estimated instructions (see [`stage_plan::code_size`]) beyond which a layer
 /// is refused: about a second of compile time.
 pub const MAX_CODE_SIZE: usize = 400_000;
 
 /// The most stages a compiled layer has: each is a function of at least
-/// [`plan::MIN_CODE_SIZE`] instructions, so a layer of more would exceed
+/// [`stage_plan::MIN_CODE_SIZE`] instructions, so a layer of more would exceed
 /// [`MAX_CODE_SIZE`] whatever its shapes. Counted before anything is
 /// planned ([`check_stage_count`]): planning and listing the functions of
 /// a layer of 20,000 stages only to refuse its code would be wasted work.
-pub const MAX_STAGES: usize = MAX_CODE_SIZE / plan::MIN_CODE_SIZE;
+pub const MAX_STAGES: usize = MAX_CODE_SIZE / stage_plan::MIN_CODE_SIZE;
 
 /// A layer refused for the code it would need, with the reason (a
 /// property of the layer, not a bug: the interpreter still runs it).
@@ -42,7 +42,7 @@ pub fn check_stage_count(layer: &Layer) -> Result<(), TooLarge> {
              {MAX_CODE_SIZE}: about a second of compile time); the interpreter \
              (--engine interp) runs it",
             layer.name,
-            plan::MIN_CODE_SIZE
+            stage_plan::MIN_CODE_SIZE
         )));
     }
     Ok(())
@@ -50,8 +50,8 @@ pub fn check_stage_count(layer: &Layer) -> Result<(), TooLarge> {
 
 /// Refuses the stage functions of `plans` before anything is emitted when
 /// their estimated code exceeds [`MAX_CODE_SIZE`] (very wide kernels).
-pub fn check_code_size(plans: &[Plan]) -> Result<(), TooLarge> {
-    let size: usize = plans.iter().map(plan::code_size).sum();
+pub fn check_code_size(plans: &[StagePlan]) -> Result<(), TooLarge> {
+    let size: usize = plans.iter().map(stage_plan::code_size).sum();
     if size > MAX_CODE_SIZE {
         return Err(TooLarge(format!(
             "the layer would need about {size} instructions of specialised code \
@@ -94,7 +94,11 @@ mod tests {
     #[test]
     fn code_size_is_the_sum_over_the_plans() {
         let l = layer(MAX_STAGES);
-        let plans: Vec<Plan> = l.stages.iter().map(plan::plan).collect();
+        let plans: Vec<StagePlan> = l
+            .stages
+            .iter()
+            .map(stage_plan::plan_for_cranelift)
+            .collect();
         let TooLarge(m) = check_code_size(&plans).unwrap_err();
         assert!(m.contains("instructions of specialised code"), "{m}");
         assert!(check_code_size(&plans[..10]).is_ok());

@@ -6,8 +6,8 @@
 //! is decided here, at compile time; running is a loop over steps.
 
 use crate::layer_plan::{chunks, Group, LayerPlan, Split};
-use crate::plan::{Plan, Target};
-use crate::{plan, rows};
+use crate::stage_plan::{StagePlan, Target};
+use crate::{rows, stage_plan};
 use convjit_ir::{Layer, Stage};
 use std::collections::HashMap;
 
@@ -31,7 +31,7 @@ pub enum Loc {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Run function `f` on output rows `row0..row0 + rows` of its stage
-    /// (pixels for a flat stage: `plan::call_range`); `dst` is where the
+    /// (pixels for a flat stage: `stage_plan::call_range`); `dst` is where the
     /// first goes.
     Call {
         /// The function ([`Program::functions`]).
@@ -84,12 +84,12 @@ pub struct Function {
 }
 
 impl Function {
-    /// Its plan for `target`'s generator ([`plan::plan_channels`] for a
+    /// Its plan for `target`'s generator ([`stage_plan::plan_channels`] for a
     /// share of the channels).
-    pub fn plan(&self, target: &Target) -> Plan {
+    pub fn plan(&self, target: &Target) -> StagePlan {
         match self.channels {
-            (0, c) if c == self.stage.output.c => plan::plan_for(&self.stage, target),
-            (c0, c1) => plan::plan_channels(&self.stage, target, c0, c1),
+            (0, c) if c == self.stage.output.c => stage_plan::plan_for(&self.stage, target),
+            (c0, c1) => stage_plan::plan_channels(&self.stage, target, c0, c1),
         }
     }
 }
@@ -154,7 +154,7 @@ fn group_steps(
     let shares = match g.split {
         Split::Channels => {
             assert!(alone, "threads split the channels of a stage alone");
-            plan::channel_shares(last, target, g.threads)
+            stage_plan::channel_shares(last, target, g.threads)
                 .expect("the layer plan split channels that split")
         }
         Split::Rows if alone && g.threads == 1 => vec![all],
@@ -163,7 +163,7 @@ fn group_steps(
     if !shares.is_empty() {
         return whole_stage_calls(last, g, shares, function);
     }
-    if alone && plan::is_flat(last) {
+    if alone && stage_plan::is_flat(last) {
         return flat_shares(last, g, function(g.last, all));
     }
     band_steps(layer, g, function)
@@ -177,7 +177,7 @@ fn whole_stage_calls(
     shares: Vec<(usize, usize)>,
     function: &mut impl FnMut(usize, (usize, usize)) -> usize,
 ) -> GroupProgram {
-    let (row0, rows) = plan::call_range(stage, 0, stage.output.h);
+    let (row0, rows) = stage_plan::call_range(stage, 0, stage.output.h);
     let threads = shares
         .into_iter()
         .map(|channels| {
@@ -307,7 +307,7 @@ fn thread_band_steps(
                 let h = held[j - 1].expect("the previous stage's rows are held");
                 Loc::Buf(j - 1, (h.base as isize - h.lo as isize) * in_row(k))
             };
-            let (row0, rows) = plan::call_range(&stages[k], from, b);
+            let (row0, rows) = stage_plan::call_range(&stages[k], from, b);
             steps.push(Step::Call {
                 f: function(k, (0, stages[k].output.c)),
                 src,
@@ -321,7 +321,7 @@ fn thread_band_steps(
     steps
 }
 
-/// A flat stage (`plan::is_flat`) alone on whole tensors: its threads
+/// A flat stage (`stage_plan::is_flat`) alone on whole tensors: its threads
 /// share the pixels evenly, not whole rows (7 rows on 2 threads would be
 /// 4 against 3, and MobileNet's last pointwise stages are 7x7).
 fn flat_shares(stage: &Stage, g: &Group, f: usize) -> GroupProgram {

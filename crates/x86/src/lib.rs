@@ -1,7 +1,7 @@
 //! x86-64 machine code for one stage plan, at two levels: AVX2+FMA
 //! (256-bit ymm, 16 registers) and AVX-512F (512-bit zmm, 32 registers,
 //! masked tails). The same plans as the Cranelift generator
-//! (`convjit_plan::plan::plan_for` with [`Isa::target`]), our own register
+//! (`convjit_plan::stage_plan::plan_for` with [`Isa::target`]), our own register
 //! allocation: `vfmadd231ps` accumulates in place and one broadcast feeds
 //! a row of accumulators.
 //!
@@ -14,7 +14,7 @@ mod asm;
 mod emit;
 
 use convjit_plan::limits::{check_code_size, TooLarge};
-use convjit_plan::plan::{Plan, Target};
+use convjit_plan::stage_plan::{StagePlan, Target};
 use convjit_plan::Backend;
 use std::fmt;
 
@@ -53,7 +53,7 @@ impl Isa {
 ///
 /// An error is a bug in this generator (an instruction it could not
 /// encode), never a property of the layer.
-pub fn emit(plan: &Plan, isa: Isa) -> Result<Vec<u8>, String> {
+pub fn emit(plan: &StagePlan, isa: Isa) -> Result<Vec<u8>, String> {
     assert_eq!(
         plan.sched.lanes,
         isa.target().lanes,
@@ -93,15 +93,15 @@ impl From<TooLarge> for Error {
 }
 
 /// The machine code of every stage function of `plans` (made with
-/// `plan::plan_for(stage, &isa.target())`), refused beyond the code-size
+/// `stage_plan::plan_for(stage, &isa.target())`), refused beyond the code-size
 /// limit every generator shares (`convjit_plan::limits`). The bytes are
 /// position-independent and need no relocations; the JIT and the AOT
 /// builder install them with `define_function_bytes` (alignment
 /// [`X86_CODE_ALIGN`]).
-pub fn x86_stage_code(plans: &[Plan], isa: Isa) -> Result<Vec<Vec<u8>>, Error> {
+pub fn x86_stage_code(plans: &[StagePlan], isa: Isa) -> Result<Vec<Vec<u8>>, Error> {
     check_code_size(plans)?;
     // A stage may be planned for a narrower generator than the layer's
-    // (`plan::stage_target`): its plan says which.
+    // (`stage_plan::stage_target`): its plan says which.
     plans
         .iter()
         .map(|p| {
@@ -130,7 +130,7 @@ pub fn disassemble(code: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use convjit_plan::plan::plan_for;
+    use convjit_plan::stage_plan::plan_for;
 
     fn stage(body: &str) -> convjit_ir::Stage {
         convjit_ir::compile_source(&format!("layer l {{ {body} }}"))

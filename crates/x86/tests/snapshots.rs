@@ -5,7 +5,7 @@
 //! is checked on every host. Update with `INSTA_UPDATE=always` (or
 //! `cargo insta review`) after an intended change.
 
-use convjit_plan::plan::{plan_for, schedule_for};
+use convjit_plan::stage_plan::{plan_for, schedule_for};
 use convjit_x86::{disassemble, emit, Isa};
 
 const POINTWISE: &str = "layer s { input 4x6x7\n p: pointwise 5, bias, relu }";

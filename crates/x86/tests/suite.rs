@@ -6,7 +6,7 @@
 //! and checked for what must hold of any code the generator writes.
 
 use convjit_ir::{Layer, Stage};
-use convjit_plan::plan::{channel_shares, code_size, plan_channels, plan_for, Plan};
+use convjit_plan::stage_plan::{channel_shares, code_size, plan_channels, plan_for, StagePlan};
 use convjit_x86::{emit, Isa};
 use iced_x86::{Code, CpuidFeature as F, Decoder, DecoderOptions, Instruction, Register};
 use std::path::Path;
@@ -36,7 +36,7 @@ fn layers() -> Vec<(String, Layer)> {
 
 /// The plans of every function the JIT may compile for `stage` at `isa`:
 /// the whole stage, and each thread's channels where threads split them.
-fn plans(stage: &Stage, isa: Isa) -> Vec<Plan> {
+fn plans(stage: &Stage, isa: Isa) -> Vec<StagePlan> {
     let target = isa.target();
     let mut plans = vec![plan_for(stage, &target)];
     for threads in 2..=4 {
@@ -93,7 +93,7 @@ const SAVED: [Register; 6] = [
 
 /// What must hold of the code `isa` emitted for `p`; the error says what
 /// does not.
-fn check(code: &[u8], p: &Plan, isa: Isa) -> Result<(), String> {
+fn check(code: &[u8], p: &StagePlan, isa: Isa) -> Result<(), String> {
     let ins: Vec<Instruction> = Decoder::with_ip(64, code, 0, DecoderOptions::NONE)
         .into_iter()
         .collect();
@@ -193,7 +193,7 @@ fn every_suite_layer_emits_at_both_levels() {
             for level in [Isa::Avx2, Isa::Avx512] {
                 for p in plans(stage, level) {
                     // A stage may be planned for the narrower level
-                    // (`plan::stage_target`): its plan says which.
+                    // (`stage_plan::stage_target`): its plan says which.
                     let isa = Isa::of(p.target.backend).unwrap_or(level);
                     let at = format!(
                         "{file}: layer {} stage {} at {level:?} ({isa:?} code), channels {:?}",

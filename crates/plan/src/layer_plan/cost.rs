@@ -5,7 +5,7 @@
 
 use super::bands::band_rows;
 use super::{Host, MARGIN};
-use crate::plan::Target;
+use crate::stage_plan::Target;
 use convjit_ir::Layer;
 
 /// The cost model's estimates (cycles per image) for adding a stage to the
@@ -82,8 +82,8 @@ pub(super) fn group_cycles(
         .map(|s| {
             // At the lanes of the code that runs it (an AVX-512 layer
             // hands some stages to the AVX2 code), as the stage it runs as.
-            let t = crate::plan::stage_target(s, target);
-            let (eff, lanes) = match crate::plan::planned_stage(s, &t).kind {
+            let t = crate::stage_plan::stage_target(s, target);
+            let (eff, lanes) = match crate::stage_plan::planned_stage(s, &t).kind {
                 convjit_ir::StageKind::Depthwise { .. } => (DEPTHWISE_EFFICIENCY, t.lanes),
                 // Vectors over a group's outputs: fewer outputs than lanes
                 // leave lanes idle (one output per group, a rank-R

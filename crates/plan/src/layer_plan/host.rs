@@ -30,7 +30,7 @@ impl Host {
             })
         };
         Host {
-            lanes: crate::plan::LANES,
+            lanes: crate::stage_plan::LANES,
             vector_registers: if cfg!(target_arch = "aarch64") {
                 32
             } else {

@@ -1,7 +1,7 @@
 //! The layer plan: which stages run fused, in bands of how many rows, on how
 //! many threads, and why. Halide's "schedule", kept apart from the layer (the
 //! "algorithm"): a plain value that can be printed, compared and overridden.
-//! Per-stage blocking is [`crate::plan::schedule`]; this decides the rest,
+//! Per-stage blocking is [`crate::stage_plan::schedule`]; this decides the rest,
 //! from the host's real parameters ([`Host`]).
 //!
 //! This file has the plan's types and the fusion decisions
@@ -22,7 +22,7 @@ pub use host::{host_l2_bytes, Host};
 pub use separation::{separation_cost, SeparationCost};
 
 use crate::backend::Backend;
-use crate::plan::Target;
+use crate::stage_plan::Target;
 use convjit_ir::{Layer, Separation};
 use cost::group_cycles;
 use threads::choose_bands_and_threads;
@@ -106,9 +106,9 @@ pub enum Split {
     /// input rows its share needs.
     Rows,
     /// Contiguous shares of the output channels, in whole vectors
-    /// (`plan::channel_shares`): each thread computes every pixel of its
+    /// (`stage_plan::channel_shares`): each thread computes every pixel of its
     /// channels, with only their weights (a function per share,
-    /// `plan::plan_channels`). Only for a conv or pointwise stage (one
+    /// `stage_plan::plan_channels`). Only for a conv or pointwise stage (one
     /// group) alone on whole tensors, where the rows divide worse: 49
     /// pixels of MobileNet's 7x7x1024 in blocks of 7 are 4 blocks and 4
     /// on 2 threads, its 64 vectors 32 and 32.

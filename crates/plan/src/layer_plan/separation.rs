@@ -3,7 +3,7 @@
 
 use super::cost::group_cycles;
 use super::{plan_layer, Host, Options};
-use crate::plan::Target;
+use crate::stage_plan::Target;
 use convjit_ir::{Layer, Separation};
 
 /// The cost model's estimates (cycles per image) for a layer run whole

@@ -8,7 +8,7 @@ use super::cost::group_cycles;
 #[cfg(doc)]
 use super::MIN_CYCLES_PER_THREAD;
 use super::{Group, Host, Options, Split, MARGIN};
-use crate::plan::Target;
+use crate::stage_plan::Target;
 use convjit_ir::{Layer, Stage};
 
 /// Chooses a group's band height and threads, with the reasons (`why`:
@@ -102,7 +102,7 @@ fn share_work(
     // threads as either has shares.
     let stage = &layer.stages[g.last];
     let alone = !fused && g.band_rows >= out_h;
-    let vectors = match alone && crate::plan::channel_shares(stage, &target, 2).is_some() {
+    let vectors = match alone && crate::stage_plan::channel_shares(stage, &target, 2).is_some() {
         true => stage.output.c.div_ceil(target.lanes),
         false => 0,
     };
@@ -111,7 +111,7 @@ fn share_work(
     g.threads = n.min(out_h);
     g.split = Split::Rows;
     let channels = alone
-        .then(|| crate::plan::channel_shares(stage, &target, n))
+        .then(|| crate::stage_plan::channel_shares(stage, &target, n))
         .flatten();
     match channels {
         Some(shares) => {
@@ -205,9 +205,9 @@ fn row_balance(stage: &Stage, threads: usize, alone: bool, target: &Target) -> R
         [_] => format!("all {of} {what} on one thread"),
         _ => format!("{} of {of} {what}", counts(n)),
     };
-    if alone && crate::plan::is_flat(stage) {
+    if alone && crate::stage_plan::is_flat(stage) {
         let pixels = stage.output.h * stage.output.w;
-        let px = crate::plan::schedule_for(stage, target).px.max(1);
+        let px = crate::stage_plan::schedule_for(stage, target).px.max(1);
         let blocks: Vec<usize> = (0..threads)
             .map(|t| share(pixels, t).div_ceil(px))
             .collect();

@@ -6,7 +6,7 @@
 use super::{
     pxs_of, BlockArgs, Count, Ctr, Gen, Slot, Src, CKX, CKY, CRED, IP, RUN_B, RUN_I, RUN_W, WP,
 };
-use convjit_plan::plan::{Run, Strategy};
+use convjit_plan::stage_plan::{Run, Strategy};
 use iced_x86::{Code, Instruction as I, Register as R};
 
 /// Reduction steps emitted without a loop (see [`Gen::reduce`]): 3x3x3
@@ -58,7 +58,7 @@ impl Gen<'_> {
         } else {
             self.add_reg_imm(WP, k.kx0 as i64 * tap_bytes);
         }
-        let in_ky = (p.dh * p.w * p.ci * 4) as i64;
+        let in_ky = (p.dil_h * p.w * p.ci * 4) as i64;
         let w_ky = p.kw as i64 * tap_bytes;
         let last_row = matches!(k.nky, Count::Const(1));
         // Channel blocks outermost: their weights come from L3 or memory,
@@ -72,7 +72,7 @@ impl Gen<'_> {
                         continue;
                     }
                     let rows: Vec<&[R]> = pxs.iter().map(|&px| &acc[px][..]).collect();
-                    let in_off = (kx * p.dw * p.ci * 4) as i64;
+                    let in_off = (kx * p.dil_w * p.ci * 4) as i64;
                     g.add_reg_imm(IP, in_off);
                     g.add_reg_imm(WP, kx as i64 * tap_bytes);
                     g.reduce(&rows, &pxs, run, p.ci_per_tap, npx * nu, ahead);
@@ -104,15 +104,15 @@ impl Gen<'_> {
                 // when they are adjacent and each reads all the channels
                 // (no dilation, no groups).
                 let cpt = p.ci_per_tap;
-                let moved = if (p.dw == 1 && cpt == p.ci) || k.nkx == 1 {
+                let moved = if (p.dil_w == 1 && cpt == p.ci) || k.nkx == 1 {
                     g.reduce(&rows, &pxs, run, k.nkx * cpt, npx * nu, ahead);
                     (k.nkx * cpt * 4) as i64
                 } else {
                     g.repeat(Count::Const(k.nkx), Ctr::Reg(CKX), &mut |g| {
                         g.reduce(&rows, &pxs, run, cpt, npx * nu, ahead);
-                        g.add_reg_imm(IP, ((p.dw * p.ci - cpt) * 4) as i64);
+                        g.add_reg_imm(IP, ((p.dil_w * p.ci - cpt) * 4) as i64);
                     });
-                    (k.nkx * p.dw * p.ci * 4) as i64
+                    (k.nkx * p.dil_w * p.ci * 4) as i64
                 };
                 if !last_row {
                     g.add_reg_imm(IP, in_ky - moved);

@@ -3,7 +3,7 @@
 //! prefetch of the input rows the next output row adds.
 
 use super::{pxs_of, BlockArgs, Count, Ctr, Gen, Slot, Src, IMM, IP, LEFT, OY, WP};
-use convjit_plan::plan::{InSrc, Run};
+use convjit_plan::stage_plan::{InSrc, Run};
 use iced_x86::{Code, Instruction as I, Register as R};
 
 /// Prefetch instructions per depthwise register block at most: 16 pixels
@@ -100,7 +100,7 @@ impl Gen<'_> {
             if pxs.is_empty() {
                 continue;
             }
-            let tap_in = (kx * p.dw * p.ci * 4) as i64;
+            let tap_in = (kx * p.dil_w * p.ci * 4) as i64;
             for (u, &wr) in w.iter().enumerate() {
                 let at = (kx * run.w_step * 4 + run.unit_bytes(u)) as i64;
                 let m = self.at(WP, at);
@@ -161,7 +161,7 @@ impl Gen<'_> {
         let mut ranges: Vec<(usize, usize)> = cols
             .iter()
             .enumerate()
-            .flat_map(|(px, &(kx0, nkx))| (kx0..kx0 + nkx).map(move |kx| px * p.sw + kx * p.dw))
+            .flat_map(|(px, &(kx0, nkx))| (kx0..kx0 + nkx).map(move |kx| px * p.sw + kx * p.dil_w))
             .flat_map(|x| {
                 run.units.iter().filter_map(move |u| match u.input {
                     InSrc::Vector(c) | InSrc::Lanes(c, _) => Some((x * p.ci + c) * 4),
@@ -220,7 +220,7 @@ impl Gen<'_> {
         let mut uses: Vec<(usize, usize, usize)> = Vec::new();
         for (px, &(kx0, nkx)) in cols.iter().enumerate() {
             for kx in kx0..kx0 + nkx {
-                uses.push((px * p.sw + kx * p.dw, px, kx));
+                uses.push((px * p.sw + kx * p.dil_w, px, kx));
             }
         }
         uses.sort();

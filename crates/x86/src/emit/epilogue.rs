@@ -4,7 +4,7 @@
 
 use super::{Gen, Slot, Src, RES, RUN_O};
 use convjit_ir::Activation;
-use convjit_plan::plan::{OutDst, Run};
+use convjit_plan::stage_plan::{OutDst, Run};
 use iced_x86::{Code, Instruction as I, Register as R};
 
 impl Gen<'_> {

@@ -5,7 +5,7 @@
 use super::{
     slot, BlockArgs, Count, Ctr, Gen, Slot, IMG, IMM, LEFT, OY, RUN_B, RUN_I, RUN_O, RUN_W, WTS,
 };
-use convjit_plan::plan::Run;
+use convjit_plan::stage_plan::Run;
 use iced_x86::{Code, Instruction as I, Register as R};
 
 impl Gen<'_> {
@@ -66,7 +66,7 @@ impl Gen<'_> {
     /// (stored times `kw`), and `[InRow]` the input row of the first.
     pub(super) fn row_taps(&mut self) {
         let p = self.p;
-        let (sh, dh, kh) = (p.sh as i64, p.dh as i64, p.kh as i64);
+        let (sh, dil_h, kh) = (p.sh as i64, p.dil_h as i64, p.kh as i64);
         let zero = R::RCX;
         self.a.emit(I::with2(Code::Xor_r32_rm32, R::ECX, R::ECX));
         // r15 = oy*sh; rbx = t = pt - oy*sh (rows above the input).
@@ -75,23 +75,23 @@ impl Gen<'_> {
         self.mov_imm(R::RAX, p.pt as i64);
         self.a.emit(I::with2(Code::Sub_r64_rm64, R::RAX, R::R15));
         self.mov_rr(R::RBX, R::RAX);
-        // ky0 = ceil(max(t, 0) / dh) in r12.
+        // ky0 = ceil(max(t, 0) / dil_h) in r12.
         self.a.emit(I::with2(Code::Test_rm64_r64, R::RAX, R::RAX));
         self.a.emit(I::with2(Code::Cmovl_r64_rm64, R::RAX, zero));
-        if dh > 1 {
-            self.add_reg_imm(R::RAX, dh - 1);
-            self.divide(dh);
+        if dil_h > 1 {
+            self.add_reg_imm(R::RAX, dil_h - 1);
+            self.divide(dil_h);
         }
         self.mov_rr(R::R12, R::RAX);
         // u = (h - 1 + pt) - oy*sh in r13 (rows below);
-        // ky1 = min(floor(max(u, 0) / dh) + 1, kh), 0 if u < 0.
+        // ky1 = min(floor(max(u, 0) / dil_h) + 1, kh), 0 if u < 0.
         self.mov_imm(R::RAX, p.h as i64 - 1 + p.pt as i64);
         self.a.emit(I::with2(Code::Sub_r64_rm64, R::RAX, R::R15));
         self.mov_rr(R::R13, R::RAX);
         self.a.emit(I::with2(Code::Test_rm64_r64, R::RAX, R::RAX));
         self.a.emit(I::with2(Code::Cmovl_r64_rm64, R::RAX, zero));
-        if dh > 1 {
-            self.divide(dh);
+        if dil_h > 1 {
+            self.divide(dil_h);
         }
         self.add_reg_imm(R::RAX, 1);
         self.mov_imm(IMM, kh);
@@ -104,9 +104,9 @@ impl Gen<'_> {
         self.a.emit(I::with2(Code::Test_rm64_r64, R::RAX, R::RAX));
         self.a.emit(I::with2(Code::Cmovl_r64_rm64, R::RAX, zero));
         self.store(Slot::Nky, R::RAX);
-        // Input row of the first valid tap: ky0*dh - t.
+        // Input row of the first valid tap: ky0*dil_h - t.
         self.mov_rr(R::RAX, R::R12);
-        self.mul_imm(R::RAX, dh);
+        self.mul_imm(R::RAX, dil_h);
         self.a.emit(I::with2(Code::Sub_r64_rm64, R::RAX, R::RBX));
         self.mul_imm(R::RAX, (p.w * p.ci * 4) as i64);
         self.add_rr(R::RAX, IMG);
@@ -190,7 +190,7 @@ impl Gen<'_> {
                 let uniform = c.cols.iter().all(|&cc| cc == (kx0, nkx));
                 let (kx0, nkx) = if uniform { (kx0, nkx) } else { (0, 0) };
                 let in_off =
-                    ((c.start * p.sw + kx0 * p.dw) as i64 - p.pl as i64) * (p.ci * 4) as i64;
+                    ((c.start * p.sw + kx0 * p.dil_w) as i64 - p.pl as i64) * (p.ci * 4) as i64;
                 g.slot_plus(Slot::SegI, Slot::InRow, in_off);
                 g.slot_plus(Slot::SegO, Slot::OutRow, (c.start * p.co * 4) as i64);
                 let k = BlockArgs {

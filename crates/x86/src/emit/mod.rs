@@ -1,22 +1,22 @@
-//! One stage function in x86-64 machine code, following its [`Plan`].
+//! One stage function in x86-64 machine code, following its [`StagePlan`].
 //!
 //! What this generator shares with the Cranelift one (`convjit-jit`'s
-//! codegen.rs) is the plan: the blocking ([`Plan::sched`]: pixels and
+//! codegen.rs) is the plan: the blocking ([`StagePlan::sched`]: pixels and
 //! units per register block, unrolling), the channel runs and units with
 //! their packed weights, the kernel rows valid per output row, flat
 //! stages' pixel ranges, channel blocks outermost where weights exceed L2
-//! ([`Plan::channels_outer`]), depthwise rows' column blocks, and the
+//! ([`StagePlan::channels_outer`]), depthwise rows' column blocks, and the
 //! signature. Each generator walks that loop nest itself, in the same
 //! order: output rows, column blocks, channel groups and runs, a register
 //! block, its valid kernel rows, their taps.
 //!
 //! Only this generator (the plan asks for what touches its layout):
 //! conv rows cut into column blocks that mix border and interior pixels,
-//! each pixel with its own kernel columns ([`Plan::col_blocks`]; Cranelift
-//! walks [`Plan::segments`]); one-channel and few-channel depthwise rows
-//! run as vectors along the row ([`Plan::row_vectors`]), two rows at a
+//! each pixel with its own kernel columns ([`StagePlan::col_blocks`]; Cranelift
+//! walks [`StagePlan::segments`]); one-channel and few-channel depthwise rows
+//! run as vectors along the row ([`StagePlan::row_vectors`]), two rows at a
 //! time for grey images, and with a depth multiplier spread by a
-//! permutation ([`Plan::row_multiplier`]); reductions of up to
+//! permutation ([`StagePlan::row_multiplier`]); reductions of up to
 //! `MAX_STRAIGHT_STEPS` steps emitted without a loop; prefetches (the input
 //! rows a depthwise block's next output row adds, the next channel
 //! block's weights).
@@ -63,7 +63,7 @@ mod vector;
 
 use crate::asm::{mem, Asm};
 use crate::Isa;
-use convjit_plan::plan::{Plan, Strategy};
+use convjit_plan::stage_plan::{StagePlan, Strategy};
 use iced_x86::{Code, Instruction as I, MemoryOperand, Register as R};
 
 const IMG: R = R::RDI;
@@ -123,7 +123,7 @@ enum Slot {
     GrpC,
     /// Repetitions left of the current channel run.
     RunC,
-    /// Channel blocks outermost ([`Plan::channels_outer`]): the current
+    /// Channel blocks outermost ([`StagePlan::channels_outer`]): the current
     /// block's weights and bias, its output channels' byte offset in a
     /// pixel, and the repetitions left.
     ChW,
@@ -192,7 +192,7 @@ struct BlockArgs {
 
 pub struct Gen<'a> {
     pub a: Asm,
-    p: &'a Plan,
+    p: &'a StagePlan,
     isa: Isa,
     /// Bytes per vector.
     vb: i64,
@@ -202,7 +202,7 @@ pub struct Gen<'a> {
 }
 
 impl<'a> Gen<'a> {
-    pub fn new(p: &'a Plan, isa: Isa) -> Gen<'a> {
+    pub fn new(p: &'a StagePlan, isa: Isa) -> Gen<'a> {
         Gen {
             a: Asm::new(),
             p,
@@ -267,11 +267,11 @@ fn pxs_of(cols: &[(usize, usize)], kx: usize) -> Vec<usize> {
 mod test_support {
     use super::Gen;
     use crate::Isa;
-    use convjit_plan::plan::{plan_for, Plan};
+    use convjit_plan::stage_plan::{plan_for, StagePlan};
     use iced_x86::{Decoder, DecoderOptions, Instruction};
 
     /// The plan of the first stage of the layer `src` at `isa`.
-    pub(super) fn plan(src: &str, isa: Isa) -> Plan {
+    pub(super) fn plan(src: &str, isa: Isa) -> StagePlan {
         let layer = convjit_ir::compile_source(src)
             .unwrap_or_else(|d| panic!("{src}: {d:?}"))
             .remove(0);
@@ -279,13 +279,13 @@ mod test_support {
     }
 
     /// A plan whose shapes do not matter to what is under test.
-    pub(super) fn any_plan(isa: Isa) -> Plan {
+    pub(super) fn any_plan(isa: Isa) -> StagePlan {
         plan("layer t { input 4x4x8\n p: pointwise 16 }", isa)
     }
 
     /// The instructions `f` emits with a generator for `plan`.
     pub(super) fn emitted<'p>(
-        plan: &'p Plan,
+        plan: &'p StagePlan,
         isa: Isa,
         f: impl FnOnce(&mut Gen<'p>),
     ) -> Vec<Instruction> {

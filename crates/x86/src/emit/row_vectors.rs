@@ -1,13 +1,13 @@
 //! Depthwise rows of fewer channels than lanes, run as vectors of
-//! consecutive outputs along the row (`Plan::row_vectors`): one
+//! consecutive outputs along the row (`StagePlan::row_vectors`): one
 //! channel, grey-image row pairs, a depth multiplier spread by a
-//! permutation (`Plan::row_multiplier`), and 2-12 channels with
-//! weights packed per channel phase (`Plan::row_weights_off`).
+//! permutation (`StagePlan::row_multiplier`), and 2-12 channels with
+//! weights packed per channel phase (`StagePlan::row_weights_off`).
 
 use super::vector::nth_register;
 use super::{Count, Ctr, Gen, Slot, Src, CKY, IMM, IP, WP, WTS};
 use crate::Isa;
-use convjit_plan::plan::tap_range;
+use convjit_plan::stage_plan::tap_range;
 use iced_x86::{Code, Instruction as I, Register as R};
 
 impl Gen<'_> {
@@ -21,10 +21,10 @@ impl Gen<'_> {
         let p = self.p;
         let one = p.ci == 1 && p.co == 1 && p.row_multiplier == 1;
         // Unrolled over kernel rows: a tall kernel would be too much code.
-        if !one || p.sh != 1 || p.dh != 1 || p.kh > 16 || self.pair_vectors() < 2 {
+        if !one || p.sh != 1 || p.dil_h != 1 || p.kh > 16 || self.pair_vectors() < 2 {
             return None;
         }
-        let full = |oy: usize| tap_range(oy, p.sh, p.dh, p.pt, p.kh, p.h) == (0, p.kh);
+        let full = |oy: usize| tap_range(oy, p.sh, p.dil_h, p.pt, p.kh, p.h) == (0, p.kh);
         let first = (0..p.ho).find(|&oy| full(oy))?;
         let last = (first..p.ho).take_while(|&oy| full(oy)).last()?;
         (last > first).then_some((first, last))
@@ -37,7 +37,7 @@ impl Gen<'_> {
     }
 
     /// A one-channel depthwise row's interior columns `a..b` (see
-    /// [`Plan::row_vectors`](convjit_plan::plan::Plan::row_vectors)) in blocks of up to 8 vectors of consecutive
+    /// [`StagePlan::row_vectors`](convjit_plan::stage_plan::StagePlan::row_vectors)) in blocks of up to 8 vectors of consecutive
     /// output pixels: per kernel row, its weights broadcast into
     /// registers, then per tap and vector one load and one FMA. The last
     /// block is moved back to end at `b` (recomputing a few pixels, with
@@ -57,7 +57,7 @@ impl Gen<'_> {
         } else if p.ci == 1 {
             (self.regs - p.kw - 2).min(8)
         } else {
-            convjit_plan::plan::row_block_vectors(p.ci, &p.target)
+            convjit_plan::stage_plan::row_block_vectors(p.ci, &p.target)
         };
         let n = b - a;
         let per_block = nv_most * lanes;
@@ -122,7 +122,7 @@ impl Gen<'_> {
         self.load(WP, Slot::Wk0);
         self.mul_imm(WP, tap);
         self.add_rr(WP, WTS);
-        let in_ky = (p.dh * p.w * 4) as i64;
+        let in_ky = (p.dil_h * p.w * 4) as i64;
         self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
             for (kx, &wr) in w.iter().enumerate() {
                 let m = g.at(WP, kx as i64 * tap);
@@ -133,7 +133,7 @@ impl Gen<'_> {
                 for (v, &a) in acc.iter().enumerate() {
                     let x = xs[n % 2];
                     n += 1;
-                    let m = g.at(IP, v as i64 * vl + (kx * p.dw * 4) as i64);
+                    let m = g.at(IP, v as i64 * vl + (kx * p.dil_w * 4) as i64);
                     g.vload(x, m);
                     g.fma(a, x, Src::R(wr));
                 }
@@ -193,7 +193,10 @@ impl Gen<'_> {
                 for v in 0..nv {
                     let x = xs[n % 2];
                     n += 1;
-                    let m = self.at(IP, j as i64 * row + v as i64 * vl + (kx * p.dw * 4) as i64);
+                    let m = self.at(
+                        IP,
+                        j as i64 * row + v as i64 * vl + (kx * p.dil_w * 4) as i64,
+                    );
                     self.vload(x, m);
                     for &(r, _) in &rows {
                         self.fma(acc[r][v], x, Src::R(w[r][kx]));
@@ -217,7 +220,7 @@ impl Gen<'_> {
     ///
     /// The indices `l / M` are made in registers (bytes from immediates,
     /// zero-extended to dwords), not packed: the packed weights stay
-    /// copies of the layer's weights ([`Plan::pack_copies`](convjit_plan::plan::Plan::pack_copies)), which an AOT
+    /// copies of the layer's weights ([`StagePlan::pack_copies`](convjit_plan::stage_plan::StagePlan::pack_copies)), which an AOT
     /// object without weights runs.
     fn row_multiplier_block(&mut self, nv: usize) {
         let p = self.p;
@@ -244,7 +247,7 @@ impl Gen<'_> {
         self.mul_imm(WP, vl);
         self.add_rr(WP, WTS);
         self.add_reg_imm(WP, off);
-        let in_ky = (p.dh * p.w * 4) as i64;
+        let in_ky = (p.dil_h * p.w * 4) as i64;
         let (narrow, perm) = match (self.isa, lanes / m) {
             (Isa::Avx512, 8) => (
                 Code::EVEX_Vmovups_ymm_k1z_ymmm256,
@@ -267,7 +270,7 @@ impl Gen<'_> {
         self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
             for kx in 0..p.kw {
                 for (v, &a) in acc.iter().enumerate() {
-                    let mem = g.at(IP, ((v * lanes / m + kx * p.dw) * 4) as i64);
+                    let mem = g.at(IP, ((v * lanes / m + kx * p.dil_w) * 4) as i64);
                     g.a.emit(I::with2(narrow, part, mem));
                     g.a.emit(I::with3(perm, x, idx, x));
                     let w = g.at(WP, kx as i64 * vl);
@@ -337,14 +340,14 @@ impl Gen<'_> {
         self.mul_imm(WP, c as i64 * vl);
         self.add_rr(WP, WTS);
         self.add_reg_imm(WP, off);
-        let in_ky = (p.dh * p.w * c * 4) as i64;
+        let in_ky = (p.dil_h * p.w * c * 4) as i64;
         self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
             let mut n = 0;
             for kx in 0..p.kw {
                 for (v, (&a, &r)) in acc.iter().zip(phases).enumerate() {
                     let x = xs[n % 2];
                     n += 1;
-                    let m = g.at(IP, (v * lanes + kx * p.dw * c) as i64 * 4);
+                    let m = g.at(IP, (v * lanes + kx * p.dil_w * c) as i64 * 4);
                     g.vload(x, m);
                     let m = g.at(WP, (kx * c + r) as i64 * vl);
                     g.fma(a, x, Src::M(m));

@@ -5,7 +5,7 @@
 use super::{Gen, Src, MASKS};
 use crate::asm::mem;
 use crate::Isa;
-use convjit_plan::plan::{InSrc, OutDst};
+use convjit_plan::stage_plan::{InSrc, OutDst};
 use iced_x86::{Code, Instruction as I, MemoryOperand, Register as R};
 
 impl Gen<'_> {

@@ -3,7 +3,7 @@
 //! for a conv or pointwise stage alone whose rows divide badly among the
 //! threads ([`crate::layer_plan::Split::Channels`]).
 
-use super::stage::{plan_for, planned_stage, Plan, Strategy};
+use super::stage::{plan_for, planned_stage, StagePlan, Strategy};
 use super::target::{stage_target, Target};
 use convjit_ir::{Stage, StageKind};
 
@@ -83,7 +83,7 @@ pub fn channel_shares(
 /// is the stage's (the output pixel stride), every run's output channels
 /// and every unit's lanes start at `c0` (packing picks those channels'
 /// weights and bias).
-pub fn plan_channels(stage: &Stage, target: &Target, c0: usize, c1: usize) -> Plan {
+pub fn plan_channels(stage: &Stage, target: &Target, c0: usize, c1: usize) -> StagePlan {
     assert!(
         one_group_reduce(stage) && c0 < c1 && c1 <= stage.output.c,
         "stage '{}': channels {c0}..{c1} of a {:?}",
@@ -113,8 +113,8 @@ pub fn plan_channels(stage: &Stage, target: &Target, c0: usize, c1: usize) -> Pl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::packing::{pack, tests::unpack};
-    use crate::plan::runs::OutDst;
+    use crate::stage_plan::packing::{pack, tests::unpack};
+    use crate::stage_plan::runs::OutDst;
 
     #[test]
     fn a_share_of_the_channels_packs_their_weights() {

@@ -6,7 +6,7 @@
 use super::geometry::{is_flat, positions, tap_range};
 use super::stage::planned_stage;
 #[cfg(doc)]
-use super::stage::{plan_for, Plan};
+use super::stage::{plan_for, StagePlan};
 use super::target::{stage_target, Target, LANES};
 use convjit_ir::{Stage, StageKind};
 
@@ -328,7 +328,7 @@ fn direct_reduce_block(stage: &Stage, t: &Target) -> (usize, usize, String) {
 /// kernel columns), over a row (an image, for a flat
 /// stage), as the generator runs them: a flat stage's pixels in blocks of
 /// exactly `px` (the last moved back over its predecessor), a row's in
-/// [`Plan::col_blocks`]-like blocks of near-equal width whose pixels each
+/// [`StagePlan::col_blocks`]-like blocks of near-equal width whose pixels each
 /// take only their valid kernel columns. A step of `n` pixels costs its
 /// loads (a broadcast per pixel, or per FMA with `embedded` broadcasts,
 /// and the weight vectors) at [`VECTOR_LOADS`] per cycle, its FMAs at

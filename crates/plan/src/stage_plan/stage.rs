@@ -1,4 +1,4 @@
-//! The stage plan ([`Plan`]): everything code generation and packing
+//! The stage plan ([`StagePlan`]): everything code generation and packing
 //! need for one stage on one [`Target`], made by [`plan_for`] from the
 //! stage as the generator runs it ([`planned_stage`]), its blocking
 //! ([`schedule_for`]), geometry, register blocks ([`unit_runs`]) and
@@ -18,7 +18,7 @@ use super::target::{stage_target, Target};
 use convjit_ir::{Activation, Stage, StageKind};
 
 /// Conv/pointwise weights (bytes) above which channel blocks are walked
-/// outside the pixels ([`Plan::channels_outer`]): a typical L2 (Zen 3:
+/// outside the pixels ([`StagePlan::channels_outer`]): a typical L2 (Zen 3:
 /// 512 KiB per core).
 pub const CHANNELS_OUTER_BYTES: usize = 512 << 10;
 
@@ -67,7 +67,7 @@ pub fn planned_stage<'a>(stage: &'a Stage, target: &Target) -> std::borrow::Cow<
 
 /// Everything code generation and packing need for one stage.
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub struct StagePlan {
     /// The generator and vectors this plan is made for.
     pub target: Target,
     /// The register blocking ([`schedule_for`]).
@@ -85,7 +85,7 @@ pub struct Plan {
     /// Output width.
     pub wo: usize,
     /// Output channels: also the pixel stride of the output, in floats
-    /// (for a share of the channels too, see [`Plan::channels`]).
+    /// (for a share of the channels too, see [`StagePlan::channels`]).
     pub co: usize,
     /// Kernel height.
     pub kh: usize,
@@ -96,9 +96,9 @@ pub struct Plan {
     /// Horizontal stride.
     pub sw: usize,
     /// Vertical dilation.
-    pub dh: usize,
+    pub dil_h: usize,
     /// Horizontal dilation.
-    pub dw: usize,
+    pub dil_w: usize,
     /// Padding rows above the input.
     pub pt: usize,
     /// Padding columns left of the input.
@@ -126,7 +126,7 @@ pub struct Plan {
     pub g_bias: usize,
     /// Output-channel shift per group (for packing: which channels'
     /// weights a group holds).
-    pub g_o: usize,
+    pub g_weight_channel: usize,
     /// The register blocks across a group's output channels.
     pub runs: Vec<Run>,
     /// Float offset of the packed bias, if any.
@@ -144,7 +144,7 @@ pub struct Plan {
     /// and `packed_len` reaches exactly past the last such load.
     pub compact: bool,
     /// Few-channel depthwise rows as vectors along the row (see
-    /// [`Plan::row_vectors`]), 2 or more channels: float offset of their
+    /// [`StagePlan::row_vectors`]), 2 or more channels: float offset of their
     /// weights `[tap][phase][lane]` (lane `l` of phase `r` holds channel
     /// `(r + l) % C`), then of their bias `[phase][lane]`.
     pub row_weights_off: Option<usize>,
@@ -168,18 +168,18 @@ pub struct Plan {
 }
 
 /// The plan of `stage` for Cranelift's vectors.
-pub fn plan(stage: &Stage) -> Plan {
+pub fn plan_for_cranelift(stage: &Stage) -> StagePlan {
     plan_for(stage, &Target::CRANELIFT)
 }
 
 /// The plan of `stage` for the vectors and registers of `target`.
-pub fn plan_for(stage: &Stage, target: &Target) -> Plan {
+pub fn plan_for(stage: &Stage, target: &Target) -> StagePlan {
     plan_with(stage, target, None)
 }
 
 /// [`plan_for`], its units packed compact or aligned as `compact` says
-/// (`None`: as [`Plan::compact`] decides), for tests of both layouts.
-pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -> Plan {
+/// (`None`: as [`StagePlan::compact`] decides), for tests of both layouts.
+pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -> StagePlan {
     let target = &stage_target(stage, target);
     let stage = &*planned_stage(stage, target);
     let sched = schedule_for(stage, target);
@@ -187,15 +187,16 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
     let (si, so) = (stage.input, stage.output);
     let [kh, kw] = stage.kernel;
     let [sh, sw] = stage.stride;
-    let [dh, dw] = stage.dilation;
+    let [dil_h, dil_w] = stage.dilation;
     let p = stage.padding;
     let (h, w, ho, wo) = (si.h, si.w, so.h, so.w);
     let (pt, pl) = (p.top, p.left);
-    let rows_full = (0..ho).all(|oy| tap_range(oy, sh, dh, pt, kh, h) == (0, kh));
+    let rows_full = (0..ho).all(|oy| tap_range(oy, sh, dil_h, pt, kh, h) == (0, kh));
     let (ci, co) = (si.c, so.c);
     let taps = kh * kw;
     let (strategy, ci_per_tap, groups) = strategy_of(stage);
-    let (runs, (g_in, g_out, g_o)) = unit_runs(stage, strategy, groups, lanes, sched.units);
+    let (runs, (g_in, g_out, g_weight_channel)) =
+        unit_runs(stage, strategy, groups, lanes, sched.units);
     let steps = taps * ci_per_tap;
     let has_bias = stage.bias_key.is_some();
     let weights = layout_weights(runs, groups, steps, has_bias, lanes, compact);
@@ -222,7 +223,7 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         _ => None,
     };
     let extent = packed_extent(&weights, groups, steps, has_bias, taps, row_phases, lanes);
-    Plan {
+    StagePlan {
         target: *target,
         sched,
         strategy,
@@ -236,8 +237,8 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         kw,
         sh,
         sw,
-        dh,
-        dw,
+        dil_h,
+        dil_w,
         pt,
         pl,
         ci_per_tap,
@@ -249,7 +250,7 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         g_out,
         g_w: weights.g_w,
         g_bias: weights.g_bias,
-        g_o,
+        g_weight_channel,
         runs: weights.runs,
         bias_off: extent.bias_off,
         compact: weights.compact,
@@ -263,7 +264,7 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
 }
 
 /// How `stage` maps onto vectors, its reduction channels per tap
-/// ([`Plan::ci_per_tap`]) and its channel groups ([`Plan::groups`]).
+/// ([`StagePlan::ci_per_tap`]) and its channel groups ([`StagePlan::groups`]).
 fn strategy_of(stage: &Stage) -> (Strategy, usize, usize) {
     let ci = stage.input.c;
     match stage.kind {
@@ -275,7 +276,7 @@ fn strategy_of(stage: &Stage) -> (Strategy, usize, usize) {
     }
 }
 
-impl Plan {
+impl StagePlan {
     /// Conv/pointwise loop order: channel blocks outside the pixels (each
     /// block's weights read from cache by every pixel, the input read once
     /// per channel block) rather than all channel blocks for each block of

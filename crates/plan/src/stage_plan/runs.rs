@@ -5,7 +5,7 @@
 
 use super::geometry::positions;
 #[cfg(doc)]
-use super::stage::Plan;
+use super::stage::StagePlan;
 use super::stage::Strategy;
 use super::target::MAX_LANES;
 use convjit_ir::Stage;
@@ -51,13 +51,13 @@ pub struct Unit {
     pub out: OutDst,
     /// Output channel of each lane (for the first repetition of the run in
     /// group 0); `None` lanes get zero weights and bias (or, in a
-    /// [`Plan::compact`] plan, whatever follows: their results are never
+    /// [`StagePlan::compact`] plan, whatever follows: their results are never
     /// stored).
     pub lanes: [Option<usize>; MAX_LANES],
     /// Float offset of the unit's weight vector in each (tap, reduction
     /// channel) step of its run, and of its bias vector in the run's bias:
     /// `u * lanes` (aligned), or where its lanes' floats are in a compact
-    /// step (see [`Plan::compact`]).
+    /// step (see [`StagePlan::compact`]).
     pub w_off: usize,
 }
 
@@ -95,7 +95,7 @@ pub struct Run {
     pub bias_stride: usize,
     /// Output-channel shift per repetition (for packing: which channels'
     /// weights a repetition holds).
-    pub o_stride: usize,
+    pub weight_channel_stride: usize,
     /// Floats per (tap, reduction channel) step of a repetition's weights
     /// (and of its bias): `units x lanes`, or fewer in a compact plan.
     pub w_step: usize,
@@ -129,7 +129,7 @@ fn run(
         out_base,
         in_stride,
         out_stride,
-        o_stride: out_stride,
+        weight_channel_stride: out_stride,
         w_base: 0,
         bias_base: 0,
         w_stride: 0,
@@ -229,8 +229,8 @@ fn contiguous(input: InSrc, lanes: usize, s: usize, v: usize) -> Vec<Unit> {
 /// The runs of a stage planned with `strategy` over `groups` channel
 /// groups, on vectors of `lanes` with `units` accumulator vectors per
 /// pixel ([`super::Schedule::units`]), their weight layout not yet placed;
-/// and the channel strides between groups `(g_in, g_out, g_o)` (see
-/// [`Plan::groups`]).
+/// and the channel strides between groups `(g_in, g_out, g_weight_channel)` (see
+/// [`StagePlan::groups`]).
 pub(super) fn unit_runs(
     stage: &Stage,
     strategy: Strategy,

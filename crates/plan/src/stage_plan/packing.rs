@@ -2,15 +2,15 @@
 //! where each unit's weights and bias lie (aligned or compact,
 //! [`layout_weights`]; bias and row vectors after them,
 //! [`packed_extent`]), and the copies that fill it from the TensorFlow
-//! layout ([`Plan::pack_copies`], [`pack_into`]), which the JIT runs in
+//! layout ([`StagePlan::pack_copies`], [`pack_into`]), which the JIT runs in
 //! Rust and an AOT object in C.
 
 use super::runs::{Run, Unit};
-use super::stage::Plan;
+use super::stage::StagePlan;
 use super::target::Target;
 
 /// Bytes that a stage's packed weights may spend on zero lanes (units
-/// of fewer channels than lanes, see [`Plan::compact`]) beyond a tenth of
+/// of fewer channels than lanes, see [`StagePlan::compact`]) beyond a tenth of
 /// the floats the units use. A whole vector per unit keeps its loads
 /// within cache lines; ordinary layers (channels a multiple of the lanes,
 /// or overlapping tails, which use all their lanes) have no zero lanes or
@@ -20,7 +20,7 @@ use super::target::Target;
 /// channels (a tail exists only above `lanes` of them), so at most twice.
 pub const PACK_SLACK_BYTES: usize = 256 << 10;
 
-/// Bytes of row-vector weights ([`Plan::row_weights_off`]) a stage may
+/// Bytes of row-vector weights ([`StagePlan::row_weights_off`]) a stage may
 /// have: they copy every weight `lanes / C` times or more, and run
 /// few-channel filters about twice as fast as the per-pixel code (RGB
 /// 40x40 on 128x128, AVX-512: 4.6 against 9.8 ms), so they are worth
@@ -48,7 +48,7 @@ fn aligned_units(run: &mut Run, lanes: usize) {
     run.w_step = run.units.len() * lanes;
 }
 
-/// Only the floats `run`'s units use per step ([`Plan::compact`]): units
+/// Only the floats `run`'s units use per step ([`StagePlan::compact`]): units
 /// of contiguous output channels (all but depthwise multipliers 2-3) at
 /// their first channel's offset from the run's first channel, so
 /// overlapping tails share floats; otherwise their used lanes one after
@@ -98,7 +98,7 @@ fn layout_runs(runs: &mut [Run], steps: usize) -> (usize, usize) {
 
 /// The units' weights placed ([`layout_weights`]): the runs with their
 /// offsets and strides, whether compact, and the bytes per group of the
-/// weights ([`Plan::g_w`]) and of the bias ([`Plan::g_bias`]).
+/// weights ([`StagePlan::g_w`]) and of the bias ([`StagePlan::g_bias`]).
 pub(super) struct WeightLayout {
     pub runs: Vec<Run>,
     pub compact: bool,
@@ -110,7 +110,7 @@ pub(super) struct WeightLayout {
 /// channel) steps, and a bias if `has_bias`): a whole vector of `lanes`
 /// floats per unit and step, or compact where that would hold too many
 /// zero lanes ([`padding_ok`]), or as `compact` says (`None`: as
-/// [`Plan::compact`] decides).
+/// [`StagePlan::compact`] decides).
 pub(super) fn layout_weights(
     mut runs: Vec<Run>,
     groups: usize,
@@ -153,8 +153,8 @@ pub(super) fn layout_weights(
 }
 
 /// Where the packed floats lie beyond the units' weights
-/// ([`packed_extent`]): [`Plan::bias_off`], [`Plan::row_weights_off`],
-/// [`Plan::packed_len`].
+/// ([`packed_extent`]): [`StagePlan::bias_off`], [`StagePlan::row_weights_off`],
+/// [`StagePlan::packed_len`].
 pub(super) struct PackedExtent {
     pub bias_off: Option<usize>,
     pub row_weights_off: Option<usize>,
@@ -231,7 +231,7 @@ pub enum PackSource {
 /// `src + i0*s0 + i1*s1 + i2*s2` go to the packed floats at
 /// `dst + i0*d0 + i1*d1 + i2*d2` (`loops[k] = (count, dk, sk)`, all in
 /// floats). The
-/// copies of a plan ([`Plan::pack_copies`]) touch every packed float that
+/// copies of a plan ([`StagePlan::pack_copies`]) touch every packed float that
 /// holds a weight or bias exactly once or with the same value; the others
 /// stay zero. The AOT builder runs the same list in the object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -249,7 +249,7 @@ pub struct PackCopy {
     pub loops: [(usize, usize, usize); 3],
 }
 
-impl Plan {
+impl StagePlan {
     /// How the weights are packed, for the plan dump: floats against the
     /// stage's weights and bias, aligned or compact and why.
     pub fn packing(&self) -> String {
@@ -315,8 +315,8 @@ impl Plan {
                     src: o,
                     len,
                     loops: [
-                        (self.groups, self.g_w / 4, self.g_o),
-                        (run.count, run.w_stride / 4, run.o_stride),
+                        (self.groups, self.g_w / 4, self.g_weight_channel),
+                        (run.count, run.w_stride / 4, run.weight_channel_stride),
                         (steps, run.w_step, self.co),
                     ],
                 });
@@ -329,8 +329,8 @@ impl Plan {
                         src: o,
                         len,
                         loops: [
-                            (self.groups, self.g_bias / 4, self.g_o),
-                            (run.count, run.bias_stride / 4, run.o_stride),
+                            (self.groups, self.g_bias / 4, self.g_weight_channel),
+                            (run.count, run.bias_stride / 4, run.weight_channel_stride),
                             (1, 0, 0),
                         ],
                     });
@@ -378,18 +378,18 @@ impl Plan {
 /// Packs one stage's TensorFlow-layout weights (and bias) into the layout
 /// the generated code reads: per group, per run repetition, a block
 /// `[ky][kx][ci_per_tap][step]` (a step: every unit's vector, or in a
-/// [`Plan::compact`] plan only the floats they use), zeros in unused
+/// [`StagePlan::compact`] plan only the floats they use), zeros in unused
 /// floats; then the bias as `[group][run repetition][step]`; then any
-/// row-vector weights ([`Plan::row_weights_off`]).
-pub fn pack(plan: &Plan, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// row-vector weights ([`StagePlan::row_weights_off`]).
+pub fn pack(plan: &StagePlan, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let mut out = vec![0f32; plan.packed_len];
     pack_into(plan, weight, bias, &mut out);
     out
 }
 
 /// [`pack`] into `out` (`plan.packed_len` zeroed f32s), e.g. aligned
-/// storage: runs [`Plan::pack_copies`].
-pub fn pack_into(plan: &Plan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+/// storage: runs [`StagePlan::pack_copies`].
+pub fn pack_into(plan: &StagePlan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let copies = plan.pack_copies();
     // (Tap, channel) steps outermost, whatever the copy: each step's
     // weights are one contiguous row over the output channels, read once
@@ -418,14 +418,14 @@ pub fn pack_into(plan: &Plan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::plan::stage::{plan_for, plan_with};
-    use crate::plan::target::MAX_LANES;
+    use crate::stage_plan::stage::{plan_for, plan_with};
+    use crate::stage_plan::target::MAX_LANES;
     use convjit_ir::Stage;
 
     /// Every packed weight and bias of a plan (one group) by (tap x input
     /// channel, output channel), read back through its runs and units.
-    pub(in crate::plan) fn unpack(
-        p: &Plan,
+    pub(in crate::stage_plan) fn unpack(
+        p: &StagePlan,
         packed: &[f32],
     ) -> std::collections::BTreeMap<(usize, usize), f32> {
         let mut m = std::collections::BTreeMap::new();
@@ -436,7 +436,7 @@ pub(super) mod tests {
                 for unit in &run.units {
                     for (l, o) in unit.lanes.iter().enumerate() {
                         let Some(o) = o else { continue };
-                        let o = o + rep * run.o_stride;
+                        let o = o + rep * run.weight_channel_stride;
                         for tc in 0..p.kh * p.kw * p.ci_per_tap {
                             let v = packed[base + tc * run.w_step + unit.w_off + l];
                             assert_eq!(m.insert((tc, o), v).unwrap_or(v), v);
@@ -456,7 +456,7 @@ pub(super) mod tests {
     /// The packing as written before [`PackCopy`] (per float, the (tap,
     /// channel) rows outermost), with the units' offsets: the oracle of
     /// [`pack_into`].
-    fn pack_reference(plan: &Plan, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    fn pack_reference(plan: &StagePlan, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
         let mut out = vec![0f32; plan.packed_len];
         let lanes = plan.sched.lanes;
         if let (Some(off), m @ 2..) = (plan.row_weights_off, plan.row_multiplier) {
@@ -501,7 +501,13 @@ pub(super) mod tests {
                         .iter()
                         .flat_map(|unit| {
                             unit.lanes.iter().enumerate().filter_map(move |(l, o)| {
-                                o.map(|o| (unit.w_off + l, o + g * plan.g_o + rep * run.o_stride))
+                                o.map(|o| {
+                                    (
+                                        unit.w_off + l,
+                                        o + g * plan.g_weight_channel
+                                            + rep * run.weight_channel_stride,
+                                    )
+                                })
                             })
                         })
                         .collect();
@@ -526,7 +532,7 @@ pub(super) mod tests {
 
     /// `plan`'s packing by its copies against the oracle, bit for bit,
     /// and every unit's vector loads inside `packed_len`.
-    fn check_packing(stage: &Stage, p: &Plan, seed: u64) {
+    fn check_packing(stage: &Stage, p: &StagePlan, seed: u64) {
         let mut rng = convjit_ir::Rng::new(seed);
         let w = rng.vec(stage.weight_len(), 1.0);
         let b = stage

@@ -8,14 +8,14 @@
 //!   and which one writes a stage ([`stage_target`]);
 //! - `schedule.rs`: register blocking and its cost model ([`schedule_for`],
 //!   [`schedule_reason_for`]);
-//! - `stage.rs`: the stage plan ([`Plan`], [`plan_for`], [`planned_stage`]);
+//! - `stage.rs`: the stage plan ([`StagePlan`], [`plan_for`], [`planned_stage`]);
 //! - `runs.rs`: its register blocks ([`Unit`], [`Run`]);
 //! - `geometry.rs`: taps per column, border classes, column blocks, row
-//!   vectors, flat stages ([`tap_range`], [`Plan::col_blocks`]);
+//!   vectors, flat stages ([`tap_range`], [`StagePlan::col_blocks`]);
 //! - `shares.rs`: threads sharing output channels ([`channel_shares`],
 //!   [`plan_channels`]);
 //! - `packing.rs`: the packed-weight layout and the copies that fill it
-//!   ([`Plan::pack_copies`], [`pack_into`]);
+//!   ([`StagePlan::pack_copies`], [`pack_into`]);
 //! - `code_size.rs`: the instructions a plan will take ([`code_size`]).
 
 mod code_size;
@@ -38,5 +38,7 @@ pub use schedule::{
     DW_SHARED_ACCUMULATORS, MAX_ACCUMULATORS, REDUCE_ACCUMULATORS,
 };
 pub use shares::{channel_shares, plan_channels};
-pub use stage::{plan, plan_for, planned_stage, Plan, Strategy, CHANNELS_OUTER_BYTES};
+pub use stage::{
+    plan_for, plan_for_cranelift, planned_stage, StagePlan, Strategy, CHANNELS_OUTER_BYTES,
+};
 pub use target::{stage_target, Target, LANES, MAX_LANES};

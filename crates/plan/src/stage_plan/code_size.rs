@@ -1,7 +1,7 @@
 //! A stage function's size before it is emitted ([`code_size`]), so
 //! that very wide kernels are refused rather than compiled for minutes.
 
-use super::stage::{Plan, Strategy};
+use super::stage::{StagePlan, Strategy};
 
 /// The fewest instructions [`code_size`] counts for any plan: a stage
 /// function's setup and loop control, whatever its shape.
@@ -11,7 +11,7 @@ pub const MIN_CODE_SIZE: usize = 100;
 /// every column segment (conv, pointwise; for full and border rows) or
 /// column block with its per-pixel taps of one kernel row unrolled
 /// (depthwise) costs code.
-pub fn code_size(plan: &Plan) -> usize {
+pub fn code_size(plan: &StagePlan) -> usize {
     let acc = plan.sched.units * plan.sched.px;
     match plan.strategy {
         // A direct generator's blocks mix border and interior pixels: a
@@ -49,9 +49,9 @@ pub fn code_size(plan: &Plan) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::shares::{channel_shares, plan_channels};
-    use crate::plan::stage::plan_for;
-    use crate::plan::target::Target;
+    use crate::stage_plan::shares::{channel_shares, plan_channels};
+    use crate::stage_plan::stage::plan_for;
+    use crate::stage_plan::target::Target;
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]

@@ -1,12 +1,12 @@
 //! Column geometry of a stage: which kernel taps each output column
 //! reads ([`tap_range`]; the border classes, [`Segment`]), the register
-//! blocks of a row ([`Plan::col_blocks`]), the columns run as vectors
-//! along the row ([`Plan::row_vectors`]), channel vectors with
+//! blocks of a row ([`StagePlan::col_blocks`]), the columns run as vectors
+//! along the row ([`StagePlan::row_vectors`]), channel vectors with
 //! overlapping tails ([`positions`]), and flat stages, whose functions
 //! take pixels rather than rows ([`is_flat`]).
 
 use super::packing::row_weights_ok;
-use super::stage::{Plan, Strategy};
+use super::stage::{StagePlan, Strategy};
 use super::target::Target;
 use convjit_ir::{Stage, StageKind};
 
@@ -42,7 +42,7 @@ pub struct Segment {
 /// taps, then the interior, then the right border's).
 pub(super) fn segments(stage: &Stage) -> Vec<Segment> {
     let [_, kw] = stage.kernel;
-    let (sw, dw, pl, w) = (
+    let (sw, dil_w, pl, w) = (
         stage.stride[1],
         stage.dilation[1],
         stage.padding.left,
@@ -50,7 +50,7 @@ pub(super) fn segments(stage: &Stage) -> Vec<Segment> {
     );
     let mut segments: Vec<Segment> = Vec::new();
     for ox in 0..stage.output.w {
-        let (kx0, nkx) = tap_range(ox, sw, dw, pl, kw, w);
+        let (kx0, nkx) = tap_range(ox, sw, dil_w, pl, kw, w);
         match segments.last_mut() {
             Some(s) if s.kx0 == kx0 && s.nkx == nkx => s.b = ox + 1,
             _ => segments.push(Segment {
@@ -118,7 +118,7 @@ pub struct ColBlock {
     pub cols: Vec<(usize, usize)>,
 }
 
-impl Plan {
+impl StagePlan {
     /// Depthwise: an output row cut into register blocks of at most
     /// `sched.px` pixels, each pixel with its own valid kernel
     /// columns, so border pixels share a block with interior ones instead
@@ -147,14 +147,15 @@ impl Plan {
             return None;
         }
         let m = self.row_multiplier;
-        let full =
-            |ox: usize| tap_range(ox, self.sw, self.dw, self.pl, self.kw, self.w) == (0, self.kw);
+        let full = |ox: usize| {
+            tap_range(ox, self.sw, self.dil_w, self.pl, self.kw, self.w) == (0, self.kw)
+        };
         let a = (0..self.wo).find(|&ox| full(ox))?;
         let b = (a..self.wo).find(|&ox| !full(ox)).unwrap_or(self.wo);
         ((b - a) * self.ci * m >= self.sched.lanes).then_some((a, b))
     }
 
-    /// [`Plan::col_blocks`] of the output columns `a..b`.
+    /// [`StagePlan::col_blocks`] of the output columns `a..b`.
     pub fn col_blocks_in(&self, a: usize, b: usize) -> Vec<ColBlock> {
         if b <= a {
             return Vec::new();
@@ -168,7 +169,7 @@ impl Plan {
         while start < b {
             let end = (start + px).min(b);
             let cols: Vec<(usize, usize)> = (start..end)
-                .map(|ox| tap_range(ox, self.sw, self.dw, self.pl, self.kw, self.w))
+                .map(|ox| tap_range(ox, self.sw, self.dil_w, self.pl, self.kw, self.w))
                 .collect();
             match blocks.last_mut() {
                 Some(b) if b.cols == cols => b.count += 1,
@@ -185,7 +186,7 @@ impl Plan {
 }
 
 /// Vectors per block of a few-channel depthwise row (`c` channels, see
-/// [`Plan::row_vectors`]): a multiple of the vectors after which the
+/// [`StagePlan::row_vectors`]): a multiple of the vectors after which the
 /// channel pattern repeats (`c / gcd(c, lanes)`), so every repetition of
 /// a block reads the same phases of the weights; 0 where that many
 /// accumulators do not fit.
@@ -202,7 +203,7 @@ pub fn row_block_vectors(c: usize, t: &Target) -> usize {
 }
 
 /// Outputs of a one-channel stage that a direct generator runs as
-/// vectors along the row ([`Plan::row_multiplier`]): each input pixel
+/// vectors along the row ([`StagePlan::row_multiplier`]): each input pixel
 /// feeds that many consecutive lanes, from a load of at least 4 pixels;
 /// its `taps` per output packed as a vector each must fit
 /// [`row_weights_ok`].
