@@ -18,7 +18,7 @@
 use super::Failure;
 use clap::Args;
 use convjit::verify::Trial;
-use convjit::{Backend, Fusion, Options};
+use convjit::{Backend, Fusion, Options, Precision};
 use convjit_ir::random_layer::{case_runner, draw_valid, layer_case, shrink, LayerCase, Limits};
 use indicatif::ProgressBar;
 use proptest::strategy::ValueTree;
@@ -47,6 +47,10 @@ pub struct FuzzArgs {
     /// Print each case's layer text (on stderr) before checking it.
     #[arg(long)]
     verbose: bool,
+    /// The arithmetic checked (bf16: every generator that computes it,
+    /// against the bf16 interpreter and within bf16's bound of f32's).
+    #[arg(long, default_value = "f32", value_parser = super::parse_precision)]
+    precision: Precision,
 }
 
 /// What the workers add up.
@@ -70,12 +74,13 @@ pub fn fuzz(a: &FuzzArgs) -> Result<(), Failure> {
     } else {
         a.cases.unwrap_or(1000)
     };
-    let backends = Backend::available();
+    let backends = super::backends_computing(a.precision)?;
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
     eprintln!(
-        "fuzz: seed {}, {} thread(s), generators {}, layers up to {s}x{s}x{c}, {k}x{k} kernels",
+        "fuzz: seed {}, {} thread(s), {}, generators {}, layers up to {s}x{s}x{c}, {k}x{k} kernels",
         a.seed,
         a.threads,
+        a.precision,
         names.join(", "),
         s = Limits::SMALL.size - 1,
         c = Limits::SMALL.channels - 1,
@@ -182,7 +187,7 @@ fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> Ca
         interpreter: Duration::ZERO,
     };
     let t = Instant::now();
-    let trial = trial(&layer, &case);
+    let trial = trial(&layer, &case, a.precision);
     result.interpreter = t.elapsed();
     for (k, &backend) in backends.iter().enumerate() {
         let t = Instant::now();
@@ -190,8 +195,9 @@ fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> Ca
         result.per_backend[k] = t.elapsed();
         if let Some(message) = outcome.mismatch() {
             result.failed = true;
-            let (small, message) = shrink(&mut tree, message, |c| fails(c, backend));
-            let path = write_reproducer(&a.out, a.seed, i, backend, &small, &message);
+            let (small, message) = shrink(&mut tree, message, |c| fails(c, backend, a.precision));
+            let path =
+                write_reproducer(&a.out, a.seed, i, (backend, a.precision), &small, &message);
             bar.suspend(|| {
                 eprintln!(
                     "MISMATCH case {i}, {backend}: {message}\n  reproducer: {}",
@@ -204,16 +210,16 @@ fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> Ca
     result
 }
 
-/// A case's weights, input and interpreter output.
-fn trial(layer: &convjit::Layer, case: &LayerCase) -> Trial {
-    Trial::new(layer, case.seed, case.batch, case.scale)
+/// A case's weights, input and interpreter output in `precision`.
+fn trial(layer: &convjit::Layer, case: &LayerCase, precision: Precision) -> Trial {
+    Trial::new(layer, case.seed, case.batch, case.scale, precision)
 }
 
 /// The failure of `backend` on `case`, if it still fails (and validates).
-fn fails(case: &LayerCase, backend: Backend) -> Option<String> {
+fn fails(case: &LayerCase, backend: Backend, precision: Precision) -> Option<String> {
     let mut layers = convjit_ir::compile_source(&case.src).ok()?;
     let layer = layers.remove(0);
-    trial(&layer, case)
+    trial(&layer, case, precision)
         .check(&layer, &options(case, backend))
         .mismatch()
 }
@@ -224,17 +230,22 @@ fn write_reproducer(
     dir: &Path,
     seed: u64,
     i: u64,
-    backend: Backend,
+    (backend, precision): (Backend, Precision),
     case: &LayerCase,
     message: &str,
 ) -> Option<PathBuf> {
     std::fs::create_dir_all(dir).ok()?;
-    let path = dir.join(format!("seed{seed}-case{i}-{backend}.conv"));
+    // f32, the default, goes unsaid.
+    let (suffix, flag) = match precision {
+        Precision::F32 => (String::new(), String::new()),
+        p => (format!("-{p}"), format!(" --precision {p}")),
+    };
+    let path = dir.join(format!("seed{seed}-case{i}-{backend}{suffix}.conv"));
     let text = format!(
-        "# convjit fuzz --seed {seed}: case {i}, shrunk; the {backend} generator disagrees with the interpreter\n\
+        "# convjit fuzz --seed {seed}{flag}: case {i}, shrunk; the {backend} generator disagrees with the interpreter\n\
          # {}\n\
          # data: batch {}, Weights::random(seed {}), input Rng::new({} ^ 0x5555) * {}, fusion {:?}\n\
-         # check: convjit verify FILE --backend {backend} (its own seeded data)\n\
+         # check: convjit verify FILE --backend {backend}{flag} (its own seeded data)\n\
          {}",
         message.replace('\n', " "),
         case.batch,
@@ -264,7 +275,7 @@ mod tests {
             dir.path(),
             7,
             3,
-            Backend::Cranelift,
+            (Backend::Cranelift, Precision::F32),
             &case,
             "output 0: x\ny",
         )

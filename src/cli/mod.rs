@@ -39,7 +39,7 @@ enum Command {
     },
     /// Print the plan: stages, shapes, fusion groups, bands, threads, register
     /// blocking, and multiply-accumulates, with the planner's reasons.
-    StagePlan {
+    Plan {
         file: PathBuf,
         /// The layer to plan (default: every layer of the file).
         #[arg(long)]
@@ -82,7 +82,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check { file } => check::check(&file),
-        Command::StagePlan {
+        Command::Plan {
             file,
             layer,
             json,
@@ -126,6 +126,10 @@ pub struct PlannerArgs {
     /// The code generator: auto (the widest the CPU runs), cranelift, avx2, avx512.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: convjit::Backend,
+    /// The arithmetic: f32, or bf16 (weights and stage inputs rounded to
+    /// bf16 where they enter a multiply, f32 sums; needs AVX512_BF16).
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: convjit::Precision,
     #[command(flatten)]
     separate: SeparateArgs,
 }
@@ -165,6 +169,27 @@ fn parse_backend(s: &str) -> Result<convjit::Backend, String> {
         .ok_or_else(|| format!("'{s}' is not a code generator (auto, cranelift, avx2, avx512)"))
 }
 
+/// Every generator the host runs that computes `precision` (`verify
+/// --backend all`, `fuzz`); none is an error that says why.
+pub fn backends_computing(precision: convjit::Precision) -> Result<Vec<convjit::Backend>, Failure> {
+    let all = convjit::Backend::available();
+    let why = all.iter().find_map(|b| b.check_precision(precision).err());
+    let computing: Vec<convjit::Backend> = all
+        .into_iter()
+        .filter(|b| b.check_precision(precision).is_ok())
+        .collect();
+    match (computing.is_empty(), why) {
+        (true, Some(why)) => Err(Failure::Input(convjit::Error::Jit(
+            convjit::JitError::Unsupported(why),
+        ))),
+        _ => Ok(computing),
+    }
+}
+
+pub fn parse_precision(s: &str) -> Result<convjit::Precision, String> {
+    convjit::Precision::parse(s).ok_or_else(|| format!("'{s}' is not a precision (f32, bf16)"))
+}
+
 impl PlannerArgs {
     pub fn options(&self) -> Result<convjit::Options, Failure> {
         Ok(convjit::Options {
@@ -179,6 +204,7 @@ impl PlannerArgs {
             band_rows: self.band_rows.map(|b| b as usize),
             backend: self.backend,
             separate: self.separate.separation(),
+            precision: self.precision,
             ..convjit::Options::default()
         })
     }

@@ -9,7 +9,7 @@
 use super::Failure;
 use clap::Args;
 use convjit::verify::{check_generated, Outcome, Reference};
-use convjit::{Backend, JitError, Layer, Rng, Weights};
+use convjit::{Backend, JitError, Layer, Precision, Rng, Weights};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -25,6 +25,11 @@ pub struct VerifyArgs {
     /// all (every generator the host runs), auto, cranelift, avx2, avx512.
     #[arg(long, default_value = "all", value_parser = parse_backends)]
     backend: Backends,
+    /// The arithmetic checked: f32, or bf16 (against the bf16 interpreter,
+    /// and within bf16's bound of the f32 one; `all` is then every
+    /// generator that computes bf16 on this host).
+    #[arg(long, default_value = "f32", value_parser = super::parse_precision)]
+    precision: Precision,
     /// Seed of the random input and weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -64,12 +69,12 @@ pub fn verify(a: &VerifyArgs) -> Result<(), Failure> {
         let weights = convjit::load_weights(&layer, weights)?;
         return verify_object(&layer, &weights, object, a);
     }
+    let unsupported = |m| Failure::Input(convjit::Error::Jit(JitError::Unsupported(m)));
     let backends = match a.backend {
-        Backends::All => Backend::available(),
+        Backends::All => super::backends_computing(a.precision)?,
         Backends::One(b) => {
-            let concrete = b
-                .resolve()
-                .map_err(|m| Failure::Input(convjit::Error::Jit(JitError::Unsupported(m))))?;
+            let concrete = b.resolve().map_err(unsupported)?;
+            concrete.check_precision(a.precision).map_err(unsupported)?;
             vec![concrete]
         }
     };
@@ -117,7 +122,7 @@ fn verify_layer(
     convjit::check_batch(layer, batch, 3)?;
     let n = layer.input.len() * batch;
     let input = Rng::new(a.seed ^ 0x5EED_1A7E).vec(n, 1.0);
-    let reference = Reference::new(layer, weights, &input, batch)?;
+    let reference = Reference::new(layer, weights, &input, batch, a.precision)?;
     let (i, o) = (layer.input, layer.output());
     println!(
         "layer {}: {}x{}x{} -> {}x{}x{}, batch {batch}",
@@ -127,6 +132,7 @@ fn verify_layer(
     for &backend in backends {
         let options = convjit::Options {
             backend,
+            precision: a.precision,
             ..convjit::Options::default()
         };
         let outcome = check_generated(layer, weights, &input, batch, &options, &reference);

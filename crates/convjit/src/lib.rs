@@ -41,8 +41,8 @@ pub mod verify;
 pub use convjit_ir::budget;
 pub use convjit_ir::separate::{Note as SeparationNote, Separated, Separation};
 pub use convjit_ir::{
-    compare, interpret, separate, Activation, Comparison, DataError, Layer, Padding, Rng, Shape,
-    Stage, StageKind, StageWeights, Weights,
+    compare, interpret, separate, Activation, Comparison, DataError, Layer, Padding, Precision,
+    Rng, Shape, Stage, StageKind, StageWeights, Weights,
 };
 pub use convjit_jit::{separation, CompileStats, JitError, Kernel};
 pub use convjit_plan::layer_plan::SeparationCost;

@@ -1,29 +1,13 @@
 //! Checking generated code against the interpreter, one layer at a time:
 //! what `convjit verify` and `convjit fuzz` do per layer and generator.
 
-use crate::{Error, JitError, Kernel, Layer, Options, Rng, Weights};
+use crate::{JitError, Kernel, Layer, Options, Precision, Rng, Weights};
 use convjit_ir::Comparison;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// The interpreter's output for one input, and the magnitude bounds that
-/// scale the tolerance (computed once, compared with every generator).
-pub struct Reference {
-    pub output: Vec<f32>,
-    pub magnitude: Vec<f32>,
-}
-
-impl Reference {
-    pub fn new(
-        layer: &Layer,
-        weights: &Weights,
-        input: &[f32],
-        batch: usize,
-    ) -> Result<Reference, Error> {
-        let (output, magnitude) =
-            convjit_ir::interpret_with_magnitude(layer, weights, input, batch)?;
-        Ok(Reference { output, magnitude })
-    }
-}
+/// The interpreter's outputs for one input in one precision (computed
+/// once, compared with every generator).
+pub use convjit_ir::Reference;
 
 /// What checking one generator's kernel found.
 #[derive(Debug)]
@@ -68,14 +52,18 @@ pub struct Trial {
     pub weights: Weights,
     pub input: Vec<f32>,
     pub batch: usize,
+    /// The precision the reference is in (kernels checked against it are
+    /// compiled for it).
+    pub precision: Precision,
     /// The interpreter's output, or why it has none (an error, a panic).
     pub reference: Result<Reference, String>,
 }
 
 impl Trial {
     /// `Weights::random(layer, seed)` and `batch` images of
-    /// `Rng::new(seed ^ 0x5555)` values times `scale`.
-    pub fn new(layer: &Layer, seed: u64, batch: usize, scale: f32) -> Trial {
+    /// `Rng::new(seed ^ 0x5555)` values times `scale`, the reference in
+    /// `precision`.
+    pub fn new(layer: &Layer, seed: u64, batch: usize, scale: f32, precision: Precision) -> Trial {
         let weights = Weights::random(layer, seed);
         let input: Vec<f32> = Rng::new(seed ^ 0x5555)
             .vec(batch * layer.input.len(), 1.0)
@@ -83,19 +71,25 @@ impl Trial {
             .map(|v| v * scale)
             .collect();
         let reference = catch_unwind(|| {
-            Reference::new(layer, &weights, &input, batch).map_err(|e| e.to_string())
+            Reference::new(layer, &weights, &input, batch, precision).map_err(|e| e.to_string())
         })
         .unwrap_or_else(|_| Err("the interpreter panicked".into()));
         Trial {
             weights,
             input,
             batch,
+            precision,
             reference,
         }
     }
 
-    /// [`check_generated`] with `options`; a failure of the interpreter's.
+    /// [`check_generated`] with `options` in the trial's precision; a
+    /// failure of the interpreter's.
     pub fn check(&self, layer: &Layer, options: &Options) -> Outcome {
+        let options = &Options {
+            precision: self.precision,
+            ..options.clone()
+        };
         match &self.reference {
             Err(e) => Outcome::Failed(format!("interpreter: {e}")),
             Ok(r) => check_generated(layer, &self.weights, &self.input, self.batch, options, r),
@@ -104,7 +98,7 @@ impl Trial {
 }
 
 /// Compiles `layer` with `options`, runs it on `input` and compares the
-/// output with `reference`. A panic in the compiler or the kernel is caught
+/// output with `reference` (made in `options.precision`). A panic in the compiler or the kernel is caught
 /// and reported as [`Outcome::Failed`]; a fault (a signal) cannot be.
 pub fn check_generated(
     layer: &Layer,
@@ -121,11 +115,7 @@ pub fn check_generated(
         Err(e) => Outcome::Failed(format!("compiling: {e}")),
         Ok(k) => match k.run_alloc(input, batch) {
             Err(e) => Outcome::Failed(format!("running: {e}")),
-            Ok(got) => Outcome::Compared(convjit_ir::compare(
-                &got,
-                &reference.output,
-                &reference.magnitude,
-            )),
+            Ok(got) => Outcome::Compared(reference.compare(&got)),
         },
     };
     catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|payload| {
@@ -158,9 +148,13 @@ mod tests {
     #[test]
     fn trials_pass_and_mismatches_name_the_output() {
         let l = layer();
-        let t = Trial::new(&l, 3, 2, 4.0);
+        let t = Trial::new(&l, 3, 2, 4.0, Precision::F32);
         assert_eq!(t.input.len(), 2 * l.input.len());
-        assert_eq!(t.input, Trial::new(&l, 3, 2, 4.0).input, "seeded");
+        assert_eq!(
+            t.input,
+            Trial::new(&l, 3, 2, 4.0, Precision::F32).input,
+            "seeded"
+        );
         for backend in Backend::available() {
             let o = t.check(
                 &l,
@@ -172,7 +166,7 @@ mod tests {
             assert!(o.pass(), "{backend}: {o:?}");
             assert_eq!(o.mismatch(), None);
         }
-        let mut wrong = Trial::new(&l, 3, 2, 4.0);
+        let mut wrong = Trial::new(&l, 3, 2, 4.0, Precision::F32);
         wrong.reference.as_mut().unwrap().output[5] += 1.0;
         let o = wrong.check(&l, &Options::default());
         assert!(!o.pass());

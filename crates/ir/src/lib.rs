@@ -19,6 +19,7 @@ mod precision;
 mod random;
 #[cfg(feature = "proptest")]
 pub mod random_layer;
+mod reference;
 pub mod separate;
 mod weights;
 
@@ -33,6 +34,7 @@ pub use layer::{Activation, Layer, Padding, Shape, Stage, StageKind, MAX_DIM, MA
 pub use lowering::lower;
 pub use precision::{bf16_bits, round_bf16, Precision};
 pub use random::Rng;
+pub use reference::Reference;
 pub use separate::{separate, Separated, Separation};
 pub use weights::{StageWeights, Weights};
 

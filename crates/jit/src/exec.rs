@@ -5,7 +5,7 @@
 use crate::pool::{spin_until, Pool, SPIN};
 use crate::program::{Loc, Step};
 use crate::{check_len, JitError, Kernel};
-use convjit_ir::DataError;
+use convjit_ir::{DataError, Precision};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -257,7 +257,20 @@ impl Kernel {
             .iter_mut()
             .map(|t| t.iter_mut().map(|v| Shared(v.as_mut_ptr())).collect())
             .collect();
-        let (input_ptr, output_ptr) = (
+        // In bf16 the stages read the input rounded (`bf16.rs`), the
+        // residual reads it as given.
+        let rounded = match self.options.precision {
+            Precision::F32 => None,
+            Precision::Bf16 => {
+                let what = format_args!("the bf16 input of layer '{}'", l.name);
+                let mut r = convjit_ir::budget::zeroed(what, input.len())?;
+                r.copy_from_slice(input);
+                crate::bf16::round_slice(&mut r);
+                Some(r)
+            }
+        };
+        let (input_ptr, residual_ptr, output_ptr) = (
+            Shared(rounded.as_deref().unwrap_or(input).as_ptr().cast_mut()),
             Shared(input.as_ptr().cast_mut()),
             Shared(output.as_mut_ptr()),
         );
@@ -278,6 +291,7 @@ impl Kernel {
             // SAFETY (offsets): `n < batch`, and both buffers hold
             // `batch` images (checked above).
             let image_in = input_ptr.get().wrapping_add(n * l.input.len());
+            let image_residual = residual_ptr.get().wrapping_add(n * l.input.len());
             let image_out = output_ptr.get().wrapping_add(n * out_shape.len());
             let gin = if g == 0 { image_in } else { inter[g - 1].get() };
             let gout = if g + 1 == groups.len() {
@@ -296,7 +310,7 @@ impl Kernel {
                 // SAFETY: see `exec`: the program's offsets stay inside
                 // these tensors and buffers, which are live; every
                 // thread's buffers have the same sizes.
-                unsafe { self.exec(steps, gin, gout, &mut bufs[g], image_in) };
+                unsafe { self.exec(steps, gin, gout, &mut bufs[g], image_residual) };
             }
         };
         // `bufs`: this thread's band buffers, group by group.
@@ -415,6 +429,12 @@ impl Kernel {
                     // SAFETY: the caller's contract; `residual` is read only
                     // by stages with `residual`, whose rows match the input's.
                     unsafe { (self.compiled.code.fns[f])(src, weights, dst, residual, row0, rows) };
+                    if let Some(r) = &self.compiled.rounded[f] {
+                        // SAFETY: `dst` holds the `rows` rows (pixels) the
+                        // call just wrote, this thread's (the caller's
+                        // contract); `r` rounds only its function's channels.
+                        unsafe { r.round(dst, rows) };
+                    }
                 }
                 Step::Shift { buf, from, len } => bufs[buf].copy_within(from..from + len, 0),
             }

@@ -27,6 +27,7 @@
 //! [`program`]: convjit_plan::program
 //! [`rows`]: convjit_plan::rows
 
+mod bf16;
 mod exec;
 mod pool;
 #[cfg(feature = "testing")]
@@ -35,7 +36,7 @@ pub mod testing;
 
 use convjit_cranelift::Machine;
 use convjit_ir::separate::Note as SeparationNote;
-use convjit_ir::{DataError, Layer, Separation, Stage, Weights};
+use convjit_ir::{DataError, Layer, Precision, Separation, Stage, Weights};
 use convjit_plan::layer_plan::{self, Host, LayerPlan, Options};
 use convjit_plan::limits::{check_stage_count, TooLarge};
 use convjit_plan::{program, stage_plan, Backend, Schedule};
@@ -212,6 +213,15 @@ impl std::ops::DerefMut for Aligned {
     }
 }
 
+/// A stage's weights as `precision`'s multiplies see them (bf16: rounded,
+/// the bias not: it is added in f32).
+fn weights_in(w: &convjit_ir::StageWeights, precision: Precision) -> std::borrow::Cow<'_, [f32]> {
+    match precision {
+        Precision::F32 => std::borrow::Cow::Borrowed(&w.weight),
+        Precision::Bf16 => w.weight.iter().map(|&x| precision.round(x)).collect(),
+    }
+}
+
 #[cfg(not(feature = "testing"))]
 struct Packed(Aligned);
 
@@ -222,9 +232,13 @@ struct Packed(testing::Guarded);
 
 #[cfg(feature = "testing")]
 impl Packed {
-    fn new(p: &stage_plan::StagePlan, w: &convjit_ir::StageWeights) -> Packed {
+    fn new(
+        p: &stage_plan::StagePlan,
+        w: &convjit_ir::StageWeights,
+        precision: Precision,
+    ) -> Packed {
         let mut g = testing::Guarded::zeroed(p.packed_len, true);
-        stage_plan::pack_into(p, &w.weight, w.bias.as_deref(), &mut g);
+        stage_plan::pack_into(p, &weights_in(w, precision), w.bias.as_deref(), &mut g);
         Packed(g)
     }
 
@@ -236,9 +250,13 @@ impl Packed {
 #[cfg(not(feature = "testing"))]
 impl Packed {
     /// A stage's weights packed by `p`, written straight into aligned storage.
-    fn new(p: &stage_plan::StagePlan, w: &convjit_ir::StageWeights) -> Packed {
+    fn new(
+        p: &stage_plan::StagePlan,
+        w: &convjit_ir::StageWeights,
+        precision: Precision,
+    ) -> Packed {
         let mut a = Aligned::zeroed(p.packed_len);
-        stage_plan::pack_into(p, &w.weight, w.bias.as_deref(), &mut a);
+        stage_plan::pack_into(p, &weights_in(w, precision), w.bias.as_deref(), &mut a);
         Packed(a)
     }
 
@@ -273,6 +291,9 @@ struct Compiled {
     /// channels): how it packs its stage's weights, and its CLIF on request.
     plans: Vec<stage_plan::StagePlan>,
     code: Code,
+    /// Per function, in bf16: how to round the output it writes for the
+    /// stage that reads it (`bf16.rs`); all `None` in f32.
+    rounded: Vec<Option<bf16::RoundedOutput>>,
 }
 
 impl Compiled {
@@ -306,10 +327,15 @@ impl Compiled {
             }
         }
         let code = build(&plans, backend, isa)?;
+        let rounded = match layer_plan.options.precision {
+            Precision::F32 => vec![None; program.functions.len()],
+            Precision::Bf16 => bf16::RoundedOutput::of(layer, &program),
+        };
         Ok(Compiled {
             program,
             plans,
             code,
+            rounded,
         })
     }
 }
@@ -385,7 +411,14 @@ pub fn separation(
     weights: &Weights,
     options: &Options,
 ) -> Result<(convjit_ir::Separated, layer_plan::SeparationCost), Vec<SeparationNote>> {
-    let s = convjit_ir::separate::try_separate(layer, weights, options.separate)?;
+    // Exact separation is exact to f32 rounding; in bf16 the factors,
+    // rounded apart, and the rounded intermediate are not the kernel's
+    // bf16 product: only a rank asked for (an approximation) runs.
+    let how = match (options.precision, options.separate) {
+        (Precision::Bf16, Separation::Exact) => Separation::Off,
+        (_, how) => how,
+    };
+    let s = convjit_ir::separate::try_separate(layer, weights, how)?;
     let cost = layer_plan::separation_cost(layer, &s.layer, options, &host());
     Ok((s, cost))
 }
@@ -431,6 +464,10 @@ impl Kernel {
             backend: options.backend.resolve().map_err(JitError::Unsupported)?,
             ..options.clone()
         };
+        options
+            .backend
+            .check_precision(options.precision)
+            .map_err(JitError::Unsupported)?;
         let key = Key {
             stages: layer.stages.iter().map(StageShape::of).collect(),
             options: Options {
@@ -473,7 +510,7 @@ impl Kernel {
             .functions
             .iter()
             .zip(&compiled.plans)
-            .map(|(f, p)| Packed::new(p, &weights.stages()[f.index]))
+            .map(|(f, p)| Packed::new(p, &weights.stages()[f.index], options.precision))
             .collect();
         Ok(Kernel {
             layer: layer.clone(),
@@ -721,7 +758,7 @@ mod tests {
                 .functions
                 .iter()
                 .zip(&compiled.plans)
-                .map(|(f, p)| Packed::new(p, &w.stages()[f.index]))
+                .map(|(f, p)| Packed::new(p, &w.stages()[f.index], Precision::F32))
                 .collect();
             let k = Kernel {
                 layer: l.clone(),

@@ -2,6 +2,7 @@
 //! the same for all of them; a generator only decides the instructions
 //! (and, through its vector width and register count, the blocking).
 
+use convjit_ir::Precision;
 use std::fmt;
 
 /// A code generator, or `Auto`: the best one the host can run.
@@ -75,6 +76,26 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Whether this generator (resolved, [`Backend::resolve`]) computes
+    /// `precision` on this host: bf16 needs the AVX-512 generator and
+    /// AVX512_BF16 (what its kernels' conversions and tiles are built on;
+    /// Sapphire Rapids, Zen 4), else an error that says which is missing.
+    pub fn check_precision(self, precision: Precision) -> Result<(), String> {
+        match precision {
+            Precision::F32 => Ok(()),
+            Precision::Bf16 if !has_bf16() => Err(
+                "precision bf16 needs AVX512_BF16 (Sapphire Rapids, Zen 4), which this CPU does not have"
+                    .into(),
+            ),
+            Precision::Bf16 if self != Backend::Avx512 => Err(format!(
+                "precision bf16 runs on the avx512 code generator only, not {self}"
+            )),
+            Precision::Bf16 => Ok(()),
+        }
+    }
+}
+
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(self.name())
@@ -96,6 +117,19 @@ fn has_avx512() -> bool {
         && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx512dq")
         && std::arch::is_x86_feature_detected!("avx512bw")
+}
+
+/// AVX512_BF16 beside x86-64-v4's AVX-512 (`vcvtne2ps2bf16`,
+/// `vdpbf16ps`).
+#[cfg(target_arch = "x86_64")]
+pub fn has_bf16() -> bool {
+    has_avx512() && std::arch::is_x86_feature_detected!("avx512bf16")
+}
+
+/// No bf16 instructions off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn has_bf16() -> bool {
+    false
 }
 
 #[cfg(not(target_arch = "x86_64"))]

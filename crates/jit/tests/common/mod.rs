@@ -2,7 +2,7 @@
 //! comparison against the reference interpreter.
 #![allow(dead_code)]
 
-use convjit_ir::{compile_source, interpret_with_magnitude, Layer, Rng, Weights};
+use convjit_ir::{compile_source, Layer, Reference, Rng, Weights};
 use convjit_jit::testing::Guarded;
 use convjit_jit::Kernel;
 use convjit_plan::Options;
@@ -39,9 +39,10 @@ pub fn check_with(
 ) -> Result<(), String> {
     let k = Kernel::compile_with(layer, weights, options).map_err(|e| e.to_string())?;
     let got = run_guarded(&k, x, batch)?;
-    let (want, mag) = interpret_with_magnitude(layer, weights, x, batch).unwrap();
-    assert_eq!(got.len(), want.len());
-    let c = convjit_ir::compare(&got, &want, &mag);
+    // In the kernel's precision (bf16: also within bf16's bound of f32).
+    let reference = Reference::new(layer, weights, x, batch, options.precision).unwrap();
+    assert_eq!(got.len(), reference.output.len());
+    let c = reference.compare(&got);
     if !c.pass() {
         let (i, (g, w)) = (c.worst, c.values);
         let o = layer.output();

@@ -23,7 +23,7 @@ pub use separation::{separation_cost, SeparationCost};
 
 use crate::backend::Backend;
 use crate::stage_plan::Target;
-use convjit_ir::{Layer, Separation};
+use convjit_ir::{Layer, Precision, Separation};
 use cost::group_cycles;
 use threads::choose_bands_and_threads;
 
@@ -83,6 +83,10 @@ pub struct Options {
     /// `Khx1` then a `1xKw` stage (`convjit_ir::separate`; a rewrite of the
     /// layer before planning).
     pub separate: Separation,
+    /// The arithmetic (`convjit_ir::Precision`): bf16 rounds the weights
+    /// when packed and every stage's input values, and needs a generator
+    /// and CPU with bf16 instructions ([`Backend::check_precision`]).
+    pub precision: Precision,
 }
 
 impl Default for Options {
@@ -94,6 +98,7 @@ impl Default for Options {
             min_thread_cycles: MIN_CYCLES_PER_THREAD,
             backend: Backend::Auto,
             separate: Separation::Exact,
+            precision: Precision::F32,
         }
     }
 }
