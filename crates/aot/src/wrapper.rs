@@ -208,11 +208,12 @@ pub fn define_entry<M: Module>(
         };
         let w = b.ins().iadd_imm_s(wbase, (layout.stages[i].0 * 4) as i64);
         // (input, weights, output, residual = this image's layer input,
-        // all output rows (pixels for a flat stage): row0 = 0, rows)
+        // all output rows (pixels for a flat stage): row0 = 0, rows,
+        // scratch = null: objects hold no AMX functions)
         let s = &layer.stages[i];
         let (_, n) = stage_plan::call_range(s, 0, s.output.h);
         let rows = b.ins().iconst(I64, n as i64);
-        b.ins().call(f, &[src, w, dst, in_p, zero, rows]);
+        b.ins().call(f, &[src, w, dst, in_p, zero, rows, zero]);
         src = dst;
     }
     let in_next = b.ins().iadd_imm_s(in_p, (layer.input.len() * 4) as i64);

@@ -223,9 +223,11 @@ fn cache_hit(
 }
 
 /// The planned kernel's variants, compiled: separated or not, without
-/// fusion, on every core (what the planner's choices are worth), and
-/// every other code generator the host runs with the same planner
-/// overrides (what the choice of generator is worth). Each has an output
+/// fusion, on every core (what the planner's choices are worth), in bf16
+/// (`jit-bf16`, for an f32 plan on a host with AVX512_BF16), and every
+/// other code generator the host runs that computes the planned precision,
+/// with the same planner overrides (what the choice of generator is
+/// worth). Each has an output
 /// of `len` floats.
 fn variants(
     layer: &Layer,
@@ -259,9 +261,21 @@ fn variants(
         };
         other_options.push((format!("jit-{cores}threads"), o));
     }
+    // The same layer in bf16 where the host computes it (the AVX-512
+    // generator, AMX tiles where granted): what the precision is worth.
+    let bf16 = convjit::Precision::Bf16;
+    if options.precision != bf16 && convjit::Backend::Avx512.check_precision(bf16).is_ok() {
+        let o = Options {
+            precision: bf16,
+            backend: convjit::Backend::Avx512,
+            ..options.clone()
+        };
+        other_options.push(("jit-bf16".to_string(), o));
+    }
     let chosen = options.backend.resolve().ok();
     for b in convjit::Backend::available() {
-        if Some(b) != chosen {
+        // Only the generators that compute the planned precision.
+        if Some(b) != chosen && b.check_precision(options.precision).is_ok() {
             let o = Options {
                 backend: b,
                 ..options.clone()

@@ -62,7 +62,7 @@ struct Gen<'a, 'b> {
 const MAX_ROW_WEIGHTS: usize = 5;
 
 /// Emits the body of the stage function into `b` (whose signature has the
-/// six parameters already). `fused`: emit `fma` (else `fmul` + `fadd`, for
+/// parameters already: the first six are read, `scratch` is not). `fused`: emit `fma` (else `fmul` + `fadd`, for
 /// targets without a fused multiply-add instruction).
 pub fn emit(plan: &StagePlan, b: &mut FunctionBuilder, fused: bool) {
     let entry = b.create_block();

@@ -60,8 +60,11 @@ fn codegen_err(e: impl fmt::Display) -> Error {
     Error::Codegen(e.to_string())
 }
 
-/// Integer parameters of a stage function (see `codegen.rs`).
-const STAGE_PARAMS: usize = 6;
+/// Integer parameters of a stage function (see `codegen.rs`): the six
+/// every generator reads and `scratch`, which only the x86 generator's
+/// AMX functions use (one signature for all, so the runtime and objects
+/// call any function the same way).
+const STAGE_PARAMS: usize = 7;
 
 /// The host ISA with our flags, built once.
 pub fn isa() -> Result<OwnedTargetIsa, Error> {

@@ -41,8 +41,15 @@ impl Shared {
 /// them: the run then spawns its own).
 pub(crate) struct Scratch {
     inter: Vec<Vec<Buf>>,
-    bufs: Vec<Vec<Vec<Buf>>>,
+    bufs: Vec<ThreadBufs>,
     workers: Option<Pool>,
+}
+
+/// One thread's buffers: per group its band buffers, and the scratch of
+/// the AMX functions (`StagePlan::tiles`; empty without them).
+pub(crate) struct ThreadBufs {
+    groups: Vec<Vec<Buf>>,
+    tiles: Buf,
 }
 
 /// A run buffer: aligned to a cache line, or with the `testing` feature a
@@ -67,6 +74,7 @@ impl Scratch {
         layer: &convjit_ir::Layer,
         program: &crate::program::Program,
         threads: usize,
+        tile_scratch: usize,
     ) -> Result<Scratch, DataError> {
         let bands: Option<u64> = program
             .groups
@@ -74,9 +82,11 @@ impl Scratch {
             .flat_map(|g| &g.buffers)
             .try_fold(0u64, |n, &b| n.checked_add(b as u64));
         let inter: Option<u64> = Scratch::inter_len(layer, program);
+        let tile_floats = tile_scratch.div_ceil(4);
         convjit_ir::budget::check(
             format_args!("the run buffers of layer '{}'", layer.name),
             bands
+                .and_then(|b| b.checked_add(tile_floats as u64))
                 .and_then(|b| b.checked_mul(threads as u64))
                 .zip(inter)
                 .and_then(|(b, i)| b.checked_add(i)?.checked_mul(4)),
@@ -84,12 +94,13 @@ impl Scratch {
         Ok(Scratch {
             inter: vec![Scratch::inter(layer, program)],
             bufs: (0..threads)
-                .map(|_| {
-                    program
+                .map(|_| ThreadBufs {
+                    groups: program
                         .groups
                         .iter()
                         .map(|g| g.buffers.iter().map(|&n| zeroed(n)).collect())
-                        .collect()
+                        .collect(),
+                    tiles: zeroed(tile_floats),
                 })
                 .collect(),
             // Made by the first run that cannot have the shared workers.
@@ -230,7 +241,12 @@ impl Kernel {
         let pool = || self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let mut scratch = match pool().pop() {
             Some(s) => s,
-            None => Scratch::new(l, &self.compiled.program, threads)?,
+            None => Scratch::new(
+                l,
+                &self.compiled.program,
+                threads,
+                self.compiled.tile_scratch,
+            )?,
         };
         // Whole images per thread while there are enough for all (no
         // barriers, each thread with its own tensors between groups); the
@@ -287,7 +303,7 @@ impl Kernel {
                            g: usize,
                            share: Option<usize>,
                            inter: &[Shared],
-                           bufs: &mut Vec<Vec<Buf>>| {
+                           bufs: &mut ThreadBufs| {
             // SAFETY (offsets): `n < batch`, and both buffers hold
             // `batch` images (checked above).
             let image_in = input_ptr.get().wrapping_add(n * l.input.len());
@@ -309,12 +325,22 @@ impl Kernel {
                 self.testing.before_group(_t);
                 // SAFETY: see `exec`: the program's offsets stay inside
                 // these tensors and buffers, which are live; every
-                // thread's buffers have the same sizes.
-                unsafe { self.exec(steps, gin, gout, &mut bufs[g], image_residual) };
+                // thread's buffers have the same sizes, its tile scratch
+                // the largest any function asks for.
+                let tiles = bufs.tiles.as_mut_ptr().cast::<u8>();
+                unsafe {
+                    self.exec(
+                        steps,
+                        (gin, gout),
+                        &mut bufs.groups[g],
+                        image_residual,
+                        tiles,
+                    )
+                };
             }
         };
         // `bufs`: this thread's band buffers, group by group.
-        let worker = |t: usize, bufs: &mut Vec<Vec<Buf>>| -> Result<(), Broken> {
+        let worker = |t: usize, bufs: &mut ThreadBufs| -> Result<(), Broken> {
             for n in (t..whole).step_by(threads.max(1)) {
                 for g in 0..groups.len() {
                     image_group(t, n, g, None, &inter[t], bufs);
@@ -341,7 +367,7 @@ impl Kernel {
         };
         // A thread that panics breaks the gate, so the others stop at
         // their next barrier instead of waiting for it forever.
-        let worker = |t: usize, bufs: &mut Vec<Vec<Buf>>| {
+        let worker = |t: usize, bufs: &mut ThreadBufs| {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| worker(t, bufs))) {
                 let mut f = failure.lock().unwrap_or_else(|e| e.into_inner());
                 f.get_or_insert_with(|| format!("thread {t}: {}", panic_message(&*p)));
@@ -360,7 +386,7 @@ impl Kernel {
             worker(0, &mut scratch.bufs[0]);
         } else {
             // Each thread locks its own buffers once (never contended).
-            let bufs: Vec<Mutex<&mut Vec<Vec<Buf>>>> =
+            let bufs: Vec<Mutex<&mut ThreadBufs>> =
                 scratch.bufs.iter_mut().map(Mutex::new).collect();
             let work = |t: usize| {
                 let mut b = bufs[t].lock().unwrap_or_else(|e| e.into_inner());
@@ -392,7 +418,8 @@ impl Kernel {
     /// # Safety
     /// `gin` and `gout` point at whole tensors of the group's first stage's
     /// input and last stage's output, `residual` at the layer's input image,
-    /// and `bufs` has the program's buffer sizes. The program (built by
+    /// and `bufs` has the program's buffer sizes; `tiles` is this thread's
+    /// alone, of `Compiled::tile_scratch` bytes. The program (built by
     /// `program::program` from the same layer) keeps every step's rows
     /// inside these: a call's input pointer may lie before its buffer
     /// (where the stage's input row 0 would be, computed with wrapping
@@ -403,10 +430,10 @@ impl Kernel {
     unsafe fn exec(
         &self,
         steps: &[Step],
-        gin: *mut f32,
-        gout: *mut f32,
+        (gin, gout): (*mut f32, *mut f32),
         bufs: &mut [Buf],
         residual: *mut f32,
+        tiles: *mut u8,
     ) {
         let at = |bufs: &mut [Buf], loc: Loc| match loc {
             Loc::GroupIn(o) => gin.wrapping_offset(o),
@@ -428,7 +455,9 @@ impl Kernel {
                     let residual = residual.wrapping_add(r);
                     // SAFETY: the caller's contract; `residual` is read only
                     // by stages with `residual`, whose rows match the input's.
-                    unsafe { (self.compiled.code.fns[f])(src, weights, dst, residual, row0, rows) };
+                    unsafe {
+                        (self.compiled.code.fns[f])(src, weights, dst, residual, row0, rows, tiles)
+                    };
                     if let Some(r) = &self.compiled.rounded[f] {
                         // SAFETY: `dst` holds the `rows` rows (pixels) the
                         // call just wrote, this thread's (the caller's

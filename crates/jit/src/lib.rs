@@ -12,10 +12,12 @@
 //!
 //! ```text
 //! extern "C" fn(input: *const f32, weights: *const f32, output: *mut f32,
-//!               residual: *const f32, row0: usize, rows: usize)
+//!               residual: *const f32, row0: usize, rows: usize,
+//!               scratch: *mut u8)
 //! ```
 //!
-//! computing output rows `row0..row0 + rows` of one image. Every size is
+//! computing output rows `row0..row0 + rows` of one image (`scratch`: the
+//! calling thread's, for AMX functions, `tiles.rs`). Every size is
 //! a compile-time constant except the row range; the weights are passed
 //! by pointer, so the code depends only on the layer's shapes and is
 //! cached process-wide: compiling the same layer again (with any weights)
@@ -30,6 +32,9 @@
 mod bf16;
 mod exec;
 mod pool;
+mod tiles;
+
+pub use tiles::tiles_refused;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
@@ -139,7 +144,8 @@ pub struct CompileStats {
     pub pack_seconds: f64,
 }
 
-type StageFn = unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, usize, usize);
+type StageFn =
+    unsafe extern "C" fn(*const f32, *const f32, *mut f32, *const f32, usize, usize, *mut u8);
 
 /// Finalized machine code of one layer: never mutated after construction.
 struct Code {
@@ -294,6 +300,9 @@ struct Compiled {
     /// Per function, in bf16: how to round the output it writes for the
     /// stage that reads it (`bf16.rs`); all `None` in f32.
     rounded: Vec<Option<bf16::RoundedOutput>>,
+    /// Bytes of scratch each thread passes its functions: the most any AMX
+    /// function needs (`TilePlan::scratch_bytes`), else 0.
+    tile_scratch: usize,
 }
 
 impl Compiled {
@@ -310,7 +319,7 @@ impl Compiled {
         isa: OwnedTargetIsa,
     ) -> Result<Compiled, JitError> {
         let program = program::program(layer, layer_plan);
-        let target = stage_plan::Target::of(backend);
+        let target = stage_target(backend, layer_plan.options.precision);
         // One plan per function: a stage, or a thread's share of its
         // output channels (packing only those channels' weights).
         let plans: Vec<stage_plan::StagePlan> =
@@ -331,12 +340,31 @@ impl Compiled {
             Precision::F32 => vec![None; program.functions.len()],
             Precision::Bf16 => bf16::RoundedOutput::of(layer, &program),
         };
+        let tile_scratch = plans
+            .iter()
+            .filter_map(|p| p.tiles.as_ref().map(|t| t.scratch_bytes))
+            .max()
+            .unwrap_or(0);
         Ok(Compiled {
             program,
             plans,
             code,
             rounded,
+            tile_scratch,
         })
+    }
+}
+
+/// The stage plans' target for `backend` (resolved) in `precision`: with
+/// AMX tiles for bf16 on the AVX-512 generator where this process may use
+/// them ([`tiles_refused`]).
+pub fn stage_target(backend: Backend, precision: Precision) -> stage_plan::Target {
+    let target = stage_plan::Target::of(backend);
+    stage_plan::Target {
+        tiles: precision == Precision::Bf16
+            && backend == Backend::Avx512
+            && tiles_refused().is_none(),
+        ..target
     }
 }
 

@@ -66,6 +66,49 @@ fn every_stage_input_is_rounded_and_the_residual_is_not() {
     assert_ne!(f32_out, bf16_out);
 }
 
+/// Stages that fill AMX tiles, at their edges: channel tails in both
+/// tile dimensions (K: Ci not a multiple of 32; N: Co not of 16), rows
+/// shorter and longer than a 16-pixel block and not a multiple of it,
+/// odd block counts (the clamped pair), strides, dilations, explicit and
+/// same padding, bias, both activations, the residual, and flat stages
+/// called on pixel ranges that are not multiples of 32.
+const TILE_LAYERS: &str = "
+layer a { input 14x14x64\n p: pointwise 64 }
+layer b { input 7x9x40\n p: pointwise 50, bias, relu6 }
+layer c { input 3x5x16\n p: pointwise 16 }
+layer d { input 20x21x32\n c: conv 3x3 -> 32, pad same }
+layer e { input 19x37x48\n c: conv 3x3 -> 40, stride 2x2, pad same, bias, relu }
+layer f { input 9x23x48\n c: conv 3x3 -> 48, dilation 2x2, pad same, bias, relu, residual }
+layer g { input 17x17x128\n c: conv 7x7 -> 96, pad same }
+layer h { input 11x13x33\n c: conv 2x5 -> 17, stride 1x3, pad 1 0 2 3, bias }
+layer i { input 8x40x24\n c: conv 1x7 -> 24, pad same, relu }
+layer j { input 5x50x16\n c: conv 3x1 -> 80, stride 2x1, pad valid }
+layer k { input 12x12x64\n e: pointwise 96, relu6\n d: depthwise 3x3, pad same\n p: pointwise 64, residual }
+";
+
+#[test]
+fn tile_stages_match_at_their_edges() {
+    if skip() {
+        return;
+    }
+    if let Some(why) = convjit_jit::tiles_refused() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    for l in compile_source(TILE_LAYERS).unwrap() {
+        let w = Weights::random(&l, 11);
+        let x: Vec<f32> = common::input(&l, 2, 12).iter().map(|v| v * 3.0).collect();
+        for (fuse, threads) in [(Fusion::Auto, 1), (Fusion::Never, 2), (Fusion::Always, 2)] {
+            let o = bf16(fuse, threads);
+            common::check_with(&l, &w, &x, 2, &o)
+                .unwrap_or_else(|e| panic!("layer {} {fuse:?} {threads}: {e}", l.name));
+        }
+        // The tiles ran (a stage of these takes them), not f32 code.
+        let k = Kernel::compile_with(&l, &w, &bf16(Fusion::Auto, 1)).unwrap();
+        assert!(k.asm().contains("tdpbf16ps"), "layer {}: no tiles", l.name);
+    }
+}
+
 #[test]
 fn bf16_where_no_generator_computes_it_is_an_error() {
     let l = common::layer("layer p { input 4x4x8\n p: pointwise 8 }");

@@ -12,6 +12,7 @@
 
 mod asm;
 mod emit;
+mod tiles;
 
 use convjit_plan::limits::{check_code_size, TooLarge};
 use convjit_plan::stage_plan::{StagePlan, Target};
@@ -54,6 +55,9 @@ impl Isa {
 /// An error is a bug in this generator (an instruction it could not
 /// encode), never a property of the layer.
 pub fn emit(plan: &StagePlan, isa: Isa) -> Result<Vec<u8>, String> {
+    if plan.tiles.is_some() {
+        return tiles::emit_tiles(plan);
+    }
     assert_eq!(
         plan.sched.lanes,
         isa.target().lanes,

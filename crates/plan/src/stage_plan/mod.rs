@@ -16,7 +16,8 @@
 //!   [`plan_channels`]);
 //! - `packing.rs`: the packed-weight layout and the copies that fill it
 //!   ([`StagePlan::pack_copies`], [`pack_into`]);
-//! - `code_size.rs`: the instructions a plan will take ([`code_size`]).
+//! - `code_size.rs`: the instructions a plan will take ([`code_size`]);
+//! - `tiles.rs`: bf16 stages on AMX tiles ([`tile_plan`], [`TilePlan`]).
 
 mod code_size;
 mod geometry;
@@ -26,6 +27,7 @@ mod schedule;
 mod shares;
 mod stage;
 mod target;
+mod tiles;
 
 pub use code_size::{code_size, MIN_CODE_SIZE};
 pub use geometry::{
@@ -42,3 +44,4 @@ pub use stage::{
     plan_for, plan_for_cranelift, planned_stage, StagePlan, Strategy, CHANNELS_OUTER_BYTES,
 };
 pub use target::{stage_target, Target, LANES, MAX_LANES};
+pub use tiles::{tile_plan, TilePlan, B_TILE_BYTES, K_CHUNK, MAX_TILE_SCRATCH, M_BLOCK, N_BLOCK};

@@ -390,6 +390,9 @@ pub fn pack(plan: &StagePlan, weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> 
 /// [`pack`] into `out` (`plan.packed_len` zeroed f32s), e.g. aligned
 /// storage: runs [`StagePlan::pack_copies`].
 pub fn pack_into(plan: &StagePlan, weight: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    if let Some(t) = &plan.tiles {
+        return super::tiles::pack_tiles(plan, t, weight, bias, out);
+    }
     let copies = plan.pack_copies();
     // (Tap, channel) steps outermost, whatever the copy: each step's
     // weights are one contiguous row over the output channels, read once

@@ -15,6 +15,7 @@ use super::schedule::{schedule_for, Schedule};
 #[cfg(doc)]
 use super::shares::plan_channels;
 use super::target::{stage_target, Target};
+use super::tiles::{tile_plan, TilePlan};
 use convjit_ir::{Activation, Stage, StageKind};
 
 /// Conv/pointwise weights (bytes) above which channel blocks are walked
@@ -165,6 +166,10 @@ pub struct StagePlan {
     /// co)`, but for a thread's share of a conv/pointwise stage
     /// ([`plan_channels`]), whose packed weights hold only those.
     pub channels: (usize, usize),
+    /// bf16 on AMX tiles ([`Target::tiles`] and a stage that fills them):
+    /// the function and its packed weights follow this instead of the
+    /// runs and units above.
+    pub tiles: Option<TilePlan>,
 }
 
 /// The plan of `stage` for Cranelift's vectors.
@@ -223,6 +228,7 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         _ => None,
     };
     let extent = packed_extent(&weights, groups, steps, has_bias, taps, row_phases, lanes);
+    let tiles = target.tiles.then(|| tile_plan(stage).ok()).flatten();
     StagePlan {
         target: *target,
         sched,
@@ -256,10 +262,11 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         compact: weights.compact,
         row_weights_off: extent.row_weights_off,
         row_multiplier,
-        packed_len: extent.packed_len,
+        packed_len: tiles.as_ref().map_or(extent.packed_len, |t| t.packed_len),
         activation: stage.activation,
         residual: stage.residual,
         channels: (0, co),
+        tiles,
     }
 }
 

@@ -21,6 +21,10 @@ pub struct Target {
     pub lanes: usize,
     /// Vector registers the generator may use.
     pub vector_registers: usize,
+    /// bf16 conv and pointwise stages run on AMX tiles where they fill
+    /// them ([`super::tile_plan`]): the AVX-512 generator, precision bf16,
+    /// and a process granted the tile state.
+    pub tiles: bool,
 }
 
 impl Target {
@@ -30,12 +34,14 @@ impl Target {
         backend: Backend::Cranelift,
         lanes: LANES,
         vector_registers: 16,
+        tiles: false,
     };
     /// `convjit-x86`'s AVX2 generator: 256-bit ymm vectors, 16 registers.
     pub const AVX2: Target = Target {
         backend: Backend::Avx2,
         lanes: 8,
         vector_registers: 16,
+        tiles: false,
     };
     /// `convjit-x86`'s AVX-512 generator: 512-bit zmm vectors, 32
     /// registers.
@@ -43,6 +49,7 @@ impl Target {
         backend: Backend::Avx512,
         lanes: 16,
         vector_registers: 32,
+        tiles: false,
     };
 
     /// The target of a concrete generator (`Auto` is Cranelift's).

@@ -1,0 +1,208 @@
+//! AMX tiles for a bf16 conv or pointwise stage ([`TilePlan`]): the
+//! reduction (taps x input channels) in chunks of 32 bf16 channels (one
+//! 64-byte tile row), the output channels in blocks of 16 (one tile's
+//! columns), the output pixels in blocks of 16 (one tile's rows).
+//!
+//! The stage function converts its input to bf16 in a scratch area (the
+//! values are already bf16: the runtime rounded them, so the conversion
+//! is exact) and runs `TDPBF16PS` on 2x2 accumulator tiles: two pixel
+//! blocks by two channel blocks, each A tile (pixels x 32 channels) used
+//! twice and each B tile (32 channels x 16 outputs) twice. Then bias,
+//! activation and residual in f32 on the stored accumulators.
+//!
+//! - A flat stage (1x1, a range of pixels) converts 32 pixels at a time:
+//!   `[32][Cp]` bf16.
+//! - Any other converts, per output row, the `Kh` input rows its taps read
+//!   into `[Kh][Ws][Cp]` bf16 with zero columns for the padding: a tap's A
+//!   tile is 16 pixels `sw` columns apart, a tile row stride of
+//!   `sw * Cp * 2` bytes (any stride and dilation).
+//!
+//! Pixels past the row's (or the range's) end are computed from whatever
+//! the scratch holds and never stored: a tile's rows are independent.
+
+use super::stage::StagePlan;
+use convjit_ir::{Stage, StageKind};
+
+/// bf16 channels per tile row (64 bytes): one reduction chunk.
+pub const K_CHUNK: usize = 32;
+/// Output channels per accumulator tile (16 f32 columns).
+pub const N_BLOCK: usize = 16;
+/// Output pixels per tile (16 rows).
+pub const M_BLOCK: usize = 16;
+/// Bytes of one B tile: 16 rows of 16 channel pairs.
+pub const B_TILE_BYTES: usize = 1024;
+/// The most scratch an AMX stage function may need: its `Kh` converted
+/// input rows and four accumulator tiles. Wider stages run as f32 code
+/// on rounded values.
+pub const MAX_TILE_SCRATCH: usize = 1 << 20;
+
+/// How a stage runs on AMX tiles.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TilePlan {
+    /// Input channels padded to [`K_CHUNK`].
+    pub cp: usize,
+    /// Reduction chunks per tap: `cp / K_CHUNK`.
+    pub k_chunks: usize,
+    /// Output channels computed (a thread's share, or all).
+    pub co: usize,
+    /// Channel blocks of [`N_BLOCK`]: `ceil(co / 16)`.
+    pub n_blocks: usize,
+    /// Pixel blocks per output row (not flat): `ceil(wo / 16)`.
+    pub m_blocks: usize,
+    /// Converted input columns per kernel row (not flat): every column a
+    /// tap of a computed pixel reads, from the left padding on.
+    pub staged_width: usize,
+    /// Bytes of one converted input row (`staged_width * cp * 2`).
+    pub staged_row_bytes: usize,
+    /// Where the four f32 accumulator tiles are stored for the epilogue,
+    /// in bytes from the scratch's start (after the converted input).
+    pub acc_offset: usize,
+    /// Scratch bytes the function needs (a multiple of 64).
+    pub scratch_bytes: usize,
+    /// Float offset of the f32 bias in the packed weights
+    /// (`n_blocks * 16` floats, zero past `co`).
+    pub bias_off: usize,
+    /// Floats of the packed weights: B tiles `[tap][chunk][n block]`, each
+    /// 16 rows of 16 channel pairs (bf16, the lower channel in the low
+    /// half), then the bias.
+    pub packed_len: usize,
+}
+
+/// Why `stage` does not run on tiles, or its tile plan: a conv or
+/// pointwise stage of one group with at least 16 input and 16 output
+/// channels (fewer would leave most of a tile row or column zero) whose
+/// scratch fits [`MAX_TILE_SCRATCH`]. `stage` is the planned stage (a
+/// thread's share has its channels as outputs).
+pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
+    let groups = match stage.kind {
+        StageKind::Conv { groups, .. } | StageKind::Pointwise { groups, .. } => groups,
+        StageKind::Depthwise { .. } => return Err("depthwise: f32 arithmetic on bf16 values"),
+    };
+    if groups != 1 {
+        return Err("grouped: no tile blocking for groups yet");
+    }
+    let (ci, co) = (stage.input.c, stage.output.c);
+    if ci < 16 || co < 16 {
+        return Err("fewer than 16 input or output channels: tiles mostly zero");
+    }
+    let cp = ci.div_ceil(K_CHUNK) * K_CHUNK;
+    let [kh, kw] = stage.kernel;
+    let taps = kh * kw;
+    let n_blocks = co.div_ceil(N_BLOCK);
+    let flat = super::is_flat(stage);
+    let wo = stage.output.w;
+    let m_blocks = if flat { 0 } else { wo.div_ceil(M_BLOCK) };
+    // Columns read by the last computed pixel's last tap, plus one; the
+    // 2x2 blocking reads one block past an odd count (clamped: see
+    // `pixel_pairs`), so `m_blocks` blocks suffice.
+    let staged_width = if flat {
+        0
+    } else {
+        (m_blocks * M_BLOCK - 1) * stage.stride[1] + (kw - 1) * stage.dilation[1] + 1
+    };
+    let staged_row_bytes = staged_width * cp * 2;
+    let converted = if flat {
+        2 * M_BLOCK * cp * 2
+    } else {
+        kh * staged_row_bytes
+    };
+    let acc_offset = converted.div_ceil(64) * 64;
+    let scratch_bytes = acc_offset + 4 * M_BLOCK * N_BLOCK * 4;
+    if scratch_bytes > MAX_TILE_SCRATCH {
+        return Err("input rows too wide for the tile scratch");
+    }
+    let b_floats = taps * (cp / K_CHUNK) * n_blocks * B_TILE_BYTES / 4;
+    Ok(TilePlan {
+        cp,
+        k_chunks: cp / K_CHUNK,
+        co,
+        n_blocks,
+        m_blocks,
+        staged_width,
+        staged_row_bytes,
+        acc_offset,
+        scratch_bytes,
+        bias_off: b_floats,
+        packed_len: b_floats + n_blocks * N_BLOCK,
+    })
+}
+
+/// The packed weights of a tile plan: `weight` is the stage's (HWIO, or
+/// `[Ci][Co]`), its output channels `c0..c0 + t.co` taken, rounded to
+/// bf16 as the tiles read them.
+pub(super) fn pack_tiles(
+    p: &StagePlan,
+    t: &TilePlan,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let (ci, co_all, c0) = (p.ci, p.co, p.channels.0);
+    let taps = p.kh * p.kw;
+    let mut at = 0;
+    for tap in 0..taps {
+        for chunk in 0..t.k_chunks {
+            for nb in 0..t.n_blocks {
+                for row in 0..K_CHUNK / 2 {
+                    for col in 0..N_BLOCK {
+                        let o = nb * N_BLOCK + col;
+                        let w = |c: usize| match c < ci && o < t.co {
+                            true => convjit_ir::bf16_bits(weight[(tap * ci + c) * co_all + c0 + o]),
+                            false => 0,
+                        };
+                        let c = chunk * K_CHUNK + 2 * row;
+                        let pair = u32::from(w(c)) | u32::from(w(c + 1)) << 16;
+                        out[at] = f32::from_bits(pair);
+                        at += 1;
+                    }
+                }
+            }
+        }
+    }
+    debug_assert_eq!(at, t.bias_off);
+    if let Some(b) = bias {
+        out[t.bias_off..t.bias_off + t.co].copy_from_slice(&b[c0..c0 + t.co]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(src: &str) -> Stage {
+        convjit_ir::compile_source(src)
+            .unwrap()
+            .remove(0)
+            .stages
+            .remove(0)
+    }
+
+    #[test]
+    fn convs_and_pointwise_stages_of_16_channels_take_tiles() {
+        let t = tile_plan(&stage(
+            "layer l { input 56x56x64\n c: conv 3x3 -> 64, pad same }",
+        ))
+        .unwrap();
+        assert_eq!((t.cp, t.k_chunks, t.n_blocks, t.m_blocks), (64, 2, 4, 4));
+        // 64 computed pixels read columns 0..66 of the padded row.
+        assert_eq!(t.staged_width, 66);
+        assert_eq!(t.bias_off, 9 * 2 * 4 * 256);
+        let p = tile_plan(&stage("layer l { input 14x14x24\n p: pointwise 144 }")).unwrap();
+        assert_eq!((p.cp, p.n_blocks, p.m_blocks), (32, 9, 0));
+        let s = tile_plan(&stage(
+            "layer l { input 17x17x128\n c: conv 7x7 -> 128, stride 2x2, pad same }",
+        ))
+        .unwrap();
+        assert_eq!(s.staged_width, 15 * 2 + 6 + 1);
+    }
+
+    #[test]
+    fn narrow_grouped_and_depthwise_stages_do_not() {
+        let no = |src: &str| tile_plan(&stage(src)).is_err();
+        assert!(no("layer l { input 8x8x3\n c: conv 3x3 -> 32 }"));
+        assert!(no("layer l { input 8x8x32\n c: conv 3x3 -> 8 }"));
+        assert!(no("layer l { input 8x8x32\n d: depthwise 3x3 }"));
+        assert!(no("layer l { input 8x8x32\n c: conv 3x3 -> 32, groups 2 }"));
+        assert!(no("layer l { input 8x20000x512\n c: conv 3x3 -> 32 }"));
+    }
+}

@@ -1,0 +1,720 @@
+//! A bf16 stage on AMX tiles, following its [`TilePlan`] (see
+//! `convjit_plan::stage_plan::tiles` for the layout and why).
+//!
+//! Signature (System V): the stage functions' six arguments and a
+//! seventh, `scratch` (on the stack at entry): at least
+//! [`TilePlan::scratch_bytes`] bytes, 64-byte aligned, this thread's.
+//!
+//! Tiles: `tmm0..3` accumulate pixel block `m` x channel block `n` as
+//! `tmm(2m + n)`; `tmm4`, `tmm5` hold the two pixel blocks' A tiles (16
+//! pixels x 32 channels), `tmm6`, `tmm7` the two channel blocks' B tiles.
+//! A pair beyond the last block is clamped to it: the last pair of an
+//! odd count computes one block twice and stores the same values twice.
+//!
+//! Registers inside the reduction: rax, rbx the two A pointers, r10, r11
+//! the two B pointers, r12 the A row stride, r13 the constant 64 (the B
+//! row stride), rcx, rdx, rbp loop counters; everything of the outer
+//! loops lives in stack slots (they run once per 2x2 block of tiles,
+//! which does `4 x taps x chunks` tile products).
+
+use crate::asm::{mem, Asm, Label};
+use convjit_ir::Activation;
+use convjit_plan::stage_plan::{StagePlan, TilePlan, B_TILE_BYTES, K_CHUNK, M_BLOCK, N_BLOCK};
+use iced_x86::{Code, Instruction as I, MemoryOperand, Register as R};
+
+const SAVED: [R; 6] = [R::RBX, R::RBP, R::R12, R::R13, R::R14, R::R15];
+
+/// Stack slots (8 bytes each) above the 64-byte tile configuration.
+#[derive(Clone, Copy)]
+enum Slot {
+    Input,
+    Weights,
+    /// Where output row (flat: pixel) 0 would be.
+    OutBase,
+    /// `residual - output` in bytes.
+    ResDelta,
+    Scratch,
+    /// The current output row (flat: first pixel of the block).
+    Row,
+    /// The end of the call's rows (pixels).
+    End,
+    /// Pixel block pair: the first block's index (rows) and the second's.
+    M0,
+    M1,
+    /// Channel block pair: the first block's index and the second's.
+    N0,
+    N1,
+    /// Valid pixels of the current 32-pixel block (flat).
+    Valid,
+}
+
+const SLOTS: i32 = 12;
+const CONFIG: i32 = 64;
+/// Slots after the tile configuration, rounded so that rsp stays 16-byte
+/// aligned with the six saved registers and the return address.
+const FRAME: i32 = CONFIG + SLOTS * 8 + 8;
+
+fn slot(s: Slot) -> MemoryOperand {
+    mem(R::RSP, CONFIG + s as i32 * 8)
+}
+
+/// `[base + index * 1 + disp]`: a tile load or store's operand (the
+/// index register is the row stride).
+fn sib(base: R, stride: R, disp: i64) -> MemoryOperand {
+    MemoryOperand::with_base_index_scale_displ_size(base, stride, 1, disp, 1)
+}
+
+fn tmm(i: usize) -> R {
+    [
+        R::TMM0,
+        R::TMM1,
+        R::TMM2,
+        R::TMM3,
+        R::TMM4,
+        R::TMM5,
+        R::TMM6,
+        R::TMM7,
+    ][i]
+}
+
+fn zmm(i: usize) -> R {
+    [
+        R::ZMM0,
+        R::ZMM1,
+        R::ZMM2,
+        R::ZMM3,
+        R::ZMM4,
+        R::ZMM5,
+        R::ZMM6,
+        R::ZMM7,
+    ][i]
+}
+
+/// The machine code of a tile plan's stage function.
+pub fn emit_tiles(p: &StagePlan) -> Result<Vec<u8>, String> {
+    let t = p.tiles.as_ref().ok_or("not a tile plan")?;
+    let mut g = Tiles {
+        a: Asm::new(),
+        p,
+        t,
+    };
+    g.function();
+    g.a.finish()
+}
+
+struct Tiles<'a> {
+    a: Asm,
+    p: &'a StagePlan,
+    t: &'a TilePlan,
+}
+
+impl Tiles<'_> {
+    fn function(&mut self) {
+        let p = self.p;
+        for r in SAVED {
+            self.a.emit(I::with1(Code::Push_r64, r));
+        }
+        // The seventh argument, above the return address and the pushes.
+        let scratch_at = 8 + 8 * SAVED.len() as i32;
+        self.a.emit(I::with2(
+            Code::Mov_r64_rm64,
+            R::RAX,
+            mem(R::RSP, scratch_at),
+        ));
+        self.a.emit(I::with2(Code::Sub_rm64_imm32, R::RSP, FRAME));
+        self.store(Slot::Scratch, R::RAX);
+        self.store(Slot::Input, R::RDI);
+        self.store(Slot::Weights, R::RSI);
+        self.store(Slot::Row, R::R8);
+        self.mov_rr(R::R10, R::R8);
+        self.a.emit(I::with2(Code::Add_r64_rm64, R::R10, R::R9));
+        self.store(Slot::End, R::R10);
+        // Output rows (pixels) are addressed from where row 0 would be.
+        let unit = if p.flat { 1 } else { p.wo };
+        self.mov_rr(R::RAX, R::R8);
+        self.mul_imm(R::RAX, (unit * p.co * 4) as i64);
+        self.mov_rr(R::R10, R::RDX);
+        self.a.emit(I::with2(Code::Sub_r64_rm64, R::R10, R::RAX));
+        self.store(Slot::OutBase, R::R10);
+        self.mov_rr(R::R10, R::RCX);
+        self.a.emit(I::with2(Code::Sub_r64_rm64, R::R10, R::RDX));
+        self.store(Slot::ResDelta, R::R10);
+        self.tile_config();
+        let done = self.a.label();
+        let top = self.a.label();
+        self.a.bind(top);
+        self.load(R::RAX, Slot::Row);
+        self.a
+            .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::End)));
+        self.a.branch(Code::Jae_rel8_64, Code::Jae_rel32_64, done);
+        if p.flat {
+            self.flat_block();
+            self.add_slot(Slot::Row, 2 * M_BLOCK as i64);
+        } else {
+            self.output_row();
+            self.add_slot(Slot::Row, 1);
+        }
+        self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, top);
+        self.a.bind(done);
+        self.a.emit(Ok(I::with(Code::VEX_Tilerelease)));
+        self.a.emit(I::with2(Code::Add_rm64_imm32, R::RSP, FRAME));
+        for r in SAVED.iter().rev() {
+            self.a.emit(I::with1(Code::Pop_r64, *r));
+        }
+        self.a.emit(Ok(I::with(Code::VEX_Vzeroupper)));
+        self.a.emit(Ok(I::with(Code::Retnq)));
+    }
+
+    /// Palette 1, all eight tiles 16 rows of 64 bytes, at `[rsp]`.
+    fn tile_config(&mut self) {
+        self.a.emit(I::with3(
+            Code::EVEX_Vpxord_zmm_k1z_zmm_zmmm512b32,
+            R::ZMM0,
+            R::ZMM0,
+            R::ZMM0,
+        ));
+        self.a.emit(I::with2(
+            Code::EVEX_Vmovdqu64_zmmm512_k1z_zmm,
+            mem(R::RSP, 0),
+            R::ZMM0,
+        ));
+        self.a
+            .emit(I::with2(Code::Mov_rm8_imm8, mem(R::RSP, 0), 1u32));
+        self.mov_imm(R::RAX, 0x0040_0040_0040_0040);
+        self.a
+            .emit(I::with2(Code::Mov_rm64_r64, mem(R::RSP, 16), R::RAX));
+        self.a
+            .emit(I::with2(Code::Mov_rm64_r64, mem(R::RSP, 24), R::RAX));
+        self.mov_imm(R::RAX, 0x1010_1010_1010_1010);
+        self.a
+            .emit(I::with2(Code::Mov_rm64_r64, mem(R::RSP, 48), R::RAX));
+        self.a
+            .emit(I::with1(Code::VEX_Ldtilecfg_m512, mem(R::RSP, 0)));
+    }
+
+    // ---- rows (any conv): convert Kh input rows, then the tiles ----
+
+    /// One output row (`[Row]`): its `Kh` input rows converted, then every
+    /// pair of pixel blocks by every pair of channel blocks.
+    fn output_row(&mut self) {
+        let (p, t) = (self.p, self.t);
+        for ky in 0..p.kh {
+            self.convert_row(ky);
+        }
+        let mut m = 0;
+        while m < t.m_blocks {
+            let m1 = (m + 1).min(t.m_blocks - 1);
+            self.store_imm(Slot::M0, m as i64);
+            self.store_imm(Slot::M1, m1 as i64);
+            self.channel_pairs(|g| g.row_reduction(m, m1));
+            m += 2;
+        }
+    }
+
+    /// Kernel row `ky`'s input row of output row `[Row]`, converted to
+    /// bf16 at `scratch + ky * staged_row_bytes`: zero columns for the
+    /// padding (and rows outside the image), channels zero past `Ci`.
+    fn convert_row(&mut self, ky: usize) {
+        let (p, t) = (self.p, self.t);
+        let row_bytes = t.staged_row_bytes as i64;
+        // rbx: where the converted row goes.
+        self.load(R::RBX, Slot::Scratch);
+        self.add_imm(R::RBX, ky as i64 * row_bytes);
+        // rax: the input row iy = Row*sh - pt + ky*dh; outside: all zeros.
+        self.load(R::RAX, Slot::Row);
+        self.mul_imm(R::RAX, p.sh as i64);
+        self.add_imm(R::RAX, (ky * p.dil_h) as i64 - p.pt as i64);
+        let zeros = self.a.label();
+        let done = self.a.label();
+        self.a.emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, 0i32));
+        self.a.branch(Code::Jl_rel8_64, Code::Jl_rel32_64, zeros);
+        self.a
+            .emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, p.h as i32));
+        self.a.branch(Code::Jge_rel8_64, Code::Jge_rel32_64, zeros);
+        // The row's columns: padding, the image's, padding again.
+        let left = p.pl.min(t.staged_width);
+        let inside = p.w.min(t.staged_width - left);
+        let right = t.staged_width - left - inside;
+        self.zero_bytes((left * t.cp * 2) as i64);
+        // rsi: the input pixel (iy, 0).
+        self.mul_imm(R::RAX, (p.w * p.ci * 4) as i64);
+        self.load(R::RSI, Slot::Input);
+        self.a.emit(I::with2(Code::Add_r64_rm64, R::RSI, R::RAX));
+        self.convert_pixels(Count::Const(inside));
+        self.zero_bytes((right * t.cp * 2) as i64);
+        self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, done);
+        self.a.bind(zeros);
+        self.zero_bytes(row_bytes);
+        self.a.bind(done);
+    }
+
+    /// The reduction of one 2x2 block of a row: pixel blocks `m`, `m1`,
+    /// channel blocks `[N0]`, `[N1]`, over every tap and chunk.
+    fn row_reduction(&mut self, m: usize, m1: usize) {
+        let (p, t) = (self.p, self.t);
+        let cp2 = (t.cp * 2) as i64;
+        let px_bytes = (M_BLOCK * p.sw) as i64 * cp2;
+        // A pointers: rax (block m) and the distance to block m1 in r14.
+        self.load(R::RAX, Slot::Scratch);
+        self.add_imm(R::RAX, m as i64 * px_bytes);
+        self.mov_imm(R::R14, (m1 - m) as i64 * px_bytes);
+        self.mov_imm(R::R12, p.sw as i64 * cp2);
+        self.b_pointers();
+        let step = (t.n_blocks * B_TILE_BYTES) as i64;
+        let chunks = t.k_chunks;
+        let kx_bytes = p.dil_w as i64 * cp2;
+        let ky_back = t.staged_row_bytes as i64 - p.kw as i64 * kx_bytes;
+        self.zero_accumulators();
+        self.counted(R::RCX, p.kh, |g| {
+            g.counted(R::RDX, p.kw, |g| {
+                g.chunk_loop(chunks, step);
+                g.add_imm(R::RAX, kx_bytes - (chunks * 64) as i64);
+            });
+            g.add_imm(R::RAX, ky_back);
+        });
+        self.epilogue(|g, m_sel| {
+            // The block's first pixel of the output row, and how many.
+            let mb = if m_sel == 0 { m } else { m1 };
+            let valid = p.wo.saturating_sub(mb * M_BLOCK).min(M_BLOCK);
+            g.load(R::RAX, Slot::Row);
+            g.mul_imm(R::RAX, p.wo as i64);
+            g.add_imm(R::RAX, (mb * M_BLOCK) as i64);
+            Count::Const(valid)
+        });
+    }
+
+    // ---- flat (pointwise): convert 32 pixels, then the tiles ----
+
+    /// Pixels `[Row] .. [Row] + 32` (fewer at the end): converted, then
+    /// every pair of channel blocks.
+    fn flat_block(&mut self) {
+        let t = self.t;
+        // Valid pixels: min(32, End - Row).
+        self.load(R::RCX, Slot::End);
+        self.a
+            .emit(I::with2(Code::Sub_r64_rm64, R::RCX, slot(Slot::Row)));
+        self.mov_imm(R::RAX, 2 * M_BLOCK as i64);
+        self.a.emit(I::with2(Code::Cmp_r64_rm64, R::RCX, R::RAX));
+        self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RCX, R::RAX));
+        self.store(Slot::Valid, R::RCX);
+        self.load(R::RBX, Slot::Scratch);
+        self.load(R::RSI, Slot::Row);
+        self.mul_imm(R::RSI, (self.p.ci * 4) as i64);
+        self.a
+            .emit(I::with2(Code::Add_r64_rm64, R::RSI, slot(Slot::Input)));
+        self.convert_pixels(Count::Reg(R::RCX));
+        let cp2 = (t.cp * 2) as i64;
+        self.channel_pairs(|g| {
+            g.load(R::RAX, Slot::Scratch);
+            g.mov_imm(R::R14, M_BLOCK as i64 * cp2);
+            g.mov_imm(R::R12, cp2);
+            g.b_pointers();
+            g.zero_accumulators();
+            g.chunk_loop(t.k_chunks, (t.n_blocks * B_TILE_BYTES) as i64);
+            g.epilogue(|g, m_sel| {
+                // Pixels Row + 16 m .. of which Valid - 16 m are real.
+                g.load(R::RAX, Slot::Row);
+                g.add_imm(R::RAX, (m_sel * M_BLOCK) as i64);
+                g.load(R::RCX, Slot::Valid);
+                g.add_imm(R::RCX, -((m_sel * M_BLOCK) as i64));
+                Count::Reg(R::RCX)
+            });
+        });
+    }
+
+    // ---- shared: conversion, channel pairs, reduction, epilogue ----
+
+    /// Converts `n` pixels of `Ci` f32s from rsi (advancing) to `Cp` bf16s
+    /// each at rbx (advancing), channels past `Ci` zero. Uses zmm0-2,
+    /// k2/k3 (the last chunk's masks) and rcx (a counter: `n` in it or
+    /// a constant).
+    fn convert_pixels(&mut self, n: Count) {
+        let (p, t) = (self.p, self.t);
+        if let Count::Const(0) = n {
+            return;
+        }
+        let tail = p.ci - (t.k_chunks - 1) * K_CHUNK;
+        self.set_mask(R::K2, tail.min(16));
+        self.set_mask(R::K3, tail.saturating_sub(16));
+        let top = self.a.label();
+        let done = self.a.label();
+        if let Count::Const(c) = n {
+            self.mov_imm(R::RCX, c as i64);
+        }
+        self.a.emit(I::with2(Code::Test_rm64_r64, R::RCX, R::RCX));
+        self.a.branch(Code::Jle_rel8_64, Code::Jle_rel32_64, done);
+        self.a.bind(top);
+        for chunk in 0..t.k_chunks {
+            let last = chunk + 1 == t.k_chunks;
+            let (lo_mask, hi_mask) = if last { (R::K2, R::K3) } else { (R::K0, R::K0) };
+            let src = (chunk * K_CHUNK * 4) as i64;
+            self.vload_masked(R::ZMM0, R::RSI, src, lo_mask);
+            self.vload_masked(R::ZMM1, R::RSI, src + 64, hi_mask);
+            self.a.emit(I::with3(
+                Code::EVEX_Vcvtne2ps2bf16_zmm_k1z_zmm_zmmm512b32,
+                R::ZMM2,
+                R::ZMM1,
+                R::ZMM0,
+            ));
+            let dst = self.at(R::RBX, (chunk * 64) as i64);
+            self.a
+                .emit(I::with2(Code::EVEX_Vmovdqu64_zmmm512_k1z_zmm, dst, R::ZMM2));
+        }
+        self.add_imm(R::RSI, (p.ci * 4) as i64);
+        self.add_imm(R::RBX, (t.cp * 2) as i64);
+        self.a.emit(I::with1(Code::Dec_rm64, R::RCX));
+        self.a.branch(Code::Jne_rel8_64, Code::Jne_rel32_64, top);
+        self.a.bind(done);
+    }
+
+    /// `bytes` (a multiple of 64) of zeros at rbx, advancing it.
+    fn zero_bytes(&mut self, bytes: i64) {
+        if bytes == 0 {
+            return;
+        }
+        self.a.emit(I::with3(
+            Code::EVEX_Vpxord_zmm_k1z_zmm_zmmm512b32,
+            R::ZMM0,
+            R::ZMM0,
+            R::ZMM0,
+        ));
+        self.counted(R::RCX, (bytes / 64) as usize, |g| {
+            g.a.emit(I::with2(
+                Code::EVEX_Vmovdqu64_zmmm512_k1z_zmm,
+                mem(R::RBX, 0),
+                R::ZMM0,
+            ));
+            g.add_imm(R::RBX, 64);
+        });
+    }
+
+    /// `body` for every pair of channel blocks (`[N0]`, `[N1]`; the second
+    /// clamped to the last).
+    fn channel_pairs(&mut self, body: impl Fn(&mut Self)) {
+        let t = self.t;
+        // Pairs as a loop over [N0]; the clamp makes the last pair of an
+        // odd count its own iteration value, so one body serves all.
+        self.store_imm(Slot::N0, 0);
+        let top = self.a.label();
+        self.a.bind(top);
+        self.load(R::RAX, Slot::N0);
+        self.lea(R::RCX, R::RAX, 1);
+        self.mov_imm(R::RDX, (t.n_blocks - 1) as i64);
+        self.a.emit(I::with2(Code::Cmp_r64_rm64, R::RCX, R::RDX));
+        self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RCX, R::RDX));
+        self.store(Slot::N1, R::RCX);
+        body(self);
+        self.add_slot(Slot::N0, 2);
+        self.load(R::RAX, Slot::N0);
+        self.a
+            .emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, t.n_blocks as i32));
+        self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, top);
+    }
+
+    /// r10, r11: the B tiles of channel blocks `[N0]`, `[N1]` at the first
+    /// reduction step; r13 = 64 (their row stride).
+    fn b_pointers(&mut self) {
+        self.load(R::R10, Slot::N0);
+        self.mul_imm(R::R10, B_TILE_BYTES as i64);
+        self.a
+            .emit(I::with2(Code::Add_r64_rm64, R::R10, slot(Slot::Weights)));
+        self.load(R::R11, Slot::N1);
+        self.mul_imm(R::R11, B_TILE_BYTES as i64);
+        self.a
+            .emit(I::with2(Code::Add_r64_rm64, R::R11, slot(Slot::Weights)));
+        self.mov_imm(R::R13, 64);
+    }
+
+    fn zero_accumulators(&mut self) {
+        for i in 0..4 {
+            self.a.emit(I::with1(Code::VEX_Tilezero_tmm, tmm(i)));
+        }
+    }
+
+    /// The `chunks` reduction steps of one tap: A tiles at rax and rax +
+    /// r14 (stride r12), advancing rax by 64 a chunk; B tiles at r10, r11,
+    /// advancing by `step` bytes.
+    fn chunk_loop(&mut self, chunks: usize, step: i64) {
+        let body = |g: &mut Self| {
+            g.lea_idx(R::RBX, R::RAX, R::R14);
+            g.a.emit(I::with2(
+                Code::VEX_Tileloadd_tmm_sibmem,
+                tmm(4),
+                sib(R::RAX, R::R12, 0),
+            ));
+            g.a.emit(I::with2(
+                Code::VEX_Tileloadd_tmm_sibmem,
+                tmm(5),
+                sib(R::RBX, R::R12, 0),
+            ));
+            g.a.emit(I::with2(
+                Code::VEX_Tileloadd_tmm_sibmem,
+                tmm(6),
+                sib(R::R10, R::R13, 0),
+            ));
+            g.a.emit(I::with2(
+                Code::VEX_Tileloadd_tmm_sibmem,
+                tmm(7),
+                sib(R::R11, R::R13, 0),
+            ));
+            for (c, a, b) in [(0, 4, 6), (1, 4, 7), (2, 5, 6), (3, 5, 7)] {
+                g.a.emit(I::with3(
+                    Code::VEX_Tdpbf16ps_tmm_tmm_tmm,
+                    tmm(c),
+                    tmm(a),
+                    tmm(b),
+                ));
+            }
+            g.add_imm(R::RAX, 64);
+            g.add_imm(R::R10, step);
+            g.add_imm(R::R11, step);
+        };
+        self.counted(R::RBP, chunks, body);
+    }
+
+    /// The four accumulator tiles stored to the scratch, then per tile its
+    /// valid pixels' channels: + bias, activation, + residual, stored.
+    /// `first(g, m)` puts pixel block `m`'s first output pixel index (from
+    /// output pixel 0) in rax and returns how many of its 16 are real.
+    fn epilogue(&mut self, first: impl Fn(&mut Self, usize) -> Count) {
+        let (p, t) = (self.p, self.t);
+        self.load(R::RBX, Slot::Scratch);
+        self.add_imm(R::RBX, t.acc_offset as i64);
+        for i in 0..4 {
+            let m = sib(R::RBX, R::R13, (i * M_BLOCK * N_BLOCK * 4) as i64);
+            self.a
+                .emit(I::with2(Code::VEX_Tilestored_sibmem_tmm, m, tmm(i)));
+        }
+        let (zero, six, bias, v) = (zmm(4), zmm(5), zmm(6), zmm(7));
+        if p.activation != Activation::None {
+            self.a.emit(I::with3(
+                Code::EVEX_Vpxord_zmm_k1z_zmm_zmmm512b32,
+                zero,
+                zero,
+                zero,
+            ));
+        }
+        if p.activation == Activation::Relu6 {
+            self.mov_imm(R::RAX, 6.0f32.to_bits() as i64);
+            self.a
+                .emit(I::with2(Code::EVEX_Vpbroadcastd_zmm_k1z_r32, six, R::EAX));
+        }
+        let px_bytes = (p.co * 4) as i64;
+        for i in 0..4 {
+            let (m_sel, n_sel) = (i / 2, i % 2);
+            // rdx: the block's first channel; k1: its channels < co.
+            self.load(R::RDX, if n_sel == 0 { Slot::N0 } else { Slot::N1 });
+            self.a.emit(I::with2(Code::Shl_rm64_imm8, R::RDX, 4u32));
+            self.mov_imm(R::RCX, t.co as i64);
+            self.a.emit(I::with2(Code::Sub_r64_rm64, R::RCX, R::RDX));
+            // bzhi reads the index's low byte: at most 16 first.
+            self.mov_imm(R::RAX, N_BLOCK as i64);
+            self.a.emit(I::with2(Code::Cmp_r64_rm64, R::RCX, R::RAX));
+            self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RCX, R::RAX));
+            self.mov_imm(R::RAX, 0xffff);
+            self.a.emit(I::with3(
+                Code::VEX_Bzhi_r32_rm32_r32,
+                R::EAX,
+                R::EAX,
+                R::ECX,
+            ));
+            self.a.emit(I::with2(Code::VEX_Kmovw_kr_r32, R::K1, R::EAX));
+            // The bias of those channels (zeros when the stage has none).
+            self.load(R::RSI, Slot::Weights);
+            let m = MemoryOperand::with_base_index_scale_displ_size(
+                R::RSI,
+                R::RDX,
+                4,
+                (t.bias_off * 4) as i64,
+                1,
+            );
+            self.vload_masked_m(bias, m, R::K1);
+            // rsi: output of (first pixel, first channel); rdi: its
+            // residual; rcx: valid pixels.
+            let count = first(self, m_sel);
+            self.mul_imm(R::RAX, px_bytes);
+            self.add_imm(R::RAX, (p.channels.0 * 4) as i64);
+            self.a
+                .emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::OutBase)));
+            self.lea_scaled(R::RSI, R::RAX, R::RDX, 4);
+            match count {
+                Count::Const(c) => self.mov_imm(R::RCX, c as i64),
+                Count::Reg(r) => self.mov_rr(R::RCX, r),
+            }
+            // rbx + r8: this tile's stored rows.
+            self.mov_imm(R::R8, (i * M_BLOCK * N_BLOCK * 4) as i64);
+            let top = self.a.label();
+            let done = self.a.label();
+            self.a.emit(I::with2(Code::Cmp_rm64_imm32, R::RCX, 0i32));
+            self.a.branch(Code::Jle_rel8_64, Code::Jle_rel32_64, done);
+            self.a
+                .emit(I::with2(Code::Cmp_rm64_imm32, R::RCX, M_BLOCK as i32));
+            self.mov_imm(R::RAX, M_BLOCK as i64);
+            self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RCX, R::RAX));
+            self.a.bind(top);
+            let acc = MemoryOperand::with_base_index_scale_displ_size(R::RBX, R::R8, 1, 0, 0);
+            self.a.emit(I::with3(
+                Code::EVEX_Vaddps_zmm_k1z_zmm_zmmm512b32_er,
+                v,
+                bias,
+                acc,
+            ));
+            if p.activation != Activation::None {
+                self.a.emit(I::with3(
+                    Code::EVEX_Vmaxps_zmm_k1z_zmm_zmmm512b32_sae,
+                    v,
+                    zero,
+                    v,
+                ));
+            }
+            if p.activation == Activation::Relu6 {
+                self.a.emit(I::with3(
+                    Code::EVEX_Vminps_zmm_k1z_zmm_zmmm512b32_sae,
+                    v,
+                    six,
+                    v,
+                ));
+            }
+            if p.residual {
+                self.load(R::RDI, Slot::ResDelta);
+                let res = MemoryOperand::with_base_index_scale_displ_size(R::RSI, R::RDI, 1, 0, 0);
+                self.vload_masked_m(zmm(3), res, R::K1);
+                self.a.emit(I::with3(
+                    Code::EVEX_Vaddps_zmm_k1z_zmm_zmmm512b32_er,
+                    v,
+                    v,
+                    zmm(3),
+                ));
+            }
+            self.a.emit_with(
+                I::with2(Code::EVEX_Vmovups_zmmm512_k1z_zmm, mem(R::RSI, 0), v),
+                |i| i.set_op_mask(R::K1),
+            );
+            self.add_imm(R::RSI, px_bytes);
+            self.add_imm(R::R8, 64);
+            self.a.emit(I::with1(Code::Dec_rm64, R::RCX));
+            self.a.branch(Code::Jne_rel8_64, Code::Jne_rel32_64, top);
+            self.a.bind(done);
+        }
+    }
+
+    // ---- small helpers ----
+
+    /// `body` `n` times with `ctr` counting down (not at all for 0).
+    fn counted(&mut self, ctr: R, n: usize, body: impl FnOnce(&mut Self)) {
+        if n == 0 {
+            return;
+        }
+        if n == 1 {
+            return body(self);
+        }
+        self.mov_imm(ctr, n as i64);
+        let top: Label = self.a.label();
+        self.a.bind(top);
+        body(self);
+        self.a.emit(I::with1(Code::Dec_rm64, ctr));
+        self.a.branch(Code::Jne_rel8_64, Code::Jne_rel32_64, top);
+    }
+
+    /// `k = (1 << n) - 1` (n <= 16 lanes).
+    fn set_mask(&mut self, k: R, n: usize) {
+        self.mov_imm(R::RAX, ((1u64 << n) - 1) as i64);
+        self.a.emit(I::with2(Code::VEX_Kmovw_kr_r32, k, R::EAX));
+    }
+
+    /// `v = [base + off]`, lanes outside `k` zero (`k0`: all).
+    fn vload_masked(&mut self, v: R, base: R, off: i64, k: R) {
+        let m = self.at(base, off);
+        self.vload_masked_m(v, m, k);
+    }
+
+    fn vload_masked_m(&mut self, v: R, m: MemoryOperand, k: R) {
+        self.a
+            .emit_with(I::with2(Code::EVEX_Vmovups_zmm_k1z_zmmm512, v, m), |i| {
+                if k != R::K0 {
+                    i.set_op_mask(k);
+                    i.set_zeroing_masking(true);
+                }
+            });
+    }
+
+    /// `[base + off]`; offsets here are bounded by the tile scratch
+    /// ([`convjit_plan::stage_plan::MAX_TILE_SCRATCH`]) or a row of the
+    /// input, well within 32 bits for the layers tiles take.
+    fn at(&mut self, base: R, off: i64) -> MemoryOperand {
+        mem(base, i32::try_from(off).expect("offset within 32 bits"))
+    }
+
+    fn load(&mut self, r: R, s: Slot) {
+        self.a.emit(I::with2(Code::Mov_r64_rm64, r, slot(s)));
+    }
+
+    fn store(&mut self, s: Slot, r: R) {
+        self.a.emit(I::with2(Code::Mov_rm64_r64, slot(s), r));
+    }
+
+    fn store_imm(&mut self, s: Slot, v: i64) {
+        self.mov_imm(R::RAX, v);
+        self.store(s, R::RAX);
+    }
+
+    fn add_slot(&mut self, s: Slot, v: i64) {
+        self.a
+            .emit(I::with2(Code::Add_rm64_imm32, slot(s), v as i32));
+    }
+
+    fn mov_rr(&mut self, d: R, s: R) {
+        self.a.emit(I::with2(Code::Mov_r64_rm64, d, s));
+    }
+
+    fn mov_imm(&mut self, r: R, v: i64) {
+        self.a.emit(I::with2(Code::Mov_r64_imm64, r, v as u64));
+    }
+
+    fn add_imm(&mut self, r: R, v: i64) {
+        if v == 0 {
+            return;
+        }
+        match i32::try_from(v) {
+            Ok(v) => self.a.emit(I::with2(Code::Add_rm64_imm32, r, v)),
+            Err(_) => {
+                self.mov_imm(R::R9, v);
+                self.a.emit(I::with2(Code::Add_r64_rm64, r, R::R9));
+            }
+        }
+    }
+
+    fn mul_imm(&mut self, r: R, v: i64) {
+        match i32::try_from(v) {
+            Ok(v) => self.a.emit(I::with3(Code::Imul_r64_rm64_imm32, r, r, v)),
+            Err(_) => {
+                self.mov_imm(R::R9, v);
+                self.a.emit(I::with2(Code::Imul_r64_rm64, r, R::R9));
+            }
+        }
+    }
+
+    /// `d = s + disp`.
+    fn lea(&mut self, d: R, s: R, disp: i32) {
+        self.a.emit(I::with2(Code::Lea_r64_m, d, mem(s, disp)));
+    }
+
+    /// `d = a + b`.
+    fn lea_idx(&mut self, d: R, a: R, b: R) {
+        let m = MemoryOperand::with_base_index_scale_displ_size(a, b, 1, 0, 0);
+        self.a.emit(I::with2(Code::Lea_r64_m, d, m));
+    }
+
+    /// `d = a + b * scale`.
+    fn lea_scaled(&mut self, d: R, a: R, b: R, scale: u32) {
+        let m = MemoryOperand::with_base_index_scale_displ_size(a, b, scale, 0, 0);
+        self.a.emit(I::with2(Code::Lea_r64_m, d, m));
+    }
+}
+
+/// A trip count known now, or in a register at run time.
+#[derive(Clone, Copy)]
+enum Count {
+    Const(usize),
+    Reg(R),
+}
