@@ -37,6 +37,10 @@ pub struct BuildArgs {
     /// has), cranelift, avx2, avx512 (x86_64 only).
     #[arg(long, default_value = "auto", value_parser = super::parse_backend)]
     backend: convjit::Backend,
+    /// The arithmetic: f32. (bf16 objects are not written yet: the JIT
+    /// runs bf16, `convjit run --precision bf16`.)
+    #[arg(long, default_value = "f32", value_parser = super::parse_precision)]
+    precision: convjit::Precision,
     /// With --weights: whether stages whose kernels have rank 1 are built
     /// as Khx1 then 1xKw.
     #[command(flatten)]
@@ -55,6 +59,18 @@ enum EmitKind {
 }
 
 pub fn build(a: &BuildArgs) -> Result<(), Failure> {
+    if a.precision != convjit::Precision::F32 {
+        // Refused before any file is touched: never an f32 object for a
+        // bf16 request.
+        return Err(Failure::Input(convjit::Error::Jit(
+            convjit::JitError::Unsupported(format!(
+                "build --precision {}: objects are f32 only so far (their AMX functions would need \
+                 the wrapper to pass per-thread scratch and ask for the tile state); \
+                 `convjit run --precision {0}` runs it in the JIT",
+                a.precision
+            )),
+        )));
+    }
     // The outputs, checked against the inputs and each other before
     // anything is read: an object and its header (`k.o` -> `k.h`), or
     // one text file.

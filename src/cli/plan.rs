@@ -142,8 +142,9 @@ fn to_text(
     }
     let h = p.host;
     out += &format!(
-        "  host: {} generator, {} f32 lanes ({}-bit vectors), {} vector registers, L1d {} KiB, L2 {} KiB, {} cores\n",
+        "  host: {} generator, {}, {} f32 lanes ({}-bit vectors), {} vector registers, L1d {} KiB, L2 {} KiB, {} cores\n",
         p.options.backend,
+        p.options.precision,
         h.lanes,
         h.lanes * 32,
         h.vector_registers,
@@ -178,6 +179,7 @@ fn to_text(
             schedule: k,
             reason,
             packing,
+            tiles,
         } = StageReport::new(s, p);
         let unroll = match s.kind {
             convjit::StageKind::Depthwise { .. } => "kernel-row taps unrolled".to_string(),
@@ -189,6 +191,11 @@ fn to_text(
         );
         out += &format!("    why: {reason}\n");
         out += &format!("    packed: {packing}\n");
+        match tiles {
+            Some(Ok(how)) => out += &format!("    tiles: {how}\n"),
+            Some(Err(why)) => out += &format!("    tiles: none, {why}\n"),
+            None => {}
+        }
         for (t, ((c0, c1), k)) in convjit::share_schedules(l, i, p).iter().enumerate() {
             out += &format!(
                 "    thread {t}: output channels {c0}..{c1}, {} pixels x {} vectors per step\n",

@@ -495,20 +495,38 @@ fn against_interpreter(
         reference = convjit::interpret(layer, weights, input, batch).expect("checked");
     });
     results.add("interp", t, flops);
-    let diff = |out: &[f32]| {
+    // A bf16 kernel against the interpreter in bf16 (the same roundings).
+    let bf16 = convjit::Precision::Bf16;
+    let any_bf16 =
+        kernel.precision() == bf16 || others.iter().any(|(_, k, _)| k.precision() == bf16);
+    let reference_bf16 = match any_bf16 {
+        true => convjit::interpret_in(layer, weights, input, batch, bf16).expect("checked"),
+        false => Vec::new(),
+    };
+    let diff = |out: &[f32], precision: convjit::Precision| {
+        let want = match precision {
+            convjit::Precision::Bf16 => &reference_bf16,
+            convjit::Precision::F32 => &reference,
+        };
         out.iter()
-            .zip(&reference)
+            .zip(want)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max)
     };
-    let max_diff = diff(&output[..]);
-    // Every variant that computed the layer, against the interpreter.
-    let outputs = std::iter::once(("jit", &**output))
-        .chain(others.iter().map(|(n, _, o)| (n.as_str(), &o[..])))
-        .chain(baselines.iter().map(|(b, o)| (b.name(), &o[..])));
-    for (name, out) in outputs {
+    let max_diff = diff(&output[..], kernel.precision());
+    // Every variant that computed the layer, against the interpreter (in
+    // its precision).
+    let f32 = convjit::Precision::F32;
+    let outputs = std::iter::once(("jit", &**output, kernel.precision()))
+        .chain(
+            others
+                .iter()
+                .map(|(n, k, o)| (n.as_str(), &o[..], k.precision())),
+        )
+        .chain(baselines.iter().map(|(b, o)| (b.name(), &o[..], f32)));
+    for (name, out, precision) in outputs {
         if let Some(r) = results.0.iter_mut().find(|r| r["variant"] == name) {
-            r["max_abs_diff_vs_interp"] = json!(diff(out));
+            r["max_abs_diff_vs_interp"] = json!(diff(out, precision));
         }
     }
     max_diff

@@ -41,8 +41,8 @@ pub mod verify;
 pub use convjit_ir::budget;
 pub use convjit_ir::separate::{Note as SeparationNote, Separated, Separation};
 pub use convjit_ir::{
-    compare, interpret, separate, Activation, Comparison, DataError, Layer, Padding, Precision,
-    Rng, Shape, Stage, StageKind, StageWeights, Weights,
+    compare, interpret, interpret_in, separate, Activation, Comparison, DataError, Layer, Padding,
+    Precision, Rng, Shape, Stage, StageKind, StageWeights, Weights,
 };
 pub use convjit_jit::{separation, CompileStats, JitError, Kernel};
 pub use convjit_plan::layer_plan::SeparationCost;
@@ -59,7 +59,7 @@ pub fn plan_layer(layer: &Layer, options: &Options) -> LayerPlan {
 /// The register blocking of one stage, as the code generator of `plan`
 /// will emit it.
 pub fn stage_schedule(stage: &Stage, plan: &LayerPlan) -> Schedule {
-    let target = convjit_plan::stage_plan::Target::of(plan.options.backend);
+    let target = convjit_jit::stage_target(plan.options.backend, plan.options.precision);
     convjit_plan::stage_plan::schedule_for(stage, &target)
 }
 
@@ -72,19 +72,57 @@ pub struct StageReport {
     pub schedule: Schedule,
     pub reason: String,
     pub packing: String,
+    /// In bf16: the AMX tile blocking (`Ok`), or why the stage runs as f32
+    /// code on bf16 values (`Err`); `None` in f32.
+    pub tiles: Option<Result<String, String>>,
 }
 
 impl StageReport {
     pub fn new(stage: &Stage, plan: &LayerPlan) -> StageReport {
-        let target = convjit_plan::stage_plan::Target::of(plan.options.backend);
+        let target = convjit_jit::stage_target(plan.options.backend, plan.options.precision);
         let p = convjit_plan::stage_plan::plan_for(stage, &target);
         StageReport {
             // `plan_for` blocks the stage by `schedule_for`.
             schedule: p.sched,
             reason: convjit_plan::stage_plan::schedule_reason_for(stage, &target),
             packing: p.packing(),
+            tiles: tile_report(stage, plan, &p),
         }
     }
+}
+
+/// [`StageReport::tiles`]: what a bf16 stage runs on, and why.
+fn tile_report(
+    stage: &Stage,
+    plan: &LayerPlan,
+    p: &convjit_plan::stage_plan::StagePlan,
+) -> Option<Result<String, String>> {
+    use convjit_plan::stage_plan::{K_CHUNK, M_BLOCK, N_BLOCK};
+    if plan.options.precision != Precision::Bf16 {
+        return None;
+    }
+    Some(match (&p.tiles, convjit_jit::tiles_refused()) {
+        (Some(t), _) => Ok(format!(
+            "AMX bf16: 2x2 accumulator tiles of {M_BLOCK} pixels x {N_BLOCK} channels \
+             ({} channel blocks{}), reduction in chunks of {K_CHUNK} channels ({} per tap, \
+             input channels padded to {}), {} KiB scratch per thread",
+            t.n_blocks,
+            match t.m_blocks {
+                0 => ", 32 pixels of the range at a time".to_string(),
+                m => format!(", {m} pixel blocks per output row"),
+            },
+            t.k_chunks,
+            t.cp,
+            t.scratch_bytes.div_ceil(1024),
+        )),
+        (None, Some(why)) => Err(format!("f32 code on bf16 values: {why}")),
+        (None, None) => Err(format!(
+            "f32 code on bf16 values: {}",
+            convjit_plan::stage_plan::tile_plan(stage)
+                .err()
+                .unwrap_or("not the AVX-512 generator")
+        )),
+    })
 }
 
 /// Where the threads of `stage`'s group share its output channels
@@ -95,7 +133,7 @@ pub fn share_schedules(
     stage: usize,
     plan: &LayerPlan,
 ) -> Vec<((usize, usize), Schedule)> {
-    let target = convjit_plan::stage_plan::Target::of(plan.options.backend);
+    let target = convjit_jit::stage_target(plan.options.backend, plan.options.precision);
     let s = &layer.stages[stage];
     // The groups are the layer's stages in order: the first that ends at
     // or after `stage` holds it (a lookup, not a scan: `plan` asks for
@@ -117,13 +155,13 @@ pub fn share_schedules(
 /// How `stage`'s weights are packed for the plan's generator
 /// ([`convjit_plan::stage_plan::StagePlan::packing`]).
 pub fn stage_packing(stage: &Stage, plan: &LayerPlan) -> String {
-    let target = convjit_plan::stage_plan::Target::of(plan.options.backend);
+    let target = convjit_jit::stage_target(plan.options.backend, plan.options.precision);
     convjit_plan::stage_plan::plan_for(stage, &target).packing()
 }
 
 /// Why [`stage_schedule`] chose that blocking.
 pub fn stage_schedule_reason(stage: &Stage, plan: &LayerPlan) -> String {
-    let target = convjit_plan::stage_plan::Target::of(plan.options.backend);
+    let target = convjit_jit::stage_target(plan.options.backend, plan.options.precision);
     convjit_plan::stage_plan::schedule_reason_for(stage, &target)
 }
 

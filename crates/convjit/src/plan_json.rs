@@ -48,6 +48,7 @@ pub fn stage_json(s: &Stage, p: &LayerPlan) -> Value {
         schedule: k,
         reason,
         packing,
+        tiles,
     } = StageReport::new(s, p);
     json!({
         "name": s.name,
@@ -71,6 +72,11 @@ pub fn stage_json(s: &Stage, p: &LayerPlan) -> Value {
             "why": reason,
         },
         "packed": packing,
+        "precision": p.options.precision.name(),
+        "tiles": tiles.map(|t| match t {
+            Ok(how) => json!({"amx": true, "how": how}),
+            Err(why) => json!({"amx": false, "why": why}),
+        }),
     })
 }
 

@@ -589,6 +589,11 @@ impl Kernel {
         convjit_cranelift::clif_text(&self.compiled.plans)
     }
 
+    /// The arithmetic this kernel was compiled for.
+    pub fn precision(&self) -> Precision {
+        self.options.precision
+    }
+
     /// The code generator that wrote this kernel's code.
     pub fn backend(&self) -> Backend {
         self.options.backend

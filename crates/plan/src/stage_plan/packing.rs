@@ -267,6 +267,13 @@ impl StagePlan {
         } else {
             "a whole vector per unit and step".to_string()
         };
+        let layout = match &self.tiles {
+            Some(t) => format!(
+                "bf16 tiles: per tap, {} chunks of 32 input channels, {} blocks of 16 output channels, channel pairs in each 32-bit element, then the f32 bias",
+                t.k_chunks, t.n_blocks
+            ),
+            None => layout,
+        };
         format!(
             "{} floats for {arrays} weights and bias: {layout}{rows}",
             self.packed_len
