@@ -38,9 +38,12 @@ enum Slot {
     Row,
     /// The end of the call's rows (pixels).
     End,
-    /// Pixel block pair: the first block's index (rows) and the second's.
-    M0,
-    M1,
+    /// Output rows in the current chunk, and the input rows it converts.
+    Chunk,
+    Left,
+    /// A counter: the input row being converted, or the chunk's output
+    /// row being computed.
+    At,
     /// Channel block pair: the first block's index and the second's.
     N0,
     N1,
@@ -48,7 +51,7 @@ enum Slot {
     Valid,
 }
 
-const SLOTS: i32 = 12;
+const SLOTS: i32 = 14;
 const CONFIG: i32 = 64;
 /// Slots after the tile configuration, rounded so that rsp stays 16-byte
 /// aligned with the six saved registers and the return address.
@@ -151,8 +154,10 @@ impl Tiles<'_> {
             self.flat_block();
             self.add_slot(Slot::Row, 2 * M_BLOCK as i64);
         } else {
-            self.output_row();
-            self.add_slot(Slot::Row, 1);
+            self.output_chunk();
+            self.load(R::RAX, Slot::Chunk);
+            self.a
+                .emit(I::with2(Code::Add_rm64_r64, slot(Slot::Row), R::RAX));
         }
         self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, top);
         self.a.bind(done);
@@ -194,36 +199,67 @@ impl Tiles<'_> {
 
     // ---- rows (any conv): convert Kh input rows, then the tiles ----
 
-    /// One output row (`[Row]`): its `Kh` input rows converted, then every
-    /// pair of pixel blocks by every pair of channel blocks.
-    fn output_row(&mut self) {
+    /// Output rows `[Row] ..` (up to `chunk_rows`, `[Chunk]` of them):
+    /// the input rows they read converted once, then per pair of channel
+    /// blocks every row's pairs of pixel blocks (the pair's weights are
+    /// read from cache by all of them).
+    fn output_chunk(&mut self) {
         let (p, t) = (self.p, self.t);
-        for ky in 0..p.kh {
-            self.convert_row(ky);
-        }
-        let mut m = 0;
-        while m < t.m_blocks {
-            let m1 = (m + 1).min(t.m_blocks - 1);
-            self.store_imm(Slot::M0, m as i64);
-            self.store_imm(Slot::M1, m1 as i64);
-            self.channel_pairs(|g| g.row_reduction(m, m1));
-            m += 2;
-        }
+        // Chunk = min(chunk_rows, End - Row).
+        self.load(R::RCX, Slot::End);
+        self.a
+            .emit(I::with2(Code::Sub_r64_rm64, R::RCX, slot(Slot::Row)));
+        self.mov_imm(R::RAX, t.chunk_rows as i64);
+        self.a.emit(I::with2(Code::Cmp_r64_rm64, R::RCX, R::RAX));
+        self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RCX, R::RAX));
+        self.store(Slot::Chunk, R::RCX);
+        // Input rows: (Chunk - 1) * sh + (kh - 1) * dh + 1.
+        self.mul_imm(R::RCX, p.sh as i64);
+        self.add_imm(R::RCX, ((p.kh - 1) * p.dil_h) as i64 + 1 - p.sh as i64);
+        self.store(Slot::Left, R::RCX);
+        self.store_imm(Slot::At, 0);
+        let top = self.a.label();
+        self.a.bind(top);
+        self.convert_row();
+        self.add_slot(Slot::At, 1);
+        self.load(R::RAX, Slot::At);
+        self.a
+            .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Left)));
+        self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, top);
+        self.channel_pairs(|g| {
+            g.store_imm(Slot::At, 0);
+            let row = g.a.label();
+            g.a.bind(row);
+            let mut m = 0;
+            while m < t.m_blocks {
+                let m1 = (m + 1).min(t.m_blocks - 1);
+                g.row_reduction(m, m1);
+                m += 2;
+            }
+            g.add_slot(Slot::At, 1);
+            g.load(R::RAX, Slot::At);
+            g.a.emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Chunk)));
+            g.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, row);
+        });
     }
 
-    /// Kernel row `ky`'s input row of output row `[Row]`, converted to
-    /// bf16 at `scratch + ky * staged_row_bytes`: zero columns for the
-    /// padding (and rows outside the image), channels zero past `Ci`.
-    fn convert_row(&mut self, ky: usize) {
+    /// Input row `[Row] * sh - pt + [At]` converted to bf16 at `scratch +
+    /// [At] * staged_row_bytes`: zero columns for the padding (and rows
+    /// outside the image), channels zero past `Ci`.
+    fn convert_row(&mut self) {
         let (p, t) = (self.p, self.t);
         let row_bytes = t.staged_row_bytes as i64;
         // rbx: where the converted row goes.
-        self.load(R::RBX, Slot::Scratch);
-        self.add_imm(R::RBX, ky as i64 * row_bytes);
-        // rax: the input row iy = Row*sh - pt + ky*dh; outside: all zeros.
+        self.load(R::RBX, Slot::At);
+        self.mul_imm(R::RBX, row_bytes);
+        self.a
+            .emit(I::with2(Code::Add_r64_rm64, R::RBX, slot(Slot::Scratch)));
+        // rax: the input row; outside the image: all zeros.
         self.load(R::RAX, Slot::Row);
         self.mul_imm(R::RAX, p.sh as i64);
-        self.add_imm(R::RAX, (ky * p.dil_h) as i64 - p.pt as i64);
+        self.a
+            .emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::At)));
+        self.add_imm(R::RAX, -(p.pt as i64));
         let zeros = self.a.label();
         let done = self.a.label();
         self.a.emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, 0i32));
@@ -254,8 +290,13 @@ impl Tiles<'_> {
         let (p, t) = (self.p, self.t);
         let cp2 = (t.cp * 2) as i64;
         let px_bytes = (M_BLOCK * p.sw) as i64 * cp2;
-        // A pointers: rax (block m) and the distance to block m1 in r14.
-        self.load(R::RAX, Slot::Scratch);
+        // A pointers: rax (block m of output row Row + At, whose first
+        // kernel row is converted row At * sh) and the distance to block
+        // m1 in r14.
+        self.load(R::RAX, Slot::At);
+        self.mul_imm(R::RAX, (p.sh * t.staged_row_bytes) as i64);
+        self.a
+            .emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::Scratch)));
         self.add_imm(R::RAX, m as i64 * px_bytes);
         self.mov_imm(R::R14, (m1 - m) as i64 * px_bytes);
         self.mov_imm(R::R12, p.sw as i64 * cp2);
@@ -263,7 +304,7 @@ impl Tiles<'_> {
         let step = (t.n_blocks * B_TILE_BYTES) as i64;
         let chunks = t.k_chunks;
         let kx_bytes = p.dil_w as i64 * cp2;
-        let ky_back = t.staged_row_bytes as i64 - p.kw as i64 * kx_bytes;
+        let ky_back = (p.dil_h * t.staged_row_bytes) as i64 - p.kw as i64 * kx_bytes;
         self.zero_accumulators();
         self.counted(R::RCX, p.kh, |g| {
             g.counted(R::RDX, p.kw, |g| {
@@ -277,6 +318,7 @@ impl Tiles<'_> {
             let mb = if m_sel == 0 { m } else { m1 };
             let valid = p.wo.saturating_sub(mb * M_BLOCK).min(M_BLOCK);
             g.load(R::RAX, Slot::Row);
+            g.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::At)));
             g.mul_imm(R::RAX, p.wo as i64);
             g.add_imm(R::RAX, (mb * M_BLOCK) as i64);
             Count::Const(valid)

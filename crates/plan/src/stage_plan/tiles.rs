@@ -35,6 +35,10 @@ pub const B_TILE_BYTES: usize = 1024;
 /// input rows and four accumulator tiles. Wider stages run as f32 code
 /// on rounded values.
 pub const MAX_TILE_SCRATCH: usize = 1 << 20;
+/// Converted input rows per chunk of output rows, at most (unless one
+/// output row needs more): with a pair of channel blocks' weights, within
+/// L2 (2 MiB on Sapphire Rapids).
+pub const TILE_STAGING_BYTES: usize = 512 << 10;
 
 /// How a stage runs on AMX tiles.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -54,6 +58,13 @@ pub struct TilePlan {
     pub staged_width: usize,
     /// Bytes of one converted input row (`staged_width * cp * 2`).
     pub staged_row_bytes: usize,
+    /// Output rows computed per conversion (not flat): their input rows
+    /// converted once, then each pair of channel blocks over all their
+    /// pixel blocks (the pair's weights stay in cache across them).
+    pub chunk_rows: usize,
+    /// Input rows converted for a chunk: `(chunk_rows - 1) * sh +
+    /// (kh - 1) * dh + 1`.
+    pub staged_rows: usize,
     /// Where the four f32 accumulator tiles are stored for the epilogue,
     /// in bytes from the scratch's start (after the converted input).
     pub acc_offset: usize,
@@ -101,10 +112,22 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
         (m_blocks * M_BLOCK - 1) * stage.stride[1] + (kw - 1) * stage.dilation[1] + 1
     };
     let staged_row_bytes = staged_width * cp * 2;
+    let (sh, dh) = (stage.stride[0], stage.dilation[0]);
+    let rows_for = |r: usize| (r - 1) * sh + (kh - 1) * dh + 1;
+    // As many output rows as keep the converted rows within
+    // TILE_STAGING_BYTES (at least one).
+    let chunk_rows = match flat {
+        true => 0,
+        false => (1..=stage.output.h)
+            .take_while(|&r| r == 1 || rows_for(r) * staged_row_bytes <= TILE_STAGING_BYTES)
+            .last()
+            .unwrap_or(1),
+    };
+    let staged_rows = if flat { 0 } else { rows_for(chunk_rows) };
     let converted = if flat {
         2 * M_BLOCK * cp * 2
     } else {
-        kh * staged_row_bytes
+        staged_rows * staged_row_bytes
     };
     let acc_offset = converted.div_ceil(64) * 64;
     let scratch_bytes = acc_offset + 4 * M_BLOCK * N_BLOCK * 4;
@@ -120,6 +143,8 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
         m_blocks,
         staged_width,
         staged_row_bytes,
+        chunk_rows,
+        staged_rows,
         acc_offset,
         scratch_bytes,
         bias_off: b_floats,
@@ -194,6 +219,16 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(s.staged_width, 15 * 2 + 6 + 1);
+        // All 9 output rows at once: their 23 input rows fit.
+        assert_eq!((s.chunk_rows, s.staged_rows), (9, 8 * 2 + 6 + 1));
+        // 3x3 on 56x56x64: rows of 66 columns x 64 channels, 58 of them.
+        assert_eq!((t.chunk_rows, t.staged_rows), (56, 58));
+        let wide = tile_plan(&stage(
+            "layer l { input 64x256x256\n c: conv 3x3 -> 64, pad same }",
+        ))
+        .unwrap();
+        assert!(wide.staged_rows * wide.staged_row_bytes <= TILE_STAGING_BYTES);
+        assert_eq!(wide.staged_rows, wide.chunk_rows + 2);
     }
 
     #[test]
