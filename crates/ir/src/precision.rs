@@ -53,13 +53,16 @@ impl fmt::Display for Precision {
 /// `x` rounded to the nearest bf16 (ties to even), as an f32: what
 /// `vcvtne2ps2bf16` and the AMX tiles read. NaN stays NaN (quieted),
 /// infinities stay, values past bf16's largest round to infinity.
+///
+/// Branch-free, so that a loop of it vectorizes (the runtime rounds whole
+/// tensors with it).
+#[inline(always)]
 pub fn round_bf16(x: f32) -> f32 {
     let u = x.to_bits();
-    if x.is_nan() {
-        return f32::from_bits((u | 0x0040_0000) & 0xffff_0000);
-    }
+    let nan = u & 0x7fff_ffff > 0x7f80_0000;
     let rounded = u.wrapping_add(0x7fff + ((u >> 16) & 1));
-    f32::from_bits(rounded & 0xffff_0000)
+    let quiet = u | 0x0040_0000;
+    f32::from_bits(if nan { quiet } else { rounded } & 0xffff_0000)
 }
 
 /// The bf16 bits of `x` (rounded as [`round_bf16`]): the packed weights'

@@ -6,7 +6,9 @@
 //! another stage reads as the function writes it, and (`Packed::new`) the
 //! weights when packed; the residual reads the layer's input unrounded,
 //! and the last stage's output is never rounded (bias, activation and
-//! residual are f32).
+//! residual are f32). A stage on AMX tiles converts its input to bf16
+//! itself, rounding to nearest even as [`round_bf16`] does: what it reads
+//! is not rounded first.
 
 use convjit_ir::{round_bf16, Layer};
 use convjit_plan::program::Program;
@@ -26,14 +28,19 @@ pub(crate) struct RoundedOutput {
 impl RoundedOutput {
     /// Per function of `program`: how to round what it writes, or `None`
     /// for the layer's last stage (its output is the layer's).
-    pub(crate) fn of(layer: &Layer, program: &Program) -> Vec<Option<RoundedOutput>> {
+    pub(crate) fn of(
+        layer: &Layer,
+        program: &Program,
+        tiles: &[bool],
+    ) -> Vec<Option<RoundedOutput>> {
         let last = layer.stages.len() - 1;
         program
             .functions
             .iter()
             .map(|f| {
                 let out = f.stage.output;
-                (f.index != last).then(|| RoundedOutput {
+                let read_by_tiles = reads_only_tiles(program, tiles, f.index + 1);
+                (f.index != last && !read_by_tiles).then(|| RoundedOutput {
                     pixels_per_row: match convjit_plan::stage_plan::is_flat(&f.stage) {
                         true => 1,
                         false => out.w,
@@ -76,9 +83,62 @@ impl RoundedOutput {
     }
 }
 
+/// Whether stage `index` runs on AMX tiles in every function of it
+/// (`tiles[f]`: function `f` does), which round what they read themselves.
+pub(crate) fn reads_only_tiles(program: &Program, tiles: &[bool], index: usize) -> bool {
+    let mut of_stage = program
+        .functions
+        .iter()
+        .zip(tiles)
+        .filter(|(f, _)| f.index == index)
+        .peekable();
+    of_stage.peek().is_some() && of_stage.all(|(_, &t)| t)
+}
+
 /// Each value of `v` rounded to bf16 in place ([`round_bf16`], the
-/// interpreter's rounding: the same bits).
+/// interpreter's rounding: the same bits), 16 at a time where AVX-512 is
+/// there (bf16 needs it: always, in practice).
 pub(crate) fn round_slice(v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return unsafe { round_slice_avx512(v) };
+    }
+    round_each(v)
+}
+
+/// [`round_each`] compiled for AVX-512 (the loop vectorizes to it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn round_slice_avx512(v: &mut [f32]) {
+    round_each(v)
+}
+
+/// `src` rounded to bf16 into `dst` (of the same length): one pass.
+pub(crate) fn round_into(dst: &mut [f32], src: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return unsafe { round_into_avx512(dst, src) };
+    }
+    round_pairs(dst, src)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn round_into_avx512(dst: &mut [f32], src: &[f32]) {
+    round_pairs(dst, src)
+}
+
+#[inline(always)]
+fn round_pairs(dst: &mut [f32], src: &[f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = round_bf16(s);
+    }
+}
+
+#[inline(always)]
+fn round_each(v: &mut [f32]) {
     for x in v {
         *x = round_bf16(*x);
     }
@@ -113,7 +173,7 @@ mod tests {
         .unwrap()[0];
         let p = convjit_plan::layer_plan::plan_layer(l, &Default::default(), &crate::host());
         let program = convjit_plan::program::program(l, &p);
-        let r = RoundedOutput::of(l, &program);
+        let r = RoundedOutput::of(l, &program, &vec![false; program.functions.len()]);
         let last: Vec<bool> = program.functions.iter().map(|f| f.index == 1).collect();
         for (r, last) in r.iter().zip(last) {
             assert_eq!(r.is_none(), last);

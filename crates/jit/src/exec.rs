@@ -5,7 +5,7 @@
 use crate::pool::{spin_until, Pool, SPIN};
 use crate::program::{Loc, Step};
 use crate::{check_len, JitError, Kernel};
-use convjit_ir::{DataError, Precision};
+use convjit_ir::DataError;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -40,6 +40,9 @@ impl Shared {
 /// the process's shared ones are busy (`None` if the system refused
 /// them: the run then spawns its own).
 pub(crate) struct Scratch {
+    /// The batch's input rounded to bf16 (`Compiled::round_input`), kept
+    /// for the next run.
+    rounded_input: Vec<f32>,
     inter: Vec<Vec<Buf>>,
     bufs: Vec<ThreadBufs>,
     workers: Option<Pool>,
@@ -92,6 +95,7 @@ impl Scratch {
                 .and_then(|(b, i)| b.checked_add(i)?.checked_mul(4)),
         )?;
         Ok(Scratch {
+            rounded_input: Vec::new(),
             inter: vec![Scratch::inter(layer, program)],
             bufs: (0..threads)
                 .map(|_| ThreadBufs {
@@ -275,18 +279,20 @@ impl Kernel {
             .collect();
         // In bf16 the stages read the input rounded (`bf16.rs`), the
         // residual reads it as given.
-        let rounded = match self.options.precision {
-            Precision::F32 => None,
-            Precision::Bf16 => {
-                let what = format_args!("the bf16 input of layer '{}'", l.name);
-                let mut r = convjit_ir::budget::zeroed(what, input.len())?;
-                r.copy_from_slice(input);
-                crate::bf16::round_slice(&mut r);
-                Some(r)
+        if self.compiled.round_input && scratch.rounded_input.len() < input.len() {
+            let what = format_args!("the bf16 input of layer '{}'", l.name);
+            scratch.rounded_input = convjit_ir::budget::zeroed(what, input.len())?;
+        }
+        let rounded = match self.compiled.round_input {
+            true => {
+                let r = &mut scratch.rounded_input[..input.len()];
+                crate::bf16::round_into(r, input);
+                &*r
             }
+            false => input,
         };
         let (input_ptr, residual_ptr, output_ptr) = (
-            Shared(rounded.as_deref().unwrap_or(input).as_ptr().cast_mut()),
+            Shared(rounded.as_ptr().cast_mut()),
             Shared(input.as_ptr().cast_mut()),
             Shared(output.as_mut_ptr()),
         );

@@ -300,6 +300,9 @@ struct Compiled {
     /// Per function, in bf16: how to round the output it writes for the
     /// stage that reads it (`bf16.rs`); all `None` in f32.
     rounded: Vec<Option<bf16::RoundedOutput>>,
+    /// In bf16, unless the first stage runs on tiles: the layer's input
+    /// is rounded before the first stage reads it.
+    round_input: bool,
     /// Bytes of scratch each thread passes its functions: the most any AMX
     /// function needs (`TilePlan::scratch_bytes`), else 0.
     tile_scratch: usize,
@@ -336,10 +339,13 @@ impl Compiled {
             }
         }
         let code = build(&plans, backend, isa)?;
-        let rounded = match layer_plan.options.precision {
-            Precision::F32 => vec![None; program.functions.len()],
-            Precision::Bf16 => bf16::RoundedOutput::of(layer, &program),
+        let tiles: Vec<bool> = plans.iter().map(|p| p.tiles.is_some()).collect();
+        let bf16 = layer_plan.options.precision == Precision::Bf16;
+        let rounded = match bf16 {
+            false => vec![None; program.functions.len()],
+            true => bf16::RoundedOutput::of(layer, &program, &tiles),
         };
+        let round_input = bf16 && !bf16::reads_only_tiles(&program, &tiles, 0);
         let tile_scratch = plans
             .iter()
             .filter_map(|p| p.tiles.as_ref().map(|t| t.scratch_bytes))
@@ -350,6 +356,7 @@ impl Compiled {
             plans,
             code,
             rounded,
+            round_input,
             tile_scratch,
         })
     }

@@ -72,7 +72,8 @@ fn every_stage_input_is_rounded_and_the_residual_is_not() {
 /// odd block counts (the clamped pair), strides, dilations, explicit and
 /// same padding, bias, both activations, the residual, flat stages
 /// called on pixel ranges that are not multiples of 32, and rows too wide
-/// to convert all at once (chunks of 4 rows, then 3).
+/// to convert all at once (chunks of 4 rows, then 3; of 512 pixels, then
+/// 64).
 const TILE_LAYERS: &str = "
 layer a { input 14x14x64\n p: pointwise 64 }
 layer b { input 7x9x40\n p: pointwise 50, bias, relu6 }
@@ -86,6 +87,7 @@ layer i { input 8x40x24\n c: conv 1x7 -> 24, pad same, relu }
 layer j { input 5x50x16\n c: conv 3x1 -> 80, stride 2x1, pad valid }
 layer k { input 12x12x64\n e: pointwise 96, relu6\n d: depthwise 3x3, pad same\n p: pointwise 64, residual }
 layer m { input 7x150x256\n c: conv 3x3 -> 16, pad same, bias }
+layer n { input 40x40x512\n p: pointwise 16, relu }
 ";
 
 #[test]

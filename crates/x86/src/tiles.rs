@@ -47,8 +47,6 @@ enum Slot {
     /// Channel block pair: the first block's index and the second's.
     N0,
     N1,
-    /// Valid pixels of the current 32-pixel block (flat).
-    Valid,
 }
 
 const SLOTS: i32 = 14;
@@ -151,14 +149,13 @@ impl Tiles<'_> {
             .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::End)));
         self.a.branch(Code::Jae_rel8_64, Code::Jae_rel32_64, done);
         if p.flat {
-            self.flat_block();
-            self.add_slot(Slot::Row, 2 * M_BLOCK as i64);
+            self.flat_chunk();
         } else {
             self.output_chunk();
-            self.load(R::RAX, Slot::Chunk);
-            self.a
-                .emit(I::with2(Code::Add_rm64_r64, slot(Slot::Row), R::RAX));
         }
+        self.load(R::RAX, Slot::Chunk);
+        self.a
+            .emit(I::with2(Code::Add_rm64_r64, slot(Slot::Row), R::RAX));
         self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, top);
         self.a.bind(done);
         self.a.emit(Ok(I::with(Code::VEX_Tilerelease)));
@@ -325,20 +322,20 @@ impl Tiles<'_> {
         });
     }
 
-    // ---- flat (pointwise): convert 32 pixels, then the tiles ----
+    // ---- flat (pointwise): convert a chunk of pixels, then the tiles ----
 
-    /// Pixels `[Row] .. [Row] + 32` (fewer at the end): converted, then
-    /// every pair of channel blocks.
-    fn flat_block(&mut self) {
+    /// Pixels `[Row] ..` (up to `chunk_rows`, `[Chunk]` of them):
+    /// converted, then per pair of channel blocks every 32 of them.
+    fn flat_chunk(&mut self) {
         let t = self.t;
-        // Valid pixels: min(32, End - Row).
+        // Chunk = min(chunk_rows, End - Row).
         self.load(R::RCX, Slot::End);
         self.a
             .emit(I::with2(Code::Sub_r64_rm64, R::RCX, slot(Slot::Row)));
-        self.mov_imm(R::RAX, 2 * M_BLOCK as i64);
+        self.mov_imm(R::RAX, t.chunk_rows as i64);
         self.a.emit(I::with2(Code::Cmp_r64_rm64, R::RCX, R::RAX));
         self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RCX, R::RAX));
-        self.store(Slot::Valid, R::RCX);
+        self.store(Slot::Chunk, R::RCX);
         self.load(R::RBX, Slot::Scratch);
         self.load(R::RSI, Slot::Row);
         self.mul_imm(R::RSI, (self.p.ci * 4) as i64);
@@ -347,20 +344,32 @@ impl Tiles<'_> {
         self.convert_pixels(Count::Reg(R::RCX));
         let cp2 = (t.cp * 2) as i64;
         self.channel_pairs(|g| {
-            g.load(R::RAX, Slot::Scratch);
+            g.store_imm(Slot::At, 0);
+            let block = g.a.label();
+            g.a.bind(block);
+            g.load(R::RAX, Slot::At);
+            g.mul_imm(R::RAX, cp2);
+            g.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::Scratch)));
             g.mov_imm(R::R14, M_BLOCK as i64 * cp2);
             g.mov_imm(R::R12, cp2);
             g.b_pointers();
             g.zero_accumulators();
             g.chunk_loop(t.k_chunks, (t.n_blocks * B_TILE_BYTES) as i64);
             g.epilogue(|g, m_sel| {
-                // Pixels Row + 16 m .. of which Valid - 16 m are real.
+                // Pixels Row + At + 16 m .., Chunk - At - 16 m of them real.
+                let first = (m_sel * M_BLOCK) as i64;
                 g.load(R::RAX, Slot::Row);
-                g.add_imm(R::RAX, (m_sel * M_BLOCK) as i64);
-                g.load(R::RCX, Slot::Valid);
-                g.add_imm(R::RCX, -((m_sel * M_BLOCK) as i64));
+                g.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::At)));
+                g.add_imm(R::RAX, first);
+                g.load(R::RCX, Slot::Chunk);
+                g.a.emit(I::with2(Code::Sub_r64_rm64, R::RCX, slot(Slot::At)));
+                g.add_imm(R::RCX, -first);
                 Count::Reg(R::RCX)
             });
+            g.add_slot(Slot::At, 2 * M_BLOCK as i64);
+            g.load(R::RAX, Slot::At);
+            g.a.emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Chunk)));
+            g.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, block);
         });
     }
 

@@ -10,12 +10,16 @@
 //! twice and each B tile (32 channels x 16 outputs) twice. Then bias,
 //! activation and residual in f32 on the stored accumulators.
 //!
-//! - A flat stage (1x1, a range of pixels) converts 32 pixels at a time:
-//!   `[32][Cp]` bf16.
-//! - Any other converts, per output row, the `Kh` input rows its taps read
-//!   into `[Kh][Ws][Cp]` bf16 with zero columns for the padding: a tap's A
-//!   tile is 16 pixels `sw` columns apart, a tile row stride of
-//!   `sw * Cp * 2` bytes (any stride and dilation).
+//! - A flat stage (1x1, a range of pixels) converts a chunk of pixels at
+//!   a time: `[P][Cp]` bf16.
+//! - Any other converts, per chunk of output rows, the input rows their
+//!   taps read into `[rows][Ws][Cp]` bf16 with zero columns for the
+//!   padding: a tap's A tile is 16 pixels `sw` columns apart, a tile row
+//!   stride of `sw * Cp * 2` bytes (any stride and dilation).
+//!
+//! Chunks are as large as [`TILE_STAGING_BYTES`] allows: each pair of
+//! channel blocks then runs over all of a chunk's pixel blocks, its
+//! weights read from cache after the first.
 //!
 //! Pixels past the row's (or the range's) end are computed from whatever
 //! the scratch holds and never stored: a tile's rows are independent.
@@ -58,9 +62,10 @@ pub struct TilePlan {
     pub staged_width: usize,
     /// Bytes of one converted input row (`staged_width * cp * 2`).
     pub staged_row_bytes: usize,
-    /// Output rows computed per conversion (not flat): their input rows
-    /// converted once, then each pair of channel blocks over all their
-    /// pixel blocks (the pair's weights stay in cache across them).
+    /// Output rows (flat: pixels, a multiple of 32) computed per
+    /// conversion: their input converted once, then each pair of channel
+    /// blocks over all their pixel blocks (the pair's weights stay in
+    /// cache across them).
     pub chunk_rows: usize,
     /// Input rows converted for a chunk: `(chunk_rows - 1) * sh +
     /// (kh - 1) * dh + 1`.
@@ -117,7 +122,12 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
     // As many output rows as keep the converted rows within
     // TILE_STAGING_BYTES (at least one).
     let chunk_rows = match flat {
-        true => 0,
+        // Pixels: whole pairs of pixel blocks, as many as the budget holds.
+        true => {
+            let pair = 2 * M_BLOCK;
+            let all = (stage.output.h * wo).div_ceil(pair) * pair;
+            (TILE_STAGING_BYTES / (cp * 2) / pair * pair).clamp(pair, all.max(pair))
+        }
         false => (1..=stage.output.h)
             .take_while(|&r| r == 1 || rows_for(r) * staged_row_bytes <= TILE_STAGING_BYTES)
             .last()
@@ -125,7 +135,7 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
     };
     let staged_rows = if flat { 0 } else { rows_for(chunk_rows) };
     let converted = if flat {
-        2 * M_BLOCK * cp * 2
+        chunk_rows * cp * 2
     } else {
         staged_rows * staged_row_bytes
     };
@@ -214,6 +224,10 @@ mod tests {
         assert_eq!(t.bias_off, 9 * 2 * 4 * 256);
         let p = tile_plan(&stage("layer l { input 14x14x24\n p: pointwise 144 }")).unwrap();
         assert_eq!((p.cp, p.n_blocks, p.m_blocks), (32, 9, 0));
+        // All 196 pixels in one chunk, rounded up to pairs of blocks.
+        assert_eq!(p.chunk_rows, 224);
+        let big = tile_plan(&stage("layer l { input 112x112x512\n p: pointwise 64 }")).unwrap();
+        assert_eq!(big.chunk_rows, 512);
         let s = tile_plan(&stage(
             "layer l { input 17x17x128\n c: conv 7x7 -> 128, stride 2x2, pad same }",
         ))
