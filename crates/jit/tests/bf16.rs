@@ -73,7 +73,7 @@ fn every_stage_input_is_rounded_and_the_residual_is_not() {
 /// same padding, bias, both activations, the residual, flat stages
 /// called on pixel ranges that are not multiples of 32, and rows too wide
 /// to convert all at once (chunks of 4 rows, then 3; of 512 pixels, then
-/// 64).
+/// 64), and tile stages in fused groups, called on bands of rows.
 const TILE_LAYERS: &str = "
 layer a { input 14x14x64\n p: pointwise 64 }
 layer b { input 7x9x40\n p: pointwise 50, bias, relu6 }
@@ -88,6 +88,7 @@ layer j { input 5x50x16\n c: conv 3x1 -> 80, stride 2x1, pad valid }
 layer k { input 12x12x64\n e: pointwise 96, relu6\n d: depthwise 3x3, pad same\n p: pointwise 64, residual }
 layer m { input 7x150x256\n c: conv 3x3 -> 16, pad same, bias }
 layer n { input 40x40x512\n p: pointwise 16, relu }
+layer o { input 20x20x32\n c: conv 3x3 -> 32, pad same, relu\n d: depthwise 3x3, pad same\n q: conv 3x3 -> 48, dilation 1x2, pad same }
 ";
 
 #[test]

@@ -223,6 +223,16 @@ impl Tiles<'_> {
         self.a
             .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Left)));
         self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, top);
+        if t.grid {
+            // The last grid position computed, plus one: (Chunk - 1) *
+            // width + wo.
+            self.load(R::RAX, Slot::Chunk);
+            self.add_imm(R::RAX, -1);
+            self.mul_imm(R::RAX, t.staged_width as i64);
+            self.add_imm(R::RAX, p.wo as i64);
+            self.store(Slot::Left, R::RAX);
+            return self.channel_pairs(|g| g.grid_blocks());
+        }
         self.channel_pairs(|g| {
             g.store_imm(Slot::At, 0);
             let row = g.a.label();
@@ -297,6 +307,26 @@ impl Tiles<'_> {
         self.add_imm(R::RAX, m as i64 * px_bytes);
         self.mov_imm(R::R14, (m1 - m) as i64 * px_bytes);
         self.mov_imm(R::R12, p.sw as i64 * cp2);
+        self.tap_reduction();
+        self.epilogue(false, |g, m_sel| {
+            // The block's first pixel of the output row, and how many.
+            let mb = if m_sel == 0 { m } else { m1 };
+            let valid = p.wo.saturating_sub(mb * M_BLOCK).min(M_BLOCK);
+            g.load(R::RAX, Slot::Row);
+            g.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::At)));
+            g.mul_imm(R::RAX, p.wo as i64);
+            g.add_imm(R::RAX, (mb * M_BLOCK) as i64);
+            Count::Const(valid)
+        });
+    }
+
+    /// The 2x2 block's reduction over every tap and chunk, its A tiles at
+    /// rax and rax + r14 (row stride r12) for the first tap: the B
+    /// pointers set, the accumulators zeroed, the loops over kernel rows,
+    /// columns and chunks.
+    fn tap_reduction(&mut self) {
+        let (p, t) = (self.p, self.t);
+        let cp2 = (t.cp * 2) as i64;
         self.b_pointers();
         let step = (t.n_blocks * B_TILE_BYTES) as i64;
         let chunks = t.k_chunks;
@@ -310,16 +340,40 @@ impl Tiles<'_> {
             });
             g.add_imm(R::RAX, ky_back);
         });
-        self.epilogue(|g, m_sel| {
-            // The block's first pixel of the output row, and how many.
-            let mb = if m_sel == 0 { m } else { m1 };
-            let valid = p.wo.saturating_sub(mb * M_BLOCK).min(M_BLOCK);
-            g.load(R::RAX, Slot::Row);
-            g.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::At)));
-            g.mul_imm(R::RAX, p.wo as i64);
-            g.add_imm(R::RAX, (mb * M_BLOCK) as i64);
-            Count::Const(valid)
+    }
+
+    /// A stride-1 chunk on the grid of its converted rows: every pair of
+    /// 16-position blocks from position `[At]` up to `[Left]` (the
+    /// chunk's last output pixel, plus one).
+    fn grid_blocks(&mut self) {
+        let (p, t) = (self.p, self.t);
+        let cp2 = (t.cp * 2) as i64;
+        self.store_imm(Slot::At, 0);
+        let top = self.a.label();
+        self.a.bind(top);
+        self.load(R::RAX, Slot::At);
+        self.mul_imm(R::RAX, cp2);
+        self.a
+            .emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::Scratch)));
+        self.mov_imm(R::R14, M_BLOCK as i64 * cp2);
+        self.mov_imm(R::R12, cp2);
+        self.tap_reduction();
+        self.epilogue(true, |g, m_sel| {
+            // Grid positions At + 16 m .., Left - At - 16 m of them real.
+            let first = (m_sel * M_BLOCK) as i64;
+            g.load(R::RAX, Slot::At);
+            g.add_imm(R::RAX, first);
+            g.load(R::RCX, Slot::Left);
+            g.a.emit(I::with2(Code::Sub_r64_rm64, R::RCX, slot(Slot::At)));
+            g.add_imm(R::RCX, -first);
+            Count::Reg(R::RCX)
         });
+        self.add_slot(Slot::At, 2 * M_BLOCK as i64);
+        self.load(R::RAX, Slot::At);
+        self.a
+            .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Left)));
+        self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, top);
+        let _ = p;
     }
 
     // ---- flat (pointwise): convert a chunk of pixels, then the tiles ----
@@ -355,7 +409,7 @@ impl Tiles<'_> {
             g.b_pointers();
             g.zero_accumulators();
             g.chunk_loop(t.k_chunks, (t.n_blocks * B_TILE_BYTES) as i64);
-            g.epilogue(|g, m_sel| {
+            g.epilogue(false, |g, m_sel| {
                 // Pixels Row + At + 16 m .., Chunk - At - 16 m of them real.
                 let first = (m_sel * M_BLOCK) as i64;
                 g.load(R::RAX, Slot::Row);
@@ -527,7 +581,11 @@ impl Tiles<'_> {
     /// valid pixels' channels: + bias, activation, + residual, stored.
     /// `first(g, m)` puts pixel block `m`'s first output pixel index (from
     /// output pixel 0) in rax and returns how many of its 16 are real.
-    fn epilogue(&mut self, first: impl Fn(&mut Self, usize) -> Count) {
+    ///
+    /// On a `grid`, `first` gives a grid position in rax (of the chunk
+    /// from output row `[Row]`) and a register count: positions past the
+    /// row's `wo` pixels are skipped (r11 counts the column).
+    fn epilogue(&mut self, grid: bool, first: impl Fn(&mut Self, usize) -> Count) {
         let (p, t) = (self.p, self.t);
         self.load(R::RBX, Slot::Scratch);
         self.add_imm(R::RBX, t.acc_offset as i64);
@@ -583,6 +641,21 @@ impl Tiles<'_> {
             // rsi: output of (first pixel, first channel); rdi: its
             // residual; rcx: valid pixels.
             let count = first(self, m_sel);
+            if grid {
+                // rax = q: row Row + q / width, column r11 = q % width.
+                self.mov_rr(R::R10, R::RCX);
+                self.a.emit(I::with2(Code::Xor_r32_rm32, R::EDX, R::EDX));
+                self.mov_imm(R::R11, t.staged_width as i64);
+                self.a.emit(I::with1(Code::Div_rm64, R::R11));
+                self.mov_rr(R::R11, R::RDX);
+                self.a
+                    .emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::Row)));
+                self.mul_imm(R::RAX, p.wo as i64);
+                self.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, R::R11));
+                self.mov_rr(R::RCX, R::R10);
+                self.load(R::RDX, if n_sel == 0 { Slot::N0 } else { Slot::N1 });
+                self.a.emit(I::with2(Code::Shl_rm64_imm8, R::RDX, 4u32));
+            }
             self.mul_imm(R::RAX, px_bytes);
             self.add_imm(R::RAX, (p.channels.0 * 4) as i64);
             self.a
@@ -603,6 +676,12 @@ impl Tiles<'_> {
             self.mov_imm(R::RAX, M_BLOCK as i64);
             self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RCX, R::RAX));
             self.a.bind(top);
+            let skip = self.a.label();
+            if grid {
+                self.a
+                    .emit(I::with2(Code::Cmp_rm64_imm32, R::R11, p.wo as i32));
+                self.a.branch(Code::Jae_rel8_64, Code::Jae_rel32_64, skip);
+            }
             let acc = MemoryOperand::with_base_index_scale_displ_size(R::RBX, R::R8, 1, 0, 0);
             self.a.emit(I::with3(
                 Code::EVEX_Vaddps_zmm_k1z_zmm_zmmm512b32_er,
@@ -641,8 +720,23 @@ impl Tiles<'_> {
                 I::with2(Code::EVEX_Vmovups_zmmm512_k1z_zmm, mem(R::RSI, 0), v),
                 |i| i.set_op_mask(R::K1),
             );
+            self.a.bind(skip);
             self.add_imm(R::RSI, px_bytes);
             self.add_imm(R::R8, 64);
+            if grid {
+                // Past the grid row's end: the next output row.
+                let same_row = self.a.label();
+                self.add_imm(R::R11, 1);
+                self.a.emit(I::with2(
+                    Code::Cmp_rm64_imm32,
+                    R::R11,
+                    t.staged_width as i32,
+                ));
+                self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, same_row);
+                self.mov_imm(R::R11, 0);
+                self.add_imm(R::RSI, (p.wo as i64 - t.staged_width as i64) * px_bytes);
+                self.a.bind(same_row);
+            }
             self.a.emit(I::with1(Code::Dec_rm64, R::RCX));
             self.a.branch(Code::Jne_rel8_64, Code::Jne_rel32_64, top);
             self.a.bind(done);

@@ -39,6 +39,10 @@ pub const B_TILE_BYTES: usize = 1024;
 /// input rows and four accumulator tiles. Wider stages run as f32 code
 /// on rounded values.
 pub const MAX_TILE_SCRATCH: usize = 1 << 20;
+/// Grid positions after a chunk's converted rows that its last pair of
+/// pixel blocks may read (16 past the last computed position, 16 more for
+/// the pair's second block, less than 16 of rounding): 64, to be safe.
+pub const GRID_SLACK: usize = 64;
 /// Converted input rows per chunk of output rows, at most (unless one
 /// output row needs more): with a pair of channel blocks' weights, within
 /// L2 (2 MiB on Sapphire Rapids).
@@ -55,8 +59,14 @@ pub struct TilePlan {
     pub co: usize,
     /// Channel blocks of [`N_BLOCK`]: `ceil(co / 16)`.
     pub n_blocks: usize,
-    /// Pixel blocks per output row (not flat): `ceil(wo / 16)`.
+    /// Pixel blocks per output row (not flat, not a grid): `ceil(wo / 16)`.
     pub m_blocks: usize,
+    /// Stride 1 both ways (not flat): the converted rows are one grid of
+    /// `staged_width` pixels a row, and pixel blocks run along it across
+    /// rows (output pixel `(oy, ox)` at grid position `oy * staged_width +
+    /// ox`; positions with `ox >= wo` are computed and never stored), so
+    /// a row of 17 pixels costs 23 grid positions, not 32.
+    pub grid: bool,
     /// Converted input columns per kernel row (not flat): every column a
     /// tap of a computed pixel reads, from the left padding on.
     pub staged_width: usize,
@@ -107,14 +117,21 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
     let n_blocks = co.div_ceil(N_BLOCK);
     let flat = super::is_flat(stage);
     let wo = stage.output.w;
-    let m_blocks = if flat { 0 } else { wo.div_ceil(M_BLOCK) };
-    // Columns read by the last computed pixel's last tap, plus one; the
-    // 2x2 blocking reads one block past an odd count (clamped: see
-    // `pixel_pairs`), so `m_blocks` blocks suffice.
-    let staged_width = if flat {
+    let grid = !flat && stage.stride == [1, 1];
+    let m_blocks = if flat || grid {
         0
     } else {
-        (m_blocks * M_BLOCK - 1) * stage.stride[1] + (kw - 1) * stage.dilation[1] + 1
+        wo.div_ceil(M_BLOCK)
+    };
+    // Columns read by the last computed pixel's last tap, plus one (a
+    // grid: by the row's last output pixel; else by the last pixel of the
+    // last block, the 2x2 blocking clamping the pair of an odd count).
+    let staged_width = match (flat, grid) {
+        (true, _) => 0,
+        (false, true) => wo + (kw - 1) * stage.dilation[1],
+        (false, false) => {
+            (m_blocks * M_BLOCK - 1) * stage.stride[1] + (kw - 1) * stage.dilation[1] + 1
+        }
     };
     let staged_row_bytes = staged_width * cp * 2;
     let (sh, dh) = (stage.stride[0], stage.dilation[0]);
@@ -137,7 +154,9 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
     let converted = if flat {
         chunk_rows * cp * 2
     } else {
-        staged_rows * staged_row_bytes
+        // A grid's last pair of blocks reads up to 48 positions past the
+        // converted rows (stale values, in rows never stored).
+        staged_rows * staged_row_bytes + usize::from(grid) * GRID_SLACK * cp * 2
     };
     let acc_offset = converted.div_ceil(64) * 64;
     let scratch_bytes = acc_offset + 4 * M_BLOCK * N_BLOCK * 4;
@@ -151,6 +170,7 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
         co,
         n_blocks,
         m_blocks,
+        grid,
         staged_width,
         staged_row_bytes,
         chunk_rows,
@@ -218,9 +238,15 @@ mod tests {
             "layer l { input 56x56x64\n c: conv 3x3 -> 64, pad same }",
         ))
         .unwrap();
-        assert_eq!((t.cp, t.k_chunks, t.n_blocks, t.m_blocks), (64, 2, 4, 4));
-        // 64 computed pixels read columns 0..66 of the padded row.
-        assert_eq!(t.staged_width, 66);
+        assert_eq!((t.cp, t.k_chunks, t.n_blocks, t.grid), (64, 2, 4, true));
+        // A grid of the padded rows: 56 + 2 columns.
+        assert_eq!(t.staged_width, 58);
+        let s2 = tile_plan(&stage(
+            "layer l { input 56x56x64\n c: conv 3x3 -> 64, stride 2x2, pad same }",
+        ))
+        .unwrap();
+        // 32 computed pixels (2 blocks for 28) read columns 0..65.
+        assert_eq!((s2.m_blocks, s2.grid, s2.staged_width), (2, false, 65));
         assert_eq!(t.bias_off, 9 * 2 * 4 * 256);
         let p = tile_plan(&stage("layer l { input 14x14x24\n p: pointwise 144 }")).unwrap();
         assert_eq!((p.cp, p.n_blocks, p.m_blocks), (32, 9, 0));
@@ -235,7 +261,7 @@ mod tests {
         assert_eq!(s.staged_width, 15 * 2 + 6 + 1);
         // All 9 output rows at once: their 23 input rows fit.
         assert_eq!((s.chunk_rows, s.staged_rows), (9, 8 * 2 + 6 + 1));
-        // 3x3 on 56x56x64: rows of 66 columns x 64 channels, 58 of them.
+        // 3x3 on 56x56x64: rows of 58 columns x 64 channels, 58 of them.
         assert_eq!((t.chunk_rows, t.staged_rows), (56, 58));
         let wide = tile_plan(&stage(
             "layer l { input 64x256x256\n c: conv 3x3 -> 64, pad same }",
