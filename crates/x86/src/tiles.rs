@@ -346,7 +346,7 @@ impl Tiles<'_> {
     /// 16-position blocks from position `[At]` up to `[Left]` (the
     /// chunk's last output pixel, plus one).
     fn grid_blocks(&mut self) {
-        let (p, t) = (self.p, self.t);
+        let t = self.t;
         let cp2 = (t.cp * 2) as i64;
         self.store_imm(Slot::At, 0);
         let top = self.a.label();
@@ -373,7 +373,6 @@ impl Tiles<'_> {
         self.a
             .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Left)));
         self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, top);
-        let _ = p;
     }
 
     // ---- flat (pointwise): convert a chunk of pixels, then the tiles ----
