@@ -862,3 +862,57 @@ enum Count {
     Const(usize),
     Reg(R),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convjit_plan::stage_plan::{plan_for, Target};
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+
+    const TILES: Target = Target {
+        tiles: true,
+        ..Target::AVX512
+    };
+
+    fn mnemonics(src: &str) -> Vec<Mnemonic> {
+        let layer = convjit_ir::compile_source(src).unwrap().remove(0);
+        let p = plan_for(&layer.stages[0], &TILES);
+        assert!(p.tiles.is_some(), "{src}: no tiles");
+        let code = emit_tiles(&p).expect("encodes");
+        let ins: Vec<_> = Decoder::with_ip(64, &code, 0, DecoderOptions::NONE)
+            .into_iter()
+            .collect();
+        assert_eq!(ins.iter().map(|i| i.len()).sum::<usize>(), code.len());
+        assert!(ins.iter().all(|i| !i.is_invalid()), "{src}");
+        ins.iter().map(|i| i.mnemonic()).collect()
+    }
+
+    /// Each kind of tile function (flat, rows, grid) configures the tiles
+    /// once, releases them before returning, and does four tile products
+    /// per reduction step on four accumulators; runs on any host (only
+    /// emitted and decoded).
+    #[test]
+    fn every_kind_configures_multiplies_and_releases() {
+        for src in [
+            "layer a { input 14x14x40\n p: pointwise 50, bias, relu6 }",
+            "layer b { input 19x37x48\n c: conv 3x3 -> 40, stride 2x2, pad same, bias, relu }",
+            "layer c { input 17x17x128\n c: conv 7x7 -> 128, pad same, residual }",
+        ] {
+            let m = mnemonics(src);
+            let count = |x: Mnemonic| m.iter().filter(|&&y| y == x).count();
+            assert_eq!(count(Mnemonic::Ldtilecfg), 1, "{src}");
+            assert_eq!(count(Mnemonic::Tilerelease), 1, "{src}");
+            assert_eq!(count(Mnemonic::Tdpbf16ps) % 4, 0, "{src}");
+            assert!(count(Mnemonic::Tdpbf16ps) > 0, "{src}");
+            assert_eq!(
+                count(Mnemonic::Tilestored),
+                4 * (count(Mnemonic::Tdpbf16ps) / 4),
+                "{src}"
+            );
+            assert!(count(Mnemonic::Vcvtne2ps2bf16) > 0, "{src}");
+            let ret = m.iter().rposition(|&x| x == Mnemonic::Ret).unwrap();
+            let release = m.iter().rposition(|&x| x == Mnemonic::Tilerelease).unwrap();
+            assert!(release < ret, "{src}");
+        }
+    }
+}
