@@ -31,9 +31,11 @@
 
 mod bf16;
 mod exec;
+mod peak;
 mod pool;
 mod tiles;
 
+pub use peak::{bf16_peaks, PeakLoop};
 pub use tiles::tiles_refused;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
@@ -711,7 +713,7 @@ fn build(
         .map(|&id| {
             let ptr = module.get_finalized_function(id);
             // SAFETY: `id` was defined above with the signature
-            // (i64 x 6) -> () in the host's default calling convention,
+            // (i64 x 7) -> () in the host's default calling convention,
             // which is `extern "C"` with pointer-sized arguments.
             unsafe { std::mem::transmute::<*const u8, StageFn>(ptr) }
         })

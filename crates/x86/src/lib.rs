@@ -12,6 +12,7 @@
 
 mod asm;
 mod emit;
+pub mod peak;
 mod tiles;
 
 use convjit_plan::limits::{check_code_size, TooLarge};
