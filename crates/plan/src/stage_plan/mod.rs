@@ -16,10 +16,14 @@
 //!   [`plan_channels`]);
 //! - `packing.rs`: the packed-weight layout and the copies that fill it
 //!   ([`StagePlan::pack_copies`], [`pack_into`]);
+//! - `nest.rs`: the loop nest every generator emits, as data
+//!   ([`StagePlan::nest`], [`LoopNest`]), and the taps of a register
+//!   block's kernel row ([`StagePlan::reduction`], [`StagePlan::dw_taps`]);
 //! - `code_size.rs`: the instructions a plan will take ([`code_size`]).
 
 mod code_size;
 mod geometry;
+mod nest;
 mod packing;
 mod runs;
 mod schedule;
@@ -30,6 +34,10 @@ mod target;
 pub use code_size::{code_size, MIN_CODE_SIZE};
 pub use geometry::{
     call_range, is_flat, positions, row_block_vectors, tap_range, ColBlock, Segment,
+};
+pub use nest::{
+    Block, BlockCols, ColumnTaps, DwColumn, DwInputColumns, DwTaps, InputColumn, KernelRows,
+    LoopNest, Offsets, PixelBlocks, Pixels, Reduction, Rows, RunLoop, TapInput,
 };
 pub use packing::{pack, pack_into, PackCopy, PackSource, PACK_ROW_BYTES, PACK_SLACK_BYTES};
 pub use runs::{InSrc, OutDst, Run, Unit};
