@@ -19,7 +19,7 @@
 //! - `nest.rs`: the loop nest every generator emits, as data
 //!   ([`StagePlan::nest`], [`LoopNest`]), and the taps of a register
 //!   block's kernel row ([`StagePlan::reduction`], [`StagePlan::dw_taps`]);
-//! - `code_size.rs`: the instructions a plan will take ([`code_size`]).
+//! - `code_size.rs`: the instructions a plan will take ([`code_size()`]).
 
 mod code_size;
 mod geometry;
