@@ -9,27 +9,40 @@
 //! outputs read are touched), `output` and `residual` at the first output
 //! computed; `weights` points at the packed layout of
 //! [`convjit_plan::stage_plan::pack`]. One function thus serves whole stages and every
-//! row band of them (fusion, threads). Loop structure:
+//! row band of them (fusion, threads).
+//!
+//! The loops are the plan's [`LoopNest`] ([`StagePlan::nest`], shared with
+//! the x86 generators), emitted as CLIF:
 //!
 //! ```text
 //! [for each channel block]                   (here instead, for weights beyond
-//!                                             L2: StagePlan::channels_outer)
+//!                                             L2: LoopNest::channels_outer)
 //!   for oy in row0..row0+rows                (kernel rows valid for oy: computed per row;
 //!                                             flat stages: blocks of the pixel range)
-//!     for each column segment                (compile time: its valid kernel columns)
-//!       for each block of px output pixels   (loop over full blocks, then the remainder)
-//!         for each channel group / run / repetition
-//!           accumulators = bias
-//!           for ky in valid rows             (run-time count)
-//!             taps of the valid columns      (unrolled for depthwise; a reduction
+//!     for each PixelBlocks of the row        (compile time: conv rows per column
+//!                                             segment, full blocks then the rest;
+//!                                             depthwise rows in column blocks)
+//!       for each channel group / run / repetition
+//!         accumulators = bias
+//!         for ky in valid rows               (run-time count)
+//!           taps of the valid columns        (unrolled for depthwise; a reduction
 //!                                             loop over kx*Ci for conv/pointwise)
-//!           activation, + residual, store
+//!         activation, + residual, store
 //! ```
 //! No bounds test is executed inside the accumulation: out-of-range taps
 //! are simply not emitted (columns) or not iterated (rows).
+//!
+//! What is this generator's own: the SSA values and loop shape Cranelift
+//! needs to select good instructions (see [`Gen::repeat`]), a reduction's
+//! unrolling by `k_unroll` only, which depthwise rows it walks input
+//! column by input column (at most [`MAX_ROW_WEIGHTS`] kernel columns),
+//! and that broadcasts are never shared.
 
 use convjit_ir::Activation;
-use convjit_plan::stage_plan::{ColBlock, InSrc, OutDst, Run, StagePlan, Strategy, LANES};
+use convjit_plan::stage_plan::{
+    Block, BlockCols, InSrc, KernelRows, LoopNest, OutDst, Pixels, Reduction, Run, RunLoop,
+    StagePlan, Strategy, LANES,
+};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I64, I8X16};
 use cranelift_codegen::ir::{
@@ -47,6 +60,8 @@ enum Count {
 struct Gen<'a, 'b> {
     b: &'a mut FunctionBuilder<'b>,
     p: &'a StagePlan,
+    /// The plan's loops.
+    n: &'a LoopNest<'a>,
     mf: MemFlagsData,
     /// Accumulators live in the loops being emitted (see [`Gen::repeat`]).
     carried: Vec<Variable>,
@@ -56,9 +71,10 @@ struct Gen<'a, 'b> {
     fused: bool,
 }
 
-/// Kernel columns up to which [`Gen::dw_taps_by_column`] keeps a kernel
-/// row's weight vectors in registers, beside 8 accumulators, an input and
-/// its copy (16 vector registers; at 6 the allocator spilled).
+/// Kernel columns up to which [`Gen::dw_taps`] walks input columns
+/// ([`StagePlan::dw_input_columns`]), keeping a kernel row's weight
+/// vectors in registers beside 8 accumulators, an input and its copy (16
+/// vector registers; at 6 the allocator spilled).
 const MAX_ROW_WEIGHTS: usize = 5;
 
 /// Emits the body of the stage function into `b` (whose signature has the
@@ -73,9 +89,11 @@ pub fn emit(plan: &StagePlan, b: &mut FunctionBuilder, fused: bool) {
     let (input, weights, output, residual, row0, rows) = (
         params[0], params[1], params[2], params[3], params[4], params[5],
     );
+    let nest = plan.nest();
     let mut g = Gen {
         b,
         p: plan,
+        n: &nest,
         mf: MemFlagsData::new().with_notrap(),
         carried: Vec::new(),
         fused,
@@ -86,11 +104,7 @@ pub fn emit(plan: &StagePlan, b: &mut FunctionBuilder, fused: bool) {
     let out_base = g.b.ins().isub(output, skip);
     let res_delta = plan.residual.then(|| g.b.ins().isub(residual, output));
     let rows = Rows { row0, count: rows };
-    if plan.strategy == Strategy::Reduce {
-        g.body(input, weights, out_base, res_delta, rows);
-    } else {
-        g.dw_body(input, weights, out_base, res_delta, rows);
-    }
+    g.body(input, weights, out_base, res_delta, rows);
     g.b.ins().return_(&[]);
 }
 
@@ -198,7 +212,7 @@ impl Gen<'_, '_> {
         self.b.seal_block(exit);
     }
 
-    /// Conv/pointwise. `out_base` is where output row 0 would be.
+    /// The whole loop nest. `out_base` is where output row 0 would be.
     fn body(
         &mut self,
         input: Value,
@@ -207,14 +221,14 @@ impl Gen<'_, '_> {
         res_delta: Option<Value>,
         rows: Rows,
     ) {
-        if self.p.channels_outer() {
+        if self.n.channels_outer {
             // Each channel block's weights stay in cache while every
             // pixel of the rows streams past them.
-            self.channel_blocks(weights, &mut |g, run, w, bias, choff| {
+            self.channel_blocks(weights, &mut |g, r, w, bias, choff| {
                 g.pixel_blocks(input, out_base, res_delta, rows, &mut |g, k, i, o| {
                     let o = g.b.ins().iadd(o, choff);
-                    let w0 = g.tap_weights(run, k, w);
-                    g.block(run, k, i, w0, o, bias);
+                    let w0 = g.tap_weights(r.run, k, w);
+                    g.block(r.run, k, i, w0, o, bias);
                 });
             });
         } else {
@@ -224,9 +238,9 @@ impl Gen<'_, '_> {
         }
     }
 
-    /// Conv/pointwise: every register block of pixels of the rows (rows,
-    /// column segments, blocks of `px` pixels), calling `inner` with the
-    /// block's arguments and its input and output pixel pointers.
+    /// Every register block of pixels of the rows ([`Pixels`]), calling
+    /// `inner` with the block's arguments and its input and output pixel
+    /// pointers.
     #[allow(clippy::type_complexity)]
     fn pixel_blocks(
         &mut self,
@@ -237,101 +251,84 @@ impl Gen<'_, '_> {
         inner: &mut dyn FnMut(&mut Self, &BlockArgs, Value, Value),
     ) {
         let p = self.p;
-        if p.flat {
-            return self.flat_blocks(img, oimg, res_delta, rows, inner);
-        }
-        let in_row_bytes = (p.w * p.ci * 4) as i64;
-        let out_row_bytes = (p.wo * p.co * 4) as i64;
+        let r = match &self.n.pixels {
+            &Pixels::Flat { px, in_px, out_px } => {
+                return self.flat_blocks((px, in_px, out_px), img, oimg, res_delta, rows, inner)
+            }
+            Pixels::Rows(r) => r,
+        };
+        assert!(r.row_vectors.is_none(), "row vectors are x86's");
         let oy = self.var(rows.row0);
         self.repeat(Count::Dyn(rows.count), &mut |g| {
             let oyv = g.get(oy);
-            let (ky0, nky, in_row) = if p.rows_full {
-                let off = g.b.ins().imul_imm_s(oyv, p.sh as i64 * in_row_bytes);
-                let row = g.b.ins().iadd(img, off);
-                (None, Count::Const(p.kh), row)
-            } else {
-                let (ky0, nky, iy) = g.row_taps(oyv);
-                let off = g.b.ins().imul_imm_s(iy, in_row_bytes);
-                let row = g.b.ins().iadd(img, off);
-                (Some(ky0), Count::Dyn(nky), row)
-            };
-            let wk0 = ky0.map(|k| g.b.ins().imul_imm_s(k, p.kw as i64));
-            let off = g.b.ins().imul_imm_s(oyv, out_row_bytes);
-            let out_row = g.b.ins().iadd(oimg, off);
-            for seg in &p.segments {
-                let n = seg.b - seg.a;
-                let px = p.sched.px;
-                let blocks = [(n / px, px, seg.a), (1, n % px, seg.a + n / px * px)];
-                for (count, npx, start) in blocks {
-                    if count == 0 || npx == 0 {
-                        continue;
-                    }
-                    let in_off = ((start * p.sw + seg.kx0 * p.dil_w) as i64 - p.pl as i64)
-                        * (p.ci * 4) as i64;
-                    let ip = g.offset(in_row, in_off);
-                    let ip = g.var(ip);
-                    let op = g.offset(out_row, (start * p.co * 4) as i64);
-                    let op = g.var(op);
-                    g.repeat(Count::Const(count), &mut |g| {
-                        let (i, o) = (g.get(ip), g.get(op));
-                        let k = BlockArgs {
-                            npx,
-                            cols: None,
-                            nky,
-                            wk0,
-                            kx0: seg.kx0,
-                            nkx: seg.nkx,
-                            res_delta,
-                        };
-                        inner(g, &k, i, o);
-                        g.add_imm(ip, (npx * p.sw * p.ci * 4) as i64);
-                        g.add_imm(op, (npx * p.co * 4) as i64);
-                    });
+            let (nky, wk0, in_row) = match r.kernel_rows {
+                KernelRows::All => {
+                    let off = g.b.ins().imul_imm_s(oyv, p.sh as i64 * r.in_row);
+                    let row = g.b.ins().iadd(img, off);
+                    (Count::Const(p.kh), None, row)
                 }
+                KernelRows::PerRow => {
+                    let (ky0, nky, iy) = g.row_taps(oyv);
+                    let off = g.b.ins().imul_imm_s(iy, r.in_row);
+                    let row = g.b.ins().iadd(img, off);
+                    let wk0 = g.b.ins().imul_imm_s(ky0, p.kw as i64);
+                    (Count::Dyn(nky), Some(wk0), row)
+                }
+            };
+            let off = g.b.ins().imul_imm_s(oyv, r.out_row);
+            let out_row = g.b.ins().iadd(oimg, off);
+            for blocks in &r.blocks {
+                let ip = g.offset(in_row, blocks.in_off);
+                let ip = g.var(ip);
+                let op = g.offset(out_row, blocks.out_off);
+                let op = g.var(op);
+                g.repeat(Count::Const(blocks.count), &mut |g| {
+                    let (i, o) = (g.get(ip), g.get(op));
+                    let k = BlockArgs {
+                        block: &blocks.block,
+                        nky,
+                        wk0,
+                        res_delta,
+                    };
+                    inner(g, &k, i, o);
+                    g.add_imm(ip, blocks.in_step);
+                    g.add_imm(op, blocks.out_step);
+                });
             }
             g.add_imm(oy, 1);
         });
     }
 
-    /// A flat stage (1x1, see [`convjit_plan::stage_plan::is_flat`]): the pixels
-    /// `rows.row0..+rows.count` (a run-time range, across rows) in blocks
-    /// of `px`. The last block is moved back to end at the last pixel,
-    /// recomputing a few pixels with the same result, so every block is
-    /// full; a range shorter than a block runs pixel by pixel.
+    /// A flat stage ([`Pixels::Flat`]: `px` pixels a block, `in_px` and
+    /// `out_px` bytes a pixel): the pixels `rows.row0..+rows.count` (a
+    /// run-time range, across rows) in blocks of `px`. The last block is
+    /// moved back to end at the last pixel, recomputing a few pixels with
+    /// the same result, so every block is full; a range shorter than a
+    /// block runs pixel by pixel.
     #[allow(clippy::type_complexity)]
     fn flat_blocks(
         &mut self,
+        (px, in_px, out_px): (usize, i64, i64),
         img: Value,
         out_base: Value,
         res_delta: Option<Value>,
         rows: Rows,
         inner: &mut dyn FnMut(&mut Self, &BlockArgs, Value, Value),
     ) {
-        let p = self.p;
-        let px = p.sched.px as i64;
-        let (in_px, out_px) = ((p.ci * 4) as i64, (p.co * 4) as i64);
         let n = rows.count;
         let end = self.b.ins().iadd(rows.row0, n);
-        let last = self.b.ins().iadd_imm_s(end, -px);
+        let last = self.b.ins().iadd_imm_s(end, -(px as i64));
         let long = self
             .b
             .ins()
-            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, n, px);
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, n, px as i64);
         let zero = self.b.ins().iconst(I64, 0);
-        let blocks = self.b.ins().iadd_imm_s(n, px - 1);
-        let blocks = self.b.ins().udiv_imm_s(blocks, px);
+        let blocks = self.b.ins().iadd_imm_s(n, px as i64 - 1);
+        let blocks = self.b.ins().udiv_imm_s(blocks, px as i64);
         let blocks = self.b.ins().select(long, blocks, zero);
         let singles = self.b.ins().select(long, zero, n);
-        let args = |npx: usize| BlockArgs {
-            npx,
-            cols: None,
-            nky: Count::Const(1),
-            wk0: None,
-            kx0: 0,
-            nkx: 1,
-            res_delta,
-        };
-        for (count, npx) in [(blocks, p.sched.px), (singles, 1)] {
+        for (count, npx) in [(blocks, px), (singles, 1)] {
+            let block = Block::flat(npx);
             let at = self.var(rows.row0);
             self.repeat(Count::Dyn(count), &mut |g| {
                 let a = g.get(at);
@@ -341,130 +338,64 @@ impl Gen<'_, '_> {
                 let i = g.b.ins().iadd(img, i);
                 let o = g.b.ins().imul_imm_s(a, out_px);
                 let o = g.b.ins().iadd(out_base, o);
-                inner(g, &args(npx), i, o);
+                // A 1x1 kernel: one kernel row.
+                let k = BlockArgs {
+                    block: &block,
+                    nky: Count::Const(1),
+                    wk0: None,
+                    res_delta,
+                };
+                inner(g, &k, i, o);
                 g.add_imm(at, npx as i64);
             });
         }
     }
 
-    /// Conv/pointwise: every channel block (run repetition), calling
-    /// `inner` with its run, weights, bias and output channel byte offset.
+    /// Conv/pointwise with channel blocks outermost: every run repetition
+    /// ([`LoopNest::runs`]), calling `inner` with its run, weights, bias
+    /// and output channel byte offset.
     #[allow(clippy::type_complexity)]
     fn channel_blocks(
         &mut self,
         weights: Value,
-        inner: &mut dyn FnMut(&mut Self, &Run, Value, Option<Value>, Value),
+        inner: &mut dyn FnMut(&mut Self, &RunLoop, Value, Option<Value>, Value),
     ) {
-        let p = self.p;
-        for run in &p.runs {
-            let rw = self.offset(weights, run.w_base as i64);
+        let n = self.n;
+        for r in &n.runs {
+            let rw = self.offset(weights, r.base.weights);
             let rw = self.var(rw);
-            let rb = p.bias_off.map(|off| {
-                let v = self.offset(weights, (off * 4 + run.bias_base) as i64);
+            let rb = n.bias.map(|off| {
+                let v = self.offset(weights, off + r.base.bias);
                 self.var(v)
             });
-            let ro = self.b.ins().iconst(I64, (run.out_base * 4) as i64);
+            let ro = self.b.ins().iconst(I64, r.base.output);
             let ro = self.var(ro);
-            self.repeat(Count::Const(run.count), &mut |g| {
+            self.repeat(Count::Const(r.count), &mut |g| {
                 let (w, o) = (g.get(rw), g.get(ro));
                 let bias = rb.map(|v| g.get(v));
-                inner(g, run, w, bias, o);
-                g.add_imm(ro, (run.out_stride * 4) as i64);
-                g.add_imm(rw, run.w_stride as i64);
+                inner(g, r, w, bias, o);
+                g.add_imm(ro, r.step.output);
+                g.add_imm(rw, r.step.weights);
                 if let Some(v) = rb {
-                    g.add_imm(v, run.bias_stride as i64);
+                    g.add_imm(v, r.step.bias);
                 }
             });
         }
     }
 
-    /// A conv/pointwise block's weights: its run repetition's weights `w`
-    /// advanced to the first valid tap.
+    /// A block's weights: its run repetition's weights `w` advanced to the
+    /// first valid tap (the row's first valid kernel row, the block's
+    /// first kernel column).
     fn tap_weights(&mut self, run: &Run, k: &BlockArgs, w: Value) -> Value {
         let tap_bytes = run.tap_bytes(self.p.ci_per_tap) as i64;
+        let kx0 = k.block.cols.kx0() as i64;
         match k.wk0 {
             Some(wk0) => {
-                let t = self.b.ins().iadd_imm_s(wk0, k.kx0 as i64);
+                let t = self.b.ins().iadd_imm_s(wk0, kx0);
                 let t = self.b.ins().imul_imm_s(t, tap_bytes);
                 self.b.ins().iadd(w, t)
             }
-            None => self.offset(w, k.kx0 as i64 * tap_bytes),
-        }
-    }
-
-    /// Depthwise stages: every output row alike, with a run-time loop over
-    /// its valid kernel rows, so one body serves border and interior rows.
-    /// (A second body for interior rows with all kernel rows unrolled ran
-    /// no faster and doubled the code, and with it the compile time.)
-    /// Each row walks [`StagePlan::col_blocks`], whose pixels carry their own
-    /// valid kernel columns. `out_base` is where output row 0 would be.
-    fn dw_body(
-        &mut self,
-        input: Value,
-        weights: Value,
-        out_base: Value,
-        res_delta: Option<Value>,
-        rows: Rows,
-    ) {
-        let p = self.p;
-        let in_row_bytes = (p.w * p.ci * 4) as i64;
-        let out_row_bytes = (p.wo * p.co * 4) as i64;
-        let cols = p.col_blocks();
-        let oy = self.var(rows.row0);
-        self.repeat(Count::Dyn(rows.count), &mut |g| {
-            let oyv = g.get(oy);
-            let (ky0, nky, iy) = g.row_taps(oyv);
-            let off = g.b.ins().imul_imm_s(iy, in_row_bytes);
-            let in_row = g.b.ins().iadd(input, off);
-            let wk0 = g.b.ins().imul_imm_s(ky0, p.kw as i64);
-            let off = g.b.ins().imul_imm_s(oyv, out_row_bytes);
-            let out_row = g.b.ins().iadd(out_base, off);
-            g.dw_row(&cols, in_row, out_row, wk0, nky, weights, res_delta);
-            g.add_imm(oy, 1);
-        });
-    }
-
-    /// One depthwise output row: its column blocks, all channels each.
-    /// `in_row` points at the input row of the first valid kernel row,
-    /// `wk0` is that kernel row times `kw`, `nky` the valid kernel rows.
-    #[allow(clippy::too_many_arguments)]
-    fn dw_row(
-        &mut self,
-        cols: &[ColBlock],
-        in_row: Value,
-        out_row: Value,
-        wk0: Value,
-        nky: Value,
-        weights: Value,
-        res_delta: Option<Value>,
-    ) {
-        let p = self.p;
-        let px_in = (p.sw * p.ci * 4) as i64;
-        let px_out = (p.co * 4) as i64;
-        for c in cols {
-            // Pointers to input column start*sw - pl and output column
-            // start: every load offset in the block is then >= 0.
-            let in_off = (c.start * p.sw) as i64 * (p.ci * 4) as i64 - (p.pl * p.ci * 4) as i64;
-            let ip = self.offset(in_row, in_off);
-            let ip = self.var(ip);
-            let op = self.offset(out_row, c.start as i64 * px_out);
-            let op = self.var(op);
-            let npx = c.cols.len();
-            self.repeat(Count::Const(c.count), &mut |g| {
-                let (i, o) = (g.get(ip), g.get(op));
-                let k = BlockArgs {
-                    npx,
-                    cols: Some(c.cols.clone()),
-                    nky: Count::Dyn(nky),
-                    wk0: Some(wk0),
-                    kx0: 0,
-                    nkx: 0,
-                    res_delta,
-                };
-                g.channels(&k, i, o, weights);
-                g.add_imm(ip, npx as i64 * px_in);
-                g.add_imm(op, npx as i64 * px_out);
-            });
+            None => self.offset(w, kx0 * tap_bytes),
         }
     }
 
@@ -508,57 +439,58 @@ impl Gen<'_, '_> {
         (ky0, nky, iy)
     }
 
-    /// All channel blocks of one pixel block.
+    /// All channel blocks of one pixel block: groups, runs, repetitions
+    /// ([`LoopNest::runs`]).
     fn channels(&mut self, k: &BlockArgs, in_px: Value, out_px: Value, weights: Value) {
-        let p = self.p;
+        let n = self.n;
         let gin = self.var(in_px);
         let gout = self.var(out_px);
         let gw = self.var(weights);
-        let gb = match p.bias_off {
+        let gb = match n.bias {
             Some(off) => {
-                let v = self.offset(weights, (off * 4) as i64);
+                let v = self.offset(weights, off);
                 Some(self.var(v))
             }
             None => None,
         };
-        self.repeat(Count::Const(p.groups), &mut |g| {
+        self.repeat(Count::Const(n.groups), &mut |g| {
             let (gi, go, gwv) = (g.get(gin), g.get(gout), g.get(gw));
             let gbv = gb.map(|v| g.get(v));
-            for run in &p.runs {
-                let ri = g.offset(gi, (run.in_base * 4) as i64);
+            for r in &n.runs {
+                let ri = g.offset(gi, r.base.input);
                 let ri = g.var(ri);
-                let ro = g.offset(go, (run.out_base * 4) as i64);
+                let ro = g.offset(go, r.base.output);
                 let ro = g.var(ro);
-                let rw = g.offset(gwv, run.w_base as i64);
+                let rw = g.offset(gwv, r.base.weights);
                 let rw = g.var(rw);
                 let rb = gbv.map(|b| {
-                    let v = g.offset(b, run.bias_base as i64);
+                    let v = g.offset(b, r.base.bias);
                     g.var(v)
                 });
-                g.repeat(Count::Const(run.count), &mut |g| {
+                g.repeat(Count::Const(r.count), &mut |g| {
                     let w0 = g.get(rw);
-                    let w0 = g.tap_weights(run, k, w0);
+                    let w0 = g.tap_weights(r.run, k, w0);
                     let (i, o) = (g.get(ri), g.get(ro));
                     let bias = rb.map(|v| g.get(v));
-                    g.block(run, k, i, w0, o, bias);
-                    g.add_imm(ri, (run.in_stride * 4) as i64);
-                    g.add_imm(ro, (run.out_stride * 4) as i64);
-                    g.add_imm(rw, run.w_stride as i64);
+                    g.block(r.run, k, i, w0, o, bias);
+                    g.add_imm(ri, r.step.input);
+                    g.add_imm(ro, r.step.output);
+                    g.add_imm(rw, r.step.weights);
                     if let Some(v) = rb {
-                        g.add_imm(v, run.bias_stride as i64);
+                        g.add_imm(v, r.step.bias);
                     }
                 });
             }
-            g.add_imm(gin, (p.g_in * 4) as i64);
-            g.add_imm(gout, (p.g_out * 4) as i64);
-            g.add_imm(gw, p.g_w as i64);
+            g.add_imm(gin, n.group_step.input);
+            g.add_imm(gout, n.group_step.output);
+            g.add_imm(gw, n.group_step.weights);
             if let Some(v) = gb {
-                g.add_imm(v, p.g_bias as i64);
+                g.add_imm(v, n.group_step.bias);
             }
         });
     }
 
-    /// One register block: `k.npx` pixels x `run.units` vectors.
+    /// One register block: `k.block.npx` pixels x `run.units` vectors.
     fn block(
         &mut self,
         run: &Run,
@@ -570,6 +502,7 @@ impl Gen<'_, '_> {
     ) {
         let p = self.p;
         let nu = run.units.len();
+        let npx = k.block.npx;
         let init: Vec<Value> = (0..nu)
             .map(|u| match bias {
                 Some(b) => self.load(F32X4, b, run.unit_bytes(u) as i64),
@@ -579,7 +512,7 @@ impl Gen<'_, '_> {
                 }
             })
             .collect();
-        let acc: Vec<Vec<Variable>> = (0..k.npx)
+        let acc: Vec<Vec<Variable>> = (0..npx)
             .map(|_| {
                 init.iter()
                     .map(|&v| {
@@ -591,46 +524,48 @@ impl Gen<'_, '_> {
             })
             .collect();
         self.carried = acc.iter().flatten().copied().collect();
-        let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
-        let in_ky = (p.dil_h * p.w * p.ci * 4) as i64;
-        let w_ky = p.kw as i64 * tap_bytes;
-        match (&k.cols, k.nky) {
-            // Depthwise: a loop over the valid kernel rows.
-            (Some(cols), nky) => {
-                let iky = self.var(in_ptr);
-                let wky = self.var(w_ptr);
-                self.repeat(nky, &mut |g| {
-                    let (i, w) = (g.get(iky), g.get(wky));
-                    g.dw_taps(run, &acc, cols, i, w);
-                    g.add_imm(iky, in_ky);
-                    g.add_imm(wky, w_ky);
-                });
-            }
-            (None, nky) if k.nkx > 0 => {
-                let iky = self.var(in_ptr);
-                let wky = self.var(w_ptr);
-                self.repeat(nky, &mut |g| {
-                    let (i, w) = (g.get(iky), g.get(wky));
-                    // One run of input scalars where the taps are adjacent
-                    // and each reads all the channels (no dilation, no groups).
-                    let cpt = p.ci_per_tap;
-                    if (p.dil_w == 1 && cpt == p.ci) || k.nkx == 1 {
-                        g.reduce(&acc, k.npx, run, k.nkx * cpt, i, w);
-                    } else {
-                        let it = g.var(i);
-                        let wt = g.var(w);
-                        g.repeat(Count::Const(k.nkx), &mut |g| {
-                            let (i, w) = (g.get(it), g.get(wt));
-                            g.reduce(&acc, k.npx, run, cpt, i, w);
-                            g.add_imm(it, (p.dil_w * p.ci * 4) as i64);
-                            g.add_imm(wt, tap_bytes);
-                        });
-                    }
-                    g.add_imm(iky, in_ky);
-                    g.add_imm(wky, w_ky);
-                });
-            }
-            (None, _) => {}
+        let in_ky = self.n.in_kernel_row;
+        let w_ky = p.kw as i64 * run.tap_bytes(p.ci_per_tap) as i64;
+        // The valid kernel rows, `each` emitting one's taps.
+        let kernel_rows = |g: &mut Self, each: &mut dyn FnMut(&mut Self, Value, Value)| {
+            let iky = g.var(in_ptr);
+            let wky = g.var(w_ptr);
+            g.repeat(k.nky, &mut |g| {
+                let (i, w) = (g.get(iky), g.get(wky));
+                each(g, i, w);
+                g.add_imm(iky, in_ky);
+                g.add_imm(wky, w_ky);
+            });
+        };
+        match (p.strategy, &k.block.cols) {
+            (Strategy::Reduce, cols) => match p.reduction(run, cols) {
+                Reduction::None => {}
+                Reduction::Contiguous { len } => kernel_rows(self, &mut |g, i, w| {
+                    g.reduce(&acc, npx, run, len, i, w);
+                }),
+                Reduction::Taps {
+                    taps,
+                    len,
+                    in_step,
+                    w_step,
+                } => kernel_rows(self, &mut |g, i, w| {
+                    let it = g.var(i);
+                    let wt = g.var(w);
+                    g.repeat(Count::Const(taps), &mut |g| {
+                        let (i, w) = (g.get(it), g.get(wt));
+                        g.reduce(&acc, npx, run, len, i, w);
+                        g.add_imm(it, in_step);
+                        g.add_imm(wt, w_step);
+                    });
+                }),
+                Reduction::Columns { .. } => {
+                    unreachable!("Cranelift's conv blocks read the same kernel columns")
+                }
+            },
+            (_, BlockCols::PerPixel(cols)) => kernel_rows(self, &mut |g, i, w| {
+                g.dw_taps(run, &acc, cols, i, w);
+            }),
+            (_, BlockCols::Same { .. }) => unreachable!("depthwise blocks have per-pixel columns"),
         }
         self.carried.clear();
         self.epilogue(run, &acc, k, out_ptr);
@@ -690,9 +625,11 @@ impl Gen<'_, '_> {
     }
 
     /// Depthwise taps of one kernel row (`i`, `w` point at its input and
-    /// weights), unrolled: for each kernel column and unit, one weight
-    /// vector, then one FMA per pixel of the block for which that column is
-    /// valid (`cols[px] = (kx0, nkx)`).
+    /// weights), unrolled: input column by input column where the plan
+    /// has them and the row's weights fit ([`StagePlan::dw_input_columns`]),
+    /// else kernel column by kernel column ([`StagePlan::dw_taps`]): each
+    /// unit's weight vector, then one FMA per pixel for which that column
+    /// is valid.
     ///
     /// Each input vector is loaded into a fresh register that `fma` (which
     /// ties its result to a multiplicand) overwrites with the new
@@ -707,94 +644,68 @@ impl Gen<'_, '_> {
         w: Value,
     ) {
         let p = self.p;
-        let pstride = (p.sw * p.ci * 4) as i64;
-        let nu = run.units.len();
-        // One unit reading a channel vector, and room for a row's weights
-        // beside the accumulators: share each input load across columns.
-        let vector_input = matches!(run.units[0].input, InSrc::Vector(_) | InSrc::Lanes(..));
-        if nu == 1 && vector_input && p.kw <= MAX_ROW_WEIGHTS {
-            return self.dw_taps_by_column(run, acc, cols, i, w);
-        }
-        for kx in 0..p.kw {
-            let pxs: Vec<usize> = (0..cols.len())
-                .filter(|&px| (cols[px].0..cols[px].0 + cols[px].1).contains(&kx))
-                .collect();
-            if pxs.is_empty() {
-                continue;
+        if p.kw <= MAX_ROW_WEIGHTS {
+            if let Some(by_input) = p.dw_input_columns(run, cols) {
+                return self.dw_taps_by_column(&run.units[0].input, &by_input, acc, i, w);
             }
-            let tap_in = (kx * p.dil_w * p.ci * 4) as i64;
-            let wv: Vec<Value> = (0..nu)
-                .map(|u| {
-                    let at = kx * run.w_step * 4 + run.unit_bytes(u);
-                    self.load(F32X4, w, at as i64)
-                })
+        }
+        let taps = p.dw_taps(run, cols);
+        for col in &taps.columns {
+            let wv: Vec<Value> = col
+                .weights
+                .iter()
+                .map(|&at| self.load(F32X4, w, at))
                 .collect();
-            for &px in &pxs {
+            for &(px, base) in &col.pixels {
                 // Units reading the same channels (multiplier 2, 3) share
                 // one load. Broadcasts are not shared: a shared splat
                 // cannot fold its load (`vbroadcastss mem`) and costs a
                 // shuffle instead.
-                let mut loaded: Vec<(&InSrc, Value)> = Vec::new();
-                for (u, unit) in run.units.iter().enumerate() {
-                    let shared = loaded.iter().find(|(src, _)| *src == &unit.input);
-                    let x = match shared {
-                        Some(&(_, x)) => x,
-                        None => {
-                            let x = self.input(&unit.input, i, px as i64 * pstride + tap_in);
-                            if !matches!(unit.input, InSrc::Splat(_)) {
-                                loaded.push((&unit.input, x));
+                for t in &taps.inputs {
+                    let mut shared = None;
+                    for u in t.units.clone() {
+                        let x = match shared {
+                            Some(x) => x,
+                            None => {
+                                let x = self.input(&t.src, i, base);
+                                if !matches!(t.src, InSrc::Splat(_)) {
+                                    shared = Some(x);
+                                }
+                                x
                             }
-                            x
-                        }
-                    };
-                    let a = self.b.use_var(acc[px][u]);
-                    let r = self.fma(x, wv[u], a);
-                    self.b.def_var(acc[px][u], r);
+                        };
+                        let a = self.b.use_var(acc[px][u]);
+                        let r = self.fma(x, wv[u], a);
+                        self.b.def_var(acc[px][u], r);
+                    }
                 }
             }
         }
     }
 
-    /// [`Gen::dw_taps`] for one unit, input column by input column: each
-    /// input vector is loaded once and feeds every (pixel, kernel column)
-    /// pair that reads it (up to `kw` of them at stride 1), with all the
-    /// row's weight vectors in registers. Half the loads or fewer, a
-    /// register copy per extra use: 6-27% faster on MobileNet depthwise
-    /// layers (3x3, 5x5, stride 1 and 2; `examples/cmp.rs`).
+    /// [`Gen::dw_taps`] input column by input column (`src` the one
+    /// unit's input): each input vector is loaded once and feeds every
+    /// (pixel, kernel column) pair that reads it, with all the row's
+    /// weight vectors in registers.
     fn dw_taps_by_column(
         &mut self,
-        run: &Run,
+        src: &InSrc,
+        by_input: &convjit_plan::stage_plan::DwInputColumns,
         acc: &[Vec<Variable>],
-        cols: &[(usize, usize)],
         i: Value,
         w: Value,
     ) {
-        let p = self.p;
-        let unit = &run.units[0];
-        let wv: Vec<Value> = (0..p.kw)
-            .map(|kx| {
-                let at = kx * run.w_step * 4 + run.unit_bytes(0);
-                self.load(F32X4, w, at as i64)
-            })
+        let wv: Vec<Value> = by_input
+            .weights
+            .iter()
+            .map(|&at| self.load(F32X4, w, at))
             .collect();
-        // Input column (in pixels of stride 1) of each valid (pixel, kx).
-        let mut uses: Vec<(usize, usize, usize)> = Vec::new();
-        for (px, &(kx0, nkx)) in cols.iter().enumerate() {
-            for kx in kx0..kx0 + nkx {
-                uses.push((px * p.sw + kx * p.dil_w, px, kx));
-            }
-        }
-        uses.sort();
-        let mut k = 0;
-        while k < uses.len() {
-            let c = uses[k].0;
-            let x = self.input(&unit.input, i, (c * p.ci * 4) as i64);
-            while k < uses.len() && uses[k].0 == c {
-                let (_, px, kx) = uses[k];
+        for column in &by_input.columns {
+            let x = self.input(src, i, column.in_off);
+            for &(px, kx) in &column.uses {
                 let a = self.b.use_var(acc[px][0]);
                 let r = self.fma(x, wv[kx], a);
                 self.b.def_var(acc[px][0], r);
-                k += 1;
             }
         }
     }
@@ -831,7 +742,7 @@ impl Gen<'_, '_> {
         let zero = (p.activation != Activation::None).then(|| consts(self.b, 0.0));
         let six = (p.activation == Activation::Relu6).then(|| consts(self.b, 6.0));
         let res = k.res_delta.map(|d| self.b.ins().iadd(out_ptr, d));
-        for (px, row) in acc.iter().enumerate().take(k.npx) {
+        for (px, row) in acc.iter().enumerate().take(k.block.npx) {
             let pix = (px * p.co * 4) as i64;
             let b = &mut *self.b;
             let vals: Vec<Value> = row
@@ -959,16 +870,16 @@ struct Rows {
     count: Value,
 }
 
-struct BlockArgs {
-    npx: usize,
-    /// Depthwise: each pixel's valid kernel columns `(kx0, nkx)` (then
-    /// `kx0` below is 0 and `nkx` unused).
-    cols: Option<Vec<(usize, usize)>>,
+/// A register block to emit: the plan's [`Block`] and this generator's
+/// run-time values for it.
+struct BlockArgs<'n> {
+    /// Its pixels and their kernel columns.
+    block: &'n Block,
+    /// Valid kernel rows.
     nky: Count,
-    /// `ky0 * kw` at run time when rows have borders.
+    /// `ky0 * kw` at run time when rows have borders
+    /// ([`KernelRows::PerRow`]).
     wk0: Option<Value>,
-    kx0: usize,
-    nkx: usize,
     res_delta: Option<Value>,
 }
 

@@ -64,7 +64,8 @@ pub fn emit(plan: &StagePlan, isa: Isa) -> Result<Vec<u8>, String> {
         isa.target().lanes,
         "a plan made for another vector width"
     );
-    let mut g = emit::Gen::new(plan, isa);
+    let nest = plan.nest();
+    let mut g = emit::Gen::new(plan, &nest, isa);
     g.function();
     g.a.finish()
 }

@@ -16,11 +16,15 @@
 //!   [`plan_channels`]);
 //! - `packing.rs`: the packed-weight layout and the copies that fill it
 //!   ([`StagePlan::pack_copies`], [`pack_into`]);
-//! - `code_size.rs`: the instructions a plan will take ([`code_size`]);
+//! - `nest.rs`: the loop nest every generator emits, as data
+//!   ([`StagePlan::nest`], [`LoopNest`]), and the taps of a register
+//!   block's kernel row ([`StagePlan::reduction`], [`StagePlan::dw_taps`]);
+//! - `code_size.rs`: the instructions a plan will take ([`code_size()`]);
 //! - `tiles.rs`: bf16 stages on AMX tiles ([`tile_plan`], [`TilePlan`]).
 
 mod code_size;
 mod geometry;
+mod nest;
 mod packing;
 mod runs;
 mod schedule;
@@ -32,6 +36,10 @@ mod tiles;
 pub use code_size::{code_size, MIN_CODE_SIZE};
 pub use geometry::{
     call_range, is_flat, positions, row_block_vectors, tap_range, ColBlock, Segment,
+};
+pub use nest::{
+    Block, BlockCols, ColumnTaps, DwColumn, DwInputColumns, DwTaps, InputColumn, KernelRows,
+    LoopNest, Offsets, PixelBlocks, Pixels, Reduction, Rows, RunLoop, TapInput,
 };
 pub use packing::{pack, pack_into, PackCopy, PackSource, PACK_ROW_BYTES, PACK_SLACK_BYTES};
 pub use runs::{InSrc, OutDst, Run, Unit};

@@ -3,10 +3,10 @@
 //! the epilogue; and the reduction over input channels that conv and
 //! pointwise blocks run per kernel row or column.
 
-use super::{
-    pxs_of, BlockArgs, Count, Ctr, Gen, Slot, Src, CKX, CKY, CRED, IP, RUN_B, RUN_I, RUN_W, WP,
-};
-use convjit_plan::stage_plan::{Run, Strategy};
+use super::{BlockArgs, Count, Ctr, Gen, Slot, Src, CKX, CKY, CRED, IP, RUN_B, RUN_I, RUN_W, WP};
+#[cfg(doc)]
+use convjit_plan::stage_plan::StagePlan;
+use convjit_plan::stage_plan::{BlockCols, Reduction, Run, Strategy};
 use iced_x86::{Code, Instruction as I, Register as R};
 
 /// Reduction steps emitted without a loop (see [`Gen::reduce`]): 3x3x3
@@ -39,88 +39,124 @@ impl Gen<'_> {
         acc
     }
 
-    /// One register block: `k.npx` pixels x the run's units, from the
-    /// input at `r13`, weights at `r15` (its run repetition's), output at
-    /// `r12`, bias at `r14`. Leaves r12-r15 as they were.
+    /// One register block: `k.block.npx` pixels x the run's units, from
+    /// the input at `r13`, weights at `r15` (its run repetition's), output
+    /// at `r12`, bias at `r14`; per valid kernel row, the plan's taps
+    /// ([`StagePlan::reduction`], or depthwise [`Gen::dw_taps`]). Leaves
+    /// r12-r15 as they were.
     pub(super) fn block(&mut self, run: &Run, k: &BlockArgs) {
         let p = self.p;
-        let nu = run.units.len();
-        let npx = k.npx;
+        let npx = k.block.npx;
         let acc = self.init_accumulators(run, npx);
         let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
         self.mov_rr(IP, RUN_I);
         self.mov_rr(WP, RUN_W);
+        let kx0 = k.block.cols.kx0() as i64;
         if k.wk0 {
             self.load(CKY, Slot::Wk0);
-            self.add_reg_imm(CKY, k.kx0 as i64);
+            self.add_reg_imm(CKY, kx0);
             self.mul_imm(CKY, tap_bytes);
             self.add_rr(WP, CKY);
         } else {
-            self.add_reg_imm(WP, k.kx0 as i64 * tap_bytes);
+            self.add_reg_imm(WP, kx0 * tap_bytes);
         }
-        let in_ky = (p.dil_h * p.w * p.ci * 4) as i64;
+        let in_ky = self.n.in_kernel_row;
         let w_ky = p.kw as i64 * tap_bytes;
+        // One kernel row: then the pointers need not move on to the next.
         let last_row = matches!(k.nky, Count::Const(1));
-        // Channel blocks outermost: their weights come from L3 or memory,
-        // each block's while the previous one computes.
-        let ahead = p.channels_outer().then_some(run.w_stride as i64);
-        if let (Some(cols), Strategy::Reduce) = (&k.cols, p.strategy) {
-            self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
-                for kx in 0..p.kw {
-                    let pxs = pxs_of(cols, kx);
-                    if pxs.is_empty() {
-                        continue;
+        match (p.strategy, &k.block.cols) {
+            (Strategy::Reduce, cols) => {
+                let reduction = p.reduction(run, cols);
+                self.repeat_reduction(run, k, &acc, &reduction, last_row);
+            }
+            (_, BlockCols::PerPixel(cols)) => {
+                self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
+                    g.dw_taps(run, &acc, cols);
+                    if !last_row {
+                        g.add_reg_imm(IP, in_ky);
+                        g.add_reg_imm(WP, w_ky);
                     }
-                    let rows: Vec<&[R]> = pxs.iter().map(|&px| &acc[px][..]).collect();
-                    let in_off = (kx * p.dil_w * p.ci * 4) as i64;
-                    g.add_reg_imm(IP, in_off);
-                    g.add_reg_imm(WP, kx as i64 * tap_bytes);
-                    g.reduce(&rows, &pxs, run, p.ci_per_tap, npx * nu, ahead);
-                    g.add_reg_imm(IP, -in_off - (p.ci_per_tap * 4) as i64);
-                    g.add_reg_imm(WP, -(kx as i64 + 1) * tap_bytes);
-                }
-                if !last_row {
-                    g.add_reg_imm(IP, in_ky);
-                    g.add_reg_imm(WP, w_ky);
-                }
-            });
-        } else if let Some(cols) = &k.cols {
-            self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
-                g.dw_taps(run, &acc, cols);
-                if !last_row {
-                    g.add_reg_imm(IP, in_ky);
-                    g.add_reg_imm(WP, w_ky);
-                }
-            });
-            // `rax` is now a kernel row below the last one read (the same
-            // row with one kernel row).
-            let at_last = if last_row { 0 } else { -in_ky };
-            self.prefetch_next_rows(run, cols, at_last);
-        } else if k.nkx > 0 {
-            let rows: Vec<&[R]> = acc.iter().map(|r| &r[..]).collect();
-            let pxs: Vec<usize> = (0..npx).collect();
-            self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
-                // The taps of a kernel row are one run of input scalars
-                // when they are adjacent and each reads all the channels
-                // (no dilation, no groups).
-                let cpt = p.ci_per_tap;
-                let moved = if (p.dil_w == 1 && cpt == p.ci) || k.nkx == 1 {
-                    g.reduce(&rows, &pxs, run, k.nkx * cpt, npx * nu, ahead);
-                    (k.nkx * cpt * 4) as i64
-                } else {
-                    g.repeat(Count::Const(k.nkx), Ctr::Reg(CKX), &mut |g| {
-                        g.reduce(&rows, &pxs, run, cpt, npx * nu, ahead);
-                        g.add_reg_imm(IP, ((p.dil_w * p.ci - cpt) * 4) as i64);
-                    });
-                    (k.nkx * p.dil_w * p.ci * 4) as i64
-                };
-                if !last_row {
-                    g.add_reg_imm(IP, in_ky - moved);
-                    g.add_reg_imm(WP, w_ky - k.nkx as i64 * tap_bytes);
-                }
-            });
+                });
+                // `rax` is now a kernel row below the last one read (the
+                // same row with one kernel row).
+                let at_last = if last_row { 0 } else { -in_ky };
+                self.prefetch_next_rows(run, cols, at_last);
+            }
+            (_, BlockCols::Same { .. }) => unreachable!("depthwise blocks have per-pixel columns"),
         }
         self.epilogue(run, &acc);
+    }
+
+    /// A conv/pointwise block's loop over its valid kernel rows, each
+    /// emitting `reduction` (from `rax`, `rbx`, moved on a kernel row
+    /// unless `last_row`).
+    fn repeat_reduction(
+        &mut self,
+        run: &Run,
+        k: &BlockArgs,
+        acc: &[Vec<R>],
+        reduction: &Reduction,
+        last_row: bool,
+    ) {
+        let p = self.p;
+        let (nu, npx) = (run.units.len(), k.block.npx);
+        let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
+        let (in_ky, w_ky) = (self.n.in_kernel_row, p.kw as i64 * tap_bytes);
+        // Channel blocks outermost: their weights come from L3 or memory,
+        // each block's while the previous one computes.
+        let ahead = self.n.channels_outer.then_some(run.w_stride as i64);
+        let rows: Vec<&[R]> = acc.iter().map(|r| &r[..]).collect();
+        let pxs: Vec<usize> = (0..npx).collect();
+        // Each reduction of `len` floats moves `rax` by them and `rbx` by
+        // as many steps of weights.
+        let step = run.tap_bytes(1) as i64;
+        match *reduction {
+            Reduction::None => {}
+            Reduction::Columns { len, ref columns } => {
+                self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
+                    for c in columns {
+                        let rows: Vec<&[R]> = c.pixels.iter().map(|&px| &acc[px][..]).collect();
+                        g.add_reg_imm(IP, c.in_off);
+                        g.add_reg_imm(WP, c.w_off);
+                        g.reduce(&rows, &c.pixels, run, len, npx * nu, ahead);
+                        g.add_reg_imm(IP, -c.in_off - (len * 4) as i64);
+                        g.add_reg_imm(WP, -c.w_off - len as i64 * step);
+                    }
+                    if !last_row {
+                        g.add_reg_imm(IP, in_ky);
+                        g.add_reg_imm(WP, w_ky);
+                    }
+                });
+            }
+            Reduction::Contiguous { len } => {
+                self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
+                    g.reduce(&rows, &pxs, run, len, npx * nu, ahead);
+                    if !last_row {
+                        g.add_reg_imm(IP, in_ky - (len * 4) as i64);
+                        g.add_reg_imm(WP, w_ky - len as i64 * step);
+                    }
+                });
+            }
+            Reduction::Taps {
+                taps,
+                len,
+                in_step,
+                w_step,
+            } => {
+                // The reduction of a tap moves the weights to the next.
+                debug_assert_eq!(w_step, len as i64 * step);
+                self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
+                    g.repeat(Count::Const(taps), Ctr::Reg(CKX), &mut |g| {
+                        g.reduce(&rows, &pxs, run, len, npx * nu, ahead);
+                        g.add_reg_imm(IP, in_step - (len * 4) as i64);
+                    });
+                    if !last_row {
+                        g.add_reg_imm(IP, in_ky - taps as i64 * in_step);
+                        g.add_reg_imm(WP, w_ky - taps as i64 * w_step);
+                    }
+                });
+            }
+        }
     }
 
     /// Conv/pointwise accumulation over `len` contiguous input scalars per

@@ -1,9 +1,11 @@
-//! Depthwise stages: the rows (row vectors and row pairs where the plan
-//! has them, then the column blocks), the taps of one kernel row, and the
-//! prefetch of the input rows the next output row adds.
+//! Depthwise stages: rows with row vectors (and row pairs) before their
+//! column blocks, the taps of one kernel row, and the prefetch of the
+//! input rows the next output row adds.
 
-use super::{pxs_of, BlockArgs, Count, Ctr, Gen, Slot, Src, IMM, IP, LEFT, OY, WP};
-use convjit_plan::stage_plan::{InSrc, Run};
+use super::{BlockArgs, Gen, Src, IMM, IP, LEFT, OY, WP};
+#[cfg(doc)]
+use convjit_plan::stage_plan::StagePlan;
+use convjit_plan::stage_plan::{DwInputColumns, InSrc, Rows, Run};
 use iced_x86::{Code, Instruction as I, Register as R};
 
 /// Prefetch instructions per depthwise register block at most: 16 pixels
@@ -11,134 +13,88 @@ use iced_x86::{Code, Instruction as I, Register as R};
 const MAX_PREFETCHES: usize = 72;
 
 impl Gen<'_> {
-    /// Depthwise: every output row alike, a run-time loop over its valid
-    /// kernel rows; each row walks the plan's column blocks.
-    pub(super) fn dw_body(&mut self) {
-        let p = self.p;
-        let vectors = p.row_vectors();
-        let cols = match vectors {
-            Some((a, b)) => [p.col_blocks_in(0, a), p.col_blocks_in(b, p.wo)].concat(),
-            None => p.col_blocks(),
+    /// A row with interior columns `a..b` as row vectors
+    /// ([`Rows::row_vectors`]), then its register blocks; two rows at a
+    /// time where grey-image rows pair ([`Gen::row_pair_rows`]).
+    pub(super) fn vector_row(
+        &mut self,
+        r: &Rows,
+        (a, b): (usize, usize),
+        inner: &mut dyn FnMut(&mut Self, &BlockArgs),
+    ) {
+        let Some((first, last)) = self.row_pair_rows() else {
+            self.row_vector_blocks(a, b, false);
+            return self.row_blocks(r, inner);
         };
-        let px_in = (p.sw * p.ci * 4) as i64;
-        let px_out = (p.co * 4) as i64;
-        let borders = |g: &mut Self| {
-            for c in &cols {
-                // Input column start*sw - pl: every tap offset is >= 0.
-                let in_off = (c.start * p.sw) as i64 * (p.ci * 4) as i64 - (p.pl * p.ci * 4) as i64;
-                g.slot_plus(Slot::SegI, Slot::InRow, in_off);
-                g.slot_plus(Slot::SegO, Slot::OutRow, c.start as i64 * px_out);
-                let npx = c.cols.len();
-                let k = BlockArgs {
-                    npx,
-                    cols: Some(c.cols.clone()),
-                    nky: Count::Slot(Slot::Nky),
-                    wk0: true,
-                    kx0: 0,
-                    nkx: 0,
-                };
-                g.repeat(Count::Const(c.count), Ctr::Slot(Slot::SegC), &mut |g| {
-                    g.channels(&k);
-                    g.add_imm(Ctr::Slot(Slot::SegI), npx as i64 * px_in);
-                    g.add_imm(Ctr::Slot(Slot::SegO), npx as i64 * px_out);
-                });
-            }
-        };
-        let pairs = vectors.and_then(|(a, b)| Some((a, b, self.row_pair_rows()?)));
-        self.rows(&mut |g| {
-            g.row_taps();
-            g.out_row();
-            if let Some((a, b, (first, last))) = pairs {
-                // Rows `OY` and `OY + 1` both read all kernel rows, and
-                // both are in this call: their interior together, then
-                // each row's borders, and the loop moves on by two.
-                let single = g.a.label();
-                let done = g.a.label();
-                g.a.emit(I::with2(Code::Cmp_rm64_imm32, LEFT, 2));
-                g.a.branch(Code::Jl_rel8_64, Code::Jl_rel32_64, single);
-                g.mov_imm(IMM, first as i64);
-                g.a.emit(I::with2(Code::Cmp_r64_rm64, OY, IMM));
-                g.a.branch(Code::Jl_rel8_64, Code::Jl_rel32_64, single);
-                g.mov_imm(IMM, last as i64);
-                g.a.emit(I::with2(Code::Cmp_r64_rm64, OY, IMM));
-                g.a.branch(Code::Jge_rel8_64, Code::Jge_rel32_64, single);
-                g.row_vector_blocks(a, b, true);
-                borders(g);
-                g.a.emit(I::with2(Code::Add_rm64_imm32, OY, 1));
-                g.a.emit(I::with1(Code::Dec_rm64, LEFT));
-                g.row_taps();
-                g.out_row();
-                borders(g);
-                g.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, done);
-                g.a.bind(single);
-                g.row_vector_blocks(a, b, false);
-                borders(g);
-                g.a.bind(done);
-            } else {
-                if let Some((a, b)) = vectors {
-                    g.row_vector_blocks(a, b, false);
-                }
-                borders(g);
-            }
-        });
+        // Rows `OY` and `OY + 1` both read all kernel rows, and both are
+        // in this call: their interior together, then each row's blocks,
+        // and the loop moves on by two.
+        let single = self.a.label();
+        let done = self.a.label();
+        self.a.emit(I::with2(Code::Cmp_rm64_imm32, LEFT, 2));
+        self.a.branch(Code::Jl_rel8_64, Code::Jl_rel32_64, single);
+        self.mov_imm(IMM, first as i64);
+        self.a.emit(I::with2(Code::Cmp_r64_rm64, OY, IMM));
+        self.a.branch(Code::Jl_rel8_64, Code::Jl_rel32_64, single);
+        self.mov_imm(IMM, last as i64);
+        self.a.emit(I::with2(Code::Cmp_r64_rm64, OY, IMM));
+        self.a.branch(Code::Jge_rel8_64, Code::Jge_rel32_64, single);
+        self.row_vector_blocks(a, b, true);
+        self.row_blocks(r, inner);
+        self.a.emit(I::with2(Code::Add_rm64_imm32, OY, 1));
+        self.a.emit(I::with1(Code::Dec_rm64, LEFT));
+        self.row_start(r);
+        self.row_blocks(r, inner);
+        self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, done);
+        self.a.bind(single);
+        self.row_vector_blocks(a, b, false);
+        self.row_blocks(r, inner);
+        self.a.bind(done);
     }
 
-    /// The taps of one kernel row (`rax`, `rbx` at its input and weights).
+    /// The taps of one kernel row (`rax`, `rbx` at its input and weights):
+    /// input column by input column where the plan has them and the
+    /// row's weights fit beside the accumulators
+    /// ([`StagePlan::dw_input_columns`]), else kernel column by kernel
+    /// column ([`StagePlan::dw_taps`]).
     pub(super) fn dw_taps(&mut self, run: &Run, acc: &[Vec<R>], cols: &[(usize, usize)]) {
         let p = self.p;
         let nu = run.units.len();
         let free = acc.len() * nu;
-        let vector_input = matches!(run.units[0].input, InSrc::Vector(_) | InSrc::Lanes(..));
-        if nu == 1 && vector_input && free + p.kw < self.regs {
-            return self.dw_taps_by_column(run, acc, cols);
+        if free + p.kw < self.regs {
+            if let Some(by_input) = p.dw_input_columns(run, cols) {
+                return self.dw_taps_by_column(&run.units[0].input, &by_input, acc, cols);
+            }
         }
-        let pstride = (p.sw * p.ci * 4) as i64;
+        let taps = p.dw_taps(run, cols);
         let w: Vec<R> = (0..nu).map(|u| self.v(free + u)).collect();
         let x = self.v(free + nu);
-        for kx in 0..p.kw {
-            let pxs = pxs_of(cols, kx);
-            if pxs.is_empty() {
-                continue;
-            }
-            let tap_in = (kx * p.dil_w * p.ci * 4) as i64;
-            for (u, &wr) in w.iter().enumerate() {
-                let at = (kx * run.w_step * 4 + run.unit_bytes(u)) as i64;
+        for col in &taps.columns {
+            for (&wr, &at) in w.iter().zip(&col.weights) {
                 let m = self.at(WP, at);
                 self.vload(wr, m);
             }
-            for &px in &pxs {
-                let base = px as i64 * pstride + tap_in;
+            for &(px, base) in &col.pixels {
                 // Units reading the same input share one load.
-                let mut done = vec![false; nu];
-                for u in 0..nu {
-                    if done[u] {
-                        continue;
-                    }
-                    let src = run.units[u].input.clone();
-                    let b = match src {
+                for t in &taps.inputs {
+                    let b = match t.src {
                         InSrc::Splat(c) if self.evex() => {
                             Src::M(self.at_bcst(IP, base + c as i64 * 4))
                         }
                         _ => {
-                            self.input(&src, x, base);
+                            self.input(&t.src, x, base);
                             Src::R(x)
                         }
                     };
-                    for v in u..nu {
-                        if run.units[v].input == src {
-                            done[v] = true;
-                            let b = match b {
-                                // Recompute: `at` may have used r10 for another operand since.
-                                Src::M(_) => match src {
-                                    InSrc::Splat(c) => {
-                                        Src::M(self.at_bcst(IP, base + c as i64 * 4))
-                                    }
-                                    _ => b,
-                                },
-                                r => r,
-                            };
-                            self.fma(acc[px][v], w[v], b);
-                        }
+                    for u in t.units.clone() {
+                        let b = match (b, &t.src) {
+                            // Recompute: `at` may have used r10 for another operand since.
+                            (Src::M(_), &InSrc::Splat(c)) => {
+                                Src::M(self.at_bcst(IP, base + c as i64 * 4))
+                            }
+                            (b, _) => b,
+                        };
+                        self.fma(acc[px][u], w[u], b);
                     }
                 }
             }
@@ -195,12 +151,18 @@ impl Gen<'_> {
         }
     }
 
-    /// [`Gen::dw_taps`] for one unit, input column by input column: each
-    /// input vector is loaded once and feeds every (pixel, kernel column)
-    /// that reads it, the row's weight vectors in registers.
-    fn dw_taps_by_column(&mut self, run: &Run, acc: &[Vec<R>], cols: &[(usize, usize)]) {
+    /// [`Gen::dw_taps`] for one unit (reading `src`), input column by
+    /// input column: each input vector is loaded once and feeds every
+    /// (pixel, kernel column) that reads it, the weight vectors of the
+    /// row's columns that `cols` read in registers.
+    fn dw_taps_by_column(
+        &mut self,
+        src: &InSrc,
+        by_input: &DwInputColumns,
+        acc: &[Vec<R>],
+        cols: &[(usize, usize)],
+    ) {
         let p = self.p;
-        let unit = &run.units[0];
         let free = acc.len();
         let w: Vec<R> = (0..p.kw).map(|kx| self.v(free + kx)).collect();
         let nx = (self.regs - free - p.kw).min(2);
@@ -213,28 +175,15 @@ impl Gen<'_> {
         }
         for (kx, &wr) in w.iter().enumerate() {
             if used[kx] {
-                let m = self.at(WP, (kx * run.w_step * 4 + run.unit_bytes(0)) as i64);
+                let m = self.at(WP, by_input.weights[kx]);
                 self.vload(wr, m);
             }
         }
-        let mut uses: Vec<(usize, usize, usize)> = Vec::new();
-        for (px, &(kx0, nkx)) in cols.iter().enumerate() {
-            for kx in kx0..kx0 + nkx {
-                uses.push((px * p.sw + kx * p.dil_w, px, kx));
-            }
-        }
-        uses.sort();
-        let mut k = 0;
-        let mut n = 0;
-        while k < uses.len() {
-            let c = uses[k].0;
+        for (n, column) in by_input.columns.iter().enumerate() {
             let x = xs[n % nx];
-            n += 1;
-            self.input(&unit.input, x, (c * p.ci * 4) as i64);
-            while k < uses.len() && uses[k].0 == c {
-                let (_, px, kx) = uses[k];
+            self.input(src, x, column.in_off);
+            for &(px, kx) in &column.uses {
                 self.fma(acc[px][0], x, Src::R(w[kx]));
-                k += 1;
             }
         }
     }

@@ -1,11 +1,14 @@
-//! The loop nest above a register block: counted loops, output rows and
-//! their valid kernel rows, pixel blocks (column blocks, or a flat
-//! stage's pixel range) and channel blocks (groups, runs, repetitions).
+//! The loop nest above a register block, as the plan lists it
+//! ([`LoopNest`]): counted loops, output rows and their valid kernel
+//! rows, pixel blocks (a row's blocks, or a flat stage's pixel range)
+//! and channel blocks (groups, runs, repetitions).
 
 use super::{
     slot, BlockArgs, Count, Ctr, Gen, Slot, IMG, IMM, LEFT, OY, RUN_B, RUN_I, RUN_O, RUN_W, WTS,
 };
-use convjit_plan::stage_plan::Run;
+#[cfg(doc)]
+use convjit_plan::stage_plan::LoopNest;
+use convjit_plan::stage_plan::{Block, KernelRows, Pixels, Rows, RunLoop};
 use iced_x86::{Code, Instruction as I, Register as R};
 
 impl Gen<'_> {
@@ -139,20 +142,21 @@ impl Gen<'_> {
         self.store(s, R::RAX);
     }
 
-    pub(super) fn reduce_body(&mut self) {
-        if self.p.channels_outer() {
+    /// The plan's whole loop nest ([`LoopNest`]).
+    pub(super) fn body(&mut self) {
+        if self.n.channels_outer {
             // Each channel block's weights stay in cache while every
             // pixel of the rows streams past them.
-            self.channel_blocks(&mut |g, run| {
+            self.channel_blocks(&mut |g, r| {
                 g.pixel_blocks(&mut |g, k| {
                     g.load(RUN_I, Slot::SegI);
                     g.load(RUN_O, Slot::SegO);
                     g.add_slot(RUN_O, Slot::ChO);
                     g.load(RUN_W, Slot::ChW);
-                    if g.p.bias_off.is_some() {
+                    if g.n.bias.is_some() {
                         g.load(RUN_B, Slot::ChB);
                     }
-                    g.block(run, k);
+                    g.block(r.run, k);
                 });
             });
         } else {
@@ -160,68 +164,77 @@ impl Gen<'_> {
         }
     }
 
-    /// Every register block of pixels of the rows, with `[SegI]`/`[SegO]`
-    /// pointing at its input and output pixels.
+    /// Every register block of pixels of the rows ([`Pixels`]), with
+    /// `[SegI]`/`[SegO]` pointing at its input and output pixels.
     fn pixel_blocks(&mut self, inner: &mut dyn FnMut(&mut Self, &BlockArgs)) {
-        let p = self.p;
-        if p.flat {
-            return self.flat_blocks(inner);
-        }
-        let in_row_bytes = (p.w * p.ci * 4) as i64;
-        let cols = p.col_blocks();
-        self.rows(&mut |g| {
-            let rows_full = p.rows_full;
-            if rows_full {
-                g.mov_rr(R::RAX, OY);
-                g.mul_imm(R::RAX, p.sh as i64 * in_row_bytes);
-                g.add_rr(R::RAX, IMG);
-                g.store(Slot::InRow, R::RAX);
-            } else {
-                g.row_taps();
+        let r = match &self.n.pixels {
+            &Pixels::Flat { px, in_px, out_px } => {
+                return self.flat_blocks((px, in_px, out_px), inner)
             }
-            g.out_row();
-            // Blocks of near-equal width with border pixels among interior
-            // ones (each pixel with its own kernel columns), rather than
-            // short blocks per border column: full blocks keep the FMA
-            // pipes busy (7x7 on 17x17: 7 column classes).
-            for c in &cols {
-                let npx = c.cols.len();
-                let (kx0, nkx) = c.cols[0];
-                let uniform = c.cols.iter().all(|&cc| cc == (kx0, nkx));
-                let (kx0, nkx) = if uniform { (kx0, nkx) } else { (0, 0) };
-                let in_off =
-                    ((c.start * p.sw + kx0 * p.dil_w) as i64 - p.pl as i64) * (p.ci * 4) as i64;
-                g.slot_plus(Slot::SegI, Slot::InRow, in_off);
-                g.slot_plus(Slot::SegO, Slot::OutRow, (c.start * p.co * 4) as i64);
-                let k = BlockArgs {
-                    npx,
-                    cols: (!uniform).then(|| c.cols.clone()),
-                    nky: if rows_full {
-                        Count::Const(p.kh)
-                    } else {
-                        Count::Slot(Slot::Nky)
-                    },
-                    wk0: !rows_full,
-                    kx0,
-                    nkx,
-                };
-                g.repeat(Count::Const(c.count), Ctr::Slot(Slot::SegC), &mut |g| {
-                    inner(g, &k);
-                    g.add_imm(Ctr::Slot(Slot::SegI), (npx * p.sw * p.ci * 4) as i64);
-                    g.add_imm(Ctr::Slot(Slot::SegO), (npx * p.co * 4) as i64);
-                });
+            Pixels::Rows(r) => r,
+        };
+        self.rows(&mut |g| {
+            g.row_start(r);
+            match r.row_vectors {
+                Some(columns) => g.vector_row(r, columns, inner),
+                None => g.row_blocks(r, inner),
             }
         });
     }
 
-    /// A flat stage: the pixels `row0..row0 + rows` in blocks of `px`, the
-    /// last moved back to end at the last pixel (recomputing a few with
-    /// the same result) so every block is full; a range shorter than a
-    /// block runs pixel by pixel.
-    fn flat_blocks(&mut self, inner: &mut dyn FnMut(&mut Self, &BlockArgs)) {
-        let p = self.p;
-        let px = p.sched.px;
-        let (in_px, out_px) = ((p.ci * 4) as i64, (p.co * 4) as i64);
+    /// For output row `OY`: `[InRow]` the input row of its first valid
+    /// kernel row (with `[Wk0]` and `[Nky]` where rows have borders), and
+    /// `[OutRow]`.
+    pub(super) fn row_start(&mut self, r: &Rows) {
+        match r.kernel_rows {
+            KernelRows::All => {
+                self.mov_rr(R::RAX, OY);
+                self.mul_imm(R::RAX, self.p.sh as i64 * r.in_row);
+                self.add_rr(R::RAX, IMG);
+                self.store(Slot::InRow, R::RAX);
+            }
+            KernelRows::PerRow => self.row_taps(),
+        }
+        self.out_row();
+    }
+
+    /// The register blocks of output row `OY` ([`Rows::blocks`]), each
+    /// with `[SegI]`/`[SegO]` pointing at its input and output pixels.
+    pub(super) fn row_blocks(&mut self, r: &Rows, inner: &mut dyn FnMut(&mut Self, &BlockArgs)) {
+        let (nky, wk0) = match r.kernel_rows {
+            KernelRows::All => (Count::Const(self.p.kh), false),
+            KernelRows::PerRow => (Count::Slot(Slot::Nky), true),
+        };
+        for blocks in &r.blocks {
+            self.slot_plus(Slot::SegI, Slot::InRow, blocks.in_off);
+            self.slot_plus(Slot::SegO, Slot::OutRow, blocks.out_off);
+            let k = BlockArgs {
+                block: &blocks.block,
+                nky,
+                wk0,
+            };
+            self.repeat(
+                Count::Const(blocks.count),
+                Ctr::Slot(Slot::SegC),
+                &mut |g| {
+                    inner(g, &k);
+                    g.add_imm(Ctr::Slot(Slot::SegI), blocks.in_step);
+                    g.add_imm(Ctr::Slot(Slot::SegO), blocks.out_step);
+                },
+            );
+        }
+    }
+
+    /// A flat stage ([`Pixels::Flat`]: `px` pixels a block, `in_px` and
+    /// `out_px` bytes a pixel): the pixels `row0..row0 + rows` in blocks
+    /// of `px`, the last moved back to end at the last pixel (recomputing
+    /// a few with the same result) so every block is full; a range
+    /// shorter than a block runs pixel by pixel.
+    fn flat_blocks(
+        &mut self,
+        (px, in_px, out_px): (usize, i64, i64),
+        inner: &mut dyn FnMut(&mut Self, &BlockArgs),
+    ) {
         self.load(R::RAX, Slot::Row0);
         self.store(Slot::At, R::RAX);
         self.add_slot(R::RAX, Slot::Rows);
@@ -230,14 +243,6 @@ impl Gen<'_> {
         self.store(Slot::Last, R::RAX);
         let singles = self.a.label();
         let done = self.a.label();
-        let args = |npx: usize| BlockArgs {
-            npx,
-            cols: None,
-            nky: Count::Const(1),
-            wk0: false,
-            kx0: 0,
-            nkx: 1,
-        };
         for npx in [px, 1] {
             if npx == 1 {
                 self.a.bind(singles);
@@ -268,7 +273,14 @@ impl Gen<'_> {
             self.mul_imm(R::RCX, out_px);
             self.add_slot(R::RCX, Slot::OutBase);
             self.store(Slot::SegO, R::RCX);
-            inner(self, &args(npx));
+            // A 1x1 kernel: one kernel row.
+            let block = Block::flat(npx);
+            let k = BlockArgs {
+                block: &block,
+                nky: Count::Const(1),
+                wk0: false,
+            };
+            inner(self, &k);
             self.add_imm(Ctr::Slot(Slot::At), npx as i64);
             self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, top);
         }
@@ -276,51 +288,51 @@ impl Gen<'_> {
     }
 
     /// Conv/pointwise with channel blocks outermost: every run
-    /// repetition, with `[ChW]`, `[ChB]` its weights and bias and `[ChO]`
-    /// its output channel byte offset.
-    fn channel_blocks(&mut self, inner: &mut dyn FnMut(&mut Self, &Run)) {
-        let p = self.p;
-        for run in &p.runs {
+    /// repetition ([`LoopNest::runs`]), with `[ChW]`, `[ChB]` its weights
+    /// and bias and `[ChO]` its output channel byte offset.
+    fn channel_blocks(&mut self, inner: &mut dyn FnMut(&mut Self, &RunLoop)) {
+        let n = self.n;
+        for r in &n.runs {
             self.mov_rr(R::RAX, WTS);
-            self.add_reg_imm(R::RAX, run.w_base as i64);
+            self.add_reg_imm(R::RAX, r.base.weights);
             self.store(Slot::ChW, R::RAX);
-            if let Some(off) = p.bias_off {
+            if let Some(off) = n.bias {
                 self.mov_rr(R::RAX, WTS);
-                self.add_reg_imm(R::RAX, (off * 4 + run.bias_base) as i64);
+                self.add_reg_imm(R::RAX, off + r.base.bias);
                 self.store(Slot::ChB, R::RAX);
             }
-            self.mov_imm(R::RAX, (run.out_base * 4) as i64);
+            self.mov_imm(R::RAX, r.base.output);
             self.store(Slot::ChO, R::RAX);
-            self.repeat(Count::Const(run.count), Ctr::Slot(Slot::ChC), &mut |g| {
-                inner(g, run);
-                g.add_imm(Ctr::Slot(Slot::ChO), (run.out_stride * 4) as i64);
-                g.add_imm(Ctr::Slot(Slot::ChW), run.w_stride as i64);
-                if p.bias_off.is_some() {
-                    g.add_imm(Ctr::Slot(Slot::ChB), run.bias_stride as i64);
+            self.repeat(Count::Const(r.count), Ctr::Slot(Slot::ChC), &mut |g| {
+                inner(g, r);
+                g.add_imm(Ctr::Slot(Slot::ChO), r.step.output);
+                g.add_imm(Ctr::Slot(Slot::ChW), r.step.weights);
+                if n.bias.is_some() {
+                    g.add_imm(Ctr::Slot(Slot::ChB), r.step.bias);
                 }
             });
         }
     }
 
-    /// All channel blocks (groups, runs, repetitions) of the pixel block
-    /// at `[SegI]`, `[SegO]`.
+    /// All channel blocks (groups, runs, repetitions: [`LoopNest::runs`])
+    /// of the pixel block at `[SegI]`, `[SegO]`.
     pub(super) fn channels(&mut self, k: &BlockArgs) {
-        let p = self.p;
-        let groups = p.groups > 1;
+        let n = self.n;
+        let groups = n.groups > 1;
         if groups {
             self.load(R::RAX, Slot::SegI);
             self.store(Slot::GrpI, R::RAX);
             self.load(R::RAX, Slot::SegO);
             self.store(Slot::GrpO, R::RAX);
             self.store(Slot::GrpW, WTS);
-            if let Some(off) = p.bias_off {
+            if let Some(off) = n.bias {
                 self.mov_rr(R::RAX, WTS);
-                self.add_reg_imm(R::RAX, (off * 4) as i64);
+                self.add_reg_imm(R::RAX, off);
                 self.store(Slot::GrpB, R::RAX);
             }
         }
-        self.repeat(Count::Const(p.groups), Ctr::Slot(Slot::GrpC), &mut |g| {
-            for run in &p.runs {
+        self.repeat(Count::Const(n.groups), Ctr::Slot(Slot::GrpC), &mut |g| {
+            for r in &n.runs {
                 if groups {
                     g.load(RUN_I, Slot::GrpI);
                     g.load(RUN_O, Slot::GrpO);
@@ -330,34 +342,34 @@ impl Gen<'_> {
                     g.load(RUN_O, Slot::SegO);
                     g.mov_rr(RUN_W, WTS);
                 }
-                g.add_reg_imm(RUN_I, (run.in_base * 4) as i64);
-                g.add_reg_imm(RUN_O, (run.out_base * 4) as i64);
-                g.add_reg_imm(RUN_W, run.w_base as i64);
-                if let Some(off) = p.bias_off {
+                g.add_reg_imm(RUN_I, r.base.input);
+                g.add_reg_imm(RUN_O, r.base.output);
+                g.add_reg_imm(RUN_W, r.base.weights);
+                if let Some(off) = n.bias {
                     if groups {
                         g.load(RUN_B, Slot::GrpB);
-                        g.add_reg_imm(RUN_B, run.bias_base as i64);
+                        g.add_reg_imm(RUN_B, r.base.bias);
                     } else {
                         g.mov_rr(RUN_B, WTS);
-                        g.add_reg_imm(RUN_B, (off * 4 + run.bias_base) as i64);
+                        g.add_reg_imm(RUN_B, off + r.base.bias);
                     }
                 }
-                g.repeat(Count::Const(run.count), Ctr::Slot(Slot::RunC), &mut |g| {
-                    g.block(run, k);
-                    g.add_reg_imm(RUN_I, (run.in_stride * 4) as i64);
-                    g.add_reg_imm(RUN_O, (run.out_stride * 4) as i64);
-                    g.add_reg_imm(RUN_W, run.w_stride as i64);
-                    if p.bias_off.is_some() {
-                        g.add_reg_imm(RUN_B, run.bias_stride as i64);
+                g.repeat(Count::Const(r.count), Ctr::Slot(Slot::RunC), &mut |g| {
+                    g.block(r.run, k);
+                    g.add_reg_imm(RUN_I, r.step.input);
+                    g.add_reg_imm(RUN_O, r.step.output);
+                    g.add_reg_imm(RUN_W, r.step.weights);
+                    if n.bias.is_some() {
+                        g.add_reg_imm(RUN_B, r.step.bias);
                     }
                 });
             }
             if groups {
-                g.add_imm(Ctr::Slot(Slot::GrpI), (p.g_in * 4) as i64);
-                g.add_imm(Ctr::Slot(Slot::GrpO), (p.g_out * 4) as i64);
-                g.add_imm(Ctr::Slot(Slot::GrpW), p.g_w as i64);
-                if p.bias_off.is_some() {
-                    g.add_imm(Ctr::Slot(Slot::GrpB), p.g_bias as i64);
+                g.add_imm(Ctr::Slot(Slot::GrpI), n.group_step.input);
+                g.add_imm(Ctr::Slot(Slot::GrpO), n.group_step.output);
+                g.add_imm(Ctr::Slot(Slot::GrpW), n.group_step.weights);
+                if n.bias.is_some() {
+                    g.add_imm(Ctr::Slot(Slot::GrpB), n.group_step.bias);
                 }
             }
         });

@@ -1,25 +1,32 @@
 //! One stage function in x86-64 machine code, following its [`StagePlan`].
 //!
-//! What this generator shares with the Cranelift one (`convjit-jit`'s
-//! codegen.rs) is the plan: the blocking ([`StagePlan::sched`]: pixels and
-//! units per register block, unrolling), the channel runs and units with
-//! their packed weights, the kernel rows valid per output row, flat
-//! stages' pixel ranges, channel blocks outermost where weights exceed L2
-//! ([`StagePlan::channels_outer`]), depthwise rows' column blocks, and the
-//! signature. Each generator walks that loop nest itself, in the same
-//! order: output rows, column blocks, channel groups and runs, a register
-//! block, its valid kernel rows, their taps.
+//! What this generator shares with the Cranelift one
+//! (`convjit-cranelift`'s codegen.rs) is the plan and its loop nest
+//! ([`StagePlan::nest`], a [`LoopNest`]), which both only emit: the
+//! blocking ([`StagePlan::sched`]), channel groups, runs and repetitions
+//! with their byte offsets, flat stages' pixel ranges, channel blocks
+//! outermost where weights exceed L2, each output row's kernel rows (all,
+//! or computed per row), its register blocks with their pixels' kernel
+//! columns and pointer offsets, and per block the taps of a kernel row
+//! ([`StagePlan::reduction`], [`StagePlan::dw_taps`],
+//! [`StagePlan::dw_input_columns`]); and the signature.
 //!
-//! Only this generator (the plan asks for what touches its layout):
-//! conv rows cut into column blocks that mix border and interior pixels,
-//! each pixel with its own kernel columns ([`StagePlan::col_blocks`]; Cranelift
-//! walks [`StagePlan::segments`]); one-channel and few-channel depthwise rows
-//! run as vectors along the row ([`StagePlan::row_vectors`]), two rows at a
-//! time for grey images, and with a depth multiplier spread by a
-//! permutation ([`StagePlan::row_multiplier`]); reductions of up to
-//! `MAX_STRAIGHT_STEPS` steps emitted without a loop; prefetches (the input
-//! rows a depthwise block's next output row adds, the next channel
-//! block's weights).
+//! Where the nest differs for this generator, the plan makes it so from
+//! its target: conv rows cut into column blocks that mix border and
+//! interior pixels, each pixel with its own kernel columns (a reduction
+//! per kernel column; Cranelift's blocks stay within a column segment);
+//! one-channel and few-channel depthwise rows run as vectors along the
+//! row ([`StagePlan::row_vectors`], outside the nest's blocks).
+//!
+//! Only this generator, outside the plan: the row vectors' blocks
+//! themselves, two rows at a time for grey images
+//! ([`Gen::row_pair_rows`]), a depth multiplier spread by a permutation
+//! ([`StagePlan::row_multiplier`]); reductions of up to
+//! `MAX_STRAIGHT_STEPS` steps emitted without a loop; depthwise rows
+//! walked by input column wherever the row's weights fit the registers
+//! (Cranelift: up to 5 kernel columns); prefetches (the input rows a
+//! depthwise block's next output row adds, the next channel block's
+//! weights); registers, stack slots and instruction selection.
 //!
 //! The files: this one (registers, stack frame, the function's entry and
 //! exit), `ops.rs` (general-purpose instructions, immediates and
@@ -63,7 +70,9 @@ mod vector;
 
 use crate::asm::{mem, Asm};
 use crate::Isa;
-use convjit_plan::stage_plan::{StagePlan, Strategy};
+#[cfg(doc)]
+use convjit_plan::stage_plan::KernelRows;
+use convjit_plan::stage_plan::{Block, LoopNest, StagePlan};
 use iced_x86::{Code, Instruction as I, MemoryOperand, Register as R};
 
 const IMG: R = R::RDI;
@@ -174,25 +183,23 @@ enum Src {
     M(MemoryOperand),
 }
 
-/// What a register block computes (see the Cranelift generator's `BlockArgs`).
-struct BlockArgs {
-    /// Output pixels.
-    npx: usize,
-    /// Pixels whose valid kernel columns differ (every depthwise block, a
-    /// conv block with border pixels): each pixel's `(kx0, nkx)`.
-    cols: Option<Vec<(usize, usize)>>,
+/// A register block to emit: the plan's [`Block`] and where this
+/// generator keeps its kernel rows.
+struct BlockArgs<'n> {
+    /// Its pixels and their kernel columns.
+    block: &'n Block,
     /// Valid kernel rows.
     nky: Count,
-    /// Kernel rows have borders: the weights start at `[Wk0] + kx0` taps.
+    /// Kernel rows have borders ([`KernelRows::PerRow`]): the weights
+    /// start at `[Wk0] + kx0` taps.
     wk0: bool,
-    /// Otherwise every pixel's valid kernel columns: `kx0..kx0 + nkx`.
-    kx0: usize,
-    nkx: usize,
 }
 
 pub struct Gen<'a> {
     pub a: Asm,
     p: &'a StagePlan,
+    /// The plan's loops.
+    n: &'a LoopNest<'a>,
     isa: Isa,
     /// Bytes per vector.
     vb: i64,
@@ -202,10 +209,11 @@ pub struct Gen<'a> {
 }
 
 impl<'a> Gen<'a> {
-    pub fn new(p: &'a StagePlan, isa: Isa) -> Gen<'a> {
+    pub fn new(p: &'a StagePlan, n: &'a LoopNest<'a>, isa: Isa) -> Gen<'a> {
         Gen {
             a: Asm::new(),
             p,
+            n,
             isa,
             vb: (p.sched.lanes * 4) as i64,
             regs: match isa {
@@ -239,11 +247,7 @@ impl<'a> Gen<'a> {
         self.store(Slot::Row0, R::R8);
         self.store(Slot::Rows, R::R9);
         self.setup_masks();
-        if p.strategy == Strategy::Reduce {
-            self.reduce_body();
-        } else {
-            self.dw_body();
-        }
+        self.body();
         self.a.emit(I::with2(Code::Add_rm64_imm32, R::RSP, FRAME));
         for r in SAVED.iter().rev() {
             self.a.emit(I::with1(Code::Pop_r64, *r));
@@ -252,13 +256,6 @@ impl<'a> Gen<'a> {
         self.a.emit(Ok(I::with(Code::VEX_Vzeroupper)));
         self.a.emit(Ok(I::with(Code::Retnq)));
     }
-}
-
-/// The pixels of a block whose kernel columns include `kx`.
-fn pxs_of(cols: &[(usize, usize)], kx: usize) -> Vec<usize> {
-    (0..cols.len())
-        .filter(|&px| (cols[px].0..cols[px].0 + cols[px].1).contains(&kx))
-        .collect()
 }
 
 /// What the unit tests of the generator's files share: a plan to make a
@@ -284,12 +281,13 @@ mod test_support {
     }
 
     /// The instructions `f` emits with a generator for `plan`.
-    pub(super) fn emitted<'p>(
-        plan: &'p StagePlan,
+    pub(super) fn emitted(
+        plan: &StagePlan,
         isa: Isa,
-        f: impl FnOnce(&mut Gen<'p>),
+        f: impl FnOnce(&mut Gen<'_>),
     ) -> Vec<Instruction> {
-        let mut g = Gen::new(plan, isa);
+        let nest = plan.nest();
+        let mut g = Gen::new(plan, &nest, isa);
         f(&mut g);
         decode(&g.a.finish().expect("the code encodes"))
     }

@@ -364,7 +364,8 @@ mod tests {
         ] {
             let src = format!("layer t {{ input 4x4x8\n p: pointwise {co} }}");
             let p = plan(&src, isa);
-            let g = super::super::Gen::new(&p, isa);
+            let nest = p.nest();
+            let g = super::super::Gen::new(&p, &nest, isa);
             assert_eq!(g.tail_lengths(), tails, "{isa:?}, {co} channels");
         }
     }
@@ -399,9 +400,10 @@ mod tests {
             assert_eq!(ins[0].immediate32(), 6.0f32.to_bits());
             assert_eq!(ins[1].op0_register(), R::XMM5);
             let last = ins.last().unwrap();
+            let nest = p.nest();
             assert_eq!(
                 (last.op0_register(), last.op1_register()),
-                (super::super::Gen::new(&p, isa).v(5), R::XMM5)
+                (super::super::Gen::new(&p, &nest, isa).v(5), R::XMM5)
             );
         }
     }
@@ -410,6 +412,7 @@ mod tests {
     #[should_panic(expected = "vector register 16 of 16")]
     fn avx2_has_sixteen_vector_registers() {
         let p = any_plan(Isa::Avx2);
-        super::super::Gen::new(&p, Isa::Avx2).v(16);
+        let nest = p.nest();
+        super::super::Gen::new(&p, &nest, Isa::Avx2).v(16);
     }
 }
