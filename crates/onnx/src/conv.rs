@@ -165,7 +165,7 @@ fn conv_stage(g: &Graph, node: &NodeProto, shapes: &Shapes) -> Result<ConvStage,
         axes: [ah, aw],
     };
     check_limits(&geometry)?;
-    Ok(stage(&geometry, w, bias))
+    Ok(stage_of(&geometry, w, bias))
 }
 
 /// The dims of weights `w`, checked to be a float32 constant of rank 4.
@@ -326,7 +326,7 @@ fn check_limits(geometry: &Geometry) -> Result<(), Refusal> {
 
 /// The checked node as a stage: its op (depthwise, pointwise or conv),
 /// geometry, and whether its padding is TensorFlow's `same`.
-fn stage(geometry: &Geometry, weight: &str, bias: Option<String>) -> ConvStage {
+fn stage_of(geometry: &Geometry, weight: &str, bias: Option<String>) -> ConvStage {
     let Geometry {
         wd: WeightDims { m, kh, kw, .. },
         ref window,
