@@ -66,7 +66,7 @@ pub fn bench_layer(
         input: &input,
         batch,
     }
-    .run(
+    .measure(
         &mut output,
         &mut baselines,
         &mut peaks,
@@ -408,7 +408,7 @@ impl Timing<'_> {
     /// (where both are the same size) and, for the roofline
     /// (`settings.memcpy`), a large memcpy, in interleaved rounds, then the
     /// FMA loops in rounds of their own; adds each to `results`.
-    fn run(
+    fn measure(
         &self,
         output: &mut Aligned,
         baselines: &mut [(Baseline, Aligned)],
