@@ -117,7 +117,7 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
             if a.json {
                 println!("{report}");
             } else {
-                print!("{}", text(&report));
+                print!("{}", report_text(&report));
             }
         });
         bar.inc(1);
@@ -270,7 +270,7 @@ fn total_text(t: &serde_json::Value) -> String {
     out
 }
 
-fn text(r: &serde_json::Value) -> String {
+fn report_text(r: &serde_json::Value) -> String {
     let mut out = format!(
         "layer {}: {} MACs (batch {}), compile {} ms, cache hit {} us (+ {} us packing weights)\n",
         r["layer"].as_str().unwrap_or(""),

@@ -84,6 +84,9 @@ pub fn describe(s: &Stage) -> String {
     parts.join(", ")
 }
 
+/// The plan as `convjit stage-plan` prints it: the layer and the notes on
+/// separating it, the stage table, the host, the groups, each stage's
+/// blocking.
 fn to_text(
     l: &Layer,
     p: &LayerPlan,
@@ -102,6 +105,26 @@ fn to_text(
     if let Some(d) = decision {
         out += &format!("  separation: {d}\n");
     }
+    out += &stage_table(l);
+    let h = p.host;
+    out += &format!(
+        "  host: {} generator, {}, {} f32 lanes ({}-bit vectors), {} vector registers, L1d {} KiB, L2 {} KiB, {} cores\n",
+        p.options.backend,
+        p.options.precision,
+        h.lanes,
+        h.lanes * 32,
+        h.vector_registers,
+        h.l1d_bytes >> 10,
+        h.l2_bytes >> 10,
+        h.cores
+    );
+    out += &groups_text(l, p);
+    out += &blocking_text(l, p);
+    out
+}
+
+/// Each stage's op, shapes and MACs, and their total, in aligned columns.
+fn stage_table(l: &Layer) -> String {
     let rows: Vec<[String; 5]> = l
         .stages
         .iter()
@@ -130,6 +153,7 @@ fn to_text(
     let w: Vec<usize> = (0..5)
         .map(|i| all.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
+    let mut out = String::new();
     for r in all {
         out += &format!(
             "  {}  {}  {}  {}  {}\n",
@@ -140,18 +164,12 @@ fn to_text(
             pad(&r[4], w[4], Align::Right),
         );
     }
-    let h = p.host;
-    out += &format!(
-        "  host: {} generator, {}, {} f32 lanes ({}-bit vectors), {} vector registers, L1d {} KiB, L2 {} KiB, {} cores\n",
-        p.options.backend,
-        p.options.precision,
-        h.lanes,
-        h.lanes * 32,
-        h.vector_registers,
-        h.l1d_bytes >> 10,
-        h.l2_bytes >> 10,
-        h.cores
-    );
+    out
+}
+
+/// Each fusion group: its stages, bands and threads, and why.
+fn groups_text(l: &Layer, p: &LayerPlan) -> String {
+    let mut out = String::new();
     for (i, g) in p.groups.iter().enumerate() {
         let names = group_names(l, g);
         let out_h = l.stages[g.last].output.h;
@@ -174,6 +192,13 @@ fn to_text(
             out += &format!("    why: {}\n", g.why);
         }
     }
+    out
+}
+
+/// Each stage's register blocking, why, its packed weights, and the
+/// blocking of each thread's share of its output channels.
+fn blocking_text(l: &Layer, p: &LayerPlan) -> String {
+    let mut out = String::new();
     for (i, s) in l.stages.iter().enumerate() {
         let StageReport {
             schedule: k,

@@ -4,6 +4,7 @@
 //! measured in the same run; one labelled point per layer and variant, and
 //! peer points from `peers/bench_peers.py --out-json`.
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 /// One measured kernel.
@@ -112,20 +113,12 @@ pub fn place_labels(points: &[Px], anchors: &[(Px, Px)]) -> Vec<Px> {
 /// its `jit` point (labels placed so none overlaps another or a point),
 /// with a key of the numbers, and a legend of the point kinds and roofs.
 pub fn svg(title: &str, points: &[Point], roofs: &Roofs) -> Result<String, String> {
-    let top_peak = roofs.peaks.iter().map(|p| p.1).fold(1.0, f64::max);
     let finite = |v: f64| v.is_finite() && v > 0.0;
     let points: Vec<&Point> = points
         .iter()
         .filter(|p| finite(p.intensity) && finite(p.gflops))
         .collect();
-    let xs = points.iter().map(|p| p.intensity);
-    let ys = points.iter().map(|p| p.gflops);
-    // Wide enough for every point and the ridges of every roof.
-    let ridge_max = top_peak / roofs.bandwidth.max(1e-9);
-    let x_lo = xs.clone().fold(ridge_max / 10.0, f64::min).min(0.1) / 2.0;
-    let x_hi = xs.fold(ridge_max * 10.0, f64::max) * 2.0;
-    let y_lo = ys.clone().fold(top_peak, f64::min).min(0.1) / 2.0;
-    let y_hi = ys.fold(top_peak, f64::max) * 2.0;
+    let range = Range::of(&points, roofs);
     // Layers in first-seen order, numbered from 1.
     let mut layers: Vec<&str> = Vec::new();
     for p in &points {
@@ -143,7 +136,10 @@ pub fn svg(title: &str, points: &[Point], roofs: &Roofs) -> Result<String, Strin
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(60)
-            .build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo..y_hi).log_scale())
+            .build_cartesian_2d(
+                (range.x_lo..range.x_hi).log_scale(),
+                (range.y_lo..range.y_hi).log_scale(),
+            )
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
@@ -151,69 +147,9 @@ pub fn svg(title: &str, points: &[Point], roofs: &Roofs) -> Result<String, Strin
             .y_desc("GFLOP/s")
             .draw()
             .map_err(|e| e.to_string())?;
-        // Each roof: min(peak, bandwidth * intensity), sampled log-evenly.
-        let samples: Vec<f64> = (0..=200)
-            .map(|i| x_lo * (x_hi / x_lo).powf(i as f64 / 200.0))
-            .collect();
-        for (i, (name, peak)) in roofs.peaks.iter().enumerate() {
-            let colour = Palette99::pick(i + 3).to_rgba();
-            let line = samples.iter().map(|&x| (x, peak.min(roofs.bandwidth * x)));
-            chart
-                .draw_series(LineSeries::new(line, colour.stroke_width(2)))
-                .map_err(|e| e.to_string())?
-                .label(format!(
-                    "{name} {peak:.1} GFLOP/s, {}",
-                    roofs.bandwidth_label
-                ))
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour));
-        }
-        // Points, the chosen kernels last (on top).
-        for kind in [Kind::Baseline, Kind::Variant, Kind::Peer, Kind::Jit] {
-            let (colour, _) = kind.style();
-            let these = points.iter().filter(|p| Kind::of(p) == kind);
-            chart
-                .draw_series(
-                    these.map(|p| Circle::new((p.intensity, p.gflops), 4, colour.filled())),
-                )
-                .map_err(|e| e.to_string())?;
-        }
-        for kind in Kind::ALL {
-            let (colour, name) = kind.style();
-            chart
-                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
-                .map_err(|e| e.to_string())?
-                .label(name)
-                .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
-        }
-        // Layer numbers at their jit points, placed clear of every point
-        // and each other.
-        let px: Vec<(i32, i32)> = points
-            .iter()
-            .map(|p| chart.backend_coord(&(p.intensity, p.gflops)))
-            .collect();
-        let anchors: Vec<(Px, Px)> = layers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| {
-                let at = points
-                    .iter()
-                    .position(|p| p.layer == *l && Kind::of(p) == Kind::Jit)
-                    .or_else(|| points.iter().position(|p| p.layer == *l))?;
-                Some((px[at], label_size((i + 1).to_string().len())))
-            })
-            .collect();
-        let spots = place_labels(&px, &anchors);
-        let font = ("sans-serif", 12).into_font().color(&BLACK);
-        for (i, (&((x, y), (w, h)), &(sx, sy))) in anchors.iter().zip(&spots).enumerate() {
-            // A leader line where the label sits away from its point.
-            let (cx, cy) = (sx + w / 2, sy + h / 2);
-            if (cx - x).abs() > w + 8 || (cy - y).abs() > h + 8 {
-                root.draw(&PathElement::new([(x, y), (cx, cy)], BLACK.mix(0.4)))
-                    .map_err(|e| e.to_string())?;
-            }
-            root.draw(&Text::new((i + 1).to_string(), (sx + 1, sy), font.clone()))
-                .map_err(|e| e.to_string())?;
-        }
+        draw_roofs(&mut chart, roofs, &range)?;
+        draw_points(&mut chart, &points)?;
+        draw_layer_numbers(&root, &chart, &points, &layers)?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
@@ -221,23 +157,136 @@ pub fn svg(title: &str, points: &[Point], roofs: &Roofs) -> Result<String, Strin
             .border_style(BLACK)
             .draw()
             .map_err(|e| e.to_string())?;
-        // The key: layer numbers and names.
-        let key_font = ("sans-serif", 12).into_font().color(&BLACK);
-        key_area
-            .draw(&Text::new("layers", (10, 40), key_font.clone()))
-            .map_err(|e| e.to_string())?;
-        for (i, l) in layers.iter().enumerate() {
-            key_area
-                .draw(&Text::new(
-                    format!("{:>2}  {l}", i + 1),
-                    (10, 60 + 16 * i as i32),
-                    key_font.clone(),
-                ))
-                .map_err(|e| e.to_string())?;
-        }
+        draw_key(&key_area, &layers)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(out)
+}
+
+/// The axes' extent: wide enough for every point and the ridges of every
+/// roof, with a margin.
+struct Range {
+    x_lo: f64,
+    x_hi: f64,
+    y_lo: f64,
+    y_hi: f64,
+}
+
+impl Range {
+    fn of(points: &[&Point], roofs: &Roofs) -> Range {
+        let top_peak = roofs.peaks.iter().map(|p| p.1).fold(1.0, f64::max);
+        let xs = points.iter().map(|p| p.intensity);
+        let ys = points.iter().map(|p| p.gflops);
+        let ridge_max = top_peak / roofs.bandwidth.max(1e-9);
+        Range {
+            x_lo: xs.clone().fold(ridge_max / 10.0, f64::min).min(0.1) / 2.0,
+            x_hi: xs.fold(ridge_max * 10.0, f64::max) * 2.0,
+            y_lo: ys.clone().fold(top_peak, f64::min).min(0.1) / 2.0,
+            y_hi: ys.fold(top_peak, f64::max) * 2.0,
+        }
+    }
+}
+
+/// The roofline's chart: log-log, on an SVG.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>;
+
+/// Each roof: min(peak, bandwidth * intensity), sampled log-evenly, with
+/// its legend entry.
+fn draw_roofs(chart: &mut Chart, roofs: &Roofs, range: &Range) -> Result<(), String> {
+    let (x_lo, x_hi) = (range.x_lo, range.x_hi);
+    let samples: Vec<f64> = (0..=200)
+        .map(|i| x_lo * (x_hi / x_lo).powf(i as f64 / 200.0))
+        .collect();
+    for (i, (name, peak)) in roofs.peaks.iter().enumerate() {
+        let colour = Palette99::pick(i + 3).to_rgba();
+        let line = samples.iter().map(|&x| (x, peak.min(roofs.bandwidth * x)));
+        chart
+            .draw_series(LineSeries::new(line, colour.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(format!(
+                "{name} {peak:.1} GFLOP/s, {}",
+                roofs.bandwidth_label
+            ))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour));
+    }
+    Ok(())
+}
+
+/// Every point, the chosen kernels last (on top), and a legend entry per
+/// kind.
+fn draw_points(chart: &mut Chart, points: &[&Point]) -> Result<(), String> {
+    for kind in [Kind::Baseline, Kind::Variant, Kind::Peer, Kind::Jit] {
+        let (colour, _) = kind.style();
+        let these = points.iter().filter(|p| Kind::of(p) == kind);
+        chart
+            .draw_series(these.map(|p| Circle::new((p.intensity, p.gflops), 4, colour.filled())))
+            .map_err(|e| e.to_string())?;
+    }
+    for kind in Kind::ALL {
+        let (colour, name) = kind.style();
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .map_err(|e| e.to_string())?
+            .label(name)
+            .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
+    }
+    Ok(())
+}
+
+/// Layer numbers at their jit points (else their first), placed clear of
+/// every point and each other, with a leader line where one sits away.
+fn draw_layer_numbers(
+    root: &DrawingArea<SVGBackend, Shift>,
+    chart: &Chart,
+    points: &[&Point],
+    layers: &[&str],
+) -> Result<(), String> {
+    let px: Vec<(i32, i32)> = points
+        .iter()
+        .map(|p| chart.backend_coord(&(p.intensity, p.gflops)))
+        .collect();
+    let anchors: Vec<(Px, Px)> = layers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let at = points
+                .iter()
+                .position(|p| p.layer == *l && Kind::of(p) == Kind::Jit)
+                .or_else(|| points.iter().position(|p| p.layer == *l))?;
+            Some((px[at], label_size((i + 1).to_string().len())))
+        })
+        .collect();
+    let spots = place_labels(&px, &anchors);
+    let font = ("sans-serif", 12).into_font().color(&BLACK);
+    for (i, (&((x, y), (w, h)), &(sx, sy))) in anchors.iter().zip(&spots).enumerate() {
+        // A leader line where the label sits away from its point.
+        let (cx, cy) = (sx + w / 2, sy + h / 2);
+        if (cx - x).abs() > w + 8 || (cy - y).abs() > h + 8 {
+            root.draw(&PathElement::new([(x, y), (cx, cy)], BLACK.mix(0.4)))
+                .map_err(|e| e.to_string())?;
+        }
+        root.draw(&Text::new((i + 1).to_string(), (sx + 1, sy), font.clone()))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The key: layer numbers and names.
+fn draw_key(key_area: &DrawingArea<SVGBackend, Shift>, layers: &[&str]) -> Result<(), String> {
+    let key_font = ("sans-serif", 12).into_font().color(&BLACK);
+    key_area
+        .draw(&Text::new("layers", (10, 40), key_font.clone()))
+        .map_err(|e| e.to_string())?;
+    for (i, l) in layers.iter().enumerate() {
+        key_area
+            .draw(&Text::new(
+                format!("{:>2}  {l}", i + 1),
+                (10, 60 + 16 * i as i32),
+                key_font.clone(),
+            ))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Peer points from `bench_peers.py --out-json`: per peer layer and

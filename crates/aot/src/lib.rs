@@ -361,6 +361,80 @@ pub(crate) fn target(
 /// Compiles `layer` for `opts.target` and returns the object (or its text
 /// forms, see [`Emit`]) and its C header.
 pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact, AotError> {
+    check_buildable(layer, opts)?;
+    let target = target(opts.target.as_deref(), opts.cpu, opts.backend)?;
+    let ident = c_identifier(&layer.name);
+    let symbol = format!("convjit_{ident}");
+    let generator = target.choice.generator;
+    let x86 = convjit_x86::Isa::of(generator);
+    let plans = stage_plans(layer, x86)?;
+
+    // No `.eh_frame` (`unwind_info`): cranelift-object 0.135 writes it with
+    // absolute relocations, which make PIE executables need text relocations.
+    let builder = ObjectBuilder::new(
+        target.isa.clone(),
+        format!("{symbol}.o"),
+        cranelift_module::default_libcall_names(),
+    )
+    .map_err(cg_err)?;
+    let mut module = record::Recording::new(ObjectModule::new(builder), emit == Emit::Asm);
+    let mut texts = Texts::default();
+    let stage_ids = define_stage_functions(&mut module, &plans, x86, &symbol, emit, &mut texts)?;
+    let (layout, weights_source) = match &opts.weights {
+        Some(w) => bake_weights(&mut module, &plans, w, &symbol)?,
+        None => define_packing(&mut module, layer, &plans, &ident, &symbol, &mut texts)?,
+    };
+    let entry = wrapper::define_entry(
+        &mut module,
+        &symbol,
+        layer,
+        &stage_ids,
+        &layout,
+        &weights_source,
+    )?;
+    texts.clif.push_str(&entry.clif);
+
+    let header = header::header(
+        layer,
+        &ident,
+        &target,
+        &layout,
+        opts.weights.is_some(),
+        entry.scratch_bytes,
+    );
+    let clif = name_functions(&module, &texts.clif);
+    let (module, asm) = module.into_parts();
+    let object = match emit {
+        Emit::Clif => clif.into_bytes(),
+        Emit::Asm => (texts.x86_asm + &asm.unwrap_or_default()).into_bytes(),
+        Emit::Object => {
+            // cranelift-object marks the stack non-executable (.note.GNU-stack).
+            let product = module.finish();
+            product.emit().map_err(cg_err)?
+        }
+    };
+    Ok(Artifact {
+        object,
+        header,
+        symbol,
+        generator,
+        cpu: target.choice.cpu,
+    })
+}
+
+/// The text forms [`build`] gathers while it defines the functions.
+#[derive(Default)]
+struct Texts {
+    /// The CLIF of every function Cranelift compiles (a note for the others).
+    clif: String,
+    /// The x86 generator's disassembly.
+    x86_asm: String,
+}
+
+/// Refuses, before anything is planned and with the reason, a layer
+/// without stages, an inconsistent hand-built one, one too large for the
+/// tables, and weights that do not fit it.
+fn check_buildable(layer: &Layer, opts: &BuildOptions) -> Result<(), AotError> {
     if layer.stages.is_empty() {
         return Err(AotError::Layer(format!(
             "layer '{}' has no stages",
@@ -374,13 +448,16 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     if let Some(w) = &opts.weights {
         w.check(layer)?;
     }
-    let target = target(opts.target.as_deref(), opts.cpu, opts.backend)?;
-    let ident = c_identifier(&layer.name);
-    let symbol = format!("convjit_{ident}");
-    let generator = target.choice.generator;
-    let x86 = convjit_x86::Isa::of(generator);
-    // The plans of the generator that writes the stage functions: its
-    // vector width decides the blocking and the packed-weight layout.
+    Ok(())
+}
+
+/// The plans of the generator that writes the stage functions (`x86`, else
+/// Cranelift): its vector width decides the blocking and the packed-weight
+/// layout.
+fn stage_plans(
+    layer: &Layer,
+    x86: Option<convjit_x86::Isa>,
+) -> Result<Vec<stage_plan::StagePlan>, AotError> {
     let plan_target = x86.map_or(stage_plan::Target::CRANELIFT, |i| i.target());
     let plans: Vec<stage_plan::StagePlan> = layer
         .stages
@@ -397,108 +474,83 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
             )));
         }
     }
+    Ok(plans)
+}
 
-    // No `.eh_frame` (`unwind_info`): cranelift-object 0.135 writes it with
-    // absolute relocations, which make PIE executables need text relocations.
-    let builder = ObjectBuilder::new(
-        target.isa.clone(),
-        format!("{symbol}.o"),
-        cranelift_module::default_libcall_names(),
-    )
-    .map_err(cg_err)?;
-    let mut module = record::Recording::new(ObjectModule::new(builder), emit == Emit::Asm);
-    let mut clif = String::new();
-    let mut x86_asm = String::new();
+/// One local function per stage, `SYMBOL_stageI`, from the x86 generator
+/// (`x86`) or Cranelift; their text forms go to `texts` as `emit` asks.
+fn define_stage_functions<M: Module>(
+    module: &mut M,
+    plans: &[stage_plan::StagePlan],
+    x86: Option<convjit_x86::Isa>,
+    symbol: &str,
+    emit: Emit,
+    texts: &mut Texts,
+) -> Result<Vec<cranelift_module::FuncId>, AotError> {
     let stage_name = |i: usize| format!("{symbol}_stage{i}");
-    let stage_ids = match x86 {
+    Ok(match x86 {
         Some(isa) => {
             let listing = match emit {
-                Emit::Clif => Listing::Clif(&mut clif),
-                Emit::Asm => Listing::Asm(&mut x86_asm),
+                Emit::Clif => Listing::Clif(&mut texts.clif),
+                Emit::Asm => Listing::Asm(&mut texts.x86_asm),
                 Emit::Object => Listing::None,
             };
-            define_x86_stages(&mut module, &plans, isa, &stage_name, listing)?
+            define_x86_stages(module, plans, isa, &stage_name, listing)?
         }
         None => convjit_cranelift::define_stages(
-            &mut module,
-            &plans,
+            module,
+            plans,
             stage_name,
             Linkage::Local,
-            (emit == Emit::Clif).then_some(&mut clif),
+            (emit == Emit::Clif).then_some(&mut texts.clif),
         )?,
-    };
-
-    let (layout, weights_source) = match &opts.weights {
-        Some(w) => {
-            let packed: Vec<Vec<f32>> = plans
-                .iter()
-                .zip(w.stages())
-                .map(|(p, s)| stage_plan::pack(p, &s.weight, s.bias.as_deref()))
-                .collect();
-            let layout = PackLayout::new(packed.iter().map(Vec::len));
-            let mut bytes = vec![0u8; layout.total * 4];
-            for (p, &(off, _)) in packed.iter().zip(&layout.stages) {
-                for (i, x) in p.iter().enumerate() {
-                    bytes[(off + i) * 4..(off + i + 1) * 4].copy_from_slice(&x.to_le_bytes());
-                }
-            }
-            let id = define_rodata(&mut module, &format!("{symbol}_weights"), bytes)?;
-            (layout, wrapper::WeightsSource::Baked(id))
-        }
-        None => {
-            let layout = PackLayout::new(plans.iter().map(|p| p.packed_len));
-            let copies = wrapper::PackCopies::new(layer, &plans, &layout)?;
-            let id = define_rodata(
-                &mut module,
-                &format!("{symbol}_pack_copies"),
-                copies.bytes(),
-            )?;
-            clif.push_str(&wrapper::define_pack(
-                &mut module,
-                &pack_symbol(&ident),
-                &layout,
-                &copies,
-                id,
-            )?);
-            (layout, wrapper::WeightsSource::Runtime)
-        }
-    };
-    let entry = wrapper::define_entry(
-        &mut module,
-        &symbol,
-        layer,
-        &stage_ids,
-        &layout,
-        &weights_source,
-    )?;
-    clif.push_str(&entry.clif);
-
-    let header = header::header(
-        layer,
-        &ident,
-        &target,
-        &layout,
-        opts.weights.is_some(),
-        entry.scratch_bytes,
-    );
-    let clif = name_functions(&module, &clif);
-    let (module, asm) = module.into_parts();
-    let object = match emit {
-        Emit::Clif => clif.into_bytes(),
-        Emit::Asm => (x86_asm + &asm.unwrap_or_default()).into_bytes(),
-        Emit::Object => {
-            // cranelift-object marks the stack non-executable (.note.GNU-stack).
-            let product = module.finish();
-            product.emit().map_err(cg_err)?
-        }
-    };
-    Ok(Artifact {
-        object,
-        header,
-        symbol,
-        generator,
-        cpu: target.choice.cpu,
     })
+}
+
+/// The packed weights as read-only data, `SYMBOL_weights`.
+fn bake_weights<M: Module>(
+    module: &mut M,
+    plans: &[stage_plan::StagePlan],
+    w: &Weights,
+    symbol: &str,
+) -> Result<(PackLayout, wrapper::WeightsSource), AotError> {
+    let packed: Vec<Vec<f32>> = plans
+        .iter()
+        .zip(w.stages())
+        .map(|(p, s)| stage_plan::pack(p, &s.weight, s.bias.as_deref()))
+        .collect();
+    let layout = PackLayout::new(packed.iter().map(Vec::len));
+    let mut bytes = vec![0u8; layout.total * 4];
+    for (p, &(off, _)) in packed.iter().zip(&layout.stages) {
+        for (i, x) in p.iter().enumerate() {
+            bytes[(off + i) * 4..(off + i + 1) * 4].copy_from_slice(&x.to_le_bytes());
+        }
+    }
+    let id = define_rodata(module, &format!("{symbol}_weights"), bytes)?;
+    Ok((layout, wrapper::WeightsSource::Baked(id)))
+}
+
+/// For weights given at run time: the packing function (its CLIF to
+/// `texts`) and its table of copies, `SYMBOL_pack_copies`.
+fn define_packing<M: Module>(
+    module: &mut M,
+    layer: &Layer,
+    plans: &[stage_plan::StagePlan],
+    ident: &str,
+    symbol: &str,
+    texts: &mut Texts,
+) -> Result<(PackLayout, wrapper::WeightsSource), AotError> {
+    let layout = PackLayout::new(plans.iter().map(|p| p.packed_len));
+    let copies = wrapper::PackCopies::new(layer, plans, &layout)?;
+    let id = define_rodata(module, &format!("{symbol}_pack_copies"), copies.bytes())?;
+    texts.clif.push_str(&wrapper::define_pack(
+        module,
+        &pack_symbol(ident),
+        &layout,
+        &copies,
+        id,
+    )?);
+    Ok((layout, wrapper::WeightsSource::Runtime))
 }
 
 /// Where [`define_x86_stages`] describes the functions it defines.

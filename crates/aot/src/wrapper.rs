@@ -8,7 +8,8 @@ use convjit_plan::stage_plan::{self, StagePlan};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{
-    AbiParam, BlockArg, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
+    AbiParam, Block, BlockArg, FuncRef, Function, GlobalValue, InstBuilder, MemFlagsData,
+    Signature, UserFuncName, Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataId, FuncId, Linkage, Module};
@@ -73,14 +74,14 @@ fn define<M: Module>(module: &mut M, id: FuncId, func: Function) -> Result<Strin
 /// Fills `blk` (created earlier, still empty) with `return code`; call
 /// last, after the other blocks (a block must be filled before the
 /// builder leaves it, and the entry block must come first).
-fn fill_return(b: &mut FunctionBuilder, blk: cranelift_codegen::ir::Block, code: i64) {
+fn fill_return(b: &mut FunctionBuilder, blk: Block, code: i64) {
     b.switch_to_block(blk);
     let v = b.ins().iconst(I32, code);
     b.ins().return_(&[v]);
 }
 
 /// Branches to `fail` if any of `ptrs` is NULL, else continues in a new block.
-fn null_check(b: &mut FunctionBuilder, ptrs: &[Value], fail: cranelift_codegen::ir::Block) {
+fn null_check(b: &mut FunctionBuilder, ptrs: &[Value], fail: Block) {
     let mut any = None;
     for &p in ptrs {
         let z = b.ins().icmp_imm_u(IntCC::Equal, p, 0);
@@ -95,7 +96,33 @@ fn null_check(b: &mut FunctionBuilder, ptrs: &[Value], fail: cranelift_codegen::
     b.switch_to_block(ok);
 }
 
-/// `int convjit_LAYER([const float *packed,] const float *input, float *output, size_t batch)`.
+/// The entry point's parameters (`packed` only when weights come at run time).
+#[derive(Clone, Copy)]
+struct EntryParams {
+    packed: Option<Value>,
+    input: Value,
+    output: Value,
+    batch: Value,
+}
+
+/// What the entry point calls and reads, as references inside it.
+struct EntryRefs {
+    stages: Vec<FuncRef>,
+    malloc_free: Option<(FuncRef, FuncRef)>,
+    /// The baked weights' symbol.
+    weights: Option<GlobalValue>,
+}
+
+/// The blocks returning each code.
+struct Exits {
+    ok: Block,
+    nomem: Block,
+    inval: Block,
+}
+
+/// `int convjit_LAYER([const float *packed,] const float *input, float *output, size_t batch)`:
+/// checks its arguments, allocates the scratch, runs every stage on each
+/// image in turn, frees the scratch.
 pub fn define_entry<M: Module>(
     module: &mut M,
     symbol: &str,
@@ -112,17 +139,7 @@ pub fn define_entry<M: Module>(
         .map_err(cg_err)?;
     let (b1_off, scratch_bytes) = scratch(layer);
     let malloc_free = if scratch_bytes > 0 {
-        let m = module
-            .declare_function(
-                "malloc",
-                Linkage::Import,
-                &sig(module, 1, Some(AbiParam::new(I64))),
-            )
-            .map_err(cg_err)?;
-        let f = module
-            .declare_function("free", Linkage::Import, &sig(module, 1, None))
-            .map_err(cg_err)?;
-        Some((m, f))
+        Some(declare_malloc_free(module)?)
     } else {
         None
     };
@@ -131,24 +148,91 @@ pub fn define_entry<M: Module>(
         UserFuncName::user(0, id.as_u32()),
         sig(module, nparams, ret),
     );
-    let stage_refs: Vec<_> = stages
-        .iter()
-        .map(|&s| module.declare_func_in_func(s, &mut func))
-        .collect();
-    let mf_refs = malloc_free.map(|(m, f)| {
-        (
-            module.declare_func_in_func(m, &mut func),
-            module.declare_func_in_func(f, &mut func),
-        )
-    });
-    let weights_gv = match source {
-        WeightsSource::Baked(d) => Some(module.declare_data_in_func(*d, &mut func)),
-        WeightsSource::Runtime => None,
-    };
+    let refs = entry_refs(module, &mut func, stages, malloc_free, source);
 
     let cfg = module.target_config();
     let mut fctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+    let params = entry_params(&mut b, runtime);
+    let exits = Exits {
+        ok: b.create_block(),
+        nomem: b.create_block(),
+        inval: b.create_block(),
+    };
+    check_arguments(&mut b, params, &exits);
+    let scratch_ptr = refs
+        .malloc_free
+        .map(|(malloc, _)| allocate_scratch(&mut b, malloc, scratch_bytes, exits.nomem));
+    let bufs = scratch_ptr.map(|p| [p, b.ins().iadd_imm_s(p, b1_off as i64)]);
+    let wbase = match (refs.weights, params.packed) {
+        (Some(gv), _) => b.ins().symbol_value(I64, gv),
+        (None, Some(p)) => p,
+        (None, None) => unreachable!("weights come from somewhere"),
+    };
+    run_images(&mut b, layer, layout, &refs.stages, params, bufs, wbase);
+    if let (Some((_, free)), Some(p)) = (refs.malloc_free, scratch_ptr) {
+        b.ins().call(free, &[p]);
+    }
+    b.ins().jump(exits.ok, &[]);
+    fill_return(&mut b, exits.ok, OK);
+    fill_return(&mut b, exits.nomem, ENOMEM);
+    fill_return(&mut b, exits.inval, EINVAL);
+    b.seal_all_blocks();
+    b.finalize(cfg);
+    let clif = define(module, id, func)?;
+    Ok(Entry {
+        clif,
+        scratch_bytes,
+    })
+}
+
+/// Imports `malloc` and `free`.
+fn declare_malloc_free<M: Module>(module: &mut M) -> Result<(FuncId, FuncId), AotError> {
+    let m = module
+        .declare_function(
+            "malloc",
+            Linkage::Import,
+            &sig(module, 1, Some(AbiParam::new(I64))),
+        )
+        .map_err(cg_err)?;
+    let f = module
+        .declare_function("free", Linkage::Import, &sig(module, 1, None))
+        .map_err(cg_err)?;
+    Ok((m, f))
+}
+
+/// Declares in `func` the stage functions, `malloc` and `free`, and the
+/// baked weights.
+fn entry_refs<M: Module>(
+    module: &mut M,
+    func: &mut Function,
+    stages: &[FuncId],
+    malloc_free: Option<(FuncId, FuncId)>,
+    source: &WeightsSource,
+) -> EntryRefs {
+    let stage_refs: Vec<_> = stages
+        .iter()
+        .map(|&s| module.declare_func_in_func(s, func))
+        .collect();
+    let mf_refs = malloc_free.map(|(m, f)| {
+        (
+            module.declare_func_in_func(m, func),
+            module.declare_func_in_func(f, func),
+        )
+    });
+    let weights = match source {
+        WeightsSource::Baked(d) => Some(module.declare_data_in_func(*d, func)),
+        WeightsSource::Runtime => None,
+    };
+    EntryRefs {
+        stages: stage_refs,
+        malloc_free: mf_refs,
+        weights,
+    }
+}
+
+/// Creates the entry block and returns the parameters.
+fn entry_params(b: &mut FunctionBuilder, runtime: bool) -> EntryParams {
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
@@ -158,37 +242,50 @@ pub fn define_entry<M: Module>(
     } else {
         (None, params[0], params[1], params[2])
     };
-    let (ret_ok, ret_nomem, ret_inval) = (b.create_block(), b.create_block(), b.create_block());
+    EntryParams {
+        packed,
+        input,
+        output,
+        batch,
+    }
+}
 
-    // batch == 0: nothing to do (NULL pointers allowed).
+/// Returns OK at once for batch 0 (NULL pointers allowed), else EINVAL if a
+/// pointer is NULL.
+fn check_arguments(b: &mut FunctionBuilder, p: EntryParams, exits: &Exits) {
     let nonempty = b.create_block();
-    b.ins().brif(batch, nonempty, &[], ret_ok, &[]);
+    b.ins().brif(p.batch, nonempty, &[], exits.ok, &[]);
     b.switch_to_block(nonempty);
-    let mut ptrs = vec![input, output];
-    ptrs.extend(packed);
-    null_check(&mut b, &ptrs, ret_inval);
+    let mut ptrs = vec![p.input, p.output];
+    ptrs.extend(p.packed);
+    null_check(b, &ptrs, exits.inval);
+}
 
-    let scratch_ptr = match mf_refs {
-        Some((malloc, _)) => {
-            let n = b.ins().iconst(I64, scratch_bytes as i64);
-            let call = b.ins().call(malloc, &[n]);
-            let p = b.inst_results(call)[0];
-            let ok = b.create_block();
-            b.ins().brif(p, ok, &[], ret_nomem, &[]);
-            b.switch_to_block(ok);
-            Some(p)
-        }
-        None => None,
-    };
-    let bufs = scratch_ptr.map(|p| [p, b.ins().iadd_imm_s(p, b1_off as i64)]);
-    let wbase = match (weights_gv, packed) {
-        (Some(gv), _) => b.ins().symbol_value(I64, gv),
-        (None, Some(p)) => p,
-        (None, None) => unreachable!("weights come from somewhere"),
-    };
+/// Calls `malloc` for `bytes` and branches to `nomem` if it fails.
+fn allocate_scratch(b: &mut FunctionBuilder, malloc: FuncRef, bytes: usize, nomem: Block) -> Value {
+    let n = b.ins().iconst(I64, bytes as i64);
+    let call = b.ins().call(malloc, &[n]);
+    let p = b.inst_results(call)[0];
+    let ok = b.create_block();
+    b.ins().brif(p, ok, &[], nomem, &[]);
+    b.switch_to_block(ok);
+    p
+}
+
+/// The loop over images: each stage reads the previous one's output (the
+/// first the image, the last writes the output), intermediates in `bufs`.
+/// Leaves the builder after the loop.
+fn run_images(
+    b: &mut FunctionBuilder,
+    layer: &Layer,
+    layout: &PackLayout,
+    stages: &[FuncRef],
+    p: EntryParams,
+    bufs: Option<[Value; 2]>,
+    wbase: Value,
+) {
     let zero = b.ins().iconst(I64, 0);
-
-    // The loop over images: (input, output, images left), images left > 0.
+    // Block parameters: (input, output, images left), images left > 0.
     let head = b.create_block();
     let done = b.create_block();
     let (in_p, out_p, left) = (
@@ -196,11 +293,11 @@ pub fn define_entry<M: Module>(
         b.append_block_param(head, I64),
         b.append_block_param(head, I64),
     );
-    b.ins().jump(head, &args(&[input, output, batch]));
+    b.ins().jump(head, &args(&[p.input, p.output, p.batch]));
     b.switch_to_block(head);
-    let last = stage_refs.len() - 1;
+    let last = stages.len() - 1;
     let mut src = in_p;
-    for (i, &f) in stage_refs.iter().enumerate() {
+    for (i, &f) in stages.iter().enumerate() {
         let dst = if i == last {
             out_p
         } else {
@@ -227,20 +324,6 @@ pub fn define_entry<M: Module>(
         &[],
     );
     b.switch_to_block(done);
-    if let (Some((_, free)), Some(p)) = (mf_refs, scratch_ptr) {
-        b.ins().call(free, &[p]);
-    }
-    b.ins().jump(ret_ok, &[]);
-    fill_return(&mut b, ret_ok, OK);
-    fill_return(&mut b, ret_nomem, ENOMEM);
-    fill_return(&mut b, ret_inval, EINVAL);
-    b.seal_all_blocks();
-    b.finalize(cfg);
-    let clif = define(module, id, func)?;
-    Ok(Entry {
-        clif,
-        scratch_bytes,
-    })
 }
 
 /// Fields of one copy in the packing function's table: the index of its

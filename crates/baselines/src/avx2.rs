@@ -194,7 +194,7 @@ unsafe fn run_of<const P: usize>(span: Span, co: usize) -> Run<P> {
 /// the accesses of the pixels they are given inside the buffers.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows(
+unsafe fn walk_rows(
     s: &Stage,
     c: usize,
     co: usize,
@@ -360,7 +360,7 @@ impl Conv {
             let mut border = std::mem::take(&mut self.border);
             let s = self.stage.clone();
             let this = &*self;
-            rows(
+            walk_rows(
                 &s,
                 ci,
                 co,
@@ -585,7 +585,7 @@ impl Depthwise {
             let mut border = std::mem::take(&mut self.border);
             let mut expanded = std::mem::take(&mut self.expanded);
             let this = &*self;
-            rows(
+            walk_rows(
                 &s,
                 c,
                 c,

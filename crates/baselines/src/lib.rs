@@ -375,7 +375,7 @@ fn run_stage(
     residual: Option<&[f32]>,
 ) {
     match &mut p.kernel {
-        Kernel::Naive => naive::stage(&p.stage, &p.weights, input, output, batch, residual),
+        Kernel::Naive => naive::run_stage(&p.stage, &p.weights, input, output, batch, residual),
         #[cfg(target_arch = "x86_64")]
         Kernel::SseConv(k) => k.run(input, output, batch, residual),
         #[cfg(target_arch = "x86_64")]

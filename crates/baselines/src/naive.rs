@@ -5,7 +5,7 @@
 use crate::geometry::activate1;
 use convjit_ir::{Stage, StageKind, StageWeights};
 
-pub fn stage(
+pub fn run_stage(
     s: &Stage,
     w: &StageWeights,
     input: &[f32],

@@ -41,11 +41,6 @@ pub fn bench_layer(
     // What separating the rank-1 stages would give, and whether the cost
     // model takes it (the planned kernel then runs the rewritten layer).
     let weighed = convjit::separation(layer, &weights, options);
-    let separation = match &weighed {
-        Ok((s, _)) => s.notes.clone(),
-        Err(notes) => notes.clone(),
-    };
-    let separation_cost = weighed.as_ref().ok().map(|(_, c)| *c);
     let stats = kernel.compile_stats();
     // (Given weights again: others might not separate as these do.)
     let other = given.unwrap_or_else(|| Weights::random(layer, 3));
@@ -54,14 +49,7 @@ pub fn bench_layer(
     let mut others = variants(layer, &weights, options, &kernel, output.len())?;
     if let Ok((s, cost)) = &weighed {
         if !cost.runs_separated() {
-            // Where the cost model keeps the layer whole: what separating
-            // it anyway gives (its rewrite compiled as a layer of its own).
-            let o = Options {
-                separate: convjit::Separation::Off,
-                ..options.clone()
-            };
-            let k = Kernel::compile_with(&s.layer, &s.weights, &o)?;
-            others.push(("jit-separated".into(), k, Aligned::zeros(output.len())));
+            others.push(separated_anyway(s, options, output.len())?);
         }
     }
     let mut notes = Vec::new();
@@ -69,25 +57,16 @@ pub fn bench_layer(
     if settings.baselines {
         baselines = prepare_baselines(layer, &weights, output.len(), &mut notes);
     }
-    // The machine's FMA throughput at each vector width it has, in the same
-    // rounds: what the kernels' numbers are a fraction of at this moment.
-    let mut peaks = FmaPeak::available();
-    for bits in FmaPeak::WIDTHS {
-        if !peaks.iter().any(|p| p.bits() == bits) {
-            notes.push(format!(
-                "fma{bits}-peak: not measured, this CPU lacks {bits}-bit FMA"
-            ));
-        }
-    }
+    let mut peaks = fma_peaks(&mut notes);
     let flops = 2.0 * layer.macs() as f64 * batch as f64;
     let mut results = Results::default();
-    let timed = Timing {
+    let roofs = Timing {
         kernel: &kernel,
         others: &others,
         input: &input,
         batch,
     }
-    .run(
+    .measure(
         &mut output,
         &mut baselines,
         &mut peaks,
@@ -112,71 +91,162 @@ pub fn bench_layer(
         ));
     }
     let Results(mut results) = results;
-    let measured = |bits: u32| {
-        results
-            .iter()
-            .find(|r| r["variant"] == format!("fma{bits}-peak"))
-            .and_then(|r| r["gflops"].as_f64())
+    let peaks = MeasuredPeaks::add_percentages(&mut results);
+    let (separation, separation_cost) = match &weighed {
+        Ok((s, cost)) => (&s.notes, Some(*cost)),
+        Err(notes) => (notes, None),
     };
-    let measured_peak = measured(128);
-    let widest = FmaPeak::WIDTHS
-        .into_iter()
-        .rev()
-        .find_map(|bits| Some((bits, measured(bits)?)));
-    let measured_peaks = FmaPeak::WIDTHS.map(measured);
-    for r in &mut results {
-        let g = r["gflops"].as_f64().unwrap_or(0.0);
-        if let Some(peak) = measured_peak {
-            r["pct_measured_peak_128"] = json!(round(100.0 * g / peak, 1));
-        }
-        if let Some((_, peak)) = widest {
-            r["pct_widest_measured_peak"] = json!(round(100.0 * g / peak, 1));
+    Ok(Report {
+        layer,
+        settings,
+        kernel: &kernel,
+        options,
+        compile_seconds: stats.seconds,
+        hit,
+        roofs,
+        peaks,
+        notes,
+        separation,
+        separation_cost,
+        max_diff,
+        results,
+    }
+    .json())
+}
+
+/// Where the cost model keeps the layer whole: what separating it anyway
+/// gives (`separated`, its rewrite, compiled as a layer of its own).
+fn separated_anyway(
+    separated: &convjit::Separated,
+    options: &Options,
+    len: usize,
+) -> Result<Variant, Error> {
+    let o = Options {
+        separate: convjit::Separation::Off,
+        ..options.clone()
+    };
+    let k = Kernel::compile_with(&separated.layer, &separated.weights, &o)?;
+    Ok(("jit-separated".into(), k, Aligned::zeros(len)))
+}
+
+/// The machine's FMA loops at each vector width it has, timed in the same
+/// rounds: what the kernels' numbers are a fraction of at this moment; a
+/// note for each width it lacks.
+fn fma_peaks(notes: &mut Vec<String>) -> Vec<FmaPeak> {
+    let peaks = FmaPeak::available();
+    for bits in FmaPeak::WIDTHS {
+        if !peaks.iter().any(|p| p.bits() == bits) {
+            notes.push(format!(
+                "fma{bits}-peak: not measured, this CPU lacks {bits}-bit FMA"
+            ));
         }
     }
-    let chosen = options.backend.resolve().ok();
-    let plan = kernel.layer_plan();
-    Ok(json!({
-        "layer": layer.name,
-        "macs": layer.macs() * batch as u64,
-        "batch": batch,
-        // Input, weights and output, each moved once: the roofline's bytes.
-        "min_traffic_bytes": min_traffic_bytes(layer, batch),
-        "memcpy_gbs": timed.memcpy_gbs,
-        // The input copied to the output, timed with the variants: what a
-        // memory-bound kernel of this layer can at best approach (a plain
-        // vector load/store loop may be slower than memcpy:
-        // `crates/jit/examples/copy_roof.rs` times both).
-        "copy_io_us": timed.copy_io_us,
-        "rounds": settings.rounds,
-        "compile_ms": round(stats.seconds * 1e3, 3),
-        // What the planner saw (cache sizes choose the band heights).
-        "host": {
-            "l1d_bytes": plan.host.l1d_bytes,
-            "l2_bytes": plan.host.l2_bytes,
-            "cores": plan.host.cores,
-            "lanes": plan.host.lanes,
-        },
-        "groups": plan.groups.iter().map(|g| json!({
-            "stages": convjit::plan_json::group_names(kernel.layer(), g),
-            "band_rows": g.band_rows,
-            "threads": g.threads,
-            "split": convjit::plan_json::split_name(g.split),
-        })).collect::<Vec<_>>(),
-        "compile_cache_hit_us": round(hit.seconds * 1e6, 2),
-        "pack_weights_us": round(hit.pack_seconds * 1e6, 2),
-        "peak_128_gflops": PEAK_128_GFLOPS,
-        "measured_peak_128_gflops": measured_peak,
-        "measured_peak_256_gflops": measured_peaks[1],
-        "measured_peak_512_gflops": measured_peaks[2],
-        "widest_measured_peak_bits": widest.map(|(bits, _)| bits),
-        "backend": chosen.map(convjit::Backend::name),
-        "backends_available": convjit::Backend::available().iter().map(|b| b.name()).collect::<Vec<_>>(),
-        "notes": notes,
-        "separation": separation_json(&separation),
-        "separation_cost": separation_cost.map(cost_json),
-        "max_abs_diff_jit_vs_interp": max_diff,
-        "results": results,
-    }))
+    peaks
+}
+
+/// The FMA loops' GFLOP/s as measured in this run.
+struct MeasuredPeaks {
+    /// At 128, 256 and 512 bits (`None`: not measured).
+    gflops: [Option<f64>; 3],
+    /// The widest measured: (bits, GFLOP/s).
+    widest: Option<(u32, f64)>,
+}
+
+impl MeasuredPeaks {
+    /// Reads the peaks from `results` and adds to each result its
+    /// percentage of the 128-bit and of the widest measured peak.
+    fn add_percentages(results: &mut [Value]) -> MeasuredPeaks {
+        let measured = |bits: u32| {
+            results
+                .iter()
+                .find(|r| r["variant"] == format!("fma{bits}-peak"))
+                .and_then(|r| r["gflops"].as_f64())
+        };
+        let measured_peak = measured(128);
+        let widest = FmaPeak::WIDTHS
+            .into_iter()
+            .rev()
+            .find_map(|bits| Some((bits, measured(bits)?)));
+        let gflops = FmaPeak::WIDTHS.map(measured);
+        for r in results.iter_mut() {
+            let g = r["gflops"].as_f64().unwrap_or(0.0);
+            if let Some(peak) = measured_peak {
+                r["pct_measured_peak_128"] = json!(round(100.0 * g / peak, 1));
+            }
+            if let Some((_, peak)) = widest {
+                r["pct_widest_measured_peak"] = json!(round(100.0 * g / peak, 1));
+            }
+        }
+        MeasuredPeaks { gflops, widest }
+    }
+}
+
+/// What one layer's report says, gathered by [`bench_layer`].
+struct Report<'a> {
+    layer: &'a Layer,
+    settings: &'a Settings,
+    kernel: &'a Kernel,
+    options: &'a Options,
+    compile_seconds: f64,
+    hit: convjit::CompileStats,
+    roofs: Roofs,
+    peaks: MeasuredPeaks,
+    notes: Vec<String>,
+    separation: &'a [SeparationNote],
+    separation_cost: Option<SeparationCost>,
+    max_diff: Option<f32>,
+    results: Vec<Value>,
+}
+
+impl Report<'_> {
+    /// The report as `convjit bench --json` prints it.
+    fn json(self) -> Value {
+        let (layer, batch, kernel) = (self.layer, self.settings.batch, self.kernel);
+        let chosen = self.options.backend.resolve().ok();
+        let plan = kernel.layer_plan();
+        json!({
+            "layer": layer.name,
+            "macs": layer.macs() * batch as u64,
+            "batch": batch,
+            // Input, weights and output, each moved once: the roofline's bytes.
+            "min_traffic_bytes": min_traffic_bytes(layer, batch),
+            "memcpy_gbs": self.roofs.memcpy_gbs,
+            // The input copied to the output, timed with the variants: what a
+            // memory-bound kernel of this layer can at best approach (a plain
+            // vector load/store loop may be slower than memcpy:
+            // `crates/jit/examples/copy_roof.rs` times both).
+            "copy_io_us": self.roofs.copy_io_us,
+            "rounds": self.settings.rounds,
+            "compile_ms": round(self.compile_seconds * 1e3, 3),
+            // What the planner saw (cache sizes choose the band heights).
+            "host": {
+                "l1d_bytes": plan.host.l1d_bytes,
+                "l2_bytes": plan.host.l2_bytes,
+                "cores": plan.host.cores,
+                "lanes": plan.host.lanes,
+            },
+            "groups": plan.groups.iter().map(|g| json!({
+                "stages": convjit::plan_json::group_names(kernel.layer(), g),
+                "band_rows": g.band_rows,
+                "threads": g.threads,
+                "split": convjit::plan_json::split_name(g.split),
+            })).collect::<Vec<_>>(),
+            "compile_cache_hit_us": round(self.hit.seconds * 1e6, 2),
+            "pack_weights_us": round(self.hit.pack_seconds * 1e6, 2),
+            "peak_128_gflops": PEAK_128_GFLOPS,
+            "measured_peak_128_gflops": self.peaks.gflops[0],
+            "measured_peak_256_gflops": self.peaks.gflops[1],
+            "measured_peak_512_gflops": self.peaks.gflops[2],
+            "widest_measured_peak_bits": self.peaks.widest.map(|(bits, _)| bits),
+            "backend": chosen.map(convjit::Backend::name),
+            "backends_available": convjit::Backend::available().iter().map(|b| b.name()).collect::<Vec<_>>(),
+            "notes": self.notes,
+            "separation": separation_json(self.separation),
+            "separation_cost": self.separation_cost.map(cost_json),
+            "max_abs_diff_jit_vs_interp": self.max_diff,
+            "results": self.results,
+        })
+    }
 }
 
 fn separation_json(notes: &[SeparationNote]) -> Vec<Value> {
@@ -352,7 +422,7 @@ impl Timing<'_> {
     /// (where both are the same size) and, for the roofline
     /// (`settings.memcpy`), a large memcpy, in interleaved rounds, then the
     /// FMA loops in rounds of their own; adds each to `results`.
-    fn run(
+    fn measure(
         &self,
         output: &mut Aligned,
         baselines: &mut [(Baseline, Aligned)],
@@ -438,32 +508,44 @@ impl Timing<'_> {
             }
             times
         });
-        let mut roofs = Roofs {
-            memcpy_gbs: None,
-            copy_io_us: None,
-        };
         let names = variants.iter().chain(&loops).map(|(n, _)| n.as_str());
-        for (name, t) in names.zip(times) {
-            if name == COPY_IO {
-                roofs.copy_io_us = Some(round(t.as_secs_f64() * 1e6, 2));
-                continue;
-            }
-            if name == "memcpy" {
-                // Read and written: twice the size per copy.
-                roofs.memcpy_gbs = Some(round(
-                    2.0 * (MEMCPY_MIB << 20) as f64 / t.as_secs_f64() / 1e9,
-                    2,
-                ));
-                continue;
-            }
-            let f = peak_flops
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or(flops, |&(_, f)| f);
-            results.add(name, t, f);
-        }
-        roofs
+        record_times(names.zip(times), &peak_flops, flops, results)
     }
+}
+
+/// Each variant's median per call: the memory roofs' as [`Roofs`], the
+/// others' added to `results` (the FMA loops at their `peak_flops`, every
+/// kernel at `flops`).
+fn record_times<'n>(
+    times: impl Iterator<Item = (&'n str, Duration)>,
+    peak_flops: &[(&str, f64)],
+    flops: f64,
+    results: &mut Results,
+) -> Roofs {
+    let mut roofs = Roofs {
+        memcpy_gbs: None,
+        copy_io_us: None,
+    };
+    for (name, t) in times {
+        if name == COPY_IO {
+            roofs.copy_io_us = Some(round(t.as_secs_f64() * 1e6, 2));
+            continue;
+        }
+        if name == "memcpy" {
+            // Read and written: twice the size per copy.
+            roofs.memcpy_gbs = Some(round(
+                2.0 * (MEMCPY_MIB << 20) as f64 / t.as_secs_f64() / 1e9,
+                2,
+            ));
+            continue;
+        }
+        let f = peak_flops
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(flops, |&(_, f)| f);
+        results.add(name, t, f);
+    }
+    roofs
 }
 
 /// Times the interpreter and compares every variant that computed the

@@ -410,7 +410,7 @@ fn infer_stages(protos: Vec<Proto>, input: Shape, span: Span, cx: &mut Cx) -> Op
     let mut stages = Vec::with_capacity(protos.len());
     let mut shape = input;
     for p in protos {
-        let stage = p.infer(shape, cx, span)?;
+        let stage = p.into_stage(shape, cx, span)?;
         check_tensor(cx, span, stage.output, "the stage's output")?;
         let weights = stage
             .weight_shape()
@@ -583,7 +583,7 @@ impl Proto {
     /// The stage reading `input`: its output shape and padding by
     /// TensorFlow's rules ([`axis`]), or an error at `span` where the
     /// output would be empty.
-    fn infer(self, input: Shape, cx: &mut Cx, span: Span) -> Option<Stage> {
+    fn into_stage(self, input: Shape, cx: &mut Cx, span: Span) -> Option<Stage> {
         let explicit = |p: Padding| ([p.top, p.bottom], [p.left, p.right]);
         let (vpad, hpad) = match self.pad {
             PadSpec::Explicit(p) => {

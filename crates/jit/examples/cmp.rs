@@ -12,7 +12,7 @@
 //! rounds; the median and best per variant are printed.
 
 use convjit_cranelift::define_stages;
-use convjit_ir::{compile_source, interpret, Rng, Weights};
+use convjit_ir::{compile_source, interpret, Layer, Rng, Weights};
 use convjit_plan::stage_plan;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -43,147 +43,27 @@ fn main() {
     let w = Weights::random(&l, 1);
     let x = Rng::new(2).vec(l.input.len(), 1.0);
     let want = interpret(&l, &w, &x, 1).unwrap();
-    let mut variants: Vec<Variant> = specs
-        .iter()
-        .map(|spec| {
-            let vars: Vec<(&str, &str)> = spec
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(|kv| kv.split_once('=').expect("NAME=VALUE"))
-                .collect();
-            for (k, v) in &vars {
-                std::env::set_var(k, v);
-            }
-            let t = Instant::now();
-            let plans: Vec<stage_plan::StagePlan> = l
-                .stages
-                .iter()
-                .map(stage_plan::plan_for_cranelift)
-                .collect();
-            let mut flags = settings::builder();
-            flags.set("opt_level", "none").unwrap();
-            flags.set("is_pic", "false").unwrap();
-            let isa = cranelift_native::builder()
-                .unwrap()
-                .finish(settings::Flags::new(flags))
-                .unwrap();
-            let mut module = JITModule::new(JITBuilder::with_isa(
-                isa,
-                cranelift_module::default_libcall_names(),
-            ));
-            let ids = define_stages(
-                &mut module,
-                &plans,
-                |i| format!("s{i}"),
-                Linkage::Local,
-                None,
-            )
-            .unwrap();
-            module.finalize_definitions().unwrap();
-            let compile_ms = t.elapsed().as_secs_f64() * 1e3;
-            let fns = ids
-                .iter()
-                .map(|&id| {
-                    let p = module.get_finalized_function(id);
-                    // SAFETY: defined above with the stage signature.
-                    unsafe { std::mem::transmute::<*const u8, StageFn>(p) }
-                })
-                .collect();
-            // ASM=FILE: the first stage's machine code (and what follows it
-            // in the code region) for `objdump -D -b binary -mi386:x86-64`.
-            if let Ok(path) = std::env::var("ASM") {
-                dump_code(fns_ptr(&module, ids[0]), &path);
-            }
-            let packed = plans
-                .iter()
-                .zip(w.stages())
-                .map(|(p, s)| stage_plan::pack(p, &s.weight, s.bias.as_deref()))
-                .collect();
-            for (k, _) in &vars {
-                std::env::remove_var(k);
-            }
-            Variant {
-                name: if spec.is_empty() {
-                    "default".into()
-                } else {
-                    spec.clone()
-                },
-                fns,
-                packed,
-                compile_ms,
-                times: Vec::new(),
-                _module: module,
-            }
-        })
-        .collect();
+    let mut variants: Vec<Variant> = specs.iter().map(|spec| compile(&l, &w, spec)).collect();
     // One buffer per stage output, allocated once. OUTSHIFT=n starts each
     // output n floats into its buffer (to see the effect of alignment).
     let shift: usize = std::env::var("OUTSHIFT")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let mut bufs: Vec<Vec<f32>> = l
-        .stages
-        .iter()
-        .map(|s| vec![0f32; s.output.len() + shift])
-        .collect();
-    let run = |v: &Variant, bufs: &mut [Vec<f32>]| {
-        for (i, f) in v.fns.iter().enumerate() {
-            let (done, rest) = bufs.split_at_mut(i);
-            let src = if i == 0 {
-                x.as_ptr()
-            } else {
-                done[i - 1][shift..].as_ptr()
-            };
-            let s = &l.stages[i];
-            let (row0, rows) = stage_plan::call_range(s, 0, s.output.h);
-            // SAFETY: the function was generated for this stage's shapes and
-            // the buffers have exactly those sizes (one image, all rows).
-            unsafe {
-                f(
-                    src,
-                    v.packed[i].as_ptr(),
-                    rest[0][shift..].as_mut_ptr(),
-                    x.as_ptr(),
-                    row0,
-                    rows,
-                )
-            };
-        }
+    let mut bufs = Buffers {
+        outputs: l
+            .stages
+            .iter()
+            .map(|s| vec![0f32; s.output.len() + shift])
+            .collect(),
+        shift,
     };
     for v in &variants {
-        bufs.iter_mut().for_each(|b| b.fill(f32::NAN));
-        run(v, &mut bufs);
-        let err = bufs[bufs.len() - 1][shift..]
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
-            .fold(
-                0f32,
-                |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) },
-            );
-        assert!(err < 1e-3, "{}: wrong result (max rel err {err})", v.name);
+        bufs.outputs.iter_mut().for_each(|b| b.fill(f32::NAN));
+        v.run(&l, &x, &mut bufs);
+        check(v, &bufs, &want);
     }
-    // Calibrate to ~10 ms per sample.
-    let t = Instant::now();
-    let mut reps = 0;
-    while t.elapsed().as_secs_f64() < 0.01 {
-        run(&variants[0], &mut bufs);
-        reps += 1;
-    }
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(21);
-    for _ in 0..rounds {
-        for v in variants.iter_mut() {
-            let t = Instant::now();
-            for _ in 0..reps {
-                run(v, &mut bufs);
-            }
-            v.times.push(t.elapsed().as_secs_f64() / reps as f64);
-        }
-    }
+    time(&mut variants, &l, &x, &mut bufs);
     let flops = 2.0 * l.macs() as f64;
     for v in &mut variants {
         v.times.sort_by(f64::total_cmp);
@@ -196,6 +76,152 @@ fn main() {
             flops / v.times[0] / 1e9,
             v.compile_ms
         );
+    }
+}
+
+/// Variant `spec` (`NAME=VALUE,...`, set while it compiles) of layer `l`,
+/// compiled into a JIT module of its own, with weights `w` packed.
+fn compile(l: &Layer, w: &Weights, spec: &str) -> Variant {
+    let vars: Vec<(&str, &str)> = spec
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|kv| kv.split_once('=').expect("NAME=VALUE"))
+        .collect();
+    for (k, v) in &vars {
+        std::env::set_var(k, v);
+    }
+    let t = Instant::now();
+    let plans: Vec<stage_plan::StagePlan> = l
+        .stages
+        .iter()
+        .map(stage_plan::plan_for_cranelift)
+        .collect();
+    let mut flags = settings::builder();
+    flags.set("opt_level", "none").unwrap();
+    flags.set("is_pic", "false").unwrap();
+    let isa = cranelift_native::builder()
+        .unwrap()
+        .finish(settings::Flags::new(flags))
+        .unwrap();
+    let mut module = JITModule::new(JITBuilder::with_isa(
+        isa,
+        cranelift_module::default_libcall_names(),
+    ));
+    let ids = define_stages(
+        &mut module,
+        &plans,
+        |i| format!("s{i}"),
+        Linkage::Local,
+        None,
+    )
+    .unwrap();
+    module.finalize_definitions().unwrap();
+    let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+    let fns = ids
+        .iter()
+        .map(|&id| {
+            let p = module.get_finalized_function(id);
+            // SAFETY: defined above with the stage signature.
+            unsafe { std::mem::transmute::<*const u8, StageFn>(p) }
+        })
+        .collect();
+    // ASM=FILE: the first stage's machine code (and what follows it
+    // in the code region) for `objdump -D -b binary -mi386:x86-64`.
+    if let Ok(path) = std::env::var("ASM") {
+        dump_code(fns_ptr(&module, ids[0]), &path);
+    }
+    let packed = plans
+        .iter()
+        .zip(w.stages())
+        .map(|(p, s)| stage_plan::pack(p, &s.weight, s.bias.as_deref()))
+        .collect();
+    for (k, _) in &vars {
+        std::env::remove_var(k);
+    }
+    Variant {
+        name: if spec.is_empty() {
+            "default".into()
+        } else {
+            spec.to_string()
+        },
+        fns,
+        packed,
+        compile_ms,
+        times: Vec::new(),
+        _module: module,
+    }
+}
+
+/// Every stage's output, each `shift` floats into its buffer.
+struct Buffers {
+    outputs: Vec<Vec<f32>>,
+    shift: usize,
+}
+
+impl Variant {
+    /// Runs every stage of layer `l` on image `x`.
+    fn run(&self, l: &Layer, x: &[f32], bufs: &mut Buffers) {
+        let shift = bufs.shift;
+        for (i, f) in self.fns.iter().enumerate() {
+            let (done, rest) = bufs.outputs.split_at_mut(i);
+            let src = if i == 0 {
+                x.as_ptr()
+            } else {
+                done[i - 1][shift..].as_ptr()
+            };
+            let s = &l.stages[i];
+            let (row0, rows) = stage_plan::call_range(s, 0, s.output.h);
+            // SAFETY: the function was generated for this stage's shapes and
+            // the buffers have exactly those sizes (one image, all rows).
+            unsafe {
+                f(
+                    src,
+                    self.packed[i].as_ptr(),
+                    rest[0][shift..].as_mut_ptr(),
+                    x.as_ptr(),
+                    row0,
+                    rows,
+                )
+            };
+        }
+    }
+}
+
+/// Panics unless `v`'s last output is the interpreter's `want`.
+fn check(v: &Variant, bufs: &Buffers, want: &[f32]) {
+    let err = bufs.outputs[bufs.outputs.len() - 1][bufs.shift..]
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+        .fold(
+            0f32,
+            |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) },
+        );
+    assert!(err < 1e-3, "{}: wrong result (max rel err {err})", v.name);
+}
+
+/// Times the variants in interleaved rounds (`ROUNDS`, default 21) of about
+/// 10 ms per sample, each adding one time per call to its `times`.
+fn time(variants: &mut [Variant], l: &Layer, x: &[f32], bufs: &mut Buffers) {
+    // Calibrate to ~10 ms per sample.
+    let t = Instant::now();
+    let mut reps = 0;
+    while t.elapsed().as_secs_f64() < 0.01 {
+        variants[0].run(l, x, bufs);
+        reps += 1;
+    }
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(21);
+    for _ in 0..rounds {
+        for v in variants.iter_mut() {
+            let t = Instant::now();
+            for _ in 0..reps {
+                v.run(l, x, bufs);
+            }
+            v.times.push(t.elapsed().as_secs_f64() / reps as f64);
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! the first generated function is entered.
 
 use crate::pool::{spin_until, Pool, SPIN};
-use crate::program::{Loc, Step};
+use crate::program::{self, Loc, Step};
 use crate::{check_len, JitError, Kernel};
 use convjit_ir::DataError;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -220,6 +220,147 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
+/// One run of a kernel, shared by its threads: where the images and the
+/// tensors between groups are, how the batch is split, the barrier.
+struct Run<'a> {
+    kernel: &'a Kernel,
+    groups: &'a [program::GroupProgram],
+    /// Per thread, one image's tensors between groups (thread 0's also
+    /// serve the images whose rows the threads share).
+    inter: Vec<Vec<Shared>>,
+    /// The images the first stage reads (bf16: rounded, `bf16.rs`).
+    input: Shared,
+    /// The images as given, which residuals add.
+    residual: Shared,
+    output: Shared,
+    batch: usize,
+    /// Images `0..whole` go whole to the threads in turn; each of the
+    /// others is split among all threads.
+    whole: usize,
+    threads: usize,
+    gate: Gate,
+    /// The first panic's message.
+    failure: Mutex<Option<String>>,
+}
+
+impl Run<'_> {
+    /// Image `n`'s group `g` on thread `t`, with `inter`'s tensors between
+    /// groups: the steps of thread `share` only, or with `share = None`
+    /// every thread's steps one after another (each share reads the
+    /// group's input and writes its own rows, or channels, of the output,
+    /// using the band buffers afresh). (`_t`, the thread, is for the
+    /// `testing` feature's hooks.)
+    fn image_group(
+        &self,
+        _t: usize,
+        n: usize,
+        g: usize,
+        share: Option<usize>,
+        inter: &[Shared],
+        bufs: &mut ThreadBufs,
+    ) {
+        let l = &self.kernel.layer;
+        let groups = self.groups;
+        // SAFETY (offsets): `n < batch`, and both buffers hold
+        // `batch` images (checked by `Kernel::run`).
+        let image_in = self.input.get().wrapping_add(n * l.input.len());
+        let image_residual = self.residual.get().wrapping_add(n * l.input.len());
+        let image_out = self.output.get().wrapping_add(n * l.output().len());
+        let gin = if g == 0 { image_in } else { inter[g - 1].get() };
+        let gout = if g + 1 == groups.len() {
+            image_out
+        } else {
+            inter[g].get()
+        };
+        let shares = &groups[g].threads;
+        let steps = match share {
+            Some(s) => shares.get(s..=s).unwrap_or(&[]),
+            None => &shares[..],
+        };
+        for steps in steps {
+            #[cfg(feature = "testing")]
+            self.kernel.testing.before_group(_t);
+            // SAFETY: see `exec`: the program's offsets stay inside
+            // these tensors and buffers, which are live; every thread's
+            // buffers have the same sizes, its tile scratch the largest
+            // any function asks for.
+            let tiles = bufs.tiles.as_mut_ptr().cast::<u8>();
+            let (bands, residual) = (&mut bufs.groups[g], image_residual);
+            unsafe { self.kernel.exec(steps, (gin, gout), bands, residual, tiles) };
+        }
+    }
+
+    /// Thread `t`'s part of the batch: its whole images, then its share of
+    /// every other image, group by group between barriers. `bufs`: this
+    /// thread's band buffers, group by group.
+    fn thread_images(&self, t: usize, bufs: &mut ThreadBufs) -> Result<(), Broken> {
+        let (whole, batch, threads) = (self.whole, self.batch, self.threads);
+        let groups = self.groups;
+        for n in (t..whole).step_by(threads.max(1)) {
+            for g in 0..groups.len() {
+                self.image_group(t, n, g, None, &self.inter[t], bufs);
+            }
+        }
+        if whole > 0 && whole < batch {
+            // The rows phase shares thread 0's tensors between groups.
+            self.gate.wait()?;
+        }
+        for n in whole..batch {
+            for g in 0..groups.len() {
+                self.image_group(t, n, g, Some(t), &self.inter[0], bufs);
+                // The next group reads rows other threads wrote (and
+                // the next image's first group overwrites the rows the
+                // last group read); after the last group of the last
+                // image, the pool's return is the barrier.
+                let last = n + 1 == batch && g + 1 == groups.len();
+                if threads > 1 && !last {
+                    self.gate.wait()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Run::thread_images`], where a panic breaks the gate, so the other
+    /// threads stop at their next barrier instead of waiting for this one
+    /// forever, and is kept in `failure`.
+    fn thread(&self, t: usize, bufs: &mut ThreadBufs) {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.thread_images(t, bufs))) {
+            let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+            f.get_or_insert_with(|| format!("thread {t}: {}", panic_message(&*p)));
+            drop(f);
+            self.gate.break_all();
+        }
+    }
+
+    /// Runs every thread: on this one alone, or on `shared` workers (the
+    /// process's), else the kernel's own in `scratch`, else threads spawned
+    /// for this run; this thread is thread 0.
+    fn on_threads(&self, scratch: &mut Scratch, shared: Option<&Pool>) {
+        let threads = self.threads;
+        if threads == 1 {
+            self.thread(0, &mut scratch.bufs[0]);
+            return;
+        }
+        // Each thread locks its own buffers once (never contended).
+        let bufs: Vec<Mutex<&mut ThreadBufs>> = scratch.bufs.iter_mut().map(Mutex::new).collect();
+        let work = |t: usize| {
+            let mut b = bufs[t].lock().unwrap_or_else(|e| e.into_inner());
+            self.thread(t, &mut b);
+        };
+        match shared.or(scratch.workers.as_ref()) {
+            Some(workers) => workers.run_n(threads - 1, &work),
+            None => std::thread::scope(|s| {
+                for t in 1..threads {
+                    let work = &work;
+                    s.spawn(move || work(t));
+                }
+                work(0);
+            }),
+        }
+    }
+}
+
 impl Kernel {
     /// Runs `batch` NHWC images. Checks input.len() == batch*layer.input.len() and
     /// output.len() == batch*layer.output().len() before entering generated code.
@@ -262,28 +403,15 @@ impl Kernel {
             0
         };
         if whole > 0 && scratch.inter.len() < threads {
-            convjit_ir::budget::check(
-                format_args!("the tensors of layer '{}' on {threads} threads", l.name),
-                Scratch::inter_len(l, &self.compiled.program)
-                    .and_then(|n| n.checked_mul(4 * (threads - scratch.inter.len()) as u64)),
-            )?;
-            while scratch.inter.len() < threads {
-                let more = Scratch::inter(l, &self.compiled.program);
-                scratch.inter.push(more);
-            }
+            self.add_image_tensors(&mut scratch, threads)?;
         }
-        let inter: Vec<Vec<Shared>> = scratch
-            .inter
-            .iter_mut()
-            .map(|t| t.iter_mut().map(|v| Shared(v.as_mut_ptr())).collect())
-            .collect();
         // In bf16 the stages read the input rounded (`bf16.rs`), the
         // residual reads it as given.
         if self.compiled.round_input && scratch.rounded_input.len() < input.len() {
             let what = format_args!("the bf16 input of layer '{}'", l.name);
             scratch.rounded_input = convjit_ir::budget::zeroed(what, input.len())?;
         }
-        let rounded = match self.compiled.round_input {
+        let read = match self.compiled.round_input {
             true => {
                 let r = &mut scratch.rounded_input[..input.len()];
                 crate::bf16::round_into(r, input);
@@ -291,95 +419,22 @@ impl Kernel {
             }
             false => input,
         };
-        let (input_ptr, residual_ptr, output_ptr) = (
-            Shared(rounded.as_ptr().cast_mut()),
-            Shared(input.as_ptr().cast_mut()),
-            Shared(output.as_mut_ptr()),
-        );
-        let gate = Gate::new(threads);
-        let failure: Mutex<Option<String>> = Mutex::new(None);
-        // Image `n`'s group `g` on thread `t`, with `inter`'s tensors
-        // between groups: the steps of thread `share` only, or with
-        // `share = None` every thread's steps one after another (each
-        // share reads the group's input and writes its own rows, or
-        // channels, of the output, using the band buffers afresh).
-        // (`_t`, the thread, is for the `testing` feature's hooks.)
-        let image_group = |_t: usize,
-                           n: usize,
-                           g: usize,
-                           share: Option<usize>,
-                           inter: &[Shared],
-                           bufs: &mut ThreadBufs| {
-            // SAFETY (offsets): `n < batch`, and both buffers hold
-            // `batch` images (checked above).
-            let image_in = input_ptr.get().wrapping_add(n * l.input.len());
-            let image_residual = residual_ptr.get().wrapping_add(n * l.input.len());
-            let image_out = output_ptr.get().wrapping_add(n * out_shape.len());
-            let gin = if g == 0 { image_in } else { inter[g - 1].get() };
-            let gout = if g + 1 == groups.len() {
-                image_out
-            } else {
-                inter[g].get()
-            };
-            let shares = &groups[g].threads;
-            let steps = match share {
-                Some(s) => shares.get(s..=s).unwrap_or(&[]),
-                None => &shares[..],
-            };
-            for steps in steps {
-                #[cfg(feature = "testing")]
-                self.testing.before_group(_t);
-                // SAFETY: see `exec`: the program's offsets stay inside
-                // these tensors and buffers, which are live; every
-                // thread's buffers have the same sizes, its tile scratch
-                // the largest any function asks for.
-                let tiles = bufs.tiles.as_mut_ptr().cast::<u8>();
-                unsafe {
-                    self.exec(
-                        steps,
-                        (gin, gout),
-                        &mut bufs.groups[g],
-                        image_residual,
-                        tiles,
-                    )
-                };
-            }
-        };
-        // `bufs`: this thread's band buffers, group by group.
-        let worker = |t: usize, bufs: &mut ThreadBufs| -> Result<(), Broken> {
-            for n in (t..whole).step_by(threads.max(1)) {
-                for g in 0..groups.len() {
-                    image_group(t, n, g, None, &inter[t], bufs);
-                }
-            }
-            if whole > 0 && whole < batch {
-                // The rows phase shares thread 0's tensors between groups.
-                gate.wait()?;
-            }
-            for n in whole..batch {
-                for g in 0..groups.len() {
-                    image_group(t, n, g, Some(t), &inter[0], bufs);
-                    // The next group reads rows other threads wrote (and
-                    // the next image's first group overwrites the rows the
-                    // last group read); after the last group of the last
-                    // image, the pool's return is the barrier.
-                    let last = n + 1 == batch && g + 1 == groups.len();
-                    if threads > 1 && !last {
-                        gate.wait()?;
-                    }
-                }
-            }
-            Ok(())
-        };
-        // A thread that panics breaks the gate, so the others stop at
-        // their next barrier instead of waiting for it forever.
-        let worker = |t: usize, bufs: &mut ThreadBufs| {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| worker(t, bufs))) {
-                let mut f = failure.lock().unwrap_or_else(|e| e.into_inner());
-                f.get_or_insert_with(|| format!("thread {t}: {}", panic_message(&*p)));
-                drop(f);
-                gate.break_all();
-            }
+        let run = Run {
+            kernel: self,
+            groups,
+            inter: scratch
+                .inter
+                .iter_mut()
+                .map(|t| t.iter_mut().map(|v| Shared(v.as_mut_ptr())).collect())
+                .collect(),
+            input: Shared(read.as_ptr().cast_mut()),
+            residual: Shared(input.as_ptr().cast_mut()),
+            output: Shared(output.as_mut_ptr()),
+            batch,
+            whole,
+            threads,
+            gate: Gate::new(threads),
+            failure: Mutex::new(None),
         };
         // The process's workers if free, else this kernel's own.
         let shared = (threads > 1)
@@ -388,34 +443,30 @@ impl Kernel {
         if threads > 1 && shared.is_none() && scratch.workers.is_none() {
             scratch.workers = Pool::new(threads - 1);
         }
-        if threads == 1 {
-            worker(0, &mut scratch.bufs[0]);
-        } else {
-            // Each thread locks its own buffers once (never contended).
-            let bufs: Vec<Mutex<&mut ThreadBufs>> =
-                scratch.bufs.iter_mut().map(Mutex::new).collect();
-            let work = |t: usize| {
-                let mut b = bufs[t].lock().unwrap_or_else(|e| e.into_inner());
-                worker(t, &mut b);
-            };
-            match shared.as_deref().or(scratch.workers.as_ref()) {
-                Some(workers) => workers.run_n(threads - 1, &work),
-                None => std::thread::scope(|s| {
-                    for t in 1..threads {
-                        let work = &work;
-                        s.spawn(move || work(t));
-                    }
-                    work(0);
-                }),
-            }
-        }
-        if let Some(m) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        run.on_threads(&mut scratch, shared.as_deref());
+        if let Some(m) = run.failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
             // The buffers may be mid-step: drop them (and the workers,
             // which have all reported back).
             drop(scratch);
             return Err(JitError::Panicked(m));
         }
         pool().push(scratch);
+        Ok(())
+    }
+
+    /// Tensors between groups for each of `threads` threads, which take
+    /// whole images (refused if they would not fit in memory).
+    fn add_image_tensors(&self, scratch: &mut Scratch, threads: usize) -> Result<(), JitError> {
+        let l = &self.layer;
+        convjit_ir::budget::check(
+            format_args!("the tensors of layer '{}' on {threads} threads", l.name),
+            Scratch::inter_len(l, &self.compiled.program)
+                .and_then(|n| n.checked_mul(4 * (threads - scratch.inter.len()) as u64)),
+        )?;
+        while scratch.inter.len() < threads {
+            let more = Scratch::inter(l, &self.compiled.program);
+            scratch.inter.push(more);
+        }
         Ok(())
     }
 

@@ -76,7 +76,7 @@ pub fn find(g: &Graph, shapes: &Shapes) -> Result<Found, Error> {
         if verdicts[start].is_none() || taken.contains(&start) {
             continue;
         }
-        let mut chain = follow(g, start, &verdicts, &mut taken)?;
+        let mut chain = chain_from(g, start, &verdicts, &mut taken)?;
         chain.name = layer_names.claim(&chain.stages[0].name);
         chains.push(chain);
     }
@@ -89,7 +89,7 @@ pub fn find(g: &Graph, shapes: &Shapes) -> Result<Found, Error> {
 }
 
 /// The chain starting at Conv node `start`.
-fn follow(
+fn chain_from(
     g: &Graph,
     start: usize,
     verdicts: &[Option<ConvStage>],

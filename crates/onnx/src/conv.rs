@@ -12,6 +12,7 @@ use crate::attrs::Attrs;
 use crate::geometry::{Axis, Window};
 use crate::model::{describe, type_name, Graph};
 use crate::proto::tensor_proto::DataType;
+use crate::proto::NodeProto;
 use crate::shapes::{show, Shapes};
 use crate::Error;
 use convjit_ir::{Padding, Shape, MAX_DIM, MAX_TENSOR_ELEMS};
@@ -79,12 +80,58 @@ const ATTRIBUTES: &[&str] = &[
 /// Whether (and how) Conv node `index` becomes a stage.
 pub fn analyse(g: &Graph, index: usize, shapes: &Shapes) -> Result<Verdict, Error> {
     let node = &g.nodes[index];
-    let what = describe(node);
-    let bad = |m: String| Err(Error::new(format!("{what}: {m}")));
-    let skip = |m: String| Ok(Verdict::Skip(m));
+    match conv_stage(g, node, shapes) {
+        Ok(stage) => Ok(Verdict::Take(stage)),
+        Err(Refusal::Skip(why)) => Ok(Verdict::Skip(why)),
+        Err(Refusal::Bad(why)) => Err(Error::new(format!("{}: {why}", describe(node)))),
+        Err(Refusal::Model(e)) => Err(e),
+    }
+}
+
+/// Why a Conv node does not become a stage.
+enum Refusal {
+    /// Valid ONNX the language cannot express.
+    Skip(String),
+    /// The node breaks the ONNX spec (said after the node's name).
+    Bad(String),
+    /// The model could not be read (said as is).
+    Model(Error),
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Refusal {
+        Refusal::Model(e)
+    }
+}
+
+/// The weights' dims, `[M][C/G][Kh][Kw]`.
+#[derive(Clone, Copy)]
+struct WeightDims {
+    m: usize,
+    cg: usize,
+    kh: usize,
+    kw: usize,
+}
+
+/// A Conv's geometry once read from the node and its input's shape.
+struct Geometry {
+    wd: WeightDims,
+    window: Window,
+    groups: u64,
+    /// The input's channels, height and width.
+    chw: [u64; 3],
+    /// The output along each spatial axis, with its padding.
+    axes: [Axis; 2],
+}
+
+/// The stage a Conv node becomes, each check in turn: attributes, weights,
+/// bias, window and groups, the input's shape, the output, convjit's limits.
+fn conv_stage(g: &Graph, node: &NodeProto, shapes: &Shapes) -> Result<ConvStage, Refusal> {
     let attrs = Attrs::new(node);
     if let Some(a) = attrs.names().find(|a| !ATTRIBUTES.contains(a)) {
-        return bad(format!("attribute '{a}' is not a Conv attribute"));
+        return Err(Refusal::Bad(format!(
+            "attribute '{a}' is not a Conv attribute"
+        )));
     }
     let input = |i: usize| {
         node.input
@@ -93,91 +140,150 @@ pub fn analyse(g: &Graph, index: usize, shapes: &Shapes) -> Result<Verdict, Erro
             .filter(|s| !s.is_empty())
     };
     let (Some(x), Some(w)) = (input(0), input(1)) else {
-        return bad("a Conv needs an input and weights".into());
+        return Err(Refusal::Bad("a Conv needs an input and weights".into()));
     };
+    let wd = weight_dims(g, w)?;
+    let bias = match input(2) {
+        None => None,
+        Some(b) => Some(check_bias(g, b, wd.m)?),
+    };
+    let (window, groups) = window_and_groups(node, &attrs, &wd)?;
+    let [c, h, wi] = input_chw(g, shapes, x)?;
+    check_groups(&wd, c, groups)?;
+    let axes: Option<[Axis; 2]> =
+        (|| Some([window.axis(0, h, false)?, window.axis(1, wi, false)?]))();
+    let Some([ah, aw]) = axes else {
+        return Err(Refusal::Bad(format!(
+            "its output would be empty for input {c}x{h}x{wi} (CxHxW)"
+        )));
+    };
+    let geometry = Geometry {
+        wd,
+        window,
+        groups,
+        chw: [c, h, wi],
+        axes: [ah, aw],
+    };
+    check_limits(&geometry)?;
+    Ok(stage_of(&geometry, w, bias))
+}
+
+/// The dims of weights `w`, checked to be a float32 constant of rank 4.
+fn weight_dims(g: &Graph, w: &str) -> Result<WeightDims, Refusal> {
     let Some(weight) = g.constant(w) else {
-        return skip(format!(
+        return Err(Refusal::Skip(format!(
             "its weights '{w}' are computed in the graph (not an initializer or Constant)"
-        ));
+        )));
     };
     let wd = weight.dims()?;
     if wd.len() != 4 {
-        return skip(format!(
+        return Err(Refusal::Skip(format!(
             "it is a {}-D convolution (weights {wd:?}); convjit's are 2-D",
             wd.len().saturating_sub(2)
-        ));
+        )));
     }
     if weight.data_type() != DataType::Float as i32 {
-        return skip(format!(
+        return Err(Refusal::Skip(format!(
             "its weights are {}; convjit computes in float32",
             type_name(weight.data_type())
-        ));
+        )));
     }
     weight.check_f32s()?;
-    let [m, cg, kh, kw] = [wd[0], wd[1], wd[2], wd[3]];
-    let bias = match input(2) {
-        None => None,
-        Some(b) => {
-            let Some(c) = g.constant(b) else {
-                return skip(format!("its bias '{b}' is computed in the graph"));
-            };
-            if c.dims()? != [m] {
-                return bad(format!(
-                    "bias '{b}' has dims {:?}, the weights need [{m}]",
-                    c.dims()?
-                ));
-            }
-            if c.data_type() != DataType::Float as i32 {
-                return skip(format!("its bias is {}", type_name(c.data_type())));
-            }
-            c.check_f32s()?;
-            Some(b.to_string())
-        }
+    Ok(WeightDims {
+        m: wd[0],
+        cg: wd[1],
+        kh: wd[2],
+        kw: wd[3],
+    })
+}
+
+/// Bias `b`, checked to be a float32 constant of `m` values.
+fn check_bias(g: &Graph, b: &str, m: usize) -> Result<String, Refusal> {
+    let Some(c) = g.constant(b) else {
+        return Err(Refusal::Skip(format!(
+            "its bias '{b}' is computed in the graph"
+        )));
     };
+    if c.dims()? != [m] {
+        return Err(Refusal::Bad(format!(
+            "bias '{b}' has dims {:?}, the weights need [{m}]",
+            c.dims()?
+        )));
+    }
+    if c.data_type() != DataType::Float as i32 {
+        return Err(Refusal::Skip(format!(
+            "its bias is {}",
+            type_name(c.data_type())
+        )));
+    }
+    c.check_f32s()?;
+    Ok(b.to_string())
+}
+
+/// The window (strides, dilations, pads) for the weights' kernel, and the
+/// group count.
+fn window_and_groups(
+    node: &NodeProto,
+    attrs: &Attrs,
+    wd: &WeightDims,
+) -> Result<(Window, u64), Refusal> {
+    let (kh, kw) = (wd.kh, wd.kw);
     if let Some(k) = attrs.ints("kernel_shape")? {
         if k != [kh as i64, kw as i64] {
-            return bad(format!(
+            return Err(Refusal::Bad(format!(
                 "kernel_shape {k:?} disagrees with the weights' {kh}x{kw}"
-            ));
+            )));
         }
     }
     let window = Window::parse(node, vec![kh as u64, kw as u64])?;
     let groups = attrs.int("group")?.unwrap_or(1);
     if groups < 1 {
-        return bad(format!("group {groups} is not supported"));
+        return Err(Refusal::Bad(format!("group {groups} is not supported")));
     }
-    let groups = groups as u64;
+    Ok((window, groups as u64))
+}
 
+/// The channels, height and width of input `x`, if all are known.
+fn input_chw(g: &Graph, shapes: &Shapes, x: &str) -> Result<[u64; 3], Refusal> {
     let Some([_, c, h, wi]) = shapes
         .get(x)
         .and_then(|d| <[Option<u64>; 4]>::try_from(d.clone()).ok())
     else {
-        return skip(unknown_input(g, shapes, x));
+        return Err(Refusal::Skip(unknown_input(g, shapes, x)));
     };
     let (Some(c), Some(h), Some(wi)) = (c, h, wi) else {
-        return skip(unknown_input(g, shapes, x));
+        return Err(Refusal::Skip(unknown_input(g, shapes, x)));
     };
+    Ok([c, h, wi])
+}
+
+/// That there are output channels and `groups` divides the channels.
+fn check_groups(wd: &WeightDims, c: u64, groups: u64) -> Result<(), Refusal> {
+    let (m, cg) = (wd.m, wd.cg);
     if m == 0 {
-        return bad("its weights have no output channel".into());
+        return Err(Refusal::Bad("its weights have no output channel".into()));
     }
     if !c.is_multiple_of(groups)
         || !(m as u64).is_multiple_of(groups)
         || (cg as u64).checked_mul(groups) != Some(c)
     {
-        return bad(format!(
+        return Err(Refusal::Bad(format!(
             "group {groups} does not fit {c} input channels, {m} outputs and weights of {cg} \
              input channels"
-        ));
+        )));
     }
-    let axes: Option<[Axis; 2]> =
-        (|| Some([window.axis(0, h, false)?, window.axis(1, wi, false)?]))();
-    let Some([ah, aw]) = axes else {
-        return bad(format!(
-            "its output would be empty for input {c}x{h}x{wi} (CxHxW)"
-        ));
-    };
+    Ok(())
+}
 
-    // convjit's limits (the IR's): every size, and elements per tensor.
+/// convjit's limits (the IR's): every size, and elements per tensor.
+fn check_limits(geometry: &Geometry) -> Result<(), Refusal> {
+    let Geometry {
+        wd: WeightDims { m, cg, kh, kw },
+        ref window,
+        chw: [c, h, wi],
+        axes: [ah, aw],
+        ..
+    } = *geometry;
     let sizes = [
         ("kernel", kh as u64),
         ("kernel", kw as u64),
@@ -193,14 +299,14 @@ pub fn analyse(g: &Graph, index: usize, shapes: &Shapes) -> Result<Verdict, Erro
         ("padding", aw.before.max(aw.after)),
     ];
     if let Some((name, v)) = sizes.iter().find(|(_, v)| *v > MAX_DIM) {
-        return skip(format!(
+        return Err(Refusal::Skip(format!(
             "its {name} {v} exceeds convjit's limit of {MAX_DIM}"
-        ));
+        )));
     }
     if [c, h, wi, ah.out, aw.out].contains(&0) {
-        return skip(format!(
+        return Err(Refusal::Skip(format!(
             "its input ({c}x{h}x{wi}, CxHxW) or output is empty"
-        ));
+        )));
     }
     // Each factor is at most MAX_DIM = 2^16 (cg <= c): no product of
     // three overflows; the weights' four are taken in u128.
@@ -211,11 +317,23 @@ pub fn analyse(g: &Graph, index: usize, shapes: &Shapes) -> Result<Verdict, Erro
         ("weights", weights.min(u64::MAX as u128) as u64),
     ];
     if let Some((name, v)) = elems.iter().find(|(_, v)| *v > MAX_TENSOR_ELEMS) {
-        return skip(format!(
+        return Err(Refusal::Skip(format!(
             "its {name} has {v} elements per image, beyond convjit's limit of {MAX_TENSOR_ELEMS}"
-        ));
+        )));
     }
+    Ok(())
+}
 
+/// The checked node as a stage: its op (depthwise, pointwise or conv),
+/// geometry, and whether its padding is TensorFlow's `same`.
+fn stage_of(geometry: &Geometry, weight: &str, bias: Option<String>) -> ConvStage {
+    let Geometry {
+        wd: WeightDims { m, kh, kw, .. },
+        ref window,
+        groups,
+        chw: [c, h, wi],
+        axes: [ah, aw],
+    } = *geometry;
     let (c, groups) = (c as usize, groups as usize);
     let stride = [window.strides[0] as usize, window.strides[1] as usize];
     let dilation = [window.dilations[0] as usize, window.dilations[1] as usize];
@@ -237,7 +355,7 @@ pub fn analyse(g: &Graph, index: usize, shapes: &Shapes) -> Result<Verdict, Erro
         let tf = same_padding(len as usize, [kh, kw][i], stride[i], dilation[i]);
         tf == [[padding.top, padding.bottom], [padding.left, padding.right]][i]
     });
-    Ok(Verdict::Take(ConvStage {
+    ConvStage {
         op,
         input: Shape::new(h as usize, wi as usize, c),
         output: Shape::new(ah.out as usize, aw.out as usize, m),
@@ -247,9 +365,9 @@ pub fn analyse(g: &Graph, index: usize, shapes: &Shapes) -> Result<Verdict, Erro
         padding,
         same,
         groups,
-        weight: w.to_string(),
+        weight: weight.to_string(),
         bias,
-    }))
+    }
 }
 
 /// TensorFlow's `same` padding (before, after) along one axis.

@@ -68,7 +68,7 @@ pub fn infer<'m>(g: &Graph<'m>, input_shape: Option<[u64; 3]>) -> Result<Shapes<
                 .and_then(|c| c.dims().ok())
                 .map(|d| d.iter().map(|&x| Some(x as u64)).collect())]
         } else {
-            match rule(g, node, &s.known, &s.notes) {
+            match output_shapes(g, node, &s.known, &s.notes) {
                 Ok(outs) => outs,
                 Err(why) => {
                     for o in &node.output {
@@ -271,9 +271,69 @@ const BROADCAST: &[&str] = &[
 
 type Outs = Vec<Option<Dims>>;
 
+/// A node as shape inference sees it: the shapes of its inputs known so
+/// far (or why one is not), its constant inputs and its attributes.
+struct NodeInputs<'a, 'm> {
+    g: &'a Graph<'m>,
+    node: &'a NodeProto,
+    attrs: Attrs<'a>,
+    known: &'a HashMap<&'a str, Dims>,
+    notes: &'a HashMap<&'a str, String>,
+}
+
+impl<'a> NodeInputs<'a, '_> {
+    /// The shape of input `i`; if unknown, why (the first cause noted).
+    fn shape(&self, i: usize) -> Result<&'a Dims, String> {
+        let name = self.node.input.get(i).map_or("", String::as_str);
+        self.known
+            .get(name)
+            .ok_or_else(|| match self.notes.get(name) {
+                Some(cause) => cause.clone(),
+                None => format!(
+                    "the shape of '{name}' (input {i} of {}) is unknown",
+                    describe(self.node)
+                ),
+            })
+    }
+
+    /// Input `i` as constant integers; `None` if the input is absent.
+    fn ints(&self, i: usize) -> Result<Option<Vec<i64>>, String> {
+        match self.node.input.get(i).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(name) => self
+                .g
+                .constant(name)
+                .ok_or_else(|| {
+                    format!(
+                        "'{name}' (input {i} of {}) is not a constant",
+                        describe(self.node)
+                    )
+                })?
+                .i64s()
+                .map(Some)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        describe(self.node)
+    }
+}
+
+fn err(e: Error) -> String {
+    e.to_string()
+}
+
+/// A node with one output of shape `d`.
+fn one(d: Dims) -> Result<Outs, String> {
+    Ok(vec![Some(d)])
+}
+
 /// Output shapes of one node, or why they cannot be known (for an input
-/// of unknown shape, why that is: `notes` hold the first cause).
-fn rule(
+/// of unknown shape, why that is: `notes` hold the first cause). Elementwise
+/// ops are found in `SAME_SHAPE` and `BROADCAST`; the others have a function
+/// each (or per family).
+fn output_shapes(
     g: &Graph,
     node: &NodeProto,
     known: &HashMap<&str, Dims>,
@@ -287,292 +347,310 @@ fn rule(
             node.domain()
         ));
     }
-    let input = |i: usize| -> Result<&Dims, String> {
-        let name = node.input.get(i).map_or("", String::as_str);
-        known.get(name).ok_or_else(|| match notes.get(name) {
-            Some(cause) => cause.clone(),
-            None => format!(
-                "the shape of '{name}' (input {i} of {}) is unknown",
-                describe(node)
-            ),
-        })
+    let n = NodeInputs {
+        g,
+        node,
+        attrs: Attrs::new(node),
+        known,
+        notes,
     };
-    let ints_input = |i: usize| -> Result<Option<Vec<i64>>, String> {
-        match node.input.get(i).filter(|s| !s.is_empty()) {
-            None => Ok(None),
-            Some(name) => g
-                .constant(name)
-                .ok_or_else(|| {
-                    format!(
-                        "'{name}' (input {i} of {}) is not a constant",
-                        describe(node)
-                    )
-                })?
-                .i64s()
-                .map(Some)
-                .map_err(|e| e.to_string()),
-        }
-    };
-    let attrs = Attrs::new(node);
-    let err = |e: Error| e.to_string();
-    let one = |d: Dims| Ok(vec![Some(d)]);
     if SAME_SHAPE.contains(&op) {
-        return one(input(0)?.clone());
+        return one(n.shape(0)?.clone());
     }
     if BROADCAST.contains(&op) {
-        let mut out: Dims = vec![];
-        for i in 0..node.input.len() {
-            out = broadcast(&out, input(i)?)
-                .ok_or_else(|| format!("the inputs of {} do not broadcast", describe(node)))?;
-        }
-        return one(out);
+        return broadcast_shape(&n);
     }
     match op {
-        "Conv" => {
-            let x = input(0)?;
-            let w = input(1)?;
-            let kernel: Option<Vec<u64>> = w.get(2..).and_then(|k| k.iter().copied().collect());
-            let (Some(kernel), Some(&Some(m))) = (kernel, w.first()) else {
-                return Err(format!(
-                    "the weights' shape of {} is unknown",
-                    describe(node)
-                ));
-            };
-            let window = Window::parse(node, kernel).map_err(err)?;
-            one(windowed(node, x, &window, Some(m), false)?)
-        }
-        "MaxPool" | "AveragePool" | "LpPool" => {
-            let kernel = attrs
-                .ints("kernel_shape")
-                .map_err(err)?
-                .ok_or_else(|| format!("{} has no kernel_shape", describe(node)))?;
-            if kernel.iter().any(|&k| k < 1) {
-                return Err(format!("{} has a kernel size below 1", describe(node)));
-            }
-            let window =
-                Window::parse(node, kernel.iter().map(|&k| k as u64).collect()).map_err(err)?;
-            let ceil = attrs.int("ceil_mode").map_err(err)?.unwrap_or(0) != 0;
-            let out = windowed(node, input(0)?, &window, None, ceil)?;
-            // MaxPool's optional second output (indices) has the same shape.
-            Ok(vec![Some(out.clone()), Some(out)])
-        }
-        "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => {
-            let x = input(0)?;
-            let mut out = x.clone();
-            for d in out.iter_mut().skip(2) {
-                *d = Some(1);
-            }
-            one(out)
-        }
-        "Concat" => {
-            let first = input(0)?;
-            let axis = axis_attr(&attrs, "axis", first.len(), None).map_err(err)?;
-            let mut out = first.clone();
-            for i in 1..node.input.len() {
-                let d = input(i)?;
-                if d.len() != out.len() {
-                    return Err(format!("the inputs of {} differ in rank", describe(node)));
-                }
-                for (j, (o, x)) in out.iter_mut().zip(d).enumerate() {
-                    *o = if j == axis {
-                        o.zip(*x).and_then(|(a, b)| a.checked_add(b))
-                    } else {
-                        o.or(*x)
-                    };
-                }
-            }
-            one(out)
-        }
-        "Flatten" => {
-            let x = input(0)?;
-            let axis = axis_attr(&attrs, "axis", x.len() + 1, Some(1)).map_err(err)?;
-            let product = |d: &[Option<u64>]| d.iter().try_fold(1u64, |p, &x| p.checked_mul(x?));
-            one(vec![product(&x[..axis]), product(&x[axis..])])
-        }
-        "Reshape" => {
-            let x = input(0)?;
-            let shape =
-                ints_input(1)?.ok_or_else(|| format!("{} has no shape input", describe(node)))?;
-            let allowzero = attrs.int("allowzero").map_err(err)?.unwrap_or(0) != 0;
-            one(reshape(x, &shape, allowzero).ok_or_else(|| {
-                format!(
-                    "{}: shape {shape:?} does not fit {}",
-                    describe(node),
-                    show(x)
-                )
-            })?)
-        }
-        "Transpose" => {
-            let x = input(0)?;
-            let perm: Vec<i64> = match attrs.ints("perm").map_err(err)? {
-                Some(p) => p.to_vec(),
-                None => (0..x.len() as i64).rev().collect(),
-            };
-            let out: Option<Dims> = perm
-                .iter()
-                .map(|&p| usize::try_from(p).ok().and_then(|p| x.get(p).copied()))
-                .collect();
-            match out {
-                Some(out) if out.len() == x.len() => one(out),
-                _ => Err(format!(
-                    "{}: perm {perm:?} does not fit {}",
-                    describe(node),
-                    show(x)
-                )),
-            }
-        }
-        "Split" => {
-            let x = input(0)?;
-            let axis = axis_attr(&attrs, "axis", x.len(), Some(0)).map_err(err)?;
-            let n = node.output.len() as u64;
-            let sizes: Vec<Option<u64>> = match (ints_input(1)?, attrs.ints("split").map_err(err)?)
-            {
-                (Some(s), _) => s.iter().map(|&v| u64::try_from(v).ok()).collect(),
-                (None, Some(s)) => s.iter().map(|&v| u64::try_from(v).ok()).collect(),
-                // Equal parts, the last one smaller if need be (opset 18).
-                (None, None) => (0..n)
-                    .map(|i| {
-                        let part = x[axis]?.div_ceil(n.max(1));
-                        Some(part.min(x[axis]?.saturating_sub(i.saturating_mul(part))))
-                    })
-                    .collect(),
-            };
-            Ok(sizes
-                .into_iter()
-                .map(|s| {
-                    let mut d = x.clone();
-                    d[axis] = s;
-                    Some(d)
-                })
-                .collect())
-        }
-        "Squeeze" | "Unsqueeze" => {
-            let x = input(0)?;
-            let axes = match (ints_input(1)?, attrs.ints("axes").map_err(err)?) {
-                (Some(a), _) => Some(a),
-                (None, a) => a.map(<[i64]>::to_vec),
-            };
-            if op == "Squeeze" {
-                let rank = x.len() as i64;
-                let axes: Option<Vec<usize>> = axes.map(|a| {
-                    a.iter()
-                        .map(|&v| (if v < 0 { v.saturating_add(rank) } else { v }) as usize)
-                        .collect()
-                });
-                one(match axes {
-                    Some(a) => x
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| !a.contains(i))
-                        .map(|(_, d)| *d)
-                        .collect(),
-                    None if x.iter().all(Option::is_some) => {
-                        x.iter().filter(|d| **d != Some(1)).copied().collect()
-                    }
-                    None => {
-                        return Err(format!(
-                            "{}: which axes it drops is unknown",
-                            describe(node)
-                        ))
-                    }
-                })
-            } else {
-                let axes = axes.ok_or_else(|| format!("{} has no axes", describe(node)))?;
-                let rank = (x.len() + axes.len()) as i64;
-                let mut at: Vec<i64> = axes
-                    .iter()
-                    .map(|&v| if v < 0 { v.saturating_add(rank) } else { v })
-                    .collect();
-                at.sort_unstable();
-                let mut rest = x.iter();
-                one((0..rank)
-                    .map(|i| {
-                        if at.contains(&i) {
-                            Some(1)
-                        } else {
-                            rest.next().copied().flatten()
-                        }
-                    })
-                    .collect())
-            }
-        }
-        "Pad" => {
-            let x = input(0)?;
-            if node.input.get(3).is_some_and(|s| !s.is_empty()) {
-                return Err(format!(
-                    "{}: padding chosen axes is not followed",
-                    describe(node)
-                ));
-            }
-            let pads = match ints_input(1)? {
-                Some(p) => p,
-                None => attrs
-                    .ints("pads")
-                    .map_err(err)?
-                    .ok_or_else(|| format!("{} has no pads", describe(node)))?
-                    .to_vec(),
-            };
-            let r = x.len();
-            if pads.len() != 2 * r {
-                return Err(format!(
-                    "{}: {} pads for rank {r}",
-                    describe(node),
-                    pads.len()
-                ));
-            }
-            one(x
-                .iter()
-                .enumerate()
-                .map(|(i, d)| {
-                    let n = i64::try_from((*d)?)
-                        .ok()?
-                        .checked_add(pads[i])?
-                        .checked_add(pads[r + i])?;
-                    u64::try_from(n).ok()
-                })
-                .collect())
-        }
-        "Resize" | "Upsample" => {
-            let x = input(0)?;
-            // Resize: X, roi, scales, sizes (opset 11+); X, scales before.
-            let (scales_at, sizes_at) = if op == "Resize" && node.input.len() > 2 {
-                (2, 3)
-            } else {
-                (1, 99)
-            };
-            if let Some(sizes) = ints_input(sizes_at)? {
-                if sizes.len() == x.len() {
-                    return one(sizes.iter().map(|&v| u64::try_from(v).ok()).collect());
-                }
-            }
-            let scales = match node.input.get(scales_at).filter(|s| !s.is_empty()) {
-                Some(name) => g
-                    .constant(name)
-                    .ok_or_else(|| format!("the scales of {} are not constant", describe(node)))?
-                    .f32s()
-                    .map_err(err)?,
-                None => attrs
-                    .floats("scales")
-                    .map_err(err)?
-                    .ok_or_else(|| format!("{} has no scales", describe(node)))?
-                    .to_vec(),
-            };
-            if scales.len() != x.len() {
-                return Err(format!(
-                    "{}: {} scales for rank {}",
-                    describe(node),
-                    scales.len(),
-                    x.len()
-                ));
-            }
-            one(x
-                .iter()
-                .zip(&scales)
-                .map(|(d, &s)| Some(((*d)? as f64 * s as f64).floor() as u64))
-                .collect())
-        }
+        "Conv" => conv_shape(&n),
+        "MaxPool" | "AveragePool" | "LpPool" => pool_shapes(&n),
+        "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => global_pool_shape(&n),
+        "Concat" => concat_shape(&n),
+        "Flatten" => flatten_shape(&n),
+        "Reshape" => reshape_shape(&n),
+        "Transpose" => transpose_shape(&n),
+        "Split" => split_shapes(&n),
+        "Squeeze" => squeeze_shape(&n),
+        "Unsqueeze" => unsqueeze_shape(&n),
+        "Pad" => pad_shape(&n),
+        "Resize" | "Upsample" => resize_shape(&n, op),
         _ => Err(format!("convjit does not follow shapes through {op}")),
     }
+}
+
+/// Every input broadcast against the others.
+fn broadcast_shape(n: &NodeInputs) -> Result<Outs, String> {
+    let mut out: Dims = vec![];
+    for i in 0..n.node.input.len() {
+        out = broadcast(&out, n.shape(i)?)
+            .ok_or_else(|| format!("the inputs of {} do not broadcast", n.describe()))?;
+    }
+    one(out)
+}
+
+/// `Conv`: the weights give the kernel and the output channels.
+fn conv_shape(n: &NodeInputs) -> Result<Outs, String> {
+    let x = n.shape(0)?;
+    let w = n.shape(1)?;
+    let kernel: Option<Vec<u64>> = w.get(2..).and_then(|k| k.iter().copied().collect());
+    let (Some(kernel), Some(&Some(m))) = (kernel, w.first()) else {
+        return Err(format!("the weights' shape of {} is unknown", n.describe()));
+    };
+    let window = Window::parse(n.node, kernel).map_err(err)?;
+    one(windowed(n.node, x, &window, Some(m), false)?)
+}
+
+/// `MaxPool`, `AveragePool`, `LpPool`: the `kernel_shape` attribute.
+fn pool_shapes(n: &NodeInputs) -> Result<Outs, String> {
+    let kernel = n
+        .attrs
+        .ints("kernel_shape")
+        .map_err(err)?
+        .ok_or_else(|| format!("{} has no kernel_shape", n.describe()))?;
+    if kernel.iter().any(|&k| k < 1) {
+        return Err(format!("{} has a kernel size below 1", n.describe()));
+    }
+    let window = Window::parse(n.node, kernel.iter().map(|&k| k as u64).collect()).map_err(err)?;
+    let ceil = n.attrs.int("ceil_mode").map_err(err)?.unwrap_or(0) != 0;
+    let out = windowed(n.node, n.shape(0)?, &window, None, ceil)?;
+    // MaxPool's optional second output (indices) has the same shape.
+    Ok(vec![Some(out.clone()), Some(out)])
+}
+
+/// `GlobalAveragePool` and kin: every spatial axis becomes 1.
+fn global_pool_shape(n: &NodeInputs) -> Result<Outs, String> {
+    let x = n.shape(0)?;
+    let mut out = x.clone();
+    for d in out.iter_mut().skip(2) {
+        *d = Some(1);
+    }
+    one(out)
+}
+
+/// `Concat`: the sum of the inputs along `axis`.
+fn concat_shape(n: &NodeInputs) -> Result<Outs, String> {
+    let first = n.shape(0)?;
+    let axis = axis_attr(&n.attrs, "axis", first.len(), None).map_err(err)?;
+    let mut out = first.clone();
+    for i in 1..n.node.input.len() {
+        let d = n.shape(i)?;
+        if d.len() != out.len() {
+            return Err(format!("the inputs of {} differ in rank", n.describe()));
+        }
+        for (j, (o, x)) in out.iter_mut().zip(d).enumerate() {
+            *o = if j == axis {
+                o.zip(*x).and_then(|(a, b)| a.checked_add(b))
+            } else {
+                o.or(*x)
+            };
+        }
+    }
+    one(out)
+}
+
+/// `Flatten`: the axes before `axis` and those from it, each multiplied.
+fn flatten_shape(n: &NodeInputs) -> Result<Outs, String> {
+    let x = n.shape(0)?;
+    let axis = axis_attr(&n.attrs, "axis", x.len() + 1, Some(1)).map_err(err)?;
+    let product = |d: &[Option<u64>]| d.iter().try_fold(1u64, |p, &x| p.checked_mul(x?));
+    one(vec![product(&x[..axis]), product(&x[axis..])])
+}
+
+/// `Reshape` to its constant shape input.
+fn reshape_shape(n: &NodeInputs) -> Result<Outs, String> {
+    let x = n.shape(0)?;
+    let shape = n
+        .ints(1)?
+        .ok_or_else(|| format!("{} has no shape input", n.describe()))?;
+    let allowzero = n.attrs.int("allowzero").map_err(err)?.unwrap_or(0) != 0;
+    one(reshape(x, &shape, allowzero)
+        .ok_or_else(|| format!("{}: shape {shape:?} does not fit {}", n.describe(), show(x)))?)
+}
+
+/// `Transpose` by `perm` (by default, the axes reversed).
+fn transpose_shape(n: &NodeInputs) -> Result<Outs, String> {
+    let x = n.shape(0)?;
+    let perm: Vec<i64> = match n.attrs.ints("perm").map_err(err)? {
+        Some(p) => p.to_vec(),
+        None => (0..x.len() as i64).rev().collect(),
+    };
+    let out: Option<Dims> = perm
+        .iter()
+        .map(|&p| usize::try_from(p).ok().and_then(|p| x.get(p).copied()))
+        .collect();
+    match out {
+        Some(out) if out.len() == x.len() => one(out),
+        _ => Err(format!(
+            "{}: perm {perm:?} does not fit {}",
+            n.describe(),
+            show(x)
+        )),
+    }
+}
+
+/// `Split`: one output per part along `axis`, sized by the `split` input
+/// or attribute, else equal parts.
+fn split_shapes(n: &NodeInputs) -> Result<Outs, String> {
+    let x = n.shape(0)?;
+    let axis = axis_attr(&n.attrs, "axis", x.len(), Some(0)).map_err(err)?;
+    let parts = n.node.output.len() as u64;
+    let sizes: Vec<Option<u64>> = match (n.ints(1)?, n.attrs.ints("split").map_err(err)?) {
+        (Some(s), _) => s.iter().map(|&v| u64::try_from(v).ok()).collect(),
+        (None, Some(s)) => s.iter().map(|&v| u64::try_from(v).ok()).collect(),
+        // Equal parts, the last one smaller if need be (opset 18).
+        (None, None) => (0..parts)
+            .map(|i| {
+                let part = x[axis]?.div_ceil(parts.max(1));
+                Some(part.min(x[axis]?.saturating_sub(i.saturating_mul(part))))
+            })
+            .collect(),
+    };
+    Ok(sizes
+        .into_iter()
+        .map(|s| {
+            let mut d = x.clone();
+            d[axis] = s;
+            Some(d)
+        })
+        .collect())
+}
+
+/// The axes of `Squeeze` or `Unsqueeze`: an input since opset 13, an
+/// attribute before.
+fn squeeze_axes(n: &NodeInputs) -> Result<Option<Vec<i64>>, String> {
+    Ok(match (n.ints(1)?, n.attrs.ints("axes").map_err(err)?) {
+        (Some(a), _) => Some(a),
+        (None, a) => a.map(<[i64]>::to_vec),
+    })
+}
+
+/// `Squeeze`: drops the given axes, or without them every axis of size 1.
+fn squeeze_shape(n: &NodeInputs) -> Result<Outs, String> {
+    let x = n.shape(0)?;
+    let axes = squeeze_axes(n)?;
+    let rank = x.len() as i64;
+    let axes: Option<Vec<usize>> = axes.map(|a| {
+        a.iter()
+            .map(|&v| (if v < 0 { v.saturating_add(rank) } else { v }) as usize)
+            .collect()
+    });
+    one(match axes {
+        Some(a) => x
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !a.contains(i))
+            .map(|(_, d)| *d)
+            .collect(),
+        None if x.iter().all(Option::is_some) => {
+            x.iter().filter(|d| **d != Some(1)).copied().collect()
+        }
+        None => return Err(format!("{}: which axes it drops is unknown", n.describe())),
+    })
+}
+
+/// `Unsqueeze`: inserts axes of size 1 at the given places of the output.
+fn unsqueeze_shape(n: &NodeInputs) -> Result<Outs, String> {
+    let x = n.shape(0)?;
+    let axes = squeeze_axes(n)?;
+    let axes = axes.ok_or_else(|| format!("{} has no axes", n.describe()))?;
+    let rank = (x.len() + axes.len()) as i64;
+    let mut at: Vec<i64> = axes
+        .iter()
+        .map(|&v| if v < 0 { v.saturating_add(rank) } else { v })
+        .collect();
+    at.sort_unstable();
+    let mut rest = x.iter();
+    one((0..rank)
+        .map(|i| {
+            if at.contains(&i) {
+                Some(1)
+            } else {
+                rest.next().copied().flatten()
+            }
+        })
+        .collect())
+}
+
+/// `Pad` on every axis (the `pads` input, or attribute before opset 11).
+fn pad_shape(n: &NodeInputs) -> Result<Outs, String> {
+    let x = n.shape(0)?;
+    if n.node.input.get(3).is_some_and(|s| !s.is_empty()) {
+        return Err(format!(
+            "{}: padding chosen axes is not followed",
+            n.describe()
+        ));
+    }
+    let pads = match n.ints(1)? {
+        Some(p) => p,
+        None => n
+            .attrs
+            .ints("pads")
+            .map_err(err)?
+            .ok_or_else(|| format!("{} has no pads", n.describe()))?
+            .to_vec(),
+    };
+    let r = x.len();
+    if pads.len() != 2 * r {
+        return Err(format!(
+            "{}: {} pads for rank {r}",
+            n.describe(),
+            pads.len()
+        ));
+    }
+    one(x
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let padded = i64::try_from((*d)?)
+                .ok()?
+                .checked_add(pads[i])?
+                .checked_add(pads[r + i])?;
+            u64::try_from(padded).ok()
+        })
+        .collect())
+}
+
+/// `Resize` (`op`) or `Upsample`: constant sizes if given, else each axis
+/// times its scale, rounded down.
+fn resize_shape(n: &NodeInputs, op: &str) -> Result<Outs, String> {
+    let x = n.shape(0)?;
+    // Resize: X, roi, scales, sizes (opset 11+); X, scales before.
+    let (scales_at, sizes_at) = if op == "Resize" && n.node.input.len() > 2 {
+        (2, 3)
+    } else {
+        (1, 99)
+    };
+    if let Some(sizes) = n.ints(sizes_at)? {
+        if sizes.len() == x.len() {
+            return one(sizes.iter().map(|&v| u64::try_from(v).ok()).collect());
+        }
+    }
+    let scales = match n.node.input.get(scales_at).filter(|s| !s.is_empty()) {
+        Some(name) => {
+            n.g.constant(name)
+                .ok_or_else(|| format!("the scales of {} are not constant", n.describe()))?
+                .f32s()
+                .map_err(err)?
+        }
+        None => n
+            .attrs
+            .floats("scales")
+            .map_err(err)?
+            .ok_or_else(|| format!("{} has no scales", n.describe()))?
+            .to_vec(),
+    };
+    if scales.len() != x.len() {
+        return Err(format!(
+            "{}: {} scales for rank {}",
+            n.describe(),
+            scales.len(),
+            x.len()
+        ));
+    }
+    one(x
+        .iter()
+        .zip(&scales)
+        .map(|(d, &s)| Some(((*d)? as f64 * s as f64).floor() as u64))
+        .collect())
 }
 
 /// A Conv's or pooling op's output: batch, channels (`channels`, or the
