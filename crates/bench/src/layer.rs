@@ -57,7 +57,10 @@ pub fn bench_layer(
     if settings.baselines {
         baselines = prepare_baselines(layer, &weights, output.len(), &mut notes);
     }
-    let mut peaks = fma_peaks(&mut notes);
+    let mut peaks = Peaks {
+        fma: fma_peaks(&mut notes),
+        bf16: bf16_peaks(&mut notes),
+    };
     let flops = 2.0 * layer.macs() as f64 * batch as f64;
     let mut results = Results::default();
     let roofs = Timing {
@@ -144,12 +147,48 @@ fn fma_peaks(notes: &mut Vec<String>) -> Vec<FmaPeak> {
     peaks
 }
 
+/// The machine's bf16 loops (`amx-bf16-peak`, `bf16-512-peak`) where it
+/// runs them; a note for each it does not.
+fn bf16_peaks(notes: &mut Vec<String>) -> Vec<convjit::PeakLoop> {
+    let loops = convjit::bf16_peaks().unwrap_or_default();
+    for (name, why) in [
+        ("amx-bf16-peak", convjit::tiles_refused()),
+        ("bf16-512-peak", Some("this CPU lacks AVX512_BF16")),
+    ] {
+        if !loops.iter().any(|l| l.name() == name) {
+            let why = why.unwrap_or("not installed");
+            notes.push(format!("{name}: not measured, {why}"));
+        }
+    }
+    loops
+}
+
+/// The ceilings timed beside the kernels: FMA loops at each width, and
+/// the bf16 loops.
+struct Peaks {
+    fma: Vec<FmaPeak>,
+    bf16: Vec<convjit::PeakLoop>,
+}
+
+/// Iterations of a bf16 peak loop per timed call: about as long as an FMA
+/// loop's call (a tile product takes 16 cycles, four to an iteration;
+/// `vdpbf16ps` two a cycle, twelve to an iteration).
+fn bf16_iterations(name: &str) -> usize {
+    match name {
+        "amx-bf16-peak" => 2_000,
+        _ => 20_000,
+    }
+}
+
 /// The FMA loops' GFLOP/s as measured in this run.
 struct MeasuredPeaks {
     /// At 128, 256 and 512 bits (`None`: not measured).
     gflops: [Option<f64>; 3],
     /// The widest measured: (bits, GFLOP/s).
     widest: Option<(u32, f64)>,
+    /// `amx-bf16-peak` and `bf16-512-peak`, where measured.
+    amx: Option<f64>,
+    bf16_512: Option<f64>,
 }
 
 impl MeasuredPeaks {
@@ -168,8 +207,21 @@ impl MeasuredPeaks {
             .rev()
             .find_map(|bits| Some((bits, measured(bits)?)));
         let gflops = FmaPeak::WIDTHS.map(measured);
+        let named = |name: &str| {
+            results
+                .iter()
+                .find(|r| r["variant"] == name)
+                .and_then(|r| r["gflops"].as_f64())
+        };
+        let (amx, bf16_512) = (named("amx-bf16-peak"), named("bf16-512-peak"));
         for r in results.iter_mut() {
             let g = r["gflops"].as_f64().unwrap_or(0.0);
+            if let Some(peak) = amx {
+                r["pct_amx_bf16_peak"] = json!(round(100.0 * g / peak, 1));
+            }
+            if let Some(peak) = bf16_512 {
+                r["pct_bf16_512_peak"] = json!(round(100.0 * g / peak, 1));
+            }
             if let Some(peak) = measured_peak {
                 r["pct_measured_peak_128"] = json!(round(100.0 * g / peak, 1));
             }
@@ -177,7 +229,12 @@ impl MeasuredPeaks {
                 r["pct_widest_measured_peak"] = json!(round(100.0 * g / peak, 1));
             }
         }
-        MeasuredPeaks { gflops, widest }
+        MeasuredPeaks {
+            gflops,
+            widest,
+            amx,
+            bf16_512,
+        }
     }
 }
 
@@ -238,6 +295,8 @@ impl Report<'_> {
             "measured_peak_256_gflops": self.peaks.gflops[1],
             "measured_peak_512_gflops": self.peaks.gflops[2],
             "widest_measured_peak_bits": self.peaks.widest.map(|(bits, _)| bits),
+            "measured_peak_amx_bf16_gflops": self.peaks.amx,
+            "measured_peak_bf16_512_gflops": self.peaks.bf16_512,
             "backend": chosen.map(convjit::Backend::name),
             "backends_available": convjit::Backend::available().iter().map(|b| b.name()).collect::<Vec<_>>(),
             "notes": self.notes,
@@ -426,14 +485,17 @@ impl Timing<'_> {
         &self,
         output: &mut Aligned,
         baselines: &mut [(Baseline, Aligned)],
-        peaks: &mut [FmaPeak],
+        peaks: &mut Peaks,
         settings: &Settings,
         flops: f64,
         results: &mut Results,
     ) -> Roofs {
         let (batch, input) = (self.batch, self.input);
-        let peak_flops: Vec<(&'static str, f64)> =
-            peaks.iter().map(|p| (p.name(), p.flops())).collect();
+        let mut peak_flops: Vec<(&'static str, f64)> =
+            peaks.fma.iter().map(|p| (p.name(), p.flops())).collect();
+        peak_flops.extend(
+            (peaks.bf16.iter()).map(|p| (p.name(), p.flops(bf16_iterations(p.name())) as f64)),
+        );
         // The memory roof: a large copy in the same rounds (only for --plot).
         let mut copy = settings
             .memcpy
@@ -477,8 +539,12 @@ impl Timing<'_> {
         // 5x5 on 1920x1080x3: 7.2-7.3 ms, 4.6-5.0 ms without the loops,
         // while jit-avx2, the same code, ran 5.1-5.7 ms either way).
         let mut loops: Vec<Timed> = Vec::new();
-        for p in peaks.iter_mut() {
+        for p in peaks.fma.iter_mut() {
             loops.push((p.name().into(), Box::new(move || p.run())));
+        }
+        for p in peaks.bf16.iter_mut() {
+            let n = bf16_iterations(p.name());
+            loops.push((p.name().into(), Box::new(move || p.run(n))));
         }
         // The memory roof at this layer's own sizes: its input copied to
         // its output, from and to the buffers the kernels use (where both

@@ -44,7 +44,9 @@ pub use convjit_ir::{
     compare, interpret, interpret_in, separate, Activation, Comparison, DataError, Layer, Padding,
     Precision, Rng, Shape, Stage, StageKind, StageWeights, Weights,
 };
-pub use convjit_jit::{separation, CompileStats, JitError, Kernel};
+pub use convjit_jit::{
+    bf16_peaks, separation, tiles_refused, CompileStats, JitError, Kernel, PeakLoop,
+};
 pub use convjit_plan::layer_plan::SeparationCost;
 pub use convjit_plan::{Backend, Fusion, Group, Host, LayerPlan, Options, Schedule, Split};
 

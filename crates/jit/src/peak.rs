@@ -86,7 +86,13 @@ fn install(name: &'static str, flops: u64, code: &[u8]) -> Result<PeakLoop, JitE
         name,
         flops_per_iteration: flops,
         f,
-        scratch: vec![0; convjit_x86::peak::PEAK_SCRATCH_BYTES],
+        // bf16 ones (0x3f80, little-endian) in the tiles: products of
+        // zeros could cost less power, and so run faster, than a kernel's.
+        scratch: [0x80u8, 0x3f]
+            .into_iter()
+            .cycle()
+            .take(convjit_x86::peak::PEAK_SCRATCH_BYTES)
+            .collect(),
         _module: module,
     })
 }
