@@ -39,7 +39,7 @@ enum Command {
     },
     /// Print the plan: stages, shapes, fusion groups, bands, threads, register
     /// blocking, and multiply-accumulates, with the planner's reasons.
-    StagePlan {
+    Plan {
         file: PathBuf,
         /// The layer to plan (default: every layer of the file).
         #[arg(long)]
@@ -82,7 +82,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Check { file } => check::check(&file),
-        Command::StagePlan {
+        Command::Plan {
             file,
             layer,
             json,
