@@ -1,7 +1,7 @@
 //! One stage function in x86-64 machine code, following its [`StagePlan`].
 //!
-//! What this generator shares with the Cranelift one (`convjit-jit`'s
-//! codegen.rs) is the plan: the blocking ([`StagePlan::sched`]: pixels and
+//! What this generator shares with the Cranelift one (`convjit-cranelift`'s
+//! `codegen.rs`) is the plan: the blocking ([`StagePlan::sched`]: pixels and
 //! units per register block, unrolling), the channel runs and units with
 //! their packed weights, the kernel rows valid per output row, flat
 //! stages' pixel ranges, channel blocks outermost where weights exceed L2
