@@ -5,7 +5,7 @@
 //! ratios are comparable. In the same interleaved rounds: the kernel from
 //! every other code generator the host runs (`jit-cranelift`, `jit-avx2`,
 //! `jit-avx512`); in each round after them, FMA loops at each vector width
-//! the host has (the machine's ceilings at that moment). The variants
+//! the host has (one core's ceilings at that moment). The variants
 //! write one output while timed, as back-to-back calls do.
 //!
 //! Over more than one layer (a whole network, one layer per block), it
@@ -285,7 +285,7 @@ fn report_text(r: &serde_json::Value) -> String {
         .map_or("-".into(), |b| format!("% meas. {b}-bit"));
     out += &format!(
         "  {:<16} {:>12} {:>9} {:>16} {:>16} {:>16}\n",
-        "variant", "median us", "GFLOP/s", "% 128-bit peak", "% meas. 128-bit", widest
+        "variant", "median us", "GFLOP/s", "% Zen4 128-bit", "% meas. 128-bit", widest
     );
     let pct = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |p| format!("{p:.1}%"));
     for v in r["results"].as_array().into_iter().flatten() {

@@ -116,7 +116,9 @@ pub enum AotError {
     Layer(String),
     /// The weights do not fit the layer.
     Data(DataError),
-    /// Cranelift failed (a bug, or an operation the target does not lower).
+    /// A code generator (x86 or Cranelift) could not write or compile a
+    /// stage function, or the object could not be written: a bug, or an
+    /// operation the target does not lower; never the layer's fault.
     Codegen(String),
 }
 

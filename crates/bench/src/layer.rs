@@ -214,6 +214,10 @@ impl MeasuredPeaks {
                 .and_then(|r| r["gflops"].as_f64())
         };
         let (amx, bf16_512) = (named("amx-bf16-peak"), named("bf16-512-peak"));
+        // Against the peaks measured in this run's rounds. Each is one
+        // core's loop: a variant on N threads may reach N x 100%, and one
+        // with wider vectors than 128 bits goes past 100% of the 128-bit
+        // peak.
         for r in results.iter_mut() {
             let g = r["gflops"].as_f64().unwrap_or(0.0);
             if let Some(peak) = amx {
@@ -456,6 +460,7 @@ impl Results {
             "variant": variant,
             "median_us": round(us, 2),
             "gflops": round(gflops, 2),
+            // Of the fixed nominal figure, not of this run's peak.
             "pct_peak_128": round(100.0 * gflops / PEAK_128_GFLOPS, 1),
         }));
         gflops

@@ -19,9 +19,13 @@ mod network;
 pub use layer::{bench_layer, min_traffic_bytes};
 pub use network::{time_chain, total};
 
-/// 128-bit FMA peak of the machines this project is measured on (AMD Zen 4,
-/// `vfmadd*ps xmm`: 58.7 GFLOP/s); Cranelift's x64 backend emits 128-bit
-/// vectors only, so this is the generated code's ceiling.
+/// A fixed yardstick, not this machine's ceiling: the nominal 128-bit FMA
+/// peak of one AMD Zen 4 core (`vfmadd*ps xmm`: 58.7 GFLOP/s), the vector
+/// width of Cranelift's x64 code, so that `pct_peak_128` compares across
+/// machines and sessions. A 256- or 512-bit kernel, or one on several
+/// threads, exceeds 100% of it. The ceilings of a run are the FMA loops
+/// timed in its rounds (`measured_peak_*_gflops`, the `pct_measured_*`
+/// figures), each one core's.
 pub const PEAK_128_GFLOPS: f64 = 58.7;
 
 /// Bytes copied per memcpy sample (the roofline's bandwidth roof): beyond

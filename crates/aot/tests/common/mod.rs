@@ -1,5 +1,6 @@
 //! Shared helpers: layers, data, the magnitude-scaled comparison with the
-//! reference interpreter, and running external tools.
+//! reference interpreter, and running external tools (which `build.rs`
+//! probes).
 #![allow(dead_code)]
 
 use convjit_ir::{compile_source, Layer, Rng, Weights};
@@ -46,44 +47,15 @@ pub fn read_f32(path: &Path) -> Vec<f32> {
     convjit_aot::verify::read_f32(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Whether `tool` can be started at all.
-pub fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Whether every one of `tools` is installed, for the test `what`. When
-/// one is missing the test is skipped, loudly (straight to stderr, past the
-/// test harness's capture), unless `CONVJIT_REQUIRE_TOOLS=1` (set by
-/// `.ci/run`, which installs them): then a missing tool fails the test, so
-/// CI still proves the cross path. `install` says how to get them.
-pub fn tools(what: &str, tools: &[&str], install: &str) -> bool {
-    use std::io::Write;
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!(
-        "{what}: {} not found (install: {install})",
-        missing.join(" and ")
-    );
-    if std::env::var("CONVJIT_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
-        panic!("{message}; CONVJIT_REQUIRE_TOOLS=1 makes this a failure");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** SKIPPED {message}; CONVJIT_REQUIRE_TOOLS=1 makes this a failure ***\n"
-    );
-    false
-}
-
 /// Runs `cmd`; panics with its output unless it succeeds.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "cannot start {}: {e} (a missing tool: tests that need one are \
+             ignored unless CONVJIT_REQUIRE_TOOLS=1, see build.rs)",
+            cmd.get_program().to_string_lossy()
+        )
+    });
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
