@@ -108,6 +108,14 @@ fn tile_stages_match_at_their_edges() {
             common::check_with(&l, &w, &x, 2, &o)
                 .unwrap_or_else(|e| panic!("layer {} {fuse:?} {threads}: {e}", l.name));
         }
+        // NaN and infinities propagate through the tiles as in f32.
+        let mut special = x.clone();
+        let n = special.len();
+        for (i, v) in [(5, f32::NAN), (17, f32::INFINITY), (40, f32::NEG_INFINITY)] {
+            special[i % n] = v;
+        }
+        common::check_with(&l, &w, &special, 2, &bf16(Fusion::Auto, 1))
+            .unwrap_or_else(|e| panic!("layer {} with NaN and inf: {e}", l.name));
         // The tiles ran (a stage of these takes them), not f32 code.
         let k = Kernel::compile_with(&l, &w, &bf16(Fusion::Auto, 1)).unwrap();
         assert!(k.asm().contains("tdpbf16ps"), "layer {}: no tiles", l.name);
