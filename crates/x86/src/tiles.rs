@@ -3,7 +3,8 @@
 //!
 //! Signature (System V): the stage functions' six arguments and a
 //! seventh, `scratch` (on the stack at entry): at least
-//! [`TilePlan::scratch_bytes`] bytes, 64-byte aligned, this thread's.
+//! [`TilePlan::scratch_bytes`] bytes, this thread's (no alignment needed: tile
+//! loads and the conversion's stores are unaligned forms).
 //!
 //! Tiles: `tmm0..3` accumulate pixel block `m` x channel block `n` as
 //! `tmm(2m + n)`; `tmm4`, `tmm5` hold the two pixel blocks' A tiles (16
