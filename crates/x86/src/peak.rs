@@ -7,7 +7,7 @@
 //! scratch at least [`PEAK_SCRATCH_BYTES`] bytes (its values do not
 //! matter: the products are never read).
 
-use crate::asm::{mem, Asm};
+use crate::asm::Asm;
 use iced_x86::{Code, Instruction as I, Register as R};
 
 /// Scratch bytes of a peak loop: a tile configuration and two tiles.
@@ -25,33 +25,8 @@ pub const BF16_512_PEAK_FLOPS: u64 = 12 * 16 * 2 * 2;
 /// 2x2 blocking of the tile stages, without their loads).
 pub fn amx_bf16_peak() -> Result<Vec<u8>, String> {
     let mut a = Asm::new();
-    // Palette 1, tiles 0-7 of 16 rows x 64 bytes, at [rsi].
-    a.emit(I::with3(
-        Code::EVEX_Vpxord_zmm_k1z_zmm_zmmm512b32,
-        R::ZMM0,
-        R::ZMM0,
-        R::ZMM0,
-    ));
-    a.emit(I::with2(
-        Code::EVEX_Vmovdqu64_zmmm512_k1z_zmm,
-        mem(R::RSI, 0),
-        R::ZMM0,
-    ));
-    a.emit(I::with2(Code::Mov_rm8_imm8, mem(R::RSI, 0), 1u32));
-    a.emit(I::with2(
-        Code::Mov_r64_imm64,
-        R::RAX,
-        0x0040_0040_0040_0040u64,
-    ));
-    a.emit(I::with2(Code::Mov_rm64_r64, mem(R::RSI, 16), R::RAX));
-    a.emit(I::with2(Code::Mov_rm64_r64, mem(R::RSI, 24), R::RAX));
-    a.emit(I::with2(
-        Code::Mov_r64_imm64,
-        R::RAX,
-        0x1010_1010_1010_1010u64,
-    ));
-    a.emit(I::with2(Code::Mov_rm64_r64, mem(R::RSI, 48), R::RAX));
-    a.emit(I::with1(Code::VEX_Ldtilecfg_m512, mem(R::RSI, 0)));
+    // The tile functions' configuration, built at [rsi].
+    crate::tiles::tile_config(&mut a, R::RSI);
     let tmm = [
         R::TMM0,
         R::TMM1,

@@ -56,8 +56,17 @@ const CONFIG: i32 = 64;
 /// aligned with the six saved registers and the return address.
 const FRAME: i32 = CONFIG + SLOTS * 8 + 8;
 
+/// (A slot's number is below `SLOTS`: the narrowing cannot wrap.)
 fn slot(s: Slot) -> MemoryOperand {
     mem(R::RSP, CONFIG + s as i32 * 8)
+}
+
+/// `v` as a 32-bit immediate: every value compared or added here is a
+/// block size, a block count or a dimension bounded by the layer language
+/// (`MAX_DIM`) or by [`convjit_plan::stage_plan::MAX_TILE_SCRATCH`], all
+/// far below 2^31; a larger one is a bug of the plan, never wrapped.
+fn imm32(v: usize) -> i32 {
+    i32::try_from(v).expect("a tile plan's sizes fit 32 bits")
 }
 
 /// `[base + index * 1 + disp]`: a tile load or store's operand (the
@@ -92,6 +101,39 @@ fn zmm(i: usize) -> R {
     ][i]
 }
 
+/// Loads the tile configuration every tile function uses, built in the 64
+/// bytes at `[base]`: palette 1, all eight tiles 16 rows of 64 bytes.
+/// Uses zmm0 and rax.
+pub(crate) fn tile_config(a: &mut Asm, base: R) {
+    a.emit(I::with3(
+        Code::EVEX_Vpxord_zmm_k1z_zmm_zmmm512b32,
+        R::ZMM0,
+        R::ZMM0,
+        R::ZMM0,
+    ));
+    a.emit(I::with2(
+        Code::EVEX_Vmovdqu64_zmmm512_k1z_zmm,
+        mem(base, 0),
+        R::ZMM0,
+    ));
+    a.emit(I::with2(Code::Mov_rm8_imm8, mem(base, 0), 1u32));
+    // Bytes per row of tiles 0-7 (u16 each), then their rows (u8 each).
+    a.emit(I::with2(
+        Code::Mov_r64_imm64,
+        R::RAX,
+        0x0040_0040_0040_0040u64,
+    ));
+    a.emit(I::with2(Code::Mov_rm64_r64, mem(base, 16), R::RAX));
+    a.emit(I::with2(Code::Mov_rm64_r64, mem(base, 24), R::RAX));
+    a.emit(I::with2(
+        Code::Mov_r64_imm64,
+        R::RAX,
+        0x1010_1010_1010_1010u64,
+    ));
+    a.emit(I::with2(Code::Mov_rm64_r64, mem(base, 48), R::RAX));
+    a.emit(I::with1(Code::VEX_Ldtilecfg_m512, mem(base, 0)));
+}
+
 /// The machine code of a tile plan's stage function.
 pub fn emit_tiles(p: &StagePlan) -> Result<Vec<u8>, String> {
     let t = p.tiles.as_ref().ok_or("not a tile plan")?;
@@ -117,7 +159,7 @@ impl Tiles<'_> {
             self.a.emit(I::with1(Code::Push_r64, r));
         }
         // The seventh argument, above the return address and the pushes.
-        let scratch_at = 8 + 8 * SAVED.len() as i32;
+        let scratch_at = 8 + 8 * SAVED.len() as i32; // (6 registers)
         self.a.emit(I::with2(
             Code::Mov_r64_rm64,
             R::RAX,
@@ -170,29 +212,7 @@ impl Tiles<'_> {
 
     /// Palette 1, all eight tiles 16 rows of 64 bytes, at `[rsp]`.
     fn tile_config(&mut self) {
-        self.a.emit(I::with3(
-            Code::EVEX_Vpxord_zmm_k1z_zmm_zmmm512b32,
-            R::ZMM0,
-            R::ZMM0,
-            R::ZMM0,
-        ));
-        self.a.emit(I::with2(
-            Code::EVEX_Vmovdqu64_zmmm512_k1z_zmm,
-            mem(R::RSP, 0),
-            R::ZMM0,
-        ));
-        self.a
-            .emit(I::with2(Code::Mov_rm8_imm8, mem(R::RSP, 0), 1u32));
-        self.mov_imm(R::RAX, 0x0040_0040_0040_0040);
-        self.a
-            .emit(I::with2(Code::Mov_rm64_r64, mem(R::RSP, 16), R::RAX));
-        self.a
-            .emit(I::with2(Code::Mov_rm64_r64, mem(R::RSP, 24), R::RAX));
-        self.mov_imm(R::RAX, 0x1010_1010_1010_1010);
-        self.a
-            .emit(I::with2(Code::Mov_rm64_r64, mem(R::RSP, 48), R::RAX));
-        self.a
-            .emit(I::with1(Code::VEX_Ldtilecfg_m512, mem(R::RSP, 0)));
+        tile_config(&mut self.a, R::RSP);
     }
 
     // ---- rows (any conv): convert Kh input rows, then the tiles ----
@@ -273,7 +293,7 @@ impl Tiles<'_> {
         self.a.emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, 0i32));
         self.a.branch(Code::Jl_rel8_64, Code::Jl_rel32_64, zeros);
         self.a
-            .emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, p.h as i32));
+            .emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, imm32(p.h)));
         self.a.branch(Code::Jge_rel8_64, Code::Jge_rel32_64, zeros);
         // The row's columns: padding, the image's, padding again.
         let left = p.pl.min(t.staged_width);
@@ -369,7 +389,7 @@ impl Tiles<'_> {
             g.add_imm(R::RCX, -first);
             Count::Reg(R::RCX)
         });
-        self.add_slot(Slot::At, 2 * M_BLOCK as i64);
+        self.add_slot(Slot::At, 2 * M_BLOCK);
         self.load(R::RAX, Slot::At);
         self.a
             .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Left)));
@@ -420,7 +440,7 @@ impl Tiles<'_> {
                 g.add_imm(R::RCX, -first);
                 Count::Reg(R::RCX)
             });
-            g.add_slot(Slot::At, 2 * M_BLOCK as i64);
+            g.add_slot(Slot::At, 2 * M_BLOCK);
             g.load(R::RAX, Slot::At);
             g.a.emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Chunk)));
             g.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, block);
@@ -512,7 +532,7 @@ impl Tiles<'_> {
         self.add_slot(Slot::N0, 2);
         self.load(R::RAX, Slot::N0);
         self.a
-            .emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, t.n_blocks as i32));
+            .emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, imm32(t.n_blocks)));
         self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, top);
     }
 
@@ -542,26 +562,16 @@ impl Tiles<'_> {
     fn chunk_loop(&mut self, chunks: usize, step: i64) {
         let body = |g: &mut Self| {
             g.lea_idx(R::RBX, R::RAX, R::R14);
-            g.a.emit(I::with2(
-                Code::VEX_Tileloadd_tmm_sibmem,
-                tmm(4),
-                sib(R::RAX, R::R12, 0),
-            ));
-            g.a.emit(I::with2(
-                Code::VEX_Tileloadd_tmm_sibmem,
-                tmm(5),
-                sib(R::RBX, R::R12, 0),
-            ));
-            g.a.emit(I::with2(
-                Code::VEX_Tileloadd_tmm_sibmem,
-                tmm(6),
-                sib(R::R10, R::R13, 0),
-            ));
-            g.a.emit(I::with2(
-                Code::VEX_Tileloadd_tmm_sibmem,
-                tmm(7),
-                sib(R::R11, R::R13, 0),
-            ));
+            // A tiles (stride r12), then B tiles (stride 64, r13).
+            for (t, base, stride) in [
+                (4, R::RAX, R::R12),
+                (5, R::RBX, R::R12),
+                (6, R::R10, R::R13),
+                (7, R::R11, R::R13),
+            ] {
+                let m = sib(base, stride, 0);
+                g.a.emit(I::with2(Code::VEX_Tileloadd_tmm_sibmem, tmm(t), m));
+            }
             for (c, a, b) in [(0, 4, 6), (1, 4, 7), (2, 5, 6), (3, 5, 7)] {
                 g.a.emit(I::with3(
                     Code::VEX_Tdpbf16ps_tmm_tmm_tmm,
@@ -672,14 +682,14 @@ impl Tiles<'_> {
             self.a.emit(I::with2(Code::Cmp_rm64_imm32, R::RCX, 0i32));
             self.a.branch(Code::Jle_rel8_64, Code::Jle_rel32_64, done);
             self.a
-                .emit(I::with2(Code::Cmp_rm64_imm32, R::RCX, M_BLOCK as i32));
+                .emit(I::with2(Code::Cmp_rm64_imm32, R::RCX, imm32(M_BLOCK)));
             self.mov_imm(R::RAX, M_BLOCK as i64);
             self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RCX, R::RAX));
             self.a.bind(top);
             let skip = self.a.label();
             if grid {
                 self.a
-                    .emit(I::with2(Code::Cmp_rm64_imm32, R::R11, p.wo as i32));
+                    .emit(I::with2(Code::Cmp_rm64_imm32, R::R11, imm32(p.wo)));
                 self.a.branch(Code::Jae_rel8_64, Code::Jae_rel32_64, skip);
             }
             let acc = MemoryOperand::with_base_index_scale_displ_size(R::RBX, R::R8, 1, 0, 0);
@@ -730,7 +740,7 @@ impl Tiles<'_> {
                 self.a.emit(I::with2(
                     Code::Cmp_rm64_imm32,
                     R::R11,
-                    t.staged_width as i32,
+                    imm32(t.staged_width),
                 ));
                 self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, same_row);
                 self.mov_imm(R::R11, 0);
@@ -803,9 +813,9 @@ impl Tiles<'_> {
         self.store(s, R::RAX);
     }
 
-    fn add_slot(&mut self, s: Slot, v: i64) {
+    fn add_slot(&mut self, s: Slot, v: usize) {
         self.a
-            .emit(I::with2(Code::Add_rm64_imm32, slot(s), v as i32));
+            .emit(I::with2(Code::Add_rm64_imm32, slot(s), imm32(v)));
     }
 
     fn mov_rr(&mut self, d: R, s: R) {
