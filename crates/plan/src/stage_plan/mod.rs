@@ -17,8 +17,9 @@
 //! - `packing.rs`: the packed-weight layout and the copies that fill it
 //!   ([`StagePlan::pack_copies`], [`pack_into`]);
 //! - `nest.rs`: the loop nest every generator emits, as data
-//!   ([`StagePlan::nest`], [`LoopNest`]), and the taps of a register
-//!   block's kernel row ([`StagePlan::reduction`], [`StagePlan::dw_taps`]);
+//!   ([`StagePlan::nest`], [`LoopNest`]);
+//! - `taps.rs`: the taps of a register block's kernel row
+//!   ([`StagePlan::reduction`], [`StagePlan::dw_taps`]);
 //! - `code_size.rs`: the instructions a plan will take ([`code_size()`]);
 //! - `tiles.rs`: bf16 stages on AMX tiles ([`tile_plan`], [`TilePlan`]).
 
@@ -30,6 +31,7 @@ mod runs;
 mod schedule;
 mod shares;
 mod stage;
+mod taps;
 mod target;
 mod tiles;
 
@@ -38,8 +40,7 @@ pub use geometry::{
     call_range, is_flat, positions, row_block_vectors, tap_range, ColBlock, Segment,
 };
 pub use nest::{
-    Block, BlockCols, ColumnTaps, DwColumn, DwInputColumns, DwTaps, InputColumn, KernelRows,
-    LoopNest, Offsets, PixelBlocks, Pixels, Reduction, Rows, RunLoop, TapInput,
+    Block, BlockCols, KernelRows, LoopNest, Offsets, PixelBlocks, Pixels, Rows, RunLoop,
 };
 pub use packing::{pack, pack_into, PackCopy, PackSource, PACK_ROW_BYTES, PACK_SLACK_BYTES};
 pub use runs::{InSrc, OutDst, Run, Unit};
@@ -51,5 +52,6 @@ pub use shares::{channel_shares, plan_channels};
 pub use stage::{
     plan_for, plan_for_cranelift, planned_stage, StagePlan, Strategy, CHANNELS_OUTER_BYTES,
 };
+pub use taps::{ColumnTaps, DwColumn, DwInputColumns, DwTaps, InputColumn, Reduction, TapInput};
 pub use target::{stage_target, Target, LANES, MAX_LANES};
 pub use tiles::{tile_plan, TilePlan, B_TILE_BYTES, K_CHUNK, MAX_TILE_SCRATCH, M_BLOCK, N_BLOCK};
