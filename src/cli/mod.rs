@@ -75,8 +75,14 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // Help and version go to stdout with status 0; usage errors status 2.
-            let _ = e.print();
+            // Help and version go to stdout with status 0; usage errors
+            // status 2. clap quotes a bad value whole: a line of it is cut
+            // to a screenful, however long the argument.
+            if e.use_stderr() {
+                eprint!("{}", bounded_lines(&e.render().to_string(), MAX_ERROR_LINE));
+            } else {
+                let _ = e.print();
+            }
             return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
     };
@@ -106,6 +112,25 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.status())
         }
     }
+}
+
+/// Characters of one line of a usage error, at most.
+const MAX_ERROR_LINE: usize = 300;
+
+/// `text` with every line longer than `max` characters cut there, saying
+/// how much was left out.
+fn bounded_lines(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        let n = line.chars().count();
+        if n <= max {
+            out.push_str(line);
+        } else {
+            out.extend(line.chars().take(max));
+            out.push_str(&format!("... ({} more characters)\n", n - max));
+        }
+    }
+    out
 }
 
 /// Overrides of the planner's choices, for experiments.

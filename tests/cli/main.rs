@@ -10,6 +10,7 @@ mod build;
 mod check;
 mod fuzz;
 mod plan;
+mod precision;
 mod run;
 mod separate;
 mod verify;

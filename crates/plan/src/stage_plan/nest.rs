@@ -344,8 +344,8 @@ impl StagePlan {
 mod tests {
     use super::*;
     use crate::stage_plan::geometry::tap_range;
-    use crate::stage_plan::stage::plan_for;
     use crate::stage_plan::runs::InSrc;
+    use crate::stage_plan::stage::plan_for;
     use crate::stage_plan::taps::*;
     use crate::stage_plan::target::Target;
 
