@@ -6,7 +6,7 @@
 
 mod common;
 
-use convjit_ir::random_layer::{layer_case, LayerCase, Limits};
+use convjit_ir::random_layer::{layer_case, Limits};
 use convjit_ir::{compile_source, Precision, Weights};
 use convjit_jit::{JitError, Kernel};
 use convjit_plan::backend::has_bf16;
@@ -157,16 +157,9 @@ proptest! {
         if skip() {
             return Ok(());
         }
-        let c: LayerCase = c;
-        let layers = compile_source(&c.src);
-        prop_assume!(layers.is_ok());
-        let l = layers.unwrap().remove(0);
-        prop_assume!(l.macs() * c.batch as u64 <= MAX_MACS);
-        let w = Weights::random(&l, c.seed);
-        let x: Vec<f32> = common::input(&l, c.batch, c.seed ^ 0x5555)
-            .iter()
-            .map(|v| v * c.scale)
-            .collect();
+        let data = common::case_data(&c, MAX_MACS);
+        prop_assume!(data.is_some());
+        let (l, w, x) = data.unwrap();
         let r = common::check_with(&l, &w, &x, c.batch, &bf16(fuse, threads));
         prop_assert!(r.is_ok(), "{}\nbatch {}: {}", c.src, c.batch, r.unwrap_err());
     }

@@ -42,15 +42,9 @@ proptest! {
 
     #[test]
     fn jit_matches_interpreter((c, options) in case()) {
-        let layers = compile_source(&c.src);
-        prop_assume!(layers.is_ok());
-        let l = layers.unwrap().remove(0);
-        prop_assume!(l.macs() * c.batch as u64 <= MAX_MACS);
-        let w = Weights::random(&l, c.seed);
-        let x: Vec<f32> = common::input(&l, c.batch, c.seed ^ 0x5555)
-            .iter()
-            .map(|v| v * c.scale)
-            .collect();
+        let data = common::case_data(&c, MAX_MACS);
+        prop_assume!(data.is_some());
+        let (l, w, x) = data.unwrap();
         // Every generator the host runs, guard pages around every buffer.
         for backend in Backend::available() {
             let options = Options { backend, ..options.clone() };

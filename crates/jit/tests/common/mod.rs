@@ -89,3 +89,22 @@ pub fn run_guarded(k: &Kernel, x: &[f32], batch: usize) -> Result<Vec<f32>, Stri
     }
     Ok(outs.remove(0))
 }
+
+/// A random case's layer, seeded weights and input (scaled by the case),
+/// or `None` where its text does not validate or its batch would cost the
+/// interpreter more than `max_macs` (property tests skip those).
+pub fn case_data(
+    c: &convjit_ir::random_layer::LayerCase,
+    max_macs: u64,
+) -> Option<(Layer, Weights, Vec<f32>)> {
+    let l = compile_source(&c.src).ok()?.remove(0);
+    if l.macs() * c.batch as u64 > max_macs {
+        return None;
+    }
+    let w = Weights::random(&l, c.seed);
+    let x = input(&l, c.batch, c.seed ^ 0x5555)
+        .iter()
+        .map(|v| v * c.scale)
+        .collect();
+    Some((l, w, x))
+}
