@@ -3,8 +3,9 @@
 //! cargo's summary rather than passing without testing: the C and C++
 //! compilers (`cfg(no_cc)`, `cfg(no_cxx)`), the aarch64 cross compiler
 //! and qemu (`cfg(no_aarch64_cross)`), and this CPU's x86-64 level
-//! (`cfg(no_x86_64_v3)`, `cfg(no_x86_64_v4)`: objects for a level run only
-//! on a CPU that has it).
+//! (`cfg(no_x86_64_v3)`, `cfg(no_x86_64_v4)`, and for bf16 objects
+//! `cfg(no_znver4)`, `cfg(no_sapphirerapids)`: objects for a level run
+//! only on a CPU that has it).
 
 include!("../../build/probe.rs");
 
@@ -25,6 +26,8 @@ fn main() {
 fn cpu_levels() {
     println!("cargo::rustc-check-cfg=cfg(no_x86_64_v3)");
     println!("cargo::rustc-check-cfg=cfg(no_x86_64_v4)");
+    println!("cargo::rustc-check-cfg=cfg(no_znver4)");
+    println!("cargo::rustc-check-cfg=cfg(no_sapphirerapids)");
     #[cfg(target_arch = "x86_64")]
     if std::env::var("HOST") == std::env::var("TARGET") {
         use std::arch::is_x86_feature_detected as has;
@@ -36,5 +39,22 @@ fn cpu_levels() {
         if !v4 {
             println!("cargo::rustc-cfg=no_x86_64_v4");
         }
+        // bf16 objects: AVX512_BF16 (znver4), and AMX-TILE + AMX-BF16
+        // (CPUID leaf 7, EDX bits 24 and 22) beside it (sapphirerapids).
+        let bf16 = v4 && has!("avx512bf16");
+        let leaf7 = cpuid7_edx();
+        let amx = bf16 && leaf7 & (1 << 24) != 0 && leaf7 & (1 << 22) != 0;
+        if !bf16 {
+            println!("cargo::rustc-cfg=no_znver4");
+        }
+        if !amx {
+            println!("cargo::rustc-cfg=no_sapphirerapids");
+        }
     }
+}
+
+/// CPUID leaf 7's EDX (the AMX bits).
+#[cfg(target_arch = "x86_64")]
+fn cpuid7_edx() -> u32 {
+    std::arch::x86_64::__cpuid_count(7, 0).edx
 }

@@ -29,16 +29,18 @@ pub struct BuildArgs {
     #[arg(long, value_name = "TRIPLE")]
     target: Option<String>,
     /// x86_64 only: the CPU level the object needs: x86-64-v3 (AVX2, FMA),
-    /// x86-64-v4 (AVX-512F) or native (this machine's). Default: native for
-    /// a build for this machine, else x86-64-v3 (x86-64-v4 with --backend avx512).
+    /// x86-64-v4 (AVX-512F), sapphirerapids (x86-64-v4, AVX512_BF16, AMX),
+    /// znver4 (x86-64-v4, AVX512_BF16) or native (this machine's). Default:
+    /// native for a build for this machine, else x86-64-v3 (x86-64-v4 with
+    /// --backend avx512).
     #[arg(long, value_name = "LEVEL", value_parser = parse_cpu)]
     cpu: Option<Cpu>,
     /// The stage functions' code generator: auto (the widest the CPU level
     /// has), cranelift, avx2, avx512 (x86_64 only).
     #[arg(long, default_value = "auto", value_parser = super::parse_backend)]
     backend: convjit::Backend,
-    /// The arithmetic: f32. (bf16 objects are not written yet: the JIT
-    /// runs bf16, `convjit run --precision bf16`.)
+    /// The arithmetic: f32, or bf16 (needs a CPU with AVX512_BF16:
+    /// --cpu sapphirerapids, znver4, or native on such a machine).
     #[arg(long, default_value = "f32", value_parser = super::parse_precision)]
     precision: convjit::Precision,
     /// With --weights: whether stages whose kernels have rank 1 are built
@@ -48,7 +50,10 @@ pub struct BuildArgs {
 }
 
 fn parse_cpu(s: &str) -> Result<Cpu, String> {
-    Cpu::parse(s).ok_or_else(|| format!("'{s}' is not a CPU level (x86-64-v3, x86-64-v4, native)"))
+    Cpu::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Cpu::ALL.iter().map(|c| c.name()).collect();
+        format!("'{s}' is not a CPU level ({})", names.join(", "))
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -59,18 +64,6 @@ enum EmitKind {
 }
 
 pub fn build(a: &BuildArgs) -> Result<(), Failure> {
-    if a.precision != convjit::Precision::F32 {
-        // Refused before any file is touched: never an f32 object for a
-        // bf16 request.
-        return Err(Failure::Input(convjit::Error::Jit(
-            convjit::JitError::Unsupported(format!(
-                "build --precision {}: objects are f32 only so far (their AMX functions would need \
-                 the wrapper to pass per-thread scratch and ask for the tile state); \
-                 `convjit run --precision {0}` runs it in the JIT",
-                a.precision
-            )),
-        )));
-    }
     // The outputs, checked against the inputs and each other before
     // anything is read: an object and its header (`k.o` -> `k.h`), or
     // one text file.
@@ -115,10 +108,13 @@ pub fn build(a: &BuildArgs) -> Result<(), Failure> {
         weights,
         cpu: a.cpu,
         backend: a.backend,
+        precision: a.precision,
     };
     let artifact = convjit_aot::build(&layer, &opts, emit).map_err(|e| match e {
         AotError::Target(m) | AotError::Usage(m) => Failure::Usage(m),
-        AotError::Host(m) => Failure::Input(convjit::JitError::Unsupported(m).into()),
+        AotError::Host(m) | AotError::Precision(m) => {
+            Failure::Input(convjit::JitError::Unsupported(m).into())
+        }
         AotError::Data(d) => d.into(),
         e => Failure::Input(convjit::Error::Io {
             path: a.file.clone(),
@@ -133,12 +129,17 @@ pub fn build(a: &BuildArgs) -> Result<(), Failure> {
     // Both files or neither.
     out.commit()?;
     eprintln!(
-        "wrote {} and {} ({}; stage functions: {}{})",
+        "wrote {} and {} ({}; stage functions: {}{}{})",
         a.output.display(),
         header.display(),
         artifact.symbol,
         artifact.generator,
         artifact.cpu.map_or(String::new(), |c| format!(", for {c}")),
+        match (a.precision, artifact.tiles) {
+            (convjit::Precision::F32, _) => String::new(),
+            (p, true) => format!(", {p}, conv and pointwise stages on AMX tiles"),
+            (p, false) => format!(", {p}"),
+        },
     );
     Ok(())
 }

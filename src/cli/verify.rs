@@ -125,8 +125,8 @@ fn verify_layer(
     let reference = Reference::new(layer, weights, &input, batch, a.precision)?;
     let (i, o) = (layer.input, layer.output());
     println!(
-        "layer {}: {}x{}x{} -> {}x{}x{}, batch {batch}",
-        layer.name, i.h, i.w, i.c, o.h, o.w, o.c
+        "layer {}: {}x{}x{} -> {}x{}x{}, batch {batch}, {}",
+        layer.name, i.h, i.w, i.c, o.h, o.w, o.c, a.precision
     );
     let mut failed = 0;
     for &backend in backends {
@@ -162,8 +162,9 @@ fn verify_object(
     use convjit_aot::verify::{check_object, Checked, ObjectError};
     let batch = a.batch as usize;
     let input = Rng::new(a.seed ^ 0x5EED_1A7E).vec(layer.input.len() * batch, 1.0);
+    let data = (layer, weights);
     let checked =
-        check_object(layer, weights, object, &a.cc, &input, batch).map_err(|e| match e {
+        check_object(data, object, &a.cc, (&input, batch), a.precision).map_err(|e| match e {
             ObjectError::Setup(message) => Failure::Input(convjit::Error::Io {
                 path: object.to_path_buf(),
                 message,
@@ -172,8 +173,8 @@ fn verify_object(
         })?;
     let (i, o) = (layer.input, layer.output());
     println!(
-        "layer {}: {}x{}x{} -> {}x{}x{}, batch {batch}",
-        layer.name, i.h, i.w, i.c, o.h, o.w, o.c
+        "layer {}: {}x{}x{} -> {}x{}x{}, batch {batch}, {}",
+        layer.name, i.h, i.w, i.c, o.h, o.w, o.c, a.precision
     );
     let outcome = match checked {
         Checked::Compared(c) => Outcome::Compared(c),

@@ -1,7 +1,8 @@
 //! `--precision f32|bf16` on every command that takes it: bad spellings
 //! are usage errors, bf16 where the host cannot compute it is exit 1 with
-//! the reason, `build` refuses bf16 before touching any file, and where
-//! the host computes bf16 its kernels pass `verify` and `fuzz`.
+//! the reason, `build` refuses bf16 (before touching any file) where the
+//! CPU it builds for has none and writes it for the CPUs that have it, and
+//! where the host computes bf16 its kernels pass `verify` and `fuzz`.
 
 use super::*;
 
@@ -33,28 +34,88 @@ fn bad_spellings_are_usage_errors() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
+/// bf16 where the named CPU, the generator or the target has no bf16
+/// instructions: exit 1 with the reason, nothing written (an existing
+/// header kept); a CPU name that does not exist is a usage error.
 #[test]
-fn build_refuses_bf16_and_writes_nothing() {
+fn build_refuses_bf16_without_the_instructions_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let obj = dir.path().join("k.o");
     std::fs::write(dir.path().join("k.h"), "kept").unwrap();
-    let o = convjit(&[
-        "build",
-        "examples/textbook.conv",
-        "--layer",
-        "textbook_separable",
-        "--precision",
-        "bf16",
-        "-o",
-        s(&obj),
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("bf16"), "{}", stderr(&o));
-    assert!(!obj.exists());
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("k.h")).unwrap(),
-        "kept"
-    );
+    let build = |extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "examples/textbook.conv",
+            "--layer",
+            "textbook_separable",
+            "--precision",
+            "bf16",
+            "-o",
+            s(&obj),
+        ];
+        args.extend(extra);
+        convjit(&args)
+    };
+    for (extra, says) in [
+        (&["--cpu", "x86-64-v4"][..], "AVX512_BF16"),
+        (&["--cpu", "x86-64-v3"], "AVX512_BF16"),
+        (
+            &["--cpu", "sapphirerapids", "--backend", "cranelift"],
+            "avx512 code generator only",
+        ),
+        (&["--cpu", "znver4", "--backend", "avx2"], "avx512"),
+        (
+            &["--target", "aarch64-unknown-linux-gnu"],
+            "aarch64 objects are f32",
+        ),
+        (
+            &["--target", "x86_64-unknown-linux-gnu"],
+            "--cpu sapphirerapids",
+        ),
+    ] {
+        let o = build(extra);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{extra:?}: {}", stderr(&o));
+        assert!(!obj.exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("k.h")).unwrap(),
+            "kept"
+        );
+    }
+    let o = build(&["--cpu", "icelake"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("sapphirerapids"), "{}", stderr(&o));
+}
+
+/// bf16 objects for the two named CPUs (a cross build where this host
+/// lacks them): the header says the precision, what the CPU must have
+/// and, with AMX, that the object asks for the tile state itself.
+#[test]
+fn build_writes_bf16_objects_for_the_named_cpus() {
+    let dir = tempfile::tempdir().unwrap();
+    for (cpu, amx) in [("sapphirerapids", true), ("znver4", false)] {
+        let obj = dir.path().join(format!("{cpu}.o"));
+        let o = convjit(&[
+            "build",
+            "examples/inception.conv",
+            "--layer",
+            "inception_7x1_1x7",
+            "--precision",
+            "bf16",
+            "--cpu",
+            cpu,
+            "-o",
+            s(&obj),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{cpu}: {}", stderr(&o));
+        assert!(std::fs::metadata(&obj).unwrap().len() > 0);
+        let h = std::fs::read_to_string(obj.with_extension("h")).unwrap();
+        assert!(h.contains("Precision: bf16"), "{h}");
+        assert!(h.contains("AVX512_BF16"), "{h}");
+        assert!(h.contains("CONVJIT_ENOTILES"), "{h}");
+        assert_eq!(h.contains("asks Linux for the tile state"), amx, "{h}");
+        assert_eq!(stderr(&o).contains("AMX tiles"), amx, "{}", stderr(&o));
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The C header that goes beside the object: the signature(s), every
 //! shape and layout, return codes. Valid C99 and C++.
 
+use crate::wrapper::Scratch;
 use crate::{Backend, Cpu, PackLayout, Target, PACK_ALIGN};
 use convjit_ir::{Activation, Layer, Shape, Stage};
 use std::fmt::Write;
@@ -104,6 +105,15 @@ fn generator_text(target: &Target) -> String {
     let needs = match (target.choice.cpu, generator_needs) {
         (Some(Cpu::X86_64V3), _) => "a CPU with AVX2 and FMA (x86-64-v3)".to_string(),
         (Some(Cpu::X86_64V4), _) => "a CPU with AVX-512F (x86-64-v4)".to_string(),
+        (Some(Cpu::SapphireRapids), _) if target.choice.tiles => {
+            "a CPU with AVX-512F, AVX512_BF16, AMX-TILE and AMX-BF16 (sapphirerapids)".to_string()
+        }
+        (Some(Cpu::SapphireRapids), _) => {
+            "a CPU with AVX-512F and AVX512_BF16 (built for sapphirerapids; no stage \
+             uses its AMX tiles)"
+                .to_string()
+        }
+        (Some(Cpu::Znver4), _) => "a CPU with AVX-512F and AVX512_BF16 (znver4)".to_string(),
         (Some(Cpu::Native), Some(g)) => {
             format!("a CPU with {g} and every feature listed above (built for the host: native)")
         }
@@ -112,7 +122,19 @@ fn generator_text(target: &Target) -> String {
         }
         (None, _) => "an ARMv8-A CPU with NEON and the features listed above".to_string(),
     };
-    format!("{who} It requires {needs}.")
+    let precision = match target.choice.precision {
+        convjit_ir::Precision::F32 => "Precision: f32.".to_string(),
+        convjit_ir::Precision::Bf16 => format!(
+            "Precision: bf16: the weights and each stage's input values are rounded to bf16 \
+             (nearest even) where they enter a multiply; sums, bias, activation and residual \
+             are f32.{}",
+            match target.choice.tiles {
+                true => " Conv and pointwise stages that fill them run on AMX tiles.",
+                false => "",
+            }
+        ),
+    };
+    format!("{who} It requires {needs}. {precision}")
 }
 
 /// The C names a layer's header uses.
@@ -147,9 +169,9 @@ pub fn header(
     layer: &Layer,
     ident: &str,
     target: &Target,
-    layout: &PackLayout,
-    baked: bool,
-    scratch_bytes: usize,
+    (layout, baked): (&PackLayout, bool),
+    scratch: &Scratch,
+    tiles: bool,
 ) -> String {
     let names = Names::new(ident);
     let mut h = String::new();
@@ -157,9 +179,9 @@ pub fn header(
     describe_layer(w, layer, target);
     describe_weights(w, layer, layout, baked, &names);
     let _ = writeln!(w, " *");
-    describe_run_time(w, target, scratch_bytes);
+    describe_run_time(w, target, scratch, tiles);
     w.push_str(" */\n");
-    shape_macros(w, layer, &names, scratch_bytes);
+    shape_macros(w, layer, &names, scratch.bytes);
     if baked {
         declare_baked(w, &names);
     } else {
@@ -269,15 +291,36 @@ fn describe_weights(
 }
 
 /// What a call allocates, and what linking needs.
-fn describe_run_time(w: &mut String, target: &Target, scratch_bytes: usize) {
-    if scratch_bytes > 0 {
+fn describe_run_time(w: &mut String, target: &Target, scratch: &Scratch, tiles: bool) {
+    if scratch.bytes > 0 {
+        let mut parts = vec![
+            "the intermediate tensors of one image, images being processed \
+                              one after another",
+        ];
+        if scratch.rounded_input.is_some() {
+            parts.push("the image's input rounded to bf16");
+        }
+        if scratch.tiles.is_some() {
+            parts.push("the tile stages' converted input and accumulators");
+        }
         para(
             w,
             &format!(
-                "Scratch: each call mallocs {scratch_bytes} bytes (two intermediate tensors \
-                 of one image; images are processed one after another) and frees them \
-                 before returning."
+                "Scratch: each call mallocs {} bytes ({}) and frees them before returning.",
+                scratch.bytes,
+                parts.join("; ")
             ),
+        );
+    }
+    if tiles {
+        para(
+            w,
+            "AMX: the object asks Linux for the tile state itself, on every call \
+             (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): granted once for the \
+             whole process, cheap after); where it is refused (a kernel before 5.16, a \
+             sandbox forbidding it) the call returns CONVJIT_ENOTILES and writes nothing. \
+             Each stage loads its tile configuration and releases the tiles before it \
+             returns.",
         );
     }
     let libs = if target.fma_libcall {
@@ -313,6 +356,7 @@ fn shape_macros(w: &mut String, layer: &Layer, names: &Names, scratch_bytes: usi
          #define CONVJIT_OK 0     /* success */\n\
          #define CONVJIT_ENOMEM 1 /* malloc of the scratch memory failed */\n\
          #define CONVJIT_EINVAL 2 /* a NULL pointer (with batch > 0) */\n\
+         #define CONVJIT_ENOTILES 3 /* Linux refused the AMX tile state */\n\
          #endif\n\
          \n\
          #define {mac}_INPUT_H {ih}\n\

@@ -40,6 +40,7 @@ pub use choice::Cpu;
 use convjit_ir::{DataError, Layer, Weights};
 use convjit_plan::limits::{check_stage_count, TooLarge};
 use convjit_plan::{stage_plan, Backend};
+use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_module::{DataDescription, Linkage, Module};
@@ -71,6 +72,9 @@ pub struct BuildOptions {
     /// The stage functions' code generator; `Auto`: the widest the level
     /// has (Cranelift on aarch64).
     pub backend: Backend,
+    /// The arithmetic (see `convjit_ir::Precision`); bf16 needs a level
+    /// with AVX512_BF16 ([`choice`]).
+    pub precision: convjit_ir::Precision,
 }
 
 /// What [`build`] returns in [`Artifact::object`].
@@ -100,6 +104,9 @@ pub struct Artifact {
     pub generator: Backend,
     /// The x86-64 level the object was built for (`None`: aarch64).
     pub cpu: Option<Cpu>,
+    /// Whether some stage runs on AMX tiles (the object then asks Linux
+    /// for the tile state when it runs).
+    pub tiles: bool,
 }
 
 /// Why [`build`] failed.
@@ -112,6 +119,9 @@ pub enum AotError {
     Usage(String),
     /// The host cannot run the code generator named for it (`native`).
     Host(String),
+    /// The precision asked for needs instructions the CPU (named, or the
+    /// host's) or the generator does not have: bf16 without AVX512_BF16.
+    Precision(String),
     /// The layer cannot be built (no stages, too large for the tables).
     Layer(String),
     /// The weights do not fit the layer.
@@ -126,6 +136,7 @@ impl fmt::Display for AotError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             AotError::Target(m) | AotError::Usage(m) | AotError::Host(m) => write!(f, "{m}"),
+            AotError::Precision(m) => write!(f, "{m}"),
             AotError::Layer(m) => write!(f, "{m}"),
             AotError::Data(e) => e.fmt(f),
             AotError::Codegen(m) => write!(f, "code generation failed: {m}"),
@@ -284,6 +295,7 @@ pub(crate) fn target(
     target: Option<&str>,
     cpu: Option<Cpu>,
     backend: Backend,
+    precision: convjit_ir::Precision,
 ) -> Result<Target, AotError> {
     let target = target.filter(|t| !matches!(*t, "host" | "native"));
     let triple = match target {
@@ -301,7 +313,7 @@ pub(crate) fn target(
         }
     };
     let x86_64 = triple.architecture == Architecture::X86_64;
-    let choice = choice::choose(x86_64, target.is_none(), cpu, backend)?;
+    let choice = choice::choose(x86_64, target.is_none(), cpu, backend, precision)?;
     let mut builder = cranelift_codegen::isa::lookup(triple.clone())
         .map_err(|e| AotError::Target(format!("target '{triple}': {e}; {}", supported_list())))?;
     let native = || AotError::Target("the host is not supported by Cranelift".into());
@@ -315,11 +327,17 @@ pub(crate) fn target(
             cranelift_native::infer_native_flags(&mut builder).map_err(|_| native())?
         }
         Some(level) => {
-            builder.enable(level.name()).map_err(cg_err)?;
+            // The named CPUs are x86-64-v4 to Cranelift: the wrapper and
+            // packing functions use nothing of bf16 or AMX.
+            let preset = match level.has_avx512() {
+                true => Cpu::X86_64V4,
+                false => Cpu::X86_64V3,
+            };
+            builder.enable(preset.name()).map_err(cg_err)?;
             // AVX itself is no part of Cranelift's presets but of v3; nor
             // AVX-512F (the presets' v4 names only DQ and VL).
             builder.enable("has_avx").map_err(cg_err)?;
-            if level == Cpu::X86_64V4 {
+            if preset == Cpu::X86_64V4 {
                 builder.enable("has_avx512f").map_err(cg_err)?;
             }
         }
@@ -364,12 +382,19 @@ pub(crate) fn target(
 /// forms, see [`Emit`]) and its C header.
 pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact, AotError> {
     check_buildable(layer, opts)?;
-    let target = target(opts.target.as_deref(), opts.cpu, opts.backend)?;
+    let target = target(
+        opts.target.as_deref(),
+        opts.cpu,
+        opts.backend,
+        opts.precision,
+    )?;
     let ident = c_identifier(&layer.name);
     let symbol = format!("convjit_{ident}");
     let generator = target.choice.generator;
+    let precision = target.choice.precision;
     let x86 = convjit_x86::Isa::of(generator);
-    let plans = stage_plans(layer, x86)?;
+    let plans = stage_plans(layer, x86, target.choice.tiles)?;
+    let tiles = plans.iter().any(|p| p.tiles.is_some());
 
     // No `.eh_frame` (`unwind_info`): cranelift-object 0.135 writes it with
     // absolute relocations, which make PIE executables need text relocations.
@@ -382,17 +407,30 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     let mut module = record::Recording::new(ObjectModule::new(builder), emit == Emit::Asm);
     let mut texts = Texts::default();
     let stage_ids = define_stage_functions(&mut module, &plans, x86, &symbol, emit, &mut texts)?;
+    let helpers = define_helpers(&mut module, precision, tiles, &symbol, &mut texts)?;
     let (layout, weights_source) = match &opts.weights {
-        Some(w) => bake_weights(&mut module, &plans, w, &symbol)?,
-        None => define_packing(&mut module, layer, &plans, &ident, &symbol, &mut texts)?,
+        Some(w) => bake_weights(&mut module, &plans, w, &symbol, precision)?,
+        None => define_packing(
+            &mut module,
+            layer,
+            &plans,
+            (&ident, &symbol),
+            precision,
+            &mut texts,
+        )?,
     };
     let entry = wrapper::define_entry(
         &mut module,
-        &symbol,
-        layer,
-        &stage_ids,
-        &layout,
-        &weights_source,
+        &wrapper::EntrySpec {
+            symbol: &symbol,
+            layer,
+            plans: &plans,
+            stages: &stage_ids,
+            helpers,
+            layout: &layout,
+            source: &weights_source,
+            precision,
+        },
     )?;
     texts.clif.push_str(&entry.clif);
 
@@ -400,9 +438,9 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
         layer,
         &ident,
         &target,
-        &layout,
-        opts.weights.is_some(),
-        entry.scratch_bytes,
+        (&layout, opts.weights.is_some()),
+        &entry.scratch,
+        tiles,
     );
     let clif = name_functions(&module, &texts.clif);
     let (module, asm) = module.into_parts();
@@ -421,6 +459,7 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
         symbol,
         generator,
         cpu: target.choice.cpu,
+        tiles,
     })
 }
 
@@ -459,8 +498,12 @@ fn check_buildable(layer: &Layer, opts: &BuildOptions) -> Result<(), AotError> {
 fn stage_plans(
     layer: &Layer,
     x86: Option<convjit_x86::Isa>,
+    tiles: bool,
 ) -> Result<Vec<stage_plan::StagePlan>, AotError> {
-    let plan_target = x86.map_or(stage_plan::Target::CRANELIFT, |i| i.target());
+    let plan_target = stage_plan::Target {
+        tiles,
+        ..x86.map_or(stage_plan::Target::CRANELIFT, |i| i.target())
+    };
     let plans: Vec<stage_plan::StagePlan> = layer
         .stages
         .iter()
@@ -515,11 +558,17 @@ fn bake_weights<M: Module>(
     plans: &[stage_plan::StagePlan],
     w: &Weights,
     symbol: &str,
+    precision: convjit_ir::Precision,
 ) -> Result<(PackLayout, wrapper::WeightsSource), AotError> {
     let packed: Vec<Vec<f32>> = plans
         .iter()
         .zip(w.stages())
-        .map(|(p, s)| stage_plan::pack(p, &s.weight, s.bias.as_deref()))
+        .map(|(p, s)| {
+            // The multiplies' weights in `precision` (bf16: rounded; the
+            // bias not, it is added in f32).
+            let weight: Vec<f32> = s.weight.iter().map(|&x| precision.round(x)).collect();
+            stage_plan::pack(p, &weight, s.bias.as_deref())
+        })
         .collect();
     let layout = PackLayout::new(packed.iter().map(Vec::len));
     let mut bytes = vec![0u8; layout.total * 4];
@@ -538,21 +587,70 @@ fn define_packing<M: Module>(
     module: &mut M,
     layer: &Layer,
     plans: &[stage_plan::StagePlan],
-    ident: &str,
-    symbol: &str,
+    (ident, symbol): (&str, &str),
+    precision: convjit_ir::Precision,
     texts: &mut Texts,
 ) -> Result<(PackLayout, wrapper::WeightsSource), AotError> {
     let layout = PackLayout::new(plans.iter().map(|p| p.packed_len));
-    let copies = wrapper::PackCopies::new(layer, plans, &layout)?;
+    let copies = wrapper::PackCopies::new(layer, plans, &layout, precision)?;
     let id = define_rodata(module, &format!("{symbol}_pack_copies"), copies.bytes())?;
+    let tile_id = match copies.tiles.is_empty() {
+        true => None,
+        false => Some(define_rodata(
+            module,
+            &format!("{symbol}_pack_tiles"),
+            copies.tile_bytes(),
+        )?),
+    };
     texts.clif.push_str(&wrapper::define_pack(
         module,
         &pack_symbol(ident),
         &layout,
         &copies,
-        id,
+        (id, tile_id),
     )?);
     Ok((layout, wrapper::WeightsSource::Runtime))
+}
+
+/// The helpers a bf16 object calls (`convjit_x86::helpers`), as local
+/// functions `SYMBOL_round_bf16` and (with tile stages) `SYMBOL_tiles`.
+fn define_helpers<M: Module>(
+    module: &mut M,
+    precision: convjit_ir::Precision,
+    tiles: bool,
+    symbol: &str,
+    texts: &mut Texts,
+) -> Result<wrapper::Helpers, AotError> {
+    let mut helpers = wrapper::Helpers::default();
+    if precision == convjit_ir::Precision::F32 {
+        return Ok(helpers);
+    }
+    let mut define = |name: String, code: Vec<u8>, params: usize, ret: bool| {
+        let mut sig = module.make_signature();
+        sig.params
+            .extend((0..params).map(|_| cranelift_codegen::ir::AbiParam::new(I64)));
+        sig.returns
+            .extend(ret.then(|| cranelift_codegen::ir::AbiParam::new(I64)));
+        let id = module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(cg_err)?;
+        // Position-independent, no data, no calls: no relocations.
+        module
+            .define_function_bytes(id, convjit_x86::X86_CODE_ALIGN, &code, &[])
+            .map_err(cg_err)?;
+        texts.x86_asm.push_str(&format!(
+            "; function {name}\n; written by convjit's x86 helpers\n{}\n",
+            convjit_x86::disassemble(&code)
+        ));
+        Ok::<_, AotError>(id)
+    };
+    let round = convjit_x86::helpers::round_bf16_code().map_err(AotError::Codegen)?;
+    helpers.round = Some(define(format!("{symbol}_round_bf16"), round, 3, false)?);
+    if tiles {
+        let code = convjit_x86::helpers::tile_permission_code().map_err(AotError::Codegen)?;
+        helpers.tiles = Some(define(format!("{symbol}_tiles"), code, 0, true)?);
+    }
+    Ok(helpers)
 }
 
 /// Where [`define_x86_stages`] describes the functions it defines.
@@ -669,7 +767,7 @@ mod tests {
     #[test]
     fn targets_are_checked() {
         let err = |t: &str| {
-            target(Some(t), None, Backend::Auto)
+            target(Some(t), None, Backend::Auto, Default::default())
                 .err()
                 .expect(t)
                 .to_string()
@@ -690,11 +788,17 @@ mod tests {
         let e = err("aarch64-apple-darwin");
         assert!(e.contains("only Linux ELF"), "{e}");
         for t in SUPPORTED_TARGETS {
-            target(Some(t), None, Backend::Auto).unwrap_or_else(|e| panic!("{t}: {e}"));
+            target(Some(t), None, Backend::Auto, Default::default())
+                .unwrap_or_else(|e| panic!("{t}: {e}"));
         }
-        let x = target(Some("x86_64-unknown-linux-gnu"), None, Backend::Auto)
-            .ok()
-            .unwrap();
+        let x = target(
+            Some("x86_64-unknown-linux-gnu"),
+            None,
+            Backend::Auto,
+            Default::default(),
+        )
+        .ok()
+        .unwrap();
         assert!(x.features.contains("has_fma"), "{}", x.features);
         assert!(!x.features.contains("has_avx512f"), "{}", x.features);
         assert!(!x.fma_libcall);
@@ -703,6 +807,7 @@ mod tests {
             Some("x86_64-unknown-linux-gnu"),
             Some(Cpu::X86_64V4),
             Backend::Auto,
+            Default::default(),
         )
         .ok()
         .unwrap();

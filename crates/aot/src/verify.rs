@@ -7,7 +7,7 @@
 //! a larger harness (`tests/harness.c`: both variants, error paths) and
 //! share the float files and the comparison.
 
-use convjit_ir::{Comparison, DataError, Layer, Weights};
+use convjit_ir::{Comparison, DataError, Layer, Precision, Reference, Weights};
 use std::io;
 use std::path::Path;
 use std::process::Command;
@@ -64,21 +64,21 @@ pub enum ObjectError {
 
 /// Links `object` (weights baked in, built for this machine) with `cc`
 /// into a driver, runs it on `batch` images of `input` and compares its
-/// output with the interpreter's.
+/// output with the interpreter's in the `precision` it was built for
+/// ([`Reference`]).
 pub fn check_object(
-    layer: &Layer,
-    weights: &Weights,
+    (layer, weights): (&Layer, &Weights),
     object: &Path,
     cc: &str,
-    input: &[f32],
-    batch: usize,
+    (input, batch): (&[f32], usize),
+    precision: Precision,
 ) -> Result<Checked, ObjectError> {
     let setup = |m: String| ObjectError::Setup(m);
     if !object.is_file() {
         return Err(setup("no such object file".into()));
     }
-    let (want, magnitude) = convjit_ir::interpret_with_magnitude(layer, weights, input, batch)
-        .map_err(ObjectError::Data)?;
+    let reference =
+        Reference::new(layer, weights, input, batch, precision).map_err(ObjectError::Data)?;
     let dir = tempfile::tempdir().map_err(|e| setup(format!("no temporary directory: {e}")))?;
     let (driver, exe) = (dir.path().join("driver.c"), dir.path().join("driver"));
     let (in_path, out_path) = (dir.path().join("in.f32"), dir.path().join("out.f32"));
@@ -122,9 +122,7 @@ pub fn check_object(
             got.len()
         )));
     }
-    Ok(Checked::Compared(convjit_ir::compare(
-        &got, &want, &magnitude,
-    )))
+    Ok(Checked::Compared(reference.compare(&got)))
 }
 
 /// A C driver for `convjit_NAME`: `driver IN OUT N_IN N_OUT BATCH`.
@@ -176,7 +174,13 @@ mod tests {
             .unwrap()
             .remove(0);
         let w = Weights::random(&l, 1);
-        let e = check_object(&l, &w, Path::new("/no/such.o"), "cc", &[0.0; 4], 1);
+        let e = check_object(
+            (&l, &w),
+            Path::new("/no/such.o"),
+            "cc",
+            (&[0.0; 4], 1),
+            Precision::F32,
+        );
         assert!(
             matches!(&e, Err(ObjectError::Setup(m)) if m == "no such object file"),
             "{e:?}"

@@ -12,7 +12,7 @@ mod common;
 
 use common::{compare, input, layer, read_f32, run, write_f32};
 use convjit_aot::{build, BuildOptions, Cpu, Emit};
-use convjit_ir::{Layer, Weights};
+use convjit_ir::{Layer, Precision, Weights};
 use convjit_plan::Backend;
 use std::path::Path;
 use std::process::Command;
@@ -111,7 +111,31 @@ const CASES: &[(&str, &str, usize)] = &[
 /// objects propagate NaN and follow IEEE infinities as the interpreter
 /// does, through chained stages and the residual, on every generator and
 /// under qemu (where Cranelift's selects become AArch64 compares).
-const SPECIAL_INPUTS: &[&str] = &["pw", "dw_pw", "inv_res", "four", "sobel"];
+const SPECIAL_INPUTS: &[&str] = &["pw", "dw_pw", "inv_res", "four", "sobel", "tile_pw"];
+
+/// More cases for bf16 objects: stages that fill AMX tiles (16 input and
+/// output channels or more) on `sapphirerapids`, before, after and between
+/// stages that do not (whose inputs the wrapper rounds), and two tile
+/// stages in a row (the second rounds what the first wrote itself).
+const BF16_CASES: &[(&str, &str, usize)] = &[
+    (
+        "tile_conv",
+        "input 9x10x32\n c: conv 3x3 -> 48, pad same, bias, relu\n \
+         d: depthwise 3x3, pad same\n p: pointwise 32, bias, residual",
+        2,
+    ),
+    (
+        "tile_pw",
+        "input 7x9x40\n p: pointwise 24, bias, relu6\n q: pointwise 40, residual",
+        2,
+    ),
+    (
+        "tile_s2",
+        "input 11x13x17\n d: depthwise 3x3, pad same, relu\n \
+         c: conv 3x3 -> 33, stride 2, pad same, bias",
+        3,
+    ),
+];
 
 /// `x` with NaN, +inf and -inf at a few spread positions.
 fn with_specials(mut x: Vec<f32>) -> Vec<f32> {
@@ -130,6 +154,7 @@ struct Built {
     weights: Weights,
     x: Vec<f32>,
     batch: usize,
+    precision: Precision,
 }
 
 /// Builds both variants of every case with `opts` (its weights are
@@ -139,7 +164,11 @@ fn prepare(dir: &Path, opts: &BuildOptions, generator: Backend) -> Vec<(String, 
     let mut built = Vec::new();
     let mut includes = String::new();
     let mut table = String::new();
-    for (seed, &(name, body, batch)) in CASES.iter().enumerate() {
+    let extra = match opts.precision {
+        Precision::F32 => &[][..],
+        Precision::Bf16 => BF16_CASES,
+    };
+    for (seed, &(name, body, batch)) in CASES.iter().chain(extra).enumerate() {
         let l = layer(&format!("layer {name} {{\n {body}\n}}"));
         let w = Weights::random(&l, seed as u64 + 10);
         let mut x = input(&l, batch, seed as u64 + 100);
@@ -172,6 +201,10 @@ fn prepare(dir: &Path, opts: &BuildOptions, generator: Backend) -> Vec<(String, 
             let a = build(lay, opts, Emit::Object).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(a.symbol, format!("convjit_{}", lay.name));
             assert_eq!(a.generator, generator, "{name}");
+            if name.starts_with("tile_") {
+                let amx = opts.cpu == Some(Cpu::SapphireRapids);
+                assert_eq!(a.tiles, amx, "{name}");
+            }
             std::fs::write(dir.join(format!("{}.o", lay.name)), &a.object).unwrap();
             std::fs::write(dir.join(format!("{}.h", lay.name)), &a.header).unwrap();
             includes.push_str(&format!("#include \"{}.h\"\n", lay.name));
@@ -189,6 +222,7 @@ fn prepare(dir: &Path, opts: &BuildOptions, generator: Backend) -> Vec<(String, 
                 weights: w,
                 x,
                 batch,
+                precision: opts.precision,
             },
         ));
     }
@@ -240,7 +274,8 @@ fn check_all(dir: &Path, built: &[(String, Built)], runner: &[&str], prog: &Path
                 continue;
             }
             let got = read_f32(&out);
-            if let Err(e) = compare(&variant, &b.layer, &b.weights, &b.x, b.batch, &got) {
+            let data = (&b.layer, &b.weights);
+            if let Err(e) = compare(&variant, data, (&b.x, b.batch), &got, b.precision) {
                 failures.push(e);
             }
         }
@@ -303,9 +338,12 @@ fn host_objects_match_the_interpreter() {
 fn runs(cpu: Cpu) -> bool {
     use std::arch::is_x86_feature_detected as has;
     let v3 = has!("avx2") && has!("fma") && has!("bmi1") && has!("bmi2") && has!("lzcnt");
+    let v4 = v3 && has!("avx512f") && has!("avx512dq") && has!("avx512vl");
     match cpu {
         Cpu::X86_64V3 => v3,
-        Cpu::X86_64V4 => v3 && has!("avx512f") && has!("avx512dq") && has!("avx512vl"),
+        Cpu::X86_64V4 => v4,
+        Cpu::Znver4 => v4 && has!("avx512bf16"),
+        Cpu::SapphireRapids => v4 && convjit_plan::backend::has_amx_bf16(),
         Cpu::Native => true,
     }
 }
@@ -354,6 +392,54 @@ fn x86_64_v3_objects_match_the_interpreter() {
 )]
 fn x86_64_v4_objects_match_the_interpreter() {
     x86_level(Cpu::X86_64V4, Backend::Auto, Backend::Avx512);
+}
+
+/// bf16 objects: for Sapphire Rapids (conv and pointwise stages on AMX
+/// tiles, the object asking for the tile state), and for Zen 4 (AVX-512
+/// f32 arithmetic on values the wrapper rounds), weights baked and packed
+/// by `_pack` (rounding, and the tiles' bf16 pairs), against the bf16
+/// interpreter and within bf16's bound of the f32 one.
+#[cfg(target_arch = "x86_64")]
+fn bf16_level(cpu: Cpu) {
+    assert!(
+        runs(cpu),
+        "this CPU lacks {cpu}'s features, which the build script found: rebuild"
+    );
+    let opts = BuildOptions {
+        target: Some("x86_64-unknown-linux-gnu".into()),
+        cpu: Some(cpu),
+        precision: Precision::Bf16,
+        ..BuildOptions::default()
+    };
+    host(&opts, Backend::Avx512);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[cfg_attr(
+    any(no_cc, no_cxx),
+    ignore = "cc or c++ not found: apt-get install gcc g++"
+)]
+#[cfg_attr(
+    all(no_sapphirerapids, not(any(no_cc, no_cxx))),
+    ignore = "this CPU has no AMX-BF16 tiles (sapphirerapids)"
+)]
+fn sapphirerapids_bf16_objects_match_the_bf16_interpreter() {
+    bf16_level(Cpu::SapphireRapids);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[cfg_attr(
+    any(no_cc, no_cxx),
+    ignore = "cc or c++ not found: apt-get install gcc g++"
+)]
+#[cfg_attr(
+    all(no_znver4, not(any(no_cc, no_cxx))),
+    ignore = "this CPU has no AVX512_BF16 (znver4)"
+)]
+fn znver4_bf16_objects_match_the_bf16_interpreter() {
+    bf16_level(Cpu::Znver4);
 }
 
 /// `--backend cranelift` keeps Cranelift's stage functions on x86_64.

@@ -17,9 +17,7 @@ pub fn tiles_refused() -> Option<&'static str> {
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn request() -> Option<&'static str> {
-    // CPUID leaf 7: EDX bit 24 AMX-TILE, bit 22 AMX-BF16.
-    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-    if leaf7.edx & (1 << 24) == 0 || leaf7.edx & (1 << 22) == 0 {
+    if !convjit_plan::backend::has_amx_bf16() {
         return Some("this CPU has no AMX-BF16 tiles");
     }
     const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;

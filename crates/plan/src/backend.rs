@@ -132,6 +132,20 @@ pub fn has_bf16() -> bool {
     false
 }
 
+/// AMX tiles with bf16 products (CPUID leaf 7: EDX bit 24 AMX-TILE, bit
+/// 22 AMX-BF16) beside [`has_bf16`]; whether the OS grants the tile state
+/// is another question (`convjit_jit::tiles_refused`).
+#[cfg(target_arch = "x86_64")]
+pub fn has_amx_bf16() -> bool {
+    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+    has_bf16() && leaf7.edx & (1 << 24) != 0 && leaf7.edx & (1 << 22) != 0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn has_amx_bf16() -> bool {
+    false
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 fn has_avx2() -> bool {
     false

@@ -12,6 +12,7 @@
 
 mod asm;
 mod emit;
+pub mod helpers;
 pub mod peak;
 mod tiles;
 

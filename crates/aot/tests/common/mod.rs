@@ -3,7 +3,7 @@
 //! probes).
 #![allow(dead_code)]
 
-use convjit_ir::{compile_source, Layer, Rng, Weights};
+use convjit_ir::{compile_source, Layer, Precision, Reference, Rng, Weights};
 use std::path::Path;
 use std::process::Command;
 
@@ -18,21 +18,38 @@ pub fn input(layer: &Layer, batch: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Compares `got` with the interpreter's output for the same data, as
-/// `convjit verify --object` does ([`convjit_aot::verify`]).
+/// `convjit verify --object` does ([`convjit_aot::verify`]); in bf16 with
+/// the bf16 interpreter and within bf16's bound of the f32 one
+/// ([`convjit_ir::Reference`]).
 pub fn compare(
     what: &str,
-    layer: &Layer,
-    weights: &Weights,
-    x: &[f32],
-    batch: usize,
+    (layer, weights): (&Layer, &Weights),
+    (x, batch): (&[f32], usize),
     got: &[f32],
+    precision: Precision,
 ) -> Result<(), String> {
-    let c = convjit_aot::verify::compare_with_interpreter(layer, weights, x, batch, got)
-        .map_err(|e| format!("{what}: {e}"))?;
+    let c = match precision {
+        Precision::F32 => {
+            convjit_aot::verify::compare_with_interpreter(layer, weights, x, batch, got)
+                .map_err(|e| format!("{what}: {e}"))?
+        }
+        p => {
+            let r =
+                Reference::new(layer, weights, x, batch, p).map_err(|e| format!("{what}: {e}"))?;
+            if got.len() != r.output.len() {
+                return Err(format!(
+                    "{what}: {} outputs, expected {}",
+                    got.len(),
+                    r.output.len()
+                ));
+            }
+            r.compare(got)
+        }
+    };
     if !c.pass() {
         let (g, w) = c.values;
         return Err(format!(
-            "{what}: output {}: got {g}, interpreter {w} (tol {})",
+            "{what} ({precision}): output {}: got {g}, interpreter {w} (tol {})",
             c.worst, c.tolerance
         ));
     }
