@@ -69,7 +69,8 @@ fn every_stage_input_is_rounded_and_the_residual_is_not() {
 /// Stages that fill AMX tiles, at their edges: channel tails in both
 /// tile dimensions (K: Ci not a multiple of 32; N: Co not of 16), rows
 /// shorter and longer than a 16-pixel block and not a multiple of it,
-/// odd block counts (the clamped pair), strides, dilations, explicit and
+/// odd block counts (the last channel block, or pixel block of a row,
+/// computed alone: with one tile of the pair or both), strides, dilations, explicit and
 /// same padding, bias, both activations, the residual, flat stages
 /// called on pixel ranges that are not multiples of 32, and rows too wide
 /// to convert all at once (chunks of 4 rows, then 3; of 512 pixels, then
@@ -89,6 +90,8 @@ layer k { input 12x12x64\n e: pointwise 96, relu6\n d: depthwise 3x3, pad same\n
 layer m { input 7x150x256\n c: conv 3x3 -> 16, pad same, bias }
 layer n { input 40x40x512\n p: pointwise 16, relu }
 layer o { input 20x20x32\n c: conv 3x3 -> 32, pad same, relu\n d: depthwise 3x3, pad same\n q: conv 3x3 -> 48, dilation 1x2, pad same }
+layer q { input 9x90x32\n c: conv 3x3 -> 16, stride 2x2, pad same, bias }
+layer r { input 6x70x20\n c: conv 3x3 -> 32, stride 2x2, pad valid, relu6 }
 ";
 
 #[test]

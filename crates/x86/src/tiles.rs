@@ -9,8 +9,10 @@
 //! Tiles: `tmm0..3` accumulate pixel block `m` x channel block `n` as
 //! `tmm(2m + n)`; `tmm4`, `tmm5` hold the two pixel blocks' A tiles (16
 //! pixels x 32 channels), `tmm6`, `tmm7` the two channel blocks' B tiles.
-//! A pair beyond the last block is clamped to it: the last pair of an
-//! odd count computes one block twice and stores the same values twice.
+//! The last block of an odd count of channel blocks, or of pixel blocks
+//! in a row, is computed alone, with half the tiles (on a grid or flat,
+//! the pixel blocks run along the chunk and the last pair's second block
+//! may hold positions not stored).
 //!
 //! Registers inside the reduction: rax, rbx the two A pointers, r10, r11
 //! the two B pointers, r12 the A row stride, r13 the constant 64 (the B
@@ -141,6 +143,8 @@ pub fn emit_tiles(p: &StagePlan) -> Result<Vec<u8>, String> {
         a: Asm::new(),
         p,
         t,
+        n_pair: true,
+        m_pair: true,
     };
     g.function();
     g.a.finish()
@@ -150,6 +154,12 @@ struct Tiles<'a> {
     a: Asm,
     p: &'a StagePlan,
     t: &'a TilePlan,
+    /// The body being emitted computes two channel blocks (`[N0]`,
+    /// `[N1]`) or one (the last of an odd count: B tile 6 alone).
+    n_pair: bool,
+    /// It computes two pixel blocks or one (the last of an odd count of
+    /// a row: A tile 4 alone).
+    m_pair: bool,
 }
 
 impl Tiles<'_> {
@@ -260,8 +270,11 @@ impl Tiles<'_> {
             g.a.bind(row);
             let mut m = 0;
             while m < t.m_blocks {
+                // The last block of an odd count alone.
                 let m1 = (m + 1).min(t.m_blocks - 1);
+                g.m_pair = m1 != m;
                 g.row_reduction(m, m1);
+                g.m_pair = true;
                 m += 2;
             }
             g.add_slot(Slot::At, 1);
@@ -513,27 +526,47 @@ impl Tiles<'_> {
         });
     }
 
-    /// `body` for every pair of channel blocks (`[N0]`, `[N1]`; the second
-    /// clamped to the last).
+    /// `body` for every pair of channel blocks (`[N0]`, `[N1] = [N0] +
+    /// 1`), then, for an odd count, once more for the last block alone
+    /// (`self.n_pair` false: half the products of a pair, where a pair
+    /// clamped to the last block would compute it twice).
     fn channel_pairs(&mut self, body: impl Fn(&mut Self)) {
         let t = self.t;
-        // Pairs as a loop over [N0]; the clamp makes the last pair of an
-        // odd count its own iteration value, so one body serves all.
-        self.store_imm(Slot::N0, 0);
-        let top = self.a.label();
-        self.a.bind(top);
-        self.load(R::RAX, Slot::N0);
-        self.lea(R::RCX, R::RAX, 1);
-        self.mov_imm(R::RDX, (t.n_blocks - 1) as i64);
-        self.a.emit(I::with2(Code::Cmp_r64_rm64, R::RCX, R::RDX));
-        self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RCX, R::RDX));
-        self.store(Slot::N1, R::RCX);
-        body(self);
-        self.add_slot(Slot::N0, 2);
-        self.load(R::RAX, Slot::N0);
-        self.a
-            .emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, imm32(t.n_blocks)));
-        self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, top);
+        if t.n_blocks >= 2 {
+            self.store_imm(Slot::N0, 0);
+            let top = self.a.label();
+            self.a.bind(top);
+            self.load(R::RAX, Slot::N0);
+            self.lea(R::RCX, R::RAX, 1);
+            self.store(Slot::N1, R::RCX);
+            body(self);
+            self.add_slot(Slot::N0, 2);
+            self.load(R::RAX, Slot::N0);
+            self.a.emit(I::with2(
+                Code::Cmp_rm64_imm32,
+                R::RAX,
+                imm32(t.n_blocks / 2 * 2),
+            ));
+            self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, top);
+        }
+        if t.n_blocks % 2 == 1 {
+            self.store_imm(Slot::N0, (t.n_blocks - 1) as i64);
+            self.store_imm(Slot::N1, (t.n_blocks - 1) as i64);
+            self.n_pair = false;
+            body(self);
+            self.n_pair = true;
+        }
+    }
+
+    /// The accumulator tiles the body computes: `i` for pixel block
+    /// `i / 2` and channel block `i % 2`.
+    fn accumulators(&self) -> &'static [usize] {
+        match (self.m_pair, self.n_pair) {
+            (true, true) => &[0, 1, 2, 3],
+            (true, false) => &[0, 2],
+            (false, true) => &[0, 1],
+            (false, false) => &[0],
+        }
     }
 
     /// r10, r11: the B tiles of channel blocks `[N0]`, `[N1]` at the first
@@ -551,7 +584,7 @@ impl Tiles<'_> {
     }
 
     fn zero_accumulators(&mut self) {
-        for i in 0..4 {
+        for &i in self.accumulators() {
             self.a.emit(I::with1(Code::VEX_Tilezero_tmm, tmm(i)));
         }
     }
@@ -563,16 +596,25 @@ impl Tiles<'_> {
         let body = |g: &mut Self| {
             g.lea_idx(R::RBX, R::RAX, R::R14);
             // A tiles (stride r12), then B tiles (stride 64, r13).
-            for (t, base, stride) in [
+            let loads = [
                 (4, R::RAX, R::R12),
                 (5, R::RBX, R::R12),
                 (6, R::R10, R::R13),
                 (7, R::R11, R::R13),
-            ] {
+            ];
+            let (m_pair, n_pair) = (g.m_pair, g.n_pair);
+            let used = |t: usize| match t {
+                5 => m_pair,
+                7 => n_pair,
+                _ => true,
+            };
+            for &(t, base, stride) in loads.iter().filter(|l| used(l.0)) {
                 let m = sib(base, stride, 0);
                 g.a.emit(I::with2(Code::VEX_Tileloadd_tmm_sibmem, tmm(t), m));
             }
-            for (c, a, b) in [(0, 4, 6), (1, 4, 7), (2, 5, 6), (3, 5, 7)] {
+            let products = [(0, 4, 6), (1, 4, 7), (2, 5, 6), (3, 5, 7)];
+            let accumulators = g.accumulators();
+            for &(c, a, b) in products.iter().filter(|p| accumulators.contains(&p.0)) {
                 g.a.emit(I::with3(
                     Code::VEX_Tdpbf16ps_tmm_tmm_tmm,
                     tmm(c),
@@ -587,7 +629,7 @@ impl Tiles<'_> {
         self.counted(R::RBP, chunks, body);
     }
 
-    /// The four accumulator tiles stored to the scratch, then per tile its
+    /// The accumulator tiles stored to the scratch, then per tile its
     /// valid pixels' channels: + bias, activation, + residual, stored.
     /// `first(g, m)` puts pixel block `m`'s first output pixel index (from
     /// output pixel 0) in rax and returns how many of its 16 are real.
@@ -599,7 +641,7 @@ impl Tiles<'_> {
         let (p, t) = (self.p, self.t);
         self.load(R::RBX, Slot::Scratch);
         self.add_imm(R::RBX, t.acc_offset as i64);
-        for i in 0..4 {
+        for &i in self.accumulators() {
             let m = sib(R::RBX, R::R13, (i * M_BLOCK * N_BLOCK * 4) as i64);
             self.a
                 .emit(I::with2(Code::VEX_Tilestored_sibmem_tmm, m, tmm(i)));
@@ -619,7 +661,7 @@ impl Tiles<'_> {
                 .emit(I::with2(Code::EVEX_Vpbroadcastd_zmm_k1z_r32, six, R::EAX));
         }
         let px_bytes = (p.co * 4) as i64;
-        for i in 0..4 {
+        for &i in self.accumulators() {
             let (m_sel, n_sel) = (i / 2, i % 2);
             // rdx: the block's first channel; k1: its channels < co.
             self.load(R::RDX, if n_sel == 0 { Slot::N0 } else { Slot::N1 });
