@@ -393,8 +393,16 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     let generator = target.choice.generator;
     let precision = target.choice.precision;
     let x86 = convjit_x86::Isa::of(generator);
-    let plans = stage_plans(layer, x86, target.choice.tiles)?;
+    let mut plans = stage_plans(layer, x86, target.choice.tiles)?;
     let tiles = plans.iter().any(|p| p.tiles.is_some());
+    if precision == convjit_ir::Precision::Bf16 {
+        // A tile stage whose output a non-tile stage multiplies rounds it
+        // as it stores it (the wrapper rounds the others' outputs).
+        let reads: Vec<bool> = (0..plans.len())
+            .map(|i| plans.get(i + 1).is_some_and(|next| next.tiles.is_none()))
+            .collect();
+        stage_plan::round_outputs(&mut plans, &reads);
+    }
 
     // No `.eh_frame` (`unwind_info`): cranelift-object 0.135 writes it with
     // absolute relocations, which make PIE executables need text relocations.

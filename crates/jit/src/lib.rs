@@ -327,7 +327,7 @@ impl Compiled {
         let target = stage_target(backend, layer_plan.options.precision);
         // One plan per function: a stage, or a thread's share of its
         // output channels (packing only those channels' weights).
-        let plans: Vec<stage_plan::StagePlan> =
+        let mut plans: Vec<stage_plan::StagePlan> =
             program.functions.iter().map(|f| f.plan(&target)).collect();
         // The program calls a flat stage's function with pixel ranges and
         // any other with rows, deciding on the layer's stage; a plan that
@@ -340,13 +340,22 @@ impl Compiled {
                 )));
             }
         }
-        let code = build(&plans, backend, isa)?;
         let tiles: Vec<bool> = plans.iter().map(|p| p.tiles.is_some()).collect();
         let bf16 = layer_plan.options.precision == Precision::Bf16;
-        let rounded = match bf16 {
+        let mut rounded = match bf16 {
             false => vec![None; program.functions.len()],
             true => bf16::RoundedOutput::of(layer, &program, &tiles),
         };
+        // A tile function rounds what it stores itself (in its epilogue,
+        // while the values are in registers): no pass after the call.
+        let reads: Vec<bool> = rounded.iter().map(Option::is_some).collect();
+        let still = stage_plan::round_outputs(&mut plans, &reads);
+        for (r, still) in rounded.iter_mut().zip(still) {
+            if !still {
+                *r = None;
+            }
+        }
+        let code = build(&plans, backend, isa)?;
         let round_input = bf16 && !bf16::reads_only_tiles(&program, &tiles, 0);
         let tile_scratch = plans
             .iter()

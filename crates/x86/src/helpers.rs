@@ -13,19 +13,12 @@ use iced_x86::{Code, Instruction as I, Register as R};
 /// Sixteen at a time, the tail masked. AVX-512F.
 pub fn round_bf16_code() -> Result<Vec<u8>, String> {
     let mut a = Asm::new();
-    // zmm1..zmm6: 0x7fff, 0x7fffffff, 0x7f800000 (inf), the quiet bit,
-    // the kept half, the low bit of the kept half.
-    for (z, v) in [
-        (R::ZMM1, 0x7fffu32),
-        (R::ZMM2, 0x7fff_ffff),
-        (R::ZMM3, 0x7f80_0000),
-        (R::ZMM4, 0x0040_0000),
-        (R::ZMM5, 0xffff_0000),
-        (R::ZMM6, 1),
-    ] {
-        a.emit(I::with2(Code::Mov_r32_imm32, R::EAX, v));
-        a.emit(I::with2(Code::EVEX_Vpbroadcastd_zmm_k1z_r32, z, R::EAX));
-    }
+    let k = RoundRegs {
+        consts: [R::ZMM1, R::ZMM2, R::ZMM3, R::ZMM4, R::ZMM5, R::ZMM6],
+        tmp: R::ZMM8,
+        mask: R::K1,
+    };
+    k.load_constants(&mut a);
     let (top, tail, done) = (a.label(), a.label(), a.label());
     a.emit(I::with2(Code::Cmp_rm64_imm8, R::RDX, 16));
     a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, tail);
@@ -35,7 +28,7 @@ pub fn round_bf16_code() -> Result<Vec<u8>, String> {
         R::ZMM0,
         mem(R::RDI, 0),
     ));
-    round_zmm0_into_zmm7(&mut a);
+    k.round(&mut a, R::ZMM0, R::ZMM7);
     a.emit(I::with2(
         Code::EVEX_Vmovdqu32_zmmm512_k1z_zmm,
         mem(R::RSI, 0),
@@ -66,7 +59,7 @@ pub fn round_bf16_code() -> Result<Vec<u8>, String> {
             i.set_zeroing_masking(true);
         },
     );
-    round_zmm0_into_zmm7(&mut a);
+    k.round(&mut a, R::ZMM0, R::ZMM7);
     a.emit_with(
         I::with2(
             Code::EVEX_Vmovdqu32_zmmm512_k1z_zmm,
@@ -81,53 +74,76 @@ pub fn round_bf16_code() -> Result<Vec<u8>, String> {
     a.finish()
 }
 
-/// zmm7 = zmm0's sixteen floats rounded (the constants of
-/// [`round_bf16_code`] in zmm1..zmm6; uses zmm8 and k1).
-fn round_zmm0_into_zmm7(a: &mut Asm) {
-    // Rounded: u + 0x7fff + ((u >> 16) & 1).
-    a.emit(I::with3(
-        Code::EVEX_Vpsrld_zmm_k1z_zmmm512b32_imm8,
-        R::ZMM7,
-        R::ZMM0,
-        16u32,
-    ));
-    for (op, x) in [
-        (Code::EVEX_Vpandd_zmm_k1z_zmm_zmmm512b32, R::ZMM6),
-        (Code::EVEX_Vpaddd_zmm_k1z_zmm_zmmm512b32, R::ZMM1),
-        (Code::EVEX_Vpaddd_zmm_k1z_zmm_zmmm512b32, R::ZMM0),
-    ] {
-        a.emit(I::with3(op, R::ZMM7, R::ZMM7, x));
+/// The registers of [`RoundRegs::round`]: six for its constants (0x7fff,
+/// 0x7fffffff, 0x7f800000 (inf), the quiet bit, the kept half, 1), a
+/// temporary and an opmask.
+pub(crate) struct RoundRegs {
+    pub consts: [R; 6],
+    pub tmp: R,
+    pub mask: R,
+}
+
+impl RoundRegs {
+    /// Broadcasts the constants (uses eax).
+    pub fn load_constants(&self, a: &mut Asm) {
+        let values = [
+            0x7fffu32,
+            0x7fff_ffff,
+            0x7f80_0000,
+            0x0040_0000,
+            0xffff_0000,
+            1,
+        ];
+        for (z, v) in self.consts.into_iter().zip(values) {
+            a.emit(I::with2(Code::Mov_r32_imm32, R::EAX, v));
+            a.emit(I::with2(Code::EVEX_Vpbroadcastd_zmm_k1z_r32, z, R::EAX));
+        }
     }
-    // NaN lanes (|u| > inf): u with the quiet bit instead.
-    a.emit(I::with3(
-        Code::EVEX_Vpandd_zmm_k1z_zmm_zmmm512b32,
-        R::ZMM8,
-        R::ZMM0,
-        R::ZMM2,
-    ));
-    // Predicate 6: not less or equal (unsigned), i.e. greater.
-    a.emit(I::with4(
-        Code::EVEX_Vpcmpud_kr_k1_zmm_zmmm512b32_imm8,
-        R::K1,
-        R::ZMM8,
-        R::ZMM3,
-        6u32,
-    ));
-    a.emit_with(
-        I::with3(
-            Code::EVEX_Vpord_zmm_k1z_zmm_zmmm512b32,
-            R::ZMM7,
-            R::ZMM0,
-            R::ZMM4,
-        ),
-        |i| i.set_op_mask(R::K1),
-    );
-    a.emit(I::with3(
-        Code::EVEX_Vpandd_zmm_k1z_zmm_zmmm512b32,
-        R::ZMM7,
-        R::ZMM7,
-        R::ZMM5,
-    ));
+
+    /// `dst` = `src`'s sixteen floats rounded to bf16 (`dst` may be `src`:
+    /// it is written last).
+    pub fn round(&self, a: &mut Asm, src: R, dst: R) {
+        let [bias, magnitude, inf, quiet, kept, one] = self.consts;
+        let (tmp, mask) = (self.tmp, self.mask);
+        // NaN lanes: |u| > inf (predicate 6: not less or equal, unsigned).
+        a.emit(I::with3(
+            Code::EVEX_Vpandd_zmm_k1z_zmm_zmmm512b32,
+            tmp,
+            src,
+            magnitude,
+        ));
+        a.emit(I::with4(
+            Code::EVEX_Vpcmpud_kr_k1_zmm_zmmm512b32_imm8,
+            mask,
+            tmp,
+            inf,
+            6u32,
+        ));
+        // Rounded: u + 0x7fff + ((u >> 16) & 1); NaN lanes u | quiet bit.
+        a.emit(I::with3(
+            Code::EVEX_Vpsrld_zmm_k1z_zmmm512b32_imm8,
+            tmp,
+            src,
+            16u32,
+        ));
+        for (op, x) in [
+            (Code::EVEX_Vpandd_zmm_k1z_zmm_zmmm512b32, one),
+            (Code::EVEX_Vpaddd_zmm_k1z_zmm_zmmm512b32, bias),
+            (Code::EVEX_Vpaddd_zmm_k1z_zmm_zmmm512b32, src),
+        ] {
+            a.emit(I::with3(op, tmp, tmp, x));
+        }
+        a.emit_with(
+            I::with3(Code::EVEX_Vpord_zmm_k1z_zmm_zmmm512b32, tmp, src, quiet),
+            |i| i.set_op_mask(mask),
+        );
+        a.emit(I::with3(
+            Code::EVEX_Vpandd_zmm_k1z_zmm_zmmm512b32,
+            dst,
+            tmp,
+            kept,
+        ));
+    }
 }
 
 /// `extern "C" fn() -> i64`: asks Linux for the AMX tile state

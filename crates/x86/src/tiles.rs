@@ -21,6 +21,7 @@
 //! which does `4 x taps x chunks` tile products).
 
 use crate::asm::{mem, Asm, Label};
+use crate::helpers::RoundRegs;
 use convjit_ir::Activation;
 use convjit_plan::stage_plan::{StagePlan, TilePlan, B_TILE_BYTES, K_CHUNK, M_BLOCK, N_BLOCK};
 use iced_x86::{Code, Instruction as I, MemoryOperand, Register as R};
@@ -100,6 +101,13 @@ fn zmm(i: usize) -> R {
         R::ZMM5,
         R::ZMM6,
         R::ZMM7,
+        R::ZMM8,
+        R::ZMM9,
+        R::ZMM10,
+        R::ZMM11,
+        R::ZMM12,
+        R::ZMM13,
+        R::ZMM14,
     ][i]
 }
 
@@ -630,7 +638,8 @@ impl Tiles<'_> {
     }
 
     /// The accumulator tiles stored to the scratch, then per tile its
-    /// valid pixels' channels: + bias, activation, + residual, stored.
+    /// valid pixels' channels: + bias, activation, + residual, rounded to
+    /// bf16 where the plan says (`TilePlan::round_output`), stored.
     /// `first(g, m)` puts pixel block `m`'s first output pixel index (from
     /// output pixel 0) in rax and returns how many of its 16 are real.
     ///
@@ -659,6 +668,14 @@ impl Tiles<'_> {
             self.mov_imm(R::RAX, 6.0f32.to_bits() as i64);
             self.a
                 .emit(I::with2(Code::EVEX_Vpbroadcastd_zmm_k1z_r32, six, R::EAX));
+        }
+        let round = t.round_output.then_some(RoundRegs {
+            consts: [zmm(8), zmm(9), zmm(10), zmm(11), zmm(12), zmm(13)],
+            tmp: zmm(14),
+            mask: R::K4,
+        });
+        if let Some(r) = &round {
+            r.load_constants(&mut self.a);
         }
         let px_bytes = (p.co * 4) as i64;
         for &i in self.accumulators() {
@@ -767,6 +784,9 @@ impl Tiles<'_> {
                     v,
                     zmm(3),
                 ));
+            }
+            if let Some(r) = &round {
+                r.round(&mut self.a, v, v);
             }
             self.a.emit_with(
                 I::with2(Code::EVEX_Vmovups_zmmm512_k1z_zmm, mem(R::RSI, 0), v),

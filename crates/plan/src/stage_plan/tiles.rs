@@ -92,6 +92,30 @@ pub struct TilePlan {
     /// 16 rows of 16 channel pairs (bf16, the lower channel in the low
     /// half), then the bias.
     pub packed_len: usize,
+    /// The function rounds what it stores to bf16 (`round_bf16`'s bits),
+    /// for a next stage that multiplies it and does not round it itself
+    /// (not on tiles): no pass over the output after the call. Set by
+    /// the compilers ([`round_outputs`]), never by [`tile_plan`].
+    pub round_output: bool,
+}
+
+/// Marks the tile plans whose output a non-tile stage reads in bf16:
+/// `reads[i]` says whether plan `i`'s output is read by a stage that
+/// multiplies it without rounding it (neither the layer's output nor
+/// a tile stage's input); those plans round it themselves. Returns, per
+/// plan, whether its output still needs rounding by its caller.
+pub fn round_outputs(plans: &mut [super::StagePlan], reads: &[bool]) -> Vec<bool> {
+    plans
+        .iter_mut()
+        .zip(reads)
+        .map(|(p, &reads)| match (&mut p.tiles, reads) {
+            (Some(t), true) => {
+                t.round_output = true;
+                false
+            }
+            (_, reads) => reads,
+        })
+        .collect()
 }
 
 /// Why `stage` does not run on tiles, or its tile plan: a conv or
@@ -179,6 +203,7 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
         scratch_bytes,
         bias_off: b_floats,
         packed_len: b_floats + n_blocks * N_BLOCK,
+        round_output: false,
     })
 }
 
