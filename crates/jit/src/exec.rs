@@ -130,6 +130,56 @@ impl Scratch {
     }
 }
 
+/// An image's input rounded to bf16 as the first group reads it: its
+/// first `rounded` floats are done. Rows are read in order (bands, or
+/// the whole tensor at once), so each call rounds at most the rows past
+/// the last one's.
+pub(crate) struct LazyRound {
+    /// The image as given.
+    from: *const f32,
+    rounded: usize,
+}
+
+impl LazyRound {
+    /// Rounds into `to` the input floats `stage`'s output rows (pixels, for
+    /// a flat stage) `row0..row0 + rows` read that are not rounded yet.
+    ///
+    /// # Safety
+    /// `from` and `to` each hold one whole input image of `stage` (the
+    /// layer's first), `to` this thread's alone.
+    unsafe fn round_read(
+        &mut self,
+        stage: &convjit_ir::Stage,
+        row0: usize,
+        rows: usize,
+        to: *mut f32,
+    ) {
+        let end = match convjit_plan::stage_plan::is_flat(stage) {
+            true => (row0 + rows) * stage.input.c,
+            false if rows == 0 => 0,
+            false => {
+                let (_, hi, _, _) = convjit_plan::rows::input_rows(stage, row0, row0 + rows);
+                hi * stage.input.w * stage.input.c
+            }
+        };
+        let end = end.min(stage.input.len());
+        if end <= self.rounded {
+            return;
+        }
+        let n = end - self.rounded;
+        // SAFETY: `rounded < end <= ` the image's floats, in both buffers
+        // (the caller's contract); they do not overlap (`to` is scratch).
+        let (src, dst) = unsafe {
+            (
+                std::slice::from_raw_parts(self.from.add(self.rounded), n),
+                std::slice::from_raw_parts_mut(to.add(self.rounded), n),
+            )
+        };
+        crate::bf16::round_into(dst, src);
+        self.rounded = end;
+    }
+}
+
 /// A barrier that a failing thread breaks: every thread waiting at it,
 /// and any that arrives later, gets `Err` instead of waiting forever for
 /// a thread that will never come (`std::sync::Barrier` cannot be broken).
@@ -230,6 +280,10 @@ struct Run<'a> {
     inter: Vec<Vec<Shared>>,
     /// The images the first stage reads (bf16: rounded, `bf16.rs`).
     input: Shared,
+    /// In bf16 on one thread: `input` is not rounded yet; each image's
+    /// rows are rounded into it as the first group's calls first read
+    /// them (while they are in cache), from `residual`.
+    round_lazily: bool,
     /// The images as given, which residuals add.
     residual: Shared,
     output: Shared,
@@ -283,10 +337,19 @@ impl Run<'_> {
             // SAFETY: see `exec`: the program's offsets stay inside
             // these tensors and buffers, which are live; every thread's
             // buffers have the same sizes, its tile scratch the largest
-            // any function asks for.
+            // any function asks for. Rounding lazily (one thread), `gin`
+            // is this image's rounded copy of `image_residual`, which no
+            // other thread touches.
             let tiles = bufs.tiles.as_mut_ptr().cast::<u8>();
             let (bands, residual) = (&mut bufs.groups[g], image_residual);
-            unsafe { self.kernel.exec(steps, (gin, gout), bands, residual, tiles) };
+            let mut lazy = (g == 0 && self.round_lazily).then_some(LazyRound {
+                from: image_residual,
+                rounded: 0,
+            });
+            unsafe {
+                self.kernel
+                    .exec(steps, (gin, gout), bands, (residual, lazy.as_mut()), tiles)
+            };
         }
     }
 
@@ -411,10 +474,16 @@ impl Kernel {
             let what = format_args!("the bf16 input of layer '{}'", l.name);
             scratch.rounded_input = convjit_ir::budget::zeroed(what, input.len())?;
         }
+        // On one thread the rows are rounded as the first calls read them
+        // (`LazyRound`); threads sharing an image's rows would round their
+        // common rows at once, so there the whole batch is rounded first.
+        let round_lazily = self.compiled.round_input && threads == 1;
         let read = match self.compiled.round_input {
             true => {
                 let r = &mut scratch.rounded_input[..input.len()];
-                crate::bf16::round_into(r, input);
+                if !round_lazily {
+                    crate::bf16::round_into(r, input);
+                }
                 &*r
             }
             false => input,
@@ -428,6 +497,7 @@ impl Kernel {
                 .map(|t| t.iter_mut().map(|v| Shared(v.as_mut_ptr())).collect())
                 .collect(),
             input: Shared(read.as_ptr().cast_mut()),
+            round_lazily,
             residual: Shared(input.as_ptr().cast_mut()),
             output: Shared(output.as_mut_ptr()),
             batch,
@@ -489,7 +559,7 @@ impl Kernel {
         steps: &[Step],
         (gin, gout): (*mut f32, *mut f32),
         bufs: &mut [Buf],
-        residual: *mut f32,
+        (residual, mut lazy): (*mut f32, Option<&mut LazyRound>),
         tiles: *mut u8,
     ) {
         let at = |bufs: &mut [Buf], loc: Loc| match loc {
@@ -507,6 +577,12 @@ impl Kernel {
                     row0,
                     rows,
                 } => {
+                    if let (Some(lazy), Loc::GroupIn(_)) = (lazy.as_deref_mut(), src) {
+                        let stage = &self.compiled.program.functions[f].stage;
+                        // SAFETY: the caller's contract: `gin` is the
+                        // image's rounded copy of `lazy.from`, both whole.
+                        unsafe { lazy.round_read(stage, row0, rows, gin) };
+                    }
                     let (src, dst) = (at(bufs, src), at(bufs, dst));
                     let weights = self.packed[f].ptr();
                     let residual = residual.wrapping_add(r);
