@@ -124,16 +124,20 @@ def _source(source: Any) -> Tuple[str, str, bool, Optional[Mapping[str, Any]]]:
 
 
 def _f32(a: Any, what: str) -> np.ndarray:
-    """``a`` as float32 by the input rule (see Kernel.__call__); C order is made by the caller."""
+    """``a`` as float32 (weights: any layout, the extension reads them in logical order)."""
     arr = np.asarray(a)
-    if arr.dtype == np.float32 and arr.dtype.isnative:
+    if arr.dtype == np.float32 and arr.dtype.isnative and arr.flags.aligned:
         return arr
+    _check_real(arr, what)
+    return arr.astype(np.float32)
+
+
+def _check_real(arr: np.ndarray, what: str) -> None:
     if arr.dtype.kind not in "biuf":
         raise TypeError(
             f"{what}: expected real numbers (float32, or a real dtype converted to it), "
             f"found dtype {arr.dtype}"
         )
-    return arr.astype(np.float32)
 
 
 def _input(x: Any) -> np.ndarray:
@@ -146,7 +150,10 @@ def _input(x: Any) -> np.ndarray:
         and x.flags.aligned
     ):
         return x
-    return np.ascontiguousarray(_f32(x, "x"))
+    a = np.asarray(x)
+    _check_real(a, "x")
+    # One copy, fresh: C order, aligned, native float32.
+    return np.array(a, dtype=np.float32, order="C")
 
 
 def _weights(

@@ -87,6 +87,12 @@ fn load_weights(
                 let a: PyReadonlyArrayDyn<f32> = v.extract().map_err(|_| {
                     PyTypeError::new_err(format!("weights['{key}'] is not a float32 NumPy array"))
                 })?;
+                if !a.data().cast_const().is_aligned() {
+                    return Err(data_err(
+                        &format!("weights['{key}']"),
+                        "not aligned to 4 bytes".into(),
+                    ));
+                }
                 // Logical (C) order whatever the strides.
                 let data: Vec<f32> = a.as_array().iter().copied().collect();
                 map.insert(key, convjit::npy::Array::new(a.shape().to_vec(), data));
@@ -143,6 +149,10 @@ fn batch_of(layer: &Layer, x: &PyReadonlyArrayDyn<f32>) -> PyResult<usize> {
     if !x.is_c_contiguous() {
         return Err(data_err("x", "not C-contiguous".into()));
     }
+    // A slice of f32 must be aligned (NumPy allows unaligned views).
+    if !x.data().cast_const().is_aligned() {
+        return Err(data_err("x", "not aligned to 4 bytes".into()));
+    }
     Ok(n)
 }
 
@@ -195,6 +205,9 @@ impl Kernel {
                 if !out.is_c_contiguous() {
                     return Err(data_err("out", "not C-contiguous".into()));
                 }
+                if !out.data().cast_const().is_aligned() {
+                    return Err(data_err("out", "not aligned to 4 bytes".into()));
+                }
                 out
             }
             // SAFETY: the kernel writes every value of its output before
@@ -205,10 +218,17 @@ impl Kernel {
         {
             let input = x.as_slice().map_err(|e| data_err("x", e.to_string()))?;
             // Refused when `out` shares memory with `x` (NumPy's borrow
-            // flags see views of one base) or is read-only.
-            let mut w = out
-                .try_readwrite()
-                .map_err(|e| data_err("out", format!("cannot be written while x is read: {e}")))?;
+            // flags see views of one base), is read-only, or is another
+            // running call's output.
+            let mut w = out.try_readwrite().map_err(|e| {
+                data_err(
+                    "out",
+                    format!(
+                        "cannot be written ({e}): it is read-only, shares memory with x, \
+                         or another call is writing it"
+                    ),
+                )
+            })?;
             let output = w
                 .as_slice_mut()
                 .map_err(|e| data_err("out", e.to_string()))?;
