@@ -13,6 +13,7 @@ mod run;
 mod verify;
 
 use clap::{Parser, Subcommand};
+pub use convjit::plan_text::{pad, thousands, Align};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -285,36 +286,6 @@ impl From<convjit::DataError> for Failure {
     }
 }
 
-/// `s` padded with spaces to `width` characters, on the right (`Left`
-/// alignment) or the left. `format!("{:width$}")` panics for widths past
-/// 65535, which a long stage or layer name reaches.
-pub fn pad(s: &str, width: usize, align: Align) -> String {
-    let fill = " ".repeat(width.saturating_sub(s.chars().count()));
-    match align {
-        Align::Left => format!("{s}{fill}"),
-        Align::Right => format!("{fill}{s}"),
-    }
-}
-
-#[derive(Clone, Copy)]
-pub enum Align {
-    Left,
-    Right,
-}
-
-/// `1228800` -> `1,228,800`.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
 /// The outputs of a command that reads `inputs`: `(flag, path)` each,
 /// checked before anything is read (an output that is an input, or two
 /// that collide, is a usage error). Returns the transaction and each
@@ -366,25 +337,4 @@ fn layers_for(
     } else {
         all
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn pads_past_formats_width_limit() {
-        use super::{pad, Align};
-        assert_eq!(pad("ab", 4, Align::Left), "ab  ");
-        assert_eq!(pad("ab", 4, Align::Right), "  ab");
-        assert_eq!(pad("abc", 2, Align::Left), "abc");
-        assert_eq!(pad("\u{e9}", 2, Align::Left), "\u{e9} ");
-        assert_eq!(pad("", 70_000, Align::Right).len(), 70_000);
-    }
-
-    #[test]
-    fn thousands_groups_digits() {
-        assert_eq!(super::thousands(0), "0");
-        assert_eq!(super::thousands(999), "999");
-        assert_eq!(super::thousands(1000), "1,000");
-        assert_eq!(super::thousands(1_228_800), "1,228,800");
-    }
 }

@@ -36,6 +36,7 @@
 
 mod error;
 pub mod plan_json;
+pub mod plan_text;
 pub mod verify;
 
 pub use convjit_ir::budget;

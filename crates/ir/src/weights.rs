@@ -5,7 +5,8 @@ use crate::error::{shape_str, DataError};
 use crate::layer::{Layer, Stage, StageKind};
 use crate::random::Rng;
 use convjit_npy::{Array, NpzArchive};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 /// One stage's arrays, in the contract's layout (see [`Stage::weight_shape`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -82,73 +83,25 @@ impl Weights {
     /// inflated: memory is what the layer's weights need, whatever else
     /// the archive holds.
     pub fn from_npz(layer: &Layer, npz: &mut NpzArchive) -> Result<Weights, DataError> {
-        let path = npz.path().to_path_buf();
-        // (stage, key, shape wanted) of every array the layer reads.
-        let mut wanted = Vec::with_capacity(2 * layer.stages.len());
-        for s in &layer.stages {
-            wanted.push((s, s.weight_key.as_str(), s.weight_shape()));
-            if let Some(key) = &s.bias_key {
-                wanted.push((s, key.as_str(), vec![s.output.c]));
-            }
-        }
-        for &(s, key, ref want) in &wanted {
-            if !npz.contains(key) {
-                return Err(DataError::weights(
-                    &path,
-                    key,
-                    format!(
-                        "missing: {} needs float32 {}; layer '{}' uses {}",
-                        what(s),
-                        shape_str(want),
-                        layer.name,
-                        expected_keys(layer).join(", ")
-                    ),
-                ));
-            }
-        }
-        let used: BTreeSet<&str> = wanted.iter().map(|w| w.1).collect();
-        if let Some(extra) = npz.keys().find(|k| !used.contains(k)) {
-            let mut message = format!(
-                "unexpected array: layer '{}' uses only {}",
-                layer.name,
-                expected_keys(layer).join(", ")
-            );
-            if let Some(stage) = extra.strip_suffix(".bias") {
-                message += &format!(" (does stage '{stage}' lack the 'bias' option?)");
-            }
-            return Err(DataError::weights(&path, extra, message));
-        }
-        crate::budget::check(
-            format_args!("the weights of layer '{}'", layer.name),
-            layer.weight_values().and_then(|n| n.checked_mul(4)),
-        )?;
-        for &(s, key, ref want) in &wanted {
-            let found = npz.shape(key)?.unwrap_or_default();
-            if !shape_fits(s, &found, want) {
-                return Err(DataError::weights(
-                    &path,
-                    key,
-                    format!(
-                        "expected shape {} for {}, found {}",
-                        shape_str(want),
-                        what(s),
-                        shape_str(&found)
-                    ),
-                ));
-            }
-        }
-        let mut stages: Vec<StageWeights> = Vec::with_capacity(layer.stages.len());
-        for (s, key, _) in wanted {
-            let data = npz.read(key)?.data;
-            match stages.last_mut() {
-                Some(last) if s.bias_key.as_deref() == Some(key) => last.bias = Some(data),
-                _ => stages.push(StageWeights {
-                    weight: data,
-                    bias: None,
-                }),
-            }
-        }
-        Weights::new(layer, stages)
+        bind(layer, npz)
+    }
+
+    /// Binds arrays already in memory (keyed as in a `.npz`: the Python
+    /// package's dict of NumPy arrays) to the layer's stages, with the
+    /// checks and messages of [`Weights::from_npz`]; `origin` stands where
+    /// those name the archive.
+    pub fn from_arrays(
+        layer: &Layer,
+        origin: impl AsRef<Path>,
+        arrays: BTreeMap<String, Array>,
+    ) -> Result<Weights, DataError> {
+        bind(
+            layer,
+            &mut InMemory {
+                origin: origin.as_ref().to_path_buf(),
+                arrays,
+            },
+        )
     }
 
     /// `(key, array)` pairs in the contract's layout, ready for `write_npz`.
@@ -165,6 +118,135 @@ impl Weights {
         }
         out
     }
+}
+
+/// Where [`bind`] finds arrays by key: an archive, read as needed, or
+/// arrays in memory.
+trait ArraySource {
+    /// What messages name as the archive.
+    fn origin(&self) -> &Path;
+    /// The keys, sorted.
+    fn keys(&self) -> Vec<&str>;
+    fn contains(&self, key: &str) -> bool;
+    /// The shape of `key` (`None`: no such key).
+    fn shape(&mut self, key: &str) -> Result<Option<Vec<usize>>, DataError>;
+    /// The values of `key` (present: [`ArraySource::contains`]).
+    fn take(&mut self, key: &str) -> Result<Vec<f32>, DataError>;
+}
+
+impl ArraySource for NpzArchive {
+    fn origin(&self) -> &Path {
+        self.path()
+    }
+    fn keys(&self) -> Vec<&str> {
+        NpzArchive::keys(self).collect()
+    }
+    fn contains(&self, key: &str) -> bool {
+        NpzArchive::contains(self, key)
+    }
+    fn shape(&mut self, key: &str) -> Result<Option<Vec<usize>>, DataError> {
+        Ok(NpzArchive::shape(self, key)?)
+    }
+    fn take(&mut self, key: &str) -> Result<Vec<f32>, DataError> {
+        Ok(self.read(key)?.data)
+    }
+}
+
+/// [`Weights::from_arrays`]' arrays.
+struct InMemory {
+    origin: PathBuf,
+    arrays: BTreeMap<String, Array>,
+}
+
+impl ArraySource for InMemory {
+    fn origin(&self) -> &Path {
+        &self.origin
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.arrays.keys().map(String::as_str).collect()
+    }
+    fn contains(&self, key: &str) -> bool {
+        self.arrays.contains_key(key)
+    }
+    fn shape(&mut self, key: &str) -> Result<Option<Vec<usize>>, DataError> {
+        Ok(self.arrays.get(key).map(|a| a.shape.clone()))
+    }
+    fn take(&mut self, key: &str) -> Result<Vec<f32>, DataError> {
+        // A key is taken once (weight and bias keys differ): no copy.
+        Ok(self.arrays.remove(key).map(|a| a.data).unwrap_or_default())
+    }
+}
+
+/// [`Weights::from_npz`] and [`Weights::from_arrays`]: every key checked
+/// (missing, unexpected, shape) before any array is read.
+fn bind(layer: &Layer, npz: &mut impl ArraySource) -> Result<Weights, DataError> {
+    let path = npz.origin().to_path_buf();
+    // (stage, key, shape wanted) of every array the layer reads.
+    let mut wanted = Vec::with_capacity(2 * layer.stages.len());
+    for s in &layer.stages {
+        wanted.push((s, s.weight_key.as_str(), s.weight_shape()));
+        if let Some(key) = &s.bias_key {
+            wanted.push((s, key.as_str(), vec![s.output.c]));
+        }
+    }
+    for &(s, key, ref want) in &wanted {
+        if !npz.contains(key) {
+            return Err(DataError::weights(
+                &path,
+                key,
+                format!(
+                    "missing: {} needs float32 {}; layer '{}' uses {}",
+                    what(s),
+                    shape_str(want),
+                    layer.name,
+                    expected_keys(layer).join(", ")
+                ),
+            ));
+        }
+    }
+    let used: BTreeSet<&str> = wanted.iter().map(|w| w.1).collect();
+    if let Some(extra) = npz.keys().into_iter().find(|k| !used.contains(k)) {
+        let mut message = format!(
+            "unexpected array: layer '{}' uses only {}",
+            layer.name,
+            expected_keys(layer).join(", ")
+        );
+        if let Some(stage) = extra.strip_suffix(".bias") {
+            message += &format!(" (does stage '{stage}' lack the 'bias' option?)");
+        }
+        return Err(DataError::weights(&path, extra, message));
+    }
+    crate::budget::check(
+        format_args!("the weights of layer '{}'", layer.name),
+        layer.weight_values().and_then(|n| n.checked_mul(4)),
+    )?;
+    for &(s, key, ref want) in &wanted {
+        let found = npz.shape(key)?.unwrap_or_default();
+        if !shape_fits(s, &found, want) {
+            return Err(DataError::weights(
+                &path,
+                key,
+                format!(
+                    "expected shape {} for {}, found {}",
+                    shape_str(want),
+                    what(s),
+                    shape_str(&found)
+                ),
+            ));
+        }
+    }
+    let mut stages: Vec<StageWeights> = Vec::with_capacity(layer.stages.len());
+    for (s, key, _) in wanted {
+        let data = npz.take(key)?;
+        match stages.last_mut() {
+            Some(last) if s.bias_key.as_deref() == Some(key) => last.bias = Some(data),
+            _ => stages.push(StageWeights {
+                weight: data,
+                bias: None,
+            }),
+        }
+    }
+    Weights::new(layer, stages)
 }
 
 /// Every stage's arrays have the lengths `layer` needs.
@@ -279,6 +361,56 @@ mod tests {
 
     fn floats(n: usize) -> Vec<u8> {
         (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect()
+    }
+
+    /// Arrays in memory are bound with the archive's checks and messages,
+    /// `origin` standing for the archive's path.
+    #[test]
+    fn arrays_in_memory_bind_as_an_archive_does() {
+        let array = |shape: Vec<usize>| {
+            let n = shape.iter().product();
+            Array::new(shape, (0..n).map(|i| i as f32).collect())
+        };
+        let arrays = |entries: &[(&str, Vec<usize>)]| -> BTreeMap<String, Array> {
+            entries
+                .iter()
+                .map(|(k, s)| (k.to_string(), array(s.clone())))
+                .collect()
+        };
+        let good = arrays(&[("d.weight", vec![3, 3, 2, 1]), ("d.bias", vec![2])]);
+        let w = Weights::from_arrays(&layer(), "weights", good).unwrap();
+        assert_eq!(w.stages()[0].weight[17], 17.0);
+        assert_eq!(w.stages()[0].bias.as_deref(), Some(&[0.0, 1.0][..]));
+
+        let f = archive(&[("d.weight.npy", npy("(3, 3, 2, 1)", &floats(18)))]);
+        let from_file = load(&f).unwrap_err().to_string();
+        let path = f.path().display().to_string();
+        for (entries, message) in [
+            (
+                vec![("d.weight", vec![3, 3, 2, 1])],
+                from_file.replace(&path, "weights"),
+            ),
+            (
+                vec![("d.weight", vec![3, 3, 2]), ("d.bias", vec![2])],
+                "weights: key 'd.weight': expected shape [3, 3, 2, 1] for stage 'd' \
+                 (depthwise 3x3), found [3, 3, 2]"
+                    .to_string(),
+            ),
+        ] {
+            let e = Weights::from_arrays(&layer(), "weights", arrays(&entries)).unwrap_err();
+            assert_eq!(e.to_string(), message);
+        }
+        let extra = arrays(&[
+            ("d.weight", vec![3, 3, 2, 1]),
+            ("d.bias", vec![2]),
+            ("e.bias", vec![2]),
+        ]);
+        let e = Weights::from_arrays(&layer(), "weights", extra).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("weights: key 'e.bias': unexpected array"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,0 +1,420 @@
+//! `convjit._convjit`: the extension module under the Python package
+//! `convjit` (`python/convjit/__init__.py` turns Python values into what
+//! these functions take, and documents the API). Everything here goes
+//! through the embedding library `convjit` (and `convjit-onnx` for
+//! `import_onnx`), never the command line; error messages are the
+//! library's, which the CLI prints after `error: `.
+//!
+//! A kernel runs with the GIL released, on the caller's buffers: the input
+//! is read where NumPy holds it (C-contiguous float32, checked here) and
+//! the output written in place.
+
+use convjit::plan_text::Planned;
+use convjit::{Backend, Layer, Options, Precision, Weights};
+use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use std::collections::BTreeMap;
+
+create_exception!(
+    convjit,
+    Error,
+    PyException,
+    "Base of every error convjit raises for wrong input."
+);
+create_exception!(
+    convjit,
+    LayerError,
+    Error,
+    "Bad .conv text (the FILE:LINE:COL diagnostic `convjit check` prints), or no such layer."
+);
+create_exception!(
+    convjit,
+    DataError,
+    Error,
+    "Weights, inputs or outputs that do not fit the layer (missing or unexpected keys, shapes), or a model file that cannot be read."
+);
+create_exception!(
+    convjit,
+    CompileError,
+    Error,
+    "The host cannot run the code generator or precision asked for, or the code would be too large."
+);
+
+/// The Python exception for a library error, with its message.
+fn py_err(e: convjit::Error) -> PyErr {
+    let message = e.to_string();
+    match e {
+        convjit::Error::Source { .. } | convjit::Error::NoSuchLayer { .. } => {
+            LayerError::new_err(message)
+        }
+        convjit::Error::Io { .. } | convjit::Error::Data(_) => DataError::new_err(message),
+        convjit::Error::Jit(_) => CompileError::new_err(message),
+    }
+}
+
+fn data_err(what: &str, message: String) -> PyErr {
+    py_err(convjit::DataError::tensor(what, message).into())
+}
+
+/// The layer of `source` (`.conv` text, or a path when `is_path`) called
+/// `layer`, or its only one.
+fn load_layer(source: &str, name: &str, is_path: bool, layer: Option<&str>) -> PyResult<Layer> {
+    let layers = if is_path {
+        convjit::load_layers(source)
+    } else {
+        convjit::parse_layers(name, source)
+    }
+    .map_err(py_err)?;
+    convjit::select_layer(layers, layer).map_err(py_err)
+}
+
+/// The layer's weights: a dict of float32 arrays keyed as in a `.npz`, a
+/// `.npz` path, or (neither) seeded random ones as `convjit run` makes
+/// without `--weights` (seed 0).
+fn load_weights(
+    layer: &Layer,
+    arrays: Option<&Bound<'_, PyDict>>,
+    path: Option<&str>,
+) -> PyResult<Weights> {
+    match (arrays, path) {
+        (Some(dict), _) => {
+            let mut map = BTreeMap::new();
+            for (k, v) in dict.iter() {
+                let key: String = k.extract()?;
+                let a: PyReadonlyArrayDyn<f32> = v.extract().map_err(|_| {
+                    PyTypeError::new_err(format!("weights['{key}'] is not a float32 NumPy array"))
+                })?;
+                if !a.data().cast_const().is_aligned() {
+                    return Err(data_err(
+                        &format!("weights['{key}']"),
+                        "not aligned to 4 bytes".into(),
+                    ));
+                }
+                // Logical (C) order whatever the strides.
+                let data: Vec<f32> = a.as_array().iter().copied().collect();
+                map.insert(key, convjit::npy::Array::new(a.shape().to_vec(), data));
+            }
+            Weights::from_arrays(layer, "weights", map).map_err(|e| py_err(e.into()))
+        }
+        (None, Some(p)) => convjit::load_weights(layer, p).map_err(py_err),
+        (None, None) => Weights::try_random(layer, 0).map_err(|e| py_err(e.into())),
+    }
+}
+
+fn parse_options(precision: &str, threads: Option<usize>, backend: &str) -> PyResult<Options> {
+    let precision = Precision::parse(precision).ok_or_else(|| {
+        PyValueError::new_err(format!("'{precision}' is not a precision (f32, bf16)"))
+    })?;
+    let backend = Backend::parse(backend).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "'{backend}' is not a code generator (auto, cranelift, avx2, avx512)"
+        ))
+    })?;
+    let threads = threads.unwrap_or(Options::default().threads);
+    // The command line's range (`--threads`).
+    if !(1..=256).contains(&threads) {
+        return Err(PyValueError::new_err(format!(
+            "threads={threads}: expected 1 to 256"
+        )));
+    }
+    Ok(Options {
+        threads,
+        backend,
+        precision,
+        ..Options::default()
+    })
+}
+
+/// `x`'s batch, after checking that it is C-contiguous float32 of the
+/// layer's `[N, H, W, C]` (N >= 1) or `[H, W, C]` (one image).
+fn batch_of(layer: &Layer, x: &PyReadonlyArrayDyn<f32>) -> PyResult<usize> {
+    let s = layer.input;
+    let found = x.shape();
+    let n = match *found {
+        [n, h, w, c] if n >= 1 && [h, w, c] == [s.h, s.w, s.c] => n,
+        [h, w, c] if [h, w, c] == [s.h, s.w, s.c] => 1,
+        _ => {
+            return Err(data_err(
+                "x",
+                format!(
+                    "expected float32 [N, {}, {}, {}] (NHWC, N >= 1) or [{}, {}, {}] for layer '{}', found {found:?}",
+                    s.h, s.w, s.c, s.h, s.w, s.c, layer.name
+                ),
+            ))
+        }
+    };
+    if !x.is_c_contiguous() {
+        return Err(data_err("x", "not C-contiguous".into()));
+    }
+    // A slice of f32 must be aligned (NumPy allows unaligned views).
+    if !x.data().cast_const().is_aligned() {
+        return Err(data_err("x", "not aligned to 4 bytes".into()));
+    }
+    Ok(n)
+}
+
+/// The output dims for `n` images, as `x` has them (3-D for one image
+/// given as `[H, W, C]`).
+fn out_dims(layer: &Layer, n: usize, x_ndim: usize) -> Vec<usize> {
+    let o = layer.output();
+    match x_ndim {
+        3 => vec![o.h, o.w, o.c],
+        _ => vec![n, o.h, o.w, o.c],
+    }
+}
+
+/// A compiled layer (`convjit.Kernel` wraps it). Immutable once made: any
+/// number of Python threads may run it at once.
+#[pyclass(frozen, module = "convjit._convjit")]
+struct Kernel {
+    kernel: convjit::Kernel,
+    /// The layer as compiled (before any separation): its name, MACs.
+    layer: Layer,
+    /// What `convjit plan --weights` shows of it, made on request.
+    planned: std::sync::OnceLock<Planned>,
+    weights: Weights,
+    options: Options,
+}
+
+#[pymethods]
+impl Kernel {
+    /// Runs the kernel on `x` (C-contiguous float32, `[N,H,W,C]` or
+    /// `[H,W,C]`) into `out` (C-contiguous float32 of the output's shape)
+    /// or a new array, with the GIL released.
+    #[pyo3(signature = (x, out=None))]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<'py, f32>,
+        out: Option<Bound<'py, PyArrayDyn<f32>>>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let layer = self.kernel.layer();
+        let n = batch_of(layer, &x)?;
+        let dims = out_dims(layer, n, x.ndim());
+        let out = match out {
+            Some(out) => {
+                if out.shape() != dims.as_slice() {
+                    return Err(data_err(
+                        "out",
+                        format!("expected float32 {dims:?}, found {:?}", out.shape()),
+                    ));
+                }
+                if !out.is_c_contiguous() {
+                    return Err(data_err("out", "not C-contiguous".into()));
+                }
+                if !out.data().cast_const().is_aligned() {
+                    return Err(data_err("out", "not aligned to 4 bytes".into()));
+                }
+                out
+            }
+            // SAFETY: the kernel writes every value of its output before
+            // the array is returned; on an error the array is dropped
+            // unread.
+            None => unsafe { PyArrayDyn::<f32>::new(py, dims, false) },
+        };
+        {
+            let input = x.as_slice().map_err(|e| data_err("x", e.to_string()))?;
+            // Refused when `out` shares memory with `x` (NumPy's borrow
+            // flags see views of one base), is read-only, or is another
+            // running call's output.
+            let mut w = out.try_readwrite().map_err(|e| {
+                data_err(
+                    "out",
+                    format!(
+                        "cannot be written ({e}): it is read-only, shares memory with x, \
+                         or another call is writing it"
+                    ),
+                )
+            })?;
+            let output = w
+                .as_slice_mut()
+                .map_err(|e| data_err("out", e.to_string()))?;
+            let kernel = &self.kernel;
+            py.detach(|| kernel.run(input, output, n))
+                .map_err(|e| py_err(e.into()))?;
+        }
+        Ok(out)
+    }
+
+    /// The text `convjit plan --weights` prints for this layer.
+    fn plan_text(&self) -> String {
+        self.planned().text()
+    }
+
+    /// The object `convjit plan --weights --json` prints, as JSON text.
+    fn plan_json(&self) -> String {
+        self.planned().json()
+    }
+
+    #[getter]
+    fn input_shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let s = self.layer.input;
+        PyTuple::new(py, [s.h, s.w, s.c])
+    }
+
+    #[getter]
+    fn output_shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let s = self.layer.output();
+        PyTuple::new(py, [s.h, s.w, s.c])
+    }
+
+    #[getter]
+    fn macs(&self) -> u64 {
+        self.layer.macs()
+    }
+
+    #[getter]
+    fn backend(&self) -> String {
+        self.kernel.backend().to_string()
+    }
+
+    #[getter]
+    fn precision(&self) -> String {
+        self.kernel.precision().to_string()
+    }
+
+    #[getter]
+    fn threads(&self) -> usize {
+        self.options.threads
+    }
+
+    #[getter]
+    fn name(&self) -> &str {
+        &self.layer.name
+    }
+}
+
+impl Kernel {
+    fn planned(&self) -> &Planned {
+        self.planned
+            .get_or_init(|| Planned::new(&self.layer, Some(&self.weights), &self.options))
+    }
+}
+
+/// Parses `source`, binds weights and compiles (the GIL released while
+/// compiling).
+#[pyfunction]
+#[pyo3(signature = (source, name, is_path, layer, weights, weights_path, precision, threads, backend))]
+#[allow(clippy::too_many_arguments)]
+fn compile(
+    py: Python<'_>,
+    source: &str,
+    name: &str,
+    is_path: bool,
+    layer: Option<&str>,
+    weights: Option<&Bound<'_, PyDict>>,
+    weights_path: Option<&str>,
+    precision: &str,
+    threads: Option<usize>,
+    backend: &str,
+) -> PyResult<Kernel> {
+    let options = parse_options(precision, threads, backend)?;
+    let layer = load_layer(source, name, is_path, layer)?;
+    let weights = load_weights(&layer, weights, weights_path)?;
+    let kernel = py
+        .detach(|| convjit::Kernel::compile_with(&layer, &weights, &options))
+        .map_err(|e| py_err(e.into()))?;
+    Ok(Kernel {
+        kernel,
+        layer,
+        planned: std::sync::OnceLock::new(),
+        weights,
+        options,
+    })
+}
+
+/// The reference interpreter on `x` (f64 accumulation), as
+/// `convjit run --engine interp`.
+#[pyfunction]
+#[pyo3(signature = (source, name, is_path, layer, weights, weights_path, precision, x))]
+#[allow(clippy::too_many_arguments)]
+fn interpret<'py>(
+    py: Python<'py>,
+    source: &str,
+    name: &str,
+    is_path: bool,
+    layer: Option<&str>,
+    weights: Option<&Bound<'py, PyDict>>,
+    weights_path: Option<&str>,
+    precision: &str,
+    x: PyReadonlyArrayDyn<'py, f32>,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    let precision = parse_options(precision, None, "auto")?.precision;
+    let layer = load_layer(source, name, is_path, layer)?;
+    let weights = load_weights(&layer, weights, weights_path)?;
+    let n = batch_of(&layer, &x)?;
+    let dims = out_dims(&layer, n, x.ndim());
+    let input = x.as_slice().map_err(|e| data_err("x", e.to_string()))?;
+    let out = py
+        .detach(|| convjit::interpret_in(&layer, &weights, input, n, precision))
+        .map_err(|e| py_err(e.into()))?;
+    PyArray1::from_vec(py, out).reshape(dims)
+}
+
+/// The convolution chains of an ONNX model: per layer, `(name, .conv
+/// text, weights dict, input shape, output shape, ONNX input, ONNX
+/// output)`, and the importer's notes.
+#[pyfunction]
+#[pyo3(signature = (path, input_shape=None))]
+fn import_onnx<'py>(
+    py: Python<'py>,
+    path: &str,
+    input_shape: Option<[usize; 3]>,
+) -> PyResult<(Bound<'py, PyList>, Vec<String>)> {
+    let fail = |m: String| DataError::new_err(format!("{path}: {m}"));
+    let bytes = convjit_onnx::read_model(path).map_err(|e| DataError::new_err(e.to_string()))?;
+    let options = convjit_onnx::Options { input_shape };
+    let imported = py
+        .detach(|| convjit_onnx::import(bytes, &options))
+        .map_err(|e| fail(e.to_string()))?;
+    if imported.layers.is_empty() {
+        return Err(fail(format!(
+            "no convolution could be imported ({} Conv node{})",
+            imported.conv_nodes,
+            if imported.conv_nodes == 1 { "" } else { "s" }
+        )));
+    }
+    let layers = PyList::empty(py);
+    for (i, l) in imported.layers.iter().enumerate() {
+        let weights = PyDict::new(py);
+        for (key, a) in imported.arrays(i).map_err(|e| fail(e.to_string()))? {
+            weights.set_item(key, PyArray1::from_vec(py, a.data).reshape(a.shape)?)?;
+        }
+        let (i_, o) = (l.layer.input, l.layer.output());
+        layers.append((
+            &l.layer.name,
+            &l.text,
+            weights,
+            (i_.h, i_.w, i_.c),
+            (o.h, o.w, o.c),
+            &l.input,
+            &l.output,
+        ))?;
+    }
+    Ok((layers, imported.notes.clone()))
+}
+
+/// `(Ho, Wo, Co)` of the only layer of `.conv` text.
+#[pyfunction]
+fn output_shape(text: &str) -> PyResult<(usize, usize, usize)> {
+    let o = load_layer(text, "<string>", false, None)?.output();
+    Ok((o.h, o.w, o.c))
+}
+
+#[pymodule]
+fn _convjit(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("Error", py.get_type::<Error>())?;
+    m.add("LayerError", py.get_type::<LayerError>())?;
+    m.add("DataError", py.get_type::<DataError>())?;
+    m.add("CompileError", py.get_type::<CompileError>())?;
+    m.add_class::<Kernel>()?;
+    m.add_function(wrap_pyfunction!(compile, m)?)?;
+    m.add_function(wrap_pyfunction!(interpret, m)?)?;
+    m.add_function(wrap_pyfunction!(import_onnx, m)?)?;
+    m.add_function(wrap_pyfunction!(output_shape, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,371 @@
+"""convjit.compile, Kernel, interpret: sources, weights, inputs and
+outputs of every kind, errors, threads, and agreement with the CLI."""
+
+import pathlib
+import threading
+
+import numpy as np
+import pytest
+
+import convjit
+from conftest import MBV2, MBV2_SHAPES, TEXTBOOK, TEXTBOOK_SHAPES, random_weights
+
+
+@pytest.fixture
+def textbook(rng):
+    w = random_weights(rng, TEXTBOOK_SHAPES)
+    return convjit.compile(TEXTBOOK, weights=w), w
+
+
+def test_compile_and_properties(textbook):
+    k, _ = textbook
+    assert k.input_shape == (12, 12, 3)
+    assert k.output_shape == (8, 8, 256)
+    assert k.macs == 4_800 + 49_152
+    assert k.precision == "f32"
+    assert k.backend in ("avx512", "avx2", "cranelift")
+    assert k.threads == 1
+    assert k.name == "textbook"
+    assert "textbook" in repr(k)
+
+
+def test_call_matches_the_interpreter(textbook, rng):
+    k, w = textbook
+    x = rng.standard_normal((3, 12, 12, 3)).astype(np.float32)
+    y = k(x)
+    assert y.shape == (3, 8, 8, 256) and y.dtype == np.float32
+    r = convjit.interpret(TEXTBOOK, x, weights=w)
+    np.testing.assert_allclose(y, r, rtol=1e-5, atol=1e-5)
+
+
+def test_one_image_as_hwc(textbook, rng):
+    k, _ = textbook
+    x = rng.standard_normal((12, 12, 3)).astype(np.float32)
+    y = k(x)
+    assert y.shape == (8, 8, 256)
+    np.testing.assert_array_equal(y, k(x[None])[0])
+
+
+def test_out_is_filled_and_returned(textbook, rng):
+    k, _ = textbook
+    x = rng.standard_normal((2, 12, 12, 3)).astype(np.float32)
+    out = np.full((2, 8, 8, 256), np.nan, dtype=np.float32)
+    assert k(x, out=out) is out
+    np.testing.assert_array_equal(out, k(x))
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda x: x.astype(np.float64),
+        lambda x: np.asfortranarray(x),
+        lambda x: x.astype(">f4"),
+        lambda x: x.tolist(),
+    ],
+    ids=["float64", "fortran", "big-endian", "list"],
+)
+def test_other_inputs_are_converted_by_the_rule(textbook, rng, convert):
+    k, _ = textbook
+    x = rng.standard_normal((2, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_array_equal(k(convert(x)), k(x))
+    # float16 values are all float32 values: the same output.
+    h = x.astype(np.float16)
+    np.testing.assert_array_equal(k(h), k(h.astype(np.float32)))
+
+
+def test_integer_and_bool_inputs_are_converted(textbook):
+    k, _ = textbook
+    x = np.arange(2 * 12 * 12 * 3).reshape(2, 12, 12, 3) % 5
+    np.testing.assert_array_equal(k(x), k(x.astype(np.float32)))
+    np.testing.assert_array_equal(k(x > 2), k((x > 2).astype(np.float32)))
+
+
+def test_non_contiguous_views(textbook, rng):
+    k, _ = textbook
+    big = rng.standard_normal((4, 24, 24, 6)).astype(np.float32)
+    for view in (big[::2, ::2, ::2, ::2], big[:, :12, :12, :3], big[1:3, 5:17, 3:15, 2:5]):
+        assert not view.flags.c_contiguous
+        np.testing.assert_array_equal(k(view), k(np.ascontiguousarray(view)))
+    # Channels-first data transposed to NHWC is a strided view too.
+    nchw = rng.standard_normal((2, 3, 12, 12)).astype(np.float32)
+    nhwc = nchw.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(k(nhwc), k(nhwc.copy()))
+
+
+def test_wrong_dtypes_raise_type_error(textbook):
+    k, _ = textbook
+    with pytest.raises(TypeError, match="complex"):
+        k(np.zeros((1, 12, 12, 3), dtype=np.complex64))
+    with pytest.raises(TypeError, match="dtype <U1|found dtype"):
+        k(np.full((1, 12, 12, 3), "a"))
+    with pytest.raises(TypeError, match="out: expected dtype float32, found float64"):
+        k(np.zeros((1, 12, 12, 3), np.float32), out=np.zeros((1, 8, 8, 256)))
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        k(np.zeros((1, 12, 12, 3), np.float32), out=[0.0])
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 12, 12, 4), (12, 12), (0, 12, 12, 3), (1, 1, 12, 12, 3), (2, 11, 12, 3), ()],
+)
+def test_wrong_shapes_raise_data_error(textbook, shape):
+    k, _ = textbook
+    with pytest.raises(convjit.DataError) as e:
+        k(np.zeros(shape, np.float32))
+    assert str(e.value) == (
+        "x: expected float32 [N, 12, 12, 3] (NHWC, N >= 1) or [12, 12, 3] "
+        f"for layer 'textbook', found {list(shape)}"
+    )
+
+
+def test_bad_out_raises_data_error(textbook):
+    k, _ = textbook
+    x = np.zeros((2, 12, 12, 3), np.float32)
+    with pytest.raises(convjit.DataError, match=r"out: expected float32 \[2, 8, 8, 256\], found \[1, 8, 8, 256\]"):
+        k(x, out=np.zeros((1, 8, 8, 256), np.float32))
+    with pytest.raises(convjit.DataError, match="out: not C-contiguous"):
+        k(x, out=np.zeros((2, 8, 8, 512), np.float32)[..., ::2])
+    ro = np.zeros((2, 8, 8, 256), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(convjit.DataError, match="out: cannot be written .*read-only"):
+        k(x, out=ro)
+
+
+def test_unaligned_arrays(textbook, rng):
+    k, _ = textbook
+    x = rng.standard_normal((1, 12, 12, 3)).astype(np.float32)
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    unaligned = raw[1:].view(np.float32).reshape(x.shape)
+    unaligned[...] = x
+    assert not unaligned.flags.aligned
+    np.testing.assert_array_equal(k(unaligned), k(x))  # converted by the rule
+    with pytest.raises(convjit.DataError, match="x: not aligned to 4 bytes"):
+        k._k.run(unaligned, None)  # the extension itself refuses it
+    w = random_weights(rng, TEXTBOOK_SHAPES)
+    bias = np.zeros(256 * 4 + 1, np.uint8)[1:].view(np.float32)
+    bias[...] = w["sep.bias"]
+    assert not bias.flags.aligned
+    np.testing.assert_array_equal(
+        convjit.compile(TEXTBOOK, weights={**w, "sep.bias": bias})(x),
+        convjit.compile(TEXTBOOK, weights=w)(x),
+    )
+    raw = np.zeros(8 * 8 * 256 * 4 + 1, np.uint8)
+    out = raw[1:].view(np.float32).reshape(1, 8, 8, 256)
+    with pytest.raises(convjit.DataError, match="out: not aligned to 4 bytes"):
+        k(x, out=out)
+
+
+def test_out_sharing_memory_with_x_is_refused(rng):
+    k = convjit.compile("layer l { input 4x4x8\n d: depthwise 3x3, pad same }")
+    buf = rng.standard_normal((1, 4, 4, 8)).astype(np.float32)
+    with pytest.raises(convjit.DataError, match="out: cannot be written .*shares memory with x"):
+        k(buf, out=buf)
+    with pytest.raises(convjit.DataError, match="out: cannot be written .*shares memory with x"):
+        k(buf, out=buf.reshape(1, 4, 4, 8)[:])
+
+
+def test_sources_text_path_and_layer(tmp_path, rng):
+    w = random_weights(rng, TEXTBOOK_SHAPES)
+    x = rng.standard_normal((1, 12, 12, 3)).astype(np.float32)
+    f = tmp_path / "t.conv"
+    f.write_text(TEXTBOOK)
+    want = convjit.compile(TEXTBOOK, weights=w)(x)
+    np.testing.assert_array_equal(convjit.compile(f, weights=w)(x), want)
+    np.testing.assert_array_equal(convjit.compile(str(f), weights=w)(x), want)
+    layer = convjit.Layer("textbook", TEXTBOOK, w, (12, 12, 3), (8, 8, 256))
+    assert layer.source == layer.conv
+    np.testing.assert_array_equal(convjit.compile(layer)(x), want)
+    with pytest.raises(TypeError, match="source"):
+        convjit.compile(b"layer")
+
+
+def test_layer_is_chosen_by_name(rng):
+    two = TEXTBOOK + MBV2
+    k = convjit.compile(two, layer="inverted_residual")
+    assert k.name == "inverted_residual"
+    with pytest.raises(convjit.LayerError, match=r"the file holds 2 layers \(textbook, inverted_residual\)"):
+        convjit.compile(two)
+    with pytest.raises(convjit.LayerError, match="no layer 'nope' in the file"):
+        convjit.compile(two, layer="nope")
+
+
+def test_weights_from_npz_equal_weights_from_dict(tmp_path, rng):
+    w = random_weights(rng, MBV2_SHAPES)
+    np.savez(tmp_path / "w.npz", **w)
+    x = rng.standard_normal((2, 14, 14, 24)).astype(np.float32)
+    a = convjit.compile(MBV2, weights=w)(x)
+    np.testing.assert_array_equal(convjit.compile(MBV2, weights=tmp_path / "w.npz")(x), a)
+    np.testing.assert_array_equal(convjit.compile(MBV2, weights=str(tmp_path / "w.npz"))(x), a)
+    # float64 weights are converted; Keras' [1, 1, Ci, Co] pointwise arrays are taken.
+    w64 = {k: v.astype(np.float64) for k, v in w.items()}
+    w64["expand.weight"] = w64["expand.weight"].reshape(1, 1, 24, 144)
+    np.testing.assert_array_equal(convjit.compile(MBV2, weights=w64)(x), a)
+    r = convjit.interpret(MBV2, x, weights=w)
+    np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5)
+
+
+def test_weight_errors_name_the_key_and_shapes(rng):
+    w = random_weights(rng, TEXTBOOK_SHAPES)
+    del w["sep.bias"]
+    with pytest.raises(convjit.DataError) as e:
+        convjit.compile(TEXTBOOK, weights=w)
+    assert str(e.value).startswith("weights: key 'sep.bias': missing: stage 'sep.pointwise'")
+    w = random_weights(rng, TEXTBOOK_SHAPES)
+    w["sep.pointwise.weight"] = w["sep.pointwise.weight"][:, :255]
+    with pytest.raises(convjit.DataError, match=r"expected shape \[3, 256\] .* found \[3, 255\]"):
+        convjit.compile(TEXTBOOK, weights=w)
+    w = random_weights(rng, TEXTBOOK_SHAPES)
+    w["extra.bias"] = np.zeros(3, np.float32)
+    with pytest.raises(convjit.DataError, match="unexpected array"):
+        convjit.compile(TEXTBOOK, weights=w)
+    with pytest.raises(TypeError, match="complex"):
+        convjit.compile(TEXTBOOK, weights={"sep.bias": np.zeros(256, np.complex64)})
+    with pytest.raises(TypeError, match="dict of arrays"):
+        convjit.compile(TEXTBOOK, weights=[1, 2])
+
+
+def test_option_errors():
+    with pytest.raises(ValueError, match=r"'f16' is not a precision \(f32, bf16\)"):
+        convjit.compile(TEXTBOOK, precision="f16")
+    with pytest.raises(ValueError, match="is not a code generator"):
+        convjit.compile(TEXTBOOK, backend="sse")
+    with pytest.raises(ValueError, match="threads=0"):
+        convjit.compile(TEXTBOOK, threads=0)
+    with pytest.raises(convjit.CompileError):
+        # Cranelift has no bf16 code, on any host.
+        convjit.compile(TEXTBOOK, backend="cranelift", precision="bf16")
+
+
+def test_exception_hierarchy():
+    for e in (convjit.LayerError, convjit.DataError, convjit.CompileError):
+        assert issubclass(e, convjit.Error)
+    assert issubclass(convjit.Error, Exception)
+
+
+def test_every_backend_and_threads_agree(rng):
+    x = rng.standard_normal((2, 14, 14, 24)).astype(np.float32)
+    w = random_weights(rng, MBV2_SHAPES)
+    ref = convjit.interpret(MBV2, x, weights=w)
+    for backend in ("auto", "avx512", "avx2", "cranelift"):
+        for threads in (None, 2):
+            try:
+                k = convjit.compile(MBV2, weights=w, backend=backend, threads=threads)
+            except convjit.CompileError as e:
+                assert "this CPU" in str(e) or "not" in str(e)
+                continue
+            np.testing.assert_allclose(k(x), ref, rtol=1e-4, atol=1e-5, err_msg=f"{backend} {threads}")
+
+
+def test_bf16_or_compile_error(rng):
+    w = random_weights(rng, MBV2_SHAPES)
+    x = rng.standard_normal((1, 14, 14, 24)).astype(np.float32)
+    try:
+        k = convjit.compile(MBV2, weights=w, precision="bf16")
+    except convjit.CompileError as e:
+        assert "bf16" in str(e)
+        return
+    assert k.precision == "bf16"
+    ref = convjit.interpret(MBV2, x, weights=w, precision="bf16")
+    np.testing.assert_allclose(k(x), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_eight_python_threads_share_one_kernel(rng):
+    w = random_weights(rng, MBV2_SHAPES)
+    for threads in (1, 2):
+        k = convjit.compile(MBV2, weights=w, threads=threads)
+        xs = [rng.standard_normal((2, 14, 14, 24)).astype(np.float32) for _ in range(8)]
+        want = [k(x) for x in xs]
+        got = [None] * 8
+        start = threading.Barrier(8)
+
+        def work(i):
+            start.wait()
+            for _ in range(20):
+                y = k(xs[i])
+                assert np.array_equal(y, want[i])
+            got[i] = y
+
+        ts = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        for g, x, y in zip(got, xs, want):
+            np.testing.assert_array_equal(g, y)
+
+
+def test_plan_is_the_clis(tmp_path, rng, cli):
+    w = random_weights(rng, MBV2_SHAPES)
+    (tmp_path / "l.conv").write_text(MBV2)
+    np.savez(tmp_path / "w.npz", **w)
+    k = convjit.compile(tmp_path / "l.conv", weights=w, threads=2)
+    r = cli("plan", tmp_path / "l.conv", "--weights", tmp_path / "w.npz", "--threads", 2)
+    assert r.returncode == 0, r.stderr
+    assert k.plan() == r.stdout
+    r = cli("plan", tmp_path / "l.conv", "--weights", tmp_path / "w.npz", "--threads", 2, "--json")
+    import json
+
+    assert k.plan(json=True) == json.loads(r.stdout)
+    assert k.plan(json=True)["macs"] == k.macs
+
+
+def test_run_agrees_with_the_cli(tmp_path, rng, cli):
+    w = random_weights(rng, TEXTBOOK_SHAPES)
+    x = rng.standard_normal((3, 12, 12, 3)).astype(np.float32)
+    (tmp_path / "t.conv").write_text(TEXTBOOK)
+    np.savez(tmp_path / "w.npz", **w)
+    np.save(tmp_path / "x.npy", x)
+    for engine, ours in (("jit", convjit.compile(TEXTBOOK, weights=w)(x)), ("interp", convjit.interpret(TEXTBOOK, x, weights=w))):
+        out = tmp_path / f"{engine}.npy"
+        r = cli("run", tmp_path / "t.conv", "--weights", tmp_path / "w.npz", "--input", tmp_path / "x.npy", "-o", out, "--engine", engine)
+        assert r.returncode == 0, r.stderr
+        np.testing.assert_array_equal(np.load(out), ours)
+    # Without weights, both use the seeded random weights of seed 0.
+    out = tmp_path / "seeded.npy"
+    r = cli("run", tmp_path / "t.conv", "--input", tmp_path / "x.npy", "-o", out)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(out), convjit.compile(TEXTBOOK)(x))
+
+
+def test_errors_are_the_clis_messages(tmp_path, rng, cli):
+    bad = tmp_path / "bad.conv"
+    bad.write_text("layer l {\n  input 4x4x3\n  d: depthwise 3x3, strid 2\n}\n")
+    r = cli("check", bad)
+    assert r.returncode == 1
+    with pytest.raises(convjit.LayerError) as e:
+        convjit.compile(bad)
+    assert str(e.value) == r.stderr.rstrip("\n")
+    with pytest.raises(convjit.LayerError) as e:
+        convjit.compile(bad.read_text())
+    assert str(e.value) == r.stderr.rstrip("\n").replace(str(bad), "<string>")
+
+    (tmp_path / "t.conv").write_text(TEXTBOOK)
+    w = random_weights(rng, TEXTBOOK_SHAPES)
+    w["sep.bias"] = w["sep.bias"][:10]
+    np.savez(tmp_path / "w.npz", **w)
+    r = cli("run", tmp_path / "t.conv", "--weights", tmp_path / "w.npz")
+    assert r.returncode == 1
+    with pytest.raises(convjit.DataError) as e:
+        convjit.compile(tmp_path / "t.conv", weights=tmp_path / "w.npz")
+    assert "error: " + str(e.value) == r.stderr.rstrip("\n")
+    with pytest.raises(convjit.DataError) as e:
+        convjit.compile(tmp_path / "t.conv", weights=w)
+    assert "error: " + str(e.value) == r.stderr.rstrip("\n").replace(str(tmp_path / "w.npz"), "weights")
+
+    with pytest.raises(convjit.DataError) as e:
+        convjit.compile(tmp_path / "missing.conv")
+    r = cli("check", tmp_path / "missing.conv")
+    assert "error: " + str(e.value) == r.stderr.rstrip("\n")
+
+
+def test_help_documents_compile():
+    doc = convjit.compile.__doc__
+    for word in ("source", "weights", "precision", "threads", "backend", "LayerError", "DataError", "CompileError"):
+        assert word in doc
+    assert "without a copy" in convjit.Kernel.__call__.__doc__
+
+
+def test_package_is_typed():
+    root = pathlib.Path(convjit.__file__).parent
+    assert (root / "py.typed").is_file()
+    assert (root / "_convjit.pyi").is_file()
