@@ -158,21 +158,23 @@ pub fn binary<T: Copy>(
         return Ok(Vals::Fill(f(*x, *y)?));
     }
     let n = elems(out)?;
-    let (sa, sb, so) = (
-        broadcast_strides(ad, out),
-        broadcast_strides(bd, out),
-        strides(out),
-    );
+    let (sa, sb) = (broadcast_strides(ad, out), broadcast_strides(bd, out));
     let mut v = budget.vec(n)?;
-    for i in 0..n {
-        let (mut ia, mut ib, mut rest) = (0, 0, i);
-        for k in 0..out.len() {
-            let q = rest / so[k];
-            rest %= so[k];
-            ia += q * sa[k];
-            ib += q * sb[k];
-        }
+    // An odometer over the output's coordinates, carrying both offsets.
+    let (mut at, mut ia, mut ib) = (vec![0; out.len()], 0, 0);
+    for _ in 0..n {
         v.push(f(a.get(ia), b.get(ib))?);
+        for k in (0..out.len()).rev() {
+            at[k] += 1;
+            ia += sa[k];
+            ib += sb[k];
+            if at[k] < out[k] {
+                break;
+            }
+            at[k] = 0;
+            ia -= sa[k] * out[k];
+            ib -= sb[k] * out[k];
+        }
     }
     Ok(Vals::All(v.into()))
 }
