@@ -50,19 +50,24 @@ pub struct Found {
     pub taken: HashSet<usize>,
     /// Why each Conv not taken was not.
     pub notes: Vec<String>,
+    /// The kind of each note's reason (`conv::Skip::kind`).
+    pub kinds: Vec<&'static str>,
     pub conv_nodes: usize,
 }
 
 pub fn find(g: &Graph, shapes: &Shapes) -> Result<Found, Error> {
     let mut verdicts = vec![None; g.nodes.len()];
-    let mut notes = Vec::new();
+    let (mut notes, mut kinds) = (Vec::new(), Vec::new());
     let mut conv_nodes = 0;
     for (i, node) in g.nodes.iter().enumerate() {
         if node.op_type() == "Conv" && is_default_domain(node) {
             conv_nodes += 1;
             match conv::analyse(g, i, shapes)? {
                 Verdict::Take(s) => verdicts[i] = Some(s),
-                Verdict::Skip(why) => notes.push(format!("{} not imported: {why}", describe(node))),
+                Verdict::Skip(skip) => {
+                    notes.push(format!("{} not imported: {}", describe(node), skip.why));
+                    kinds.push(skip.kind);
+                }
             }
         }
     }
@@ -81,6 +86,7 @@ pub fn find(g: &Graph, shapes: &Shapes) -> Result<Found, Error> {
         chains,
         taken,
         notes,
+        kinds,
         conv_nodes,
     })
 }

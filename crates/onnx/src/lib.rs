@@ -103,6 +103,8 @@ pub struct Import {
     pub folded_nodes: usize,
     /// Why each Conv node that was not imported was not.
     pub notes: Vec<String>,
+    /// The kind of each note's reason, for [`Import::note_summary`].
+    note_kinds: Vec<&'static str>,
 }
 
 /// The largest model file read: 2 GiB, protobuf's own limit (larger
@@ -223,6 +225,7 @@ pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Erro
         }
     }
     let (chains, conv_nodes, notes) = (found.chains, found.conv_nodes, found.notes);
+    let note_kinds = found.kinds;
     let folded_nodes = folded.count();
     Ok(Import {
         model,
@@ -233,6 +236,7 @@ pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Erro
         conv_nodes,
         skipped,
         notes,
+        note_kinds,
     })
 }
 
@@ -287,6 +291,32 @@ impl Import {
             .collect();
         convjit_ir::Weights::new(layer, stages)
             .map_err(|e| Error::new(format!("internal error: {e}")))
+    }
+
+    /// The notes grouped by the kind of their reason, one line per kind
+    /// in order of first appearance: its first note, then how many more
+    /// Conv nodes were left out for a reason of that kind (`(and 15 more
+    /// Conv nodes: weights computed in the graph)`). Equal to
+    /// [`Import::notes`] when no two share a kind.
+    pub fn note_summary(&self) -> Vec<String> {
+        let mut groups: Vec<(&str, &str, usize)> = Vec::new();
+        for (note, &kind) in self.notes.iter().zip(&self.note_kinds) {
+            match groups.iter_mut().find(|(k, _, _)| *k == kind) {
+                Some((_, _, n)) => *n += 1,
+                None => groups.push((kind, note, 1)),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(kind, note, n)| match n {
+                1 => note.to_string(),
+                n => format!(
+                    "{note} (and {} more Conv node{}: {kind})",
+                    n - 1,
+                    if n == 2 { "" } else { "s" }
+                ),
+            })
+            .collect()
     }
 
     /// `skipped: MaxPool x3, Concat x8, Gemm x1`, or `None` when every

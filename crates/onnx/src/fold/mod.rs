@@ -27,6 +27,7 @@ const FLOAT: i32 = DataType::Float as i32;
 const DOUBLE: i32 = DataType::Double as i32;
 const INT32: i32 = DataType::Int32 as i32;
 const INT64: i32 = DataType::Int64 as i32;
+pub use ops::OPS;
 pub use tensor::{Data, Tensor, Vals};
 
 /// The graph's folded tensors and the nodes that made them.

@@ -66,15 +66,21 @@ pub fn elems(dims: &[usize]) -> Result<usize, String> {
         })
 }
 
-/// What folding may allocate in all: [`MAX_ELEMS`] values, and never more
-/// than the process can still take (`convjit_ir::budget`).
+/// The most values folding stores in all (256 MiB of float32): a model's
+/// weights computed from stored values (a transposed initializer, a
+/// repeated value times a per-channel one). Repeated values are free, so
+/// a few bytes of `ConstantOfShape` cannot take more than this.
+pub const MAX_STORED: usize = 1 << 26;
+
+/// What folding may allocate in all: [`MAX_STORED`] values, and never
+/// more than the process can still take (`convjit_ir::budget`).
 pub struct Budget {
     left: usize,
 }
 
 impl Default for Budget {
     fn default() -> Budget {
-        Budget { left: MAX_ELEMS }
+        Budget { left: MAX_STORED }
     }
 }
 
@@ -92,7 +98,7 @@ impl Budget {
     pub fn charge<T>(&mut self, n: usize) -> Result<(), String> {
         if n > self.left {
             return Err(format!(
-                "folding would store more than {MAX_ELEMS} values in all (convjit's limit)"
+                "folding would store more than {MAX_STORED} values in all (convjit's limit)"
             ));
         }
         let bytes = (n as u64).checked_mul(std::mem::size_of::<T>() as u64);
