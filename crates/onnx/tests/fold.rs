@@ -458,3 +458,24 @@ fn ints_attr(name: &str, v: i64) -> AttributeProto {
         ..Default::default()
     }
 }
+
+/// A classifier's weights transposed in the graph are folded only while
+/// small: nothing the importer reads depends on them.
+#[test]
+fn constants_nothing_reads_are_folded_only_when_small() {
+    for (rows, folded) in [(10usize, 1), (1100, 0)] {
+        let nodes = vec![
+            node("Conv", &["x", "w"], "y", vec![]),
+            node("Flatten", &["y"], "f", vec![]),
+            node("Transpose", &["fc"], "fct", vec![]),
+            node("Gemm", &["f", "fct"], "out", vec![]),
+        ];
+        let inits = vec![
+            floats("w", &[2, 3, 1, 1], random(6, 1)),
+            floats("fc", &[rows as i64, 1000], vec![0.5; rows * 1000]),
+        ];
+        let m = imported(model(nodes, inits, 3, "out"));
+        assert_eq!(m.layers.len(), 1);
+        assert_eq!(m.folded_nodes, folded, "{rows} rows");
+    }
+}

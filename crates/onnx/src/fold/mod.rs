@@ -85,14 +85,17 @@ pub fn fold(g: &Graph) -> Folded {
                 .count()
         })
         .collect();
+    let needed = needed(g, &pending, &candidate);
     let mut ready: VecDeque<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
     let mut budget = tensor::Budget::default();
+    let mut spare = tensor::Budget::new(SPARE);
     let mut read: HashMap<&str, Tensor> = HashMap::new();
     while let Some(i) = ready.pop_front() {
         if !candidate(i) {
             continue;
         }
         let node = &g.nodes[i];
+        let budget = if needed[i] { &mut budget } else { &mut spare };
         let result = node
             .input
             .iter()
@@ -106,12 +109,12 @@ pub fn fold(g: &Graph) -> Folded {
                 if let Some(t) = read.get(name.as_str()) {
                     return Ok(Some(t.clone()));
                 }
-                let t = read_constant(g, name, &mut budget)?;
+                let t = read_constant(g, name, budget)?;
                 read.insert(name, t.clone());
                 Ok(Some(t))
             })
             .collect::<Result<Vec<_>, String>>()
-            .and_then(|inputs| ops::eval(node, &inputs, &mut budget));
+            .and_then(|inputs| ops::eval(node, &inputs, budget));
         let out = node.output[0].as_str();
         match result {
             Ok(t) => {
@@ -133,6 +136,53 @@ pub fn fold(g: &Graph) -> Folded {
         }
     }
     folded
+}
+
+/// Values stored for constants that nothing the importer reads depends on
+/// (a classifier's weights, transposed in the graph): folded only while
+/// small, so that they cost neither time nor memory.
+const SPARE: usize = 1 << 20;
+
+/// Ops whose constant inputs the importer never reads.
+const UNREAD: &[&str] = &["Gemm", "MatMul"];
+
+/// Which nodes the importer may need folded: those that would fold (all
+/// inputs constant in the end, found as folding would, assuming each
+/// succeeds) whose output leads, through other such nodes, to a node
+/// that does not fold and is not one of `UNREAD` (a Conv's weights, a
+/// BatchNormalization's parameters, a per-channel `Mul`, a `Reshape`'s
+/// shape).
+fn needed(g: &Graph, pending: &[usize], candidate: &dyn Fn(usize) -> bool) -> Vec<bool> {
+    let n = g.nodes.len();
+    let mut pending = pending.to_vec();
+    let mut folds = vec![false; n];
+    let mut ready: Vec<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
+    let mut made = HashSet::new();
+    while let Some(i) = ready.pop() {
+        let out = g.nodes[i].output.first().map_or("", String::as_str);
+        if !candidate(i) || out.is_empty() || g.constant(out).is_some() || !made.insert(out) {
+            continue;
+        }
+        folds[i] = true;
+        for &c in g.consumers(out) {
+            pending[c] = pending[c].saturating_sub(1);
+            if pending[c] == 0 {
+                ready.push(c);
+            }
+        }
+    }
+    let mut needed = vec![false; n];
+    let mut wanted: Vec<&str> = (0..n)
+        .filter(|&i| !folds[i] && !UNREAD.contains(&g.nodes[i].op_type()))
+        .flat_map(|i| g.nodes[i].input.iter().map(String::as_str))
+        .collect();
+    while let Some(t) = wanted.pop() {
+        if let Some(p) = g.producer(t).filter(|&p| folds[p] && !needed[p]) {
+            needed[p] = true;
+            wanted.extend(g.nodes[p].input.iter().map(String::as_str));
+        }
+    }
+    needed
 }
 
 /// An initializer or `Constant` output as the folder's tensor (a copy,

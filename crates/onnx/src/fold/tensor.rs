@@ -76,15 +76,22 @@ pub const MAX_STORED: usize = 1 << 26;
 /// more than the process can still take (`convjit_ir::budget`).
 pub struct Budget {
     left: usize,
+    limit: usize,
 }
 
 impl Default for Budget {
     fn default() -> Budget {
-        Budget { left: MAX_STORED }
+        Budget::new(MAX_STORED)
     }
 }
 
 impl Budget {
+    /// A budget of `values` (at most [`MAX_STORED`]).
+    pub fn new(values: usize) -> Budget {
+        let limit = values.min(MAX_STORED);
+        Budget { left: limit, limit }
+    }
+
     /// A vector for `n` values of `T`, charged to the budget first.
     pub fn vec<T>(&mut self, n: usize) -> Result<Vec<T>, String> {
         self.charge::<T>(n)?;
@@ -98,7 +105,8 @@ impl Budget {
     pub fn charge<T>(&mut self, n: usize) -> Result<(), String> {
         if n > self.left {
             return Err(format!(
-                "folding would store more than {MAX_STORED} values in all (convjit's limit)"
+                "folding would store more than {} values in all (convjit's limit)",
+                self.limit
             ));
         }
         let bytes = (n as u64).checked_mul(std::mem::size_of::<T>() as u64);
@@ -316,7 +324,7 @@ mod tests {
         assert!(elems(&[usize::MAX, 2]).is_err());
         assert!(elems(&[1 << 20, 1 << 20]).is_err());
         assert_eq!(elems(&[]), Ok(1));
-        let mut b = Budget { left: 10 };
+        let mut b = Budget::new(10);
         assert!(b.vec::<f32>(11).is_err());
         assert!(b.vec::<f32>(10).is_ok());
         assert!(b.vec::<f32>(1).is_err());
