@@ -175,6 +175,14 @@ fn a_symbolic_input_needs_its_shape() {
         ],
         &["symbolic.onnx"],
     );
+    // --verbose: one note per node (here the same one).
+    refused(
+        dir.path(),
+        &["import", "symbolic.onnx", "--verbose"],
+        1,
+        &["note: node 'c' (Conv) not imported: its input 'x' has shape [?, 3, ?, ?]"],
+        &["symbolic.onnx"],
+    );
     refused(
         dir.path(),
         &["import", "symbolic.onnx", "--input-shape", "5x7x4"],

@@ -1,6 +1,8 @@
 //! `convjit import MODEL.onnx [-o OUT.conv] [--weights OUT.npz]
-//! [--input-shape HxWxC]`: a model's convolution chains as a `.conv` file
-//! (one layer per chain) and their weights (`convjit_onnx`).
+//! [--input-shape HxWxC] [--verbose]`: a model's convolution chains as a
+//! `.conv` file (one layer per chain) and their weights (`convjit_onnx`).
+//! Why Conv nodes were left out is said once per kind of reason (one
+//! note per node with `--verbose`).
 //!
 //! Weights: one `.npz` per layer, since a layer's archive holds exactly its
 //! own keys (`Weights::from_npz` refuses others): `OUT.npz` for a model
@@ -27,6 +29,10 @@ pub struct ImportArgs {
     /// model leaves them symbolic; the batch stays free.
     #[arg(long, value_name = "HxWxC", value_parser = parse_hwc)]
     input_shape: Option<[usize; 3]>,
+    /// One note per Conv node left out (by default, one per kind of
+    /// reason, with the count of nodes).
+    #[arg(long)]
+    verbose: bool,
 }
 
 fn parse_hwc(s: &str) -> Result<[usize; 3], String> {
@@ -73,8 +79,13 @@ pub fn import(a: &ImportArgs) -> Result<(), Failure> {
         input_shape: a.input_shape,
     };
     let imported = convjit_onnx::import(bytes, &options).map_err(|e| fail(model, e))?;
+    let notes = if a.verbose {
+        imported.notes.clone()
+    } else {
+        imported.note_summary()
+    };
     if imported.layers.is_empty() {
-        for n in &imported.notes {
+        for n in &notes {
             eprintln!("note: {n}");
         }
         return Err(fail(
@@ -123,7 +134,10 @@ pub fn import(a: &ImportArgs) -> Result<(), Failure> {
     }
     out.commit().map_err(|e| fail(e.path(), unstaged(&e)))?;
 
-    print!("{}", summary(model, &imported, &npz_paths, &conv_path));
+    print!(
+        "{}",
+        summary(model, &imported, &notes, &npz_paths, &conv_path)
+    );
     Ok(())
 }
 
@@ -131,17 +145,24 @@ pub fn import(a: &ImportArgs) -> Result<(), Failure> {
 fn summary(
     model: &Path,
     imported: &convjit_onnx::Import,
+    notes: &[String],
     npz_paths: &[PathBuf],
     conv_path: &Path,
 ) -> String {
     let taken: usize = imported.layers.iter().map(|l| l.layer.stages.len()).sum();
     let mut out = format!(
-        "{}: {} layer{}, {taken} of {} Conv nodes\n",
+        "{}: {} layer{}, {taken} of {} Conv nodes",
         model.display(),
         imported.layers.len(),
         if imported.layers.len() == 1 { "" } else { "s" },
         imported.conv_nodes
     );
+    match imported.folded_nodes {
+        0 => {}
+        1 => out += " (1 node folded into a constant)",
+        n => out += &format!(" ({n} nodes folded into constants)"),
+    }
+    out.push('\n');
     let width = imported
         .layers
         .iter()
@@ -166,7 +187,7 @@ fn summary(
         out += &line;
         out.push('\n');
     }
-    for n in &imported.notes {
+    for n in notes {
         let _ = writeln!(out, "note: {n}");
     }
     let _ = writeln!(out, "wrote {}", conv_path.display());

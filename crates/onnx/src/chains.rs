@@ -1,15 +1,19 @@
 //! Chains of convolutions: runs of single-consumer Conv nodes, each with
-//! the BatchNormalization, activation and residual Add that follow it,
-//! become one layer; every node not taken into a chain is skipped.
+//! the per-channel scale and shift, activation and residual Add that
+//! follow it, become one layer; every node not taken into a chain is
+//! skipped.
 //!
 //! A stage computes convolution, bias, activation, then residual (the
 //! language's order), so a chain takes, after each Conv and in this order:
-//! a `BatchNormalization` (folded into weights and bias), a `Relu` or a
-//! `Clip(0, 6)`, an `Add` of the chain's input; then the next Conv. Each
-//! step needs the tensor before it to have that one consumer and not be a
-//! graph output (nothing else may need it). ResNet's `Relu` after its Add
-//! therefore ends the chain: the language has no activation after residual.
+//! per-channel steps (`affine.rs`: a `BatchNormalization`, then any
+//! `Mul`/`Add`/`Sub`/`Div` by per-channel constants, folded into weights
+//! and bias), a `Relu` or a `Clip(0, 6)`, an `Add` (or a two-input `Sum`)
+//! of the chain's input; then the next Conv. Each step needs the tensor
+//! before it to have that one consumer and not be a graph output (nothing
+//! else may need it). ResNet's `Relu` after its Add therefore ends the
+//! chain: the language has no activation after residual.
 
+use crate::affine::{batch_norm, channel_step, Fold};
 use crate::attrs::Attrs;
 use crate::conv::{self, ConvStage, Verdict};
 use crate::model::{describe, is_default_domain, Graph};
@@ -19,13 +23,6 @@ use crate::shapes::Shapes;
 use crate::Error;
 use convjit_ir::Activation;
 use std::collections::HashSet;
-
-/// A folded BatchNormalization: `y = x * scale + shift`, per channel.
-#[derive(Clone, Debug)]
-pub struct Fold {
-    pub scale: Vec<f64>,
-    pub shift: Vec<f64>,
-}
 
 #[derive(Clone, Debug)]
 pub struct Stage {
@@ -53,19 +50,24 @@ pub struct Found {
     pub taken: HashSet<usize>,
     /// Why each Conv not taken was not.
     pub notes: Vec<String>,
+    /// The kind of each note's reason (`conv::Skip::kind`).
+    pub kinds: Vec<&'static str>,
     pub conv_nodes: usize,
 }
 
 pub fn find(g: &Graph, shapes: &Shapes) -> Result<Found, Error> {
     let mut verdicts = vec![None; g.nodes.len()];
-    let mut notes = Vec::new();
+    let (mut notes, mut kinds) = (Vec::new(), Vec::new());
     let mut conv_nodes = 0;
     for (i, node) in g.nodes.iter().enumerate() {
         if node.op_type() == "Conv" && is_default_domain(node) {
             conv_nodes += 1;
             match conv::analyse(g, i, shapes)? {
                 Verdict::Take(s) => verdicts[i] = Some(s),
-                Verdict::Skip(why) => notes.push(format!("{} not imported: {why}", describe(node))),
+                Verdict::Skip(skip) => {
+                    notes.push(format!("{} not imported: {}", describe(node), skip.why));
+                    kinds.push(skip.kind);
+                }
             }
         }
     }
@@ -84,6 +86,7 @@ pub fn find(g: &Graph, shapes: &Shapes) -> Result<Found, Error> {
         chains,
         taken,
         notes,
+        kinds,
         conv_nodes,
     })
 }
@@ -131,6 +134,19 @@ fn chain_from(
                 tensor = first_output(bn);
             }
         }
+        while let Some((i, op)) = sole_user(g, tensor) {
+            let channels = stage.conv.cout();
+            let Some(step) = channel_step(g, op, tensor, channels)? else {
+                break;
+            };
+            stage
+                .fold
+                .get_or_insert_with(|| Fold::identity(channels))
+                .then(&step);
+            stage.nodes.push(label(op));
+            taken.insert(i);
+            tensor = first_output(op);
+        }
         if let Some((i, act)) =
             sole_consumer(g, tensor, "Relu").or_else(|| sole_consumer(g, tensor, "Clip"))
         {
@@ -141,7 +157,9 @@ fn chain_from(
                 tensor = first_output(act);
             }
         }
-        if let Some((i, add)) = sole_consumer(g, tensor, "Add") {
+        if let Some((i, add)) =
+            sole_consumer(g, tensor, "Add").or_else(|| sole_consumer(g, tensor, "Sum"))
+        {
             let others: Vec<&str> = add
                 .input
                 .iter()
@@ -202,56 +220,20 @@ fn first_output(node: &NodeProto) -> &str {
 /// `op` (default domain) and reads it as its first input, and `tensor` is
 /// not also a graph output.
 fn sole_consumer<'g>(g: &'g Graph, tensor: &str, op: &str) -> Option<(usize, &'g NodeProto)> {
+    let (i, node) = sole_user(g, tensor)?;
+    let reads_first = node.input.first().is_some_and(|x| x == tensor);
+    // Add and Sum read the chain's tensor as either input.
+    let either = op == "Add" || op == "Sum";
+    let ok = node.op_type() == op && is_default_domain(node) && (reads_first || either);
+    ok.then_some((i, node))
+}
+
+/// The one node using `tensor`, if it has one use and is no graph output.
+fn sole_user<'g>(g: &'g Graph, tensor: &str) -> Option<(usize, &'g NodeProto)> {
     let [i] = g.consumers(tensor) else {
         return None;
     };
-    let node = &g.nodes[*i];
-    let reads_first = node.input.first().is_some_and(|x| x == tensor);
-    // Add reads the chain's tensor as either input.
-    let ok = node.op_type() == op && is_default_domain(node) && (reads_first || op == "Add");
-    (ok && !g.is_output(tensor) && !tensor.is_empty()).then_some((*i, node))
-}
-
-/// The fold of an inference-mode BatchNormalization over `channels`, or
-/// `None` when it cannot be folded (parameters computed in the graph,
-/// training mode, extra outputs in use).
-fn batch_norm(g: &Graph, bn: &NodeProto, channels: usize) -> Result<Option<Fold>, Error> {
-    let attrs = Attrs::new(bn);
-    if attrs.int("training_mode")?.unwrap_or(0) != 0 {
-        return Ok(None);
-    }
-    let extra_in_use = bn
-        .output
-        .iter()
-        .skip(1)
-        .any(|o| !o.is_empty() && (!g.consumers(o).is_empty() || g.is_output(o)));
-    if extra_in_use || bn.input.len() != 5 {
-        return Ok(None);
-    }
-    let mut params = Vec::with_capacity(4);
-    for name in &bn.input[1..] {
-        let Some(c) = g.constant(name) else {
-            return Ok(None);
-        };
-        let v = c.f32s()?;
-        if v.len() != channels {
-            return Err(Error::new(format!(
-                "{}: '{name}' has {} values for {channels} channels",
-                describe(bn),
-                v.len()
-            )));
-        }
-        params.push(v);
-    }
-    let epsilon = attrs.float("epsilon")?.unwrap_or(1e-5) as f64;
-    let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
-    let scale: Vec<f64> = (0..channels)
-        .map(|c| gamma[c] as f64 / (var[c] as f64 + epsilon).sqrt())
-        .collect();
-    let shift = (0..channels)
-        .map(|c| beta[c] as f64 - mean[c] as f64 * scale[c])
-        .collect();
-    Ok(Some(Fold { scale, shift }))
+    (!g.is_output(tensor) && !tensor.is_empty()).then_some((*i, &g.nodes[*i]))
 }
 
 /// `Relu`, or a `Clip` to [0, 6] (relu6) or [0, inf) (relu); `None` for
@@ -267,6 +249,9 @@ fn activation(g: &Graph, node: &NodeProto) -> Result<Option<Activation>, Error> 
             let Some(c) = g.constant(name) else {
                 return Ok(None);
             };
+            if c.len()? != 1 {
+                return Ok(None);
+            }
             let v = c.f32s()?;
             return Ok((v.len() == 1).then_some(Some(v[0])));
         }

@@ -65,7 +65,21 @@ impl ConvStage {
 pub enum Verdict {
     Take(ConvStage),
     /// Valid ONNX the language cannot express, and why.
-    Skip(String),
+    Skip(Skip),
+}
+
+/// Why a Conv node is left out: the reason, with what would make it
+/// importable where something can, and its kind, which notes about many
+/// nodes are grouped by.
+#[derive(Clone, Debug)]
+pub struct Skip {
+    pub why: String,
+    pub kind: &'static str,
+}
+
+/// A [`Refusal::Skip`] of `kind`.
+fn skip(kind: &'static str, why: String) -> Refusal {
+    Refusal::Skip(Skip { why, kind })
 }
 
 const ATTRIBUTES: &[&str] = &[
@@ -91,7 +105,7 @@ pub fn analyse(g: &Graph, index: usize, shapes: &Shapes) -> Result<Verdict, Erro
 /// Why a Conv node does not become a stage.
 enum Refusal {
     /// Valid ONNX the language cannot express.
-    Skip(String),
+    Skip(Skip),
     /// The node breaks the ONNX spec (said after the node's name).
     Bad(String),
     /// The model could not be read (said as is).
@@ -171,22 +185,29 @@ fn conv_stage(g: &Graph, node: &NodeProto, shapes: &Shapes) -> Result<ConvStage,
 /// The dims of weights `w`, checked to be a float32 constant of rank 4.
 fn weight_dims(g: &Graph, w: &str) -> Result<WeightDims, Refusal> {
     let Some(weight) = g.constant(w) else {
-        return Err(Refusal::Skip(format!(
-            "its weights '{w}' are computed in the graph (not an initializer or Constant)"
-        )));
+        return Err(computed(g, w, "weights"));
     };
     let wd = weight.dims()?;
     if wd.len() != 4 {
-        return Err(Refusal::Skip(format!(
-            "it is a {}-D convolution (weights {wd:?}); convjit's are 2-D",
-            wd.len().saturating_sub(2)
-        )));
+        let d = wd.len().saturating_sub(2);
+        let fix = if d == 1 {
+            ": export it as a 2-D convolution of height 1 (Unsqueeze before, Squeeze after)"
+        } else {
+            ""
+        };
+        return Err(skip(
+            "not 2-D",
+            format!("it is a {d}-D convolution (weights {wd:?}); convjit's are 2-D{fix}"),
+        ));
     }
     if weight.data_type() != DataType::Float as i32 {
-        return Err(Refusal::Skip(format!(
-            "its weights are {}; convjit computes in float32",
-            type_name(weight.data_type())
-        )));
+        return Err(skip(
+            NOT_F32,
+            format!(
+                "its weights are {}; convjit computes in float32: export the model in float32",
+                type_name(weight.data_type())
+            ),
+        ));
     }
     weight.check_f32s()?;
     Ok(WeightDims {
@@ -200,9 +221,7 @@ fn weight_dims(g: &Graph, w: &str) -> Result<WeightDims, Refusal> {
 /// Bias `b`, checked to be a float32 constant of `m` values.
 fn check_bias(g: &Graph, b: &str, m: usize) -> Result<String, Refusal> {
     let Some(c) = g.constant(b) else {
-        return Err(Refusal::Skip(format!(
-            "its bias '{b}' is computed in the graph"
-        )));
+        return Err(computed(g, b, "bias"));
     };
     if c.dims()? != [m] {
         return Err(Refusal::Bad(format!(
@@ -211,10 +230,13 @@ fn check_bias(g: &Graph, b: &str, m: usize) -> Result<String, Refusal> {
         )));
     }
     if c.data_type() != DataType::Float as i32 {
-        return Err(Refusal::Skip(format!(
-            "its bias is {}",
-            type_name(c.data_type())
-        )));
+        return Err(skip(
+            NOT_F32,
+            format!(
+                "its bias is {}; convjit computes in float32: export the model in float32",
+                type_name(c.data_type())
+            ),
+        ));
     }
     c.check_f32s()?;
     Ok(b.to_string())
@@ -249,10 +271,10 @@ fn input_chw(g: &Graph, shapes: &Shapes, x: &str) -> Result<[u64; 3], Refusal> {
         .get(x)
         .and_then(|d| <[Option<u64>; 4]>::try_from(d.clone()).ok())
     else {
-        return Err(Refusal::Skip(unknown_input(g, shapes, x)));
+        return Err(skip(UNKNOWN_SHAPE, unknown_input(g, shapes, x)));
     };
     let (Some(c), Some(h), Some(wi)) = (c, h, wi) else {
-        return Err(Refusal::Skip(unknown_input(g, shapes, x)));
+        return Err(skip(UNKNOWN_SHAPE, unknown_input(g, shapes, x)));
     };
     Ok([c, h, wi])
 }
@@ -299,14 +321,16 @@ fn check_limits(geometry: &Geometry) -> Result<(), Refusal> {
         ("padding", aw.before.max(aw.after)),
     ];
     if let Some((name, v)) = sizes.iter().find(|(_, v)| *v > MAX_DIM) {
-        return Err(Refusal::Skip(format!(
-            "its {name} {v} exceeds convjit's limit of {MAX_DIM}"
-        )));
+        return Err(skip(
+            LIMITS,
+            format!("its {name} {v} exceeds convjit's limit of {MAX_DIM}"),
+        ));
     }
     if [c, h, wi, ah.out, aw.out].contains(&0) {
-        return Err(Refusal::Skip(format!(
-            "its input ({c}x{h}x{wi}, CxHxW) or output is empty"
-        )));
+        return Err(skip(
+            "empty",
+            format!("its input ({c}x{h}x{wi}, CxHxW) or output is empty"),
+        ));
     }
     // Each factor is at most MAX_DIM = 2^16 (cg <= c): no product of
     // three overflows; the weights' four are taken in u128.
@@ -317,9 +341,13 @@ fn check_limits(geometry: &Geometry) -> Result<(), Refusal> {
         ("weights", weights.min(u64::MAX as u128) as u64),
     ];
     if let Some((name, v)) = elems.iter().find(|(_, v)| *v > MAX_TENSOR_ELEMS) {
-        return Err(Refusal::Skip(format!(
-            "its {name} has {v} elements per image, beyond convjit's limit of {MAX_TENSOR_ELEMS}"
-        )));
+        return Err(skip(
+            LIMITS,
+            format!(
+                "its {name} has {v} elements per image, beyond convjit's limit of \
+                 {MAX_TENSOR_ELEMS}"
+            ),
+        ));
     }
     Ok(())
 }
@@ -375,6 +403,66 @@ fn same_padding(len: usize, k: usize, s: usize, d: usize) -> [usize; 2] {
     let out = len.div_ceil(s);
     let total = ((out - 1) * s + (k - 1) * d + 1).saturating_sub(len);
     [total / 2, total - total / 2]
+}
+
+const NOT_F32: &str = "not float32";
+const UNKNOWN_SHAPE: &str = "input shape unknown";
+const LIMITS: &str = "beyond convjit's limits";
+
+/// Why the weights or bias `name` (`what`) are no constant, and what
+/// would make them one: the node making them could not be folded (why),
+/// or they depend on a graph input, found by following the first input
+/// that is not constant up the graph.
+fn computed(g: &Graph, name: &str, what: &str) -> Refusal {
+    let mut at = name;
+    // A bound on the walk: a chain of unfoldable nodes is named by its
+    // first steps as well as by its root.
+    for _ in 0..64 {
+        let Some(i) = g.producer(at) else {
+            let how = if at == name {
+                "is".to_string()
+            } else {
+                format!("is computed in the graph from '{at}',")
+            };
+            return skip(
+                "weights known only at run time",
+                format!(
+                    "its {what} tensor '{name}' {how} a graph input known only at run time: \
+                     store the {what} in the model as an initializer"
+                ),
+            );
+        };
+        let node = &g.nodes[i];
+        let first = node.output.first().map_or("", String::as_str);
+        if let Some(why) = g.folded().why_not(first) {
+            return skip(
+                "weights computed by nodes convjit does not fold",
+                format!(
+                    "its {what} tensor '{name}' is computed by {} from constants, which convjit \
+                     could not fold ({why}): store the {what} in the model as an initializer \
+                     (onnxsim folds such nodes)",
+                    describe(node)
+                ),
+            );
+        }
+        match node
+            .input
+            .iter()
+            .find(|x| !x.is_empty() && g.constant(x).is_none())
+        {
+            Some(x) => at = x,
+            None => break,
+        }
+    }
+    skip(
+        "weights computed in the graph",
+        format!(
+            "its {what} tensor '{name}' is computed in the graph from '{at}', which is not \
+             constant: convjit takes {what} that are initializers, Constant nodes, or computed \
+             from them by ops it folds ({})",
+            crate::fold::OPS
+        ),
+    )
 }
 
 /// Why the shape of a conv's input `x` is not known, and what would help.

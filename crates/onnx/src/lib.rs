@@ -2,17 +2,21 @@
 //! layers, with their weights in the contract's layouts.
 //!
 //! ```text
-//! bytes --prost--> ModelProto --shapes--> tensor dims --chains--> Conv runs
-//!   --emit--> .conv text (checked by convjit-ir) + weights per layer
+//! bytes --prost--> ModelProto --fold--> constants --shapes--> tensor dims
+//!   --chains--> Conv runs --emit--> .conv text (checked by convjit-ir)
+//!   + weights per layer
 //! ```
 //!
 //! - `model.rs`: decoding (types generated from the official `onnx.proto`,
 //!   see `proto/README.md`), constants, who consumes what.
+//! - `fold/`: constant folding (weights computed in the graph become
+//!   constants).
 //! - `shapes.rs`: tensor shapes from inputs, `value_info` and the ops
 //!   around convolutions.
 //! - `conv.rs`: one Conv node as a stage (op, geometry, weights).
-//! - `chains.rs`: runs of convs with their BatchNormalization, Relu/Clip
-//!   and residual Add; everything else is skipped.
+//! - `chains.rs`: runs of convs with their per-channel scale and shift
+//!   (`affine.rs`: BatchNormalization, Mul/Add/Sub/Div by constants),
+//!   Relu/Clip and residual Add/Sum; everything else is skipped.
 //! - `emit.rs`: the text and the transposed, folded weights.
 //!
 //! Errors are for models that are not valid ONNX (or not ONNX); valid
@@ -20,10 +24,12 @@
 //! ([`Import::notes`]).
 #![forbid(unsafe_code)]
 
+mod affine;
 mod attrs;
 mod chains;
 mod conv;
 mod emit;
+mod fold;
 mod geometry;
 mod model;
 mod names;
@@ -83,15 +89,22 @@ pub struct Import {
     /// The decoded model: weights are read from it (sharing the file's
     /// buffer) only when asked for, one layer at a time.
     model: proto::ModelProto,
+    /// Constants computed in the graph, which weights may be.
+    folded: fold::Folded,
     chains: Vec<chains::Chain>,
     pub layers: Vec<Layer>,
     /// Conv nodes in the model (default domain).
     pub conv_nodes: usize,
     /// Nodes not taken into any layer, counted per op type in order of
-    /// first appearance (`Constant` nodes, which hold data, not counted).
+    /// first appearance (`Constant` nodes, which hold data, and folded
+    /// nodes not counted).
     pub skipped: Vec<(String, usize)>,
+    /// Nodes evaluated by constant folding (their outputs are constants).
+    pub folded_nodes: usize,
     /// Why each Conv node that was not imported was not.
     pub notes: Vec<String>,
+    /// The kind of each note's reason, for [`Import::note_summary`].
+    note_kinds: Vec<&'static str>,
 }
 
 /// The largest model file read: 2 GiB, protobuf's own limit (larger
@@ -162,7 +175,9 @@ pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Erro
     let Some(graph) = model.graph.as_ref() else {
         return Err(Error::new("not an ONNX model: it has no graph"));
     };
-    let g = model::Graph::new(graph)?;
+    let nothing_folded = fold::Folded::default();
+    let folded = fold::fold(&model::Graph::new(graph, &nothing_folded)?);
+    let g = model::Graph::new(graph, &folded)?;
     let input_shape = options
         .input_shape
         .map(|[h, w, c]| [h as u64, w as u64, c as u64]);
@@ -195,6 +210,7 @@ pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Erro
     let mut skipped: Vec<(String, usize)> = Vec::new();
     for (i, node) in g.nodes.iter().enumerate() {
         if found.taken.contains(&i)
+            || g.is_folded(i)
             || (node.op_type() == "Constant" && model::is_default_domain(node))
         {
             continue;
@@ -209,13 +225,18 @@ pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Erro
         }
     }
     let (chains, conv_nodes, notes) = (found.chains, found.conv_nodes, found.notes);
+    let note_kinds = found.kinds;
+    let folded_nodes = folded.count();
     Ok(Import {
         model,
+        folded,
+        folded_nodes,
         chains,
         layers,
         conv_nodes,
         skipped,
         notes,
+        note_kinds,
     })
 }
 
@@ -233,7 +254,7 @@ impl Import {
             .chains
             .get(i)
             .ok_or_else(|| Error::new(format!("no layer {i}")))?;
-        emit::weights(&model::Graph::new(graph)?, chain)
+        emit::weights(&model::Graph::new(graph, &self.folded)?, chain)
     }
 
     /// [`Import::weights`] made whole: `(key, array)` pairs.
@@ -270,6 +291,32 @@ impl Import {
             .collect();
         convjit_ir::Weights::new(layer, stages)
             .map_err(|e| Error::new(format!("internal error: {e}")))
+    }
+
+    /// The notes grouped by the kind of their reason, one line per kind
+    /// in order of first appearance: its first note, then how many more
+    /// Conv nodes were left out for a reason of that kind (`(and 15 more
+    /// Conv nodes: weights computed in the graph)`). Equal to
+    /// [`Import::notes`] when no two share a kind.
+    pub fn note_summary(&self) -> Vec<String> {
+        let mut groups: Vec<(&str, &str, usize)> = Vec::new();
+        for (note, &kind) in self.notes.iter().zip(&self.note_kinds) {
+            match groups.iter_mut().find(|(k, _, _)| *k == kind) {
+                Some((_, _, n)) => *n += 1,
+                None => groups.push((kind, note, 1)),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(kind, note, n)| match n {
+                1 => note.to_string(),
+                n => format!(
+                    "{note} (and {} more Conv node{}: {kind})",
+                    n - 1,
+                    if n == 2 { "" } else { "s" }
+                ),
+            })
+            .collect()
     }
 
     /// `skipped: MaxPool x3, Concat x8, Gemm x1`, or `None` when every

@@ -1,6 +1,8 @@
 //! The decoded model: its graph's nodes, who consumes each tensor, and
-//! constant tensors (initializers and `Constant` nodes) read as numbers.
+//! constant tensors (initializers, `Constant` nodes and what the folder
+//! computed from them) read as numbers.
 
+use crate::fold::{Data, Folded, Tensor, Vals};
 use crate::proto::{tensor_proto, GraphProto, ModelProto, NodeProto, TensorProto};
 use crate::{attrs::Attrs, Error};
 use bytes::Bytes;
@@ -37,6 +39,10 @@ pub struct Graph<'m> {
     initializers: HashMap<&'m str, &'m TensorProto>,
     /// Outputs of `Constant` nodes.
     constants: HashMap<&'m str, Constant<'m>>,
+    /// Tensors computed by constant folding.
+    folded: &'m Folded,
+    /// The node making each tensor (the first, if several claim it).
+    producers: HashMap<&'m str, usize>,
     /// For each tensor, the node of each use (a node using a tensor twice
     /// appears twice).
     consumers: HashMap<&'m str, Vec<usize>>,
@@ -60,15 +66,21 @@ enum Source<'m> {
     Int(i64),
     /// A `Constant` node holding strings or a sparse tensor.
     Other,
+    /// Computed by the folder.
+    Folded(&'m Tensor),
 }
 
 impl<'m> Graph<'m> {
-    pub fn new(proto: &'m GraphProto) -> Result<Graph<'m>, Error> {
+    /// The graph, with the tensors `folded` computed as constants
+    /// (`Folded::default()` for none).
+    pub fn new(proto: &'m GraphProto, folded: &'m Folded) -> Result<Graph<'m>, Error> {
         let mut g = Graph {
             proto,
             nodes: &proto.node,
             initializers: HashMap::new(),
             constants: HashMap::new(),
+            folded,
+            producers: HashMap::new(),
             consumers: HashMap::new(),
             outputs: proto.output.iter().map(|v| v.name()).collect(),
         };
@@ -79,6 +91,9 @@ impl<'m> Graph<'m> {
             for input in node.input.iter().filter(|s| !s.is_empty()) {
                 g.consumers.entry(input).or_default().push(i);
             }
+            for out in node.output.iter().filter(|s| !s.is_empty()) {
+                g.producers.entry(out).or_insert(i);
+            }
             if node.op_type() == "Constant" && is_default_domain(node) {
                 if let Some(out) = node.output.first() {
                     g.constants.insert(out, constant_of(node, out)?);
@@ -88,15 +103,36 @@ impl<'m> Graph<'m> {
         Ok(g)
     }
 
-    /// The initializer or `Constant` output called `name`.
+    /// The initializer, `Constant` output or folded tensor called `name`.
     pub fn constant(&self, name: &str) -> Option<Constant<'m>> {
         if let Some(c) = self.constants.get(name) {
             return Some(*c);
+        }
+        let folded: &'m Folded = self.folded;
+        if let Some((name, t)) = folded.get_key_value(name) {
+            return Some(Constant {
+                name,
+                source: Source::Folded(t),
+            });
         }
         self.initializers.get(name).map(|t| Constant {
             name: t.name(),
             source: Source::Proto(t),
         })
+    }
+
+    /// Whether node `i` was folded into a constant.
+    pub fn is_folded(&self, i: usize) -> bool {
+        self.folded.is_folded(i)
+    }
+
+    pub fn folded(&self) -> &'m Folded {
+        self.folded
+    }
+
+    /// The node making `tensor`.
+    pub fn producer(&self, tensor: &str) -> Option<usize> {
+        self.producers.get(tensor).copied()
     }
 
     pub fn is_initializer(&self, name: &str) -> bool {
@@ -153,6 +189,8 @@ pub enum F32s<'m> {
     F32(&'m [f32]),
     F64(&'m [f64]),
     One(f32),
+    /// One value, `len` times (a folded `ConstantOfShape`).
+    Fill(f32, usize),
 }
 
 impl F32s<'_> {
@@ -163,6 +201,7 @@ impl F32s<'_> {
             F32s::F32(v) => v.len(),
             F32s::F64(v) => v.len(),
             F32s::One(_) => 1,
+            F32s::Fill(_, n) => *n,
         }
     }
 
@@ -180,10 +219,13 @@ impl F32s<'_> {
             }
             F32s::F32(v) => v[i],
             F32s::F64(v) => v[i] as f32,
-            F32s::One(f) => *f,
+            F32s::One(f) | F32s::Fill(f, _) => *f,
         }
     }
 }
+
+/// The longest folded integer list read (a shape, axes).
+const MAX_FOLDED_INTS: usize = 1 << 16;
 
 const FLOAT: i32 = tensor_proto::DataType::Float as i32;
 const DOUBLE: i32 = tensor_proto::DataType::Double as i32;
@@ -196,6 +238,14 @@ pub fn type_name(t: i32) -> &'static str {
 }
 
 impl<'m> Constant<'m> {
+    /// A tensor held by an attribute (`ConstantOfShape`'s value).
+    pub fn of_tensor(name: &'m str, t: &'m TensorProto) -> Constant<'m> {
+        Constant {
+            name,
+            source: Source::Proto(t),
+        }
+    }
+
     /// Dims of the tensor (empty for a scalar).
     pub fn dims(&self) -> Result<Vec<usize>, Error> {
         match self.source {
@@ -209,6 +259,7 @@ impl<'m> Constant<'m> {
             Source::Floats(v, scalar) => Ok(if scalar { vec![] } else { vec![v.len()] }),
             Source::Ints(v, scalar) => Ok(if scalar { vec![] } else { vec![v.len()] }),
             Source::Float(_) | Source::Int(_) | Source::Other => Ok(vec![]),
+            Source::Folded(t) => Ok(t.dims.clone()),
         }
     }
 
@@ -226,6 +277,10 @@ impl<'m> Constant<'m> {
             Source::Floats(..) | Source::Float(_) => FLOAT,
             Source::Ints(..) | Source::Int(_) => INT64,
             Source::Other => 0,
+            Source::Folded(t) => match t.data {
+                Data::F32(_) => FLOAT,
+                Data::I64(_) => INT64,
+            },
         }
     }
 
@@ -282,7 +337,10 @@ impl<'m> Constant<'m> {
                 Ok(())
             }
             Source::Floats(..) | Source::Float(_) => Ok(()),
-            Source::Ints(..) | Source::Int(_) | Source::Other => Err(self.not_floats()),
+            Source::Folded(t) if matches!(t.data, Data::F32(_)) => Ok(()),
+            Source::Ints(..) | Source::Int(_) | Source::Other | Source::Folded(_) => {
+                Err(self.not_floats())
+            }
         }
     }
 
@@ -309,6 +367,11 @@ impl<'m> Constant<'m> {
             },
             Source::Floats(v, _) => F32s::F32(v),
             Source::Float(f) => F32s::One(f),
+            Source::Folded(t) => match &t.data {
+                Data::F32(Vals::All(v)) => F32s::F32(v),
+                Data::F32(Vals::Fill(x)) => F32s::Fill(*x, self.len()?),
+                Data::I64(_) => return Err(self.not_floats()),
+            },
             Source::Ints(..) | Source::Int(_) | Source::Other => return Err(self.not_floats()),
         })
     }
@@ -356,7 +419,18 @@ impl<'m> Constant<'m> {
             }
             Source::Ints(v, _) => Ok(v.to_vec()),
             Source::Int(i) => Ok(vec![i]),
-            Source::Floats(..) | Source::Float(_) | Source::Other => {
+            Source::Folded(Tensor {
+                data: Data::I64(v), ..
+            }) => {
+                // Integer lists are shapes and axes: a folded one (which
+                // may repeat one value) is read only when short.
+                let n = self.len()?;
+                if n > MAX_FOLDED_INTS {
+                    return Err(self.error(format!("holds {n} integers, too many for a shape")));
+                }
+                Ok((0..n).map(|i| v.get(i)).collect())
+            }
+            Source::Floats(..) | Source::Float(_) | Source::Other | Source::Folded(_) => {
                 Err(self.error("holds no integer values".into()))
             }
         }

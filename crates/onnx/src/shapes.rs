@@ -61,8 +61,9 @@ pub fn infer<'m>(g: &Graph<'m>, input_shape: Option<[u64; 3]>) -> Result<Shapes<
         }
     }
     fill_inputs(g, &declared, input_shape, &mut s)?;
-    for node in g.nodes {
-        let outs = if node.op_type() == "Constant" && is_default_domain(node) {
+    for (i, node) in g.nodes.iter().enumerate() {
+        let constant = node.op_type() == "Constant" && is_default_domain(node);
+        let outs = if constant || g.is_folded(i) {
             let c = node.output.first().and_then(|o| g.constant(o));
             vec![c
                 .and_then(|c| c.dims().ok())
@@ -725,7 +726,7 @@ pub fn broadcast(a: &Dims, b: &Dims) -> Option<Dims> {
 
 /// `Reshape`: 0 copies the input's dim (unless `allowzero`), -1 takes
 /// what is left.
-fn reshape(x: &Dims, shape: &[i64], allowzero: bool) -> Option<Dims> {
+pub(crate) fn reshape(x: &Dims, shape: &[i64], allowzero: bool) -> Option<Dims> {
     let mut out: Dims = Vec::with_capacity(shape.len());
     let mut infer = None;
     for (i, &s) in shape.iter().enumerate() {
