@@ -390,31 +390,53 @@ impl Tiles<'_> {
     fn grid_blocks(&mut self) {
         let t = self.t;
         let cp2 = (t.cp * 2) as i64;
-        self.store_imm(Slot::At, 0);
-        let top = self.a.label();
-        self.a.bind(top);
-        self.load(R::RAX, Slot::At);
-        self.mul_imm(R::RAX, cp2);
-        self.a
-            .emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::Scratch)));
-        self.mov_imm(R::R14, M_BLOCK as i64 * cp2);
-        self.mov_imm(R::R12, cp2);
-        self.tap_reduction();
-        self.epilogue(true, |g, m_sel| {
-            // Grid positions At + 16 m .., Left - At - 16 m of them real.
-            let first = (m_sel * M_BLOCK) as i64;
+        self.block_pairs(Slot::Left, |g| {
             g.load(R::RAX, Slot::At);
-            g.add_imm(R::RAX, first);
-            g.load(R::RCX, Slot::Left);
-            g.a.emit(I::with2(Code::Sub_r64_rm64, R::RCX, slot(Slot::At)));
-            g.add_imm(R::RCX, -first);
-            Count::Reg(R::RCX)
+            g.mul_imm(R::RAX, cp2);
+            g.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::Scratch)));
+            g.mov_imm(R::R14, M_BLOCK as i64 * cp2);
+            g.mov_imm(R::R12, cp2);
+            g.tap_reduction();
+            g.epilogue(true, |g, m_sel| {
+                // Grid positions At + 16 m .., Left - At - 16 m of them real.
+                let first = (m_sel * M_BLOCK) as i64;
+                g.load(R::RAX, Slot::At);
+                g.add_imm(R::RAX, first);
+                g.load(R::RCX, Slot::Left);
+                g.a.emit(I::with2(Code::Sub_r64_rm64, R::RCX, slot(Slot::At)));
+                g.add_imm(R::RCX, -first);
+                Count::Reg(R::RCX)
+            });
         });
+    }
+
+    /// `body` for each pair of 16-position blocks from `[At]` = 0 while
+    /// `[At] < [limit]` (at least one position), then `[At]` += 32; where
+    /// at most 16 positions remain, the last block alone (`m_pair`
+    /// false: half the tile products, where a pair would compute a block
+    /// of nothing).
+    fn block_pairs(&mut self, limit: Slot, body: impl Fn(&mut Self)) {
+        self.store_imm(Slot::At, 0);
+        let (top, single, end) = (self.a.label(), self.a.label(), self.a.label());
+        self.a.bind(top);
+        self.load(R::RAX, limit);
+        self.a
+            .emit(I::with2(Code::Sub_r64_rm64, R::RAX, slot(Slot::At)));
+        self.a
+            .emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, imm32(M_BLOCK)));
+        self.a.branch(Code::Jbe_rel8_64, Code::Jbe_rel32_64, single);
+        body(self);
         self.add_slot(Slot::At, 2 * M_BLOCK);
         self.load(R::RAX, Slot::At);
         self.a
-            .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Left)));
+            .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(limit)));
         self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, top);
+        self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, end);
+        self.a.bind(single);
+        self.m_pair = false;
+        body(self);
+        self.m_pair = true;
+        self.a.bind(end);
     }
 
     // ---- flat (pointwise): convert a chunk of pixels, then the tiles ----
@@ -439,32 +461,27 @@ impl Tiles<'_> {
         self.convert_pixels(Count::Reg(R::RCX));
         let cp2 = (t.cp * 2) as i64;
         self.channel_pairs(|g| {
-            g.store_imm(Slot::At, 0);
-            let block = g.a.label();
-            g.a.bind(block);
-            g.load(R::RAX, Slot::At);
-            g.mul_imm(R::RAX, cp2);
-            g.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::Scratch)));
-            g.mov_imm(R::R14, M_BLOCK as i64 * cp2);
-            g.mov_imm(R::R12, cp2);
-            g.b_pointers();
-            g.zero_accumulators();
-            g.chunk_loop(t.k_chunks, (t.n_blocks * B_TILE_BYTES) as i64);
-            g.epilogue(false, |g, m_sel| {
-                // Pixels Row + At + 16 m .., Chunk - At - 16 m of them real.
-                let first = (m_sel * M_BLOCK) as i64;
-                g.load(R::RAX, Slot::Row);
-                g.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::At)));
-                g.add_imm(R::RAX, first);
-                g.load(R::RCX, Slot::Chunk);
-                g.a.emit(I::with2(Code::Sub_r64_rm64, R::RCX, slot(Slot::At)));
-                g.add_imm(R::RCX, -first);
-                Count::Reg(R::RCX)
+            g.block_pairs(Slot::Chunk, |g| {
+                g.load(R::RAX, Slot::At);
+                g.mul_imm(R::RAX, cp2);
+                g.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::Scratch)));
+                g.mov_imm(R::R14, M_BLOCK as i64 * cp2);
+                g.mov_imm(R::R12, cp2);
+                g.b_pointers();
+                g.zero_accumulators();
+                g.chunk_loop(t.k_chunks, (t.n_blocks * B_TILE_BYTES) as i64);
+                g.epilogue(false, |g, m_sel| {
+                    // Pixels Row + At + 16 m .., Chunk - At - 16 m of them real.
+                    let first = (m_sel * M_BLOCK) as i64;
+                    g.load(R::RAX, Slot::Row);
+                    g.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::At)));
+                    g.add_imm(R::RAX, first);
+                    g.load(R::RCX, Slot::Chunk);
+                    g.a.emit(I::with2(Code::Sub_r64_rm64, R::RCX, slot(Slot::At)));
+                    g.add_imm(R::RCX, -first);
+                    Count::Reg(R::RCX)
+                });
             });
-            g.add_slot(Slot::At, 2 * M_BLOCK);
-            g.load(R::RAX, Slot::At);
-            g.a.emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Chunk)));
-            g.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, block);
         });
     }
 
