@@ -141,6 +141,19 @@ pub(crate) struct LazyRound {
 }
 
 impl LazyRound {
+    /// Output rows (pixels, for a flat stage) per call of `stage` reading
+    /// a lazily rounded input: about 256 KiB of input rows each, so the
+    /// rows rounded just before are still in L2 when it reads them (64
+    /// KiB made more calls than it saved: conv1 224x224x3 ran slower).
+    fn rows_per_call(stage: &convjit_ir::Stage) -> usize {
+        const BYTES: usize = 256 << 10;
+        let input_row = match convjit_plan::stage_plan::is_flat(stage) {
+            true => stage.input.c * 4,
+            false => stage.stride[0] * stage.input.w * stage.input.c * 4,
+        };
+        (BYTES / input_row.max(1)).max(1)
+    }
+
     /// Rounds into `to` the input floats `stage`'s output rows (pixels, for
     /// a flat stage) `row0..row0 + rows` read that are not rounded yet.
     ///
@@ -577,25 +590,62 @@ impl Kernel {
                     row0,
                     rows,
                 } => {
-                    if let (Some(lazy), Loc::GroupIn(_)) = (lazy.as_deref_mut(), src) {
-                        let stage = &self.compiled.program.functions[f].stage;
-                        // SAFETY: the caller's contract: `gin` is the
-                        // image's rounded copy of `lazy.from`, both whole.
-                        unsafe { lazy.round_read(stage, row0, rows, gin) };
-                    }
+                    let stage = &self.compiled.program.functions[f].stage;
+                    // Rounding the input lazily, a call on many rows runs
+                    // as calls on a few: each rounds the rows it reads
+                    // just before, in cache (every function computes any
+                    // range of its rows; the rows are the same).
+                    let rounds = lazy.is_some() && matches!(src, Loc::GroupIn(_));
+                    let piece = match rounds {
+                        true => LazyRound::rows_per_call(stage),
+                        false => rows,
+                    };
                     let (src, dst) = (at(bufs, src), at(bufs, dst));
                     let weights = self.packed[f].ptr();
                     let residual = residual.wrapping_add(r);
-                    // SAFETY: the caller's contract; `residual` is read only
-                    // by stages with `residual`, whose rows match the input's.
-                    unsafe {
-                        (self.compiled.code.fns[f])(src, weights, dst, residual, row0, rows, tiles)
+                    // Floats from one output row (pixel) to the next, in
+                    // the destination and the residual (whose rows match
+                    // the output's).
+                    let row_len = match convjit_plan::stage_plan::is_flat(stage) {
+                        true => stage.output.c,
+                        false => stage.output.w * stage.output.c,
                     };
-                    if let Some(r) = &self.compiled.rounded[f] {
-                        // SAFETY: `dst` holds the `rows` rows (pixels) the
-                        // call just wrote, this thread's (the caller's
-                        // contract); `r` rounds only its function's channels.
-                        unsafe { r.round(dst, rows) };
+                    let mut done = 0;
+                    while done < rows {
+                        let n = piece.min(rows - done);
+                        if let Some(lazy) = lazy.as_deref_mut().filter(|_| rounds) {
+                            // SAFETY: the caller's contract: `gin` is the
+                            // image's rounded copy of `lazy.from`, both whole.
+                            unsafe { lazy.round_read(stage, row0 + done, n, gin) };
+                        }
+                        let (dst, residual) = (
+                            dst.wrapping_add(done * row_len),
+                            residual.wrapping_add(done * row_len),
+                        );
+                        // SAFETY: the caller's contract; `residual` is read
+                        // only by stages with `residual`, whose rows match
+                        // the input's; rows `row0 + done ..` of the call's
+                        // are the same rows, `dst` and `residual` moved to
+                        // the first of them.
+                        unsafe {
+                            (self.compiled.code.fns[f])(
+                                src,
+                                weights,
+                                dst,
+                                residual,
+                                row0 + done,
+                                n,
+                                tiles,
+                            )
+                        };
+                        if let Some(r) = &self.compiled.rounded[f] {
+                            // SAFETY: `dst` holds the `n` rows (pixels) the
+                            // call just wrote, this thread's (the caller's
+                            // contract); `r` rounds only its function's
+                            // channels.
+                            unsafe { r.round(dst, n) };
+                        }
+                        done += n;
                     }
                 }
                 Step::Shift { buf, from, len } => bufs[buf].copy_within(from..from + len, 0),

@@ -125,6 +125,33 @@ fn tile_stages_match_at_their_edges() {
     }
 }
 
+/// Layers whose input is rounded as their first calls read it, large
+/// enough that one call is cut into several (`LazyRound::rows_per_call`:
+/// about 256 KiB of input rows each): rows, a residual of the unrounded
+/// input, a stride, and a flat stage on pixels; then fused and on two
+/// threads (where the input is rounded before the run).
+#[test]
+fn an_input_rounded_as_it_is_read_is_rounded_everywhere() {
+    if skip() {
+        return;
+    }
+    let layers = compile_source(
+        "layer a { input 40x300x64\n d: depthwise 3x3, pad same, bias }
+         layer b { input 30x900x8\n c: conv 3x3 -> 8, pad same, bias, relu, residual }
+         layer c { input 45x700x12\n c: conv 3x3 -> 20, stride 2, pad valid }
+         layer f { input 128x160x8\n p: pointwise 12, relu\n d: depthwise 3x3, pad same }",
+    )
+    .unwrap();
+    for l in layers {
+        let w = Weights::random(&l, 21);
+        let x: Vec<f32> = common::input(&l, 2, 22).iter().map(|v| v * 1.001).collect();
+        for (fuse, threads) in [(Fusion::Never, 1), (Fusion::Auto, 1), (Fusion::Always, 2)] {
+            common::check_with(&l, &w, &x, 2, &bf16(fuse, threads))
+                .unwrap_or_else(|e| panic!("layer {} {fuse:?} {threads}: {e}", l.name));
+        }
+    }
+}
+
 #[test]
 fn bf16_where_no_generator_computes_it_is_an_error() {
     let l = common::layer("layer p { input 4x4x8\n p: pointwise 8 }");
