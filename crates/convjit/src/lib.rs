@@ -108,7 +108,7 @@ fn tile_report(
         (Some(t), _) => Ok(format!(
             "AMX bf16: 2x2 accumulator tiles of {M_BLOCK} pixels x {N_BLOCK} channels \
              ({} channel blocks{}), reduction in chunks of {K_CHUNK} channels ({} per tap, \
-             input channels padded to {}), {} KiB scratch per thread",
+             input channels padded to {}), {} KiB scratch per thread{}",
             t.n_blocks,
             match t.m_blocks {
                 0 => ", 32 pixels of the range at a time".to_string(),
@@ -117,6 +117,10 @@ fn tile_report(
             t.k_chunks,
             t.cp,
             t.scratch_bytes.div_ceil(1024),
+            match t.prefetch_b {
+                true => ", weight tiles prefetched two reduction steps ahead",
+                false => "",
+            },
         )),
         (None, Some(why)) => Err(format!("f32 code on bf16 values: {why}")),
         (None, None) => Err(format!(

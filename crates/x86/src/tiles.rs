@@ -647,6 +647,21 @@ impl Tiles<'_> {
                     tmm(b),
                 ));
             }
+            if g.t.prefetch_b {
+                // The B tiles two steps ahead (past the last, lines of the
+                // next pair's or beyond the weights: prefetches never fault).
+                let blocks: &[R] = if g.n_pair {
+                    &[R::R10, R::R11]
+                } else {
+                    &[R::R10]
+                };
+                for &base in blocks {
+                    for line in 0..(B_TILE_BYTES / 64) as i64 {
+                        let m = mem(base, imm32((2 * step + 64 * line) as usize));
+                        g.a.emit(I::with1(Code::Prefetcht0_m8, m));
+                    }
+                }
+            }
             g.add_imm(R::RAX, 64);
             g.add_imm(R::R10, step);
             g.add_imm(R::R11, step);

@@ -39,6 +39,16 @@ pub const B_TILE_BYTES: usize = 1024;
 /// input rows and four accumulator tiles. Wider stages run as f32 code
 /// on rounded values.
 pub const MAX_TILE_SCRATCH: usize = 1 << 20;
+
+/// Bytes of a channel-block pair's B tiles above which the reduction
+/// prefetches them (twice Sapphire Rapids' 48 KiB L1d). Measured, bf16,
+/// `bench --precision bf16`, with and without, two runs each: Inception's
+/// 7x7 17x17x128 (392 KiB) 345 -> 290 us, a 5x5 28x28x128 (200 KiB)
+/// 410-425 -> 356-378 us, a 3x3 14x14x256 (144 KiB) 156-160 -> 148-150 us;
+/// 7x1+1x7 (56 KiB) unchanged; below, where the pair's tiles stay in L1, the
+/// prefetches only cost: 3x3 56x56x64 (36 KiB) 162-169 -> 167-175 us, a
+/// pointwise 512 -> 512 (32 KiB) 132-138 -> 150-155 us.
+pub const PREFETCH_B_ABOVE: usize = 96 << 10;
 /// Grid positions after a chunk's converted rows that its last pair of
 /// pixel blocks may read (16 past the last computed position, 16 more for
 /// the pair's second block, less than 16 of rounding): 64, to be safe.
@@ -85,6 +95,11 @@ pub struct TilePlan {
     pub acc_offset: usize,
     /// Scratch bytes the function needs (a multiple of 64).
     pub scratch_bytes: usize,
+    /// The B tiles of a pair of channel blocks, over all taps and chunks,
+    /// exceed [`PREFETCH_B_ABOVE`]: each reduction step prefetches the B
+    /// tiles of the step two ahead into L1 (they stream from L2, and a
+    /// tile load waits for the products reading the tile it replaces).
+    pub prefetch_b: bool,
     /// Float offset of the f32 bias in the packed weights
     /// (`n_blocks * 16` floats, zero past `co`).
     pub bias_off: usize,
@@ -201,6 +216,7 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
         staged_rows,
         acc_offset,
         scratch_bytes,
+        prefetch_b: taps * (cp / K_CHUNK) * 2 * B_TILE_BYTES > PREFETCH_B_ABOVE,
         bias_off: b_floats,
         packed_len: b_floats + n_blocks * N_BLOCK,
         round_output: false,
