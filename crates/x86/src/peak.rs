@@ -27,16 +27,7 @@ pub fn amx_bf16_peak() -> Result<Vec<u8>, String> {
     let mut a = Asm::new();
     // The tile functions' configuration, built at [rsi].
     crate::tiles::tile_config(&mut a, R::RSI);
-    let tmm = [
-        R::TMM0,
-        R::TMM1,
-        R::TMM2,
-        R::TMM3,
-        R::TMM4,
-        R::TMM5,
-        R::TMM6,
-        R::TMM7,
-    ];
+    let tmm: Vec<R> = (0..8).map(|i| R::TMM0 + i).collect();
     for t in &tmm[..4] {
         a.emit(I::with1(Code::VEX_Tilezero_tmm, *t));
     }
@@ -73,24 +64,7 @@ pub fn amx_bf16_peak() -> Result<Vec<u8>, String> {
 /// its latency, as the FMA peaks do).
 pub fn bf16_512_peak() -> Result<Vec<u8>, String> {
     let mut a = Asm::new();
-    let zmm = |i: usize| -> R {
-        [
-            R::ZMM0,
-            R::ZMM1,
-            R::ZMM2,
-            R::ZMM3,
-            R::ZMM4,
-            R::ZMM5,
-            R::ZMM6,
-            R::ZMM7,
-            R::ZMM8,
-            R::ZMM9,
-            R::ZMM10,
-            R::ZMM11,
-            R::ZMM12,
-            R::ZMM13,
-        ][i]
-    };
+    let zmm = crate::tiles::zmm;
     for i in 0..14 {
         a.emit(I::with3(
             Code::EVEX_Vpxord_zmm_k1z_zmm_zmmm512b32,

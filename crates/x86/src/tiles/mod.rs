@@ -78,37 +78,16 @@ fn sib(base: R, stride: R, disp: i64) -> MemoryOperand {
     MemoryOperand::with_base_index_scale_displ_size(base, stride, 1, disp, 1)
 }
 
+/// Tile register `i` (of 8).
 fn tmm(i: usize) -> R {
-    [
-        R::TMM0,
-        R::TMM1,
-        R::TMM2,
-        R::TMM3,
-        R::TMM4,
-        R::TMM5,
-        R::TMM6,
-        R::TMM7,
-    ][i]
+    assert!(i < 8, "tile register {i}");
+    R::TMM0 + i as u32
 }
 
-fn zmm(i: usize) -> R {
-    [
-        R::ZMM0,
-        R::ZMM1,
-        R::ZMM2,
-        R::ZMM3,
-        R::ZMM4,
-        R::ZMM5,
-        R::ZMM6,
-        R::ZMM7,
-        R::ZMM8,
-        R::ZMM9,
-        R::ZMM10,
-        R::ZMM11,
-        R::ZMM12,
-        R::ZMM13,
-        R::ZMM14,
-    ][i]
+/// Vector register `i` (of 32).
+pub(crate) fn zmm(i: usize) -> R {
+    assert!(i < 32, "vector register {i}");
+    R::ZMM0 + i as u32
 }
 
 /// Loads the tile configuration every tile function uses, built in the 64
@@ -241,14 +220,7 @@ impl Tiles<'_> {
     /// read from cache by all of them).
     fn output_chunk(&mut self) {
         let (p, t) = (self.p, self.t);
-        // Chunk = min(chunk_rows, End - Row).
-        self.load(R::RCX, Slot::End);
-        self.a
-            .emit(I::with2(Code::Sub_r64_rm64, R::RCX, slot(Slot::Row)));
-        self.mov_imm(R::RAX, t.chunk_rows as i64);
-        self.a.emit(I::with2(Code::Cmp_r64_rm64, R::RCX, R::RAX));
-        self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RCX, R::RAX));
-        self.store(Slot::Chunk, R::RCX);
+        self.chunk_len();
         // Input rows: (Chunk - 1) * sh + (kh - 1) * dh + 1.
         self.mul_imm(R::RCX, p.sh as i64);
         self.add_imm(R::RCX, ((p.kh - 1) * p.dil_h) as i64 + 1 - p.sh as i64);
@@ -445,14 +417,7 @@ impl Tiles<'_> {
     /// converted, then per pair of channel blocks every 32 of them.
     fn flat_chunk(&mut self) {
         let t = self.t;
-        // Chunk = min(chunk_rows, End - Row).
-        self.load(R::RCX, Slot::End);
-        self.a
-            .emit(I::with2(Code::Sub_r64_rm64, R::RCX, slot(Slot::Row)));
-        self.mov_imm(R::RAX, t.chunk_rows as i64);
-        self.a.emit(I::with2(Code::Cmp_r64_rm64, R::RCX, R::RAX));
-        self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RCX, R::RAX));
-        self.store(Slot::Chunk, R::RCX);
+        self.chunk_len();
         self.load(R::RBX, Slot::Scratch);
         self.load(R::RSI, Slot::Row);
         self.mul_imm(R::RSI, (self.p.ci * 4) as i64);
@@ -670,6 +635,18 @@ impl Tiles<'_> {
     }
 
     // ---- small helpers ----
+
+    /// `[Chunk]` and rcx = min(chunk_rows, End - Row): this chunk's output
+    /// rows (flat: pixels).
+    fn chunk_len(&mut self) {
+        self.load(R::RCX, Slot::End);
+        self.a
+            .emit(I::with2(Code::Sub_r64_rm64, R::RCX, slot(Slot::Row)));
+        self.mov_imm(R::RAX, self.t.chunk_rows as i64);
+        self.a.emit(I::with2(Code::Cmp_r64_rm64, R::RCX, R::RAX));
+        self.a.emit(I::with2(Code::Cmovg_r64_rm64, R::RCX, R::RAX));
+        self.store(Slot::Chunk, R::RCX);
+    }
 
     /// `body` `n` times with `ctr` counting down (not at all for 0).
     fn counted(&mut self, ctr: R, n: usize, body: impl FnOnce(&mut Self)) {
