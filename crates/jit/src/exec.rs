@@ -491,15 +491,17 @@ impl Kernel {
         // (`LazyRound`); threads sharing an image's rows would round their
         // common rows at once, so there the whole batch is rounded first.
         let round_lazily = self.compiled.round_input && threads == 1;
-        let read = match self.compiled.round_input {
+        // Writable where it is rounded lazily: from the mutable slice.
+        let read: *mut f32 = match self.compiled.round_input {
             true => {
                 let r = &mut scratch.rounded_input[..input.len()];
                 if !round_lazily {
                     crate::bf16::round_into(r, input);
                 }
-                &*r
+                r.as_mut_ptr()
             }
-            false => input,
+            // Only read (the first stage's functions take `*const` input).
+            false => input.as_ptr().cast_mut(),
         };
         let run = Run {
             kernel: self,
@@ -509,7 +511,7 @@ impl Kernel {
                 .iter_mut()
                 .map(|t| t.iter_mut().map(|v| Shared(v.as_mut_ptr())).collect())
                 .collect(),
-            input: Shared(read.as_ptr().cast_mut()),
+            input: Shared(read),
             round_lazily,
             residual: Shared(input.as_ptr().cast_mut()),
             output: Shared(output.as_mut_ptr()),
