@@ -105,15 +105,16 @@ fn generator_text(target: &Target) -> String {
     let needs = match (target.choice.cpu, generator_needs) {
         (Some(Cpu::X86_64V3), _) => "a CPU with AVX2 and FMA (x86-64-v3)".to_string(),
         (Some(Cpu::X86_64V4), _) => "a CPU with AVX-512F (x86-64-v4)".to_string(),
-        (Some(Cpu::SapphireRapids), _) if target.choice.tiles => {
-            "a CPU with AVX-512F, AVX512_BF16, AMX-TILE and AMX-BF16 (sapphirerapids)".to_string()
+        (Some(cpu @ (Cpu::SapphireRapids | Cpu::Znver4)), _) => {
+            let bf16 = target.choice.precision == convjit_ir::Precision::Bf16;
+            match (bf16, target.choice.tiles) {
+                (true, true) => {
+                    format!("a CPU with AVX-512F, AVX512_BF16, AMX-TILE and AMX-BF16 ({cpu})")
+                }
+                (true, false) => format!("a CPU with AVX-512F and AVX512_BF16 ({cpu})"),
+                (false, _) => format!("a CPU with AVX-512F (built for {cpu}, f32: its x86-64-v4)"),
+            }
         }
-        (Some(Cpu::SapphireRapids), _) => {
-            "a CPU with AVX-512F and AVX512_BF16 (built for sapphirerapids; no stage \
-             uses its AMX tiles)"
-                .to_string()
-        }
-        (Some(Cpu::Znver4), _) => "a CPU with AVX-512F and AVX512_BF16 (znver4)".to_string(),
         (Some(Cpu::Native), Some(g)) => {
             format!("a CPU with {g} and every feature listed above (built for the host: native)")
         }
@@ -179,7 +180,7 @@ pub fn header(
     describe_layer(w, layer, target);
     describe_weights(w, layer, layout, baked, &names);
     let _ = writeln!(w, " *");
-    describe_run_time(w, target, scratch, tiles);
+    describe_run_time(w, target, (scratch, layer.stages.len() > 1), tiles);
     w.push_str(" */\n");
     shape_macros(w, layer, &names, scratch.bytes);
     if baked {
@@ -291,12 +292,20 @@ fn describe_weights(
 }
 
 /// What a call allocates, and what linking needs.
-fn describe_run_time(w: &mut String, target: &Target, scratch: &Scratch, tiles: bool) {
+fn describe_run_time(
+    w: &mut String,
+    target: &Target,
+    (scratch, intermediates): (&Scratch, bool),
+    tiles: bool,
+) {
     if scratch.bytes > 0 {
-        let mut parts = vec![
-            "the intermediate tensors of one image, images being processed \
-                              one after another",
-        ];
+        let mut parts = Vec::new();
+        if intermediates {
+            parts.push(
+                "the intermediate tensors of one image, images being processed one after \
+                 another",
+            );
+        }
         if scratch.rounded_input.is_some() {
             parts.push("the image's input rounded to bf16");
         }
