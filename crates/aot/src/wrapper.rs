@@ -604,6 +604,20 @@ fn counted(b: &mut FunctionBuilder, n: Value, body: &mut dyn FnMut(&mut Function
     b.switch_to_block(exit);
 }
 
+/// The `n` u64 fields of record `r` of a `.rodata` table at `table`.
+fn record_fields(b: &mut FunctionBuilder, table: Value, r: Value, n: usize) -> Vec<Value> {
+    let ro = MemFlagsData::new().with_notrap().with_readonly();
+    let rec = b.ins().imul_imm_s(r, (n * 8) as i64);
+    let rec = b.ins().iadd(table, rec);
+    // Offsets of a record's fields: at most COPY_FIELDS * 8 bytes.
+    (0..n)
+        .map(|i| {
+            let at = i32::try_from(i * 8).expect("a record's fields are few");
+            b.ins().load(I64, ro, rec, at)
+        })
+        .collect()
+}
+
 /// One tile stage's B tiles (`stage_plan::pack_into`'s layout) from its
 /// weight array at `array` to `dst`: per tap, reduction chunk of 32 input
 /// channels and block of 16 output channels, 16 rows of 16 channel pairs,
@@ -717,14 +731,9 @@ pub fn define_pack<M: Module>(
     });
     // The copies: bit patterns moved as i32.
     let table = b.ins().symbol_value(I64, gv);
-    let ro = MemFlagsData::new().with_notrap().with_readonly();
     let nrec = b.ins().iconst(I64, copies.records.len() as i64);
     counted(&mut b, nrec, &mut |b, r| {
-        let rec = b.ins().imul_imm_s(r, (COPY_FIELDS * 8) as i64);
-        let rec = b.ins().iadd(table, rec);
-        let f: Vec<Value> = (0..COPY_FIELDS)
-            .map(|i| b.ins().load(I64, ro, rec, (i * 8) as i32))
-            .collect();
+        let f = record_fields(b, table, r, COPY_FIELDS);
         let at = b.ins().ishl_imm_u(f[0], 3);
         let at = b.ins().iadd(arrays, at);
         let array = b.ins().load(I64, mf, at, 0);
@@ -772,11 +781,7 @@ pub fn define_pack<M: Module>(
         let table = b.ins().symbol_value(I64, tile_gv);
         let n = b.ins().iconst(I64, copies.tiles.len() as i64);
         counted(&mut b, n, &mut |b, r| {
-            let rec = b.ins().imul_imm_s(r, (TILE_FIELDS * 8) as i64);
-            let rec = b.ins().iadd(table, rec);
-            let f: Vec<Value> = (0..TILE_FIELDS)
-                .map(|i| b.ins().load(I64, ro, rec, (i * 8) as i32))
-                .collect();
+            let f = record_fields(b, table, r, TILE_FIELDS);
             let at = b.ins().ishl_imm_u(f[0], 3);
             let at = b.ins().iadd(arrays, at);
             let array = b.ins().load(I64, mf, at, 0);

@@ -360,14 +360,8 @@ impl Tiles<'_> {
     /// 16-position blocks from position `[At]` up to `[Left]` (the
     /// chunk's last output pixel, plus one).
     fn grid_blocks(&mut self) {
-        let t = self.t;
-        let cp2 = (t.cp * 2) as i64;
         self.block_pairs(Slot::Left, |g| {
-            g.load(R::RAX, Slot::At);
-            g.mul_imm(R::RAX, cp2);
-            g.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::Scratch)));
-            g.mov_imm(R::R14, M_BLOCK as i64 * cp2);
-            g.mov_imm(R::R12, cp2);
+            g.a_pointers();
             g.tap_reduction();
             g.epilogue(true, |g, m_sel| {
                 // Grid positions At + 16 m .., Left - At - 16 m of them real.
@@ -424,14 +418,9 @@ impl Tiles<'_> {
         self.a
             .emit(I::with2(Code::Add_r64_rm64, R::RSI, slot(Slot::Input)));
         self.convert_pixels(Count::Reg(R::RCX));
-        let cp2 = (t.cp * 2) as i64;
         self.channel_pairs(|g| {
             g.block_pairs(Slot::Chunk, |g| {
-                g.load(R::RAX, Slot::At);
-                g.mul_imm(R::RAX, cp2);
-                g.a.emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::Scratch)));
-                g.mov_imm(R::R14, M_BLOCK as i64 * cp2);
-                g.mov_imm(R::R12, cp2);
+                g.a_pointers();
                 g.b_pointers();
                 g.zero_accumulators();
                 g.chunk_loop(t.k_chunks, (t.n_blocks * B_TILE_BYTES) as i64);
@@ -557,6 +546,19 @@ impl Tiles<'_> {
             (false, true) => &[0, 1],
             (false, false) => &[0],
         }
+    }
+
+    /// rax: the A tile of converted position `[At]` (a grid's, or a flat
+    /// chunk's pixel), rax + r14 the next block's, r12 = their row stride
+    /// (one position).
+    fn a_pointers(&mut self) {
+        let cp2 = (self.t.cp * 2) as i64;
+        self.load(R::RAX, Slot::At);
+        self.mul_imm(R::RAX, cp2);
+        self.a
+            .emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::Scratch)));
+        self.mov_imm(R::R14, M_BLOCK as i64 * cp2);
+        self.mov_imm(R::R12, cp2);
     }
 
     /// r10, r11: the B tiles of channel blocks `[N0]`, `[N1]` at the first
