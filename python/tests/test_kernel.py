@@ -369,3 +369,39 @@ def test_package_is_typed():
     root = pathlib.Path(convjit.__file__).parent
     assert (root / "py.typed").is_file()
     assert (root / "_convjit.pyi").is_file()
+
+
+def test_hostile_inputs(tmp_path, rng):
+    """Truncated and foreign weight files, NaN and infinities, a layer whose
+    weights would not fit in memory, and sources that are not layer text:
+    each a documented exception or the IEEE answer, never a crash."""
+    w = random_weights(rng, TEXTBOOK_SHAPES)
+    npz = tmp_path / "w.npz"
+    np.savez(npz, **w)
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    with pytest.raises(convjit.DataError):
+        convjit.compile(TEXTBOOK, weights=str(cut))
+    notzip = tmp_path / "text.npz"
+    notzip.write_text("not a zip archive")
+    with pytest.raises(convjit.DataError):
+        convjit.compile(TEXTBOOK, weights=str(notzip))
+    # NaN and infinities propagate as in the interpreter (same positions).
+    k = convjit.compile(TEXTBOOK, weights=w)
+    x = rng.standard_normal((2, 12, 12, 3)).astype(np.float32)
+    x[0, 3, 4, 1], x[1, 7, 7, 0], x[1, 0, 0, 2] = np.nan, np.inf, -np.inf
+    got, want = k(x), convjit.interpret(TEXTBOOK, x, weights=w)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
+    # Weights of 4096 x 4096 x 1000 x 1000 floats: refused before allocating.
+    huge = "layer h { input 1000x1000x4096\n c: conv 1000x1000 -> 4096 }"
+    with pytest.raises(convjit.Error):
+        convjit.compile(huge)
+    # A batch of none is refused, as documented (N >= 1).
+    with pytest.raises(convjit.DataError, match="N >= 1"):
+        k(np.zeros((0, 12, 12, 3), np.float32))
+    with pytest.raises(convjit.LayerError):
+        convjit.compile("layer {" + "x" * 100_000)
+    with pytest.raises((TypeError, convjit.Error)):
+        convjit.compile(b"\xff\xfe layer")
