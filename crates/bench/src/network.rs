@@ -4,7 +4,7 @@
 
 use crate::harness::{best_of_rounds, interleaved_medians, Aligned, Timed};
 use crate::{round, Settings};
-use convjit::{Error, Kernel, Layer, Rng, Weights};
+use convjit::{Error, Kernel, Layer, Network, Rng, Weights};
 use serde_json::json;
 use std::time::Duration;
 
@@ -80,11 +80,15 @@ pub fn total(reports: &[serde_json::Value]) -> serde_json::Value {
 
 /// A network's layers (each takes the previous one's output) timed as a
 /// network runs them: one after another, each on the previous one's
-/// output, the planned kernel and (with one thread planned, on a host of
-/// several cores) the same on every core, in interleaved rounds. Timed
-/// alone, back to back, a layer finds its weights and buffers in the
-/// caches; here the other layers have evicted them, as when the peers time
-/// a whole network. The layers' sum leaves that out.
+/// output, in interleaved rounds. Timed alone, back to back, a layer finds
+/// its weights and buffers in the caches; here the other layers have
+/// evicted them, as when the peers time a whole network. The layers' sum
+/// leaves that out.
+///
+/// Variants: `jit`, the layers as one [`Network`] (one arena of buffers);
+/// with one thread planned on a host of several cores, the same on every
+/// core; and `jit-apart`, the same kernels run one by one, each with its
+/// own buffers and output tensor (what the arena saves).
 pub fn time_chain(
     layers: &[Layer],
     options: &convjit::Options,
@@ -92,41 +96,45 @@ pub fn time_chain(
 ) -> Result<Vec<serde_json::Value>, Error> {
     let batch = settings.batch;
     let cores = convjit::Host::detect().cores;
-    let mut configs = vec![("jit".to_string(), options.clone())];
+    // The weights bench_layer timed (same seed); the code is a cache hit.
+    let compile = |o: &convjit::Options| {
+        layers
+            .iter()
+            .map(|l| Kernel::compile_with(l, &Weights::random(l, 1), o))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let x = Rng::new(2).vec(layers[0].input.len() * batch, 1.0);
+    let output = || Aligned::zeros(layers[layers.len() - 1].output().len() * batch);
+    let mut variants: Vec<Timed> = Vec::new();
+    let mut networks = vec![("jit".to_string(), options.clone())];
     if options.threads == 1 && cores > 1 {
         let o = convjit::Options {
             threads: cores,
             ..options.clone()
         };
-        configs.push((format!("jit-{cores}threads"), o));
+        networks.push((format!("jit-{cores}threads"), o));
     }
-    let mut chains = Vec::new();
-    for (name, o) in configs {
-        // The weights bench_layer timed (same seed); the code is a cache hit.
-        let kernels = layers
+    for (name, o) in networks {
+        let net = Network::new(compile(&o)?)?;
+        let (input, mut out) = (Aligned::from(&x), output());
+        let run = move || net.run(&input, &mut out, batch).expect("lengths checked");
+        variants.push((name, Box::new(run)));
+    }
+    let kernels = compile(options)?;
+    let mut tensors = vec![Aligned::from(&x)];
+    tensors.extend(
+        layers
             .iter()
-            .map(|l| Kernel::compile_with(l, &Weights::random(l, 1), &o))
-            .collect::<Result<Vec<_>, _>>()?;
-        let input = Rng::new(2).vec(layers[0].input.len() * batch, 1.0);
-        let mut tensors = vec![Aligned::from(&input)];
-        tensors.extend(
-            layers
-                .iter()
-                .map(|l| Aligned::zeros(l.output().len() * batch)),
-        );
-        chains.push((name, kernels, tensors));
-    }
-    let mut variants: Vec<Timed> = Vec::new();
-    for (name, kernels, tensors) in &mut chains {
-        let run = move || {
-            for (i, k) in kernels.iter().enumerate() {
-                let (done, rest) = tensors.split_at_mut(i + 1);
-                k.run(&done[i], &mut rest[0], batch)
-                    .expect("lengths checked");
-            }
-        };
-        variants.push((name.clone(), Box::new(run)));
-    }
+            .map(|l| Aligned::zeros(l.output().len() * batch)),
+    );
+    let apart = move || {
+        for (i, k) in kernels.iter().enumerate() {
+            let (done, rest) = tensors.split_at_mut(i + 1);
+            k.run(&done[i], &mut rest[0], batch)
+                .expect("lengths checked");
+        }
+    };
+    variants.push(("jit-apart".into(), Box::new(apart)));
     let budget = Duration::from_secs_f64(settings.seconds);
     let rounds = settings.rounds;
     let times = best_of_rounds(rounds, || {

@@ -46,7 +46,7 @@ pub use convjit_ir::{
     Precision, Rng, Shape, Stage, StageKind, StageWeights, Weights,
 };
 pub use convjit_jit::{
-    bf16_peaks, separation, tiles_refused, CompileStats, JitError, Kernel, PeakLoop,
+    bf16_peaks, separation, tiles_refused, CompileStats, JitError, Kernel, Network, PeakLoop,
 };
 pub use convjit_plan::layer_plan::SeparationCost;
 pub use convjit_plan::{Backend, Fusion, Group, Host, LayerPlan, Options, Schedule, Split};

@@ -31,17 +31,21 @@ impl Shared {
     }
 }
 
-/// The buffers of one run, kept for the next: per thread, whole tensors
+/// The buffers of runs, kept for the next: per thread, whole tensors
 /// between groups (one image: thread 0's are shared when threads split an
-/// image's rows or channels, the others' are made for the first run whose threads
-/// take whole images) and per group the band buffers. Every step writes
-/// rows before any step reads them, so reuse needs no clearing. With
-/// several threads, also this kernel's own worker threads, made only when
-/// the process's shared ones are busy (`None` if the system refused
-/// them: the run then spawns its own).
+/// image's rows or channels, the others' are made for the first run whose
+/// threads take whole images) and per group the band buffers. Every step
+/// writes rows before any step reads them, so reuse needs no clearing.
+///
+/// Buffers are found by index (thread, group, buffer) and only grow
+/// ([`Scratch::fit`]), so one `Scratch` serves any kernel: a
+/// [`crate::Network`] runs all its kernels in one, whose buffers stay in
+/// cache from layer to layer. With several threads, also worker threads
+/// of its own, made only when the process's shared ones are busy (`None`
+/// if the system refused them: the run then spawns its own).
+#[derive(Default)]
 pub(crate) struct Scratch {
-    /// The batch's input rounded to bf16 (`Compiled::round_input`), kept
-    /// for the next run.
+    /// The batch's input rounded to bf16 (`Compiled::round_input`).
     rounded_input: Vec<f32>,
     inter: Vec<Vec<Buf>>,
     bufs: Vec<ThreadBufs>,
@@ -59,26 +63,53 @@ pub(crate) struct ThreadBufs {
 /// buffer between guard pages, its data ending at the trailing one
 /// (`testing.rs`).
 #[cfg(not(feature = "testing"))]
-type Buf = crate::Aligned;
+pub(crate) type Buf = crate::Aligned;
 #[cfg(feature = "testing")]
-type Buf = crate::testing::Guarded;
+pub(crate) type Buf = crate::testing::Guarded;
 
-fn zeroed(n: usize) -> Buf {
+pub(crate) fn zeroed(n: usize) -> Buf {
     #[cfg(not(feature = "testing"))]
     return crate::Aligned::zeroed(n);
     #[cfg(feature = "testing")]
     return crate::testing::Guarded::zeroed(n, true);
 }
 
+/// Makes `buf` hold `n` floats: grown if shorter; with the `testing`
+/// feature exactly `n`, so that the guard page follows the last float
+/// this kernel may touch, whatever kernel used the buffer before.
+pub(crate) fn fit(buf: &mut Buf, n: usize) {
+    let refit = match cfg!(feature = "testing") {
+        true => buf.len() != n,
+        false => buf.len() < n,
+    };
+    if refit {
+        *buf = zeroed(n);
+    }
+}
+
+/// Makes `list` hold at least `lens.len()` buffers, the first of them
+/// [`fit`] to `lens`.
+fn fit_all(list: &mut Vec<Buf>, lens: impl ExactSizeIterator<Item = usize>) {
+    if list.len() < lens.len() {
+        list.resize_with(lens.len(), || zeroed(0));
+    }
+    for (b, n) in list.iter_mut().zip(lens) {
+        fit(b, n);
+    }
+}
+
 impl Scratch {
-    /// The buffers of a run on `threads` threads, refused when they would
-    /// not fit in memory (`convjit_ir::budget`).
-    fn new(
+    /// Fits the buffers to a run of `program` on `threads` threads
+    /// (`images`: how many threads take whole images, each with its own
+    /// tensors between groups; at least 1), refused when they would not
+    /// fit in memory (`convjit_ir::budget`).
+    fn fit(
+        &mut self,
         layer: &convjit_ir::Layer,
         program: &crate::program::Program,
-        threads: usize,
+        (threads, images): (usize, usize),
         tile_scratch: usize,
-    ) -> Result<Scratch, DataError> {
+    ) -> Result<(), DataError> {
         let bands: Option<u64> = program
             .groups
             .iter()
@@ -91,25 +122,35 @@ impl Scratch {
             bands
                 .and_then(|b| b.checked_add(tile_floats as u64))
                 .and_then(|b| b.checked_mul(threads as u64))
-                .zip(inter)
+                .zip(inter.and_then(|i| i.checked_mul(images as u64)))
                 .and_then(|(b, i)| b.checked_add(i)?.checked_mul(4)),
         )?;
-        Ok(Scratch {
-            rounded_input: Vec::new(),
-            inter: vec![Scratch::inter(layer, program)],
-            bufs: (0..threads)
-                .map(|_| ThreadBufs {
-                    groups: program
-                        .groups
-                        .iter()
-                        .map(|g| g.buffers.iter().map(|&n| zeroed(n)).collect())
-                        .collect(),
-                    tiles: zeroed(tile_floats),
-                })
-                .collect(),
-            // Made by the first run that cannot have the shared workers.
-            workers: None,
-        })
+        if self.bufs.len() < threads {
+            self.bufs.resize_with(threads, || ThreadBufs {
+                groups: Vec::new(),
+                tiles: zeroed(0),
+            });
+        }
+        for t in &mut self.bufs[..threads] {
+            if t.groups.len() < program.groups.len() {
+                t.groups.resize_with(program.groups.len(), Vec::new);
+            }
+            for (bufs, g) in t.groups.iter_mut().zip(&program.groups) {
+                fit_all(bufs, g.buffers.iter().copied());
+            }
+            fit(&mut t.tiles, tile_floats);
+        }
+        if self.inter.len() < images {
+            self.inter.resize_with(images, Vec::new);
+        }
+        let groups = &program.groups;
+        for tensors in &mut self.inter[..images] {
+            let lens = groups[..groups.len() - 1]
+                .iter()
+                .map(|g| layer.stages[g.last].output.len());
+            fit_all(tensors, lens);
+        }
+        Ok(())
     }
 
     /// Floats of one image's tensors between groups.
@@ -118,15 +159,6 @@ impl Scratch {
         groups[..groups.len() - 1].iter().try_fold(0u64, |n, g| {
             n.checked_add(layer.stages[g.last].output.len() as u64)
         })
-    }
-
-    /// One image's tensors between groups.
-    fn inter(layer: &convjit_ir::Layer, program: &crate::program::Program) -> Vec<Buf> {
-        let groups = &program.groups;
-        groups[..groups.len() - 1]
-            .iter()
-            .map(|g| zeroed(layer.stages[g.last].output.len()))
-            .collect()
     }
 }
 
@@ -445,6 +477,25 @@ impl Kernel {
     /// next barrier and returns [`JitError::Panicked`]; the run's buffers
     /// are dropped and the kernel stays usable.
     pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize) -> Result<(), JitError> {
+        // Buffers from an earlier run (fresh ones cost page faults).
+        let pool = || self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut scratch = pool().pop().unwrap_or_default();
+        self.run_in(&mut scratch, input, output, batch)?;
+        pool().push(scratch);
+        Ok(())
+    }
+
+    /// [`Kernel::run`] with the run's buffers in `scratch`, fitted to
+    /// this kernel first. On `Err(Panicked)` the buffers may be mid-step
+    /// (and, if the run had made its own workers, they have all reported
+    /// back): drop `scratch`.
+    pub(crate) fn run_in(
+        &self,
+        scratch: &mut Scratch,
+        input: &[f32],
+        output: &mut [f32],
+        batch: usize,
+    ) -> Result<(), JitError> {
         let l = &self.layer;
         check_len("input", input.len(), batch, l.input.len(), l.input)?;
         let out_shape = l.output();
@@ -458,17 +509,6 @@ impl Kernel {
         }
         let groups = &self.compiled.program.groups;
         let threads = groups.iter().map(|g| g.threads.len()).max().unwrap_or(1);
-        // Buffers from an earlier run (fresh ones cost page faults).
-        let pool = || self.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let mut scratch = match pool().pop() {
-            Some(s) => s,
-            None => Scratch::new(
-                l,
-                &self.compiled.program,
-                threads,
-                self.compiled.tile_scratch,
-            )?,
-        };
         // Whole images per thread while there are enough for all (no
         // barriers, each thread with its own tensors between groups); the
         // rest, and a batch of one, split each image's rows (or a lone
@@ -478,9 +518,13 @@ impl Kernel {
         } else {
             0
         };
-        if whole > 0 && scratch.inter.len() < threads {
-            self.add_image_tensors(&mut scratch, threads)?;
-        }
+        let images = if whole > 0 { threads } else { 1 };
+        scratch.fit(
+            l,
+            &self.compiled.program,
+            (threads, images),
+            self.compiled.tile_scratch,
+        )?;
         // In bf16 the stages read the input rounded (`bf16.rs`), the
         // residual reads it as given.
         if self.compiled.round_input && scratch.rounded_input.len() < input.len() {
@@ -525,34 +569,16 @@ impl Kernel {
         let shared = (threads > 1)
             .then(|| crate::pool::shared(threads - 1))
             .flatten();
-        if threads > 1 && shared.is_none() && scratch.workers.is_none() {
+        // (Made for fewer threads by another kernel of a network: made again.)
+        let own = scratch.workers.as_ref().map_or(0, Pool::len);
+        if threads > 1 && shared.is_none() && own < threads - 1 {
             scratch.workers = Pool::new(threads - 1);
         }
-        run.on_threads(&mut scratch, shared.as_deref());
-        if let Some(m) = run.failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            // The buffers may be mid-step: drop them (and the workers,
-            // which have all reported back).
-            drop(scratch);
-            return Err(JitError::Panicked(m));
+        run.on_threads(scratch, shared.as_deref());
+        match run.failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(m) => Err(JitError::Panicked(m)),
+            None => Ok(()),
         }
-        pool().push(scratch);
-        Ok(())
-    }
-
-    /// Tensors between groups for each of `threads` threads, which take
-    /// whole images (refused if they would not fit in memory).
-    fn add_image_tensors(&self, scratch: &mut Scratch, threads: usize) -> Result<(), JitError> {
-        let l = &self.layer;
-        convjit_ir::budget::check(
-            format_args!("the tensors of layer '{}' on {threads} threads", l.name),
-            Scratch::inter_len(l, &self.compiled.program)
-                .and_then(|n| n.checked_mul(4 * (threads - scratch.inter.len()) as u64)),
-        )?;
-        while scratch.inter.len() < threads {
-            let more = Scratch::inter(l, &self.compiled.program);
-            scratch.inter.push(more);
-        }
-        Ok(())
     }
 
     /// Runs one thread's steps of a group on one image.

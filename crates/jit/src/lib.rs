@@ -31,10 +31,12 @@
 
 mod bf16;
 mod exec;
+mod network;
 mod peak;
 mod pool;
 mod tiles;
 
+pub use network::Network;
 pub use peak::{bf16_peaks, PeakLoop};
 pub use tiles::tiles_refused;
 #[cfg(feature = "testing")]
