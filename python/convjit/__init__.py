@@ -15,7 +15,8 @@ keyed ``STAGE.weight`` / ``STAGE.bias`` (a separable stage ``S``:
 ``S.depthwise.weight``, ``S.pointwise.weight``, ``S.bias``), as the
 command line's ``.npz`` files.
 
-Functions: :func:`compile`, :func:`interpret`, :func:`import_onnx`,
+Functions: :func:`compile`, :func:`compile_network` (layers run back to
+back as one :class:`Network`), :func:`interpret`, :func:`import_onnx`,
 :func:`from_keras`. Errors: :class:`Error` and its subclasses
 :class:`LayerError`, :class:`DataError`, :class:`CompileError`, whose
 messages are those the ``convjit`` command line prints after ``error:``
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json as _json
 import os
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -38,10 +39,12 @@ from ._keras import from_keras
 
 __all__ = [
     "compile",
+    "compile_network",
     "interpret",
     "import_onnx",
     "from_keras",
     "Kernel",
+    "Network",
     "Layer",
     "Error",
     "LayerError",
@@ -324,6 +327,123 @@ def compile(
     return Kernel(
         _convjit.compile(text, name, is_path, layer, arrays, path, precision, threads, backend)
     )
+
+
+class Network:
+    """Layers compiled together, run back to back with one call: each layer
+    on the previous one's output, in one arena of buffers (the layers'
+    run buffers and two tensors the intermediate outputs alternate
+    between), as a network runs. Made by :func:`compile_network`; called
+    like a :class:`Kernel` (same rules for ``x`` and ``out``, same
+    exceptions), and like it safe to call from many threads at once.
+
+    Properties:
+        input_shape: ``(H, W, C)`` of one input image (the first layer's).
+        output_shape: ``(Ho, Wo, Co)`` of one output image (the last layer's).
+        macs: multiply-accumulates per image, all layers.
+        layers: the layers' names, in the order they run.
+        backend, precision, threads: as :class:`Kernel`'s.
+    """
+
+    __slots__ = ("_n",)
+
+    def __init__(self, _n: Any) -> None:
+        self._n = _n
+
+    def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Runs every layer on ``x``; returns ``out`` or a new array (see
+        :meth:`Kernel.__call__`)."""
+        x = _input(x)
+        if out is not None:
+            if not isinstance(out, np.ndarray):
+                raise TypeError(f"out: expected a numpy.ndarray, found {type(out).__name__}")
+            if out.dtype != np.float32 or not out.dtype.isnative:
+                raise TypeError(f"out: expected dtype float32, found {out.dtype}")
+        return self._n.run(x, out)
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int]:
+        return self._n.input_shape
+
+    @property
+    def output_shape(self) -> Tuple[int, int, int]:
+        return self._n.output_shape
+
+    @property
+    def macs(self) -> int:
+        return self._n.macs
+
+    @property
+    def layers(self) -> List[str]:
+        return self._n.layers
+
+    @property
+    def backend(self) -> str:
+        return self._n.backend
+
+    @property
+    def precision(self) -> str:
+        return self._n.precision
+
+    @property
+    def threads(self) -> int:
+        return self._n.threads
+
+    def __repr__(self) -> str:
+        return (
+            f"<convjit.Network of {len(self.layers)} layers: {self.input_shape} -> "
+            f"{self.output_shape}, {self.backend}, {self.precision}, {self.threads} thread(s)>"
+        )
+
+
+def compile_network(
+    sources: Union[Source, Sequence[Source]],
+    *,
+    weights: Optional[Mapping[str, WeightsArg]] = None,
+    precision: str = "f32",
+    threads: Optional[int] = None,
+    backend: str = "auto",
+) -> Network:
+    """Compiles layers that follow each other (each reads the shape the one
+    before writes) as one :class:`Network`.
+
+    Args:
+        sources: ``.conv`` text or a path (all its layers, in file order),
+            a :class:`Layer`, or a list of these (their layers in order).
+        weights: per layer name, that layer's weights as :func:`compile`
+            takes them (a dict of arrays or an ``.npz`` path). A layer
+            without an entry uses the weights its :class:`Layer` carries,
+            else seeded random ones. A name no layer has raises
+            :class:`DataError`.
+        precision, threads, backend: as for :func:`compile`, for every layer.
+
+    Raises:
+        LayerError, CompileError, ValueError: as :func:`compile`.
+        DataError: as :func:`compile`, and for layers that do not chain (the
+            message names both layers and shapes).
+    """
+    if isinstance(sources, (str, os.PathLike, Layer)):
+        sources = [sources]
+    if not isinstance(sources, Sequence):
+        raise TypeError(
+            f"sources: expected .conv text, a path, a Layer or a list of them, "
+            f"found {type(sources).__name__}"
+        )
+    given = dict(weights or {})
+    items = []
+    for source in sources:
+        text, name, is_path, carried = _source(source)
+        for layer in _convjit.layer_names(text, name, is_path):
+            arrays, path = _weights(given.get(layer), carried)
+            items.append((text, name, is_path, layer, arrays, path))
+    unknown = sorted(set(given) - {item[3] for item in items})
+    if unknown:
+        raise DataError(
+            f"weights: no layer named {', '.join(repr(k) for k in unknown)} in the network"
+        )
+    if not items:
+        raise LayerError("sources: a network needs at least one layer")
+    return Network(_convjit.compile_network(items, precision, threads, backend))
 
 
 def interpret(

@@ -42,6 +42,41 @@ def compile(
     threads: Optional[int],
     backend: str,
 ) -> Kernel: ...
+class Network:
+    def run(
+        self, x: npt.NDArray[np.float32], out: Optional[npt.NDArray[np.float32]] = None
+    ) -> npt.NDArray[np.float32]: ...
+    @property
+    def input_shape(self) -> Tuple[int, int, int]: ...
+    @property
+    def output_shape(self) -> Tuple[int, int, int]: ...
+    @property
+    def macs(self) -> int: ...
+    @property
+    def layers(self) -> List[str]: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def threads(self) -> int: ...
+
+def layer_names(source: str, name: str, is_path: bool) -> List[str]: ...
+def compile_network(
+    layers: List[
+        Tuple[
+            str,
+            str,
+            bool,
+            Optional[str],
+            Optional[Dict[str, npt.NDArray[np.float32]]],
+            Optional[str],
+        ]
+    ],
+    precision: str,
+    threads: Optional[int],
+    backend: str,
+) -> Network: ...
 def interpret(
     source: str,
     name: str,

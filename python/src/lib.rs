@@ -10,7 +10,7 @@
 //! the output written in place.
 
 use convjit::plan_text::Planned;
-use convjit::{Backend, Layer, Options, Precision, Weights};
+use convjit::{Backend, Layer, Options, Precision, Shape, Weights};
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
@@ -128,10 +128,10 @@ fn parse_options(precision: &str, threads: Option<usize>, backend: &str) -> PyRe
     })
 }
 
-/// `x`'s batch, after checking that it is C-contiguous float32 of the
-/// layer's `[N, H, W, C]` (N >= 1) or `[H, W, C]` (one image).
-fn batch_of(layer: &Layer, x: &PyReadonlyArrayDyn<f32>) -> PyResult<usize> {
-    let s = layer.input;
+/// `x`'s batch, after checking that it is C-contiguous float32 of
+/// `[N, H, W, C]` (N >= 1) or `[H, W, C]` (one image) of `s`, what
+/// `name` reads.
+fn batch_of(s: Shape, name: &str, x: &PyReadonlyArrayDyn<f32>) -> PyResult<usize> {
     let found = x.shape();
     let n = match *found {
         [n, h, w, c] if n >= 1 && [h, w, c] == [s.h, s.w, s.c] => n,
@@ -140,8 +140,8 @@ fn batch_of(layer: &Layer, x: &PyReadonlyArrayDyn<f32>) -> PyResult<usize> {
             return Err(data_err(
                 "x",
                 format!(
-                    "expected float32 [N, {}, {}, {}] (NHWC, N >= 1) or [{}, {}, {}] for layer '{}', found {found:?}",
-                    s.h, s.w, s.c, s.h, s.w, s.c, layer.name
+                    "expected float32 [N, {}, {}, {}] (NHWC, N >= 1) or [{}, {}, {}] for {name}, found {found:?}",
+                    s.h, s.w, s.c, s.h, s.w, s.c
                 ),
             ))
         }
@@ -156,14 +156,69 @@ fn batch_of(layer: &Layer, x: &PyReadonlyArrayDyn<f32>) -> PyResult<usize> {
     Ok(n)
 }
 
-/// The output dims for `n` images, as `x` has them (3-D for one image
-/// given as `[H, W, C]`).
-fn out_dims(layer: &Layer, n: usize, x_ndim: usize) -> Vec<usize> {
-    let o = layer.output();
+/// The output dims for `n` images of shape `o`, as `x` has them (3-D for
+/// one image given as `[H, W, C]`).
+fn out_dims(o: Shape, n: usize, x_ndim: usize) -> Vec<usize> {
     match x_ndim {
         3 => vec![o.h, o.w, o.c],
         _ => vec![n, o.h, o.w, o.c],
     }
+}
+
+/// Runs `run` (a kernel or a network from `input` to `output`, `name`
+/// in messages) on `x` into `out` or a new array, with the GIL released:
+/// both checked first (`Kernel.run` documents the rules).
+fn run_checked<'py>(
+    py: Python<'py>,
+    (input, output, name): (Shape, Shape, &str),
+    x: PyReadonlyArrayDyn<'py, f32>,
+    out: Option<Bound<'py, PyArrayDyn<f32>>>,
+    run: impl Fn(&[f32], &mut [f32], usize) -> Result<(), convjit::JitError> + Sync,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    let n = batch_of(input, name, &x)?;
+    let dims = out_dims(output, n, x.ndim());
+    let out = match out {
+        Some(out) => {
+            if out.shape() != dims.as_slice() {
+                return Err(data_err(
+                    "out",
+                    format!("expected float32 {dims:?}, found {:?}", out.shape()),
+                ));
+            }
+            if !out.is_c_contiguous() {
+                return Err(data_err("out", "not C-contiguous".into()));
+            }
+            if !out.data().cast_const().is_aligned() {
+                return Err(data_err("out", "not aligned to 4 bytes".into()));
+            }
+            out
+        }
+        // SAFETY: the kernel writes every value of its output before
+        // the array is returned; on an error the array is dropped
+        // unread.
+        None => unsafe { PyArrayDyn::<f32>::new(py, dims, false) },
+    };
+    {
+        let input = x.as_slice().map_err(|e| data_err("x", e.to_string()))?;
+        // Refused when `out` shares memory with `x` (NumPy's borrow
+        // flags see views of one base), is read-only, or is another
+        // running call's output.
+        let mut w = out.try_readwrite().map_err(|e| {
+            data_err(
+                "out",
+                format!(
+                    "cannot be written ({e}): it is read-only, shares memory with x, \
+                     or another call is writing it"
+                ),
+            )
+        })?;
+        let output = w
+            .as_slice_mut()
+            .map_err(|e| data_err("out", e.to_string()))?;
+        py.detach(|| run(input, output, n))
+            .map_err(|e| py_err(e.into()))?;
+    }
+    Ok(out)
 }
 
 /// A compiled layer (`convjit.Kernel` wraps it). Immutable once made: any
@@ -191,52 +246,12 @@ impl Kernel {
         x: PyReadonlyArrayDyn<'py, f32>,
         out: Option<Bound<'py, PyArrayDyn<f32>>>,
     ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let layer = self.kernel.layer();
-        let n = batch_of(layer, &x)?;
-        let dims = out_dims(layer, n, x.ndim());
-        let out = match out {
-            Some(out) => {
-                if out.shape() != dims.as_slice() {
-                    return Err(data_err(
-                        "out",
-                        format!("expected float32 {dims:?}, found {:?}", out.shape()),
-                    ));
-                }
-                if !out.is_c_contiguous() {
-                    return Err(data_err("out", "not C-contiguous".into()));
-                }
-                if !out.data().cast_const().is_aligned() {
-                    return Err(data_err("out", "not aligned to 4 bytes".into()));
-                }
-                out
-            }
-            // SAFETY: the kernel writes every value of its output before
-            // the array is returned; on an error the array is dropped
-            // unread.
-            None => unsafe { PyArrayDyn::<f32>::new(py, dims, false) },
-        };
-        {
-            let input = x.as_slice().map_err(|e| data_err("x", e.to_string()))?;
-            // Refused when `out` shares memory with `x` (NumPy's borrow
-            // flags see views of one base), is read-only, or is another
-            // running call's output.
-            let mut w = out.try_readwrite().map_err(|e| {
-                data_err(
-                    "out",
-                    format!(
-                        "cannot be written ({e}): it is read-only, shares memory with x, \
-                         or another call is writing it"
-                    ),
-                )
-            })?;
-            let output = w
-                .as_slice_mut()
-                .map_err(|e| data_err("out", e.to_string()))?;
-            let kernel = &self.kernel;
-            py.detach(|| kernel.run(input, output, n))
-                .map_err(|e| py_err(e.into()))?;
-        }
-        Ok(out)
+        let l = self.kernel.layer();
+        let what = format!("layer '{}'", l.name);
+        let k = &self.kernel;
+        run_checked(py, (l.input, l.output(), &what), x, out, |i, o, n| {
+            k.run(i, o, n)
+        })
     }
 
     /// The text `convjit plan --weights` prints for this layer.
@@ -326,6 +341,131 @@ fn compile(
     })
 }
 
+/// Layers compiled together, run back to back with one call
+/// (`convjit.Network` wraps it); immutable, like [`Kernel`].
+#[pyclass(frozen, module = "convjit._convjit")]
+struct Network {
+    net: convjit::Network,
+    /// The layers as compiled (before any separation): names, MACs.
+    layers: Vec<Layer>,
+    options: Options,
+}
+
+#[pymethods]
+impl Network {
+    /// Runs every layer on `x` into `out` or a new array, as `Kernel.run`.
+    #[pyo3(signature = (x, out=None))]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<'py, f32>,
+        out: Option<Bound<'py, PyArrayDyn<f32>>>,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let what = format!("layer '{}', the network's first", self.layers[0].name);
+        let net = &self.net;
+        let shapes = (net.input(), net.output(), what.as_str());
+        run_checked(py, shapes, x, out, |i, o, n| net.run(i, o, n))
+    }
+
+    #[getter]
+    fn input_shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let s = self.net.input();
+        PyTuple::new(py, [s.h, s.w, s.c])
+    }
+
+    #[getter]
+    fn output_shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let s = self.net.output();
+        PyTuple::new(py, [s.h, s.w, s.c])
+    }
+
+    #[getter]
+    fn macs(&self) -> u64 {
+        self.layers.iter().map(Layer::macs).sum()
+    }
+
+    #[getter]
+    fn layers(&self) -> Vec<String> {
+        self.layers.iter().map(|l| l.name.clone()).collect()
+    }
+
+    #[getter]
+    fn backend(&self) -> String {
+        self.net.kernels()[0].backend().to_string()
+    }
+
+    #[getter]
+    fn precision(&self) -> String {
+        self.net.kernels()[0].precision().to_string()
+    }
+
+    #[getter]
+    fn threads(&self) -> usize {
+        self.options.threads
+    }
+}
+
+/// The names of the layers of `source`, in order.
+#[pyfunction]
+fn layer_names(source: &str, name: &str, is_path: bool) -> PyResult<Vec<String>> {
+    let layers = match is_path {
+        true => convjit::load_layers(source),
+        false => convjit::parse_layers(name, source),
+    }
+    .map_err(py_err)?;
+    Ok(layers.into_iter().map(|l| l.name).collect())
+}
+
+/// One layer of a network, as `compile` takes it: `(source, name,
+/// is_path, layer, weights, weights_path)`.
+type NetworkLayer<'py> = (
+    String,
+    String,
+    bool,
+    Option<String>,
+    Option<Bound<'py, PyDict>>,
+    Option<String>,
+);
+
+/// Compiles each layer as `compile` does and makes them one network
+/// (each must read what the one before writes), the GIL released while
+/// compiling.
+#[pyfunction]
+#[pyo3(signature = (layers, precision, threads, backend))]
+fn compile_network(
+    py: Python<'_>,
+    layers: Vec<NetworkLayer<'_>>,
+    precision: &str,
+    threads: Option<usize>,
+    backend: &str,
+) -> PyResult<Network> {
+    let options = parse_options(precision, threads, backend)?;
+    let mut bound = Vec::with_capacity(layers.len());
+    for (source, name, is_path, layer, weights, path) in &layers {
+        let layer = load_layer(source, name, *is_path, layer.as_deref())?;
+        let weights = load_weights(&layer, weights.as_ref(), path.as_deref())?;
+        bound.push((layer, weights));
+    }
+    let net = py
+        .detach(|| {
+            let kernels = bound
+                .iter()
+                .map(|(l, w)| convjit::Kernel::compile_with(l, w, &options))
+                .collect::<Result<Vec<_>, _>>()?;
+            convjit::Network::new(kernels)
+        })
+        .map_err(|e| match e {
+            // Layers that do not chain: the caller's data.
+            convjit::JitError::Data(d) => py_err(d.into()),
+            e => py_err(e.into()),
+        })?;
+    Ok(Network {
+        net,
+        layers: bound.into_iter().map(|(l, _)| l).collect(),
+        options,
+    })
+}
+
 /// The reference interpreter on `x` (f64 accumulation), as
 /// `convjit run --engine interp`.
 #[pyfunction]
@@ -345,8 +485,8 @@ fn interpret<'py>(
     let precision = parse_options(precision, None, "auto")?.precision;
     let layer = load_layer(source, name, is_path, layer)?;
     let weights = load_weights(&layer, weights, weights_path)?;
-    let n = batch_of(&layer, &x)?;
-    let dims = out_dims(&layer, n, x.ndim());
+    let n = batch_of(layer.input, &format!("layer '{}'", layer.name), &x)?;
+    let dims = out_dims(layer.output(), n, x.ndim());
     let input = x.as_slice().map_err(|e| data_err("x", e.to_string()))?;
     let out = py
         .detach(|| convjit::interpret_in(&layer, &weights, input, n, precision))
@@ -412,6 +552,9 @@ fn _convjit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DataError", py.get_type::<DataError>())?;
     m.add("CompileError", py.get_type::<CompileError>())?;
     m.add_class::<Kernel>()?;
+    m.add_class::<Network>()?;
+    m.add_function(wrap_pyfunction!(compile_network, m)?)?;
+    m.add_function(wrap_pyfunction!(layer_names, m)?)?;
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(interpret, m)?)?;
     m.add_function(wrap_pyfunction!(import_onnx, m)?)?;
