@@ -257,7 +257,8 @@ fn total_text(t: &serde_json::Value) -> String {
         out += "\n";
     }
     if let Some(chained) = t["chained"].as_array() {
-        out += "  chained: the layers one after another, each on the previous one's output\n";
+        out += "  chained: the layers one after another, each on the previous one's output\n  \
+                (jit: one Network, one arena of buffers; jit-apart: the kernels one by one)\n";
         for v in chained {
             out += &format!(
                 "  {:<16} {:>12.2} {:>9.2}\n",
