@@ -78,13 +78,23 @@ pub(crate) fn zeroed(n: usize) -> Buf {
 /// feature exactly `n`, so that the guard page follows the last float
 /// this kernel may touch, whatever kernel used the buffer before.
 pub(crate) fn fit(buf: &mut Buf, n: usize) {
-    let refit = match cfg!(feature = "testing") {
-        true => buf.len() != n,
-        false => buf.len() < n,
-    };
-    if refit {
+    if must_refit(buf, n) {
         *buf = zeroed(n);
     }
+}
+
+/// Whether [`fit`] would make `buf` again to hold `n` floats.
+pub(crate) fn must_refit(buf: &Buf, n: usize) -> bool {
+    match cfg!(feature = "testing") {
+        true => buf.len() != n,
+        false => buf.len() < n,
+    }
+}
+
+/// Whether `list` holds buffers that [`fit`] `lens` already.
+fn all_fit(list: &[Buf], lens: impl Iterator<Item = usize>) -> bool {
+    lens.enumerate()
+        .all(|(i, n)| list.get(i).is_some_and(|b| !must_refit(b, n)))
 }
 
 /// Makes `list` hold at least `lens.len()` buffers, the first of them
@@ -117,6 +127,30 @@ impl Scratch {
             .try_fold(0u64, |n, &b| n.checked_add(b as u64));
         let inter: Option<u64> = Scratch::inter_len(layer, program);
         let tile_floats = tile_scratch.div_ceil(4);
+        let groups = &program.groups;
+        let inter_lens = || {
+            groups[..groups.len() - 1]
+                .iter()
+                .map(|g| layer.stages[g.last].output.len())
+        };
+        // Most runs find their buffers made: no budget check then (it
+        // reads /proc and the cgroup's files, about 15 us).
+        let made = self.bufs.len() >= threads
+            && self.bufs[..threads].iter().all(|t| {
+                t.groups.len() >= groups.len()
+                    && t.groups
+                        .iter()
+                        .zip(groups)
+                        .all(|(b, g)| all_fit(b, g.buffers.iter().copied()))
+                    && !must_refit(&t.tiles, tile_floats)
+            })
+            && self.inter.len() >= images
+            && self.inter[..images]
+                .iter()
+                .all(|t| all_fit(t, inter_lens()));
+        if made {
+            return Ok(());
+        }
         convjit_ir::budget::check(
             format_args!("the run buffers of layer '{}'", layer.name),
             bands
@@ -143,12 +177,8 @@ impl Scratch {
         if self.inter.len() < images {
             self.inter.resize_with(images, Vec::new);
         }
-        let groups = &program.groups;
         for tensors in &mut self.inter[..images] {
-            let lens = groups[..groups.len() - 1]
-                .iter()
-                .map(|g| layer.stages[g.last].output.len());
-            fit_all(tensors, lens);
+            fit_all(tensors, inter_lens());
         }
         Ok(())
     }

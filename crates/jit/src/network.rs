@@ -10,7 +10,7 @@
 //! tensors the layers' outputs alternate between, so what a layer writes
 //! was written two layers ago and is still in cache.
 
-use crate::exec::{fit, zeroed, Buf, Scratch};
+use crate::exec::{fit, must_refit, zeroed, Buf, Scratch};
 use crate::{check_len, JitError, Kernel};
 use convjit_ir::DataError;
 use std::sync::Mutex;
@@ -107,7 +107,7 @@ impl Network {
                 break;
             }
             let out_len = batch * k.layer().output().len();
-            if mine.len() != out_len {
+            if must_refit(mine, out_len) {
                 convjit_ir::budget::check(
                     format_args!("the output of layer '{}'", k.layer().name),
                     (out_len as u64).checked_mul(4),
