@@ -59,6 +59,20 @@ const LAYERS: &[&str] = &[
     "layer a { input 6x50x6\n d: depthwise 3x3, pad same, bias }",
     "layer a { input 4x70x12\n d: depthwise 2x2, pad same }",
     "layer a { input 5x20x3\n d: depthwise 3x9, pad same, bias }",
+    // Row vectors whose taps AVX-512 makes by `valignd` from whole
+    // vectors loaded once per kernel row (1xK rows, the second pass of a
+    // separated filter): the widest tap 1-40 floats along the row (the
+    // last vector masked, or whole), widths that leave a partial block
+    // and a last vector moved back, pad same and valid, dilation.
+    "layer a { input 4x203x1\n d: depthwise 1x7, pad same, bias, relu6 }",
+    "layer a { input 3x77x1\n d: depthwise 1x17, pad same, residual }",
+    "layer a { input 3x61x1\n d: depthwise 1x20, pad valid, bias }",
+    "layer a { input 3x50x1\n d: depthwise 1x2, pad valid }",
+    "layer a { input 4x131x3\n d: depthwise 1x9, pad same, bias, relu }",
+    "layer a { input 3x45x3\n d: depthwise 1x5, dilation 3, pad same, residual }",
+    "layer a { input 3x70x4\n d: depthwise 1x9, pad same, bias }",
+    "layer a { input 3x33x2\n d: depthwise 1x5, dilation 3, pad valid }",
+    "layer a { input 6x97x3\n c: depthwise 7x1, pad same\n r: depthwise 1x7, pad same, bias }",
     // One channel, 2 or 4 outputs (a conv is planned as a depthwise
     // multiplier): row vectors with a permutation spreading each pixel.
     "layer a { input 9x40x1\n f: conv 3x3 -> 2, pad same, bias, relu }",
