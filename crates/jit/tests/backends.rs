@@ -73,6 +73,16 @@ const LAYERS: &[&str] = &[
     "layer a { input 3x70x4\n d: depthwise 1x9, pad same, bias }",
     "layer a { input 3x33x2\n d: depthwise 1x5, dilation 3, pad valid }",
     "layer a { input 6x97x3\n c: depthwise 7x1, pad same\n r: depthwise 1x7, pad same, bias }",
+    // Kx1 rows all row vectors, in column strips of 256 floats or
+    // more (x86) down each call's rows: two or three strips, the last one
+    // longer by the rest, 1-4 channels, stride, dilation, pad valid, a
+    // separated filter's two passes fused in bands.
+    "layer a { input 9x700x1\n d: depthwise 5x1, pad same, bias, relu6 }",
+    "layer a { input 7x203x3\n d: depthwise 7x1, pad same, residual }",
+    "layer a { input 6x150x4\n d: depthwise 3x1, dilation 2x1, pad valid, bias }",
+    "layer a { input 9x260x2\n d: depthwise 4x1, stride 2x1, pad same }",
+    "layer a { input 12x300x3\n c: depthwise 9x1, pad same\n r: depthwise 1x9, pad same, bias, relu }",
+    "layer a { input 11x530x1\n c: depthwise 7x1, pad same\n r: depthwise 1x7, pad same }",
     // One channel, 2 or 4 outputs (a conv is planned as a depthwise
     // multiplier): row vectors with a permutation spreading each pixel.
     "layer a { input 9x40x1\n f: conv 3x3 -> 2, pad same, bias, relu }",

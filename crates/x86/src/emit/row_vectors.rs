@@ -37,7 +37,7 @@ impl Gen<'_> {
         (self.regs.saturating_sub(2 * self.p.kw + 2) / 2).min(8)
     }
 
-    /// A one-channel depthwise row's interior columns `a..b` (see
+    /// A one-channel depthwise row's interior floats `a..b` (columns times channels; see
     /// [`StagePlan::row_vectors`](convjit_plan::stage_plan::StagePlan::row_vectors)) in blocks of up to 8 vectors of consecutive
     /// output pixels: per kernel row, its weights broadcast into
     /// registers, then per tap and vector one load and one FMA. The last
@@ -47,10 +47,9 @@ impl Gen<'_> {
         let p = self.p;
         let lanes = p.sched.lanes;
         let vl = (lanes * 4) as i64;
-        // The output row as floats (pixels x channels, interleaved); the
-        // input row has `m` times fewer with a multiplier.
+        // `a..b`: floats of the output row (pixels x channels,
+        // interleaved); the input row has `m` times fewer with a multiplier.
         let m = p.row_multiplier;
-        let (a, b) = (a * p.co, b * p.co);
         let nv_most = if pair {
             self.pair_vectors()
         } else if m > 1 {
