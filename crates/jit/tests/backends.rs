@@ -92,6 +92,12 @@ const LAYERS: &[&str] = &[
     "layer a { input 6x45x1\n f: depthwise 3x3, multiplier 4, pad 1 0 2 3, bias }",
     "layer a { input 5x8x1\n f: depthwise 3x3, multiplier 2, pad same }",
     "layer a { input 5x17x1\n f: depthwise 1x1, multiplier 4, bias }",
+    // Multiplier 2 on AVX-512: whole pixels per vector, each output's
+    // accumulators apart, interleaved before the stores (blocks of 8
+    // vectors, a partial block, a last vector moved back).
+    "layer a { input 6x300x1\n f: conv 3x3 -> 2, pad same, bias, relu }",
+    "layer a { input 5x157x1\n f: conv 3x1 -> 2, pad 1 1 0 0, relu6 }",
+    "layer a { input 4x99x1\n f: depthwise 2x7, multiplier 2, dilation 1x2, pad valid, bias }",
     // A flat 1x1 conv on one channel stays a conv (pixel ranges).
     "layer a { input 6x6x1\n f: conv 1x1 -> 4, relu }",
     "layer a { input 5x40x1\n f: conv 1x1 -> 2, bias }",

@@ -85,6 +85,8 @@ impl Gen<'_> {
             self.repeat(Count::Const(count), Ctr::Slot(Slot::SegC), &mut |g| {
                 if pair {
                     g.row_pair_block(nv);
+                } else if m == 2 && g.evex() && nv % 2 == 0 && nv + 2 * p.kw + 2 <= g.regs {
+                    g.row_multiplier_planar_block(nv);
                 } else if m > 1 {
                     g.row_multiplier_block(nv);
                 } else if p.ci == 1 {
@@ -285,11 +287,103 @@ impl Gen<'_> {
         self.row_epilogue(&acc);
     }
 
+    /// [`Gen::row_multiplier_block`] for multiplier 2 on AVX-512, planar:
+    /// the `nv` accumulators hold `nv / 2` vectors of 16 whole pixels,
+    /// output 0 and output 1 of each (`acc[2 pv + o]`), so a tap is one
+    /// load of 16 input pixels and two FMAs with its two weights broadcast
+    /// in registers, with no permutation; the pairs are interleaved into
+    /// the output's order (two `vpermi2ps` per 32 outputs) before the
+    /// stores. Per 16 pixels and tap: 1 load, 2 FMAs, instead of 2 loads,
+    /// 2 permutations, 2 FMAs and 2 weight loads.
+    fn row_multiplier_planar_block(&mut self, nv: usize) {
+        let p = self.p;
+        let off = p.row_weights_off.expect("row multiplier weights") as i64 * 4;
+        let vl = self.vb;
+        let taps = (p.kh * p.kw) as i64;
+        let acc: Vec<R> = (0..nv).map(|v| self.v(v)).collect();
+        // Each tap's two weights broadcast: [kx][o].
+        let w: Vec<R> = (0..2 * p.kw).map(|i| self.v(nv + i)).collect();
+        let xs = [self.v(nv + 2 * p.kw), self.v(nv + 2 * p.kw + 1)];
+        for (v, &a) in acc.iter().enumerate() {
+            if p.bias_off.is_some() {
+                // Lane `o` of the packed bias vector is output `o`'s.
+                let mem = self.at(WTS, off + taps * vl + (v % 2) as i64 * 4);
+                self.vbroadcast(a, mem);
+            } else {
+                self.vzero(a);
+            }
+        }
+        self.load(IP, Slot::SegI);
+        self.load(WP, Slot::Wk0);
+        self.mul_imm(WP, vl);
+        self.add_rr(WP, WTS);
+        self.add_reg_imm(WP, off);
+        let in_ky = (p.dil_h * p.w * 4) as i64;
+        self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
+            for kx in 0..p.kw {
+                for o in 0..2 {
+                    let m = g.at(WP, kx as i64 * vl + o as i64 * 4);
+                    g.vbroadcast(w[2 * kx + o], m);
+                }
+            }
+            let mut n = 0;
+            for kx in 0..p.kw {
+                for pv in 0..nv / 2 {
+                    let x = xs[n % 2];
+                    n += 1;
+                    let m = g.at(IP, pv as i64 * vl + (kx * p.dil_w * 4) as i64);
+                    g.vload(x, m);
+                    g.fma(acc[2 * pv], x, Src::R(w[2 * kx]));
+                    g.fma(acc[2 * pv + 1], x, Src::R(w[2 * kx + 1]));
+                }
+            }
+            g.add_reg_imm(IP, in_ky);
+            g.add_reg_imm(WP, p.kw as i64 * vl);
+        });
+        // Interleave: output vector 2pv holds pixels 0-7 of the pair's 16
+        // as (o0, o1) lane pairs, 2pv + 1 pixels 8-15.
+        let lanes = p.sched.lanes;
+        let lo: Vec<u8> = (0..lanes).map(|l| ((l % 2) * 16 + l / 2) as u8).collect();
+        let hi: Vec<u8> = (0..lanes)
+            .map(|l| ((l % 2) * 16 + 8 + l / 2) as u8)
+            .collect();
+        let (ilo, ihi) = (w[0], w[1]);
+        self.byte_indices(ilo, &lo);
+        self.byte_indices(ihi, &hi);
+        for pv in 0..nv / 2 {
+            let (a0, a1) = (acc[2 * pv], acc[2 * pv + 1]);
+            self.vcopy(xs[0], ilo);
+            self.a.emit(I::with3(
+                Code::EVEX_Vpermi2ps_zmm_k1z_zmm_zmmm512b32,
+                xs[0],
+                a0,
+                a1,
+            ));
+            self.vcopy(xs[1], ihi);
+            self.a.emit(I::with3(
+                Code::EVEX_Vpermi2ps_zmm_k1z_zmm_zmmm512b32,
+                xs[1],
+                a0,
+                a1,
+            ));
+            self.vcopy(a0, xs[0]);
+            self.vcopy(a1, xs[1]);
+        }
+        self.row_epilogue(&acc);
+    }
+
     /// `d`'s dword lanes to `l / m`: the lane's byte from two 64-bit
     /// immediates (one with 8 lanes), zero-extended.
     fn spread_indices(&mut self, d: R, m: usize) {
         let lanes = self.p.sched.lanes;
         let bytes: Vec<u8> = (0..lanes).map(|l| (l / m) as u8).collect();
+        self.byte_indices(d, &bytes);
+    }
+
+    /// `d`'s dword lanes to `bytes` (one per lane, at most 255): from
+    /// two 64-bit immediates (one with 8 lanes), zero-extended.
+    fn byte_indices(&mut self, d: R, bytes: &[u8]) {
+        let lanes = self.p.sched.lanes;
         let qword = |q: &[u8]| i64::from_le_bytes(q.try_into().expect("8 bytes"));
         let x = self.x(self.index(d));
         let e = self.evex();
