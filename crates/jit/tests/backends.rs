@@ -59,6 +59,30 @@ const LAYERS: &[&str] = &[
     "layer a { input 6x50x6\n d: depthwise 3x3, pad same, bias }",
     "layer a { input 4x70x12\n d: depthwise 2x2, pad same }",
     "layer a { input 5x20x3\n d: depthwise 3x9, pad same, bias }",
+    // Row vectors whose taps AVX-512 makes by `valignd` from whole
+    // vectors loaded once per kernel row (1xK rows, the second pass of a
+    // separated filter): the widest tap 1-40 floats along the row (the
+    // last vector masked, or whole), widths that leave a partial block
+    // and a last vector moved back, pad same and valid, dilation.
+    "layer a { input 4x203x1\n d: depthwise 1x7, pad same, bias, relu6 }",
+    "layer a { input 3x77x1\n d: depthwise 1x17, pad same, residual }",
+    "layer a { input 3x61x1\n d: depthwise 1x20, pad valid, bias }",
+    "layer a { input 3x50x1\n d: depthwise 1x2, pad valid }",
+    "layer a { input 4x131x3\n d: depthwise 1x9, pad same, bias, relu }",
+    "layer a { input 3x45x3\n d: depthwise 1x5, dilation 3, pad same, residual }",
+    "layer a { input 3x70x4\n d: depthwise 1x9, pad same, bias }",
+    "layer a { input 3x33x2\n d: depthwise 1x5, dilation 3, pad valid }",
+    "layer a { input 6x97x3\n c: depthwise 7x1, pad same\n r: depthwise 1x7, pad same, bias }",
+    // Kx1 rows all row vectors, in column strips of 256 floats or
+    // more (x86) down each call's rows: two or three strips, the last one
+    // longer by the rest, 1-4 channels, stride, dilation, pad valid, a
+    // separated filter's two passes fused in bands.
+    "layer a { input 9x700x1\n d: depthwise 5x1, pad same, bias, relu6 }",
+    "layer a { input 7x203x3\n d: depthwise 7x1, pad same, residual }",
+    "layer a { input 6x150x4\n d: depthwise 3x1, dilation 2x1, pad valid, bias }",
+    "layer a { input 9x260x2\n d: depthwise 4x1, stride 2x1, pad same }",
+    "layer a { input 12x300x3\n c: depthwise 9x1, pad same\n r: depthwise 1x9, pad same, bias, relu }",
+    "layer a { input 11x530x1\n c: depthwise 7x1, pad same\n r: depthwise 1x7, pad same }",
     // One channel, 2 or 4 outputs (a conv is planned as a depthwise
     // multiplier): row vectors with a permutation spreading each pixel.
     "layer a { input 9x40x1\n f: conv 3x3 -> 2, pad same, bias, relu }",
@@ -68,6 +92,12 @@ const LAYERS: &[&str] = &[
     "layer a { input 6x45x1\n f: depthwise 3x3, multiplier 4, pad 1 0 2 3, bias }",
     "layer a { input 5x8x1\n f: depthwise 3x3, multiplier 2, pad same }",
     "layer a { input 5x17x1\n f: depthwise 1x1, multiplier 4, bias }",
+    // Multiplier 2 on AVX-512: whole pixels per vector, each output's
+    // accumulators apart, interleaved before the stores (blocks of 8
+    // vectors, a partial block, a last vector moved back).
+    "layer a { input 6x300x1\n f: conv 3x3 -> 2, pad same, bias, relu }",
+    "layer a { input 5x157x1\n f: conv 3x1 -> 2, pad 1 1 0 0, relu6 }",
+    "layer a { input 4x99x1\n f: depthwise 2x7, multiplier 2, dilation 1x2, pad valid, bias }",
     // A flat 1x1 conv on one channel stays a conv (pixel ranges).
     "layer a { input 6x6x1\n f: conv 1x1 -> 4, relu }",
     "layer a { input 5x40x1\n f: conv 1x1 -> 2, bias }",

@@ -13,9 +13,9 @@ use iced_x86::{Code, Instruction as I, Register as R};
 const MAX_PREFETCHES: usize = 72;
 
 impl Gen<'_> {
-    /// A row with interior columns `a..b` as row vectors
-    /// ([`Rows::row_vectors`]), then its register blocks; two rows at a
-    /// time where grey-image rows pair ([`Gen::row_pair_rows`]).
+    /// A row with interior floats `a..b` (pixels times channels) as row
+    /// vectors ([`Rows::row_vectors`]), then its register blocks; two rows
+    /// at a time where grey-image rows pair ([`Gen::row_pair_rows`]).
     pub(super) fn vector_row(
         &mut self,
         r: &Rows,

@@ -173,13 +173,76 @@ impl Gen<'_> {
             }
             Pixels::Rows(r) => r,
         };
+        if let Some((strip, count)) = self.strips(r) {
+            return self.strip_rows(r, strip, count, inner);
+        }
+        let co = self.p.co;
         self.rows(&mut |g| {
             g.row_start(r);
             match r.row_vectors {
-                Some(columns) => g.vector_row(r, columns, inner),
+                Some((a, b)) => g.vector_row(r, (a * co, b * co), inner),
                 None => g.row_blocks(r, inner),
             }
         });
+    }
+
+    /// Rows whose every column runs as row vectors (a Kx1 kernel: a
+    /// separated filter's column pass), with 2 or more kernel rows, in
+    /// column strips of about 256 floats (a whole number of the vectors
+    /// after which the channel phases repeat), each strip down all the
+    /// call's rows: the `rows + kh - 1` input rows of a strip stay in L1
+    /// while the rows below reuse them, where row by row each of the
+    /// `kh` rows an output row reads came from L2. `(floats, count)`:
+    /// `count` strips of `floats`, the last one longer by the rest; `None`
+    /// where the row is shorter than two strips.
+    fn strips(&self, r: &Rows) -> Option<(usize, usize)> {
+        let p = self.p;
+        let whole = r.row_vectors == Some((0, p.wo)) && r.blocks.is_empty();
+        if !whole || p.row_multiplier != 1 || p.kh < 2 {
+            return None;
+        }
+        let lanes = p.sched.lanes;
+        let gcd = |mut a: usize, mut b: usize| {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        };
+        let period = lanes * (p.co / gcd(p.co, lanes));
+        let strip = period * 256usize.div_ceil(period);
+        let n = p.wo * p.co;
+        (n >= 2 * strip).then_some((strip, n / strip))
+    }
+
+    /// [`Gen::strips`]: `count - 1` strips of `strip` floats in a loop,
+    /// then the last with the rest, each a loop over the call's rows.
+    fn strip_rows(
+        &mut self,
+        r: &Rows,
+        strip: usize,
+        count: usize,
+        inner: &mut dyn FnMut(&mut Self, &BlockArgs),
+    ) {
+        let last = self.p.wo * self.p.co - (count - 1) * strip;
+        self.strip = true;
+        self.mov_imm(R::RAX, 0);
+        self.store(Slot::STRIP, R::RAX);
+        let mut one = |g: &mut Self, floats: usize| {
+            g.rows(&mut |g| {
+                g.row_start(r);
+                g.vector_row(r, (0, floats), inner);
+            });
+        };
+        self.repeat(
+            Count::Const(count - 1),
+            Ctr::Slot(Slot::STRIP_C),
+            &mut |g| {
+                one(g, strip);
+                g.add_imm(Ctr::Slot(Slot::STRIP), (strip * 4) as i64);
+            },
+        );
+        one(self, last);
+        self.strip = false;
     }
 
     /// For output row `OY`: `[InRow]` the input row of its first valid
@@ -196,6 +259,13 @@ impl Gen<'_> {
             KernelRows::PerRow => self.row_taps(),
         }
         self.out_row();
+        if self.strip {
+            // Row vectors of a Kx1 kernel: input and output floats alike.
+            for s in [Slot::InRow, Slot::OutRow] {
+                self.load(R::RAX, Slot::STRIP);
+                self.a.emit(I::with2(Code::Add_rm64_r64, slot(s), R::RAX));
+            }
+        }
     }
 
     /// The register blocks of output row `OY` ([`Rows::blocks`]), each

@@ -146,6 +146,14 @@ enum Slot {
     Last,
 }
 
+impl Slot {
+    /// Row vectors in column strips (`Gen::strips`; never a flat stage,
+    /// so in the flat stage's slots): the current strip's byte offset in
+    /// a row, and the strips left.
+    const STRIP: Slot = Slot::At;
+    const STRIP_C: Slot = Slot::End;
+}
+
 const SLOTS: i32 = 24;
 /// AVX2 lane masks (32 bytes each) after the slots, one per tail length.
 const MASKS: i32 = SLOTS * 8;
@@ -206,6 +214,8 @@ pub struct Gen<'a> {
     regs: usize,
     /// Tail lengths with masks: AVX-512 `k1..`, AVX2 stack masks.
     masks: Vec<usize>,
+    /// Rows run in column strips: [`Gen::row_start`] adds `[Strip]`.
+    strip: bool,
 }
 
 impl<'a> Gen<'a> {
@@ -221,6 +231,7 @@ impl<'a> Gen<'a> {
                 Isa::Avx512 => 32,
             },
             masks: Vec::new(),
+            strip: false,
         }
     }
 

@@ -16,12 +16,13 @@ impl Gen<'_> {
     /// channel runs along the row, rows are consecutive input rows
     /// (stride and dilation 1), the kernel at most 16 rows tall, and two
     /// rows' accumulators and kernel rows fit the register file beside 2
-    /// vectors each.
+    /// vectors each; at least 2 kernel rows (a 1xK row shares no input
+    /// row: it runs one row at a time, with [`Gen::shifted_inputs`]).
     pub(super) fn row_pair_rows(&self) -> Option<(usize, usize)> {
         let p = self.p;
         let one = p.ci == 1 && p.co == 1 && p.row_multiplier == 1;
         // Unrolled over kernel rows: a tall kernel would be too much code.
-        if !one || p.sh != 1 || p.dil_h != 1 || p.kh > 16 || self.pair_vectors() < 2 {
+        if !one || p.sh != 1 || p.dil_h != 1 || p.kh < 2 || p.kh > 16 || self.pair_vectors() < 2 {
             return None;
         }
         let full = |oy: usize| tap_range(oy, p.sh, p.dil_h, p.pt, p.kh, p.h) == (0, p.kh);
@@ -36,7 +37,7 @@ impl Gen<'_> {
         (self.regs.saturating_sub(2 * self.p.kw + 2) / 2).min(8)
     }
 
-    /// A one-channel depthwise row's interior columns `a..b` (see
+    /// A one-channel depthwise row's interior floats `a..b` (columns times channels; see
     /// [`StagePlan::row_vectors`](convjit_plan::stage_plan::StagePlan::row_vectors)) in blocks of up to 8 vectors of consecutive
     /// output pixels: per kernel row, its weights broadcast into
     /// registers, then per tap and vector one load and one FMA. The last
@@ -46,10 +47,9 @@ impl Gen<'_> {
         let p = self.p;
         let lanes = p.sched.lanes;
         let vl = (lanes * 4) as i64;
-        // The output row as floats (pixels x channels, interleaved); the
-        // input row has `m` times fewer with a multiplier.
+        // `a..b`: floats of the output row (pixels x channels,
+        // interleaved); the input row has `m` times fewer with a multiplier.
         let m = p.row_multiplier;
-        let (a, b) = (a * p.co, b * p.co);
         let nv_most = if pair {
             self.pair_vectors()
         } else if m > 1 {
@@ -85,6 +85,8 @@ impl Gen<'_> {
             self.repeat(Count::Const(count), Ctr::Slot(Slot::SegC), &mut |g| {
                 if pair {
                     g.row_pair_block(nv);
+                } else if m == 2 && g.evex() && nv % 2 == 0 && nv + 2 * p.kw + 2 <= g.regs {
+                    g.row_multiplier_planar_block(nv);
                 } else if m > 1 {
                     g.row_multiplier_block(nv);
                 } else if p.ci == 1 {
@@ -105,7 +107,6 @@ impl Gen<'_> {
         let acc: Vec<R> = (0..nv).map(|v| self.v(v)).collect();
         let w: Vec<R> = (0..p.kw).map(|kx| self.v(nv + kx)).collect();
         let xs = [self.v(nv + p.kw), self.v(nv + p.kw + 1)];
-        let vl = self.vb;
         // One channel: each tap's weight is lane 0 of its packed unit (a
         // step apart: a vector, or one float where packed compact).
         let tap = p.runs[0].tap_bytes(1) as i64;
@@ -123,18 +124,21 @@ impl Gen<'_> {
         self.mul_imm(WP, tap);
         self.add_rr(WP, WTS);
         let in_ky = (p.dil_h * p.w * 4) as i64;
+        let shifted = self.shifted_inputs(nv, p.dil_w, nv + p.kw + 2);
         self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
             for (kx, &wr) in w.iter().enumerate() {
                 let m = g.at(WP, kx as i64 * tap);
                 g.vbroadcast(wr, m);
+            }
+            if let Some(sh) = &shifted {
+                g.load_aligned_inputs(sh);
             }
             let mut n = 0;
             for (kx, &wr) in w.iter().enumerate() {
                 for (v, &a) in acc.iter().enumerate() {
                     let x = xs[n % 2];
                     n += 1;
-                    let m = g.at(IP, v as i64 * vl + (kx * p.dil_w * 4) as i64);
-                    g.vload(x, m);
+                    let x = g.tap_input(shifted.as_ref(), x, v, kx * p.dil_w);
                     g.fma(a, x, Src::R(wr));
                 }
             }
@@ -283,11 +287,103 @@ impl Gen<'_> {
         self.row_epilogue(&acc);
     }
 
+    /// [`Gen::row_multiplier_block`] for multiplier 2 on AVX-512, planar:
+    /// the `nv` accumulators hold `nv / 2` vectors of 16 whole pixels,
+    /// output 0 and output 1 of each (`acc[2 pv + o]`), so a tap is one
+    /// load of 16 input pixels and two FMAs with its two weights broadcast
+    /// in registers, with no permutation; the pairs are interleaved into
+    /// the output's order (two `vpermi2ps` per 32 outputs) before the
+    /// stores. Per 16 pixels and tap: 1 load, 2 FMAs, instead of 2 loads,
+    /// 2 permutations, 2 FMAs and 2 weight loads.
+    fn row_multiplier_planar_block(&mut self, nv: usize) {
+        let p = self.p;
+        let off = p.row_weights_off.expect("row multiplier weights") as i64 * 4;
+        let vl = self.vb;
+        let taps = (p.kh * p.kw) as i64;
+        let acc: Vec<R> = (0..nv).map(|v| self.v(v)).collect();
+        // Each tap's two weights broadcast: [kx][o].
+        let w: Vec<R> = (0..2 * p.kw).map(|i| self.v(nv + i)).collect();
+        let xs = [self.v(nv + 2 * p.kw), self.v(nv + 2 * p.kw + 1)];
+        for (v, &a) in acc.iter().enumerate() {
+            if p.bias_off.is_some() {
+                // Lane `o` of the packed bias vector is output `o`'s.
+                let mem = self.at(WTS, off + taps * vl + (v % 2) as i64 * 4);
+                self.vbroadcast(a, mem);
+            } else {
+                self.vzero(a);
+            }
+        }
+        self.load(IP, Slot::SegI);
+        self.load(WP, Slot::Wk0);
+        self.mul_imm(WP, vl);
+        self.add_rr(WP, WTS);
+        self.add_reg_imm(WP, off);
+        let in_ky = (p.dil_h * p.w * 4) as i64;
+        self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
+            for kx in 0..p.kw {
+                for o in 0..2 {
+                    let m = g.at(WP, kx as i64 * vl + o as i64 * 4);
+                    g.vbroadcast(w[2 * kx + o], m);
+                }
+            }
+            let mut n = 0;
+            for kx in 0..p.kw {
+                for pv in 0..nv / 2 {
+                    let x = xs[n % 2];
+                    n += 1;
+                    let m = g.at(IP, pv as i64 * vl + (kx * p.dil_w * 4) as i64);
+                    g.vload(x, m);
+                    g.fma(acc[2 * pv], x, Src::R(w[2 * kx]));
+                    g.fma(acc[2 * pv + 1], x, Src::R(w[2 * kx + 1]));
+                }
+            }
+            g.add_reg_imm(IP, in_ky);
+            g.add_reg_imm(WP, p.kw as i64 * vl);
+        });
+        // Interleave: output vector 2pv holds pixels 0-7 of the pair's 16
+        // as (o0, o1) lane pairs, 2pv + 1 pixels 8-15.
+        let lanes = p.sched.lanes;
+        let lo: Vec<u8> = (0..lanes).map(|l| ((l % 2) * 16 + l / 2) as u8).collect();
+        let hi: Vec<u8> = (0..lanes)
+            .map(|l| ((l % 2) * 16 + 8 + l / 2) as u8)
+            .collect();
+        let (ilo, ihi) = (w[0], w[1]);
+        self.byte_indices(ilo, &lo);
+        self.byte_indices(ihi, &hi);
+        for pv in 0..nv / 2 {
+            let (a0, a1) = (acc[2 * pv], acc[2 * pv + 1]);
+            self.vcopy(xs[0], ilo);
+            self.a.emit(I::with3(
+                Code::EVEX_Vpermi2ps_zmm_k1z_zmm_zmmm512b32,
+                xs[0],
+                a0,
+                a1,
+            ));
+            self.vcopy(xs[1], ihi);
+            self.a.emit(I::with3(
+                Code::EVEX_Vpermi2ps_zmm_k1z_zmm_zmmm512b32,
+                xs[1],
+                a0,
+                a1,
+            ));
+            self.vcopy(a0, xs[0]);
+            self.vcopy(a1, xs[1]);
+        }
+        self.row_epilogue(&acc);
+    }
+
     /// `d`'s dword lanes to `l / m`: the lane's byte from two 64-bit
     /// immediates (one with 8 lanes), zero-extended.
     fn spread_indices(&mut self, d: R, m: usize) {
         let lanes = self.p.sched.lanes;
         let bytes: Vec<u8> = (0..lanes).map(|l| (l / m) as u8).collect();
+        self.byte_indices(d, &bytes);
+    }
+
+    /// `d`'s dword lanes to `bytes` (one per lane, at most 255): from
+    /// two 64-bit immediates (one with 8 lanes), zero-extended.
+    fn byte_indices(&mut self, d: R, bytes: &[u8]) {
+        let lanes = self.p.sched.lanes;
         let qword = |q: &[u8]| i64::from_le_bytes(q.try_into().expect("8 bytes"));
         let x = self.x(self.index(d));
         let e = self.evex();
@@ -318,15 +414,31 @@ impl Gen<'_> {
 
     /// [`Gen::row_vector_block`] for 2 or more channels: vector `v`'s lane
     /// 0 holds channel `phases[v]`, and its weights and bias are the
-    /// plan's row weights of that phase, read as memory operands.
+    /// plan's row weights of that phase. Per kernel column, each phase's
+    /// weights are loaded once into a register where they fit beside the
+    /// accumulators ([`phase_registers`]), so an FMA needs only its input
+    /// load (an RGB row of 12 vectors: 15 loads per 12 FMAs, not 24; two
+    /// loads per FMA bound these rows on AVX-512's two load ports), else
+    /// read as memory operands.
     fn row_channels_block(&mut self, phases: &[usize]) {
         let p = self.p;
-        let (c, lanes) = (p.ci, p.sched.lanes);
+        let c = p.ci;
         let off = p.row_weights_off.expect("few-channel row weights") as i64 * 4;
         let vl = self.vb;
         let taps = (p.kh * p.kw) as i64;
         let acc: Vec<R> = (0..phases.len()).map(|v| self.v(v)).collect();
         let xs = [self.v(acc.len()), self.v(acc.len() + 1)];
+        // The distinct phases, each with its weight register (after the
+        // accumulators and the two input registers), where they fit.
+        let distinct = phase_registers(phases, self.regs);
+        let wreg = |r: usize| -> Option<R> {
+            let d = distinct.as_ref()?;
+            let i = d.iter().position(|&q| q == r).expect("a block's phase");
+            Some(self.v(phases.len() + 2 + i))
+        };
+        let wregs: Vec<Option<R>> = phases.iter().map(|&r| wreg(r)).collect();
+        let used = phases.len() + 2 + distinct.as_ref().map_or(0, Vec::len);
+        let shifted = self.shifted_inputs(phases.len(), p.dil_w * c, used);
         for (&a, &r) in acc.iter().zip(phases) {
             if p.bias_off.is_some() {
                 let m = self.at(WTS, off + (taps * c as i64 + r as i64) * vl);
@@ -342,15 +454,24 @@ impl Gen<'_> {
         self.add_reg_imm(WP, off);
         let in_ky = (p.dil_h * p.w * c * 4) as i64;
         self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
+            if let Some(sh) = &shifted {
+                g.load_aligned_inputs(sh);
+            }
             let mut n = 0;
             for kx in 0..p.kw {
+                for (i, &r) in distinct.iter().flatten().enumerate() {
+                    let m = g.at(WP, (kx * c + r) as i64 * vl);
+                    g.vload(g.v(phases.len() + 2 + i), m);
+                }
                 for (v, (&a, &r)) in acc.iter().zip(phases).enumerate() {
                     let x = xs[n % 2];
                     n += 1;
-                    let m = g.at(IP, (v * lanes + kx * p.dil_w * c) as i64 * 4);
-                    g.vload(x, m);
-                    let m = g.at(WP, (kx * c + r) as i64 * vl);
-                    g.fma(a, x, Src::M(m));
+                    let x = g.tap_input(shifted.as_ref(), x, v, kx * p.dil_w * c);
+                    let w = match wregs[v] {
+                        Some(w) => Src::R(w),
+                        None => Src::M(g.at(WP, (kx * c + r) as i64 * vl)),
+                    };
+                    g.fma(a, x, w);
                 }
             }
             g.add_reg_imm(IP, in_ky);
@@ -358,6 +479,99 @@ impl Gen<'_> {
         });
         self.row_epilogue(&acc);
     }
+}
+
+/// A row block's inputs as whole vectors from where the block starts
+/// (`[IP]`, one per output vector and as many more as the widest tap
+/// reaches), each tap's input made from two of them by `valignd`
+/// ([`Gen::shifted_inputs`]).
+struct Shifted {
+    /// The first of the registers holding the whole vectors.
+    first: usize,
+    /// How many.
+    count: usize,
+    /// Lanes of the last one the taps read (all where 0): the others are
+    /// not loaded (they may lie past the buffer).
+    last_lanes: usize,
+}
+
+impl Gen<'_> {
+    /// AVX-512 only: a block of `nv` vectors whose taps start `step`
+    /// floats apart reads each tap's input as `valignd` of two vectors
+    /// loaded once per kernel row, rather than as a load of its own, where
+    /// the vectors fit after the first `used` registers: every tap but
+    /// the first is off a cache line, and a load across two lines costs
+    /// two (a 1x7 grey row: 12 cycles per output vector, not 7). The
+    /// shuffle takes the FMA's other port, so the block is bound by
+    /// ports 0 and 5, not by the loads.
+    fn shifted_inputs(&self, nv: usize, step: usize, used: usize) -> Option<Shifted> {
+        let p = self.p;
+        let lanes = p.sched.lanes;
+        let reach = (p.kw - 1) * step;
+        let count = nv + reach.div_ceil(lanes);
+        let last_lanes = reach % lanes;
+        let mask = last_lanes == 0 || self.masks.contains(&last_lanes);
+        let fits = used + count <= self.regs;
+        (self.evex() && reach > 0 && mask && fits).then_some(Shifted {
+            first: used,
+            count,
+            last_lanes,
+        })
+    }
+
+    /// Loads [`Shifted`]'s vectors from `[IP]`: the last one masked to the
+    /// lanes the taps read.
+    fn load_aligned_inputs(&mut self, sh: &Shifted) {
+        for j in 0..sh.count {
+            let r = self.v(sh.first + j);
+            let m = self.at(IP, j as i64 * self.vb);
+            if j + 1 == sh.count && sh.last_lanes != 0 {
+                self.vload_masked(r, m, sh.last_lanes, r);
+            } else {
+                self.vload(r, m);
+            }
+        }
+    }
+
+    /// The input of vector `v`'s tap `d` floats along the row: the whole
+    /// vector itself, `valignd` of two of them into `x`, or (without
+    /// `shifted`) a load into `x`.
+    fn tap_input(&mut self, shifted: Option<&Shifted>, x: R, v: usize, d: usize) -> R {
+        let lanes = self.p.sched.lanes;
+        let Some(sh) = shifted else {
+            let m = self.at(IP, v as i64 * self.vb + d as i64 * 4);
+            self.vload(x, m);
+            return x;
+        };
+        let (q, r) = (v + d / lanes, d % lanes);
+        let lo = self.v(sh.first + q);
+        if r == 0 {
+            return lo;
+        }
+        let hi = self.v(sh.first + q + 1);
+        self.a.emit(I::with4(
+            Code::EVEX_Valignd_zmm_k1z_zmm_zmmm512b32_imm8,
+            x,
+            hi,
+            lo,
+            r as u32,
+        ));
+        x
+    }
+}
+
+/// The distinct channel phases of a few-channel row block, in order of
+/// first use, where a register each fits beside the block's accumulators
+/// and its two input registers (`regs` vector registers); `None` where
+/// not (the weights are then memory operands).
+fn phase_registers(phases: &[usize], regs: usize) -> Option<Vec<usize>> {
+    let mut distinct: Vec<usize> = Vec::new();
+    for &r in phases {
+        if !distinct.contains(&r) {
+            distinct.push(r);
+        }
+    }
+    (phases.len() + 2 + distinct.len() <= regs).then_some(distinct)
 }
 
 #[cfg(test)]
