@@ -80,8 +80,8 @@ pub fn total(reports: &[serde_json::Value]) -> serde_json::Value {
 
 /// A network's layers (each takes the previous one's output) timed as a
 /// network runs them: one after another, each on the previous one's
-/// output, the planned kernel and (with one thread planned, on a host of
-/// several cores) the same on every core, in interleaved rounds. Timed
+/// output, the planned kernel and (on a host of several cores) the same on
+/// one thread or every core (`layer::thread_variant`), in interleaved rounds. Timed
 /// alone, back to back, a layer finds its weights and buffers in the
 /// caches; here the other layers have evicted them, as when the peers time
 /// a whole network. The layers' sum leaves that out.
@@ -93,13 +93,7 @@ pub fn time_chain(
     let batch = settings.batch;
     let cores = convjit::Host::detect().cores;
     let mut configs = vec![("jit".to_string(), options.clone())];
-    if options.threads == 1 && cores > 1 {
-        let o = convjit::Options {
-            threads: cores,
-            ..options.clone()
-        };
-        configs.push((format!("jit-{cores}threads"), o));
-    }
+    configs.extend(crate::layer::thread_variant(options, cores));
     let mut chains = Vec::new();
     for (name, o) in configs {
         // The weights bench_layer timed (same seed); the code is a cache hit.
