@@ -404,7 +404,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// One run of a kernel, shared by its threads: where the images and the
-/// tensors between groups are, how the batch is split, the barrier.
+/// tensors between groups are, how the batch is split, the shares.
 struct Run<'a> {
     kernel: &'a Kernel,
     groups: &'a [program::GroupProgram],
@@ -583,7 +583,7 @@ impl Kernel {
     /// output.len() == batch*layer.output().len() before entering generated code.
     ///
     /// A panic in any thread of the run (a bug) stops the others at their
-    /// next barrier and returns [`JitError::Panicked`]; the run's buffers
+    /// next wait and returns [`JitError::Panicked`]; the run's buffers
     /// are dropped and the kernel stays usable.
     pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize) -> Result<(), JitError> {
         let l = &self.layer;
