@@ -49,13 +49,18 @@ pub(crate) struct Scratch {
     inter: Vec<Vec<Buf>>,
     bufs: Vec<ThreadBufs>,
     workers: Option<Pool>,
-    /// Runs left on one thread: a run whose threads waited longer than
-    /// they worked (one lost its core to another process) sends the next
-    /// `backoff` runs to one thread, then tries the planned threads again.
+    /// Runs left on one thread: a run whose threads waited about as long
+    /// as they worked (one lost its core to another process), or where
+    /// no thread but the caller's ran a share, sends the next `backoff`
+    /// runs to one thread, then tries the planned threads again.
     solo: u32,
     /// The last such spell's length: doubled by each slow try (to
     /// [`MAX_SOLO`]), halved by each good run.
     backoff: u32,
+    /// The thread of the spell: the one that waited for the others (0,
+    /// the caller's, or a worker, which then runs alone while the caller
+    /// waits: the caller may be the one that lost its core).
+    solo_on: usize,
 }
 
 /// The first spell on one thread after a slow run, and the longest.
@@ -125,16 +130,20 @@ impl Scratch {
             workers: None,
             solo: 0,
             backoff: 0,
+            solo_on: 0,
         })
     }
 
-    /// After a run on several threads: `slow`, the next runs go on one.
-    fn adapt(&mut self, slow: bool) {
-        if slow {
-            self.backoff = (self.backoff * 2).clamp(MIN_SOLO, MAX_SOLO);
-            self.solo = self.backoff;
-        } else {
-            self.backoff /= 2;
+    /// After a run on several threads: if `slow`, the next runs go on
+    /// the thread it names alone.
+    fn adapt(&mut self, slow: Option<usize>) {
+        match slow {
+            Some(t) => {
+                self.backoff = (self.backoff * 2).clamp(MIN_SOLO, MAX_SOLO);
+                self.solo = self.backoff;
+                self.solo_on = t;
+            }
+            None => self.backoff /= 2,
         }
     }
 
@@ -344,15 +353,19 @@ impl Work {
     /// shares it can claim (its own, `t`, first), each phase after the
     /// ones before it are done; a phase whose shares others have all
     /// claimed it skips without waiting. With `wait_all`, it returns only
-    /// when every share is done. Whether it waited for the others longer
-    /// than it ran shares (after phases it took part in: after one it
-    /// did not, a group planned on fewer threads, the wait is the plan's).
+    /// when every share is done. Whether it waited for the others more
+    /// than 4/5 of the time it ran shares (then two threads sharing a
+    /// phase took longer than one would have, less a tenth; waits after
+    /// phases it took no part in, groups planned on fewer threads, are
+    /// the plan's), and whether it ran any share. Without `claim`, it
+    /// runs nothing (it only waits, with `wait_all`).
     fn take_part(
         &self,
         t: usize,
+        claim: bool,
         wait_all: bool,
         mut run: impl FnMut(usize, usize),
-    ) -> Result<bool, Broken> {
+    ) -> Result<(bool, bool), Broken> {
         let (mut busy, mut waited) = (Duration::ZERO, Duration::ZERO);
         // Whether this thread ran a share of the phase before.
         let mut ran = false;
@@ -364,7 +377,7 @@ impl Work {
             }
             Ok(())
         };
-        for p in 0..self.phases() {
+        for p in (0..self.phases()).filter(|_| claim) {
             if self.all_claimed(p) {
                 ran = false;
                 continue;
@@ -385,7 +398,7 @@ impl Work {
         if wait_all {
             wait(self.phases(), ran)?;
         }
-        Ok(waited > busy)
+        Ok((waited * 5 > busy * 4, busy > Duration::ZERO))
     }
 
     fn break_all(&self) {
@@ -426,10 +439,21 @@ struct Run<'a> {
     /// Threads of this run: the planned ones, or 1 ([`Scratch::solo`]).
     threads: usize,
     work: Work,
-    /// A thread waited for the others longer than it worked (its wait
-    /// after a phase it took part in, against its time in shares): one
-    /// thread would have been faster ([`Scratch::solo`]).
+    /// A thread waited for the others nearly as long as it worked (its
+    /// wait after a phase it took part in, against its time in shares,
+    /// `Work::take_part`): one thread would have been about as fast
+    /// ([`Scratch::solo`]).
     slow: AtomicBool,
+    /// A thread other than 0 ran a share: without one (a worker kept off
+    /// its core, cancelled), the threads brought nothing.
+    helped: AtomicBool,
+    /// A thread that waited ([`Run::slow`]): the one to run alone, as
+    /// the others were the late ones.
+    waiter: AtomicUsize,
+    /// The only thread that runs shares (the others only wait): where
+    /// a worker was the one kept waiting, the fallback to one thread
+    /// runs on it, and the caller waits.
+    only: Option<usize>,
     /// The first panic's message.
     failure: Mutex<Option<String>>,
 }
@@ -527,11 +551,16 @@ impl Run<'_> {
     /// the pool's, for the workers that came).
     fn thread_work(&self, t: usize, bufs: &mut ThreadBufs) -> Result<(), Broken> {
         let wait_all = t == 0 && self.threads > 1;
-        let slow = self
+        let claim = self.only.is_none_or(|k| k == t);
+        let (slow, ran) = self
             .work
-            .take_part(t, wait_all, |p, s| self.run_share(t, p, s, bufs))?;
+            .take_part(t, claim, wait_all, |p, s| self.run_share(t, p, s, bufs))?;
         if slow {
             self.slow.store(true, Ordering::Relaxed);
+            self.waiter.store(t, Ordering::Relaxed);
+        }
+        if t > 0 && ran {
+            self.helped.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -631,12 +660,16 @@ impl Kernel {
         // Where the threads waited longer than they worked, the next runs
         // go on one thread (`Scratch::solo`).
         let planned = threads;
-        let threads = match threads > 1 && scratch.solo > 0 {
+        let (threads, only) = match threads > 1 && scratch.solo > 0 {
             true => {
                 scratch.solo -= 1;
-                1
+                match scratch.solo_on {
+                    0 => (1, None),
+                    // A worker alone: all the threads, one claiming.
+                    t => (threads, Some(t)),
+                }
             }
-            false => threads,
+            false => (threads, None),
         };
         // On one thread the rows are rounded as the first calls read them
         // (`LazyRound`); threads sharing an image's rows would round their
@@ -670,6 +703,9 @@ impl Kernel {
             threads,
             work: Work::new(Run::shares(groups, batch, whole).into_iter()),
             slow: AtomicBool::new(false),
+            helped: AtomicBool::new(false),
+            waiter: AtomicUsize::new(0),
+            only,
             failure: Mutex::new(None),
         };
         // The process's workers if free, else this kernel's own.
@@ -686,8 +722,14 @@ impl Kernel {
             drop(scratch);
             return Err(JitError::Panicked(m));
         }
-        if threads > 1 {
-            scratch.adapt(run.slow.into_inner());
+        if threads > 1 && only.is_none() {
+            let waiter = run.waiter.into_inner();
+            match (run.slow.into_inner(), run.helped.into_inner()) {
+                (false, true) => scratch.adapt(None),
+                (true, _) => scratch.adapt(Some(waiter)),
+                // No worker came: the caller alone.
+                (false, false) => scratch.adapt(Some(0)),
+            }
         }
         pool().push(scratch);
         Ok(())
@@ -839,9 +881,9 @@ mod tests {
             std::thread::scope(|sc| {
                 for t in 1..4 {
                     let (work, run) = (&work, &run);
-                    sc.spawn(move || work.take_part(t, false, run).ok().unwrap());
+                    sc.spawn(move || work.take_part(t, true, false, run).ok().unwrap());
                 }
-                assert!(work.take_part(0, true, run).is_ok());
+                assert!(work.take_part(0, true, true, run).is_ok());
                 // Thread 0 returned after every share, not only its own.
                 assert_eq!(finished.load(Ordering::Acquire), shares.iter().sum());
             });
@@ -858,11 +900,30 @@ mod tests {
     fn a_late_thread_finds_nothing_and_one_alone_does_all() {
         let work = Work::new([2, 3].into_iter());
         let mut order = Vec::new();
-        assert!(work.take_part(0, true, |p, s| order.push((p, s))).is_ok());
-        assert_eq!(order, [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]);
         assert!(work
-            .take_part(1, false, |p, s| panic!("ran ({p}, {s})"))
+            .take_part(0, true, true, |p, s| order.push((p, s)))
             .is_ok());
+        assert_eq!(order, [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]);
+        let late = work.take_part(1, true, false, |p, s| panic!("ran ({p}, {s})"));
+        assert!(matches!(late, Ok((false, false))));
+    }
+
+    /// A thread that does not claim only waits: another runs every share.
+    #[test]
+    fn a_thread_that_does_not_claim_waits_for_the_one_that_does() {
+        let work = Work::new([2, 3, 1].into_iter());
+        let count = AtomicUsize::new(0);
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let r = work.take_part(1, true, false, |_, _| {
+                    count.fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(matches!(r, Ok((_, true))));
+            });
+            let r = work.take_part(0, false, true, |p, s| panic!("ran ({p}, {s})"));
+            assert!(matches!(r, Ok((_, false))));
+            assert_eq!(count.load(Ordering::Relaxed), 6);
+        });
     }
 
     /// A failed thread's unfinished share stops the others' waits.
@@ -871,7 +932,7 @@ mod tests {
         let work = Work::new([2, 1].into_iter());
         assert_eq!(work.claim(0, 0), Some(0));
         std::thread::scope(|sc| {
-            let w = sc.spawn(|| work.take_part(1, false, |_, _| {}).is_err());
+            let w = sc.spawn(|| work.take_part(1, true, false, |_, _| {}).is_err());
             // Share 0 of phase 0 never finishes.
             work.break_all();
             assert!(w.join().unwrap());
@@ -894,15 +955,15 @@ mod tests {
             ),
         );
         let mut s = Scratch::new(&l, &p, 1, 0).unwrap();
-        s.adapt(true);
-        assert_eq!((s.solo, s.backoff), (MIN_SOLO, MIN_SOLO));
-        s.adapt(true);
-        assert_eq!(s.solo, 2 * MIN_SOLO);
+        s.adapt(Some(1));
+        assert_eq!((s.solo, s.backoff, s.solo_on), (MIN_SOLO, MIN_SOLO, 1));
+        s.adapt(Some(0));
+        assert_eq!((s.solo, s.solo_on), (2 * MIN_SOLO, 0));
         for _ in 0..12 {
-            s.adapt(true);
+            s.adapt(Some(0));
         }
         assert_eq!(s.solo, MAX_SOLO);
-        s.adapt(false);
+        s.adapt(None);
         assert_eq!(s.backoff, MAX_SOLO / 2);
     }
 
@@ -948,10 +1009,15 @@ layer conv { input 15x11x5\n c: conv 3x3 -> 24, stride 2, pad same, bias, relu }
                         };
                         let what = format!("{} {fuse:?} batch {batch}, {threads} threads", l.name);
                         assert!(same(k.run_alloc(&x, batch).unwrap()), "{what}");
-                        // The same kernel, sent to one thread.
-                        k.scratch.lock().unwrap()[0].solo = 2;
-                        assert!(same(k.run_alloc(&x, batch).unwrap()), "{what}, solo");
-                        assert_eq!(k.scratch.lock().unwrap()[0].solo, 1);
+                        // The same kernel on one thread: the caller's, or
+                        // the last worker's while the others wait.
+                        for on in [0, threads - 1] {
+                            let mut sc = k.scratch.lock().unwrap();
+                            (sc[0].solo, sc[0].solo_on) = (2, on);
+                            drop(sc);
+                            assert!(same(k.run_alloc(&x, batch).unwrap()), "{what}, on {on}");
+                            assert_eq!(k.scratch.lock().unwrap()[0].solo, 1);
+                        }
                     }
                 }
             }
