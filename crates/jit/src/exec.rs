@@ -61,7 +61,14 @@ pub(crate) struct Scratch {
     /// the caller's, or a worker, which then runs alone while the caller
     /// waits: the caller may be the one that lost its core).
     solo_on: usize,
+    /// Per thread, nanoseconds waited and in shares over the runs on
+    /// several threads since the last judgement ([`Scratch::judge`]).
+    window: Vec<(u64, u64)>,
+    window_runs: u32,
 }
+
+/// Runs on several threads judged together ([`Scratch::judge`]).
+const WINDOW: u32 = 4;
 
 /// The first spell on one thread after a slow run, and the longest.
 const MIN_SOLO: u32 = 8;
@@ -131,11 +138,47 @@ impl Scratch {
             solo: 0,
             backoff: 0,
             solo_on: 0,
+            window: Vec::new(),
+            window_runs: 0,
         })
     }
 
-    /// After a run on several threads: if `slow`, the next runs go on
-    /// the thread it names alone.
+    /// After a run on several threads, its threads' (waited, busy)
+    /// nanoseconds: every [`WINDOW`] runs, a thread that waited more than
+    /// 4/5 of its time in shares (two threads sharing a phase then took
+    /// longer than one would have, less a tenth) is sent to run alone
+    /// (the others were the late ones), as is the caller where no worker
+    /// ran a share; else the threads stay. Over several runs, not one: the
+    /// first after a spell on one thread finds the workers asleep.
+    fn judge(&mut self, times: impl Iterator<Item = (u64, u64)>) {
+        for (t, (w, b)) in times.enumerate() {
+            if self.window.len() <= t {
+                self.window.push((0, 0));
+            }
+            self.window[t].0 += w;
+            self.window[t].1 += b;
+        }
+        self.window_runs += 1;
+        if self.window_runs < WINDOW {
+            return;
+        }
+        let waited = self
+            .window
+            .iter()
+            .enumerate()
+            .filter(|(_, &(w, b))| w.saturating_mul(5) > b.saturating_mul(4))
+            .max_by(|(_, a), (_, b)| {
+                (a.0 as f64 / a.1.max(1) as f64).total_cmp(&(b.0 as f64 / b.1.max(1) as f64))
+            })
+            .map(|(t, _)| t);
+        let helped = self.window.iter().skip(1).any(|&(_, b)| b > 0);
+        self.adapt(waited.or((!helped).then_some(0)));
+        self.window.clear();
+        self.window_runs = 0;
+    }
+
+    /// After a judgement: with `Some(t)`, the next runs go on thread `t`
+    /// alone.
     fn adapt(&mut self, slow: Option<usize>) {
         match slow {
             Some(t) => {
@@ -353,19 +396,17 @@ impl Work {
     /// shares it can claim (its own, `t`, first), each phase after the
     /// ones before it are done; a phase whose shares others have all
     /// claimed it skips without waiting. With `wait_all`, it returns only
-    /// when every share is done. Whether it waited for the others more
-    /// than 4/5 of the time it ran shares (then two threads sharing a
-    /// phase took longer than one would have, less a tenth; waits after
-    /// phases it took no part in, groups planned on fewer threads, are
-    /// the plan's), and whether it ran any share. Without `claim`, it
-    /// runs nothing (it only waits, with `wait_all`).
+    /// when every share is done. How long it waited for the others (after
+    /// phases it took part in: waits after one it did not, a group
+    /// planned on fewer threads, are the plan's) and ran shares. Without
+    /// `claim`, it runs nothing (it only waits, with `wait_all`).
     fn take_part(
         &self,
         t: usize,
         claim: bool,
         wait_all: bool,
         mut run: impl FnMut(usize, usize),
-    ) -> Result<(bool, bool), Broken> {
+    ) -> Result<(Duration, Duration), Broken> {
         let (mut busy, mut waited) = (Duration::ZERO, Duration::ZERO);
         // Whether this thread ran a share of the phase before.
         let mut ran = false;
@@ -398,7 +439,7 @@ impl Work {
         if wait_all {
             wait(self.phases(), ran)?;
         }
-        Ok((waited * 5 > busy * 4, busy > Duration::ZERO))
+        Ok((waited, busy))
     }
 
     fn break_all(&self) {
@@ -439,17 +480,9 @@ struct Run<'a> {
     /// Threads of this run: the planned ones, or 1 ([`Scratch::solo`]).
     threads: usize,
     work: Work,
-    /// A thread waited for the others nearly as long as it worked (its
-    /// wait after a phase it took part in, against its time in shares,
-    /// `Work::take_part`): one thread would have been about as fast
-    /// ([`Scratch::solo`]).
-    slow: AtomicBool,
-    /// A thread other than 0 ran a share: without one (a worker kept off
-    /// its core, cancelled), the threads brought nothing.
-    helped: AtomicBool,
-    /// A thread that waited ([`Run::slow`]): the one to run alone, as
-    /// the others were the late ones.
-    waiter: AtomicUsize,
+    /// Per thread, nanoseconds it waited for the others and ran shares
+    /// (`Work::take_part`), for [`Scratch::judge`].
+    times: Vec<(AtomicU64, AtomicU64)>,
     /// The only thread that runs shares (the others only wait): where
     /// a worker was the one kept waiting, the fallback to one thread
     /// runs on it, and the caller waits.
@@ -552,16 +585,12 @@ impl Run<'_> {
     fn thread_work(&self, t: usize, bufs: &mut ThreadBufs) -> Result<(), Broken> {
         let wait_all = t == 0 && self.threads > 1;
         let claim = self.only.is_none_or(|k| k == t);
-        let (slow, ran) = self
+        let (waited, busy) = self
             .work
             .take_part(t, claim, wait_all, |p, s| self.run_share(t, p, s, bufs))?;
-        if slow {
-            self.slow.store(true, Ordering::Relaxed);
-            self.waiter.store(t, Ordering::Relaxed);
-        }
-        if t > 0 && ran {
-            self.helped.store(true, Ordering::Relaxed);
-        }
+        let ns = |d: Duration| d.as_nanos().min(u64::MAX as u128) as u64;
+        self.times[t].0.store(ns(waited), Ordering::Relaxed);
+        self.times[t].1.store(ns(busy), Ordering::Relaxed);
         Ok(())
     }
 
@@ -702,9 +731,9 @@ impl Kernel {
             whole,
             threads,
             work: Work::new(Run::shares(groups, batch, whole).into_iter()),
-            slow: AtomicBool::new(false),
-            helped: AtomicBool::new(false),
-            waiter: AtomicUsize::new(0),
+            times: (0..threads)
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
             only,
             failure: Mutex::new(None),
         };
@@ -723,13 +752,11 @@ impl Kernel {
             return Err(JitError::Panicked(m));
         }
         if threads > 1 && only.is_none() {
-            let waiter = run.waiter.into_inner();
-            match (run.slow.into_inner(), run.helped.into_inner()) {
-                (false, true) => scratch.adapt(None),
-                (true, _) => scratch.adapt(Some(waiter)),
-                // No worker came: the caller alone.
-                (false, false) => scratch.adapt(Some(0)),
-            }
+            let times = run
+                .times
+                .into_iter()
+                .map(|(w, b)| (w.into_inner(), b.into_inner()));
+            scratch.judge(times);
         }
         pool().push(scratch);
         Ok(())
@@ -905,7 +932,7 @@ mod tests {
             .is_ok());
         assert_eq!(order, [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]);
         let late = work.take_part(1, true, false, |p, s| panic!("ran ({p}, {s})"));
-        assert!(matches!(late, Ok((false, false))));
+        assert!(matches!(late, Ok((w, b)) if w.is_zero() && b.is_zero()));
     }
 
     /// A thread that does not claim only waits: another runs every share.
@@ -918,10 +945,10 @@ mod tests {
                 let r = work.take_part(1, true, false, |_, _| {
                     count.fetch_add(1, Ordering::Relaxed);
                 });
-                assert!(matches!(r, Ok((_, true))));
+                assert!(r.is_ok());
             });
             let r = work.take_part(0, false, true, |p, s| panic!("ran ({p}, {s})"));
-            assert!(matches!(r, Ok((_, false))));
+            assert!(matches!(r, Ok((_, b)) if b.is_zero()));
             assert_eq!(count.load(Ordering::Relaxed), 6);
         });
     }
@@ -965,6 +992,22 @@ mod tests {
         assert_eq!(s.solo, MAX_SOLO);
         s.adapt(None);
         assert_eq!(s.backoff, MAX_SOLO / 2);
+        // Judged over WINDOW runs: thread 1 waited on thread 0, which
+        // was late; then no worker ran a share; then balanced runs.
+        let mut s = Scratch::new(&l, &p, 1, 0).unwrap();
+        for _ in 0..WINDOW {
+            assert_eq!(s.solo, 0);
+            s.judge([(0, 100), (90, 100)].into_iter());
+        }
+        assert_eq!((s.solo, s.solo_on), (MIN_SOLO, 1));
+        for _ in 0..WINDOW {
+            s.judge([(0, 100), (0, 0)].into_iter());
+        }
+        assert_eq!((s.solo, s.solo_on), (2 * MIN_SOLO, 0));
+        for _ in 0..WINDOW {
+            s.judge([(10, 100), (5, 100)].into_iter());
+        }
+        assert_eq!(s.backoff, MIN_SOLO);
     }
 
     /// Bit-for-bit the same output on 1, 2 and 3 threads, and on one
