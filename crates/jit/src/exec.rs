@@ -72,7 +72,7 @@ const WINDOW: u32 = 4;
 
 /// The first spell on one thread after a slow run, and the longest.
 const MIN_SOLO: u32 = 8;
-const MAX_SOLO: u32 = 1024;
+const MAX_SOLO: u32 = 256;
 
 /// One thread's buffers: per group its band buffers, and the scratch of
 /// the AMX functions (`StagePlan::tiles`; empty without them).
