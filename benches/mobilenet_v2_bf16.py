@@ -120,8 +120,10 @@ def median_us(run, seconds):
 
 def convjit_bench(bin_, precision, seconds):
     """(sum of the layers, chained) of `convjit bench --total`, variant "jit"."""
+    # One thread, as OpenVINO here (convjit's default is every core).
     out = convjit(bin_, "bench", CONV, "--json", "--total", "--no-interp", "--no-baselines",
-                  "--rounds", "1", "--seconds", str(seconds), "--precision", precision)
+                  "--rounds", "1", "--seconds", str(seconds), "--precision", precision,
+                  "--threads", "1")
     total = next(json.loads(l) for l in out.splitlines() if '"total":true' in l)
     pick = lambda vs: next(v["median_us"] for v in vs if v["variant"] == "jit")
     return pick(total["results"]), pick(total["chained"])

@@ -18,8 +18,9 @@ graph of the folded layers. Then:
 2. The whole body is timed in TFLite+XNNPACK and LiteRT+XNNPACK (the flatbuffer converted from
    the Keras model), ONNX Runtime and OpenVINO (the ONNX graph, f32), at 1 and 2 threads, each
    checked against Keras.
-3. `convjit bench examples/mobilenet_v2.conv --json --total`: per layer the planned kernel on
-   one thread and on 2 (`jit-2threads`; `--threads 2` where the host has other than 2 cores),
+3. `convjit bench examples/mobilenet_v2.conv --json --total --threads 1`: per layer the planned
+   kernel on one thread (`jit`) and on 2 (`jit-2threads`; `--threads 2` where the host has other
+   than 2 cores),
    and the layers chained as a network runs them.
 4. Unless `--no-per-layer`: each layer alone in each peer (a one-layer Keras model -> TFLite;
    a one-layer ONNX graph), fed convjit's input to that layer and checked against convjit's
@@ -186,7 +187,8 @@ def bench_convjit(bin_, seconds):
     def us(results, name):
         return next((v["median_us"] for v in results if v["variant"] == name), None)
 
-    layers, total = run([])
+    # "jit" on one thread, "jit-{cores}threads" beside it (by default "jit" uses every core).
+    layers, total = run(["--threads", "1"])
     per = {r["layer"]: {1: us(r["results"], "jit"), 2: us(r["results"], "jit-2threads")} for r in layers}
     tot = {"sum": {1: us(total["results"], "jit"), 2: us(total["results"], "jit-2threads")},
            "chained": {1: us(total.get("chained", []), "jit"),

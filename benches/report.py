@@ -2,8 +2,8 @@
 """Renders BENCHMARKS.md from one session's measurements:
 
     for i in 1 2 3; do target/release/convjit bench benches/suite.conv --json --rounds 3 \
-        --no-interp; target/release/convjit bench examples/mobilenet_v2.conv --json \
-        --rounds 3 --no-interp --layer mbv2_inverted_residual; done > /tmp/convjit.json
+        --no-interp --threads 1; target/release/convjit bench examples/mobilenet_v2.conv --json \
+        --rounds 3 --no-interp --threads 1 --layer mbv2_inverted_residual; done > /tmp/convjit.json
     python3 ../shared/peers/bench_peers.py --fw ort,openvino,tflite,litert --no-stages \
         --rounds 2 --out-json /tmp/peers.json --out-md /tmp/peers.md   # in the peers' venv
     python3 benches/report.py /tmp/convjit.json /tmp/peers.json > BENCHMARKS.md
@@ -23,16 +23,21 @@ their own runs (W: the filters' weights, `python3 examples/filters_weights.py W`
 
     for f in gauss5x5_c1 gauss7x7_c1 box9x9_c1 gauss5x5_c3 gauss7x7_c3 box9x9_c3 \
         sobel_dxdy_c1 laplace3x3_c1; do target/release/convjit bench examples/filters.conv \
-        --layer $f --weights W/$f.npz --json --rounds 2 --no-interp --no-baselines; done > F.json
+        --layer $f --weights W/$f.npz --json --rounds 2 --no-interp --no-baselines --threads 1; \
+        done > F.json
     target/release/convjit bench examples/filters.conv --layer gauss5x5_c1 --json --rounds 3 \
-        --no-interp --no-baselines > R.json          # random weights: the unseparated 5x5
+        --no-interp --no-baselines --threads 1 > R.json   # random weights: the unseparated 5x5
     python ../shared/peers/bench_filters.py --rounds 2 --out-json CV.json
     python ../shared/peers/machine_peak.py > PEAK.txt
-    target/release/convjit bench benches/grouped.conv --json --rounds 3 --no-interp > G.json
+    target/release/convjit bench benches/grouped.conv --json --rounds 3 --no-interp \
+        --threads 1 > G.json
     python benches/grouped_peers.py --rounds 3 --json GP.json
     python3 benches/report.py ... --filters F.json CV.json R.json PEAK.txt --grouped G.json GP.json
 
 (The session that made BENCHMARKS.md ran all of these in turn, one command at a time.)
+Every `convjit bench` here has `--threads 1`: the tables compare one thread with the peers on
+one (`jit`), and show every core beside it (`jit-{cores}threads`); `convjit run` and `bench`
+without it use every core.
 
 Several runs of a layer in the first file are merged as the peers' script
 merges its runs: per variant the lowest median time (load from other tenants
@@ -161,8 +166,9 @@ def main(convjit_path, peers_path, session):
     w("(the commands are in its docstring). A layer run alone in a process")
     w("(mbv2_inverted_residual) pays the JIT's one-time setup in its compile time.")
     w("")
-    w("Variants: **jit** = what `convjit run` uses (the widest code generator the CPU")
-    w("runs, planned: fused where the planner chose, one thread); **avx2** / **cranelift**")
+    w("Variants: **jit** = what `convjit run --threads 1` uses (the widest code generator the CPU")
+    w("runs, planned: fused where the planner chose, one thread; `run` and `bench` use every")
+    w("core unless told `--threads 1`, as the tables here are); **avx2** / **cranelift**")
     w("= the same plan from the AVX2 generator and from Cranelift (128-bit vectors, the")
     w("portable generator); **jit-unfused** = the same kernels stage by stage;")
     w("**jit-2t** = `convjit bench`'s `jit-{cores}threads` variant, the planned kernel on")
@@ -331,8 +337,12 @@ def mnv2_section(path):
 
 def records(path):
     """`convjit bench --json` layer records of a file, merged per layer."""
-    return merge([r for r in (json.loads(line) for line in open(path) if line.strip().startswith("{"))
-                  if "layer" in r])
+    recs = [r for r in (json.loads(line) for line in open(path) if line.strip().startswith("{"))
+            if "layer" in r]
+    if any(v["variant"] == "jit-1thread" for r in recs for v in r["results"]):
+        # Without --threads 1, "jit" uses every core: the tables need it on one.
+        sys.exit(f"{path}: run `convjit bench` with --threads 1 (see this script's docstring)")
+    return merge(recs)
 
 
 def variants(r):

@@ -193,7 +193,8 @@ class Kernel:
         macs: multiply-accumulates per image of the layer as written.
         backend: the code generator that wrote the code (``avx512``, ``avx2``, ``cranelift``).
         precision: ``f32`` or ``bf16``.
-        threads: the threads sharing each image's work.
+        threads: the threads asked for (every core by default); the plan
+            gives a group fewer where more would not pay.
         name: the layer's name.
     """
 
@@ -310,7 +311,9 @@ def compile(
             to bfloat16 where they are multiplied, f32 sums; needs a CPU
             with AVX512_BF16, else :class:`CompileError`).
         threads: threads sharing each image's work (1 to 256); ``None``:
-            the library's default, 1 (the calling thread), as the command line's.
+            the library's default, every core, as the command line's (the
+            plan keeps one thread where a second would not pay; ``1``: the
+            calling thread only).
         backend: ``"auto"`` (the widest the CPU runs), ``"avx512"``,
             ``"avx2"`` or ``"cranelift"``; one the CPU lacks raises
             :class:`CompileError`.

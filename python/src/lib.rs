@@ -113,13 +113,16 @@ fn parse_options(precision: &str, threads: Option<usize>, backend: &str) -> PyRe
             "'{backend}' is not a code generator (auto, cranelift, avx2, avx512)"
         ))
     })?;
-    let threads = threads.unwrap_or(Options::default().threads);
-    // The command line's range (`--threads`).
-    if !(1..=256).contains(&threads) {
-        return Err(PyValueError::new_err(format!(
-            "threads={threads}: expected 1 to 256"
-        )));
-    }
+    // The command line's range (`--threads`); `None`, every core.
+    let threads = match threads {
+        None => Options::default().threads,
+        Some(t @ 1..=256) => t,
+        Some(t) => {
+            return Err(PyValueError::new_err(format!(
+                "threads={t}: expected 1 to 256"
+            )))
+        }
+    };
     Ok(Options {
         threads,
         backend,
@@ -293,7 +296,8 @@ impl Kernel {
 
     #[getter]
     fn threads(&self) -> usize {
-        self.options.threads
+        // The default (0) resolved: every core.
+        self.options.resolved_threads(&convjit::Host::detect())
     }
 
     #[getter]
@@ -401,7 +405,8 @@ impl Network {
 
     #[getter]
     fn threads(&self) -> usize {
-        self.options.threads
+        // The default (0) resolved: every core.
+        self.options.resolved_threads(&convjit::Host::detect())
     }
 }
 

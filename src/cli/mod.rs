@@ -143,9 +143,10 @@ pub struct PlannerArgs {
     /// Fuse all stages of the layer into one group.
     #[arg(long)]
     fuse_all: bool,
-    /// Threads sharing each image's rows.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
-    threads: u32,
+    /// Threads sharing the work (default: every core; the planner keeps one
+    /// thread where a second would not pay).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: Option<u32>,
     /// Force the height of row bands (output rows of a fused group's last stage).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     band_rows: Option<u32>,
@@ -226,7 +227,9 @@ impl PlannerArgs {
             } else {
                 convjit::Fusion::Auto
             },
-            threads: self.threads as usize,
+            threads: self
+                .threads
+                .map_or(convjit::Options::default().threads, |t| t as usize),
             band_rows: self.band_rows.map(|b| b as usize),
             backend: self.backend,
             separate: self.separate.separation(),

@@ -43,7 +43,12 @@ impl Kind {
 
     fn style(self) -> (RGBColor, &'static str) {
         match self {
-            Kind::Jit => (RGBColor(20, 60, 200), "convjit (jit: the chosen generator)"),
+            // The roofs are one core's: on several threads (the default)
+            // the planned kernel may pass them.
+            Kind::Jit => (
+                RGBColor(20, 60, 200),
+                "convjit (jit: the planned kernel, every core unless --threads 1)",
+            ),
             Kind::Variant => (
                 RGBColor(120, 170, 235),
                 "convjit variants (other generators, unfused, threads)",

@@ -355,8 +355,25 @@ fn cache_hit(
     Ok(hit.expect("five compiles"))
 }
 
+/// Beside the planned kernel, the same on a different number of threads:
+/// on one (`jit-1thread`, for single-thread comparisons) where it may use
+/// several, else (`--threads 1`) on every core (`jit-{cores}threads`).
+pub fn thread_variant(options: &Options, cores: usize) -> Option<(String, Options)> {
+    let (name, threads) = match options.threads {
+        _ if cores < 2 => return None,
+        1 => (format!("jit-{cores}threads"), cores),
+        _ => ("jit-1thread".to_string(), 1),
+    };
+    let o = Options {
+        threads,
+        ..options.clone()
+    };
+    Some((name, o))
+}
+
 /// The planned kernel's variants, compiled: separated or not, without
-/// fusion, on every core (what the planner's choices are worth), in bf16
+/// fusion, on one thread or every core ([`thread_variant`]; what the planner's
+/// choices are worth), in bf16
 /// (`jit-bf16`, for an f32 plan on a host with AVX512_BF16), and every
 /// other code generator the host runs that computes the planned precision,
 /// with the same planner overrides (what the choice of generator is
@@ -387,12 +404,8 @@ fn variants(
         };
         other_options.push(("jit-unfused".to_string(), o));
     }
-    if options.threads == 1 && cores > 1 {
-        let o = Options {
-            threads: cores,
-            ..options.clone()
-        };
-        other_options.push((format!("jit-{cores}threads"), o));
+    if let Some((name, o)) = thread_variant(options, cores) {
+        other_options.push((name, o));
     }
     // The same layer in bf16 where the host computes it (the AVX-512
     // generator, AMX tiles where granted): what the precision is worth.

@@ -86,9 +86,10 @@ pub fn total(reports: &[serde_json::Value]) -> serde_json::Value {
 /// leaves that out.
 ///
 /// Variants: `jit`, the layers as one [`Network`] (one arena of buffers);
-/// with one thread planned on a host of several cores, the same on every
-/// core; and `jit-apart`, the same kernels run one by one, each with its
-/// own buffers and output tensor (what the arena saves).
+/// on a host of several cores the same on one thread or every core
+/// (`layer::thread_variant`); and `jit-apart`, the planned kernels run one
+/// by one, each with its own buffers and output tensor (what the arena
+/// saves).
 pub fn time_chain(
     layers: &[Layer],
     options: &convjit::Options,
@@ -107,13 +108,7 @@ pub fn time_chain(
     let output = || Aligned::zeros(layers[layers.len() - 1].output().len() * batch);
     let mut variants: Vec<Timed> = Vec::new();
     let mut networks = vec![("jit".to_string(), options.clone())];
-    if options.threads == 1 && cores > 1 {
-        let o = convjit::Options {
-            threads: cores,
-            ..options.clone()
-        };
-        networks.push((format!("jit-{cores}threads"), o));
-    }
+    networks.extend(crate::layer::thread_variant(options, cores));
     for (name, o) in networks {
         let net = Network::new(compile(&o)?)?;
         let (input, mut out) = (Aligned::from(&x), output());

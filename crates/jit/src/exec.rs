@@ -7,8 +7,9 @@ use crate::program::{self, Loc, Step};
 use crate::{check_len, JitError, Kernel};
 use convjit_ir::DataError;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// A pointer shared by the threads of one run.
 #[derive(Clone, Copy)]
@@ -17,8 +18,10 @@ struct Shared(*mut f32);
 // SAFETY: the threads of one run write disjoint parts of each group's
 // output through these pointers (each its own chunk of the rows or
 // pixels, or its own range of the output channels of every pixel: a
-// share's function stores only its channels) and read only data that a
-// barrier has ordered before the read; see `Kernel::run`.
+// share's function stores only its channels; a share is claimed by one
+// thread, `Work::claim`) and read only data that the end of an earlier
+// phase has ordered before the read (`Work::wait_before`); see
+// `Kernel::run`.
 unsafe impl Send for Shared {}
 // SAFETY: as above.
 unsafe impl Sync for Shared {}
@@ -50,7 +53,30 @@ pub(crate) struct Scratch {
     inter: Vec<Vec<Buf>>,
     bufs: Vec<ThreadBufs>,
     workers: Option<Pool>,
+    /// Runs left on one thread: a run whose threads waited about as long
+    /// as they worked (one lost its core to another process), or where
+    /// no thread but the caller's ran a share, sends the next `backoff`
+    /// runs to one thread, then tries the planned threads again.
+    solo: u32,
+    /// The last such spell's length: doubled by each slow try (to
+    /// [`MAX_SOLO`]), halved by each good run.
+    backoff: u32,
+    /// The thread of the spell: the one that waited for the others (0,
+    /// the caller's, or a worker, which then runs alone while the caller
+    /// waits: the caller may be the one that lost its core).
+    solo_on: usize,
+    /// Per thread, nanoseconds waited and in shares over the runs on
+    /// several threads since the last judgement ([`Scratch::judge`]).
+    window: Vec<(u64, u64)>,
+    window_runs: u32,
 }
+
+/// Runs on several threads judged together ([`Scratch::judge`]).
+const WINDOW: u32 = 4;
+
+/// The first spell on one thread after a slow run, and the longest.
+const MIN_SOLO: u32 = 8;
+const MAX_SOLO: u32 = 256;
 
 /// One thread's buffers: per group its band buffers, and the scratch of
 /// the AMX functions (`StagePlan::tiles`; empty without them).
@@ -183,6 +209,53 @@ impl Scratch {
         Ok(())
     }
 
+    /// After a run on several threads, its threads' (waited, busy)
+    /// nanoseconds: every [`WINDOW`] runs, a thread that waited more than
+    /// 4/5 of its time in shares (two threads sharing a phase then took
+    /// longer than one would have, less a tenth) is sent to run alone
+    /// (the others were the late ones), as is the caller where no worker
+    /// ran a share; else the threads stay. Over several runs, not one: the
+    /// first after a spell on one thread finds the workers asleep.
+    fn judge(&mut self, times: impl Iterator<Item = (u64, u64)>) {
+        for (t, (w, b)) in times.enumerate() {
+            if self.window.len() <= t {
+                self.window.push((0, 0));
+            }
+            self.window[t].0 += w;
+            self.window[t].1 += b;
+        }
+        self.window_runs += 1;
+        if self.window_runs < WINDOW {
+            return;
+        }
+        let waited = self
+            .window
+            .iter()
+            .enumerate()
+            .filter(|(_, &(w, b))| w.saturating_mul(5) > b.saturating_mul(4))
+            .max_by(|(_, a), (_, b)| {
+                (a.0 as f64 / a.1.max(1) as f64).total_cmp(&(b.0 as f64 / b.1.max(1) as f64))
+            })
+            .map(|(t, _)| t);
+        let helped = self.window.iter().skip(1).any(|&(_, b)| b > 0);
+        self.adapt(waited.or((!helped).then_some(0)));
+        self.window.clear();
+        self.window_runs = 0;
+    }
+
+    /// After a judgement: with `Some(t)`, the next runs go on thread `t`
+    /// alone.
+    fn adapt(&mut self, slow: Option<usize>) {
+        match slow {
+            Some(t) => {
+                self.backoff = (self.backoff * 2).clamp(MIN_SOLO, MAX_SOLO);
+                self.solo = self.backoff;
+                self.solo_on = t;
+            }
+            None => self.backoff /= 2,
+        }
+    }
+
     /// Floats of one image's tensors between groups.
     fn inter_len(layer: &convjit_ir::Layer, program: &crate::program::Program) -> Option<u64> {
         let groups = &program.groups;
@@ -255,84 +328,180 @@ impl LazyRound {
     }
 }
 
-/// A barrier that a failing thread breaks: every thread waiting at it,
-/// and any that arrives later, gets `Err` instead of waiting forever for
-/// a thread that will never come (`std::sync::Barrier` cannot be broken).
-/// A waiter spins on `passed` (the generation, or `u64::MAX` once broken)
-/// for [`SPIN`] before it sleeps on the condition variable: waking a
-/// sleeping thread costs tens of microseconds on a virtual machine.
-struct Gate {
-    n: usize,
-    state: Mutex<GateState>,
+/// The run's work, claimed by whichever thread comes: a list of phases
+/// (the whole images, then every group of every other image), each a
+/// number of shares that any thread may run on its own buffers
+/// (`Run::image_group` with `share`). A phase starts once every share of
+/// the ones before it is done, so a thread that lost its core holds the
+/// others only while it holds a share: the rest claim the shares it has
+/// not started, and one that arrives late finds them done and leaves.
+/// A thread tries its own share first (its index), so on a quiet machine
+/// each keeps the rows it wrote for the next group in its caches.
+/// Waiters spin, then yield, for [`SPIN`] before they sleep on `cv`.
+struct Work {
+    /// Per phase, the shares that came before it (a last entry: all).
+    starts: Vec<usize>,
+    /// Per phase, its claimed shares: one bit each, from `words[p]`.
+    claimed: Vec<AtomicU64>,
+    /// Per phase, the index of its first word in `claimed`.
+    words: Vec<usize>,
+    /// Shares done, in all phases: a phase's shares finish only after
+    /// every share of the phases before it, so `done >= starts[p]` says
+    /// phases `..p` are done.
+    done: AtomicUsize,
+    /// A thread failed: the others stop at their next wait or claim.
+    broken: AtomicBool,
+    sleep: Mutex<()>,
     cv: Condvar,
-    passed: AtomicU64,
-}
-
-struct GateState {
-    arrived: usize,
-    generation: u64,
-    broken: bool,
 }
 
 /// Another thread of the run failed.
 struct Broken;
 
-impl Gate {
-    fn new(n: usize) -> Gate {
-        Gate {
-            n,
-            state: Mutex::new(GateState {
-                arrived: 0,
-                generation: 0,
-                broken: false,
-            }),
+impl Work {
+    /// Phases of `shares[p]` shares each.
+    fn new(shares: impl Iterator<Item = usize>) -> Work {
+        let (mut starts, mut words, mut n, mut w) = (vec![], vec![], 0, 0);
+        for s in shares {
+            starts.push(n);
+            words.push(w);
+            n += s;
+            w += s.div_ceil(64);
+        }
+        starts.push(n);
+        words.push(w);
+        Work {
+            starts,
+            claimed: (0..w).map(|_| AtomicU64::new(0)).collect(),
+            words,
+            done: AtomicUsize::new(0),
+            broken: AtomicBool::new(false),
+            sleep: Mutex::new(()),
             cv: Condvar::new(),
-            passed: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn phases(&self) -> usize {
+        self.starts.len() - 1
     }
 
-    fn wait(&self) -> Result<(), Broken> {
-        let mut s = self.lock();
-        if s.broken {
-            return Err(Broken);
+    fn shares(&self, p: usize) -> usize {
+        self.starts[p + 1] - self.starts[p]
+    }
+
+    /// An unclaimed share of phase `p`, claimed for the caller: the first
+    /// free one from `from` on, wrapping around; `None` when all are taken.
+    fn claim(&self, p: usize, from: usize) -> Option<usize> {
+        let n = self.shares(p);
+        let words = &self.claimed[self.words[p]..self.words[p + 1]];
+        for i in 0..n {
+            let s = (from + i) % n;
+            let (word, bit) = (&words[s / 64], 1u64 << (s % 64));
+            // A load first: most of a late thread's claims find the bit set.
+            if word.load(Ordering::Relaxed) & bit == 0
+                && word.fetch_or(bit, Ordering::Relaxed) & bit == 0
+            {
+                return Some(s);
+            }
         }
-        s.arrived += 1;
-        if s.arrived == self.n {
-            s.arrived = 0;
-            s.generation += 1;
-            // Release: the rows written before arriving are visible to
-            // the waiters that see the new generation.
-            self.passed.store(s.generation, Ordering::Release);
-            self.cv.notify_all();
-            return Ok(());
-        }
-        let generation = s.generation;
-        drop(s);
-        let moved = || self.passed.load(Ordering::Acquire) != generation;
-        if spin_until(SPIN, moved) {
-            return match self.passed.load(Ordering::Acquire) {
-                u64::MAX => Err(Broken),
-                _ => Ok(()),
+        None
+    }
+
+    /// Whether every share of phase `p` is claimed (not necessarily done).
+    fn all_claimed(&self, p: usize) -> bool {
+        let n = self.shares(p);
+        let words = &self.claimed[self.words[p]..self.words[p + 1]];
+        words.iter().enumerate().all(|(i, w)| {
+            let bits = (n - 64 * i).min(64);
+            let full = if bits == 64 {
+                u64::MAX
+            } else {
+                (1 << bits) - 1
             };
+            w.load(Ordering::Relaxed) & full == full
+        })
+    }
+
+    /// One share done; wakes the sleepers when it ends its phase.
+    fn finish(&self) {
+        // Release: the share's rows are visible to whoever sees the count.
+        let done = self.done.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.starts.binary_search(&done).is_ok() {
+            drop(self.sleep.lock().unwrap_or_else(|e| e.into_inner()));
+            self.cv.notify_all();
         }
-        let mut s = self.lock();
-        while s.generation == generation && !s.broken {
-            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+    }
+
+    /// Waits until phases `..p` are done (`p` = [`Work::phases`]: all).
+    fn wait_before(&self, p: usize) -> Result<(), Broken> {
+        let need = self.starts[p];
+        let ready =
+            || self.done.load(Ordering::Acquire) >= need || self.broken.load(Ordering::Relaxed);
+        if !spin_until(SPIN, ready) {
+            let mut g = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            while !ready() {
+                g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
         }
-        if s.generation == generation {
-            Err(Broken)
-        } else {
+        match self.broken.load(Ordering::Acquire) {
+            true => Err(Broken),
+            false => Ok(()),
+        }
+    }
+
+    /// Thread `t`'s part: phase by phase, `run(phase, share)` for the
+    /// shares it can claim (its own, `t`, first), each phase after the
+    /// ones before it are done; a phase whose shares others have all
+    /// claimed it skips without waiting. With `wait_all`, it returns only
+    /// when every share is done. How long it waited for the others (after
+    /// phases it took part in: waits after one it did not, a group
+    /// planned on fewer threads, are the plan's) and ran shares. Without
+    /// `claim`, it runs nothing (it only waits, with `wait_all`).
+    fn take_part(
+        &self,
+        t: usize,
+        claim: bool,
+        wait_all: bool,
+        mut run: impl FnMut(usize, usize),
+    ) -> Result<(Duration, Duration), Broken> {
+        let (mut busy, mut waited) = (Duration::ZERO, Duration::ZERO);
+        // Whether this thread ran a share of the phase before.
+        let mut ran = false;
+        let mut wait = |p: usize, ran: bool| -> Result<(), Broken> {
+            let since = Instant::now();
+            self.wait_before(p)?;
+            if ran {
+                waited += since.elapsed();
+            }
             Ok(())
+        };
+        for p in (0..self.phases()).filter(|_| claim) {
+            if self.all_claimed(p) {
+                ran = false;
+                continue;
+            }
+            wait(p, ran)?;
+            ran = false;
+            while let Some(s) = self.claim(p, t) {
+                if self.broken.load(Ordering::Relaxed) {
+                    return Err(Broken);
+                }
+                let since = Instant::now();
+                run(p, s);
+                busy += since.elapsed();
+                self.finish();
+                ran = true;
+            }
         }
+        if wait_all {
+            wait(self.phases(), ran)?;
+        }
+        Ok((waited, busy))
     }
 
     fn break_all(&self) {
-        self.lock().broken = true;
-        self.passed.store(u64::MAX, Ordering::Release);
+        self.broken.store(true, Ordering::Release);
+        drop(self.sleep.lock().unwrap_or_else(|e| e.into_inner()));
         self.cv.notify_all();
     }
 }
@@ -346,7 +515,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// One run of a kernel, shared by its threads: where the images and the
-/// tensors between groups are, how the batch is split, the barrier.
+/// tensors between groups are, how the batch is split, the shares.
 struct Run<'a> {
     kernel: &'a Kernel,
     groups: &'a [program::GroupProgram],
@@ -362,26 +531,31 @@ struct Run<'a> {
     /// The images as given, which residuals add.
     residual: Shared,
     output: Shared,
-    batch: usize,
-    /// Images `0..whole` go whole to the threads in turn; each of the
-    /// others is split among all threads.
+    /// Images `0..whole` go whole to whichever thread claims them; each
+    /// of the others is split into its groups' shares.
     whole: usize,
+    /// Threads of this run: the planned ones, or 1 ([`Scratch::solo`]).
     threads: usize,
-    gate: Gate,
+    work: Work,
+    /// Per thread, nanoseconds it waited for the others and ran shares
+    /// (`Work::take_part`), for [`Scratch::judge`].
+    times: Vec<(AtomicU64, AtomicU64)>,
+    /// The only thread that runs shares (the others only wait): where
+    /// a worker was the one kept waiting, the fallback to one thread
+    /// runs on it, and the caller waits.
+    only: Option<usize>,
     /// The first panic's message.
     failure: Mutex<Option<String>>,
 }
 
 impl Run<'_> {
-    /// Image `n`'s group `g` on thread `t`, with `inter`'s tensors between
-    /// groups: the steps of thread `share` only, or with `share = None`
-    /// every thread's steps one after another (each share reads the
-    /// group's input and writes its own rows, or channels, of the output,
-    /// using the band buffers afresh). (`_t`, the thread, is for the
-    /// `testing` feature's hooks.)
+    /// Image `n`'s group `g`, with `inter`'s tensors between groups: the
+    /// steps of share `share` only, or with `share = None` every share's
+    /// steps one after another (each share reads the group's input and
+    /// writes its own rows, or channels, of the output, using the band
+    /// buffers afresh). Any thread may run any share, on its own `bufs`.
     fn image_group(
         &self,
-        _t: usize,
         n: usize,
         g: usize,
         share: Option<usize>,
@@ -402,13 +576,13 @@ impl Run<'_> {
             inter[g].get()
         };
         let shares = &groups[g].threads;
-        let steps = match share {
-            Some(s) => shares.get(s..=s).unwrap_or(&[]),
-            None => &shares[..],
+        let (first, steps) = match share {
+            Some(s) => (s, shares.get(s..=s).unwrap_or(&[])),
+            None => (0, &shares[..]),
         };
-        for steps in steps {
+        for (_s, steps) in (first..).zip(steps) {
             #[cfg(feature = "testing")]
-            self.kernel.testing.before_group(_t);
+            self.kernel.testing.before_group(_s);
             // SAFETY: see `exec`: the program's offsets stay inside
             // these tensors and buffers, which are live; every thread's
             // buffers have the same sizes, its tile scratch the largest
@@ -428,46 +602,64 @@ impl Run<'_> {
         }
     }
 
-    /// Thread `t`'s part of the batch: its whole images, then its share of
-    /// every other image, group by group between barriers. `bufs`: this
-    /// thread's band buffers, group by group.
-    fn thread_images(&self, t: usize, bufs: &mut ThreadBufs) -> Result<(), Broken> {
-        let (whole, batch, threads) = (self.whole, self.batch, self.threads);
-        let groups = self.groups;
-        for n in (t..whole).step_by(threads.max(1)) {
-            for g in 0..groups.len() {
-                self.image_group(t, n, g, None, &self.inter[t], bufs);
-            }
+    /// Phase `p` of the run (`Work`): with `whole` images, phase 0 runs
+    /// them (a share per image, on the thread's own tensors); then each
+    /// other image's groups in turn, a share per planned thread. Image,
+    /// group, and whether its shares are whole images.
+    fn phase(&self, p: usize) -> (usize, usize, bool) {
+        let g = self.groups.len();
+        match (self.whole > 0, p) {
+            (true, 0) => (0, 0, true),
+            (true, _) => (self.whole + (p - 1) / g, (p - 1) % g, false),
+            (false, _) => (self.whole + p / g, p % g, false),
         }
-        if whole > 0 && whole < batch {
-            // The rows phase shares thread 0's tensors between groups.
-            self.gate.wait()?;
-        }
-        for n in whole..batch {
-            for g in 0..groups.len() {
-                self.image_group(t, n, g, Some(t), &self.inter[0], bufs);
-                // The next group reads rows other threads wrote (and
-                // the next image's first group overwrites the rows the
-                // last group read); after the last group of the last
-                // image, the pool's return is the barrier.
-                let last = n + 1 == batch && g + 1 == groups.len();
-                if threads > 1 && !last {
-                    self.gate.wait()?;
+    }
+
+    /// The phases' shares, for [`Work::new`].
+    fn shares(groups: &[program::GroupProgram], batch: usize, whole: usize) -> Vec<usize> {
+        let first = (whole > 0).then_some(whole);
+        let rows = (whole..batch).flat_map(|_| groups.iter().map(|g| g.threads.len()));
+        first.into_iter().chain(rows).collect()
+    }
+
+    /// Share `s` of phase `p` on thread `t`.
+    fn run_share(&self, t: usize, p: usize, s: usize, bufs: &mut ThreadBufs) {
+        match self.phase(p) {
+            (_, _, true) => {
+                // Image `s` whole, on this thread's tensors between groups.
+                for g in 0..self.groups.len() {
+                    self.image_group(s, g, None, &self.inter[t], bufs);
                 }
             }
+            // The rows phases share thread 0's tensors between groups.
+            (n, g, false) => self.image_group(n, g, Some(s), &self.inter[0], bufs),
         }
+    }
+
+    /// Thread `t`'s part of the run ([`Work::take_part`]); thread 0
+    /// waits at the end for all shares, so its return ends the run (with
+    /// the pool's, for the workers that came).
+    fn thread_work(&self, t: usize, bufs: &mut ThreadBufs) -> Result<(), Broken> {
+        let wait_all = t == 0 && self.threads > 1;
+        let claim = self.only.is_none_or(|k| k == t);
+        let (waited, busy) = self
+            .work
+            .take_part(t, claim, wait_all, |p, s| self.run_share(t, p, s, bufs))?;
+        let ns = |d: Duration| d.as_nanos().min(u64::MAX as u128) as u64;
+        self.times[t].0.store(ns(waited), Ordering::Relaxed);
+        self.times[t].1.store(ns(busy), Ordering::Relaxed);
         Ok(())
     }
 
-    /// [`Run::thread_images`], where a panic breaks the gate, so the other
-    /// threads stop at their next barrier instead of waiting for this one
-    /// forever, and is kept in `failure`.
+    /// [`Run::thread_work`], where a panic breaks the run's `Work`, so the
+    /// other threads stop at their next wait instead of waiting for this
+    /// one forever, and is kept in `failure`.
     fn thread(&self, t: usize, bufs: &mut ThreadBufs) {
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.thread_images(t, bufs))) {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| self.thread_work(t, bufs))) {
             let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
             f.get_or_insert_with(|| format!("thread {t}: {}", panic_message(&*p)));
             drop(f);
-            self.gate.break_all();
+            self.work.break_all();
         }
     }
 
@@ -487,7 +679,9 @@ impl Run<'_> {
             self.thread(t, &mut b);
         };
         match shared.or(scratch.workers.as_ref()) {
-            Some(workers) => workers.run_n(threads - 1, &work),
+            // A worker that has not started when thread 0 is done (its
+            // core is busy elsewhere) is not waited for: the shares are.
+            Some(workers) => workers.run(threads - 1, &work, true),
             None => std::thread::scope(|s| {
                 for t in 1..threads {
                     let work = &work;
@@ -504,7 +698,7 @@ impl Kernel {
     /// output.len() == batch*layer.output().len() before entering generated code.
     ///
     /// A panic in any thread of the run (a bug) stops the others at their
-    /// next barrier and returns [`JitError::Panicked`]; the run's buffers
+    /// next wait and returns [`JitError::Panicked`]; the run's buffers
     /// are dropped and the kernel stays usable.
     pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize) -> Result<(), JitError> {
         // Buffers from an earlier run (fresh ones cost page faults).
@@ -539,9 +733,9 @@ impl Kernel {
         }
         let groups = &self.compiled.program.groups;
         let threads = groups.iter().map(|g| g.threads.len()).max().unwrap_or(1);
-        // Whole images per thread while there are enough for all (no
-        // barriers, each thread with its own tensors between groups); the
-        // rest, and a batch of one, split each image's rows (or a lone
+        // Whole images claimed by the threads while there are enough for
+        // all (no waits, each thread with its own tensors between groups);
+        // the rest, and a batch of one, split each image's rows (or a lone
         // stage's output channels).
         let whole = if threads > 1 {
             batch / threads * threads
@@ -561,10 +755,24 @@ impl Kernel {
             let what = format_args!("the bf16 input of layer '{}'", l.name);
             scratch.rounded_input = convjit_ir::budget::zeroed(what, input.len())?;
         }
+        // Where the threads waited longer than they worked, the next runs
+        // go on one thread (`Scratch::solo`).
+        let planned = threads;
+        let (threads, only) = match threads > 1 && scratch.solo > 0 {
+            true => {
+                scratch.solo -= 1;
+                match scratch.solo_on {
+                    0 => (1, None),
+                    // A worker alone: all the threads, one claiming.
+                    t => (threads, Some(t)),
+                }
+            }
+            false => (threads, None),
+        };
         // On one thread the rows are rounded as the first calls read them
         // (`LazyRound`); threads sharing an image's rows would round their
         // common rows at once, so there the whole batch is rounded first.
-        let round_lazily = self.compiled.round_input && threads == 1;
+        let round_lazily = self.compiled.round_input && planned == 1;
         // Writable where it is rounded lazily: from the mutable slice.
         let read: *mut f32 = match self.compiled.round_input {
             true => {
@@ -589,10 +797,13 @@ impl Kernel {
             round_lazily,
             residual: Shared(input.as_ptr().cast_mut()),
             output: Shared(output.as_mut_ptr()),
-            batch,
             whole,
             threads,
-            gate: Gate::new(threads),
+            work: Work::new(Run::shares(groups, batch, whole).into_iter()),
+            times: (0..threads)
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
+            only,
             failure: Mutex::new(None),
         };
         // The process's workers if free, else this kernel's own.
@@ -605,10 +816,17 @@ impl Kernel {
             scratch.workers = Pool::new(threads - 1);
         }
         run.on_threads(scratch, shared.as_deref());
-        match run.failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(m) => Err(JitError::Panicked(m)),
-            None => Ok(()),
+        if let Some(m) = run.failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(JitError::Panicked(m));
         }
+        if threads > 1 && only.is_none() {
+            let times = run
+                .times
+                .into_iter()
+                .map(|(w, b)| (w.into_inner(), b.into_inner()));
+            scratch.judge(times);
+        }
+        Ok(())
     }
 
     /// Runs one thread's steps of a group on one image.
@@ -709,5 +927,184 @@ impl Kernel {
                 Step::Shift { buf, from, len } => bufs[buf].copy_within(from..from + len, 0),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convjit_ir::{compile_source, Rng, Weights};
+    use convjit_plan::layer_plan::Split;
+    use convjit_plan::{Fusion, Options};
+
+    /// Every share of every phase runs exactly once, whichever of four
+    /// threads claims it, and only after every share of the phases before
+    /// it has finished (phases of 1, 2, 3 and 70 shares: two words).
+    #[test]
+    fn every_share_runs_once_after_the_phases_before_it() {
+        let shares = [3, 1, 70, 2, 4, 1, 65];
+        for _ in 0..20 {
+            let work = Work::new(shares.iter().copied());
+            let hits: Vec<Vec<AtomicUsize>> = shares
+                .iter()
+                .map(|&n| (0..n).map(|_| AtomicUsize::new(0)).collect())
+                .collect();
+            let finished = AtomicUsize::new(0);
+            let run = |p: usize, s: usize| {
+                // Everything before phase `p` has finished.
+                assert!(finished.load(Ordering::Acquire) >= work.starts[p]);
+                assert_eq!(hits[p][s].fetch_add(1, Ordering::Relaxed), 0);
+                finished.fetch_add(1, Ordering::Release);
+            };
+            std::thread::scope(|sc| {
+                for t in 1..4 {
+                    let (work, run) = (&work, &run);
+                    sc.spawn(move || work.take_part(t, true, false, run).ok().unwrap());
+                }
+                assert!(work.take_part(0, true, true, run).is_ok());
+                // Thread 0 returned after every share, not only its own.
+                assert_eq!(finished.load(Ordering::Acquire), shares.iter().sum());
+            });
+            assert!(hits
+                .iter()
+                .flatten()
+                .all(|h| h.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    /// A thread that comes after the others have claimed everything runs
+    /// nothing and does not wait; one alone runs every share in order.
+    #[test]
+    fn a_late_thread_finds_nothing_and_one_alone_does_all() {
+        let work = Work::new([2, 3].into_iter());
+        let mut order = Vec::new();
+        assert!(work
+            .take_part(0, true, true, |p, s| order.push((p, s)))
+            .is_ok());
+        assert_eq!(order, [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]);
+        let late = work.take_part(1, true, false, |p, s| panic!("ran ({p}, {s})"));
+        assert!(matches!(late, Ok((w, b)) if w.is_zero() && b.is_zero()));
+    }
+
+    /// A thread that does not claim only waits: another runs every share.
+    #[test]
+    fn a_thread_that_does_not_claim_waits_for_the_one_that_does() {
+        let work = Work::new([2, 3, 1].into_iter());
+        let count = AtomicUsize::new(0);
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let r = work.take_part(1, true, false, |_, _| {
+                    count.fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(r.is_ok());
+            });
+            let r = work.take_part(0, false, true, |p, s| panic!("ran ({p}, {s})"));
+            assert!(matches!(r, Ok((_, b)) if b.is_zero()));
+            assert_eq!(count.load(Ordering::Relaxed), 6);
+        });
+    }
+
+    /// A failed thread's unfinished share stops the others' waits.
+    #[test]
+    fn a_broken_run_stops_the_waiters() {
+        let work = Work::new([2, 1].into_iter());
+        assert_eq!(work.claim(0, 0), Some(0));
+        std::thread::scope(|sc| {
+            let w = sc.spawn(|| work.take_part(1, true, false, |_, _| {}).is_err());
+            // Share 0 of phase 0 never finishes.
+            work.break_all();
+            assert!(w.join().unwrap());
+        });
+    }
+
+    /// Slow runs send the next ones to one thread, longer each time (to a
+    /// bound); good runs shorten the next spell.
+    #[test]
+    fn slow_runs_back_off_to_one_thread() {
+        let mut s = Scratch::default();
+        s.adapt(Some(1));
+        assert_eq!((s.solo, s.backoff, s.solo_on), (MIN_SOLO, MIN_SOLO, 1));
+        s.adapt(Some(0));
+        assert_eq!((s.solo, s.solo_on), (2 * MIN_SOLO, 0));
+        for _ in 0..12 {
+            s.adapt(Some(0));
+        }
+        assert_eq!(s.solo, MAX_SOLO);
+        s.adapt(None);
+        assert_eq!(s.backoff, MAX_SOLO / 2);
+        // Judged over WINDOW runs: thread 1 waited on thread 0, which
+        // was late; then no worker ran a share; then balanced runs.
+        let mut s = Scratch::default();
+        for _ in 0..WINDOW {
+            assert_eq!(s.solo, 0);
+            s.judge([(0, 100), (90, 100)].into_iter());
+        }
+        assert_eq!((s.solo, s.solo_on), (MIN_SOLO, 1));
+        for _ in 0..WINDOW {
+            s.judge([(0, 100), (0, 0)].into_iter());
+        }
+        assert_eq!((s.solo, s.solo_on), (2 * MIN_SOLO, 0));
+        for _ in 0..WINDOW {
+            s.judge([(10, 100), (5, 100)].into_iter());
+        }
+        assert_eq!(s.backoff, MIN_SOLO);
+    }
+
+    /// Bit-for-bit the same output on 1, 2 and 3 threads, and on one
+    /// thread where the planned threads fell back to one (`Scratch::solo`):
+    /// fused groups, a lone stage whose threads split its output channels,
+    /// flat stages split by pixels, a strided conv; batches whose images
+    /// go whole to the threads, split by rows, or both.
+    #[test]
+    fn outputs_are_identical_on_any_number_of_threads() {
+        let src = "\
+layer fused { input 21x13x8\n e: pointwise 24, bias, relu6\n d: depthwise 3x3, stride 2, pad same, bias\n p: pointwise 8, bias }
+layer residual { input 17x9x8\n e: pointwise 16, relu\n d: depthwise 3x3, pad same\n p: pointwise 8, residual }
+layer channels { input 7x7x32\n p: pointwise 128, bias, relu }
+layer flat { input 9x5x16\n p: pointwise 40, bias }
+layer conv { input 15x11x5\n c: conv 3x3 -> 24, stride 2, pad same, bias, relu }";
+        let (mut fused, mut channels) = (false, false);
+        for l in compile_source(src).unwrap() {
+            let w = Weights::random(&l, 3);
+            for fuse in [Fusion::Auto, Fusion::Always, Fusion::Never] {
+                let kernel = |threads| {
+                    let o = Options {
+                        fuse,
+                        threads,
+                        min_thread_cycles: 0,
+                        ..Options::default()
+                    };
+                    Kernel::compile_with(&l, &w, &o).unwrap()
+                };
+                let one = kernel(1);
+                for batch in [1, 2, 3, 5] {
+                    let x = Rng::new(batch as u64).vec(l.input.len() * batch, 1.0);
+                    let want = one.run_alloc(&x, batch).unwrap();
+                    for threads in [2, 3] {
+                        let k = kernel(threads);
+                        let groups = &k.layer_plan().groups;
+                        fused |= groups.iter().any(|g| g.last > g.first && g.threads > 1);
+                        channels |= groups.iter().any(|g| g.split == Split::Channels);
+                        let same = |got: Vec<f32>| {
+                            got.iter()
+                                .zip(&want)
+                                .all(|(a, b)| a.to_bits() == b.to_bits())
+                        };
+                        let what = format!("{} {fuse:?} batch {batch}, {threads} threads", l.name);
+                        assert!(same(k.run_alloc(&x, batch).unwrap()), "{what}");
+                        // The same kernel on one thread: the caller's, or
+                        // the last worker's while the others wait.
+                        for on in [0, threads - 1] {
+                            let mut sc = k.scratch.lock().unwrap();
+                            (sc[0].solo, sc[0].solo_on) = (2, on);
+                            drop(sc);
+                            assert!(same(k.run_alloc(&x, batch).unwrap()), "{what}, on {on}");
+                            assert_eq!(k.scratch.lock().unwrap()[0].solo, 1);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(fused && channels, "fused {fused}, channels {channels}");
     }
 }

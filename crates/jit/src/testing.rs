@@ -7,8 +7,8 @@
 //!   owns (packed weights, whole intermediate tensors, band buffers) is
 //!   one, and the tests put the caller's input and output in them too, so
 //!   a stray access by generated code faults in the test.
-//! - [`Kernel::inject_panic`]: a panic injected into one thread's share of
-//!   a run, to test that a failing thread cannot hang the others.
+//! - [`Kernel::inject_panic`]: a panic injected into one share of a run,
+//!   to test that a failing thread cannot hang the others.
 
 use crate::Kernel;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,7 +88,7 @@ impl std::ops::DerefMut for Guarded {
 
 /// A kernel's test hooks.
 pub(crate) struct Hooks {
-    /// The thread whose share panics (`usize::MAX`: none).
+    /// The share that panics (`usize::MAX`: none).
     panic_thread: AtomicUsize,
 }
 
@@ -101,17 +101,19 @@ impl Default for Hooks {
 }
 
 impl Hooks {
-    /// Called by each thread of a run before its steps of every group.
-    pub(crate) fn before_group(&self, t: usize) {
-        if self.panic_thread.load(Ordering::Relaxed) == t {
-            panic!("injected failure in thread {t}");
+    /// Called before the steps of share `s` of every group, by whichever
+    /// thread runs it (threads claim shares: `exec.rs`).
+    pub(crate) fn before_group(&self, s: usize) {
+        if self.panic_thread.load(Ordering::Relaxed) == s {
+            panic!("injected failure in share {s}");
         }
     }
 }
 
 impl Kernel {
-    /// Makes thread `t` of every later run panic before its first steps
-    /// (`None`: no more failures). Tests only (feature `testing`).
+    /// Makes share `t` of every group of every later run panic before its
+    /// first steps, on whichever thread runs it (`None`: no more
+    /// failures). Tests only (feature `testing`).
     #[doc(hidden)]
     pub fn inject_panic(&self, thread: Option<usize>) {
         self.testing

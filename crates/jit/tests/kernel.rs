@@ -364,7 +364,7 @@ fn a_panicking_thread_is_an_error_not_a_hang() {
                     .expect("the run hung after a thread panicked");
                 match r {
                     Err(JitError::Panicked(m)) => {
-                        assert!(m.contains(&format!("thread {t}")), "{m}")
+                        assert!(m.contains(&format!("share {t}")), "{m}")
                     }
                     other => panic!("thread {t}: {:?}", other.map(|_| ())),
                 }

@@ -68,7 +68,10 @@ pub const MAX_PRICED_STAGES: usize = 64;
 pub struct Options {
     /// Whether consecutive stages may run fused.
     pub fuse: Fusion,
-    /// Threads sharing each image's rows (1: the calling thread only).
+    /// Threads sharing the work: 0 (the default) for every core of the
+    /// host ([`Host::cores`]), 1 for the calling thread only. The planner
+    /// gives a group fewer where each would get too little work
+    /// (`min_thread_cycles`).
     pub threads: usize,
     /// Force the band height (output rows of a group's last stage).
     pub band_rows: Option<usize>,
@@ -93,12 +96,23 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             fuse: Fusion::Auto,
-            threads: 1,
+            threads: 0,
             band_rows: None,
             min_thread_cycles: MIN_CYCLES_PER_THREAD,
             backend: Backend::Auto,
             separate: Separation::Exact,
             precision: Precision::F32,
+        }
+    }
+}
+
+impl Options {
+    /// The threads asked for on `host`: [`Options::threads`], with 0 for
+    /// all its cores.
+    pub fn resolved_threads(&self, host: &Host) -> usize {
+        match self.threads {
+            0 => host.cores.max(1),
+            n => n,
         }
     }
 }
@@ -202,7 +216,7 @@ pub fn plan_layer(layer: &Layer, options: &Options, host: &Host) -> LayerPlan {
             }),
         }
     }
-    let threads = options.threads.max(1);
+    let threads = options.resolved_threads(host);
     let groups = groups
         .into_iter()
         .flat_map(|g| {
