@@ -368,6 +368,7 @@ def main():
                     help="pin convjit and the peers to this CPU (-1: no pinning)")
     ap.add_argument("--keep", default=None, help="keep the files in this folder")
     ap.add_argument("--json", default=None, help="write every time and ratio here")
+    ap.add_argument("--md", default=None, help="write the table as Markdown here")
     a = ap.parse_args()
     if not os.path.exists(a.convjit):
         sys.exit(f"{a.convjit}: no convjit binary (cargo build --release, or --convjit)")
@@ -482,6 +483,19 @@ def main():
             dict(name=L["name"], models=L["models"], macs=L.get("macs"), convjit=L.get("convjit"),
                  pct_peak=L.get("pct_peak"), **L["peers"]) for L in layers]),
             open(a.json, "w"), indent=1)
+    if a.md:
+        with open(a.md, "w") as f:
+            f.write("| layer | models | MACs | convjit us | " +
+                    " | ".join(f"{short.get(fw, fw)} us | / {short.get(fw, fw)}" for fw in fws) +
+                    " |\n|---|---|---|---|" + "---|---|" * len(fws) + "\n")
+            for L in layers:
+                t, p = L.get("convjit"), L["peers"]
+                cells = []
+                for fw in fws:
+                    us = p.get(fw)
+                    cells += [f"{us:.1f}" if us else "-", f"{t / us:.2f}" if t and us else "-"]
+                f.write(f"| {L['name']} | {','.join(L['models'])} | {L.get('macs', 0):,} | "
+                        f"{t:.1f} | " + " | ".join(cells) + " |\n")
     if tmpctx:
         tmpctx.cleanup()
 
