@@ -5,7 +5,7 @@ v1/v2, ResNet-50, ShuffleNet, SqueezeNet, VGG-19, ZFNet-512).
 
     python3 benches/real_models.py [--models vgg19,zfnet512] [--only SUBSTR]
                                    [--convjit PATH] [--rounds 3] [--seconds 0.5]
-                                   [--keep DIR] [--json OUT.json]
+                                   [--keep DIR] [--json OUT.json] [--md OUT.md]
 
 1. `convjit import MODEL.onnx -o TMP/MODEL.conv --weights TMP/MODEL.npz` for each
    model, into a temporary folder (never beside the model).
@@ -13,11 +13,14 @@ v1/v2, ResNet-50, ShuffleNet, SqueezeNet, VGG-19, ZFNet-512).
    in shape and options (input HxWxC, op, kernel, outputs, stride, dilation,
    padding, groups, multiplier, bias, activation) are timed once. A residual is
    dropped: alone, a stage has no layer input to add (the peers add none either).
-   Names say the shape: `m_k3x3_14x14x512_512` (`s2` a stride, `g3` groups,
-   `dw` depthwise); the models that have the layer are listed.
+   Names say the shape: `k3x3_14x14x512_512_same_relu` (kernel, input, outputs;
+   `s2` a stride, `d2` a dilation, `g4` groups, `dw3x3` depthwise, `p1111` explicit
+   padding top bottom left right, `nobias`); the table lists the models that have
+   each. (222 layers for the nine models: bias and activation are part of the key.)
 3. convjit: `convjit bench ALL.conv --json --no-interp --no-baselines --threads 1`
    (seeded random weights; a release build: --convjit, default
-   $CARGO_TARGET_DIR/release/convjit or target/release/convjit).
+   $CARGO_TARGET_DIR/release/convjit or target/release/convjit). bench also times
+   its other variants (two threads, bf16, avx2, cranelift): most of the run's time.
 4. Peers: `/work/shared/peers/bench_peers.py --layers layers.json --fw
    ort,openvino --no-stages` (its output under the temporary folder) for the
    layers its convspec describes; grouped convolutions (AlexNet's groups 2,
