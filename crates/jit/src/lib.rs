@@ -34,6 +34,7 @@ mod exec;
 mod network;
 mod peak;
 mod pool;
+mod scratch;
 mod tiles;
 
 pub use network::Network;
@@ -287,7 +288,7 @@ pub struct Kernel {
     /// This kernel's weights, packed for each function of the program.
     packed: Vec<Packed>,
     /// Buffers of finished runs, for the next ones (one set per concurrent run).
-    scratch: Mutex<Vec<exec::Scratch>>,
+    scratch: Mutex<Vec<scratch::Scratch>>,
     stats: CompileStats,
     #[cfg(feature = "testing")]
     testing: testing::Hooks,

@@ -10,7 +10,7 @@
 //! tensors the layers' outputs alternate between, so what a layer writes
 //! was written two layers ago and is still in cache.
 
-use crate::exec::{fit, must_refit, zeroed, Buf, Scratch};
+use crate::scratch::{fit, must_refit, zeroed, Buf, Scratch};
 use crate::{check_len, JitError, Kernel};
 use convjit_ir::DataError;
 use std::sync::Mutex;
