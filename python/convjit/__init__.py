@@ -181,22 +181,9 @@ def _weights(
     )
 
 
-class Kernel:
-    """A layer compiled for this CPU. Made by :func:`compile`; call it on images.
-
-    One kernel may be called from many Python threads at once (the GIL is
-    released while it runs; each call has its own buffers).
-
-    Properties:
-        input_shape: ``(H, W, C)`` of one input image.
-        output_shape: ``(Ho, Wo, Co)`` of one output image.
-        macs: multiply-accumulates per image of the layer as written.
-        backend: the code generator that wrote the code (``avx512``, ``avx2``, ``cranelift``).
-        precision: ``f32`` or ``bf16``.
-        threads: the threads asked for (every core by default); the plan
-            gives a group fewer where more would not pay.
-        name: the layer's name.
-    """
+class _Compiled:
+    """What a :class:`Kernel` and a :class:`Network` share: the call and
+    the properties of the compiled code (``_k``: the extension's object)."""
 
     __slots__ = ("_k",)
 
@@ -204,7 +191,8 @@ class Kernel:
         self._k = _k
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """Runs the layer on ``x`` and returns the output.
+        """Runs the layer (a :class:`Network`: every layer, back to back) on
+        ``x`` and returns the output.
 
         Args:
             x: ``[N, H, W, C]`` images (NHWC, N >= 1), or ``[H, W, C]`` for
@@ -236,16 +224,6 @@ class Kernel:
                 raise TypeError(f"out: expected dtype float32, found {out.dtype}")
         return self._k.run(x, out)
 
-    def plan(self, json: bool = False) -> Union[str, Dict[str, Any]]:
-        """The plan: with ``json=False`` the text ``convjit plan --weights W.npz``
-        prints for this layer and these weights (stages, shapes, MACs, host,
-        fusion groups, bands, threads, register blocking, with the planner's
-        reasons); with ``json=True`` the object ``convjit plan --json``
-        prints, as a dict."""
-        if json:
-            return _json.loads(self._k.plan_json())
-        return self._k.plan_text()
-
     @property
     def input_shape(self) -> Tuple[int, int, int]:
         return self._k.input_shape
@@ -269,6 +247,36 @@ class Kernel:
     @property
     def threads(self) -> int:
         return self._k.threads
+
+
+class Kernel(_Compiled):
+    """A layer compiled for this CPU. Made by :func:`compile`; call it on images.
+
+    One kernel may be called from many Python threads at once (the GIL is
+    released while it runs; each call has its own buffers).
+
+    Properties:
+        input_shape: ``(H, W, C)`` of one input image.
+        output_shape: ``(Ho, Wo, Co)`` of one output image.
+        macs: multiply-accumulates per image of the layer as written.
+        backend: the code generator that wrote the code (``avx512``, ``avx2``, ``cranelift``).
+        precision: ``f32`` or ``bf16``.
+        threads: the threads asked for (every core by default); the plan
+            gives a group fewer where more would not pay.
+        name: the layer's name.
+    """
+
+    __slots__ = ()
+
+    def plan(self, json: bool = False) -> Union[str, Dict[str, Any]]:
+        """The plan: with ``json=False`` the text ``convjit plan --weights W.npz``
+        prints for this layer and these weights (stages, shapes, MACs, host,
+        fusion groups, bands, threads, register blocking, with the planner's
+        reasons); with ``json=True`` the object ``convjit plan --json``
+        prints, as a dict."""
+        if json:
+            return _json.loads(self._k.plan_json())
+        return self._k.plan_text()
 
     @property
     def name(self) -> str:
@@ -332,7 +340,7 @@ def compile(
     )
 
 
-class Network:
+class Network(_Compiled):
     """Layers compiled together, run back to back with one call: each layer
     on the previous one's output, in one arena of buffers (the layers'
     run buffers and two tensors the intermediate outputs alternate
@@ -348,49 +356,11 @@ class Network:
         backend, precision, threads: as :class:`Kernel`'s.
     """
 
-    __slots__ = ("_n",)
-
-    def __init__(self, _n: Any) -> None:
-        self._n = _n
-
-    def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """Runs every layer on ``x``; returns ``out`` or a new array (see
-        :meth:`Kernel.__call__`)."""
-        x = _input(x)
-        if out is not None:
-            if not isinstance(out, np.ndarray):
-                raise TypeError(f"out: expected a numpy.ndarray, found {type(out).__name__}")
-            if out.dtype != np.float32 or not out.dtype.isnative:
-                raise TypeError(f"out: expected dtype float32, found {out.dtype}")
-        return self._n.run(x, out)
-
-    @property
-    def input_shape(self) -> Tuple[int, int, int]:
-        return self._n.input_shape
-
-    @property
-    def output_shape(self) -> Tuple[int, int, int]:
-        return self._n.output_shape
-
-    @property
-    def macs(self) -> int:
-        return self._n.macs
+    __slots__ = ()
 
     @property
     def layers(self) -> List[str]:
-        return self._n.layers
-
-    @property
-    def backend(self) -> str:
-        return self._n.backend
-
-    @property
-    def precision(self) -> str:
-        return self._n.precision
-
-    @property
-    def threads(self) -> int:
-        return self._n.threads
+        return self._k.layers
 
     def __repr__(self) -> str:
         return (

@@ -224,6 +224,11 @@ fn run_checked<'py>(
     Ok(out)
 }
 
+/// `(H, W, C)` of `s`.
+fn hwc(py: Python<'_>, s: Shape) -> PyResult<Bound<'_, PyTuple>> {
+    PyTuple::new(py, [s.h, s.w, s.c])
+}
+
 /// A compiled layer (`convjit.Kernel` wraps it). Immutable once made: any
 /// number of Python threads may run it at once.
 #[pyclass(frozen, module = "convjit._convjit")]
@@ -269,14 +274,12 @@ impl Kernel {
 
     #[getter]
     fn input_shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let s = self.layer.input;
-        PyTuple::new(py, [s.h, s.w, s.c])
+        hwc(py, self.layer.input)
     }
 
     #[getter]
     fn output_shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let s = self.layer.output();
-        PyTuple::new(py, [s.h, s.w, s.c])
+        hwc(py, self.layer.output())
     }
 
     #[getter]
@@ -373,14 +376,12 @@ impl Network {
 
     #[getter]
     fn input_shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let s = self.net.input();
-        PyTuple::new(py, [s.h, s.w, s.c])
+        hwc(py, self.net.input())
     }
 
     #[getter]
     fn output_shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let s = self.net.output();
-        PyTuple::new(py, [s.h, s.w, s.c])
+        hwc(py, self.net.output())
     }
 
     #[getter]

@@ -119,10 +119,7 @@ impl Gen<'_> {
         for &r in &acc[1..] {
             self.vcopy(r, acc[0]);
         }
-        self.load(IP, Slot::SegI);
-        self.load(WP, Slot::Wk0);
-        self.mul_imm(WP, tap);
-        self.add_rr(WP, WTS);
+        self.first_kernel_row(tap, None);
         let in_ky = (p.dil_h * p.w * 4) as i64;
         let shifted = self.shifted_inputs(nv, p.dil_w, nv + p.kw + 2);
         self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
@@ -245,12 +242,7 @@ impl Gen<'_> {
             }
         }
         self.spread_indices(idx, m);
-        self.load(IP, Slot::SegI);
-        // `[Wk0]`: the first valid kernel row's first tap.
-        self.load(WP, Slot::Wk0);
-        self.mul_imm(WP, vl);
-        self.add_rr(WP, WTS);
-        self.add_reg_imm(WP, off);
+        self.first_kernel_row(vl, Some(off));
         let in_ky = (p.dil_h * p.w * 4) as i64;
         let (narrow, perm) = match (self.isa, lanes / m) {
             (Isa::Avx512, 8) => (
@@ -313,11 +305,7 @@ impl Gen<'_> {
                 self.vzero(a);
             }
         }
-        self.load(IP, Slot::SegI);
-        self.load(WP, Slot::Wk0);
-        self.mul_imm(WP, vl);
-        self.add_rr(WP, WTS);
-        self.add_reg_imm(WP, off);
+        self.first_kernel_row(vl, Some(off));
         let in_ky = (p.dil_h * p.w * 4) as i64;
         self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
             for kx in 0..p.kw {
@@ -374,6 +362,19 @@ impl Gen<'_> {
 
     /// `d`'s dword lanes to `l / m`: the lane's byte from two 64-bit
     /// immediates (one with 8 lanes), zero-extended.
+    /// `IP` at the segment's input, `WP` at the first valid kernel row's
+    /// weights (`[Wk0]` rows of `row_bytes` each, from `WTS`, plus `off`
+    /// where the row weights sit after the stage's own).
+    fn first_kernel_row(&mut self, row_bytes: i64, off: Option<i64>) {
+        self.load(IP, Slot::SegI);
+        self.load(WP, Slot::Wk0);
+        self.mul_imm(WP, row_bytes);
+        self.add_rr(WP, WTS);
+        if let Some(off) = off {
+            self.add_reg_imm(WP, off);
+        }
+    }
+
     fn spread_indices(&mut self, d: R, m: usize) {
         let lanes = self.p.sched.lanes;
         let bytes: Vec<u8> = (0..lanes).map(|l| (l / m) as u8).collect();
@@ -447,11 +448,7 @@ impl Gen<'_> {
                 self.vzero(a);
             }
         }
-        self.load(IP, Slot::SegI);
-        self.load(WP, Slot::Wk0);
-        self.mul_imm(WP, c as i64 * vl);
-        self.add_rr(WP, WTS);
-        self.add_reg_imm(WP, off);
+        self.first_kernel_row(c as i64 * vl, Some(off));
         let in_ky = (p.dil_h * p.w * c * 4) as i64;
         self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
             if let Some(sh) = &shifted {
