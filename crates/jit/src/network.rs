@@ -106,7 +106,10 @@ impl Network {
                 k.run_in(scratch, src, output, batch)?;
                 break;
             }
-            let out_len = batch * k.layer().output().len();
+            // (An intermediate may be larger than the input `check_len` saw.)
+            let out_len = batch.checked_mul(k.layer().output().len()).ok_or_else(|| {
+                DataError::tensor("batch", format!("{batch} images are too many"))
+            })?;
             if must_refit(mine, out_len) {
                 convjit_ir::budget::check(
                     format_args!("the output of layer '{}'", k.layer().name),
