@@ -248,6 +248,12 @@ class _Compiled:
     def threads(self) -> int:
         return self._k.threads
 
+    def _describe(self) -> str:
+        return (
+            f"{self.input_shape} -> {self.output_shape}, {self.backend}, {self.precision}, "
+            f"{self.threads} thread(s)"
+        )
+
 
 class Kernel(_Compiled):
     """A layer compiled for this CPU. Made by :func:`compile`; call it on images.
@@ -283,10 +289,7 @@ class Kernel(_Compiled):
         return self._k.name
 
     def __repr__(self) -> str:
-        return (
-            f"<convjit.Kernel {self.name!r}: {self.input_shape} -> {self.output_shape}, "
-            f"{self.backend}, {self.precision}, {self.threads} thread(s)>"
-        )
+        return f"<convjit.Kernel {self.name!r}: {self._describe()}>"
 
 
 def compile(
@@ -363,10 +366,7 @@ class Network(_Compiled):
         return self._k.layers
 
     def __repr__(self) -> str:
-        return (
-            f"<convjit.Network of {len(self.layers)} layers: {self.input_shape} -> "
-            f"{self.output_shape}, {self.backend}, {self.precision}, {self.threads} thread(s)>"
-        )
+        return f"<convjit.Network of {len(self.layers)} layers: {self._describe()}>"
 
 
 def compile_network(

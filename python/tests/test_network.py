@@ -88,3 +88,32 @@ def test_errors():
     net = convjit.compile_network(CHAIN)
     with pytest.raises(convjit.DataError, match="29, 27, 3"):
         net(np.zeros((1, 15, 14, 3), np.float32))
+
+
+def test_hostile_inputs(rng, tmp_path):
+    # A truncated weight archive for one layer, and one that is not a zip.
+    npz = tmp_path / "w.npz"
+    np.savez(npz, **{"c.weight": np.zeros((3, 3, 3, 24), np.float32)})
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(npz.read_bytes()[:40])
+    for bad in (cut, tmp_path / "missing.npz"):
+        with pytest.raises(convjit.DataError):
+            convjit.compile_network(CHAIN, weights={"stem": str(bad)})
+    with pytest.raises(convjit.DataError):
+        convjit.compile_network(CHAIN, weights={"stem": {"c.weight": np.zeros((2, 2))}})
+    # Weights too large for any machine: refused, not allocated.
+    huge = "layer h { input 65536x65536x64\n p: pointwise 65536 }"
+    with pytest.raises(convjit.Error):
+        convjit.compile_network(huge)
+    # NaN and infinities go through every layer as they do one by one.
+    net = convjit.compile_network(CHAIN)
+    x = rng.standard_normal((2, 29, 27, 3)).astype(np.float32)
+    x[0, 3, 4, 1], x[1, 10, 2, 0], x[1, 0, 0, 2] = np.nan, np.inf, -np.inf
+    np.testing.assert_array_equal(net(x), one_by_one(x))
+    # An empty batch, or a read-only output: refused.
+    with pytest.raises(convjit.DataError):
+        net(np.zeros((0, 29, 27, 3), np.float32))
+    ro = np.zeros((1, 13, 12, 8), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(convjit.DataError):
+        net(x[:1], out=ro)

@@ -340,20 +340,15 @@ impl Gen<'_> {
         self.byte_indices(ihi, &hi);
         for pv in 0..nv / 2 {
             let (a0, a1) = (acc[2 * pv], acc[2 * pv + 1]);
-            self.vcopy(xs[0], ilo);
-            self.a.emit(I::with3(
-                Code::EVEX_Vpermi2ps_zmm_k1z_zmm_zmmm512b32,
-                xs[0],
-                a0,
-                a1,
-            ));
-            self.vcopy(xs[1], ihi);
-            self.a.emit(I::with3(
-                Code::EVEX_Vpermi2ps_zmm_k1z_zmm_zmmm512b32,
-                xs[1],
-                a0,
-                a1,
-            ));
+            for (x, idx) in [(xs[0], ilo), (xs[1], ihi)] {
+                self.vcopy(x, idx);
+                self.a.emit(I::with3(
+                    Code::EVEX_Vpermi2ps_zmm_k1z_zmm_zmmm512b32,
+                    x,
+                    a0,
+                    a1,
+                ));
+            }
             self.vcopy(a0, xs[0]);
             self.vcopy(a1, xs[1]);
         }
@@ -551,6 +546,7 @@ impl Gen<'_> {
             x,
             hi,
             lo,
+            // r = d % lanes < 16: the imm8 of valignd.
             r as u32,
         ));
         x
