@@ -7,6 +7,7 @@
 use super::geometry::{
     is_flat, row_block_vectors, row_multiplier_ok, segments, tap_range, Segment,
 };
+use super::nest::NextWeights;
 #[cfg(doc)]
 use super::packing::PACK_SLACK_BYTES;
 use super::packing::{layout_weights, packed_extent, row_weights_ok};
@@ -301,5 +302,20 @@ impl StagePlan {
             && self.groups == 1
             && self.kh * self.kw * self.ci * (self.channels.1 - self.channels.0) * 4
                 > CHANNELS_OUTER_BYTES
+    }
+
+    /// How a direct generator prefetches the next channel block's weights
+    /// (with [`StagePlan::channels_outer`]): per pass where two blocks'
+    /// weights exceed 3/4 of L2, else per step. Measured against each
+    /// other (`bench`, four alternations, 2 MiB L2): Inception's 7x7 128
+    /// -> 128 (802 KiB a block) 2,953-3,080 us per step, 2,573-2,687 per
+    /// pass; VGG's 3x3 14x14x512 -> 512 (590 KiB a block) 5,596-6,028 per
+    /// step, 6,333-6,480 per pass.
+    pub fn next_weights(&self) -> NextWeights {
+        let l2 = crate::layer_plan::host_l2_bytes();
+        match self.runs.iter().any(|r| 2 * r.w_stride > l2 / 4 * 3) {
+            true => NextWeights::PerPass,
+            false => NextWeights::PerStep,
+        }
     }
 }

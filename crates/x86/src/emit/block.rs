@@ -6,7 +6,7 @@
 use super::{BlockArgs, Count, Ctr, Gen, Slot, Src, CKX, CKY, CRED, IP, RUN_B, RUN_I, RUN_W, WP};
 #[cfg(doc)]
 use convjit_plan::stage_plan::StagePlan;
-use convjit_plan::stage_plan::{BlockCols, Reduction, Run, Strategy};
+use convjit_plan::stage_plan::{BlockCols, NextWeights, Reduction, Run, Strategy};
 use iced_x86::{Code, Instruction as I, Register as R};
 
 /// Reduction steps emitted without a loop (see [`Gen::reduce`]): 3x3x3
@@ -104,7 +104,8 @@ impl Gen<'_> {
         let (in_ky, w_ky) = (self.n.in_kernel_row, p.kw as i64 * tap_bytes);
         // Channel blocks outermost: their weights come from L3 or memory,
         // each block's while the previous one computes.
-        let ahead = self.n.channels_outer.then_some(run.w_stride as i64);
+        let ahead = (self.n.channels_outer && self.n.next_weights == NextWeights::PerStep)
+            .then_some(run.w_stride as i64);
         let rows: Vec<&[R]> = acc.iter().map(|r| &r[..]).collect();
         let pxs: Vec<usize> = (0..npx).collect();
         // Each reduction of `len` floats moves `rax` by them and `rbx` by

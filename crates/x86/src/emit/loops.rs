@@ -8,7 +8,7 @@ use super::{
 };
 #[cfg(doc)]
 use convjit_plan::stage_plan::LoopNest;
-use convjit_plan::stage_plan::{Block, KernelRows, Pixels, Rows, RunLoop};
+use convjit_plan::stage_plan::{Block, KernelRows, NextWeights, Pixels, Rows, RunLoop};
 use iced_x86::{Code, Instruction as I, Register as R};
 
 impl Gen<'_> {
@@ -157,6 +157,7 @@ impl Gen<'_> {
                         g.load(RUN_B, Slot::ChB);
                     }
                     g.block(r.run, k);
+                    g.prefetch_next_weights(r);
                 });
             });
         } else {
@@ -374,6 +375,7 @@ impl Gen<'_> {
             self.mov_imm(R::RAX, r.base.output);
             self.store(Slot::ChO, R::RAX);
             self.repeat(Count::Const(r.count), Ctr::Slot(Slot::ChC), &mut |g| {
+                g.slot_plus(Slot::NEXT_W, Slot::ChW, r.step.weights);
                 inner(g, r);
                 g.add_imm(Ctr::Slot(Slot::ChO), r.step.output);
                 g.add_imm(Ctr::Slot(Slot::ChW), r.step.weights);
@@ -382,6 +384,32 @@ impl Gen<'_> {
                 }
             });
         }
+    }
+
+    /// Channel blocks outermost, [`NextWeights::PerPass`]: after each
+    /// pixel block, prefetch into L2 the next slice of the next channel
+    /// block's weights, so that it arrives once, over one pass of this
+    /// block's pixels (a call on all rows).
+    fn prefetch_next_weights(&mut self, r: &RunLoop) {
+        let passes = match &self.n.pixels {
+            Pixels::Flat { px, .. } => (self.p.ho * self.p.wo).div_ceil(*px),
+            Pixels::Rows(rows) => self.p.ho * rows.blocks.iter().map(|b| b.count).sum::<usize>(),
+        };
+        let lines = (r.step.weights as usize)
+            .div_ceil(64)
+            .div_ceil(passes.max(1));
+        if lines == 0 || self.n.next_weights != NextWeights::PerPass {
+            return;
+        }
+        self.load(R::RAX, Slot::NEXT_W);
+        self.repeat(Count::Const(lines), Ctr::Reg(R::RCX), &mut |g| {
+            g.a.emit(I::with1(
+                Code::Prefetcht1_m8,
+                iced_x86::MemoryOperand::with_base(R::RAX),
+            ));
+            g.add_reg_imm(R::RAX, 64);
+        });
+        self.store(Slot::NEXT_W, R::RAX);
     }
 
     /// All channel blocks (groups, runs, repetitions: [`LoopNest::runs`])

@@ -152,6 +152,9 @@ impl Slot {
     /// a row, and the strips left.
     const STRIP: Slot = Slot::At;
     const STRIP_C: Slot = Slot::End;
+    /// Channel blocks outermost (never grouped, so in a group's slot):
+    /// the next line of the next block's weights to prefetch.
+    const NEXT_W: Slot = Slot::GrpW;
 }
 
 const SLOTS: i32 = 24;
