@@ -51,12 +51,11 @@ pub use convjit_jit::{
 pub use convjit_plan::layer_plan::SeparationCost;
 pub use convjit_plan::{Backend, Fusion, Group, Host, LayerPlan, Options, Schedule, Split};
 
-/// The plan the JIT would follow for `layer` on this machine.
+/// The plan the JIT would follow for `layer` on this machine (its host
+/// read once: `convjit plan` plans every layer of a file), with AMX tiles
+/// where the JIT would use them.
 pub fn plan_layer(layer: &Layer, options: &Options) -> LayerPlan {
-    // Read once: `Host::detect` reads sysfs, and `convjit plan` plans
-    // every layer of a file.
-    static HOST: std::sync::OnceLock<Host> = std::sync::OnceLock::new();
-    convjit_plan::layer_plan::plan_layer(layer, options, HOST.get_or_init(Host::detect))
+    convjit_plan::layer_plan::plan_layer(layer, options, &convjit_jit::planning_host(options))
 }
 
 /// The register blocking of one stage, as the code generator of `plan`
@@ -104,15 +103,30 @@ fn tile_report(
     if plan.options.precision != Precision::Bf16 {
         return None;
     }
+    // The cost model's price of the stage alone (one call), as the plan
+    // priced it and as f32 code.
+    let target = plan.target();
+    let cycles = |t: &convjit_plan::stage_plan::Target| {
+        convjit_plan::layer_plan::stage_cycles(stage, t, 1) / 1e3
+    };
+    let f32_code = convjit_plan::stage_plan::Target {
+        tiles: false,
+        ..target
+    };
     Some(match (&p.tiles, convjit_jit::tiles_refused()) {
         (Some(t), _) => Ok(format!(
             "AMX bf16: 2x2 accumulator tiles of {M_BLOCK} pixels x {N_BLOCK} channels \
              ({} channel blocks{}), reduction in chunks of {K_CHUNK} channels ({} per tap, \
-             input channels padded to {}), {} KiB scratch per thread{}",
+             input channels padded to {}), {} KiB scratch per thread{}; \
+             estimated {:.0}k cycles per image alone ({:.0}k as f32 code)",
             t.n_blocks,
-            match t.m_blocks {
-                0 => ", 32 pixels of the range at a time".to_string(),
-                m => format!(", {m} pixel blocks per output row"),
+            match (t.grid, t.m_blocks) {
+                (true, _) => format!(
+                    ", pixel blocks run along rows of {} positions (padding columns computed, never stored)",
+                    t.staged_width
+                ),
+                (false, 0) => ", 32 pixels of the range at a time".to_string(),
+                (false, m) => format!(", {m} pixel blocks per output row"),
             },
             t.k_chunks,
             t.cp,
@@ -121,6 +135,8 @@ fn tile_report(
                 true => ", weight tiles prefetched two reduction steps ahead",
                 false => "",
             },
+            cycles(&target),
+            cycles(&f32_code),
         )),
         (None, Some(why)) => Err(format!("f32 code on bf16 values: {why}")),
         (None, None) => Err(format!(

@@ -380,12 +380,21 @@ impl Compiled {
 /// AMX tiles for bf16 on the AVX-512 generator where this process may use
 /// them ([`tiles_refused`]).
 pub fn stage_target(backend: Backend, precision: Precision) -> stage_plan::Target {
-    let target = stage_plan::Target::of(backend);
-    stage_plan::Target {
-        tiles: precision == Precision::Bf16
-            && backend == Backend::Avx512
-            && tiles_refused().is_none(),
-        ..target
+    // The tile state is asked of Linux only where tiles would be used.
+    let wanted = precision == Precision::Bf16 && backend == Backend::Avx512;
+    stage_plan::Target::planned(backend, precision, wanted && tiles_refused().is_none())
+}
+
+/// The host the cost model plans `options` for: this machine ([`host`])
+/// and, where the plan would use AMX tiles (bf16 on the AVX-512
+/// generator), whether this process may ([`tiles_refused`]), so the
+/// planner prices the stages the generator puts on tiles as tiles run
+/// them ([`stage_target`], the same decision).
+pub fn planning_host(options: &Options) -> Host {
+    let backend = options.backend.resolve().unwrap_or(Backend::Cranelift);
+    Host {
+        tiles: stage_target(backend, options.precision).tiles,
+        ..host()
     }
 }
 
@@ -468,7 +477,7 @@ pub fn separation(
         (_, how) => how,
     };
     let s = convjit_ir::separate::try_separate(layer, weights, how)?;
-    let cost = layer_plan::separation_cost(layer, &s.layer, options, &host());
+    let cost = layer_plan::separation_cost(layer, &s.layer, options, &planning_host(options));
     Ok((s, cost))
 }
 
@@ -534,7 +543,7 @@ impl Kernel {
         let compiled = match hit {
             Some(c) => c,
             None => {
-                let layer_plan = layer_plan::plan_layer(layer, options, &host());
+                let layer_plan = layer_plan::plan_layer(layer, options, &planning_host(options));
                 let c = Arc::new(Compiled::new(layer, &layer_plan, options.backend)?);
                 let _ = plan.set(layer_plan);
                 let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
@@ -647,8 +656,9 @@ impl Kernel {
 
     /// The layer plan: fusion groups, bands, threads, and why.
     pub fn layer_plan(&self) -> &LayerPlan {
-        self.plan
-            .get_or_init(|| layer_plan::plan_layer(&self.layer, &self.options, &host()))
+        self.plan.get_or_init(|| {
+            layer_plan::plan_layer(&self.layer, &self.options, &planning_host(&self.options))
+        })
     }
 
     /// The blocking decisions of each stage.

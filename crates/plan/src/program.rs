@@ -360,6 +360,7 @@ mod tests {
             l1d_bytes: 32 << 10,
             l2_bytes: 1 << 20,
             cores: 2,
+            tiles: false,
         };
         let options = Options {
             threads: 2,
@@ -403,6 +404,7 @@ mod tests {
             l1d_bytes: 48 << 10,
             l2_bytes: 2 << 20,
             cores: 2,
+            tiles: false,
         };
         for backend in [Backend::Cranelift, Backend::Avx2, Backend::Avx512] {
             let split = |src: &str, threads: usize| {

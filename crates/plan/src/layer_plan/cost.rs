@@ -1,12 +1,28 @@
 //! The fusion cost model: estimated cycles per image of a group of
-//! stages ([`group_cycles`]: FMAs at a measured share of the peak, stalls
-//! of streaming tensors, band calls and kept rows), and of a stage fused
-//! to the group before it or apart ([`fusion_cost`]).
+//! stages ([`group_cycles`]: each stage's arithmetic ([`stage_cycles`]),
+//! stalls of streaming tensors, band calls and kept rows), and of a stage
+//! fused to the group before it or apart ([`fusion_cost`]).
+//!
+//! A stage's arithmetic is priced as the code that runs it: f32 code
+//! (bf16 values too, where no tiles are taken) as its FMAs at a measured
+//! share of the FMA peak, at the lanes of its generator; a bf16 stage on
+//! AMX tiles (where [`tile_plan`] gives it tiles for the plan's target,
+//! the generator's own decision) as the tile products its blocking
+//! computes (channels and pixels padded to whole tiles) at a measured
+//! share of the `TDPBF16PS` peak, plus the conversion of the input rows
+//! it stages, the f32 epilogue per output value and a tile configuration
+//! per call, each call of a band paying again for what it converts and
+//! pads; a fused group of tile stages in one band of the whole image
+//! streams its intermediates as groups apart would. Streamed tensors are
+//! f32 (4 bytes a value) in either precision. f32 plans price nothing of
+//! this: `f32_plans.txt` pins them.
 
 use super::bands::band_rows;
 use super::{Host, MARGIN};
-use crate::stage_plan::Target;
-use convjit_ir::Layer;
+use crate::stage_plan::{
+    planned_stage, stage_target, tile_plan, Target, TilePlan, M_BLOCK, N_BLOCK,
+};
+use convjit_ir::{Layer, Stage, StageKind};
 
 /// The cost model's estimates (cycles per image) for adding a stage to the
 /// fusion group before it: the group and the stage run apart, or fused.
@@ -53,6 +69,101 @@ const REDUCE_EFFICIENCY: f64 = 0.85;
 const DEPTHWISE_EFFICIENCY: f64 = 0.55;
 /// A stage call of a band: the function's setup and its row loops' state.
 pub(super) const CALL_CYCLES: f64 = 400.0;
+/// bf16 MACs a cycle of `TDPBF16PS` at its peak: 16x32 by 32x16 (8,192
+/// MACs) in 16 cycles; `bench`'s `amx-bf16-peak` measures ~3,300 GFLOP/s,
+/// 1,024 FLOP a cycle at ~3.2 GHz (f32 FMAs: 32 MACs a cycle, ~220).
+const AMX_MACS_PER_CYCLE: f64 = 512.0;
+/// Fraction of that peak the tile products reach on the MACs a stage's
+/// tiles compute: 3x3 56x56x64 (167.7 us, 120M MACs computed on its grid)
+/// and Inception's 7x7 17x17x128 (329.7 us, 314M), less their epilogue
+/// and conversion priced below, 0.52 and 0.58 (BENCHMARKS.md, bf16).
+const AMX_EFFICIENCY: f64 = 0.55;
+/// A tile stage's f32 epilogue per output value: the accumulators stored,
+/// then bias, activation, residual and the store (3x3 56x56x64's 200,704
+/// values: the epilogue done twice added 20-30 us, 0.3-0.5 cycles each).
+const TILE_EPILOGUE_CYCLES: f64 = 0.4;
+/// bf16 bytes a cycle a tile stage converts its input into its scratch:
+/// converting 3x3 56x56x64's 420 KiB twice took the same time (within
+/// ~5 us: at least ~27 bytes a cycle).
+const CONVERT_BYTES_PER_CYCLE: f64 = 32.0;
+/// A tile stage call's own cost beyond [`CALL_CYCLES`]: the tile
+/// configuration. Small: a 1x16x32 pointwise 32 ran 0.63 us on tiles and
+/// 0.64-0.66 us as f32 code, whose FMAs alone take ~600 cycles.
+const TILE_CALL_CYCLES: f64 = 200.0;
+
+/// Estimated cycles per image of `stage`'s arithmetic, as the code
+/// `target`'s generator writes for it runs it, called `calls` times per
+/// image (once alone, once per band fused): f32 code on vectors, or AMX
+/// tiles where the stage takes them (bf16 on a target with
+/// [`Target::tiles`]: [`tile_plan`] of the planned stage, as the generator
+/// decides). Streaming its tensors and the calls' setup are the group's
+/// ([`group_cycles`]).
+pub fn stage_cycles(stage: &Stage, target: &Target, calls: usize) -> f64 {
+    // At the lanes of the code that runs it (an AVX-512 layer hands some
+    // stages to the AVX2 code), as the stage it runs as.
+    let t = stage_target(stage, target);
+    let planned = planned_stage(stage, &t);
+    if t.tiles {
+        if let Ok(tp) = tile_plan(&planned) {
+            return tile_cycles(&planned, &tp, calls);
+        }
+    }
+    let (eff, lanes) = match planned.kind {
+        StageKind::Depthwise { .. } => (DEPTHWISE_EFFICIENCY, t.lanes),
+        // Vectors over a group's outputs: fewer outputs than lanes
+        // leave lanes idle (one output per group, a rank-R
+        // separation's row stage, uses 1 of 16).
+        StageKind::Conv { cout, groups } | StageKind::Pointwise { cout, groups } => {
+            (REDUCE_EFFICIENCY, (cout / groups.max(1)).clamp(1, t.lanes))
+        }
+    };
+    stage.macs() as f64 / (lanes as f64 * 2.0 * eff)
+}
+
+/// [`stage_cycles`] of a stage on tiles: per call, its output rows (flat:
+/// pixels) in chunks of the plan's, each converting the input its taps
+/// read and computing whole pixel blocks (a grid's positions run on
+/// through the padding columns; a flat range rounds up to a block).
+fn tile_cycles(s: &Stage, tp: &TilePlan, calls: usize) -> f64 {
+    let (h, wo) = (s.output.h, s.output.w);
+    let calls = calls.clamp(1, h.max(1));
+    let flat = crate::stage_plan::is_flat(s);
+    // A call's rows, or a flat stage's pixels: chunks of the plan's.
+    let per_call = match flat {
+        true => h.div_ceil(calls) * wo,
+        false => h.div_ceil(calls),
+    };
+    let block = |n: usize| n.div_ceil(M_BLOCK) * M_BLOCK;
+    let [kh, kw] = s.kernel;
+    // (positions computed, bf16 bytes converted) of a chunk of `r` rows
+    // (flat: pixels).
+    let chunk = |r: usize| -> (usize, usize) {
+        match (flat, tp.grid) {
+            (true, _) => (block(r), r * tp.cp * 2),
+            (false, grid) => {
+                let staged = (r - 1) * s.stride[0] + (kh - 1) * s.dilation[0] + 1;
+                let positions = match grid {
+                    true => block((r - 1) * tp.staged_width + wo),
+                    false => r * tp.m_blocks * M_BLOCK,
+                };
+                (positions, staged * tp.staged_row_bytes)
+            }
+        }
+    };
+    let size = tp.chunk_rows.max(1);
+    let (full, rest) = (per_call / size, per_call % size);
+    let (fp, fb) = chunk(size);
+    let (rp, rb) = match rest {
+        0 => (0, 0),
+        r => chunk(r),
+    };
+    let (positions, converted) = (full * fp + rp, full * fb + rb);
+    let macs = positions * kh * kw * tp.cp * tp.n_blocks * N_BLOCK;
+    let call = macs as f64 / (AMX_MACS_PER_CYCLE * AMX_EFFICIENCY)
+        + converted as f64 / CONVERT_BYTES_PER_CYCLE
+        + TILE_CALL_CYCLES;
+    calls as f64 * call + s.output.len() as f64 * TILE_EPILOGUE_CYCLES
+}
 
 /// Cycles lost to streaming `bytes` of one tensor between stages: from
 /// L2 where `streamed`, the bytes its writer read and wrote, fit in half
@@ -93,35 +204,37 @@ pub(super) fn group_cycles(
     target: &Target,
 ) -> f64 {
     let stages = &layer.stages[first..=last];
-    let compute: f64 = stages
-        .iter()
-        .map(|s| {
-            // At the lanes of the code that runs it (an AVX-512 layer
-            // hands some stages to the AVX2 code), as the stage it runs as.
-            let t = crate::stage_plan::stage_target(s, target);
-            let (eff, lanes) = match crate::stage_plan::planned_stage(s, &t).kind {
-                convjit_ir::StageKind::Depthwise { .. } => (DEPTHWISE_EFFICIENCY, t.lanes),
-                // Vectors over a group's outputs: fewer outputs than lanes
-                // leave lanes idle (one output per group, a rank-R
-                // separation's row stage, uses 1 of 16).
-                convjit_ir::StageKind::Conv { cout, groups }
-                | convjit_ir::StageKind::Pointwise { cout, groups } => {
-                    (REDUCE_EFFICIENCY, (cout / groups.max(1)).clamp(1, t.lanes))
-                }
-            };
-            s.macs() as f64 / (lanes as f64 * 2.0 * eff)
-        })
-        .sum();
+    let bands = match last > first {
+        true => layer.stages[last]
+            .output
+            .h
+            .div_ceil(band_rows(layer, first, last, host)),
+        false => 1,
+    };
+    let compute: f64 = stages.iter().map(|s| stage_cycles(s, target, bands)).sum();
     let bytes = |shape: convjit_ir::Shape| shape.len() * 4;
-    let stalls = stall_cycles(bytes(stages[0].input), written_with(layer, first), host)
+    let mut stalls = stall_cycles(bytes(stages[0].input), written_with(layer, first), host)
         + stall_cycles(
             bytes(stages[stages.len() - 1].output),
             written_with(layer, last + 1),
             host,
         );
-    let bands = if last > first {
-        let b = band_rows(layer, first, last, host);
-        let bands = layer.stages[last].output.h.div_ceil(b);
+    // One band of a whole image holds whole intermediates, streamed as
+    // between groups. Priced for tile plans only: f32 plans, whose
+    // margin (a share of their larger compute) hid it, stay as they
+    // were. In bf16, MobileNet v2's 14x14 and 7x7 blocks fused so (their
+    // tile stages' compute too small for the margin to) ran 2-8% slower
+    // than apart in four of six, with `bench`'s `jit` against
+    // `jit-unfused` in the same rounds.
+    if target.tiles && last > first && bands == 1 {
+        stalls += (first..last)
+            .map(|i| {
+                let out = bytes(layer.stages[i].output);
+                2.0 * stall_cycles(out, written_with(layer, i + 1), host)
+            })
+            .sum::<f64>();
+    }
+    let calls = if last > first {
         let kept: usize = stages[1..]
             .iter()
             .map(|s| (s.kernel[0] - 1) * s.dilation[0] * s.input.w * s.input.c * 4)
@@ -130,7 +243,7 @@ pub(super) fn group_cycles(
     } else {
         0.0
     };
-    compute + stalls + bands
+    compute + stalls + calls
 }
 
 /// The cost of fusing stage `i` into the group `first..i` against
@@ -146,5 +259,72 @@ pub fn fusion_cost(
         apart: group_cycles(layer, first, i - 1, host, target)
             + group_cycles(layer, i, i, host, target),
         fused: group_cycles(layer, first, i, host, target),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// AVX-512 with AMX tiles: a bf16 plan's target where they are granted.
+    const TILES: Target = Target {
+        tiles: true,
+        ..Target::AVX512
+    };
+
+    fn stage(src: &str) -> Stage {
+        let mut l = convjit_ir::compile_source(src).unwrap().remove(0);
+        l.stages.remove(0)
+    }
+
+    #[test]
+    fn a_tile_stage_is_priced_as_tiles_run_it() {
+        let s = stage("layer l { input 56x56x64\n c: conv 3x3 -> 64, pad same, bias, relu }");
+        // f32 code, as before tiles were priced.
+        let f32 = stage_cycles(&s, &Target::AVX512, 1);
+        assert_eq!(f32, s.macs() as f64 / (16.0 * 2.0 * REDUCE_EFFICIENCY));
+        // On tiles: measured 167.7 us, ~540k cycles at 3.2 GHz.
+        let tiles = stage_cycles(&s, &TILES, 1);
+        assert!((450e3..650e3).contains(&tiles), "{tiles}");
+        assert!(tiles * 5.0 < f32, "{tiles} {f32}");
+        // Called in bands of two rows: each call converts its rows' taps
+        // again and configures the tiles.
+        let banded = stage_cycles(&s, &TILES, 28);
+        assert!(banded > tiles * 1.1, "{banded} {tiles}");
+        // Without tiles granted, or in f32 (no tiles in its target), f32
+        // code.
+        assert_eq!(stage_cycles(&s, &Target::AVX512, 28), f32);
+    }
+
+    #[test]
+    fn a_flat_tile_stage_pays_for_partial_pixel_blocks() {
+        // 14x14 = 196 pixels: 13 blocks of 16 alone, in bands of one row
+        // 14 calls of one block each.
+        let s = stage("layer l { input 14x14x512\n p: pointwise 512 }");
+        let whole = stage_cycles(&s, &TILES, 1);
+        let rows = stage_cycles(&s, &TILES, 14);
+        assert!(whole * 5.0 < stage_cycles(&s, &Target::AVX512, 1));
+        assert!(rows > whole * 1.05, "{rows} {whole}");
+    }
+
+    #[test]
+    fn stages_without_tiles_are_priced_as_f32_code_in_bf16() {
+        for src in [
+            "layer l { input 56x56x144\n d: depthwise 3x3, pad same }",
+            "layer l { input 224x224x3\n c: conv 3x3 -> 32, stride 2, pad same }",
+            "layer l { input 28x28x64\n c: conv 3x3 -> 64, groups 4, pad same }",
+            "layer l { input 56x56x144\n p: pointwise 8 }",
+            "layer l { input 8x20000x512\n c: conv 3x3 -> 32 }",
+        ] {
+            let s = stage(src);
+            assert!(tile_plan(&s).is_err(), "{src}");
+            for calls in [1, 4] {
+                assert_eq!(
+                    stage_cycles(&s, &TILES, calls),
+                    stage_cycles(&s, &Target::AVX512, calls),
+                    "{src}"
+                );
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! What the cost model knows of the machine ([`Host`]): cache sizes from
-//! Linux's sysfs, cores, and the generator's vectors.
+//! Linux's sysfs, cores, the generator's vectors, and whether the process
+//! may run AMX tiles.
 /// What the cost model knows of the machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Host {
@@ -13,10 +14,17 @@ pub struct Host {
     pub l2_bytes: usize,
     /// Hardware threads available.
     pub cores: usize,
+    /// The process may run AMX tiles: the CPU has AMX-BF16 and Linux
+    /// granted the tile state (asked by the runtime, `convjit_jit`, only
+    /// for a plan that would use them: bf16 on the AVX-512 generator).
+    /// Such a plan prices its tile stages as tiles run them
+    /// ([`super::LayerPlan::target`]).
+    pub tiles: bool,
 }
 
 impl Host {
-    /// This machine: cache sizes from Linux's sysfs (32 KiB / 1 MiB if unknown).
+    /// This machine: cache sizes from Linux's sysfs (32 KiB / 1 MiB if
+    /// unknown); no tiles (asking for their state is the runtime's).
     pub fn detect() -> Host {
         let cache = |level: &str| -> Option<usize> {
             (0..8).find_map(|i| {
@@ -39,6 +47,7 @@ impl Host {
             l1d_bytes: cache("1").unwrap_or(32 << 10),
             l2_bytes: cache("2").unwrap_or(1 << 20),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            tiles: false,
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use super::cost::group_cycles;
 use super::{plan_layer, Host, Options};
-use crate::stage_plan::Target;
 use convjit_ir::{Layer, Separation};
 
 /// The cost model's estimates (cycles per image) for a layer run whole
@@ -62,7 +61,7 @@ impl std::fmt::Display for SeparationCost {
 /// Estimated cycles per image of `layer` as `plan_layer` plans it.
 fn layer_cycles(layer: &Layer, options: &Options, host: &Host) -> f64 {
     let p = plan_layer(layer, options, host);
-    let target = Target::of(p.options.backend);
+    let target = p.target();
     p.groups
         .iter()
         .map(|g| group_cycles(layer, g.first, g.last, &p.host, &target))

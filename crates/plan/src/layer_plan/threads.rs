@@ -19,16 +19,17 @@ pub(super) fn choose_bands_and_threads(
     mut g: Group,
     options: &Options,
     host: &Host,
+    target: &Target,
     mut why: Vec<String>,
     threads: usize,
 ) -> Vec<Group> {
     let out_h = layer.stages[g.last].output.h;
     let fused = g.last > g.first;
     g.band_rows = band_height(layer, &g, options, host, &mut why);
-    share_work(layer, &mut g, options, host, threads, &mut why);
+    share_work(layer, &mut g, options, host, target, threads, &mut why);
     if !bands_ok(layer, &g) {
         if fused {
-            return unfused(layer, &g, options, host, threads);
+            return unfused(layer, &g, options, host, target, threads);
         }
         why.push("a band would read only padding: whole stage, one thread".into());
         g.band_rows = out_h;
@@ -85,6 +86,7 @@ fn share_work(
     g: &mut Group,
     options: &Options,
     host: &Host,
+    target: &Target,
     threads: usize,
     why: &mut Vec<String>,
 ) {
@@ -92,9 +94,9 @@ fn share_work(
     let fused = g.last > g.first;
     // Each thread must get enough work to be worth its barrier: counted in
     // the cost model's cycles, memory stalls included (a depthwise stage
-    // of few MACs may stream megabytes).
-    let target = Target::of(options.backend);
-    let cycles = group_cycles(layer, g.first, g.last, host, &target);
+    // of few MACs may stream megabytes; a tile stage priced as tiles run
+    // it).
+    let cycles = group_cycles(layer, g.first, g.last, host, target);
     let worth = (cycles as u64)
         .checked_div(options.min_thread_cycles)
         .map_or(usize::MAX, |n| n.max(1) as usize);
@@ -102,7 +104,7 @@ fn share_work(
     // threads as either has shares.
     let stage = &layer.stages[g.last];
     let alone = !fused && g.band_rows >= out_h;
-    let vectors = match alone && crate::stage_plan::channel_shares(stage, &target, 2).is_some() {
+    let vectors = match alone && crate::stage_plan::channel_shares(stage, target, 2).is_some() {
         true => stage.output.c.div_ceil(target.lanes),
         false => 0,
     };
@@ -111,11 +113,11 @@ fn share_work(
     g.threads = n.min(out_h);
     g.split = Split::Rows;
     let channels = alone
-        .then(|| crate::stage_plan::channel_shares(stage, &target, n))
+        .then(|| crate::stage_plan::channel_shares(stage, target, n))
         .flatten();
     match channels {
         Some(shares) => {
-            let rows = row_balance(stage, g.threads, alone, &target);
+            let rows = row_balance(stage, g.threads, alone, target);
             let vecs: Vec<usize> = shares
                 .iter()
                 .map(|&(a, b)| (b - a).div_ceil(target.lanes))
@@ -156,7 +158,14 @@ fn share_work(
 /// The stages of the fused group `g`, each a group of its own with its
 /// band height and threads chosen again (a forced band height dropped):
 /// a band of `g` would read only padding.
-fn unfused(layer: &Layer, g: &Group, options: &Options, host: &Host, threads: usize) -> Vec<Group> {
+fn unfused(
+    layer: &Layer,
+    g: &Group,
+    options: &Options,
+    host: &Host,
+    target: &Target,
+    threads: usize,
+) -> Vec<Group> {
     (g.first..=g.last)
         .flat_map(|i| {
             let single = Group {
@@ -175,6 +184,7 @@ fn unfused(layer: &Layer, g: &Group, options: &Options, host: &Host, threads: us
                     ..options.clone()
                 },
                 host,
+                target,
                 Vec::new(),
                 threads,
             )

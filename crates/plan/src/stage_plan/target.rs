@@ -3,7 +3,7 @@
 //! ([`stage_target`]).
 
 use crate::backend::Backend;
-use convjit_ir::Stage;
+use convjit_ir::{Precision, Stage};
 
 /// f32 lanes of the Cranelift generator's vectors: its x64 backend lowers
 /// only 128-bit vectors (and NEON has no wider ones).
@@ -58,6 +58,18 @@ impl Target {
             Backend::Avx2 => Target::AVX2,
             Backend::Avx512 => Target::AVX512,
             Backend::Auto | Backend::Cranelift => Target::CRANELIFT,
+        }
+    }
+
+    /// The stage plans' target for a concrete generator in `precision`,
+    /// where the process may run AMX tiles (`tiles`: the CPU has them
+    /// and Linux granted their state): tiles for bf16 on the AVX-512
+    /// generator. The layer planner prices stages for it
+    /// (`layer_plan::LayerPlan::target`) and the runtime compiles for it.
+    pub fn planned(backend: Backend, precision: Precision, tiles: bool) -> Target {
+        Target {
+            tiles: tiles && precision == Precision::Bf16 && backend == Backend::Avx512,
+            ..Target::of(backend)
         }
     }
 
