@@ -157,6 +157,11 @@ pub struct PlannerArgs {
     /// bf16 where they enter a multiply, f32 sums; needs AVX512_BF16).
     #[arg(long, default_value = "f32", value_parser = parse_precision)]
     precision: convjit::Precision,
+    /// In bf16, keep every intermediate in f32: by default a tile stage
+    /// read by a depthwise stage stores bf16, which the depthwise stage
+    /// widens (the same values, half the bytes).
+    #[arg(long)]
+    f32_intermediates: bool,
     #[command(flatten)]
     separate: SeparateArgs,
 }
@@ -234,6 +239,7 @@ impl PlannerArgs {
             backend: self.backend,
             separate: self.separate.separation(),
             precision: self.precision,
+            bf16_intermediates: !self.f32_intermediates,
             ..convjit::Options::default()
         })
     }

@@ -65,7 +65,9 @@ impl Scratch {
         let n = layer.stages.len();
         let mut size = [0usize; 2];
         for (i, s) in layer.stages[..n - 1].iter().enumerate() {
-            size[i % 2] = size[i % 2].max(s.output.len() * 4);
+            // 2 bytes a value where the stage stores bf16 for the next.
+            let value = plans[i].tiles.as_ref().map_or(4, |t| t.out_bytes());
+            size[i % 2] = size[i % 2].max(s.output.len() * value);
         }
         let align = |b: usize| b.div_ceil(64) * 64;
         let b1 = align(size[0]);

@@ -309,6 +309,25 @@ fn x86_stage_functions_are_listed_as_x86() {
     }
 }
 
+/// bf16 for Sapphire Rapids: the expand stage (on tiles) stores bf16
+/// (`vpmovdw`), which the depthwise stage widens (`vpmovzxwd`); the
+/// project stage, on tiles, reads f32. For Zen 4 (no tiles) nothing is.
+#[test]
+fn bf16_objects_keep_the_expand_output_in_bf16_on_tiles() {
+    let l = mbv2();
+    for (cpu, kept) in [(Cpu::SapphireRapids, true), (Cpu::Znver4, false)] {
+        let o = BuildOptions {
+            precision: convjit_ir::Precision::Bf16,
+            ..x86(Some(cpu), Backend::Auto, None)
+        };
+        let asm = build(&l, &o, Emit::Asm).unwrap();
+        let asm = String::from_utf8(asm.object).unwrap();
+        for op in ["vpmovdw", "vpmovzxwd"] {
+            assert_eq!(asm.contains(op), kept, "{cpu}: {op}");
+        }
+    }
+}
+
 #[test]
 fn headers_say_which_generator_and_cpu() {
     let l = mbv2();

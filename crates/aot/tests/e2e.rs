@@ -115,9 +115,17 @@ const SPECIAL_INPUTS: &[&str] = &["pw", "dw_pw", "inv_res", "four", "sobel", "ti
 
 /// More cases for bf16 objects: stages that fill AMX tiles (16 input and
 /// output channels or more) on `sapphirerapids`, before, after and between
-/// stages that do not (whose inputs the wrapper rounds), and two tile
-/// stages in a row (the second rounds what the first wrote itself).
+/// stages that do not (whose inputs the wrapper rounds), two tile
+/// stages in a row (the second rounds what the first wrote itself), and
+/// tile stages that store bf16 for the depthwise stage after them.
 const BF16_CASES: &[(&str, &str, usize)] = &[
+    // The expand stage stores bf16, which the depthwise stage widens.
+    (
+        "tile_dw",
+        "input 9x8x24\n e: pointwise 40, bias, relu6\n \
+         d: depthwise 3x3, stride 2, pad same, bias\n p: pointwise 16, bias",
+        2,
+    ),
     (
         "tile_conv",
         "input 9x10x32\n c: conv 3x3 -> 48, pad same, bias, relu\n \

@@ -197,6 +197,10 @@ fn groups_text(l: &Layer, p: &LayerPlan) -> String {
 /// blocking of each thread's share of its output channels.
 fn blocking_text(l: &Layer, p: &LayerPlan) -> String {
     let mut out = String::new();
+    let bf16 = match p.options.precision {
+        crate::Precision::Bf16 => convjit_jit::bf16_outputs(l, p),
+        crate::Precision::F32 => vec![false; l.stages.len()],
+    };
     for (i, s) in l.stages.iter().enumerate() {
         let StageReport {
             schedule: k,
@@ -218,6 +222,12 @@ fn blocking_text(l: &Layer, p: &LayerPlan) -> String {
             Some(Ok(how)) => out += &format!("    tiles: {how}\n"),
             Some(Err(why)) => out += &format!("    tiles: none, {why}\n"),
             None => {}
+        }
+        if bf16[i] {
+            out += &format!(
+                "    output: stored as bf16 (half the bytes), widened to f32 by depthwise '{}'\n",
+                l.stages[i + 1].name
+            );
         }
         for (t, ((c0, c1), k)) in crate::share_schedules(l, i, p).iter().enumerate() {
             out += &format!(

@@ -365,8 +365,13 @@ impl Run<'_> {
                 rounded: 0,
             });
             unsafe {
-                self.kernel
-                    .exec(steps, (gin, gout), bands, (residual, lazy.as_mut()), tiles)
+                self.kernel.exec(
+                    steps,
+                    (gin, gout),
+                    (bands, groups[g].first()),
+                    (residual, lazy.as_mut()),
+                    tiles,
+                )
             };
         }
     }
@@ -603,7 +608,8 @@ impl Kernel {
     /// # Safety
     /// `gin` and `gout` point at whole tensors of the group's first stage's
     /// input and last stage's output, `residual` at the layer's input image,
-    /// and `bufs` has the program's buffer sizes; `tiles` is this thread's
+    /// and `bufs` has the program's buffer sizes (`first` the group's first
+    /// stage, whose output buffer 0 holds); `tiles` is this thread's
     /// alone, of `Compiled::tile_scratch` bytes. The program (built by
     /// `program::program` from the same layer) keeps every step's rows
     /// inside these: a call's input pointer may lie before its buffer
@@ -616,14 +622,22 @@ impl Kernel {
         &self,
         steps: &[Step],
         (gin, gout): (*mut f32, *mut f32),
-        bufs: &mut [Buf],
+        (bufs, first): (&mut [Buf], usize),
         (residual, mut lazy): (*mut f32, Option<&mut LazyRound>),
         tiles: *mut u8,
     ) {
-        let at = |bufs: &mut [Buf], loc: Loc| match loc {
-            Loc::GroupIn(o) => gin.wrapping_offset(o),
-            Loc::GroupOut(o) => gout.wrapping_offset(o),
-            Loc::Buf(b, o) => bufs[b].as_mut_ptr().wrapping_offset(o),
+        let program = &self.compiled.program;
+        // Offsets are in values of `bytes` each (4, or 2 where the
+        // stage's output is kept in bf16: `Program::value_bytes`).
+        let at = |bufs: &mut [Buf], loc: Loc, bytes: usize| {
+            let (base, o) = match loc {
+                Loc::GroupIn(o) => (gin, o),
+                Loc::GroupOut(o) => (gout, o),
+                Loc::Buf(b, o) => (bufs[b].as_mut_ptr(), o),
+            };
+            base.cast::<u8>()
+                .wrapping_offset(o * bytes as isize)
+                .cast::<f32>()
         };
         for step in steps {
             match *step {
@@ -635,7 +649,12 @@ impl Kernel {
                     row0,
                     rows,
                 } => {
-                    let stage = &self.compiled.program.functions[f].stage;
+                    let k = program.functions[f].index;
+                    let stage = &program.functions[f].stage;
+                    let (in_bytes, out_bytes) = match k {
+                        0 => (4, program.value_bytes(0)),
+                        _ => (program.value_bytes(k - 1), program.value_bytes(k)),
+                    };
                     // Rounding the input lazily, a call on many rows runs
                     // as calls on a few: each rounds the rows it reads
                     // just before, in cache (every function computes any
@@ -645,7 +664,7 @@ impl Kernel {
                         true => LazyRound::rows_per_call(stage),
                         false => rows,
                     };
-                    let (src, dst) = (at(bufs, src), at(bufs, dst));
+                    let (src, dst) = (at(bufs, src, in_bytes), at(bufs, dst, out_bytes));
                     let weights = self.packed[f].ptr();
                     let residual = residual.wrapping_add(r);
                     // Floats from one output row (pixel) to the next, in
@@ -664,7 +683,9 @@ impl Kernel {
                             unsafe { lazy.round_read(stage, row0 + done, n, gin) };
                         }
                         let (dst, residual) = (
-                            dst.wrapping_add(done * row_len),
+                            dst.cast::<u8>()
+                                .wrapping_add(done * row_len * out_bytes)
+                                .cast::<f32>(),
                             residual.wrapping_add(done * row_len),
                         );
                         // SAFETY: the caller's contract; `residual` is read
@@ -693,7 +714,22 @@ impl Kernel {
                         done += n;
                     }
                 }
-                Step::Shift { buf, from, len } => bufs[buf].copy_within(from..from + len, 0),
+                Step::Shift { buf, from, len } => match program.value_bytes(first + buf) {
+                    4 => bufs[buf].copy_within(from..from + len, 0),
+                    _ => {
+                        let b = &mut bufs[buf];
+                        // SAFETY: the buffer's floats seen as twice as many
+                        // bf16 values, which it holds (`Program::buffer_floats`);
+                        // `b` is borrowed mutably meanwhile.
+                        let v = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                b.as_mut_ptr().cast::<u16>(),
+                                b.len() * 2,
+                            )
+                        };
+                        v.copy_within(from..from + len, 0);
+                    }
+                },
             }
         }
     }

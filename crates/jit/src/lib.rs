@@ -326,12 +326,7 @@ impl Compiled {
         backend: Backend,
         isa: OwnedTargetIsa,
     ) -> Result<Compiled, JitError> {
-        let program = program::program(layer, layer_plan);
-        let target = stage_target(backend, layer_plan.options.precision);
-        // One plan per function: a stage, or a thread's share of its
-        // output channels (packing only those channels' weights).
-        let mut plans: Vec<stage_plan::StagePlan> =
-            program.functions.iter().map(|f| f.plan(&target)).collect();
+        let (program, mut plans) = function_plans(layer, layer_plan, backend);
         // The program calls a flat stage's function with pixel ranges and
         // any other with rows, deciding on the layer's stage; a plan that
         // disagreed would compute rows past its output.
@@ -373,6 +368,37 @@ impl Compiled {
             round_input,
             tile_scratch,
         })
+    }
+}
+
+/// The program of `layer` as `layer_plan` runs it on `backend`
+/// (resolved), and one plan per function: a stage, or a thread's share of
+/// its output channels (packing only those channels' weights). In bf16,
+/// with the option on, the intermediates kept in bf16 are decided and
+/// marked in both ([`stage_plan::bf16_intermediates`]).
+fn function_plans(
+    layer: &Layer,
+    layer_plan: &LayerPlan,
+    backend: Backend,
+) -> (program::Program, Vec<stage_plan::StagePlan>) {
+    let mut program = program::program(layer, layer_plan);
+    let options = &layer_plan.options;
+    let target = stage_target(backend, options.precision);
+    let mut plans: Vec<stage_plan::StagePlan> =
+        program.functions.iter().map(|f| f.plan(&target)).collect();
+    if options.precision == Precision::Bf16 && options.bf16_intermediates {
+        let stage_of: Vec<usize> = program.functions.iter().map(|f| f.index).collect();
+        program.bf16 = stage_plan::bf16_intermediates(&mut plans, &stage_of, layer.stages.len());
+    }
+    (program, plans)
+}
+
+/// Per stage of `layer`, whether the kernel compiled with `layer_plan`
+/// keeps its output in bf16 between stages (what `plan` prints).
+pub fn bf16_outputs(layer: &Layer, layer_plan: &LayerPlan) -> Vec<bool> {
+    match Backend::resolve(layer_plan.options.backend) {
+        Ok(backend) => function_plans(layer, layer_plan, backend).0.bf16,
+        Err(_) => vec![false; layer.stages.len()],
     }
 }
 

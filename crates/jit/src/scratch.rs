@@ -120,15 +120,15 @@ impl Scratch {
         let bands: Option<u64> = program
             .groups
             .iter()
-            .flat_map(|g| &g.buffers)
-            .try_fold(0u64, |n, &b| n.checked_add(b as u64));
+            .flat_map(|g| program.buffer_floats(g))
+            .try_fold(0u64, |n, b| n.checked_add(b as u64));
         let inter: Option<u64> = Scratch::inter_len(layer, program);
         let tile_floats = tile_scratch.div_ceil(4);
         let groups = &program.groups;
         let inter_lens = || {
             groups[..groups.len() - 1]
                 .iter()
-                .map(|g| layer.stages[g.last].output.len())
+                .map(|g| Scratch::tensor_floats(layer, program, g.last))
         };
         // Most runs find their buffers made: no budget check then (it
         // reads /proc and the cgroup's files, about 15 us).
@@ -138,7 +138,7 @@ impl Scratch {
                     && t.groups
                         .iter()
                         .zip(groups)
-                        .all(|(b, g)| all_fit(b, g.buffers.iter().copied()))
+                        .all(|(b, g)| all_fit(b, program.buffer_floats(g)))
                     && !must_refit(&t.tiles, tile_floats)
             })
             && self.inter.len() >= images
@@ -167,7 +167,7 @@ impl Scratch {
                 t.groups.resize_with(program.groups.len(), Vec::new);
             }
             for (bufs, g) in t.groups.iter_mut().zip(&program.groups) {
-                fit_all(bufs, g.buffers.iter().copied());
+                fit_all(bufs, program.buffer_floats(g));
             }
             fit(&mut t.tiles, tile_floats);
         }
@@ -231,8 +231,18 @@ impl Scratch {
     fn inter_len(layer: &convjit_ir::Layer, program: &crate::program::Program) -> Option<u64> {
         let groups = &program.groups;
         groups[..groups.len() - 1].iter().try_fold(0u64, |n, g| {
-            n.checked_add(layer.stages[g.last].output.len() as u64)
+            n.checked_add(Scratch::tensor_floats(layer, program, g.last) as u64)
         })
+    }
+
+    /// Floats (4 bytes) of one image of stage `k`'s output held between
+    /// groups: half its values where they are kept in bf16.
+    fn tensor_floats(
+        layer: &convjit_ir::Layer,
+        program: &crate::program::Program,
+        k: usize,
+    ) -> usize {
+        (layer.stages[k].output.len() * program.value_bytes(k)).div_ceil(4)
     }
 }
 

@@ -125,6 +125,91 @@ fn tile_stages_match_at_their_edges() {
     }
 }
 
+/// Tile stages read by a many-channel depthwise stage, whose output the
+/// kernel keeps in bf16 between them (`Options::bf16_intermediates`):
+/// fused in bands and as whole tensors between groups, stride 2, a
+/// dilation, a 5x5 kernel, a residual on the stage after, channel counts
+/// that are not multiples of 16 (40, 20, 72: overlapping vectors), a
+/// depthwise stage last, two such pairs in a row, and a tile stage whose
+/// threads split its output channels (7 rows on 2 threads).
+const BF16_INTERMEDIATES: &str = "
+layer a { input 12x12x16\n e: pointwise 96, bias, relu6\n d: depthwise 3x3, pad same, bias, relu6\n p: pointwise 16, bias, residual }
+layer b { input 15x13x24\n e: pointwise 144, bias, relu6\n d: depthwise 3x3, stride 2, pad same, bias, relu6\n p: pointwise 32, bias }
+layer c { input 9x10x32\n e: pointwise 40, relu\n d: depthwise 5x5, pad same\n p: pointwise 24 }
+layer d { input 11x9x32\n c: conv 3x3 -> 20, pad same\n d: depthwise 3x3, dilation 2x2, pad same, bias }
+layer e { input 10x10x32\n e: pointwise 48\n d: depthwise 3x3, pad same\n f: pointwise 72\n g: depthwise 3x3, stride 2, pad same\n p: pointwise 16 }
+layer f { input 7x7x64\n e: pointwise 512, relu\n d: depthwise 3x3, pad same\n p: pointwise 32 }
+";
+
+/// [`BF16_INTERMEDIATES`]: the tile stage stores bf16 (`vpmovdw`) and
+/// the depthwise stage widens it (`vpmovzxwd`), bit for bit the output
+/// of the same kernel keeping f32 intermediates (the values are the same
+/// bf16 numbers), and within the interpreter's bound; fused or not, on
+/// one and two threads, batches of 1 and 3.
+#[test]
+fn bf16_intermediates_give_the_f32_stored_output_bit_for_bit() {
+    if skip() {
+        return;
+    }
+    if let Some(why) = convjit_jit::tiles_refused() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    for l in compile_source(BF16_INTERMEDIATES).unwrap() {
+        let w = Weights::random(&l, 31);
+        let mut engaged = 0;
+        let configs = [
+            (Fusion::Auto, 1, None),
+            (Fusion::Never, 2, None),
+            (Fusion::Always, 2, None),
+            // Short bands: rows kept for the next band are shifted.
+            (Fusion::Always, 1, Some(2)),
+            (Fusion::Always, 2, Some(3)),
+        ];
+        for (fuse, threads, band_rows) in configs {
+            let o = Options {
+                band_rows,
+                ..bf16(fuse, threads)
+            };
+            let old = Options {
+                bf16_intermediates: false,
+                ..o.clone()
+            };
+            let new = Kernel::compile_with(&l, &w, &o).unwrap();
+            let asm = new.asm();
+            // (Not where threads split a tile stage's channels into a
+            // share too narrow for tiles.)
+            if asm.contains("vpmovdw") && asm.contains("vpmovzxwd") {
+                engaged += 1;
+            }
+            let old = Kernel::compile_with(&l, &w, &old).unwrap();
+            assert!(!old.asm().contains("vpmovzxwd"), "layer {}", l.name);
+            for batch in [1, 3] {
+                let x: Vec<f32> = common::input(&l, batch, 32)
+                    .iter()
+                    .map(|v| v * 2.0)
+                    .collect();
+                let (a, b) = (
+                    new.run_alloc(&x, batch).unwrap(),
+                    old.run_alloc(&x, batch).unwrap(),
+                );
+                let same = a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits());
+                let what = format!(
+                    "layer {} {fuse:?} {threads} {band_rows:?} batch {batch}",
+                    l.name
+                );
+                assert!(same, "{what}");
+                common::check_with(&l, &w, &x, batch, &o).unwrap_or_else(|e| panic!("{what}: {e}"));
+            }
+        }
+        assert!(
+            engaged >= 4,
+            "layer {}: bf16 intermediates in {engaged} of 5",
+            l.name
+        );
+    }
+}
+
 /// Layers whose input is rounded as their first calls read it, large
 /// enough that one call is cut into several (`LazyRound::rows_per_call`:
 /// about 256 KiB of input rows each): rows, a residual of the unrounded

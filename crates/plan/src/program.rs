@@ -11,8 +11,10 @@ use crate::{rows, stage_plan};
 use convjit_ir::{Layer, Stage};
 use std::collections::HashMap;
 
-/// Where a step reads or writes, as an offset in f32s from the start of
-/// the group's input image, output image, or a band buffer of its thread.
+/// Where a step reads or writes, as an offset in values (f32s, or bf16s
+/// where the stage's output is kept in bf16: [`Program::value_bytes`])
+/// from the start of the group's input image, output image, or a band
+/// buffer of its thread.
 /// A call's input is where its stage's input row 0 is or would be: for a
 /// band of rows held in a buffer that can lie before the buffer (a
 /// negative offset); the function reads only the rows it needs.
@@ -47,14 +49,14 @@ pub enum Step {
         /// Output rows (pixels) computed.
         rows: usize,
     },
-    /// Move `len` f32s of buffer `buf` from `from` to its start, keeping
+    /// Move `len` values of buffer `buf` from `from` to its start, keeping
     /// rows the next band needs again.
     Shift {
         /// The band buffer.
         buf: usize,
-        /// First f32 moved.
+        /// First value moved.
         from: usize,
-        /// f32s moved.
+        /// Values moved.
         len: usize,
     },
 }
@@ -66,7 +68,9 @@ pub struct GroupProgram {
     pub last: usize,
     /// One list of steps per thread.
     pub threads: Vec<Vec<Step>>,
-    /// f32s of each band buffer (the same for every thread).
+    /// Values of each band buffer (the same for every thread), one per
+    /// stage of the group but its last: f32s, or bf16s where
+    /// [`Program::bf16`] says ([`Program::buffer_floats`]).
     pub buffers: Vec<usize>,
 }
 
@@ -101,6 +105,42 @@ pub struct Program {
     pub functions: Vec<Function>,
     /// The steps of each group of the layer plan, in order.
     pub groups: Vec<GroupProgram>,
+    /// Per layer stage, whether its output is stored as bf16 (2 bytes a
+    /// value) wherever it is held, band buffer or tensor between groups
+    /// (`stage_plan::bf16_intermediates`; all false unless the compiler
+    /// sets them). Offsets and lengths stay in values: a value of such
+    /// a stage is 2 bytes, not 4 ([`Program::value_bytes`]).
+    pub bf16: Vec<bool>,
+}
+
+impl Program {
+    /// Bytes of one value of stage `k`'s output as held between stages.
+    pub fn value_bytes(&self, k: usize) -> usize {
+        match self.bf16.get(k) {
+            Some(true) => 2,
+            _ => 4,
+        }
+    }
+
+    /// Floats (4 bytes) of each band buffer of `g`: its values, halved
+    /// (rounded up) where they are bf16.
+    pub fn buffer_floats<'a>(
+        &'a self,
+        g: &'a GroupProgram,
+    ) -> impl ExactSizeIterator<Item = usize> + 'a {
+        let first = g.first();
+        g.buffers
+            .iter()
+            .enumerate()
+            .map(move |(j, &values)| (values * self.value_bytes(first + j)).div_ceil(4))
+    }
+}
+
+impl GroupProgram {
+    /// The group's first stage: buffer `j` holds stage `first + j`'s rows.
+    pub fn first(&self) -> usize {
+        self.last - self.buffers.len()
+    }
 }
 
 /// The functions to compile for `layer` as `plan` runs it, and the steps
@@ -125,7 +165,11 @@ pub fn program(layer: &Layer, plan: &LayerPlan) -> Program {
         .iter()
         .map(|g| group_steps(layer, g, &target, &mut function))
         .collect();
-    Program { functions, groups }
+    Program {
+        functions,
+        groups,
+        bf16: vec![false; layer.stages.len()],
+    }
 }
 
 /// Rows `[lo, hi)` of a buffered stage output, held from buffer row `base`.

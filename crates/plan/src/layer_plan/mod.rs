@@ -90,6 +90,11 @@ pub struct Options {
     /// when packed and every stage's input values, and needs a generator
     /// and CPU with bf16 instructions ([`Backend::check_precision`]).
     pub precision: Precision,
+    /// In bf16: a tile stage whose only reader is a many-channel depthwise
+    /// stage stores its output as bf16, which the depthwise stage widens
+    /// (`stage_plan::bf16_intermediates`); off, every intermediate is f32
+    /// (the same values: they are rounded either way).
+    pub bf16_intermediates: bool,
 }
 
 impl Default for Options {
@@ -102,6 +107,7 @@ impl Default for Options {
             backend: Backend::Auto,
             separate: Separation::Exact,
             precision: Precision::F32,
+            bf16_intermediates: true,
         }
     }
 }

@@ -219,6 +219,8 @@ impl StagePlan {
     /// The loop nest of this plan's stage function.
     pub fn nest(&self) -> LoopNest<'_> {
         let b = |floats: usize| (floats * 4) as i64;
+        // Input values: 4 bytes, or 2 stored as bf16.
+        let bi = |values: usize| (values * self.in_bytes()) as i64;
         let runs = self
             .runs
             .iter()
@@ -226,13 +228,13 @@ impl StagePlan {
                 run,
                 count: run.count,
                 base: Offsets {
-                    input: b(run.in_base),
+                    input: bi(run.in_base),
                     output: b(run.out_base),
                     weights: run.w_base as i64,
                     bias: run.bias_base as i64,
                 },
                 step: Offsets {
-                    input: b(run.in_stride),
+                    input: bi(run.in_stride),
                     output: b(run.out_stride),
                     weights: run.w_stride as i64,
                     bias: run.bias_stride as i64,
@@ -242,7 +244,7 @@ impl StagePlan {
         let pixels = if self.flat {
             Pixels::Flat {
                 px: self.sched.px,
-                in_px: b(self.ci),
+                in_px: bi(self.ci),
                 out_px: b(self.co),
             }
         } else {
@@ -253,7 +255,7 @@ impl StagePlan {
             next_weights: self.next_weights(),
             groups: self.groups,
             group_step: Offsets {
-                input: b(self.g_in),
+                input: bi(self.g_in),
                 output: b(self.g_out),
                 weights: self.g_w as i64,
                 bias: self.g_bias as i64,
@@ -261,7 +263,7 @@ impl StagePlan {
             bias: self.bias_off.map(b),
             runs,
             pixels,
-            in_kernel_row: b(self.dil_h * self.w * self.ci),
+            in_kernel_row: bi(self.dil_h * self.w * self.ci),
         }
     }
 
@@ -284,7 +286,7 @@ impl StagePlan {
         let blocks = blocks.into_iter().map(|c| self.pixel_blocks(c)).collect();
         Rows {
             kernel_rows: self.kernel_rows(),
-            in_row: (self.w * self.ci * 4) as i64,
+            in_row: self.in_row_bytes(),
             out_row: (self.wo * self.co * 4) as i64,
             row_vectors,
             blocks,
@@ -318,7 +320,7 @@ impl StagePlan {
         }
         Rows {
             kernel_rows: self.kernel_rows(),
-            in_row: (self.w * self.ci * 4) as i64,
+            in_row: self.in_row_bytes(),
             out_row: (self.wo * self.co * 4) as i64,
             row_vectors: None,
             blocks,
@@ -344,7 +346,7 @@ impl StagePlan {
     /// `count` blocks of `npx` pixels from output column `start`, their
     /// pointers' offsets and steps.
     fn place(&self, start: usize, count: usize, npx: usize, cols: BlockCols) -> PixelBlocks {
-        let (pixel_in, pixel_out) = ((self.ci * 4) as i64, (self.co * 4) as i64);
+        let (pixel_in, pixel_out) = ((self.ci * self.in_bytes()) as i64, (self.co * 4) as i64);
         let column = (start * self.sw + cols.kx0() * self.dil_w) as i64 - self.pl as i64;
         PixelBlocks {
             start,
@@ -672,9 +674,9 @@ mod tests {
             let column = (blocks.start * p.sw + kx0 * p.dil_w) as i64 - p.pl as i64;
             let npx = blocks.block.npx as i64;
             let want = (
-                column * (p.ci * 4) as i64,
+                column * (p.ci * p.in_bytes()) as i64,
                 (blocks.start * p.co * 4) as i64,
-                npx * (p.sw * p.ci * 4) as i64,
+                npx * (p.sw * p.ci * p.in_bytes()) as i64,
                 npx * (p.co * 4) as i64,
             );
             let have = (
@@ -699,7 +701,8 @@ mod tests {
     /// A block's taps of one kernel row for `run` (see [`check`]).
     fn check_taps(p: &StagePlan, run: &Run, cols: &BlockCols) -> Result<(), String> {
         let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
-        let in_at = |px: usize, kx: usize| ((px * p.sw + kx * p.dil_w) * p.ci * 4) as i64;
+        let in_at =
+            |px: usize, kx: usize| ((px * p.sw + kx * p.dil_w) * p.ci * p.in_bytes()) as i64;
         match (p.strategy, cols) {
             (Strategy::Reduce, BlockCols::Same { nkx, .. }) => {
                 let (cpt, nkx) = (p.ci_per_tap, *nkx);
@@ -747,7 +750,8 @@ mod tests {
     /// A depthwise block's taps of one kernel row for `run`, its pixels
     /// reading `c` (see [`check`]).
     fn check_dw_taps(p: &StagePlan, run: &Run, c: &[(usize, usize)]) -> Result<(), String> {
-        let in_at = |px: usize, kx: usize| ((px * p.sw + kx * p.dil_w) * p.ci * 4) as i64;
+        let in_at =
+            |px: usize, kx: usize| ((px * p.sw + kx * p.dil_w) * p.ci * p.in_bytes()) as i64;
         let taps = p.dw_taps(run, c);
         let mut units = 0;
         for (i, t) in taps.inputs.iter().enumerate() {

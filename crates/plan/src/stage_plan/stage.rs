@@ -171,6 +171,14 @@ pub struct StagePlan {
     /// the function and its packed weights follow this instead of the
     /// runs and units above.
     pub tiles: Option<TilePlan>,
+    /// The input is stored as bf16 (2 bytes a value, the upper half of
+    /// the f32 the tile stage before rounded): a many-channel depthwise
+    /// stage in bf16 whose producer stores that ([`bf16_intermediates`]).
+    /// It widens each load to f32 and computes as on f32 input. Set by
+    /// the compilers, never by [`plan_for`].
+    ///
+    /// [`bf16_intermediates`]: super::bf16_intermediates
+    pub bf16_input: bool,
 }
 
 /// The plan of `stage` for Cranelift's vectors.
@@ -268,6 +276,7 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         residual: stage.residual,
         channels: (0, co),
         tiles,
+        bf16_input: false,
     }
 }
 
@@ -285,6 +294,22 @@ fn strategy_of(stage: &Stage) -> (Strategy, usize, usize) {
 }
 
 impl StagePlan {
+    /// Bytes of one input value as the function reads it: 4, or 2 where
+    /// the input is stored as bf16 ([`StagePlan::bf16_input`]). Every
+    /// input offset of the nest and the taps is in these.
+    pub fn in_bytes(&self) -> usize {
+        if self.bf16_input {
+            2
+        } else {
+            4
+        }
+    }
+
+    /// Bytes of one input row.
+    pub fn in_row_bytes(&self) -> i64 {
+        (self.w * self.ci * self.in_bytes()) as i64
+    }
+
     /// Conv/pointwise loop order: channel blocks outside the pixels (each
     /// block's weights read from cache by every pixel, the input read once
     /// per channel block) rather than all channel blocks for each block of

@@ -122,7 +122,7 @@ impl StagePlan {
     pub fn reduction(&self, run: &Run, cols: &BlockCols) -> Reduction {
         let tap_bytes = run.tap_bytes(self.ci_per_tap) as i64;
         let cpt = self.ci_per_tap;
-        let column_bytes = (self.dil_w * self.ci * 4) as i64;
+        let column_bytes = (self.dil_w * self.ci * self.in_bytes()) as i64;
         match *cols {
             BlockCols::Same { nkx: 0, .. } => Reduction::None,
             BlockCols::Same { nkx, .. } if (self.dil_w == 1 && cpt == self.ci) || nkx == 1 => {
@@ -165,14 +165,14 @@ impl StagePlan {
                 }),
             }
         }
-        let pixel = (self.sw * self.ci * 4) as i64;
+        let pixel = (self.sw * self.ci * self.in_bytes()) as i64;
         let columns = (0..self.kw)
             .filter_map(|kx| {
                 let pixels = pixels_reading(cols, kx);
                 if pixels.is_empty() {
                     return None;
                 }
-                let tap_in = (kx * self.dil_w * self.ci * 4) as i64;
+                let tap_in = (kx * self.dil_w * self.ci * self.in_bytes()) as i64;
                 Some(DwColumn {
                     kx,
                     weights: (0..run.units.len())
@@ -211,7 +211,7 @@ impl StagePlan {
         for (c, px, kx) in uses {
             if last != Some(c) {
                 columns.push(InputColumn {
-                    in_off: (c * self.ci * 4) as i64,
+                    in_off: (c * self.ci * self.in_bytes()) as i64,
                     uses: Vec::new(),
                 });
                 last = Some(c);

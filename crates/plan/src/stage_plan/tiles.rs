@@ -112,6 +112,77 @@ pub struct TilePlan {
     /// (not on tiles): no pass over the output after the call. Set by
     /// the compilers ([`round_outputs`]), never by [`tile_plan`].
     pub round_output: bool,
+    /// The function stores its rounded output as bf16, 2 bytes a value
+    /// (the upper half of the rounded f32: exact), for a depthwise stage
+    /// that widens it back ([`StagePlan::bf16_input`]): the intermediate
+    /// takes half the bytes. Set with `round_output` by the compilers
+    /// ([`bf16_intermediates`]), never by [`tile_plan`].
+    pub bf16_output: bool,
+}
+
+impl TilePlan {
+    /// Bytes of one output value as the function stores it: 4, or 2 as
+    /// bf16 ([`TilePlan::bf16_output`]).
+    pub fn out_bytes(&self) -> usize {
+        if self.bf16_output {
+            2
+        } else {
+            4
+        }
+    }
+}
+
+/// Whether a plan may read its input stored as bf16
+/// ([`StagePlan::bf16_input`]): a depthwise stage of one output per
+/// channel and at least a vector of channels on the AVX-512 generator,
+/// every unit a whole channel vector (no masked tails, no broadcasts),
+/// with no row vectors (few-channel rows keep f32).
+pub fn reads_bf16(p: &StagePlan) -> bool {
+    p.strategy == super::Strategy::DwChannels
+        && p.target.backend == crate::Backend::Avx512
+        && p.ci == p.co
+        && p.ci >= p.target.lanes
+        && p.row_multiplier == 1
+        && p.row_vectors().is_none()
+        && p.runs
+            .iter()
+            .flat_map(|r| &r.units)
+            .all(|u| matches!(u.input, super::InSrc::Vector(_)))
+}
+
+/// Which stage outputs are stored as bf16 between stages, and the plans
+/// marked to write and read them so: `plans` one per function,
+/// `stage_of[f]` the layer stage of function `f`, `stages` the layer's
+/// stage count. Stage `k`'s output is kept in bf16 where every function
+/// of `k` runs on tiles without a residual (its epilogue rounds what it
+/// stores anyway, [`TilePlan::round_output`]) and every function of the
+/// stage reading it, `k + 1`, is a depthwise plan that [`reads_bf16`]:
+/// the depthwise stage is memory-bound, and its input, band rows or a
+/// whole tensor, takes half the bytes. Never the layer's output (f32 to
+/// the caller). Returns, per stage, whether its output is bf16.
+pub fn bf16_intermediates(plans: &mut [StagePlan], stage_of: &[usize], stages: usize) -> Vec<bool> {
+    let all = |k: usize, ok: &dyn Fn(&StagePlan) -> bool| {
+        let mut of = plans
+            .iter()
+            .zip(stage_of)
+            .filter(|(_, &s)| s == k)
+            .peekable();
+        of.peek().is_some() && of.all(|(p, _)| ok(p))
+    };
+    let keep: Vec<bool> = (0..stages)
+        .map(|k| {
+            k + 1 < stages
+                && all(k, &|p| p.tiles.is_some() && !p.residual)
+                && all(k + 1, &reads_bf16)
+        })
+        .collect();
+    for (p, &k) in plans.iter_mut().zip(stage_of) {
+        if let Some(t) = p.tiles.as_mut().filter(|_| keep[k]) {
+            (t.round_output, t.bf16_output) = (true, true);
+        }
+        p.bf16_input = k > 0 && keep[k - 1];
+    }
+    keep
 }
 
 /// Marks the tile plans whose output a non-tile stage reads in bf16:
@@ -220,6 +291,7 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
         bias_off: b_floats,
         packed_len: b_floats + n_blocks * N_BLOCK,
         round_output: false,
+        bf16_output: false,
     })
 }
 

@@ -111,8 +111,10 @@ impl Gen<'_> {
     /// A prefetch never faults, so rows past the image are harmless.
     pub(super) fn prefetch_next_rows(&mut self, run: &Run, cols: &[(usize, usize)], at_last: i64) {
         let p = self.p;
-        let row = (p.w * p.ci * 4) as i64;
-        let vb = self.vb as usize;
+        let row = p.in_row_bytes();
+        let value = p.in_bytes();
+        // Bytes of one input vector (bf16: half a vector's).
+        let vb = self.vb as usize * value / 4;
         // The bytes of a row the block reads, as merged ranges.
         let mut ranges: Vec<(usize, usize)> = cols
             .iter()
@@ -120,7 +122,7 @@ impl Gen<'_> {
             .flat_map(|(px, &(kx0, nkx))| (kx0..kx0 + nkx).map(move |kx| px * p.sw + kx * p.dil_w))
             .flat_map(|x| {
                 run.units.iter().filter_map(move |u| match u.input {
-                    InSrc::Vector(c) | InSrc::Lanes(c, _) => Some((x * p.ci + c) * 4),
+                    InSrc::Vector(c) | InSrc::Lanes(c, _) => Some((x * p.ci + c) * value),
                     _ => None,
                 })
             })
@@ -188,9 +190,14 @@ impl Gen<'_> {
         }
     }
 
-    /// Loads a unit's input at `rax + base` into `x`.
+    /// Loads a unit's input at `rax + base` into `x`: f32, or stored as
+    /// bf16 ([`StagePlan::bf16_input`], whole vectors only) widened.
     fn input(&mut self, src: &InSrc, x: R, base: i64) {
         match *src {
+            InSrc::Vector(c) if self.p.bf16_input => {
+                let m = self.at(IP, base + c as i64 * 2);
+                self.vload_bf16(x, m);
+            }
             InSrc::Vector(c) => {
                 let m = self.at(IP, base + c as i64 * 4);
                 self.vload(x, m);

@@ -111,7 +111,7 @@ impl Gen<'_> {
         self.mov_rr(R::RAX, R::R12);
         self.mul_imm(R::RAX, dil_h);
         self.a.emit(I::with2(Code::Sub_r64_rm64, R::RAX, R::RBX));
-        self.mul_imm(R::RAX, (p.w * p.ci * 4) as i64);
+        self.mul_imm(R::RAX, p.in_row_bytes());
         self.add_rr(R::RAX, IMG);
         self.store(Slot::InRow, R::RAX);
         self.mov_rr(R::RAX, R::R12);

@@ -43,6 +43,21 @@ impl Gen<'_> {
         self.a.emit(I::with2(c, d, m));
     }
 
+    /// `d` = the 16 bf16 values at `m` as f32 (exact: a bf16 is the
+    /// upper half of its f32): zero-extended to 32 bits, shifted up.
+    /// AVX-512 only (bf16 intermediates come from AMX tile stages).
+    pub(super) fn vload_bf16(&mut self, d: R, m: MemoryOperand) {
+        assert!(self.evex(), "bf16 input on the AVX-512 generator only");
+        self.a
+            .emit(I::with2(Code::EVEX_Vpmovzxwd_zmm_k1z_ymmm256, d, m));
+        self.a.emit(I::with3(
+            Code::EVEX_Vpslld_zmm_k1z_zmmm512b32_imm8,
+            d,
+            d,
+            16u32,
+        ));
+    }
+
     pub(super) fn vstore(&mut self, m: MemoryOperand, s: R) {
         let c = self.pick(
             Code::EVEX_Vmovups_zmmm512_k1z_zmm,

@@ -12,7 +12,8 @@ use iced_x86::{Code, Instruction as I, MemoryOperand, Register as R};
 impl Tiles<'_> {
     /// The accumulator tiles stored to the scratch, then per tile its
     /// valid pixels' channels: + bias, activation, + residual, rounded to
-    /// bf16 where the plan says (`TilePlan::round_output`), stored.
+    /// bf16 where the plan says (`TilePlan::round_output`), stored (as
+    /// bf16, 2 bytes a value, with `TilePlan::bf16_output`).
     /// `first(g, m)` puts pixel block `m`'s first output pixel index (from
     /// output pixel 0) in rax and returns how many of its 16 are real.
     ///
@@ -50,7 +51,9 @@ impl Tiles<'_> {
         if let Some(r) = &round {
             r.load_constants(&mut self.a);
         }
-        let px_bytes = (p.co * 4) as i64;
+        // Bytes of an output value: 4, or 2 stored as bf16.
+        let value = t.out_bytes();
+        let px_bytes = (p.co * value) as i64;
         for &i in self.accumulators() {
             let (m_sel, n_sel) = (i / 2, i % 2);
             // rdx: the block's first channel; k1: its channels < co.
@@ -99,10 +102,10 @@ impl Tiles<'_> {
                 self.a.emit(I::with2(Code::Shl_rm64_imm8, R::RDX, 4u32));
             }
             self.mul_imm(R::RAX, px_bytes);
-            self.add_imm(R::RAX, (p.channels.0 * 4) as i64);
+            self.add_imm(R::RAX, (p.channels.0 * value) as i64);
             self.a
                 .emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::OutBase)));
-            self.lea_scaled(R::RSI, R::RAX, R::RDX, 4);
+            self.lea_scaled(R::RSI, R::RAX, R::RDX, value as u32);
             match count {
                 Count::Const(c) => self.mov_imm(R::RCX, c as i64),
                 Count::Reg(r) => self.mov_rr(R::RCX, r),
@@ -161,10 +164,24 @@ impl Tiles<'_> {
             if let Some(r) = &round {
                 r.round(&mut self.a, v, v);
             }
-            self.a.emit_with(
-                I::with2(Code::EVEX_Vmovups_zmmm512_k1z_zmm, mem(R::RSI, 0), v),
-                |i| i.set_op_mask(R::K1),
-            );
+            if t.bf16_output {
+                // The rounded floats' upper halves: their bf16 bits.
+                self.a.emit(I::with3(
+                    Code::EVEX_Vpsrld_zmm_k1z_zmmm512b32_imm8,
+                    v,
+                    v,
+                    16u32,
+                ));
+                self.a.emit_with(
+                    I::with2(Code::EVEX_Vpmovdw_ymmm256_k1z_zmm, mem(R::RSI, 0), v),
+                    |i| i.set_op_mask(R::K1),
+                );
+            } else {
+                self.a.emit_with(
+                    I::with2(Code::EVEX_Vmovups_zmmm512_k1z_zmm, mem(R::RSI, 0), v),
+                    |i| i.set_op_mask(R::K1),
+                );
+            }
             self.a.bind(skip);
             self.add_imm(R::RSI, px_bytes);
             self.add_imm(R::R8, 64);

@@ -172,8 +172,14 @@ impl Tiles<'_> {
         self.store(Slot::End, R::R10);
         // Output rows (pixels) are addressed from where row 0 would be.
         let unit = if p.flat { 1 } else { p.wo };
+        let t = self.t;
+        // The residual is addressed from the output: both f32.
+        assert!(
+            !(t.bf16_output && p.residual),
+            "a bf16 output with a residual"
+        );
         self.mov_rr(R::RAX, R::R8);
-        self.mul_imm(R::RAX, (unit * p.co * 4) as i64);
+        self.mul_imm(R::RAX, (unit * p.co * t.out_bytes()) as i64);
         self.mov_rr(R::R10, R::RDX);
         self.a.emit(I::with2(Code::Sub_r64_rm64, R::R10, R::RAX));
         self.store(Slot::OutBase, R::R10);
