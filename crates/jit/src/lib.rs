@@ -49,6 +49,7 @@ use convjit_ir::separate::Note as SeparationNote;
 use convjit_ir::{DataError, Layer, Precision, Separation, Stage, Weights};
 use convjit_plan::layer_plan::{self, Host, LayerPlan, Options};
 use convjit_plan::limits::{check_stage_count, TooLarge};
+use convjit_plan::stage_plan::Bf16Units;
 use convjit_plan::{program, stage_plan, Backend, Schedule};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_jit::{JITBuilder, JITModule};
@@ -327,7 +328,11 @@ impl Compiled {
         isa: OwnedTargetIsa,
     ) -> Result<Compiled, JitError> {
         let program = program::program(layer, layer_plan);
-        let target = stage_target(backend, layer_plan.options.precision);
+        let target = stage_target(
+            backend,
+            layer_plan.options.precision,
+            layer_plan.options.bf16_units,
+        );
         // One plan per function: a stage, or a thread's share of its
         // output channels (packing only those channels' weights).
         let mut plans: Vec<stage_plan::StagePlan> =
@@ -376,15 +381,23 @@ impl Compiled {
     }
 }
 
-/// The stage plans' target for `backend` (resolved) in `precision`: with
-/// AMX tiles for bf16 on the AVX-512 generator where this process may use
-/// them ([`tiles_refused`]).
-pub fn stage_target(backend: Backend, precision: Precision) -> stage_plan::Target {
+/// The stage plans' target for `backend` (resolved) in `precision`: in
+/// bf16 on the AVX-512 generator, AMX tiles where this process may use
+/// them ([`tiles_refused`]) and `units` allows, `vdpbf16ps` where `units`
+/// asks for it (`Auto`: on an AMD host, see [`Bf16Units`]).
+pub fn stage_target(
+    backend: Backend,
+    precision: Precision,
+    units: Bf16Units,
+) -> stage_plan::Target {
     let target = stage_plan::Target::of(backend);
+    let bf16 = precision == Precision::Bf16 && backend == Backend::Avx512;
+    let amd = || convjit_plan::backend::is_amd();
     stage_plan::Target {
-        tiles: precision == Precision::Bf16
-            && backend == Backend::Avx512
+        tiles: bf16
+            && matches!(units, Bf16Units::Auto | Bf16Units::Tiles)
             && tiles_refused().is_none(),
+        dot: bf16 && (units == Bf16Units::Dot || units == Bf16Units::Auto && amd()),
         ..target
     }
 }

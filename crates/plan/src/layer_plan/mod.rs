@@ -22,7 +22,7 @@ pub use host::{host_l2_bytes, Host};
 pub use separation::{separation_cost, SeparationCost};
 
 use crate::backend::Backend;
-use crate::stage_plan::Target;
+use crate::stage_plan::{Bf16Units, Target};
 use convjit_ir::{Layer, Precision, Separation};
 use cost::group_cycles;
 use threads::choose_bands_and_threads;
@@ -90,6 +90,10 @@ pub struct Options {
     /// when packed and every stage's input values, and needs a generator
     /// and CPU with bf16 instructions ([`Backend::check_precision`]).
     pub precision: Precision,
+    /// In bf16: what runs conv, pointwise and grouped stages (AMX tiles,
+    /// `vdpbf16ps`, f32 FMAs on bf16 values; `Auto`: as the host suits,
+    /// see [`Bf16Units`]). Ignored in f32.
+    pub bf16_units: Bf16Units,
 }
 
 impl Default for Options {
@@ -102,6 +106,7 @@ impl Default for Options {
             backend: Backend::Auto,
             separate: Separation::Exact,
             precision: Precision::F32,
+            bf16_units: Bf16Units::Auto,
         }
     }
 }

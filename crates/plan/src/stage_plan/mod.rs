@@ -21,7 +21,8 @@
 //! - `taps.rs`: the taps of a register block's kernel row
 //!   ([`StagePlan::reduction`], [`StagePlan::dw_taps`]);
 //! - `code_size.rs`: the instructions a plan will take ([`code_size()`]);
-//! - `tiles.rs`: bf16 stages on AMX tiles ([`tile_plan`], [`TilePlan`]).
+//! - `tiles.rs`: bf16 stages on AMX tiles or `vdpbf16ps` ([`tile_plan`],
+//!   [`dot_plan`], [`TilePlan`]).
 
 mod code_size;
 mod geometry;
@@ -53,7 +54,8 @@ pub use stage::{
     plan_for, plan_for_cranelift, planned_stage, StagePlan, Strategy, CHANNELS_OUTER_BYTES,
 };
 pub use taps::{ColumnTaps, DwColumn, DwInputColumns, DwTaps, InputColumn, Reduction, TapInput};
-pub use target::{stage_target, Target, LANES, MAX_LANES};
+pub use target::{stage_target, Bf16Units, Target, LANES, MAX_LANES};
 pub use tiles::{
-    round_outputs, tile_plan, TilePlan, B_TILE_BYTES, K_CHUNK, MAX_TILE_SCRATCH, M_BLOCK, N_BLOCK,
+    dot_plan, round_outputs, tile_plan, TilePlan, B_TILE_BYTES, K_CHUNK, MAX_TILE_SCRATCH, M_BLOCK,
+    N_BLOCK,
 };

@@ -23,6 +23,22 @@
 //!
 //! Pixels past the row's (or the range's) end are computed from whatever
 //! the scratch holds and never stored: a tile's rows are independent.
+//!
+//! Without AMX (`TilePlan::dot`, [`dot_plan`]) the same function runs
+//! `vdpbf16ps` (AVX512_BF16) instead of the tile products: the same
+//! conversion, chunks, blocks, packed weights and epilogue, each tile's
+//! 16 x 16 accumulators computed in zmm registers (8 pixels x 2 channel
+//! blocks, or 16 pixels x 1, per pass: 16 accumulators) and stored where
+//! the epilogue reads the tiles. A B tile's row `k` is the 16 output
+//! channels' weights of input channels `2k, 2k + 1`: the vector
+//! `vdpbf16ps` multiplies with one pixel's pair broadcast
+//! (`[a]{1to16}`). Its reduction skips the pairs past the input channels
+//! (a stage of 3 channels runs 2 pairs a tap, not 16). Any channel counts;
+//! grouped stages whose groups have an even number of input channels and
+//! a multiple of 16 outputs: each channel block then lies in one group and
+//! reduces that group's channels only (`TilePlan::group_blocks`), its
+//! input pairs from the group's first channel (other groups' values, an
+//! infinity say, never meet a zero weight).
 
 use super::stage::StagePlan;
 use convjit_ir::{Stage, StageKind};
@@ -112,6 +128,23 @@ pub struct TilePlan {
     /// (not on tiles): no pass over the output after the call. Set by
     /// the compilers ([`round_outputs`]), never by [`tile_plan`].
     pub round_output: bool,
+    /// `vdpbf16ps` on zmm accumulators instead of AMX tiles ([`dot_plan`]).
+    pub dot: bool,
+    /// Reduction chunks per tap of the packed weights: `k_chunks`, but for
+    /// a grouped stage (dot only) a group's `ceil(Ci / G / 32)`.
+    pub red_chunks: usize,
+    /// Channel pairs of the last reduction chunk that hold input channels
+    /// (of a group's, grouped; 1..=16): the dot reduction skips the rest,
+    /// which are zero.
+    pub tail_pairs: usize,
+    /// A grouped stage (dot only): channel blocks per group (`Co / G /
+    /// 16`) and bytes of converted channels per group (`Ci / G * 2`): a
+    /// block's pairs start at its group's first channel.
+    pub group_blocks: Option<(usize, usize)>,
+    /// Channel blocks run in pairs (sharing their input broadcasts); not
+    /// for a grouped stage with an odd count of blocks per group, whose
+    /// pairs would straddle groups.
+    pub pair_blocks: bool,
 }
 
 /// Marks the tile plans whose output a non-tile stage reads in bf16:
@@ -150,6 +183,30 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
     if ci < 16 || co < 16 {
         return Err("fewer than 16 input or output channels: tiles mostly zero");
     }
+    blocked(stage, false)
+}
+
+/// Why `stage` does not run `vdpbf16ps`, or its plan ([`TilePlan::dot`]):
+/// any conv or pointwise stage whose scratch fits [`MAX_TILE_SCRATCH`];
+/// grouped, where each group has an even number of input channels and a
+/// multiple of 16 outputs.
+pub fn dot_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
+    match stage.kind {
+        StageKind::Conv { groups, cout } | StageKind::Pointwise { groups, cout }
+            if groups > 1
+                && !((stage.input.c / groups).is_multiple_of(2)
+                    && (cout / groups).is_multiple_of(N_BLOCK)) =>
+        {
+            Err("grouped with an odd count of input channels or outputs not a multiple of 16 a group")
+        }
+        StageKind::Conv { .. } | StageKind::Pointwise { .. } => blocked(stage, true),
+        StageKind::Depthwise { .. } => Err("depthwise: f32 arithmetic on bf16 values"),
+    }
+}
+
+/// The blocking [`tile_plan`] and [`dot_plan`] share.
+fn blocked(stage: &Stage, dot: bool) -> Result<TilePlan, &'static str> {
+    let (ci, co) = (stage.input.c, stage.output.c);
     let cp = ci.div_ceil(K_CHUNK) * K_CHUNK;
     let [kh, kw] = stage.kernel;
     let taps = kh * kw;
@@ -202,7 +259,11 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
     if scratch_bytes > MAX_TILE_SCRATCH {
         return Err("input rows too wide for the tile scratch");
     }
-    let b_floats = taps * (cp / K_CHUNK) * n_blocks * B_TILE_BYTES / 4;
+    let groups = stage.groups();
+    let cig = ci / groups;
+    let red_chunks = cig.div_ceil(K_CHUNK);
+    let group_blocks = (groups > 1).then_some((co / groups / N_BLOCK, cig * 2));
+    let b_floats = taps * red_chunks * n_blocks * B_TILE_BYTES / 4;
     Ok(TilePlan {
         cp,
         k_chunks: cp / K_CHUNK,
@@ -220,6 +281,11 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
         bias_off: b_floats,
         packed_len: b_floats + n_blocks * N_BLOCK,
         round_output: false,
+        dot,
+        red_chunks,
+        tail_pairs: (cig - (red_chunks - 1) * K_CHUNK).div_ceil(2),
+        group_blocks,
+        pair_blocks: group_blocks.is_none_or(|(b, _)| b % 2 == 0),
     })
 }
 
@@ -233,11 +299,13 @@ pub(super) fn pack_tiles(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    let (ci, co_all, c0) = (p.ci, p.co, p.channels.0);
+    // A grouped stage's weights are `[tap][Ci / G][Co]`: its tiles reduce
+    // a group's channels (every block lies in one group).
+    let (ci, co_all, c0) = (p.ci / p.groups, p.co, p.channels.0);
     let taps = p.kh * p.kw;
     let mut at = 0;
     for tap in 0..taps {
-        for chunk in 0..t.k_chunks {
+        for chunk in 0..t.red_chunks {
             for nb in 0..t.n_blocks {
                 for row in 0..K_CHUNK / 2 {
                     for col in 0..N_BLOCK {
