@@ -381,6 +381,33 @@ mod tests {
     }
 
     #[test]
+    fn vdpbf16ps_takes_narrow_stages_and_whole_groups() {
+        let d = |src: &str| dot_plan(&stage(src));
+        // 3 channels: one chunk, 2 pairs; 8 outputs: one block.
+        let t = d("layer l { input 8x8x3\n c: conv 3x3 -> 8, stride 2x2 }").unwrap();
+        assert!(t.dot);
+        assert_eq!(
+            (t.k_chunks, t.red_chunks, t.tail_pairs, t.n_blocks),
+            (1, 1, 2, 1)
+        );
+        // 33 channels: a chunk and one channel (a pair).
+        let t = d("layer l { input 8x8x33\n p: pointwise 40 }").unwrap();
+        assert_eq!((t.k_chunks, t.tail_pairs, t.group_blocks), (2, 1, None));
+        // Groups of 24 inputs and 32 outputs: chunks of a group's channels,
+        // two blocks a group (pairs); of 16 outputs, blocks alone.
+        let t = d("layer l { input 8x8x72\n c: conv 3x3 -> 96, groups 3 }").unwrap();
+        assert_eq!((t.cp, t.red_chunks, t.tail_pairs), (96, 1, 12));
+        assert_eq!((t.group_blocks, t.pair_blocks), (Some((2, 48)), true));
+        assert_eq!(t.bias_off, 9 * 6 * 256);
+        let t = d("layer l { input 8x8x32\n c: conv 3x3 -> 32, groups 2 }").unwrap();
+        assert_eq!((t.group_blocks, t.pair_blocks), (Some((1, 32)), false));
+        // Odd inputs or outputs not a multiple of 16 a group, depthwise: no.
+        assert!(d("layer l { input 8x8x6\n c: conv 3x3 -> 32, groups 2 }").is_err());
+        assert!(d("layer l { input 8x8x32\n p: pointwise 16, groups 2 }").is_err());
+        assert!(d("layer l { input 8x8x32\n d: depthwise 3x3 }").is_err());
+    }
+
+    #[test]
     fn narrow_grouped_and_depthwise_stages_do_not() {
         let no = |src: &str| tile_plan(&stage(src)).is_err();
         assert!(no("layer l { input 8x8x3\n c: conv 3x3 -> 32 }"));
