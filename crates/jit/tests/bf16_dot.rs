@@ -122,7 +122,7 @@ const MAX_MACS: u64 = 2_000_000;
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 48,
+        cases: 24,
         max_global_rejects: 100_000,
         ..ProptestConfig::default()
     })]
