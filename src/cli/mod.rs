@@ -162,6 +162,13 @@ pub struct PlannerArgs {
     /// widens (the same values, half the bytes).
     #[arg(long)]
     f32_intermediates: bool,
+    /// In bf16, what runs conv, pointwise and grouped stages: auto (AMX
+    /// tiles where they fill, else vdpbf16ps on AMD and f32 FMAs on Intel),
+    /// tiles (AMX where they fill, else FMAs), dot (vdpbf16ps, AVX512_BF16,
+    /// never tiles), fma (f32 FMAs on bf16 values). Depthwise stages
+    /// always run FMAs.
+    #[arg(long, default_value = "auto", value_parser = parse_bf16_units)]
+    bf16_units: convjit::Bf16Units,
     #[command(flatten)]
     separate: SeparateArgs,
 }
@@ -218,6 +225,13 @@ pub fn backends_computing(precision: convjit::Precision) -> Result<Vec<convjit::
     }
 }
 
+pub fn parse_bf16_units(s: &str) -> Result<convjit::Bf16Units, String> {
+    convjit::Bf16Units::ALL
+        .into_iter()
+        .find(|u| u.name() == s)
+        .ok_or_else(|| format!("'{s}' is not a choice of bf16 units (auto, tiles, dot, fma)"))
+}
+
 pub fn parse_precision(s: &str) -> Result<convjit::Precision, String> {
     convjit::Precision::parse(s).ok_or_else(|| format!("'{s}' is not a precision (f32, bf16)"))
 }
@@ -240,6 +254,7 @@ impl PlannerArgs {
             separate: self.separate.separation(),
             precision: self.precision,
             bf16_intermediates: !self.f32_intermediates,
+            bf16_units: self.bf16_units,
             ..convjit::Options::default()
         })
     }

@@ -30,6 +30,10 @@ pub struct VerifyArgs {
     /// generator that computes bf16 on this host).
     #[arg(long, default_value = "f32", value_parser = super::parse_precision)]
     precision: Precision,
+    /// In bf16, what runs conv, pointwise and grouped stages: auto, tiles,
+    /// dot, fma (as `plan --bf16-units`).
+    #[arg(long, default_value = "auto", value_parser = super::parse_bf16_units)]
+    bf16_units: convjit::Bf16Units,
     /// Seed of the random input and weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -133,6 +137,7 @@ fn verify_layer(
         let options = convjit::Options {
             backend,
             precision: a.precision,
+            bf16_units: a.bf16_units,
             ..convjit::Options::default()
         };
         let outcome = check_generated(layer, weights, &input, batch, &options, &reference);

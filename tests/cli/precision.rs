@@ -173,3 +173,42 @@ fn bf16_runs_where_the_host_computes_it_and_is_refused_elsewhere() {
         stdout(&fuzz)
     );
 }
+
+/// `--bf16-units` on plan, run, bench and verify: bad spellings are usage
+/// errors; `dot` makes `plan` say which stages run `vdpbf16ps` and why
+/// the others do not, and its kernels pass `verify` where the host has
+/// AVX512_BF16.
+#[test]
+fn bf16_units_choose_the_arithmetic_and_plan_says_which() {
+    for cmd in ["plan", "run", "bench", "verify"] {
+        for bad in ["DOT", "amx", "", &"x".repeat(70_000)] {
+            let o = convjit(&[cmd, "examples/textbook.conv", "--bf16-units", bad]);
+            assert_eq!(o.status.code(), Some(2), "{cmd} {bad:.20}: {}", stderr(&o));
+            assert!(stderr(&o).len() < 100_000, "{cmd}: a bounded echo");
+        }
+    }
+    if !has_bf16() {
+        return;
+    }
+    let dot = ["--precision", "bf16", "--bf16-units", "dot"];
+    let plan = convjit(&[&["plan", "examples/mobilenet_v2.conv"][..], &dot].concat());
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let text = stdout(&plan);
+    assert!(
+        text.contains("tiles: none, vdpbf16ps (AVX512_BF16, asked for)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("depthwise: f32 arithmetic on bf16 values"),
+        "{text}"
+    );
+    assert!(!text.contains("AMX bf16"), "{text}");
+    let verify = convjit(&[&["verify", "examples/textbook.conv"][..], &dot].concat());
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        stdout(&verify),
+        stderr(&verify)
+    );
+    assert!(stdout(&verify).contains(" 0 failed"), "{}", stdout(&verify));
+}

@@ -114,6 +114,11 @@ pub struct Choice {
     /// bf16 conv and pointwise stages run on AMX tiles (where they fill
     /// them: `stage_plan::tile_plan`).
     pub tiles: bool,
+    /// bf16 conv, pointwise and grouped stages not on tiles run
+    /// `vdpbf16ps` (`stage_plan::dot_plan`): a CPU without AMX where it
+    /// issues like an FMA (znver4, or the host's on an AMD CPU; see
+    /// `stage_plan::Bf16Units`).
+    pub dot: bool,
 }
 
 const BF16_CPUS: &str = "--cpu sapphirerapids (AMX) or --cpu znver4 (AVX512_BF16)";
@@ -134,6 +139,7 @@ pub fn choose(
             cpu,
             precision,
             tiles: false,
+            dot: false,
         });
     }
     let Some(level) = cpu else {
@@ -162,6 +168,8 @@ pub fn choose(
         cpu,
         precision,
         tiles: level.has_amx_bf16(),
+        dot: !level.has_amx_bf16()
+            && (level == Cpu::Znver4 || level == Cpu::Native && convjit_plan::backend::is_amd()),
     })
 }
 
@@ -321,7 +329,7 @@ mod tests {
         let c = bf16(Some(Cpu::SapphireRapids), Auto).unwrap();
         assert_eq!((c.generator, c.tiles), (Avx512, true));
         let c = bf16(Some(Cpu::Znver4), Avx512).unwrap();
-        assert_eq!((c.generator, c.tiles), (Avx512, false));
+        assert_eq!((c.generator, c.tiles, c.dot), (Avx512, false, true));
         // f32 at the named CPUs: their AVX-512, no tiles.
         let c = choose(true, false, Some(Cpu::Znver4), Auto, Precision::F32).unwrap();
         assert_eq!((c.generator, c.tiles), (Avx512, false));

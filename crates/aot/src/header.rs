@@ -129,9 +129,13 @@ fn generator_text(target: &Target) -> String {
             "Precision: bf16: the weights and each stage's input values are rounded to bf16 \
              (nearest even) where they enter a multiply; sums, bias, activation and residual \
              are f32.{}",
-            match target.choice.tiles {
-                true => " Conv and pointwise stages that fill them run on AMX tiles.",
-                false => "",
+            match (target.choice.tiles, target.choice.dot) {
+                (true, _) => " Conv and pointwise stages that fill them run on AMX tiles.",
+                (false, true) => {
+                    " Conv, pointwise and grouped stages (of up to 2 groups) run vdpbf16ps \
+                     (AVX512_BF16) on their input converted to bf16 pairs."
+                }
+                (false, false) => "",
             }
         ),
     };
@@ -310,7 +314,10 @@ fn describe_run_time(
             parts.push("the image's input rounded to bf16");
         }
         if scratch.tiles.is_some() {
-            parts.push("the tile stages' converted input and accumulators");
+            parts.push(match target.choice.dot {
+                true => "the vdpbf16ps stages' converted input and accumulators",
+                false => "the tile stages' converted input and accumulators",
+            });
         }
         para(
             w,

@@ -393,8 +393,12 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     let generator = target.choice.generator;
     let precision = target.choice.precision;
     let x86 = convjit_x86::Isa::of(generator);
-    let mut plans = stage_plans(layer, x86, target.choice.tiles)?;
-    let tiles = plans.iter().any(|p| p.tiles.is_some());
+    let mut plans = stage_plans(layer, x86, (target.choice.tiles, target.choice.dot))?;
+    // The tile state is asked for where a stage runs on AMX (not on
+    // `vdpbf16ps`, which has the same plan).
+    let tiles = plans
+        .iter()
+        .any(|p| p.tiles.as_ref().is_some_and(|t| !t.dot));
     if precision == convjit_ir::Precision::Bf16 {
         // A tile stage whose output a non-tile stage multiplies rounds it
         // as it stores it (the wrapper rounds the others' outputs).
@@ -510,10 +514,11 @@ fn check_buildable(layer: &Layer, opts: &BuildOptions) -> Result<(), AotError> {
 fn stage_plans(
     layer: &Layer,
     x86: Option<convjit_x86::Isa>,
-    tiles: bool,
+    (tiles, dot): (bool, bool),
 ) -> Result<Vec<stage_plan::StagePlan>, AotError> {
     let plan_target = stage_plan::Target {
         tiles,
+        dot,
         ..x86.map_or(stage_plan::Target::CRANELIFT, |i| i.target())
     };
     let plans: Vec<stage_plan::StagePlan> = layer

@@ -477,11 +477,13 @@ impl PackCopies {
                         k,
                         off,
                         p.kh * p.kw,
-                        p.ci,
+                        // A group's input channels: a grouped stage's
+                        // tiles (`vdpbf16ps` only) reduce its group's.
+                        p.ci / p.groups,
                         p.co,
                         p.channels.0,
                         t.co,
-                        t.k_chunks,
+                        t.red_chunks,
                         t.n_blocks,
                     ]);
                     // The f32 bias after the tiles.

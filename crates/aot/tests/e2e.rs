@@ -217,6 +217,15 @@ fn prepare(dir: &Path, opts: &BuildOptions, generator: Backend) -> Vec<(String, 
             std::fs::write(dir.join(format!("{}.h", lay.name)), &a.header).unwrap();
             includes.push_str(&format!("#include \"{}.h\"\n", lay.name));
         }
+        if opts.precision == Precision::Bf16 && (name.starts_with("tile_") || name == "grouped") {
+            // Zen 4 objects multiply on vdpbf16ps (tiles: Sapphire
+            // Rapids; its grouped stages f32 code).
+            let asm = build(&l, &baked, Emit::Asm).unwrap().object;
+            let asm = String::from_utf8(asm).unwrap();
+            let znver4 = opts.cpu == Some(Cpu::Znver4);
+            assert_eq!(asm.contains("vdpbf16ps"), znver4, "{name}");
+            assert!(!znver4 || !asm.contains("tdpbf16ps"), "{name}");
+        }
         let m = format!("CONVJIT_{name}");
         table.push_str(&format!(
             "  {{\"{name}\", convjit_{name}, 0, 0, {m}_INPUT_FLOATS, {m}_OUTPUT_FLOATS, 0, 0, {m}_SCRATCH_BYTES}},\n\
@@ -403,8 +412,9 @@ fn x86_64_v4_objects_match_the_interpreter() {
 }
 
 /// bf16 objects: for Sapphire Rapids (conv and pointwise stages on AMX
-/// tiles, the object asking for the tile state), and for Zen 4 (AVX-512
-/// f32 arithmetic on values the wrapper rounds), weights baked and packed
+/// tiles, the object asking for the tile state), and for Zen 4
+/// (`vdpbf16ps` for conv, pointwise and grouped stages, f32 arithmetic on
+/// values the wrapper rounds for depthwise ones), weights baked and packed
 /// by `_pack` (rounding, and the tiles' bf16 pairs), against the bf16
 /// interpreter and within bf16's bound of the f32 one.
 #[cfg(target_arch = "x86_64")]

@@ -49,6 +49,7 @@ pub use convjit_jit::{
     bf16_peaks, separation, tiles_refused, CompileStats, JitError, Kernel, Network, PeakLoop,
 };
 pub use convjit_plan::layer_plan::SeparationCost;
+pub use convjit_plan::stage_plan::Bf16Units;
 pub use convjit_plan::{Backend, Fusion, Group, Host, LayerPlan, Options, Schedule, Split};
 
 /// The plan the JIT would follow for `layer` on this machine (its host
@@ -61,7 +62,11 @@ pub fn plan_layer(layer: &Layer, options: &Options) -> LayerPlan {
 /// The register blocking of one stage, as the code generator of `plan`
 /// will emit it.
 pub fn stage_schedule(stage: &Stage, plan: &LayerPlan) -> Schedule {
-    let target = convjit_jit::stage_target(plan.options.backend, plan.options.precision);
+    let target = convjit_jit::stage_target(
+        plan.options.backend,
+        plan.options.precision,
+        plan.options.bf16_units,
+    );
     convjit_plan::stage_plan::schedule_for(stage, &target)
 }
 
@@ -81,7 +86,11 @@ pub struct StageReport {
 
 impl StageReport {
     pub fn new(stage: &Stage, plan: &LayerPlan) -> StageReport {
-        let target = convjit_jit::stage_target(plan.options.backend, plan.options.precision);
+        let target = convjit_jit::stage_target(
+            plan.options.backend,
+            plan.options.precision,
+            plan.options.bf16_units,
+        );
         let p = convjit_plan::stage_plan::plan_for(stage, &target);
         StageReport {
             // `plan_for` blocks the stage by `schedule_for`.
@@ -113,7 +122,28 @@ fn tile_report(
         tiles: false,
         ..target
     };
+    let units = plan.options.bf16_units;
     Some(match (&p.tiles, convjit_jit::tiles_refused()) {
+        (Some(t), _) if t.dot => Ok(format!(
+            "none, vdpbf16ps (AVX512_BF16, {}): the tile blocking's {M_BLOCK} pixels x \
+             {N_BLOCK} channels in zmm accumulators, 16 per pass ({} channel blocks{}), \
+             input channel pairs broadcast, {} pairs a tap{}, {} KiB scratch per thread",
+            match units {
+                Bf16Units::Dot => "asked for",
+                _ => "the default on AMD hosts",
+            },
+            t.n_blocks,
+            match t.m_blocks {
+                0 => ", 32 pixels of the range at a time".to_string(),
+                m => format!(", {m} pixel blocks per output row"),
+            },
+            (t.red_chunks - 1) * K_CHUNK / 2 + t.tail_pairs,
+            match p.groups {
+                1 => String::new(),
+                g => format!(" of its group's channels ({g} groups)"),
+            },
+            t.scratch_bytes.div_ceil(1024),
+        )),
         (Some(t), _) => Ok(format!(
             "AMX bf16: 2x2 accumulator tiles of {M_BLOCK} pixels x {N_BLOCK} channels \
              ({} channel blocks{}), reduction in chunks of {K_CHUNK} channels ({} per tap, \
@@ -138,13 +168,31 @@ fn tile_report(
             cycles(&target),
             cycles(&f32_code),
         )),
-        (None, Some(why)) => Err(format!("f32 code on bf16 values: {why}")),
-        (None, None) => Err(format!(
+        (None, _) if units == Bf16Units::Fma => {
+            Err("f32 code on bf16 values: asked for (--bf16-units fma)".into())
+        }
+        (None, _) if units == Bf16Units::Dot || p.target.dot => Err(format!(
             "f32 code on bf16 values: {}",
-            convjit_plan::stage_plan::tile_plan(stage)
+            convjit_plan::stage_plan::dot_plan(stage)
                 .err()
                 .unwrap_or("not the AVX-512 generator")
         )),
+        (None, refused) => {
+            let why = refused.unwrap_or_else(|| {
+                convjit_plan::stage_plan::tile_plan(stage)
+                    .err()
+                    .unwrap_or("not the AVX-512 generator")
+            });
+            // Not on an AMD host: vdpbf16ps was not asked for.
+            let dot = match units {
+                Bf16Units::Auto => {
+                    "; vdpbf16ps only where asked (--bf16-units dot) on \
+                                   this non-AMD CPU, where it computes at half the FMAs' rate"
+                }
+                _ => "",
+            };
+            Err(format!("f32 code on bf16 values: {why}{dot}"))
+        }
     })
 }
 
@@ -156,7 +204,11 @@ pub fn share_schedules(
     stage: usize,
     plan: &LayerPlan,
 ) -> Vec<((usize, usize), Schedule)> {
-    let target = convjit_jit::stage_target(plan.options.backend, plan.options.precision);
+    let target = convjit_jit::stage_target(
+        plan.options.backend,
+        plan.options.precision,
+        plan.options.bf16_units,
+    );
     let s = &layer.stages[stage];
     // The groups are the layer's stages in order: the first that ends at
     // or after `stage` holds it (a lookup, not a scan: `plan` asks for
@@ -178,13 +230,21 @@ pub fn share_schedules(
 /// How `stage`'s weights are packed for the plan's generator
 /// ([`convjit_plan::stage_plan::StagePlan::packing`]).
 pub fn stage_packing(stage: &Stage, plan: &LayerPlan) -> String {
-    let target = convjit_jit::stage_target(plan.options.backend, plan.options.precision);
+    let target = convjit_jit::stage_target(
+        plan.options.backend,
+        plan.options.precision,
+        plan.options.bf16_units,
+    );
     convjit_plan::stage_plan::plan_for(stage, &target).packing()
 }
 
 /// Why [`stage_schedule`] chose that blocking.
 pub fn stage_schedule_reason(stage: &Stage, plan: &LayerPlan) -> String {
-    let target = convjit_jit::stage_target(plan.options.backend, plan.options.precision);
+    let target = convjit_jit::stage_target(
+        plan.options.backend,
+        plan.options.precision,
+        plan.options.bf16_units,
+    );
     convjit_plan::stage_plan::schedule_reason_for(stage, &target)
 }
 

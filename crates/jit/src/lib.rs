@@ -49,6 +49,7 @@ use convjit_ir::separate::Note as SeparationNote;
 use convjit_ir::{DataError, Layer, Precision, Separation, Stage, Weights};
 use convjit_plan::layer_plan::{self, Host, LayerPlan, Options};
 use convjit_plan::limits::{check_stage_count, TooLarge};
+use convjit_plan::stage_plan::Bf16Units;
 use convjit_plan::{program, stage_plan, Backend, Schedule};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_jit::{JITBuilder, JITModule};
@@ -383,7 +384,7 @@ fn function_plans(
 ) -> (program::Program, Vec<stage_plan::StagePlan>) {
     let mut program = program::program(layer, layer_plan);
     let options = &layer_plan.options;
-    let target = stage_target(backend, options.precision);
+    let target = stage_target(backend, options.precision, options.bf16_units);
     let mut plans: Vec<stage_plan::StagePlan> =
         program.functions.iter().map(|f| f.plan(&target)).collect();
     if options.precision == Precision::Bf16 && options.bf16_intermediates {
@@ -402,13 +403,25 @@ pub fn bf16_outputs(layer: &Layer, layer_plan: &LayerPlan) -> Vec<bool> {
     }
 }
 
-/// The stage plans' target for `backend` (resolved) in `precision`: with
-/// AMX tiles for bf16 on the AVX-512 generator where this process may use
-/// them ([`tiles_refused`]).
-pub fn stage_target(backend: Backend, precision: Precision) -> stage_plan::Target {
+/// The stage plans' target for `backend` (resolved) in `precision`: in
+/// bf16 on the AVX-512 generator, AMX tiles where this process may use
+/// them ([`tiles_refused`]) and `units` allows, `vdpbf16ps` where `units`
+/// asks for it (`Auto`: on an AMD host, see [`Bf16Units`]).
+pub fn stage_target(
+    backend: Backend,
+    precision: Precision,
+    units: Bf16Units,
+) -> stage_plan::Target {
     // The tile state is asked of Linux only where tiles would be used.
-    let wanted = precision == Precision::Bf16 && backend == Backend::Avx512;
-    stage_plan::Target::planned(backend, precision, wanted && tiles_refused().is_none())
+    let wanted = precision == Precision::Bf16
+        && backend == Backend::Avx512
+        && matches!(units, Bf16Units::Auto | Bf16Units::Tiles);
+    stage_plan::Target::planned(
+        backend,
+        precision,
+        units,
+        wanted && tiles_refused().is_none(),
+    )
 }
 
 /// The host the cost model plans `options` for: this machine ([`host`])
@@ -419,7 +432,7 @@ pub fn stage_target(backend: Backend, precision: Precision) -> stage_plan::Targe
 pub fn planning_host(options: &Options) -> Host {
     let backend = options.backend.resolve().unwrap_or(Backend::Cranelift);
     Host {
-        tiles: stage_target(backend, options.precision).tiles,
+        tiles: stage_target(backend, options.precision, options.bf16_units).tiles,
         ..host()
     }
 }

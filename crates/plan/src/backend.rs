@@ -146,6 +146,21 @@ pub fn has_amx_bf16() -> bool {
     false
 }
 
+/// The CPU's vendor is AMD (CPUID leaf 0: "AuthenticAMD"): where
+/// `vdpbf16ps` issues like an FMA (Zen 4), so bf16 stages off tiles run
+/// it by default (`stage_plan::Bf16Units::Auto`).
+#[cfg(target_arch = "x86_64")]
+pub fn is_amd() -> bool {
+    let leaf0 = std::arch::x86_64::__cpuid(0);
+    // "Auth" "enti" "cAMD" in ebx, edx, ecx.
+    [leaf0.ebx, leaf0.edx, leaf0.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163]
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn is_amd() -> bool {
+    false
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 fn has_avx2() -> bool {
     false

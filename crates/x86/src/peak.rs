@@ -61,7 +61,13 @@ pub fn amx_bf16_peak() -> Result<Vec<u8>, String> {
 }
 
 /// `vdpbf16ps zmm` on twelve independent accumulators (two per port for
-/// its latency, as the FMA peaks do).
+/// its latency, as the FMA peaks do). Not latency-bound on Sapphire
+/// Rapids: a C loop of the same (gcc -O3 intrinsics, one pinned core, load
+/// about 1.2) ran 51-55 GFLOP/s with 8 or 12 accumulators and 52-57 with
+/// 16, 24 or 28 (64 FLOPs an instruction), against 100-114 for 512-bit
+/// FMAs in the same runs: `vdpbf16ps` issues at a quarter of the FMAs'
+/// rate there, half their products, so bf16 stages off tiles keep f32
+/// FMAs on Intel by default (`stage_plan::Bf16Units::Auto`).
 pub fn bf16_512_peak() -> Result<Vec<u8>, String> {
     let mut a = Asm::new();
     let zmm = crate::tiles::zmm;

@@ -22,7 +22,7 @@ pub use host::{host_l2_bytes, Host};
 pub use separation::{separation_cost, SeparationCost};
 
 use crate::backend::Backend;
-use crate::stage_plan::Target;
+use crate::stage_plan::{Bf16Units, Target};
 use convjit_ir::{Layer, Precision, Separation};
 use cost::group_cycles;
 use threads::choose_bands_and_threads;
@@ -95,6 +95,10 @@ pub struct Options {
     /// (`stage_plan::bf16_intermediates`); off, every intermediate is f32
     /// (the same values: they are rounded either way).
     pub bf16_intermediates: bool,
+    /// In bf16: what runs conv, pointwise and grouped stages (AMX tiles,
+    /// `vdpbf16ps`, f32 FMAs on bf16 values; `Auto`: as the host suits,
+    /// see [`Bf16Units`]). Ignored in f32.
+    pub bf16_units: Bf16Units,
 }
 
 impl Default for Options {
@@ -108,6 +112,7 @@ impl Default for Options {
             separate: Separation::Exact,
             precision: Precision::F32,
             bf16_intermediates: true,
+            bf16_units: Bf16Units::Auto,
         }
     }
 }
@@ -179,6 +184,7 @@ impl LayerPlan {
         Target::planned(
             self.options.backend,
             self.options.precision,
+            self.options.bf16_units,
             self.host.tiles,
         )
     }
@@ -193,7 +199,7 @@ pub fn plan_layer(layer: &Layer, options: &Options, host: &Host) -> LayerPlan {
     let backend = options.backend.resolve().unwrap_or(Backend::Cranelift);
     // Tiles where the generator takes them: every decision below prices
     // the stages as the code that runs them.
-    let target = Target::planned(backend, options.precision, host.tiles);
+    let target = Target::planned(backend, options.precision, options.bf16_units, host.tiles);
     let host = &Host {
         lanes: target.lanes,
         vector_registers: target.vector_registers,

@@ -21,7 +21,8 @@
 //! - `taps.rs`: the taps of a register block's kernel row
 //!   ([`StagePlan::reduction`], [`StagePlan::dw_taps`]);
 //! - `code_size.rs`: the instructions a plan will take ([`code_size()`]);
-//! - `tiles.rs`: bf16 stages on AMX tiles ([`tile_plan`], [`TilePlan`]).
+//! - `tiles.rs`: bf16 stages on AMX tiles or `vdpbf16ps` ([`tile_plan`],
+//!   [`dot_plan`], [`TilePlan`]).
 
 mod code_size;
 mod geometry;
@@ -54,8 +55,8 @@ pub use stage::{
     plan_for, plan_for_cranelift, planned_stage, StagePlan, Strategy, CHANNELS_OUTER_BYTES,
 };
 pub use taps::{ColumnTaps, DwColumn, DwInputColumns, DwTaps, InputColumn, Reduction, TapInput};
-pub use target::{stage_target, Target, LANES, MAX_LANES};
+pub use target::{stage_target, Bf16Units, Target, LANES, MAX_LANES};
 pub use tiles::{
-    bf16_intermediates, reads_bf16, round_outputs, tile_plan, TilePlan, B_TILE_BYTES, K_CHUNK,
-    MAX_TILE_SCRATCH, M_BLOCK, N_BLOCK,
+    bf16_intermediates, dot_plan, reads_bf16, round_outputs, tile_plan, TilePlan, B_TILE_BYTES,
+    K_CHUNK, MAX_TILE_SCRATCH, M_BLOCK, N_BLOCK,
 };

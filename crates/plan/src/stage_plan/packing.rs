@@ -269,8 +269,13 @@ impl StagePlan {
         };
         let layout = match &self.tiles {
             Some(t) => format!(
-                "bf16 tiles: per tap, {} chunks of 32 input channels, {} blocks of 16 output channels, channel pairs in each 32-bit element, then the f32 bias",
-                t.k_chunks, t.n_blocks
+                "bf16 tiles: per tap, {} chunks of 32 input channels, {} blocks of 16 output channels, channel pairs in each 32-bit element{}, then the f32 bias",
+                t.red_chunks,
+                t.n_blocks,
+                match self.groups {
+                    1 => String::new(),
+                    g => format!(" (chunks of a group's channels, {g} groups)"),
+                },
             ),
             None => layout,
         };

@@ -16,7 +16,7 @@ use super::schedule::{schedule_for, Schedule};
 #[cfg(doc)]
 use super::shares::plan_channels;
 use super::target::{stage_target, Target};
-use super::tiles::{tile_plan, TilePlan};
+use super::tiles::{dot_plan, tile_plan, TilePlan};
 use convjit_ir::{Activation, Stage, StageKind};
 
 /// Conv/pointwise weights (bytes) above which channel blocks are walked
@@ -167,9 +167,10 @@ pub struct StagePlan {
     /// co)`, but for a thread's share of a conv/pointwise stage
     /// ([`plan_channels`]), whose packed weights hold only those.
     pub channels: (usize, usize),
-    /// bf16 on AMX tiles ([`Target::tiles`] and a stage that fills them):
-    /// the function and its packed weights follow this instead of the
-    /// runs and units above.
+    /// bf16 on AMX tiles ([`Target::tiles`] and a stage that fills them),
+    /// or the same blocking on `vdpbf16ps` ([`Target::dot`],
+    /// [`TilePlan::dot`]): the function and its packed weights follow this
+    /// instead of the runs and units above.
     pub tiles: Option<TilePlan>,
     /// The input is stored as bf16 (2 bytes a value, the upper half of
     /// the f32 the tile stage before rounded): a many-channel depthwise
@@ -237,7 +238,14 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         _ => None,
     };
     let extent = packed_extent(&weights, groups, steps, has_bias, taps, row_phases, lanes);
-    let tiles = target.tiles.then(|| tile_plan(stage).ok()).flatten();
+    let tiles = target
+        .tiles
+        .then(|| tile_plan(stage).ok())
+        .flatten()
+        .or_else(|| {
+            let dot = target.dot.then(|| dot_plan(stage));
+            dot.and_then(Result::ok)
+        });
     StagePlan {
         target: *target,
         sched,

@@ -25,6 +25,51 @@ pub struct Target {
     /// them ([`super::tile_plan`]): the AVX-512 generator, precision bf16,
     /// and a process granted the tile state.
     pub tiles: bool,
+    /// bf16 conv, pointwise and grouped stages not on tiles run
+    /// `vdpbf16ps` ([`super::dot_plan`]) instead of f32 FMAs on rounded
+    /// values: the AVX-512 generator, precision bf16, and [`Bf16Units`]
+    /// asking for it (or, by default, an AMD host: see there).
+    pub dot: bool,
+}
+
+/// Which arithmetic runs a bf16 conv, pointwise or grouped stage
+/// (`Options::bf16_units`, `--bf16-units`). Depthwise stages always run
+/// f32 FMAs on bf16 values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Bf16Units {
+    /// AMX tiles where the stage fills them and the process may use them;
+    /// else `vdpbf16ps` on an AMD host with AVX512_BF16 (Zen 4 issues it
+    /// like an FMA, twice an FMA's products) and f32 FMAs on an Intel one
+    /// (Sapphire Rapids issues it at a quarter of the FMA's rate, so half
+    /// its products: measured, see `convjit_x86::peak::bf16_512_peak`).
+    #[default]
+    Auto,
+    /// AMX tiles where they fill, f32 FMAs elsewhere (the Intel default).
+    Tiles,
+    /// `vdpbf16ps` for every conv, pointwise and grouped stage, never tiles.
+    Dot,
+    /// f32 FMAs on bf16 values for every stage.
+    Fma,
+}
+
+impl Bf16Units {
+    /// Every choice, in the order `--bf16-units` lists them.
+    pub const ALL: [Bf16Units; 4] = [
+        Bf16Units::Auto,
+        Bf16Units::Tiles,
+        Bf16Units::Dot,
+        Bf16Units::Fma,
+    ];
+
+    /// Its spelling on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Units::Auto => "auto",
+            Bf16Units::Tiles => "tiles",
+            Bf16Units::Dot => "dot",
+            Bf16Units::Fma => "fma",
+        }
+    }
 }
 
 impl Target {
@@ -35,6 +80,7 @@ impl Target {
         lanes: LANES,
         vector_registers: 16,
         tiles: false,
+        dot: false,
     };
     /// `convjit-x86`'s AVX2 generator: 256-bit ymm vectors, 16 registers.
     pub const AVX2: Target = Target {
@@ -42,6 +88,7 @@ impl Target {
         lanes: 8,
         vector_registers: 16,
         tiles: false,
+        dot: false,
     };
     /// `convjit-x86`'s AVX-512 generator: 512-bit zmm vectors, 32
     /// registers.
@@ -50,6 +97,7 @@ impl Target {
         lanes: 16,
         vector_registers: 32,
         tiles: false,
+        dot: false,
     };
 
     /// The target of a concrete generator (`Auto` is Cranelift's).
@@ -62,13 +110,24 @@ impl Target {
     }
 
     /// The stage plans' target for a concrete generator in `precision`,
-    /// where the process may run AMX tiles (`tiles`: the CPU has them
-    /// and Linux granted their state): tiles for bf16 on the AVX-512
-    /// generator. The layer planner prices stages for it
-    /// (`layer_plan::LayerPlan::target`) and the runtime compiles for it.
-    pub fn planned(backend: Backend, precision: Precision, tiles: bool) -> Target {
+    /// with `units` asked for, where the process may run AMX tiles
+    /// (`tiles`: the CPU has them and Linux granted their state): in bf16
+    /// on the AVX-512 generator, tiles where `units` allows them and
+    /// `vdpbf16ps` where it asks for it ([`Bf16Units`]). The layer planner
+    /// prices stages for it (`layer_plan::LayerPlan::target`) and the
+    /// runtime compiles for it.
+    pub fn planned(
+        backend: Backend,
+        precision: Precision,
+        units: Bf16Units,
+        tiles: bool,
+    ) -> Target {
+        let bf16 = precision == Precision::Bf16 && backend == Backend::Avx512;
         Target {
-            tiles: tiles && precision == Precision::Bf16 && backend == Backend::Avx512,
+            tiles: bf16 && tiles && matches!(units, Bf16Units::Auto | Bf16Units::Tiles),
+            dot: bf16
+                && (units == Bf16Units::Dot
+                    || units == Bf16Units::Auto && crate::backend::is_amd()),
             ..Target::of(backend)
         }
     }
@@ -101,9 +160,13 @@ impl Target {
 /// against 256-bit: 5x5 separated 3.53-3.66 ms against 3.82-4.01, 7x7
 /// 4.21-4.67 against 4.53-4.97, box 9x9 5.26-5.38 against 6.36-6.44, 5x5
 /// whole 6.04-6.21 against 7.61-7.71.
+///
+/// A bf16 stage that runs `vdpbf16ps` ([`Target::dot`]) stays on AVX-512.
 pub fn stage_target(stage: &Stage, target: &Target) -> Target {
-    let grouped = stage.groups() > 1 && stage.output.c / stage.groups() <= Target::AVX2.lanes;
-    if target.backend == Backend::Avx512 && grouped {
+    let groups = stage.groups();
+    let grouped = groups > 1 && stage.output.c / groups <= Target::AVX2.lanes;
+    let dot = target.dot && super::dot_plan(stage).is_ok();
+    if target.backend == Backend::Avx512 && grouped && !dot {
         Target::AVX2
     } else {
         *target

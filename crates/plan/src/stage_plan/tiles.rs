@@ -23,6 +23,22 @@
 //!
 //! Pixels past the row's (or the range's) end are computed from whatever
 //! the scratch holds and never stored: a tile's rows are independent.
+//!
+//! Without AMX (`TilePlan::dot`, [`dot_plan`]) the same function runs
+//! `vdpbf16ps` (AVX512_BF16) instead of the tile products: the same
+//! conversion, chunks, blocks, packed weights and epilogue, each tile's
+//! 16 x 16 accumulators computed in zmm registers (8 pixels x 2 channel
+//! blocks, or 16 pixels x 1, per pass: 16 accumulators) and stored where
+//! the epilogue reads the tiles. A B tile's row `k` is the 16 output
+//! channels' weights of input channels `2k, 2k + 1`: the vector
+//! `vdpbf16ps` multiplies with one pixel's pair broadcast
+//! (`[a]{1to16}`). Its reduction skips the pairs past the input channels
+//! (a stage of 3 channels runs 2 pairs a tap, not 16). Any channel counts;
+//! grouped stages whose groups have an even number of input channels and
+//! a multiple of 16 outputs: each channel block then lies in one group and
+//! reduces that group's channels only (`TilePlan::group_blocks`), its
+//! input pairs from the group's first channel (other groups' values, an
+//! infinity say, never meet a zero weight).
 
 use super::stage::StagePlan;
 use convjit_ir::{Stage, StageKind};
@@ -118,6 +134,23 @@ pub struct TilePlan {
     /// takes half the bytes. Set with `round_output` by the compilers
     /// ([`bf16_intermediates`]), never by [`tile_plan`].
     pub bf16_output: bool,
+    /// `vdpbf16ps` on zmm accumulators instead of AMX tiles ([`dot_plan`]).
+    pub dot: bool,
+    /// Reduction chunks per tap of the packed weights: `k_chunks`, but for
+    /// a grouped stage (dot only) a group's `ceil(Ci / G / 32)`.
+    pub red_chunks: usize,
+    /// Channel pairs of the last reduction chunk that hold input channels
+    /// (of a group's, grouped; 1..=16): the dot reduction skips the rest,
+    /// which are zero.
+    pub tail_pairs: usize,
+    /// A grouped stage (dot only): channel blocks per group (`Co / G /
+    /// 16`) and bytes of converted channels per group (`Ci / G * 2`): a
+    /// block's pairs start at its group's first channel.
+    pub group_blocks: Option<(usize, usize)>,
+    /// Channel blocks run in pairs (sharing their input broadcasts); not
+    /// for a grouped stage with an odd count of blocks per group, whose
+    /// pairs would straddle groups.
+    pub pair_blocks: bool,
 }
 
 impl TilePlan {
@@ -221,6 +254,30 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
     if ci < 16 || co < 16 {
         return Err("fewer than 16 input or output channels: tiles mostly zero");
     }
+    blocked(stage, false)
+}
+
+/// Why `stage` does not run `vdpbf16ps`, or its plan ([`TilePlan::dot`]):
+/// any conv or pointwise stage whose scratch fits [`MAX_TILE_SCRATCH`];
+/// grouped, where each group has an even number of input channels and a
+/// multiple of 16 outputs.
+pub fn dot_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
+    match stage.kind {
+        StageKind::Conv { groups, cout } | StageKind::Pointwise { groups, cout }
+            if groups > 1
+                && !((stage.input.c / groups).is_multiple_of(2)
+                    && (cout / groups).is_multiple_of(N_BLOCK)) =>
+        {
+            Err("grouped with an odd count of input channels or outputs not a multiple of 16 a group")
+        }
+        StageKind::Conv { .. } | StageKind::Pointwise { .. } => blocked(stage, true),
+        StageKind::Depthwise { .. } => Err("depthwise: f32 arithmetic on bf16 values"),
+    }
+}
+
+/// The blocking [`tile_plan`] and [`dot_plan`] share.
+fn blocked(stage: &Stage, dot: bool) -> Result<TilePlan, &'static str> {
+    let (ci, co) = (stage.input.c, stage.output.c);
     let cp = ci.div_ceil(K_CHUNK) * K_CHUNK;
     let [kh, kw] = stage.kernel;
     let taps = kh * kw;
@@ -273,7 +330,11 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
     if scratch_bytes > MAX_TILE_SCRATCH {
         return Err("input rows too wide for the tile scratch");
     }
-    let b_floats = taps * (cp / K_CHUNK) * n_blocks * B_TILE_BYTES / 4;
+    let groups = stage.groups();
+    let cig = ci / groups;
+    let red_chunks = cig.div_ceil(K_CHUNK);
+    let group_blocks = (groups > 1).then_some((co / groups / N_BLOCK, cig * 2));
+    let b_floats = taps * red_chunks * n_blocks * B_TILE_BYTES / 4;
     Ok(TilePlan {
         cp,
         k_chunks: cp / K_CHUNK,
@@ -292,6 +353,11 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
         packed_len: b_floats + n_blocks * N_BLOCK,
         round_output: false,
         bf16_output: false,
+        dot,
+        red_chunks,
+        tail_pairs: (cig - (red_chunks - 1) * K_CHUNK).div_ceil(2),
+        group_blocks,
+        pair_blocks: group_blocks.is_none_or(|(b, _)| b % 2 == 0),
     })
 }
 
@@ -305,11 +371,13 @@ pub(super) fn pack_tiles(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    let (ci, co_all, c0) = (p.ci, p.co, p.channels.0);
+    // A grouped stage's weights are `[tap][Ci / G][Co]`: its tiles reduce
+    // a group's channels (every block lies in one group).
+    let (ci, co_all, c0) = (p.ci / p.groups, p.co, p.channels.0);
     let taps = p.kh * p.kw;
     let mut at = 0;
     for tap in 0..taps {
-        for chunk in 0..t.k_chunks {
+        for chunk in 0..t.red_chunks {
             for nb in 0..t.n_blocks {
                 for row in 0..K_CHUNK / 2 {
                     for col in 0..N_BLOCK {
@@ -382,6 +450,33 @@ mod tests {
         .unwrap();
         assert!(wide.staged_rows * wide.staged_row_bytes <= TILE_STAGING_BYTES);
         assert_eq!(wide.staged_rows, wide.chunk_rows + 2);
+    }
+
+    #[test]
+    fn vdpbf16ps_takes_narrow_stages_and_whole_groups() {
+        let d = |src: &str| dot_plan(&stage(src));
+        // 3 channels: one chunk, 2 pairs; 8 outputs: one block.
+        let t = d("layer l { input 8x8x3\n c: conv 3x3 -> 8, stride 2x2 }").unwrap();
+        assert!(t.dot);
+        assert_eq!(
+            (t.k_chunks, t.red_chunks, t.tail_pairs, t.n_blocks),
+            (1, 1, 2, 1)
+        );
+        // 33 channels: a chunk and one channel (a pair).
+        let t = d("layer l { input 8x8x33\n p: pointwise 40 }").unwrap();
+        assert_eq!((t.k_chunks, t.tail_pairs, t.group_blocks), (2, 1, None));
+        // Groups of 24 inputs and 32 outputs: chunks of a group's channels,
+        // two blocks a group (pairs); of 16 outputs, blocks alone.
+        let t = d("layer l { input 8x8x72\n c: conv 3x3 -> 96, groups 3 }").unwrap();
+        assert_eq!((t.cp, t.red_chunks, t.tail_pairs), (96, 1, 12));
+        assert_eq!((t.group_blocks, t.pair_blocks), (Some((2, 48)), true));
+        assert_eq!(t.bias_off, 9 * 6 * 256);
+        let t = d("layer l { input 8x8x32\n c: conv 3x3 -> 32, groups 2 }").unwrap();
+        assert_eq!((t.group_blocks, t.pair_blocks), (Some((1, 32)), false));
+        // Odd inputs or outputs not a multiple of 16 a group, depthwise: no.
+        assert!(d("layer l { input 8x8x6\n c: conv 3x3 -> 32, groups 2 }").is_err());
+        assert!(d("layer l { input 8x8x32\n p: pointwise 16, groups 2 }").is_err());
+        assert!(d("layer l { input 8x8x32\n d: depthwise 3x3 }").is_err());
     }
 
     #[test]

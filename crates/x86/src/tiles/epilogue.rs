@@ -24,7 +24,8 @@ impl Tiles<'_> {
         let (p, t) = (self.p, self.t);
         self.load(R::RBX, Slot::Scratch);
         self.add_imm(R::RBX, t.acc_offset as i64);
-        for &i in self.accumulators() {
+        // (`vdpbf16ps` passes stored theirs already.)
+        for &i in self.accumulators().iter().filter(|_| !t.dot) {
             let m = sib(R::RBX, R::R13, (i * M_BLOCK * N_BLOCK * 4) as i64);
             self.a
                 .emit(I::with2(Code::VEX_Tilestored_sibmem_tmm, m, tmm(i)));

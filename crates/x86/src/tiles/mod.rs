@@ -20,6 +20,7 @@
 //! loops lives in stack slots (they run once per 2x2 block of tiles,
 //! which does `4 x taps x chunks` tile products).
 
+mod dot;
 mod epilogue;
 
 use crate::asm::{mem, Asm, Label};
@@ -186,7 +187,9 @@ impl Tiles<'_> {
         self.mov_rr(R::R10, R::RCX);
         self.a.emit(I::with2(Code::Sub_r64_rm64, R::R10, R::RDX));
         self.store(Slot::ResDelta, R::R10);
-        self.tile_config();
+        if !self.t.dot {
+            self.tile_config();
+        }
         let done = self.a.label();
         let top = self.a.label();
         self.a.bind(top);
@@ -204,7 +207,9 @@ impl Tiles<'_> {
             .emit(I::with2(Code::Add_rm64_r64, slot(Slot::Row), R::RAX));
         self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, top);
         self.a.bind(done);
-        self.a.emit(Ok(I::with(Code::VEX_Tilerelease)));
+        if !self.t.dot {
+            self.a.emit(Ok(I::with(Code::VEX_Tilerelease)));
+        }
         self.a.emit(I::with2(Code::Add_rm64_imm32, R::RSP, FRAME));
         for r in SAVED.iter().rev() {
             self.a.emit(I::with1(Code::Pop_r64, *r));
@@ -327,7 +332,7 @@ impl Tiles<'_> {
         self.add_imm(R::RAX, m as i64 * px_bytes);
         self.mov_imm(R::R14, (m1 - m) as i64 * px_bytes);
         self.mov_imm(R::R12, p.sw as i64 * cp2);
-        self.tap_reduction();
+        self.reduction();
         self.epilogue(false, |g, m_sel| {
             // The block's first pixel of the output row, and how many.
             let mb = if m_sel == 0 { m } else { m1 };
@@ -338,6 +343,22 @@ impl Tiles<'_> {
             g.add_imm(R::RAX, (mb * M_BLOCK) as i64);
             Count::Const(valid)
         });
+    }
+
+    /// The block's reduction (every tap of a conv, every chunk) into the
+    /// accumulators: on tiles, or on `vdpbf16ps` ([`TilePlan::dot`],
+    /// stored to the scratch where the epilogue reads the tiles).
+    fn reduction(&mut self) {
+        match (self.t.dot, self.p.flat) {
+            (true, _) => self.dot_reduction(),
+            (false, false) => self.tap_reduction(),
+            (false, true) => {
+                self.b_pointers();
+                self.zero_accumulators();
+                let step = (self.t.n_blocks * B_TILE_BYTES) as i64;
+                self.chunk_loop(self.t.k_chunks, step);
+            }
+        }
     }
 
     /// The 2x2 block's reduction over every tap and chunk, its A tiles at
@@ -368,7 +389,7 @@ impl Tiles<'_> {
     fn grid_blocks(&mut self) {
         self.block_pairs(Slot::Left, |g| {
             g.a_pointers();
-            g.tap_reduction();
+            g.reduction();
             g.epilogue(true, |g, m_sel| {
                 // Grid positions At + 16 m .., Left - At - 16 m of them real.
                 let first = (m_sel * M_BLOCK) as i64;
@@ -416,7 +437,6 @@ impl Tiles<'_> {
     /// Pixels `[Row] ..` (up to `chunk_rows`, `[Chunk]` of them):
     /// converted, then per pair of channel blocks every 32 of them.
     fn flat_chunk(&mut self) {
-        let t = self.t;
         self.chunk_len();
         self.load(R::RBX, Slot::Scratch);
         self.load(R::RSI, Slot::Row);
@@ -427,9 +447,7 @@ impl Tiles<'_> {
         self.channel_pairs(|g| {
             g.block_pairs(Slot::Chunk, |g| {
                 g.a_pointers();
-                g.b_pointers();
-                g.zero_accumulators();
-                g.chunk_loop(t.k_chunks, (t.n_blocks * B_TILE_BYTES) as i64);
+                g.reduction();
                 g.epilogue(false, |g, m_sel| {
                     // Pixels Row + At + 16 m .., Chunk - At - 16 m of them real.
                     let first = (m_sel * M_BLOCK) as i64;
@@ -517,6 +535,24 @@ impl Tiles<'_> {
     /// clamped to the last block would compute it twice).
     fn channel_pairs(&mut self, body: impl Fn(&mut Self)) {
         let t = self.t;
+        if !t.pair_blocks {
+            // Every block alone (a grouped stage whose pairs would
+            // straddle groups).
+            self.store_imm(Slot::N0, 0);
+            let top = self.a.label();
+            self.a.bind(top);
+            self.load(R::RAX, Slot::N0);
+            self.store(Slot::N1, R::RAX);
+            self.n_pair = false;
+            body(self);
+            self.n_pair = true;
+            self.add_slot(Slot::N0, 1);
+            self.load(R::RAX, Slot::N0);
+            self.a
+                .emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, imm32(t.n_blocks)));
+            self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, top);
+            return;
+        }
         if t.n_blocks >= 2 {
             self.store_imm(Slot::N0, 0);
             let top = self.a.label();

@@ -1,0 +1,147 @@
+//! bf16 stages on `vdpbf16ps` (`Bf16Units::Dot`: AVX512_BF16 without AMX
+//! tiles, the default on AMD hosts, forced here so they run on any CPU
+//! with AVX512_BF16), checked like the tile stages in `bf16.rs`: against
+//! the bf16 interpreter with f32's tolerance and the f32 one within bf16's
+//! bound ([`convjit_ir::Reference`]). Skipped, saying so, on a CPU
+//! without AVX512_BF16.
+
+mod common;
+
+use convjit_ir::random_layer::{layer_case, Limits};
+use convjit_ir::{compile_source, Precision, Weights};
+use convjit_jit::Kernel;
+use convjit_plan::backend::has_bf16;
+use convjit_plan::stage_plan::Bf16Units;
+use convjit_plan::{Backend, Fusion, Options};
+use proptest::prelude::*;
+
+fn dot(fuse: Fusion, threads: usize) -> Options {
+    Options {
+        fuse,
+        threads,
+        min_thread_cycles: 0,
+        backend: Backend::Avx512,
+        precision: Precision::Bf16,
+        bf16_units: Bf16Units::Dot,
+        ..Options::default()
+    }
+}
+
+fn skip() -> bool {
+    if !has_bf16() {
+        eprintln!("skipped: this CPU has no AVX512_BF16");
+    }
+    !has_bf16()
+}
+
+/// Every kind of stage the dot path takes, at its edges: pointwise flat
+/// (pixel ranges not multiples of 32) and not (strided); conv KxK with
+/// strides, dilations, explicit and same padding (the grid of stride 1
+/// and rows of strides); input channels odd, below 16 (one chunk's first
+/// pairs only: 3 channels, 2 pairs) and past a chunk (33: a tail of one
+/// channel); output channels below 16 and not multiples of 16 (masked
+/// stores of the last block, alone or in a pair); grouped stages (2 and 3
+/// groups, channel blocks in pairs or alone, groups of 10 input channels
+/// whose pairs start 20 bytes apart), and one the dot path leaves to f32
+/// code (8 outputs a group) after a dot stage; bias,
+/// both activations, the residual; rows wider than one conversion chunk;
+/// fused groups with depthwise stages between (bands of rows).
+const DOT_LAYERS: &str = "
+layer a { input 14x14x64\n p: pointwise 64 }
+layer b { input 7x9x40\n p: pointwise 50, bias, relu6 }
+layer c { input 3x5x3\n p: pointwise 5 }
+layer d { input 20x21x32\n c: conv 3x3 -> 32, pad same }
+layer e { input 19x37x48\n c: conv 3x3 -> 40, stride 2x2, pad same, bias, relu }
+layer f { input 9x23x48\n c: conv 3x3 -> 48, dilation 2x2, pad same, bias, relu, residual }
+layer g { input 17x17x33\n c: conv 7x7 -> 96, pad same }
+layer h { input 11x13x33\n c: conv 2x5 -> 17, stride 1x3, pad 1 0 2 3, bias }
+layer i { input 8x40x5\n c: conv 1x7 -> 7, pad same, relu }
+layer j { input 5x50x16\n c: conv 3x1 -> 80, stride 2x1, pad valid }
+layer k { input 12x12x24\n e: pointwise 36, relu6\n d: depthwise 3x3, pad same\n p: pointwise 24, residual }
+layer m { input 7x150x256\n c: conv 3x3 -> 16, pad same, bias }
+layer n { input 23x29x3\n c: conv 3x3 -> 24, stride 2x2, pad same, bias, relu6 }
+layer o { input 20x20x12\n c: conv 3x3 -> 12, pad same, relu\n d: depthwise 3x3, pad same\n q: conv 3x3 -> 9, dilation 1x2, pad same }
+layer p { input 9x11x32\n c: conv 3x3 -> 32, groups 2, pad same, bias, relu }
+layer q { input 13x10x20\n p: pointwise 64, groups 2, bias }
+layer r { input 8x9x48\n c: conv 3x3 -> 48, groups 3, pad same, residual }
+layer s { input 6x70x20\n c: conv 3x3 -> 4, stride 2x2, pad valid, relu6 }
+layer t { input 10x12x36\n c: conv 3x3 -> 96, groups 3, stride 2x1, pad same, bias }
+layer u { input 8x8x6\n c: conv 3x3 -> 32, pad same\n g: pointwise 32, groups 4 }
+";
+
+#[test]
+fn dot_stages_match_at_their_edges() {
+    if skip() {
+        return;
+    }
+    for l in compile_source(DOT_LAYERS).unwrap() {
+        let w = Weights::random(&l, 11);
+        let x: Vec<f32> = common::input(&l, 2, 12).iter().map(|v| v * 3.0).collect();
+        for (fuse, threads) in [(Fusion::Auto, 1), (Fusion::Never, 2), (Fusion::Always, 2)] {
+            let o = dot(fuse, threads);
+            common::check_with(&l, &w, &x, 2, &o)
+                .unwrap_or_else(|e| panic!("layer {} {fuse:?} {threads}: {e}", l.name));
+        }
+        // NaN and infinities propagate as in f32.
+        let mut special = x.clone();
+        let n = special.len();
+        for (i, v) in [(5, f32::NAN), (17, f32::INFINITY), (40, f32::NEG_INFINITY)] {
+            special[i % n] = v;
+        }
+        common::check_with(&l, &w, &special, 2, &dot(Fusion::Auto, 1))
+            .unwrap_or_else(|e| panic!("layer {} with NaN and inf: {e}", l.name));
+        // vdpbf16ps ran, and no tile.
+        let k = Kernel::compile_with(&l, &w, &dot(Fusion::Auto, 1)).unwrap();
+        let asm = k.asm();
+        assert!(asm.contains("vdpbf16ps"), "layer {}: no vdpbf16ps", l.name);
+        assert!(!asm.contains("tdpbf16ps"), "layer {}: tiles", l.name);
+    }
+}
+
+/// `fma` keeps every stage f32 code on bf16 values (no bf16 product),
+/// whatever the host; both agree with the reference.
+#[test]
+fn fma_units_run_no_bf16_products() {
+    if skip() {
+        return;
+    }
+    let l = common::layer("layer f { input 9x11x32\n c: conv 3x3 -> 32, pad same, bias }");
+    let w = Weights::random(&l, 3);
+    let o = Options {
+        bf16_units: Bf16Units::Fma,
+        ..dot(Fusion::Auto, 1)
+    };
+    let asm = Kernel::compile_with(&l, &w, &o).unwrap().asm();
+    assert!(!asm.contains("dpbf16ps"), "{asm}");
+    let x = common::input(&l, 1, 4);
+    common::check_with(&l, &w, &x, 1, &o).unwrap();
+}
+
+/// Keeps the two interpreters affordable.
+const MAX_MACS: u64 = 2_000_000;
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        max_global_rejects: 100_000,
+        ..ProptestConfig::default()
+    })]
+
+    /// Random layers (any kinds, fused or not, threads) with every conv,
+    /// pointwise and grouped stage on `vdpbf16ps`.
+    #[test]
+    fn dot_kernels_match_the_bf16_interpreter(
+        c in layer_case(Limits::PROPTEST),
+        fuse in prop::sample::select(vec![Fusion::Auto, Fusion::Always, Fusion::Never]),
+        threads in 1usize..3,
+    ) {
+        if skip() {
+            return Ok(());
+        }
+        let data = common::case_data(&c, MAX_MACS);
+        prop_assume!(data.is_some());
+        let (l, w, x) = data.unwrap();
+        let r = common::check_with(&l, &w, &x, c.batch, &dot(fuse, threads));
+        prop_assert!(r.is_ok(), "{}\nbatch {}: {}", c.src, c.batch, r.unwrap_err());
+    }
+}
