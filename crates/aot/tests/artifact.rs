@@ -309,21 +309,26 @@ fn x86_stage_functions_are_listed_as_x86() {
     }
 }
 
-/// bf16 for Sapphire Rapids: the expand stage (on tiles) stores bf16
-/// (`vpmovdw`), which the depthwise stage widens (`vpmovzxwd`); the
-/// project stage, on tiles, reads f32. For Zen 4 (no tiles) nothing is.
+/// bf16: the expand stage (on tiles for Sapphire Rapids, on `vdpbf16ps`
+/// for Zen 4: the same epilogue) stores bf16 (`vpmovdw`), which the
+/// depthwise stage widens (`vpmovzxwd`); f32 code keeps f32.
 #[test]
-fn bf16_objects_keep_the_expand_output_in_bf16_on_tiles() {
+fn bf16_objects_keep_the_expand_output_in_bf16() {
     let l = mbv2();
-    for (cpu, kept) in [(Cpu::SapphireRapids, true), (Cpu::Znver4, false)] {
+    use convjit_ir::Precision::{Bf16, F32};
+    for (cpu, precision, kept) in [
+        (Cpu::SapphireRapids, Bf16, true),
+        (Cpu::Znver4, Bf16, true),
+        (Cpu::SapphireRapids, F32, false),
+    ] {
         let o = BuildOptions {
-            precision: convjit_ir::Precision::Bf16,
+            precision,
             ..x86(Some(cpu), Backend::Auto, None)
         };
         let asm = build(&l, &o, Emit::Asm).unwrap();
         let asm = String::from_utf8(asm.object).unwrap();
         for op in ["vpmovdw", "vpmovzxwd"] {
-            assert_eq!(asm.contains(op), kept, "{cpu}: {op}");
+            assert_eq!(asm.contains(op), kept, "{cpu} {precision:?}: {op}");
         }
     }
 }

@@ -10,6 +10,7 @@ use convjit_ir::random_layer::{layer_case, Limits};
 use convjit_ir::{compile_source, Precision, Weights};
 use convjit_jit::{JitError, Kernel};
 use convjit_plan::backend::has_bf16;
+use convjit_plan::stage_plan::Bf16Units;
 use convjit_plan::{Backend, Fusion, Options};
 use proptest::prelude::*;
 
@@ -263,11 +264,15 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
+    /// Random layers (any kinds, fused or not, threads), their conv,
+    /// pointwise and grouped stages on tiles where they fill them (the
+    /// default here) or all on `vdpbf16ps`.
     #[test]
     fn bf16_kernels_match_the_bf16_interpreter(
         c in layer_case(Limits::PROPTEST),
         fuse in prop::sample::select(vec![Fusion::Auto, Fusion::Always, Fusion::Never]),
         threads in 1usize..4,
+        bf16_units in prop::sample::select(vec![Bf16Units::Auto, Bf16Units::Dot]),
     ) {
         if skip() {
             return Ok(());
@@ -275,7 +280,11 @@ proptest! {
         let data = common::case_data(&c, MAX_MACS);
         prop_assume!(data.is_some());
         let (l, w, x) = data.unwrap();
-        let r = common::check_with(&l, &w, &x, c.batch, &bf16(fuse, threads));
+        let o = Options {
+            bf16_units,
+            ..bf16(fuse, threads)
+        };
+        let r = common::check_with(&l, &w, &x, c.batch, &o);
         prop_assert!(r.is_ok(), "{}\nbatch {}: {}", c.src, c.batch, r.unwrap_err());
     }
 }

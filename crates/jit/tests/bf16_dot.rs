@@ -2,18 +2,17 @@
 //! tiles, the default on AMD hosts, forced here so they run on any CPU
 //! with AVX512_BF16), checked like the tile stages in `bf16.rs`: against
 //! the bf16 interpreter with f32's tolerance and the f32 one within bf16's
-//! bound ([`convjit_ir::Reference`]). Skipped, saying so, on a CPU
+//! bound ([`convjit_ir::Reference`]); random layers on it are in
+//! `bf16.rs`'s property test. Skipped, saying so, on a CPU
 //! without AVX512_BF16.
 
 mod common;
 
-use convjit_ir::random_layer::{layer_case, Limits};
 use convjit_ir::{compile_source, Precision, Weights};
 use convjit_jit::Kernel;
 use convjit_plan::backend::has_bf16;
 use convjit_plan::stage_plan::Bf16Units;
 use convjit_plan::{Backend, Fusion, Options};
-use proptest::prelude::*;
 
 fn dot(fuse: Fusion, threads: usize) -> Options {
     Options {
@@ -115,33 +114,4 @@ fn fma_units_run_no_bf16_products() {
     assert!(!asm.contains("dpbf16ps"), "{asm}");
     let x = common::input(&l, 1, 4);
     common::check_with(&l, &w, &x, 1, &o).unwrap();
-}
-
-/// Keeps the two interpreters affordable.
-const MAX_MACS: u64 = 2_000_000;
-
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 24,
-        max_global_rejects: 100_000,
-        ..ProptestConfig::default()
-    })]
-
-    /// Random layers (any kinds, fused or not, threads) with every conv,
-    /// pointwise and grouped stage on `vdpbf16ps`.
-    #[test]
-    fn dot_kernels_match_the_bf16_interpreter(
-        c in layer_case(Limits::PROPTEST),
-        fuse in prop::sample::select(vec![Fusion::Auto, Fusion::Always, Fusion::Never]),
-        threads in 1usize..3,
-    ) {
-        if skip() {
-            return Ok(());
-        }
-        let data = common::case_data(&c, MAX_MACS);
-        prop_assume!(data.is_some());
-        let (l, w, x) = data.unwrap();
-        let r = common::check_with(&l, &w, &x, c.batch, &dot(fuse, threads));
-        prop_assert!(r.is_ok(), "{}\nbatch {}: {}", c.src, c.batch, r.unwrap_err());
-    }
 }

@@ -106,7 +106,9 @@ impl Tiles<'_> {
             self.add_imm(R::RAX, (p.channels.0 * value) as i64);
             self.a
                 .emit(I::with2(Code::Add_r64_rm64, R::RAX, slot(Slot::OutBase)));
-            self.lea_scaled(R::RSI, R::RAX, R::RDX, value as u32);
+            // `value` is 2 or 4 (`TilePlan::out_bytes`): an index scale.
+            let scale = if value == 2 { 2 } else { 4 };
+            self.lea_scaled(R::RSI, R::RAX, R::RDX, scale);
             match count {
                 Count::Const(c) => self.mov_imm(R::RCX, c as i64),
                 Count::Reg(r) => self.mov_rr(R::RCX, r),
