@@ -143,6 +143,37 @@ fn every_generator_matches_the_interpreter() {
     }
 }
 
+/// Weights whose channel blocks crowd L2 (a 7x7 on 128 channels: 802 KiB
+/// a block of two vectors) are prefetched a slice after each pixel block
+/// (`NextWeights::PerPass`): the prefetch loop runs between blocks, on
+/// every generator that emits it, with bands, threads and batches.
+#[test]
+fn weights_prefetched_per_pass_match_the_interpreter() {
+    use convjit_plan::stage_plan::{plan_for, NextWeights, Target};
+    let src = "layer a { input 5x9x128\n c: conv 7x7 -> 40, pad same, bias, relu }";
+    let l = layer(src);
+    if plan_for(&l.stages[0], &Target::AVX512).nest().next_weights != NextWeights::PerPass {
+        println!("note: this host's L2 holds two of these weight blocks: prefetched per step");
+    }
+    let w = Weights::random(&l, 7);
+    for backend in Backend::available() {
+        for threads in [1, 2] {
+            let o = Options {
+                backend,
+                threads,
+                min_thread_cycles: 0,
+                ..Options::default()
+            };
+            for batch in [1, 2] {
+                let x = input(&l, batch, 8);
+                if let Err(e) = check_with(&l, &w, &x, batch, &o) {
+                    panic!("{backend}, {threads} threads, batch {batch}: {src}: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// Threads sharing a stage's output channels (`Split::Channels`: rows
 /// divide worse) on every generator: odd channel counts (a share's tail
 /// vector, or fewer channels than lanes), bias, relu6, residual, stride

@@ -375,7 +375,9 @@ impl Gen<'_> {
             self.mov_imm(R::RAX, r.base.output);
             self.store(Slot::ChO, R::RAX);
             self.repeat(Count::Const(r.count), Ctr::Slot(Slot::ChC), &mut |g| {
-                g.slot_plus(Slot::NEXT_W, Slot::ChW, r.step.weights);
+                if n.next_weights == NextWeights::PerPass {
+                    g.slot_plus(Slot::NEXT_W, Slot::ChW, r.step.weights);
+                }
                 inner(g, r);
                 g.add_imm(Ctr::Slot(Slot::ChO), r.step.output);
                 g.add_imm(Ctr::Slot(Slot::ChW), r.step.weights);
@@ -395,9 +397,7 @@ impl Gen<'_> {
             Pixels::Flat { px, .. } => (self.p.ho * self.p.wo).div_ceil(*px),
             Pixels::Rows(rows) => self.p.ho * rows.blocks.iter().map(|b| b.count).sum::<usize>(),
         };
-        let lines = (r.step.weights as usize)
-            .div_ceil(64)
-            .div_ceil(passes.max(1));
+        let lines = r.run.w_stride.div_ceil(64).div_ceil(passes.max(1));
         if lines == 0 || self.n.next_weights != NextWeights::PerPass {
             return;
         }
