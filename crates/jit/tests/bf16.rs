@@ -104,26 +104,10 @@ fn tile_stages_match_at_their_edges() {
         eprintln!("skipped: {why}");
         return;
     }
-    for l in compile_source(TILE_LAYERS).unwrap() {
-        let w = Weights::random(&l, 11);
-        let x: Vec<f32> = common::input(&l, 2, 12).iter().map(|v| v * 3.0).collect();
-        for (fuse, threads) in [(Fusion::Auto, 1), (Fusion::Never, 2), (Fusion::Always, 2)] {
-            let o = bf16(fuse, threads);
-            common::check_with(&l, &w, &x, 2, &o)
-                .unwrap_or_else(|e| panic!("layer {} {fuse:?} {threads}: {e}", l.name));
-        }
-        // NaN and infinities propagate through the tiles as in f32.
-        let mut special = x.clone();
-        let n = special.len();
-        for (i, v) in [(5, f32::NAN), (17, f32::INFINITY), (40, f32::NEG_INFINITY)] {
-            special[i % n] = v;
-        }
-        common::check_with(&l, &w, &special, 2, &bf16(Fusion::Auto, 1))
-            .unwrap_or_else(|e| panic!("layer {} with NaN and inf: {e}", l.name));
-        // The tiles ran (a stage of these takes them), not f32 code.
-        let k = Kernel::compile_with(&l, &w, &bf16(Fusion::Auto, 1)).unwrap();
-        assert!(k.asm().contains("tdpbf16ps"), "layer {}: no tiles", l.name);
-    }
+    // The tiles ran (a stage of these takes them), not f32 code.
+    common::check_bf16_edges(TILE_LAYERS, &bf16, &|l, asm| {
+        assert!(asm.contains("tdpbf16ps"), "layer {}: no tiles", l.name);
+    });
 }
 
 /// Tile stages read by a many-channel depthwise stage, whose output the

@@ -8,7 +8,7 @@
 
 mod common;
 
-use convjit_ir::{compile_source, Precision, Weights};
+use convjit_ir::{Precision, Weights};
 use convjit_jit::Kernel;
 use convjit_plan::backend::has_bf16;
 use convjit_plan::stage_plan::Bf16Units;
@@ -73,28 +73,11 @@ fn dot_stages_match_at_their_edges() {
     if skip() {
         return;
     }
-    for l in compile_source(DOT_LAYERS).unwrap() {
-        let w = Weights::random(&l, 11);
-        let x: Vec<f32> = common::input(&l, 2, 12).iter().map(|v| v * 3.0).collect();
-        for (fuse, threads) in [(Fusion::Auto, 1), (Fusion::Never, 2), (Fusion::Always, 2)] {
-            let o = dot(fuse, threads);
-            common::check_with(&l, &w, &x, 2, &o)
-                .unwrap_or_else(|e| panic!("layer {} {fuse:?} {threads}: {e}", l.name));
-        }
-        // NaN and infinities propagate as in f32.
-        let mut special = x.clone();
-        let n = special.len();
-        for (i, v) in [(5, f32::NAN), (17, f32::INFINITY), (40, f32::NEG_INFINITY)] {
-            special[i % n] = v;
-        }
-        common::check_with(&l, &w, &special, 2, &dot(Fusion::Auto, 1))
-            .unwrap_or_else(|e| panic!("layer {} with NaN and inf: {e}", l.name));
-        // vdpbf16ps ran, and no tile.
-        let k = Kernel::compile_with(&l, &w, &dot(Fusion::Auto, 1)).unwrap();
-        let asm = k.asm();
+    // vdpbf16ps ran, and no tile.
+    common::check_bf16_edges(DOT_LAYERS, &dot, &|l, asm| {
         assert!(asm.contains("vdpbf16ps"), "layer {}: no vdpbf16ps", l.name);
         assert!(!asm.contains("tdpbf16ps"), "layer {}: tiles", l.name);
-    }
+    });
 }
 
 /// `fma` keeps every stage f32 code on bf16 values (no bf16 product),

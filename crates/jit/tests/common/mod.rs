@@ -5,7 +5,7 @@
 use convjit_ir::{compile_source, Layer, Reference, Rng, Weights};
 use convjit_jit::testing::Guarded;
 use convjit_jit::Kernel;
-use convjit_plan::Options;
+use convjit_plan::{Fusion, Options};
 
 pub fn layer(src: &str) -> Layer {
     compile_source(src)
@@ -107,4 +107,33 @@ pub fn case_data(
         .map(|v| v * c.scale)
         .collect();
     Some((l, w, x))
+}
+
+/// The bf16 edge layers of `src` (every layer of it), checked fused and
+/// not, on 1 and 2 threads, with NaN and infinities among the inputs,
+/// under `options(fusion, threads)`; `ran` then asserts on each layer's
+/// disassembly that the arithmetic meant for it ran.
+pub fn check_bf16_edges(
+    src: &str,
+    options: &dyn Fn(Fusion, usize) -> Options,
+    ran: &dyn Fn(&Layer, &str),
+) {
+    for l in compile_source(src).unwrap() {
+        let w = Weights::random(&l, 11);
+        let x: Vec<f32> = input(&l, 2, 12).iter().map(|v| v * 3.0).collect();
+        for (fuse, threads) in [(Fusion::Auto, 1), (Fusion::Never, 2), (Fusion::Always, 2)] {
+            check_with(&l, &w, &x, 2, &options(fuse, threads))
+                .unwrap_or_else(|e| panic!("layer {} {fuse:?} {threads}: {e}", l.name));
+        }
+        // NaN and infinities propagate as in f32.
+        let mut special = x.clone();
+        let n = special.len();
+        for (i, v) in [(5, f32::NAN), (17, f32::INFINITY), (40, f32::NEG_INFINITY)] {
+            special[i % n] = v;
+        }
+        let o = options(Fusion::Auto, 1);
+        check_with(&l, &w, &special, 2, &o)
+            .unwrap_or_else(|e| panic!("layer {} with NaN and inf: {e}", l.name));
+        ran(&l, &Kernel::compile_with(&l, &w, &o).unwrap().asm());
+    }
 }
