@@ -18,7 +18,7 @@
 use super::Failure;
 use clap::Args;
 use convjit::verify::Trial;
-use convjit::{Backend, Fusion, Options, Precision};
+use convjit::{Backend, Bf16Units, Fusion, Options, Precision};
 use convjit_ir::random_layer::{case_runner, draw_valid, layer_case, shrink, LayerCase, Limits};
 use indicatif::ProgressBar;
 use proptest::strategy::ValueTree;
@@ -51,6 +51,10 @@ pub struct FuzzArgs {
     /// against the bf16 interpreter and within bf16's bound of f32's).
     #[arg(long, default_value = "f32", value_parser = super::parse_precision)]
     precision: Precision,
+    /// With bf16, what runs conv, pointwise and grouped stages: auto,
+    /// tiles, dot, fma (as `plan --bf16-units`).
+    #[arg(long, default_value = "auto", value_parser = super::parse_bf16_units)]
+    bf16_units: Bf16Units,
 }
 
 /// What the workers add up.
@@ -76,8 +80,12 @@ pub fn fuzz(a: &FuzzArgs) -> Result<(), Failure> {
     };
     let backends = super::backends_computing(a.precision)?;
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+    let units = match a.precision {
+        Precision::Bf16 => format!(" ({} units)", a.bf16_units.name()),
+        _ => String::new(),
+    };
     eprintln!(
-        "fuzz: seed {}, {} thread(s), {}, generators {}, layers up to {s}x{s}x{c}, {k}x{k} kernels",
+        "fuzz: seed {}, {} thread(s), {}{units}, generators {}, layers up to {s}x{s}x{c}, {k}x{k} kernels",
         a.seed,
         a.threads,
         a.precision,
@@ -165,9 +173,10 @@ struct CaseResult {
     interpreter: Duration,
 }
 
-fn options(case: &LayerCase, backend: Backend) -> Options {
+fn options(case: &LayerCase, backend: Backend, bf16_units: Bf16Units) -> Options {
     Options {
         backend,
+        bf16_units,
         // Fusion varies with the case (threads stay 1: a thread pool per
         // layer would cost more than the layer).
         fuse: [Fusion::Auto, Fusion::Always, Fusion::Never][(case.seed % 3) as usize],
@@ -191,13 +200,12 @@ fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> Ca
     result.interpreter = t.elapsed();
     for (k, &backend) in backends.iter().enumerate() {
         let t = Instant::now();
-        let outcome = trial.check(&layer, &options(&case, backend));
+        let outcome = trial.check(&layer, &options(&case, backend, a.bf16_units));
         result.per_backend[k] = t.elapsed();
         if let Some(message) = outcome.mismatch() {
             result.failed = true;
-            let (small, message) = shrink(&mut tree, message, |c| fails(c, backend, a.precision));
-            let path =
-                write_reproducer(&a.out, a.seed, i, (backend, a.precision), &small, &message);
+            let (small, message) = shrink(&mut tree, message, |c| fails(c, backend, a));
+            let path = write_reproducer(&a.out, a.seed, i, (backend, a), &small, &message);
             bar.suspend(|| {
                 eprintln!(
                     "MISMATCH case {i}, {backend}: {message}\n  reproducer: {}",
@@ -216,11 +224,11 @@ fn trial(layer: &convjit::Layer, case: &LayerCase, precision: Precision) -> Tria
 }
 
 /// The failure of `backend` on `case`, if it still fails (and validates).
-fn fails(case: &LayerCase, backend: Backend, precision: Precision) -> Option<String> {
+fn fails(case: &LayerCase, backend: Backend, a: &FuzzArgs) -> Option<String> {
     let mut layers = convjit_ir::compile_source(&case.src).ok()?;
     let layer = layers.remove(0);
-    trial(&layer, case, precision)
-        .check(&layer, &options(case, backend))
+    trial(&layer, case, a.precision)
+        .check(&layer, &options(case, backend, a.bf16_units))
         .mismatch()
 }
 
@@ -230,16 +238,19 @@ fn write_reproducer(
     dir: &Path,
     seed: u64,
     i: u64,
-    (backend, precision): (Backend, Precision),
+    (backend, a): (Backend, &FuzzArgs),
     case: &LayerCase,
     message: &str,
 ) -> Option<PathBuf> {
     std::fs::create_dir_all(dir).ok()?;
-    // f32, the default, goes unsaid.
-    let (suffix, flag) = match precision {
+    // f32 and the automatic units, the defaults, go unsaid.
+    let (suffix, mut flag) = match a.precision {
         Precision::F32 => (String::new(), String::new()),
         p => (format!("-{p}"), format!(" --precision {p}")),
     };
+    if a.precision == Precision::Bf16 && a.bf16_units != Bf16Units::Auto {
+        flag += &format!(" --bf16-units {}", a.bf16_units.name());
+    }
     let path = dir.join(format!("seed{seed}-case{i}-{backend}{suffix}.conv"));
     let text = format!(
         "# convjit fuzz --seed {seed}{flag}: case {i}, shrunk; the {backend} generator disagrees with the interpreter\n\
@@ -252,7 +263,7 @@ fn write_reproducer(
         case.seed,
         case.seed,
         case.scale,
-        options(case, backend).fuse,
+        options(case, backend, a.bf16_units).fuse,
         case.src
     );
     convjit::npy::write_atomic(&path, text.as_bytes()).ok()?;
@@ -263,6 +274,16 @@ fn write_reproducer(
 mod tests {
     use super::*;
     use proptest::strategy::Strategy;
+
+    /// `convjit fuzz ARGS`' arguments.
+    fn args(args: &[&str]) -> FuzzArgs {
+        #[derive(clap::Parser)]
+        struct Fuzz {
+            #[command(flatten)]
+            a: FuzzArgs,
+        }
+        <Fuzz as clap::Parser>::parse_from(std::iter::once("fuzz").chain(args.iter().copied())).a
+    }
 
     #[test]
     fn a_reproducer_is_a_valid_conv_file_that_says_how_to_reproduce() {
@@ -275,7 +296,7 @@ mod tests {
             dir.path(),
             7,
             3,
-            (Backend::Cranelift, Precision::F32),
+            (Backend::Cranelift, &args(&[])),
             &case,
             "output 0: x\ny",
         )
@@ -295,5 +316,31 @@ mod tests {
         let parsed = convjit_lang::parse(&text).map(|_| ());
         let original = convjit_lang::parse(&case.src).map(|_| ());
         assert_eq!(parsed.is_ok(), original.is_ok());
+    }
+
+    #[test]
+    fn a_bf16_reproducer_says_the_precision_and_the_units_it_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let case = layer_case(Limits::SMALL)
+            .new_tree(&mut case_runner(0, 3))
+            .unwrap()
+            .current();
+        let a = args(&["--precision", "bf16", "--bf16-units", "dot"]);
+        assert_eq!(
+            options(&case, Backend::Avx512, a.bf16_units).bf16_units,
+            Bf16Units::Dot
+        );
+        let path = write_reproducer(dir.path(), 7, 3, (Backend::Avx512, &a), &case, "m").unwrap();
+        assert!(path.ends_with("seed7-case3-avx512-bf16.conv"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("--backend avx512 --precision bf16 --bf16-units dot"),
+            "{text}"
+        );
+        // The automatic units go unsaid.
+        let a = args(&["--precision", "bf16"]);
+        let path = write_reproducer(dir.path(), 7, 3, (Backend::Avx512, &a), &case, "m").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("--bf16-units"), "{text}");
     }
 }
