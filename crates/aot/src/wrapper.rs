@@ -478,7 +478,7 @@ impl PackCopies {
                         off,
                         p.kh * p.kw,
                         // A group's input channels: a grouped stage's
-                        // tiles (`vdpbf16ps` only) reduce its group's.
+                        // tiles (AMX or `vdpbf16ps`) reduce its group's.
                         p.ci / p.groups,
                         p.co,
                         p.channels.0,

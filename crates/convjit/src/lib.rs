@@ -146,8 +146,8 @@ fn tile_report(
         )),
         (Some(t), _) => Ok(format!(
             "AMX bf16: 2x2 accumulator tiles of {M_BLOCK} pixels x {N_BLOCK} channels \
-             ({} channel blocks{}), reduction in chunks of {K_CHUNK} channels ({} per tap, \
-             input channels padded to {}), {} KiB scratch per thread{}; \
+             ({} channel blocks{}), reduction in chunks of {K_CHUNK} channels ({}), \
+             {} KiB scratch per thread{}; \
              estimated {:.0}k cycles per image alone ({:.0}k as f32 code)",
             t.n_blocks,
             match (t.grid, t.m_blocks) {
@@ -158,8 +158,22 @@ fn tile_report(
                 (false, 0) => ", 32 pixels of the range at a time".to_string(),
                 (false, m) => format!(", {m} pixel blocks per output row"),
             },
-            t.k_chunks,
-            t.cp,
+            match (t.padded_groups, t.group_blocks) {
+                (true, Some((per_group, _))) => format!(
+                    "{} per tap of its group's channels, {} groups of {} input channels each \
+                     padded to {} and {per_group} channel blocks{}",
+                    t.red_chunks,
+                    p.groups,
+                    p.ci / p.groups,
+                    t.red_chunks * K_CHUNK,
+                    match per_group {
+                        1 => " (each alone)",
+                        n if n % 2 == 1 => " (paired within a group, its last alone)",
+                        _ => "",
+                    },
+                ),
+                _ => format!("{} per tap, input channels padded to {}", t.k_chunks, t.cp),
+            },
             t.scratch_bytes.div_ceil(1024),
             match t.prefetch_b {
                 true => ", weight tiles prefetched two reduction steps ahead",

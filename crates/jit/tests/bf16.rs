@@ -10,7 +10,7 @@ use convjit_ir::random_layer::{layer_case, Limits};
 use convjit_ir::{compile_source, Precision, Weights};
 use convjit_jit::{JitError, Kernel};
 use convjit_plan::backend::has_bf16;
-use convjit_plan::stage_plan::Bf16Units;
+use convjit_plan::stage_plan::{tile_plan, Bf16Units};
 use convjit_plan::{Backend, Fusion, Options};
 use proptest::prelude::*;
 
@@ -108,6 +108,84 @@ fn tile_stages_match_at_their_edges() {
     common::check_bf16_edges(TILE_LAYERS, &bf16, &|l, asm| {
         assert!(asm.contains("tdpbf16ps"), "layer {}: no tiles", l.name);
     });
+}
+
+/// Grouped stages on tiles, at their edges: 2 to 4 groups, blocks a
+/// group even (pairs) and odd (pairs within a group, its last alone; one
+/// a group: every block alone), groups of 16 to 192 input channels, not
+/// multiples of 32 (20, 40, 48, 80: a group's last chunk padded with
+/// zeros, never the next group's channels), flat and not, strides, a
+/// dilation, explicit and same padding, bias, both activations, the
+/// residual, rows too wide to convert at once, and fused groups with a
+/// depthwise stage between (bands of rows).
+const GROUPED_TILE_LAYERS: &str = "
+layer a { input 9x11x64\n c: conv 3x3 -> 64, groups 2, pad same, bias, relu }
+layer b { input 13x10x48\n p: pointwise 96, groups 3, bias }
+layer c { input 8x9x48\n c: conv 3x3 -> 48, groups 3, pad same, residual }
+layer d { input 10x12x80\n c: conv 3x3 -> 96, groups 2, stride 2x1, pad same, relu6 }
+layer e { input 7x9x60\n p: pointwise 240, groups 3, bias, relu }
+layer f { input 9x23x64\n c: conv 3x3 -> 64, groups 4, dilation 2x2, pad 1 2 0 3 }
+layer g { input 19x17x96\n c: conv 5x5 -> 64, groups 2, stride 2x2, pad same, bias, relu }
+layer h { input 12x12x64\n p: pointwise 96, groups 2, relu6\n d: depthwise 3x3, pad same\n q: pointwise 64, groups 4, residual }
+layer i { input 7x150x128\n c: conv 3x3 -> 32, groups 2, pad same, bias }
+layer j { input 6x7x384\n c: conv 3x3 -> 256, groups 2, pad same, bias, relu }
+layer k { input 11x13x160\n c: conv 2x3 -> 64, groups 4, stride 1x2, pad valid }
+";
+
+#[test]
+fn grouped_tile_stages_match_at_their_edges() {
+    if skip() {
+        return;
+    }
+    if let Some(why) = convjit_jit::tiles_refused() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    common::check_bf16_edges(GROUPED_TILE_LAYERS, &bf16, &|l, asm| {
+        assert!(asm.contains("tdpbf16ps"), "layer {}: no tiles", l.name);
+    });
+}
+
+/// An infinity or NaN in one group's input channels (its first, its last:
+/// next to the padding of its last chunk, and the channel before the next
+/// group's) reaches that group's outputs only: the interpreter's NaNs and
+/// infinities exactly, on tiles, for groups of 20, 32 and 40 channels.
+#[test]
+fn nan_and_inf_in_one_group_stay_in_it() {
+    if skip() {
+        return;
+    }
+    if let Some(why) = convjit_jit::tiles_refused() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    for src in [
+        "layer a { input 5x6x60\n c: conv 3x3 -> 48, groups 3, pad same }",
+        "layer b { input 5x6x64\n p: pointwise 64, groups 2 }",
+        "layer c { input 5x6x80\n c: conv 3x3 -> 32, groups 2, pad same, bias }",
+    ] {
+        let l = common::layer(src);
+        let w = Weights::random(&l, 41);
+        let x = common::input(&l, 1, 42);
+        let (ci, groups) = (l.input.c, l.stages[0].groups());
+        let o = bf16(Fusion::Auto, 1);
+        let asm = Kernel::compile_with(&l, &w, &o).unwrap().asm();
+        assert!(asm.contains("tdpbf16ps"), "{src}: no tiles");
+        for g in 0..groups {
+            let cig = ci / groups;
+            for (c, v) in [
+                (0, f32::INFINITY),
+                (cig - 1, f32::NAN),
+                (cig - 1, f32::NEG_INFINITY),
+            ] {
+                // At pixel (2, 3): every output pixel around it reads it.
+                let mut special = x.clone();
+                special[(2 * l.input.w + 3) * ci + g * cig + c] = v;
+                common::check_with(&l, &w, &special, 1, &o)
+                    .unwrap_or_else(|e| panic!("{src}: {v} in group {g} channel {c}: {e}"));
+            }
+        }
+    }
 }
 
 /// Tile stages read by a many-channel depthwise stage, whose output the
@@ -270,5 +348,86 @@ proptest! {
         };
         let r = common::check_with(&l, &w, &x, c.batch, &o);
         prop_assert!(r.is_ok(), "{}\nbatch {}: {}", c.src, c.batch, r.unwrap_err());
+    }
+}
+
+/// A random grouped layer whose grouped stage takes tiles: 2 to 4 groups
+/// of 16 to 36 input channels and 1 or 2 blocks of 16 outputs, a 1x1
+/// (flat) or up to 3x3 kernel with strides, dilations and padding, bias
+/// and activations, sometimes a residual, sometimes after a pointwise
+/// stage (fused or not); with its batch.
+fn grouped_tile_case() -> impl Strategy<Value = (String, usize)> {
+    (
+        (2usize..5, 16usize..37, 1usize..3),
+        (1usize..4, 1usize..4, 1usize..3, 1usize..3, 1usize..3),
+        (1usize..8, 1usize..18, 0u8..3, 0u8..3),
+        (any::<bool>(), any::<bool>(), any::<bool>(), 1usize..3),
+    )
+        .prop_map(|((g, cig, blocks), (kh, kw, s, d, pad), (h, w, act, first), (bias, res, before, batch))| {
+            let (ci, co) = (g * cig, g * blocks * 16);
+            let mut t = format!("layer r {{ input {h}x{w}x{ci}\n");
+            if before {
+                // A stage on tiles first: the grouped one reads its output.
+                t += &format!(" e: pointwise {ci}, relu\n");
+            }
+            t += &match (kh, kw, first) {
+                (1, 1, 0) => format!(" g: pointwise {co}, groups {g}"),
+                _ => format!(
+                    " g: conv {kh}x{kw} -> {co}, groups {g}, stride {s}x{}, dilation {d}x{}, pad {}",
+                    3 - s,
+                    3 - d,
+                    ["same", "valid"][pad - 1]
+                ),
+            };
+            if bias {
+                t += ", bias";
+            }
+            t += ["", ", relu", ", relu6"][act as usize];
+            if res && ci == co && (kh, kw, first) == (1, 1, 0) {
+                t += ", residual";
+            }
+            t += "\n}";
+            (t, batch)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        ..ProptestConfig::default()
+    })]
+
+    /// [`grouped_tile_case`]'s layers, fused or not, on 1 to 3 threads:
+    /// the grouped stage on tiles (where the host has them) matches the
+    /// bf16 interpreter.
+    #[test]
+    fn grouped_tile_stages_match_the_bf16_interpreter(
+        (src, batch) in grouped_tile_case(),
+        fuse in prop::sample::select(vec![Fusion::Auto, Fusion::Always, Fusion::Never]),
+        threads in 1usize..4,
+        seed in any::<u64>(),
+    ) {
+        if skip() {
+            return Ok(());
+        }
+        let Ok(mut layers) = compile_source(&src) else {
+            // An empty output (a valid kernel larger than its input).
+            return Ok(());
+        };
+        let l = layers.remove(0);
+        let w = Weights::random(&l, seed);
+        let x: Vec<f32> = common::input(&l, batch, seed ^ 0x5555)
+            .iter()
+            .map(|v| v * 4.0)
+            .collect();
+        let o = bf16(fuse, threads);
+        let grouped = l.stages.last().unwrap();
+        prop_assert!(tile_plan(grouped).is_ok(), "{src}: no tile plan");
+        if convjit_jit::tiles_refused().is_none() && l.stages.len() == 1 {
+            let asm = Kernel::compile_with(&l, &w, &o).unwrap().asm();
+            prop_assert!(asm.contains("tdpbf16ps"), "{src}: no tiles");
+        }
+        let r = common::check_with(&l, &w, &x, batch, &o);
+        prop_assert!(r.is_ok(), "{src}\nbatch {batch}: {}", r.unwrap_err());
     }
 }

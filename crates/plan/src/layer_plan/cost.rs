@@ -20,7 +20,7 @@
 use super::bands::band_rows;
 use super::{Host, MARGIN};
 use crate::stage_plan::{
-    planned_stage, stage_target, tile_plan, Target, TilePlan, M_BLOCK, N_BLOCK,
+    planned_stage, stage_target, tile_plan, Target, TilePlan, K_CHUNK, M_BLOCK, N_BLOCK,
 };
 use convjit_ir::{Layer, Stage, StageKind};
 
@@ -158,7 +158,8 @@ fn tile_cycles(s: &Stage, tp: &TilePlan, calls: usize) -> f64 {
         r => chunk(r),
     };
     let (positions, converted) = (full * fp + rp, full * fb + rb);
-    let macs = positions * kh * kw * tp.cp * tp.n_blocks * N_BLOCK;
+    // Each block reduces its group's chunks (all `cp` channels, one group).
+    let macs = positions * kh * kw * tp.red_chunks * K_CHUNK * tp.n_blocks * N_BLOCK;
     let call = macs as f64 / (AMX_MACS_PER_CYCLE * AMX_EFFICIENCY)
         + converted as f64 / CONVERT_BYTES_PER_CYCLE
         + TILE_CALL_CYCLES;
@@ -307,12 +308,28 @@ mod tests {
         assert!(rows > whole * 1.05, "{rows} {whole}");
     }
 
+    /// A grouped tile stage is priced for its groups' reduction: each
+    /// block reduces its group's chunks, not all channels.
+    #[test]
+    fn a_grouped_tile_stage_prices_its_groups_chunks() {
+        let one = stage("layer l { input 13x13x384\n c: conv 3x3 -> 384, pad same }");
+        let two = stage("layer l { input 13x13x384\n c: conv 3x3 -> 384, groups 2, pad same }");
+        let tp = tile_plan(&two).unwrap();
+        let (t1, t2) = (stage_cycles(&one, &TILES, 1), stage_cycles(&two, &TILES, 1));
+        // Half the tile products; the same conversion and epilogue.
+        assert!((0.45..0.6).contains(&(t2 / t1)), "{t2} {t1}");
+        let positions = tp.chunk_rows.min(13) * tp.staged_width - 2;
+        let macs = positions.div_ceil(M_BLOCK) * M_BLOCK * 9 * 192 * 384;
+        assert!(t2 > macs as f64 / (AMX_MACS_PER_CYCLE * AMX_EFFICIENCY));
+        assert!(t2 * 5.0 < stage_cycles(&two, &Target::AVX512, 1));
+    }
+
     #[test]
     fn stages_without_tiles_are_priced_as_f32_code_in_bf16() {
         for src in [
             "layer l { input 56x56x144\n d: depthwise 3x3, pad same }",
             "layer l { input 224x224x3\n c: conv 3x3 -> 32, stride 2, pad same }",
-            "layer l { input 28x28x64\n c: conv 3x3 -> 64, groups 4, pad same }",
+            "layer l { input 28x28x64\n c: conv 3x3 -> 64, groups 8, pad same }",
             "layer l { input 56x56x144\n p: pointwise 8 }",
             "layer l { input 8x20000x512\n c: conv 3x3 -> 32 }",
         ] {

@@ -39,6 +39,15 @@
 //! reduces that group's channels only (`TilePlan::group_blocks`), its
 //! input pairs from the group's first channel (other groups' values, an
 //! infinity say, never meet a zero weight).
+//!
+//! Grouped stages on AMX tiles ([`TilePlan::padded_groups`]): groups of at
+//! least 16 input channels and a multiple of 16 outputs. A tile row reads
+//! 32 channels whole (no pair can be skipped), so the conversion stores
+//! each group's channels padded with zeros to whole chunks (`[pixel][G]
+//! [ceil(Ci / G / 32) * 32]`): a group's chunks hold its channels and
+//! zeros, never another group's (0 x inf would be NaN). Each channel block
+//! lies in one group; its A tiles start at its group's padded channels.
+//! Blocks run in pairs within a group; a group's odd last block alone.
 
 use super::stage::StagePlan;
 use convjit_ir::{Stage, StageKind};
@@ -136,21 +145,29 @@ pub struct TilePlan {
     pub bf16_output: bool,
     /// `vdpbf16ps` on zmm accumulators instead of AMX tiles ([`dot_plan`]).
     pub dot: bool,
-    /// Reduction chunks per tap of the packed weights: `k_chunks`, but for
-    /// a grouped stage (dot only) a group's `ceil(Ci / G / 32)`.
+    /// Reduction chunks per tap of the packed weights and of a block's
+    /// reduction: `k_chunks`, but for a grouped stage a group's
+    /// `ceil(Ci / G / 32)`.
     pub red_chunks: usize,
     /// Channel pairs of the last reduction chunk that hold input channels
     /// (of a group's, grouped; 1..=16): the dot reduction skips the rest,
     /// which are zero.
     pub tail_pairs: usize,
-    /// A grouped stage (dot only): channel blocks per group (`Co / G /
-    /// 16`) and bytes of converted channels per group (`Ci / G * 2`): a
-    /// block's pairs start at its group's first channel.
+    /// A grouped stage: channel blocks per group (`Co / G / 16`) and
+    /// bytes of converted channels per group (dot: `Ci / G * 2`; tiles,
+    /// padded: `red_chunks * 64`): a block's pairs, or its A tiles, start
+    /// at its group's first channel.
     pub group_blocks: Option<(usize, usize)>,
     /// Channel blocks run in pairs (sharing their input broadcasts); not
-    /// for a grouped stage with an odd count of blocks per group, whose
-    /// pairs would straddle groups.
+    /// for a grouped dot stage with an odd count of blocks per group,
+    /// whose pairs would straddle groups (on tiles, such a stage pairs
+    /// the blocks within each group, its last block alone).
     pub pair_blocks: bool,
+    /// A grouped stage on AMX tiles: the converted input holds each
+    /// group's channels padded to `red_chunks * 32` (`cp` is `G` times
+    /// that), so a tile row of a group's chunk holds its channels and
+    /// zeros only; [`TilePlan::group_blocks`]' bytes are a padded group's.
+    pub padded_groups: bool,
 }
 
 impl TilePlan {
@@ -238,21 +255,27 @@ pub fn round_outputs(plans: &mut [super::StagePlan], reads: &[bool]) -> Vec<bool
 }
 
 /// Why `stage` does not run on tiles, or its tile plan: a conv or
-/// pointwise stage of one group with at least 16 input and 16 output
-/// channels (fewer would leave most of a tile row or column zero) whose
-/// scratch fits [`MAX_TILE_SCRATCH`]. `stage` is the planned stage (a
-/// thread's share has its channels as outputs).
+/// pointwise stage with at least 16 input and 16 output channels a group
+/// (fewer would leave most of a tile row or column zero), grouped where
+/// each group's outputs are whole blocks of 16, whose scratch fits
+/// [`MAX_TILE_SCRATCH`]. `stage` is the planned stage (a thread's share
+/// has its channels as outputs).
+///
+/// The same bound for groups as for one: a group of 16 to 31 input
+/// channels fills half a tile row or more (its chunk padded to 32), as
+/// a stage of 16 does; the f32 code it would run instead is no better
+/// off (vectors over a group's outputs).
 pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
     let groups = match stage.kind {
         StageKind::Conv { groups, .. } | StageKind::Pointwise { groups, .. } => groups,
         StageKind::Depthwise { .. } => return Err("depthwise: f32 arithmetic on bf16 values"),
     };
-    if groups != 1 {
-        return Err("grouped: no tile blocking for groups yet");
-    }
-    let (ci, co) = (stage.input.c, stage.output.c);
+    let (ci, co) = (stage.input.c / groups, stage.output.c / groups);
     if ci < 16 || co < 16 {
-        return Err("fewer than 16 input or output channels: tiles mostly zero");
+        return Err("fewer than 16 input or output channels a group: tiles mostly zero");
+    }
+    if groups > 1 && !co.is_multiple_of(N_BLOCK) {
+        return Err("grouped with outputs not a multiple of 16 a group");
     }
     blocked(stage, false)
 }
@@ -278,7 +301,15 @@ pub fn dot_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
 /// The blocking [`tile_plan`] and [`dot_plan`] share.
 fn blocked(stage: &Stage, dot: bool) -> Result<TilePlan, &'static str> {
     let (ci, co) = (stage.input.c, stage.output.c);
-    let cp = ci.div_ceil(K_CHUNK) * K_CHUNK;
+    let groups = stage.groups();
+    let cig = ci / groups;
+    let red_chunks = cig.div_ceil(K_CHUNK);
+    // On tiles, each group's channels padded to whole chunks.
+    let padded_groups = !dot && groups > 1;
+    let cp = match padded_groups {
+        true => groups * red_chunks * K_CHUNK,
+        false => ci.div_ceil(K_CHUNK) * K_CHUNK,
+    };
     let [kh, kw] = stage.kernel;
     let taps = kh * kw;
     let n_blocks = co.div_ceil(N_BLOCK);
@@ -330,10 +361,11 @@ fn blocked(stage: &Stage, dot: bool) -> Result<TilePlan, &'static str> {
     if scratch_bytes > MAX_TILE_SCRATCH {
         return Err("input rows too wide for the tile scratch");
     }
-    let groups = stage.groups();
-    let cig = ci / groups;
-    let red_chunks = cig.div_ceil(K_CHUNK);
-    let group_blocks = (groups > 1).then_some((co / groups / N_BLOCK, cig * 2));
+    let group_bytes = match padded_groups {
+        true => red_chunks * K_CHUNK * 2,
+        false => cig * 2,
+    };
+    let group_blocks = (groups > 1).then_some((co / groups / N_BLOCK, group_bytes));
     let b_floats = taps * red_chunks * n_blocks * B_TILE_BYTES / 4;
     Ok(TilePlan {
         cp,
@@ -348,7 +380,7 @@ fn blocked(stage: &Stage, dot: bool) -> Result<TilePlan, &'static str> {
         staged_rows,
         acc_offset,
         scratch_bytes,
-        prefetch_b: taps * (cp / K_CHUNK) * 2 * B_TILE_BYTES > PREFETCH_B_ABOVE,
+        prefetch_b: taps * red_chunks * 2 * B_TILE_BYTES > PREFETCH_B_ABOVE,
         bias_off: b_floats,
         packed_len: b_floats + n_blocks * N_BLOCK,
         round_output: false,
@@ -357,7 +389,8 @@ fn blocked(stage: &Stage, dot: bool) -> Result<TilePlan, &'static str> {
         red_chunks,
         tail_pairs: (cig - (red_chunks - 1) * K_CHUNK).div_ceil(2),
         group_blocks,
-        pair_blocks: group_blocks.is_none_or(|(b, _)| b % 2 == 0),
+        pair_blocks: !dot || group_blocks.is_none_or(|(b, _)| b % 2 == 0),
+        padded_groups,
     })
 }
 
@@ -485,7 +518,54 @@ mod tests {
         assert!(no("layer l { input 8x8x3\n c: conv 3x3 -> 32 }"));
         assert!(no("layer l { input 8x8x32\n c: conv 3x3 -> 8 }"));
         assert!(no("layer l { input 8x8x32\n d: depthwise 3x3 }"));
-        assert!(no("layer l { input 8x8x32\n c: conv 3x3 -> 32, groups 2 }"));
         assert!(no("layer l { input 8x20000x512\n c: conv 3x3 -> 32 }"));
+        // Groups of fewer than 16 inputs (ResNeXt's 4), of outputs not
+        // whole blocks (20), of fewer than 16 outputs.
+        assert!(no(
+            "layer l { input 56x56x128\n c: conv 3x3 -> 128, groups 32, pad same }"
+        ));
+        assert!(no("layer l { input 8x8x24\n c: conv 3x3 -> 32, groups 2 }"));
+        assert!(no("layer l { input 8x8x64\n c: conv 3x3 -> 40, groups 2 }"));
+        assert!(no("layer l { input 8x8x64\n p: pointwise 32, groups 4 }"));
+        assert!(no(
+            "layer l { input 56x56x24\n p: pointwise 112, groups 4 }"
+        ));
+    }
+
+    /// Grouped stages on tiles: each group's channels padded to whole
+    /// chunks in the converted input (A tiles never read another group's),
+    /// a group's chunks per block, blocks paired within a group.
+    #[test]
+    fn grouped_stages_take_tiles_on_padded_groups() {
+        let t = |src: &str| tile_plan(&stage(src)).unwrap();
+        // AlexNet's 5x5 96 -> 256 in 2 groups: 48 channels a group, two
+        // chunks (the second 16 channels and 16 zeros), 8 blocks a group.
+        let a = t("layer l { input 27x27x96\n c: conv 5x5 -> 256, groups 2, pad same }");
+        assert!(a.padded_groups && !a.dot);
+        assert_eq!((a.cp, a.k_chunks, a.red_chunks), (128, 4, 2));
+        assert_eq!((a.group_blocks, a.pair_blocks), (Some((8, 128)), true));
+        assert_eq!(a.staged_row_bytes, a.staged_width * 128 * 2);
+        assert_eq!(a.bias_off, 25 * 2 * 16 * 256);
+        // 384 -> 384 in 2: 192 channels a group, the layout unpadded.
+        let b = t("layer l { input 13x13x384\n c: conv 3x3 -> 384, groups 2, pad same }");
+        assert_eq!(
+            (b.cp, b.red_chunks, b.group_blocks),
+            (384, 6, Some((12, 384)))
+        );
+        // ShuffleNet's pointwise 240 in 3: 80 channels (3 chunks) and 5
+        // blocks a group (pairs within it, its last alone).
+        let c = t("layer l { input 28x28x240\n p: pointwise 240, groups 3 }");
+        assert_eq!((c.cp, c.red_chunks, c.n_blocks), (288, 3, 15));
+        assert_eq!((c.group_blocks, c.pair_blocks), (Some((5, 192)), true));
+        // 16 inputs and outputs a group: the bound, as for one group.
+        let d = t("layer l { input 8x8x32\n c: conv 3x3 -> 32, groups 2 }");
+        assert_eq!((d.cp, d.red_chunks, d.group_blocks), (64, 1, Some((1, 64))));
+        // The same stage on vdpbf16ps keeps its groups' channels packed.
+        let e = dot_plan(&stage(
+            "layer l { input 27x27x96\n c: conv 5x5 -> 256, groups 2 }",
+        ));
+        let e = e.unwrap();
+        assert!(!e.padded_groups);
+        assert_eq!((e.cp, e.red_chunks, e.group_blocks), (96, 2, Some((8, 96))));
     }
 }

@@ -43,16 +43,9 @@ impl Tiles<'_> {
         self.mov_rr(R::RSI, R::RAX);
         self.load(R::RBX, Slot::Scratch);
         self.add_imm(R::RBX, t.acc_offset as i64);
-        if let Some((per_group, group_bytes)) = t.group_blocks {
-            // A grouped stage: the block's pairs from its group's first
-            // channel, `[N0] / per_group * group_bytes` on.
-            self.load(R::RAX, Slot::N0);
-            self.a.emit(I::with2(Code::Xor_r32_rm32, R::EDX, R::EDX));
-            self.mov_imm(R::RCX, per_group as i64);
-            self.a.emit(I::with1(Code::Div_rm64, R::RCX));
-            self.mul_imm(R::RAX, group_bytes as i64);
-            self.a.emit(I::with2(Code::Add_r64_rm64, R::RSI, R::RAX));
-        }
+        // A grouped stage: the block's pairs from its group's first
+        // channel.
+        self.add_group_offset(R::RSI);
         let m_pair = self.m_pair;
         self.counted(R::R15, if m_pair { 2 } else { 1 }, |g| {
             g.counted(R::R8, blocks, |g| {

@@ -349,6 +349,12 @@ impl Tiles<'_> {
     /// accumulators: on tiles, or on `vdpbf16ps` ([`TilePlan::dot`],
     /// stored to the scratch where the epilogue reads the tiles).
     fn reduction(&mut self) {
+        if !self.t.dot && self.t.group_blocks.is_some() {
+            // A grouped stage: A tiles from the blocks' group's channels.
+            self.mov_rr(R::RSI, R::RAX);
+            self.add_group_offset(R::RSI);
+            self.mov_rr(R::RAX, R::RSI);
+        }
         match (self.t.dot, self.p.flat) {
             (true, _) => self.dot_reduction(),
             (false, false) => self.tap_reduction(),
@@ -356,9 +362,25 @@ impl Tiles<'_> {
                 self.b_pointers();
                 self.zero_accumulators();
                 let step = (self.t.n_blocks * B_TILE_BYTES) as i64;
-                self.chunk_loop(self.t.k_chunks, step);
+                self.chunk_loop(self.t.red_chunks, step);
             }
         }
+    }
+
+    /// A grouped stage ([`TilePlan::group_blocks`]): `a` += the converted
+    /// bytes before channel block `[N0]`'s group, `[N0] / per_group *
+    /// group_bytes` (a pair's `[N1]` lies in the same group). Uses rax,
+    /// rcx, rdx.
+    fn add_group_offset(&mut self, a: R) {
+        let Some((per_group, group_bytes)) = self.t.group_blocks else {
+            return;
+        };
+        self.load(R::RAX, Slot::N0);
+        self.a.emit(I::with2(Code::Xor_r32_rm32, R::EDX, R::EDX));
+        self.mov_imm(R::RCX, per_group as i64);
+        self.a.emit(I::with1(Code::Div_rm64, R::RCX));
+        self.mul_imm(R::RAX, group_bytes as i64);
+        self.a.emit(I::with2(Code::Add_r64_rm64, a, R::RAX));
     }
 
     /// The 2x2 block's reduction over every tap and chunk, its A tiles at
@@ -370,7 +392,8 @@ impl Tiles<'_> {
         let cp2 = (t.cp * 2) as i64;
         self.b_pointers();
         let step = (t.n_blocks * B_TILE_BYTES) as i64;
-        let chunks = t.k_chunks;
+        // A group's chunks (grouped), at its padded channels.
+        let chunks = t.red_chunks;
         let kx_bytes = p.dil_w as i64 * cp2;
         let ky_back = (p.dil_h * t.staged_row_bytes) as i64 - p.kw as i64 * kx_bytes;
         self.zero_accumulators();
@@ -466,7 +489,8 @@ impl Tiles<'_> {
     // ---- shared: conversion, channel pairs, reduction, epilogue ----
 
     /// Converts `n` pixels of `Ci` f32s from rsi (advancing) to `Cp` bf16s
-    /// each at rbx (advancing), channels past `Ci` zero. Uses zmm0-2,
+    /// each at rbx (advancing), channels past `Ci` zero (tiles, grouped:
+    /// past each group's, [`TilePlan::padded_groups`]). Uses zmm0-2,
     /// k2/k3 (the last chunk's masks) and rcx (a counter: `n` in it or
     /// a constant).
     fn convert_pixels(&mut self, n: Count) {
@@ -474,7 +498,13 @@ impl Tiles<'_> {
         if let Count::Const(0) = n {
             return;
         }
-        let tail = p.ci - (t.k_chunks - 1) * K_CHUNK;
+        // Segments of channels each padded to whole chunks: the groups'
+        // (tiles, grouped), or all `Ci` as one.
+        let (segments, seg_ci, seg_chunks) = match t.padded_groups {
+            true => (p.groups, p.ci / p.groups, t.red_chunks),
+            false => (1, p.ci, t.k_chunks),
+        };
+        let tail = seg_ci - (seg_chunks - 1) * K_CHUNK;
         self.set_mask(R::K2, tail.min(16));
         self.set_mask(R::K3, tail.saturating_sub(16));
         let top = self.a.label();
@@ -485,10 +515,10 @@ impl Tiles<'_> {
         self.a.emit(I::with2(Code::Test_rm64_r64, R::RCX, R::RCX));
         self.a.branch(Code::Jle_rel8_64, Code::Jle_rel32_64, done);
         self.a.bind(top);
-        for chunk in 0..t.k_chunks {
-            let last = chunk + 1 == t.k_chunks;
+        for (seg, chunk) in (0..segments).flat_map(|g| (0..seg_chunks).map(move |c| (g, c))) {
+            let last = chunk + 1 == seg_chunks;
             let (lo_mask, hi_mask) = if last { (R::K2, R::K3) } else { (R::K0, R::K0) };
-            let src = (chunk * K_CHUNK * 4) as i64;
+            let src = ((seg * seg_ci + chunk * K_CHUNK) * 4) as i64;
             self.vload_masked(R::ZMM0, R::RSI, src, lo_mask);
             self.vload_masked(R::ZMM1, R::RSI, src + 64, hi_mask);
             self.a.emit(I::with3(
@@ -497,7 +527,7 @@ impl Tiles<'_> {
                 R::ZMM1,
                 R::ZMM0,
             ));
-            let dst = self.at(R::RBX, (chunk * 64) as i64);
+            let dst = self.at(R::RBX, ((seg * seg_chunks + chunk) * 64) as i64);
             self.a
                 .emit(I::with2(Code::EVEX_Vmovdqu64_zmmm512_k1z_zmm, dst, R::ZMM2));
         }
@@ -535,6 +565,9 @@ impl Tiles<'_> {
     /// clamped to the last block would compute it twice).
     fn channel_pairs(&mut self, body: impl Fn(&mut Self)) {
         let t = self.t;
+        if let Some((per_group, _)) = t.group_blocks.filter(|g| g.0 % 2 == 1 && t.pair_blocks) {
+            return self.group_pairs(per_group, body);
+        }
         if !t.pair_blocks {
             // Every block alone (a grouped stage whose pairs would
             // straddle groups).
@@ -577,6 +610,43 @@ impl Tiles<'_> {
             body(self);
             self.n_pair = true;
         }
+    }
+
+    /// [`Tiles::channel_pairs`] of a grouped stage with an odd count of
+    /// blocks per group (tiles): pairs within each group, its last block
+    /// alone (a pair straddling two groups would reduce one block over
+    /// the other's channels).
+    fn group_pairs(&mut self, per_group: usize, body: impl Fn(&mut Self)) {
+        let t = self.t;
+        let (top, single, next) = (self.a.label(), self.a.label(), self.a.label());
+        self.store_imm(Slot::N0, 0);
+        self.a.bind(top);
+        // [N0] % per_group: the group's last block alone.
+        self.load(R::RAX, Slot::N0);
+        self.a.emit(I::with2(Code::Xor_r32_rm32, R::EDX, R::EDX));
+        self.mov_imm(R::RCX, per_group as i64);
+        self.a.emit(I::with1(Code::Div_rm64, R::RCX));
+        self.a
+            .emit(I::with2(Code::Cmp_rm64_imm32, R::RDX, imm32(per_group - 1)));
+        self.a.branch(Code::Je_rel8_64, Code::Je_rel32_64, single);
+        self.load(R::RAX, Slot::N0);
+        self.lea(R::RCX, R::RAX, 1);
+        self.store(Slot::N1, R::RCX);
+        body(self);
+        self.add_slot(Slot::N0, 2);
+        self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, next);
+        self.a.bind(single);
+        self.load(R::RAX, Slot::N0);
+        self.store(Slot::N1, R::RAX);
+        self.n_pair = false;
+        body(self);
+        self.n_pair = true;
+        self.add_slot(Slot::N0, 1);
+        self.a.bind(next);
+        self.load(R::RAX, Slot::N0);
+        self.a
+            .emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, imm32(t.n_blocks)));
+        self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, top);
     }
 
     /// The accumulator tiles the body computes: `i` for pixel block
@@ -846,6 +916,9 @@ mod tests {
             "layer a { input 14x14x40\n p: pointwise 50, bias, relu6 }",
             "layer b { input 19x37x48\n c: conv 3x3 -> 40, stride 2x2, pad same, bias, relu }",
             "layer c { input 17x17x128\n c: conv 7x7 -> 128, pad same, residual }",
+            // Grouped: blocks paired within groups (odd: the last alone).
+            "layer d { input 14x14x240\n p: pointwise 240, groups 3, bias }",
+            "layer e { input 19x17x80\n c: conv 3x3 -> 64, groups 2, stride 2x2 }",
         ] {
             let m = mnemonics(src);
             let count = |x: Mnemonic| m.iter().filter(|&&y| y == x).count();
