@@ -6,8 +6,10 @@ benches/grouped.conv, each a one-node ONNX model (Conv with `group`, bias, Relu)
 
 Prints one line per layer and framework: median microseconds per call (the
 lowest of --rounds medians, as bench_peers.py reports) and GFLOP/s; the
-output is checked against a float64 numpy reference first. Compare with
-`convjit bench benches/grouped.conv --no-interp --rounds 3` run right after.
+output is checked against a float64 numpy reference first (OpenVINO in bf16,
+`openvino_bf16`, within bf16's bound: 2^-7 of the sum of the magnitudes multiplied
+per output). Compare with `convjit bench benches/grouped.conv --no-interp
+--rounds 3 [--precision bf16]` run right after.
 """
 import argparse
 import json
@@ -23,6 +25,9 @@ import numpy as np  # noqa: E402
 LAYERS = [
     ("shufflenet_gconv1x1_28x28x240_g3", 28, 28, 240, 240, 1, 3, 0),
     ("resnext_gconv3x3_56x56x128_g32", 56, 56, 128, 128, 3, 32, 1),
+    ("alexnet_conv2_26x26x96_g2", 26, 26, 96, 256, 5, 2, 2),
+    ("alexnet_conv4_12x12x384_g2", 12, 12, 384, 384, 3, 2, 1),
+    ("alexnet_conv5_12x12x384_256_g2", 12, 12, 384, 256, 3, 2, 1),
 ]
 
 
@@ -97,17 +102,25 @@ def main():
         try:
             import openvino as ov
             core = ov.Core()
-            cm = core.compile_model(core.read_model(m.SerializeToString(), b""), "CPU",
-                                    {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1,
-                                     "INFERENCE_PRECISION_HINT": "f32"})
-            req = cm.create_infer_request()
-            req.set_input_tensor(ov.Tensor(x))
-            runs["openvino"] = (lambda req=req: (req.infer(), req.get_output_tensor().data)[1])
+            for fw, precision in (("openvino", "f32"), ("openvino_bf16", "bf16")):
+                cm = core.compile_model(core.read_model(m.SerializeToString(), b""), "CPU",
+                                        {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1,
+                                         "INFERENCE_PRECISION_HINT": precision})
+                req = cm.create_infer_request()
+                req.set_input_tensor(ov.Tensor(x))
+                runs[fw] = (lambda req=req: (req.infer(), req.get_output_tensor().data)[1])
         except ImportError:
             pass
+        # bf16 rounds inputs and weights (2^-8 relative each): its bound is
+        # the magnitudes summed, |x| * |W| per output, times 2^-7.
+        magnitudes = reference(np.abs(x), np.abs(W), np.abs(B), g, pad)
         for fw, run in runs.items():
-            err = float(np.max(np.abs(run() - ref)))
-            assert err < 1e-3 * max(1.0, float(np.max(np.abs(ref)))), (fw, name, err)
+            err = np.abs(run() - ref)
+            if fw.endswith("_bf16"):
+                assert np.all(err <= 2.0 ** -7 * magnitudes + 1e-6), (fw, name, float(err.max()))
+            else:
+                err = float(np.max(err))
+                assert err < 1e-3 * max(1.0, float(np.max(np.abs(ref)))), (fw, name, err)
             us = timeit(run, a.rounds)
             print(f"{name:36s} {fw:9s} {us:9.1f} us {2 * macs / us / 1e3:7.1f} GFLOP/s")
             out.setdefault(name, {})[fw] = round(us, 1)
