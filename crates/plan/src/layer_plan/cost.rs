@@ -81,6 +81,12 @@ const AMX_EFFICIENCY: f64 = 0.55;
 /// A tile stage's f32 epilogue per output value: the accumulators stored,
 /// then bias, activation, residual and the store (3x3 56x56x64's 200,704
 /// values: the epilogue done twice added 20-30 us, 0.3-0.5 cycles each).
+/// On AMX a conv's runs during the next block's tile products, which
+/// saved 8% there (quiet machine; 0-4% loaded): what it costs is its
+/// stores to the output, which the matrix unit waits for wherever they
+/// are (with them aimed at the scratch, in L1, that layer ran 167 against
+/// 204-210 us; without them 161-167; BENCHMARKS.md, issue 22), so the
+/// price stays.
 const TILE_EPILOGUE_CYCLES: f64 = 0.4;
 /// bf16 bytes a cycle a tile stage converts its input into its scratch:
 /// converting 3x3 56x56x64's 420 KiB twice took the same time (within

@@ -52,13 +52,23 @@ enum Slot {
     /// Channel block pair: the first block's index and the second's.
     N0,
     N1,
+    /// The next epilogue record to run, and the end of the block's
+    /// records (addresses of `Records`; see `epilogue`).
+    Next,
+    Last,
+    /// Reduction steps until the next record runs.
+    Countdown,
+    /// Up to four records of [`epilogue::RECORD`] bytes.
+    Records,
 }
 
-const SLOTS: i32 = 14;
+/// The slots, the records' included, rounded to an even count.
+const SLOTS: i32 = (Slot::Records as i32 + 4 * epilogue::RECORD / 8 + 1) / 2 * 2;
 const CONFIG: i32 = 64;
 /// Slots after the tile configuration, rounded so that rsp stays 16-byte
 /// aligned with the six saved registers and the return address.
 const FRAME: i32 = CONFIG + SLOTS * 8 + 8;
+const _: () = assert!((FRAME + 8 * SAVED.len() as i32 + 8) % 16 == 0);
 
 /// (A slot's number is below `SLOTS`: the narrowing cannot wrap.)
 fn slot(s: Slot) -> MemoryOperand {
@@ -127,12 +137,15 @@ pub(crate) fn tile_config(a: &mut Asm, base: R) {
 /// The machine code of a tile plan's stage function.
 pub fn emit_tiles(p: &StagePlan) -> Result<Vec<u8>, String> {
     let t = p.tiles.as_ref().ok_or("not a tile plan")?;
+    // Reduction steps of a block: taps x chunks.
+    let steps = if p.flat { 1 } else { p.kh * p.kw } * t.k_chunks;
     let mut g = Tiles {
         a: Asm::new(),
         p,
         t,
         n_pair: true,
         m_pair: true,
+        interval: Tiles::record_interval(steps),
     };
     g.function();
     g.a.finish()
@@ -148,6 +161,9 @@ struct Tiles<'a> {
     /// It computes two pixel blocks or one (the last of an odd count of
     /// a row: A tile 4 alone).
     m_pair: bool,
+    /// Reduction steps between two epilogue records run during a block's
+    /// reduction ([`Tiles::epilogue_step`]).
+    interval: usize,
 }
 
 impl Tiles<'_> {
@@ -190,6 +206,13 @@ impl Tiles<'_> {
         if !self.t.dot {
             self.tile_config();
         }
+        if self.deferred() {
+            self.epilogue_constants();
+        }
+        // No records pending.
+        self.store_imm(Slot::Next, 0);
+        self.store_imm(Slot::Last, 0);
+        self.store_imm(Slot::Countdown, self.interval as i64);
         let done = self.a.label();
         let top = self.a.label();
         self.a.bind(top);
@@ -201,6 +224,11 @@ impl Tiles<'_> {
             self.flat_chunk();
         } else {
             self.output_chunk();
+        }
+        if self.deferred() {
+            // The chunk's last block's records, before the next chunk
+            // converts its input (which might be where they store).
+            self.drain();
         }
         self.load(R::RAX, Slot::Chunk);
         self.a
@@ -744,6 +772,10 @@ impl Tiles<'_> {
             g.add_imm(R::RAX, 64);
             g.add_imm(R::R10, step);
             g.add_imm(R::R11, step);
+            if g.deferred() {
+                // The previous block's epilogue while these products run.
+                g.epilogue_step();
+            }
         };
         self.counted(R::RBP, chunks, body);
     }
@@ -934,6 +966,53 @@ mod tests {
             let ret = m.iter().rposition(|&x| x == Mnemonic::Ret).unwrap();
             let release = m.iter().rposition(|&x| x == Mnemonic::Tilerelease).unwrap();
             assert!(release < ret, "{src}");
+        }
+    }
+
+    /// A conv's block's epilogue runs in the next block's reduction
+    /// (AMX): after a reduction step's four tile products, the records'
+    /// vector code (the bias added to an accumulator row) comes before the
+    /// next tile load or store, on rows or on a grid; a flat stage's comes
+    /// after the block's tiles are stored.
+    #[test]
+    fn the_epilogue_runs_among_the_next_blocks_products() {
+        for (src, deferred) in [
+            (
+                "layer a { input 14x14x64\n p: pointwise 64, bias, relu6 }",
+                false,
+            ),
+            (
+                "layer b { input 19x37x48\n c: conv 3x3 -> 40, stride 2x2, pad same, bias, relu }",
+                true,
+            ),
+            (
+                "layer c { input 17x17x128\n c: conv 7x7 -> 128, pad same, residual }",
+                true,
+            ),
+        ] {
+            let m = mnemonics(src);
+            // The first step's last product (of a 2x2 block: the first
+            // body is a pair of pairs).
+            let tdp = m
+                .iter()
+                .enumerate()
+                .filter(|(_, &x)| x == Mnemonic::Tdpbf16ps);
+            let first = tdp.map(|(i, _)| i).nth(3).unwrap();
+            let next = m[first..]
+                .iter()
+                .position(|&x| {
+                    matches!(
+                        x,
+                        Mnemonic::Vaddps | Mnemonic::Tileloadd | Mnemonic::Tilestored
+                    )
+                })
+                .map(|i| m[first + i]);
+            let expected = if deferred {
+                Mnemonic::Vaddps
+            } else {
+                Mnemonic::Tilestored
+            };
+            assert_eq!(next, Some(expected), "{src}");
         }
     }
 }
