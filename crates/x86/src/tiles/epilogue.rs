@@ -145,7 +145,8 @@ impl Tiles<'_> {
     }
 
     /// Record `r` (of the block's): accumulator tile `i`, stored at the
-    /// scratch's accumulators (rbx).
+    /// scratch's accumulators (rbx). (`r` < 4, a block's tiles: its
+    /// narrowing to a displacement cannot wrap.)
     fn record(
         &mut self,
         r: usize,
