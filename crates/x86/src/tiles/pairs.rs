@@ -23,12 +23,7 @@ impl Tiles<'_> {
             self.store_imm(Slot::N0, 0);
             let top = self.a.label();
             self.a.bind(top);
-            self.load(R::RAX, Slot::N0);
-            self.store(Slot::N1, R::RAX);
-            self.n_pair = false;
-            body(self);
-            self.n_pair = true;
-            self.add_slot(Slot::N0, 1);
+            self.block_alone(&body);
             self.load(R::RAX, Slot::N0);
             self.a
                 .emit(I::with2(Code::Cmp_rm64_imm32, R::RAX, imm32(t.n_blocks)));
@@ -39,11 +34,7 @@ impl Tiles<'_> {
             self.store_imm(Slot::N0, 0);
             let top = self.a.label();
             self.a.bind(top);
-            self.load(R::RAX, Slot::N0);
-            self.lea(R::RCX, R::RAX, 1);
-            self.store(Slot::N1, R::RCX);
-            body(self);
-            self.add_slot(Slot::N0, 2);
+            self.block_pair(&body);
             self.load(R::RAX, Slot::N0);
             self.a.emit(I::with2(
                 Code::Cmp_rm64_imm32,
@@ -78,19 +69,10 @@ impl Tiles<'_> {
         self.a
             .emit(I::with2(Code::Cmp_rm64_imm32, R::RDX, imm32(per_group - 1)));
         self.a.branch(Code::Je_rel8_64, Code::Je_rel32_64, single);
-        self.load(R::RAX, Slot::N0);
-        self.lea(R::RCX, R::RAX, 1);
-        self.store(Slot::N1, R::RCX);
-        body(self);
-        self.add_slot(Slot::N0, 2);
+        self.block_pair(&body);
         self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, next);
         self.a.bind(single);
-        self.load(R::RAX, Slot::N0);
-        self.store(Slot::N1, R::RAX);
-        self.n_pair = false;
-        body(self);
-        self.n_pair = true;
-        self.add_slot(Slot::N0, 1);
+        self.block_alone(&body);
         self.a.bind(next);
         self.load(R::RAX, Slot::N0);
         self.a
@@ -98,7 +80,27 @@ impl Tiles<'_> {
         self.a.branch(Code::Jb_rel8_64, Code::Jb_rel32_64, top);
     }
 
-    /// A grouped stage ([`TilePlan::group_blocks`]): `a` += the converted
+    /// `body` for blocks `[N0]` and `[N0] + 1`, then `[N0]` += 2.
+    fn block_pair(&mut self, body: &impl Fn(&mut Self)) {
+        self.load(R::RAX, Slot::N0);
+        self.lea(R::RCX, R::RAX, 1);
+        self.store(Slot::N1, R::RCX);
+        body(self);
+        self.add_slot(Slot::N0, 2);
+    }
+
+    /// `body` for block `[N0]` alone (`self.n_pair` false), then
+    /// `[N0]` += 1.
+    fn block_alone(&mut self, body: &impl Fn(&mut Self)) {
+        self.load(R::RAX, Slot::N0);
+        self.store(Slot::N1, R::RAX);
+        self.n_pair = false;
+        body(self);
+        self.n_pair = true;
+        self.add_slot(Slot::N0, 1);
+    }
+
+    /// A grouped stage ([`convjit_plan::stage_plan::TilePlan::group_blocks`]): `a` += the converted
     /// bytes before channel block `[N0]`'s group, `[N0] / per_group *
     /// group_bytes` (a pair's `[N1]` lies in the same group). Uses rax,
     /// rcx, rdx.
