@@ -9,27 +9,16 @@ mod common;
 use convjit_ir::random_layer::{layer_case, Limits};
 use convjit_ir::{compile_source, Precision, Weights};
 use convjit_jit::{JitError, Kernel};
-use convjit_plan::backend::has_bf16;
 use convjit_plan::stage_plan::{tile_plan, Bf16Units};
 use convjit_plan::{Backend, Fusion, Options};
 use proptest::prelude::*;
 
 fn bf16(fuse: Fusion, threads: usize) -> Options {
-    Options {
-        fuse,
-        threads,
-        min_thread_cycles: 0,
-        backend: Backend::Avx512,
-        precision: Precision::Bf16,
-        ..Options::default()
-    }
+    common::bf16_options(fuse, threads, Bf16Units::Auto)
 }
 
 fn skip() -> bool {
-    if !has_bf16() {
-        eprintln!("skipped: this CPU has no AVX512_BF16");
-    }
-    !has_bf16()
+    common::skip_without_bf16()
 }
 
 #[test]

@@ -8,29 +8,17 @@
 
 mod common;
 
-use convjit_ir::{Precision, Weights};
+use convjit_ir::Weights;
 use convjit_jit::Kernel;
-use convjit_plan::backend::has_bf16;
 use convjit_plan::stage_plan::Bf16Units;
-use convjit_plan::{Backend, Fusion, Options};
+use convjit_plan::{Fusion, Options};
 
 fn dot(fuse: Fusion, threads: usize) -> Options {
-    Options {
-        fuse,
-        threads,
-        min_thread_cycles: 0,
-        backend: Backend::Avx512,
-        precision: Precision::Bf16,
-        bf16_units: Bf16Units::Dot,
-        ..Options::default()
-    }
+    common::bf16_options(fuse, threads, Bf16Units::Dot)
 }
 
 fn skip() -> bool {
-    if !has_bf16() {
-        eprintln!("skipped: this CPU has no AVX512_BF16");
-    }
-    !has_bf16()
+    common::skip_without_bf16()
 }
 
 /// Every kind of stage the dot path takes, at its edges: pointwise flat

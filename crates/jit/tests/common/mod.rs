@@ -2,10 +2,13 @@
 //! comparison against the reference interpreter.
 #![allow(dead_code)]
 
+use convjit_ir::Precision;
 use convjit_ir::{compile_source, Layer, Reference, Rng, Weights};
 use convjit_jit::testing::Guarded;
 use convjit_jit::Kernel;
-use convjit_plan::{Fusion, Options};
+use convjit_plan::backend::has_bf16;
+use convjit_plan::stage_plan::Bf16Units;
+use convjit_plan::{Backend, Fusion, Options};
 
 pub fn layer(src: &str) -> Layer {
     compile_source(src)
@@ -136,4 +139,26 @@ pub fn check_bf16_edges(
             .unwrap_or_else(|e| panic!("layer {} with NaN and inf: {e}", l.name));
         ran(&l, &Kernel::compile_with(&l, &w, &o).unwrap().asm());
     }
+}
+
+/// bf16 on the AVX-512 generator with `units`, every thread count taken
+/// as asked (no minimum work per thread).
+pub fn bf16_options(fuse: Fusion, threads: usize, units: Bf16Units) -> Options {
+    Options {
+        fuse,
+        threads,
+        min_thread_cycles: 0,
+        backend: Backend::Avx512,
+        precision: Precision::Bf16,
+        bf16_units: units,
+        ..Options::default()
+    }
+}
+
+/// Whether a bf16 test must skip (saying so): no AVX512_BF16 here.
+pub fn skip_without_bf16() -> bool {
+    if !has_bf16() {
+        eprintln!("skipped: this CPU has no AVX512_BF16");
+    }
+    !has_bf16()
 }
