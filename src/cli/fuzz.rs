@@ -285,13 +285,18 @@ mod tests {
         <Fuzz as clap::Parser>::parse_from(std::iter::once("fuzz").chain(args.iter().copied())).a
     }
 
+    /// Case 3 of seed 0.
+    fn case3() -> LayerCase {
+        layer_case(Limits::SMALL)
+            .new_tree(&mut case_runner(0, 3))
+            .unwrap()
+            .current()
+    }
+
     #[test]
     fn a_reproducer_is_a_valid_conv_file_that_says_how_to_reproduce() {
         let dir = tempfile::tempdir().unwrap();
-        let case = layer_case(Limits::SMALL)
-            .new_tree(&mut case_runner(0, 3))
-            .unwrap()
-            .current();
+        let case = case3();
         let path = write_reproducer(
             dir.path(),
             7,
@@ -321,10 +326,7 @@ mod tests {
     #[test]
     fn a_bf16_reproducer_says_the_precision_and_the_units_it_ran() {
         let dir = tempfile::tempdir().unwrap();
-        let case = layer_case(Limits::SMALL)
-            .new_tree(&mut case_runner(0, 3))
-            .unwrap()
-            .current();
+        let case = case3();
         let a = args(&["--precision", "bf16", "--bf16-units", "dot"]);
         assert_eq!(
             options(&case, Backend::Avx512, a.bf16_units).bf16_units,
