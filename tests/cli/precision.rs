@@ -174,15 +174,22 @@ fn bf16_runs_where_the_host_computes_it_and_is_refused_elsewhere() {
     );
 }
 
-/// `--bf16-units` on plan, run, bench and verify: bad spellings are usage
-/// errors; `dot` makes `plan` say which stages run `vdpbf16ps` and why
-/// the others do not, and its kernels pass `verify` where the host has
-/// AVX512_BF16.
+/// `--bf16-units` on plan, run, bench, verify and fuzz: bad spellings are
+/// usage errors; `dot` makes `plan` say which stages run `vdpbf16ps` and
+/// why the others do not, and its kernels pass `verify` and `fuzz` where
+/// the host has AVX512_BF16.
 #[test]
 fn bf16_units_choose_the_arithmetic_and_plan_says_which() {
-    for cmd in ["plan", "run", "bench", "verify"] {
+    for cmd in ["plan", "run", "bench", "verify", "fuzz"] {
+        // fuzz takes no layer file.
+        let file = (cmd != "fuzz").then_some("examples/textbook.conv");
         for bad in ["DOT", "amx", "", &"x".repeat(70_000)] {
-            let o = convjit(&[cmd, "examples/textbook.conv", "--bf16-units", bad]);
+            let args: Vec<&str> = [cmd]
+                .into_iter()
+                .chain(file)
+                .chain(["--bf16-units", bad])
+                .collect();
+            let o = convjit(&args);
             assert_eq!(o.status.code(), Some(2), "{cmd} {bad:.20}: {}", stderr(&o));
             assert!(stderr(&o).len() < 100_000, "{cmd}: a bounded echo");
         }
@@ -211,4 +218,18 @@ fn bf16_units_choose_the_arithmetic_and_plan_says_which() {
         stderr(&verify)
     );
     assert!(stdout(&verify).contains(" 0 failed"), "{}", stdout(&verify));
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let fuzz = convjit(&[&["fuzz", "--cases", "12", "--out", dir][..], &dot].concat());
+    assert!(fuzz.status.success(), "{}", stderr(&fuzz));
+    assert!(
+        stderr(&fuzz).contains("bf16 (dot units)"),
+        "{}",
+        stderr(&fuzz)
+    );
+    assert!(
+        stdout(&fuzz).ends_with("12 layers, 0 mismatches\n"),
+        "{}",
+        stdout(&fuzz)
+    );
 }
