@@ -158,7 +158,7 @@ fn tile_report(
                 (false, 0) => ", 32 pixels of the range at a time".to_string(),
                 (false, m) => format!(", {m} pixel blocks per output row"),
             },
-            match (t.padded_groups, t.group_blocks) {
+            match (t.padded_groups(), t.group_blocks) {
                 (true, Some((per_group, _))) => format!(
                     "{} per tap of its group's channels, {} groups of {} input channels each \
                      padded to {} and {per_group} channel blocks{}",

@@ -163,14 +163,17 @@ pub struct TilePlan {
     /// whose pairs would straddle groups (on tiles, such a stage pairs
     /// the blocks within each group, its last block alone).
     pub pair_blocks: bool,
+}
+
+impl TilePlan {
     /// A grouped stage on AMX tiles: the converted input holds each
     /// group's channels padded to `red_chunks * 32` (`cp` is `G` times
     /// that), so a tile row of a group's chunk holds its channels and
     /// zeros only; [`TilePlan::group_blocks`]' bytes are a padded group's.
-    pub padded_groups: bool,
-}
+    pub fn padded_groups(&self) -> bool {
+        !self.dot && self.group_blocks.is_some()
+    }
 
-impl TilePlan {
     /// Bytes of one output value as the function stores it: 4, or 2 as
     /// bf16 ([`TilePlan::bf16_output`]).
     pub fn out_bytes(&self) -> usize {
@@ -390,7 +393,6 @@ fn blocked(stage: &Stage, dot: bool) -> Result<TilePlan, &'static str> {
         tail_pairs: (cig - (red_chunks - 1) * K_CHUNK).div_ceil(2),
         group_blocks,
         pair_blocks: !dot || group_blocks.is_none_or(|(b, _)| b % 2 == 0),
-        padded_groups,
     })
 }
 
@@ -541,7 +543,7 @@ mod tests {
         // AlexNet's 5x5 96 -> 256 in 2 groups: 48 channels a group, two
         // chunks (the second 16 channels and 16 zeros), 8 blocks a group.
         let a = t("layer l { input 27x27x96\n c: conv 5x5 -> 256, groups 2, pad same }");
-        assert!(a.padded_groups && !a.dot);
+        assert!(a.padded_groups() && !a.dot);
         assert_eq!((a.cp, a.k_chunks, a.red_chunks), (128, 4, 2));
         assert_eq!((a.group_blocks, a.pair_blocks), (Some((8, 128)), true));
         assert_eq!(a.staged_row_bytes, a.staged_width * 128 * 2);
@@ -565,7 +567,7 @@ mod tests {
             "layer l { input 27x27x96\n c: conv 5x5 -> 256, groups 2 }",
         ));
         let e = e.unwrap();
-        assert!(!e.padded_groups);
+        assert!(!e.padded_groups());
         assert_eq!((e.cp, e.red_chunks, e.group_blocks), (96, 2, Some((8, 96))));
     }
 }

@@ -513,7 +513,7 @@ impl Tiles<'_> {
         }
         // Segments of channels each padded to whole chunks: the groups'
         // (tiles, grouped), or all `Ci` as one.
-        let (segments, seg_ci, seg_chunks) = match t.padded_groups {
+        let (segments, seg_ci, seg_chunks) = match t.padded_groups() {
             true => (p.groups, p.ci / p.groups, t.red_chunks),
             false => (1, p.ci, t.k_chunks),
         };
