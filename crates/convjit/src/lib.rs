@@ -82,6 +82,9 @@ pub struct StageReport {
     /// In bf16: the AMX tile blocking (`Ok`), or why the stage runs as f32
     /// code on bf16 values (`Err`); `None` in f32.
     pub tiles: Option<Result<String, String>>,
+    /// Narrow conv rows two at a time in each register block: which rows,
+    /// and the blocks' pixels (`StagePlan::pair_col_blocks`).
+    pub row_pairs: Option<String>,
 }
 
 impl StageReport {
@@ -98,8 +101,27 @@ impl StageReport {
             reason: convjit_plan::stage_plan::schedule_reason_for(stage, &target),
             packing: p.packing(),
             tiles: tile_report(stage, plan, &p),
+            row_pairs: row_pairs_report(&p),
         }
     }
+}
+
+/// [`StageReport::row_pairs`]: `None` where rows run one at a time (or
+/// on tiles).
+fn row_pairs_report(p: &convjit_plan::stage_plan::StagePlan) -> Option<String> {
+    let blocks = p.pair_col_blocks().filter(|_| p.tiles.is_none())?;
+    let (a, b) = p.full_rows();
+    let px: Vec<String> = blocks
+        .iter()
+        .map(|c| match c.count {
+            1 => format!("{}", 2 * c.cols.len()),
+            n => format!("{n}x{}", 2 * c.cols.len()),
+        })
+        .collect();
+    Some(format!(
+        "output rows {a}..{b} two at a time, blocks of {} pixels (each a row's and the next's)",
+        px.join(" + ")
+    ))
 }
 
 /// [`StageReport::tiles`]: what a bf16 stage runs on, and why.

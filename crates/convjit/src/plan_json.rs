@@ -49,6 +49,7 @@ pub fn stage_json(s: &Stage, p: &LayerPlan) -> Value {
         reason,
         packing,
         tiles,
+        row_pairs,
     } = StageReport::new(s, p);
     json!({
         "name": s.name,
@@ -72,6 +73,7 @@ pub fn stage_json(s: &Stage, p: &LayerPlan) -> Value {
             "why": reason,
         },
         "packed": packing,
+        "row_pairs": row_pairs,
         "precision": p.options.precision.name(),
         "tiles": tiles.map(|t| match t {
             Ok(how) => json!({"amx": true, "how": how}),

@@ -207,6 +207,7 @@ fn blocking_text(l: &Layer, p: &LayerPlan) -> String {
             reason,
             packing,
             tiles,
+            row_pairs,
         } = StageReport::new(s, p);
         let unroll = match s.kind {
             crate::StageKind::Depthwise { .. } => "kernel-row taps unrolled".to_string(),
@@ -218,6 +219,9 @@ fn blocking_text(l: &Layer, p: &LayerPlan) -> String {
         );
         out += &format!("    why: {reason}\n");
         out += &format!("    packed: {packing}\n");
+        if let Some(pairs) = row_pairs {
+            out += &format!("    row pairs: {pairs}\n");
+        }
         match tiles {
             Some(Ok(how)) => out += &format!("    tiles: {how}\n"),
             Some(Err(why)) => out += &format!("    tiles: none, {why}\n"),

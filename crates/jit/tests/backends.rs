@@ -25,6 +25,21 @@ const LAYERS: &[&str] = &[
     // block's prefetched a slice after each pixel block
     // (`NextWeights::PerPass`, on a 2 MiB L2), a loop between blocks.
     "layer a { input 5x9x128\n c: conv 7x7 -> 40, pad same, bias, relu }",
+    // Narrow conv rows two at a time (`RowPairs`, the direct
+    // generators): pairs among border rows, odd and even counts of full
+    // rows, per-pixel kernel columns, stride, dilation, pad valid (every
+    // row full), asymmetric padding, groups, residual, channel blocks
+    // outermost (614 KiB of weights), one full row only.
+    "layer a { input 7x7x24\n c: conv 3x3 -> 40, pad same, bias, relu }",
+    "layer a { input 14x14x16\n c: conv 3x3 -> 35, stride 2, pad 1 1 1 1, bias, relu6 }",
+    "layer a { input 6x6x32\n c: conv 3x3 -> 32, pad same, residual }",
+    "layer a { input 11x5x8\n c: conv 3x3 -> 20, dilation 2, pad same, bias }",
+    "layer a { input 9x8x5\n c: conv 3x3 -> 17, pad valid, relu }",
+    "layer a { input 9x17x8\n c: conv 7x7 -> 32, pad same, bias }",
+    "layer a { input 8x6x4\n c: conv 3x2 -> 19, pad 2 0 1 0 }",
+    "layer a { input 7x7x32\n c: conv 3x3 -> 48, groups 2, pad same, bias }",
+    "layer a { input 6x7x128\n c: conv 5x5 -> 48, pad same, bias }",
+    "layer a { input 4x5x8\n c: conv 3x3 -> 16, pad same }",
     "layer a { input 8x8x6\n c: conv 5x5 -> 7, separable spatial, pad same, bias, relu }",
     "layer a { input 9x8x5\n d: depthwise 3x3, stride 2, pad same, bias, relu6 }",
     "layer a { input 9x11x16\n d: depthwise 3x3, pad same, bias, relu6 }",

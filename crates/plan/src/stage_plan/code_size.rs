@@ -17,9 +17,11 @@ pub fn code_size(plan: &StagePlan) -> usize {
         // A direct generator's blocks mix border and interior pixels: a
         // reduction loop per kernel column where their columns differ.
         Strategy::Reduce if plan.target.direct() && !plan.flat => {
-            let blocks: usize = plan
-                .col_blocks()
+            // Rows in pairs have a second body: the pairs' blocks.
+            let pairs = plan.pair_col_blocks().unwrap_or_default();
+            let blocks: usize = [plan.col_blocks(), pairs]
                 .iter()
+                .flatten()
                 .map(|b| {
                     let uniform = b.cols.iter().all(|&c| c == b.cols[0]);
                     let loops = if uniform { 1 } else { plan.kw };

@@ -41,8 +41,8 @@ pub use geometry::{
     call_range, is_flat, positions, row_block_vectors, tap_range, ColBlock, Segment,
 };
 pub use nest::{
-    Block, BlockCols, KernelRows, LoopNest, NextWeights, Offsets, PixelBlocks, Pixels, Rows,
-    RunLoop,
+    Block, BlockCols, KernelRows, LoopNest, NextWeights, Offsets, PixelBlocks, Pixels, RowPairs,
+    Rows, RunLoop,
 };
 pub use packing::{pack, pack_into, PackCopy, PackSource, PACK_ROW_BYTES, PACK_SLACK_BYTES};
 pub use runs::{InSrc, OutDst, Run, Unit};

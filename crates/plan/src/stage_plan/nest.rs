@@ -129,6 +129,24 @@ pub struct Rows {
     pub row_vectors: Option<(usize, usize)>,
     /// The row's register blocks, left to right.
     pub blocks: Vec<PixelBlocks>,
+    /// Rows two at a time, where a direct generator's conv rows are
+    /// narrow ([`StagePlan::pair_col_blocks`]).
+    pub pairs: Option<RowPairs>,
+}
+
+/// Two output rows in each register block ([`Rows::pairs`]): a row `oy`
+/// with `full.0 <= oy` and `oy + 1 < full.1`, and the row below it, both
+/// reading every kernel row; other rows one at a time.
+#[derive(Clone, Debug)]
+pub struct RowPairs {
+    /// The output rows `a..b` that read every kernel row.
+    pub full: (usize, usize),
+    /// Input bytes from a pair's first row to its second (`sh` rows).
+    pub in_rows: i64,
+    /// The blocks of a pair, left to right: a block of `npx` pixels is
+    /// `npx / 2` of the first row, then the same columns of the second;
+    /// its offsets and steps are the first row's.
+    pub blocks: Vec<PixelBlocks>,
 }
 
 /// The kernel rows an output row reads.
@@ -290,7 +308,30 @@ impl StagePlan {
             out_row: (self.wo * self.co * 4) as i64,
             row_vectors,
             blocks,
+            pairs: self.row_pairs(),
         }
+    }
+
+    /// [`Rows::pairs`]: each pair block a row's block with its pixels
+    /// again on the next row.
+    fn row_pairs(&self) -> Option<RowPairs> {
+        let blocks = self.pair_col_blocks()?;
+        let blocks = blocks
+            .into_iter()
+            .map(|c| {
+                let mut b = self.pixel_blocks(c);
+                b.block.npx *= 2;
+                if let BlockCols::PerPixel(cols) = &mut b.block.cols {
+                    cols.extend_from_within(..);
+                }
+                b
+            })
+            .collect();
+        Some(RowPairs {
+            full: self.full_rows(),
+            in_rows: self.sh as i64 * self.in_row_bytes(),
+            blocks,
+        })
     }
 
     /// Which kernel rows an output row reads: all where every row reads
@@ -324,6 +365,7 @@ impl StagePlan {
             out_row: (self.wo * self.co * 4) as i64,
             row_vectors: None,
             blocks,
+            pairs: None,
         }
     }
 
@@ -411,6 +453,58 @@ mod tests {
             assert_eq!(inception.nest().next_weights, NextWeights::PerPass);
         }
         assert_eq!(pointwise.nest().next_weights, NextWeights::PerStep);
+    }
+
+    /// Narrow conv rows run two at a time on a direct generator, where
+    /// a pair takes fewer blocks than two rows: 7 columns one block of 14
+    /// pixels (7 then the same 7 below), 17 columns three blocks of 10-12
+    /// rather than two of 8-9 a row; never for Cranelift, wide rows,
+    /// depthwise stages, or fewer than two rows reading every kernel row.
+    #[test]
+    fn narrow_conv_rows_run_in_pairs() {
+        let t = Target::AVX512;
+        let p = plan("layer c { input 7x7x64\n c: conv 3x3 -> 64, pad same }", &t);
+        let pairs = rows(&p.nest()).pairs.clone().expect("pairs");
+        assert_eq!(pairs.full, (1, 6));
+        assert_eq!(pairs.in_rows, 7 * 64 * 4);
+        let [b] = &pairs.blocks[..] else {
+            panic!("{:?}", pairs.blocks)
+        };
+        assert_eq!((b.count, b.block.npx, b.in_step), (1, 14, 7 * 64 * 4));
+        let BlockCols::PerPixel(cols) = &b.block.cols else {
+            panic!("border columns")
+        };
+        assert_eq!(cols[..7], cols[7..]);
+        let p = plan(
+            "layer c { input 17x17x128\n c: conv 7x7 -> 128, pad same }",
+            &t,
+        );
+        let pairs = rows(&p.nest()).pairs.clone().expect("pairs");
+        let npx: Vec<usize> = pairs.blocks.iter().map(|b| b.block.npx).collect();
+        assert_eq!((pairs.full, npx), ((3, 14), vec![12, 12, 10]));
+        for (src, t) in [
+            (
+                "layer c { input 7x7x64\n c: conv 3x3 -> 64, pad same }",
+                Target::CRANELIFT,
+            ),
+            (
+                "layer c { input 56x56x64\n c: conv 3x3 -> 64, pad same }",
+                Target::AVX512,
+            ),
+            (
+                "layer c { input 7x7x64\n d: depthwise 3x3, pad same }",
+                Target::AVX512,
+            ),
+            (
+                "layer c { input 3x7x64\n c: conv 3x3 -> 64, pad same }",
+                Target::AVX512,
+            ),
+        ] {
+            let p = plan(src, &t);
+            if let Pixels::Rows(r) = p.nest().pixels {
+                assert!(r.pairs.is_none(), "{src}");
+            }
+        }
     }
 
     /// Cranelift cuts a conv row at its column segments: the border

@@ -48,6 +48,7 @@ impl Gen<'_> {
         let p = self.p;
         let npx = k.block.npx;
         let acc = self.init_accumulators(run, npx);
+        let (ins, outs) = self.pixel_offsets(k);
         let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
         self.mov_rr(IP, RUN_I);
         self.mov_rr(WP, RUN_W);
@@ -67,7 +68,7 @@ impl Gen<'_> {
         match (p.strategy, &k.block.cols) {
             (Strategy::Reduce, cols) => {
                 let reduction = p.reduction(run, cols);
-                self.repeat_reduction(run, k, &acc, &reduction, last_row);
+                self.repeat_reduction(run, k, &acc, &ins, &reduction, last_row);
             }
             (_, BlockCols::PerPixel(cols)) => {
                 self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
@@ -84,7 +85,28 @@ impl Gen<'_> {
             }
             (_, BlockCols::Same { .. }) => unreachable!("depthwise blocks have per-pixel columns"),
         }
-        self.epilogue(run, &acc);
+        self.epilogue(run, &acc, &outs);
+    }
+
+    /// Each pixel's input and output bytes from the block's: along the
+    /// row, or for a pair of rows the second half's on the next row.
+    fn pixel_offsets(&self, k: &BlockArgs) -> (Vec<i64>, Vec<i64>) {
+        let p = self.p;
+        let (pixel_in, pixel_out) = ((p.sw * p.ci * 4) as i64, (p.co * 4) as i64);
+        let npx = k.block.npx;
+        let ((in_row, out_row), n) = match k.pair {
+            Some(rows) => (rows, npx / 2),
+            None => ((0, 0), npx),
+        };
+        (0..npx)
+            .map(|px| {
+                let (row, col) = ((px / n) as i64, (px % n) as i64);
+                (
+                    col * pixel_in + row * in_row,
+                    col * pixel_out + row * out_row,
+                )
+            })
+            .unzip()
     }
 
     /// A conv/pointwise block's loop over its valid kernel rows, each
@@ -95,6 +117,7 @@ impl Gen<'_> {
         run: &Run,
         k: &BlockArgs,
         acc: &[Vec<R>],
+        ins: &[i64],
         reduction: &Reduction,
         last_row: bool,
     ) {
@@ -107,7 +130,6 @@ impl Gen<'_> {
         let ahead = (self.n.channels_outer && self.n.next_weights == NextWeights::PerStep)
             .then_some(run.w_stride as i64);
         let rows: Vec<&[R]> = acc.iter().map(|r| &r[..]).collect();
-        let pxs: Vec<usize> = (0..npx).collect();
         // Each reduction of `len` floats moves `rax` by them and `rbx` by
         // as many steps of weights.
         let step = run.tap_bytes(1) as i64;
@@ -117,9 +139,10 @@ impl Gen<'_> {
                 self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
                     for c in columns {
                         let rows: Vec<&[R]> = c.pixels.iter().map(|&px| &acc[px][..]).collect();
+                        let ins: Vec<i64> = c.pixels.iter().map(|&px| ins[px]).collect();
                         g.add_reg_imm(IP, c.in_off);
                         g.add_reg_imm(WP, c.w_off);
-                        g.reduce(&rows, &c.pixels, run, len, npx * nu, ahead);
+                        g.reduce(&rows, &ins, run, len, npx * nu, ahead);
                         g.add_reg_imm(IP, -c.in_off - (len * 4) as i64);
                         g.add_reg_imm(WP, -c.w_off - len as i64 * step);
                     }
@@ -131,7 +154,7 @@ impl Gen<'_> {
             }
             Reduction::Contiguous { len } => {
                 self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
-                    g.reduce(&rows, &pxs, run, len, npx * nu, ahead);
+                    g.reduce(&rows, ins, run, len, npx * nu, ahead);
                     if !last_row {
                         g.add_reg_imm(IP, in_ky - (len * 4) as i64);
                         g.add_reg_imm(WP, w_ky - len as i64 * step);
@@ -148,7 +171,7 @@ impl Gen<'_> {
                 debug_assert_eq!(w_step, len as i64 * step);
                 self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
                     g.repeat(Count::Const(taps), Ctr::Reg(CKX), &mut |g| {
-                        g.reduce(&rows, &pxs, run, len, npx * nu, ahead);
+                        g.reduce(&rows, ins, run, len, npx * nu, ahead);
                         g.add_reg_imm(IP, in_step - (len * 4) as i64);
                     });
                     if !last_row {
@@ -164,8 +187,8 @@ impl Gen<'_> {
     /// pixel: per step, the units' weight vectors into registers, then per
     /// pixel one broadcast shared by the units' FMAs (of `run`). Advances
     /// `rax` by `len` floats and `rbx` by `len` steps of weights.
-    /// `acc` are the rows of the pixels `pxs` of a block whose
-    /// accumulators take registers `0..free`.
+    /// `acc` are the rows of the pixels at input bytes `ins` of a block
+    /// whose accumulators take registers `0..free`.
     ///
     /// `ahead`: bytes from these weights to those of the next channel
     /// block, to prefetch into L2 while this one computes.
@@ -173,7 +196,7 @@ impl Gen<'_> {
     fn reduce(
         &mut self,
         acc: &[&[R]],
-        pxs: &[usize],
+        ins: &[i64],
         run: &Run,
         len: usize,
         free: usize,
@@ -181,7 +204,6 @@ impl Gen<'_> {
     ) {
         let p = self.p;
         let nu = run.units.len();
-        let pstride = (p.sw * p.ci * 4) as i64;
         let unroll = p.sched.k_unroll.max(1);
         let w: Vec<R> = (0..nu).map(|u| self.v(free + u)).collect();
         // Broadcast registers: two where they fit, else (AVX-512 blocks
@@ -200,8 +222,8 @@ impl Gen<'_> {
                     g.a.emit(I::with1(Code::Prefetcht1_m8, m));
                 }
             }
-            for (i, (row, &px)) in acc.iter().zip(pxs).enumerate() {
-                let off = px as i64 * pstride + j as i64 * 4;
+            for (i, (row, &at)) in acc.iter().zip(ins).enumerate() {
+                let off = at + j as i64 * 4;
                 if nb == 0 {
                     for (u, &a) in row.iter().enumerate() {
                         let m = g.at_bcst(IP, off);

@@ -9,8 +9,8 @@ use iced_x86::{Code, Instruction as I, Register as R};
 
 impl Gen<'_> {
     /// Activation, residual and stores of a block's accumulators, to the
-    /// output at `r12`.
-    pub(super) fn epilogue(&mut self, run: &Run, acc: &[Vec<R>]) {
+    /// output at `r12` (each pixel's at its byte offset in `outs`).
+    pub(super) fn epilogue(&mut self, run: &Run, acc: &[Vec<R>], outs: &[i64]) {
         let p = self.p;
         let lanes = p.sched.lanes;
         let free = acc.len() * run.units.len();
@@ -30,8 +30,7 @@ impl Gen<'_> {
             self.load(RES, Slot::ResDelta);
             self.add_rr(RES, RUN_O);
         }
-        for (px, row) in acc.iter().enumerate() {
-            let pix = (px * p.co * 4) as i64;
+        for (row, &pix) in acc.iter().zip(outs) {
             for &v in row {
                 if p.activation != Activation::None {
                     // NaN stays NaN (the contract): see `vmax`.

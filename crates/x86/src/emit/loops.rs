@@ -8,7 +8,9 @@ use super::{
 };
 #[cfg(doc)]
 use convjit_plan::stage_plan::LoopNest;
-use convjit_plan::stage_plan::{Block, KernelRows, NextWeights, Pixels, Rows, RunLoop};
+use convjit_plan::stage_plan::{
+    Block, KernelRows, NextWeights, PixelBlocks, Pixels, RowPairs, Rows, RunLoop,
+};
 use iced_x86::{Code, Instruction as I, Register as R};
 
 impl Gen<'_> {
@@ -177,6 +179,9 @@ impl Gen<'_> {
         if let Some((strip, count)) = self.strips(r) {
             return self.strip_rows(r, strip, count, inner);
         }
+        if let Some(pairs) = &r.pairs {
+            return self.rows_in_pairs(r, pairs, inner);
+        }
         let co = self.p.co;
         self.rows(&mut |g| {
             g.row_start(r);
@@ -269,6 +274,52 @@ impl Gen<'_> {
         }
     }
 
+    /// Output rows `row0..row0 + rows` of a conv ([`RowPairs`]): two at a
+    /// time where both read every kernel row, else one at a time.
+    fn rows_in_pairs(
+        &mut self,
+        r: &Rows,
+        pairs: &RowPairs,
+        inner: &mut dyn FnMut(&mut Self, &BlockArgs),
+    ) {
+        let p = self.p;
+        let (a, b) = pairs.full;
+        self.load(OY, Slot::Row0);
+        self.load(LEFT, Slot::Rows);
+        let (top, single, exit) = (self.a.label(), self.a.label(), self.a.label());
+        self.a.bind(top);
+        self.a.emit(I::with2(Code::Test_rm64_r64, LEFT, LEFT));
+        self.a.branch(Code::Je_rel8_64, Code::Je_rel32_64, exit);
+        // A pair: two rows left, OY >= a and OY + 1 < b.
+        for (reg, least) in [(LEFT, 2), (OY, a)] {
+            self.mov_imm(IMM, least as i64);
+            self.a.emit(I::with2(Code::Cmp_r64_rm64, reg, IMM));
+            self.a.branch(Code::Jl_rel8_64, Code::Jl_rel32_64, single);
+        }
+        self.mov_imm(IMM, b as i64 - 1);
+        self.a.emit(I::with2(Code::Cmp_r64_rm64, OY, IMM));
+        self.a.branch(Code::Jge_rel8_64, Code::Jge_rel32_64, single);
+        // Every kernel row valid: the first is input row oy*sh - pt.
+        self.mov_rr(R::RAX, OY);
+        self.mul_imm(R::RAX, p.sh as i64 * r.in_row);
+        self.add_reg_imm(R::RAX, -(p.pt as i64) * r.in_row);
+        self.add_rr(R::RAX, IMG);
+        self.store(Slot::InRow, R::RAX);
+        self.out_row();
+        let rows = Some((pairs.in_rows, r.out_row));
+        self.blocks_along(&pairs.blocks, Count::Const(p.kh), false, rows, inner);
+        self.a.emit(I::with2(Code::Add_rm64_imm32, OY, 2));
+        self.a.emit(I::with2(Code::Sub_rm64_imm32, LEFT, 2));
+        self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, top);
+        self.a.bind(single);
+        self.row_start(r);
+        self.row_blocks(r, inner);
+        self.a.emit(I::with2(Code::Add_rm64_imm32, OY, 1));
+        self.a.emit(I::with1(Code::Dec_rm64, LEFT));
+        self.a.branch(Code::Jmp_rel8_64, Code::Jmp_rel32_64, top);
+        self.a.bind(exit);
+    }
+
     /// The register blocks of output row `OY` ([`Rows::blocks`]), each
     /// with `[SegI]`/`[SegO]` pointing at its input and output pixels.
     pub(super) fn row_blocks(&mut self, r: &Rows, inner: &mut dyn FnMut(&mut Self, &BlockArgs)) {
@@ -276,13 +327,27 @@ impl Gen<'_> {
             KernelRows::All => (Count::Const(self.p.kh), false),
             KernelRows::PerRow => (Count::Slot(Slot::Nky), true),
         };
-        for blocks in &r.blocks {
+        self.blocks_along(&r.blocks, nky, wk0, None, inner);
+    }
+
+    /// `blocks` from `[InRow]`, `[OutRow]` ([`Gen::row_blocks`]), of one
+    /// row or of a pair of rows (`pair`: the bytes between them).
+    fn blocks_along(
+        &mut self,
+        blocks: &[PixelBlocks],
+        nky: Count,
+        wk0: bool,
+        pair: Option<(i64, i64)>,
+        inner: &mut dyn FnMut(&mut Self, &BlockArgs),
+    ) {
+        for blocks in blocks {
             self.slot_plus(Slot::SegI, Slot::InRow, blocks.in_off);
             self.slot_plus(Slot::SegO, Slot::OutRow, blocks.out_off);
             let k = BlockArgs {
                 block: &blocks.block,
                 nky,
                 wk0,
+                pair,
             };
             self.repeat(
                 Count::Const(blocks.count),
@@ -350,6 +415,7 @@ impl Gen<'_> {
                 block: &block,
                 nky: Count::Const(1),
                 wk0: false,
+                pair: None,
             };
             inner(self, &k);
             self.add_imm(Ctr::Slot(Slot::At), npx as i64);
@@ -395,7 +461,14 @@ impl Gen<'_> {
     fn prefetch_next_weights(&mut self, r: &RunLoop) {
         let passes = match &self.n.pixels {
             Pixels::Flat { px, .. } => (self.p.ho * self.p.wo).div_ceil(*px),
-            Pixels::Rows(rows) => self.p.ho * rows.blocks.iter().map(|b| b.count).sum::<usize>(),
+            Pixels::Rows(rows) => {
+                let blocks = |b: &[PixelBlocks]| b.iter().map(|b| b.count).sum::<usize>();
+                let (pairs, blocks_of_pair) = match &rows.pairs {
+                    Some(r) => ((r.full.1 - r.full.0) / 2, blocks(&r.blocks)),
+                    None => (0, 0),
+                };
+                (self.p.ho - 2 * pairs) * blocks(&rows.blocks) + pairs * blocks_of_pair
+            }
         };
         let lines = r.run.w_stride.div_ceil(64).div_ceil(passes.max(1));
         if lines == 0 || self.n.next_weights != NextWeights::PerPass {

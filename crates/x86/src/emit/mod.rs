@@ -204,6 +204,9 @@ struct BlockArgs<'n> {
     /// Kernel rows have borders ([`KernelRows::PerRow`]): the weights
     /// start at `[Wk0] + kx0` taps.
     wk0: bool,
+    /// A block of two rows ([`RowPairs`]): the input and output bytes from
+    /// a pixel of the first row to the same column of the second.
+    pair: Option<(i64, i64)>,
 }
 
 pub struct Gen<'a> {
