@@ -224,9 +224,14 @@ impl Gen<'_, '_> {
         if self.n.channels_outer {
             // Each channel block's weights stay in cache while every
             // pixel of the rows streams past them.
-            self.channel_blocks(weights, &mut |g, r, w, bias, choff| {
+            let grouped = self.n.groups > 1;
+            self.channel_blocks(weights, &mut |g, r, w, bias, choff, group_in| {
                 g.pixel_blocks(input, out_base, res_delta, rows, &mut |g, k, i, o| {
                     let o = g.b.ins().iadd(o, choff);
+                    let i = match grouped {
+                        true => g.b.ins().iadd(i, group_in),
+                        false => i,
+                    };
                     let w0 = g.tap_weights(r.run, k, w);
                     g.block(r.run, k, i, w0, o, bias);
                 });
@@ -351,36 +356,58 @@ impl Gen<'_, '_> {
         }
     }
 
-    /// Conv/pointwise with channel blocks outermost: every run repetition
-    /// ([`LoopNest::runs`]), calling `inner` with its run, weights, bias
-    /// and output channel byte offset.
+    /// Conv/pointwise with channel blocks outermost: every group and run
+    /// repetition ([`LoopNest::runs`]), calling `inner` with its run,
+    /// weights, bias, output channel byte offset and its group's input
+    /// channel byte offset.
     #[allow(clippy::type_complexity)]
     fn channel_blocks(
         &mut self,
         weights: Value,
-        inner: &mut dyn FnMut(&mut Self, &RunLoop, Value, Option<Value>, Value),
+        inner: &mut dyn FnMut(&mut Self, &RunLoop, Value, Option<Value>, Value, Value),
     ) {
         let n = self.n;
-        for r in &n.runs {
-            let rw = self.offset(weights, r.base.weights);
-            let rw = self.var(rw);
-            let rb = n.bias.map(|off| {
-                let v = self.offset(weights, off + r.base.bias);
-                self.var(v)
-            });
-            let ro = self.b.ins().iconst(I64, r.base.output);
-            let ro = self.var(ro);
-            self.repeat(Count::Const(r.count), &mut |g| {
-                let (w, o) = (g.get(rw), g.get(ro));
-                let bias = rb.map(|v| g.get(v));
-                inner(g, r, w, bias, o);
-                g.add_imm(ro, r.step.output);
-                g.add_imm(rw, r.step.weights);
-                if let Some(v) = rb {
-                    g.add_imm(v, r.step.bias);
-                }
-            });
-        }
+        // Every output of a group reads all of the group's inputs.
+        debug_assert!(n
+            .runs
+            .iter()
+            .all(|r| r.base.input == 0 && r.step.input == 0));
+        let zero = self.b.ins().iconst(I64, 0);
+        let (gi, go, gw) = (self.var(zero), self.var(zero), self.var(weights));
+        let gb = n.bias.map(|off| {
+            let v = self.offset(weights, off);
+            self.var(v)
+        });
+        self.repeat(Count::Const(n.groups), &mut |g| {
+            let (gov, gwv) = (g.get(go), g.get(gw));
+            let gbv = gb.map(|v| g.get(v));
+            for r in &n.runs {
+                let rw = g.offset(gwv, r.base.weights);
+                let rw = g.var(rw);
+                let rb = gbv.map(|b| {
+                    let v = g.offset(b, r.base.bias);
+                    g.var(v)
+                });
+                let ro = g.offset(gov, r.base.output);
+                let ro = g.var(ro);
+                g.repeat(Count::Const(r.count), &mut |g| {
+                    let (w, o, i) = (g.get(rw), g.get(ro), g.get(gi));
+                    let bias = rb.map(|v| g.get(v));
+                    inner(g, r, w, bias, o, i);
+                    g.add_imm(ro, r.step.output);
+                    g.add_imm(rw, r.step.weights);
+                    if let Some(v) = rb {
+                        g.add_imm(v, r.step.bias);
+                    }
+                });
+            }
+            g.add_imm(gi, n.group_step.input);
+            g.add_imm(go, n.group_step.output);
+            g.add_imm(gw, n.group_step.weights);
+            if let Some(v) = gb {
+                g.add_imm(v, n.group_step.bias);
+            }
+        });
     }
 
     /// A block's weights: its run repetition's weights `w` advanced to the

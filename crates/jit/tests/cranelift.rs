@@ -41,13 +41,18 @@ fn multiplier_2_interleaves_its_outputs() {
 
 /// Stages whose weights exceed `CHANNELS_OUTER_BYTES` take the
 /// channel-outer loop order (the property tests' layers are too small):
-/// borders, strides, a residual, channel tails, two images.
+/// borders, strides, a residual, channel tails, two images; groups
+/// outermost (2-4 groups, a group's tail vector, a flat grouped 1x1).
 #[test]
 fn channels_outer_matches_the_interpreter() {
     for body in [
         "input 5x6x126\n c: conv 3x3 -> 126, pad same, bias, relu6, residual",
         "input 7x6x130\n c: conv 3x3 -> 127, stride 2, pad same, bias",
         "input 3x5x370\n p: pointwise 370, bias, relu",
+        "input 6x7x192\n c: conv 3x3 -> 192, groups 2, pad same, bias, relu",
+        "input 5x6x240\n c: conv 3x3 -> 243, groups 3, stride 2, pad same, bias",
+        "input 4x4x384\n c: conv 3x3 -> 384, groups 4, pad same, residual",
+        "input 3x5x1024\n p: pointwise 512, groups 2, bias, relu",
     ] {
         let l = compile_source(&format!("layer l {{ {body} }}"))
             .unwrap()

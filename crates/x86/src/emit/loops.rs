@@ -152,6 +152,9 @@ impl Gen<'_> {
             self.channel_blocks(&mut |g, r| {
                 g.pixel_blocks(&mut |g, k| {
                     g.load(RUN_I, Slot::SegI);
+                    if g.n.groups > 1 {
+                        g.add_slot(RUN_I, Slot::GrpI);
+                    }
                     g.load(RUN_O, Slot::SegO);
                     g.add_slot(RUN_O, Slot::ChO);
                     g.load(RUN_W, Slot::ChW);
@@ -424,34 +427,71 @@ impl Gen<'_> {
         self.a.bind(done);
     }
 
-    /// Conv/pointwise with channel blocks outermost: every run
+    /// Conv/pointwise with channel blocks outermost: every group and run
     /// repetition ([`LoopNest::runs`]), with `[ChW]`, `[ChB]` its weights
-    /// and bias and `[ChO]` its output channel byte offset.
+    /// and bias, `[ChO]` its output channel byte offset and, grouped,
+    /// `[GrpI]` its group's input channel byte offset.
     fn channel_blocks(&mut self, inner: &mut dyn FnMut(&mut Self, &RunLoop)) {
         let n = self.n;
-        for r in &n.runs {
-            self.mov_rr(R::RAX, WTS);
-            self.add_reg_imm(R::RAX, r.base.weights);
-            self.store(Slot::ChW, R::RAX);
+        // Every output of a group reads all of the group's inputs.
+        debug_assert!(n
+            .runs
+            .iter()
+            .all(|r| r.base.input == 0 && r.step.input == 0));
+        let grouped = n.groups > 1;
+        if grouped {
+            self.mov_imm(R::RAX, 0);
+            self.store(Slot::GrpI, R::RAX);
+            self.store(Slot::GrpO, R::RAX);
+            self.store(Slot::GrpW, WTS);
             if let Some(off) = n.bias {
                 self.mov_rr(R::RAX, WTS);
-                self.add_reg_imm(R::RAX, off + r.base.bias);
-                self.store(Slot::ChB, R::RAX);
+                self.add_reg_imm(R::RAX, off);
+                self.store(Slot::GrpB, R::RAX);
             }
-            self.mov_imm(R::RAX, r.base.output);
-            self.store(Slot::ChO, R::RAX);
-            self.repeat(Count::Const(r.count), Ctr::Slot(Slot::ChC), &mut |g| {
-                if n.next_weights == NextWeights::PerPass {
-                    g.slot_plus(Slot::NEXT_W, Slot::ChW, r.step.weights);
-                }
-                inner(g, r);
-                g.add_imm(Ctr::Slot(Slot::ChO), r.step.output);
-                g.add_imm(Ctr::Slot(Slot::ChW), r.step.weights);
-                if n.bias.is_some() {
-                    g.add_imm(Ctr::Slot(Slot::ChB), r.step.bias);
-                }
-            });
         }
+        // `[s] = ` the group's (or the stage's) `from` + `v`.
+        let base = |g: &mut Self, s: Slot, from: Result<Slot, R>, v: i64| {
+            match from {
+                Ok(slot) if grouped => g.load(R::RAX, slot),
+                Ok(_) => g.mov_imm(R::RAX, 0),
+                Err(reg) => g.mov_rr(R::RAX, reg),
+            }
+            g.add_reg_imm(R::RAX, v);
+            g.store(s, R::RAX);
+        };
+        self.repeat(Count::Const(n.groups), Ctr::Slot(Slot::GrpC), &mut |g| {
+            for r in &n.runs {
+                let w = if grouped { Ok(Slot::GrpW) } else { Err(WTS) };
+                base(g, Slot::ChW, w, r.base.weights);
+                if let Some(off) = n.bias {
+                    match grouped {
+                        true => base(g, Slot::ChB, Ok(Slot::GrpB), r.base.bias),
+                        false => base(g, Slot::ChB, Err(WTS), off + r.base.bias),
+                    }
+                }
+                base(g, Slot::ChO, Ok(Slot::GrpO), r.base.output);
+                g.repeat(Count::Const(r.count), Ctr::Slot(Slot::ChC), &mut |g| {
+                    if n.next_weights == NextWeights::PerPass {
+                        g.slot_plus(Slot::NEXT_W, Slot::ChW, r.step.weights);
+                    }
+                    inner(g, r);
+                    g.add_imm(Ctr::Slot(Slot::ChO), r.step.output);
+                    g.add_imm(Ctr::Slot(Slot::ChW), r.step.weights);
+                    if n.bias.is_some() {
+                        g.add_imm(Ctr::Slot(Slot::ChB), r.step.bias);
+                    }
+                });
+            }
+            if grouped {
+                g.add_imm(Ctr::Slot(Slot::GrpI), n.group_step.input);
+                g.add_imm(Ctr::Slot(Slot::GrpO), n.group_step.output);
+                g.add_imm(Ctr::Slot(Slot::GrpW), n.group_step.weights);
+                if n.bias.is_some() {
+                    g.add_imm(Ctr::Slot(Slot::GrpB), n.group_step.bias);
+                }
+            }
+        });
     }
 
     /// Channel blocks outermost, [`NextWeights::PerPass`]: after each

@@ -124,7 +124,8 @@ enum Slot {
     /// Repetitions left of the current column block.
     SegC,
     /// A grouped stage: the current group's input, output, weights and
-    /// bias, and the groups left.
+    /// bias, and the groups left (with channel blocks outermost, its
+    /// input and output as byte offsets).
     GrpI,
     GrpO,
     GrpW,
@@ -152,9 +153,10 @@ impl Slot {
     /// a row, and the strips left.
     const STRIP: Slot = Slot::At;
     const STRIP_C: Slot = Slot::End;
-    /// Channel blocks outermost (never grouped, so in a group's slot):
-    /// the next line of the next block's weights to prefetch.
-    const NEXT_W: Slot = Slot::GrpW;
+    /// Channel blocks outermost (whose blocks never run `Gen::channels`,
+    /// so in its repetition counter's slot): the next line of the next
+    /// block's weights to prefetch.
+    const NEXT_W: Slot = Slot::RunC;
 }
 
 const SLOTS: i32 = 24;
