@@ -26,7 +26,7 @@ const LAYERS: &[&str] = &[
     // (`NextWeights::PerPass`, on a 2 MiB L2), a loop between blocks.
     "layer a { input 5x9x128\n c: conv 7x7 -> 40, pad same, bias, relu }",
     // Narrow conv rows two at a time (`RowPairs`, the direct
-    // generators): pairs among border rows, odd and even counts of full
+    // generators): pairs between border rows, odd and even counts of full
     // rows, per-pixel kernel columns, stride, dilation, pad valid (every
     // row full), asymmetric padding, groups, residual, channel blocks
     // outermost (614 KiB of weights), one full row only.

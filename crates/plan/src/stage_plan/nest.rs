@@ -7,9 +7,9 @@
 //! [`StagePlan::dw_input_columns`] for depthwise).
 //!
 //! ```text
-//! [for each run, each repetition]     channels_outer: LoopNest::runs
+//! [for each group, run, repetition]   channels_outer: LoopNest::runs
 //!   Pixels::Flat: the call's pixels in blocks of px
-//!   Pixels::Rows: for each output row of the call
+//!   Pixels::Rows: for each output row of the call, or two (RowPairs)
 //!       (its valid kernel rows: all, or computed at run time: KernelRows)
 //!     [row vectors a..b]              a direct generator's (Rows::row_vectors)
 //!     for each PixelBlocks            count blocks of npx pixels, their columns
@@ -72,8 +72,8 @@ pub struct RunLoop<'p> {
 /// sketch).
 #[derive(Clone, Debug)]
 pub struct LoopNest<'p> {
-    /// Conv/pointwise weights beyond L2: the run repetitions are the
-    /// outermost loops, each over every pixel block of the call
+    /// Conv/pointwise weights beyond L2: the groups and run repetitions
+    /// are the outermost loops, each over every pixel block of the call
     /// ([`StagePlan::channels_outer`]); otherwise every pixel block runs
     /// every group, run and repetition.
     pub channels_outer: bool,
