@@ -40,8 +40,8 @@
 
 use convjit_ir::Activation;
 use convjit_plan::stage_plan::{
-    Block, BlockCols, InSrc, KernelRows, LoopNest, OutDst, Pixels, Reduction, Run, RunLoop,
-    StagePlan, Strategy, LANES,
+    Block, BlockCols, InSrc, KernelRows, LoopNest, Offsets, OutDst, Pixels, Reduction, Run,
+    RunLoop, StagePlan, Strategy, LANES,
 };
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I64, I8X16};
@@ -394,20 +394,27 @@ impl Gen<'_, '_> {
                     let (w, o, i) = (g.get(rw), g.get(ro), g.get(gi));
                     let bias = rb.map(|v| g.get(v));
                     inner(g, r, w, bias, o, i);
-                    g.add_imm(ro, r.step.output);
-                    g.add_imm(rw, r.step.weights);
-                    if let Some(v) = rb {
-                        g.add_imm(v, r.step.bias);
-                    }
+                    g.advance([None, Some(ro), Some(rw), rb], r.step);
                 });
             }
-            g.add_imm(gi, n.group_step.input);
-            g.add_imm(go, n.group_step.output);
-            g.add_imm(gw, n.group_step.weights);
-            if let Some(v) = gb {
-                g.add_imm(v, n.group_step.bias);
-            }
+            g.advance([Some(gi), Some(go), Some(gw), gb], n.group_step);
         });
+    }
+
+    /// Moves the input, output, weights and bias variables that are
+    /// given on by `step`'s offsets.
+    fn advance(&mut self, vars: [Option<Variable>; 4], step: Offsets) {
+        let [i, o, w, b] = vars;
+        for (v, d) in [
+            (i, step.input),
+            (o, step.output),
+            (w, step.weights),
+            (b, step.bias),
+        ] {
+            if let Some(v) = v {
+                self.add_imm(v, d);
+            }
+        }
     }
 
     /// A block's weights: its run repetition's weights `w` advanced to the
@@ -500,20 +507,10 @@ impl Gen<'_, '_> {
                     let (i, o) = (g.get(ri), g.get(ro));
                     let bias = rb.map(|v| g.get(v));
                     g.block(r.run, k, i, w0, o, bias);
-                    g.add_imm(ri, r.step.input);
-                    g.add_imm(ro, r.step.output);
-                    g.add_imm(rw, r.step.weights);
-                    if let Some(v) = rb {
-                        g.add_imm(v, r.step.bias);
-                    }
+                    g.advance([Some(ri), Some(ro), Some(rw), rb], r.step);
                 });
             }
-            g.add_imm(gin, n.group_step.input);
-            g.add_imm(gout, n.group_step.output);
-            g.add_imm(gw, n.group_step.weights);
-            if let Some(v) = gb {
-                g.add_imm(v, n.group_step.bias);
-            }
+            g.advance([Some(gin), Some(gout), Some(gw), gb], n.group_step);
         });
     }
 
