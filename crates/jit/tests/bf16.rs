@@ -21,6 +21,30 @@ fn skip() -> bool {
     common::skip_without_bf16()
 }
 
+/// Whether a test of tile stages must skip (saying so): no AVX512_BF16,
+/// or this process may not use the tile state.
+fn skip_without_tiles() -> bool {
+    if skip() {
+        return true;
+    }
+    let refused = convjit_jit::tiles_refused();
+    if let Some(why) = &refused {
+        eprintln!("skipped: {why}");
+    }
+    refused.is_some()
+}
+
+/// `layers` on tiles at their edges (`common::check_bf16_edges`): a stage
+/// of each takes tiles, not f32 code.
+fn check_tile_edges(layers: &str) {
+    if skip_without_tiles() {
+        return;
+    }
+    common::check_bf16_edges(layers, &bf16, &|l, asm| {
+        assert!(asm.contains("tdpbf16ps"), "layer {}: no tiles", l.name);
+    });
+}
+
 #[test]
 fn every_stage_input_is_rounded_and_the_residual_is_not() {
     if skip() {
@@ -86,17 +110,7 @@ layer r { input 6x70x20\n c: conv 3x3 -> 32, stride 2x2, pad valid, relu6 }
 
 #[test]
 fn tile_stages_match_at_their_edges() {
-    if skip() {
-        return;
-    }
-    if let Some(why) = convjit_jit::tiles_refused() {
-        eprintln!("skipped: {why}");
-        return;
-    }
-    // The tiles ran (a stage of these takes them), not f32 code.
-    common::check_bf16_edges(TILE_LAYERS, &bf16, &|l, asm| {
-        assert!(asm.contains("tdpbf16ps"), "layer {}: no tiles", l.name);
-    });
+    check_tile_edges(TILE_LAYERS);
 }
 
 /// Grouped stages on tiles, at their edges: 2 to 4 groups, blocks a
@@ -123,16 +137,7 @@ layer k { input 11x13x160\n c: conv 2x3 -> 64, groups 4, stride 1x2, pad valid }
 
 #[test]
 fn grouped_tile_stages_match_at_their_edges() {
-    if skip() {
-        return;
-    }
-    if let Some(why) = convjit_jit::tiles_refused() {
-        eprintln!("skipped: {why}");
-        return;
-    }
-    common::check_bf16_edges(GROUPED_TILE_LAYERS, &bf16, &|l, asm| {
-        assert!(asm.contains("tdpbf16ps"), "layer {}: no tiles", l.name);
-    });
+    check_tile_edges(GROUPED_TILE_LAYERS);
 }
 
 /// An infinity or NaN in one group's input channels (its first, its last:
@@ -141,11 +146,7 @@ fn grouped_tile_stages_match_at_their_edges() {
 /// infinities exactly, on tiles, for groups of 20, 32 and 40 channels.
 #[test]
 fn nan_and_inf_in_one_group_stay_in_it() {
-    if skip() {
-        return;
-    }
-    if let Some(why) = convjit_jit::tiles_refused() {
-        eprintln!("skipped: {why}");
+    if skip_without_tiles() {
         return;
     }
     for src in [
@@ -200,11 +201,7 @@ layer f { input 7x7x64\n e: pointwise 512, relu\n d: depthwise 3x3, pad same\n p
 /// one and two threads, batches of 1 and 3.
 #[test]
 fn bf16_intermediates_give_the_f32_stored_output_bit_for_bit() {
-    if skip() {
-        return;
-    }
-    if let Some(why) = convjit_jit::tiles_refused() {
-        eprintln!("skipped: {why}");
+    if skip_without_tiles() {
         return;
     }
     for l in compile_source(BF16_INTERMEDIATES).unwrap() {

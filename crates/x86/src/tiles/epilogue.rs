@@ -43,8 +43,10 @@ const FIELDS: i32 = 6;
 /// Bytes of one record.
 pub(super) const RECORD: i32 = FIELDS * 8;
 
-fn field(base: R, f: Field) -> MemoryOperand {
-    mem(base, f as i32 * 8)
+/// Field `f` of the record at `base + at` (a field's number is below
+/// `FIELDS`, `at` a stack frame's offset: the narrowing cannot wrap).
+fn field(base: R, at: i32, f: Field) -> MemoryOperand {
+    mem(base, at + f as i32 * 8)
 }
 
 /// The vector registers of the epilogue: the constants (loaded once,
@@ -156,12 +158,8 @@ impl Tiles<'_> {
     ) {
         let (p, t) = (self.p, self.t);
         let (m_sel, n_sel) = (i / 2, i % 2);
-        let at = |f: Field| {
-            mem(
-                R::RSP,
-                CONFIG + Slot::Records as i32 * 8 + r as i32 * RECORD + f as i32 * 8,
-            )
-        };
+        let rec = CONFIG + Slot::Records as i32 * 8 + r as i32 * RECORD;
+        let at = |f: Field| field(R::RSP, rec, f);
         self.lea(R::RAX, R::RBX, imm32(i * M_BLOCK * N_BLOCK * 4));
         self.a
             .emit(I::with2(Code::Mov_rm64_r64, at(Field::Src), R::RAX));
@@ -281,6 +279,12 @@ impl Tiles<'_> {
             .emit(I::with2(Code::Add_rm64_imm32, slot(Slot::Next), RECORD));
     }
 
+    /// `dst` = field `f` of the record at r8.
+    fn load_field(&mut self, dst: R, f: Field) {
+        self.a
+            .emit(I::with2(Code::Mov_r64_rm64, dst, field(R::R8, 0, f)));
+    }
+
     /// The record at r8: its tile's rows + bias, activation, + residual,
     /// rounded to bf16 where the plan says (`TilePlan::round_output`),
     /// stored (as bf16, 2 bytes a value, with `TilePlan::bf16_output`).
@@ -290,41 +294,21 @@ impl Tiles<'_> {
         let (p, t) = (self.p, self.t);
         let (zero, six, bias, v) = (zmm(ZERO), zmm(SIX), zmm(BIAS), zmm(VALUE));
         let done = self.a.label();
-        self.a.emit(I::with2(
-            Code::Mov_r64_rm64,
-            R::R15,
-            field(R::R8, Field::Count),
-        ));
+        self.load_field(R::R15, Field::Count);
         self.a.emit(I::with2(Code::Test_rm64_r64, R::R15, R::R15));
         self.a.branch(Code::Je_rel8_64, Code::Je_rel32_64, done);
         self.a.emit(I::with2(
             Code::VEX_Kmovw_kr_km16,
             R::K1,
-            field(R::R8, Field::Mask),
+            field(R::R8, 0, Field::Mask),
         ));
-        self.a.emit(I::with2(
-            Code::Mov_r64_rm64,
-            R::R9,
-            field(R::R8, Field::Bias),
-        ));
+        self.load_field(R::R9, Field::Bias);
         self.vload_masked_m(bias, mem(R::R9, 0), R::K1);
-        self.a.emit(I::with2(
-            Code::Mov_r64_rm64,
-            R::RSI,
-            field(R::R8, Field::Dst),
-        ));
+        self.load_field(R::RSI, Field::Dst);
         if t.grid {
-            self.a.emit(I::with2(
-                Code::Mov_r64_rm64,
-                R::RBX,
-                field(R::R8, Field::Col),
-            ));
+            self.load_field(R::RBX, Field::Col);
         }
-        self.a.emit(I::with2(
-            Code::Mov_r64_rm64,
-            R::R8,
-            field(R::R8, Field::Src),
-        ));
+        self.load_field(R::R8, Field::Src);
         if p.residual {
             self.load(R::RDI, Slot::ResDelta);
         }
