@@ -536,9 +536,12 @@ impl Kernel {
             true => {
                 scratch.solo -= 1;
                 match scratch.solo_on {
-                    0 => (1, None),
                     // A worker alone: all the threads, one claiming.
-                    t => (threads, Some(t)),
+                    t if t > 0 && t < threads => (threads, Some(t)),
+                    // The caller alone, also where the worker was one a
+                    // kernel of more threads of the same arena (a
+                    // `Network`) had: none of this run's would claim.
+                    _ => (1, None),
                 }
             }
             false => (threads, None),
@@ -878,5 +881,45 @@ layer conv { input 15x11x5\n c: conv 3x3 -> 24, stride 2, pad same, bias, relu }
             }
         }
         assert!(fused && channels, "fused {fused}, channels {channels}");
+    }
+
+    /// A network's kernels share one arena: the fallback onto worker 2
+    /// that a 3-thread kernel left there makes a 2-thread kernel run on
+    /// its caller, not wait for a thread it does not have (it hung so
+    /// once in `cargo test`, waiting for the first phase's shares).
+    #[test]
+    fn a_fallback_onto_a_worker_this_run_lacks_runs_on_the_caller() {
+        let l = compile_source("layer c { input 7x7x32\n p: pointwise 128, bias, relu }")
+            .unwrap()
+            .remove(0);
+        let w = Weights::random(&l, 5);
+        let kernel = |threads| {
+            let o = Options {
+                threads,
+                min_thread_cycles: 0,
+                ..Options::default()
+            };
+            Kernel::compile_with(&l, &w, &o).unwrap()
+        };
+        let (one, two) = (kernel(1), kernel(2));
+        assert!(two.layer_plan().groups[0].threads == 2);
+        let x = Rng::new(4).vec(l.input.len(), 1.0);
+        let want = one.run_alloc(&x, 1).unwrap();
+        // A first run makes the arena.
+        assert_eq!(two.run_alloc(&x, 1).unwrap(), want);
+        let mut sc = two.scratch.lock().unwrap();
+        (sc[0].solo, sc[0].solo_on) = (2, 2);
+        drop(sc);
+        // On a thread of its own, so that a hang fails the test (the
+        // thread is left behind) rather than hanging it.
+        let two = std::sync::Arc::new(two);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let k = two.clone();
+        std::thread::spawn(move || tx.send(k.run_alloc(&x, 1).unwrap()));
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the run ended");
+        assert_eq!(got, want);
+        assert_eq!(two.scratch.lock().unwrap()[0].solo, 1);
     }
 }
