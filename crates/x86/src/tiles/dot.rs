@@ -17,7 +17,7 @@
 //! along the taps and chunks, rbx its accumulators in the scratch, r10,
 //! r11 the B rows, rcx, rdx, rbp the kernel rows, columns and chunks.
 
-use super::{imm32, zmm, Slot, Tiles};
+use super::{imm32, slot, zmm, Slot, Tiles};
 use crate::asm::bcst;
 use convjit_plan::stage_plan::{B_TILE_BYTES, K_CHUNK, M_BLOCK, N_BLOCK};
 use iced_x86::{Code, Instruction as I, Register as R};
@@ -47,9 +47,16 @@ impl Tiles<'_> {
         // channel.
         self.add_group_offset(R::RSI);
         let m_pair = self.m_pair;
+        // Passes run in pixel order: past the block's `[Real]` positions
+        // (the end of a chunk, or of an output row) they would compute
+        // accumulators the epilogue never stores.
+        let done = self.a.label();
         self.counted(R::R15, if m_pair { 2 } else { 1 }, |g| {
             g.counted(R::R8, blocks, |g| {
+                g.a.emit(I::with2(Code::Cmp_rm64_imm32, slot(Slot::Real), 0i32));
+                g.a.branch(Code::Jle_rel8_64, Code::Jle_rel32_64, done);
                 g.dot_pass(npx, blocks, stride);
+                g.a.emit(I::with2(Code::Sub_rm64_imm32, slot(Slot::Real), imm32(npx)));
                 if blocks == 2 {
                     // The block's other 8 pixels.
                     g.add_imm(R::RSI, npx as i64 * stride);
@@ -67,6 +74,7 @@ impl Tiles<'_> {
                 }
             }
         });
+        self.a.bind(done);
     }
 
     /// One pass: `npx` pixels from rsi (`stride` bytes apart) x `blocks`

@@ -59,6 +59,9 @@ enum Slot {
     Last,
     /// Reduction steps until the next record runs.
     Countdown,
+    /// `vdpbf16ps`: positions of the block (both pixel blocks) still to
+    /// compute; passes past them are skipped.
+    Real,
     /// Up to four records of [`epilogue::RECORD`] bytes.
     Records,
 }
@@ -354,6 +357,11 @@ impl Tiles<'_> {
         // A pointers: rax (block m of output row Row + At, whose first
         // kernel row is converted row At * sh) and the distance to block
         // m1 in r14.
+        if t.dot {
+            // Blocks m and m1 = m + 1 (or m alone) are contiguous.
+            let real = p.wo.saturating_sub(m * M_BLOCK).min((m1 - m + 1) * M_BLOCK);
+            self.store_imm(Slot::Real, real as i64);
+        }
         self.load(R::RAX, Slot::At);
         self.mul_imm(R::RAX, (p.sh * t.staged_row_bytes) as i64);
         self.a
@@ -424,6 +432,7 @@ impl Tiles<'_> {
     /// chunk's last output pixel, plus one).
     fn grid_blocks(&mut self) {
         self.block_pairs(Slot::Left, |g| {
+            g.real_from(Slot::Left);
             g.a_pointers();
             g.reduction();
             g.epilogue(true, |g, m_sel| {
@@ -468,6 +477,18 @@ impl Tiles<'_> {
         self.a.bind(end);
     }
 
+    /// `vdpbf16ps`: `[Real]` = `[limit] - [At]`, the positions from the
+    /// block's first on that are computed (a pass past them is skipped).
+    /// Uses rax: before [`Tiles::a_pointers`].
+    fn real_from(&mut self, limit: Slot) {
+        if self.t.dot {
+            self.load(R::RAX, limit);
+            self.a
+                .emit(I::with2(Code::Sub_r64_rm64, R::RAX, slot(Slot::At)));
+            self.store(Slot::Real, R::RAX);
+        }
+    }
+
     // ---- flat (pointwise): convert a chunk of pixels, then the tiles ----
 
     /// Pixels `[Row] ..` (up to `chunk_rows`, `[Chunk]` of them):
@@ -482,6 +503,7 @@ impl Tiles<'_> {
         self.convert_pixels(Count::Reg(R::RCX));
         self.channel_pairs(|g| {
             g.block_pairs(Slot::Chunk, |g| {
+                g.real_from(Slot::Chunk);
                 g.a_pointers();
                 g.reduction();
                 g.epilogue(false, |g, m_sel| {
