@@ -519,6 +519,7 @@ fn stage_plans(
     let plan_target = stage_plan::Target {
         tiles,
         dot,
+        dot_all: false,
         ..x86.map_or(stage_plan::Target::CRANELIFT, |i| i.target())
     };
     let plans: Vec<stage_plan::StagePlan> = layer

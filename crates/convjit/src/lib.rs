@@ -209,7 +209,7 @@ fn tile_report(
         }
         (None, _) if units == Bf16Units::Dot || p.target.dot => Err(format!(
             "f32 code on bf16 values: {}",
-            convjit_plan::stage_plan::dot_plan(stage)
+            convjit_plan::stage_plan::dot_plan_on(stage, &p.target)
                 .err()
                 .unwrap_or("not the AVX-512 generator")
         )),

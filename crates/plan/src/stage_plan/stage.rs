@@ -16,7 +16,7 @@ use super::schedule::{schedule_for, Schedule};
 #[cfg(doc)]
 use super::shares::plan_channels;
 use super::target::{stage_target, Target};
-use super::tiles::{dot_plan, tile_plan, TilePlan};
+use super::tiles::{dot_plan_on, tile_plan, TilePlan};
 use convjit_ir::{Activation, Stage, StageKind};
 
 /// Conv/pointwise weights (bytes) above which channel blocks are walked
@@ -242,10 +242,7 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         .tiles
         .then(|| tile_plan(stage).ok())
         .flatten()
-        .or_else(|| {
-            let dot = target.dot.then(|| dot_plan(stage));
-            dot.and_then(Result::ok)
-        });
+        .or_else(|| dot_plan_on(stage, target).ok());
     StagePlan {
         target: *target,
         sched,

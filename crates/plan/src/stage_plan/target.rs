@@ -30,6 +30,11 @@ pub struct Target {
     /// values: the AVX-512 generator, precision bf16, and [`Bf16Units`]
     /// asking for it (or, by default, an AMD host: see there).
     pub dot: bool,
+    /// With `dot`: every conv and pointwise stage runs `vdpbf16ps`, even
+    /// one of fewer than [`super::MIN_DOT_CHANNELS`] input channels a group
+    /// (`Bf16Units::Dot`, asked for); by default such a stage runs f32
+    /// FMAs ([`super::dot_plan_on`]).
+    pub dot_all: bool,
 }
 
 /// Which arithmetic runs a bf16 conv, pointwise or grouped stage
@@ -81,6 +86,7 @@ impl Target {
         vector_registers: 16,
         tiles: false,
         dot: false,
+        dot_all: false,
     };
     /// `convjit-x86`'s AVX2 generator: 256-bit ymm vectors, 16 registers.
     pub const AVX2: Target = Target {
@@ -89,6 +95,7 @@ impl Target {
         vector_registers: 16,
         tiles: false,
         dot: false,
+        dot_all: false,
     };
     /// `convjit-x86`'s AVX-512 generator: 512-bit zmm vectors, 32
     /// registers.
@@ -98,6 +105,7 @@ impl Target {
         vector_registers: 32,
         tiles: false,
         dot: false,
+        dot_all: false,
     };
 
     /// The target of a concrete generator (`Auto` is Cranelift's).
@@ -128,6 +136,7 @@ impl Target {
             dot: bf16
                 && (units == Bf16Units::Dot
                     || units == Bf16Units::Auto && crate::backend::is_amd()),
+            dot_all: bf16 && units == Bf16Units::Dot,
             ..Target::of(backend)
         }
     }
@@ -165,7 +174,7 @@ impl Target {
 pub fn stage_target(stage: &Stage, target: &Target) -> Target {
     let groups = stage.groups();
     let grouped = groups > 1 && stage.output.c / groups <= Target::AVX2.lanes;
-    let dot = target.dot && super::dot_plan(stage).is_ok();
+    let dot = super::dot_plan_on(stage, target).is_ok();
     if target.backend == Backend::Avx512 && grouped && !dot {
         Target::AVX2
     } else {

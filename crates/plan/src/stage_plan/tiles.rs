@@ -50,6 +50,7 @@
 //! Blocks run in pairs within a group; a group's odd last block alone.
 
 use super::stage::StagePlan;
+use super::target::Target;
 use convjit_ir::{Stage, StageKind};
 
 /// bf16 channels per tile row (64 bytes): one reduction chunk.
@@ -283,6 +284,35 @@ pub fn tile_plan(stage: &Stage) -> Result<TilePlan, &'static str> {
     blocked(stage, false)
 }
 
+/// Input channels a group below which a stage runs f32 FMAs rather than
+/// `vdpbf16ps` unless asked ([`Target::dot_all`]): a pair per tap of 3
+/// channels spends the broadcasts and the conversion on zeros. Measured
+/// on a Zen 5 (`bench --precision bf16 --bf16-units dot|fma`, one
+/// thread): 3x3 stride 2 224x224x3 -> 32 127 against 108 us, MobileNet
+/// v2's stem 155 against 104, 5x5 12x12x3 -> 256 13.7 against 10.6; from
+/// 24 channels on `vdpbf16ps` wins (pointwise 56x56x24 -> 144 71 against
+/// 99).
+pub const MIN_DOT_CHANNELS: usize = 16;
+
+/// [`dot_plan`] where `target` asks for `vdpbf16ps`: by default (not
+/// [`Target::dot_all`]) only for [`MIN_DOT_CHANNELS`] input channels a
+/// group or more.
+pub fn dot_plan_on(stage: &Stage, target: &Target) -> Result<TilePlan, &'static str> {
+    if !target.dot {
+        return Err("vdpbf16ps not asked for");
+    }
+    let narrow = match stage.kind {
+        StageKind::Conv { groups, .. } | StageKind::Pointwise { groups, .. } => {
+            stage.input.c / groups < MIN_DOT_CHANNELS
+        }
+        StageKind::Depthwise { .. } => false,
+    };
+    if narrow && !target.dot_all {
+        return Err("fewer than 16 input channels a group: f32 FMAs run it faster");
+    }
+    dot_plan(stage)
+}
+
 /// Why `stage` does not run `vdpbf16ps`, or its plan ([`TilePlan::dot`]):
 /// any conv or pointwise stage whose scratch fits [`MAX_TILE_SCRATCH`];
 /// grouped, where each group has an even number of input channels and a
@@ -512,6 +542,29 @@ mod tests {
         assert!(d("layer l { input 8x8x6\n c: conv 3x3 -> 32, groups 2 }").is_err());
         assert!(d("layer l { input 8x8x32\n p: pointwise 16, groups 2 }").is_err());
         assert!(d("layer l { input 8x8x32\n d: depthwise 3x3 }").is_err());
+    }
+
+    /// By default a stage of fewer than 16 input channels a group runs
+    /// f32 FMAs; asked for (`dot_all`), `vdpbf16ps` like any other.
+    #[test]
+    fn narrow_stages_take_vdpbf16ps_only_when_asked() {
+        let auto = Target {
+            dot: true,
+            ..Target::AVX512
+        };
+        let all = Target {
+            dot_all: true,
+            ..auto
+        };
+        let stem = stage("layer l { input 16x16x3\n c: conv 3x3 -> 32, stride 2x2 }");
+        assert!(dot_plan_on(&stem, &auto).is_err());
+        assert!(dot_plan_on(&stem, &all).unwrap().dot);
+        let groups = stage("layer l { input 8x8x32\n c: conv 3x3 -> 64, groups 4 }");
+        assert!(dot_plan_on(&groups, &auto).is_err());
+        assert!(dot_plan_on(&groups, &all).is_ok());
+        let expand = stage("layer l { input 8x8x24\n p: pointwise 144 }");
+        assert!(dot_plan_on(&expand, &auto).is_ok());
+        assert!(dot_plan_on(&expand, &Target::AVX512).is_err());
     }
 
     #[test]

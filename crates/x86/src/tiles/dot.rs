@@ -179,6 +179,7 @@ mod tests {
 
     const DOT: Target = Target {
         dot: true,
+        dot_all: true,
         ..Target::AVX512
     };
 
