@@ -142,9 +142,29 @@ fn tile_report(
     };
     let f32_code = convjit_plan::stage_plan::Target {
         tiles: false,
+        dot: false,
+        pairs: false,
         ..target
     };
     let units = plan.options.bf16_units;
+    if let Some(ci) = p.pairs {
+        return Some(Ok(format!(
+            "none, vdpbf16ps (AVX512_BF16, {}) on the blocking above: {} input channel \
+             pairs{} broadcast, converted to bf16 before each call; estimated {:.0}k cycles \
+             per image alone ({:.0}k as f32 code)",
+            match units {
+                Bf16Units::Dot => "asked for",
+                _ => "the default on AMD hosts",
+            },
+            ci.div_ceil(2),
+            match ci % 2 {
+                1 => " (the last a channel and a zero)",
+                _ => "",
+            },
+            cycles(&target),
+            cycles(&f32_code),
+        )));
+    }
     Some(match (&p.tiles, convjit_jit::tiles_refused()) {
         (Some(t), _) if t.dot => Ok(format!(
             "none, vdpbf16ps (AVX512_BF16, {}): the tile blocking's {M_BLOCK} pixels x \

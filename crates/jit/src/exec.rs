@@ -663,9 +663,16 @@ impl Kernel {
                     // just before, in cache (every function computes any
                     // range of its rows; the rows are the same).
                     let rounds = lazy.is_some() && matches!(src, Loc::GroupIn(_));
+                    // On channel pairs, each call converts the rows it reads
+                    // into the scratch (`pairs.rs`): a piece's worth.
+                    let paired = self.compiled.plans[f].pairs.is_some();
                     let piece = match rounds {
                         true => LazyRound::rows_per_call(stage),
                         false => rows,
+                    };
+                    let piece = match paired {
+                        true => piece.min(crate::pairs::rows_per_call(stage)),
+                        false => piece,
                     };
                     let (src, dst) = (at(bufs, src, in_bytes), at(bufs, dst, out_bytes));
                     let weights = self.packed[f].ptr();
@@ -685,6 +692,19 @@ impl Kernel {
                             // image's rounded copy of `lazy.from`, both whole.
                             unsafe { lazy.round_read(stage, row0 + done, n, gin) };
                         }
+                        let src = match paired {
+                            // SAFETY: `src` holds the rows these output rows
+                            // read (the caller's contract, as for the
+                            // function itself); `tiles` is this thread's
+                            // scratch, at least `pairs::scratch_bytes` of
+                            // every paired function (`Compiled::tile_scratch`);
+                            // `n` is at most a piece.
+                            true => unsafe {
+                                debug_assert_eq!(in_bytes, 4);
+                                crate::pairs::convert(stage, src, row0 + done, n, tiles)
+                            },
+                            false => src,
+                        };
                         let (dst, residual) = (
                             dst.cast::<u8>()
                                 .wrapping_add(done * row_len * out_bytes)

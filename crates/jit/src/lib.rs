@@ -32,6 +32,7 @@
 mod bf16;
 mod exec;
 mod network;
+mod pairs;
 mod peak;
 mod pool;
 mod scratch;
@@ -310,7 +311,8 @@ struct Compiled {
     /// is rounded before the first stage reads it.
     round_input: bool,
     /// Bytes of scratch each thread passes its functions: the most any AMX
-    /// function needs (`TilePlan::scratch_bytes`), else 0.
+    /// function needs (`TilePlan::scratch_bytes`) or any function on channel
+    /// pairs converts its input into (`pairs.rs`), else 0.
     tile_scratch: usize,
 }
 
@@ -358,7 +360,12 @@ impl Compiled {
         let round_input = bf16 && !bf16::reads_only_tiles(&program, &tiles, 0);
         let tile_scratch = plans
             .iter()
-            .filter_map(|p| p.tiles.as_ref().map(|t| t.scratch_bytes))
+            .zip(&program.functions)
+            .filter_map(|(p, f)| match (&p.tiles, p.pairs) {
+                (Some(t), _) => Some(t.scratch_bytes),
+                (None, Some(_)) => Some(pairs::scratch_bytes(&f.stage)),
+                (None, None) => None,
+            })
             .max()
             .unwrap_or(0);
         Ok(Compiled {

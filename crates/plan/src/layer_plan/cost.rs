@@ -20,7 +20,8 @@
 use super::bands::band_rows;
 use super::{Host, MARGIN};
 use crate::stage_plan::{
-    planned_stage, stage_target, tile_plan, Target, TilePlan, K_CHUNK, M_BLOCK, N_BLOCK,
+    paired_stage, planned_stage, stage_target, tile_plan, Target, TilePlan, K_CHUNK, M_BLOCK,
+    N_BLOCK,
 };
 use convjit_ir::{Layer, Stage, StageKind};
 
@@ -123,7 +124,13 @@ pub fn stage_cycles(stage: &Stage, target: &Target, calls: usize) -> f64 {
             (REDUCE_EFFICIENCY, (cout / groups.max(1)).clamp(1, t.lanes))
         }
     };
-    stage.macs() as f64 / (lanes as f64 * 2.0 * eff)
+    // On channel pairs each `vdpbf16ps` does two products a lane, at an
+    // FMA's rate on AMD (the only default host of pairs).
+    let per_lane = match paired_stage(&planned, &t) {
+        Some(_) => 2.0,
+        None => 1.0,
+    };
+    stage.macs() as f64 / (lanes as f64 * 2.0 * eff * per_lane)
 }
 
 /// [`stage_cycles`] of a stage on tiles: per call, its output rows (flat:

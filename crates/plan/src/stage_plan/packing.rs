@@ -405,6 +405,14 @@ pub fn pack_into(plan: &StagePlan, weight: &[f32], bias: Option<&[f32]>, out: &m
     if let Some(t) = &plan.tiles {
         return super::tiles::pack_tiles(plan, t, weight, bias, out);
     }
+    let paired;
+    let weight = match plan.pairs {
+        Some(ci) => {
+            paired = pair_weights(weight, ci, plan.co);
+            &paired[..]
+        }
+        None => weight,
+    };
     let copies = plan.pack_copies();
     // (Tap, channel) steps outermost, whatever the copy: each step's
     // weights are one contiguous row over the output channels, read once
@@ -428,6 +436,27 @@ pub fn pack_into(plan: &StagePlan, weight: &[f32], bias: Option<&[f32]>, out: &m
             }
         }
     }
+}
+
+/// `[tap][ci][co]` weights as `[tap][ci/2][co]` pairs of bf16 (rounded,
+/// the even channel in the low half, a zero after an odd count), each
+/// pair's bits a float's ([`StagePlan::pairs`]).
+fn pair_weights(weight: &[f32], ci: usize, co: usize) -> Vec<f32> {
+    let pairs = ci.div_ceil(2);
+    let taps = weight.len() / (ci * co);
+    let mut v = vec![0f32; taps * pairs * co];
+    for t in 0..taps {
+        for p in 0..pairs {
+            for o in 0..co {
+                let at = |c: usize| match c < ci {
+                    true => u32::from(convjit_ir::bf16_bits(weight[(t * ci + c) * co + o])),
+                    false => 0,
+                };
+                v[(t * pairs + p) * co + o] = f32::from_bits(at(2 * p) | at(2 * p + 1) << 16);
+            }
+        }
+    }
+    v
 }
 
 #[cfg(test)]

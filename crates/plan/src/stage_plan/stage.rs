@@ -16,7 +16,7 @@ use super::schedule::{schedule_for, Schedule};
 #[cfg(doc)]
 use super::shares::plan_channels;
 use super::target::{stage_target, Target};
-use super::tiles::{dot_plan_on, tile_plan, TilePlan};
+use super::tiles::{dot_plan_on, paired_stage, tile_plan, TilePlan};
 use convjit_ir::{Activation, Stage, StageKind};
 
 /// Conv/pointwise weights (bytes) above which channel blocks are walked
@@ -180,6 +180,10 @@ pub struct StagePlan {
     ///
     /// [`bf16_intermediates`]: super::bf16_intermediates
     pub bf16_input: bool,
+    /// `vdpbf16ps` on channel pairs ([`paired_stage`]): the stage's real
+    /// input channels; the plan is the paired stage's (`ci` its pairs,
+    /// each value 4 bytes: two bf16).
+    pub pairs: Option<usize>,
 }
 
 /// The plan of `stage` for Cranelift's vectors.
@@ -195,6 +199,18 @@ pub fn plan_for(stage: &Stage, target: &Target) -> StagePlan {
 /// [`plan_for`], its units packed compact or aligned as `compact` says
 /// (`None`: as [`StagePlan::compact`] decides), for tests of both layouts.
 pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -> StagePlan {
+    if let Some(paired) = paired_stage(stage, target) {
+        let f32_code = Target {
+            tiles: false,
+            dot: false,
+            dot_all: false,
+            pairs: false,
+            ..*target
+        };
+        let mut p = plan_with(&paired, &f32_code, compact);
+        p.pairs = Some(stage.input.c);
+        return p;
+    }
     let target = &stage_target(stage, target);
     let stage = &*planned_stage(stage, target);
     let sched = schedule_for(stage, target);
@@ -282,6 +298,7 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         channels: (0, co),
         tiles,
         bf16_input: false,
+        pairs: None,
     }
 }
 

@@ -35,6 +35,12 @@ pub struct Target {
     /// (`Bf16Units::Dot`, asked for); by default such a stage runs f32
     /// FMAs ([`super::dot_plan_on`]).
     pub dot_all: bool,
+    /// With `dot`: an ungrouped conv stage runs `vdpbf16ps` on the
+    /// direct generator's blocking, over channel pairs
+    /// ([`super::paired_stage`]), rather than in the tile layout; the
+    /// JIT's runtime converts its input rows to bf16 pairs before each
+    /// call. (The AOT objects keep the tile layout: they have no runtime.)
+    pub pairs: bool,
 }
 
 /// Which arithmetic runs a bf16 conv, pointwise or grouped stage
@@ -87,6 +93,7 @@ impl Target {
         tiles: false,
         dot: false,
         dot_all: false,
+        pairs: false,
     };
     /// `convjit-x86`'s AVX2 generator: 256-bit ymm vectors, 16 registers.
     pub const AVX2: Target = Target {
@@ -96,6 +103,7 @@ impl Target {
         tiles: false,
         dot: false,
         dot_all: false,
+        pairs: false,
     };
     /// `convjit-x86`'s AVX-512 generator: 512-bit zmm vectors, 32
     /// registers.
@@ -106,6 +114,7 @@ impl Target {
         tiles: false,
         dot: false,
         dot_all: false,
+        pairs: false,
     };
 
     /// The target of a concrete generator (`Auto` is Cranelift's).
@@ -137,6 +146,9 @@ impl Target {
                 && (units == Bf16Units::Dot
                     || units == Bf16Units::Auto && crate::backend::is_amd()),
             dot_all: bf16 && units == Bf16Units::Dot,
+            pairs: bf16
+                && (units == Bf16Units::Dot
+                    || units == Bf16Units::Auto && crate::backend::is_amd()),
             ..Target::of(backend)
         }
     }

@@ -313,6 +313,34 @@ pub fn dot_plan_on(stage: &Stage, target: &Target) -> Result<TilePlan, &'static 
     dot_plan(stage)
 }
 
+/// The stage `stage` is planned as where it runs `vdpbf16ps` on the
+/// direct generator's blocking ([`Target::pairs`]): an ungrouped conv of
+/// at least [`MIN_DOT_CHANNELS`] input channels, not a flat 1x1 (those
+/// keep the tile layout, whose pixel blocks run on across rows), becomes
+/// the stage of `ceil(Ci / 2)` input channels whose every value (4 bytes)
+/// is a pair of bf16: its input converted so (a zero after an odd count),
+/// its weights packed so ([`super::pack_into`]), each FMA a `vdpbf16ps`.
+/// The tile layout computes every position of its rows of converted
+/// columns and every padding tap (Inception's 7x7 on 17x17: 23 of 17
+/// columns, 7 of 4-7 kernel rows); the direct blocking skips them.
+pub fn paired_stage(stage: &Stage, target: &Target) -> Option<Stage> {
+    let conv = matches!(
+        stage.kind,
+        StageKind::Conv { groups: 1, .. } | StageKind::Pointwise { groups: 1, .. }
+    );
+    let ok = target.pairs
+        && target.dot
+        && target.backend == crate::backend::Backend::Avx512
+        && conv
+        && !super::is_flat(stage)
+        && stage.input.c >= MIN_DOT_CHANNELS;
+    ok.then(|| {
+        let mut s = stage.clone();
+        s.input.c = stage.input.c.div_ceil(2);
+        s
+    })
+}
+
 /// Why `stage` does not run `vdpbf16ps`, or its plan ([`TilePlan::dot`]):
 /// any conv or pointwise stage whose scratch fits [`MAX_TILE_SCRATCH`];
 /// grouped, where each group has an even number of input channels and a
@@ -565,6 +593,32 @@ mod tests {
         let expand = stage("layer l { input 8x8x24\n p: pointwise 144 }");
         assert!(dot_plan_on(&expand, &auto).is_ok());
         assert!(dot_plan_on(&expand, &Target::AVX512).is_err());
+    }
+
+    /// Where the target asks for pairs, an ungrouped conv of 16 or more
+    /// input channels is planned as the conv of `ceil(Ci / 2)` (pairs of
+    /// bf16), off the tiles: half the weight floats. Flat 1x1s, grouped
+    /// and narrow stages keep the tile layout; an AOT target has no pairs.
+    #[test]
+    fn wide_ungrouped_convs_run_on_channel_pairs() {
+        let dot = Target {
+            dot: true,
+            ..Target::AVX512
+        };
+        let pairs = Target { pairs: true, ..dot };
+        let conv = stage("layer l { input 17x17x33\n c: conv 7x7 -> 96, pad same }");
+        let p = crate::stage_plan::plan_for(&conv, &pairs);
+        assert_eq!((p.pairs, p.ci, p.tiles.is_none()), (Some(33), 17, true));
+        let f32_code = crate::stage_plan::plan_for(&conv, &Target::AVX512);
+        assert!(p.packed_len * 3 < f32_code.packed_len * 2);
+        assert!(crate::stage_plan::plan_for(&conv, &dot).tiles.unwrap().dot);
+        for src in [
+            "layer l { input 8x8x32\n p: pointwise 64 }",
+            "layer l { input 8x8x32\n c: conv 3x3 -> 32, groups 2 }",
+            "layer l { input 8x8x8\n c: conv 3x3 -> 32 }",
+        ] {
+            assert!(paired_stage(&stage(src), &pairs).is_none(), "{src}");
+        }
     }
 
     #[test]

@@ -90,12 +90,20 @@ impl Gen<'_> {
         self.a.emit(I::with2(c, d, m));
     }
 
-    /// `acc += a * b`.
+    /// `acc += a * b`; on channel pairs ([`StagePlan::pairs`], AVX-512
+    /// only) `acc += a.even * b.even + a.odd * b.odd`, each 32-bit lane a
+    /// pair of bf16: `vdpbf16ps`.
     pub(super) fn fma(&mut self, acc: R, a: R, b: Src) {
-        let c = self.pick(
-            Code::EVEX_Vfmadd231ps_zmm_k1z_zmm_zmmm512b32_er,
-            Code::VEX_Vfmadd231ps_ymm_ymm_ymmm256,
-        );
+        let c = match self.p.pairs {
+            Some(_) => {
+                assert!(self.evex(), "vdpbf16ps is AVX-512");
+                Code::EVEX_Vdpbf16ps_zmm_k1z_zmm_zmmm512b32
+            }
+            None => self.pick(
+                Code::EVEX_Vfmadd231ps_zmm_k1z_zmm_zmmm512b32_er,
+                Code::VEX_Vfmadd231ps_ymm_ymm_ymmm256,
+            ),
+        };
         self.op3(c, acc, a, b);
     }
 
