@@ -7,8 +7,9 @@
 //! weights when packed; the residual reads the layer's input unrounded,
 //! and the last stage's output is never rounded (bias, activation and
 //! residual are f32). A stage on AMX tiles converts its input to bf16
-//! itself, rounding to nearest even as [`round_bf16`] does: what it reads
-//! is not rounded first.
+//! itself, and one on channel pairs has it converted before each call
+//! (`pairs.rs`), rounding to nearest even as [`round_bf16`] does: what
+//! either reads is not rounded first.
 
 use convjit_ir::{round_bf16, Layer};
 use convjit_plan::program::Program;
@@ -83,8 +84,11 @@ impl RoundedOutput {
     }
 }
 
-/// Whether stage `index` runs on AMX tiles in every function of it
-/// (`tiles[f]`: function `f` does), which round what they read themselves.
+/// Whether stage `index` converts what it reads to bf16 itself in every
+/// function of it (`tiles[f]`: function `f` runs on tiles, whose code
+/// converts, or on channel pairs, whose call the runtime converts for,
+/// `pairs.rs`), rounding as [`round_bf16`] does: then what it reads needs
+/// no rounding first.
 pub(crate) fn reads_only_tiles(program: &Program, tiles: &[bool], index: usize) -> bool {
     let mut of_stage = program
         .functions

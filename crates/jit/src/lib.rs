@@ -341,7 +341,11 @@ impl Compiled {
                 )));
             }
         }
-        let tiles: Vec<bool> = plans.iter().map(|p| p.tiles.is_some()).collect();
+        // Functions that convert their input to bf16 themselves.
+        let tiles: Vec<bool> = plans
+            .iter()
+            .map(|p| p.tiles.is_some() || p.pairs.is_some())
+            .collect();
         let bf16 = layer_plan.options.precision == Precision::Bf16;
         let mut rounded = match bf16 {
             false => vec![None; program.functions.len()],

@@ -427,10 +427,13 @@ mod tests {
         .unwrap()
         .remove(0);
         let spans = |precision, tiles| {
+            // Tiles where they fill, else f32 FMAs: Intel's default, on
+            // any host (on AMD the default runs vdpbf16ps).
             let options = Options {
                 backend: Backend::Avx512,
                 threads: 1,
                 precision,
+                bf16_units: crate::stage_plan::Bf16Units::Tiles,
                 ..Options::default()
             };
             let host = Host {
