@@ -184,6 +184,11 @@ pub struct StagePlan {
     /// input channels; the plan is the paired stage's (`ci` its pairs,
     /// each value 4 bytes: two bf16).
     pub pairs: Option<usize>,
+    /// On pairs, without a residual: the epilogue rounds the outputs to
+    /// bf16 before storing them, for a reader that multiplies them as
+    /// they are ([`super::round_outputs`]), rather than the runtime after
+    /// the call.
+    pub round_output: bool,
 }
 
 /// The plan of `stage` for Cranelift's vectors.
@@ -299,6 +304,7 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         tiles,
         bf16_input: false,
         pairs: None,
+        round_output: false,
     }
 }
 

@@ -239,11 +239,12 @@ pub fn bf16_intermediates(plans: &mut [StagePlan], stage_of: &[usize], stages: u
     keep
 }
 
-/// Marks the tile plans whose output a non-tile stage reads in bf16:
-/// `reads[i]` says whether plan `i`'s output is read by a stage that
-/// multiplies it without rounding it (neither the layer's output nor
-/// a tile stage's input); those plans round it themselves. Returns, per
-/// plan, whether its output still needs rounding by its caller.
+/// Marks the tile plans, and the plans on channel pairs without a
+/// residual, whose output a stage reads in bf16: `reads[i]` says whether
+/// plan `i`'s output is read by a stage that multiplies it without
+/// rounding it (neither the layer's output nor the input of a stage that
+/// converts it); those plans round it themselves. Returns, per plan,
+/// whether its output still needs rounding by its caller.
 pub fn round_outputs(plans: &mut [super::StagePlan], reads: &[bool]) -> Vec<bool> {
     plans
         .iter_mut()
@@ -251,6 +252,10 @@ pub fn round_outputs(plans: &mut [super::StagePlan], reads: &[bool]) -> Vec<bool
         .map(|(p, &reads)| match (&mut p.tiles, reads) {
             (Some(t), true) => {
                 t.round_output = true;
+                false
+            }
+            (None, true) if p.pairs.is_some() && !p.residual => {
+                p.round_output = true;
                 false
             }
             (_, reads) => reads,

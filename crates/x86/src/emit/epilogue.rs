@@ -39,6 +39,10 @@ impl Gen<'_> {
                 if p.activation == Activation::Relu6 {
                     self.vmin(v, six);
                 }
+                if p.round_output {
+                    // (No residual: the value stored is final.)
+                    self.round_bf16(v, t0);
+                }
             }
             for (u, unit) in run.units.iter().enumerate() {
                 let v = row[u];

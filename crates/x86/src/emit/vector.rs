@@ -107,6 +107,28 @@ impl Gen<'_> {
         self.op3(c, acc, a, b);
     }
 
+    /// `v`'s floats rounded to bf16 in place (AVX-512 with AVX512_BF16: a
+    /// plan on pairs): `vcvtneps2bf16` rounds to nearest even and keeps
+    /// NaN a NaN, as `convjit_ir::round_bf16` does, but flushes denormals
+    /// to zero. Uses `t`.
+    pub(super) fn round_bf16(&mut self, v: R, t: R) {
+        assert!(self.evex(), "vcvtneps2bf16 is AVX-512");
+        let half = nth_register(R::YMM0, self.index(t));
+        self.a.emit(I::with2(
+            Code::EVEX_Vcvtneps2bf16_ymm_k1z_zmmm512b32,
+            half,
+            v,
+        ));
+        self.a
+            .emit(I::with2(Code::EVEX_Vpmovzxwd_zmm_k1z_ymmm256, v, half));
+        self.a.emit(I::with3(
+            Code::EVEX_Vpslld_zmm_k1z_zmmm512b32_imm8,
+            v,
+            v,
+            16u32,
+        ));
+    }
+
     fn op3(&mut self, c: Code, d: R, a: R, b: Src) {
         match b {
             Src::R(r) => self.a.emit(I::with3(c, d, a, r)),
