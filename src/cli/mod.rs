@@ -163,10 +163,10 @@ pub struct PlannerArgs {
     #[arg(long)]
     f32_intermediates: bool,
     /// In bf16, what runs conv, pointwise and grouped stages: auto (AMX
-    /// tiles where they fill, else vdpbf16ps on AMD and f32 FMAs on Intel),
-    /// tiles (AMX where they fill, else FMAs), dot (vdpbf16ps, AVX512_BF16,
-    /// never tiles), fma (f32 FMAs on bf16 values). Depthwise stages
-    /// always run FMAs.
+    /// tiles where they fill, else vdpbf16ps on AMD for stages of 16 input
+    /// channels or more and f32 FMAs on Intel), tiles (AMX where they fill,
+    /// else FMAs), dot (vdpbf16ps for every one, AVX512_BF16, never tiles),
+    /// fma (f32 FMAs on bf16 values). Depthwise stages always run FMAs.
     #[arg(long, default_value = "auto", value_parser = parse_bf16_units)]
     bf16_units: convjit::Bf16Units,
     #[command(flatten)]

@@ -475,15 +475,15 @@ mod tests {
             panic!("border columns")
         };
         assert_eq!(cols[..7], cols[7..]);
-        // Two vectors a block (8-9 pixels) where two blocks' weights (802
-        // KiB) fit half of L2; on a smaller L2 one vector of up to 28
-        // pixels, which a row of 17 fills alone.
+        // Two vectors a block (8-9 pixels) where a block of two vectors'
+        // weights (802 KiB) may stay in L2; on a smaller L2 one vector of
+        // up to 28 pixels, which a row of 17 fills alone.
         let p = plan(
             "layer c { input 17x17x128\n c: conv 7x7 -> 128, pad same }",
             &t,
         );
         let pairs = rows(&p.nest()).pairs.clone();
-        if 49 * 128 * 2 * 16 * 4 <= crate::layer_plan::host_l2_bytes() / 2 {
+        if 49 * 128 * 2 * 16 * 4 <= crate::stage_plan::schedule::block_weight_bytes() {
             let pairs = pairs.expect("pairs");
             let npx: Vec<usize> = pairs.blocks.iter().map(|b| b.block.npx).collect();
             assert_eq!((pairs.full, npx), ((3, 14), vec![12, 12, 10]));

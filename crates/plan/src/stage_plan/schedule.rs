@@ -251,6 +251,23 @@ fn direct_schedule(stage: &Stage, t: &Target) -> Schedule {
 /// register beside them (AVX-512 can do without the broadcast register:
 /// `{1to16}` operands), and a few narrower blocks that may divide a row
 /// better; the cheapest by [`direct_cost`]. Returns `(pixels, vectors, why)`.
+/// Bytes of weights a block of more than one vector of output channels may
+/// have (all its taps and input channels): every pixel block reads them
+/// again, so past this they would come from L3 each time. On Intel, half
+/// of L2: Inception's 7x7 128 -> 128 with 4 vectors a block (1.6 MB) ran
+/// 2.5x slower than with 2 (0.8 MB) on a 2 MiB L2 (Sapphire Rapids). On
+/// AMD, four fifths of it: on a Zen 5 (1 MiB L2, its L3 closer) 2
+/// vectors against 1 vector of 28 pixels ran 3x3 28x28x512 -> 512 (590
+/// KB a block) 13.8-14.3 against 20.0-21.9 ms and Inception's 7x7 (802
+/// KB) 1.52-1.55 against 1.61-1.75 ms (`bench`, one thread, alternating).
+pub fn block_weight_bytes() -> usize {
+    let l2 = crate::layer_plan::host_l2_bytes();
+    match crate::backend::is_amd() {
+        true => l2 / 5 * 4,
+        false => l2 / 2,
+    }
+}
+
 fn direct_reduce_block(stage: &Stage, t: &Target) -> (usize, usize, String) {
     let cout = stage.output.c / stage.groups();
     let vectors = positions(cout, t.lanes).len();
@@ -268,14 +285,10 @@ fn direct_reduce_block(stage: &Stage, t: &Target) -> (usize, usize, String) {
         })
         .collect();
     let mut costs: Vec<(f64, usize, usize)> = Vec::new();
-    // A block's weights (one channel block: all taps and input channels)
-    // are read again by every pixel block: beyond half of L2 they come
-    // from L3 each time (7x7 128->128: 4 vectors a block, 1.6 MB, ran
-    // 2.5x slower than 2 vectors, 0.8 MB, on a 2 MB L2).
     let taps_ci = stage.kernel[0] * stage.kernel[1] * reduction(stage);
-    let l2 = crate::layer_plan::host_l2_bytes();
+    let most_bytes = block_weight_bytes();
     for units in 1..=vectors.min(4) {
-        if units > 1 && taps_ci * units * t.lanes * 4 > l2 / 2 {
+        if units > 1 && taps_ci * units * t.lanes * 4 > most_bytes {
             continue;
         }
         let most = (regs - 4) / units;
