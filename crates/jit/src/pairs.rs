@@ -50,16 +50,25 @@ fn rows_of(stage: &Stage, a: usize, b: usize) -> (usize, usize) {
 }
 
 /// Output rows per call: as many as read about [`PIECE_BYTES`] of
-/// converted rows, at least one.
+/// converted rows, at least one (in closed form: it runs per call).
 pub(crate) fn rows_per_call(stage: &Stage) -> usize {
-    let row = row_bytes(stage).max(1);
+    let fit = PIECE_BYTES / row_bytes(stage).max(1);
     if is_flat(stage) {
-        return (PIECE_BYTES / row).max(1);
+        return fit.max(1);
     }
-    (1..=stage.output.h)
-        .take_while(|&n| n == 1 || rows_read(stage, n) * row <= PIECE_BYTES)
-        .last()
-        .unwrap_or(1)
+    let ho = stage.output.h.max(1);
+    if rows_read(stage, ho) <= fit {
+        return ho;
+    }
+    // n rows read (n - 1) * s + span input rows.
+    let (s, span) = (
+        stage.stride[0],
+        (stage.kernel[0] - 1) * stage.dilation[0] + 1,
+    );
+    match fit.checked_sub(span) {
+        Some(spare) => (spare / s + 1).clamp(1, ho),
+        None => 1,
+    }
 }
 
 /// Scratch bytes a call of [`rows_per_call`] rows converts into.
@@ -69,9 +78,9 @@ pub(crate) fn scratch_bytes(stage: &Stage) -> usize {
 
 /// Converts the input rows that output rows `a..a + n` of `stage` read
 /// (a flat stage's: pixels), from `src` (f32, row `iy` at `src + iy * W *
-/// Ci`) to `scratch`, and
-/// returns the input pointer the function takes: where converted row 0
-/// would be (only the converted rows are read through it).
+/// Ci`) to `scratch`, and returns the input pointer the function takes:
+/// where converted row 0 would be (only the converted rows are read
+/// through it).
 ///
 /// # Safety
 /// `src` holds those input rows, addressed as above; `scratch` holds
@@ -212,6 +221,26 @@ mod tests {
         }
         let nan = convjit_ir::bf16_bits(f32::NAN);
         assert!(f32::from_bits(u32::from(nan) << 16).is_nan());
+    }
+
+    /// A piece is the most output rows whose input rows fit the budget
+    /// (or one, or all), as counting up to it would say.
+    #[test]
+    fn a_piece_is_the_most_rows_within_the_budget() {
+        for src in [
+            "layer l { input 9x5x3\n c: conv 3x3 -> 16, stride 2x1, pad same }",
+            "layer l { input 300x100x64\n c: conv 5x5 -> 16, stride 2x2, pad same }",
+            "layer l { input 200x60x256\n c: conv 3x3 -> 16, dilation 2, pad same }",
+            "layer l { input 40x3000x512\n c: conv 7x1 -> 16 }",
+        ] {
+            let s = stage(src);
+            let row = row_bytes(&s);
+            let counted = (1..=s.output.h)
+                .take_while(|&n| n == 1 || rows_read(&s, n) * row <= PIECE_BYTES)
+                .last()
+                .unwrap();
+            assert_eq!(rows_per_call(&s), counted, "{src}");
+        }
     }
 
     /// A call converts exactly the rows its output rows read, within the

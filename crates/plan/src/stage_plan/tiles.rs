@@ -326,7 +326,7 @@ pub fn dot_plan_on(stage: &Stage, target: &Target) -> Result<TilePlan, &'static 
 /// its weights packed so ([`super::pack_into`]), each FMA a `vdpbf16ps`.
 /// The tile layout computes every position of its rows of converted
 /// columns and every padding tap (Inception's 7x7 on 17x17: 23 of 17
-/// columns, 7 of 4-7 kernel rows) and whole 16-pixel blocks (49 pixels as
+/// columns, 7 of 4-7 kernel rows) and whole passes of 8 pixels (49 as
 /// 56); the direct blocking skips them. Measured on Zen 5, one thread:
 /// Inception's 7x7 1,352 -> 749 us, pointwise 7x7x1024 -> 1024 262-321 ->
 /// 220-238 us, 56x56x128 -> 128 279-314 -> 273-289, 28x28 and 14x14 level.

@@ -90,7 +90,7 @@ impl Gen<'_> {
         self.a.emit(I::with2(c, d, m));
     }
 
-    /// `acc += a * b`; on channel pairs ([`StagePlan::pairs`], AVX-512
+    /// `acc += a * b`; on channel pairs (`StagePlan::pairs`, AVX-512
     /// only) `acc += a.even * b.even + a.odd * b.odd`, each 32-bit lane a
     /// pair of bf16: `vdpbf16ps`.
     pub(super) fn fma(&mut self, acc: R, a: R, b: Src) {
