@@ -32,7 +32,7 @@ impl RoundedOutput {
     pub(crate) fn of(
         layer: &Layer,
         program: &Program,
-        tiles: &[bool],
+        converts: &[bool],
     ) -> Vec<Option<RoundedOutput>> {
         let last = layer.stages.len() - 1;
         program
@@ -40,8 +40,8 @@ impl RoundedOutput {
             .iter()
             .map(|f| {
                 let out = f.stage.output;
-                let read_by_tiles = reads_only_tiles(program, tiles, f.index + 1);
-                (f.index != last && !read_by_tiles).then(|| RoundedOutput {
+                let read_converted = reads_only_converted(program, converts, f.index + 1);
+                (f.index != last && !read_converted).then(|| RoundedOutput {
                     pixels_per_row: match convjit_plan::stage_plan::is_flat(&f.stage) {
                         true => 1,
                         false => out.w,
@@ -85,15 +85,15 @@ impl RoundedOutput {
 }
 
 /// Whether stage `index` converts what it reads to bf16 itself in every
-/// function of it (`tiles[f]`: function `f` runs on tiles, whose code
+/// function of it (`converts[f]`: function `f` runs on tiles, whose code
 /// converts, or on channel pairs, whose call the runtime converts for,
 /// `pairs.rs`), rounding as [`round_bf16`] does: then what it reads needs
 /// no rounding first.
-pub(crate) fn reads_only_tiles(program: &Program, tiles: &[bool], index: usize) -> bool {
+pub(crate) fn reads_only_converted(program: &Program, converts: &[bool], index: usize) -> bool {
     let mut of_stage = program
         .functions
         .iter()
-        .zip(tiles)
+        .zip(converts)
         .filter(|(f, _)| f.index == index)
         .peekable();
     of_stage.peek().is_some() && of_stage.all(|(_, &t)| t)

@@ -342,14 +342,14 @@ impl Compiled {
             }
         }
         // Functions that convert their input to bf16 themselves.
-        let tiles: Vec<bool> = plans
+        let converts: Vec<bool> = plans
             .iter()
             .map(|p| p.tiles.is_some() || p.pairs.is_some())
             .collect();
         let bf16 = layer_plan.options.precision == Precision::Bf16;
         let mut rounded = match bf16 {
             false => vec![None; program.functions.len()],
-            true => bf16::RoundedOutput::of(layer, &program, &tiles),
+            true => bf16::RoundedOutput::of(layer, &program, &converts),
         };
         // A tile function rounds what it stores itself (in its epilogue,
         // while the values are in registers): no pass after the call.
@@ -361,7 +361,7 @@ impl Compiled {
             }
         }
         let code = build(&plans, backend, isa)?;
-        let round_input = bf16 && !bf16::reads_only_tiles(&program, &tiles, 0);
+        let round_input = bf16 && !bf16::reads_only_converted(&program, &converts, 0);
         let tile_scratch = plans
             .iter()
             .zip(&program.functions)

@@ -268,6 +268,8 @@ fn preamble(shape: &[usize]) -> Vec<u8> {
     let mut out = Vec::with_capacity(PREAMBLE_LEN + len_bytes + header_len);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[version, 0]);
+    // The header is our own dict of a shape (a few hundred bytes at most),
+    // far below u32::MAX.
     out.extend_from_slice(&(header_len as u32).to_le_bytes()[..len_bytes]);
     out.extend_from_slice(dict.as_bytes());
     out.resize(out.len() + pad, b' ');

@@ -386,6 +386,7 @@ impl Gen<'_> {
             if npx == 1 {
                 self.a.bind(singles);
             } else if px > 1 {
+                // px: pixels of a register block, at most the registers.
                 self.a
                     .emit(I::with2(Code::Cmp_rm64_imm32, slot(Slot::Rows), px as i32));
                 self.a.branch(Code::Jl_rel8_64, Code::Jl_rel32_64, singles);
