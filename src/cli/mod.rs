@@ -157,9 +157,10 @@ pub struct PlannerArgs {
     /// bf16 where they enter a multiply, f32 sums; needs AVX512_BF16).
     #[arg(long, default_value = "f32", value_parser = parse_precision)]
     precision: convjit::Precision,
-    /// In bf16, keep every intermediate in f32: by default a tile stage
-    /// read by a depthwise stage stores bf16, which the depthwise stage
-    /// widens (the same values, half the bytes).
+    /// In bf16, keep every intermediate in f32: by default a stage that
+    /// stores whole vectors, read by a depthwise stage or by one on
+    /// channel pairs, stores bf16, which the reader widens or reads as its
+    /// pairs (the same values, half the bytes).
     #[arg(long)]
     f32_intermediates: bool,
     /// In bf16, what runs conv, pointwise and grouped stages: auto (AMX

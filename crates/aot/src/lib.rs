@@ -406,8 +406,9 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
             .map(|i| plans.get(i + 1).is_some_and(|next| next.tiles.is_none()))
             .collect();
         stage_plan::round_outputs(&mut plans, &reads);
-        // A tile stage read by a many-channel depthwise stage stores bf16
-        // (the wrapper's buffers follow the plans: `wrapper::Scratch`).
+        // A tile stage, or a direct one that stores whole vectors, read by
+        // a many-channel depthwise stage stores bf16 (the wrapper's
+        // buffers follow the plans: `wrapper::Scratch`).
         let n = plans.len();
         stage_plan::bf16_intermediates(&mut plans, &(0..n).collect::<Vec<_>>(), n);
     }

@@ -66,7 +66,7 @@ impl Scratch {
         let mut size = [0usize; 2];
         for (i, s) in layer.stages[..n - 1].iter().enumerate() {
             // 2 bytes a value where the stage stores bf16 for the next.
-            let value = plans[i].tiles.as_ref().map_or(4, |t| t.out_bytes());
+            let value = plans[i].out_bytes();
             size[i % 2] = size[i % 2].max(s.output.len() * value);
         }
         let align = |b: usize| b.div_ceil(64) * 64;
@@ -403,7 +403,8 @@ fn run_images(
         };
         b.ins().call(f, &[src, w, dst, in_p, zero, rows, tiles]);
         let next_rounds = spec.plans.get(i + 1).is_some_and(|p| p.tiles.is_none());
-        let rounds_itself = spec.plans[i].tiles.as_ref().is_some_and(|t| t.round_output);
+        let rounds_itself = spec.plans[i].out_bytes() == 2
+            || spec.plans[i].tiles.as_ref().is_some_and(|t| t.round_output);
         if spec.precision == Precision::Bf16 && next_rounds && !rounds_itself {
             round(b, dst, dst, s.output.len());
         }

@@ -85,6 +85,9 @@ pub struct StageReport {
     /// Narrow conv rows two at a time in each register block: which rows,
     /// and the blocks' pixels (`StagePlan::pair_col_blocks`).
     pub row_pairs: Option<String>,
+    /// In bf16 on channel pairs (`StagePlan::pairs`): the real input
+    /// channels.
+    pub pairs: Option<usize>,
 }
 
 impl StageReport {
@@ -102,6 +105,7 @@ impl StageReport {
             packing: p.packing(),
             tiles: tile_report(stage, plan, &p),
             row_pairs: row_pairs_report(&p),
+            pairs: p.pairs,
         }
     }
 }
@@ -150,7 +154,7 @@ fn tile_report(
     if let Some(ci) = p.pairs {
         return Some(Ok(format!(
             "none, vdpbf16ps (AVX512_BF16, {}) on the blocking above: {} input channel \
-             pairs{} broadcast, converted to bf16 before each call; estimated {:.0}k cycles \
+             pairs{} broadcast; estimated {:.0}k cycles \
              per image alone ({:.0}k as f32 code)",
             match units {
                 Bf16Units::Dot => "asked for",

@@ -50,6 +50,7 @@ pub fn stage_json(s: &Stage, p: &LayerPlan) -> Value {
         packing,
         tiles,
         row_pairs,
+        pairs: _,
     } = StageReport::new(s, p);
     json!({
         "name": s.name,

@@ -201,6 +201,8 @@ fn blocking_text(l: &Layer, p: &LayerPlan) -> String {
         crate::Precision::Bf16 => convjit_jit::bf16_outputs(l, p),
         crate::Precision::F32 => vec![false; l.stages.len()],
     };
+    let rounds_input =
+        p.options.precision == crate::Precision::Bf16 && convjit_jit::rounds_input_in_code(l, p);
     for (i, s) in l.stages.iter().enumerate() {
         let StageReport {
             schedule: k,
@@ -208,6 +210,7 @@ fn blocking_text(l: &Layer, p: &LayerPlan) -> String {
             packing,
             tiles,
             row_pairs,
+            pairs,
         } = StageReport::new(s, p);
         let unroll = match s.kind {
             crate::StageKind::Depthwise { .. } => "kernel-row taps unrolled".to_string(),
@@ -227,11 +230,25 @@ fn blocking_text(l: &Layer, p: &LayerPlan) -> String {
             Some(Err(why)) => out += &format!("    tiles: none, {why}\n"),
             None => {}
         }
+        if i == 0 && rounds_input {
+            out += "    input: rounded to bf16 as it is loaded (no pass over the image)\n";
+        }
+        if pairs.is_some() && (i == 0 || !bf16[i - 1]) {
+            out += "    input: converted to bf16 channel pairs before each call\n";
+        }
         if bf16[i] {
-            out += &format!(
-                "    output: stored as bf16 (half the bytes), widened to f32 by depthwise '{}'\n",
-                l.stages[i + 1].name
-            );
+            let next = &l.stages[i + 1];
+            out += &match next.kind {
+                crate::StageKind::Depthwise { .. } => format!(
+                    "    output: stored as bf16 (half the bytes), widened to f32 by depthwise '{}'\n",
+                    next.name
+                ),
+                _ => format!(
+                    "    output: stored as bf16 (half the bytes), read by '{}' as its channel \
+                     pairs (no conversion)\n",
+                    next.name
+                ),
+            };
         }
         for (t, ((c0, c1), k)) in crate::share_schedules(l, i, p).iter().enumerate() {
             out += &format!(

@@ -664,8 +664,10 @@ impl Kernel {
                     // range of its rows; the rows are the same).
                     let rounds = lazy.is_some() && matches!(src, Loc::GroupIn(_));
                     // On channel pairs, each call converts the rows it reads
-                    // into the scratch (`pairs.rs`): a piece's worth.
-                    let paired = self.compiled.plans[f].pairs.is_some();
+                    // into the scratch (`pairs.rs`): a piece's worth; not
+                    // where its input is stored as bf16, whose values two
+                    // by two are the pairs (`stage_plan::reads_bf16_pairs`).
+                    let paired = self.compiled.plans[f].pairs.is_some() && in_bytes == 4;
                     let piece = match rounds {
                         true => LazyRound::rows_per_call(stage),
                         false => rows,
@@ -700,7 +702,6 @@ impl Kernel {
                             // every paired function (`Compiled::tile_scratch`);
                             // `n` is at most a piece.
                             true => unsafe {
-                                debug_assert_eq!(in_bytes, 4);
                                 crate::pairs::convert(stage, src, row0 + done, n, tiles)
                             },
                             false => src,

@@ -344,7 +344,7 @@ impl Compiled {
         // Functions that convert their input to bf16 themselves.
         let converts: Vec<bool> = plans
             .iter()
-            .map(|p| p.tiles.is_some() || p.pairs.is_some())
+            .map(|p| p.tiles.is_some() || p.pairs.is_some() || p.round_input)
             .collect();
         let bf16 = layer_plan.options.precision == Precision::Bf16;
         let mut rounded = match bf16 {
@@ -402,7 +402,30 @@ fn function_plans(
         let stage_of: Vec<usize> = program.functions.iter().map(|f| f.index).collect();
         program.bf16 = stage_plan::bf16_intermediates(&mut plans, &stage_of, layer.stages.len());
     }
+    if options.precision == Precision::Bf16 {
+        // A depthwise first stage rounds what it loads: the image is not
+        // rounded in a pass first (read from memory and written once more,
+        // then read again: the depthwise stage is memory-bound).
+        for (p, f) in plans.iter_mut().zip(&program.functions) {
+            p.round_input = f.index == 0 && stage_plan::reads_bf16(p);
+        }
+    }
     (program, plans)
+}
+
+/// Whether the kernel compiled with `layer_plan` has its first stage
+/// round the layer's input as it loads it ([`StagePlan::round_input`];
+/// what `plan` prints).
+///
+/// [`StagePlan::round_input`]: stage_plan::StagePlan::round_input
+pub fn rounds_input_in_code(layer: &Layer, layer_plan: &LayerPlan) -> bool {
+    match Backend::resolve(layer_plan.options.backend) {
+        Ok(backend) => function_plans(layer, layer_plan, backend)
+            .1
+            .iter()
+            .any(|p| p.round_input),
+        Err(_) => false,
+    }
 }
 
 /// Per stage of `layer`, whether the kernel compiled with `layer_plan`

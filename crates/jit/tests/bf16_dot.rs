@@ -54,6 +54,7 @@ layer r { input 8x9x48\n c: conv 3x3 -> 48, groups 3, pad same, residual }
 layer s { input 6x70x20\n c: conv 3x3 -> 4, stride 2x2, pad valid, relu6 }
 layer t { input 10x12x36\n c: conv 3x3 -> 96, groups 3, stride 2x1, pad same, bias }
 layer u { input 8x8x6\n c: conv 3x3 -> 32, pad same\n g: pointwise 32, groups 4 }
+layer v { input 10x9x48\n d: depthwise 3x3, stride 2, pad same, bias, relu6\n p: pointwise 40 }
 ";
 
 #[test]
@@ -84,5 +85,124 @@ fn fma_units_run_no_bf16_products() {
     let asm = Kernel::compile_with(&l, &w, &o).unwrap().asm();
     assert!(!asm.contains("dpbf16ps"), "{asm}");
     let x = common::input(&l, 1, 4);
+    common::check_with(&l, &w, &x, 1, &o).unwrap();
+}
+
+/// Direct stages that store bf16 for the next (`StagePlan::bf16_output`):
+/// a pairs stage read by a depthwise one, a depthwise stage read by a
+/// pairs one (which then reads its stores as pairs, no conversion), a
+/// pairs stage read by another; and depthwise first stages that round
+/// the image as they load it (`StagePlan::round_input`). Fused in bands
+/// and as whole tensors between groups, stride 2, a dilation, a residual
+/// on the stage after (of the unrounded input), channel counts that are
+/// not multiples of 16 (40: overlapping vectors), an odd one (33: its
+/// pairs reader converts, the depthwise stage stores f32), threads
+/// splitting a 7-row stage's channels.
+const DIRECT_BF16_INTERMEDIATES: &str = "
+layer a { input 12x12x16\n e: pointwise 96, bias, relu6\n d: depthwise 3x3, pad same, bias, relu6\n p: pointwise 16, bias, residual }
+layer b { input 15x13x32\n d: depthwise 3x3, stride 2, pad same, bias, relu6\n p: pointwise 48, bias }
+layer c { input 9x9x33\n d: depthwise 3x3, pad same\n p: pointwise 20 }
+layer d { input 10x10x32\n p: pointwise 64, relu\n q: pointwise 32 }
+layer e { input 11x9x32\n c: conv 3x3 -> 48, pad same\n d: depthwise 3x3, dilation 2x2, pad same, bias\n p: pointwise 24 }
+layer f { input 7x7x64\n e: pointwise 512, relu\n d: depthwise 3x3, pad same\n p: pointwise 32 }
+layer g { input 12x12x40\n d: depthwise 3x3, pad same\n p: pointwise 40, residual }
+";
+
+/// [`DIRECT_BF16_INTERMEDIATES`]: bit for bit the output of the same
+/// kernel keeping f32 intermediates (the values are the same bf16
+/// numbers: `vcvtneps2bf16` rounds both), and within the interpreter's
+/// bound; fused or not, one and two threads, batches of 1 and 3. The
+/// depthwise first stages round what they load in both kernels.
+#[test]
+fn direct_bf16_intermediates_give_the_f32_stored_output_bit_for_bit() {
+    if skip() {
+        return;
+    }
+    for l in convjit_ir::compile_source(DIRECT_BF16_INTERMEDIATES).unwrap() {
+        let w = Weights::random(&l, 31);
+        let mut engaged = 0;
+        let configs = [
+            (Fusion::Auto, 1, None),
+            (Fusion::Never, 2, None),
+            (Fusion::Always, 2, None),
+            // Short bands: rows kept for the next band are shifted.
+            (Fusion::Always, 1, Some(2)),
+            (Fusion::Always, 2, Some(3)),
+        ];
+        for (fuse, threads, band_rows) in configs {
+            let o = Options {
+                band_rows,
+                ..dot(fuse, threads)
+            };
+            let old = Options {
+                bf16_intermediates: false,
+                ..o.clone()
+            };
+            let new = Kernel::compile_with(&l, &w, &o).unwrap();
+            // The bf16 store: a ymm of 16 bf16.
+            if new.asm().contains("vmovdqu16") {
+                engaged += 1;
+            }
+            let old = Kernel::compile_with(&l, &w, &old).unwrap();
+            assert!(!old.asm().contains("vmovdqu16"), "layer {}", l.name);
+            for batch in [1, 3] {
+                let x: Vec<f32> = common::input(&l, batch, 32)
+                    .iter()
+                    .map(|v| v * 2.0)
+                    .collect();
+                let (a, b) = (
+                    new.run_alloc(&x, batch).unwrap(),
+                    old.run_alloc(&x, batch).unwrap(),
+                );
+                let same = a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits());
+                let what = format!(
+                    "layer {} {fuse:?} {threads} {band_rows:?} batch {batch}",
+                    l.name
+                );
+                assert!(same, "{what}");
+                common::check_with(&l, &w, &x, batch, &o).unwrap_or_else(|e| panic!("{what}: {e}"));
+            }
+        }
+        match l.name.as_str() {
+            // 33 channels: pairs with a zero, converted by the runtime.
+            "c" => assert_eq!(engaged, 0, "layer c stored bf16 for an odd pairs reader"),
+            _ => assert!(
+                engaged >= 4,
+                "layer {}: bf16 intermediates in {engaged} of 5",
+                l.name
+            ),
+        }
+    }
+}
+
+/// A depthwise first stage in bf16 rounds each vector it loads, so the
+/// runtime does not round the image: a value halfway between two bf16
+/// numbers goes to the even one, NaN and infinities stay, a residual
+/// adds the image unrounded.
+#[test]
+fn a_depthwise_first_stage_rounds_what_it_loads() {
+    if skip() {
+        return;
+    }
+    let l = common::layer(
+        "layer g { input 6x7x32\n d: depthwise 3x3, pad same\n p: pointwise 32, residual }",
+    );
+    let w = Weights::random(&l, 5);
+    let o = dot(Fusion::Auto, 1);
+    let k = Kernel::compile_with(&l, &w, &o).unwrap();
+    assert!(k.asm().contains("vcvtneps2bf16"), "no rounding in the code");
+    let mut x = common::input(&l, 1, 6);
+    // 1 + 2^-8: halfway between 1 and 1 + 2^-7, to 1 (even); 1 + 3 * 2^-8
+    // to 1 + 2^-6.
+    x[0] = 1.0 + 1.0 / 256.0;
+    x[33] = 1.0 + 3.0 / 256.0;
+    common::check_with(&l, &w, &x, 1, &o).unwrap();
+    for (i, v) in [
+        (70, f32::NAN),
+        (100, f32::INFINITY),
+        (140, f32::NEG_INFINITY),
+    ] {
+        x[i] = v;
+    }
     common::check_with(&l, &w, &x, 1, &o).unwrap();
 }

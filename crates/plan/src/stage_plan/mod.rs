@@ -57,6 +57,7 @@ pub use stage::{
 pub use taps::{ColumnTaps, DwColumn, DwInputColumns, DwTaps, InputColumn, Reduction, TapInput};
 pub use target::{stage_target, Bf16Units, Target, LANES, MAX_LANES};
 pub use tiles::{
-    bf16_intermediates, dot_plan, dot_plan_on, paired_stage, reads_bf16, round_outputs, tile_plan,
-    TilePlan, B_TILE_BYTES, K_CHUNK, MAX_TILE_SCRATCH, M_BLOCK, N_BLOCK,
+    bf16_intermediates, dot_plan, dot_plan_on, paired_stage, reads_bf16, reads_bf16_pairs,
+    round_outputs, tile_plan, writes_bf16, TilePlan, B_TILE_BYTES, K_CHUNK, MAX_TILE_SCRATCH,
+    M_BLOCK, N_BLOCK,
 };

@@ -237,8 +237,9 @@ impl StagePlan {
     /// The loop nest of this plan's stage function.
     pub fn nest(&self) -> LoopNest<'_> {
         let b = |floats: usize| (floats * 4) as i64;
-        // Input values: 4 bytes, or 2 stored as bf16.
+        // Input and output values: 4 bytes, or 2 stored as bf16.
         let bi = |values: usize| (values * self.in_bytes()) as i64;
+        let bo = |values: usize| (values * self.out_bytes()) as i64;
         let runs = self
             .runs
             .iter()
@@ -247,13 +248,13 @@ impl StagePlan {
                 count: run.count,
                 base: Offsets {
                     input: bi(run.in_base),
-                    output: b(run.out_base),
+                    output: bo(run.out_base),
                     weights: run.w_base as i64,
                     bias: run.bias_base as i64,
                 },
                 step: Offsets {
                     input: bi(run.in_stride),
-                    output: b(run.out_stride),
+                    output: bo(run.out_stride),
                     weights: run.w_stride as i64,
                     bias: run.bias_stride as i64,
                 },
@@ -263,7 +264,7 @@ impl StagePlan {
             Pixels::Flat {
                 px: self.sched.px,
                 in_px: bi(self.ci),
-                out_px: b(self.co),
+                out_px: bo(self.co),
             }
         } else {
             Pixels::Rows(self.rows())
@@ -274,7 +275,7 @@ impl StagePlan {
             groups: self.groups,
             group_step: Offsets {
                 input: bi(self.g_in),
-                output: b(self.g_out),
+                output: bo(self.g_out),
                 weights: self.g_w as i64,
                 bias: self.g_bias as i64,
             },
@@ -305,7 +306,7 @@ impl StagePlan {
         Rows {
             kernel_rows: self.kernel_rows(),
             in_row: self.in_row_bytes(),
-            out_row: (self.wo * self.co * 4) as i64,
+            out_row: (self.wo * self.co * self.out_bytes()) as i64,
             row_vectors,
             blocks,
             pairs: self.row_pairs(),
@@ -362,7 +363,7 @@ impl StagePlan {
         Rows {
             kernel_rows: self.kernel_rows(),
             in_row: self.in_row_bytes(),
-            out_row: (self.wo * self.co * 4) as i64,
+            out_row: (self.wo * self.co * self.out_bytes()) as i64,
             row_vectors: None,
             blocks,
             pairs: None,
@@ -388,7 +389,8 @@ impl StagePlan {
     /// `count` blocks of `npx` pixels from output column `start`, their
     /// pointers' offsets and steps.
     fn place(&self, start: usize, count: usize, npx: usize, cols: BlockCols) -> PixelBlocks {
-        let (pixel_in, pixel_out) = ((self.ci * self.in_bytes()) as i64, (self.co * 4) as i64);
+        let pixel_in = (self.ci * self.in_bytes()) as i64;
+        let pixel_out = (self.co * self.out_bytes()) as i64;
         let column = (start * self.sw + cols.kx0() * self.dil_w) as i64 - self.pl as i64;
         PixelBlocks {
             start,
@@ -778,9 +780,9 @@ mod tests {
             let npx = blocks.block.npx as i64;
             let want = (
                 column * (p.ci * p.in_bytes()) as i64,
-                (blocks.start * p.co * 4) as i64,
+                (blocks.start * p.co * p.out_bytes()) as i64,
                 npx * (p.sw * p.ci * p.in_bytes()) as i64,
-                npx * (p.co * 4) as i64,
+                npx * (p.co * p.out_bytes()) as i64,
             );
             let have = (
                 blocks.in_off,

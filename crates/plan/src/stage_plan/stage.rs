@@ -189,6 +189,19 @@ pub struct StagePlan {
     /// they are ([`super::round_outputs`]), rather than the runtime after
     /// the call.
     pub round_output: bool,
+    /// A direct plan that stores its output as bf16 (2 bytes a value,
+    /// rounded as [`convjit_ir::round_bf16`] does, denormals flushed), for
+    /// a reader that takes bf16 ([`super::bf16_intermediates`]); on tiles,
+    /// [`TilePlan::bf16_output`] says it. Every output offset of the nest
+    /// is in [`StagePlan::out_bytes`]. Set by the compilers, never by
+    /// [`plan_for`].
+    pub bf16_output: bool,
+    /// A depthwise plan in bf16 on the layer's input that rounds each
+    /// input vector as it loads it (`vcvtneps2bf16`, widened back;
+    /// denormals flushed) rather than having the runtime round the image
+    /// in a pass first; [`super::reads_bf16`]'s plans only. Set by the
+    /// JIT, never by [`plan_for`].
+    pub round_input: bool,
 }
 
 /// The plan of `stage` for Cranelift's vectors.
@@ -305,6 +318,8 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         bf16_input: false,
         pairs: None,
         round_output: false,
+        bf16_output: false,
+        round_input: false,
     }
 }
 
@@ -330,6 +345,16 @@ impl StagePlan {
             2
         } else {
             4
+        }
+    }
+
+    /// Bytes of one output value as the function stores it: 4, or 2 as
+    /// bf16 ([`StagePlan::bf16_output`], [`TilePlan::bf16_output`]).
+    pub fn out_bytes(&self) -> usize {
+        match &self.tiles {
+            Some(t) => t.out_bytes(),
+            None if self.bf16_output => 2,
+            None => 4,
         }
     }
 

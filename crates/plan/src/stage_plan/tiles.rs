@@ -204,16 +204,45 @@ pub fn reads_bf16(p: &StagePlan) -> bool {
             .all(|u| matches!(u.input, super::InSrc::Vector(_)))
 }
 
+/// Whether a direct plan may store its output as bf16
+/// ([`StagePlan::bf16_output`]): on the AVX-512 generator (bf16 there
+/// has AVX512_BF16), without a residual (the value stored is final),
+/// every unit a whole vector of channels (no masked tails, lanes or
+/// interleaved pairs), with no row vectors.
+pub fn writes_bf16(p: &StagePlan) -> bool {
+    p.tiles.is_none()
+        && p.target.backend == crate::Backend::Avx512
+        && !p.residual
+        && p.row_vectors().is_none()
+        && p.runs
+            .iter()
+            .flat_map(|r| &r.units)
+            .all(|u| matches!(u.out, super::OutDst::Vector(_)))
+}
+
+/// Whether a plan on channel pairs reads its input as stored when that
+/// is bf16: an even count of input channels, whose bf16 values two by two
+/// are the pairs it reads (an odd count has its last pair's upper half
+/// zero, which only the runtime's conversion writes, `pairs.rs`).
+pub fn reads_bf16_pairs(p: &StagePlan) -> bool {
+    p.tiles.is_none() && p.pairs.is_some_and(|ci| ci % 2 == 0)
+}
+
 /// Which stage outputs are stored as bf16 between stages, and the plans
 /// marked to write and read them so: `plans` one per function,
 /// `stage_of[f]` the layer stage of function `f`, `stages` the layer's
 /// stage count. Stage `k`'s output is kept in bf16 where every function
 /// of `k` runs on tiles without a residual (its epilogue rounds what it
-/// stores anyway, [`TilePlan::round_output`]) and every function of the
-/// stage reading it, `k + 1`, is a depthwise plan that [`reads_bf16`]:
-/// the depthwise stage is memory-bound, and its input, band rows or a
-/// whole tensor, takes half the bytes. Never the layer's output (f32 to
-/// the caller). Returns, per stage, whether its output is bf16.
+/// stores anyway, [`TilePlan::round_output`]) or [`writes_bf16`], and
+/// every function of the stage reading it, `k + 1`, is a depthwise plan
+/// that [`reads_bf16`] or a plan on channel pairs that
+/// [`reads_bf16_pairs`]: the depthwise stage is memory-bound, and its
+/// input, band rows or a whole tensor, takes half the bytes; the pairs
+/// stage reads the producer's stores as they are, where it would
+/// otherwise have each call's rows converted first. Not for a tile
+/// producer and a pairs reader (no such target: both are AMX's or
+/// AMD's). Never the layer's output (f32 to the caller). Returns, per
+/// stage, whether its output is bf16.
 pub fn bf16_intermediates(plans: &mut [StagePlan], stage_of: &[usize], stages: usize) -> Vec<bool> {
     let all = |k: usize, ok: &dyn Fn(&StagePlan) -> bool| {
         let mut of = plans
@@ -226,15 +255,20 @@ pub fn bf16_intermediates(plans: &mut [StagePlan], stage_of: &[usize], stages: u
     let keep: Vec<bool> = (0..stages)
         .map(|k| {
             k + 1 < stages
-                && all(k, &|p| p.tiles.is_some() && !p.residual)
-                && all(k + 1, &reads_bf16)
+                && (all(k, &|p| p.tiles.is_some() && !p.residual) && all(k + 1, &reads_bf16)
+                    || all(k, &writes_bf16)
+                        && all(k + 1, &|p| reads_bf16(p) || reads_bf16_pairs(p)))
         })
         .collect();
     for (p, &k) in plans.iter_mut().zip(stage_of) {
-        if let Some(t) = p.tiles.as_mut().filter(|_| keep[k]) {
-            (t.round_output, t.bf16_output) = (true, true);
+        if keep[k] {
+            match p.tiles.as_mut() {
+                Some(t) => (t.round_output, t.bf16_output) = (true, true),
+                None => p.bf16_output = true,
+            }
         }
-        p.bf16_input = k > 0 && keep[k - 1];
+        // A pairs reader's values stay 4 bytes: two bf16 each.
+        p.bf16_input = k > 0 && keep[k - 1] && p.pairs.is_none();
     }
     keep
 }
@@ -250,6 +284,8 @@ pub fn round_outputs(plans: &mut [super::StagePlan], reads: &[bool]) -> Vec<bool
         .iter_mut()
         .zip(reads)
         .map(|(p, &reads)| match (&mut p.tiles, reads) {
+            // Stored as bf16: rounded as it is stored.
+            (None, true) if p.bf16_output => false,
             (Some(t), true) => {
                 t.round_output = true;
                 false
@@ -627,6 +663,52 @@ mod tests {
         ] {
             assert!(paired_stage(&stage(src), &pairs).is_none(), "{src}");
         }
+    }
+
+    /// Direct stages keep an intermediate in bf16 where the writer stores
+    /// whole vectors without a residual and the reader widens it
+    /// (depthwise) or reads it as its pairs (an even count of channels):
+    /// expand -> dw -> project both ways; not for an odd pairs reader, a
+    /// writer with a residual, nor the layer's output.
+    #[test]
+    fn direct_stages_keep_intermediates_in_bf16() {
+        let pairs = Target {
+            dot: true,
+            pairs: true,
+            ..Target::AVX512
+        };
+        let keep = |src: &str| {
+            let l = convjit_ir::compile_source(src).unwrap().remove(0);
+            let mut plans: Vec<StagePlan> = l
+                .stages
+                .iter()
+                .map(|s| crate::stage_plan::plan_for(s, &pairs))
+                .collect();
+            let n = plans.len();
+            let keep = bf16_intermediates(&mut plans, &(0..n).collect::<Vec<_>>(), n);
+            for (k, p) in plans.iter().enumerate() {
+                assert_eq!(p.out_bytes() == 2, keep[k], "{src}: stage {k}");
+                // A pairs reader's values stay 4 bytes (two bf16).
+                let widens = k > 0 && keep[k - 1] && p.pairs.is_none();
+                assert_eq!(p.bf16_input, widens, "{src}: stage {k}");
+            }
+            keep
+        };
+        assert_eq!(
+            keep("layer l { input 12x12x16\n e: pointwise 96, relu6\n d: depthwise 3x3, pad same\n p: pointwise 16 }"),
+            [true, true, false]
+        );
+        // 33 channels: the pairs reader's last pair holds a zero.
+        assert_eq!(
+            keep("layer l { input 9x9x33\n d: depthwise 3x3, pad same\n p: pointwise 20 }"),
+            [false, false]
+        );
+        // Residual on the writer; 8 channels: the depthwise reader has
+        // less than a vector.
+        assert_eq!(
+            keep("layer l { input 9x9x32\n p: pointwise 32, residual\n d: depthwise 3x3, pad same\n q: pointwise 8\n e: depthwise 3x3, pad same }"),
+            [false, true, false, false]
+        );
     }
 
     #[test]

@@ -92,7 +92,8 @@ impl Gen<'_> {
     /// row, or for a pair of rows the second half's on the next row.
     fn pixel_offsets(&self, k: &BlockArgs) -> (Vec<i64>, Vec<i64>) {
         let p = self.p;
-        let (pixel_in, pixel_out) = ((p.sw * p.ci * 4) as i64, (p.co * 4) as i64);
+        let pixel_in = (p.sw * p.ci * p.in_bytes()) as i64;
+        let pixel_out = (p.co * p.out_bytes()) as i64;
         let npx = k.block.npx;
         let ((in_row, out_row), n) = match k.pair {
             Some(rows) => (rows, npx / 2),

@@ -190,8 +190,9 @@ impl Gen<'_> {
         }
     }
 
-    /// Loads a unit's input at `rax + base` into `x`: f32, or stored as
-    /// bf16 ([`StagePlan::bf16_input`], whole vectors only) widened.
+    /// Loads a unit's input at `rax + base` into `x`: f32 (rounded to bf16
+    /// where [`StagePlan::round_input`]), or stored as bf16
+    /// ([`StagePlan::bf16_input`], whole vectors only) widened.
     fn input(&mut self, src: &InSrc, x: R, base: i64) {
         match *src {
             InSrc::Vector(c) if self.p.bf16_input => {
@@ -201,6 +202,9 @@ impl Gen<'_> {
             InSrc::Vector(c) => {
                 let m = self.at(IP, base + c as i64 * 4);
                 self.vload(x, m);
+                if self.p.round_input {
+                    self.round_bf16(x, x);
+                }
             }
             InSrc::Splat(c) => {
                 let m = self.at(IP, base + c as i64 * 4);

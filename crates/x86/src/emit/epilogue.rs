@@ -2,8 +2,11 @@
 //! the stores of whole vectors, masked tails, single lanes and
 //! interleaved pairs.
 
+use super::vector::nth_register;
 use super::{Gen, Slot, Src, RES, RUN_O};
 use convjit_ir::Activation;
+#[cfg(doc)]
+use convjit_plan::stage_plan;
 use convjit_plan::stage_plan::{OutDst, Run};
 use iced_x86::{Code, Instruction as I, Register as R};
 
@@ -39,7 +42,7 @@ impl Gen<'_> {
                 if p.activation == Activation::Relu6 {
                     self.vmin(v, six);
                 }
-                if p.round_output {
+                if p.round_output && !p.bf16_output {
                     // (No residual: the value stored is final.)
                     self.round_bf16(v, t0);
                 }
@@ -47,6 +50,10 @@ impl Gen<'_> {
             for (u, unit) in run.units.iter().enumerate() {
                 let v = row[u];
                 match &unit.out {
+                    // Whole vectors only ([`stage_plan::writes_bf16`]).
+                    OutDst::Vector(c) if p.bf16_output => {
+                        self.store_bf16(v, pix + *c as i64 * 2, t0)
+                    }
                     OutDst::Vector(c) => self.store_vector(v, pix + *c as i64 * 4),
                     OutDst::Lanes(l) => {
                         let contiguous = l
@@ -122,6 +129,21 @@ impl Gen<'_> {
         }
         let m = self.at(RUN_O, off);
         self.vstore(m, v);
+    }
+
+    /// `v` rounded to bf16 (`vcvtneps2bf16`: to nearest even, NaN kept,
+    /// denormals flushed), 2 bytes a value, to the output at byte offset
+    /// `off` (no residual: [`stage_plan::writes_bf16`]). Uses `t`.
+    fn store_bf16(&mut self, v: R, off: i64, t: R) {
+        let half = nth_register(R::YMM0, self.index(t));
+        self.a.emit(I::with2(
+            Code::EVEX_Vcvtneps2bf16_ymm_k1z_zmmm512b32,
+            half,
+            v,
+        ));
+        let m = self.at(RUN_O, off);
+        self.a
+            .emit(I::with2(Code::EVEX_Vmovdqu16_ymmm256_k1z_ymm, m, half));
     }
 
     /// Lane `lane` of `v` (+ the residual) to the output at byte offset `off`.

@@ -132,7 +132,7 @@ impl Gen<'_> {
     pub(super) fn out_row(&mut self) {
         let p = self.p;
         self.mov_rr(R::RAX, OY);
-        self.mul_imm(R::RAX, (p.wo * p.co * 4) as i64);
+        self.mul_imm(R::RAX, (p.wo * p.co * p.out_bytes()) as i64);
         self.add_slot(R::RAX, Slot::OutBase);
         self.store(Slot::OutRow, R::RAX);
     }

@@ -254,7 +254,7 @@ impl<'a> Gen<'a> {
         // Output rows (pixels, flat) are addressed from where row 0 would be.
         let unit = if p.flat { 1 } else { p.wo };
         self.mov_rr(R::RAX, R::R8);
-        self.mul_imm(R::RAX, (unit * p.co * 4) as i64);
+        self.mul_imm(R::RAX, (unit * p.co * p.out_bytes()) as i64);
         self.mov_rr(ADDR, R::RDX);
         self.a.emit(I::with2(Code::Sub_r64_rm64, ADDR, R::RAX));
         self.store(Slot::OutBase, ADDR);

@@ -110,7 +110,7 @@ impl Gen<'_> {
     /// `v`'s floats rounded to bf16 in place (AVX-512 with AVX512_BF16: a
     /// plan on pairs): `vcvtneps2bf16` rounds to nearest even and keeps
     /// NaN a NaN, as `convjit_ir::round_bf16` does, but flushes denormals
-    /// to zero. Uses `t`.
+    /// to zero. Uses `t`, which may be `v`.
     pub(super) fn round_bf16(&mut self, v: R, t: R) {
         assert!(self.evex(), "vcvtneps2bf16 is AVX-512");
         let half = nth_register(R::YMM0, self.index(t));
