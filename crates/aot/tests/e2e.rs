@@ -117,8 +117,22 @@ const SPECIAL_INPUTS: &[&str] = &["pw", "dw_pw", "inv_res", "four", "sobel", "ti
 /// output channels or more) on `sapphirerapids`, before, after and between
 /// stages that do not (whose inputs the wrapper rounds), two tile
 /// stages in a row (the second rounds what the first wrote itself), and
-/// tile stages that store bf16 for the depthwise stage after them.
+/// tile stages that store bf16 for the depthwise stage after them, and
+/// f32-code stages (a conv of 8 input channels, a depthwise stage) that
+/// store whole vectors as bf16 for a depthwise stage.
 const BF16_CASES: &[(&str, &str, usize)] = &[
+    (
+        "fma_dw",
+        "input 10x9x8\n c: conv 3x3 -> 32, pad same, bias, relu\n \
+         d: depthwise 3x3, pad same\n p: pointwise 16, bias",
+        2,
+    ),
+    (
+        "dw_dw",
+        "input 9x8x32\n d: depthwise 3x3, pad same, bias\n \
+         e: depthwise 3x3, stride 2, pad same, relu6\n p: pointwise 16",
+        2,
+    ),
     // The expand stage stores bf16, which the depthwise stage widens.
     (
         "tile_dw",
