@@ -205,52 +205,10 @@ fn bf16_intermediates_give_the_f32_stored_output_bit_for_bit() {
         return;
     }
     for l in compile_source(BF16_INTERMEDIATES).unwrap() {
-        let w = Weights::random(&l, 31);
-        let mut engaged = 0;
-        let configs = [
-            (Fusion::Auto, 1, None),
-            (Fusion::Never, 2, None),
-            (Fusion::Always, 2, None),
-            // Short bands: rows kept for the next band are shifted.
-            (Fusion::Always, 1, Some(2)),
-            (Fusion::Always, 2, Some(3)),
-        ];
-        for (fuse, threads, band_rows) in configs {
-            let o = Options {
-                band_rows,
-                ..bf16(fuse, threads)
-            };
-            let old = Options {
-                bf16_intermediates: false,
-                ..o.clone()
-            };
-            let new = Kernel::compile_with(&l, &w, &o).unwrap();
-            let asm = new.asm();
-            // (Not where threads split a tile stage's channels into a
-            // share too narrow for tiles.)
-            if asm.contains("vpmovdw") && asm.contains("vpmovzxwd") {
-                engaged += 1;
-            }
-            let old = Kernel::compile_with(&l, &w, &old).unwrap();
-            assert!(!old.asm().contains("vpmovzxwd"), "layer {}", l.name);
-            for batch in [1, 3] {
-                let x: Vec<f32> = common::input(&l, batch, 32)
-                    .iter()
-                    .map(|v| v * 2.0)
-                    .collect();
-                let (a, b) = (
-                    new.run_alloc(&x, batch).unwrap(),
-                    old.run_alloc(&x, batch).unwrap(),
-                );
-                let same = a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits());
-                let what = format!(
-                    "layer {} {fuse:?} {threads} {band_rows:?} batch {batch}",
-                    l.name
-                );
-                assert!(same, "{what}");
-                common::check_with(&l, &w, &x, batch, &o).unwrap_or_else(|e| panic!("{what}: {e}"));
-            }
-        }
+        // (Not where threads split a tile stage's channels into a share
+        // too narrow for tiles.)
+        let stores = |asm: &str| asm.contains("vpmovdw") && asm.contains("vpmovzxwd");
+        let engaged = common::bf16_intermediates_match(&l, &bf16, &stores);
         assert!(
             engaged >= 4,
             "layer {}: bf16 intermediates in {engaged} of 5",

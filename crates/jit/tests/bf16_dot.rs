@@ -119,50 +119,9 @@ fn direct_bf16_intermediates_give_the_f32_stored_output_bit_for_bit() {
         return;
     }
     for l in convjit_ir::compile_source(DIRECT_BF16_INTERMEDIATES).unwrap() {
-        let w = Weights::random(&l, 31);
-        let mut engaged = 0;
-        let configs = [
-            (Fusion::Auto, 1, None),
-            (Fusion::Never, 2, None),
-            (Fusion::Always, 2, None),
-            // Short bands: rows kept for the next band are shifted.
-            (Fusion::Always, 1, Some(2)),
-            (Fusion::Always, 2, Some(3)),
-        ];
-        for (fuse, threads, band_rows) in configs {
-            let o = Options {
-                band_rows,
-                ..dot(fuse, threads)
-            };
-            let old = Options {
-                bf16_intermediates: false,
-                ..o.clone()
-            };
-            let new = Kernel::compile_with(&l, &w, &o).unwrap();
-            // The bf16 store: a ymm of 16 bf16.
-            if new.asm().contains("vmovdqu16") {
-                engaged += 1;
-            }
-            let old = Kernel::compile_with(&l, &w, &old).unwrap();
-            assert!(!old.asm().contains("vmovdqu16"), "layer {}", l.name);
-            for batch in [1, 3] {
-                let x: Vec<f32> = common::input(&l, batch, 32)
-                    .iter()
-                    .map(|v| v * 2.0)
-                    .collect();
-                let (a, b) = (
-                    new.run_alloc(&x, batch).unwrap(),
-                    old.run_alloc(&x, batch).unwrap(),
-                );
-                let same = a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits());
-                let what = format!(
-                    "layer {} {fuse:?} {threads} {band_rows:?} batch {batch}",
-                    l.name
-                );
-                assert!(same, "{what}");
-                common::check_with(&l, &w, &x, batch, &o).unwrap_or_else(|e| panic!("{what}: {e}"));
-            }
-        }
+        // The bf16 store: a ymm of 16 bf16.
+        let stores = |asm: &str| asm.contains("vmovdqu16");
+        let engaged = common::bf16_intermediates_match(&l, &dot, &stores);
         match l.name.as_str() {
             // 33 channels: pairs with a zero, converted by the runtime.
             "c" => assert_eq!(engaged, 0, "layer c stored bf16 for an odd pairs reader"),

@@ -162,3 +162,56 @@ pub fn skip_without_bf16() -> bool {
     }
     !has_bf16()
 }
+
+/// Kernels of `l` with bf16 intermediates (`options`) against the same
+/// kernels keeping them f32 (`Options::bf16_intermediates` off): bit for
+/// bit the same output (the values stored are the same bf16 numbers) and
+/// within the interpreter's bound; fused or not, one and two threads,
+/// short bands (rows kept for the next band shifted), batches of 1 and 3.
+/// `stores(asm)` says whether a kernel stores bf16 (asserted false of
+/// every f32-intermediate kernel); returns in how many of the 5
+/// configurations the bf16 one did.
+pub fn bf16_intermediates_match(
+    l: &Layer,
+    options: &dyn Fn(Fusion, usize) -> Options,
+    stores: &dyn Fn(&str) -> bool,
+) -> usize {
+    let w = Weights::random(l, 31);
+    let mut engaged = 0;
+    let configs = [
+        (Fusion::Auto, 1, None),
+        (Fusion::Never, 2, None),
+        (Fusion::Always, 2, None),
+        (Fusion::Always, 1, Some(2)),
+        (Fusion::Always, 2, Some(3)),
+    ];
+    for (fuse, threads, band_rows) in configs {
+        let o = Options {
+            band_rows,
+            ..options(fuse, threads)
+        };
+        let old = Options {
+            bf16_intermediates: false,
+            ..o.clone()
+        };
+        let new = Kernel::compile_with(l, &w, &o).unwrap();
+        engaged += usize::from(stores(&new.asm()));
+        let old = Kernel::compile_with(l, &w, &old).unwrap();
+        assert!(!stores(&old.asm()), "layer {}: f32 stored as bf16", l.name);
+        for batch in [1, 3] {
+            let x: Vec<f32> = input(l, batch, 32).iter().map(|v| v * 2.0).collect();
+            let (a, b) = (
+                new.run_alloc(&x, batch).unwrap(),
+                old.run_alloc(&x, batch).unwrap(),
+            );
+            let same = a.iter().zip(&b).all(|(a, b)| a.to_bits() == b.to_bits());
+            let what = format!(
+                "layer {} {fuse:?} {threads} {band_rows:?} batch {batch}",
+                l.name
+            );
+            assert!(same, "{what}");
+            check_with(l, &w, &x, batch, &o).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+    }
+    engaged
+}
