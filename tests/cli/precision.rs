@@ -210,6 +210,18 @@ fn bf16_units_choose_the_arithmetic_and_plan_says_which() {
         "{text}"
     );
     assert!(!text.contains("AMX bf16"), "{text}");
+    // MobileNet v2's body on channel pairs: block 0's depthwise stage
+    // rounds the image as it loads it and stores bf16 that its pointwise
+    // stage reads as pairs; an expand stage reading a layer's input still
+    // has it converted.
+    for line in [
+        "input: rounded to bf16 as it is loaded (no pass over the image)",
+        "read by 'project' as its channel pairs (no conversion)",
+        "widened to f32 by depthwise 'dw'",
+        "input: converted to bf16 channel pairs before each call",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
     let verify = convjit(&[&["verify", "examples/textbook.conv"][..], &dot].concat());
     assert!(
         verify.status.success(),

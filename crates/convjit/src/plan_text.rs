@@ -197,12 +197,10 @@ fn groups_text(l: &Layer, p: &LayerPlan) -> String {
 /// blocking of each thread's share of its output channels.
 fn blocking_text(l: &Layer, p: &LayerPlan) -> String {
     let mut out = String::new();
-    let bf16 = match p.options.precision {
-        crate::Precision::Bf16 => convjit_jit::bf16_outputs(l, p),
-        crate::Precision::F32 => vec![false; l.stages.len()],
+    let (bf16, rounds_input) = match p.options.precision {
+        crate::Precision::Bf16 => convjit_jit::bf16_layout(l, p),
+        crate::Precision::F32 => (vec![false; l.stages.len()], false),
     };
-    let rounds_input =
-        p.options.precision == crate::Precision::Bf16 && convjit_jit::rounds_input_in_code(l, p);
     for (i, s) in l.stages.iter().enumerate() {
         let StageReport {
             schedule: k,

@@ -413,27 +413,19 @@ fn function_plans(
     (program, plans)
 }
 
-/// Whether the kernel compiled with `layer_plan` has its first stage
-/// round the layer's input as it loads it ([`StagePlan::round_input`];
-/// what `plan` prints).
+/// What the kernel compiled with `layer_plan` keeps in bf16 (what `plan`
+/// prints): per stage of `layer`, whether its output is stored as bf16
+/// between stages, and whether its first stage rounds the layer's input
+/// as it loads it ([`StagePlan::round_input`]). All false in f32.
 ///
 /// [`StagePlan::round_input`]: stage_plan::StagePlan::round_input
-pub fn rounds_input_in_code(layer: &Layer, layer_plan: &LayerPlan) -> bool {
+pub fn bf16_layout(layer: &Layer, layer_plan: &LayerPlan) -> (Vec<bool>, bool) {
     match Backend::resolve(layer_plan.options.backend) {
-        Ok(backend) => function_plans(layer, layer_plan, backend)
-            .1
-            .iter()
-            .any(|p| p.round_input),
-        Err(_) => false,
-    }
-}
-
-/// Per stage of `layer`, whether the kernel compiled with `layer_plan`
-/// keeps its output in bf16 between stages (what `plan` prints).
-pub fn bf16_outputs(layer: &Layer, layer_plan: &LayerPlan) -> Vec<bool> {
-    match Backend::resolve(layer_plan.options.backend) {
-        Ok(backend) => function_plans(layer, layer_plan, backend).0.bf16,
-        Err(_) => vec![false; layer.stages.len()],
+        Ok(backend) => {
+            let (program, plans) = function_plans(layer, layer_plan, backend);
+            (program.bf16, plans.iter().any(|p| p.round_input))
+        }
+        Err(_) => (vec![false; layer.stages.len()], false),
     }
 }
 
