@@ -19,6 +19,12 @@ const LAYERS: &[&str] = &[
     "layer a { input 7x6x2\n d: depthwise 3x3, pad 2 0 1 3, multiplier 3 }",
     "layer a { input 7x6x5\n d: depthwise 3x3, dilation 2, pad same, multiplier 6 }",
     "layer a { input 6x7x3\n c: conv 3x3 -> 4, pad same, bias }",
+    // A filter on a grey image written as a conv: run as a one-channel
+    // depthwise stage, vectors along the row.
+    "layer a { input 9x37x1\n c: conv 3x5 -> 1, pad 2 0 1 3, bias, relu6, residual }",
+    // One output of 6 channels: its inputs in lanes (runs of 18 and 12
+    // floats, masked tails).
+    "layer a { input 9x37x6\n c: conv 3x3 -> 1, pad same, bias, relu }",
     "layer a { input 9x10x6\n c: conv 4x3 -> 9, stride 2x1, dilation 1x2, pad same, relu }",
     "layer a { input 8x8x6\n c: conv 5x5 -> 7, separable spatial, pad same, bias, relu }",
     "layer a { input 8x8x6\n e: pointwise 13, bias, relu6\n d: depthwise 3x3, pad same, bias, relu6\n p: pointwise 6, bias, residual }",

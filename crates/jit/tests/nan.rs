@@ -234,6 +234,44 @@ fn a_block_with_nan_and_infinities_matches_on_every_generator() {
 }
 
 #[test]
+fn one_output_with_its_inputs_in_lanes_keeps_nan_and_infinities() {
+    // Vectors over each kernel row's inputs: a run's tail is loaded
+    // masked, so a NaN or infinity just past it (the next row's pixel,
+    // the next kernel row's weight) never meets a zero lane. 20 channels
+    // x 3 columns: 60 floats a run, 12 in its tail; a 1x1 of 37 inputs.
+    let layers = [
+        "layer o { input 7x21x20\n c: conv 3x3 -> 1, pad same, bias, relu }",
+        "layer o { input 5x19x37\n p: pointwise 1, bias }",
+        "layer o { input 6x23x3\n c: conv 3x3 -> 1, stride 2, dilation 1x2, pad same }",
+    ];
+    let cases: &[(&Specials, &Specials)] = &[
+        (&[(5, NAN)], &[]),
+        (&[(40, INF), (200, -INF), (913, NAN)], &[]),
+        (&[], &[(at(0, 1, 7, false), NAN)]),
+        (
+            &[],
+            &[(at(0, 1, 59, false), INF), (at(0, 1, 0, true), -INF)],
+        ),
+        (&[(17, -INF)], &[(at(0, 1, 3, false), INF)]),
+    ];
+    for src in layers {
+        let l = layer(src);
+        for (i, &(xs, ws)) in cases.iter().enumerate() {
+            let w = special_weights(&l, i as u64, ws);
+            for batch in [1, 2] {
+                let mut x = input(&l, batch, 60 + i as u64);
+                inject(&mut x, xs);
+                for o in every_generator() {
+                    if let Err(e) = check_with(&l, &w, &x, batch, &o) {
+                        panic!("{src}, case {i}, batch {batch}, {o:?}: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn separated_kernels_keep_the_whole_kernels_nan_and_infinities() {
     // Sobel dx and dy on a grey image (zeros in their kernels: `0 * inf`
     // is NaN in the whole kernel and must be in the separated one), and a

@@ -137,12 +137,7 @@ impl StagePlan {
     /// for strided columns.
     pub fn row_vectors(&self) -> Option<(usize, usize)> {
         let one = self.strategy == Strategy::DwChannels && self.ci == 1 && self.co == 1;
-        // One channel: a kernel row's weights in registers beside at least
-        // 2 accumulators; more: their own packed weights.
-        let one = one
-            && self.target.direct()
-            && self.sw == 1
-            && self.kw + 6 <= self.target.vector_registers;
+        let one = one && self.sw == 1 && row_one_ok(self.kw, &self.target);
         if !one && self.row_weights_off.is_none() {
             return None;
         }
@@ -169,7 +164,10 @@ impl StagePlan {
     /// read every kernel row ([`StagePlan::full_rows`]).
     pub fn pair_col_blocks(&self) -> Option<Vec<ColBlock>> {
         let (px, wo) = (self.sched.px, self.wo);
-        let conv = self.strategy == Strategy::Reduce && self.target.direct() && !self.flat;
+        let conv = self.strategy == Strategy::Reduce
+            && self.target.direct()
+            && !self.flat
+            && !self.inputs_in_lanes;
         let (a, b) = self.full_rows();
         if !conv || px < 2 || b < a + 2 || wo.div_ceil(px / 2) >= 2 * wo.div_ceil(px) {
             return None;
@@ -232,6 +230,27 @@ pub fn row_block_vectors(c: usize, t: &Target) -> usize {
     let period = c / gcd(c, t.lanes);
     let most = (t.vector_registers - 4).min(12);
     most / period * period
+}
+
+/// Whether a direct generator runs a one-channel depthwise row of `kw`
+/// kernel columns (stride 1) as vectors along the row: a kernel row's
+/// weights in registers beside at least 2 accumulators.
+pub(super) fn row_one_ok(kw: usize, t: &Target) -> bool {
+    t.direct() && kw + 6 <= t.vector_registers
+}
+
+/// Whether a direct generator runs `stage`, an ungrouped conv or
+/// pointwise stage with one output channel, with vectors over its
+/// reduction ([`StagePlan::inputs_in_lanes`]) rather than over its one
+/// output (one lane of each FMA used). Not where the plan runs tiles
+/// (AMX, or `vdpbf16ps` asked for every stage).
+pub fn inputs_in_lanes_ok(stage: &Stage, t: &Target) -> bool {
+    let one_out = matches!(
+        stage.kind,
+        StageKind::Conv { cout: 1, groups: 1 } | StageKind::Pointwise { cout: 1, groups: 1 }
+    );
+    let tiles = (t.tiles && super::tiles::tile_plan(stage).is_ok()) || t.dot_all;
+    t.direct() && one_out && !tiles
 }
 
 /// Outputs of a one-channel stage that a direct generator runs as

@@ -38,7 +38,8 @@ mod tiles;
 
 pub use code_size::{code_size, MIN_CODE_SIZE};
 pub use geometry::{
-    call_range, is_flat, positions, row_block_vectors, tap_range, ColBlock, Segment,
+    call_range, inputs_in_lanes_ok, is_flat, positions, row_block_vectors, tap_range, ColBlock,
+    Segment,
 };
 pub use nest::{
     Block, BlockCols, KernelRows, LoopNest, NextWeights, Offsets, PixelBlocks, Pixels, RowPairs,

@@ -209,6 +209,15 @@ const DIRECT_MAX_PX: usize = 16;
 /// accumulators, the weight vectors of one step and one broadcast (or
 /// input) register fill the register file, with no spills.
 fn direct_schedule(stage: &Stage, t: &Target) -> Schedule {
+    if super::inputs_in_lanes_ok(stage, t) {
+        // A block's pixel sums fill one vector.
+        return Schedule {
+            lanes: t.lanes,
+            px: t.lanes,
+            units: 1,
+            k_unroll: 1,
+        };
+    }
     let regs = t.vector_registers;
     let (px, units) = match stage.kind {
         StageKind::Conv { .. } | StageKind::Pointwise { .. } => {
@@ -397,11 +406,20 @@ pub fn schedule_reason_for(stage: &Stage, target: &Target) -> String {
     }
     let planned = planned_stage(stage, target);
     if planned.kind != stage.kind {
+        let n = stage.output.c;
         return format!(
-            "one input channel, {} outputs: planned as {}; {}",
-            stage.output.c,
+            "one input channel, {n} output{}: planned as {}; {}",
+            if n == 1 { "" } else { "s" },
             planned.describe_op(),
             schedule_reason_for(&planned, target)
+        );
+    }
+    if super::inputs_in_lanes_ok(stage, target) {
+        return format!(
+            "one output channel: vectors over each kernel row's inputs ({} input channels x \
+             the kernel columns, contiguous) and its weights alike, an accumulator per pixel, \
+             the {} pixels' sums across lanes stored as one vector",
+            stage.input.c, target.lanes
         );
     }
     let narrowed = stage_target(stage, target);

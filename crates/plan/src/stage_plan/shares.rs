@@ -46,7 +46,8 @@ fn channel_stage(stage: &Stage, c0: usize, c1: usize) -> Stage {
 /// (a tail vector overlaps only its own share's). `None` where the stage
 /// cannot split so: depthwise or grouped, fewer vectors than threads, or
 /// a share that would be planned as another kind of stage (2 or 4
-/// channels of a one-channel input: [`planned_stage`]).
+/// channels of a one-channel input: [`planned_stage`]) or of one channel
+/// ([`super::inputs_in_lanes_ok`]).
 pub fn channel_shares(
     stage: &Stage,
     target: &Target,
@@ -69,9 +70,13 @@ pub fn channel_shares(
             )
         })
         .collect();
+    // A share of one channel could put its inputs in lanes, its pixels'
+    // outputs stored side by side, where they are `co` apart. (Asked of
+    // the generator alone: the runtime's program and the layer plan ask
+    // with and without the precision's units.)
     let kept = shares.iter().all(|&(a, b)| {
         let s = channel_stage(stage, a, b);
-        planned_stage(&s, &t).kind == s.kind
+        planned_stage(&s, &t).kind == s.kind && !(b - a == 1 && t.direct())
     });
     kept.then_some(shares)
 }
@@ -194,6 +199,9 @@ mod tests {
         // depthwise stage with multiplier 4.
         let grey = stage("layer f { input 9x40x1\n f: conv 3x3 -> 20, pad same }");
         assert_eq!(channel_shares(&grey, &t, 2), None);
+        // 8 + 1 on AVX2: the share of one would put its inputs in lanes.
+        let nine = stage("layer p { input 7x7x64\n p: pointwise 9 }");
+        assert_eq!(channel_shares(&nine, &Target::AVX2, 2), None);
         let pw = stage("layer p { input 7x7x1024\n p: pointwise 1000 }");
         assert_eq!(
             channel_shares(&pw, &t, 3),

@@ -5,7 +5,8 @@
 //! packed-weight layout ([`layout_weights`], [`packed_extent`]).
 
 use super::geometry::{
-    is_flat, row_block_vectors, row_multiplier_ok, segments, tap_range, Segment,
+    inputs_in_lanes_ok, is_flat, row_block_vectors, row_multiplier_ok, row_one_ok, segments,
+    tap_range, Segment,
 };
 use super::nest::NextWeights;
 #[cfg(doc)]
@@ -40,11 +41,12 @@ pub enum Strategy {
 }
 
 /// `stage` as the generator for `target` plans it: a conv on one input
-/// channel with 2 or 4 outputs (a filter bank on a grey image: Sobel's
-/// dx and dy) is a depthwise stage with that multiplier, the same
-/// weights `[Kh][Kw][1][M]`, so a direct generator runs its interior
-/// columns as vectors along the row instead of 2 or 4 lanes of a vector
-/// over its outputs.
+/// channel with 1, 2 or 4 outputs (a filter on a grey image written as a
+/// conv, or a filter bank: Sobel's dx and dy) is a depthwise stage with
+/// that multiplier, the same weights `[Kh][Kw][1][M]`, so a direct
+/// generator runs its interior columns as vectors along the row instead
+/// of 1, 2 or 4 lanes of a vector over its outputs (`conv 3x3 -> 1` on
+/// 256x256x1: 86 -> 8 us).
 pub fn planned_stage<'a>(stage: &'a Stage, target: &Target) -> std::borrow::Cow<'a, Stage> {
     match stage.kind {
         // Not a flat 1x1: its function takes pixel ranges (`call_range`,
@@ -53,11 +55,12 @@ pub fn planned_stage<'a>(stage: &'a Stage, target: &Target) -> std::borrow::Cow<
             if stage.input.c == 1
                 && !is_flat(stage)
                 && stage.stride[1] == 1
-                && row_multiplier_ok(
-                    cout,
-                    stage.kernel[0] * stage.kernel[1],
-                    &stage_target(stage, target),
-                ) =>
+                && (row_one_ok(stage.kernel[1], &stage_target(stage, target)) && cout == 1
+                    || row_multiplier_ok(
+                        cout,
+                        stage.kernel[0] * stage.kernel[1],
+                        &stage_target(stage, target),
+                    )) =>
         {
             let mut s = stage.clone();
             s.kind = StageKind::Depthwise { multiplier: cout };
@@ -157,6 +160,14 @@ pub struct StagePlan {
     /// weights are packed `[tap][lane]` (lane `l`: output `l % M`), then
     /// the bias.
     pub row_multiplier: usize,
+    /// A conv/pointwise stage with one output channel on a direct
+    /// generator ([`super::inputs_in_lanes_ok`]): vectors over each
+    /// kernel row's contiguous inputs (kernel columns x input channels)
+    /// and the weights alike (packed compact: `[tap][ci]` floats), one
+    /// accumulator per pixel, summed across its lanes at the end (the
+    /// sums of a block's `lanes` pixels in one vector). Every FMA uses
+    /// all its lanes instead of one: 3x3 256x256x64 -> 1 6,368 -> 741 us.
+    pub inputs_in_lanes: bool,
     /// Floats of the packed weights (the buffer the code reads).
     pub packed_len: usize,
     /// The stage's activation, applied before the store.
@@ -231,7 +242,10 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
     }
     let target = &stage_target(stage, target);
     let stage = &*planned_stage(stage, target);
+    let inputs_in_lanes = inputs_in_lanes_ok(stage, target);
     let sched = schedule_for(stage, target);
+    // Its weights are the kernel's floats in order.
+    let compact = if inputs_in_lanes { Some(true) } else { compact };
     let lanes = target.lanes;
     let (si, so) = (stage.input, stage.output);
     let [kh, kw] = stage.kernel;
@@ -276,7 +290,8 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         .tiles
         .then(|| tile_plan(stage).ok())
         .flatten()
-        .or_else(|| dot_plan_on(stage, target).ok());
+        .or_else(|| dot_plan_on(stage, target).ok())
+        .filter(|_| !inputs_in_lanes);
     StagePlan {
         target: *target,
         sched,
@@ -310,6 +325,7 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         compact: weights.compact,
         row_weights_off: extent.row_weights_off,
         row_multiplier,
+        inputs_in_lanes,
         packed_len: tiles.as_ref().map_or(extent.packed_len, |t| t.packed_len),
         activation: stage.activation,
         residual: stage.residual,
@@ -395,5 +411,62 @@ impl StagePlan {
             true => NextWeights::PerPass,
             false => NextWeights::PerStep,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(src: &str) -> Stage {
+        convjit_ir::compile_source(src).unwrap().remove(0).stages[0].clone()
+    }
+
+    #[test]
+    fn a_grey_conv_to_one_output_runs_as_a_depthwise_row() {
+        let grey = stage("layer f { input 9x40x1\n f: conv 3x5 -> 1, pad same, bias }");
+        for t in [Target::AVX512, Target::AVX2] {
+            let planned = planned_stage(&grey, &t);
+            assert_eq!(planned.kind, StageKind::Depthwise { multiplier: 1 });
+            assert!(plan_for(&grey, &t).row_vectors().is_some());
+        }
+        // Cranelift has no row vectors; a horizontal stride, 3 outputs
+        // (no row multiplier) or more input channels stay convs.
+        assert_eq!(planned_stage(&grey, &Target::CRANELIFT).kind, grey.kind);
+        for src in [
+            "layer f { input 9x40x1\n f: conv 3x3 -> 1, stride 2, pad same }",
+            "layer f { input 9x40x1\n f: conv 3x3 -> 3, pad same }",
+            "layer f { input 9x40x2\n f: conv 3x3 -> 1, pad same }",
+        ] {
+            let s = stage(src);
+            assert_eq!(planned_stage(&s, &Target::AVX512).kind, s.kind, "{src}");
+        }
+    }
+
+    #[test]
+    fn one_output_puts_its_inputs_in_lanes() {
+        let to_one = stage("layer f { input 9x40x20\n f: conv 3x3 -> 1, pad same, bias }");
+        for t in [Target::AVX512, Target::AVX2] {
+            let p = plan_for(&to_one, &t);
+            assert!(p.inputs_in_lanes && p.compact, "{t:?}");
+            assert_eq!((p.sched.px, p.sched.units), (t.lanes, 1));
+            // The kernel's floats in order: a run of a kernel row is
+            // contiguous in the weights too.
+            assert_eq!(p.runs[0].tap_bytes(1), 4);
+            assert!(p.pair_col_blocks().is_none());
+        }
+        assert!(!plan_for(&to_one, &Target::CRANELIFT).inputs_in_lanes);
+        let two = stage("layer f { input 9x40x20\n f: conv 3x3 -> 2, pad same }");
+        assert!(!plan_for(&two, &Target::AVX512).inputs_in_lanes);
+        // bf16 on AMD: not channel pairs (one lane of sixteen), f32 FMAs
+        // on its rounded inputs in lanes.
+        let amd = Target {
+            dot: true,
+            pairs: true,
+            ..Target::AVX512
+        };
+        assert!(paired_stage(&to_one, &amd).is_none());
+        let p = plan_for(&to_one, &amd);
+        assert!(p.inputs_in_lanes && p.tiles.is_none() && p.pairs.is_none());
     }
 }

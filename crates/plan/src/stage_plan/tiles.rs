@@ -371,11 +371,13 @@ pub fn paired_stage(stage: &Stage, target: &Target) -> Option<Stage> {
         stage.kind,
         StageKind::Conv { groups: 1, .. } | StageKind::Pointwise { groups: 1, .. }
     );
+    // One output: its inputs in lanes beat pairs in one lane of sixteen.
     let ok = target.pairs
         && target.dot
         && target.backend == crate::backend::Backend::Avx512
         && conv
-        && stage.input.c >= MIN_DOT_CHANNELS;
+        && stage.input.c >= MIN_DOT_CHANNELS
+        && !super::inputs_in_lanes_ok(stage, target);
     ok.then(|| {
         let mut s = stage.clone();
         s.input.c = stage.input.c.div_ceil(2);

@@ -46,25 +46,13 @@ impl Gen<'_> {
     /// r12-r15 as they were.
     pub(super) fn block(&mut self, run: &Run, k: &BlockArgs) {
         let p = self.p;
+        if p.inputs_in_lanes {
+            return self.input_lanes_block(run, k);
+        }
         let npx = k.block.npx;
         let acc = self.init_accumulators(run, npx);
         let (ins, outs) = self.pixel_offsets(k);
-        let tap_bytes = run.tap_bytes(p.ci_per_tap) as i64;
-        self.mov_rr(IP, RUN_I);
-        self.mov_rr(WP, RUN_W);
-        let kx0 = k.block.cols.kx0() as i64;
-        if k.wk0 {
-            self.load(CKY, Slot::Wk0);
-            self.add_reg_imm(CKY, kx0);
-            self.mul_imm(CKY, tap_bytes);
-            self.add_rr(WP, CKY);
-        } else {
-            self.add_reg_imm(WP, kx0 * tap_bytes);
-        }
-        let in_ky = self.n.in_kernel_row;
-        let w_ky = p.kw as i64 * tap_bytes;
-        // One kernel row: then the pointers need not move on to the next.
-        let last_row = matches!(k.nky, Count::Const(1));
+        let (in_ky, w_ky, last_row) = self.block_pointers(run, k);
         match (p.strategy, &k.block.cols) {
             (Strategy::Reduce, cols) => {
                 let reduction = p.reduction(run, cols);
@@ -88,9 +76,30 @@ impl Gen<'_> {
         self.epilogue(run, &acc, &outs);
     }
 
+    /// `rax` and `rbx` at the block's input and its first valid kernel
+    /// row's weights; returns how far they move on a kernel row, and
+    /// whether there is just one (they then need not move).
+    pub(super) fn block_pointers(&mut self, run: &Run, k: &BlockArgs) -> (i64, i64, bool) {
+        let tap_bytes = run.tap_bytes(self.p.ci_per_tap) as i64;
+        self.mov_rr(IP, RUN_I);
+        self.mov_rr(WP, RUN_W);
+        let kx0 = k.block.cols.kx0() as i64;
+        if k.wk0 {
+            self.load(CKY, Slot::Wk0);
+            self.add_reg_imm(CKY, kx0);
+            self.mul_imm(CKY, tap_bytes);
+            self.add_rr(WP, CKY);
+        } else {
+            self.add_reg_imm(WP, kx0 * tap_bytes);
+        }
+        let in_ky = self.n.in_kernel_row;
+        let w_ky = self.p.kw as i64 * tap_bytes;
+        (in_ky, w_ky, matches!(k.nky, Count::Const(1)))
+    }
+
     /// Each pixel's input and output bytes from the block's: along the
     /// row, or for a pair of rows the second half's on the next row.
-    fn pixel_offsets(&self, k: &BlockArgs) -> (Vec<i64>, Vec<i64>) {
+    pub(super) fn pixel_offsets(&self, k: &BlockArgs) -> (Vec<i64>, Vec<i64>) {
         let p = self.p;
         let pixel_in = (p.sw * p.ci * p.in_bytes()) as i64;
         let pixel_out = (p.co * p.out_bytes()) as i64;

@@ -32,7 +32,9 @@
 //! exit), `ops.rs` (general-purpose instructions, immediates and
 //! addresses), `vector.rs` (vector instructions and lane masks),
 //! `loops.rs` (counted loops, rows, pixel and channel blocks),
-//! `block.rs` (a register block and its reduction), `depthwise.rs`
+//! `block.rs` (a register block and its reduction), `input_lanes.rs`
+//! (a block of one output channel with its inputs in the lanes),
+//! `depthwise.rs`
 //! (depthwise rows: taps, prefetch), `row_vectors.rs` (rows as vectors,
 //! row pairs, the row multiplier), `epilogue.rs` (activation, residual,
 //! stores).
@@ -63,6 +65,7 @@
 mod block;
 mod depthwise;
 mod epilogue;
+mod input_lanes;
 mod loops;
 mod ops;
 mod row_vectors;
@@ -162,9 +165,13 @@ impl Slot {
 const SLOTS: i32 = 24;
 /// AVX2 lane masks (32 bytes each) after the slots, one per tail length.
 const MASKS: i32 = SLOTS * 8;
-/// Stack frame: slots, up to 8 masks, and 8 bytes that (with the six
-/// saved registers and the return address) keep rsp 16-byte aligned.
-const FRAME: i32 = MASKS + 8 * 32 + 8;
+/// AVX2 masks of any length for a plan with its inputs in lanes: eight
+/// -1s then eight zeros, loaded from `SLIDE + 4 * (8 - n)` (`input_lanes.rs`).
+const SLIDE: i32 = MASKS + 8 * 32;
+/// Stack frame: slots, up to 8 masks, the sliding table, and 8 bytes
+/// that (with the six saved registers and the return address) keep rsp
+/// 16-byte aligned.
+const FRAME: i32 = SLIDE + 64 + 8;
 
 /// Every `as i32`/`as u32` of this generator narrows a value bounded by the
 /// generator itself, never by the layer: a slot number (< 24), a mask
@@ -266,6 +273,7 @@ impl<'a> Gen<'a> {
         self.store(Slot::Row0, R::R8);
         self.store(Slot::Rows, R::R9);
         self.setup_masks();
+        self.setup_slide();
         self.body();
         self.a.emit(I::with2(Code::Add_rm64_imm32, R::RSP, FRAME));
         for r in SAVED.iter().rev() {
