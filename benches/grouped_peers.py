@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""ONNX Runtime and OpenVINO, single-threaded, on the grouped convolutions of
-benches/grouped.conv, each a one-node ONNX model (Conv with `group`, bias, Relu).
+"""ONNX Runtime and OpenVINO, single-threaded, on the layers of benches/grouped.conv
+(grouped convolutions) or, with `--set one_output`, of benches/one_output.conv
+(convolutions to one output channel), each a one-node ONNX model (Conv with
+`group`, bias, Relu).
 
-    python benches/grouped_peers.py [--rounds 3] [--json F]
+    python benches/grouped_peers.py [--set grouped|one_output] [--rounds 3] [--json F]
 
 Prints one line per layer and framework: median microseconds per call (the
 lowest of --rounds medians, as bench_peers.py reports) and GFLOP/s; the
 output is checked against a float64 numpy reference first (OpenVINO in bf16,
 `openvino_bf16`, within bf16's bound: 2^-7 of the sum of the magnitudes multiplied
 per output). Compare with `convjit bench benches/grouped.conv --no-interp
---rounds 3 [--precision bf16]` run right after.
+--rounds 3 [--precision bf16]` (or `benches/one_output.conv`) run right after.
 """
 import argparse
 import json
@@ -21,13 +23,23 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-# name, H, W, Ci, Co, K, groups, pad (each side): benches/grouped.conv's layers.
-LAYERS = [
+# name, H, W, Ci, Co, K, groups, pad (each side): the layers of benches/SET.conv.
+SETS = {}
+SETS["grouped"] = [
     ("shufflenet_gconv1x1_28x28x240_g3", 28, 28, 240, 240, 1, 3, 0),
     ("resnext_gconv3x3_56x56x128_g32", 56, 56, 128, 128, 3, 32, 1),
     ("alexnet_conv2_26x26x96_g2", 26, 26, 96, 256, 5, 2, 2),
     ("alexnet_conv4_12x12x384_g2", 12, 12, 384, 384, 3, 2, 1),
     ("alexnet_conv5_12x12x384_256_g2", 12, 12, 384, 256, 3, 2, 1),
+]
+SETS["one_output"] = [
+    ("grey3x3_256x256", 256, 256, 1, 1, 3, 1, 1),
+    ("grey7x7_256x256", 256, 256, 1, 1, 7, 1, 3),
+    ("grey3x3_1080x1920", 1080, 1920, 1, 1, 3, 1, 1),
+    ("rgb3x3_to1_256x256", 256, 256, 3, 1, 3, 1, 1),
+    ("c64_3x3_to1_256x256", 256, 256, 64, 1, 3, 1, 1),
+    ("c32_3x3_to1_128x128", 128, 128, 32, 1, 3, 1, 1),
+    ("p64_to1_128x128", 128, 128, 64, 1, 1, 1, 0),
 ]
 
 
@@ -82,12 +94,13 @@ def timeit(run, rounds, target=0.5):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--set", choices=sorted(SETS), default="grouped")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     rng = np.random.default_rng(1)
     out = {}
-    for name, h, w, ci, co, k, g, pad in LAYERS:
+    for name, h, w, ci, co, k, g, pad in SETS[a.set]:
         m, W, B = model(h, w, ci, co, k, g, pad, rng)
         x = rng.standard_normal((1, ci, h, w)).astype(np.float32)
         ref = reference(x, W, B, g, pad)

@@ -52,10 +52,10 @@ const CASES: &[(&str, &str, usize)] = &[
         "input 9x40x1\n f: conv 3x5 -> 1, pad same, bias, relu, residual",
         2,
     ),
-    // One output: its inputs in lanes, summed across them.
+    // Three outputs, then one: their inputs in lanes, summed across them.
     (
         "to_one",
-        "input 9x40x20\n f: conv 3x3 -> 1, pad same, bias, relu\n p: pointwise 1, bias",
+        "input 9x40x20\n f: conv 3x3 -> 3, pad same, bias, relu\n p: pointwise 1, bias",
         2,
     ),
     // Groups: of 16 outputs (the widest vectors), and of 4 (AVX-512 hands

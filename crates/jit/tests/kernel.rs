@@ -22,9 +22,11 @@ const LAYERS: &[&str] = &[
     // A filter on a grey image written as a conv: run as a one-channel
     // depthwise stage, vectors along the row.
     "layer a { input 9x37x1\n c: conv 3x5 -> 1, pad 2 0 1 3, bias, relu6, residual }",
-    // One output of 6 channels: its inputs in lanes (runs of 18 and 12
-    // floats, masked tails).
+    // One output of 6 channels, three of 3: their inputs in lanes (runs
+    // of 18 and 12 or 9 and 6 floats, masked tails; 5 pixels' 15 sums a
+    // vector).
     "layer a { input 9x37x6\n c: conv 3x3 -> 1, pad same, bias, relu }",
+    "layer a { input 9x37x3\n c: conv 3x3 -> 3, pad same, bias, relu6, residual }",
     "layer a { input 9x10x6\n c: conv 4x3 -> 9, stride 2x1, dilation 1x2, pad same, relu }",
     "layer a { input 8x8x6\n c: conv 5x5 -> 7, separable spatial, pad same, bias, relu }",
     "layer a { input 8x8x6\n e: pointwise 13, bias, relu6\n d: depthwise 3x3, pad same, bias, relu6\n p: pointwise 6, bias, residual }",

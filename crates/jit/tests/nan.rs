@@ -234,7 +234,7 @@ fn a_block_with_nan_and_infinities_matches_on_every_generator() {
 }
 
 #[test]
-fn one_output_with_its_inputs_in_lanes_keeps_nan_and_infinities() {
+fn few_outputs_with_their_inputs_in_lanes_keep_nan_and_infinities() {
     // Vectors over each kernel row's inputs: a run's tail is loaded
     // masked, so a NaN or infinity just past it (the next row's pixel,
     // the next kernel row's weight) never meets a zero lane. 20 channels
@@ -243,6 +243,8 @@ fn one_output_with_its_inputs_in_lanes_keeps_nan_and_infinities() {
         "layer o { input 7x21x20\n c: conv 3x3 -> 1, pad same, bias, relu }",
         "layer o { input 5x19x37\n p: pointwise 1, bias }",
         "layer o { input 6x23x3\n c: conv 3x3 -> 1, stride 2, dilation 1x2, pad same }",
+        "layer o { input 7x21x20\n c: conv 3x3 -> 3, pad same, bias, relu6 }",
+        "layer o { input 5x19x37\n p: pointwise 4, bias }",
     ];
     let cases: &[(&Specials, &Specials)] = &[
         (&[(5, NAN)], &[]),

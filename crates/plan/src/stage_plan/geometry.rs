@@ -239,18 +239,26 @@ pub(super) fn row_one_ok(kw: usize, t: &Target) -> bool {
     t.direct() && kw + 6 <= t.vector_registers
 }
 
+/// The most outputs of a stage whose inputs go in the lanes
+/// ([`inputs_in_lanes_ok`]): vectors over 4 outputs use a quarter of 16
+/// lanes; more outputs leave fewer pixels a block (their accumulators
+/// share the registers) and more sums to gather across lanes.
+pub const MAX_IN_LANES_OUTPUTS: usize = 4;
+
 /// Whether a direct generator runs `stage`, an ungrouped conv or
-/// pointwise stage with one output channel, with vectors over its
-/// reduction ([`StagePlan::inputs_in_lanes`]) rather than over its one
-/// output (one lane of each FMA used). Not where the plan runs tiles
-/// (AMX, or `vdpbf16ps` asked for every stage).
+/// pointwise stage with 1 to [`MAX_IN_LANES_OUTPUTS`] output channels,
+/// with vectors over its reduction ([`StagePlan::inputs_in_lanes`])
+/// rather than over its few outputs (1-4 lanes of each FMA used). Not
+/// where the plan runs tiles (AMX, or `vdpbf16ps` asked for every stage).
 pub fn inputs_in_lanes_ok(stage: &Stage, t: &Target) -> bool {
-    let one_out = matches!(
-        stage.kind,
-        StageKind::Conv { cout: 1, groups: 1 } | StageKind::Pointwise { cout: 1, groups: 1 }
-    );
+    let few_out = match stage.kind {
+        StageKind::Conv { cout, groups: 1 } | StageKind::Pointwise { cout, groups: 1 } => {
+            cout <= MAX_IN_LANES_OUTPUTS.min(t.lanes / 2)
+        }
+        _ => false,
+    };
     let tiles = (t.tiles && super::tiles::tile_plan(stage).is_ok()) || t.dot_all;
-    t.direct() && one_out && !tiles
+    t.direct() && few_out && !tiles
 }
 
 /// Outputs of a one-channel stage that a direct generator runs as

@@ -210,10 +210,10 @@ const DIRECT_MAX_PX: usize = 16;
 /// input) register fill the register file, with no spills.
 fn direct_schedule(stage: &Stage, t: &Target) -> Schedule {
     if super::inputs_in_lanes_ok(stage, t) {
-        // A block's pixel sums fill one vector.
+        // A block's sums (pixels x outputs) fill one vector.
         return Schedule {
             lanes: t.lanes,
-            px: t.lanes,
+            px: t.lanes / stage.output.c,
             units: 1,
             k_unroll: 1,
         };
@@ -415,11 +415,14 @@ pub fn schedule_reason_for(stage: &Stage, target: &Target) -> String {
         );
     }
     if super::inputs_in_lanes_ok(stage, target) {
+        let co = stage.output.c;
         return format!(
-            "one output channel: vectors over each kernel row's inputs ({} input channels x \
-             the kernel columns, contiguous) and its weights alike, an accumulator per pixel, \
-             the {} pixels' sums across lanes stored as one vector",
-            stage.input.c, target.lanes
+            "{co} output{}: vectors over each kernel row's inputs ({} input channels x the \
+             kernel columns, contiguous) and its weights alike, an accumulator per pixel and \
+             output, the {} pixels' sums across lanes stored as one vector",
+            if co == 1 { "" } else { "s" },
+            stage.input.c,
+            target.lanes / co
         );
     }
     let narrowed = stage_target(stage, target);

@@ -3,6 +3,7 @@
 //! for a conv or pointwise stage alone whose rows divide badly among the
 //! threads ([`crate::layer_plan::Split::Channels`]).
 
+use super::geometry::MAX_IN_LANES_OUTPUTS;
 use super::stage::{plan_for, planned_stage, StagePlan, Strategy};
 use super::target::{stage_target, Target};
 use convjit_ir::{Stage, StageKind};
@@ -46,7 +47,7 @@ fn channel_stage(stage: &Stage, c0: usize, c1: usize) -> Stage {
 /// (a tail vector overlaps only its own share's). `None` where the stage
 /// cannot split so: depthwise or grouped, fewer vectors than threads, or
 /// a share that would be planned as another kind of stage (2 or 4
-/// channels of a one-channel input: [`planned_stage`]) or of one channel
+/// channels of a one-channel input: [`planned_stage`]) or of a few
 /// ([`super::inputs_in_lanes_ok`]).
 pub fn channel_shares(
     stage: &Stage,
@@ -70,13 +71,13 @@ pub fn channel_shares(
             )
         })
         .collect();
-    // A share of one channel could put its inputs in lanes, its pixels'
-    // outputs stored side by side, where they are `co` apart. (Asked of
-    // the generator alone: the runtime's program and the layer plan ask
-    // with and without the precision's units.)
+    // A share of up to 4 channels could put its inputs in lanes, its
+    // pixels' outputs stored side by side, where they are `co` apart.
+    // (Asked of the generator alone: the runtime's program and the layer
+    // plan ask with and without the precision's units.)
     let kept = shares.iter().all(|&(a, b)| {
         let s = channel_stage(stage, a, b);
-        planned_stage(&s, &t).kind == s.kind && !(b - a == 1 && t.direct())
+        planned_stage(&s, &t).kind == s.kind && !(b - a <= MAX_IN_LANES_OUTPUTS && t.direct())
     });
     kept.then_some(shares)
 }

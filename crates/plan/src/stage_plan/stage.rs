@@ -12,7 +12,7 @@ use super::nest::NextWeights;
 #[cfg(doc)]
 use super::packing::PACK_SLACK_BYTES;
 use super::packing::{layout_weights, packed_extent, row_weights_ok};
-use super::runs::{unit_runs, Run};
+use super::runs::{unit_runs, OutDst, Run};
 use super::schedule::{schedule_for, Schedule};
 #[cfg(doc)]
 use super::shares::plan_channels;
@@ -160,13 +160,15 @@ pub struct StagePlan {
     /// weights are packed `[tap][lane]` (lane `l`: output `l % M`), then
     /// the bias.
     pub row_multiplier: usize,
-    /// A conv/pointwise stage with one output channel on a direct
+    /// A conv/pointwise stage with 1 to 4 output channels on a direct
     /// generator ([`super::inputs_in_lanes_ok`]): vectors over each
     /// kernel row's contiguous inputs (kernel columns x input channels)
-    /// and the weights alike (packed compact: `[tap][ci]` floats), one
-    /// accumulator per pixel, summed across its lanes at the end (the
-    /// sums of a block's `lanes` pixels in one vector). Every FMA uses
-    /// all its lanes instead of one: 3x3 256x256x64 -> 1 6,368 -> 741 us.
+    /// and the weights alike (one run of a one-lane unit repeated per
+    /// output, packed compact: a `[tap][ci]` plane per output), an
+    /// accumulator per pixel and output, summed across its lanes at the
+    /// end (a block's `lanes / Co` pixels' outputs in one vector). Every
+    /// FMA uses all its lanes instead of Co: 3x3 256x256x64 -> 1 5,043 ->
+    /// 447 us.
     pub inputs_in_lanes: bool,
     /// Floats of the packed weights (the buffer the code reads).
     pub packed_len: usize,
@@ -258,8 +260,19 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
     let (ci, co) = (si.c, so.c);
     let taps = kh * kw;
     let (strategy, ci_per_tap, groups) = strategy_of(stage);
-    let (runs, (g_in, g_out, g_weight_channel)) =
-        unit_runs(stage, strategy, groups, lanes, sched.units);
+    // Inputs in lanes: a run of one unit of one lane, repeated per output
+    // channel, so each output's weights are a plane of their own
+    // (`[co][tap][ci]`, compact), its bias beside the next's.
+    let unit_lanes = if inputs_in_lanes { 1 } else { lanes };
+    let (mut runs, (g_in, g_out, g_weight_channel)) =
+        unit_runs(stage, strategy, groups, unit_lanes, sched.units);
+    if inputs_in_lanes {
+        for unit in runs.iter_mut().flat_map(|r| r.units.iter_mut()) {
+            if let OutDst::Vector(c) = unit.out {
+                unit.out = OutDst::Lanes(vec![(0, c)]);
+            }
+        }
+    }
     let steps = taps * ci_per_tap;
     let has_bias = stage.bias_key.is_some();
     let weights = layout_weights(runs, groups, steps, has_bias, lanes, compact);
@@ -393,7 +406,9 @@ impl StagePlan {
     /// which channel blocks inside read from L3 per pixel block (69% of
     /// the FMA peak).
     pub fn channels_outer(&self) -> bool {
+        // (Inputs in lanes: every output of a pixel in one block.)
         self.strategy == Strategy::Reduce
+            && !self.inputs_in_lanes
             && self.kh * self.kw * self.ci_per_tap * (self.channels.1 - self.channels.0) * 4
                 > CHANNELS_OUTER_BYTES
     }
@@ -444,7 +459,7 @@ mod tests {
     }
 
     #[test]
-    fn one_output_puts_its_inputs_in_lanes() {
+    fn few_outputs_put_their_inputs_in_lanes() {
         let to_one = stage("layer f { input 9x40x20\n f: conv 3x3 -> 1, pad same, bias }");
         for t in [Target::AVX512, Target::AVX2] {
             let p = plan_for(&to_one, &t);
@@ -456,8 +471,16 @@ mod tests {
             assert!(p.pair_col_blocks().is_none());
         }
         assert!(!plan_for(&to_one, &Target::CRANELIFT).inputs_in_lanes);
-        let two = stage("layer f { input 9x40x20\n f: conv 3x3 -> 2, pad same }");
-        assert!(!plan_for(&two, &Target::AVX512).inputs_in_lanes);
+        // Three outputs: 5 pixels a block (15 sums in a vector), each
+        // output's weights a plane of their own, its bias beside.
+        let three = stage("layer f { input 9x40x20\n f: conv 3x3 -> 3, pad same, bias }");
+        let p = plan_for(&three, &Target::AVX512);
+        assert!(p.inputs_in_lanes);
+        assert_eq!((p.sched.px, p.runs.len(), p.runs[0].count), (5, 1, 3));
+        assert_eq!(p.runs[0].w_stride, 9 * 20 * 4);
+        assert_eq!(p.runs[0].bias_stride, 4);
+        let five = stage("layer f { input 9x40x20\n f: conv 3x3 -> 5, pad same }");
+        assert!(!plan_for(&five, &Target::AVX512).inputs_in_lanes);
         // bf16 on AMD: not channel pairs (one lane of sixteen), f32 FMAs
         // on its rounded inputs in lanes.
         let amd = Target {

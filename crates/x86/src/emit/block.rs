@@ -46,9 +46,6 @@ impl Gen<'_> {
     /// r12-r15 as they were.
     pub(super) fn block(&mut self, run: &Run, k: &BlockArgs) {
         let p = self.p;
-        if p.inputs_in_lanes {
-            return self.input_lanes_block(run, k);
-        }
         let npx = k.block.npx;
         let acc = self.init_accumulators(run, npx);
         let (ins, outs) = self.pixel_offsets(k);

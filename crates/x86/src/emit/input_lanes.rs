@@ -1,17 +1,18 @@
-//! One output channel with its inputs in the lanes
-//! ([`StagePlan::inputs_in_lanes`]): a block of up to `lanes` pixels, an
-//! accumulator each, over every kernel row's runs of contiguous inputs
-//! (kernel columns x input channels) and the weights alike, a masked
-//! vector for each run's tail; then the accumulators summed across their
-//! lanes into one vector of the block's pixels, which gets the bias,
-//! activation and residual and is stored at once.
+//! 1-4 output channels with their inputs in the lanes
+//! ([`StagePlan::inputs_in_lanes`]): a block of up to `lanes / Co`
+//! pixels, an accumulator per pixel and output (the bias in its lane 0),
+//! over every kernel row's runs of contiguous inputs (kernel columns x
+//! input channels) and each output's weights alike, a masked vector for
+//! each run's tail; then the accumulators summed across their lanes into
+//! one vector of the block's outputs (side by side in NHWC), which gets
+//! the activation and residual and is stored at once.
 
 use super::{BlockArgs, Count, Ctr, Gen, Slot, Src, CKY, CRED, IP, RES, RUN_B, RUN_O, SLIDE, WP};
 use crate::asm::mem;
 use convjit_ir::Activation;
 #[cfg(doc)]
 use convjit_plan::stage_plan::StagePlan;
-use convjit_plan::stage_plan::{Reduction, Run};
+use convjit_plan::stage_plan::{Reduction, RunLoop};
 use iced_x86::{Code, Instruction as I, MemoryOperand, Register as R};
 
 /// Whole vectors of a run emitted without a loop up to this many; a
@@ -29,24 +30,38 @@ struct Span {
 }
 
 impl Gen<'_> {
-    /// The block `k` of the run `run` (its one unit): input at `r13`,
-    /// weights at `r15`, output at `r12`, bias at `r14`, as
-    /// [`Gen::block`] takes them. Leaves r12-r15 as they were.
-    pub(super) fn input_lanes_block(&mut self, run: &Run, k: &BlockArgs) {
+    /// The block `k` of the run loop `r`, whose repetitions are the
+    /// stage's outputs (one unit of one lane each): input at `r13`, the
+    /// first output's weights at `r15`, output at `r12`, its bias at
+    /// `r14`, as [`Gen::block`] takes them. Leaves r12-r15 as they were.
+    pub(super) fn input_lanes_block(&mut self, r: &RunLoop, k: &BlockArgs) {
         let p = self.p;
-        let npx = k.block.npx;
+        let (npx, co) = (k.block.npx, r.count);
         assert!(
-            npx <= p.sched.lanes && run.units.len() == 1 && k.pair.is_none(),
-            "a block of at most a vector of pixels, one output"
+            npx * co <= p.sched.lanes && r.run.units.len() == 1 && k.pair.is_none(),
+            "a block's sums fill at most a vector"
         );
-        let acc: Vec<R> = (0..npx).map(|i| self.v(i)).collect();
-        for &a in &acc {
-            self.vzero(a);
+        // `acc[px][o]`: lane `px * co + o` of the sums.
+        let acc: Vec<Vec<R>> = (0..npx)
+            .map(|px| (0..co).map(|o| self.v(px * co + o)).collect())
+            .collect();
+        for o in 0..co {
+            // The bias in lane 0 (`vmovss` zeroes the others), summed
+            // with the products.
+            if p.bias_off.is_some() {
+                let m = self.at(RUN_B, o as i64 * r.step.bias);
+                self.load_scalar(acc[0][o], m);
+            } else {
+                self.vzero(acc[0][o]);
+            }
+            for row in &acc[1..] {
+                self.vcopy(row[o], acc[0][o]);
+            }
         }
         let (ins, outs) = self.pixel_offsets(k);
-        let (in_ky, w_ky, last_row) = self.block_pointers(run, k);
+        let (in_ky, w_ky, last_row) = self.block_pointers(r.run, k);
         let all: Vec<usize> = (0..npx).collect();
-        let spans: Vec<Span> = match p.reduction(run, &k.block.cols) {
+        let spans: Vec<Span> = match p.reduction(r.run, &k.block.cols) {
             Reduction::None => Vec::new(),
             Reduction::Contiguous { len } => vec![Span {
                 pixels: all,
@@ -80,7 +95,7 @@ impl Gen<'_> {
         if !spans.is_empty() {
             self.repeat(k.nky, Ctr::Reg(CKY), &mut |g| {
                 for s in &spans {
-                    g.span(&acc, &ins, s);
+                    g.span(&acc, &ins, s, r.step.weights);
                 }
                 if !last_row {
                     g.add_reg_imm(IP, in_ky);
@@ -88,42 +103,45 @@ impl Gen<'_> {
                 }
             });
         }
-        let t = self.v(npx);
-        let sums = self.lane_sums(&acc, t);
-        self.input_lanes_epilogue(run, sums, npx, outs[0]);
-        debug_assert!(
-            outs.iter()
-                .enumerate()
-                .all(|(i, &o)| o == outs[0] + 4 * i as i64),
-            "outs {outs:?} co {} out_bytes {} pair {:?} sw {} wo {} flat {}",
-            self.p.co,
-            self.p.out_bytes(),
-            k.pair,
-            self.p.sw,
-            self.p.wo,
-            self.p.flat
-        );
+        let flat: Vec<R> = acc.concat();
+        let t = self.v(flat.len());
+        let sums = self.lane_sums(&flat, t);
+        // The pixels' outputs lie side by side: `co` floats a pixel.
+        debug_assert!(outs
+            .iter()
+            .enumerate()
+            .all(|(i, &o)| o == outs[0] + (4 * co * i) as i64));
+        self.input_lanes_epilogue(sums, npx * co, outs[0]);
     }
 
-    /// The FMAs of one span: per vector of it, the weights once, then each
-    /// pixel's inputs from memory; the tail's lanes masked (zeros, and no
-    /// load past the span: the next floats may be another row's, or the
-    /// buffer's end).
-    fn span(&mut self, acc: &[R], ins: &[i64], s: &Span) {
+    /// The FMAs of one span for every output (weights `w_out` bytes
+    /// apart): per vector of it, each output's weights once, then each
+    /// pixel's inputs (one output: straight from memory into its FMA);
+    /// the tail's lanes masked (zeros, and no load past the span: the
+    /// next floats may be another row's, or the buffer's end).
+    fn span(&mut self, acc: &[Vec<R>], ins: &[i64], s: &Span, w_out: i64) {
         let lanes = self.p.sched.lanes;
         let vb = self.vb;
-        let (w, x, tmp) = (
-            self.v(acc.len()),
-            self.v(acc.len() + 1),
-            self.v(acc.len() + 2),
-        );
+        let co = acc[0].len();
+        let n = acc.len() * co;
+        let w: Vec<R> = (0..co).map(|o| self.v(n + o)).collect();
+        let (x, tmp) = (self.v(n + co), self.v(n + co + 1));
         let full = s.len / lanes;
         let step = |g: &mut Self, off: i64| {
-            let m = g.at(WP, s.w_off + off);
-            g.vload(w, m);
+            for (o, &wr) in w.iter().enumerate() {
+                let m = g.at(WP, s.w_off + o as i64 * w_out + off);
+                g.vload(wr, m);
+            }
             for &px in &s.pixels {
                 let m = g.at(IP, ins[px] + s.in_off + off);
-                g.fma(acc[px], w, Src::M(m));
+                if co == 1 {
+                    g.fma(acc[px][0], w[0], Src::M(m));
+                    continue;
+                }
+                g.vload(x, m);
+                for (o, &wr) in w.iter().enumerate() {
+                    g.fma(acc[px][o], wr, Src::R(x));
+                }
             }
         };
         if full <= STRAIGHT {
@@ -150,14 +168,29 @@ impl Gen<'_> {
         if rest > 0 {
             let off = (full * lanes * 4) as i64;
             let mask = self.lane_mask(rest, tmp);
-            let m = self.at(WP, s.w_off + off);
-            self.load_under(w, m, mask);
+            for (o, &wr) in w.iter().enumerate() {
+                let m = self.at(WP, s.w_off + o as i64 * w_out + off);
+                self.load_under(wr, m, mask);
+            }
             for &px in &s.pixels {
                 let m = self.at(IP, ins[px] + s.in_off + off);
                 self.load_under(x, m, mask);
-                self.fma(acc[px], w, Src::R(x));
+                for (o, &wr) in w.iter().enumerate() {
+                    self.fma(acc[px][o], wr, Src::R(x));
+                }
             }
         }
+    }
+
+    /// `d` = the float at `m` in lane 0, zeros in the others.
+    fn load_scalar(&mut self, d: R, m: MemoryOperand) {
+        let x = self.x(self.index(d));
+        let c = if self.evex() {
+            Code::EVEX_Vmovss_xmm_k1z_m32
+        } else {
+            Code::VEX_Vmovss_xmm_m32
+        };
+        self.a.emit(I::with2(c, x, m));
     }
 
     /// The mask of the first `n` lanes: AVX-512 in `k7` (the plan's own
@@ -279,21 +312,15 @@ impl Gen<'_> {
         vs[0]
     }
 
-    /// The block's sums `v` (its `npx` pixels' outputs, consecutive at
-    /// `out` bytes from `r12`): bias, activation, bf16 rounding for a
+    /// The block's sums `v` (`n` outputs side by side at `out` bytes
+    /// from `r12`, the bias in them): activation, bf16 rounding for a
     /// depthwise reader, residual and the store.
-    fn input_lanes_epilogue(&mut self, run: &Run, v: R, npx: usize, out: i64) {
+    fn input_lanes_epilogue(&mut self, v: R, n: usize, out: i64) {
         let p = self.p;
-        let lanes = p.sched.lanes;
         // The sums are in the first accumulator ([`Gen::lane_sums`]);
         // the others are free now.
         assert_eq!(self.index(v), 0);
         let (t0, t1) = (self.v(1), self.v(2));
-        if p.bias_off.is_some() {
-            let m = self.at(RUN_B, run.unit_bytes(0) as i64);
-            self.vbroadcast(t0, m);
-            self.vadd(v, Src::R(t0));
-        }
         if p.activation != Activation::None {
             // NaN stays NaN (the contract): see `vmax`.
             self.vzero(t0);
@@ -310,7 +337,7 @@ impl Gen<'_> {
             self.load(RES, Slot::ResDelta);
             self.add_rr(RES, RUN_O);
         }
-        if npx == lanes {
+        if n == p.sched.lanes {
             if p.residual {
                 let m = self.at(RES, out);
                 self.vadd(v, Src::M(m));
@@ -319,7 +346,7 @@ impl Gen<'_> {
             self.vstore(m, v);
             return;
         }
-        let mask = self.lane_mask(npx, t1);
+        let mask = self.lane_mask(n, t1);
         if p.residual {
             let m = self.at(RES, out);
             self.load_under(t0, m, mask);
@@ -329,9 +356,15 @@ impl Gen<'_> {
         self.store_under(m, v, mask);
     }
 
+    /// Whether the function has the sliding table of [`Gen::lane_mask`]
+    /// (AVX2, inputs in lanes): 64 bytes more of frame.
+    pub(super) fn slide(&self) -> bool {
+        !self.evex() && self.p.inputs_in_lanes
+    }
+
     /// AVX2: the sliding table of [`Gen::lane_mask`] in the frame.
     pub(super) fn setup_slide(&mut self) {
-        if self.evex() || !self.p.inputs_in_lanes {
+        if !self.slide() {
             return;
         }
         for l in 0..16 {

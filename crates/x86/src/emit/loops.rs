@@ -566,6 +566,11 @@ impl Gen<'_> {
                         g.add_reg_imm(RUN_B, off + r.base.bias);
                     }
                 }
+                if g.p.inputs_in_lanes {
+                    // Its repetitions are its outputs: one block for all.
+                    g.input_lanes_block(r, k);
+                    continue;
+                }
                 g.repeat(Count::Const(r.count), Ctr::Slot(Slot::RunC), &mut |g| {
                     g.block(r.run, k);
                     g.add_reg_imm(RUN_I, r.step.input);

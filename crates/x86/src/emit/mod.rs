@@ -33,7 +33,7 @@
 //! addresses), `vector.rs` (vector instructions and lane masks),
 //! `loops.rs` (counted loops, rows, pixel and channel blocks),
 //! `block.rs` (a register block and its reduction), `input_lanes.rs`
-//! (a block of one output channel with its inputs in the lanes),
+//! (a block of 1-4 output channels with their inputs in the lanes),
 //! `depthwise.rs`
 //! (depthwise rows: taps, prefetch), `row_vectors.rs` (rows as vectors,
 //! row pairs, the row multiplier), `epilogue.rs` (activation, residual,
@@ -168,10 +168,10 @@ const MASKS: i32 = SLOTS * 8;
 /// AVX2 masks of any length for a plan with its inputs in lanes: eight
 /// -1s then eight zeros, loaded from `SLIDE + 4 * (8 - n)` (`input_lanes.rs`).
 const SLIDE: i32 = MASKS + 8 * 32;
-/// Stack frame: slots, up to 8 masks, the sliding table, and 8 bytes
-/// that (with the six saved registers and the return address) keep rsp
-/// 16-byte aligned.
-const FRAME: i32 = SLIDE + 64 + 8;
+/// Stack frame: slots, up to 8 masks, and 8 bytes that (with the six
+/// saved registers and the return address) keep rsp 16-byte aligned;
+/// 64 more for the sliding table where [`Gen::setup_slide`] makes one.
+const FRAME: i32 = MASKS + 8 * 32 + 8;
 
 /// Every `as i32`/`as u32` of this generator narrows a value bounded by the
 /// generator itself, never by the layer: a slot number (< 24), a mask
@@ -257,7 +257,8 @@ impl<'a> Gen<'a> {
         for r in SAVED {
             self.a.emit(I::with1(Code::Push_r64, r));
         }
-        self.a.emit(I::with2(Code::Sub_rm64_imm32, R::RSP, FRAME));
+        let frame = FRAME + if self.slide() { 64 } else { 0 };
+        self.a.emit(I::with2(Code::Sub_rm64_imm32, R::RSP, frame));
         // Output rows (pixels, flat) are addressed from where row 0 would be.
         let unit = if p.flat { 1 } else { p.wo };
         self.mov_rr(R::RAX, R::R8);
@@ -275,7 +276,7 @@ impl<'a> Gen<'a> {
         self.setup_masks();
         self.setup_slide();
         self.body();
-        self.a.emit(I::with2(Code::Add_rm64_imm32, R::RSP, FRAME));
+        self.a.emit(I::with2(Code::Add_rm64_imm32, R::RSP, frame));
         for r in SAVED.iter().rev() {
             self.a.emit(I::with1(Code::Pop_r64, *r));
         }
