@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
 """ONNX Runtime and OpenVINO, single-threaded, on the layers of benches/grouped.conv
-(grouped convolutions) or, with `--set one_output`, of benches/one_output.conv
-(convolutions to one output channel), each a one-node ONNX model (Conv with
+(grouped convolutions) or, with `--set few_outputs`, of benches/few_outputs.conv
+(convolutions to 1-4 output channels), each a one-node ONNX model (Conv with
 `group`, bias, Relu).
 
-    python benches/grouped_peers.py [--set grouped|one_output] [--rounds 3] [--json F]
+    python benches/grouped_peers.py [--set grouped|few_outputs] [--rounds 3] [--json F]
 
 Prints one line per layer and framework: median microseconds per call (the
 lowest of --rounds medians, as bench_peers.py reports) and GFLOP/s; the
 output is checked against a float64 numpy reference first (OpenVINO in bf16,
 `openvino_bf16`, within bf16's bound: 2^-7 of the sum of the magnitudes multiplied
 per output). Compare with `convjit bench benches/grouped.conv --no-interp
---rounds 3 [--precision bf16]` (or `benches/one_output.conv`) run right after.
+--rounds 3 [--precision bf16]` (or `benches/few_outputs.conv`) run right after.
 """
 import argparse
 import json
@@ -32,7 +32,7 @@ SETS["grouped"] = [
     ("alexnet_conv4_12x12x384_g2", 12, 12, 384, 384, 3, 2, 1),
     ("alexnet_conv5_12x12x384_256_g2", 12, 12, 384, 256, 3, 2, 1),
 ]
-SETS["one_output"] = [
+SETS["few_outputs"] = [
     ("grey3x3_256x256", 256, 256, 1, 1, 3, 1, 1),
     ("grey7x7_256x256", 256, 256, 1, 1, 7, 1, 3),
     ("grey3x3_1080x1920", 1080, 1920, 1, 1, 3, 1, 1),
@@ -40,6 +40,10 @@ SETS["one_output"] = [
     ("c64_3x3_to1_256x256", 256, 256, 64, 1, 3, 1, 1),
     ("c32_3x3_to1_128x128", 128, 128, 32, 1, 3, 1, 1),
     ("p64_to1_128x128", 128, 128, 64, 1, 1, 1, 0),
+    ("c64_3x3_to3_256x256", 256, 256, 64, 3, 3, 1, 1),
+    ("c32_9x9_to3_128x128", 128, 128, 32, 3, 9, 1, 4),
+    ("c32_3x3_to4_128x128", 128, 128, 32, 4, 3, 1, 1),
+    ("p64_to2_128x128", 128, 128, 64, 2, 1, 1, 0),
 ]
 
 

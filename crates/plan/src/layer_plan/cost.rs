@@ -117,13 +117,22 @@ pub fn stage_cycles(stage: &Stage, target: &Target, calls: usize) -> f64 {
     }
     let (eff, lanes) = match planned.kind {
         StageKind::Depthwise { .. } => (DEPTHWISE_EFFICIENCY, t.lanes),
-        // One output, its inputs in the lanes: a kernel row's run of them
-        // fills them; every FMA loads its input (3x3 256x256x64 -> 1: 39%
-        // of the FMA peak, against ~90% for full vectors of outputs).
-        _ if crate::stage_plan::inputs_in_lanes_ok(&planned, &t) => (
-            REDUCE_EFFICIENCY / 2.0,
-            (planned.kernel[1] * planned.input.c).clamp(1, t.lanes),
-        ),
+        // 1-4 outputs, their inputs in the lanes: a kernel row's run of
+        // them fills the lanes. With one output every FMA loads its input
+        // (3x3 256x256x64 -> 1: 60% of the FMA peak); with more, each
+        // input feeds several (-> 3: 91-93%).
+        StageKind::Conv { cout, .. } | StageKind::Pointwise { cout, .. }
+            if crate::stage_plan::inputs_in_lanes_ok(&planned, &t) =>
+        {
+            (
+                if cout == 1 {
+                    REDUCE_EFFICIENCY * 0.65
+                } else {
+                    REDUCE_EFFICIENCY
+                },
+                (planned.kernel[1] * planned.input.c).clamp(1, t.lanes),
+            )
+        }
         // Vectors over a group's outputs: fewer outputs than lanes
         // leave lanes idle (one output per group, a rank-R
         // separation's row stage, uses 1 of 16).
