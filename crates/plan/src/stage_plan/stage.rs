@@ -46,7 +46,7 @@ pub enum Strategy {
 /// that multiplier, the same weights `[Kh][Kw][1][M]`, so a direct
 /// generator runs its interior columns as vectors along the row instead
 /// of 1, 2 or 4 lanes of a vector over its outputs (`conv 3x3 -> 1` on
-/// 256x256x1: 86 -> 8 us).
+/// 256x256x1: 91 -> 9 us).
 pub fn planned_stage<'a>(stage: &'a Stage, target: &Target) -> std::borrow::Cow<'a, Stage> {
     match stage.kind {
         // Not a flat 1x1: its function takes pixel ranges (`call_range`,
@@ -167,8 +167,8 @@ pub struct StagePlan {
     /// output, packed compact: a `[tap][ci]` plane per output), an
     /// accumulator per pixel and output, summed across its lanes at the
     /// end (a block's `lanes / Co` pixels' outputs in one vector). Every
-    /// FMA uses all its lanes instead of Co: 3x3 256x256x64 -> 1 5,043 ->
-    /// 447 us.
+    /// FMA uses all its lanes instead of Co: 3x3 256x256x64 -> 1 4,682 ->
+    /// 436 us, -> 3 4,669 -> 845 (BENCHMARKS.md, "Few output channels").
     pub inputs_in_lanes: bool,
     /// Floats of the packed weights (the buffer the code reads).
     pub packed_len: usize,
