@@ -238,13 +238,17 @@ fn few_outputs_with_their_inputs_in_lanes_keep_nan_and_infinities() {
     // Vectors over each kernel row's inputs: a run's tail is loaded
     // masked, so a NaN or infinity just past it (the next row's pixel,
     // the next kernel row's weight) never meets a zero lane. 20 channels
-    // x 3 columns: 60 floats a run, 12 in its tail; a 1x1 of 37 inputs.
+    // x 3 columns: 60 floats a run, 12 in its tail; a 1x1 of 37 inputs;
+    // 1-4 outputs.
     let layers = [
         "layer o { input 7x21x20\n c: conv 3x3 -> 1, pad same, bias, relu }",
         "layer o { input 5x19x37\n p: pointwise 1, bias }",
         "layer o { input 6x23x3\n c: conv 3x3 -> 1, stride 2, dilation 1x2, pad same }",
         "layer o { input 7x21x20\n c: conv 3x3 -> 3, pad same, bias, relu6 }",
         "layer o { input 5x19x37\n p: pointwise 4, bias }",
+        // Runs of 300 and 210 floats: loops of 4 vectors, then the rest.
+        "layer o { input 3x21x300\n p: pointwise 1, bias, relu }",
+        "layer o { input 5x9x70\n c: conv 3x3 -> 3, pad same, bias }",
     ];
     let cases: &[(&Specials, &Specials)] = &[
         (&[(5, NAN)], &[]),
