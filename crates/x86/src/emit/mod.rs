@@ -175,7 +175,7 @@ const FRAME: i32 = MASKS + 8 * 32 + 8;
 
 /// Every `as i32`/`as u32` of this generator narrows a value bounded by the
 /// generator itself, never by the layer: a slot number (< 24), a mask
-/// index (< 7) and lane (< 16), a block's pixels (<= 28), a vector lane's
+/// index (< 7), length (< 8: the sliding table) and lane (< 16), a block's pixels (<= 28), a vector lane's
 /// 128-bit chunk (< 4), a register number (< 32). Layer-sized offsets go
 /// through [`Gen::at`] and [`Gen::add_imm`].
 fn slot(s: Slot) -> MemoryOperand {
