@@ -362,12 +362,17 @@ impl Compiled {
         }
         let code = build(&plans, backend, isa)?;
         let round_input = bf16 && !bf16::reads_only_converted(&program, &converts, 0);
+        // (A first stage that reads the input rounded on one thread rounds
+        // each call's rows into the same scratch: `exec::LazyRound`.)
         let tile_scratch = plans
             .iter()
             .zip(&program.functions)
             .filter_map(|(p, f)| match (&p.tiles, p.pairs) {
                 (Some(t), _) => Some(t.scratch_bytes),
                 (None, Some(_)) => Some(pairs::scratch_bytes(&f.stage)),
+                (None, None) if round_input && f.index == 0 => {
+                    Some(exec::LazyRound::scratch_bytes(&f.stage))
+                }
                 (None, None) => None,
             })
             .max()

@@ -16,7 +16,7 @@ use convjit_plan::stage_plan::is_flat;
 const PIECE_BYTES: usize = 256 << 10;
 
 /// Input pixels a row (a flat stage's "rows" are pixels).
-fn row_pixels(stage: &Stage) -> usize {
+pub(crate) fn row_pixels(stage: &Stage) -> usize {
     match is_flat(stage) {
         true => 1,
         false => stage.input.w,
@@ -29,7 +29,7 @@ fn row_bytes(stage: &Stage) -> usize {
 }
 
 /// Input rows that `rows` output rows read at most (padding included).
-fn rows_read(stage: &Stage, rows: usize) -> usize {
+pub(crate) fn rows_read(stage: &Stage, rows: usize) -> usize {
     if is_flat(stage) {
         return rows.max(1);
     }
@@ -39,7 +39,7 @@ fn rows_read(stage: &Stage, rows: usize) -> usize {
 
 /// The input rows (pixels) `[lo, hi)` that output rows (pixels) `a..b`
 /// read.
-fn rows_of(stage: &Stage, a: usize, b: usize) -> (usize, usize) {
+pub(crate) fn rows_of(stage: &Stage, a: usize, b: usize) -> (usize, usize) {
     match is_flat(stage) {
         true => (a, b),
         false => {

@@ -19,7 +19,9 @@ use convjit_ir::DataError;
 /// if the system refused them: the run then spawns its own).
 #[derive(Default)]
 pub(crate) struct Scratch {
-    /// The batch's input rounded to bf16 (`Compiled::round_input`).
+    /// The batch's input rounded to bf16 (`Compiled::round_input`) where
+    /// threads share it; one thread rounds each call's rows into its tile
+    /// scratch instead (`exec::LazyRound`).
     pub(crate) rounded_input: Vec<f32>,
     pub(crate) inter: Vec<Vec<Buf>>,
     pub(crate) bufs: Vec<ThreadBufs>,
