@@ -250,10 +250,24 @@ pub const MAX_IN_LANES_OUTPUTS: usize = 4;
 /// with vectors over its reduction ([`StagePlan::inputs_in_lanes`])
 /// rather than over its few outputs (1-4 lanes of each FMA used). Not
 /// where the plan runs tiles (AMX, or `vdpbf16ps` asked for every stage).
+///
+/// And only where a kernel row's run of inputs fills at least twice as
+/// many lanes a vector as the outputs do: short runs pay for their masks
+/// and the sums across lanes. Measured on Zen 5 (us, vectors over
+/// outputs against inputs in lanes): runs of 3 to 3 outputs (a 3x3 on
+/// one channel, a 1x1 on three to four) 84 -> 124 and 40 -> 92, of 5 to
+/// 4 (5x5 stride 2) 51 -> 64; runs of 6 to 3 and 2 outputs 156 -> 125 and
+/// 165 -> 93, of 3 to one output 22 -> 19, of 9 to one 233 -> 72.
 pub fn inputs_in_lanes_ok(stage: &Stage, t: &Target) -> bool {
     let few_out = match stage.kind {
         StageKind::Conv { cout, groups: 1 } | StageKind::Pointwise { cout, groups: 1 } => {
-            cout <= MAX_IN_LANES_OUTPUTS.min(t.lanes / 2)
+            // With a dilation, a run is one kernel column's channels.
+            let run = match stage.dilation[1] {
+                1 => stage.kernel[1] * stage.input.c,
+                _ => stage.input.c,
+            };
+            let fill = run as f64 / run.div_ceil(t.lanes) as f64;
+            cout <= MAX_IN_LANES_OUTPUTS.min(t.lanes / 2) && fill >= 2.0 * cout as f64
         }
         _ => false,
     };
