@@ -46,29 +46,30 @@ pub(crate) struct LazyRound {
 }
 
 impl LazyRound {
-    /// Output rows (pixels, for a flat stage) per call of `stage` reading
-    /// a lazily rounded input: about 256 KiB of input rows each, so the
-    /// rows rounded just before are still in L2 when it reads them (64
-    /// KiB made more calls than it saved: conv1 224x224x3 ran slower).
-    fn rows_per_call(stage: &convjit_ir::Stage) -> usize {
-        const BYTES: usize = 256 << 10;
-        let input_row = match convjit_plan::stage_plan::is_flat(stage) {
-            true => stage.input.c * 4,
-            false => stage.stride[0] * stage.input.w * stage.input.c * 4,
-        };
-        (BYTES / input_row.max(1)).max(1)
+    /// Bytes of one input row (a flat stage's: of a pixel).
+    fn row_bytes(stage: &convjit_ir::Stage) -> usize {
+        crate::pieces::row_pixels(stage) * stage.input.c * 4
     }
 
-    /// Floats of one input row (a flat stage's: of a pixel).
-    fn row_floats(stage: &convjit_ir::Stage) -> usize {
-        crate::pairs::row_pixels(stage) * stage.input.c
+    /// Output rows (pixels, for a flat stage) per call of `stage` reading
+    /// a lazily rounded input: the rows new to each call (`stride` input
+    /// rows an output row) fill a piece (`pieces::PIECE_BYTES`), the
+    /// halo rows beyond it. Unlike `pieces::rows_per_call` (the halo
+    /// within the piece): each call rounds its halo again, and halving
+    /// the rows a call (3x3 on 256x256x64: 4 output rows, 2 with the halo
+    /// inside) took 1,063-1,186 us against 901-950.
+    fn rows_per_call(stage: &convjit_ir::Stage) -> usize {
+        let new_rows = match convjit_plan::stage_plan::is_flat(stage) {
+            true => 1,
+            false => stage.stride[0],
+        };
+        (crate::pieces::PIECE_BYTES / (new_rows * Self::row_bytes(stage)).max(1)).max(1)
     }
 
     /// Scratch bytes a call of [`LazyRound::rows_per_call`] rows rounds
     /// its input rows into.
     pub(crate) fn scratch_bytes(stage: &convjit_ir::Stage) -> usize {
-        let rows = crate::pairs::rows_read(stage, Self::rows_per_call(stage));
-        rows * Self::row_floats(stage) * 4
+        crate::pieces::rows_read(stage, Self::rows_per_call(stage)) * Self::row_bytes(stage)
     }
 
     /// Rounds into `scratch` the input rows that `stage`'s output rows
@@ -87,8 +88,8 @@ impl LazyRound {
         n: usize,
         scratch: *mut u8,
     ) -> *mut f32 {
-        let row = Self::row_floats(stage);
-        let (lo, hi) = crate::pairs::rows_of(stage, a, a + n);
+        let row = Self::row_bytes(stage) / 4;
+        let (lo, hi) = crate::pieces::rows_of(stage, a, a + n);
         debug_assert!((hi - lo) * row * 4 <= Self::scratch_bytes(stage));
         // SAFETY: the caller's contract: rows lo..hi of the image are in
         // `from`, and the scratch holds at least as many floats.

@@ -34,6 +34,7 @@ mod exec;
 mod network;
 mod pairs;
 mod peak;
+mod pieces;
 mod pool;
 mod scratch;
 mod tiles;

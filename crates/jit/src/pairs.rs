@@ -6,74 +6,23 @@
 //! odd count). The function then reads that scratch as the input of
 //! `ceil(Ci / 2)` channels, addressed from where row 0 would be.
 
+use crate::pieces::{row_pixels, rows_of};
 use convjit_ir::Stage;
-use convjit_plan::rows::input_rows;
-use convjit_plan::stage_plan::is_flat;
-
-/// Bytes of converted input rows a call reads at most (at least one
-/// output row's): kept in L2 between the conversion and the reads, like
-/// the lazily rounded input's pieces.
-const PIECE_BYTES: usize = 256 << 10;
-
-/// Input pixels a row (a flat stage's "rows" are pixels).
-pub(crate) fn row_pixels(stage: &Stage) -> usize {
-    match is_flat(stage) {
-        true => 1,
-        false => stage.input.w,
-    }
-}
 
 /// Bytes of one converted input row.
 fn row_bytes(stage: &Stage) -> usize {
     row_pixels(stage) * stage.input.c.div_ceil(2) * 4
 }
 
-/// Input rows that `rows` output rows read at most (padding included).
-pub(crate) fn rows_read(stage: &Stage, rows: usize) -> usize {
-    if is_flat(stage) {
-        return rows.max(1);
-    }
-    let (s, d, k) = (stage.stride[0], stage.dilation[0], stage.kernel[0]);
-    ((rows.max(1) - 1) * s + (k - 1) * d + 1).min(stage.input.h)
-}
-
-/// The input rows (pixels) `[lo, hi)` that output rows (pixels) `a..b`
-/// read.
-pub(crate) fn rows_of(stage: &Stage, a: usize, b: usize) -> (usize, usize) {
-    match is_flat(stage) {
-        true => (a, b),
-        false => {
-            let (lo, hi, _, _) = input_rows(stage, a, b);
-            (lo, hi)
-        }
-    }
-}
-
-/// Output rows per call: as many as read about [`PIECE_BYTES`] of
-/// converted rows, at least one (in closed form: it runs per call).
+/// Output rows per call: as many as read a piece of converted rows
+/// (`pieces::rows_per_call`).
 pub(crate) fn rows_per_call(stage: &Stage) -> usize {
-    let fit = PIECE_BYTES / row_bytes(stage).max(1);
-    if is_flat(stage) {
-        return fit.max(1);
-    }
-    let ho = stage.output.h.max(1);
-    if rows_read(stage, ho) <= fit {
-        return ho;
-    }
-    // n rows read (n - 1) * s + span input rows.
-    let (s, span) = (
-        stage.stride[0],
-        (stage.kernel[0] - 1) * stage.dilation[0] + 1,
-    );
-    match fit.checked_sub(span) {
-        Some(spare) => (spare / s + 1).clamp(1, ho),
-        None => 1,
-    }
+    crate::pieces::rows_per_call(stage, row_bytes(stage))
 }
 
 /// Scratch bytes a call of [`rows_per_call`] rows converts into.
 pub(crate) fn scratch_bytes(stage: &Stage) -> usize {
-    rows_read(stage, rows_per_call(stage)) * row_bytes(stage)
+    crate::pieces::scratch_bytes(stage, row_bytes(stage))
 }
 
 /// Converts the input rows that output rows `a..a + n` of `stage` read
@@ -222,26 +171,6 @@ mod tests {
         }
         let nan = convjit_ir::bf16_bits(f32::NAN);
         assert!(f32::from_bits(u32::from(nan) << 16).is_nan());
-    }
-
-    /// A piece is the most output rows whose input rows fit the budget
-    /// (or one, or all), as counting up to it would say.
-    #[test]
-    fn a_piece_is_the_most_rows_within_the_budget() {
-        for src in [
-            "layer l { input 9x5x3\n c: conv 3x3 -> 16, stride 2x1, pad same }",
-            "layer l { input 300x100x64\n c: conv 5x5 -> 16, stride 2x2, pad same }",
-            "layer l { input 200x60x256\n c: conv 3x3 -> 16, dilation 2, pad same }",
-            "layer l { input 40x3000x512\n c: conv 7x1 -> 16 }",
-        ] {
-            let s = stage(src);
-            let row = row_bytes(&s);
-            let counted = (1..=s.output.h)
-                .take_while(|&n| n == 1 || rows_read(&s, n) * row <= PIECE_BYTES)
-                .last()
-                .unwrap();
-            assert_eq!(rows_per_call(&s), counted, "{src}");
-        }
     }
 
     /// A call converts exactly the rows its output rows read, within the

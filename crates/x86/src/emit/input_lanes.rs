@@ -197,7 +197,8 @@ impl Gen<'_> {
     /// tails take `k1` onwards: one here), AVX2 loaded into `tmp` from
     /// the frame's sliding table (`SLIDE`: eight -1s then eight zeros).
     fn lane_mask(&mut self, n: usize, tmp: R) -> R {
-        debug_assert!(n > 0 && n < self.p.sched.lanes);
+        // (Also the bound of the sliding table's `n as i32`: n < 8.)
+        assert!(n > 0 && n < self.p.sched.lanes, "a tail of {n} lanes");
         if self.evex() {
             assert!(self.masks.len() < 7, "k7 is free");
             self.a
