@@ -22,6 +22,7 @@ pub mod random_layer;
 mod reference;
 pub mod separate;
 mod weights;
+pub mod winograd;
 
 pub use checking::check_layer;
 pub use compare::{bf16_rel_tol, compare, compare_within, tolerance, Comparison, REL_TOL};

@@ -38,10 +38,12 @@ mod pieces;
 mod pool;
 mod scratch;
 mod tiles;
+mod winograd;
 
 pub use network::Network;
 pub use peak::{bf16_peaks, PeakLoop};
 pub use tiles::tiles_refused;
+pub use winograd::{winograd_plan, WinogradPlan};
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
@@ -293,6 +295,9 @@ pub struct Kernel {
     /// Buffers of finished runs, for the next ones (one set per concurrent run).
     scratch: Mutex<Vec<scratch::Scratch>>,
     stats: CompileStats,
+    /// Asked for and planned: the layer runs as F(2x2, 3x3) (`winograd.rs`),
+    /// the direct code above only for images where a sum is not finite.
+    winograd: Option<winograd::Winograd>,
     #[cfg(feature = "testing")]
     testing: testing::Hooks,
 }
@@ -601,6 +606,8 @@ impl Kernel {
             stages: layer.stages.iter().map(StageShape::of).collect(),
             options: Options {
                 separate: Separation::Exact,
+                // The direct code is the same either way.
+                winograd: false,
                 ..options.clone()
             },
         };
@@ -641,6 +648,15 @@ impl Kernel {
             .zip(&compiled.plans)
             .map(|(f, p)| Packed::new(p, &weights.stages()[f.index], options.precision))
             .collect();
+        let winograd = match options.winograd && options.precision == Precision::F32 {
+            true => {
+                // The direct plan's judgement of what threads pay.
+                let groups = &compiled.program.groups;
+                let threads = groups.iter().map(|g| g.threads.len()).max().unwrap_or(1);
+                winograd::Winograd::new(layer, weights, options, threads)?
+            }
+            false => None,
+        };
         Ok(Kernel {
             layer: layer.clone(),
             options: options.clone(),
@@ -653,9 +669,16 @@ impl Kernel {
                 cache_hit,
                 pack_seconds: seen + start.elapsed().as_secs_f64(),
             },
+            winograd,
             #[cfg(feature = "testing")]
             testing: Default::default(),
         })
+    }
+
+    /// How the layer runs as Winograd's F(2x2, 3x3), if it does
+    /// (`Options::winograd`, [`winograd_plan`]).
+    pub fn winograd(&self) -> Option<WinogradPlan> {
+        self.winograd.as_ref().map(|w| w.plan())
     }
 
     /// The layer this kernel runs: the one compiled, or its rewrite with
@@ -907,6 +930,7 @@ mod tests {
                     cache_hit: false,
                     pack_seconds: 0.0,
                 },
+                winograd: None,
                 #[cfg(feature = "testing")]
                 testing: Default::default(),
             };

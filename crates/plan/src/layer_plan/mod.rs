@@ -99,6 +99,11 @@ pub struct Options {
     /// `vdpbf16ps`, f32 FMAs on bf16 values; `Auto`: as the host suits,
     /// see [`Bf16Units`]). Ignored in f32.
     pub bf16_units: Bf16Units,
+    /// Run a lone 3x3 stride-1 conv as Winograd's F(2x2, 3x3) where the
+    /// cost model expects a gain (`convjit_ir::winograd`): 16 products per
+    /// 2x2 outputs instead of 36, rounded differently from the direct sum
+    /// (within `convjit_ir::winograd::magnitude`), so only when asked; f32 only.
+    pub winograd: bool,
 }
 
 impl Default for Options {
@@ -113,6 +118,7 @@ impl Default for Options {
             precision: Precision::F32,
             bf16_intermediates: true,
             bf16_units: Bf16Units::Auto,
+            winograd: false,
         }
     }
 }

@@ -1,0 +1,594 @@
+//! A lone 3x3 stride-1 conv run as Winograd's F(2x2, 3x3)
+//! (`convjit_ir::winograd`), when asked for (`Options::winograd`).
+//!
+//! Per band of tile rows, on whichever thread claims it: the input
+//! transform writes `V[p][tile][ci]` (16 point slabs of `B^T d B`), 16
+//! generated pointwise kernels (the code of one `band x tiles x Ci -> Co`
+//! pointwise layer, cached as any other, with `U[p] = G g G^T` packed as
+//! its weights) multiply each slab into `M[p][tile][co]`, and the output
+//! transform adds `A^T M A`, the bias, the activation and the residual into
+//! the output rows. A band's slabs fit the L2 cache beside a share of the
+//! weights.
+//!
+//! Where a sum before the activation comes out NaN, infinite or huge
+//! (`LIMIT`), the image is run again the direct way: an infinite input
+//! makes `inf - inf` in a transform where the direct sum is an infinity,
+//! and a transform can overflow where the direct sum does not. So
+//! non-finite outputs are the direct kernel's, exactly.
+
+use crate::{pool, JitError, Kernel};
+use convjit_ir::winograd::{self as wg, POINTS, TILE};
+use convjit_ir::{Activation, Layer, Shape, Stage, StageKind, StageWeights, Weights};
+use convjit_plan::layer_plan::Options;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// A sum at or past this magnitude (or NaN) sends its image to the direct
+/// kernel: far below where a transform of finite values could overflow
+/// f32 (2^128) on its way.
+const LIMIT: f32 = 1e30;
+
+/// The bytes of transformed tiles (`V` and `M`) a band aims at: half the
+/// smallest L2 of the machines we run on (1 MiB), or the transformed
+/// weights' size, where larger (each band reads all of them).
+const BAND_BYTES: usize = 512 << 10;
+
+/// Channels a side below which F(2x2, 3x3) does not pay.
+const MIN_CHANNELS: usize = 64;
+/// Multiply-accumulates (direct) below which it does not pay.
+const MIN_MACS: u64 = 1 << 22;
+
+/// How a layer runs as F(2x2, 3x3): its bands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WinogradPlan {
+    /// Tile rows (of 2 output rows) per band.
+    pub band: usize,
+    /// Bands per image.
+    pub bands: usize,
+    /// Tiles per tile row.
+    pub tiles_w: usize,
+}
+
+/// The plan for `layer` on `threads` threads, or why it does not run as
+/// F(2x2, 3x3).
+pub fn winograd_plan(layer: &Layer, threads: usize) -> Result<WinogradPlan, &'static str> {
+    if let Some(why) = wg::refusal(layer) {
+        return Err(why);
+    }
+    let s = &layer.stages[0];
+    let (ci, co) = (s.input.c, s.output.c);
+    // Measured (`BENCHMARKS.md`, Winograd): below 64 channels a side, or
+    // ~4M multiply-accumulates, the transforms and the 16 calls a band
+    // cost more than the products save.
+    if ci.min(co) < MIN_CHANNELS {
+        return Err("fewer than 64 input or output channels: the transforms would cost more than the products save");
+    }
+    if s.macs() < MIN_MACS {
+        return Err("fewer than 4M multiply-accumulates: the transforms would cost more than the products save");
+    }
+    let (th, tw) = wg::tiles(s);
+    let row_bytes = tw * POINTS * (ci + co) * 4;
+    let weight_bytes = POINTS * ci * co * 4;
+    let rows = (BAND_BYTES.max(weight_bytes) / row_bytes).clamp(1, th);
+    let bands = th.div_ceil(rows).max(threads.min(th));
+    Ok(WinogradPlan {
+        band: th.div_ceil(bands),
+        bands: th.div_ceil(th.div_ceil(bands)),
+        tiles_w: tw,
+    })
+}
+
+/// A layer's F(2x2, 3x3) runtime: the 16 point products' kernels and the
+/// transforms around them.
+pub(crate) struct Winograd {
+    stage: Stage,
+    plan: WinogradPlan,
+    threads: usize,
+    /// One per point: `band * tiles_w` pixels of `Ci` -> `Co`, weights `U[p]`.
+    points: Vec<Kernel>,
+    /// The stage's bias, zeros without one.
+    bias: Vec<f32>,
+    /// Buffers of finished bands, for the next.
+    bufs: Mutex<Vec<Bufs>>,
+}
+
+/// One thread's transformed tiles of a band.
+struct Bufs {
+    /// `V[p][tile][ci]`.
+    v: Vec<f32>,
+    /// `M[p][tile][co]`.
+    m: Vec<f32>,
+    /// Zeros for inputs outside the image, `WINDOW * WINDOW * ci`.
+    window: Vec<f32>,
+    /// Where the outputs of a tile past the image's edge go: `TILE^2 * co`.
+    spill: Vec<f32>,
+    /// The residual of those outputs: `co` zeros.
+    zeros: Vec<f32>,
+}
+
+impl Winograd {
+    /// `None` when the layer does not run as F(2x2, 3x3) (see [`winograd_plan`]).
+    pub(crate) fn new(
+        layer: &Layer,
+        weights: &Weights,
+        options: &Options,
+        threads: usize,
+    ) -> Result<Option<Winograd>, JitError> {
+        let Ok(plan) = winograd_plan(layer, threads) else {
+            return Ok(None);
+        };
+        let s = &layer.stages[0];
+        let (ci, co) = (s.input.c, s.output.c);
+        let pixels = Shape::new(plan.band, plan.tiles_w, ci);
+        let product = Layer {
+            name: format!("{}.winograd", layer.name),
+            input: pixels,
+            stages: vec![Stage {
+                name: format!("{}.point", s.name),
+                kind: StageKind::Pointwise {
+                    cout: co,
+                    groups: 1,
+                },
+                input: pixels,
+                output: Shape::new(plan.band, plan.tiles_w, co),
+                kernel: [1, 1],
+                stride: [1, 1],
+                dilation: [1, 1],
+                padding: Default::default(),
+                weight_key: s.weight_key.clone(),
+                bias_key: None,
+                activation: Activation::None,
+                residual: false,
+            }],
+        };
+        let one = Options {
+            threads: 1,
+            winograd: false,
+            ..options.clone()
+        };
+        let w = &weights.stages()[0];
+        let points = wg::transform_weights(s, &w.weight)
+            .into_iter()
+            .map(|u| {
+                let u = Weights::new(
+                    &product,
+                    vec![StageWeights {
+                        weight: u,
+                        bias: None,
+                    }],
+                )?;
+                Kernel::compile_with(&product, &u, &one)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Winograd {
+            stage: s.clone(),
+            plan,
+            threads,
+            points,
+            bias: w.bias.clone().unwrap_or_else(|| vec![0.0; co]),
+            bufs: Mutex::new(Vec::new()),
+        }))
+    }
+
+    pub(crate) fn plan(&self) -> WinogradPlan {
+        self.plan
+    }
+
+    /// Runs one image; whether some sum was not finite (or huge), so the
+    /// image must run the direct way.
+    pub(crate) fn image(&self, x: &[f32], y: &mut [f32]) -> Result<bool, JitError> {
+        let o = self.stage.output;
+        let band_floats = self.plan.band * TILE * o.w * o.c;
+        let outs: Vec<Mutex<&mut [f32]>> = y.chunks_mut(band_floats).map(Mutex::new).collect();
+        let next = AtomicUsize::new(0);
+        let bad = AtomicBool::new(false);
+        let failed: Mutex<Option<JitError>> = Mutex::new(None);
+        let work = |_: usize| {
+            let mut bufs = self.take_bufs();
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                let Some(out) = outs.get(b) else { break };
+                let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+                match self.band(x, b, &mut bufs, &mut out) {
+                    Ok(true) => bad.store(true, Ordering::Relaxed),
+                    Ok(false) => {}
+                    Err(e) => {
+                        failed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(e);
+                    }
+                }
+            }
+            self.bufs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(bufs);
+        };
+        // Bands are claimed, not dealt: a thread that lost its core holds
+        // the others only while it holds a band.
+        match (self.threads > 1)
+            .then(|| pool::shared(self.threads - 1))
+            .flatten()
+        {
+            Some(workers) => workers.run(self.threads - 1, &work, true),
+            None => work(0),
+        }
+        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+        Ok(bad.into_inner())
+    }
+
+    fn take_bufs(&self) -> Bufs {
+        let got = self.bufs.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        got.unwrap_or_else(|| {
+            let (ci, co) = (self.stage.input.c, self.stage.output.c);
+            let tiles = self.plan.band * self.plan.tiles_w;
+            Bufs {
+                v: vec![0.0; POINTS * tiles * ci],
+                m: vec![0.0; POINTS * tiles * co],
+                window: vec![0.0; POINTS * ci],
+                spill: vec![0.0; TILE * TILE * co],
+                zeros: vec![0.0; co],
+            }
+        })
+    }
+
+    /// Band `b` of image `x` into `out` (its output rows); whether a sum
+    /// was not finite.
+    fn band(
+        &self,
+        x: &[f32],
+        b: usize,
+        bufs: &mut Bufs,
+        out: &mut [f32],
+    ) -> Result<bool, JitError> {
+        let (th, _) = wg::tiles(&self.stage);
+        let ty0 = b * self.plan.band;
+        let rows = self.plan.band.min(th - ty0);
+        let (ci, co) = (self.stage.input.c, self.stage.output.c);
+        let tiles = self.plan.band * self.plan.tiles_w;
+        transform::input_band(&self.stage, x, ty0, rows, bufs);
+        for (p, k) in self.points.iter().enumerate() {
+            // Rows past the image's last tile row (the last band's) hold
+            // an earlier band's values: multiplied, never stored.
+            k.run_one_call(
+                &bufs.v[p * tiles * ci..][..tiles * ci],
+                &mut bufs.m[p * tiles * co..][..tiles * co],
+            )?;
+        }
+        Ok(transform::output_band(
+            &self.stage,
+            &self.bias,
+            x,
+            ty0,
+            rows,
+            bufs,
+            out,
+        ))
+    }
+}
+
+/// The transforms, written once for any width and compiled again for
+/// AVX2 and AVX-512 (chosen at run time): the loops over channels are
+/// what the compiler vectorizes.
+mod transform {
+    use super::{Bufs, LIMIT};
+    use convjit_ir::winograd::{POINTS, TILE, WINDOW};
+    use convjit_ir::{Activation, Stage};
+
+    /// `V[p][t]` of the tiles of rows `ty0 .. ty0 + rows`.
+    pub(super) fn input_band(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just now).
+                return unsafe { input_band_avx512(s, x, ty0, rows, bufs) };
+            }
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just now).
+                return unsafe { input_band_avx2(s, x, ty0, rows, bufs) };
+            }
+        }
+        input_band_any(s, x, ty0, rows, bufs)
+    }
+
+    /// `A^T M A` of the band's tiles, plus bias, activation and residual,
+    /// into `out`; whether a sum was not finite (or huge).
+    pub(super) fn output_band(
+        s: &Stage,
+        bias: &[f32],
+        x: &[f32],
+        ty0: usize,
+        rows: usize,
+        bufs: &mut Bufs,
+        out: &mut [f32],
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just now).
+                return unsafe { output_band_avx512(s, bias, x, ty0, rows, bufs, out) };
+            }
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just now).
+                return unsafe { output_band_avx2(s, bias, x, ty0, rows, bufs, out) };
+            }
+        }
+        output_band_any(s, bias, x, ty0, rows, bufs, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn input_band_avx512(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) {
+        input_band_any(s, x, ty0, rows, bufs)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn input_band_avx2(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) {
+        input_band_any(s, x, ty0, rows, bufs)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn output_band_avx512(
+        s: &Stage,
+        bias: &[f32],
+        x: &[f32],
+        ty0: usize,
+        rows: usize,
+        bufs: &mut Bufs,
+        out: &mut [f32],
+    ) -> bool {
+        output_band_any(s, bias, x, ty0, rows, bufs, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn output_band_avx2(
+        s: &Stage,
+        bias: &[f32],
+        x: &[f32],
+        ty0: usize,
+        rows: usize,
+        bufs: &mut Bufs,
+        out: &mut [f32],
+    ) -> bool {
+        output_band_any(s, bias, x, ty0, rows, bufs, out)
+    }
+
+    #[inline(always)]
+    fn input_band_any(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) {
+        let (i, ci) = (s.input, s.input.c);
+        let tw = s.output.w.div_ceil(TILE);
+        let slab = bufs.v.len() / POINTS;
+        for t in 0..rows * tw {
+            let (ty, tx) = (ty0 + t / tw, t % tw);
+            // The window's rows and columns in the image, if inside.
+            let at = |k: usize, tile: usize, pad: usize, len: usize| {
+                (tile * TILE + k).checked_sub(pad).filter(|&v| v < len)
+            };
+            let row = |r: usize| at(r, ty, s.padding.top, i.h);
+            let col = |c: usize| at(c, tx, s.padding.left, i.w);
+            let inside = (0..WINDOW).all(|k| row(k).is_some() && col(k).is_some());
+            let mut d: [&[f32]; POINTS] = [&[]; POINTS];
+            if inside {
+                for (k, dk) in d.iter_mut().enumerate() {
+                    let (r, c) = (row(k / WINDOW).unwrap_or(0), col(k % WINDOW).unwrap_or(0));
+                    *dk = &x[(r * i.w + c) * ci..][..ci];
+                }
+            } else {
+                // A window across the edge: its inputs copied beside zeros.
+                for k in 0..POINTS {
+                    let w = &mut bufs.window[k * ci..][..ci];
+                    match (row(k / WINDOW), col(k % WINDOW)) {
+                        (Some(r), Some(c)) => w.copy_from_slice(&x[(r * i.w + c) * ci..][..ci]),
+                        _ => w.fill(0.0),
+                    }
+                }
+                for (dk, w) in d.iter_mut().zip(bufs.window.chunks_exact(ci)) {
+                    *dk = w;
+                }
+            }
+            let mut v: [&mut [f32]; POINTS] = Default::default();
+            for (vk, s) in v.iter_mut().zip(bufs.v.chunks_exact_mut(slab)) {
+                *vk = &mut s[t * ci..][..ci];
+            }
+            input_tile(&d, &mut v, ci);
+        }
+    }
+
+    /// Channels per step of [`input_tile`]: a 512-bit vector (two 256-bit
+    /// ones); fixed-size arrays are what the compiler keeps in registers.
+    const LANES: usize = 16;
+
+    /// `B^T d B` per channel, `B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`,
+    /// [`LANES`] channels at a time (the last step's copied beside zeros).
+    #[inline(always)]
+    fn input_tile(d: &[&[f32]; POINTS], v: &mut [&mut [f32]; POINTS], n: usize) {
+        for c0 in (0..n).step_by(LANES) {
+            let len = LANES.min(n - c0);
+            // Loops, not `array::from_fn`: its closure is not compiled
+            // for the caller's vector level.
+            let mut x = [[0f32; LANES]; POINTS];
+            for (xk, dk) in x.iter_mut().zip(d) {
+                match len {
+                    LANES => xk.copy_from_slice(&dk[c0..c0 + LANES]),
+                    _ => xk[..len].copy_from_slice(&dk[c0..c0 + len]),
+                }
+            }
+            let mut r = [[0f32; LANES]; POINTS];
+            for l in 0..LANES {
+                for j in 0..WINDOW {
+                    let g = |i: usize| x[i * WINDOW + j][l];
+                    r[j][l] = g(0) - g(2);
+                    r[WINDOW + j][l] = g(1) + g(2);
+                    r[2 * WINDOW + j][l] = g(2) - g(1);
+                    r[3 * WINDOW + j][l] = g(1) - g(3);
+                }
+            }
+            let mut o = [[0f32; LANES]; POINTS];
+            for l in 0..LANES {
+                for i in 0..WINDOW {
+                    let g = |j: usize| r[i * WINDOW + j][l];
+                    o[i * WINDOW][l] = g(0) - g(2);
+                    o[i * WINDOW + 1][l] = g(1) + g(2);
+                    o[i * WINDOW + 2][l] = g(2) - g(1);
+                    o[i * WINDOW + 3][l] = g(1) - g(3);
+                }
+            }
+            for (vk, ok) in v.iter_mut().zip(&o) {
+                match len {
+                    LANES => vk[c0..c0 + LANES].copy_from_slice(ok),
+                    _ => vk[c0..c0 + len].copy_from_slice(&ok[..len]),
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn output_band_any(
+        s: &Stage,
+        bias: &[f32],
+        x: &[f32],
+        ty0: usize,
+        rows: usize,
+        bufs: &mut Bufs,
+        out: &mut [f32],
+    ) -> bool {
+        let (o, co) = (s.output, s.output.c);
+        let tw = o.w.div_ceil(TILE);
+        let slab = bufs.m.len() / POINTS;
+        let zeros = &bufs.zeros[..];
+        let mut bad = 0u32;
+        for t in 0..rows * tw {
+            let (ty, tx) = (ty0 + t / tw, t % tw);
+            let mut m: [&[f32]; POINTS] = [&[]; POINTS];
+            for (mk, s) in m.iter_mut().zip(bufs.m.chunks_exact(slab)) {
+                *mk = &s[t * co..][..co];
+            }
+            // Outputs past the image's edge go to the spill buffer.
+            let mut spill = bufs.spill.chunks_exact_mut(co);
+            let mut res: [&[f32]; TILE * TILE] = [&[]; TILE * TILE];
+            let mut y: [&mut [f32]; TILE * TILE] = Default::default();
+            let mut rest = &mut out[..];
+            let mut taken = 0;
+            for (k, (yk, rk)) in y.iter_mut().zip(&mut res).enumerate() {
+                let (r, c) = (ty * TILE + k / TILE, tx * TILE + k % TILE);
+                *rk = zeros;
+                if r < o.h && c < o.w {
+                    // Rows of this band, at their offset in `out`.
+                    let at = ((r - ty0 * TILE) * o.w + c) * co;
+                    let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - taken);
+                    let (mine, tail) = tail.split_at_mut(co);
+                    *yk = mine;
+                    rest = tail;
+                    taken = at + co;
+                    if s.residual {
+                        *rk = &x[(r * o.w + c) * co..][..co];
+                    }
+                } else {
+                    *yk = spill.next().unwrap_or_default();
+                }
+            }
+            bad |= match (s.activation, s.residual) {
+                (Activation::None, false) => output_tile::<0, false>(&m, bias, &res, &mut y, co),
+                (Activation::None, true) => output_tile::<0, true>(&m, bias, &res, &mut y, co),
+                (Activation::Relu, false) => output_tile::<1, false>(&m, bias, &res, &mut y, co),
+                (Activation::Relu, true) => output_tile::<1, true>(&m, bias, &res, &mut y, co),
+                (Activation::Relu6, false) => output_tile::<6, false>(&m, bias, &res, &mut y, co),
+                (Activation::Relu6, true) => output_tile::<6, true>(&m, bias, &res, &mut y, co),
+            };
+        }
+        bad != 0
+    }
+
+    /// `A^T m A` per channel, `A^T = [1 1 1 0; 0 1 -1 -1]`, then bias,
+    /// activation `ACT` (0 none, 1 relu, 6 relu6; NaN passes) and the
+    /// residual; nonzero when a sum was not below [`LIMIT`].
+    #[inline(always)]
+    fn output_tile<const ACT: u8, const RES: bool>(
+        m: &[&[f32]; POINTS],
+        bias: &[f32],
+        res: &[&[f32]; TILE * TILE],
+        y: &mut [&mut [f32]; TILE * TILE],
+        n: usize,
+    ) -> u32 {
+        let mut mn: [&[f32]; POINTS] = [&[]; POINTS];
+        for (a, b) in mn.iter_mut().zip(m) {
+            *a = &b[..n];
+        }
+        let m = mn;
+        let bias = &bias[..n];
+        let mut bad = 0u32;
+        for c in 0..n {
+            let mut a = [[0f32; WINDOW]; TILE];
+            for j in 0..WINDOW {
+                let g = |i: usize| m[i * WINDOW + j][c];
+                a[0][j] = g(0) + g(1) + g(2);
+                a[1][j] = g(1) - g(2) - g(3);
+            }
+            let sums = [
+                a[0][0] + a[0][1] + a[0][2],
+                a[0][1] - a[0][2] - a[0][3],
+                a[1][0] + a[1][1] + a[1][2],
+                a[1][1] - a[1][2] - a[1][3],
+            ];
+            for k in 0..TILE * TILE {
+                let v = sums[k] + bias[c];
+                bad |= u32::from(v.is_nan() || v.abs() >= LIMIT);
+                // Comparisons with NaN are false: a NaN passes (the image
+                // then runs again anyway).
+                let v = match ACT {
+                    1 if v < 0.0 => 0.0,
+                    6 if v < 0.0 => 0.0,
+                    6 if v > 6.0 => 6.0,
+                    _ => v,
+                };
+                y[k][c] = if RES { v + res[k][c] } else { v };
+            }
+        }
+        bad
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use convjit_ir::compile_source;
+
+    #[test]
+    fn bands_cover_the_tile_rows_and_give_each_thread_one() {
+        for (h, w, ci, co) in [
+            (56, 56, 64, 64),
+            (7, 7, 512, 512),
+            (224, 224, 64, 64),
+            (13, 13, 192, 384),
+            (9, 300, 64, 64),
+        ] {
+            let src = format!("layer l {{ input {h}x{w}x{ci}\n c: conv 3x3 -> {co}, pad same }}");
+            let l = compile_source(&src).unwrap().remove(0);
+            let (th, tw) = wg::tiles(&l.stages[0]);
+            for threads in [1, 2, 8] {
+                let p = winograd_plan(&l, threads).unwrap();
+                assert_eq!(p.tiles_w, tw);
+                assert!(
+                    p.band * p.bands >= th && p.band * (p.bands - 1) < th,
+                    "{src}: {p:?}"
+                );
+                assert!(p.bands >= threads.min(th), "{src}: {p:?}");
+                // A band's transformed tiles stay near the L2 budget.
+                let bytes = p.band * tw * POINTS * (ci + co) * 4;
+                assert!(
+                    p.band == 1 || bytes <= BAND_BYTES.max(POINTS * ci * co * 4),
+                    "{src}: {p:?}"
+                );
+            }
+        }
+        let small =
+            compile_source("layer l { input 56x56x32\n c: conv 3x3 -> 32, pad same }").unwrap();
+        assert!(winograd_plan(&small[0], 1).is_err_and(|e| e.contains("64")));
+    }
+}

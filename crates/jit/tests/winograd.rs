@@ -1,0 +1,135 @@
+//! Winograd's F(2x2, 3x3) (`Options::winograd`) against the interpreter,
+//! within its own rounding bound (`convjit_ir::winograd::magnitude`), on
+//! every padding, odd and even sizes, channel counts off the vector width,
+//! each epilogue, batches and threads; and non-finite sums, which must be
+//! the direct kernel's bit for bit. Buffers between guard pages.
+
+mod common;
+
+use common::{layer, run_guarded};
+use convjit_ir::{compare, interpret, winograd, Layer, Rng, Weights};
+use convjit_jit::Kernel;
+use convjit_plan::Options;
+
+fn options(threads: usize) -> Options {
+    Options {
+        threads,
+        winograd: true,
+        ..Options::default()
+    }
+}
+
+/// Runs `l` as F(2x2, 3x3) (it must qualify) and compares with the
+/// interpreter within the Winograd bound.
+fn check(l: &Layer, w: &Weights, x: &[f32], batch: usize, threads: usize) -> Result<(), String> {
+    let k = Kernel::compile_with(l, w, &options(threads)).map_err(|e| e.to_string())?;
+    if k.winograd().is_none() {
+        return Err("not run as Winograd".into());
+    }
+    let got = run_guarded(&k, x, batch)?;
+    let want = interpret(l, w, x, batch).map_err(|e| e.to_string())?;
+    let mag = winograd::magnitude(l, w, x, batch).map_err(|e| e.to_string())?;
+    let c = compare(&got, &want, &mag);
+    match c.pass() {
+        true => Ok(()),
+        false => Err(format!(
+            "output {}: {} vs interp {} (tolerance {})",
+            c.worst, c.values.0, c.values.1, c.tolerance
+        )),
+    }
+}
+
+#[test]
+fn winograd_agrees_with_the_interpreter_on_every_padding_size_and_epilogue() {
+    let cases = [
+        "input 11x13x64\n c: conv 3x3 -> 64, pad same, bias, relu",
+        "input 12x12x64\n c: conv 3x3 -> 64, pad same, bias, relu6, residual",
+        "input 13x11x70\n c: conv 3x3 -> 70, pad same, residual",
+        "input 16x9x64\n c: conv 3x3 -> 80",
+        "input 9x17x96\n c: conv 3x3 -> 65, pad 0 2 1 0, bias",
+        "input 10x10x72\n c: conv 3x3 -> 64, pad 2 2 2 2, bias, relu",
+        "input 4x40x128\n c: conv 3x3 -> 100, pad same, relu",
+    ];
+    for (i, src) in cases.iter().enumerate() {
+        let src = format!("layer l {{ {src} }}");
+        let l = layer(&src);
+        let w = Weights::random(&l, i as u64);
+        for (batch, threads) in [(1, 1), (2, 2), (3, 2)] {
+            let x = Rng::new(i as u64 + 10).vec(batch * l.input.len(), 1.0);
+            if let Err(e) = check(&l, &w, &x, batch, threads) {
+                panic!("{src} (batch {batch}, {threads} threads): {e}");
+            }
+        }
+    }
+}
+
+/// An image with NaN, an infinity or a value whose transform overflows
+/// runs the direct way: the same bits as the direct kernel (NaN where its
+/// sums are NaN, its infinities); the batch's other images stay Winograd's.
+#[test]
+fn images_with_non_finite_sums_are_the_direct_kernels_bit_for_bit() {
+    let l =
+        layer("layer l { input 12x10x64\n c: conv 3x3 -> 64, pad same, bias, relu6, residual }");
+    let w = Weights::random(&l, 7);
+    let direct = Kernel::compile_with(&l, &w, &Options::default()).unwrap();
+    let n = l.input.len();
+    for (at, special) in [
+        (5, f32::NAN),
+        (700, f32::INFINITY),
+        (3000, -f32::INFINITY),
+        (64 * 50 + 3, 3e38),
+    ] {
+        for threads in [1, 2] {
+            let mut x = Rng::new(3).vec(2 * n, 1.0);
+            x[at] = special;
+            let k = Kernel::compile_with(&l, &w, &options(threads)).unwrap();
+            let got = run_guarded(&k, &x, 2).unwrap();
+            let want = run_guarded(&direct, &x, 2).unwrap();
+            let same = |a: f32, b: f32| a.to_bits() == b.to_bits();
+            assert!(
+                got[..n].iter().zip(&want[..n]).all(|(&a, &b)| same(a, b)),
+                "{special} at {at}: image 0 is not the direct kernel's"
+            );
+            // Image 1 has no special value: Winograd's, within its bound.
+            let clean = &x[n..];
+            let mag = winograd::magnitude(&l, &w, clean, 1).unwrap();
+            let want1 = interpret(&l, &w, clean, 1).unwrap();
+            assert!(compare(&got[n..], &want1, &mag).pass());
+        }
+    }
+    // Infinite weights: every image runs the direct way.
+    let mut ws = w.stages().to_vec();
+    ws[0].weight[17] = f32::INFINITY;
+    let w = Weights::new(&l, ws).unwrap();
+    let direct = Kernel::compile_with(&l, &w, &Options::default()).unwrap();
+    let k = Kernel::compile_with(&l, &w, &options(1)).unwrap();
+    let x = Rng::new(4).vec(n, 1.0);
+    let (got, want) = (
+        run_guarded(&k, &x, 1).unwrap(),
+        run_guarded(&direct, &x, 1).unwrap(),
+    );
+    assert!(got
+        .iter()
+        .zip(&want)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+/// Asked for where it does not qualify or pay, the layer runs direct.
+#[test]
+fn layers_winograd_refuses_run_the_direct_way() {
+    for src in [
+        "input 16x16x8\n c: conv 3x3 -> 8, pad same",
+        "input 16x16x64\n c: conv 3x3 -> 64, stride 2, pad same",
+        "input 16x16x64\n c: conv 5x5 -> 64, pad same",
+        "input 4x4x64\n c: conv 3x3 -> 64, pad same",
+    ] {
+        let src = format!("layer l {{ {src} }}");
+        let l = layer(&src);
+        let w = Weights::random(&l, 1);
+        let k = Kernel::compile_with(&l, &w, &options(1)).unwrap();
+        assert_eq!(k.winograd(), None, "{src}");
+        let direct = Kernel::compile_with(&l, &w, &Options::default()).unwrap();
+        let x = Rng::new(2).vec(l.input.len(), 1.0);
+        assert_eq!(run_guarded(&k, &x, 1), run_guarded(&direct, &x, 1), "{src}");
+    }
+}
