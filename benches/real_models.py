@@ -369,6 +369,10 @@ def main():
                     help="reuse a previous run's --json peer times instead of timing the peers")
     ap.add_argument("--cpu", type=int, default=1,
                     help="pin convjit and the peers to this CPU (-1: no pinning)")
+    ap.add_argument("--winograd", action="store_true",
+                    help="convjit bench --winograd: 3x3 stride-1 layers of >= 64 channels a side run "
+                         "as F(2x2, 3x3); the direct kernel is timed in the same runs (its geomean "
+                         "printed too)")
     ap.add_argument("--keep", default=None, help="keep the files in this folder")
     ap.add_argument("--json", default=None, help="write every time and ratio here")
     ap.add_argument("--md", default=None, help="write the table as Markdown here")
@@ -413,7 +417,8 @@ def main():
         d[fw] = min(us, d.get(fw, us))
     for rnd in range(a.rounds):
         lines = run(pin + [a.convjit, "bench", conv, "--json", "--no-interp", "--no-baselines",
-                           "--threads", "1", "--seconds", str(a.seconds)])
+                           "--threads", "1", "--seconds", str(a.seconds)]
+                    + (["--winograd"] if a.winograd else []))
         for line in lines.splitlines():
             r = json.loads(line) if line.startswith("{") else {}
             if "layer" not in r:
@@ -424,6 +429,10 @@ def main():
                 if v["variant"] == "jit" and v["median_us"] <= L.get("convjit", math.inf):
                     L["convjit"] = v["median_us"]
                     L["pct_peak"] = v.get("pct_widest_measured_peak")
+            # The direct kernel: `jit` itself where Winograd does not run.
+            direct = [v["median_us"] for v in r["results"] if v["variant"] == "jit-direct"]
+            direct = direct or [v["median_us"] for v in r["results"] if v["variant"] == "jit"]
+            L["direct"] = min(direct + [L.get("direct", math.inf)])
         if a.peers_json or a.no_peers:
             continue
         if specs:
@@ -476,6 +485,12 @@ def main():
                                worst=max(rs), n=len(rs))
             print(f"{short.get(fw, fw)}: geomean {summary[fw]['geomean']:.3f}, behind on "
                   f"{summary[fw]['behind']} of {len(rs)}, worst {max(rs):.2f}")
+        direct = [L["direct"] / peer[L["name"]][fw] for L in layers
+                  if L.get("direct") and peer.get(L["name"], {}).get(fw)]
+        if a.winograd and direct:
+            print(f"{short.get(fw, fw)} with the direct kernels (same runs): geomean "
+                  f"{geomean(direct):.3f}, behind on {sum(r > 1 for r in direct)} of {len(direct)}, "
+                  f"worst {max(direct):.2f}")
     worst.sort(reverse=True)
     print("worst ratios:")
     for r, fw, name in worst[:12]:

@@ -172,6 +172,12 @@ pub struct PlannerArgs {
     bf16_units: convjit::Bf16Units,
     #[command(flatten)]
     separate: SeparateArgs,
+    /// Run a lone 3x3 stride-1 conv of 64 channels a side or more as
+    /// Winograd's F(2x2, 3x3): 16 products per 2x2 outputs instead of 36,
+    /// rounded differently from the direct sum (within the bound `verify
+    /// --winograd` checks); f32 only. `plan` says whether it runs and why.
+    #[arg(long)]
+    winograd: bool,
 }
 
 /// Whether kernels of rank 1 found in the weights run as two 1-D stages.
@@ -256,6 +262,7 @@ impl PlannerArgs {
             precision: self.precision,
             bf16_intermediates: !self.f32_intermediates,
             bf16_units: self.bf16_units,
+            winograd: self.winograd,
             ..convjit::Options::default()
         })
     }

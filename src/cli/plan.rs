@@ -84,9 +84,11 @@ mod tests {
                 plan: &p,
                 separation: &[],
                 separation_cost: None,
+                winograd: Some(convjit::winograd_plan(&l, threads)),
             };
             let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
             prop_assert_eq!(v["stages"].as_array().unwrap().len(), l.stages.len());
+            prop_assert!(v["winograd"]["used"].is_boolean());
             let summary = super::super::check::summary(&l);
             prop_assert!(summary.lines().count() == l.stages.len() + 1);
         }

@@ -45,6 +45,12 @@ pub struct VerifyArgs {
     /// The C compiler that links --object for this machine.
     #[arg(long, default_value = "cc", requires = "object")]
     cc: String,
+    /// Check the kernels with Winograd's F(2x2, 3x3) where it runs (as
+    /// `run --winograd`), within its own rounding bound
+    /// (`convjit::winograd::magnitude`): per output, the input channels'
+    /// sums of |input| over the tile's 4x4 window times |taps|.
+    #[arg(long, conflicts_with = "object")]
+    winograd: bool,
     /// Images in the random input.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     batch: u64,
@@ -126,11 +132,29 @@ fn verify_layer(
     convjit::check_batch(layer, batch, 3)?;
     let n = layer.input.len() * batch;
     let input = Rng::new(a.seed ^ 0x5EED_1A7E).vec(n, 1.0);
-    let reference = Reference::new(layer, weights, &input, batch, a.precision)?;
+    let mut reference = Reference::new(layer, weights, &input, batch, a.precision)?;
+    // Where the kernels run as F(2x2, 3x3): its bound (f32 only).
+    let winograd =
+        a.winograd && a.precision == Precision::F32 && convjit::winograd_plan(layer, 1).is_ok();
+    if winograd {
+        reference.magnitude = convjit::winograd::magnitude(layer, weights, &input, batch)?;
+    }
     let (i, o) = (layer.input, layer.output());
     println!(
-        "layer {}: {}x{}x{} -> {}x{}x{}, batch {batch}, {}",
-        layer.name, i.h, i.w, i.c, o.h, o.w, o.c, a.precision
+        "layer {}: {}x{}x{} -> {}x{}x{}, batch {batch}, {}{}",
+        layer.name,
+        i.h,
+        i.w,
+        i.c,
+        o.h,
+        o.w,
+        o.c,
+        a.precision,
+        if winograd {
+            ", Winograd F(2x2, 3x3)"
+        } else {
+            ""
+        }
     );
     let mut failed = 0;
     for &backend in backends {
@@ -138,6 +162,7 @@ fn verify_layer(
             backend,
             precision: a.precision,
             bf16_units: a.bf16_units,
+            winograd: a.winograd,
             ..convjit::Options::default()
         };
         let outcome = check_generated(layer, weights, &input, batch, &options, &reference);

@@ -418,6 +418,20 @@ fn variants(
         };
         other_options.push(("jit-bf16".to_string(), o));
     }
+    // What Winograd's F(2x2, 3x3) is worth, where it would run (or, when
+    // the plan runs it, the direct kernel).
+    let f32 = convjit::Precision::F32;
+    if options.precision == f32 && convjit::winograd_plan(layer, cores).is_ok() {
+        let name = match options.winograd {
+            true => "jit-direct",
+            false => "jit-winograd",
+        };
+        let o = Options {
+            winograd: !options.winograd,
+            ..options.clone()
+        };
+        other_options.push((name.to_string(), o));
+    }
     let chosen = options.backend.resolve().ok();
     for b in convjit::Backend::available() {
         // Only the generators that compute the planned precision.

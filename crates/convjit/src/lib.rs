@@ -41,12 +41,14 @@ pub mod verify;
 
 pub use convjit_ir::budget;
 pub use convjit_ir::separate::{Note as SeparationNote, Separated, Separation};
+pub use convjit_ir::winograd;
 pub use convjit_ir::{
     compare, interpret, interpret_in, separate, Activation, Comparison, DataError, Layer, Padding,
     Precision, Rng, Shape, Stage, StageKind, StageWeights, Weights,
 };
 pub use convjit_jit::{
-    bf16_peaks, separation, tiles_refused, CompileStats, JitError, Kernel, Network, PeakLoop,
+    bf16_peaks, separation, tiles_refused, winograd_plan, CompileStats, JitError, Kernel, Network,
+    PeakLoop, WinogradPlan,
 };
 pub use convjit_plan::layer_plan::SeparationCost;
 pub use convjit_plan::stage_plan::Bf16Units;

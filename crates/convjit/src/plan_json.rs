@@ -20,6 +20,8 @@ pub struct PlanJson<'a> {
     pub separation: &'a [SeparationNote],
     /// With weights where a stage could split: the cost model's estimates.
     pub separation_cost: Option<SeparationCost>,
+    /// Asked for: F(2x2, 3x3)'s bands, or why not (`null` unless asked).
+    pub winograd: Option<Result<crate::WinogradPlan, &'static str>>,
 }
 
 /// How a group's threads share its work, in the JSON.
@@ -152,6 +154,13 @@ impl Serialize for PlanJson<'_> {
             "stages",
             &Lazy(|| l.stages.iter().map(|s| stage_json(s, p))),
         )?;
+        m.serialize_entry(
+            "winograd",
+            &self.winograd.map(|w| match w {
+                Ok(w) => json!({"used": true, "band_tile_rows": w.band, "bands": w.bands, "tiles_w": w.tiles_w}),
+                Err(why) => json!({"used": false, "why": why}),
+            }),
+        )?;
         m.end()
     }
 }
@@ -181,7 +190,7 @@ mod tests {
                     prop_assert_eq!(&r.reason, &crate::stage_schedule_reason(s, &p));
                     prop_assert_eq!(&r.packing, &crate::stage_packing(s, &p));
                 }
-                let j = PlanJson { layer: &l, plan: &p, separation: &[], separation_cost: None };
+                let j = PlanJson { layer: &l, plan: &p, separation: &[], separation_cost: None, winograd: None };
                 let v: Value = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
                 prop_assert_eq!(v["stages"].as_array().unwrap().len(), l.stages.len());
                 prop_assert_eq!(v["groups"].as_array().unwrap().len(), p.groups.len());

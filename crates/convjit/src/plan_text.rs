@@ -20,6 +20,9 @@ pub struct Planned {
     /// With weights where a stage could split: the cost model's estimates.
     pub cost: Option<SeparationCost>,
     pub plan: LayerPlan,
+    /// Asked for (`Options::winograd`): how the layer runs as F(2x2, 3x3),
+    /// or why it does not.
+    pub winograd: Option<Result<crate::WinogradPlan, &'static str>>,
 }
 
 impl Planned {
@@ -33,18 +36,36 @@ impl Planned {
             None => (layer.clone(), Vec::new(), None),
         };
         let plan = crate::plan_layer(&layer, options);
+        // As `Kernel::compile_with` decides: f32, on the direct plan's threads.
+        let threads = plan.groups.iter().map(|g| g.threads).max().unwrap_or(1);
+        let winograd = options.winograd.then(|| match options.precision {
+            crate::Precision::F32 => crate::winograd_plan(&layer, threads),
+            crate::Precision::Bf16 => Err("bf16 runs direct (Winograd is f32 only)"),
+        });
         Planned {
             layer,
             notes,
             cost,
             plan,
+            winograd,
         }
     }
 
     /// The text `convjit plan` prints for this layer.
     pub fn text(&self) -> String {
         let decision = self.cost.map(|c| format!("{c}: runs {}", c.decision()));
-        plan_text(&self.layer, &self.plan, &self.notes, decision.as_deref())
+        let mut out = plan_text(&self.layer, &self.plan, &self.notes, decision.as_deref());
+        match self.winograd {
+            Some(Ok(w)) => {
+                out += &format!(
+                    "  winograd: F(2x2, 3x3), {} band(s) of {} tile rows x {} tiles, 16 pointwise products each (the direct code runs an image whose sums are not finite)\n",
+                    w.bands, w.band, w.tiles_w
+                )
+            }
+            Some(Err(why)) => out += &format!("  winograd: not used: {why}\n"),
+            None => {}
+        }
+        out
     }
 
     /// The line `convjit plan --json` prints for this layer (one object).
@@ -54,6 +75,7 @@ impl Planned {
             plan: &self.plan,
             separation: &self.notes,
             separation_cost: self.cost,
+            winograd: self.winograd,
         };
         serde_json::to_string(&j).expect("a plan serialises to JSON")
     }
