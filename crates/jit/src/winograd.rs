@@ -278,86 +278,55 @@ mod transform {
     use convjit_ir::winograd::{POINTS, TILE, WINDOW};
     use convjit_ir::{Activation, Stage};
 
-    /// `V[p][t]` of the tiles of rows `ty0 .. ty0 + rows`.
-    pub(super) fn input_band(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just now).
-                return unsafe { input_band_avx512(s, x, ty0, rows, bufs) };
+    /// Defines `$name`, which runs `$any` compiled for AVX-512 or AVX2
+    /// where the CPU has them (its loops over channels vectorize at that
+    /// width), else as built.
+    macro_rules! widest {
+        ($(#[$doc:meta])* $name:ident = $any:ident($($a:ident: $t:ty),*) -> $r:ty) => {
+            $(#[$doc])*
+            pub(super) fn $name($($a: $t),*) -> $r {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f")]
+                    unsafe fn avx512($($a: $t),*) -> $r {
+                        $any($($a),*)
+                    }
+                    #[target_feature(enable = "avx2")]
+                    unsafe fn avx2($($a: $t),*) -> $r {
+                        $any($($a),*)
+                    }
+                    if is_x86_feature_detected!("avx512f") {
+                        // SAFETY: the CPU has AVX-512F (checked just now).
+                        return unsafe { avx512($($a),*) };
+                    }
+                    if is_x86_feature_detected!("avx2") {
+                        // SAFETY: the CPU has AVX2 (checked just now).
+                        return unsafe { avx2($($a),*) };
+                    }
+                }
+                $any($($a),*)
             }
-            if is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just now).
-                return unsafe { input_band_avx2(s, x, ty0, rows, bufs) };
-            }
-        }
-        input_band_any(s, x, ty0, rows, bufs)
+        };
     }
 
-    /// `A^T M A` of the band's tiles, plus bias, activation and residual,
-    /// into `out`; whether a sum was not finite (or huge).
-    pub(super) fn output_band(
-        s: &Stage,
-        bias: &[f32],
-        x: &[f32],
-        ty0: usize,
-        rows: usize,
-        bufs: &mut Bufs,
-        out: &mut [f32],
-    ) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just now).
-                return unsafe { output_band_avx512(s, bias, x, ty0, rows, bufs, out) };
-            }
-            if is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just now).
-                return unsafe { output_band_avx2(s, bias, x, ty0, rows, bufs, out) };
-            }
-        }
-        output_band_any(s, bias, x, ty0, rows, bufs, out)
-    }
+    widest!(
+        /// `V[p][t]` of the tiles of rows `ty0 .. ty0 + rows`.
+        input_band = input_band_any(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) -> ()
+    );
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn input_band_avx512(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) {
-        input_band_any(s, x, ty0, rows, bufs)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn input_band_avx2(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) {
-        input_band_any(s, x, ty0, rows, bufs)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn output_band_avx512(
-        s: &Stage,
-        bias: &[f32],
-        x: &[f32],
-        ty0: usize,
-        rows: usize,
-        bufs: &mut Bufs,
-        out: &mut [f32],
-    ) -> bool {
-        output_band_any(s, bias, x, ty0, rows, bufs, out)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn output_band_avx2(
-        s: &Stage,
-        bias: &[f32],
-        x: &[f32],
-        ty0: usize,
-        rows: usize,
-        bufs: &mut Bufs,
-        out: &mut [f32],
-    ) -> bool {
-        output_band_any(s, bias, x, ty0, rows, bufs, out)
-    }
+    widest!(
+        /// `A^T M A` of the band's tiles, plus bias, activation and
+        /// residual, into `out`; whether a sum was not finite (or huge).
+        output_band = output_band_any(
+            s: &Stage,
+            bias: &[f32],
+            x: &[f32],
+            ty0: usize,
+            rows: usize,
+            bufs: &mut Bufs,
+            out: &mut [f32]
+        ) -> bool
+    );
 
     #[inline(always)]
     fn input_band_any(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) {
