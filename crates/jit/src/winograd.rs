@@ -20,6 +20,7 @@ use crate::{pool, JitError, Kernel};
 use convjit_ir::winograd::{self as wg, POINTS, TILE};
 use convjit_ir::{Activation, Layer, Shape, Stage, StageKind, StageWeights, Weights};
 use convjit_plan::layer_plan::Options;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -183,8 +184,17 @@ impl Winograd {
         let next = AtomicUsize::new(0);
         let bad = AtomicBool::new(false);
         let failed: Mutex<Option<JitError>> = Mutex::new(None);
+        let fail = |e: JitError| {
+            failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(e);
+        };
         let work = |_: usize| {
-            let mut bufs = self.take_bufs();
+            let mut bufs = match self.take_bufs() {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            };
             loop {
                 let b = next.fetch_add(1, Ordering::Relaxed);
                 let Some(out) = outs.get(b) else { break };
@@ -192,12 +202,7 @@ impl Winograd {
                 match self.band(x, b, &mut bufs, &mut out) {
                     Ok(true) => bad.store(true, Ordering::Relaxed),
                     Ok(false) => {}
-                    Err(e) => {
-                        failed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(e);
-                    }
+                    Err(e) => fail(e),
                 }
             }
             self.bufs
@@ -207,12 +212,19 @@ impl Winograd {
         };
         // Bands are claimed, not dealt: a thread that lost its core holds
         // the others only while it holds a band.
-        match (self.threads > 1)
-            .then(|| pool::shared(self.threads - 1))
-            .flatten()
-        {
-            Some(workers) => workers.run(self.threads - 1, &work, true),
-            None => work(0),
+        // A panic (a bug) in any thread is this run's error, as for the
+        // direct code (`Pool::run` raises a worker's here).
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            match (self.threads > 1)
+                .then(|| pool::shared(self.threads - 1))
+                .flatten()
+            {
+                Some(workers) => workers.run(self.threads - 1, &work, true),
+                None => work(0),
+            }
+        }));
+        if let Err(p) = ran {
+            return Err(JitError::Panicked(crate::exec::panic_message(&*p)));
         }
         if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
             return Err(e);
@@ -220,18 +232,24 @@ impl Winograd {
         Ok(bad.into_inner())
     }
 
-    fn take_bufs(&self) -> Bufs {
-        let got = self.bufs.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        got.unwrap_or_else(|| {
-            let (ci, co) = (self.stage.input.c, self.stage.output.c);
-            let tiles = self.plan.band * self.plan.tiles_w;
-            Bufs {
-                v: vec![0.0; POINTS * tiles * ci],
-                m: vec![0.0; POINTS * tiles * co],
-                window: vec![0.0; POINTS * ci],
-                spill: vec![0.0; TILE * TILE * co],
-                zeros: vec![0.0; co],
-            }
+    /// A thread's buffers: from an earlier band, or new (within the
+    /// process's memory budget, `convjit_ir::budget`).
+    fn take_bufs(&self) -> Result<Bufs, JitError> {
+        if let Some(b) = self.bufs.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(b);
+        }
+        let (ci, co) = (self.stage.input.c, self.stage.output.c);
+        let tiles = self.plan.band * self.plan.tiles_w;
+        let slabs = |c: usize| {
+            let what = format_args!("the Winograd tiles of '{}'", self.stage.name);
+            convjit_ir::budget::zeroed(what, POINTS * tiles * c)
+        };
+        Ok(Bufs {
+            v: slabs(ci)?,
+            m: slabs(co)?,
+            window: vec![0.0; POINTS * ci],
+            spill: vec![0.0; TILE * TILE * co],
+            zeros: vec![0.0; co],
         })
     }
 
