@@ -524,63 +524,6 @@ impl Kernel {
         Ok(())
     }
 
-    /// One image of a kernel that is one call of one function on one
-    /// thread, in f32 (Winograd's point products: a flat pointwise stage),
-    /// without a run's bookkeeping (16 such runs a band); any other kernel
-    /// runs as [`Kernel::run`].
-    pub(crate) fn run_one_call(&self, input: &[f32], output: &mut [f32]) -> Result<(), JitError> {
-        let l = &self.layer;
-        check_len("input", input.len(), 1, l.input.len(), l.input)?;
-        check_len("output", output.len(), 1, l.output().len(), l.output())?;
-        let c = &self.compiled;
-        let steps = match c.program.groups.as_slice() {
-            [g] => g.threads.as_slice(),
-            _ => &[],
-        };
-        let plain = c.tile_scratch == 0
-            && !c.round_input
-            && c.rounded.iter().all(Option::is_none)
-            && c.plans.iter().all(|p| p.pairs.is_none())
-            && c.program.bf16.iter().all(|b| !b);
-        match steps {
-            [one] if plain => match one.as_slice() {
-                &[Step::Call {
-                    f: 0,
-                    src: Loc::GroupIn(0),
-                    dst: Loc::GroupOut(0),
-                    residual: 0,
-                    row0,
-                    rows,
-                }] if c.program.functions.len() == 1 => {
-                    // SAFETY: the lengths are the layer's (checked above);
-                    // the call is the whole program of this one-stage layer,
-                    // which reads only the input image and writes only the
-                    // output image, with f32 values and no scratch
-                    // (`plain`); no residual (offset 0 of a stage without
-                    // one is never read: `residual` is null only then).
-                    let residual = match l.stages.iter().any(|s| s.residual) {
-                        true => input.as_ptr(),
-                        false => std::ptr::null(),
-                    };
-                    unsafe {
-                        (c.code.fns[0])(
-                            input.as_ptr(),
-                            self.packed[0].ptr(),
-                            output.as_mut_ptr(),
-                            residual,
-                            row0,
-                            rows,
-                            std::ptr::null_mut(),
-                        )
-                    };
-                    Ok(())
-                }
-                _ => self.run(input, output, 1),
-            },
-            _ => self.run(input, output, 1),
-        }
-    }
-
     /// [`Kernel::run_in`] the direct way (not Winograd's), lengths checked.
     fn run_direct(
         &self,
