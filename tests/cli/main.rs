@@ -14,6 +14,7 @@ mod precision;
 mod run;
 mod separate;
 mod verify;
+mod winograd;
 
 pub use convjit::npy::{self, Array};
 pub use std::path::{Path, PathBuf};

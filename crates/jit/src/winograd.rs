@@ -72,10 +72,12 @@ pub fn winograd_plan(layer: &Layer, threads: usize) -> Result<WinogradPlan, &'st
     let row_bytes = tw * POINTS * (ci + co) * 4;
     let weight_bytes = POINTS * ci * co * 4;
     let rows = (BAND_BYTES.max(weight_bytes) / row_bytes).clamp(1, th);
-    let bands = th.div_ceil(rows).max(threads.min(th));
+    // Bands of equal height (the last one's spare rows are computed, not
+    // stored), one per thread at least.
+    let band = th.div_ceil(th.div_ceil(rows).max(threads.min(th)));
     Ok(WinogradPlan {
-        band: th.div_ceil(bands),
-        bands: th.div_ceil(th.div_ceil(bands)),
+        band,
+        bands: th.div_ceil(band),
         tiles_w: tw,
     })
 }
@@ -356,22 +358,24 @@ mod transform {
     use convjit_ir::winograd::{POINTS, TILE, WINDOW};
     use convjit_ir::{Activation, Stage};
 
-    /// Defines `$name`, which runs `$any` compiled for AVX-512 or AVX2
+    /// Defines `fn $name` as written, run compiled for AVX-512 or AVX2
     /// where the CPU has them (its loops over channels vectorize at that
     /// width), else as built.
     macro_rules! widest {
-        ($(#[$doc:meta])* $name:ident = $any:ident($($a:ident: $t:ty),*) -> $r:ty) => {
+        ($(#[$doc:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
             $(#[$doc])*
-            pub(super) fn $name($($a: $t),*) -> $r {
+            pub(super) fn $name($($a: $t),*) $(-> $r)? {
+                #[inline(always)]
+                fn any($($a: $t),*) $(-> $r)? $body
                 #[cfg(target_arch = "x86_64")]
                 {
                     #[target_feature(enable = "avx512f")]
-                    unsafe fn avx512($($a: $t),*) -> $r {
-                        $any($($a),*)
+                    unsafe fn avx512($($a: $t),*) $(-> $r)? {
+                        any($($a),*)
                     }
                     #[target_feature(enable = "avx2")]
-                    unsafe fn avx2($($a: $t),*) -> $r {
-                        $any($($a),*)
+                    unsafe fn avx2($($a: $t),*) $(-> $r)? {
+                        any($($a),*)
                     }
                     if is_x86_feature_detected!("avx512f") {
                         // SAFETY: the CPU has AVX-512F (checked just now).
@@ -382,68 +386,51 @@ mod transform {
                         return unsafe { avx2($($a),*) };
                     }
                 }
-                $any($($a),*)
+                any($($a),*)
             }
         };
     }
 
-    widest!(
+    widest! {
         /// `V[p][t]` of the tiles of rows `ty0 .. ty0 + rows`.
-        input_band = input_band_any(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) -> ()
-    );
-
-    widest!(
-        /// `A^T M A` of the band's tiles, plus bias, activation and
-        /// residual, into `out`; whether a sum was not finite (or huge).
-        output_band = output_band_any(
-            s: &Stage,
-            bias: &[f32],
-            x: &[f32],
-            ty0: usize,
-            rows: usize,
-            bufs: &mut Bufs,
-            out: &mut [f32]
-        ) -> bool
-    );
-
-    #[inline(always)]
-    fn input_band_any(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) {
-        let (i, ci) = (s.input, s.input.c);
-        let tw = s.output.w.div_ceil(TILE);
-        let slab = bufs.v.len() / POINTS;
-        for t in 0..rows * tw {
-            let (ty, tx) = (ty0 + t / tw, t % tw);
-            // The window's rows and columns in the image, if inside.
-            let at = |k: usize, tile: usize, pad: usize, len: usize| {
-                (tile * TILE + k).checked_sub(pad).filter(|&v| v < len)
-            };
-            let row = |r: usize| at(r, ty, s.padding.top, i.h);
-            let col = |c: usize| at(c, tx, s.padding.left, i.w);
-            let inside = (0..WINDOW).all(|k| row(k).is_some() && col(k).is_some());
-            let mut d: [&[f32]; POINTS] = [&[]; POINTS];
-            if inside {
-                for (k, dk) in d.iter_mut().enumerate() {
-                    let (r, c) = (row(k / WINDOW).unwrap_or(0), col(k % WINDOW).unwrap_or(0));
-                    *dk = &x[(r * i.w + c) * ci..][..ci];
-                }
-            } else {
-                // A window across the edge: its inputs copied beside zeros.
-                for k in 0..POINTS {
-                    let w = &mut bufs.window[k * ci..][..ci];
-                    match (row(k / WINDOW), col(k % WINDOW)) {
-                        (Some(r), Some(c)) => w.copy_from_slice(&x[(r * i.w + c) * ci..][..ci]),
-                        _ => w.fill(0.0),
+        fn input_band(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) {
+            let (i, ci) = (s.input, s.input.c);
+            let tw = s.output.w.div_ceil(TILE);
+            let slab = bufs.v.len() / POINTS;
+            for t in 0..rows * tw {
+                let (ty, tx) = (ty0 + t / tw, t % tw);
+                // The window's rows and columns in the image, if inside.
+                let at = |k: usize, tile: usize, pad: usize, len: usize| {
+                    (tile * TILE + k).checked_sub(pad).filter(|&v| v < len)
+                };
+                let row = |r: usize| at(r, ty, s.padding.top, i.h);
+                let col = |c: usize| at(c, tx, s.padding.left, i.w);
+                let inside = (0..WINDOW).all(|k| row(k).is_some() && col(k).is_some());
+                let mut d: [&[f32]; POINTS] = [&[]; POINTS];
+                if inside {
+                    for (k, dk) in d.iter_mut().enumerate() {
+                        let (r, c) = (row(k / WINDOW).unwrap_or(0), col(k % WINDOW).unwrap_or(0));
+                        *dk = &x[(r * i.w + c) * ci..][..ci];
+                    }
+                } else {
+                    // A window across the edge: its inputs copied beside zeros.
+                    for k in 0..POINTS {
+                        let w = &mut bufs.window[k * ci..][..ci];
+                        match (row(k / WINDOW), col(k % WINDOW)) {
+                            (Some(r), Some(c)) => w.copy_from_slice(&x[(r * i.w + c) * ci..][..ci]),
+                            _ => w.fill(0.0),
+                        }
+                    }
+                    for (dk, w) in d.iter_mut().zip(bufs.window.chunks_exact(ci)) {
+                        *dk = w;
                     }
                 }
-                for (dk, w) in d.iter_mut().zip(bufs.window.chunks_exact(ci)) {
-                    *dk = w;
+                let mut v: [&mut [f32]; POINTS] = Default::default();
+                for (vk, s) in v.iter_mut().zip(bufs.v.chunks_exact_mut(slab)) {
+                    *vk = &mut s[t * ci..][..ci];
                 }
+                input_tile(&d, &mut v, ci);
             }
-            let mut v: [&mut [f32]; POINTS] = Default::default();
-            for (vk, s) in v.iter_mut().zip(bufs.v.chunks_exact_mut(slab)) {
-                *vk = &mut s[t * ci..][..ci];
-            }
-            input_tile(&d, &mut v, ci);
         }
     }
 
@@ -495,61 +482,64 @@ mod transform {
         }
     }
 
-    #[inline(always)]
-    fn output_band_any(
-        s: &Stage,
-        bias: &[f32],
-        x: &[f32],
-        ty0: usize,
-        rows: usize,
-        bufs: &mut Bufs,
-        out: &mut [f32],
-    ) -> bool {
-        let (o, co) = (s.output, s.output.c);
-        let tw = o.w.div_ceil(TILE);
-        let slab = bufs.m.len() / POINTS;
-        let zeros = &bufs.zeros[..];
-        let mut bad = 0u32;
-        for t in 0..rows * tw {
-            let (ty, tx) = (ty0 + t / tw, t % tw);
-            let mut m: [&[f32]; POINTS] = [&[]; POINTS];
-            for (mk, s) in m.iter_mut().zip(bufs.m.chunks_exact(slab)) {
-                *mk = &s[t * co..][..co];
-            }
-            // Outputs past the image's edge go to the spill buffer.
-            let mut spill = bufs.spill.chunks_exact_mut(co);
-            let mut res: [&[f32]; TILE * TILE] = [&[]; TILE * TILE];
-            let mut y: [&mut [f32]; TILE * TILE] = Default::default();
-            let mut rest = &mut out[..];
-            let mut taken = 0;
-            for (k, (yk, rk)) in y.iter_mut().zip(&mut res).enumerate() {
-                let (r, c) = (ty * TILE + k / TILE, tx * TILE + k % TILE);
-                *rk = zeros;
-                if r < o.h && c < o.w {
-                    // Rows of this band, at their offset in `out`.
-                    let at = ((r - ty0 * TILE) * o.w + c) * co;
-                    let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - taken);
-                    let (mine, tail) = tail.split_at_mut(co);
-                    *yk = mine;
-                    rest = tail;
-                    taken = at + co;
-                    if s.residual {
-                        *rk = &x[(r * o.w + c) * co..][..co];
-                    }
-                } else {
-                    *yk = spill.next().unwrap_or_default();
+    widest! {
+        /// `A^T M A` of the band's tiles, plus bias, activation and
+        /// residual, into `out`; whether a sum was not finite (or huge).
+        fn output_band(
+            s: &Stage,
+            bias: &[f32],
+            x: &[f32],
+            ty0: usize,
+            rows: usize,
+            bufs: &mut Bufs,
+            out: &mut [f32],
+        ) -> bool {
+            let (o, co) = (s.output, s.output.c);
+            let tw = o.w.div_ceil(TILE);
+            let slab = bufs.m.len() / POINTS;
+            let zeros = &bufs.zeros[..];
+            let mut bad = 0u32;
+            for t in 0..rows * tw {
+                let (ty, tx) = (ty0 + t / tw, t % tw);
+                let mut m: [&[f32]; POINTS] = [&[]; POINTS];
+                for (mk, s) in m.iter_mut().zip(bufs.m.chunks_exact(slab)) {
+                    *mk = &s[t * co..][..co];
                 }
+                // Outputs past the image's edge go to the spill buffer.
+                let mut spill = bufs.spill.chunks_exact_mut(co);
+                let mut res: [&[f32]; TILE * TILE] = [&[]; TILE * TILE];
+                let mut y: [&mut [f32]; TILE * TILE] = Default::default();
+                let mut rest = &mut out[..];
+                let mut taken = 0;
+                for (k, (yk, rk)) in y.iter_mut().zip(&mut res).enumerate() {
+                    let (r, c) = (ty * TILE + k / TILE, tx * TILE + k % TILE);
+                    *rk = zeros;
+                    if r < o.h && c < o.w {
+                        // Rows of this band, at their offset in `out`.
+                        let at = ((r - ty0 * TILE) * o.w + c) * co;
+                        let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - taken);
+                        let (mine, tail) = tail.split_at_mut(co);
+                        *yk = mine;
+                        rest = tail;
+                        taken = at + co;
+                        if s.residual {
+                            *rk = &x[(r * o.w + c) * co..][..co];
+                        }
+                    } else {
+                        *yk = spill.next().unwrap_or_default();
+                    }
+                }
+                bad |= match (s.activation, s.residual) {
+                    (Activation::None, false) => output_tile::<0, false>(&m, bias, &res, &mut y, co),
+                    (Activation::None, true) => output_tile::<0, true>(&m, bias, &res, &mut y, co),
+                    (Activation::Relu, false) => output_tile::<1, false>(&m, bias, &res, &mut y, co),
+                    (Activation::Relu, true) => output_tile::<1, true>(&m, bias, &res, &mut y, co),
+                    (Activation::Relu6, false) => output_tile::<6, false>(&m, bias, &res, &mut y, co),
+                    (Activation::Relu6, true) => output_tile::<6, true>(&m, bias, &res, &mut y, co),
+                };
             }
-            bad |= match (s.activation, s.residual) {
-                (Activation::None, false) => output_tile::<0, false>(&m, bias, &res, &mut y, co),
-                (Activation::None, true) => output_tile::<0, true>(&m, bias, &res, &mut y, co),
-                (Activation::Relu, false) => output_tile::<1, false>(&m, bias, &res, &mut y, co),
-                (Activation::Relu, true) => output_tile::<1, true>(&m, bias, &res, &mut y, co),
-                (Activation::Relu6, false) => output_tile::<6, false>(&m, bias, &res, &mut y, co),
-                (Activation::Relu6, true) => output_tile::<6, true>(&m, bias, &res, &mut y, co),
-            };
+            bad != 0
         }
-        bad != 0
     }
 
     /// `A^T m A` per channel, `A^T = [1 1 1 0; 0 1 -1 -1]`, then bias,

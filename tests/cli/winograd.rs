@@ -1,0 +1,149 @@
+//! `--winograd`: `run` through files with hostile values (NaN, infinities,
+//! values whose transforms overflow) gives the direct kernel's bits where
+//! a sum is not finite; `plan` says whether it runs and why; `verify`
+//! checks it; the flag is refused where it has no meaning.
+
+use super::*;
+
+const LAYER: &str =
+    "layer w { input 12x10x64\n c: conv 3x3 -> 64, pad same, bias, relu6, residual }\n";
+
+/// Writes the layer, seeded weights and `input` (two images) into `dir`.
+fn files(dir: &Path, input: &[f32]) -> (PathBuf, PathBuf, PathBuf) {
+    let conv = dir.join("w.conv");
+    std::fs::write(&conv, LAYER).unwrap();
+    let l = convjit::parse_layers("w.conv", LAYER).unwrap().remove(0);
+    let arrays = convjit::Weights::random(&l, 5).to_arrays(&l);
+    let refs: Vec<(&str, &Array)> = arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
+    let weights = dir.join("w.npz");
+    npy::write_npz(&weights, &refs).unwrap();
+    let x = dir.join("x.npy");
+    npy::write_npy(&x, &[2, 12, 10, 64], input).unwrap();
+    (conv, weights, x)
+}
+
+fn run(conv: &Path, weights: &Path, x: &Path, out: &Path, extra: &[&str]) -> Vec<f32> {
+    let args = [
+        "run",
+        s(conv),
+        "--weights",
+        s(weights),
+        "--input",
+        s(x),
+        "--output",
+        s(out),
+    ];
+    let o = convjit(&[&args[..], extra].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    npy::read_npy(out).unwrap().data
+}
+
+#[test]
+fn run_with_hostile_values_gives_the_direct_kernels_bits_where_sums_are_not_finite() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 12 * 10 * 64;
+    let mut input = convjit::Rng::new(8).vec(2 * n, 1.0);
+    input[77] = f32::NAN;
+    input[900] = f32::INFINITY;
+    input[2000] = -f32::INFINITY;
+    input[3001] = f32::MAX;
+    let (conv, weights, x) = files(dir.path(), &input);
+    let out = dir.path().join("y.npy");
+    let direct = run(&conv, &weights, &x, &out, &["--threads", "1"]);
+    for threads in ["1", "2"] {
+        let wino = run(
+            &conv,
+            &weights,
+            &x,
+            &out,
+            &["--winograd", "--threads", threads],
+        );
+        // Image 0 holds the hostile values: the direct kernel's bits.
+        let same = |a: &f32, b: &f32| a.to_bits() == b.to_bits();
+        assert!(wino[..n].iter().zip(&direct[..n]).all(|(a, b)| same(a, b)));
+        assert!(wino[..n].iter().any(|v| v.is_nan()));
+        // Image 1 is Winograd's, close to the direct kernel's.
+        let worst = wino[n..]
+            .iter()
+            .zip(&direct[n..])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "{worst}");
+    }
+}
+
+#[test]
+fn plan_says_whether_winograd_runs_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("w.conv");
+    let small = "layer s { input 16x16x8\n c: conv 3x3 -> 8, pad same }\n";
+    std::fs::write(&conv, format!("{LAYER}{small}")).unwrap();
+    let o = convjit(&["plan", s(&conv), "--layer", "w", "--winograd"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("winograd: F(2x2, 3x3)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = convjit(&["plan", s(&conv), "--layer", "s", "--winograd"]);
+    assert!(
+        stdout(&o).contains("winograd: not used: fewer than 64"),
+        "{}",
+        stdout(&o)
+    );
+    let o = convjit(&[
+        "plan",
+        s(&conv),
+        "--layer",
+        "w",
+        "--winograd",
+        "--precision",
+        "bf16",
+    ]);
+    if o.status.success() {
+        assert!(
+            stdout(&o).contains("winograd: not used: bf16"),
+            "{}",
+            stdout(&o)
+        );
+    }
+    let o = convjit(&["plan", s(&conv), "--layer", "w", "--winograd", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["winograd"]["used"], true);
+    let o = convjit(&["plan", s(&conv), "--layer", "w", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(v["winograd"].is_null());
+}
+
+#[test]
+fn verify_checks_winograd_and_build_does_not_take_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("w.conv");
+    std::fs::write(&conv, LAYER).unwrap();
+    let o = convjit(&[
+        "verify",
+        s(&conv),
+        "--winograd",
+        "--backend",
+        "auto",
+        "--batch",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("Winograd F(2x2, 3x3)") && stdout(&o).contains("PASS"));
+    // Objects are the direct kernel: the flag is a usage error there.
+    let out = dir.path().join("k.o");
+    let o = convjit(&["build", s(&conv), "-o", s(&out), "--winograd"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!out.exists());
+    let o = convjit(&[
+        "verify",
+        s(&conv),
+        "--winograd",
+        "--object",
+        s(&out),
+        "--weights",
+        s(&conv),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
