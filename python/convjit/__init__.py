@@ -270,9 +270,15 @@ class Kernel(_Compiled):
         threads: the threads asked for (every core by default); the plan
             gives a group fewer where more would not pay.
         name: the layer's name.
+        winograd: whether it runs as Winograd's F(2x2, 3x3) (``compile``'s
+            ``winograd``).
     """
 
     __slots__ = ()
+
+    @property
+    def winograd(self) -> bool:
+        return self._k.winograd
 
     def plan(self, json: bool = False) -> Union[str, Dict[str, Any]]:
         """The plan: with ``json=False`` the text ``convjit plan --weights W.npz``
@@ -300,6 +306,7 @@ def compile(
     precision: str = "f32",
     threads: Optional[int] = None,
     backend: str = "auto",
+    winograd: Union[bool, str] = False,
 ) -> Kernel:
     """Compiles a layer for this CPU; returns a :class:`Kernel` to call on images.
 
@@ -328,19 +335,49 @@ def compile(
         backend: ``"auto"`` (the widest the CPU runs), ``"avx512"``,
             ``"avx2"`` or ``"cranelift"``; one the CPU lacks raises
             :class:`CompileError`.
+        winograd: run a lone 3x3 stride-1 conv as Winograd's F(2x2, 3x3)
+            (16 products per 2x2 outputs instead of 36, f32 only):
+            ``True`` or ``"auto"`` where it pays (64 channels a side, 4M
+            multiply-accumulates or more), ``"always"`` whenever it can.
+            Its rounding differs from the direct sum's (the bound is
+            ``convjit verify --winograd``'s); ``False``, the default: never.
+            :attr:`Kernel.winograd` says whether it runs.
 
     Raises:
         LayerError: bad ``.conv`` text (``FILE:LINE:COL: error: ...``; text
             given as a string is named ``<string>``), or no such layer.
         DataError: weights that do not fit the layer, unreadable files.
         CompileError: the CPU cannot run the generator or precision asked for.
-        ValueError: an unknown precision or backend, threads out of range.
+        ValueError: an unknown precision, backend or winograd, threads out
+            of range.
     """
     text, name, is_path, carried = _source(source)
     arrays, path = _weights(weights, carried)
     return Kernel(
-        _convjit.compile(text, name, is_path, layer, arrays, path, precision, threads, backend)
+        _convjit.compile(
+            text,
+            name,
+            is_path,
+            layer,
+            arrays,
+            path,
+            precision,
+            threads,
+            backend,
+            _winograd(winograd),
+        )
     )
+
+
+def _winograd(value: Union[bool, str]) -> str:
+    """``compile``'s ``winograd`` as the extension spells it."""
+    if value is True:
+        return "auto"
+    if value is False:
+        return "off"
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"winograd: expected a bool or a str, found {type(value).__name__}")
 
 
 class Network(_Compiled):
@@ -376,6 +413,7 @@ def compile_network(
     precision: str = "f32",
     threads: Optional[int] = None,
     backend: str = "auto",
+    winograd: Union[bool, str] = False,
 ) -> Network:
     """Compiles layers that follow each other (each reads the shape the one
     before writes) as one :class:`Network`.
@@ -388,7 +426,8 @@ def compile_network(
             without an entry uses the weights its :class:`Layer` carries,
             else seeded random ones. A name no layer has raises
             :class:`DataError`.
-        precision, threads, backend: as for :func:`compile`, for every layer.
+        precision, threads, backend, winograd: as for :func:`compile`, for
+            every layer.
 
     Raises:
         LayerError, CompileError, ValueError: as :func:`compile`.
@@ -416,7 +455,9 @@ def compile_network(
         )
     if not items:
         raise LayerError("sources: a network needs at least one layer")
-    return Network(_convjit.compile_network(items, precision, threads, backend))
+    return Network(
+        _convjit.compile_network(items, precision, threads, backend, _winograd(winograd))
+    )
 
 
 def interpret(

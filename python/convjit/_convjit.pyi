@@ -30,6 +30,8 @@ class Kernel:
     def threads(self) -> int: ...
     @property
     def name(self) -> str: ...
+    @property
+    def winograd(self) -> bool: ...
 
 def compile(
     source: str,
@@ -41,6 +43,7 @@ def compile(
     precision: str,
     threads: Optional[int],
     backend: str,
+    winograd: str,
 ) -> Kernel: ...
 class Network:
     def run(
@@ -76,6 +79,7 @@ def compile_network(
     precision: str,
     threads: Optional[int],
     backend: str,
+    winograd: str,
 ) -> Network: ...
 def interpret(
     source: str,

@@ -10,7 +10,7 @@
 //! the output written in place.
 
 use convjit::plan_text::Planned;
-use convjit::{Backend, Layer, Options, Precision, Shape, Weights};
+use convjit::{Backend, Layer, Options, Precision, Shape, Weights, Winograd};
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
@@ -104,7 +104,12 @@ fn load_weights(
     }
 }
 
-fn parse_options(precision: &str, threads: Option<usize>, backend: &str) -> PyResult<Options> {
+fn parse_options(
+    precision: &str,
+    threads: Option<usize>,
+    backend: &str,
+    winograd: &str,
+) -> PyResult<Options> {
     let precision = Precision::parse(precision).ok_or_else(|| {
         PyValueError::new_err(format!("'{precision}' is not a precision (f32, bf16)"))
     })?;
@@ -123,10 +128,21 @@ fn parse_options(precision: &str, threads: Option<usize>, backend: &str) -> PyRe
             )))
         }
     };
+    let winograd = match winograd {
+        "off" => Winograd::Off,
+        "auto" => Winograd::Auto,
+        "always" => Winograd::Always,
+        w => {
+            return Err(PyValueError::new_err(format!(
+                "winograd='{w}': expected False, True, 'auto' or 'always'"
+            )))
+        }
+    };
     Ok(Options {
         threads,
         backend,
         precision,
+        winograd,
         ..Options::default()
     })
 }
@@ -307,6 +323,12 @@ impl Kernel {
     fn name(&self) -> &str {
         &self.layer.name
     }
+
+    /// Whether the layer runs as Winograd's F(2x2, 3x3).
+    #[getter]
+    fn winograd(&self) -> bool {
+        self.kernel.winograd().is_some()
+    }
 }
 
 impl Kernel {
@@ -319,7 +341,7 @@ impl Kernel {
 /// Parses `source`, binds weights and compiles (the GIL released while
 /// compiling).
 #[pyfunction]
-#[pyo3(signature = (source, name, is_path, layer, weights, weights_path, precision, threads, backend))]
+#[pyo3(signature = (source, name, is_path, layer, weights, weights_path, precision, threads, backend, winograd))]
 #[allow(clippy::too_many_arguments)]
 fn compile(
     py: Python<'_>,
@@ -332,8 +354,9 @@ fn compile(
     precision: &str,
     threads: Option<usize>,
     backend: &str,
+    winograd: &str,
 ) -> PyResult<Kernel> {
-    let options = parse_options(precision, threads, backend)?;
+    let options = parse_options(precision, threads, backend, winograd)?;
     let layer = load_layer(source, name, is_path, layer)?;
     let weights = load_weights(&layer, weights, weights_path)?;
     let kernel = py
@@ -437,15 +460,16 @@ type NetworkLayer<'py> = (
 /// (each must read what the one before writes), the GIL released while
 /// compiling.
 #[pyfunction]
-#[pyo3(signature = (layers, precision, threads, backend))]
+#[pyo3(signature = (layers, precision, threads, backend, winograd))]
 fn compile_network(
     py: Python<'_>,
     layers: Vec<NetworkLayer<'_>>,
     precision: &str,
     threads: Option<usize>,
     backend: &str,
+    winograd: &str,
 ) -> PyResult<Network> {
-    let options = parse_options(precision, threads, backend)?;
+    let options = parse_options(precision, threads, backend, winograd)?;
     let mut bound = Vec::with_capacity(layers.len());
     for (source, name, is_path, layer, weights, path) in &layers {
         let layer = load_layer(source, name, *is_path, layer.as_deref())?;
@@ -488,7 +512,7 @@ fn interpret<'py>(
     precision: &str,
     x: PyReadonlyArrayDyn<'py, f32>,
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-    let precision = parse_options(precision, None, "auto")?.precision;
+    let precision = parse_options(precision, None, "auto", "off")?.precision;
     let layer = load_layer(source, name, is_path, layer)?;
     let weights = load_weights(&layer, weights, weights_path)?;
     let n = batch_of(layer.input, &format!("layer '{}'", layer.name), &x)?;

@@ -238,6 +238,31 @@ def test_option_errors():
         convjit.compile(TEXTBOOK, backend="cranelift", precision="bf16")
 
 
+WINO = "layer w {\n  input 9x10x16\n  c: conv 3x3 -> 24, pad same, bias, relu\n}\n"
+
+
+def test_winograd_is_asked_for_and_within_its_bound(rng):
+    x = rng.standard_normal((2, 9, 10, 16)).astype(np.float32)
+    w = {"c.weight": rng.standard_normal((3, 3, 16, 24)).astype(np.float32),
+         "c.bias": rng.standard_normal(24).astype(np.float32)}
+    ref = convjit.interpret(WINO, x, weights=w)
+    assert not convjit.compile(WINO, weights=w).winograd
+    # Too small to pay: auto (True) declines, always runs it.
+    assert not convjit.compile(WINO, weights=w, winograd=True).winograd
+    k = convjit.compile(WINO, weights=w, winograd="always")
+    assert k.winograd and "winograd: F(2x2, 3x3)" in k.plan()
+    # The bound `verify --winograd` uses: per output, sum over channels of
+    # |inputs| in the 4x4 window times |taps|, here at most 16*16*9*max|x||w|.
+    bound = 1e-5 * (1 + 16 * 16 * 9 * np.abs(x).max() * np.abs(w["c.weight"]).max())
+    np.testing.assert_allclose(k(x), ref, rtol=0, atol=bound)
+    net = convjit.compile_network(WINO, weights={"w": w}, winograd="always")
+    np.testing.assert_allclose(net(x), ref, rtol=0, atol=bound)
+    with pytest.raises(ValueError, match="winograd='often'"):
+        convjit.compile(WINO, winograd="often")
+    with pytest.raises(TypeError, match="winograd"):
+        convjit.compile(WINO, winograd=1)
+
+
 def test_exception_hierarchy():
     for e in (convjit.LayerError, convjit.DataError, convjit.CompileError):
         assert issubclass(e, convjit.Error)

@@ -18,10 +18,12 @@
 use super::Failure;
 use clap::Args;
 use convjit::verify::Trial;
-use convjit::{Backend, Bf16Units, Fusion, Options, Precision};
-use convjit_ir::random_layer::{case_runner, draw_valid, layer_case, shrink, LayerCase, Limits};
+use convjit::{Backend, Bf16Units, Fusion, Options, Precision, Winograd};
+use convjit_ir::random_layer::{
+    case_runner, draw_valid, layer_case, shrink, winograd_case, LayerCase, Limits,
+};
 use indicatif::ProgressBar;
-use proptest::strategy::ValueTree;
+use proptest::strategy::{Strategy, ValueTree};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -55,6 +57,11 @@ pub struct FuzzArgs {
     /// tiles, dot, fma (as `plan --bf16-units`).
     #[arg(long, default_value = "auto", value_parser = super::parse_bf16_units)]
     bf16_units: Bf16Units,
+    /// Check Winograd's F(2x2, 3x3) instead: random lone 3x3 stride-1
+    /// convs (`random_layer::winograd_case`), run as `--winograd=always`,
+    /// within its bound (`convjit::winograd::magnitude`). f32 only.
+    #[arg(long)]
+    winograd: bool,
 }
 
 /// What the workers add up.
@@ -78,21 +85,29 @@ pub fn fuzz(a: &FuzzArgs) -> Result<(), Failure> {
     } else {
         a.cases.unwrap_or(1000)
     };
+    if a.winograd && a.precision != Precision::F32 {
+        return Err(Failure::Usage("--winograd checks f32 only".into()));
+    }
     let backends = super::backends_computing(a.precision)?;
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
     let units = match a.precision {
         Precision::Bf16 => format!(" ({} units)", a.bf16_units.name()),
         _ => String::new(),
     };
+    let l = limits(a);
+    let kernels = match a.winograd {
+        true => "3x3 convs as Winograd's F(2x2, 3x3)".to_string(),
+        false => format!("{k}x{k} kernels", k = l.kernel - 1),
+    };
     eprintln!(
-        "fuzz: seed {}, {} thread(s), {}{units}, generators {}, layers up to {s}x{s}x{c}, {k}x{k} kernels",
+        "fuzz: seed {}, {} thread(s), {}{units}, generators {}, layers up to {}x{}x{}, {kernels}",
         a.seed,
         a.threads,
         a.precision,
         names.join(", "),
-        s = Limits::SMALL.size - 1,
-        c = Limits::SMALL.channels - 1,
-        k = Limits::SMALL.kernel - 1,
+        l.size - 1,
+        l.width - 1,
+        l.channels - 1,
     );
     // Panics are caught and reported per case: keep the default hook's
     // message from interleaving with the report.
@@ -173,10 +188,39 @@ struct CaseResult {
     interpreter: Duration,
 }
 
-fn options(case: &LayerCase, backend: Backend, bf16_units: Bf16Units) -> Options {
+/// The sizes cases are drawn within: Winograd's a few tiles and channel
+/// vectors across (its bands, edge tiles and channel tails).
+fn limits(a: &FuzzArgs) -> Limits {
+    match a.winograd {
+        true => Limits {
+            size: 12,
+            width: 12,
+            channels: 40,
+            ..Limits::SMALL
+        },
+        false => Limits::SMALL,
+    }
+}
+
+/// Case `i` of the run: its value tree (to shrink) and its layer.
+fn draw(a: &FuzzArgs, i: u64) -> (BoxedTree, convjit::Layer) {
+    let mut runner = case_runner(a.seed, i);
+    match a.winograd {
+        true => draw_valid(&winograd_case(limits(a)).boxed(), &mut runner),
+        false => draw_valid(&layer_case(limits(a)).boxed(), &mut runner),
+    }
+}
+
+type BoxedTree = Box<dyn ValueTree<Value = LayerCase>>;
+
+fn options(case: &LayerCase, backend: Backend, a: &FuzzArgs) -> Options {
     Options {
         backend,
-        bf16_units,
+        bf16_units: a.bf16_units,
+        winograd: match a.winograd {
+            true => Winograd::Always,
+            false => Winograd::Off,
+        },
         // Fusion varies with the case (threads stay 1: a thread pool per
         // layer would cost more than the layer).
         fuse: [Fusion::Auto, Fusion::Always, Fusion::Never][(case.seed % 3) as usize],
@@ -185,7 +229,7 @@ fn options(case: &LayerCase, backend: Backend, bf16_units: Bf16Units) -> Options
 }
 
 fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> CaseResult {
-    let (mut tree, layer) = draw_valid(&layer_case(Limits::SMALL), &mut case_runner(a.seed, i));
+    let (tree, layer) = draw(a, i);
     let case = tree.current();
     if a.verbose {
         bar.suspend(|| eprintln!("case {i}: {}", case.src.replace('\n', " ")));
@@ -196,14 +240,18 @@ fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> Ca
         interpreter: Duration::ZERO,
     };
     let t = Instant::now();
-    let trial = trial(&layer, &case, a.precision);
+    let trial = trial(&layer, &case, a);
     result.interpreter = t.elapsed();
     for (k, &backend) in backends.iter().enumerate() {
         let t = Instant::now();
-        let outcome = trial.check(&layer, &options(&case, backend, a.bf16_units));
+        let outcome = trial.check(&layer, &options(&case, backend, a));
         result.per_backend[k] = t.elapsed();
         if let Some(message) = outcome.mismatch() {
             result.failed = true;
+            // A fresh tree each time: one a generator before shrank is
+            // no longer this case (its message would be paired with
+            // another generator's smallest case).
+            let mut tree = draw(a, i).0;
             let (small, message) = shrink(&mut tree, message, |c| fails(c, backend, a));
             let path = write_reproducer(&a.out, a.seed, i, (backend, a), &small, &message);
             bar.suspend(|| {
@@ -218,17 +266,27 @@ fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> Ca
     result
 }
 
-/// A case's weights, input and interpreter output in `precision`.
-fn trial(layer: &convjit::Layer, case: &LayerCase, precision: Precision) -> Trial {
-    Trial::new(layer, case.seed, case.batch, case.scale, precision)
+/// A case's weights, input and interpreter output in the run's precision;
+/// with `--winograd`, F(2x2, 3x3)'s bound for the tolerance.
+fn trial(layer: &convjit::Layer, case: &LayerCase, a: &FuzzArgs) -> Trial {
+    let mut t = Trial::new(layer, case.seed, case.batch, case.scale, a.precision);
+    if a.winograd {
+        if let Ok(r) = &mut t.reference {
+            match convjit::winograd::magnitude(layer, &t.weights, &t.input, t.batch) {
+                Ok(m) => r.magnitude = m,
+                Err(e) => t.reference = Err(format!("Winograd's bound: {e}")),
+            }
+        }
+    }
+    t
 }
 
 /// The failure of `backend` on `case`, if it still fails (and validates).
 fn fails(case: &LayerCase, backend: Backend, a: &FuzzArgs) -> Option<String> {
     let mut layers = convjit_ir::compile_source(&case.src).ok()?;
     let layer = layers.remove(0);
-    trial(&layer, case, a.precision)
-        .check(&layer, &options(case, backend, a.bf16_units))
+    trial(&layer, case, a)
+        .check(&layer, &options(case, backend, a))
         .mismatch()
 }
 
@@ -251,19 +309,24 @@ fn write_reproducer(
     if a.precision == Precision::Bf16 && a.bf16_units != Bf16Units::Auto {
         flag += &format!(" --bf16-units {}", a.bf16_units.name());
     }
+    // Winograd's cases: `fuzz --winograd`, checked by `verify --winograd=always`.
+    let (suffix, fuzz_flag, verify_flag) = match a.winograd {
+        true => (suffix + "-winograd", " --winograd", " --winograd=always"),
+        false => (suffix, "", ""),
+    };
     let path = dir.join(format!("seed{seed}-case{i}-{backend}{suffix}.conv"));
     let text = format!(
-        "# convjit fuzz --seed {seed}{flag}: case {i}, shrunk; the {backend} generator disagrees with the interpreter\n\
+        "# convjit fuzz --seed {seed}{flag}{fuzz_flag}: case {i}, shrunk; the {backend} generator disagrees with the interpreter\n\
          # {}\n\
          # data: batch {}, Weights::random(seed {}), input Rng::new({} ^ 0x5555) * {}, fusion {:?}\n\
-         # check: convjit verify FILE --backend {backend}{flag} (its own seeded data)\n\
+         # check: convjit verify FILE --backend {backend}{flag}{verify_flag} (its own seeded data)\n\
          {}",
         message.replace('\n', " "),
         case.batch,
         case.seed,
         case.seed,
         case.scale,
-        options(case, backend, a.bf16_units).fuse,
+        options(case, backend, a).fuse,
         case.src
     );
     convjit::npy::write_atomic(&path, text.as_bytes()).ok()?;
@@ -329,7 +392,7 @@ mod tests {
         let case = case3();
         let a = args(&["--precision", "bf16", "--bf16-units", "dot"]);
         assert_eq!(
-            options(&case, Backend::Avx512, a.bf16_units).bf16_units,
+            options(&case, Backend::Avx512, &a).bf16_units,
             Bf16Units::Dot
         );
         let path = write_reproducer(dir.path(), 7, 3, (Backend::Avx512, &a), &case, "m").unwrap();

@@ -172,12 +172,15 @@ pub struct PlannerArgs {
     bf16_units: convjit::Bf16Units,
     #[command(flatten)]
     separate: SeparateArgs,
-    /// Run a lone 3x3 stride-1 conv of 64 channels a side or more as
-    /// Winograd's F(2x2, 3x3): 16 products per 2x2 outputs instead of 36,
-    /// rounded differently from the direct sum (within the bound `verify
-    /// --winograd` checks); f32 only. `plan` says whether it runs and why.
-    #[arg(long)]
-    winograd: bool,
+    /// Run a lone 3x3 stride-1 conv as Winograd's F(2x2, 3x3): 16 products
+    /// per 2x2 outputs instead of 36, rounded differently from the direct
+    /// sum (within the bound `verify --winograd` checks); f32 only.
+    /// `--winograd` (auto): where it pays, 64 channels a side and 4M
+    /// multiply-accumulates or more; `--winograd=always`: whenever it can.
+    /// `plan` says whether it runs and why.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "auto",
+          value_name = "WHEN", value_parser = parse_winograd)]
+    winograd: Option<convjit::Winograd>,
 }
 
 /// Whether kernels of rank 1 found in the weights run as two 1-D stages.
@@ -239,6 +242,15 @@ pub fn parse_bf16_units(s: &str) -> Result<convjit::Bf16Units, String> {
         .ok_or_else(|| format!("'{s}' is not a choice of bf16 units (auto, tiles, dot, fma)"))
 }
 
+/// `--winograd[=auto|always]`'s value.
+pub fn parse_winograd(s: &str) -> Result<convjit::Winograd, String> {
+    match s {
+        "auto" => Ok(convjit::Winograd::Auto),
+        "always" => Ok(convjit::Winograd::Always),
+        _ => Err(format!("'{s}' is not a choice (auto, always)")),
+    }
+}
+
 pub fn parse_precision(s: &str) -> Result<convjit::Precision, String> {
     convjit::Precision::parse(s).ok_or_else(|| format!("'{s}' is not a precision (f32, bf16)"))
 }
@@ -262,7 +274,7 @@ impl PlannerArgs {
             precision: self.precision,
             bf16_intermediates: !self.f32_intermediates,
             bf16_units: self.bf16_units,
-            winograd: self.winograd,
+            winograd: self.winograd.unwrap_or_default(),
             ..convjit::Options::default()
         })
     }

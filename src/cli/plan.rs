@@ -84,7 +84,7 @@ mod tests {
                 plan: &p,
                 separation: &[],
                 separation_cost: None,
-                winograd: Some(convjit::winograd_plan(&l, threads)),
+                winograd: Some(convjit::winograd_plan(&l, threads, convjit::Winograd::Always)),
             };
             let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
             prop_assert_eq!(v["stages"].as_array().unwrap().len(), l.stages.len());

@@ -49,8 +49,10 @@ pub struct VerifyArgs {
     /// `run --winograd`), within its own rounding bound
     /// (`convjit::winograd::magnitude`): per output, the input channels'
     /// sums of |input| over the tile's 4x4 window times |taps|.
-    #[arg(long, conflicts_with = "object")]
-    winograd: bool,
+    /// `--winograd=always` checks every layer F(2x2, 3x3) can compute.
+    #[arg(long, conflicts_with = "object", num_args = 0..=1, require_equals = true,
+          default_missing_value = "auto", value_name = "WHEN", value_parser = super::parse_winograd)]
+    winograd: Option<convjit::Winograd>,
     /// Images in the random input.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     batch: u64,
@@ -134,8 +136,8 @@ fn verify_layer(
     let input = Rng::new(a.seed ^ 0x5EED_1A7E).vec(n, 1.0);
     let mut reference = Reference::new(layer, weights, &input, batch, a.precision)?;
     // Where the kernels run as F(2x2, 3x3): its bound (f32 only).
-    let winograd =
-        a.winograd && a.precision == Precision::F32 && convjit::winograd_plan(layer, 1).is_ok();
+    let mode = a.winograd.unwrap_or_default();
+    let winograd = a.precision == Precision::F32 && convjit::winograd_plan(layer, 1, mode).is_ok();
     if winograd {
         reference.magnitude = convjit::winograd::magnitude(layer, weights, &input, batch)?;
     }
@@ -162,7 +164,7 @@ fn verify_layer(
             backend,
             precision: a.precision,
             bf16_units: a.bf16_units,
-            winograd: a.winograd,
+            winograd: mode,
             ..convjit::Options::default()
         };
         let outcome = check_generated(layer, weights, &input, batch, &options, &reference);

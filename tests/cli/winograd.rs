@@ -91,6 +91,20 @@ fn plan_says_whether_winograd_runs_and_why() {
         "{}",
         stdout(&o)
     );
+    // `always` runs it however small; a file after the bare flag is the
+    // file, not the flag's value; an unknown value is a usage error.
+    let o = convjit(&["plan", "--winograd=always", "--layer", "s", s(&conv)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("winograd: F(2x2, 3x3)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = convjit(&["plan", "--layer", "w", "--winograd", s(&conv)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = convjit(&["plan", s(&conv), "--winograd=sometimes"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("auto, always"), "{}", stderr(&o));
     let o = convjit(&[
         "plan",
         s(&conv),
@@ -145,5 +159,37 @@ fn verify_checks_winograd_and_build_does_not_take_it() {
         "--weights",
         s(&conv),
     ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// `fuzz --winograd`: random small 3x3 convs run as F(2x2, 3x3) on every
+/// generator, within its bound; f32 only.
+#[test]
+fn fuzz_checks_winograd_on_random_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("failures");
+    let o = convjit(&[
+        "fuzz",
+        "--winograd",
+        "--cases",
+        "40",
+        "--seed",
+        "3",
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).ends_with("40 layers, 0 mismatches\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("as Winograd's F(2x2, 3x3)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    let o = convjit(&["fuzz", "--winograd", "--precision", "bf16", "--cases", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

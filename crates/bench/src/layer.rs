@@ -5,7 +5,9 @@
 
 use crate::harness::{best_of_rounds, interleaved_medians, median_per_call, Aligned, Timed};
 use crate::{round, Settings, MEMCPY_MIB, PEAK_128_GFLOPS};
-use convjit::{Error, Kernel, Layer, Options, Rng, SeparationCost, SeparationNote, Weights};
+use convjit::{
+    Error, Kernel, Layer, Options, Rng, SeparationCost, SeparationNote, Weights, Winograd,
+};
 use convjit_baselines::{Baseline, Family, FmaPeak};
 use serde_json::{json, Value};
 use std::cell::RefCell;
@@ -421,13 +423,14 @@ fn variants(
     // What Winograd's F(2x2, 3x3) is worth, where it would run (or, when
     // the plan runs it, the direct kernel).
     let f32 = convjit::Precision::F32;
-    if options.precision == f32 && convjit::winograd_plan(layer, cores).is_ok() {
-        let name = match options.winograd {
-            true => "jit-direct",
-            false => "jit-winograd",
-        };
+    let (name, other) = match options.winograd {
+        Winograd::Off => ("jit-winograd", Winograd::Auto),
+        _ => ("jit-direct", Winograd::Off),
+    };
+    let asked = options.winograd.max(other);
+    if options.precision == f32 && convjit::winograd_plan(layer, cores, asked).is_ok() {
         let o = Options {
-            winograd: !options.winograd,
+            winograd: other,
             ..options.clone()
         };
         other_options.push((name.to_string(), o));

@@ -52,7 +52,9 @@ pub use convjit_jit::{
 };
 pub use convjit_plan::layer_plan::SeparationCost;
 pub use convjit_plan::stage_plan::Bf16Units;
-pub use convjit_plan::{Backend, Fusion, Group, Host, LayerPlan, Options, Schedule, Split};
+pub use convjit_plan::{
+    Backend, Fusion, Group, Host, LayerPlan, Options, Schedule, Split, Winograd,
+};
 
 /// The plan the JIT would follow for `layer` on this machine (its host
 /// read once: `convjit plan` plans every layer of a file), with AMX tiles

@@ -38,8 +38,9 @@ impl Planned {
         let plan = crate::plan_layer(&layer, options);
         // As `Kernel::compile_with` decides: f32, on the direct plan's threads.
         let threads = plan.groups.iter().map(|g| g.threads).max().unwrap_or(1);
-        let winograd = options.winograd.then(|| match options.precision {
-            crate::Precision::F32 => crate::winograd_plan(&layer, threads),
+        let asked = options.winograd != crate::Winograd::Off;
+        let winograd = asked.then(|| match options.precision {
+            crate::Precision::F32 => crate::winograd_plan(&layer, threads, options.winograd),
             crate::Precision::Bf16 => Err("bf16 runs direct (Winograd is f32 only)"),
         });
         Planned {

@@ -231,6 +231,55 @@ pub fn layer_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
         })
 }
 
+/// Random layers that Winograd's F(2x2, 3x3) computes (`crate::winograd`):
+/// one ungrouped 3x3 conv of stride 1 within `limits`' sizes and channels,
+/// `same`, `valid` or explicit padding, bias, activation and, where the
+/// output has the input's shape, sometimes the residual.
+pub fn winograd_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
+    (
+        (1..limits.size, 1..limits.width),
+        (1..limits.channels, 1..limits.channels),
+        (
+            0u8..3,
+            (0..limits.pad, 0..limits.pad, 0..limits.pad, 0..limits.pad),
+        ),
+        (any::<bool>(), 0u8..3, any::<bool>()),
+        (
+            1..limits.batch,
+            any::<u64>(),
+            prop::sample::select(vec![0.5f32, 4.0, 20.0]),
+        ),
+    )
+        .prop_map(
+            |(
+                (h, w),
+                (c, cout),
+                (pad, (a, b, l, r)),
+                (bias, act, residual),
+                (batch, seed, scale),
+            )| {
+                // The residual needs the output to have the input's shape.
+                let residual = residual && pad == 0;
+                let cout = if residual { c } else { cout };
+                let pad = match pad {
+                    0 => "same".to_string(),
+                    1 => "valid".to_string(),
+                    _ => format!("{a} {b} {l} {r}"),
+                };
+                let mut t = format!("w: conv 3x3 -> {cout}, pad {pad}");
+                t += if bias { ", bias" } else { "" };
+                t += ["", ", relu", ", relu6"][act as usize];
+                t += if residual { ", residual" } else { "" };
+                LayerCase {
+                    src: format!("layer t {{\n  input {h}x{w}x{c}\n  {t}\n}}\n"),
+                    batch,
+                    seed,
+                    scale,
+                }
+            },
+        )
+}
+
 /// Case `i` of seed `seed`: its own proptest runner, so a case does not
 /// depend on which thread drew it or what was drawn before (`convjit
 /// fuzz --seed S`: case i is the same on every machine).
@@ -252,7 +301,7 @@ pub fn draw_valid<S: Strategy<Value = LayerCase>>(
     loop {
         let tree = strategy
             .new_tree(runner)
-            .expect("layer_case has no filters");
+            .expect("the strategies have no filters");
         if let Ok(mut l) = crate::compile_source(&tree.current().src) {
             return (tree, l.remove(0));
         }
@@ -373,5 +422,22 @@ mod tests {
             let again = crate::compile_source(&tree.current().src).unwrap();
             assert_eq!(again[0], layer);
         }
+    }
+
+    #[test]
+    fn winograd_cases_are_layers_winograd_computes() {
+        let strategy = winograd_case(Limits::SMALL);
+        let (mut residual, mut explicit) = (0, 0);
+        for i in 0..100 {
+            let (tree, layer) = draw_valid(&strategy, &mut case_runner(5, i));
+            let src = tree.current().src;
+            assert_eq!(crate::winograd::refusal(&layer), None, "{src}");
+            residual += usize::from(layer.stages[0].residual);
+            explicit += usize::from(!src.contains("same") && !src.contains("valid"));
+        }
+        assert!(
+            residual > 5 && explicit > 5,
+            "{residual} residual, {explicit} explicit"
+        );
     }
 }

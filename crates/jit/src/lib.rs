@@ -54,7 +54,7 @@ use convjit_ir::{DataError, Layer, Precision, Separation, Stage, Weights};
 use convjit_plan::layer_plan::{self, Host, LayerPlan, Options};
 use convjit_plan::limits::{check_stage_count, TooLarge};
 use convjit_plan::stage_plan::Bf16Units;
-use convjit_plan::{program, stage_plan, Backend, Schedule};
+use convjit_plan::{program, stage_plan, Backend, Schedule, Winograd};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module};
@@ -607,7 +607,7 @@ impl Kernel {
             options: Options {
                 separate: Separation::Exact,
                 // The direct code is the same either way.
-                winograd: false,
+                winograd: Winograd::Off,
                 ..options.clone()
             },
         };
@@ -648,15 +648,16 @@ impl Kernel {
             .zip(&compiled.plans)
             .map(|(f, p)| Packed::new(p, &weights.stages()[f.index], options.precision))
             .collect();
-        let winograd = match options.winograd && options.precision == Precision::F32 {
-            true => {
-                // The direct plan's judgement of what threads pay.
-                let groups = &compiled.program.groups;
-                let threads = groups.iter().map(|g| g.threads.len()).max().unwrap_or(1);
-                winograd::Winograd::new(layer, weights, options, threads)?
-            }
-            false => None,
-        };
+        let winograd =
+            match options.winograd != Winograd::Off && options.precision == Precision::F32 {
+                true => {
+                    // The direct plan's judgement of what threads pay.
+                    let groups = &compiled.program.groups;
+                    let threads = groups.iter().map(|g| g.threads.len()).max().unwrap_or(1);
+                    winograd::Winograd::new(layer, weights, options, threads)?
+                }
+                false => None,
+            };
         Ok(Kernel {
             layer: layer.clone(),
             options: options.clone(),

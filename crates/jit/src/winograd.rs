@@ -20,7 +20,7 @@ use crate::program::{Loc, Step};
 use crate::{check_len, pool, JitError, Kernel};
 use convjit_ir::winograd::{self as wg, POINTS, TILE};
 use convjit_ir::{Activation, Layer, Shape, Stage, StageKind, StageWeights, Weights};
-use convjit_plan::layer_plan::Options;
+use convjit_plan::layer_plan::{Options, Winograd as Mode};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -52,8 +52,15 @@ pub struct WinogradPlan {
 }
 
 /// The plan for `layer` on `threads` threads, or why it does not run as
-/// F(2x2, 3x3).
-pub fn winograd_plan(layer: &Layer, threads: usize) -> Result<WinogradPlan, &'static str> {
+/// F(2x2, 3x3) in `mode`.
+pub fn winograd_plan(
+    layer: &Layer,
+    threads: usize,
+    mode: Mode,
+) -> Result<WinogradPlan, &'static str> {
+    if mode == Mode::Off {
+        return Err("not asked for (--winograd)");
+    }
     if let Some(why) = wg::refusal(layer) {
         return Err(why);
     }
@@ -62,10 +69,10 @@ pub fn winograd_plan(layer: &Layer, threads: usize) -> Result<WinogradPlan, &'st
     // Measured (`BENCHMARKS.md`, Winograd): below 64 channels a side, or
     // ~4M multiply-accumulates, the transforms and the 16 calls a band
     // cost more than the products save.
-    if ci.min(co) < MIN_CHANNELS {
+    if mode == Mode::Auto && ci.min(co) < MIN_CHANNELS {
         return Err("fewer than 64 input or output channels: the transforms would cost more than the products save");
     }
-    if s.macs() < MIN_MACS {
+    if mode == Mode::Auto && s.macs() < MIN_MACS {
         return Err("fewer than 4M multiply-accumulates: the transforms would cost more than the products save");
     }
     let (th, tw) = wg::tiles(s);
@@ -118,7 +125,7 @@ impl Winograd {
         options: &Options,
         threads: usize,
     ) -> Result<Option<Winograd>, JitError> {
-        let Ok(plan) = winograd_plan(layer, threads) else {
+        let Ok(plan) = winograd_plan(layer, threads, options.winograd) else {
             return Ok(None);
         };
         let s = &layer.stages[0];
@@ -147,7 +154,7 @@ impl Winograd {
         };
         let one = Options {
             threads: 1,
-            winograd: false,
+            winograd: Mode::Off,
             ..options.clone()
         };
         let w = &weights.stages()[0];
@@ -609,7 +616,7 @@ mod tests {
             let l = compile_source(&src).unwrap().remove(0);
             let (th, tw) = wg::tiles(&l.stages[0]);
             for threads in [1, 2, 8] {
-                let p = winograd_plan(&l, threads).unwrap();
+                let p = winograd_plan(&l, threads, Mode::Auto).unwrap();
                 assert_eq!(p.tiles_w, tw);
                 assert!(
                     p.band * p.bands >= th && p.band * (p.bands - 1) < th,
@@ -626,6 +633,8 @@ mod tests {
         }
         let small =
             compile_source("layer l { input 56x56x32\n c: conv 3x3 -> 32, pad same }").unwrap();
-        assert!(winograd_plan(&small[0], 1).is_err_and(|e| e.contains("64")));
+        assert!(winograd_plan(&small[0], 1, Mode::Auto).is_err_and(|e| e.contains("64")));
+        assert!(winograd_plan(&small[0], 1, Mode::Always).is_ok());
+        assert!(winograd_plan(&small[0], 1, Mode::Off).is_err());
     }
 }

@@ -7,14 +7,16 @@
 mod common;
 
 use common::{layer, run_guarded};
+use convjit_ir::random_layer::{winograd_case, Limits};
 use convjit_ir::{compare, interpret, winograd, Layer, Rng, Weights};
 use convjit_jit::Kernel;
-use convjit_plan::Options;
+use convjit_plan::{Backend, Options, Winograd};
+use proptest::prelude::*;
 
 fn options(threads: usize) -> Options {
     Options {
         threads,
-        winograd: true,
+        winograd: Winograd::Auto,
         ..Options::default()
     }
 }
@@ -22,7 +24,17 @@ fn options(threads: usize) -> Options {
 /// Runs `l` as F(2x2, 3x3) (it must qualify) and compares with the
 /// interpreter within the Winograd bound.
 fn check(l: &Layer, w: &Weights, x: &[f32], batch: usize, threads: usize) -> Result<(), String> {
-    let k = Kernel::compile_with(l, w, &options(threads)).map_err(|e| e.to_string())?;
+    check_with(l, w, x, batch, &options(threads))
+}
+
+fn check_with(
+    l: &Layer,
+    w: &Weights,
+    x: &[f32],
+    batch: usize,
+    options: &Options,
+) -> Result<(), String> {
+    let k = Kernel::compile_with(l, w, options).map_err(|e| e.to_string())?;
     if k.winograd().is_none() {
         return Err("not run as Winograd".into());
     }
@@ -59,6 +71,32 @@ fn winograd_agrees_with_the_interpreter_on_every_padding_size_and_epilogue() {
             if let Err(e) = check(&l, &w, &x, batch, threads) {
                 panic!("{src} (batch {batch}, {threads} threads): {e}");
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        max_global_rejects: 10_000,
+        ..ProptestConfig::default()
+    })]
+
+    /// Any layer F(2x2, 3x3) computes, however small (`Winograd::Always`):
+    /// sizes of one tile to many, channels off every vector width, every
+    /// padding and epilogue, batches, one or two threads, every generator.
+    #[test]
+    fn winograd_matches_the_interpreter_on_any_layer_it_computes(
+        c in winograd_case(Limits { size: 20, ..Limits::PROPTEST }),
+        threads in 1usize..3,
+    ) {
+        let data = common::case_data(&c, 4_000_000);
+        prop_assume!(data.is_some());
+        let (l, w, x) = data.unwrap();
+        for backend in Backend::available() {
+            let o = Options { backend, threads, winograd: Winograd::Always, ..Options::default() };
+            let r = check_with(&l, &w, &x, c.batch, &o);
+            prop_assert!(r.is_ok(), "{}\nbatch {}, {:?}: {}", c.src, c.batch, o, r.unwrap_err());
         }
     }
 }

@@ -19,5 +19,5 @@ pub mod rows;
 pub mod stage_plan;
 
 pub use backend::Backend;
-pub use layer_plan::{Fusion, Group, Host, LayerPlan, Options, Split};
+pub use layer_plan::{Fusion, Group, Host, LayerPlan, Options, Split, Winograd};
 pub use stage_plan::{Schedule, Strategy};

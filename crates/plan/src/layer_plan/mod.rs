@@ -99,11 +99,26 @@ pub struct Options {
     /// `vdpbf16ps`, f32 FMAs on bf16 values; `Auto`: as the host suits,
     /// see [`Bf16Units`]). Ignored in f32.
     pub bf16_units: Bf16Units,
-    /// Run a lone 3x3 stride-1 conv as Winograd's F(2x2, 3x3) where the
-    /// cost model expects a gain (`convjit_ir::winograd`): 16 products per
-    /// 2x2 outputs instead of 36, rounded differently from the direct sum
-    /// (within `convjit_ir::winograd::magnitude`), so only when asked; f32 only.
-    pub winograd: bool,
+    /// Whether a lone 3x3 stride-1 conv runs as Winograd's F(2x2, 3x3)
+    /// (`convjit_ir::winograd`): 16 products per 2x2 outputs instead of 36,
+    /// rounded differently from the direct sum (within
+    /// `convjit_ir::winograd::magnitude`), so only when asked; f32 only.
+    pub winograd: Winograd,
+}
+
+/// When a layer that F(2x2, 3x3) can compute runs that way (ordered from
+/// the most reluctant).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Winograd {
+    /// Never: the direct sum (the default: exact as f32 FMAs go).
+    #[default]
+    Off,
+    /// Where it pays: 64 channels a side and 4M multiply-accumulates or
+    /// more (measured, `BENCHMARKS.md`).
+    Auto,
+    /// Every layer it can compute, however small: what the tests and
+    /// `convjit fuzz --winograd` check, and for users who measured.
+    Always,
 }
 
 impl Default for Options {
@@ -118,7 +133,7 @@ impl Default for Options {
             precision: Precision::F32,
             bf16_intermediates: true,
             bf16_units: Bf16Units::Auto,
-            winograd: false,
+            winograd: Winograd::Off,
         }
     }
 }
