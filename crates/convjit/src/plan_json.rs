@@ -157,7 +157,7 @@ impl Serialize for PlanJson<'_> {
         m.serialize_entry(
             "winograd",
             &self.winograd.map(|w| match w {
-                Ok(w) => json!({"used": true, "band_tile_rows": w.band, "bands": w.bands, "tiles_w": w.tiles_w}),
+                Ok(w) => json!({"used": true, "band_tile_rows": w.band, "bands": w.bands, "tiles_w": w.tiles_w, "chunk_tiles": w.chunk}),
                 Err(why) => json!({"used": false, "why": why}),
             }),
         )?;

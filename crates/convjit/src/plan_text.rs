@@ -58,8 +58,12 @@ impl Planned {
         let mut out = plan_text(&self.layer, &self.plan, &self.notes, decision.as_deref());
         match self.winograd {
             Some(Ok(w)) => {
+                let chunks = match w.tiles_w.div_ceil(w.chunk) {
+                    1 => String::new(),
+                    n => format!(" in {n} chunks of {} columns", w.chunk),
+                };
                 out += &format!(
-                    "  winograd: F(2x2, 3x3), {} band(s) of {} tile rows x {} tiles, 16 pointwise products each (the direct code runs an image whose sums are not finite)\n",
+                    "  winograd: F(2x2, 3x3), {} band(s) of {} tile rows x {} tiles{chunks}, 16 pointwise products each (the direct code runs an image whose sums are not finite)\n",
                     w.bands, w.band, w.tiles_w
                 )
             }

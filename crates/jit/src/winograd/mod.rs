@@ -40,7 +40,8 @@ const MIN_CHANNELS: usize = 64;
 /// Multiply-accumulates (direct) below which it does not pay.
 const MIN_MACS: u64 = 1 << 22;
 
-/// How a layer runs as F(2x2, 3x3): its bands.
+/// How a layer runs as F(2x2, 3x3): its bands, and the column chunks a
+/// band's tiles are transformed and multiplied in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WinogradPlan {
     /// Tile rows (of 2 output rows) per band.
@@ -49,6 +50,9 @@ pub struct WinogradPlan {
     pub bands: usize,
     /// Tiles per tile row.
     pub tiles_w: usize,
+    /// Tiles per chunk of a band's columns (`tiles_w` unless one tile
+    /// row's transformed tiles would not stay in L2).
+    pub chunk: usize,
 }
 
 /// The plan for `layer` on `threads` threads, or why it does not run as
@@ -76,16 +80,23 @@ pub fn winograd_plan(
         return Err("fewer than 4M multiply-accumulates: the transforms would cost more than the products save");
     }
     let (th, tw) = wg::tiles(s);
-    let row_bytes = tw * POINTS * (ci + co) * 4;
+    let tile_bytes = POINTS * (ci + co) * 4;
     let weight_bytes = POINTS * ci * co * 4;
-    let rows = (BAND_BYTES.max(weight_bytes) / row_bytes).clamp(1, th);
+    let budget = BAND_BYTES.max(weight_bytes);
+    let rows = (budget / (tw * tile_bytes)).clamp(1, th);
     // Bands of equal height (the last one's spare rows are computed, not
     // stored), one per thread at least.
     let band = th.div_ceil(th.div_ceil(rows).max(threads.min(th)));
+    // A tile row past the budget goes in chunks of equal width: with few
+    // channels the point products do little work per byte of the slabs,
+    // which must come from L2 (224x224x64: one tile row's slabs are
+    // 0.9 MiB).
+    let chunk = tw.div_ceil(tw.div_ceil((budget / tile_bytes).max(1)));
     Ok(WinogradPlan {
         band,
         bands: th.div_ceil(band),
         tiles_w: tw,
+        chunk,
     })
 }
 
@@ -130,7 +141,7 @@ impl Winograd {
         };
         let s = &layer.stages[0];
         let (ci, co) = (s.input.c, s.output.c);
-        let pixels = Shape::new(plan.band, plan.tiles_w, ci);
+        let pixels = Shape::new(plan.band, plan.chunk, ci);
         let product = Layer {
             name: format!("{}.winograd", layer.name),
             input: pixels,
@@ -141,7 +152,7 @@ impl Winograd {
                     groups: 1,
                 },
                 input: pixels,
-                output: Shape::new(plan.band, plan.tiles_w, co),
+                output: Shape::new(plan.band, plan.chunk, co),
                 kernel: [1, 1],
                 stride: [1, 1],
                 dilation: [1, 1],
@@ -249,7 +260,7 @@ impl Winograd {
             return Ok(b);
         }
         let (ci, co) = (self.stage.input.c, self.stage.output.c);
-        let tiles = self.plan.band * self.plan.tiles_w;
+        let tiles = self.plan.band * self.plan.chunk;
         let slabs = |c: usize| {
             let what = format_args!("the Winograd tiles of '{}'", self.stage.name);
             convjit_ir::budget::zeroed(what, POINTS * tiles * c)
@@ -272,29 +283,31 @@ impl Winograd {
         bufs: &mut Bufs,
         out: &mut [f32],
     ) -> Result<bool, JitError> {
-        let (th, _) = wg::tiles(&self.stage);
+        let (th, tw) = wg::tiles(&self.stage);
         let ty0 = b * self.plan.band;
         let rows = self.plan.band.min(th - ty0);
         let (ci, co) = (self.stage.input.c, self.stage.output.c);
-        let tiles = self.plan.band * self.plan.tiles_w;
-        transform::input_band(&self.stage, x, ty0, rows, bufs);
-        for (p, k) in self.points.iter().enumerate() {
-            // Rows past the image's last tile row (the last band's) hold
-            // an earlier band's values: multiplied, never stored.
-            k.run_one_call(
-                &bufs.v[p * tiles * ci..][..tiles * ci],
-                &mut bufs.m[p * tiles * co..][..tiles * co],
-            )?;
+        let tiles = self.plan.band * self.plan.chunk;
+        let mut bad = false;
+        for tx0 in (0..tw).step_by(self.plan.chunk) {
+            let area = Area {
+                ty0,
+                rows,
+                tx0,
+                cols: self.plan.chunk.min(tw - tx0),
+            };
+            transform::input_band(&self.stage, x, area, bufs);
+            for (p, k) in self.points.iter().enumerate() {
+                // Tiles past the area's (the last band's or chunk's) hold
+                // an earlier area's values: multiplied, never stored.
+                k.run_one_call(
+                    &bufs.v[p * tiles * ci..][..tiles * ci],
+                    &mut bufs.m[p * tiles * co..][..tiles * co],
+                )?;
+            }
+            bad |= transform::output_band(&self.stage, &self.bias, x, area, bufs, out);
         }
-        Ok(transform::output_band(
-            &self.stage,
-            &self.bias,
-            x,
-            ty0,
-            rows,
-            bufs,
-            out,
-        ))
+        Ok(bad)
     }
 }
 
@@ -357,246 +370,18 @@ impl Kernel {
     }
 }
 
-/// The transforms, written once for any width and compiled again for
-/// AVX2 and AVX-512 (chosen at run time): the loops over channels are
-/// what the compiler vectorizes.
-mod transform {
-    use super::{Bufs, LIMIT};
-    use convjit_ir::winograd::{POINTS, TILE, WINDOW};
-    use convjit_ir::{Activation, Stage};
-
-    /// Defines `fn $name` as written, run compiled for AVX-512 or AVX2
-    /// where the CPU has them (its loops over channels vectorize at that
-    /// width), else as built.
-    macro_rules! widest {
-        ($(#[$doc:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
-            $(#[$doc])*
-            pub(super) fn $name($($a: $t),*) $(-> $r)? {
-                #[inline(always)]
-                fn any($($a: $t),*) $(-> $r)? $body
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx512f")]
-                    unsafe fn avx512($($a: $t),*) $(-> $r)? {
-                        any($($a),*)
-                    }
-                    #[target_feature(enable = "avx2")]
-                    unsafe fn avx2($($a: $t),*) $(-> $r)? {
-                        any($($a),*)
-                    }
-                    if is_x86_feature_detected!("avx512f") {
-                        // SAFETY: the CPU has AVX-512F (checked just now).
-                        return unsafe { avx512($($a),*) };
-                    }
-                    if is_x86_feature_detected!("avx2") {
-                        // SAFETY: the CPU has AVX2 (checked just now).
-                        return unsafe { avx2($($a),*) };
-                    }
-                }
-                any($($a),*)
-            }
-        };
-    }
-
-    widest! {
-        /// `V[p][t]` of the tiles of rows `ty0 .. ty0 + rows`.
-        fn input_band(s: &Stage, x: &[f32], ty0: usize, rows: usize, bufs: &mut Bufs) {
-            let (i, ci) = (s.input, s.input.c);
-            let tw = s.output.w.div_ceil(TILE);
-            let slab = bufs.v.len() / POINTS;
-            for t in 0..rows * tw {
-                let (ty, tx) = (ty0 + t / tw, t % tw);
-                // The window's rows and columns in the image, if inside.
-                let at = |k: usize, tile: usize, pad: usize, len: usize| {
-                    (tile * TILE + k).checked_sub(pad).filter(|&v| v < len)
-                };
-                let row = |r: usize| at(r, ty, s.padding.top, i.h);
-                let col = |c: usize| at(c, tx, s.padding.left, i.w);
-                let inside = (0..WINDOW).all(|k| row(k).is_some() && col(k).is_some());
-                let mut d: [&[f32]; POINTS] = [&[]; POINTS];
-                if inside {
-                    for (k, dk) in d.iter_mut().enumerate() {
-                        let (r, c) = (row(k / WINDOW).unwrap_or(0), col(k % WINDOW).unwrap_or(0));
-                        *dk = &x[(r * i.w + c) * ci..][..ci];
-                    }
-                } else {
-                    // A window across the edge: its inputs copied beside zeros.
-                    for k in 0..POINTS {
-                        let w = &mut bufs.window[k * ci..][..ci];
-                        match (row(k / WINDOW), col(k % WINDOW)) {
-                            (Some(r), Some(c)) => w.copy_from_slice(&x[(r * i.w + c) * ci..][..ci]),
-                            _ => w.fill(0.0),
-                        }
-                    }
-                    for (dk, w) in d.iter_mut().zip(bufs.window.chunks_exact(ci)) {
-                        *dk = w;
-                    }
-                }
-                let mut v: [&mut [f32]; POINTS] = Default::default();
-                for (vk, s) in v.iter_mut().zip(bufs.v.chunks_exact_mut(slab)) {
-                    *vk = &mut s[t * ci..][..ci];
-                }
-                input_tile(&d, &mut v, ci);
-            }
-        }
-    }
-
-    /// Channels per step of [`input_tile`]: a 512-bit vector (two 256-bit
-    /// ones); fixed-size arrays are what the compiler keeps in registers.
-    const LANES: usize = 16;
-
-    /// `B^T d B` per channel, `B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`,
-    /// [`LANES`] channels at a time (the last step's copied beside zeros).
-    #[inline(always)]
-    fn input_tile(d: &[&[f32]; POINTS], v: &mut [&mut [f32]; POINTS], n: usize) {
-        for c0 in (0..n).step_by(LANES) {
-            let len = LANES.min(n - c0);
-            // Loops, not `array::from_fn`: its closure is not compiled
-            // for the caller's vector level.
-            let mut x = [[0f32; LANES]; POINTS];
-            for (xk, dk) in x.iter_mut().zip(d) {
-                match len {
-                    LANES => xk.copy_from_slice(&dk[c0..c0 + LANES]),
-                    _ => xk[..len].copy_from_slice(&dk[c0..c0 + len]),
-                }
-            }
-            let mut r = [[0f32; LANES]; POINTS];
-            for l in 0..LANES {
-                for j in 0..WINDOW {
-                    let g = |i: usize| x[i * WINDOW + j][l];
-                    r[j][l] = g(0) - g(2);
-                    r[WINDOW + j][l] = g(1) + g(2);
-                    r[2 * WINDOW + j][l] = g(2) - g(1);
-                    r[3 * WINDOW + j][l] = g(1) - g(3);
-                }
-            }
-            let mut o = [[0f32; LANES]; POINTS];
-            for l in 0..LANES {
-                for i in 0..WINDOW {
-                    let g = |j: usize| r[i * WINDOW + j][l];
-                    o[i * WINDOW][l] = g(0) - g(2);
-                    o[i * WINDOW + 1][l] = g(1) + g(2);
-                    o[i * WINDOW + 2][l] = g(2) - g(1);
-                    o[i * WINDOW + 3][l] = g(1) - g(3);
-                }
-            }
-            for (vk, ok) in v.iter_mut().zip(&o) {
-                match len {
-                    LANES => vk[c0..c0 + LANES].copy_from_slice(ok),
-                    _ => vk[c0..c0 + len].copy_from_slice(&ok[..len]),
-                }
-            }
-        }
-    }
-
-    widest! {
-        /// `A^T M A` of the band's tiles, plus bias, activation and
-        /// residual, into `out`; whether a sum was not finite (or huge).
-        fn output_band(
-            s: &Stage,
-            bias: &[f32],
-            x: &[f32],
-            ty0: usize,
-            rows: usize,
-            bufs: &mut Bufs,
-            out: &mut [f32],
-        ) -> bool {
-            let (o, co) = (s.output, s.output.c);
-            let tw = o.w.div_ceil(TILE);
-            let slab = bufs.m.len() / POINTS;
-            let zeros = &bufs.zeros[..];
-            let mut bad = 0u32;
-            for t in 0..rows * tw {
-                let (ty, tx) = (ty0 + t / tw, t % tw);
-                let mut m: [&[f32]; POINTS] = [&[]; POINTS];
-                for (mk, s) in m.iter_mut().zip(bufs.m.chunks_exact(slab)) {
-                    *mk = &s[t * co..][..co];
-                }
-                // Outputs past the image's edge go to the spill buffer.
-                let mut spill = bufs.spill.chunks_exact_mut(co);
-                let mut res: [&[f32]; TILE * TILE] = [&[]; TILE * TILE];
-                let mut y: [&mut [f32]; TILE * TILE] = Default::default();
-                let mut rest = &mut out[..];
-                let mut taken = 0;
-                for (k, (yk, rk)) in y.iter_mut().zip(&mut res).enumerate() {
-                    let (r, c) = (ty * TILE + k / TILE, tx * TILE + k % TILE);
-                    *rk = zeros;
-                    if r < o.h && c < o.w {
-                        // Rows of this band, at their offset in `out`.
-                        let at = ((r - ty0 * TILE) * o.w + c) * co;
-                        let (_, tail) = std::mem::take(&mut rest).split_at_mut(at - taken);
-                        let (mine, tail) = tail.split_at_mut(co);
-                        *yk = mine;
-                        rest = tail;
-                        taken = at + co;
-                        if s.residual {
-                            *rk = &x[(r * o.w + c) * co..][..co];
-                        }
-                    } else {
-                        *yk = spill.next().unwrap_or_default();
-                    }
-                }
-                bad |= match (s.activation, s.residual) {
-                    (Activation::None, false) => output_tile::<0, false>(&m, bias, &res, &mut y, co),
-                    (Activation::None, true) => output_tile::<0, true>(&m, bias, &res, &mut y, co),
-                    (Activation::Relu, false) => output_tile::<1, false>(&m, bias, &res, &mut y, co),
-                    (Activation::Relu, true) => output_tile::<1, true>(&m, bias, &res, &mut y, co),
-                    (Activation::Relu6, false) => output_tile::<6, false>(&m, bias, &res, &mut y, co),
-                    (Activation::Relu6, true) => output_tile::<6, true>(&m, bias, &res, &mut y, co),
-                };
-            }
-            bad != 0
-        }
-    }
-
-    /// `A^T m A` per channel, `A^T = [1 1 1 0; 0 1 -1 -1]`, then bias,
-    /// activation `ACT` (0 none, 1 relu, 6 relu6; NaN passes) and the
-    /// residual; nonzero when a sum was not below [`LIMIT`].
-    #[inline(always)]
-    fn output_tile<const ACT: u8, const RES: bool>(
-        m: &[&[f32]; POINTS],
-        bias: &[f32],
-        res: &[&[f32]; TILE * TILE],
-        y: &mut [&mut [f32]; TILE * TILE],
-        n: usize,
-    ) -> u32 {
-        let mut mn: [&[f32]; POINTS] = [&[]; POINTS];
-        for (a, b) in mn.iter_mut().zip(m) {
-            *a = &b[..n];
-        }
-        let m = mn;
-        let bias = &bias[..n];
-        let mut bad = 0u32;
-        for c in 0..n {
-            let mut a = [[0f32; WINDOW]; TILE];
-            for j in 0..WINDOW {
-                let g = |i: usize| m[i * WINDOW + j][c];
-                a[0][j] = g(0) + g(1) + g(2);
-                a[1][j] = g(1) - g(2) - g(3);
-            }
-            let sums = [
-                a[0][0] + a[0][1] + a[0][2],
-                a[0][1] - a[0][2] - a[0][3],
-                a[1][0] + a[1][1] + a[1][2],
-                a[1][1] - a[1][2] - a[1][3],
-            ];
-            for k in 0..TILE * TILE {
-                let v = sums[k] + bias[c];
-                bad |= u32::from(v.is_nan() || v.abs() >= LIMIT);
-                // Comparisons with NaN are false: a NaN passes (the image
-                // then runs again anyway).
-                let v = match ACT {
-                    1 if v < 0.0 => 0.0,
-                    6 if v < 0.0 => 0.0,
-                    6 if v > 6.0 => 6.0,
-                    _ => v,
-                };
-                y[k][c] = if RES { v + res[k][c] } else { v };
-            }
-        }
-        bad
-    }
+/// Tiles of a band transformed and multiplied at once: tile rows `ty0 ..
+/// ty0 + rows`, columns `tx0 .. tx0 + cols`; tile `t` of the area is
+/// `t / cols, t % cols` from its corner, and tile `t` of the slabs.
+#[derive(Clone, Copy)]
+struct Area {
+    ty0: usize,
+    rows: usize,
+    tx0: usize,
+    cols: usize,
 }
+
+mod transform;
 
 #[cfg(test)]
 mod tests {
@@ -623,12 +408,13 @@ mod tests {
                     "{src}: {p:?}"
                 );
                 assert!(p.bands >= threads.min(th), "{src}: {p:?}");
-                // A band's transformed tiles stay near the L2 budget.
-                let bytes = p.band * tw * POINTS * (ci + co) * 4;
-                assert!(
-                    p.band == 1 || bytes <= BAND_BYTES.max(POINTS * ci * co * 4),
-                    "{src}: {p:?}"
-                );
+                // Chunks of equal width cover the row; a band's slabs stay
+                // within the budget unless one tile row of one tile is past it.
+                let chunks = tw.div_ceil(p.chunk);
+                assert!(p.chunk * (chunks - 1) < tw && p.chunk <= tw, "{src}: {p:?}");
+                let budget = BAND_BYTES.max(POINTS * ci * co * 4);
+                let bytes = p.band * p.chunk * POINTS * (ci + co) * 4;
+                assert!(bytes <= budget || p.chunk == 1, "{src}: {p:?}");
             }
         }
         let small =
