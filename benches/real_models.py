@@ -370,8 +370,8 @@ def main():
     ap.add_argument("--cpu", type=int, default=1,
                     help="pin convjit and the peers to this CPU (-1: no pinning)")
     ap.add_argument("--winograd", action="store_true",
-                    help="convjit bench --winograd: 3x3 stride-1 layers of >= 64 channels a side run "
-                         "as F(2x2, 3x3); the direct kernel is timed in the same runs (its geomean "
+                    help="convjit bench --winograd: 3x3 stride-1 layers where it pays (>= 16 "
+                         "channels a side, >= 2M MACs) run as F(2x2, 3x3); the direct kernel is timed in the same runs (its geomean "
                          "printed too)")
     ap.add_argument("--keep", default=None, help="keep the files in this folder")
     ap.add_argument("--json", default=None, help="write every time and ratio here")

@@ -337,8 +337,9 @@ def compile(
             :class:`CompileError`.
         winograd: run a lone 3x3 stride-1 conv as Winograd's F(2x2, 3x3)
             (16 products per 2x2 outputs instead of 36, f32 only):
-            ``True`` or ``"auto"`` where it pays (64 channels a side, 4M
-            multiply-accumulates or more), ``"always"`` whenever it can.
+            ``True`` or ``"auto"`` where it pays (16 channels a side, 2M
+            multiply-accumulates or more: ``convjit plan --winograd`` says),
+            ``"always"`` whenever it can.
             Its rounding differs from the direct sum's (the bound is
             ``convjit verify --winograd``'s); ``False``, the default: never.
             :attr:`Kernel.winograd` says whether it runs.

@@ -175,8 +175,9 @@ pub struct PlannerArgs {
     /// Run a lone 3x3 stride-1 conv as Winograd's F(2x2, 3x3): 16 products
     /// per 2x2 outputs instead of 36, rounded differently from the direct
     /// sum (within the bound `verify --winograd` checks); f32 only.
-    /// `--winograd` (auto): where it pays, 64 channels a side and 4M
-    /// multiply-accumulates or more; `--winograd=always`: whenever it can.
+    /// `--winograd` (auto): where it pays (16 channels a side and 2M
+    /// multiply-accumulates or more; a 7x7 output with 256 channels or
+    /// more); `--winograd=always`: whenever it can.
     /// `plan` says whether it runs and why.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "auto",
           value_name = "WHEN", value_parser = parse_winograd)]

@@ -87,7 +87,7 @@ fn plan_says_whether_winograd_runs_and_why() {
     );
     let o = convjit(&["plan", s(&conv), "--layer", "s", "--winograd"]);
     assert!(
-        stdout(&o).contains("winograd: not used: fewer than 64"),
+        stdout(&o).contains("winograd: not used: fewer than 16"),
         "{}",
         stdout(&o)
     );

@@ -61,9 +61,9 @@ fn winograd_agrees_with_the_interpreter_on_every_padding_size_and_epilogue() {
         "input 9x17x96\n c: conv 3x3 -> 65, pad 0 2 1 0, bias",
         "input 10x10x72\n c: conv 3x3 -> 64, pad 2 2 2 2, bias, relu",
         "input 4x40x128\n c: conv 3x3 -> 100, pad same, relu",
-        // Tile rows in column chunks (149 tiles of 70 + 66 channels: 3
-        // chunks of 50), the last band's rows and chunk's columns partial.
-        "input 3x299x70\n c: conv 3x3 -> 66, pad 1 1 1 0, bias, relu6",
+        // Tile rows in column chunks (149 tiles of 40 + 33 channels: 75
+        // and 74), the last band's rows and chunk's columns partial.
+        "input 5x299x40\n c: conv 3x3 -> 33, pad 1 1 1 0, bias, relu6",
     ];
     for (i, src) in cases.iter().enumerate() {
         let src = format!("layer l {{ {src} }}");

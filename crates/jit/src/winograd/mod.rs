@@ -35,10 +35,22 @@ const LIMIT: f32 = 1e30;
 /// weights' size, where larger (each band reads all of them).
 const BAND_BYTES: usize = 512 << 10;
 
+// Where F(2x2, 3x3) pays, measured (`BENCHMARKS.md`, Winograd: a sweep
+// of 19 layers, one thread, Zen 5): below 16 channels a side the vector
+// code has only tails (56x56x8: 3.5x the direct time); below ~2M
+// multiply-accumulates the 16 calls cost more than the products save
+// (14x14x16: 1.05x, 7x7x64: 1.10x); a 7x7 output pays for 8x8 (31% more
+// tiles than outputs), which only 256 channels or more win back (7x7x128:
+// 0.96x, 7x7x512: 0.73x). Elsewhere 0.62-0.86x.
+
 /// Channels a side below which F(2x2, 3x3) does not pay.
-const MIN_CHANNELS: usize = 64;
+const MIN_CHANNELS: usize = 16;
 /// Multiply-accumulates (direct) below which it does not pay.
-const MIN_MACS: u64 = 1 << 22;
+const MIN_MACS: u64 = 2 << 20;
+/// Tile outputs per output past which only [`WIDE_CHANNELS`] pay.
+const MAX_WASTE: f64 = 1.25;
+/// Channels a side that pay for more waste.
+const WIDE_CHANNELS: usize = 256;
 
 /// How a layer runs as F(2x2, 3x3): its bands, and the column chunks a
 /// band's tiles are transformed and multiplied in.
@@ -70,16 +82,19 @@ pub fn winograd_plan(
     }
     let s = &layer.stages[0];
     let (ci, co) = (s.input.c, s.output.c);
-    // Measured (`BENCHMARKS.md`, Winograd): below 64 channels a side, or
-    // ~4M multiply-accumulates, the transforms and the 16 calls a band
-    // cost more than the products save.
-    if mode == Mode::Auto && ci.min(co) < MIN_CHANNELS {
-        return Err("fewer than 64 input or output channels: the transforms would cost more than the products save");
-    }
-    if mode == Mode::Auto && s.macs() < MIN_MACS {
-        return Err("fewer than 4M multiply-accumulates: the transforms would cost more than the products save");
-    }
     let (th, tw) = wg::tiles(s);
+    if mode == Mode::Auto {
+        if ci.min(co) < MIN_CHANNELS {
+            return Err("fewer than 16 input or output channels: the transforms would cost more than the products save");
+        }
+        if s.macs() < MIN_MACS {
+            return Err("fewer than 2M multiply-accumulates: the transforms would cost more than the products save");
+        }
+        let waste = (th * tw * TILE * TILE) as f64 / (s.output.h * s.output.w) as f64;
+        if waste > MAX_WASTE && ci.min(co) < WIDE_CHANNELS {
+            return Err("the 2x2 tiles cover over 25% more outputs than the layer has, and fewer than 256 channels a side would not win that back");
+        }
+    }
     let tile_bytes = POINTS * (ci + co) * 4;
     let weight_bytes = POINTS * ci * co * 4;
     let budget = BAND_BYTES.max(weight_bytes);
@@ -417,9 +432,25 @@ mod tests {
                 assert!(bytes <= budget || p.chunk == 1, "{src}: {p:?}");
             }
         }
-        let small =
-            compile_source("layer l { input 56x56x32\n c: conv 3x3 -> 32, pad same }").unwrap();
-        assert!(winograd_plan(&small[0], 1, Mode::Auto).is_err_and(|e| e.contains("64")));
+        // Each rule of Auto refuses, Always runs them all.
+        for (src, why) in [
+            ("input 56x56x8\n c: conv 3x3 -> 8", "fewer than 16"),
+            ("input 14x14x16\n c: conv 3x3 -> 16", "2M"),
+            ("input 7x7x128\n c: conv 3x3 -> 128", "25%"),
+        ] {
+            let l = compile_source(&format!("layer l {{ {src}, pad same }}"))
+                .unwrap()
+                .remove(0);
+            assert!(
+                winograd_plan(&l, 1, Mode::Auto).is_err_and(|e| e.contains(why)),
+                "{src}"
+            );
+            assert!(winograd_plan(&l, 1, Mode::Always).is_ok());
+        }
+        let wide =
+            compile_source("layer l { input 7x7x256\n c: conv 3x3 -> 256, pad same }").unwrap();
+        assert!(winograd_plan(&wide[0], 1, Mode::Auto).is_ok());
+        let small = compile_source("layer l { input 56x56x8\n c: conv 3x3 -> 8 }").unwrap();
         assert!(winograd_plan(&small[0], 1, Mode::Always).is_ok());
         assert!(winograd_plan(&small[0], 1, Mode::Off).is_err());
     }

@@ -113,8 +113,9 @@ pub enum Winograd {
     /// Never: the direct sum (the default: exact as f32 FMAs go).
     #[default]
     Off,
-    /// Where it pays: 64 channels a side and 4M multiply-accumulates or
-    /// more (measured, `BENCHMARKS.md`).
+    /// Where it pays: 16 channels a side and 2M multiply-accumulates or
+    /// more, and tiles that cover at most 25% more outputs than the layer
+    /// has unless it has 256 channels a side (measured, `BENCHMARKS.md`).
     Auto,
     /// Every layer it can compute, however small: what the tests and
     /// `convjit fuzz --winograd` check, and for users who measured.
