@@ -99,9 +99,12 @@ pub fn winograd_plan(
     let weight_bytes = POINTS * ci * co * 4;
     let budget = BAND_BYTES.max(weight_bytes);
     let rows = (budget / (tw * tile_bytes)).clamp(1, th);
-    // Bands of equal height (the last one's spare rows are computed, not
-    // stored), one per thread at least.
-    let band = th.div_ceil(th.div_ceil(rows).max(threads.min(th)));
+    // The band height (at most `rows`) that gives the busiest thread the
+    // fewest tile rows to compute, counting a last band's spare rows
+    // (computed, not stored); of equals, the tallest (fewer passes over
+    // the weights). 28 tile rows on two threads: 14 bands of 2, not 7 of 4.
+    let busiest = |band: usize| th.div_ceil(band).div_ceil(threads.max(1)) * band;
+    let band = (1..=rows).rev().min_by_key(|&b| busiest(b)).unwrap_or(1);
     // A tile row past the budget goes in chunks of equal width: with few
     // channels the point products do little work per byte of the slabs,
     // which must come from L2 (224x224x64: one tile row's slabs are
