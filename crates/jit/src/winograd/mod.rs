@@ -399,6 +399,18 @@ struct Area {
     cols: usize,
 }
 
+impl Area {
+    /// Tiles in the area.
+    fn tiles(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Tile `t`'s row and column in the image's tiles.
+    fn tile(&self, t: usize) -> (usize, usize) {
+        (self.ty0 + t / self.cols, self.tx0 + t % self.cols)
+    }
+}
+
 mod transform;
 
 #[cfg(test)]

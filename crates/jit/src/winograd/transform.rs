@@ -42,17 +42,11 @@ impl Level {
 /// `V[p][t]` of the area's tiles.
 pub(super) fn input_band(s: &Stage, x: &[f32], area: Area, bufs: &mut Bufs) {
     let (i, ci) = (s.input, s.input.c);
-    let Area {
-        ty0,
-        rows,
-        tx0,
-        cols,
-    } = area;
     let Bufs { v, window, .. } = bufs;
     let slab = v.len() / POINTS;
     let level = Level::host();
-    for t in 0..rows * cols {
-        let (ty, tx) = (ty0 + t / cols, tx0 + t % cols);
+    for t in 0..area.tiles() {
+        let (ty, tx) = area.tile(t);
         // The window's rows and columns in the image, if inside.
         let at = |k: usize, tile: usize, pad: usize, len: usize| {
             (tile * TILE + k).checked_sub(pad).filter(|&v| v < len)
@@ -134,20 +128,15 @@ pub(super) fn output_band(
     out: &mut [f32],
 ) -> bool {
     let (o, co) = (s.output, s.output.c);
-    let Area {
-        ty0,
-        rows,
-        tx0,
-        cols,
-    } = area;
+    let ty0 = area.ty0;
     let Bufs {
         m, spill, zeros, ..
     } = bufs;
     let slab = m.len() / POINTS;
     let level = Level::host();
     let mut bad = false;
-    for t in 0..rows * cols {
-        let (ty, tx) = (ty0 + t / cols, tx0 + t % cols);
+    for t in 0..area.tiles() {
+        let (ty, tx) = area.tile(t);
         // Outputs past the image's edge go to the spill buffer; the
         // residual is the layer's input there, else zeros.
         let mut y = [std::ptr::null_mut::<f32>(); TILE * TILE];
