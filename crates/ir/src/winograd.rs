@@ -62,11 +62,16 @@ pub fn tiles(stage: &Stage) -> (usize, usize) {
 
 /// The 16 transformed weight matrices `U[p] = (G g G^T)[p]` of an HWIO
 /// `3x3xCixCo` array, each `[Ci][Co]` (a pointwise stage's layout), computed
-/// in f64 and rounded once.
-pub fn transform_weights(stage: &Stage, weight: &[f32]) -> Vec<Vec<f32>> {
+/// in f64 and rounded once; 16/9 of the weights' size again, within the
+/// process's memory budget ([`crate::budget`]) or an error.
+pub fn transform_weights(stage: &Stage, weight: &[f32]) -> Result<Vec<Vec<f32>>, DataError> {
     let (ci, co) = (stage.input.c, stage.output.c);
     assert_eq!(weight.len(), 9 * ci * co, "3x3 weights of {ci} -> {co}");
-    let mut u = vec![vec![0f32; ci * co]; POINTS];
+    let what = format_args!("the Winograd weights of '{}'", stage.name);
+    crate::budget::check(what, (POINTS as u64 * 4).checked_mul((ci * co) as u64))?;
+    let mut u = (0..POINTS)
+        .map(|_| crate::budget::zeroed(what, ci * co))
+        .collect::<Result<Vec<_>, _>>()?;
     for i in 0..ci * co {
         let g = |ky: usize, kx: usize| f64::from(weight[(ky * 3 + kx) * ci * co + i]);
         // G g: 4x3, then (G g) G^T: 4x4.
@@ -83,7 +88,7 @@ pub fn transform_weights(stage: &Stage, weight: &[f32]) -> Vec<Vec<f32>> {
             }
         }
     }
-    u
+    Ok(u)
 }
 
 /// Per output of `layer` run as F(2x2, 3x3), the scale of its rounding
@@ -194,7 +199,7 @@ mod tests {
         let x = Rng::new(4).vec(l.input.len(), 1.0);
         let want = interpret(&l, &w, &x, 1).unwrap();
         let s = &l.stages[0];
-        let u = transform_weights(s, &w.stages()[0].weight);
+        let u = transform_weights(s, &w.stages()[0].weight).unwrap();
         let (th, tw) = tiles(s);
         let (ci, co) = (3, 2);
         let at = |y: isize, xx: isize, c: usize| {

@@ -187,7 +187,7 @@ impl Winograd {
             ..options.clone()
         };
         let w = &weights.stages()[0];
-        let points = wg::transform_weights(s, &w.weight)
+        let points = wg::transform_weights(s, &w.weight)?
             .into_iter()
             .map(|u| {
                 let u = Weights::new(
