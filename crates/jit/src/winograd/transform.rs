@@ -135,6 +135,12 @@ pub(super) fn output_band(
     let slab = m.len() / POINTS;
     let level = Level::host();
     let mut bad = false;
+    // Every output pointer derives from these two, taken once (a fresh
+    // `&mut` of a buffer per output would retag all of it).
+    let outs = [
+        (out.as_mut_ptr(), out.len()),
+        (spill.as_mut_ptr(), spill.len()),
+    ];
     for t in 0..area.tiles() {
         let (ty, tx) = area.tile(t);
         // Outputs past the image's edge go to the spill buffer; the
@@ -145,13 +151,13 @@ pub(super) fn output_band(
             let (r, c) = (ty * TILE + k / TILE, tx * TILE + k % TILE);
             // Rows of this band, at their offset in `out`, or the spill
             // buffer's row `k`: `co` floats in bounds either way.
-            let (base, at) = match r < o.h && c < o.w {
-                true => (&mut out[..], ((r - ty0 * TILE) * o.w + c) * co),
-                false => (&mut spill[..], k * co),
+            let ((base, len), at) = match r < o.h && c < o.w {
+                true => (outs[0], ((r - ty0 * TILE) * o.w + c) * co),
+                false => (outs[1], k * co),
             };
-            assert!(at + co <= base.len());
-            // SAFETY: in bounds (just checked).
-            *yk = unsafe { base.as_mut_ptr().add(at) };
+            assert!(at + co <= len);
+            // SAFETY: in bounds of the buffer (just checked).
+            *yk = unsafe { base.add(at) };
             if s.residual && r < o.h && c < o.w {
                 *rk = x[(r * o.w + c) * co..][..co].as_ptr();
             }
