@@ -20,7 +20,8 @@ use clap::Args;
 use convjit::verify::Trial;
 use convjit::{Backend, Bf16Units, Fusion, Options, Precision, Winograd};
 use convjit_ir::random_layer::{
-    case_runner, draw_valid, layer_case, shrink, winograd_case, LayerCase, Limits,
+    case_runner, draw_valid, layer_case, shrink, winograd_case, winograd_chain_case, LayerCase,
+    Limits,
 };
 use indicatif::ProgressBar;
 use proptest::strategy::{Strategy, ValueTree};
@@ -58,8 +59,10 @@ pub struct FuzzArgs {
     #[arg(long, default_value = "auto", value_parser = super::parse_bf16_units)]
     bf16_units: Bf16Units,
     /// Check Winograd's F(2x2, 3x3) instead: random lone 3x3 stride-1
-    /// convs (`random_layer::winograd_case`), run as `--winograd=always`,
-    /// within its bound (`convjit::winograd::magnitude`). f32 only.
+    /// convs and layers of several stages around them
+    /// (`random_layer::winograd_case`, `winograd_chain_case`), run as
+    /// `--winograd=always`, within its bound
+    /// (`convjit::winograd::chain_magnitude`). f32 only.
     #[arg(long)]
     winograd: bool,
 }
@@ -96,7 +99,7 @@ pub fn fuzz(a: &FuzzArgs) -> Result<(), Failure> {
     };
     let l = limits(a);
     let kernels = match a.winograd {
-        true => "3x3 convs as Winograd's F(2x2, 3x3)".to_string(),
+        true => "3x3 convs (alone and in longer layers) as Winograd's F(2x2, 3x3)".to_string(),
         false => format!("{k}x{k} kernels", k = l.kernel - 1),
     };
     eprintln!(
@@ -206,7 +209,9 @@ fn limits(a: &FuzzArgs) -> Limits {
 fn draw(a: &FuzzArgs, i: u64) -> (BoxedTree, convjit::Layer) {
     let mut runner = case_runner(a.seed, i);
     match a.winograd {
-        true => draw_valid(&winograd_case(limits(a)).boxed(), &mut runner),
+        // Lone convs and longer layers around them, in turn.
+        true if i.is_multiple_of(2) => draw_valid(&winograd_case(limits(a)).boxed(), &mut runner),
+        true => draw_valid(&winograd_chain_case(limits(a)).boxed(), &mut runner),
         false => draw_valid(&layer_case(limits(a)).boxed(), &mut runner),
     }
 }
@@ -271,8 +276,13 @@ fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> Ca
 fn trial(layer: &convjit::Layer, case: &LayerCase, a: &FuzzArgs) -> Trial {
     let mut t = Trial::new(layer, case.seed, case.batch, case.scale, a.precision);
     if a.winograd {
+        let stages: Vec<bool> = convjit::winograd_stages(layer, 1, Winograd::Always)
+            .iter()
+            .map(Result::is_ok)
+            .collect();
         if let Ok(r) = &mut t.reference {
-            match convjit::winograd::magnitude(layer, &t.weights, &t.input, t.batch) {
+            match convjit::winograd::chain_magnitude(layer, &t.weights, &t.input, t.batch, &stages)
+            {
                 Ok(m) => r.magnitude = m,
                 Err(e) => t.reference = Err(format!("Winograd's bound: {e}")),
             }

@@ -79,12 +79,15 @@ mod tests {
             let p = convjit::plan_layer(&l, &o);
             let text = plan_text(&l, &p, &[], None);
             prop_assert!(text.contains(&l.name));
+            let stages: Vec<_> = l.stages.iter().map(|s| s.name.clone())
+                .zip(convjit::winograd_stages(&l, threads, convjit::Winograd::Always))
+                .collect();
             let j = PlanJson {
                 layer: &l,
                 plan: &p,
                 separation: &[],
                 separation_cost: None,
-                winograd: Some(convjit::winograd_plan(&l, threads, convjit::Winograd::Always)),
+                winograd: Some(&stages),
             };
             let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
             prop_assert_eq!(v["stages"].as_array().unwrap().len(), l.stages.len());

@@ -47,8 +47,9 @@ pub struct VerifyArgs {
     cc: String,
     /// Check the kernels with Winograd's F(2x2, 3x3) where it runs (as
     /// `run --winograd`), within its own rounding bound
-    /// (`convjit::winograd::magnitude`): per output, the input channels'
-    /// sums of |input| over the tile's 4x4 window times |taps|.
+    /// (`convjit::winograd::chain_magnitude`): per output, the input
+    /// channels' sums of |input| over the tile's 4x4 window times |taps|,
+    /// carried through the stages after it in a longer layer.
     /// `--winograd=always` checks every layer F(2x2, 3x3) can compute.
     #[arg(long, conflicts_with = "object", num_args = 0..=1, require_equals = true,
           default_missing_value = "auto", value_name = "WHEN", value_parser = super::parse_winograd)]
@@ -137,9 +138,14 @@ fn verify_layer(
     let mut reference = Reference::new(layer, weights, &input, batch, a.precision)?;
     // Where the kernels run as F(2x2, 3x3): its bound (f32 only).
     let mode = a.winograd.unwrap_or_default();
-    let winograd = a.precision == Precision::F32 && convjit::winograd_plan(layer, 1, mode).is_ok();
+    let stages: Vec<bool> = convjit::winograd_stages(layer, 1, mode)
+        .iter()
+        .map(Result::is_ok)
+        .collect();
+    let winograd = a.precision == Precision::F32 && stages.contains(&true);
     if winograd {
-        reference.magnitude = convjit::winograd::magnitude(layer, weights, &input, batch)?;
+        reference.magnitude =
+            convjit::winograd::chain_magnitude(layer, weights, &input, batch, &stages)?;
     }
     let (i, o) = (layer.input, layer.output());
     println!(

@@ -193,3 +193,39 @@ fn fuzz_checks_winograd_on_random_layers() {
     let o = convjit(&["fuzz", "--winograd", "--precision", "bf16", "--cases", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// A layer of several stages (an imported ResNet bottleneck): `plan` says
+/// which stage runs as F(2x2, 3x3) and why the others do not, in text and
+/// JSON; `verify --winograd=always` checks it within the bound carried
+/// through the stages.
+#[test]
+fn a_longer_layer_runs_its_3x3_stages_as_winograd() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("b.conv");
+    std::fs::write(
+        &conv,
+        "layer b { input 12x12x32\n a: pointwise 16, bias, relu\n c: conv 3x3 -> 16, pad same, bias, relu\n z: pointwise 32, bias, residual }\n",
+    )
+    .unwrap();
+    let o = convjit(&["plan", s(&conv), "--winograd=always"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("winograd: stage c: F(2x2, 3x3)"), "{text}");
+    assert!(
+        text.contains("winograd: stage a: not used: the stage is not a conv"),
+        "{text}"
+    );
+    let o = convjit(&["plan", s(&conv), "--winograd=always", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["winograd"]["used"], true);
+    assert_eq!(v["winograd"]["stages"][1]["stage"], "c");
+    assert_eq!(v["winograd"]["stages"][1]["used"], true);
+    assert_eq!(v["winograd"]["stages"][2]["used"], false);
+    let o = convjit(&["verify", s(&conv), "--winograd=always", "--batch", "2"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("Winograd F(2x2, 3x3)"),
+        "{}",
+        stdout(&o)
+    );
+}

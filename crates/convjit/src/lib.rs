@@ -47,8 +47,8 @@ pub use convjit_ir::{
     Precision, Rng, Shape, Stage, StageKind, StageWeights, Weights,
 };
 pub use convjit_jit::{
-    bf16_peaks, separation, tiles_refused, winograd_plan, CompileStats, JitError, Kernel, Network,
-    PeakLoop, WinogradPlan,
+    bf16_peaks, separation, tiles_refused, winograd_plan, winograd_stages, CompileStats, JitError,
+    Kernel, Network, PeakLoop, WinogradPlan,
 };
 pub use convjit_plan::layer_plan::SeparationCost;
 pub use convjit_plan::stage_plan::Bf16Units;

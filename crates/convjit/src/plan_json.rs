@@ -20,8 +20,9 @@ pub struct PlanJson<'a> {
     pub separation: &'a [SeparationNote],
     /// With weights where a stage could split: the cost model's estimates.
     pub separation_cost: Option<SeparationCost>,
-    /// Asked for: F(2x2, 3x3)'s bands, or why not (`null` unless asked).
-    pub winograd: Option<Result<crate::WinogradPlan, &'static str>>,
+    /// Asked for: per stage, F(2x2, 3x3)'s bands, or why not (`null`
+    /// unless asked).
+    pub winograd: Option<&'a [crate::plan_text::StageWinograd]>,
 }
 
 /// How a group's threads share its work, in the JSON.
@@ -156,9 +157,23 @@ impl Serialize for PlanJson<'_> {
         )?;
         m.serialize_entry(
             "winograd",
-            &self.winograd.map(|w| match w {
-                Ok(w) => json!({"used": true, "band_tile_rows": w.band, "bands": w.bands, "tiles_w": w.tiles_w, "chunk_tiles": w.chunk}),
-                Err(why) => json!({"used": false, "why": why}),
+            &self.winograd.map(|stages| {
+                let one = |r: &Result<crate::WinogradPlan, &str>| match r {
+                    Ok(w) => json!({"used": true, "band_tile_rows": w.band, "bands": w.bands, "tiles_w": w.tiles_w, "chunk_tiles": w.chunk}),
+                    Err(why) => json!({"used": false, "why": why}),
+                };
+                // A lone stage is the layer; a longer layer lists its stages.
+                match stages {
+                    [(_, r)] => one(r),
+                    _ => json!({
+                        "used": stages.iter().any(|(_, r)| r.is_ok()),
+                        "stages": stages.iter().map(|(name, r)| {
+                            let mut v = one(r);
+                            v["stage"] = json!(name);
+                            v
+                        }).collect::<Vec<_>>(),
+                    }),
+                }
             }),
         )?;
         m.end()

@@ -20,10 +20,13 @@ pub struct Planned {
     /// With weights where a stage could split: the cost model's estimates.
     pub cost: Option<SeparationCost>,
     pub plan: LayerPlan,
-    /// Asked for (`Options::winograd`): how the layer runs as F(2x2, 3x3),
-    /// or why it does not.
-    pub winograd: Option<Result<crate::WinogradPlan, &'static str>>,
+    /// Asked for (`Options::winograd`): per stage, by name, how it runs as
+    /// F(2x2, 3x3), or why it does not (`winograd_stages`).
+    pub winograd: Option<Vec<StageWinograd>>,
 }
+
+/// A stage's name and how it runs as F(2x2, 3x3), or why it does not.
+pub type StageWinograd = (String, Result<crate::WinogradPlan, &'static str>);
 
 impl Planned {
     pub fn new(layer: &Layer, weights: Option<&Weights>, options: &Options) -> Planned {
@@ -39,9 +42,14 @@ impl Planned {
         // As `Kernel::compile_with` decides: f32, on the direct plan's threads.
         let threads = plan.groups.iter().map(|g| g.threads).max().unwrap_or(1);
         let asked = options.winograd != crate::Winograd::Off;
+        let names = layer.stages.iter().map(|s| s.name.clone());
         let winograd = asked.then(|| match options.precision {
-            crate::Precision::F32 => crate::winograd_plan(&layer, threads, options.winograd),
-            crate::Precision::Bf16 => Err("bf16 runs direct (Winograd is f32 only)"),
+            crate::Precision::F32 => names
+                .zip(crate::winograd_stages(&layer, threads, options.winograd))
+                .collect(),
+            crate::Precision::Bf16 => names
+                .map(|n| (n, Err("bf16 runs direct (Winograd is f32 only)")))
+                .collect(),
         });
         Planned {
             layer,
@@ -56,19 +64,26 @@ impl Planned {
     pub fn text(&self) -> String {
         let decision = self.cost.map(|c| format!("{c}: runs {}", c.decision()));
         let mut out = plan_text(&self.layer, &self.plan, &self.notes, decision.as_deref());
-        match self.winograd {
-            Some(Ok(w)) => {
-                let chunks = match w.tiles_w.div_ceil(w.chunk) {
-                    1 => String::new(),
-                    n => format!(" in {n} chunks of {} columns", w.chunk),
-                };
-                out += &format!(
-                    "  winograd: F(2x2, 3x3), {} band(s) of {} tile rows x {} tiles{chunks}, 16 pointwise products each (the direct code runs an image whose sums are not finite)\n",
-                    w.bands, w.band, w.tiles_w
-                )
+        let stages = self.winograd.as_deref().unwrap_or_default();
+        for (name, r) in stages {
+            // A lone stage is the layer; in a longer one, say which.
+            let stage = match stages.len() {
+                1 => String::new(),
+                _ => format!("stage {name}: "),
+            };
+            match r {
+                Ok(w) => {
+                    let chunks = match w.tiles_w.div_ceil(w.chunk) {
+                        1 => String::new(),
+                        n => format!(" in {n} chunks of {} columns", w.chunk),
+                    };
+                    out += &format!(
+                        "  winograd: {stage}F(2x2, 3x3), {} band(s) of {} tile rows x {} tiles{chunks}, 16 pointwise products each (the direct code runs an image whose sums are not finite)\n",
+                        w.bands, w.band, w.tiles_w
+                    )
+                }
+                Err(why) => out += &format!("  winograd: {stage}not used: {why}\n"),
             }
-            Some(Err(why)) => out += &format!("  winograd: not used: {why}\n"),
-            None => {}
         }
         out
     }
@@ -80,7 +95,7 @@ impl Planned {
             plan: &self.plan,
             separation: &self.notes,
             separation_cost: self.cost,
-            winograd: self.winograd,
+            winograd: self.winograd.as_deref(),
         };
         serde_json::to_string(&j).expect("a plan serialises to JSON")
     }

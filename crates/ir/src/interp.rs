@@ -241,6 +241,25 @@ pub fn interpret_stage(
     out
 }
 
+/// Per output of `stage` on inputs of scale `m`, `sum |w| m + |bias|`
+/// (+ `residual`'s scale): the direct sum's magnitude bound in f32, for
+/// bounds carried across stages (`winograd::chain_magnitude`).
+pub(crate) fn abs_sums(
+    stage: &Stage,
+    w: &StageWeights,
+    m: &[f32],
+    batch: usize,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+    let (wa, ba) = (abs(&w.weight), w.bias.as_deref().map(abs));
+    let mut out = vec![0f32; batch * stage.output.len()];
+    for_each_sum(stage, &wa, ba.as_deref(), m, batch, |o, acc| {
+        out[o] = output_value(acc, residual, o);
+    });
+    out
+}
+
 /// An output from its activated sum: rounded to f32, `+ residual` in f32.
 fn output_value(activated: f64, residual: Option<&[f32]>, o: usize) -> f32 {
     let v = activated as f32;

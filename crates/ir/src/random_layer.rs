@@ -280,6 +280,70 @@ pub fn winograd_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
         )
 }
 
+/// Random layers of two to five stages around a 3x3 stride-1 conv that
+/// F(2x2, 3x3) computes (an imported ResNet bottleneck's shape): a
+/// pointwise stage before it or not; after it nothing, a pointwise, a
+/// depthwise or a second such conv; and, where the shapes allow, a
+/// pointwise stage that restores the input's channels and adds the
+/// residual. At least two stages.
+pub fn winograd_chain_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
+    (
+        (1..limits.size, 1..limits.width, 1..limits.channels),
+        (any::<bool>(), 1..limits.channels, 1..limits.channels),
+        (
+            0u8..3,
+            (0..limits.pad, 0..limits.pad, 0..limits.pad, 0..limits.pad),
+        ),
+        (0u8..4, 1..limits.channels, any::<bool>(), 0u8..3),
+        (
+            1..limits.batch,
+            any::<u64>(),
+            prop::sample::select(vec![0.5f32, 4.0, 20.0]),
+        ),
+    )
+        .prop_map(
+            |(
+                (h, w, c),
+                (pre, pc, cc),
+                (pad, (a, b, l, r)),
+                (after, ac, residual, act),
+                (batch, seed, scale),
+            )| {
+                let act = ["", ", relu", ", relu6"][act as usize];
+                let mut lines = Vec::new();
+                if pre {
+                    lines.push(format!("p: pointwise {pc}, bias{act}"));
+                }
+                let pad_text = match pad {
+                    0 => "same".to_string(),
+                    1 => "valid".to_string(),
+                    _ => format!("{a} {b} {l} {r}"),
+                };
+                lines.push(format!("w: conv 3x3 -> {cc}, pad {pad_text}, bias{act}"));
+                match after {
+                    1 => lines.push(format!("q: pointwise {ac}, bias{act}")),
+                    2 => lines.push(format!("d: depthwise 3x3, pad same{act}")),
+                    3 => lines.push(format!("v: conv 3x3 -> {ac}, pad same, bias{act}")),
+                    _ => {}
+                }
+                // The residual needs the input's height and width back.
+                if (residual && pad == 0) || lines.len() == 1 {
+                    let res = if pad == 0 { ", residual" } else { "" };
+                    lines.push(format!("r: pointwise {c}, bias{res}"));
+                }
+                LayerCase {
+                    src: format!(
+                        "layer t {{\n  input {h}x{w}x{c}\n  {}\n}}\n",
+                        lines.join("\n  ")
+                    ),
+                    batch,
+                    seed,
+                    scale,
+                }
+            },
+        )
+}
+
 /// Case `i` of seed `seed`: its own proptest runner, so a case does not
 /// depend on which thread drew it or what was drawn before (`convjit
 /// fuzz --seed S`: case i is the same on every machine).

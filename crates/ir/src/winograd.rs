@@ -16,7 +16,7 @@
 
 use crate::error::DataError;
 use crate::layer::{Layer, Stage, StageKind};
-use crate::weights::Weights;
+use crate::weights::{StageWeights, Weights};
 
 /// Outputs per tile side.
 pub const TILE: usize = 2;
@@ -41,6 +41,11 @@ pub fn refusal(layer: &Layer) -> Option<&'static str> {
     let [s] = layer.stages.as_slice() else {
         return Some("the layer has more than one stage");
     };
+    stage_refusal(s)
+}
+
+/// Why `s` cannot run as F(2x2, 3x3) (see [`refusal`]), or `None`.
+pub fn stage_refusal(s: &Stage) -> Option<&'static str> {
     match s.kind {
         StageKind::Conv { groups: 1, .. } => {}
         StageKind::Conv { .. } => return Some("the conv is grouped"),
@@ -109,16 +114,66 @@ pub fn magnitude(
     if let Some(why) = refusal(layer) {
         return Err(DataError::tensor("layer", why));
     }
+    chain_magnitude(layer, weights, input, batch, &[true])
+}
+
+/// [`magnitude`] for a layer of several stages where those marked in
+/// `winograd` run as F(2x2, 3x3) and the others directly: the bound is
+/// carried from stage to stage (an input's scale is the bound of the
+/// stage before), a direct stage's as the interpreter's (`sum |w| m +
+/// |bias|`), a Winograd stage's over its tiles' windows; the last stage's
+/// residual adds the layer's |input|. Non-finite values count 0, as in
+/// [`magnitude`].
+pub fn chain_magnitude(
+    layer: &Layer,
+    weights: &Weights,
+    input: &[f32],
+    batch: usize,
+    winograd: &[bool],
+) -> Result<Vec<f32>, DataError> {
     weights.check(layer)?;
-    let s = &layer.stages[0];
-    let (i, o) = (s.input, s.output);
-    if input.len() != batch * i.len() {
+    if input.len() != batch * layer.input.len() {
         return Err(DataError::tensor(
             "input",
             "length does not match the batch",
         ));
     }
-    let w = &weights.stages()[0];
+    if winograd.len() != layer.stages.len() {
+        return Err(DataError::tensor("layer", "one Winograd flag per stage"));
+    }
+    let finite = |v: f32| if v.is_finite() { v.abs() } else { 0.0 };
+    let abs_input: Vec<f32> = input.iter().map(|&v| finite(v)).collect();
+    let mut mag = abs_input.clone();
+    for ((s, w), &wino) in layer.stages.iter().zip(weights.stages()).zip(winograd) {
+        let residual = s.residual.then_some(&abs_input[..]);
+        mag = match wino {
+            true => {
+                if let Some(why) = stage_refusal(s) {
+                    return Err(DataError::tensor("layer", why));
+                }
+                window_bound(s, w, &mag, batch, residual)?
+            }
+            false => crate::interp::abs_sums(s, w, &mag, batch, residual),
+        };
+        for m in &mut mag {
+            *m = finite(*m);
+        }
+    }
+    Ok(mag)
+}
+
+/// The Winograd bound of stage `s` (a 3x3 conv) on inputs of scale `x`
+/// (`batch` images): per output, sum over the input channels of `x` over
+/// its tile's 4x4 window times the channel's |taps|, plus |bias| and the
+/// residual's scale.
+fn window_bound(
+    s: &Stage,
+    w: &StageWeights,
+    x_all: &[f32],
+    batch: usize,
+    residual: Option<&[f32]>,
+) -> Result<Vec<f32>, DataError> {
+    let (i, o) = (s.input, s.output);
     // Per (ci, co), the sum of the kernel's |taps|.
     let taps: Vec<f64> = (0..i.c * o.c)
         .map(|k| {
@@ -129,12 +184,12 @@ pub fn magnitude(
         .collect();
     let (th, tw) = tiles(s);
     let mut mag = crate::budget::zeroed(
-        format_args!("the magnitudes of '{}'", layer.name),
+        format_args!("the magnitudes of '{}'", s.name),
         batch * o.len(),
     )?;
     let mut window = vec![0f64; i.c];
     for n in 0..batch {
-        let x = &input[n * i.len()..][..i.len()];
+        let x = &x_all[n * i.len()..][..i.len()];
         for ty in 0..th {
             for tx in 0..tw {
                 window.fill(0.0);
@@ -165,14 +220,9 @@ pub fn magnitude(
                         if y >= o.h || xx >= o.w {
                             continue;
                         }
-                        let at = (y * o.w + xx) * o.c + co;
-                        let res = if s.residual {
-                            f64::from(x[at]).abs()
-                        } else {
-                            0.0
-                        };
-                        let res = if res.is_finite() { res } else { 0.0 };
-                        mag[n * o.len() + at] = (sum + bias + res) as f32;
+                        let at = n * o.len() + (y * o.w + xx) * o.c + co;
+                        let res = residual.map_or(0.0, |r| f64::from(r[at]));
+                        mag[at] = (sum + bias + res) as f32;
                     }
                 }
             }
@@ -305,5 +355,38 @@ mod tests {
         assert!(magnitude(&l, &w, &x, 2).is_err());
         let two = layer("layer l { input 4x4x1\n c: conv 3x3 -> 1, stride 2 }");
         assert!(magnitude(&two, &Weights::random(&two, 1), &x, 1).is_err());
+    }
+
+    /// Carried through stages, a direct stage's bound is the interpreter's
+    /// own (finite data); a lone Winograd stage's is [`magnitude`]; the
+    /// Winograd bound of a stage is at least its direct bound.
+    #[test]
+    fn chain_magnitudes_are_the_interpreters_where_no_stage_runs_winograd() {
+        let l = layer(
+            "layer l { input 7x9x5\n p: pointwise 6, bias, relu\n c: conv 3x3 -> 6, pad same, bias\n q: pointwise 5, residual }",
+        );
+        let w = Weights::random(&l, 5);
+        let x = Rng::new(6).vec(2 * l.input.len(), 1.0);
+        let (_, direct) = crate::interpret_with_magnitude(&l, &w, &x, 2).unwrap();
+        let chain = chain_magnitude(&l, &w, &x, 2, &[false; 3]).unwrap();
+        for (a, b) in chain.iter().zip(&direct) {
+            assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} vs {b}");
+        }
+        let wino = chain_magnitude(&l, &w, &x, 2, &[false, true, false]).unwrap();
+        assert!(wino
+            .iter()
+            .zip(&chain)
+            .all(|(a, b)| *a >= *b * (1.0 - 1e-6)));
+        assert!(wino.iter().zip(&chain).any(|(a, b)| *a > *b * 1.5));
+        // Only a 3x3 conv can be marked; one flag per stage.
+        assert!(chain_magnitude(&l, &w, &x, 2, &[true, false, false]).is_err());
+        assert!(chain_magnitude(&l, &w, &x, 2, &[false]).is_err());
+        let lone = layer("layer l { input 6x6x3\n c: conv 3x3 -> 4, pad same, bias }");
+        let w = Weights::random(&lone, 1);
+        let x = Rng::new(2).vec(lone.input.len(), 1.0);
+        assert_eq!(
+            magnitude(&lone, &w, &x, 1).unwrap(),
+            chain_magnitude(&lone, &w, &x, 1, &[true]).unwrap()
+        );
     }
 }

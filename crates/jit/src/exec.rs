@@ -511,6 +511,9 @@ impl Kernel {
             output.copy_from_slice(input);
             return Ok(());
         }
+        if let Some(c) = &self.chain {
+            return c.run(input, output, batch);
+        }
         let Some(w) = &self.winograd else {
             return self.run_direct(scratch, input, output, batch);
         };

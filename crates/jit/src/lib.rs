@@ -43,7 +43,7 @@ mod winograd;
 pub use network::Network;
 pub use peak::{bf16_peaks, PeakLoop};
 pub use tiles::tiles_refused;
-pub use winograd::{winograd_plan, WinogradPlan};
+pub use winograd::{winograd_plan, winograd_stages, WinogradPlan};
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
@@ -298,6 +298,9 @@ pub struct Kernel {
     /// Asked for and planned: the layer runs as F(2x2, 3x3) (`winograd.rs`),
     /// the direct code above only for images where a sum is not finite.
     winograd: Option<winograd::Winograd>,
+    /// Asked for, in a layer of several stages: the layer runs as kernels
+    /// cut at its 3x3 convs that run as F(2x2, 3x3) (`winograd/chain.rs`).
+    chain: Option<winograd::Chain>,
     #[cfg(feature = "testing")]
     testing: testing::Hooks,
 }
@@ -648,16 +651,20 @@ impl Kernel {
             .zip(&compiled.plans)
             .map(|(f, p)| Packed::new(p, &weights.stages()[f.index], options.precision))
             .collect();
-        let winograd =
-            match options.winograd != Winograd::Off && options.precision == Precision::F32 {
-                true => {
-                    // The direct plan's judgement of what threads pay.
-                    let groups = &compiled.program.groups;
-                    let threads = groups.iter().map(|g| g.threads.len()).max().unwrap_or(1);
-                    winograd::Winograd::new(layer, weights, options, threads)?
-                }
-                false => None,
-            };
+        let asked = options.winograd != Winograd::Off && options.precision == Precision::F32;
+        let winograd = match asked {
+            true => {
+                // The direct plan's judgement of what threads pay.
+                let groups = &compiled.program.groups;
+                let threads = groups.iter().map(|g| g.threads.len()).max().unwrap_or(1);
+                winograd::Winograd::new(layer, weights, options, threads)?
+            }
+            false => None,
+        };
+        let chain = match asked {
+            true => winograd::Chain::new(layer, weights, options)?,
+            false => None,
+        };
         Ok(Kernel {
             layer: layer.clone(),
             options: options.clone(),
@@ -671,6 +678,7 @@ impl Kernel {
                 pack_seconds: seen + start.elapsed().as_secs_f64(),
             },
             winograd,
+            chain,
             #[cfg(feature = "testing")]
             testing: Default::default(),
         })
@@ -679,7 +687,20 @@ impl Kernel {
     /// How the layer runs as Winograd's F(2x2, 3x3), if it does
     /// (`Options::winograd`, [`winograd_plan`]).
     pub fn winograd(&self) -> Option<WinogradPlan> {
-        self.winograd.as_ref().map(|w| w.plan())
+        match &self.chain {
+            Some(c) => c.plans().first().map(|p| p.1),
+            None => self.winograd.as_ref().map(|w| w.plan()),
+        }
+    }
+
+    /// The stages that run as F(2x2, 3x3), by name, and how (one for a
+    /// lone 3x3 conv, any number in a longer layer: [`winograd_stages`]).
+    pub fn winograd_stages(&self) -> Vec<(String, WinogradPlan)> {
+        match (&self.chain, &self.winograd) {
+            (Some(c), _) => c.plans(),
+            (None, Some(w)) => vec![(self.layer.stages[0].name.clone(), w.plan())],
+            (None, None) => Vec::new(),
+        }
     }
 
     /// The layer this kernel runs: the one compiled, or its rewrite with
@@ -932,6 +953,7 @@ mod tests {
                     pack_seconds: 0.0,
                 },
                 winograd: None,
+                chain: None,
                 #[cfg(feature = "testing")]
                 testing: Default::default(),
             };

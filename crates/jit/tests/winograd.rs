@@ -7,7 +7,7 @@
 mod common;
 
 use common::{layer, run_guarded};
-use convjit_ir::random_layer::{winograd_case, Limits};
+use convjit_ir::random_layer::{winograd_case, winograd_chain_case, Limits};
 use convjit_ir::{compare, interpret, winograd, Layer, Rng, Weights};
 use convjit_jit::Kernel;
 use convjit_plan::{Backend, Options, Winograd};
@@ -40,7 +40,10 @@ fn check_with(
     }
     let got = run_guarded(&k, x, batch)?;
     let want = interpret(l, w, x, batch).map_err(|e| e.to_string())?;
-    let mag = winograd::magnitude(l, w, x, batch).map_err(|e| e.to_string())?;
+    // The stages that run as F(2x2, 3x3): their bound, carried through.
+    let names: Vec<String> = k.winograd_stages().into_iter().map(|s| s.0).collect();
+    let flags: Vec<bool> = l.stages.iter().map(|s| names.contains(&s.name)).collect();
+    let mag = winograd::chain_magnitude(l, w, x, batch, &flags).map_err(|e| e.to_string())?;
     let c = compare(&got, &want, &mag);
     match c.pass() {
         true => Ok(()),
@@ -102,6 +105,68 @@ proptest! {
             prop_assert!(r.is_ok(), "{}\nbatch {}, {:?}: {}", c.src, c.batch, o, r.unwrap_err());
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 32,
+        max_global_rejects: 10_000,
+        ..ProptestConfig::default()
+    })]
+
+    /// Layers of several stages whose 3x3 convs run as F(2x2, 3x3) (cut
+    /// into kernels there, the residual added last): within the bound
+    /// carried through the stages, on one or two threads, every generator.
+    #[test]
+    fn winograd_stages_of_longer_layers_match_the_interpreter(
+        c in winograd_chain_case(Limits { size: 16, width: 24, channels: 40, ..Limits::PROPTEST }),
+        threads in 1usize..3,
+    ) {
+        let data = common::case_data(&c, 4_000_000);
+        prop_assume!(data.is_some());
+        let (l, w, x) = data.unwrap();
+        for backend in Backend::available() {
+            let o = Options { backend, threads, winograd: Winograd::Always, ..Options::default() };
+            let r = check_with(&l, &w, &x, c.batch, &o);
+            prop_assert!(r.is_ok(), "{}\nbatch {}, {:?}: {}", c.src, c.batch, o, r.unwrap_err());
+        }
+    }
+}
+
+/// A ResNet bottleneck as `convjit import` writes it: its 3x3 runs as
+/// F(2x2, 3x3) between two direct kernels, the residual added last; an
+/// image with NaN or an infinity has the interpreter's non-finite
+/// outputs; a stage before the last with a residual keeps the layer direct.
+#[test]
+fn a_bottleneck_runs_its_3x3_as_winograd() {
+    let l = layer(
+        "layer b { input 9x10x40\n a: pointwise 24, bias, relu\n c: conv 3x3 -> 24, pad same, bias, relu\n z: pointwise 40, bias, residual }",
+    );
+    let w = Weights::random(&l, 3);
+    let always = Options {
+        threads: 2,
+        winograd: Winograd::Always,
+        ..Options::default()
+    };
+    let k = Kernel::compile_with(&l, &w, &always).unwrap();
+    let names: Vec<String> = k.winograd_stages().into_iter().map(|s| s.0).collect();
+    assert_eq!(names, ["c"]);
+    let mut x = Rng::new(5).vec(3 * l.input.len(), 1.0);
+    check_with(&l, &w, &x, 3, &always).unwrap();
+    x[7] = f32::NAN;
+    x[l.input.len() + 100] = f32::INFINITY;
+    let got = run_guarded(&k, &x, 3).unwrap();
+    let want = interpret(&l, &w, &x, 3).unwrap();
+    for (g, v) in got.iter().zip(&want) {
+        assert_eq!(g.is_nan(), v.is_nan());
+        assert!(!v.is_infinite() || g == v);
+    }
+    let mid = layer(
+        "layer m { input 9x10x40\n a: pointwise 40, bias, residual\n c: conv 3x3 -> 24, pad same }",
+    );
+    let w = Weights::random(&mid, 3);
+    let k = Kernel::compile_with(&mid, &w, &always).unwrap();
+    assert!(k.winograd().is_none());
 }
 
 /// An image with NaN, an infinity or a value whose transform overflows

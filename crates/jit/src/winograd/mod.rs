@@ -411,7 +411,11 @@ impl Area {
     }
 }
 
+mod chain;
 mod transform;
+
+pub use chain::winograd_stages;
+pub(crate) use chain::Chain;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,160 @@
+//! A layer of several stages whose 3x3 stride-1 convs run as F(2x2, 3x3)
+//! (an imported ResNet bottleneck: 1x1, 3x3, 1x1 and the residual): the
+//! layer is cut into kernels of its own at each such conv, the conv alone
+//! (Winograd's), the stages between them as one direct kernel each, run
+//! one after another on tensors kept between runs. The layer's residual,
+//! on its last stage, is added after the last kernel: the same f32 add of
+//! the same two values the fused epilogue would make.
+//!
+//! Each kernel runs its own threads, and a Winograd kernel runs an image
+//! whose sums are not finite the direct way itself, so the chain's outputs
+//! are its kernels' as each is checked alone.
+
+use super::{winograd_plan, Mode, WinogradPlan};
+use crate::{JitError, Kernel};
+use convjit_ir::{DataError, Layer, Stage, Weights};
+use convjit_plan::layer_plan::Options;
+use std::sync::Mutex;
+
+/// For each stage of `layer`, how it runs as F(2x2, 3x3) in `mode`, or
+/// why it does not. A lone stage is [`winograd_plan`]'s; in a longer layer
+/// each stage is judged as a layer of its own, and none runs that way
+/// where a stage before the last adds the layer's input.
+pub fn winograd_stages(
+    layer: &Layer,
+    threads: usize,
+    mode: Mode,
+) -> Vec<Result<WinogradPlan, &'static str>> {
+    if layer.stages.len() == 1 {
+        return vec![winograd_plan(layer, threads, mode)];
+    }
+    let last = layer.stages.len() - 1;
+    if layer.stages[..last].iter().any(|s| s.residual) {
+        let why = "a stage before the last adds the layer's input";
+        return vec![Err(why); layer.stages.len()];
+    }
+    (0..layer.stages.len())
+        .map(|k| winograd_plan(&part(layer, k..k + 1), threads, mode))
+        .collect()
+}
+
+/// Stages `range` of `layer` as a layer (no residual: the chain adds it).
+fn part(layer: &Layer, range: std::ops::Range<usize>) -> Layer {
+    let stages: Vec<Stage> = layer.stages[range.clone()]
+        .iter()
+        .map(|s| Stage {
+            residual: false,
+            ..s.clone()
+        })
+        .collect();
+    let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+    Layer {
+        name: format!("{}.{}", layer.name, names.join("+")),
+        input: layer.stages[range.start].input,
+        stages,
+    }
+}
+
+pub(crate) struct Chain {
+    parts: Vec<Kernel>,
+    /// The layer's last stage adds its input (after its activation).
+    residual: bool,
+    /// Per concurrent run, the two tensors between parts.
+    tensors: Mutex<Vec<[Vec<f32>; 2]>>,
+}
+
+impl Chain {
+    /// `None` where no stage of a layer of several runs as F(2x2, 3x3).
+    pub(crate) fn new(
+        layer: &Layer,
+        weights: &Weights,
+        options: &Options,
+    ) -> Result<Option<Chain>, JitError> {
+        if layer.stages.len() < 2 {
+            return Ok(None);
+        }
+        let plans = winograd_stages(layer, 1, options.winograd);
+        if plans.iter().all(Result::is_err) {
+            return Ok(None);
+        }
+        // Cuts before and after each Winograd stage.
+        let n = layer.stages.len();
+        let mut cuts = vec![0];
+        for (k, p) in plans.iter().enumerate() {
+            if p.is_ok() {
+                cuts.extend([k, k + 1]);
+            }
+        }
+        cuts.push(n);
+        cuts.dedup();
+        let parts = cuts
+            .windows(2)
+            .map(|c| {
+                let l = part(layer, c[0]..c[1]);
+                let w = Weights::new(&l, weights.stages()[c[0]..c[1]].to_vec())?;
+                Kernel::compile_with(&l, &w, options)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Chain {
+            parts,
+            residual: layer.stages[n - 1].residual,
+            tensors: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The plans of the parts that run as F(2x2, 3x3), with their stages'
+    /// names.
+    pub(crate) fn plans(&self) -> Vec<(String, WinogradPlan)> {
+        self.parts
+            .iter()
+            .filter_map(|k| Some((k.layer.stages[0].name.clone(), k.winograd()?)))
+            .collect()
+    }
+
+    /// `batch` images of `input` (lengths checked by the caller) into
+    /// `output`.
+    pub(crate) fn run(
+        &self,
+        input: &[f32],
+        output: &mut [f32],
+        batch: usize,
+    ) -> Result<(), JitError> {
+        let take = || self.tensors.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut tensors = take().unwrap_or_default();
+        let last = self.parts.len() - 1;
+        for (i, k) in self.parts.iter().enumerate() {
+            // Part i < last writes tensors[i % 2], reading the other.
+            let [even, odd] = &mut tensors;
+            let (before, mine) = if i % 2 == 0 { (odd, even) } else { (even, odd) };
+            let src: &[f32] = match i {
+                0 => input,
+                _ => &before[..batch * k.layer.input.len()],
+            };
+            if i == last {
+                k.run(src, output, batch)?;
+                break;
+            }
+            let len = batch.checked_mul(k.layer.output().len()).ok_or_else(|| {
+                DataError::tensor("batch", format!("{batch} images are too many"))
+            })?;
+            if mine.len() < len {
+                *mine = convjit_ir::budget::zeroed(
+                    format_args!("the tensor after '{}'", k.layer.name),
+                    len,
+                )?;
+            }
+            k.run(src, &mut mine[..len], batch)?;
+        }
+        // The residual's shape is the output's (the layer was validated).
+        if self.residual {
+            for (y, x) in output.iter_mut().zip(input) {
+                *y += *x;
+            }
+        }
+        self.tensors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tensors);
+        Ok(())
+    }
+}
