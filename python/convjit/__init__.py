@@ -335,7 +335,8 @@ def compile(
         backend: ``"auto"`` (the widest the CPU runs), ``"avx512"``,
             ``"avx2"`` or ``"cranelift"``; one the CPU lacks raises
             :class:`CompileError`.
-        winograd: run a lone 3x3 stride-1 conv as Winograd's F(2x2, 3x3)
+        winograd: run 3x3 stride-1 convs (alone or stages of a longer
+            layer) as Winograd's F(2x2, 3x3)
             (16 products per 2x2 outputs instead of 36, f32 only):
             ``True`` or ``"auto"`` where it pays (16 channels a side, 2M
             multiply-accumulates or more: ``convjit plan --winograd`` says),

@@ -172,7 +172,8 @@ pub struct PlannerArgs {
     bf16_units: convjit::Bf16Units,
     #[command(flatten)]
     separate: SeparateArgs,
-    /// Run a lone 3x3 stride-1 conv as Winograd's F(2x2, 3x3): 16 products
+    /// Run 3x3 stride-1 convs (alone, or as stages of a longer layer: it is
+    /// then cut into kernels there) as Winograd's F(2x2, 3x3): 16 products
     /// per 2x2 outputs instead of 36, rounded differently from the direct
     /// sum (within the bound `verify --winograd` checks); f32 only.
     /// `--winograd` (auto): where it pays (16 channels a side and 2M

@@ -1,5 +1,7 @@
 //! A lone 3x3 stride-1 conv run as Winograd's F(2x2, 3x3)
-//! (`convjit_ir::winograd`), when asked for (`Options::winograd`).
+//! (`convjit_ir::winograd`), when asked for (`Options::winograd`); a
+//! longer layer's such stages run as lone convs of their own
+//! (`chain.rs`).
 //!
 //! Per band of tile rows, on whichever thread claims it: the input
 //! transform writes `V[p][tile][ci]` (16 point slabs of `B^T d B`), 16

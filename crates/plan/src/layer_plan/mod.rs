@@ -99,7 +99,8 @@ pub struct Options {
     /// `vdpbf16ps`, f32 FMAs on bf16 values; `Auto`: as the host suits,
     /// see [`Bf16Units`]). Ignored in f32.
     pub bf16_units: Bf16Units,
-    /// Whether a lone 3x3 stride-1 conv runs as Winograd's F(2x2, 3x3)
+    /// Whether a 3x3 stride-1 conv (alone, or a stage of a longer layer)
+    /// runs as Winograd's F(2x2, 3x3)
     /// (`convjit_ir::winograd`): 16 products per 2x2 outputs instead of 36,
     /// rounded differently from the direct sum (within
     /// `convjit_ir::winograd::magnitude`), so only when asked; f32 only.
