@@ -257,6 +257,15 @@ def test_winograd_is_asked_for_and_within_its_bound(rng):
     np.testing.assert_allclose(k(x), ref, rtol=0, atol=bound)
     net = convjit.compile_network(WINO, weights={"w": w}, winograd="always")
     np.testing.assert_allclose(net(x), ref, rtol=0, atol=bound)
+    # A longer layer runs its 3x3 stage that way, the residual added last.
+    chain = WINO.replace("relu\n}", "relu\n  z: pointwise 16, residual\n}")
+    wz = dict(w, **{"z.weight": rng.standard_normal((24, 16)).astype(np.float32)})
+    k = convjit.compile(chain, weights=wz, winograd="always")
+    assert k.winograd and "stage c: F(2x2, 3x3)" in k.plan()
+    ref = convjit.interpret(chain, x, weights=wz)
+    bound = 1e-5 * (1 + 24 * np.abs(wz["z.weight"]).max() * 16 * 16 * 9 * np.abs(x).max()
+                    * np.abs(w["c.weight"]).max() + 2 * np.abs(x).max())
+    np.testing.assert_allclose(k(x), ref, rtol=0, atol=bound)
     with pytest.raises(ValueError, match="winograd='often'"):
         convjit.compile(WINO, winograd="often")
     with pytest.raises(TypeError, match="winograd"):
