@@ -7,11 +7,12 @@
 mod common;
 
 use common::{layer, run_guarded};
-use convjit_ir::random_layer::{winograd_case, winograd_chain_case, Limits};
+use convjit_ir::random_layer::{winograd_case, winograd_chain_case, LayerCase, Limits};
 use convjit_ir::{compare, interpret, winograd, Layer, Rng, Weights};
 use convjit_jit::Kernel;
 use convjit_plan::{Backend, Options, Winograd};
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 
 fn options(threads: usize) -> Options {
     Options {
@@ -81,6 +82,33 @@ fn winograd_agrees_with_the_interpreter_on_every_padding_size_and_epilogue() {
     }
 }
 
+/// `c` (its layer, weights and input) as `Winograd::Always` on `threads`
+/// threads with every generator the host runs, within the bound.
+fn every_generator(
+    c: &LayerCase,
+    (l, w, x): (Layer, Weights, Vec<f32>),
+    threads: usize,
+) -> Result<(), TestCaseError> {
+    for backend in Backend::available() {
+        let o = Options {
+            backend,
+            threads,
+            winograd: Winograd::Always,
+            ..Options::default()
+        };
+        let r = check_with(&l, &w, &x, c.batch, &o);
+        prop_assert!(
+            r.is_ok(),
+            "{}\nbatch {}, {:?}: {}",
+            c.src,
+            c.batch,
+            o,
+            r.unwrap_err()
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 48,
@@ -98,12 +126,7 @@ proptest! {
     ) {
         let data = common::case_data(&c, 4_000_000);
         prop_assume!(data.is_some());
-        let (l, w, x) = data.unwrap();
-        for backend in Backend::available() {
-            let o = Options { backend, threads, winograd: Winograd::Always, ..Options::default() };
-            let r = check_with(&l, &w, &x, c.batch, &o);
-            prop_assert!(r.is_ok(), "{}\nbatch {}, {:?}: {}", c.src, c.batch, o, r.unwrap_err());
-        }
+        every_generator(&c, data.unwrap(), threads)?;
     }
 }
 
@@ -124,12 +147,7 @@ proptest! {
     ) {
         let data = common::case_data(&c, 4_000_000);
         prop_assume!(data.is_some());
-        let (l, w, x) = data.unwrap();
-        for backend in Backend::available() {
-            let o = Options { backend, threads, winograd: Winograd::Always, ..Options::default() };
-            let r = check_with(&l, &w, &x, c.batch, &o);
-            prop_assert!(r.is_ok(), "{}\nbatch {}, {:?}: {}", c.src, c.batch, o, r.unwrap_err());
-        }
+        every_generator(&c, data.unwrap(), threads)?;
     }
 }
 
