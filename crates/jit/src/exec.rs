@@ -520,7 +520,7 @@ impl Kernel {
         let (i, o) = (l.input.len(), out_shape.len());
         for (x, y) in input.chunks_exact(i).zip(output.chunks_exact_mut(o)) {
             if w.image(x, y)? {
-                // A sum not finite: the direct kernel's values (`winograd.rs`).
+                // A sum not finite: the direct kernel's values (`winograd/mod.rs`).
                 self.run_direct(scratch, x, y, 1)?;
             }
         }

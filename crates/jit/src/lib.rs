@@ -295,7 +295,7 @@ pub struct Kernel {
     /// Buffers of finished runs, for the next ones (one set per concurrent run).
     scratch: Mutex<Vec<scratch::Scratch>>,
     stats: CompileStats,
-    /// Asked for and planned: the layer runs as F(2x2, 3x3) (`winograd.rs`),
+    /// Asked for and planned: the layer runs as F(2x2, 3x3) (`winograd/`),
     /// the direct code above only for images where a sum is not finite.
     winograd: Option<winograd::Winograd>,
     /// Asked for, in a layer of several stages: the layer runs as kernels
