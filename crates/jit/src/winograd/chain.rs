@@ -2,19 +2,18 @@
 //! (an imported ResNet bottleneck: 1x1, 3x3, 1x1 and the residual): the
 //! layer is cut into kernels of its own at each such conv, the conv alone
 //! (Winograd's), the stages between them as one direct kernel each, run
-//! one after another on tensors kept between runs. The layer's residual,
-//! on its last stage, is added after the last kernel: the same f32 add of
-//! the same two values the fused epilogue would make.
+//! one after another as a [`Network`] (one arena of buffers). The layer's
+//! residual, on its last stage, is added after the last kernel: the same
+//! f32 add of the same two values the fused epilogue would make.
 //!
 //! Each kernel runs its own threads, and a Winograd kernel runs an image
 //! whose sums are not finite the direct way itself, so the chain's outputs
 //! are its kernels' as each is checked alone.
 
 use super::{winograd_plan, Mode, WinogradPlan};
-use crate::{JitError, Kernel};
-use convjit_ir::{DataError, Layer, Stage, Weights};
+use crate::{JitError, Kernel, Network};
+use convjit_ir::{Layer, Stage, Weights};
 use convjit_plan::layer_plan::Options;
-use std::sync::Mutex;
 
 /// For each stage of `layer`, how it runs as F(2x2, 3x3) in `mode`, or
 /// why it does not. A lone stage is [`winograd_plan`]'s; in a longer layer
@@ -56,11 +55,10 @@ fn part(layer: &Layer, range: std::ops::Range<usize>) -> Layer {
 }
 
 pub(crate) struct Chain {
-    parts: Vec<Kernel>,
+    /// The parts, run back to back in one arena (`Network`'s).
+    net: Network,
     /// The layer's last stage adds its input (after its activation).
     residual: bool,
-    /// Per concurrent run, the two tensors between parts.
-    tensors: Mutex<Vec<[Vec<f32>; 2]>>,
 }
 
 impl Chain {
@@ -96,65 +94,36 @@ impl Chain {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(Chain {
-            parts,
+            net: Network::new(parts)?,
             residual: layer.stages[n - 1].residual,
-            tensors: Mutex::new(Vec::new()),
         }))
     }
 
     /// The plans of the parts that run as F(2x2, 3x3), with their stages'
     /// names.
     pub(crate) fn plans(&self) -> Vec<(String, WinogradPlan)> {
-        self.parts
+        self.net
+            .kernels()
             .iter()
             .filter_map(|k| Some((k.layer.stages[0].name.clone(), k.winograd()?)))
             .collect()
     }
 
-    /// `batch` images of `input` (lengths checked by the caller) into
-    /// `output`.
+    /// `batch` images of `input` into `output` (lengths checked again by
+    /// the network), then the residual.
     pub(crate) fn run(
         &self,
         input: &[f32],
         output: &mut [f32],
         batch: usize,
     ) -> Result<(), JitError> {
-        let take = || self.tensors.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut tensors = take().unwrap_or_default();
-        let last = self.parts.len() - 1;
-        for (i, k) in self.parts.iter().enumerate() {
-            // Part i < last writes tensors[i % 2], reading the other.
-            let [even, odd] = &mut tensors;
-            let (before, mine) = if i % 2 == 0 { (odd, even) } else { (even, odd) };
-            let src: &[f32] = match i {
-                0 => input,
-                _ => &before[..batch * k.layer.input.len()],
-            };
-            if i == last {
-                k.run(src, output, batch)?;
-                break;
-            }
-            let len = batch.checked_mul(k.layer.output().len()).ok_or_else(|| {
-                DataError::tensor("batch", format!("{batch} images are too many"))
-            })?;
-            if mine.len() < len {
-                *mine = convjit_ir::budget::zeroed(
-                    format_args!("the tensor after '{}'", k.layer.name),
-                    len,
-                )?;
-            }
-            k.run(src, &mut mine[..len], batch)?;
-        }
+        self.net.run(input, output, batch)?;
         // The residual's shape is the output's (the layer was validated).
         if self.residual {
             for (y, x) in output.iter_mut().zip(input) {
                 *y += *x;
             }
         }
-        self.tensors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tensors);
         Ok(())
     }
 }
