@@ -103,8 +103,8 @@ pub fn transform_weights(stage: &Stage, weight: &[f32]) -> Result<Vec<Vec<f32>>,
 /// Every transformed value is a sum of at most those terms with
 /// coefficients of at most 1 (B, A) or 9/4 (G G^T), so each f32 rounding
 /// along the way is at most a few ulps of it. Non-finite inputs count 0:
-/// the outputs they reach are compared exactly, and the kernel recomputes
-/// a tile that is not finite the direct way.
+/// the outputs they reach are compared exactly, and the kernel runs an
+/// image whose sums are not finite again the direct way.
 pub fn magnitude(
     layer: &Layer,
     weights: &Weights,
