@@ -270,6 +270,12 @@ def test_winograd_is_asked_for_and_within_its_bound(rng):
         convjit.compile(WINO, winograd="often")
     with pytest.raises(TypeError, match="winograd"):
         convjit.compile(WINO, winograd=1)
+    for bad in (None, 1.5, ["auto"]):
+        with pytest.raises(TypeError, match="winograd"):
+            convjit.compile(WINO, winograd=bad)
+    for bad in ("", "AUTO", "off\x00"):
+        with pytest.raises(ValueError, match="winograd"):
+            convjit.compile_network(WINO, winograd=bad)
 
 
 def test_exception_hierarchy():

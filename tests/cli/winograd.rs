@@ -105,6 +105,10 @@ fn plan_says_whether_winograd_runs_and_why() {
     let o = convjit(&["plan", s(&conv), "--winograd=sometimes"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("auto, always"), "{}", stderr(&o));
+    for bad in ["--winograd=", "--winograd=AUTO", "--winograd=always,auto"] {
+        let o = convjit(&["plan", s(&conv), bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+    }
     let o = convjit(&[
         "plan",
         s(&conv),

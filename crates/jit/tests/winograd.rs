@@ -179,6 +179,20 @@ fn a_bottleneck_runs_its_3x3_as_winograd() {
         assert_eq!(g.is_nan(), v.is_nan());
         assert!(!v.is_infinite() || g == v);
     }
+    // Infinite and NaN weights in the 3x3 stage: non-finite where the
+    // interpreter's are.
+    let mut bad = w.stages().to_vec();
+    bad[1].weight[3] = f32::INFINITY;
+    bad[1].weight[50] = f32::NAN;
+    let bad = Weights::new(&l, bad).unwrap();
+    let k = Kernel::compile_with(&l, &bad, &always).unwrap();
+    let x = Rng::new(6).vec(l.input.len(), 1.0);
+    let got = run_guarded(&k, &x, 1).unwrap();
+    let want = interpret(&l, &bad, &x, 1).unwrap();
+    for (g, v) in got.iter().zip(&want) {
+        assert_eq!(g.is_nan(), v.is_nan());
+        assert!(!v.is_infinite() || g == v);
+    }
     let mid = layer(
         "layer m { input 9x10x40\n a: pointwise 40, bias, residual\n c: conv 3x3 -> 24, pad same }",
     );
@@ -255,5 +269,32 @@ fn layers_winograd_refuses_run_the_direct_way() {
         let direct = Kernel::compile_with(&l, &w, &Options::default()).unwrap();
         let x = Rng::new(2).vec(l.input.len(), 1.0);
         assert_eq!(run_guarded(&k, &x, 1), run_guarded(&direct, &x, 1), "{src}");
+    }
+}
+
+/// Layers at the language's limits and past a band's budget, as
+/// `Winograd::Always`: 65,536 columns (32,768 tiles in chunks), 65,536
+/// rows (32,768 tile rows in bands), 600 -> 700 channels (a tile's slabs
+/// past the budget: chunks of one tile).
+#[test]
+fn winograd_at_the_limits() {
+    for src in [
+        "input 1x65536x1\n c: conv 3x3 -> 2, pad same, bias",
+        "input 65536x1x1\n c: conv 3x3 -> 1, pad same, relu",
+        "input 2x3x600\n c: conv 3x3 -> 700, pad same",
+    ] {
+        let l = layer(&format!("layer l {{ {src} }}"));
+        let w = Weights::random(&l, 4);
+        let x = Rng::new(8).vec(l.input.len(), 1.0);
+        for threads in [1, 2] {
+            let o = Options {
+                threads,
+                winograd: Winograd::Always,
+                ..Options::default()
+            };
+            if let Err(e) = check_with(&l, &w, &x, 1, &o) {
+                panic!("{src} ({threads} threads): {e}");
+            }
+        }
     }
 }
