@@ -637,21 +637,31 @@ impl Kernel {
         };
         let seconds = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        convjit_ir::budget::check(
-            format_args!("the packed weights of layer '{}'", layer.name),
-            compiled
-                .plans
-                .iter()
-                .try_fold(0u64, |n, p| n.checked_add(p.packed_len as u64 * 4)),
-        )?;
-        let packed = compiled
-            .program
-            .functions
-            .iter()
-            .zip(&compiled.plans)
-            .map(|(f, p)| Packed::new(p, &weights.stages()[f.index], options.precision))
-            .collect();
         let asked = options.winograd != Winograd::Off && options.precision == Precision::F32;
+        // A layer cut into parts runs only them: no direct weights of its own.
+        let chain = match asked {
+            true => winograd::Chain::new(layer, weights, options)?,
+            false => None,
+        };
+        let packed = match chain {
+            Some(_) => Vec::new(),
+            None => {
+                convjit_ir::budget::check(
+                    format_args!("the packed weights of layer '{}'", layer.name),
+                    compiled
+                        .plans
+                        .iter()
+                        .try_fold(0u64, |n, p| n.checked_add(p.packed_len as u64 * 4)),
+                )?;
+                compiled
+                    .program
+                    .functions
+                    .iter()
+                    .zip(&compiled.plans)
+                    .map(|(f, p)| Packed::new(p, &weights.stages()[f.index], options.precision))
+                    .collect()
+            }
+        };
         let winograd = match asked {
             true => {
                 // The direct plan's judgement of what threads pay.
@@ -659,10 +669,6 @@ impl Kernel {
                 let threads = groups.iter().map(|g| g.threads.len()).max().unwrap_or(1);
                 winograd::Winograd::new(layer, weights, options, threads)?
             }
-            false => None,
-        };
-        let chain = match asked {
-            true => winograd::Chain::new(layer, weights, options)?,
             false => None,
         };
         Ok(Kernel {
@@ -691,6 +697,18 @@ impl Kernel {
             Some(c) => c.plans().first().map(|p| p.1),
             None => self.winograd.as_ref().map(|w| w.plan()),
         }
+    }
+
+    /// Bytes of weights this kernel holds, packed for its code: the
+    /// direct program's; beside them, a Winograd layer's transformed
+    /// weights (the direct code still runs images whose sums are not
+    /// finite); a layer cut into parts at its Winograd stages, only the
+    /// parts' (`winograd_stages`).
+    pub fn weight_bytes(&self) -> usize {
+        let own: usize = self.packed.iter().map(|p| p.0.len() * 4).sum();
+        let winograd = self.winograd.as_ref().map_or(0, |w| w.weight_bytes());
+        let chain = self.chain.as_ref().map_or(0, |c| c.weight_bytes());
+        own + winograd + chain
     }
 
     /// The stages that run as F(2x2, 3x3), by name, and how (one for a

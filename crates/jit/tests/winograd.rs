@@ -201,6 +201,33 @@ fn a_bottleneck_runs_its_3x3_as_winograd() {
     assert!(k.winograd().is_none());
 }
 
+/// What a kernel holds of weights: a lone Winograd layer its direct
+/// weights (its fallback) and the 16 transformed ones; a layer cut into
+/// parts only its parts' (the direct program of the whole is not packed).
+#[test]
+fn a_cut_layer_holds_only_its_parts_weights() {
+    let compile = |src: &str, winograd| {
+        let l = layer(src);
+        let w = Weights::random(&l, 3);
+        let o = Options {
+            winograd,
+            ..Options::default()
+        };
+        Kernel::compile_with(&l, &w, &o).unwrap().weight_bytes()
+    };
+    let a = "layer a { input 9x10x40\n a: pointwise 24, bias, relu }";
+    let c = "layer c { input 9x10x24\n c: conv 3x3 -> 24, pad same, bias, relu }";
+    let z = "layer z { input 9x10x24\n z: pointwise 40, bias }";
+    let whole = "layer b { input 9x10x40\n a: pointwise 24, bias, relu\n c: conv 3x3 -> 24, pad same, bias, relu\n z: pointwise 40, bias, residual }";
+    let direct_c = compile(c, Winograd::Off);
+    let wino_c = compile(c, Winograd::Always);
+    // 16 matrices of 24 x 24 (each packed with whole vectors: at least).
+    assert!(wino_c >= direct_c + 16 * 24 * 24 * 4, "{wino_c} {direct_c}");
+    let parts = compile(a, Winograd::Off) + wino_c + compile(z, Winograd::Off);
+    assert_eq!(compile(whole, Winograd::Always), parts);
+    assert!(compile(whole, Winograd::Off) < parts);
+}
+
 /// An image with NaN, an infinity or a value whose transform overflows
 /// runs the direct way: the same bits as the direct kernel (NaN where its
 /// sums are NaN, its infinities); the batch's other images stay Winograd's.

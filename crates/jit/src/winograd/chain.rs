@@ -99,6 +99,11 @@ impl Chain {
         }))
     }
 
+    /// Bytes of the parts' weights.
+    pub(crate) fn weight_bytes(&self) -> usize {
+        self.net.kernels().iter().map(Kernel::weight_bytes).sum()
+    }
+
     /// The plans of the parts that run as F(2x2, 3x3), with their stages'
     /// names.
     pub(crate) fn plans(&self) -> Vec<(String, WinogradPlan)> {

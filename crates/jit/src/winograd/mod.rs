@@ -216,6 +216,11 @@ impl Winograd {
         self.plan
     }
 
+    /// Bytes of the point products' weights (the transformed `U[p]`).
+    pub(crate) fn weight_bytes(&self) -> usize {
+        self.points.iter().map(Kernel::weight_bytes).sum()
+    }
+
     /// Runs one image; whether some sum was not finite (or huge), so the
     /// image must run the direct way.
     pub(crate) fn image(&self, x: &[f32], y: &mut [f32]) -> Result<bool, JitError> {
