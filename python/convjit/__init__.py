@@ -307,6 +307,7 @@ def compile(
     threads: Optional[int] = None,
     backend: str = "auto",
     winograd: Union[bool, str] = False,
+    winograd_tile: Optional[int] = None,
 ) -> Kernel:
     """Compiles a layer for this CPU; returns a :class:`Kernel` to call on images.
 
@@ -336,14 +337,17 @@ def compile(
             ``"avx2"`` or ``"cranelift"``; one the CPU lacks raises
             :class:`CompileError`.
         winograd: run 3x3 stride-1 convs (alone or stages of a longer
-            layer) as Winograd's F(2x2, 3x3)
-            (16 products per 2x2 outputs instead of 36, f32 only):
+            layer) as Winograd's F(4x4, 3x3) (36 products per 4x4 outputs
+            instead of 144) or, on images its tiles would fit badly,
+            F(2x2, 3x3) (16 per 2x2 instead of 36); f32 only:
             ``True`` or ``"auto"`` where it pays (16 channels a side, 2M
             multiply-accumulates or more: ``convjit plan --winograd`` says),
             ``"always"`` whenever it can.
             Its rounding differs from the direct sum's (the bound is
             ``convjit verify --winograd``'s); ``False``, the default: never.
             :attr:`Kernel.winograd` says whether it runs.
+        winograd_tile: with ``winograd``, the output tile side of every
+            Winograd stage, ``2`` or ``4``; ``None``: chosen per stage.
 
     Raises:
         LayerError: bad ``.conv`` text (``FILE:LINE:COL: error: ...``; text
@@ -367,6 +371,7 @@ def compile(
             threads,
             backend,
             _winograd(winograd),
+            _winograd_tile(winograd_tile),
         )
     )
 
@@ -380,6 +385,17 @@ def _winograd(value: Union[bool, str]) -> str:
     if isinstance(value, str):
         return value
     raise TypeError(f"winograd: expected a bool or a str, found {type(value).__name__}")
+
+
+def _winograd_tile(value: Optional[int]) -> Optional[int]:
+    """``compile``'s ``winograd_tile``, checked: ``None``, 2 or 4."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"winograd_tile: expected 2, 4 or None, found {type(value).__name__}")
+    if value not in (2, 4):
+        raise ValueError(f"winograd_tile={value}: expected 2, 4 or None")
+    return value
 
 
 class Network(_Compiled):
@@ -416,6 +432,7 @@ def compile_network(
     threads: Optional[int] = None,
     backend: str = "auto",
     winograd: Union[bool, str] = False,
+    winograd_tile: Optional[int] = None,
 ) -> Network:
     """Compiles layers that follow each other (each reads the shape the one
     before writes) as one :class:`Network`.
@@ -428,8 +445,8 @@ def compile_network(
             without an entry uses the weights its :class:`Layer` carries,
             else seeded random ones. A name no layer has raises
             :class:`DataError`.
-        precision, threads, backend, winograd: as for :func:`compile`, for
-            every layer.
+        precision, threads, backend, winograd, winograd_tile: as for
+            :func:`compile`, for every layer.
 
     Raises:
         LayerError, CompileError, ValueError: as :func:`compile`.
@@ -458,7 +475,9 @@ def compile_network(
     if not items:
         raise LayerError("sources: a network needs at least one layer")
     return Network(
-        _convjit.compile_network(items, precision, threads, backend, _winograd(winograd))
+        _convjit.compile_network(
+            items, precision, threads, backend, _winograd(winograd), _winograd_tile(winograd_tile)
+        )
     )
 
 

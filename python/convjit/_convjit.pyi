@@ -44,6 +44,7 @@ def compile(
     threads: Optional[int],
     backend: str,
     winograd: str,
+    winograd_tile: Optional[int],
 ) -> Kernel: ...
 class Network:
     def run(
@@ -80,6 +81,7 @@ def compile_network(
     threads: Optional[int],
     backend: str,
     winograd: str,
+    winograd_tile: Optional[int],
 ) -> Network: ...
 def interpret(
     source: str,

@@ -108,7 +108,7 @@ fn parse_options(
     precision: &str,
     threads: Option<usize>,
     backend: &str,
-    winograd: &str,
+    (winograd, winograd_tile): (&str, Option<usize>),
 ) -> PyResult<Options> {
     let precision = Precision::parse(precision).ok_or_else(|| {
         PyValueError::new_err(format!("'{precision}' is not a precision (f32, bf16)"))
@@ -138,11 +138,25 @@ fn parse_options(
             )))
         }
     };
+    match winograd_tile {
+        None | Some(2 | 4) if winograd != Winograd::Off || winograd_tile.is_none() => {}
+        None | Some(2 | 4) => {
+            return Err(PyValueError::new_err(
+                "winograd_tile: needs winograd (True, 'auto' or 'always')",
+            ))
+        }
+        Some(m) => {
+            return Err(PyValueError::new_err(format!(
+                "winograd_tile={m}: expected 2, 4 or None"
+            )))
+        }
+    }
     Ok(Options {
         threads,
         backend,
         precision,
         winograd,
+        winograd_tile,
         ..Options::default()
     })
 }
@@ -324,7 +338,7 @@ impl Kernel {
         &self.layer.name
     }
 
-    /// Whether the layer runs as Winograd's F(2x2, 3x3).
+    /// Whether the layer runs as Winograd's (F(2x2, 3x3) or F(4x4, 3x3)).
     #[getter]
     fn winograd(&self) -> bool {
         self.kernel.winograd().is_some()
@@ -341,7 +355,7 @@ impl Kernel {
 /// Parses `source`, binds weights and compiles (the GIL released while
 /// compiling).
 #[pyfunction]
-#[pyo3(signature = (source, name, is_path, layer, weights, weights_path, precision, threads, backend, winograd))]
+#[pyo3(signature = (source, name, is_path, layer, weights, weights_path, precision, threads, backend, winograd, winograd_tile))]
 #[allow(clippy::too_many_arguments)]
 fn compile(
     py: Python<'_>,
@@ -355,8 +369,9 @@ fn compile(
     threads: Option<usize>,
     backend: &str,
     winograd: &str,
+    winograd_tile: Option<usize>,
 ) -> PyResult<Kernel> {
-    let options = parse_options(precision, threads, backend, winograd)?;
+    let options = parse_options(precision, threads, backend, (winograd, winograd_tile))?;
     let layer = load_layer(source, name, is_path, layer)?;
     let weights = load_weights(&layer, weights, weights_path)?;
     let kernel = py
@@ -460,7 +475,7 @@ type NetworkLayer<'py> = (
 /// (each must read what the one before writes), the GIL released while
 /// compiling.
 #[pyfunction]
-#[pyo3(signature = (layers, precision, threads, backend, winograd))]
+#[pyo3(signature = (layers, precision, threads, backend, winograd, winograd_tile))]
 fn compile_network(
     py: Python<'_>,
     layers: Vec<NetworkLayer<'_>>,
@@ -468,8 +483,9 @@ fn compile_network(
     threads: Option<usize>,
     backend: &str,
     winograd: &str,
+    winograd_tile: Option<usize>,
 ) -> PyResult<Network> {
-    let options = parse_options(precision, threads, backend, winograd)?;
+    let options = parse_options(precision, threads, backend, (winograd, winograd_tile))?;
     let mut bound = Vec::with_capacity(layers.len());
     for (source, name, is_path, layer, weights, path) in &layers {
         let layer = load_layer(source, name, *is_path, layer.as_deref())?;
@@ -512,7 +528,7 @@ fn interpret<'py>(
     precision: &str,
     x: PyReadonlyArrayDyn<'py, f32>,
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-    let precision = parse_options(precision, None, "auto", "off")?.precision;
+    let precision = parse_options(precision, None, "auto", ("off", None))?.precision;
     let layer = load_layer(source, name, is_path, layer)?;
     let weights = load_weights(&layer, weights, weights_path)?;
     let n = batch_of(layer.input, &format!("layer '{}'", layer.name), &x)?;

@@ -266,6 +266,23 @@ def test_winograd_is_asked_for_and_within_its_bound(rng):
     bound = 1e-5 * (1 + 24 * np.abs(wz["z.weight"]).max() * 16 * 16 * 9 * np.abs(x).max()
                     * np.abs(w["c.weight"]).max() + 2 * np.abs(x).max())
     np.testing.assert_allclose(k(x), ref, rtol=0, atol=bound)
+    # 4x4 tiles, asked for: F(4x4, 3x3), whose transforms' coefficients
+    # (up to 25 and 64, over a 6x6 window) scale the bound by at most 114.
+    k = convjit.compile(WINO, weights=w, winograd="always", winograd_tile=4)
+    assert k.winograd and "winograd: F(4x4, 3x3)" in k.plan()
+    ref = convjit.interpret(WINO, x, weights=w)
+    bound4 = 1e-5 * (1 + 114 * 16 * 36 * 9 * np.abs(x).max() * np.abs(w["c.weight"]).max())
+    np.testing.assert_allclose(k(x), ref, rtol=0, atol=bound4)
+    net = convjit.compile_network(WINO, weights={"w": w}, winograd="always", winograd_tile=4)
+    np.testing.assert_allclose(net(x), ref, rtol=0, atol=bound4)
+    for bad in (3, 0, -4, 1 << 70):
+        with pytest.raises(ValueError, match="winograd_tile"):
+            convjit.compile(WINO, winograd="always", winograd_tile=bad)
+    for bad in ("4", 4.0, True):
+        with pytest.raises(TypeError, match="winograd_tile"):
+            convjit.compile(WINO, winograd="always", winograd_tile=bad)
+    with pytest.raises(ValueError, match="needs winograd"):
+        convjit.compile(WINO, winograd_tile=2)
     with pytest.raises(ValueError, match="winograd='often'"):
         convjit.compile(WINO, winograd="often")
     with pytest.raises(TypeError, match="winograd"):

@@ -58,10 +58,11 @@ pub struct FuzzArgs {
     /// tiles, dot, fma (as `plan --bf16-units`).
     #[arg(long, default_value = "auto", value_parser = super::parse_bf16_units)]
     bf16_units: Bf16Units,
-    /// Check Winograd's F(2x2, 3x3) instead: random lone 3x3 stride-1
-    /// convs and layers of several stages around them
-    /// (`random_layer::winograd_case`, `winograd_chain_case`), run as
-    /// `--winograd=always`, within its bound
+    /// Check Winograd's F(2x2, 3x3) and F(4x4, 3x3) instead (each case
+    /// one, by its seed): random lone 3x3 stride-1 convs and layers of
+    /// several stages around them (`random_layer::winograd_case`,
+    /// `winograd_chain_case`), run as `--winograd=always
+    /// --winograd-tile M`, within its bound
     /// (`convjit::winograd::chain_magnitude`). f32 only.
     #[arg(long)]
     winograd: bool,
@@ -99,7 +100,8 @@ pub fn fuzz(a: &FuzzArgs) -> Result<(), Failure> {
     };
     let l = limits(a);
     let kernels = match a.winograd {
-        true => "3x3 convs (alone and in longer layers) as Winograd's F(2x2, 3x3)".to_string(),
+        true => "3x3 convs (alone and in longer layers) as Winograd's F(2x2, 3x3) and F(4x4, 3x3)"
+            .to_string(),
         false => format!("{k}x{k} kernels", k = l.kernel - 1),
     };
     eprintln!(
@@ -218,6 +220,11 @@ fn draw(a: &FuzzArgs, i: u64) -> (BoxedTree, convjit::Layer) {
 
 type BoxedTree = Box<dyn ValueTree<Value = LayerCase>>;
 
+/// A Winograd case's output tile side: 2 or 4, by its seed.
+fn winograd_tile(case: &LayerCase) -> usize {
+    [2, 4][(case.seed / 3 % 2) as usize]
+}
+
 fn options(case: &LayerCase, backend: Backend, a: &FuzzArgs) -> Options {
     Options {
         backend,
@@ -226,6 +233,7 @@ fn options(case: &LayerCase, backend: Backend, a: &FuzzArgs) -> Options {
             true => Winograd::Always,
             false => Winograd::Off,
         },
+        winograd_tile: a.winograd.then(|| winograd_tile(case)),
         // Fusion varies with the case (threads stay 1: a thread pool per
         // layer would cost more than the layer).
         fuse: [Fusion::Auto, Fusion::Always, Fusion::Never][(case.seed % 3) as usize],
@@ -272,13 +280,14 @@ fn run_case(a: &FuzzArgs, i: u64, backends: &[Backend], bar: &ProgressBar) -> Ca
 }
 
 /// A case's weights, input and interpreter output in the run's precision;
-/// with `--winograd`, F(2x2, 3x3)'s bound for the tolerance.
+/// with `--winograd`, Winograd's bound for the tolerance.
 fn trial(layer: &convjit::Layer, case: &LayerCase, a: &FuzzArgs) -> Trial {
     let mut t = Trial::new(layer, case.seed, case.batch, case.scale, a.precision);
     if a.winograd {
-        let stages: Vec<bool> = convjit::winograd_stages(layer, 1, Winograd::Always)
+        let tile = Some(winograd_tile(case));
+        let stages: Vec<_> = convjit::winograd_stages(layer, 1, Winograd::Always, tile)
             .iter()
-            .map(Result::is_ok)
+            .map(|r| r.ok().map(|w| w.variant))
             .collect();
         if let Ok(r) = &mut t.reference {
             match convjit::winograd::chain_magnitude(layer, &t.weights, &t.input, t.batch, &stages)
@@ -319,10 +328,15 @@ fn write_reproducer(
     if a.precision == Precision::Bf16 && a.bf16_units != Bf16Units::Auto {
         flag += &format!(" --bf16-units {}", a.bf16_units.name());
     }
-    // Winograd's cases: `fuzz --winograd`, checked by `verify --winograd=always`.
+    // Winograd's cases: `fuzz --winograd`, checked by `verify
+    // --winograd=always` with the case's tile.
     let (suffix, fuzz_flag, verify_flag) = match a.winograd {
-        true => (suffix + "-winograd", " --winograd", " --winograd=always"),
-        false => (suffix, "", ""),
+        true => (
+            suffix + "-winograd",
+            " --winograd".to_string(),
+            format!(" --winograd=always --winograd-tile {}", winograd_tile(case)),
+        ),
+        false => (suffix, String::new(), String::new()),
     };
     let path = dir.join(format!("seed{seed}-case{i}-{backend}{suffix}.conv"));
     let text = format!(

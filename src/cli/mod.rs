@@ -173,16 +173,22 @@ pub struct PlannerArgs {
     #[command(flatten)]
     separate: SeparateArgs,
     /// Run 3x3 stride-1 convs (alone, or as stages of a longer layer: it is
-    /// then cut into kernels there) as Winograd's F(2x2, 3x3): 16 products
-    /// per 2x2 outputs instead of 36, rounded differently from the direct
-    /// sum (within the bound `verify --winograd` checks); f32 only.
-    /// `--winograd` (auto): where it pays (16 channels a side and 2M
-    /// multiply-accumulates or more; a 7x7 output with 256 channels or
-    /// more); `--winograd=always`: whenever it can.
-    /// `plan` says whether it runs and why.
+    /// then cut into kernels there) as Winograd's F(4x4, 3x3) (36 products
+    /// per 4x4 outputs instead of 144) or F(2x2, 3x3) (16 per 2x2 instead
+    /// of 36, where 4x4 tiles would waste more of the image), rounded
+    /// differently from the direct sum (within the bound `verify
+    /// --winograd` checks); f32 only. `--winograd` (auto): where it pays
+    /// (16 channels a side and 2M multiply-accumulates or more; tiles
+    /// covering at most 25% more outputs than the layer has, unless 256
+    /// channels a side); `--winograd=always`: whenever it can.
+    /// `plan` says whether it runs, how and why.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "auto",
           value_name = "WHEN", value_parser = parse_winograd)]
     winograd: Option<convjit::Winograd>,
+    /// With --winograd, the output tile side of every Winograd stage: 2
+    /// (F(2x2, 3x3)) or 4 (F(4x4, 3x3)); by default chosen per stage.
+    #[arg(long, value_name = "M", requires = "winograd", value_parser = parse_winograd_tile)]
+    winograd_tile: Option<usize>,
 }
 
 /// Whether kernels of rank 1 found in the weights run as two 1-D stages.
@@ -253,6 +259,15 @@ pub fn parse_winograd(s: &str) -> Result<convjit::Winograd, String> {
     }
 }
 
+/// `--winograd-tile`'s value: 2 or 4.
+pub fn parse_winograd_tile(s: &str) -> Result<usize, String> {
+    match s {
+        "2" => Ok(2),
+        "4" => Ok(4),
+        _ => Err(format!("'{s}' is not a Winograd tile (2, 4)")),
+    }
+}
+
 pub fn parse_precision(s: &str) -> Result<convjit::Precision, String> {
     convjit::Precision::parse(s).ok_or_else(|| format!("'{s}' is not a precision (f32, bf16)"))
 }
@@ -277,6 +292,7 @@ impl PlannerArgs {
             bf16_intermediates: !self.f32_intermediates,
             bf16_units: self.bf16_units,
             winograd: self.winograd.unwrap_or_default(),
+            winograd_tile: self.winograd_tile,
             ..convjit::Options::default()
         })
     }

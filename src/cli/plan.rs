@@ -80,7 +80,7 @@ mod tests {
             let text = plan_text(&l, &p, &[], None);
             prop_assert!(text.contains(&l.name));
             let stages: Vec<_> = l.stages.iter().map(|s| s.name.clone())
-                .zip(convjit::winograd_stages(&l, threads, convjit::Winograd::Always))
+                .zip(convjit::winograd_stages(&l, threads, convjit::Winograd::Always, None))
                 .collect();
             let j = PlanJson {
                 layer: &l,

@@ -45,15 +45,20 @@ pub struct VerifyArgs {
     /// The C compiler that links --object for this machine.
     #[arg(long, default_value = "cc", requires = "object")]
     cc: String,
-    /// Check the kernels with Winograd's F(2x2, 3x3) where it runs (as
+    /// Check the kernels with Winograd's F(m x m, 3x3) where it runs (as
     /// `run --winograd`), within its own rounding bound
-    /// (`convjit::winograd::chain_magnitude`): per output, the input
-    /// channels' sums of |input| over the tile's 4x4 window times |taps|,
-    /// carried through the stages after it in a longer layer.
-    /// `--winograd=always` checks every layer F(2x2, 3x3) can compute.
+    /// (`convjit::winograd::chain_magnitude`): per output, the magnitudes
+    /// of the terms its transforms and products sum (the tile's window of
+    /// |input|, the |taps|, the transforms' |coefficients|), carried
+    /// through the stages after it in a longer layer. `--winograd=always`
+    /// checks every layer Winograd can compute.
     #[arg(long, conflicts_with = "object", num_args = 0..=1, require_equals = true,
           default_missing_value = "auto", value_name = "WHEN", value_parser = super::parse_winograd)]
     winograd: Option<convjit::Winograd>,
+    /// With --winograd, the output tile side (2 or 4; by default chosen
+    /// per stage, as `run`).
+    #[arg(long, value_name = "M", requires = "winograd", value_parser = super::parse_winograd_tile)]
+    winograd_tile: Option<usize>,
     /// Images in the random input.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     batch: u64,
@@ -136,13 +141,13 @@ fn verify_layer(
     let n = layer.input.len() * batch;
     let input = Rng::new(a.seed ^ 0x5EED_1A7E).vec(n, 1.0);
     let mut reference = Reference::new(layer, weights, &input, batch, a.precision)?;
-    // Where the kernels run as F(2x2, 3x3): its bound (f32 only).
+    // Where the kernels run as Winograd's: its bound (f32 only).
     let mode = a.winograd.unwrap_or_default();
-    let stages: Vec<bool> = convjit::winograd_stages(layer, 1, mode)
+    let stages: Vec<_> = convjit::winograd_stages(layer, 1, mode, a.winograd_tile)
         .iter()
-        .map(Result::is_ok)
+        .map(|r| r.ok().map(|w| w.variant))
         .collect();
-    let winograd = a.precision == Precision::F32 && stages.contains(&true);
+    let winograd = a.precision == Precision::F32 && stages.iter().any(Option::is_some);
     if winograd {
         reference.magnitude =
             convjit::winograd::chain_magnitude(layer, weights, &input, batch, &stages)?;
@@ -158,10 +163,12 @@ fn verify_layer(
         o.w,
         o.c,
         a.precision,
-        if winograd {
-            ", Winograd F(2x2, 3x3)"
-        } else {
-            ""
+        match winograd {
+            true => {
+                let names: Vec<&str> = stages.iter().flatten().map(|v| v.name()).collect();
+                format!(", Winograd {}", names.join(" + "))
+            }
+            false => String::new(),
         }
     );
     let mut failed = 0;
@@ -171,6 +178,7 @@ fn verify_layer(
             precision: a.precision,
             bf16_units: a.bf16_units,
             winograd: mode,
+            winograd_tile: a.winograd_tile,
             ..convjit::Options::default()
         };
         let outcome = check_generated(layer, weights, &input, batch, &options, &reference);

@@ -50,13 +50,19 @@ fn run_with_hostile_values_gives_the_direct_kernels_bits_where_sums_are_not_fini
     let (conv, weights, x) = files(dir.path(), &input);
     let out = dir.path().join("y.npy");
     let direct = run(&conv, &weights, &x, &out, &["--threads", "1"]);
-    for threads in ["1", "2"] {
+    for (threads, tile) in [("1", "2"), ("2", "2"), ("1", "4"), ("2", "4")] {
         let wino = run(
             &conv,
             &weights,
             &x,
             &out,
-            &["--winograd", "--threads", threads],
+            &[
+                "--winograd=always",
+                "--winograd-tile",
+                tile,
+                "--threads",
+                threads,
+            ],
         );
         // Image 0 holds the hostile values: the direct kernel's bits.
         let same = |a: &f32, b: &f32| a.to_bits() == b.to_bits();
@@ -68,7 +74,7 @@ fn run_with_hostile_values_gives_the_direct_kernels_bits_where_sums_are_not_fini
             .zip(&direct[n..])
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(worst < 1e-3, "{worst}");
+        assert!(worst < 1e-3, "tile {tile}: {worst}");
     }
 }
 
@@ -96,7 +102,7 @@ fn plan_says_whether_winograd_runs_and_why() {
     let o = convjit(&["plan", "--winograd=always", "--layer", "s", s(&conv)]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("winograd: F(2x2, 3x3)"),
+        stdout(&o).contains("winograd: F(4x4, 3x3)"),
         "{}",
         stdout(&o)
     );
@@ -128,9 +134,29 @@ fn plan_says_whether_winograd_runs_and_why() {
     let o = convjit(&["plan", s(&conv), "--layer", "w", "--winograd", "--json"]);
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["winograd"]["used"], true);
+    assert_eq!(v["winograd"]["tile"], 2);
     let o = convjit(&["plan", s(&conv), "--layer", "w", "--json"]);
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert!(v["winograd"].is_null());
+    // 4x4 tiles asked for; a tile of another size, or without --winograd,
+    // is a usage error.
+    let tile4 = ["plan", s(&conv), "--layer", "w", "--winograd"];
+    let o = convjit(&[&tile4[..], &["--winograd-tile", "4"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("winograd: F(4x4, 3x3)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = convjit(&[&tile4[..], &["--winograd-tile", "4", "--json"]].concat());
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["winograd"]["tile"], 4);
+    for bad in ["3", "0", "-4", "four", "", "4.0", "18446744073709551620"] {
+        let o = convjit(&[&tile4[..], &["--winograd-tile", bad]].concat());
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+    }
+    let o = convjit(&["plan", s(&conv), "--winograd-tile", "4"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 #[test]
@@ -149,6 +175,9 @@ fn verify_checks_winograd_and_build_does_not_take_it() {
     ]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("Winograd F(2x2, 3x3)") && stdout(&o).contains("PASS"));
+    let o = convjit(&["verify", s(&conv), "--winograd", "--winograd-tile", "4"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("Winograd F(4x4, 3x3)") && stdout(&o).contains("PASS"));
     // Objects are the direct kernel: the flag is a usage error there.
     let out = dir.path().join("k.o");
     let o = convjit(&["build", s(&conv), "-o", s(&out), "--winograd"]);
@@ -166,8 +195,8 @@ fn verify_checks_winograd_and_build_does_not_take_it() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
-/// `fuzz --winograd`: random small 3x3 convs run as F(2x2, 3x3) on every
-/// generator, within its bound; f32 only.
+/// `fuzz --winograd`: random small 3x3 convs run as F(2x2, 3x3) and
+/// F(4x4, 3x3) on every generator, within its bound; f32 only.
 #[test]
 fn fuzz_checks_winograd_on_random_layers() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,7 +218,7 @@ fn fuzz_checks_winograd_on_random_layers() {
         stdout(&o)
     );
     assert!(
-        stderr(&o).contains("as Winograd's F(2x2, 3x3)"),
+        stderr(&o).contains("as Winograd's F(2x2, 3x3) and F(4x4, 3x3)"),
         "{}",
         stderr(&o)
     );

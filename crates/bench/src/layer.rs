@@ -420,21 +420,40 @@ fn variants(
         };
         other_options.push(("jit-bf16".to_string(), o));
     }
-    // What Winograd's F(2x2, 3x3) is worth, where it would run (or, when
-    // the plan runs it, the direct kernel).
+    // What Winograd is worth, where it would run (or, when the plan runs
+    // it, the direct kernel and the other tile size).
     let f32 = convjit::Precision::F32;
     let (name, other) = match options.winograd {
         Winograd::Off => ("jit-winograd", Winograd::Auto),
         _ => ("jit-direct", Winograd::Off),
     };
     let asked = options.winograd.max(other);
-    let runs = convjit::winograd_stages(layer, cores, asked);
+    let tile = options.winograd_tile;
+    let runs = convjit::winograd_stages(layer, cores, asked, tile);
     if options.precision == f32 && runs.iter().any(Result::is_ok) {
         let o = Options {
             winograd: other,
             ..options.clone()
         };
         other_options.push((name.to_string(), o));
+        if other == Winograd::Off {
+            let planned: Vec<usize> = runs.iter().flatten().map(|w| w.variant.tile()).collect();
+            for m in [2, 4] {
+                let forced = convjit::winograd_stages(layer, cores, asked, Some(m));
+                let differs = forced
+                    .iter()
+                    .flatten()
+                    .map(|w| w.variant.tile())
+                    .ne(planned.iter().copied());
+                if differs && forced.iter().any(Result::is_ok) {
+                    let o = Options {
+                        winograd_tile: Some(m),
+                        ..options.clone()
+                    };
+                    other_options.push((format!("jit-winograd{m}"), o));
+                }
+            }
+        }
     }
     let chosen = options.backend.resolve().ok();
     for b in convjit::Backend::available() {

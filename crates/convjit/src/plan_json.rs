@@ -20,7 +20,7 @@ pub struct PlanJson<'a> {
     pub separation: &'a [SeparationNote],
     /// With weights where a stage could split: the cost model's estimates.
     pub separation_cost: Option<SeparationCost>,
-    /// Asked for: per stage, F(2x2, 3x3)'s bands, or why not (`null`
+    /// Asked for: per stage, Winograd's variant and bands, or why not (`null`
     /// unless asked).
     pub winograd: Option<&'a [crate::plan_text::StageWinograd]>,
 }
@@ -159,7 +159,7 @@ impl Serialize for PlanJson<'_> {
             "winograd",
             &self.winograd.map(|stages| {
                 let one = |r: &Result<crate::WinogradPlan, &str>| match r {
-                    Ok(w) => json!({"used": true, "band_tile_rows": w.band, "bands": w.bands, "tiles_w": w.tiles_w, "chunk_tiles": w.chunk}),
+                    Ok(w) => json!({"used": true, "tile": w.variant.tile(), "band_tile_rows": w.band, "bands": w.bands, "tiles_w": w.tiles_w, "chunk_tiles": w.chunk}),
                     Err(why) => json!({"used": false, "why": why}),
                 };
                 // A lone stage is the layer; a longer layer lists its stages.

@@ -21,11 +21,11 @@ pub struct Planned {
     pub cost: Option<SeparationCost>,
     pub plan: LayerPlan,
     /// Asked for (`Options::winograd`): per stage, by name, how it runs as
-    /// F(2x2, 3x3), or why it does not (`winograd_stages`).
+    /// Winograd's, or why it does not (`winograd_stages`).
     pub winograd: Option<Vec<StageWinograd>>,
 }
 
-/// A stage's name and how it runs as F(2x2, 3x3), or why it does not.
+/// A stage's name and how it runs as Winograd's, or why it does not.
 pub type StageWinograd = (String, Result<crate::WinogradPlan, &'static str>);
 
 impl Planned {
@@ -45,7 +45,12 @@ impl Planned {
         let names = layer.stages.iter().map(|s| s.name.clone());
         let winograd = asked.then(|| match options.precision {
             crate::Precision::F32 => names
-                .zip(crate::winograd_stages(&layer, threads, options.winograd))
+                .zip(crate::winograd_stages(
+                    &layer,
+                    threads,
+                    options.winograd,
+                    options.winograd_tile,
+                ))
                 .collect(),
             crate::Precision::Bf16 => names
                 .map(|n| (n, Err("bf16 runs direct (Winograd is f32 only)")))
@@ -78,8 +83,8 @@ impl Planned {
                         n => format!(" in {n} chunks of {} columns", w.chunk),
                     };
                     out += &format!(
-                        "  winograd: {stage}F(2x2, 3x3), {} band(s) of {} tile rows x {} tiles{chunks}, 16 pointwise products each (the direct code runs an image whose sums are not finite)\n",
-                        w.bands, w.band, w.tiles_w
+                        "  winograd: {stage}{}, {} band(s) of {} tile rows x {} tiles{chunks}, {} pointwise products each (the direct code runs an image whose sums are not finite)\n",
+                        w.variant.name(), w.bands, w.band, w.tiles_w, w.variant.points()
                     )
                 }
                 Err(why) => out += &format!("  winograd: {stage}not used: {why}\n"),

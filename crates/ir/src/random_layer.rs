@@ -231,7 +231,7 @@ pub fn layer_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
         })
 }
 
-/// Random layers that Winograd's F(2x2, 3x3) computes (`crate::winograd`):
+/// Random layers that Winograd's F(m x m, 3x3) computes (`crate::winograd`):
 /// one ungrouped 3x3 conv of stride 1 within `limits`' sizes and channels,
 /// `same`, `valid` or explicit padding, bias, activation and, where the
 /// output has the input's shape, sometimes the residual.
@@ -281,7 +281,7 @@ pub fn winograd_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
 }
 
 /// Random layers of two to five stages around a 3x3 stride-1 conv that
-/// F(2x2, 3x3) computes (an imported ResNet bottleneck's shape): a
+/// Winograd computes (an imported ResNet bottleneck's shape): a
 /// pointwise stage before it or not; after it nothing, a pointwise, a
 /// depthwise or a second such conv; and, where the shapes allow, a
 /// pointwise stage that restores the input's channels and adds the

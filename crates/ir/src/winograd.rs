@@ -1,42 +1,133 @@
-//! Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016): a 3x3
-//! stride-1 convolution computed per 2x2 output tile from its 4x4 input
-//! window as 16 element-wise products summed over the input channels,
+//! Winograd's minimal filtering (Lavin and Gray, 2016): a 3x3 stride-1
+//! convolution computed per `m x m` output tile from its `(m + 2) x (m +
+//! 2)` input window as element-wise products summed over the input
+//! channels,
 //!
 //! ```text
 //! Y = A^T [ sum_ci (G g G^T) . (B^T d B) ] A
 //! ```
 //!
-//! 16 multiplies per tile and channel pair where the direct sum takes 36.
-//! What the IR owns of it: which layers may run so ([`refusal`]), the
-//! transformed weights ([`transform_weights`]), and the scale of its
-//! rounding, for checks ([`magnitude`]). The rewrite is exact in real
-//! arithmetic, not in f32: each product mixes every input of the window
-//! and every tap, so its rounding scales with those sums, not with the
-//! output's own terms. It runs only when asked for (`Options::winograd`).
+//! in two sizes ([`Variant`]): F(2x2, 3x3), 16 multiplies per tile and
+//! channel pair where the direct sum takes 36, and F(4x4, 3x3), 36 where
+//! it takes 144. What the IR owns of it: which layers may run so
+//! ([`refusal`]), the transformed weights ([`transform_weights`]), and the
+//! scale of its rounding, for checks ([`magnitude`]). The rewrite is exact
+//! in real arithmetic, not in f32: each product mixes every input of the
+//! window and every tap, so its rounding scales with those sums (and, for
+//! the larger tile, with coefficients up to 25 and 64 in the transforms),
+//! not with the output's own terms. It runs only when asked for
+//! (`Options::winograd`).
 
 use crate::error::DataError;
 use crate::layer::{Layer, Stage, StageKind};
 use crate::weights::{StageWeights, Weights};
 
-/// Outputs per tile side.
-pub const TILE: usize = 2;
-/// Inputs per tile side (`TILE + 3 - 1`).
-pub const WINDOW: usize = 4;
-/// Points of a transformed tile: one product (a matrix product over the
-/// channels) each.
-pub const POINTS: usize = WINDOW * WINDOW;
+/// Which F(m x m, 3x3): the output tile's side `m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// F(2x2, 3x3): 4x4 windows, 16 points; transforms of 0 and +-1.
+    F2,
+    /// F(4x4, 3x3): 6x6 windows, 36 points (interpolation points 0, +-1,
+    /// +-2 and infinity); 0.25 of the direct products, larger rounding.
+    F4,
+}
 
-/// `G`, the weight transform (4x3).
-const G: [[f64; 3]; 4] = [
-    [1.0, 0.0, 0.0],
-    [0.5, 0.5, 0.5],
-    [0.5, -0.5, 0.5],
-    [0.0, 0.0, 1.0],
-];
+impl Variant {
+    /// Both, smallest tile first.
+    pub const ALL: [Variant; 2] = [Variant::F2, Variant::F4];
 
-/// Why `layer` cannot run as F(2x2, 3x3), or `None` when it can: one
-/// ungrouped 3x3 conv stage of stride 1 and dilation 1 (any padding,
-/// bias, activation, residual).
+    /// The variant of output tile side `m` (2 or 4).
+    pub fn of_tile(m: usize) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.tile() == m)
+    }
+
+    /// Outputs per tile side.
+    pub const fn tile(self) -> usize {
+        match self {
+            Variant::F2 => 2,
+            Variant::F4 => 4,
+        }
+    }
+
+    /// Inputs per tile side (`tile + 3 - 1`).
+    pub const fn window(self) -> usize {
+        self.tile() + 2
+    }
+
+    /// Points of a transformed tile: one product (a matrix product over
+    /// the channels) each.
+    pub const fn points(self) -> usize {
+        self.window() * self.window()
+    }
+
+    /// `G`, the weight transform (`window x 3`).
+    fn g(self) -> &'static [[f64; 3]] {
+        match self {
+            Variant::F2 => &[
+                [1.0, 0.0, 0.0],
+                [0.5, 0.5, 0.5],
+                [0.5, -0.5, 0.5],
+                [0.0, 0.0, 1.0],
+            ],
+            Variant::F4 => &[
+                [1.0 / 4.0, 0.0, 0.0],
+                [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+                [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+                [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+                [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+                [0.0, 0.0, 1.0],
+            ],
+        }
+    }
+
+    /// `B^T`, the input transform (`window x window`, row-major).
+    pub fn bt(self) -> &'static [f64] {
+        match self {
+            Variant::F2 => &[
+                1.0, 0.0, -1.0, 0.0, //
+                0.0, 1.0, 1.0, 0.0, //
+                0.0, -1.0, 1.0, 0.0, //
+                0.0, 1.0, 0.0, -1.0,
+            ],
+            Variant::F4 => &[
+                4.0, 0.0, -5.0, 0.0, 1.0, 0.0, //
+                0.0, -4.0, -4.0, 1.0, 1.0, 0.0, //
+                0.0, 4.0, -4.0, -1.0, 1.0, 0.0, //
+                0.0, -2.0, -1.0, 2.0, 1.0, 0.0, //
+                0.0, 2.0, -1.0, -2.0, 1.0, 0.0, //
+                0.0, 4.0, 0.0, -5.0, 0.0, 1.0,
+            ],
+        }
+    }
+
+    /// `A^T`, the output transform (`tile x window`, row-major).
+    pub fn at(self) -> &'static [f64] {
+        match self {
+            Variant::F2 => &[
+                1.0, 1.0, 1.0, 0.0, //
+                0.0, 1.0, -1.0, -1.0,
+            ],
+            Variant::F4 => &[
+                1.0, 1.0, 1.0, 1.0, 1.0, 0.0, //
+                0.0, 1.0, -1.0, 2.0, -2.0, 0.0, //
+                0.0, 1.0, 1.0, 4.0, 4.0, 0.0, //
+                0.0, 1.0, -1.0, 8.0, -8.0, 1.0,
+            ],
+        }
+    }
+
+    /// `"F(2x2, 3x3)"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::F2 => "F(2x2, 3x3)",
+            Variant::F4 => "F(4x4, 3x3)",
+        }
+    }
+}
+
+/// Why `layer` cannot run as Winograd's F(m x m, 3x3), or `None` when it
+/// can: one ungrouped 3x3 conv stage of stride 1 and dilation 1 (any
+/// padding, bias, activation, residual).
 pub fn refusal(layer: &Layer) -> Option<&'static str> {
     let [s] = layer.stages.as_slice() else {
         return Some("the layer has more than one stage");
@@ -44,7 +135,7 @@ pub fn refusal(layer: &Layer) -> Option<&'static str> {
     stage_refusal(s)
 }
 
-/// Why `s` cannot run as F(2x2, 3x3) (see [`refusal`]), or `None`.
+/// Why `s` cannot run as Winograd's (see [`refusal`]), or `None`.
 pub fn stage_refusal(s: &Stage) -> Option<&'static str> {
     match s.kind {
         StageKind::Conv { groups: 1, .. } => {}
@@ -60,65 +151,74 @@ pub fn stage_refusal(s: &Stage) -> Option<&'static str> {
     None
 }
 
-/// Tile rows and columns covering `stage`'s output.
-pub fn tiles(stage: &Stage) -> (usize, usize) {
-    (stage.output.h.div_ceil(TILE), stage.output.w.div_ceil(TILE))
+/// Tile rows and columns of `v` covering `stage`'s output.
+pub fn tiles(stage: &Stage, v: Variant) -> (usize, usize) {
+    (
+        stage.output.h.div_ceil(v.tile()),
+        stage.output.w.div_ceil(v.tile()),
+    )
 }
 
-/// The 16 transformed weight matrices `U[p] = (G g G^T)[p]` of an HWIO
-/// `3x3xCixCo` array, each `[Ci][Co]` (a pointwise stage's layout), computed
-/// in f64 and rounded once; 16/9 of the weights' size again, within the
-/// process's memory budget ([`crate::budget`]) or an error.
-pub fn transform_weights(stage: &Stage, weight: &[f32]) -> Result<Vec<Vec<f32>>, DataError> {
+/// The transformed weight matrices `U[p] = (G g G^T)[p]` of an HWIO
+/// `3x3xCixCo` array, one per point of `v`, each `[Ci][Co]` (a pointwise
+/// stage's layout), computed in f64 and rounded once; `points / 9` of the
+/// weights' size again, within the process's memory budget
+/// ([`crate::budget`]) or an error.
+pub fn transform_weights(
+    stage: &Stage,
+    weight: &[f32],
+    v: Variant,
+) -> Result<Vec<Vec<f32>>, DataError> {
     let (ci, co) = (stage.input.c, stage.output.c);
     assert_eq!(weight.len(), 9 * ci * co, "3x3 weights of {ci} -> {co}");
     let what = format_args!("the Winograd weights of '{}'", stage.name);
-    crate::budget::check(what, (POINTS as u64 * 4).checked_mul((ci * co) as u64))?;
-    let mut u = (0..POINTS)
+    let (a, g) = (v.window(), v.g());
+    crate::budget::check(what, (v.points() as u64 * 4).checked_mul((ci * co) as u64))?;
+    let mut u = (0..v.points())
         .map(|_| crate::budget::zeroed(what, ci * co))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut gg = vec![[0f64; 3]; a];
     for i in 0..ci * co {
-        let g = |ky: usize, kx: usize| f64::from(weight[(ky * 3 + kx) * ci * co + i]);
-        // G g: 4x3, then (G g) G^T: 4x4.
-        let mut gg = [[0f64; 3]; 4];
-        for (a, row) in gg.iter_mut().enumerate() {
-            for (kx, v) in row.iter_mut().enumerate() {
-                *v = (0..3).map(|ky| G[a][ky] * g(ky, kx)).sum();
+        let w = |ky: usize, kx: usize| f64::from(weight[(ky * 3 + kx) * ci * co + i]);
+        // G g: a x 3, then (G g) G^T: a x a.
+        for (p, row) in gg.iter_mut().enumerate() {
+            for (kx, x) in row.iter_mut().enumerate() {
+                *x = (0..3).map(|ky| g[p][ky] * w(ky, kx)).sum();
             }
         }
-        for a in 0..WINDOW {
-            for b in 0..WINDOW {
-                let v: f64 = (0..3).map(|kx| gg[a][kx] * G[b][kx]).sum();
-                u[a * WINDOW + b][i] = v as f32;
+        for p in 0..a {
+            for q in 0..a {
+                let x: f64 = (0..3).map(|kx| gg[p][kx] * g[q][kx]).sum();
+                u[p * a + q][i] = x as f32;
             }
         }
     }
     Ok(u)
 }
 
-/// Per output of `layer` run as F(2x2, 3x3), the scale of its rounding
-/// (the `m` of `compare`'s `REL_TOL * (1 + m)`): the sum over the input
-/// channels of (the absolute inputs of the output's 4x4 tile window) x (the
-/// absolute taps of its kernel), plus |bias| and the residual's |input|.
-/// Every transformed value is a sum of at most those terms with
-/// coefficients of at most 1 (B, A) or 9/4 (G G^T), so each f32 rounding
-/// along the way is at most a few ulps of it. Non-finite inputs count 0:
-/// the outputs they reach are compared exactly, and the kernel runs an
-/// image whose sums are not finite again the direct way.
+/// Per output of `layer` run as Winograd's `v`, the scale of its rounding
+/// (the `m` of `compare`'s `REL_TOL * (1 + m)`): the magnitudes of every
+/// term each transform and product sums, carried through with the
+/// transforms' coefficients' magnitudes (`window_bound`), plus |bias| and
+/// the residual's |input|: each f32 rounding along the way is at most a
+/// few ulps of it. Non-finite inputs count 0: the outputs they reach are
+/// compared exactly, and the kernel runs an image whose sums are not
+/// finite again the direct way.
 pub fn magnitude(
     layer: &Layer,
     weights: &Weights,
     input: &[f32],
     batch: usize,
+    v: Variant,
 ) -> Result<Vec<f32>, DataError> {
     if let Some(why) = refusal(layer) {
         return Err(DataError::tensor("layer", why));
     }
-    chain_magnitude(layer, weights, input, batch, &[true])
+    chain_magnitude(layer, weights, input, batch, &[Some(v)])
 }
 
-/// [`magnitude`] for a layer of several stages where those marked in
-/// `winograd` run as F(2x2, 3x3) and the others directly: the bound is
+/// [`magnitude`] for a layer of several stages where those given a
+/// variant in `winograd` run as it and the others directly: the bound is
 /// carried from stage to stage (an input's scale is the bound of the
 /// stage before), a direct stage's as the interpreter's (`sum |w| m +
 /// |bias|`), a Winograd stage's over its tiles' windows; the last stage's
@@ -129,7 +229,7 @@ pub fn chain_magnitude(
     weights: &Weights,
     input: &[f32],
     batch: usize,
-    winograd: &[bool],
+    winograd: &[Option<Variant>],
 ) -> Result<Vec<f32>, DataError> {
     weights.check(layer)?;
     if input.len() != batch * layer.input.len() {
@@ -147,13 +247,13 @@ pub fn chain_magnitude(
     for ((s, w), &wino) in layer.stages.iter().zip(weights.stages()).zip(winograd) {
         let residual = s.residual.then_some(&abs_input[..]);
         mag = match wino {
-            true => {
+            Some(v) => {
                 if let Some(why) = stage_refusal(s) {
                     return Err(DataError::tensor("layer", why));
                 }
-                window_bound(s, w, &mag, batch, residual)?
+                window_bound(s, w, &mag, batch, residual, v)?
             }
-            false => crate::interp::abs_sums(s, w, &mag, batch, residual),
+            None => crate::interp::abs_sums(s, w, &mag, batch, residual),
         };
         for m in &mut mag {
             *m = finite(*m);
@@ -162,42 +262,73 @@ pub fn chain_magnitude(
     Ok(mag)
 }
 
-/// The Winograd bound of stage `s` (a 3x3 conv) on inputs of scale `x`
-/// (`batch` images): per output, sum over the input channels of `x` over
-/// its tile's 4x4 window times the channel's |taps|, plus |bias| and the
-/// residual's scale.
+/// The Winograd bound of stage `s` (a 3x3 conv) run as `v` on inputs of
+/// scale `x` (`batch` images): per output `k` of a tile, the first-order
+/// propagation of every rounding through the transforms,
+///
+/// ```text
+/// sum_ci sum_p |A^T A|[k][p] (|G| |g| |G|^T)[p] (|B|^T |d| |B|)[p]
+/// ```
+///
+/// (`d` the tile's window of `x`, `g` the (ci, co) kernel), plus |bias| and
+/// the residual's scale: each transformed value is rounded relative to the
+/// sum of its terms' magnitudes, and the products and the output
+/// transform carry those with the coefficients' magnitudes. Where no
+/// coefficient exceeds 1 (F(2x2, 3x3)) the old, simpler form, the window's
+/// sum times the taps' sum, is at least this; F(4x4, 3x3)'s coefficients
+/// (up to 25 in `B^T d B`, 64 in `A^T m A`) make this form the one that
+/// both covers its rounding and stays tight enough to catch a wrong
+/// transform.
 fn window_bound(
     s: &Stage,
     w: &StageWeights,
     x_all: &[f32],
     batch: usize,
     residual: Option<&[f32]>,
+    v: Variant,
 ) -> Result<Vec<f32>, DataError> {
     let (i, o) = (s.input, s.output);
-    // Per (ci, co), the sum of the kernel's |taps|.
-    let taps: Vec<f64> = (0..i.c * o.c)
-        .map(|k| {
-            (0..9)
-                .map(|t| f64::from(w.weight[t * i.c * o.c + k]).abs())
-                .sum()
-        })
-        .collect();
-    let (th, tw) = tiles(s);
-    let mut mag = crate::budget::zeroed(
-        format_args!("the magnitudes of '{}'", s.name),
-        batch * o.len(),
-    )?;
-    let mut window = vec![0f64; i.c];
+    let (ci, co) = (i.c, o.c);
+    let (m, a, points) = (v.tile(), v.window(), v.points());
+    let abs = |t: &[f64]| t.iter().map(|c| c.abs()).collect::<Vec<f64>>();
+    let (bt, at) = (abs(v.bt()), abs(v.at()));
+    let g = v.g();
+    let what = format_args!("the Winograd bound of '{}'", s.name);
+    // |G| |g| |G|^T per point, [p][ci][co].
+    let mut gabs = crate::budget::zeroed(what, points * ci * co)?;
+    for k in 0..ci * co {
+        let tap = |ky: usize, kx: usize| f64::from(w.weight[(ky * 3 + kx) * ci * co + k]).abs();
+        for p in 0..a {
+            for q in 0..a {
+                let mut sum = 0f64;
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        sum += g[p][ky].abs() * tap(ky, kx) * g[q][kx].abs();
+                    }
+                }
+                gabs[(p * a + q) * ci * co + k] = sum as f32;
+            }
+        }
+    }
+    let (th, tw) = tiles(s, v);
+    let mut mag = crate::budget::zeroed(what, batch * o.len())?;
+    // Per tile: the window's |d| [w][ci], |B|^T |d| |B| [p][ci], the
+    // products' bounds [p][co].
+    let mut d = vec![0f64; points * ci];
+    let mut half = vec![0f64; points * ci];
+    let mut xb = vec![0f64; points * ci];
+    let mut mb = vec![0f64; points * co];
+    let mut rows = vec![0f64; m * a * co];
     for n in 0..batch {
         let x = &x_all[n * i.len()..][..i.len()];
         for ty in 0..th {
             for tx in 0..tw {
-                window.fill(0.0);
-                for r in 0..WINDOW {
-                    for c in 0..WINDOW {
+                d.fill(0.0);
+                for r in 0..a {
+                    for c in 0..a {
                         let (y, xx) = (
-                            (ty * TILE + r).checked_sub(s.padding.top),
-                            (tx * TILE + c).checked_sub(s.padding.left),
+                            (ty * m + r).checked_sub(s.padding.top),
+                            (tx * m + c).checked_sub(s.padding.left),
                         );
                         let (Some(y), Some(xx)) = (y, xx) else {
                             continue;
@@ -205,22 +336,87 @@ fn window_bound(
                         if y >= i.h || xx >= i.w {
                             continue;
                         }
-                        for (acc, v) in window.iter_mut().zip(&x[(y * i.w + xx) * i.c..][..i.c]) {
-                            if v.is_finite() {
-                                *acc += f64::from(v.abs());
+                        let src = &x[(y * i.w + xx) * ci..][..ci];
+                        for (acc, val) in d[(r * a + c) * ci..][..ci].iter_mut().zip(src) {
+                            if val.is_finite() {
+                                *acc = f64::from(val.abs());
                             }
                         }
                     }
                 }
-                for co in 0..o.c {
-                    let sum: f64 = (0..i.c).map(|ci| window[ci] * taps[ci * o.c + co]).sum();
-                    let bias = w.bias.as_ref().map_or(0.0, |b| f64::from(b[co]).abs());
-                    for (oy, ox) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                        let (y, xx) = (ty * TILE + oy, tx * TILE + ox);
-                        if y >= o.h || xx >= o.w {
+                // |B|^T |d|, then (.) |B|: two one-dimensional passes.
+                half.fill(0.0);
+                xb.fill(0.0);
+                for p in 0..a {
+                    for r in 0..a {
+                        let b = bt[p * a + r];
+                        if b == 0.0 {
                             continue;
                         }
-                        let at = n * o.len() + (y * o.w + xx) * o.c + co;
+                        for c in 0..a {
+                            let (dst, src) = ((p * a + c) * ci, (r * a + c) * ci);
+                            for k in 0..ci {
+                                half[dst + k] += b * d[src + k];
+                            }
+                        }
+                    }
+                }
+                for p in 0..a {
+                    for q in 0..a {
+                        for c in 0..a {
+                            let b = bt[q * a + c];
+                            if b == 0.0 {
+                                continue;
+                            }
+                            let (dst, src) = ((p * a + q) * ci, (p * a + c) * ci);
+                            for k in 0..ci {
+                                xb[dst + k] += b * half[src + k];
+                            }
+                        }
+                    }
+                }
+                // The products' bounds, summed over the input channels.
+                mb.fill(0.0);
+                for p in 0..points {
+                    let out = &mut mb[p * co..][..co];
+                    for (k, &xv) in xb[p * ci..][..ci].iter().enumerate() {
+                        if xv == 0.0 {
+                            continue;
+                        }
+                        let gk = &gabs[(p * ci + k) * co..][..co];
+                        for (acc, &gv) in out.iter_mut().zip(gk) {
+                            *acc += xv * f64::from(gv);
+                        }
+                    }
+                }
+                // |A|^T (.) |A|: rows, then each output.
+                rows.fill(0.0);
+                for r in 0..m {
+                    for p in 0..a {
+                        let c = at[r * a + p];
+                        if c == 0.0 {
+                            continue;
+                        }
+                        for q in 0..a {
+                            let (dst, src) = ((r * a + q) * co, (p * a + q) * co);
+                            for k in 0..co {
+                                rows[dst + k] += c * mb[src + k];
+                            }
+                        }
+                    }
+                }
+                for k in 0..m * m {
+                    let (oy, ox) = (k / m, k % m);
+                    let (y, xx) = (ty * m + oy, tx * m + ox);
+                    if y >= o.h || xx >= o.w {
+                        continue;
+                    }
+                    for c in 0..co {
+                        let sum: f64 = (0..a)
+                            .map(|q| at[ox * a + q] * rows[(oy * a + q) * co + c])
+                            .sum();
+                        let bias = w.bias.as_ref().map_or(0.0, |b| f64::from(b[c]).abs());
+                        let at = n * o.len() + (y * o.w + xx) * co + c;
                         let res = residual.map_or(0.0, |r| f64::from(r[at]));
                         mag[at] = (sum + bias + res) as f32;
                     }
@@ -240,73 +436,74 @@ mod tests {
         compile_source(src).unwrap().remove(0)
     }
 
-    /// F(2x2, 3x3) in f64 from the transformed weights: the direct sum's
+    /// Each variant in f64 from its transformed weights: the direct sum's
     /// values, so the transforms are the ones the runtime relies on.
     #[test]
     fn transformed_weights_give_the_direct_sum_in_f64() {
-        let l = layer("layer l { input 5x6x3\n c: conv 3x3 -> 2, pad same }");
+        let l = layer("layer l { input 7x6x3\n c: conv 3x3 -> 2, pad same }");
         let w = Weights::random(&l, 3);
         let x = Rng::new(4).vec(l.input.len(), 1.0);
         let want = interpret(&l, &w, &x, 1).unwrap();
         let s = &l.stages[0];
-        let u = transform_weights(s, &w.stages()[0].weight).unwrap();
-        let (th, tw) = tiles(s);
         let (ci, co) = (3, 2);
         let at = |y: isize, xx: isize, c: usize| {
-            if y < 0 || xx < 0 || y >= 5 || xx >= 6 {
+            if y < 0 || xx < 0 || y >= 7 || xx >= 6 {
                 0.0
             } else {
                 f64::from(x[((y * 6 + xx) as usize) * ci + c])
             }
         };
-        // B^T d B and A^T m A in f64, as the runtime computes them in f32.
-        let bt = [
-            [1.0, 0.0, -1.0, 0.0],
-            [0.0, 1.0, 1.0, 0.0],
-            [0.0, -1.0, 1.0, 0.0],
-            [0.0, 1.0, 0.0, -1.0],
-        ];
-        let at_ = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
-        for ty in 0..th {
-            for tx in 0..tw {
-                let mut m = [[[0f64; 4]; 4]; 2];
-                for c in 0..ci {
-                    let d = |r: usize, q: usize| {
-                        at((ty * 2 + r) as isize - 1, (tx * 2 + q) as isize - 1, c)
-                    };
-                    for a in 0..4 {
-                        for b in 0..4 {
-                            let v: f64 = (0..4)
-                                .flat_map(|r| (0..4).map(move |q| (r, q)))
-                                .map(|(r, q)| bt[a][r] * d(r, q) * bt[b][q])
-                                .sum();
-                            for (o, mo) in m.iter_mut().enumerate() {
-                                mo[a][b] += v * f64::from(u[a * 4 + b][c * co + o]);
+        for v in Variant::ALL {
+            let u = transform_weights(s, &w.stages()[0].weight, v).unwrap();
+            assert_eq!(u.len(), v.points());
+            let (th, tw) = tiles(s, v);
+            let (m, a) = (v.tile(), v.window());
+            let (bt, at_) = (v.bt(), v.at());
+            for ty in 0..th {
+                for tx in 0..tw {
+                    // B^T d B per channel, times U, summed: M[o][p][q].
+                    let mut mm = vec![vec![0f64; a * a]; co];
+                    for c in 0..ci {
+                        let d = |r: usize, q: usize| {
+                            at((ty * m + r) as isize - 1, (tx * m + q) as isize - 1, c)
+                        };
+                        for p in 0..a {
+                            for q in 0..a {
+                                let val: f64 = (0..a)
+                                    .flat_map(|r| (0..a).map(move |k| (r, k)))
+                                    .map(|(r, k)| bt[p * a + r] * d(r, k) * bt[q * a + k])
+                                    .sum();
+                                for (o, mo) in mm.iter_mut().enumerate() {
+                                    mo[p * a + q] += val * f64::from(u[p * a + q][c * co + o]);
+                                }
                             }
                         }
                     }
-                }
-                for (o, mo) in m.iter().enumerate() {
-                    for (oy, row) in at_.iter().enumerate() {
-                        for (ox, col) in at_.iter().enumerate() {
-                            let (y, xx) = (ty * 2 + oy, tx * 2 + ox);
-                            if y >= 5 || xx >= 6 {
-                                continue;
+                    // A^T M A.
+                    for (o, mo) in mm.iter().enumerate() {
+                        for oy in 0..m {
+                            for ox in 0..m {
+                                let (y, xx) = (ty * m + oy, tx * m + ox);
+                                if y >= 7 || xx >= 6 {
+                                    continue;
+                                }
+                                let got: f64 = (0..a)
+                                    .flat_map(|p| (0..a).map(move |q| (p, q)))
+                                    .map(|(p, q)| at_[oy * a + p] * mo[p * a + q] * at_[ox * a + q])
+                                    .sum();
+                                let want = f64::from(want[(y * 6 + xx) * co + o]);
+                                assert!(
+                                    (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                                    "{v:?}: {got} vs {want}"
+                                );
                             }
-                            let v: f64 = (0..4)
-                                .flat_map(|a| (0..4).map(move |b| (a, b)))
-                                .map(|(a, b)| row[a] * mo[a][b] * col[b])
-                                .sum();
-                            let want = f64::from(want[(y * 6 + xx) * co + o]);
-                            assert!(
-                                (v - want).abs() < 1e-5 * (1.0 + want.abs()),
-                                "{v} vs {want}"
-                            );
                         }
                     }
                 }
             }
         }
+        assert_eq!(Variant::of_tile(4), Some(Variant::F4));
+        assert_eq!(Variant::of_tile(3), None);
     }
 
     #[test]
@@ -346,15 +543,18 @@ mod tests {
         let l = layer("layer l { input 4x4x1\n c: conv 3x3 -> 1, pad same }");
         let w = Weights::random(&l, 1);
         let mut x = vec![1.0f32; 16];
-        let finite = magnitude(&l, &w, &x, 1).unwrap();
+        let finite = magnitude(&l, &w, &x, 1, Variant::F2).unwrap();
         x[0] = f32::INFINITY;
         x[1] = f32::NAN;
-        let m = magnitude(&l, &w, &x, 1).unwrap();
+        let m = magnitude(&l, &w, &x, 1, Variant::F4).unwrap();
         assert!(m.iter().all(|v| v.is_finite()));
-        assert!(m.iter().zip(&finite).all(|(a, b)| a <= b));
-        assert!(magnitude(&l, &w, &x, 2).is_err());
+        // F(4x4)'s windows differ; both finite, and each non-finite input drops.
+        let m2 = magnitude(&l, &w, &x, 1, Variant::F2).unwrap();
+        assert!(m2.iter().zip(&finite).all(|(a, b)| a <= b));
+        assert!(m.iter().all(|v| v.is_finite()));
+        assert!(magnitude(&l, &w, &x, 2, Variant::F2).is_err());
         let two = layer("layer l { input 4x4x1\n c: conv 3x3 -> 1, stride 2 }");
-        assert!(magnitude(&two, &Weights::random(&two, 1), &x, 1).is_err());
+        assert!(magnitude(&two, &Weights::random(&two, 1), &x, 1, Variant::F4).is_err());
     }
 
     /// Carried through stages, a direct stage's bound is the interpreter's
@@ -368,25 +568,27 @@ mod tests {
         let w = Weights::random(&l, 5);
         let x = Rng::new(6).vec(2 * l.input.len(), 1.0);
         let (_, direct) = crate::interpret_with_magnitude(&l, &w, &x, 2).unwrap();
-        let chain = chain_magnitude(&l, &w, &x, 2, &[false; 3]).unwrap();
+        let chain = chain_magnitude(&l, &w, &x, 2, &[None; 3]).unwrap();
         for (a, b) in chain.iter().zip(&direct) {
             assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} vs {b}");
         }
-        let wino = chain_magnitude(&l, &w, &x, 2, &[false, true, false]).unwrap();
+        let wino = chain_magnitude(&l, &w, &x, 2, &[None, Some(Variant::F2), None]).unwrap();
         assert!(wino
             .iter()
             .zip(&chain)
             .all(|(a, b)| *a >= *b * (1.0 - 1e-6)));
         assert!(wino.iter().zip(&chain).any(|(a, b)| *a > *b * 1.5));
         // Only a 3x3 conv can be marked; one flag per stage.
-        assert!(chain_magnitude(&l, &w, &x, 2, &[true, false, false]).is_err());
-        assert!(chain_magnitude(&l, &w, &x, 2, &[false]).is_err());
+        assert!(chain_magnitude(&l, &w, &x, 2, &[Some(Variant::F2), None, None]).is_err());
+        assert!(chain_magnitude(&l, &w, &x, 2, &[None]).is_err());
         let lone = layer("layer l { input 6x6x3\n c: conv 3x3 -> 4, pad same, bias }");
         let w = Weights::random(&lone, 1);
         let x = Rng::new(2).vec(lone.input.len(), 1.0);
-        assert_eq!(
-            magnitude(&lone, &w, &x, 1).unwrap(),
-            chain_magnitude(&lone, &w, &x, 1, &[true]).unwrap()
-        );
+        for v in Variant::ALL {
+            assert_eq!(
+                magnitude(&lone, &w, &x, 1, v).unwrap(),
+                chain_magnitude(&lone, &w, &x, 1, &[Some(v)]).unwrap()
+            );
+        }
     }
 }

@@ -295,11 +295,11 @@ pub struct Kernel {
     /// Buffers of finished runs, for the next ones (one set per concurrent run).
     scratch: Mutex<Vec<scratch::Scratch>>,
     stats: CompileStats,
-    /// Asked for and planned: the layer runs as F(2x2, 3x3) (`winograd/`),
+    /// Asked for and planned: the layer runs as Winograd's (`winograd/`),
     /// the direct code above only for images where a sum is not finite.
     winograd: Option<winograd::Winograd>,
     /// Asked for, in a layer of several stages: the layer runs as kernels
-    /// cut at its 3x3 convs that run as F(2x2, 3x3) (`winograd/chain.rs`).
+    /// cut at its 3x3 convs that run as Winograd's (`winograd/chain.rs`).
     chain: Option<winograd::Chain>,
     #[cfg(feature = "testing")]
     testing: testing::Hooks,
@@ -605,12 +605,19 @@ impl Kernel {
             .backend
             .check_precision(options.precision)
             .map_err(JitError::Unsupported)?;
+        if let Some(m) = options.winograd_tile {
+            if convjit_ir::winograd::Variant::of_tile(m).is_none() {
+                let why = format!("Winograd's output tile is 2 or 4, not {m}");
+                return Err(JitError::Unsupported(why));
+            }
+        }
         let key = Key {
             stages: layer.stages.iter().map(StageShape::of).collect(),
             options: Options {
                 separate: Separation::Exact,
                 // The direct code is the same either way.
                 winograd: Winograd::Off,
+                winograd_tile: None,
                 ..options.clone()
             },
         };
@@ -690,7 +697,7 @@ impl Kernel {
         })
     }
 
-    /// How the layer runs as Winograd's F(2x2, 3x3), if it does
+    /// How the layer runs as Winograd's F(2x2, 3x3) or F(4x4, 3x3), if it does
     /// (`Options::winograd`, [`winograd_plan`]).
     pub fn winograd(&self) -> Option<WinogradPlan> {
         match &self.chain {
@@ -711,7 +718,7 @@ impl Kernel {
         own + winograd + chain
     }
 
-    /// The stages that run as F(2x2, 3x3), by name, and how (one for a
+    /// The stages that run as Winograd's, by name, and how (one for a
     /// lone 3x3 conv, any number in a longer layer: [`winograd_stages`]).
     pub fn winograd_stages(&self) -> Vec<(String, WinogradPlan)> {
         match (&self.chain, &self.winograd) {

@@ -1,4 +1,4 @@
-//! Winograd's F(2x2, 3x3) (`Options::winograd`) against the interpreter,
+//! Winograd's F(2x2, 3x3) and F(4x4, 3x3) (`Options::winograd`) against the interpreter,
 //! within its own rounding bound (`convjit_ir::winograd::magnitude`), on
 //! every padding, odd and even sizes, channel counts off the vector width,
 //! each epilogue, batches and threads; and non-finite sums, which must be
@@ -22,10 +22,22 @@ fn options(threads: usize) -> Options {
     }
 }
 
-/// Runs `l` as F(2x2, 3x3) (it must qualify) and compares with the
-/// interpreter within the Winograd bound.
-fn check(l: &Layer, w: &Weights, x: &[f32], batch: usize, threads: usize) -> Result<(), String> {
-    check_with(l, w, x, batch, &options(threads))
+/// Runs `l` as Winograd's with tiles of side `tile` (it must qualify) and
+/// compares with the interpreter within the Winograd bound.
+fn check(
+    l: &Layer,
+    w: &Weights,
+    x: &[f32],
+    batch: usize,
+    threads: usize,
+    tile: usize,
+) -> Result<(), String> {
+    let o = Options {
+        winograd: Winograd::Always,
+        winograd_tile: Some(tile),
+        ..options(threads)
+    };
+    check_with(l, w, x, batch, &o)
 }
 
 fn check_with(
@@ -41,9 +53,16 @@ fn check_with(
     }
     let got = run_guarded(&k, x, batch)?;
     let want = interpret(l, w, x, batch).map_err(|e| e.to_string())?;
-    // The stages that run as F(2x2, 3x3): their bound, carried through.
-    let names: Vec<String> = k.winograd_stages().into_iter().map(|s| s.0).collect();
-    let flags: Vec<bool> = l.stages.iter().map(|s| names.contains(&s.name)).collect();
+    // The stages that run as Winograd's: their bound, carried through.
+    let runs = k.winograd_stages();
+    let flags: Vec<_> = l
+        .stages
+        .iter()
+        .map(|s| runs.iter().find(|r| r.0 == s.name).map(|r| r.1.variant))
+        .collect();
+    if let Some(m) = options.winograd_tile {
+        assert!(runs.iter().all(|r| r.1.variant.tile() == m));
+    }
     let mag = winograd::chain_magnitude(l, w, x, batch, &flags).map_err(|e| e.to_string())?;
     let c = compare(&got, &want, &mag);
     match c.pass() {
@@ -75,25 +94,30 @@ fn winograd_agrees_with_the_interpreter_on_every_padding_size_and_epilogue() {
         let w = Weights::random(&l, i as u64);
         for (batch, threads) in [(1, 1), (2, 2), (3, 2)] {
             let x = Rng::new(i as u64 + 10).vec(batch * l.input.len(), 1.0);
-            if let Err(e) = check(&l, &w, &x, batch, threads) {
-                panic!("{src} (batch {batch}, {threads} threads): {e}");
+            for tile in [2, 4] {
+                if let Err(e) = check(&l, &w, &x, batch, threads, tile) {
+                    panic!("{src} (batch {batch}, {threads} threads, tile {tile}): {e}");
+                }
             }
         }
     }
 }
 
-/// `c` (its layer, weights and input) as `Winograd::Always` on `threads`
-/// threads with every generator the host runs, within the bound.
+/// `c` (its layer, weights and input) as `Winograd::Always` with tiles of
+/// side `tile` on `threads` threads with every generator the host runs,
+/// within the bound.
 fn every_generator(
     c: &LayerCase,
     (l, w, x): (Layer, Weights, Vec<f32>),
     threads: usize,
+    tile: usize,
 ) -> Result<(), TestCaseError> {
     for backend in Backend::available() {
         let o = Options {
             backend,
             threads,
             winograd: Winograd::Always,
+            winograd_tile: Some(tile),
             ..Options::default()
         };
         let r = check_with(&l, &w, &x, c.batch, &o);
@@ -116,17 +140,19 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Any layer F(2x2, 3x3) computes, however small (`Winograd::Always`):
-    /// sizes of one tile to many, channels off every vector width, every
-    /// padding and epilogue, batches, one or two threads, every generator.
+    /// Any layer Winograd computes, however small (`Winograd::Always`),
+    /// with 2x2 or 4x4 tiles: sizes of one tile to many, channels off
+    /// every vector width, every padding and epilogue, batches, one or two
+    /// threads, every generator.
     #[test]
     fn winograd_matches_the_interpreter_on_any_layer_it_computes(
         c in winograd_case(Limits { size: 20, ..Limits::PROPTEST }),
         threads in 1usize..3,
+        tile in prop::sample::select(vec![2usize, 4]),
     ) {
         let data = common::case_data(&c, 4_000_000);
         prop_assume!(data.is_some());
-        every_generator(&c, data.unwrap(), threads)?;
+        every_generator(&c, data.unwrap(), threads, tile)?;
     }
 }
 
@@ -137,26 +163,34 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Layers of several stages whose 3x3 convs run as F(2x2, 3x3) (cut
+    /// Layers of several stages whose 3x3 convs run as Winograd's (cut
     /// into kernels there, the residual added last): within the bound
-    /// carried through the stages, on one or two threads, every generator.
+    /// carried through the stages, either tile, on one or two threads,
+    /// every generator.
     #[test]
     fn winograd_stages_of_longer_layers_match_the_interpreter(
         c in winograd_chain_case(Limits { size: 16, width: 24, channels: 40, ..Limits::PROPTEST }),
         threads in 1usize..3,
+        tile in prop::sample::select(vec![2usize, 4]),
     ) {
         let data = common::case_data(&c, 4_000_000);
         prop_assume!(data.is_some());
-        every_generator(&c, data.unwrap(), threads)?;
+        every_generator(&c, data.unwrap(), threads, tile)?;
     }
 }
 
 /// A ResNet bottleneck as `convjit import` writes it: its 3x3 runs as
-/// F(2x2, 3x3) between two direct kernels, the residual added last; an
-/// image with NaN or an infinity has the interpreter's non-finite
+/// Winograd's (either tile) between two direct kernels, the residual added
+/// last; an image with NaN or an infinity has the interpreter's non-finite
 /// outputs; a stage before the last with a residual keeps the layer direct.
 #[test]
 fn a_bottleneck_runs_its_3x3_as_winograd() {
+    for tile in [2, 4] {
+        bottleneck(tile);
+    }
+}
+
+fn bottleneck(tile: usize) {
     let l = layer(
         "layer b { input 9x10x40\n a: pointwise 24, bias, relu\n c: conv 3x3 -> 24, pad same, bias, relu\n z: pointwise 40, bias, residual }",
     );
@@ -164,6 +198,7 @@ fn a_bottleneck_runs_its_3x3_as_winograd() {
     let always = Options {
         threads: 2,
         winograd: Winograd::Always,
+        winograd_tile: Some(tile),
         ..Options::default()
     };
     let k = Kernel::compile_with(&l, &w, &always).unwrap();
@@ -238,16 +273,22 @@ fn images_with_non_finite_sums_are_the_direct_kernels_bit_for_bit() {
     let w = Weights::random(&l, 7);
     let direct = Kernel::compile_with(&l, &w, &Options::default()).unwrap();
     let n = l.input.len();
-    for (at, special) in [
-        (5, f32::NAN),
-        (700, f32::INFINITY),
-        (3000, -f32::INFINITY),
-        (64 * 50 + 3, 3e38),
+    for (at, special, tile) in [
+        (5, f32::NAN, 2),
+        (700, f32::INFINITY, 4),
+        (3000, -f32::INFINITY, 2),
+        (64 * 50 + 3, 3e38, 4),
+        (64 * 70 + 9, 2e37, 4),
     ] {
         for threads in [1, 2] {
             let mut x = Rng::new(3).vec(2 * n, 1.0);
             x[at] = special;
-            let k = Kernel::compile_with(&l, &w, &options(threads)).unwrap();
+            let o = Options {
+                winograd_tile: Some(tile),
+                ..options(threads)
+            };
+            let k = Kernel::compile_with(&l, &w, &o).unwrap();
+            assert_eq!(k.winograd().unwrap().variant.tile(), tile);
             let got = run_guarded(&k, &x, 2).unwrap();
             let want = run_guarded(&direct, &x, 2).unwrap();
             let same = |a: f32, b: f32| a.to_bits() == b.to_bits();
@@ -257,7 +298,8 @@ fn images_with_non_finite_sums_are_the_direct_kernels_bit_for_bit() {
             );
             // Image 1 has no special value: Winograd's, within its bound.
             let clean = &x[n..];
-            let mag = winograd::magnitude(&l, &w, clean, 1).unwrap();
+            let v = k.winograd().unwrap().variant;
+            let mag = winograd::magnitude(&l, &w, clean, 1, v).unwrap();
             let want1 = interpret(&l, &w, clean, 1).unwrap();
             assert!(compare(&got[n..], &want1, &mag).pass());
         }
@@ -313,14 +355,9 @@ fn winograd_at_the_limits() {
         let l = layer(&format!("layer l {{ {src} }}"));
         let w = Weights::random(&l, 4);
         let x = Rng::new(8).vec(l.input.len(), 1.0);
-        for threads in [1, 2] {
-            let o = Options {
-                threads,
-                winograd: Winograd::Always,
-                ..Options::default()
-            };
-            if let Err(e) = check_with(&l, &w, &x, 1, &o) {
-                panic!("{src} ({threads} threads): {e}");
+        for (threads, tile) in [(1, 2), (2, 2), (1, 4), (2, 4)] {
+            if let Err(e) = check(&l, &w, &x, 1, threads, tile) {
+                panic!("{src} ({threads} threads, tile {tile}): {e}");
             }
         }
     }

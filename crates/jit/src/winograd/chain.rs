@@ -1,4 +1,4 @@
-//! A layer of several stages whose 3x3 stride-1 convs run as F(2x2, 3x3)
+//! A layer of several stages whose 3x3 stride-1 convs run as Winograd's
 //! (an imported ResNet bottleneck: 1x1, 3x3, 1x1 and the residual): the
 //! layer is cut into kernels of its own at each such conv, the conv alone
 //! (Winograd's), the stages between them as one direct kernel each, run
@@ -15,17 +15,19 @@ use crate::{JitError, Kernel, Network};
 use convjit_ir::{Layer, Stage, Weights};
 use convjit_plan::layer_plan::Options;
 
-/// For each stage of `layer`, how it runs as F(2x2, 3x3) in `mode`, or
-/// why it does not. A lone stage is [`winograd_plan`]'s; in a longer layer
+/// For each stage of `layer`, how it runs as Winograd's in `mode` (with
+/// output tiles of side `tile`, or the planner's), or why it does not. A
+/// lone stage is [`winograd_plan`]'s; in a longer layer
 /// each stage is judged as a layer of its own, and none runs that way
 /// where a stage before the last adds the layer's input.
 pub fn winograd_stages(
     layer: &Layer,
     threads: usize,
     mode: Mode,
+    tile: Option<usize>,
 ) -> Vec<Result<WinogradPlan, &'static str>> {
     if layer.stages.len() == 1 {
-        return vec![winograd_plan(layer, threads, mode)];
+        return vec![winograd_plan(layer, threads, mode, tile)];
     }
     let last = layer.stages.len() - 1;
     if layer.stages[..last].iter().any(|s| s.residual) {
@@ -33,7 +35,7 @@ pub fn winograd_stages(
         return vec![Err(why); layer.stages.len()];
     }
     (0..layer.stages.len())
-        .map(|k| winograd_plan(&part(layer, k..k + 1), threads, mode))
+        .map(|k| winograd_plan(&part(layer, k..k + 1), threads, mode, tile))
         .collect()
 }
 
@@ -62,7 +64,7 @@ pub(crate) struct Chain {
 }
 
 impl Chain {
-    /// `None` where no stage of a layer of several runs as F(2x2, 3x3).
+    /// `None` where no stage of a layer of several runs as Winograd's.
     pub(crate) fn new(
         layer: &Layer,
         weights: &Weights,
@@ -71,7 +73,7 @@ impl Chain {
         if layer.stages.len() < 2 {
             return Ok(None);
         }
-        let plans = winograd_stages(layer, 1, options.winograd);
+        let plans = winograd_stages(layer, 1, options.winograd, options.winograd_tile);
         if plans.iter().all(Result::is_err) {
             return Ok(None);
         }
@@ -104,7 +106,7 @@ impl Chain {
         self.net.kernels().iter().map(Kernel::weight_bytes).sum()
     }
 
-    /// The plans of the parts that run as F(2x2, 3x3), with their stages'
+    /// The plans of the parts that run as Winograd's, with their stages'
     /// names.
     pub(crate) fn plans(&self) -> Vec<(String, WinogradPlan)> {
         self.net

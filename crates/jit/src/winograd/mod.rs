@@ -1,11 +1,11 @@
-//! A lone 3x3 stride-1 conv run as Winograd's F(2x2, 3x3)
+//! A lone 3x3 stride-1 conv run as Winograd's F(2x2, 3x3) or F(4x4, 3x3)
 //! (`convjit_ir::winograd`), when asked for (`Options::winograd`); a
 //! longer layer's such stages run as lone convs of their own
 //! (`chain.rs`).
 //!
 //! Per band of tile rows, on whichever thread claims it: the input
-//! transform writes `V[p][tile][ci]` (16 point slabs of `B^T d B`), 16
-//! generated pointwise kernels (the code of one `band x tiles x Ci -> Co`
+//! transform writes `V[p][tile][ci]` (16 or 36 point slabs of `B^T d B`),
+//! as many generated pointwise kernels (the code of one `band x tiles x Ci -> Co`
 //! pointwise layer, cached as any other, with `U[p] = G g G^T` packed as
 //! its weights) multiply each slab into `M[p][tile][co]`, and the output
 //! transform adds `A^T M A`, the bias, the activation and the residual into
@@ -20,7 +20,7 @@
 
 use crate::program::{Loc, Step};
 use crate::{check_len, pool, JitError, Kernel};
-use convjit_ir::winograd::{self as wg, POINTS, TILE};
+use convjit_ir::winograd::{self as wg, Variant};
 use convjit_ir::{Activation, Layer, Shape, Stage, StageKind, StageWeights, Weights};
 use convjit_plan::layer_plan::{Options, Winograd as Mode};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -54,11 +54,13 @@ const MAX_WASTE: f64 = 1.25;
 /// Channels a side that pay for more waste.
 const WIDE_CHANNELS: usize = 256;
 
-/// How a layer runs as F(2x2, 3x3): its bands, and the column chunks a
-/// band's tiles are transformed and multiplied in.
+/// How a layer runs as Winograd's: the variant, its bands, and the column
+/// chunks a band's tiles are transformed and multiplied in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WinogradPlan {
-    /// Tile rows (of 2 output rows) per band.
+    /// F(2x2, 3x3) or F(4x4, 3x3).
+    pub variant: Variant,
+    /// Tile rows (of `variant.tile()` output rows) per band.
     pub band: usize,
     /// Bands per image.
     pub bands: usize,
@@ -70,11 +72,13 @@ pub struct WinogradPlan {
 }
 
 /// The plan for `layer` on `threads` threads, or why it does not run as
-/// F(2x2, 3x3) in `mode`.
+/// Winograd's in `mode`, with output tiles of side `tile` (`None`: the
+/// side [`choose`] picks).
 pub fn winograd_plan(
     layer: &Layer,
     threads: usize,
     mode: Mode,
+    tile: Option<usize>,
 ) -> Result<WinogradPlan, &'static str> {
     if mode == Mode::Off {
         return Err("not asked for (--winograd)");
@@ -83,8 +87,12 @@ pub fn winograd_plan(
         return Err(why);
     }
     let s = &layer.stages[0];
+    let v = match tile {
+        None => choose(s),
+        Some(m) => Variant::of_tile(m).ok_or("the Winograd tile is not 2 or 4")?,
+    };
     let (ci, co) = (s.input.c, s.output.c);
-    let (th, tw) = wg::tiles(s);
+    let (th, tw) = wg::tiles(s, v);
     if mode == Mode::Auto {
         if ci.min(co) < MIN_CHANNELS {
             return Err("fewer than 16 input or output channels: the transforms would cost more than the products save");
@@ -92,13 +100,13 @@ pub fn winograd_plan(
         if s.macs() < MIN_MACS {
             return Err("fewer than 2M multiply-accumulates: the transforms would cost more than the products save");
         }
-        let waste = (th * tw * TILE * TILE) as f64 / (s.output.h * s.output.w) as f64;
-        if waste > MAX_WASTE && ci.min(co) < WIDE_CHANNELS {
-            return Err("the 2x2 tiles cover over 25% more outputs than the layer has, and fewer than 256 channels a side would not win that back");
+        if waste(s, v) > MAX_WASTE && ci.min(co) < WIDE_CHANNELS {
+            return Err("the tiles cover over 25% more outputs than the layer has, and fewer than 256 channels a side would not win that back");
         }
     }
-    let tile_bytes = POINTS * (ci + co) * 4;
-    let weight_bytes = POINTS * ci * co * 4;
+    let points = v.points();
+    let tile_bytes = points * (ci + co) * 4;
+    let weight_bytes = points * ci * co * 4;
     let budget = BAND_BYTES.max(weight_bytes);
     let rows = (budget / (tw * tile_bytes)).clamp(1, th);
     // The band height (at most `rows`) that gives the busiest thread the
@@ -113,6 +121,7 @@ pub fn winograd_plan(
     // 0.9 MiB).
     let chunk = tw.div_ceil(tw.div_ceil((budget / tile_bytes).max(1)));
     Ok(WinogradPlan {
+        variant: v,
         band,
         bands: th.div_ceil(band),
         tiles_w: tw,
@@ -120,7 +129,32 @@ pub fn winograd_plan(
     })
 }
 
-/// A layer's F(2x2, 3x3) runtime: the 16 point products' kernels and the
+/// Outputs the tiles of `v` cover per output of stage `s`.
+fn waste(s: &Stage, v: Variant) -> f64 {
+    let (th, tw) = wg::tiles(s, v);
+    (th * tw * v.tile() * v.tile()) as f64 / (s.output.h * s.output.w) as f64
+}
+
+/// The variant for stage `s` where none is asked for: F(4x4, 3x3) (a
+/// quarter of the direct products, against 4/9) unless its tiles cover
+/// over 10% more outputs than F(2x2, 3x3)'s (14x14: 256 against 196) or
+/// an image has fewer than [`MIN_F4_TILES`] of them.
+pub fn choose(s: &Stage) -> Variant {
+    let (th, tw) = wg::tiles(s, Variant::F4);
+    match waste(s, Variant::F4) > waste(s, Variant::F2) * 1.1 || th * tw < MIN_F4_TILES {
+        true => Variant::F2,
+        false => Variant::F4,
+    }
+}
+
+/// 4x4 tiles an image needs for F(4x4, 3x3): each of its 36 point
+/// products reads all of its `Ci x Co` transformed weights for the
+/// image's tiles (4x the direct weights' bytes in all), so with few tiles
+/// it waits on them. 7x7x512 (4 tiles): 1,254 us against F(2x2, 3x3)'s
+/// 624 and the direct 855 (`bench benches/winograd.conv`, Zen 5).
+const MIN_F4_TILES: usize = 16;
+
+/// A layer's Winograd runtime: the point products' kernels and the
 /// transforms around them.
 pub(crate) struct Winograd {
     stage: Stage,
@@ -140,23 +174,24 @@ struct Bufs {
     v: Vec<f32>,
     /// `M[p][tile][co]`.
     m: Vec<f32>,
-    /// Zeros for inputs outside the image, `WINDOW * WINDOW * ci`.
+    /// Zeros for inputs outside the image, `points * ci`.
     window: Vec<f32>,
-    /// Where the outputs of a tile past the image's edge go: `TILE^2 * co`.
+    /// Where the outputs of a tile past the image's edge go: `tile^2 * co`.
     spill: Vec<f32>,
     /// The residual of those outputs: `co` zeros.
     zeros: Vec<f32>,
 }
 
 impl Winograd {
-    /// `None` when the layer does not run as F(2x2, 3x3) (see [`winograd_plan`]).
+    /// `None` when the layer does not run as Winograd's (see [`winograd_plan`]).
     pub(crate) fn new(
         layer: &Layer,
         weights: &Weights,
         options: &Options,
         threads: usize,
     ) -> Result<Option<Winograd>, JitError> {
-        let Ok(plan) = winograd_plan(layer, threads, options.winograd) else {
+        let Ok(plan) = winograd_plan(layer, threads, options.winograd, options.winograd_tile)
+        else {
             return Ok(None);
         };
         let s = &layer.stages[0];
@@ -189,7 +224,7 @@ impl Winograd {
             ..options.clone()
         };
         let w = &weights.stages()[0];
-        let points = wg::transform_weights(s, &w.weight)?
+        let points = wg::transform_weights(s, &w.weight, plan.variant)?
             .into_iter()
             .map(|u| {
                 let u = Weights::new(
@@ -225,7 +260,7 @@ impl Winograd {
     /// image must run the direct way.
     pub(crate) fn image(&self, x: &[f32], y: &mut [f32]) -> Result<bool, JitError> {
         let o = self.stage.output;
-        let band_floats = self.plan.band * TILE * o.w * o.c;
+        let band_floats = self.plan.band * self.plan.variant.tile() * o.w * o.c;
         let outs: Vec<Mutex<&mut [f32]>> = y.chunks_mut(band_floats).map(Mutex::new).collect();
         let next = AtomicUsize::new(0);
         let bad = AtomicBool::new(false);
@@ -286,15 +321,16 @@ impl Winograd {
         }
         let (ci, co) = (self.stage.input.c, self.stage.output.c);
         let tiles = self.plan.band * self.plan.chunk;
+        let (points, m) = (self.plan.variant.points(), self.plan.variant.tile());
         let slabs = |c: usize| {
             let what = format_args!("the Winograd tiles of '{}'", self.stage.name);
-            convjit_ir::budget::zeroed(what, POINTS * tiles * c)
+            convjit_ir::budget::zeroed(what, points * tiles * c)
         };
         Ok(Bufs {
             v: slabs(ci)?,
             m: slabs(co)?,
-            window: vec![0.0; POINTS * ci],
-            spill: vec![0.0; TILE * TILE * co],
+            window: vec![0.0; points * ci],
+            spill: vec![0.0; m * m * co],
             zeros: vec![0.0; co],
         })
     }
@@ -308,7 +344,8 @@ impl Winograd {
         bufs: &mut Bufs,
         out: &mut [f32],
     ) -> Result<bool, JitError> {
-        let (th, tw) = wg::tiles(&self.stage);
+        let v = self.plan.variant;
+        let (th, tw) = wg::tiles(&self.stage, v);
         let ty0 = b * self.plan.band;
         let rows = self.plan.band.min(th - ty0);
         let (ci, co) = (self.stage.input.c, self.stage.output.c);
@@ -321,7 +358,7 @@ impl Winograd {
                 tx0,
                 cols: self.plan.chunk.min(tw - tx0),
             };
-            transform::input_band(&self.stage, x, area, bufs);
+            transform::input_band(&self.stage, v, x, area, bufs);
             for (p, k) in self.points.iter().enumerate() {
                 // Tiles past the area's (the last band's or chunk's) hold
                 // an earlier area's values: multiplied, never stored.
@@ -330,7 +367,7 @@ impl Winograd {
                     &mut bufs.m[p * tiles * co..][..tiles * co],
                 )?;
             }
-            bad |= transform::output_band(&self.stage, &self.bias, x, area, bufs, out);
+            bad |= transform::output_band(&self.stage, v, &self.bias, x, area, bufs, out);
         }
         Ok(bad)
     }
@@ -339,7 +376,7 @@ impl Winograd {
 impl Kernel {
     /// One image of a kernel that is one call of one function on one
     /// thread, in f32 (Winograd's point products: a flat pointwise stage),
-    /// without a run's bookkeeping (16 such runs a band); any other kernel
+    /// without a run's bookkeeping (16 or 36 such runs a band); any other kernel
     /// runs as [`Kernel::run`].
     fn run_one_call(&self, input: &[f32], output: &mut [f32]) -> Result<(), JitError> {
         let l = &self.layer;
@@ -440,22 +477,32 @@ mod tests {
         ] {
             let src = format!("layer l {{ input {h}x{w}x{ci}\n c: conv 3x3 -> {co}, pad same }}");
             let l = compile_source(&src).unwrap().remove(0);
-            let (th, tw) = wg::tiles(&l.stages[0]);
             for threads in [1, 2, 8] {
-                let p = winograd_plan(&l, threads, Mode::Auto).unwrap();
-                assert_eq!(p.tiles_w, tw);
-                assert!(
-                    p.band * p.bands >= th && p.band * (p.bands - 1) < th,
-                    "{src}: {p:?}"
-                );
-                assert!(p.bands >= threads.min(th), "{src}: {p:?}");
-                // Chunks of equal width cover the row; a band's slabs stay
-                // within the budget unless one tile row of one tile is past it.
-                let chunks = tw.div_ceil(p.chunk);
-                assert!(p.chunk * (chunks - 1) < tw && p.chunk <= tw, "{src}: {p:?}");
-                let budget = BAND_BYTES.max(POINTS * ci * co * 4);
-                let bytes = p.band * p.chunk * POINTS * (ci + co) * 4;
-                assert!(bytes <= budget || p.chunk == 1, "{src}: {p:?}");
+                for tile in [None, Some(2), Some(4)] {
+                    let mode = if tile.is_none() {
+                        Mode::Auto
+                    } else {
+                        Mode::Always
+                    };
+                    let p = winograd_plan(&l, threads, mode, tile).unwrap();
+                    let (th, tw) = wg::tiles(&l.stages[0], p.variant);
+                    let points = p.variant.points();
+                    assert_eq!(p.tiles_w, tw);
+                    assert!(
+                        p.band * p.bands >= th && p.band * (p.bands - 1) < th,
+                        "{src}: {p:?}"
+                    );
+                    // No thread busier than with bands of one tile row.
+                    let busiest = p.bands.div_ceil(threads) * p.band;
+                    assert!(busiest <= th.div_ceil(threads), "{src}: {p:?}");
+                    // Chunks of equal width cover the row; a band's slabs stay
+                    // within the budget unless one tile row of one tile is past it.
+                    let chunks = tw.div_ceil(p.chunk);
+                    assert!(p.chunk * (chunks - 1) < tw && p.chunk <= tw, "{src}: {p:?}");
+                    let budget = BAND_BYTES.max(points * ci * co * 4);
+                    let bytes = p.band * p.chunk * points * (ci + co) * 4;
+                    assert!(bytes <= budget || p.chunk == 1, "{src}: {p:?}");
+                }
             }
         }
         // Each rule of Auto refuses, Always runs them all.
@@ -468,16 +515,33 @@ mod tests {
                 .unwrap()
                 .remove(0);
             assert!(
-                winograd_plan(&l, 1, Mode::Auto).is_err_and(|e| e.contains(why)),
+                winograd_plan(&l, 1, Mode::Auto, None).is_err_and(|e| e.contains(why)),
                 "{src}"
             );
-            assert!(winograd_plan(&l, 1, Mode::Always).is_ok());
+            assert!(winograd_plan(&l, 1, Mode::Always, None).is_ok());
         }
         let wide =
             compile_source("layer l { input 7x7x256\n c: conv 3x3 -> 256, pad same }").unwrap();
-        assert!(winograd_plan(&wide[0], 1, Mode::Auto).is_ok());
+        assert!(winograd_plan(&wide[0], 1, Mode::Auto, None).is_ok());
         let small = compile_source("layer l { input 56x56x8\n c: conv 3x3 -> 8 }").unwrap();
-        assert!(winograd_plan(&small[0], 1, Mode::Always).is_ok());
-        assert!(winograd_plan(&small[0], 1, Mode::Off).is_err());
+        assert!(winograd_plan(&small[0], 1, Mode::Always, Some(4)).is_ok());
+        assert!(winograd_plan(&small[0], 1, Mode::Off, None).is_err());
+        assert!(winograd_plan(&small[0], 1, Mode::Always, Some(3)).is_err());
+        // The variant: F(4x4, 3x3) unless its tiles waste more or are few.
+        for (hw, tile) in [
+            (56, 4),
+            (28, 4),
+            (16, 4),
+            (7, 2),
+            (12, 2),
+            (14, 2),
+            (13, 2),
+            (17, 2),
+            (224, 4),
+        ] {
+            let src = format!("layer l {{ input {hw}x{hw}x64\n c: conv 3x3 -> 64, pad same }}");
+            let l = compile_source(&src).unwrap().remove(0);
+            assert_eq!(choose(&l.stages[0]).tile(), tile, "{hw}");
+        }
     }
 }

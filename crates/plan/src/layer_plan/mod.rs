@@ -100,14 +100,19 @@ pub struct Options {
     /// see [`Bf16Units`]). Ignored in f32.
     pub bf16_units: Bf16Units,
     /// Whether a 3x3 stride-1 conv (alone, or a stage of a longer layer)
-    /// runs as Winograd's F(2x2, 3x3)
+    /// runs as Winograd's F(2x2, 3x3) or F(4x4, 3x3)
     /// (`convjit_ir::winograd`): 16 products per 2x2 outputs instead of 36,
-    /// rounded differently from the direct sum (within
-    /// `convjit_ir::winograd::magnitude`), so only when asked; f32 only.
+    /// or 36 per 4x4 instead of 144, rounded differently from the direct
+    /// sum (within `convjit_ir::winograd::magnitude`), so only when asked;
+    /// f32 only.
     pub winograd: Winograd,
+    /// Winograd's output tile side (2 or 4) for every stage that runs so;
+    /// `None`: chosen per stage by the planner. Another value is an error
+    /// when a kernel is compiled.
+    pub winograd_tile: Option<usize>,
 }
 
-/// When a layer that F(2x2, 3x3) can compute runs that way (ordered from
+/// When a layer that Winograd's F(m x m, 3x3) can compute runs that way (ordered from
 /// the most reluctant).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Winograd {
@@ -136,6 +141,7 @@ impl Default for Options {
             bf16_intermediates: true,
             bf16_units: Bf16Units::Auto,
             winograd: Winograd::Off,
+            winograd_tile: None,
         }
     }
 }
