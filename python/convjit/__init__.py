@@ -339,7 +339,8 @@ def compile(
         winograd: run 3x3 stride-1 convs (alone or stages of a longer
             layer) as Winograd's F(4x4, 3x3) (36 products per 4x4 outputs
             instead of 144) or, on images its tiles would fit badly,
-            F(2x2, 3x3) (16 per 2x2 instead of 36); f32 only:
+            F(2x2, 3x3) (16 per 2x2 instead of 36), and 5x5 ones as
+            F(2x2, 5x5) (36 per 2x2 instead of 100); f32 only:
             ``True`` or ``"auto"`` where it pays (16 channels a side, 2M
             multiply-accumulates or more: ``convjit plan --winograd`` says),
             ``"always"`` whenever it can.
@@ -347,7 +348,8 @@ def compile(
             ``convjit verify --winograd``'s); ``False``, the default: never.
             :attr:`Kernel.winograd` says whether it runs.
         winograd_tile: with ``winograd``, the output tile side of every
-            Winograd stage, ``2`` or ``4``; ``None``: chosen per stage.
+            Winograd stage, ``2`` or ``4`` (a 5x5 conv has ``2`` only and
+            runs direct with ``4``); ``None``: chosen per stage.
 
     Raises:
         LayerError: bad ``.conv`` text (``FILE:LINE:COL: error: ...``; text

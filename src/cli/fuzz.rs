@@ -58,9 +58,9 @@ pub struct FuzzArgs {
     /// tiles, dot, fma (as `plan --bf16-units`).
     #[arg(long, default_value = "auto", value_parser = super::parse_bf16_units)]
     bf16_units: Bf16Units,
-    /// Check Winograd's F(2x2, 3x3) and F(4x4, 3x3) instead (each case
-    /// one, by its seed): random lone 3x3 stride-1 convs and layers of
-    /// several stages around them (`random_layer::winograd_case`,
+    /// Check Winograd's F(2x2, 3x3), F(4x4, 3x3) (each case one, by its
+    /// seed) and F(2x2, 5x5) instead: random lone 3x3 and 5x5 stride-1
+    /// convs and layers of several stages around 3x3 ones (`random_layer::winograd_case`,
     /// `winograd_chain_case`), run as `--winograd=always
     /// --winograd-tile M`, within its bound
     /// (`convjit::winograd::chain_magnitude`). f32 only.
@@ -100,7 +100,7 @@ pub fn fuzz(a: &FuzzArgs) -> Result<(), Failure> {
     };
     let l = limits(a);
     let kernels = match a.winograd {
-        true => "3x3 convs (alone and in longer layers) as Winograd's F(2x2, 3x3) and F(4x4, 3x3)"
+        true => "3x3 convs (alone and in longer layers) as Winograd's F(2x2, 3x3) and F(4x4, 3x3), 5x5 convs as F(2x2, 5x5)"
             .to_string(),
         false => format!("{k}x{k} kernels", k = l.kernel - 1),
     };
@@ -220,9 +220,13 @@ fn draw(a: &FuzzArgs, i: u64) -> (BoxedTree, convjit::Layer) {
 
 type BoxedTree = Box<dyn ValueTree<Value = LayerCase>>;
 
-/// A Winograd case's output tile side: 2 or 4, by its seed.
+/// A Winograd case's output tile side: 2 or 4 by its seed (2 for a 5x5
+/// conv: F(2x2, 5x5) is its one form).
 fn winograd_tile(case: &LayerCase) -> usize {
-    [2, 4][(case.seed / 3 % 2) as usize]
+    match case.src.contains("5x5") {
+        true => 2,
+        false => [2, 4][(case.seed / 3 % 2) as usize],
+    }
 }
 
 fn options(case: &LayerCase, backend: Backend, a: &FuzzArgs) -> Options {

@@ -175,7 +175,8 @@ pub struct PlannerArgs {
     /// Run 3x3 stride-1 convs (alone, or as stages of a longer layer: it is
     /// then cut into kernels there) as Winograd's F(4x4, 3x3) (36 products
     /// per 4x4 outputs instead of 144) or F(2x2, 3x3) (16 per 2x2 instead
-    /// of 36, where 4x4 tiles would waste more of the image), rounded
+    /// of 36, where 4x4 tiles would waste more of the image), and 5x5
+    /// stride-1 convs as F(2x2, 5x5) (36 per 2x2 instead of 100), rounded
     /// differently from the direct sum (within the bound `verify
     /// --winograd` checks); f32 only. `--winograd` (auto): where it pays
     /// (16 channels a side and 2M multiply-accumulates or more; tiles
@@ -186,7 +187,8 @@ pub struct PlannerArgs {
           value_name = "WHEN", value_parser = parse_winograd)]
     winograd: Option<convjit::Winograd>,
     /// With --winograd, the output tile side of every Winograd stage: 2
-    /// (F(2x2, 3x3)) or 4 (F(4x4, 3x3)); by default chosen per stage.
+    /// (F(2x2, 3x3), F(2x2, 5x5)) or 4 (F(4x4, 3x3); a 5x5 conv then runs
+    /// direct); by default chosen per stage.
     #[arg(long, value_name = "M", requires = "winograd", value_parser = parse_winograd_tile)]
     winograd_tile: Option<usize>,
 }

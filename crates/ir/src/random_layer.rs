@@ -231,8 +231,8 @@ pub fn layer_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
         })
 }
 
-/// Random layers that Winograd's F(m x m, 3x3) computes (`crate::winograd`):
-/// one ungrouped 3x3 conv of stride 1 within `limits`' sizes and channels,
+/// Random layers that Winograd computes (`crate::winograd`): one
+/// ungrouped 3x3 or 5x5 conv of stride 1 within `limits`' sizes and channels,
 /// `same`, `valid` or explicit padding, bias, activation and, where the
 /// output has the input's shape, sometimes the residual.
 pub fn winograd_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
@@ -243,7 +243,12 @@ pub fn winograd_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
             0u8..3,
             (0..limits.pad, 0..limits.pad, 0..limits.pad, 0..limits.pad),
         ),
-        (any::<bool>(), 0u8..3, any::<bool>()),
+        (
+            any::<bool>(),
+            0u8..3,
+            any::<bool>(),
+            prop::sample::select(vec![3usize, 5]),
+        ),
         (
             1..limits.batch,
             any::<u64>(),
@@ -255,7 +260,7 @@ pub fn winograd_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
                 (h, w),
                 (c, cout),
                 (pad, (a, b, l, r)),
-                (bias, act, residual),
+                (bias, act, residual, k),
                 (batch, seed, scale),
             )| {
                 // The residual needs the output to have the input's shape.
@@ -266,7 +271,7 @@ pub fn winograd_case(limits: Limits) -> impl Strategy<Value = LayerCase> {
                     1 => "valid".to_string(),
                     _ => format!("{a} {b} {l} {r}"),
                 };
-                let mut t = format!("w: conv 3x3 -> {cout}, pad {pad}");
+                let mut t = format!("w: conv {k}x{k} -> {cout}, pad {pad}");
                 t += if bias { ", bias" } else { "" };
                 t += ["", ", relu", ", relu6"][act as usize];
                 t += if residual { ", residual" } else { "" };
@@ -491,17 +496,18 @@ mod tests {
     #[test]
     fn winograd_cases_are_layers_winograd_computes() {
         let strategy = winograd_case(Limits::SMALL);
-        let (mut residual, mut explicit) = (0, 0);
+        let (mut residual, mut explicit, mut five) = (0, 0, 0);
         for i in 0..100 {
             let (tree, layer) = draw_valid(&strategy, &mut case_runner(5, i));
             let src = tree.current().src;
             assert_eq!(crate::winograd::refusal(&layer), None, "{src}");
             residual += usize::from(layer.stages[0].residual);
             explicit += usize::from(!src.contains("same") && !src.contains("valid"));
+            five += usize::from(layer.stages[0].kernel == [5, 5]);
         }
         assert!(
-            residual > 5 && explicit > 5,
-            "{residual} residual, {explicit} explicit"
+            residual > 5 && explicit > 5 && five > 20,
+            "{residual} residual, {explicit} explicit, {five} 5x5"
         );
     }
 }

@@ -1,15 +1,15 @@
-//! Winograd's minimal filtering (Lavin and Gray, 2016): a 3x3 stride-1
-//! convolution computed per `m x m` output tile from its `(m + 2) x (m +
-//! 2)` input window as element-wise products summed over the input
-//! channels,
+//! Winograd's minimal filtering (Lavin and Gray, 2016): an `r x r`
+//! stride-1 convolution computed per `m x m` output tile from its input
+//! window of side `m + r - 1` as element-wise products summed over the
+//! input channels,
 //!
 //! ```text
 //! Y = A^T [ sum_ci (G g G^T) . (B^T d B) ] A
 //! ```
 //!
-//! in two sizes ([`Variant`]): F(2x2, 3x3), 16 multiplies per tile and
-//! channel pair where the direct sum takes 36, and F(4x4, 3x3), 36 where
-//! it takes 144. What the IR owns of it: which layers may run so
+//! in three forms ([`Variant`]): F(2x2, 3x3), 16 multiplies per tile and
+//! channel pair where the direct sum takes 36; F(4x4, 3x3), 36 where it
+//! takes 144; F(2x2, 5x5), 36 where it takes 100. What the IR owns of it: which layers may run so
 //! ([`refusal`]), the transformed weights ([`transform_weights`]), and the
 //! scale of its rounding, for checks ([`magnitude`]). The rewrite is exact
 //! in real arithmetic, not in f32: each product mixes every input of the
@@ -22,7 +22,7 @@ use crate::error::DataError;
 use crate::layer::{Layer, Stage, StageKind};
 use crate::weights::{StageWeights, Weights};
 
-/// Which F(m x m, 3x3): the output tile's side `m`.
+/// Which F(m x m, r x r): the output tile's side `m` and the kernel's `r`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
     /// F(2x2, 3x3): 4x4 windows, 16 points; transforms of 0 and +-1.
@@ -30,28 +30,41 @@ pub enum Variant {
     /// F(4x4, 3x3): 6x6 windows, 36 points (interpolation points 0, +-1,
     /// +-2 and infinity); 0.25 of the direct products, larger rounding.
     F4,
+    /// F(2x2, 5x5): the same 6x6 windows and points as F(4x4, 3x3) (the
+    /// same input transform), 0.36 of the direct products.
+    F2K5,
 }
 
 impl Variant {
-    /// Both, smallest tile first.
-    pub const ALL: [Variant; 2] = [Variant::F2, Variant::F4];
+    /// Every variant, 3x3 kernels first, smallest tile first.
+    pub const ALL: [Variant; 3] = [Variant::F2, Variant::F4, Variant::F2K5];
 
-    /// The variant of output tile side `m` (2 or 4).
-    pub fn of_tile(m: usize) -> Option<Variant> {
-        Variant::ALL.into_iter().find(|v| v.tile() == m)
+    /// The variant of output tile side `m` for `r x r` kernels.
+    pub fn of(m: usize, r: usize) -> Option<Variant> {
+        Variant::ALL
+            .into_iter()
+            .find(|v| v.tile() == m && v.kernel() == r)
     }
 
     /// Outputs per tile side.
     pub const fn tile(self) -> usize {
         match self {
-            Variant::F2 => 2,
+            Variant::F2 | Variant::F2K5 => 2,
             Variant::F4 => 4,
         }
     }
 
-    /// Inputs per tile side (`tile + 3 - 1`).
+    /// The kernel's side.
+    pub const fn kernel(self) -> usize {
+        match self {
+            Variant::F2 | Variant::F4 => 3,
+            Variant::F2K5 => 5,
+        }
+    }
+
+    /// Inputs per tile side (`tile + kernel - 1`).
     pub const fn window(self) -> usize {
-        self.tile() + 2
+        self.tile() + self.kernel() - 1
     }
 
     /// Points of a transformed tile: one product (a matrix product over
@@ -60,22 +73,69 @@ impl Variant {
         self.window() * self.window()
     }
 
-    /// `G`, the weight transform (`window x 3`).
-    fn g(self) -> &'static [[f64; 3]] {
+    /// `G`, the weight transform (`window x kernel`, row-major).
+    fn g(self) -> &'static [f64] {
+        const S: f64 = 1.0 / 6.0;
         match self {
             Variant::F2 => &[
-                [1.0, 0.0, 0.0],
-                [0.5, 0.5, 0.5],
-                [0.5, -0.5, 0.5],
-                [0.0, 0.0, 1.0],
+                1.0, 0.0, 0.0, //
+                0.5, 0.5, 0.5, //
+                0.5, -0.5, 0.5, //
+                0.0, 0.0, 1.0,
             ],
             Variant::F4 => &[
-                [1.0 / 4.0, 0.0, 0.0],
-                [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-                [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-                [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-                [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-                [0.0, 0.0, 1.0],
+                0.25,
+                0.0,
+                0.0, //
+                -S,
+                -S,
+                -S, //
+                -S,
+                S,
+                -S, //
+                S / 4.0,
+                S / 2.0,
+                S, //
+                S / 4.0,
+                -S / 2.0,
+                S, //
+                0.0,
+                0.0,
+                1.0,
+            ],
+            // The one `G` that gives the 5x5 sum with F(4x4, 3x3)'s `B^T`
+            // and these `A^T` rows (solved for, exact in these fractions).
+            Variant::F2K5 => &[
+                0.25,
+                0.0,
+                0.0,
+                0.0,
+                0.0, //
+                -S,
+                -S,
+                -S,
+                -S,
+                -S, //
+                -S,
+                S,
+                -S,
+                S,
+                -S, //
+                S / 4.0,
+                S / 2.0,
+                S,
+                2.0 * S,
+                4.0 * S, //
+                S / 4.0,
+                -S / 2.0,
+                S,
+                -2.0 * S,
+                4.0 * S, //
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                1.0,
             ],
         }
     }
@@ -89,7 +149,7 @@ impl Variant {
                 0.0, -1.0, 1.0, 0.0, //
                 0.0, 1.0, 0.0, -1.0,
             ],
-            Variant::F4 => &[
+            Variant::F4 | Variant::F2K5 => &[
                 4.0, 0.0, -5.0, 0.0, 1.0, 0.0, //
                 0.0, -4.0, -4.0, 1.0, 1.0, 0.0, //
                 0.0, 4.0, -4.0, -1.0, 1.0, 0.0, //
@@ -113,6 +173,10 @@ impl Variant {
                 0.0, 1.0, 1.0, 4.0, 4.0, 0.0, //
                 0.0, 1.0, -1.0, 8.0, -8.0, 1.0,
             ],
+            Variant::F2K5 => &[
+                1.0, 1.0, 1.0, 1.0, 1.0, 0.0, //
+                0.0, 1.0, -1.0, 2.0, -2.0, 1.0,
+            ],
         }
     }
 
@@ -121,12 +185,13 @@ impl Variant {
         match self {
             Variant::F2 => "F(2x2, 3x3)",
             Variant::F4 => "F(4x4, 3x3)",
+            Variant::F2K5 => "F(2x2, 5x5)",
         }
     }
 }
 
-/// Why `layer` cannot run as Winograd's F(m x m, 3x3), or `None` when it
-/// can: one ungrouped 3x3 conv stage of stride 1 and dilation 1 (any
+/// Why `layer` cannot run as Winograd's, or `None` when it can: one
+/// ungrouped 3x3 or 5x5 conv stage of stride 1 and dilation 1 (any
 /// padding, bias, activation, residual).
 pub fn refusal(layer: &Layer) -> Option<&'static str> {
     let [s] = layer.stages.as_slice() else {
@@ -142,8 +207,8 @@ pub fn stage_refusal(s: &Stage) -> Option<&'static str> {
         StageKind::Conv { .. } => return Some("the conv is grouped"),
         _ => return Some("the stage is not a conv"),
     }
-    if s.kernel != [3, 3] {
-        return Some("the kernel is not 3x3");
+    if s.kernel != [3, 3] && s.kernel != [5, 5] {
+        return Some("the kernel is not 3x3 or 5x5");
     }
     if s.stride != [1, 1] || s.dilation != [1, 1] {
         return Some("the conv has a stride or a dilation");
@@ -160,35 +225,39 @@ pub fn tiles(stage: &Stage, v: Variant) -> (usize, usize) {
 }
 
 /// The transformed weight matrices `U[p] = (G g G^T)[p]` of an HWIO
-/// `3x3xCixCo` array, one per point of `v`, each `[Ci][Co]` (a pointwise
-/// stage's layout), computed in f64 and rounded once; `points / 9` of the
-/// weights' size again, within the process's memory budget
-/// ([`crate::budget`]) or an error.
+/// `r x r x Ci x Co` array (`r` the variant's kernel), one per point of
+/// `v`, each `[Ci][Co]` (a pointwise stage's layout), computed in f64 and
+/// rounded once; `points / r^2` of the weights' size again, within the
+/// process's memory budget ([`crate::budget`]) or an error.
 pub fn transform_weights(
     stage: &Stage,
     weight: &[f32],
     v: Variant,
 ) -> Result<Vec<Vec<f32>>, DataError> {
     let (ci, co) = (stage.input.c, stage.output.c);
-    assert_eq!(weight.len(), 9 * ci * co, "3x3 weights of {ci} -> {co}");
+    let (a, r, g) = (v.window(), v.kernel(), v.g());
+    assert_eq!(
+        weight.len(),
+        r * r * ci * co,
+        "{r}x{r} weights of {ci} -> {co}"
+    );
     let what = format_args!("the Winograd weights of '{}'", stage.name);
-    let (a, g) = (v.window(), v.g());
     crate::budget::check(what, (v.points() as u64 * 4).checked_mul((ci * co) as u64))?;
     let mut u = (0..v.points())
         .map(|_| crate::budget::zeroed(what, ci * co))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut gg = vec![[0f64; 3]; a];
+    let mut gg = vec![0f64; a * r];
     for i in 0..ci * co {
-        let w = |ky: usize, kx: usize| f64::from(weight[(ky * 3 + kx) * ci * co + i]);
-        // G g: a x 3, then (G g) G^T: a x a.
-        for (p, row) in gg.iter_mut().enumerate() {
-            for (kx, x) in row.iter_mut().enumerate() {
-                *x = (0..3).map(|ky| g[p][ky] * w(ky, kx)).sum();
+        let w = |ky: usize, kx: usize| f64::from(weight[(ky * r + kx) * ci * co + i]);
+        // G g: a x r, then (G g) G^T: a x a.
+        for p in 0..a {
+            for kx in 0..r {
+                gg[p * r + kx] = (0..r).map(|ky| g[p * r + ky] * w(ky, kx)).sum();
             }
         }
         for p in 0..a {
             for q in 0..a {
-                let x: f64 = (0..3).map(|kx| gg[p][kx] * g[q][kx]).sum();
+                let x: f64 = (0..r).map(|kx| gg[p * r + kx] * g[q * r + kx]).sum();
                 u[p * a + q][i] = x as f32;
             }
         }
@@ -251,6 +320,10 @@ pub fn chain_magnitude(
                 if let Some(why) = stage_refusal(s) {
                     return Err(DataError::tensor("layer", why));
                 }
+                if s.kernel != [v.kernel(); 2] {
+                    let why = format!("{} does not compute a {:?} kernel", v.name(), s.kernel);
+                    return Err(DataError::tensor("layer", why));
+                }
                 window_bound(s, w, &mag, batch, residual, v)?
             }
             None => crate::interp::abs_sums(s, w, &mag, batch, residual),
@@ -262,7 +335,7 @@ pub fn chain_magnitude(
     Ok(mag)
 }
 
-/// The Winograd bound of stage `s` (a 3x3 conv) run as `v` on inputs of
+/// The Winograd bound of stage `s` (a 3x3 or 5x5 conv) run as `v` on inputs of
 /// scale `x` (`batch` images): per output `k` of a tile, the first-order
 /// propagation of every rounding through the transforms,
 ///
@@ -292,18 +365,18 @@ fn window_bound(
     let (m, a, points) = (v.tile(), v.window(), v.points());
     let abs = |t: &[f64]| t.iter().map(|c| c.abs()).collect::<Vec<f64>>();
     let (bt, at) = (abs(v.bt()), abs(v.at()));
-    let g = v.g();
+    let (g, r) = (v.g(), v.kernel());
     let what = format_args!("the Winograd bound of '{}'", s.name);
     // |G| |g| |G|^T per point, [p][ci][co].
     let mut gabs = crate::budget::zeroed(what, points * ci * co)?;
     for k in 0..ci * co {
-        let tap = |ky: usize, kx: usize| f64::from(w.weight[(ky * 3 + kx) * ci * co + k]).abs();
+        let tap = |ky: usize, kx: usize| f64::from(w.weight[(ky * r + kx) * ci * co + k]).abs();
         for p in 0..a {
             for q in 0..a {
                 let mut sum = 0f64;
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        sum += g[p][ky].abs() * tap(ky, kx) * g[q][kx].abs();
+                for ky in 0..r {
+                    for kx in 0..r {
+                        sum += (g[p * r + ky] * g[q * r + kx]).abs() * tap(ky, kx);
                     }
                 }
                 gabs[(p * a + q) * ci * co + k] = sum as f32;
@@ -440,20 +513,22 @@ mod tests {
     /// values, so the transforms are the ones the runtime relies on.
     #[test]
     fn transformed_weights_give_the_direct_sum_in_f64() {
-        let l = layer("layer l { input 7x6x3\n c: conv 3x3 -> 2, pad same }");
-        let w = Weights::random(&l, 3);
-        let x = Rng::new(4).vec(l.input.len(), 1.0);
-        let want = interpret(&l, &w, &x, 1).unwrap();
-        let s = &l.stages[0];
-        let (ci, co) = (3, 2);
-        let at = |y: isize, xx: isize, c: usize| {
-            if y < 0 || xx < 0 || y >= 7 || xx >= 6 {
-                0.0
-            } else {
-                f64::from(x[((y * 6 + xx) as usize) * ci + c])
-            }
-        };
         for v in Variant::ALL {
+            let r = v.kernel();
+            let src = format!("layer l {{ input 7x6x3\n c: conv {r}x{r} -> 2, pad same }}");
+            let l = layer(&src);
+            let w = Weights::random(&l, 3);
+            let x = Rng::new(4).vec(l.input.len(), 1.0);
+            let want = interpret(&l, &w, &x, 1).unwrap();
+            let s = &l.stages[0];
+            let (ci, co, pad) = (3, 2, (r / 2) as isize);
+            let at = |y: isize, xx: isize, c: usize| {
+                if y < 0 || xx < 0 || y >= 7 || xx >= 6 {
+                    0.0
+                } else {
+                    f64::from(x[((y * 6 + xx) as usize) * ci + c])
+                }
+            };
             let u = transform_weights(s, &w.stages()[0].weight, v).unwrap();
             assert_eq!(u.len(), v.points());
             let (th, tw) = tiles(s, v);
@@ -465,7 +540,7 @@ mod tests {
                     let mut mm = vec![vec![0f64; a * a]; co];
                     for c in 0..ci {
                         let d = |r: usize, q: usize| {
-                            at((ty * m + r) as isize - 1, (tx * m + q) as isize - 1, c)
+                            at((ty * m + r) as isize - pad, (tx * m + q) as isize - pad, c)
                         };
                         for p in 0..a {
                             for q in 0..a {
@@ -502,12 +577,14 @@ mod tests {
                 }
             }
         }
-        assert_eq!(Variant::of_tile(4), Some(Variant::F4));
-        assert_eq!(Variant::of_tile(3), None);
+        assert_eq!(Variant::of(4, 3), Some(Variant::F4));
+        assert_eq!(Variant::of(2, 5), Some(Variant::F2K5));
+        assert_eq!(Variant::of(4, 5), None);
+        assert_eq!(Variant::of(3, 3), None);
     }
 
     #[test]
-    fn only_a_lone_ungrouped_3x3_conv_of_stride_1_qualifies() {
+    fn only_a_lone_ungrouped_3x3_or_5x5_conv_of_stride_1_qualifies() {
         let ok =
             layer("layer l { input 8x8x4\n c: conv 3x3 -> 4, pad same, bias, relu, residual }");
         assert_eq!(refusal(&ok), None);
@@ -520,7 +597,7 @@ mod tests {
                 "layer l { input 8x8x4\n c: conv 3x3 -> 4, dilation 2 }",
                 "stride",
             ),
-            ("layer l { input 8x8x4\n c: conv 5x5 -> 4 }", "3x3"),
+            ("layer l { input 8x8x4\n c: conv 7x7 -> 4 }", "3x3 or 5x5"),
             (
                 "layer l { input 8x8x4\n c: conv 3x3 -> 4, groups 2 }",
                 "grouped",
@@ -578,13 +655,17 @@ mod tests {
             .zip(&chain)
             .all(|(a, b)| *a >= *b * (1.0 - 1e-6)));
         assert!(wino.iter().zip(&chain).any(|(a, b)| *a > *b * 1.5));
-        // Only a 3x3 conv can be marked; one flag per stage.
+        // Only a conv of the variant's kernel can be marked; one flag per stage.
         assert!(chain_magnitude(&l, &w, &x, 2, &[Some(Variant::F2), None, None]).is_err());
+        assert!(chain_magnitude(&l, &w, &x, 2, &[None, Some(Variant::F2K5), None]).is_err());
         assert!(chain_magnitude(&l, &w, &x, 2, &[None]).is_err());
-        let lone = layer("layer l { input 6x6x3\n c: conv 3x3 -> 4, pad same, bias }");
-        let w = Weights::random(&lone, 1);
-        let x = Rng::new(2).vec(lone.input.len(), 1.0);
         for v in Variant::ALL {
+            let r = v.kernel();
+            let lone = layer(&format!(
+                "layer l {{ input 6x6x3\n c: conv {r}x{r} -> 4, pad same, bias }}"
+            ));
+            let w = Weights::random(&lone, 1);
+            let x = Rng::new(2).vec(lone.input.len(), 1.0);
             assert_eq!(
                 magnitude(&lone, &w, &x, 1, v).unwrap(),
                 chain_magnitude(&lone, &w, &x, 1, &[Some(v)]).unwrap()

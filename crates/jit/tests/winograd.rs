@@ -87,6 +87,11 @@ fn winograd_agrees_with_the_interpreter_on_every_padding_size_and_epilogue() {
         // Tile rows in column chunks (149 tiles of 40 + 33 channels: 75
         // and 74), the last band's rows and chunk's columns partial.
         "input 5x299x40\n c: conv 3x3 -> 33, pad 1 1 1 0, bias, relu6",
+        // F(2x2, 5x5): Inception's shapes, odd sizes, every padding.
+        "input 14x14x24\n c: conv 5x5 -> 64, pad same, bias, relu",
+        "input 11x13x48\n c: conv 5x5 -> 48, pad same, bias, relu6, residual",
+        "input 9x12x40\n c: conv 5x5 -> 17, pad 3 1 0 2",
+        "input 8x9x33\n c: conv 5x5 -> 70, bias",
     ];
     for (i, src) in cases.iter().enumerate() {
         let src = format!("layer l {{ {src} }}");
@@ -94,7 +99,12 @@ fn winograd_agrees_with_the_interpreter_on_every_padding_size_and_epilogue() {
         let w = Weights::random(&l, i as u64);
         for (batch, threads) in [(1, 1), (2, 2), (3, 2)] {
             let x = Rng::new(i as u64 + 10).vec(batch * l.input.len(), 1.0);
-            for tile in [2, 4] {
+            // 5x5 kernels: F(2x2, 5x5) only.
+            let tiles: &[usize] = match src.contains("5x5") {
+                true => &[2],
+                false => &[2, 4],
+            };
+            for &tile in tiles {
                 if let Err(e) = check(&l, &w, &x, batch, threads, tile) {
                     panic!("{src} (batch {batch}, {threads} threads, tile {tile}): {e}");
                 }
@@ -112,6 +122,11 @@ fn every_generator(
     threads: usize,
     tile: usize,
 ) -> Result<(), TestCaseError> {
+    // A 5x5 conv has 2x2 tiles only (F(2x2, 5x5)).
+    let tile = match l.stages.iter().any(|s| s.kernel == [5, 5]) {
+        true => 2,
+        false => tile,
+    };
     for backend in Backend::available() {
         let o = Options {
             backend,
@@ -327,7 +342,7 @@ fn layers_winograd_refuses_run_the_direct_way() {
     for src in [
         "input 16x16x8\n c: conv 3x3 -> 8, pad same",
         "input 16x16x64\n c: conv 3x3 -> 64, stride 2, pad same",
-        "input 16x16x64\n c: conv 5x5 -> 64, pad same",
+        "input 16x16x64\n c: conv 7x7 -> 64, pad same",
         "input 4x4x64\n c: conv 3x3 -> 64, pad same",
     ] {
         let src = format!("layer l {{ {src} }}");

@@ -89,7 +89,8 @@ pub fn winograd_plan(
     let s = &layer.stages[0];
     let v = match tile {
         None => choose(s),
-        Some(m) => Variant::of_tile(m).ok_or("the Winograd tile is not 2 or 4")?,
+        Some(m) => Variant::of(m, s.kernel[0])
+            .ok_or("no Winograd form has that tile for this kernel (5x5: 2 only)")?,
     };
     let (ci, co) = (s.input.c, s.output.c);
     let (th, tw) = wg::tiles(s, v);
@@ -135,11 +136,15 @@ fn waste(s: &Stage, v: Variant) -> f64 {
     (th * tw * v.tile() * v.tile()) as f64 / (s.output.h * s.output.w) as f64
 }
 
-/// The variant for stage `s` where none is asked for: F(4x4, 3x3) (a
+/// The variant for stage `s` where none is asked for: for a 5x5 kernel
+/// F(2x2, 5x5), the one there is; for a 3x3, F(4x4, 3x3) (a
 /// quarter of the direct products, against 4/9) unless its tiles cover
 /// over 10% more outputs than F(2x2, 3x3)'s (14x14: 256 against 196) or
 /// an image has fewer than [`MIN_F4_TILES`] of them.
 pub fn choose(s: &Stage) -> Variant {
+    if s.kernel[0] == 5 {
+        return Variant::F2K5;
+    }
     let (th, tw) = wg::tiles(s, Variant::F4);
     match waste(s, Variant::F4) > waste(s, Variant::F2) * 1.1 || th * tw < MIN_F4_TILES {
         true => Variant::F2,

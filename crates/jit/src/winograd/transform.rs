@@ -83,6 +83,17 @@ macro_rules! at4 {
     }};
 }
 
+/// `A^T m` of F(2x2, 5x5) on one column `m[0..6]`, `A^T = [1 1 1 1 1 0;
+/// 0 1 -1 2 -2 1]`: `at4!`'s first two rows, the second plus `m[5]`.
+macro_rules! at25 {
+    ($add:expr, $sub:expr, $mul:expr, $m:expr) => {{
+        let m = $m;
+        let (a, b) = ($add(m[1], m[2]), $sub(m[1], m[2]));
+        let (c, d) = ($add(m[3], m[4]), $sub(m[3], m[4]));
+        [$add($add(m[0], a), c), $add($add(b, $mul(d, 2.0)), m[5])]
+    }};
+}
+
 /// `V[p][t]` of the area's tiles.
 pub(super) fn input_band(s: &Stage, var: Variant, x: &[f32], area: Area, bufs: &mut Bufs) {
     let (i, ci) = (s.input, s.input.c);
@@ -119,7 +130,7 @@ pub(super) fn input_band(s: &Stage, var: Variant, x: &[f32], area: Area, bufs: &
 /// `B^T d B` of one window: input `(i, j)` of the window, channel `c`, is
 /// `d[i * row + j * ci + c]`; point `p` goes to `v[p * slab + at + c]`.
 /// F(2x2, 3x3): `B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`;
-/// F(4x4, 3x3): [`bt4!`].
+/// F(4x4, 3x3) and F(2x2, 5x5) (the same points): [`bt4!`].
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)] // the formulas read best by index
 fn input_tile(
     level: Level,
@@ -136,25 +147,30 @@ fn input_tile(
     assert!(d.len() >= (a - 1) * row + a * ci);
     assert!(v.len() >= (var.points() - 1) * slab + at + ci);
     let (dp, vp) = (d.as_ptr(), v[at..].as_mut_ptr());
-    // SAFETY (each call): the CPU has the level's instructions
-    // (`Level::host`; AVX-512 hosts were checked for AVX2 too), and the
-    // functions access only channels below `ci` of the window and the
-    // slabs, bounded by the asserts above.
     let done = match (level, var) {
+        // SAFETY: the CPU has the level's instructions (`Level::host`;
+        // AVX-512 hosts were checked for AVX2 too), and the functions
+        // access only channels below `ci` of the window and the slabs,
+        // bounded by the asserts above.
         #[cfg(target_arch = "x86_64")]
         (Level::Avx512, Variant::F2) => unsafe {
             let c = avx512::input2(dp, row, ci, vp, slab, 0);
             avx2::input2(dp, row, ci, vp, slab, c)
         },
+        // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        (Level::Avx512, Variant::F4) => unsafe {
+        (Level::Avx512, Variant::F4 | Variant::F2K5) => unsafe {
             let c = avx512::input4(dp, row, ci, vp, slab, 0);
             avx2::input4(dp, row, ci, vp, slab, c)
         },
+        // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         (Level::Avx2, Variant::F2) => unsafe { avx2::input2(dp, row, ci, vp, slab, 0) },
+        // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        (Level::Avx2, Variant::F4) => unsafe { avx2::input4(dp, row, ci, vp, slab, 0) },
+        (Level::Avx2, Variant::F4 | Variant::F2K5) => unsafe {
+            avx2::input4(dp, row, ci, vp, slab, 0)
+        },
         (Level::Scalar, _) => 0,
     };
     for c in done..ci {
@@ -176,7 +192,7 @@ fn input_tile(
                     v[p(3)] = ri[1] - ri[3];
                 }
             }
-            Variant::F4 => {
+            Variant::F4 | Variant::F2K5 => {
                 let cols: [[f32; 6]; 6] = std::array::from_fn(|j| {
                     bt4!(add, sub, mul, std::array::from_fn::<f32, 6, _>(|i| g(i, j)))
                 });
@@ -272,7 +288,7 @@ pub(super) fn output_band(
 /// slab + c]`, plus `bias[c]`, then the activation (NaN passes) and the
 /// residual `res[k][c]`, into output `k` (row-major in the tile) at
 /// `y[k][c]`. F(2x2, 3x3): `A^T = [1 1 1 0; 0 1 -1 -1]`; F(4x4, 3x3):
-/// [`at4!`].
+/// [`at4!`]; F(2x2, 5x5): [`at25!`].
 struct Tile<'a> {
     var: Variant,
     m: &'a [f32],
@@ -291,28 +307,40 @@ struct Tile<'a> {
 #[allow(clippy::needless_range_loop)] // the formulas read best by index
 fn output_tile(level: Level, t: &Tile, co: usize) -> bool {
     assert!(t.m.len() > (t.var.points() - 1) * t.slab + co - 1 && t.bias.len() >= co);
-    // SAFETY (each call): the CPU has the level's instructions
-    // (`Level::host`; AVX-512 hosts were checked for AVX2 too); `m` and
-    // `bias` are bounded by the assert above, `y` and `res` point at `co`
-    // floats each (`output_band`), and only channels below `co` are
-    // accessed.
     let (done, mut bad) = match (level, t.var) {
+        // SAFETY: the CPU has the level's instructions (`Level::host`;
+        // AVX-512 hosts were checked for AVX2 too); `m` and `bias` are
+        // bounded by the assert above, `y` and `res` point at `co` floats
+        // each (`output_band`), and only channels below `co` are accessed.
         #[cfg(target_arch = "x86_64")]
         (Level::Avx512, Variant::F2) => unsafe {
             let (c, bad) = avx512::output2(t, co, 0);
             let (c, more) = avx2::output2(t, co, c);
             (c, bad | more)
         },
+        // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         (Level::Avx512, Variant::F4) => unsafe {
             let (c, bad) = avx512::output4(t, co, 0);
             let (c, more) = avx2::output4(t, co, c);
             (c, bad | more)
         },
+        // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         (Level::Avx2, Variant::F2) => unsafe { avx2::output2(t, co, 0) },
+        // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         (Level::Avx2, Variant::F4) => unsafe { avx2::output4(t, co, 0) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        (Level::Avx512, Variant::F2K5) => unsafe {
+            let (c, bad) = avx512::output25(t, co, 0);
+            let (c, more) = avx2::output25(t, co, c);
+            (c, bad | more)
+        },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        (Level::Avx2, Variant::F2K5) => unsafe { avx2::output25(t, co, 0) },
         (Level::Scalar, _) => (0, false),
     };
     let mut sums = [0f32; MAX_OUTPUTS];
@@ -347,6 +375,16 @@ fn output_tile(level: Level, t: &Tile, co: usize) -> bool {
                     sums[k * 4..][..4].copy_from_slice(&r);
                 }
             }
+            Variant::F2K5 => {
+                let g = |i: usize, j: usize| t.m[(i * 6 + j) * t.slab + c];
+                let cols: [[f32; 2]; 6] = std::array::from_fn(|j| {
+                    at25!(add, sub, mul, std::array::from_fn::<f32, 6, _>(|i| g(i, j)))
+                });
+                for k in 0..2 {
+                    let col = std::array::from_fn::<f32, 6, _>(|j| cols[j][k]);
+                    sums[k * 2..][..2].copy_from_slice(&at25!(add, sub, mul, col));
+                }
+            }
         }
         let n = t.var.tile() * t.var.tile();
         for (k, sum) in sums[..n].iter().enumerate() {
@@ -366,10 +404,11 @@ fn output_tile(level: Level, t: &Tile, co: usize) -> bool {
     bad
 }
 
-/// The vector code of one level: `input2`/`input4` and `output2`/`output4`
-/// do whole vectors of channels from `start` of [`input_tile`] and
-/// [`output_tile`] for F(2x2, 3x3) and F(4x4, 3x3), and return the first
-/// channel they left.
+/// The vector code of one level: `input2`/`input4` and
+/// `output2`/`output4`/`output25` do whole vectors of channels from `start`
+/// of [`input_tile`] and [`output_tile`] for F(2x2, 3x3), F(4x4, 3x3) (and
+/// F(2x2, 5x5), whose input transform is F(4x4, 3x3)'s), and return the
+/// first channel they left.
 macro_rules! level {
     ($name:ident, $feature:literal, $lanes:literal, $vec:ty, $load:ident, $store:ident,
      $add:ident, $sub:ident, $mul:ident, $max:ident, $min:ident, $set1:ident, $bad:expr) => {
@@ -523,6 +562,35 @@ macro_rules! level {
                             std::array::from_fn::<_, 6, _>(|j| cols[j][k])
                         );
                         sums[k * 4..][..4].copy_from_slice(&r);
+                    }
+                    // SAFETY: as this function's contract.
+                    bad |= unsafe { epilogue(t, c, &sums) };
+                    c += $lanes;
+                }
+                (c, bad)
+            }
+
+            /// # Safety
+            ///
+            /// As [`output2`], F(2x2, 5x5).
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn output25(t: &Tile, co: usize, start: usize) -> (usize, bool) {
+                let (m, slab) = (t.m.as_ptr(), t.slab);
+                let (add, sub) = (|a, b| $add(a, b), |a, b| $sub(a, b));
+                let scale = |a, k: f32| $mul(a, $set1(k));
+                let mut bad = false;
+                let mut c = start;
+                while c + $lanes <= co {
+                    // SAFETY: point `i * 6 + j < 36`, `c + lanes <= co`:
+                    // inside `m` (the caller's contract, `Tile`).
+                    let g = |i: usize, j: usize| unsafe { $load(m.add((i * 6 + j) * slab + c)) };
+                    let cols: [[_; 2]; 6] = std::array::from_fn(|j| {
+                        at25!(add, sub, scale, std::array::from_fn::<_, 6, _>(|i| g(i, j)))
+                    });
+                    let mut sums = [$set1(0.0); 4];
+                    for k in 0..2 {
+                        let col = std::array::from_fn::<_, 6, _>(|j| cols[j][k]);
+                        sums[k * 2..][..2].copy_from_slice(&at25!(add, sub, scale, col));
                     }
                     // SAFETY: as this function's contract.
                     bad |= unsafe { epilogue(t, c, &sums) };
