@@ -139,17 +139,17 @@ fn parse_options(
         }
     };
     match winograd_tile {
-        None | Some(2 | 4) if winograd != Winograd::Off || winograd_tile.is_none() => {}
-        None | Some(2 | 4) => {
-            return Err(PyValueError::new_err(
-                "winograd_tile: needs winograd (True, 'auto' or 'always')",
-            ))
-        }
-        Some(m) => {
+        Some(m) if m != 2 && m != 4 => {
             return Err(PyValueError::new_err(format!(
                 "winograd_tile={m}: expected 2, 4 or None"
             )))
         }
+        Some(_) if winograd == Winograd::Off => {
+            return Err(PyValueError::new_err(
+                "winograd_tile: needs winograd (True, 'auto' or 'always')",
+            ))
+        }
+        _ => {}
     }
     Ok(Options {
         threads,
@@ -338,7 +338,7 @@ impl Kernel {
         &self.layer.name
     }
 
-    /// Whether the layer runs as Winograd's (F(2x2, 3x3) or F(4x4, 3x3)).
+    /// Whether the layer runs as Winograd's (F(4x4, 3x3), F(2x2, 3x3) or F(2x2, 5x5)).
     #[getter]
     fn winograd(&self) -> bool {
         self.kernel.winograd().is_some()

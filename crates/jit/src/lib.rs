@@ -299,7 +299,7 @@ pub struct Kernel {
     /// the direct code above only for images where a sum is not finite.
     winograd: Option<winograd::Winograd>,
     /// Asked for, in a layer of several stages: the layer runs as kernels
-    /// cut at its 3x3 convs that run as Winograd's (`winograd/chain.rs`).
+    /// cut at its 3x3 or 5x5 convs that run as Winograd's (`winograd/chain.rs`).
     chain: Option<winograd::Chain>,
     #[cfg(feature = "testing")]
     testing: testing::Hooks,
@@ -697,7 +697,7 @@ impl Kernel {
         })
     }
 
-    /// How the layer runs as Winograd's F(2x2, 3x3) or F(4x4, 3x3), if it does
+    /// How the layer runs as Winograd's (F(4x4, 3x3), F(2x2, 3x3) or F(2x2, 5x5)), if it does
     /// (`Options::winograd`, [`winograd_plan`]).
     pub fn winograd(&self) -> Option<WinogradPlan> {
         match &self.chain {

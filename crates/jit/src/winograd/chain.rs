@@ -1,4 +1,4 @@
-//! A layer of several stages whose 3x3 stride-1 convs run as Winograd's
+//! A layer of several stages whose 3x3 or 5x5 stride-1 convs run as Winograd's
 //! (an imported ResNet bottleneck: 1x1, 3x3, 1x1 and the residual): the
 //! layer is cut into kernels of its own at each such conv, the conv alone
 //! (Winograd's), the stages between them as one direct kernel each, run

@@ -1,7 +1,7 @@
-//! A lone 3x3 stride-1 conv run as Winograd's F(2x2, 3x3) or F(4x4, 3x3)
-//! (`convjit_ir::winograd`), when asked for (`Options::winograd`); a
-//! longer layer's such stages run as lone convs of their own
-//! (`chain.rs`).
+//! A lone 3x3 or 5x5 stride-1 conv run as Winograd's F(4x4, 3x3), F(2x2,
+//! 3x3) or F(2x2, 5x5) (`convjit_ir::winograd`), when asked for
+//! (`Options::winograd`); a longer layer's such stages run as lone convs
+//! of their own (`chain.rs`).
 //!
 //! Per band of tile rows, on whichever thread claims it: the input
 //! transform writes `V[p][tile][ci]` (16 or 36 point slabs of `B^T d B`),
@@ -43,7 +43,9 @@ const BAND_BYTES: usize = 512 << 10;
 // multiply-accumulates the 16 calls cost more than the products save
 // (14x14x16: 1.05x, 7x7x64: 1.10x); a 7x7 output pays for 8x8 (31% more
 // tiles than outputs), which only 256 channels or more win back (7x7x128:
-// 0.96x, 7x7x512: 0.73x). Elsewhere 0.62-0.86x.
+// 0.96x, 7x7x512: 0.73x). Elsewhere 0.62-0.86x. The same rules hold for
+// F(4x4, 3x3) and F(2x2, 5x5) (a second sweep: 56x56x16 0.52-0.58x,
+// 20x20x32 0.53-0.55x, Inception v1's 5x5 shapes 0.45-0.94x).
 
 /// Channels a side below which F(2x2, 3x3) does not pay.
 const MIN_CHANNELS: usize = 16;
@@ -58,7 +60,7 @@ const WIDE_CHANNELS: usize = 256;
 /// chunks a band's tiles are transformed and multiplied in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WinogradPlan {
-    /// F(2x2, 3x3) or F(4x4, 3x3).
+    /// F(2x2, 3x3), F(4x4, 3x3) or F(2x2, 5x5).
     pub variant: Variant,
     /// Tile rows (of `variant.tile()` output rows) per band.
     pub band: usize,
