@@ -270,8 +270,8 @@ class Kernel(_Compiled):
         threads: the threads asked for (every core by default); the plan
             gives a group fewer where more would not pay.
         name: the layer's name.
-        winograd: whether it runs as Winograd's F(2x2, 3x3) (``compile``'s
-            ``winograd``).
+        winograd: whether it runs as Winograd's (F(4x4, 3x3), F(2x2, 3x3)
+            or F(2x2, 5x5); ``compile``'s ``winograd``).
     """
 
     __slots__ = ()
