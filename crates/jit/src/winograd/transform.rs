@@ -94,6 +94,30 @@ macro_rules! at25 {
     }};
 }
 
+/// `A^T m A` of a 6x6 point window (F(4x4, 3x3), F(2x2, 5x5)) with the
+/// one-dimensional `$at!` of `$m` outputs a side, point `(i, j)` read by
+/// `$g(i, j)`: the tile's `$m * $m` sums, row-major (columns first, then
+/// rows, in the scalar and the vector code alike).
+macro_rules! at6x6 {
+    ($at:ident, $m:literal, $add:expr, $sub:expr, $mul:expr, $zero:expr, $g:expr) => {{
+        let g = $g;
+        let cols: [[_; $m]; 6] = std::array::from_fn(|j| {
+            $at!(
+                $add,
+                $sub,
+                $mul,
+                std::array::from_fn::<_, 6, _>(|i| g(i, j))
+            )
+        });
+        let mut sums = [$zero; $m * $m];
+        for k in 0..$m {
+            let col = std::array::from_fn::<_, 6, _>(|j| cols[j][k]);
+            sums[k * $m..][..$m].copy_from_slice(&$at!($add, $sub, $mul, col));
+        }
+        sums
+    }};
+}
+
 /// `V[p][t]` of the area's tiles.
 pub(super) fn input_band(s: &Stage, var: Variant, x: &[f32], area: Area, bufs: &mut Bufs) {
     let (i, ci) = (s.input, s.input.c);
@@ -362,28 +386,11 @@ fn output_tile(level: Level, t: &Tile, co: usize) -> bool {
             }
             Variant::F4 => {
                 let g = |i: usize, j: usize| t.m[(i * 6 + j) * t.slab + c];
-                let cols: [[f32; 4]; 6] = std::array::from_fn(|j| {
-                    at4!(add, sub, mul, std::array::from_fn::<f32, 6, _>(|i| g(i, j)))
-                });
-                for k in 0..4 {
-                    let r = at4!(
-                        add,
-                        sub,
-                        mul,
-                        std::array::from_fn::<f32, 6, _>(|j| cols[j][k])
-                    );
-                    sums[k * 4..][..4].copy_from_slice(&r);
-                }
+                sums.copy_from_slice(&at6x6!(at4, 4, add, sub, mul, 0f32, g));
             }
             Variant::F2K5 => {
                 let g = |i: usize, j: usize| t.m[(i * 6 + j) * t.slab + c];
-                let cols: [[f32; 2]; 6] = std::array::from_fn(|j| {
-                    at25!(add, sub, mul, std::array::from_fn::<f32, 6, _>(|i| g(i, j)))
-                });
-                for k in 0..2 {
-                    let col = std::array::from_fn::<f32, 6, _>(|j| cols[j][k]);
-                    sums[k * 2..][..2].copy_from_slice(&at25!(add, sub, mul, col));
-                }
+                sums[..4].copy_from_slice(&at6x6!(at25, 2, add, sub, mul, 0f32, g));
             }
         }
         let n = t.var.tile() * t.var.tile();
@@ -536,38 +543,37 @@ macro_rules! level {
                 (c, bad)
             }
 
+            /// The loop of an output transform over a 6x6 point window
+            /// (`at6x6!` with `$at!`, `$m` outputs a side) and its
+            /// epilogue, whole vectors of channels from `start`.
+            macro_rules! output6 {
+                ($t:expr, $co:expr, $start:expr, $at:ident, $m:literal) => {{
+                    let (t, co): (&Tile, usize) = ($t, $co);
+                    let (m, slab) = (t.m.as_ptr(), t.slab);
+                    let (add, sub) = (|a, b| $add(a, b), |a, b| $sub(a, b));
+                    let scale = |a, k: f32| $mul(a, $set1(k));
+                    let mut bad = false;
+                    let mut c = $start;
+                    while c + $lanes <= co {
+                        // SAFETY: point `i * 6 + j < 36`, `c + lanes <=
+                        // co`: inside `m` (the caller's contract, `Tile`).
+                        let g =
+                            |i: usize, j: usize| unsafe { $load(m.add((i * 6 + j) * slab + c)) };
+                        let sums = at6x6!($at, $m, add, sub, scale, $set1(0.0), g);
+                        // SAFETY: the caller's contract.
+                        bad |= unsafe { epilogue(t, c, &sums) };
+                        c += $lanes;
+                    }
+                    (c, bad)
+                }};
+            }
+
             /// # Safety
             ///
             /// As [`output2`], F(4x4, 3x3).
             #[target_feature(enable = $feature)]
             pub(super) unsafe fn output4(t: &Tile, co: usize, start: usize) -> (usize, bool) {
-                let (m, slab) = (t.m.as_ptr(), t.slab);
-                let (add, sub) = (|a, b| $add(a, b), |a, b| $sub(a, b));
-                let scale = |a, k: f32| $mul(a, $set1(k));
-                let mut bad = false;
-                let mut c = start;
-                while c + $lanes <= co {
-                    // SAFETY: point `i * 6 + j < 36`, `c + lanes <= co`:
-                    // inside `m` (the caller's contract, `Tile`).
-                    let g = |i: usize, j: usize| unsafe { $load(m.add((i * 6 + j) * slab + c)) };
-                    let cols: [[_; 4]; 6] = std::array::from_fn(|j| {
-                        at4!(add, sub, scale, std::array::from_fn::<_, 6, _>(|i| g(i, j)))
-                    });
-                    let mut sums = [$set1(0.0); 16];
-                    for k in 0..4 {
-                        let r = at4!(
-                            add,
-                            sub,
-                            scale,
-                            std::array::from_fn::<_, 6, _>(|j| cols[j][k])
-                        );
-                        sums[k * 4..][..4].copy_from_slice(&r);
-                    }
-                    // SAFETY: as this function's contract.
-                    bad |= unsafe { epilogue(t, c, &sums) };
-                    c += $lanes;
-                }
-                (c, bad)
+                output6!(t, co, start, at4, 4)
             }
 
             /// # Safety
@@ -575,28 +581,7 @@ macro_rules! level {
             /// As [`output2`], F(2x2, 5x5).
             #[target_feature(enable = $feature)]
             pub(super) unsafe fn output25(t: &Tile, co: usize, start: usize) -> (usize, bool) {
-                let (m, slab) = (t.m.as_ptr(), t.slab);
-                let (add, sub) = (|a, b| $add(a, b), |a, b| $sub(a, b));
-                let scale = |a, k: f32| $mul(a, $set1(k));
-                let mut bad = false;
-                let mut c = start;
-                while c + $lanes <= co {
-                    // SAFETY: point `i * 6 + j < 36`, `c + lanes <= co`:
-                    // inside `m` (the caller's contract, `Tile`).
-                    let g = |i: usize, j: usize| unsafe { $load(m.add((i * 6 + j) * slab + c)) };
-                    let cols: [[_; 2]; 6] = std::array::from_fn(|j| {
-                        at25!(add, sub, scale, std::array::from_fn::<_, 6, _>(|i| g(i, j)))
-                    });
-                    let mut sums = [$set1(0.0); 4];
-                    for k in 0..2 {
-                        let col = std::array::from_fn::<_, 6, _>(|j| cols[j][k]);
-                        sums[k * 2..][..2].copy_from_slice(&at25!(add, sub, scale, col));
-                    }
-                    // SAFETY: as this function's contract.
-                    bad |= unsafe { epilogue(t, c, &sums) };
-                    c += $lanes;
-                }
-                (c, bad)
+                output6!(t, co, start, at25, 2)
             }
 
             /// Outputs `k < sums.len()` of channels `c .. c + lanes`: the
