@@ -348,8 +348,8 @@ def compile(
             ``convjit verify --winograd``'s); ``False``, the default: never.
             :attr:`Kernel.winograd` says whether it runs.
         winograd_tile: with ``winograd``, the output tile side of every
-            Winograd stage, ``2`` or ``4`` (a 5x5 conv has ``2`` only and
-            runs direct with ``4``); ``None``: chosen per stage.
+            3x3 Winograd stage, ``2`` or ``4``; ``None``: chosen per stage
+            (a 5x5 conv runs F(2x2, 5x5), its one form, either way).
 
     Raises:
         LayerError: bad ``.conv`` text (``FILE:LINE:COL: error: ...``; text

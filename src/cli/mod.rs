@@ -186,9 +186,9 @@ pub struct PlannerArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "auto",
           value_name = "WHEN", value_parser = parse_winograd)]
     winograd: Option<convjit::Winograd>,
-    /// With --winograd, the output tile side of every Winograd stage: 2
-    /// (F(2x2, 3x3), F(2x2, 5x5)) or 4 (F(4x4, 3x3); a 5x5 conv then runs
-    /// direct); by default chosen per stage.
+    /// With --winograd, the output tile side of every 3x3 Winograd stage:
+    /// 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)); by default chosen per stage. A
+    /// 5x5 conv runs F(2x2, 5x5), its one form, either way.
     #[arg(long, value_name = "M", requires = "winograd", value_parser = parse_winograd_tile)]
     winograd_tile: Option<usize>,
 }

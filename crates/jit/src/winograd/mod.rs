@@ -74,8 +74,8 @@ pub struct WinogradPlan {
 }
 
 /// The plan for `layer` on `threads` threads, or why it does not run as
-/// Winograd's in `mode`, with output tiles of side `tile` (`None`: the
-/// side [`choose`] picks).
+/// Winograd's in `mode`, a 3x3 conv with output tiles of side `tile`
+/// (`None`: the side [`choose`] picks; a 5x5 conv has one form).
 pub fn winograd_plan(
     layer: &Layer,
     threads: usize,
@@ -89,10 +89,10 @@ pub fn winograd_plan(
         return Err(why);
     }
     let s = &layer.stages[0];
-    let v = match tile {
-        None => choose(s),
-        Some(m) => Variant::of(m, s.kernel[0])
-            .ok_or("no Winograd form has that tile for this kernel (5x5: 2 only)")?,
+    let v = match (tile, s.kernel[0]) {
+        (Some(m), 3) => Variant::of(m, 3).ok_or("the Winograd tile is not 2 or 4")?,
+        // F(2x2, 5x5) is a 5x5 conv's one form, whatever tile is asked.
+        _ => choose(s),
     };
     let (ci, co) = (s.input.c, s.output.c);
     let (th, tw) = wg::tiles(s, v);
@@ -534,6 +534,12 @@ mod tests {
         assert!(winograd_plan(&small[0], 1, Mode::Always, Some(4)).is_ok());
         assert!(winograd_plan(&small[0], 1, Mode::Off, None).is_err());
         assert!(winograd_plan(&small[0], 1, Mode::Always, Some(3)).is_err());
+        // A 5x5 conv has one form, whatever tile is asked.
+        let five = compile_source("layer l { input 9x9x8\n c: conv 5x5 -> 8 }").unwrap();
+        for tile in [None, Some(2), Some(4)] {
+            let p = winograd_plan(&five[0], 1, Mode::Always, tile).unwrap();
+            assert_eq!(p.variant, Variant::F2K5);
+        }
         // The variant: F(4x4, 3x3) unless its tiles waste more or are few.
         for (hw, tile) in [
             (56, 4),
