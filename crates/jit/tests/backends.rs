@@ -117,6 +117,13 @@ const LAYERS: &[&str] = &[
     "layer a { input 6x300x1\n f: conv 3x3 -> 2, pad same, bias, relu }",
     "layer a { input 5x157x1\n f: conv 3x1 -> 2, pad 1 1 0 0, relu6 }",
     "layer a { input 4x99x1\n f: depthwise 2x7, multiplier 2, dilation 1x2, pad valid, bias }",
+    // Its taps from inputs loaded once and shifted by `valignd`: the last
+    // input vector masked to 12, 8, or no lanes past the block (a reach of
+    // 16), and whole.
+    "layer a { input 5x203x1\n f: conv 3x5 -> 2, dilation 1x3, pad same, bias }",
+    "layer a { input 4x150x1\n f: depthwise 2x9, multiplier 2, pad valid, relu }",
+    "layer a { input 3x181x1\n f: depthwise 3x9, multiplier 2, dilation 2, pad same }",
+    "layer a { input 3x64x1\n f: depthwise 1x2, multiplier 2, pad valid, bias, relu6 }",
     // A flat 1x1 conv on one channel stays a conv (pixel ranges).
     "layer a { input 6x6x1\n f: conv 1x1 -> 4, relu }",
     "layer a { input 5x40x1\n f: conv 1x1 -> 2, bias }",

@@ -214,10 +214,11 @@ impl Gen<'_> {
         ns.sort();
         ns.dedup();
         ns.retain(|&n| n > 0 && n < lanes);
-        // Row vectors shifted by `valignd` (`Gen::shifted_inputs`): the
-        // lanes of their last vector, where a mask is left for it.
+        // Row vectors shifted by `valignd` (`Gen::shifted_inputs`; with
+        // a multiplier of 2, planar: one input channel): the lanes of
+        // their last vector, where a mask is left for it.
         let p = self.p;
-        if p.row_vectors().is_some() && p.row_multiplier == 1 && ns.len() < 7 {
+        if p.row_vectors().is_some() && p.row_multiplier <= 2 && ns.len() < 7 {
             let tail = ((p.kw - 1) * p.dil_w * p.ci) % lanes;
             if tail > 0 && !ns.contains(&tail) {
                 ns.push(tail);
