@@ -412,6 +412,7 @@ fn function_plans(
     let target = stage_target(backend, options.precision, options.bf16_units);
     let mut plans: Vec<stage_plan::StagePlan> =
         program.functions.iter().map(|f| f.plan(&target)).collect();
+    stage_plan::mark_streamed_outputs(&mut plans, &program);
     if options.precision == Precision::Bf16 && options.bf16_intermediates {
         let stage_of: Vec<usize> = program.functions.iter().map(|f| f.index).collect();
         program.bf16 = stage_plan::bf16_intermediates(&mut plans, &stage_of, layer.stages.len());

@@ -21,6 +21,8 @@
 //! - `taps.rs`: the taps of a register block's kernel row
 //!   ([`StagePlan::reduction`], [`StagePlan::dw_taps`]);
 //! - `code_size.rs`: the instructions a plan will take ([`code_size()`]);
+//! - `streams.rs`: which plans prefetch their stores for writing
+//!   ([`mark_streamed_outputs`]);
 //! - `tiles.rs`: bf16 stages on AMX tiles or `vdpbf16ps` ([`tile_plan`],
 //!   [`dot_plan`], [`TilePlan`]).
 
@@ -32,6 +34,7 @@ mod runs;
 mod schedule;
 mod shares;
 mod stage;
+mod streams;
 mod taps;
 mod target;
 mod tiles;
@@ -55,6 +58,7 @@ pub use shares::{channel_shares, plan_channels};
 pub use stage::{
     plan_for, plan_for_cranelift, planned_stage, StagePlan, Strategy, CHANNELS_OUTER_BYTES,
 };
+pub use streams::{mark_streamed_outputs, PREFETCH_STORES_AHEAD, PREFETCH_STORES_BYTES};
 pub use taps::{ColumnTaps, DwColumn, DwInputColumns, DwTaps, InputColumn, Reduction, TapInput};
 pub use target::{stage_target, Bf16Units, Target, LANES, MAX_LANES};
 pub use tiles::{

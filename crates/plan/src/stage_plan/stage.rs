@@ -215,6 +215,12 @@ pub struct StagePlan {
     /// in a pass first; [`super::reads_bf16`]'s plans only. Set by the
     /// JIT, never by [`plan_for`].
     pub round_input: bool,
+    /// Row-vector stores run ahead of themselves by prefetching for
+    /// writing ([`super::PREFETCH_STORES_AHEAD`] bytes on): the plan writes a
+    /// group's output and the group's input and output together pass
+    /// what the caches keep between calls ([`super::mark_streamed_outputs`]).
+    /// Set by the JIT, never by [`plan_for`].
+    pub prefetch_stores: bool,
 }
 
 /// The plan of `stage` for Cranelift's vectors.
@@ -349,6 +355,7 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         round_output: false,
         bf16_output: false,
         round_input: false,
+        prefetch_stores: false,
     }
 }
 

@@ -5,7 +5,6 @@
 use super::vector::nth_register;
 use super::{Gen, Slot, Src, RES, RUN_O};
 use convjit_ir::Activation;
-#[cfg(doc)]
 use convjit_plan::stage_plan;
 use convjit_plan::stage_plan::{OutDst, Run};
 use iced_x86::{Code, Instruction as I, Register as R};
@@ -118,6 +117,16 @@ impl Gen<'_> {
                 self.vmin(a, six);
             }
             self.store_vector(a, out + v as i64 * self.vb);
+        }
+        if p.prefetch_stores {
+            // The lines these stores reach a few KiB on, asked for
+            // writing now (`stage_plan::mark_streamed_outputs`); past the
+            // row or the output, a prefetch never faults.
+            let end = out + acc.len() as i64 * self.vb;
+            for off in (out..end).step_by(64) {
+                let m = self.at(RUN_O, off + stage_plan::PREFETCH_STORES_AHEAD);
+                self.a.emit(I::with1(Code::Prefetchw_m8, m));
+            }
         }
     }
 
