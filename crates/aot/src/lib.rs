@@ -526,7 +526,11 @@ fn stage_plans(
     let plans: Vec<stage_plan::StagePlan> = layer
         .stages
         .iter()
-        .map(|s| stage_plan::plan_for(s, &plan_target))
+        .map(|s| stage_plan::StagePlan {
+            // The wrapper runs each stage whole, into a tensor.
+            prefetch_stores: stage_plan::streams_past_caches(s.input, s.output),
+            ..stage_plan::plan_for(s, &plan_target)
+        })
         .collect();
     // The wrapper calls a flat stage with pixel ranges and any other with
     // rows, deciding on the layer's stage (as the JIT's program does).

@@ -58,7 +58,9 @@ pub use shares::{channel_shares, plan_channels};
 pub use stage::{
     plan_for, plan_for_cranelift, planned_stage, StagePlan, Strategy, CHANNELS_OUTER_BYTES,
 };
-pub use streams::{mark_streamed_outputs, PREFETCH_STORES_AHEAD, PREFETCH_STORES_BYTES};
+pub use streams::{
+    mark_streamed_outputs, streams_past_caches, PREFETCH_STORES_AHEAD, PREFETCH_STORES_BYTES,
+};
 pub use taps::{ColumnTaps, DwColumn, DwInputColumns, DwTaps, InputColumn, Reduction, TapInput};
 pub use target::{stage_target, Bf16Units, Target, LANES, MAX_LANES};
 pub use tiles::{

@@ -219,7 +219,7 @@ pub struct StagePlan {
     /// writing ([`super::PREFETCH_STORES_AHEAD`] bytes on): the plan writes a
     /// group's output and the group's input and output together pass
     /// what the caches keep between calls ([`super::mark_streamed_outputs`]).
-    /// Set by the JIT, never by [`plan_for`].
+    /// Set by the compilers, never by [`plan_for`].
     pub prefetch_stores: bool,
 }
 

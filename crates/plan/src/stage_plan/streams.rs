@@ -11,6 +11,7 @@
 
 use super::StagePlan;
 use crate::program::Program;
+use convjit_ir::Shape;
 
 /// Bytes ahead of each store that row-vector blocks prefetch for writing.
 /// Zen 5, one thread, 1080x1920 images (16 vectors a block), median call:
@@ -26,6 +27,12 @@ pub const PREFETCH_STORES_AHEAD: i64 = 8 << 10;
 /// filters' 49.8 MB ran 14-22% faster.
 pub const PREFETCH_STORES_BYTES: usize = 20 << 20;
 
+/// Whether a group (or a stage run alone) reading `input` and writing
+/// `output` (one image each) streams past the caches.
+pub fn streams_past_caches(input: Shape, output: Shape) -> bool {
+    (input.len() + output.len()) * 4 >= PREFETCH_STORES_BYTES
+}
+
 /// Marks the plans (one per function of `program`) that write their
 /// group's output where the group's input and output tensors take
 /// [`PREFETCH_STORES_BYTES`] or more.
@@ -39,11 +46,11 @@ pub fn mark_streamed_outputs(plans: &mut [StagePlan], program: &Program) {
                 .find(|f| f.index == i)
                 .map(|f| &f.stage)
         };
-        let bytes = match (stage(first), stage(g.last)) {
-            (Some(a), Some(b)) => (a.input.len() + b.output.len()) * 4,
-            _ => 0,
+        let streams = match (stage(first), stage(g.last)) {
+            (Some(a), Some(b)) => streams_past_caches(a.input, b.output),
+            _ => false,
         };
-        if bytes >= PREFETCH_STORES_BYTES {
+        if streams {
             for (p, f) in plans.iter_mut().zip(&program.functions) {
                 if f.index == g.last {
                     p.prefetch_stores = true;
