@@ -40,6 +40,13 @@ const CASES: &[(&str, &str, usize)] = &[
         2,
     ),
     ("pw", "input 5x6x13\n p: pointwise 11, bias", 4),
+    // A 1x1 whose blocks' weights pass a quarter of L2: its reduction in
+    // passes, the last block moved back (`StagePlan::k_chunks`).
+    (
+        "pw_passes",
+        "input 1x29x6144\n p: pointwise 48, bias, relu",
+        2,
+    ),
     // A filter bank on one channel: row vectors with a permutation.
     (
         "sobel",

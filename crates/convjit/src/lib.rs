@@ -92,6 +92,9 @@ pub struct StageReport {
     /// In bf16 on channel pairs (`StagePlan::pairs`): the real input
     /// channels.
     pub pairs: Option<usize>,
+    /// The passes a 1x1 stage's reduction runs in
+    /// (`StagePlan::k_chunks`; 1: one).
+    pub reduction_chunks: usize,
 }
 
 impl StageReport {
@@ -110,6 +113,7 @@ impl StageReport {
             tiles: tile_report(stage, plan, &p),
             row_pairs: row_pairs_report(&p),
             pairs: p.pairs,
+            reduction_chunks: p.k_chunks(),
         }
     }
 }

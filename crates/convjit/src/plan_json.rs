@@ -54,6 +54,7 @@ pub fn stage_json(s: &Stage, p: &LayerPlan) -> Value {
         tiles,
         row_pairs,
         pairs: _,
+        reduction_chunks,
     } = StageReport::new(s, p);
     json!({
         "name": s.name,
@@ -74,6 +75,7 @@ pub fn stage_json(s: &Stage, p: &LayerPlan) -> Value {
             "vectors": k.units,
             "lanes": k.lanes,
             "unroll": k.k_unroll,
+            "reduction_passes": reduction_chunks,
             "why": reason,
         },
         "packed": packing,

@@ -256,10 +256,17 @@ fn blocking_text(l: &Layer, p: &LayerPlan) -> String {
             tiles,
             row_pairs,
             pairs,
+            reduction_chunks,
         } = StageReport::new(s, p);
-        let unroll = match s.kind {
-            crate::StageKind::Depthwise { .. } => "kernel-row taps unrolled".to_string(),
-            _ => format!("reduction unrolled x{}", k.k_unroll),
+        let unroll = match (s.kind, reduction_chunks) {
+            (crate::StageKind::Depthwise { .. }, _) => "kernel-row taps unrolled".to_string(),
+            (_, 1) => format!("reduction unrolled x{}", k.k_unroll),
+            (_, n) => format!(
+                "reduction unrolled x{}, in {n} passes of {} input channels (a block's \
+                 weights past a quarter of L2)",
+                k.k_unroll,
+                s.input.c / n
+            ),
         };
         out += &format!(
             "  blocking {}: {} pixels x {} vectors of {} lanes per step, {unroll}\n",

@@ -124,6 +124,18 @@ const LAYERS: &[&str] = &[
     "layer a { input 4x150x1\n f: depthwise 2x9, multiplier 2, pad valid, relu }",
     "layer a { input 3x181x1\n f: depthwise 3x9, multiplier 2, dilation 2, pad same }",
     "layer a { input 3x64x1\n f: depthwise 1x2, multiplier 2, pad valid, bias, relu6 }",
+    // A 1x1 reduction in passes (`StagePlan::k_chunks`: a block's weights
+    // past a quarter of L2, any L2 up to 4 MiB): first, middle and last
+    // passes, bias, activations, a residual added once, a pixel range
+    // that is not whole blocks (the rest one pixel at a time, never a
+    // block moved back over pixels a pass has summed).
+    "layer a { input 3x3x16384\n p: pointwise 32, bias, relu }",
+    // (40 outputs: on 16 lanes the last vector moves back over channels
+    // 24-31, so one pass; on 8 lanes five whole vectors, in passes.)
+    "layer a { input 3x3x16384\n p: pointwise 40, bias }",
+    "layer a { input 5x5x4096\n p: pointwise 64, bias, relu6 }",
+    "layer a { input 1x29x6144\n p: pointwise 48, bias }",
+    "layer a { input 2x3x3072\n p: pointwise 3072, bias, residual }",
     // A flat 1x1 conv on one channel stays a conv (pixel ranges).
     "layer a { input 6x6x1\n f: conv 1x1 -> 4, relu }",
     "layer a { input 5x40x1\n f: conv 1x1 -> 2, bias }",

@@ -30,7 +30,8 @@ pub fn code_size(plan: &StagePlan) -> usize {
                 .sum();
             blocks + 100
         }
-        Strategy::Reduce => plan.segments.len() * 2 * (4 * acc + 64),
+        // A chunked reduction's body thrice: first, middle, last pass.
+        Strategy::Reduce => plan.segments.len() * 2 * (4 * acc + 64) * plan.k_chunks().min(3),
         // A load and an FMA per tap and unit; per pixel and unit the
         // initial value, activation and store; loop control.
         Strategy::DwChannels | Strategy::DwMultiplier => {

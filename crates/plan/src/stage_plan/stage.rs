@@ -420,6 +420,49 @@ impl StagePlan {
                 > CHANNELS_OUTER_BYTES
     }
 
+    /// Chunks a flat 1x1 stage's reduction runs in, each over every
+    /// channel block and pixel (1: the whole reduction in one pass). With
+    /// channel blocks outermost, every pixel block reads its channel
+    /// block's weights again from L2; past a quarter of L2 a block runs
+    /// in the fewest equal chunks within it, a chunk's partial sums stored
+    /// in the output and loaded back by the next (f32 either way: the
+    /// same sums, bit for bit). Zen 5 (1 MiB L2), one thread, `bench`
+    /// alternated twice: 7x7x2048 -> 512 (393 KB a block) 86-88% of the
+    /// FMA peak whole, 94-96% in 2 chunks; 7x7x3072 -> 256 (590 KB)
+    /// 77-80% whole, 94-95% in 3; 7x7x1536 -> 512 (295 KB) 92-95%, 96%;
+    /// blocks of 98-196 KB (28x28x512 -> 256, 7x7x1024 -> 512, 14x14x1024
+    /// -> 512) ran 93-98% whole, and chunking them gained nothing. f32
+    /// plans of whole vectors of output channels only.
+    pub fn k_chunks(&self) -> usize {
+        let plain = self.flat
+            && self.kh == 1
+            && self.kw == 1
+            && self.groups == 1
+            && self.target.direct()
+            && self.tiles.is_none()
+            && self.pairs.is_none()
+            && !(self.bf16_input || self.bf16_output || self.round_input || self.round_output)
+            && self.channels_outer()
+            // Whole vectors, none moved back over another's channels
+            // (a pass would add its sums to those twice).
+            && (self.channels.1 - self.channels.0).is_multiple_of(self.sched.lanes)
+            && self
+                .runs
+                .iter()
+                .flat_map(|r| &r.units)
+                .all(|u| matches!(u.out, OutDst::Vector(_)));
+        if !plain {
+            return 1;
+        }
+        let most = crate::layer_plan::host_l2_bytes() / 4;
+        let block = self.runs.iter().map(|r| r.w_stride).max().unwrap_or(0);
+        let unroll = self.sched.k_unroll.max(1);
+        (1..=16)
+            .filter(|&c| self.ci.is_multiple_of(c) && (self.ci / c).is_multiple_of(unroll))
+            .find(|&c| block / c <= most)
+            .unwrap_or(1)
+    }
+
     /// How a direct generator prefetches the next channel block's weights
     /// (with [`StagePlan::channels_outer`]): per pass where two blocks'
     /// weights exceed 3/4 of L2, else per step. Measured against each
@@ -429,7 +472,13 @@ impl StagePlan {
     /// step, 6,333-6,480 per pass.
     pub fn next_weights(&self) -> NextWeights {
         let l2 = crate::layer_plan::host_l2_bytes();
-        match self.runs.iter().any(|r| 2 * r.w_stride > l2 / 4 * 3) {
+        // A chunked reduction's blocks are a chunk of their weights.
+        let chunks = self.k_chunks();
+        match self
+            .runs
+            .iter()
+            .any(|r| 2 * r.w_stride / chunks > l2 / 4 * 3)
+        {
             true => NextWeights::PerPass,
             false => NextWeights::PerStep,
         }
@@ -442,6 +491,40 @@ mod tests {
 
     fn stage(src: &str) -> Stage {
         convjit_ir::compile_source(src).unwrap().remove(0).stages[0].clone()
+    }
+
+    #[test]
+    fn a_1x1_reduction_runs_in_passes_only_where_a_block_crowds_l2() {
+        let most = crate::layer_plan::host_l2_bytes() / 4;
+        let plan = |src: &str, t: &Target| plan_for(&stage(src), t);
+        for t in [Target::AVX512, Target::AVX2] {
+            // Blocks of 1 MiB or more (4 MiB of L2 at most): the fewest
+            // equal passes whose blocks' share is within a quarter of L2.
+            let p = plan("layer a { input 1x29x65536\n p: pointwise 64, bias }", &t);
+            let (c, block) = (p.k_chunks(), p.runs[0].w_stride);
+            assert!(
+                c > 1 && p.ci % c == 0 && block / c <= most,
+                "{c} of {block}"
+            );
+            let fits = |d: usize| {
+                p.ci.is_multiple_of(d) && (p.ci / d).is_multiple_of(8) && block / d <= most
+            };
+            assert!(!(1..c).any(fits), "{c} of {block}: not the fewest");
+            // Small blocks, a tail vector moved back over others' channels,
+            // rows rather than pixels, or Cranelift: one pass.
+            for src in [
+                "layer a { input 7x7x64\n p: pointwise 64 }",
+                "layer a { input 1x29x65536\n p: pointwise 44 }",
+                "layer a { input 9x9x65536\n p: conv 1x1 -> 64, stride 2 }",
+            ] {
+                assert_eq!(plan(src, &t).k_chunks(), 1, "{src}");
+            }
+        }
+        let cl = plan(
+            "layer a { input 1x29x65536\n p: pointwise 64 }",
+            &Target::CRANELIFT,
+        );
+        assert_eq!(cl.k_chunks(), 1);
     }
 
     #[test]

@@ -126,7 +126,10 @@ impl StagePlan {
         match *cols {
             BlockCols::Same { nkx: 0, .. } => Reduction::None,
             BlockCols::Same { nkx, .. } if (self.dil_w == 1 && cpt == self.ci) || nkx == 1 => {
-                Reduction::Contiguous { len: nkx * cpt }
+                // (A chunked 1x1 reduction: one chunk's, `k_chunks`.)
+                Reduction::Contiguous {
+                    len: nkx * cpt / self.k_chunks(),
+                }
             }
             BlockCols::Same { nkx, .. } => Reduction::Taps {
                 taps: nkx,

@@ -3,10 +3,12 @@
 //! the epilogue; and the reduction over input channels that conv and
 //! pointwise blocks run per kernel row or column.
 
-use super::{BlockArgs, Count, Ctr, Gen, Slot, Src, CKX, CKY, CRED, IP, RUN_B, RUN_I, RUN_W, WP};
+use super::{
+    BlockArgs, Count, Ctr, Gen, Slot, Src, CKX, CKY, CRED, IP, RUN_B, RUN_I, RUN_O, RUN_W, WP,
+};
 #[cfg(doc)]
 use convjit_plan::stage_plan::StagePlan;
-use convjit_plan::stage_plan::{BlockCols, NextWeights, Reduction, Run, Strategy};
+use convjit_plan::stage_plan::{BlockCols, NextWeights, OutDst, Reduction, Run, Strategy};
 use iced_x86::{Code, Instruction as I, Register as R};
 
 /// Reduction steps emitted without a loop (see [`Gen::reduce`]): 3x3x3
@@ -19,12 +21,26 @@ const MAX_STRAIGHT_STEPS: usize = 16;
 impl Gen<'_> {
     /// The accumulators of a block of `npx` pixels x the run's units
     /// (`[pixel][unit]`, registers from 0), each unit's bias (at `r14`)
-    /// or zero.
-    fn init_accumulators(&mut self, run: &Run, npx: usize) -> Vec<Vec<R>> {
+    /// or zero; in a chunked reduction's later passes, the partial sums
+    /// the pass before stored at the output (`r12`, each pixel's at its
+    /// byte offset in `outs`).
+    fn init_accumulators(&mut self, run: &Run, npx: usize, outs: &[i64]) -> Vec<Vec<R>> {
         let nu = run.units.len();
         let acc: Vec<Vec<R>> = (0..npx)
             .map(|px| (0..nu).map(|u| self.v(px * nu + u)).collect())
             .collect();
+        if self.chunk.resumes() {
+            for (row, &pix) in acc.iter().zip(outs) {
+                for (unit, &a) in run.units.iter().zip(row) {
+                    let OutDst::Vector(c) = unit.out else {
+                        unreachable!("a chunked plan stores whole vectors (`k_chunks`)")
+                    };
+                    let m = self.at(RUN_O, pix + c as i64 * 4);
+                    self.vload(a, m);
+                }
+            }
+            return acc;
+        }
         for u in 0..nu {
             if self.p.bias_off.is_some() {
                 let m = self.at(RUN_B, run.unit_bytes(u) as i64);
@@ -47,8 +63,8 @@ impl Gen<'_> {
     pub(super) fn block(&mut self, run: &Run, k: &BlockArgs) {
         let p = self.p;
         let npx = k.block.npx;
-        let acc = self.init_accumulators(run, npx);
         let (ins, outs) = self.pixel_offsets(k);
+        let acc = self.init_accumulators(run, npx, &outs);
         let (in_ky, w_ky, last_row) = self.block_pointers(run, k);
         match (p.strategy, &k.block.cols) {
             (Strategy::Reduce, cols) => {

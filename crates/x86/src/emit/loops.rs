@@ -4,7 +4,8 @@
 //! and channel blocks (groups, runs, repetitions).
 
 use super::{
-    slot, BlockArgs, Count, Ctr, Gen, Slot, IMG, IMM, LEFT, OY, RUN_B, RUN_I, RUN_O, RUN_W, WTS,
+    slot, BlockArgs, Chunk, Count, Ctr, Gen, Slot, IMG, IMM, LEFT, OY, RUN_B, RUN_I, RUN_O, RUN_W,
+    WTS,
 };
 #[cfg(doc)]
 use convjit_plan::stage_plan::LoopNest;
@@ -156,6 +157,41 @@ impl Gen<'_> {
 
     /// The plan's whole loop nest ([`LoopNest`]).
     pub(super) fn body(&mut self) {
+        let chunks = self.p.k_chunks();
+        if self.n.channels_outer && chunks > 1 {
+            return self.chunked(chunks);
+        }
+        self.nest_body();
+    }
+
+    /// A reduction in `chunks` passes over every channel block and pixel
+    /// ([`StagePlan::k_chunks`]): the first from the bias, the others
+    /// from the partial sums the pass before stored, the last with the
+    /// epilogue's activation and residual; each pass's input `ci /
+    /// chunks` channels on (`IMG`), its weights as far on in each block
+    /// (`[Chunk]`, `Gen::channel_blocks`).
+    fn chunked(&mut self, chunks: usize) {
+        let p = self.p;
+        let chunk_bytes = (p.ci / chunks * p.in_bytes()) as i64;
+        self.mov_imm(R::RAX, 0);
+        self.store(Slot::CHUNK, R::RAX);
+        for (pass, count) in [
+            (Chunk::First, 1),
+            (Chunk::Middle, chunks - 2),
+            (Chunk::Last, 1),
+        ] {
+            self.chunk = pass;
+            self.repeat(Count::Const(count), Ctr::Slot(Slot::CHUNK_C), &mut |g| {
+                g.nest_body();
+                g.add_imm(Ctr::Reg(IMG), chunk_bytes);
+                g.add_imm(Ctr::Slot(Slot::CHUNK), 1);
+            });
+        }
+        self.chunk = Chunk::Whole;
+    }
+
+    /// [`Gen::body`] of one pass.
+    fn nest_body(&mut self) {
         if self.n.channels_outer {
             // Each channel block's weights stay in cache while every
             // pixel of the rows streams past them.
@@ -422,7 +458,14 @@ impl Gen<'_> {
             self.a
                 .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::End)));
             self.a.branch(Code::Jge_rel8_64, Code::Jge_rel32_64, done);
-            if npx > 1 {
+            if npx > 1 && self.chunk != Chunk::Whole {
+                // A pass adds its chunk to what the output holds: a block
+                // moved back would add it twice to the pixels it shares;
+                // the rest go one by one.
+                self.a
+                    .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Last)));
+                self.a.branch(Code::Jg_rel8_64, Code::Jg_rel32_64, singles);
+            } else if npx > 1 {
                 // Full blocks only: the last starts at end - px at most.
                 self.a
                     .emit(I::with2(Code::Cmp_r64_rm64, R::RAX, slot(Slot::Last)));
@@ -495,6 +538,13 @@ impl Gen<'_> {
                     }
                 }
                 base(g, Slot::ChO, Ok(Slot::GrpO), r.base.output);
+                if g.chunk != Chunk::Whole {
+                    // This pass's chunk of every block's weights.
+                    let chunk = (g.p.ci / g.p.k_chunks()) * r.run.tap_bytes(1);
+                    g.load(R::RAX, Slot::CHUNK);
+                    g.mul_imm(R::RAX, chunk as i64);
+                    g.a.emit(I::with2(Code::Add_rm64_r64, slot(Slot::ChW), R::RAX));
+                }
                 g.repeat(Count::Const(r.count), Ctr::Slot(Slot::ChC), &mut |g| {
                     if n.next_weights == NextWeights::PerPass {
                         g.slot_plus(Slot::NEXT_W, Slot::ChW, r.step.weights);
@@ -534,7 +584,9 @@ impl Gen<'_> {
                 (self.p.ho - 2 * pairs) * blocks(&rows.blocks) + pairs * blocks_of_pair
             }
         };
-        let lines = r.run.w_stride.div_ceil(64).div_ceil(passes.max(1));
+        // (A chunked reduction's pass prefetches that chunk.)
+        let bytes = r.run.w_stride / self.p.k_chunks();
+        let lines = bytes.div_ceil(64).div_ceil(passes.max(1));
         if lines == 0 || self.n.next_weights != NextWeights::PerPass {
             return;
         }

@@ -160,6 +160,33 @@ impl Slot {
     /// so in its repetition counter's slot): the next line of the next
     /// block's weights to prefetch.
     const NEXT_W: Slot = Slot::RunC;
+    /// A chunked reduction (`StagePlan::k_chunks`: flat stages only, so
+    /// in the row slots): the current chunk, and the passes left.
+    const CHUNK: Slot = Slot::Wk0;
+    const CHUNK_C: Slot = Slot::Nky;
+}
+
+/// Which pass of a chunked reduction ([`StagePlan::k_chunks`]) is being
+/// emitted: `Whole` where the reduction is not chunked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Whole,
+    First,
+    Middle,
+    Last,
+}
+
+impl Chunk {
+    /// The accumulators start from the partial sums in the output.
+    fn resumes(self) -> bool {
+        matches!(self, Chunk::Middle | Chunk::Last)
+    }
+
+    /// The epilogue stores final values (activation, residual, rounding);
+    /// else the partial sums as they are.
+    fn finishes(self) -> bool {
+        matches!(self, Chunk::Whole | Chunk::Last)
+    }
 }
 
 const SLOTS: i32 = 24;
@@ -231,6 +258,8 @@ pub struct Gen<'a> {
     masks: Vec<usize>,
     /// Rows run in column strips: [`Gen::row_start`] adds `[Strip]`.
     strip: bool,
+    /// The pass of a chunked reduction being emitted.
+    chunk: Chunk,
 }
 
 impl<'a> Gen<'a> {
@@ -247,6 +276,7 @@ impl<'a> Gen<'a> {
             },
             masks: Vec::new(),
             strip: false,
+            chunk: Chunk::Whole,
         }
     }
 
