@@ -26,17 +26,6 @@ impl Host {
     /// This machine: cache sizes from Linux's sysfs (32 KiB / 1 MiB if
     /// unknown); no tiles (asking for their state is the runtime's).
     pub fn detect() -> Host {
-        let cache = |level: &str| -> Option<usize> {
-            (0..8).find_map(|i| {
-                let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
-                let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
-                let kind = read("type")?;
-                if read("level")?.trim() != level || kind.trim() == "Instruction" {
-                    return None;
-                }
-                parse_size(read("size")?.trim())
-            })
-        };
         Host {
             lanes: crate::stage_plan::LANES,
             vector_registers: if cfg!(target_arch = "aarch64") {
@@ -44,12 +33,26 @@ impl Host {
             } else {
                 16
             },
-            l1d_bytes: cache("1").unwrap_or(32 << 10),
-            l2_bytes: cache("2").unwrap_or(1 << 20),
+            l1d_bytes: cache_bytes("1").unwrap_or(32 << 10),
+            l2_bytes: cache_bytes("2").unwrap_or(1 << 20),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             tiles: false,
         }
     }
+}
+
+/// The data (or unified) cache of `level` ("1", "2", "3") that cpu0 sees,
+/// from Linux's sysfs.
+fn cache_bytes(level: &str) -> Option<usize> {
+    (0..8).find_map(|i| {
+        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
+        let kind = read("type")?;
+        if read("level")?.trim() != level || kind.trim() == "Instruction" {
+            return None;
+        }
+        parse_size(read("size")?.trim())
+    })
 }
 
 /// This machine's L2 per core ([`Host::detect`]'s), read once: what the
@@ -57,6 +60,14 @@ impl Host {
 pub fn host_l2_bytes() -> usize {
     static L2: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *L2.get_or_init(|| Host::detect().l2_bytes)
+}
+
+/// This machine's last-level cache as cpu0 sees it (32 MiB if unknown),
+/// read once: what decides whether a kernel's tensors stay cached from
+/// one call to the next (`stage_plan::streams_past_caches`).
+pub fn host_l3_bytes() -> usize {
+    static L3: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *L3.get_or_init(|| cache_bytes("3").unwrap_or(32 << 20))
 }
 
 /// `"32K"`, `"2048K"`, `"1M"` in bytes.

@@ -59,7 +59,8 @@ pub use stage::{
     plan_for, plan_for_cranelift, planned_stage, StagePlan, Strategy, CHANNELS_OUTER_BYTES,
 };
 pub use streams::{
-    mark_streamed_outputs, streams_past_caches, PREFETCH_STORES_AHEAD, PREFETCH_STORES_BYTES,
+    mark_streamed_outputs, streams_past_caches, PREFETCH_STORES_AHEAD,
+    PREFETCH_STORES_EIGHTHS_OF_L3,
 };
 pub use taps::{ColumnTaps, DwColumn, DwInputColumns, DwTaps, InputColumn, Reduction, TapInput};
 pub use target::{stage_target, Bf16Units, Target, LANES, MAX_LANES};

@@ -20,22 +20,25 @@ use convjit_ir::Shape;
 /// outputs) 855-939 / 724-763 / 689-700; at 16 and 32 KiB 777-791.
 pub const PREFETCH_STORES_AHEAD: i64 = 8 << 10;
 
-/// A group whose input and output tensors (one image) take this many bytes
-/// or more prefetches its stores: the grey filters' 16.6 MB (1080x1920x1
-/// in and out) stay in a 32 MiB L3 between calls and ran 1-5% slower with
-/// the prefetches; Sobel's 24.9 MB (one channel in, two out) and the RGB
-/// filters' 49.8 MB ran 14-22% faster.
-pub const PREFETCH_STORES_BYTES: usize = 20 << 20;
+/// A group whose input and output tensors (one image) take this share of
+/// the last-level cache or more prefetches its stores (eighths; 20 MiB of
+/// a 32 MiB L3): on a Zen 5 with 32 MiB, the grey filters' 16.6 MB
+/// (1080x1920x1 in and out) stay in L3 between calls and ran 1-5% slower
+/// with the prefetches; Sobel's 24.9 MB (one channel in, two out) and the
+/// RGB filters' 49.8 MB ran 14-22% faster.
+pub const PREFETCH_STORES_EIGHTHS_OF_L3: usize = 5;
 
 /// Whether a group (or a stage run alone) reading `input` and writing
 /// `output` (one image each) streams past the caches.
 pub fn streams_past_caches(input: Shape, output: Shape) -> bool {
-    (input.len() + output.len()) * 4 >= PREFETCH_STORES_BYTES
+    let l3 = crate::layer_plan::host_l3_bytes();
+    (input.len() + output.len()) * 4 >= l3 / 8 * PREFETCH_STORES_EIGHTHS_OF_L3
 }
 
 /// Marks the plans (one per function of `program`) that write their
 /// group's output where the group's input and output tensors take
-/// [`PREFETCH_STORES_BYTES`] or more.
+/// five eighths of the last-level cache or more
+/// ([`PREFETCH_STORES_EIGHTHS_OF_L3`]).
 pub fn mark_streamed_outputs(plans: &mut [StagePlan], program: &Program) {
     let mut first = 0;
     for g in &program.groups {
@@ -94,16 +97,24 @@ mod tests {
 
     #[test]
     fn only_group_outputs_past_the_caches_prefetch_their_stores() {
-        // An RGB filter's 24 MiB in and out: its one stage.
-        let rgb = "layer a { input 1080x1920x3\n f: depthwise 5x5, pad same }";
-        assert_eq!(marked(rgb, Fusion::Auto), [true]);
-        // A grey one's 16 MiB stay in L3 between calls.
-        let grey = "layer a { input 1080x1920x1\n f: depthwise 5x5, pad same }";
-        assert_eq!(marked(grey, Fusion::Auto), [false]);
+        // Images whose input and output pass 5/8 of this machine's L3.
+        let l3 = crate::layer_plan::host_l3_bytes();
+        let rows = (l3 / 8 * 5).div_ceil(2 * 4 * 1920 * 3) + 1;
+        let rgb = format!("layer a {{ input {rows}x1920x3\n f: depthwise 5x5, pad same }}");
+        assert_eq!(marked(&rgb, Fusion::Auto), [true]);
+        // Half of L3 stays there between calls.
+        let rows = l3 / 2 / (2 * 4 * 1920);
+        let grey = format!("layer a {{ input {rows}x1920x1\n f: depthwise 5x5, pad same }}");
+        assert_eq!(marked(&grey, Fusion::Auto), [false]);
         // Two passes fused: the group's input and output decide, and only
-        // the last stage writes the output (the first, band buffers).
-        let two = "layer a { input 1080x1920x1\n c: conv 3x1 -> 2, pad same\n \
-                   r: depthwise 1x3, pad same }";
+        // the last stage writes the output (the first, band buffers):
+        // 1 channel in, 2 out.
+        let rows = (l3 / 8 * 5).div_ceil(3 * 4 * 1920) + 1;
+        let two = format!(
+            "layer a {{ input {rows}x1920x1\n c: conv 3x1 -> 2, pad same\n \
+             r: depthwise 1x3, pad same }}"
+        );
+        let two = two.as_str();
         assert_eq!(marked(two, Fusion::Always), [false, true]);
         // Apart: each stage writes a whole tensor of its own group.
         assert_eq!(marked(two, Fusion::Never), [true, true]);
