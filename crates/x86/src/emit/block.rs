@@ -30,15 +30,7 @@ impl Gen<'_> {
             .map(|px| (0..nu).map(|u| self.v(px * nu + u)).collect())
             .collect();
         if self.chunk.resumes() {
-            for (row, &pix) in acc.iter().zip(outs) {
-                for (unit, &a) in run.units.iter().zip(row) {
-                    let OutDst::Vector(c) = unit.out else {
-                        unreachable!("a chunked plan stores whole vectors (`k_chunks`)")
-                    };
-                    let m = self.at(RUN_O, pix + c as i64 * 4);
-                    self.vload(a, m);
-                }
-            }
+            self.partial_sums(run, &acc, outs, false);
             return acc;
         }
         for u in 0..nu {
@@ -53,6 +45,24 @@ impl Gen<'_> {
             }
         }
         acc
+    }
+
+    /// A chunked reduction's partial sums ([`StagePlan::k_chunks`]): the
+    /// accumulators loaded from the output at `r12` (each pixel's at its
+    /// byte offset in `outs`), or stored there as they are.
+    pub(super) fn partial_sums(&mut self, run: &Run, acc: &[Vec<R>], outs: &[i64], store: bool) {
+        for (row, &pix) in acc.iter().zip(outs) {
+            for (unit, &a) in run.units.iter().zip(row) {
+                let OutDst::Vector(c) = unit.out else {
+                    unreachable!("a chunked plan stores whole vectors (`k_chunks`)")
+                };
+                let m = self.at(RUN_O, pix + c as i64 * 4);
+                match store {
+                    true => self.vstore(m, a),
+                    false => self.vload(a, m),
+                }
+            }
+        }
     }
 
     /// One register block: `k.block.npx` pixels x the run's units, from

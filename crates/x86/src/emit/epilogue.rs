@@ -15,16 +15,7 @@ impl Gen<'_> {
     pub(super) fn epilogue(&mut self, run: &Run, acc: &[Vec<R>], outs: &[i64]) {
         if !self.chunk.finishes() {
             // A chunked reduction's partial sums, as they are.
-            for (row, &pix) in acc.iter().zip(outs) {
-                for (unit, &v) in run.units.iter().zip(row) {
-                    let OutDst::Vector(c) = unit.out else {
-                        unreachable!("a chunked plan stores whole vectors (`k_chunks`)")
-                    };
-                    let m = self.at(RUN_O, pix + c as i64 * 4);
-                    self.vstore(m, v);
-                }
-            }
-            return;
+            return self.partial_sums(run, acc, outs, true);
         }
         let p = self.p;
         let lanes = p.sched.lanes;
