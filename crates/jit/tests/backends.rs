@@ -222,6 +222,15 @@ fn threads_sharing_channels_match_the_interpreter() {
             "layer a { input 2x3x100\n p: pointwise 100, residual }",
             &[2, 3],
         ),
+        // Shares whose reduction runs in passes (`StagePlan::k_chunks`).
+        (
+            "layer a { input 1x5x8192\n p: pointwise 128, bias, relu }",
+            &[2, 3],
+        ),
+        (
+            "layer a { input 1x3x3072\n p: pointwise 3072, bias, residual }",
+            &[2, 3],
+        ),
         // MobileNet's and Inception's stages of the benchmark suite.
         (
             "layer a { input 17x17x128\n c: conv 7x1 -> 128, pad same, bias, relu }",
