@@ -62,6 +62,12 @@ pub fn host_l2_bytes() -> usize {
     *L2.get_or_init(|| Host::detect().l2_bytes)
 }
 
+/// This machine's L1 data cache per core ([`Host::detect`]'s), read once.
+pub fn host_l1d_bytes() -> usize {
+    static L1: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *L1.get_or_init(|| Host::detect().l1d_bytes)
+}
+
 /// This machine's last-level cache as cpu0 sees it (32 MiB if unknown),
 /// read once: what decides whether a kernel's tensors stay cached from
 /// one call to the next (`stage_plan::streams_past_caches`).

@@ -18,7 +18,7 @@ mod threads;
 
 pub use bands::chunks;
 pub use cost::{fusion_cost, stage_cycles, FusionCost};
-pub use host::{host_l2_bytes, host_l3_bytes, Host};
+pub use host::{host_l1d_bytes, host_l2_bytes, host_l3_bytes, Host};
 pub use separation::{separation_cost, SeparationCost};
 
 use crate::backend::Backend;

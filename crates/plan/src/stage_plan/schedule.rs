@@ -29,6 +29,17 @@ pub const REDUCE_ACCUMULATORS: usize = 8;
 const FMA_PIPES: f64 = 2.0;
 const FMA_LATENCY: f64 = 4.0;
 const VECTOR_LOADS: f64 = 2.0;
+/// Bytes of weights a cycle a 1x1 block's steps stream from L2 where its
+/// channel block's weights do not fit L1d: 14x14x1024 -> 512 ran 4x4
+/// blocks (256 bytes a step of 16 FMAs) at 71-72% of the FMA peak, 7x3
+/// (192 bytes a step of 21) at 98% (Zen 5, one thread, `bench`).
+const L2_WEIGHT_BYTES_PER_CYCLE: f64 = 24.0;
+/// The price of a 1x1 block whose pixels' inputs (all their channels) do
+/// not fit L1d, read again by every channel block: 14x14x1024 -> 512 and
+/// -> 256 ran 14x2 blocks (57 KB of inputs) at 87-95% of the FMA peak
+/// where 7x3 (28 KB) ran at 94-98% (Zen 5, one thread, `bench`,
+/// alternated twice); with 512 channels (28 KB) 14x2 ran 97%, 7x3 95-96%.
+const INPUT_BEYOND_L1: f64 = 1.04;
 
 /// Accumulator vectors of a depthwise (multiplier 1) register block: 8
 /// pixels of one channel vector. Its taps of one kernel row are unrolled;
@@ -296,6 +307,7 @@ fn direct_reduce_block(stage: &Stage, t: &Target) -> (usize, usize, String) {
     let mut costs: Vec<(f64, usize, usize)> = Vec::new();
     let taps_ci = stage.kernel[0] * stage.kernel[1] * reduction(stage);
     let most_bytes = block_weight_bytes();
+    let l1d = crate::layer_plan::host_l1d_bytes();
     for units in 1..=vectors.min(4) {
         if units > 1 && taps_ci * units * t.lanes * 4 > most_bytes {
             continue;
@@ -322,13 +334,17 @@ fn direct_reduce_block(stage: &Stage, t: &Target) -> (usize, usize, String) {
         widths.dedup();
         for px in widths {
             let embedded = px * units + units + 1 > regs;
-            let c = direct_cost(stage, &cols, vectors, px, units, embedded);
+            let mut c = direct_cost(stage, &cols, vectors, px, units, embedded, t.lanes);
+            if stage.kernel == [1, 1] && px * taps_ci * 4 > l1d {
+                c *= INPUT_BEYOND_L1;
+            }
             costs.push((c, px, units));
         }
     }
     // Ties go to more pixels per block: each weight vector loaded serves
     // more FMAs (4x4 ran 10-20% slower than 14x2 on pointwise 512->512,
-    // which the model rates equal).
+    // which the model rated equal before it priced the weights streamed
+    // from L2).
     costs.sort_by(|a, b| {
         a.0.total_cmp(&b.0)
             .then((b.1 * b.2).cmp(&(a.1 * a.2)))
@@ -374,16 +390,27 @@ fn direct_cost(
     px: usize,
     units: usize,
     embedded: bool,
+    lanes: usize,
 ) -> f64 {
+    // A 1x1's channel block's weights: from L2 where past L1d (measured
+    // on 1x1s only; a conv's border steps of a few pixels would be
+    // priced by their weights alone).
+    let from_l2 = stage.kernel == [1, 1]
+        && units * lanes * 4 * reduction(stage) > crate::layer_plan::host_l1d_bytes();
     let step = |n: usize, u: usize| -> f64 {
         if n == 0 || u == 0 {
             return 0.0;
         }
         let fmas = (n * u) as f64;
         let loads = if embedded { fmas } else { n as f64 } + u as f64;
+        let streamed = match from_l2 {
+            true => (u * lanes * 4) as f64 / L2_WEIGHT_BYTES_PER_CYCLE,
+            false => 0.0,
+        };
         (loads / VECTOR_LOADS)
             .max(fmas / FMA_PIPES)
             .max(FMA_LATENCY)
+            .max(streamed)
     };
     let row = |u: usize| -> f64 {
         if is_flat(stage) {
