@@ -31,9 +31,11 @@ const FMA_LATENCY: f64 = 4.0;
 const VECTOR_LOADS: f64 = 2.0;
 /// Bytes of weights a cycle a 1x1 block's steps stream from L2 where its
 /// channel block's weights do not fit L1d: 14x14x1024 -> 512 ran 4x4
-/// blocks (256 bytes a step of 16 FMAs) at 71-72% of the FMA peak, 7x3
-/// (192 bytes a step of 21) at 98% (Zen 5, one thread, `bench`).
-const L2_WEIGHT_BYTES_PER_CYCLE: f64 = 24.0;
+/// blocks (256 bytes a step of 16 FMAs: 23 bytes a cycle) at 71-72% of
+/// the FMA peak, 6x4 (256 bytes a step of 24: 19) at 89%, 7x3 (192 bytes
+/// a step of 21) at 98% (Zen 5, one thread, `bench`). At 24, 6x4 looked
+/// FMA-bound and took 14x14x2048 -> 512, 8% slower on two threads.
+const L2_WEIGHT_BYTES_PER_CYCLE: f64 = 20.0;
 /// The price of a 1x1 block whose pixels' inputs (all their channels) do
 /// not fit L1d, read again by every channel block: 14x14x1024 -> 512 and
 /// -> 256 ran 14x2 blocks (57 KB of inputs) at 87-95% of the FMA peak
