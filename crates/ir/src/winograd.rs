@@ -420,33 +420,11 @@ fn window_bound(
                 // |B|^T |d|, then (.) |B|: two one-dimensional passes.
                 half.fill(0.0);
                 xb.fill(0.0);
+                left_mul(&bt, a, a * ci, &d, &mut half);
                 for p in 0..a {
-                    for r in 0..a {
-                        let b = bt[p * a + r];
-                        if b == 0.0 {
-                            continue;
-                        }
-                        for c in 0..a {
-                            let (dst, src) = ((p * a + c) * ci, (r * a + c) * ci);
-                            for k in 0..ci {
-                                half[dst + k] += b * d[src + k];
-                            }
-                        }
-                    }
-                }
-                for p in 0..a {
-                    for q in 0..a {
-                        for c in 0..a {
-                            let b = bt[q * a + c];
-                            if b == 0.0 {
-                                continue;
-                            }
-                            let (dst, src) = ((p * a + q) * ci, (p * a + c) * ci);
-                            for k in 0..ci {
-                                xb[dst + k] += b * half[src + k];
-                            }
-                        }
-                    }
+                    let span = a * ci;
+                    let (src, dst) = (&half[p * span..][..span], &mut xb[p * span..][..span]);
+                    left_mul(&bt, a, ci, src, dst);
                 }
                 // The products' bounds, summed over the input channels.
                 mb.fill(0.0);
@@ -464,20 +442,7 @@ fn window_bound(
                 }
                 // |A|^T (.) |A|: rows, then each output.
                 rows.fill(0.0);
-                for r in 0..m {
-                    for p in 0..a {
-                        let c = at[r * a + p];
-                        if c == 0.0 {
-                            continue;
-                        }
-                        for q in 0..a {
-                            let (dst, src) = ((r * a + q) * co, (p * a + q) * co);
-                            for k in 0..co {
-                                rows[dst + k] += c * mb[src + k];
-                            }
-                        }
-                    }
-                }
+                left_mul(&at, m, a * co, &mb, &mut rows);
                 for k in 0..m * m {
                     let (oy, ox) = (k / m, k % m);
                     let (y, xx) = (ty * m + oy, tx * m + ox);
@@ -498,6 +463,23 @@ fn window_bound(
         }
     }
     Ok(mag)
+}
+
+/// `dst += mat src` along the first axis: `mat` is `n x a` (row-major),
+/// `src` `a` rows and `dst` `n` rows of `len` values each; zero
+/// coefficients skipped (the bound's matrices are mostly zeros).
+fn left_mul(mat: &[f64], n: usize, len: usize, src: &[f64], dst: &mut [f64]) {
+    let a = mat.len() / n;
+    for (i, out) in dst.chunks_exact_mut(len).take(n).enumerate() {
+        for (r, row) in src.chunks_exact(len).take(a).enumerate() {
+            let k = mat[i * a + r];
+            if k != 0.0 {
+                for (o, x) in out.iter_mut().zip(row) {
+                    *o += k * x;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
