@@ -94,12 +94,15 @@ macro_rules! at25 {
     }};
 }
 
-/// `A^T m A` of a 6x6 point window (F(4x4, 3x3), F(2x2, 5x5)) with the
-/// one-dimensional `$at!` of `$m` outputs a side, point `(i, j)` read by
-/// `$g(i, j)`: the tile's `$m * $m` sums, row-major (columns first, then
-/// rows, in the scalar and the vector code alike).
-macro_rules! at6x6 {
-    ($at:ident, $m:literal, $add:expr, $sub:expr, $mul:expr, $zero:expr, $g:expr) => {{
+/// `T w T^T` of a 6x6 window `w` (F(4x4, 3x3), F(2x2, 5x5)) with the
+/// one-dimensional `$at!` of `$m` outputs a side (`bt4!`, 6: the input
+/// transform; `at4!` or `at25!`: the output's), point `(i, j)` read by
+/// `$g(i, j)`; each of the `$m * $m` values handed to `$put(p, value)`,
+/// `p` row-major (columns first, then rows, in the scalar and the vector
+/// code alike). Handed, not returned: the input transform stores them
+/// where they go (an array of 36 vectors between cost 56x56x64 ~5%).
+macro_rules! window6 {
+    ($at:ident, $m:literal, $add:expr, $sub:expr, $mul:expr, $g:expr, $put:expr) => {{
         let g = $g;
         let cols: [[_; $m]; 6] = std::array::from_fn(|j| {
             $at!(
@@ -109,12 +112,12 @@ macro_rules! at6x6 {
                 std::array::from_fn::<_, 6, _>(|i| g(i, j))
             )
         });
-        let mut sums = [$zero; $m * $m];
         for k in 0..$m {
             let col = std::array::from_fn::<_, 6, _>(|j| cols[j][k]);
-            sums[k * $m..][..$m].copy_from_slice(&$at!($add, $sub, $mul, col));
+            for (j, x) in $at!($add, $sub, $mul, col).into_iter().enumerate() {
+                ($put)(k * $m + j, x);
+            }
         }
-        sums
     }};
 }
 
@@ -171,31 +174,27 @@ fn input_tile(
     assert!(d.len() >= (a - 1) * row + a * ci);
     assert!(v.len() >= (var.points() - 1) * slab + at + ci);
     let (dp, vp) = (d.as_ptr(), v[at..].as_mut_ptr());
-    let done = match (level, var) {
+    // Each level's function for the variant (F(2x2, 5x5) has F(4x4,
+    // 3x3)'s points).
+    #[cfg(target_arch = "x86_64")]
+    let [wide, narrow]: [InputFn; 2] = match var {
+        Variant::F2 => [avx512::input2, avx2::input2],
+        Variant::F4 | Variant::F2K5 => [avx512::input4, avx2::input4],
+    };
+    let done = match level {
         // SAFETY: the CPU has the level's instructions (`Level::host`;
         // AVX-512 hosts were checked for AVX2 too), and the functions
         // access only channels below `ci` of the window and the slabs,
         // bounded by the asserts above.
         #[cfg(target_arch = "x86_64")]
-        (Level::Avx512, Variant::F2) => unsafe {
-            let c = avx512::input2(dp, row, ci, vp, slab, 0);
-            avx2::input2(dp, row, ci, vp, slab, c)
+        Level::Avx512 => unsafe {
+            let c = wide(dp, row, ci, vp, slab, 0);
+            narrow(dp, row, ci, vp, slab, c)
         },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        (Level::Avx512, Variant::F4 | Variant::F2K5) => unsafe {
-            let c = avx512::input4(dp, row, ci, vp, slab, 0);
-            avx2::input4(dp, row, ci, vp, slab, c)
-        },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        (Level::Avx2, Variant::F2) => unsafe { avx2::input2(dp, row, ci, vp, slab, 0) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        (Level::Avx2, Variant::F4 | Variant::F2K5) => unsafe {
-            avx2::input4(dp, row, ci, vp, slab, 0)
-        },
-        (Level::Scalar, _) => 0,
+        Level::Avx2 => unsafe { narrow(dp, row, ci, vp, slab, 0) },
+        Level::Scalar => 0,
     };
     for c in done..ci {
         let g = |i: usize, j: usize| d[i * row + j * ci + c];
@@ -217,24 +216,20 @@ fn input_tile(
                 }
             }
             Variant::F4 | Variant::F2K5 => {
-                let cols: [[f32; 6]; 6] = std::array::from_fn(|j| {
-                    bt4!(add, sub, mul, std::array::from_fn::<f32, 6, _>(|i| g(i, j)))
-                });
-                for i in 0..6 {
-                    let r = bt4!(
-                        add,
-                        sub,
-                        mul,
-                        std::array::from_fn::<f32, 6, _>(|j| cols[j][i])
-                    );
-                    for (j, x) in r.into_iter().enumerate() {
-                        v[(i * 6 + j) * slab + at + c] = x;
-                    }
-                }
+                window6!(bt4, 6, add, sub, mul, g, |p, x| v[p * slab + at + c] = x);
             }
         }
     }
 }
+
+/// A level's input transform of a variant's tiles: `(window, row, ci,
+/// slabs, slab, first channel)`, the first channel it left undone.
+#[cfg(target_arch = "x86_64")]
+type InputFn = unsafe fn(*const f32, usize, usize, *mut f32, usize, usize) -> usize;
+/// A level's output transform: `(tile, co, first channel)`, the first
+/// channel it left undone and whether a sum was not finite.
+#[cfg(target_arch = "x86_64")]
+type OutputFn = unsafe fn(&Tile, usize, usize) -> (usize, bool);
 
 /// The scalar operations of `bt4!` and `at4!`.
 fn add(a: f32, b: f32) -> f32 {
@@ -331,41 +326,27 @@ struct Tile<'a> {
 #[allow(clippy::needless_range_loop)] // the formulas read best by index
 fn output_tile(level: Level, t: &Tile, co: usize) -> bool {
     assert!(t.m.len() > (t.var.points() - 1) * t.slab + co - 1 && t.bias.len() >= co);
-    let (done, mut bad) = match (level, t.var) {
+    #[cfg(target_arch = "x86_64")]
+    let [wide, narrow]: [OutputFn; 2] = match t.var {
+        Variant::F2 => [avx512::output2, avx2::output2],
+        Variant::F4 => [avx512::output4, avx2::output4],
+        Variant::F2K5 => [avx512::output25, avx2::output25],
+    };
+    let (done, mut bad) = match level {
         // SAFETY: the CPU has the level's instructions (`Level::host`;
         // AVX-512 hosts were checked for AVX2 too); `m` and `bias` are
         // bounded by the assert above, `y` and `res` point at `co` floats
         // each (`output_band`), and only channels below `co` are accessed.
         #[cfg(target_arch = "x86_64")]
-        (Level::Avx512, Variant::F2) => unsafe {
-            let (c, bad) = avx512::output2(t, co, 0);
-            let (c, more) = avx2::output2(t, co, c);
+        Level::Avx512 => unsafe {
+            let (c, bad) = wide(t, co, 0);
+            let (c, more) = narrow(t, co, c);
             (c, bad | more)
         },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        (Level::Avx512, Variant::F4) => unsafe {
-            let (c, bad) = avx512::output4(t, co, 0);
-            let (c, more) = avx2::output4(t, co, c);
-            (c, bad | more)
-        },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        (Level::Avx2, Variant::F2) => unsafe { avx2::output2(t, co, 0) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        (Level::Avx2, Variant::F4) => unsafe { avx2::output4(t, co, 0) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        (Level::Avx512, Variant::F2K5) => unsafe {
-            let (c, bad) = avx512::output25(t, co, 0);
-            let (c, more) = avx2::output25(t, co, c);
-            (c, bad | more)
-        },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        (Level::Avx2, Variant::F2K5) => unsafe { avx2::output25(t, co, 0) },
-        (Level::Scalar, _) => (0, false),
+        Level::Avx2 => unsafe { narrow(t, co, 0) },
+        Level::Scalar => (0, false),
     };
     let mut sums = [0f32; MAX_OUTPUTS];
     for c in done..co {
@@ -386,11 +367,11 @@ fn output_tile(level: Level, t: &Tile, co: usize) -> bool {
             }
             Variant::F4 => {
                 let g = |i: usize, j: usize| t.m[(i * 6 + j) * t.slab + c];
-                sums.copy_from_slice(&at6x6!(at4, 4, add, sub, mul, 0f32, g));
+                window6!(at4, 4, add, sub, mul, g, |p, x| sums[p] = x);
             }
             Variant::F2K5 => {
                 let g = |i: usize, j: usize| t.m[(i * 6 + j) * t.slab + c];
-                sums[..4].copy_from_slice(&at6x6!(at25, 2, add, sub, mul, 0f32, g));
+                window6!(at25, 2, add, sub, mul, g, |p, x| sums[p] = x);
             }
         }
         let n = t.var.tile() * t.var.tile();
@@ -489,22 +470,10 @@ macro_rules! level {
                     // SAFETY: `i, j < 6` and `c + lanes <= ci`: inside
                     // the window (the caller's contract).
                     let g = |i: usize, j: usize| unsafe { $load(d.add(i * row + j * ci + c)) };
-                    let cols: [[_; 6]; 6] = std::array::from_fn(|j| {
-                        bt4!(add, sub, scale, std::array::from_fn::<_, 6, _>(|i| g(i, j)))
-                    });
-                    for i in 0..6 {
-                        let r = bt4!(
-                            add,
-                            sub,
-                            scale,
-                            std::array::from_fn::<_, 6, _>(|j| cols[j][i])
-                        );
-                        for (j, x) in r.into_iter().enumerate() {
-                            // SAFETY: point `i * 6 + j < 36`, `c + lanes <=
-                            // ci`: inside the slabs (the caller's contract).
-                            unsafe { $store(v.add((i * 6 + j) * slab + c), x) };
-                        }
-                    }
+                    // SAFETY: point `p < 36`, `c + lanes <= ci`: inside
+                    // the slabs (the caller's contract).
+                    let put = |p: usize, x| unsafe { $store(v.add(p * slab + c), x) };
+                    window6!(bt4, 6, add, sub, scale, g, put);
                     c += $lanes;
                 }
                 c
@@ -544,7 +513,7 @@ macro_rules! level {
             }
 
             /// The loop of an output transform over a 6x6 point window
-            /// (`at6x6!` with `$at!`, `$m` outputs a side) and its
+            /// (`window6!` with `$at!`, `$m` outputs a side) and its
             /// epilogue, whole vectors of channels from `start`.
             macro_rules! output6 {
                 ($t:expr, $co:expr, $start:expr, $at:ident, $m:literal) => {{
@@ -559,7 +528,8 @@ macro_rules! level {
                         // co`: inside `m` (the caller's contract, `Tile`).
                         let g =
                             |i: usize, j: usize| unsafe { $load(m.add((i * 6 + j) * slab + c)) };
-                        let sums = at6x6!($at, $m, add, sub, scale, $set1(0.0), g);
+                        let mut sums = [$set1(0.0); $m * $m];
+                        window6!($at, $m, add, sub, scale, g, |p, x| sums[p] = x);
                         // SAFETY: the caller's contract.
                         bad |= unsafe { epilogue(t, c, &sums) };
                         c += $lanes;
