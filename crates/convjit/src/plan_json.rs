@@ -114,6 +114,7 @@ impl Serialize for PlanJson<'_> {
                     json!({
                         "stages": group_names(l, g),
                         "band_rows": g.band_rows,
+                        "in_registers": p.in_registers(l, g),
                         "threads": g.threads,
                         "split": split_name(g.split),
                         "why": g.why,

@@ -218,7 +218,9 @@ fn groups_text(l: &Layer, p: &LayerPlan) -> String {
     for (i, g) in p.groups.iter().enumerate() {
         let names = group_names(l, g);
         let out_h = l.stages[g.last].output.h;
-        let bands = if g.band_rows >= out_h {
+        let bands = if p.in_registers(l, g) {
+            "in registers (one function, its column sums never stored)".to_string()
+        } else if g.band_rows >= out_h {
             "whole tensors".to_string()
         } else {
             format!("bands of {} rows", g.band_rows)

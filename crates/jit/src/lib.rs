@@ -238,6 +238,21 @@ fn weights_in(w: &convjit_ir::StageWeights, precision: Precision) -> std::borrow
     }
 }
 
+/// A function's weights packed by `p` into `out`: its stage's `w`, and
+/// where it computes the stage before in registers, that stage's `col`.
+fn pack(
+    p: &stage_plan::StagePlan,
+    w: &convjit_ir::StageWeights,
+    col: Option<&convjit_ir::StageWeights>,
+    precision: Precision,
+    out: &mut [f32],
+) {
+    stage_plan::pack_into(p, &weights_in(w, precision), w.bias.as_deref(), out);
+    if let Some(c) = col {
+        stage_plan::pack_column_pair(p, &c.weight, &w.weight, w.bias.as_deref(), out);
+    }
+}
+
 #[cfg(not(feature = "testing"))]
 struct Packed(Aligned);
 
@@ -251,10 +266,11 @@ impl Packed {
     fn new(
         p: &stage_plan::StagePlan,
         w: &convjit_ir::StageWeights,
+        col: Option<&convjit_ir::StageWeights>,
         precision: Precision,
     ) -> Packed {
         let mut g = testing::Guarded::zeroed(p.packed_len, true);
-        stage_plan::pack_into(p, &weights_in(w, precision), w.bias.as_deref(), &mut g);
+        pack(p, w, col, precision, &mut g);
         Packed(g)
     }
 
@@ -269,10 +285,11 @@ impl Packed {
     fn new(
         p: &stage_plan::StagePlan,
         w: &convjit_ir::StageWeights,
+        col: Option<&convjit_ir::StageWeights>,
         precision: Precision,
     ) -> Packed {
         let mut a = Aligned::zeroed(p.packed_len);
-        stage_plan::pack_into(p, &weights_in(w, precision), w.bias.as_deref(), &mut a);
+        pack(p, w, col, precision, &mut a);
         Packed(a)
     }
 
@@ -666,7 +683,11 @@ impl Kernel {
                     .functions
                     .iter()
                     .zip(&compiled.plans)
-                    .map(|(f, p)| Packed::new(p, &weights.stages()[f.index], options.precision))
+                    .map(|(f, p)| {
+                        let w = weights.stages();
+                        let col = f.column.as_ref().map(|_| &w[f.index - 1]);
+                        Packed::new(p, &w[f.index], col, options.precision)
+                    })
                     .collect()
             }
         };
@@ -964,7 +985,7 @@ mod tests {
                 .functions
                 .iter()
                 .zip(&compiled.plans)
-                .map(|(f, p)| Packed::new(p, &w.stages()[f.index], Precision::F32))
+                .map(|(f, p)| Packed::new(p, &w.stages()[f.index], None, Precision::F32))
                 .collect();
             let k = Kernel {
                 layer: l.clone(),

@@ -364,3 +364,63 @@ fn compact_packing_matches_the_interpreter() {
         }
     }
 }
+
+/// A filter's separated pair in one function, its column sums in
+/// registers (`stage_plan::column_pair`: AVX-512, f32), against the
+/// interpreter with every stage fused (the pair) and apart: one and two
+/// outputs a pixel (a depthwise multiplier or a conv), widths of a
+/// vector's tail, whole vectors, one pixel, and column strips (wide
+/// rows of many kernel rows), taps reaching 16 pixels left or right,
+/// borders above and below in every class (rows fewer than kernel
+/// rows), asymmetric and valid padding, bias and activations, one and
+/// two threads, batches of 1 and 2. Each runs in registers where the
+/// generator does (checked, so the cases cannot drift off the path).
+#[test]
+fn filter_pairs_in_registers_match_the_interpreter() {
+    const PAIRS: &[&str] = &[
+        "input 9x50x1\n c: conv 3x1 -> 2, pad 1 1 0 0\n r: depthwise 1x3, pad 0 0 1 1, bias",
+        "input 5x33x1\n c: depthwise 3x1, multiplier 2, pad 2 0 0 0\n r: depthwise 1x3, pad 0 0 2 0, relu",
+        "input 2x16x1\n c: conv 3x1 -> 2, pad 2 2 0 0\n r: depthwise 1x4, pad 0 0 2 1, bias, relu6",
+        "input 6x1x1\n c: depthwise 3x1, pad 1 1 0 0\n r: depthwise 1x3, pad 0 0 1 1",
+        "input 1x7x1\n c: depthwise 9x1, pad 4 4 0 0\n r: depthwise 1x5, pad 0 0 2 2, bias",
+        "input 11x31x1\n c: depthwise 7x1, pad 3 3 0 0\n r: depthwise 1x5, pad 0 0 4 0, relu6",
+        "input 7x40x1\n c: depthwise 3x1\n r: depthwise 1x3, pad 0 0 16 0, bias",
+        "input 7x40x1\n c: depthwise 3x1, pad 1 1 0 0\n r: depthwise 1x5, pad 0 0 0 4",
+        "input 7x21x1\n c: depthwise 3x1, pad 1 1 0 0\n r: depthwise 1x2, pad 0 0 0 15",
+        "input 4x70x1\n c: conv 2x1 -> 1, pad 0 1 0 0\n r: depthwise 1x4, bias",
+        // Strips: the kernel rows' input passes half of L1d up to 60 KiB
+        // (7 x 1,100 x 4 bytes; 9 x 1,041; 3 x 2,600 up to 61 KiB).
+        "input 9x1100x1\n c: depthwise 7x1, pad 3 3 0 0\n r: depthwise 1x5, pad 0 0 2 2, bias, relu",
+        "input 5x1041x1\n c: depthwise 9x1, pad 4 4 0 0\n r: depthwise 1x3, pad 0 0 1 1",
+        "input 4x2600x1\n c: conv 3x1 -> 2, pad 1 1 0 0\n r: depthwise 1x3, pad 0 0 1 1, relu6",
+    ];
+    if !Backend::available().contains(&Backend::Avx512) {
+        println!("note: this CPU does not run the avx512 generator: skipped");
+        return;
+    }
+    for (i, body) in PAIRS.iter().enumerate() {
+        let l = layer(&format!("layer p {{ {body} }}"));
+        let w = Weights::random(&l, 40 + i as u64);
+        for fuse in [convjit_plan::Fusion::Always, convjit_plan::Fusion::Never] {
+            for threads in [1, 2] {
+                let o = Options {
+                    backend: Backend::Avx512,
+                    threads,
+                    min_thread_cycles: 0,
+                    fuse,
+                    ..Options::default()
+                };
+                let k = convjit_jit::Kernel::compile_with(&l, &w, &o).unwrap();
+                let plan = k.layer_plan();
+                let pair = plan.in_registers(&l, &plan.groups[0]);
+                assert_eq!(pair, fuse == convjit_plan::Fusion::Always, "{body}");
+                for batch in [1, 2] {
+                    let x = input(&l, batch, 7 + i as u64);
+                    if let Err(e) = check_with(&l, &w, &x, batch, &o) {
+                        panic!("{fuse:?}, {threads} threads, batch {batch}: {body}: {e}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -85,12 +85,19 @@ pub struct Function {
     /// The output channels it computes: `(0, Co)`, or a share
     /// ([`Split::Channels`]).
     pub channels: (usize, usize),
+    /// The stage before, which it computes first in registers (a
+    /// filter's pair, [`stage_plan::column_pair`]): the function reads
+    /// that stage's input.
+    pub column: Option<Stage>,
 }
 
 impl Function {
     /// Its plan for `target`'s generator ([`stage_plan::plan_channels`] for a
     /// share of the channels).
     pub fn plan(&self, target: &Target) -> StagePlan {
+        if let Some(col) = &self.column {
+            return stage_plan::plan_pair(col, &self.stage, target);
+        }
         match self.channels {
             (0, c) if c == self.stage.output.c => stage_plan::plan_for(&self.stage, target),
             (c0, c1) => stage_plan::plan_channels(&self.stage, target, c0, c1),
@@ -148,22 +155,34 @@ impl GroupProgram {
 pub fn program(layer: &Layer, plan: &LayerPlan) -> Program {
     let mut functions: Vec<Function> = Vec::new();
     let mut index: HashMap<(usize, (usize, usize)), usize> = HashMap::new();
+    // The plans' target: where threads split channels, their shares.
+    let target = plan.target();
+    let mut pairs = vec![false; layer.stages.len()];
+    for g in plan.groups.iter().filter(|g| plan.in_registers(layer, g)) {
+        pairs[g.last] = true;
+    }
     let mut function = |k: usize, channels: (usize, usize)| {
         *index.entry((k, channels)).or_insert_with(|| {
             functions.push(Function {
                 index: k,
                 stage: layer.stages[k].clone(),
                 channels,
+                column: pairs[k].then(|| layer.stages[k - 1].clone()),
             });
             functions.len() - 1
         })
     };
-    // The plans' target: where threads split channels, their shares.
-    let target = Target::of(plan.options.backend);
     let groups = plan
         .groups
         .iter()
-        .map(|g| group_steps(layer, g, &target, &mut function))
+        .map(|g| match pairs[g.last] {
+            true => pair_steps(
+                layer,
+                g,
+                function(g.last, (0, layer.stages[g.last].output.c)),
+            ),
+            false => group_steps(layer, g, &target, &mut function),
+        })
         .collect();
     Program {
         functions,
@@ -363,6 +382,33 @@ fn thread_band_steps(
         }
     }
     steps
+}
+
+/// A filter's pair in registers (function `f`: the row stage's, reading
+/// the column stage's input): each thread one call on its share of the
+/// rows, the bands' rows put together (no band buffers).
+fn pair_steps(layer: &Layer, g: &Group, f: usize) -> GroupProgram {
+    let stage = &layer.stages[g.last];
+    let row = stage.output.w * stage.output.c;
+    let threads = chunks(stage.output.h, g.band_rows, g.threads)
+        .iter()
+        .map(|bands| match (bands.first(), bands.last()) {
+            (Some(&(a, _)), Some(&(_, b))) => vec![Step::Call {
+                f,
+                src: Loc::GroupIn(0),
+                dst: Loc::GroupOut((a * row) as isize),
+                residual: a * row,
+                row0: a,
+                rows: b - a,
+            }],
+            _ => vec![],
+        })
+        .collect();
+    GroupProgram {
+        last: g.last,
+        threads,
+        buffers: vec![0],
+    }
 }
 
 /// A flat stage (`stage_plan::is_flat`) alone on whole tensors: its threads

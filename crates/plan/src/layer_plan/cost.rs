@@ -20,8 +20,8 @@
 use super::bands::band_rows;
 use super::{Host, MARGIN};
 use crate::stage_plan::{
-    paired_stage, planned_stage, stage_target, tile_plan, Target, TilePlan, K_CHUNK, M_BLOCK,
-    N_BLOCK,
+    column_pair, paired_stage, planned_stage, stage_target, tile_plan, Target, TilePlan, K_CHUNK,
+    M_BLOCK, N_BLOCK,
 };
 use convjit_ir::{Layer, Stage, StageKind};
 
@@ -97,6 +97,10 @@ const CONVERT_BYTES_PER_CYCLE: f64 = 32.0;
 /// configuration. Small: a 1x16x32 pointwise 32 ran 0.63 us on tiles and
 /// 0.64-0.66 us as f32 code, whose FMAs alone take ~600 cycles.
 const TILE_CALL_CYCLES: f64 = 200.0;
+/// Fraction of the FMA peak a filter's separated pair reaches in
+/// registers ([`column_pair`]): per 16 pixels of Sobel's pair, 12 FMAs
+/// beside 4 shifts, 2 permutations, 3 loads and 2 stores.
+const PAIR_EFFICIENCY: f64 = 0.6;
 
 /// Estimated cycles per image of `stage`'s arithmetic, as the code
 /// `target`'s generator writes for it runs it, called `calls` times per
@@ -234,6 +238,20 @@ pub(super) fn group_cycles(
     target: &Target,
 ) -> f64 {
     let stages = &layer.stages[first..=last];
+    let bytes = |shape: convjit_ir::Shape| shape.len() * 4;
+    let ends = |host: &Host| {
+        stall_cycles(bytes(stages[0].input), written_with(layer, first), host)
+            + stall_cycles(
+                bytes(stages[stages.len() - 1].output),
+                written_with(layer, last + 1),
+                host,
+            )
+    };
+    // A filter's pair in registers: one function, no band, no intermediate.
+    if last == first + 1 && column_pair(&stages[0], &stages[1], target).is_some() {
+        let macs = (stages[0].macs() + stages[1].macs()) as f64;
+        return macs / (target.lanes as f64 * 2.0 * PAIR_EFFICIENCY) + ends(host);
+    }
     let bands = match last > first {
         true => layer.stages[last]
             .output
@@ -242,13 +260,7 @@ pub(super) fn group_cycles(
         false => 1,
     };
     let compute: f64 = stages.iter().map(|s| stage_cycles(s, target, bands)).sum();
-    let bytes = |shape: convjit_ir::Shape| shape.len() * 4;
-    let mut stalls = stall_cycles(bytes(stages[0].input), written_with(layer, first), host)
-        + stall_cycles(
-            bytes(stages[stages.len() - 1].output),
-            written_with(layer, last + 1),
-            host,
-        );
+    let mut stalls = ends(host);
     // One band of a whole image holds whole intermediates, streamed as
     // between groups. Priced for tile plans only: f32 plans, whose
     // margin (a share of their larger compute) hid it, stay as they

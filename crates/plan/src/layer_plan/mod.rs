@@ -217,6 +217,19 @@ impl LayerPlan {
             self.host.tiles,
         )
     }
+
+    /// Group `g` of `layer` is a filter's separated pair that one function
+    /// computes, its column sums in registers
+    /// ([`crate::stage_plan::column_pair`]): no bands, no intermediate.
+    pub fn in_registers(&self, layer: &Layer, g: &Group) -> bool {
+        g.last == g.first + 1
+            && crate::stage_plan::column_pair(
+                &layer.stages[g.first],
+                &layer.stages[g.last],
+                &self.target(),
+            )
+            .is_some()
+    }
 }
 
 /// Decides fusion groups and band heights for `layer` on `host`, with

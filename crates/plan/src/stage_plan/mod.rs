@@ -20,6 +20,8 @@
 //!   ([`StagePlan::nest`], [`LoopNest`]);
 //! - `taps.rs`: the taps of a register block's kernel row
 //!   ([`StagePlan::reduction`], [`StagePlan::dw_taps`]);
+//! - `column_pair.rs`: a filter's separated pair computed in registers by
+//!   one function ([`column_pair`], [`ColumnPass`]);
 //! - `code_size.rs`: the instructions a plan will take ([`code_size()`]);
 //! - `streams.rs`: which plans prefetch their stores for writing
 //!   ([`mark_streamed_outputs`]);
@@ -27,6 +29,7 @@
 //!   [`dot_plan`], [`TilePlan`]).
 
 mod code_size;
+mod column_pair;
 mod geometry;
 mod nest;
 mod packing;
@@ -40,6 +43,7 @@ mod target;
 mod tiles;
 
 pub use code_size::{code_size, MIN_CODE_SIZE};
+pub use column_pair::{column_pair, pack_column_pair, plan_pair, ColumnPass, STRIP_PIXELS};
 pub use geometry::{
     call_range, inputs_in_lanes_ok, is_flat, positions, row_block_vectors, tap_range, ColBlock,
     Segment,

@@ -221,6 +221,10 @@ pub struct StagePlan {
     /// what the caches keep between calls ([`super::mark_streamed_outputs`]).
     /// Set by the compilers, never by [`plan_for`].
     pub prefetch_stores: bool,
+    /// A row stage whose function computes the column stage before it
+    /// too, in registers ([`super::column_pair`]): its input is that
+    /// stage's. Set by [`super::plan_pair`], never by [`plan_for`].
+    pub column: Option<super::ColumnPass>,
 }
 
 /// The plan of `stage` for Cranelift's vectors.
@@ -356,6 +360,7 @@ pub(super) fn plan_with(stage: &Stage, target: &Target, compact: Option<bool>) -
         bf16_output: false,
         round_input: false,
         prefetch_stores: false,
+        column: None,
     }
 }
 

@@ -42,15 +42,17 @@ pub fn streams_past_caches(input: Shape, output: Shape) -> bool {
 pub fn mark_streamed_outputs(plans: &mut [StagePlan], program: &Program) {
     let mut first = 0;
     for g in &program.groups {
-        let stage = |i: usize| {
-            program
-                .functions
-                .iter()
-                .find(|f| f.index == i)
-                .map(|f| &f.stage)
+        // Stage `i`'s input and output where a function computes it (a
+        // pair's column stage: the row stage's function).
+        let shapes = |i: usize| {
+            program.functions.iter().find_map(|f| match &f.column {
+                _ if f.index == i => Some((f.stage.input, f.stage.output)),
+                Some(c) if f.index == i + 1 => Some((c.input, c.output)),
+                _ => None,
+            })
         };
-        let streams = match (stage(first), stage(g.last)) {
-            (Some(a), Some(b)) => streams_past_caches(a.input, b.output),
+        let streams = match (shapes(first), shapes(g.last)) {
+            (Some((a, _)), Some((_, b))) => streams_past_caches(a, b),
             _ => false,
         };
         if streams {
@@ -85,6 +87,7 @@ mod tests {
         let options = Options {
             threads: 1,
             fuse,
+            backend: Backend::Avx512,
             ..Options::default()
         };
         let l = convjit_ir::compile_source(src).unwrap().remove(0);
@@ -112,11 +115,15 @@ mod tests {
         let rows = (l3 / 8 * 5).div_ceil(3 * 4 * 1920) + 1;
         let two = format!(
             "layer a {{ input {rows}x1920x1\n c: conv 3x1 -> 2, pad same\n \
-             r: depthwise 1x3, pad same }}"
+             r: depthwise 1x7, pad same }}"
         );
         let two = two.as_str();
         assert_eq!(marked(two, Fusion::Always), [false, true]);
         // Apart: each stage writes a whole tensor of its own group.
         assert_eq!(marked(two, Fusion::Never), [true, true]);
+        // A pair in registers is one function, reading the column stage's
+        // input (`column_pair`).
+        let pair = two.replace("1x7", "1x3");
+        assert_eq!(marked(&pair, Fusion::Always), [true]);
     }
 }

@@ -41,6 +41,9 @@ pub struct Target {
     /// JIT's runtime converts its input rows to bf16 pairs before each
     /// call. (The AOT objects keep the tile layout: they have no runtime.)
     pub pairs: bool,
+    /// The precision the stages compute in: f32 code only (a filter's
+    /// pair in registers, [`super::column_pair`]) rounds nothing.
+    pub precision: Precision,
 }
 
 /// Which arithmetic runs a bf16 conv, pointwise or grouped stage
@@ -94,6 +97,7 @@ impl Target {
         dot: false,
         dot_all: false,
         pairs: false,
+        precision: Precision::F32,
     };
     /// `convjit-x86`'s AVX2 generator: 256-bit ymm vectors, 16 registers.
     pub const AVX2: Target = Target {
@@ -104,6 +108,7 @@ impl Target {
         dot: false,
         dot_all: false,
         pairs: false,
+        precision: Precision::F32,
     };
     /// `convjit-x86`'s AVX-512 generator: 512-bit zmm vectors, 32
     /// registers.
@@ -115,6 +120,7 @@ impl Target {
         dot: false,
         dot_all: false,
         pairs: false,
+        precision: Precision::F32,
     };
 
     /// The target of a concrete generator (`Auto` is Cranelift's).
@@ -149,6 +155,7 @@ impl Target {
             pairs: bf16
                 && (units == Bf16Units::Dot
                     || units == Bf16Units::Auto && crate::backend::is_amd()),
+            precision,
             ..Target::of(backend)
         }
     }

@@ -157,6 +157,9 @@ impl Gen<'_> {
 
     /// The plan's whole loop nest ([`LoopNest`]).
     pub(super) fn body(&mut self) {
+        if let Some(c) = self.p.column {
+            return self.column_pair(&c);
+        }
         let chunks = self.p.k_chunks();
         if self.n.channels_outer && chunks > 1 {
             return self.chunked(chunks);

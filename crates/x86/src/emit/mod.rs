@@ -36,8 +36,9 @@
 //! (a block of 1-4 output channels with their inputs in the lanes),
 //! `depthwise.rs`
 //! (depthwise rows: taps, prefetch), `row_vectors.rs` (rows as vectors,
-//! row pairs, the row multiplier), `epilogue.rs` (activation, residual,
-//! stores).
+//! row pairs, the row multiplier), `column_pair.rs` (a filter's separated
+//! pair in one function, its column sums in registers), `epilogue.rs`
+//! (activation, residual, stores).
 //!
 //! Signature (System V): `fn(input rdi, weights rsi, output rdx, residual
 //! rcx, row0 r8, rows r9)`. Registers:
@@ -63,6 +64,7 @@
 //! register instead, so no offset wraps.
 
 mod block;
+mod column_pair;
 mod depthwise;
 mod epilogue;
 mod input_lanes;

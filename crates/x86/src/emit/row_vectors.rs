@@ -337,14 +337,9 @@ impl Gen<'_> {
         });
         // Interleave: output vector 2pv holds pixels 0-7 of the pair's 16
         // as (o0, o1) lane pairs, 2pv + 1 pixels 8-15.
-        let lanes = p.sched.lanes;
-        let lo: Vec<u8> = (0..lanes).map(|l| ((l % 2) * 16 + l / 2) as u8).collect();
-        let hi: Vec<u8> = (0..lanes)
-            .map(|l| ((l % 2) * 16 + 8 + l / 2) as u8)
-            .collect();
         let (ilo, ihi) = (w[0], w[1]);
-        self.byte_indices(ilo, &lo);
-        self.byte_indices(ihi, &hi);
+        self.byte_indices(ilo, &interleaving(p.sched.lanes, false));
+        self.byte_indices(ihi, &interleaving(p.sched.lanes, true));
         for pv in 0..nv / 2 {
             let (a0, a1) = (acc[2 * pv], acc[2 * pv + 1]);
             for (x, idx) in [(xs[0], ilo), (xs[1], ihi)] {
@@ -385,7 +380,7 @@ impl Gen<'_> {
 
     /// `d`'s dword lanes to `bytes` (one per lane, at most 255): from
     /// two 64-bit immediates (one with 8 lanes), zero-extended.
-    fn byte_indices(&mut self, d: R, bytes: &[u8]) {
+    pub(super) fn byte_indices(&mut self, d: R, bytes: &[u8]) {
         let lanes = self.p.sched.lanes;
         let qword = |q: &[u8]| i64::from_le_bytes(q.try_into().expect("8 bytes"));
         let x = self.x(self.index(d));
@@ -558,6 +553,15 @@ impl Gen<'_> {
         ));
         x
     }
+}
+
+/// The `vpermi2ps` indices that interleave two vectors of `lanes` lanes
+/// pixel by pixel: their first halves (`hi`: their second halves).
+pub(super) fn interleaving(lanes: usize, hi: bool) -> Vec<u8> {
+    let half = if hi { lanes / 2 } else { 0 };
+    (0..lanes)
+        .map(|l| ((l % 2) * lanes + half + l / 2) as u8)
+        .collect()
 }
 
 /// The distinct channel phases of a few-channel row block, in order of

@@ -231,7 +231,7 @@ impl Gen<'_> {
     /// Makes the masks of the first `n` lanes for each `n` of `ns`, in
     /// order: AVX-512 in `k1`, `k2`, ..., AVX2 in the frame from `MASKS`,
     /// 32 bytes each.
-    fn set_masks(&mut self, ns: Vec<usize>) {
+    pub(super) fn set_masks(&mut self, ns: Vec<usize>) {
         assert!(ns.len() <= 7, "at most 7 tail lengths");
         for (k, &n) in ns.iter().enumerate() {
             if self.evex() {
