@@ -98,9 +98,10 @@ const CONVERT_BYTES_PER_CYCLE: f64 = 32.0;
 /// 0.64-0.66 us as f32 code, whose FMAs alone take ~600 cycles.
 const TILE_CALL_CYCLES: f64 = 200.0;
 /// Fraction of the FMA peak a filter's separated pair reaches in
-/// registers ([`column_pair`]): per 16 pixels of Sobel's pair, 12 FMAs
-/// beside 4 shifts, 2 permutations, 3 loads and 2 stores.
-const PAIR_EFFICIENCY: f64 = 0.6;
+/// registers ([`column_pair`]): Sobel's pair (per 16 pixels 12 FMAs beside
+/// 4 shifts and 2 permutations on their ports) and a 5x5 grey one, 54
+/// rows of 1920 (in L2), ran at 65% and 68% of `bench`'s `fma512-peak`.
+const PAIR_EFFICIENCY: f64 = 0.65;
 
 /// Estimated cycles per image of `stage`'s arithmetic, as the code
 /// `target`'s generator writes for it runs it, called `calls` times per

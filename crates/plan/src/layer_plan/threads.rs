@@ -25,7 +25,7 @@ pub(super) fn choose_bands_and_threads(
 ) -> Vec<Group> {
     let out_h = layer.stages[g.last].output.h;
     let fused = g.last > g.first;
-    g.band_rows = band_height(layer, &g, options, host, &mut why);
+    g.band_rows = band_height(layer, &g, options, host, target, &mut why);
     share_work(layer, &mut g, options, host, target, threads, &mut why);
     if !bands_ok(layer, &g) {
         if fused {
@@ -45,16 +45,23 @@ pub(super) fn choose_bands_and_threads(
 
 /// Output rows of `g`'s last stage per band, its reason added to `why`:
 /// forced, or for a fused group as many as keep its intermediate rows in
-/// L1d or a quarter of L2 ([`band_rows`]); a stage alone runs in one band.
+/// L1d or a quarter of L2 ([`band_rows`]); a stage alone, or a filter's
+/// pair in registers (`stage_plan::column_pair`), runs in one band.
 fn band_height(
     layer: &Layer,
     g: &Group,
     options: &Options,
     host: &Host,
+    target: &Target,
     why: &mut Vec<String>,
 ) -> usize {
     let out_h = layer.stages[g.last].output.h;
     let fused = g.last > g.first;
+    let (col, row) = (&layer.stages[g.first], &layer.stages[g.last]);
+    if g.last == g.first + 1 && crate::stage_plan::column_pair(col, row, target).is_some() {
+        why.push("in registers: one function computes both stages, no bands".into());
+        return out_h;
+    }
     match options.band_rows {
         Some(b) => {
             why.push(format!("band of {b} rows: forced"));
