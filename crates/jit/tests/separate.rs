@@ -103,9 +103,11 @@ fn rank_weights(l: &Layer, seed: u64, noise: f32, rank: usize) -> Weights {
     Weights::new(l, vec![StageWeights { weight: w, bias }]).unwrap()
 }
 
-/// Each generator the host runs, one and two threads.
+/// Each generator the host runs, one and two threads; on AVX-512 also
+/// every stage fused, where a filter's pair runs in registers
+/// (`stage_plan::column_pair`) whatever the cost model thinks of fusing.
 fn options() -> Vec<Options> {
-    Backend::available()
+    let mut all: Vec<Options> = Backend::available()
         .into_iter()
         .flat_map(|backend| {
             [1, 2].map(|threads| Options {
@@ -115,7 +117,17 @@ fn options() -> Vec<Options> {
                 ..Options::default()
             })
         })
-        .collect()
+        .collect();
+    if Backend::available().contains(&Backend::Avx512) {
+        all.push(Options {
+            backend: Backend::Avx512,
+            threads: 2,
+            min_thread_cycles: 0,
+            fuse: convjit_plan::Fusion::Always,
+            ..Options::default()
+        });
+    }
+    all
 }
 
 /// `sep`, the rewrite of `l`, compiled as a layer of its own, against the
