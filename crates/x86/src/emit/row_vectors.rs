@@ -10,6 +10,14 @@ use crate::Isa;
 use convjit_plan::stage_plan::tap_range;
 use iced_x86::{Code, Instruction as I, Register as R};
 
+/// The widest kernel rows whose row pairs take their taps from shifted
+/// vectors ([`Gen::pair_shifts`]): a tap is then a `valignd` on the FMAs'
+/// ports instead of a load that crosses a cache line (two loads' worth).
+/// One channel, 54x1920 rows (in L2), one thread, alternated: 3x3
+/// 11.7-12.3 -> 9.1-9.4 us, 5x5 26.7-27.2 -> 24.1-24.5; 7x7 level
+/// (48.0-49.2 against 48.3-51.1), 9x9 82-83 -> 91-94.
+const PAIR_SHIFTED_TAPS: usize = 5;
+
 impl Gen<'_> {
     /// Grey-image rows run in pairs ([`Gen::row_pair_block`]) between
     /// output rows `first` and `last` (every kernel row valid): where one
@@ -33,8 +41,25 @@ impl Gen<'_> {
 
     /// Vectors per row of a pair block: two rows of accumulators, two
     /// kernel rows of broadcast weights and two input registers.
+    /// With taps from shifted vectors ([`Gen::pair_shifts`]), also an
+    /// input row's whole vectors.
     fn pair_vectors(&self) -> usize {
-        (self.regs.saturating_sub(2 * self.p.kw + 2) / 2).min(8)
+        let p = self.p;
+        let fixed = 2 * p.kw + 2;
+        match self.pair_shifts() {
+            true => {
+                let extra = ((p.kw - 1) * p.dil_w).div_ceil(p.sched.lanes);
+                (self.regs.saturating_sub(fixed + extra) / 3).min(8)
+            }
+            false => (self.regs.saturating_sub(fixed) / 2).min(8),
+        }
+    }
+
+    /// A pair block takes its taps by `valignd` from an input row's whole
+    /// vectors ([`Gen::shifted_inputs`]) rather than a load each, for
+    /// up to [`PAIR_SHIFTED_TAPS`] kernel columns (AVX-512).
+    fn pair_shifts(&self) -> bool {
+        self.evex() && (2..=PAIR_SHIFTED_TAPS).contains(&self.p.kw)
     }
 
     /// A one-channel depthwise row's interior floats `a..b` (columns times channels; see
@@ -128,7 +153,7 @@ impl Gen<'_> {
                 g.vbroadcast(wr, m);
             }
             if let Some(sh) = &shifted {
-                g.load_aligned_inputs(sh);
+                g.load_aligned_inputs(sh, 0);
             }
             let mut n = 0;
             for (kx, &wr) in w.iter().enumerate() {
@@ -149,7 +174,9 @@ impl Gen<'_> {
     /// (see [`Gen::row_pair_rows`]): each of the `kh + 1` input rows is
     /// loaded once per tap and vector and feeds both rows, kernel row `j`
     /// of the first and `j - 1` of the second: 15 loads per output vector
-    /// of a 5x5 instead of 25. Fully unrolled (every kernel row valid).
+    /// of a 5x5 instead of 25; up to [`PAIR_SHIFTED_TAPS`] kernel columns,
+    /// each input row's whole vectors are loaded once and the taps shifted
+    /// from them. Fully unrolled (every kernel row valid).
     // `kx` indexes both rows' weights, chosen per input row.
     #[allow(clippy::needless_range_loop)]
     fn row_pair_block(&mut self, nv: usize) {
@@ -177,8 +204,15 @@ impl Gen<'_> {
         }
         self.load(IP, Slot::SegI);
         let row = (p.w * 4) as i64;
+        let shifted = match self.pair_shifts() {
+            true => self.shifted_inputs(nv, p.dil_w, 2 * nv + 2 * kw + 2),
+            false => None,
+        };
         let mut n = 0;
         for j in 0..=kh {
+            if let Some(sh) = &shifted {
+                self.load_aligned_inputs(sh, j as i64 * row);
+            }
             // Input row j: kernel row j of output row 0, j - 1 of row 1.
             let rows: Vec<(usize, usize)> = [(0, j), (1, j.wrapping_sub(1))]
                 .into_iter()
@@ -194,11 +228,17 @@ impl Gen<'_> {
                 for v in 0..nv {
                     let x = xs[n % 2];
                     n += 1;
-                    let m = self.at(
-                        IP,
-                        j as i64 * row + v as i64 * vl + (kx * p.dil_w * 4) as i64,
-                    );
-                    self.vload(x, m);
+                    let x = match &shifted {
+                        Some(sh) => self.tap_input(Some(sh), x, v, kx * p.dil_w),
+                        None => {
+                            let m = self.at(
+                                IP,
+                                j as i64 * row + v as i64 * vl + (kx * p.dil_w * 4) as i64,
+                            );
+                            self.vload(x, m);
+                            x
+                        }
+                    };
                     for &(r, _) in &rows {
                         self.fma(acc[r][v], x, Src::R(w[r][kx]));
                     }
@@ -320,7 +360,7 @@ impl Gen<'_> {
                 }
             }
             if let Some(sh) = &shifted {
-                g.load_aligned_inputs(sh);
+                g.load_aligned_inputs(sh, 0);
             }
             let mut n = 0;
             for kx in 0..p.kw {
@@ -449,7 +489,7 @@ impl Gen<'_> {
         let in_ky = (p.dil_h * p.w * c * 4) as i64;
         self.repeat(Count::Slot(Slot::Nky), Ctr::Reg(CKY), &mut |g| {
             if let Some(sh) = &shifted {
-                g.load_aligned_inputs(sh);
+                g.load_aligned_inputs(sh, 0);
             }
             let mut n = 0;
             for kx in 0..p.kw {
@@ -515,10 +555,10 @@ impl Gen<'_> {
 
     /// Loads [`Shifted`]'s vectors from `[IP]`: the last one masked to the
     /// lanes the taps read.
-    fn load_aligned_inputs(&mut self, sh: &Shifted) {
+    fn load_aligned_inputs(&mut self, sh: &Shifted, base: i64) {
         for j in 0..sh.count {
             let r = self.v(sh.first + j);
-            let m = self.at(IP, j as i64 * self.vb);
+            let m = self.at(IP, base + j as i64 * self.vb);
             if j + 1 == sh.count && sh.last_lanes != 0 {
                 self.vload_masked(r, m, sh.last_lanes, r);
             } else {
