@@ -393,6 +393,9 @@ fn filter_pairs_in_registers_match_the_interpreter() {
         "input 9x1100x1\n c: depthwise 7x1, pad 3 3 0 0\n r: depthwise 1x5, pad 0 0 2 2, bias, relu",
         "input 5x1041x1\n c: depthwise 9x1, pad 4 4 0 0\n r: depthwise 1x3, pad 0 0 1 1",
         "input 4x2600x1\n c: conv 3x1 -> 2, pad 1 1 0 0\n r: depthwise 1x3, pad 0 0 1 1, relu6",
+        // Wider than the input (a right pad of 1,000): whole rows, no
+        // strips (whose middle ones would load past the input rows).
+        "input 4x1100x1\n c: depthwise 7x1, pad 3 3 0 0\n r: depthwise 1x3, pad 0 0 1 1000, bias",
     ];
     if !Backend::available().contains(&Backend::Avx512) {
         println!("note: this CPU does not run the avx512 generator: skipped");

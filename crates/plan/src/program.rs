@@ -156,7 +156,7 @@ pub fn program(layer: &Layer, plan: &LayerPlan) -> Program {
     let mut functions: Vec<Function> = Vec::new();
     let mut index: HashMap<(usize, (usize, usize)), usize> = HashMap::new();
     // The plans' target: where threads split channels, their shares.
-    let target = plan.target();
+    let target = Target::of(plan.options.backend);
     let mut pairs = vec![false; layer.stages.len()];
     for g in plan.groups.iter().filter(|g| plan.in_registers(layer, g)) {
         pairs[g.last] = true;

@@ -126,8 +126,11 @@ pub fn plan_pair(col: &Stage, row: &Stage, target: &Target) -> StagePlan {
     let mut p = plan_for(row, target);
     c.w_off = p.packed_len;
     p.packed_len += c.m * (c.kh + p.kw + 1);
+    // (Strips only where the output is no wider than the input: the
+    // middle strips share one code, every load of it whole.)
     let rows_bytes = c.kh * c.w * 4;
-    if rows_bytes > crate::layer_plan::host_l1d_bytes() / 2 && p.wo >= 2 * STRIP_PIXELS {
+    let fits = p.wo >= 2 * STRIP_PIXELS && p.wo <= c.w;
+    if rows_bytes > crate::layer_plan::host_l1d_bytes() / 2 && fits {
         c.strip = STRIP_PIXELS;
     }
     p.column = Some(c);
