@@ -147,6 +147,31 @@ fn rank1_weights_are_planned_run_benched_and_built_separated() {
     for (a, b) in outs[0].iter().zip(&outs[1]) {
         assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
     }
+    // On AVX-512, the pair fused runs in registers (one function): `plan`
+    // says so, its JSON too, and `run` agrees with the interpreter.
+    if convjit::Backend::available().contains(&convjit::Backend::Avx512) {
+        let pair = ["--backend", "avx512", "--fuse-all"];
+        let o = convjit(&[&["plan", s(&conv), "--weights", s(&w)], &pair[..]].concat());
+        assert!(
+            stdout(&o).contains("[f.col, f.row], in registers"),
+            "{}",
+            stdout(&o)
+        );
+        let o = convjit(&[&["plan", s(&conv), "--weights", s(&w), "--json"], &pair[..]].concat());
+        let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        assert_eq!(j["groups"][0]["in_registers"], true, "{j}");
+        let outs = jit_and_interp(
+            dir.path(),
+            &conv,
+            &w,
+            &[&["--input", s(&input)], &pair[..]].concat(),
+        );
+        for (a, b) in outs[0].iter().zip(&outs[1]) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    } else {
+        println!("note: this CPU does not run the avx512 generator: the pair in registers is not checked");
+    }
 
     let o = convjit(&[
         "bench",
