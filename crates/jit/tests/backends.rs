@@ -388,6 +388,8 @@ fn filter_pairs_in_registers_match_the_interpreter() {
         "input 7x40x1\n c: depthwise 3x1, pad 1 1 0 0\n r: depthwise 1x5, pad 0 0 0 4",
         "input 7x21x1\n c: depthwise 3x1, pad 1 1 0 0\n r: depthwise 1x2, pad 0 0 0 15",
         "input 4x70x1\n c: conv 2x1 -> 1, pad 0 1 0 0\n r: depthwise 1x4, bias",
+        // Two outputs of 5x5: the row weights as memory operands.
+        "input 8x37x1\n c: conv 5x1 -> 2, pad 2 2 0 0\n r: depthwise 1x5, pad 0 0 2 2, bias, relu",
         // Strips: the kernel rows' input passes half of L1d up to 60 KiB
         // (7 x 1,100 x 4 bytes; 9 x 1,041; 3 x 2,600 up to 61 KiB).
         "input 9x1100x1\n c: depthwise 7x1, pad 3 3 0 0\n r: depthwise 1x5, pad 0 0 2 2, bias, relu",

@@ -41,6 +41,9 @@ pub struct ColumnPass {
     /// output row reads do not fit half of L1d, a strip's do, and the
     /// rows below reuse them from there ([`STRIP_PIXELS`]).
     pub strip: usize,
+    /// The row weights fit registers beside the rest; else each FMA reads
+    /// its weight as a broadcast memory operand (a 5x5 bank of 2 outputs).
+    pub row_in_registers: bool,
 }
 
 /// Pixels of a column strip ([`ColumnPass::strip`]): 16 vectors, a KiB of
@@ -68,7 +71,7 @@ const FIXED_REGISTERS: usize = 7;
 /// part), `row` a `1xKw` depthwise stage on its output (stride and
 /// dilation 1, padding left and right only, 2 to [`MAX_ROW_TAPS`]
 /// taps reaching at most 16 pixels left and 15 right, no residual), and
-/// every weight fits a register beside the function's own
+/// the column weights and bias fit registers beside the function's own
 /// ([`FIXED_REGISTERS`]). `None` otherwise: the two
 /// stages run as two functions.
 pub fn column_pair(col: &Stage, row: &Stage, target: &Target) -> Option<ColumnPass> {
@@ -106,8 +109,11 @@ pub fn column_pair(col: &Stage, row: &Stage, target: &Target) -> Option<ColumnPa
         && pl <= 16
         && kw - 1 <= pl + 15
         && !row.residual;
-    let registers = 4 * m + FIXED_REGISTERS + m * (kh + kw + 1);
-    (f32_avx512 && col_ok && row_ok && registers <= target.vector_registers).then_some(ColumnPass {
+    // The column weights and the bias in registers; the row weights too
+    // where they fit.
+    let registers = 4 * m + FIXED_REGISTERS + m * (kh + 1);
+    let regs = target.vector_registers;
+    (f32_avx512 && col_ok && row_ok && registers <= regs).then_some(ColumnPass {
         kh,
         pt: col.padding.top,
         h: col.input.h,
@@ -115,6 +121,7 @@ pub fn column_pair(col: &Stage, row: &Stage, target: &Target) -> Option<ColumnPa
         m,
         w_off: 0,
         strip: 0,
+        row_in_registers: registers + m * kw <= regs,
     })
 }
 
@@ -193,11 +200,15 @@ mod tests {
                 w: 50,
                 m: 2,
                 w_off: 0,
-                strip: 0
+                strip: 0,
+                row_in_registers: true,
             })
         );
         let grey = "layer l { input 9x20x1\n c: depthwise 9x1, pad 4 4 0 0\n r: depthwise 1x5, pad 0 0 2 2 }";
-        assert!(pair(grey, &t).is_some());
+        assert!(pair(grey, &t).is_some_and(|c| c.row_in_registers));
+        // Two outputs of 5x5: the row weights as memory operands.
+        let bank = "layer l { input 9x20x1\n c: conv 5x1 -> 2, pad 2 2 0 0\n r: depthwise 1x5, pad 0 0 2 2 }";
+        assert!(pair(bank, &t).is_some_and(|c| !c.row_in_registers));
         for other in [Target::AVX2, Target::CRANELIFT] {
             assert_eq!(pair(sobel, &other), None);
         }
@@ -216,7 +227,7 @@ mod tests {
             "layer l { input 9x20x1\n c: depthwise 3x1, multiplier 4, pad 1 1 0 0\n r: depthwise 1x3, pad same }",
             "layer l { input 9x20x1\n c: depthwise 3x1, pad 1 1 0 0\n r: depthwise 1x7, pad same }",
             "layer l { input 9x40x1\n c: depthwise 3x1, pad 1 1 0 0\n r: depthwise 1x3, pad 0 0 17 0 }",
-            "layer l { input 20x20x1\n c: depthwise 21x1, pad same\n r: depthwise 1x5, pad same }",
+            "layer l { input 20x20x1\n c: depthwise 25x1, pad same\n r: depthwise 1x5, pad same }",
             "layer l { input 9x20x1\n c: depthwise 3x1, pad 1 1 0 0\n r: depthwise 1x3, pad same, residual }",
         ] {
             assert_eq!(pair(not, &t), None, "{not}");

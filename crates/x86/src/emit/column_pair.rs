@@ -16,7 +16,7 @@
 //! strip, the middle ones (one loop, their code the same), the last.
 
 use super::row_vectors::interleaving;
-use super::{Count, Ctr, Gen, Slot, IMG, IMM, OY, RUN_I, RUN_O, WTS};
+use super::{Count, Ctr, Gen, Slot, Src, IMG, IMM, OY, RUN_I, RUN_O, WTS};
 use convjit_ir::Activation;
 use convjit_plan::stage_plan::ColumnPass;
 use iced_x86::{Code, Instruction as I, Register as R};
@@ -35,7 +35,8 @@ enum Next {
 /// Where a pair function keeps its vectors: per output `o` its sum and
 /// its column sums before, at and after the current 16 pixels, then the
 /// loaded input, two shifted taps, zero and six, the interleaving
-/// permutations and the weights.
+/// permutations, the column weights, the bias and (where they fit) the row
+/// weights.
 struct Regs {
     m: usize,
     kh: usize,
@@ -73,11 +74,12 @@ impl Regs {
     fn col_weight(&self, o: usize, i: usize) -> usize {
         4 * self.m + 7 + o * self.kh + i
     }
-    fn row_weight(&self, o: usize, j: usize) -> usize {
-        4 * self.m + 7 + self.m * self.kh + o * self.kw + j
-    }
     fn bias(&self, o: usize) -> usize {
-        4 * self.m + 7 + self.m * (self.kh + self.kw) + o
+        4 * self.m + 7 + self.m * self.kh + o
+    }
+    /// Where [`ColumnPass::row_in_registers`].
+    fn row_weight(&self, o: usize, j: usize) -> usize {
+        4 * self.m + 7 + self.m * (self.kh + 1) + o * self.kw + j
     }
 }
 
@@ -187,7 +189,7 @@ impl Gen<'_> {
                 let m = self.at(WTS, base + 4 * (o * c.kh + i) as i64);
                 self.vbroadcast(self.v(r.col_weight(o, i)), m);
             }
-            for j in 0..p.kw {
+            for j in (0..p.kw).filter(|_| c.row_in_registers) {
                 let m = self.at(WTS, base + 4 * (c.m * c.kh + o * p.kw + j) as i64);
                 self.vbroadcast(self.v(r.row_weight(o, j)), m);
             }
@@ -356,13 +358,14 @@ impl Gen<'_> {
                         t
                     }
                 };
-                let w = self.v(r.row_weight(o, j));
-                self.a.emit(I::with3(
-                    Code::EVEX_Vfmadd231ps_zmm_k1z_zmm_zmmm512b32_er,
-                    acc,
-                    tap,
-                    w,
-                ));
+                let w = match c.row_in_registers {
+                    true => Src::R(self.v(r.row_weight(o, j))),
+                    false => {
+                        let off = c.w_off + c.m * c.kh + o * p.kw + j;
+                        Src::M(self.at_bcst(WTS, off as i64 * 4))
+                    }
+                };
+                self.fma(acc, tap, w);
             }
             if p.activation != Activation::None {
                 self.vmax(acc, self.v(r.zero()));
