@@ -13,7 +13,8 @@
 //! computes first); its packed weights are the row stage's, then the
 //! column weights `[M][Kh]`, the row weights `[M][Kw]` and the row
 //! stage's bias `[M]` ([`pack_column_pair`]), each broadcast into a
-//! register of its own once per call.
+//! register of its own once per call (the row weights where they fit:
+//! [`ColumnPass::row_in_registers`]; else read by each FMA).
 
 use super::{plan_for, StagePlan, Target};
 use crate::Backend;

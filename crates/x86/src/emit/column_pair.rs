@@ -4,6 +4,8 @@
 //! kernel row, shared by the M outputs), then the row stage's taps from
 //! the sums before, at and after (`valignd`), the bias, activation, and
 //! for M = 2 the two outputs interleaved (`vpermi2ps`) as NHWC stores.
+//! Every weight is broadcast into a register once per call, the row
+//! weights only where they fit (else `{1to16}` memory operands).
 //!
 //! Rows are in classes of the same valid kernel rows (the top border,
 //! the interior, the bottom border), each with its own code: a row
@@ -95,7 +97,7 @@ impl Gen<'_> {
         };
         // Masks: the image's last 16 pixels, the output's last stores.
         let rest_in = c.w % 16;
-        let mut tails: Vec<usize> = self.store_tails(c.m, p.wo % 16).into_iter().collect();
+        let mut tails = store_tails(c.m, p.wo % 16);
         tails.push(rest_in);
         tails.retain(|&n| n > 0 && n < 16);
         tails.sort();
@@ -165,18 +167,6 @@ impl Gen<'_> {
             }
             g.a.bind(next);
         });
-    }
-
-    /// The lengths of the masked stores of a row's last `rest` pixels
-    /// (none where 0) of `m` outputs each: for two, the first vector's
-    /// floats, then the second's.
-    fn store_tails(&self, m: usize, rest: usize) -> Vec<usize> {
-        match (m, rest) {
-            (_, 0) => vec![],
-            (1, n) => vec![n],
-            (_, n) if 2 * n <= 16 => vec![2 * n],
-            (_, n) => vec![2 * n - 16],
-        }
     }
 
     /// Every weight broadcast into its register, the permutations and
@@ -409,5 +399,17 @@ impl Gen<'_> {
         // No `prefetchw` ahead of the stores, though the plan may ask
         // (`StagePlan::prefetch_stores`): Sobel's pair at 1920x1080 ran
         // 389-457 us without, 463-490 with (alternated, one run).
+    }
+}
+
+/// The length of the masked store of a row's last `rest` pixels (none
+/// where 0) of `m` outputs each: for two, the one vector of fewer than 16
+/// floats, the first or the second.
+fn store_tails(m: usize, rest: usize) -> Vec<usize> {
+    match (m, rest) {
+        (_, 0) => vec![],
+        (1, n) => vec![n],
+        (_, n) if 2 * n <= 16 => vec![2 * n],
+        (_, n) => vec![2 * n - 16],
     }
 }
