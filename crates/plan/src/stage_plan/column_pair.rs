@@ -73,7 +73,7 @@ const FIXED_REGISTERS: usize = 7;
 /// dilation 1, padding left and right only, 2 to [`MAX_ROW_TAPS`]
 /// taps reaching at most 16 pixels left and 15 right, no residual), and
 /// the column weights and bias fit registers beside the function's own
-/// ([`FIXED_REGISTERS`]). `None` otherwise: the two
+/// (`FIXED_REGISTERS`). `None` otherwise: the two
 /// stages run as two functions.
 pub fn column_pair(col: &Stage, row: &Stage, target: &Target) -> Option<ColumnPass> {
     let f32_avx512 = target.backend == Backend::Avx512

@@ -43,7 +43,9 @@ mod target;
 mod tiles;
 
 pub use code_size::{code_size, MIN_CODE_SIZE};
-pub use column_pair::{column_pair, pack_column_pair, plan_pair, ColumnPass, STRIP_PIXELS};
+pub use column_pair::{
+    column_pair, pack_column_pair, plan_pair, ColumnPass, MAX_ROW_TAPS, STRIP_PIXELS,
+};
 pub use geometry::{
     call_range, inputs_in_lanes_ok, is_flat, positions, row_block_vectors, tap_range, ColBlock,
     Segment,
