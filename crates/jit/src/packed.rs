@@ -3,8 +3,6 @@
 //! page instead): each function's stage as its plan lays it out, and a
 //! filter's pair the column stage's too (`stage_plan::pack_column_pair`).
 
-#[cfg(feature = "testing")]
-use crate::testing;
 use convjit_ir::Precision;
 use convjit_plan::stage_plan;
 
@@ -78,44 +76,22 @@ fn pack(
     }
 }
 
-#[cfg(not(feature = "testing"))]
-pub(crate) struct Packed(pub(crate) Aligned);
+/// A function's packed weights: aligned storage, or with the `testing`
+/// feature exactly `packed_len` floats ending at a guard page (the run
+/// buffers' kind, `scratch::Buf`).
+pub(crate) struct Packed(pub(crate) crate::scratch::Buf);
 
-/// With the `testing` feature: exactly `packed_len` floats ending at a
-/// guard page (see `testing.rs`).
-#[cfg(feature = "testing")]
-pub(crate) struct Packed(pub(crate) testing::Guarded);
-
-#[cfg(feature = "testing")]
 impl Packed {
+    /// A stage's weights packed by `p`, written straight into the storage.
     pub(crate) fn new(
         p: &stage_plan::StagePlan,
         w: &convjit_ir::StageWeights,
         col: Option<&convjit_ir::StageWeights>,
         precision: Precision,
     ) -> Packed {
-        let mut g = testing::Guarded::zeroed(p.packed_len, true);
-        pack(p, w, col, precision, &mut g);
-        Packed(g)
-    }
-
-    pub(crate) fn ptr(&self) -> *const f32 {
-        self.0.as_ptr()
-    }
-}
-
-#[cfg(not(feature = "testing"))]
-impl Packed {
-    /// A stage's weights packed by `p`, written straight into aligned storage.
-    pub(crate) fn new(
-        p: &stage_plan::StagePlan,
-        w: &convjit_ir::StageWeights,
-        col: Option<&convjit_ir::StageWeights>,
-        precision: Precision,
-    ) -> Packed {
-        let mut a = Aligned::zeroed(p.packed_len);
-        pack(p, w, col, precision, &mut a);
-        Packed(a)
+        let mut buf = crate::scratch::zeroed(p.packed_len);
+        pack(p, w, col, precision, &mut buf);
+        Packed(buf)
     }
 
     pub(crate) fn ptr(&self) -> *const f32 {
