@@ -12,6 +12,9 @@ pub const MIN_CODE_SIZE: usize = 100;
 /// column block with its per-pixel taps of one kernel row unrolled
 /// (depthwise) costs code.
 pub fn code_size(plan: &StagePlan) -> usize {
+    if let Some(c) = &plan.column {
+        return pair_code_size(plan, c);
+    }
     let acc = plan.sched.units * plan.sched.px;
     match plan.strategy {
         // A direct generator's blocks mix border and interior pixels: a
@@ -47,6 +50,23 @@ pub fn code_size(plan: &StagePlan) -> usize {
             blocks + 100
         }
     }
+}
+
+/// A filter's pair in registers ([`super::column_pair`]): per class of
+/// output rows (at most `2 Kh + 1`: the borders' and the interior's valid
+/// kernel rows) and strip (first, middle, last), a row's code: its column
+/// sums before and at its first pixels, then up to four runs of steps
+/// (whole, masked and past-the-image loads; a masked store), each a step
+/// of a load and `M` FMAs per kernel row, per output `Kw` FMAs and shifts,
+/// the epilogue and the rotation of the sums.
+fn pair_code_size(plan: &StagePlan, c: &super::ColumnPass) -> usize {
+    let (kh, kw, m) = (c.kh, plan.kw, c.m);
+    let sums = kh * (m + 1);
+    let step = sums + m * (2 * kw + 6) + 12;
+    let row = 2 * sums + 4 * step + 20;
+    let classes = plan.ho.min(2 * kh + 1);
+    let strips = if c.strip > 0 { 3 } else { 1 };
+    classes * strips * row + MIN_CODE_SIZE
 }
 
 #[cfg(test)]

@@ -413,3 +413,31 @@ fn store_tails(m: usize, rest: usize) -> Vec<usize> {
         (_, n) => vec![2 * n - 16],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::decode;
+    use crate::Isa;
+    use convjit_plan::stage_plan::{code_size, plan_pair};
+
+    /// The code-size estimate the layer's limit checks (`code_size`)
+    /// counts at least what a pair function emits: many row classes (a
+    /// 19-row kernel padded on both sides), strips, masked tails, two
+    /// outputs, row weights in memory.
+    #[test]
+    fn a_pairs_code_is_within_its_estimate() {
+        for body in [
+            "input 9x50x1\n c: conv 3x1 -> 2, pad 1 1 0 0\n r: depthwise 1x3, pad 0 0 1 1, bias",
+            "input 40x1043x1\n c: depthwise 19x1, pad 9 9 0 0\n r: depthwise 1x5, pad 0 0 2 2, relu6",
+            "input 30x2600x1\n c: conv 5x1 -> 2, pad 2 2 0 0\n r: depthwise 1x5, pad 0 0 2 2",
+            "input 3x40x1\n c: depthwise 3x1, pad 9 9 0 0\n r: depthwise 1x3, pad 0 0 16 14",
+        ] {
+            let l = convjit_ir::compile_source(&format!("layer p {{ {body} }}"))
+                .unwrap()
+                .remove(0);
+            let p = plan_pair(&l.stages[0], &l.stages[1], &Isa::Avx512.target());
+            let n = decode(&crate::emit(&p, Isa::Avx512).unwrap()).len();
+            assert!(n <= code_size(&p), "{body}: {n} instructions, {} estimated", code_size(&p));
+        }
+    }
+}
