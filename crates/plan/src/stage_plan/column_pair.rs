@@ -28,10 +28,9 @@ pub struct ColumnPass {
     pub kh: usize,
     /// Its padding rows above the image.
     pub pt: usize,
-    /// The one-channel image's height.
+    /// The one-channel image's height (its width is the row stage's
+    /// input width, [`StagePlan::w`]).
     pub h: usize,
-    /// Its width.
-    pub w: usize,
     /// Outputs per pixel: the column stage's, the row stage's channels.
     pub m: usize,
     /// Float offset in the packed weights of the column weights `[m][kh]`,
@@ -118,7 +117,6 @@ pub fn column_pair(col: &Stage, row: &Stage, target: &Target) -> Option<ColumnPa
         kh,
         pt: col.padding.top,
         h: col.input.h,
-        w: col.input.w,
         m,
         w_off: 0,
         strip: 0,
@@ -136,8 +134,8 @@ pub fn plan_pair(col: &Stage, row: &Stage, target: &Target) -> StagePlan {
     p.packed_len += c.m * (c.kh + p.kw + 1);
     // (Strips only where the output is no wider than the input: the
     // middle strips share one code, every load of it whole.)
-    let rows_bytes = c.kh * c.w * 4;
-    let fits = p.wo >= 2 * STRIP_PIXELS && p.wo <= c.w;
+    let rows_bytes = c.kh * p.w * 4;
+    let fits = p.wo >= 2 * STRIP_PIXELS && p.wo <= p.w;
     if rows_bytes > crate::layer_plan::host_l1d_bytes() / 2 && fits {
         c.strip = STRIP_PIXELS;
     }
@@ -198,7 +196,6 @@ mod tests {
                 kh: 3,
                 pt: 1,
                 h: 40,
-                w: 50,
                 m: 2,
                 w_off: 0,
                 strip: 0,

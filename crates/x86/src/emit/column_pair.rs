@@ -96,7 +96,7 @@ impl Gen<'_> {
             kw: p.kw,
         };
         // Masks: the image's last 16 pixels, the output's last stores.
-        let rest_in = c.w % 16;
+        let rest_in = p.w % 16;
         let mut tails = store_tails(c.m, p.wo % 16);
         tails.push(rest_in);
         tails.retain(|&n| n > 0 && n < 16);
@@ -215,7 +215,7 @@ impl Gen<'_> {
         // 16 pixels a step.
         self.mov_rr(RUN_I, OY);
         self.add_reg_imm(RUN_I, i0 as i64 - c.pt as i64);
-        self.mul_imm(RUN_I, c.w as i64 * 4);
+        self.mul_imm(RUN_I, p.w as i64 * 4);
         self.add_rr(RUN_I, IMG);
         self.mov_rr(RUN_O, OY);
         self.mul_imm(RUN_O, (p.wo * p.co * 4) as i64);
@@ -228,8 +228,8 @@ impl Gen<'_> {
             }
         }
         let next_of = |j: usize| match (16 * j, 16 * (j + 1)) {
-            (_, e) if e <= c.w => Next::Whole,
-            (s, _) if s < c.w => Next::Masked(c.w - s),
+            (_, e) if e <= p.w => Next::Whole,
+            (s, _) if s < p.w => Next::Masked(p.w - s),
             _ => Next::Past,
         };
         if p.pl > 0 {
@@ -286,7 +286,7 @@ impl Gen<'_> {
             return;
         }
         for i in i0..i1 {
-            let m = self.at(RUN_I, off + ((i - i0) * c.w * 4) as i64);
+            let m = self.at(RUN_I, off + ((i - i0) * self.p.w * 4) as i64);
             match next {
                 Next::Masked(n) => self.vload_masked(x, m, n, x),
                 _ => self.vload(x, m),
