@@ -219,7 +219,9 @@ pub struct StagePlan {
     /// writing ([`super::PREFETCH_STORES_AHEAD`] bytes on): the plan writes a
     /// group's output and the group's input and output together pass
     /// what the caches keep between calls ([`super::mark_streamed_outputs`]).
-    /// Set by the compilers, never by [`plan_for`].
+    /// Set by the compilers, never by [`plan_for`]. A filter's pair in
+    /// registers ([`super::column_pair`]) has no row-vector blocks and
+    /// does not prefetch: it measured slower so.
     pub prefetch_stores: bool,
     /// A row stage whose function computes the column stage before it
     /// too, in registers ([`super::column_pair`]): its input is that
