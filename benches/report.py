@@ -46,6 +46,7 @@ cache-hit times. Only the standard library: the numbers come from the two
 JSON files."""
 
 import json
+import math
 import sys
 
 PEERS = {"ort": "ONNX Runtime", "openvino": "OpenVINO", "tflite": "TFLite+XNNPACK",
@@ -101,6 +102,36 @@ def summary(ours, w):
         w("- two threads vs one on layers of >= 10M MACs: " + ", ".join(
             f"{l} {res[l]['jit']['median_us'] / v['median_us']:.2f}x" for l, v in two))
     w("")
+
+
+def best_peer_us(peers, layer):
+    """The fastest peer's median time on `layer`, or None."""
+    p = peers.get(layer, {}).get("results", {})
+    times = [p.get(fw, {}).get("full", {}).get("us_median") for fw in PEERS]
+    return min((t for t in times if t), default=None)
+
+
+def roof_bound(ours, peers, w):
+    """How far direct f32 code could take the geomean of jit / best peer: each layer at
+    2 x MACs / (the widest FMA peak measured in its rounds) if that is faster than now.
+    No layer can beat that time with one FMA per MAC, and memory-bound ones cannot reach
+    it, so the bound is optimistic: a target below it needs fewer multiplies (Winograd)
+    or more cores, not better code."""
+    now, roof = [], []
+    for r in ours:
+        best = best_peer_us(peers, r["layer"])
+        peak = max((r.get(f"measured_peak_{b}_gflops") or 0) for b in PEAK_BITS)
+        if not best or not peak:
+            continue
+        t = {v["variant"]: v for v in r["results"]}["jit"]["median_us"]
+        now.append(t / best)
+        roof.append(min(t, 2 * r["macs"] / peak / 1e3) / best)
+    if now:
+        g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))
+        w(f"Geomean of jit time / best peer time over {len(now)} layers: {g(now):.3f}; with "
+          f"every layer at the widest measured FMA peak where that is faster: {g(roof):.3f} "
+          "(the floor of direct f32 code on this machine).")
+        w("")
 
 
 def merge(runs):
@@ -223,6 +254,7 @@ def main(convjit_path, peers_path, session):
             w(f"Measured {bits}-bit FMA peak: median {wide[len(wide) // 2]:.1f} GFLOP/s "
               f"(range {wide[0]:.1f}-{wide[-1]:.1f}).")
             w("")
+    roof_bound(ours, peers, w)
     summary(ours, w)
     w("'jit / best peer' > 1 means convjit is faster. 'cache hit' is the code lookup of a")
     w("second compile of the same shapes; packing that kernel's weights comes on top")
