@@ -39,70 +39,100 @@ impl Tok {
 
 pub type Token = Spanned<Tok>;
 
-/// Splits `src` into tokens, ending with `Eof`. Bad characters and
-/// numbers that overflow are reported and skipped, so parsing goes on.
-pub fn lex(src: &str, diags: &mut Diagnostics) -> Vec<Token> {
-    let bytes = src.as_bytes();
-    let mut toks = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let start = i;
-        let c = bytes[i];
-        let tok = match c {
-            b'\n' | b';' => {
-                i += 1;
-                Tok::Newline
-            }
-            b' ' | b'\t' | b'\r' => {
-                i += 1;
-                continue;
-            }
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            b'{' | b'}' | b':' | b',' => {
-                i += 1;
-                match c {
-                    b'{' => Tok::LBrace,
-                    b'}' => Tok::RBrace,
-                    b':' => Tok::Colon,
-                    _ => Tok::Comma,
-                }
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'>') => {
-                i += 2;
-                Tok::Arrow
-            }
-            b'0'..=b'9' => Tok::Dims(lex_dims(src, &mut i, diags)),
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                Tok::Ident(src[start..i].to_string())
-            }
-            _ => {
-                let ch = src[i..].chars().next().unwrap_or('?');
-                i += ch.len_utf8();
-                let mut d = Diagnostic::new(
-                    Span::new(start, i),
-                    format!("unexpected character '{}'", ch.escape_default()),
-                );
-                if ch == '-' {
-                    d = d.with_help(
-                        "numbers are never negative; '->' introduces the output channels",
-                    );
-                }
-                diags.push(d);
-                continue;
-            }
-        };
-        toks.push(Spanned::new(tok, Span::new(start, i)));
+/// Splits `src` into tokens on demand, ending with `Eof` (then `Eof`
+/// again). Bad characters and numbers that overflow are reported and
+/// skipped, so parsing goes on. On demand, not as a list: the parser holds
+/// a token or two at a time, so a file of numbers at the size limit costs no more
+/// than its text (a list of its tokens took 80 bytes a byte).
+pub struct Lexer<'a> {
+    src: &'a str,
+    i: usize,
+}
+
+impl<'a> Lexer<'a> {
+    pub fn new(src: &'a str) -> Lexer<'a> {
+        Lexer { src, i: 0 }
     }
-    toks.push(Spanned::new(Tok::Eof, Span::new(src.len(), src.len())));
-    toks
+
+    /// The next token; `Eof` at the end, as often as asked.
+    pub fn next_token(&mut self, diags: &mut Diagnostics) -> Token {
+        let (src, bytes) = (self.src, self.src.as_bytes());
+        let i = &mut self.i;
+        while *i < bytes.len() {
+            let start = *i;
+            let c = bytes[*i];
+            let tok = match c {
+                b'\n' | b';' => {
+                    *i += 1;
+                    Tok::Newline
+                }
+                b' ' | b'\t' | b'\r' => {
+                    *i += 1;
+                    continue;
+                }
+                b'#' => {
+                    while *i < bytes.len() && bytes[*i] != b'\n' {
+                        *i += 1;
+                    }
+                    continue;
+                }
+                b'{' | b'}' | b':' | b',' => {
+                    *i += 1;
+                    match c {
+                        b'{' => Tok::LBrace,
+                        b'}' => Tok::RBrace,
+                        b':' => Tok::Colon,
+                        _ => Tok::Comma,
+                    }
+                }
+                b'-' if bytes.get(*i + 1) == Some(&b'>') => {
+                    *i += 2;
+                    Tok::Arrow
+                }
+                b'0'..=b'9' => Tok::Dims(lex_dims(src, i, diags)),
+                c if c.is_ascii_alphabetic() || c == b'_' => {
+                    while *i < bytes.len()
+                        && (bytes[*i].is_ascii_alphanumeric() || bytes[*i] == b'_')
+                    {
+                        *i += 1;
+                    }
+                    Tok::Ident(src[start..*i].to_string())
+                }
+                _ => {
+                    let ch = src[*i..].chars().next().unwrap_or('?');
+                    *i += ch.len_utf8();
+                    let mut d = Diagnostic::new(
+                        Span::new(start, *i),
+                        format!("unexpected character '{}'", ch.escape_default()),
+                    );
+                    if ch == '-' {
+                        d = d.with_help(
+                            "numbers are never negative; '->' introduces the output channels",
+                        );
+                    }
+                    diags.push(d);
+                    continue;
+                }
+            };
+            return Spanned::new(tok, Span::new(start, *i));
+        }
+        Spanned::new(Tok::Eof, Span::new(src.len(), src.len()))
+    }
+}
+
+/// Every token of `src`, the last `Eof`.
+#[cfg(test)]
+pub fn lex(src: &str, diags: &mut Diagnostics) -> Vec<Token> {
+    let mut lexer = Lexer::new(src);
+    let mut toks = Vec::new();
+    loop {
+        let t = lexer.next_token(diags);
+        let end = t.node == Tok::Eof;
+        toks.push(t);
+        if end {
+            return toks;
+        }
+    }
 }
 
 /// `D ('x' D)*` where each `x` must be followed by a digit.

@@ -4,8 +4,9 @@
 
 use crate::ast::*;
 use crate::diagnostic::{quoted, suggest, Diagnostic, Diagnostics};
-use crate::lexer::{lex, Tok, Token};
+use crate::lexer::{Lexer, Tok, Token};
 use crate::span::Span;
+use std::collections::VecDeque;
 
 const OPS: &[&str] = &["conv", "depthwise", "pointwise"];
 const OPTIONS: &[&str] = &[
@@ -24,12 +25,11 @@ const OPTIONS: &[&str] = &[
 /// Parses a whole `.conv` text. Any error (lexical or syntactic) makes the
 /// result `Err`, with the errors found (the earliest kept), in source order.
 pub fn parse(src: &str) -> Result<File, Diagnostics> {
-    let mut diags = Diagnostics::new();
-    let toks = lex(src, &mut diags);
     let mut p = Parser {
-        toks,
-        pos: 0,
-        diags,
+        lexer: Lexer::new(src),
+        ahead: VecDeque::new(),
+        prev: Span::new(0, 0),
+        diags: Diagnostics::new(),
     };
     let file = p.file();
     if p.diags.is_empty() {
@@ -43,30 +43,46 @@ pub fn parse(src: &str) -> Result<File, Diagnostics> {
 struct Reported;
 type PResult<T> = Result<T, Reported>;
 
-struct Parser {
-    toks: Vec<Token>,
-    pos: usize,
+struct Parser<'a> {
+    lexer: Lexer<'a>,
+    /// The tokens looked at but not taken (the first is the current one).
+    ahead: VecDeque<Token>,
+    /// The span of the token taken last.
+    prev: Span,
     diags: Diagnostics,
 }
 
-impl Parser {
-    fn peek(&self) -> &Token {
-        &self.toks[self.pos]
+impl Parser<'_> {
+    /// Lexes until `n` tokens are ahead.
+    fn fill(&mut self, n: usize) {
+        while self.ahead.len() < n {
+            let t = self.lexer.next_token(&mut self.diags);
+            self.ahead.push_back(t);
+        }
     }
 
-    fn peek_at(&self, n: usize) -> &Tok {
-        &self.toks[(self.pos + n).min(self.toks.len() - 1)].node
+    fn peek(&mut self) -> &Token {
+        self.fill(1);
+        &self.ahead[0]
+    }
+
+    fn peek_at(&mut self, n: usize) -> &Tok {
+        self.fill(n + 1);
+        &self.ahead[n].node
     }
 
     fn bump(&mut self) -> Token {
-        let t = self.toks[self.pos].clone();
-        if t.node != Tok::Eof {
-            self.pos += 1;
-        }
+        self.fill(1);
+        let t = match self.ahead[0].node {
+            // Eof stays the current token.
+            Tok::Eof => self.ahead[0].clone(),
+            _ => self.ahead.pop_front().expect("filled"),
+        };
+        self.prev = t.span;
         t
     }
 
-    fn is_word(&self, word: &str) -> bool {
+    fn is_word(&mut self, word: &str) -> bool {
         matches!(&self.peek().node, Tok::Ident(w) if w == word)
     }
 
@@ -159,6 +175,8 @@ impl Parser {
         };
         loop {
             self.skip_newlines();
+            // A `layer` word that is not a stage name (`layer: ...`).
+            let next_is_colon = self.peek_at(1) == &Tok::Colon;
             match &self.peek().node {
                 Tok::RBrace => {
                     layer.span = start.to(self.bump().span);
@@ -171,7 +189,7 @@ impl Parser {
                     );
                     return Some(layer);
                 }
-                Tok::Ident(w) if w == "layer" && self.peek_at(1) != &Tok::Colon => {
+                Tok::Ident(w) if w == "layer" && !next_is_colon => {
                     let span = self.peek().span;
                     self.diags.push(
                         Diagnostic::new(
@@ -271,7 +289,7 @@ impl Parser {
             },
             other => return self.unknown(t.span, "operation", other, OPS),
         };
-        let span = t.span.to(self.toks[self.pos - 1].span);
+        let span = t.span.to(self.prev);
         Ok(Spanned::new(op, span))
     }
 
@@ -306,7 +324,7 @@ impl Parser {
             }
             other => return self.unknown(t.span, "option", other, OPTIONS),
         };
-        let span = t.span.to(self.toks[self.pos - 1].span);
+        let span = t.span.to(self.prev);
         Ok(Spanned::new(opt, span))
     }
 
