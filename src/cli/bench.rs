@@ -146,6 +146,10 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The largest `--peers` file read (bench_peers.py's JSON of the suite is
+/// about 50 KiB).
+const MAX_PEERS_BYTES: u64 = 64 << 20;
+
 fn read_peers(path: &std::path::Path) -> Result<serde_json::Value, Failure> {
     let io = |message: String| {
         Failure::Input(convjit::Error::Io {
@@ -153,9 +157,12 @@ fn read_peers(path: &std::path::Path) -> Result<serde_json::Value, Failure> {
             message,
         })
     };
-    let text = std::fs::read_to_string(path).map_err(|e| io(format!("cannot read: {e}")))?;
+    // bench_peers.py writes tens of KiB; a limit keeps `--peers /dev/zero`
+    // from taking memory without end.
+    let bytes = convjit::npy::read_limited(path, MAX_PEERS_BYTES, |_| Ok(()))
+        .map_err(|e| Failure::Input(convjit::DataError::from(e).into()))?;
     let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| io(format!("not JSON ({e})")))?;
+        serde_json::from_slice(&bytes).map_err(|e| io(format!("not JSON ({e})")))?;
     if !json["layers"].is_array() {
         return Err(io(
             "no \"layers\" array: expected the output of bench_peers.py --out-json".into(),

@@ -58,6 +58,20 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
     // written: against a --separate-rank kernel's output it shows what the
     // approximation costs on this input.
     let options = a.planner.options()?;
+    // Refusals that need no data come before any is made (random weights
+    // of a layer too wide to compile may be gigabytes).
+    let images = if a.input.is_some() {
+        1
+    } else {
+        a.batch as usize
+    };
+    match a.engine {
+        Engine::Interp => convjit::check_work(&layer, images, 1)?,
+        Engine::Jit if a.weights.is_none() => {
+            convjit::Kernel::check_size(&layer, &options).map_err(convjit::Error::from)?
+        }
+        Engine::Jit => {}
+    }
     let weights = match &a.weights {
         Some(path) => convjit::load_weights(&layer, path)?,
         None => {

@@ -9,7 +9,7 @@
 use super::Failure;
 use clap::Args;
 use convjit::verify::{check_generated, Outcome, Reference};
-use convjit::{Backend, JitError, Layer, Precision, Rng, Weights};
+use convjit::{Backend, JitError, Kernel, Layer, Precision, Rng, Weights};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -100,6 +100,35 @@ pub fn verify(a: &VerifyArgs) -> Result<(), Failure> {
     let mut failures = 0;
     let mut checks = 0;
     for layer in &layers {
+        // What cannot be checked is said before any data is made: a layer
+        // too wide to compile may still be gigabytes of random weights,
+        // and the interpreter would take hours on it.
+        let refused: Vec<(Backend, String)> = match (
+            Reference::check_work(layer, a.batch as usize, a.precision),
+            a.weights.is_some(),
+        ) {
+            (Err(e), _) => backends
+                .iter()
+                .map(|&b| (b, format!("no reference: {e}")))
+                .collect(),
+            (Ok(()), false) => backends
+                .iter()
+                .filter_map(|&b| {
+                    let e = Kernel::check_size(layer, &options(a, b)).err()?;
+                    Some((b, format!("not compiled: {e}")))
+                })
+                .collect(),
+            // Given weights may separate the layer into one that compiles.
+            (Ok(()), true) => Vec::new(),
+        };
+        if refused.len() == backends.len() {
+            print_header(layer, a.batch as usize, a.precision, "");
+            for (b, why) in &refused {
+                println!("  {:<10} NOT VERIFIED  {why}", b.name());
+            }
+            (checks, failures) = (checks + refused.len(), failures + refused.len());
+            continue;
+        }
         let weights = match &a.weights {
             Some(path) => convjit::load_weights(layer, path)?,
             None => Weights::try_random(layer, a.seed)?,
@@ -127,6 +156,27 @@ fn detail(outcome: Outcome) -> String {
     }
 }
 
+/// The options `backend`'s kernels are checked with.
+fn options(a: &VerifyArgs, backend: Backend) -> convjit::Options {
+    convjit::Options {
+        backend,
+        precision: a.precision,
+        bf16_units: a.bf16_units,
+        winograd: a.winograd.unwrap_or_default(),
+        winograd_tile: a.winograd_tile,
+        ..convjit::Options::default()
+    }
+}
+
+/// `layer NAME: HxWxC -> HxWxC, batch N, PRECISION{note}`.
+fn print_header(layer: &Layer, batch: usize, precision: Precision, note: &str) {
+    let (i, o) = (layer.input, layer.output());
+    println!(
+        "layer {}: {}x{}x{} -> {}x{}x{}, batch {batch}, {precision}{note}",
+        layer.name, i.h, i.w, i.c, o.h, o.w, o.c,
+    );
+}
+
 /// Prints one line per generator; returns how many failed.
 fn verify_layer(
     layer: &Layer,
@@ -152,36 +202,24 @@ fn verify_layer(
         reference.magnitude =
             convjit::winograd::chain_magnitude(layer, weights, &input, batch, &stages)?;
     }
-    let (i, o) = (layer.input, layer.output());
-    println!(
-        "layer {}: {}x{}x{} -> {}x{}x{}, batch {batch}, {}{}",
-        layer.name,
-        i.h,
-        i.w,
-        i.c,
-        o.h,
-        o.w,
-        o.c,
-        a.precision,
-        match winograd {
-            true => {
-                let names: Vec<&str> = stages.iter().flatten().map(|v| v.name()).collect();
-                format!(", Winograd {}", names.join(" + "))
-            }
-            false => String::new(),
+    let note = match winograd {
+        true => {
+            let names: Vec<&str> = stages.iter().flatten().map(|v| v.name()).collect();
+            format!(", Winograd {}", names.join(" + "))
         }
-    );
+        false => String::new(),
+    };
+    print_header(layer, batch, a.precision, &note);
     let mut failed = 0;
     for &backend in backends {
-        let options = convjit::Options {
-            backend,
-            precision: a.precision,
-            bf16_units: a.bf16_units,
-            winograd: mode,
-            winograd_tile: a.winograd_tile,
-            ..convjit::Options::default()
-        };
-        let outcome = check_generated(layer, weights, &input, batch, &options, &reference);
+        let outcome = check_generated(
+            layer,
+            weights,
+            &input,
+            batch,
+            &options(a, backend),
+            &reference,
+        );
         *checks += 1;
         let verdict = match (&outcome, outcome.pass()) {
             (_, true) => "PASS",
@@ -207,6 +245,8 @@ fn verify_object(
 ) -> Result<(), Failure> {
     use convjit_aot::verify::{check_object, Checked, ObjectError};
     let batch = a.batch as usize;
+    Reference::check_work(layer, batch, a.precision)?;
+    convjit::check_batch(layer, batch, 3)?;
     let input = Rng::new(a.seed ^ 0x5EED_1A7E).vec(layer.input.len() * batch, 1.0);
     let data = (layer, weights);
     let checked =
@@ -217,11 +257,7 @@ fn verify_object(
             }),
             ObjectError::Data(d) => d.into(),
         })?;
-    let (i, o) = (layer.input, layer.output());
-    println!(
-        "layer {}: {}x{}x{} -> {}x{}x{}, batch {batch}, {}",
-        layer.name, i.h, i.w, i.c, o.h, o.w, o.c, a.precision
-    );
+    print_header(layer, batch, a.precision, "");
     let outcome = match checked {
         Checked::Compared(c) => Outcome::Compared(c),
         Checked::Failed(m) => Outcome::Failed(m),

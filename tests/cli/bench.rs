@@ -238,7 +238,7 @@ fn bench_plots_a_roofline_with_peer_points() {
              "results": {"ort": {"full": {"gflops": 12.5}}}}]}"#,
     )
     .unwrap();
-    let args = [
+    let mut args = [
         "bench",
         "examples/textbook.conv",
         "--layer",
@@ -286,5 +286,16 @@ fn bench_plots_a_roofline_with_peer_points() {
     let o = convjit(&args);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("layers"), "{}", stderr(&o));
+    assert!(!svg.exists());
+    // An endless one is refused at its limit, not read into memory.
+    let i = args.iter().position(|a| *a == "--peers").unwrap();
+    args[i + 1] = "/dev/zero";
+    let o = convjit(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/dev/zero: the file is larger than the limit"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!svg.exists());
 }

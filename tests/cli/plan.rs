@@ -247,3 +247,69 @@ fn a_layer_of_20000_stages_is_planned_and_refused_quickly() {
         stdout(&o)
     );
 }
+
+/// A legal layer of 1 GiB tensors and a 16384x16384 kernel (7.2e16
+/// multiply-accumulates): every command refuses it at once, before making
+/// a GiB of random weights (under a 1 GiB address-space limit, that
+/// allocation aborted the process), and says why; none hangs in the
+/// interpreter.
+#[test]
+fn layers_too_wide_or_too_slow_are_refused_before_any_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("huge.conv");
+    std::fs::write(
+        &conv,
+        "layer huge {\n  input 16384x16384x1\n  c: conv 16384x16384 -> 1, pad same\n}\n",
+    )
+    .unwrap();
+    let limited = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_convjit"));
+        c.args(args);
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec the closure only calls
+            // setrlimit, which is async-signal-safe, on a local struct.
+            unsafe {
+                c.pre_exec(|| {
+                    let lim = libc::rlimit {
+                        rlim_cur: 1 << 30,
+                        rlim_max: 1 << 30,
+                    };
+                    match libc::setrlimit(libc::RLIMIT_AS, &lim) {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    }
+                });
+            }
+        }
+        c.output().unwrap()
+    };
+    for (args, needle) in [
+        (vec!["run", s(&conv)], "instructions of specialised code"),
+        (
+            vec!["run", s(&conv), "--engine", "interp"],
+            "too much work for the interpreter: layer 'huge' on 1 images is 7.206e16",
+        ),
+        // (bench's four tensors of 2 GiB do not fit the limit.)
+        (
+            vec!["bench", s(&conv), "--seconds", "0.01"],
+            "not enough memory: layer 'huge' with batch 1 needs 8.0 GiB",
+        ),
+    ] {
+        let o = limited(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+    let o = limited(&["verify", s(&conv)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("layer huge: 16384x16384x1 -> 16384x16384x1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("NOT VERIFIED  no reference: too much work for the interpreter"),
+        "{out}"
+    );
+}

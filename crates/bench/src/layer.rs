@@ -32,6 +32,10 @@ pub fn bench_layer(
     let batch = settings.batch;
     // The input, the shared output, the reference and a baseline's output.
     convjit::check_batch(layer, batch, 4)?;
+    if given.is_none() {
+        // Before gigabytes of random weights for a kernel too wide to compile.
+        Kernel::check_size(layer, options)?;
+    }
     let weights = match &given {
         Some(w) => w.clone(),
         None => Weights::try_random(layer, 1)?,
@@ -45,7 +49,10 @@ pub fn bench_layer(
     let weighed = convjit::separation(layer, &weights, options);
     let stats = kernel.compile_stats();
     // (Given weights again: others might not separate as these do.)
-    let other = given.unwrap_or_else(|| Weights::random(layer, 3));
+    let other = match given {
+        Some(w) => w,
+        None => Weights::try_random(layer, 3)?,
+    };
     let hit = cache_hit(layer, &other, options)?;
 
     let mut others = variants(layer, &weights, options, &kernel, output.len())?;
@@ -81,7 +88,18 @@ pub fn bench_layer(
     );
 
     let mut max_diff = None;
-    if settings.interpreter {
+    // The interpreter once in f32 (timed: more in its budget, at least
+    // once), once more in bf16; where that is hours of work it is left out.
+    let passes = 1 + u64::from(options.precision == convjit::Precision::Bf16);
+    let interpreter = match convjit::check_work(layer, batch, passes) {
+        Ok(()) => settings.interpreter,
+        Err(e) if settings.interpreter => {
+            notes.push(format!("interp: not measured, {e}"));
+            false
+        }
+        Err(_) => false,
+    };
+    if interpreter {
         max_diff = Some(against_interpreter(
             layer,
             &weights,

@@ -43,8 +43,8 @@ pub use convjit_ir::budget;
 pub use convjit_ir::separate::{Note as SeparationNote, Separated, Separation};
 pub use convjit_ir::winograd;
 pub use convjit_ir::{
-    compare, interpret, interpret_in, separate, Activation, Comparison, DataError, Layer, Padding,
-    Precision, Rng, Shape, Stage, StageKind, StageWeights, Weights,
+    check_work, compare, interpret, interpret_in, separate, Activation, Comparison, DataError,
+    Layer, Padding, Precision, Rng, Shape, Stage, StageKind, StageWeights, Weights,
 };
 pub use convjit_jit::{
     bf16_peaks, separation, tiles_refused, winograd_plan, winograd_stages, CompileStats, JitError,
@@ -343,10 +343,12 @@ pub fn parse_layers(name: &str, text: &str) -> Result<Vec<Layer>, Error> {
     })
 }
 
-/// The largest `.conv` file read: 16 MiB (a layer of 20,000 stages is
-/// about 1 MB). Larger files, and endless ones (`/dev/zero`), are refused
-/// before they fill memory.
-pub const MAX_SOURCE_BYTES: u64 = 16 << 20;
+/// The largest `.conv` file read: 4 MiB (a layer of 20,000 stages is
+/// about 1 MB, ImageNet models' imported files tens of KB). Larger files,
+/// and endless ones (`/dev/zero`), are refused before they fill memory;
+/// the syntax tree of a file at the limit takes at most a few hundred MB
+/// (about 27 bytes a byte for a file of stages).
+pub const MAX_SOURCE_BYTES: u64 = 4 << 20;
 
 /// Reads, parses and validates a `.conv` file (at most [`MAX_SOURCE_BYTES`]).
 pub fn load_layers(path: impl AsRef<Path>) -> Result<Vec<Layer>, Error> {

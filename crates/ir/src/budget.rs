@@ -71,16 +71,16 @@ pub fn zeroed(what: impl fmt::Display, n: usize) -> Result<Vec<f32>, DataError> 
 
 /// Bytes of memory the process can still take: the system's available
 /// memory (`MemAvailable`), or less where a cgroup (a container) limits
-/// the process; `None` where neither is known (not Linux).
+/// the process or an address-space limit (`ulimit -v`, `RLIMIT_AS`) is
+/// near; `None` where none is known (not Linux).
 pub fn available() -> Option<u64> {
     let system = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| meminfo_available(&m));
-    let cgroup = cgroup_room();
-    match (system, cgroup) {
-        (Some(s), Some(c)) => Some(s.min(c)),
-        (s, c) => s.or(c),
-    }
+    [system, cgroup_room(), address_space_room()]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 /// `MemAvailable` of a `/proc/meminfo` text, in bytes.
@@ -88,6 +88,30 @@ fn meminfo_available(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kib.checked_mul(1024)
+}
+
+/// What an address-space limit still allows: the soft limit of "Max
+/// address space" in `/proc/self/limits` less `VmSize` in
+/// `/proc/self/status`; `None` without a limit. Past it an allocation
+/// fails, and Rust aborts the process.
+fn address_space_room() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    address_room(&limits, &status)
+}
+
+fn address_room(limits: &str, status: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?;
+    let soft: u64 = line["Max address space".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?; // "unlimited": no limit
+    let size = status.lines().find(|l| l.starts_with("VmSize:"))?;
+    let kib: u64 = size.split_whitespace().nth(1)?.parse().ok()?;
+    Some(soft.saturating_sub(kib.saturating_mul(1024)))
 }
 
 /// What the process's cgroup still allows: its limit less its usage
@@ -126,6 +150,19 @@ mod tests {
         let m = "MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   23000000 kB\n";
         assert_eq!(meminfo_available(m), Some(23_000_000 * 1024));
         assert_eq!(meminfo_available("MemTotal: 5 kB\n"), None);
+    }
+
+    #[test]
+    fn reads_the_address_space_limit() {
+        let status = "Name:\tconvjit\nVmPeak:\t  9000 kB\nVmSize:\t    4096 kB\n";
+        let limited = "Limit                     Soft Limit           Hard Limit           Units\n\
+                       Max address space         1000000000           unlimited            bytes\n";
+        assert_eq!(
+            address_room(limited, status),
+            Some(1_000_000_000 - 4096 * 1024)
+        );
+        let open = limited.replace("1000000000 ", "unlimited  ");
+        assert_eq!(address_room(&open, status), None);
     }
 
     #[test]

@@ -58,8 +58,34 @@ fn rounded_values(v: &[f32], precision: Precision) -> std::borrow::Cow<'_, [f32]
     }
 }
 
-/// The weights belong to `layer`, `input` holds `batch` images, and the
-/// tensors of `copies` interpretations fit in memory ([`crate::budget`]).
+/// The most multiply-accumulates the interpreter takes on (counting each
+/// pass over a stage: the magnitudes are a second): about five minutes at
+/// its ~10^9 a second. Beyond it the reference would look like a hang.
+pub const MAX_INTERPRETED_MACS: u64 = 1 << 38;
+
+/// Refuses `passes` interpretations of `layer` on `batch` images beyond
+/// [`MAX_INTERPRETED_MACS`], with the reason.
+pub fn check_work(layer: &Layer, batch: usize, passes: u64) -> Result<(), DataError> {
+    let macs: u128 = layer.stages.iter().map(|s| s.macs() as u128).sum::<u128>()
+        * batch as u128
+        * passes as u128;
+    if macs > MAX_INTERPRETED_MACS as u128 {
+        return Err(DataError::tensor(
+            "too much work for the interpreter",
+            format!(
+                "layer '{}' on {batch} images is {macs:.3e} multiply-accumulates{}, more than the \
+                 {MAX_INTERPRETED_MACS:.3e} (about five minutes) the reference interpreter takes on",
+                layer.name,
+                if passes > 1 { format!(" in {passes} passes") } else { String::new() },
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The weights belong to `layer`, `input` holds `batch` images, the work
+/// is within [`MAX_INTERPRETED_MACS`], and the tensors of `copies`
+/// interpretations fit in memory ([`crate::budget`]).
 fn check_input(
     layer: &Layer,
     weights: &Weights,
@@ -68,6 +94,7 @@ fn check_input(
     copies: u64,
 ) -> Result<(), DataError> {
     weights.check(layer)?;
+    check_work(layer, batch, copies)?;
     let want = batch.checked_mul(layer.input.len());
     if want != Some(input.len()) {
         return Err(DataError::tensor(
@@ -153,6 +180,8 @@ pub fn interpret_with_magnitude_in(
     precision: Precision,
 ) -> Result<(Vec<f32>, Vec<f32>), DataError> {
     check_input(layer, weights, input, batch, 2)?;
+    check_magnitude_memory(layer, batch, precision)?;
+    use std::borrow::Cow;
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
     let abs_input = abs(input);
     // A bf16 rounding is at most 2^-8 larger than its value.
@@ -161,50 +190,101 @@ pub fn interpret_with_magnitude_in(
         Precision::Bf16 => 1.0 + 1.0 / 256.0,
     };
     // The current tensor, its magnitude bound and its tolerance scale
-    // (the bound plus what roundings may add, as scale).
-    let (mut cur, mut mag) = (input.to_vec(), abs_input.clone());
-    let mut scale = mag.clone();
+    // (the bound plus what roundings may add, as scale: bf16 only, in f32
+    // the bound itself). Borrowed until the first stage's outputs: the
+    // reference of a large layer is within a few copies of its tensors.
+    let (mut cur, mut mag) = (Cow::Borrowed(input), Cow::Borrowed(&abs_input[..]));
+    let mut scale: Option<Vec<f32>> = None;
     // The layer's input is rounded the same way by every engine.
     let mut intermediate = false;
     for (stage, w) in layer.stages.iter().zip(weights.stages()) {
         let n = batch * stage.output.len();
         let (mut out, mut bound) = (vec![0f32; n], vec![0f32; n]);
-        // The outputs whose activation made an infinite sum finite.
-        let mut exact: Vec<Option<f64>> = vec![None; n];
+        // The outputs whose activation made an infinite sum finite (their
+        // value; NaN elsewhere: such a value is finite).
+        let mut exact = vec![f32::NAN; n];
         let residual = stage.residual.then_some(input);
         let w = rounded(w, precision);
         let x = rounded_values(&cur, precision);
         for_each_sum(stage, &w.weight, w.bias.as_deref(), &x, batch, |o, acc| {
             let a = stage.activation.apply(acc);
             if acc.is_infinite() && a.is_finite() {
-                exact[o] = Some(a);
+                exact[o] = a as f32;
             }
             out[o] = output_value(a, residual, o);
         });
+        drop(x);
         let (wa, ba) = (abs(&w.weight), w.bias.as_deref().map(abs));
         let abs_residual = stage.residual.then_some(&abs_input[..]);
-        let m_in: Vec<f32> = mag.iter().map(|&m| m * grow).collect();
+        let m_in: Cow<[f32]> = match precision {
+            Precision::F32 => Cow::Borrowed(&mag),
+            Precision::Bf16 => mag.iter().map(|&m| m * grow).collect(),
+        };
         for_each_sum(stage, &wa, ba.as_deref(), &m_in, batch, |o, acc| {
-            bound[o] = output_value(exact[o].map_or(acc, f64::abs), abs_residual, o);
+            let e = exact[o];
+            let sum = if e.is_nan() { acc } else { e.abs() as f64 };
+            bound[o] = output_value(sum, abs_residual, o);
         });
-        let mut next_scale = bound.clone();
-        if precision == Precision::Bf16 && intermediate {
-            // What the rounding of this stage's input may add.
-            let d: Vec<f32> = cur
-                .iter()
-                .zip(&scale)
-                .map(|(&x, &m)| rounding_spread(x, crate::tolerance(m)))
-                .collect();
-            for_each_sum(stage, &wa, None, &d, batch, |o, acc| {
-                if exact[o].is_none() {
-                    next_scale[o] += (acc / crate::REL_TOL as f64) as f32;
-                }
-            });
+        drop(m_in);
+        if precision == Precision::Bf16 {
+            let mut next_scale = bound.clone();
+            if intermediate {
+                // What the rounding of this stage's input may add.
+                let scale = scale.as_deref().unwrap_or(&mag);
+                let d: Vec<f32> = cur
+                    .iter()
+                    .zip(scale)
+                    .map(|(&x, &m)| rounding_spread(x, crate::tolerance(m)))
+                    .collect();
+                for_each_sum(stage, &wa, None, &d, batch, |o, acc| {
+                    if exact[o].is_nan() {
+                        next_scale[o] += (acc / crate::REL_TOL as f64) as f32;
+                    }
+                });
+            }
+            scale = Some(next_scale);
         }
-        (cur, mag, scale) = (out, bound, next_scale);
+        (cur, mag) = (Cow::Owned(out), Cow::Owned(bound));
         intermediate = true;
     }
-    Ok((cur, scale))
+    let scale = scale.unwrap_or_else(|| mag.into_owned());
+    Ok((cur.into_owned(), scale))
+}
+
+/// Refuses [`interpret_with_magnitude_in`] where its tensors at their
+/// peak cannot fit ([`crate::budget`]): the magnitudes of the layer's
+/// input, and per stage the input and magnitudes it reads (the layer's
+/// own for the first) and the output, bound and exact values it writes;
+/// in bf16 also the rounded input, the grown magnitudes, the scales in
+/// and out and the rounding spreads.
+fn check_magnitude_memory(
+    layer: &Layer,
+    batch: usize,
+    precision: Precision,
+) -> Result<(), DataError> {
+    let (ins, outs) = match precision {
+        Precision::F32 => (2, 3),
+        Precision::Bf16 => (6, 4),
+    };
+    let peak = layer
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let reads = if i == 0 && precision == Precision::F32 {
+                0
+            } else {
+                ins
+            };
+            (s.input.len() as u128) * reads + (s.output.len() as u128) * outs
+        })
+        .max()
+        .unwrap_or(0);
+    let floats = (layer.input.len() as u128 + peak) * batch as u128;
+    crate::budget::check(
+        format_args!("checking layer '{}' on {batch} images", layer.name),
+        u64::try_from(floats * 4).ok(),
+    )
 }
 
 /// The most two values within `t` of `x` can differ once rounded to bf16:
@@ -341,6 +421,29 @@ fn for_each_sum(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Work past [`MAX_INTERPRETED_MACS`] is refused with the numbers,
+    /// before any tensor is read; the passes count.
+    #[test]
+    fn refuses_hours_of_work() {
+        let l = &crate::compile_source(
+            "layer big { input 1024x1024x64\n c: conv 3x3 -> 64, pad same }",
+        )
+        .unwrap()[0];
+        assert_eq!(l.macs(), 1024 * 1024 * 9 * 64 * 64);
+        assert!(check_work(l, 1, 2).is_ok());
+        let e = check_work(l, 8, 2).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "too much work for the interpreter: layer 'big' on 8 images is 6.185e11 \
+                 multiply-accumulates in 2 passes"
+            ),
+            "{e}"
+        );
+        let w = Weights::random(l, 1);
+        let e = interpret(l, &w, &[0.0; 4], 16).unwrap_err().to_string();
+        assert!(e.contains("too much work"), "{e}");
+    }
     use crate::compile_source;
 
     fn layer(src: &str) -> Layer {

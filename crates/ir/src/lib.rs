@@ -28,8 +28,8 @@ pub use checking::check_layer;
 pub use compare::{bf16_rel_tol, compare, compare_within, tolerance, Comparison, REL_TOL};
 pub use error::DataError;
 pub use interp::{
-    interpret, interpret_in, interpret_stage, interpret_with_magnitude,
-    interpret_with_magnitude_in, magnitude,
+    check_work, interpret, interpret_in, interpret_stage, interpret_with_magnitude,
+    interpret_with_magnitude_in, magnitude, MAX_INTERPRETED_MACS,
 };
 pub use layer::{Activation, Layer, Padding, Shape, Stage, StageKind, MAX_DIM, MAX_TENSOR_ELEMS};
 pub use lowering::lower;

@@ -23,6 +23,18 @@ pub struct Reference {
 }
 
 impl Reference {
+    /// Refuses a reference that would take the interpreter too long
+    /// ([`crate::interp::check_work`]): two passes over every stage (the
+    /// outputs and their magnitudes), twice that in bf16 (with the f32
+    /// reference). Cheap: for callers about to make the data.
+    pub fn check_work(layer: &Layer, batch: usize, precision: Precision) -> Result<(), DataError> {
+        let passes = match precision {
+            Precision::F32 => 2,
+            Precision::Bf16 => 4,
+        };
+        crate::interp::check_work(layer, batch, passes)
+    }
+
     /// The interpreter's outputs for `batch` images of `input`.
     pub fn new(
         layer: &Layer,

@@ -469,6 +469,31 @@ pub fn separation(
 }
 
 impl Kernel {
+    /// What [`Kernel::compile_with`] would refuse for `layer`'s shapes
+    /// alone (its stage count, its estimated code, a generator this host
+    /// lacks), found by planning without weights: a caller about to make
+    /// gigabytes of random data for a layer refuses first. Where weights
+    /// may change the layer compiled (a rank asked for, Winograd), only
+    /// the stage count and the generator are checked.
+    pub fn check_size(layer: &Layer, options: &Options) -> Result<(), JitError> {
+        convjit_ir::check_layer(layer)?;
+        check_stage_count(layer)?;
+        let options = &Options {
+            backend: options.backend.resolve().map_err(JitError::Unsupported)?,
+            ..options.clone()
+        };
+        options
+            .backend
+            .check_precision(options.precision)
+            .map_err(JitError::Unsupported)?;
+        if matches!(options.separate, Separation::Rank(_)) || options.winograd != Winograd::Off {
+            return Ok(());
+        }
+        let layer_plan = layer_plan::plan_layer(layer, options, &planning_host(options));
+        let (_, plans) = function_plans(layer, &layer_plan, options.backend);
+        Ok(convjit_plan::limits::check_code_size(&plans)?)
+    }
+
     /// Compile `layer` for the host CPU with packed `weights` (checked
     /// against the layer first), planned by the cost model.
     pub fn compile(layer: &Layer, weights: &Weights) -> Result<Kernel, JitError> {
@@ -831,6 +856,32 @@ mod tests {
             panic!("4000 depthwise stages fit in the code size")
         };
         assert!(m.contains("instructions of specialised code"), "{m}");
+        assert_eq!(
+            Kernel::check_size(&l, &Options::default())
+                .unwrap_err()
+                .to_string(),
+            m
+        );
+        let l = layer(MAX_STAGES + 1);
+        assert!(Kernel::check_size(&l, &Options::default()).is_err());
+    }
+
+    /// `check_size` refuses a kernel too wide to compile from its shapes
+    /// alone (no weights made: 16384^2 of them would be 1 GiB), and
+    /// passes what compiles.
+    #[test]
+    fn check_size_refuses_before_weights_exist() {
+        let src = "layer wide { input 16384x16384x1\n c: conv 16384x16384 -> 1, pad same }\n\
+                   layer small { input 8x8x4\n c: conv 3x3 -> 8 }";
+        let layers = compile_source(src).unwrap();
+        let o = Options::default();
+        let Err(JitError::TooLarge(m)) = Kernel::check_size(&layers[0], &o) else {
+            panic!("a 16384x16384 kernel passed the size check")
+        };
+        assert!(m.contains("instructions of specialised code"), "{m}");
+        assert!(Kernel::check_size(&layers[1], &o).is_ok());
+        let l = &layers[1];
+        assert!(Kernel::compile_with(l, &Weights::random(l, 1), &o).is_ok());
     }
 
     /// The host ISA with FMA switched off, as on x86 CPUs without it.
