@@ -97,7 +97,10 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
         }
     };
     let output = match a.engine {
-        Engine::Interp => convjit::interpret(&layer, &weights, &input, batch)?,
+        // In bf16 the interpreter rounds as a bf16 kernel does.
+        Engine::Interp => {
+            convjit::interpret_in(&layer, &weights, &input, batch, options.precision)?
+        }
         Engine::Jit => convjit::Kernel::compile_with(&layer, &weights, &options)
             .and_then(|k| k.run_alloc(&input, batch))
             .map_err(convjit::Error::from)?,
@@ -117,15 +120,22 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
 /// Shape and statistics of an output, for runs without `--output`.
 fn summary(layer: &Layer, batch: usize, out: &[f32]) -> String {
     let o = layer.output();
+    // min and max of the numbers; NaNs are counted apart (f32::min
+    // skips them, which hid them).
     let (min, max) = out
         .iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
             (lo.min(x), hi.max(x))
         });
+    let nans = out.iter().filter(|x| x.is_nan()).count();
+    let nans = match nans {
+        0 => String::new(),
+        n => format!("  NaN {n}"),
+    };
     let mean = out.iter().map(|&x| x as f64).sum::<f64>() / out.len().max(1) as f64;
     let head: Vec<String> = out.iter().take(6).map(|x| format!("{x:.6}")).collect();
     format!(
-        "layer {}: output [{batch}, {}, {}, {}] ({} values)\n  min {min:.6}  max {max:.6}  mean {mean:.6}\n  first values: {}\n",
+        "layer {}: output [{batch}, {}, {}, {}] ({} values)\n  min {min:.6}  max {max:.6}  mean {mean:.6}{nans}\n  first values: {}\n",
         layer.name,
         o.h,
         o.w,

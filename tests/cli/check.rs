@@ -44,6 +44,19 @@ fn bad_layer_files_and_usage() {
         "{}",
         stderr(&o)
     );
+    // A file of many layers names the first 20, and counts the rest.
+    let many = f.dir.path().join("many.conv");
+    let text: String = (0..30)
+        .map(|i| format!("layer l{i} {{ input 2x2x1\n p: pointwise 1 }}\n"))
+        .collect();
+    std::fs::write(&many, text).unwrap();
+    let o = convjit(&["run", s(&many)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("(l0, l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, l12, l13, l14, l15, l16, l17, l18, l19, and 10 more)"),
+        "{}",
+        stderr(&o)
+    );
     let o = convjit(&["plan", "examples/textbook.conv", "--layer", "nope"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no layer 'nope'"));

@@ -217,3 +217,40 @@ fn output_into_a_closed_pipe_ends_quietly() {
         );
     }
 }
+
+/// The interpreter computes the precision asked for (it computed f32
+/// whatever `--precision` said), and the summary counts NaNs (min and max
+/// skip them).
+#[test]
+fn interp_takes_the_precision_and_the_summary_counts_nans() {
+    let args = |precision| {
+        let o = convjit(&[
+            "run",
+            "examples/textbook.conv",
+            "--layer",
+            "textbook_standard",
+            "--engine",
+            "interp",
+            "--precision",
+            precision,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let (f32, bf16) = (args("f32"), args("bf16"));
+    assert_ne!(f32, bf16, "bf16 computed as f32:\n{f32}");
+    let f = fixture();
+    let mut x = vec![0.5; 60];
+    x[7] = f32::NAN;
+    npy::write_npy(&f.input, &[1, 5, 4, 3], &x).unwrap();
+    let o = convjit(&[
+        "run",
+        s(&f.conv),
+        "--input",
+        s(&f.input),
+        "--weights",
+        s(&f.weights),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("  NaN "), "{}", stdout(&o));
+}

@@ -384,18 +384,34 @@ fn source_text(name: &str, bytes: Vec<u8>) -> Result<String, Error> {
 
 /// The layer called `name`, or the only layer when `name` is `None`.
 pub fn select_layer(layers: Vec<Layer>, name: Option<&str>) -> Result<Layer, Error> {
+    // The first names (cut short): a file of 100,000 layers made a
+    // message of 789 KB.
+    const SHOWN: usize = 20;
     let names = || {
-        layers
+        let mut list: Vec<String> = layers
             .iter()
-            .map(|l| l.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+            .take(SHOWN)
+            .map(
+                |l| match l.name.char_indices().nth(convjit_lang::MAX_QUOTED) {
+                    Some((cut, _)) => format!("{}...", &l.name[..cut]),
+                    None => l.name.clone(),
+                },
+            )
+            .collect();
+        if layers.len() > SHOWN {
+            list.push(format!("and {} more", layers.len() - SHOWN));
+        }
+        list.join(", ")
     };
     match name {
         Some(name) => match layers.iter().position(|l| l.name == name) {
             Some(i) => Ok(layers.into_iter().nth(i).expect("index found above")),
             None => Err(Error::NoSuchLayer {
-                message: format!("no layer '{name}' in the file (it has: {})", names()),
+                message: format!(
+                    "no layer {} in the file (it has: {})",
+                    convjit_lang::quoted(name),
+                    names()
+                ),
             }),
         },
         None if layers.len() == 1 => Ok(layers.into_iter().next().expect("one layer")),

@@ -47,7 +47,18 @@ impl Diagnostic {
         let width = last_col.saturating_sub(col).max(1);
         let (shown, caret_col, width) = excerpt(text, chars, col, width);
         let pad = " ".repeat(gutter);
-        let _ = writeln!(out, "{line} | {}", shown.replace('\t', " "));
+        // Control characters (a terminal's escape sequences) are shown as
+        // one replacement character each, so they neither act on the
+        // terminal nor move the caret.
+        let shown: String = shown
+            .chars()
+            .map(|c| match c {
+                '\t' => ' ',
+                c if c.is_control() => '\u{FFFD}',
+                c => c,
+            })
+            .collect();
+        let _ = writeln!(out, "{line} | {shown}");
         let _ = writeln!(
             out,
             "{pad} | {}{}",
@@ -260,6 +271,17 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_not_echoed() {
+        let src = "a: b, c # \u{1b}[31mred\u{7}\u{9b}\n";
+        let file = SourceFile::new("f.conv", src);
+        let out = Diagnostic::new(Span::new(6, 7), "x").render(&file);
+        assert_eq!(
+            out,
+            "f.conv:1:7: error: x\n1 | a: b, c # \u{FFFD}[31mred\u{FFFD}\u{FFFD}\n  |       ^\n"
+        );
+    }
 
     #[test]
     fn renders_location_line_and_caret() {

@@ -51,7 +51,9 @@ pub struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     pub fn new(src: &'a str) -> Lexer<'a> {
-        Lexer { src, i: 0 }
+        // A byte-order mark (some editors write one) is not text.
+        let i = if src.starts_with('\u{FEFF}') { 3 } else { 0 };
+        Lexer { src, i }
     }
 
     /// The next token; `Eof` at the end, as often as asked.
@@ -180,6 +182,12 @@ mod tests {
         assert_eq!(values, [12, 12, 3]);
         assert_eq!(parts[1].span, Span::new(3, 5));
         assert_eq!(toks[1], Tok::Arrow);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let toks = kinds("\u{FEFF}layer");
+        assert_eq!(toks, [Tok::Ident("layer".into()), Tok::Eof]);
     }
 
     #[test]
