@@ -279,3 +279,39 @@ fn a_full_file_system_changes_nothing() {
     assert_eq!(std::fs::read(mnt.join("k.h")).unwrap(), b"old header");
     assert_eq!(std::fs::read(mnt.join("k.o")).unwrap(), b"old object");
 }
+
+/// Under a file-size limit (`ulimit -f`) smaller than the object, the
+/// write fails (EFBIG, not a kill by SIGXFSZ): exit 1 with a message, the
+/// old files as they were, no temporary file left.
+#[cfg(unix)]
+#[test]
+fn a_file_size_limit_is_an_error_not_a_kill() {
+    use std::os::unix::process::CommandExt;
+    let d = scratch();
+    let p = d.path();
+    std::fs::write(p.join("k.h"), "old header").unwrap();
+    let before = contents(p);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_convjit"));
+    cmd.args(["build", "s.conv", "--weights", "w.npz", "-o", "k.o"])
+        .current_dir(p);
+    // SAFETY: between fork and exec the closure only calls setrlimit, a
+    // system call that takes no lock and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 1000,
+                rlim_max: 1000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let o = cmd.output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{:?}: {err}", o.status);
+    assert!(err.contains("k.o") && err.contains("cannot write"), "{err}");
+    assert!(contents(p) == before, "changed: {:?}", files(p));
+}
