@@ -315,3 +315,106 @@ fn a_file_size_limit_is_an_error_not_a_kill() {
     assert!(err.contains("k.o") && err.contains("cannot write"), "{err}");
     assert!(contents(p) == before, "changed: {:?}", files(p));
 }
+
+/// A build of `b.conv` (with baked weights, so that its object is larger
+/// than a pipe's buffer) in `dir`, its object `k.o` a FIFO that the test
+/// opens and never reads, `TMPDIR` set to `dir/tmp`: once bytes are in the
+/// pipe, the build is writing the object through, blocked on the full
+/// pipe, its files made and not yet all in place. Returns the build and
+/// the reader, to hold while the build must stay blocked.
+#[cfg(unix)]
+fn build_into_a_full_fifo(dir: &Path) -> (std::process::Child, std::fs::File) {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let big = "layer b { input 8x8x64\n p: conv 3x3 -> 64, pad same\n}\n";
+    std::fs::write(dir.join("b.conv"), big).unwrap();
+    let layer = &convjit::parse_layers("b.conv", big).unwrap()[0];
+    let w = convjit::Weights::random(layer, 1);
+    let arrays = w.to_arrays(layer);
+    let refs: Vec<(&str, &convjit::npy::Array)> =
+        arrays.iter().map(|(k, a)| (k.as_str(), a)).collect();
+    convjit::npy::write_npz(dir.join("b.npz"), &refs).unwrap();
+    std::fs::create_dir(dir.join("tmp")).unwrap();
+    let fifo = std::ffi::CString::new(dir.join("k.o").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    // Opened without waiting for a writer; the build's open then does not
+    // wait either, and its writes stop when the pipe is full.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(dir.join("k.o"))
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_convjit"));
+    cmd.args(["build", "b.conv", "--weights", "b.npz", "-o", "k.o"])
+        .current_dir(dir)
+        .env("TMPDIR", dir.join("tmp"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: between fork and exec the closure only calls `signal`, which
+    // is async-signal-safe: the signals the tests send are not ignored even
+    // if the test runs as a background job that ignores SIGINT.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int, the bytes in the pipe, to a
+        // valid pointer; the descriptor is the open reader's.
+        assert_eq!(
+            unsafe { libc::ioctl(reader.as_raw_fd(), libc::FIONREAD, &mut queued) },
+            0
+        );
+        if queued > 0 {
+            return (child, reader);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let o = child.wait_with_output().unwrap();
+            panic!("the build ended ({status}) before writing: {}", stderr(&o));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the build wrote nothing to its FIFO in 300 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The `.convjit-*` names in `dir` and `dir/tmp`.
+#[cfg(unix)]
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut left = files(dir);
+    left.extend(files(&dir.join("tmp")));
+    left.retain(|f| f.starts_with(".convjit"));
+    left
+}
+
+/// SIGINT, SIGTERM or SIGHUP while a build is writing: its temporary
+/// files (the header's beside it, the object's in TMPDIR) and backups are
+/// removed, and it dies of that signal.
+#[cfg(unix)]
+#[test]
+fn a_signal_removes_the_temporary_files_and_kills() {
+    use std::os::unix::process::ExitStatusExt;
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::write(p.join("k.h"), "old header").unwrap();
+        let (mut child, reader) = build_into_a_full_fifo(p);
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: kill only sends a signal, to the child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+        let status = child.wait().unwrap();
+        drop(reader);
+        assert_eq!(status.signal(), Some(sig), "{status}");
+        assert!(leftovers(p).is_empty(), "left behind: {:?}", leftovers(p));
+    }
+}

@@ -11,6 +11,11 @@
 //! such as `/dev/null`, a FIFO) is written through, never replaced by a
 //! regular file; a symbolic link is followed: the file it names is
 //! replaced, the link stays.
+//!
+//! Every temporary file and backup is registered (`pending.rs`) until it
+//! is renamed or removed, so that a command killed by SIGINT, SIGTERM or
+//! SIGHUP leaves none behind once the command line has installed the
+//! handler ([`crate::remove_pending_on_signals`]).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -18,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::{Builder, NamedTempFile, TempPath};
 
+use crate::pending::{self, Pending};
 use crate::Error;
 
 /// Why an output cannot be planned.
@@ -58,7 +64,20 @@ struct Output {
     /// replaced by a rename, anything else written through.
     replace: bool,
     /// The complete content, once written.
-    tmp: Option<NamedTempFile>,
+    tmp: Option<Temp>,
+}
+
+/// A temporary file, registered for removal on a signal while it exists
+/// (fields drop in order: the file is removed, then unregistered).
+struct Temp {
+    file: NamedTempFile,
+    _pending: Option<Pending>,
+}
+
+/// A backup of a replaced file (a hard link), registered the same way.
+struct Backup {
+    path: TempPath,
+    _pending: Option<Pending>,
 }
 
 /// A file's identity: device and inode on Unix, the canonical path elsewhere.
@@ -202,9 +221,11 @@ impl Outputs {
         } else {
             std::env::temp_dir()
         };
-        let mut tmp = temp_file_in(&dir).map_err(|e| cannot_write(&e))?;
-        fill(tmp.as_file_mut())
-            .and_then(|()| tmp.as_file().sync_all())
+        let file = temp_file_in(&dir).map_err(|e| cannot_write(&e))?;
+        let _pending = pending::register(file.path());
+        let mut tmp = Temp { file, _pending };
+        fill(tmp.file.as_file_mut())
+            .and_then(|()| tmp.file.as_file().sync_all())
             .map_err(|e| cannot_write(&e))?;
         o.tmp = Some(tmp);
         Ok(())
@@ -230,11 +251,11 @@ impl Outputs {
         let (renamed, through): (Vec<Output>, Vec<Output>) =
             self.files.into_iter().partition(|o| o.replace);
         // (target, backup of the file it replaced, if any) of each rename done.
-        let mut done: Vec<(PathBuf, Option<TempPath>)> = Vec::new();
+        let mut done: Vec<(PathBuf, Option<Backup>)> = Vec::new();
         for o in &renamed {
             let Some(tmp) = &o.tmp else { continue };
             let moved = backup(&o.target).and_then(|old| {
-                fs::rename(tmp.path(), &o.target)?;
+                fs::rename(tmp.file.path(), &o.target)?;
                 Ok(old)
             });
             match moved {
@@ -247,7 +268,7 @@ impl Outputs {
         }
         for o in &through {
             let Some(tmp) = &o.tmp else { continue };
-            let copied = File::open(tmp.path()).and_then(|mut from| {
+            let copied = File::open(tmp.file.path()).and_then(|mut from| {
                 let mut to = fs::OpenOptions::new().write(true).open(&o.target)?;
                 io::copy(&mut from, &mut to)?;
                 to.flush()
@@ -265,7 +286,7 @@ impl Outputs {
 
 /// A hard link to the file at `target` (if there is one) under a fresh
 /// name beside it, removed when dropped.
-fn backup(target: &Path) -> io::Result<Option<TempPath>> {
+fn backup(target: &Path) -> io::Result<Option<Backup>> {
     match fs::symlink_metadata(target) {
         Ok(m) if m.is_file() => {}
         _ => return Ok(None),
@@ -274,19 +295,24 @@ fn backup(target: &Path) -> io::Result<Option<TempPath>> {
         .prefix(".convjit-old-")
         .make_in(parent_dir(target), |p| fs::hard_link(target, p));
     match link {
-        Ok(t) => Ok(Some(t.into_temp_path())),
+        Ok(t) => {
+            let path = t.into_temp_path();
+            let _pending = pending::register(&path);
+            Ok(Some(Backup { path, _pending }))
+        }
         // A file system without hard links: no undo for this one.
         Err(_) => Ok(None),
     }
 }
 
 /// Puts back what the renames in `done` replaced, last first.
-fn undo(done: Vec<(PathBuf, Option<TempPath>)>) {
+fn undo(done: Vec<(PathBuf, Option<Backup>)>) {
     for (target, old) in done.into_iter().rev() {
         match old {
             Some(old) => {
-                let _ = fs::rename(&old, &target);
-                let _ = old.keep();
+                // Kept if the rename fails: then it is the only copy.
+                let _ = fs::rename(&old.path, &target);
+                let _ = old.path.keep();
             }
             None => {
                 let _ = fs::remove_file(&target);
