@@ -418,3 +418,34 @@ fn a_signal_removes_the_temporary_files_and_kills() {
         assert!(leftovers(p).is_empty(), "left behind: {:?}", leftovers(p));
     }
 }
+
+/// `build -o k.o` where `k.o` is a FIFO: the object is written through
+/// before the header replaces the old one (opening a FIFO waits for a
+/// reader; the old order replaced `k.h`, then waited). Interrupted there,
+/// the old header stays and nothing is left behind.
+#[cfg(unix)]
+#[test]
+fn a_fifo_object_is_written_before_the_header_is_replaced() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("k.h"), "old header").unwrap();
+    let (mut child, reader) = build_into_a_full_fifo(p);
+    assert_eq!(
+        std::fs::read_to_string(p.join("k.h")).unwrap(),
+        "old header"
+    );
+    // SAFETY: kill only sends a signal, to the child, not yet reaped.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let status = child.wait().unwrap();
+    drop(reader);
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status}");
+    assert_eq!(
+        std::fs::read_to_string(p.join("k.h")).unwrap(),
+        "old header"
+    );
+    assert!(leftovers(p).is_empty(), "left behind: {:?}", leftovers(p));
+}

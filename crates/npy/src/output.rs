@@ -236,10 +236,13 @@ impl Outputs {
         self.write(i, |f| f.write_all(bytes))
     }
 
-    /// Puts every output in place. Renames come first, each over the
-    /// old file (kept as a hard link until all are done, so that a
-    /// failure puts back the ones before it); then the outputs written
-    /// through. An output never written is an error.
+    /// Puts every output in place. The outputs written through (a FIFO,
+    /// a device) come first: they cannot be undone, and opening a FIFO
+    /// waits for its reader, so nothing of the user's is replaced before
+    /// they are done, and if one fails, nothing is. Then the renames, each
+    /// over the old file (kept as a hard link until all are done, so that
+    /// a failure puts back the ones before it). An output never written
+    /// is an error.
     pub fn commit(self) -> Result<(), Error> {
         if let Some(o) = self.files.iter().find(|o| o.tmp.is_none()) {
             return Err(Error::new(
@@ -250,6 +253,17 @@ impl Outputs {
         }
         let (renamed, through): (Vec<Output>, Vec<Output>) =
             self.files.into_iter().partition(|o| o.replace);
+        for o in &through {
+            let Some(tmp) = &o.tmp else { continue };
+            let copied = File::open(tmp.file.path()).and_then(|mut from| {
+                let mut to = fs::OpenOptions::new().write(true).open(&o.target)?;
+                io::copy(&mut from, &mut to)?;
+                to.flush()
+            });
+            if let Err(e) = copied {
+                return Err(Error::io(&o.shown, None, "cannot write", &e));
+            }
+        }
         // (target, backup of the file it replaced, if any) of each rename done.
         let mut done: Vec<(PathBuf, Option<Backup>)> = Vec::new();
         for o in &renamed {
@@ -264,18 +278,6 @@ impl Outputs {
                     undo(done);
                     return Err(Error::io(&o.shown, None, "cannot write", &e));
                 }
-            }
-        }
-        for o in &through {
-            let Some(tmp) = &o.tmp else { continue };
-            let copied = File::open(tmp.file.path()).and_then(|mut from| {
-                let mut to = fs::OpenOptions::new().write(true).open(&o.target)?;
-                io::copy(&mut from, &mut to)?;
-                to.flush()
-            });
-            if let Err(e) = copied {
-                undo(done);
-                return Err(Error::io(&o.shown, None, "cannot write", &e));
             }
         }
         // Dropping `done` removes the backups; dropping the temporary
@@ -466,5 +468,83 @@ mod tests {
         out.commit().unwrap();
         let m = fs::metadata("/dev/null").unwrap();
         assert!(!m.is_file(), "/dev/null was replaced by a regular file");
+    }
+
+    /// A FIFO is written through before any regular file is replaced: when
+    /// its reader opens it, the other output is still the old file (the
+    /// FIFO's content is larger than a pipe's buffer, so the commit waits
+    /// in the copy until it is read).
+    #[cfg(unix)]
+    #[test]
+    fn outputs_written_through_come_before_any_replacement() {
+        let d = tempfile::tempdir().unwrap();
+        let (fifo, file) = (d.path().join("k.o"), d.path().join("k.h"));
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        fs::write(&file, "old").unwrap();
+        let big = vec![7u8; 1 << 20];
+        let mut out = Outputs::new();
+        let i = out.add("-o", &fifo, &[]).unwrap();
+        let j = out.add("header", &file, &[]).unwrap();
+        out.write_bytes(i, &big).unwrap();
+        out.write_bytes(j, b"new").unwrap();
+        // Opened without waiting for the writer (so that a failing commit
+        // cannot hang the test): reads return 0 until it opens the FIFO,
+        // WouldBlock while the pipe is empty.
+        let mut reader = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .unwrap()
+        };
+        let commit = std::thread::spawn(move || out.commit());
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match io::Read::read(&mut reader, &mut buf) {
+                Ok(0) if got.is_empty() => assert!(!commit.is_finished(), "never opened"),
+                Ok(0) => break,
+                Ok(n) => {
+                    if got.is_empty() {
+                        // The commit is copying, and still has most of
+                        // `big` to write.
+                        assert_eq!(fs::read(&file).unwrap(), b"old", "replaced first");
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        commit.join().unwrap().unwrap();
+        assert_eq!(got, big);
+        assert_eq!(fs::read(&file).unwrap(), b"new");
+        assert_eq!(files(d.path()), ["k.h", "k.o"]);
+    }
+
+    /// A write-through that fails (`/dev/full`: ENOSPC) leaves the other
+    /// outputs' files as they were, and no backup or temporary file.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_write_through_replaces_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("k.h");
+        fs::write(&file, "old").unwrap();
+        let mut out = Outputs::new();
+        let i = out.add("-o", Path::new("/dev/full"), &[]).unwrap();
+        let j = out.add("header", &file, &[]).unwrap();
+        out.write_bytes(i, b"object").unwrap();
+        out.write_bytes(j, b"new").unwrap();
+        let e = out.commit().unwrap_err();
+        assert!(e.to_string().contains("cannot write"), "{e}");
+        assert_eq!(fs::read(&file).unwrap(), b"old");
+        assert_eq!(files(d.path()), ["k.h"]);
     }
 }
