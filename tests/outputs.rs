@@ -449,3 +449,29 @@ fn a_fifo_object_is_written_before_the_header_is_replaced() {
     );
     assert!(leftovers(p).is_empty(), "left behind: {:?}", leftovers(p));
 }
+
+/// Rebuilding over an object and header made private or group-readable
+/// keeps their modes.
+#[cfg(unix)]
+#[test]
+fn a_rebuild_keeps_the_files_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = scratch();
+    let p = d.path();
+    let mode = |f: &str| {
+        let m = std::fs::metadata(p.join(f)).unwrap().permissions().mode();
+        format!("{:o}", m & 0o777)
+    };
+    let o = convjit(p, &["build", "s.conv", "-o", "k.o"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (f, bits) in [("k.o", 0o640), ("k.h", 0o644)] {
+        std::fs::set_permissions(p.join(f), std::fs::Permissions::from_mode(bits)).unwrap();
+    }
+    let o = convjit(p, &["build", "s.conv", "-o", "k.o"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!((mode("k.o"), mode("k.h")), ("640".into(), "644".into()));
+    std::fs::set_permissions(p.join("k.h"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = convjit(p, &["build", "s.conv", "-o", "k.o"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!((mode("k.o"), mode("k.h")), ("640".into(), "600".into()));
+}

@@ -10,7 +10,9 @@
 //! that names a directory. A target that is not a regular file (a device
 //! such as `/dev/null`, a FIFO) is written through, never replaced by a
 //! regular file; a symbolic link is followed: the file it names is
-//! replaced, the link stays.
+//! replaced, the link stays. A file replaced keeps its permission bits
+//! (as editors do: `chmod 640 k.o` survives a rebuild); a new file gets
+//! what `File::create` would give it. The owner is the writer's.
 //!
 //! Every temporary file and backup is registered (`pending.rs`) until it
 //! is renamed or removed, so that a command killed by SIGINT, SIGTERM or
@@ -224,6 +226,9 @@ impl Outputs {
         let file = temp_file_in(&dir).map_err(|e| cannot_write(&e))?;
         let _pending = pending::register(file.path());
         let mut tmp = Temp { file, _pending };
+        if o.replace {
+            keep_mode(&o.target, tmp.file.as_file()).map_err(|e| cannot_write(&e))?;
+        }
         fill(tmp.file.as_file_mut())
             .and_then(|()| tmp.file.as_file().sync_all())
             .map_err(|e| cannot_write(&e))?;
@@ -321,6 +326,24 @@ fn undo(done: Vec<(PathBuf, Option<Backup>)>) {
             }
         }
     }
+}
+
+/// Gives `file` the permission bits of the regular file at `target`, if
+/// there is one (on Unix; elsewhere nothing).
+fn keep_mode(target: &Path, file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(old) = fs::metadata(target) {
+            if old.is_file() {
+                let bits = old.permissions().mode() & 0o777;
+                file.set_permissions(fs::Permissions::from_mode(bits))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (target, file);
+    Ok(())
 }
 
 /// A temporary file in `dir`, created with the permissions `File::create`
@@ -546,5 +569,31 @@ mod tests {
         assert!(e.to_string().contains("cannot write"), "{e}");
         assert_eq!(fs::read(&file).unwrap(), b"old");
         assert_eq!(files(d.path()), ["k.h"]);
+    }
+
+    /// A replaced file keeps its permission bits; a new one gets the
+    /// default (0666 less the umask).
+    #[cfg(unix)]
+    #[test]
+    fn a_replaced_file_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for bits in [0o640, 0o604, 0o600, 0o755] {
+            let (a, b) = (d.path().join("k.o"), d.path().join("k.h"));
+            fs::write(&a, "old").unwrap();
+            fs::set_permissions(&a, fs::Permissions::from_mode(bits)).unwrap();
+            let _ = fs::remove_file(&b);
+            let mut out = Outputs::new();
+            let i = out.add("-o", &a, &[]).unwrap();
+            let j = out.add("header", &b, &[]).unwrap();
+            out.write_bytes(i, b"new").unwrap();
+            out.write_bytes(j, b"new").unwrap();
+            out.commit().unwrap();
+            assert_eq!(format!("{:o}", mode(&a)), format!("{bits:o}"));
+            let created = File::create(d.path().join("plain")).unwrap();
+            drop(created);
+            assert_eq!(mode(&b), mode(&d.path().join("plain")));
+        }
     }
 }
