@@ -475,3 +475,23 @@ fn a_rebuild_keeps_the_files_modes() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!((mode("k.o"), mode("k.h")), ("640".into(), "600".into()));
 }
+
+/// `build -o /dev/null` would put its header at `/dev/null.h`, a regular
+/// file among the devices: a usage error, nothing written; with `--emit
+/// asm` (no header) a device is fine.
+#[cfg(unix)]
+#[test]
+fn a_build_object_to_a_device_is_a_usage_error() {
+    let d = scratch();
+    let p = d.path();
+    let existed = Path::new("/dev/null.h").exists();
+    refused(
+        p,
+        &["build", "s.conv", "-o", "/dev/null"],
+        2,
+        &["/dev/null is a device", "/dev/null.h", "--emit asm"],
+    );
+    assert_eq!(Path::new("/dev/null.h").exists(), existed);
+    let o = convjit(p, &["build", "s.conv", "-o", "/dev/null", "--emit", "asm"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
