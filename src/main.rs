@@ -4,6 +4,10 @@ mod cli;
 
 fn main() -> std::process::ExitCode {
     quiet_broken_pipe();
+    fail_on_file_size_limit();
+    // Ctrl-C (SIGINT), SIGTERM, SIGHUP: the temporary files of outputs not
+    // yet in place are removed, then the process dies of the signal.
+    convjit::npy::remove_pending_on_signals();
     cli::main()
 }
 
@@ -18,5 +22,19 @@ fn quiet_broken_pipe() {
     // SIG_DFL is a valid disposition for SIGPIPE and no handler is involved.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Under a file-size limit (`ulimit -f`, RLIMIT_FSIZE), a write past it
+/// raises SIGXFSZ, whose default action kills the process mid-write and
+/// leaves the temporary file behind. Ignored, the write fails with EFBIG
+/// instead: the usual error path removes the temporary file and exits 1
+/// with a message ("File too large").
+fn fail_on_file_size_limit() {
+    #[cfg(unix)]
+    // SAFETY: called at the start of main, before any other thread exists;
+    // SIG_IGN is a valid disposition for SIGXFSZ and no handler is involved.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }

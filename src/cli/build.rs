@@ -3,6 +3,14 @@
 //! kernel as an ELF object and a C header beside it (`k.o` -> `k.h`), or
 //! its IR / assembly as text. How `--cpu` and `--backend` combine:
 //! `convjit_aot::choice`.
+//!
+//! The object and its header are one promise (CONTRACT.md: "an ELF
+//! object ... and a C header beside it with the same stem"), so an object
+//! to a device (`-o /dev/null`) is a usage error: its header would be a
+//! new regular file among the devices (`/dev/null.h`), and a build that
+//! silently skipped it would break the promise. A FIFO object is fine: its
+//! header is an ordinary file beside it. `--emit asm -o /dev/null` checks
+//! that a layer builds without writing anything.
 
 use super::Failure;
 use clap::{Args, ValueEnum};
@@ -15,7 +23,8 @@ pub struct BuildArgs {
     /// The layer to build (needed when the file holds several).
     #[arg(long)]
     layer: Option<String>,
-    /// The object file to write; the header goes beside it (`k.o` -> `k.h`).
+    /// The object file to write; the header goes beside it (`k.o` -> `k.h`),
+    /// so not a device such as /dev/null (with --emit asm or clif it may be).
     #[arg(short = 'o', long, value_name = "OUT.o")]
     output: PathBuf,
     /// Bake these weights into the object (else the kernel takes them at run time).
@@ -49,6 +58,23 @@ pub struct BuildArgs {
     separate: super::SeparateArgs,
 }
 
+/// Whether `path` (symbolic links followed) is a character or block device.
+fn is_device(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(path).is_ok_and(|m| {
+            let t = m.file_type();
+            t.is_char_device() || t.is_block_device()
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
 fn parse_cpu(s: &str) -> Result<Cpu, String> {
     Cpu::parse(s).ok_or_else(|| {
         let names: Vec<&str> = Cpu::ALL.iter().map(|c| c.name()).collect();
@@ -75,6 +101,15 @@ pub fn build(a: &BuildArgs) -> Result<(), Failure> {
         return Err(Failure::Usage(format!(
             "the object file {} would overwrite its header: name it k.o",
             a.output.display()
+        )));
+    }
+    if object && is_device(&a.output) {
+        return Err(Failure::Usage(format!(
+            "-o {} is a device: the header would be written beside it, to {}; \
+             name a file (-o k.o writes k.o and k.h), or use --emit asm to only \
+             check that the layer builds",
+            a.output.display(),
+            header.display()
         )));
     }
     let targets: Vec<(&str, &Path)> = if object {

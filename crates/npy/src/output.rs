@@ -10,7 +10,14 @@
 //! that names a directory. A target that is not a regular file (a device
 //! such as `/dev/null`, a FIFO) is written through, never replaced by a
 //! regular file; a symbolic link is followed: the file it names is
-//! replaced, the link stays.
+//! replaced, the link stays. A file replaced keeps its permission bits
+//! (as editors do: `chmod 640 k.o` survives a rebuild); a new file gets
+//! what `File::create` would give it. The owner is the writer's.
+//!
+//! Every temporary file and backup is registered (`pending.rs`) until it
+//! is renamed or removed, so that a command killed by SIGINT, SIGTERM or
+//! SIGHUP leaves none behind once the command line has installed the
+//! handler ([`crate::remove_pending_on_signals`]).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -18,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::{Builder, NamedTempFile, TempPath};
 
+use crate::pending::{self, Pending};
 use crate::Error;
 
 /// Why an output cannot be planned.
@@ -58,7 +66,20 @@ struct Output {
     /// replaced by a rename, anything else written through.
     replace: bool,
     /// The complete content, once written.
-    tmp: Option<NamedTempFile>,
+    tmp: Option<Temp>,
+}
+
+/// A temporary file, registered for removal on a signal while it exists
+/// (fields drop in order: the file is removed, then unregistered).
+struct Temp {
+    file: NamedTempFile,
+    _pending: Option<Pending>,
+}
+
+/// A backup of a replaced file (a hard link), registered the same way.
+struct Backup {
+    path: TempPath,
+    _pending: Option<Pending>,
 }
 
 /// A file's identity: device and inode on Unix, the canonical path elsewhere.
@@ -202,9 +223,14 @@ impl Outputs {
         } else {
             std::env::temp_dir()
         };
-        let mut tmp = temp_file_in(&dir).map_err(|e| cannot_write(&e))?;
-        fill(tmp.as_file_mut())
-            .and_then(|()| tmp.as_file().sync_all())
+        let file = temp_file_in(&dir).map_err(|e| cannot_write(&e))?;
+        let _pending = pending::register(file.path());
+        let mut tmp = Temp { file, _pending };
+        if o.replace {
+            keep_mode(&o.target, tmp.file.as_file()).map_err(|e| cannot_write(&e))?;
+        }
+        fill(tmp.file.as_file_mut())
+            .and_then(|()| tmp.file.as_file().sync_all())
             .map_err(|e| cannot_write(&e))?;
         o.tmp = Some(tmp);
         Ok(())
@@ -215,10 +241,13 @@ impl Outputs {
         self.write(i, |f| f.write_all(bytes))
     }
 
-    /// Puts every output in place. Renames come first, each over the
-    /// old file (kept as a hard link until all are done, so that a
-    /// failure puts back the ones before it); then the outputs written
-    /// through. An output never written is an error.
+    /// Puts every output in place. The outputs written through (a FIFO,
+    /// a device) come first: they cannot be undone, and opening a FIFO
+    /// waits for its reader, so nothing of the user's is replaced before
+    /// they are done, and if one fails, nothing is. Then the renames, each
+    /// over the old file (kept as a hard link until all are done, so that
+    /// a failure puts back the ones before it). An output never written
+    /// is an error.
     pub fn commit(self) -> Result<(), Error> {
         if let Some(o) = self.files.iter().find(|o| o.tmp.is_none()) {
             return Err(Error::new(
@@ -229,12 +258,23 @@ impl Outputs {
         }
         let (renamed, through): (Vec<Output>, Vec<Output>) =
             self.files.into_iter().partition(|o| o.replace);
+        for o in &through {
+            let Some(tmp) = &o.tmp else { continue };
+            let copied = File::open(tmp.file.path()).and_then(|mut from| {
+                let mut to = fs::OpenOptions::new().write(true).open(&o.target)?;
+                io::copy(&mut from, &mut to)?;
+                to.flush()
+            });
+            if let Err(e) = copied {
+                return Err(Error::io(&o.shown, None, "cannot write", &e));
+            }
+        }
         // (target, backup of the file it replaced, if any) of each rename done.
-        let mut done: Vec<(PathBuf, Option<TempPath>)> = Vec::new();
+        let mut done: Vec<(PathBuf, Option<Backup>)> = Vec::new();
         for o in &renamed {
             let Some(tmp) = &o.tmp else { continue };
             let moved = backup(&o.target).and_then(|old| {
-                fs::rename(tmp.path(), &o.target)?;
+                fs::rename(tmp.file.path(), &o.target)?;
                 Ok(old)
             });
             match moved {
@@ -245,18 +285,6 @@ impl Outputs {
                 }
             }
         }
-        for o in &through {
-            let Some(tmp) = &o.tmp else { continue };
-            let copied = File::open(tmp.path()).and_then(|mut from| {
-                let mut to = fs::OpenOptions::new().write(true).open(&o.target)?;
-                io::copy(&mut from, &mut to)?;
-                to.flush()
-            });
-            if let Err(e) = copied {
-                undo(done);
-                return Err(Error::io(&o.shown, None, "cannot write", &e));
-            }
-        }
         // Dropping `done` removes the backups; dropping the temporary
         // files removes the copied ones (the renamed ones are gone).
         Ok(())
@@ -265,7 +293,7 @@ impl Outputs {
 
 /// A hard link to the file at `target` (if there is one) under a fresh
 /// name beside it, removed when dropped.
-fn backup(target: &Path) -> io::Result<Option<TempPath>> {
+fn backup(target: &Path) -> io::Result<Option<Backup>> {
     match fs::symlink_metadata(target) {
         Ok(m) if m.is_file() => {}
         _ => return Ok(None),
@@ -274,25 +302,48 @@ fn backup(target: &Path) -> io::Result<Option<TempPath>> {
         .prefix(".convjit-old-")
         .make_in(parent_dir(target), |p| fs::hard_link(target, p));
     match link {
-        Ok(t) => Ok(Some(t.into_temp_path())),
+        Ok(t) => {
+            let path = t.into_temp_path();
+            let _pending = pending::register(&path);
+            Ok(Some(Backup { path, _pending }))
+        }
         // A file system without hard links: no undo for this one.
         Err(_) => Ok(None),
     }
 }
 
 /// Puts back what the renames in `done` replaced, last first.
-fn undo(done: Vec<(PathBuf, Option<TempPath>)>) {
+fn undo(done: Vec<(PathBuf, Option<Backup>)>) {
     for (target, old) in done.into_iter().rev() {
         match old {
             Some(old) => {
-                let _ = fs::rename(&old, &target);
-                let _ = old.keep();
+                // Kept if the rename fails: then it is the only copy.
+                let _ = fs::rename(&old.path, &target);
+                let _ = old.path.keep();
             }
             None => {
                 let _ = fs::remove_file(&target);
             }
         }
     }
+}
+
+/// Gives `file` the permission bits of the regular file at `target`, if
+/// there is one (on Unix; elsewhere nothing).
+fn keep_mode(target: &Path, file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(old) = fs::metadata(target) {
+            if old.is_file() {
+                let bits = old.permissions().mode() & 0o777;
+                file.set_permissions(fs::Permissions::from_mode(bits))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (target, file);
+    Ok(())
 }
 
 /// A temporary file in `dir`, created with the permissions `File::create`
@@ -440,5 +491,109 @@ mod tests {
         out.commit().unwrap();
         let m = fs::metadata("/dev/null").unwrap();
         assert!(!m.is_file(), "/dev/null was replaced by a regular file");
+    }
+
+    /// A FIFO is written through before any regular file is replaced: when
+    /// its reader opens it, the other output is still the old file (the
+    /// FIFO's content is larger than a pipe's buffer, so the commit waits
+    /// in the copy until it is read).
+    #[cfg(unix)]
+    #[test]
+    fn outputs_written_through_come_before_any_replacement() {
+        let d = tempfile::tempdir().unwrap();
+        let (fifo, file) = (d.path().join("k.o"), d.path().join("k.h"));
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        fs::write(&file, "old").unwrap();
+        let big = vec![7u8; 1 << 20];
+        let mut out = Outputs::new();
+        let i = out.add("-o", &fifo, &[]).unwrap();
+        let j = out.add("header", &file, &[]).unwrap();
+        out.write_bytes(i, &big).unwrap();
+        out.write_bytes(j, b"new").unwrap();
+        // Opened without waiting for the writer (so that a failing commit
+        // cannot hang the test): reads return 0 until it opens the FIFO,
+        // WouldBlock while the pipe is empty.
+        let mut reader = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .unwrap()
+        };
+        let commit = std::thread::spawn(move || out.commit());
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match io::Read::read(&mut reader, &mut buf) {
+                Ok(0) if got.is_empty() => assert!(!commit.is_finished(), "never opened"),
+                Ok(0) => break,
+                Ok(n) => {
+                    if got.is_empty() {
+                        // The commit is copying, and still has most of
+                        // `big` to write.
+                        assert_eq!(fs::read(&file).unwrap(), b"old", "replaced first");
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        commit.join().unwrap().unwrap();
+        assert_eq!(got, big);
+        assert_eq!(fs::read(&file).unwrap(), b"new");
+        assert_eq!(files(d.path()), ["k.h", "k.o"]);
+    }
+
+    /// A write-through that fails (`/dev/full`: ENOSPC) leaves the other
+    /// outputs' files as they were, and no backup or temporary file.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_write_through_replaces_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("k.h");
+        fs::write(&file, "old").unwrap();
+        let mut out = Outputs::new();
+        let i = out.add("-o", Path::new("/dev/full"), &[]).unwrap();
+        let j = out.add("header", &file, &[]).unwrap();
+        out.write_bytes(i, b"object").unwrap();
+        out.write_bytes(j, b"new").unwrap();
+        let e = out.commit().unwrap_err();
+        assert!(e.to_string().contains("cannot write"), "{e}");
+        assert_eq!(fs::read(&file).unwrap(), b"old");
+        assert_eq!(files(d.path()), ["k.h"]);
+    }
+
+    /// A replaced file keeps its permission bits; a new one gets the
+    /// default (0666 less the umask).
+    #[cfg(unix)]
+    #[test]
+    fn a_replaced_file_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for bits in [0o640, 0o604, 0o600, 0o755] {
+            let (a, b) = (d.path().join("k.o"), d.path().join("k.h"));
+            fs::write(&a, "old").unwrap();
+            fs::set_permissions(&a, fs::Permissions::from_mode(bits)).unwrap();
+            let _ = fs::remove_file(&b);
+            let mut out = Outputs::new();
+            let i = out.add("-o", &a, &[]).unwrap();
+            let j = out.add("header", &b, &[]).unwrap();
+            out.write_bytes(i, b"new").unwrap();
+            out.write_bytes(j, b"new").unwrap();
+            out.commit().unwrap();
+            assert_eq!(format!("{:o}", mode(&a)), format!("{bits:o}"));
+            let created = File::create(d.path().join("plain")).unwrap();
+            drop(created);
+            assert_eq!(mode(&b), mode(&d.path().join("plain")));
+        }
     }
 }
