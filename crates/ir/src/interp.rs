@@ -93,6 +93,8 @@ fn check_input(
     batch: usize,
     copies: u64,
 ) -> Result<(), DataError> {
+    // (`check` first checks the layer itself: a hand-built one indexed
+    // out of its tensors or divided by a zero group count.)
     weights.check(layer)?;
     check_work(layer, batch, copies)?;
     let want = batch.checked_mul(layer.input.len());
@@ -421,6 +423,51 @@ fn for_each_sum(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hand-built layer (its fields are public) that `lower` could not
+    /// give is an error of the interpreter and of the weights'
+    /// constructors, not a panic (a zero group count divided, a stage's
+    /// input larger than the layer's indexed out of the tensor).
+    #[test]
+    fn hand_built_layers_are_errors_not_panics() {
+        let good = crate::compile_source(
+            "layer l { input 8x8x4\n c: conv 3x3 -> 4, pad same\n d: depthwise 3x3, pad same }",
+        )
+        .unwrap()
+        .remove(0);
+        let w = Weights::random(&good, 1);
+        let x = vec![1.0; 256];
+        assert!(interpret(&good, &w, &x, 1).is_ok());
+        let mut bad = Vec::new();
+        let mut l = good.clone();
+        l.stages[0].kind = StageKind::Conv { cout: 4, groups: 0 };
+        bad.push(l);
+        let mut l = good.clone();
+        l.stages[1].kind = StageKind::Depthwise { multiplier: 0 };
+        bad.push(l);
+        let mut l = good.clone();
+        l.stages[0].input = crate::Shape {
+            h: 100,
+            w: 100,
+            c: 4,
+        };
+        bad.push(l);
+        let mut l = good.clone();
+        l.input.h = 0;
+        bad.push(l);
+        let mut l = good.clone();
+        l.stages[1].residual = true;
+        l.stages[1].output.c = 5;
+        bad.push(l);
+        for l in &bad {
+            let _ = l.macs();
+            assert!(l.weight_values().is_some());
+            assert!(interpret(l, &w, &x, 1).is_err(), "{l:?}");
+            assert!(interpret_with_magnitude(l, &w, &x, 1).is_err(), "{l:?}");
+            assert!(Weights::try_random(l, 1).is_err(), "{l:?}");
+            assert!(Weights::new(l, w.stages().to_vec()).is_err(), "{l:?}");
+        }
+    }
 
     /// Work past [`MAX_INTERPRETED_MACS`] is refused with the numbers,
     /// before any tensor is read; the passes count.

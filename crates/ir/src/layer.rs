@@ -157,13 +157,18 @@ pub struct Stage {
 
 impl Stage {
     /// Multiply-accumulates per image.
+    /// Saturating, and groups of 0 read as 1: a hand-built stage (public
+    /// fields) gets a number, not a panic, before `check_layer` refuses it.
     pub fn macs(&self) -> u64 {
-        let out = (self.output.h * self.output.w) as u64;
-        let taps = (self.kernel[0] * self.kernel[1]) as u64;
+        let m = |xs: &[usize]| xs.iter().fold(1u64, |a, &x| a.saturating_mul(x as u64));
+        let [kh, kw] = self.kernel;
+        let (h, w) = (self.output.h, self.output.w);
         match self.kind {
-            StageKind::Conv { cout, groups } => out * taps * (self.input.c / groups * cout) as u64,
-            StageKind::Depthwise { .. } => out * taps * self.output.c as u64,
-            StageKind::Pointwise { cout, groups } => out * (self.input.c / groups * cout) as u64,
+            StageKind::Conv { cout, groups } => {
+                m(&[h, w, kh, kw, self.input.c / groups.max(1), cout])
+            }
+            StageKind::Depthwise { .. } => m(&[h, w, kh, kw, self.output.c]),
+            StageKind::Pointwise { cout, groups } => m(&[h, w, self.input.c / groups.max(1), cout]),
         }
     }
 
@@ -171,9 +176,9 @@ impl Stage {
     pub fn weight_shape(&self) -> Vec<usize> {
         let [kh, kw] = self.kernel;
         match self.kind {
-            StageKind::Conv { cout, groups } => vec![kh, kw, self.input.c / groups, cout],
+            StageKind::Conv { cout, groups } => vec![kh, kw, self.input.c / groups.max(1), cout],
             StageKind::Depthwise { multiplier } => vec![kh, kw, self.input.c, multiplier],
-            StageKind::Pointwise { cout, groups } => vec![self.input.c / groups, cout],
+            StageKind::Pointwise { cout, groups } => vec![self.input.c / groups.max(1), cout],
         }
     }
 
@@ -236,8 +241,11 @@ impl Layer {
     pub fn weight_values(&self) -> Option<u64> {
         self.stages.iter().try_fold(0u64, |n, s| {
             let bias = if s.bias_key.is_some() { s.output.c } else { 0 };
-            n.checked_add(s.weight_len() as u64)?
-                .checked_add(bias as u64)
+            let len = s
+                .weight_shape()
+                .iter()
+                .try_fold(1u64, |a, &x| a.checked_mul(x as u64))?;
+            n.checked_add(len)?.checked_add(bias as u64)
         })
     }
 }

@@ -44,6 +44,7 @@ impl Weights {
     /// [`Weights::random`], refused when the layer's weights would not fit
     /// in memory ([`crate::budget`]).
     pub fn try_random(layer: &Layer, seed: u64) -> Result<Weights, DataError> {
+        crate::check_layer(layer)?;
         crate::budget::check(
             format_args!("the weights of layer '{}'", layer.name),
             layer.weight_values().and_then(|n| n.checked_mul(4)),
@@ -251,6 +252,8 @@ fn bind(layer: &Layer, npz: &mut impl ArraySource) -> Result<Weights, DataError>
 
 /// Every stage's arrays have the lengths `layer` needs.
 fn check_all(layer: &Layer, stages: &[StageWeights]) -> Result<(), DataError> {
+    // A hand-built layer (public fields) must be one `lower` could give.
+    crate::check_layer(layer)?;
     if stages.len() != layer.stages.len() {
         return Err(DataError::tensor(
             "weights",
