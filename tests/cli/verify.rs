@@ -133,8 +133,79 @@ fn verify_checks_a_built_object() {
         s(&f.conv),
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("not an object file"), "{}", stderr(&o));
+}
+
+/// An object that does not fit the layer is refused by what it says of
+/// itself, before it is linked and run: one built without weights (its
+/// function took the batch size for the weights: SIGSEGV), one built for
+/// another shape (it read past the driver's buffers) or another layer.
+#[test]
+fn verify_refuses_an_object_that_does_not_fit() {
+    let f = fixture();
+    let build = |conv: &Path, obj: &Path, weights: bool| {
+        let mut args = vec!["build", s(conv), "-o", s(obj)];
+        if weights {
+            args.extend(["--weights", s(&f.weights)]);
+        }
+        let o = convjit(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let verify = |obj: &Path| {
+        convjit(&[
+            "verify",
+            s(&f.conv),
+            "--weights",
+            s(&f.weights),
+            "--object",
+            s(obj),
+        ])
+    };
+    let bare = f.dir.path().join("bare.o");
+    build(&f.conv, &bare, false);
+    let o = verify(&bare);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("linking with cc failed"),
+        stderr(&o).contains("the object was built without --weights"),
+        "{}",
+        stderr(&o)
+    );
+    // The same layer name and weights, a larger image.
+    let wide = f.dir.path().join("wide.conv");
+    std::fs::write(
+        &wide,
+        std::fs::read_to_string(&f.conv)
+            .unwrap()
+            .replace("5x4x3", "9x8x3"),
+    )
+    .unwrap();
+    let obj = f.dir.path().join("wide.o");
+    build(&wide, &obj, true);
+    let o = verify(&obj);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "the object was built for 9x8x3 -> 9x8x2, f32, weights baked in; \
+             the layer is 5x4x3 -> 5x4x2, f32, weights baked in"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    // Another layer's object.
+    let other = f.dir.path().join("other.conv");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&f.conv)
+            .unwrap()
+            .replace("layer l", "layer m"),
+    )
+    .unwrap();
+    let obj = f.dir.path().join("m.o");
+    build(&other, &obj, true);
+    let o = verify(&obj);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("has no function convjit_l: it was built for another layer"),
         "{}",
         stderr(&o)
     );

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod choice;
+pub mod facts;
 mod header;
 mod record;
 pub mod verify;
@@ -425,6 +426,8 @@ pub fn build(layer: &Layer, opts: &BuildOptions, emit: Emit) -> Result<Artifact,
     let mut texts = Texts::default();
     let stage_ids = define_stage_functions(&mut module, &plans, x86, &symbol, emit, &mut texts)?;
     let helpers = define_helpers(&mut module, precision, tiles, &symbol, &mut texts)?;
+    let facts = facts::Facts::of(layer, opts.weights.is_some(), precision);
+    define_rodata(&mut module, &format!("{symbol}_facts"), facts.bytes())?;
     let (layout, weights_source) = match &opts.weights {
         Some(w) => bake_weights(&mut module, &plans, w, &symbol, precision)?,
         None => define_packing(

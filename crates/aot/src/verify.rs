@@ -77,6 +77,23 @@ pub fn check_object(
     if !object.is_file() {
         return Err(setup("no such object file".into()));
     }
+    // What the object says it is, before linking and running it.
+    let symbol = format!("convjit_{}", crate::c_identifier(&layer.name));
+    if let Some(f) = crate::facts::read(object, &symbol).map_err(setup)? {
+        let want = crate::facts::Facts::of(layer, true, precision);
+        if !f.baked {
+            return Err(setup(
+                "the object was built without --weights (its function takes them as \
+                 an argument); verify needs one with the weights baked in"
+                    .into(),
+            ));
+        }
+        if f != want {
+            return Err(setup(format!(
+                "the object was built for {f}; the layer is {want}"
+            )));
+        }
+    }
     let reference =
         Reference::new(layer, weights, input, batch, precision).map_err(ObjectError::Data)?;
     let dir = tempfile::tempdir().map_err(|e| setup(format!("no temporary directory: {e}")))?;
