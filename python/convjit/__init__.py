@@ -27,6 +27,7 @@ Wrong Python types raise ``TypeError``, bad option values ``ValueError``.
 from __future__ import annotations
 
 import json as _json
+import mmap
 import os
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -70,7 +71,9 @@ class Layer:
     Attributes:
         name: the layer's name in the ``.conv`` text.
         conv: the ``.conv`` text (one ``layer NAME { ... }`` block); ``source`` is the same.
-        weights: dict of float32 arrays keyed as the layer's ``.npz`` would be.
+        weights: dict of arrays keyed as the layer's ``.npz`` would be (float32
+            from :func:`import_onnx`; :func:`from_keras` keeps ``get_weights()``'
+            arrays as they are, converted by :func:`compile` once their shapes fit).
         input_shape, output_shape: ``(H, W, C)`` of one image.
         onnx_input, onnx_output: the ONNX tensors the layer reads and computes
             (``None`` for a Keras layer). ONNX tensors are NCHW; convjit's are NHWC.
@@ -126,13 +129,14 @@ def _source(source: Any) -> Tuple[str, str, bool, Optional[Mapping[str, Any]]]:
     )
 
 
-def _f32(a: Any, what: str) -> np.ndarray:
-    """``a`` as float32 (weights: any layout, the extension reads them in logical order)."""
+def _real(a: Any, what: str) -> np.ndarray:
+    """``a`` as an array of real numbers, not converted: the extension
+    checks its shape against the layer first, then reads it as float32
+    (any layout, in logical order)."""
     arr = np.asarray(a)
-    if arr.dtype == np.float32 and arr.dtype.isnative and arr.flags.aligned:
-        return arr
-    _check_real(arr, what)
-    return arr.astype(np.float32)
+    if not (arr.dtype == np.float32 and arr.dtype.isnative):
+        _check_real(arr, what)
+    return arr
 
 
 def _check_real(arr: np.ndarray, what: str) -> None:
@@ -143,8 +147,10 @@ def _check_real(arr: np.ndarray, what: str) -> None:
         )
 
 
-def _input(x: Any) -> np.ndarray:
-    """The rule of Kernel.__call__: C-contiguous aligned native float32 as is, anything else copied."""
+def _input(x: Any, check: Optional[Any] = None) -> np.ndarray:
+    """The rule of Kernel.__call__: C-contiguous aligned native float32 as
+    is, anything else copied; ``check`` (the extension's) refuses a wrong
+    shape before that copy."""
     if (
         isinstance(x, np.ndarray)
         and x.dtype == np.float32
@@ -155,8 +161,36 @@ def _input(x: Any) -> np.ndarray:
         return x
     a = np.asarray(x)
     _check_real(a, "x")
+    if check is not None:
+        check(a)
     # One copy, fresh: C order, aligned, native float32.
     return np.array(a, dtype=np.float32, order="C")
+
+
+def _file_bytes(a: np.ndarray) -> Optional[Tuple[Tuple[int, int], int, int]]:
+    """(file identity, first byte, end) of the file bytes a C-contiguous
+    ``a`` maps, where it is (a view of) a ``numpy.memmap``; else ``None``."""
+    root: Any = a
+    while isinstance(root, np.ndarray) and not isinstance(root.base, mmap.mmap):
+        root = root.base
+    if not isinstance(root, np.memmap) or root.filename is None:
+        return None
+    try:
+        st = os.stat(root.filename)
+    except OSError:
+        return None
+    start = root.offset + (a.__array_interface__["data"][0] - root.__array_interface__["data"][0])
+    return (st.st_dev, st.st_ino), start, start + a.nbytes
+
+
+def _maps_same_bytes(x: np.ndarray, out: np.ndarray) -> bool:
+    """Whether ``x`` and ``out`` are memmaps of overlapping bytes of one
+    file: two mappings, at different addresses, of the same memory (the
+    extension compares addresses)."""
+    if not (out.flags.c_contiguous and x.flags.c_contiguous):
+        return False
+    fx, fo = _file_bytes(x), _file_bytes(out)
+    return fx is not None and fo is not None and fx[0] == fo[0] and fx[1] < fo[2] and fo[1] < fx[2]
 
 
 def _weights(
@@ -174,7 +208,7 @@ def _weights(
         for k, v in weights.items():
             if not isinstance(k, str):
                 raise TypeError(f"weights: keys are strings (STAGE.weight), found {k!r}")
-            out[k] = _f32(v, f"weights[{k!r}]")
+            out[k] = _real(v, f"weights[{k!r}]")
         return out, None
     raise TypeError(
         f"weights: expected a dict of arrays or a .npz path, found {type(weights).__name__}"
@@ -216,12 +250,14 @@ class _Compiled:
             DataError: ``x`` or ``out`` does not fit the layer (the message
                 names the shape expected and the shape found).
         """
-        x = _input(x)
+        x = _input(x, self._k.check_input)
         if out is not None:
             if not isinstance(out, np.ndarray):
                 raise TypeError(f"out: expected a numpy.ndarray, found {type(out).__name__}")
             if out.dtype != np.float32 or not out.dtype.isnative:
                 raise TypeError(f"out: expected dtype float32, found {out.dtype}")
+            if _maps_same_bytes(x, out):
+                raise DataError("out: memory shared with x (memmaps of the same bytes of one file)")
         return self._k.run(x, out)
 
     @property

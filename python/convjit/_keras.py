@@ -21,13 +21,55 @@ __all__ = ["from_keras"]
 _CONVS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
 
 
-def _pair(v: Any, what: str) -> Tuple[int, int]:
-    if isinstance(v, int):
-        return v, v
-    t = tuple(int(x) for x in v)
-    if len(t) != 2:
-        raise ValueError(f"{what}: expected 2 values, found {v!r}")
-    return t  # type: ignore[return-value]
+def _is_int(v: Any) -> bool:
+    """A Python or NumPy integer (not a bool, not a float, even an integral one)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _config_int(cfg: Dict[str, Any], key: str, default: Optional[int], where: str) -> int:
+    """``cfg[key]``, an int >= 1 (``default`` where the key is absent; ``None``: required)."""
+    from . import LayerError
+
+    if key not in cfg:
+        if default is None:
+            raise LayerError(f"{where}: get_config() has no '{key}'")
+        return default
+    v = cfg[key]
+    if not _is_int(v) or v < 1:
+        raise LayerError(f"{where}: {key} must be an int >= 1, got {v!r}")
+    return int(v)
+
+
+def _config_pair(cfg: Dict[str, Any], key: str, default: Optional[int], where: str) -> Tuple[int, int]:
+    """``cfg[key]``: an int >= 1 for both sides, or 2 of them (tuple, list or
+    1-D array); ``default`` for both where the key is absent."""
+    from . import LayerError
+
+    if key not in cfg:
+        if default is None:
+            raise LayerError(f"{where}: get_config() has no '{key}'")
+        return default, default
+    v = cfg[key]
+    if _is_int(v) and v >= 1:
+        return int(v), int(v)
+    if isinstance(v, np.ndarray) and v.ndim == 1:
+        items: Any = list(v)
+    elif isinstance(v, (tuple, list)):
+        items = v
+    else:
+        items = None
+    if items is not None and len(items) == 2 and all(_is_int(d) and d >= 1 for d in items):
+        return int(items[0]), int(items[1])
+    raise LayerError(f"{where}: {key} must be an int or 2 ints, each >= 1, got {v!r}")
+
+
+def _config_bool(cfg: Dict[str, Any], key: str, default: bool, where: str) -> bool:
+    from . import LayerError
+
+    v = cfg.get(key, default)
+    if not isinstance(v, (bool, np.bool_)):
+        raise LayerError(f"{where}: {key} must be True or False, got {v!r}")
+    return bool(v)
 
 
 def _name(raw: Any, used: set) -> str:
@@ -45,7 +87,8 @@ def _name(raw: Any, used: set) -> str:
 def _activation(a: Any, where: str) -> Optional[str]:
     """'linear'/None -> None; 'relu', 'relu6' as they are; anything else refused."""
     if isinstance(a, dict):  # a serialised activation: {'class_name': ..., 'config': ...}
-        a = a.get("config", {}).get("name", a.get("class_name"))
+        inner = a.get("config")
+        a = inner.get("name", a.get("class_name")) if isinstance(inner, dict) else a.get("class_name")
     if a is None or a == "linear":
         return None
     if a in ("relu", "relu6"):
@@ -64,7 +107,7 @@ def _input_shape(obj: Any) -> Optional[Tuple[int, int, int]]:
         s = tuple(s)
         if len(s) == 4:
             s = s[1:]
-        if len(s) == 3 and all(isinstance(d, (int, np.integer)) for d in s):
+        if len(s) == 3 and all(_is_int(d) for d in s):
             return (int(s[0]), int(s[1]), int(s[2]))
         return None
 
@@ -127,7 +170,7 @@ def from_keras(
     from . import Layer, LayerError
 
     layers = _layers(layer_or_layers)
-    shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
+    shape = _hwc_arg(input_shape) if input_shape is not None else None
     if shape is None:
         for candidate in [layer_or_layers] + layers:
             shape = _input_shape(candidate)
@@ -143,6 +186,10 @@ def from_keras(
     for obj in layers:
         kind = type(obj).__name__
         cfg = obj.get_config()
+        if not isinstance(cfg, dict):
+            raise LayerError(
+                f"Keras layer ({kind}): get_config() returned {type(cfg).__name__}, expected a dict"
+            )
         where = f"Keras layer '{cfg.get('name', kind)}' ({kind})"
         if kind == "InputLayer":
             continue
@@ -151,6 +198,10 @@ def from_keras(
                 mv = cfg.get("max_value")
                 if cfg.get("negative_slope", 0) or cfg.get("threshold", 0):
                     raise LayerError(f"{where}: only a plain ReLU (or ReLU(6)) has a .conv equivalent")
+                if mv is not None and (
+                    isinstance(mv, (bool, np.bool_)) or not isinstance(mv, (int, float, np.number))
+                ):
+                    raise LayerError(f"{where}: max_value must be None or a number, got {mv!r}")
                 act = "relu" if mv is None else "relu6" if float(mv) == 6.0 else None
                 if act is None:
                     raise LayerError(f"{where}: max_value {mv}: only None or 6 (relu6)")
@@ -168,14 +219,15 @@ def from_keras(
             )
         if cfg.get("data_format") not in (None, "channels_last"):
             raise LayerError(f"{where}: data_format '{cfg['data_format']}': only channels_last")
-        kh, kw = _pair(cfg["kernel_size"], f"{where}: kernel_size")
-        sh, sw = _pair(cfg.get("strides", 1), f"{where}: strides")
-        dh, dw = _pair(cfg.get("dilation_rate", 1), f"{where}: dilation_rate")
-        padding = str(cfg.get("padding", "valid")).lower()
-        if padding not in ("valid", "same"):
+        kh, kw = _config_pair(cfg, "kernel_size", None, where)
+        sh, sw = _config_pair(cfg, "strides", 1, where)
+        dh, dw = _config_pair(cfg, "dilation_rate", 1, where)
+        padding = cfg.get("padding", "valid")
+        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
             raise LayerError(f"{where}: padding '{padding}': only 'valid' or 'same'")
-        use_bias = bool(cfg.get("use_bias", True))
-        arrays = [np.asarray(a, dtype=np.float32) for a in obj.get_weights()]
+        padding = padding.lower()
+        use_bias = _config_bool(cfg, "use_bias", True, where)
+        arrays = _arrays(obj, where)
         s = _name(cfg.get("name", kind.lower()), used)
         opts: List[str] = []
         if (sh, sw) != (1, 1):
@@ -188,21 +240,21 @@ def from_keras(
         if len(arrays) != want:
             raise LayerError(f"{where}: get_weights() gave {len(arrays)} arrays, expected {want}")
         if kind == "Conv2D":
-            co = int(cfg["filters"])
+            co = _config_int(cfg, "filters", None, where)
             op = f"conv {kh}x{kw} -> {co}"
-            groups = int(cfg.get("groups", 1) or 1)
+            groups = _config_int(cfg, "groups", 1, where)
             if groups != 1:
                 opts.append(f"groups {groups}")
             weights[f"{s}.weight"] = arrays[0]
         elif kind == "DepthwiseConv2D":
-            m = int(cfg.get("depth_multiplier", 1))
+            m = _config_int(cfg, "depth_multiplier", 1, where)
             op = f"depthwise {kh}x{kw}"
             if m != 1:
                 opts.append(f"multiplier {m}")
             weights[f"{s}.weight"] = arrays[0]
         else:
-            co = int(cfg["filters"])
-            m = int(cfg.get("depth_multiplier", 1))
+            co = _config_int(cfg, "filters", None, where)
+            m = _config_int(cfg, "depth_multiplier", 1, where)
             op = f"conv {kh}x{kw} -> {co}"
             opts.append("separable depthwise")
             if m != 1:
@@ -228,6 +280,34 @@ def from_keras(
     body = "\n".join(f"{line}, {', '.join(o)}" for line, o in zip(lines, stages))
     text = f"layer {lname} {{\n  input {shape[0]}x{shape[1]}x{shape[2]}\n{body}\n}}\n"
     return Layer(lname, text, weights, shape, _out_shape(text), None, None)
+
+
+def _hwc_arg(v: Any) -> Tuple[int, int, int]:
+    """``from_keras``' ``input_shape``: 3 ints >= 1 (a tuple, list or 1-D array)."""
+    items = list(v) if isinstance(v, (tuple, list, np.ndarray)) else None
+    if items is None or not all(_is_int(d) for d in items):
+        raise TypeError(f"input_shape: expected (H, W, C), 3 ints, found {v!r}")
+    if len(items) != 3 or min(items) < 1:
+        raise ValueError(f"input_shape: expected (H, W, C) of sizes >= 1, found {v!r}")
+    return int(items[0]), int(items[1]), int(items[2])
+
+
+def _arrays(obj: Any, where: str) -> List[np.ndarray]:
+    """``obj.get_weights()`` as arrays of real numbers, not converted:
+    ``compile`` checks each shape against the layer before it copies
+    anything to float32 (an array may be a view of more than memory holds)."""
+    from . import LayerError
+
+    got = obj.get_weights()
+    if not isinstance(got, (list, tuple)):
+        raise LayerError(f"{where}: get_weights() returned {type(got).__name__}, expected a list of arrays")
+    arrays = []
+    for i, a in enumerate(got):
+        a = np.asarray(a)
+        if a.dtype.kind not in "biuf":
+            raise LayerError(f"{where}: get_weights()[{i}] has dtype {a.dtype}, expected real numbers")
+        arrays.append(a)
+    return arrays
 
 
 def _out_shape(text: str) -> Tuple[int, int, int]:

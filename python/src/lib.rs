@@ -11,7 +11,9 @@
 
 use convjit::plan_text::Planned;
 use convjit::{Backend, Layer, Options, Precision, Shape, Weights, Winograd};
-use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -60,10 +62,17 @@ fn data_err(what: &str, message: String) -> PyErr {
 }
 
 /// The layer of `source` (`.conv` text, or a path when `is_path`) called
-/// `layer`, or its only one.
-fn load_layer(source: &str, name: &str, is_path: bool, layer: Option<&str>) -> PyResult<Layer> {
+/// `layer`, or its only one; a file is read with the GIL released (it may
+/// be a FIFO or a slow mount: other Python threads run meanwhile).
+fn load_layer(
+    py: Python<'_>,
+    source: &str,
+    name: &str,
+    is_path: bool,
+    layer: Option<&str>,
+) -> PyResult<Layer> {
     let layers = if is_path {
-        convjit::load_layers(source)
+        py.detach(|| convjit::load_layers(source))
     } else {
         convjit::parse_layers(name, source)
     }
@@ -71,35 +80,101 @@ fn load_layer(source: &str, name: &str, is_path: bool, layer: Option<&str>) -> P
     convjit::select_layer(layers, layer).map_err(py_err)
 }
 
-/// The layer's weights: a dict of float32 arrays keyed as in a `.npz`, a
-/// `.npz` path, or (neither) seeded random ones as `convjit run` makes
-/// without `--weights` (seed 0).
+/// The shape `layer` reads under `key` (the stage reading it and the
+/// shape), or `None` for a key no stage reads.
+fn wanted_shape<'l>(layer: &'l Layer, key: &str) -> Option<(&'l convjit::Stage, Vec<usize>)> {
+    layer.stages.iter().find_map(|s| {
+        if s.weight_key == key {
+            Some((s, s.weight_shape()))
+        } else if s.bias_key.as_deref() == Some(key) {
+            Some((s, vec![s.output.c]))
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether `found` is the shape `want` that `stage` reads (a pointwise
+/// weight may also come as `[1, 1, Ci, Co]`, as Keras saves it): the rule
+/// of the library's `.npz` binding.
+fn shape_fits(stage: &convjit::Stage, found: &[usize], want: &[usize]) -> bool {
+    let keras_1x1 = matches!(stage.kind, convjit::StageKind::Pointwise { .. })
+        && found.len() == 4
+        && found[..2] == [1, 1]
+        && found[2..] == *want;
+    found == want || keras_1x1
+}
+
+/// The layer's weights: a dict of NumPy arrays of real numbers keyed as
+/// in a `.npz`, a `.npz` path, or (neither) seeded random ones as
+/// `convjit run` makes without `--weights` (seed 0).
+///
+/// A dict's arrays are checked against the layer by shape before any is
+/// copied or converted (an array may be a view of far more values than
+/// memory holds); a `.npz` is read with the GIL released.
 fn load_weights(
+    py: Python<'_>,
     layer: &Layer,
     arrays: Option<&Bound<'_, PyDict>>,
     path: Option<&str>,
 ) -> PyResult<Weights> {
     match (arrays, path) {
         (Some(dict), _) => {
-            let mut map = BTreeMap::new();
+            let mut given = Vec::with_capacity(dict.len());
             for (k, v) in dict.iter() {
                 let key: String = k.extract()?;
-                let a: PyReadonlyArrayDyn<f32> = v.extract().map_err(|_| {
-                    PyTypeError::new_err(format!("weights['{key}'] is not a float32 NumPy array"))
+                let a = v.cast_into::<PyUntypedArray>().map_err(|_| {
+                    PyTypeError::new_err(format!("weights['{key}'] is not a NumPy array"))
                 })?;
-                if !a.data().cast_const().is_aligned() {
-                    return Err(data_err(
-                        &format!("weights['{key}']"),
-                        "not aligned to 4 bytes".into(),
-                    ));
+                let shape = a.shape().to_vec();
+                if let Some((s, want)) = wanted_shape(layer, &key) {
+                    if !shape_fits(s, &shape, &want) {
+                        return Err(py_err(
+                            convjit::DataError::Weights {
+                                path: "weights".into(),
+                                key: Some(key),
+                                message: format!(
+                                    "expected shape {want:?} for stage '{}' ({}), found {shape:?}",
+                                    s.name,
+                                    s.describe_op()
+                                ),
+                            }
+                            .into(),
+                        ));
+                    }
                 }
-                // Logical (C) order whatever the strides.
-                let data: Vec<f32> = a.as_array().iter().copied().collect();
-                map.insert(key, convjit::npy::Array::new(a.shape().to_vec(), data));
+                given.push((key, shape, a));
+            }
+            // What the arrays the layer reads hold at most, as the
+            // library's binding checks it.
+            convjit::budget::check(
+                format_args!("the weights of layer '{}'", layer.name),
+                layer.weight_values().and_then(|n| n.checked_mul(4)),
+            )
+            .map_err(|e| py_err(e.into()))?;
+            let mut map = BTreeMap::new();
+            for (key, shape, a) in given {
+                let array = if wanted_shape(layer, &key).is_some() {
+                    // Its shape fits the layer: a bounded copy, in
+                    // logical (C) order whatever the strides.
+                    let a = match a.extract::<PyReadonlyArrayDyn<f32>>() {
+                        Ok(f) if f.data().cast_const().is_aligned() => f,
+                        _ => a.call_method1("astype", ("float32",))?.extract()?,
+                    };
+                    convjit::npy::Array::new(shape, a.as_array().iter().copied().collect())
+                } else {
+                    // A key no stage reads: the binding refuses it by
+                    // name before reading any array, so its values are
+                    // never copied (an empty stand-in).
+                    convjit::npy::Array::new(vec![0], Vec::new())
+                };
+                map.insert(key, array);
             }
             Weights::from_arrays(layer, "weights", map).map_err(|e| py_err(e.into()))
         }
-        (None, Some(p)) => convjit::load_weights(layer, p).map_err(py_err),
+        (None, Some(p)) => py
+            .detach(|| convjit::load_weights(layer, p))
+            .map_err(py_err),
         (None, None) => Weights::try_random(layer, 0).map_err(|e| py_err(e.into())),
     }
 }
@@ -161,24 +236,28 @@ fn parse_options(
     })
 }
 
+/// The batch of an input of shape `found`, after checking that it is
+/// `[N, H, W, C]` (N >= 1) or `[H, W, C]` (one image) of `s`, what `name`
+/// reads.
+fn batch_of_shape(s: Shape, name: &str, found: &[usize]) -> PyResult<usize> {
+    match *found {
+        [n, h, w, c] if n >= 1 && [h, w, c] == [s.h, s.w, s.c] => Ok(n),
+        [h, w, c] if [h, w, c] == [s.h, s.w, s.c] => Ok(1),
+        _ => Err(data_err(
+            "x",
+            format!(
+                "expected float32 [N, {}, {}, {}] (NHWC, N >= 1) or [{}, {}, {}] for {name}, found {found:?}",
+                s.h, s.w, s.c, s.h, s.w, s.c
+            ),
+        )),
+    }
+}
+
 /// `x`'s batch, after checking that it is C-contiguous float32 of
 /// `[N, H, W, C]` (N >= 1) or `[H, W, C]` (one image) of `s`, what
 /// `name` reads.
 fn batch_of(s: Shape, name: &str, x: &PyReadonlyArrayDyn<f32>) -> PyResult<usize> {
-    let found = x.shape();
-    let n = match *found {
-        [n, h, w, c] if n >= 1 && [h, w, c] == [s.h, s.w, s.c] => n,
-        [h, w, c] if [h, w, c] == [s.h, s.w, s.c] => 1,
-        _ => {
-            return Err(data_err(
-                "x",
-                format!(
-                    "expected float32 [N, {}, {}, {}] (NHWC, N >= 1) or [{}, {}, {}] for {name}, found {found:?}",
-                    s.h, s.w, s.c, s.h, s.w, s.c
-                ),
-            ))
-        }
-    };
+    let n = batch_of_shape(s, name, x.shape())?;
     if !x.is_c_contiguous() {
         return Err(data_err("x", "not C-contiguous".into()));
     }
@@ -196,6 +275,21 @@ fn out_dims(o: Shape, n: usize, x_ndim: usize) -> Vec<usize> {
         3 => vec![o.h, o.w, o.c],
         _ => vec![n, o.h, o.w, o.c],
     }
+}
+
+/// Whether the bytes of `x` and `out` (both C-contiguous float32)
+/// overlap.
+fn overlap(x: &PyReadonlyArrayDyn<f32>, out: &Bound<'_, PyArrayDyn<f32>>) -> bool {
+    let extent = |p: *mut f32, len: usize| {
+        let start = p as usize;
+        (
+            start,
+            start.saturating_add(len * std::mem::size_of::<f32>()),
+        )
+    };
+    let (x0, x1) = extent(x.data(), x.len());
+    let (o0, o1) = extent(out.data(), out.len());
+    x0 < x1 && o0 < o1 && x0 < o1 && o0 < x1
 }
 
 /// Runs `run` (a kernel or a network from `input` to `output`, `name`
@@ -223,6 +317,15 @@ fn run_checked<'py>(
             }
             if !out.data().cast_const().is_aligned() {
                 return Err(data_err("out", "not aligned to 4 bytes".into()));
+            }
+            // By address: arrays over one buffer with different base
+            // objects (two `np.frombuffer`s, ctypes views, memmaps of one
+            // file) escape NumPy's borrow flags below.
+            if overlap(&x, &out) {
+                return Err(data_err(
+                    "out",
+                    "memory shared with x (their bytes overlap): pass a separate array".into(),
+                ));
             }
             out
         }
@@ -290,6 +393,13 @@ impl Kernel {
         run_checked(py, (l.input, l.output(), &what), x, out, |i, o, n| {
             k.run(i, o, n)
         })
+    }
+
+    /// Checks the shape of an input (any dtype and layout) before it is
+    /// converted, as `run` would check it.
+    fn check_input(&self, x: &Bound<'_, PyUntypedArray>) -> PyResult<()> {
+        let l = self.kernel.layer();
+        batch_of_shape(l.input, &format!("layer '{}'", l.name), x.shape()).map(|_| ())
     }
 
     /// The text `convjit plan --weights` prints for this layer.
@@ -372,8 +482,8 @@ fn compile(
     winograd_tile: Option<usize>,
 ) -> PyResult<Kernel> {
     let options = parse_options(precision, threads, backend, (winograd, winograd_tile))?;
-    let layer = load_layer(source, name, is_path, layer)?;
-    let weights = load_weights(&layer, weights, weights_path)?;
+    let layer = load_layer(py, source, name, is_path, layer)?;
+    let weights = load_weights(py, &layer, weights, weights_path)?;
     let kernel = py
         .detach(|| convjit::Kernel::compile_with(&layer, &weights, &options))
         .map_err(|e| py_err(e.into()))?;
@@ -406,10 +516,15 @@ impl Network {
         x: PyReadonlyArrayDyn<'py, f32>,
         out: Option<Bound<'py, PyArrayDyn<f32>>>,
     ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let what = format!("layer '{}', the network's first", self.layers[0].name);
+        let what = self.what();
         let net = &self.net;
         let shapes = (net.input(), net.output(), what.as_str());
         run_checked(py, shapes, x, out, |i, o, n| net.run(i, o, n))
+    }
+
+    /// Checks the shape of an input before it is converted, as `run`.
+    fn check_input(&self, x: &Bound<'_, PyUntypedArray>) -> PyResult<()> {
+        batch_of_shape(self.net.input(), &self.what(), x.shape()).map(|_| ())
     }
 
     #[getter]
@@ -449,11 +564,18 @@ impl Network {
     }
 }
 
+impl Network {
+    /// What messages call the network's input: its first layer's.
+    fn what(&self) -> String {
+        format!("layer '{}', the network's first", self.layers[0].name)
+    }
+}
+
 /// The names of the layers of `source`, in order.
 #[pyfunction]
-fn layer_names(source: &str, name: &str, is_path: bool) -> PyResult<Vec<String>> {
+fn layer_names(py: Python<'_>, source: &str, name: &str, is_path: bool) -> PyResult<Vec<String>> {
     let layers = match is_path {
-        true => convjit::load_layers(source),
+        true => py.detach(|| convjit::load_layers(source)),
         false => convjit::parse_layers(name, source),
     }
     .map_err(py_err)?;
@@ -488,8 +610,8 @@ fn compile_network(
     let options = parse_options(precision, threads, backend, (winograd, winograd_tile))?;
     let mut bound = Vec::with_capacity(layers.len());
     for (source, name, is_path, layer, weights, path) in &layers {
-        let layer = load_layer(source, name, *is_path, layer.as_deref())?;
-        let weights = load_weights(&layer, weights.as_ref(), path.as_deref())?;
+        let layer = load_layer(py, source, name, *is_path, layer.as_deref())?;
+        let weights = load_weights(py, &layer, weights.as_ref(), path.as_deref())?;
         bound.push((layer, weights));
     }
     let net = py
@@ -529,8 +651,8 @@ fn interpret<'py>(
     x: PyReadonlyArrayDyn<'py, f32>,
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let precision = parse_options(precision, None, "auto", ("off", None))?.precision;
-    let layer = load_layer(source, name, is_path, layer)?;
-    let weights = load_weights(&layer, weights, weights_path)?;
+    let layer = load_layer(py, source, name, is_path, layer)?;
+    let weights = load_weights(py, &layer, weights, weights_path)?;
     let n = batch_of(layer.input, &format!("layer '{}'", layer.name), &x)?;
     let dims = out_dims(layer.output(), n, x.ndim());
     let input = x.as_slice().map_err(|e| data_err("x", e.to_string()))?;
@@ -551,7 +673,10 @@ fn import_onnx<'py>(
     input_shape: Option<[usize; 3]>,
 ) -> PyResult<(Bound<'py, PyList>, Vec<String>)> {
     let fail = |m: String| DataError::new_err(format!("{path}: {m}"));
-    let bytes = convjit_onnx::read_model(path).map_err(|e| DataError::new_err(e.to_string()))?;
+    // Read with the GIL released: the path may be a FIFO or a slow mount.
+    let bytes = py
+        .detach(|| convjit_onnx::read_model(path))
+        .map_err(|e| DataError::new_err(e.to_string()))?;
     let options = convjit_onnx::Options { input_shape };
     let imported = py
         .detach(|| convjit_onnx::import(bytes, &options))
@@ -585,8 +710,8 @@ fn import_onnx<'py>(
 
 /// `(Ho, Wo, Co)` of the only layer of `.conv` text.
 #[pyfunction]
-fn output_shape(text: &str) -> PyResult<(usize, usize, usize)> {
-    let o = load_layer(text, "<string>", false, None)?.output();
+fn output_shape(py: Python<'_>, text: &str) -> PyResult<(usize, usize, usize)> {
+    let o = load_layer(py, text, "<string>", false, None)?.output();
     Ok((o.h, o.w, o.c))
 }
 

@@ -94,3 +94,74 @@ def test_real_keras_where_installed(rng):
     x = rng.standard_normal((2, 12, 12, 3)).astype(np.float32)
     want = np.asarray(sep(x))
     np.testing.assert_allclose(run(convjit.from_keras(sep), x), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("kernel_size", (3.9, 3.2)),
+        ("kernel_size", "33"),
+        ("kernel_size", True),
+        ("kernel_size", None),
+        ("kernel_size", (3, 3, 3)),
+        ("kernel_size", (-3, 3)),
+        ("strides", (2.5, 2.5)),
+        ("strides", 0),
+        ("dilation_rate", "ab"),
+        ("filters", 8.7),
+        ("filters", "eight"),
+        ("groups", 0),
+        ("groups", None),
+        ("use_bias", "False"),
+        ("use_bias", 1),
+    ],
+)
+def test_odd_config_values_are_refused_by_name(rng, key, value):
+    layer = K.Conv2D(8, (3, 3), 4, rng, input_shape=(8, 8, 4), name="conv1")
+    layer._config[key] = value
+    with pytest.raises(convjit.LayerError, match=f"Keras layer 'conv1' \\(Conv2D\\): {key} must be"):
+        convjit.from_keras(layer)
+
+
+def test_missing_config_keys_and_odd_objects_are_layer_errors(rng):
+    layer = K.Conv2D(8, (3, 3), 4, rng, input_shape=(8, 8, 4), name="conv1")
+    del layer._config["filters"]
+    with pytest.raises(convjit.LayerError, match="'conv1' \\(Conv2D\\): get_config\\(\\) has no 'filters'"):
+        convjit.from_keras(layer)
+    layer = K.Conv2D(8, (3, 3), 4, rng, input_shape=(8, 8, 4))
+    layer.get_config = lambda: [1, 2]
+    with pytest.raises(convjit.LayerError, match="get_config\\(\\) returned list"):
+        convjit.from_keras(layer)
+    layer = K.Conv2D(8, (3, 3), 4, rng, input_shape=(8, 8, 4))
+    layer.get_weights = lambda: None
+    with pytest.raises(convjit.LayerError, match="get_weights\\(\\) returned NoneType"):
+        convjit.from_keras(layer)
+    layer.get_weights = lambda: ["a", "b"]
+    with pytest.raises(convjit.LayerError, match="get_weights\\(\\)\\[0\\] has dtype <U1"):
+        convjit.from_keras(layer)
+    with pytest.raises(convjit.LayerError, match="max_value must be None or a number, got 'abc'"):
+        convjit.from_keras([K.Conv2D(4, (3, 3), 3, rng), K.ReLU("abc")], input_shape=(8, 8, 3))
+    layer = K.Conv2D(8, (3, 3), 4, rng, input_shape=(8, 8, 4), activation={"class_name": 5, "config": None})
+    with pytest.raises(convjit.LayerError, match="activation '5'"):
+        convjit.from_keras(layer)
+    for bad, error in (("884", TypeError), ((8.9, 8, 4), TypeError), ((8, 8), ValueError), ((0, 8, 4), ValueError)):
+        with pytest.raises(error, match="input_shape"):
+            convjit.from_keras(K.Conv2D(8, (3, 3), 4, rng), input_shape=bad)
+
+
+def test_numpy_integers_and_lists_are_config_values(rng):
+    layer = K.Conv2D(8, (3, 3), 4, rng, input_shape=(8, 8, 4), strides=(2, 2), name="c")
+    want = convjit.from_keras(layer).conv
+    cfg = layer._config
+    cfg.update(kernel_size=np.int64(3), strides=[np.int32(2), 2], filters=np.int64(8), use_bias=np.bool_(True))
+    assert convjit.from_keras(layer, input_shape=np.array([8, 8, 4])).conv == want
+
+
+def test_a_huge_weight_view_is_refused_by_shape(rng):
+    # A view of 3.6e13 values: copied whole before the shape check, it
+    # aborted the interpreter.
+    layer = K.Conv2D(8, (3, 3), 4, rng, input_shape=(8, 8, 4), name="c")
+    huge = np.broadcast_to(np.float32(1), (3, 3, 4, 10**12))
+    layer._weights = [huge, np.ones(8, np.float32)]
+    with pytest.raises(convjit.DataError, match=r"key 'c.weight': expected shape \[3, 3, 4, 8\] .* found \[3, 3, 4, 1000000000000\]"):
+        convjit.compile(convjit.from_keras(layer))

@@ -117,3 +117,14 @@ def test_hostile_inputs(rng, tmp_path):
     ro.flags.writeable = False
     with pytest.raises(convjit.DataError):
         net(x[:1], out=ro)
+
+
+def test_out_sharing_memory_with_x_is_refused(rng):
+    # Two frombuffer()s of one bytearray: the same bytes, different bases.
+    net = convjit.compile_network("layer a { input 4x4x8\n p: pointwise 8 }\nlayer b { input 4x4x8\n q: pointwise 8 }")
+    x = rng.standard_normal((1, 4, 4, 8)).astype(np.float32)
+    ba = bytearray(x.tobytes())
+    a = np.frombuffer(memoryview(ba), np.float32).reshape(x.shape)
+    o = np.frombuffer(memoryview(ba), np.float32).reshape(x.shape)
+    with pytest.raises(convjit.DataError, match="out: memory shared with x"):
+        net(a, out=o)
