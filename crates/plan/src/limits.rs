@@ -40,9 +40,10 @@ pub fn check_stage_count(layer: &Layer) -> Result<(), TooLarge> {
             "layer '{}' has {n} stages: at most {MAX_STAGES} compile (each stage is a \
              function of at least {} instructions, and a layer's code at most \
              {MAX_CODE_SIZE}: about a second of compile time); the interpreter \
-             (--engine interp) runs it",
+             (--engine interp) runs it, up to {:.1e} multiply-accumulates",
             layer.name,
-            stage_plan::MIN_CODE_SIZE
+            stage_plan::MIN_CODE_SIZE,
+            convjit_ir::MAX_INTERPRETED_MACS
         )));
     }
     Ok(())
@@ -56,7 +57,8 @@ pub fn check_code_size(plans: &[StagePlan]) -> Result<(), TooLarge> {
         return Err(TooLarge(format!(
             "the layer would need about {size} instructions of specialised code \
              (limit {MAX_CODE_SIZE}): its kernels are too wide to compile; \
-             the interpreter (--engine interp) runs it"
+             the interpreter (--engine interp) runs it, up to {:.1e} multiply-accumulates",
+            convjit_ir::MAX_INTERPRETED_MACS
         )));
     }
     Ok(())
