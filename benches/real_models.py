@@ -486,14 +486,15 @@ def main():
             print(f"{short.get(fw, fw)}: geomean {summary[fw]['geomean']:.3f}, behind on "
                   f"{summary[fw]['behind']} of {len(rs)}, worst {max(rs):.2f}")
             # Each layer at the widest FMA peak measured in its rounds, where that is
-            # faster: no code with one FMA per MAC gets below this geomean.
+            # faster: about the floor of code with one FMA per MAC (MACs are nominal:
+            # a layer whose padding taps are skipped can go a little below its term).
             floor = [min(L["convjit"], L["convjit"] * L["pct_peak"] / 100) / L["peers"][fw]
                      for L in layers if L.get("convjit") and L.get("pct_peak")
                      and L["peers"].get(fw)]
             if floor:
                 summary[fw]["floor"] = geomean(floor)
                 print(f"{short.get(fw, fw)}: with every layer at the measured FMA peak, geomean "
-                      f"{summary[fw]['floor']:.3f} (direct f32 code's floor)")
+                      f"{summary[fw]['floor']:.3f} (about direct f32 code's floor; nominal MACs)")
         direct = [L["direct"] / peer[L["name"]][fw] for L in layers
                   if L.get("direct") and peer.get(L["name"], {}).get(fw)]
         if a.winograd and direct:
