@@ -9,6 +9,8 @@
 //!
 //! - `model.rs`: decoding (types generated from the official `onnx.proto`,
 //!   see `proto/README.md`), constants, who consumes what.
+//! - `validate.rs`: what makes the graph ONNX (one definition per
+//!   tensor), checked before anything reads it.
 //! - `fold/`: constant folding (weights computed in the graph become
 //!   constants).
 //! - `shapes.rs`: tensor shapes from inputs, `value_info` and the ops
@@ -35,6 +37,7 @@ mod model;
 mod names;
 pub mod proto;
 mod shapes;
+mod validate;
 
 use bytes::Bytes;
 use convjit_npy::{Array, LazyArray};
@@ -175,6 +178,7 @@ pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Erro
     let Some(graph) = model.graph.as_ref() else {
         return Err(Error::new("not an ONNX model: it has no graph"));
     };
+    validate::graph(graph)?;
     let nothing_folded = fold::Folded::default();
     let folded = fold::fold(&model::Graph::new(graph, &nothing_folded)?);
     let g = model::Graph::new(graph, &folded)?;
