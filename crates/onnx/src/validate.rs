@@ -2,8 +2,10 @@
 //! (the CLI and Python both come through [`crate::import`]): every tensor
 //! has one definition (an initializer, a graph input, or one node's
 //! output; an initializer may also be listed as a graph input, its
-//! default value). Each is an error ONNX Runtime also refuses to load;
-//! afterwards, a name finds one tensor and one producer.
+//! default value), and no node depends on itself through the tensors it
+//! reads (a cycle). Each is an error ONNX Runtime also refuses to load;
+//! afterwards, a name finds one tensor and one producer, and following
+//! producers always ends.
 
 use crate::model::describe;
 use crate::proto::GraphProto;
@@ -66,5 +68,57 @@ pub fn graph(graph: &GraphProto) -> Result<(), Error> {
             )));
         }
     }
-    Ok(())
+    acyclic(graph, &defs)
+}
+
+/// Kahn's algorithm: a node is done when every node making its inputs is;
+/// nodes never done are on a cycle or after one. From one of them, going
+/// back through producers not done must come round: the node met twice
+/// is on the cycle. (Subgraphs' reads of outer tensors are not followed.)
+fn acyclic(graph: &GraphProto, defs: &HashMap<&str, Def>) -> Result<(), Error> {
+    let nodes = &graph.node;
+    let producers = |i: usize| {
+        nodes[i]
+            .input
+            .iter()
+            .filter_map(|x| match defs.get(x.as_str()) {
+                Some(Def::Node(j)) => Some(*j),
+                _ => None,
+            })
+    };
+    let mut waiting = vec![0usize; nodes.len()];
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, w) in waiting.iter_mut().enumerate() {
+        for j in producers(i) {
+            *w += 1;
+            users[j].push(i);
+        }
+    }
+    let mut ready: Vec<usize> = (0..nodes.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut done = vec![false; nodes.len()];
+    while let Some(j) = ready.pop() {
+        done[j] = true;
+        for &i in &users[j] {
+            waiting[i] -= 1;
+            if waiting[i] == 0 {
+                ready.push(i);
+            }
+        }
+    }
+    let Some(mut at) = done.iter().position(|d| !d) else {
+        return Ok(());
+    };
+    let mut seen = vec![false; nodes.len()];
+    while !seen[at] {
+        seen[at] = true;
+        // Not done: some input's producer is not done either.
+        match producers(at).find(|&j| !done[j]) {
+            Some(j) => at = j,
+            None => break, // cannot happen; `at` is named all the same
+        }
+    }
+    Err(Error::new(format!(
+        "the graph has a cycle through {}: ONNX graphs are acyclic",
+        describe(&nodes[at])
+    )))
 }

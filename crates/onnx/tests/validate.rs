@@ -158,3 +158,27 @@ fn an_initializer_listed_as_an_input_is_its_default() {
     });
     assert_eq!(g.import().unwrap().layers.len(), 1);
 }
+
+#[test]
+fn a_cycle_is_refused() {
+    // Conv -> Add -> Relu feeding back into the Add.
+    let g = Graph::new(vec![
+        conv("c", "x", "w", "a"),
+        node("Add", "add", &["a", "b"], "y"),
+        node("Relu", "relu", &["y"], "b"),
+    ]);
+    let why = g.refused(&["the graph has a cycle through node '"]);
+    assert!(why.contains("'add'") || why.contains("'relu'"), "{why}");
+    // A Conv reading its own output.
+    Graph::new(vec![conv("c", "y", "w", "y")])
+        .refused(&["the graph has a cycle through node 'c' (Conv)"]);
+    // Two Convs reading each other, after a node that is fine.
+    let g = Graph::new(vec![
+        node("Relu", "r", &["x"], "r"),
+        conv("c1", "b", "w", "a"),
+        conv("c2", "a", "w", "b"),
+        node("Add", "add", &["b", "r"], "y"),
+    ]);
+    let why = g.refused(&["the graph has a cycle through node 'c"]);
+    assert!(!why.contains("'add'"), "{why}");
+}
