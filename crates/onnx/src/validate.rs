@@ -5,10 +5,12 @@
 //! default value), and no node depends on itself through the tensors it
 //! reads (a cycle). Each is an error ONNX Runtime also refuses to load;
 //! afterwards, a name finds one tensor and one producer, and following
-//! producers always ends.
+//! producers always ends. A Conv's data input, where the model declares
+//! its type, is a floating-point tensor of its weights' type.
 
-use crate::model::describe;
-use crate::proto::GraphProto;
+use crate::model::{describe, is_default_domain, type_name};
+use crate::proto::tensor_proto::DataType;
+use crate::proto::{type_proto, GraphProto};
 use crate::Error;
 use std::collections::HashMap;
 
@@ -68,7 +70,73 @@ pub fn graph(graph: &GraphProto) -> Result<(), Error> {
             )));
         }
     }
-    acyclic(graph, &defs)
+    acyclic(graph, &defs)?;
+    conv_types(graph)
+}
+
+/// A Conv reading a declared tensor of a type Conv does not take (ONNX
+/// Runtime: INVALID_GRAPH), or not its weights' type, is refused; one
+/// reading DOUBLE or FLOAT16 data with weights of that type is valid,
+/// and left out with its weights' note (convjit computes in float32).
+fn conv_types(graph: &GraphProto) -> Result<(), Error> {
+    let mut types: HashMap<&str, i32> = HashMap::new();
+    for v in graph
+        .value_info
+        .iter()
+        .chain(&graph.output)
+        .chain(&graph.input)
+    {
+        let t = v.r#type.as_ref().and_then(|t| t.value.as_ref());
+        if let Some(type_proto::Value::TensorType(t)) = t {
+            if let Some(e) = t.elem_type.filter(|&e| e != DataType::Undefined as i32) {
+                types.insert(v.name(), e);
+            }
+        }
+    }
+    let initializers: HashMap<&str, i32> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name(), t.data_type()))
+        .collect();
+    let floats = [
+        DataType::Float,
+        DataType::Float16,
+        DataType::Double,
+        DataType::Bfloat16,
+    ];
+    for node in &graph.node {
+        if node.op_type() != "Conv" || !is_default_domain(node) {
+            continue;
+        }
+        let Some(x) = node.input.first() else {
+            continue;
+        };
+        let Some(&t) = initializers
+            .get(x.as_str())
+            .or_else(|| types.get(x.as_str()))
+        else {
+            continue;
+        };
+        if !floats.iter().any(|&f| f as i32 == t) {
+            return Err(Error::new(format!(
+                "{} reads '{x}', which is {}: Conv takes floating-point tensors \
+                 (convjit imports float32 models)",
+                describe(node),
+                type_name(t)
+            )));
+        }
+        let w = node.input.get(1).map_or("", String::as_str);
+        if let Some(&wt) = initializers.get(w).filter(|&&wt| wt != t) {
+            return Err(Error::new(format!(
+                "{} reads '{x}', which is {}, with weights '{w}', which are {}: \
+                 Conv's inputs share one type",
+                describe(node),
+                type_name(t),
+                type_name(wt)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Kahn's algorithm: a node is done when every node making its inputs is;

@@ -62,6 +62,7 @@ struct Graph {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     inputs: Vec<ValueInfoProto>,
+    value_info: Vec<ValueInfoProto>,
     output: &'static str,
 }
 
@@ -72,6 +73,7 @@ impl Graph {
             nodes,
             initializers: vec![weights("w", 3)],
             inputs: vec![value("x", DataType::Float)],
+            value_info: vec![],
             output: "y",
         }
     }
@@ -87,6 +89,7 @@ impl Graph {
                 node: self.nodes,
                 initializer: self.initializers,
                 input: self.inputs,
+                value_info: self.value_info,
                 output: vec![ValueInfoProto {
                     name: Some(self.output.into()),
                     ..Default::default()
@@ -181,4 +184,23 @@ fn a_cycle_is_refused() {
     ]);
     let why = g.refused(&["the graph has a cycle through node 'c"]);
     assert!(!why.contains("'add'"), "{why}");
+}
+
+#[test]
+fn a_conv_reading_integers_is_refused() {
+    // ONNX Runtime: INVALID_GRAPH (Conv's T is a float type).
+    let mut g = Graph::new(vec![conv("c", "x", "w", "y")]);
+    g.inputs = vec![value("x", DataType::Int32)];
+    g.refused(&["node 'c' (Conv) reads 'x', which is INT32", "float"]);
+    // Declared in value_info, after a node: the same.
+    let mut g = Graph::new(vec![
+        node("Cast", "cast", &["x"], "i"),
+        conv("c", "i", "w", "y"),
+    ]);
+    g.value_info.push(value("i", DataType::Uint8));
+    g.refused(&["reads 'i', which is UINT8"]);
+    // A float type other than the weights'.
+    let mut g = Graph::new(vec![conv("c", "x", "w", "y")]);
+    g.inputs = vec![value("x", DataType::Double)];
+    g.refused(&["reads 'x', which is DOUBLE", "weights 'w', which are FLOAT"]);
 }
