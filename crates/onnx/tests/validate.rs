@@ -1,6 +1,8 @@
 //! Graphs that are not ONNX (ONNX Runtime refuses to load each) are
 //! refused with a message naming the tensor or node at fault, never
-//! imported by guessing which definition was meant.
+//! imported by guessing which definition was meant; names a model may
+//! hold (long ones, control characters) are bounded where convjit makes
+//! names from them.
 
 use convjit_onnx::proto::tensor_proto::DataType;
 use convjit_onnx::proto::tensor_shape_proto::{dimension, Dimension};
@@ -203,4 +205,25 @@ fn a_conv_reading_integers_is_refused() {
     let mut g = Graph::new(vec![conv("c", "x", "w", "y")]);
     g.inputs = vec![value("x", DataType::Double)];
     g.refused(&["reads 'x', which is DOUBLE", "weights 'w', which are FLOAT"]);
+}
+
+#[test]
+fn long_node_names_make_short_distinct_names() {
+    // Two Convs in one chain whose names share their first 100,000
+    // characters: stage names and `.npz` keys cut to 64, told apart.
+    let long = "a".repeat(100_000);
+    let g = Graph::new(vec![
+        conv(&format!("{long}1"), "x", "w", "t"),
+        conv(&format!("{long}2"), "t", "w", "y"),
+    ]);
+    let m = g.import().unwrap();
+    let l = &m.layers[0].layer;
+    let a64 = "a".repeat(64);
+    assert_eq!(l.name, a64);
+    let stages: Vec<&str> = l.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(stages, [a64.clone(), format!("{a64}_2")]);
+    let keys: Vec<String> = m.arrays(0).unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, [format!("{a64}.weight"), format!("{a64}_2.weight")]);
+    // The comments keep the whole names.
+    assert!(m.layers[0].text.contains(&format!("Conv '{long}2'")));
 }
