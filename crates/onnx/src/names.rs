@@ -38,6 +38,30 @@ pub fn identifier(raw: &str, op_type: &str) -> String {
     id
 }
 
+/// `s` safe to print on a terminal: control characters (a line break, an
+/// escape sequence's ESC) and the invisible ones that move or reorder
+/// text (U+2028, U+202E, ...) as Rust writes them (`\n`, `\u{1b}`,
+/// `\u{202e}`); the rest as it is. Every message and note of the crate
+/// goes through it, so a model cannot write to the user's terminal.
+pub fn shown(s: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    };
+    if !s.contains(hidden) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if hidden(c) {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Hands out names not given before: `a`, then `a_2`, `a_3`, ...
 #[derive(Default)]
 pub struct Unique {
@@ -76,6 +100,16 @@ mod tests {
         // No `_` left at the cut.
         let cut = format!("{}.b", "a".repeat(MAX_IDENTIFIER - 1));
         assert_eq!(identifier(&cut, "Conv"), "a".repeat(MAX_IDENTIFIER - 1));
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(shown("conv1/a b.é"), "conv1/a b.é");
+        assert_eq!(shown("a\nb\r\x1b[31m"), "a\\nb\\r\\u{1b}[31m");
+        assert_eq!(
+            shown("c\u{2028}x\u{85}y\u{202e}"),
+            "c\\u{2028}x\\u{85}y\\u{202e}"
+        );
     }
 
     #[test]

@@ -227,3 +227,32 @@ fn long_node_names_make_short_distinct_names() {
     // The comments keep the whole names.
     assert!(m.layers[0].text.contains(&format!("Conv '{long}2'")));
 }
+
+#[test]
+fn control_characters_in_names_are_escaped_in_errors_and_notes() {
+    // An error naming a tensor and nodes.
+    let y = "y\n\u{1b}[2Jfake: line";
+    let mut g = Graph::new(vec![
+        conv("c\r", "x", "w", y),
+        conv("d\u{202e}", "x", "w", y),
+    ]);
+    g.output = "x";
+    let why = g.refused(&[
+        "tensor 'y\\n\\u{1b}[2Jfake: line'",
+        "'c\\r'",
+        "'d\\u{202e}'",
+    ]);
+    assert!(!why.contains(|c: char| c.is_control()), "{why:?}");
+    // A note (weights not constant) naming the node and tensor.
+    let m = Graph::new(vec![conv("c\u{1b}", "x", "x\u{7}", "y")]);
+    let mut m = m;
+    m.inputs.push(value("x\u{7}", DataType::Float));
+    let m = m.import().unwrap();
+    assert_eq!(m.notes.len(), 1);
+    assert!(m.notes[0].contains("'c\\u{1b}'"), "{}", m.notes[0]);
+    assert!(
+        !m.notes[0].contains(|c: char| c.is_control()),
+        "{:?}",
+        m.notes[0]
+    );
+}
