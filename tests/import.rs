@@ -292,3 +292,87 @@ fn a_failed_write_leaves_earlier_files_untouched() {
     );
     assert_eq!(files(dir.path()), ["resnet.d1.npz", "resnet.onnx"]);
 }
+
+/// Names with a line break and a terminal escape sequence (ESC) in the
+/// model: the summary shows them escaped (`\n`, `\u{1b}`), one line per
+/// layer; the `.conv` comments replace them by `?`.
+#[test]
+fn control_characters_in_names_are_escaped_in_the_summary() {
+    use convjit_onnx::proto::tensor_proto::DataType;
+    use convjit_onnx::proto::{tensor_shape_proto, type_proto, TypeProto};
+    use convjit_onnx::proto::{
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+        ValueInfoProto,
+    };
+    use prost::Message;
+    let (x, y) = ("x\n\u{1b}[2J", "y\r\u{1b}]0;title\u{7}");
+    let dim = |v| tensor_shape_proto::Dimension {
+        value: Some(tensor_shape_proto::dimension::Value::DimValue(v)),
+        ..Default::default()
+    };
+    let value = |name: &str| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(DataType::Float as i32),
+                shape: Some(TensorShapeProto {
+                    dim: vec![dim(1), dim(3), dim(4), dim(4)],
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        graph: Some(GraphProto {
+            node: vec![
+                NodeProto {
+                    input: vec![x.into(), "w".into()],
+                    output: vec![y.into()],
+                    name: Some("c\nlayer x {".into()),
+                    op_type: Some("Conv".into()),
+                    ..Default::default()
+                },
+                NodeProto {
+                    input: vec![y.into()],
+                    output: vec!["z".into()],
+                    op_type: Some("Evil\u{1b}[1m".into()),
+                    ..Default::default()
+                },
+            ],
+            initializer: vec![TensorProto {
+                name: Some("w".into()),
+                dims: vec![2, 3, 1, 1],
+                data_type: Some(DataType::Float as i32),
+                float_data: vec![0.5; 6],
+                ..Default::default()
+            }],
+            input: vec![value(x)],
+            output: vec![ValueInfoProto {
+                name: Some("z".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.onnx"), model.encode_to_vec()).unwrap();
+    let o = convjit(dir.path(), &["import", "m.onnx"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!out.contains(['\u{1b}', '\r', '\u{7}']), "{out:?}");
+    assert!(
+        out.contains("('x\\n\\u{1b}[2J' -> 'y\\r\\u{1b}]0;title\\u{7}')"),
+        "{out}"
+    );
+    assert!(out.contains("skipped: Evil\\u{1b}[1m x1"), "{out}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+    let text = std::fs::read_to_string(dir.path().join("m.conv")).unwrap();
+    assert!(!text.contains('\u{1b}'), "{text}");
+}

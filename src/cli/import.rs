@@ -178,8 +178,8 @@ fn summary(
             l.layer.output(),
             l.layer.stages.len(),
             if l.layer.stages.len() == 1 { "" } else { "s" },
-            l.input,
-            l.output,
+            convjit_onnx::shown(&l.input),
+            convjit_onnx::shown(&l.output),
             npz.display()
         );
     }

@@ -17,7 +17,7 @@ use crate::affine::{batch_norm, channel_step, Fold};
 use crate::attrs::Attrs;
 use crate::conv::{self, ConvStage, Verdict};
 use crate::model::{describe, is_default_domain, Graph};
-use crate::names::{identifier, Unique};
+use crate::names::{identifier, shown, Unique};
 use crate::proto::NodeProto;
 use crate::shapes::Shapes;
 use crate::Error;
@@ -65,7 +65,11 @@ pub fn find(g: &Graph, shapes: &Shapes) -> Result<Found, Error> {
             match conv::analyse(g, i, shapes)? {
                 Verdict::Take(s) => verdicts[i] = Some(s),
                 Verdict::Skip(skip) => {
-                    notes.push(format!("{} not imported: {}", describe(node), skip.why));
+                    notes.push(shown(&format!(
+                        "{} not imported: {}",
+                        describe(node),
+                        skip.why
+                    )));
                     kinds.push(skip.kind);
                 }
             }

@@ -9,6 +9,8 @@
 //!
 //! - `model.rs`: decoding (types generated from the official `onnx.proto`,
 //!   see `proto/README.md`), constants, who consumes what.
+//! - `validate.rs`: what makes the graph ONNX (one definition per
+//!   tensor), checked before anything reads it.
 //! - `fold/`: constant folding (weights computed in the graph become
 //!   constants).
 //! - `shapes.rs`: tensor shapes from inputs, `value_info` and the ops
@@ -35,24 +37,29 @@ mod model;
 mod names;
 pub mod proto;
 mod shapes;
+mod validate;
 
 use bytes::Bytes;
 use convjit_npy::{Array, LazyArray};
 use std::fmt;
 
-/// What went wrong, as one sentence naming the node or tensor at fault.
+/// What went wrong, as one sentence naming the node or tensor at fault
+/// (names [`shown`]: control characters escaped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     message: String,
 }
 
 impl Error {
+    /// The message with the names in it made safe to print ([`shown`]).
     pub(crate) fn new(message: impl Into<String>) -> Error {
         Error {
-            message: message.into(),
+            message: shown(&message.into()),
         }
     }
 }
+
+pub use names::shown;
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -76,7 +83,8 @@ pub struct Layer {
     pub layer: convjit_ir::Layer,
     /// Its `.conv` text, with comments naming the ONNX nodes.
     pub text: String,
-    /// The ONNX tensor the layer reads (NCHW in the model, NHWC here).
+    /// The ONNX tensor the layer reads (NCHW in the model, NHWC here), as
+    /// the model names it: [`shown`] before printing it.
     pub input: String,
     /// The ONNX tensor the layer computes.
     pub output: String,
@@ -95,13 +103,13 @@ pub struct Import {
     pub layers: Vec<Layer>,
     /// Conv nodes in the model (default domain).
     pub conv_nodes: usize,
-    /// Nodes not taken into any layer, counted per op type in order of
-    /// first appearance (`Constant` nodes, which hold data, and folded
+    /// Nodes not taken into any layer, counted per op type ([`shown`]) in
+    /// order of first appearance (`Constant` nodes, which hold data, and folded
     /// nodes not counted).
     pub skipped: Vec<(String, usize)>,
     /// Nodes evaluated by constant folding (their outputs are constants).
     pub folded_nodes: usize,
-    /// Why each Conv node that was not imported was not.
+    /// Why each Conv node that was not imported was not (names [`shown`]).
     pub notes: Vec<String>,
     /// The kind of each note's reason, for [`Import::note_summary`].
     note_kinds: Vec<&'static str>,
@@ -175,6 +183,7 @@ pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Erro
     let Some(graph) = model.graph.as_ref() else {
         return Err(Error::new("not an ONNX model: it has no graph"));
     };
+    validate::graph(graph)?;
     let nothing_folded = fold::Folded::default();
     let folded = fold::fold(&model::Graph::new(graph, &nothing_folded)?);
     let g = model::Graph::new(graph, &folded)?;
@@ -191,10 +200,14 @@ pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Erro
         let layer = convjit_ir::compile_source(&text)
             .map_err(|d| {
                 let first = d.first().map_or(String::new(), |d| d.message.clone());
-                Error::new(format!(
-                    "internal error: the layer made for '{}' does not validate ({first}):\n{text}",
-                    chain.output
-                ))
+                // The text on lines of its own (its names are sanitised).
+                Error {
+                    message: format!(
+                        "internal error: the layer made for '{}' does not validate ({}):\n{text}",
+                        shown(&chain.output),
+                        shown(&first)
+                    ),
+                }
             })?
             .into_iter()
             .next()
@@ -215,10 +228,10 @@ pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Erro
         {
             continue;
         }
-        let op = match node.domain() {
+        let op = shown(&match node.domain() {
             "" | "ai.onnx" => node.op_type().to_string(),
             d => format!("{d}.{}", node.op_type()),
-        };
+        });
         match skipped.iter_mut().find(|(o, _)| *o == op) {
             Some((_, n)) => *n += 1,
             None => skipped.push((op, 1)),

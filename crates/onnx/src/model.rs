@@ -41,7 +41,7 @@ pub struct Graph<'m> {
     constants: HashMap<&'m str, Constant<'m>>,
     /// Tensors computed by constant folding.
     folded: &'m Folded,
-    /// The node making each tensor (the first, if several claim it).
+    /// The node making each tensor (one: `validate.rs`).
     producers: HashMap<&'m str, usize>,
     /// For each tensor, the node of each use (a node using a tensor twice
     /// appears twice).
