@@ -468,6 +468,20 @@ pub fn separation(
     Ok((s, cost))
 }
 
+/// `options` with `Backend::Auto` resolved to the generator it stands for,
+/// refused where this host lacks it or it cannot compute the precision.
+fn resolved(options: &Options) -> Result<Options, JitError> {
+    let options = Options {
+        backend: options.backend.resolve().map_err(JitError::Unsupported)?,
+        ..options.clone()
+    };
+    options
+        .backend
+        .check_precision(options.precision)
+        .map_err(JitError::Unsupported)?;
+    Ok(options)
+}
+
 impl Kernel {
     /// What [`Kernel::compile_with`] would refuse for `layer`'s shapes
     /// alone (its stage count, its estimated code, a generator this host
@@ -478,14 +492,7 @@ impl Kernel {
     pub fn check_size(layer: &Layer, options: &Options) -> Result<(), JitError> {
         convjit_ir::check_layer(layer)?;
         check_stage_count(layer)?;
-        let options = &Options {
-            backend: options.backend.resolve().map_err(JitError::Unsupported)?,
-            ..options.clone()
-        };
-        options
-            .backend
-            .check_precision(options.precision)
-            .map_err(JitError::Unsupported)?;
+        let options = &resolved(options)?;
         if matches!(options.separate, Separation::Rank(_)) || options.winograd != Winograd::Off {
             return Ok(());
         }
@@ -530,14 +537,7 @@ impl Kernel {
         // `Auto` and the generator it stands for share cache entries, and
         // so do layers compiled with and without `separate` (the stages
         // say which ran).
-        let options = &Options {
-            backend: options.backend.resolve().map_err(JitError::Unsupported)?,
-            ..options.clone()
-        };
-        options
-            .backend
-            .check_precision(options.precision)
-            .map_err(JitError::Unsupported)?;
+        let options = &resolved(options)?;
         if let Some(m) = options.winograd_tile {
             if m != 2 && m != 4 {
                 let why = format!("Winograd's output tile is 2 or 4, not {m}");
