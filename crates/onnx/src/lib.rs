@@ -179,11 +179,21 @@ fn protobuf_prefix(prefix: &[u8]) -> Result<(), String> {
 /// Reads a model (the whole file: a `Vec<u8>` or `Bytes`, which the
 /// weights then share rather than copy) and finds its convolution chains.
 pub fn import(bytes: impl Into<Bytes>, options: &Options) -> Result<Import, Error> {
-    let model = model::decode(bytes.into())?;
-    let Some(graph) = model.graph.as_ref() else {
+    let mut model = model::decode(bytes.into())?;
+    let Some(graph) = model.graph.as_mut() else {
         return Err(Error::new("not an ONNX model: it has no graph"));
     };
-    validate::graph(graph)?;
+    // Nodes stored out of order (ONNX Runtime runs them) are put in order:
+    // the walk below reads each node's inputs' shapes before the node.
+    let order = validate::graph(graph)?;
+    if order.iter().enumerate().any(|(k, &i)| k != i) {
+        let mut nodes: Vec<Option<_>> = std::mem::take(&mut graph.node)
+            .into_iter()
+            .map(Some)
+            .collect();
+        graph.node = order.iter().filter_map(|&i| nodes[i].take()).collect();
+    }
+    let graph = &*graph;
     let nothing_folded = fold::Folded::default();
     let folded = fold::fold(&model::Graph::new(graph, &nothing_folded)?);
     let g = model::Graph::new(graph, &folded)?;

@@ -12,7 +12,8 @@ use crate::model::{describe, is_default_domain, type_name};
 use crate::proto::tensor_proto::DataType;
 use crate::proto::{type_proto, GraphProto};
 use crate::Error;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 /// Where a tensor is defined.
 #[derive(Clone, Copy)]
@@ -23,8 +24,10 @@ enum Def {
     Node(usize),
 }
 
-/// Checks `graph` (see the module's comment).
-pub fn graph(graph: &GraphProto) -> Result<(), Error> {
+/// Checks `graph` (see the module's comment); returns its nodes in an
+/// order where each comes after the nodes it reads (the file's order
+/// where that already is one: ONNX asks for it, ONNX Runtime does not).
+pub fn graph(graph: &GraphProto) -> Result<Vec<usize>, Error> {
     let mut defs: HashMap<&str, Def> = HashMap::new();
     for t in &graph.initializer {
         if defs.insert(t.name(), Def::Initializer).is_some() {
@@ -70,8 +73,9 @@ pub fn graph(graph: &GraphProto) -> Result<(), Error> {
             )));
         }
     }
-    acyclic(graph, &defs)?;
-    conv_types(graph)
+    let order = acyclic(graph, &defs)?;
+    conv_types(graph)?;
+    Ok(order)
 }
 
 /// A Conv reading a declared tensor of a type Conv does not take (ONNX
@@ -139,11 +143,13 @@ fn conv_types(graph: &GraphProto) -> Result<(), Error> {
     Ok(())
 }
 
-/// Kahn's algorithm: a node is done when every node making its inputs is;
-/// nodes never done are on a cycle or after one. From one of them, going
-/// back through producers not done must come round: the node met twice
-/// is on the cycle. (Subgraphs' reads of outer tensors are not followed.)
-fn acyclic(graph: &GraphProto, defs: &HashMap<&str, Def>) -> Result<(), Error> {
+/// Kahn's algorithm: a node is done when every node making its inputs is
+/// (the first in the file among those ready next, so a sorted graph keeps
+/// its order); nodes never done are on a cycle or after one. From one of
+/// them, going back through producers not done must come round: the node
+/// met twice is on the cycle. (Subgraphs' reads of outer tensors are not
+/// followed.) Returns the order.
+fn acyclic(graph: &GraphProto, defs: &HashMap<&str, Def>) -> Result<Vec<usize>, Error> {
     let nodes = &graph.node;
     let producers = |i: usize| {
         nodes[i]
@@ -162,19 +168,24 @@ fn acyclic(graph: &GraphProto, defs: &HashMap<&str, Def>) -> Result<(), Error> {
             users[j].push(i);
         }
     }
-    let mut ready: Vec<usize> = (0..nodes.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..nodes.len())
+        .filter(|&i| waiting[i] == 0)
+        .map(Reverse)
+        .collect();
     let mut done = vec![false; nodes.len()];
-    while let Some(j) = ready.pop() {
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(Reverse(j)) = ready.pop() {
         done[j] = true;
+        order.push(j);
         for &i in &users[j] {
             waiting[i] -= 1;
             if waiting[i] == 0 {
-                ready.push(i);
+                ready.push(Reverse(i));
             }
         }
     }
     let Some(mut at) = done.iter().position(|d| !d) else {
-        return Ok(());
+        return Ok(order);
     };
     let mut seen = vec![false; nodes.len()];
     while !seen[at] {

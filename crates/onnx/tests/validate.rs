@@ -123,6 +123,27 @@ fn a_valid_graph_imports() {
     assert_eq!(m.layers.len(), 1);
 }
 
+/// Nodes stored out of order (a consumer before its producer: not ONNX,
+/// but ONNX Runtime runs it) import as the sorted graph does; the shapes
+/// walk used to meet the Relu before the Conv and leave both out.
+#[test]
+fn nodes_out_of_order_import_as_sorted() {
+    let chain = |order: &[usize]| {
+        let nodes = [
+            conv("c", "x", "w", "t"),
+            node("Relu", "r", &["t"], "u"),
+            conv("d", "u", "w", "y"),
+        ];
+        let g = Graph::new(order.iter().map(|&i| nodes[i].clone()).collect());
+        let m = g.import().unwrap();
+        m.layers.iter().map(|l| l.text.clone()).collect::<Vec<_>>()
+    };
+    let sorted = chain(&[0, 1, 2]);
+    assert!(!sorted.is_empty());
+    assert_eq!(chain(&[2, 1, 0]), sorted);
+    assert_eq!(chain(&[1, 0, 2]), sorted);
+}
+
 #[test]
 fn two_initializers_of_one_name_are_refused() {
     let mut g = Graph::new(vec![conv("c", "x", "w", "y")]);
