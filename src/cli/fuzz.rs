@@ -92,6 +92,7 @@ pub fn fuzz(a: &FuzzArgs) -> Result<(), Failure> {
     if a.winograd && a.precision != Precision::F32 {
         return Err(Failure::Usage("--winograd checks f32 only".into()));
     }
+    check_out_dir(&a.out)?;
     let backends = super::backends_computing(a.precision)?;
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
     let units = match a.precision {
@@ -312,6 +313,38 @@ fn fails(case: &LayerCase, backend: Backend, a: &FuzzArgs) -> Option<String> {
 
 /// `DIR/seedS-caseI-BACKEND.conv`: the layer, with how to reproduce it in
 /// comments (the file itself is valid `.conv`).
+/// Refuses an `--out` where no reproducer could be written, before the
+/// run rather than at its first mismatch (which would lose the case): the
+/// nearest part of the path that exists must be a directory this process
+/// can create a file in. Nothing is created where nothing fails.
+fn check_out_dir(dir: &Path) -> Result<(), Failure> {
+    let shown = dir.display();
+    let mut at = dir;
+    while !at.exists() {
+        at = match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+    }
+    if !at.is_dir() {
+        return Err(Failure::Usage(format!(
+            "--out {shown}: {} is not a directory",
+            at.display()
+        )));
+    }
+    let probe = at.join(format!(".convjit-fuzz-probe-{}", std::process::id()));
+    match std::fs::File::create_new(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(Failure::Usage(format!(
+            "--out {shown}: cannot write in {}: {e}",
+            at.display()
+        ))),
+    }
+}
+
 fn write_reproducer(
     dir: &Path,
     seed: u64,

@@ -276,6 +276,17 @@ pub fn parse_precision(s: &str) -> Result<convjit::Precision, String> {
 
 impl PlannerArgs {
     pub fn options(&self) -> Result<convjit::Options, Failure> {
+        // Options that change nothing in f32 say so rather than pass silently.
+        if self.precision == convjit::Precision::F32 {
+            if self.bf16_units != convjit::Bf16Units::default() {
+                eprintln!("note: --bf16-units applies with --precision bf16 only: ignored");
+            }
+            if self.f32_intermediates {
+                eprintln!("note: --f32-intermediates applies with --precision bf16 only: ignored");
+            }
+        } else if self.winograd.is_some_and(|w| w != convjit::Winograd::Off) {
+            eprintln!("note: Winograd runs in f32 only: in bf16 every stage runs direct code");
+        }
         Ok(convjit::Options {
             fuse: if self.no_fuse {
                 convjit::Fusion::Never

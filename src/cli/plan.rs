@@ -14,11 +14,21 @@ pub fn plan(
     as_json: bool,
     options: &Options,
 ) -> Result<(), Failure> {
-    // A code generator the CPU cannot run is the user's error.
+    // A code generator the CPU cannot run, or one that cannot compute the
+    // precision, is the user's error: what `run` would refuse.
+    let unsupported = |m| Failure::Input(convjit::JitError::Unsupported(m).into());
     options
         .backend
         .resolve()
-        .map_err(|m| Failure::Input(convjit::JitError::Unsupported(m).into()))?;
+        .and_then(|b| b.check_precision(options.precision))
+        .map_err(unsupported)?;
+    if weights.is_none() && matches!(options.separate, convjit::Separation::Rank(_)) {
+        eprintln!(
+            "note: --separate-rank approximates the kernels the weights give: without \
+             --weights the plan shows the layer as written (run and bench separate their \
+             seeded random weights)"
+        );
+    }
     let layers = match weights {
         // Weights belong to one layer: it must be named, or be the only one.
         Some(_) => vec![convjit::select_layer(convjit::load_layers(file)?, layer)?],
@@ -32,6 +42,15 @@ pub fn plan(
         // With weights, what the JIT compiles: the layer with its rank-1
         // stages separated where the cost model expects a gain (unless
         // --no-separate), and why.
+        // What the plan shows may still be refused by the compiler (a
+        // long or wide layer): say so, as `run` would. (Given weights may
+        // separate the layer into one that compiles: `run` decides then.)
+        let refused = weights
+            .is_none()
+            .then(|| convjit::Kernel::check_size(l, options));
+        if let Some(Err(e)) = refused {
+            eprintln!("note: layer '{}' would not compile: {e}", l.name);
+        }
         let planned = Planned::new(l, weights.as_ref(), options);
         if as_json {
             println!("{}", planned.json());

@@ -192,7 +192,7 @@ fn a_layer_too_wide_to_compile_is_a_clear_error_not_a_hang() {
     let t = std::time::Instant::now();
     let o = convjit(&["run", s(&conv)]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("too wide to compile"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("too much to compile"), "{}", stderr(&o));
     assert!(t.elapsed().as_secs() < 30);
     // The interpreter still runs it.
     assert!(convjit(&["run", s(&conv), "--engine", "interp"])
@@ -218,6 +218,12 @@ fn a_layer_of_20000_stages_is_planned_and_refused_quickly() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = convjit(&["plan", s(&conv), "--fuse-all"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The plan is shown, and that `run` would refuse it said.
+    assert!(
+        stderr(&o).contains("note: layer 'long' would not compile: layer 'long' has 20000 stages"),
+        "{}",
+        stderr(&o)
+    );
     let text = stdout(&o);
     assert!(text.contains("  group 1: [s0, s1, "), "{}", &text[..1000]);
     assert!(!text.contains("  group 2:"));
@@ -232,7 +238,7 @@ fn a_layer_of_20000_stages_is_planned_and_refused_quickly() {
         let o = convjit(&args);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
         assert!(
-            stderr(&o).contains("layer 'long' has 20000 stages: at most 4000 compile"),
+            stderr(&o).contains("layer 'long' has 20000 stages: more than 4000 never compile"),
             "{args:?}: {}",
             stderr(&o)
         );
@@ -312,4 +318,74 @@ fn layers_too_wide_or_too_slow_are_refused_before_any_data() {
         out.contains("NOT VERIFIED  no reference: too much work for the interpreter"),
         "{out}"
     );
+}
+
+/// `plan` refuses what `run` refuses (a generator that cannot compute the
+/// precision), and options that change nothing say so.
+#[test]
+fn plan_refuses_what_run_refuses_and_ignored_options_say_so() {
+    for backend in ["avx2", "cranelift"] {
+        let args = [
+            "examples/textbook.conv",
+            "--layer",
+            "textbook_standard",
+            "--backend",
+            backend,
+            "--precision",
+            "bf16",
+        ];
+        let plan = convjit(&[&["plan"][..], &args].concat());
+        let run = convjit(&[&["run"][..], &args].concat());
+        if convjit::Backend::parse(backend).unwrap().host_has() {
+            assert_eq!(plan.status.code(), Some(1), "{}", stderr(&plan));
+            assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+            assert!(
+                stderr(&plan).contains("precision bf16"),
+                "{}",
+                stderr(&plan)
+            );
+        }
+    }
+    let o = convjit(&[
+        "run",
+        "examples/textbook.conv",
+        "--layer",
+        "textbook_separable",
+        "--bf16-units",
+        "dot",
+        "--f32-intermediates",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("note: --bf16-units applies with --precision bf16 only"));
+    assert!(stderr(&o).contains("note: --f32-intermediates applies with --precision bf16 only"));
+    let o = convjit(&[
+        "plan",
+        "examples/textbook.conv",
+        "--layer",
+        "textbook_separable",
+        "--separate-rank",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("without --weights the plan shows the layer as written"));
+}
+
+/// `fuzz --out` where no reproducer could be written is refused before
+/// the run (a mismatch found after an hour would have been lost); a
+/// fine one is not created when nothing fails.
+#[test]
+fn fuzz_checks_its_out_directory_first() {
+    let o = convjit(&["fuzz", "--cases", "1", "--out", "/dev/null/x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/dev/null is not a directory"),
+        "{}",
+        stderr(&o)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a/b");
+    let o = convjit(&["fuzz", "--cases", "2", "--out", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!dir.path().join("a").exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -210,3 +210,32 @@ fn verify_refuses_an_object_that_does_not_fit() {
         stderr(&o)
     );
 }
+
+/// Agreement on outputs that are all zero checks little: verify says so.
+#[test]
+fn verify_notes_an_all_zero_reference() {
+    let f = fixture();
+    let zeros: Vec<(&str, Array)> = [
+        ("dw.weight", vec![3, 3, 3, 1]),
+        ("dw.bias", vec![3]),
+        ("pw.weight", vec![3, 2]),
+    ]
+    .into_iter()
+    .map(|(k, shape): (&str, Vec<usize>)| {
+        let n = shape.iter().product();
+        (k, Array::new(shape, vec![0.0; n]))
+    })
+    .collect();
+    let refs: Vec<(&str, &Array)> = zeros.iter().map(|(k, a)| (*k, a)).collect();
+    npy::write_npz(&f.weights, &refs).unwrap();
+    let o = convjit(&["verify", s(&f.conv), "--weights", s(&f.weights)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("note: every output of the interpreter is 0"),
+        "{}",
+        stdout(&o)
+    );
+    // Not on an ordinary check.
+    let o = convjit(&["verify", "examples/textbook.conv"]);
+    assert!(!stdout(&o).contains("note: every output"), "{}", stdout(&o));
+}

@@ -458,7 +458,7 @@ fn errors_are_clear() {
     assert!(matches!(r, Err(AotError::Layer(_))), "{r:?}");
     let e = err(&opts(None, None), &many);
     assert!(
-        e.starts_with("layer 'many' has 4001 stages: at most 4000 compile"),
+        e.starts_with("layer 'many' has 4001 stages: more than 4000 never compile"),
         "{e}"
     );
 }

@@ -37,8 +37,8 @@ pub fn check_stage_count(layer: &Layer) -> Result<(), TooLarge> {
     let n = layer.stages.len();
     if n > MAX_STAGES {
         return Err(TooLarge(format!(
-            "layer '{}' has {n} stages: at most {MAX_STAGES} compile (each stage is a \
-             function of at least {} instructions, and a layer's code at most \
+            "layer '{}' has {n} stages: more than {MAX_STAGES} never compile (each stage is \
+             a function of at least {} instructions, and a layer's code at most \
              {MAX_CODE_SIZE}: about a second of compile time); the interpreter \
              (--engine interp) runs it, up to {:.1e} multiply-accumulates",
             layer.name,
@@ -56,7 +56,8 @@ pub fn check_code_size(plans: &[StagePlan]) -> Result<(), TooLarge> {
     if size > MAX_CODE_SIZE {
         return Err(TooLarge(format!(
             "the layer would need about {size} instructions of specialised code \
-             (limit {MAX_CODE_SIZE}): its kernels are too wide to compile; \
+             (limit {MAX_CODE_SIZE}): too much to compile (kernels this wide, or this \
+             many stages); \
              the interpreter (--engine interp) runs it, up to {:.1e} multiply-accumulates",
             convjit_ir::MAX_INTERPRETED_MACS
         )));
