@@ -104,6 +104,23 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
     };
     let mut reports = Vec::new();
     let layers = super::layers_for(&a.file, a.layer.as_deref(), a.weights.is_some())?;
+    // A layer that would not compile is refused before minutes of timing
+    // the ones before it. (Given weights may separate it into one that
+    // does: bench_layer decides then.)
+    if a.weights.is_none() {
+        for layer in &layers {
+            convjit::Kernel::check_size(layer, &options).map_err(|e| match e {
+                // Name the layer where the message does not.
+                convjit::JitError::TooLarge(m) if !m.starts_with("layer '") => {
+                    convjit::Error::from(convjit::JitError::TooLarge(format!(
+                        "layer '{}': {m}",
+                        layer.name
+                    )))
+                }
+                e => convjit::Error::from(e),
+            })?;
+        }
+    }
     let bar = super::progress::bar(layers.len() as u64, "bench");
     for layer in &layers {
         bar.set_message(layer.name.clone());

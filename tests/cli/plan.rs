@@ -297,16 +297,37 @@ fn layers_too_wide_or_too_slow_are_refused_before_any_data() {
             vec!["run", s(&conv), "--engine", "interp"],
             "too much work for the interpreter: layer 'huge' on 1 images is 7.206e16",
         ),
-        // (bench's four tensors of 2 GiB do not fit the limit.)
         (
             vec!["bench", s(&conv), "--seconds", "0.01"],
-            "not enough memory: layer 'huge' with batch 1 needs 8.0 GiB",
+            "layer 'huge': the layer would need about",
         ),
     ] {
         let o = limited(&args);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
     }
+    // In a file of several layers, bench refuses before timing the first.
+    let two = dir.path().join("two.conv");
+    std::fs::write(
+        &two,
+        format!(
+            "layer small {{ input 4x4x4\n p: pointwise 4 }}\n{}",
+            std::fs::read_to_string(&conv).unwrap()
+        ),
+    )
+    .unwrap();
+    let o = convjit(&["bench", s(&two), "--seconds", "0.01", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).is_empty(),
+        "timed before refusing: {}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("layer 'huge': the layer would need about"),
+        "{}",
+        stderr(&o)
+    );
     let o = limited(&["verify", s(&conv)]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let out = stdout(&o);
