@@ -11,7 +11,7 @@
 //! variants (unfused, threaded, every generator, the hand-written kernels)
 //! in interleaved rounds.
 
-use convjit::{Kernel, Rng, Weights};
+use convjit::{Kernel, Weights};
 use convjit_bench::harness::{interleaved_medians, median_per_call, Aligned, Timed};
 use std::hint::black_box;
 use std::time::Duration;
@@ -33,8 +33,8 @@ fn main() {
             continue;
         }
         let weights = Weights::random(layer, 1);
-        let input = Aligned::from(&Rng::new(2).vec(layer.input.len(), 1.0));
-        let mut output = Aligned::zeros(layer.output().len());
+        let input = Aligned::random(layer.input.len(), 2).expect("fits");
+        let mut output = Aligned::zeros(layer.output().len()).expect("fits");
         let kernel = Kernel::compile(layer, &weights).expect("compiles");
         let flops = 2.0 * layer.macs() as f64;
         let report = |variant: &str, t: Duration| {

@@ -23,8 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Options::default()
     };
     let kernel = Kernel::compile_with(&layer, &w, &options)?;
-    let input = Aligned::from(&convjit::Rng::new(2).vec(layer.input.len(), 1.0));
-    let mut output = Aligned::zeros(layer.output().len());
+    let input = Aligned::random(layer.input.len(), 2)?;
+    let mut output = Aligned::zeros(layer.output().len())?;
     let mut samples = Vec::new();
     let start = Instant::now();
     while samples.len() < 20 || start.elapsed() < Duration::from_secs_f64(seconds) {

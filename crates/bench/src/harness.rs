@@ -95,16 +95,25 @@ pub struct Aligned {
 }
 
 impl Aligned {
-    pub fn zeros(len: usize) -> Aligned {
-        let buf = vec![0f32; len + 16];
+    /// `len` zeros, refused (not aborted) where memory is short: the
+    /// budget's rule ([`convjit::budget::zeroed`]).
+    pub fn zeros(len: usize) -> Result<Aligned, convjit::DataError> {
+        let buf = convjit::budget::zeroed("a benchmark buffer", len.saturating_add(16))?;
         let start = buf.as_ptr().align_offset(64).min(15);
-        Aligned { buf, start, len }
+        Ok(Aligned { buf, start, len })
     }
 
-    pub fn from(v: &[f32]) -> Aligned {
-        let mut a = Aligned::zeros(v.len());
+    pub fn from(v: &[f32]) -> Result<Aligned, convjit::DataError> {
+        let mut a = Aligned::zeros(v.len())?;
         a.copy_from_slice(v);
-        a
+        Ok(a)
+    }
+
+    /// `len` seeded random numbers, as `Rng::new(seed).vec(len, 1.0)`.
+    pub fn random(len: usize, seed: u64) -> Result<Aligned, convjit::DataError> {
+        let mut a = Aligned::zeros(len)?;
+        convjit::Rng::new(seed).fill(&mut a, 1.0);
+        Ok(a)
     }
 }
 
@@ -128,7 +137,7 @@ mod tests {
     #[test]
     fn aligned_buffers_start_on_a_cache_line() {
         for len in [0, 1, 15, 16, 1000] {
-            let a = Aligned::from(&vec![1.5; len]);
+            let a = Aligned::from(&vec![1.5; len]).unwrap();
             assert_eq!(a.len(), len);
             assert!(a.iter().all(|&x| x == 1.5));
             if len > 0 {

@@ -5,9 +5,7 @@
 
 use crate::harness::{best_of_rounds, interleaved_medians, median_per_call, Aligned, Timed};
 use crate::{round, Settings, MEMCPY_MIB, PEAK_128_GFLOPS};
-use convjit::{
-    Error, Kernel, Layer, Options, Rng, SeparationCost, SeparationNote, Weights, Winograd,
-};
+use convjit::{Error, Kernel, Layer, Options, SeparationCost, SeparationNote, Weights, Winograd};
 use convjit_baselines::{Baseline, Family, FmaPeak};
 use serde_json::{json, Value};
 use std::cell::RefCell;
@@ -40,8 +38,8 @@ pub fn bench_layer(
         Some(w) => w.clone(),
         None => Weights::try_random(layer, 1)?,
     };
-    let input = Aligned::from(&Rng::new(2).vec(layer.input.len() * batch, 1.0));
-    let mut output = Aligned::zeros(layer.output().len() * batch);
+    let input = Aligned::random(layer.input.len() * batch, 2)?;
+    let mut output = Aligned::zeros(layer.output().len() * batch)?;
 
     let kernel = Kernel::compile_with(layer, &weights, options)?;
     // What separating the rank-1 stages would give, and whether the cost
@@ -64,7 +62,13 @@ pub fn bench_layer(
     let mut notes = Vec::new();
     let mut baselines = Vec::new();
     if settings.baselines {
-        baselines = prepare_baselines(layer, &weights, output.len(), &mut notes);
+        baselines = prepare_baselines(layer, &weights, output.len(), &mut notes)?;
+    }
+    // Each kernel once with its error surfaced (it makes its run buffers:
+    // where memory is short that is an error, not a panic in the timing).
+    kernel.run(&input, &mut output, batch)?;
+    for (_, k, out) in others.iter_mut() {
+        k.run(&input, out, batch)?;
     }
     let mut peaks = Peaks {
         fma: fma_peaks(&mut notes),
@@ -111,7 +115,7 @@ pub fn bench_layer(
             settings,
             flops,
             &mut results,
-        ));
+        )?);
     }
     let Results(mut results) = results;
     let peaks = MeasuredPeaks::add_percentages(&mut results);
@@ -149,7 +153,7 @@ fn separated_anyway(
         ..options.clone()
     };
     let k = Kernel::compile_with(&separated.layer, &separated.weights, &o)?;
-    Ok(("jit-separated".into(), k, Aligned::zeros(len)))
+    Ok(("jit-separated".into(), k, Aligned::zeros(len)?))
 }
 
 /// The machine's FMA loops at each vector width it has, timed in the same
@@ -487,7 +491,7 @@ fn variants(
     let mut others = Vec::new();
     for (name, o) in other_options {
         let k = Kernel::compile_with(layer, weights, &o)?;
-        others.push((name, k, Aligned::zeros(len)));
+        others.push((name, k, Aligned::zeros(len)?));
     }
     Ok(others)
 }
@@ -499,7 +503,7 @@ fn prepare_baselines(
     weights: &Weights,
     len: usize,
     notes: &mut Vec<String>,
-) -> Vec<(Baseline, Aligned)> {
+) -> Result<Vec<(Baseline, Aligned)>, Error> {
     let mut baselines = Vec::new();
     for family in Family::ALL {
         if !family.available() {
@@ -509,10 +513,10 @@ fn prepare_baselines(
                 family.needs()
             ));
         } else if let Some(b) = Baseline::prepare(family, layer, weights) {
-            baselines.push((b, Aligned::zeros(len)));
+            baselines.push((b, Aligned::zeros(len)?));
         }
     }
-    baselines
+    Ok(baselines)
 }
 
 /// The report's `results`: one object per variant.
@@ -589,13 +593,14 @@ impl Timing<'_> {
                 let mut out = timed.borrow_mut();
                 kernel
                     .run(input, &mut out[..], batch)
-                    .expect("lengths checked")
+                    .expect("ran once before the timing")
             }),
         ));
         for (name, k, _) in self.others {
             let run = move || {
                 let mut out = timed.borrow_mut();
-                k.run(input, &mut out[..], batch).expect("lengths checked")
+                k.run(input, &mut out[..], batch)
+                    .expect("ran once before the timing")
             };
             variants.push((name.clone(), Box::new(run)));
         }
@@ -702,26 +707,34 @@ fn against_interpreter(
     settings: &Settings,
     flops: f64,
     results: &mut Results,
-) -> f32 {
-    kernel.run(input, output, batch).expect("lengths checked");
+) -> Result<f32, Error> {
+    kernel.run(input, output, batch)?;
     for (_, k, out) in others.iter_mut() {
-        k.run(input, out, batch).expect("lengths checked");
+        k.run(input, out, batch)?;
     }
     for (b, out) in baselines.iter_mut() {
         b.run(input, out, batch);
     }
-    let mut reference = Vec::new();
+    // Once with its error surfaced (memory), then timed.
+    let mut reference = convjit::interpret(layer, weights, input, batch)?;
     let budget = Duration::from_secs_f64(settings.seconds);
+    let mut failed = None;
     let t = median_per_call(budget, || {
-        reference = convjit::interpret(layer, weights, input, batch).expect("checked");
+        match convjit::interpret(layer, weights, input, batch) {
+            Ok(r) => reference = r,
+            Err(e) => failed = Some(e),
+        }
     });
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
     results.add("interp", t, flops);
     // A bf16 kernel against the interpreter in bf16 (the same roundings).
     let bf16 = convjit::Precision::Bf16;
     let any_bf16 =
         kernel.precision() == bf16 || others.iter().any(|(_, k, _)| k.precision() == bf16);
     let reference_bf16 = match any_bf16 {
-        true => convjit::interpret_in(layer, weights, input, batch, bf16).expect("checked"),
+        true => convjit::interpret_in(layer, weights, input, batch, bf16)?,
         false => Vec::new(),
     };
     let diff = |out: &[f32], precision: convjit::Precision| {
@@ -750,7 +763,7 @@ fn against_interpreter(
             r["max_abs_diff_vs_interp"] = json!(diff(out, precision));
         }
     }
-    max_diff
+    Ok(max_diff)
 }
 
 /// Bytes a layer must move at least: its input and output (per image) and

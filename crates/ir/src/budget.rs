@@ -111,7 +111,14 @@ fn address_room(limits: &str, status: &str) -> Option<u64> {
         .ok()?; // "unlimited": no limit
     let size = status.lines().find(|l| l.starts_with("VmSize:"))?;
     let kib: u64 = size.split_whitespace().nth(1)?.parse().ok()?;
-    Some(soft.saturating_sub(kib.saturating_mul(1024)))
+    // Kept back: what the process maps besides the buffers checked (a
+    // worker thread's stack, code, the allocator's own), so that a check
+    // that passes is not followed by an abort a few MiB later.
+    let margin = (64 << 20).max(soft / 8);
+    Some(
+        soft.saturating_sub(kib.saturating_mul(1024))
+            .saturating_sub(margin),
+    )
 }
 
 /// What the process's cgroup still allows: its limit less its usage

@@ -31,6 +31,14 @@ impl Rng {
     pub fn vec(&mut self, len: usize, scale: f32) -> Vec<f32> {
         (0..len).map(|_| self.uniform() * scale).collect()
     }
+
+    /// Fills `out` as [`Rng::vec`] would (the same numbers): for buffers
+    /// allocated fallibly.
+    pub fn fill(&mut self, out: &mut [f32], scale: f32) {
+        for x in out {
+            *x = self.uniform() * scale;
+        }
+    }
 }
 
 #[cfg(test)]
