@@ -12,6 +12,9 @@
 //! `raise`. A file made while every slot is taken is not registered (a
 //! command makes a few).
 //!
+//! The directory locks a commit holds (`DirLocks` in `output.rs`) are no
+//! files and need nothing here: the kernel drops them when the process dies.
+//!
 //! The handlers are installed only by [`remove_pending_on_signals`] (the
 //! command line calls it first thing): a program that embeds the library
 //! keeps its own signal handling. Unix only; elsewhere nothing happens.
