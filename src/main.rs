@@ -5,8 +5,9 @@ mod cli;
 fn main() -> std::process::ExitCode {
     quiet_broken_pipe();
     fail_on_file_size_limit();
-    // Ctrl-C (SIGINT), SIGTERM, SIGHUP: the temporary files of outputs not
-    // yet in place are removed, then the process dies of the signal.
+    // Ctrl-C (SIGINT), SIGTERM, SIGHUP, SIGPIPE (after the default set
+    // above): the temporary files of outputs not yet in place are removed,
+    // then the process dies of the signal.
     convjit::npy::remove_pending_on_signals();
     cli::main()
 }

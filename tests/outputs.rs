@@ -357,7 +357,7 @@ fn build_into_a_full_fifo(dir: &Path) -> (std::process::Child, std::fs::File) {
     // if the test runs as a background job that ignores SIGINT.
     unsafe {
         cmd.pre_exec(|| {
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
                 libc::signal(sig, libc::SIG_DFL);
             }
             Ok(())
@@ -397,14 +397,14 @@ fn leftovers(dir: &Path) -> Vec<String> {
     left
 }
 
-/// SIGINT, SIGTERM or SIGHUP while a build is writing: its temporary
+/// SIGINT, SIGTERM, SIGHUP or SIGPIPE while a build is writing: its temporary
 /// files (the header's beside it, the object's in TMPDIR) and backups are
 /// removed, and it dies of that signal.
 #[cfg(unix)]
 #[test]
 fn a_signal_removes_the_temporary_files_and_kills() {
     use std::os::unix::process::ExitStatusExt;
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
         std::fs::write(p.join("k.h"), "old header").unwrap();

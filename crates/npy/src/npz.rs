@@ -81,7 +81,24 @@ impl NpzArchive {
     pub fn open(path: impl AsRef<Path>) -> Result<NpzArchive, Error> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, None, "cannot read", &e))?;
-        let archive = ZipArchive::new(BufReader::new(file)).map_err(|e| not_a_zip(path, &e))?;
+        // A zip is read by seeking to its directory at the end: a pipe
+        // (`<(cat w.npz)`), FIFO or device cannot be one, and reading it
+        // again for the error's hint could wait for a writer for ever.
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(path, None, "cannot read", &e))?;
+        if !meta.is_file() {
+            return Err(Error::new(
+                path,
+                None,
+                "not a regular file: an .npz (a zip archive) is read by seeking, which a pipe, \
+                 FIFO or device cannot do; save it to a file first"
+                    .into(),
+            ));
+        }
+        let again = file.try_clone().ok();
+        let archive =
+            ZipArchive::new(BufReader::new(file)).map_err(|e| not_a_zip(path, again, &e))?;
         if archive.has_duplicate_names() {
             return Err(duplicate_error(path, archive));
         }
@@ -150,7 +167,7 @@ fn entry_key<R: Read + Seek>(
 ) -> Result<String, Error> {
     let name = match archive.name_for_index(index) {
         Some(Ok(name)) => name.into_owned(),
-        Some(Err(e)) => return Err(not_a_zip(path, &e)),
+        Some(Err(e)) => return Err(not_a_zip(path, None, &e)),
         None => {
             return Err(Error::new(
                 path,
@@ -196,8 +213,8 @@ fn open_entry<'a, R: Read + Seek>(
     Ok(entry.take(size + 1))
 }
 
-fn not_a_zip(path: &Path, err: &zip::result::ZipError) -> Error {
-    let hint = if starts_with_npy_magic(path) {
+fn not_a_zip(path: &Path, file: Option<File>, err: &zip::result::ZipError) -> Error {
+    let hint = if file.is_some_and(starts_with_npy_magic) {
         " (this looks like a single .npy array, not an .npz)"
     } else {
         ""
@@ -209,12 +226,13 @@ fn not_a_zip(path: &Path, err: &zip::result::ZipError) -> Error {
     )
 }
 
-/// Whether the file begins like an `.npy`, to explain a common mix-up.
-fn starts_with_npy_magic(path: &Path) -> bool {
+/// Whether the (regular, already open) file begins like an `.npy`, to
+/// explain a common mix-up; read through the open handle, never by
+/// opening the path again.
+fn starts_with_npy_magic(mut f: File) -> bool {
     let mut start = [0u8; 6];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut start))
-        .is_ok()
+    f.seek(std::io::SeekFrom::Start(0)).is_ok()
+        && f.read_exact(&mut start).is_ok()
         && &start == b"\x93NUMPY"
 }
 

@@ -1,6 +1,7 @@
 //! The temporary files and backups that [`Outputs`](crate::Outputs) has
 //! made and not yet put in place or removed, for a signal handler: a
-//! command interrupted by SIGINT (Ctrl-C), SIGTERM or SIGHUP removes them
+//! command interrupted by SIGINT (Ctrl-C), SIGTERM, SIGHUP or SIGPIPE (an
+//! output that is a pipe whose reader left) removes them
 //! and then dies of that signal, so that its exit status stays honest and
 //! no hidden `.convjit-*` file is left beside the user's.
 //!
@@ -34,7 +35,9 @@ mod unix {
     use std::sync::atomic::{AtomicPtr, Ordering};
     use std::sync::Once;
 
-    const SLOTS: usize = 64;
+    /// An import writes a file per layer: a model of a thousand chains is
+    /// a thousand outputs (64 slots left 422 temporary files behind).
+    const SLOTS: usize = 4096;
 
     /// Each slot: null, or a path from `CString::into_raw`.
     static PENDING: [AtomicPtr<c_char>; SLOTS] = [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS];
@@ -106,7 +109,7 @@ mod unix {
             }
         }
         // SAFETY: `signal` and `raise` are async-signal-safe; SIG_DFL is a
-        // valid disposition for the three signals handled. `sig` is
+        // valid disposition for the four signals handled. `sig` is
         // blocked while this handler runs, so the raised one is delivered,
         // with the default action (termination), when the handler returns.
         unsafe {
@@ -115,12 +118,12 @@ mod unix {
         }
     }
 
-    /// Installs the handler for SIGINT, SIGTERM and SIGHUP, once; a
+    /// Installs the handler for SIGINT, SIGTERM, SIGHUP and SIGPIPE, once; a
     /// signal that is ignored (`nohup`, a background job) stays ignored.
     pub fn remove_pending_on_signals() {
         static ONCE: Once = Once::new();
         ONCE.call_once(|| {
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
                 // SAFETY: an all-zero `sigaction` is a valid value of the
                 // C struct (no handler, no flags); the old action is only
                 // read, into it.

@@ -152,6 +152,37 @@ fn write_rejects_duplicate_keys_and_leaves_nothing() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
+/// A pipe, FIFO or device cannot be a zip (read by seeking): refused as
+/// such, and never opened a second time (the hint's second open of a
+/// FIFO whose writer had left waited for ever).
+#[cfg(unix)]
+#[test]
+fn only_regular_files_are_archives() {
+    for path in ["/dev/null", "/dev/zero"] {
+        let err = convjit_npy::NpzArchive::open(path)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("w.npz");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that lives across the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let writer = {
+        let fifo = fifo.clone();
+        // Opens (unblocking the reader's open), writes a few bytes, leaves.
+        std::thread::spawn(move || std::fs::write(fifo, b"\x93NUMPY junk"))
+    };
+    let err = convjit_npy::NpzArchive::open(&fifo)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+    writer.join().unwrap().ok();
+}
+
 #[test]
 fn corrupt_archives_are_not_npz() {
     let (err, key) = npz_error("junk.npz", b"this is not a zip file at all");
