@@ -360,3 +360,42 @@ fn address_space_limits_are_refusals_not_aborts() {
         );
     }
 }
+
+/// A layer of more than 2^31 multiply-accumulates: the interpreter and the
+/// hand-written baselines (seconds a call, a few calls a round: a 2^33
+/// layer took 275 s) are left out with a note, the kernels timed.
+#[test]
+fn bench_leaves_out_slow_variants_on_large_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("big.conv");
+    std::fs::write(
+        &conv,
+        "layer big {\n  input 128x128x264\n  p: pointwise 512\n}\n",
+    )
+    .unwrap();
+    let o = convjit(&[
+        "bench",
+        s(&conv),
+        "--seconds",
+        "0.01",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let notes = r["notes"].to_string();
+    assert!(notes.contains("baselines: not measured"), "{notes}");
+    assert!(notes.contains("interp: not measured"), "{notes}");
+    let variants: Vec<&str> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["variant"].as_str().unwrap())
+        .collect();
+    assert!(variants.contains(&"jit"), "{variants:?}");
+    assert!(
+        !variants.iter().any(|v| *v == "interp" || *v == "naive"),
+        "{variants:?}"
+    );
+}

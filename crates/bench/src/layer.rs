@@ -18,6 +18,11 @@ const COPY_IO: &str = "copy-io";
 /// (for the comparison with the interpreter).
 type Variant = (String, Kernel, Aligned);
 
+/// The most multiply-accumulates (times the batch) of a layer whose
+/// interpreter and hand-written baselines `bench` times: each is called
+/// a few times a round, at about a second per 10^9.
+const MAX_SLOW_VARIANT_MACS: u64 = 1 << 31;
+
 /// Times `layer` (with `given` weights, else seeded random ones) as
 /// `settings` says, the planned kernel compiled with `options`; returns
 /// the report (see `convjit bench --json`).
@@ -61,7 +66,17 @@ pub fn bench_layer(
     }
     let mut notes = Vec::new();
     let mut baselines = Vec::new();
-    if settings.baselines {
+    // The naive baseline and the interpreter take seconds a call on a
+    // layer this large, and each is called at least a few times: minutes,
+    // or hours (2^33 MACs: 16 s a call). Left out, and said.
+    let work = layer.macs().saturating_mul(batch as u64);
+    let slow = work > MAX_SLOW_VARIANT_MACS;
+    if settings.baselines && slow {
+        notes.push(format!(
+            "baselines: not measured, {work} multiply-accumulates (more than {MAX_SLOW_VARIANT_MACS}) \
+             would take minutes a round"
+        ));
+    } else if settings.baselines {
         baselines = prepare_baselines(layer, &weights, output.len(), &mut notes)?;
     }
     // Each kernel once with its error surfaced (it makes its run buffers:
@@ -96,6 +111,13 @@ pub fn bench_layer(
     // once), once more in bf16; where that is hours of work it is left out.
     let passes = 1 + u64::from(options.precision == convjit::Precision::Bf16);
     let interpreter = match convjit::check_work(layer, batch, passes) {
+        Ok(()) if slow && settings.interpreter => {
+            notes.push(format!(
+                "interp: not measured, {work} multiply-accumulates (more than \
+                 {MAX_SLOW_VARIANT_MACS}) would take minutes a round; verify checks it"
+            ));
+            false
+        }
         Ok(()) => settings.interpreter,
         Err(e) if settings.interpreter => {
             notes.push(format!("interp: not measured, {e}"));

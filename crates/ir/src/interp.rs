@@ -59,8 +59,8 @@ fn rounded_values(v: &[f32], precision: Precision) -> std::borrow::Cow<'_, [f32]
 }
 
 /// The most multiply-accumulates the interpreter takes on (counting each
-/// pass over a stage: the magnitudes are a second): about five minutes at
-/// its ~10^9 a second. Beyond it the reference would look like a hang.
+/// pass over a stage: the magnitudes are a second): about ten minutes at
+/// its 0.5-1 x 10^9 a second. Beyond it the reference would look like a hang.
 pub const MAX_INTERPRETED_MACS: u64 = 1 << 38;
 
 /// Refuses `passes` interpretations of `layer` on `batch` images beyond
@@ -74,9 +74,13 @@ pub fn check_work(layer: &Layer, batch: usize, passes: u64) -> Result<(), DataEr
             "too much work for the interpreter",
             format!(
                 "layer '{}' on {batch} images is {macs:.3e} multiply-accumulates{}, more than the \
-                 {MAX_INTERPRETED_MACS:.3e} (about five minutes) the reference interpreter takes on",
+                 {MAX_INTERPRETED_MACS:.3e} (about ten minutes) the reference interpreter takes on",
                 layer.name,
-                if passes > 1 { format!(" in {passes} passes") } else { String::new() },
+                if passes > 1 {
+                    format!(" in {passes} passes")
+                } else {
+                    String::new()
+                },
             ),
         ));
     }
