@@ -33,11 +33,28 @@ pub fn layer_text(chain: &Chain) -> String {
     out + "}\n"
 }
 
-/// ONNX names in comments: a line break in one would end the comment.
+/// The most characters of ONNX names a comment keeps: names of megabytes
+/// made a `.conv` past the size `check` reads.
+const MAX_COMMENT_NAME: usize = 200;
+
+/// ONNX names in comments: control characters (a line break would end the
+/// comment) and the invisible ones that reorder text as `?`, cut at
+/// [`MAX_COMMENT_NAME`] characters (`...` and the length after).
 fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    };
+    let mut out: String = s
+        .chars()
+        .take(MAX_COMMENT_NAME)
+        .map(|c| if hidden(c) { '?' } else { c })
+        .collect();
+    let n = s.chars().count();
+    if n > MAX_COMMENT_NAME {
+        out += &format!("... ({n} characters)");
+    }
+    out
 }
 
 /// `name: op, options`.

@@ -1,12 +1,13 @@
 //! ONNX node names as `.conv` identifiers (`[A-Za-z_][A-Za-z0-9_]*`),
-//! at most [`MAX_IDENTIFIER`] characters, made unique.
+//! at most [`MAX_IDENTIFIER`] characters, made unique (a `_2`, `_3`, ...
+//! after the cut where two come out the same).
 
 use std::collections::HashSet;
 
 /// The longest identifier made from a node's name: layer and stage names,
 /// and from them `.npz` keys and archive names, stay short (a zip entry's
 /// name must be under 64 KiB, a file name under 256 bytes). The `.conv`
-/// comments keep the whole name.
+/// comments keep the first 200 characters of the name.
 pub const MAX_IDENTIFIER: usize = 64;
 
 /// `/layer1/layer1.0/conv1/Conv` -> `layer1_layer1_0_conv1`: runs of other
