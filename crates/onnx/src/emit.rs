@@ -28,7 +28,8 @@ pub fn layer_text(chain: &Chain) -> String {
     for (line, s) in lines.iter().zip(&chain.stages) {
         // Padded by hand: `{:width$}` panics past 65535 (a long node name).
         let fill = " ".repeat(width - line.chars().count());
-        out += &format!("  {line}{fill}  # {}\n", printable(&s.nodes.join(" + ")));
+        let nodes: Vec<String> = s.nodes.iter().map(|n| printable(n)).collect();
+        out += &format!("  {line}{fill}  # {}\n", nodes.join(" + "));
     }
     out + "}\n"
 }

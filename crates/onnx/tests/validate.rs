@@ -249,7 +249,7 @@ fn long_node_names_make_short_distinct_names() {
     // megabytes made a `.conv` past the size `check` reads).
     let text = &m.layers[0].text;
     assert!(
-        text.contains(&format!("Conv '{}... (100001 characters)", "a".repeat(200))),
+        text.contains(&format!("Conv '{}... (100008 characters)", "a".repeat(194))),
         "{}",
         &text[..400]
     );
