@@ -200,6 +200,15 @@ fn devices_fifos_and_links_are_written_through_or_followed() {
     assert_eq!(convjit::npy::parse_npy(&bytes).unwrap().shape, [1, 6, 6, 4]);
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
 
+    // `/dev/stdout` into a pipe: the links end at `pipe:[N]`, not a path
+    // ("No such file or directory" after the whole run); written through.
+    let o = convjit(p, &["run", "s.conv", "-o", "/dev/stdout"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        convjit::npy::parse_npy(&o.stdout).unwrap().shape,
+        [1, 6, 6, 4]
+    );
+
     // A symbolic link: the file it names is replaced, the link stays.
     std::fs::create_dir(p.join("real")).unwrap();
     std::fs::write(p.join("real/out.npy"), "old").unwrap();

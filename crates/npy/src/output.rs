@@ -116,6 +116,12 @@ fn identity(meta: &fs::Metadata, path: &Path) -> Identity {
 /// directory made absolute, so that two spellings of one new file compare
 /// equal.
 fn resolve(path: &Path) -> Result<PathBuf, OutputError> {
+    // A pipe or device reached through links (`/dev/stdout` ->
+    // `/proc/self/fd/1` -> `pipe:[N]`, not a path) is written through the
+    // path as given: the kernel follows those links when it is opened.
+    if fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return Ok(path.to_path_buf());
+    }
     let mut p = path.to_path_buf();
     for _ in 0..40 {
         match fs::symlink_metadata(&p) {
