@@ -47,14 +47,19 @@ impl Diagnostic {
         let width = last_col.saturating_sub(col).max(1);
         let (shown, caret_col, width) = excerpt(text, chars, col, width);
         let pad = " ".repeat(gutter);
-        // Control characters (a terminal's escape sequences) are shown as
-        // one replacement character each, so they neither act on the
-        // terminal nor move the caret.
+        // Control characters (a terminal's escape sequences) and the
+        // invisible ones that reorder or break text (U+202E, U+2028) are
+        // shown as one replacement character each, so they neither act on
+        // the terminal nor move the caret.
         let shown: String = shown
             .chars()
             .map(|c| match c {
                 '\t' => ' ',
-                c if c.is_control() => '\u{FFFD}',
+                c if c.is_control()
+                    || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}') =>
+                {
+                    '\u{FFFD}'
+                }
                 c => c,
             })
             .collect();
@@ -274,12 +279,12 @@ mod tests {
 
     #[test]
     fn control_characters_are_not_echoed() {
-        let src = "a: b, c # \u{1b}[31mred\u{7}\u{9b}\n";
+        let src = "a: b, c # \u{1b}[31mred\u{7}\u{9b}\u{202e}\n";
         let file = SourceFile::new("f.conv", src);
         let out = Diagnostic::new(Span::new(6, 7), "x").render(&file);
         assert_eq!(
             out,
-            "f.conv:1:7: error: x\n1 | a: b, c # \u{FFFD}[31mred\u{FFFD}\u{FFFD}\n  |       ^\n"
+            "f.conv:1:7: error: x\n1 | a: b, c # \u{FFFD}[31mred\u{FFFD}\u{FFFD}\u{FFFD}\n  |       ^\n"
         );
     }
 

@@ -54,7 +54,13 @@ pub fn read_limited(
             let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
             bytes
                 .try_reserve_exact(len.saturating_sub(bytes.len()))
-                .map_err(|_| too_large())?;
+                .map_err(|_| {
+                    Error::new(
+                        path,
+                        None,
+                        format!("not enough memory to read its {len} bytes"),
+                    )
+                })?;
         }
         reader
             .read_to_end(&mut bytes)
