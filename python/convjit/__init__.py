@@ -241,7 +241,10 @@ class _Compiled:
                 Must be a C-contiguous writeable float32 ``numpy.ndarray`` of
                 exactly the output's shape (no conversion: a wrong dtype
                 raises ``TypeError``, a wrong shape or layout, or memory
-                shared with ``x``, ``DataError``).
+                shared with ``x``, ``DataError``; two separate mappings of
+                one file or shared-memory block, other than ``np.memmap``,
+                are at different addresses and cannot be told apart: do
+                not pass them as ``x`` and ``out``).
 
         Returns:
             ``out`` if given, else a new float32 array ``[N, Ho, Wo, Co]``.

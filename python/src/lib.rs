@@ -319,8 +319,11 @@ fn run_checked<'py>(
                 return Err(data_err("out", "not aligned to 4 bytes".into()));
             }
             // By address: arrays over one buffer with different base
-            // objects (two `np.frombuffer`s, ctypes views, memmaps of one
-            // file) escape NumPy's borrow flags below.
+            // objects (two `np.frombuffer`s of one buffer, ctypes views)
+            // escape NumPy's borrow flags below. Two mappings of one file
+            // are at different addresses: `np.memmap`s are compared by
+            // file in `convjit/__init__.py`; other mappings (two
+            // `mmap.mmap`, `SharedMemory` attached twice) cannot be seen.
             if overlap(&x, &out) {
                 return Err(data_err(
                     "out",
