@@ -164,9 +164,10 @@ mod tests {
         let status = "Name:\tconvjit\nVmPeak:\t  9000 kB\nVmSize:\t    4096 kB\n";
         let limited = "Limit                     Soft Limit           Hard Limit           Units\n\
                        Max address space         1000000000           unlimited            bytes\n";
+        // Less what is kept back: an eighth of the limit (past 64 MiB).
         assert_eq!(
             address_room(limited, status),
-            Some(1_000_000_000 - 4096 * 1024)
+            Some(1_000_000_000 - 4096 * 1024 - 1_000_000_000 / 8)
         );
         let open = limited.replace("1000000000 ", "unlimited  ");
         assert_eq!(address_room(&open, status), None);
