@@ -21,8 +21,8 @@
 //! kernel drops the locks of a process that dies.
 //!
 //! Every temporary file and backup is registered (`pending.rs`) until it
-//! is renamed or removed, so that a command killed by SIGINT, SIGTERM or
-//! SIGHUP leaves none behind once the command line has installed the
+//! is renamed or removed, so that a command killed by SIGINT, SIGTERM,
+//! SIGHUP or SIGPIPE leaves none behind once the command line has installed the
 //! handler ([`crate::remove_pending_on_signals`]).
 
 use std::fs::{self, File};
