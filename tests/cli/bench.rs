@@ -307,7 +307,6 @@ fn bench_plots_a_roofline_with_peer_points() {
 #[cfg(target_os = "linux")]
 #[test]
 fn address_space_limits_are_refusals_not_aborts() {
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let conv = dir.path().join("m.conv");
     std::fs::write(
@@ -335,23 +334,7 @@ fn address_space_limits_are_refusals_not_aborts() {
             .flat_map(|mib| [(mib, run), (mib, interp)]),
     );
     for (mib, args) in cases {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_convjit"));
-        c.args(args);
-        // SAFETY: between fork and exec the closure only calls
-        // setrlimit, which is async-signal-safe, on a local struct.
-        unsafe {
-            c.pre_exec(move || {
-                let lim = libc::rlimit {
-                    rlim_cur: mib << 20,
-                    rlim_max: mib << 20,
-                };
-                match libc::setrlimit(libc::RLIMIT_AS, &lim) {
-                    0 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                }
-            });
-        }
-        let o = c.output().unwrap();
+        let o = convjit_limited(args, mib << 20);
         assert!(
             matches!(o.status.code(), Some(0 | 1)),
             "{args:?} under {mib} MiB: {:?}\n{}",

@@ -28,6 +28,34 @@ pub fn convjit(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// [`convjit`] under an address-space limit of `bytes` (`ulimit -v`;
+/// Linux only, elsewhere no limit).
+pub fn convjit_limited(args: &[&str], bytes: u64) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_convjit"));
+    c.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure only calls setrlimit,
+        // which is async-signal-safe, on a local struct.
+        unsafe {
+            c.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                match libc::setrlimit(libc::RLIMIT_AS, &lim) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
+    c.output().unwrap()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

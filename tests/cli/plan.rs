@@ -268,29 +268,7 @@ fn layers_too_wide_or_too_slow_are_refused_before_any_data() {
         "layer huge {\n  input 16384x16384x1\n  c: conv 16384x16384 -> 1, pad same\n}\n",
     )
     .unwrap();
-    let limited = |args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_convjit"));
-        c.args(args);
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: between fork and exec the closure only calls
-            // setrlimit, which is async-signal-safe, on a local struct.
-            unsafe {
-                c.pre_exec(|| {
-                    let lim = libc::rlimit {
-                        rlim_cur: 1 << 30,
-                        rlim_max: 1 << 30,
-                    };
-                    match libc::setrlimit(libc::RLIMIT_AS, &lim) {
-                        0 => Ok(()),
-                        _ => Err(std::io::Error::last_os_error()),
-                    }
-                });
-            }
-        }
-        c.output().unwrap()
-    };
+    let limited = |args: &[&str]| convjit_limited(args, 1 << 30);
     for (args, needle) in [
         (vec!["run", s(&conv)], "instructions of specialised code"),
         (
