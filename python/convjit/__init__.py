@@ -540,7 +540,14 @@ def interpret(
     """
     text, name, is_path, carried = _source(source)
     arrays, path = _weights(weights, carried)
-    return _convjit.interpret(text, name, is_path, layer, arrays, path, precision, _input(x))
+
+    def check(a: np.ndarray) -> None:
+        # The shape before the conversion's copy, as Kernel.__call__ does.
+        _convjit.check_interpret_input(text, name, is_path, layer, a)
+
+    return _convjit.interpret(
+        text, name, is_path, layer, arrays, path, precision, _input(x, check)
+    )
 
 
 def import_onnx(

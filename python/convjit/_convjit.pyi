@@ -93,6 +93,9 @@ def interpret(
     precision: str,
     x: npt.NDArray[np.float32],
 ) -> npt.NDArray[np.float32]: ...
+def check_interpret_input(
+    source: str, name: str, is_path: bool, layer: Optional[str], x: npt.NDArray[Any]
+) -> None: ...
 def import_onnx(
     path: str, input_shape: Optional[Tuple[int, int, int]] = None
 ) -> Tuple[

@@ -665,6 +665,21 @@ fn interpret<'py>(
     PyArray1::from_vec(py, out).reshape(dims)
 }
 
+/// Refuses an input of the wrong shape for `interpret`'s layer before it
+/// is converted (a view of 10^10 values would be copied first).
+#[pyfunction]
+fn check_interpret_input(
+    py: Python<'_>,
+    source: &str,
+    name: &str,
+    is_path: bool,
+    layer: Option<&str>,
+    x: &Bound<'_, PyUntypedArray>,
+) -> PyResult<()> {
+    let layer = load_layer(py, source, name, is_path, layer)?;
+    batch_of_shape(layer.input, &format!("layer '{}'", layer.name), x.shape()).map(|_| ())
+}
+
 /// The convolution chains of an ONNX model: per layer, `(name, .conv
 /// text, weights dict, input shape, output shape, ONNX input, ONNX
 /// output)`, and the importer's notes.
@@ -731,6 +746,7 @@ fn _convjit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(layer_names, m)?)?;
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(interpret, m)?)?;
+    m.add_function(wrap_pyfunction!(check_interpret_input, m)?)?;
     m.add_function(wrap_pyfunction!(import_onnx, m)?)?;
     m.add_function(wrap_pyfunction!(output_shape, m)?)?;
     Ok(())

@@ -225,6 +225,13 @@ def test_wrong_input_shape_is_refused_before_conversion():
     net = convjit.compile_network("layer t { input 8x8x4\n p: pointwise 4 }")
     with pytest.raises(convjit.DataError, match="the network's first"):
         net(np.broadcast_to(np.float64(0), (8, 8, 10**10)))
+    # The interpreter too (it converted first).
+    with pytest.raises(convjit.DataError, match=r"expected float32 \[N, 8, 8, 4\].*found \[8, 8, 10000000000\]"):
+        convjit.interpret("layer t { input 8x8x4\n p: pointwise 4 }",
+                          np.broadcast_to(np.float64(0), (8, 8, 10**10)))
+    # And runs what fits, converted.
+    y = convjit.interpret("layer t { input 8x8x4\n p: pointwise 4 }", np.ones((8, 8, 4), np.float64))
+    assert y.shape == (8, 8, 4) and y.dtype == np.float32
 
 
 def test_weight_shapes_are_checked_before_any_copy():
