@@ -107,6 +107,7 @@ mod tests {
                 separation: &[],
                 separation_cost: None,
                 winograd: Some(&stages),
+                refused: None,
             };
             let v: serde_json::Value = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
             prop_assert_eq!(v["stages"].as_array().unwrap().len(), l.stages.len());

@@ -218,18 +218,23 @@ fn a_layer_of_20000_stages_is_planned_and_refused_quickly() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = convjit(&["plan", s(&conv), "--fuse-all"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    // The plan is shown, and that `run` would refuse it said.
-    assert!(
-        stderr(&o).contains("note: layer 'long' would not compile: layer 'long' has 20000 stages"),
-        "{}",
-        stderr(&o)
-    );
     let text = stdout(&o);
+    // The plan is shown, and that `run` would refuse it said (text, JSON).
+    assert!(
+        text.contains("\n  compile: refused: layer 'long' has 20000 stages"),
+        "{}",
+        &text[text.len().saturating_sub(600)..]
+    );
     assert!(text.contains("  group 1: [s0, s1, "), "{}", &text[..1000]);
     assert!(!text.contains("  group 2:"));
     let o = convjit(&["plan", s(&conv), "--json"]);
     let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(plan["stages"].as_array().unwrap().len(), 20_000);
+    let refused = plan["refused"].as_str().unwrap();
+    assert!(
+        refused.starts_with("layer 'long' has 20000 stages"),
+        "{refused}"
+    );
     let out = dir.path().join("k.o");
     for args in [
         vec!["run", s(&conv)],

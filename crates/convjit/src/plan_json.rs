@@ -23,6 +23,9 @@ pub struct PlanJson<'a> {
     /// Asked for: per stage, Winograd's variant and bands, or why not (`null`
     /// unless asked).
     pub winograd: Option<&'a [crate::plan_text::StageWinograd]>,
+    /// Why the compiler would refuse the layer (`refused`, only when it
+    /// would).
+    pub refused: Option<&'a str>,
 }
 
 /// How a group's threads share its work, in the JSON.
@@ -136,6 +139,9 @@ impl Serialize for PlanJson<'_> {
         m.serialize_entry("layer", &l.name)?;
         m.serialize_entry("macs", &l.macs())?;
         m.serialize_entry("output", &shape(l.output()))?;
+        if let Some(why) = self.refused {
+            m.serialize_entry("refused", why)?;
+        }
         m.serialize_entry(
             "separation",
             &Lazy(|| {
@@ -208,7 +214,7 @@ mod tests {
                     prop_assert_eq!(&r.reason, &crate::stage_schedule_reason(s, &p));
                     prop_assert_eq!(&r.packing, &crate::stage_packing(s, &p));
                 }
-                let j = PlanJson { layer: &l, plan: &p, separation: &[], separation_cost: None, winograd: None };
+                let j = PlanJson { layer: &l, plan: &p, separation: &[], separation_cost: None, winograd: None, refused: None };
                 let v: Value = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
                 prop_assert_eq!(v["stages"].as_array().unwrap().len(), l.stages.len());
                 prop_assert_eq!(v["groups"].as_array().unwrap().len(), p.groups.len());

@@ -23,6 +23,10 @@ pub struct Planned {
     /// Asked for (`Options::winograd`): per stage, by name, how it runs as
     /// Winograd's, or why it does not (`winograd_stages`).
     pub winograd: Option<Vec<StageWinograd>>,
+    /// Without weights, why the compiler would refuse the layer shown
+    /// (`Kernel::check_size`: too many stages, too much code), if it would.
+    /// (Given weights may separate it into one that compiles: `run` says.)
+    pub refused: Option<String>,
 }
 
 /// A stage's name and how it runs as Winograd's, or why it does not.
@@ -56,12 +60,19 @@ impl Planned {
                 .map(|n| (n, Err("bf16 runs direct (Winograd is f32 only)")))
                 .collect(),
         });
+        let refused = match weights {
+            None => crate::Kernel::check_size(&layer, options)
+                .err()
+                .map(|e| e.to_string()),
+            Some(_) => None,
+        };
         Planned {
             layer,
             notes,
             cost,
             plan,
             winograd,
+            refused,
         }
     }
 
@@ -90,6 +101,9 @@ impl Planned {
                 Err(why) => out += &format!("  winograd: {stage}not used: {why}\n"),
             }
         }
+        if let Some(why) = &self.refused {
+            out += &format!("  compile: refused: {why}\n");
+        }
         out
     }
 
@@ -101,6 +115,7 @@ impl Planned {
             separation: &self.notes,
             separation_cost: self.cost,
             winograd: self.winograd.as_deref(),
+            refused: self.refused.as_deref(),
         };
         serde_json::to_string(&j).expect("a plan serialises to JSON")
     }
