@@ -541,13 +541,9 @@ def interpret(
     text, name, is_path, carried = _source(source)
     arrays, path = _weights(weights, carried)
 
-    def check(a: np.ndarray) -> None:
-        # The shape before the conversion's copy, as Kernel.__call__ does.
-        _convjit.check_interpret_input(text, name, is_path, layer, a)
-
-    return _convjit.interpret(
-        text, name, is_path, layer, arrays, path, precision, _input(x, check)
-    )
+    # The extension checks x's shape against the layer before `_input`
+    # converts it (one copy), as Kernel.__call__ does.
+    return _convjit.interpret(text, name, is_path, layer, arrays, path, precision, x, _input)
 
 
 def import_onnx(

@@ -1,6 +1,6 @@
 # Type stubs of the extension module (python/src/lib.rs). The documented
 # API is convjit/__init__.py, which converts arguments before calling these.
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -91,11 +91,9 @@ def interpret(
     weights: Optional[Dict[str, npt.NDArray[np.float32]]],
     weights_path: Optional[str],
     precision: str,
-    x: npt.NDArray[np.float32],
+    x: Any,
+    convert: Callable[[npt.NDArray[Any]], npt.NDArray[np.float32]],
 ) -> npt.NDArray[np.float32]: ...
-def check_interpret_input(
-    source: str, name: str, is_path: bool, layer: Optional[str], x: npt.NDArray[Any]
-) -> None: ...
 def import_onnx(
     path: str, input_shape: Optional[Tuple[int, int, int]] = None
 ) -> Tuple[

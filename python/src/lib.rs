@@ -640,7 +640,12 @@ fn compile_network(
 /// The reference interpreter on `x` (f64 accumulation), as
 /// `convjit run --engine interp`.
 #[pyfunction]
-#[pyo3(signature = (source, name, is_path, layer, weights, weights_path, precision, x))]
+///
+/// `x` as given; `convert` (the package's `_input`) makes it the float32
+/// array the interpreter reads, after its shape is checked against the
+/// layer (a view of 10^10 values would be copied first). The source is
+/// read once (a FIFO could not be read twice).
+#[pyo3(signature = (source, name, is_path, layer, weights, weights_path, precision, x, convert))]
 #[allow(clippy::too_many_arguments)]
 fn interpret<'py>(
     py: Python<'py>,
@@ -651,33 +656,26 @@ fn interpret<'py>(
     weights: Option<&Bound<'py, PyDict>>,
     weights_path: Option<&str>,
     precision: &str,
-    x: PyReadonlyArrayDyn<'py, f32>,
+    x: &Bound<'py, PyAny>,
+    convert: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     let precision = parse_options(precision, None, "auto", ("off", None))?.precision;
     let layer = load_layer(py, source, name, is_path, layer)?;
+    let what = format!("layer '{}'", layer.name);
+    let a = PyModule::import(py, "numpy")?
+        .getattr("asarray")?
+        .call1((x,))?
+        .cast_into::<PyUntypedArray>()?;
+    batch_of_shape(layer.input, &what, a.shape())?;
+    let x: PyReadonlyArrayDyn<'py, f32> = convert.call1((a,))?.extract()?;
     let weights = load_weights(py, &layer, weights, weights_path)?;
-    let n = batch_of(layer.input, &format!("layer '{}'", layer.name), &x)?;
+    let n = batch_of(layer.input, &what, &x)?;
     let dims = out_dims(layer.output(), n, x.ndim());
     let input = x.as_slice().map_err(|e| data_err("x", e.to_string()))?;
     let out = py
         .detach(|| convjit::interpret_in(&layer, &weights, input, n, precision))
         .map_err(|e| py_err(e.into()))?;
     PyArray1::from_vec(py, out).reshape(dims)
-}
-
-/// Refuses an input of the wrong shape for `interpret`'s layer before it
-/// is converted (a view of 10^10 values would be copied first).
-#[pyfunction]
-fn check_interpret_input(
-    py: Python<'_>,
-    source: &str,
-    name: &str,
-    is_path: bool,
-    layer: Option<&str>,
-    x: &Bound<'_, PyUntypedArray>,
-) -> PyResult<()> {
-    let layer = load_layer(py, source, name, is_path, layer)?;
-    batch_of_shape(layer.input, &format!("layer '{}'", layer.name), x.shape()).map(|_| ())
 }
 
 /// The convolution chains of an ONNX model: per layer, `(name, .conv
@@ -746,7 +744,6 @@ fn _convjit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(layer_names, m)?)?;
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(interpret, m)?)?;
-    m.add_function(wrap_pyfunction!(check_interpret_input, m)?)?;
     m.add_function(wrap_pyfunction!(import_onnx, m)?)?;
     m.add_function(wrap_pyfunction!(output_shape, m)?)?;
     Ok(())
