@@ -42,15 +42,6 @@ pub fn plan(
         // With weights, what the JIT compiles: the layer with its rank-1
         // stages separated where the cost model expects a gain (unless
         // --no-separate), and why.
-        // What the plan shows may still be refused by the compiler (a
-        // long or wide layer): say so, as `run` would. (Given weights may
-        // separate the layer into one that compiles: `run` decides then.)
-        let refused = weights
-            .is_none()
-            .then(|| convjit::Kernel::check_size(l, options));
-        if let Some(Err(e)) = refused {
-            eprintln!("note: layer '{}' would not compile: {e}", l.name);
-        }
         let planned = Planned::new(l, weights.as_ref(), options);
         if as_json {
             println!("{}", planned.json());

@@ -68,7 +68,7 @@ pub fn run(a: &RunArgs) -> Result<(), Failure> {
     match a.engine {
         Engine::Interp => convjit::check_work(&layer, images, 1)?,
         Engine::Jit if a.weights.is_none() => {
-            convjit::Kernel::check_size(&layer, &options).map_err(convjit::Error::from)?
+            convjit::Kernel::check_size(&layer, &options, None).map_err(convjit::Error::from)?
         }
         Engine::Jit => {}
     }

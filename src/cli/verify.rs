@@ -114,7 +114,7 @@ pub fn verify(a: &VerifyArgs) -> Result<(), Failure> {
             (Ok(()), false) => backends
                 .iter()
                 .filter_map(|&b| {
-                    let e = Kernel::check_size(layer, &options(a, b)).err()?;
+                    let e = Kernel::check_size(layer, &options(a, b), None).err()?;
                     Some((b, format!("not compiled: {e}")))
                 })
                 .collect(),

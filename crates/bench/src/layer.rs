@@ -37,7 +37,7 @@ pub fn bench_layer(
     convjit::check_batch(layer, batch, 4)?;
     if given.is_none() {
         // Before gigabytes of random weights for a kernel too wide to compile.
-        Kernel::check_size(layer, options)?;
+        Kernel::check_size(layer, options, None)?;
     }
     let weights = match &given {
         Some(w) => w.clone(),

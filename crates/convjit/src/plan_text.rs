@@ -61,7 +61,7 @@ impl Planned {
                 .collect(),
         });
         let refused = match weights {
-            None => crate::Kernel::check_size(&layer, options)
+            None => crate::Kernel::check_size(&layer, options, Some(&plan))
                 .err()
                 .map(|e| e.to_string()),
             Some(_) => None,

@@ -488,16 +488,29 @@ impl Kernel {
     /// lacks), found by planning without weights: a caller about to make
     /// gigabytes of random data for a layer refuses first. Where weights
     /// may change the layer compiled (a rank asked for, Winograd), only
-    /// the stage count and the generator are checked.
-    pub fn check_size(layer: &Layer, options: &Options) -> Result<(), JitError> {
+    /// the stage count and the generator are checked. `plan`: the layer's
+    /// plan with these options where the caller has made it (`convjit
+    /// plan` shows it), else it is made here.
+    pub fn check_size(
+        layer: &Layer,
+        options: &Options,
+        plan: Option<&LayerPlan>,
+    ) -> Result<(), JitError> {
         convjit_ir::check_layer(layer)?;
         check_stage_count(layer)?;
         let options = &resolved(options)?;
         if matches!(options.separate, Separation::Rank(_)) || options.winograd != Winograd::Off {
             return Ok(());
         }
-        let layer_plan = layer_plan::plan_layer(layer, options, &planning_host(options));
-        let (_, plans) = function_plans(layer, &layer_plan, options.backend);
+        let planned;
+        let layer_plan = match plan {
+            Some(p) => p,
+            None => {
+                planned = layer_plan::plan_layer(layer, options, &planning_host(options));
+                &planned
+            }
+        };
+        let (_, plans) = function_plans(layer, layer_plan, options.backend);
         Ok(convjit_plan::limits::check_code_size(&plans)?)
     }
 
@@ -857,13 +870,13 @@ mod tests {
         };
         assert!(m.contains("instructions of specialised code"), "{m}");
         assert_eq!(
-            Kernel::check_size(&l, &Options::default())
+            Kernel::check_size(&l, &Options::default(), None)
                 .unwrap_err()
                 .to_string(),
             m
         );
         let l = layer(MAX_STAGES + 1);
-        assert!(Kernel::check_size(&l, &Options::default()).is_err());
+        assert!(Kernel::check_size(&l, &Options::default(), None).is_err());
     }
 
     /// `check_size` refuses a kernel too wide to compile from its shapes
@@ -875,11 +888,11 @@ mod tests {
                    layer small { input 8x8x4\n c: conv 3x3 -> 8 }";
         let layers = compile_source(src).unwrap();
         let o = Options::default();
-        let Err(JitError::TooLarge(m)) = Kernel::check_size(&layers[0], &o) else {
+        let Err(JitError::TooLarge(m)) = Kernel::check_size(&layers[0], &o, None) else {
             panic!("a 16384x16384 kernel passed the size check")
         };
         assert!(m.contains("instructions of specialised code"), "{m}");
-        assert!(Kernel::check_size(&layers[1], &o).is_ok());
+        assert!(Kernel::check_size(&layers[1], &o, None).is_ok());
         let l = &layers[1];
         assert!(Kernel::compile_with(l, &Weights::random(l, 1), &o).is_ok());
     }
