@@ -109,16 +109,7 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
     // does: bench_layer decides then.)
     if a.weights.is_none() {
         for layer in &layers {
-            convjit::Kernel::check_size(layer, &options, None).map_err(|e| match e {
-                // Name the layer where the message does not.
-                convjit::JitError::TooLarge(m) if !m.starts_with("layer '") => {
-                    convjit::Error::from(convjit::JitError::TooLarge(format!(
-                        "layer '{}': {m}",
-                        layer.name
-                    )))
-                }
-                e => convjit::Error::from(e),
-            })?;
+            convjit::Kernel::check_size(layer, &options, None).map_err(convjit::Error::from)?;
         }
     }
     let bar = super::progress::bar(layers.len() as u64, "bench");

@@ -511,7 +511,9 @@ impl Kernel {
             }
         };
         let (_, plans) = function_plans(layer, layer_plan, options.backend);
-        Ok(convjit_plan::limits::check_code_size(&plans)?)
+        // Named: a caller checks every layer of a file before any runs.
+        convjit_plan::limits::check_code_size(&plans)
+            .map_err(|e| JitError::TooLarge(format!("layer '{}': {e}", layer.name)))
     }
 
     /// Compile `layer` for the host CPU with packed `weights` (checked
@@ -869,11 +871,12 @@ mod tests {
             panic!("4000 depthwise stages fit in the code size")
         };
         assert!(m.contains("instructions of specialised code"), "{m}");
+        // The same refusal, naming the layer.
         assert_eq!(
             Kernel::check_size(&l, &Options::default(), None)
                 .unwrap_err()
                 .to_string(),
-            m
+            format!("layer 'many': {m}")
         );
         let l = layer(MAX_STAGES + 1);
         assert!(Kernel::check_size(&l, &Options::default(), None).is_err());
