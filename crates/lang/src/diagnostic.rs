@@ -55,11 +55,7 @@ impl Diagnostic {
             .chars()
             .map(|c| match c {
                 '\t' => ' ',
-                c if c.is_control()
-                    || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}') =>
-                {
-                    '\u{FFFD}'
-                }
+                c if acts_on_terminal(c) => '\u{FFFD}',
                 c => c,
             })
             .collect();
@@ -75,6 +71,16 @@ impl Diagnostic {
         }
         out
     }
+}
+
+/// Whether echoing `c` to a terminal could act on it or hide what it
+/// shows: control characters (an escape sequence's ESC, a line break) and
+/// the invisible ones that break or reorder text (U+200B-U+200F,
+/// U+2028-U+202E, U+2060-U+2069, U+FEFF). What prints a user's text (a
+/// `.conv` line, an ONNX model's names) replaces or escapes them.
+pub fn acts_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// The longest source line a diagnostic shows whole, in characters.

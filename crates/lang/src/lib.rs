@@ -13,7 +13,8 @@ mod parser;
 mod span;
 
 pub use diagnostic::{
-    quoted, suggest, Diagnostic, Diagnostics, MAX_DIAGNOSTICS, MAX_LINE_SHOWN, MAX_QUOTED,
+    acts_on_terminal, quoted, suggest, Diagnostic, Diagnostics, MAX_DIAGNOSTICS, MAX_LINE_SHOWN,
+    MAX_QUOTED,
 };
 pub use parser::parse;
 pub use span::{SourceFile, Span};

@@ -42,14 +42,16 @@ const MAX_COMMENT_NAME: usize = 200;
 /// comment) and the invisible ones that reorder text as `?`, cut at
 /// [`MAX_COMMENT_NAME`] characters (`...` and the length after).
 fn printable(s: &str) -> String {
-    let hidden = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
-    };
     let mut out: String = s
         .chars()
         .take(MAX_COMMENT_NAME)
-        .map(|c| if hidden(c) { '?' } else { c })
+        .map(|c| {
+            if convjit_lang::acts_on_terminal(c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect();
     let n = s.chars().count();
     if n > MAX_COMMENT_NAME {

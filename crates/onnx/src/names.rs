@@ -45,10 +45,7 @@ pub fn identifier(raw: &str, op_type: &str) -> String {
 /// `\u{202e}`); the rest as it is. Every message and note of the crate
 /// goes through it, so a model cannot write to the user's terminal.
 pub fn shown(s: &str) -> String {
-    let hidden = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
-    };
+    let hidden = convjit_lang::acts_on_terminal;
     if !s.contains(hidden) {
         return s.to_string();
     }
