@@ -30,13 +30,16 @@ pub fn interpret_in(
     precision: Precision,
 ) -> Result<Vec<f32>, DataError> {
     check_input(layer, weights, input, batch, 1)?;
-    let mut cur = input.to_vec();
+    check_memory(layer, batch, precision, false)?;
+    // The layer's input borrowed: each stage's output is the next's input.
+    let mut cur = std::borrow::Cow::Borrowed(input);
     for (stage, w) in layer.stages.iter().zip(weights.stages()) {
         let w = rounded(w, precision);
         let x = rounded_values(&cur, precision);
-        cur = interpret_stage(stage, &w, &x, batch, stage.residual.then_some(input));
+        let out = interpret_stage(stage, &w, &x, batch, stage.residual.then_some(input));
+        cur = std::borrow::Cow::Owned(out);
     }
-    Ok(cur)
+    Ok(cur.into_owned())
 }
 
 /// A stage's weights as `precision` multiplies them (the bias stays f32).
@@ -87,20 +90,19 @@ pub fn check_work(layer: &Layer, batch: usize, passes: u64) -> Result<(), DataEr
     Ok(())
 }
 
-/// The weights belong to `layer`, `input` holds `batch` images, the work
-/// is within [`MAX_INTERPRETED_MACS`], and the tensors of `copies`
-/// interpretations fit in memory ([`crate::budget`]).
+/// The weights belong to `layer`, `input` holds `batch` images, and the
+/// work of `passes` over the layer is within [`MAX_INTERPRETED_MACS`].
 fn check_input(
     layer: &Layer,
     weights: &Weights,
     input: &[f32],
     batch: usize,
-    copies: u64,
+    passes: u64,
 ) -> Result<(), DataError> {
     // (`check` first checks the layer itself: a hand-built one indexed
     // out of its tensors or divided by a zero group count.)
     weights.check(layer)?;
-    check_work(layer, batch, copies)?;
+    check_work(layer, batch, passes)?;
     let want = batch.checked_mul(layer.input.len());
     if want != Some(input.len()) {
         return Err(DataError::tensor(
@@ -113,21 +115,6 @@ fn check_input(
             ),
         ));
     }
-    // At most the input, one stage's input and its output at once (twice
-    // over with the magnitudes).
-    let peak = layer
-        .stages
-        .iter()
-        .map(|s| s.input.len() as u64 + s.output.len() as u64)
-        .max()
-        .unwrap_or(0);
-    crate::budget::check(
-        format_args!("interpreting layer '{}' on {batch} images", layer.name),
-        (layer.input.len() as u64)
-            .checked_add(peak)
-            .and_then(|n| n.checked_mul(batch as u64))
-            .and_then(|n| n.checked_mul(4 * copies)),
-    )?;
     Ok(())
 }
 
@@ -186,7 +173,7 @@ pub fn interpret_with_magnitude_in(
     precision: Precision,
 ) -> Result<(Vec<f32>, Vec<f32>), DataError> {
     check_input(layer, weights, input, batch, 2)?;
-    check_magnitude_memory(layer, batch, precision)?;
+    check_memory(layer, batch, precision, true)?;
     use std::borrow::Cow;
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
     let abs_input = abs(input);
@@ -257,38 +244,47 @@ pub fn interpret_with_magnitude_in(
     Ok((cur.into_owned(), scale))
 }
 
-/// Refuses [`interpret_with_magnitude_in`] where its tensors at their
-/// peak cannot fit ([`crate::budget`]): the magnitudes of the layer's
-/// input, and per stage the input and magnitudes it reads (the layer's
-/// own for the first) and the output, bound and exact values it writes;
-/// in bf16 also the rounded input, the grown magnitudes, the scales in
-/// and out and the rounding spreads.
-fn check_magnitude_memory(
+/// Refuses an interpretation whose tensors at their peak cannot fit
+/// ([`crate::budget`]), counted as the interpreter allocates them (the
+/// caller's input aside). Per stage: the input it reads (the layer's own,
+/// borrowed, for the first) and the output it writes; in bf16 the rounded
+/// input too. With `magnitudes` ([`interpret_with_magnitude_in`]): the
+/// magnitudes of the layer's input, and per stage the magnitudes read,
+/// the bound and exact values written; in bf16 also the grown magnitudes,
+/// the scales in and out and the rounding spreads.
+fn check_memory(
     layer: &Layer,
     batch: usize,
     precision: Precision,
+    magnitudes: bool,
 ) -> Result<(), DataError> {
-    let (ins, outs) = match precision {
-        Precision::F32 => (2, 3),
-        Precision::Bf16 => (6, 4),
+    let bf16 = precision == Precision::Bf16;
+    // Tensors of a stage's input and output sizes it holds at once.
+    let (ins, outs) = match (magnitudes, bf16) {
+        (false, false) => (1, 1),
+        (false, true) => (2, 1),
+        (true, false) => (2, 3),
+        (true, true) => (6, 4),
     };
     let peak = layer
         .stages
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let reads = if i == 0 && precision == Precision::F32 {
-                0
-            } else {
-                ins
-            };
+            // The first stage reads the layer's input as given (f32).
+            let reads = if i == 0 && !bf16 { 0 } else { ins };
             (s.input.len() as u128) * reads + (s.output.len() as u128) * outs
         })
         .max()
         .unwrap_or(0);
-    let floats = (layer.input.len() as u128 + peak) * batch as u128;
+    let abs_input = if magnitudes {
+        layer.input.len() as u128
+    } else {
+        0
+    };
+    let floats = (abs_input + peak) * batch as u128;
     crate::budget::check(
-        format_args!("checking layer '{}' on {batch} images", layer.name),
+        format_args!("interpreting layer '{}' on {batch} images", layer.name),
         u64::try_from(floats * 4).ok(),
     )
 }
