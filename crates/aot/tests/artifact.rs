@@ -484,3 +484,39 @@ fn the_packing_function_does_not_grow_with_the_stages() {
     // Lines of CLIF: only the counts in its constants differ.
     assert_eq!(pack_clif(2), pack_clif(300));
 }
+
+/// `verify --object` reads an object's facts before linking it: a real
+/// object's facts read back, and every truncation of it, an empty file, a
+/// file of garbage and one past the symbol table are errors or "no facts",
+/// never a panic.
+#[test]
+fn facts_read_back_and_hostile_objects_are_errors() {
+    use convjit_aot::facts::{read, Facts};
+    let l = layer("layer f { input 6x5x4\n c: conv 3x3 -> 8, pad same, bias }");
+    let w = Weights::random(&l, 1);
+    let a = build(&l, &opts(None, Some(w)), Emit::Object).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.o");
+    std::fs::write(&path, &a.object).unwrap();
+    let facts = read(&path, &a.symbol).unwrap().unwrap();
+    assert_eq!(facts, Facts::of(&l, true, convjit_ir::Precision::F32));
+    // Another layer's symbol is not in it.
+    let e = read(&path, "convjit_g").unwrap_err();
+    assert!(e.contains("no function convjit_g"), "{e}");
+    let n = a.object.len();
+    let mut cuts: Vec<usize> = (0..n).step_by((n / 97).max(1)).collect();
+    cuts.extend([0, 1, 4, 16, 63, 64, n - 1]);
+    for cut in cuts {
+        std::fs::write(&path, &a.object[..cut]).unwrap();
+        let _ = read(&path, &a.symbol);
+    }
+    let mut garbage = a.object.clone();
+    for (i, b) in garbage.iter_mut().enumerate().skip(64) {
+        *b ^= (i * 131) as u8;
+    }
+    std::fs::write(&path, &garbage).unwrap();
+    let _ = read(&path, &a.symbol);
+    std::fs::write(&path, b"").unwrap();
+    assert!(read(&path, &a.symbol).is_err());
+    assert!(read(dir.path(), &a.symbol).is_err());
+}
