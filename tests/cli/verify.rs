@@ -161,53 +161,38 @@ fn verify_refuses_an_object_that_does_not_fit() {
             s(obj),
         ])
     };
-    let bare = f.dir.path().join("bare.o");
-    build(&f.conv, &bare, false);
-    let o = verify(&bare);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("the object was built without --weights"),
-        "{}",
-        stderr(&o)
+    // The fixture's layer with `from` replaced by `to`, built (with its
+    // weights or not) as `name`.o: verify's refusal, which must hold `want`.
+    let refused = |name: &str, (from, to): (&str, &str), weights: bool, want: &str| {
+        let conv = f.dir.path().join(format!("{name}.conv"));
+        let text = std::fs::read_to_string(&f.conv).unwrap().replace(from, to);
+        std::fs::write(&conv, text).unwrap();
+        let obj = conv.with_extension("o");
+        build(&conv, &obj, weights);
+        let o = verify(&obj);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    };
+    // Without weights; the same layer name and weights, a larger image;
+    // another layer's object.
+    refused(
+        "bare",
+        ("", ""),
+        false,
+        "the object was built without --weights",
     );
-    // The same layer name and weights, a larger image.
-    let wide = f.dir.path().join("wide.conv");
-    std::fs::write(
-        &wide,
-        std::fs::read_to_string(&f.conv)
-            .unwrap()
-            .replace("5x4x3", "9x8x3"),
-    )
-    .unwrap();
-    let obj = f.dir.path().join("wide.o");
-    build(&wide, &obj, true);
-    let o = verify(&obj);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains(
-            "the object was built for 9x8x3 -> 9x8x2, f32, weights baked in; \
-             the layer is 5x4x3 -> 5x4x2, f32, weights baked in"
-        ),
-        "{}",
-        stderr(&o)
+    refused(
+        "wide",
+        ("5x4x3", "9x8x3"),
+        true,
+        "the object was built for 9x8x3 -> 9x8x2, f32, weights baked in; \
+         the layer is 5x4x3 -> 5x4x2, f32, weights baked in",
     );
-    // Another layer's object.
-    let other = f.dir.path().join("other.conv");
-    std::fs::write(
-        &other,
-        std::fs::read_to_string(&f.conv)
-            .unwrap()
-            .replace("layer l", "layer m"),
-    )
-    .unwrap();
-    let obj = f.dir.path().join("m.o");
-    build(&other, &obj, true);
-    let o = verify(&obj);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("has no function convjit_l: it was built for another layer"),
-        "{}",
-        stderr(&o)
+    refused(
+        "other",
+        ("layer l", "layer m"),
+        true,
+        "has no function convjit_l: it was built for another layer",
     );
 }
 
